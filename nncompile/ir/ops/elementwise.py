@@ -1,0 +1,142 @@
+"""Elementwise ops: unary math, binary arithmetic with numpy broadcasting, comparisons, select.
+
+Binary ops take inputs of one dtype (no implicit promotion, as in XLA); the front end casts.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from nncompile.ir.dtypes import DType
+from nncompile.ir.errors import ShapeError
+from nncompile.ir.optable import Attr, AttrKind, Fusion, defop
+from nncompile.ir.types import TensorType, broadcast_shapes
+
+_FLOAT = "float"
+_NUMBER = "number"
+_BOOL = "bool"
+
+
+def _check_dtype(t: TensorType, allowed: str, what: str) -> None:
+    ok = {_FLOAT: t.dtype.is_float,
+          _NUMBER: t.dtype.is_float or t.dtype.is_int,
+          _BOOL: t.dtype is DType.bool}[allowed]
+    if not ok:
+        raise ShapeError(f"{what} has dtype {t.dtype}; expected a {allowed} dtype")
+
+
+def _unary_rule(allowed: str):
+    def infer(ts, attrs):
+        _check_dtype(ts[0], allowed, "input")
+        return ts[0]
+    return infer
+
+
+def _binary_rule(allowed: str, result: DType | None = None):
+    def infer(ts, attrs):
+        a, b = ts
+        if a.dtype != b.dtype:
+            raise ShapeError(f"input dtypes {a.dtype} and {b.dtype} differ; cast one first")
+        _check_dtype(a, allowed, "input")
+        return TensorType(result or a.dtype, broadcast_shapes(a.shape, b.shape))
+    return infer
+
+
+def _stable_sigmoid(x):
+    z = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + z), z / (1 + z))
+
+
+def _erf(x):
+    from math import erf
+
+    return np.vectorize(erf, otypes=[np.float64])(x)
+
+
+UNARY = {
+    "neg": (np.negative, _NUMBER),
+    "abs": (np.abs, _NUMBER),
+    "sign": (np.sign, _NUMBER),
+    "exp": (np.exp, _FLOAT),
+    "expm1": (np.expm1, _FLOAT),
+    "log": (np.log, _FLOAT),
+    "log1p": (np.log1p, _FLOAT),
+    "sqrt": (np.sqrt, _FLOAT),
+    "rsqrt": (lambda x: 1 / np.sqrt(x), _FLOAT),
+    "reciprocal": (lambda x: 1 / x, _FLOAT),
+    "square": (np.square, _NUMBER),
+    "tanh": (np.tanh, _FLOAT),
+    "sigmoid": (_stable_sigmoid, _FLOAT),
+    "relu": (lambda x: np.maximum(x, 0), _NUMBER),
+    "erf": (_erf, _FLOAT),
+    "sin": (np.sin, _FLOAT),
+    "cos": (np.cos, _FLOAT),
+    "floor": (np.floor, _FLOAT),
+    "ceil": (np.ceil, _FLOAT),
+    "round": (np.round, _FLOAT),   # half to even, like numpy and ONNX Round
+    "logical_not": (np.logical_not, _BOOL),
+}
+
+BINARY = {
+    "add": (np.add, _NUMBER),
+    "sub": (np.subtract, _NUMBER),
+    "mul": (np.multiply, _NUMBER),
+    "div": (np.divide, _FLOAT),
+    "pow": (np.power, _FLOAT),
+    "maximum": (np.maximum, _NUMBER),
+    "minimum": (np.minimum, _NUMBER),
+    "logical_and": (np.logical_and, _BOOL),
+    "logical_or": (np.logical_or, _BOOL),
+}
+
+COMPARE = {
+    "equal": np.equal,
+    "not_equal": np.not_equal,
+    "less": np.less,
+    "less_equal": np.less_equal,
+    "greater": np.greater,
+    "greater_equal": np.greater_equal,
+}
+
+for _name, (_fn, _allowed) in UNARY.items():
+    defop(_name, inputs=("x",), fusion=Fusion.ELEMENTWISE, infer=_unary_rule(_allowed),
+          reference=lambda xs, attrs, fn=_fn: fn(xs[0]))
+
+for _name, (_fn, _allowed) in BINARY.items():
+    defop(_name, inputs=("x", "y"), fusion=Fusion.ELEMENTWISE, infer=_binary_rule(_allowed),
+          reference=lambda xs, attrs, fn=_fn: fn(xs[0], xs[1]))
+
+for _name, _fn in COMPARE.items():
+    defop(_name, inputs=("x", "y"), fusion=Fusion.ELEMENTWISE,
+          infer=_binary_rule(_NUMBER, result=DType.bool),
+          reference=lambda xs, attrs, fn=_fn: fn(xs[0], xs[1]))
+
+
+def _select_rule(ts, attrs):
+    cond, a, b = ts
+    if cond.dtype is not DType.bool:
+        raise ShapeError(f"condition has dtype {cond.dtype}; expected bool")
+    if a.dtype != b.dtype:
+        raise ShapeError(f"branch dtypes {a.dtype} and {b.dtype} differ; cast one first")
+    return TensorType(a.dtype, broadcast_shapes(cond.shape, a.shape, b.shape))
+
+
+defop("select", inputs=("cond", "x", "y"), fusion=Fusion.ELEMENTWISE, infer=_select_rule,
+      reference=lambda xs, attrs: np.where(xs[0], xs[1], xs[2]),
+      doc="x where cond else y, with numpy broadcasting of all three")
+
+
+def _cast_rule(ts, attrs):
+    return ts[0].with_dtype(attrs["dtype"])
+
+
+defop("cast", inputs=("x",), fusion=Fusion.ELEMENTWISE, attrs={"dtype": Attr(AttrKind.DTYPE)},
+      infer=_cast_rule, reference=lambda xs, attrs: xs[0].astype(attrs["dtype"].numpy))
+
+
+def _constant_rule(ts, attrs):
+    value = attrs["value"]
+    return TensorType(DType.from_numpy(value.dtype), value.shape)
+
+
+defop("constant", inputs=(), fusion=Fusion.ELEMENTWISE, attrs={"value": Attr(AttrKind.TENSOR)},
+      infer=_constant_rule, reference=lambda xs, attrs: attrs["value"])

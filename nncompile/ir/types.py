@@ -1,0 +1,137 @@
+"""Tensor types: a dtype and a shape whose dimensions are ints or symbols.
+
+A symbolic dimension is a name (a str). `BATCH` ("?") is the conventional symbol of the batch
+dimension; every input of a traced model shares it. Symbols are bound to sizes when a graph runs.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+from nncompile.ir.dtypes import DType
+from nncompile.ir.errors import ShapeError
+
+Dim = int | str
+Shape = tuple[Dim, ...]
+
+BATCH = "?"
+_SYMBOL = re.compile(r"^(\?|[A-Za-z_][A-Za-z0-9_]*)$")
+
+
+def is_symbol(dim: Dim) -> bool:
+    return isinstance(dim, str)
+
+
+def check_dim(dim) -> Dim:
+    """Return `dim` as a valid dimension (non-negative int or symbol name) or raise ShapeError."""
+    if isinstance(dim, bool):
+        raise ShapeError(f"dimension {dim!r} is a bool; expected an int >= 0 or a symbol")
+    if isinstance(dim, str):
+        if not _SYMBOL.match(dim):
+            raise ShapeError(f"symbolic dimension {dim!r} is not '?' or an identifier")
+        return dim
+    try:
+        value = int(dim)
+    except (TypeError, ValueError):
+        raise ShapeError(f"dimension {dim!r} is not an int or a symbol") from None
+    if value != dim or value < 0:
+        raise ShapeError(f"dimension {dim!r} must be an int >= 0 or a symbol")
+    return value
+
+
+@dataclass(frozen=True)
+class TensorType:
+    dtype: DType
+    shape: Shape
+
+    def __post_init__(self):
+        if not isinstance(self.dtype, DType):
+            object.__setattr__(self, "dtype", DType.parse(str(self.dtype)))
+        object.__setattr__(self, "shape", tuple(check_dim(d) for d in self.shape))
+
+    def __str__(self) -> str:
+        return f"{self.dtype}[{','.join(str(d) for d in self.shape)}]"
+
+    __repr__ = __str__
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    @property
+    def is_static(self) -> bool:
+        return not any(is_symbol(d) for d in self.shape)
+
+    @property
+    def numel(self) -> int | None:
+        """Number of elements, or None when a dimension is symbolic."""
+        if not self.is_static:
+            return None
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    def with_shape(self, shape: Sequence[Dim]) -> "TensorType":
+        return TensorType(self.dtype, tuple(shape))
+
+    def with_dtype(self, dtype: DType) -> "TensorType":
+        return TensorType(dtype, self.shape)
+
+    def resolve(self, env: Mapping[str, int]) -> tuple[int, ...]:
+        """The concrete shape under the symbol sizes of `env`."""
+        return resolve_shape(self.shape, env)
+
+
+def resolve_shape(shape: Sequence[Dim], env: Mapping[str, int]) -> tuple[int, ...]:
+    out = []
+    for d in shape:
+        if is_symbol(d):
+            if d not in env:
+                raise ShapeError(f"symbolic dimension {d!r} is not bound to a size")
+            out.append(env[d])
+        else:
+            out.append(d)
+    return tuple(out)
+
+
+def bind_shape(declared: Sequence[Dim], actual: Sequence[int], env: dict[str, int], what: str) -> None:
+    """Check a concrete shape against a declared one, binding symbols into `env`.
+
+    Raises ShapeError naming `what` with the expected and received shapes.
+    """
+    def fail():
+        shown = tuple(None if is_symbol(d) else d for d in declared)
+        raise ShapeError(f"{what}: expected shape {shown}, received shape {tuple(actual)}")
+
+    if len(declared) != len(actual):
+        fail()
+    for d, a in zip(declared, actual):
+        if is_symbol(d):
+            if env.setdefault(d, int(a)) != a:
+                raise ShapeError(
+                    f"{what}: dimension {d!r} is {a} here but {env[d]} in another input "
+                    f"(received shape {tuple(actual)})")
+        elif d != a:
+            fail()
+
+
+def broadcast_shapes(*shapes: Sequence[Dim]) -> Shape:
+    """numpy broadcasting over ints and symbols; a symbol broadcasts only with 1 or itself."""
+    rank = max((len(s) for s in shapes), default=0)
+    out: list[Dim] = []
+    for axis in range(rank):
+        dims = {s[axis - rank + len(s)] for s in shapes if axis - rank + len(s) >= 0}
+        dims.discard(1)
+        if len(dims) > 1:
+            shown = " and ".join(str(tuple(s)) for s in shapes)
+            raise ShapeError(f"shapes {shown} do not broadcast (axis {axis - rank})")
+        out.append(dims.pop() if dims else 1)
+    return tuple(out)
+
+
+def normalize_axis(axis: int, rank: int, what: str = "axis") -> int:
+    if not -rank <= axis < max(rank, 1):
+        raise ShapeError(f"{what} {axis} is out of range for rank {rank}")
+    return axis % rank if rank else 0
