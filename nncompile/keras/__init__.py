@@ -1,0 +1,1 @@
+"""The Keras-compatible front end: `from nncompile import keras`."""

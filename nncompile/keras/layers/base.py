@@ -1,0 +1,295 @@
+"""The Layer base class, weights (`Variable`) and symbolic tensors (`KerasTensor`).
+
+A layer describes its computation once, as IR: `emit(b, inputs, training)` adds ops to a
+`Builder`. Everything else derives from that: output shapes and build-time shape errors come from
+the IR's shape rules, `layer(x)` on arrays traces and runs a small graph, and models trace whole
+graphs by calling `emit` layer after layer.
+"""
+from __future__ import annotations
+
+import inspect
+import warnings
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from nncompile.ir import BATCH, Builder, DType, Graph, ShapeError, TensorType, Value
+from nncompile.keras import backend
+
+
+class Variable:
+    """A layer weight: a named numpy array updated in place, so traced graphs see new values."""
+
+    def __init__(self, value: np.ndarray, name: str, path: str, trainable: bool = True,
+                 regularizer=None):
+        self._value = np.ascontiguousarray(value)
+        self.name = name
+        self.path = path
+        self.trainable = trainable
+        self.regularizer = regularizer
+
+    @property
+    def value(self) -> np.ndarray:
+        """The live array (do not resize; use `assign`)."""
+        return self._value
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._value.shape
+
+    @property
+    def dtype(self) -> str:
+        return str(self._value.dtype)
+
+    def numpy(self) -> np.ndarray:
+        return self._value.copy()
+
+    def assign(self, value) -> None:
+        value = np.asarray(value)
+        if value.shape != self._value.shape:
+            raise ValueError(f"Cannot assign to variable '{self.path}': expected shape "
+                             f"{self._value.shape}, received shape {value.shape}")
+        self._value[...] = value
+
+    def __array__(self, dtype=None, copy=None):
+        return self._value if dtype is None else self._value.astype(dtype)
+
+    def __repr__(self) -> str:
+        return f"<Variable path={self.path}, shape={self.shape}, dtype={self.dtype}>"
+
+
+class KerasTensor:
+    """A symbolic tensor of the functional API: a shape (None for the batch) and where it came from."""
+
+    def __init__(self, shape: Sequence[int | None], dtype: str = "float32", name: str | None = None,
+                 history: "CallNode | None" = None, index: int = 0):
+        self.shape = tuple(shape)
+        self.dtype = dtype
+        self.name = name
+        self.history = history
+        self.index = index
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __repr__(self) -> str:
+        return f"<KerasTensor shape={self.shape}, dtype={self.dtype}, name={self.name}>"
+
+
+class CallNode:
+    """One call of a layer in a functional graph: the tensors it read and those it made."""
+
+    def __init__(self, layer: "Layer", inputs: list[KerasTensor], outputs: list[KerasTensor],
+                 single_input: bool):
+        self.layer = layer
+        self.inputs = inputs
+        self.outputs = outputs
+        self.single_input = single_input
+
+
+def ir_type(shape: Sequence[int | None], dtype: str) -> TensorType:
+    """The IR type of a Keras shape: None becomes the symbolic batch dimension."""
+    return TensorType(DType.from_numpy(dtype), tuple(BATCH if d is None else d for d in shape))
+
+
+def keras_shape(t: TensorType) -> tuple[int | None, ...]:
+    return tuple(None if isinstance(d, str) else d for d in t.shape)
+
+
+def rename_legacy_args(owner: str, kwargs: dict, table: Mapping[str, str]) -> dict:
+    """Accept Keras 1/2 argument names (`init`, `nb_filter`, ...) with a DeprecationWarning."""
+    for old, new in table.items():
+        if old in kwargs:
+            warnings.warn(f"{owner}: argument `{old}` is the Keras 1 name of `{new}`; use `{new}`",
+                          DeprecationWarning, stacklevel=4)
+            kwargs.setdefault(new, kwargs.pop(old))
+    return kwargs
+
+
+_BASE_ARGS = ("name", "trainable", "dtype", "input_shape", "batch_input_shape", "batch_size",
+              "input_dim")
+
+
+class Layer:
+    """Base class of every layer. Subclasses define `build` (weights) and `emit` (the IR)."""
+
+    def __init__(self, *, name: str | None = None, trainable: bool = True, dtype: str | None = None,
+                 input_shape: Sequence[int | None] | None = None,
+                 batch_input_shape: Sequence[int | None] | None = None, batch_size: int | None = None,
+                 **kwargs):
+        if "input_dim" in kwargs:
+            warnings.warn(f"{type(self).__name__}: argument `input_dim` is the Keras 1 form of "
+                          f"`input_shape=(input_dim,)`; use `input_shape` or keras.Input",
+                          DeprecationWarning, stacklevel=3)
+            input_shape = (kwargs.pop("input_dim"),)
+        if kwargs:
+            valid = sorted(set(self._accepted_args()) | set(_BASE_ARGS))
+            raise TypeError(f"Unrecognized keyword arguments passed to {type(self).__name__}: "
+                            f"{kwargs}; valid arguments: {', '.join(valid)}")
+        self.name = name or backend.unique_name(backend.to_snake_case(type(self).__name__))
+        self.trainable = trainable
+        self.dtype = dtype or backend.floatx()
+        if batch_input_shape is not None:
+            self.batch_input_shape = tuple(batch_input_shape)
+        elif input_shape is not None:
+            self.batch_input_shape = (batch_size,) + tuple(input_shape)
+        else:
+            self.batch_input_shape = None
+        self.built = False
+        self._variables: list[Variable] = []
+        self._inbound_nodes: list[CallNode] = []
+
+    @classmethod
+    def _accepted_args(cls) -> list[str]:
+        plain = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        return [p.name for k in cls.__mro__ if "__init__" in k.__dict__
+                for p in inspect.signature(k.__init__).parameters.values()
+                if p.kind in plain and p.name != "self"]
+
+    # weights ------------------------------------------------------------------------------
+    def add_weight(self, name: str, shape: Sequence[int], initializer="glorot_uniform",
+                   regularizer=None, trainable: bool = True, dtype: str | None = None) -> Variable:
+        from nncompile.keras import initializers
+
+        init = initializers.get(initializer)
+        value = np.asarray(init(tuple(shape), dtype or self.dtype), dtype=dtype or self.dtype)
+        var = Variable(value, name, f"{self.name}/{name}", trainable=trainable, regularizer=regularizer)
+        self._variables.append(var)
+        return var
+
+    @property
+    def weights(self) -> list[Variable]:
+        return list(self._variables)
+
+    @property
+    def trainable_weights(self) -> list[Variable]:
+        return [v for v in self.weights if v.trainable and self.trainable]
+
+    @property
+    def non_trainable_weights(self) -> list[Variable]:
+        return [v for v in self.weights if not (v.trainable and self.trainable)]
+
+    def get_weights(self) -> list[np.ndarray]:
+        return [v.numpy() for v in self.weights]
+
+    def set_weights(self, weights: Sequence[np.ndarray]) -> None:
+        mine = self.weights
+        if len(weights) != len(mine):
+            raise ValueError(f"Layer '{self.name}' expects {len(mine)} weights "
+                             f"({', '.join(v.path for v in mine)}), but received {len(weights)}")
+        for var, value in zip(mine, weights):
+            if np.shape(value) != var.shape:
+                raise ValueError(f"Layer '{self.name}' weight '{var.path}' has shape {var.shape}, "
+                                 f"but the received value has shape {np.shape(value)}")
+        for var, value in zip(mine, weights):
+            var.assign(value)
+
+    def count_params(self) -> int:
+        if not self.built:
+            raise ValueError(f"You tried to call `count_params` on layer '{self.name}', "
+                             f"but the layer isn't built. Call it on an input first.")
+        return int(sum(np.prod(v.shape) for v in self.weights))
+
+    # configuration ------------------------------------------------------------------------
+    def get_config(self) -> dict[str, Any]:
+        config = {"name": self.name, "trainable": self.trainable, "dtype": self.dtype}
+        if self.batch_input_shape is not None:
+            config["batch_input_shape"] = list(self.batch_input_shape)
+        return config
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "Layer":
+        return cls(**config)
+
+    # building and lowering ----------------------------------------------------------------
+    def build(self, input_shape) -> None:
+        """Create the weights for inputs of `input_shape` (None for the batch)."""
+        self.built = True
+
+    def emit(self, b: Builder, inputs: Value | list[Value], training: bool = False) -> Value | list[Value]:
+        """Add this layer's computation to `b`; return its output value(s)."""
+        raise TypeError(f"Layer {type(self).__name__} does not define `emit`")
+
+    def param(self, b: Builder, var: Variable) -> Value:
+        """The graph input bound to `var` (one per graph, however often the layer is called)."""
+        return b.param(var.path, var.value)
+
+    def _maybe_build(self, input_shape) -> None:
+        if not self.built:
+            self.build(input_shape)
+            self.built = True
+
+    def compute_output_shape(self, input_shape):
+        """Output shape(s) for `input_shape`, derived from the IR shape rules."""
+        shapes = input_shape if _is_shape_list(input_shape) else [input_shape]
+        specs = [KerasTensor(s) for s in shapes]
+        outputs = self._symbolic(specs, single_input=not _is_shape_list(input_shape))
+        return [o.shape for o in outputs] if len(outputs) > 1 else outputs[0].shape
+
+    # calling ------------------------------------------------------------------------------
+    def __call__(self, inputs, training: bool | None = None, **kwargs):
+        if kwargs:
+            raise TypeError(f"Layer '{self.name}' got unexpected call arguments: {sorted(kwargs)}")
+        single = not isinstance(inputs, (list, tuple))
+        flat = [inputs] if single else list(inputs)
+        if all(isinstance(x, KerasTensor) for x in flat):
+            outputs = self._symbolic(flat, single)
+            node = CallNode(self, flat, outputs, single)
+            for i, out in enumerate(outputs):
+                out.history, out.index = node, i
+            self._inbound_nodes.append(node)
+            return outputs[0] if len(outputs) == 1 else outputs
+        if any(isinstance(x, KerasTensor) for x in flat):
+            raise ValueError(f"Layer '{self.name}' was called on a mix of symbolic tensors and arrays")
+        results = self._eager(flat, single, bool(training))
+        return results[0] if len(results) == 1 else results
+
+    def _symbolic(self, inputs: list[KerasTensor], single: bool) -> list[KerasTensor]:
+        shapes = [x.shape for x in inputs]
+        try:
+            self._maybe_build(shapes[0] if single else shapes)
+            b = Builder(name=self.name)
+            values = [b.input(f"input_{i}", ir_type(x.shape, x.dtype)) for i, x in enumerate(inputs)]
+            with b.loc(self.name):
+                out = self.emit(b, values[0] if single else values)
+        except ShapeError as e:
+            raise ValueError(f"{self._describe_call(inputs)}: {e}") from None
+        outs = out if isinstance(out, (list, tuple)) else [out]
+        return [KerasTensor(keras_shape(v.type), str(v.type.dtype.numpy), name=self.name) for v in outs]
+
+    def _describe_call(self, inputs: list[KerasTensor]) -> str:
+        sources = []
+        for x in inputs:
+            origin = f"the output of layer '{x.history.layer.name}'" if x.history else "an input"
+            sources.append(f"{origin} (shape {x.shape})")
+        return (f"Layer '{self.name}' ({type(self).__name__}) cannot be applied to "
+                f"{' and '.join(sources)}")
+
+    def _eager(self, arrays: list, single: bool, training: bool) -> list[np.ndarray]:
+        arrays = [_as_input_array(a, self.dtype) for a in arrays]
+        specs = [KerasTensor((None,) + a.shape[1:], str(a.dtype)) for a in arrays]
+        self._symbolic(specs, single)
+        b = Builder(name=self.name)
+        values = [b.input(f"input_{i}", ir_type(s.shape, s.dtype)) for i, s in enumerate(specs)]
+        with b.loc(self.name):
+            out = self.emit(b, values[0] if single else values, training=training)
+        outs = out if isinstance(out, (list, tuple)) else [out]
+        return run_graph(b.finish(outs, [f"output_{i}" for i in range(len(outs))]), arrays)
+
+
+def _as_input_array(array, float_dtype: str) -> np.ndarray:
+    """Integer arrays (indices) keep their dtype; everything else becomes `float_dtype`."""
+    array = np.asarray(array)
+    return array if np.issubdtype(array.dtype, np.integer) else array.astype(float_dtype, copy=False)
+
+
+def _is_shape_list(shape) -> bool:
+    return isinstance(shape, list) and bool(shape) and isinstance(shape[0], (tuple, list))
+
+
+def run_graph(graph: Graph, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Execute a traced graph on arrays (the reference interpreter until the CPU backend lands)."""
+    from nncompile.runtime import reference
+
+    return reference.run(graph, arrays)
