@@ -141,6 +141,10 @@ class Graph:
         return g
 
 
+def _is_nan(x) -> bool:
+    return isinstance(x, float) and x != x
+
+
 def _attrs_equal(a: Mapping, b: Mapping) -> bool:
     if a.keys() != b.keys():
         return False
@@ -150,7 +154,7 @@ def _attrs_equal(a: Mapping, b: Mapping) -> bool:
             x, y = np.asarray(x), np.asarray(y)
             if x.dtype != y.dtype or x.shape != y.shape or not np.array_equal(x, y, equal_nan=True):
                 return False
-        elif x != y or type(x) is not type(y):
+        elif type(x) is not type(y) or (x != y and not (_is_nan(x) and _is_nan(y))):
             return False
     return True
 

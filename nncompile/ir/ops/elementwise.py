@@ -135,7 +135,11 @@ defop("cast", inputs=("x",), fusion=Fusion.ELEMENTWISE, attrs={"dtype": Attr(Att
 
 def _constant_rule(ts, attrs):
     value = attrs["value"]
-    return TensorType(DType.from_numpy(value.dtype), value.shape)
+    try:
+        dtype = DType.from_numpy(value.dtype)
+    except ValueError as e:
+        raise ShapeError(f"constant value: {e}") from None
+    return TensorType(dtype, value.shape)
 
 
 defop("constant", inputs=(), fusion=Fusion.ELEMENTWISE, attrs={"value": Attr(AttrKind.TENSOR)},

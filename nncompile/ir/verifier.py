@@ -1,0 +1,144 @@
+"""The verifier: checks the invariants every pass must keep, in one linear walk.
+
+SSA dominance (every value is defined before it is read, and by this graph), known ops with the
+right number of inputs, canonical attributes (what `normalize_attrs` gives, so the text form reads
+back the same), declared types equal to what the shape rules infer, unique input and output
+names, and bound parameter arrays that match their inputs' types.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from nncompile.ir.dtypes import DType
+from nncompile.ir.errors import IRError, VerifyError
+from nncompile.ir.graph import Graph, Node, Value
+from nncompile.ir.optable import OpDef, get_op, infer_types, normalize_attrs
+from nncompile.ir.printer import format_name
+from nncompile.ir.types import bind_shape
+
+
+def verify(graph: Graph) -> None:
+    """Raise VerifyError naming the first broken invariant of `graph` (and its node)."""
+    defined = _check_inputs(graph)
+    index = {id(node): i for i, node in enumerate(graph.nodes)}
+    for i, node in enumerate(graph.nodes):
+        _check_node(graph, i, node, defined, index)
+    _check_outputs(graph, defined, index)
+
+
+def _fail(graph: Graph, message: str) -> VerifyError:
+    return VerifyError(f"graph {graph.name!r}: {message}")
+
+
+def _check_inputs(graph: Graph) -> set[Value]:
+    defined: set[Value] = set()
+    names: set[str] = set()
+    for v in graph.inputs:
+        if not isinstance(v.name, str):
+            raise _fail(graph, f"input {v!r} has no name")
+        if v.name in names:
+            raise _fail(graph, f"two inputs are named {v.name!r}")
+        if v.producer is not None:
+            raise _fail(graph, f"input {v.name!r} is also a result of {v.producer.describe()}")
+        names.add(v.name)
+        defined.add(v)
+        if v.is_param and v.name in graph.params:
+            _check_param(graph, v)
+    return defined
+
+
+def _check_param(graph: Graph, v: Value) -> None:
+    array = graph.params[v.name]
+    what = f"parameter {v.name!r}"
+    if not isinstance(array, np.ndarray) or array.dtype != v.type.dtype.numpy:
+        got = array.dtype if isinstance(array, np.ndarray) else type(array).__name__
+        raise _fail(graph, f"{what} is typed {v.type} but bound to an array of dtype {got}")
+    try:
+        bind_shape(v.type.shape, array.shape, {}, what)
+    except IRError as e:
+        raise _fail(graph, f"{e} (typed {v.type})") from None
+
+
+def _describe_result(v: Value, index: dict[int, int]) -> str:
+    number = index.get(id(v.producer))
+    if number is None:
+        return f"a result of {v.producer.describe()} that is not in this graph"
+    return f"%{number}" if len(v.producer.outputs) == 1 else f"%{number}#{v.index}"
+
+
+def _check_node(graph: Graph, i: int, node: Node, defined: set[Value], index: dict[int, int]) -> None:
+    where = f"{node.describe()} (node #{i})"
+    try:
+        opdef = get_op(node.op)
+    except IRError as e:
+        raise _fail(graph, f"{where}: {e}") from None
+    for k, v in enumerate(node.inputs):
+        if v not in defined:
+            raise _fail(graph, f"{where}: input {k} is {_undefined(graph, v, index, i)}")
+    attrs = _check_attrs(graph, opdef, node, where)
+    try:
+        inferred = infer_types(opdef, [v.type for v in node.inputs], attrs, where)
+    except ValueError as e:
+        raise _fail(graph, str(e)) from None
+    declared = [v.type for v in node.outputs]
+    if declared != inferred:
+        raise _fail(graph, f"{where}: declares result types ({', '.join(map(str, declared))}) but the "
+                           f"shape rule of {node.op!r} infers ({', '.join(map(str, inferred))})")
+    for k, v in enumerate(node.outputs):
+        if v.producer is not node or v.index != k or v in defined:
+            raise _fail(graph, f"{where}: result {k} is not its own fresh value "
+                               "(a node appended twice or a shared Value)")
+        defined.add(v)
+
+
+def _undefined(graph: Graph, v: Value, index: dict[int, int], position: int) -> str:
+    """Why `v` may not be read at node #`position`: defined later, stale, or from another graph."""
+    if v.producer is None:
+        name = f" %{format_name(v.name)}" if isinstance(v.name, str) else ""
+        return f"input{name} of another graph"
+    number = index.get(id(v.producer))
+    if number is None:
+        return _describe_result(v, index)
+    if number >= position:
+        return f"{_describe_result(v, index)}, which node #{number} defines later (use before definition)"
+    return f"a stale result of node #{number} ({v.producer.describe()}), not among its outputs"
+
+
+def _check_attrs(graph: Graph, opdef: OpDef, node: Node, where: str) -> dict:
+    """The node's attributes must be exactly what normalize_attrs makes of them."""
+    given = {k: v for k, v in node.attrs.items()
+             if not (v is None and k in opdef.attrs and opdef.attrs[k].default is None)}
+    try:
+        canonical = normalize_attrs(opdef, given, where)
+    except IRError as e:
+        raise _fail(graph, str(e)) from None
+    for name, value in canonical.items():
+        if name not in node.attrs:
+            raise _fail(graph, f"{where}: attribute {name!r} is missing (its default is {value!r}; "
+                               "nodes take every attribute, as normalize_attrs fills them)")
+        held = node.attrs[name]
+        if type(held) is not type(value) or (held is not value and held != value):
+            raise _fail(graph, f"{where}: attribute {name!r} holds {held!r} ({type(held).__name__}); "
+                               f"expected its canonical form {value!r} ({type(value).__name__})")
+        if isinstance(value, np.ndarray):
+            _check_tensor_dtype(graph, where, name, value)
+    return canonical
+
+
+def _check_tensor_dtype(graph: Graph, where: str, name: str, value: np.ndarray) -> None:
+    try:
+        DType.from_numpy(value.dtype)
+    except ValueError as e:
+        raise _fail(graph, f"{where}: attribute {name!r}: {e}") from None
+
+
+def _check_outputs(graph: Graph, defined: set[Value], index: dict[int, int]) -> None:
+    names = graph.output_names
+    if len(names) != len(graph.outputs) or len(set(names)) != len(names):
+        raise _fail(graph, f"output names {names} must be unique, one per output "
+                           f"({len(graph.outputs)} outputs)")
+    for name, v in zip(names, graph.outputs):
+        if not isinstance(name, str):
+            raise _fail(graph, f"output name {name!r} is not a string")
+        if v not in defined:
+            raise _fail(graph, f"output {name!r} is {_undefined(graph, v, index, len(graph.nodes))}")
