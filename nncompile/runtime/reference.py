@@ -92,4 +92,5 @@ def run(graph: Graph, inputs: Sequence[np.ndarray] | Mapping[str, np.ndarray],
     for node in graph.nodes:
         results = run_node(node, [values[v] for v in node.inputs], env)
         values.update(zip(node.outputs, results))
-    return [values[v] for v in graph.outputs]
+    # Ops like reshape return views; results must not alias the caller's inputs or parameters.
+    return [values[v] if values[v].base is None else values[v].copy() for v in graph.outputs]

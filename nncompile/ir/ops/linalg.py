@@ -1,0 +1,161 @@
+"""Contractions: matmul (numpy semantics, batch broadcasting) and NHWC conv2d.
+
+Both take an elementwise epilogue (bias, activation, residual add) when fused. This module also
+holds the window arithmetic that conv2d and pooling share, and `same_pads` for the front ends.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from nncompile.ir.errors import ShapeError
+from nncompile.ir.optable import Attr, AttrKind, Fusion, defop
+from nncompile.ir.types import Dim, TensorType, broadcast_shapes, is_symbol
+
+
+def _swap_last(shape: tuple, transpose: bool) -> tuple:
+    return shape[:-2] + (shape[-1], shape[-2]) if transpose else shape
+
+
+def _matmul_rule(ts: list[TensorType], attrs: dict) -> TensorType:
+    a, b = ts
+    for name, t in (("a", a), ("b", b)):
+        if t.rank < 2:
+            raise ShapeError(f"input {name} has rank {t.rank} ({t}); expected rank >= 2 "
+                             f"(reshape a vector to a matrix first)")
+    if a.dtype != b.dtype:
+        raise ShapeError(f"input dtypes {a.dtype} and {b.dtype} differ; cast one first")
+    if not (a.dtype.is_float or a.dtype.is_int):
+        raise ShapeError(f"inputs have dtype {a.dtype}; expected a number dtype")
+    sa = _swap_last(a.shape, attrs["transpose_a"])
+    sb = _swap_last(b.shape, attrs["transpose_b"])
+    if sa[-1] != sb[-2]:
+        raise ShapeError(f"contraction dimensions differ: a {a} gives {sa[-1]!r}, b {b} gives "
+                         f"{sb[-2]!r} (transpose_a={attrs['transpose_a']}, "
+                         f"transpose_b={attrs['transpose_b']})")
+    try:
+        batch = broadcast_shapes(sa[:-2], sb[:-2])
+    except ShapeError as e:
+        raise ShapeError(f"batch dimensions of a {a} and b {b} do not broadcast: {e}") from None
+    return TensorType(a.dtype, batch + (sa[-2], sb[-1]))
+
+
+def _matmul_reference(xs: list[np.ndarray], attrs: dict) -> np.ndarray:
+    a, b = xs
+    if attrs["transpose_a"]:
+        a = np.swapaxes(a, -1, -2)
+    if attrs["transpose_b"]:
+        b = np.swapaxes(b, -1, -2)
+    return np.matmul(a, b)
+
+
+defop("matmul", inputs=("a", "b"), fusion=Fusion.EPILOGUE, infer=_matmul_rule,
+      reference=_matmul_reference,
+      attrs={"transpose_a": Attr(AttrKind.BOOL, False), "transpose_b": Attr(AttrKind.BOOL, False)},
+      doc="matrix product over the last two axes, batch axes broadcast (numpy matmul)")
+
+
+# --- windows: shared by conv2d and pooling ------------------------------------------------------
+
+def same_pads(in_size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    """(before, after) padding of Keras/TensorFlow 'same': the output has ceil(in/stride) positions."""
+    for name, value, low in (("in_size", in_size, 0), ("kernel", kernel, 1), ("stride", stride, 1),
+                             ("dilation", dilation, 1)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+            raise ShapeError(f"same_pads: {name} is {value!r}; expected an int >= {low}")
+    out = -(-in_size // stride)
+    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - in_size, 0)
+    return total // 2, total - total // 2
+
+
+def check_window_attrs(attrs: dict, names: Sequence[str]) -> None:
+    """Length and sign checks of the 2-D window attributes in `names` (strides, pads, ...)."""
+    rules = {"window": (2, 1), "strides": (2, 1), "dilations": (2, 1), "pads": (4, 0)}
+    for name in names:
+        length, low = rules[name]
+        value = attrs[name]
+        if len(value) != length or any(v < low for v in value):
+            raise ShapeError(f"attribute {name!r} is {value}; expected {length} ints >= {low}")
+
+
+def window_output_size(size: Dim, kernel: int, stride: int, dilation: int, before: int, after: int,
+                       axis: str) -> Dim:
+    """Positions of a (dilated) window sliding over `size` padded by `before`/`after`.
+
+    A symbolic size is allowed only where the window keeps it unchanged (1x1, stride 1, no pad).
+    """
+    extent = (kernel - 1) * dilation + 1
+    if is_symbol(size):
+        if (extent, stride, before, after) != (1, 1, 0, 0):
+            raise ShapeError(f"{axis} is symbolic ({size!r}); only a 1-wide window with stride 1 "
+                             f"and no padding keeps it expressible")
+        return size
+    padded = size + before + after
+    if extent > padded:
+        raise ShapeError(f"window of {axis} spans {extent} (kernel {kernel}, dilation {dilation}) "
+                         f"but the padded input is {padded} ({size} + pads {before}, {after})")
+    return (padded - extent) // stride + 1
+
+
+def windows(x: np.ndarray, kernel: Sequence[int], strides: Sequence[int],
+            dilations: Sequence[int]) -> np.ndarray:
+    """All windows of an (already padded) NHWC array, as a view of shape (N, OH, OW, C, KH, KW)."""
+    (kh, kw), (sh, sw), (dh, dw) = kernel, strides, dilations
+    view = sliding_window_view(x, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(1, 2))
+    return view[:, ::sh, ::sw, :, ::dh, ::dw]
+
+
+def pad_spatial(x: np.ndarray, pads: Sequence[int], value) -> np.ndarray:
+    """`x` (NHWC) with `value` added around H and W as pads (top, bottom, left, right) say."""
+    top, bottom, left, right = pads
+    if not any(pads):
+        return x
+    return np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=value)
+
+
+# --- conv2d -----------------------------------------------------------------------------------
+
+def _conv2d_rule(ts: list[TensorType], attrs: dict) -> TensorType:
+    x, w = ts
+    check_window_attrs(attrs, ("strides", "pads", "dilations"))
+    groups = attrs["groups"]
+    if x.rank != 4 or w.rank != 4:
+        raise ShapeError(f"expected x (N,H,W,Cin) and w (KH,KW,Cin/groups,Cout) of rank 4, got x {x} "
+                         f"and w {w}")
+    if x.dtype != w.dtype or not x.dtype.is_float:
+        raise ShapeError(f"x {x} and w {w} must share one float dtype")
+    if groups < 1:
+        raise ShapeError(f"groups is {groups}; expected an int >= 1")
+    kh, kw, w_cin, cout = w.shape
+    if any(is_symbol(d) for d in w.shape):
+        raise ShapeError(f"w {w} must have a static shape")
+    if x.shape[3] != w_cin * groups:
+        raise ShapeError(f"x has {x.shape[3]!r} input channels but w {w} with groups={groups} "
+                         f"expects {w_cin * groups}")
+    if cout % groups:
+        raise ShapeError(f"w has {cout} output channels, not a multiple of groups={groups}")
+    (sh, sw), (dh, dw), (top, bottom, left, right) = attrs["strides"], attrs["dilations"], attrs["pads"]
+    oh = window_output_size(x.shape[1], kh, sh, dh, top, bottom, "height")
+    ow = window_output_size(x.shape[2], kw, sw, dw, left, right, "width")
+    return TensorType(x.dtype, (x.shape[0], oh, ow, cout))
+
+
+def _conv2d_reference(xs: list[np.ndarray], attrs: dict) -> np.ndarray:
+    x, w = xs
+    kh, kw, cg, cout = w.shape
+    groups = attrs["groups"]
+    og = cout // groups
+    patches = windows(pad_spatial(x, attrs["pads"], 0), (kh, kw), attrs["strides"], attrs["dilations"])
+    outs = [np.tensordot(patches[:, :, :, g * cg:(g + 1) * cg], w[:, :, :, g * og:(g + 1) * og],
+                         axes=([3, 4, 5], [2, 0, 1]))
+            for g in range(groups)]
+    return outs[0] if groups == 1 else np.concatenate(outs, axis=3)
+
+
+defop("conv2d", inputs=("x", "w"), fusion=Fusion.EPILOGUE, infer=_conv2d_rule,
+      reference=_conv2d_reference,
+      attrs={"strides": Attr(AttrKind.INTS, (1, 1)), "pads": Attr(AttrKind.INTS, (0, 0, 0, 0)),
+             "dilations": Attr(AttrKind.INTS, (1, 1)), "groups": Attr(AttrKind.INT, 1)},
+      doc="2-D convolution, x NHWC, w (KH,KW,Cin/groups,Cout), pads (top,bottom,left,right)")

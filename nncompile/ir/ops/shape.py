@@ -1,0 +1,242 @@
+"""Data movement: reshape, transpose, broadcast, concat, slice, gather, pad.
+
+Each output element reads one input element (or a pad value), so every op here is INJECTIVE except
+broadcast, which reads an input element many times (BROADCAST).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Sequence
+
+import numpy as np
+
+from nncompile.ir.dtypes import DType
+from nncompile.ir.errors import ShapeError
+from nncompile.ir.ops.reduction import normalize_axes
+from nncompile.ir.optable import Attr, AttrKind, Fusion, defop
+from nncompile.ir.types import Dim, Shape, TensorType, is_symbol, normalize_axis
+
+# An end at least this large selects "to the end" (ONNX exporters write INT32_MAX or INT64_MAX).
+SLICE_END = 2**31 - 1
+
+
+def _show(shape: Sequence[Dim]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+# --- reshape ----------------------------------------------------------------------------------
+
+def _split_dims(dims) -> tuple[int, Counter]:
+    """The product of the static dims and the multiset of symbols."""
+    product, symbols = 1, Counter()
+    for d in dims:
+        if is_symbol(d):
+            symbols[d] += 1
+        else:
+            product *= d
+    return product, symbols
+
+
+def _reshape_rule(ts: list[TensorType], attrs: dict) -> TensorType:
+    x, target = ts[0], attrs["shape"]
+    what = f"cannot reshape {x} to {_show(target)}"
+    if sum(d == -1 for d in target) > 1:
+        raise ShapeError(f"{what}: at most one dimension may be -1")
+    in_size, in_syms = _split_dims(x.shape)
+    out_size, out_syms = _split_dims(d for d in target if d != -1)
+    common = in_syms & out_syms
+    in_syms, out_syms = in_syms - common, out_syms - common
+    if out_syms:
+        raise ShapeError(f"{what}: symbolic dimension(s) {sorted(out_syms)} do not occur in the input")
+    if -1 not in target:
+        if in_syms:
+            raise ShapeError(f"{what}: symbolic dimension(s) {sorted(in_syms)} of the input are not kept")
+        if in_size != out_size:
+            raise ShapeError(f"{what}: {in_size} elements cannot become {out_size}")
+        return x.with_shape(target)
+    if in_syms:
+        factor = in_size // out_size if out_size and in_size % out_size == 0 else f"{in_size}/{out_size}"
+        hole = " * ".join(list(in_syms.elements()) + ([str(factor)] if factor != 1 else []))
+        raise ShapeError(f"{what}: the -1 would stand for {hole}, which is not expressible "
+                         f"(keep the symbolic dimension in the target shape)")
+    if out_size == 0 or in_size % out_size:
+        raise ShapeError(f"{what}: {in_size} elements do not divide into blocks of {out_size}")
+    return x.with_shape(tuple(in_size // out_size if d == -1 else d for d in target))
+
+
+defop("reshape", inputs=("x",), attrs={"shape": Attr(AttrKind.SHAPE)}, fusion=Fusion.INJECTIVE,
+      infer=_reshape_rule, reference=lambda xs, attrs: np.reshape(xs[0], attrs["shape"]),
+      doc="same elements in a new shape; one dim may be -1, symbols must match the input's")
+
+
+# --- transpose --------------------------------------------------------------------------------
+
+def _transpose_rule(ts: list[TensorType], attrs: dict) -> TensorType:
+    x, perm = ts[0], attrs["perm"]
+    if sorted(perm) != list(range(x.rank)):
+        raise ShapeError(f"perm {perm} is not a permutation of the {x.rank} axes of {x}")
+    return x.with_shape(tuple(x.shape[p] for p in perm))
+
+
+defop("transpose", inputs=("x",), attrs={"perm": Attr(AttrKind.INTS)}, fusion=Fusion.INJECTIVE,
+      infer=_transpose_rule, reference=lambda xs, attrs: np.transpose(xs[0], attrs["perm"]),
+      doc="permute axes: output axis i is input axis perm[i]")
+
+
+# --- broadcast --------------------------------------------------------------------------------
+
+def _broadcast_rule(ts: list[TensorType], attrs: dict) -> TensorType:
+    x, target = ts[0], attrs["shape"]
+    what = f"cannot broadcast {x} to {_show(target)}"
+    if -1 in target:
+        raise ShapeError(f"{what}: the target shape may not contain -1")
+    if x.rank > len(target):
+        raise ShapeError(f"{what}: the target has fewer dimensions than the input")
+    for axis in range(1, x.rank + 1):
+        have, want = x.shape[-axis], target[-axis]
+        if have != 1 and have != want:
+            raise ShapeError(f"{what}: dimension {have!r} (axis {-axis}) is neither 1 nor {want!r}")
+    return x.with_shape(target)
+
+
+defop("broadcast", inputs=("x",), attrs={"shape": Attr(AttrKind.SHAPE)}, fusion=Fusion.BROADCAST,
+      infer=_broadcast_rule,
+      reference=lambda xs, attrs: np.array(np.broadcast_to(xs[0], attrs["shape"])),
+      doc="numpy-broadcast the input to the target `shape`")
+
+
+# --- concat -----------------------------------------------------------------------------------
+
+def _concat_rule(ts: list[TensorType], attrs: dict) -> TensorType:
+    first = ts[0]
+    if first.rank == 0:
+        raise ShapeError("inputs are scalars; expected rank >= 1")
+    axis = normalize_axis(attrs["axis"], first.rank)
+    for i, t in enumerate(ts[1:], start=1):
+        if t.dtype != first.dtype:
+            raise ShapeError(f"input {i} has dtype {t.dtype} but input 0 has {first.dtype}")
+        others = [d for k, d in enumerate(t.shape) if k != axis]
+        if t.rank != first.rank or others != [d for k, d in enumerate(first.shape) if k != axis]:
+            raise ShapeError(f"input {i} {t} does not match input 0 {first} outside axis {axis}")
+    if len(ts) == 1:
+        return first
+    sizes = [t.shape[axis] for t in ts]
+    if any(is_symbol(d) for d in sizes):
+        raise ShapeError(f"cannot concatenate along symbolic axis {axis} (sizes {sizes}); the sum "
+                         f"is not expressible")
+    return first.with_shape(first.shape[:axis] + (sum(sizes),) + first.shape[axis + 1:])
+
+
+defop("concat", inputs=("xs",), variadic=True, attrs={"axis": Attr(AttrKind.INT)},
+      fusion=Fusion.INJECTIVE, infer=_concat_rule,
+      reference=lambda xs, attrs: np.concatenate(xs, axis=attrs["axis"]),
+      doc="join inputs of one dtype along `axis`")
+
+
+# --- slice ------------------------------------------------------------------------------------
+
+def _slice_plan(shape: Shape, attrs: dict) -> dict[int, slice]:
+    """Axis -> the Python slice it takes; shared by the shape rule and the reference.
+
+    Negative starts/ends count from the end and out-of-range ones clamp, as in numpy (and in the
+    ONNX reference implementation of Slice)."""
+    starts, ends, axes, steps = (attrs[k] for k in ("starts", "ends", "axes", "steps"))
+    if not len(starts) == len(ends) == len(axes) == len(steps):
+        raise ShapeError(f"starts {starts}, ends {ends}, axes {axes} and steps {steps} must have "
+                         f"the same length")
+    plan = {}
+    for axis, start, end, step in zip(normalize_axes(axes, len(shape)), starts, ends, steps):
+        if step == 0:
+            raise ShapeError(f"step of axis {axis} is 0")
+        dim = shape[axis]
+        if is_symbol(dim):
+            if start != 0 or end < SLICE_END or step != 1:
+                raise ShapeError(f"axis {axis} is symbolic ({dim!r}); it can only be sliced whole "
+                                 f"(start 0, end >= {SLICE_END}, step 1), got start {start}, "
+                                 f"end {end}, step {step}")
+            plan[axis] = slice(None)
+            continue
+        taken = range(*slice(start, end, step).indices(dim))
+        # A stop of -1 (before index 0, stepping down) means "no stop" to numpy, not "the last".
+        stop = taken.stop if taken.stop >= 0 else None
+        plan[axis] = slice(taken.start, stop, step) if taken else slice(0, 0)
+    return plan
+
+
+def _slice_rule(ts: list[TensorType], attrs: dict) -> TensorType:
+    x = ts[0]
+    plan = _slice_plan(x.shape, attrs)
+    return x.with_shape(tuple(d if is_symbol(d) or i not in plan else len(range(*plan[i].indices(d)))
+                              for i, d in enumerate(x.shape)))
+
+
+def _slice_reference(xs: list[np.ndarray], attrs: dict) -> np.ndarray:
+    x = xs[0]
+    plan = _slice_plan(x.shape, attrs)
+    return x[tuple(plan.get(i, slice(None)) for i in range(x.ndim))]
+
+
+defop("slice", inputs=("x",), fusion=Fusion.INJECTIVE, infer=_slice_rule, reference=_slice_reference,
+      attrs={"starts": Attr(AttrKind.INTS), "ends": Attr(AttrKind.INTS), "axes": Attr(AttrKind.INTS),
+             "steps": Attr(AttrKind.INTS)},
+      doc="strided slice of `axes` (ONNX Slice: negative indices count from the end, clamped)")
+
+
+# --- gather -----------------------------------------------------------------------------------
+
+def _gather_rule(ts: list[TensorType], attrs: dict) -> TensorType:
+    data, indices = ts
+    if data.rank == 0:
+        raise ShapeError("data is a scalar; expected rank >= 1")
+    if indices.dtype not in (DType.i32, DType.i64):
+        raise ShapeError(f"indices have dtype {indices.dtype}; expected i32 or i64")
+    axis = normalize_axis(attrs["axis"], data.rank)
+    return data.with_shape(data.shape[:axis] + indices.shape + data.shape[axis + 1:])
+
+
+def _gather_reference(xs: list[np.ndarray], attrs: dict) -> np.ndarray:
+    data, indices = xs
+    axis = normalize_axis(attrs["axis"], data.ndim)
+    size = data.shape[axis]
+    bad = indices[(indices < -size) | (indices >= size)]
+    if bad.size:
+        raise ShapeError(f"op 'gather': index {bad.flat[0]} is out of range for axis {axis} of "
+                         f"size {size} (expected {-size} <= index < {size})")
+    return np.take(data, indices, axis=axis)
+
+
+defop("gather", inputs=("data", "indices"), attrs={"axis": Attr(AttrKind.INT, 0)},
+      fusion=Fusion.INJECTIVE, infer=_gather_rule, reference=_gather_reference,
+      doc="pick slices of `data` along `axis` at `indices` (embedding lookup)")
+
+
+# --- pad --------------------------------------------------------------------------------------
+
+def _pad_rule(ts: list[TensorType], attrs: dict) -> TensorType:
+    x, pads, value = ts[0], attrs["pads"], attrs["value"]
+    if len(pads) != 2 * x.rank or any(p < 0 for p in pads):
+        raise ShapeError(f"pads {pads} must be {2 * x.rank} ints >= 0 (before, after for each "
+                         f"axis of {x})")
+    if not x.dtype.is_float and not float(value).is_integer():
+        raise ShapeError(f"value {value} is not a whole number, as dtype {x.dtype} needs")
+    shape = []
+    for axis, d in enumerate(x.shape):
+        before, after = pads[2 * axis], pads[2 * axis + 1]
+        if is_symbol(d) and before + after:
+            raise ShapeError(f"axis {axis} is symbolic ({d!r}) and can only get pad 0, got "
+                             f"({before}, {after})")
+        shape.append(d if is_symbol(d) else d + before + after)
+    return x.with_shape(shape)
+
+
+def _pad_reference(xs: list[np.ndarray], attrs: dict) -> np.ndarray:
+    x, pads = xs[0], attrs["pads"]
+    if x.ndim == 0:
+        return x
+    pairs = [(pads[2 * i], pads[2 * i + 1]) for i in range(x.ndim)]
+    return np.pad(x, pairs, constant_values=attrs["value"])
+
+
+defop("pad", inputs=("x",), attrs={"pads": Attr(AttrKind.INTS), "value": Attr(AttrKind.FLOAT, 0.0)},
+      fusion=Fusion.INJECTIVE, infer=_pad_rule, reference=_pad_reference,
+      doc="constant padding; pads = (before_0, after_0, before_1, after_1, ...)")
