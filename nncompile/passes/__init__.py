@@ -1,0 +1,6 @@
+"""Graph passes and the manager that runs them; importing this package registers every pass."""
+from nncompile.passes import dce, infer_shapes  # noqa: F401  (registers the passes)
+from nncompile.passes.infer_shapes import fix_dims
+from nncompile.passes.manager import PASSES, PassInfo, PassManager, register_pass, run_pipeline
+
+__all__ = ["PASSES", "PassInfo", "PassManager", "fix_dims", "register_pass", "run_pipeline"]

@@ -1,0 +1,56 @@
+"""Shape inference: re-derive every value's type from the graph's input types.
+
+Useful after an input's type changed or a symbolic dimension was fixed (`fix_dims`).
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from nncompile.ir.errors import ShapeError
+from nncompile.ir.graph import Graph, Value
+from nncompile.ir.optable import AttrKind, get_op, infer_types, normalize_attrs
+from nncompile.ir.types import TensorType, is_symbol
+from nncompile.passes.manager import register_pass
+
+
+@register_pass("infer_shapes", doc="Re-run every op's shape rule and rewrite the declared types.")
+def infer_shapes(graph: Graph) -> Graph:
+    """Rewrite the output types of every node in order; on error the graph is left unchanged."""
+    types: dict[Value, TensorType] = {v: v.type for v in graph.inputs}
+    for node in graph.nodes:
+        opdef = get_op(node.op)
+        where = node.describe()
+        in_types = [types.get(v, v.type) for v in node.inputs]
+        out_types = infer_types(opdef, in_types, normalize_attrs(opdef, node.attrs, where), where)
+        types.update(zip(node.outputs, out_types))
+    for value, type in types.items():
+        value.type = type
+    return graph
+
+
+def fix_dims(graph: Graph, sizes: Mapping[str, int]) -> Graph:
+    """A copy of `graph` with the symbols of `sizes` replaced by those sizes, types re-inferred.
+
+    Symbols are replaced in input types and in shape attributes (`fix_dims(g, {"?": 32})`).
+    Symbols the graph does not use are ignored.
+    """
+    for symbol, size in sizes.items():
+        if not is_symbol(symbol):
+            raise ShapeError(f"fix_dims: {symbol!r} is not a symbolic dimension (a str)")
+        if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 0:
+            raise ShapeError(f"fix_dims: size of {symbol!r} must be an int >= 0, got {size!r}")
+    sizes = {symbol: int(size) for symbol, size in sizes.items()}
+
+    def fixed(shape):
+        return tuple(sizes.get(d, d) if is_symbol(d) else d for d in shape)
+
+    graph = graph.copy()
+    for value in graph.inputs:
+        value.type = value.type.with_shape(fixed(value.type.shape))
+    for node in graph.nodes:
+        for name, spec in get_op(node.op).attrs.items():
+            if spec.kind is AttrKind.SHAPE and isinstance(node.attrs.get(name), (tuple, list)):
+                node.attrs[name] = fixed(node.attrs[name])
+    return infer_shapes(graph)
