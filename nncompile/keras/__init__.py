@@ -1,1 +1,15 @@
-"""The Keras-compatible front end: `from nncompile import keras`."""
+"""The Keras-compatible front end: `from nncompile import keras`, a drop-in for `import keras`.
+
+Example:
+
+>>> from nncompile import keras
+>>> model = keras.Sequential([keras.Input(shape=(4,)), keras.layers.Dense(2)])
+>>> model.output_shape
+(None, 2)
+"""
+from nncompile.keras import (activations, backend, initializers, layers, models, regularizers,
+                             utils)
+from nncompile.keras.models import Input, InputLayer, Model, Sequential
+
+__all__ = ["Input", "InputLayer", "Model", "Sequential", "activations", "backend", "initializers",
+           "layers", "models", "regularizers", "utils"]

@@ -224,7 +224,7 @@ class Layer:
         """Output shape(s) for `input_shape`, derived from the IR shape rules."""
         shapes = input_shape if _is_shape_list(input_shape) else [input_shape]
         specs = [KerasTensor(s) for s in shapes]
-        outputs = self._symbolic(specs, single_input=not _is_shape_list(input_shape))
+        outputs = self._symbolic(specs, single=not _is_shape_list(input_shape))
         return [o.shape for o in outputs] if len(outputs) > 1 else outputs[0].shape
 
     # calling ------------------------------------------------------------------------------

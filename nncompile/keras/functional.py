@@ -1,0 +1,280 @@
+"""The graph behind a functional model: walking its layer calls, and its Keras 3 config.
+
+`map_graph` orders the calls between a model's inputs and outputs the way Keras does (depths
+counted from the outputs, layers listed from the inputs); `functional_config` and
+`functional_from_config` write and read Keras 3's structure ("layers" with "inbound_nodes",
+"input_layers", "output_layers"), and read Keras 2's list-form inbound nodes too.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Mapping
+
+from nncompile.keras.layers.base import CallNode, KerasTensor, Layer
+
+
+# --- the call graph -------------------------------------------------------------------------
+
+def map_graph(model: str, inputs: list[KerasTensor], outputs: list[KerasTensor]
+              ) -> tuple[list[CallNode], dict[int, list[CallNode]], list[Layer]]:
+    """(calls in topological order, nodes by depth, layers by decreasing depth) of a model.
+
+    Raises ValueError when an output needs an input the model was not given, when a model input
+    is not a `keras.Input` tensor, or when two layers share a name.
+    """
+    input_ids = {id(t) for t in inputs}
+    if len(input_ids) != len(inputs):
+        raise ValueError(f"Model '{model}': the same input tensor is given twice in `inputs` "
+                         f"({', '.join(t.name for t in inputs)})")
+    for i, t in enumerate(inputs):
+        if t.history is None or t.history.inputs:
+            origin = f"the output of layer '{t.history.layer.name}'" if t.history else "unconnected"
+            raise ValueError(f"Model '{model}': every input must be a tensor made by "
+                             f"keras.Input(); input {i} ({t.name}) is {origin}")
+    order, first_seen = _topological(model, input_ids, outputs)
+    for node in order:
+        if not node.inputs and id(node.outputs[0]) not in input_ids:
+            names = ", ".join(t.name for t in inputs)
+            raise ValueError(f"Graph disconnected: model '{model}' needs input '{node.layer.name}' "
+                             f"(shape {node.outputs[0].shape}) to compute its outputs, but it is "
+                             f"not among the model inputs ({names})")
+    node_depth, layer_depth = _depths(order)
+    for t in inputs:
+        # Inputs that no output uses still belong to the model (listed first), as in Keras.
+        layer = t.history.layer
+        if id(layer) not in layer_depth:
+            layer_depth[id(layer)] = 0
+            first_seen[id(layer)] = (-1, layer)
+            node_depth[id(t.history)] = (0, t.history)
+    by_depth: dict[int, list[CallNode]] = defaultdict(list)
+    for depth, node in node_depth.values():
+        by_depth[depth].append(node)
+    layers = [layer for _, layer in sorted(first_seen.values(), key=lambda item: (
+        -layer_depth[id(item[1])], item[0]))]
+    _check_unique_names(layers)
+    return [node for node in order if node.inputs], dict(by_depth), layers
+
+
+def _topological(model: str, input_ids: set[int], outputs: list[KerasTensor]
+                 ) -> tuple[list[CallNode], dict[int, tuple[int, Layer]]]:
+    """Calls from the inputs to `outputs` (depth-first, iterative so deep stacks do not recurse),
+    and each layer's position in the traversal."""
+    order: list[CallNode] = []
+    first_seen: dict[int, tuple[int, Layer]] = {}
+    visited: set[int] = set()
+    for out in outputs:
+        stack: list[tuple[KerasTensor, bool]] = [(out, False)]
+        while stack:
+            tensor, expanded = stack.pop()
+            node = tensor.history
+            if node is None:
+                raise ValueError(f"Model '{model}': tensor {tensor!r} was not made by a layer call "
+                                 f"or keras.Input(), so the model cannot find where it comes from")
+            if expanded:
+                order.append(node)
+                continue
+            if id(node) in visited:
+                continue
+            visited.add(id(node))
+            first_seen.setdefault(id(node.layer), (len(first_seen), node.layer))
+            stack.append((tensor, True))
+            if id(tensor) not in input_ids:
+                stack.extend((x, False) for x in reversed(node.inputs))
+    return order, first_seen
+
+
+def _depths(order: list[CallNode]) -> tuple[dict[int, tuple[int, CallNode]], dict[int, int]]:
+    """Keras's depths: 0 at the outputs, one more than the deepest consumer; a shared layer
+    takes the greatest depth of its calls."""
+    node_depth: dict[int, tuple[int, CallNode]] = {}
+    layer_depth: dict[int, int] = {}
+    for node in reversed(order):
+        depth = max(node_depth.get(id(node), (0, node))[0], layer_depth.get(id(node.layer), 0))
+        layer_depth[id(node.layer)] = depth
+        node_depth[id(node)] = (depth, node)
+        for x in node.inputs:
+            parent = x.history
+            previous = node_depth.get(id(parent), (0, parent))[0]
+            node_depth[id(parent)] = (max(depth + 1, previous), parent)
+    return node_depth, layer_depth
+
+
+def _check_unique_names(layers: list[Layer]) -> None:
+    names = [layer.name for layer in layers]
+    for name in names:
+        if names.count(name) != 1:
+            raise ValueError(f'The name "{name}" is used {names.count(name)} times in the model. '
+                             f"All layer names should be unique.")
+
+
+# --- configs ----------------------------------------------------------------------------------
+
+def serialize_layer(layer: Layer) -> dict[str, Any]:
+    """Keras 3's `serialize_keras_object` form of a layer (or a nested model)."""
+    module = {"Sequential": "keras", "Functional": "keras.src.models.functional"}
+    name = type(layer).__name__
+    return {"module": module.get(name, "keras.layers"), "class_name": name,
+            "config": layer.get_config(), "registered_name": None}
+
+
+def layer_classes(custom_objects: Mapping[str, type] | None = None) -> dict[str, type]:
+    """Every class a config may name: nncompile.keras.layers, the models, and `custom_objects`."""
+    from nncompile.keras import layers
+
+    models = _models()
+    found = {name: obj for name, obj in vars(layers).items()
+             if isinstance(obj, type) and issubclass(obj, Layer)}
+    found.update(InputLayer=models.InputLayer, Sequential=models.Sequential,
+                 Functional=models.Functional, Model=models.Functional)
+    found.update(custom_objects or {})
+    return found
+
+
+def deserialize_layer(config: Mapping[str, Any], custom_objects: Mapping[str, type] | None = None
+                      ) -> Layer:
+    """A new layer from `{"class_name": ..., "config": {...}}`."""
+    if not isinstance(config, Mapping) or "class_name" not in config:
+        raise ValueError(f"A layer config must be a dict with 'class_name' and 'config'. "
+                         f"Received: {config!r}")
+    known = layer_classes(custom_objects)
+    name = config["class_name"]
+    if name not in known:
+        raise ValueError(f"Unknown layer class '{name}': it is neither a layer of "
+                         f"nncompile.keras.layers nor in `custom_objects`. Known layer classes: "
+                         f"{', '.join(sorted(known))}")
+    cls = known[name]
+    if issubclass(cls, _models().Model):
+        return cls.from_config(dict(config["config"]), custom_objects)
+    return cls.from_config(dict(config["config"]))
+
+
+def _models():
+    # models imports this module; the reverse import waits until it is needed.
+    from nncompile.keras import models
+
+    return models
+
+
+def functional_config(model) -> dict[str, Any]:
+    """Keras 3's config of a functional model."""
+    mine = {id(node) for nodes in model._nodes_by_depth.values() for node in nodes}
+
+    def node_index(node: CallNode) -> int:
+        # Indices count only the calls that belong to this model.
+        own = [n for n in node.layer._inbound_nodes if id(n) in mine]
+        return own.index(node)
+
+    def tensor_config(t: KerasTensor) -> dict[str, Any]:
+        history = [t.history.layer.name, node_index(t.history), t.index]
+        return {"class_name": "__keras_tensor__",
+                "config": {"shape": list(t.shape), "dtype": t.dtype, "keras_history": history}}
+
+    def node_config(node: CallNode) -> dict[str, Any]:
+        args = [tensor_config(t) for t in node.inputs]
+        return {"args": args if node.single_input else [args], "kwargs": {}}
+
+    def endpoint(t: KerasTensor) -> list:
+        # Keras counts a nested functional model's own construction as its node 0 here.
+        shift = 1 if isinstance(t.history.layer, _models().Functional) else 0
+        return [t.history.layer.name, node_index(t.history) + shift, t.index]
+
+    layers = []
+    for layer in model.layers:
+        nodes = [node_config(n) for n in layer._inbound_nodes if id(n) in mine and n.inputs]
+        layers.append({**serialize_layer(layer), "name": layer.name, "inbound_nodes": nodes})
+    return {"name": model.name, "trainable": model.trainable, "layers": layers,
+            "input_layers": _map_struct(model._inputs_struct, endpoint),
+            "output_layers": _map_struct(model._outputs_struct, endpoint)}
+
+
+def _map_struct(struct, fn):
+    if isinstance(struct, Mapping):
+        return {k: _map_struct(v, fn) for k, v in struct.items()}
+    if isinstance(struct, (list, tuple)):
+        return [_map_struct(v, fn) for v in struct]
+    return fn(struct)
+
+
+class _NotYet(Exception):
+    """A node's input is made by a call that has not been replayed yet."""
+
+
+def functional_from_config(cls: type, config: Mapping[str, Any],
+                           custom_objects: Mapping[str, type] | None = None):
+    """Rebuild a functional model: create its layers, then replay their calls in an order that
+    has every input ready."""
+    name = config.get("name")
+    created: dict[str, Layer] = {}
+    pending: list[tuple[Layer, Any]] = []
+    for layer_config in config["layers"]:
+        layer = deserialize_layer(layer_config, custom_objects)
+        created[layer_config.get("name", layer.name)] = layer
+        pending += [(layer, data) for data in layer_config.get("inbound_nodes", [])]
+    while pending:
+        waiting: list[tuple[Layer, Any]] = []
+        blocked: set[int] = set()
+        for layer, data in pending:
+            # A layer's calls replay in order: once one waits, the later ones wait too.
+            if id(layer) not in blocked:
+                try:
+                    args, kwargs = _call_args(data, created, name)
+                    layer(*args, **kwargs)
+                    continue
+                except _NotYet:
+                    blocked.add(id(layer))
+            waiting.append((layer, data))
+        if len(waiting) == len(pending):
+            raise ValueError(f"Cannot rebuild model '{name}' from its config: the inputs of layer "
+                             f"'{waiting[0][0].name}' are never produced by the other layers")
+        pending = waiting
+
+    def endpoint(entry) -> KerasTensor:
+        layer_name, index, tensor_index = entry[:3]
+        layer = _created(created, layer_name, name)
+        index -= 1 if isinstance(layer, _models().Functional) else 0
+        return layer._inbound_nodes[index].outputs[tensor_index]
+
+    inputs = _endpoints(config["input_layers"], endpoint)
+    outputs = _endpoints(config["output_layers"], endpoint)
+    return cls(inputs, outputs, name=name, trainable=config.get("trainable", True))
+
+
+def _endpoints(struct, fn):
+    """`[name, node, tensor]` leaves (Keras 3 writes a single one bare) inside lists or dicts."""
+    if isinstance(struct, Mapping):
+        return {k: _endpoints(v, fn) for k, v in struct.items()}
+    if isinstance(struct, (list, tuple)) and len(struct) == 3 and isinstance(struct[0], str):
+        return fn(struct)
+    return [_endpoints(v, fn) for v in struct]
+
+
+def _created(created: Mapping[str, Layer], layer_name: str, model: str | None) -> Layer:
+    if layer_name not in created:
+        raise ValueError(f"The config of model '{model}' refers to layer '{layer_name}', which it "
+                         f"does not define. Defined layers: {', '.join(created)}")
+    return created[layer_name]
+
+
+def _call_args(data, created: Mapping[str, Layer], model: str | None) -> tuple[list, dict]:
+    """The positional and keyword arguments of one recorded call."""
+    def tensor(layer_name: str, index: int, tensor_index: int) -> KerasTensor:
+        layer = _created(created, layer_name, model)
+        if index >= len(layer._inbound_nodes):
+            raise _NotYet
+        return layer._inbound_nodes[index].outputs[tensor_index]
+
+    if isinstance(data, list):
+        # Keras 2: a list of [layer name, node index, tensor index(, kwargs)].
+        tensors = [tensor(*entry[:3]) for entry in data]
+        kwargs = data[0][3] if data and len(data[0]) > 3 else {}
+        args = [tensors[0] if len(tensors) == 1 else tensors]
+    else:
+        def revive(obj):
+            if isinstance(obj, Mapping) and obj.get("class_name") == "__keras_tensor__":
+                return tensor(*obj["config"]["keras_history"])
+            if isinstance(obj, (list, tuple)):
+                return [revive(v) for v in obj]
+            return obj
+
+        args, kwargs = revive(list(data.get("args", []))), dict(data.get("kwargs", {}))
+    return args, {k: v for k, v in kwargs.items() if v is not None}

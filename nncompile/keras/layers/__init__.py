@@ -1,0 +1,31 @@
+"""Keras layers: `from nncompile.keras import layers; layers.Dense(10)`."""
+from nncompile.keras.input_layer import Input, InputLayer
+from nncompile.keras.layers.base import Layer
+from nncompile.keras.layers.conv import Conv1D, Conv2D, Convolution1D, Convolution2D
+from nncompile.keras.layers.core import (ELU, Activation, Dense, Dropout, Embedding, Flatten,
+                                         LeakyReLU, Permute, ReLU, Reshape, Softmax)
+from nncompile.keras.layers.merging import (Add, Average, Concatenate, Maximum, Minimum, Multiply,
+                                            Subtract, add, average, concatenate, maximum, minimum,
+                                            multiply, subtract)
+from nncompile.keras.layers.normalization import BatchNormalization, LayerNormalization
+from nncompile.keras.layers.pooling import (AveragePooling1D, AveragePooling2D, AvgPool1D,
+                                            AvgPool2D, GlobalAveragePooling1D,
+                                            GlobalAveragePooling2D, GlobalAvgPool1D,
+                                            GlobalAvgPool2D, GlobalMaxPool1D, GlobalMaxPool2D,
+                                            GlobalMaxPooling1D, GlobalMaxPooling2D, MaxPool1D,
+                                            MaxPool2D, MaxPooling1D, MaxPooling2D)
+from nncompile.keras.layers.reshaping import (Cropping1D, Cropping2D, RepeatVector, UpSampling1D,
+                                              UpSampling2D, ZeroPadding1D, ZeroPadding2D)
+
+__all__ = [
+    "ELU", "Activation", "Add", "Average", "AveragePooling1D", "AveragePooling2D", "AvgPool1D",
+    "AvgPool2D", "BatchNormalization", "Concatenate", "Conv1D", "Conv2D", "Convolution1D",
+    "Convolution2D", "Cropping1D", "Cropping2D", "Dense", "Dropout", "Embedding", "Flatten",
+    "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAvgPool1D", "GlobalAvgPool2D",
+    "GlobalMaxPool1D", "GlobalMaxPool2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "Input",
+    "InputLayer", "Layer",
+    "LayerNormalization", "LeakyReLU", "MaxPool1D", "MaxPool2D", "MaxPooling1D", "MaxPooling2D",
+    "Maximum", "Minimum", "Multiply", "Permute", "ReLU", "RepeatVector", "Reshape", "Softmax",
+    "Subtract", "UpSampling1D", "UpSampling2D", "ZeroPadding1D", "ZeroPadding2D", "add", "average",
+    "concatenate", "maximum", "minimum", "multiply", "subtract",
+]

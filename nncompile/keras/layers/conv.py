@@ -1,0 +1,325 @@
+"""Convolution layers: Conv1D, Conv2D, and the Keras 1 classes Convolution1D, Convolution2D.
+
+Layers work on channels-last data only (NHWC, and NLC for 1-D). A 1-D layer runs as a 2-D one of
+height 1: its input is viewed as (N, 1, L, C) and its kernel (k, cin, cout) as (1, k, cin, cout),
+so one IR op (conv2d, max_pool2d, avg_pool2d) serves both ranks. This module also holds the
+argument checks and Keras 1 renaming (`legacy_args`) that the other layer families share.
+"""
+from __future__ import annotations
+
+import functools
+import warnings
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from nncompile.ir import Builder, Value
+from nncompile.ir.ops.linalg import same_pads
+from nncompile.keras import activations, backend, initializers, regularizers
+from nncompile.keras.layers.base import Layer, rename_legacy_args
+
+_DIM_ORDERING = {"tf": "channels_last", "th": "channels_first", "default": None}
+
+
+# --- argument checks shared with pooling -----------------------------------------------------
+
+def normalize_tuple(value, n: int, arg: str, owner: str) -> tuple[int, ...]:
+    """An int, or `n` ints, as a tuple of `n` ints >= 1 (ValueError naming `owner` and `arg`)."""
+    values = (value,) * n if isinstance(value, (int, np.integer)) else value
+    try:
+        values = tuple(values)
+    except TypeError:
+        values = ()
+    if (len(values) != n or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1
+                                for v in values)):
+        raise ValueError(f"{owner}: the `{arg}` argument must be a tuple of {n} integers >= 1 "
+                         f"(or one such integer). Received: {arg}={value!r}")
+    return tuple(int(v) for v in values)
+
+
+def positive_int(value, arg: str, owner: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{owner}: the `{arg}` argument must be a positive integer. "
+                         f"Received: {arg}={value!r}")
+    return int(value)
+
+
+def normalize_padding(value, allowed: Sequence[str], owner: str) -> str:
+    padding = value.lower() if isinstance(value, str) else value
+    if padding not in allowed:
+        choices = ", ".join(f'"{a}"' for a in allowed)
+        raise ValueError(f"{owner}: the `padding` argument must be one of {choices}. "
+                         f"Received: padding={value!r}")
+    return padding
+
+
+def check_data_format(value, owner: str) -> str:
+    """Only channels-last layouts are supported; say so by name for channels_first."""
+    data_format = backend.image_data_format() if value is None else value
+    if data_format == "channels_first":
+        raise ValueError(f"{owner}: data_format='channels_first' is not supported; nncompile layers "
+                         f"take data_format='channels_last' (the default) only")
+    if data_format != "channels_last":
+        raise ValueError(f"{owner}: the `data_format` argument must be 'channels_last' (or None). "
+                         f"Received: data_format={value!r}")
+    return data_format
+
+
+def check_input_rank(layer: Layer, input_shape, ndim: int) -> None:
+    if len(input_shape) != ndim:
+        raise ValueError(f"Input 0 of layer '{layer.name}' ({type(layer).__name__}) is incompatible "
+                         f"with the layer: expected ndim={ndim}, found ndim={len(input_shape)}. "
+                         f"Full shape received: {tuple(input_shape)}")
+
+
+def legacy_args(table: Mapping[str, str], combine: Callable[[str, dict], None] | None = None):
+    """Decorate `__init__` to accept Keras 1/2 argument names (and `dim_ordering`) with warnings."""
+    def decorate(init):
+        @functools.wraps(init)
+        def wrapper(self, *args, **kwargs):
+            init(self, *args, **_modern_kwargs(type(self).__name__, kwargs, table, combine))
+        return wrapper
+    return decorate
+
+
+def _modern_kwargs(owner: str, kwargs: dict, table: Mapping[str, str],
+                   combine: Callable[[str, dict], None] | None) -> dict:
+    # Called from the wrapper called by user code: stacklevel=4 in the renamers is the user's line.
+    if combine is not None:
+        combine(owner, kwargs)
+    if "dim_ordering" in kwargs:
+        _rename_dim_ordering(owner, kwargs)
+    return rename_legacy_args(owner, kwargs, table)
+
+
+def _rename_dim_ordering(owner: str, kwargs: dict) -> None:
+    value = kwargs.pop("dim_ordering")
+    if value not in _DIM_ORDERING:
+        raise ValueError(f"{owner}: the `dim_ordering` argument must be one of 'tf', 'th', "
+                         f"'default'. Received: dim_ordering={value!r}")
+    warnings.warn(f"{owner}: argument `dim_ordering` is the Keras 1 name of `data_format` "
+                  f"('tf' is 'channels_last'); use `data_format`", DeprecationWarning, stacklevel=4)
+    kwargs.setdefault("data_format", _DIM_ORDERING[value])
+
+
+def spatial_pads(sizes: Sequence, kernel: Sequence[int], strides: Sequence[int],
+                 dilations: Sequence[int], padding: str) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) padding of a 2-D window for "valid", "same" or "causal"."""
+    if padding == "valid":
+        return (0, 0, 0, 0)
+    if padding == "causal":
+        return (0, 0, (kernel[1] - 1) * dilations[1], 0)
+    (top, bottom), (left, right) = (same_pads(s, k, st, d)
+                                     for s, k, st, d in zip(sizes, kernel, strides, dilations))
+    return (top, bottom, left, right)
+
+
+def to_2d(b: Builder, x: Value) -> Value:
+    """(N, L, C) viewed as (N, 1, L, C)."""
+    n, length, channels = x.type.shape
+    return b.reshape(x, shape=(n, 1, length, channels))
+
+
+def from_2d(b: Builder, y: Value) -> Value:
+    """(N, 1, L, C) back to (N, L, C)."""
+    n, _, length, channels = y.type.shape
+    return b.reshape(y, shape=(n, length, channels))
+
+
+# --- convolution -------------------------------------------------------------------------------
+
+_LEGACY_NAMES = {"nb_filter": "filters", "border_mode": "padding", "subsample": "strides",
+                 "init": "kernel_initializer", "W_regularizer": "kernel_regularizer",
+                 "b_regularizer": "bias_regularizer", "bias": "use_bias"}
+_LEGACY_NAMES_1D = {**_LEGACY_NAMES, "filter_length": "kernel_size", "subsample_length": "strides"}
+
+
+def _combine_nb_row_col(owner: str, kwargs: dict) -> None:
+    """Keras 1 gave the kernel as `nb_row` and `nb_col`; Keras 2+ as one `kernel_size`."""
+    if "nb_row" in kwargs or "nb_col" in kwargs:
+        if "nb_row" not in kwargs or "nb_col" not in kwargs:
+            raise TypeError(f"{owner}: the Keras 1 arguments `nb_row` and `nb_col` go together; "
+                            f"better, pass `kernel_size=(rows, cols)`")
+        warnings.warn(f"{owner}: arguments `nb_row`, `nb_col` are the Keras 1 form of "
+                      f"`kernel_size=(nb_row, nb_col)`; use `kernel_size`", DeprecationWarning,
+                      stacklevel=4)
+        kwargs.setdefault("kernel_size", (kwargs.pop("nb_row"), kwargs.pop("nb_col")))
+
+
+def _input_length_to_shape(owner: str, kwargs: dict) -> None:
+    """Keras 1 sequence layers took `input_dim` (channels) and `input_length` (steps)."""
+    if "input_length" in kwargs or "input_dim" in kwargs:
+        warnings.warn(f"{owner}: arguments `input_dim`, `input_length` are the Keras 1 form of "
+                      f"`input_shape=(input_length, input_dim)`; use `input_shape`",
+                      DeprecationWarning, stacklevel=4)
+        kwargs.setdefault("input_shape", (kwargs.pop("input_length", None), kwargs.pop("input_dim", None)))
+
+
+class BaseConv(Layer):
+    """Shared by Conv1D and Conv2D: arguments, weights, config and the conv2d emission."""
+
+    rank: int
+    paddings: tuple[str, ...] = ("valid", "same")
+
+    def __init__(self, filters: int, kernel_size, strides=1, padding: str = "valid",
+                 data_format: str | None = None, dilation_rate=1, groups: int = 1, activation=None,
+                 use_bias: bool = True, kernel_initializer="glorot_uniform", bias_initializer="zeros",
+                 kernel_regularizer=None, bias_regularizer=None, **kwargs):
+        super().__init__(**kwargs)
+        owner = type(self).__name__
+        self.filters = positive_int(filters, "filters", owner)
+        self.groups = positive_int(groups, "groups", owner)
+        if self.filters % self.groups:
+            raise ValueError(f"{owner}: the number of filters must be evenly divisible by the number "
+                             f"of groups. Received: groups={groups}, filters={filters}")
+        self.kernel_size = normalize_tuple(kernel_size, self.rank, "kernel_size", owner)
+        self.strides = normalize_tuple(strides, self.rank, "strides", owner)
+        self.dilation_rate = normalize_tuple(dilation_rate, self.rank, "dilation_rate", owner)
+        if max(self.strides) > 1 and max(self.dilation_rate) > 1:
+            raise ValueError(f"{owner}: `strides > 1` not supported in conjunction with "
+                             f"`dilation_rate > 1`. Received: strides={self.strides} and "
+                             f"dilation_rate={self.dilation_rate}")
+        self.padding = normalize_padding(padding, self.paddings, owner)
+        self.data_format = check_data_format(data_format, owner)
+        self.activation = activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
+
+    def build(self, input_shape) -> None:
+        check_input_rank(self, input_shape, self.rank + 2)
+        channels = input_shape[-1]
+        if channels is None or channels % self.groups:
+            raise ValueError(f"Layer '{self.name}' ({type(self).__name__}): the number of input "
+                             f"channels must be known and evenly divisible by the number of groups. "
+                             f"Received: groups={self.groups}, input_shape={tuple(input_shape)}")
+        shape = self.kernel_size + (channels // self.groups, self.filters)
+        self.kernel = self.add_weight("kernel", shape, self.kernel_initializer, self.kernel_regularizer)
+        self.bias = (self.add_weight("bias", (self.filters,), self.bias_initializer, self.bias_regularizer)
+                     if self.use_bias else None)
+        self.built = True
+
+    def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
+        x, kernel = inputs, self.param(b, self.kernel)
+        kernel_2d, strides, dilations = self.kernel_size, self.strides, self.dilation_rate
+        if self.rank == 1:
+            x = to_2d(b, x)
+            kernel = b.reshape(kernel, shape=(1,) + self.kernel.shape)
+            kernel_2d, strides, dilations = (1,) + kernel_2d, (1,) + strides, (1,) + dilations
+        pads = spatial_pads(x.type.shape[1:3], kernel_2d, strides, dilations, self.padding)
+        y = b.conv2d(x, kernel, strides=strides, pads=pads, dilations=dilations, groups=self.groups)
+        if self.rank == 1:
+            y = from_2d(b, y)
+        if self.bias is not None:
+            y = b.add(y, self.param(b, self.bias))
+        return self.activation(b, y)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(),
+                "filters": self.filters, "kernel_size": self.kernel_size, "strides": self.strides,
+                "padding": self.padding, "data_format": self.data_format,
+                "dilation_rate": self.dilation_rate, "groups": self.groups,
+                "activation": activations.serialize(self.activation), "use_bias": self.use_bias,
+                "kernel_initializer": initializers.serialize(self.kernel_initializer),
+                "bias_initializer": initializers.serialize(self.bias_initializer),
+                "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
+                "bias_regularizer": regularizers.serialize(self.bias_regularizer)}
+
+
+class Conv2D(BaseConv):
+    """2-D convolution over channels-last images (N, H, W, C); kernel (kh, kw, C/groups, filters).
+
+    Example:
+
+    >>> x = np.random.rand(4, 10, 10, 3).astype("float32")
+    >>> Conv2D(2, 3, activation="relu")(x).shape
+    (4, 8, 8, 2)
+    >>> Conv2D(2, (3, 3), strides=2, padding="same")(x).shape
+    (4, 5, 5, 2)
+    """
+
+    rank = 2
+
+    @legacy_args(_LEGACY_NAMES, _combine_nb_row_col)
+    def __init__(self, filters: int, kernel_size, strides=(1, 1), padding: str = "valid",
+                 data_format: str | None = None, dilation_rate=(1, 1), groups: int = 1,
+                 activation=None, use_bias: bool = True, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None, **kwargs):
+        super().__init__(filters, kernel_size, strides, padding, data_format, dilation_rate, groups,
+                         activation, use_bias, kernel_initializer, bias_initializer,
+                         kernel_regularizer, bias_regularizer, **kwargs)
+
+
+class Conv1D(BaseConv):
+    """1-D convolution over channels-last sequences (N, L, C); kernel (k, C/groups, filters).
+
+    `padding="causal"` pads the start only, so output step t sees input steps <= t.
+
+    Example:
+
+    >>> x = np.random.rand(4, 10, 3).astype("float32")
+    >>> Conv1D(2, 3)(x).shape
+    (4, 8, 2)
+    >>> Conv1D(2, 3, padding="causal", dilation_rate=2)(x).shape
+    (4, 10, 2)
+    """
+
+    rank = 1
+    paddings = ("valid", "same", "causal")
+
+    @legacy_args(_LEGACY_NAMES_1D, _input_length_to_shape)
+    def __init__(self, filters: int, kernel_size, strides=1, padding: str = "valid",
+                 data_format: str | None = None, dilation_rate=1, groups: int = 1, activation=None,
+                 use_bias: bool = True, kernel_initializer="glorot_uniform", bias_initializer="zeros",
+                 kernel_regularizer=None, bias_regularizer=None, **kwargs):
+        super().__init__(filters, kernel_size, strides, padding, data_format, dilation_rate, groups,
+                         activation, use_bias, kernel_initializer, bias_initializer,
+                         kernel_regularizer, bias_regularizer, **kwargs)
+
+
+class Convolution2D(Conv2D):
+    """Keras 1 form of Conv2D: `Convolution2D(nb_filter, nb_row, nb_col, border_mode=...)`.
+
+    Example:
+
+    >>> x = np.random.rand(4, 10, 10, 3).astype("float32")
+    >>> Convolution2D(2, 3, 3, border_mode="same")(x).shape
+    (4, 10, 10, 2)
+    """
+
+    def __init__(self, nb_filter: int, nb_row: int, nb_col: int, **kwargs):
+        warnings.warn("Convolution2D(nb_filter, nb_row, nb_col) is the Keras 1 form of "
+                      "Conv2D(filters, kernel_size=(nb_row, nb_col)); use Conv2D",
+                      DeprecationWarning, stacklevel=2)
+        kwargs["name"] = kwargs.get("name") or backend.unique_name("conv2d")
+        super().__init__(nb_filter, (nb_row, nb_col), **kwargs)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Conv2D:
+        """A config holds Keras 3 arguments, so it rebuilds as the Conv2D this layer is."""
+        return Conv2D(**config)
+
+
+class Convolution1D(Conv1D):
+    """Keras 1 form of Conv1D: `Convolution1D(nb_filter, filter_length, border_mode=...)`.
+
+    Example:
+
+    >>> x = np.random.rand(4, 10, 3).astype("float32")
+    >>> Convolution1D(2, 3, subsample_length=2)(x).shape
+    (4, 4, 2)
+    """
+
+    def __init__(self, nb_filter: int, filter_length: int, **kwargs):
+        warnings.warn("Convolution1D(nb_filter, filter_length) is the Keras 1 form of "
+                      "Conv1D(filters, kernel_size=filter_length); use Conv1D",
+                      DeprecationWarning, stacklevel=2)
+        kwargs["name"] = kwargs.get("name") or backend.unique_name("conv1d")
+        super().__init__(nb_filter, filter_length, **kwargs)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Conv1D:
+        """A config holds Keras 3 arguments, so it rebuilds as the Conv1D this layer is."""
+        return Conv1D(**config)

@@ -1,0 +1,361 @@
+"""Core layers: Dense, Activation, Dropout, Flatten, Reshape, Permute, Embedding, and the
+activation layers ReLU, LeakyReLU, ELU and Softmax."""
+from __future__ import annotations
+
+import warnings
+from typing import Any, Sequence
+
+import numpy as np
+
+from nncompile.ir import Builder, DType, Value
+from nncompile.keras import activations, initializers, regularizers
+from nncompile.keras.layers.base import Layer
+from nncompile.keras.layers.conv import check_data_format, legacy_args, positive_int
+
+_LEGACY_DENSE = {"output_dim": "units", "init": "kernel_initializer",
+                 "W_regularizer": "kernel_regularizer", "b_regularizer": "bias_regularizer",
+                 "bias": "use_bias"}
+_LEGACY_EMBEDDING = {"init": "embeddings_initializer", "W_regularizer": "embeddings_regularizer"}
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+
+
+def _as_float(b: Builder, x: Value, dtype: str) -> Value:
+    """Integer inputs of a float computation are cast, as Keras promotes them."""
+    return x if x.type.dtype.is_float else b.cast(x, dtype=DType.from_numpy(dtype))
+
+
+class Dense(Layer):
+    """Densely connected layer: `activation(inputs @ kernel + bias)`, kernel (in, units).
+
+    On inputs of rank > 2 it applies to the last axis: (batch, d0, in) -> (batch, d0, units).
+
+    Example:
+
+    >>> x = np.random.rand(4, 16).astype("float32")
+    >>> Dense(8, activation="relu")(x).shape
+    (4, 8)
+    >>> Dense(3)(np.random.rand(2, 5, 16).astype("float32")).shape
+    (2, 5, 3)
+    """
+
+    @legacy_args(_LEGACY_DENSE)
+    def __init__(self, units: int, activation=None, use_bias: bool = True,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
+                 kernel_regularizer=None, bias_regularizer=None, **kwargs):
+        super().__init__(**kwargs)
+        self.units = positive_int(units, "units", "Dense")
+        self.activation = activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
+
+    def build(self, input_shape) -> None:
+        if len(input_shape) < 2:
+            raise ValueError(f"Input 0 of layer '{self.name}' (Dense) is incompatible with the "
+                             f"layer: expected min_ndim=2, found ndim={len(input_shape)}. "
+                             f"Full shape received: {tuple(input_shape)}")
+        if input_shape[-1] is None:
+            raise ValueError(f"The last dimension of the inputs to a Dense layer should be defined. "
+                             f"Found None. Full input shape received: {tuple(input_shape)}")
+        self.kernel = self.add_weight("kernel", (input_shape[-1], self.units),
+                                      self.kernel_initializer, self.kernel_regularizer)
+        self.bias = (self.add_weight("bias", (self.units,), self.bias_initializer,
+                                     self.bias_regularizer) if self.use_bias else None)
+        self.built = True
+
+    def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
+        y = b.matmul(_as_float(b, inputs, self.dtype), self.param(b, self.kernel))
+        if self.bias is not None:
+            y = b.add(y, self.param(b, self.bias))
+        return self.activation(b, y)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "units": self.units,
+                "activation": activations.serialize(self.activation), "use_bias": self.use_bias,
+                "kernel_initializer": initializers.serialize(self.kernel_initializer),
+                "bias_initializer": initializers.serialize(self.bias_initializer),
+                "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
+                "bias_regularizer": regularizers.serialize(self.bias_regularizer)}
+
+
+class Activation(Layer):
+    """Applies an activation function (a name, None, or an emitter `(b, x) -> Value`).
+
+    Example:
+
+    >>> Activation("relu")(np.array([[-1.0, 2.0]], "float32")).tolist()
+    [[0.0, 2.0]]
+    """
+
+    def __init__(self, activation, **kwargs):
+        super().__init__(**kwargs)
+        self.activation = activations.get(activation)
+
+    def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
+        return self.activation(b, inputs)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "activation": activations.serialize(self.activation)}
+
+
+class Dropout(Layer):
+    """Sets a fraction `rate` of inputs to 0 during training, scaling the rest by 1 / (1 - rate).
+
+    At inference it is the identity and emits nothing. In training the mask is drawn and applied
+    by the training step, which finds the Dropout layers of the model; `emit` never draws.
+
+    Example:
+
+    >>> x = np.ones((2, 3), "float32")
+    >>> bool((Dropout(0.5)(x) == x).all())
+    True
+    """
+
+    def __init__(self, rate: float, noise_shape: Sequence[int | None] | None = None,
+                 seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if not _is_number(rate) or not 0 <= rate <= 1:
+            raise ValueError(f"Invalid value received for argument `rate`. Expected a float value "
+                             f"between 0 and 1. Received: rate={rate!r}")
+        self.rate = float(rate)
+        self.noise_shape = None if noise_shape is None else tuple(noise_shape)
+        self.seed = seed
+
+    def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
+        return inputs
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed,
+                "noise_shape": self.noise_shape}
+
+
+class Flatten(Layer):
+    """Flattens every axis but the batch: (batch, d1, ..., dn) -> (batch, d1 * ... * dn).
+
+    Example:
+
+    >>> Flatten()(np.zeros((2, 3, 4), "float32")).shape
+    (2, 12)
+    """
+
+    def __init__(self, data_format: str | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.data_format = check_data_format(data_format, "Flatten")
+
+    def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
+        return b.reshape(inputs, shape=(inputs.type.shape[0], -1))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "data_format": self.data_format}
+
+
+class Reshape(Layer):
+    """Reshapes the non-batch axes to `target_shape`; one entry may be -1 (inferred).
+
+    Example:
+
+    >>> Reshape((3, -1))(np.zeros((2, 12), "float32")).shape
+    (2, 3, 4)
+    """
+
+    def __init__(self, target_shape: Sequence[int], **kwargs):
+        super().__init__(**kwargs)
+        target = tuple(target_shape) if isinstance(target_shape, (tuple, list)) else (None,)
+        valid = all(_is_number(d) and int(d) == d and (d >= 1 or d == -1) for d in target)
+        if not valid or target.count(-1) > 1:
+            raise ValueError(f"Reshape: `target_shape` must be a tuple of positive integers with "
+                             f"at most one -1. Received: target_shape={target_shape!r}")
+        self.target_shape = tuple(int(d) for d in target)
+
+    def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
+        return b.reshape(inputs, shape=(inputs.type.shape[0],) + self.target_shape)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "target_shape": self.target_shape}
+
+
+class Permute(Layer):
+    """Permutes the non-batch axes: `dims` is 1-based, e.g. (2, 1) swaps axes 1 and 2.
+
+    Example:
+
+    >>> Permute((2, 1))(np.zeros((2, 3, 4), "float32")).shape
+    (2, 4, 3)
+    """
+
+    def __init__(self, dims: Sequence[int], **kwargs):
+        super().__init__(**kwargs)
+        self.dims = tuple(dims)
+        if sorted(self.dims) != list(range(1, len(self.dims) + 1)):
+            raise ValueError(f"Invalid permutation argument `dims` for Permute Layer. The set of "
+                             f"indices in `dims` must be consecutive and start from 1. "
+                             f"Received dims={dims!r}")
+
+    def build(self, input_shape) -> None:
+        if len(input_shape) != len(self.dims) + 1:
+            raise ValueError(f"Input 0 of layer '{self.name}' (Permute) is incompatible with the "
+                             f"layer: expected ndim={len(self.dims) + 1} for dims={self.dims}, "
+                             f"found ndim={len(input_shape)}. Full shape received: "
+                             f"{tuple(input_shape)}")
+        self.built = True
+
+    def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
+        return b.transpose(inputs, perm=(0,) + self.dims)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "dims": self.dims}
+
+
+def _input_length_to_shape(owner: str, kwargs: dict) -> None:
+    """Keras 2 Embedding took the sequence length as `input_length`; Keras 3 dropped it."""
+    if "input_length" in kwargs:
+        warnings.warn(f"{owner}: argument `input_length` is deprecated; use "
+                      f"`input_shape=(input_length,)` or keras.Input", DeprecationWarning,
+                      stacklevel=4)
+        length = kwargs.pop("input_length")
+        if "input_shape" not in kwargs and "batch_input_shape" not in kwargs:
+            kwargs["input_shape"] = (length,)
+
+
+class Embedding(Layer):
+    """Maps integer indices to dense vectors: (batch, ...) -> (batch, ..., output_dim).
+
+    Float indices are cast to int32. `mask_zero` is kept in the config; masking is not
+    propagated, as no layer here consumes a mask.
+
+    Example:
+
+    >>> layer = Embedding(10, 4)
+    >>> layer(np.array([[1, 2, 3]])).shape
+    (1, 3, 4)
+    """
+
+    @legacy_args(_LEGACY_EMBEDDING, _input_length_to_shape)
+    def __init__(self, input_dim: int, output_dim: int, embeddings_initializer="uniform",
+                 embeddings_regularizer=None, mask_zero: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.input_dim = positive_int(input_dim, "input_dim", "Embedding")
+        self.output_dim = positive_int(output_dim, "output_dim", "Embedding")
+        self.embeddings_initializer = initializers.get(embeddings_initializer)
+        self.embeddings_regularizer = regularizers.get(embeddings_regularizer)
+        self.mask_zero = bool(mask_zero)
+
+    def build(self, input_shape) -> None:
+        self.embeddings = self.add_weight("embeddings", (self.input_dim, self.output_dim),
+                                          self.embeddings_initializer, self.embeddings_regularizer)
+        self.built = True
+
+    def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
+        indices = inputs
+        if inputs.type.dtype not in (DType.i32, DType.i64):
+            indices = b.cast(inputs, dtype=DType.i32)
+        return b.gather(self.param(b, self.embeddings), indices, axis=0)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "input_dim": self.input_dim, "output_dim": self.output_dim,
+                "embeddings_initializer": initializers.serialize(self.embeddings_initializer),
+                "embeddings_regularizer": regularizers.serialize(self.embeddings_regularizer),
+                "mask_zero": self.mask_zero}
+
+
+# --- activation layers ----------------------------------------------------------------------------
+
+def _non_negative(value, arg: str, owner: str, allow_none: bool = False) -> float | None:
+    if value is None and allow_none:
+        return None
+    if not _is_number(value) or value < 0:
+        raise ValueError(f"{arg} of a {owner} layer cannot be None or a negative value. "
+                         f"Expected a float. Received: {arg}={value!r}")
+    return float(value)
+
+
+class ReLU(Layer):
+    """Rectified linear unit with Keras's options: `x` above `threshold` (capped at `max_value`),
+    `negative_slope * (x - threshold)` below.
+
+    Example:
+
+    >>> ReLU(max_value=1.0)(np.array([[-1.0, 0.5, 3.0]], "float32")).tolist()
+    [[0.0, 0.5, 1.0]]
+    """
+
+    def __init__(self, max_value: float | None = None, negative_slope: float = 0.0,
+                 threshold: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.max_value = _non_negative(max_value, "max_value", "ReLU", allow_none=True)
+        self.negative_slope = _non_negative(negative_slope, "negative_slope", "ReLU")
+        self.threshold = _non_negative(threshold, "threshold", "ReLU")
+
+    def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
+        return activations.relu(b, inputs, negative_slope=self.negative_slope,
+                                max_value=self.max_value, threshold=self.threshold)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "max_value": self.max_value,
+                "negative_slope": self.negative_slope, "threshold": self.threshold}
+
+
+class LeakyReLU(Layer):
+    """`x` for `x > 0`, else `negative_slope * x` (default 0.3, as Keras's layer has it).
+
+    Example:
+
+    >>> LeakyReLU(0.5)(np.array([[-2.0, 2.0]], "float32")).tolist()
+    [[-1.0, 2.0]]
+    """
+
+    @legacy_args({"alpha": "negative_slope"})
+    def __init__(self, negative_slope: float = 0.3, **kwargs):
+        super().__init__(**kwargs)
+        self.negative_slope = _non_negative(negative_slope, "negative_slope", "LeakyReLU")
+
+    def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
+        return activations.leaky_relu(b, inputs, negative_slope=self.negative_slope)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "negative_slope": self.negative_slope}
+
+
+class ELU(Layer):
+    """Exponential linear unit: `x` for `x > 0`, else `alpha * (exp(x) - 1)`.
+
+    Example:
+
+    >>> ELU()(np.array([[0.0, 2.0]], "float32")).tolist()
+    [[0.0, 2.0]]
+    """
+
+    def __init__(self, alpha: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.alpha = float(alpha)
+
+    def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
+        return activations.elu(b, inputs, alpha=self.alpha)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "alpha": self.alpha}
+
+
+class Softmax(Layer):
+    """Softmax along `axis`.
+
+    Example:
+
+    >>> Softmax()(np.array([[1.0, 1.0]], "float32")).tolist()
+    [[0.5, 0.5]]
+    """
+
+    def __init__(self, axis: int = -1, **kwargs):
+        super().__init__(**kwargs)
+        self.axis = axis
+
+    def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
+        return activations.softmax(b, inputs, axis=self.axis)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "axis": self.axis}

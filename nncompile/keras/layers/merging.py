@@ -1,0 +1,245 @@
+"""Merge layers: Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate, and their
+functional forms `add`, `subtract`, ... `concatenate`.
+
+Elementwise merges broadcast like Keras: inputs of lower rank get axes of size 1 inserted after
+the batch axis, then the non-batch dimensions must be equal or 1.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from nncompile.ir import Builder, ShapeError, Value
+from nncompile.keras.layers.base import Layer, keras_shape
+
+
+def _shapes(values: Sequence[Value]) -> list[tuple]:
+    return [keras_shape(v.type) for v in values]
+
+
+class Merge(Layer):
+    """Base of the elementwise merges: checks the inputs, aligns ranks, folds `combine`."""
+
+    min_inputs = 1
+    max_inputs: int | None = None
+
+    def combine(self, b: Builder, x: Value, y: Value) -> Value:
+        raise NotImplementedError(f"{type(self).__name__} does not define combine")
+
+    def finish(self, b: Builder, merged: Value, count: int) -> Value:
+        return merged
+
+    def emit(self, b: Builder, inputs, training: bool = False) -> Value:
+        values = self._check_inputs(inputs)
+        rank = max(v.type.rank for v in values)
+        aligned = [self._expand(b, v, rank) for v in values]
+        merged = aligned[0]
+        for v in aligned[1:]:
+            merged = self.combine(b, merged, v)
+        return self.finish(b, merged, len(values))
+
+    def _check_inputs(self, inputs) -> list[Value]:
+        name = type(self).__name__
+        if not isinstance(inputs, (list, tuple)):
+            raise ShapeError(f"A merge layer should be called on a list of inputs. Received: "
+                             f"input_shape={keras_shape(inputs.type)} (not a list of shapes)")
+        values = list(inputs)
+        too_few = len(values) < self.min_inputs
+        too_many = self.max_inputs is not None and len(values) > self.max_inputs
+        if too_few or too_many:
+            count = (f"exactly {self.min_inputs}" if self.min_inputs == self.max_inputs
+                     else f"at least {self.min_inputs}")
+            raise ShapeError(f"A `{name}` layer should be called on {count} inputs. "
+                             f"Received: input_shape={_shapes(values)}")
+        self._check_broadcast(values)
+        return values
+
+    def _check_broadcast(self, values: list[Value]) -> None:
+        """Keras's rule: non-batch dims aligned from the right must be equal or 1."""
+        out: tuple = ()
+        for v in values:
+            rest = keras_shape(v.type)[1:]
+            if len(rest) > len(out):
+                out, rest = rest, out
+            merged = list(out[:len(out) - len(rest)])
+            for i, j in zip(out[len(out) - len(rest):], rest):
+                if None in (i, j):
+                    merged.append(None)
+                    continue
+                if i != j and 1 not in (i, j):
+                    raise ShapeError(f"Inputs have incompatible shapes. Received shapes "
+                                     f"{(None,) + out} and {(None,) + rest}")
+                merged.append(j if i == 1 else i)
+            out = tuple(merged)
+
+    @staticmethod
+    def _expand(b: Builder, x: Value, rank: int) -> Value:
+        """Insert axes of size 1 after the batch axis until `x` has `rank` axes."""
+        shape = x.type.shape
+        if len(shape) == rank:
+            return x
+        return b.reshape(x, shape=shape[:1] + (1,) * (rank - len(shape)) + shape[1:])
+
+
+class Add(Merge):
+    """Elementwise sum of its inputs.
+
+    Example:
+
+    >>> a, b = np.ones((2, 3), "float32"), np.full((2, 3), 2.0, "float32")
+    >>> Add()([a, b]).tolist()
+    [[3.0, 3.0, 3.0], [3.0, 3.0, 3.0]]
+    """
+
+    def combine(self, b: Builder, x: Value, y: Value) -> Value:
+        return b.add(x, y)
+
+
+class Subtract(Merge):
+    """The first input minus the second (exactly two inputs).
+
+    Example:
+
+    >>> a, b = np.ones((1, 2), "float32"), np.full((1, 2), 3.0, "float32")
+    >>> Subtract()([a, b]).tolist()
+    [[-2.0, -2.0]]
+    """
+
+    min_inputs = max_inputs = 2
+
+    def combine(self, b: Builder, x: Value, y: Value) -> Value:
+        return b.sub(x, y)
+
+
+class Multiply(Merge):
+    """Elementwise product of its inputs.
+
+    Example:
+
+    >>> a, b = np.full((1, 2), 2.0, "float32"), np.full((1, 2), 3.0, "float32")
+    >>> Multiply()([a, b]).tolist()
+    [[6.0, 6.0]]
+    """
+
+    def combine(self, b: Builder, x: Value, y: Value) -> Value:
+        return b.mul(x, y)
+
+
+class Average(Merge):
+    """Elementwise mean of its inputs.
+
+    Example:
+
+    >>> a, b = np.zeros((1, 2), "float32"), np.full((1, 2), 3.0, "float32")
+    >>> Average()([a, b]).tolist()
+    [[1.5, 1.5]]
+    """
+
+    def combine(self, b: Builder, x: Value, y: Value) -> Value:
+        return b.add(x, y)
+
+    def finish(self, b: Builder, merged: Value, count: int) -> Value:
+        return b.div(merged, b.scalar(float(count), like=merged))
+
+
+class Maximum(Merge):
+    """Elementwise maximum of its inputs.
+
+    Example:
+
+    >>> a, b = np.array([[1.0, 5.0]], "float32"), np.array([[3.0, 2.0]], "float32")
+    >>> Maximum()([a, b]).tolist()
+    [[3.0, 5.0]]
+    """
+
+    def combine(self, b: Builder, x: Value, y: Value) -> Value:
+        return b.maximum(x, y)
+
+
+class Minimum(Merge):
+    """Elementwise minimum of its inputs.
+
+    Example:
+
+    >>> a, b = np.array([[1.0, 5.0]], "float32"), np.array([[3.0, 2.0]], "float32")
+    >>> Minimum()([a, b]).tolist()
+    [[1.0, 2.0]]
+    """
+
+    def combine(self, b: Builder, x: Value, y: Value) -> Value:
+        return b.minimum(x, y)
+
+
+class Concatenate(Layer):
+    """Joins its inputs along `axis`; all other dimensions must match.
+
+    Example:
+
+    >>> a, b = np.zeros((2, 3), "float32"), np.ones((2, 4), "float32")
+    >>> Concatenate()([a, b]).shape
+    (2, 7)
+    """
+
+    def __init__(self, axis: int = -1, **kwargs):
+        super().__init__(**kwargs)
+        self.axis = axis
+
+    def emit(self, b: Builder, inputs, training: bool = False) -> Value:
+        if not isinstance(inputs, (list, tuple)) or not inputs:
+            received = keras_shape(inputs.type) if isinstance(inputs, Value) else inputs
+            raise ShapeError(f"A `Concatenate` layer should be called on a list of at least 1 "
+                             f"input. Received: input_shape={received}")
+        shapes = _shapes(inputs)
+        rank = len(shapes[0])
+        if not -rank <= self.axis < rank:
+            raise ShapeError(f"Concatenate: axis {self.axis} is out of range for inputs of rank "
+                             f"{rank}. Received: input_shape={shapes}")
+        axis = self.axis % rank
+        kept = {tuple(d for i, d in enumerate(s) if i != axis) if len(s) == rank else None
+                for s in shapes}
+        if len(kept) != 1 or None in kept:
+            raise ShapeError(f"A `Concatenate` layer requires inputs with matching shapes except "
+                             f"for the concatenation axis. Received: input_shape={shapes}")
+        return b.concat(*inputs, axis=axis)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "axis": self.axis}
+
+
+def _apply(layer: Layer, inputs: Sequence):
+    return layer(list(inputs))
+
+
+def add(inputs: Sequence, **kwargs):
+    """Functional form of `Add`: `add([x1, x2])`."""
+    return _apply(Add(**kwargs), inputs)
+
+
+def subtract(inputs: Sequence, **kwargs):
+    """Functional form of `Subtract`: `subtract([x1, x2])`."""
+    return _apply(Subtract(**kwargs), inputs)
+
+
+def multiply(inputs: Sequence, **kwargs):
+    """Functional form of `Multiply`: `multiply([x1, x2])`."""
+    return _apply(Multiply(**kwargs), inputs)
+
+
+def average(inputs: Sequence, **kwargs):
+    """Functional form of `Average`: `average([x1, x2])`."""
+    return _apply(Average(**kwargs), inputs)
+
+
+def maximum(inputs: Sequence, **kwargs):
+    """Functional form of `Maximum`: `maximum([x1, x2])`."""
+    return _apply(Maximum(**kwargs), inputs)
+
+
+def minimum(inputs: Sequence, **kwargs):
+    """Functional form of `Minimum`: `minimum([x1, x2])`."""
+    return _apply(Minimum(**kwargs), inputs)
+
+
+def concatenate(inputs: Sequence, axis: int = -1, **kwargs):
+    """Functional form of `Concatenate`: `concatenate([x1, x2], axis=-1)`."""
+    return _apply(Concatenate(axis=axis, **kwargs), inputs)
+

@@ -1,0 +1,198 @@
+"""Normalization layers: BatchNormalization and LayerNormalization.
+
+Both emit `(x - mean) * (gamma * rsqrt(var + epsilon)) + beta`, grouping the per-channel factor so
+that, at inference, it is a function of parameters alone and folds into a constant.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from nncompile.ir import Builder, Value
+from nncompile.keras import initializers, regularizers
+from nncompile.keras.layers.base import Layer, Variable
+from nncompile.keras.layers.conv import legacy_args
+
+_LEGACY_BN = {"beta_init": "beta_initializer", "gamma_init": "gamma_initializer"}
+
+
+def _normalize_axes(layer: Layer, axes: Sequence[int], input_shape) -> tuple[int, ...]:
+    """`axes` of `input_shape` made non-negative and sorted; each must have a known size."""
+    rank = len(input_shape)
+    for a in axes:
+        if not -rank <= a < rank:
+            raise ValueError(f"Layer '{layer.name}' ({type(layer).__name__}): axis {a} is out of "
+                             f"range for an input of rank {rank} (shape {tuple(input_shape)})")
+        if input_shape[a] is None:
+            raise ValueError(f"Layer '{layer.name}' ({type(layer).__name__}): axis {a} of the input "
+                             f"should have a defined dimension but the layer received an input with "
+                             f"shape {tuple(input_shape)}")
+    normalized = sorted(a % rank for a in axes)
+    if len(set(normalized)) != len(normalized):
+        raise ValueError(f"Layer '{layer.name}' ({type(layer).__name__}): duplicate axis in "
+                         f"axis={list(axes)}")
+    return tuple(normalized)
+
+
+def _along(b: Builder, layer: Layer, var: Variable | None, axes: tuple[int, ...], rank: int) -> Value | None:
+    """A per-`axes` parameter reshaped to broadcast against an input of `rank` (None stays None)."""
+    if var is None:
+        return None
+    value = layer.param(b, var)
+    if axes == (rank - 1,):
+        return value
+    shape = tuple(var.shape[axes.index(d)] if d in axes else 1 for d in range(axes[0], rank))
+    return b.reshape(value, shape=shape)
+
+
+def _normalize(b: Builder, centered: Value, var: Value, epsilon: float, gamma: Value | None,
+               beta: Value | None) -> Value:
+    factor = b.rsqrt(b.add(var, b.scalar(epsilon, like=var)))
+    if gamma is not None:
+        factor = b.mul(factor, gamma)
+    y = b.mul(centered, factor)
+    return y if beta is None else b.add(y, beta)
+
+
+def _moments(b: Builder, x: Value, axes: tuple[int, ...]) -> tuple[Value, Value]:
+    """x minus its mean over `axes`, and the (biased) variance over `axes`, kept broadcastable."""
+    centered = b.sub(x, b.reduce_mean(x, axes=axes, keepdims=True))
+    return centered, b.reduce_mean(b.square(centered), axes=axes, keepdims=True)
+
+
+class BatchNormalization(Layer):
+    """Normalize each feature along `axis` by batch statistics (training) or moving ones.
+
+    Weights, in order: gamma (if `scale`), beta (if `center`), moving_mean, moving_variance; the
+    moving statistics are not trainable. With `training=True` (and a trainable layer) the output
+    uses the mean and variance of the batch over every axis but `axis`.
+
+    Example:
+
+    >>> x = np.random.rand(8, 4).astype("float32")
+    >>> bn = BatchNormalization()
+    >>> bn(x).shape
+    (8, 4)
+    >>> [w.shape for w in bn.get_weights()]
+    [(4,), (4,), (4,), (4,)]
+    >>> bool(abs(bn(x, training=True).mean(axis=0)).max() < 1e-5)
+    True
+    """
+
+    @legacy_args(_LEGACY_BN)
+    def __init__(self, axis: int = -1, momentum: float = 0.99, epsilon: float = 1e-3,
+                 center: bool = True, scale: bool = True, beta_initializer="zeros",
+                 gamma_initializer="ones", moving_mean_initializer="zeros",
+                 moving_variance_initializer="ones", beta_regularizer=None, gamma_regularizer=None,
+                 **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+            raise TypeError(f"BatchNormalization: the `axis` argument must be an integer. "
+                            f"Received: axis={axis!r}")
+        self.axis = int(axis)
+        self.momentum = float(momentum)
+        self.epsilon = float(epsilon)
+        self.center = bool(center)
+        self.scale = bool(scale)
+        self.beta_initializer = initializers.get(beta_initializer)
+        self.gamma_initializer = initializers.get(gamma_initializer)
+        self.moving_mean_initializer = initializers.get(moving_mean_initializer)
+        self.moving_variance_initializer = initializers.get(moving_variance_initializer)
+        self.beta_regularizer = regularizers.get(beta_regularizer)
+        self.gamma_regularizer = regularizers.get(gamma_regularizer)
+
+    def build(self, input_shape) -> None:
+        (axis,) = _normalize_axes(self, (self.axis,), input_shape)
+        shape = (input_shape[axis],)
+        self.gamma = (self.add_weight("gamma", shape, self.gamma_initializer, self.gamma_regularizer)
+                      if self.scale else None)
+        self.beta = (self.add_weight("beta", shape, self.beta_initializer, self.beta_regularizer)
+                     if self.center else None)
+        self.moving_mean = self.add_weight("moving_mean", shape, self.moving_mean_initializer,
+                                           trainable=False)
+        self.moving_variance = self.add_weight("moving_variance", shape,
+                                               self.moving_variance_initializer, trainable=False)
+        self.built = True
+
+    def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
+        rank = inputs.type.rank
+        axes = (self.axis % rank,)
+        if training and self.trainable:
+            centered, var = _moments(b, inputs, tuple(d for d in range(rank) if d not in axes))
+        else:
+            centered = b.sub(inputs, _along(b, self, self.moving_mean, axes, rank))
+            var = _along(b, self, self.moving_variance, axes, rank)
+        return _normalize(b, centered, var, self.epsilon, _along(b, self, self.gamma, axes, rank),
+                          _along(b, self, self.beta, axes, rank))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "axis": self.axis, "momentum": self.momentum,
+                "epsilon": self.epsilon, "center": self.center, "scale": self.scale,
+                "beta_initializer": initializers.serialize(self.beta_initializer),
+                "gamma_initializer": initializers.serialize(self.gamma_initializer),
+                "moving_mean_initializer": initializers.serialize(self.moving_mean_initializer),
+                "moving_variance_initializer": initializers.serialize(self.moving_variance_initializer),
+                "beta_regularizer": regularizers.serialize(self.beta_regularizer),
+                "gamma_regularizer": regularizers.serialize(self.gamma_regularizer)}
+
+
+class LayerNormalization(Layer):
+    """Normalize each sample over `axis` (an int or a list of ints) by its own mean and variance.
+
+    Weights, in order: gamma (if `scale`), beta (if `center`), of the shape of the normalized axes.
+
+    Example:
+
+    >>> x = np.random.rand(2, 3, 4).astype("float32")
+    >>> ln = LayerNormalization(axis=[1, 2])
+    >>> y = ln(x)
+    >>> [w.shape for w in ln.get_weights()]
+    [(3, 4), (3, 4)]
+    >>> bool(abs(y.reshape(2, -1).mean(axis=1)).max() < 1e-5)
+    True
+    """
+
+    def __init__(self, axis: int | Sequence[int] = -1, epsilon: float = 1e-3, center: bool = True,
+                 scale: bool = True, beta_initializer="zeros", gamma_initializer="ones",
+                 beta_regularizer=None, gamma_regularizer=None, **kwargs):
+        super().__init__(**kwargs)
+        axes = [axis] if isinstance(axis, (int, np.integer)) else list(axis)
+        if not axes or any(isinstance(a, bool) or not isinstance(a, (int, np.integer)) for a in axes):
+            raise TypeError(f"LayerNormalization: the `axis` argument must be an integer or a "
+                            f"non-empty list of integers. Received: axis={axis!r}")
+        self.axis = int(axis) if isinstance(axis, (int, np.integer)) else [int(a) for a in axes]
+        self.epsilon = float(epsilon)
+        self.center = bool(center)
+        self.scale = bool(scale)
+        self.beta_initializer = initializers.get(beta_initializer)
+        self.gamma_initializer = initializers.get(gamma_initializer)
+        self.beta_regularizer = regularizers.get(beta_regularizer)
+        self.gamma_regularizer = regularizers.get(gamma_regularizer)
+
+    def _axes(self) -> list[int]:
+        return [self.axis] if isinstance(self.axis, int) else self.axis
+
+    def build(self, input_shape) -> None:
+        axes = _normalize_axes(self, self._axes(), input_shape)
+        shape = tuple(input_shape[a] for a in axes)
+        self.gamma = (self.add_weight("gamma", shape, self.gamma_initializer, self.gamma_regularizer)
+                      if self.scale else None)
+        self.beta = (self.add_weight("beta", shape, self.beta_initializer, self.beta_regularizer)
+                     if self.center else None)
+        self.built = True
+
+    def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
+        rank = inputs.type.rank
+        axes = tuple(sorted(a % rank for a in self._axes()))
+        centered, var = _moments(b, inputs, axes)
+        return _normalize(b, centered, var, self.epsilon, _along(b, self, self.gamma, axes, rank),
+                          _along(b, self, self.beta, axes, rank))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "axis": self.axis, "epsilon": self.epsilon,
+                "center": self.center, "scale": self.scale,
+                "beta_initializer": initializers.serialize(self.beta_initializer),
+                "gamma_initializer": initializers.serialize(self.gamma_initializer),
+                "beta_regularizer": regularizers.serialize(self.beta_regularizer),
+                "gamma_regularizer": regularizers.serialize(self.gamma_regularizer)}

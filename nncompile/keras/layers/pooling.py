@@ -1,0 +1,208 @@
+"""Pooling layers: max and average pooling over 1-D and 2-D windows, and global pooling.
+
+Like the convolutions, 1-D pooling runs as 2-D pooling of height 1. Padding never enters a
+result: max pooling ignores it and average pooling divides by the number of real elements in
+each window, as Keras does for padding="same".
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from nncompile.ir import Builder, Value
+from nncompile.keras.layers.base import Layer
+from nncompile.keras.layers.conv import (check_data_format, check_input_rank, from_2d, legacy_args,
+                                         normalize_padding, normalize_tuple, spatial_pads, to_2d)
+
+_LEGACY_2D = {"border_mode": "padding"}
+_LEGACY_1D = {"pool_length": "pool_size", "stride": "strides", "border_mode": "padding"}
+
+
+class BasePooling(Layer):
+    """Shared by the windowed pooling layers: arguments, config and the pooling emission."""
+
+    rank: int
+    op: str
+
+    def __init__(self, pool_size, strides, padding: str, data_format: str | None, **kwargs):
+        super().__init__(**kwargs)
+        owner = type(self).__name__
+        self.pool_size = normalize_tuple(pool_size, self.rank, "pool_size", owner)
+        self.strides = normalize_tuple(self.pool_size if strides is None else strides, self.rank,
+                                       "strides", owner)
+        self.padding = normalize_padding(padding, ("valid", "same"), owner)
+        self.data_format = check_data_format(data_format, owner)
+
+    def build(self, input_shape) -> None:
+        check_input_rank(self, input_shape, self.rank + 2)
+        self.built = True
+
+    def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
+        x, window, strides = inputs, self.pool_size, self.strides
+        if self.rank == 1:
+            x, window, strides = to_2d(b, x), (1,) + window, (1,) + strides
+        pads = spatial_pads(x.type.shape[1:3], window, strides, (1, 1), self.padding)
+        y = b.op(self.op, x, window=window, strides=strides, pads=pads)
+        return from_2d(b, y) if self.rank == 1 else y
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "pool_size": self.pool_size, "padding": self.padding,
+                "strides": self.strides, "data_format": self.data_format}
+
+
+class MaxPooling2D(BasePooling):
+    """Maximum over (pool_size) windows of channels-last images (N, H, W, C).
+
+    Example:
+
+    >>> x = np.random.rand(4, 7, 7, 3).astype("float32")
+    >>> MaxPooling2D()(x).shape
+    (4, 3, 3, 3)
+    >>> MaxPooling2D((3, 3), strides=2, padding="same")(x).shape
+    (4, 4, 4, 3)
+    """
+
+    rank, op = 2, "max_pool2d"
+
+    @legacy_args(_LEGACY_2D)
+    def __init__(self, pool_size=(2, 2), strides=None, padding: str = "valid",
+                 data_format: str | None = None, **kwargs):
+        super().__init__(pool_size, strides, padding, data_format, **kwargs)
+
+
+class AveragePooling2D(BasePooling):
+    """Mean over (pool_size) windows of channels-last images; padding is not counted.
+
+    Example:
+
+    >>> x = np.random.rand(4, 7, 7, 3).astype("float32")
+    >>> AveragePooling2D(padding="same")(x).shape
+    (4, 4, 4, 3)
+    """
+
+    rank, op = 2, "avg_pool2d"
+
+    @legacy_args(_LEGACY_2D)
+    def __init__(self, pool_size=(2, 2), strides=None, padding: str = "valid",
+                 data_format: str | None = None, **kwargs):
+        super().__init__(pool_size, strides, padding, data_format, **kwargs)
+
+
+class MaxPooling1D(BasePooling):
+    """Maximum over windows of channels-last sequences (N, L, C).
+
+    Example:
+
+    >>> x = np.random.rand(4, 9, 3).astype("float32")
+    >>> MaxPooling1D(3)(x).shape
+    (4, 3, 3)
+    """
+
+    rank, op = 1, "max_pool2d"
+
+    @legacy_args(_LEGACY_1D)
+    def __init__(self, pool_size=2, strides=None, padding: str = "valid",
+                 data_format: str | None = None, **kwargs):
+        super().__init__(pool_size, strides, padding, data_format, **kwargs)
+
+
+class AveragePooling1D(BasePooling):
+    """Mean over windows of channels-last sequences (N, L, C); padding is not counted.
+
+    Example:
+
+    >>> x = np.random.rand(4, 9, 3).astype("float32")
+    >>> AveragePooling1D(2, padding="same")(x).shape
+    (4, 5, 3)
+    """
+
+    rank, op = 1, "avg_pool2d"
+
+    @legacy_args(_LEGACY_1D)
+    def __init__(self, pool_size=2, strides=None, padding: str = "valid",
+                 data_format: str | None = None, **kwargs):
+        super().__init__(pool_size, strides, padding, data_format, **kwargs)
+
+
+class BaseGlobalPooling(Layer):
+    """Shared by the global pooling layers: a reduction over every spatial axis."""
+
+    rank: int
+    op: str
+
+    @legacy_args({})
+    def __init__(self, data_format: str | None = None, keepdims: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.data_format = check_data_format(data_format, type(self).__name__)
+        self.keepdims = bool(keepdims)
+
+    def build(self, input_shape) -> None:
+        check_input_rank(self, input_shape, self.rank + 2)
+        self.built = True
+
+    def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
+        return b.op(self.op, inputs, axes=tuple(range(1, self.rank + 1)), keepdims=self.keepdims)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "data_format": self.data_format, "keepdims": self.keepdims}
+
+
+class GlobalAveragePooling2D(BaseGlobalPooling):
+    """Mean over height and width: (N, H, W, C) -> (N, C), or (N, 1, 1, C) with keepdims.
+
+    Example:
+
+    >>> x = np.random.rand(4, 5, 5, 3).astype("float32")
+    >>> GlobalAveragePooling2D()(x).shape
+    (4, 3)
+    """
+
+    rank, op = 2, "reduce_mean"
+
+
+class GlobalMaxPooling2D(BaseGlobalPooling):
+    """Maximum over height and width: (N, H, W, C) -> (N, C), or (N, 1, 1, C) with keepdims.
+
+    Example:
+
+    >>> x = np.random.rand(4, 5, 5, 3).astype("float32")
+    >>> GlobalMaxPooling2D(keepdims=True)(x).shape
+    (4, 1, 1, 3)
+    """
+
+    rank, op = 2, "reduce_max"
+
+
+class GlobalAveragePooling1D(BaseGlobalPooling):
+    """Mean over steps: (N, L, C) -> (N, C), or (N, 1, C) with keepdims.
+
+    Example:
+
+    >>> x = np.random.rand(4, 5, 3).astype("float32")
+    >>> GlobalAveragePooling1D()(x).shape
+    (4, 3)
+    """
+
+    rank, op = 1, "reduce_mean"
+
+
+class GlobalMaxPooling1D(BaseGlobalPooling):
+    """Maximum over steps: (N, L, C) -> (N, C), or (N, 1, C) with keepdims.
+
+    Example:
+
+    >>> x = np.random.rand(4, 5, 3).astype("float32")
+    >>> GlobalMaxPooling1D()(x).shape
+    (4, 3)
+    """
+
+    rank, op = 1, "reduce_max"
+
+
+MaxPool2D = MaxPooling2D
+AvgPool2D = AveragePooling2D
+MaxPool1D = MaxPooling1D
+AvgPool1D = AveragePooling1D
+GlobalAvgPool2D = GlobalAveragePooling2D
+GlobalMaxPool2D = GlobalMaxPooling2D
+GlobalAvgPool1D = GlobalAveragePooling1D
+GlobalMaxPool1D = GlobalMaxPooling1D

@@ -1,0 +1,577 @@
+"""Models: `Input`, the functional `Model`, `Sequential`, and `trace` (model -> IR graph).
+
+A model is a Layer whose computation is the graph of layer calls recorded on KerasTensors
+(`base.CallNode`). `emit` replays those calls on a Builder, so nesting a model in another one,
+tracing it into one `ir.Graph`, and predicting all go through the same walk.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from nncompile.ir import BATCH, Builder, DType, Graph, ShapeError, TensorType, Value
+from nncompile.keras.functional import (deserialize_layer, functional_config,
+                                        functional_from_config, map_graph, serialize_layer)
+from nncompile.keras.input_layer import Input, InputLayer
+from nncompile.keras.layers.base import CallNode, KerasTensor, Layer, keras_shape, run_graph
+
+__all__ = ["Functional", "Input", "InputLayer", "Model", "Sequential", "trace"]
+
+
+# --- models -----------------------------------------------------------------------------------
+
+class Model(Layer):
+    """A graph of layer calls from `inputs` to `outputs`, usable as a layer.
+
+    `Model(inputs, outputs)` builds a functional model (of class `Functional`, as in Keras 3).
+    Inputs and outputs are a KerasTensor, a list of them, or a dict (outputs named by the keys).
+
+    Example:
+
+    >>> from nncompile.keras import layers
+    >>> x = Input(shape=(4,))
+    >>> model = Model(x, layers.Dense(2)(x))
+    >>> model.predict(np.ones((3, 4), "float32"), verbose=0).shape
+    (3, 2)
+    """
+
+    def __new__(cls, *args, **kwargs):
+        return super().__new__(Functional if cls is Model else cls)
+
+    def __init__(self, *, name: str | None = None, trainable: bool = True):
+        super().__init__(name=name, trainable=trainable)
+        self._inputs: list[KerasTensor] = []
+        self._outputs: list[KerasTensor] = []
+        self._inputs_struct: Any = None
+        self._outputs_struct: Any = None
+        self._calls: list[CallNode] = []
+        self._nodes_by_depth: dict[int, list[CallNode]] = {}
+        self._operations: list[Layer] = []
+        self._graphs: dict[bool, Graph] = {}
+        self.output_names: list[str] = []
+
+    def _set_graph(self, inputs, outputs) -> None:
+        """Record the layer calls from `inputs` to `outputs` (each a tensor, list or dict)."""
+        self._inputs = _flatten(self.name, inputs, "inputs")
+        self._outputs = _flatten(self.name, outputs, "outputs")
+        self._inputs_struct, self._outputs_struct = inputs, outputs
+        self._calls, self._nodes_by_depth, self._operations = map_graph(
+            self.name, self._inputs, self._outputs)
+        self.output_names = (sorted(outputs) if isinstance(outputs, Mapping)
+                             else [t.history.layer.name for t in self._outputs])
+        self._graphs.clear()
+        self.built = True
+
+    # structure ----------------------------------------------------------------------------
+    @property
+    def layers(self) -> list[Layer]:
+        return list(self._operations)
+
+    @property
+    def inputs(self) -> list[KerasTensor]:
+        self._require_built("inputs")
+        return list(self._inputs)
+
+    @property
+    def outputs(self) -> list[KerasTensor]:
+        self._require_built("outputs")
+        return list(self._outputs)
+
+    @property
+    def input(self):
+        self._require_built("input")
+        return self._inputs_struct
+
+    @property
+    def output(self):
+        self._require_built("output")
+        return self._outputs_struct
+
+    @property
+    def input_shape(self):
+        shapes = [t.shape for t in self.inputs]
+        return shapes[0] if len(shapes) == 1 else shapes
+
+    @property
+    def output_shape(self):
+        shapes = [t.shape for t in self.outputs]
+        return shapes[0] if len(shapes) == 1 else shapes
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.history.layer.name for t in self.inputs]
+
+    def get_layer(self, name: str | None = None, index: int | None = None) -> Layer:
+        """The layer called `name`, or the one at `index` in `layers`."""
+        layers = self.layers
+        if name is not None and index is not None:
+            raise ValueError(f"Provide only a layer name or a layer index. Received: "
+                             f"index={index}, name={name}.")
+        if index is not None:
+            if not -len(layers) <= index < len(layers):
+                raise ValueError(f"Was asked to retrieve layer at index {index} but model "
+                                 f"'{self.name}' only has {len(layers)} layers.")
+            return layers[index]
+        if name is not None:
+            for layer in layers:
+                if layer.name == name:
+                    return layer
+            raise ValueError(f"No such layer: {name}. Existing layers are: "
+                             f"{[layer.name for layer in layers]}.")
+        raise ValueError("Provide either a layer name or layer index at `get_layer`.")
+
+    def _require_built(self, what: str) -> None:
+        if not self.built:
+            raise ValueError(f"Model '{self.name}' has no defined {what} yet: it is not built. "
+                             f"Build it by calling `build()` or by calling it on a batch of data.")
+
+    # weights ------------------------------------------------------------------------------
+    def _weight_layers(self) -> list[Layer]:
+        return self._operations
+
+    def _unique(self, attr: str) -> list:
+        seen: set[int] = set()
+        out = []
+        for layer in self._weight_layers():
+            for w in getattr(layer, attr):
+                if id(w) not in seen:
+                    seen.add(id(w))
+                    out.append(w)
+        return out
+
+    @property
+    def weights(self) -> list:
+        return self._unique("weights")
+
+    @property
+    def trainable_weights(self) -> list:
+        return self._unique("trainable_weights") if self.trainable else []
+
+    @property
+    def non_trainable_weights(self) -> list:
+        trainable = {id(w) for w in self.trainable_weights}
+        return [w for w in self.weights if id(w) not in trainable]
+
+    def set_weights(self, weights: Sequence[np.ndarray]) -> None:
+        """Assign all weights, in the order of `weights` (layer by layer)."""
+        mine = self.weights
+        if len(weights) != len(mine):
+            raise ValueError(f"You called `set_weights(weights)` on model '{self.name}' with a "
+                             f"weight list of length {len(weights)}, but the model was expecting "
+                             f"{len(mine)} weights ({', '.join(v.path for v in mine)}).")
+        for var, value in zip(mine, weights):
+            if np.shape(value) != var.shape:
+                raise ValueError(f"Model '{self.name}': weight '{var.path}' has shape {var.shape}, "
+                                 f"but the received value has shape {np.shape(value)}")
+        for var, value in zip(mine, weights):
+            var.assign(value)
+
+    # lowering -----------------------------------------------------------------------------
+    def emit(self, b: Builder, inputs: Value | list[Value], training: bool = False):
+        values = [inputs] if isinstance(inputs, Value) else list(inputs)
+        if len(values) != len(self._inputs):
+            raise ShapeError(f"model '{self.name}' expects {len(self._inputs)} input(s) "
+                             f"({', '.join(self.input_names)}), but received {len(values)}")
+        values = [self._conform(b, t, v) for t, v in zip(self._inputs, values)]
+        outs = self._emit_calls(b, values, training)
+        return outs[0] if len(outs) == 1 else outs
+
+    def _conform(self, b: Builder, tensor: KerasTensor, value: Value) -> Value:
+        """Check a value fed to a nested model's input; cast it to the input's dtype."""
+        got = keras_shape(value.type)
+        if len(got) != len(tensor.shape) or any(
+                e is not None and g is not None and e != g for e, g in zip(tensor.shape, got)):
+            raise ShapeError(f"input '{tensor.name}' of model '{self.name}' is incompatible: "
+                             f"expected shape {tensor.shape}, received shape {got}")
+        dtype = DType.from_numpy(tensor.dtype)
+        return value if value.type.dtype == dtype else b.cast(value, dtype=dtype)
+
+    def _emit_calls(self, b: Builder, values: list[Value], training: bool) -> list[Value]:
+        env = {id(t): v for t, v in zip(self._inputs, values)}
+        for node in self._calls:
+            args = [env[id(t)] for t in node.inputs]
+            with b.loc(node.layer.name):
+                out = node.layer.emit(b, args[0] if node.single_input else args, training=training)
+            outs = list(out) if isinstance(out, (list, tuple)) else [out]
+            env.update((id(t), v) for t, v in zip(node.outputs, outs))
+        return [env[id(t)] for t in self._outputs]
+
+    def _graph(self, training: bool) -> Graph:
+        """The traced graph, cached: weights are bound by reference, so it never goes stale."""
+        if training not in self._graphs:
+            self._graphs[training] = trace(self, training=training)
+        return self._graphs[training]
+
+    # running ------------------------------------------------------------------------------
+    def __call__(self, inputs, training: bool | None = None, **kwargs):
+        if _is_symbolic(inputs):
+            if isinstance(inputs, Mapping):
+                inputs = self._by_key(inputs)
+            return super().__call__(inputs, training=training, **kwargs)
+        if kwargs:
+            raise TypeError(f"Model '{self.name}' got unexpected call arguments: {sorted(kwargs)}")
+        arrays = self._standardize(inputs)
+        return self._pack(run_graph(self._graph(bool(training)), arrays))
+
+    def predict(self, x, batch_size: int | None = 32, verbose="auto"):
+        """Outputs for the samples of `x` (an array, a list of arrays, or a dict by input name),
+        computed `batch_size` samples at a time. One array, a list, or a dict for dict outputs.
+
+        `verbose` is accepted as Keras takes it; prediction prints nothing.
+        """
+        batch_size = 32 if batch_size is None else batch_size
+        if (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
+                or batch_size < 1):
+            raise ValueError(f"Model '{self.name}': `batch_size` must be a positive integer. "
+                             f"Received: batch_size={batch_size!r}")
+        arrays = self._standardize(x)
+        graph = self._graph(False)
+        count = arrays[0].shape[0]
+        # An empty input still runs one (empty) batch, so outputs keep their shapes.
+        batches = [run_graph(graph, [a[i:i + batch_size] for a in arrays])
+                   for i in range(0, max(count, 1), batch_size)]
+        outs = [np.concatenate([batch[k] for batch in batches]) for k in range(len(graph.outputs))]
+        return self._pack(outs)
+
+    def _input_keys(self) -> list[str]:
+        if isinstance(self._inputs_struct, Mapping):
+            return sorted(self._inputs_struct)
+        return self.input_names
+
+    def _by_key(self, x: Mapping) -> list:
+        keys = self._input_keys()
+        missing = [k for k in keys if k not in x]
+        if missing:
+            raise ValueError(f'Missing data for input "{missing[0]}" of model "{self.name}". '
+                             f"Expected the following keys: {keys}. Received keys: "
+                             f"{sorted(map(str, x))}")
+        return [x[k] for k in keys]
+
+    def _standardize(self, x) -> list[np.ndarray]:
+        """The arrays of `x` in input order, checked against the inputs and cast to their dtypes."""
+        self._require_built("inputs")
+        keys = self._input_keys()
+        if isinstance(x, Mapping):
+            items = self._by_key(x)
+        elif isinstance(x, (list, tuple)) and x and all(isinstance(a, np.ndarray) for a in x):
+            items = list(x)
+        elif len(keys) == 1 or not isinstance(x, (list, tuple)):
+            # One input: nested lists are the data itself, not a list of inputs.
+            items = [x]
+        else:
+            items = list(x)
+        if len(items) != len(keys):
+            raise ValueError(f'Model "{self.name}" expects {len(keys)} input(s) '
+                             f'({", ".join(keys)}), '
+                             f"but it received {len(items)} input array(s)")
+        arrays = [self._input_array(i, t, item)
+                  for i, (t, item) in enumerate(zip(self._inputs, items))]
+        sizes = [a.shape[0] for a in arrays]
+        if len(set(sizes)) > 1:
+            shown = ", ".join(f'{n} samples for input "{k}"'
+                              for n, k in zip(sizes, self.input_names))
+            raise ValueError(f'Data cardinality is ambiguous: model "{self.name}" received '
+                             f"{shown}. "
+                             f"Make sure all arrays contain the same number of samples.")
+        return arrays
+
+    def _input_array(self, index: int, tensor: KerasTensor, value) -> np.ndarray:
+        where = f'Input {index} of model "{self.name}" (input "{tensor.name}")'
+        if value is None:
+            raise ValueError(f"The input '{tensor.name}' of model '{self.name}' is not optional, "
+                             f"but None was passed. Please provide a valid array.")
+        try:
+            array = np.asarray(value)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{where} could not be converted to an array: {e}") from None
+        if array.dtype.kind not in "biuf":
+            raise ValueError(f"{where} must be numeric: received an array of dtype {array.dtype}")
+        expected = tensor.shape
+        # Keras squeezes or adds a trailing axis of size 1 when that is all that differs.
+        if array.ndim == len(expected) + 1 and array.shape[-1] == 1:
+            array = array[..., 0]
+        elif array.ndim == len(expected) - 1 and expected[-1] == 1:
+            array = array[..., None]
+        if array.ndim != len(expected) or any(
+                e is not None and e != a for e, a in zip(expected, array.shape)):
+            raise ValueError(f"{where} is incompatible: expected shape {expected}, "
+                             f"received shape {array.shape}")
+        return array.astype(tensor.dtype, copy=False)
+
+    def _pack(self, outs: list[np.ndarray]):
+        if isinstance(self._outputs_struct, Mapping):
+            return dict(zip(sorted(self._outputs_struct), outs))
+        return outs[0] if len(outs) == 1 else list(outs)
+
+    # reporting and configuration ----------------------------------------------------------
+    def summary(self, line_length: int | None = None, positions: Sequence[float] | None = None,
+                print_fn=None, expand_nested: bool = False, show_trainable: bool = False) -> None:
+        """Print Keras 3's table of the layers, their output shapes and parameter counts."""
+        from nncompile.keras.summary import print_summary
+
+        print_summary(self, line_length=line_length, positions=positions, print_fn=print_fn,
+                      expand_nested=expand_nested, show_trainable=show_trainable)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any],
+                    custom_objects: Mapping[str, type] | None = None) -> "Model":
+        return functional_from_config(cls, config, custom_objects)
+
+
+class Functional(Model):
+    """A model defined by `Model(inputs, outputs)` (see `Model`).
+
+    Example:
+
+    >>> from nncompile.keras import layers
+    >>> a, b = Input(shape=(3,), name="a"), Input(shape=(3,), name="b")
+    >>> model = Model([a, b], layers.Add()([a, b]))
+    >>> type(model).__name__, [layer.name for layer in model.layers]
+    ('Functional', ['a', 'b', 'add'])
+    """
+
+    def __init__(self, inputs, outputs, name: str | None = None, trainable: bool = True):
+        super().__init__(name=name, trainable=trainable)
+        self._set_graph(inputs, outputs)
+
+    def get_config(self) -> dict[str, Any]:
+        return functional_config(self)
+
+
+class Sequential(Model):
+    """A linear stack of layers.
+
+    Without an input shape (no `Input` first, no `input_shape=` on the first layer) the model
+    is built on the first call or predict, from the shape of the data.
+
+    Example:
+
+    >>> from nncompile.keras import layers
+    >>> model = Sequential([Input(shape=(16,)), layers.Dense(8, activation="relu")])
+    >>> model.add(layers.Dense(4))
+    >>> model.output_shape
+    (None, 4)
+    """
+
+    def __init__(self, layers: Sequence[Layer] | None = None, trainable: bool = True,
+                 name: str | None = None):
+        super().__init__(name=name, trainable=trainable)
+        self._layers: list[Layer] = []
+        self._tensors: list[KerasTensor] = []  # the output of each layer, once the input is known
+        self.built = False
+        if layers is not None and not isinstance(layers, (list, tuple)):
+            raise ValueError(f"Sequential model '{self.name}': `layers` must be a list of layers. "
+                             f"Received: {layers!r}")
+        for layer in layers or []:
+            self.add(layer)
+
+    @property
+    def layers(self) -> list[Layer]:
+        # As in Keras, the InputLayer at the bottom of the stack is not listed.
+        has_input = self._layers and isinstance(self._layers[0], InputLayer)
+        return self._layers[1:] if has_input else list(self._layers)
+
+    def _weight_layers(self) -> list[Layer]:
+        return self._layers
+
+    def add(self, layer: Layer | KerasTensor) -> None:
+        """Add `layer` on top of the stack (an `Input(...)` tensor is taken as its InputLayer)."""
+        if isinstance(layer, KerasTensor) and layer.history is not None:
+            layer = layer.history.layer
+        if not isinstance(layer, Layer):
+            raise ValueError(f"Only instances of `keras.Layer` can be added to a Sequential model. "
+                             f"Received: {layer!r} (of type {type(layer)})")
+        if not self._layers and not isinstance(layer, InputLayer) and layer.batch_input_shape:
+            self.add(InputLayer(batch_shape=layer.batch_input_shape))
+        self._check_addable(layer)
+        if self._tensors:
+            self._tensors.append(self._call_on_top(layer))
+        elif isinstance(layer, InputLayer):
+            self._tensors.append(layer.output)
+        self._layers.append(layer)
+        self._refresh()
+
+    def _check_addable(self, layer: Layer) -> None:
+        if any(other.name == layer.name and other is not layer for other in self._layers):
+            raise ValueError(f"All layers added to a Sequential model should have unique names. "
+                             f"Name '{layer.name}' is already the name of a layer in this model. "
+                             f"Update the `name` argument to pass a unique name.")
+        if isinstance(layer, InputLayer) and self._layers:
+            first = self._layers[0]
+            shape = first.batch_shape if isinstance(first, InputLayer) else None
+            raise ValueError(f"Sequential model '{self.name}' has already been configured "
+                             + (f"to use input shape {shape}. " if shape else "with layers. ")
+                             + "You cannot add a different Input layer to it.")
+
+    def _call_on_top(self, layer: Layer) -> KerasTensor:
+        below = self._layers[-1]
+        x = self._tensors[-1]
+        try:
+            out = layer(x)
+        except ValueError as e:
+            # Shape errors already say "Layer 'x' (X) cannot be applied to ...": keep the cause.
+            cause = str(e).removeprefix(f"{layer._describe_call([x])}: ")
+            raise ValueError(f"Sequential model '{self.name}': layer '{layer.name}' "
+                             f"({type(layer).__name__}) cannot be added after layer '{below.name}' "
+                             f"({type(below).__name__}), whose output shape is {x.shape}: "
+                             f"{cause}") from None
+        if not isinstance(out, KerasTensor):
+            raise ValueError(f"All layers in a Sequential model should have a single output "
+                             f"tensor; layer '{layer.name}' has {len(out)}. For multi-output "
+                             f"layers, use the functional API.")
+        return out
+
+    def pop(self) -> Layer:
+        """Remove the top layer and return it."""
+        if not self.layers:
+            raise TypeError(f"Sequential model '{self.name}': there are no layers in the model.")
+        layer = self._layers.pop()
+        del self._tensors[len(self._layers):]
+        self._refresh()
+        return layer
+
+    def _refresh(self) -> None:
+        self._graphs.clear()
+        if self._tensors:
+            self._set_graph(self._tensors[0], self._tensors[-1])
+        else:
+            self.built = False
+
+    def build(self, input_shape: Sequence[int | None] | None = None) -> None:
+        """Build the stack for inputs of `input_shape` (batch first, None for the batch)."""
+        if not self._layers:
+            raise ValueError(f"Sequential model {self.name} cannot be built because it has no "
+                             f"layers. Call `model.add(layer)`.")
+        if self._tensors:
+            configured = self._layers[0].batch_shape
+            if input_shape is not None and tuple(input_shape) != configured:
+                raise ValueError(f"Sequential model '{self.name}' has already been configured to "
+                                 f"use input shape {configured}. You cannot build it with "
+                                 f"input_shape {tuple(input_shape)}")
+            return
+        if input_shape is None or not isinstance(input_shape, (tuple, list)) or (
+                input_shape and isinstance(input_shape[0], (tuple, list))):
+            raise ValueError(f"Sequential model '{self.name}' takes one input: build it with a "
+                             f"shape such as (None, 8). Received: input_shape={input_shape!r}")
+        stack, self._layers = self._layers, []
+        try:
+            for layer in [InputLayer(batch_shape=input_shape, dtype=stack[0].dtype)] + stack:
+                self.add(layer)
+        except ValueError:
+            self._layers, self._tensors = stack, []
+            self._refresh()
+            raise
+
+    def _standardize(self, x) -> list[np.ndarray]:
+        if not self.built and self._layers:
+            self.build((None,) + _data_shape(self.name, x)[1:])
+        return super()._standardize(x)
+
+    def get_config(self) -> dict[str, Any]:
+        config = {"name": self.name, "trainable": self.trainable, "dtype": self.dtype,
+                  "layers": [serialize_layer(layer) for layer in self._layers]}
+        if self.built:
+            config["build_input_shape"] = list(self._layers[0].batch_shape)
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects: Mapping[str, type] | None = None) -> "Sequential":
+        # Keras 1 configs are the bare list of layer configs.
+        if isinstance(config, list):
+            config = {"layers": config}
+        model = cls(name=config.get("name"), trainable=config.get("trainable", True))
+        for layer_config in config["layers"]:
+            model.add(deserialize_layer(layer_config, custom_objects))
+        if not model.built and config.get("build_input_shape"):
+            model.build(tuple(config["build_input_shape"]))
+        return model
+
+
+def _data_shape(model: str, x) -> tuple[int, ...]:
+    """The shape of the single array a Sequential model is called on, to build it from."""
+    if isinstance(x, Mapping) or (isinstance(x, (list, tuple)) and len(x) == 1
+                                  and isinstance(x[0], np.ndarray)):
+        x = next(iter(x.values())) if isinstance(x, Mapping) else x[0]
+    try:
+        shape = np.shape(x)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f'Sequential model "{model}" cannot be built from the data: {e}') from None
+    if not shape:
+        raise ValueError(f'Sequential model "{model}" cannot be built from a scalar; expected a '
+                         f"batch of samples (an array with a first, batch dimension)")
+    return tuple(shape)
+
+
+def _flatten(model: str, struct, what: str) -> list[KerasTensor]:
+    """The tensors of a tensor, list/tuple or dict (dicts in sorted key order, as Keras does)."""
+    if isinstance(struct, Mapping):
+        flat = [struct[k] for k in sorted(struct)]
+    elif isinstance(struct, (list, tuple)):
+        flat = list(struct)
+    else:
+        flat = [struct]
+    if not flat:
+        raise ValueError(f"Model '{model}': `{what}` argument cannot be empty.")
+    for x in flat:
+        if not isinstance(x, KerasTensor):
+            raise ValueError(f"Model '{model}': all `{what}` values must be KerasTensors. "
+                             f"Received: {what}={struct!r} including invalid value {x!r} of "
+                             f"type {type(x)}")
+    return flat
+
+
+def _is_symbolic(inputs) -> bool:
+    items = inputs.values() if isinstance(inputs, Mapping) else (
+        inputs if isinstance(inputs, (list, tuple)) else [inputs])
+    return any(isinstance(x, KerasTensor) for x in items)
+
+
+# --- tracing ----------------------------------------------------------------------------------
+
+def trace(model: Model, training: bool = False) -> Graph:
+    """Trace `model` into one IR graph named "main".
+
+    Data inputs are named by the model's Input layers, with the batch dimension symbolic ("?");
+    parameters are named by weight path ("dense/kernel") and bound to the live weight arrays;
+    every node carries the name of the layer that emitted it as its loc.
+
+    Example:
+
+    >>> from nncompile.keras import layers
+    >>> model = Sequential([Input(shape=(4,), name="x"), layers.Dense(2, name="dense")])
+    >>> print(trace(model))  # doctest: +ELLIPSIS
+    func @main(%x: f32[?,4], %dense/kernel: f32[4,2] {param}, ...
+    """
+    if not isinstance(model, Model):
+        raise TypeError(f"trace() takes a keras Model; received {type(model).__name__}")
+    if not model.built:
+        raise ValueError(f"Model '{model.name}' has not yet been built, so it cannot be traced. "
+                         f"Build the model first by calling `build()` or by calling the model "
+                         f"on a batch of data.")
+    b = Builder(name="main")
+    values = [b.input(t.history.layer.name, _input_type(t)) for t in model.inputs]
+    outputs = model._emit_calls(b, values, training)
+    return b.finish(outputs, _unique_names(model.output_names))
+
+
+def _input_type(tensor: KerasTensor) -> TensorType:
+    """The batch is BATCH; other unknown dimensions get symbols of their own, named by input
+    and axis, so a variable sequence length is not tied to the batch size."""
+    stem = re.sub(r"[^A-Za-z0-9_]", "_", tensor.history.layer.name)
+    stem = stem if stem[:1].isalpha() else f"d{stem}"
+    dims = [BATCH if axis == 0 else f"{stem}_{axis}" if d is None else d
+            for axis, d in enumerate(tensor.shape)]
+    return TensorType(DType.from_numpy(tensor.dtype), tuple(dims))
+
+
+def _unique_names(names: list[str]) -> list[str]:
+    """Output names, with `_1`, `_2` ... after repeats (one layer giving several outputs)."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        count = seen.get(name, 0)
+        seen[name] = count + 1
+        out.append(name if count == 0 else f"{name}_{count}")
+    return out
