@@ -7,7 +7,8 @@
     }
 
 Graph inputs print by name, node results by node number (`%N`, or `%N#i` for the i-th result of
-a multi-result node). Every attribute prints, sorted by name, in a form that reads back exactly.
+a multi-result node). Attributes print sorted by name, in a form that reads back exactly; those
+at their op's default are left out, as HLO does, and the parser fills them in.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from nncompile.ir.dtypes import DType
 from nncompile.ir.graph import Graph, Node, Value
+from nncompile.ir.optable import OPS
 
 # A bare name (after % or @); all-digit names would read as node numbers, so they are quoted.
 BARE_NAME = re.compile(r"[A-Za-z0-9_.$/-]+")
@@ -118,12 +120,26 @@ class _Namer:
         return self.names.get(value, "%<undefined>")
 
 
+def _non_default_attrs(node: Node) -> dict:
+    """The attributes to print: those at their op's default are left out (the parser restores them)."""
+    opdef = OPS.get(node.op)
+    specs = opdef.attrs if opdef else {}
+
+    def is_default(name, value) -> bool:
+        spec = specs.get(name)
+        return (spec is not None and not spec.required and not isinstance(value, np.ndarray)
+                and type(value) is type(spec.default) and value == spec.default)
+
+    return {k: v for k, v in node.attrs.items() if not is_default(k, v)}
+
+
 def _format_node(number: int, node: Node, namer: _Namer, elide: int | None) -> str:
     results = f"%{number}" if len(node.outputs) == 1 else f"%{number}:{len(node.outputs)}"
     args = ", ".join(namer(v) for v in node.inputs)
     line = f"  {results} = {format_word(node.op)}({args})"
-    if node.attrs:
-        attrs = ", ".join(f"{format_word(k)}={format_attr(node.attrs[k], elide)}" for k in sorted(node.attrs))
+    shown = _non_default_attrs(node)
+    if shown:
+        attrs = ", ".join(f"{format_word(k)}={format_attr(shown[k], elide)}" for k in sorted(shown))
         line += f" {{{attrs}}}"
     types = [str(v.type) for v in node.outputs]
     line += " : " + (types[0] if len(types) == 1 else "(" + ", ".join(types) + ")")

@@ -13,13 +13,13 @@ from nncompile.ir import (OPS, Attr, AttrKind, Builder, Fusion, Graph, ParseErro
 
 MLP = """\
 func @mlp(%x: f32[?,784], %dense/kernel: f32[784,128] {param}, %dense/bias: f32[128] {param}, \
-%dense_1/kernel: f32[128,10] {param}, %dense_1/bias: f32[10] {param}) -> (dense_1: f32[?,10]) {
-  %0 = matmul(%x, %dense/kernel) {transpose_a=false, transpose_b=false} : f32[?,128] loc("dense")
+%dense_1/kernel: f32[10,128] {param}, %dense_1/bias: f32[10] {param}) -> (dense_1: f32[?,10]) {
+  %0 = matmul(%x, %dense/kernel) : f32[?,128] loc("dense")
   %1 = add(%0, %dense/bias) : f32[?,128] loc("dense")
   %2 = relu(%1) : f32[?,128] loc("dense")
-  %3 = matmul(%2, %dense_1/kernel) {transpose_a=false, transpose_b=false} : f32[?,10] loc("dense_1")
+  %3 = matmul(%2, %dense_1/kernel) {transpose_b=true} : f32[?,10] loc("dense_1")
   %4 = add(%3, %dense_1/bias) : f32[?,10] loc("dense_1")
-  %5 = softmax(%4) {axis=-1} : f32[?,10] loc("dense_1")
+  %5 = softmax(%4) : f32[?,10] loc("dense_1")
   return %5
 }"""
 
@@ -62,7 +62,7 @@ def test_golden_mlp_prints_back_byte_identically():
     assert g.name == "mlp"
     assert [(v.name, str(v.type), v.is_param) for v in g.inputs] == [
         ("x", "f32[?,784]", False), ("dense/kernel", "f32[784,128]", True), ("dense/bias", "f32[128]", True),
-        ("dense_1/kernel", "f32[128,10]", True), ("dense_1/bias", "f32[10]", True)]
+        ("dense_1/kernel", "f32[10,128]", True), ("dense_1/bias", "f32[10]", True)]
     assert [(n.op, n.loc, [v.name or "" for v in n.inputs]) for n in g.nodes[:2]] == [
         ("matmul", "dense", ["x", "dense/kernel"]), ("add", "dense", ["", "dense/bias"])]
     assert g.nodes[1].inputs[0] is g.nodes[0].outputs[0]
@@ -76,9 +76,14 @@ def test_comments_and_blank_lines_are_skipped():
     assert parse(text) == parse(MLP)
 
 
-def test_defaulted_attributes_may_be_left_out():
-    g = parse(MLP.replace(" {transpose_a=false, transpose_b=false}", "").replace(" {axis=-1}", ""))
+def test_attributes_at_their_default_are_omitted_when_printed():
+    explicit = (MLP.replace("kernel) : f32[?,128]", "kernel) {transpose_a=false, transpose_b=false} : f32[?,128]")
+                .replace("{transpose_b=true}", "{transpose_a=false, transpose_b=true}")
+                .replace("softmax(%4)", "softmax(%4) {axis=-1}"))
+    g = parse(explicit)
+    assert g.nodes[0].attrs == {"transpose_a": False, "transpose_b": False}
     assert g == parse(MLP)
+    assert print_graph(g) == MLP
 
 
 # --- exact formats ----------------------------------------------------------------------------
@@ -121,7 +126,7 @@ def test_every_attribute_kind_prints_sorted_and_round_trips(attrs_op):
     line = str(g).splitlines()[1]
     assert line == (
         '  %0 = _text_test_attrs(%x) {alpha=0.1, axes=[], flag=true, mode="a\\"b\\\\c\\n\\u{1}é", n=-3, '
-        'opt=none, scales=[1.5, inf, -0.0, 1e-300], shape=[?, 1600, -1, n, "inf"], '
+        'scales=[1.5, inf, -0.0, 1e-300], shape=[?, 1600, -1, n, "inf"], '
         'table=dense<i32[1,2]: [[1, -2]]>, to=f64} : f32[?,3]')
     back = _round_trip(g)
     assert back.nodes[0].attrs["opt"] is None
