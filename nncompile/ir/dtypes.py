@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import enum
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from nncompile.ir.types import TensorType
 
 
 class DType(enum.Enum):

@@ -6,16 +6,15 @@ tracing it into one `ir.Graph`, and predicting all go through the same walk.
 """
 from __future__ import annotations
 
-import re
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from nncompile.ir import BATCH, Builder, DType, Graph, ShapeError, TensorType, Value
+from nncompile.ir import Builder, DType, Graph, ShapeError, Value
 from nncompile.keras.functional import (deserialize_layer, functional_config,
                                         functional_from_config, map_graph, serialize_layer)
 from nncompile.keras.input_layer import Input, InputLayer
-from nncompile.keras.layers.base import CallNode, KerasTensor, Layer, keras_shape, run_graph
+from nncompile.keras.layers.base import CallNode, KerasTensor, Layer, ir_type, keras_shape, run_graph
 
 __all__ = ["Functional", "Input", "InputLayer", "Model", "Sequential", "trace"]
 
@@ -551,19 +550,10 @@ def trace(model: Model, training: bool = False) -> Graph:
                          f"Build the model first by calling `build()` or by calling the model "
                          f"on a batch of data.")
     b = Builder(name="main")
-    values = [b.input(t.history.layer.name, _input_type(t)) for t in model.inputs]
+    values = [b.input(t.history.layer.name, ir_type(t.shape, t.dtype, t.history.layer.name))
+              for t in model.inputs]
     outputs = model._emit_calls(b, values, training)
     return b.finish(outputs, _unique_names(model.output_names))
-
-
-def _input_type(tensor: KerasTensor) -> TensorType:
-    """The batch is BATCH; other unknown dimensions get symbols of their own, named by input
-    and axis, so a variable sequence length is not tied to the batch size."""
-    stem = re.sub(r"[^A-Za-z0-9_]", "_", tensor.history.layer.name)
-    stem = stem if stem[:1].isalpha() else f"d{stem}"
-    dims = [BATCH if axis == 0 else f"{stem}_{axis}" if d is None else d
-            for axis, d in enumerate(tensor.shape)]
-    return TensorType(DType.from_numpy(tensor.dtype), tuple(dims))
 
 
 def _unique_names(names: list[str]) -> list[str]:

@@ -8,6 +8,7 @@ graphs by calling `emit` layer after layer.
 from __future__ import annotations
 
 import inspect
+import re
 import warnings
 from typing import Any, Mapping, Sequence
 
@@ -88,23 +89,18 @@ class CallNode:
         self.single_input = single_input
 
 
-def ir_type(shape: Sequence[int | None], dtype: str) -> TensorType:
-    """The IR type of a Keras shape: None becomes the symbolic batch dimension."""
-    return TensorType(DType.from_numpy(dtype), tuple(BATCH if d is None else d for d in shape))
+def ir_type(shape: Sequence[int | None], dtype: str, name: str = "input") -> TensorType:
+    """The IR type of a Keras shape. The batch (axis 0) is BATCH; other unknown dimensions get
+    symbols of their own, named by input and axis, so a variable sequence length is not tied to
+    the batch size."""
+    stem = re.sub(r"[^A-Za-z0-9_]", "_", name)
+    stem = stem if stem[:1].isalpha() else f"d{stem}"
+    dims = [BATCH if axis == 0 else f"{stem}_{axis}" if d is None else d for axis, d in enumerate(shape)]
+    return TensorType(DType.from_numpy(dtype), tuple(dims))
 
 
 def keras_shape(t: TensorType) -> tuple[int | None, ...]:
     return tuple(None if isinstance(d, str) else d for d in t.shape)
-
-
-def rename_legacy_args(owner: str, kwargs: dict, table: Mapping[str, str]) -> dict:
-    """Accept Keras 1/2 argument names (`init`, `nb_filter`, ...) with a DeprecationWarning."""
-    for old, new in table.items():
-        if old in kwargs:
-            warnings.warn(f"{owner}: argument `{old}` is the Keras 1 name of `{new}`; use `{new}`",
-                          DeprecationWarning, stacklevel=4)
-            kwargs.setdefault(new, kwargs.pop(old))
-    return kwargs
 
 
 _BASE_ARGS = ("name", "trainable", "dtype", "input_shape", "batch_input_shape", "batch_size",
@@ -250,7 +246,7 @@ class Layer:
         try:
             self._maybe_build(shapes[0] if single else shapes)
             b = Builder(name=self.name)
-            values = [b.input(f"input_{i}", ir_type(x.shape, x.dtype)) for i, x in enumerate(inputs)]
+            values = [b.input(f"input_{i}", ir_type(x.shape, x.dtype, f"input_{i}")) for i, x in enumerate(inputs)]
             with b.loc(self.name):
                 out = self.emit(b, values[0] if single else values)
         except ShapeError as e:
@@ -271,7 +267,7 @@ class Layer:
         specs = [KerasTensor((None,) + a.shape[1:], str(a.dtype)) for a in arrays]
         self._symbolic(specs, single)
         b = Builder(name=self.name)
-        values = [b.input(f"input_{i}", ir_type(s.shape, s.dtype)) for i, s in enumerate(specs)]
+        values = [b.input(f"input_{i}", ir_type(s.shape, s.dtype, f"input_{i}")) for i, s in enumerate(specs)]
         with b.loc(self.name):
             out = self.emit(b, values[0] if single else values, training=training)
         outs = out if isinstance(out, (list, tuple)) else [out]

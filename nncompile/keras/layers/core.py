@@ -10,7 +10,7 @@ import numpy as np
 from nncompile.ir import Builder, DType, Value
 from nncompile.keras import activations, initializers, regularizers
 from nncompile.keras.layers.base import Layer
-from nncompile.keras.layers.conv import check_data_format, legacy_args, positive_int
+from nncompile.keras.layers.arguments import check_data_format, legacy_args, positive_int
 
 _LEGACY_DENSE = {"output_dim": "units", "init": "kernel_initializer",
                  "W_regularizer": "kernel_regularizer", "b_regularizer": "bias_regularizer",

@@ -12,7 +12,7 @@ import numpy as np
 from nncompile.ir import Builder, Value
 from nncompile.keras import initializers, regularizers
 from nncompile.keras.layers.base import Layer, Variable
-from nncompile.keras.layers.conv import legacy_args
+from nncompile.keras.layers.arguments import legacy_args
 
 _LEGACY_BN = {"beta_init": "beta_initializer", "gamma_init": "gamma_initializer"}
 

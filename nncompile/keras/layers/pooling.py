@@ -10,8 +10,8 @@ from typing import Any
 
 from nncompile.ir import Builder, Value
 from nncompile.keras.layers.base import Layer
-from nncompile.keras.layers.conv import (check_data_format, check_input_rank, from_2d, legacy_args,
-                                         normalize_padding, normalize_tuple, spatial_pads, to_2d)
+from nncompile.keras.layers.arguments import check_data_format, check_input_rank, legacy_args, normalize_padding, normalize_tuple
+from nncompile.keras.layers.conv import from_2d, spatial_pads, to_2d
 
 _LEGACY_2D = {"border_mode": "padding"}
 _LEGACY_1D = {"pool_length": "pool_size", "stride": "strides", "border_mode": "padding"}

@@ -8,8 +8,7 @@ import numpy as np
 
 from nncompile.ir import Builder, ShapeError, Value
 from nncompile.keras.layers.base import Layer
-from nncompile.keras.layers.conv import (check_data_format, check_input_rank, normalize_tuple,
-                                         positive_int)
+from nncompile.keras.layers.arguments import check_data_format, check_input_rank, normalize_tuple, positive_int
 
 
 def _is_count(value) -> bool:

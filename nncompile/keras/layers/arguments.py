@@ -1,0 +1,106 @@
+"""Argument checks shared by the layer families, and Keras 1/2 argument names.
+
+Old tutorials pass `init=`, `nb_filter=`, `border_mode=`, `subsample=`, `dim_ordering=`...; the
+`legacy_args` decorator renames them to the Keras 3 arguments with a DeprecationWarning that names
+the new argument, so those programs run unchanged.
+"""
+from __future__ import annotations
+
+import functools
+import warnings
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from nncompile.keras import backend
+
+_DIM_ORDERING = {"tf": "channels_last", "th": "channels_first", "default": None}
+
+
+def normalize_tuple(value, n: int, arg: str, owner: str) -> tuple[int, ...]:
+    """An int, or `n` ints, as a tuple of `n` ints >= 1 (ValueError naming `owner` and `arg`)."""
+    values = (value,) * n if isinstance(value, (int, np.integer)) else value
+    try:
+        values = tuple(values)
+    except TypeError:
+        values = ()
+    if (len(values) != n or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1
+                                for v in values)):
+        raise ValueError(f"{owner}: the `{arg}` argument must be a tuple of {n} integers >= 1 "
+                         f"(or one such integer). Received: {arg}={value!r}")
+    return tuple(int(v) for v in values)
+
+
+def positive_int(value, arg: str, owner: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{owner}: the `{arg}` argument must be a positive integer. "
+                         f"Received: {arg}={value!r}")
+    return int(value)
+
+
+def normalize_padding(value, allowed: Sequence[str], owner: str) -> str:
+    padding = value.lower() if isinstance(value, str) else value
+    if padding not in allowed:
+        choices = ", ".join(f'"{a}"' for a in allowed)
+        raise ValueError(f"{owner}: the `padding` argument must be one of {choices}. "
+                         f"Received: padding={value!r}")
+    return padding
+
+
+def check_data_format(value, owner: str) -> str:
+    """Only channels-last layouts are supported; say so by name for channels_first."""
+    data_format = backend.image_data_format() if value is None else value
+    if data_format == "channels_first":
+        raise ValueError(f"{owner}: data_format='channels_first' is not supported; nncompile layers "
+                         f"take data_format='channels_last' (the default) only")
+    if data_format != "channels_last":
+        raise ValueError(f"{owner}: the `data_format` argument must be 'channels_last' (or None). "
+                         f"Received: data_format={value!r}")
+    return data_format
+
+
+def check_input_rank(layer, input_shape, ndim: int) -> None:
+    if len(input_shape) != ndim:
+        raise ValueError(f"Input 0 of layer '{layer.name}' ({type(layer).__name__}) is incompatible "
+                         f"with the layer: expected ndim={ndim}, found ndim={len(input_shape)}. "
+                         f"Full shape received: {tuple(input_shape)}")
+
+
+def legacy_args(table: Mapping[str, str], combine: Callable[[str, dict], None] | None = None):
+    """Decorate `__init__` to accept Keras 1/2 argument names (and `dim_ordering`) with warnings."""
+    def decorate(init):
+        @functools.wraps(init)
+        def wrapper(self, *args, **kwargs):
+            init(self, *args, **_modern_kwargs(type(self).__name__, kwargs, table, combine))
+        return wrapper
+    return decorate
+
+
+def _modern_kwargs(owner: str, kwargs: dict, table: Mapping[str, str],
+                   combine: Callable[[str, dict], None] | None) -> dict:
+    # Called from the wrapper called by user code: stacklevel=4 in the renamers is the user's line.
+    if combine is not None:
+        combine(owner, kwargs)
+    if "dim_ordering" in kwargs:
+        _rename_dim_ordering(owner, kwargs)
+    return rename_legacy_args(owner, kwargs, table)
+
+
+def _rename_dim_ordering(owner: str, kwargs: dict) -> None:
+    value = kwargs.pop("dim_ordering")
+    if value not in _DIM_ORDERING:
+        raise ValueError(f"{owner}: the `dim_ordering` argument must be one of 'tf', 'th', "
+                         f"'default'. Received: dim_ordering={value!r}")
+    warnings.warn(f"{owner}: argument `dim_ordering` is the Keras 1 name of `data_format` "
+                  f"('tf' is 'channels_last'); use `data_format`", DeprecationWarning, stacklevel=4)
+    kwargs.setdefault("data_format", _DIM_ORDERING[value])
+
+
+def rename_legacy_args(owner: str, kwargs: dict, table: Mapping[str, str]) -> dict:
+    """Accept Keras 1/2 argument names (`init`, `nb_filter`, ...) with a DeprecationWarning."""
+    for old, new in table.items():
+        if old in kwargs:
+            warnings.warn(f"{owner}: argument `{old}` is the Keras 1 name of `{new}`; use `{new}`",
+                          DeprecationWarning, stacklevel=4)
+            kwargs.setdefault(new, kwargs.pop(old))
+    return kwargs
