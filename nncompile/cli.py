@@ -28,14 +28,15 @@ def _demo(args: argparse.Namespace) -> int:
     print("\nThe traced inference graph (nncompile IR):\n")
     print(graph)
     x = np.random.default_rng(args.seed).normal(size=(4, 8)).astype(np.float32)
-    print("\npredict on 4 random samples:", np.round(model.predict(x, verbose=0).ravel(), 4).tolist())
+    probabilities = model.predict(x, verbose=0).ravel()
+    print("\npredict on 4 random samples:", ", ".join(f"{p:.4f}" for p in probabilities))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nncompile",
-        description="Compile Keras-style neural networks to native code and inspect every step.",
+        description="Trace Keras-style neural networks into a typed IR, run passes over it, and inspect every step.",
         epilog="Example: nncompile demo")
     parser.add_argument("--version", action="version", version=f"nncompile {nncompile.__version__}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")

@@ -189,3 +189,13 @@ def test_cifar10_cnn(build, capsys):
     y = model.predict(x)
     assert y.shape == (BATCH, 10)
     np.testing.assert_allclose(y, cifar_forward(x.astype(np.float64), weights), rtol=1e-4, atol=1e-6)
+
+
+def test_keras1_warnings_point_at_the_users_line():
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        Sequential([Dense(12, input_dim=8, init="uniform", activation="relu"),
+                    Convolution2D(32, 3, 3, border_mode="same", input_shape=(8, 8, 3))])
+    messages = [str(w.message) for w in record if w.category is DeprecationWarning]
+    assert any("`input_dim`" in m for m in messages) and any("`border_mode`" in m for m in messages)
+    assert {w.filename for w in record if w.category is DeprecationWarning} == {__file__}

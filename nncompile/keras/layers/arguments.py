@@ -7,6 +7,7 @@ the new argument, so those programs run unchanged.
 from __future__ import annotations
 
 import functools
+import sys
 import warnings
 from typing import Callable, Mapping, Sequence
 
@@ -66,6 +67,14 @@ def check_input_rank(layer, input_shape, ndim: int) -> None:
                          f"Full shape received: {tuple(input_shape)}")
 
 
+def warn_legacy(message: str) -> None:
+    """A DeprecationWarning pointing at the user's line: the first caller outside nncompile."""
+    frame, level = sys._getframe(1), 2
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("nncompile."):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, DeprecationWarning, stacklevel=level)
+
+
 def legacy_args(table: Mapping[str, str], combine: Callable[[str, dict], None] | None = None):
     """Decorate `__init__` to accept Keras 1/2 argument names (and `dim_ordering`) with warnings."""
     def decorate(init):
@@ -78,7 +87,6 @@ def legacy_args(table: Mapping[str, str], combine: Callable[[str, dict], None] |
 
 def _modern_kwargs(owner: str, kwargs: dict, table: Mapping[str, str],
                    combine: Callable[[str, dict], None] | None) -> dict:
-    # Called from the wrapper called by user code: stacklevel=4 in the renamers is the user's line.
     if combine is not None:
         combine(owner, kwargs)
     if "dim_ordering" in kwargs:
@@ -91,8 +99,8 @@ def _rename_dim_ordering(owner: str, kwargs: dict) -> None:
     if value not in _DIM_ORDERING:
         raise ValueError(f"{owner}: the `dim_ordering` argument must be one of 'tf', 'th', "
                          f"'default'. Received: dim_ordering={value!r}")
-    warnings.warn(f"{owner}: argument `dim_ordering` is the Keras 1 name of `data_format` "
-                  f"('tf' is 'channels_last'); use `data_format`", DeprecationWarning, stacklevel=4)
+    warn_legacy(f"{owner}: argument `dim_ordering` is the Keras 1 name of `data_format` "
+                  f"('tf' is 'channels_last'); use `data_format`")
     kwargs.setdefault("data_format", _DIM_ORDERING[value])
 
 
@@ -100,7 +108,6 @@ def rename_legacy_args(owner: str, kwargs: dict, table: Mapping[str, str]) -> di
     """Accept Keras 1/2 argument names (`init`, `nb_filter`, ...) with a DeprecationWarning."""
     for old, new in table.items():
         if old in kwargs:
-            warnings.warn(f"{owner}: argument `{old}` is the Keras 1 name of `{new}`; use `{new}`",
-                          DeprecationWarning, stacklevel=4)
+            warn_legacy(f"{owner}: argument `{old}` is the Keras 1 name of `{new}`; use `{new}`")
             kwargs.setdefault(new, kwargs.pop(old))
     return kwargs

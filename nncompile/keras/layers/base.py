@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import inspect
 import re
-import warnings
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from nncompile.ir import BATCH, Builder, DType, Graph, ShapeError, TensorType, Value
 from nncompile.keras import backend
+from nncompile.keras.layers.arguments import warn_legacy
 
 
 class Variable:
@@ -115,9 +115,8 @@ class Layer:
                  batch_input_shape: Sequence[int | None] | None = None, batch_size: int | None = None,
                  **kwargs):
         if "input_dim" in kwargs:
-            warnings.warn(f"{type(self).__name__}: argument `input_dim` is the Keras 1 form of "
-                          f"`input_shape=(input_dim,)`; use `input_shape` or keras.Input",
-                          DeprecationWarning, stacklevel=3)
+            warn_legacy(f"{type(self).__name__}: argument `input_dim` is the Keras 1 form of "
+                          f"`input_shape=(input_dim,)`; use `input_shape` or keras.Input")
             input_shape = (kwargs.pop("input_dim"),)
         if kwargs:
             valid = sorted(set(self._accepted_args()) | set(_BASE_ARGS))

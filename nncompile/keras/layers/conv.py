@@ -6,14 +6,14 @@ so one IR op (conv2d, max_pool2d, avg_pool2d) serves both ranks.
 """
 from __future__ import annotations
 
-import warnings
 from typing import Any, Mapping, Sequence
 
 from nncompile.ir import Builder, Value
 from nncompile.ir.ops.linalg import same_pads
 from nncompile.keras import activations, backend, initializers, regularizers
 from nncompile.keras.layers.arguments import (check_data_format, check_input_rank, legacy_args,
-                                              normalize_padding, normalize_tuple, positive_int)
+                                              normalize_padding, normalize_tuple, positive_int,
+                                              warn_legacy)
 from nncompile.keras.layers.base import Layer
 
 
@@ -55,18 +55,16 @@ def _combine_nb_row_col(owner: str, kwargs: dict) -> None:
         if "nb_row" not in kwargs or "nb_col" not in kwargs:
             raise TypeError(f"{owner}: the Keras 1 arguments `nb_row` and `nb_col` go together; "
                             f"better, pass `kernel_size=(rows, cols)`")
-        warnings.warn(f"{owner}: arguments `nb_row`, `nb_col` are the Keras 1 form of "
-                      f"`kernel_size=(nb_row, nb_col)`; use `kernel_size`", DeprecationWarning,
-                      stacklevel=4)
+        warn_legacy(f"{owner}: arguments `nb_row`, `nb_col` are the Keras 1 form of "
+                      f"`kernel_size=(nb_row, nb_col)`; use `kernel_size`")
         kwargs.setdefault("kernel_size", (kwargs.pop("nb_row"), kwargs.pop("nb_col")))
 
 
 def _input_length_to_shape(owner: str, kwargs: dict) -> None:
     """Keras 1 sequence layers took `input_dim` (channels) and `input_length` (steps)."""
     if "input_length" in kwargs or "input_dim" in kwargs:
-        warnings.warn(f"{owner}: arguments `input_dim`, `input_length` are the Keras 1 form of "
-                      f"`input_shape=(input_length, input_dim)`; use `input_shape`",
-                      DeprecationWarning, stacklevel=4)
+        warn_legacy(f"{owner}: arguments `input_dim`, `input_length` are the Keras 1 form of "
+                      f"`input_shape=(input_length, input_dim)`; use `input_shape`")
         kwargs.setdefault("input_shape", (kwargs.pop("input_length", None), kwargs.pop("input_dim", None)))
 
 
@@ -205,9 +203,8 @@ class Convolution2D(Conv2D):
     """
 
     def __init__(self, nb_filter: int, nb_row: int, nb_col: int, **kwargs):
-        warnings.warn("Convolution2D(nb_filter, nb_row, nb_col) is the Keras 1 form of "
-                      "Conv2D(filters, kernel_size=(nb_row, nb_col)); use Conv2D",
-                      DeprecationWarning, stacklevel=2)
+        warn_legacy("Convolution2D(nb_filter, nb_row, nb_col) is the Keras 1 form of "
+                      "Conv2D(filters, kernel_size=(nb_row, nb_col)); use Conv2D")
         kwargs["name"] = kwargs.get("name") or backend.unique_name("conv2d")
         super().__init__(nb_filter, (nb_row, nb_col), **kwargs)
 
@@ -228,9 +225,8 @@ class Convolution1D(Conv1D):
     """
 
     def __init__(self, nb_filter: int, filter_length: int, **kwargs):
-        warnings.warn("Convolution1D(nb_filter, filter_length) is the Keras 1 form of "
-                      "Conv1D(filters, kernel_size=filter_length); use Conv1D",
-                      DeprecationWarning, stacklevel=2)
+        warn_legacy("Convolution1D(nb_filter, filter_length) is the Keras 1 form of "
+                      "Conv1D(filters, kernel_size=filter_length); use Conv1D")
         kwargs["name"] = kwargs.get("name") or backend.unique_name("conv1d")
         super().__init__(nb_filter, filter_length, **kwargs)
 

@@ -2,7 +2,6 @@
 activation layers ReLU, LeakyReLU, ELU and Softmax."""
 from __future__ import annotations
 
-import warnings
 from typing import Any, Sequence
 
 import numpy as np
@@ -10,7 +9,7 @@ import numpy as np
 from nncompile.ir import Builder, DType, Value
 from nncompile.keras import activations, initializers, regularizers
 from nncompile.keras.layers.base import Layer
-from nncompile.keras.layers.arguments import check_data_format, legacy_args, positive_int
+from nncompile.keras.layers.arguments import check_data_format, legacy_args, positive_int, warn_legacy
 
 _LEGACY_DENSE = {"output_dim": "units", "init": "kernel_initializer",
                  "W_regularizer": "kernel_regularizer", "b_regularizer": "bias_regularizer",
@@ -214,9 +213,8 @@ class Permute(Layer):
 def _input_length_to_shape(owner: str, kwargs: dict) -> None:
     """Keras 2 Embedding took the sequence length as `input_length`; Keras 3 dropped it."""
     if "input_length" in kwargs:
-        warnings.warn(f"{owner}: argument `input_length` is deprecated; use "
-                      f"`input_shape=(input_length,)` or keras.Input", DeprecationWarning,
-                      stacklevel=4)
+        warn_legacy(f"{owner}: argument `input_length` is deprecated; use "
+                      f"`input_shape=(input_length,)` or keras.Input")
         length = kwargs.pop("input_length")
         if "input_shape" not in kwargs and "batch_input_shape" not in kwargs:
             kwargs["input_shape"] = (length,)
