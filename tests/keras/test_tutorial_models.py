@@ -194,8 +194,8 @@ def test_cifar10_cnn(build, capsys):
 def test_keras1_warnings_point_at_the_users_line():
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        Sequential([Dense(12, input_dim=8, init="uniform", activation="relu"),
-                    Convolution2D(32, 3, 3, border_mode="same", input_shape=(8, 8, 3))])
+        Sequential([Dense(12, input_dim=8, init="uniform", activation="relu")])
+        Sequential([Convolution2D(32, 3, 3, border_mode="same", input_shape=(8, 8, 3))])
     messages = [str(w.message) for w in record if w.category is DeprecationWarning]
     assert any("`input_dim`" in m for m in messages) and any("`border_mode`" in m for m in messages)
     assert {w.filename for w in record if w.category is DeprecationWarning} == {__file__}
