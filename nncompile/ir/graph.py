@@ -6,7 +6,7 @@ are not part of the graph's structure (not printed, not compared).
 """
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -96,19 +96,6 @@ class Graph:
                 return v
         raise IRError(f"graph {self.name!r} has no input {name!r}; inputs: "
                       f"{', '.join(v.name for v in self.inputs)}")
-
-    def users(self) -> dict[Value, list[Node]]:
-        """Map each value to the nodes that read it (in node order)."""
-        out: dict[Value, list[Node]] = {}
-        for node in self.nodes:
-            for v in node.inputs:
-                out.setdefault(v, []).append(node)
-        return out
-
-    def values(self) -> Iterable[Value]:
-        yield from self.inputs
-        for node in self.nodes:
-            yield from node.outputs
 
     # text and comparison ------------------------------------------------------------------
     def __str__(self) -> str:

@@ -63,25 +63,11 @@ class TensorType:
     def is_static(self) -> bool:
         return not any(is_symbol(d) for d in self.shape)
 
-    @property
-    def numel(self) -> int | None:
-        """Number of elements, or None when a dimension is symbolic."""
-        if not self.is_static:
-            return None
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
-
     def with_shape(self, shape: Sequence[Dim]) -> "TensorType":
         return TensorType(self.dtype, tuple(shape))
 
     def with_dtype(self, dtype: DType) -> "TensorType":
         return TensorType(dtype, self.shape)
-
-    def resolve(self, env: Mapping[str, int]) -> tuple[int, ...]:
-        """The concrete shape under the symbol sizes of `env`."""
-        return resolve_shape(self.shape, env)
 
 
 def resolve_shape(shape: Sequence[Dim], env: Mapping[str, int]) -> tuple[int, ...]:

@@ -192,7 +192,8 @@ class Model(Layer):
         for node in self._calls:
             args = [env[id(t)] for t in node.inputs]
             with b.loc(node.layer.name):
-                out = node.layer.emit(b, args[0] if node.single_input else args, training=training)
+                mode = training if node.training is None else node.training
+                out = node.layer.emit(b, args[0] if node.single_input else args, training=mode)
             outs = list(out) if isinstance(out, (list, tuple)) else [out]
             env.update((id(t), v) for t, v in zip(node.outputs, outs))
         return [env[id(t)] for t in self._outputs]

@@ -85,7 +85,7 @@ def test_dense_symbolic_shapes_and_errors():
 
 
 def test_unknown_argument_lists_valid_ones():
-    with pytest.raises(TypeError, match="Unrecognized keyword arguments passed to Dense") as info:
+    with pytest.raises(ValueError, match="Unrecognized keyword arguments passed to Dense") as info:
         Dense(3, kernel_init="zeros")
     assert "kernel_initializer" in str(info.value) and "units" in str(info.value)
 

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from nncompile.ir import BATCH, Builder, DType, Graph, ShapeError, TensorType, Value
-from nncompile.keras import backend
+from nncompile.keras import backend, regularizers
 from nncompile.keras.layers.arguments import warn_legacy
 
 
@@ -82,11 +82,12 @@ class CallNode:
     """One call of a layer in a functional graph: the tensors it read and those it made."""
 
     def __init__(self, layer: "Layer", inputs: list[KerasTensor], outputs: list[KerasTensor],
-                 single_input: bool):
+                 single_input: bool, training: bool | None = None):
         self.layer = layer
         self.inputs = inputs
         self.outputs = outputs
         self.single_input = single_input
+        self.training = training   # fixed at call time (`base(x, training=False)`), else None
 
 
 def ir_type(shape: Sequence[int | None], dtype: str, name: str = "input") -> TensorType:
@@ -104,7 +105,7 @@ def keras_shape(t: TensorType) -> tuple[int | None, ...]:
 
 
 _BASE_ARGS = ("name", "trainable", "dtype", "input_shape", "batch_input_shape", "batch_size",
-              "input_dim")
+              "input_dim", "activity_regularizer")
 
 
 class Layer:
@@ -113,18 +114,20 @@ class Layer:
     def __init__(self, *, name: str | None = None, trainable: bool = True, dtype: str | None = None,
                  input_shape: Sequence[int | None] | None = None,
                  batch_input_shape: Sequence[int | None] | None = None, batch_size: int | None = None,
-                 **kwargs):
+                 activity_regularizer=None, **kwargs):
         if "input_dim" in kwargs:
             warn_legacy(f"{type(self).__name__}: argument `input_dim` is the Keras 1 form of "
                           f"`input_shape=(input_dim,)`; use `input_shape` or keras.Input")
             input_shape = (kwargs.pop("input_dim"),)
         if kwargs:
             valid = sorted(set(self._accepted_args()) | set(_BASE_ARGS))
-            raise TypeError(f"Unrecognized keyword arguments passed to {type(self).__name__}: "
+            raise ValueError(f"Unrecognized keyword arguments passed to {type(self).__name__}: "
                             f"{kwargs}; valid arguments: {', '.join(valid)}")
         self.name = name or backend.unique_name(backend.to_snake_case(type(self).__name__))
         self.trainable = trainable
         self.dtype = dtype or backend.floatx()
+        # Kept for the training step, which adds its penalty on this layer's output to the loss.
+        self.activity_regularizer = regularizers.get(activity_regularizer)
         if batch_input_shape is not None:
             self.batch_input_shape = tuple(batch_input_shape)
         elif input_shape is not None:
@@ -191,6 +194,8 @@ class Layer:
         config = {"name": self.name, "trainable": self.trainable, "dtype": self.dtype}
         if self.batch_input_shape is not None:
             config["batch_input_shape"] = list(self.batch_input_shape)
+        if self.activity_regularizer is not None:
+            config["activity_regularizer"] = regularizers.serialize(self.activity_regularizer)
         return config
 
     @classmethod
@@ -207,8 +212,14 @@ class Layer:
         raise TypeError(f"Layer {type(self).__name__} does not define `emit`")
 
     def param(self, b: Builder, var: Variable) -> Value:
-        """The graph input bound to `var` (one per graph, however often the layer is called)."""
-        return b.param(var.path, var.value)
+        """The graph input bound to `var` (one per graph, however often the layer is called).
+
+        Layers of two nested models may share a name; the later weight gets a `_1` suffix."""
+        name, count = var.path, 0
+        while b.graph.params.get(name, var.value) is not var.value:
+            count += 1
+            name = f"{var.path}_{count}"
+        return b.param(name, var.value)
 
     def _maybe_build(self, input_shape) -> None:
         if not self.built:
@@ -230,7 +241,7 @@ class Layer:
         flat = [inputs] if single else list(inputs)
         if all(isinstance(x, KerasTensor) for x in flat):
             outputs = self._symbolic(flat, single)
-            node = CallNode(self, flat, outputs, single)
+            node = CallNode(self, flat, outputs, single, training)
             for i, out in enumerate(outputs):
                 out.history, out.index = node, i
             self._inbound_nodes.append(node)

@@ -1,0 +1,54 @@
+"""Functional-call semantics: nested models whose layers share names, `training=` fixed at call time,
+and Keras's argument errors."""
+import numpy as np
+import pytest
+
+import nncompile
+from nncompile import keras
+
+L = keras.layers
+
+
+def _block(name, inputs):
+    return keras.Sequential([keras.Input((inputs,)), L.Dense(4, name="fc")], name=name)
+
+
+def test_nested_models_with_equally_named_layers_keep_their_own_weights():
+    a, b = _block("a", 3), _block("b", 4)
+    i = keras.Input((3,))
+    model = keras.Model(i, b(a(i)))
+    x = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+    (wa, ba), (wb, bb) = a.get_weights(), b.get_weights()
+    np.testing.assert_allclose(model.predict(x, verbose=0), (x @ wa + ba) @ wb + bb, rtol=1e-5, atol=1e-6)
+    names = [v.name for v in nncompile.trace(model).param_inputs]
+    assert len(set(names)) == 4 and names[:2] == ["fc/kernel", "fc/bias"]
+
+
+def test_training_given_at_call_time_overrides_the_models_mode():
+    i = keras.Input((4,))
+    frozen = L.BatchNormalization()
+    model = keras.Model(i, frozen(i, training=False))
+    frozen.set_weights([np.ones(4), np.zeros(4), np.full(4, 5.0), np.full(4, 4.0)])
+    x = np.random.default_rng(1).random((8, 4)).astype(np.float32)
+    expected = (x - 5.0) / np.sqrt(4.0 + 1e-3)   # moving statistics, not the batch's
+    np.testing.assert_allclose(model(x, training=True), expected, rtol=1e-5)
+
+
+def test_training_none_at_call_time_follows_the_model():
+    i = keras.Input((4,))
+    model = keras.Model(i, L.BatchNormalization(epsilon=0.0)(i))
+    x = np.random.default_rng(2).random((16, 4)).astype(np.float32)
+    batch_normalized = (x - x.mean(0)) / x.std(0)
+    np.testing.assert_allclose(model(x, training=True), batch_normalized, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(model(x), x, rtol=1e-6)
+
+
+def test_unknown_layer_argument_is_a_value_error_listing_valid_ones():
+    with pytest.raises(ValueError, match=r"Unrecognized keyword arguments passed to Dense: \{'unit': 3\}.*units"):
+        L.Dense(2, unit=3)
+
+
+def test_activity_regularizer_is_accepted_and_round_trips():
+    layer = L.Dense(2, activity_regularizer="l2")
+    clone = L.Dense.from_config(layer.get_config())
+    assert clone.activity_regularizer.get_config() == {"l2": 0.01}
