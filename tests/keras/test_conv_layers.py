@@ -173,7 +173,7 @@ def test_build_errors_name_the_layer():
 
 
 def test_unknown_argument_lists_valid_ones():
-    with pytest.raises(TypeError, match="Conv2D.*kernel_size"):
+    with pytest.raises(ValueError, match="Conv2D.*kernel_size"):
         Conv2D(2, 3, kernel=3)
 
 
