@@ -7,9 +7,9 @@ Example:
 >>> model.output_shape
 (None, 2)
 """
-from nncompile.keras import (activations, backend, initializers, layers, models, regularizers,
-                             utils)
+from nncompile.keras import (activations, backend, constraints, initializers, layers, models,
+                             regularizers, utils)
 from nncompile.keras.models import Input, InputLayer, Model, Sequential
 
-__all__ = ["Input", "InputLayer", "Model", "Sequential", "activations", "backend", "initializers",
-           "layers", "models", "regularizers", "utils"]
+__all__ = ["Input", "InputLayer", "Model", "Sequential", "activations", "backend", "constraints",
+           "initializers", "layers", "models", "regularizers", "utils"]

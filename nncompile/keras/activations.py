@@ -15,6 +15,7 @@ True
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 from typing import Callable
 
@@ -279,7 +280,8 @@ def sparse_sigmoid(b: Builder, x: Value) -> Value:
 def get(identifier: str | Emitter | dict | None) -> Emitter:
     """The activation named by `identifier`: a name, None (linear), a config dict or an emitter.
 
-    A custom activation is a callable `(b: Builder, x: Value) -> Value` and is returned as is.
+    A custom activation is a callable `(b: Builder, x: Value) -> Value` and is returned as is;
+    a callable that cannot take those two arguments (`lambda x: x * 2`, `np.tanh`) is refused.
     """
     if identifier is None:
         return linear
@@ -292,9 +294,29 @@ def get(identifier: str | Emitter | dict | None) -> Emitter:
                              f"valid names: {', '.join(names())}")
         return _REGISTRY[name]
     if callable(identifier):
+        _check_emitter(identifier)
         return identifier
     raise ValueError(f"Could not interpret activation function identifier: {identifier!r}; "
                      f"expected a name, None or a callable")
+
+
+def _check_emitter(activation: Callable) -> None:
+    """Refuse callables that compute on arrays instead of emitting IR."""
+    short = getattr(activation, "__name__", None) or repr(activation)
+    if isinstance(activation, np.ufunc):
+        name, reason = f"numpy.{short}", "it is a numpy ufunc, which computes on arrays"
+    else:
+        try:
+            inspect.signature(activation).bind(None, None)
+            return
+        except TypeError:
+            name, reason = short, "it cannot be called with the two arguments (b, x)"
+        except ValueError:  # no signature to inspect (some builtins): trust the caller
+            return
+    hint = f"; for the built-in one, pass the name {short!r}" if short in _REGISTRY else ""
+    raise ValueError(f"Activation {name!r} is not usable: {reason}. A custom activation is a "
+                     f"function `(b: Builder, x: Value) -> Value` that emits IR with the builder, "
+                     f"e.g. `lambda b, x: b.mul(x, b.scalar(2.0, like=x))`{hint}")
 
 
 def serialize(activation: Emitter) -> str:

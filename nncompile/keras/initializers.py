@@ -25,11 +25,6 @@ Shape = Sequence[int]
 _generator = np.random.default_rng()
 
 
-def global_generator() -> np.random.Generator:
-    """The generator unseeded initializers (and other random front-end draws) use."""
-    return _generator
-
-
 def reseed(seed: int | None) -> None:
     """Restart the global generator from `seed` (`keras.utils.set_random_seed` calls this)."""
     global _generator

@@ -72,7 +72,10 @@ def run_node(node: Node, args: Sequence[np.ndarray], env: Mapping[str, int]) -> 
     """Run one node on concrete arrays; results are rounded to the declared dtype and checked."""
     opdef = get_op(node.op)
     with np.errstate(all="ignore"):
-        result = opdef.reference(list(args), resolve_attrs(node, env))
+        try:
+            result = opdef.reference(list(args), resolve_attrs(node, env))
+        except ShapeError as e:
+            raise _located(e, node) from None
     results = list(result) if isinstance(result, (list, tuple)) else [result]
     out = []
     for value, array in zip(node.outputs, results):
@@ -83,6 +86,15 @@ def run_node(node: Node, args: Sequence[np.ndarray], env: Mapping[str, int]) -> 
                           f"its shape rule declared {expected}")
         out.append(array)
     return out
+
+
+def _located(error: ShapeError, node: Node) -> ShapeError:
+    """A run-time error of an op ("op 'gather': ...") naming where the node came from, as shape
+    rule errors do ("op 'gather' of 'embedding': ...")."""
+    prefix, message = f"op '{node.op}'", str(error)
+    if node.loc and message.startswith(prefix + ":"):
+        message = f"{prefix} of {node.loc!r}{message[len(prefix):]}"
+    return ShapeError(message)
 
 
 def run(graph: Graph, inputs: Sequence[np.ndarray] | Mapping[str, np.ndarray],

@@ -479,13 +479,15 @@ def _slice(rng):
 
 @_case("gather", lambda xs, ps: [ps["table"][xs[0]], xs[1][:, ps["cols"]]])
 def _gather(rng):
-    """An embedding lookup (i32 ids into a table) and an i64 gather along axis 1, negative ids included."""
+    """An embedding lookup (i32 ids into a table, negative ids refused) and an i64 gather along
+    axis 1, negative ids included."""
     b = Builder()
     ids = b.input("ids", i32[BATCH, 5])
     x = b.input("x", f32[BATCH, 6])
     table = b.param("table", _normal(rng, 10, 4))
     cols = b.param("cols", np.array([[5, -1], [0, -6], [2, 2]], np.int64))
-    g = b.finish([b.gather(table, ids), b.gather(x, cols, axis=1)], ["embedded", "picked"])
+    g = b.finish([b.gather(table, ids, allow_negative=False), b.gather(x, cols, axis=1)],
+                 ["embedded", "picked"])
     n = _batch(rng)
     return g, [rng.integers(0, 10, (n, 5), np.int32), _normal(rng, n, 6)]
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -425,6 +426,19 @@ def test_gather_index_out_of_range_at_run_time():
         run(graph, [np.array([0, 5], np.int64)])
     with pytest.raises(ShapeError, match=r"op 'gather': index -6"):
         run(graph, [np.array([-6], np.int64)])
+
+
+def test_gather_without_negative_indices_refuses_them_at_run_time():
+    b = Builder()
+    table = b.param("table", np.arange(20, dtype=np.float32).reshape(10, 2))
+    with b.loc("embedding"):
+        y = b.gather(table, b.input("ids", i32[BATCH]), allow_negative=False)
+    graph = b.finish([y])
+    np.testing.assert_array_equal(run(graph, [np.array([9, 0], np.int32)])[0], [[18, 19], [0, 1]])
+    with pytest.raises(ShapeError, match=re.escape(
+            "op 'gather' of 'embedding': index -1 is out of range for axis 0 of size 10 "
+            "(expected 0 <= index < 10)")):
+        run(graph, [np.array([3, -1], np.int32)])
 
 
 @pytest.mark.parametrize("op", ["reduce_max", "argmin"])

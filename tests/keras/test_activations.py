@@ -9,6 +9,7 @@ from hypothesis.extra import numpy as hnp
 
 from nncompile.ir import BATCH, Builder, f32, parse, verify
 from nncompile.keras import activations
+from nncompile.keras.layers import Dense
 from nncompile.runtime import reference
 
 SELU_ALPHA, SELU_SCALE = 1.6732632423543772, 1.0507009873554805
@@ -177,6 +178,27 @@ def test_get_none_aliases_and_callables():
         return b.add(x, x)
 
     assert activations.get(double) is double
+
+
+def test_custom_activation_runs_in_a_layer():
+    layer = Dense(2, activation=lambda b, x: b.mul(x, b.scalar(2.0, like=x)), use_bias=False,
+                  kernel_initializer="ones")
+    np.testing.assert_array_equal(layer(np.array([[1.0, 2.0]], np.float32)), [[6.0, 6.0]])
+
+
+@pytest.mark.parametrize("fn, name, reason", [
+    (lambda x: x * 2, "<lambda>", "it cannot be called with the two arguments (b, x)"),
+    (np.tanh, "numpy.tanh", "it is a numpy ufunc, which computes on arrays"),
+    (np.exp, "numpy.exp", "it is a numpy ufunc, which computes on arrays"),
+    (math.sqrt, "sqrt", "it cannot be called with the two arguments (b, x)"),
+])
+def test_array_functions_are_refused_at_layer_construction(fn, name, reason):
+    with pytest.raises(ValueError) as info:
+        Dense(2, activation=fn)
+    message = str(info.value)
+    assert message.startswith(f"Activation {name!r} is not usable: {reason}. A custom activation "
+                              f"is a function `(b: Builder, x: Value) -> Value` that emits IR")
+    assert ("pass the name 'tanh'" in message) == (fn is np.tanh)
 
 
 def test_unknown_name_lists_the_choices():

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from nncompile.keras import constraints
 from nncompile.keras.layers.base import KerasTensor
 from nncompile.keras.layers.conv import Conv1D, Conv2D, Convolution1D, Convolution2D
 from nncompile.keras.models import Sequential
@@ -213,6 +214,32 @@ def test_keras1_regularizer_names_are_renamed():
     assert Conv2D(2, 3).kernel_regularizer is None
 
 
+def test_keras1_constraint_names_are_renamed():
+    with pytest.warns(DeprecationWarning) as record:
+        layer = Convolution2D(2, 3, 3, W_constraint="max_norm", b_constraint="non_neg")
+    messages = " ".join(str(w.message) for w in record)
+    assert "`kernel_constraint`" in messages and "`bias_constraint`" in messages
+    assert isinstance(layer.kernel_constraint, constraints.MaxNorm)
+    assert isinstance(layer.bias_constraint, constraints.NonNeg)
+
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda **kw: Conv2D(3, 2, **kw), (1, 4, 4, 2)),
+    (lambda **kw: Conv1D(3, 2, **kw), (1, 4, 2)),
+])
+def test_constraints_are_kept_on_the_weights(make, shape):
+    filter_axes = list(range(len(shape) - 1))   # every kernel axis but the output channels
+    kernel_constraint = constraints.MaxNorm(1.5, axis=filter_axes)
+    layer = make(kernel_constraint=kernel_constraint, bias_constraint="non_neg")
+    layer(np.zeros(shape, np.float32))
+    assert layer.kernel.constraint is kernel_constraint
+    assert isinstance(layer.bias.constraint, constraints.NonNeg)
+    config = layer.get_config()
+    assert config["kernel_constraint"]["config"] == {"max_value": 1.5, "axis": filter_axes}
+    assert type(layer).from_config(config).get_config() == config
+    assert make().get_config()["bias_constraint"] is None
+
+
 def test_convolution2d_takes_keras1_positional_arguments():
     x = np.random.default_rng(0).standard_normal((2, 5, 5, 3)).astype(np.float32)
     with pytest.warns(DeprecationWarning) as record:
@@ -261,7 +288,8 @@ def test_config_round_trip(make, shape):
     config = layer.get_config()
     for key in ("filters", "kernel_size", "strides", "padding", "data_format", "dilation_rate",
                 "groups", "activation", "use_bias", "kernel_initializer", "bias_initializer",
-                "kernel_regularizer", "bias_regularizer", "name", "trainable", "dtype"):
+                "kernel_regularizer", "bias_regularizer", "kernel_constraint", "bias_constraint",
+                "name", "trainable", "dtype"):
         assert key in config
     assert config["data_format"] == "channels_last"
     clone = type(layer).from_config(config)

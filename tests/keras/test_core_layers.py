@@ -1,4 +1,5 @@
 """Core layers against numpy written here from each layer's weights."""
+import re
 import warnings
 
 import numpy as np
@@ -6,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nncompile.keras import initializers, regularizers, utils
+from nncompile.keras import constraints, initializers, regularizers, utils
 from nncompile.keras.layers.base import KerasTensor
 from nncompile.keras.layers.core import (ELU, Activation, Dense, Dropout, Embedding, Flatten,
                                          LeakyReLU, Permute, ReLU, Reshape, Softmax)
@@ -70,6 +71,22 @@ def test_dense_keeps_regularizers_on_its_weights():
     assert bias.regularizer.l1 == 0.5
 
 
+def test_dense_keeps_constraints_on_its_weights_and_in_its_config():
+    layer = Dense(2, kernel_constraint="max_norm", bias_constraint=constraints.NonNeg())
+    layer(rand(1, 3))
+    kernel, bias = layer.weights
+    assert isinstance(kernel.constraint, constraints.MaxNorm) and kernel.constraint is layer.kernel_constraint
+    assert isinstance(bias.constraint, constraints.NonNeg)
+    config = config_round_trip(layer).get_config()
+    assert config["kernel_constraint"] == {"module": "keras.constraints", "class_name": "MaxNorm",
+                                           "config": {"max_value": 2, "axis": 0},
+                                           "registered_name": None}
+    assert config["bias_constraint"]["class_name"] == "NonNeg"
+    plain = Dense(2)
+    plain(rand(1, 3))
+    assert plain.get_config()["kernel_constraint"] is None and plain.kernel.constraint is None
+
+
 def test_dense_symbolic_shapes_and_errors():
     assert Dense(4)(KerasTensor((None, 2, 3))).shape == (None, 2, 4)
     with pytest.raises(ValueError, match="min_ndim=2"):
@@ -93,12 +110,15 @@ def test_unknown_argument_lists_valid_ones():
 def test_dense_legacy_arguments():
     with pytest.warns(DeprecationWarning) as record:
         old = Dense(output_dim=3, init="he_normal", W_regularizer="l2", b_regularizer="l1",
-                    bias=False, activation="relu", name="old")
+                    W_constraint="unit_norm", b_constraint="non_neg", bias=False,
+                    activation="relu", name="old")
     messages = " ".join(str(w.message) for w in record)
-    for new in ("units", "kernel_initializer", "kernel_regularizer", "bias_regularizer", "use_bias"):
+    for new in ("units", "kernel_initializer", "kernel_regularizer", "bias_regularizer",
+                "kernel_constraint", "bias_constraint", "use_bias"):
         assert f"`{new}`" in messages
     new = Dense(units=3, kernel_initializer="he_normal", kernel_regularizer="l2",
-                bias_regularizer="l1", use_bias=False, activation="relu", name="old")
+                bias_regularizer="l1", kernel_constraint="unit_norm", bias_constraint="non_neg",
+                use_bias=False, activation="relu", name="old")
     assert old.get_config() == new.get_config()
 
 
@@ -140,6 +160,12 @@ def test_dropout_arguments():
         Dropout(1.5)
 
 
+def test_dropout_keras1_p_is_rate():
+    with pytest.warns(DeprecationWarning, match="`p` is the Keras 1 name of `rate`"):
+        layer = Dropout(p=0.3)
+    assert layer.rate == 0.3
+
+
 # --- Flatten, Reshape, Permute -------------------------------------------------------------------
 
 @pytest.mark.parametrize("shape", [(2, 3), (2, 3, 4), (1, 2, 3, 4)])
@@ -179,6 +205,11 @@ def test_permute(dims):
 def test_permute_errors_and_config():
     with pytest.raises(ValueError, match="consecutive and start from 1"):
         Permute((0, 1))
+    for dims in (1, "21", (1, 2.0)):
+        with pytest.raises(ValueError, match=re.escape(
+                "Invalid permutation argument `dims` for Permute Layer. The set of indices in "
+                f"`dims` must be consecutive and start from 1. Received dims={dims!r}")):
+            Permute(dims)
     with pytest.raises(ValueError, match="expected ndim=3"):
         Permute((2, 1))(KerasTensor((None, 2, 3, 4)))
     assert config_round_trip(Permute((2, 1))).dims == (2, 1)
@@ -212,14 +243,36 @@ def test_embedding_symbolic_shape_and_config():
     assert config["embeddings_initializer"]["class_name"] == "RandomUniform"
 
 
+def test_embedding_refuses_negative_and_too_large_indices_naming_the_layer():
+    layer = Embedding(10, 4, name="words")
+    for bad in (-1, 10):
+        with pytest.raises(ValueError, match=re.escape(
+                f"op 'gather' of 'words': index {bad} is out of range for axis 0 of size 10 "
+                f"(expected 0 <= index < 10)")):
+            layer(np.array([[1, bad]]))
+    model = Sequential([Input(shape=(2,)), layer])
+    with pytest.raises(ValueError, match="'words': index -3 "):
+        model.predict(np.array([[0, -3]]), verbose=0)
+
+
+def test_embedding_constraint():
+    layer = Embedding(10, 4, embeddings_constraint="unit_norm")
+    layer(np.array([[1]]))
+    assert isinstance(layer.embeddings.constraint, constraints.UnitNorm)
+    assert config_round_trip(layer).get_config()["embeddings_constraint"]["class_name"] == "UnitNorm"
+    assert Embedding(10, 4).get_config()["embeddings_constraint"] is None
+
+
 def test_embedding_legacy_arguments():
     with pytest.warns(DeprecationWarning) as record:
-        old = Embedding(50, 3, input_length=7, init="zeros", name="emb")
+        old = Embedding(50, 3, input_length=7, init="zeros", W_constraint="non_neg", name="emb")
     messages = " ".join(str(w.message) for w in record)
     assert "`input_length`" in messages and "`embeddings_initializer`" in messages
+    assert "`embeddings_constraint`" in messages
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        new = Embedding(50, 3, input_shape=(7,), embeddings_initializer="zeros", name="emb")
+        new = Embedding(50, 3, input_shape=(7,), embeddings_initializer="zeros",
+                        embeddings_constraint="non_neg", name="emb")
     assert old.get_config() == new.get_config()
     assert old.batch_input_shape == (None, 7)
 

@@ -1,4 +1,6 @@
 """Merge layers and their functional forms against numpy."""
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -59,6 +61,15 @@ def test_incompatible_shapes_name_layer_and_shapes():
         layer([KerasTensor((None, 3)), KerasTensor((None, 4))])
     message = str(info.value)
     assert "mul_branch" in message and "(None, 3)" in message and "(None, 4)" in message
+
+
+def test_broadcast_check_aligns_non_batch_dims_from_the_right():
+    assert Add()([KerasTensor((None, 3, 1)), KerasTensor((None, 4)), KerasTensor((None, 1, 1))]).shape \
+        == (None, 3, 4)
+    with pytest.raises(ValueError, match=re.escape(
+            "Inputs have incompatible shapes. Received shapes (None, 2, 3) and (None, 1, 1) and "
+            "(None, 4)")):
+        Maximum()([KerasTensor((None, 2, 3)), KerasTensor((None, 1, 1)), KerasTensor((None, 4))])
 
 
 def test_merge_needs_a_list():

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from nncompile.keras import constraints
 from nncompile.keras.layers.normalization import BatchNormalization, LayerNormalization
 from nncompile.keras.models import Sequential
 
@@ -93,15 +94,19 @@ def test_batch_norm_default_initial_weights():
 
 
 @pytest.mark.parametrize("shape, axis", [((4, 6), -1), ((2, 3, 4), [1, 2]), ((2, 3, 4), 1),
-                                         ((2, 3, 4, 5), [-3, -1]), ((3, 5, 2), [-2])])
+                                         ((2, 3, 4, 5), [-3, -1]), ((3, 5, 2), [-2]),
+                                         ((2, 3, 4), [2, 1]), ((2, 3, 4, 5), [-1, 1])])
 def test_layer_norm_matches_numpy(shape, axis):
     x = _data(shape, seed=4)
     layer = LayerNormalization(axis=axis, epsilon=1e-2)
     layer.build((None,) + shape[1:])
     rank = len(shape)
-    axes = sorted(a % rank for a in ([axis] if isinstance(axis, int) else axis))
+    given = [a % rank for a in ([axis] if isinstance(axis, int) else axis)]
+    axes = sorted(given)
     gamma, beta = _set_random_weights(layer, seed=5)
-    assert gamma.shape == tuple(shape[a] for a in axes)
+    # As Keras: the weights follow the axis order given, and are reshaped (not transposed) to
+    # broadcast against the input.
+    assert gamma.shape == beta.shape == tuple(shape[a] for a in given)
     param_shape = [shape[d] if d in axes else 1 for d in range(rank)]
     x64 = x.astype(np.float64)
     mean = x64.mean(axis=tuple(axes), keepdims=True)
@@ -109,6 +114,23 @@ def test_layer_norm_matches_numpy(shape, axis):
     expected = ((x64 - mean) / np.sqrt(var + 1e-2) * gamma.reshape(param_shape)
                 + beta.reshape(param_shape))
     np.testing.assert_allclose(layer(x), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape, axis, scale", [((4, 6), -1, True), ((2, 3, 4), [1, 2], False),
+                                                ((2, 3, 4), [2, 1], True), ((3, 5, 2), 1, True)])
+def test_layer_norm_rms_scaling_matches_numpy(shape, axis, scale):
+    x = _data(shape, seed=10)
+    layer = LayerNormalization(axis=axis, epsilon=1e-2, scale=scale, rms_scaling=True)
+    layer.build((None,) + shape[1:])
+    rank = len(shape)
+    given = [a % rank for a in ([axis] if isinstance(axis, int) else axis)]
+    assert [w.name for w in layer.weights] == ["gamma"]   # no beta, gamma even if scale=False
+    (gamma,) = _set_random_weights(layer, seed=11)
+    param_shape = [shape[d] if d in given else 1 for d in range(rank)]
+    x64 = x.astype(np.float64)
+    mean_square = (x64 ** 2).mean(axis=tuple(given), keepdims=True)
+    expected = x64 / np.sqrt(mean_square + 1e-2) * gamma.reshape(param_shape)
+    np.testing.assert_allclose(layer(x), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_layer_norm_without_center_and_scale_has_no_weights():
@@ -160,7 +182,12 @@ def test_keras1_initializer_names_warn_and_match_new_names():
      ("axis", "momentum", "epsilon", "center", "scale", "beta_initializer", "gamma_initializer",
       "moving_mean_initializer", "moving_variance_initializer")),
     (lambda: LayerNormalization(axis=[1, 2], epsilon=1e-4, scale=False),
-     ("axis", "epsilon", "center", "scale", "beta_initializer", "gamma_initializer")),
+     ("axis", "epsilon", "center", "scale", "rms_scaling", "beta_initializer",
+      "gamma_initializer", "beta_constraint", "gamma_constraint")),
+    (lambda: LayerNormalization(axis=[2, 1], rms_scaling=True, gamma_constraint="non_neg"),
+     ("axis", "rms_scaling", "gamma_constraint")),
+    (lambda: BatchNormalization(beta_constraint=constraints.MaxNorm(3), gamma_constraint="unit_norm"),
+     ("beta_constraint", "gamma_constraint")),
 ])
 def test_config_round_trip(make, keys):
     layer = make()
@@ -173,6 +200,17 @@ def test_config_round_trip(make, keys):
     clone.build((None, 3, 4))
     clone.set_weights(_set_random_weights(layer, seed=6))
     np.testing.assert_array_equal(clone(x), layer(x))
+
+
+@pytest.mark.parametrize("cls", [BatchNormalization, LayerNormalization])
+def test_constraints_are_kept_on_gamma_and_beta(cls):
+    layer = cls(beta_constraint="max_norm", gamma_constraint=constraints.NonNeg())
+    layer.build((None, 3))
+    assert isinstance(layer.beta.constraint, constraints.MaxNorm)
+    assert layer.gamma.constraint is layer.gamma_constraint
+    config = layer.get_config()
+    assert config["gamma_constraint"]["class_name"] == "NonNeg"
+    assert cls().get_config()["beta_constraint"] is None
 
 
 def test_normalization_in_a_sequential_model_predicts_with_moving_statistics():

@@ -103,6 +103,22 @@ def test_cropping1d_and_errors():
         Cropping2D(((2, 2), (0, 0)))(KerasTensor((None, 4, 5, 1)))
 
 
+@pytest.mark.parametrize("make, shape", [
+    (lambda **kw: ZeroPadding1D(2, **kw), (1, 3, 2)),
+    (lambda **kw: ZeroPadding2D((1, 2), **kw), (1, 3, 3, 2)),
+    (lambda **kw: Cropping2D(((1, 0), (0, 1)), **kw), (1, 3, 3, 2)),
+    (lambda **kw: UpSampling2D((2, 1), **kw), (1, 3, 3, 2)),
+])
+def test_keras1_dim_ordering_is_data_format(make, shape):
+    x = rand(*shape)
+    with pytest.warns(DeprecationWarning, match="`dim_ordering` is the Keras 1 name of `data_format`"):
+        old = make(dim_ordering="tf")
+    assert old.data_format == "channels_last"
+    np.testing.assert_array_equal(old(x), make()(x))
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="channels_first"):
+        make(dim_ordering="th")
+
+
 def test_repeat_vector():
     x = rand(3, 5)
     np.testing.assert_array_equal(RepeatVector(4)(x), np.repeat(x[:, None, :], 4, axis=1))

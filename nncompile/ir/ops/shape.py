@@ -198,16 +198,19 @@ def _gather_reference(xs: list[np.ndarray], attrs: dict) -> np.ndarray:
     data, indices = xs
     axis = normalize_axis(attrs["axis"], data.ndim)
     size = data.shape[axis]
-    bad = indices[(indices < -size) | (indices >= size)]
+    lowest = -size if attrs["allow_negative"] else 0
+    bad = indices[(indices < lowest) | (indices >= size)]
     if bad.size:
         raise ShapeError(f"op 'gather': index {bad.flat[0]} is out of range for axis {axis} of "
-                         f"size {size} (expected {-size} <= index < {size})")
+                         f"size {size} (expected {lowest} <= index < {size})")
     return np.take(data, indices, axis=axis)
 
 
-defop("gather", inputs=("data", "indices"), attrs={"axis": Attr(AttrKind.INT, 0)},
+defop("gather", inputs=("data", "indices"),
+      attrs={"axis": Attr(AttrKind.INT, 0), "allow_negative": Attr(AttrKind.BOOL, True)},
       fusion=Fusion.INJECTIVE, infer=_gather_rule, reference=_gather_reference,
-      doc="pick slices of `data` along `axis` at `indices` (embedding lookup)")
+      doc="pick slices of `data` along `axis` at `indices` (embedding lookup); negative indices "
+          "count from the end unless `allow_negative` is false, which makes them out of range")
 
 
 # --- pad --------------------------------------------------------------------------------------

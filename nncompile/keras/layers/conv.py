@@ -10,10 +10,10 @@ from typing import Any, Mapping, Sequence
 
 from nncompile.ir import Builder, Value
 from nncompile.ir.ops.linalg import same_pads
-from nncompile.keras import activations, backend, initializers, regularizers
+from nncompile.keras import activations, backend, constraints, initializers, regularizers
 from nncompile.keras.layers.arguments import (check_data_format, check_input_rank, legacy_args,
                                               normalize_padding, normalize_tuple, positive_int,
-                                              warn_legacy)
+                                              warn_legacy, with_constraint)
 from nncompile.keras.layers.base import Layer
 
 
@@ -45,7 +45,8 @@ def from_2d(b: Builder, y: Value) -> Value:
 
 _LEGACY_NAMES = {"nb_filter": "filters", "border_mode": "padding", "subsample": "strides",
                  "init": "kernel_initializer", "W_regularizer": "kernel_regularizer",
-                 "b_regularizer": "bias_regularizer", "bias": "use_bias"}
+                 "b_regularizer": "bias_regularizer", "W_constraint": "kernel_constraint",
+                 "b_constraint": "bias_constraint", "bias": "use_bias"}
 _LEGACY_NAMES_1D = {**_LEGACY_NAMES, "filter_length": "kernel_size", "subsample_length": "strides"}
 
 
@@ -60,7 +61,7 @@ def _combine_nb_row_col(owner: str, kwargs: dict) -> None:
         kwargs.setdefault("kernel_size", (kwargs.pop("nb_row"), kwargs.pop("nb_col")))
 
 
-def _input_length_to_shape(owner: str, kwargs: dict) -> None:
+def _input_length_and_dim_to_shape(owner: str, kwargs: dict) -> None:
     """Keras 1 sequence layers took `input_dim` (channels) and `input_length` (steps)."""
     if "input_length" in kwargs or "input_dim" in kwargs:
         warn_legacy(f"{owner}: arguments `input_dim`, `input_length` are the Keras 1 form of "
@@ -77,7 +78,8 @@ class BaseConv(Layer):
     def __init__(self, filters: int, kernel_size, strides=1, padding: str = "valid",
                  data_format: str | None = None, dilation_rate=1, groups: int = 1, activation=None,
                  use_bias: bool = True, kernel_initializer="glorot_uniform", bias_initializer="zeros",
-                 kernel_regularizer=None, bias_regularizer=None, **kwargs):
+                 kernel_regularizer=None, bias_regularizer=None, kernel_constraint=None,
+                 bias_constraint=None, **kwargs):
         super().__init__(**kwargs)
         owner = type(self).__name__
         self.filters = positive_int(filters, "filters", owner)
@@ -100,6 +102,8 @@ class BaseConv(Layer):
         self.bias_initializer = initializers.get(bias_initializer)
         self.kernel_regularizer = regularizers.get(kernel_regularizer)
         self.bias_regularizer = regularizers.get(bias_regularizer)
+        self.kernel_constraint = constraints.get(kernel_constraint)
+        self.bias_constraint = constraints.get(bias_constraint)
 
     def build(self, input_shape) -> None:
         check_input_rank(self, input_shape, self.rank + 2)
@@ -109,8 +113,11 @@ class BaseConv(Layer):
                              f"channels must be known and evenly divisible by the number of groups. "
                              f"Received: groups={self.groups}, input_shape={tuple(input_shape)}")
         shape = self.kernel_size + (channels // self.groups, self.filters)
-        self.kernel = self.add_weight("kernel", shape, self.kernel_initializer, self.kernel_regularizer)
-        self.bias = (self.add_weight("bias", (self.filters,), self.bias_initializer, self.bias_regularizer)
+        self.kernel = with_constraint(
+            self.add_weight("kernel", shape, self.kernel_initializer, self.kernel_regularizer),
+            self.kernel_constraint)
+        self.bias = (with_constraint(self.add_weight("bias", (self.filters,), self.bias_initializer,
+                                                     self.bias_regularizer), self.bias_constraint)
                      if self.use_bias else None)
         self.built = True
 
@@ -138,7 +145,9 @@ class BaseConv(Layer):
                 "kernel_initializer": initializers.serialize(self.kernel_initializer),
                 "bias_initializer": initializers.serialize(self.bias_initializer),
                 "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
-                "bias_regularizer": regularizers.serialize(self.bias_regularizer)}
+                "bias_regularizer": regularizers.serialize(self.bias_regularizer),
+                "kernel_constraint": constraints.serialize(self.kernel_constraint),
+                "bias_constraint": constraints.serialize(self.bias_constraint)}
 
 
 class Conv2D(BaseConv):
@@ -159,10 +168,12 @@ class Conv2D(BaseConv):
     def __init__(self, filters: int, kernel_size, strides=(1, 1), padding: str = "valid",
                  data_format: str | None = None, dilation_rate=(1, 1), groups: int = 1,
                  activation=None, use_bias: bool = True, kernel_initializer="glorot_uniform",
-                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None, **kwargs):
+                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
+                 kernel_constraint=None, bias_constraint=None, **kwargs):
         super().__init__(filters, kernel_size, strides, padding, data_format, dilation_rate, groups,
                          activation, use_bias, kernel_initializer, bias_initializer,
-                         kernel_regularizer, bias_regularizer, **kwargs)
+                         kernel_regularizer, bias_regularizer, kernel_constraint, bias_constraint,
+                         **kwargs)
 
 
 class Conv1D(BaseConv):
@@ -182,14 +193,16 @@ class Conv1D(BaseConv):
     rank = 1
     paddings = ("valid", "same", "causal")
 
-    @legacy_args(_LEGACY_NAMES_1D, _input_length_to_shape)
+    @legacy_args(_LEGACY_NAMES_1D, _input_length_and_dim_to_shape)
     def __init__(self, filters: int, kernel_size, strides=1, padding: str = "valid",
                  data_format: str | None = None, dilation_rate=1, groups: int = 1, activation=None,
                  use_bias: bool = True, kernel_initializer="glorot_uniform", bias_initializer="zeros",
-                 kernel_regularizer=None, bias_regularizer=None, **kwargs):
+                 kernel_regularizer=None, bias_regularizer=None, kernel_constraint=None,
+                 bias_constraint=None, **kwargs):
         super().__init__(filters, kernel_size, strides, padding, data_format, dilation_rate, groups,
                          activation, use_bias, kernel_initializer, bias_initializer,
-                         kernel_regularizer, bias_regularizer, **kwargs)
+                         kernel_regularizer, bias_regularizer, kernel_constraint, bias_constraint,
+                         **kwargs)
 
 
 class Convolution2D(Conv2D):

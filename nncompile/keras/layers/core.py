@@ -7,18 +7,25 @@ from typing import Any, Sequence
 import numpy as np
 
 from nncompile.ir import Builder, DType, Value
-from nncompile.keras import activations, initializers, regularizers
+from nncompile.keras import activations, constraints, initializers, regularizers
 from nncompile.keras.layers.base import Layer
-from nncompile.keras.layers.arguments import check_data_format, legacy_args, positive_int, warn_legacy
+from nncompile.keras.layers.arguments import (check_data_format, legacy_args, positive_int,
+                                              warn_legacy, with_constraint)
 
 _LEGACY_DENSE = {"output_dim": "units", "init": "kernel_initializer",
                  "W_regularizer": "kernel_regularizer", "b_regularizer": "bias_regularizer",
+                 "W_constraint": "kernel_constraint", "b_constraint": "bias_constraint",
                  "bias": "use_bias"}
-_LEGACY_EMBEDDING = {"init": "embeddings_initializer", "W_regularizer": "embeddings_regularizer"}
+_LEGACY_EMBEDDING = {"init": "embeddings_initializer", "W_regularizer": "embeddings_regularizer",
+                     "W_constraint": "embeddings_constraint"}
 
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def _as_float(b: Builder, x: Value, dtype: str) -> Value:
@@ -43,7 +50,8 @@ class Dense(Layer):
     @legacy_args(_LEGACY_DENSE)
     def __init__(self, units: int, activation=None, use_bias: bool = True,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros",
-                 kernel_regularizer=None, bias_regularizer=None, **kwargs):
+                 kernel_regularizer=None, bias_regularizer=None, kernel_constraint=None,
+                 bias_constraint=None, **kwargs):
         super().__init__(**kwargs)
         self.units = positive_int(units, "units", "Dense")
         self.activation = activations.get(activation)
@@ -52,6 +60,8 @@ class Dense(Layer):
         self.bias_initializer = initializers.get(bias_initializer)
         self.kernel_regularizer = regularizers.get(kernel_regularizer)
         self.bias_regularizer = regularizers.get(bias_regularizer)
+        self.kernel_constraint = constraints.get(kernel_constraint)
+        self.bias_constraint = constraints.get(bias_constraint)
 
     def build(self, input_shape) -> None:
         if len(input_shape) < 2:
@@ -61,10 +71,12 @@ class Dense(Layer):
         if input_shape[-1] is None:
             raise ValueError(f"The last dimension of the inputs to a Dense layer should be defined. "
                              f"Found None. Full input shape received: {tuple(input_shape)}")
-        self.kernel = self.add_weight("kernel", (input_shape[-1], self.units),
-                                      self.kernel_initializer, self.kernel_regularizer)
-        self.bias = (self.add_weight("bias", (self.units,), self.bias_initializer,
-                                     self.bias_regularizer) if self.use_bias else None)
+        self.kernel = with_constraint(
+            self.add_weight("kernel", (input_shape[-1], self.units), self.kernel_initializer,
+                            self.kernel_regularizer), self.kernel_constraint)
+        self.bias = (with_constraint(self.add_weight("bias", (self.units,), self.bias_initializer,
+                                                     self.bias_regularizer), self.bias_constraint)
+                     if self.use_bias else None)
         self.built = True
 
     def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
@@ -79,7 +91,9 @@ class Dense(Layer):
                 "kernel_initializer": initializers.serialize(self.kernel_initializer),
                 "bias_initializer": initializers.serialize(self.bias_initializer),
                 "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
-                "bias_regularizer": regularizers.serialize(self.bias_regularizer)}
+                "bias_regularizer": regularizers.serialize(self.bias_regularizer),
+                "kernel_constraint": constraints.serialize(self.kernel_constraint),
+                "bias_constraint": constraints.serialize(self.bias_constraint)}
 
 
 class Activation(Layer):
@@ -115,6 +129,7 @@ class Dropout(Layer):
     True
     """
 
+    @legacy_args({"p": "rate"})
     def __init__(self, rate: float, noise_shape: Sequence[int | None] | None = None,
                  seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -189,11 +204,16 @@ class Permute(Layer):
 
     def __init__(self, dims: Sequence[int], **kwargs):
         super().__init__(**kwargs)
-        self.dims = tuple(dims)
-        if sorted(self.dims) != list(range(1, len(self.dims) + 1)):
+        try:
+            perm = tuple(dims)
+            valid = all(_is_int(d) for d in perm) and sorted(perm) == list(range(1, len(perm) + 1))
+        except TypeError:  # not iterable
+            valid = False
+        if not valid:
             raise ValueError(f"Invalid permutation argument `dims` for Permute Layer. The set of "
                              f"indices in `dims` must be consecutive and start from 1. "
                              f"Received dims={dims!r}")
+        self.dims = tuple(int(d) for d in perm)
 
     def build(self, input_shape) -> None:
         if len(input_shape) != len(self.dims) + 1:
@@ -210,7 +230,7 @@ class Permute(Layer):
         return {**super().get_config(), "dims": self.dims}
 
 
-def _input_length_to_shape(owner: str, kwargs: dict) -> None:
+def _embedding_input_length_to_shape(owner: str, kwargs: dict) -> None:
     """Keras 2 Embedding took the sequence length as `input_length`; Keras 3 dropped it."""
     if "input_length" in kwargs:
         warn_legacy(f"{owner}: argument `input_length` is deprecated; use "
@@ -223,8 +243,9 @@ def _input_length_to_shape(owner: str, kwargs: dict) -> None:
 class Embedding(Layer):
     """Maps integer indices to dense vectors: (batch, ...) -> (batch, ..., output_dim).
 
-    Float indices are cast to int32. `mask_zero` is kept in the config; masking is not
-    propagated, as no layer here consumes a mask.
+    Float indices are cast to int32. An index outside [0, input_dim) fails at run time with an
+    error naming the layer (negative indices do not wrap around). `mask_zero` is kept in the
+    config; masking is not propagated, as no layer here consumes a mask.
 
     Example:
 
@@ -233,31 +254,36 @@ class Embedding(Layer):
     (1, 3, 4)
     """
 
-    @legacy_args(_LEGACY_EMBEDDING, _input_length_to_shape)
+    @legacy_args(_LEGACY_EMBEDDING, _embedding_input_length_to_shape)
     def __init__(self, input_dim: int, output_dim: int, embeddings_initializer="uniform",
-                 embeddings_regularizer=None, mask_zero: bool = False, **kwargs):
+                 embeddings_regularizer=None, embeddings_constraint=None, mask_zero: bool = False,
+                 **kwargs):
         super().__init__(**kwargs)
         self.input_dim = positive_int(input_dim, "input_dim", "Embedding")
         self.output_dim = positive_int(output_dim, "output_dim", "Embedding")
         self.embeddings_initializer = initializers.get(embeddings_initializer)
         self.embeddings_regularizer = regularizers.get(embeddings_regularizer)
+        self.embeddings_constraint = constraints.get(embeddings_constraint)
         self.mask_zero = bool(mask_zero)
 
     def build(self, input_shape) -> None:
-        self.embeddings = self.add_weight("embeddings", (self.input_dim, self.output_dim),
-                                          self.embeddings_initializer, self.embeddings_regularizer)
+        self.embeddings = with_constraint(
+            self.add_weight("embeddings", (self.input_dim, self.output_dim),
+                            self.embeddings_initializer, self.embeddings_regularizer),
+            self.embeddings_constraint)
         self.built = True
 
     def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
         indices = inputs
         if inputs.type.dtype not in (DType.i32, DType.i64):
             indices = b.cast(inputs, dtype=DType.i32)
-        return b.gather(self.param(b, self.embeddings), indices, axis=0)
+        return b.gather(self.param(b, self.embeddings), indices, axis=0, allow_negative=False)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "input_dim": self.input_dim, "output_dim": self.output_dim,
                 "embeddings_initializer": initializers.serialize(self.embeddings_initializer),
                 "embeddings_regularizer": regularizers.serialize(self.embeddings_regularizer),
+                "embeddings_constraint": constraints.serialize(self.embeddings_constraint),
                 "mask_zero": self.mask_zero}
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from nncompile.ir import Builder, ShapeError, Value
+from nncompile.ir import Builder, ShapeError, Value, broadcast_shapes
 from nncompile.keras.layers.base import Layer, keras_shape
 
 
@@ -54,22 +54,12 @@ class Merge(Layer):
         return values
 
     def _check_broadcast(self, values: list[Value]) -> None:
-        """Keras's rule: non-batch dims aligned from the right must be equal or 1."""
-        out: tuple = ()
-        for v in values:
-            rest = keras_shape(v.type)[1:]
-            if len(rest) > len(out):
-                out, rest = rest, out
-            merged = list(out[:len(out) - len(rest)])
-            for i, j in zip(out[len(out) - len(rest):], rest):
-                if None in (i, j):
-                    merged.append(None)
-                    continue
-                if i != j and 1 not in (i, j):
-                    raise ShapeError(f"Inputs have incompatible shapes. Received shapes "
-                                     f"{(None,) + out} and {(None,) + rest}")
-                merged.append(j if i == 1 else i)
-            out = tuple(merged)
+        """Keras's rule: non-batch dims aligned from the right must be equal or 1 (the IR's)."""
+        try:
+            broadcast_shapes(*(v.type.shape[1:] for v in values))
+        except ShapeError:
+            shown = " and ".join(str(s) for s in _shapes(values))
+            raise ShapeError(f"Inputs have incompatible shapes. Received shapes {shown}") from None
 
     @staticmethod
     def _expand(b: Builder, x: Value, rank: int) -> Value:

@@ -1,7 +1,8 @@
 """Normalization layers: BatchNormalization and LayerNormalization.
 
 Both emit `(x - mean) * (gamma * rsqrt(var + epsilon)) + beta`, grouping the per-channel factor so
-that, at inference, it is a function of parameters alone and folds into a constant.
+that, at inference, it is a function of parameters alone and folds into a constant. With
+`rms_scaling`, LayerNormalization emits `x * (gamma * rsqrt(mean(x^2) + epsilon))` instead.
 """
 from __future__ import annotations
 
@@ -10,15 +11,15 @@ from typing import Any, Sequence
 import numpy as np
 
 from nncompile.ir import Builder, Value
-from nncompile.keras import initializers, regularizers
+from nncompile.keras import constraints, initializers, regularizers
 from nncompile.keras.layers.base import Layer, Variable
-from nncompile.keras.layers.arguments import legacy_args
+from nncompile.keras.layers.arguments import legacy_args, with_constraint
 
 _LEGACY_BN = {"beta_init": "beta_initializer", "gamma_init": "gamma_initializer"}
 
 
 def _normalize_axes(layer: Layer, axes: Sequence[int], input_shape) -> tuple[int, ...]:
-    """`axes` of `input_shape` made non-negative and sorted; each must have a known size."""
+    """`axes` of `input_shape` made non-negative, in the order given; each must have a known size."""
     rank = len(input_shape)
     for a in axes:
         if not -rank <= a < rank:
@@ -28,7 +29,7 @@ def _normalize_axes(layer: Layer, axes: Sequence[int], input_shape) -> tuple[int
             raise ValueError(f"Layer '{layer.name}' ({type(layer).__name__}): axis {a} of the input "
                              f"should have a defined dimension but the layer received an input with "
                              f"shape {tuple(input_shape)}")
-    normalized = sorted(a % rank for a in axes)
+    normalized = [a % rank for a in axes]
     if len(set(normalized)) != len(normalized):
         raise ValueError(f"Layer '{layer.name}' ({type(layer).__name__}): duplicate axis in "
                          f"axis={list(axes)}")
@@ -36,14 +37,19 @@ def _normalize_axes(layer: Layer, axes: Sequence[int], input_shape) -> tuple[int
 
 
 def _along(b: Builder, layer: Layer, var: Variable | None, axes: tuple[int, ...], rank: int) -> Value | None:
-    """A per-`axes` parameter reshaped to broadcast against an input of `rank` (None stays None)."""
+    """A per-`axes` parameter (of the sizes of `axes`, in their given order) reshaped to broadcast
+    against an input of `rank` (None stays None).
+
+    Like Keras, this reshapes and does not transpose: for axes given out of order the parameter's
+    elements are laid out over the axes in increasing order.
+    """
     if var is None:
         return None
     value = layer.param(b, var)
     if axes == (rank - 1,):
         return value
-    shape = tuple(var.shape[axes.index(d)] if d in axes else 1 for d in range(axes[0], rank))
-    return b.reshape(value, shape=shape)
+    sizes = dict(zip(axes, var.shape))
+    return b.reshape(value, shape=tuple(sizes.get(d, 1) for d in range(min(axes), rank)))
 
 
 def _normalize(b: Builder, centered: Value, var: Value, epsilon: float, gamma: Value | None,
@@ -53,6 +59,18 @@ def _normalize(b: Builder, centered: Value, var: Value, epsilon: float, gamma: V
         factor = b.mul(factor, gamma)
     y = b.mul(centered, factor)
     return y if beta is None else b.add(y, beta)
+
+
+def _scale_and_offset(layer: Layer, shape: tuple[int, ...], scale: bool,
+                      center: bool) -> tuple[Variable | None, Variable | None]:
+    """The gamma (if `scale`) and beta (if `center`) weights of `layer`, in that order."""
+    gamma = (with_constraint(layer.add_weight("gamma", shape, layer.gamma_initializer,
+                                              layer.gamma_regularizer), layer.gamma_constraint)
+             if scale else None)
+    beta = (with_constraint(layer.add_weight("beta", shape, layer.beta_initializer,
+                                             layer.beta_regularizer), layer.beta_constraint)
+            if center else None)
+    return gamma, beta
 
 
 def _moments(b: Builder, x: Value, axes: tuple[int, ...]) -> tuple[Value, Value]:
@@ -85,7 +103,7 @@ class BatchNormalization(Layer):
                  center: bool = True, scale: bool = True, beta_initializer="zeros",
                  gamma_initializer="ones", moving_mean_initializer="zeros",
                  moving_variance_initializer="ones", beta_regularizer=None, gamma_regularizer=None,
-                 **kwargs):
+                 beta_constraint=None, gamma_constraint=None, **kwargs):
         super().__init__(**kwargs)
         if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
             raise TypeError(f"BatchNormalization: the `axis` argument must be an integer. "
@@ -101,14 +119,13 @@ class BatchNormalization(Layer):
         self.moving_variance_initializer = initializers.get(moving_variance_initializer)
         self.beta_regularizer = regularizers.get(beta_regularizer)
         self.gamma_regularizer = regularizers.get(gamma_regularizer)
+        self.beta_constraint = constraints.get(beta_constraint)
+        self.gamma_constraint = constraints.get(gamma_constraint)
 
     def build(self, input_shape) -> None:
         (axis,) = _normalize_axes(self, (self.axis,), input_shape)
         shape = (input_shape[axis],)
-        self.gamma = (self.add_weight("gamma", shape, self.gamma_initializer, self.gamma_regularizer)
-                      if self.scale else None)
-        self.beta = (self.add_weight("beta", shape, self.beta_initializer, self.beta_regularizer)
-                     if self.center else None)
+        self.gamma, self.beta = _scale_and_offset(self, shape, self.scale, self.center)
         self.moving_mean = self.add_weight("moving_mean", shape, self.moving_mean_initializer,
                                            trainable=False)
         self.moving_variance = self.add_weight("moving_variance", shape,
@@ -134,13 +151,17 @@ class BatchNormalization(Layer):
                 "moving_mean_initializer": initializers.serialize(self.moving_mean_initializer),
                 "moving_variance_initializer": initializers.serialize(self.moving_variance_initializer),
                 "beta_regularizer": regularizers.serialize(self.beta_regularizer),
-                "gamma_regularizer": regularizers.serialize(self.gamma_regularizer)}
+                "gamma_regularizer": regularizers.serialize(self.gamma_regularizer),
+                "beta_constraint": constraints.serialize(self.beta_constraint),
+                "gamma_constraint": constraints.serialize(self.gamma_constraint)}
 
 
 class LayerNormalization(Layer):
     """Normalize each sample over `axis` (an int or a list of ints) by its own mean and variance.
 
-    Weights, in order: gamma (if `scale`), beta (if `center`), of the shape of the normalized axes.
+    Weights, in order: gamma (if `scale`), beta (if `center`), of the sizes of the normalized
+    axes in the order `axis` gives them. With `rms_scaling`, `center` and `scale` are ignored:
+    the output is `x * rsqrt(mean(x^2) + epsilon) * gamma`, not centred, with gamma only.
 
     Example:
 
@@ -154,8 +175,9 @@ class LayerNormalization(Layer):
     """
 
     def __init__(self, axis: int | Sequence[int] = -1, epsilon: float = 1e-3, center: bool = True,
-                 scale: bool = True, beta_initializer="zeros", gamma_initializer="ones",
-                 beta_regularizer=None, gamma_regularizer=None, **kwargs):
+                 scale: bool = True, rms_scaling: bool = False, beta_initializer="zeros",
+                 gamma_initializer="ones", beta_regularizer=None, gamma_regularizer=None,
+                 beta_constraint=None, gamma_constraint=None, **kwargs):
         super().__init__(**kwargs)
         axes = [axis] if isinstance(axis, (int, np.integer)) else list(axis)
         if not axes or any(isinstance(a, bool) or not isinstance(a, (int, np.integer)) for a in axes):
@@ -165,10 +187,13 @@ class LayerNormalization(Layer):
         self.epsilon = float(epsilon)
         self.center = bool(center)
         self.scale = bool(scale)
+        self.rms_scaling = bool(rms_scaling)
         self.beta_initializer = initializers.get(beta_initializer)
         self.gamma_initializer = initializers.get(gamma_initializer)
         self.beta_regularizer = regularizers.get(beta_regularizer)
         self.gamma_regularizer = regularizers.get(gamma_regularizer)
+        self.beta_constraint = constraints.get(beta_constraint)
+        self.gamma_constraint = constraints.get(gamma_constraint)
 
     def _axes(self) -> list[int]:
         return [self.axis] if isinstance(self.axis, int) else self.axis
@@ -176,23 +201,27 @@ class LayerNormalization(Layer):
     def build(self, input_shape) -> None:
         axes = _normalize_axes(self, self._axes(), input_shape)
         shape = tuple(input_shape[a] for a in axes)
-        self.gamma = (self.add_weight("gamma", shape, self.gamma_initializer, self.gamma_regularizer)
-                      if self.scale else None)
-        self.beta = (self.add_weight("beta", shape, self.beta_initializer, self.beta_regularizer)
-                     if self.center else None)
+        self.gamma, self.beta = _scale_and_offset(self, shape, self.scale or self.rms_scaling,
+                                                  self.center and not self.rms_scaling)
         self.built = True
 
     def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
         rank = inputs.type.rank
-        axes = tuple(sorted(a % rank for a in self._axes()))
-        centered, var = _moments(b, inputs, axes)
-        return _normalize(b, centered, var, self.epsilon, _along(b, self, self.gamma, axes, rank),
-                          _along(b, self, self.beta, axes, rank))
+        axes = tuple(a % rank for a in self._axes())
+        gamma, beta = _along(b, self, self.gamma, axes, rank), _along(b, self, self.beta, axes, rank)
+        reduced = tuple(sorted(axes))
+        if self.rms_scaling:
+            mean_square = b.reduce_mean(b.square(inputs), axes=reduced, keepdims=True)
+            return _normalize(b, inputs, mean_square, self.epsilon, gamma, None)
+        centered, var = _moments(b, inputs, reduced)
+        return _normalize(b, centered, var, self.epsilon, gamma, beta)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "axis": self.axis, "epsilon": self.epsilon,
-                "center": self.center, "scale": self.scale,
+                "center": self.center, "scale": self.scale, "rms_scaling": self.rms_scaling,
                 "beta_initializer": initializers.serialize(self.beta_initializer),
                 "gamma_initializer": initializers.serialize(self.gamma_initializer),
                 "beta_regularizer": regularizers.serialize(self.beta_regularizer),
-                "gamma_regularizer": regularizers.serialize(self.gamma_regularizer)}
+                "gamma_regularizer": regularizers.serialize(self.gamma_regularizer),
+                "beta_constraint": constraints.serialize(self.beta_constraint),
+                "gamma_constraint": constraints.serialize(self.gamma_constraint)}

@@ -1,5 +1,8 @@
 """Spatial reshaping layers on channels-last data: ZeroPadding1D/2D, Cropping1D/2D,
-UpSampling1D/2D (nearest neighbour), and RepeatVector."""
+UpSampling1D/2D (nearest neighbour), and RepeatVector.
+
+The layers that take `data_format` also accept Keras 1's `dim_ordering` ('tf' is channels_last).
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -8,7 +11,8 @@ import numpy as np
 
 from nncompile.ir import Builder, ShapeError, Value
 from nncompile.keras.layers.base import Layer
-from nncompile.keras.layers.arguments import check_data_format, check_input_rank, normalize_tuple, positive_int
+from nncompile.keras.layers.arguments import (check_data_format, check_input_rank, legacy_args,
+                                              normalize_tuple, positive_int)
 
 
 def _is_count(value) -> bool:
@@ -86,6 +90,7 @@ class ZeroPadding1D(Layer):
     (1, 6, 2)
     """
 
+    @legacy_args({})
     def __init__(self, padding=1, data_format: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.padding = _pair(padding, "ZeroPadding1D", "padding")
@@ -113,6 +118,7 @@ class ZeroPadding2D(Layer):
     (1, 5, 9, 3)
     """
 
+    @legacy_args({})
     def __init__(self, padding=(1, 1), data_format: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.padding = _pairs_2d(padding, "ZeroPadding2D", "padding")
@@ -164,6 +170,7 @@ class Cropping2D(Layer):
     (1, 4, 3, 3)
     """
 
+    @legacy_args({})
     def __init__(self, cropping=((0, 0), (0, 0)), data_format: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.cropping = _pairs_2d(cropping, "Cropping2D", "cropping")
@@ -215,6 +222,7 @@ class UpSampling2D(Layer):
     (1, 4, 6, 1)
     """
 
+    @legacy_args({})
     def __init__(self, size=(2, 2), data_format: str | None = None, interpolation: str = "nearest",
                  **kwargs):
         super().__init__(**kwargs)
