@@ -26,11 +26,16 @@ def to_snake_case(name: str) -> str:
     return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
+def numbered(base: str, count: int) -> str:
+    """Keras's numbering: `base` first, then `base_1`, `base_2`, ..."""
+    return base if count == 0 else f"{base}_{count}"
+
+
 def unique_name(base: str) -> str:
     """`dense`, then `dense_1`, `dense_2`, ... for the session."""
     count = _name_counts[base]
     _name_counts[base] += 1
-    return base if count == 0 else f"{base}_{count}"
+    return numbered(base, count)
 
 
 def clear_session() -> None:

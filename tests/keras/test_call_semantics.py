@@ -52,3 +52,29 @@ def test_activity_regularizer_is_accepted_and_round_trips():
     layer = L.Dense(2, activity_regularizer="l2")
     clone = L.Dense.from_config(layer.get_config())
     assert clone.activity_regularizer.get_config() == {"l2": 0.01}
+
+
+class Linear(L.Layer):
+    """A custom layer written as the Keras 3 guide writes one, with `emit` for its computation."""
+
+    def __init__(self, units=3, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+
+    def build(self, input_shape):
+        self.w = self.add_weight(shape=(input_shape[-1], self.units), initializer="random_normal",
+                                 trainable=True)
+        self.b = self.add_weight(shape=(self.units,), initializer="zeros", trainable=True)
+
+    def emit(self, b, x, training=False):
+        return b.add(b.matmul(x, self.param(b, self.w)), self.param(b, self.b))
+
+
+def test_custom_layer_with_keras3_add_weight_keywords():
+    layer = Linear(3)
+    x = np.random.default_rng(3).random((2, 5)).astype(np.float32)
+    y = layer(x)
+    w, bias = layer.get_weights()
+    assert w.shape == (5, 3) and 0 < np.std(w) < 0.2 and not bias.any()
+    np.testing.assert_allclose(y, x @ w + bias, rtol=1e-6)
+    assert [v.path for v in layer.weights] == ["linear/variable", "linear/variable_1"]

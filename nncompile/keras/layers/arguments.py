@@ -67,13 +67,6 @@ def check_input_rank(layer, input_shape, ndim: int) -> None:
                          f"Full shape received: {tuple(input_shape)}")
 
 
-def with_constraint(var, constraint):
-    """`var` (a Variable) with `constraint` attached as `var.constraint`, for the training step
-    to apply after each update."""
-    var.constraint = constraint
-    return var
-
-
 def warn_legacy(message: str) -> None:
     """A DeprecationWarning pointing at the user's line: the first caller outside nncompile."""
     frame, level = sys._getframe(1), 2

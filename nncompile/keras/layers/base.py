@@ -22,12 +22,13 @@ class Variable:
     """A layer weight: a named numpy array updated in place, so traced graphs see new values."""
 
     def __init__(self, value: np.ndarray, name: str, path: str, trainable: bool = True,
-                 regularizer=None):
+                 regularizer=None, constraint=None):
         self._value = np.ascontiguousarray(value)
         self.name = name
         self.path = path
         self.trainable = trainable
         self.regularizer = regularizer
+        self.constraint = constraint
 
     @property
     def value(self) -> np.ndarray:
@@ -146,13 +147,21 @@ class Layer:
                 if p.kind in plain and p.name != "self"]
 
     # weights ------------------------------------------------------------------------------
-    def add_weight(self, name: str, shape: Sequence[int], initializer="glorot_uniform",
-                   regularizer=None, trainable: bool = True, dtype: str | None = None) -> Variable:
+    def add_weight(self, shape: Sequence[int] = (), initializer=None, dtype: str | None = None,
+                   trainable: bool = True, regularizer=None, constraint=None,
+                   name: str | None = None) -> Variable:
+        """A new weight of this layer, with Keras 3's arguments; `initializer` defaults to
+        glorot_uniform for floats and zeros otherwise. The regularizer and constraint ride on the
+        Variable for the training step."""
         from nncompile.keras import initializers
 
-        init = initializers.get(initializer)
-        value = np.asarray(init(tuple(shape), dtype or self.dtype), dtype=dtype or self.dtype)
-        var = Variable(value, name, f"{self.name}/{name}", trainable=trainable, regularizer=regularizer)
+        dtype = dtype or self.dtype
+        if initializer is None:
+            initializer = "glorot_uniform" if np.issubdtype(np.dtype(dtype), np.floating) else "zeros"
+        name = name or backend.numbered("variable", len(self._variables))
+        value = np.asarray(initializers.get(initializer)(tuple(shape), dtype), dtype=dtype)
+        var = Variable(value, name, f"{self.name}/{name}", trainable=trainable,
+                       regularizer=regularizer, constraint=constraint)
         self._variables.append(var)
         return var
 

@@ -13,7 +13,7 @@ from nncompile.ir.ops.linalg import same_pads
 from nncompile.keras import activations, backend, constraints, initializers, regularizers
 from nncompile.keras.layers.arguments import (check_data_format, check_input_rank, legacy_args,
                                               normalize_padding, normalize_tuple, positive_int,
-                                              warn_legacy, with_constraint)
+                                              warn_legacy)
 from nncompile.keras.layers.base import Layer
 
 
@@ -113,11 +113,12 @@ class BaseConv(Layer):
                              f"channels must be known and evenly divisible by the number of groups. "
                              f"Received: groups={self.groups}, input_shape={tuple(input_shape)}")
         shape = self.kernel_size + (channels // self.groups, self.filters)
-        self.kernel = with_constraint(
-            self.add_weight("kernel", shape, self.kernel_initializer, self.kernel_regularizer),
-            self.kernel_constraint)
-        self.bias = (with_constraint(self.add_weight("bias", (self.filters,), self.bias_initializer,
-                                                     self.bias_regularizer), self.bias_constraint)
+        self.kernel = self.add_weight(shape=shape, initializer=self.kernel_initializer,
+                                      regularizer=self.kernel_regularizer,
+                                      constraint=self.kernel_constraint, name="kernel")
+        self.bias = (self.add_weight(shape=(self.filters,), initializer=self.bias_initializer,
+                                     regularizer=self.bias_regularizer,
+                                     constraint=self.bias_constraint, name="bias")
                      if self.use_bias else None)
         self.built = True
 

@@ -10,7 +10,7 @@ from nncompile.ir import Builder, DType, Value
 from nncompile.keras import activations, constraints, initializers, regularizers
 from nncompile.keras.layers.base import Layer
 from nncompile.keras.layers.arguments import (check_data_format, legacy_args, positive_int,
-                                              warn_legacy, with_constraint)
+                                              warn_legacy)
 
 _LEGACY_DENSE = {"output_dim": "units", "init": "kernel_initializer",
                  "W_regularizer": "kernel_regularizer", "b_regularizer": "bias_regularizer",
@@ -71,11 +71,12 @@ class Dense(Layer):
         if input_shape[-1] is None:
             raise ValueError(f"The last dimension of the inputs to a Dense layer should be defined. "
                              f"Found None. Full input shape received: {tuple(input_shape)}")
-        self.kernel = with_constraint(
-            self.add_weight("kernel", (input_shape[-1], self.units), self.kernel_initializer,
-                            self.kernel_regularizer), self.kernel_constraint)
-        self.bias = (with_constraint(self.add_weight("bias", (self.units,), self.bias_initializer,
-                                                     self.bias_regularizer), self.bias_constraint)
+        self.kernel = self.add_weight(
+            shape=(input_shape[-1], self.units), initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer, constraint=self.kernel_constraint, name="kernel")
+        self.bias = (self.add_weight(shape=(self.units,), initializer=self.bias_initializer,
+                                     regularizer=self.bias_regularizer,
+                                     constraint=self.bias_constraint, name="bias")
                      if self.use_bias else None)
         self.built = True
 
@@ -267,10 +268,10 @@ class Embedding(Layer):
         self.mask_zero = bool(mask_zero)
 
     def build(self, input_shape) -> None:
-        self.embeddings = with_constraint(
-            self.add_weight("embeddings", (self.input_dim, self.output_dim),
-                            self.embeddings_initializer, self.embeddings_regularizer),
-            self.embeddings_constraint)
+        self.embeddings = self.add_weight(
+            shape=(self.input_dim, self.output_dim), initializer=self.embeddings_initializer,
+            regularizer=self.embeddings_regularizer, constraint=self.embeddings_constraint,
+            name="embeddings")
         self.built = True
 
     def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:

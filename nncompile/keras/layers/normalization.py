@@ -13,7 +13,7 @@ import numpy as np
 from nncompile.ir import Builder, Value
 from nncompile.keras import constraints, initializers, regularizers
 from nncompile.keras.layers.base import Layer, Variable
-from nncompile.keras.layers.arguments import legacy_args, with_constraint
+from nncompile.keras.layers.arguments import legacy_args
 
 _LEGACY_BN = {"beta_init": "beta_initializer", "gamma_init": "gamma_initializer"}
 
@@ -64,11 +64,13 @@ def _normalize(b: Builder, centered: Value, var: Value, epsilon: float, gamma: V
 def _scale_and_offset(layer: Layer, shape: tuple[int, ...], scale: bool,
                       center: bool) -> tuple[Variable | None, Variable | None]:
     """The gamma (if `scale`) and beta (if `center`) weights of `layer`, in that order."""
-    gamma = (with_constraint(layer.add_weight("gamma", shape, layer.gamma_initializer,
-                                              layer.gamma_regularizer), layer.gamma_constraint)
+    gamma = (layer.add_weight(shape=shape, initializer=layer.gamma_initializer,
+                              regularizer=layer.gamma_regularizer,
+                              constraint=layer.gamma_constraint, name="gamma")
              if scale else None)
-    beta = (with_constraint(layer.add_weight("beta", shape, layer.beta_initializer,
-                                             layer.beta_regularizer), layer.beta_constraint)
+    beta = (layer.add_weight(shape=shape, initializer=layer.beta_initializer,
+                             regularizer=layer.beta_regularizer,
+                             constraint=layer.beta_constraint, name="beta")
             if center else None)
     return gamma, beta
 
@@ -126,10 +128,11 @@ class BatchNormalization(Layer):
         (axis,) = _normalize_axes(self, (self.axis,), input_shape)
         shape = (input_shape[axis],)
         self.gamma, self.beta = _scale_and_offset(self, shape, self.scale, self.center)
-        self.moving_mean = self.add_weight("moving_mean", shape, self.moving_mean_initializer,
-                                           trainable=False)
-        self.moving_variance = self.add_weight("moving_variance", shape,
-                                               self.moving_variance_initializer, trainable=False)
+        self.moving_mean = self.add_weight(shape=shape, initializer=self.moving_mean_initializer,
+                                           trainable=False, name="moving_mean")
+        self.moving_variance = self.add_weight(shape=shape,
+                                               initializer=self.moving_variance_initializer,
+                                               trainable=False, name="moving_variance")
         self.built = True
 
     def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
