@@ -327,3 +327,11 @@ def test_conv1d_in_a_sequential_model():
     x = np.random.default_rng(10).standard_normal((2, 10, 2)).astype(np.float32)
     expected = numpy_conv1d(numpy_conv1d(x, k1, b1, padding="causal"), k2, b2, stride=2)
     np.testing.assert_allclose(model.predict(x), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_same_padding_on_an_unknown_spatial_size_names_the_layer_and_the_shape():
+    from nncompile import keras
+
+    with pytest.raises(ValueError, match=r"Layer 'c' \(Conv2D\).*padding='same' needs known spatial "
+                                         r"sizes; this input's are \(None, None\)"):
+        Conv2D(4, 3, padding="same", name="c")(keras.Input((None, None, 3)))
