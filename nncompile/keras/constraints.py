@@ -12,11 +12,12 @@ array([0., 2.])
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from nncompile.keras import backend
+from nncompile.keras.serialization import Catalog, KerasObject
 
 Axis = int | Sequence[int]
 
@@ -32,22 +33,11 @@ def _norms(w: np.ndarray, axis: Axis) -> np.ndarray:
     return np.sqrt(np.sum(np.square(w), axis=axes, keepdims=True))
 
 
-class Constraint:
+class Constraint(KerasObject):
     """Base class: subclasses define `__call__(w) -> w` and `get_config`; the base is the identity."""
 
     def __call__(self, w: np.ndarray) -> np.ndarray:
         return w
-
-    def get_config(self) -> dict[str, Any]:
-        return {}
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> "Constraint":
-        return cls(**config)
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 class MaxNorm(Constraint):
@@ -140,41 +130,20 @@ _BY_NAME: dict[str, type] = {cls.__name__: cls for cls in _CLASSES}
 _BY_NAME.update({backend.to_snake_case(cls.__name__): cls for cls in _CLASSES})
 
 
-def _lookup(name: str) -> type:
-    if name not in _BY_NAME:
-        raise ValueError(f"Could not interpret constraint identifier: {name!r}; valid names: "
-                         f"{', '.join(sorted(_BY_NAME))}")
-    return _BY_NAME[name]
+_CATALOG = Catalog("constraint", Constraint, "keras.constraints", _BY_NAME, "w -> w")
 
 
 def get(identifier) -> Callable[[np.ndarray], np.ndarray] | None:
-    """The constraint for a name ("max_norm", "min_max_norm", "non_neg", "unit_norm"), a config
-    dict `{"class_name", "config"}`, an instance, a class or a callable; None gives None."""
-    if identifier is None or isinstance(identifier, Constraint):
-        return identifier
-    if isinstance(identifier, type) and issubclass(identifier, Constraint):
-        return identifier()
-    if isinstance(identifier, str):
-        return _lookup(identifier)()
-    if isinstance(identifier, Mapping):
-        if "class_name" not in identifier:
-            raise ValueError(f"Could not interpret constraint identifier: {identifier!r}; a config "
-                             f"dict needs the keys 'class_name' and 'config'")
-        return _lookup(identifier["class_name"]).from_config(identifier.get("config") or {})
-    if callable(identifier):
-        return identifier
-    raise ValueError(f"Could not interpret constraint identifier: {identifier!r}; expected a "
-                     f"name, a config dict, a Constraint or a callable w -> w")
+    """The constraint for a name, a config dict `{"class_name", "config"}`, an instance, a class or a
+    callable w -> w; None gives None."""
+    return _CATALOG.get(identifier)
 
 
 def serialize(constraint):
-    """The config dict of a Constraint (Keras 3's form); None and other callables as they are."""
-    if not isinstance(constraint, Constraint):
-        return constraint
-    return {"module": "keras.constraints", "class_name": type(constraint).__name__,
-            "config": constraint.get_config(), "registered_name": None}
+    """Keras 3's config dict of a Constraint; None and plain callables as they are."""
+    return _CATALOG.serialize(constraint)
 
 
 def deserialize(config) -> Callable[[np.ndarray], np.ndarray] | None:
     """The constraint of a config written by `serialize`."""
-    return get(config)
+    return _CATALOG.get(config)

@@ -14,11 +14,12 @@ after the same seed get the same weights. A seeded initializer gives the same va
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from nncompile.keras import backend
+from nncompile.keras.serialization import Catalog, KerasObject
 
 Shape = Sequence[int]
 
@@ -43,22 +44,8 @@ def compute_fans(shape: Shape) -> tuple[int, int]:
     return shape[-2] * receptive_field, shape[-1] * receptive_field
 
 
-class Initializer:
+class Initializer(KerasObject):
     """Base class: subclasses define `__call__(shape, dtype=None)` and `get_config`."""
-
-    def __call__(self, shape: Shape, dtype: str | None = None) -> np.ndarray:
-        raise NotImplementedError(f"{type(self).__name__} does not define __call__")
-
-    def get_config(self) -> dict[str, Any]:
-        return {}
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> "Initializer":
-        return cls(**config)
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 def _dtype(dtype: str | None) -> np.dtype:
@@ -341,41 +328,20 @@ glorot_uniform, glorot_normal, he_uniform, he_normal = GlorotUniform, GlorotNorm
 lecun_uniform, lecun_normal, orthogonal, identity = LecunUniform, LecunNormal, Orthogonal, Identity
 
 
-def _lookup(name: str) -> type:
-    if name not in _BY_NAME:
-        raise ValueError(f"Could not interpret initializer identifier: {name!r}; valid names: "
-                         f"{', '.join(sorted(_BY_NAME))}")
-    return _BY_NAME[name]
+_CATALOG = Catalog("initializer", Initializer, "keras.initializers", _BY_NAME, "(shape, dtype) -> array")
 
 
 def get(identifier) -> Callable[..., np.ndarray] | None:
-    """The initializer for a name, a config dict `{"class_name", "config"}`, an instance or a
-    callable `(shape, dtype) -> array` (returned as is); None gives None."""
-    if identifier is None or isinstance(identifier, Initializer):
-        return identifier
-    if isinstance(identifier, type) and issubclass(identifier, Initializer):
-        return identifier()
-    if isinstance(identifier, str):
-        return _lookup(identifier)()
-    if isinstance(identifier, Mapping):
-        if "class_name" not in identifier:
-            raise ValueError(f"Could not interpret initializer identifier: {identifier!r}; a config "
-                             f"dict needs the keys 'class_name' and 'config'")
-        return _lookup(identifier["class_name"]).from_config(identifier.get("config") or {})
-    if callable(identifier):
-        return identifier
-    raise ValueError(f"Could not interpret initializer identifier: {identifier!r}; expected a "
-                     f"name, a config dict, an Initializer or a callable (shape, dtype) -> array")
+    """The initializer for a name, a config dict `{"class_name", "config"}`, an instance, a class or a
+    callable (shape, dtype) -> array; None gives None."""
+    return _CATALOG.get(identifier)
 
 
 def serialize(initializer):
-    """The config dict of an Initializer (Keras 3's form); other callables are returned as is."""
-    if not isinstance(initializer, Initializer):
-        return initializer
-    return {"module": "keras.initializers", "class_name": type(initializer).__name__,
-            "config": initializer.get_config(), "registered_name": None}
+    """Keras 3's config dict of a Initializer; None and plain callables as they are."""
+    return _CATALOG.serialize(initializer)
 
 
 def deserialize(config) -> Callable[..., np.ndarray] | None:
     """The initializer of a config written by `serialize`."""
-    return get(config)
+    return _CATALOG.get(config)

@@ -12,9 +12,11 @@ A regularizer is a callable `reg(weights) -> float` giving the penalty of one we
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import numpy as np
+
+from nncompile.keras.serialization import Catalog, KerasObject
 
 
 def _checked(value, name: str, owner: str) -> float:
@@ -27,22 +29,8 @@ def _checked(value, name: str, owner: str) -> float:
     return float(value)
 
 
-class Regularizer:
+class Regularizer(KerasObject):
     """Base class: subclasses define `__call__(weights) -> float` and `get_config`."""
-
-    def __call__(self, weights: np.ndarray) -> float:
-        raise NotImplementedError(f"{type(self).__name__} does not define __call__")
-
-    def get_config(self) -> dict[str, Any]:
-        return {}
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> "Regularizer":
-        return cls(**config)
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 class L1L2(Regularizer):
@@ -98,41 +86,20 @@ l1, l2, l1_l2 = L1, L2, L1L2
 _BY_NAME: dict[str, type] = {"L1": L1, "L2": L2, "L1L2": L1L2, "l1": L1, "l2": L2, "l1_l2": L1L2}
 
 
-def _lookup(name: str) -> type:
-    if name not in _BY_NAME:
-        raise ValueError(f"Could not interpret regularizer identifier: {name!r}; valid names: "
-                         f"{', '.join(sorted(_BY_NAME))}")
-    return _BY_NAME[name]
+_CATALOG = Catalog("regularizer", Regularizer, "keras.regularizers", _BY_NAME, "weights -> float")
 
 
 def get(identifier) -> Callable[[np.ndarray], float] | None:
-    """The regularizer for a name ("l1", "l2", "l1_l2"), a config dict, an instance or a callable;
-    None gives None."""
-    if identifier is None or isinstance(identifier, Regularizer):
-        return identifier
-    if isinstance(identifier, type) and issubclass(identifier, Regularizer):
-        return identifier()
-    if isinstance(identifier, str):
-        return _lookup(identifier)()
-    if isinstance(identifier, Mapping):
-        if "class_name" not in identifier:
-            raise ValueError(f"Could not interpret regularizer identifier: {identifier!r}; a config "
-                             f"dict needs the keys 'class_name' and 'config'")
-        return _lookup(identifier["class_name"]).from_config(identifier.get("config") or {})
-    if callable(identifier):
-        return identifier
-    raise ValueError(f"Could not interpret regularizer identifier: {identifier!r}; expected a "
-                     f"name, a config dict, a Regularizer or a callable weights -> float")
+    """The regularizer for a name, a config dict `{"class_name", "config"}`, an instance, a class or a
+    callable weights -> float; None gives None."""
+    return _CATALOG.get(identifier)
 
 
 def serialize(regularizer):
-    """The config dict of a Regularizer (Keras 3's form); None and other callables as they are."""
-    if not isinstance(regularizer, Regularizer):
-        return regularizer
-    return {"module": "keras.regularizers", "class_name": type(regularizer).__name__,
-            "config": regularizer.get_config(), "registered_name": None}
+    """Keras 3's config dict of a Regularizer; None and plain callables as they are."""
+    return _CATALOG.serialize(regularizer)
 
 
 def deserialize(config) -> Callable[[np.ndarray], float] | None:
     """The regularizer of a config written by `serialize`."""
-    return get(config)
+    return _CATALOG.get(config)

@@ -1,0 +1,63 @@
+"""What initializers, regularizers and constraints share: configuration by keyword arguments,
+and a catalog that resolves Keras identifiers (names, config dicts, instances) to objects."""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+
+class KerasObject:
+    """Configured by its constructor's keyword arguments: `get_config` / `from_config` round-trip."""
+
+    def get_config(self) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]):
+        return cls(**config)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class Catalog:
+    """The objects of one kind ("initializer", ...) by name, resolved the way Keras 3 does."""
+
+    def __init__(self, kind: str, base: type, module: str, by_name: Mapping[str, type], callable_form: str):
+        self.kind = kind
+        self.base = base
+        self.module = module
+        self.by_name = dict(by_name)
+        self.callable_form = callable_form
+
+    def lookup(self, name: str) -> type:
+        if name not in self.by_name:
+            raise ValueError(f"Could not interpret {self.kind} identifier: {name!r}; valid names: "
+                             f"{', '.join(sorted(self.by_name))}")
+        return self.by_name[name]
+
+    def get(self, identifier) -> Callable | None:
+        """The object for a name, a config dict `{"class_name", "config"}`, an instance, a class or
+        a plain callable (returned as is); None gives None."""
+        if identifier is None or isinstance(identifier, self.base):
+            return identifier
+        if isinstance(identifier, type) and issubclass(identifier, self.base):
+            return identifier()
+        if isinstance(identifier, str):
+            return self.lookup(identifier)()
+        if isinstance(identifier, Mapping):
+            if "class_name" not in identifier:
+                raise ValueError(f"Could not interpret {self.kind} identifier: {identifier!r}; a "
+                                 f"config dict needs the keys 'class_name' and 'config'")
+            return self.lookup(identifier["class_name"]).from_config(identifier.get("config") or {})
+        if callable(identifier):
+            return identifier
+        raise ValueError(f"Could not interpret {self.kind} identifier: {identifier!r}; expected a "
+                         f"name, a config dict, a {self.base.__name__} or a callable {self.callable_form}")
+
+    def serialize(self, obj):
+        """Keras 3's config dict of one of these objects; None and plain callables as they are."""
+        if not isinstance(obj, self.base):
+            return obj
+        return {"module": self.module, "class_name": type(obj).__name__,
+                "config": obj.get_config(), "registered_name": None}
