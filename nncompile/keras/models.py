@@ -153,20 +153,6 @@ class Model(Layer):
         trainable = {id(w) for w in self.trainable_weights}
         return [w for w in self.weights if id(w) not in trainable]
 
-    def set_weights(self, weights: Sequence[np.ndarray]) -> None:
-        """Assign all weights, in the order of `weights` (layer by layer)."""
-        mine = self.weights
-        if len(weights) != len(mine):
-            raise ValueError(f"You called `set_weights(weights)` on model '{self.name}' with a "
-                             f"weight list of length {len(weights)}, but the model was expecting "
-                             f"{len(mine)} weights ({', '.join(v.path for v in mine)}).")
-        for var, value in zip(mine, weights):
-            if np.shape(value) != var.shape:
-                raise ValueError(f"Model '{self.name}': weight '{var.path}' has shape {var.shape}, "
-                                 f"but the received value has shape {np.shape(value)}")
-        for var, value in zip(mine, weights):
-            var.assign(value)
-
     # lowering -----------------------------------------------------------------------------
     def emit(self, b: Builder, inputs: Value | list[Value], training: bool = False):
         values = [inputs] if isinstance(inputs, Value) else list(inputs)

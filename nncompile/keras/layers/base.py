@@ -112,6 +112,8 @@ _BASE_ARGS = ("name", "trainable", "dtype", "input_shape", "batch_input_shape", 
 class Layer:
     """Base class of every layer. Subclasses define `build` (weights) and `emit` (the IR)."""
 
+    _kind = "layer"   # how messages name it ("model" for models)
+
     def __init__(self, *, name: str | None = None, trainable: bool = True, dtype: str | None = None,
                  input_shape: Sequence[int | None] | None = None,
                  batch_input_shape: Sequence[int | None] | None = None, batch_size: int | None = None,
@@ -181,14 +183,17 @@ class Layer:
         return [v.numpy() for v in self.weights]
 
     def set_weights(self, weights: Sequence[np.ndarray]) -> None:
+        """Assign all weights, in the order of `self.weights`; nothing changes unless all fit."""
+        kind = self._kind
         mine = self.weights
         if len(weights) != len(mine):
-            raise ValueError(f"Layer '{self.name}' expects {len(mine)} weights "
-                             f"({', '.join(v.path for v in mine)}), but received {len(weights)}")
+            raise ValueError(f"You called `set_weights(weights)` on {kind} '{self.name}' with a "
+                             f"weight list of length {len(weights)}, but the {kind} was expecting "
+                             f"{len(mine)} weights ({', '.join(v.path for v in mine)}).")
         for var, value in zip(mine, weights):
             if np.shape(value) != var.shape:
-                raise ValueError(f"Layer '{self.name}' weight '{var.path}' has shape {var.shape}, "
-                                 f"but the received value has shape {np.shape(value)}")
+                raise ValueError(f"The {kind} '{self.name}': weight '{var.path}' has shape "
+                                 f"{var.shape}, but the received value has shape {np.shape(value)}")
         for var, value in zip(mine, weights):
             var.assign(value)
 
