@@ -1,0 +1,1 @@
+"""Code generation: IR kernels -> LLVM IR (llvmlite) -> native code for the host CPU."""

@@ -1,0 +1,67 @@
+"""Loop nests for kernel emitters: counted loops over i64 indices on an `llvmlite.ir.IRBuilder`.
+
+    >>> with for_range(b, n) as i:         # for (i = 0; i < n; i++)
+    ...     b.store(b.load(b.gep(x, [i])), b.gep(y, [i]))
+
+Loops are emitted rotated (test at the bottom, guarded once at the top), the form LLVM's loop
+vectorizer and unroller expect, so they need no further canonicalization to vectorize.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Sequence
+
+from llvmlite import ir
+
+i64 = ir.IntType(64)
+
+
+def const(value: int) -> ir.Constant:
+    return ir.Constant(i64, value)
+
+
+def as_i64(value: int | ir.Value) -> ir.Value:
+    return const(value) if isinstance(value, int) else value
+
+
+@contextlib.contextmanager
+def for_range(b: ir.IRBuilder, stop: int | ir.Value, start: int | ir.Value = 0, step: int = 1,
+              name: str = "i") -> Iterator[ir.Value]:
+    """Emit `for (i = start; i < stop; i += step)`; the body is what the `with` block emits.
+
+    On exit the builder sits after the loop."""
+    start, stop = as_i64(start), as_i64(stop)
+    fn = b.function
+    body = fn.append_basic_block(f"{name}.body")
+    latch = fn.append_basic_block(f"{name}.latch")
+    after = fn.append_basic_block(f"{name}.end")
+    pre = b.block
+    b.cbranch(b.icmp_signed("<", start, stop), body, after)
+    b.position_at_end(body)
+    index = b.phi(i64, name=name)
+    index.add_incoming(start, pre)
+    yield index
+    b.branch(latch)
+    b.position_at_end(latch)
+    following = b.add(index, const(step), name=f"{name}.next", flags=["nsw"])
+    index.add_incoming(following, latch)
+    b.cbranch(b.icmp_signed("<", following, stop), body, after)
+    b.position_at_end(after)
+
+
+@contextlib.contextmanager
+def for_nest(b: ir.IRBuilder, stops: Sequence[int | ir.Value], name: str = "i") -> Iterator[list[ir.Value]]:
+    """Nested `for_range` loops, outermost first; yields the list of indices."""
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(for_range(b, stop, name=f"{name}{k}")) for k, stop in enumerate(stops)]
+
+
+def linear_index(b: ir.IRBuilder, indices: Sequence[ir.Value], strides: Sequence[int | ir.Value]) -> ir.Value:
+    """sum(index * stride), skipping zero strides: the element offset of a strided access."""
+    total: ir.Value = const(0)
+    for index, stride in zip(indices, strides):
+        if isinstance(stride, int) and stride == 0:
+            continue
+        term = index if isinstance(stride, int) and stride == 1 else b.mul(index, as_i64(stride), flags=["nsw"])
+        total = term if isinstance(total, ir.Constant) and total.constant == 0 else b.add(total, term, flags=["nsw"])
+    return total

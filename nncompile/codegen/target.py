@@ -1,0 +1,133 @@
+"""The host target: LLVM set-up, the host CPU's features, the optimization pipeline, JIT loading.
+
+Everything that touches llvmlite's binding layer lives here, so kernel emitters only build
+`llvmlite.ir` modules and the runtime only asks for function addresses.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+
+import llvmlite
+import llvmlite.binding as llvm
+from llvmlite import ir
+
+from nncompile.ir.errors import IRError
+
+
+@functools.cache
+def _initialized() -> bool:
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    return True
+
+
+@functools.cache
+def host_cpu() -> tuple[str, str]:
+    """(cpu name, feature string) of the machine we run on, e.g. ('znver5', '+avx512f,...')."""
+    _initialized()
+    return llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
+
+
+@functools.cache
+def vector_bytes() -> int:
+    """The widest vector register the host has: 64 (AVX-512), 32 (AVX/AVX2) or 16 bytes."""
+    features = host_cpu()[1].split(",")
+    if "+avx512f" in features:
+        return 64
+    if "+avx" in features:
+        return 32
+    return 16
+
+
+def vector_lanes(itemsize: int) -> int:
+    """How many elements of `itemsize` bytes fill one host vector register."""
+    return max(vector_bytes() // itemsize, 1)
+
+
+@functools.cache
+def target_machine() -> llvm.TargetMachine:
+    _initialized()
+    cpu, features = host_cpu()
+    target = llvm.Target.from_default_triple()
+    return target.create_target_machine(cpu=cpu, features=features, opt=3, reloc="pic",
+                                        codemodel="jitdefault")
+
+
+def new_module(name: str) -> ir.Module:
+    """An empty module laid out for the host."""
+    module = ir.Module(name=name)
+    module.triple = llvm.get_process_triple()
+    module.data_layout = str(target_machine().target_data)
+    return module
+
+
+def tune(fn: ir.Function) -> ir.Function:
+    """Give `fn` the host CPU and its full vector width (LLVM otherwise prefers 256-bit vectors
+    on some AVX-512 hosts); llvmlite only knows attributes without values, so these are added
+    as raw text."""
+    cpu, features = host_cpu()
+    for key, value in (("target-cpu", cpu), ("target-features", features),
+                       ("prefer-vector-width", str(vector_bytes() * 8))):
+        set.add(fn.attributes, f'"{key}"="{value}"')
+    return fn
+
+
+def parse(llvm_ir: str) -> llvm.ModuleRef:
+    _initialized()
+    try:
+        ref = llvm.parse_assembly(llvm_ir)
+        ref.verify()
+    except RuntimeError as e:
+        raise IRError(f"generated LLVM IR is invalid: {e}") from None
+    return ref
+
+
+def optimize(ref: llvm.ModuleRef) -> None:
+    """Run LLVM's O3 pipeline (loop and SLP vectorizers on) over `ref` in place."""
+    pto = llvm.create_pipeline_tuning_options(speed_level=3)
+    pto.loop_vectorization = True
+    pto.slp_vectorization = True
+    pto.loop_unrolling = True
+    builder = llvm.create_pass_builder(target_machine(), pto)
+    builder.getModulePassManager().run(ref, builder)
+
+
+def cache_key(llvm_ir: str) -> str:
+    """What identifies compiled code: the module text, the host CPU and the LLVM version."""
+    cpu, features = host_cpu()
+    text = "\n".join([llvm_ir, cpu, features, llvmlite.__version__])
+    return hashlib.blake2b(text.encode(), digest_size=20).hexdigest()
+
+
+class JitModule:
+    """A module compiled to native code in this process; keep it alive while its code runs.
+
+    `object_code`, when given, is machine code from an earlier compile of the same module text
+    (see `cache_key`): loading it skips optimization and code generation.
+    """
+
+    def __init__(self, module: ir.Module | str, object_code: bytes | None = None):
+        self.llvm_ir = str(module)
+        self.optimized_ir: str | None = None
+        ref = parse(self.llvm_ir)
+        if object_code is None:
+            optimize(ref)
+            self.optimized_ir = str(ref)
+            object_code = target_machine().emit_object(ref)
+        self.object_code = object_code
+        self._engine = llvm.create_mcjit_compiler(parse("; empty"), target_machine())
+        self._engine.add_object_file(llvm.ObjectFileRef.from_data(object_code))
+        self._engine.finalize_object()
+
+    def address(self, name: str) -> int:
+        addr = self._engine.get_function_address(name)
+        if not addr:
+            raise IRError(f"compiled module has no function {name!r}")
+        return addr
+
+    def assembly(self) -> str:
+        """The host assembly of the optimized module (optimizes a fresh parse if needed)."""
+        ref = parse(self.llvm_ir)
+        optimize(ref)
+        return target_machine().emit_assembly(ref)
