@@ -2,7 +2,8 @@
 
 A `Graph` has typed inputs (parameters among them, marked `is_param`), nodes in topological
 order, and named outputs. `graph.params` binds parameter names to their numpy values; the values
-are not part of the graph's structure (not printed, not compared).
+are not part of the graph's structure (not printed, not compared). A node attribute may itself
+be a Graph (a region, e.g. the body of `fused`); copying and comparing recurse into it.
 """
 from __future__ import annotations
 
@@ -112,14 +113,15 @@ class Graph:
     __hash__ = object.__hash__
 
     def copy(self) -> "Graph":
-        """A structural copy (new Values and Nodes) sharing the parameter arrays."""
+        """A structural copy (new Values and Nodes, regions copied too) sharing the parameter arrays."""
         g = Graph(self.name)
         remap: dict[Value, Value] = {}
         for v in self.inputs:
             remap[v] = g.add_input(v.name, v.type, param=v.is_param)
         for node in self.nodes:
-            new = Node(node.op, [remap[v] for v in node.inputs], node.attrs,
-                       [v.type for v in node.outputs], node.loc)
+            attrs = {k: a.copy() if isinstance(a, Graph) else a for k, a in node.attrs.items()}
+            new = Node(node.op, [remap[v] for v in node.inputs], attrs, [v.type for v in node.outputs],
+                       node.loc)
             for old_v, new_v in zip(node.outputs, new.outputs):
                 remap[old_v] = new_v
             g.append(new)

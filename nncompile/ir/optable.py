@@ -15,6 +15,7 @@ import numpy as np
 
 from nncompile.ir.dtypes import DType
 from nncompile.ir.errors import IRError, ShapeError
+from nncompile.ir.graph import Graph
 from nncompile.ir.types import TensorType, check_dim
 
 
@@ -39,6 +40,7 @@ class AttrKind(enum.Enum):
     SHAPE = "shape"       # list of dims: ints (-1 allowed where the op says so) and symbols
     DTYPE = "dtype"
     TENSOR = "tensor"     # a numpy array (constants)
+    GRAPH = "graph"       # a nested Graph: a region, printed as an indented block after the node
 
 
 REQUIRED = object()
@@ -68,7 +70,7 @@ class OpDef:
     reference: RefFn
     fusion: Fusion
     variadic: bool = False          # the last input name repeats (concat)
-    num_outputs: int = 1
+    num_outputs: int | None = 1     # None: as many as the shape rule gives (fused)
     doc: str = ""
     vjp: Callable | None = None     # filled by autodiff
     lower: Callable | None = None   # filled by code generation
@@ -79,7 +81,7 @@ OPS: dict[str, OpDef] = {}
 
 
 def defop(name: str, *, inputs: Sequence[str], infer: InferFn, reference: RefFn, fusion: Fusion,
-          attrs: Mapping[str, Attr] | None = None, variadic: bool = False, num_outputs: int = 1,
+          attrs: Mapping[str, Attr] | None = None, variadic: bool = False, num_outputs: int | None = 1,
           doc: str = "") -> OpDef:
     if name in OPS:
         raise IRError(f"op {name!r} is defined twice")
@@ -126,6 +128,10 @@ def _coerce(kind: AttrKind, value, where: str):
             raise bad("a dtype") from None
     if kind is AttrKind.TENSOR:
         return np.asarray(value)
+    if kind is AttrKind.GRAPH:
+        if isinstance(value, Graph):
+            return value
+        raise bad("a Graph (a region)")
     if not isinstance(value, (list, tuple, np.ndarray)):
         raise bad(f"a list ({kind.value})")
     if kind is AttrKind.INTS:
@@ -177,7 +183,7 @@ def infer_types(opdef: OpDef, in_types: Sequence[TensorType], attrs: dict, where
     except ShapeError as e:
         raise ShapeError(f"{where}: {e}") from None
     out = [result] if isinstance(result, TensorType) else list(result)
-    if len(out) != opdef.num_outputs:
+    if opdef.num_outputs is not None and len(out) != opdef.num_outputs:
         raise IRError(f"{where}: shape rule of {opdef.name!r} gave {len(out)} outputs, "
                       f"expected {opdef.num_outputs}")
     return out

@@ -5,7 +5,8 @@
     arg      := '%'name ':' type ['{' 'param' '}']
     result   := word ':' type
     op       := '%'name [':' int] '=' word '(' [use {',' use}] ')' [attrs] ':' types
-                ['loc' '(' string ')']
+                ['loc' '(' string ')'] ['{' region {region} '}']
+    region   := '^'name '(' [arg {',' arg}] ')' ':' {op} 'return' [use {',' use}]
     use      := '%'name ['#' int]
     type     := dtype '[' [dim {',' dim}] ']'
     attrs    := '{' word '=' value {',' word '=' value} '}'
@@ -13,7 +14,9 @@
                 | 'dense' '<' type ':' tensor-body '>'
 
 Names are bare (`[A-Za-z0-9_.$/-]+`) or double-quoted; `//` starts a comment. Attribute values
-are read generically, then coerced by the op table's spec (`normalize_attrs`).
+are read generically, then coerced by the op table's spec (`normalize_attrs`). Regions fill the
+op's graph-valued attributes in name order; each is its own scope (it sees only its arguments)
+and becomes a Graph named by its label, its outputs named `output_0`, `output_1`, ...
 """
 from __future__ import annotations
 
@@ -27,12 +30,13 @@ from nncompile.ir.dtypes import DType
 from nncompile.ir.errors import IRError, ParseError
 from nncompile.ir.graph import Graph, Node, Value
 from nncompile.ir.optable import OPS, OpDef, infer_types, normalize_attrs
+from nncompile.ir.printer import region_names
 from nncompile.ir.types import TensorType, check_dim
 
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.$/-")
 _WORD_START = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
 _DIGITS = frozenset("0123456789")
-_PUNCT = frozenset("()[]{}<>,:=?")
+_PUNCT = frozenset("()[]{}<>,:=?^")
 _DTYPES = frozenset(d.value for d in DType)
 _UNESCAPE = {"\\": "\\", '"': '"', "n": "\n", "t": "\t", "r": "\r"}
 
@@ -268,16 +272,20 @@ class _Parser:
         self.expect("(")
         results = self.separated(")", self.result)
         self.expect("{")
-        while not self.at("return"):
-            if self.at("}") or self.peek().kind == EOF:
-                raise self.error(f"missing 'return' at the end of function @{graph.name}")
-            if self.peek().kind != VALUE:
-                raise self.error(f"expected an op ('%N = op(...)') or 'return' but found {self.peek().shown()}")
-            graph.append(self.op())
+        self.ops(graph, f"function @{graph.name}")
         self.ret(graph, results)
         if self.peek().kind != EOF:
             raise self.error(f"unexpected {self.peek().shown()} after the end of the function")
         return graph
+
+    def ops(self, graph: Graph, what: str) -> None:
+        """Append ops to `graph` up to its 'return'."""
+        while not self.at("return"):
+            if self.at("}") or self.peek().kind == EOF:
+                raise self.error(f"missing 'return' at the end of {what}")
+            if self.peek().kind != VALUE:
+                raise self.error(f"expected an op ('%N = op(...)') or 'return' but found {self.peek().shown()}")
+            graph.append(self.op())
 
     def argument(self) -> tuple[Token, TensorType, bool]:
         tok = self.expect_kind(VALUE, "an argument '%name'")
@@ -361,7 +369,7 @@ class _Parser:
         self.expect("(")
         inputs = [self.lookup(tok) for tok in self.separated(")", self.use_token)]
         where = f"op '{opdef.name}' of {res_tok.text}"
-        attrs = self.attributes(opdef, where, op_tok) if self.at("{") else self.normalized(opdef, {}, where, op_tok)
+        attrs = self.attributes(opdef, where, op_tok) if self.at("{") else {}
         colon = self.expect(":")
         types = self.result_types()
         loc = ""
@@ -369,12 +377,53 @@ class _Parser:
             self.expect("(")
             loc = self.expect_kind(STRING, "a location string").value
             self.expect(")")
+        attrs.update(self.regions(opdef, where))
+        attrs = self.normalized(opdef, attrs, where, op_tok)
         if len(types) != count:
             raise self.error(f"{res_tok.text} declares {count} results but {len(types)} types", colon)
         self.check_types(opdef, inputs, attrs, types, where, op_tok)
         node = Node(opdef.name, inputs, attrs, [t for _, t in types], loc)
         self.define(res_tok, node.outputs)
         return node
+
+    def regions(self, opdef: OpDef, where: str) -> dict[str, Graph]:
+        """`{ ^a(...): ... ^b(...): ... }` after a node: one region per graph-valued attribute."""
+        names = region_names(opdef.name)
+        if not names:
+            return {}
+        if not self.at("{"):
+            raise self.error(f"{where}: expected its region{'s' if len(names) > 1 else ''} "
+                             f"({', '.join(names)}) after the result types, in '{{ ... }}'")
+        self.expect("{")
+        graphs = {name: self.region() for name in names}
+        self.expect("}")
+        return graphs
+
+    def region(self) -> Graph:
+        """`^label(%arg: type, ...): ops return uses`, parsed in a scope of its own."""
+        self.expect("^")
+        label = self.peek()
+        if label.kind not in (WORD, STRING):
+            raise self.error(f"expected a region label after '^' but found {label.shown()}")
+        self.next()
+        graph = Graph(label.value)
+        outer, self.defs = self.defs, {}
+        self.expect("(")
+        for tok, type, is_param in self.separated(")", self.argument):
+            if is_param:
+                raise self.error("a region's arguments are plain inputs; '{param}' is not allowed", tok)
+            if any(v.name == tok.value for v in graph.inputs):
+                raise self.error(f"redefinition of value {tok.text}", tok)
+            self.define(tok, [graph.add_input(tok.value, type)])
+        self.expect(":")
+        self.ops(graph, f"region ^{graph.name}")
+        self.expect("return")
+        uses = [] if self.at("}") or self.at("^") else [self.use_token()]
+        while self.accept(","):
+            uses.append(self.use_token())
+        graph.set_outputs([self.lookup(tok) for tok in uses])
+        self.defs = outer
+        return graph
 
     def result_types(self) -> list[tuple[Token, TensorType]]:
         def one():
@@ -401,6 +450,7 @@ class _Parser:
         self.expect("{")
         attrs: dict[str, Any] = {}
         seen: set[str] = set()
+        regions = region_names(opdef.name)
 
         def one():
             name_tok = self.peek()
@@ -415,6 +465,9 @@ class _Parser:
                 valid = ", ".join(sorted(opdef.attrs)) or "none"
                 raise self.error(f"{where}: unknown attribute {name!r} of op {opdef.name!r}; "
                                  f"valid attributes: {valid}", name_tok)
+            if name in regions:
+                raise self.error(f"{where}: attribute {name!r} is a region; write it after the "
+                                 "result types as '{ ^name(...): ... return ... }'", name_tok)
             self.expect("=")
             value_tok = self.peek()
             value = self.attr_value()
@@ -426,7 +479,7 @@ class _Parser:
                 attrs[name] = self.normalized(single, {name: value}, where, value_tok)[name]
 
         self.separated("}", one)
-        return self.normalized(opdef, attrs, where, op_tok)
+        return attrs
 
     def normalized(self, opdef: OpDef, attrs: dict, where: str, tok: Token) -> dict:
         try:

@@ -9,6 +9,16 @@
 Graph inputs print by name, node results by node number (`%N`, or `%N#i` for the i-th result of
 a multi-result node). Attributes print sorted by name, in a form that reads back exactly; those
 at their op's default are left out, as HLO does, and the parser fills them in.
+
+Graph-valued attributes (regions, e.g. the body of `fused`) print after the node, MLIR style,
+in attribute-name order; each is labelled with its graph's name and numbers its own values:
+
+      %3 = fused(%x, %w) {kind="matmul"} : f32[?,10] {
+      ^body(%arg0: f32[?,4], %arg1: f32[4,10]):
+        %0 = matmul(%arg0, %arg1) : f32[?,10]
+        %1 = relu(%0) : f32[?,10]
+        return %1
+      }
 """
 from __future__ import annotations
 
@@ -18,7 +28,7 @@ import numpy as np
 
 from nncompile.ir.dtypes import DType
 from nncompile.ir.graph import Graph, Node, Value
-from nncompile.ir.optable import OPS
+from nncompile.ir.optable import OPS, AttrKind
 
 # A bare name (after % or @); all-digit names would read as node numbers, so they are quoted.
 BARE_NAME = re.compile(r"[A-Za-z0-9_.$/-]+")
@@ -120,8 +130,15 @@ class _Namer:
         return self.names.get(value, "%<undefined>")
 
 
+def region_names(op: str) -> list[str]:
+    """The op's graph-valued attributes (its regions), in the order they print."""
+    opdef = OPS.get(op)
+    return sorted(k for k, spec in opdef.attrs.items() if spec.kind is AttrKind.GRAPH) if opdef else []
+
+
 def _non_default_attrs(node: Node) -> dict:
-    """The attributes to print: those at their op's default are left out (the parser restores them)."""
+    """The attributes to print inside `{...}`: those at their op's default are left out (the
+    parser restores them), and regions print after the node instead."""
     opdef = OPS.get(node.op)
     specs = opdef.attrs if opdef else {}
 
@@ -130,13 +147,14 @@ def _non_default_attrs(node: Node) -> dict:
         return (spec is not None and not spec.required and not isinstance(value, np.ndarray)
                 and type(value) is type(spec.default) and value == spec.default)
 
-    return {k: v for k, v in node.attrs.items() if not is_default(k, v)}
+    regions = set(region_names(node.op))
+    return {k: v for k, v in node.attrs.items() if k not in regions and not is_default(k, v)}
 
 
-def _format_node(number: int, node: Node, namer: _Namer, elide: int | None) -> str:
+def _format_node(number: int, node: Node, namer: _Namer, elide: int | None, indent: str) -> list[str]:
     results = f"%{number}" if len(node.outputs) == 1 else f"%{number}:{len(node.outputs)}"
     args = ", ".join(namer(v) for v in node.inputs)
-    line = f"  {results} = {format_word(node.op)}({args})"
+    line = f"{indent}{results} = {format_word(node.op)}({args})"
     shown = _non_default_attrs(node)
     if shown:
         attrs = ", ".join(f"{format_word(k)}={format_attr(shown[k], elide)}" for k in sorted(shown))
@@ -145,7 +163,30 @@ def _format_node(number: int, node: Node, namer: _Namer, elide: int | None) -> s
     line += " : " + (types[0] if len(types) == 1 else "(" + ", ".join(types) + ")")
     if node.loc:
         line += f" loc({quote(node.loc)})"
-    return line
+    regions = [node.attrs[k] for k in region_names(node.op) if isinstance(node.attrs.get(k), Graph)]
+    if not regions:
+        return [line]
+    lines = [line + " {"]
+    for region in regions:
+        lines += _format_region(region, elide, indent)
+    lines.append(indent + "}")
+    return lines
+
+
+def _format_region(graph: Graph, elide: int | None, indent: str) -> list[str]:
+    """`^name(%arg: type, ...):` then the region's ops and return, one level deeper."""
+    namer = _Namer(graph)
+    args = ", ".join(f"{namer(v)}: {v.type}" for v in graph.inputs)
+    return [f"{indent}^{format_word(graph.name)}({args}):", *_format_ops(graph, namer, elide, indent + "  ")]
+
+
+def _format_ops(graph: Graph, namer: _Namer, elide: int | None, indent: str) -> list[str]:
+    lines = []
+    for i, node in enumerate(graph.nodes):
+        lines += _format_node(i, node, namer, elide, indent)
+    returned = ", ".join(namer(v) for v in graph.outputs)
+    lines.append(f"{indent}return {returned}" if returned else f"{indent}return")
+    return lines
 
 
 def _format_signature(graph: Graph, namer: _Namer) -> str:
@@ -160,9 +201,5 @@ def print_graph(graph: Graph, elide_constants: int | None = None) -> str:
     """The text form of `graph`; with `elide_constants=N`, tensors of more than N elements print
     as `dense<f32[1000]: ...>` (for display: the parser rejects elided constants)."""
     namer = _Namer(graph)
-    lines = [_format_signature(graph, namer)]
-    lines += [_format_node(i, node, namer, elide_constants) for i, node in enumerate(graph.nodes)]
-    returned = ", ".join(namer(v) for v in graph.outputs)
-    lines.append(f"  return {returned}" if returned else "  return")
-    lines.append("}")
+    lines = [_format_signature(graph, namer), *_format_ops(graph, namer, elide_constants, "  "), "}"]
     return "\n".join(lines)

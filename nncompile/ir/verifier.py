@@ -3,7 +3,10 @@
 SSA dominance (every value is defined before it is read, and by this graph), known ops with the
 right number of inputs, canonical attributes (what `normalize_attrs` gives, so the text form reads
 back the same), declared types equal to what the shape rules infer, unique input and output
-names, and bound parameter arrays that match their inputs' types.
+names, and bound parameter arrays that match their inputs' types. Regions (graph-valued
+attributes, e.g. the body of `fused`) are verified recursively, in a scope of their own; their
+inputs are plain (no parameters) and their outputs carry the names the text form gives them
+(`output_0`, `output_1`, ...), so that they read back the same.
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import numpy as np
 from nncompile.ir.dtypes import DType
 from nncompile.ir.errors import IRError, VerifyError
 from nncompile.ir.graph import Graph, Node, Value
-from nncompile.ir.optable import OpDef, get_op, infer_types, normalize_attrs
+from nncompile.ir.optable import AttrKind, OpDef, get_op, infer_types, normalize_attrs
 from nncompile.ir.printer import format_name
 from nncompile.ir.types import bind_shape
 
@@ -122,7 +125,24 @@ def _check_attrs(graph: Graph, opdef: OpDef, node: Node, where: str) -> dict:
                                f"expected its canonical form {value!r} ({type(value).__name__})")
         if isinstance(value, np.ndarray):
             _check_tensor_dtype(graph, where, name, value)
+        if opdef.attrs[name].kind is AttrKind.GRAPH:
+            _check_region(graph, where, name, value)
     return canonical
+
+
+def _check_region(graph: Graph, where: str, name: str, region: Graph) -> None:
+    context = f"{where}: region {name!r}"
+    params = [v.name for v in region.inputs if v.is_param]
+    if params:
+        raise _fail(graph, f"{context}: input {params[0]!r} is a parameter; region inputs are plain")
+    expected = [f"output_{i}" for i in range(len(region.outputs))]
+    if region.output_names != expected:
+        raise _fail(graph, f"{context}: outputs are named {region.output_names}; regions use the "
+                           f"default names {expected} (the text form does not print them)")
+    try:
+        verify(region)
+    except VerifyError as e:
+        raise _fail(graph, f"{context}: {e}") from None
 
 
 def _check_tensor_dtype(graph: Graph, where: str, name: str, value: np.ndarray) -> None:

@@ -194,6 +194,8 @@ def _fingerprint(graph: Graph) -> tuple:
 
 
 def _attr_key(value) -> tuple:
+    if isinstance(value, Graph):
+        return ("Graph", _fingerprint(value))
     if isinstance(value, np.ndarray):
         digest = hashlib.blake2b(np.ascontiguousarray(value).tobytes(), digest_size=16).hexdigest()
         return ("ndarray", value.dtype.str, value.shape, digest)

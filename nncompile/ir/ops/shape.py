@@ -135,7 +135,7 @@ defop("concat", inputs=("xs",), variadic=True, attrs={"axis": Attr(AttrKind.INT)
 
 # --- slice ------------------------------------------------------------------------------------
 
-def _slice_plan(shape: Shape, attrs: dict) -> dict[int, slice]:
+def slice_plan(shape: Shape, attrs: dict) -> dict[int, slice]:
     """Axis -> the Python slice it takes; shared by the shape rule and the reference.
 
     Negative starts/ends count from the end and out-of-range ones clamp, as in numpy (and in the
@@ -165,14 +165,14 @@ def _slice_plan(shape: Shape, attrs: dict) -> dict[int, slice]:
 
 def _slice_rule(ts: list[TensorType], attrs: dict) -> TensorType:
     x = ts[0]
-    plan = _slice_plan(x.shape, attrs)
+    plan = slice_plan(x.shape, attrs)
     return x.with_shape(tuple(d if is_symbol(d) or i not in plan else len(range(*plan[i].indices(d)))
                               for i, d in enumerate(x.shape)))
 
 
 def _slice_reference(xs: list[np.ndarray], attrs: dict) -> np.ndarray:
     x = xs[0]
-    plan = _slice_plan(x.shape, attrs)
+    plan = slice_plan(x.shape, attrs)
     return x[tuple(plan.get(i, slice(None)) for i in range(x.ndim))]
 
 

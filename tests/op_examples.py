@@ -528,3 +528,34 @@ def _softmax(rng):
                  ["probs", "probs_axis1", "logp", "logp_batch"])
     n = _batch(rng)
     return g, [_normal(rng, n, 10) * 50, _normal(rng, n, 4, 3) * 50]
+
+
+# --- fused ------------------------------------------------------------------------------------
+
+def _fused_body(build: Callable, *types) -> Graph:
+    """A region: inputs arg0, arg1, ... of `types`; `build(b, *args)` returns the outputs."""
+    b = Builder(name="body")
+    args = [b.input(f"arg{i}", t) for i, t in enumerate(types)]
+    outs = build(b, *args)
+    return b.finish(list(outs) if isinstance(outs, (list, tuple)) else [outs])
+
+
+@_case("fused", lambda xs, ps: [np.maximum(xs[0] @ ps["w"] + ps["b"], 0) * 0.5,
+                                np.exp(xs[0]) - xs[0], np.exp(xs[0]) * ps["s"],
+                                np.sqrt((xs[0] * xs[0]).sum(axis=1) + 1)])
+def _fused(rng):
+    """One fused node of each body shape: a matmul epilogue with a copied-in constant, a loop
+    with two outputs, a reduction with a prologue and an epilogue."""
+    b = Builder()
+    x = b.input("x", f32[BATCH, 4])
+    w, bias, s = b.param("w", _normal(rng, 4, 3)), b.param("b", _normal(rng, 3)), b.param("s", _normal(rng, 4))
+    dense = _fused_body(lambda f, a, k, c: f.mul(f.relu(f.add(f.matmul(a, k), c)), f.constant(0.5)),
+                        f32[BATCH, 4], f32[4, 3], f32[3])
+    loop = _fused_body(lambda f, a, c: (lambda e: [f.sub(e, a), f.mul(e, c)])(f.exp(a)), f32[BATCH, 4], f32[4])
+    norm = _fused_body(lambda f, a: f.sqrt(f.add(f.reduce_sum(f.mul(a, a), axes=[1]), f.constant(1.0))),
+                       f32[BATCH, 4])
+    (y,) = b.fused(x, w, bias, kind="matmul", body=dense)
+    d, e = b.fused(x, s, kind="loop", body=loop)
+    (n,) = b.fused(x, kind="reduction", body=norm)
+    g = b.finish([y, d, e, n], ["dense", "diff", "scaled", "norm"])
+    return g, [_normal(rng, _batch(rng), 4)]

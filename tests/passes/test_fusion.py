@@ -1,0 +1,275 @@
+"""The fusion pass: the groups it forms on known patterns, and that fused graphs verify, read back
+from text and compute what the original computes (reference interpreter, random inputs)."""
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import nncompile
+from nncompile import keras
+from nncompile.ir import BATCH, Builder, Graph, f32, parse, verify
+from nncompile.passes import PASSES, run_pipeline
+from nncompile.passes.fusion import SMALL_CONSTANT
+from nncompile.runtime.reference import run
+
+RNG = np.random.default_rng(0)
+
+
+def weights(*shape: int) -> np.ndarray:
+    return (RNG.standard_normal(shape) / np.sqrt(shape[0])).astype(np.float32)
+
+
+def fused(g: Graph) -> Graph:
+    """The pass through the manager (verified after it), checked to read back from its text."""
+    out = run_pipeline(g, ["fuse"], verify=True)
+    assert parse(str(out)) == out
+    return out
+
+
+def layout(g: Graph) -> list:
+    """Each node as its op, or for a fused node (kind, [body ops without constants], outputs)."""
+    def body_ops(node):
+        return [n.op for n in node.attrs["body"].nodes if n.op != "constant"]
+
+    return [(n.attrs["kind"], body_ops(n), len(n.outputs)) if n.op == "fused" else n.op for n in g.nodes]
+
+
+def assert_same_results(g: Graph, f: Graph, inputs: list[np.ndarray]) -> None:
+    want, got = run(g, inputs), run(f, inputs)
+    assert len(want) == len(got)
+    for a, b in zip(want, got):
+        assert a.dtype == b.dtype
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+
+
+def data(*shape: int) -> np.ndarray:
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+# --- known patterns -------------------------------------------------------------------------------
+
+def mlp() -> Graph:
+    b = Builder()
+    x = b.input("x", f32[BATCH, 784])
+    with b.loc("dense"):
+        h = b.relu(b.add(b.matmul(x, b.param("dense/kernel", weights(784, 128))),
+                         b.param("dense/bias", weights(128))))
+    with b.loc("dense_1"):
+        y = b.softmax(b.add(b.matmul(h, b.param("dense_1/kernel", weights(128, 10))),
+                            b.param("dense_1/bias", weights(10))))
+    return b.finish([y], ["dense_1"])
+
+
+def test_mlp_dense_relu_and_dense_softmax():
+    g = mlp()
+    f = fused(g)
+    assert layout(f) == [("matmul", ["matmul", "add", "relu"], 1), ("matmul", ["matmul", "add"], 1), "softmax"]
+    assert [n.loc for n in f.nodes] == ["dense", "dense_1", "dense_1"]
+    assert [v.name for v in f.nodes[0].inputs] == ["x", "dense/kernel", "dense/bias"]
+    assert_same_results(g, f, [data(3, 784)])
+
+
+def test_conv_bias_relu_and_pool_with_epilogue():
+    b = Builder()
+    x = b.input("x", f32[BATCH, 8, 8, 3])
+    with b.loc("conv"):
+        c = b.relu(b.add(b.conv2d(x, b.param("k", weights(3, 3, 3, 4)), pads=[1, 1, 1, 1]),
+                         b.param("bias", weights(4))))
+    p = b.mul(b.max_pool2d(c, window=[2, 2], strides=[2, 2]), b.scalar(0.5, c))
+    g = b.finish([b.reshape(p, shape=[BATCH, -1])], ["flat"])
+    f = fused(g)
+    assert layout(f) == [("conv2d", ["conv2d", "add", "relu"], 1), ("max_pool2d", ["max_pool2d", "mul"], 1),
+                         "reshape"]
+    assert [n.op for n in f.nodes[1].attrs["body"].nodes] == ["max_pool2d", "constant", "mul"]
+    assert_same_results(g, f, [data(2, 8, 8, 3)])
+
+
+def residual_layer_norm() -> Graph:
+    """dense -> + residual -> LayerNormalization written out (mean, centre, variance, scale)."""
+    b = Builder()
+    x = b.input("x", f32[BATCH, 16])
+    h = b.add(b.add(b.matmul(x, b.param("w", weights(16, 16))), b.param("b", weights(16))), x)
+    mean = b.reduce_mean(h, axes=[1], keepdims=True)
+    centred = b.sub(h, mean)
+    variance = b.reduce_mean(b.square(centred), axes=[1], keepdims=True)
+    inv = b.rsqrt(b.add(variance, b.scalar(1e-3, h)))
+    y = b.add(b.mul(centred, b.mul(inv, b.param("gamma", weights(16)))), b.param("beta", weights(16)))
+    return b.finish([y], ["y"])
+
+
+def test_residual_and_layer_norm():
+    g = residual_layer_norm()
+    f = fused(g)
+    assert layout(f) == [
+        ("matmul", ["matmul", "add", "add"], 1),     # the residual add is part of the epilogue
+        "reduce_mean",                               # its input is also read by the centring sub
+        "sub",                                       # read by the variance and the output
+        ("reduction", ["square", "reduce_mean", "add", "rsqrt"], 1),
+        ("loop", ["mul", "mul", "add"], 1),
+    ]
+    assert_same_results(g, f, [data(5, 16)])
+
+
+def test_diamond_becomes_one_loop():
+    b = Builder()
+    x = b.input("x", f32[BATCH, 6])
+    a = b.relu(x)
+    g = b.finish([b.add(b.exp(a), b.neg(a))], ["y"])
+    f = fused(g)
+    assert layout(f) == [("loop", ["relu", "exp", "neg", "add"], 1)]
+    assert_same_results(g, f, [data(4, 6)])
+
+
+def test_value_read_by_several_loops_is_computed_in_their_loop():
+    b = Builder()
+    x = b.input("x", f32[BATCH, 6])
+    a = b.relu(b.mul(x, x))
+    g = b.finish([b.exp(a), b.neg(a), a], ["e", "n", "a"])
+    f = fused(g)
+    assert layout(f) == [("loop", ["mul", "relu", "exp", "neg"], 3)]
+    assert_same_results(g, f, [data(4, 6)])
+
+
+def test_value_read_by_a_reduction_and_a_loop_heads_its_own_group():
+    b = Builder()
+    x = b.input("x", f32[BATCH, 6])
+    a = b.relu(b.add(x, b.scalar(1.0, x)))
+    g = b.finish([b.reduce_sum(b.exp(a), axes=[1]), b.sigmoid(a)], ["s", "t"])
+    f = fused(g)
+    assert layout(f) == [("loop", ["add", "relu"], 1), ("reduction", ["exp", "reduce_sum"], 1), "sigmoid"]
+    assert_same_results(g, f, [data(4, 6)])
+
+
+def test_no_cycle_through_an_injective_node():
+    """Merging a with both its loop readers would put transpose(b) both after and before the group."""
+    b = Builder()
+    x = b.input("x", f32[5, 5])
+    a = b.exp(x)
+    bb = b.neg(a)
+    g = b.finish([b.add(a, b.transpose(bb, perm=[1, 0]))], ["y"])
+    f = fused(g)
+    assert layout(f) == ["exp", "neg", "transpose", "add"]
+    assert_same_results(g, f, [data(5, 5)])
+
+
+def test_small_constants_are_copied_large_ones_are_operands():
+    b = Builder()
+    x = b.input("x", f32[BATCH, 4])
+    small = b.constant(np.arange(4, dtype=np.float32))
+    large = b.constant(np.ones((SMALL_CONSTANT + 1, 4), np.float32))
+    y1 = b.relu(b.mul(x, small))
+    y2 = b.exp(b.add(b.reduce_sum(x, axes=[0], keepdims=True), small))
+    y3 = b.tanh(b.add(b.neg(y2), large))
+    g = b.finish([y1, y3, b.concat(small, small, axis=0)], ["y1", "y3", "both"])
+    f = fused(g)
+    constants = [n for n in f.nodes if n.op == "constant"]
+    assert sorted(n.attrs["value"].size for n in constants) == [4, 4 * (SMALL_CONSTANT + 1)]
+    bodies = [n.attrs["body"] for n in f.nodes if n.op == "fused"]
+    assert [sum(n.op == "constant" for n in body.nodes) for body in bodies] == [1, 1, 0]
+    assert any(v.producer is not None and v.producer.op == "constant" for v in f.nodes[-2].inputs)
+    assert_same_results(g, f, [data(3, 4)])
+
+
+def test_fusing_twice_changes_nothing_and_the_pass_is_registered():
+    assert "fuse" in PASSES
+    once = fused(residual_layer_norm())
+    assert fused(once) == once
+
+
+def test_symbols_a_body_cannot_bind_keep_the_group_plain():
+    """broadcast to [?,4] reads only a [4] vector: a loop body of it could not size its loop."""
+    b = Builder()
+    x = b.input("x", f32[BATCH, 4])
+    v = b.input("v", f32[4])
+    g = b.finish([b.relu(b.broadcast(b.exp(v), shape=[BATCH, 4])), x], ["y", "x"])
+    f = fused(g)
+    assert layout(f) == ["exp", "broadcast", "relu"]
+
+
+# --- traced Keras models --------------------------------------------------------------------------
+
+def randomized(model: keras.Model) -> keras.Model:
+    for layer in model.layers:
+        names = [w.name for w in layer.weights]
+        layer.set_weights([RNG.uniform(-1, 1, w.shape).astype(np.float32) / np.sqrt(w.shape[0])
+                           + np.float32("variance" in name or "gamma" in name)
+                           for name, w in zip(names, layer.get_weights())])
+    return model
+
+
+def test_traced_cnn():
+    L = keras.layers
+    model = randomized(keras.Sequential([
+        keras.Input(shape=(12, 12, 1)), L.Conv2D(4, 3, activation="relu", padding="same"),
+        L.BatchNormalization(), L.MaxPooling2D(2), L.Conv2D(6, 3, activation="relu"),
+        L.AveragePooling2D(2), L.Flatten(), L.Dense(16, activation="relu"), L.LayerNormalization(),
+        L.Dense(10, activation="softmax")]))
+    g = nncompile.trace(model)
+    f = fused(g)
+    kinds = [k[0] for k in layout(f) if isinstance(k, tuple)]
+    assert kinds.count("conv2d") == 2 and kinds.count("matmul") == 2 and "reduction" in kinds
+    assert len(f.nodes) < len(g.nodes) / 2
+    assert_same_results(g, f, [data(3, 12, 12, 1)])
+
+
+def test_traced_functional_two_input_model():
+    L = keras.layers
+    a, c = keras.Input(shape=(4,), name="a"), keras.Input(shape=(3,), name="c")
+    merged = L.Concatenate()([L.Dense(5, activation="relu")(a), L.Dense(5, activation="tanh")(c)])
+    out1 = L.Dense(2)(merged)
+    out2 = L.Dense(1, activation="sigmoid")(L.Add()([merged, L.Dense(10)(merged)]))
+    model = randomized(keras.Model([a, c], [out1, out2]))
+    g = nncompile.trace(model)
+    f = fused(g)
+    assert layout(f).count("concat") == 1
+    assert all(k[0] == "matmul" for k in layout(f) if isinstance(k, tuple))
+    assert_same_results(g, f, [data(4, 4), data(4, 3)])
+
+
+# --- random graphs --------------------------------------------------------------------------------
+
+UNARY = ["relu", "exp", "neg", "tanh", "square", "sigmoid"]
+BINARY = ["add", "mul", "sub", "maximum"]
+
+
+@st.composite
+def random_graphs(draw) -> Graph:
+    """Random DAGs over [?,4], [?,1] and [4] values: elementwise ops, reductions, matmuls and
+    transposes, with values shared between consumers and several outputs."""
+    b = Builder()
+    pool = [b.input("x", f32[BATCH, 4]), b.input("y", f32[BATCH, 4]), b.input("v", f32[4])]
+    for step in range(draw(st.integers(2, 14))):
+        choice = draw(st.sampled_from(["unary", "binary", "binary", "reduce", "matmul", "constant", "swap"]))
+        pick = draw(st.integers(0, len(pool) - 1))
+        value = pool[pick]
+        if choice == "unary":
+            pool.append(b.op(draw(st.sampled_from(UNARY)), value))
+        elif choice == "binary":
+            other = pool[draw(st.integers(0, len(pool) - 1))]
+            if {value.type.shape, other.type.shape} == {(BATCH, 1), (4,)}:
+                continue
+            pool.append(b.op(draw(st.sampled_from(BINARY)), value, other))
+        elif choice == "reduce" and value.type.rank == 2 and value.type.shape[1] == 4:
+            pool.append(b.op(draw(st.sampled_from(["reduce_sum", "reduce_max", "reduce_mean"])), value,
+                             axes=[1], keepdims=True))
+        elif choice == "matmul" and value.type.shape == (BATCH, 4):
+            pool.append(b.matmul(value, b.param(f"w{step}", weights(4, 4))))
+        elif choice == "constant":
+            pool.append(b.add(value, b.constant(np.float32(step))))
+        elif choice == "swap" and value.type.shape == (BATCH, 4):
+            pool.append(b.reshape(b.transpose(b.reshape(value, shape=[BATCH, 2, 2]), perm=[0, 2, 1]),
+                                  shape=[BATCH, 4]))
+    chosen = draw(st.lists(st.integers(0, len(pool) - 1), max_size=3, unique=True))
+    outputs = [pool[-1]] + [pool[i] for i in chosen if pool[i] is not pool[-1]]
+    return b.finish(outputs)
+
+
+@settings(max_examples=60, deadline=None)
+@given(random_graphs(), st.integers(1, 4))
+def test_random_graphs_fuse_to_equal_results(g, batch):
+    verify(g)
+    f = fused(g)
+    inputs = [data(batch, 4) * 0.5, data(batch, 4) * 0.5, data(4) * 0.5]
+    assert_same_results(g, f, inputs)
+    assert fused(f) == f
