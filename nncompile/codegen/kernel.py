@@ -5,7 +5,9 @@ kind:
 - ELEMENTWISE ops: an element rule `rule(b, args, node) -> ir.Value`, mapping LLVM values of the
   inputs' element types (scalars or vectors alike) to the result; the loop emitters call it.
 - every other op: a kernel emitter `emit(k: Kernel, node) -> None` that writes the node's outputs
-  from its inputs through `k`.
+  from its inputs through `k`. Ops of fusion kind EPILOGUE (matmul, conv2d, pooling) take two
+  more arguments, `emit(k, node, epilogue=(), output=None)`: the elementwise nodes applied to
+  each result before it is stored, and the value whose buffer receives the final result.
 
 Buffers are dense row-major arrays. Dimensions come back as Python ints where they are static and
 as i64 `ir.Value`s where they are symbolic (bound when the entry function is called), so emitters
@@ -92,6 +94,10 @@ class Kernel:
 
     def ptr(self, value: Value) -> ir.Value:
         return self._pointers[value]
+
+    def bind(self, values: Sequence[Value], like: Sequence[Value]) -> None:
+        """Let each of `values` (a fused body's inputs or outputs) use the buffer of its `like`."""
+        self._pointers = {**self._pointers, **{v: self._pointers[w] for v, w in zip(values, like)}}
 
     def dims(self, value: Value) -> list[Dim]:
         return [self._symbols[d] if is_symbol(d) else d for d in value.type.shape]

@@ -65,3 +65,9 @@ def linear_index(b: ir.IRBuilder, indices: Sequence[ir.Value], strides: Sequence
         term = index if isinstance(stride, int) and stride == 1 else b.mul(index, as_i64(stride), flags=["nsw"])
         total = term if isinstance(total, ir.Constant) and total.constant == 0 else b.add(total, term, flags=["nsw"])
     return total
+
+
+def entry_alloca(b: ir.IRBuilder, type: ir.Type) -> ir.AllocaInstr:
+    """A stack slot made in the function's entry block, where LLVM promotes it to a register."""
+    with b.goto_entry_block():
+        return b.alloca(type)

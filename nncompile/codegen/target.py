@@ -47,6 +47,11 @@ def vector_lanes(itemsize: int) -> int:
 
 @functools.cache
 def target_machine() -> llvm.TargetMachine:
+    return new_target_machine()
+
+
+def new_target_machine() -> llvm.TargetMachine:
+    """A fresh host target machine (an execution engine takes ownership of, and frees, its own)."""
     _initialized()
     cpu, features = host_cpu()
     target = llvm.Target.from_default_triple()
@@ -100,23 +105,37 @@ def cache_key(llvm_ir: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=20).hexdigest()
 
 
+def optimized(llvm_ir: str) -> str:
+    """The module text after LLVM's O3 pipeline."""
+    ref = parse(llvm_ir)
+    optimize(ref)
+    return str(ref)
+
+
+def assembly(llvm_ir: str) -> str:
+    """The host assembly of the optimized module."""
+    ref = parse(llvm_ir)
+    optimize(ref)
+    return target_machine().emit_assembly(ref)
+
+
 class JitModule:
     """A module compiled to native code in this process; keep it alive while its code runs.
 
-    `object_code`, when given, is machine code from an earlier compile of the same module text
-    (see `cache_key`): loading it skips optimization and code generation.
+    Give it the module, or `object_code` from an earlier compile of the same module text (see
+    `cache_key`): loading that skips parsing, optimization and code generation.
     """
 
-    def __init__(self, module: ir.Module | str, object_code: bytes | None = None):
-        self.llvm_ir = str(module)
-        self.optimized_ir: str | None = None
-        ref = parse(self.llvm_ir)
+    def __init__(self, module: ir.Module | str | None = None, object_code: bytes | None = None):
         if object_code is None:
+            if module is None:
+                raise IRError("JitModule needs a module or its object code")
+            ref = parse(str(module))
             optimize(ref)
-            self.optimized_ir = str(ref)
             object_code = target_machine().emit_object(ref)
         self.object_code = object_code
-        self._engine = llvm.create_mcjit_compiler(parse("; empty"), target_machine())
+        # the engine owns (and frees) the target machine it is given: never the cached one
+        self._engine = llvm.create_mcjit_compiler(parse(""), new_target_machine())
         self._engine.add_object_file(llvm.ObjectFileRef.from_data(object_code))
         self._engine.finalize_object()
 
@@ -125,9 +144,3 @@ class JitModule:
         if not addr:
             raise IRError(f"compiled module has no function {name!r}")
         return addr
-
-    def assembly(self) -> str:
-        """The host assembly of the optimized module (optimizes a fresh parse if needed)."""
-        ref = parse(self.llvm_ir)
-        optimize(ref)
-        return target_machine().emit_assembly(ref)

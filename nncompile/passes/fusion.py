@@ -8,12 +8,13 @@ The result holds plain nodes and `fused` nodes whose bodies keep the contracts o
    is an ELEMENTWISE op (not a constant) reading the running value exactly once and keeping the
    anchor's result shape, and the running value is not a graph output. Its other operands become
    group inputs (small constants are copied in). The chain stops at a value with several users,
-   which becomes the group's one output.
+   which becomes the group's one output, and at a consumer an earlier chain already took (two
+   chains whose results meet only in one node, e.g. sub(dense(a), dense(b)): the earlier chain
+   gets it, the later one's result becomes its input), so that chains never share a node.
 2. Loop and reduction groups, rooted in reverse graph order at each ungrouped elementwise/broadcast
    op or reduce_* op. A root pulls in producers, latest first, but only a producer whose every
    consumer is already in the group and whose result is not a graph output, so no value is
-   materialized for the group's sake and no group reads another group's middle (this is also what
-   makes cycles between groups impossible: a group is left only through its root). Pulled in:
+   materialized for the group's sake and no group reads another group's middle. Pulled in:
    - on the root's index space S: elementwise/broadcast ops whose result has shape S exactly
      (smaller results, e.g. parameter-only math like rsqrt(variance), stay out rather than be
      recomputed at every element of S); and, once per group, a reduce_* op whose result has shape
@@ -34,6 +35,11 @@ The result holds plain nodes and `fused` nodes whose bodies keep the contracts o
 5. A group of one op (constants not counted) stays a plain node, as does a group without operands,
    a dead group (no result read), or one whose body would use a symbolic dimension that no
    operand's type carries. Dead nodes inside a live loop group are dropped with it (DCE's job).
+
+Why no cycle between groups: the groups of rules 1 and 2 are disjoint, each is left only through
+one node (its root, its chain's end) that every member reaches, so a cycle between them would be
+one in the graph; rule 3 merges only after checking that no path leaves the merged set and comes
+back; rule 5 only splits groups into single nodes.
 
 A fused node's loc is its first non-constant body node's (the anchor for anchored kinds). Body
 inputs are named arg0, arg1, ... in order of first use; the nodes keep their locs.
@@ -89,24 +95,28 @@ def _is_small_constant(node: Node | None) -> bool:
 
 # --- 1. anchors and their epilogues ---------------------------------------------------------------
 
-def _epilogue_step(last: Node, uses: _Uses, shape: Shape) -> Node | None:
+def _epilogue_step(last: Node, uses: _Uses, shape: Shape, taken: set[Node]) -> Node | None:
     """The consumer that extends an anchor chain ending at `last`, if there is one."""
     readers = uses.consumers[last]
     if last in uses.escapes or len(readers) != 1:
         return None
     (user,) = readers
-    ok = (_single(user) and user.op != "constant" and OPS[user.op].fusion is Fusion.ELEMENTWISE
+    ok = (user not in taken and _single(user) and user.op != "constant"
+          and OPS[user.op].fusion is Fusion.ELEMENTWISE
           and user.inputs.count(last.outputs[0]) == 1 and _shape(user) == shape)
     return user if ok else None
 
 
 def _anchor_groups(graph: Graph, uses: _Uses) -> list[_Group]:
-    groups = []
+    """Rule 1. Each chain leaves only through its last node and every member reaches it, so
+    disjoint chains cannot form a cycle; a node in two chains would (each needs the other)."""
+    groups, taken = [], set()
     for node in graph.nodes:
         if node.op in ANCHOR_KINDS:
             chain = [node]
-            while (step := _epilogue_step(chain[-1], uses, _shape(node))) is not None:
+            while (step := _epilogue_step(chain[-1], uses, _shape(node), taken)) is not None:
                 chain.append(step)
+            taken.update(chain)
             groups.append(_Group(node.op, chain))
     return groups
 
@@ -176,6 +186,8 @@ class _Partition:
         self.unit: dict[Node, _Group] = {}
         for group in groups:
             for node in group.members:
+                if node in self.unit:   # it would be emitted twice, or tie the groups in a cycle
+                    raise ShapeError(f"fusion put {node.describe()} in two groups (a bug in the fusion pass)")
                 self.unit[node] = group
         for node in graph.nodes:
             if node not in self.unit and node.op != "constant":

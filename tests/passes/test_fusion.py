@@ -187,6 +187,67 @@ def test_symbols_a_body_cannot_bind_keep_the_group_plain():
     assert layout(f) == ["exp", "broadcast", "relu"]
 
 
+def dense(b: Builder, x, kernel, bias, activation: str | None = None):
+    h = b.add(b.matmul(x, kernel), bias)
+    return b.op(activation, h) if activation else h
+
+
+def test_two_dense_chains_meeting_in_one_node_share_no_node():
+    """Siamese tower: sub(dense(a), dense(b)) with one set of weights. The sub is the sole reader
+    of both chains' results; only the first chain may take it (in both, each needs the other)."""
+    b = Builder()
+    xa, xb = b.input("a", f32[BATCH, 4]), b.input("b", f32[BATCH, 4])
+    kernel, bias = b.param("tower/kernel", weights(4, 2)), b.param("tower/bias", weights(2))
+    with b.loc("tower"):
+        ya, yb = dense(b, xa, kernel, bias), dense(b, xb, kernel, bias)
+    with b.loc("diff"):
+        g = b.finish([b.sub(ya, yb)], ["diff"])
+    f = fused(g)
+    assert layout(f) == [("matmul", ["matmul", "add"], 1), ("matmul", ["matmul", "add", "sub"], 1)]
+    assert [v.name for v in f.nodes[1].inputs] == ["a", "tower/kernel", "tower/bias", f.nodes[0].outputs[0].name]
+    assert_same_results(g, f, [data(3, 4), data(3, 4)])
+
+
+def test_nested_dense_relu_towers_added_then_a_head():
+    """The traced nested Keras model: head(add(relu(dense(a)), relu(dense(b))))."""
+    b = Builder()
+    xa, xb = b.input("a", f32[BATCH, 3]), b.input("b", f32[BATCH, 3])
+    kernel, bias = b.param("inner/kernel", weights(3, 4)), b.param("inner/bias", weights(4))
+    total = b.add(dense(b, xa, kernel, bias, "relu"), dense(b, xb, kernel, bias, "relu"))
+    g = b.finish([dense(b, total, b.param("head/kernel", weights(4, 1)), b.param("head/bias", weights(1)))])
+    f = fused(g)
+    assert layout(f) == [("matmul", ["matmul", "add", "relu"], 1), ("matmul", ["matmul", "add", "relu", "add"], 1),
+                         ("matmul", ["matmul", "add"], 1)]
+    assert_same_results(g, f, [data(6, 3), data(6, 3)])
+
+
+def test_three_conv_branches_summed_pairwise():
+    """add(add(c1, c2), c3) of three conv chains: the first chain takes both adds, c2 and c3 stay
+    chains of their own that feed it."""
+    b = Builder()
+    x = b.input("x", f32[BATCH, 6, 6, 2])
+    branches = [b.relu(b.conv2d(x, b.param(f"k{i}", weights(3, 3, 2, 3)), pads=[1, 1, 1, 1]))
+                for i in range(3)]
+    g = b.finish([b.add(b.add(branches[0], branches[1]), branches[2])], ["y"])
+    f = fused(g)
+    assert sorted(layout(f)) == [("conv2d", ["conv2d", "relu"], 1)] * 2 + [
+        ("conv2d", ["conv2d", "relu", "add", "add"], 1)]
+    assert_same_results(g, f, [data(2, 6, 6, 2)])
+
+
+def test_a_dead_node_joining_two_chains_is_not_duplicated():
+    """Without DCE first, a dead sub(dense(x), dense(y)) must still appear once: chains whose
+    results are never read stay plain nodes."""
+    b = Builder()
+    x, y = b.input("x", f32[BATCH, 4]), b.input("y", f32[BATCH, 4])
+    w = b.param("w", weights(4, 4))
+    b.sub(b.matmul(x, w), b.matmul(y, w))
+    g = b.finish([b.exp(x)], ["e"])
+    f = fused(g)
+    assert sorted(layout(f)) == ["exp", "matmul", "matmul", "sub"]
+    assert_same_results(g, f, [data(2, 4), data(2, 4)])
+
+
 # --- traced Keras models --------------------------------------------------------------------------
 
 def randomized(model: keras.Model) -> keras.Model:
@@ -235,28 +296,44 @@ BINARY = ["add", "mul", "sub", "maximum"]
 
 @st.composite
 def random_graphs(draw) -> Graph:
-    """Random DAGs over [?,4], [?,1] and [4] values: elementwise ops, reductions, matmuls and
-    transposes, with values shared between consumers and several outputs."""
+    """Random DAGs over [?,4], [?,1] and [4] values: elementwise ops, reductions, broadcasts, dense
+    chains (matmul + bias, maybe relu) on two shared kernels, pairs of such chains meeting in one
+    binary op (siamese towers), and transposes, with values shared between consumers, joins of
+    recent values and several outputs."""
     b = Builder()
     pool = [b.input("x", f32[BATCH, 4]), b.input("y", f32[BATCH, 4]), b.input("v", f32[4])]
-    for step in range(draw(st.integers(2, 14))):
-        choice = draw(st.sampled_from(["unary", "binary", "binary", "reduce", "matmul", "constant", "swap"]))
-        pick = draw(st.integers(0, len(pool) - 1))
-        value = pool[pick]
+    kernels = [b.param(f"w{i}", weights(4, 4)) for i in range(2)]
+    bias = b.param("bias", weights(4))
+
+    def pick(recent: bool = False):
+        return pool[draw(st.integers(max(0, len(pool) - 3) if recent else 0, len(pool) - 1))]
+
+    for step in range(draw(st.integers(2, 16))):
+        choice = draw(st.sampled_from(["unary", "binary", "join", "reduce", "dense", "towers", "constant",
+                                       "broadcast", "swap"]))
+        value = pick(recent=choice == "join")
         if choice == "unary":
             pool.append(b.op(draw(st.sampled_from(UNARY)), value))
-        elif choice == "binary":
-            other = pool[draw(st.integers(0, len(pool) - 1))]
+        elif choice in ("binary", "join"):
+            other = pick(recent=choice == "join")
             if {value.type.shape, other.type.shape} == {(BATCH, 1), (4,)}:
                 continue
             pool.append(b.op(draw(st.sampled_from(BINARY)), value, other))
         elif choice == "reduce" and value.type.rank == 2 and value.type.shape[1] == 4:
             pool.append(b.op(draw(st.sampled_from(["reduce_sum", "reduce_max", "reduce_mean"])), value,
                              axes=[1], keepdims=True))
-        elif choice == "matmul" and value.type.shape == (BATCH, 4):
-            pool.append(b.matmul(value, b.param(f"w{step}", weights(4, 4))))
+        elif choice == "dense" and value.type.shape == (BATCH, 4):
+            activation = draw(st.sampled_from([None, "relu"]))
+            pool.append(dense(b, value, kernels[draw(st.integers(0, 1))], bias, activation))
+        elif choice == "towers" and value.type.shape == (BATCH, 4):
+            other = pick()
+            if other.type.shape == (BATCH, 4):
+                towers = [dense(b, x, kernels[0], bias, draw(st.sampled_from([None, "relu"]))) for x in (value, other)]
+                pool.append(b.op(draw(st.sampled_from(BINARY)), *towers))
         elif choice == "constant":
             pool.append(b.add(value, b.constant(np.float32(step))))
+        elif choice == "broadcast" and value.type.shape == (BATCH, 1):
+            pool.append(b.broadcast(value, shape=[BATCH, 4]))
         elif choice == "swap" and value.type.shape == (BATCH, 4):
             pool.append(b.reshape(b.transpose(b.reshape(value, shape=[BATCH, 2, 2]), perm=[0, 2, 1]),
                                   shape=[BATCH, 4]))
@@ -265,7 +342,7 @@ def random_graphs(draw) -> Graph:
     return b.finish(outputs)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(random_graphs(), st.integers(1, 4))
 def test_random_graphs_fuse_to_equal_results(g, batch):
     verify(g)

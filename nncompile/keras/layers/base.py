@@ -309,7 +309,8 @@ def _is_shape_list(shape) -> bool:
 
 
 def run_graph(graph: Graph, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Execute a traced graph on arrays (the reference interpreter until the CPU backend lands)."""
-    from nncompile.runtime import reference
+    """Execute a traced graph on arrays with the backend NNCOMPILE_BACKEND names: compiled native
+    code ("cpu", the default) or the numpy reference interpreter ("reference")."""
+    from nncompile.runtime import cpu
 
-    return reference.run(graph, arrays)
+    return cpu.run_graph(graph, arrays)

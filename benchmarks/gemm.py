@@ -1,0 +1,116 @@
+"""GEMM speed: nncompile's generated float32 GEMM against numpy.matmul (OpenBLAS), same run.
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/python benchmarks/gemm.py
+
+Prints, for square n x n x n products, the median GFLOP/s of each (timed in alternating blocks,
+so both see similar machine load) and their ratio; then the latency of a batch-1 Dense layer
+(1x784 @ 784x128, bias + relu) and the per-call overhead of parallel_for.
+OPENBLAS_CORETYPE=Haswell and OPENBLAS_L2_SIZE, which some environments set, make current
+OpenBLAS slower on AVX-512 machines; the table says when they are set.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import time
+
+import numpy as np
+from llvmlite import ir
+
+from nncompile.codegen import gemm, parallel, target
+from nncompile.ir.dtypes import DType
+
+P, I = ctypes.c_void_p, ctypes.c_int64
+
+
+def _relu_bias(b: ir.IRBuilder, acc: ir.Value, ops: list[ir.Value]) -> ir.Value:
+    total = b.fadd(acc, ops[0])
+    zero = ir.Constant(total.type, None)
+    return b.select(b.fcmp_ordered(">", total, zero), total, zero)
+
+
+def compile_kernels():
+    """One module: plain GEMM, Dense (bias + relu epilogue), and a parallel_for of an empty task."""
+    module = target.new_module("bench")
+    gemm.emit_gemm(module, "gemm", DType.f32)
+    gemm.emit_gemm(module, "dense", DType.f32, epilogue=gemm.Epilogue(((0, 1),), _relu_bias))
+    task = ir.Function(module, parallel.TASK_TYPE, "nothing")
+    ir.IRBuilder(task.append_basic_block()).ret_void()
+    run = ir.Function(module, ir.FunctionType(ir.VoidType(), [ir.IntType(64)]), "run_nothing")
+    b = ir.IRBuilder(run.append_basic_block())
+    b.call(parallel.emit_parallel_for(module), [task, ir.Constant(ir.IntType(8).as_pointer(), None), run.args[0]])
+    b.ret_void()
+    jit = target.JitModule(module)
+    return (jit,
+            ctypes.CFUNCTYPE(None, I, I, I, P, I, P, I, P, I)(jit.address("gemm")),
+            ctypes.CFUNCTYPE(None, I, I, I, P, I, P, I, P, I, P)(jit.address("dense")),
+            ctypes.CFUNCTYPE(None, I)(jit.address("run_nothing")))
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def square_table(fn, sizes: list[int], budget: float) -> None:
+    print(f"{'n':>6} {'nncompile GFLOP/s':>18} {'numpy GFLOP/s':>14} {'ratio':>6}")
+    rng = np.random.default_rng(0)
+    for n in sizes:
+        a, b = (rng.standard_normal((n, n)).astype(np.float32) for _ in range(2))
+        c = np.empty((n, n), np.float32)
+        args = (n, n, n, a.ctypes.data, n, b.ctypes.data, n, c.ctypes.data, n)
+        ours, theirs = [], []
+        repeats = max(3, int(budget / (2 * n**3 / 2e11)))
+        for _ in range(2):   # blocks, not alternate calls: each library's idle threads spin a while
+            ours += [_median_seconds(lambda: fn(*args), 1) for _ in range(repeats + 1)][1:]
+            theirs += [_median_seconds(lambda: a @ b, 1) for _ in range(repeats + 1)][1:]
+        assert np.allclose(c, a @ b, rtol=1e-3, atol=1e-3 * np.sqrt(n))
+        flop = 2.0 * n**3
+        mine, ref = flop / np.median(ours) / 1e9, flop / np.median(theirs) / 1e9
+        print(f"{n:>6} {mine:>18.1f} {ref:>14.1f} {mine / ref:>6.2f}")
+
+
+def dense_latency(dense) -> None:
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1, 784)).astype(np.float32)
+    w = rng.standard_normal((784, 128)).astype(np.float32)
+    bias = rng.standard_normal(128).astype(np.float32)
+    y = np.empty((1, 128), np.float32)
+    args = (1, 128, 784, x.ctypes.data, 784, w.ctypes.data, 128, y.ctypes.data, 128, bias.ctypes.data)
+    seconds = _median_seconds(lambda: dense(*args), 20000)
+    assert np.allclose(y, np.maximum(x @ w + bias, 0), rtol=1e-4, atol=1e-4)
+    numpy_seconds = _median_seconds(lambda: np.maximum(x @ w + bias, 0), 20000)
+    print(f"\nDense 1x784 @ 784x128 + bias + relu: nncompile {seconds * 1e6:.2f} us per ctypes call "
+          f"(numpy {numpy_seconds * 1e6:.2f} us)")
+
+
+def parallel_overhead(run_nothing) -> None:
+    inline = _median_seconds(lambda: run_nothing(1), 20000)
+    pooled = _median_seconds(lambda: run_nothing(parallel.num_threads()), 20000)
+    print(f"parallel_for of an empty task over {parallel.num_threads()} threads: {pooled * 1e6:.2f} us per call, "
+          f"{(pooled - inline) * 1e6:.2f} us more than running it inline (workers spinning: back-to-back calls)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[256, 512, 1024, 2048])
+    parser.add_argument("--budget", type=float, default=1.0, help="rough seconds per size per library")
+    args = parser.parse_args()
+    blas_env = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ}
+    print(f"float32 GEMM, {parallel.num_threads()} threads, host {target.host_cpu()[0]}; OpenBLAS environment: "
+          + (", ".join(f"{k}={v}" for k, v in blas_env.items()) + " (slows numpy; unset them for the real figure)"
+             if blas_env else "clean"))
+    jit, fn, dense, run_nothing = compile_kernels()
+    square_table(fn, args.sizes, args.budget)
+    dense_latency(dense)
+    parallel_overhead(run_nothing)
+    del jit
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""One LLVM module per graph: a function per kernel and one exported entry that runs them all.
+
+The graph arrives fused and scheduled: every node is one kernel. Each kernel becomes an internal
+function whose arguments are its distinct buffers (marked `noalias`, which is what lets LLVM
+vectorize without run-time overlap checks) and the sizes of the symbolic dimensions. The entry
+
+    i32 nncompile_entry(i8** buffers, i64* symbols)
+
+reads one pointer per buffer slot and one size per symbol, calls the kernels in schedule order and
+returns 0, or the 1-based number of the first kernel that reported a bad input (an index out of
+range) so that the runtime can name it. Buffers that share memory (views, in-place results) share
+one slot, so a kernel never sees two `noalias` pointers to the same bytes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from llvmlite import ir
+
+from nncompile.codegen import elementwise, nn, linalg  # noqa: F401  (fill the op table's lower slots)
+from nncompile.codegen.kernel import Kernel, storage_type
+from nncompile.codegen.loop import emit_loop, emit_reduction
+from nncompile.codegen.target import new_module, tune
+from nncompile.ir.errors import IRError
+from nncompile.ir.graph import Graph, Node, Value
+from nncompile.ir.optable import Fusion, get_op
+from nncompile.ir.types import is_symbol
+
+ENTRY = "nncompile_entry"
+i8p = ir.IntType(8).as_pointer()
+i32 = ir.IntType(32)
+i64 = ir.IntType(64)
+
+
+@dataclass
+class Layout:
+    """Where the entry finds things: a slot per distinct buffer, a position per symbol."""
+
+    slots: dict[Value, int] = field(default_factory=dict)   # every graph value -> its slot
+    roots: list[Value] = field(default_factory=list)        # slot -> the value owning the memory
+    symbols: list[str] = field(default_factory=list)
+
+
+def graph_symbols(graph: Graph) -> list[str]:
+    """The symbolic dimensions of the graph inputs, in order of first appearance."""
+    seen: list[str] = []
+    for v in graph.inputs:
+        seen.extend(d for d in v.type.shape if is_symbol(d) and d not in seen)
+    return seen
+
+
+def make_layout(graph: Graph, shares: dict[Value, Value]) -> Layout:
+    """The slots of a fused, scheduled graph. `shares` maps a value to the value whose memory it
+    uses (views and in-place results, from the memory plan); the others own their memory."""
+    layout = Layout(symbols=graph_symbols(graph))
+    for v in [*graph.inputs, *(v for n in graph.nodes for v in n.outputs)]:
+        root = shares.get(v, v)
+        if root not in layout.slots:
+            layout.slots[root] = len(layout.roots)
+            layout.roots.append(root)
+        layout.slots[v] = layout.slots[root]
+    return layout
+
+
+def build_module(graph: Graph, layout: Layout, name: str = "nncompile") -> ir.Module:
+    """The LLVM module of a fused, scheduled graph whose buffers `layout` assigns to slots."""
+    module = new_module(name)
+    entry = tune(ir.Function(module, ir.FunctionType(i32, [i8p.as_pointer(), i64.as_pointer()]), ENTRY))
+    b = ir.IRBuilder(entry.append_basic_block("entry"))
+    buffers, sizes = entry.args
+    symbol_values = [b.load(b.gep(sizes, [ir.Constant(i64, s)]), name=f"sym{s}")
+                     for s in range(len(layout.symbols))]
+    pointers = [b.load(b.gep(buffers, [ir.Constant(i64, s)]), name=f"buf{s}")
+                for s in range(len(layout.roots))]
+    for number, node in enumerate(graph.nodes, start=1):
+        if node.op == "constant":
+            continue   # its array is a buffer the runtime binds, like a parameter
+        fn = _kernel_function(module, node, number, layout)
+        args = [b.bitcast(pointers[s], arg.type) for s, arg in zip(_kernel_slots(node, layout), fn.args)]
+        status = b.call(fn, args + symbol_values)
+        with b.if_then(b.icmp_signed("!=", status, ir.Constant(i32, 0)), likely=False):
+            b.ret(ir.Constant(i32, number))
+    b.ret(ir.Constant(i32, 0))
+    return module
+
+
+def _kernel_slots(node: Node, layout: Layout) -> list[int]:
+    """The distinct buffer slots a kernel touches, outputs first, in a fixed order."""
+    slots: list[int] = []
+    for v in [*node.outputs, *node.inputs]:
+        s = layout.slots[v]
+        if s not in slots:
+            slots.append(s)
+    return slots
+
+
+def _kernel_function(module: ir.Module, node: Node, number: int, layout: Layout) -> ir.Function:
+    slots = _kernel_slots(node, layout)
+    by_slot = {layout.slots[v]: v for v in [*node.inputs, *node.outputs]}
+    arg_types = [storage_type(by_slot[s].type.dtype).as_pointer() for s in slots]
+    fn_type = ir.FunctionType(i32, arg_types + [i64] * len(layout.symbols))
+    fn = tune(ir.Function(module, fn_type, f"k{number}.{node.op}"))
+    fn.linkage = "internal"
+    fn.attributes.add("nounwind")
+    ptr_args = fn.args[:len(slots)]
+    for arg in ptr_args:
+        arg.add_attribute("noalias")
+    symbols = dict(zip(layout.symbols, fn.args[len(slots):]))
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    pointers = {}
+    for v in [*node.inputs, *node.outputs]:
+        arg = ptr_args[slots.index(layout.slots[v])]
+        pointers[v] = arg if arg.type.pointee == storage_type(v.type.dtype) else \
+            b.bitcast(arg, storage_type(v.type.dtype).as_pointer())
+    lower_node(Kernel(b, module, pointers, symbols), node)
+    if not b.block.is_terminated:
+        b.ret(ir.Constant(i32, 0))
+    return fn
+
+
+def lower_node(k: Kernel, node: Node) -> None:
+    """Emit the code of one kernel: a fused group by its kind, a plain op by its fusion kind."""
+    if node.op == "fused":
+        body: Graph = node.attrs["body"]
+        k.bind(body.inputs, node.inputs)
+        k.bind(body.outputs, node.outputs)
+        FUSED[node.attrs["kind"]](k, node.attrs["body"])
+        return
+    opdef = get_op(node.op)
+    if opdef.fusion in (Fusion.ELEMENTWISE, Fusion.BROADCAST):
+        emit_loop(k, node.inputs, node.outputs, [node], node.outputs)
+    elif opdef.lower is None:
+        raise IRError(f"{node.describe()}: op {node.op!r} has no CPU lowering")
+    else:
+        opdef.lower(k, node)
+
+
+def _loop(k: Kernel, body: Graph) -> None:
+    emit_loop(k, body.inputs, body.outputs, body.nodes, body.outputs)
+
+
+def _reduction(k: Kernel, body: Graph) -> None:
+    at = next(i for i, n in enumerate(body.nodes) if get_op(n.op).fusion is Fusion.REDUCTION)
+    emit_reduction(k, body.inputs, body.outputs, body.nodes[:at], body.nodes[at],
+                   body.nodes[at + 1:], body.outputs)
+
+
+def _anchored(k: Kernel, body: Graph) -> None:
+    get_op(body.nodes[0].op).lower(k, body.nodes[0], body.nodes[1:], body.outputs[0])
+
+
+FUSED: dict[str, Callable[[Kernel, Graph], None]] = {
+    "loop": _loop, "reduction": _reduction, "matmul": _anchored, "conv2d": _anchored,
+    "max_pool2d": _anchored, "avg_pool2d": _anchored,
+}
+

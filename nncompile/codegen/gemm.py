@@ -1,0 +1,508 @@
+"""GEMM: C = epilogue(A @ B) as LLVM IR, with packing, cache blocking and a register-tiled microkernel.
+
+The float path follows BLIS. B is packed once per call into column panels NR wide (zero-padded),
+split into row blocks of KC; each thread then packs its rows of A, MC at a time, into panels of MR
+rows stored k-major, and runs the microkernel over every (MR x NR) tile: MR x NR/lanes vector
+accumulators live in registers for the whole KC loop, fed by one broadcast of A and NR/lanes vector
+loads of B per k. The packed B micro-panel (KC x NR) stays in L1, the packed A block in L2.
+Ragged edges are computed as full tiles on the zero padding and stored with lane masks, so there
+is no scalar edge code. The epilogue runs in registers on the last KC block just before C is stored.
+
+Threads: packing B and the tiles are two `parallel_for` jobs (the join between them is the only
+barrier); the tiles split by rows of C when there are enough, else by column panels.
+
+Small M (batch-1 inference): no packing at all; B rows are streamed once with all of A's rows in
+registers. Integer dtypes use a plain loop nest.
+
+`emit_gemm_driver` is the shared core: it takes the packer of A as a parameter, so convolution reuses
+everything here with a packer (`PackA`) that reads image patches (implicit GEMM).
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from llvmlite import ir
+
+from nncompile.codegen import parallel, simd, target
+from nncompile.codegen.kernel import scalar_type
+from nncompile.codegen.loops import as_i64, const, for_range
+from nncompile.ir.dtypes import DType
+from nncompile.ir.errors import IRError
+
+i1 = ir.IntType(1)
+i8p = ir.IntType(8).as_pointer()
+i64 = ir.IntType(64)
+void = ir.VoidType()
+
+SMALL_M = 4                 # up to this many rows of A skip packing
+CHUNKS_PER_THREAD = 4       # tasks per thread: a core lost to another process costs a chunk, not half
+PARALLEL_WORK = 1 << 17     # M*N*K from which both cores pay off (measured: 2 threads win from ~48^3)
+
+
+@dataclass(frozen=True)
+class Epilogue:
+    """What GEMM applies to each result in registers before storing it.
+
+    operands: per extra pointer argument e_i, its (row stride, col stride) in elements; a stride of
+    0 broadcasts along that axis (bias: (0, 1); residual (M, N): (N, 1); per-row: (1, 0); scalar: (0, 0)).
+    apply: (builder, acc, operand values) -> result; values are vectors of one tile row's lanes,
+    or scalars on a scalar path, so element rules written for both work as they are.
+    """
+    operands: tuple[tuple[int, int], ...]
+    apply: Callable[[ir.IRBuilder, ir.Value, list[ir.Value]], ir.Value]
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """Register and cache blocking for one dtype on the host."""
+    itemsize: int     # bytes per element
+    lanes: int        # elements per vector register
+    mr: int           # rows of the register tile
+    nr_vectors: int   # vectors across the register tile
+    kc: int           # depth of a packed block: a KC x NR panel of B stays in L1 (48 KB on Zen 5)
+    mc: int           # rows of a packed A block: MC x KC stays in L2 (1 MB per core)
+
+    @property
+    def nr(self) -> int:
+        return self.lanes * self.nr_vectors
+
+
+def tiling(dtype: DType) -> Tiling:
+    """12 x 2 vectors: 24 accumulators + 2 B vectors + a broadcast of the 32 zmm registers."""
+    return Tiling(itemsize=dtype.itemsize, lanes=target.vector_lanes(dtype.itemsize), mr=12, nr_vectors=2,
+                  kc=256, mc=240)
+
+
+PackA = Callable[[ir.IRBuilder, Tiling, ir.Value, ir.Value, ir.Value, ir.Value, ir.Value, ir.Value], None]
+"""pack(b, tiling, a_ctx, ap, m0, mc, k0, kc): write rows m0..m0+mc, depths k0..k0+kc of A to `ap`
+as panels of MR rows (the last zero-padded), each stored k-major: ap[p*MR*kc + k*MR + r].
+`a_ctx` is the packer's own argument block (see `pack_fields`)."""
+
+
+# --- small IR helpers ---------------------------------------------------------------------------
+
+def smin(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
+    x, y = as_i64(x), as_i64(y)
+    return b.select(b.icmp_signed("<", x, y), x, y)
+
+
+def ceil_div(b: ir.IRBuilder, x: ir.Value, y: int | ir.Value) -> ir.Value:
+    y = as_i64(y)
+    return b.sdiv(b.add(x, b.sub(y, const(1))), y)
+
+
+def at(b: ir.IRBuilder, ptr: ir.Value, offset: ir.Value | int) -> ir.Value:
+    return b.gep(ptr, [as_i64(offset)], inbounds=True)
+
+
+def entry_alloca(b: ir.IRBuilder, ty: ir.Type) -> ir.Value:
+    """An alloca in the entry block, so that loops around the use do not grow the stack."""
+    here = b.block
+    b.position_at_start(b.function.entry_basic_block)
+    slot = b.alloca(ty)
+    b.position_at_end(here)
+    return slot
+
+
+def pack_fields(b: ir.IRBuilder, values: Sequence[ir.Value]) -> ir.Value:
+    """An argument block for a task: the values (i64s and pointers) stored in a stack array."""
+    block = entry_alloca(b, ir.ArrayType(i64, len(values)))
+    for i, value in enumerate(values):
+        word = b.ptrtoint(value, i64) if isinstance(value.type, ir.PointerType) else value
+        b.store(word, b.gep(block, [const(0), const(i)]))
+    return b.bitcast(block, i8p)
+
+
+def unpack_fields(b: ir.IRBuilder, ctx: ir.Value, types: Sequence[ir.Type]) -> list[ir.Value]:
+    words = b.bitcast(ctx, i64.as_pointer())
+    out = []
+    for i, ty in enumerate(types):
+        word = b.load(at(b, words, i))
+        out.append(b.inttoptr(word, ty) if isinstance(ty, ir.PointerType) else word)
+    return out
+
+
+def libc(module: ir.Module) -> tuple[ir.Function, ir.Function]:
+    """(aligned_alloc, free), declared in `module`."""
+    parallel.link_libc()
+    alloc = simd.intrinsic(module, "aligned_alloc", i8p, [i64, i64])
+    free = simd.intrinsic(module, "free", void, [i8p])
+    return alloc, free
+
+
+def new_function(module: ir.Module, name: str, args: Sequence[ir.Type], internal: bool = True) -> ir.Function:
+    fn = target.tune(ir.Function(module, ir.FunctionType(void, list(args)), name))
+    if internal:
+        fn.linkage = "internal"
+    return fn
+
+
+def zero(ty: ir.Type) -> ir.Constant:
+    return ir.Constant(ty, 0) if isinstance(ty, ir.IntType) else ir.Constant(ty, 0.0)
+
+
+def add(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
+    element = x.type.element if isinstance(x.type, ir.VectorType) else x.type
+    return b.add(x, y) if isinstance(element, ir.IntType) else b.fadd(x, y)
+
+
+# --- storing a tile: accumulate, epilogue, masks ------------------------------------------------
+
+def _operand(b: ir.IRBuilder, ptr: ir.Value, strides: tuple[int, int], row: ir.Value, col: ir.Value,
+             lanes: int, valid: ir.Value | None) -> ir.Value:
+    """Epilogue operand at (row, col..col+lanes); lanes at or past `valid` are never read."""
+    rs, cs = strides
+    base = at(b, ptr, b.add(b.mul(row, const(rs)), b.mul(col, const(cs))))
+    if lanes == 1 or cs == 0:
+        value = b.load(base)
+        return value if lanes == 1 else simd.splat(b, value, lanes)
+    if cs == 1:
+        return simd.masked_load(b, base, simd.lane_mask(b, valid, lanes))
+    return simd.masked_gather(b, base, cs, simd.lane_mask(b, valid, lanes))
+
+
+def store_tile(b: ir.IRBuilder, accs: list[list[ir.Value]], c: ir.Value, ldc: ir.Value,
+               rows: int | ir.Value, cols: ir.Value, first: bool | ir.Value, last: bool | ir.Value,
+               row: ir.Value, col: ir.Value, epilogue: Epilogue | None, eptrs: Sequence[ir.Value]) -> None:
+    """Store accs[r][v] (vectors, or scalars when there is one lane) to C[r, v*lanes...].
+
+    Rows at or past `rows` and columns at or past `cols` are skipped. Unless `first`, the tile is
+    added to what C holds (vectors only); when `last`, the epilogue is applied at C's
+    (row + r, col + ...). `rows`, `first` and `last` may be static or run-time values."""
+    lanes = accs[0][0].type.count if isinstance(accs[0][0].type, ir.VectorType) else 1
+
+    def store(acc: ir.Value, ptr: ir.Value, mask: ir.Value | None) -> None:
+        if mask is None:
+            b.store(acc, ptr)
+        else:
+            simd.masked_store(b, acc, ptr, mask)
+
+    def emit(apply: bool) -> None:
+        for r, row_accs in enumerate(accs):
+            present = b.icmp_signed("<", const(r), rows) if isinstance(rows, ir.Value) and r else None
+            with b.if_then(present) if present is not None else contextlib.nullcontext():
+                c_row = at(b, c, b.mul(const(r), ldc))
+                for v, acc in enumerate(row_accs):
+                    ptr = at(b, c_row, v * lanes)
+                    mask = simd.lane_mask(b, cols, lanes, v * lanes) if lanes > 1 else None
+                    if first is not True:
+                        partial = b.and_(mask, simd.splat(b, b.not_(first), lanes))
+                        acc = add(b, acc, simd.masked_load(b, ptr, partial))
+                    if apply:
+                        at_row, at_col = b.add(row, const(r)), b.add(col, const(v * lanes))
+                        valid = b.sub(cols, const(v * lanes))
+                        operands = [_operand(b, p, s, at_row, at_col, lanes, valid)
+                                    for p, s in zip(eptrs, epilogue.operands)]
+                        acc = epilogue.apply(b, acc, operands)
+                    store(acc, ptr, mask)
+
+    if epilogue is None or last is False:
+        emit(False)
+    elif last is True:
+        emit(True)
+    else:
+        with b.if_else(last) as (then, otherwise):
+            with then:
+                emit(True)
+            with otherwise:
+                emit(False)
+
+
+# --- the microkernel ----------------------------------------------------------------------------
+
+def _emit_micro(module: ir.Module, name: str, ty: ir.Type, t: Tiling, epilogue: Epilogue | None) -> ir.Function:
+    """micro(kc, ap, bp, c, ldc, rows, cols, first, last, row, col, e...): one MR x NR tile."""
+    ptr = ty.as_pointer()
+    n_epi = len(epilogue.operands) if epilogue else 0
+    fn = new_function(module, f"{name}.micro", [i64, ptr, ptr, ptr, i64, i64, i64, i1, i1, i64, i64]
+                      + [ptr] * n_epi)
+    kc, ap, bp, c, ldc, rows, cols, first, last, row, col, *eptrs = fn.args
+    for p in (ap, bp, c):
+        p.add_attribute("noalias")
+    vec = ir.VectorType(ty, t.lanes)
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    loop, done = fn.append_basic_block("k"), fn.append_basic_block("store")
+    for r in range(t.mr):   # C's rows are far apart: start fetching them now, they are needed last
+        for v in range(t.nr_vectors):
+            simd.prefetch(b, at(b, c, b.add(b.mul(const(r), ldc), const(v * t.lanes))), write=True)
+    entry = b.block
+    b.cbranch(b.icmp_signed(">", kc, const(0)), loop, done)
+
+    b.position_at_end(loop)
+    k = b.phi(i64, "k")
+    k.add_incoming(const(0), entry)
+    phis = [[b.phi(vec) for _ in range(t.nr_vectors)] for _ in range(t.mr)]
+    b_row = at(b, bp, b.mul(k, const(t.nr)))
+    b_vecs = [simd.load_vector(b, at(b, b_row, v * t.lanes), t.lanes, align=64) for v in range(t.nr_vectors)]
+    a_col = at(b, ap, b.mul(k, const(t.mr)))
+    nexts = []
+    for r in range(t.mr):
+        a = simd.splat(b, b.load(at(b, a_col, r)), t.lanes)
+        nexts.append([simd.fma(b, a, bv, phi) for bv, phi in zip(b_vecs, phis[r])])
+    k_next = b.add(k, const(1))
+    k.add_incoming(k_next, loop)
+    for phi_row, next_row in zip(phis, nexts):
+        for phi, value in zip(phi_row, next_row):
+            phi.add_incoming(zero(vec), entry)
+            phi.add_incoming(value, loop)
+    b.cbranch(b.icmp_signed("<", k_next, kc), loop, done)
+
+    b.position_at_end(done)
+    accs = []
+    for next_row in nexts:
+        accs.append([])
+        for value in next_row:
+            acc = b.phi(vec)
+            acc.add_incoming(zero(vec), entry)
+            acc.add_incoming(value, loop)
+            accs[-1].append(acc)
+    store_tile(b, accs, c, ldc, rows, cols, first, last, row, col, epilogue, eptrs)
+    b.ret_void()
+    return fn
+
+
+# --- packing B, running the tiles, the driver ---------------------------------------------------
+
+def _emit_pack_b(module: ir.Module, name: str, ty: ir.Type, t: Tiling, transpose_b: bool) -> ir.Function:
+    """Task: pack its share of B's NR-wide column panels, every KC block of each, into bp.
+
+    Layout: block at depth pc starts at pc*Np (Np = panels*NR); panel j of it at j*kc*NR, k-major."""
+    ptr = ty.as_pointer()
+    fn = target.tune(ir.Function(module, parallel.TASK_TYPE, f"{name}.pack_b"))
+    fn.linkage = "internal"
+    ctx, index, count = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    src, ldb, n, k_total, bp = unpack_fields(b, ctx, [ptr, i64, i64, i64, ptr])
+    panels = ceil_div(b, n, t.nr)
+    share = ceil_div(b, panels, count)
+    first_panel = b.mul(index, share)
+    np_ = b.mul(panels, const(t.nr))
+    with for_range(b, smin(b, panels, b.add(first_panel, share)), first_panel, name="j") as j:
+        n0 = b.mul(j, const(t.nr))
+        valid = b.sub(n, n0)
+        masks = [simd.lane_mask(b, valid, t.lanes, v * t.lanes) for v in range(t.nr_vectors)]
+        with for_range(b, k_total, step=t.kc, name="pc") as pc:
+            kc = smin(b, const(t.kc), b.sub(k_total, pc))
+            dst = at(b, bp, b.add(b.mul(pc, np_), b.mul(n0, kc)))
+            if transpose_b:      # B is N x K: a column of the panel is a row of B, read sequentially
+                with for_range(b, t.nr, name="col") as col:
+                    src_row = b.add(n0, smin(b, col, b.sub(valid, const(1))))   # past the edge: 0s
+                    start = at(b, src, b.add(b.mul(src_row, ldb), pc))
+                    keep = b.icmp_signed("<", col, valid)
+                    with simd.copy_loop(b, kc, name="kk") as kk:
+                        value = b.load(at(b, start, kk))
+                        b.store(b.select(keep, value, zero(ty)), at(b, dst, b.add(b.mul(kk, const(t.nr)), col)))
+            else:
+                with for_range(b, kc, name="kk") as kk:
+                    row = at(b, src, b.add(b.mul(b.add(pc, kk), ldb), n0))
+                    out = at(b, dst, b.mul(kk, const(t.nr)))
+                    for v, mask in enumerate(masks):
+                        value = simd.masked_load(b, at(b, row, v * t.lanes), mask)
+                        simd.store_vector(b, value, at(b, out, v * t.lanes), align=64)
+    b.ret_void()
+    return fn
+
+
+TILE_FIELDS = "m, n, k, bp, c, ldc, col0, a_ctx, split_n, e..."
+"""The argument block of a tiles task (see `emit_driver`)."""
+
+
+def tiles_task(module: ir.Module, name: str, ty: ir.Type, t: Tiling, n_epi: int) -> tuple[ir.IRBuilder, dict]:
+    """Start a tiles task: a TASK_TYPE function that unpacks TILE_FIELDS and works out its share.
+
+    Returns the builder and the task's values by name: the fields, `eptrs`, and its share of C,
+    rows m0..m1 and columns n0..n1 (the index-th of split_m x split_n chunks, count = their product),
+    in whole MR x NR tiles."""
+    ptr = ty.as_pointer()
+    fn = target.tune(ir.Function(module, parallel.TASK_TYPE, f"{name}.tiles"))
+    fn.linkage = "internal"
+    ctx, index, count = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    m, n, k, bp, c, ldc, col0, a_ctx, split_n, *eptrs = unpack_fields(
+        b, ctx, [i64, i64, i64, ptr, ptr, i64, i64, i8p, i64] + [ptr] * n_epi)
+    split_m = b.sdiv(count, split_n)
+    m_share = b.mul(ceil_div(b, ceil_div(b, m, t.mr), split_m), const(t.mr))
+    m0 = b.mul(b.sdiv(index, split_n), m_share)
+    n_share = b.mul(ceil_div(b, ceil_div(b, n, t.nr), split_n), const(t.nr))
+    n0 = b.mul(b.srem(index, split_n), n_share)
+    values = dict(m=m, n=n, k=k, bp=bp, c=c, ldc=ldc, col0=col0, a_ctx=a_ctx, eptrs=eptrs,
+                  m0=m0, m1=smin(b, m, b.add(m0, m_share)), n0=n0, n1=smin(b, n, b.add(n0, n_share)))
+    return b, values
+
+
+def _emit_tiles(module: ir.Module, name: str, ty: ir.Type, t: Tiling, pack_a: PackA,
+                micro: ir.Function, n_epi: int) -> ir.Function:
+    """Task: pack this thread's A blocks and run the microkernel over its share of C's tiles."""
+    ptr = ty.as_pointer()
+    b, v = tiles_task(module, name, ty, t, n_epi)
+    m0, m1, n0, n1, n, k_total, bp, c, ldc = (v[key] for key in ("m0", "m1", "n0", "n1", "n", "k", "bp", "c", "ldc"))
+    np_ = b.mul(ceil_div(b, n, t.nr), const(t.nr))
+    alloc, free = libc(module)
+    ap = b.bitcast(b.call(alloc, [const(64), const(t.mc * t.kc * t.itemsize)]), ptr)
+    k_steps = b.select(b.icmp_signed(">", k_total, const(0)), k_total, const(1))   # K = 0: one empty block
+    with for_range(b, k_steps, step=t.kc, name="pc") as pc:
+        kc = smin(b, const(t.kc), b.sub(k_total, pc))
+        first = b.icmp_signed("==", pc, const(0))
+        last = b.icmp_signed(">=", b.add(pc, const(t.kc)), k_total)
+        with for_range(b, m1, m0, step=t.mc, name="ic") as ic:
+            mc = smin(b, const(t.mc), b.sub(m1, ic))
+            pack_a(b, t, v["a_ctx"], ap, ic, mc, pc, kc)
+            with for_range(b, n1, n0, step=t.nr, name="jr") as jr:
+                cols = smin(b, const(t.nr), b.sub(n, jr))
+                b_panel = at(b, bp, b.add(b.mul(pc, np_), b.mul(jr, kc)))
+                c_col = at(b, c, jr)
+                with for_range(b, mc, step=t.mr, name="ir") as ir_:
+                    rows = smin(b, const(t.mr), b.sub(mc, ir_))
+                    row = b.add(ic, ir_)
+                    b.call(micro, [kc, at(b, ap, b.mul(ir_, kc)), b_panel, at(b, c_col, b.mul(row, ldc)), ldc,
+                                   rows, cols, first, last, row, b.add(v["col0"], jr)] + v["eptrs"])
+    b.call(free, [b.bitcast(ap, i8p)])
+    b.ret_void()
+    return b.function
+
+
+def emit_gemm_driver(module: ir.Module, name: str, dtype: DType, pack_a: PackA, *,
+                     transpose_b: bool = False, epilogue: Epilogue | None = None) -> ir.Function:
+    """The blocked float GEMM with a pluggable A packer (see `emit_driver` for its signature)."""
+    ty, t = scalar_type(dtype), tiling(dtype)
+    n_epi = len(epilogue.operands) if epilogue else 0
+    micro = _emit_micro(module, name, ty, t, epilogue)
+    tiles = _emit_tiles(module, name, ty, t, pack_a, micro, n_epi)
+    return emit_driver(module, name, dtype, t, tiles, transpose_b=transpose_b, n_epi=n_epi)
+
+
+def emit_driver(module: ir.Module, name: str, dtype: DType, t: Tiling, tiles: ir.Function, *,
+                transpose_b: bool = False, n_epi: int = 0) -> ir.Function:
+    """An internal function that packs B with `t`'s blocking and runs the `tiles` task over C:
+
+    `void name.driver(i64 M, i64 N, i64 K, T* B, i64 ldb, T* C, i64 ldc, i64 col0, i8* a_ctx, T* e...)`
+    col0 offsets the epilogue operands' columns (C's own pointer is already offset); a_ctx is
+    passed on to the tiles task, whose argument block is TILE_FIELDS."""
+    ty = scalar_type(dtype)
+    ptr = ty.as_pointer()
+    pack_b = _emit_pack_b(module, name, ty, t, transpose_b)
+    run = parallel.emit_parallel_for(module)
+    alloc, free = libc(module)
+    threads = parallel.num_threads()
+
+    fn = new_function(module, f"{name}.driver", [i64, i64, i64, ptr, i64, ptr, i64, i64, i8p] + [ptr] * n_epi)
+    m, n, k, src_b, ldb, c, ldc, col0, a_ctx, *eptrs = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    panels = ceil_div(b, n, t.nr)
+    depth = b.select(b.icmp_signed(">", k, const(0)), k, const(1))
+    bytes_ = b.mul(b.mul(depth, b.mul(panels, const(t.nr))), const(dtype.itemsize))
+    bp = b.bitcast(b.call(alloc, [const(64), b.mul(ceil_div(b, bytes_, 64), const(64))]), ptr)
+    big = b.icmp_signed(">=", b.mul(b.mul(m, n), k), const(PARALLEL_WORK))
+    chunks = const(threads * CHUNKS_PER_THREAD)
+    pack_tasks = b.select(big, smin(b, panels, chunks), const(1))
+    b.call(run, [pack_b, pack_fields(b, [src_b, ldb, n, k, bp]), pack_tasks])
+    row_tiles = ceil_div(b, m, t.mr)
+    by_rows = b.icmp_signed(">=", row_tiles, smin(b, panels, chunks))
+    split_m = b.select(b.and_(big, by_rows), smin(b, row_tiles, chunks), const(1))
+    split_n = b.select(b.and_(big, b.not_(by_rows)), smin(b, panels, chunks), const(1))
+    fields = pack_fields(b, [m, n, k, bp, c, ldc, col0, a_ctx, split_n] + eptrs)
+    b.call(run, [tiles, fields, b.mul(split_m, split_n)])
+    b.call(free, [b.bitcast(bp, i8p)])
+    b.ret_void()
+    return fn
+
+
+# --- GEMM proper: packing a plain matrix A, the small-M path, integers, the entry ------------------
+
+def pack_matrix(transpose_a: bool) -> PackA:
+    """A packer for a row-major A (K x M when transposed); a_ctx holds (A, lda)."""
+
+    def pack(b: ir.IRBuilder, t: Tiling, a_ctx: ir.Value, ap: ir.Value, m0: ir.Value, mc: ir.Value,
+             k0: ir.Value, kc: ir.Value) -> None:
+        src, lda = unpack_fields(b, a_ctx, [ap.type, i64])
+        with for_range(b, mc, step=t.mr, name="pa") as p:
+            rows = b.sub(mc, p)
+            panel = at(b, ap, b.mul(p, kc))
+            with for_range(b, t.mr, name="pr") as r:   # a row at a time: one sequential read each
+                row = b.add(b.add(m0, p), smin(b, r, b.sub(rows, const(1))))   # past the edge: 0s
+                start = b.add(b.mul(k0, lda), row) if transpose_a else b.add(b.mul(row, lda), k0)
+                keep = b.icmp_signed("<", r, rows)
+                with simd.copy_loop(b, kc, name="pk") as kk:
+                    value = b.load(at(b, src, b.add(start, b.mul(kk, lda) if transpose_a else kk)))
+                    b.store(b.select(keep, value, zero(value.type)), at(b, panel, b.add(b.mul(kk, const(t.mr)), r)))
+    return pack
+
+
+def _emit_small_m(b: ir.IRBuilder, ty: ir.Type, t: Tiling, rows: int, args: list[ir.Value], transpose_a: bool,
+                  epilogue: Epilogue | None) -> None:
+    """C = A @ B for exactly `rows` rows of A: each row of B is loaded once for all of them."""
+    m, n, k, a, lda, src_b, ldb, c, ldc, *eptrs = args
+    lanes = t.lanes
+    vectors = max(1, 8 // rows)          # accumulators: rows x vectors <= 8 keeps B loads the bottleneck
+    width = lanes * vectors
+    vec = ir.VectorType(ty, lanes)
+    with for_range(b, n, step=width, name="sn") as n0:
+        cols = smin(b, const(width), b.sub(n, n0))
+        masks = [simd.lane_mask(b, cols, lanes, v * lanes) for v in range(vectors)]
+        slots = [[entry_alloca(b, vec) for _ in range(vectors)] for _ in range(rows)]
+        for slot in (s for row in slots for s in row):
+            b.store(zero(vec), slot)
+        with for_range(b, k, name="sk") as kk:
+            b_row = at(b, src_b, b.add(b.mul(kk, ldb), n0))
+            b_vecs = [simd.masked_load(b, at(b, b_row, v * lanes), mask) for v, mask in enumerate(masks)]
+            for r in range(rows):
+                index = b.add(b.mul(kk, lda), const(r)) if transpose_a else b.add(b.mul(const(r), lda), kk)
+                a_vec = simd.splat(b, b.load(at(b, a, index)), lanes)
+                for slot, bv in zip(slots[r], b_vecs):
+                    b.store(simd.fma(b, a_vec, bv, b.load(slot)), slot)
+        accs = [[b.load(slot) for slot in row] for row in slots]
+        store_tile(b, accs, at(b, c, n0), ldc, rows, cols, True, True, const(0), n0, epilogue, eptrs)
+
+
+def _emit_loop_nest(b: ir.IRBuilder, ty: ir.Type, args: list[ir.Value], transpose_a: bool, transpose_b: bool,
+                    epilogue: Epilogue | None) -> None:
+    """The plain m, n, k loop nest (integer dtypes): exact, wrapping like numpy."""
+    m, n, k, a, lda, src_b, ldb, c, ldc, *eptrs = args
+    with for_range(b, m, name="m") as row, for_range(b, n, name="n") as col:
+        slot = entry_alloca(b, ty)
+        b.store(zero(ty), slot)
+        with for_range(b, k, name="k") as kk:
+            a_at = b.add(b.mul(kk, lda), row) if transpose_a else b.add(b.mul(row, lda), kk)
+            b_at = b.add(b.mul(col, ldb), kk) if transpose_b else b.add(b.mul(kk, ldb), col)
+            b.store(b.add(b.load(slot), b.mul(b.load(at(b, a, a_at)), b.load(at(b, src_b, b_at)))), slot)
+        store_tile(b, [[b.load(slot)]], at(b, c, b.add(b.mul(row, ldc), col)), ldc, 1, const(1), True, True,
+                   row, col, epilogue, eptrs)
+
+
+def emit_gemm(module: ir.Module, name: str, dtype: DType, *, transpose_a: bool = False,
+              transpose_b: bool = False, epilogue: Epilogue | None = None) -> ir.Function:
+    """Add `void name(i64 M, i64 N, i64 K, T* A, i64 lda, T* B, i64 ldb, T* C, i64 ldc, T* e0, ...)`.
+
+    C[m, n] = epilogue(sum_k A[m, k] * B[k, n]) for row-major A (M x K, or K x M when transpose_a),
+    B (K x N, or N x K when transpose_b) and C (M x N); lda/ldb/ldc are row strides in elements.
+    K = 0 gives epilogue(0). C must not overlap A, B or an epilogue operand.
+    """
+    if not (dtype.is_float or dtype.is_int) or dtype is DType.f16:
+        raise IRError(f"emit_gemm {name!r}: dtype {dtype} is not supported; expected f32, f64 or an int dtype")
+    ty = scalar_type(dtype)
+    ptr = ty.as_pointer()
+    n_epi = len(epilogue.operands) if epilogue else 0
+    fn = new_function(module, name, [i64, i64, i64, ptr, i64, ptr, i64, ptr, i64] + [ptr] * n_epi, internal=False)
+    args = list(fn.args)
+    m, n, k, a, lda, src_b, ldb, c, ldc, *eptrs = args
+    for p in (a, src_b, c):
+        p.add_attribute("noalias")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    with b.if_then(b.or_(b.icmp_signed("<=", m, const(0)), b.icmp_signed("<=", n, const(0)))):
+        b.ret_void()
+    if dtype.is_int:
+        _emit_loop_nest(b, ty, args, transpose_a, transpose_b, epilogue)
+        b.ret_void()
+        return fn
+    if not transpose_b:
+        for rows in range(1, SMALL_M + 1):
+            with b.if_then(b.icmp_signed("==", m, const(rows))):
+                _emit_small_m(b, ty, tiling(dtype), rows, args, transpose_a, epilogue)
+                b.ret_void()
+    driver = emit_gemm_driver(module, name, dtype, pack_matrix(transpose_a), transpose_b=transpose_b,
+                              epilogue=epilogue)
+    b.call(driver, [m, n, k, src_b, ldb, c, ldc, const(0), pack_fields(b, [a, lda])] + eptrs)
+    b.ret_void()
+    return fn

@@ -1,0 +1,147 @@
+"""Lowering of matmul and conv2d onto the GEMM machinery, with their elementwise epilogues.
+
+An epilogue runs in registers inside the GEMM's store when each of its other operands can be read
+as a 2-D (rows, columns) view of the result with fixed strides: a bias (0, 1), a per-row value
+(1, 0), a full residual (N, 1), a scalar (0, 0). Otherwise the anchor writes its result first and
+one loop over it applies the epilogue in place.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from llvmlite import ir
+
+from nncompile.codegen.conv import emit_conv2d
+from nncompile.codegen.gemm import Epilogue, emit_gemm
+from nncompile.codegen.kernel import Dim, Kernel, mul
+from nncompile.codegen.loop import apply_nodes, emit_loop
+from nncompile.codegen.loops import as_i64, for_nest, linear_index
+from nncompile.ir.graph import Node, Value
+from nncompile.ir.optable import OPS
+from nncompile.ir.types import is_symbol
+
+
+def _operands(epilogue: Sequence[Node], anchor: Value) -> list[Value]:
+    """The epilogue's inputs that come from outside it (bias, residual...), in first-use order."""
+    made = {v for n in epilogue for v in n.outputs} | {anchor}
+    seen: list[Value] = []
+    for n in epilogue:
+        seen.extend(v for v in n.inputs if v not in made and v not in seen)
+    return seen
+
+
+def _strides_2d(v: Value, out_shape: Sequence, cols: int) -> tuple[int, int] | None:
+    """(row, column) strides reading `v` broadcast over a result viewed as (-1, cols), or None
+    when `v` varies along some but not all of the row axes."""
+    rank = len(out_shape)
+    shape = (1,) * (rank - v.type.rank) + tuple(v.type.shape)
+    col_real = shape[-1] != 1
+    rows_real = [d != 1 for d in shape[:-1]]
+    if any(is_symbol(d) for d in shape[-1:]):
+        return None
+    if all(rows_real) and rows_real:
+        return (cols if col_real else 1), (1 if col_real else 0)
+    if not any(rows_real):
+        return 0, (1 if col_real else 0)
+    return None
+
+
+def _register_epilogue(k: Kernel, epilogue: Sequence[Node], anchor: Value,
+                       out_shape: Sequence) -> tuple[Epilogue | None, list[Value]]:
+    """The GEMM epilogue of `epilogue` nodes, or None if it cannot run in registers."""
+    if not epilogue:
+        return None, []
+    if any(n.op == "constant" and n.attrs["value"].size != 1 for n in epilogue):
+        return None, []
+    operands = _operands(epilogue, anchor)
+    cols = out_shape[-1]
+    strides = [_strides_2d(v, out_shape, cols) for v in operands]
+    if any(s is None for s in strides):
+        return None, []
+
+    def apply(b: ir.IRBuilder, acc: ir.Value, values: list[ir.Value]) -> ir.Value:
+        env = {anchor: acc, **dict(zip(operands, values))}
+        inner = Kernel(b, k.module, {}, {})
+        apply_nodes(inner, epilogue, env, acc)
+        return env[epilogue[-1].outputs[0]]
+
+    return Epilogue(tuple(strides), apply), operands
+
+
+def _in_place_epilogue(k: Kernel, epilogue: Sequence[Node], anchor: Value, output: Value) -> None:
+    """Apply the epilogue by one loop over the anchor's result, which already sits in `output`."""
+    k.bind([anchor], [output])
+    emit_loop(k, [anchor, *_operands(epilogue, anchor)], [output], epilogue, [epilogue[-1].outputs[0]])
+
+
+def _matmul(k: Kernel, node: Node, epilogue: Sequence[Node] = (), output: Value | None = None) -> None:
+    b = k.b
+    a, w = node.inputs
+    result = node.outputs[0]
+    out = output if output is not None else result
+    ta, tb = node.attrs["transpose_a"], node.attrs["transpose_b"]
+    out_dims = k.dims(result)
+    m, n = out_dims[-2], out_dims[-1]
+    depth = k.dims(a)[-2 if ta else -1]
+    batched = result.type.rank > 2
+    fused, operands = (None, []) if batched else _register_epilogue(k, epilogue, result, result.type.shape)
+    fn = emit_gemm(k.module, k.module.get_unique_name("gemm"), result.type.dtype,
+                   transpose_a=ta, transpose_b=tb, epilogue=fused)
+    lda, ldb = k.dims(a)[-1], k.dims(w)[-1]
+    if not batched:
+        b.call(fn, [as_i64(m), as_i64(n), as_i64(depth), k.ptr(a), as_i64(lda), k.ptr(w), as_i64(ldb),
+                    k.ptr(out), as_i64(n), *(k.ptr(v) for v in operands)])
+    else:
+        _batched(k, fn, a, w, result, out, (m, n, depth, lda, ldb))
+    if epilogue and fused is None:
+        _in_place_epilogue(k, epilogue, result, out)
+
+
+def _batched(k: Kernel, fn: ir.Function, a: Value, w: Value, result: Value, out: Value,
+             sizes: tuple) -> None:
+    """One GEMM per index of the (broadcast) batch axes."""
+    b = k.b
+    m, n, depth, lda, ldb = sizes
+    batch_dims = k.dims(result)[:-2]
+    rank = len(batch_dims)
+
+    def batch_strides(v: Value) -> list[Dim]:
+        dims = k.dims(v)
+        matrix = mul(b, dims[-1], dims[-2])
+        lead = dims[:-2]
+        strides: list[Dim] = [0] * rank
+        step: Dim = matrix
+        for axis in range(1, len(lead) + 1):
+            d = lead[-axis]
+            if not (isinstance(d, int) and d == 1):
+                strides[rank - axis] = step
+            step = mul(b, step, d)
+        return strides
+
+    sa, sw = batch_strides(a), batch_strides(w)
+    sc = batch_strides(result)
+    with for_nest(b, batch_dims, name="batch") as index:
+        pa = b.gep(k.ptr(a), [linear_index(b, index, sa)])
+        pw = b.gep(k.ptr(w), [linear_index(b, index, sw)])
+        pc = b.gep(k.ptr(out), [linear_index(b, index, sc)])
+        b.call(fn, [as_i64(m), as_i64(n), as_i64(depth), pa, as_i64(lda), pw, as_i64(ldb), pc, as_i64(n)])
+
+
+def _conv2d(k: Kernel, node: Node, epilogue: Sequence[Node] = (), output: Value | None = None) -> None:
+    x, w = node.inputs
+    result = node.outputs[0]
+    out = output if output is not None else result
+    batch, h, wd, cin = k.dims(x)
+    kh, kw, _, cout = w.type.shape
+    fused, operands = _register_epilogue(k, epilogue, result, result.type.shape)
+    fn = emit_conv2d(k.module, k.module.get_unique_name("conv2d"), result.type.dtype,
+                     in_hw=(h, wd), cin=cin, kernel_hw=(kh, kw), cout=cout,
+                     strides=node.attrs["strides"], pads=node.attrs["pads"],
+                     dilations=node.attrs["dilations"], groups=node.attrs["groups"], epilogue=fused)
+    k.b.call(fn, [as_i64(batch), k.ptr(x), k.ptr(w), k.ptr(out), *(k.ptr(v) for v in operands)])
+    if epilogue and fused is None:
+        _in_place_epilogue(k, epilogue, result, out)
+
+
+OPS["matmul"].lower = _matmul
+OPS["conv2d"].lower = _conv2d

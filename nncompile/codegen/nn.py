@@ -1,0 +1,261 @@
+"""Kernels of the ops that are not elementwise: reductions standing alone, arg-reductions,
+softmax, pooling (with an elementwise epilogue), and data movement (reshape, transpose, slice,
+concat, pad, gather). Each is registered in the op table's `lower` slot.
+
+Loops keep the innermost axis contiguous wherever the op allows, so LLVM vectorizes them.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from llvmlite import ir
+
+from nncompile.codegen import elementwise
+from nncompile.codegen.kernel import Dim, Kernel, load, mul, product, scalar_type, store
+from nncompile.codegen.loop import apply_epilogue, combine, emit_reduction, identity
+from nncompile.codegen.loops import as_i64, const, entry_alloca, for_nest, for_range, linear_index
+from nncompile.ir.dtypes import DType
+from nncompile.ir.graph import Node, Value
+from nncompile.ir.ops.reduction import normalize_axes
+from nncompile.ir.ops.shape import slice_plan
+from nncompile.ir.optable import OPS
+from nncompile.ir.types import TensorType, normalize_axis
+
+i32 = ir.IntType(32)
+
+
+def rule(b: ir.IRBuilder, op: str, args: Sequence[ir.Value], dtype: DType) -> ir.Value:
+    """Apply the element rule of elementwise `op` to values of `dtype` outside any graph."""
+    t = TensorType(dtype, ())
+    node = Node(op, [Value(t) for _ in args], {}, [t])
+    return OPS[op].lower(b, list(args), node)
+
+
+def _split(k: Kernel, x: Value, axis: int) -> tuple[Dim, Dim, Dim]:
+    """(outer, axis, inner) sizes of `x` around `axis`."""
+    dims = k.dims(x)
+    return product(k.b, dims[:axis]), dims[axis], product(k.b, dims[axis + 1:])
+
+
+def _at(b: ir.IRBuilder, ptr: ir.Value, outer: ir.Value, i: ir.Value, inner: ir.Value,
+        n: Dim, m: Dim) -> ir.Value:
+    """&ptr[outer, i, inner] in an (outer, n, m) array."""
+    return b.gep(ptr, [linear_index(b, [outer, i, inner], [mul(b, n, m), m, 1])])
+
+
+# --- reductions ---------------------------------------------------------------------------------
+
+def _reduce(k: Kernel, node: Node) -> None:
+    emit_reduction(k, node.inputs, node.outputs, [], node, [], node.outputs)
+
+
+def _arg_reduce(k: Kernel, node: Node) -> None:
+    """argmax/argmin: the first index of the extreme value (the first NaN, as numpy)."""
+    b, x, out = k.b, node.inputs[0], node.outputs[0]
+    axis = normalize_axis(node.attrs["axis"], x.type.rank)
+    outer, n, inner = _split(k, x, axis)
+    dtype = x.type.dtype
+    pred = ">" if node.op == "argmax" else "<"
+    with for_nest(b, [outer, inner]) as (o, j):
+        best = load(b, _at(b, k.ptr(x), o, const(0), j, n, inner), dtype)
+        slot_best = entry_alloca(b, best.type)
+        slot_index = entry_alloca(b, ir.IntType(64))
+        b.store(best, slot_best)
+        b.store(const(0), slot_index)
+        with for_range(b, n, start=1) as i:
+            v = load(b, _at(b, k.ptr(x), o, i, j, n, inner), dtype)
+            current = b.load(slot_best)
+            if dtype.is_float:
+                wins = b.or_(b.fcmp_ordered(pred, v, current),
+                             b.and_(b.fcmp_unordered("uno", v, v), b.fcmp_ordered("ord", current, current)))
+            else:
+                wins = (b.icmp_unsigned if dtype is DType.u8 else b.icmp_signed)(pred, v, current)
+            with b.if_then(wins):
+                b.store(v, slot_best)
+                b.store(i, slot_index)
+        b.store(b.load(slot_index), b.gep(k.ptr(out), [linear_index(b, [o, j], [inner, 1])]))
+
+
+# --- softmax ------------------------------------------------------------------------------------
+
+def _softmax(k: Kernel, node: Node) -> None:
+    """Per row along the axis: the maximum, the sum of exp(x - max), then the normalized values."""
+    b, x, out = k.b, node.inputs[0], node.outputs[0]
+    axis = normalize_axis(node.attrs["axis"], x.type.rank)
+    outer, n, inner = _split(k, x, axis)
+    dtype = x.type.dtype
+    fast = ("fast",)
+    with for_nest(b, [outer, inner]) as (o, j):
+        biggest = entry_alloca(b, scalar_type(dtype))
+        b.store(elementwise.constant(dtype, float("-inf"), None), biggest)
+        with for_range(b, n) as i:
+            v = load(b, _at(b, k.ptr(x), o, i, j, n, inner), dtype)
+            b.store(combine(b, "reduce_max", b.load(biggest), v, True), biggest)
+        top = b.load(biggest)
+        total = entry_alloca(b, scalar_type(dtype))
+        b.store(elementwise.constant(dtype, 0.0, None), total)
+        with for_range(b, n) as i:
+            e = rule(b, "exp", [b.fsub(load(b, _at(b, k.ptr(x), o, i, j, n, inner), dtype), top)], dtype)
+            if node.op == "softmax":
+                store(b, e, _at(b, k.ptr(out), o, i, j, n, inner), dtype)
+            b.store(b.fadd(b.load(total), e, flags=fast), total)
+        s = b.load(total)
+        if node.op == "softmax":
+            scale = b.fdiv(elementwise.constant(dtype, 1.0, None), s)
+            with for_range(b, n) as i:
+                slot = _at(b, k.ptr(out), o, i, j, n, inner)
+                store(b, b.fmul(load(b, slot, dtype), scale), slot, dtype)
+        else:
+            # (x - max) - log(sum), not x - (max + log(sum)): rounding max + log(sum) would cost
+            # the precision of a result far smaller than max.
+            log_total = rule(b, "log", [s], dtype)
+            with for_range(b, n) as i:
+                v = load(b, _at(b, k.ptr(x), o, i, j, n, inner), dtype)
+                store(b, b.fsub(b.fsub(v, top), log_total), _at(b, k.ptr(out), o, i, j, n, inner), dtype)
+
+
+# --- pooling ------------------------------------------------------------------------------------
+
+def _pool(k: Kernel, node: Node, epilogue: Sequence[Node] = (), output: Value | None = None) -> None:
+    """Each output row (n, oh, ow, :) accumulates the in-bounds window rows, channels innermost;
+    avg divides by the count of real elements; then the epilogue runs on the row."""
+    b, x = k.b, node.inputs[0]
+    result = node.outputs[0]
+    out = output if output is not None else result
+    batch, h, w, c = k.dims(x)
+    _, oh, ow, _ = k.dims(result)
+    (kh, kw), (sh, sw), (top, _, left, _) = node.attrs["window"], node.attrs["strides"], node.attrs["pads"]
+    dtype = x.type.dtype
+    op = "reduce_max" if node.op == "max_pool2d" else "reduce_sum"
+    acc_ptr = k.ptr(out)
+    x_strides = k.strides(x)
+    with for_nest(b, [batch, oh, ow], name="p") as (n, r, q):
+        row = linear_index(b, [n, r, q], k.strides(result)[:3])
+        h0 = b.sub(b.mul(r, const(sh)), const(top))
+        w0 = b.sub(b.mul(q, const(sw)), const(left))
+        r0, r1 = _clamp(b, h0, kh, h)
+        q0, q1 = _clamp(b, w0, kw, w)
+        with for_range(b, c, name="c0") as ch:
+            b.store(elementwise.constant(dtype, identity(op, dtype), None), b.gep(acc_ptr, [b.add(row, ch)]))
+        with for_range(b, r1, start=r0, name="wr") as i:
+            with for_range(b, q1, start=q0, name="wq") as j:
+                base = linear_index(b, [n, b.add(h0, i), b.add(w0, j)], x_strides[:3])
+                with for_range(b, c, name="c") as ch:
+                    slot = b.gep(acc_ptr, [b.add(row, ch)])
+                    v = load(b, b.gep(k.ptr(x), [b.add(base, ch)]), dtype)
+                    b.store(combine(b, op, b.load(slot), v, dtype.is_float, dtype is DType.u8), slot)
+        if op == "reduce_sum" or epilogue:
+            scale = b.sitofp(b.mul(b.sub(r1, r0), b.sub(q1, q0)), scalar_type(dtype)) \
+                if op == "reduce_sum" else None
+            with for_range(b, c, name="ce") as ch:
+                slot = b.gep(acc_ptr, [b.add(row, ch)])
+                v = b.load(slot) if scale is None else b.fdiv(b.load(slot), scale)
+                v = apply_epilogue(k, epilogue, result, v, [n, r, q, ch], [batch, oh, ow, c])
+                store(b, v, slot, out.type.dtype)
+
+
+def _clamp(b: ir.IRBuilder, start: ir.Value, size: int, limit: Dim) -> tuple[ir.Value, ir.Value]:
+    """The window offsets [lo, hi) that fall inside [0, limit) for a window at `start`."""
+    lo = b.select(b.icmp_signed("<", start, const(0)), b.neg(start), const(0))
+    room = b.sub(as_i64(limit), start)
+    hi = b.select(b.icmp_signed("<", room, const(size)), room, const(size))
+    return lo, hi
+
+
+# --- data movement ------------------------------------------------------------------------------
+
+def _copy(k: Kernel, src: Value, dst: Value) -> None:
+    b = k.b
+    if k.ptr(src) is k.ptr(dst):
+        return   # a view: the memory plan gave both one buffer
+    with for_range(b, k.size(dst)) as i:
+        b.store(b.load(b.gep(k.ptr(src), [i])), b.gep(k.ptr(dst), [i]))
+
+
+def _reshape(k: Kernel, node: Node) -> None:
+    _copy(k, node.inputs[0], node.outputs[0])
+
+
+def _transpose(k: Kernel, node: Node) -> None:
+    b, x, out = k.b, node.inputs[0], node.outputs[0]
+    perm = node.attrs["perm"]
+    src = k.strides(x)
+    with for_nest(b, k.dims(out)) as index:
+        at = linear_index(b, index, [src[p] for p in perm])
+        b.store(b.load(b.gep(k.ptr(x), [at])), b.gep(k.ptr(out), [linear_index(b, index, k.strides(out))]))
+
+
+def _slice(k: Kernel, node: Node) -> None:
+    b, x, out = k.b, node.inputs[0], node.outputs[0]
+    plan = slice_plan(x.type.shape, node.attrs)
+    src = k.strides(x)
+    with for_nest(b, k.dims(out)) as index:
+        at: ir.Value = const(0)
+        for axis, (i, stride) in enumerate(zip(index, src)):
+            part = plan.get(axis)
+            first, step = (part.start or 0, part.step or 1) if part is not None else (0, 1)
+            pos = b.add(b.mul(i, const(step)), const(first)) if (first, step) != (0, 1) else i
+            at = b.add(at, b.mul(pos, as_i64(stride)))
+        b.store(b.load(b.gep(k.ptr(x), [at])), b.gep(k.ptr(out), [linear_index(b, index, k.strides(out))]))
+
+
+def _concat(k: Kernel, node: Node) -> None:
+    b, out = k.b, node.outputs[0]
+    axis = normalize_axis(node.attrs["axis"], out.type.rank)
+    dst = k.strides(out)
+    offset = 0
+    for x in node.inputs:
+        with for_nest(b, k.dims(x)) as index:
+            moved = list(index)
+            moved[axis] = b.add(index[axis], const(offset))
+            b.store(b.load(b.gep(k.ptr(x), [linear_index(b, index, k.strides(x))])),
+                    b.gep(k.ptr(out), [linear_index(b, moved, dst)]))
+        offset += x.type.shape[axis]
+
+
+def _pad(k: Kernel, node: Node) -> None:
+    b, x, out = k.b, node.inputs[0], node.outputs[0]
+    pads = node.attrs["pads"]
+    dtype = out.type.dtype
+    fill = elementwise.constant(dtype, node.attrs["value"], None)
+    with for_range(b, k.size(out)) as i:
+        store(b, fill, b.gep(k.ptr(out), [i]), dtype)
+    with for_nest(b, k.dims(x)) as index:
+        moved = [b.add(i, const(pads[2 * a])) if pads[2 * a] else i for a, i in enumerate(index)]
+        b.store(b.load(b.gep(k.ptr(x), [linear_index(b, index, k.strides(x))])),
+                b.gep(k.ptr(out), [linear_index(b, moved, k.strides(out))]))
+
+
+def _gather(k: Kernel, node: Node) -> None:
+    """Rows of `data` picked by `indices`; an index out of range makes the kernel return 1."""
+    b = k.b
+    data, indices = node.inputs
+    out = node.outputs[0]
+    axis = normalize_axis(node.attrs["axis"], data.type.rank)
+    outer, size, inner = _split(k, data, axis)
+    count = k.size(indices)
+    with for_nest(b, [outer, count], name="g") as (o, j):
+        index = b.sext(b.load(b.gep(k.ptr(indices), [j])), ir.IntType(64)) \
+            if indices.type.dtype is DType.i32 else b.load(b.gep(k.ptr(indices), [j]))
+        if node.attrs["allow_negative"]:
+            index = b.select(b.icmp_signed("<", index, const(0)), b.add(index, as_i64(size)), index)
+        bad = b.or_(b.icmp_signed("<", index, const(0)), b.icmp_signed(">=", index, as_i64(size)))
+        with b.if_then(bad, likely=False):
+            b.ret(ir.Constant(i32, 1))
+        src = linear_index(b, [o, index], [mul(b, size, inner), inner])
+        dst = linear_index(b, [o, j], [mul(b, count, inner), inner])
+        with for_range(b, inner, name="c") as c:
+            b.store(b.load(b.gep(k.ptr(data), [b.add(src, c)])), b.gep(k.ptr(out), [b.add(dst, c)]))
+
+
+LOWERINGS = {
+    "reduce_sum": _reduce, "reduce_mean": _reduce, "reduce_max": _reduce, "reduce_min": _reduce,
+    "reduce_prod": _reduce, "argmax": _arg_reduce, "argmin": _arg_reduce,
+    "softmax": _softmax, "log_softmax": _softmax,
+    "max_pool2d": _pool, "avg_pool2d": _pool,
+    "reshape": _reshape, "transpose": _transpose, "slice": _slice, "concat": _concat,
+    "pad": _pad, "gather": _gather,
+}
+
+for _name, _fn in LOWERINGS.items():
+    OPS[_name].lower = _fn

@@ -1,0 +1,291 @@
+"""A persistent thread pool for generated code: `parallel_for(task, ctx, count)` on every core.
+
+Generated code calls `void nncompile_parallel_for(ptr task, ptr ctx, i64 count)`, which runs
+`task(ctx, index, count)` once for each index in 0..count-1, spread over the calling thread and the
+pool's workers, and returns when all are done.
+
+Why the pool lives in its own module: worker threads sleep inside the pool's code between calls.
+Were that code emitted into each kernel module, dropping a module's JitModule would free code a
+worker is parked in. So the pool is one LLVM module per process, JIT-compiled once, kept alive
+for the life of the process and exported to every later module through `llvm.add_symbol`; kernel
+modules only declare it (`emit_parallel_for`). Any number of JitModules may be alive at once.
+
+How a call runs: the caller takes the pool's lock (a caller that cannot, such as a nested call
+from inside a task or a second Python thread, runs its indices inline), publishes the job and bumps
+the generation word; workers that spin on it start at once, sleeping ones are woken with a futex.
+Indices are handed out by an atomic counter, so the caller works too and nobody waits for a
+straggler's whole share. Workers spin a while after each job before sleeping, so back-to-back
+kernels do not pay for a futex wake-up. Everything is LLVM IR calling libc (pthread, syscall):
+there is no C compiler at install time.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+
+import llvmlite.binding as llvm
+from llvmlite import ir
+
+from nncompile.codegen import target
+from nncompile.codegen.loops import const, for_range
+
+ENTRY = "nncompile_parallel_for"
+
+i8p = ir.IntType(8).as_pointer()
+i32 = ir.IntType(32)
+i64 = ir.IntType(64)
+void = ir.VoidType()
+TASK_TYPE = ir.FunctionType(void, [i8p, i64, i64])
+"""The type of a task: `void task(i8* ctx, i64 index, i64 count)`."""
+ENTRY_TYPE = ir.FunctionType(void, [TASK_TYPE.as_pointer(), i8p, i64])
+
+_SYS_FUTEX = 202            # x86-64 Linux
+_FUTEX_WAIT_PRIVATE = 128
+_FUTEX_WAKE_PRIVATE = 129
+_CLOSED = 1 << 31                   # bit of the join word: the caller finished, no more joiners
+_GENERATION_MASK = -(1 << 32)   # the high half of the join word, as a signed i64
+_SPINS_BEFORE_SLEEP = 1 << 15   # pause loops a worker spins after a job (~0.1-0.5 ms) before sleeping
+_SPINS_BEFORE_YIELD = 1 << 10   # the waiting caller yields its core now and then to a descheduled worker
+
+
+def emit_parallel_for(module: ir.Module) -> ir.Function:
+    """Declare (get-or-create) `void nncompile_parallel_for(task, ctx, count)` in `module`.
+
+    Also starts the process's pool, so the symbol resolves when the module is JIT-compiled.
+    """
+    _runtime()
+    existing = module.globals.get(ENTRY)
+    if existing is not None:
+        return existing
+    return ir.Function(module, ENTRY_TYPE, ENTRY)
+
+
+def install() -> None:
+    """Start the pool and make its entry (and libc) resolvable by JIT-compiled code; idempotent.
+
+    `emit_parallel_for` does this; call it before loading cached object code that uses the pool."""
+    _runtime()
+
+
+def num_threads() -> int:
+    """Threads a parallel_for uses: the caller plus the pool's workers.
+
+    The cores this process may run on, or NNCOMPILE_NUM_THREADS when set (1 turns the pool off)."""
+    return _runtime()[1] + 1
+
+
+@functools.cache
+def link_libc() -> None:
+    """Make libc's symbols (malloc, pthread_*, syscall) resolvable by JIT-compiled modules."""
+    llvm.load_library_permanently("libc.so.6")
+
+
+@functools.cache
+def _runtime() -> tuple[target.JitModule, int]:
+    """Compile the pool, start its workers and export its entry; once per process, never freed."""
+    env = os.environ.get("NNCOMPILE_NUM_THREADS")
+    threads = int(env) if env and env.isdigit() else len(os.sched_getaffinity(0))
+    if env and (not env.isdigit() or threads < 1):
+        raise ValueError(f"NNCOMPILE_NUM_THREADS is {env!r}; expected an int >= 1")
+    link_libc()
+    jit = target.JitModule(_pool_module())
+    workers = threads - 1
+    ctypes.CFUNCTYPE(None, ctypes.c_int64)(jit.address("nncompile_pool_start"))(workers)
+    llvm.add_symbol(ENTRY, jit.address(ENTRY))
+    return jit, workers
+
+
+class _Pool:
+    """The pool's shared state as module globals, and the helpers its three functions share."""
+
+    def __init__(self, module: ir.Module):
+        self.module = module
+        names = {"generation": i32, "join": i64, "lock": i32, "workers": i64, "sleepers": i64, "next": i64,
+                 "done": i64, "count": i64, "task": TASK_TYPE.as_pointer(), "ctx": i8p}
+        for name, ty in names.items():
+            var = ir.GlobalVariable(module, ty, f"pool.{name}")
+            var.linkage = "internal"
+            var.initializer = ir.Constant(ty, None)
+            var.align = 64   # one cache line each: no false sharing between the spinning threads
+            setattr(self, name, var)
+        self.syscall = ir.Function(module, ir.FunctionType(i64, [i64], var_arg=True), "syscall")
+        self.pause = ir.Function(module, ir.FunctionType(void, []), "llvm.x86.sse2.pause")
+        self.sched_yield = ir.Function(module, ir.FunctionType(i32, []), "sched_yield")
+
+    def futex(self, b: ir.IRBuilder, op: int, value: ir.Value) -> None:
+        b.call(self.syscall, [const(_SYS_FUTEX), self.generation, const(op), value,
+                              ir.Constant(i8p, None)])
+
+    def run_indices(self, b: ir.IRBuilder, task: ir.Value, ctx: ir.Value, count: ir.Value) -> None:
+        """Take indices from the shared counter and run them until none are left."""
+        fn = b.function
+        loop, body, out = (fn.append_basic_block(n) for n in ("take", "run", "taken"))
+        b.branch(loop)
+        b.position_at_end(loop)
+        index = b.atomic_rmw("add", self.next, const(1), "monotonic")
+        b.cbranch(b.icmp_signed("<", index, count), body, out)
+        b.position_at_end(body)
+        b.call(task, [ctx, index, count])
+        b.branch(loop)
+        b.position_at_end(out)
+
+
+def _pool_module() -> ir.Module:
+    module = target.new_module("nncompile_pool")
+    pool = _Pool(module)
+    worker = _emit_worker(pool)
+    _emit_start(pool, worker)
+    _emit_entry(pool)
+    return module
+
+
+def _emit_worker(pool: _Pool) -> ir.Function:
+    """`i8* worker(i8*)`: wait for a new generation, help run its indices, report done, repeat."""
+    fn = ir.Function(pool.module, ir.FunctionType(i8p, [i8p]), "pool.worker")
+    fn.linkage = "internal"
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    blocks = {n: fn.append_basic_block(n) for n in ("wait", "spin", "sleep", "job", "retry",
+                                                            "claim", "work", "finish")}
+    seen0 = b.load_atomic(pool.generation, "acquire", 4)
+    entry = b.block
+    b.branch(blocks["wait"])
+
+    b.position_at_end(blocks["wait"])          # seen: the generation last worked on
+    seen = b.phi(i32, "seen")
+    seen.add_incoming(seen0, entry)
+    spins = b.phi(i64, "spins")
+    spins.add_incoming(const(0), entry)
+    current = b.load_atomic(pool.generation, "acquire", 4)
+    b.cbranch(b.icmp_unsigned("!=", current, seen), blocks["job"], blocks["spin"])
+
+    b.position_at_end(blocks["spin"])
+    b.call(pool.pause, [])
+    more = b.add(spins, const(1))
+    spins.add_incoming(more, blocks["spin"])
+    seen.add_incoming(seen, blocks["spin"])
+    b.cbranch(b.icmp_signed("<", more, const(_SPINS_BEFORE_SLEEP)), blocks["wait"], blocks["sleep"])
+
+    b.position_at_end(blocks["sleep"])         # the kernel rechecks the word, so no wake-up is lost
+    b.atomic_rmw("add", pool.sleepers, const(1), "seq_cst")
+    pool.futex(b, _FUTEX_WAIT_PRIVATE, b.zext(seen, i64))
+    b.atomic_rmw("sub", pool.sleepers, const(1), "seq_cst")
+    spins.add_incoming(const(0), blocks["sleep"])
+    seen.add_incoming(seen, blocks["sleep"])
+    b.branch(blocks["wait"])
+
+    b.position_at_end(blocks["job"])           # join the job unless the caller closed it
+    ticket = b.shl(b.zext(current, i64), const(32))
+    join = b.load_atomic(pool.join, "acquire", 8)
+    blocks["try"] = b.block
+    b.branch(blocks["retry"])
+    b.position_at_end(blocks["retry"])
+    observed = b.phi(i64, "observed")
+    observed.add_incoming(join, blocks["try"])
+    is_open = b.icmp_unsigned("==", b.and_(observed, const(_GENERATION_MASK | _CLOSED)), ticket)
+    b.cbranch(is_open, blocks["claim"], blocks["finish"])
+    b.position_at_end(blocks["claim"])
+    swap = b.cmpxchg(pool.join, observed, b.add(observed, const(1)), "acquire", "monotonic")
+    observed.add_incoming(b.extract_value(swap, 0), blocks["claim"])
+    b.cbranch(b.extract_value(swap, 1), blocks["work"], blocks["retry"])
+    b.position_at_end(blocks["work"])
+    task = b.load_atomic(pool.task, "monotonic", 8)
+    ctx = b.load_atomic(pool.ctx, "monotonic", 8)
+    count = b.load_atomic(pool.count, "monotonic", 8)
+    pool.run_indices(b, task, ctx, count)
+    b.atomic_rmw("add", pool.done, const(1), "release")
+    b.branch(blocks["finish"])
+    b.position_at_end(blocks["finish"])
+    spins.add_incoming(const(0), blocks["finish"])
+    seen.add_incoming(current, blocks["finish"])
+    b.branch(blocks["wait"])
+    return fn
+
+
+def _emit_start(pool: _Pool, worker: ir.Function) -> None:
+    """`void nncompile_pool_start(i64 n)`: create n detached workers; forget them in a fork child."""
+    module = pool.module
+    create = ir.Function(module, ir.FunctionType(i32, [i64.as_pointer(), i8p, worker.type, i8p]),
+                         "pthread_create")
+    detach = ir.Function(module, ir.FunctionType(i32, [i64]), "pthread_detach")
+    atfork_type = ir.FunctionType(void, []).as_pointer()
+    # pthread_atfork itself is a static stub in libc_nonshared.a; this is what it calls
+    atfork = ir.Function(module, ir.FunctionType(i32, [atfork_type] * 3 + [i8p]), "__register_atfork")
+
+    child = ir.Function(module, ir.FunctionType(void, []), "pool.fork_child")
+    child.linkage = "internal"
+    b = ir.IRBuilder(child.append_basic_block("entry"))
+    b.store_atomic(const(0), pool.workers, "seq_cst", 8)   # the child has no workers: run inline
+    b.store_atomic(ir.Constant(i32, 0), pool.lock, "seq_cst", 4)
+    b.ret_void()
+
+    fn = ir.Function(module, ir.FunctionType(void, [i64]), "nncompile_pool_start")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    null = ir.Constant(atfork_type, None)
+    b.call(atfork, [null, null, child, ir.Constant(i8p, None)])
+    tid = b.alloca(i64)
+    started = b.alloca(i64)
+    b.store(const(0), started)
+    with for_range(b, fn.args[0]):
+        failed = b.call(create, [tid, ir.Constant(i8p, None), worker, ir.Constant(i8p, None)])
+        with b.if_then(b.icmp_signed("==", failed, ir.Constant(i32, 0))):
+            b.call(detach, [b.load(tid)])
+            b.store(b.add(b.load(started), const(1)), started)
+    b.store_atomic(b.load(started), pool.workers, "seq_cst", 8)
+    b.ret_void()
+
+
+def _emit_entry(pool: _Pool) -> None:
+    """`nncompile_parallel_for`: publish the job, work on it, wait for every worker to finish."""
+    fn = ir.Function(pool.module, ENTRY_TYPE, ENTRY)
+    task, ctx, count = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    inline, pooled, locked = (fn.append_basic_block(n) for n in ("inline", "pooled", "locked"))
+    workers = b.load_atomic(pool.workers, "acquire", 8)
+    worth_it = b.and_(b.icmp_signed(">", workers, const(0)), b.icmp_signed(">", count, const(1)))
+    b.cbranch(worth_it, pooled, inline)
+
+    b.position_at_end(inline)
+    with for_range(b, count) as index:
+        b.call(task, [ctx, index, count])
+    b.ret_void()
+
+    b.position_at_end(pooled)
+    got = b.extract_value(b.cmpxchg(pool.lock, ir.Constant(i32, 0), ir.Constant(i32, 1),
+                                    "acquire", "monotonic"), 1)
+    b.cbranch(got, locked, inline)
+
+    b.position_at_end(locked)
+    b.store_atomic(task, pool.task, "monotonic", 8)
+    b.store_atomic(ctx, pool.ctx, "monotonic", 8)
+    b.store_atomic(count, pool.count, "monotonic", 8)
+    b.store_atomic(const(0), pool.next, "monotonic", 8)
+    b.store_atomic(const(0), pool.done, "monotonic", 8)
+    generation = b.add(b.load_atomic(pool.generation, "monotonic", 4), ir.Constant(i32, 1))
+    b.store_atomic(b.shl(b.zext(generation, i64), const(32)), pool.join, "monotonic", 8)
+    b.store_atomic(generation, pool.generation, "seq_cst", 4)
+    with b.if_then(b.icmp_signed(">", b.load_atomic(pool.sleepers, "seq_cst", 8), const(0))):
+        pool.futex(b, _FUTEX_WAKE_PRIVATE, const(2**31 - 1))
+    pool.run_indices(b, task, ctx, count)
+    closed = b.atomic_rmw("or", pool.join, const(_CLOSED), "acq_rel")
+    helpers = b.and_(closed, const(_CLOSED - 1))
+
+    wait, spin, finished = (fn.append_basic_block(n) for n in ("wait", "spin", "finished"))
+    before = b.block
+    b.branch(wait)
+    b.position_at_end(wait)
+    spins = b.phi(i64, "spins")
+    spins.add_incoming(const(0), before)
+    done = b.load_atomic(pool.done, "acquire", 8)
+    b.cbranch(b.icmp_signed(">=", done, helpers), finished, spin)
+    b.position_at_end(spin)
+    b.call(pool.pause, [])
+    more = b.add(spins, const(1))
+    with b.if_then(b.icmp_unsigned("==", b.urem(more, const(_SPINS_BEFORE_YIELD)), const(0))):
+        b.call(pool.sched_yield, [])
+    spins.add_incoming(more, b.block)
+    b.branch(wait)
+
+    b.position_at_end(finished)
+    b.store_atomic(ir.Constant(i32, 0), pool.lock, "release", 4)
+    b.ret_void()

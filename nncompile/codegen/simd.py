@@ -1,0 +1,123 @@
+"""Vector helpers for hand-written kernels: LLVM intrinsics (fma, masked load/store) and lane masks.
+
+Each helper declares the intrinsic it needs in the builder's module on first use. Scalars pass
+through the same helpers, so edge code can share the element rules of vector code.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+from llvmlite import ir
+
+from nncompile.codegen.loops import as_i64, for_range
+
+i1 = ir.IntType(1)
+i32 = ir.IntType(32)
+i64 = ir.IntType(64)
+
+
+def _suffix(ty: ir.Type) -> str:
+    """The overload suffix LLVM mangles into intrinsic names: f32, v16f32, ..."""
+    if isinstance(ty, ir.VectorType):
+        return f"v{ty.count}{_suffix(ty.element)}"
+    if isinstance(ty, ir.FloatType):
+        return "f32"
+    if isinstance(ty, ir.DoubleType):
+        return "f64"
+    return f"i{ty.width}"
+
+
+def intrinsic(module: ir.Module, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
+    """Get or declare `name` in `module`."""
+    existing = module.globals.get(name)
+    return existing if existing is not None else ir.Function(module, ir.FunctionType(ret, args), name)
+
+
+def fma(b: ir.IRBuilder, x: ir.Value, y: ir.Value, z: ir.Value) -> ir.Value:
+    """x * y + z, fused, for float scalars or vectors."""
+    fn = intrinsic(b.module, f"llvm.fma.{_suffix(x.type)}", x.type, [x.type] * 3)
+    return b.call(fn, [x, y, z])
+
+
+def splat(b: ir.IRBuilder, scalar: ir.Value, lanes: int) -> ir.Value:
+    """A vector with `scalar` in every lane."""
+    vec_type = ir.VectorType(scalar.type, lanes)
+    one = b.insert_element(ir.Constant(vec_type, None), scalar, ir.Constant(i32, 0))
+    return b.shuffle_vector(one, ir.Constant(vec_type, None), ir.Constant(ir.VectorType(i32, lanes), [0] * lanes))
+
+
+def lane_mask(b: ir.IRBuilder, valid: ir.Value | int, lanes: int, first_lane: int = 0) -> ir.Value:
+    """<lanes x i1>: lane j is on when first_lane + j < valid."""
+    index = ir.Constant(ir.VectorType(i64, lanes), list(range(first_lane, first_lane + lanes)))
+    return b.icmp_signed("<", index, splat(b, as_i64(valid), lanes))
+
+
+def vector_ptr(b: ir.IRBuilder, ptr: ir.Value, lanes: int) -> ir.Value:
+    return b.bitcast(ptr, ir.VectorType(ptr.type.pointee, lanes).as_pointer())
+
+
+def load_vector(b: ir.IRBuilder, ptr: ir.Value, lanes: int, align: int = 1) -> ir.Value:
+    return b.load(vector_ptr(b, ptr, lanes), align=align)
+
+
+def store_vector(b: ir.IRBuilder, value: ir.Value, ptr: ir.Value, align: int = 1) -> None:
+    b.store(value, vector_ptr(b, ptr, value.type.count), align=align)
+
+
+def masked_load(b: ir.IRBuilder, ptr: ir.Value, mask: ir.Value, passthru: ir.Value | None = None) -> ir.Value:
+    """Load the lanes of the vector at `ptr` where `mask` is on; the others are `passthru` (zero)."""
+    vec_type = ir.VectorType(ptr.type.pointee, mask.type.count)
+    fn = intrinsic(b.module, f"llvm.masked.load.{_suffix(vec_type)}.p0", vec_type,
+                   [vec_type.as_pointer(), i32, mask.type, vec_type])
+    fill = passthru if passthru is not None else ir.Constant(vec_type, None)
+    return b.call(fn, [vector_ptr(b, ptr, mask.type.count), ir.Constant(i32, 1), mask, fill])
+
+
+def masked_store(b: ir.IRBuilder, value: ir.Value, ptr: ir.Value, mask: ir.Value) -> None:
+    """Store the lanes of `value` where `mask` is on."""
+    fn = intrinsic(b.module, f"llvm.masked.store.{_suffix(value.type)}.p0", ir.VoidType(),
+                   [value.type, value.type.as_pointer(), i32, mask.type])
+    b.call(fn, [value, vector_ptr(b, ptr, value.type.count), ir.Constant(i32, 1), mask])
+
+
+def masked_gather(b: ir.IRBuilder, ptr: ir.Value, stride: int, mask: ir.Value) -> ir.Value:
+    """Lanes ptr[j * stride] where `mask` is on, zero elsewhere."""
+    lanes = mask.type.count
+    element = ptr.type.pointee
+    vec_type = ir.VectorType(element, lanes)
+    ptrs_type = ir.VectorType(element.as_pointer(), lanes)
+    itemsize = element.width // 8 if isinstance(element, ir.IntType) else (4 if isinstance(element, ir.FloatType) else 8)
+    offsets = ir.Constant(ir.VectorType(i64, lanes), [j * stride * itemsize for j in range(lanes)])
+    addresses = b.add(splat(b, b.ptrtoint(ptr, i64), lanes), offsets)
+    fn = intrinsic(b.module, f"llvm.masked.gather.{_suffix(vec_type)}.v{lanes}p0", vec_type,
+                   [ptrs_type, i32, mask.type, vec_type])
+    return b.call(fn, [b.inttoptr(addresses, ptrs_type), ir.Constant(i32, 1), mask, ir.Constant(vec_type, None)])
+
+
+def prefetch(b: ir.IRBuilder, ptr: ir.Value, write: bool = False) -> None:
+    """Hint the cache line at `ptr` into L1 (never faults, even past the end of a buffer)."""
+    fn = intrinsic(b.module, "llvm.prefetch.p0", ir.VoidType(), [ir.IntType(8).as_pointer(), i32, i32, i32])
+    b.call(fn, [b.bitcast(ptr, ir.IntType(8).as_pointer()), ir.Constant(i32, int(write)),
+                ir.Constant(i32, 3), ir.Constant(i32, 1)])
+
+
+@contextlib.contextmanager
+def copy_loop(b: ir.IRBuilder, stop: int | ir.Value, start: int | ir.Value = 0,
+              name: str = "i") -> Iterator[ir.Value]:
+    """`for_range` that LLVM must neither vectorize nor unroll.
+
+    For strided copy loops (packing): their vector forms (interleaved shuffles) cost a third of a
+    second of compile time per kernel and buy little at run time."""
+    with for_range(b, stop, start, name=name) as index:
+        yield index
+    fn, after = b.function, b.block
+    latch = fn.blocks[fn.blocks.index(after) - 1]    # for_range appends body, latch, end in order
+    module = fn.module
+    options = [module.add_metadata([ir.MetaDataString(module, "llvm.loop.vectorize.enable"), ir.Constant(i1, 0)]),
+               module.add_metadata([ir.MetaDataString(module, "llvm.loop.unroll.disable")])]
+    # loop metadata must refer to itself (that makes it unique per loop); llvmlite cannot say
+    # `distinct`, so the node is made self-referential after it is created
+    node = module.add_metadata(options + [ir.MetaDataString(module, f"{fn.name}.{latch.name}")])
+    node.operands = (node,) + node.operands
+    latch.terminator.set_metadata("llvm.loop", node)

@@ -1,0 +1,336 @@
+"""The CPU runtime: compile a graph to native code and run it with one native call.
+
+    >>> exe = nncompile.compile(graph, target="cpu")
+    >>> y = exe(x)                       # one array per output (a list for several)
+    >>> exe.run({"input_layer": x})      # {output name: array}
+
+Compilation runs the inference pipeline (dce, fuse, schedule), hoists the remaining constants
+into bound parameters, plans memory, and builds one LLVM module (`codegen.cpu`). Compiled code is
+kept on disk under NNCOMPILE_CACHE_DIR (default ~/.cache/nncompile), keyed by a hash of the
+scheduled graph, the code generator's own source and the host CPU, so a second process loads the
+machine code and skips LLVM altogether.
+
+A symbolic batch dimension is bound per call: the native code takes the sizes as arguments, and
+the memory plan (arena offsets, a few microseconds to make) is made once per distinct size.
+Parameters are bound by reference: in-place updates of the arrays are seen by the next call.
+"""
+from __future__ import annotations
+
+import collections
+import ctypes
+import functools
+import hashlib
+import os
+import pathlib
+import tempfile
+import threading
+import weakref
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from nncompile.codegen import cpu as codegen
+from nncompile.codegen import parallel, target
+from nncompile.codegen.target import JitModule, cache_key
+from nncompile.ir.errors import ShapeError
+from nncompile.ir.graph import Graph, Value
+from nncompile.ir.types import bind_shape
+from nncompile.passes.manager import PassManager
+from nncompile.passes.memory import Home, MemoryPlan, plan_memory
+from nncompile.runtime import reference
+from nncompile.runtime.reference import bind_inputs
+
+PIPELINE = ("dce", "fuse", "schedule")
+_ENTRY_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p)
+# Symbol size used to decide, once per compile, which buffers share memory (the decision depends
+# on shapes only, not on sizes; every later plan is checked against it).
+_PROBE_SIZE = 3
+# Bindings (arena and pointer table) kept per executable, for the most recent input shapes.
+_BINDINGS_KEPT = 4
+
+
+def compile(graph: Graph, target: str = "cpu", *, verify: bool | None = None,
+            dump_dir: str | None = None) -> "Executable":
+    """Compile `graph` for `target` ("cpu") into an `Executable`."""
+    if target != "cpu":
+        raise ValueError(f"compile: unknown target {target!r}; expected 'cpu'")
+    passes = PassManager(PIPELINE, verify=verify, dump_dir=dump_dir)
+    scheduled = _hoist_constants(passes.run(graph.copy()))
+    return Executable(scheduled, passes)
+
+
+def _hoist_constants(graph: Graph) -> Graph:
+    """Constants left outside fused bodies become bound parameters, so no kernel computes them."""
+    keep = []
+    for node in graph.nodes:
+        if node.op != "constant":
+            keep.append(node)
+            continue
+        name = f"const{len(graph.inputs)}"
+        value = graph.add_input(name, node.outputs[0].type, param=True)
+        graph.params[name] = np.ascontiguousarray(node.attrs["value"])
+        _replace_uses(graph, node.outputs[0], value)
+    graph.nodes = keep
+    return graph
+
+
+def _replace_uses(graph: Graph, old: Value, new: Value) -> None:
+    for node in graph.nodes:
+        node.inputs = [new if v is old else v for v in node.inputs]
+    graph.outputs = [new if v is old else v for v in graph.outputs]
+
+
+def _shares(plan: MemoryPlan) -> dict[Value, Value]:
+    """value -> the value owning its memory, for values that do not own theirs."""
+    return {v: loc.root for v, loc in plan.locations.items() if loc.root is not v}
+
+
+@functools.cache
+def _codegen_fingerprint() -> str:
+    """A hash of the code generator's source: cached code from another version is never reused."""
+    root = pathlib.Path(__file__).resolve().parent.parent
+    digest = hashlib.blake2b(digest_size=16)
+    for path in sorted([*root.glob("codegen/*.py"), *root.glob("passes/*.py"), pathlib.Path(__file__)]):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def cache_dir() -> pathlib.Path:
+    return pathlib.Path(os.environ.get("NNCOMPILE_CACHE_DIR") or pathlib.Path.home() / ".cache" / "nncompile")
+
+
+def _cache_read(key: str) -> bytes | None:
+    try:
+        return (cache_dir() / f"{key}.o").read_bytes()
+    except OSError:
+        return None
+
+
+def _cache_write(key: str, data: bytes) -> None:
+    """Write then rename, so two processes never see a half-written object file."""
+    folder = cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{key}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, folder / f"{key}.o")
+    except OSError:
+        pass   # a read-only or full disk only costs the next process a compile
+
+
+class _Binding:
+    """Everything that depends on the symbol sizes: the memory plan, the arena, the pointer table."""
+
+    def __init__(self, exe: "Executable", env: dict[str, int]):
+        self.plan = plan_memory(exe.graph, env)
+        if _shares(self.plan) != exe.shares:
+            raise ShapeError(f"graph {exe.graph.name!r}: buffer sharing changed with sizes {env}")
+        self.arena = np.empty(self.plan.arena_bytes + 64, np.uint8)
+        base = self.arena.ctypes.data
+        base += -base % 64
+        self.pointers = np.zeros(len(exe.layout.roots), np.uint64)
+        for slot, root in enumerate(exe.layout.roots):
+            loc = self.plan.where(root)
+            if loc.home is Home.ARENA:
+                self.pointers[slot] = base + loc.offset
+            elif loc.home is Home.PARAM:
+                self.pointers[slot] = exe.params[root.name].ctypes.data
+        self.sizes = np.array([env[s] for s in exe.layout.symbols] or [0], np.int64)
+        self.key = tuple(env.values())
+        self.outputs = [(tuple(env[d] if isinstance(d, str) else d for d in v.type.shape), v.type.dtype.numpy)
+                        for v in exe.graph.outputs]
+        self.args = (self.pointers.ctypes.data, self.sizes.ctypes.data)
+
+
+class Executable:
+    """A compiled graph. Call it with the data inputs in order, or `run` it with a dict."""
+
+    def __init__(self, graph: Graph, passes: PassManager):
+        self.graph = graph
+        self.pass_report = passes.report()
+        self.params = {name: _bindable(name, a) for name, a in graph.params.items()}
+        probe = {s: _PROBE_SIZE for s in codegen.graph_symbols(graph)}
+        self.shares = _shares(plan_memory(graph, probe))
+        self.layout = codegen.make_layout(graph, self.shares)
+        self._key = cache_key("\n".join([str(graph), repr(sorted((str(k), str(v)) for k, v in
+                                                                  _named(graph, self.shares))),
+                                         _codegen_fingerprint()]))
+        self._jit = self._load()
+        self._entry = _ENTRY_TYPE(self._jit.address(codegen.ENTRY))
+        self._inputs = graph.data_inputs
+        self._input_slots = [self.layout.slots[v] for v in self._inputs]
+        owned = [i for i, v in enumerate(graph.outputs)
+                 if v.producer is not None and graph.outputs.index(v) == i]
+        self._owned = [(i, self.layout.slots[graph.outputs[i]]) for i in owned]
+        self._copied = [i for i in range(len(graph.outputs)) if i not in owned]
+        self._bindings: dict[tuple, _Binding] = {}
+        self._lock = threading.Lock()
+
+    def _load(self) -> JitModule:
+        """Machine code from the disk cache when it has this module (`from_cache`), else compiled."""
+        cached = _cache_read(self._key)
+        self.from_cache = cached is not None
+        if cached is not None:
+            parallel.install()   # cached code may call the thread pool: its symbol must resolve
+            try:
+                return JitModule(object_code=cached)
+            except Exception:   # a corrupt cache file is only a miss
+                self.from_cache = False
+        jit = JitModule(self._module_text)
+        _cache_write(self._key, jit.object_code)
+        return jit
+
+    @functools.cached_property
+    def _module_text(self) -> str:
+        return str(codegen.build_module(self.graph, self.layout))
+
+    # running ------------------------------------------------------------------------------
+    def __call__(self, *arrays: np.ndarray):
+        outs = self._execute(arrays)
+        return outs[0] if len(outs) == 1 else outs
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run on inputs given by name; returns the outputs by name."""
+        if not isinstance(inputs, Mapping):
+            raise TypeError(f"run() takes a dict of input name -> array; received {type(inputs).__name__}")
+        values, _ = bind_inputs(self.graph, inputs, self.params)
+        outs = self._execute([values[v] for v in self._inputs])
+        return dict(zip(self.graph.output_names, outs))
+
+    def _execute(self, arrays: Sequence) -> list[np.ndarray]:
+        if len(arrays) != len(self._inputs):
+            raise ShapeError(f"graph {self.graph.name!r} takes {len(self._inputs)} inputs "
+                             f"({', '.join(v.name for v in self._inputs)}), got {len(arrays)}")
+        arrays = [_checked_array(v, a) for v, a in zip(self._inputs, arrays)]
+        shapes = tuple([a.shape for a in arrays])
+        with self._lock:
+            binding = self._bindings.get(shapes) or self._bind(shapes, arrays)
+            pointers = binding.pointers
+            for slot, array in zip(self._input_slots, arrays):
+                pointers[slot] = array.ctypes.data
+            outs = [np.empty(shape, dtype) for shape, dtype in binding.outputs]
+            for i, slot in self._owned:
+                pointers[slot] = outs[i].ctypes.data
+            status = self._entry(*binding.args)
+        if status:
+            raise self._kernel_error(status, arrays)
+        for i in self._copied:
+            outs[i][...] = self._value_of(self.graph.outputs[i], arrays, outs)
+        return outs
+
+    def _bind(self, shapes: tuple, arrays: list[np.ndarray]) -> _Binding:
+        """The binding for inputs of these shapes: checked against the graph's input types once,
+        made once per distinct symbol sizes, and kept for the last few shapes seen."""
+        env = _bind_symbols(self._inputs, arrays)
+        sizes = tuple(env.values())
+        binding = next((b for b in self._bindings.values() if b.key == sizes), None) or _Binding(self, env)
+        self._bindings[shapes] = binding
+        while len(self._bindings) > _BINDINGS_KEPT:
+            del self._bindings[next(iter(self._bindings))]
+        return binding
+
+    def _value_of(self, v: Value, arrays: Sequence[np.ndarray], outs: list[np.ndarray]) -> np.ndarray:
+        """An output no kernel writes: a parameter, an input, or a value output twice."""
+        if v.is_param:
+            return self.params[v.name]
+        if v in self._inputs:
+            return arrays[self._inputs.index(v)]
+        return outs[self.graph.outputs.index(v)]
+
+    def _kernel_error(self, status: int, arrays: Sequence[np.ndarray]) -> ShapeError:
+        """The error of a kernel that refused its input (an index out of range): the reference
+        interpreter, run on the same inputs, says exactly which value and where."""
+        try:
+            reference.run(self.graph, arrays, self.params)
+        except ShapeError as e:
+            return e
+        node = [n for n in self.graph.nodes if n.op != "constant"][status - 1]
+        return ShapeError(f"{node.describe()}: an index is out of range")
+
+    # inspection ---------------------------------------------------------------------------
+    def llvm_ir(self, optimized: bool = False) -> str:
+        """The LLVM IR of the module, as generated or after LLVM's O3 pipeline."""
+        return target.optimized(self._module_text) if optimized else self._module_text
+
+    def assembly(self) -> str:
+        """The host assembly of the optimized module."""
+        return target.assembly(self._module_text)
+
+    def memory_plan(self, **sizes: int) -> MemoryPlan:
+        """The memory plan at the given symbol sizes (the batch '?' is `batch`), default 1."""
+        env = {s: sizes.get("batch" if s == "?" else s, 1) for s in self.layout.symbols}
+        return plan_memory(self.graph, env)
+
+
+def _named(graph: Graph, shares: dict[Value, Value]):
+    names = {v: str(i) for i, v in enumerate([*graph.inputs, *(o for n in graph.nodes for o in n.outputs)])}
+    return ((names[v], names[r]) for v, r in shares.items())
+
+
+def _bindable(name: str, array: np.ndarray) -> np.ndarray:
+    if not (isinstance(array, np.ndarray) and array.flags.c_contiguous and array.flags.aligned):
+        raise ShapeError(f"parameter {name!r} must be a C-contiguous, aligned numpy array to be "
+                         f"bound by reference")
+    return array
+
+
+def _checked_array(v: Value, array) -> np.ndarray:
+    """`array` as the C-contiguous array of `v`'s dtype the native code reads, or a clear error."""
+    if type(array) is np.ndarray and array.dtype == v.type.dtype.numpy and array.flags.c_contiguous:
+        return array
+    if not isinstance(array, np.ndarray):
+        array = np.asarray(array)
+    if array.dtype != v.type.dtype.numpy:
+        raise ShapeError(f"input {v.name!r}: expected dtype {v.type.dtype}, received {array.dtype}")
+    if not array.flags.c_contiguous:
+        array = np.ascontiguousarray(array)
+    return array
+
+
+def _bind_symbols(inputs: Sequence[Value], arrays: Sequence[np.ndarray]) -> dict[str, int]:
+    env: dict[str, int] = {}
+    for v, array in zip(inputs, arrays):
+        bind_shape(v.type.shape, array.shape, env, f"input {v.name!r}")
+    return env
+
+
+_COMPILED: "collections.OrderedDict[tuple, Executable]" = collections.OrderedDict()
+_COMPILED_MAX = 64
+_BY_GRAPH: "weakref.WeakKeyDictionary[Graph, Executable]" = weakref.WeakKeyDictionary()
+BACKENDS = ("cpu", "reference")
+
+
+def backend() -> str:
+    """The backend that runs models: NNCOMPILE_BACKEND ("cpu", the default, or "reference")."""
+    name = os.environ.get("NNCOMPILE_BACKEND") or "cpu"
+    if name not in BACKENDS:
+        raise ValueError(f"NNCOMPILE_BACKEND is {name!r}; expected one of {', '.join(BACKENDS)}")
+    return name
+
+
+def compiled(graph: Graph) -> Executable:
+    """The executable of `graph`, compiled once per process: found by the graph object itself (a
+    model's cached trace), else by its text and parameter arrays (layers called eagerly build a
+    fresh but equal graph on every call)."""
+    exe = _BY_GRAPH.get(graph)
+    if exe is not None:
+        return exe
+    key = (str(graph), tuple((n, id(a)) for n, a in graph.params.items()))
+    exe = _COMPILED.get(key)
+    if exe is None:
+        exe = _COMPILED[key] = compile(graph)
+        while len(_COMPILED) > _COMPILED_MAX:
+            _COMPILED.popitem(last=False)
+    else:
+        _COMPILED.move_to_end(key)
+    _BY_GRAPH[graph] = exe
+    return exe
+
+
+def run_graph(graph: Graph, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Run `graph` on `arrays` with the selected backend; one array per output."""
+    if backend() == "reference":
+        return reference.run(graph, arrays)
+    outs = compiled(graph)(*arrays)
+    return outs if isinstance(outs, list) else [outs]

@@ -1,0 +1,164 @@
+"""emit_gemm compiled and run against numpy: shapes around the tiles and blocks, transposes,
+strided operands, K = 0, every epilogue form, the small-M, blocked, threaded and integer paths."""
+import ctypes
+import functools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from llvmlite import ir
+
+from nncompile.codegen import gemm, target
+from nncompile.ir.dtypes import DType
+from nncompile.ir.errors import IRError
+
+P, I = ctypes.c_void_p, ctypes.c_int64
+EDGES = [1, 3, 4, 5, 11, 12, 13, 17, 31, 32, 33, 63, 65, 239, 240, 241, 255, 256, 257]
+
+
+def _relu(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    zero = ir.Constant(x.type, None)
+    return b.select(b.fcmp_ordered(">", x, zero), x, zero)
+
+
+# name -> (epilogue, numpy of (acc, operands), operand makers from (M, N, rng))
+EPILOGUES = {
+    "none": (None, lambda acc, ops: acc, []),
+    "bias_relu": (gemm.Epilogue(((0, 1),), lambda b, acc, ops: _relu(b, b.fadd(acc, ops[0]))),
+                  lambda acc, ops: np.maximum(acc + ops[0], 0), [lambda m, n, r: r.standard_normal(n)]),
+    "residual": (gemm.Epilogue(((-1, 1),), lambda b, acc, ops: b.fadd(acc, ops[0])),
+                 lambda acc, ops: acc + ops[0], [lambda m, n, r: r.standard_normal((m, n))]),
+    "row_scale_and_scalar": (gemm.Epilogue(((1, 0), (0, 0)),
+                                           lambda b, acc, ops: b.fadd(b.fmul(acc, ops[0]), ops[1])),
+                             lambda acc, ops: acc * ops[0][:, None] + ops[1],
+                             [lambda m, n, r: r.standard_normal(m), lambda m, n, r: r.standard_normal(1)]),
+}
+
+
+@functools.cache
+def _compiled(dtype: DType, transpose_a: bool, transpose_b: bool, epilogue: str, n_cols: int = 0):
+    """The compiled GEMM; a residual epilogue's row stride is the residual's width `n_cols`
+    (row stride -1 in EPILOGUES is that placeholder), and a transposed residual is stored (N, M)."""
+    epi = EPILOGUES[epilogue][0]
+    if epi is not None and epi.operands[0][0] == -1:
+        epi = gemm.Epilogue(((n_cols, 1),), epi.apply)
+    module = target.new_module("gemm_test")
+    gemm.emit_gemm(module, "gemm", dtype, transpose_a=transpose_a, transpose_b=transpose_b, epilogue=epi)
+    jit = target.JitModule(module)
+    n_ops = len(epi.operands) if epi else 0
+    return jit, ctypes.CFUNCTYPE(None, I, I, I, P, I, P, I, P, I, *[P] * n_ops)(jit.address("gemm"))
+
+
+def _strided(rng, rows: int, cols: int, pad: int, dtype) -> np.ndarray:
+    """A (rows, cols) view into a wider array, so its row stride is cols + pad."""
+    return rng.standard_normal((rows, cols + pad)).astype(dtype)[:, :cols]
+
+
+def run_gemm(dtype: DType, m: int, n: int, k: int, transpose_a=False, transpose_b=False, epilogue="none",
+             pad=(0, 0, 0), seed=0):
+    """Compile and run one GEMM on random strided operands; returns (result, float64 numpy result)."""
+    rng = np.random.default_rng(seed)
+    np_type = dtype.numpy
+    a = _strided(rng, *((k, m) if transpose_a else (m, k)), pad[0], np_type)
+    b = _strided(rng, *((n, k) if transpose_b else (k, n)), pad[1], np_type)
+    c_full = np.full((m, n + pad[2]), np.nan, np_type)
+    _, numpy_rule, makers = EPILOGUES[epilogue]
+    operands = [np.ascontiguousarray(make(m, n, rng).astype(np_type)) for make in makers]
+    jit, fn = _compiled(dtype, transpose_a, transpose_b, epilogue, n)
+    item = a.itemsize
+    fn(m, n, k, a.ctypes.data, a.strides[0] // item, b.ctypes.data, b.strides[0] // item,
+       c_full.ctypes.data, c_full.strides[0] // item, *[o.ctypes.data for o in operands])
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    acc = (a64.T if transpose_a else a64) @ (b64.T if transpose_b else b64)
+    want = numpy_rule(acc, [o.astype(np.float64) for o in operands])
+    assert np.isnan(c_full[:, n:]).all(), "wrote past the end of C's rows"
+    return c_full[:, :n], want
+
+
+def _check(got: np.ndarray, want: np.ndarray, dtype: DType, k: int) -> None:
+    eps = 1e-6 if dtype is DType.f32 else 1e-14
+    np.testing.assert_allclose(got, want, rtol=10 * eps, atol=eps * (k + 1) * 4)
+
+
+@settings(max_examples=30, deadline=None)
+@given(m=st.sampled_from(EDGES), n=st.sampled_from(EDGES), k=st.sampled_from(EDGES + [0, 300, 520]),
+       transposes=st.sampled_from([(False, False), (True, False), (False, True), (True, True)]),
+       pad=st.tuples(st.integers(0, 5), st.integers(0, 5), st.integers(0, 5)))
+def test_f32_matches_numpy(m, n, k, transposes, pad):
+    got, want = run_gemm(DType.f32, m, n, k, *transposes, pad=pad)
+    _check(got, want, DType.f32, k)
+
+
+@settings(max_examples=12, deadline=None)
+@given(m=st.sampled_from(EDGES), n=st.sampled_from(EDGES), k=st.sampled_from(EDGES + [0]),
+       transposes=st.sampled_from([(False, False), (True, False), (False, True), (True, True)]))
+def test_f64_matches_numpy(m, n, k, transposes):
+    got, want = run_gemm(DType.f64, m, n, k, *transposes, pad=(1, 2, 3))
+    _check(got, want, DType.f64, k)
+
+
+@pytest.mark.parametrize("epilogue", sorted(EPILOGUES))
+@pytest.mark.parametrize("m,n,k", [(1, 784 // 4, 128), (3, 17, 5), (13, 33, 257), (241, 65, 300), (0 + 5, 70, 0)])
+def test_epilogues(epilogue, m, n, k):
+    got, want = run_gemm(DType.f32, m, n, k, epilogue=epilogue)
+    _check(got, want, DType.f32, k)
+
+
+def test_k_zero_gives_epilogue_of_zero():
+    got, want = run_gemm(DType.f32, 30, 40, 0, epilogue="bias_relu")
+    np.testing.assert_array_equal(got, want.astype(np.float32))
+    assert (got >= 0).all() and (got > 0).any()
+
+
+@pytest.mark.parametrize("m,n,k", [(1, 128, 784), (2, 10, 128), (4, 257, 33), (3, 1, 1)])
+@pytest.mark.parametrize("transpose_a", [False, True])
+def test_small_m_path(m, n, k, transpose_a):
+    got, want = run_gemm(DType.f32, m, n, k, transpose_a=transpose_a, pad=(3, 1, 2))
+    _check(got, want, DType.f32, k)
+
+
+@pytest.mark.parametrize("m,n,k", [(600, 300, 700), (5, 1000, 400), (40, 900, 64)])
+def test_threaded_sizes_split_by_rows_or_columns(m, n, k):
+    got, want = run_gemm(DType.f32, m, n, k, epilogue="bias_relu")
+    _check(got, want, DType.f32, k)
+
+
+def test_strided_epilogue_operand_is_gathered():
+    """An operand read with column stride M (a transposed (N, M) array) goes through per-lane loads."""
+    m, n, k = 37, 45, 20
+    module = target.new_module("gather")
+    epi = gemm.Epilogue(((1, m),), lambda b, acc, ops: b.fsub(acc, ops[0]))
+    gemm.emit_gemm(module, "g", DType.f32, epilogue=epi)
+    jit = target.JitModule(module)
+    fn = ctypes.CFUNCTYPE(None, I, I, I, P, I, P, I, P, I, P)(jit.address("g"))
+    rng = np.random.default_rng(3)
+    a, b = (rng.standard_normal(s).astype(np.float32) for s in ((m, k), (k, n)))
+    residual_t = rng.standard_normal((n, m)).astype(np.float32)
+    c = np.empty((m, n), np.float32)
+    fn(m, n, k, a.ctypes.data, k, b.ctypes.data, n, c.ctypes.data, n, residual_t.ctypes.data)
+    _check(c, a.astype(np.float64) @ b - residual_t.T, DType.f32, k)
+
+
+@pytest.mark.parametrize("dtype", [DType.i32, DType.i64, DType.i8])
+@pytest.mark.parametrize("transposes", [(False, False), (True, True)])
+def test_integer_dtypes_are_exact(dtype, transposes):
+    m, n, k = 7, 19, 23
+    rng = np.random.default_rng(4)
+    module = target.new_module("ints")
+    epi = gemm.Epilogue(((0, 1),), lambda b, acc, ops: b.add(acc, ops[0]))
+    gemm.emit_gemm(module, "g", dtype, transpose_a=transposes[0], transpose_b=transposes[1], epilogue=epi)
+    jit = target.JitModule(module)
+    fn = ctypes.CFUNCTYPE(None, I, I, I, P, I, P, I, P, I, P)(jit.address("g"))
+    a = rng.integers(-100, 100, (k, m) if transposes[0] else (m, k)).astype(dtype.numpy)
+    b = rng.integers(-100, 100, (n, k) if transposes[1] else (k, n)).astype(dtype.numpy)
+    bias = rng.integers(-100, 100, n).astype(dtype.numpy)
+    c = np.zeros((m, n), dtype.numpy)
+    fn(m, n, k, a.ctypes.data, a.shape[1], b.ctypes.data, b.shape[1], c.ctypes.data, n, bias.ctypes.data)
+    want = (a.T if transposes[0] else a) @ (b.T if transposes[1] else b) + bias   # wraps like numpy
+    np.testing.assert_array_equal(c, want)
+
+
+@pytest.mark.parametrize("dtype", [DType.bool, DType.f16])
+def test_unsupported_dtype_is_named(dtype):
+    with pytest.raises(IRError, match=f"emit_gemm 'g': dtype {dtype}"):
+        gemm.emit_gemm(target.new_module("bad"), "g", dtype)
