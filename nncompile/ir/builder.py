@@ -25,6 +25,7 @@ class Builder:
     def __init__(self, graph: Graph | None = None, name: str = "main"):
         self.graph = graph if graph is not None else Graph(name)
         self._loc = ""
+        self._updates: dict[str, Value] = {}
 
     @contextlib.contextmanager
     def loc(self, name: str) -> Iterator[None]:
@@ -74,7 +75,26 @@ class Builder:
         """A rank-0 constant of `like`'s dtype, for broadcasting against it."""
         return self.constant(np.asarray(value, like.type.dtype.numpy))
 
+    def update(self, param: Value, value: Value) -> None:
+        """Declare `value` the new content of parameter `param` after each run (an optimizer step,
+        a moving average): `finish` makes it an output named after the parameter, which the
+        runtime writes into the parameter's own array instead of returning it."""
+        if not param.is_param:
+            raise IRError(f"update: {param!r} is not a parameter of graph {self.graph.name!r}")
+        if value.type != param.type:
+            raise IRError(f"update of parameter {param.name!r}: the new value has type {value.type}, "
+                          f"the parameter {param.type}")
+        if param.name in self._updates:
+            raise IRError(f"parameter {param.name!r} is updated twice")
+        self._updates[param.name] = value
+
     def finish(self, outputs: Sequence[Value], names: Sequence[str] | None = None) -> Graph:
+        names = list(names) if names is not None else [f"output_{i}" for i in range(len(outputs))]
+        taken = set(names)
+        for param, value in self._updates.items():
+            name = param if param not in taken else f"{param}.new"
+            outputs, names = [*outputs, value], [*names, name]
+            self.graph.updates[name] = param
         self.graph.set_outputs(outputs, names)
         return self.graph
 

@@ -61,6 +61,9 @@ class Graph:
         self.nodes: list[Node] = []
         self.outputs: list[Value] = []
         self.output_names: list[str] = []
+        # output name -> the parameter whose array receives that output after a run (optimizer
+        # steps, moving averages): parameters are updated in place, not returned.
+        self.updates: dict[str, str] = {}
         self.params: dict[str, np.ndarray] = {}
 
     # construction -------------------------------------------------------------------------
@@ -126,6 +129,7 @@ class Graph:
                 remap[old_v] = new_v
             g.append(new)
         g.set_outputs([remap[v] for v in self.outputs], self.output_names)
+        g.updates = dict(self.updates)
         g.params = dict(self.params)
         return g
 
@@ -165,5 +169,5 @@ def structurally_equal(a: Graph, b: Graph) -> bool:
         if not _attrs_equal(m.attrs, n.attrs) or [v.type for v in m.outputs] != [v.type for v in n.outputs]:
             return False
         mapping.update(zip(m.outputs, n.outputs))
-    return (a.output_names == b.output_names and len(a.outputs) == len(b.outputs)
+    return (a.output_names == b.output_names and a.updates == b.updates and len(a.outputs) == len(b.outputs)
             and all(mapping.get(x) is y for x, y in zip(a.outputs, b.outputs)))

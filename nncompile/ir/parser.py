@@ -299,15 +299,22 @@ class _Parser:
             self.expect("}")
         return tok, type, is_param
 
-    def result(self) -> tuple[Token, TensorType]:
+    def result(self) -> tuple[Token, TensorType, str | None]:
+        """`name: type`, optionally `{updates %param}` (the parameter this result overwrites)."""
         tok = self.peek()
         if tok.kind not in (WORD, STRING):
             raise self.error(f"expected a result name but found {tok.shown()}")
         self.next()
         self.expect(":")
-        return tok, self.type()
+        type = self.type()
+        updated = None
+        if self.accept("{"):
+            self.expect("updates")
+            updated = self.expect_kind(VALUE, "the updated parameter '%name'").value
+            self.expect("}")
+        return tok, type, updated
 
-    def ret(self, graph: Graph, results: list[tuple[Token, TensorType]]) -> None:
+    def ret(self, graph: Graph, results: list[tuple[Token, TensorType, str | None]]) -> None:
         ret_tok = self.expect("return")
         uses = [] if self.at("}") else [self.use_token()]
         while self.accept(","):
@@ -317,7 +324,7 @@ class _Parser:
             raise self.error(f"'return' gives {len(uses)} values but the signature declares "
                              f"{len(results)} results", ret_tok)
         names: set[str] = set()
-        for (name_tok, declared), use in zip(results, uses):
+        for (name_tok, declared, updated), use in zip(results, uses):
             if name_tok.value in names:
                 raise self.error(f"duplicate result name {name_tok.value!r}", name_tok)
             names.add(name_tok.value)
@@ -327,6 +334,8 @@ class _Parser:
                                  f"signature declares {declared}", use)
             graph.outputs.append(value)
             graph.output_names.append(name_tok.value)
+            if updated is not None:
+                graph.updates[name_tok.value] = updated
 
     # values ---------------------------------------------------------------------------------
     def define(self, tok: Token, values: list[Value]) -> list[Value]:

@@ -193,7 +193,9 @@ def _format_signature(graph: Graph, namer: _Namer) -> str:
     params = []
     for v in graph.inputs:
         params.append(f"{namer(v)}: {v.type}" + (" {param}" if v.is_param else ""))
-    results = [f"{format_word(name)}: {v.type}" for name, v in zip(graph.output_names, graph.outputs)]
+    results = [f"{format_word(name)}: {v.type}" + (f" {{updates %{format_name(graph.updates[name])}}}"
+                                                    if name in graph.updates else "")
+               for name, v in zip(graph.output_names, graph.outputs)]
     return f"func @{format_name(graph.name)}({', '.join(params)}) -> ({', '.join(results)}) {{"
 
 

@@ -27,6 +27,23 @@ def verify(graph: Graph) -> None:
     for i, node in enumerate(graph.nodes):
         _check_node(graph, i, node, defined, index)
     _check_outputs(graph, defined, index)
+    _check_updates(graph)
+
+
+def _check_updates(graph: Graph) -> None:
+    """Each update names an output and a parameter of the same type, each parameter once."""
+    outputs = dict(zip(graph.output_names, graph.outputs))
+    params = {v.name: v for v in graph.param_inputs}
+    for name, param in graph.updates.items():
+        if name not in outputs:
+            raise _fail(graph, f"update {name!r} -> {param!r} names no output")
+        if param not in params:
+            raise _fail(graph, f"output {name!r} updates {param!r}, which is not a parameter")
+        if outputs[name].type != params[param].type:
+            raise _fail(graph, f"output {name!r} has type {outputs[name].type} but updates parameter "
+                               f"{param!r} of type {params[param].type}")
+    if len(set(graph.updates.values())) != len(graph.updates):
+        raise _fail(graph, f"a parameter is updated by two outputs: {graph.updates}")
 
 
 def _fail(graph: Graph, message: str) -> VerifyError:

@@ -368,5 +368,6 @@ def fuse(graph: Graph) -> Graph:
         else:
             result.append(_build_fused(unit, uses, outer))
     result.set_outputs([outer[v] for v in graph.outputs], graph.output_names)
+    result.updates = dict(graph.updates)
     result.params = dict(graph.params)
     return result

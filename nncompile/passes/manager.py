@@ -190,7 +190,7 @@ def _fingerprint(graph: Graph) -> tuple:
                    tuple(sorted((k, _attr_key(a)) for k, a in n.attrs.items())),
                    tuple((str(v.type), ref(v)) for v in n.outputs)) for n in graph.nodes)
     outputs = tuple(zip(graph.output_names, (ref(v) for v in graph.outputs)))
-    return graph.name, inputs, nodes, outputs
+    return graph.name, inputs, nodes, outputs, tuple(sorted(graph.updates.items()))
 
 
 def _attr_key(value) -> tuple:

@@ -7,6 +7,11 @@ way the memory plan does: graph inputs, parameters and graph outputs are the cal
 reshape is a view of its input's buffer. Symbolic dimensions are compared at a representative
 size. The new order is kept only when the memory plan's lower bound says it is strictly better,
 so the pass never makes the peak worse.
+
+Parameter updates (`graph.updates`) add one kind of edge: the node that makes a parameter's new
+value runs after every other reader of its old value (when no reader depends on that node), so
+that the runtime can write the new value straight into the parameter's array. An order that
+breaks such an edge is always replaced.
 """
 from __future__ import annotations
 
@@ -25,9 +30,44 @@ def schedule(graph: Graph) -> Graph:
     """Replace `graph.nodes` by a lower-peak topological order, when one is found."""
     env = representative_env(graph)
     order = greedy_order(graph, env)
-    if peak_live_bytes(graph, env, order) < peak_live_bytes(graph, env):
+    position = {id(node): i for i, node in enumerate(graph.nodes)}
+    broken = any(position[id(graph.nodes[r])] > position[id(graph.nodes[w])] for r, w in update_edges(graph))
+    if broken or peak_live_bytes(graph, env, order) < peak_live_bytes(graph, env):
         graph.nodes = order
     return graph
+
+
+def update_edges(graph: Graph) -> list[tuple[int, int]]:
+    """(reader, writer) node indices: the writer of a parameter's new value should follow every
+    other reader of the old value. Readers that depend on the writer are left out (no cycle)."""
+    producer = {v: i for i, node in enumerate(graph.nodes) for v in node.outputs}
+    users: dict[int, set[int]] = {}
+    for i, node in enumerate(graph.nodes):
+        for v in node.inputs:
+            if v in producer:
+                users.setdefault(producer[v], set()).add(i)
+    outputs = dict(zip(graph.output_names, graph.outputs))
+    edges = []
+    for name, param in graph.updates.items():
+        writer = producer.get(outputs[name])
+        if writer is None:
+            continue
+        after = _descendants(writer, users)
+        old = graph.input(param)
+        edges += [(i, writer) for i, node in enumerate(graph.nodes)
+                  if old in node.inputs and i != writer and i not in after]
+    return edges
+
+
+def _descendants(start: int, users: dict[int, set[int]]) -> set[int]:
+    seen: set[int] = set()
+    todo = [start]
+    while todo:
+        for u in users.get(todo.pop(), ()):
+            if u not in seen:
+                seen.add(u)
+                todo.append(u)
+    return seen
 
 
 def representative_env(graph: Graph) -> dict[str, int]:
@@ -56,15 +96,18 @@ def greedy_order(graph: Graph, env: dict[str, int]) -> list[Node]:
     readers: dict[Value, set[int]] = {r: set() for r in size}
     producer: dict[Value, int] = {}
     users: list[set[int]] = [set() for _ in nodes]
-    pending: list[int] = []
+    deps: list[set[int]] = [set() for _ in nodes]
     for i, node in enumerate(nodes):
         for r in buffers_read(i):
             readers[r].add(i)
-        deps = {producer[v] for v in node.inputs if v in producer}
-        for d in deps:
-            users[d].add(i)
-        pending.append(len(deps))
+        deps[i] = {producer[v] for v in node.inputs if v in producer}
         producer.update((v, i) for v in node.outputs)
+    for reader, writer in update_edges(graph):
+        deps[writer].add(reader)
+    for i, before in enumerate(deps):
+        for d in before:
+            users[d].add(i)
+    pending = [len(before) for before in deps]
 
     def score(i: int) -> int:
         freed = sum(size[r] for r in buffers_read(i) if len(readers[r]) == 1)

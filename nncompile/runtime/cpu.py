@@ -36,7 +36,7 @@ from nncompile.ir.errors import ShapeError
 from nncompile.ir.graph import Graph, Value
 from nncompile.ir.types import bind_shape
 from nncompile.passes.manager import PassManager
-from nncompile.passes.memory import Home, MemoryPlan, plan_memory
+from nncompile.passes.memory import Home, MemoryPlan, is_elementwise_safe, plan_memory
 from nncompile.runtime import reference
 from nncompile.runtime.reference import bind_inputs
 
@@ -122,8 +122,9 @@ def _cache_write(key: str, data: bytes) -> None:
 class _Binding:
     """Everything that depends on the symbol sizes: the memory plan, the arena, the pointer table."""
 
-    def __init__(self, exe: "Executable", env: dict[str, int]):
-        self.plan = plan_memory(exe.graph, env)
+    def __init__(self, exe: "Executable", env: dict[str, int], plan: MemoryPlan | None = None):
+        self.env = env
+        self.plan = plan or plan_memory(exe.graph, env)
         if _shares(self.plan) != exe.shares:
             raise ShapeError(f"graph {exe.graph.name!r}: buffer sharing changed with sizes {env}")
         self.arena = np.empty(self.plan.arena_bytes + 64, np.uint8)
@@ -136,11 +137,17 @@ class _Binding:
                 self.pointers[slot] = base + loc.offset
             elif loc.home is Home.PARAM:
                 self.pointers[slot] = exe.params[root.name].ctypes.data
+        for i, param in exe._in_place.items():
+            self.pointers[exe.layout.slots[exe.graph.outputs[i]]] = exe.params[param].ctypes.data
         self.sizes = np.array([env[s] for s in exe.layout.symbols] or [0], np.int64)
         self.key = tuple(env.values())
         self.outputs = [(tuple(env[d] if isinstance(d, str) else d for d in v.type.shape), v.type.dtype.numpy)
                         for v in exe.graph.outputs]
         self.args = (self.pointers.ctypes.data, self.sizes.ctypes.data)
+
+    def private(self, exe: "Executable") -> "_Binding":
+        """A binding with the same plan but an arena and pointer table of its own."""
+        return _Binding(exe, self.env, self.plan)
 
 
 class Executable:
@@ -160,12 +167,20 @@ class Executable:
         self._entry = _ENTRY_TYPE(self._jit.address(codegen.ENTRY))
         self._inputs = graph.data_inputs
         self._input_slots = [self.layout.slots[v] for v in self._inputs]
-        owned = [i for i, v in enumerate(graph.outputs)
-                 if v.producer is not None and graph.outputs.index(v) == i]
-        self._owned = [(i, self.layout.slots[graph.outputs[i]]) for i in owned]
-        self._copied = [i for i in range(len(graph.outputs)) if i not in owned]
+        outputs = graph.outputs
+        self._in_place = {i: graph.updates[name] for i, name in enumerate(graph.output_names)
+                          if name in graph.updates and _writes_in_place(graph, outputs[i], graph.updates[name])}
+        owned = [i for i, v in enumerate(outputs) if i not in self._in_place
+                 and v.producer is not None and outputs.index(v) == i]
+        self._owned = [(i, self.layout.slots[outputs[i]]) for i in owned]
+        self._copied = [i for i in range(len(outputs)) if i not in owned and i not in self._in_place]
+        # updates that could not be written in place are copied into their parameters after a call
+        self._copied_updates = [(i, graph.updates[name]) for i, name in enumerate(graph.output_names)
+                                if name in graph.updates and i not in self._in_place]
+        self._returned = [i for i, name in enumerate(graph.output_names) if name not in graph.updates]
         self._bindings: dict[tuple, _Binding] = {}
-        self._lock = threading.Lock()
+        self._busy = threading.Lock()          # held by the call using the shared arena
+        self._binding_lock = threading.Lock()
 
     def _load(self) -> JitModule:
         """Machine code from the disk cache when it has this module (`from_cache`), else compiled."""
@@ -196,7 +211,7 @@ class Executable:
             raise TypeError(f"run() takes a dict of input name -> array; received {type(inputs).__name__}")
         values, _ = bind_inputs(self.graph, inputs, self.params)
         outs = self._execute([values[v] for v in self._inputs])
-        return dict(zip(self.graph.output_names, outs))
+        return dict(zip((self.graph.output_names[i] for i in self._returned), outs))
 
     def _execute(self, arrays: Sequence) -> list[np.ndarray]:
         if len(arrays) != len(self._inputs):
@@ -204,30 +219,44 @@ class Executable:
                              f"({', '.join(v.name for v in self._inputs)}), got {len(arrays)}")
         arrays = [_checked_array(v, a) for v, a in zip(self._inputs, arrays)]
         shapes = tuple([a.shape for a in arrays])
-        with self._lock:
-            binding = self._bindings.get(shapes) or self._bind(shapes, arrays)
-            pointers = binding.pointers
-            for slot, array in zip(self._input_slots, arrays):
-                pointers[slot] = array.ctypes.data
-            outs = [np.empty(shape, dtype) for shape, dtype in binding.outputs]
-            for i, slot in self._owned:
-                pointers[slot] = outs[i].ctypes.data
-            status = self._entry(*binding.args)
+        binding = self._bindings.get(shapes) or self._bind(shapes, arrays)
+        if self._busy.acquire(blocking=False):
+            try:
+                outs, status = self._call(binding, arrays)
+            finally:
+                self._busy.release()
+        else:   # another thread is running on the shared arena: this call gets its own
+            outs, status = self._call(binding.private(self), arrays)
         if status:
             raise self._kernel_error(status, arrays)
         for i in self._copied:
-            outs[i][...] = self._value_of(self.graph.outputs[i], arrays, outs)
-        return outs
+            outs[i] = np.array(self._value_of(self.graph.outputs[i], arrays, outs))
+        for i, param in self._copied_updates:
+            np.copyto(self.params[param], outs[i])
+        return [outs[i] for i in self._returned]
+
+    def _call(self, binding: _Binding, arrays: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
+        """Point the table at the inputs and fresh outputs, and make the one native call."""
+        pointers = binding.pointers
+        for slot, array in zip(self._input_slots, arrays):
+            pointers[slot] = array.ctypes.data
+        outs: list = [None] * len(binding.outputs)
+        for i, slot in self._owned:
+            shape, dtype = binding.outputs[i]
+            outs[i] = np.empty(shape, dtype)
+            pointers[slot] = outs[i].ctypes.data
+        return outs, self._entry(*binding.args)
 
     def _bind(self, shapes: tuple, arrays: list[np.ndarray]) -> _Binding:
         """The binding for inputs of these shapes: checked against the graph's input types once,
         made once per distinct symbol sizes, and kept for the last few shapes seen."""
         env = _bind_symbols(self._inputs, arrays)
         sizes = tuple(env.values())
-        binding = next((b for b in self._bindings.values() if b.key == sizes), None) or _Binding(self, env)
-        self._bindings[shapes] = binding
-        while len(self._bindings) > _BINDINGS_KEPT:
-            del self._bindings[next(iter(self._bindings))]
+        with self._binding_lock:
+            binding = next((b for b in self._bindings.values() if b.key == sizes), None) or _Binding(self, env)
+            self._bindings[shapes] = binding
+            while len(self._bindings) > _BINDINGS_KEPT:
+                del self._bindings[next(iter(self._bindings))]
         return binding
 
     def _value_of(self, v: Value, arrays: Sequence[np.ndarray], outs: list[np.ndarray]) -> np.ndarray:
@@ -261,6 +290,21 @@ class Executable:
         """The memory plan at the given symbol sizes (the batch '?' is `batch`), default 1."""
         env = {s: sizes.get("batch" if s == "?" else s, 1) for s in self.layout.symbols}
         return plan_memory(self.graph, env)
+
+
+def _writes_in_place(graph: Graph, value: Value, param: str) -> bool:
+    """Whether the kernel making `value` may write it straight into parameter `param`'s array:
+    no later kernel reads the parameter's old content, the writer reads it only element by
+    element, and the value is not also another output."""
+    writer = value.producer
+    if writer is None or graph.outputs.count(value) > 1:
+        return False
+    old = graph.input(param)
+    at = graph.nodes.index(writer)
+    for i, node in enumerate(graph.nodes):
+        if old in node.inputs and (i > at or (i == at and not is_elementwise_safe(node))):
+            return False
+    return True
 
 
 def _named(graph: Graph, shares: dict[Value, Value]):
@@ -309,10 +353,12 @@ def backend() -> str:
     return name
 
 
-def compiled(graph: Graph) -> Executable:
-    """The executable of `graph`, compiled once per process: found by the graph object itself (a
-    model's cached trace), else by its text and parameter arrays (layers called eagerly build a
-    fresh but equal graph on every call)."""
+def executable(graph: Graph) -> "Executable | reference.Interpreter":
+    """What runs `graph` on the selected backend: compiled code, made once per process and found
+    again by the graph object itself (a model's cached trace) or by its text and parameter arrays
+    (layers called eagerly build a fresh but equal graph on every call); or the interpreter."""
+    if backend() == "reference":
+        return reference.Interpreter(graph)
     exe = _BY_GRAPH.get(graph)
     if exe is not None:
         return exe
@@ -330,7 +376,5 @@ def compiled(graph: Graph) -> Executable:
 
 def run_graph(graph: Graph, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Run `graph` on `arrays` with the selected backend; one array per output."""
-    if backend() == "reference":
-        return reference.run(graph, arrays)
-    outs = compiled(graph)(*arrays)
+    outs = executable(graph)(*arrays)
     return outs if isinstance(outs, list) else [outs]

@@ -106,3 +106,29 @@ def run(graph: Graph, inputs: Sequence[np.ndarray] | Mapping[str, np.ndarray],
         values.update(zip(node.outputs, results))
     # Ops like reshape return views; results must not alias the caller's inputs or parameters.
     return [values[v] if values[v].base is None else values[v].copy() for v in graph.outputs]
+
+
+class Interpreter:
+    """The reference interpreter behind the interface of a compiled `Executable`: called with the
+    data inputs, it returns the outputs that are not parameter updates (one array, or a list) and
+    writes the updates into the parameters' arrays, as compiled code does."""
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self._returned = [i for i, name in enumerate(graph.output_names) if name not in graph.updates]
+
+    def __call__(self, *arrays: np.ndarray):
+        outs = self._execute(list(arrays))
+        return outs[0] if len(outs) == 1 else outs
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        data = bind_inputs(self.graph, inputs)[0]
+        outs = self._execute([data[v] for v in self.graph.data_inputs])
+        return dict(zip((self.graph.output_names[i] for i in self._returned), outs))
+
+    def _execute(self, arrays: list) -> list[np.ndarray]:
+        outs = run(self.graph, arrays)
+        for name, value in zip(self.graph.output_names, outs):
+            if name in self.graph.updates:
+                np.copyto(self.graph.params[self.graph.updates[name]], value)
+        return [outs[i] for i in self._returned]

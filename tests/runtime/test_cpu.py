@@ -217,3 +217,77 @@ def test_inspection_views():
     assert "ret" in exe.assembly()
     table = exe.memory_plan(batch=32).table()
     assert "arena" in table and "lower bound" in table
+
+
+# --- robustness ----------------------------------------------------------------------------------
+
+def _mlp_graph(rng):
+    b = Builder()
+    x = b.input("x", f32[BATCH, 64])
+    w0 = b.param("w0", rng.standard_normal((64, 257)).astype(np.float32) / 8)
+    w1 = b.param("w1", rng.standard_normal((257, 10)).astype(np.float32) / 16)
+    h = b.op("relu", b.op("matmul", x, w0))
+    return b.finish([b.op("softmax", b.op("matmul", h, w1))], ["y"])
+
+
+def test_concurrent_calls_from_threads_are_each_correct():
+    import threading
+
+    rng = np.random.default_rng(0)
+    graph = _mlp_graph(rng)
+    exe = nncompile.compile(graph)
+    inputs = [rng.standard_normal((n, 64)).astype(np.float32) for n in (1, 5, 33, 200)]
+    wants = [reference_run(graph, [x])[0] for x in inputs]
+    errors = []
+
+    def work(k):
+        for i in range(60):
+            j = (i + k) % len(inputs)
+            got = exe(inputs[j])
+            if not np.allclose(got, wants[j], rtol=1e-5, atol=1e-6):
+                errors.append((k, i, j))
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_ten_thousand_calls_do_not_grow_memory():
+    exe = nncompile.compile(_mlp_graph(np.random.default_rng(1)))
+    x = np.ones((8, 64), np.float32)
+    for _ in range(500):
+        exe(x)
+    before = _rss_bytes()
+    for _ in range(10_000):
+        exe(x)
+    assert _rss_bytes() - before < 4 << 20
+
+
+def test_nan_inputs_give_the_reference_results():
+    rng = np.random.default_rng(2)
+    graph = _mlp_graph(rng)
+    x = rng.standard_normal((4, 64)).astype(np.float32)
+    x[1, 3] = np.nan
+    x[2, :] = np.inf
+    got = nncompile.compile(graph)(x)
+    np.testing.assert_allclose(got, reference_run(graph, [x])[0], rtol=1e-5, atol=1e-6, equal_nan=True)
+
+
+def test_an_op_without_lowering_names_itself_and_the_node(monkeypatch):
+    from nncompile.ir import OPS
+
+    monkeypatch.setattr(OPS["argmax"], "lower", None)
+    b = Builder()
+    x = b.input("x", f32[BATCH, 5])
+    with b.loc("picker"):
+        y = b.op("argmax", x, axis=1)
+    with pytest.raises(nncompile.ir.IRError, match="node 'argmax' of 'picker'.*no CPU lowering"):
+        nncompile.compile(b.finish([y], ["y"]))
