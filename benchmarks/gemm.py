@@ -19,6 +19,7 @@ import numpy as np
 from llvmlite import ir
 
 from nncompile.codegen import gemm, parallel, target
+from nncompile.codegen.loops import for_range
 from nncompile.ir.dtypes import DType
 
 P, I = ctypes.c_void_p, ctypes.c_int64
@@ -30,31 +31,51 @@ def _relu_bias(b: ir.IRBuilder, acc: ir.Value, ops: list[ir.Value]) -> ir.Value:
     return b.select(b.fcmp_ordered(">", total, zero), total, zero)
 
 
+def _emit_repeat(module: ir.Module, fn: ir.Function) -> ir.Function:
+    """`repeat_<fn>(i64 times, args of fn...)`: call fn that many times, to time it without ctypes."""
+    repeat = ir.Function(module, ir.FunctionType(ir.VoidType(), [ir.IntType(64), *fn.function_type.args]),
+                         f"repeat_{fn.name}")
+    b = ir.IRBuilder(repeat.append_basic_block())
+    with for_range(b, repeat.args[0]):
+        b.call(fn, repeat.args[1:])
+    b.ret_void()
+    return repeat
+
+
 def compile_kernels():
     """One module: plain GEMM, Dense (bias + relu epilogue), and a parallel_for of an empty task."""
     module = target.new_module("bench")
     gemm.emit_gemm(module, "gemm", DType.f32)
-    gemm.emit_gemm(module, "dense", DType.f32, epilogue=gemm.Epilogue(((0, 1),), _relu_bias))
+    dense = gemm.emit_gemm(module, "dense", DType.f32, epilogue=gemm.Epilogue(((0, 1),), _relu_bias))
+    _emit_repeat(module, dense)
     task = ir.Function(module, parallel.TASK_TYPE, "nothing")
     ir.IRBuilder(task.append_basic_block()).ret_void()
     run = ir.Function(module, ir.FunctionType(ir.VoidType(), [ir.IntType(64)]), "run_nothing")
     b = ir.IRBuilder(run.append_basic_block())
-    b.call(parallel.emit_parallel_for(module), [task, ir.Constant(ir.IntType(8).as_pointer(), None), run.args[0]])
+    no_context = ir.Constant(ir.IntType(8).as_pointer(), None)
+    b.call(parallel.emit_parallel_for(module), [task, no_context, run.args[0]])
     b.ret_void()
     jit = target.JitModule(module)
     return (jit,
             ctypes.CFUNCTYPE(None, I, I, I, P, I, P, I, P, I)(jit.address("gemm")),
             ctypes.CFUNCTYPE(None, I, I, I, P, I, P, I, P, I, P)(jit.address("dense")),
+            ctypes.CFUNCTYPE(None, I, I, I, I, P, I, P, I, P, I, P)(jit.address("repeat_dense")),
             ctypes.CFUNCTYPE(None, I)(jit.address("run_nothing")))
 
 
-def _median_seconds(fn, repeats: int) -> float:
+def _times(fn, repeats: int) -> list[float]:
+    """Seconds of each of `repeats` calls of fn, after one untimed warm-up call."""
+    fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return times
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    return float(np.median(_times(fn, repeats)))
 
 
 def square_table(fn, sizes: list[int], budget: float) -> None:
@@ -67,15 +88,15 @@ def square_table(fn, sizes: list[int], budget: float) -> None:
         ours, theirs = [], []
         repeats = max(3, int(budget / (2 * n**3 / 2e11)))
         for _ in range(2):   # blocks, not alternate calls: each library's idle threads spin a while
-            ours += [_median_seconds(lambda: fn(*args), 1) for _ in range(repeats + 1)][1:]
-            theirs += [_median_seconds(lambda: a @ b, 1) for _ in range(repeats + 1)][1:]
+            ours += _times(lambda: fn(*args), repeats)
+            theirs += _times(lambda: a @ b, repeats)
         assert np.allclose(c, a @ b, rtol=1e-3, atol=1e-3 * np.sqrt(n))
         flop = 2.0 * n**3
         mine, ref = flop / np.median(ours) / 1e9, flop / np.median(theirs) / 1e9
         print(f"{n:>6} {mine:>18.1f} {ref:>14.1f} {mine / ref:>6.2f}")
 
 
-def dense_latency(dense) -> None:
+def dense_latency(dense, repeat_dense) -> None:
     rng = np.random.default_rng(1)
     x = rng.standard_normal((1, 784)).astype(np.float32)
     w = rng.standard_normal((784, 128)).astype(np.float32)
@@ -83,17 +104,19 @@ def dense_latency(dense) -> None:
     y = np.empty((1, 128), np.float32)
     args = (1, 128, 784, x.ctypes.data, 784, w.ctypes.data, 128, y.ctypes.data, 128, bias.ctypes.data)
     seconds = _median_seconds(lambda: dense(*args), 20000)
+    native = _median_seconds(lambda: repeat_dense(20, *args), 2000) / 20
     assert np.allclose(y, np.maximum(x @ w + bias, 0), rtol=1e-4, atol=1e-4)
     numpy_seconds = _median_seconds(lambda: np.maximum(x @ w + bias, 0), 20000)
-    print(f"\nDense 1x784 @ 784x128 + bias + relu: nncompile {seconds * 1e6:.2f} us per ctypes call "
-          f"(numpy {numpy_seconds * 1e6:.2f} us)")
+    print(f"\nDense 1x784 @ 784x128 + bias + relu: nncompile {native * 1e6:.2f} us native, "
+          f"{seconds * 1e6:.2f} us per ctypes call (numpy {numpy_seconds * 1e6:.2f} us)")
 
 
 def parallel_overhead(run_nothing) -> None:
     inline = _median_seconds(lambda: run_nothing(1), 20000)
     pooled = _median_seconds(lambda: run_nothing(parallel.num_threads()), 20000)
-    print(f"parallel_for of an empty task over {parallel.num_threads()} threads: {pooled * 1e6:.2f} us per call, "
-          f"{(pooled - inline) * 1e6:.2f} us more than running it inline (workers spinning: back-to-back calls)")
+    print(f"parallel_for of an empty task over {parallel.num_threads()} threads: {pooled * 1e6:.2f} us per "
+          f"call, {(pooled - inline) * 1e6:.2f} us more than running it inline "
+          f"(workers spinning: back-to-back calls)")
 
 
 def main() -> None:
@@ -102,12 +125,13 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=1.0, help="rough seconds per size per library")
     args = parser.parse_args()
     blas_env = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ}
-    print(f"float32 GEMM, {parallel.num_threads()} threads, host {target.host_cpu()[0]}; OpenBLAS environment: "
-          + (", ".join(f"{k}={v}" for k, v in blas_env.items()) + " (slows numpy; unset them for the real figure)"
-             if blas_env else "clean"))
-    jit, fn, dense, run_nothing = compile_kernels()
+    setting = ", ".join(f"{k}={v}" for k, v in blas_env.items())
+    print(f"float32 GEMM, {parallel.num_threads()} threads, host {target.host_cpu()[0]}; "
+          f"OpenBLAS environment: "
+          + (f"{setting} (slows numpy; unset them for the real figure)" if blas_env else "clean"))
+    jit, fn, dense, repeat_dense, run_nothing = compile_kernels()
     square_table(fn, args.sizes, args.budget)
-    dense_latency(dense)
+    dense_latency(dense, repeat_dense)
     parallel_overhead(run_nothing)
     del jit
 

@@ -559,3 +559,174 @@ def _fused(rng):
     (n,) = b.fused(x, kind="reduction", body=norm)
     g = b.finish([y, d, e, n], ["dense", "diff", "scaled", "norm"])
     return g, [_normal(rng, _batch(rng), 4)]
+
+
+# --- backward-pass ops ------------------------------------------------------------------------
+
+def _pad_hw(x: np.ndarray, pads) -> np.ndarray:
+    top, bottom, left, right = pads
+    out = np.zeros((x.shape[0], x.shape[1] + top + bottom, x.shape[2] + left + right, x.shape[3]))
+    out[:, top:top + x.shape[1], left:left + x.shape[2]] = x
+    return out
+
+
+def conv2d_grad_input_loops(dy, w, input_hw, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), groups=1):
+    """Each output pixel's dy, times each tap's weights, added back onto the pixel it read."""
+    n, oh, ow, cout = dy.shape
+    kh, kw, cg, _ = w.shape
+    (sh, sw), (top, bottom, left, right), (dh, dw) = strides, pads, dilations
+    h, wd = input_hw
+    og = cout // groups
+    dx = np.zeros((n, h + top + bottom, wd + left + right, cg * groups))
+    for i in range(oh):
+        for j in range(ow):
+            for ki in range(kh):
+                for kj in range(kw):
+                    for g in range(groups):
+                        dx[:, i * sh + ki * dh, j * sw + kj * dw, g * cg:(g + 1) * cg] += (
+                            dy[:, i, j, g * og:(g + 1) * og] @ w[ki, kj, :, g * og:(g + 1) * og].T)
+    return dx[:, top:top + h, left:left + wd]
+
+
+def conv2d_grad_filter_loops(x, dy, kernel_hw, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), groups=1):
+    """Each tap's weights collect (input pixel)^T @ dy over all output pixels."""
+    n, oh, ow, cout = dy.shape
+    kh, kw = kernel_hw
+    (sh, sw), (dh, dw) = strides, dilations
+    cg, og = x.shape[3] // groups, cout // groups
+    xp = _pad_hw(x, pads)
+    dwt = np.zeros((kh, kw, cg, cout))
+    for i in range(oh):
+        for j in range(ow):
+            for ki in range(kh):
+                for kj in range(kw):
+                    pixel = xp[:, i * sh + ki * dh, j * sw + kj * dw, :]
+                    for g in range(groups):
+                        dwt[ki, kj, :, g * og:(g + 1) * og] += (
+                            pixel[:, g * cg:(g + 1) * cg].T @ dy[:, i, j, g * og:(g + 1) * og])
+    return dwt
+
+
+def _window_cells(i, j, shape, window, strides, pads):
+    """The in-bounds (row, col) cells of output pixel (i, j)'s window, in scan order."""
+    (kh, kw), (sh, sw), (top, _, left, _) = window, strides, pads
+    return [(r, c) for r in range(i * sh - top, i * sh - top + kh) for c in range(j * sw - left, j * sw - left + kw)
+            if 0 <= r < shape[1] and 0 <= c < shape[2]]
+
+
+def max_pool2d_grad_loops(x, dy, window, strides, pads):
+    """dy of each window goes to its first maximum (strictly greater replaces)."""
+    dx = np.zeros(x.shape)
+    for n in range(dy.shape[0]):
+        for i in range(dy.shape[1]):
+            for j in range(dy.shape[2]):
+                cells = _window_cells(i, j, x.shape, window, strides, pads)
+                for ch in range(x.shape[3]):
+                    best = cells[0]
+                    for cell in cells[1:]:
+                        if x[n, cell[0], cell[1], ch] > x[n, best[0], best[1], ch]:
+                            best = cell
+                    dx[n, best[0], best[1], ch] += dy[n, i, j, ch]
+    return dx
+
+
+def avg_pool2d_grad_loops(dy, input_hw, window, strides, pads):
+    shape = (dy.shape[0], *input_hw, dy.shape[3])
+    dx = np.zeros(shape)
+    for i in range(dy.shape[1]):
+        for j in range(dy.shape[2]):
+            cells = _window_cells(i, j, shape, window, strides, pads)
+            for r, c in cells:
+                dx[:, r, c, :] += dy[:, i, j, :] / len(cells)
+    return dx
+
+
+def scatter_add_loops(indices, updates, shape, axis):
+    """Element by element: updates[..., j, ...] added at out[..., indices.flat[j] mod size, ...]."""
+    out = np.zeros(shape, updates.dtype)
+    flat = indices.reshape(-1)
+    rows = updates.reshape(shape[:axis] + (flat.size,) + tuple(shape[axis + 1:]))
+    for position in np.ndindex(*rows.shape):
+        target = list(position)
+        target[axis] = int(flat[position[axis]]) % shape[axis]
+        out[tuple(target)] += rows[position]
+    return out
+
+
+def uniform_python(seed: int, key: int, count: int) -> np.ndarray:
+    """The counter-based stream of random_uniform in plain Python integers (splitmix64)."""
+    mask = (1 << 64) - 1
+
+    def mix(z: int) -> int:
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        return z ^ (z >> 31)
+
+    golden = 0x9E3779B97F4A7C15
+    stream = mix(mix((key + golden) & mask) ^ (seed & mask))
+    return np.array([(mix((stream + (i + 1) * golden) & mask) >> 40) / 2.0 ** 24 for i in range(count)],
+                    np.float32)
+
+
+@_case("conv2d_grads", lambda xs, ps: [
+    conv2d_grad_input_loops(xs[0], ps["w"], (9, 8), strides=(2, 2), pads=(1, 1, 0, 1), groups=2),
+    conv2d_grad_filter_loops(xs[1], xs[0], (3, 3), strides=(2, 2), pads=(1, 1, 0, 1), groups=2),
+    conv2d_grad_input_loops(xs[2], ps["v"], (9, 8), pads=(1, 0, 2, 1), dilations=(2, 1)),
+    conv2d_grad_filter_loops(xs[1], xs[2], (2, 3), pads=(1, 0, 2, 1), dilations=(2, 1))])
+def _conv2d_grads(rng):
+    """The gradients of conv2d_same_stride2_groups2 and of a dilated convolution of x."""
+    b = Builder()
+    dy = b.input("dy", f32[BATCH, 5, 4, 6])
+    x = b.input("x", f32[BATCH, 9, 8, 4])
+    dz = b.input("dz", f32[BATCH, 8, 9, 3])
+    w = b.param("w", _normal(rng, 3, 3, 2, 6))
+    v = b.param("v", _normal(rng, 2, 3, 4, 3))
+    same = {"strides": [2, 2], "pads": [1, 1, 0, 1], "groups": 2}
+    dilated = {"pads": [1, 0, 2, 1], "dilations": [2, 1]}
+    g = b.finish([b.conv2d_grad_input(dy, w, input_hw=[9, 8], **same),
+                  b.conv2d_grad_filter(x, dy, kernel_hw=[3, 3], **same),
+                  b.conv2d_grad_input(dz, v, input_hw=[9, 8], **dilated),
+                  b.conv2d_grad_filter(x, dz, kernel_hw=[2, 3], **dilated)], ["dx", "dw", "dx_dilated", "dw_dilated"])
+    n = _batch(rng)
+    return g, [_normal(rng, n, 5, 4, 6), _normal(rng, n, 9, 8, 4), _normal(rng, n, 8, 9, 3)]
+
+
+@_case("pool2d_grads", lambda xs, ps: [
+    max_pool2d_grad_loops(xs[0], xs[1], (3, 3), (2, 1), (1, 1, 1, 1)),
+    avg_pool2d_grad_loops(xs[1], (6, 7), (3, 3), (2, 1), (1, 1, 1, 1))])
+def _pool2d_grads(rng):
+    """Inputs in steps of 0.25 from a small range, so that windows hold ties (the first wins)."""
+    b = Builder()
+    x = b.input("x", f32[BATCH, 6, 7, 3])
+    dy = b.input("dy", f32[BATCH, 3, 7, 3])
+    attrs = {"window": [3, 3], "strides": [2, 1], "pads": [1, 1, 1, 1]}
+    g = b.finish([b.max_pool2d_grad(x, dy, **attrs), b.avg_pool2d_grad(dy, input_hw=[6, 7], **attrs)],
+                 ["max", "avg"])
+    n = _batch(rng)
+    return g, [(rng.integers(-4, 4, (n, 6, 7, 3)) / 4).astype(np.float32), _normal(rng, n, 3, 7, 3)]
+
+
+@_case("scatter_add", lambda xs, ps: [scatter_add_loops(xs[0], xs[1], (10, 4), 0),
+                                      scatter_add_loops(ps["cols"], xs[2], (len(xs[2]), 6), 1)])
+def _scatter_add(rng):
+    """The gradients of the gather example: ids repeat (their rows add up), negatives wrap."""
+    b = Builder()
+    ids = b.input("ids", i32[BATCH, 5])
+    rows = b.input("rows", f32[BATCH, 5, 4])
+    picked = b.input("picked", f32[BATCH, 3, 2])
+    cols = b.param("cols", np.array([[5, -1], [0, -6], [2, 2]], np.int64))
+    g = b.finish([b.scatter_add(ids, rows, shape=[10, 4], allow_negative=False),
+                  b.scatter_add(cols, picked, shape=[BATCH, 6], axis=1)], ["table", "x"])
+    n = _batch(rng)
+    return g, [rng.integers(0, 4, (n, 5), np.int32), _normal(rng, n, 5, 4), _normal(rng, n, 3, 2)]
+
+
+@_case("random_uniform", lambda xs, ps: [uniform_python(int(xs[0]), 0, 12).reshape(3, 4),
+                                         uniform_python(int(xs[0]), -7, len(xs[1]) * 5).reshape(-1, 5)])
+def _random_uniform(rng):
+    b = Builder()
+    seed = b.input("seed", i64[()])
+    x = b.input("x", f32[BATCH, 2])
+    g = b.finish([b.random_uniform(seed, shape=[3, 4]), b.random_uniform(seed, shape=[BATCH, 5], key=-7)],
+                 ["static", "batch"])
+    return g, [np.array(rng.integers(-2**62, 2**62), np.int64), _normal(rng, _batch(rng), 2)]

@@ -87,7 +87,8 @@ def _emit_micro(module: ir.Module, name: str, ty: ir.Type, t: Tiling, g: _Geomet
         weights = at(b, bp, b.mul(tap, const(g.cg * t.nr)))
         with for_range(b, g.cg, name="ch") as ch:
             b_row = at(b, weights, b.mul(ch, const(t.nr)))
-            b_vecs = [simd.load_vector(b, at(b, b_row, v * t.lanes), t.lanes, align=64) for v in range(t.nr_vectors)]
+            b_vecs = [simd.load_vector(b, at(b, b_row, v * t.lanes), t.lanes, align=64)
+                      for v in range(t.nr_vectors)]
             for source, slot_row in zip(sources, slots):
                 a = simd.splat(b, b.load(at(b, source, ch)), t.lanes)
                 for slot, b_vec in zip(slot_row, b_vecs):
@@ -98,7 +99,8 @@ def _emit_micro(module: ir.Module, name: str, ty: ir.Type, t: Tiling, g: _Geomet
     return fn
 
 
-def _emit_tiles(module: ir.Module, name: str, ty: ir.Type, t: Tiling, micro: ir.Function, n_epi: int) -> ir.Function:
+def _emit_tiles(module: ir.Module, name: str, ty: ir.Type, t: Tiling, micro: ir.Function,
+                n_epi: int) -> ir.Function:
     """Task: the microkernel over this thread's share of output tiles, MC pixels at a time (their
     image rows stay in L2 while every column panel of weights passes over them)."""
     b, v = gemm.tiles_task(module, name, ty, t, n_epi)
@@ -136,7 +138,8 @@ def emit_conv2d(module: ir.Module, name: str, dtype: DType, *, in_hw: Sequence[i
     if groups < 1 or cin % groups or cout % groups:
         raise IRError(f"emit_conv2d {name!r}: groups={groups} must divide cin={cin} and cout={cout}")
     if not all(isinstance(d, int) for d in (*in_hw, cin, *kernel_hw, cout)):
-        raise IRError(f"emit_conv2d {name!r}: in_hw {tuple(in_hw)}, cin, kernel_hw and cout must be static ints")
+        raise IRError(f"emit_conv2d {name!r}: in_hw {tuple(in_hw)}, cin, kernel_hw and cout "
+                      f"must be static ints")
     (h, w), (kh, kw) = in_hw, kernel_hw
     oh = window_output_size(h, kh, strides[0], dilations[0], pads[0], pads[1], "height")
     ow = window_output_size(w, kw, strides[1], dilations[1], pads[2], pads[3], "width")

@@ -8,7 +8,12 @@ vectorize without run-time overlap checks) and the sizes of the symbolic dimensi
 
 reads one pointer per buffer slot and one size per symbol, calls the kernels in schedule order and
 returns 0, or the 1-based number of the first kernel that reported a bad input (an index out of
-range) so that the runtime can name it. Buffers that share memory (views, in-place results) share
+range) so that the runtime can name it. A second export
+
+    i32 nncompile_steps(i8** buffers, i64* symbols, i64 count, i64* strides)
+
+runs the entry `count` times, moving each slot's pointer on by its stride in bytes after every
+run: many training steps (each batch, learning rate and loss one stride further) in one call. Buffers that share memory (views, in-place results) share
 one slot, so a kernel never sees two `noalias` pointers to the same bytes.
 """
 from __future__ import annotations
@@ -18,9 +23,10 @@ from typing import Callable
 
 from llvmlite import ir
 
-from nncompile.codegen import elementwise, nn, linalg  # noqa: F401  (fill the op table's lower slots)
+from nncompile.codegen import elementwise, grad, nn, linalg  # noqa: F401  (fill the op table's lower slots)
 from nncompile.codegen.kernel import Kernel, storage_type
 from nncompile.codegen.loop import emit_loop, emit_reduction
+from nncompile.codegen.loops import for_range
 from nncompile.codegen.target import new_module, tune
 from nncompile.ir.errors import IRError
 from nncompile.ir.graph import Graph, Node, Value
@@ -28,6 +34,7 @@ from nncompile.ir.optable import Fusion, get_op
 from nncompile.ir.types import is_symbol
 
 ENTRY = "nncompile_entry"
+STEPS = "nncompile_steps"
 i8p = ir.IntType(8).as_pointer()
 i32 = ir.IntType(32)
 i64 = ir.IntType(64)
@@ -82,7 +89,27 @@ def build_module(graph: Graph, layout: Layout, name: str = "nncompile") -> ir.Mo
         with b.if_then(b.icmp_signed("!=", status, ir.Constant(i32, 0)), likely=False):
             b.ret(ir.Constant(i32, number))
     b.ret(ir.Constant(i32, 0))
+    _emit_steps(module, entry, len(layout.roots))
     return module
+
+
+def _emit_steps(module: ir.Module, entry: ir.Function, slots: int) -> None:
+    """`nncompile_steps`: the entry run `count` times over pointers that advance by `strides`."""
+    fn = tune(ir.Function(module, ir.FunctionType(i32, [i8p.as_pointer(), i64.as_pointer(), i64,
+                                                        i64.as_pointer()]), STEPS))
+    buffers, sizes, count, strides = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    local = b.alloca(i8p, max(slots, 1))
+    for s in range(slots):
+        b.store(b.load(b.gep(buffers, [ir.Constant(i64, s)])), b.gep(local, [ir.Constant(i64, s)]))
+    with for_range(b, count, name="step"):
+        status = b.call(entry, [local, sizes])
+        with b.if_then(b.icmp_signed("!=", status, ir.Constant(i32, 0)), likely=False):
+            b.ret(status)
+        for s in range(slots):
+            slot = b.gep(local, [ir.Constant(i64, s)])
+            b.store(b.gep(b.load(slot), [b.load(b.gep(strides, [ir.Constant(i64, s)]))]), slot)
+    b.ret(ir.Constant(i32, 0))
 
 
 def _kernel_slots(node: Node, layout: Layout) -> list[int]:

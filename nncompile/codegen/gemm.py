@@ -9,13 +9,14 @@ Ragged edges are computed as full tiles on the zero padding and stored with lane
 is no scalar edge code. The epilogue runs in registers on the last KC block just before C is stored.
 
 Threads: packing B and the tiles are two `parallel_for` jobs (the join between them is the only
-barrier); the tiles split by rows of C when there are enough, else by column panels.
+barrier); the tiles split into chunks of about MC rows of C (a multiple of the thread count), or of
+column panels when C has few rows. Below PARALLEL_WORK everything runs on the calling thread.
 
 Small M (batch-1 inference): no packing at all; B rows are streamed once with all of A's rows in
 registers. Integer dtypes use a plain loop nest.
 
-`emit_gemm_driver` is the shared core: it takes the packer of A as a parameter, so convolution reuses
-everything here with a packer (`PackA`) that reads image patches (implicit GEMM).
+The layers are reusable: `emit_driver` packs B and runs any tiles task (`tiles_task` starts one),
+`store_tile` does masks, accumulation and the epilogue; conv.py builds its convolution from them.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ i64 = ir.IntType(64)
 void = ir.VoidType()
 
 SMALL_M = 4                 # up to this many rows of A skip packing
-CHUNKS_PER_THREAD = 4       # tasks per thread: a core lost to another process costs a chunk, not half
+CHUNKS_PER_THREAD = 4       # column chunks per thread: a core lost to another process costs a chunk
 PARALLEL_WORK = 1 << 17     # M*N*K from which both cores pay off (measured: 2 threads win from ~48^3)
 
 
@@ -84,16 +85,19 @@ as panels of MR rows (the last zero-padded), each stored k-major: ap[p*MR*kc + k
 # --- small IR helpers ---------------------------------------------------------------------------
 
 def smin(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
+    """The smaller of two i64s (ints become constants)."""
     x, y = as_i64(x), as_i64(y)
     return b.select(b.icmp_signed("<", x, y), x, y)
 
 
 def ceil_div(b: ir.IRBuilder, x: ir.Value, y: int | ir.Value) -> ir.Value:
+    """x / y rounded up, for x >= 0 and y > 0."""
     y = as_i64(y)
     return b.sdiv(b.add(x, b.sub(y, const(1))), y)
 
 
 def at(b: ir.IRBuilder, ptr: ir.Value, offset: ir.Value | int) -> ir.Value:
+    """&ptr[offset]."""
     return b.gep(ptr, [as_i64(offset)], inbounds=True)
 
 
@@ -116,6 +120,7 @@ def pack_fields(b: ir.IRBuilder, values: Sequence[ir.Value]) -> ir.Value:
 
 
 def unpack_fields(b: ir.IRBuilder, ctx: ir.Value, types: Sequence[ir.Type]) -> list[ir.Value]:
+    """The values `pack_fields` stored, given their types in order."""
     words = b.bitcast(ctx, i64.as_pointer())
     out = []
     for i, ty in enumerate(types):
@@ -132,7 +137,9 @@ def libc(module: ir.Module) -> tuple[ir.Function, ir.Function]:
     return alloc, free
 
 
-def new_function(module: ir.Module, name: str, args: Sequence[ir.Type], internal: bool = True) -> ir.Function:
+def new_function(module: ir.Module, name: str, args: Sequence[ir.Type],
+                 internal: bool = True) -> ir.Function:
+    """A void function tuned for the host; internal unless it is an entry point."""
     fn = target.tune(ir.Function(module, ir.FunctionType(void, list(args)), name))
     if internal:
         fn.linkage = "internal"
@@ -140,10 +147,12 @@ def new_function(module: ir.Module, name: str, args: Sequence[ir.Type], internal
 
 
 def zero(ty: ir.Type) -> ir.Constant:
+    """0 of a scalar or vector type."""
     return ir.Constant(ty, 0) if isinstance(ty, ir.IntType) else ir.Constant(ty, 0.0)
 
 
 def add(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
+    """x + y for integer or float scalars and vectors."""
     element = x.type.element if isinstance(x.type, ir.VectorType) else x.type
     return b.add(x, y) if isinstance(element, ir.IntType) else b.fadd(x, y)
 
@@ -212,7 +221,8 @@ def store_tile(b: ir.IRBuilder, accs: list[list[ir.Value]], c: ir.Value, ldc: ir
 
 # --- the microkernel ----------------------------------------------------------------------------
 
-def _emit_micro(module: ir.Module, name: str, ty: ir.Type, t: Tiling, epilogue: Epilogue | None) -> ir.Function:
+def _emit_micro(module: ir.Module, name: str, ty: ir.Type, t: Tiling,
+                epilogue: Epilogue | None) -> ir.Function:
     """micro(kc, ap, bp, c, ldc, rows, cols, first, last, row, col, e...): one MR x NR tile."""
     ptr = ty.as_pointer()
     n_epi = len(epilogue.operands) if epilogue else 0
@@ -265,7 +275,8 @@ def _emit_micro(module: ir.Module, name: str, ty: ir.Type, t: Tiling, epilogue: 
 
 # --- packing B, running the tiles, the driver ---------------------------------------------------
 
-def _emit_pack_b(module: ir.Module, name: str, ty: ir.Type, t: Tiling, transpose_b: bool) -> ir.Function:
+def _emit_pack_b(module: ir.Module, name: str, ty: ir.Type, t: Tiling,
+                 transpose_b: bool) -> ir.Function:
     """Task: pack its share of B's NR-wide column panels, every KC block of each, into bp.
 
     Layout: block at depth pc starts at pc*Np (Np = panels*NR); panel j of it at j*kc*NR, k-major."""
@@ -293,7 +304,8 @@ def _emit_pack_b(module: ir.Module, name: str, ty: ir.Type, t: Tiling, transpose
                     keep = b.icmp_signed("<", col, valid)
                     with simd.copy_loop(b, kc, name="kk") as kk:
                         value = b.load(at(b, start, kk))
-                        b.store(b.select(keep, value, zero(ty)), at(b, dst, b.add(b.mul(kk, const(t.nr)), col)))
+                        out = at(b, dst, b.add(b.mul(kk, const(t.nr)), col))
+                        b.store(b.select(keep, value, zero(ty)), out)
             else:
                 with for_range(b, kc, name="kk") as kk:
                     row = at(b, src, b.add(b.mul(b.add(pc, kk), ldb), n0))
@@ -309,7 +321,8 @@ TILE_FIELDS = "m, n, k, bp, c, ldc, col0, a_ctx, split_n, e..."
 """The argument block of a tiles task (see `emit_driver`)."""
 
 
-def tiles_task(module: ir.Module, name: str, ty: ir.Type, t: Tiling, n_epi: int) -> tuple[ir.IRBuilder, dict]:
+def tiles_task(module: ir.Module, name: str, ty: ir.Type, t: Tiling,
+               n_epi: int) -> tuple[ir.IRBuilder, dict]:
     """Start a tiles task: a TASK_TYPE function that unpacks TILE_FIELDS and works out its share.
 
     Returns the builder and the task's values by name: the fields, `eptrs`, and its share of C,
@@ -337,7 +350,8 @@ def _emit_tiles(module: ir.Module, name: str, ty: ir.Type, t: Tiling, pack_a: Pa
     """Task: pack this thread's A blocks and run the microkernel over its share of C's tiles."""
     ptr = ty.as_pointer()
     b, v = tiles_task(module, name, ty, t, n_epi)
-    m0, m1, n0, n1, n, k_total, bp, c, ldc = (v[key] for key in ("m0", "m1", "n0", "n1", "n", "k", "bp", "c", "ldc"))
+    m0, m1, n0, n1 = v["m0"], v["m1"], v["n0"], v["n1"]
+    n, k_total, bp, c, ldc = v["n"], v["k"], v["bp"], v["c"], v["ldc"]
     np_ = b.mul(ceil_div(b, n, t.nr), const(t.nr))
     alloc, free = libc(module)
     ap = b.bitcast(b.call(alloc, [const(64), const(t.mc * t.kc * t.itemsize)]), ptr)
@@ -400,7 +414,10 @@ def emit_driver(module: ir.Module, name: str, dtype: DType, t: Tiling, tiles: ir
     b.call(run, [pack_b, pack_fields(b, [src_b, ldb, n, k, bp]), pack_tasks])
     row_tiles = ceil_div(b, m, t.mr)
     by_rows = b.icmp_signed(">=", row_tiles, smin(b, panels, chunks))
-    split_m = b.select(b.and_(big, by_rows), smin(b, row_tiles, chunks), const(1))
+    # row chunks of about MC rows, a multiple of the threads: each packed B panel then serves
+    # ~MC/MR tiles per load (smaller chunks balance better but re-read B from L3 more often)
+    whole_blocks = b.mul(ceil_div(b, row_tiles, threads * (t.mc // t.mr)), const(threads))
+    split_m = b.select(b.and_(big, by_rows), smin(b, row_tiles, whole_blocks), const(1))
     split_n = b.select(b.and_(big, b.not_(by_rows)), smin(b, panels, chunks), const(1))
     fields = pack_fields(b, [m, n, k, bp, c, ldc, col0, a_ctx, split_n] + eptrs)
     b.call(run, [tiles, fields, b.mul(split_m, split_n)])
@@ -426,12 +443,13 @@ def pack_matrix(transpose_a: bool) -> PackA:
                 keep = b.icmp_signed("<", r, rows)
                 with simd.copy_loop(b, kc, name="pk") as kk:
                     value = b.load(at(b, src, b.add(start, b.mul(kk, lda) if transpose_a else kk)))
-                    b.store(b.select(keep, value, zero(value.type)), at(b, panel, b.add(b.mul(kk, const(t.mr)), r)))
+                    out = at(b, panel, b.add(b.mul(kk, const(t.mr)), r))
+                    b.store(b.select(keep, value, zero(value.type)), out)
     return pack
 
 
-def _emit_small_m(b: ir.IRBuilder, ty: ir.Type, t: Tiling, rows: int, args: list[ir.Value], transpose_a: bool,
-                  epilogue: Epilogue | None) -> None:
+def _emit_small_m(b: ir.IRBuilder, ty: ir.Type, t: Tiling, rows: int, args: list[ir.Value],
+                  transpose_a: bool, epilogue: Epilogue | None) -> None:
     """C = A @ B for exactly `rows` rows of A: each row of B is loaded once for all of them."""
     m, n, k, a, lda, src_b, ldb, c, ldc, *eptrs = args
     lanes = t.lanes
@@ -456,8 +474,8 @@ def _emit_small_m(b: ir.IRBuilder, ty: ir.Type, t: Tiling, rows: int, args: list
         store_tile(b, accs, at(b, c, n0), ldc, rows, cols, True, True, const(0), n0, epilogue, eptrs)
 
 
-def _emit_loop_nest(b: ir.IRBuilder, ty: ir.Type, args: list[ir.Value], transpose_a: bool, transpose_b: bool,
-                    epilogue: Epilogue | None) -> None:
+def _emit_loop_nest(b: ir.IRBuilder, ty: ir.Type, args: list[ir.Value], transpose_a: bool,
+                    transpose_b: bool, epilogue: Epilogue | None) -> None:
     """The plain m, n, k loop nest (integer dtypes): exact, wrapping like numpy."""
     m, n, k, a, lda, src_b, ldb, c, ldc, *eptrs = args
     with for_range(b, m, name="m") as row, for_range(b, n, name="n") as col:
@@ -477,14 +495,17 @@ def emit_gemm(module: ir.Module, name: str, dtype: DType, *, transpose_a: bool =
 
     C[m, n] = epilogue(sum_k A[m, k] * B[k, n]) for row-major A (M x K, or K x M when transpose_a),
     B (K x N, or N x K when transpose_b) and C (M x N); lda/ldb/ldc are row strides in elements.
-    K = 0 gives epilogue(0). C must not overlap A, B or an epilogue operand.
+    K = 0 gives epilogue(0). C must not overlap A, B or an epilogue operand: when K > KC, partial
+    sums are stored in C before the epilogue reads its operands.
     """
     if not (dtype.is_float or dtype.is_int) or dtype is DType.f16:
-        raise IRError(f"emit_gemm {name!r}: dtype {dtype} is not supported; expected f32, f64 or an int dtype")
+        raise IRError(f"emit_gemm {name!r}: dtype {dtype} is not supported; "
+                      f"expected f32, f64 or an int dtype")
     ty = scalar_type(dtype)
     ptr = ty.as_pointer()
     n_epi = len(epilogue.operands) if epilogue else 0
-    fn = new_function(module, name, [i64, i64, i64, ptr, i64, ptr, i64, ptr, i64] + [ptr] * n_epi, internal=False)
+    fn = new_function(module, name, [i64, i64, i64, ptr, i64, ptr, i64, ptr, i64] + [ptr] * n_epi,
+                      internal=False)
     args = list(fn.args)
     m, n, k, a, lda, src_b, ldb, c, ldc, *eptrs = args
     for p in (a, src_b, c):

@@ -56,7 +56,8 @@ def _register_epilogue(k: Kernel, epilogue: Sequence[Node], anchor: Value,
     operands = _operands(epilogue, anchor)
     cols = out_shape[-1]
     strides = [_strides_2d(v, out_shape, cols) for v in operands]
-    if any(s is None for s in strides):
+    # GEMM reads every operand as the result's element type (a bool mask, e.g. relu's VJP, is not).
+    if any(s is None for s in strides) or any(v.type.dtype != anchor.type.dtype for v in operands):
         return None, []
 
     def apply(b: ir.IRBuilder, acc: ir.Value, values: list[ir.Value]) -> ir.Value:

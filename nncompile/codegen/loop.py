@@ -130,14 +130,19 @@ def emit_loop(k: Kernel, inputs: Sequence[Value], outputs: Sequence[Value], node
     inputs: the kernel's operands, read with broadcasting; nodes: the elementwise body that maps
     `inputs` to `results`; outputs: where each result is stored."""
     loop_dims = k.dims(outputs[0])
-    dims, strides = merged_space(k, loop_dims, list(inputs) + list(outputs))
+    # Array constants are read like operands (from globals), at the merged index like the rest.
+    arrays = [n for n in nodes if n.op == "constant" and n.attrs["value"].size > 1]
+    pointers = [global_array(k.module, np.ascontiguousarray(n.attrs["value"], n.outputs[0].type.dtype.numpy))
+                for n in arrays]
+    read = list(inputs) + [n.outputs[0] for n in arrays]
+    dims, strides = merged_space(k, loop_dims, read + list(outputs))
     b = k.b
     with for_nest(b, dims) as index:
         env = {}
-        for v, s in zip(inputs, strides):
-            env[v] = load(b, b.gep(k.ptr(v), [linear_index(b, index, s)]), v.type.dtype)
-        apply_nodes(k, nodes, env, None, None, 0)
-        for out, result, s in zip(outputs, results, strides[len(inputs):]):
+        for v, ptr, s in zip(read, [k.ptr(v) for v in inputs] + pointers, strides):
+            env[v] = load(b, b.gep(ptr, [linear_index(b, index, s)]), v.type.dtype)
+        apply_nodes(k, [n for n in nodes if n not in arrays], env, None, None, 0)
+        for out, result, s in zip(outputs, results, strides[len(read):]):
             store(b, env[result], b.gep(k.ptr(out), [linear_index(b, index, s)]), out.type.dtype)
 
 

@@ -15,6 +15,7 @@ from nncompile.codegen.loops import as_i64, for_range
 i1 = ir.IntType(1)
 i32 = ir.IntType(32)
 i64 = ir.IntType(64)
+_BYTES = {ir.HalfType: 2, ir.FloatType: 4, ir.DoubleType: 8}
 
 
 def _suffix(ty: ir.Type) -> str:
@@ -44,7 +45,8 @@ def splat(b: ir.IRBuilder, scalar: ir.Value, lanes: int) -> ir.Value:
     """A vector with `scalar` in every lane."""
     vec_type = ir.VectorType(scalar.type, lanes)
     one = b.insert_element(ir.Constant(vec_type, None), scalar, ir.Constant(i32, 0))
-    return b.shuffle_vector(one, ir.Constant(vec_type, None), ir.Constant(ir.VectorType(i32, lanes), [0] * lanes))
+    everywhere = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
+    return b.shuffle_vector(one, ir.Constant(vec_type, None), everywhere)
 
 
 def lane_mask(b: ir.IRBuilder, valid: ir.Value | int, lanes: int, first_lane: int = 0) -> ir.Value:
@@ -87,12 +89,13 @@ def masked_gather(b: ir.IRBuilder, ptr: ir.Value, stride: int, mask: ir.Value) -
     element = ptr.type.pointee
     vec_type = ir.VectorType(element, lanes)
     ptrs_type = ir.VectorType(element.as_pointer(), lanes)
-    itemsize = element.width // 8 if isinstance(element, ir.IntType) else (4 if isinstance(element, ir.FloatType) else 8)
+    itemsize = _BYTES.get(type(element)) or element.width // 8
     offsets = ir.Constant(ir.VectorType(i64, lanes), [j * stride * itemsize for j in range(lanes)])
     addresses = b.add(splat(b, b.ptrtoint(ptr, i64), lanes), offsets)
     fn = intrinsic(b.module, f"llvm.masked.gather.{_suffix(vec_type)}.v{lanes}p0", vec_type,
                    [ptrs_type, i32, mask.type, vec_type])
-    return b.call(fn, [b.inttoptr(addresses, ptrs_type), ir.Constant(i32, 1), mask, ir.Constant(vec_type, None)])
+    zeros = ir.Constant(vec_type, None)
+    return b.call(fn, [b.inttoptr(addresses, ptrs_type), ir.Constant(i32, 1), mask, zeros])
 
 
 def prefetch(b: ir.IRBuilder, ptr: ir.Value, write: bool = False) -> None:
@@ -114,7 +117,8 @@ def copy_loop(b: ir.IRBuilder, stop: int | ir.Value, start: int | ir.Value = 0,
     fn, after = b.function, b.block
     latch = fn.blocks[fn.blocks.index(after) - 1]    # for_range appends body, latch, end in order
     module = fn.module
-    options = [module.add_metadata([ir.MetaDataString(module, "llvm.loop.vectorize.enable"), ir.Constant(i1, 0)]),
+    vectorize = ir.MetaDataString(module, "llvm.loop.vectorize.enable")
+    options = [module.add_metadata([vectorize, ir.Constant(i1, 0)]),
                module.add_metadata([ir.MetaDataString(module, "llvm.loop.unroll.disable")])]
     # loop metadata must refer to itself (that makes it unique per loop); llvmlite cannot say
     # `distinct`, so the node is made self-referential after it is created

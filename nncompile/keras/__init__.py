@@ -13,3 +13,12 @@ from nncompile.keras.models import Input, InputLayer, Model, Sequential
 
 __all__ = ["Input", "InputLayer", "Model", "Sequential", "activations", "backend", "constraints",
            "initializers", "layers", "models", "regularizers", "utils"]
+from nncompile.keras import callbacks, datasets, preprocessing
+
+__all__ += ["callbacks", "datasets", "preprocessing"]
+from nncompile.keras import optimizers  # noqa: E402
+
+__all__ += ["optimizers"]
+from nncompile.keras import losses, metrics  # noqa: E402
+
+__all__ += ["losses", "metrics"]

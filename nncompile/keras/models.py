@@ -221,6 +221,71 @@ class Model(Layer):
         outs = [np.concatenate([batch[k] for batch in batches]) for k in range(len(graph.outputs))]
         return self._pack(outs)
 
+    def predict_on_batch(self, x):
+        """Outputs for `x` as one batch."""
+        arrays = self._standardize(x)
+        return self._pack(run_graph(self._graph(False), arrays))
+
+    # training (nncompile/keras/training.py) ------------------------------------------------
+    def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None,
+                weighted_metrics=None, run_eagerly=False, steps_per_execution=1, jit_compile="auto",
+                auto_scale_loss=True) -> None:
+        """Configure training: the optimizer, the loss (per output) and the metrics.
+
+        >>> from nncompile.keras.layers import Dense
+        >>> model = Sequential([Input(shape=(3,)), Dense(1)])
+        >>> model.compile(optimizer="adam", loss="mse", metrics=["mae"])
+        >>> history = model.fit(np.ones((8, 3)), np.zeros(8), epochs=2, verbose=0)
+        >>> sorted(history.history)
+        ['loss', 'mae']
+        """
+        from nncompile.keras import training
+
+        training.compile_model(self, optimizer, loss, loss_weights, metrics, weighted_metrics)
+
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
+            validation_split=0.0, validation_data=None, shuffle=True, class_weight=None,
+            sample_weight=None, initial_epoch=0, steps_per_epoch=None, validation_steps=None,
+            validation_batch_size=None, validation_freq=1, **kwargs):
+        """Train for `epochs` passes over the data; returns the History (also `model.history`).
+        Each batch is one call of the compiled training step."""
+        from nncompile.keras import training
+
+        return training.fit(self, x, y, batch_size, epochs, verbose, callbacks, validation_split,
+                            validation_data, shuffle, class_weight, sample_weight, initial_epoch,
+                            steps_per_epoch, validation_steps, validation_batch_size,
+                            validation_freq, **kwargs)
+
+    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None,
+                 steps=None, callbacks=None, return_dict=False):
+        """The loss (a float) without metrics, else [loss, *metrics] (or a dict)."""
+        from nncompile.keras import training
+
+        return training.evaluate(self, x, y, batch_size, verbose, sample_weight, steps, callbacks,
+                                 return_dict)
+
+    def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
+        """One training step on `x`, `y`; the running loss (and metrics)."""
+        from nncompile.keras import training
+
+        return training.train_on_batch(self, x, y, sample_weight, class_weight, return_dict)
+
+    def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
+        """The loss (and metrics) on one batch, without training."""
+        from nncompile.keras import training
+
+        return training.test_on_batch(self, x, y, sample_weight, return_dict)
+
+    def reset_metrics(self) -> None:
+        from nncompile.keras import training
+
+        training.reset(training.require_compiled(self, "reset_metrics"))
+
+    @property
+    def metrics_names(self) -> list[str]:
+        compiled = getattr(self, "_compiled", None)
+        return [m.name for m in compiled.all_metrics()] if compiled else []
+
     def _input_keys(self) -> list[str]:
         if isinstance(self._inputs_struct, Mapping):
             return sorted(self._inputs_struct)

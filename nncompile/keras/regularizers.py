@@ -48,6 +48,16 @@ class L1L2(Regularizer):
         w = np.asarray(weights, dtype=np.float64)
         return float(self.l1 * np.abs(w).sum() + self.l2 * np.square(w).sum())
 
+    def emit(self, b, weights):
+        """The penalty as IR: a scalar of the weights' dtype, added to the loss by the training step."""
+        axes = tuple(range(weights.type.rank))
+        total = b.scalar(0.0, weights)
+        if self.l1:
+            total = b.add(total, b.mul(b.scalar(self.l1, weights), b.reduce_sum(b.abs(weights), axes=axes)))
+        if self.l2:
+            total = b.add(total, b.mul(b.scalar(self.l2, weights), b.reduce_sum(b.square(weights), axes=axes)))
+        return total
+
     def get_config(self) -> dict[str, Any]:
         return {"l1": self.l1, "l2": self.l2}
 

@@ -42,6 +42,7 @@ from nncompile.runtime.reference import bind_inputs
 
 PIPELINE = ("dce", "fuse", "schedule")
 _ENTRY_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p)
+_STEPS_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p)
 # Symbol size used to decide, once per compile, which buffers share memory (the decision depends
 # on shapes only, not on sizes; every later plan is checked against it).
 _PROBE_SIZE = 3
@@ -68,7 +69,7 @@ def _hoist_constants(graph: Graph) -> Graph:
             continue
         name = f"const{len(graph.inputs)}"
         value = graph.add_input(name, node.outputs[0].type, param=True)
-        graph.params[name] = np.ascontiguousarray(node.attrs["value"])
+        graph.params[name] = np.array(node.attrs["value"], order="C")  # keeps rank 0, unlike ascontiguousarray
         _replace_uses(graph, node.outputs[0], value)
     graph.nodes = keep
     return graph
@@ -165,6 +166,7 @@ class Executable:
                                          _codegen_fingerprint()]))
         self._jit = self._load()
         self._entry = _ENTRY_TYPE(self._jit.address(codegen.ENTRY))
+        self._steps = _STEPS_TYPE(self._jit.address(codegen.STEPS))
         self._inputs = graph.data_inputs
         self._input_slots = [self.layout.slots[v] for v in self._inputs]
         outputs = graph.outputs
@@ -234,6 +236,47 @@ class Executable:
         for i, param in self._copied_updates:
             np.copyto(self.params[param], outs[i])
         return [outs[i] for i in self._returned]
+
+    def run_steps(self, *arrays: np.ndarray) -> list[np.ndarray]:
+        """Run the graph once per step in one native call: each input has a leading axis of steps
+        (`arrays[i][k]` is input i of step k), each returned output too. Parameter updates take
+        effect from one step to the next, as if the steps were separate calls."""
+        if len(arrays) != len(self._inputs):
+            raise ShapeError(f"graph {self.graph.name!r} takes {len(self._inputs)} inputs "
+                             f"({', '.join(v.name for v in self._inputs)}), got {len(arrays)}")
+        arrays = [_checked_array(v, a) if np.ndim(a) else np.asarray(a) for v, a in zip(self._inputs, arrays)]
+        counts = {a.shape[0] if a.ndim else -1 for a in arrays}
+        if len(counts) != 1 or -1 in counts:
+            raise ShapeError(f"run_steps: every input needs the same leading axis of steps; got "
+                             f"shapes {[a.shape for a in arrays]}")
+        count = counts.pop()
+        if self._copied or self._copied_updates or count == 0:
+            per_step = [self._execute([a[k] for a in arrays]) for k in range(count)]
+            return [np.stack([outs[i] for outs in per_step]) for i in range(len(self._returned))]
+        firsts = [a[0] for a in arrays]
+        shapes = tuple([a.shape for a in firsts])
+        binding = self._bindings.get(shapes) or self._bind(shapes, firsts)
+        with self._busy:
+            outs, strides = self._point(binding, arrays, count)
+            status = self._steps(binding.pointers.ctypes.data, binding.sizes.ctypes.data, count,
+                                 strides.ctypes.data)
+        if status:
+            raise self._kernel_error(status, firsts)
+        return [outs[i] for i in self._returned]
+
+    def _point(self, binding: _Binding, arrays: list[np.ndarray], count: int):
+        """Point the table at stepped inputs and fresh stepped outputs; the byte strides."""
+        strides = np.zeros(len(binding.pointers), np.int64)
+        for slot, array in zip(self._input_slots, arrays):
+            binding.pointers[slot] = array.ctypes.data
+            strides[slot] = array[0].nbytes
+        outs: list = [None] * len(binding.outputs)
+        for i, slot in self._owned:
+            shape, dtype = binding.outputs[i]
+            outs[i] = np.empty((count,) + shape, dtype)
+            binding.pointers[slot] = outs[i].ctypes.data
+            strides[slot] = outs[i][0].nbytes if count else 0
+        return outs, strides
 
     def _call(self, binding: _Binding, arrays: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
         """Point the table at the inputs and fresh outputs, and make the one native call."""

@@ -132,3 +132,8 @@ class Interpreter:
             if name in self.graph.updates:
                 np.copyto(self.graph.params[self.graph.updates[name]], value)
         return [outs[i] for i in self._returned]
+
+    def run_steps(self, *arrays: np.ndarray) -> list[np.ndarray]:
+        """One run per step: every input has a leading axis of steps, every output gets one."""
+        per_step = [self._execute([a[k] for a in arrays]) for k in range(len(arrays[0]))]
+        return [np.stack(outs) for outs in zip(*per_step)]

@@ -27,7 +27,8 @@ def numpy_conv(x, w, strides, pads, dilations, groups):
     for i in range(kh):
         for j in range(kw):
             r0, c0 = i * dilations[0], j * dilations[1]
-            tap = padded[:, r0:r0 + (oh - 1) * strides[0] + 1:strides[0], c0:c0 + (ow - 1) * strides[1] + 1:strides[1]]
+            rows = slice(r0, r0 + (oh - 1) * strides[0] + 1, strides[0])
+            tap = padded[:, rows, c0:c0 + (ow - 1) * strides[1] + 1:strides[1]]
             for g in range(groups):
                 y[..., g * og:(g + 1) * og] += tap[..., g * cg:(g + 1) * cg] @ w[i, j, :, g * og:(g + 1) * og]
     return y
@@ -125,9 +126,11 @@ def test_bad_groups_are_named():
 
 def test_window_larger_than_input_is_named():
     with pytest.raises(IRError, match="height"):
-        conv.emit_conv2d(target.new_module("bad"), "c", DType.f32, in_hw=(2, 4), cin=1, kernel_hw=(3, 3), cout=1)
+        conv.emit_conv2d(target.new_module("bad"), "c", DType.f32, in_hw=(2, 4), cin=1, kernel_hw=(3, 3),
+                         cout=1)
 
 
 def test_symbolic_image_size_is_named():
     with pytest.raises(IRError, match="must be static ints"):
-        conv.emit_conv2d(target.new_module("bad"), "c", DType.f32, in_hw=("H", 4), cin=1, kernel_hw=(1, 1), cout=1)
+        conv.emit_conv2d(target.new_module("bad"), "c", DType.f32, in_hw=("H", 4), cin=1, kernel_hw=(1, 1),
+                         cout=1)

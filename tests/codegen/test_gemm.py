@@ -98,7 +98,7 @@ def test_f64_matches_numpy(m, n, k, transposes):
 
 
 @pytest.mark.parametrize("epilogue", sorted(EPILOGUES))
-@pytest.mark.parametrize("m,n,k", [(1, 784 // 4, 128), (3, 17, 5), (13, 33, 257), (241, 65, 300), (0 + 5, 70, 0)])
+@pytest.mark.parametrize("m,n,k", [(1, 196, 128), (3, 17, 5), (13, 33, 257), (241, 65, 300), (5, 70, 0)])
 def test_epilogues(epilogue, m, n, k):
     got, want = run_gemm(DType.f32, m, n, k, epilogue=epilogue)
     _check(got, want, DType.f32, k)

@@ -147,10 +147,24 @@ def test_activation_layer(name, fn):
     assert config_round_trip(layer).get_config()["activation"] == (name or "linear")
 
 
-@pytest.mark.parametrize("training", [False, True])
-def test_dropout_is_the_identity_in_a_graph(training):
+def test_dropout_is_the_identity_at_inference():
     x = rand(4, 5)
-    np.testing.assert_array_equal(Dropout(0.5)(x, training=training), x)
+    np.testing.assert_array_equal(Dropout(0.5)(x), x)
+    np.testing.assert_array_equal(Dropout(0.5)(x, training=False), x)
+
+
+def test_dropout_in_training_zeroes_a_fraction_rate_and_scales_the_rest():
+    x = rand(50, 200) + 1
+    y = Dropout(0.25)(x, training=True)
+    kept = y != 0
+    np.testing.assert_allclose(y[kept], x[kept] / 0.75, rtol=1e-6)
+    assert abs(1 - kept.mean() - 0.25) < 0.02
+
+
+def test_dropout_noise_shape_shares_the_mask_along_broadcast_axes():
+    y = Dropout(0.5, noise_shape=(None, 1))(np.ones((64, 7), "float32"), training=True)
+    assert all(len(set(row.tolist())) == 1 for row in y)
+    assert 0 < (y[:, 0] == 0).mean() < 1
 
 
 def test_dropout_arguments():

@@ -224,3 +224,18 @@ def test_normalization_in_a_sequential_model_predicts_with_moving_statistics():
     h = (h - h.mean(-1, keepdims=True)) / np.sqrt(h.var(-1, keepdims=True) + 1e-3)
     np.testing.assert_allclose(model.predict(x.astype(np.float32)), h * ln_gamma + ln_beta,
                                rtol=1e-4, atol=1e-4)
+
+
+def test_batch_normalization_training_call_updates_moving_statistics_like_keras():
+    bn = BatchNormalization(momentum=0.9)
+    x = np.random.default_rng(3).random((8, 5, 3)).astype("float32")
+    bn(x, training=True)
+    bn(2 * x, training=True)
+    mean, var = x.mean(axis=(0, 1)), x.var(axis=(0, 1))
+    want_mean = 0.9 * (0.1 * mean) + 0.1 * (2 * mean)
+    want_var = 0.9 * (0.9 + 0.1 * var) + 0.1 * (4 * var)
+    np.testing.assert_allclose(bn.moving_mean.numpy(), want_mean, rtol=1e-5)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), want_var, rtol=1e-5)
+    before = bn.moving_mean.numpy().copy()
+    bn(x, training=False)
+    np.testing.assert_array_equal(bn.moving_mean.numpy(), before)

@@ -16,7 +16,7 @@ from nncompile.runtime.reference import bind_inputs
 from nncompile.runtime.reference import run as reference_run
 
 FEW = settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-SOME = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SOME = settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SIZE = st.sampled_from((1, 3, 17, 257))   # 17 and 257 leave tails after 16-lane vector loops
 SMALL = st.sampled_from((1, 3, 17))
 TWO_BATCHES = st.lists(st.sampled_from((1, 2, 7, 17)), min_size=2, max_size=2, unique=True)
@@ -73,7 +73,8 @@ def check(graph: Graph, exe, inputs: list[np.ndarray], scales=None, rtol: float 
                      None if scales is None else scales[i], rtol)
 
 
-def inputs_for(graph: Graph, env: dict, sample: Callable[[str, DType, tuple], np.ndarray]) -> list[np.ndarray]:
+def inputs_for(graph: Graph, env: dict,
+               sample: Callable[[str, DType, tuple], np.ndarray]) -> list[np.ndarray]:
     """One array per data input, of its shape with symbols resolved by `env`."""
     return [sample(v.name, v.type.dtype, resolve_shape(v.type.shape, env)) for v in graph.data_inputs]
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from nncompile.ir.dtypes import DType
 from nncompile.ir.errors import ShapeError
-from nncompile.ir.optable import Attr, AttrKind, Fusion, defop
+from nncompile.ir.optable import OPS, Attr, AttrKind, Fusion, defop
 from nncompile.ir.types import TensorType, broadcast_shapes
 
 _FLOAT = "float"
@@ -144,3 +144,84 @@ def _constant_rule(ts, attrs):
 
 defop("constant", inputs=(), fusion=Fusion.ELEMENTWISE, attrs={"value": Attr(AttrKind.TENSOR)},
       infer=_constant_rule, reference=lambda xs, attrs: attrs["value"])
+
+
+# --- VJPs (autodiff) ------------------------------------------------------------------------
+# A rule gives the cotangent of each input from the output's, at the output's (broadcast) shape:
+# autodiff sums broadcast axes away. None means no gradient: piecewise-constant ops (sign,
+# floor, ceil, round) have derivative zero almost everywhere. maximum/minimum give a tie wholly
+# to x (TensorFlow's choice; JAX splits it), relu gives 0 at 0, abs gives 0 at 0 (sign(0)).
+
+def _pow_vjp(b, g, x, y, z):
+    dx = b.mul(g, b.mul(y, b.pow(x, b.sub(y, b.scalar(1.0, y)))))
+    # log(0) would make 0 * -inf = NaN where the base is 0; the term is 0 there (JAX does the same).
+    safe = b.select(b.equal(x, b.scalar(0.0, x)), b.scalar(1.0, x), x)
+    return [dx, b.mul(g, b.mul(z, b.log(safe)))]
+
+
+def _extremum_vjp(compare: str):
+    def vjp(b, g, x, y, z):
+        x_wins = b.op(compare, x, y)
+        zero = b.scalar(0.0, g)
+        return [b.select(x_wins, g, zero), b.select(x_wins, zero, g)]
+    return vjp
+
+
+_UNARY_VJPS = {
+    "neg": lambda b, g, x, y: b.neg(g),
+    "abs": lambda b, g, x, y: b.mul(g, b.sign(x)),
+    "exp": lambda b, g, x, y: b.mul(g, y),
+    "expm1": lambda b, g, x, y: b.mul(g, b.add(y, b.scalar(1.0, y))),
+    "log": lambda b, g, x, y: b.div(g, x),
+    "log1p": lambda b, g, x, y: b.div(g, b.add(x, b.scalar(1.0, x))),
+    "sqrt": lambda b, g, x, y: b.div(b.mul(g, b.scalar(0.5, g)), y),
+    "rsqrt": lambda b, g, x, y: b.mul(g, b.mul(b.scalar(-0.5, y), b.mul(y, b.square(y)))),
+    "reciprocal": lambda b, g, x, y: b.neg(b.mul(g, b.square(y))),
+    "square": lambda b, g, x, y: b.mul(g, b.mul(x, b.scalar(2.0, x))),
+    "tanh": lambda b, g, x, y: b.mul(g, b.sub(b.scalar(1.0, y), b.square(y))),
+    "sigmoid": lambda b, g, x, y: b.mul(g, b.mul(y, b.sub(b.scalar(1.0, y), y))),
+    "relu": lambda b, g, x, y: b.select(b.greater(x, b.scalar(0.0, x)), g, b.scalar(0.0, g)),
+    "erf": lambda b, g, x, y: b.mul(g, b.mul(b.scalar(2 / np.sqrt(np.pi), x), b.exp(b.neg(b.square(x))))),
+    "sin": lambda b, g, x, y: b.mul(g, b.cos(x)),
+    "cos": lambda b, g, x, y: b.neg(b.mul(g, b.sin(x))),
+    "sign": None, "floor": None, "ceil": None, "round": None,
+}
+
+_BINARY_VJPS = {
+    "add": lambda b, g, x, y, z: [g, g],
+    "sub": lambda b, g, x, y, z: [g, b.neg(g)],
+    "mul": lambda b, g, x, y, z: [b.mul(g, y), b.mul(g, x)],
+    "div": lambda b, g, x, y, z: [b.div(g, y), b.neg(b.div(b.mul(g, z), y))],
+    "pow": _pow_vjp,
+    "maximum": _extremum_vjp("greater_equal"),
+    "minimum": _extremum_vjp("less_equal"),
+}
+
+
+def _unary_vjp(rule):
+    def vjp(b, node, cts):
+        return [None if rule is None else rule(b, cts[0], node.inputs[0], node.outputs[0])]
+    return vjp
+
+
+def _binary_vjp(rule):
+    return lambda b, node, cts: rule(b, cts[0], *node.inputs, node.outputs[0])
+
+
+def _select_vjp(b, node, cts):
+    cond, g = node.inputs[0], cts[0]
+    zero = b.scalar(0.0, g)
+    return [None, b.select(cond, g, zero), b.select(cond, zero, g)]
+
+
+def _cast_vjp(b, node, cts):
+    x = node.inputs[0]
+    return [b.cast(cts[0], dtype=x.type.dtype) if x.type.dtype.is_float else None]
+
+
+for _name, _rule in _UNARY_VJPS.items():
+    OPS[_name].vjp = _unary_vjp(_rule)
+for _name, _rule in _BINARY_VJPS.items():
+    OPS[_name].vjp = _binary_vjp(_rule)
+OPS["select"].vjp = _select_vjp
+OPS["cast"].vjp = _cast_vjp

@@ -11,7 +11,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from nncompile.ir.errors import ShapeError
-from nncompile.ir.optable import Attr, AttrKind, Fusion, defop
+from nncompile.ir.optable import OPS, Attr, AttrKind, Fusion, defop
 from nncompile.ir.types import Dim, TensorType, broadcast_shapes, is_symbol
 
 
@@ -159,3 +159,32 @@ defop("conv2d", inputs=("x", "w"), fusion=Fusion.EPILOGUE, infer=_conv2d_rule,
       attrs={"strides": Attr(AttrKind.INTS, (1, 1)), "pads": Attr(AttrKind.INTS, (0, 0, 0, 0)),
              "dilations": Attr(AttrKind.INTS, (1, 1)), "groups": Attr(AttrKind.INT, 1)},
       doc="2-D convolution, x NHWC, w (KH,KW,Cin/groups,Cout), pads (top,bottom,left,right)")
+
+
+# --- VJPs (autodiff) ------------------------------------------------------------------------
+# matmul: with op(A) = A or A^T as transpose_a says (B alike), C = op(A) @ op(B) gives
+# d op(A) = G @ op(B)^T and d op(B) = op(A)^T @ G; the transposes are the GEMM's flags, never
+# transpose ops. Broadcast batch axes come back summed by autodiff. conv2d has its own ops.
+
+def _matmul_vjp(b, node, cts):
+    a, w = node.inputs
+    g = cts[0]
+    ta, tb = node.attrs["transpose_a"], node.attrs["transpose_b"]
+    da = (b.matmul(w, g, transpose_a=tb, transpose_b=True) if ta
+          else b.matmul(g, w, transpose_b=not tb))
+    dw = (b.matmul(g, a, transpose_a=True, transpose_b=ta) if tb
+          else b.matmul(a, g, transpose_a=not ta))
+    return [da, dw]
+
+
+def _conv2d_vjp(b, node, cts):
+    x, w = node.inputs
+    g = cts[0]
+    window = {k: node.attrs[k] for k in ("strides", "pads", "dilations", "groups")}
+    dx = b.op("conv2d_grad_input", g, w, input_hw=x.type.shape[1:3], **window)
+    dw = b.op("conv2d_grad_filter", x, g, kernel_hw=w.type.shape[:2], **window)
+    return [dx, dw]
+
+
+OPS["matmul"].vjp = _matmul_vjp
+OPS["conv2d"].vjp = _conv2d_vjp

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from nncompile.ir.errors import ShapeError
-from nncompile.ir.optable import Attr, AttrKind, Fusion, defop
+from nncompile.ir.optable import OPS, Attr, AttrKind, Fusion, defop
 from nncompile.ir.types import TensorType, normalize_axis
 
 
@@ -44,3 +44,21 @@ defop("softmax", inputs=("x",), attrs=_ATTRS, fusion=Fusion.OPAQUE, infer=_softm
       reference=_softmax, doc="exp(x) / sum(exp(x)) along `axis`")
 defop("log_softmax", inputs=("x",), attrs=_ATTRS, fusion=Fusion.OPAQUE, infer=_softmax_rule,
       reference=_log_softmax, doc="x - log(sum(exp(x))) along `axis`")
+
+
+# --- VJPs (autodiff) ------------------------------------------------------------------------
+
+def _softmax_vjp(b, node, cts):
+    """dx = y * (g - sum(g * y)) along the axis."""
+    y, g, axis = node.outputs[0], cts[0], node.attrs["axis"]
+    return [b.mul(y, b.sub(g, b.reduce_sum(b.mul(g, y), axes=[axis], keepdims=True)))]
+
+
+def _log_softmax_vjp(b, node, cts):
+    """dx = g - softmax(x) * sum(g) along the axis, with softmax(x) = exp(y)."""
+    y, g, axis = node.outputs[0], cts[0], node.attrs["axis"]
+    return [b.sub(g, b.mul(b.exp(y), b.reduce_sum(g, axes=[axis], keepdims=True)))]
+
+
+OPS["softmax"].vjp = _softmax_vjp
+OPS["log_softmax"].vjp = _log_softmax_vjp

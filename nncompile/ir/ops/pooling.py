@@ -12,7 +12,7 @@ import numpy as np
 
 from nncompile.ir.errors import ShapeError
 from nncompile.ir.ops.linalg import check_window_attrs, pad_spatial, window_output_size, windows
-from nncompile.ir.optable import Attr, AttrKind, Fusion, defop
+from nncompile.ir.optable import OPS, Attr, AttrKind, Fusion, defop
 from nncompile.ir.types import TensorType
 
 _ATTRS = {"window": Attr(AttrKind.INTS), "strides": Attr(AttrKind.INTS),
@@ -65,3 +65,19 @@ defop("max_pool2d", inputs=("x",), attrs=_ATTRS, fusion=Fusion.EPILOGUE, infer=_
 defop("avg_pool2d", inputs=("x",), attrs=_ATTRS, fusion=Fusion.EPILOGUE, infer=_pool_rule(True),
       reference=_avg_pool_reference,
       doc="mean over the real (non-padding) elements of each window of an NHWC input")
+
+
+# --- VJPs (autodiff) ------------------------------------------------------------------------
+
+def _max_pool2d_vjp(b, node, cts):
+    attrs = {k: node.attrs[k] for k in ("window", "strides", "pads")}
+    return [b.op("max_pool2d_grad", node.inputs[0], cts[0], **attrs)]
+
+
+def _avg_pool2d_vjp(b, node, cts):
+    attrs = {k: node.attrs[k] for k in ("window", "strides", "pads")}
+    return [b.op("avg_pool2d_grad", cts[0], input_hw=node.inputs[0].type.shape[1:3], **attrs)]
+
+
+OPS["max_pool2d"].vjp = _max_pool2d_vjp
+OPS["avg_pool2d"].vjp = _avg_pool2d_vjp

@@ -12,8 +12,8 @@ import numpy as np
 
 from nncompile.ir.dtypes import DType
 from nncompile.ir.errors import ShapeError
-from nncompile.ir.optable import Attr, AttrKind, Fusion, defop
-from nncompile.ir.types import Shape, TensorType, normalize_axis
+from nncompile.ir.optable import OPS, Attr, AttrKind, Fusion, defop
+from nncompile.ir.types import Shape, TensorType, is_symbol, normalize_axis
 
 _REDUCE_ATTRS = {"axes": Attr(AttrKind.INTS), "keepdims": Attr(AttrKind.BOOL, False)}
 _ARG_ATTRS = {"axis": Attr(AttrKind.INT), "keepdims": Attr(AttrKind.BOOL, False)}
@@ -122,3 +122,57 @@ defop("argmax", inputs=("x",), attrs=_ARG_ATTRS, fusion=Fusion.REDUCTION, infer=
       reference=_arg_reference("argmax", np.argmax), doc="index (i64) of the first maximum along `axis`")
 defop("argmin", inputs=("x",), attrs=_ARG_ATTRS, fusion=Fusion.REDUCTION, infer=_arg_rule,
       reference=_arg_reference("argmin", np.argmin), doc="index (i64) of the first minimum along `axis`")
+
+
+# --- VJPs (autodiff) ------------------------------------------------------------------------
+# The cotangent of a reduction is spread back over the reduced axes. max/min share it equally
+# among the elements that tie for the extreme (as TensorFlow and JAX do); prod uses the product
+# of the other elements, so that zeros in the input are exact.
+
+def _kept(b, g, x, axes: tuple[int, ...], keepdims: bool):
+    """The output cotangent `g` reshaped to the reduced shape with size-1 axes kept."""
+    return g if keepdims else b.reshape(g, shape=reduced_shape(x.type.shape, axes, True))
+
+
+def _count(b, x, axes: tuple[int, ...]):
+    """The number of reduced elements as a scalar of x's dtype; counted at run time when a
+    reduced axis is symbolic (the batch: a mean over it divides by the batch size)."""
+    dims = [x.type.shape[a] for a in axes]
+    if not any(is_symbol(d) for d in dims):
+        return b.scalar(float(math.prod(dims)), x)
+    ones = b.broadcast(b.scalar(1.0, x), shape=dims)
+    return b.reduce_sum(ones, axes=list(range(len(dims))))
+
+
+def _reduce_vjp(kind: str):
+    def vjp(b, node, cts):
+        x, y = node.inputs[0], node.outputs[0]
+        axes = normalize_axes(node.attrs["axes"], x.type.rank)
+        g = _kept(b, cts[0], x, axes, node.attrs["keepdims"])
+        if kind == "sum":
+            return [b.broadcast(g, shape=x.type.shape)]
+        if kind == "mean":
+            return [b.broadcast(b.div(g, _count(b, x, axes)), shape=x.type.shape)]
+        if kind == "prod":
+            return [b.mul(g, _product_of_others(b, x, axes))]
+        hits = b.cast(b.equal(x, _kept(b, y, x, axes, node.attrs["keepdims"])), dtype=x.type.dtype)
+        ties = b.reduce_sum(hits, axes=list(axes), keepdims=True)
+        return [b.mul(hits, b.div(g, ties))]
+    return vjp
+
+
+def _product_of_others(b, x, axes: tuple[int, ...]):
+    """d prod(x) / d x_i = the product of the other elements: prod / x_i without zeros, the
+    product of the non-zeros at the only zero, and 0 everywhere else."""
+    zero, one = b.scalar(0.0, x), b.scalar(1.0, x)
+    is_zero = b.equal(x, zero)
+    nonzero_product = b.reduce_prod(b.select(is_zero, one, x), axes=list(axes), keepdims=True)
+    zeros = b.reduce_sum(b.cast(is_zero, dtype=x.type.dtype), axes=list(axes), keepdims=True)
+    at_zero = b.select(b.equal(zeros, one), nonzero_product, zero)
+    elsewhere = b.select(b.equal(zeros, zero), b.div(nonzero_product, x), zero)
+    return b.select(is_zero, at_zero, elsewhere)
+
+
+for _name, _kind in (("reduce_sum", "sum"), ("reduce_mean", "mean"), ("reduce_max", "extreme"),
+                     ("reduce_min", "extreme"), ("reduce_prod", "prod")):
+    OPS[_name].vjp = _reduce_vjp(_kind)

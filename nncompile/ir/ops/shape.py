@@ -13,7 +13,7 @@ import numpy as np
 from nncompile.ir.dtypes import DType
 from nncompile.ir.errors import ShapeError
 from nncompile.ir.ops.reduction import normalize_axes
-from nncompile.ir.optable import Attr, AttrKind, Fusion, defop
+from nncompile.ir.optable import OPS, Attr, AttrKind, Fusion, defop
 from nncompile.ir.types import Dim, Shape, TensorType, is_symbol, normalize_axis
 
 # An end at least this large selects "to the end" (ONNX exporters write INT32_MAX or INT64_MAX).
@@ -243,3 +243,91 @@ def _pad_reference(xs: list[np.ndarray], attrs: dict) -> np.ndarray:
 defop("pad", inputs=("x",), attrs={"pads": Attr(AttrKind.INTS), "value": Attr(AttrKind.FLOAT, 0.0)},
       fusion=Fusion.INJECTIVE, infer=_pad_rule, reference=_pad_reference,
       doc="constant padding; pads = (before_0, after_0, before_1, after_1, ...)")
+
+
+# --- VJPs (autodiff) ------------------------------------------------------------------------
+# Each moves the cotangent back where the input's elements came from: the inverse reshape or
+# permutation, slices of a concatenation, padding around a slice, a scatter-add for gather.
+# broadcast returns the cotangent as it is: autodiff sums broadcast axes away.
+
+def _reshape_vjp(b, node, cts):
+    return [b.reshape(cts[0], shape=node.inputs[0].type.shape)]
+
+
+def _transpose_vjp(b, node, cts):
+    inverse = [0] * len(node.attrs["perm"])
+    for i, p in enumerate(node.attrs["perm"]):
+        inverse[p] = i
+    return [b.transpose(cts[0], perm=inverse)]
+
+
+def _concat_vjp(b, node, cts):
+    if len(node.inputs) == 1:
+        return [cts[0]]
+    axis = normalize_axis(node.attrs["axis"], node.outputs[0].type.rank)
+    out, offset = [], 0
+    for x in node.inputs:
+        size = x.type.shape[axis]
+        out.append(b.slice(cts[0], starts=[offset], ends=[offset + size], axes=[axis], steps=[1]))
+        offset += size
+    return out
+
+
+def _pad_vjp(b, node, cts):
+    x, pads = node.inputs[0], node.attrs["pads"]
+    axes = [a for a in range(x.type.rank) if pads[2 * a] or pads[2 * a + 1]]
+    if not axes:
+        return [cts[0]]
+    starts = [pads[2 * a] for a in axes]
+    ends = [pads[2 * a] + x.type.shape[a] for a in axes]
+    return [b.slice(cts[0], starts=starts, ends=ends, axes=axes, steps=[1] * len(axes))]
+
+
+def _slice_vjp(b, node, cts):
+    """Zeros with the cotangent at the sliced positions: reverse the axes taken backwards, spread
+    strided axes out with zeros between (reshape, pad, reshape), then pad to the input's size."""
+    x, g = node.inputs[0], cts[0]
+    plan = {a: range(*part.indices(x.type.shape[a])) for a, part in slice_plan(x.type.shape, node.attrs).items()
+            if not is_symbol(x.type.shape[a])}
+    if any(len(r) == 0 for r in plan.values()):
+        return [None]   # nothing was taken: the gradient is zero
+    backwards = [a for a, r in plan.items() if r.step < 0 and len(r) > 1]
+    if backwards:
+        g = b.slice(g, starts=[-1] * len(backwards), ends=[-SLICE_END] * len(backwards), axes=backwards,
+                    steps=[-1] * len(backwards))
+    pads = [0] * (2 * x.type.rank)
+    for a, r in sorted(plan.items()):
+        first, step, n = min(r), abs(r.step), len(r)
+        span = n
+        if step > 1 and n > 1:
+            g = _spread(b, g, a, n, step)
+            span = n * step
+            if first + span > x.type.shape[a]:
+                span = (n - 1) * step + 1
+                g = b.slice(g, starts=[0], ends=[span], axes=[a], steps=[1])
+        pads[2 * a], pads[2 * a + 1] = first, x.type.shape[a] - first - span
+    return [b.pad(g, pads=pads) if any(pads) else g]
+
+
+def _spread(b, g, axis: int, n: int, step: int):
+    """`g` with step-1 zeros after each of the n entries along `axis` (length n * step)."""
+    shape = list(g.type.shape)
+    column = b.reshape(g, shape=shape[:axis + 1] + [1] + shape[axis + 1:])
+    pads = [0] * (2 * (len(shape) + 1))
+    pads[2 * (axis + 1) + 1] = step - 1
+    return b.reshape(b.pad(column, pads=pads), shape=shape[:axis] + [n * step] + shape[axis + 1:])
+
+
+def _gather_vjp(b, node, cts):
+    data, indices = node.inputs
+    return [b.scatter_add(indices, cts[0], shape=data.type.shape, axis=node.attrs["axis"],
+                          allow_negative=node.attrs["allow_negative"]), None]
+
+
+OPS["reshape"].vjp = _reshape_vjp
+OPS["transpose"].vjp = _transpose_vjp
+OPS["broadcast"].vjp = lambda b, node, cts: [cts[0]]
+OPS["concat"].vjp = _concat_vjp
+OPS["slice"].vjp = _slice_vjp
+OPS["pad"].vjp = _pad_vjp
+OPS["gather"].vjp = _gather_vjp

@@ -310,7 +310,12 @@ def _is_shape_list(shape) -> bool:
 
 def run_graph(graph: Graph, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Execute a traced graph on arrays with the backend NNCOMPILE_BACKEND names: compiled native
-    code ("cpu", the default) or the numpy reference interpreter ("reference")."""
+    code ("cpu", the default) or the numpy reference interpreter ("reference"). A graph that
+    draws random numbers (Dropout in training) gets a fresh seed from numpy's generator."""
+    from nncompile.keras.layers.core import SEED_INPUT
     from nncompile.runtime import cpu
 
+    names = [v.name for v in graph.data_inputs]
+    if len(arrays) == len(names) - 1 and names[-1] == SEED_INPUT:
+        arrays = [*arrays, np.asarray(np.random.randint(0, 2**62), np.int64)]
     return cpu.run_graph(graph, arrays)

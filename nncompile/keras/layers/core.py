@@ -6,7 +6,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from nncompile.ir import Builder, DType, Value
+from nncompile.ir import Builder, DType, TensorType, Value
 from nncompile.keras import activations, constraints, initializers, regularizers
 from nncompile.keras.layers.base import Layer
 from nncompile.keras.layers.arguments import (check_data_format, legacy_args, positive_int,
@@ -117,17 +117,32 @@ class Activation(Layer):
         return {**super().get_config(), "activation": activations.serialize(self.activation)}
 
 
+SEED_INPUT = "seed"
+
+
+def seed_input(b: Builder) -> Value:
+    """The graph's i64 scalar input that random ops draw from (added on first use)."""
+    for v in b.graph.inputs:
+        if v.name == SEED_INPUT:
+            return v
+    return b.input(SEED_INPUT, TensorType(DType.i64, ()))
+
+
 class Dropout(Layer):
     """Sets a fraction `rate` of inputs to 0 during training, scaling the rest by 1 / (1 - rate).
 
-    At inference it is the identity and emits nothing. In training the mask is drawn and applied
-    by the training step, which finds the Dropout layers of the model; `emit` never draws.
+    At inference it is the identity and emits nothing. In training the mask comes from the
+    counter-based `random_uniform` op, keyed by the layer's own stream (its `seed`, or a draw made
+    when it is created) and drawn from the graph's `seed` input, which the training step sets
+    anew for every batch.
 
     Example:
 
     >>> x = np.ones((2, 3), "float32")
     >>> bool((Dropout(0.5)(x) == x).all())
     True
+    >>> sorted(set(Dropout(0.5)(np.ones((4, 1000), "float32"), training=True).ravel().tolist()))
+    [0.0, 2.0]
     """
 
     @legacy_args({"p": "rate"})
@@ -140,9 +155,21 @@ class Dropout(Layer):
         self.rate = float(rate)
         self.noise_shape = None if noise_shape is None else tuple(noise_shape)
         self.seed = seed
+        # The mask stream of this layer: its seed, else a draw from numpy's generator, which
+        # keras.utils.set_random_seed makes reproducible.
+        self._key = int(seed) if seed is not None else int(np.random.randint(0, 2**31))
 
     def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
-        return inputs
+        if not training or self.rate == 0:
+            return inputs
+        if self.rate == 1:
+            return b.mul(inputs, b.scalar(0.0, inputs))
+        dims = inputs.type.shape
+        shape = dims if self.noise_shape is None else tuple(
+            d if n is None else n for d, n in zip(dims, self.noise_shape))
+        draws = b.op("random_uniform", seed_input(b), shape=shape, key=self._key)
+        keep = b.cast(b.op("greater_equal", draws, b.scalar(self.rate, draws)), dtype=inputs.type.dtype)
+        return b.mul(inputs, b.mul(keep, b.scalar(1 / (1 - self.rate), inputs)))
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "rate": self.rate, "seed": self.seed,

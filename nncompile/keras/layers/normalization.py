@@ -75,10 +75,12 @@ def _scale_and_offset(layer: Layer, shape: tuple[int, ...], scale: bool,
     return gamma, beta
 
 
-def _moments(b: Builder, x: Value, axes: tuple[int, ...]) -> tuple[Value, Value]:
-    """x minus its mean over `axes`, and the (biased) variance over `axes`, kept broadcastable."""
-    centered = b.sub(x, b.reduce_mean(x, axes=axes, keepdims=True))
-    return centered, b.reduce_mean(b.square(centered), axes=axes, keepdims=True)
+def _moments(b: Builder, x: Value, axes: tuple[int, ...]) -> tuple[Value, Value, Value]:
+    """x minus its mean over `axes`, the (biased) variance and the mean over `axes`, kept
+    broadcastable."""
+    mean = b.reduce_mean(x, axes=axes, keepdims=True)
+    centered = b.sub(x, mean)
+    return centered, b.reduce_mean(b.square(centered), axes=axes, keepdims=True), mean
 
 
 class BatchNormalization(Layer):
@@ -139,12 +141,21 @@ class BatchNormalization(Layer):
         rank = inputs.type.rank
         axes = (self.axis % rank,)
         if training and self.trainable:
-            centered, var = _moments(b, inputs, tuple(d for d in range(rank) if d not in axes))
+            centered, var, mean = _moments(b, inputs, tuple(d for d in range(rank) if d not in axes))
+            self._follow(b, self.moving_mean, mean)
+            self._follow(b, self.moving_variance, var)
         else:
             centered = b.sub(inputs, _along(b, self, self.moving_mean, axes, rank))
             var = _along(b, self, self.moving_variance, axes, rank)
         return _normalize(b, centered, var, self.epsilon, _along(b, self, self.gamma, axes, rank),
                           _along(b, self, self.beta, axes, rank))
+
+    def _follow(self, b: Builder, moving: Variable, batch: Value) -> None:
+        """moving <- moving * momentum + batch * (1 - momentum), after each training run."""
+        old = self.param(b, moving)
+        new = b.add(b.mul(old, b.scalar(self.momentum, old)),
+                    b.mul(b.reshape(batch, shape=old.type.shape), b.scalar(1 - self.momentum, old)))
+        b.update(old, new)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "axis": self.axis, "momentum": self.momentum,
@@ -216,7 +227,7 @@ class LayerNormalization(Layer):
         if self.rms_scaling:
             mean_square = b.reduce_mean(b.square(inputs), axes=reduced, keepdims=True)
             return _normalize(b, inputs, mean_square, self.epsilon, gamma, None)
-        centered, var = _moments(b, inputs, reduced)
+        centered, var, _ = _moments(b, inputs, reduced)
         return _normalize(b, centered, var, self.epsilon, gamma, beta)
 
     def get_config(self) -> dict[str, Any]:

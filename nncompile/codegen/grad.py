@@ -1,0 +1,325 @@
+"""Kernels of the backward-pass ops (`nncompile/ir/ops/grad.py`), registered in the op table's
+`lower` slot.
+
+The conv2d gradients run at GEMM speed on `gemm.emit_gemm`, over chunks of output pixels so that
+the patch matrix of a chunk (CHUNK_ELEMENTS at most) stays in cache instead of the whole batch's:
+- filter: per group and chunk, the patches P (rows x KH*KW*cg, im2col) give dW_g += P^T @ dY_g;
+- input: per group and chunk, dP = dY_g @ W_g^T, then each patch row is added back onto the
+  pixels it was read from (col2im). Every stride, padding, dilation and group count takes this
+  path; only the packing loops are single-threaded, the GEMMs use both cores when large.
+Pooling gradients, scatter_add and random_uniform are plain loop nests (channels innermost).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llvmlite import ir
+
+from nncompile.codegen import elementwise, gemm
+from nncompile.codegen.gemm import at, entry_alloca, smin
+from nncompile.codegen.kernel import Dim, Kernel, load, mul, product, scalar_type
+from nncompile.codegen.loops import as_i64, const, for_nest, for_range
+from nncompile.ir.dtypes import DType
+from nncompile.ir.errors import IRError
+from nncompile.ir.graph import Node
+from nncompile.ir.ops.grad import GOLDEN, MIX1, MIX2, key_hash
+from nncompile.ir.optable import OPS
+from nncompile.ir.types import normalize_axis
+
+i32 = ir.IntType(32)
+i64 = ir.IntType(64)
+CHUNK_ELEMENTS = 1 << 18   # patch-matrix elements per chunk: 1 MB of f32, within L2
+
+
+def _add(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
+    return b.fadd(x, y) if isinstance(x.type, (ir.FloatType, ir.DoubleType, ir.HalfType)) else b.add(x, y)
+
+
+def _zero_fill(k: Kernel, ptr: ir.Value, count: Dim, dtype: DType) -> None:
+    with for_range(k.b, count, name="z") as i:
+        k.b.store(elementwise.constant(dtype, 0, None), k.b.gep(ptr, [i]))
+
+
+def _accumulate(b: ir.IRBuilder, ptr: ir.Value, value: ir.Value) -> None:
+    b.store(_add(b, b.load(ptr), value), ptr)
+
+
+# --- conv2d gradients ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Conv:
+    """Static geometry of a convolution and its gradients."""
+    h: int
+    w: int
+    cin: int
+    kh: int
+    kw: int
+    oh: int
+    ow: int
+    cout: int
+    groups: int
+    strides: tuple[int, int]
+    dilations: tuple[int, int]
+    top: int
+    left: int
+
+    @property
+    def cg(self) -> int:
+        return self.cin // self.groups
+
+    @property
+    def og(self) -> int:
+        return self.cout // self.groups
+
+    @property
+    def depth(self) -> int:
+        return self.kh * self.kw * self.cg
+
+    @property
+    def chunk(self) -> int:
+        return max(16, CHUNK_ELEMENTS // self.depth)
+
+
+def _geometry(node: Node, x_shape, dy_shape) -> _Conv:
+    _, h, w, cin = x_shape
+    _, oh, ow, cout = dy_shape
+    kh, kw = node.attrs["kernel_hw"] if node.op == "conv2d_grad_filter" else node.inputs[1].type.shape[:2]
+    dtype = node.outputs[0].type.dtype
+    if dtype not in (DType.f32, DType.f64):
+        raise IRError(f"{node.describe()}: dtype {dtype} has no CPU kernel; expected f32 or f64")
+    return _Conv(h, w, cin, kh, kw, oh, ow, cout, node.attrs["groups"], tuple(node.attrs["strides"]),
+                 tuple(node.attrs["dilations"]), node.attrs["pads"][0], node.attrs["pads"][2])
+
+
+def _patch_rows(k: Kernel, g: _Conv, m0: ir.Value, rows: ir.Value, group: ir.Value, visit) -> None:
+    """For each row r < rows (output pixel m0 + r) and tap t of the window, call
+    visit(r, tap, image_offset, inside): image_offset is the element offset of the tapped pixel's
+    first channel of `group` in an NHWC image batch, meaningful only where `inside` holds."""
+    b = k.b
+    with for_range(b, rows, name="row") as r:
+        m = b.add(m0, r)
+        image, rest = b.sdiv(m, const(g.oh * g.ow)), b.srem(m, const(g.oh * g.ow))
+        y0 = b.sub(b.mul(b.sdiv(rest, const(g.ow)), const(g.strides[0])), const(g.top))
+        x0 = b.sub(b.mul(b.srem(rest, const(g.ow)), const(g.strides[1])), const(g.left))
+        with for_range(b, g.kh * g.kw, name="tap") as tap:
+            iy = b.add(y0, b.mul(b.sdiv(tap, const(g.kw)), const(g.dilations[0])))
+            ix = b.add(x0, b.mul(b.srem(tap, const(g.kw)), const(g.dilations[1])))
+            inside = b.and_(b.icmp_unsigned("<", iy, const(g.h)), b.icmp_unsigned("<", ix, const(g.w)))
+            pixel = b.add(b.mul(image, const(g.h)), iy)
+            offset = b.add(b.mul(b.add(b.mul(pixel, const(g.w)), ix), const(g.cin)), b.mul(group, const(g.cg)))
+            visit(r, tap, offset, inside)
+
+
+def _buffer(k: Kernel, elements: int, dtype: DType) -> ir.Value:
+    alloc, _ = gemm.libc(k.module)
+    size = -(-elements * dtype.itemsize // 64) * 64
+    return k.b.bitcast(k.b.call(alloc, [const(64), const(max(size, 64))]), scalar_type(dtype).as_pointer())
+
+
+def _free(k: Kernel, *ptrs: ir.Value) -> None:
+    _, free = gemm.libc(k.module)
+    for ptr in ptrs:
+        k.b.call(free, [k.b.bitcast(ptr, gemm.i8p)])
+
+
+def _conv2d_grad_filter(k: Kernel, node: Node) -> None:
+    """dW_g += P^T @ dY_g per chunk of output pixels; P is the chunk's im2col patch matrix."""
+    b = k.b
+    x, dy = node.inputs
+    dw = node.outputs[0]
+    dtype = dw.type.dtype
+    g = _geometry(node, x.type.shape, dy.type.shape)
+    fn = gemm.emit_gemm(k.module, k.module.get_unique_name("conv_dw"), dtype, transpose_a=True)
+    patches, partial = _buffer(k, g.chunk * g.depth, dtype), _buffer(k, g.depth * g.og, dtype)
+    _zero_fill(k, k.ptr(dw), g.depth * g.cout, dtype)
+    m = b.mul(as_i64(k.dims(x)[0]), const(g.oh * g.ow))
+    zero = elementwise.constant(dtype, 0, None)
+    with for_range(b, g.groups, name="group") as group, for_range(b, m, step=g.chunk, name="chunk") as m0:
+        rows = smin(b, const(g.chunk), b.sub(m, m0))
+
+        def gather(r, tap, offset, inside):
+            src = at(b, k.ptr(x), b.select(inside, offset, const(0)))
+            dst = at(b, patches, b.add(b.mul(r, const(g.depth)), b.mul(tap, const(g.cg))))
+            with for_range(b, g.cg, name="c") as c:
+                b.store(b.select(inside, b.load(at(b, src, c)), zero), at(b, dst, c))
+
+        _patch_rows(k, g, m0, rows, group, gather)
+        dy_block = at(b, k.ptr(dy), b.add(b.mul(m0, const(g.cout)), b.mul(group, const(g.og))))
+        b.call(fn, [const(g.depth), const(g.og), rows, patches, const(g.depth), dy_block, const(g.cout),
+                    partial, const(g.og)])
+        with for_range(b, g.depth, name="kd") as kd, for_range(b, g.og, name="o") as o:
+            target = at(b, k.ptr(dw), b.add(b.mul(kd, const(g.cout)), b.add(b.mul(group, const(g.og)), o)))
+            _accumulate(b, target, b.load(at(b, partial, b.add(b.mul(kd, const(g.og)), o))))
+    _free(k, patches, partial)
+
+
+def _conv2d_grad_input(k: Kernel, node: Node) -> None:
+    """dP = dY_g @ W_g^T per chunk of output pixels, then col2im adds dP back onto dX."""
+    b = k.b
+    dy, w = node.inputs
+    dx = node.outputs[0]
+    dtype = dx.type.dtype
+    g = _geometry(node, dx.type.shape, dy.type.shape)
+    fn = gemm.emit_gemm(k.module, k.module.get_unique_name("conv_dx"), dtype, transpose_b=True)
+    columns = _buffer(k, g.chunk * g.depth, dtype)
+    batch = k.dims(dx)[0]
+    _zero_fill(k, k.ptr(dx), mul(b, batch, g.h * g.w * g.cin), dtype)
+    m = b.mul(as_i64(batch), const(g.oh * g.ow))
+    with for_range(b, g.groups, name="group") as group, for_range(b, m, step=g.chunk, name="chunk") as m0:
+        rows = smin(b, const(g.chunk), b.sub(m, m0))
+        dy_block = at(b, k.ptr(dy), b.add(b.mul(m0, const(g.cout)), b.mul(group, const(g.og))))
+        w_block = at(b, k.ptr(w), b.mul(group, const(g.og)))
+        b.call(fn, [rows, const(g.depth), const(g.og), dy_block, const(g.cout), w_block, const(g.cout),
+                    columns, const(g.depth)])
+
+        def scatter(r, tap, offset, inside):
+            with b.if_then(inside):
+                dst = at(b, k.ptr(dx), offset)
+                src = at(b, columns, b.add(b.mul(r, const(g.depth)), b.mul(tap, const(g.cg))))
+                with for_range(b, g.cg, name="c") as c:
+                    _accumulate(b, at(b, dst, c), b.load(at(b, src, c)))
+
+        _patch_rows(k, g, m0, rows, group, scatter)
+    _free(k, columns)
+
+
+# --- pooling gradients ---------------------------------------------------------------------------
+
+def _window(b: ir.IRBuilder, start: ir.Value, size: int, limit: int) -> tuple[ir.Value, ir.Value]:
+    """The window offsets [lo, hi) inside [0, limit) for a window of `size` at `start`."""
+    lo = b.select(b.icmp_signed("<", start, const(0)), b.neg(start), const(0))
+    room = b.sub(const(limit), start)
+    return lo, b.select(b.icmp_signed("<", room, const(size)), room, const(size))
+
+
+def _pool_windows(k: Kernel, node: Node, x_dims, dy, visit) -> None:
+    """For each output pixel (n, r, q) of `dy`: visit(dy_row, base, rows, cols) where dy_row is
+    the element offset of its channels, base the offset of the window's corner pixel in the
+    (unpadded) input, and rows/cols the in-bounds window offsets [lo, hi)."""
+    b = k.b
+    batch, h, w, c = x_dims
+    (kh, kw), (sh, sw), (top, _, left, _) = node.attrs["window"], node.attrs["strides"], node.attrs["pads"]
+    _, oh, ow, _ = k.dims(dy)
+    with for_nest(b, [batch, oh, ow], name="p") as (n, r, q):
+        dy_row = b.mul(b.add(b.mul(b.add(b.mul(n, const(oh)), r), const(ow)), q), as_i64(c))
+        h0 = b.sub(b.mul(r, const(sh)), const(top))
+        w0 = b.sub(b.mul(q, const(sw)), const(left))
+        base = b.mul(b.add(b.mul(b.add(b.mul(n, const(h)), h0), const(w)), w0), as_i64(c))
+        visit(dy_row, base, _window(b, h0, kh, h), _window(b, w0, kw, w))
+
+
+def _max_pool2d_grad(k: Kernel, node: Node) -> None:
+    """Each dy goes to the first maximum of its window (the first NaN, if any), as the reference."""
+    b = k.b
+    x, dy = node.inputs
+    dx = node.outputs[0]
+    dtype = x.type.dtype
+    dims = k.dims(x)
+    width, channels = dims[2], as_i64(dims[3])
+    _zero_fill(k, k.ptr(dx), k.size(dx), dtype)
+    best = entry_alloca(b, scalar_type(dtype))
+    where = entry_alloca(b, i64)
+
+    def visit(dy_row, base, rows, cols):
+        first = b.add(base, b.mul(b.add(b.mul(rows[0], const(width)), cols[0]), channels))
+        with for_range(b, channels, name="c") as c:
+            b.store(b.add(first, c), where)
+            b.store(load(b, at(b, k.ptr(x), b.add(first, c)), dtype), best)
+            with for_range(b, rows[1], start=rows[0], name="i") as i, \
+                    for_range(b, cols[1], start=cols[0], name="j") as j:
+                spot = b.add(b.add(base, b.mul(b.add(b.mul(i, const(width)), j), channels)), c)
+                v = load(b, at(b, k.ptr(x), spot), dtype)
+                top = b.load(best)
+                if dtype.is_float:
+                    wins = b.or_(b.fcmp_ordered(">", v, top),
+                                 b.and_(b.fcmp_unordered("uno", v, v), b.fcmp_ordered("ord", top, top)))
+                else:
+                    wins = b.icmp_signed(">", v, top)
+                with b.if_then(wins):
+                    b.store(v, best)
+                    b.store(spot, where)
+            _accumulate(b, at(b, k.ptr(dx), b.load(where)), b.load(at(b, k.ptr(dy), b.add(dy_row, c))))
+
+    _pool_windows(k, node, dims, dy, visit)
+
+
+def _avg_pool2d_grad(k: Kernel, node: Node) -> None:
+    b = k.b
+    dy = node.inputs[0]
+    dx = node.outputs[0]
+    dtype = dx.type.dtype
+    dims = k.dims(dx)
+    width, channels = dims[2], as_i64(dims[3])
+    _zero_fill(k, k.ptr(dx), k.size(dx), dtype)
+
+    def visit(dy_row, base, rows, cols):
+        count = b.mul(b.sub(rows[1], rows[0]), b.sub(cols[1], cols[0]))
+        scale = b.fdiv(elementwise.constant(dtype, 1.0, None), b.sitofp(count, scalar_type(dtype)))
+        with for_range(b, rows[1], start=rows[0], name="i") as i, \
+                for_range(b, cols[1], start=cols[0], name="j") as j:
+            dst = at(b, k.ptr(dx), b.add(base, b.mul(b.add(b.mul(i, const(width)), j), channels)))
+            with for_range(b, channels, name="c") as c:
+                share = b.fmul(b.load(at(b, k.ptr(dy), b.add(dy_row, c))), scale)
+                _accumulate(b, at(b, dst, c), share)
+
+    _pool_windows(k, node, dims, dy, visit)
+
+
+# --- scatter_add and random_uniform --------------------------------------------------------------
+
+def _scatter_add(k: Kernel, node: Node) -> None:
+    """out = 0, then each row of updates added at its index; an index out of range returns 1."""
+    b = k.b
+    indices, updates = node.inputs
+    out = node.outputs[0]
+    dims = k.dims(out)
+    axis = normalize_axis(node.attrs["axis"], len(dims))
+    outer, size, inner = product(b, dims[:axis]), dims[axis], product(b, dims[axis + 1:])
+    count = k.size(indices)
+    _zero_fill(k, k.ptr(out), k.size(out), out.type.dtype)
+    with for_nest(b, [outer, count], name="s") as (o, j):
+        index = b.load(at(b, k.ptr(indices), j))
+        index = b.sext(index, i64) if indices.type.dtype is DType.i32 else index
+        if node.attrs["allow_negative"]:
+            index = b.select(b.icmp_signed("<", index, const(0)), b.add(index, as_i64(size)), index)
+        with b.if_then(b.icmp_unsigned(">=", index, as_i64(size)), likely=False):
+            b.ret(ir.Constant(i32, 1))
+        dst = at(b, k.ptr(out), b.mul(b.add(b.mul(o, as_i64(size)), index), as_i64(inner)))
+        src = at(b, k.ptr(updates), b.mul(b.add(b.mul(o, as_i64(count)), j), as_i64(inner)))
+        with for_range(b, inner, name="c") as c:
+            _accumulate(b, at(b, dst, c), b.load(at(b, src, c)))
+
+
+def _signed(value: int) -> ir.Constant:
+    """A uint64 as the i64 constant of the same bits."""
+    value &= (1 << 64) - 1
+    return const(value - (1 << 64) if value >= 1 << 63 else value)
+
+
+def _mix(b: ir.IRBuilder, z: ir.Value) -> ir.Value:
+    """splitmix64's finalizer, as `mix64` in the op's reference."""
+    z = b.mul(b.xor(z, b.lshr(z, const(30))), _signed(MIX1))
+    z = b.mul(b.xor(z, b.lshr(z, const(27))), _signed(MIX2))
+    return b.xor(z, b.lshr(z, const(31)))
+
+
+def _random_uniform(k: Kernel, node: Node) -> None:
+    """out[i] = top 24 bits of mix64(stream + (i + 1) * GOLDEN) / 2**24, as `uniform_bits`."""
+    b = k.b
+    out = node.outputs[0]
+    stream = _mix(b, b.xor(_signed(key_hash(node.attrs["key"])), b.load(k.ptr(node.inputs[0]))))
+    f32 = scalar_type(DType.f32)
+    scale = ir.Constant(f32, 2.0 ** -24)
+    with for_range(b, k.size(out), name="r") as i:
+        z = _mix(b, b.add(stream, b.mul(b.add(i, const(1)), _signed(GOLDEN))))
+        b.store(b.fmul(b.uitofp(b.lshr(z, const(40)), f32), scale), at(b, k.ptr(out), i))
+
+
+LOWERINGS = {
+    "conv2d_grad_input": _conv2d_grad_input, "conv2d_grad_filter": _conv2d_grad_filter,
+    "max_pool2d_grad": _max_pool2d_grad, "avg_pool2d_grad": _avg_pool2d_grad,
+    "scatter_add": _scatter_add, "random_uniform": _random_uniform,
+}
+
+for _name, _fn in LOWERINGS.items():
+    OPS[_name].lower = _fn

@@ -1,0 +1,484 @@
+"""Training: what `Model.compile`, `fit`, `evaluate` and the `*_on_batch` calls do.
+
+The whole training step is one IR graph: the forward pass in training mode, the losses (weighted
+per output, plus the weights' regularization penalties), the backward pass (`passes.autodiff`),
+the optimizer's update of every trainable weight and of its own slots, the moving statistics of
+BatchNormalization, and the per-batch statistics of every metric. It is compiled once (the batch
+dimension stays symbolic, so the ragged last batch needs no recompile) and runs as one native
+call per batch; weights and optimizer slots are parameters updated in place. Evaluation uses the
+same graph without the backward pass and the updates.
+
+Python keeps what is cheap and stateful: the epoch loop and batching, the learning-rate schedule
+(fed to the step as a scalar), the running means of the loss and the metrics, and the callbacks.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from nncompile.ir import BATCH, Builder, Graph, Value, f32
+from nncompile.keras import callbacks as callbacks_module
+from nncompile.keras import losses as losses_module
+from nncompile.keras import metrics as metrics_module
+from nncompile.keras import optimizers as optimizers_module
+from nncompile.keras.layers.base import ir_type
+from nncompile.passes.autodiff import gradients
+from nncompile.runtime.cpu import executable
+
+SEED_INPUT = "seed"            # the i64 scalar input that Dropout masks are drawn from
+LEARNING_RATE = "learning_rate"
+ITERATION = "iteration"
+SAMPLE_WEIGHT = "sample_weight"
+
+
+@dataclass
+class Compiled:
+    """What `compile` fixed: per model output its loss (or None), loss weight and metrics."""
+
+    optimizer: Any
+    losses: list[Any]
+    loss_weights: list[float]
+    metrics: list[list[Any]]
+    loss_tracker: Any
+    output_losses: list[Any] = field(default_factory=list)   # one Mean per output (several outputs)
+    steps: dict = field(default_factory=dict)                 # (train, signature) -> _Step
+
+    def all_metrics(self) -> list:
+        return [self.loss_tracker, *self.output_losses, *(m for ms in self.metrics for m in ms)]
+
+
+def compile_model(model, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None,
+                  weighted_metrics=None, **ignored) -> None:
+    """Fix the optimizer, losses and metrics of `model` (Keras 3's `Model.compile`)."""
+    names = list(model.output_names)
+    per_output_loss = _per_output(loss, names, "loss")
+    if all(l is None for l in per_output_loss):
+        raise ValueError(f"Model '{model.name}': `compile()` needs a `loss`, e.g. "
+                         f"model.compile(optimizer='adam', loss='mse')")
+    losses = [None if l is None else losses_module.get(l) for l in per_output_loss]
+    weights = _per_output(1.0 if loss_weights is None else loss_weights, names, "loss_weights")
+    metric_lists = _per_output_lists(metrics, names) if metrics else [[] for _ in names]
+    weighted = _per_output_lists(weighted_metrics, names) if weighted_metrics else [[] for _ in names]
+    resolved = []
+    for i, name in enumerate(names):
+        shape = model.outputs[i].shape
+        row = [metrics_module.get(m, loss=losses[i], output_shape=shape) for m in metric_lists[i]]
+        row += [metrics_module.get(m, loss=losses[i], output_shape=shape) for m in weighted[i]]
+        if len(names) > 1:
+            for m in row:
+                m.name = f"{name}_{m.name}"
+        resolved.append(row)
+    model.optimizer = optimizers_module.get(optimizer)
+    outputs_losses = [metrics_module.Mean(name=f"{n}_loss") for n, l in zip(names, losses)
+                      if l is not None] if len(names) > 1 else []
+    model._compiled = Compiled(model.optimizer, losses, [float(w) for w in weights], resolved,
+                               metrics_module.Mean(name="loss"), outputs_losses)
+    model.stop_training = False
+
+
+def _per_output(value, names: list[str], what: str) -> list:
+    """A loss or loss weight for each output, from one value, a list or a dict by output name."""
+    if isinstance(value, Mapping):
+        unknown = sorted(set(value) - set(names))
+        if unknown:
+            raise ValueError(f"`{what}` names output {unknown[0]!r}, which the model does not have; "
+                             f"outputs: {names}")
+        return [value.get(n) for n in names]
+    if isinstance(value, (list, tuple)):
+        if len(value) != len(names):
+            raise ValueError(f"`{what}` has {len(value)} entries but the model has {len(names)} "
+                             f"outputs ({', '.join(names)})")
+        return list(value)
+    return [value] * len(names)
+
+
+def _per_output_lists(metrics, names: list[str]) -> list[list]:
+    if isinstance(metrics, Mapping):
+        _per_output(metrics, names, "metrics")   # checks the names
+        return [_as_list(metrics.get(n, [])) for n in names]
+    metrics = list(_as_list(metrics))
+    if len(names) > 1 and len(metrics) == len(names) and all(isinstance(m, (list, tuple)) for m in metrics):
+        return [list(m) for m in metrics]
+    return [list(metrics) for _ in names]
+
+
+def _as_list(value) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+# --- the step graphs ---------------------------------------------------------------------------
+
+class _Step:
+    """One compiled step graph, the order of its data inputs, and how many statistics each
+    metric contributes to its outputs (after the loss and the per-output losses)."""
+
+    def __init__(self, graph: Graph, counts: list[int]):
+        self.graph = graph
+        self.exe = executable(graph)
+        self.names = [v.name for v in graph.data_inputs]
+        self.counts = counts
+
+    def __call__(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        outs = self.exe(*[feeds[n] for n in self.names])
+        return outs if isinstance(outs, list) else [outs]
+
+    def run_steps(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """`count` steps in one call: every feed has a leading axis of steps."""
+        return self.exe.run_steps(*[feeds[n] for n in self.names])
+
+
+def _target_name(output: str) -> str:
+    return f"target/{output}"
+
+
+def build_step_graph(model, compiled: Compiled, targets: Sequence[np.ndarray],
+                     train: bool) -> tuple[Graph, list[int]]:
+    """The training (or test) step of `model` as one graph, and the number of statistics each
+    metric gives; `targets` give the label types."""
+    b = Builder(name="train_step" if train else "test_step")
+    xs = [b.input(t.history.layer.name, ir_type(t.shape, t.dtype, t.history.layer.name))
+          for t in model.inputs]
+    preds = model._emit_calls(b, xs, train)
+    ys = [b.input(_target_name(name), ir_type((None,) + y.shape[1:], str(y.dtype), name))
+          for name, y in zip(model.output_names, targets)]
+    weight = b.input(SAMPLE_WEIGHT, f32[BATCH])
+    total, per_output = None, []
+    for loss, scale, y, pred in zip(compiled.losses, compiled.loss_weights, ys, preds):
+        if loss is None:
+            continue
+        value = loss.emit(b, y, pred, weight)
+        per_output.append(value)
+        term = value if scale == 1.0 else b.mul(value, b.scalar(scale, value))
+        total = term if total is None else b.add(total, term)
+    for penalty in _penalties(model, b):
+        total = b.add(total, penalty)
+    stats, counts = [], []
+    for metric_row, y, pred in zip(compiled.metrics, ys, preds):
+        for metric in metric_row:
+            values = metric.emit(b, y, pred, weight)
+            stats += values
+            counts.append(len(values))
+    outputs = [total, *(per_output if len(per_output) > 1 else []), *stats]
+    if train:
+        _emit_update(model, compiled.optimizer, b, total)
+    return b.finish(outputs, [f"out{i}" for i in range(len(outputs))]), counts
+
+
+def _penalties(model, b: Builder) -> list[Value]:
+    """The regularization penalties of the weights that are in the graph."""
+    out = []
+    for var in model.weights:
+        param = _param_of(b.graph, var) if var.regularizer is not None else None
+        if param is not None:
+            out.append(var.regularizer.emit(b, param))
+    return out
+
+
+def _param_of(graph: Graph, var) -> Value | None:
+    for v in graph.param_inputs:
+        if graph.params[v.name] is var.value:
+            return v
+    return None
+
+
+def _emit_update(model, optimizer, b: Builder, loss: Value) -> None:
+    variables = [v for v in model.trainable_weights if _param_of(b.graph, v) is not None]
+    params = [_param_of(b.graph, v) for v in variables]
+    grads = gradients(b.graph, loss, params)
+    optimizer.build(model.trainable_weights)
+    slots = {name: b.param(f"optimizer/{name}", array) for name, array in optimizer.slots()}
+    lr = b.input(LEARNING_RATE, f32[()])
+    step = b.input(ITERATION, f32[()])
+    optimizer.emit_apply(b, list(zip(params, grads)), slots, lr, step)
+
+
+def step_for(model, targets: Sequence[np.ndarray], train: bool) -> _Step:
+    """The compiled step for targets of these shapes and dtypes (built once per signature)."""
+    compiled = model._compiled
+    key = (train, tuple((y.shape[1:], y.dtype.str) for y in targets))
+    step = compiled.steps.get(key)
+    if step is None:
+        step = compiled.steps[key] = _Step(*build_step_graph(model, compiled, targets, train))
+    return step
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+def standardize_targets(model, y, losses: Sequence) -> list[np.ndarray]:
+    """The targets in output order, as arrays the loss can take (checked against the outputs)."""
+    names = list(model.output_names)
+    if isinstance(y, Mapping):
+        items = [y[n] for n in _per_output(y, names, "y")]
+    elif len(names) > 1:
+        items = list(y)
+        if len(items) != len(names):
+            raise ValueError(f"Model '{model.name}' has {len(names)} outputs ({', '.join(names)}) "
+                             f"but received {len(items)} target arrays")
+    else:
+        items = [y]
+    out = []
+    for i, (item, loss) in enumerate(zip(items, losses)):
+        array = np.asarray(item)
+        if array.ndim == 1 and len(model.outputs[i].shape) == 2 and not _is_sparse(loss):
+            array = array[:, None]   # Keras adds the trailing axis of size 1
+        if loss is not None:
+            losses_module.check_targets(loss, array, model.outputs[i].shape)
+        out.append(array.astype(np.int32) if _is_sparse(loss) and array.dtype.kind in "iu"
+                   else array.astype(np.float32, copy=False))
+    return out
+
+
+def _is_sparse(loss) -> bool:
+    return loss is not None and "sparse" in type(loss).__name__.lower()
+
+
+def sample_weights(y0: np.ndarray, sample_weight, class_weight) -> np.ndarray:
+    count = len(y0)
+    weights = np.ones(count, np.float32) if sample_weight is None else \
+        np.asarray(sample_weight, np.float32).reshape(count)
+    if class_weight:
+        labels = y0.reshape(count, -1)
+        classes = labels.argmax(axis=1) if labels.shape[1] > 1 else labels[:, 0].round().astype(int)
+        weights = weights * np.array([class_weight.get(int(c), 1.0) for c in classes], np.float32)
+    return weights
+
+
+# --- loops ----------------------------------------------------------------------------------------
+
+def _run_batches(model, step: _Step, xs, ys, weights, batch_size, train: bool, on_batch, order=None,
+                 steps=None, chunked=False) -> None:
+    """One pass over the data in batches of `batch_size` (in `order`, at most `steps` batches).
+
+    `chunked`: the full batches run as one native call (`Executable.run_steps`) and `on_batch`
+    hears of them once, after the last, as with Keras's `steps_per_execution`; the ragged last
+    batch, if any, runs on its own."""
+    count = len(xs[0])
+    batches = -(-count // batch_size) if steps is None else min(steps, -(-count // batch_size))
+    full = min(batches, count // batch_size)
+    done = 0
+    if chunked and full > 1:
+        index = order[:full * batch_size] if order is not None else slice(0, full * batch_size)
+        feeds = _feeds(model, xs, ys, weights, index, train, full, batch_size)
+        _merge(model._compiled, step.counts, step.run_steps(feeds), batch_size)
+        done = full
+        if on_batch(full - 1, logs_of(model._compiled)) is False:
+            return
+    for number in range(done, batches):
+        start = number * batch_size
+        index = order[start:start + batch_size] if order is not None else slice(start, start + batch_size)
+        feeds = _feeds(model, xs, ys, weights, index, train, None, None)
+        _merge(model._compiled, step.counts, [o[None] for o in step(feeds)], len(feeds[SAMPLE_WEIGHT]))
+        if train:
+            _constrain(model)
+        if on_batch(number, logs_of(model._compiled)) is False:
+            break
+
+
+def _constrain(model) -> None:
+    """Project the weights that have a constraint back onto it, after each step, as Keras does."""
+    for var in model.trainable_weights:
+        if var.constraint is not None:
+            var.assign(var.constraint(var.numpy()))
+
+
+def _feeds(model, xs, ys, weights, index, train: bool, steps: int | None, batch_size: int | None) -> dict:
+    """The step's inputs for the samples at `index`: one batch, or `steps` batches stacked (each
+    array then has a leading axis of steps, the learning rate and step number one per step)."""
+    def cut(array):
+        part = array[index]
+        return part if steps is None else part.reshape((steps, batch_size) + array.shape[1:])
+
+    feeds = {name: cut(x) for name, x in zip(model.input_names, xs)}
+    feeds.update((_target_name(n), cut(y)) for n, y in zip(model.output_names, ys))
+    feeds[SAMPLE_WEIGHT] = cut(weights)
+    if train:
+        optimizer = model._compiled.optimizer
+        first = optimizer.iterations
+        rates = []
+        for k in range(steps or 1):
+            optimizer.iterations = first + k
+            rates.append(optimizer.current_learning_rate())
+        optimizer.iterations = first + (steps or 1)
+        numbers = np.arange(first, first + (steps or 1))
+        feeds[LEARNING_RATE] = np.asarray(rates if steps else rates[0], np.float32)
+        feeds[ITERATION] = (numbers + 1).astype(np.float32) if steps else np.asarray(first + 1, np.float32)
+        feeds[SEED_INPUT] = (numbers + model._seed).astype(np.int64) if steps else np.asarray(model._seed + first, np.int64)
+    return feeds
+
+
+def _merge(compiled: Compiled, counts: list[int], outs: list[np.ndarray], batch: int) -> None:
+    """Add the statistics of some steps (each output with a leading axis of steps; every step's
+    batch of `batch` samples) to the running loss and metrics: their statistics add up."""
+    steps = len(outs[0])
+    weight = np.asarray(float(batch * steps))
+    compiled.loss_tracker.merge([np.asarray(float(np.sum(outs[0], dtype=np.float64)) * batch), weight])
+    at = 1
+    for tracker in compiled.output_losses:
+        tracker.merge([np.asarray(float(np.sum(outs[at], dtype=np.float64)) * batch), weight])
+        at += 1
+    for metric, n in zip((m for row in compiled.metrics for m in row), counts):
+        metric.merge([np.sum(o, axis=0, dtype=np.float64) for o in outs[at:at + n]])
+        at += n
+
+
+def logs_of(compiled: Compiled) -> dict[str, float]:
+    return {m.name: float(m.result()) for m in compiled.all_metrics()}
+
+
+def reset(compiled: Compiled) -> None:
+    for m in compiled.all_metrics():
+        m.reset_state()
+
+
+def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
+        validation_split=0.0, validation_data=None, shuffle=True, class_weight=None,
+        sample_weight=None, initial_epoch=0, steps_per_epoch=None, validation_steps=None,
+        validation_batch_size=None, validation_freq=1, **legacy):
+    """Keras 3's `Model.fit`; returns the History."""
+    if "nb_epoch" in legacy:
+        warnings.warn("fit(nb_epoch=...) is the Keras 1 form of `epochs`; use `epochs`",
+                      DeprecationWarning, stacklevel=3)
+        epochs = legacy.pop("nb_epoch")
+    if legacy:
+        raise TypeError(f"fit() got unexpected keyword arguments: {sorted(legacy)}")
+    compiled = require_compiled(model, "fit")
+    batch_size = batch_size or 32
+    xs = model._standardize(x)
+    ys = standardize_targets(model, y, compiled.losses)
+    weights = sample_weights(ys[0], sample_weight, class_weight)
+    val = None
+    if validation_data is not None:
+        vx, vy, vw = _unpack(validation_data)
+        vys = standardize_targets(model, vy, compiled.losses)
+        val = (model._standardize(vx), vys, sample_weights(vys[0], vw, None))
+    elif validation_split:
+        split = int(len(xs[0]) * (1 - validation_split))
+        val = ([a[split:] for a in xs], [a[split:] for a in ys], weights[split:])
+        xs, ys, weights = [a[:split] for a in xs], [a[:split] for a in ys], weights[:split]
+    model._seed = int(np.random.randint(0, 2**31))
+    verbose = 1 if verbose == "auto" else verbose
+    steps = -(-len(xs[0]) // batch_size) if steps_per_epoch is None else steps_per_epoch
+    cbs = callbacks_module.CallbackList(callbacks, add_history=True, add_progbar=verbose != 0,
+                                        model=model, verbose=verbose, epochs=epochs, steps=steps)
+    # Steps run many per call unless a callback or a weight constraint must act after each one.
+    chunked = not _wants_batches(cbs, "train") and all(v.constraint is None for v in model.trainable_weights)
+    model.stop_training = False
+    step = step_for(model, ys, train=True)
+    cbs.on_train_begin()
+    logs: dict[str, float] = {}
+    for epoch in range(initial_epoch, epochs):
+        reset(compiled)
+        cbs.on_epoch_begin(epoch)
+        order = _order(len(xs[0]), batch_size, shuffle)
+
+        def on_batch(number, batch_logs):
+            cbs.on_train_batch_end(number, batch_logs)
+            return not model.stop_training
+
+        _run_batches(model, step, xs, ys, weights, batch_size, True, on_batch, order, steps_per_epoch,
+                     chunked)
+        logs = logs_of(compiled)
+        if val is not None and (epoch + 1) % validation_freq == 0:
+            val_logs = _evaluate_arrays(model, *val, validation_batch_size or batch_size,
+                                        validation_steps, cbs)
+            logs.update({f"val_{k}": v for k, v in val_logs.items()})
+        cbs.on_epoch_end(epoch, logs)
+        if model.stop_training:
+            break
+    cbs.on_train_end(logs)
+    return model.history
+
+
+def _wants_batches(cbs, mode: str) -> bool:
+    """Whether a callback acts on single batches (beyond the progress bar and the History), so
+    that each batch must be its own call rather than part of one multi-step call."""
+    base = callbacks_module.Callback
+    hooks = [f"on_{mode}_batch_begin", f"on_{mode}_batch_end"] + (
+        ["on_batch_begin", "on_batch_end"] if mode == "train" else [])
+    quiet = (callbacks_module.ProgbarLogger, callbacks_module.History)
+    return any(getattr(type(c), h) is not getattr(base, h) or h in vars(c)
+               for c in cbs.callbacks if not isinstance(c, quiet) for h in hooks)
+
+
+def _unpack(val) -> tuple:
+    if isinstance(val, tuple) and len(val) in (2, 3):
+        return val if len(val) == 3 else (*val, None)
+    raise ValueError("`validation_data` should be a tuple (x_val, y_val) or (x_val, y_val, "
+                     f"val_sample_weights); received {type(val).__name__}")
+
+
+def _order(count: int, batch_size: int, shuffle) -> np.ndarray | None:
+    if shuffle == "batch":
+        starts = np.random.permutation(np.arange(0, count, batch_size))
+        return np.concatenate([np.arange(s, min(s + batch_size, count)) for s in starts]) if count else None
+    return np.random.permutation(count) if shuffle else None
+
+
+def evaluate(model, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
+             callbacks=None, return_dict=False):
+    """Keras 3's `Model.evaluate`: the loss, or [loss, *metrics], or a dict of them."""
+    compiled = require_compiled(model, "evaluate")
+    xs = model._standardize(x)
+    ys = standardize_targets(model, y, compiled.losses)
+    weights = sample_weights(ys[0], sample_weight, None)
+    batch_size = batch_size or 32
+    cbs = callbacks_module.CallbackList(callbacks, add_progbar=verbose != 0, model=model,
+                                        verbose=1 if verbose == "auto" else verbose, epochs=1,
+                                        steps=-(-len(xs[0]) // batch_size))
+    return _result(_evaluate_arrays(model, xs, ys, weights, batch_size, steps, cbs), return_dict)
+
+
+def _evaluate_arrays(model, xs, ys, weights, batch_size: int, steps, cbs) -> dict[str, float]:
+    """Run the test step over standardized arrays; the logs (loss and metrics) at the end."""
+    compiled = model._compiled
+    reset(compiled)
+    step = step_for(model, ys, train=False)
+    cbs.on_test_begin()
+    _run_batches(model, step, xs, ys, weights, batch_size, False,
+                 lambda n, logs: cbs.on_test_batch_end(n, logs), steps=steps,
+                 chunked=not _wants_batches(cbs, "test"))
+    logs = logs_of(compiled)
+    cbs.on_test_end(logs)
+    return logs
+
+
+def require_compiled(model, what: str) -> Compiled:
+    compiled = getattr(model, "_compiled", None)
+    if compiled is None:
+        raise RuntimeError(f"You must call `compile()` before using the model '{model.name}' "
+                           f"(called `{what}()`).")
+    return compiled
+
+
+def train_on_batch(model, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
+    compiled = require_compiled(model, "train_on_batch")
+    xs = model._standardize(x)
+    ys = standardize_targets(model, y, compiled.losses)
+    weights = sample_weights(ys[0], sample_weight, class_weight)
+    if not hasattr(model, "_seed"):
+        model._seed = int(np.random.randint(0, 2**31))
+    step = step_for(model, ys, train=True)
+    _run_batches(model, step, xs, ys, weights, max(len(xs[0]), 1), True, lambda n, logs: None)
+    return _result(logs_of(compiled), return_dict)
+
+
+def test_on_batch(model, x, y=None, sample_weight=None, return_dict=False):
+    compiled = require_compiled(model, "test_on_batch")
+    xs = model._standardize(x)
+    ys = standardize_targets(model, y, compiled.losses)
+    weights = sample_weights(ys[0], sample_weight, None)
+    reset(compiled)
+    step = step_for(model, ys, train=False)
+    _run_batches(model, step, xs, ys, weights, max(len(xs[0]), 1), False, lambda n, logs: None)
+    return _result(logs_of(compiled), return_dict)
+
+
+def _result(logs: dict[str, float], return_dict: bool):
+    if return_dict:
+        return logs
+    values = list(logs.values())
+    return values[0] if len(values) == 1 else values
+
