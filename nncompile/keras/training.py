@@ -44,6 +44,7 @@ class Compiled:
     metrics: list[list[Any]]
     loss_tracker: Any
     output_losses: list[Any] = field(default_factory=list)   # one Mean per output (several outputs)
+    weighted: set[int] = field(default_factory=set)          # ids of the weighted_metrics
     steps: dict = field(default_factory=dict)                 # (train, signature) -> _Step
 
     def all_metrics(self) -> list:
@@ -62,11 +63,16 @@ def compile_model(model, optimizer="rmsprop", loss=None, loss_weights=None, metr
     weights = _per_output(1.0 if loss_weights is None else loss_weights, names, "loss_weights")
     metric_lists = _per_output_lists(metrics, names) if metrics else [[] for _ in names]
     weighted = _per_output_lists(weighted_metrics, names) if weighted_metrics else [[] for _ in names]
-    resolved = []
+    resolved, weighted_ids = [], set()
     for i, name in enumerate(names):
         shape = model.outputs[i].shape
         row = [metrics_module.get(m, loss=losses[i], output_shape=shape) for m in metric_lists[i]]
-        row += [metrics_module.get(m, loss=losses[i], output_shape=shape) for m in weighted[i]]
+        heavy = [metrics_module.get(m, loss=losses[i], output_shape=shape) for m in weighted[i]]
+        for m in heavy:   # as Keras 3: a weighted twin of a metric is named weighted_<name>
+            if m.name in {r.name for r in row}:
+                m.name = f"weighted_{m.name}"
+        weighted_ids |= {id(m) for m in heavy}
+        row += heavy
         if len(names) > 1:
             for m in row:
                 m.name = f"{name}_{m.name}"
@@ -75,7 +81,7 @@ def compile_model(model, optimizer="rmsprop", loss=None, loss_weights=None, metr
     outputs_losses = [metrics_module.Mean(name=f"{n}_loss") for n, l in zip(names, losses)
                       if l is not None] if len(names) > 1 else []
     model._compiled = Compiled(model.optimizer, losses, [float(w) for w in weights], resolved,
-                               metrics_module.Mean(name="loss"), outputs_losses)
+                               metrics_module.Mean(name="loss"), outputs_losses, weighted=weighted_ids)
     model.stop_training = False
 
 
@@ -158,7 +164,8 @@ def build_step_graph(model, compiled: Compiled, targets: Sequence[np.ndarray],
     stats, counts = [], []
     for metric_row, y, pred in zip(compiled.metrics, ys, preds):
         for metric in metric_row:
-            values = metric.emit(b, y, pred, weight)
+            # As in Keras 3, only `weighted_metrics` see the sample weights.
+            values = metric.emit(b, y, pred, weight if id(metric) in compiled.weighted else None)
             stats += values
             counts.append(len(values))
     outputs = [total, *(per_output if len(per_output) > 1 else []), *stats]

@@ -52,10 +52,15 @@ _BINDINGS_KEPT = 4
 
 def compile(graph: Graph, target: str = "cpu", *, verify: bool | None = None,
             dump_dir: str | None = None) -> "Executable":
-    """Compile `graph` for `target` ("cpu") into an `Executable`."""
+    """Compile `graph` for `target` ("cpu") into an `Executable`.
+
+    `dump_dir` (default: NNCOMPILE_DUMP_DIR) receives the IR after every pass, in a folder named
+    after the graph (`main` for a traced model, `train_step`, `test_step`)."""
     if target != "cpu":
         raise ValueError(f"compile: unknown target {target!r}; expected 'cpu'")
-    passes = PassManager(PIPELINE, verify=verify, dump_dir=dump_dir)
+    dump_dir = dump_dir or os.environ.get("NNCOMPILE_DUMP_DIR") or None
+    passes = PassManager(PIPELINE, verify=verify,
+                         dump_dir=os.path.join(dump_dir, graph.name) if dump_dir else "")
     scheduled = _hoist_constants(passes.run(graph.copy()))
     return Executable(scheduled, passes)
 

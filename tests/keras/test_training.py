@@ -225,3 +225,17 @@ def test_weight_constraints_hold_after_every_step():
     model.fit(x, -x.sum(axis=1), epochs=3, batch_size=5, verbose=0)   # pulls the kernel negative
     kernel = model.layers[0].kernel.numpy()
     assert np.isfinite(kernel).all() and (kernel >= 0).all() and (kernel == 0).any()
+
+
+def test_only_weighted_metrics_see_sample_weights():
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((20, 3)).astype(np.float32)
+    y = rng.standard_normal(20).astype(np.float32)
+    w = (np.arange(20) % 2).astype(np.float32)
+    model = keras.Sequential([keras.Input(shape=(3,)), layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse", metrics=["mae"], weighted_metrics=["mae"])
+    logs = model.evaluate(x, y, sample_weight=w, verbose=0, return_dict=True)
+    error = np.abs(model.predict(x, verbose=0)[:, 0] - y)
+    assert set(logs) == {"loss", "mae", "weighted_mae"}
+    assert logs["mae"] == pytest.approx(error.mean(), rel=1e-5)
+    assert logs["weighted_mae"] == pytest.approx((error * w).sum() / w.sum(), rel=1e-5)
