@@ -3,7 +3,8 @@
     python benchmarks/cpu.py            # all sections
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/cpu.py
 
-Sections: GEMM GFLOP/s (benchmarks/gemm.py), batch-1 latency and batch-256 throughput of the MLP
+Sections: GEMM GFLOP/s (a Dense layer without bias through `nncompile.compile`, the whole runtime
+included; benchmarks/gemm.py times the kernel alone), batch-1 latency and batch-256 throughput of the MLP
 784-128(relu)-10(softmax) and of the CNN Conv2D(32,3,relu)-MaxPool2-Conv2D(64,3,relu)-MaxPool2-
 Flatten-Dense(10,softmax) on 32x32x3, each against the same forward pass written in numpy;
 compile time cold and from the disk cache (in fresh processes); arena bytes against the lower bound.
@@ -21,11 +22,9 @@ from typing import Callable
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-import nncompile  # noqa: E402
-import nncompile.codegen.target  # noqa: E402
-from nncompile import keras  # noqa: E402
+import nncompile
+import nncompile.codegen.target
+from nncompile import keras
 
 
 def median_seconds(fn: Callable[[], object], repeats: int = 7, min_time: float = 0.05) -> float:
@@ -95,6 +94,25 @@ def numpy_cnn(model: keras.Model) -> Callable[[np.ndarray], np.ndarray]:
         y = numpy_pool(numpy_conv_relu(y, k1, c1))
         return numpy_softmax(y.reshape(len(y), -1) @ wd + bd)
     return forward
+
+
+def gemm_rows() -> list[tuple]:
+    """Square float32 GEMM: x @ w through a compiled Dense(n, use_bias=False), against np.matmul."""
+    rows = []
+    for n in (256, 512, 1024, 2048):
+        model = keras.Sequential([keras.Input(shape=(n,)), keras.layers.Dense(n, use_bias=False)])
+        rng = np.random.default_rng(n)
+        w = rng.standard_normal((n, n), dtype=np.float32)
+        model.set_weights([w])
+        a = rng.standard_normal((n, n), dtype=np.float32)
+        exe = nncompile.compile(nncompile.trace(model))
+        np.testing.assert_allclose(exe(a), a @ w, rtol=1e-3, atol=1e-2 * np.sqrt(n))
+        out = np.empty((n, n), np.float32)
+        flops = 2 * n ** 3
+        ours = flops / median_seconds(lambda: exe(a)) / 1e9
+        theirs = flops / median_seconds(lambda: np.matmul(a, w, out=out)) / 1e9
+        rows.append((f"GEMM n={n}", f"{ours:.0f} GFLOP/s", f"{theirs:.0f} GFLOP/s", f"{ours / theirs:.2f}x"))
+    return rows
 
 
 def forward_rows() -> list[tuple]:
@@ -167,14 +185,10 @@ def table(title: str, header: tuple, rows: list[tuple]) -> str:
 
 
 def main() -> None:
-    import gemm
-
     blas = "OpenBLAS variables " + ("set: " + os.environ.get("OPENBLAS_CORETYPE", "")
                                     if "OPENBLAS_CORETYPE" in os.environ else "unset")
     print(f"host: {nncompile.codegen.target.host_cpu()[0]}, {os.cpu_count()} cores; {blas}\n")
-    print(gemm.report())
-    print()
-    print(table("Forward passes vs numpy", ("workload", "nncompile", "numpy", "ratio"), forward_rows()))
+    print(table("Compiled vs numpy", ("workload", "nncompile", "numpy", "ratio"), gemm_rows() + forward_rows()))
     print()
     print(table("Compile time and memory", ("what", "figure", "against", "ratio"),
                 compile_rows() + memory_rows()))

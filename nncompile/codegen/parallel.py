@@ -14,7 +14,8 @@ How a call runs: the caller takes the pool's lock (a caller that cannot, such as
 from inside a task or a second Python thread, runs its indices inline), publishes the job and bumps
 the generation word; workers that spin on it start at once, sleeping ones are woken with a futex.
 Indices are handed out by an atomic counter, so the caller works too and nobody waits for a
-straggler's whole share. Workers spin a while after each job before sleeping, so back-to-back
+straggler's whole share; when the caller runs out of indices it closes the job, and a worker that
+had not joined by then skips it, so a slow wake-up never delays the caller. Workers spin a while after each job before sleeping, so back-to-back
 kernels do not pay for a futex wake-up. Everything is LLVM IR calling libc (pthread, syscall):
 there is no C compiler at install time.
 """
