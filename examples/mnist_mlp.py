@@ -1,10 +1,12 @@
 """The Keras MNIST MLP example: 784-512-512-10 with Dropout, RMSprop, 20 epochs.
 
-    python examples/mnist_mlp.py
+    python examples/mnist_mlp.py [epochs]
 
 Only the import lines differ from the Keras example. `mnist.load_data()` downloads mnist.npz into
 ~/.keras/datasets when online; offline it says where to put the file.
 """
+import sys
+
 from nncompile import keras
 from nncompile.keras.datasets import mnist
 from nncompile.keras.layers import Dense, Dropout
@@ -13,13 +15,13 @@ from nncompile.keras.optimizers import RMSprop
 
 batch_size = 128
 num_classes = 10
-epochs = 20
+epochs = int(sys.argv[1]) if len(sys.argv) > 1 else 20
 
 # the data, split between train and test sets
 (x_train, y_train), (x_test, y_test) = mnist.load_data()
 
-x_train = x_train.reshape(60000, 784)
-x_test = x_test.reshape(10000, 784)
+x_train = x_train.reshape(len(x_train), 784)
+x_test = x_test.reshape(len(x_test), 784)
 x_train = x_train.astype("float32")
 x_test = x_test.astype("float32")
 x_train /= 255
