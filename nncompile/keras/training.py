@@ -25,10 +25,10 @@ from nncompile.keras import losses as losses_module
 from nncompile.keras import metrics as metrics_module
 from nncompile.keras import optimizers as optimizers_module
 from nncompile.keras.layers.base import ir_type
+from nncompile.keras.layers.core import SEED_INPUT
 from nncompile.passes.autodiff import gradients
 from nncompile.runtime.cpu import executable
 
-SEED_INPUT = "seed"            # the i64 scalar input that Dropout masks are drawn from
 LEARNING_RATE = "learning_rate"
 ITERATION = "iteration"
 SAMPLE_WEIGHT = "sample_weight"
@@ -52,7 +52,7 @@ class Compiled:
 
 
 def compile_model(model, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None,
-                  weighted_metrics=None, **ignored) -> None:
+                  weighted_metrics=None) -> None:
     """Fix the optimizer, losses and metrics of `model` (Keras 3's `Model.compile`)."""
     names = list(model.output_names)
     per_output_loss = _per_output(loss, names, "loss")
@@ -132,7 +132,7 @@ class _Step:
         return outs if isinstance(outs, list) else [outs]
 
     def run_steps(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        """`count` steps in one call: every feed has a leading axis of steps."""
+        """Many steps in one call: every feed has a leading axis of steps."""
         return self.exe.run_steps(*[feeds[n] for n in self.names])
 
 
@@ -192,10 +192,11 @@ def _param_of(graph: Graph, var) -> Value | None:
 
 
 def _emit_update(model, optimizer, b: Builder, loss: Value) -> None:
+    """The backward pass and the optimizer's update of every trainable weight the step reads."""
     variables = [v for v in model.trainable_weights if _param_of(b.graph, v) is not None]
     params = [_param_of(b.graph, v) for v in variables]
     grads = gradients(b.graph, loss, params)
-    optimizer.build(model.trainable_weights)
+    optimizer.build(variables)
     slots = {name: b.param(f"optimizer/{name}", array) for name, array in optimizer.slots()}
     lr = b.input(LEARNING_RATE, f32[()])
     step = b.input(ITERATION, f32[()])
