@@ -3,8 +3,12 @@
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/python benchmarks/gemm.py
 
 Prints, for square n x n x n products, the median GFLOP/s of each (timed in alternating blocks,
-so both see similar machine load) and their ratio; then the latency of a batch-1 Dense layer
+so both see similar machine load) and their ratio; then the model shapes (Dense forward and the
+backward GEMMs dW = X^T dY, dX = dY W^T at batch 256/64/32/5) in microseconds per call, timed by a
+native loop for nncompile and np.matmul(out=) for numpy; then the latency of a batch-1 Dense layer
 (1x784 @ 784x128, bias + relu) and the per-call overhead of parallel_for.
+On a loaded machine OpenBLAS's 2 threads wait for each other (ms outliers): compare medians, and
+OPENBLAS_NUM_THREADS=1 NNCOMPILE_NUM_THREADS=1 for a quieter single-core comparison.
 OPENBLAS_CORETYPE=Haswell and OPENBLAS_L2_SIZE, which some environments set, make current
 OpenBLAS slower on AVX-512 machines; the table says when they are set.
 """
@@ -42,10 +46,23 @@ def _emit_repeat(module: ir.Module, fn: ir.Function) -> ir.Function:
     return repeat
 
 
+MODEL_SHAPES = [   # (transpose_a, transpose_b, M, K, N)
+    (0, 0, 256, 128, 10), (0, 0, 256, 2304, 10), (0, 0, 256, 784, 128), (0, 0, 1, 784, 128),
+    (1, 0, 784, 256, 128), (1, 0, 128, 256, 10), (0, 1, 256, 10, 128), (0, 1, 256, 128, 784),
+    (0, 0, 64, 784, 128), (1, 0, 784, 64, 128), (0, 1, 64, 128, 784),
+    (0, 0, 32, 784, 128), (0, 0, 32, 128, 10), (1, 0, 784, 32, 128), (1, 0, 128, 32, 10),
+    (0, 1, 32, 10, 128), (0, 1, 32, 128, 784), (0, 0, 5, 8, 12), (1, 0, 8, 5, 12), (0, 1, 5, 12, 8),
+]
+
+
 def compile_kernels():
-    """One module: plain GEMM, Dense (bias + relu epilogue), and a parallel_for of an empty task."""
+    """One module: plain GEMMs (with repeat loops, each transpose), Dense (bias + relu epilogue),
+    and a parallel_for of an empty task."""
     module = target.new_module("bench")
     gemm.emit_gemm(module, "gemm", DType.f32)
+    for ta, tb in [(0, 0), (1, 0), (0, 1)]:
+        _emit_repeat(module, gemm.emit_gemm(module, f"gemm{ta}{tb}", DType.f32, transpose_a=bool(ta),
+                                            transpose_b=bool(tb)))
     dense = gemm.emit_gemm(module, "dense", DType.f32, epilogue=gemm.Epilogue(((0, 1),), _relu_bias))
     _emit_repeat(module, dense)
     task = ir.Function(module, parallel.TASK_TYPE, "nothing")
@@ -56,7 +73,9 @@ def compile_kernels():
     b.call(parallel.emit_parallel_for(module), [task, no_context, run.args[0]])
     b.ret_void()
     jit = target.JitModule(module)
-    return (jit,
+    repeats = {(ta, tb): ctypes.CFUNCTYPE(None, I, I, I, I, P, I, P, I, P, I)(jit.address(f"repeat_gemm{ta}{tb}"))
+               for ta, tb in [(0, 0), (1, 0), (0, 1)]}
+    return (jit, repeats,
             ctypes.CFUNCTYPE(None, I, I, I, P, I, P, I, P, I)(jit.address("gemm")),
             ctypes.CFUNCTYPE(None, I, I, I, P, I, P, I, P, I, P)(jit.address("dense")),
             ctypes.CFUNCTYPE(None, I, I, I, I, P, I, P, I, P, I, P)(jit.address("repeat_dense")),
@@ -96,6 +115,31 @@ def square_table(fn, sizes: list[int], budget: float) -> None:
         print(f"{n:>6} {mine:>18.1f} {ref:>14.1f} {mine / ref:>6.2f}")
 
 
+def model_table(repeats, rounds: int) -> None:
+    """Microseconds per call of the model shapes; blocks of calls with pauses between libraries,
+    so that neither's idle threads (OpenBLAS spins for a while) steal the other's core."""
+    print(f"\n{'ta tb     M     K     N':>24} {'nncompile us':>13} {'numpy us':>9} {'ratio':>6}")
+    rng = np.random.default_rng(2)
+    for ta, tb, m, k, n in MODEL_SHAPES:
+        a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
+        b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
+        c, out = np.empty((m, n), np.float32), np.empty((m, n), np.float32)
+        lhs, rhs = (a.T if ta else a), (b.T if tb else b)
+        args = (m, n, k, a.ctypes.data, a.shape[1], b.ctypes.data, b.shape[1], c.ctypes.data, n)
+        inner = max(1, int(2e5 / (m * n * k / 20 + 200)))
+        fn = repeats[ta, tb]
+        fn(1, *args)
+        assert np.allclose(c, lhs @ rhs, rtol=1e-3, atol=1e-3 * np.sqrt(k))
+        ours, theirs = [], []
+        for _ in range(rounds):
+            time.sleep(0.02)
+            ours += [t / inner for t in _times(lambda: fn(inner, *args), 5)]
+            time.sleep(0.02)
+            theirs += [t / inner for t in _times(lambda: [np.matmul(lhs, rhs, out=out) for _ in range(inner)], 5)]
+        mine, ref = np.median(ours) * 1e6, np.median(theirs) * 1e6
+        print(f"{ta:>2} {tb:>2} {m:>5} {k:>5} {n:>5} {mine:>13.2f} {ref:>9.2f} {mine / ref:>6.2f}")
+
+
 def dense_latency(dense, repeat_dense) -> None:
     rng = np.random.default_rng(1)
     x = rng.standard_normal((1, 784)).astype(np.float32)
@@ -123,14 +167,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="*", default=[256, 512, 1024, 2048])
     parser.add_argument("--budget", type=float, default=1.0, help="rough seconds per size per library")
+    parser.add_argument("--rounds", type=int, default=6, help="alternating timing blocks per model shape")
     args = parser.parse_args()
     blas_env = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ}
     setting = ", ".join(f"{k}={v}" for k, v in blas_env.items())
     print(f"float32 GEMM, {parallel.num_threads()} threads, host {target.host_cpu()[0]}; "
           f"OpenBLAS environment: "
           + (f"{setting} (slows numpy; unset them for the real figure)" if blas_env else "clean"))
-    jit, fn, dense, repeat_dense, run_nothing = compile_kernels()
+    jit, repeats, fn, dense, repeat_dense, run_nothing = compile_kernels()
     square_table(fn, args.sizes, args.budget)
+    model_table(repeats, args.rounds)
     dense_latency(dense, repeat_dense)
     parallel_overhead(run_nothing)
     del jit

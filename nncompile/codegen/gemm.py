@@ -12,8 +12,13 @@ Threads: packing B and the tiles are two `parallel_for` jobs (the join between t
 barrier); the tiles split into chunks of about MC rows of C (a multiple of the thread count), or of
 column panels when C has few rows. Below PARALLEL_WORK everything runs on the calling thread.
 
+K is split into equal blocks of at most KC. An A of at most DIRECT_A_BYTES is not packed: a second
+microkernel reads it in place (packing is a scalar transpose that cost as much as the arithmetic
+at model shapes such as 256x784 @ 784x128).
+
 Small M (batch-1 inference): no packing at all; B rows are streamed once with all of A's rows in
-registers. Integer dtypes use a plain loop nest.
+registers. Small N (<= SKINNY_N, row-major A: Dense layers with few units): vectorized over K
+instead, B read as N x K, lanes summed at the end. Integer dtypes use a plain loop nest.
 
 The layers are reusable: `emit_driver` packs B and runs any tiles task (`tiles_task` starts one),
 `store_tile` does masks, accumulation and the epilogue; conv.py builds its convolution from them.
@@ -39,6 +44,9 @@ void = ir.VoidType()
 
 SMALL_M = 4                 # up to this many rows of A skip packing
 CHUNKS_PER_THREAD = 4       # column chunks per thread: a core lost to another process costs a chunk
+SKINNY_N = 16               # up to this many columns of B (and a row-major A): vectorize over K
+SKINNY_WIDTHS = (1, 2, 4, 6, 8)   # column widths of the skinny kernel's blocks (<= 8: f64 lanes)
+DIRECT_A_BYTES = 1 << 20     # an A up to this size is read in place, not packed
 PARALLEL_WORK = 1 << 17     # M*N*K from which both cores pay off (measured: 2 threads win from ~48^3)
 
 
@@ -98,6 +106,13 @@ def ceil_div(b: ir.IRBuilder, x: ir.Value, y: int | ir.Value) -> ir.Value:
     """x / y rounded up, for x >= 0 and y > 0."""
     y = as_i64(y)
     return b.sdiv(b.add(x, b.sub(y, const(1))), y)
+
+
+def block_depth(b: ir.IRBuilder, t: Tiling, k: ir.Value) -> ir.Value:
+    """The depth of B's packed K blocks: K split evenly into blocks of at most KC (K = 784 is two
+    blocks of 392, not 768 + 16: a thin block costs a full pass of packing and C updates)."""
+    k = b.select(b.icmp_signed(">", k, const(0)), k, const(1))     # K = 0: one empty block
+    return ceil_div(b, k, ceil_div(b, k, t.kc))
 
 
 def at(b: ir.IRBuilder, ptr: ir.Value, offset: ir.Value | int) -> ir.Value:
@@ -226,13 +241,19 @@ def store_tile(b: ir.IRBuilder, accs: list[list[ir.Value]], c: ir.Value, ldc: ir
 # --- the microkernel ----------------------------------------------------------------------------
 
 def _emit_micro(module: ir.Module, name: str, ty: ir.Type, t: Tiling,
-                epilogue: Epilogue | None) -> ir.Function:
-    """micro(kc, ap, bp, c, ldc, rows, cols, first, last, row, col, e...): one MR x NR tile."""
+                epilogue: Epilogue | None, direct: bool = False) -> ir.Function:
+    """micro(kc, ap, bp, c, ldc, rows, cols, first, last, row, col, e...): one MR x NR tile.
+
+    `direct`: A is read where it lies, not from a packed panel: two more arguments (row stride,
+    k stride) follow `e...`, and rows at or past `rows` re-read the last row (never stored)."""
     ptr = ty.as_pointer()
     n_epi = len(epilogue.operands) if epilogue else 0
-    fn = new_function(module, f"{name}.micro", [i64, ptr, ptr, ptr, i64, i64, i64, i1, i1, i64, i64]
-                      + [ptr] * n_epi)
+    strides = [i64, i64] if direct else []
+    fn = new_function(module, f"{name}.micro{'_direct' if direct else ''}",
+                      [i64, ptr, ptr, ptr, i64, i64, i64, i1, i1, i64, i64] + [ptr] * n_epi + strides)
     kc, ap, bp, c, ldc, rows, cols, first, last, row, col, *eptrs = fn.args
+    if direct:
+        *eptrs, a_rs, a_ks = eptrs
     for p in (ap, bp, c):
         p.add_attribute("noalias")
     vec = ir.VectorType(ty, t.lanes)
@@ -241,6 +262,12 @@ def _emit_micro(module: ir.Module, name: str, ty: ir.Type, t: Tiling,
     for r in range(t.mr):   # C's rows are far apart: start fetching them now, they are needed last
         for v in range(t.nr_vectors):
             simd.prefetch(b, at(b, c, b.add(b.mul(const(r), ldc), const(v * t.lanes))), write=True)
+    if direct:
+        last_row = b.sub(rows, const(1))
+        a_rows = [at(b, ap, b.mul(smin(b, const(r), last_row), a_rs)) for r in range(t.mr)]
+        a_k_stride = a_ks
+    else:
+        a_rows, a_k_stride = [at(b, ap, r) for r in range(t.mr)], const(t.mr)
     entry = b.block
     b.cbranch(b.icmp_signed(">", kc, const(0)), loop, done)
 
@@ -250,10 +277,9 @@ def _emit_micro(module: ir.Module, name: str, ty: ir.Type, t: Tiling,
     phis = [[b.phi(vec) for _ in range(t.nr_vectors)] for _ in range(t.mr)]
     b_row = at(b, bp, b.mul(k, const(t.nr)))
     b_vecs = [simd.load_vector(b, at(b, b_row, v * t.lanes), t.lanes, align=64) for v in range(t.nr_vectors)]
-    a_col = at(b, ap, b.mul(k, const(t.mr)))
     nexts = []
-    for r in range(t.mr):
-        a = simd.splat(b, b.load(at(b, a_col, r)), t.lanes)
+    for r, a_row in enumerate(a_rows):
+        a = simd.splat(b, b.load(at(b, a_row, b.mul(k, a_k_stride))), t.lanes)
         nexts.append([simd.fma(b, a, bv, phi) for bv, phi in zip(b_vecs, phis[r])])
     k_next = b.add(k, const(1))
     k.add_incoming(k_next, loop)
@@ -294,12 +320,14 @@ def _emit_pack_b(module: ir.Module, name: str, ty: ir.Type, t: Tiling,
     share = ceil_div(b, panels, count)
     first_panel = b.mul(index, share)
     np_ = b.mul(panels, const(t.nr))
+    depth = block_depth(b, t, k_total)
     with for_range(b, smin(b, panels, b.add(first_panel, share)), first_panel, name="j") as j:
         n0 = b.mul(j, const(t.nr))
         valid = b.sub(n, n0)
         masks = [simd.lane_mask(b, valid, t.lanes, v * t.lanes) for v in range(t.nr_vectors)]
-        with for_range(b, k_total, step=t.kc, name="pc") as pc:
-            kc = smin(b, const(t.kc), b.sub(k_total, pc))
+        with for_range(b, ceil_div(b, k_total, depth), name="pc") as block:
+            pc = b.mul(block, depth)
+            kc = smin(b, depth, b.sub(k_total, pc))
             dst = at(b, bp, b.add(b.mul(pc, np_), b.mul(n0, kc)))
             if transpose_b:      # B is N x K: a column of the panel is a row of B, read sequentially
                 with for_range(b, t.nr, name="col") as col:
@@ -350,44 +378,81 @@ def tiles_task(module: ir.Module, name: str, ty: ir.Type, t: Tiling,
 
 
 def _emit_tiles(module: ir.Module, name: str, ty: ir.Type, t: Tiling, pack_a: PackA,
-                micro: ir.Function, n_epi: int) -> ir.Function:
-    """Task: pack this thread's A blocks and run the microkernel over its share of C's tiles."""
+                micro: ir.Function, n_epi: int, direct: tuple[ir.Function, bool] | None = None) -> ir.Function:
+    """Task: pack this thread's A blocks and run the microkernel over its share of C's tiles.
+
+    `direct` = (micro_direct, transpose_a) when a_ctx is a plain matrix (A, lda): then an A of at
+    most DIRECT_A_BYTES is not packed but read in place, since packing it (a scalar transpose)
+    costs as much as the arithmetic when N is small, and a small A stays in cache anyway."""
     ptr = ty.as_pointer()
     b, v = tiles_task(module, name, ty, t, n_epi)
     m0, m1, n0, n1 = v["m0"], v["m1"], v["n0"], v["n1"]
     n, k_total, bp, c, ldc = v["n"], v["k"], v["bp"], v["c"], v["ldc"]
     np_ = b.mul(ceil_div(b, n, t.nr), const(t.nr))
     alloc, free = libc(module)
-    ap = b.bitcast(b.call(alloc, [const(64), const(t.mc * t.kc * t.itemsize)]), ptr)
-    k_steps = b.select(b.icmp_signed(">", k_total, const(0)), k_total, const(1))   # K = 0: one empty block
-    with for_range(b, k_steps, step=t.kc, name="pc") as pc:
-        kc = smin(b, const(t.kc), b.sub(k_total, pc))
+    depth = block_depth(b, t, k_total)
+    # no bigger than this share needs: a small buffer comes from the heap, not a fresh mmap
+    share_rows = b.sub(m1, m0)
+    share_rows = b.select(b.icmp_signed(">", share_rows, const(0)), share_rows, const(0))
+    block_rows = b.mul(ceil_div(b, smin(b, const(t.mc), share_rows), t.mr), const(t.mr))
+    ap_bytes = b.mul(b.mul(block_rows, depth), const(t.itemsize))
+    blocks = ceil_div(b, b.select(b.icmp_signed(">", k_total, const(0)), k_total, const(1)), depth)
+
+    def run_block(pc: ir.Value, kc: ir.Value, ic: ir.Value, mc: ir.Value, a_tile: Callable, call) -> None:
         first = b.icmp_signed("==", pc, const(0))
-        last = b.icmp_signed(">=", b.add(pc, const(t.kc)), k_total)
-        with for_range(b, m1, m0, step=t.mc, name="ic") as ic:
-            mc = smin(b, const(t.mc), b.sub(m1, ic))
-            pack_a(b, t, v["a_ctx"], ap, ic, mc, pc, kc)
-            with for_range(b, n1, n0, step=t.nr, name="jr") as jr:
-                cols = smin(b, const(t.nr), b.sub(n, jr))
-                b_panel = at(b, bp, b.add(b.mul(pc, np_), b.mul(jr, kc)))
-                c_col = at(b, c, jr)
-                with for_range(b, mc, step=t.mr, name="ir") as ir_:
-                    rows = smin(b, const(t.mr), b.sub(mc, ir_))
-                    row = b.add(ic, ir_)
-                    b.call(micro, [kc, at(b, ap, b.mul(ir_, kc)), b_panel, at(b, c_col, b.mul(row, ldc)), ldc,
-                                   rows, cols, first, last, row, b.add(v["col0"], jr)] + v["eptrs"])
-    b.call(free, [b.bitcast(ap, i8p)])
+        last = b.icmp_signed(">=", b.add(pc, depth), k_total)
+        with for_range(b, n1, n0, step=t.nr, name="jr") as jr:
+            cols = smin(b, const(t.nr), b.sub(n, jr))
+            b_panel = at(b, bp, b.add(b.mul(pc, np_), b.mul(jr, kc)))
+            c_col = at(b, c, jr)
+            with for_range(b, mc, step=t.mr, name="ir") as ir_:
+                rows = smin(b, const(t.mr), b.sub(mc, ir_))
+                row = b.add(ic, ir_)
+                b.call(call[0], [kc, a_tile(ir_, row), b_panel, at(b, c_col, b.mul(row, ldc)), ldc,
+                                 rows, cols, first, last, row, b.add(v["col0"], jr)] + v["eptrs"] + call[1])
+
+    def packed() -> None:
+        ap = b.bitcast(b.call(alloc, [const(64), b.mul(ceil_div(b, ap_bytes, 64), const(64))]), ptr)
+        with for_range(b, blocks, name="pc") as block:
+            pc = b.mul(block, depth)
+            kc = smin(b, depth, b.sub(k_total, pc))
+            with for_range(b, m1, m0, step=t.mc, name="ic") as ic:
+                mc = smin(b, const(t.mc), b.sub(m1, ic))
+                pack_a(b, t, v["a_ctx"], ap, ic, mc, pc, kc)
+                run_block(pc, kc, ic, mc, lambda ir_, row: at(b, ap, b.mul(ir_, kc)), (micro, []))
+        b.call(free, [b.bitcast(ap, i8p)])
+
+    if direct is None:
+        packed()
+    else:
+        micro_direct, transpose_a = direct
+        a, lda = unpack_fields(b, v["a_ctx"], [ptr, i64])
+        rs, ks = (const(1), lda) if transpose_a else (lda, const(1))
+        small = b.icmp_signed("<=", b.mul(b.mul(v["m"], k_total), const(t.itemsize)), const(DIRECT_A_BYTES))
+        with b.if_else(small) as (then, otherwise):
+            with then:
+                with for_range(b, blocks, name="dpc") as block:
+                    pc = b.mul(block, depth)
+                    kc = smin(b, depth, b.sub(k_total, pc))
+                    a_at = lambda ir_, row: at(b, a, b.add(b.mul(row, rs), b.mul(pc, ks)))   # noqa: E731
+                    run_block(pc, kc, m0, b.sub(m1, m0), a_at, (micro_direct, [rs, ks]))
+            with otherwise:
+                packed()
     b.ret_void()
     return b.function
 
 
 def emit_gemm_driver(module: ir.Module, name: str, dtype: DType, pack_a: PackA, *,
-                     transpose_b: bool = False, epilogue: Epilogue | None = None) -> ir.Function:
-    """The blocked float GEMM with a pluggable A packer (see `emit_driver` for its signature)."""
+                     transpose_b: bool = False, epilogue: Epilogue | None = None,
+                     transpose_a: bool | None = None) -> ir.Function:
+    """The blocked float GEMM with a pluggable A packer (see `emit_driver` for its signature).
+
+    `transpose_a` not None says a_ctx is a plain matrix (A, lda), so a small A may be read in place."""
     ty, t = scalar_type(dtype), tiling(dtype)
     n_epi = len(epilogue.operands) if epilogue else 0
     micro = _emit_micro(module, name, ty, t, epilogue)
-    tiles = _emit_tiles(module, name, ty, t, pack_a, micro, n_epi)
+    direct = None if transpose_a is None else (_emit_micro(module, name, ty, t, epilogue, True), transpose_a)
+    tiles = _emit_tiles(module, name, ty, t, pack_a, micro, n_epi, direct)
     return emit_driver(module, name, dtype, t, tiles, transpose_b=transpose_b, n_epi=n_epi)
 
 
@@ -478,6 +543,113 @@ def _emit_small_m(b: ir.IRBuilder, ty: ir.Type, t: Tiling, rows: int, args: list
         store_tile(b, accs, at(b, c, n0), ldc, rows, cols, True, True, const(0), n0, epilogue, eptrs)
 
 
+def _skinny_rows(width: int) -> int:
+    """Rows per block of the skinny kernel for `width` columns: <= 24 accumulators, and >= 8 so
+    that the FMA chains are independent enough to hide their latency."""
+    return max(1, min(8, 24 // width))
+
+
+def _emit_skinny_block(module: ir.Module, name: str, ty: ir.Type, t: Tiling, width: int,
+                       epilogue: Epilogue | None) -> ir.Function:
+    """block(r0, r1, n, k, a, lda, bt, ldbt, c, ldc, e...): rows r0..r1 of C = A @ Bt^T, `width`
+    columns at a time, vectorized over K: per row and column a vector of partial dot products,
+    summed across lanes (`simd.sum_lanes`) into one row of C just before it is stored."""
+    ptr = ty.as_pointer()
+    n_epi = len(epilogue.operands) if epilogue else 0
+    fn = new_function(module, f"{name}.skinny{width}", [i64, i64, i64, i64, ptr, i64, ptr, i64, ptr, i64]
+                      + [ptr] * n_epi)
+    r0, r1, n, k, a, lda, bt, ldbt, c, ldc, *eptrs = fn.args
+    for p in (a, bt, c):
+        p.add_attribute("noalias")
+    lanes, rows_per = t.lanes, _skinny_rows(width)
+    vec = ir.VectorType(ty, lanes)
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    slots = [[entry_alloca(b, vec) for _ in range(width)] for _ in range(rows_per)]
+    k_full = b.mul(b.sdiv(k, const(lanes)), const(lanes))
+    tail = simd.lane_mask(b, b.sub(k, k_full), lanes)
+    with for_range(b, r1, r0, step=rows_per, name="sr") as row:
+        rows = smin(b, const(rows_per), b.sub(r1, row))
+        last_row = b.sub(b.add(row, rows), const(1))      # rows past the end re-read it; not stored
+        a_rows = [at(b, a, b.mul(smin(b, b.add(row, const(r)), last_row), lda)) for r in range(rows_per)]
+        with for_range(b, n, step=width, name="sc") as col:
+            cols = smin(b, const(width), b.sub(n, col))
+            last_col = b.sub(b.add(col, cols), const(1))
+            b_rows = [at(b, bt, b.mul(smin(b, b.add(col, const(j)), last_col), ldbt)) for j in range(width)]
+            for slot in (s for row_slots in slots for s in row_slots):
+                b.store(zero(vec), slot)
+
+            def step(kk: ir.Value, mask: ir.Value | None) -> None:
+                def load(base: ir.Value) -> ir.Value:
+                    p = at(b, base, kk)
+                    return simd.load_vector(b, p, lanes) if mask is None else simd.masked_load(b, p, mask)
+                a_vecs = [load(p) for p in a_rows]
+                b_vecs = [load(p) for p in b_rows]
+                for a_vec, row_slots in zip(a_vecs, slots):
+                    for b_vec, slot in zip(b_vecs, row_slots):
+                        b.store(simd.fma(b, a_vec, b_vec, b.load(slot)), slot)
+
+            with for_range(b, k_full, step=lanes, name="sk") as kk:
+                step(kk, None)
+            with b.if_then(b.icmp_signed("<", k_full, k)):
+                step(k_full, tail)
+            accs = [[simd.sum_lanes(b, [b.load(s) for s in row_slots])] for row_slots in slots]
+            store_tile(b, accs, at(b, c, b.add(b.mul(row, ldc), col)), ldc, rows, cols, True, True,
+                       row, col, epilogue, eptrs)
+    b.ret_void()
+    return fn
+
+
+def _emit_skinny(module: ir.Module, name: str, ty: ir.Type, t: Tiling, transpose_b: bool,
+                 epilogue: Epilogue | None) -> ir.Function:
+    """skinny(m, n, k, a, lda, b, ldb, c, ldc, e...) for row-major A and N <= SKINNY_N columns.
+
+    B is read as Bt (N x K): B itself when transposed, else a transposed copy (N*K elements, small
+    because N is). Columns go `width` at a time: N split evenly into chunks of at most 8, rounded up
+    to one of SKINNY_WIDTHS, each a statically unrolled block function (a few, for compile time);
+    rows are split between threads when the work pays for it."""
+    ptr = ty.as_pointer()
+    n_epi = len(epilogue.operands) if epilogue else 0
+    widths = SKINNY_WIDTHS
+    blocks = {w: _emit_skinny_block(module, name, ty, t, w, epilogue) for w in widths}
+    task = target.tune(ir.Function(module, parallel.TASK_TYPE, f"{name}.skinny"))
+    task.linkage = "internal"
+    ctx, index, count = task.args
+    b = ir.IRBuilder(task.append_basic_block("entry"))
+    m, n, k, a, lda, bt, ldbt, c, ldc, *eptrs = unpack_fields(
+        b, ctx, [i64, i64, i64, ptr, i64, ptr, i64, ptr, i64] + [ptr] * n_epi)
+    needed = ceil_div(b, n, ceil_div(b, n, widths[-1]))
+    width = const(widths[-1])
+    for w in reversed(widths[:-1]):     # the narrowest block at least `needed` wide
+        width = b.select(b.icmp_signed("<=", needed, const(w)), const(w), width)
+    share = b.mul(ceil_div(b, ceil_div(b, m, 8), count), const(8))
+    r0 = b.mul(index, share)
+    r1 = smin(b, m, b.add(r0, share))
+    for w, block in blocks.items():
+        with b.if_then(b.icmp_signed("==", width, const(w))):
+            b.call(block, [r0, r1, n, k, a, lda, bt, ldbt, c, ldc] + eptrs)
+    b.ret_void()
+
+    fn = new_function(module, f"{name}.skinny_entry", [i64, i64, i64, ptr, i64, ptr, i64, ptr, i64] + [ptr] * n_epi)
+    m, n, k, a, lda, src_b, ldb, c, ldc, *eptrs = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    if transpose_b:
+        bt, ldbt = src_b, ldb
+    else:
+        alloc, free = libc(module)
+        size = b.mul(ceil_div(b, b.mul(b.mul(n, k), const(t.itemsize)), 64), const(64))
+        bt, ldbt = b.bitcast(b.call(alloc, [const(64), size]), ptr), k
+        with for_range(b, k, name="tk") as kk, simd.copy_loop(b, n, name="tn") as col:
+            b.store(b.load(at(b, src_b, b.add(b.mul(kk, ldb), col))), at(b, bt, b.add(b.mul(col, k), kk)))
+    big = b.icmp_signed(">=", b.mul(b.mul(m, n), k), const(PARALLEL_WORK))
+    tasks = b.select(big, smin(b, ceil_div(b, m, 8), const(parallel.num_threads())), const(1))
+    fields = pack_fields(b, [m, n, k, a, lda, bt, ldbt, c, ldc] + eptrs)
+    b.call(parallel.emit_parallel_for(module), [task, fields, tasks])
+    if not transpose_b:
+        b.call(free, [b.bitcast(bt, i8p)])
+    b.ret_void()
+    return fn
+
+
 def _emit_loop_nest(b: ir.IRBuilder, ty: ir.Type, args: list[ir.Value], transpose_a: bool,
                     transpose_b: bool, epilogue: Epilogue | None) -> None:
     """The plain m, n, k loop nest (integer dtypes): exact, wrapping like numpy."""
@@ -526,8 +698,13 @@ def emit_gemm(module: ir.Module, name: str, dtype: DType, *, transpose_a: bool =
             with b.if_then(b.icmp_signed("==", m, const(rows))):
                 _emit_small_m(b, ty, tiling(dtype), rows, args, transpose_a, epilogue)
                 b.ret_void()
+    if not transpose_a:
+        skinny = _emit_skinny(module, name, ty, tiling(dtype), transpose_b, epilogue)
+        with b.if_then(b.icmp_signed("<=", n, const(SKINNY_N))):
+            b.call(skinny, args)
+            b.ret_void()
     driver = emit_gemm_driver(module, name, dtype, pack_matrix(transpose_a), transpose_b=transpose_b,
-                              epilogue=epilogue)
+                              epilogue=epilogue, transpose_a=transpose_a)
     b.call(driver, [m, n, k, src_b, ldb, c, ldc, const(0), pack_fields(b, [a, lda])] + eptrs)
     b.ret_void()
     return fn

@@ -125,3 +125,31 @@ def copy_loop(b: ir.IRBuilder, stop: int | ir.Value, start: int | ir.Value = 0,
     node = module.add_metadata(options + [ir.MetaDataString(module, f"{fn.name}.{latch.name}")])
     node.operands = (node,) + node.operands
     latch.terminator.set_metadata("llvm.loop", node)
+
+
+def sum_lanes(b: ir.IRBuilder, vectors: list[ir.Value]) -> ir.Value:
+    """One vector whose lane j is the sum of all lanes of vectors[j] (lanes past len(vectors): 0).
+
+    A transpose-and-add tree: each step merges two vectors holding s segments of partial sums
+    each into one holding 2s half-size segments (two shuffles and an add), so reducing W vectors
+    costs about W steps rather than W separate horizontal sums of log2(lanes) steps each."""
+    vec_type = vectors[0].type
+    lanes = vec_type.count
+    if len(vectors) > lanes:
+        raise ValueError(f"sum_lanes: {len(vectors)} vectors do not fit in {lanes} lanes")
+    zeros = ir.Constant(vec_type, None)
+    level, segment = list(vectors), lanes      # every vector: lanes // segment columns of `segment` sums
+    while segment > 1:
+        if len(level) % 2:
+            level.append(zeros)
+        half = segment // 2
+        starts = range(0, lanes, segment)     # segment starts within one vector
+        low = [s + j for s in starts for j in range(half)]
+        low = low + [lanes + i for i in low]  # the same lanes of the second vector
+        high = [i + half for i in low]
+        merged = []
+        for x, y in zip(level[::2], level[1::2]):
+            pick = [b.shuffle_vector(x, y, ir.Constant(ir.VectorType(i32, lanes), sel)) for sel in (low, high)]
+            merged.append(b.fadd(pick[0], pick[1]))
+        level, segment = merged, half
+    return level[0]

@@ -163,3 +163,37 @@ def test_integer_dtypes_are_exact(dtype, transposes):
 def test_unsupported_dtype_is_named(dtype):
     with pytest.raises(IRError, match=f"emit_gemm 'g': dtype {dtype}"):
         gemm.emit_gemm(target.new_module("bad"), "g", dtype)
+
+
+@pytest.mark.parametrize("n", [1, 3, 5, 8, 9, 16, 17])
+@pytest.mark.parametrize("m,k", [(1, 3), (5, 17), (17, 257), (257, 16), (9, 33)])
+@pytest.mark.parametrize("transpose_b", [False, True])
+def test_skinny_n_path(m, k, n, transpose_b):
+    """N <= SKINNY_N with a row-major A (vectorized over K, lanes summed), around its thresholds."""
+    got, want = run_gemm(DType.f32, m, n, k, transpose_b=transpose_b, pad=(2, 1, 3), epilogue="bias_relu")
+    _check(got, want, DType.f32, k)
+
+
+@pytest.mark.parametrize("epilogue", sorted(EPILOGUES))
+@pytest.mark.parametrize("dtype", [DType.f32, DType.f64])
+def test_skinny_n_epilogues_and_f64(epilogue, dtype):
+    for m, n, k in [(257, 10, 2304), (31, 3, 0), (6, 7, 9)]:
+        got, want = run_gemm(dtype, m, n, k, epilogue=epilogue, pad=(1, 0, 2))
+        _check(got, want, dtype, k)
+
+
+@pytest.mark.parametrize("m,n,k", [(257, 128, 784), (17, 33, 3), (784, 17, 256), (13, 128, 1537)])
+@pytest.mark.parametrize("transposes", [(False, False), (True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("dtype", [DType.f32, DType.f64])
+def test_unpacked_a_and_even_k_blocks(m, n, k, transposes, dtype):
+    """A small enough to be read in place (DIRECT_A_BYTES), with K split into even blocks."""
+    got, want = run_gemm(dtype, m, n, k, *transposes, epilogue="bias_relu", pad=(3, 2, 1))
+    _check(got, want, dtype, k)
+
+
+def test_large_a_is_still_packed():
+    m, n, k = 600, 40, 600          # A is 1.4 MB > DIRECT_A_BYTES: the packed path
+    assert m * k * 4 > gemm.DIRECT_A_BYTES
+    for transposes in [(False, False), (True, False)]:
+        got, want = run_gemm(DType.f32, m, n, k, *transposes, epilogue="bias_relu")
+        _check(got, want, DType.f32, k)
