@@ -652,15 +652,17 @@ def _emit_skinny(module: ir.Module, name: str, ty: ir.Type, t: Tiling, transpose
 
 def _emit_loop_nest(b: ir.IRBuilder, ty: ir.Type, args: list[ir.Value], transpose_a: bool,
                     transpose_b: bool, epilogue: Epilogue | None) -> None:
-    """The plain m, n, k loop nest (integer dtypes): exact, wrapping like numpy."""
+    """The plain m, n, k loop nest: integer dtypes (exact, wrapping like numpy) and products too
+    small for packing to pay (see `emit_loop_gemm`)."""
     m, n, k, a, lda, src_b, ldb, c, ldc, *eptrs = args
+    mul = b.fmul if isinstance(ty, (ir.FloatType, ir.DoubleType)) else b.mul
     with for_range(b, m, name="m") as row, for_range(b, n, name="n") as col:
         slot = entry_alloca(b, ty)
         b.store(zero(ty), slot)
         with for_range(b, k, name="k") as kk:
             a_at = b.add(b.mul(kk, lda), row) if transpose_a else b.add(b.mul(row, lda), kk)
             b_at = b.add(b.mul(col, ldb), kk) if transpose_b else b.add(b.mul(kk, ldb), col)
-            b.store(b.add(b.load(slot), b.mul(b.load(at(b, a, a_at)), b.load(at(b, src_b, b_at)))), slot)
+            b.store(add(b, b.load(slot), mul(b.load(at(b, a, a_at)), b.load(at(b, src_b, b_at)))), slot)
         store_tile(b, [[b.load(slot)]], at(b, c, b.add(b.mul(row, ldc), col)), ldc, 1, const(1), True, True,
                    row, col, epilogue, eptrs)
 
@@ -706,5 +708,34 @@ def emit_gemm(module: ir.Module, name: str, dtype: DType, *, transpose_a: bool =
     driver = emit_gemm_driver(module, name, dtype, pack_matrix(transpose_a), transpose_b=transpose_b,
                               epilogue=epilogue, transpose_a=transpose_a)
     b.call(driver, [m, n, k, src_b, ldb, c, ldc, const(0), pack_fields(b, [a, lda])] + eptrs)
+    b.ret_void()
+    return fn
+
+
+def shared_gemm(module: ir.Module, dtype: DType, *, transpose_a: bool = False,
+                transpose_b: bool = False) -> ir.Function:
+    """The module's one GEMM without epilogue for this dtype and these transposes (made on first
+    use): a training step has many such products, and each copy costs compile time."""
+    name = f"gemm.{dtype}.{'t' if transpose_a else 'n'}{'t' if transpose_b else 'n'}"
+    existing = module.globals.get(name)
+    if existing is not None:
+        return existing
+    return emit_gemm(module, name, dtype, transpose_a=transpose_a, transpose_b=transpose_b)
+
+
+def emit_loop_gemm(module: ir.Module, name: str, dtype: DType, *, transpose_a: bool = False,
+                   transpose_b: bool = False, epilogue: Epilogue | None = None) -> ir.Function:
+    """`emit_gemm`'s function as a plain loop nest: for products of a few hundred multiply-adds
+    per row or column (a Pima-sized Dense layer), where packing costs more than it saves and the
+    full kernel's compile time dominates."""
+    ty = scalar_type(dtype)
+    ptr = ty.as_pointer()
+    n_epi = len(epilogue.operands) if epilogue else 0
+    fn = new_function(module, name, [i64, i64, i64, ptr, i64, ptr, i64, ptr, i64] + [ptr] * n_epi,
+                      internal=False)
+    for p in (fn.args[3], fn.args[5], fn.args[7]):
+        p.add_attribute("noalias")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    _emit_loop_nest(b, ty, list(fn.args), transpose_a, transpose_b, epilogue)
     b.ret_void()
     return fn

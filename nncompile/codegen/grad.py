@@ -11,13 +11,14 @@ Pooling gradients, scatter_add and random_uniform are plain loop nests (channels
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from llvmlite import ir
 
-from nncompile.codegen import elementwise, gemm
+from nncompile.codegen import elementwise, gemm, parallel, simd, target
 from nncompile.codegen.gemm import at, entry_alloca, smin
-from nncompile.codegen.kernel import Dim, Kernel, load, mul, product, scalar_type
+from nncompile.codegen.kernel import Dim, Kernel, mul, product, scalar_type, storage_type
 from nncompile.codegen.loops import as_i64, const, for_nest, for_range
 from nncompile.ir.dtypes import DType
 from nncompile.ir.errors import IRError
@@ -29,6 +30,7 @@ from nncompile.ir.types import normalize_axis
 i32 = ir.IntType(32)
 i64 = ir.IntType(64)
 CHUNK_ELEMENTS = 1 << 18   # patch-matrix elements per chunk: 1 MB of f32, within L2
+POOL_PARALLEL_ELEMENTS = 1 << 15   # input elements from which a pooling gradient uses every core
 
 
 def _add(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
@@ -129,7 +131,7 @@ def _conv2d_grad_filter(k: Kernel, node: Node) -> None:
     dw = node.outputs[0]
     dtype = dw.type.dtype
     g = _geometry(node, x.type.shape, dy.type.shape)
-    fn = gemm.emit_gemm(k.module, k.module.get_unique_name("conv_dw"), dtype, transpose_a=True)
+    fn = gemm.shared_gemm(k.module, dtype, transpose_a=True)
     patches, partial = _buffer(k, g.chunk * g.depth, dtype), _buffer(k, g.depth * g.og, dtype)
     _zero_fill(k, k.ptr(dw), g.depth * g.cout, dtype)
     m = b.mul(as_i64(k.dims(x)[0]), const(g.oh * g.ow))
@@ -160,7 +162,7 @@ def _conv2d_grad_input(k: Kernel, node: Node) -> None:
     dx = node.outputs[0]
     dtype = dx.type.dtype
     g = _geometry(node, dx.type.shape, dy.type.shape)
-    fn = gemm.emit_gemm(k.module, k.module.get_unique_name("conv_dx"), dtype, transpose_b=True)
+    fn = gemm.shared_gemm(k.module, dtype, transpose_b=True)
     columns = _buffer(k, g.chunk * g.depth, dtype)
     batch = k.dims(dx)[0]
     _zero_fill(k, k.ptr(dx), mul(b, batch, g.h * g.w * g.cin), dtype)
@@ -208,39 +210,95 @@ def _pool_windows(k: Kernel, node: Node, x_dims, dy, visit) -> None:
         visit(dy_row, base, _window(b, h0, kh, h), _window(b, w0, kw, w))
 
 
+@contextmanager
+def _taps(b: ir.IRBuilder, rows: tuple[ir.Value, ir.Value], cols: tuple[ir.Value, ir.Value]):
+    """Loop over the in-bounds taps (i, j) of a window in scan order."""
+    with for_range(b, rows[1], start=rows[0], name="i") as i, for_range(b, cols[1], start=cols[0], name="j") as j:
+        yield i, j
+
+
+def _nan_max(b: ir.IRBuilder, v: ir.Value, best: ir.Value, dtype: DType) -> ir.Value:
+    """max(best, v) lane-wise, a NaN winning over any number (as max_pool2d)."""
+    if dtype.is_float:
+        wins = b.or_(b.fcmp_ordered(">", v, best), b.fcmp_unordered("uno", v, v))
+    else:
+        wins = b.icmp_signed(">", v, best)
+    return b.select(wins, v, best)
+
+
+def _is_max(b: ir.IRBuilder, v: ir.Value, best: ir.Value, dtype: DType) -> ir.Value:
+    """Whether v is the window's maximum `best` (a NaN when the maximum is one)."""
+    if dtype.is_float:
+        return b.or_(b.fcmp_ordered("==", v, best), b.fcmp_unordered("uno", v, v))
+    return b.icmp_signed("==", v, best)
+
+
+def _emit_max_pool_task(k: Kernel, node: Node, dtype: DType) -> ir.Function:
+    """task(ctx, index, count) of max_pool2d_grad over its share of the images. Per output pixel
+    and vector of channels: the window's maximum first, then dy goes to the first tap equal to it
+    (a masked add, so every other element of dx keeps its bits)."""
+    ty = storage_type(dtype)
+    ptr = ty.as_pointer()
+    lanes = target.vector_lanes(dtype.itemsize)
+    task = target.tune(ir.Function(k.module, parallel.TASK_TYPE, k.module.get_unique_name("max_pool_grad")))
+    task.linkage = "internal"
+    ctx, index, count = task.args
+    b = ir.IRBuilder(task.append_basic_block("entry"))
+    x, dy, dx, batch, channels = gemm.unpack_fields(b, ctx, [ptr, ptr, ptr, i64, i64])
+    _, h, w, _ = node.inputs[0].type.shape
+    _, oh, ow, _ = node.inputs[1].type.shape
+    (kh, kw), (sh, sw), (top, _, left, _) = node.attrs["window"], node.attrs["strides"], node.attrs["pads"]
+    vec = ir.VectorType(ty, lanes)
+    best_slot, done_slot = entry_alloca(b, vec), entry_alloca(b, ir.VectorType(ir.IntType(1), lanes))
+    share = gemm.ceil_div(b, batch, count)
+    first_image = b.mul(index, share)
+    image_size = b.mul(const(h * w), channels)
+    with for_range(b, smin(b, batch, b.add(first_image, share)), start=first_image, name="n") as n:
+        image = at(b, dx, b.mul(n, image_size))
+        with for_range(b, image_size, name="z") as i:
+            b.store(gemm.zero(ty), at(b, image, i))
+        with for_nest(b, [oh, ow], name="p") as (r, q), for_range(b, channels, step=lanes, name="c") as c0:
+            mask = simd.lane_mask(b, b.sub(channels, c0), lanes)
+            h0 = b.sub(b.mul(r, const(sh)), const(top))
+            w0 = b.sub(b.mul(q, const(sw)), const(left))
+            rows, cols = _window(b, h0, kh, h), _window(b, w0, kw, w)
+            corner = b.add(b.mul(b.add(b.mul(b.add(b.mul(n, const(h)), h0), const(w)), w0), channels), c0)
+
+            def spot(i, j):
+                return b.add(corner, b.mul(b.add(b.mul(i, const(w)), j), channels))
+
+            b.store(simd.masked_load(b, at(b, x, spot(rows[0], cols[0])), mask), best_slot)
+            with _taps(b, rows, cols) as (i, j):
+                v = simd.masked_load(b, at(b, x, spot(i, j)), mask)
+                b.store(_nan_max(b, v, b.load(best_slot), dtype), best_slot)
+            best = b.load(best_slot)
+            grad = simd.masked_load(b, at(b, dy, b.add(b.mul(b.add(b.mul(b.add(b.mul(n, const(oh)), r), const(ow)), q),
+                                                             channels), c0)), mask)
+            b.store(b.xor(mask, ir.Constant(mask.type, [1] * lanes)), done_slot)
+            with _taps(b, rows, cols) as (i, j):
+                target_ptr = at(b, dx, spot(i, j))
+                done = b.load(done_slot)
+                hit = b.and_(_is_max(b, simd.masked_load(b, at(b, x, spot(i, j)), mask), best, dtype),
+                             b.xor(done, ir.Constant(done.type, [1] * lanes)))
+                simd.masked_store(b, gemm.add(b, simd.masked_load(b, target_ptr, hit), grad), target_ptr, hit)
+                b.store(b.or_(done, hit), done_slot)
+    b.ret_void()
+    return task
+
+
 def _max_pool2d_grad(k: Kernel, node: Node) -> None:
-    """Each dy goes to the first maximum of its window (the first NaN, if any), as the reference."""
+    """Each dy goes to the first maximum of its window (the first NaN, if any), as the reference;
+    the images are split between the threads when there is enough work."""
     b = k.b
     x, dy = node.inputs
     dx = node.outputs[0]
     dtype = x.type.dtype
-    dims = k.dims(x)
-    width, channels = dims[2], as_i64(dims[3])
-    _zero_fill(k, k.ptr(dx), k.size(dx), dtype)
-    best = entry_alloca(b, scalar_type(dtype))
-    where = entry_alloca(b, i64)
-
-    def visit(dy_row, base, rows, cols):
-        first = b.add(base, b.mul(b.add(b.mul(rows[0], const(width)), cols[0]), channels))
-        with for_range(b, channels, name="c") as c:
-            b.store(b.add(first, c), where)
-            b.store(load(b, at(b, k.ptr(x), b.add(first, c)), dtype), best)
-            with for_range(b, rows[1], start=rows[0], name="i") as i, \
-                    for_range(b, cols[1], start=cols[0], name="j") as j:
-                spot = b.add(b.add(base, b.mul(b.add(b.mul(i, const(width)), j), channels)), c)
-                v = load(b, at(b, k.ptr(x), spot), dtype)
-                top = b.load(best)
-                if dtype.is_float:
-                    wins = b.or_(b.fcmp_ordered(">", v, top),
-                                 b.and_(b.fcmp_unordered("uno", v, v), b.fcmp_ordered("ord", top, top)))
-                else:
-                    wins = b.icmp_signed(">", v, top)
-                with b.if_then(wins):
-                    b.store(v, best)
-                    b.store(spot, where)
-            _accumulate(b, at(b, k.ptr(dx), b.load(where)), b.load(at(b, k.ptr(dy), b.add(dy_row, c))))
-
-    _pool_windows(k, node, dims, dy, visit)
+    task = _emit_max_pool_task(k, node, dtype)
+    batch = as_i64(k.dims(x)[0])
+    big = b.icmp_signed(">=", as_i64(k.size(x)), const(POOL_PARALLEL_ELEMENTS))
+    tasks = b.select(big, smin(b, batch, const(parallel.num_threads())), const(1))
+    fields = gemm.pack_fields(b, [k.ptr(x), k.ptr(dy), k.ptr(dx), batch, as_i64(k.dims(x)[3])])
+    b.call(parallel.emit_parallel_for(k.module), [task, fields, tasks])
 
 
 def _avg_pool2d_grad(k: Kernel, node: Node) -> None:

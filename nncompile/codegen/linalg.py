@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 from llvmlite import ir
 
 from nncompile.codegen.conv import emit_conv2d
-from nncompile.codegen.gemm import Epilogue, emit_gemm
+from nncompile.codegen.gemm import Epilogue, emit_gemm, emit_loop_gemm, shared_gemm
 from nncompile.codegen.kernel import Dim, Kernel, mul
 from nncompile.codegen.loop import apply_nodes, emit_loop
 from nncompile.codegen.loops import as_i64, for_nest, linear_index
@@ -75,6 +76,17 @@ def _in_place_epilogue(k: Kernel, epilogue: Sequence[Node], anchor: Value, outpu
     emit_loop(k, [anchor, *_operands(epilogue, anchor)], [output], epilogue, [epilogue[-1].outputs[0]])
 
 
+# Products whose static sizes multiply to at most this run as a plain loop nest: with one size
+# symbolic (the batch) that is a few hundred multiply-adds per sample, where packing would cost
+# more than it saves and the full GEMM kernel's compile time would dominate.
+TINY_PRODUCT = 256
+
+
+def _tiny(m, n, depth) -> bool:
+    static = [d for d in (m, n, depth) if isinstance(d, int)]
+    return len(static) >= 2 and int(np.prod(static)) <= TINY_PRODUCT
+
+
 def _matmul(k: Kernel, node: Node, epilogue: Sequence[Node] = (), output: Value | None = None) -> None:
     b = k.b
     a, w = node.inputs
@@ -86,8 +98,15 @@ def _matmul(k: Kernel, node: Node, epilogue: Sequence[Node] = (), output: Value 
     depth = k.dims(a)[-2 if ta else -1]
     batched = result.type.rank > 2
     fused, operands = (None, []) if batched else _register_epilogue(k, epilogue, result, result.type.shape)
-    fn = emit_gemm(k.module, k.module.get_unique_name("gemm"), result.type.dtype,
-                   transpose_a=ta, transpose_b=tb, epilogue=fused)
+    dtype = result.type.dtype
+    if _tiny(m, n, depth):
+        fn = emit_loop_gemm(k.module, k.module.get_unique_name("gemm"), dtype,
+                            transpose_a=ta, transpose_b=tb, epilogue=fused)
+    elif fused is not None:
+        fn = emit_gemm(k.module, k.module.get_unique_name("gemm"), dtype,
+                       transpose_a=ta, transpose_b=tb, epilogue=fused)
+    else:
+        fn = shared_gemm(k.module, dtype, transpose_a=ta, transpose_b=tb)
     lda, ldb = k.dims(a)[-1], k.dims(w)[-1]
     if not batched:
         b.call(fn, [as_i64(m), as_i64(n), as_i64(depth), k.ptr(a), as_i64(lda), k.ptr(w), as_i64(ldb),

@@ -180,7 +180,9 @@ _UNARY_VJPS = {
     "square": lambda b, g, x, y: b.mul(g, b.mul(x, b.scalar(2.0, x))),
     "tanh": lambda b, g, x, y: b.mul(g, b.sub(b.scalar(1.0, y), b.square(y))),
     "sigmoid": lambda b, g, x, y: b.mul(g, b.mul(y, b.sub(b.scalar(1.0, y), y))),
-    "relu": lambda b, g, x, y: b.select(b.greater(x, b.scalar(0.0, x)), g, b.scalar(0.0, g)),
+    # From the output (y > 0 exactly where x > 0): the forward kernel's result is what the backward
+    # pass reads, so the relu itself can stay fused into its matmul/conv epilogue.
+    "relu": lambda b, g, x, y: b.select(b.greater(y, b.scalar(0.0, y)), g, b.scalar(0.0, g)),
     "erf": lambda b, g, x, y: b.mul(g, b.mul(b.scalar(2 / np.sqrt(np.pi), x), b.exp(b.neg(b.square(x))))),
     "sin": lambda b, g, x, y: b.mul(g, b.cos(x)),
     "cos": lambda b, g, x, y: b.neg(b.mul(g, b.sin(x))),
