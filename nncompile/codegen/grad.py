@@ -6,8 +6,12 @@ the patch matrix of a chunk (CHUNK_ELEMENTS at most) stays in cache instead of t
 - filter: per group and chunk, the patches P (rows x KH*KW*cg, im2col) give dW_g += P^T @ dY_g;
 - input: per group and chunk, dP = dY_g @ W_g^T, then each patch row is added back onto the
   pixels it was read from (col2im). Every stride, padding, dilation and group count takes this
-  path; only the packing loops are single-threaded, the GEMMs use both cores when large.
-Pooling gradients, scatter_add and random_uniform are plain loop nests (channels innermost).
+  path. The filter gradient splits its chunks between the threads (each with its own patch
+  buffer and partial dW, added at the end); the input gradient packs on one thread and its GEMMs
+  use both cores when large.
+max_pool2d_grad works on vectors of channels (NHWC: contiguous) and splits the images between the
+threads: per output pixel, the window's maximum first, then dy goes to the first tap equal to it.
+avg_pool2d_grad, scatter_add and random_uniform are plain loop nests (channels innermost).
 """
 from __future__ import annotations
 
@@ -37,9 +41,9 @@ def _add(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
     return b.fadd(x, y) if isinstance(x.type, (ir.FloatType, ir.DoubleType, ir.HalfType)) else b.add(x, y)
 
 
-def _zero_fill(k: Kernel, ptr: ir.Value, count: Dim, dtype: DType) -> None:
-    with for_range(k.b, count, name="z") as i:
-        k.b.store(elementwise.constant(dtype, 0, None), k.b.gep(ptr, [i]))
+def _zero_fill(b: ir.IRBuilder, ptr: ir.Value, count: Dim, dtype: DType) -> None:
+    with for_range(b, count, name="z") as i:
+        b.store(elementwise.constant(dtype, 0, None), b.gep(ptr, [i]))
 
 
 def _accumulate(b: ir.IRBuilder, ptr: ir.Value, value: ir.Value) -> None:
@@ -93,11 +97,10 @@ def _geometry(node: Node, x_shape, dy_shape) -> _Conv:
                  tuple(node.attrs["dilations"]), node.attrs["pads"][0], node.attrs["pads"][2])
 
 
-def _patch_rows(k: Kernel, g: _Conv, m0: ir.Value, rows: ir.Value, group: ir.Value, visit) -> None:
+def _patch_rows(b: ir.IRBuilder, g: _Conv, m0: ir.Value, rows: ir.Value, group: ir.Value, visit) -> None:
     """For each row r < rows (output pixel m0 + r) and tap t of the window, call
     visit(r, tap, image_offset, inside): image_offset is the element offset of the tapped pixel's
     first channel of `group` in an NHWC image batch, meaningful only where `inside` holds."""
-    b = k.b
     with for_range(b, rows, name="row") as r:
         m = b.add(m0, r)
         image, rest = b.sdiv(m, const(g.oh * g.ow)), b.srem(m, const(g.oh * g.ow))
@@ -112,47 +115,75 @@ def _patch_rows(k: Kernel, g: _Conv, m0: ir.Value, rows: ir.Value, group: ir.Val
             visit(r, tap, offset, inside)
 
 
-def _buffer(k: Kernel, elements: int, dtype: DType) -> ir.Value:
-    alloc, _ = gemm.libc(k.module)
+def _buffer(b: ir.IRBuilder, elements: int, dtype: DType) -> ir.Value:
+    alloc, _ = gemm.libc(b.module)
     size = -(-elements * dtype.itemsize // 64) * 64
-    return k.b.bitcast(k.b.call(alloc, [const(64), const(max(size, 64))]), scalar_type(dtype).as_pointer())
+    return b.bitcast(b.call(alloc, [const(64), const(max(size, 64))]), scalar_type(dtype).as_pointer())
 
 
-def _free(k: Kernel, *ptrs: ir.Value) -> None:
-    _, free = gemm.libc(k.module)
+def _free(b: ir.IRBuilder, *ptrs: ir.Value) -> None:
+    _, free = gemm.libc(b.module)
     for ptr in ptrs:
-        k.b.call(free, [k.b.bitcast(ptr, gemm.i8p)])
+        b.call(free, [b.bitcast(ptr, gemm.i8p)])
+
+
+def _emit_filter_task(k: Kernel, g: _Conv, dtype: DType) -> ir.Function:
+    """task(ctx, index, count) of conv2d_grad_filter: its share of the chunks of output pixels,
+    summed into its own partial dW (depth x cout) so that the threads never write the same memory."""
+    ptr = scalar_type(dtype).as_pointer()
+    task = target.tune(ir.Function(k.module, parallel.TASK_TYPE, k.module.get_unique_name("conv_dw")))
+    task.linkage = "internal"
+    ctx, index, count = task.args
+    b = ir.IRBuilder(task.append_basic_block("entry"))
+    x, dy, parts, m = gemm.unpack_fields(b, ctx, [ptr, ptr, ptr, i64])
+    fn = gemm.shared_gemm(k.module, dtype, transpose_a=True)
+    patches, partial = _buffer(b, g.chunk * g.depth, dtype), _buffer(b, g.depth * g.og, dtype)
+    mine = at(b, parts, b.mul(index, const(g.depth * g.cout)))
+    _zero_fill(b, mine, g.depth * g.cout, dtype)
+    share = gemm.ceil_div(b, gemm.ceil_div(b, m, g.chunk), count)
+    first = b.mul(b.mul(index, share), const(g.chunk))
+    stop = smin(b, m, b.add(first, b.mul(share, const(g.chunk))))
+    zero = elementwise.constant(dtype, 0, None)
+    with for_range(b, g.groups, name="group") as group, \
+            for_range(b, stop, start=first, step=g.chunk, name="chunk") as m0:
+        rows = smin(b, const(g.chunk), b.sub(m, m0))
+
+        def gather(r, tap, offset, inside):
+            src = at(b, x, b.select(inside, offset, const(0)))
+            dst = at(b, patches, b.add(b.mul(r, const(g.depth)), b.mul(tap, const(g.cg))))
+            with for_range(b, g.cg, name="c") as c:
+                b.store(b.select(inside, b.load(at(b, src, c)), zero), at(b, dst, c))
+
+        _patch_rows(b, g, m0, rows, group, gather)
+        dy_block = at(b, dy, b.add(b.mul(m0, const(g.cout)), b.mul(group, const(g.og))))
+        b.call(fn, [const(g.depth), const(g.og), rows, patches, const(g.depth), dy_block, const(g.cout),
+                    partial, const(g.og)])
+        with for_range(b, g.depth, name="kd") as kd, for_range(b, g.og, name="o") as o:
+            target_ptr = at(b, mine, b.add(b.mul(kd, const(g.cout)), b.add(b.mul(group, const(g.og)), o)))
+            _accumulate(b, target_ptr, b.load(at(b, partial, b.add(b.mul(kd, const(g.og)), o))))
+    _free(b, patches, partial)
+    b.ret_void()
+    return task
 
 
 def _conv2d_grad_filter(k: Kernel, node: Node) -> None:
-    """dW_g += P^T @ dY_g per chunk of output pixels; P is the chunk's im2col patch matrix."""
+    """dW_g += P^T @ dY_g per chunk of output pixels (P: the chunk's im2col patch matrix); the
+    chunks are split between the threads, each summing into a partial dW, and the partials added."""
     b = k.b
     x, dy = node.inputs
     dw = node.outputs[0]
     dtype = dw.type.dtype
     g = _geometry(node, x.type.shape, dy.type.shape)
-    fn = gemm.shared_gemm(k.module, dtype, transpose_a=True)
-    patches, partial = _buffer(k, g.chunk * g.depth, dtype), _buffer(k, g.depth * g.og, dtype)
-    _zero_fill(k, k.ptr(dw), g.depth * g.cout, dtype)
+    task = _emit_filter_task(k, g, dtype)
     m = b.mul(as_i64(k.dims(x)[0]), const(g.oh * g.ow))
-    zero = elementwise.constant(dtype, 0, None)
-    with for_range(b, g.groups, name="group") as group, for_range(b, m, step=g.chunk, name="chunk") as m0:
-        rows = smin(b, const(g.chunk), b.sub(m, m0))
-
-        def gather(r, tap, offset, inside):
-            src = at(b, k.ptr(x), b.select(inside, offset, const(0)))
-            dst = at(b, patches, b.add(b.mul(r, const(g.depth)), b.mul(tap, const(g.cg))))
-            with for_range(b, g.cg, name="c") as c:
-                b.store(b.select(inside, b.load(at(b, src, c)), zero), at(b, dst, c))
-
-        _patch_rows(k, g, m0, rows, group, gather)
-        dy_block = at(b, k.ptr(dy), b.add(b.mul(m0, const(g.cout)), b.mul(group, const(g.og))))
-        b.call(fn, [const(g.depth), const(g.og), rows, patches, const(g.depth), dy_block, const(g.cout),
-                    partial, const(g.og)])
-        with for_range(b, g.depth, name="kd") as kd, for_range(b, g.og, name="o") as o:
-            target = at(b, k.ptr(dw), b.add(b.mul(kd, const(g.cout)), b.add(b.mul(group, const(g.og)), o)))
-            _accumulate(b, target, b.load(at(b, partial, b.add(b.mul(kd, const(g.og)), o))))
-    _free(k, patches, partial)
+    big = b.icmp_signed(">=", b.mul(m, const(g.depth * g.cout)), const(gemm.PARALLEL_WORK))
+    tasks = b.select(big, smin(b, gemm.ceil_div(b, m, g.chunk), const(parallel.num_threads())), const(1))
+    parts = _buffer(b, parallel.num_threads() * g.depth * g.cout, dtype)
+    b.call(parallel.emit_parallel_for(k.module), [task, gemm.pack_fields(b, [k.ptr(x), k.ptr(dy), parts, m]), tasks])
+    _zero_fill(b, k.ptr(dw), g.depth * g.cout, dtype)
+    with for_range(b, tasks, name="part") as t, for_range(b, g.depth * g.cout, name="e") as e:
+        _accumulate(b, at(b, k.ptr(dw), e), b.load(at(b, parts, b.add(b.mul(t, const(g.depth * g.cout)), e))))
+    _free(b, parts)
 
 
 def _conv2d_grad_input(k: Kernel, node: Node) -> None:
@@ -163,9 +194,9 @@ def _conv2d_grad_input(k: Kernel, node: Node) -> None:
     dtype = dx.type.dtype
     g = _geometry(node, dx.type.shape, dy.type.shape)
     fn = gemm.shared_gemm(k.module, dtype, transpose_b=True)
-    columns = _buffer(k, g.chunk * g.depth, dtype)
+    columns = _buffer(b, g.chunk * g.depth, dtype)
     batch = k.dims(dx)[0]
-    _zero_fill(k, k.ptr(dx), mul(b, batch, g.h * g.w * g.cin), dtype)
+    _zero_fill(b, k.ptr(dx), mul(b, batch, g.h * g.w * g.cin), dtype)
     m = b.mul(as_i64(batch), const(g.oh * g.ow))
     with for_range(b, g.groups, name="group") as group, for_range(b, m, step=g.chunk, name="chunk") as m0:
         rows = smin(b, const(g.chunk), b.sub(m, m0))
@@ -181,8 +212,8 @@ def _conv2d_grad_input(k: Kernel, node: Node) -> None:
                 with for_range(b, g.cg, name="c") as c:
                     _accumulate(b, at(b, dst, c), b.load(at(b, src, c)))
 
-        _patch_rows(k, g, m0, rows, group, scatter)
-    _free(k, columns)
+        _patch_rows(b, g, m0, rows, group, scatter)
+    _free(b, columns)
 
 
 # --- pooling gradients ---------------------------------------------------------------------------
@@ -245,10 +276,14 @@ def _emit_max_pool_task(k: Kernel, node: Node, dtype: DType) -> ir.Function:
     ctx, index, count = task.args
     b = ir.IRBuilder(task.append_basic_block("entry"))
     x, dy, dx, batch, channels = gemm.unpack_fields(b, ctx, [ptr, ptr, ptr, i64, i64])
-    _, h, w, _ = node.inputs[0].type.shape
+    _, h, w, static_channels = node.inputs[0].type.shape
+    # whole vectors of a static channel count take plain loads and stores (masked ones cost more)
+    whole = isinstance(static_channels, int) and static_channels % lanes == 0
+    channels = const(static_channels) if isinstance(static_channels, int) else channels
     _, oh, ow, _ = node.inputs[1].type.shape
     (kh, kw), (sh, sw), (top, _, left, _) = node.attrs["window"], node.attrs["strides"], node.attrs["pads"]
     vec = ir.VectorType(ty, lanes)
+    overlapping = sh < kh or sw < kw
     best_slot, done_slot = entry_alloca(b, vec), entry_alloca(b, ir.VectorType(ir.IntType(1), lanes))
     share = gemm.ceil_div(b, batch, count)
     first_image = b.mul(index, share)
@@ -259,6 +294,12 @@ def _emit_max_pool_task(k: Kernel, node: Node, dtype: DType) -> ir.Function:
             b.store(gemm.zero(ty), at(b, image, i))
         with for_nest(b, [oh, ow], name="p") as (r, q), for_range(b, channels, step=lanes, name="c") as c0:
             mask = simd.lane_mask(b, b.sub(channels, c0), lanes)
+
+            def load(base, offset):
+                if whole:
+                    return simd.load_vector(b, at(b, base, offset), lanes)
+                return simd.masked_load(b, at(b, base, offset), mask)
+
             h0 = b.sub(b.mul(r, const(sh)), const(top))
             w0 = b.sub(b.mul(q, const(sw)), const(left))
             rows, cols = _window(b, h0, kh, h), _window(b, w0, kw, w)
@@ -267,20 +308,25 @@ def _emit_max_pool_task(k: Kernel, node: Node, dtype: DType) -> ir.Function:
             def spot(i, j):
                 return b.add(corner, b.mul(b.add(b.mul(i, const(w)), j), channels))
 
-            b.store(simd.masked_load(b, at(b, x, spot(rows[0], cols[0])), mask), best_slot)
+            b.store(load(x, spot(rows[0], cols[0])), best_slot)
             with _taps(b, rows, cols) as (i, j):
-                v = simd.masked_load(b, at(b, x, spot(i, j)), mask)
-                b.store(_nan_max(b, v, b.load(best_slot), dtype), best_slot)
+                b.store(_nan_max(b, load(x, spot(i, j)), b.load(best_slot), dtype), best_slot)
             best = b.load(best_slot)
-            grad = simd.masked_load(b, at(b, dy, b.add(b.mul(b.add(b.mul(b.add(b.mul(n, const(oh)), r), const(ow)), q),
-                                                             channels), c0)), mask)
-            b.store(b.xor(mask, ir.Constant(mask.type, [1] * lanes)), done_slot)
+            pixel = b.add(b.mul(n, const(oh)), r)
+            grad = load(dy, b.add(b.mul(b.add(b.mul(pixel, const(ow)), q), channels), c0))
+            b.store(b.not_(mask), done_slot)
             with _taps(b, rows, cols) as (i, j):
-                target_ptr = at(b, dx, spot(i, j))
                 done = b.load(done_slot)
-                hit = b.and_(_is_max(b, simd.masked_load(b, at(b, x, spot(i, j)), mask), best, dtype),
-                             b.xor(done, ir.Constant(done.type, [1] * lanes)))
-                simd.masked_store(b, gemm.add(b, simd.masked_load(b, target_ptr, hit), grad), target_ptr, hit)
+                hit = b.and_(_is_max(b, load(x, spot(i, j)), best, dtype), b.not_(done))
+                if overlapping:
+                    current = load(dx, spot(i, j))
+                    update = b.select(hit, gemm.add(b, current, grad), current)
+                else:   # this tap is the only writer of its element: no need to read it
+                    update = b.select(hit, grad, ir.Constant(vec, None))
+                if whole:
+                    simd.store_vector(b, update, at(b, dx, spot(i, j)))
+                else:
+                    simd.masked_store(b, update, at(b, dx, spot(i, j)), mask)
                 b.store(b.or_(done, hit), done_slot)
     b.ret_void()
     return task
@@ -308,7 +354,7 @@ def _avg_pool2d_grad(k: Kernel, node: Node) -> None:
     dtype = dx.type.dtype
     dims = k.dims(dx)
     width, channels = dims[2], as_i64(dims[3])
-    _zero_fill(k, k.ptr(dx), k.size(dx), dtype)
+    _zero_fill(b, k.ptr(dx), k.size(dx), dtype)
 
     def visit(dy_row, base, rows, cols):
         count = b.mul(b.sub(rows[1], rows[0]), b.sub(cols[1], cols[0]))
@@ -334,7 +380,7 @@ def _scatter_add(k: Kernel, node: Node) -> None:
     axis = normalize_axis(node.attrs["axis"], len(dims))
     outer, size, inner = product(b, dims[:axis]), dims[axis], product(b, dims[axis + 1:])
     count = k.size(indices)
-    _zero_fill(k, k.ptr(out), k.size(out), out.type.dtype)
+    _zero_fill(b, k.ptr(out), k.size(out), out.type.dtype)
     with for_nest(b, [outer, count], name="s") as (o, j):
         index = b.load(at(b, k.ptr(indices), j))
         index = b.sext(index, i64) if indices.type.dtype is DType.i32 else index

@@ -71,7 +71,8 @@ def pool_geometry(draw):
     h, w = draw(SPATIAL), draw(SPATIAL)
     assume(kh <= h + pads[0] + pads[1] and kw <= w + pads[2] + pads[3])
     strides = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    return draw(st.sampled_from(FLOATS)), (kh, kw), strides, pads, h, w, draw(SMALL)
+    # 16 channels fill whole vectors (a path of its own); 1, 3 and 17 leave partial ones
+    return draw(st.sampled_from(FLOATS)), (kh, kw), strides, pads, h, w, draw(st.sampled_from((1, 3, 16, 17)))
 
 
 @SOME
