@@ -8,7 +8,11 @@ backward GEMMs dW = X^T dY, dX = dY W^T at batch 256/64/32/5) in microseconds pe
 native loop for nncompile and np.matmul(out=) for numpy; then the latency of a batch-1 Dense layer
 (1x784 @ 784x128, bias + relu) and the per-call overhead of parallel_for.
 On a loaded machine OpenBLAS's 2 threads wait for each other (ms outliers): compare medians, and
-OPENBLAS_NUM_THREADS=1 NNCOMPILE_NUM_THREADS=1 for a quieter single-core comparison.
+OPENBLAS_NUM_THREADS=1 NNCOMPILE_NUM_THREADS=1 for a quieter single-core comparison. In one process
+the two thread pools also compete: after each numpy call OpenBLAS's workers spin (sched_yield) for
+up to 2^OPENBLAS_THREAD_TIMEOUT cycles (default 2^28, tens of ms), taking the second core from
+nncompile's worker, whose kernels then run at single-thread speed; OPENBLAS_THREAD_TIMEOUT=4 makes
+them sleep at once (numpy then pays its own wake-ups).
 OPENBLAS_CORETYPE=Haswell and OPENBLAS_L2_SIZE, which some environments set, make current
 OpenBLAS slower on AVX-512 machines; the table says when they are set.
 """
@@ -48,7 +52,8 @@ def _emit_repeat(module: ir.Module, fn: ir.Function) -> ir.Function:
 
 MODEL_SHAPES = [   # (transpose_a, transpose_b, M, K, N)
     (0, 0, 256, 128, 10), (0, 0, 256, 2304, 10), (0, 0, 256, 784, 128), (0, 0, 1, 784, 128),
-    (1, 0, 784, 256, 128), (1, 0, 128, 256, 10), (0, 1, 256, 10, 128), (0, 1, 256, 128, 784),
+    (1, 0, 784, 256, 128), (1, 0, 784, 128, 128), (1, 0, 128, 256, 10), (0, 1, 256, 10, 128),
+    (0, 1, 256, 128, 784),
     (0, 0, 64, 784, 128), (1, 0, 784, 64, 128), (0, 1, 64, 128, 784),
     (0, 0, 32, 784, 128), (0, 0, 32, 128, 10), (1, 0, 784, 32, 128), (1, 0, 128, 32, 10),
     (0, 1, 32, 10, 128), (0, 1, 32, 128, 784), (0, 0, 5, 8, 12), (1, 0, 8, 5, 12), (0, 1, 5, 12, 8),

@@ -98,6 +98,22 @@ def masked_gather(b: ir.IRBuilder, ptr: ir.Value, stride: int, mask: ir.Value) -
     return b.call(fn, [b.inttoptr(addresses, ptrs_type), ir.Constant(i32, 1), mask, zeros])
 
 
+def masked_scatter(b: ir.IRBuilder, value: ir.Value, ptr: ir.Value, stride: ir.Value | int,
+                   mask: ir.Value) -> None:
+    """Store lane j of `value` to ptr[j * stride] where `mask` is on; `stride` (elements) may be
+    a run-time i64."""
+    lanes = value.type.count
+    ptrs_type = ir.VectorType(ptr.type, lanes)
+    element = ptr.type.pointee
+    itemsize = _BYTES.get(type(element)) or element.width // 8
+    step = splat(b, b.mul(as_i64(stride), ir.Constant(i64, itemsize)), lanes)
+    offsets = b.mul(ir.Constant(ir.VectorType(i64, lanes), list(range(lanes))), step)
+    addresses = b.inttoptr(b.add(splat(b, b.ptrtoint(ptr, i64), lanes), offsets), ptrs_type)
+    fn = intrinsic(b.module, f"llvm.masked.scatter.{_suffix(value.type)}.v{lanes}p0", ir.VoidType(),
+                   [value.type, ptrs_type, i32, mask.type])
+    b.call(fn, [value, addresses, ir.Constant(i32, 1), mask])
+
+
 def prefetch(b: ir.IRBuilder, ptr: ir.Value, write: bool = False) -> None:
     """Hint the cache line at `ptr` into L1 (never faults, even past the end of a buffer)."""
     fn = intrinsic(b.module, "llvm.prefetch.p0", ir.VoidType(), [ir.IntType(8).as_pointer(), i32, i32, i32])

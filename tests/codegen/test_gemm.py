@@ -197,3 +197,22 @@ def test_large_a_is_still_packed():
     for transposes in [(False, False), (True, False)]:
         got, want = run_gemm(DType.f32, m, n, k, *transposes, epilogue="bias_relu")
         _check(got, want, DType.f32, k)
+
+
+@pytest.mark.parametrize("n", [1, 3, 5, 8, 9, 12, 13, 16, 17])
+@pytest.mark.parametrize("m,k", [(5, 3), (17, 257), (257, 16), (33, 1), (1000, 130)])
+@pytest.mark.parametrize("transpose_b", [False, True])
+def test_skinny_n_transposed_a_path(m, k, n, transpose_b):
+    """N <= SKINNY_N with A stored K x M (vectorized over M, scattered into C), around its
+    thresholds: column widths, row blocks, the thread split."""
+    got, want = run_gemm(DType.f32, m, n, k, transpose_a=True, transpose_b=transpose_b, pad=(2, 1, 3),
+                         epilogue="bias_relu")
+    _check(got, want, DType.f32, k)
+
+
+@pytest.mark.parametrize("epilogue", sorted(EPILOGUES))
+@pytest.mark.parametrize("dtype", [DType.f32, DType.f64])
+def test_skinny_n_transposed_a_epilogues_and_f64(epilogue, dtype):
+    for m, n, k in [(257, 10, 256), (31, 3, 0), (40, 16, 1)]:
+        got, want = run_gemm(dtype, m, n, k, transpose_a=True, epilogue=epilogue, pad=(1, 0, 2))
+        _check(got, want, dtype, k)
