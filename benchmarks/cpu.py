@@ -28,7 +28,11 @@ from nncompile import keras
 
 
 def median_seconds(fn: Callable[[], object], repeats: int = 7, min_time: float = 0.05) -> float:
-    """Median over `repeats` of the mean time of a call, each repeat running for >= min_time."""
+    """Median over `repeats` of the mean time of a call, each repeat running for >= min_time.
+
+    It first sleeps a moment: OpenBLAS's threads spin for tens of milliseconds after numpy's last
+    call, and on two cores that would take the second core from whatever is timed next."""
+    time.sleep(0.2)
     fn()
     count = 1
     while True:

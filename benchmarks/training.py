@@ -277,10 +277,13 @@ WORKLOADS = [
 
 def median_seconds_interleaved(fns: list[Callable[[], object]], repeats: int) -> list[float]:
     """The median wall time of each call over `repeats` rounds that run every fn once in turn, so
-    that load from other processes falls on all of them alike (all are warm already)."""
+    that load from other processes falls on all of them alike (all are warm already). Each call
+    starts after a short sleep: OpenBLAS's threads spin for tens of milliseconds after numpy's
+    last call, and on two cores that would take the second core from the next trainer."""
     times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
         for fn, spent in zip(fns, times):
+            time.sleep(0.2)
             start = time.perf_counter()
             fn()
             spent.append(time.perf_counter() - start)
