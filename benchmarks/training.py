@@ -46,7 +46,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 os.environ["NNCOMPILE_CACHE_DIR"] = tempfile.mkdtemp(prefix="nncompile-training-bench-")
 
 import nncompile.codegen.target  # noqa: E402
-from cpu import table  # noqa: E402
+from cpu import cnn, mlp, table  # noqa: E402
 from nncompile import keras  # noqa: E402
 
 EPSILON = 1e-7   # Keras's backend epsilon: the loss clips probabilities to [eps, 1 - eps]
@@ -226,21 +226,6 @@ def pima() -> keras.Model:
     keras.utils.set_random_seed(0)
     return keras.Sequential([keras.Input(shape=(8,)), keras.layers.Dense(8, activation="relu"),
                              keras.layers.Dense(6, activation="relu"), keras.layers.Dense(1, activation="sigmoid")])
-
-
-def mlp() -> keras.Model:
-    keras.utils.set_random_seed(0)
-    return keras.Sequential([keras.Input(shape=(784,)), keras.layers.Dense(128, activation="relu"),
-                             keras.layers.Dense(10, activation="softmax")])
-
-
-def cnn() -> keras.Model:
-    keras.utils.set_random_seed(0)
-    return keras.Sequential([
-        keras.Input(shape=(32, 32, 3)),
-        keras.layers.Conv2D(32, 3, activation="relu"), keras.layers.MaxPooling2D(2),
-        keras.layers.Conv2D(64, 3, activation="relu"), keras.layers.MaxPooling2D(2),
-        keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")])
 
 
 def binary_data(n: int, features: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
