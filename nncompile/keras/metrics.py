@@ -133,14 +133,15 @@ class Metric(KerasObject):
         self.reset_state()
 
     def state_shapes(self) -> list[tuple[int, ...]]:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__}.state_shapes must give the shapes of its "
+                                  f"statistics")
 
     def emit(self, b: Builder, y_true: Value, y_pred: Value,
              sample_weight: Value | None = None) -> list[Value]:
         raise NotImplementedError(f"{type(self).__name__}.emit must add the batch statistics as IR ops")
 
     def result(self):
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__}.result must compute the metric from its state")
 
     def reset_state(self) -> None:
         """Zero the running state (float64 arrays, one per statistic)."""
