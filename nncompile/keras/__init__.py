@@ -22,3 +22,6 @@ __all__ += ["optimizers"]
 from nncompile.keras import losses, metrics  # noqa: E402
 
 __all__ += ["losses", "metrics"]
+from nncompile.keras import saving  # noqa: E402
+
+__all__ += ["saving"]

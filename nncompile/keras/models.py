@@ -13,10 +13,13 @@ import numpy as np
 from nncompile.ir import Builder, DType, Graph, ShapeError, Value
 from nncompile.keras.functional import (deserialize_layer, functional_config,
                                         functional_from_config, map_graph, serialize_layer)
+from nncompile.keras import saving
 from nncompile.keras.input_layer import Input, InputLayer
 from nncompile.keras.layers.base import CallNode, KerasTensor, Layer, ir_type, keras_shape, run_graph
+from nncompile.keras.saving import load_model, model_from_json
 
-__all__ = ["Functional", "Input", "InputLayer", "Model", "Sequential", "trace"]
+__all__ = ["Functional", "Input", "InputLayer", "Model", "Sequential", "load_model",
+           "model_from_json", "trace"]
 
 
 # --- models -----------------------------------------------------------------------------------
@@ -369,6 +372,23 @@ class Model(Layer):
     def from_config(cls, config: Mapping[str, Any],
                     custom_objects: Mapping[str, type] | None = None) -> "Model":
         return functional_from_config(cls, config, custom_objects)
+
+    # saving (nncompile/keras/saving/) -------------------------------------------------------
+    def save(self, filepath, overwrite: bool = True, zipped: bool | None = None, **kwargs) -> None:
+        """Save as a `.keras` zip or a legacy `.h5` file (atomically)."""
+        saving.save_model(self, filepath, overwrite=overwrite, zipped=zipped, **kwargs)
+
+    def save_weights(self, filepath, overwrite: bool = True) -> None:
+        """Save the weights (and optimizer state) to a `.weights.h5` file."""
+        saving.save_weights(self, filepath, overwrite=overwrite)
+
+    def load_weights(self, filepath, skip_mismatch: bool = False, **kwargs) -> None:
+        """Load weights from `.weights.h5`, `.keras` or legacy `.h5` (`by_name=True` for .h5)."""
+        saving.load_weights(self, filepath, skip_mismatch=skip_mismatch, **kwargs)
+
+    def to_json(self, **kwargs) -> str:
+        """The model's config as JSON; `model_from_json` makes the model again."""
+        return saving.model_to_json(self, **kwargs)
 
 
 class Functional(Model):

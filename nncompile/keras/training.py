@@ -80,6 +80,9 @@ def compile_model(model, optimizer="rmsprop", loss=None, loss_weights=None, metr
     model.optimizer = optimizers_module.get(optimizer)
     outputs_losses = [metrics_module.Mean(name=f"{n}_loss") for n, l in zip(names, losses)
                       if l is not None] if len(names) > 1 else []
+    # As given, for the compile config that saving writes.
+    model._compile_args = {"loss": loss, "loss_weights": loss_weights, "metrics": metrics,
+                           "weighted_metrics": weighted_metrics}
     model._compiled = Compiled(model.optimizer, losses, [float(w) for w in weights], resolved,
                                metrics_module.Mean(name="loss"), outputs_losses, weighted=weighted_ids)
     model.stop_training = False

@@ -1,0 +1,11 @@
+"""Keras model files: `.keras` zips and legacy `.h5`, weights files, and JSON configs.
+
+>>> from nncompile import keras
+>>> model.save("m.keras"); again = keras.models.load_model("m.keras")   # doctest: +SKIP
+"""
+from nncompile.keras.saving.api import (load_model, load_weights, model_from_json, model_to_json,
+                                        save_model, save_weights)
+from nncompile.keras.saving.files import SavingError
+
+__all__ = ["SavingError", "load_model", "load_weights", "model_from_json", "model_to_json",
+           "save_model", "save_weights"]

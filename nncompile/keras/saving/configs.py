@@ -1,0 +1,209 @@
+"""Model configs as files carry them: real Keras 3 (and tf.keras 2) configs adapted to the layers
+of nncompile, the safety checks on them, and the compile configuration.
+
+Keras 3 configs hold keys nncompile's layers do not take (`quantization_config`, `synchronized`,
+dtype policies as dicts, initializer `input_axes` ...). Each such key is dropped only when it holds
+Keras's default, so a config that asks for something nncompile cannot do is refused by name.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from nncompile.keras.functional import layer_classes
+from nncompile.keras.layers.base import _BASE_ARGS
+
+# Keys Keras 3 / tf.keras write that nncompile's layers and objects lack, with the values that
+# mean "off": dropping them changes nothing.
+_KERAS_ONLY_DEFAULTS: dict[str, tuple] = {
+    "quantization_config": (None,), "synchronized": (False,), "renorm": (False,),
+    "renorm_clipping": (None,), "renorm_momentum": (0.99,), "input_axes": (None,),
+    "output_axes": (None,), "lora_rank": (None,), "lora_alpha": (None,), "sparse": (False, None),
+    "ragged": (False, None), "optional": (False, None), "fused": (None, False, True),
+    "virtual_batch_size": (None,), "adjustment": (None,), "noise_shape": (None,),
+    "rms_scaling": (False,),
+}
+# Keras names that are one class here (or a Keras class under another name).
+KERAS_CLASS_NAMES = {"Convolution1D": "Conv1D", "Convolution2D": "Conv2D", "Model": "Functional"}
+# Only randomness of initialization or dropout: the weights come from the file anyway.
+_IGNORED = {"seed"}
+_CODE_CLASSES = ("Lambda", "__lambda__", "TFOpLambda", "SlicingOpLambda")
+
+
+def keras_class_name(obj) -> str:
+    """The class name Keras gives `obj` (nncompile's Keras 1 classes map to Keras 3 ones)."""
+    name = type(obj).__name__
+    return KERAS_CLASS_NAMES.get(name, name)
+
+
+def adapt_model_config(config: Any, custom_objects: Mapping[str, Any] | None, safe_mode: bool) -> Any:
+    """A copy of a model config that nncompile's `deserialize_layer` takes; raises ValueError
+    naming the layer for code in the file (under `safe_mode`) and for unknown classes."""
+    custom = dict(custom_objects or {})
+    _refuse_code(config, safe_mode, custom)
+    return _adapt_layer(config, layer_classes(custom))
+
+
+def _refuse_code(node: Any, safe_mode: bool, custom: Mapping[str, Any]) -> None:
+    """Lambda layers and `__lambda__` objects carry Python code: never run, named when met."""
+    if isinstance(node, Mapping):
+        name = node.get("class_name")
+        if isinstance(name, str) and name in _CODE_CLASSES and name not in custom:
+            inner = node.get("config")
+            layer = inner.get("name", "?") if isinstance(inner, Mapping) else "?"
+            if safe_mode:
+                raise ValueError(f"Layer '{layer}' is a {name} layer: its Python code is stored in "
+                                 f"the file and is not executed with safe_mode=True. Pass the layer "
+                                 f"class in `custom_objects` (e.g. custom_objects={{'{name}': ...}}) "
+                                 f"or rebuild the model in code.")
+            raise ValueError(f"Layer '{layer}' is a {name} layer, which nncompile cannot run "
+                             f"(it never executes code from a file); pass a replacement class in "
+                             f"`custom_objects={{'{name}': ...}}`.")
+        for value in node.values():
+            _refuse_code(value, safe_mode, custom)
+    elif isinstance(node, list):
+        for value in node:
+            _refuse_code(value, safe_mode, custom)
+
+
+def _adapt_layer(config: Any, classes: Mapping[str, type]) -> Any:
+    if not isinstance(config, Mapping) or "class_name" not in config:
+        raise ValueError(f"a layer config must be a dict with 'class_name' and 'config'; "
+                         f"found {str(config)[:80]!r}")
+    name = KERAS_CLASS_NAMES.get(config["class_name"], config["class_name"])
+    registered = config.get("registered_name")
+    if name not in classes and isinstance(registered, str) and registered in classes:
+        name = registered
+    inner = config.get("config")
+    if name not in classes:
+        layer = inner.get("name", "?") if isinstance(inner, Mapping) else "?"
+        raise ValueError(f"Unknown layer class '{config['class_name']}' (layer '{layer}'): it is "
+                         f"not a layer of nncompile.keras.layers; pass it in `custom_objects`, "
+                         f"e.g. custom_objects={{'{config['class_name']}': MyLayer}}")
+    out = {k: v for k, v in config.items() if k != "class_name"}
+    out["class_name"] = name
+    cls = classes[name]
+    if isinstance(inner, list):   # Keras 1 Sequential: the bare list of layers
+        out["config"] = [_adapt_layer(c, classes) for c in inner]
+    elif isinstance(inner, Mapping):
+        out["config"] = _adapt_layer_args(cls, dict(inner), classes)
+    else:
+        raise ValueError(f"layer class '{name}' has a config that is not a dict: {str(inner)[:80]!r}")
+    return out
+
+
+def _adapt_layer_args(cls: type, config: dict, classes: Mapping[str, type]) -> dict:
+    from nncompile.keras.input_layer import InputLayer
+    from nncompile.keras.models import Model
+
+    if isinstance(config.get("dtype"), Mapping):   # a Keras 3 DTypePolicy
+        config["dtype"] = (config["dtype"].get("config") or {}).get("name", "float32")
+    if issubclass(cls, Model):
+        if isinstance(config.get("layers"), list):
+            config["layers"] = [_adapt_layer(c, classes) for c in config["layers"]]
+        return config
+    accepted = set(cls._accepted_args()) | set(_BASE_ARGS)
+    for key in [k for k in config if k not in accepted]:
+        if key in _IGNORED or (key in _KERAS_ONLY_DEFAULTS and config[key] in _KERAS_ONLY_DEFAULTS[key]):
+            del config[key]
+        elif not issubclass(cls, InputLayer):   # InputLayer reads Keras 2 and 3 spellings itself
+            raise ValueError(f"layer '{config.get('name', '?')}' ({cls.__name__}): the config sets "
+                             f"`{key}`={config[key]!r}, which nncompile's {cls.__name__} does not "
+                             f"support")
+    axis = config.get("axis")
+    if cls.__name__ == "BatchNormalization" and isinstance(axis, list) and len(axis) == 1:
+        config["axis"] = axis[0]   # tf.keras 2 writes BatchNormalization's axis as [3]
+    for key, value in config.items():
+        if isinstance(value, Mapping) and "class_name" in value:
+            config[key] = _adapt_object(value)
+    return config
+
+
+def _adapt_object(config: Mapping) -> dict:
+    """An initializer / regularizer / constraint config without Keras-only keys at their defaults."""
+    inner = config.get("config")
+    if not isinstance(inner, Mapping):
+        return dict(config)
+    kept = {k: v for k, v in inner.items()
+            if not (k in ("input_axes", "output_axes") and v is None)}
+    return {**config, "config": kept}
+
+
+# --- compile configuration ------------------------------------------------------------------------
+
+def compile_config(model) -> dict[str, Any] | None:
+    """Keras 3's `compile_config` of a compiled model (None when it was not compiled)."""
+    from nncompile.keras import optimizers
+
+    args = getattr(model, "_compile_args", None)
+    if getattr(model, "_compiled", None) is None or args is None:
+        return None
+    return {"optimizer": optimizers.serialize(model.optimizer),
+            "loss": _plain(args["loss"], "loss"), "loss_weights": _plain(args["loss_weights"], "loss"),
+            "metrics": _plain(args["metrics"], "metric"),
+            "weighted_metrics": _plain(args["weighted_metrics"], "metric"),
+            "run_eagerly": False, "steps_per_execution": 1, "jit_compile": True}
+
+
+def _plain(value: Any, kind: str) -> Any:
+    """Compile arguments as JSON: names stay names, objects become their config dicts."""
+    from nncompile.keras import losses, metrics
+
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, Mapping):
+        return {k: _plain(v, kind) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, kind) for v in value]
+    if isinstance(value, losses.Loss):
+        return losses.serialize(value)
+    if isinstance(value, metrics.Metric):
+        return metrics.serialize(value)
+    name = getattr(value, "__name__", None)
+    if callable(value) and isinstance(name, str):
+        return name
+    raise ValueError(f"Cannot save the {kind} {value!r} in the compile config: expected a name, a "
+                     f"Loss/Metric object or a function of nncompile.keras.{kind}es")
+
+
+def compile_from_config(model, config: Mapping[str, Any]) -> None:
+    """`model.compile(...)` with the arguments of a Keras 3 `compile_config` or a legacy
+    `training_config` (whose optimizer is under 'optimizer_config')."""
+    from nncompile.keras import optimizers
+
+    optimizer = config.get("optimizer", config.get("optimizer_config"))
+    if isinstance(optimizer, Mapping):
+        # tf.keras 2 registers its optimizers as "Custom>Adam".
+        name = str(optimizer.get("class_name", "")).rsplit(">", 1)[-1]
+        optimizer = optimizers.deserialize({**optimizer, "class_name": name})
+    metrics, weighted = (_one_output(model, _tf_keras_metrics(config.get(key)))
+                         for key in ("metrics", "weighted_metrics"))
+    model.compile(optimizer=optimizer or "rmsprop", loss=config.get("loss"),
+                  loss_weights=config.get("loss_weights"), metrics=metrics, weighted_metrics=weighted)
+
+
+def _one_output(model, metrics: Any) -> Any:
+    """tf.keras 2 nests the metrics of a single-output model in a list per output."""
+    if (len(model.outputs) == 1 and isinstance(metrics, list) and len(metrics) == 1
+            and isinstance(metrics[0], list)):
+        return metrics[0]
+    return metrics
+
+
+def _tf_keras_metrics(value: Any) -> Any:
+    """tf.keras 2 writes compiled metrics as MeanMetricWrapper dicts around a function name;
+    the metric's own name ('accuracy') resolves as Keras would resolve it."""
+    from nncompile.keras import metrics
+
+    if isinstance(value, Mapping) and value.get("class_name") == "MeanMetricWrapper":
+        inner = value.get("config") or {}
+        name = inner.get("name")
+        try:
+            metrics.get(name)
+            return name
+        except (ValueError, TypeError):
+            return inner.get("fn")
+    if isinstance(value, Mapping) and "class_name" not in value:
+        return {k: _tf_keras_metrics(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_tf_keras_metrics(v) for v in value]
+    return value

@@ -1,0 +1,75 @@
+"""The file boundary: atomic writes, and one clear error for anything wrong with a file.
+
+Every reader runs inside `reading(path)`: an h5py, zipfile, json or numpy failure on a bad file
+becomes one `SavingError` (a ValueError) naming the file, never a library traceback. Every writer
+goes through `atomic_write`: the new file is written next to the old one and renamed over it, so
+an interrupted save leaves the previous file intact.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from typing import Callable, Iterator
+
+
+class SavingError(ValueError):
+    """A model file cannot be read or written; the message names the file (and layer, weight)."""
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def fail(path: str, message: str) -> SavingError:
+    """The error for `path`: '<message>' with the file named first."""
+    return SavingError(one_line(f"Cannot load '{path}': {message}"))
+
+
+def require_file(path: str, kind: str) -> None:
+    """OSError (as Keras raises) when `path` is not an existing file."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"File not found: filepath={path}. Please ensure the file is an "
+                                f"accessible {kind} file.")
+
+
+@contextlib.contextmanager
+def reading(path: str, kind: str) -> Iterator[None]:
+    """Turn any failure while reading `path` into one SavingError naming it."""
+    try:
+        yield
+    except SavingError:
+        raise
+    except (KeyboardInterrupt, SystemExit, FileNotFoundError):
+        raise
+    except Exception as e:   # h5py, zipfile, json, numpy, layer constructors: all one boundary
+        reason = one_line(e) or type(e).__name__
+        raise fail(path, f"not a valid {kind} file or model ({type(e).__name__}: {reason})") from None
+
+
+def atomic_write(path: str, write: Callable[[str], None]) -> None:
+    """Call `write(temp_path)`, fsync the result, then rename it onto `path` in one step.
+
+    On any failure the temporary file is removed and `path` is left as it was.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    os.close(handle)
+    try:
+        write(temp)
+        with open(temp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temp)
+        raise
+
+
+def check_overwrite(path: str, overwrite: bool) -> None:
+    """Keras asks on a terminal before replacing a file when `overwrite=False`; nncompile never
+    prompts, it refuses."""
+    if not overwrite and os.path.exists(path):
+        raise FileExistsError(f"File '{path}' already exists and overwrite=False; pass "
+                              f"overwrite=True to replace it.")

@@ -1,0 +1,81 @@
+"""The Keras 3 native format (`.keras`): a zip of `metadata.json`, `config.json` and
+`model.weights.h5` (layout in `weights.py`)."""
+from __future__ import annotations
+
+import datetime
+import io
+import json
+import zipfile
+
+import h5py
+
+from nncompile.keras.saving import configs, optimizer_state, weights
+from nncompile.keras.saving.files import fail
+from nncompile.keras.saving.legacy_h5 import KERAS_VERSION
+
+CONFIG, METADATA, WEIGHTS = "config.json", "metadata.json", "model.weights.h5"
+
+
+def model_config(model) -> dict:
+    """config.json: the serialized model with its build and compile configs."""
+    from nncompile.keras.functional import serialize_layer
+    from nncompile.keras.models import Sequential
+
+    config = serialize_layer(model)
+    if type(model).__name__ == "Functional":
+        config["registered_name"] = "Functional"
+    shape = list(model._layers[0].batch_shape) if isinstance(model, Sequential) and model.built else None
+    config["build_config"] = {"input_shape": shape}
+    compiled = configs.compile_config(model)
+    if compiled is not None:
+        config["compile_config"] = compiled
+    return config
+
+
+def weights_bytes(model, include_optimizer: bool = True) -> bytes:
+    """model.weights.h5 (also the whole of a `.weights.h5` file) as bytes."""
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        optimizer = getattr(model, "optimizer", None) if include_optimizer else None
+        values = None
+        if optimizer is not None and getattr(model, "_compiled", None) is not None:
+            values = [value for _, value in optimizer_state.optimizer_variables(optimizer)]
+        weights.write_state(f, model, values, optimizer.name if optimizer is not None else None)
+    return buffer.getvalue()
+
+
+def write_model(path: str, model) -> None:
+    """The .keras zip of `model` at `path`."""
+    metadata = {"keras_version": KERAS_VERSION,
+                "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S")}
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as z:
+        z.writestr(METADATA, json.dumps(metadata))
+        z.writestr(CONFIG, json.dumps(model_config(model)))
+        z.writestr(WEIGHTS, weights_bytes(model))
+
+
+def read_model(path: str, custom_objects, compile: bool, safe_mode: bool):
+    """The model of a .keras zip, compiled (with optimizer state) when it was saved compiled."""
+    from nncompile.keras.functional import deserialize_layer
+
+    with zipfile.ZipFile(path, "r") as z:
+        names = set(z.namelist())
+        for required in (CONFIG, WEIGHTS):
+            if required not in names:
+                raise fail(path, f"the archive has no '{required}' (it holds: "
+                                 f"{', '.join(sorted(names)) or 'nothing'})")
+        config = json.loads(z.read(CONFIG).decode("utf8"))
+        blob = z.read(WEIGHTS)
+    if not isinstance(config, dict):
+        raise fail(path, f"'{CONFIG}' does not hold a model config")
+    model = deserialize_layer(configs.adapt_model_config(config, custom_objects, safe_mode),
+                              custom_objects)
+    with h5py.File(io.BytesIO(blob), "r") as f:
+        weights.read_state(path, f, model)
+        compiled = config.get("compile_config") if compile else None
+        if compiled:
+            configs.compile_from_config(model, compiled)
+            values = weights.read_optimizer_values(path, f)
+            if values is not None:
+                optimizer_state.restore_optimizer(model.optimizer, model, values, path)
+    return model
