@@ -15,7 +15,7 @@ from nncompile.ir.types import TensorType, is_symbol
 from nncompile.passes.manager import register_pass
 
 
-@register_pass("infer_shapes", doc="Re-run every op's shape rule and rewrite the declared types.")
+@register_pass("infer-shapes", doc="Re-run every op's shape rule and rewrite the declared types.")
 def infer_shapes(graph: Graph) -> Graph:
     """Rewrite the output types of every node in order; on error the graph is left unchanged."""
     types: dict[Value, TensorType] = {v: v.type for v in graph.inputs}

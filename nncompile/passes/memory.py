@@ -25,10 +25,10 @@ import math
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
+from nncompile.ir.cost import shape_of
 from nncompile.ir.errors import IRError, ShapeError
 from nncompile.ir.graph import Graph, Node, Value
 from nncompile.ir.optable import Fusion, get_op
-from nncompile.ir.types import is_symbol
 
 
 class Home(enum.Enum):
@@ -130,15 +130,7 @@ def value_names(graph: Graph) -> dict[Value, str]:
 
 def nbytes(value: Value, env: Mapping[str, int]) -> int:
     """Bytes of `value` with its symbolic dimensions bound by `env`."""
-    count = 1
-    for d in value.type.shape:
-        if is_symbol(d):
-            if d not in env:
-                raise ShapeError(f"{value!r}: symbolic dimension {d!r} is not bound to a size; "
-                                 f"sizes given: {dict(env)}")
-            d = env[d]
-        count *= d
-    return count * value.type.dtype.itemsize
+    return math.prod(shape_of(value, env)) * value.type.dtype.itemsize
 
 
 def is_view(node: Node, graph_outputs: set[Value]) -> bool:

@@ -4,7 +4,7 @@
     >>> y = exe(x)                       # one array per output (a list for several)
     >>> exe.run({"input_layer": x})      # {output name: array}
 
-Compilation runs the inference pipeline (dce, fuse, schedule), hoists the remaining constants
+Compilation runs a named pipeline (`passes.pipelines`), hoists the remaining constants
 into bound parameters, plans memory, and builds one LLVM module (`codegen.cpu`). Compiled code is
 kept on disk under NNCOMPILE_CACHE_DIR (default ~/.cache/nncompile), keyed by a hash of the
 scheduled graph, the code generator's own source and the host CPU, so a second process loads the
@@ -36,11 +36,11 @@ from nncompile.ir.errors import ShapeError
 from nncompile.ir.graph import Graph, Value
 from nncompile.ir.types import bind_shape
 from nncompile.passes.manager import PassManager
+from nncompile.passes.pipelines import pipeline as named_pipeline
 from nncompile.passes.memory import Home, MemoryPlan, is_elementwise_safe, plan_memory
 from nncompile.runtime import reference
 from nncompile.runtime.reference import bind_inputs
 
-PIPELINE = ("dce", "fuse", "schedule")
 _ENTRY_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p)
 _STEPS_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p)
 # Symbol size used to decide, once per compile, which buffers share memory (the decision depends
@@ -50,19 +50,19 @@ _PROBE_SIZE = 3
 _BINDINGS_KEPT = 4
 
 
-def compile(graph: Graph, target: str = "cpu", *, verify: bool | None = None,
-            dump_dir: str | None = None) -> "Executable":
-    """Compile `graph` for `target` ("cpu") into an `Executable`.
+def compile(graph: Graph, target: str = "cpu", *, pipeline: str = "inference",
+            verify: bool | None = None, dump_dir: str | None = None) -> "Executable":
+    """Compile `graph` for `target` ("cpu") into an `Executable`, running the passes of the
+    named `pipeline` ("inference", "training" or "codegen"; see `passes.pipelines.describe()`).
 
     `dump_dir` (default: NNCOMPILE_DUMP_DIR) receives the IR after every pass, in a folder named
     after the graph (`main` for a traced model, `train_step`, `test_step`)."""
     if target != "cpu":
         raise ValueError(f"compile: unknown target {target!r}; expected 'cpu'")
     dump_dir = dump_dir or os.environ.get("NNCOMPILE_DUMP_DIR") or None
-    passes = PassManager(PIPELINE, verify=verify,
+    passes = PassManager(named_pipeline(pipeline), verify=verify,
                          dump_dir=os.path.join(dump_dir, graph.name) if dump_dir else "")
-    scheduled = _hoist_constants(passes.run(graph.copy()))
-    return Executable(scheduled, passes)
+    return Executable(passes.run(graph.copy()), passes)
 
 
 def _hoist_constants(graph: Graph) -> Graph:
@@ -157,10 +157,13 @@ class _Binding:
 
 
 class Executable:
-    """A compiled graph. Call it with the data inputs in order, or `run` it with a dict."""
+    """A compiled graph. Call it with the data inputs in order, or `run` it with a dict.
+
+    `compile` makes one; `Executable(graph, passes)` makes one from a graph that `passes` (a
+    pipeline ending with "fuse" and "schedule") already produced, e.g. to inspect the IR first."""
 
     def __init__(self, graph: Graph, passes: PassManager):
-        self.graph = graph
+        self.graph = graph = _hoist_constants(graph.copy())
         self.pass_report = passes.report()
         self.params = {name: _bindable(name, a) for name, a in graph.params.items()}
         probe = {s: _PROBE_SIZE for s in codegen.graph_symbols(graph)}
@@ -202,6 +205,11 @@ class Executable:
         jit = JitModule(self._module_text)
         _cache_write(self._key, jit.object_code)
         return jit
+
+    @property
+    def object_code(self) -> bytes:
+        """The machine code (an ELF object file for the host CPU), as kept in the disk cache."""
+        return self._jit.object_code
 
     @functools.cached_property
     def _module_text(self) -> str:
@@ -425,7 +433,8 @@ def executable(graph: Graph) -> "Executable | reference.Interpreter":
     key = (str(graph), tuple((n, id(a)) for n, a in graph.params.items()))
     exe = _COMPILED.get(key)
     if exe is None:
-        exe = _COMPILED[key] = compile(graph)
+        # A graph with parameter updates is a training step: its pipeline keeps batch statistics.
+        exe = _COMPILED[key] = compile(graph, pipeline="training" if graph.updates else "inference")
         while len(_COMPILED) > _COMPILED_MAX:
             _COMPILED.popitem(last=False)
     else:

@@ -13,7 +13,7 @@ from nncompile.passes.dce import dce
 from nncompile.passes.infer_shapes import infer_shapes
 from nncompile.runtime.reference import run
 
-HEADER = re.compile(r"^// after pass '(\w+)' \((\d+) nodes, \d+\.\d\d ms\)$")
+HEADER = re.compile(r"^// after pass '([\w-]+)' \((\d+) nodes, \d+\.\d\d ms\)$")
 
 
 def _corrupt_type(graph: Graph) -> Graph:
@@ -26,9 +26,9 @@ def _rebuild(graph: Graph) -> Graph:
 
 
 def test_registry_holds_the_passes_with_docs():
-    assert {"dce", "infer_shapes"} <= set(PASSES)
-    assert PASSES["dce"].fn is dce and PASSES["infer_shapes"].fn is infer_shapes
-    assert PASSES["dce"].doc and PASSES["infer_shapes"].doc
+    assert {"dce", "infer-shapes"} <= set(PASSES)
+    assert PASSES["dce"].fn is dce and PASSES["infer-shapes"].fn is infer_shapes
+    assert PASSES["dce"].doc and PASSES["infer-shapes"].doc
 
 
 def test_registering_a_name_twice_fails():
@@ -40,19 +40,19 @@ def test_registering_a_name_twice_fails():
 def test_unknown_pass_lists_valid_names():
     with pytest.raises(IRError, match="unknown pass 'fold_everything'") as info:
         PassManager(["dce", "fold_everything"])
-    assert "dce" in str(info.value) and "infer_shapes" in str(info.value)
+    assert "dce" in str(info.value) and "infer-shapes" in str(info.value)
 
 
 def test_print_after_must_name_a_pipeline_pass(tmp_path):
-    with pytest.raises(IRError, match="print_after names pass 'infer_shapes'.*pipeline: dce"):
-        PassManager(["dce"], dump_dir=str(tmp_path), print_after=["infer_shapes"])
+    with pytest.raises(IRError, match="print_after names pass 'infer-shapes'.*pipeline: dce"):
+        PassManager(["dce"], dump_dir=str(tmp_path), print_after=["infer-shapes"])
 
 
 def test_run_applies_passes_and_records_timings(dead_code_graph):
-    pm = PassManager(["infer_shapes", "dce", "dce"])
+    pm = PassManager(["infer-shapes", "dce", "dce"])
     out = pm.run(dead_code_graph)
     assert [n.op for n in out.nodes] == ["mul", "relu", "sub"]
-    assert [name for name, _ in pm.timings] == ["infer_shapes", "dce", "dce"]
+    assert [name for name, _ in pm.timings] == ["infer-shapes", "dce", "dce"]
     assert all(isinstance(s, float) and s >= 0 for _, s in pm.timings)
     pm.run(out)
     assert len(pm.timings) == 3
@@ -68,10 +68,10 @@ def test_run_pipeline_gives_the_same_results(dead_code_graph):
 
 def test_verification_names_the_pass_that_broke_the_graph(dead_code_graph, scratch_pass):
     scratch_pass("test_corrupt_type", _corrupt_type)
-    pm = PassManager(["infer_shapes", "test_corrupt_type", "dce"], verify=True)
+    pm = PassManager(["infer-shapes", "test_corrupt_type", "dce"], verify=True)
     with pytest.raises(VerifyError, match=r"^after pass 'test_corrupt_type': "):
         pm.run(dead_code_graph)
-    assert [name for name, _ in pm.timings] == ["infer_shapes", "test_corrupt_type"]
+    assert [name for name, _ in pm.timings] == ["infer-shapes", "test_corrupt_type"]
 
 
 def test_verification_follows_the_environment(dead_code_graph, scratch_pass, monkeypatch):
@@ -107,13 +107,13 @@ def _read(path) -> tuple[str, str]:
 def test_dump_all_writes_replayable_files(dead_code_graph, tmp_path):
     expected_input = dead_code_graph.copy()
     expected_mid = infer_shapes(dead_code_graph.copy())
-    out = PassManager(["infer_shapes", "dce"], dump_dir=str(tmp_path)).run(dead_code_graph)
+    out = PassManager(["infer-shapes", "dce"], dump_dir=str(tmp_path)).run(dead_code_graph)
 
-    assert _files(tmp_path) == ["000-input.nnir", "001-infer_shapes.nnir", "002-dce.nnir"]
+    assert _files(tmp_path) == ["000-input.nnir", "001-infer-shapes.nnir", "002-dce.nnir"]
     header, body = _read(tmp_path / "000-input.nnir")
     assert header == "// input (8 nodes)"
     assert parse(header + "\n" + body) == expected_input
-    for name, expected, nodes in [("001-infer_shapes", expected_mid, 8), ("002-dce", out, 3)]:
+    for name, expected, nodes in [("001-infer-shapes", expected_mid, 8), ("002-dce", out, 3)]:
         text = (tmp_path / f"{name}.nnir").read_text()
         match = HEADER.match(text.partition("\n")[0])
         assert match and match.groups() == (name[4:], str(nodes))
@@ -121,9 +121,9 @@ def test_dump_all_writes_replayable_files(dead_code_graph, tmp_path):
 
 
 def test_dump_after_named_passes(dead_code_graph, tmp_path):
-    PassManager(["infer_shapes", "dce", "infer_shapes"], dump_dir=str(tmp_path),
-                print_after=["infer_shapes"]).run(dead_code_graph)
-    assert _files(tmp_path) == ["000-input.nnir", "001-infer_shapes.nnir", "003-infer_shapes.nnir"]
+    PassManager(["infer-shapes", "dce", "infer-shapes"], dump_dir=str(tmp_path),
+                print_after=["infer-shapes"]).run(dead_code_graph)
+    assert _files(tmp_path) == ["000-input.nnir", "001-infer-shapes.nnir", "003-infer-shapes.nnir"]
 
 
 def test_dump_all_by_name(dead_code_graph, tmp_path):
@@ -133,7 +133,7 @@ def test_dump_all_by_name(dead_code_graph, tmp_path):
 
 def test_dump_only_changed(dead_code_graph, tmp_path, scratch_pass):
     scratch_pass("test_rebuild", _rebuild)
-    pm = PassManager(["infer_shapes", "test_rebuild", "dce", "dce"], dump_dir=str(tmp_path),
+    pm = PassManager(["infer-shapes", "test_rebuild", "dce", "dce"], dump_dir=str(tmp_path),
                      print_changed=True)
     out = pm.run(dead_code_graph)
     assert _files(tmp_path) == ["000-input.nnir", "003-dce.nnir"]
@@ -190,7 +190,7 @@ def test_no_dumps_by_default(dead_code_graph, monkeypatch, capsys):
 
 def test_print_after_without_dump_dir_prints_to_stderr(dead_code_graph, monkeypatch, capsys):
     monkeypatch.delenv("NNCOMPILE_DUMP_DIR", raising=False)
-    out = PassManager(["infer_shapes", "dce"], print_after="dce").run(dead_code_graph)
+    out = PassManager(["infer-shapes", "dce"], print_after="dce").run(dead_code_graph)
     err = capsys.readouterr().err
     header, _, body = err.partition("\n")
     assert HEADER.match(header).groups() == ("dce", "3")
@@ -199,12 +199,12 @@ def test_print_after_without_dump_dir_prints_to_stderr(dead_code_graph, monkeypa
 
 def test_report_lists_every_pass(dead_code_graph, scratch_pass):
     scratch_pass("test_rebuild", _rebuild)
-    pm = PassManager(["infer_shapes", "test_rebuild", "dce"])
+    pm = PassManager(["infer-shapes", "test_rebuild", "dce"])
     pm.run(dead_code_graph)
     lines = pm.report().splitlines()
     assert lines[0].split() == ["pass", "time", "ms", "nodes", "changed"]
     rows = [line.split() for line in lines[1:]]
-    assert [r[0] for r in rows] == ["infer_shapes", "test_rebuild", "dce", "total"]
+    assert [r[0] for r in rows] == ["infer-shapes", "test_rebuild", "dce", "total"]
     assert [r[2:] for r in rows[:3]] == [["8", "->", "8", "no"], ["8", "->", "8", "no"],
                                          ["8", "->", "3", "yes"]]
     times = [float(r[1]) for r in rows]

@@ -1,14 +1,9 @@
-"""The `nncompile` command.
-
-    nncompile demo        train a small Keras-style model; show its progress, metrics and IR
-"""
+"""`nncompile demo`: train the Pima MLP on generated data and show its progress, metrics and IR."""
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
-from typing import Sequence
 
 import numpy as np
 
@@ -30,7 +25,8 @@ def pima_like_data(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def _demo(args: argparse.Namespace) -> int:
+def demo(args: argparse.Namespace) -> int:
+    """Build, train, evaluate and print the fused IR of the Pima 8-12-8-1 MLP."""
     from nncompile import keras
 
     keras.utils.set_random_seed(args.seed)
@@ -56,44 +52,3 @@ def _demo(args: argparse.Namespace) -> int:
     print(nncompile.compile(nncompile.trace(model)).graph)
     print(f"\nIR after every pass (train_step/, test_step/, main/): {dump_dir}")
     return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="nncompile",
-        description="Trace Keras-style neural networks into a typed IR, run passes over it, and inspect every step.",
-        epilog="Example: nncompile demo")
-    parser.add_argument("--version", action="version", version=f"nncompile {nncompile.__version__}")
-    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    demo = commands.add_parser(
-        "demo", help="train a small model and show its progress, metrics and IR",
-        description="Build the Pima 8-12-8-1 MLP with nncompile.keras, train it on generated "
-                    "Pima-like data with Keras's progress bar, evaluate it, and print the fused IR "
-                    "and where the IR after every pass was dumped. Needs no network.",
-        epilog="Example: nncompile demo --epochs 10 --dump-dir dumps")
-    demo.add_argument("--seed", type=int, default=0, help="random seed for data and weights")
-    demo.add_argument("--epochs", type=int, default=20, help="training epochs (default 20)")
-    demo.add_argument("--dump-dir", default=None,
-                      help="folder for the IR dumps (default: a new temporary folder)")
-    demo.set_defaults(run=_demo)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 2
-    try:
-        return args.run(args)
-    except (ValueError, TypeError, OSError) as e:
-        if args.debug:
-            raise
-        print(f"nncompile {args.command}: error: {e}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,143 @@
+"""Algebraic simplification: rewrites that give bit-for-bit the same results (up to the sign
+of a zero result, which `==` does not see).
+
+Rules, by op (x, y any values; 1 and 0 constants filled with that number; a rule applies only
+when the replacement has exactly the node's result type, so no broadcast is lost):
+
+    add(x, 0), add(0, x), sub(x, 0), mul(x, 1), mul(1, x), div(x, 1), pow(x, 1)  ->  x
+    add(x, neg(y)) -> sub(x, y)      add(neg(x), y) -> sub(y, x)      sub(x, neg(y)) -> add(x, y)
+    neg(neg(x)) -> x                 select(c, x, x) -> x
+    transpose(transpose(x, p), q) -> transpose(x, p∘q), or x when p∘q is the identity
+    reshape(reshape(x)) -> one reshape, or x when the shapes agree
+    an operand broadcast(v) of an elementwise op with several operands -> v, when the op's own
+        broadcasting gives the same result type (a scalar stays a scalar the loop reads)
+
+Not rewritten, because they are not exact for floats: x - x (NaN, inf), x * 0 (NaN, inf, -0),
+x / x, reassociations. The rules see already simplified operands, so chains collapse in one pass.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from nncompile.ir.errors import ShapeError
+from nncompile.ir.graph import Graph, Node, Value
+from nncompile.ir.optable import OPS, Fusion
+from nncompile.passes.manager import register_pass
+from nncompile.passes.rewrite import Rewriter, is_filled, sweep
+
+SimplifyRule = Callable[[Rewriter, Node], "Value | None"]
+
+
+def _made_by(v: Value, op: str) -> Node | None:
+    """The node producing `v` when its op is `op`."""
+    node = v.producer
+    return node if node is not None and node.op == op else None
+
+
+def _fits(node: Node, v: Value) -> Value | None:
+    """`v` when it can stand for the node's result (same dtype and shape), else None."""
+    return v if v.type == node.outputs[0].type else None
+
+
+def _identity(position: int, number: float) -> SimplifyRule:
+    """The operand that is not `number` when the operand at `position` is that number."""
+    def rule(rw: Rewriter, node: Node) -> Value | None:
+        if is_filled(node.inputs[position], number):
+            return _fits(node, node.inputs[1 - position])
+        return None
+    return rule
+
+
+def _add_neg(rw: Rewriter, node: Node) -> Value | None:
+    x, y = node.inputs
+    if _made_by(y, "neg"):
+        return rw.emit("sub", [x, y.producer.inputs[0]], node.loc)
+    if _made_by(x, "neg"):
+        return rw.emit("sub", [y, x.producer.inputs[0]], node.loc)
+    return None
+
+
+def _sub_neg(rw: Rewriter, node: Node) -> Value | None:
+    x, y = node.inputs
+    return rw.emit("add", [x, y.producer.inputs[0]], node.loc) if _made_by(y, "neg") else None
+
+
+def _double_neg(rw: Rewriter, node: Node) -> Value | None:
+    inner = _made_by(node.inputs[0], "neg")
+    return inner.inputs[0] if inner is not None else None
+
+
+def _same_branches(rw: Rewriter, node: Node) -> Value | None:
+    _, x, y = node.inputs
+    return _fits(node, x) if x is y else None
+
+
+def _transpose_pair(rw: Rewriter, node: Node) -> Value | None:
+    inner = _made_by(node.inputs[0], "transpose")
+    if inner is None:
+        return None
+    # output axis i of the outer reads its input axis q[i], which is axis p[q[i]] of x.
+    perm = [inner.attrs["perm"][q] for q in node.attrs["perm"]]
+    x = inner.inputs[0]
+    if perm == list(range(len(perm))):
+        return x
+    return rw.emit("transpose", [x], node.loc, perm=perm)
+
+
+def _reshape_pair(rw: Rewriter, node: Node) -> Value | None:
+    inner = _made_by(node.inputs[0], "reshape")
+    if inner is None:
+        return None
+    x, target = inner.inputs[0], node.outputs[0].type.shape
+    if x.type == node.outputs[0].type:
+        return x
+    try:
+        return rw.emit("reshape", [x], node.loc, shape=target)
+    except ShapeError:   # symbols the direct reshape cannot express (emit adds no node then)
+        return None
+
+
+RULES: dict[str, list[SimplifyRule]] = {
+    "add": [_identity(1, 0.0), _identity(0, 0.0), _add_neg],
+    "sub": [_identity(1, 0.0), _sub_neg],
+    "mul": [_identity(1, 1.0), _identity(0, 1.0)],
+    "div": [_identity(1, 1.0)],
+    "pow": [_identity(1, 1.0)],
+    "neg": [_double_neg],
+    "select": [_same_branches],
+    "transpose": [_transpose_pair],
+    "reshape": [_reshape_pair],
+}
+
+
+def _absorb_broadcasts(node: Node) -> None:
+    """Read v instead of broadcast(v) where the op's own broadcasting gives the same result."""
+    if OPS[node.op].fusion is not Fusion.ELEMENTWISE or len(node.inputs) < 2:
+        return
+    for i, v in enumerate(node.inputs):
+        source = _made_by(v, "broadcast")
+        if source is None:
+            continue
+        trial = [*node.inputs[:i], source.inputs[0], *node.inputs[i + 1:]]
+        try:
+            types = OPS[node.op].infer([t.type for t in trial], node.attrs)
+        except ShapeError:
+            continue
+        if types == node.outputs[0].type:
+            node.inputs = trial
+
+
+def _simplify(rw: Rewriter, node: Node) -> Value | None:
+    _absorb_broadcasts(node)
+    for rule in RULES.get(node.op, ()):
+        result = rule(rw, node)
+        if result is not None:
+            return result
+    return None
+
+
+@register_pass("simplify", doc="Exact algebraic identities: x*1, x+0, neg(neg(x)), transpose and "
+                               "reshape chains, broadcasts an elementwise op does itself.")
+def simplify(graph: Graph) -> Graph:
+    """Apply the RULES in one forward sweep."""
+    return sweep(graph, _simplify)

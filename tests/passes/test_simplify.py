@@ -1,0 +1,125 @@
+"""Algebraic simplification: exact identities apply, inexact ones and broadcasting cases do not."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nncompile.ir import BATCH, Builder, f32
+from nncompile.passes.simplify import simplify
+from rewrite_harness import check_rewrite
+
+
+@pytest.mark.parametrize("op,constant,first", [
+    ("add", 0.0, False), ("add", 0.0, True), ("add", -0.0, False), ("sub", 0.0, False),
+    ("mul", 1.0, False), ("mul", 1.0, True), ("div", 1.0, False), ("pow", 1.0, False)])
+def test_identity_elements_disappear(op, constant, first):
+    b = Builder()
+    x = b.input("x", f32[BATCH, 3])
+    c = b.constant(np.full((3,), constant, np.float32))
+    y = b.op(op, c, x) if first else b.op(op, x, c)
+    check_rewrite(b.finish([b.tanh(y)], ["y"]), simplify, """
+        %0 = tanh(%x) : f32[?,3]
+        return %0
+    """)
+
+
+def test_negations_cancel_and_fold_into_add_and_sub():
+    b = Builder()
+    x, y = b.input("x", f32[4]), b.input("y", f32[4])
+    three = b.neg(b.neg(b.neg(x)))
+    out = b.add(b.sub(x, b.neg(y)), b.add(three, y))
+    check_rewrite(b.finish([out], ["z"]), simplify, """
+        %0 = add(%x, %y) : f32[4]
+        %1 = sub(%y, %x) : f32[4]
+        %2 = add(%0, %1) : f32[4]
+        return %2
+    """)
+
+
+def test_transpose_pairs_compose_or_cancel():
+    b = Builder()
+    x = b.input("x", f32[2, 3, 4])
+    back = b.transpose(b.transpose(x, perm=[2, 0, 1]), perm=[1, 2, 0])
+    moved = b.transpose(b.transpose(x, perm=[1, 0, 2]), perm=[0, 2, 1])
+    g = b.finish([b.exp(back), moved], ["back", "moved"])
+    check_rewrite(g, simplify, """
+        %0 = transpose(%x) {perm=[1, 2, 0]} : f32[3,4,2]
+        %1 = exp(%x) : f32[2,3,4]
+        return %1, %0
+    """)
+
+
+def test_reshape_chains_become_one_reshape():
+    b = Builder()
+    x = b.input("x", f32[BATCH, 2, 6])
+    flat = b.reshape(b.reshape(x, shape=[BATCH, 12]), shape=[BATCH, 3, 4])
+    same = b.reshape(b.reshape(x, shape=[BATCH, 12]), shape=[BATCH, 2, 6])
+    g = b.finish([flat, b.exp(same)], ["flat", "same"])
+    check_rewrite(g, simplify, """
+        %0 = reshape(%x) {shape=[?, 3, 4]} : f32[?,3,4]
+        %1 = exp(%x) : f32[?,2,6]
+        return %0, %1
+    """)
+
+
+def test_broadcast_operands_are_read_directly():
+    b = Builder()
+    x = b.input("x", f32[BATCH, 4])
+    ones = b.broadcast(b.constant(1.0), shape=[BATCH, 4])
+    half = b.broadcast(b.constant(np.full((4,), 0.5, np.float32)), shape=[BATCH, 4])
+    g = b.finish([b.add(b.mul(x, ones), half)], ["y"])
+    check_rewrite(g, simplify, """
+        %0 = constant() {value=dense<f32[4]: [0.5, 0.5, 0.5, 0.5]>} : f32[4]
+        %1 = add(%x, %0) : f32[?,4]
+        return %1
+    """)
+
+
+def test_select_of_equal_branches():
+    b = Builder()
+    x, y = b.input("x", f32[3]), b.input("y", f32[3])
+    g = b.finish([b.exp(b.select(b.greater(x, y), x, x))], ["z"])
+    check_rewrite(g, simplify, """
+        %0 = exp(%x) : f32[3]
+        return %0
+    """)
+
+
+def test_inexact_and_broadcasting_rewrites_are_not_made():
+    b = Builder()
+    x = b.input("x", f32[4])
+    zero_rows = b.constant(np.zeros((2, 4), np.float32))    # x + 0 here broadcasts x to [2, 4]
+    ones = b.constant(np.array([1.0, 1.0, 2.0, 1.0], np.float32))
+    parts = [b.sub(x, x), b.mul(x, b.constant(0.0)), b.div(x, x), b.mul(x, ones)]
+    total = b.add(b.add(parts[0], parts[1]), b.add(parts[2], parts[3]))
+    g = b.finish([b.add(total, zero_rows)], ["y"])
+    nasty = [np.array([np.nan, np.inf, -np.inf, 0.0], np.float32)]
+    check_rewrite(g, simplify, """
+        %0 = constant() {value=dense<f32[2,4]: [[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]>} : f32[2,4]
+        %1 = constant() {value=dense<f32[4]: [1.0, 1.0, 2.0, 1.0]>} : f32[4]
+        %2 = sub(%x, %x) : f32[4]
+        %3 = constant() {value=dense<f32[]: 0.0>} : f32[]
+        %4 = mul(%x, %3) : f32[4]
+        %5 = div(%x, %x) : f32[4]
+        %6 = mul(%x, %1) : f32[4]
+        %7 = add(%2, %4) : f32[4]
+        %8 = add(%5, %6) : f32[4]
+        %9 = add(%7, %8) : f32[4]
+        %10 = add(%9, %0) : f32[2,4]
+        return %10
+    """, inputs=nasty)
+
+
+def test_an_output_is_not_made_an_input():
+    # The runtime copies outputs that are inputs after each call: the nodes stay (moved last).
+    b = Builder()
+    x = b.input("x", f32[3])
+    g = b.finish([b.mul(x, b.constant(1.0)), b.neg(b.neg(x))], ["a", "b"])
+    out = check_rewrite(g, simplify, """
+        %0 = constant() {value=dense<f32[]: 1.0>} : f32[]
+        %1 = neg(%x) : f32[3]
+        %2 = mul(%x, %0) : f32[3]
+        %3 = neg(%1) : f32[3]
+        return %2, %3
+    """)
+    assert not set(out.outputs) & set(out.inputs)
