@@ -23,6 +23,7 @@ from nncompile.passes.pipelines import describe, pipeline
 # Constants with more elements than this print as `dense<f32[784,128]: ...>` unless asked for.
 ELIDE_ABOVE = 16
 DEFAULT_BENCH_BATCHES = "1,32,256"
+NPY_MAGIC = b"\x93NUMPY"
 
 
 # --- shared steps ------------------------------------------------------------------------------
@@ -38,7 +39,7 @@ def _one_batch(args: argparse.Namespace) -> int | None:
         return None
     sizes = batch_sizes(args.batch)
     if len(sizes) != 1:
-        raise ValueError(f"--batch {args.batch!r}: {args.command} takes one batch size")
+        raise ValueError(f"--batch {args.batch!r}: {args.command} takes one batch size, e.g. --batch 32")
     return sizes[0]
 
 
@@ -144,12 +145,17 @@ def summary(args: argparse.Namespace) -> int:
 
 # --- dump --------------------------------------------------------------------------------------
 
+def _elide(args: argparse.Namespace) -> bool:
+    """--elide-constants, by default only on stdout: a file written with -o must parse back."""
+    return args.output is None if args.elide_constants is None else args.elide_constants
+
+
 def _memory_plan(args, scheduled, passes):
     return _executable(scheduled, passes).memory_plan(batch=_one_batch(args) or 1)
 
 
 EMITTERS: dict[str, Callable[[argparse.Namespace, Graph, PassManager], str]] = {
-    "ir": lambda args, g, p: print_graph(g, ELIDE_ABOVE if args.elide_constants else None),
+    "ir": lambda args, g, p: print_graph(g, ELIDE_ABOVE if _elide(args) else None),
     "llvm": lambda args, g, p: _executable(g, p).llvm_ir(),
     "llvm-opt": lambda args, g, p: _executable(g, p).llvm_ir(optimized=True),
     "asm": lambda args, g, p: _executable(g, p).assembly(),
@@ -205,6 +211,8 @@ def compile_report(loaded: Loaded, exe, batch: int, codegen_seconds: float) -> s
 
 
 def compile_(args: argparse.Namespace) -> int:
+    if os.path.exists(args.output) and not os.path.isdir(args.output):
+        raise FileExistsError(f"-o {args.output!r} is a file; expected a folder (created if missing)")
     loaded = _load(args)
     batch = _one_batch(args)
     scheduled, passes = _run_passes(args, _batched(loaded.graph, batch))
@@ -236,12 +244,26 @@ def compile_(args: argparse.Namespace) -> int:
 def _read_array(path: str) -> np.ndarray:
     if not os.path.exists(path):
         raise FileNotFoundError(f"--input file {path!r} does not exist")
+    with open(path, "rb") as f:
+        head = f.read(len(NPY_MAGIC))
+    if head.startswith(b"PK"):
+        raise ValueError(f"--input file {path!r} is an .npz archive; give one .npy file per input")
+    if head != NPY_MAGIC:   # numpy's own message would speak of pickled data
+        raise ValueError(f"--input file {path!r} is not a .npy file (no NumPy header); "
+                         f"save the array with numpy.save")
     try:
         array = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
         raise ValueError(f"--input file {path!r} is not a readable .npy file ({e})") from None
-    if not isinstance(array, np.ndarray):
-        raise ValueError(f"--input file {path!r} holds several arrays; give one .npy file per input")
+    return array
+
+
+def _as_input_dtype(array: np.ndarray, value) -> np.ndarray:
+    """Floats of another width become the input's float type, as Keras's predict casts them
+    (np.random.rand makes float64); any other mismatch is left for the runtime's error."""
+    want = value.type.dtype
+    if want.is_float and np.issubdtype(array.dtype, np.floating):
+        return array.astype(want.numpy, copy=False)
     return array
 
 
@@ -250,7 +272,10 @@ def _feeds(specs: list[str], graph: Graph) -> dict[str, np.ndarray]:
     names = [v.name for v in graph.data_inputs]
     feeds: dict[str, np.ndarray] = {}
     for position, spec in enumerate(specs):
-        name, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
+        # NAME=PATH only when NAME is an input: a path may hold '=' itself.
+        name, _, path = spec.partition("=")
+        if not path or (name not in names and os.path.exists(spec)):
+            name, path = "", spec
         if not name:
             if position >= len(names):
                 raise ValueError(f"graph {graph.name!r} takes {len(names)} inputs ({', '.join(names)}); "
@@ -259,7 +284,7 @@ def _feeds(specs: list[str], graph: Graph) -> dict[str, np.ndarray]:
         if name not in names:
             raise ValueError(f"--input {spec!r}: graph {graph.name!r} has no input {name!r}; "
                              f"inputs: {', '.join(names)}")
-        feeds[name] = _read_array(path)
+        feeds[name] = _as_input_dtype(_read_array(path), graph.data_inputs[names.index(name)])
     missing = [n for n in names if n not in feeds]
     if missing:
         raise ValueError(f"no --input for input {missing[0]!r} of graph {graph.name!r}; inputs: "

@@ -123,11 +123,13 @@ def memory_svg(plan: MemoryPlan) -> str:
 
     names = value_names(plan.graph)
     ratio = plan.arena_bytes / plan.lower_bound if plan.lower_bound else 1.0
+    bound = ", ".join(f"{symbol} = {size}" for symbol, size in plan.env.items())
+    sizes = escape(f" ({bound})") if bound else ""
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
              f'viewBox="0 0 {WIDTH} {HEIGHT}" font-family="Helvetica, sans-serif" font-size="11">',
              f'<text x="{LEFT}" y="{TOP - 16}" font-size="13">{escape(plan.graph.name)}: arena '
              f'{plan.arena_bytes} bytes, lower bound {plan.lower_bound} bytes (ratio {ratio:.3f}), '
-             f'{len(plan.buffers)} buffers, sizes {escape(str(plan.env))}</text>',
+             f'{len(plan.buffers)} buffers{sizes}</text>',
              f'<rect class="plot" x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" '
              f'fill="#fafafa" stroke="#999"/>']
     for i, buffer in enumerate(plan.buffers):

@@ -96,9 +96,9 @@ def _dump_parser(cmds) -> None:
     sub.add_argument("--dump-dir", metavar="DIR", help="write the IR after each pass to DIR/NNN-pass.nnir")
     sub.add_argument("--emit", choices=commands.EMIT_CHOICES, default="ir",
                      help="what to print (default ir; ptx: no GPU backend yet)")
-    sub.add_argument("--elide-constants", action=argparse.BooleanOptionalAction, default=True,
+    sub.add_argument("--elide-constants", action=argparse.BooleanOptionalAction, default=None,
                      help=f"print constants of more than {commands.ELIDE_ABOVE} elements as '...' "
-                          f"(default on)")
+                          f"(default: on for the terminal, off with -o, so the file parses back)")
     sub.add_argument("-o", "--output", metavar="FILE", help="write there instead of stdout")
     sub.set_defaults(run=commands.dump)
 
@@ -155,6 +155,17 @@ def _passes_parser(cmds) -> None:
     sub.set_defaults(run=commands.passes)
 
 
+def _positive(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def _demo_parser(cmds) -> None:
     sub = _add(cmds, "demo", "train a small model and show its progress, metrics and IR",
                "Build the Pima 8-12-8-1 MLP with nncompile.keras, train it on generated Pima-like "
@@ -162,7 +173,7 @@ def _demo_parser(cmds) -> None:
                "IR after every pass was dumped. Needs no network.",
                "nncompile demo --epochs 10 --dump-dir dumps")
     sub.add_argument("--seed", type=int, default=0, help="random seed for data and weights")
-    sub.add_argument("--epochs", type=int, default=20, help="training epochs (default 20)")
+    sub.add_argument("--epochs", type=_positive, default=20, help="training epochs (default 20)")
     sub.add_argument("--dump-dir", default=None, help="folder for the IR dumps (default: a new temporary folder)")
     sub.set_defaults(run=demo)
 

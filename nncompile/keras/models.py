@@ -16,10 +16,10 @@ from nncompile.keras.functional import (deserialize_layer, functional_config,
 from nncompile.keras import saving
 from nncompile.keras.input_layer import Input, InputLayer
 from nncompile.keras.layers.base import CallNode, KerasTensor, Layer, ir_type, keras_shape, run_graph
-from nncompile.keras.saving import load_model, model_from_json
+from nncompile.keras.saving import load_model, model_from_json, save_model
 
 __all__ = ["Functional", "Input", "InputLayer", "Model", "Sequential", "load_model",
-           "model_from_json", "trace"]
+           "model_from_json", "save_model", "trace"]
 
 
 # --- models -----------------------------------------------------------------------------------

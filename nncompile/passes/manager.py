@@ -86,7 +86,7 @@ class PassManager:
             return set(self.passes)
         unknown = [n for n in names if n not in self.passes]
         if unknown:
-            raise IRError(f"print_after names pass {unknown[0]!r}, which is not in the pipeline; "
+            raise IRError(f"cannot print after pass {unknown[0]!r}: it is not in the pipeline; "
                           f"pipeline: {', '.join(self.passes)} (or 'all')")
         return set(names)
 

@@ -1,10 +1,11 @@
-"""Algebraic simplification: rewrites that give bit-for-bit the same results (up to the sign
-of a zero result, which `==` does not see).
+"""Algebraic simplification: rewrites that give bit-for-bit the same results, signed zeros included.
 
 Rules, by op (x, y any values; 1 and 0 constants filled with that number; a rule applies only
 when the replacement has exactly the node's result type, so no broadcast is lost):
 
-    add(x, 0), add(0, x), sub(x, 0), mul(x, 1), mul(1, x), div(x, 1), pow(x, 1)  ->  x
+    add(x, -0.0), add(-0.0, x), sub(x, +0.0), mul(x, 1), mul(1, x), div(x, 1), pow(x, 1)  ->  x
+        (for floats the sign of the zero matters: -0.0 + +0.0 is +0.0, so x + 0.0 is not x when x
+        is -0.0, and 1/(x + 0.0) is +inf where 1/x is -inf; integer zeros have no sign)
     add(x, neg(y)) -> sub(x, y)      add(neg(x), y) -> sub(y, x)      sub(x, neg(y)) -> add(x, y)
     neg(neg(x)) -> x                 select(c, x, x) -> x
     transpose(transpose(x, p), q) -> transpose(x, p∘q), or x when p∘q is the identity
@@ -12,18 +13,20 @@ when the replacement has exactly the node's result type, so no broadcast is lost
     an operand broadcast(v) of an elementwise op with several operands -> v, when the op's own
         broadcasting gives the same result type (a scalar stays a scalar the loop reads)
 
-Not rewritten, because they are not exact for floats: x - x (NaN, inf), x * 0 (NaN, inf, -0),
-x / x, reassociations. The rules see already simplified operands, so chains collapse in one pass.
+Not rewritten, because they are not exact for floats: x + 0.0 and x - (-0.0) (x = -0.0), x - x
+(NaN, inf), x * 0 (NaN, inf, -0), x / x, reassociations. The rules see already simplified operands, so chains collapse in one pass.
 """
 from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
+
 from nncompile.ir.errors import ShapeError
 from nncompile.ir.graph import Graph, Node, Value
 from nncompile.ir.optable import OPS, Fusion
 from nncompile.passes.manager import register_pass
-from nncompile.passes.rewrite import Rewriter, is_filled, sweep
+from nncompile.passes.rewrite import Rewriter, constant_of, is_filled, sweep
 
 SimplifyRule = Callable[[Rewriter, Node], "Value | None"]
 
@@ -45,6 +48,19 @@ def _identity(position: int, number: float) -> SimplifyRule:
         if is_filled(node.inputs[position], number):
             return _fits(node, node.inputs[1 - position])
         return None
+    return rule
+
+
+def _zero(position: int, negative: bool) -> SimplifyRule:
+    """The other operand when the operand at `position` is zero: for floats only a zero of sign
+    `negative`, the one that leaves every x (including -0.0) unchanged."""
+    def rule(rw: Rewriter, node: Node) -> Value | None:
+        zero = constant_of(node.inputs[position])
+        if zero is None or zero.dtype == np.bool_ or not np.all(zero == 0):
+            return None
+        if zero.dtype.kind == "f" and not np.all(np.signbit(zero) == negative):
+            return None
+        return _fits(node, node.inputs[1 - position])
     return rule
 
 
@@ -98,8 +114,8 @@ def _reshape_pair(rw: Rewriter, node: Node) -> Value | None:
 
 
 RULES: dict[str, list[SimplifyRule]] = {
-    "add": [_identity(1, 0.0), _identity(0, 0.0), _add_neg],
-    "sub": [_identity(1, 0.0), _sub_neg],
+    "add": [_zero(1, negative=True), _zero(0, negative=True), _add_neg],
+    "sub": [_zero(1, negative=False), _sub_neg],
     "mul": [_identity(1, 1.0), _identity(0, 1.0)],
     "div": [_identity(1, 1.0)],
     "pow": [_identity(1, 1.0)],
@@ -136,7 +152,7 @@ def _simplify(rw: Rewriter, node: Node) -> Value | None:
     return None
 
 
-@register_pass("simplify", doc="Exact algebraic identities: x*1, x+0, neg(neg(x)), transpose and "
+@register_pass("simplify", doc="Exact algebraic identities: x*1, x-0, neg(neg(x)), transpose and "
                                "reshape chains, broadcasts an elementwise op does itself.")
 def simplify(graph: Graph) -> Graph:
     """Apply the RULES in one forward sweep."""

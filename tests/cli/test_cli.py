@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from nncompile.ir import parse
+from nncompile.ir import Builder, f32, parse
 from nncompile.ir.printer import print_graph
 from nncompile.passes.manager import PASSES, PassManager
 from nncompile.passes.pipelines import PIPELINES, pipeline
@@ -146,6 +146,18 @@ def test_dump_dir_files_parse_back_and_replay_the_remaining_passes(tiny, tmp_pat
     assert replay.stdout == result.stdout
 
 
+def test_dump_elides_large_constants_on_the_terminal_but_not_in_a_file(tmp_path):
+    b = Builder()
+    x = b.input("x", f32[2, 20])
+    graph = b.finish([b.mul(x, b.constant(np.arange(20, dtype=np.float32)))], ["y"])
+    (tmp_path / "big.nnir").write_text(f"{graph}\n")
+    shown = nnc("dump", tmp_path / "big.nnir", "--passes", "dce")
+    assert "dense<f32[20]: ...>" in shown.stdout
+    written = nnc("dump", tmp_path / "big.nnir", "--passes", "dce", "-o", tmp_path / "out.nnir")
+    assert written.returncode == 0, written.stderr
+    assert parse((tmp_path / "out.nnir").read_text()) == graph
+
+
 def test_dump_batch_fixes_the_batch_dimension(tiny):
     result = nnc("dump", tiny.nnir, "--batch", "3")
     graph = parse(result.stdout)
@@ -247,6 +259,28 @@ def test_run_writes_what_the_reference_interpreter_computes(tiny, tmp_path):
     np.testing.assert_allclose(np.load(y), _reference(tiny), rtol=1e-5, atol=1e-6)
 
 
+def test_run_input_path_may_hold_an_equals_sign(tiny, tmp_path):
+    folder = tmp_path / "run=3"
+    folder.mkdir()
+    x = folder / "x.npy"
+    x.write_bytes(open(tiny.x, "rb").read())
+    y = tmp_path / "y.npy"
+    for spec in (str(x), f"input_layer={x}"):
+        result = nnc("run", tiny.nnir, "--params", tiny.params, "--input", spec, "--output", y)
+        assert result.returncode == 0, result.stderr
+        np.testing.assert_allclose(np.load(y), _reference(tiny), rtol=1e-5, atol=1e-6)
+
+
+def test_run_casts_float64_inputs_as_keras_predict_does(tiny, tmp_path):
+    x64 = tmp_path / "x64.npy"
+    np.save(x64, np.load(tiny.x).astype(np.float64))
+    y = tmp_path / "y.npy"
+    result = nnc("run", tiny.nnir, "--params", tiny.params, "--input", x64, "--output", y)
+    assert result.returncode == 0, result.stderr
+    assert np.load(y).dtype == np.float32
+    np.testing.assert_allclose(np.load(y), _reference(tiny), rtol=1e-5, atol=1e-6)
+
+
 def test_run_a_keras_file(tiny, tmp_path):
     pytest.importorskip("nncompile.keras.saving")
     path, y = str(tmp_path / "tiny.keras"), tmp_path / "y.npy"
@@ -308,12 +342,13 @@ def test_nncompile_dump_dir_applies_to_the_command(tiny, tmp_path):
 
 def _bad_files(tmp_path, tiny) -> dict[str, str]:
     texts = {"corrupt.nnir": "func @main(%x: f32[?,4]) -> (y: f32[?,4]) {\n  %0 = relu(%x : f32[?,4]\n}\n",
-             "corrupt.h5": "not an HDF5 file\n", "net.onnx": ""}
+             "corrupt.h5": "not an HDF5 file\n", "net.onnx": "", "text.npy": "1 2 3\n"}
     for name, text in texts.items():
         (tmp_path / name).write_text(text)
     np.save(tmp_path / "wide.npy", np.zeros((2, 5), np.float32))
-    np.save(tmp_path / "f64.npy", np.zeros((2, 4)))
-    names = [*texts, "wide.npy", "f64.npy", "missing.nnir"]
+    np.save(tmp_path / "i64.npy", np.zeros((2, 4), np.int64))
+    np.savez(tmp_path / "two.npz", a=np.zeros(4, np.float32), b=np.zeros(4, np.float32))
+    names = [*texts, "wide.npy", "i64.npy", "missing.nnir", "two.npz"]
     return {"nnir": tiny.nnir, "x": tiny.x, **{n.replace(".", "_"): str(tmp_path / n) for n in names}}
 
 
@@ -326,8 +361,11 @@ BAD_INPUT = [
     ("compile", ["{nnir}", "--passes", "dce,nope", "-o", "{x}.out"], "unknown pass 'nope'"),
     ("bench", ["{nnir}", "--pipeline", "fast"], "unknown pipeline 'fast'"),
     ("run", ["{nnir}", "--input", "{wide_npy}"], r"expected shape \(None, 4\), received shape \(2, 5\)"),
-    ("run", ["{nnir}", "--input", "{f64_npy}"], "expected dtype f32, received float64"),
+    ("run", ["{nnir}", "--input", "{i64_npy}"], "expected dtype f32, received int64"),
     ("run", ["{nnir}", "--input", "{x}", "--input", "{x}"], "takes 1 inputs"),
+    ("run", ["{nnir}", "--input", "{text_npy}"], r"text.npy' is not a .npy file \(no NumPy header\)"),
+    ("run", ["{nnir}", "--input", "{two_npz}"], r"two.npz' is an .npz archive; give one .npy file per input"),
+    ("compile", ["{nnir}", "-o", "{x}"], r"-o '.*x.npy' is a file; expected a folder"),
     ("bench", ["{nnir}", "--batch", "1,zero"], "--batch '1,zero': expected positive integers"),
     ("summary", ["{nnir}", "--batch", "0"], "--batch '0'"),
 ]
@@ -342,7 +380,7 @@ def test_bad_input_is_one_line_and_exit_1(tiny, tmp_path, command, args, message
 
 
 @pytest.mark.parametrize("args", [["dump", "m.nnir", "--emit", "png"], ["compile", "m.nnir"],
-                                  ["run", "m.nnir"], ["frobnicate"]])
+                                  ["run", "m.nnir"], ["frobnicate"], ["demo", "--epochs", "0"]])
 def test_usage_errors_exit_2(args):
     result = nnc(*args)
     assert result.returncode == 2 and "usage: nncompile" in result.stderr

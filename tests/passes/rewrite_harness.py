@@ -27,7 +27,8 @@ def random_inputs(graph: Graph, seed: int = 0, batch: int = 3) -> list[np.ndarra
 def check_rewrite(graph: Graph, rewrite: Callable[[Graph], Graph], expected: str,
                   inputs: list[np.ndarray] | None = None, rtol: float = 0.0, atol: float = 0.0) -> Graph:
     """Run `rewrite` then dce on `graph`; the body must read `expected` and the results must equal
-    (within rtol/atol) the reference results before the rewrite. Returns the rewritten graph."""
+    (within rtol/atol; exactly, signed zeros included, by default) the reference results before the
+    rewrite. Returns the rewritten graph."""
     inputs = random_inputs(graph) if inputs is None else inputs
     before = run(graph, inputs)
     after_graph = dce(rewrite(graph))
@@ -38,6 +39,8 @@ def check_rewrite(graph: Graph, rewrite: Callable[[Graph], Graph], expected: str
         assert a.dtype == b.dtype and a.shape == b.shape
         if rtol or atol:
             np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
-        else:
+        else:   # exact: equal values and, where not NaN, equal signs (so -0.0 is not 0.0)
             np.testing.assert_array_equal(a, b)
+            signs_differ = (np.signbit(a) != np.signbit(b)) & ~np.isnan(a)
+            assert not np.any(signs_differ), f"signs differ at {np.argwhere(signs_differ).tolist()}"
     return after_graph

@@ -44,7 +44,7 @@ def test_unknown_pass_lists_valid_names():
 
 
 def test_print_after_must_name_a_pipeline_pass(tmp_path):
-    with pytest.raises(IRError, match="print_after names pass 'infer-shapes'.*pipeline: dce"):
+    with pytest.raises(IRError, match="cannot print after pass 'infer-shapes'.*pipeline: dce"):
         PassManager(["dce"], dump_dir=str(tmp_path), print_after=["infer-shapes"])
 
 

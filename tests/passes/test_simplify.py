@@ -4,23 +4,51 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nncompile.ir import BATCH, Builder, f32
+from nncompile.ir import BATCH, Builder, f32, i32
+from nncompile.passes.dce import dce
 from nncompile.passes.simplify import simplify
+from nncompile.runtime.reference import run
 from rewrite_harness import check_rewrite
 
 
+SIGNED_ZEROS = [np.array([[-0.0, 0.0, np.nan], [np.inf, -np.inf, -2.5]], np.float32)]
+
+
 @pytest.mark.parametrize("op,constant,first", [
-    ("add", 0.0, False), ("add", 0.0, True), ("add", -0.0, False), ("sub", 0.0, False),
+    ("add", -0.0, False), ("add", -0.0, True), ("sub", 0.0, False),
     ("mul", 1.0, False), ("mul", 1.0, True), ("div", 1.0, False), ("pow", 1.0, False)])
 def test_identity_elements_disappear(op, constant, first):
     b = Builder()
     x = b.input("x", f32[BATCH, 3])
     c = b.constant(np.full((3,), constant, np.float32))
     y = b.op(op, c, x) if first else b.op(op, x, c)
-    check_rewrite(b.finish([b.tanh(y)], ["y"]), simplify, """
-        %0 = tanh(%x) : f32[?,3]
+    check_rewrite(b.finish([b.reciprocal(y)], ["y"]), simplify, """
+        %0 = reciprocal(%x) : f32[?,3]
         return %0
-    """)
+    """, inputs=SIGNED_ZEROS)
+
+
+@pytest.mark.parametrize("op,constant,first", [("add", 0.0, False), ("add", 0.0, True), ("sub", -0.0, False)])
+def test_zeros_that_turn_minus_zero_into_plus_zero_stay(op, constant, first):
+    # -0.0 + 0.0 == -0.0 - (-0.0) == +0.0, so 1/(x + 0.0) is +inf where 1/x is -inf.
+    b = Builder()
+    x = b.input("x", f32[BATCH, 3])
+    y = b.op(op, b.constant(np.float32(constant)), x) if first else b.op(op, x, b.constant(np.float32(constant)))
+    g = b.finish([b.reciprocal(y)], ["y"])
+    after = dce(simplify(g.copy()))
+    assert [n.op for n in after.nodes] == ["constant", op, "reciprocal"]
+    assert run(after, SIGNED_ZEROS)[0][0, 0] == np.float32(np.inf)
+
+
+def test_integer_zeros_disappear_on_either_side():
+    b = Builder()
+    x = b.input("x", i32[3])
+    zero = b.constant(np.int32(0))
+    g = b.finish([b.neg(b.sub(b.add(zero, b.add(x, zero)), zero))], ["y"])
+    check_rewrite(g, simplify, """
+        %0 = neg(%x) : i32[3]
+        return %0
+    """, inputs=[np.array([0, -7, 2**31 - 1], np.int32)])
 
 
 def test_negations_cancel_and_fold_into_add_and_sub():

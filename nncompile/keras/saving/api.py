@@ -90,22 +90,23 @@ def load_weights(model, filepath, skip_mismatch: bool = False, by_name: bool = F
     kind = _signature(path)
     with reading(path, "Keras weights"):
         if kind == "zip":
-            import io
-            import zipfile
-
-            with zipfile.ZipFile(path) as z:
-                blob = z.read(keras_zip.WEIGHTS)
-            with h5py.File(io.BytesIO(blob), "r") as f:
-                weights.read_state(path, f, model, skip_mismatch)
+            _refuse_by_name(path, by_name)
+            keras_zip.read_weights(path, model, skip_mismatch)
             return
         with h5py.File(path, "r") as f:
             if "layer_names" in f.attrs or "model_weights" in f:
                 group = f["model_weights"] if "model_weights" in f else f
                 legacy_h5.read_weights(path, group, model, by_name, skip_mismatch)
             else:
-                if by_name:
-                    raise ValueError("by_name=True is only supported for legacy '.h5' files")
+                _refuse_by_name(path, by_name)
                 weights.read_state(path, f, model, skip_mismatch)
+
+
+def _refuse_by_name(path: str, by_name: bool) -> None:
+    """Keras 3 files address layers by class and position, so there are no names to match."""
+    if by_name:
+        raise fail(path, "`by_name=True` only supports legacy '.h5' files (layers saved by name); "
+                         "this is a Keras 3 '.keras' / '.weights.h5' file: load it without by_name")
 
 
 def model_to_json(model, **kwargs) -> str:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+import numpy as np
+
 from nncompile.keras.functional import layer_classes
 from nncompile.keras.layers.base import _BASE_ARGS
 
@@ -97,6 +99,7 @@ def _adapt_layer_args(cls: type, config: dict, classes: Mapping[str, type]) -> d
 
     if isinstance(config.get("dtype"), Mapping):   # a Keras 3 DTypePolicy
         config["dtype"] = (config["dtype"].get("config") or {}).get("name", "float32")
+    _check_dtype(cls, config)
     if issubclass(cls, Model):
         if isinstance(config.get("layers"), list):
             config["layers"] = [_adapt_layer(c, classes) for c in config["layers"]]
@@ -116,6 +119,17 @@ def _adapt_layer_args(cls: type, config: dict, classes: Mapping[str, type]) -> d
         if isinstance(value, Mapping) and "class_name" in value:
             config[key] = _adapt_object(value)
     return config
+
+
+def _check_dtype(cls: type, config: dict) -> None:
+    """Mixed-precision policies ('mixed_float16') and bfloat16 have no numpy dtype here."""
+    dtype = config.get("dtype")
+    try:
+        np.dtype(dtype)
+    except TypeError:
+        raise ValueError(f"layer '{config.get('name', '?')}' ({cls.__name__}): dtype policy "
+                         f"{dtype!r} is not supported; nncompile layers compute in one numpy dtype "
+                         f"such as 'float32'") from None
 
 
 def _adapt_object(config: Mapping) -> dict:

@@ -60,11 +60,23 @@ def atomic_write(path: str, write: Callable[[str], None]) -> None:
         write(temp)
         with open(temp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(temp, _file_mode(path))
         os.replace(temp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(temp)
         raise
+
+
+def _file_mode(path: str) -> int:
+    """The permissions `open(path, "w")` would give: the replaced file's, else 0o666 less the
+    umask (mkstemp makes its file 0o600, which would hide a saved model from other users)."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def check_overwrite(path: str, overwrite: bool) -> None:

@@ -54,18 +54,30 @@ def write_model(path: str, model) -> None:
         z.writestr(WEIGHTS, weights_bytes(model))
 
 
+def _members(path: str, *required: str) -> list[bytes]:
+    """The contents of the `required` members of the zip at `path`; a missing one is named."""
+    with zipfile.ZipFile(path, "r") as z:
+        names = set(z.namelist())
+        for name in required:
+            if name not in names:
+                raise fail(path, f"the archive has no '{name}' (it holds: "
+                                 f"{', '.join(sorted(names)) or 'nothing'})")
+        return [z.read(name) for name in required]
+
+
+def read_weights(path: str, model, skip_mismatch: bool) -> None:
+    """Load the layer weights of the .keras zip at `path` into `model` (not the optimizer's)."""
+    blob, = _members(path, WEIGHTS)
+    with h5py.File(io.BytesIO(blob), "r") as f:
+        weights.read_state(path, f, model, skip_mismatch)
+
+
 def read_model(path: str, custom_objects, compile: bool, safe_mode: bool):
     """The model of a .keras zip, compiled (with optimizer state) when it was saved compiled."""
     from nncompile.keras.functional import deserialize_layer
 
-    with zipfile.ZipFile(path, "r") as z:
-        names = set(z.namelist())
-        for required in (CONFIG, WEIGHTS):
-            if required not in names:
-                raise fail(path, f"the archive has no '{required}' (it holds: "
-                                 f"{', '.join(sorted(names)) or 'nothing'})")
-        config = json.loads(z.read(CONFIG).decode("utf8"))
-        blob = z.read(WEIGHTS)
+    config_bytes, blob = _members(path, CONFIG, WEIGHTS)
+    config = json.loads(config_bytes.decode("utf8"))
     if not isinstance(config, dict):
         raise fail(path, f"'{CONFIG}' does not hold a model config")
     model = deserialize_layer(configs.adapt_model_config(config, custom_objects, safe_mode),

@@ -81,21 +81,23 @@ def read_array(file: str, group: h5py.Group, key: str, where: str) -> np.ndarray
         raise fail(file, f"{where}: weight '{key}' cannot be read ({type(e).__name__}: {e})") from None
 
 
-def assign_all(file: str, pairs: list[tuple[object, np.ndarray, str]], skip_mismatch: bool) -> None:
+def assign_all(file: str, pairs: list[tuple[object, np.ndarray, str]], skip_mismatch: bool,
+               whole_layer: bool = False) -> None:
     """Assign every (variable, value, where) after checking them all: a mismatch changes nothing
-    (or, with `skip_mismatch`, skips that weight with a warning, as Keras does)."""
-    ready = []
+    (or, with `skip_mismatch`, skips that weight with a warning, as Keras does: Keras 3's files
+    skip the whole layer (`whole_layer`), legacy .h5 files only the weight)."""
+    skipped = set()
     for var, value, where in pairs:
         if value.shape != var.shape or value.dtype.kind not in "fiub":
             message = (f"{where}: weight '{var.path}' expects shape {var.shape}, the file has "
                        f"shape {value.shape} (dtype {value.dtype})")
-            if skip_mismatch:
-                warnings.warn(f"Skipping loading weights of {message}", stacklevel=3)
-                continue
-            raise fail(file, message)
-        ready.append((var, value))
-    for var, value in ready:
-        var.assign(value.astype(var.dtype, copy=False))
+            if not skip_mismatch:
+                raise fail(file, message)
+            warnings.warn(f"Skipping loading weights of {message}", stacklevel=3)
+            skipped.add(where if whole_layer else id(var))
+    for var, value, where in pairs:
+        if (where if whole_layer else id(var)) not in skipped:
+            var.assign(value.astype(var.dtype, copy=False))
 
 
 def read_state(file: str, f: h5py.Group, model, skip_mismatch: bool = False) -> None:
@@ -121,7 +123,7 @@ def read_state(file: str, f: h5py.Group, model, skip_mismatch: bool = False) -> 
                 continue
             raise fail(file, message)
         pairs += [(var, read_array(file, group, key, where), where) for var, key in zip(variables, keys)]
-    assign_all(file, pairs, skip_mismatch)
+    assign_all(file, pairs, skip_mismatch, whole_layer=True)
 
 
 def _numeric(file: str, group: h5py.Group):

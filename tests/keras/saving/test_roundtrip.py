@@ -56,6 +56,14 @@ def test_save_load_predict_is_exact(tmp_path, build, suffix):
         np.testing.assert_array_equal(got, want)
 
 
+def test_models_module_saves_and_loads_as_keras_does(tmp_path):
+    model = _sequential()
+    x = _inputs(model, np.random.default_rng(1))
+    keras.models.save_model(model, tmp_path / "m.keras")
+    again = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_array_equal(_outputs(again, x)[0], _outputs(model, x)[0])
+
+
 def test_json_and_config_round_trip():
     model = _functional()
     again = keras.models.model_from_json(model.to_json())
@@ -81,6 +89,21 @@ def test_unknown_extension_and_overwrite_false(tmp_path):
     model.save(tmp_path / "m.keras")
     with pytest.raises(FileExistsError, match="overwrite"):
         model.save(tmp_path / "m.keras", overwrite=False)
+
+
+@pytest.mark.parametrize("name", ["m.keras", "m.h5", "m.weights.h5"])
+def test_saved_file_permissions_follow_the_umask(tmp_path, name):
+    model = _sequential()
+    save = model.save_weights if name.endswith(".weights.h5") else model.save
+    previous = os.umask(0o027)
+    try:
+        save(tmp_path / "new" / name)
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "new" / name).stat().st_mode & 0o777 == 0o640
+    os.chmod(tmp_path / "new" / name, 0o604)
+    save(tmp_path / "new" / name)   # replacing a file keeps its permissions
+    assert (tmp_path / "new" / name).stat().st_mode & 0o777 == 0o604
 
 
 @pytest.mark.parametrize("suffix", [".keras", ".h5"])

@@ -55,6 +55,16 @@ def test_lambda_layer_is_refused_by_name(tmp_path):
         load_model(path, safe_mode=False)
 
 
+@pytest.mark.parametrize("policy", ["mixed_float16", "bfloat16"])
+def test_dtype_policy_without_a_numpy_dtype_is_refused_by_layer(tmp_path, policy):
+    def mixed(config):
+        config["config"]["layers"][1]["config"]["dtype"] = {
+            "module": "keras", "class_name": "DTypePolicy", "config": {"name": policy}}
+    path = _rewrite_config(_saved(tmp_path, ".keras"), tmp_path / "mixed.keras", mixed)
+    with pytest.raises(SavingError, match=f"mixed.keras.*layer 'd1' \\(Dense\\): dtype policy '{policy}'"):
+        load_model(path)
+
+
 def test_unknown_class_names_custom_objects(tmp_path):
     def rename(config):
         config["config"]["layers"][1]["class_name"] = "MyDense"

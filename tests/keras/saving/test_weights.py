@@ -58,8 +58,24 @@ def test_shape_mismatch_is_named_or_skipped(tmp_path):
         np.testing.assert_array_equal(got.numpy(), want)
     with pytest.warns(UserWarning, match="Skipping"):
         wider.load_weights(tmp_path / "w.weights.h5", skip_mismatch=True)
-    np.testing.assert_array_equal(wider.get_layer("b").weights[1].numpy(),
-                                  np.asarray(h5py.File(tmp_path / "w.weights.h5")["layers/dense_1/vars/1"]))
+    for want, got in zip(before, wider.weights):    # every layer has a weight that does not fit
+        np.testing.assert_array_equal(got.numpy(), want)
+
+
+def test_skip_mismatch_skips_the_whole_layer_in_keras_3_files(tmp_path):
+    # As Keras 3: a layer whose kernel does not fit keeps its own bias too, though the bias fits.
+    def model(features):
+        return keras.Sequential([keras.Input(shape=(features,)), layers.Dense(3, name="a"),
+                                 layers.Dense(2, name="b")])
+
+    _randomize(model(4)).save_weights(tmp_path / "w.weights.h5")
+    narrower = _randomize(model(5), seed=1)
+    own_bias = narrower.get_layer("a").weights[1].numpy()
+    with pytest.warns(UserWarning, match="Skipping.*layer 'a'"):
+        narrower.load_weights(tmp_path / "w.weights.h5", skip_mismatch=True)
+    with h5py.File(tmp_path / "w.weights.h5") as f:
+        np.testing.assert_array_equal(narrower.get_layer("a").weights[1].numpy(), own_bias)
+        np.testing.assert_array_equal(narrower.get_layer("b").weights[0].numpy(), f["layers/dense_1/vars/0"][()])
 
 
 def test_legacy_h5_weights_by_position_and_by_name(tmp_path):
@@ -82,3 +98,11 @@ def test_layer_count_mismatch(tmp_path):
     small = keras.Sequential([keras.Input(shape=(4,)), layers.Dense(2, name="b")])
     with pytest.raises(SavingError, match=r"full.h5.*layer count mismatch.*1 layers with weights.*3"):
         small.load_weights(tmp_path / "full.h5")
+
+
+@pytest.mark.parametrize("name", ["w.weights.h5", "m.keras"])
+def test_by_name_is_refused_for_keras_3_files(tmp_path, name):
+    model = _randomize(_model())
+    (model.save_weights if name.endswith(".weights.h5") else model.save)(tmp_path / name)
+    with pytest.raises(SavingError, match=rf"{name}.*`by_name=True` only supports legacy '.h5'"):
+        _model().load_weights(tmp_path / name, by_name=True)
