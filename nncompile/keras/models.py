@@ -15,7 +15,8 @@ from nncompile.keras.functional import (deserialize_layer, functional_config,
                                         functional_from_config, map_graph, serialize_layer)
 from nncompile.keras import saving
 from nncompile.keras.input_layer import Input, InputLayer
-from nncompile.keras.layers.base import CallNode, KerasTensor, Layer, ir_type, keras_shape, run_graph
+from nncompile.keras.layers.base import (CallNode, KerasTensor, Layer, Mask, ir_type, keras_shape,
+                                         run_graph)
 from nncompile.keras.saving import load_model, model_from_json, save_model
 
 __all__ = ["Functional", "Input", "InputLayer", "Model", "Sequential", "load_model",
@@ -159,12 +160,14 @@ class Model(Layer):
     # lowering -----------------------------------------------------------------------------
     def emit(self, b: Builder, inputs: Value | list[Value], training: bool = False):
         values = [inputs] if isinstance(inputs, Value) else list(inputs)
+        outs = self._emit_calls(b, self._conform_all(b, values), training)
+        return outs[0] if len(outs) == 1 else outs
+
+    def _conform_all(self, b: Builder, values: list[Value]) -> list[Value]:
         if len(values) != len(self._inputs):
             raise ShapeError(f"model '{self.name}' expects {len(self._inputs)} input(s) "
                              f"({', '.join(self.input_names)}), but received {len(values)}")
-        values = [self._conform(b, t, v) for t, v in zip(self._inputs, values)]
-        outs = self._emit_calls(b, values, training)
-        return outs[0] if len(outs) == 1 else outs
+        return [self._conform(b, t, v) for t, v in zip(self._inputs, values)]
 
     def _conform(self, b: Builder, tensor: KerasTensor, value: Value) -> Value:
         """Check a value fed to a nested model's input; cast it to the input's dtype."""
@@ -177,15 +180,28 @@ class Model(Layer):
         return value if value.type.dtype == dtype else b.cast(value, dtype=dtype)
 
     def _emit_calls(self, b: Builder, values: list[Value], training: bool) -> list[Value]:
+        return self._emit_masked_calls(b, values, [None] * len(values), training)[0]
+
+    def _emit_masked_calls(self, b: Builder, values: list[Value], masks: list[Mask | None],
+                           training: bool) -> tuple[list[Value], list[Mask | None]]:
+        """The outputs and their Keras masks; masks travel beside the values, call by call."""
         env = {id(t): v for t, v in zip(self._inputs, values)}
+        mask_env = {id(t): m for t, m in zip(self._inputs, masks)}
         for node in self._calls:
             args = [env[id(t)] for t in node.inputs]
             with b.loc(node.layer.name):
                 mode = training if node.training is None else node.training
-                out = node.layer.emit(b, args[0] if node.single_input else args, training=mode)
-            outs = list(out) if isinstance(out, (list, tuple)) else [out]
+                outs, out_masks = node.layer.emit_call(
+                    b, args, [mask_env.get(id(t)) for t in node.inputs], node.single_input, mode)
             env.update((id(t), v) for t, v in zip(node.outputs, outs))
-        return [env[id(t)] for t in self._outputs]
+            mask_env.update((id(t), m) for t, m in zip(node.outputs, out_masks))
+        return [env[id(t)] for t in self._outputs], [mask_env.get(id(t)) for t in self._outputs]
+
+    def emit_call(self, b: Builder, inputs: list[Value], masks: list[Mask | None], single: bool,
+                  training: bool = False) -> tuple[list[Value], list[Mask | None]]:
+        """A nested model hands its inputs' masks to its layers and gives back the masks of its
+        outputs, as Keras's Functional does when it runs."""
+        return self._emit_masked_calls(b, self._conform_all(b, inputs), masks, training)
 
     def _graph(self, training: bool) -> Graph:
         """The traced graph, cached: weights are bound by reference, so it never goes stale."""

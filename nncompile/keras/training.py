@@ -150,7 +150,8 @@ def build_step_graph(model, compiled: Compiled, targets: Sequence[np.ndarray],
     b = Builder(name="train_step" if train else "test_step")
     xs = [b.input(t.history.layer.name, ir_type(t.shape, t.dtype, t.history.layer.name))
           for t in model.inputs]
-    preds = model._emit_calls(b, xs, train)
+    preds, masks = model._emit_masked_calls(b, xs, [None] * len(xs), train)
+    _refuse_output_masks(model, masks)
     ys = [b.input(_target_name(name), ir_type((None,) + y.shape[1:], str(y.dtype), name))
           for name, y in zip(model.output_names, targets)]
     weight = b.input(SAMPLE_WEIGHT, f32[BATCH])
@@ -175,6 +176,17 @@ def build_step_graph(model, compiled: Compiled, targets: Sequence[np.ndarray],
     if train:
         _emit_update(model, compiled.optimizer, b, total)
     return b.finish(outputs, [f"out{i}" for i in range(len(outputs))]), counts
+
+
+def _refuse_output_masks(model, masks: Sequence) -> None:
+    """Keras weights the loss and metrics by the mask an output carries; nncompile does not."""
+    for name, mask in zip(model.output_names, masks):
+        if mask is not None:
+            raise ValueError(f"Model '{model.name}': output '{name}' carries the mask made by "
+                             f"layer '{mask.source}', and Keras would weight the loss and metrics "
+                             f"by it. nncompile does not implement masked losses; end the model "
+                             f"with a layer that consumes the mask (e.g. GlobalAveragePooling1D) "
+                             f"or drop the mask (mask_zero=False).")
 
 
 def _penalties(model, b: Builder) -> list[Value]:

@@ -3,7 +3,8 @@ from nncompile.keras.input_layer import Input, InputLayer
 from nncompile.keras.layers.base import Layer
 from nncompile.keras.layers.conv import Conv1D, Conv2D, Convolution1D, Convolution2D
 from nncompile.keras.layers.core import (ELU, Activation, Dense, Dropout, Embedding, Flatten,
-                                         LeakyReLU, Permute, ReLU, Reshape, Softmax)
+                                         LeakyReLU, Masking, Permute, ReLU, Reshape,
+                                         Softmax)
 from nncompile.keras.layers.merging import (Add, Average, Concatenate, Maximum, Minimum, Multiply,
                                             Subtract, add, average, concatenate, maximum, minimum,
                                             multiply, subtract)
@@ -24,7 +25,8 @@ __all__ = [
     "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAvgPool1D", "GlobalAvgPool2D",
     "GlobalMaxPool1D", "GlobalMaxPool2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "Input",
     "InputLayer", "Layer",
-    "LayerNormalization", "LeakyReLU", "MaxPool1D", "MaxPool2D", "MaxPooling1D", "MaxPooling2D",
+    "LayerNormalization", "LeakyReLU", "Masking", "MaxPool1D", "MaxPool2D", "MaxPooling1D",
+    "MaxPooling2D",
     "Maximum", "Minimum", "Multiply", "Permute", "ReLU", "RepeatVector", "Reshape", "Softmax",
     "Subtract", "UpSampling1D", "UpSampling2D", "ZeroPadding1D", "ZeroPadding2D", "add", "average",
     "concatenate", "maximum", "minimum", "multiply", "subtract",

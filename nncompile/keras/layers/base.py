@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import inspect
 import re
-from typing import Any, Mapping, Sequence
+import warnings
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -60,8 +61,24 @@ class Variable:
         return f"<Variable path={self.path}, shape={self.shape}, dtype={self.dtype}>"
 
 
+class Mask(NamedTuple):
+    """A Keras mask riding beside a layer output while a graph is traced: a bool (or f32 0 / 1)
+    IR value, true for the steps to keep, and the name of the layer that made it, for messages."""
+
+    value: Value
+    source: str
+
+    def keep(self, b: Builder) -> Value:
+        """The mask as bool (a mask may be made as f32 0 / 1, see core.Masking)."""
+        v = self.value
+        return v if v.type.dtype is DType.bool else b.greater(v, b.scalar(0.0, v))
+
+
 class KerasTensor:
-    """A symbolic tensor of the functional API: a shape (None for the batch) and where it came from."""
+    """A symbolic tensor of the functional API: a shape (None for the batch) and where it came from.
+
+    `_keras_mask` is the symbolic bool mask Keras would attach (named by the layer that made it),
+    or None."""
 
     def __init__(self, shape: Sequence[int | None], dtype: str = "float32", name: str | None = None,
                  history: "CallNode | None" = None, index: int = 0):
@@ -70,6 +87,7 @@ class KerasTensor:
         self.name = name
         self.history = history
         self.index = index
+        self._keras_mask: KerasTensor | None = None
 
     @property
     def ndim(self) -> int:
@@ -110,9 +128,14 @@ _BASE_ARGS = ("name", "trainable", "dtype", "input_shape", "batch_input_shape", 
 
 
 class Layer:
-    """Base class of every layer. Subclasses define `build` (weights) and `emit` (the IR)."""
+    """Base class of every layer. Subclasses define `build` (weights) and `emit` (the IR).
+
+    Masks follow Keras 3: a layer with `supports_masking` passes on `compute_mask(...)` (by
+    default the incoming mask); any other layer drops an incoming mask, with Keras's warning.
+    A layer whose Keras `call` reads the mask overrides `emit_masked`."""
 
     _kind = "layer"   # how messages name it ("model" for models)
+    supports_masking = False
 
     def __init__(self, *, name: str | None = None, trainable: bool = True, dtype: str | None = None,
                  input_shape: Sequence[int | None] | None = None,
@@ -225,6 +248,45 @@ class Layer:
         """Add this layer's computation to `b`; return its output value(s)."""
         raise TypeError(f"Layer {type(self).__name__} does not define `emit`")
 
+    def emit_masked(self, b: Builder, inputs: Value | list[Value], mask: Mask | list[Mask | None],
+                    training: bool = False) -> Value | list[Value]:
+        """`emit` for inputs that carry a mask (a list of them for a list of inputs). Layers
+        whose Keras `call` does not read the mask compute exactly what they do without one."""
+        return self.emit(b, inputs, training=training)
+
+    def compute_mask(self, b: Builder, inputs: Value | list[Value],
+                     mask: Mask | list[Mask | None] | None) -> Mask | None:
+        """The mask of the output (called only if `supports_masking`): the incoming one."""
+        return mask
+
+    def emit_call(self, b: Builder, inputs: list[Value], masks: list[Mask | None], single: bool,
+                  training: bool = False) -> tuple[list[Value], list[Mask | None]]:
+        """One call as Keras's `__call__` makes it: `emit` (or `emit_masked` when an input
+        carries a mask), then the outputs' masks."""
+        args = inputs[0] if single else list(inputs)
+        previous = (masks[0] if single else list(masks)) if any(masks) else None
+        out = (self.emit(b, args, training=training) if previous is None
+               else self.emit_masked(b, args, previous, training=training))
+        outs = list(out) if isinstance(out, (list, tuple)) else [out]
+        out_mask = None
+        if self.supports_masking:
+            out_mask = self.compute_mask(b, args, previous)
+        elif previous is not None:
+            warnings.warn(f"Layer '{self.name}' (of type {type(self).__name__}) was passed an "
+                          f"input with a mask attached to it. However, this layer does not "
+                          f"support masking and will therefore destroy the mask information. "
+                          f"Downstream layers will not see the mask.", stacklevel=2)
+        out_masks = out_mask if isinstance(out_mask, list) else [out_mask] * len(outs)
+        return outs, out_masks
+
+    def refuse_mask(self, mask: Mask | list[Mask | None], why: str) -> ValueError:
+        """The error of a layer that would consume `mask` in a way nncompile does not implement."""
+        sources = sorted({m.source for m in (mask if isinstance(mask, list) else [mask]) if m})
+        made = " and ".join(f"'{s}'" for s in sources)
+        return ValueError(f"Layer '{self.name}' ({type(self).__name__}) receives the mask made by "
+                          f"layer {made}, and Keras would apply it here: {why}. nncompile does "
+                          f"not implement this; remove the mask (e.g. mask_zero=False).")
+
     def param(self, b: Builder, var: Variable) -> Value:
         """The graph input bound to `var` (one per graph, however often the layer is called).
 
@@ -271,12 +333,18 @@ class Layer:
             self._maybe_build(shapes[0] if single else shapes)
             b = Builder(name=self.name)
             values = [b.input(f"input_{i}", ir_type(x.shape, x.dtype, f"input_{i}")) for i, x in enumerate(inputs)]
+            masks = [_mask_input(b, i, x, v) for i, (x, v) in enumerate(zip(inputs, values))]
             with b.loc(self.name):
-                out = self.emit(b, values[0] if single else values)
+                outs, out_masks = self.emit_call(b, values, masks, single)
         except ShapeError as e:
             raise ValueError(f"{self._describe_call(inputs)}: {e}") from None
-        outs = out if isinstance(out, (list, tuple)) else [out]
-        return [KerasTensor(keras_shape(v.type), str(v.type.dtype.numpy), name=self.name) for v in outs]
+        tensors = [KerasTensor(keras_shape(v.type), str(v.type.dtype.numpy), name=self.name) for v in outs]
+        given = {id(m.value): x._keras_mask for x, m in zip(inputs, masks) if m is not None}
+        for tensor, mask in zip(tensors, out_masks):
+            if mask is not None:
+                tensor._keras_mask = given.get(id(mask.value)) or KerasTensor(
+                    keras_shape(mask.value.type), "bool", name=mask.source)
+        return tensors
 
     def _describe_call(self, inputs: list[KerasTensor]) -> str:
         sources = []
@@ -296,6 +364,18 @@ class Layer:
             out = self.emit(b, values[0] if single else values, training=training)
         outs = out if isinstance(out, (list, tuple)) else [out]
         return run_graph(b.finish(outs, [f"output_{i}" for i in range(len(outs))]), arrays)
+
+
+def _mask_input(b: Builder, index: int, tensor: KerasTensor, value: Value) -> Mask | None:
+    """A graph input for the mask `tensor` carries; it shares the leading (sequence) dimension
+    symbols of the tensor's own input, as a real mask does."""
+    mask = tensor._keras_mask
+    if mask is None:
+        return None
+    shape = value.type.shape[:mask.ndim]
+    if keras_shape(TensorType(DType.bool, shape)) != mask.shape:
+        shape = ir_type(mask.shape, "bool", f"mask_{index}").shape
+    return Mask(b.input(f"mask_{index}", TensorType(DType.bool, shape)), mask.name)
 
 
 def _as_input_array(array, float_dtype: str) -> np.ndarray:

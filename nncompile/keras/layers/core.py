@@ -1,5 +1,5 @@
-"""Core layers: Dense, Activation, Dropout, Flatten, Reshape, Permute, Embedding, and the
-activation layers ReLU, LeakyReLU, ELU and Softmax."""
+"""Core layers: Dense, Activation, Dropout, Flatten, Reshape, Permute, Embedding, Masking, and
+the activation layers ReLU, LeakyReLU, ELU and Softmax."""
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -8,7 +8,7 @@ import numpy as np
 
 from nncompile.ir import Builder, DType, TensorType, Value
 from nncompile.keras import activations, constraints, initializers, regularizers
-from nncompile.keras.layers.base import Layer
+from nncompile.keras.layers.base import Layer, Mask
 from nncompile.keras.layers.arguments import (check_data_format, legacy_args, positive_int,
                                               warn_legacy)
 
@@ -46,6 +46,8 @@ class Dense(Layer):
     >>> Dense(3)(np.random.rand(2, 5, 16).astype("float32")).shape
     (2, 5, 3)
     """
+
+    supports_masking = True   # as in Keras: the mask passes on
 
     @legacy_args(_LEGACY_DENSE)
     def __init__(self, units: int, activation=None, use_bias: bool = True,
@@ -106,6 +108,8 @@ class Activation(Layer):
     [[0.0, 2.0]]
     """
 
+    supports_masking = True   # as in Keras: the mask passes on
+
     def __init__(self, activation, **kwargs):
         super().__init__(**kwargs)
         self.activation = activations.get(activation)
@@ -144,6 +148,8 @@ class Dropout(Layer):
     >>> sorted(set(Dropout(0.5)(np.ones((4, 1000), "float32"), training=True).ravel().tolist()))
     [0.0, 2.0]
     """
+
+    supports_masking = True   # as in Keras: the mask passes on
 
     @legacy_args({"p": "rate"})
     def __init__(self, rate: float, noise_shape: Sequence[int | None] | None = None,
@@ -272,8 +278,9 @@ class Embedding(Layer):
     """Maps integer indices to dense vectors: (batch, ...) -> (batch, ..., output_dim).
 
     Float indices are cast to int32. An index outside [0, input_dim) fails at run time with an
-    error naming the layer (negative indices do not wrap around). `mask_zero` is kept in the
-    config; masking is not propagated, as no layer here consumes a mask.
+    error naming the layer (negative indices do not wrap around). With `mask_zero=True` the
+    output carries Keras's mask `inputs != 0`, which later layers apply as Keras does (masked
+    GlobalAveragePooling1D, merges, BatchNormalization statistics) or refuse clearly.
 
     Example:
 
@@ -293,6 +300,7 @@ class Embedding(Layer):
         self.embeddings_regularizer = regularizers.get(embeddings_regularizer)
         self.embeddings_constraint = constraints.get(embeddings_constraint)
         self.mask_zero = bool(mask_zero)
+        self.supports_masking = self.mask_zero
 
     def build(self, input_shape) -> None:
         self.embeddings = self.add_weight(
@@ -307,12 +315,62 @@ class Embedding(Layer):
             indices = b.cast(inputs, dtype=DType.i32)
         return b.gather(self.param(b, self.embeddings), indices, axis=0, allow_negative=False)
 
+    def compute_mask(self, b: Builder, inputs: Value, mask: Mask | None) -> Mask | None:
+        if not self.mask_zero:
+            return None
+        return Mask(b.not_equal(inputs, b.scalar(0, inputs)), self.name)
+
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "input_dim": self.input_dim, "output_dim": self.output_dim,
                 "embeddings_initializer": initializers.serialize(self.embeddings_initializer),
                 "embeddings_regularizer": regularizers.serialize(self.embeddings_regularizer),
                 "embeddings_constraint": constraints.serialize(self.embeddings_constraint),
                 "mask_zero": self.mask_zero}
+
+
+def any_last(b: Builder, condition: Value, keepdims: bool = False) -> Value:
+    """`condition.any(axis=-1)` as f32 0 / 1 (a bool result of a fused float reduction is beyond
+    the CPU code generator for now)."""
+    hits = b.reduce_max(b.cast(condition, dtype=DType.f32), axes=(condition.type.rank - 1,),
+                        keepdims=keepdims)
+    return hits
+
+
+class Masking(Layer):
+    """Masks the time steps whose features all equal `mask_value`: their outputs become 0 and
+    the output carries the mask `any(inputs != mask_value, axis=-1)` for later layers.
+
+    Example:
+
+    >>> x = np.array([[[1.0, 2.0], [0.0, 0.0]]], "float32")
+    >>> Masking()(x).tolist()
+    [[[1.0, 2.0], [0.0, 0.0]]]
+    """
+
+    supports_masking = True
+
+    def __init__(self, mask_value: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        if not _is_number(mask_value) or not np.isfinite(mask_value):
+            raise ValueError(f"Masking: `mask_value` must be a finite number. "
+                             f"Received: mask_value={mask_value!r}")
+        self.mask_value = float(mask_value)
+
+    def _kept(self, b: Builder, inputs: Value, keepdims: bool) -> Value:
+        """1.0 for the steps with a feature other than `mask_value`, else 0.0."""
+        x = _as_float(b, inputs, self.dtype)
+        return any_last(b, b.not_equal(x, b.scalar(self.mask_value, x)), keepdims)
+
+    def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
+        # Keras's where(kept, x, 0): a masked step holds only the finite mask_value, so x * 0 is 0.
+        x = _as_float(b, inputs, self.dtype)
+        return b.mul(x, self._kept(b, inputs, keepdims=True))
+
+    def compute_mask(self, b: Builder, inputs: Value, mask: Mask | None) -> Mask:
+        return Mask(self._kept(b, inputs, keepdims=False), self.name)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "mask_value": self.mask_value}
 
 
 # --- activation layers ----------------------------------------------------------------------------
@@ -335,6 +393,8 @@ class ReLU(Layer):
     >>> ReLU(max_value=1.0)(np.array([[-1.0, 0.5, 3.0]], "float32")).tolist()
     [[0.0, 0.5, 1.0]]
     """
+
+    supports_masking = True   # as in Keras: the mask passes on
 
     def __init__(self, max_value: float | None = None, negative_slope: float = 0.0,
                  threshold: float = 0.0, **kwargs):
@@ -361,6 +421,8 @@ class LeakyReLU(Layer):
     [[-1.0, 2.0]]
     """
 
+    supports_masking = True   # as in Keras: the mask passes on
+
     @legacy_args({"alpha": "negative_slope"})
     def __init__(self, negative_slope: float = 0.3, **kwargs):
         super().__init__(**kwargs)
@@ -382,6 +444,8 @@ class ELU(Layer):
     [[0.0, 2.0]]
     """
 
+    supports_masking = True   # as in Keras: the mask passes on
+
     def __init__(self, alpha: float = 1.0, **kwargs):
         super().__init__(**kwargs)
         self.alpha = float(alpha)
@@ -402,12 +466,20 @@ class Softmax(Layer):
     [[0.5, 0.5]]
     """
 
+    supports_masking = True   # as in Keras: the mask passes on
+
     def __init__(self, axis: int = -1, **kwargs):
         super().__init__(**kwargs)
         self.axis = axis
 
     def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
         return activations.softmax(b, inputs, axis=self.axis)
+
+    def emit_masked(self, b: Builder, inputs: Value, mask: Mask, training: bool = False) -> Value:
+        raise self.refuse_mask(mask, "Keras 3 broadcasts a mask of shape (batch, steps) against "
+                                     "the inputs aligned from the last axis, so it meets the "
+                                     "features, not the steps, and fails or misaligns depending "
+                                     "on the batch size")
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "axis": self.axis}

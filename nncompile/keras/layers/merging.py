@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from nncompile.ir import Builder, ShapeError, Value, broadcast_shapes
-from nncompile.keras.layers.base import Layer, keras_shape
+from nncompile.keras.layers.base import Layer, Mask, keras_shape
+from nncompile.keras.layers.core import any_last
 
 
 def _shapes(values: Sequence[Value]) -> list[tuple]:
@@ -21,6 +22,16 @@ class Merge(Layer):
 
     min_inputs = 1
     max_inputs: int | None = None
+    supports_masking = True
+
+    def compute_mask(self, b: Builder, inputs, mask) -> Mask | None:
+        """Keras's merge mask: the OR of the inputs' masks when every input has one."""
+        if mask is None or any(m is None for m in mask):
+            return None
+        merged = mask[0].keep(b)
+        for m in mask[1:]:
+            merged = b.logical_or(merged, m.keep(b))
+        return Mask(merged, self.name)
 
     def combine(self, b: Builder, x: Value, y: Value) -> Value:
         raise NotImplementedError(f"{type(self).__name__} does not define combine")
@@ -113,6 +124,22 @@ class Multiply(Merge):
     def combine(self, b: Builder, x: Value, y: Value) -> Value:
         return b.mul(x, y)
 
+    def emit_masked(self, b: Builder, inputs, mask, training: bool = False) -> Value:
+        """Keras multiplies masked entries as 1, then zeroes the entries no input keeps when
+        every input has a mask."""
+        values = self._check_inputs(inputs)
+        spread = [_broadcast_mask(b, m, x) for x, m in zip(values, mask)]
+        output = None
+        for x, m in zip(values, spread):
+            x = x if m is None else b.select(m, x, b.scalar(1, x))
+            output = x if output is None else b.mul(output, x)
+        if all(m is not None for m in spread):
+            kept = spread[0]
+            for m in spread[1:]:
+                kept = b.logical_or(kept, m)
+            output = b.select(kept, output, b.scalar(0, output))
+        return output
+
 
 class Average(Merge):
     """Elementwise mean of its inputs.
@@ -131,7 +158,33 @@ class Average(Merge):
         return b.div(merged, b.scalar(float(count), like=merged))
 
 
-class Maximum(Merge):
+def _broadcast_mask(b: Builder, mask: Mask | None, like: Value) -> Value | None:
+    """A (batch, steps) mask spread over the feature axis of `like`, as Keras's merges do."""
+    if mask is None:
+        return None
+    expanded = b.reshape(mask.keep(b), shape=mask.value.type.shape + (1,))
+    return b.op("broadcast", expanded, shape=like.type.shape)
+
+
+class _MaskedExtremum(Merge):
+    """Maximum and Minimum: Keras fills each input's masked entries from the running result
+    before combining, since the op has no identity element."""
+
+    def emit_masked(self, b: Builder, inputs, mask, training: bool = False) -> Value:
+        values = self._check_inputs(inputs)
+        output, output_mask = values[0], _broadcast_mask(b, mask[0], values[0])
+        for x, m in zip(values[1:], mask[1:]):
+            m = _broadcast_mask(b, m, x)
+            if m is not None:
+                x = b.select(m, x, output)
+            if output_mask is not None:
+                output = b.select(output_mask, output, x)
+            output_mask = None if m is None or output_mask is None else b.logical_or(output_mask, m)
+            output = self.combine(b, output, x)
+        return output
+
+
+class Maximum(_MaskedExtremum):
     """Elementwise maximum of its inputs.
 
     Example:
@@ -145,7 +198,7 @@ class Maximum(Merge):
         return b.maximum(x, y)
 
 
-class Minimum(Merge):
+class Minimum(_MaskedExtremum):
     """Elementwise minimum of its inputs.
 
     Example:
@@ -169,6 +222,8 @@ class Concatenate(Layer):
     (2, 7)
     """
 
+    supports_masking = True
+
     def __init__(self, axis: int = -1, **kwargs):
         super().__init__(**kwargs)
         self.axis = axis
@@ -190,6 +245,17 @@ class Concatenate(Layer):
             raise ShapeError(f"A `Concatenate` layer requires inputs with matching shapes except "
                              f"for the concatenation axis. Received: input_shape={shapes}")
         return b.concat(*inputs, axis=axis)
+
+    def compute_mask(self, b: Builder, inputs, mask) -> Mask | None:
+        """Keras's rule: every input's mask spread over its shape (all True when it has none),
+        concatenated along `axis`, then any() over the last axis."""
+        if mask is None or all(m is None for m in mask):
+            return None
+        full = [b.op("broadcast", b.constant(True), shape=x.type.shape) if m is None
+                else m.keep(b) if m.value.type.rank == x.type.rank else _broadcast_mask(b, m, x)
+                for x, m in zip(inputs, mask)]
+        joined = b.concat(*full, axis=self.axis % inputs[0].type.rank)
+        return Mask(any_last(b, joined), self.name)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "axis": self.axis}

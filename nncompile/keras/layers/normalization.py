@@ -12,7 +12,7 @@ import numpy as np
 
 from nncompile.ir import Builder, Value
 from nncompile.keras import constraints, initializers, regularizers
-from nncompile.keras.layers.base import Layer, Variable
+from nncompile.keras.layers.base import Layer, Mask, Variable
 from nncompile.keras.layers.arguments import legacy_args
 
 _LEGACY_BN = {"beta_init": "beta_initializer", "gamma_init": "gamma_initializer"}
@@ -83,6 +83,22 @@ def _moments(b: Builder, x: Value, axes: tuple[int, ...]) -> tuple[Value, Value,
     return centered, b.reduce_mean(b.square(centered), axes=axes, keepdims=True), mean
 
 
+def _masked_moments(b: Builder, x: Value, mask: Mask, axes: tuple[int, ...]
+                    ) -> tuple[Value, Value, Value]:
+    """Keras's `_moments(inputs, mask)`: mean and variance over the kept steps only, each sum
+    divided by (kept count + 1e-7); the centered value is x minus that mean everywhere."""
+    keep = b.op("broadcast", b.reshape(mask.keep(b), shape=mask.value.type.shape + (1,)),
+                shape=x.type.shape)
+    zero = b.scalar(0.0, x)
+    count = b.add(b.reduce_sum(b.cast(keep, dtype=x.type.dtype), axes=axes, keepdims=True),
+                  b.scalar(1e-7, x))
+    mean = b.div(b.reduce_sum(b.select(keep, x, zero), axes=axes, keepdims=True), count)
+    centered = b.sub(x, mean)
+    var = b.div(b.reduce_sum(b.square(b.select(keep, centered, zero)), axes=axes, keepdims=True),
+                count)
+    return centered, var, mean
+
+
 class BatchNormalization(Layer):
     """Normalize each feature along `axis` by batch statistics (training) or moving ones.
 
@@ -137,11 +153,21 @@ class BatchNormalization(Layer):
                                                trainable=False, name="moving_variance")
         self.built = True
 
+    supports_masking = True   # the mask passes on; training statistics skip masked steps
+
     def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
+        return self._emit(b, inputs, None, training)
+
+    def emit_masked(self, b: Builder, inputs: Value, mask: Mask, training: bool = False) -> Value:
+        return self._emit(b, inputs, mask, training)
+
+    def _emit(self, b: Builder, inputs: Value, mask: Mask | None, training: bool) -> Value:
         rank = inputs.type.rank
         axes = (self.axis % rank,)
         if training and self.trainable:
-            centered, var, mean = _moments(b, inputs, tuple(d for d in range(rank) if d not in axes))
+            reduced = tuple(d for d in range(rank) if d not in axes)
+            centered, var, mean = (_moments(b, inputs, reduced) if mask is None
+                                   else _masked_moments(b, inputs, mask, reduced))
             self._follow(b, self.moving_mean, mean)
             self._follow(b, self.moving_variance, var)
         else:
@@ -187,6 +213,8 @@ class LayerNormalization(Layer):
     >>> bool(abs(y.reshape(2, -1).mean(axis=1)).max() < 1e-5)
     True
     """
+
+    supports_masking = True   # as in Keras: the mask passes on, unused
 
     def __init__(self, axis: int | Sequence[int] = -1, epsilon: float = 1e-3, center: bool = True,
                  scale: bool = True, rms_scaling: bool = False, beta_initializer="zeros",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from nncompile.ir import Builder, Value
-from nncompile.keras.layers.base import Layer
+from nncompile.keras.layers.base import Layer, Mask
 from nncompile.keras.layers.arguments import check_data_format, check_input_rank, legacy_args, normalize_padding, normalize_tuple
 from nncompile.keras.layers.conv import from_2d, spatial_pads, to_2d
 
@@ -183,6 +183,20 @@ class GlobalAveragePooling1D(BaseGlobalPooling):
     """
 
     rank, op = 1, "reduce_mean"
+    supports_masking = True   # Keras averages the unmasked steps only, and drops the mask
+
+    def emit_masked(self, b: Builder, inputs: Value, mask: Mask, training: bool = False) -> Value:
+        # Keras: sum(where(mask, x, 0)) / sum(mask). Weighting by the 0 / 1 mask is the same for
+        # finite x and keeps a Masking layer's f32 mask off bool values, whose fusion into a float
+        # reduction the CPU code generator cannot emit yet.
+        weight = mask.value
+        weight = weight if weight.type.dtype == inputs.type.dtype else b.cast(weight, dtype=inputs.type.dtype)
+        weight = b.reshape(weight, shape=weight.type.shape + (1,))
+        total = b.reduce_sum(b.mul(inputs, weight), axes=(1,), keepdims=self.keepdims)
+        return b.div(total, b.reduce_sum(weight, axes=(1,), keepdims=self.keepdims))
+
+    def compute_mask(self, b: Builder, inputs: Value, mask: Mask | None) -> None:
+        return None
 
 
 class GlobalMaxPooling1D(BaseGlobalPooling):
