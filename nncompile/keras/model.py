@@ -1,0 +1,487 @@
+"""The functional `Model` (and `Functional`, what `Model(inputs, outputs)` makes), and `trace`
+(model -> IR graph).
+
+A model is a Layer whose computation is the graph of layer calls recorded on KerasTensors
+(`base.CallNode`). `emit` replays those calls on a Builder, so nesting a model in another one,
+tracing it into one `ir.Graph`, and predicting all go through the same walk.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from nncompile.ir import Builder, DType, Graph, ShapeError, Value
+from nncompile.keras import saving
+from nncompile.keras.functional import functional_config, functional_from_config, map_graph
+from nncompile.keras.layers.base import (CallNode, KerasTensor, Layer, Mask, ir_type, keras_shape,
+                                         run_graph)
+
+__all__ = ["Functional", "Model", "trace"]
+
+
+class Model(Layer):
+    """A graph of layer calls from `inputs` to `outputs`, usable as a layer.
+
+    `Model(inputs, outputs)` builds a functional model (of class `Functional`, as in Keras 3).
+    Inputs and outputs are a KerasTensor, a list of them, or a dict (outputs named by the keys).
+
+    Example:
+
+    >>> from nncompile.keras import Input, layers
+    >>> x = Input(shape=(4,))
+    >>> model = Model(x, layers.Dense(2)(x))
+    >>> model.predict(np.ones((3, 4), "float32"), verbose=0).shape
+    (3, 2)
+    """
+
+    def __new__(cls, *args, **kwargs):
+        return super().__new__(Functional if cls is Model else cls)
+
+    def __init__(self, *, name: str | None = None, trainable: bool = True):
+        super().__init__(name=name, trainable=trainable)
+        self._inputs: list[KerasTensor] = []
+        self._outputs: list[KerasTensor] = []
+        self._inputs_struct: Any = None
+        self._outputs_struct: Any = None
+        self._calls: list[CallNode] = []
+        self._nodes_by_depth: dict[int, list[CallNode]] = {}
+        self._operations: list[Layer] = []
+        self._graphs: dict[bool, Graph] = {}
+        self.output_names: list[str] = []
+
+    def _set_graph(self, inputs, outputs) -> None:
+        """Record the layer calls from `inputs` to `outputs` (each a tensor, list or dict)."""
+        self._inputs = _flatten(self.name, inputs, "inputs")
+        self._outputs = _flatten(self.name, outputs, "outputs")
+        self._inputs_struct, self._outputs_struct = inputs, outputs
+        self._calls, self._nodes_by_depth, self._operations = map_graph(
+            self.name, self._inputs, self._outputs)
+        self.output_names = (sorted(outputs) if isinstance(outputs, Mapping)
+                             else [t.history.layer.name for t in self._outputs])
+        self._graphs.clear()
+        self.built = True
+
+    # structure ----------------------------------------------------------------------------
+    @property
+    def layers(self) -> list[Layer]:
+        return list(self._operations)
+
+    @property
+    def inputs(self) -> list[KerasTensor]:
+        self._require_built("inputs")
+        return list(self._inputs)
+
+    @property
+    def outputs(self) -> list[KerasTensor]:
+        self._require_built("outputs")
+        return list(self._outputs)
+
+    @property
+    def input(self):
+        self._require_built("input")
+        return self._inputs_struct
+
+    @property
+    def output(self):
+        self._require_built("output")
+        return self._outputs_struct
+
+    @property
+    def input_shape(self):
+        shapes = [t.shape for t in self.inputs]
+        return shapes[0] if len(shapes) == 1 else shapes
+
+    @property
+    def output_shape(self):
+        shapes = [t.shape for t in self.outputs]
+        return shapes[0] if len(shapes) == 1 else shapes
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.history.layer.name for t in self.inputs]
+
+    def get_layer(self, name: str | None = None, index: int | None = None) -> Layer:
+        """The layer called `name`, or the one at `index` in `layers`."""
+        layers = self.layers
+        if name is not None and index is not None:
+            raise ValueError(f"Provide only a layer name or a layer index. Received: "
+                             f"index={index}, name={name}.")
+        if index is not None:
+            if not -len(layers) <= index < len(layers):
+                raise ValueError(f"Was asked to retrieve layer at index {index} but model "
+                                 f"'{self.name}' only has {len(layers)} layers.")
+            return layers[index]
+        if name is not None:
+            for layer in layers:
+                if layer.name == name:
+                    return layer
+            raise ValueError(f"No such layer: {name}. Existing layers are: "
+                             f"{[layer.name for layer in layers]}.")
+        raise ValueError("Provide either a layer name or layer index at `get_layer`.")
+
+    def _require_built(self, what: str) -> None:
+        if not self.built:
+            raise ValueError(f"Model '{self.name}' has no defined {what} yet: it is not built. "
+                             f"Build it by calling `build()` or by calling it on a batch of data.")
+
+    # weights ------------------------------------------------------------------------------
+    def _weight_layers(self) -> list[Layer]:
+        return self._operations
+
+    def _unique(self, attr: str) -> list:
+        seen: set[int] = set()
+        out = []
+        for layer in self._weight_layers():
+            for w in getattr(layer, attr):
+                if id(w) not in seen:
+                    seen.add(id(w))
+                    out.append(w)
+        return out
+
+    @property
+    def weights(self) -> list:
+        return self._unique("weights")
+
+    @property
+    def trainable_weights(self) -> list:
+        return self._unique("trainable_weights") if self.trainable else []
+
+    @property
+    def non_trainable_weights(self) -> list:
+        trainable = {id(w) for w in self.trainable_weights}
+        return [w for w in self.weights if id(w) not in trainable]
+
+    # lowering -----------------------------------------------------------------------------
+    def emit(self, b: Builder, inputs: Value | list[Value], training: bool = False):
+        values = [inputs] if isinstance(inputs, Value) else list(inputs)
+        outs = self._emit_calls(b, self._conform_all(b, values), training)
+        return outs[0] if len(outs) == 1 else outs
+
+    def _conform_all(self, b: Builder, values: list[Value]) -> list[Value]:
+        if len(values) != len(self._inputs):
+            raise ShapeError(f"model '{self.name}' expects {len(self._inputs)} input(s) "
+                             f"({', '.join(self.input_names)}), but received {len(values)}")
+        return [self._conform(b, t, v) for t, v in zip(self._inputs, values)]
+
+    def _conform(self, b: Builder, tensor: KerasTensor, value: Value) -> Value:
+        """Check a value fed to a nested model's input; cast it to the input's dtype."""
+        got = keras_shape(value.type)
+        if len(got) != len(tensor.shape) or any(
+                e is not None and g is not None and e != g for e, g in zip(tensor.shape, got)):
+            raise ShapeError(f"input '{tensor.name}' of model '{self.name}' is incompatible: "
+                             f"expected shape {tensor.shape}, received shape {got}")
+        dtype = DType.from_numpy(tensor.dtype)
+        return value if value.type.dtype == dtype else b.cast(value, dtype=dtype)
+
+    def _emit_calls(self, b: Builder, values: list[Value], training: bool) -> list[Value]:
+        return self._emit_masked_calls(b, values, [None] * len(values), training)[0]
+
+    def _emit_masked_calls(self, b: Builder, values: list[Value], masks: list[Mask | None],
+                           training: bool) -> tuple[list[Value], list[Mask | None]]:
+        """The outputs and their Keras masks; masks travel beside the values, call by call."""
+        env = {id(t): v for t, v in zip(self._inputs, values)}
+        mask_env = {id(t): m for t, m in zip(self._inputs, masks)}
+        for node in self._calls:
+            args = [env[id(t)] for t in node.inputs]
+            with b.loc(node.layer.name):
+                mode = training if node.training is None else node.training
+                outs, out_masks = node.layer.emit_call(
+                    b, args, [mask_env.get(id(t)) for t in node.inputs], node.single_input, mode)
+            env.update((id(t), v) for t, v in zip(node.outputs, outs))
+            mask_env.update((id(t), m) for t, m in zip(node.outputs, out_masks))
+        return [env[id(t)] for t in self._outputs], [mask_env.get(id(t)) for t in self._outputs]
+
+    def emit_call(self, b: Builder, inputs: list[Value], masks: list[Mask | None], single: bool,
+                  training: bool = False) -> tuple[list[Value], list[Mask | None]]:
+        """A nested model hands its inputs' masks to its layers and gives back the masks of its
+        outputs, as Keras's Functional does when it runs."""
+        return self._emit_masked_calls(b, self._conform_all(b, inputs), masks, training)
+
+    def _graph(self, training: bool) -> Graph:
+        """The traced graph, cached: weights are bound by reference, so it never goes stale."""
+        if training not in self._graphs:
+            self._graphs[training] = trace(self, training=training)
+        return self._graphs[training]
+
+    # running ------------------------------------------------------------------------------
+    def __call__(self, inputs, training: bool | None = None, **kwargs):
+        if _is_symbolic(inputs):
+            if isinstance(inputs, Mapping):
+                inputs = self._by_key(inputs)
+            return super().__call__(inputs, training=training, **kwargs)
+        if kwargs:
+            raise TypeError(f"Model '{self.name}' got unexpected call arguments: {sorted(kwargs)}")
+        arrays = self._standardize(inputs)
+        return self._pack(run_graph(self._graph(bool(training)), arrays))
+
+    def predict(self, x, batch_size: int | None = 32, verbose="auto"):
+        """Outputs for the samples of `x` (an array, a list of arrays, or a dict by input name),
+        computed `batch_size` samples at a time. One array, a list, or a dict for dict outputs.
+
+        `verbose` is accepted as Keras takes it; prediction prints nothing.
+        """
+        batch_size = 32 if batch_size is None else batch_size
+        if (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
+                or batch_size < 1):
+            raise ValueError(f"Model '{self.name}': `batch_size` must be a positive integer. "
+                             f"Received: batch_size={batch_size!r}")
+        arrays = self._standardize(x)
+        graph = self._graph(False)
+        count = arrays[0].shape[0]
+        # An empty input still runs one (empty) batch, so outputs keep their shapes.
+        batches = [run_graph(graph, [a[i:i + batch_size] for a in arrays])
+                   for i in range(0, max(count, 1), batch_size)]
+        outs = [np.concatenate([batch[k] for batch in batches]) for k in range(len(graph.outputs))]
+        return self._pack(outs)
+
+    def predict_on_batch(self, x):
+        """Outputs for `x` as one batch."""
+        arrays = self._standardize(x)
+        return self._pack(run_graph(self._graph(False), arrays))
+
+    # training (nncompile/keras/training.py) ------------------------------------------------
+    def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None,
+                weighted_metrics=None, run_eagerly=False, steps_per_execution=1, jit_compile="auto",
+                auto_scale_loss=True) -> None:
+        """Configure training: the optimizer, the loss (per output) and the metrics.
+
+        >>> from nncompile.keras import Input, Sequential
+        >>> from nncompile.keras.layers import Dense
+        >>> model = Sequential([Input(shape=(3,)), Dense(1)])
+        >>> model.compile(optimizer="adam", loss="mse", metrics=["mae"])
+        >>> history = model.fit(np.ones((8, 3)), np.zeros(8), epochs=2, verbose=0)
+        >>> sorted(history.history)
+        ['loss', 'mae']
+        """
+        from nncompile.keras import training
+
+        training.compile_model(self, optimizer, loss, loss_weights, metrics, weighted_metrics)
+
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
+            validation_split=0.0, validation_data=None, shuffle=True, class_weight=None,
+            sample_weight=None, initial_epoch=0, steps_per_epoch=None, validation_steps=None,
+            validation_batch_size=None, validation_freq=1, **kwargs):
+        """Train for `epochs` passes over the data; returns the History (also `model.history`).
+        Each batch is one call of the compiled training step."""
+        from nncompile.keras import training
+
+        return training.fit(self, x, y, batch_size, epochs, verbose, callbacks, validation_split,
+                            validation_data, shuffle, class_weight, sample_weight, initial_epoch,
+                            steps_per_epoch, validation_steps, validation_batch_size,
+                            validation_freq, **kwargs)
+
+    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None,
+                 steps=None, callbacks=None, return_dict=False):
+        """The loss (a float) without metrics, else [loss, *metrics] (or a dict)."""
+        from nncompile.keras import training
+
+        return training.evaluate(self, x, y, batch_size, verbose, sample_weight, steps, callbacks,
+                                 return_dict)
+
+    def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
+        """One training step on `x`, `y`; the running loss (and metrics)."""
+        from nncompile.keras import training
+
+        return training.train_on_batch(self, x, y, sample_weight, class_weight, return_dict)
+
+    def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
+        """The loss (and metrics) on one batch, without training."""
+        from nncompile.keras import training
+
+        return training.test_on_batch(self, x, y, sample_weight, return_dict)
+
+    def reset_metrics(self) -> None:
+        from nncompile.keras import training
+
+        training.reset(training.require_compiled(self, "reset_metrics"))
+
+    @property
+    def metrics_names(self) -> list[str]:
+        compiled = getattr(self, "_compiled", None)
+        return [m.name for m in compiled.all_metrics()] if compiled else []
+
+    def _input_keys(self) -> list[str]:
+        if isinstance(self._inputs_struct, Mapping):
+            return sorted(self._inputs_struct)
+        return self.input_names
+
+    def _by_key(self, x: Mapping) -> list:
+        keys = self._input_keys()
+        missing = [k for k in keys if k not in x]
+        if missing:
+            raise ValueError(f'Missing data for input "{missing[0]}" of model "{self.name}". '
+                             f"Expected the following keys: {keys}. Received keys: "
+                             f"{sorted(map(str, x))}")
+        return [x[k] for k in keys]
+
+    def _standardize(self, x) -> list[np.ndarray]:
+        """The arrays of `x` in input order, checked against the inputs and cast to their dtypes."""
+        self._require_built("inputs")
+        keys = self._input_keys()
+        if isinstance(x, Mapping):
+            items = self._by_key(x)
+        elif isinstance(x, (list, tuple)) and x and all(isinstance(a, np.ndarray) for a in x):
+            items = list(x)
+        elif len(keys) == 1 or not isinstance(x, (list, tuple)):
+            # One input: nested lists are the data itself, not a list of inputs.
+            items = [x]
+        else:
+            items = list(x)
+        if len(items) != len(keys):
+            raise ValueError(f'Model "{self.name}" expects {len(keys)} input(s) '
+                             f'({", ".join(keys)}), '
+                             f"but it received {len(items)} input array(s)")
+        arrays = [self._input_array(i, t, item)
+                  for i, (t, item) in enumerate(zip(self._inputs, items))]
+        sizes = [a.shape[0] for a in arrays]
+        if len(set(sizes)) > 1:
+            shown = ", ".join(f'{n} samples for input "{k}"'
+                              for n, k in zip(sizes, self.input_names))
+            raise ValueError(f'Data cardinality is ambiguous: model "{self.name}" received '
+                             f"{shown}. "
+                             f"Make sure all arrays contain the same number of samples.")
+        return arrays
+
+    def _input_array(self, index: int, tensor: KerasTensor, value) -> np.ndarray:
+        where = f'Input {index} of model "{self.name}" (input "{tensor.name}")'
+        if value is None:
+            raise ValueError(f"The input '{tensor.name}' of model '{self.name}' is not optional, "
+                             f"but None was passed. Please provide a valid array.")
+        try:
+            array = np.asarray(value)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{where} could not be converted to an array: {e}") from None
+        if array.dtype.kind not in "biuf":
+            raise ValueError(f"{where} must be numeric: received an array of dtype {array.dtype}")
+        expected = tensor.shape
+        # Keras squeezes or adds a trailing axis of size 1 when that is all that differs.
+        if array.ndim == len(expected) + 1 and array.shape[-1] == 1:
+            array = array[..., 0]
+        elif array.ndim == len(expected) - 1 and expected[-1] == 1:
+            array = array[..., None]
+        if array.ndim != len(expected) or any(
+                e is not None and e != a for e, a in zip(expected, array.shape)):
+            raise ValueError(f"{where} is incompatible: expected shape {expected}, "
+                             f"received shape {array.shape}")
+        return array.astype(tensor.dtype, copy=False)
+
+    def _pack(self, outs: list[np.ndarray]):
+        if isinstance(self._outputs_struct, Mapping):
+            return dict(zip(sorted(self._outputs_struct), outs))
+        return outs[0] if len(outs) == 1 else list(outs)
+
+    # reporting and configuration ----------------------------------------------------------
+    def summary(self, line_length: int | None = None, positions: Sequence[float] | None = None,
+                print_fn=None, expand_nested: bool = False, show_trainable: bool = False) -> None:
+        """Print Keras 3's table of the layers, their output shapes and parameter counts."""
+        from nncompile.keras.summary import print_summary
+
+        print_summary(self, line_length=line_length, positions=positions, print_fn=print_fn,
+                      expand_nested=expand_nested, show_trainable=show_trainable)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any],
+                    custom_objects: Mapping[str, type] | None = None) -> "Model":
+        return functional_from_config(cls, config, custom_objects)
+
+    # saving (nncompile/keras/saving/) -------------------------------------------------------
+    def save(self, filepath, overwrite: bool = True, zipped: bool | None = None, **kwargs) -> None:
+        """Save as a `.keras` zip or a legacy `.h5` file (atomically)."""
+        saving.save_model(self, filepath, overwrite=overwrite, zipped=zipped, **kwargs)
+
+    def save_weights(self, filepath, overwrite: bool = True) -> None:
+        """Save the weights (and optimizer state) to a `.weights.h5` file."""
+        saving.save_weights(self, filepath, overwrite=overwrite)
+
+    def load_weights(self, filepath, skip_mismatch: bool = False, **kwargs) -> None:
+        """Load weights from `.weights.h5`, `.keras` or legacy `.h5` (`by_name=True` for .h5)."""
+        saving.load_weights(self, filepath, skip_mismatch=skip_mismatch, **kwargs)
+
+    def to_json(self, **kwargs) -> str:
+        """The model's config as JSON; `model_from_json` makes the model again."""
+        return saving.model_to_json(self, **kwargs)
+
+
+class Functional(Model):
+    """A model defined by `Model(inputs, outputs)` (see `Model`).
+
+    Example:
+
+    >>> from nncompile.keras import Input, Model, layers
+    >>> a, b = Input(shape=(3,), name="a"), Input(shape=(3,), name="b")
+    >>> model = Model([a, b], layers.Add()([a, b]))
+    >>> type(model).__name__, [layer.name for layer in model.layers]
+    ('Functional', ['a', 'b', 'add'])
+    """
+
+    def __init__(self, inputs, outputs, name: str | None = None, trainable: bool = True):
+        super().__init__(name=name, trainable=trainable)
+        self._set_graph(inputs, outputs)
+
+    def get_config(self) -> dict[str, Any]:
+        return functional_config(self)
+
+
+def _flatten(model: str, struct, what: str) -> list[KerasTensor]:
+    """The tensors of a tensor, list/tuple or dict (dicts in sorted key order, as Keras does)."""
+    if isinstance(struct, Mapping):
+        flat = [struct[k] for k in sorted(struct)]
+    elif isinstance(struct, (list, tuple)):
+        flat = list(struct)
+    else:
+        flat = [struct]
+    if not flat:
+        raise ValueError(f"Model '{model}': `{what}` argument cannot be empty.")
+    for x in flat:
+        if not isinstance(x, KerasTensor):
+            raise ValueError(f"Model '{model}': all `{what}` values must be KerasTensors. "
+                             f"Received: {what}={struct!r} including invalid value {x!r} of "
+                             f"type {type(x)}")
+    return flat
+
+
+def _is_symbolic(inputs) -> bool:
+    items = inputs.values() if isinstance(inputs, Mapping) else (
+        inputs if isinstance(inputs, (list, tuple)) else [inputs])
+    return any(isinstance(x, KerasTensor) for x in items)
+
+
+# --- tracing ----------------------------------------------------------------------------------
+
+def trace(model: Model, training: bool = False) -> Graph:
+    """Trace `model` into one IR graph named "main".
+
+    Data inputs are named by the model's Input layers, with the batch dimension symbolic ("?");
+    parameters are named by weight path ("dense/kernel") and bound to the live weight arrays;
+    every node carries the name of the layer that emitted it as its loc.
+
+    Example:
+
+    >>> from nncompile.keras import Input, Sequential, layers
+    >>> model = Sequential([Input(shape=(4,), name="x"), layers.Dense(2, name="dense")])
+    >>> print(trace(model))  # doctest: +ELLIPSIS
+    func @main(%x: f32[?,4], %dense/kernel: f32[4,2] {param}, ...
+    """
+    if not isinstance(model, Model):
+        raise TypeError(f"trace() takes a keras Model; received {type(model).__name__}")
+    if not model.built:
+        raise ValueError(f"Model '{model.name}' has not yet been built, so it cannot be traced. "
+                         f"Build the model first by calling `build()` or by calling the model "
+                         f"on a batch of data.")
+    b = Builder(name="main")
+    values = [b.input(t.history.layer.name, ir_type(t.shape, t.dtype, t.history.layer.name))
+              for t in model.inputs]
+    outputs = model._emit_calls(b, values, training)
+    return b.finish(outputs, _unique_names(model.output_names))
+
+
+def _unique_names(names: list[str]) -> list[str]:
+    """Output names, with `_1`, `_2` ... after repeats (one layer giving several outputs)."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        count = seen.get(name, 0)
+        seen[name] = count + 1
+        out.append(name if count == 0 else f"{name}_{count}")
+    return out
