@@ -2,6 +2,7 @@
 
     python benchmarks/training.py
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/training.py   # the real comparison
+    python benchmarks/training.py cnn "mnist-mlp batch 128"   # only the workloads named (prefixes)
 
 Workloads (synthetic float32 data, fixed seeds; Adam with Keras 3's defaults and update form):
 pima, MLP 8-8(relu)-6(relu)-1(sigmoid), binary crossentropy, batch 5, n=514; mnist-mlp,
@@ -344,7 +345,10 @@ def main() -> None:
         print("  (numpy's BLAS is pinned to that core type; the real comparison runs with "
               "`env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE`)")
     print()
-    results = [run(work) for work in WORKLOADS]
+    chosen = [w for w in WORKLOADS if not sys.argv[1:] or any(w.name.startswith(a) for a in sys.argv[1:])]
+    if not chosen:
+        sys.exit(f"no workload matches {sys.argv[1:]}; the workloads: {', '.join(w.name for w in WORKLOADS)}")
+    results = [run(work) for work in chosen]
     print(table("One epoch in order from the same weights (asserted: weights after the first steps, "
                 "the epoch loss); compile time",
                 ("workload", "first steps", "max |w diff|", "loss nncompile", "loss numpy", "rel diff",

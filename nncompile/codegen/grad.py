@@ -7,8 +7,8 @@ the patch matrix of a chunk (CHUNK_ELEMENTS at most) stays in cache instead of t
 - input: per group and chunk, dP = dY_g @ W_g^T, then each patch row is added back onto the
   pixels it was read from (col2im). Every stride, padding, dilation and group count takes this
   path. The filter gradient splits its chunks between the threads (each with its own patch
-  buffer and partial dW, added at the end); the input gradient packs on one thread and its GEMMs
-  use both cores when large.
+  buffer and partial dW, added at the end); the input gradient splits the images (each thread
+  with its own column buffer; a batch smaller than the thread count leaves the GEMMs both cores).
 max_pool2d_grad works on vectors of channels (NHWC: contiguous) and splits the images between the
 threads: per output pixel, the window's maximum first, then dy goes to the first tap equal to it.
 avg_pool2d_grad, scatter_add and random_uniform are plain loop nests (channels innermost).
@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from llvmlite import ir
 
 from nncompile.codegen import elementwise, gemm, parallel, simd, target
+from nncompile.codegen.conv import contiguous_window_rows
 from nncompile.codegen.gemm import at, entry_alloca, smin
-from nncompile.codegen.kernel import Dim, Kernel, mul, product, scalar_type, storage_type
+from nncompile.codegen.kernel import Dim, Kernel, product, scalar_type, storage_type
 from nncompile.codegen.loops import as_i64, const, for_nest, for_range
 from nncompile.ir.dtypes import DType
 from nncompile.ir.errors import IRError
@@ -82,6 +83,16 @@ class _Conv:
         return self.kh * self.kw * self.cg
 
     @property
+    def taps(self) -> int:
+        """Taps `_patch_rows` visits: whole window rows when they are contiguous."""
+        return self.kh if contiguous_window_rows(self) else self.kh * self.kw
+
+    @property
+    def run(self) -> int:
+        """Contiguous elements of a tap, in the image and in a patch row."""
+        return self.kw * self.cg if contiguous_window_rows(self) else self.cg
+
+    @property
     def chunk(self) -> int:
         return max(16, CHUNK_ELEMENTS // self.depth)
 
@@ -98,21 +109,31 @@ def _geometry(node: Node, x_shape, dy_shape) -> _Conv:
 
 
 def _patch_rows(b: ir.IRBuilder, g: _Conv, m0: ir.Value, rows: ir.Value, group: ir.Value, visit) -> None:
-    """For each row r < rows (output pixel m0 + r) and tap t of the window, call
-    visit(r, tap, image_offset, inside): image_offset is the element offset of the tapped pixel's
-    first channel of `group` in an NHWC image batch, meaningful only where `inside` holds."""
+    """For each row r < rows (output pixel m0 + r) and tap t < g.taps of the window, call
+    visit(r, tap, image_offset, inside): image_offset is the element offset of the tap's first
+    element (g.run contiguous ones) of `group` in an NHWC image batch, meaningful only where
+    `inside` holds; the tap's run starts at tap*g.run in a patch row."""
+    rowwise = contiguous_window_rows(g)
     with for_range(b, rows, name="row") as r:
         m = b.add(m0, r)
         image, rest = b.sdiv(m, const(g.oh * g.ow)), b.srem(m, const(g.oh * g.ow))
         y0 = b.sub(b.mul(b.sdiv(rest, const(g.ow)), const(g.strides[0])), const(g.top))
         x0 = b.sub(b.mul(b.srem(rest, const(g.ow)), const(g.strides[1])), const(g.left))
-        with for_range(b, g.kh * g.kw, name="tap") as tap:
-            iy = b.add(y0, b.mul(b.sdiv(tap, const(g.kw)), const(g.dilations[0])))
-            ix = b.add(x0, b.mul(b.srem(tap, const(g.kw)), const(g.dilations[1])))
+        with for_range(b, g.taps, name="tap") as tap:
+            tap_row, tap_col = (tap, const(0)) if rowwise else (b.sdiv(tap, const(g.kw)), b.srem(tap, const(g.kw)))
+            iy = b.add(y0, b.mul(tap_row, const(g.dilations[0])))
+            ix = b.add(x0, b.mul(tap_col, const(g.dilations[1])))
             inside = b.and_(b.icmp_unsigned("<", iy, const(g.h)), b.icmp_unsigned("<", ix, const(g.w)))
             pixel = b.add(b.mul(image, const(g.h)), iy)
             offset = b.add(b.mul(b.add(b.mul(pixel, const(g.w)), ix), const(g.cin)), b.mul(group, const(g.cg)))
             visit(r, tap, offset, inside)
+
+
+def _channel_vectors(b: ir.IRBuilder, channels: int, lanes: int) -> list[tuple[int, ir.Value]]:
+    """(first channel, lane mask) of each vector covering `channels` contiguous elements: the
+    channel runs of im2col and col2im, moved a vector at a time (LLVM does not vectorize these
+    loops by itself: their pointers come out of a task's argument block, without noalias)."""
+    return [(c, simd.lane_mask(b, channels - c, lanes)) for c in range(0, channels, lanes)]
 
 
 def _buffer(b: ir.IRBuilder, elements: int, dtype: DType) -> ir.Value:
@@ -143,6 +164,7 @@ def _emit_filter_task(k: Kernel, g: _Conv, dtype: DType) -> ir.Function:
     share = gemm.ceil_div(b, gemm.ceil_div(b, m, g.chunk), count)
     first = b.mul(b.mul(index, share), const(g.chunk))
     stop = smin(b, m, b.add(first, b.mul(share, const(g.chunk))))
+    lanes = target.vector_lanes(dtype.itemsize)
     zero = elementwise.constant(dtype, 0, None)
     with for_range(b, g.groups, name="group") as group, \
             for_range(b, stop, start=first, step=g.chunk, name="chunk") as m0:
@@ -150,9 +172,14 @@ def _emit_filter_task(k: Kernel, g: _Conv, dtype: DType) -> ir.Function:
 
         def gather(r, tap, offset, inside):
             src = at(b, x, b.select(inside, offset, const(0)))
-            dst = at(b, patches, b.add(b.mul(r, const(g.depth)), b.mul(tap, const(g.cg))))
-            with for_range(b, g.cg, name="c") as c:
-                b.store(b.select(inside, b.load(at(b, src, c)), zero), at(b, dst, c))
+            dst = at(b, patches, b.add(b.mul(r, const(g.depth)), b.mul(tap, const(g.run))))
+            if g.run < lanes // 2:    # a few channels: scalar moves cost less than masked vectors
+                with for_range(b, g.run, name="c") as c:
+                    b.store(b.select(inside, b.load(at(b, src, c)), zero), at(b, dst, c))
+                return
+            for c, mask in _channel_vectors(b, g.run, lanes):
+                on = b.and_(mask, simd.splat(b, inside, lanes))
+                simd.masked_store(b, simd.masked_load(b, at(b, src, c), on), at(b, dst, c), mask)
 
         _patch_rows(b, g, m0, rows, group, gather)
         dy_block = at(b, dy, b.add(b.mul(m0, const(g.cout)), b.mul(group, const(g.og))))
@@ -186,34 +213,65 @@ def _conv2d_grad_filter(k: Kernel, node: Node) -> None:
     _free(b, parts)
 
 
+def _emit_input_task(k: Kernel, g: _Conv, dtype: DType) -> ir.Function:
+    """task(ctx, index, count) of conv2d_grad_input: its share of the images, chunk by chunk,
+    with its own column buffer. Images are what the threads split because col2im adds each patch
+    row onto neighbouring pixels: two threads never write the same image."""
+    ptr = scalar_type(dtype).as_pointer()
+    task = target.tune(ir.Function(k.module, parallel.TASK_TYPE, k.module.get_unique_name("conv_dx")))
+    task.linkage = "internal"
+    ctx, index, count = task.args
+    b = ir.IRBuilder(task.append_basic_block("entry"))
+    dy, w, dx, batch = gemm.unpack_fields(b, ctx, [ptr, ptr, ptr, i64])
+    fn = gemm.shared_gemm(k.module, dtype, transpose_b=True)
+    lanes = target.vector_lanes(dtype.itemsize)
+    share = gemm.ceil_div(b, batch, count)
+    first = b.mul(index, share)
+    stop = smin(b, batch, b.add(first, share))
+    with b.if_then(b.icmp_signed("<", first, stop)):
+        pixels = g.oh * g.ow
+        image = g.h * g.w * g.cin
+        _zero_fill(b, at(b, dx, b.mul(first, const(image))), b.mul(b.sub(stop, first), const(image)), dtype)
+        columns = _buffer(b, g.chunk * g.depth, dtype)
+        m1 = b.mul(stop, const(pixels))
+        with for_range(b, g.groups, name="group") as group, \
+                for_range(b, m1, start=b.mul(first, const(pixels)), step=g.chunk, name="chunk") as m0:
+            rows = smin(b, const(g.chunk), b.sub(m1, m0))
+            dy_block = at(b, dy, b.add(b.mul(m0, const(g.cout)), b.mul(group, const(g.og))))
+            w_block = at(b, w, b.mul(group, const(g.og)))
+            b.call(fn, [rows, const(g.depth), const(g.og), dy_block, const(g.cout), w_block, const(g.cout),
+                        columns, const(g.depth)])
+
+            def scatter(r, tap, offset, inside):
+                with b.if_then(inside):
+                    dst = at(b, dx, offset)
+                    src = at(b, columns, b.add(b.mul(r, const(g.depth)), b.mul(tap, const(g.run))))
+                    for c, mask in _channel_vectors(b, g.run, lanes):
+                        total = b.fadd(simd.masked_load(b, at(b, dst, c), mask), simd.masked_load(b, at(b, src, c), mask))
+                        simd.masked_store(b, total, at(b, dst, c), mask)
+
+            _patch_rows(b, g, m0, rows, group, scatter)
+        _free(b, columns)
+    b.ret_void()
+    return task
+
+
 def _conv2d_grad_input(k: Kernel, node: Node) -> None:
-    """dP = dY_g @ W_g^T per chunk of output pixels, then col2im adds dP back onto dX."""
+    """dP = dY_g @ W_g^T per chunk of output pixels, then col2im adds dP back onto dX; the images
+    are split between the threads when the work pays for it (else the GEMMs use every core)."""
     b = k.b
     dy, w = node.inputs
     dx = node.outputs[0]
     dtype = dx.type.dtype
     g = _geometry(node, dx.type.shape, dy.type.shape)
-    fn = gemm.shared_gemm(k.module, dtype, transpose_b=True)
-    columns = _buffer(b, g.chunk * g.depth, dtype)
-    batch = k.dims(dx)[0]
-    _zero_fill(b, k.ptr(dx), mul(b, batch, g.h * g.w * g.cin), dtype)
-    m = b.mul(as_i64(batch), const(g.oh * g.ow))
-    with for_range(b, g.groups, name="group") as group, for_range(b, m, step=g.chunk, name="chunk") as m0:
-        rows = smin(b, const(g.chunk), b.sub(m, m0))
-        dy_block = at(b, k.ptr(dy), b.add(b.mul(m0, const(g.cout)), b.mul(group, const(g.og))))
-        w_block = at(b, k.ptr(w), b.mul(group, const(g.og)))
-        b.call(fn, [rows, const(g.depth), const(g.og), dy_block, const(g.cout), w_block, const(g.cout),
-                    columns, const(g.depth)])
-
-        def scatter(r, tap, offset, inside):
-            with b.if_then(inside):
-                dst = at(b, k.ptr(dx), offset)
-                src = at(b, columns, b.add(b.mul(r, const(g.depth)), b.mul(tap, const(g.cg))))
-                with for_range(b, g.cg, name="c") as c:
-                    _accumulate(b, at(b, dst, c), b.load(at(b, src, c)))
-
-        _patch_rows(b, g, m0, rows, group, scatter)
-    _free(b, columns)
+    task = _emit_input_task(k, g, dtype)
+    batch = as_i64(k.dims(dx)[0])
+    work = b.mul(b.mul(batch, const(g.oh * g.ow)), const(g.depth * g.cout))
+    big = b.and_(b.icmp_signed(">=", work, const(gemm.PARALLEL_WORK * parallel.num_threads())),
+                 b.icmp_signed(">=", batch, const(parallel.num_threads())))
+    tasks = b.select(big, const(parallel.num_threads()), const(1))
+    fields = gemm.pack_fields(b, [k.ptr(dy), k.ptr(w), k.ptr(dx), batch])
+    b.call(parallel.emit_parallel_for(k.module), [task, fields, tasks])
 
 
 # --- pooling gradients ---------------------------------------------------------------------------

@@ -5,7 +5,8 @@ A loop kernel walks its output's index space once; every operand is read at the 
 that index (stride 0 along the axes it broadcasts over), and the body's element rules (the op
 table's `lower` slot) compute the results in registers. Adjacent axes along which every operand
 broadcasts alike are merged first, so that the innermost loop is as long as possible and LLVM's
-loop vectorizer sees one dense stream.
+loop vectorizer sees one dense stream. Large loops run on every core (`split_loop`); reductions
+over leading axes into a short static block (bias gradients) take `columns`.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Sequence
 import numpy as np
 from llvmlite import ir
 
-from nncompile.codegen import elementwise
+from nncompile.codegen import columns, elementwise, split_loop
 from nncompile.codegen.kernel import Dim, Kernel, load, mul, scalar_type, store, storage_type
 from nncompile.codegen.loops import as_i64, for_nest, linear_index
 from nncompile.ir.dtypes import DType
@@ -136,14 +137,25 @@ def emit_loop(k: Kernel, inputs: Sequence[Value], outputs: Sequence[Value], node
                 for n in arrays]
     read = list(inputs) + [n.outputs[0] for n in arrays]
     dims, strides = merged_space(k, loop_dims, read + list(outputs))
-    b = k.b
-    with for_nest(b, dims) as index:
+    buffers = [k.ptr(v) for v in inputs] + [k.ptr(v) for v in outputs]
+    body_nodes = [n for n in nodes if n not in arrays]
+
+    def body(b: ir.IRBuilder, index: list[ir.Value], ptrs: list[ir.Value], words: dict) -> None:
+        local = [[words.get(s, s) if isinstance(s, ir.Value) else s for s in row] for row in strides]
+        ins = ptrs[:len(inputs)] + pointers
         env = {}
-        for v, ptr, s in zip(read, [k.ptr(v) for v in inputs] + pointers, strides):
+        for v, ptr, s in zip(read, ins, local):
             env[v] = load(b, b.gep(ptr, [linear_index(b, index, s)]), v.type.dtype)
-        apply_nodes(k, [n for n in nodes if n not in arrays], env, None, None, 0)
-        for out, result, s in zip(outputs, results, strides[len(read):]):
-            store(b, env[result], b.gep(k.ptr(out), [linear_index(b, index, s)]), out.type.dtype)
+        apply_nodes(Kernel(b, k.module, {}, {}), body_nodes, env, None, None, 0)
+        for out, ptr, result, s in zip(outputs, ptrs[len(inputs):], results, local[len(read):]):
+            store(b, env[result], b.gep(ptr, [linear_index(b, index, s)]), out.type.dtype)
+
+    if split_loop.worth_splitting(dims):
+        words = [s for row in strides for s in row if isinstance(s, ir.Value)]
+        split_loop.split_nest(k.b, k.module, dims, buffers, body, words)
+    else:
+        with for_nest(k.b, dims) as index:
+            body(k.b, index, buffers, {})
 
 
 # --- reductions -------------------------------------------------------------------------------
@@ -192,20 +204,23 @@ def emit_reduction(k: Kernel, inputs: Sequence[Value], outputs: Sequence[Value],
     before = [v for v in inputs if v in uses]
     after = [v for v in inputs if any(v in n.inputs for n in epilogue)]
     count = _product(k, out_dims)
-    with for_nest(b, [count], name="init") as (i,):
-        b.store(elementwise.constant(dtype, identity(reduce.op, dtype), None), b.gep(acc_ptr, [i]))
-
     in_dims = k.dims(x)
-    kept = [a for a in range(len(in_dims)) if a not in axes]
-    acc_strides = broadcast_strides(k, [in_dims[a] for a in kept], len(kept))
-    with for_nest(b, in_dims, name="r") as index:
-        env = {}
-        for v in before:
-            strides = broadcast_strides(k, k.dims(v), len(in_dims))
-            env[v] = load(b, b.gep(k.ptr(v), [linear_index(b, index, strides)]), v.type.dtype)
-        apply_nodes(k, prologue, env, None, index, len(in_dims))
-        slot = b.gep(acc_ptr, [linear_index(b, [index[a] for a in kept], acc_strides)])
-        b.store(combine(b, reduce.op, b.load(slot), env[x], is_float, dtype is DType.u8), slot)
+    plan = columns.column_plan(inputs, prologue, reduce)
+    if plan is not None:
+        columns.emit_column_reduction(k, inputs, prologue, reduce, acc_ptr, plan)
+    else:
+        with for_nest(b, [count], name="init") as (i,):
+            b.store(elementwise.constant(dtype, identity(reduce.op, dtype), None), b.gep(acc_ptr, [i]))
+        kept = [a for a in range(len(in_dims)) if a not in axes]
+        acc_strides = broadcast_strides(k, [in_dims[a] for a in kept], len(kept))
+        with for_nest(b, in_dims, name="r") as index:
+            env = {}
+            for v in before:
+                strides = broadcast_strides(k, k.dims(v), len(in_dims))
+                env[v] = load(b, b.gep(k.ptr(v), [linear_index(b, index, strides)]), v.type.dtype)
+            apply_nodes(k, prologue, env, None, index, len(in_dims))
+            slot = b.gep(acc_ptr, [linear_index(b, [index[a] for a in kept], acc_strides)])
+            b.store(combine(b, reduce.op, b.load(slot), env[x], is_float, dtype is DType.u8), slot)
 
     scale = None
     if reduce.op == "reduce_mean":
