@@ -155,7 +155,9 @@ def _grow(root: Node, uses: _Uses, taken: set[Node]) -> _Group:
             space[node] = _PRE
         elif side == _POST and is_pointwise(node) and _shape(node) == _shape(root):
             space[node] = _POST
-        elif side == _POST and reduction is None and node.op in REDUCE_OPS and _shape(node) == _shape(root):
+        elif (side == _POST and reduction is None and node.op in REDUCE_OPS and _shape(node) == _shape(root)
+              and node.outputs[0].type.dtype == root.outputs[0].type.dtype):
+            # The reduction accumulates in the group's one output, so that output keeps its dtype.
             reduction = node
             space[node] = _REDUCE
         else:

@@ -141,6 +141,21 @@ def test_value_read_by_a_reduction_and_a_loop_heads_its_own_group():
     assert_same_results(g, f, [data(4, 6)])
 
 
+def test_a_reduction_keeps_its_dtype_in_its_output():
+    # The reduction accumulates in its group's one output: a bool test after it runs apart.
+    b = Builder()
+    x = b.input("x", f32[BATCH, 7, 4])
+    zero = b.scalar(0.0, x)
+    counted = b.reduce_max(b.cast(b.not_equal(x, zero), dtype="f32"), axes=[-1])
+    g = b.finish([b.greater(counted, zero)], ["keep"])
+    f = fused(g)
+    assert layout(f) == ["constant", ("reduction", ["not_equal", "cast", "reduce_max"], 1), "greater"]
+    x_value = data(3, 7, 4)
+    x_value[0, 2] = 0.0
+    assert_same_results(g, f, [x_value])
+    np.testing.assert_array_equal(nncompile.compile(g)(x_value), np.any(x_value != 0, axis=-1))
+
+
 def test_no_cycle_through_an_injective_node():
     """Merging a with both its loop readers would put transpose(b) both after and before the group."""
     b = Builder()
