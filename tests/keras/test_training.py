@@ -99,6 +99,27 @@ def test_compiled_step_and_reference_step_give_the_same_weights(monkeypatch):
         np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5)
 
 
+def test_fit_in_chunks_of_steps_equals_fit_batch_by_batch(monkeypatch):
+    # fit runs its full batches as native calls of several steps, a chunk of samples at a time;
+    # a callback that wants every batch makes it run them one by one: the weights must agree.
+    from nncompile.keras import training
+
+    x, y = pima_like(n=203)
+    monkeypatch.setattr(training, "CHUNK_BYTES", 3 * 16 * 4 * 10)   # three 16-sample steps a chunk
+    weights, losses = [], []
+    for callbacks in ([], [keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: None)]):
+        keras.utils.set_random_seed(5)
+        model = keras.Sequential([keras.Input(shape=(8,)), layers.Dense(6, activation="relu"),
+                                  layers.Dense(1, activation="sigmoid")])
+        model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+        history = model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=callbacks)
+        weights.append(model.get_weights())
+        losses.append(history.history["loss"])
+    for chunked, one_by_one in zip(*weights):
+        np.testing.assert_allclose(chunked, one_by_one, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-6)
+
+
 def test_the_ragged_last_batch_does_not_build_a_second_step():
     x, y = pima_like(n=53)
     model = keras.Sequential([keras.Input(shape=(8,)), layers.Dense(1, activation="sigmoid")])
