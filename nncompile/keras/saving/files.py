@@ -53,8 +53,16 @@ def atomic_write(path: str, write: Callable[[str], None]) -> None:
     On any failure the temporary file is removed and `path` is left as it was.
     """
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"Cannot save to '{path}': it is a directory; expected a file path")
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise NotADirectoryError(f"Cannot save to '{path}': '{folder}' is a file, not a folder")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        handle, temp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    except OSError as e:
+        raise type(e)(e.errno, f"Cannot save to '{path}': folder '{folder}' cannot hold it "
+                               f"({e.strerror})") from None
     os.close(handle)
     try:
         write(temp)

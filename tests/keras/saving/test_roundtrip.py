@@ -91,6 +91,17 @@ def test_unknown_extension_and_overwrite_false(tmp_path):
         model.save(tmp_path / "m.keras", overwrite=False)
 
 
+def test_a_path_that_cannot_hold_a_file_is_named(tmp_path):
+    model = _sequential()
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "d.keras").mkdir()
+    with pytest.raises(NotADirectoryError, match=r"Cannot save to '.*afile/m.keras': .*afile' is a file"):
+        model.save(tmp_path / "afile" / "m.keras")
+    with pytest.raises(IsADirectoryError, match=r"Cannot save to '.*d.keras': it is a directory"):
+        model.save(tmp_path / "d.keras")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "d.keras"]   # no temporary left
+
+
 @pytest.mark.parametrize("name", ["m.keras", "m.h5", "m.weights.h5"])
 def test_saved_file_permissions_follow_the_umask(tmp_path, name):
     model = _sequential()
