@@ -183,6 +183,9 @@ def read_model(file: str, f: h5py.File, custom_objects, compile: bool, safe_mode
     if training is not None:
         configs.compile_from_config(model, training)
         _read_optimizer(file, f, model)
+    elif compile:
+        warnings.warn("No training configuration found in the save file, so the model was *not* "
+                      "compiled. Compile it manually.", stacklevel=3)
     return model
 
 

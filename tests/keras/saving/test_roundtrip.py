@@ -91,6 +91,13 @@ def test_unknown_extension_and_overwrite_false(tmp_path):
         model.save(tmp_path / "m.keras", overwrite=False)
 
 
+def test_an_uncompiled_h5_file_loads_with_keras_warning(tmp_path):
+    _sequential().save(tmp_path / "m.h5")
+    with pytest.warns(UserWarning, match=r"model was \*not\* compiled"):
+        model = keras.models.load_model(tmp_path / "m.h5")
+    assert getattr(model, "_compiled", None) is None
+
+
 def test_a_path_that_cannot_hold_a_file_is_named(tmp_path):
     model = _sequential()
     (tmp_path / "afile").write_text("")
