@@ -20,6 +20,7 @@ import collections
 import ctypes
 import functools
 import hashlib
+import math
 import os
 import pathlib
 import tempfile
@@ -48,6 +49,8 @@ _STEPS_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p,
 _PROBE_SIZE = 3
 # Bindings (arena and pointer table) kept per executable, for the most recent input shapes.
 _BINDINGS_KEPT = 4
+# Outputs up to this size are written into the binding and copied out (see _Binding).
+KEPT_OUTPUT_BYTES = 16 << 10
 
 
 def compile(graph: Graph, target: str = "cpu", *, pipeline: str = "inference",
@@ -149,6 +152,14 @@ class _Binding:
         self.key = tuple(env.values())
         self.outputs = [(tuple(env[d] if isinstance(d, str) else d for d in v.type.shape), v.type.dtype.numpy)
                         for v in exe.graph.outputs]
+        # Small outputs are written into buffers of the binding and copied out: a copy costs less
+        # than a new array's address (see address()).
+        self.kept = {}
+        for i, _ in exe._owned:
+            shape, dtype = self.outputs[i]
+            if math.prod(shape) * dtype.itemsize <= KEPT_OUTPUT_BYTES:
+                buffer = np.empty(shape, dtype)
+                self.kept[i] = (buffer, address(buffer))
         self.args = (self.pointers.ctypes.data, self.sizes.ctypes.data)
 
     def private(self, exe: "Executable") -> "_Binding":
@@ -297,11 +308,18 @@ class Executable:
         for slot, array in zip(self._input_slots, arrays):
             pointers[slot] = address(array)
         outs: list = [None] * len(binding.outputs)
+        kept = binding.kept
         for i, slot in self._owned:
-            shape, dtype = binding.outputs[i]
-            outs[i] = np.empty(shape, dtype)
-            pointers[slot] = address(outs[i])
-        return outs, self._entry(*binding.args)
+            if i in kept:
+                pointers[slot] = kept[i][1]   # run_steps may have pointed the slot elsewhere
+            else:
+                shape, dtype = binding.outputs[i]
+                outs[i] = np.empty(shape, dtype)
+                pointers[slot] = address(outs[i])
+        status = self._entry(*binding.args)
+        for i, (buffer, _) in kept.items():
+            outs[i] = buffer.copy()
+        return outs, status
 
     def _bind(self, shapes: tuple, arrays: list[np.ndarray]) -> _Binding:
         """The binding for inputs of these shapes: checked against the graph's input types once,

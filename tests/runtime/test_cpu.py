@@ -291,3 +291,24 @@ def test_an_op_without_lowering_names_itself_and_the_node(monkeypatch):
         y = b.op("argmax", x, axis=1)
     with pytest.raises(nncompile.ir.IRError, match="node 'argmax' of 'picker'.*no CPU lowering"):
         nncompile.compile(b.finish([y], ["y"]))
+
+
+def test_outputs_of_successive_calls_and_steps_are_independent_arrays():
+    # Small outputs are written into the executable's own buffer and copied out: no call may
+    # change an array an earlier call returned, and run_steps must not leave the buffer elsewhere.
+    b = Builder()
+    x = b.input("x", f32[BATCH, 3])
+    g = b.finish([b.tanh(b.mul(x, x)), b.exp(x)], ["small", "other"])
+    exe = nncompile.compile(g)
+    rng = np.random.default_rng(4)
+    first_in, second_in = rng.standard_normal((2, 5, 3), dtype=np.float32)
+    first = exe(first_in)
+    kept = [a.copy() for a in first]
+    stepped = exe.run_steps(rng.standard_normal((4, 5, 3), dtype=np.float32))
+    second = exe(second_in)
+    for got, want in zip(first, kept):
+        np.testing.assert_array_equal(got, want)
+    for got, want in zip(second, reference_run(g, [second_in])):
+        assert_close(got, want)
+    assert all(s.shape == (4, 5, 3) for s in stepped)
+    assert not any(np.shares_memory(a, c) for a in first for c in second)
