@@ -16,7 +16,6 @@ from nncompile.codegen.loop import apply_epilogue, combine, emit_reduction, iden
 from nncompile.codegen.loops import as_i64, const, entry_alloca, for_nest, for_range, linear_index
 from nncompile.ir.dtypes import DType
 from nncompile.ir.graph import Node, Value
-from nncompile.ir.ops.reduction import normalize_axes
 from nncompile.ir.ops.shape import slice_plan
 from nncompile.ir.optable import OPS
 from nncompile.ir.types import TensorType, normalize_axis
