@@ -35,6 +35,7 @@ from nncompile.ir.types import is_symbol
 
 ENTRY = "nncompile_entry"
 STEPS = "nncompile_steps"
+CALL = "nncompile_call"
 i8p = ir.IntType(8).as_pointer()
 i32 = ir.IntType(32)
 i64 = ir.IntType(64)
@@ -90,7 +91,23 @@ def build_module(graph: Graph, layout: Layout, name: str = "nncompile") -> ir.Mo
             b.ret(ir.Constant(i32, number))
     b.ret(ir.Constant(i32, 0))
     _emit_steps(module, entry, len(layout.roots))
+    _emit_call(module, entry, [layout.slots[v] for v in graph.data_inputs])
     return module
+
+
+def _emit_call(module: ir.Module, entry: ir.Function, input_slots: list[int]) -> None:
+    """`nncompile_call(buffers, sizes, data_offset, array0, array1, ...)`: the entry, after storing
+    into the input slots the data pointers read from the numpy array objects themselves, at byte
+    `data_offset` of each object (where `PyArray_DATA` reads it), which costs the caller less
+    than asking each array for its address."""
+    arrays = [i8p] * len(input_slots)
+    fn = tune(ir.Function(module, ir.FunctionType(i32, [i8p.as_pointer(), i64.as_pointer(), i64, *arrays]), CALL))
+    buffers, sizes, offset, *objects = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    for slot, obj in zip(input_slots, objects):
+        data = b.load(b.bitcast(b.gep(obj, [offset]), i8p.as_pointer()))
+        b.store(data, b.gep(buffers, [ir.Constant(i64, slot)]))
+    b.ret(b.call(entry, [buffers, sizes]))
 
 
 def _emit_steps(module: ir.Module, entry: ir.Function, slots: int) -> None:

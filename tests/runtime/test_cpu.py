@@ -312,3 +312,22 @@ def test_outputs_of_successive_calls_and_steps_are_independent_arrays():
         assert_close(got, want)
     assert all(s.shape == (4, 5, 3) for s in stepped)
     assert not any(np.shares_memory(a, c) for a in first for c in second)
+
+
+def test_inputs_reach_the_native_code_with_or_without_reading_the_array_objects(monkeypatch):
+    # The native call reads each input's data pointer from the numpy object (PyArray_DATA's
+    # field); where that field is not found, the runtime passes addresses it asks for instead.
+    from nncompile.runtime import cpu
+
+    assert cpu._DATA_OFFSET is not None
+    b = Builder()
+    x, y = b.input("x", f32[BATCH, 3]), b.input("y", f32[BATCH, 3])
+    g = b.finish([b.sub(b.mul(x, y), y)], ["out"])
+    exe = nncompile.compile(g)
+    rng = np.random.default_rng(6)
+    xs = rng.standard_normal((2, 4, 3), dtype=np.float32)
+    view = rng.standard_normal((4, 6), dtype=np.float32)[:, ::2]   # copied by the input check
+    for offset in (cpu._DATA_OFFSET, None):
+        monkeypatch.setattr(cpu, "_DATA_OFFSET", offset)
+        for first, second in ((xs[0], xs[1]), (view, xs[0])):
+            assert_close(exe(first, second), first * second - second)
