@@ -120,10 +120,7 @@ def _emit_task(k: Kernel, operands: list[Value], strides: list, prologue: Sequen
     vectors = -(-cols // lanes)
     unroll = max(1, ACCUMULATORS // vectors)
     vec = ir.VectorType(ty, lanes)
-    task = target.tune(ir.Function(k.module, parallel.TASK_TYPE, k.module.get_unique_name("columns")))
-    task.linkage = "internal"
-    ctx, index, count = task.args
-    b = ir.IRBuilder(task.append_basic_block("entry"))
+    task, b, ctx, index, count = parallel.task_function(k.module, k.module.get_unique_name("columns"))
     rows, parts, *pointers = gemm.unpack_fields(b, ctx, [i64, ptr] + [ptr] * len(operands))
     share = gemm.ceil_div(b, rows, count)
     r0 = b.mul(index, share)

@@ -314,10 +314,7 @@ def _emit_pack_b(module: ir.Module, name: str, ty: ir.Type, t: Tiling,
 
     Layout: block at depth pc starts at pc*Np (Np = panels*NR); panel j of it at j*kc*NR, k-major."""
     ptr = ty.as_pointer()
-    fn = target.tune(ir.Function(module, parallel.TASK_TYPE, f"{name}.pack_b"))
-    fn.linkage = "internal"
-    ctx, index, count = fn.args
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    fn, b, ctx, index, count = parallel.task_function(module, f"{name}.pack_b")
     src, ldb, n, k_total, bp = unpack_fields(b, ctx, [ptr, i64, i64, i64, ptr])
     panels = ceil_div(b, n, t.nr)
     share = ceil_div(b, panels, count)
@@ -364,10 +361,7 @@ def tiles_task(module: ir.Module, name: str, ty: ir.Type, t: Tiling,
     rows m0..m1 and columns n0..n1 (the index-th of split_m x split_n chunks, count = their product),
     in whole MR x NR tiles."""
     ptr = ty.as_pointer()
-    fn = target.tune(ir.Function(module, parallel.TASK_TYPE, f"{name}.tiles"))
-    fn.linkage = "internal"
-    ctx, index, count = fn.args
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    fn, b, ctx, index, count = parallel.task_function(module, f"{name}.tiles")
     m, n, k, bp, c, ldc, col0, a_ctx, split_n, *eptrs = unpack_fields(
         b, ctx, [i64, i64, i64, ptr, ptr, i64, i64, i8p, i64] + [ptr] * n_epi)
     split_m = b.sdiv(count, split_n)

@@ -12,7 +12,7 @@ import contextlib
 
 from llvmlite import ir
 
-from nncompile.codegen import gemm, parallel, simd, target
+from nncompile.codegen import gemm, parallel, simd
 from nncompile.codegen.loops import const, for_range
 
 i8p = ir.IntType(8).as_pointer()
@@ -89,10 +89,7 @@ def emit_skinny(module: ir.Module, name: str, ty: ir.Type, t: gemm.Tiling, trans
     n_epi = len(epilogue.operands) if epilogue else 0
     widths = SKINNY_WIDTHS
     blocks = {w: _emit_skinny_block(module, name, ty, t, w, epilogue) for w in widths}
-    task = target.tune(ir.Function(module, parallel.TASK_TYPE, f"{name}.skinny"))
-    task.linkage = "internal"
-    ctx, index, count = task.args
-    b = ir.IRBuilder(task.append_basic_block("entry"))
+    task, b, ctx, index, count = parallel.task_function(module, f"{name}.skinny")
     m, n, k, a, lda, bt, ldbt, c, ldc, *eptrs = gemm.unpack_fields(
         b, ctx, [i64, i64, i64, ptr, i64, ptr, i64, ptr, i64] + [ptr] * n_epi)
     needed = gemm.ceil_div(b, n, gemm.ceil_div(b, n, widths[-1]))
@@ -194,10 +191,7 @@ def emit_skinny_t(module: ir.Module, name: str, ty: ir.Type, t: gemm.Tiling, tra
     n_epi = len(epilogue.operands) if epilogue else 0
     widths = SKINNY_T_WIDTHS
     blocks = {w: _emit_skinny_t_block(module, name, ty, t, w, transpose_b, epilogue) for w in widths}
-    task = target.tune(ir.Function(module, parallel.TASK_TYPE, f"{name}.skinny_t"))
-    task.linkage = "internal"
-    ctx, index, count = task.args
-    b = ir.IRBuilder(task.append_basic_block("entry"))
+    task, b, ctx, index, count = parallel.task_function(module, f"{name}.skinny_t")
     m, n, k, a, lda, src_b, ldb, c, ldc, *eptrs = gemm.unpack_fields(
         b, ctx, [i64, i64, i64, ptr, i64, ptr, i64, ptr, i64] + [ptr] * n_epi)
     needed = gemm.ceil_div(b, n, gemm.ceil_div(b, n, widths[-1]))

@@ -152,10 +152,7 @@ def _emit_filter_task(k: Kernel, g: _Conv, dtype: DType) -> ir.Function:
     """task(ctx, index, count) of conv2d_grad_filter: its share of the chunks of output pixels,
     summed into its own partial dW (depth x cout) so that the threads never write the same memory."""
     ptr = scalar_type(dtype).as_pointer()
-    task = target.tune(ir.Function(k.module, parallel.TASK_TYPE, k.module.get_unique_name("conv_dw")))
-    task.linkage = "internal"
-    ctx, index, count = task.args
-    b = ir.IRBuilder(task.append_basic_block("entry"))
+    task, b, ctx, index, count = parallel.task_function(k.module, k.module.get_unique_name("conv_dw"))
     x, dy, parts, m = gemm.unpack_fields(b, ctx, [ptr, ptr, ptr, i64])
     fn = gemm.shared_gemm(k.module, dtype, transpose_a=True)
     patches, partial = _buffer(b, g.chunk * g.depth, dtype), _buffer(b, g.depth * g.og, dtype)
@@ -218,10 +215,7 @@ def _emit_input_task(k: Kernel, g: _Conv, dtype: DType) -> ir.Function:
     with its own column buffer. Images are what the threads split because col2im adds each patch
     row onto neighbouring pixels: two threads never write the same image."""
     ptr = scalar_type(dtype).as_pointer()
-    task = target.tune(ir.Function(k.module, parallel.TASK_TYPE, k.module.get_unique_name("conv_dx")))
-    task.linkage = "internal"
-    ctx, index, count = task.args
-    b = ir.IRBuilder(task.append_basic_block("entry"))
+    task, b, ctx, index, count = parallel.task_function(k.module, k.module.get_unique_name("conv_dx"))
     dy, w, dx, batch = gemm.unpack_fields(b, ctx, [ptr, ptr, ptr, i64])
     fn = gemm.shared_gemm(k.module, dtype, transpose_b=True)
     lanes = target.vector_lanes(dtype.itemsize)
@@ -329,10 +323,7 @@ def _emit_max_pool_task(k: Kernel, node: Node, dtype: DType) -> ir.Function:
     ty = storage_type(dtype)
     ptr = ty.as_pointer()
     lanes = target.vector_lanes(dtype.itemsize)
-    task = target.tune(ir.Function(k.module, parallel.TASK_TYPE, k.module.get_unique_name("max_pool_grad")))
-    task.linkage = "internal"
-    ctx, index, count = task.args
-    b = ir.IRBuilder(task.append_basic_block("entry"))
+    task, b, ctx, index, count = parallel.task_function(k.module, k.module.get_unique_name("max_pool_grad"))
     x, dy, dx, batch, channels = gemm.unpack_fields(b, ctx, [ptr, ptr, ptr, i64, i64])
     _, h, w, static_channels = node.inputs[0].type.shape
     # whole vectors of a static channel count take plain loads and stores (masked ones cost more)

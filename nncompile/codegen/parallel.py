@@ -39,6 +39,15 @@ i64 = ir.IntType(64)
 void = ir.VoidType()
 TASK_TYPE = ir.FunctionType(void, [i8p, i64, i64])
 """The type of a task: `void task(i8* ctx, i64 index, i64 count)`."""
+
+
+def task_function(module: ir.Module, name: str) -> tuple[ir.Function, ir.IRBuilder, ir.Value, ir.Value, ir.Value]:
+    """A new internal task `name` tuned for the host: (function, a builder at its entry, ctx,
+    index, count); the caller emits its body and returns."""
+    fn = target.tune(ir.Function(module, TASK_TYPE, name))
+    fn.linkage = "internal"
+    ctx, index, count = fn.args
+    return fn, ir.IRBuilder(fn.append_basic_block("entry")), ctx, index, count
 ENTRY_TYPE = ir.FunctionType(void, [TASK_TYPE.as_pointer(), i8p, i64])
 
 _SYS_FUTEX = 202            # x86-64 Linux

@@ -55,10 +55,7 @@ def split_nest(b: ir.IRBuilder, module: ir.Module, dims: Sequence[Dim], pointers
     roots = list(dict.fromkeys(_root(p) for p in pointers))
     symbolic = list(dict.fromkeys([*(d for d in dims if not isinstance(d, int)), *words]))
     part = _emit_part(module, dims, pointers, roots, symbolic, body)
-    task = target.tune(ir.Function(module, parallel.TASK_TYPE, module.get_unique_name("split")))
-    task.linkage = "internal"
-    ctx, index, count = task.args
-    tb = ir.IRBuilder(task.append_basic_block("entry"))
+    task, tb, ctx, index, count = parallel.task_function(module, module.get_unique_name("split"))
     fields = gemm.unpack_fields(tb, ctx, [r.type for r in roots] + [i64] * len(symbolic))
     outer = dict(zip(symbolic, fields[len(roots):])).get(dims[0], dims[0])
     align = ALIGN if len(dims) == 1 else 1      # slices of a lone axis start on whole vectors
