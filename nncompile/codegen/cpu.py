@@ -36,6 +36,9 @@ from nncompile.ir.types import is_symbol
 ENTRY = "nncompile_entry"
 STEPS = "nncompile_steps"
 CALL = "nncompile_call"
+# `nncompile_call` takes one argument per data input; graphs with more inputs than this (ctypes
+# calls take at most 1024 arguments) have no such export and the runtime fills the table itself.
+CALL_INPUTS_MAX = 256
 i8p = ir.IntType(8).as_pointer()
 i32 = ir.IntType(32)
 i64 = ir.IntType(64)
@@ -91,7 +94,8 @@ def build_module(graph: Graph, layout: Layout, name: str = "nncompile") -> ir.Mo
             b.ret(ir.Constant(i32, number))
     b.ret(ir.Constant(i32, 0))
     _emit_steps(module, entry, len(layout.roots))
-    _emit_call(module, entry, [layout.slots[v] for v in graph.data_inputs])
+    if len(graph.data_inputs) <= CALL_INPUTS_MAX:
+        _emit_call(module, entry, [layout.slots[v] for v in graph.data_inputs])
     return module
 
 

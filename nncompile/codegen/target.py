@@ -6,9 +6,7 @@ Everything that touches llvmlite's binding layer lives here, so kernel emitters 
 from __future__ import annotations
 
 import functools
-import hashlib
 
-import llvmlite
 import llvmlite.binding as llvm
 from llvmlite import ir
 
@@ -98,13 +96,6 @@ def optimize(ref: llvm.ModuleRef) -> None:
     builder.getModulePassManager().run(ref, builder)
 
 
-def cache_key(llvm_ir: str) -> str:
-    """What identifies compiled code: the module text, the host CPU and the LLVM version."""
-    cpu, features = host_cpu()
-    text = "\n".join([llvm_ir, cpu, features, llvmlite.__version__])
-    return hashlib.blake2b(text.encode(), digest_size=20).hexdigest()
-
-
 def optimized(llvm_ir: str) -> str:
     """The module text after LLVM's O3 pipeline."""
     ref = parse(llvm_ir)
@@ -122,8 +113,8 @@ def assembly(llvm_ir: str) -> str:
 class JitModule:
     """A module compiled to native code in this process; keep it alive while its code runs.
 
-    Give it the module, or `object_code` from an earlier compile of the same module text (see
-    `cache_key`): loading that skips parsing, optimization and code generation.
+    Give it the module, or `object_code` from an earlier compile of the same module (see
+    `runtime.disk_cache`): loading that skips parsing, optimization and code generation.
     """
 
     def __init__(self, module: ir.Module | str | None = None, object_code: bytes | None = None):

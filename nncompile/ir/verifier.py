@@ -63,20 +63,30 @@ def _check_inputs(graph: Graph) -> set[Value]:
         names.add(v.name)
         defined.add(v)
         if v.is_param and v.name in graph.params:
-            _check_param(graph, v)
+            check_param(graph, v)
     return defined
 
 
-def _check_param(graph: Graph, v: Value) -> None:
+def check_param(graph: Graph, v: Value) -> np.ndarray:
+    """The array bound to parameter `v`, which must have its declared dtype and shape. A rank-0
+    parameter may be bound to a numpy scalar, or to a Python number, which takes the declared
+    dtype (as Python scalars do in numpy's arithmetic)."""
     array = graph.params[v.name]
     what = f"parameter {v.name!r}"
-    if not isinstance(array, np.ndarray) or array.dtype != v.type.dtype.numpy:
-        got = array.dtype if isinstance(array, np.ndarray) else type(array).__name__
-        raise _fail(graph, f"{what} is typed {v.type} but bound to an array of dtype {got}")
+    if isinstance(array, (bool, int, float)) and v.type.shape == ():
+        try:
+            array = np.array(array, v.type.dtype.numpy)
+        except OverflowError:
+            raise _fail(graph, f"{what} is typed {v.type} but bound to {array!r}, out of its range") from None
+    if not isinstance(array, (np.ndarray, np.generic)):
+        raise _fail(graph, f"{what} is typed {v.type} but bound to a {type(array).__name__}, not a numpy array")
+    if array.dtype != v.type.dtype.numpy:
+        raise _fail(graph, f"{what} is typed {v.type} but bound to an array of dtype {array.dtype}")
     try:
         bind_shape(v.type.shape, array.shape, {}, what)
     except IRError as e:
         raise _fail(graph, f"{e} (typed {v.type})") from None
+    return np.asarray(array)
 
 
 def _describe_result(v: Value, index: dict[int, int]) -> str:

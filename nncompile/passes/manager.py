@@ -59,7 +59,8 @@ class PassStat:
 class PassManager:
     """Runs registered passes by name, in order.
 
-    verify: verify before the first pass and after each (None: when NNCOMPILE_VERIFY is "1").
+    verify: verify after each pass too (None: when NNCOMPILE_VERIFY is "1"). The graph given
+        to `run` is always verified: no pass or code generator ever sees an invalid graph.
     dump_dir: write `NNN-name.nnir` files there (None: NNCOMPILE_DUMP_DIR if set). With a dump
         dir and no selection, every pass is dumped; without one, selected passes print to stderr.
     print_after: "all" or the names of the passes to dump after.
@@ -98,8 +99,7 @@ class PassManager:
     def run(self, graph: Graph) -> Graph:
         """Run the pipeline on `graph`; returns the last pass's result."""
         self.stats = []
-        if self.verify:
-            _verify(graph, "before the first pass")
+        _verify(graph, "before the first pass")
         if self.dump_dir:
             self._write(0, "input", f"// input ({len(graph.nodes)} nodes)", graph)
         for index, info in enumerate(self._infos, start=1):

@@ -6,9 +6,9 @@
 
 Compilation runs a named pipeline (`passes.pipelines`), hoists the remaining constants
 into bound parameters, plans memory, and builds one LLVM module (`codegen.cpu`). Compiled code is
-kept on disk under NNCOMPILE_CACHE_DIR (default ~/.cache/nncompile), keyed by a hash of the
-scheduled graph, the code generator's own source and the host CPU, so a second process loads the
-machine code and skips LLVM altogether.
+kept on disk (`runtime.disk_cache`: keyed by the scheduled graph, the package's source, the LLVM
+version and the host CPU, checked before use), so a second process loads the machine code and
+skips LLVM altogether.
 
 A symbolic batch dimension is bound per call: the native code takes the sizes as arguments, and
 the memory plan (arena offsets, a few microseconds to make) is made once per distinct size.
@@ -19,11 +19,8 @@ from __future__ import annotations
 import collections
 import ctypes
 import functools
-import hashlib
 import math
 import os
-import pathlib
-import tempfile
 import threading
 import weakref
 from typing import Mapping, Sequence
@@ -32,14 +29,15 @@ import numpy as np
 
 from nncompile.codegen import cpu as codegen
 from nncompile.codegen import parallel, target
-from nncompile.codegen.target import JitModule, cache_key
-from nncompile.ir.errors import ShapeError
+from nncompile.codegen.target import JitModule
+from nncompile.ir.errors import ShapeError, VerifyError
 from nncompile.ir.graph import Graph, Value
 from nncompile.ir.types import bind_shape
+from nncompile.ir.verifier import check_param
 from nncompile.passes.manager import PassManager
 from nncompile.passes.pipelines import pipeline as named_pipeline
 from nncompile.passes.memory import Home, MemoryPlan, is_elementwise_safe, plan_memory
-from nncompile.runtime import reference
+from nncompile.runtime import disk_cache, reference
 from nncompile.runtime.reference import bind_inputs
 
 _ENTRY_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p)
@@ -94,40 +92,6 @@ def _shares(plan: MemoryPlan) -> dict[Value, Value]:
     return {v: loc.root for v, loc in plan.locations.items() if loc.root is not v}
 
 
-@functools.cache
-def _codegen_fingerprint() -> str:
-    """A hash of the code generator's source: cached code from another version is never reused."""
-    root = pathlib.Path(__file__).resolve().parent.parent
-    digest = hashlib.blake2b(digest_size=16)
-    for path in sorted([*root.glob("codegen/*.py"), *root.glob("passes/*.py"), pathlib.Path(__file__)]):
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
-def cache_dir() -> pathlib.Path:
-    return pathlib.Path(os.environ.get("NNCOMPILE_CACHE_DIR") or pathlib.Path.home() / ".cache" / "nncompile")
-
-
-def _cache_read(key: str) -> bytes | None:
-    try:
-        return (cache_dir() / f"{key}.o").read_bytes()
-    except OSError:
-        return None
-
-
-def _cache_write(key: str, data: bytes) -> None:
-    """Write then rename, so two processes never see a half-written object file."""
-    folder = cache_dir()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{key}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, folder / f"{key}.o")
-    except OSError:
-        pass   # a read-only or full disk only costs the next process a compile
-
-
 class _Binding:
     """Everything that depends on the symbol sizes: the memory plan, the arena, the pointer table."""
 
@@ -176,18 +140,19 @@ class Executable:
     def __init__(self, graph: Graph, passes: PassManager):
         self.graph = graph = _hoist_constants(graph.copy())
         self.pass_report = passes.report()
-        self.params = {name: _bindable(name, a) for name, a in graph.params.items()}
+        self.params = {v.name: _bindable(graph, v) for v in graph.param_inputs}
         probe = {s: _PROBE_SIZE for s in codegen.graph_symbols(graph)}
         self.shares = _shares(plan_memory(graph, probe))
         self.layout = codegen.make_layout(graph, self.shares)
-        self._key = cache_key("\n".join([str(graph), repr(sorted((str(k), str(v)) for k, v in
-                                                                  _named(graph, self.shares))),
-                                         _codegen_fingerprint()]))
+        self._key = disk_cache.entry_key("\n".join([str(graph), repr(sorted((str(k), str(v)) for k, v in
+                                                                              _named(graph, self.shares)))]))
         self._jit = self._load()
         self._entry = _ENTRY_TYPE(self._jit.address(codegen.ENTRY))
-        self._call_with_arrays = ctypes.CFUNCTYPE(
-            ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
-            *[ctypes.py_object] * len(graph.data_inputs))(self._jit.address(codegen.CALL))
+        self._call_with_arrays = None
+        if _DATA_OFFSET is not None and len(graph.data_inputs) <= codegen.CALL_INPUTS_MAX:
+            self._call_with_arrays = ctypes.CFUNCTYPE(
+                ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                *[ctypes.py_object] * len(graph.data_inputs))(self._jit.address(codegen.CALL))
         self._steps = _STEPS_TYPE(self._jit.address(codegen.STEPS))
         self._inputs = graph.data_inputs
         self._input_slots = [self.layout.slots[v] for v in self._inputs]
@@ -208,16 +173,13 @@ class Executable:
 
     def _load(self) -> JitModule:
         """Machine code from the disk cache when it has this module (`from_cache`), else compiled."""
-        cached = _cache_read(self._key)
+        cached = disk_cache.read(self._key)
         self.from_cache = cached is not None
         if cached is not None:
             parallel.install()   # cached code may call the thread pool: its symbol must resolve
-            try:
-                return JitModule(object_code=cached)
-            except Exception:   # a corrupt cache file is only a miss
-                self.from_cache = False
+            return JitModule(object_code=cached)
         jit = JitModule(self._module_text)
-        _cache_write(self._key, jit.object_code)
+        disk_cache.write(self._key, jit.object_code)
         return jit
 
     @property
@@ -317,7 +279,7 @@ class Executable:
                 shape, dtype = binding.outputs[i]
                 outs[i] = np.empty(shape, dtype)
                 pointers[slot] = address(outs[i])
-        if _DATA_OFFSET is None:
+        if self._call_with_arrays is None:
             for slot, array in zip(self._input_slots, arrays):
                 pointers[slot] = address(array)
             status = self._entry(*binding.args)
@@ -392,10 +354,17 @@ def _named(graph: Graph, shares: dict[Value, Value]):
     return ((names[v], names[r]) for v, r in shares.items())
 
 
-def _bindable(name: str, array: np.ndarray) -> np.ndarray:
-    if not (isinstance(array, np.ndarray) and array.flags.c_contiguous and array.flags.aligned):
-        raise ShapeError(f"parameter {name!r} must be a C-contiguous, aligned numpy array to be "
+def _bindable(graph: Graph, v: Value) -> np.ndarray:
+    """The array bound to parameter `v`, checked against its type before any native code reads it;
+    parameters that a run updates must be writable."""
+    if v.name not in graph.params:
+        raise VerifyError(f"graph {graph.name!r}: parameter {v.name!r} ({v.type}) has no bound array")
+    array = graph.params[v.name] = check_param(graph, v)   # a scalar becomes a rank-0 array
+    if not (array.flags.c_contiguous and array.flags.aligned):
+        raise ShapeError(f"parameter {v.name!r} must be a C-contiguous, aligned numpy array to be "
                          f"bound by reference")
+    if v.name in graph.updates.values() and not array.flags.writeable:
+        raise ShapeError(f"parameter {v.name!r} is updated by the graph but bound to a read-only array")
     return array
 
 

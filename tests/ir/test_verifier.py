@@ -183,7 +183,8 @@ def test_duplicate_input_names():
 @pytest.mark.parametrize("array, fragment", [
     (np.zeros((6, 5), np.float32), "expected shape (6, 4), received shape (6, 5)"),
     (np.zeros((6, 4), np.float64), "bound to an array of dtype float64"),
-    ([[0.0] * 4] * 6, "bound to an array of dtype list"),
+    ([[0.0] * 4] * 6, "bound to a list, not a numpy array"),
+    (np.float32(1.0), "expected shape (6, 4), received shape ()"),
 ])
 def test_parameter_bound_to_a_wrong_array(array, fragment):
     g = _mlp()

@@ -77,16 +77,17 @@ def test_verification_names_the_pass_that_broke_the_graph(dead_code_graph, scrat
 def test_verification_follows_the_environment(dead_code_graph, scratch_pass, monkeypatch):
     scratch_pass("test_corrupt_type", _corrupt_type)
     with pytest.raises(VerifyError, match="after pass 'test_corrupt_type'"):
-        PassManager(["test_corrupt_type"]).run(dead_code_graph)
+        PassManager(["test_corrupt_type"]).run(dead_code_graph.copy())
     monkeypatch.setenv("NNCOMPILE_VERIFY", "0")
-    PassManager(["test_corrupt_type"]).run(dead_code_graph)
-    PassManager(["test_corrupt_type"], verify=False).run(dead_code_graph)
+    PassManager(["test_corrupt_type"]).run(dead_code_graph.copy())
+    PassManager(["test_corrupt_type"], verify=False).run(dead_code_graph.copy())
 
 
-def test_a_broken_input_graph_is_caught_before_the_first_pass(dead_code_graph):
+@pytest.mark.parametrize("verify", [True, False])
+def test_a_broken_input_graph_is_caught_before_the_first_pass(dead_code_graph, verify):
     _corrupt_type(dead_code_graph)
     with pytest.raises(VerifyError, match="^before the first pass: "):
-        PassManager(["dce"], verify=True).run(dead_code_graph)
+        PassManager(["dce"], verify=verify).run(dead_code_graph)
 
 
 def test_a_pass_must_return_a_graph(dead_code_graph, scratch_pass):

@@ -323,11 +323,12 @@ def test_inputs_reach_the_native_code_with_or_without_reading_the_array_objects(
     b = Builder()
     x, y = b.input("x", f32[BATCH, 3]), b.input("y", f32[BATCH, 3])
     g = b.finish([b.sub(b.mul(x, y), y)], ["out"])
-    exe = nncompile.compile(g)
     rng = np.random.default_rng(6)
     xs = rng.standard_normal((2, 4, 3), dtype=np.float32)
     view = rng.standard_normal((4, 6), dtype=np.float32)[:, ::2]   # copied by the input check
     for offset in (cpu._DATA_OFFSET, None):
         monkeypatch.setattr(cpu, "_DATA_OFFSET", offset)
+        exe = nncompile.compile(g)   # the way inputs reach the code is chosen per executable
+        assert (exe._call_with_arrays is None) == (offset is None)
         for first, second in ((xs[0], xs[1]), (view, xs[0])):
             assert_close(exe(first, second), first * second - second)
