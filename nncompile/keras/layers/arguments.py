@@ -37,7 +37,8 @@ def positive_int(value, arg: str, owner: str) -> int:
 
 
 def int_at_least(value, minimum: int, arg: str, owner: str) -> int:
-    """`value` as an int >= `minimum` (0 or 1); a float, even 2.0, is refused as Keras's are."""
+    """`value` as an int >= `minimum` (0 or 1); a float, even 2.0, is refused, as Keras's layers
+    refuse it."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         kind = "a positive integer" if minimum == 1 else "a non-negative integer"
         raise ValueError(f"{owner}: the `{arg}` argument must be {kind}. Received: {arg}={value!r}")
