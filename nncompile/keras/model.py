@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from nncompile.ir import Builder, DType, Graph, ShapeError, Value
-from nncompile.keras import saving
+from nncompile.keras import data, saving
 from nncompile.keras.functional import functional_config, functional_from_config, map_graph
 from nncompile.keras.layers.base import (CallNode, KerasTensor, Layer, Mask, ir_type, keras_shape,
                                          run_graph)
@@ -221,11 +221,7 @@ class Model(Layer):
 
         `verbose` is accepted as Keras takes it; prediction prints nothing.
         """
-        batch_size = 32 if batch_size is None else batch_size
-        if (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
-                or batch_size < 1):
-            raise ValueError(f"Model '{self.name}': `batch_size` must be a positive integer. "
-                             f"Received: batch_size={batch_size!r}")
+        batch_size = data.batch_size(batch_size, f"predict() of model '{self.name}'")
         arrays = self._standardize(x)
         graph = self._graph(False)
         count = arrays[0].shape[0]
@@ -334,13 +330,8 @@ class Model(Layer):
                              f"but it received {len(items)} input array(s)")
         arrays = [self._input_array(i, t, item)
                   for i, (t, item) in enumerate(zip(self._inputs, items))]
-        sizes = [a.shape[0] for a in arrays]
-        if len(set(sizes)) > 1:
-            shown = ", ".join(f'{n} samples for input "{k}"'
-                              for n, k in zip(sizes, self.input_names))
-            raise ValueError(f'Data cardinality is ambiguous: model "{self.name}" received '
-                             f"{shown}. "
-                             f"Make sure all arrays contain the same number of samples.")
+        data.check_cardinality(self.name, [(f'input "{k}"', a.shape[0])
+                                           for k, a in zip(self.input_names, arrays)])
         return arrays
 
     def _input_array(self, index: int, tensor: KerasTensor, value) -> np.ndarray:
@@ -348,12 +339,7 @@ class Model(Layer):
         if value is None:
             raise ValueError(f"The input '{tensor.name}' of model '{self.name}' is not optional, "
                              f"but None was passed. Please provide a valid array.")
-        try:
-            array = np.asarray(value)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{where} could not be converted to an array: {e}") from None
-        if array.dtype.kind not in "biuf":
-            raise ValueError(f"{where} must be numeric: received an array of dtype {array.dtype}")
+        array = data.numeric_array(value, where)
         expected = tensor.shape
         # Keras squeezes or adds a trailing axis of size 1 when that is all that differs.
         if array.ndim == len(expected) + 1 and array.shape[-1] == 1:
@@ -364,7 +350,7 @@ class Model(Layer):
                 e is not None and e != a for e, a in zip(expected, array.shape)):
             raise ValueError(f"{where} is incompatible: expected shape {expected}, "
                              f"received shape {array.shape}")
-        return array.astype(tensor.dtype, copy=False)
+        return data.cast(array, tensor.dtype, where)
 
     def _pack(self, outs: list[np.ndarray]):
         if isinstance(self._outputs_struct, Mapping):

@@ -10,10 +10,12 @@ same graph without the backward pass and the updates.
 
 Python keeps what is cheap and stateful: the epoch loop and batching, the learning-rate schedule
 (fed to the step as a scalar), the running means of the loss and the metrics, and the callbacks.
+That state is the model's, so calls on one model from several threads run one at a time.
 """
 from __future__ import annotations
 
-
+import functools
+import threading
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -22,9 +24,11 @@ import numpy as np
 
 from nncompile.ir import BATCH, Builder, Graph, Value, f32
 from nncompile.keras import callbacks as callbacks_module
+from nncompile.keras import data
 from nncompile.keras import losses as losses_module
 from nncompile.keras import metrics as metrics_module
 from nncompile.keras import optimizers as optimizers_module
+from nncompile.keras.layers.arguments import int_at_least, positive_int
 from nncompile.keras.layers.base import ir_type
 from nncompile.keras.layers.core import SEED_INPUT
 from nncompile.passes.autodiff import gradients
@@ -51,6 +55,9 @@ class Compiled:
     output_losses: list[Any] = field(default_factory=list)   # one Mean per output (several outputs)
     weighted: set[int] = field(default_factory=set)          # ids of the weighted_metrics
     steps: dict = field(default_factory=dict)                 # (train, signature) -> _Step
+    # Held for a whole fit / evaluate / *_on_batch: the steps, the optimizer's slots and the
+    # running metrics are shared state. Reentrant, so a callback may evaluate during fit.
+    lock: Any = field(default_factory=threading.RLock)
 
     def all_metrics(self) -> list:
         return [self.loss_tracker, *self.output_losses, *(m for ms in self.metrics for m in ms)]
@@ -235,10 +242,25 @@ def step_for(model, targets: Sequence[np.ndarray], train: bool) -> _Step:
 
 # --- data ---------------------------------------------------------------------------------------
 
+def standardize_data(model, x, y, sample_weight, class_weight=None) -> tuple[list, list, np.ndarray]:
+    """The inputs, the targets and one weight per sample, checked against the model and against
+    each other (the same number of samples in every array)."""
+    xs = model._standardize(x)
+    ys = standardize_targets(model, y, model._compiled.losses)
+    weight = None if sample_weight is None else data.numeric_array(sample_weight, "`sample_weight`")
+    data.check_cardinality(model.name, [
+        *((f'input "{n}"', len(a)) for n, a in zip(model.input_names, xs)),
+        *((f'target "{n}"', len(a)) for n, a in zip(model.output_names, ys)),
+        *([("`sample_weight`", len(weight))] if weight is not None and weight.ndim else [])])
+    return xs, ys, sample_weights(ys[0], weight, class_weight)
+
+
 def standardize_targets(model, y, losses: Sequence) -> list[np.ndarray]:
     """The targets in output order, as arrays the loss can take (checked against the outputs)."""
     names = list(model.output_names)
-    if isinstance(y, Mapping):
+    if y is None:
+        items = [None] * len(names)
+    elif isinstance(y, Mapping):
         items = [y[n] for n in _per_output(y, names, "y")]
     elif len(names) > 1:
         items = list(y)
@@ -247,26 +269,38 @@ def standardize_targets(model, y, losses: Sequence) -> list[np.ndarray]:
                              f"but received {len(items)} target arrays")
     else:
         items = [y]
-    out = []
-    for i, (item, loss) in enumerate(zip(items, losses)):
-        array = np.asarray(item)
-        if array.ndim == 1 and len(model.outputs[i].shape) == 2 and not _is_sparse(loss):
-            array = array[:, None]   # Keras adds the trailing axis of size 1
-        if loss is not None:
-            losses_module.check_targets(loss, array, model.outputs[i].shape)
-        out.append(array.astype(np.int32) if _is_sparse(loss) and array.dtype.kind in "iu"
-                   else array.astype(np.float32, copy=False))
-    return out
+    return [_target_array(model, i, item, loss) for i, (item, loss) in enumerate(zip(items, losses))]
+
+
+def _target_array(model, index: int, item, loss) -> np.ndarray:
+    name = model.output_names[index]
+    where = f'The target `y` of output "{name}" of model "{model.name}"'
+    if item is None and loss is not None:
+        raise ValueError(f"{where} is required: the model was compiled with a loss for this "
+                         f"output. Received: y=None")
+    array = data.numeric_array(item, where)
+    if array.ndim == 1 and len(model.outputs[index].shape) == 2 and not _is_sparse(loss):
+        array = array[:, None]   # Keras adds the trailing axis of size 1
+    if loss is not None:
+        losses_module.check_targets(loss, array, model.outputs[index].shape)
+    if _is_sparse(loss) and array.dtype.kind in "iu":
+        return data.cast(array, np.int32, where)
+    return array.astype(np.float32, copy=False)
 
 
 def _is_sparse(loss) -> bool:
     return loss is not None and "sparse" in type(loss).__name__.lower()
 
 
-def sample_weights(y0: np.ndarray, sample_weight, class_weight) -> np.ndarray:
+def sample_weights(y0: np.ndarray, sample_weight: np.ndarray | None, class_weight) -> np.ndarray:
     count = len(y0)
-    weights = np.ones(count, np.float32) if sample_weight is None else \
-        np.asarray(sample_weight, np.float32).reshape(count)
+    if sample_weight is None:
+        weights = np.ones(count, np.float32)
+    elif sample_weight.size == count and sample_weight.shape[:1] == (count,):
+        weights = sample_weight.astype(np.float32).reshape(count)
+    else:
+        raise ValueError(f"`sample_weight` must hold one weight per sample: expected shape "
+                         f"({count},) or ({count}, 1). Received shape {sample_weight.shape}")
     if class_weight:
         labels = y0.reshape(count, -1)
         classes = labels.argmax(axis=1) if labels.shape[1] > 1 else labels[:, 0].round().astype(int)
@@ -368,6 +402,17 @@ def reset(compiled: Compiled) -> None:
         m.reset_state()
 
 
+def _exclusive(function):
+    """`function(model, ...)` run holding the model's training lock: a second thread's fit,
+    evaluate or *_on_batch on the same model waits for this one to end, as if called after it."""
+    @functools.wraps(function)
+    def locked(model, *args, **kwargs):
+        with require_compiled(model, function.__name__).lock:
+            return function(model, *args, **kwargs)
+    return locked
+
+
+@_exclusive
 def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
         validation_split=0.0, validation_data=None, shuffle=True, class_weight=None,
         sample_weight=None, initial_epoch=0, steps_per_epoch=None, validation_steps=None,
@@ -375,24 +420,22 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
     """Keras 3's `Model.fit`; returns the History."""
     if "nb_epoch" in legacy:
         warnings.warn("fit(nb_epoch=...) is the Keras 1 form of `epochs`; use `epochs`",
-                      DeprecationWarning, stacklevel=3)
+                      DeprecationWarning, stacklevel=4)
         epochs = legacy.pop("nb_epoch")
     if legacy:
         raise TypeError(f"fit() got unexpected keyword arguments: {sorted(legacy)}")
-    compiled = require_compiled(model, "fit")
-    batch_size = batch_size or 32
-    xs = model._standardize(x)
-    ys = standardize_targets(model, y, compiled.losses)
-    weights = sample_weights(ys[0], sample_weight, class_weight)
-    val = None
-    if validation_data is not None:
-        vx, vy, vw = _unpack(validation_data)
-        vys = standardize_targets(model, vy, compiled.losses)
-        val = (model._standardize(vx), vys, sample_weights(vys[0], vw, None))
-    elif validation_split:
-        split = int(len(xs[0]) * (1 - validation_split))
-        val = ([a[split:] for a in xs], [a[split:] for a in ys], weights[split:])
-        xs, ys, weights = [a[:split] for a in xs], [a[:split] for a in ys], weights[:split]
+    owner = f"fit() of model '{model.name}'"
+    batch_size = data.batch_size(batch_size, owner)
+    epochs = int_at_least(epochs, 0, "epochs", owner)
+    initial_epoch = int_at_least(initial_epoch, 0, "initial_epoch", owner)
+    steps_per_epoch = data.optional_count(steps_per_epoch, "steps_per_epoch", owner)
+    validation_steps = data.optional_count(validation_steps, "validation_steps", owner)
+    validation_batch_size = data.batch_size(validation_batch_size, owner, "validation_batch_size",
+                                            default=batch_size)
+    validation_freq = positive_int(validation_freq, "validation_freq", owner)
+    compiled = model._compiled
+    (xs, ys, weights), val = _fit_data(model, x, y, sample_weight, class_weight, validation_data,
+                                       validation_split, owner)
     model._seed = int(np.random.randint(0, 2**31))
     verbose = 1 if verbose == "auto" else verbose
     steps = -(-len(xs[0]) // batch_size) if steps_per_epoch is None else steps_per_epoch
@@ -417,14 +460,28 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
                      chunked)
         logs = logs_of(compiled)
         if val is not None and (epoch + 1) % validation_freq == 0:
-            val_logs = _evaluate_arrays(model, *val, validation_batch_size or batch_size,
-                                        validation_steps, cbs)
+            val_logs = _evaluate_arrays(model, *val, validation_batch_size, validation_steps, cbs)
             logs.update({f"val_{k}": v for k, v in val_logs.items()})
         cbs.on_epoch_end(epoch, logs)
         if model.stop_training:
             break
     cbs.on_train_end(logs)
     return model.history
+
+
+def _fit_data(model, x, y, sample_weight, class_weight, validation_data, validation_split,
+              owner: str) -> tuple[tuple, tuple | None]:
+    """The training arrays (inputs, targets, weights) and the validation ones, or None: from
+    `validation_data`, else the last `validation_split` of the samples."""
+    train = standardize_data(model, x, y, sample_weight, class_weight)
+    if validation_data is not None:   # Keras ignores `validation_split` then
+        return train, standardize_data(model, *_unpack(validation_data))
+    xs, ys, weights = train
+    kept = data.training_count(validation_split, len(xs[0]), owner)
+    if kept == len(xs[0]):
+        return train, None
+    return (([a[:kept] for a in xs], [a[:kept] for a in ys], weights[:kept]),
+            ([a[kept:] for a in xs], [a[kept:] for a in ys], weights[kept:]))
 
 
 def _wants_batches(cbs, mode: str) -> bool:
@@ -452,14 +509,14 @@ def _order(count: int, batch_size: int, shuffle) -> np.ndarray | None:
     return np.random.permutation(count) if shuffle else None
 
 
+@_exclusive
 def evaluate(model, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
              callbacks=None, return_dict=False):
     """Keras 3's `Model.evaluate`: the loss, or [loss, *metrics], or a dict of them."""
-    compiled = require_compiled(model, "evaluate")
-    xs = model._standardize(x)
-    ys = standardize_targets(model, y, compiled.losses)
-    weights = sample_weights(ys[0], sample_weight, None)
-    batch_size = batch_size or 32
+    owner = f"evaluate() of model '{model.name}'"
+    batch_size = data.batch_size(batch_size, owner)
+    steps = data.optional_count(steps, "steps", owner)
+    xs, ys, weights = standardize_data(model, x, y, sample_weight)
     cbs = callbacks_module.CallbackList(callbacks, add_progbar=verbose != 0, model=model,
                                         verbose=1 if verbose == "auto" else verbose, epochs=1,
                                         steps=-(-len(xs[0]) // batch_size))
@@ -488,27 +545,23 @@ def require_compiled(model, what: str) -> Compiled:
     return compiled
 
 
+@_exclusive
 def train_on_batch(model, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
-    compiled = require_compiled(model, "train_on_batch")
-    xs = model._standardize(x)
-    ys = standardize_targets(model, y, compiled.losses)
-    weights = sample_weights(ys[0], sample_weight, class_weight)
+    xs, ys, weights = standardize_data(model, x, y, sample_weight, class_weight)
     if not hasattr(model, "_seed"):
         model._seed = int(np.random.randint(0, 2**31))
     step = step_for(model, ys, train=True)
     _run_batches(model, step, xs, ys, weights, max(len(xs[0]), 1), True, lambda n, logs: None)
-    return _result(logs_of(compiled), return_dict)
+    return _result(logs_of(model._compiled), return_dict)
 
 
+@_exclusive
 def test_on_batch(model, x, y=None, sample_weight=None, return_dict=False):
-    compiled = require_compiled(model, "test_on_batch")
-    xs = model._standardize(x)
-    ys = standardize_targets(model, y, compiled.losses)
-    weights = sample_weights(ys[0], sample_weight, None)
-    reset(compiled)
+    xs, ys, weights = standardize_data(model, x, y, sample_weight)
+    reset(model._compiled)
     step = step_for(model, ys, train=False)
     _run_batches(model, step, xs, ys, weights, max(len(xs[0]), 1), False, lambda n, logs: None)
-    return _result(logs_of(compiled), return_dict)
+    return _result(logs_of(model._compiled), return_dict)
 
 
 def _result(logs: dict[str, float], return_dict: bool):

@@ -16,6 +16,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from nncompile.keras import data
+
 # The clock of the progress bar; a module attribute so that tests can drive it.
 _clock = time.time
 
@@ -128,7 +130,10 @@ def pad_sequences(sequences, maxlen: int | None = None, dtype="int32", padding: 
     for index, s in enumerate(sequences):
         if not len(s) or not maxlen:
             continue
-        kept = np.asarray(s[-maxlen:] if truncating == "pre" else s[:maxlen], dtype=dtype)
+        part = s[-maxlen:] if truncating == "pre" else s[:maxlen]
+        # Token ids are range-checked into an integer dtype; object and text dtypes take anything.
+        kept = (data.cast(np.asarray(part), dtype, f"The sequence at position {index}")
+                if np.dtype(dtype).kind in "iu" else np.asarray(part, dtype=dtype))
         if kept.shape[1:] != sample_shape:
             raise ValueError(f"Shape of sample {kept.shape[1:]} of sequence at position {index} "
                              f"is different from expected shape {sample_shape}")

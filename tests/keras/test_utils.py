@@ -96,6 +96,14 @@ def test_pad_sequences_keeps_sample_shape_dtype_and_legacy_path():
     assert legacy_pad_sequences is utils.pad_sequences
 
 
+def test_pad_sequences_never_wraps_a_token_id_into_int32():
+    ids = [np.array([3, 2**32 + 3], np.int64)]
+    with pytest.raises(ValueError, match=r"sequence at position 0 holds the value 4294967299, "
+                                         r"which int32 .* cannot hold"):
+        utils.pad_sequences(ids)
+    assert utils.pad_sequences(ids, dtype="int64").tolist() == [[3, 2**32 + 3]]
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(sequences=[[1], 2]), "non-iterable: 2"),
     (dict(sequences=[[1]], padding="middle"), 'Padding type "middle"'),

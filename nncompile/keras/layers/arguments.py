@@ -33,9 +33,15 @@ def normalize_tuple(value, n: int, arg: str, owner: str) -> tuple[int, ...]:
 
 
 def positive_int(value, arg: str, owner: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{owner}: the `{arg}` argument must be a positive integer. "
-                         f"Received: {arg}={value!r}")
+    return int_at_least(value, 1, arg, owner)
+
+
+def int_at_least(value, minimum: int, arg: str, owner: str) -> int:
+    """`value` as an int >= `minimum` (0 or 1); a float, even 2.0, is refused, as Keras's layers
+    refuse it."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        kind = "a positive integer" if minimum == 1 else "a non-negative integer"
+        raise ValueError(f"{owner}: the `{arg}` argument must be {kind}. Received: {arg}={value!r}")
     return int(value)
 
 

@@ -3,12 +3,16 @@
 Every reader runs inside `reading(path)`: an h5py, zipfile, json or numpy failure on a bad file
 becomes one `SavingError` (a ValueError) naming the file, never a library traceback. Every writer
 goes through `atomic_write`: the new file is written next to the old one and renamed over it, so
-an interrupted save leaves the previous file intact.
+an interrupted save leaves the previous file intact. A save killed before its rename leaves its
+temporary behind; the temporary's name says which host and process wrote it, so the next save of
+the same target removes those whose writer is gone (as vim does with its swap files).
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import socket
 import tempfile
 from typing import Callable, Iterator
 
@@ -59,7 +63,10 @@ def atomic_write(path: str, write: Callable[[str], None]) -> None:
         raise NotADirectoryError(f"Cannot save to '{path}': '{folder}' is a file, not a folder")
     try:
         os.makedirs(folder, exist_ok=True)
-        handle, temp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+        target = os.path.basename(path)
+        _remove_stale_temps(folder, target)
+        handle, temp = tempfile.mkstemp(prefix=f"{_temp_prefix(target)}{os.getpid()}.",
+                                        suffix=_TEMP_SUFFIX, dir=folder)
     except OSError as e:
         raise type(e)(e.errno, f"Cannot save to '{path}': folder '{folder}' cannot hold it "
                                f"({e.strerror})") from None
@@ -74,6 +81,43 @@ def atomic_write(path: str, write: Callable[[str], None]) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.remove(temp)
         raise
+
+
+_TEMP_SUFFIX = ".tmp"
+
+
+def _temp_prefix(target: str) -> str:
+    """What the temporaries of `target` written on this host start with; the writer's pid and a
+    random part follow. The host is named because on a shared folder another machine's pids
+    mean nothing here: its temporaries are never judged, so never removed, from this one."""
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+    return f".{target}.{host}."
+
+
+def _remove_stale_temps(folder: str, target: str) -> None:
+    """Remove the temporaries of `target` left by writers of this host that no longer run.
+
+    Best effort: a temporary another process removes first, or one we may not remove, stays
+    that process's business and never fails this save."""
+    pattern = re.compile(re.escape(_temp_prefix(target)) + r"([0-9]+)\.[^./]+" + re.escape(_TEMP_SUFFIX))
+    with contextlib.suppress(OSError):
+        for name in os.listdir(folder):
+            match = pattern.fullmatch(name)
+            if match and not _process_alive(int(match.group(1))):
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(folder, name))
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether process `pid` exists (signal 0 checks without sending anything). A pid reused by
+    an unrelated process keeps a stale temporary until that one ends, never the other way."""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:   # alive, owned by another user
+        return True
+    return True
 
 
 def _file_mode(path: str) -> int:
