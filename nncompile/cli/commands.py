@@ -18,6 +18,7 @@ from nncompile.cli.load import Loaded, batch_sizes, load, uses_batch
 from nncompile.ir import BATCH, Graph, print_graph
 from nncompile.ir.cost import node_cost
 from nncompile.passes.manager import PassManager
+from nncompile.passes.memory import check_fits
 from nncompile.passes.pipelines import describe, pipeline
 
 # Constants with more elements than this print as `dense<f32[784,128]: ...>` unless asked for.
@@ -376,6 +377,7 @@ def bench(args: argparse.Namespace) -> int:
     rng = np.random.default_rng(args.seed)
     rows = []
     for batch in sizes:
+        check_fits(exe.memory_plan(batch=batch or 1))   # before the inputs are drawn
         arrays = _sample(graph, batch or 1, rng)
         samples = len(arrays[0]) if arrays and arrays[0].ndim else 1
         times = _time(exe, arrays, args.seconds)

@@ -171,9 +171,10 @@ def lower_node(k: Kernel, node: Node) -> None:
     """Emit the code of one kernel: a fused group by its kind, a plain op by its fusion kind."""
     if node.op == "fused":
         body: Graph = node.attrs["body"]
+        # Only the body's inputs take the node's buffers: a body output may be a body input or
+        # another output, so each result is stored into the node output at its own position.
         k.bind(body.inputs, node.inputs)
-        k.bind(body.outputs, node.outputs)
-        FUSED[node.attrs["kind"]](k, node.attrs["body"])
+        FUSED[node.attrs["kind"]](k, body, node.outputs)
         return
     opdef = get_op(node.op)
     if opdef.fusion in (Fusion.ELEMENTWISE, Fusion.BROADCAST):
@@ -184,21 +185,21 @@ def lower_node(k: Kernel, node: Node) -> None:
         opdef.lower(k, node)
 
 
-def _loop(k: Kernel, body: Graph) -> None:
-    emit_loop(k, body.inputs, body.outputs, body.nodes, body.outputs)
+def _loop(k: Kernel, body: Graph, outputs: list[Value]) -> None:
+    emit_loop(k, body.inputs, outputs, body.nodes, body.outputs)
 
 
-def _reduction(k: Kernel, body: Graph) -> None:
+def _reduction(k: Kernel, body: Graph, outputs: list[Value]) -> None:
     at = next(i for i, n in enumerate(body.nodes) if get_op(n.op).fusion is Fusion.REDUCTION)
-    emit_reduction(k, body.inputs, body.outputs, body.nodes[:at], body.nodes[at],
+    emit_reduction(k, body.inputs, outputs, body.nodes[:at], body.nodes[at],
                    body.nodes[at + 1:], body.outputs)
 
 
-def _anchored(k: Kernel, body: Graph) -> None:
-    get_op(body.nodes[0].op).lower(k, body.nodes[0], body.nodes[1:], body.outputs[0])
+def _anchored(k: Kernel, body: Graph, outputs: list[Value]) -> None:
+    get_op(body.nodes[0].op).lower(k, body.nodes[0], body.nodes[1:], outputs[0])
 
 
-FUSED: dict[str, Callable[[Kernel, Graph], None]] = {
+FUSED: dict[str, Callable[[Kernel, Graph, list[Value]], None]] = {
     "loop": _loop, "reduction": _reduction, "matmul": _anchored, "conv2d": _anchored,
     "max_pool2d": _anchored, "avg_pool2d": _anchored,
 }

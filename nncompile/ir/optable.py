@@ -181,7 +181,7 @@ def infer_types(opdef: OpDef, in_types: Sequence[TensorType], attrs: dict, where
     try:
         result = opdef.infer(list(in_types), attrs)
     except ShapeError as e:
-        raise ShapeError(f"{where}: {e}") from None
+        raise type(e)(f"{where}: {e}") from None   # keeps a SizeError one
     out = [result] if isinstance(result, TensorType) else list(result)
     if opdef.num_outputs is not None and len(out) != opdef.num_outputs:
         raise IRError(f"{where}: shape rule of {opdef.name!r} gave {len(out)} outputs, "

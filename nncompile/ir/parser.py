@@ -599,7 +599,11 @@ class _Parser:
         except ValueError as e:
             raise self.error(str(e), tok) from None
         self.expect("[")
-        return TensorType(dtype, tuple(self.separated("]", self.dim)))
+        dims = tuple(self.separated("]", self.dim))
+        try:
+            return TensorType(dtype, dims)
+        except IRError as e:
+            raise self.error(str(e), tok) from None
 
     def dim(self):
         tok = self.next()

@@ -5,17 +5,21 @@ dimension; every input of a traced model shares it. Symbols are bound to sizes w
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from nncompile.ir.dtypes import DType
-from nncompile.ir.errors import ShapeError
+from nncompile.ir.errors import ShapeError, SizeError
 
 Dim = int | str
 Shape = tuple[Dim, ...]
 
 BATCH = "?"
+# The largest byte size of a tensor: an int64 counts it, as numpy's sizes and the generated code's
+# (i64) indices and byte offsets do; beyond it they would wrap around.
+MAX_BYTES = 2**63 - 1
 _SYMBOL = re.compile(r"^(\?|[A-Za-z_][A-Za-z0-9_]*)$")
 
 
@@ -37,7 +41,19 @@ def check_dim(dim) -> Dim:
         raise ShapeError(f"dimension {dim!r} is not an int or a symbol") from None
     if value != dim or value < 0:
         raise ShapeError(f"dimension {dim!r} must be an int >= 0 or a symbol")
+    if value > MAX_BYTES:
+        raise SizeError(f"dimension {value} does not fit an int64 (at most 2**63 - 1)")
     return value
+
+
+def check_static_size(t: "TensorType") -> None:
+    """Refuse a type whose static dimensions alone make more bytes than an int64 counts: at any
+    nonzero size of its symbols, its size would overflow."""
+    elements = math.prod(d for d in t.shape if not is_symbol(d))
+    if elements * t.dtype.itemsize > MAX_BYTES:
+        static = " (its static dimensions alone)" if not t.is_static else ""
+        raise SizeError(f"type {t} has {elements} elements of {t.dtype.itemsize} bytes{static}, "
+                        f"more bytes than an int64 counts (2**63 - 1): no machine holds it")
 
 
 @dataclass(frozen=True)
@@ -49,6 +65,7 @@ class TensorType:
         if not isinstance(self.dtype, DType):
             object.__setattr__(self, "dtype", DType.parse(str(self.dtype)))
         object.__setattr__(self, "shape", tuple(check_dim(d) for d in self.shape))
+        check_static_size(self)
 
     def __str__(self) -> str:
         return f"{self.dtype}[{','.join(str(d) for d in self.shape)}]"

@@ -21,14 +21,17 @@ from __future__ import annotations
 
 import bisect
 import enum
+import functools
 import math
+import os
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 from nncompile.ir.cost import shape_of
-from nncompile.ir.errors import IRError, ShapeError
+from nncompile.ir.errors import IRError, ShapeError, SizeError
 from nncompile.ir.graph import Graph, Node, Value
 from nncompile.ir.optable import Fusion, get_op
+from nncompile.ir.printer import region_names
 
 
 class Home(enum.Enum):
@@ -131,6 +134,53 @@ def value_names(graph: Graph) -> dict[Value, str]:
 def nbytes(value: Value, env: Mapping[str, int]) -> int:
     """Bytes of `value` with its symbolic dimensions bound by `env`."""
     return math.prod(shape_of(value, env)) * value.type.dtype.itemsize
+
+
+# --- what this machine can hold -------------------------------------------------------------------
+
+@functools.cache
+def machine_memory() -> int:
+    """Bytes of physical memory of this machine."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_fits(plan: MemoryPlan, memory: int | None = None) -> None:
+    """Refuse, before anything is allocated, a run at the plan's sizes that needs more than
+    `memory` bytes (default: this machine's): a single value that large, or the inputs,
+    parameters, arena and outputs together. Values inside fused bodies count too: fusion only
+    spares storing them, and whether a graph runs must not depend on what fusion chose (nor
+    may a loop over more elements than memory holds run for hours)."""
+    memory = machine_memory() if memory is None else memory
+    where = f"graph {plan.graph.name!r} at sizes {plan.env}"
+    limit = f"more than this machine's memory ({_shown(memory)})"
+    labels = dict(_every_value(plan.graph, value_names(plan.graph)))
+    for value, label in labels.items():
+        if nbytes(value, plan.env) > memory:
+            raise SizeError(f"{where}: {label} needs {_shown(nbytes(value, plan.env))}, {limit}")
+    roots = {loc.root for loc in plan.locations.values() if loc.home is not Home.ARENA}
+    parts = [(nbytes(v, plan.env), label) for v, label in labels.items() if v in roots]
+    parts.append((plan.arena_bytes, "the arena"))
+    total = sum(size for size, _ in parts)
+    if total > memory:
+        size, label = max(parts, key=lambda part: part[0])
+        raise SizeError(f"{where}: the inputs, parameters, arena and outputs need {_shown(total)} "
+                        f"together, {limit}; the largest is {label}, {_shown(size)}")
+
+
+def _every_value(graph: Graph, names: dict[Value, str]) -> Iterator[tuple[Value, str]]:
+    """Every value of `graph` and of the regions of its nodes, with its label in messages."""
+    yield from ((v, f"input %{v.name} ({v.type})") for v in graph.inputs)
+    for node in graph.nodes:
+        for v in node.outputs:
+            yield v, f"{names[v]} ({node.describe()}, {v.type})"
+        for region in (node.attrs[k] for k in region_names(node.op)):
+            outer = names[node.outputs[0]].split("#")[0]
+            for v, label in _every_value(region, value_names(region)):
+                yield v, f"{label} in the {region.name} of {outer}"
+
+
+def _shown(size: int) -> str:
+    return f"{size / 2**30:.3g} GiB ({size} bytes)"
 
 
 def is_view(node: Node, graph_outputs: set[Value]) -> bool:

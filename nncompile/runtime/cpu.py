@@ -36,7 +36,7 @@ from nncompile.ir.types import bind_shape
 from nncompile.ir.verifier import check_param
 from nncompile.passes.manager import PassManager
 from nncompile.passes.pipelines import pipeline as named_pipeline
-from nncompile.passes.memory import Home, MemoryPlan, is_elementwise_safe, plan_memory
+from nncompile.passes.memory import Home, MemoryPlan, check_fits, is_elementwise_safe, plan_memory
 from nncompile.runtime import disk_cache, reference
 from nncompile.runtime.reference import bind_inputs
 
@@ -100,6 +100,7 @@ class _Binding:
         self.plan = plan or plan_memory(exe.graph, env)
         if _shares(self.plan) != exe.shares:
             raise ShapeError(f"graph {exe.graph.name!r}: buffer sharing changed with sizes {env}")
+        check_fits(self.plan)
         self.arena = np.empty(self.plan.arena_bytes + 64, np.uint8)
         base = self.arena.ctypes.data
         base += -base % 64

@@ -13,7 +13,8 @@ appear in an input's type, so that running the body binds it. The shape rule als
 body contract of each `kind`, the one the fusion pass builds and code generation relies on:
 
 - loop: elementwise/broadcast ops and constants; every output has one shape S (the loop's index
-  space) and every input and node result broadcasts to S.
+  space) and every input and node result broadcasts to S. An output may be a body input (copied
+  through) or repeat another output (stored twice).
 - reduction: a prologue of elementwise/broadcast ops and constants whose results broadcast to
   the reduction input's shape, exactly one reduce_* op, then an epilogue of elementwise ops whose
   results broadcast to the reduced shape and which read no prologue value; one output, the last
