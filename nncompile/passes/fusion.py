@@ -95,15 +95,17 @@ def _is_small_constant(node: Node | None) -> bool:
 
 # --- 1. anchors and their epilogues ---------------------------------------------------------------
 
-def _epilogue_step(last: Node, uses: _Uses, shape: Shape, taken: set[Node]) -> Node | None:
-    """The consumer that extends an anchor chain ending at `last`, if there is one."""
+def _epilogue_step(last: Node, uses: _Uses, anchor: Node, taken: set[Node]) -> Node | None:
+    """The consumer that extends an anchor chain ending at `last`, if there is one. The anchor
+    accumulates in the group's output, so an epilogue must keep the anchor's shape and dtype."""
     readers = uses.consumers[last]
     if last in uses.escapes or len(readers) != 1:
         return None
     (user,) = readers
     ok = (user not in taken and _single(user) and user.op != "constant"
           and OPS[user.op].fusion is Fusion.ELEMENTWISE
-          and user.inputs.count(last.outputs[0]) == 1 and _shape(user) == shape)
+          and user.inputs.count(last.outputs[0]) == 1 and _shape(user) == _shape(anchor)
+          and user.outputs[0].type.dtype == anchor.outputs[0].type.dtype)
     return user if ok else None
 
 
@@ -114,7 +116,7 @@ def _anchor_groups(graph: Graph, uses: _Uses) -> list[_Group]:
     for node in graph.nodes:
         if node.op in ANCHOR_KINDS:
             chain = [node]
-            while (step := _epilogue_step(chain[-1], uses, _shape(node), taken)) is not None:
+            while (step := _epilogue_step(chain[-1], uses, node, taken)) is not None:
                 chain.append(step)
             taken.update(chain)
             groups.append(_Group(node.op, chain))

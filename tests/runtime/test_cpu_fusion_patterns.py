@@ -9,6 +9,8 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
+import nncompile
+
 from cpu_harness import FEW, FLOATS, SEED, SIZE, SMALL, SOME, TWO_BATCHES, check, executable, inputs_for
 from nncompile.ir import BATCH, Builder, DType
 from nncompile.ir.ops.linalg import same_pads
@@ -188,3 +190,20 @@ def test_the_patterns_form_fused_groups_of_every_kind():
     kinds = {node.attrs["kind"] for node in exe.graph.nodes if node.op == "fused"}
     assert {"loop", "reduction", "matmul", "conv2d"} <= kinds, kinds
     check(graph, exe, [rng.normal(0, 1, (2, 4, 4, 3)).astype(np.float32)])
+
+
+def test_an_epilogue_that_changes_the_dtype_stays_out_of_the_matmul():
+    # The GEMM accumulates in its group's output: a comparison after it (bool) or a cast cannot
+    # be its epilogue (found by tests/fuzz_cases.py: "cannot store i1 to float*").
+    rng = np.random.default_rng(3)
+    b = Builder()
+    x = b.input("x", DType.f32[BATCH, 6])
+    column = b.input("column", DType.f32[BATCH, 1])
+    w1, w2 = (b.param(name, rng.standard_normal((6, 5)).astype(np.float32)) for name in ("w1", "w2"))
+    y, z = b.op("matmul", x, w1), b.op("matmul", x, w2)
+    graph = b.finish([b.op("greater", y, column), b.op("cast", b.op("relu", z), dtype="i32")],
+                     ["above", "truncated"])
+    exe = nncompile.compile(graph)
+    data = [rng.standard_normal((7, 6)).astype(np.float32) * 3, rng.standard_normal((7, 1)).astype(np.float32)]
+    for got, want in zip(exe(*data), reference_run(graph, data)):
+        np.testing.assert_array_equal(got, want)
