@@ -1,16 +1,21 @@
 """The host target: LLVM set-up, the host CPU's features, the optimization pipeline, JIT loading.
 
-Everything that touches llvmlite's binding layer lives here, so kernel emitters only build
-`llvmlite.ir` modules and the runtime only asks for function addresses.
+Everything that touches llvmlite's binding layer lives here and in `llvm_worker` (the optimizer
+and code generator, run in a process of their own), so kernel emitters only build `llvmlite.ir`
+modules and the runtime only asks for function addresses.
 """
 from __future__ import annotations
 
 import functools
+from typing import Callable, TypeVar
 
 import llvmlite.binding as llvm
 from llvmlite import ir
 
+from nncompile.codegen import llvm_worker
 from nncompile.ir.errors import IRError
+
+T = TypeVar("T")
 
 
 @functools.cache
@@ -76,38 +81,27 @@ def tune(fn: ir.Function) -> ir.Function:
     return fn
 
 
-def parse(llvm_ir: str) -> llvm.ModuleRef:
-    _initialized()
+def _ask(request: Callable[[str, str, str], T], llvm_ir: str) -> T:
     try:
-        ref = llvm.parse_assembly(llvm_ir)
-        ref.verify()
-    except RuntimeError as e:
-        raise IRError(f"generated LLVM IR is invalid: {e}") from None
-    return ref
+        return request(llvm_ir, *host_cpu())
+    except llvm_worker.WorkerError as e:
+        raise IRError(str(e)) from None
 
 
-def optimize(ref: llvm.ModuleRef) -> None:
-    """Run LLVM's O3 pipeline (loop and SLP vectorizers on) over `ref` in place."""
-    pto = llvm.create_pipeline_tuning_options(speed_level=3)
-    pto.loop_vectorization = True
-    pto.slp_vectorization = True
-    pto.loop_unrolling = True
-    builder = llvm.create_pass_builder(target_machine(), pto)
-    builder.getModulePassManager().run(ref, builder)
+def compile_object(llvm_ir: str) -> bytes:
+    """The host object file of the module after LLVM's O3 pipeline (loop and SLP vectorizers on),
+    made in the LLVM worker process (`llvm_worker`: it keeps what LLVM leaks)."""
+    return _ask(llvm_worker.compile_object, llvm_ir)
 
 
 def optimized(llvm_ir: str) -> str:
     """The module text after LLVM's O3 pipeline."""
-    ref = parse(llvm_ir)
-    optimize(ref)
-    return str(ref)
+    return _ask(llvm_worker.optimized_ir, llvm_ir)
 
 
 def assembly(llvm_ir: str) -> str:
     """The host assembly of the optimized module."""
-    ref = parse(llvm_ir)
-    optimize(ref)
-    return target_machine().emit_assembly(ref)
+    return _ask(llvm_worker.assembly, llvm_ir)
 
 
 class JitModule:
@@ -121,12 +115,10 @@ class JitModule:
         if object_code is None:
             if module is None:
                 raise IRError("JitModule needs a module or its object code")
-            ref = parse(str(module))
-            optimize(ref)
-            object_code = target_machine().emit_object(ref)
+            object_code = compile_object(str(module))
         self.object_code = object_code
         # the engine owns (and frees) the target machine it is given: never the cached one
-        self._engine = llvm.create_mcjit_compiler(parse(""), new_target_machine())
+        self._engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), new_target_machine())
         self._engine.add_object_file(llvm.ObjectFileRef.from_data(object_code))
         self._engine.finalize_object()
 

@@ -1,0 +1,170 @@
+"""LLVM's optimizer and code generator, run in a worker process of their own.
+
+Every run of an LLVM pass pipeline through llvmlite keeps memory that nothing can release: the
+pass builder's instrumentation callbacks are allocated and never freed, and each run registers
+more (measured: about 0.3 MB per compiled module, for as long as the process lives). The worker
+takes that growth instead of the user's process, and is replaced when it has grown past
+`WORKER_RSS_LIMIT`. It also keeps an LLVM abort on a module (a fatal error in a pass) from ending
+the user's process: the request fails with an error naming the module instead.
+
+The parent asks `compile_object`, `optimized_ir` or `assembly` with the module's text and the
+host CPU; the worker parses, verifies, runs the O3 pipeline and answers. Loading object code into
+an execution engine stays in the parent (`target.JitModule`), which keeps no memory once freed.
+
+This file imports nothing from nncompile, so that the worker starts in a fraction of a second:
+it is run by path, `python llvm_worker.py`, and speaks pickled (request, reply) pairs on its
+standard input and output.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+import threading
+
+# A worker whose resident memory has grown past this is replaced after its current request.
+WORKER_RSS_LIMIT = 512 << 20
+
+
+class WorkerError(RuntimeError):
+    """LLVM refused a module (invalid IR) or the worker died on it."""
+
+
+# --- the worker side ------------------------------------------------------------------------
+
+def _llvm():
+    import llvmlite.binding as llvm
+
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    return llvm
+
+
+def _target_machine(llvm, cpu: str, features: str):
+    target = llvm.Target.from_default_triple()
+    return target.create_target_machine(cpu=cpu, features=features, opt=3, reloc="pic",
+                                        codemodel="jitdefault")
+
+
+def _optimized_module(llvm, machine, text: str):
+    try:
+        module = llvm.parse_assembly(text)
+        module.verify()
+    except RuntimeError as e:
+        raise WorkerError(f"generated LLVM IR is invalid: {e}") from None
+    tuning = llvm.create_pipeline_tuning_options(speed_level=3)
+    tuning.loop_vectorization = True
+    tuning.slp_vectorization = True
+    tuning.loop_unrolling = True
+    builder = llvm.create_pass_builder(machine, tuning)
+    builder.getModulePassManager().run(module, builder)
+    return module
+
+
+def _answer(llvm, machines: dict, request: tuple):
+    kind, cpu, features, text = request
+    machine = machines.get((cpu, features)) or machines.setdefault((cpu, features),
+                                                                   _target_machine(llvm, cpu, features))
+    module = _optimized_module(llvm, machine, text)
+    if kind == "object":
+        return machine.emit_object(module)
+    if kind == "assembly":
+        return machine.emit_assembly(module)
+    return str(module)
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def serve(requests, replies) -> None:
+    """Answer requests until the parent closes the pipe."""
+    llvm, machines = _llvm(), {}
+    while True:
+        try:
+            request = pickle.load(requests)
+        except EOFError:
+            return
+        try:
+            reply = ("ok", _answer(llvm, machines, request))
+        except WorkerError as e:
+            reply = ("error", str(e))
+        pickle.dump((reply, _rss()), replies)
+        replies.flush()
+
+
+# --- the parent side ------------------------------------------------------------------------
+
+class _Worker:
+    """One worker process and the lock that gives it one request at a time."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.process: subprocess.Popen | None = None
+
+    def ask(self, kind: str, cpu: str, features: str, text: str):
+        with self.lock:
+            process = self.process = self.process or _spawn()
+            try:
+                pickle.dump((kind, cpu, features, text), process.stdin)
+                process.stdin.flush()
+                (status, value), rss = pickle.load(process.stdout)
+            except (EOFError, OSError, pickle.UnpicklingError):
+                self.process = None
+                raise WorkerError(f"LLVM failed on the module ({_exit_reason(process)})") from None
+            if rss > WORKER_RSS_LIMIT:
+                self.process = None
+                _stop(process)
+        if status == "error":
+            raise WorkerError(value)
+        return value
+
+
+def _spawn() -> subprocess.Popen:
+    # stderr stays the parent's: LLVM's own message, if it aborts, reaches the user
+    return subprocess.Popen([sys.executable, "-u", os.path.abspath(__file__)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, close_fds=True)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.stdin.close()
+    process.wait()
+    process.stdout.close()
+
+
+def _exit_reason(process: subprocess.Popen) -> str:
+    try:
+        code = process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        code = process.wait()
+    process.stdin.close()
+    process.stdout.close()
+    return f"the LLVM worker was killed by signal {-code}" if code < 0 else f"the LLVM worker exited with {code}"
+
+
+_WORKER = _Worker()
+
+
+def compile_object(text: str, cpu: str, features: str) -> bytes:
+    """The object file of the module `text`, optimized for `cpu` with `features`."""
+    return _WORKER.ask("object", cpu, features, text)
+
+
+def optimized_ir(text: str, cpu: str, features: str) -> str:
+    """The module text after LLVM's O3 pipeline."""
+    return _WORKER.ask("optimized", cpu, features, text)
+
+
+def assembly(text: str, cpu: str, features: str) -> str:
+    """The host assembly of the optimized module."""
+    return _WORKER.ask("assembly", cpu, features, text)
+
+
+if __name__ == "__main__":
+    # replies get a descriptor of their own; anything printed goes to stderr, not into them
+    replies = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    serve(sys.stdin.buffer, replies)
