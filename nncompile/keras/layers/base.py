@@ -16,7 +16,8 @@ import numpy as np
 
 from nncompile.ir import BATCH, Builder, DType, Graph, ShapeError, TensorType, Value
 from nncompile.keras import backend, regularizers
-from nncompile.keras.layers.arguments import warn_legacy
+from nncompile.keras.layers.arguments import (ArgumentError, boolean, owner_of, shape_tuple,
+                                              warn_legacy)
 
 
 class Variable:
@@ -149,15 +150,20 @@ class Layer:
             valid = sorted(set(self._accepted_args()) | set(_BASE_ARGS))
             raise ValueError(f"Unrecognized keyword arguments passed to {type(self).__name__}: "
                             f"{kwargs}; valid arguments: {', '.join(valid)}")
+        if name is not None and not isinstance(name, str):
+            raise ArgumentError(f"{type(self).__name__}: the `name` argument must be a string. "
+                                f"Received: name={name!r} (of type {type(name).__name__})")
         self.name = name or backend.unique_name(backend.to_snake_case(type(self).__name__))
-        self.trainable = trainable
+        owner = owner_of(self)
+        self.trainable = boolean(trainable, "trainable", owner)
         self.dtype = dtype or backend.floatx()
         # Kept for the training step, which adds its penalty on this layer's output to the loss.
         self.activity_regularizer = regularizers.get(activity_regularizer)
+        # The dimensions themselves are checked by the InputLayer these shapes become.
         if batch_input_shape is not None:
-            self.batch_input_shape = tuple(batch_input_shape)
+            self.batch_input_shape = shape_tuple(batch_input_shape, "batch_input_shape", owner)
         elif input_shape is not None:
-            self.batch_input_shape = (batch_size,) + tuple(input_shape)
+            self.batch_input_shape = (batch_size,) + shape_tuple(input_shape, "input_shape", owner)
         else:
             self.batch_input_shape = None
         self.built = False
