@@ -25,6 +25,10 @@ class ArgumentError(ValueError):
     on as it is."""
 
 
+class ArgumentTypeError(ArgumentError, TypeError):
+    """An ArgumentError where Keras raises a TypeError (a normalization layer's `axis`)."""
+
+
 def owner_of(layer) -> str:
     """How argument errors name a layer: "Layer 'dense' (Dense)"."""
     return f"Layer '{layer.name}' ({type(layer).__name__})"
@@ -86,7 +90,7 @@ def normalize_tuple(value, n: int, arg: str, owner: str) -> tuple[int, ...]:
     if (len(values) != n or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1
                                 for v in values)):
         raise ArgumentError(f"{owner}: the `{arg}` argument must be a tuple of {n} integers >= 1 "
-                         f"(or one such integer). Received: {arg}={value!r}")
+                            f"(or one such integer). Received: {arg}={value!r}")
     return tuple(int(v) for v in values)
 
 
@@ -102,7 +106,7 @@ def normalize_padding(value, allowed: Sequence[str], owner: str) -> str:
     if padding not in allowed:
         choices = ", ".join(f'"{a}"' for a in allowed)
         raise ArgumentError(f"{owner}: the `padding` argument must be one of {choices}. "
-                         f"Received: padding={value!r}")
+                            f"Received: padding={value!r}")
     return padding
 
 
@@ -111,10 +115,10 @@ def check_data_format(value, owner: str) -> str:
     data_format = backend.image_data_format() if value is None else value
     if data_format == "channels_first":
         raise ArgumentError(f"{owner}: data_format='channels_first' is not supported; nncompile layers "
-                         f"take data_format='channels_last' (the default) only")
+                            f"take data_format='channels_last' (the default) only")
     if data_format != "channels_last":
         raise ArgumentError(f"{owner}: the `data_format` argument must be 'channels_last' (or None). "
-                         f"Received: data_format={value!r}")
+                            f"Received: data_format={value!r}")
     return data_format
 
 

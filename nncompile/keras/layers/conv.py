@@ -89,14 +89,14 @@ class BaseConv(Layer):
         self.groups = positive_int(groups, "groups", owner)
         if self.filters % self.groups:
             raise ArgumentError(f"{owner}: the number of filters must be evenly divisible by the number "
-                             f"of groups. Received: groups={groups}, filters={filters}")
+                                f"of groups. Received: groups={groups}, filters={filters}")
         self.kernel_size = normalize_tuple(kernel_size, self.rank, "kernel_size", owner)
         self.strides = normalize_tuple(strides, self.rank, "strides", owner)
         self.dilation_rate = normalize_tuple(dilation_rate, self.rank, "dilation_rate", owner)
         if max(self.strides) > 1 and max(self.dilation_rate) > 1:
             raise ArgumentError(f"{owner}: `strides > 1` not supported in conjunction with "
-                             f"`dilation_rate > 1`. Received: strides={self.strides} and "
-                             f"dilation_rate={self.dilation_rate}")
+                                f"`dilation_rate > 1`. Received: strides={self.strides} and "
+                                f"dilation_rate={self.dilation_rate}")
         self.padding = normalize_padding(padding, self.paddings, owner)
         self.data_format = check_data_format(data_format, owner)
         self.activation = activations.get(activation)

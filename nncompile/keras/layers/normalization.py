@@ -13,7 +13,8 @@ import numpy as np
 from nncompile.ir import Builder, Value
 from nncompile.keras import constraints, initializers, regularizers
 from nncompile.keras.layers.base import Layer, Mask, Variable
-from nncompile.keras.layers.arguments import boolean, legacy_args, number, owner_of
+from nncompile.keras.layers.arguments import (ArgumentTypeError, boolean, legacy_args, number,
+                                              owner_of)
 
 _LEGACY_BN = {"beta_init": "beta_initializer", "gamma_init": "gamma_initializer"}
 
@@ -132,8 +133,8 @@ class BatchNormalization(Layer):
         super().__init__(**kwargs)
         owner = owner_of(self)
         if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
-            raise TypeError(f"{owner}: the `axis` argument must be an integer. "
-                            f"Received: axis={axis!r}")
+            raise ArgumentTypeError(f"{owner}: the `axis` argument must be an integer. "
+                                    f"Received: axis={axis!r}")
         self.axis = int(axis)
         self.momentum = number(momentum, "momentum", owner, "a float between 0 and 1",
                                lambda v: 0 <= v <= 1)
@@ -232,8 +233,8 @@ class LayerNormalization(Layer):
         axes = [axis] if isinstance(axis, (int, np.integer)) else axis
         if (not isinstance(axes, (list, tuple)) or not axes
                 or any(isinstance(a, bool) or not isinstance(a, (int, np.integer)) for a in axes)):
-            raise TypeError(f"{owner}: the `axis` argument must be an integer or a "
-                            f"non-empty list of integers. Received: axis={axis!r}")
+            raise ArgumentTypeError(f"{owner}: the `axis` argument must be an integer or a "
+                                    f"non-empty list of integers. Received: axis={axis!r}")
         self.axis = int(axis) if isinstance(axis, (int, np.integer)) else [int(a) for a in axes]
         self.epsilon = _epsilon(epsilon, owner)
         self.center = boolean(center, "center", owner)

@@ -39,8 +39,8 @@ def _pairs_2d(value, owner: str, arg: str) -> tuple[tuple[int, int], tuple[int, 
                for v in value):
             return (int(value[0][0]), int(value[0][1])), (int(value[1][0]), int(value[1][1]))
     raise ArgumentError(f"{owner}: `{arg}` should be either an int, a tuple of 2 ints (symmetric_height"
-                     f"_{arg}, symmetric_width_{arg}), or a tuple of 2 tuples of 2 ints ((top_{arg}, "
-                     f"bottom_{arg}), (left_{arg}, right_{arg})). Received: {arg}={value!r}")
+                        f"_{arg}, symmetric_width_{arg}), or a tuple of 2 tuples of 2 ints ((top_{arg}, "
+                        f"bottom_{arg}), (left_{arg}, right_{arg})). Received: {arg}={value!r}")
 
 
 def _pad(b: Builder, x: Value, pairs: dict[int, tuple[int, int]]) -> Value:
