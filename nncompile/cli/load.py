@@ -13,6 +13,7 @@ and seed always give the same values.
 from __future__ import annotations
 
 import os
+import zipfile
 import zlib
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -23,6 +24,7 @@ from nncompile.ir import BATCH, Graph, parse
 from nncompile.ir.errors import IRError
 
 KERAS_SUFFIXES = (".h5", ".hdf5", ".keras")
+_ZIP = b"PK\x03\x04"
 FILL_STD = 0.1
 
 
@@ -83,8 +85,7 @@ def step_graph(model, path: str) -> Graph:
 
 
 def _nnir(path: str, *, training: bool, params: str | None, seed: int) -> Loaded:
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    text = _read_text(path)
     try:
         graph = parse(text)
     except IRError as e:
@@ -100,14 +101,37 @@ def _nnir(path: str, *, training: bool, params: str | None, seed: int) -> Loaded
     return Loaded(path, graph)
 
 
+def _read_text(path: str) -> str:
+    """The UTF-8 text of the IR file at `path`; an error names the file, line and byte."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ValueError(f"model file {path!r}: line {line}: byte {data[e.start]:#04x} at offset "
+                         f"{e.start} is not UTF-8; IR text is UTF-8") from None
+
+
 def _read_params(path: str) -> dict[str, np.ndarray]:
     if not os.path.exists(path):
         raise FileNotFoundError(f"--params file {path!r} does not exist")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head != _ZIP:   # np.load would try other formats, and pickle, and say so
+        raise ValueError(f"--params file {path!r} is not an .npz archive (a zip of .npy arrays, "
+                         f"as numpy.savez writes); it starts with {head!r}")
     try:
         with np.load(path, allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
-    except (ValueError, OSError, EOFError, AttributeError) as e:
-        raise ValueError(f"--params file {path!r} is not a readable .npz archive ({e})") from None
+            arrays = {name: archive[name] for name in archive.files}
+    except (ValueError, OSError, EOFError, AttributeError, zipfile.BadZipFile) as e:
+        raise ValueError(f"--params file {path!r} is not a readable .npz archive "
+                         f"({type(e).__name__}: {e})") from None
+    # np.load gives the raw bytes of a member that is not an .npy array.
+    for name, array in arrays.items():
+        if not isinstance(array, np.ndarray):
+            raise ValueError(f"--params file {path!r}: member {name!r} is not an .npy array")
+    return arrays
 
 
 def _checked_param(v, array: np.ndarray, path: str) -> np.ndarray:

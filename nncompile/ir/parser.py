@@ -299,7 +299,7 @@ class _Parser:
             self.expect("}")
         return tok, type, is_param
 
-    def result(self) -> tuple[Token, TensorType, str | None]:
+    def result(self) -> tuple[Token, TensorType, Token | None]:
         """`name: type`, optionally `{updates %param}` (the parameter this result overwrites)."""
         tok = self.peek()
         if tok.kind not in (WORD, STRING):
@@ -310,11 +310,24 @@ class _Parser:
         updated = None
         if self.accept("{"):
             self.expect("updates")
-            updated = self.expect_kind(VALUE, "the updated parameter '%name'").value
+            updated = self.expect_kind(VALUE, "the updated parameter '%name'")
             self.expect("}")
         return tok, type, updated
 
-    def ret(self, graph: Graph, results: list[tuple[Token, TensorType, str | None]]) -> None:
+    def update(self, graph: Graph, result: Token, param: Token) -> None:
+        """Record that `result` overwrites `param`: a parameter of the function, updated once."""
+        params = [v.name for v in graph.param_inputs]
+        if param.value not in params:
+            raise self.error(f"result {result.value!r} updates {param.text}, which is not a "
+                             f"parameter of @{graph.name} (parameters: "
+                             f"{', '.join(params) or 'none'})", param)
+        earlier = [name for name, p in graph.updates.items() if p == param.value]
+        if earlier:
+            raise self.error(f"result {result.value!r} updates {param.text}, which result "
+                             f"{earlier[0]!r} already updates; a parameter takes one new value", param)
+        graph.updates[result.value] = param.value
+
+    def ret(self, graph: Graph, results: list[tuple[Token, TensorType, Token | None]]) -> None:
         ret_tok = self.expect("return")
         uses = [] if self.at("}") else [self.use_token()]
         while self.accept(","):
@@ -335,7 +348,7 @@ class _Parser:
             graph.outputs.append(value)
             graph.output_names.append(name_tok.value)
             if updated is not None:
-                graph.updates[name_tok.value] = updated
+                self.update(graph, name_tok, updated)
 
     # values ---------------------------------------------------------------------------------
     def define(self, tok: Token, values: list[Value]) -> list[Value]:

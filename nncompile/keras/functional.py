@@ -130,22 +130,39 @@ def layer_classes(custom_objects: Mapping[str, type] | None = None) -> dict[str,
     return found
 
 
+def layer_entry(config: Any) -> tuple[str, Any, str]:
+    """(class name, inner config, layer name or '?') of a `{"class_name", "config"}` entry;
+    ValueError when it does not have that form."""
+    inner = config.get("config") if isinstance(config, Mapping) else None
+    name = inner.get("name") if isinstance(inner, Mapping) else None
+    name = name if isinstance(name, str) else "?"
+    class_name = config.get("class_name") if isinstance(config, Mapping) else None
+    keras1_sequential = isinstance(inner, list) and class_name == "Sequential"
+    if not isinstance(class_name, str) or not (isinstance(inner, Mapping) or keras1_sequential):
+        raise ValueError(f"Layer '{name}': a layer config must be a dict with a string "
+                         f"'class_name' and a dict 'config'. Received: {_shown(config)}")
+    return class_name, inner, name
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
 def deserialize_layer(config: Mapping[str, Any], custom_objects: Mapping[str, type] | None = None
                       ) -> Layer:
-    """A new layer from `{"class_name": ..., "config": {...}}`."""
-    if not isinstance(config, Mapping) or "class_name" not in config:
-        raise ValueError(f"A layer config must be a dict with 'class_name' and 'config'. "
-                         f"Received: {config!r}")
+    """A new layer from `{"class_name": ..., "config": {...}}`; every error is a ValueError
+    naming the layer."""
+    name, inner, _ = layer_entry(config)
     known = layer_classes(custom_objects)
-    name = config["class_name"]
     if name not in known:
         raise ValueError(f"Unknown layer class '{name}': it is neither a layer of "
                          f"nncompile.keras.layers nor in `custom_objects`. Known layer classes: "
                          f"{', '.join(sorted(known))}")
     cls = known[name]
-    if issubclass(cls, _models().Model):
-        return cls.from_config(dict(config["config"]), custom_objects)
-    return cls.from_config(dict(config["config"]))
+    if issubclass(cls, _models().Model):   # its errors name the model and the layer in it
+        return cls.from_config(inner if isinstance(inner, list) else dict(inner), custom_objects)
+    return cls.from_config(dict(inner))
 
 
 def _models():
@@ -206,10 +223,13 @@ def functional_from_config(cls: type, config: Mapping[str, Any],
     name = config.get("name")
     created: dict[str, Layer] = {}
     pending: list[tuple[Layer, Any]] = []
-    for layer_config in config["layers"]:
+    for layer_config in config_list(config, "layers", f"Model '{name}' (Functional)"):
         layer = deserialize_layer(layer_config, custom_objects)
-        created[layer_config.get("name", layer.name)] = layer
-        pending += [(layer, data) for data in layer_config.get("inbound_nodes", [])]
+        if layer.name in created:
+            raise ValueError(f"Model '{name}': the config defines layer '{layer.name}' twice")
+        created[layer.name] = layer
+        owner = f"Model '{name}': layer '{layer.name}'"
+        pending += [(layer, data) for data in config_list(layer_config, "inbound_nodes", owner, [])]
     while pending:
         waiting: list[tuple[Layer, Any]] = []
         blocked: set[int] = set()
@@ -217,7 +237,7 @@ def functional_from_config(cls: type, config: Mapping[str, Any],
             # A layer's calls replay in order: once one waits, the later ones wait too.
             if id(layer) not in blocked:
                 try:
-                    args, kwargs = _call_args(data, created, name)
+                    args, kwargs = _call_args(data, created, name, layer)
                     layer(*args, **kwargs)
                     continue
                 except _NotYet:
@@ -229,14 +249,49 @@ def functional_from_config(cls: type, config: Mapping[str, Any],
         pending = waiting
 
     def endpoint(entry) -> KerasTensor:
-        layer_name, index, tensor_index = entry[:3]
+        layer_name, index, tensor_index = _history(entry, name)
         layer = _created(created, layer_name, name)
         index -= 1 if isinstance(layer, _models().Functional) else 0
-        return layer._inbound_nodes[index].outputs[tensor_index]
+        return _output(layer, index, tensor_index, name)
 
-    inputs = _endpoints(config["input_layers"], endpoint)
-    outputs = _endpoints(config["output_layers"], endpoint)
+    inputs = _endpoints(_required(config, "input_layers", name), endpoint)
+    outputs = _endpoints(_required(config, "output_layers", name), endpoint)
     return cls(inputs, outputs, name=name, trainable=config.get("trainable", True))
+
+
+def config_list(config: Mapping[str, Any], key: str, owner: str, default: list | None = None
+                ) -> list:
+    """`config[key]`, which must be a list (`default` when absent, if given)."""
+    value = config.get(key, default)
+    if not isinstance(value, list):
+        raise ValueError(f"{owner}: the config's `{key}` must be a list. "
+                         f"Received: {key}={_shown(value)}")
+    return value
+
+
+def _required(config: Mapping[str, Any], key: str, model: str | None) -> Any:
+    if key not in config:
+        raise ValueError(f"Model '{model}' (Functional): the config has no `{key}`")
+    return config[key]
+
+
+def _history(entry: Any, model: str | None) -> tuple[str, int, int]:
+    """A `[layer name, node index, tensor index]` reference of a functional config."""
+    if (not isinstance(entry, (list, tuple)) or len(entry) < 3 or not isinstance(entry[0], str)
+            or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
+                       for i in entry[1:3])):
+        raise ValueError(f"Model '{model}': a tensor reference in the config must be [layer name, "
+                         f"node index, tensor index]. Received: {_shown(entry)}")
+    return entry[0], entry[1], entry[2]
+
+
+def _output(layer: Layer, index: int, tensor_index: int, model: str | None) -> KerasTensor:
+    """Output `tensor_index` of call `index` of `layer`, which the config says exists."""
+    nodes = layer._inbound_nodes
+    if index >= len(nodes) or tensor_index >= len(nodes[index].outputs):
+        raise ValueError(f"Model '{model}': the config refers to output {tensor_index} of call "
+                         f"{index} of layer '{layer.name}', which the layer does not have")
+    return nodes[index].outputs[tensor_index]
 
 
 def _endpoints(struct, fn):
@@ -245,6 +300,8 @@ def _endpoints(struct, fn):
         return {k: _endpoints(v, fn) for k, v in struct.items()}
     if isinstance(struct, (list, tuple)) and len(struct) == 3 and isinstance(struct[0], str):
         return fn(struct)
+    if not isinstance(struct, (list, tuple)):
+        return fn(struct)   # not a reference: fn names it
     return [_endpoints(v, fn) for v in struct]
 
 
@@ -255,26 +312,46 @@ def _created(created: Mapping[str, Layer], layer_name: str, model: str | None) -
     return created[layer_name]
 
 
-def _call_args(data, created: Mapping[str, Layer], model: str | None) -> tuple[list, dict]:
-    """The positional and keyword arguments of one recorded call."""
-    def tensor(layer_name: str, index: int, tensor_index: int) -> KerasTensor:
-        layer = _created(created, layer_name, model)
-        if index >= len(layer._inbound_nodes):
+def _call_args(data, created: Mapping[str, Layer], model: str | None,
+               layer: Layer) -> tuple[list, dict]:
+    """The positional and keyword arguments of one recorded call of `layer`."""
+    owner = f"Model '{model}': a call of layer '{layer.name}'"
+
+    def tensor(entry) -> KerasTensor:
+        layer_name, index, tensor_index = _history(entry, model)
+        source = _created(created, layer_name, model)
+        if index >= len(source._inbound_nodes):
             raise _NotYet
-        return layer._inbound_nodes[index].outputs[tensor_index]
+        return _output(source, index, tensor_index, model)
+
+    def revive(obj):
+        if isinstance(obj, Mapping) and obj.get("class_name") == "__keras_tensor__":
+            inner = obj.get("config")
+            return tensor(inner.get("keras_history") if isinstance(inner, Mapping) else inner)
+        if isinstance(obj, (list, tuple)):
+            return [revive(v) for v in obj]
+        return obj
 
     if isinstance(data, list):
         # Keras 2: a list of [layer name, node index, tensor index(, kwargs)].
-        tensors = [tensor(*entry[:3]) for entry in data]
+        tensors = [tensor(entry) for entry in data]
         kwargs = data[0][3] if data and len(data[0]) > 3 else {}
         args = [tensors[0] if len(tensors) == 1 else tensors]
+    elif isinstance(data, Mapping):
+        args, kwargs = revive(config_list(data, "args", owner, [])), data.get("kwargs", {})
     else:
-        def revive(obj):
-            if isinstance(obj, Mapping) and obj.get("class_name") == "__keras_tensor__":
-                return tensor(*obj["config"]["keras_history"])
-            if isinstance(obj, (list, tuple)):
-                return [revive(v) for v in obj]
-            return obj
+        raise ValueError(f"{owner} must be recorded as a dict with 'args' and 'kwargs' (or a "
+                         f"Keras 2 list). Received: {_shown(data)}")
+    return args, _call_kwargs(args, kwargs, owner)
 
-        args, kwargs = revive(list(data.get("args", []))), dict(data.get("kwargs", {}))
-    return args, {k: v for k, v in kwargs.items() if v is not None}
+
+def _call_kwargs(args: list, kwargs: Any, owner: str) -> dict:
+    """The keyword arguments of a recorded call: only `training`, a bool (None ones are unset)."""
+    if isinstance(kwargs, Mapping):
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    if (len(args) != 1 or not isinstance(kwargs, Mapping) or set(kwargs) - {"training"}
+            or not isinstance(kwargs.get("training", False), bool)):
+        raise ValueError(f"{owner} must have one positional argument (its inputs) and at most "
+                         f"`training` (True or False) as keyword. Received: args={_shown(args)}, "
+                         f"kwargs={_shown(kwargs)}")
+    return dict(kwargs)

@@ -11,6 +11,7 @@ import numpy as np
 
 from nncompile.ir import DType
 from nncompile.keras import backend
+from nncompile.keras.layers.arguments import ArgumentError, owner_of
 from nncompile.keras.layers.base import CallNode, KerasTensor, Layer
 
 
@@ -34,11 +35,11 @@ class InputLayer(Layer):
         shape = kwargs.pop("input_shape", shape)
         unsupported = [k for k in ("ragged", "optional") if kwargs.pop(k, False)]
         super().__init__(name=name, dtype=dtype or backend.floatx(), **kwargs)
+        owner = owner_of(self)
         if sparse or unsupported:
-            raise ValueError(f"InputLayer '{self.name}': sparse, ragged and optional inputs are "
-                             f"not supported")
-        self.dtype = _dtype_name(self.name, self.dtype)
-        self.batch_shape = _batch_shape(self.name, shape, batch_size, batch_shape)
+            raise ArgumentError(f"{owner}: sparse, ragged and optional inputs are not supported")
+        self.dtype = _dtype_name(owner, self.dtype)
+        self.batch_shape = _batch_shape(owner, shape, batch_size, batch_shape)
         self.built = True
         self.output = KerasTensor(self.batch_shape, self.dtype, name=self.name)
         node = CallNode(self, [], [self.output], single_input=True)
@@ -74,7 +75,7 @@ def _dtype_name(owner: str, dtype) -> str:
         name = str(np.dtype(dtype))
         DType.from_numpy(name)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"InputLayer '{owner}': unsupported dtype {dtype!r} ({e})") from None
+        raise ArgumentError(f"{owner}: unsupported dtype {dtype!r} ({e})") from None
     return name
 
 
@@ -83,17 +84,16 @@ def _batch_shape(owner: str, shape, batch_size, batch_shape) -> tuple[int | None
     if batch_shape is not None:
         return _dims(owner, "batch_shape", batch_shape)
     if shape is None:
-        raise ValueError(f"InputLayer '{owner}': you must pass a `shape` argument "
-                         f"(or `batch_shape`)")
+        raise ArgumentError(f"{owner}: you must pass a `shape` argument (or `batch_shape`)")
     shape = (shape,) if isinstance(shape, (int, np.integer)) else shape
     return _dims(owner, "batch_size", (batch_size,))[:1] + _dims(owner, "shape", shape)
 
 
 def _dims(owner: str, arg: str, dims) -> tuple[int | None, ...]:
     if not isinstance(dims, (tuple, list)):
-        raise ValueError(f"InputLayer '{owner}': cannot convert `{arg}`={dims!r} to a shape")
+        raise ArgumentError(f"{owner}: cannot convert `{arg}`={dims!r} to a shape")
     for d in dims:
         if d is not None and (isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 0):
-            raise ValueError(f"InputLayer '{owner}': `{arg}` {tuple(dims)} has the dimension "
-                             f"{d!r}; expected ints >= 0 or None")
+            raise ArgumentError(f"{owner}: `{arg}` {tuple(dims)} has the dimension {d!r}; "
+                                f"expected ints >= 0 or None")
     return tuple(None if d is None else int(d) for d in dims)

@@ -5,7 +5,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from nncompile.keras.functional import deserialize_layer, serialize_layer
+from nncompile.keras.functional import config_list, deserialize_layer, serialize_layer
 from nncompile.keras.input_layer import InputLayer
 from nncompile.keras.layers.base import KerasTensor, Layer
 from nncompile.keras.model import Model
@@ -154,11 +154,12 @@ class Sequential(Model):
         # Keras 1 configs are the bare list of layer configs.
         if isinstance(config, list):
             config = {"layers": config}
+        layers = config_list(config, "layers", f"Model '{config.get('name')}' (Sequential)")
         model = cls(name=config.get("name"), trainable=config.get("trainable", True))
-        for layer_config in config["layers"]:
+        for layer_config in layers:
             model.add(deserialize_layer(layer_config, custom_objects))
         if not model.built and config.get("build_input_shape"):
-            model.build(tuple(config["build_input_shape"]))
+            model.build(config["build_input_shape"])
         return model
 
 

@@ -31,7 +31,7 @@ class Catalog:
         self.callable_form = callable_form
 
     def lookup(self, name: str) -> type:
-        if name not in self.by_name:
+        if not isinstance(name, str) or name not in self.by_name:
             raise ValueError(f"Could not interpret {self.kind} identifier: {name!r}; valid names: "
                              f"{', '.join(sorted(self.by_name))}")
         return self.by_name[name]
@@ -49,7 +49,11 @@ class Catalog:
             if "class_name" not in identifier:
                 raise ValueError(f"Could not interpret {self.kind} identifier: {identifier!r}; a "
                                  f"config dict needs the keys 'class_name' and 'config'")
-            return self.lookup(identifier["class_name"]).from_config(identifier.get("config") or {})
+            config = identifier.get("config") or {}
+            if not isinstance(config, Mapping):
+                raise ValueError(f"Could not interpret {self.kind} identifier: {identifier!r}; its "
+                                 f"'config' must be a dict of arguments")
+            return self.lookup(identifier["class_name"]).from_config(config)
         if callable(identifier):
             return identifier
         raise ValueError(f"Could not interpret {self.kind} identifier: {identifier!r}; expected a "

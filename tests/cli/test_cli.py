@@ -348,8 +348,34 @@ def _bad_files(tmp_path, tiny) -> dict[str, str]:
     np.save(tmp_path / "wide.npy", np.zeros((2, 5), np.float32))
     np.save(tmp_path / "i64.npy", np.zeros((2, 4), np.int64))
     np.savez(tmp_path / "two.npz", a=np.zeros(4, np.float32), b=np.zeros(4, np.float32))
-    names = [*texts, "wide.npy", "i64.npy", "missing.nnir", "two.npz"]
+    blobs = {"junk.npz": b"junk", "zip_junk.npz": b"PK\x03\x04junk", "member.npz": _npz_of_bytes(),
+             **_bad_updates(tiny.graph),
+             "non_utf8.nnir": str(tiny.graph).replace("relu", "r\xe9lu", 1).encode("latin-1")}
+    for name, blob in blobs.items():
+        (tmp_path / name).write_bytes(blob)
+    names = [*texts, *blobs, "wide.npy", "i64.npy", "missing.nnir", "two.npz"]
     return {"nnir": tiny.nnir, "x": tiny.x, **{n.replace(".", "_"): str(tmp_path / n) for n in names}}
+
+
+def _npz_of_bytes() -> bytes:
+    """An .npz whose member for a parameter holds bytes, not an .npy array."""
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        z.writestr("dense/kernel.npy", b"not an array")
+    return buffer.getvalue()
+
+
+def _bad_updates(graph) -> dict[str, bytes]:
+    """The tiny model's IR with a result that updates its input, and two that update one bias."""
+    text, (ret,) = str(graph), re.findall(r"return .*", str(graph))
+    def extra(results: str, values: str) -> bytes:
+        return text.replace(") {", f", {results}) {{", 1).replace(ret, f"{ret}, {values}").encode()
+    return {"updates_input.nnir": extra("u: f32[?,4] {updates %input_layer}", "%input_layer"),
+            "updates_twice.nnir": extra("u: f32[3] {updates %dense/bias}, v: f32[3] {updates "
+                                        "%dense/bias}", "%dense/bias, %dense/bias")}
 
 
 BAD_INPUT = [
@@ -368,6 +394,18 @@ BAD_INPUT = [
     ("compile", ["{nnir}", "-o", "{x}"], r"-o '.*x.npy' is a file; expected a folder"),
     ("bench", ["{nnir}", "--batch", "1,zero"], "--batch '1,zero': expected positive integers"),
     ("summary", ["{nnir}", "--batch", "0"], "--batch '0'"),
+    ("summary", ["{nnir}", "--params", "{junk_npz}"],
+     r"--params file '.*junk.npz' is not an .npz archive .*it starts with b'junk'"),
+    ("run", ["{nnir}", "--input", "{x}", "--params", "{zip_junk_npz}"],
+     r"zip_junk.npz' is not a readable .npz archive \(BadZipFile"),
+    ("dump", ["{nnir}", "--params", "{member_npz}"], r"member 'dense/kernel' is not an .npy array"),
+    ("run", ["{updates_input_nnir}", "--input", "{x}"],
+     r"updates_input.nnir': line 1, column \d+: result 'u' updates %input_layer, which is not a "
+     r"parameter of @main"),
+    ("dump", ["{updates_twice_nnir}"],
+     r"updates_twice.nnir': line 1, column \d+: result 'v' updates %dense/bias, which result 'u' "
+     r"already updates"),
+    ("summary", ["{non_utf8_nnir}"], r"model file '.*non_utf8.nnir': line 4: byte 0xe9 .* not UTF-8"),
 ]
 
 

@@ -314,6 +314,13 @@ PARSE_ERRORS = {
     "symbolic constant": (_bad("relu(%0) : f32[?,4]", "constant() {value=dense<f32[?]: []>} : f32[?]"),
                           3, 32, "a constant needs a static shape"),
     "missing function": ("// nothing\n", 2, 1, "expected 'func' but found end of input"),
+    "update of a non-parameter": (_bad("-> (y: f32[?,4])", "-> (y: f32[?,4], u: f32[?,4] {updates %x})")
+                                  .replace("return %1", "return %1, %x"), 1, 84,
+                                  "result 'u' updates %x, which is not a parameter of @main "
+                                  "(parameters: w)"),
+    "parameter updated twice": (_bad("-> (y: f32[?,4])", "-> (y: f32[?,4], u: f32[4] {updates %w}, "
+                                     "v: f32[4] {updates %w})").replace("return %1", "return %1, %w, %w"),
+                                1, 106, "result 'v' updates %w, which result 'u' already updates"),
 }
 
 

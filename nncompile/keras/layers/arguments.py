@@ -7,6 +7,7 @@ the new argument, so those programs run unchanged.
 from __future__ import annotations
 
 import functools
+import math
 import sys
 import warnings
 from typing import Callable, Mapping, Sequence
@@ -18,8 +19,69 @@ from nncompile.keras import backend
 _DIM_ORDERING = {"tf": "channels_last", "th": "channels_first", "default": None}
 
 
+class ArgumentError(ValueError):
+    """A layer argument of the wrong kind or out of range. The message names the layer (its
+    `owner`), the argument, what was received and what was expected, so a config loader passes it
+    on as it is."""
+
+
+class ArgumentTypeError(ArgumentError, TypeError):
+    """An ArgumentError where Keras raises a TypeError (a normalization layer's `axis`)."""
+
+
+def owner_of(layer) -> str:
+    """How argument errors name a layer: "Layer 'dense' (Dense)"."""
+    return f"Layer '{layer.name}' ({type(layer).__name__})"
+
+
+def _received(arg: str, value) -> str:
+    return f"Received: {arg}={value!r} (of type {type(value).__name__})"
+
+
+def boolean(value, arg: str, owner: str) -> bool:
+    """`value` if it is True or False: a string such as "no" is refused, not taken as true."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ArgumentError(f"{owner}: the `{arg}` argument must be True or False. "
+                            f"{_received(arg, value)}")
+    return bool(value)
+
+
+def number(value, arg: str, owner: str, expected: str = "a finite float",
+           valid: Callable[[float], bool] = lambda v: True) -> float:
+    """`value` as a float: a finite real number (not a bool) for which `valid` holds."""
+    real = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    as_float = _as_float(value) if real else math.nan
+    if not (math.isfinite(as_float) and valid(as_float)):
+        raise ArgumentError(f"{owner}: the `{arg}` argument must be {expected}. "
+                            f"{_received(arg, value)}")
+    return as_float
+
+
+def _as_float(value) -> float:
+    try:
+        return float(value)
+    except OverflowError:   # an int beyond the float range
+        return math.inf
+
+
+def integer(value, arg: str, owner: str) -> int:
+    """`value` as an int: an integer (not a bool, not a float)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ArgumentError(f"{owner}: the `{arg}` argument must be an integer. "
+                            f"{_received(arg, value)}")
+    return int(value)
+
+
+def shape_tuple(value, arg: str, owner: str) -> tuple:
+    """A shape given as a list or tuple, as a tuple (its entries are checked where it is used)."""
+    if not isinstance(value, (list, tuple)):
+        raise ArgumentError(f"{owner}: the `{arg}` argument must be a tuple of dimensions. "
+                            f"{_received(arg, value)}")
+    return tuple(value)
+
+
 def normalize_tuple(value, n: int, arg: str, owner: str) -> tuple[int, ...]:
-    """An int, or `n` ints, as a tuple of `n` ints >= 1 (ValueError naming `owner` and `arg`)."""
+    """An int, or `n` ints, as a tuple of `n` ints >= 1 (ArgumentError naming `owner` and `arg`)."""
     values = (value,) * n if isinstance(value, (int, np.integer)) else value
     try:
         values = tuple(values)
@@ -27,8 +89,8 @@ def normalize_tuple(value, n: int, arg: str, owner: str) -> tuple[int, ...]:
         values = ()
     if (len(values) != n or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1
                                 for v in values)):
-        raise ValueError(f"{owner}: the `{arg}` argument must be a tuple of {n} integers >= 1 "
-                         f"(or one such integer). Received: {arg}={value!r}")
+        raise ArgumentError(f"{owner}: the `{arg}` argument must be a tuple of {n} integers >= 1 "
+                            f"(or one such integer). Received: {arg}={value!r}")
     return tuple(int(v) for v in values)
 
 
@@ -41,7 +103,7 @@ def int_at_least(value, minimum: int, arg: str, owner: str) -> int:
     refuse it."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         kind = "a positive integer" if minimum == 1 else "a non-negative integer"
-        raise ValueError(f"{owner}: the `{arg}` argument must be {kind}. Received: {arg}={value!r}")
+        raise ArgumentError(f"{owner}: the `{arg}` argument must be {kind}. {_received(arg, value)}")
     return int(value)
 
 
@@ -49,8 +111,8 @@ def normalize_padding(value, allowed: Sequence[str], owner: str) -> str:
     padding = value.lower() if isinstance(value, str) else value
     if padding not in allowed:
         choices = ", ".join(f'"{a}"' for a in allowed)
-        raise ValueError(f"{owner}: the `padding` argument must be one of {choices}. "
-                         f"Received: padding={value!r}")
+        raise ArgumentError(f"{owner}: the `padding` argument must be one of {choices}. "
+                            f"Received: padding={value!r}")
     return padding
 
 
@@ -58,11 +120,11 @@ def check_data_format(value, owner: str) -> str:
     """Only channels-last layouts are supported; say so by name for channels_first."""
     data_format = backend.image_data_format() if value is None else value
     if data_format == "channels_first":
-        raise ValueError(f"{owner}: data_format='channels_first' is not supported; nncompile layers "
-                         f"take data_format='channels_last' (the default) only")
+        raise ArgumentError(f"{owner}: data_format='channels_first' is not supported; nncompile layers "
+                            f"take data_format='channels_last' (the default) only")
     if data_format != "channels_last":
-        raise ValueError(f"{owner}: the `data_format` argument must be 'channels_last' (or None). "
-                         f"Received: data_format={value!r}")
+        raise ArgumentError(f"{owner}: the `data_format` argument must be 'channels_last' (or None). "
+                            f"Received: data_format={value!r}")
     return data_format
 
 

@@ -15,8 +15,9 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import numpy as np
 
 from nncompile.ir import BATCH, Builder, DType, Graph, ShapeError, TensorType, Value
-from nncompile.keras import backend, regularizers
-from nncompile.keras.layers.arguments import warn_legacy
+from nncompile.keras import activations, backend, constraints, initializers, regularizers
+from nncompile.keras.layers.arguments import (ArgumentError, boolean, owner_of, shape_tuple,
+                                              warn_legacy)
 
 
 class Variable:
@@ -149,15 +150,20 @@ class Layer:
             valid = sorted(set(self._accepted_args()) | set(_BASE_ARGS))
             raise ValueError(f"Unrecognized keyword arguments passed to {type(self).__name__}: "
                             f"{kwargs}; valid arguments: {', '.join(valid)}")
+        if name is not None and not isinstance(name, str):
+            raise ArgumentError(f"{type(self).__name__}: the `name` argument must be a string. "
+                                f"Received: name={name!r} (of type {type(name).__name__})")
         self.name = name or backend.unique_name(backend.to_snake_case(type(self).__name__))
-        self.trainable = trainable
+        owner = owner_of(self)
+        self.trainable = boolean(trainable, "trainable", owner)
         self.dtype = dtype or backend.floatx()
         # Kept for the training step, which adds its penalty on this layer's output to the loss.
         self.activity_regularizer = regularizers.get(activity_regularizer)
+        # The dimensions themselves are checked by the InputLayer these shapes become.
         if batch_input_shape is not None:
-            self.batch_input_shape = tuple(batch_input_shape)
+            self.batch_input_shape = shape_tuple(batch_input_shape, "batch_input_shape", owner)
         elif input_shape is not None:
-            self.batch_input_shape = (batch_size,) + tuple(input_shape)
+            self.batch_input_shape = (batch_size,) + shape_tuple(input_shape, "input_shape", owner)
         else:
             self.batch_input_shape = None
         self.built = False
@@ -237,7 +243,24 @@ class Layer:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "Layer":
-        return cls(**config)
+        """The layer `config` describes; any error is an ArgumentError naming the layer."""
+        owner = f"Layer '{config.get('name', '?')}' ({cls.__name__})"
+        required = [p.name for p in inspect.signature(cls.__init__).parameters.values()
+                    if p.default is p.empty and p.name != "self"
+                    and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        missing = [arg for arg in required if arg not in config]
+        if missing:
+            raise ArgumentError(f"{owner}: the config has no `{missing[0]}`, which {cls.__name__} "
+                                f"requires (required: {', '.join(required)})")
+        _check_objects(config, owner)
+        try:
+            return cls(**config)
+        except ArgumentError:
+            raise
+        except (TypeError, ValueError) as e:
+            # Initializer and activation lookups, and custom layers' own checks, say what is
+            # wrong but not where: the message gains the layer.
+            raise ArgumentError(f"{owner}: {e}") from None
 
     # building and lowering ----------------------------------------------------------------
     def build(self, input_shape) -> None:
@@ -364,6 +387,23 @@ class Layer:
             out = self.emit(b, values[0] if single else values, training=training)
         outs = out if isinstance(out, (list, tuple)) else [out]
         return run_graph(b.finish(outs, [f"output_{i}" for i in range(len(outs))]), arrays)
+
+
+# Keras names the arguments that hold activations, initializers, regularizers and constraints
+# alike in every layer, so a config's objects are resolved by key, before the constructor runs.
+_OBJECT_KEYS = {"activation": activations.get, "_initializer": initializers.get,
+                "_regularizer": regularizers.get, "_constraint": constraints.get}
+
+
+def _check_objects(config: Mapping[str, Any], owner: str) -> None:
+    """An error naming the key of the first object in `config` that does not resolve."""
+    for key, value in config.items():
+        get = next((g for suffix, g in _OBJECT_KEYS.items() if key.endswith(suffix)), None)
+        try:
+            if get is not None:
+                get(value)
+        except (TypeError, ValueError) as e:
+            raise ArgumentError(f"{owner}: the `{key}` argument: {e}") from None
 
 
 def _mask_input(b: Builder, index: int, tensor: KerasTensor, value: Value) -> Mask | None:

@@ -11,9 +11,9 @@ from typing import Any, Mapping, Sequence
 from nncompile.ir import Builder, ShapeError, Value
 from nncompile.ir.ops.linalg import same_pads
 from nncompile.keras import activations, backend, constraints, initializers, regularizers
-from nncompile.keras.layers.arguments import (check_data_format, check_input_rank, legacy_args,
-                                              normalize_padding, normalize_tuple, positive_int,
-                                              warn_legacy)
+from nncompile.keras.layers.arguments import (ArgumentError, boolean, check_data_format,
+                                              check_input_rank, legacy_args, normalize_padding,
+                                              normalize_tuple, owner_of, positive_int, warn_legacy)
 from nncompile.keras.layers.base import Layer
 
 
@@ -84,23 +84,23 @@ class BaseConv(Layer):
                  kernel_regularizer=None, bias_regularizer=None, kernel_constraint=None,
                  bias_constraint=None, **kwargs):
         super().__init__(**kwargs)
-        owner = type(self).__name__
+        owner = owner_of(self)
         self.filters = positive_int(filters, "filters", owner)
         self.groups = positive_int(groups, "groups", owner)
         if self.filters % self.groups:
-            raise ValueError(f"{owner}: the number of filters must be evenly divisible by the number "
-                             f"of groups. Received: groups={groups}, filters={filters}")
+            raise ArgumentError(f"{owner}: the number of filters must be evenly divisible by the number "
+                                f"of groups. Received: groups={groups}, filters={filters}")
         self.kernel_size = normalize_tuple(kernel_size, self.rank, "kernel_size", owner)
         self.strides = normalize_tuple(strides, self.rank, "strides", owner)
         self.dilation_rate = normalize_tuple(dilation_rate, self.rank, "dilation_rate", owner)
         if max(self.strides) > 1 and max(self.dilation_rate) > 1:
-            raise ValueError(f"{owner}: `strides > 1` not supported in conjunction with "
-                             f"`dilation_rate > 1`. Received: strides={self.strides} and "
-                             f"dilation_rate={self.dilation_rate}")
+            raise ArgumentError(f"{owner}: `strides > 1` not supported in conjunction with "
+                                f"`dilation_rate > 1`. Received: strides={self.strides} and "
+                                f"dilation_rate={self.dilation_rate}")
         self.padding = normalize_padding(padding, self.paddings, owner)
         self.data_format = check_data_format(data_format, owner)
         self.activation = activations.get(activation)
-        self.use_bias = bool(use_bias)
+        self.use_bias = boolean(use_bias, "use_bias", owner)
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
         self.kernel_regularizer = regularizers.get(kernel_regularizer)

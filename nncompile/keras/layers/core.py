@@ -9,8 +9,9 @@ import numpy as np
 from nncompile.ir import Builder, DType, TensorType, Value
 from nncompile.keras import activations, constraints, initializers, regularizers
 from nncompile.keras.layers.base import Layer, Mask
-from nncompile.keras.layers.arguments import (check_data_format, legacy_args, positive_int,
-                                              warn_legacy)
+from nncompile.keras.layers.arguments import (ArgumentError, boolean, check_data_format, integer,
+                                              legacy_args, number, owner_of, positive_int,
+                                              shape_tuple, warn_legacy)
 
 _LEGACY_DENSE = {"output_dim": "units", "init": "kernel_initializer",
                  "W_regularizer": "kernel_regularizer", "b_regularizer": "bias_regularizer",
@@ -18,10 +19,6 @@ _LEGACY_DENSE = {"output_dim": "units", "init": "kernel_initializer",
                  "bias": "use_bias"}
 _LEGACY_EMBEDDING = {"init": "embeddings_initializer", "W_regularizer": "embeddings_regularizer",
                      "W_constraint": "embeddings_constraint"}
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
 
 
 def _is_int(value) -> bool:
@@ -55,9 +52,10 @@ class Dense(Layer):
                  kernel_regularizer=None, bias_regularizer=None, kernel_constraint=None,
                  bias_constraint=None, **kwargs):
         super().__init__(**kwargs)
-        self.units = positive_int(units, "units", "Dense")
+        owner = owner_of(self)
+        self.units = positive_int(units, "units", owner)
         self.activation = activations.get(activation)
-        self.use_bias = bool(use_bias)
+        self.use_bias = boolean(use_bias, "use_bias", owner)
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
         self.kernel_regularizer = regularizers.get(kernel_regularizer)
@@ -155,15 +153,14 @@ class Dropout(Layer):
     def __init__(self, rate: float, noise_shape: Sequence[int | None] | None = None,
                  seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
-        if not _is_number(rate) or not 0 <= rate <= 1:
-            raise ValueError(f"Invalid value received for argument `rate`. Expected a float value "
-                             f"between 0 and 1. Received: rate={rate!r}")
-        self.rate = float(rate)
-        self.noise_shape = None if noise_shape is None else tuple(noise_shape)
-        self.seed = seed
+        owner = owner_of(self)
+        self.rate = number(rate, "rate", owner, "a float value between 0 and 1",
+                           lambda v: 0 <= v <= 1)
+        self.noise_shape = None if noise_shape is None else shape_tuple(noise_shape, "noise_shape", owner)
+        self.seed = None if seed is None else integer(seed, "seed", owner)
         # The mask stream of this layer: its seed, else a draw from numpy's generator, which
         # keras.utils.set_random_seed makes reproducible.
-        self._key = int(seed) if seed is not None else int(np.random.randint(0, 2**31))
+        self._key = self.seed if seed is not None else int(np.random.randint(0, 2**31))
 
     def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
         if not training or self.rate == 0:
@@ -193,7 +190,7 @@ class Flatten(Layer):
 
     def __init__(self, data_format: str | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.data_format = check_data_format(data_format, "Flatten")
+        self.data_format = check_data_format(data_format, owner_of(self))
 
     def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
         return b.reshape(inputs, shape=(inputs.type.shape[0], -1))
@@ -214,10 +211,10 @@ class Reshape(Layer):
     def __init__(self, target_shape: Sequence[int], **kwargs):
         super().__init__(**kwargs)
         target = tuple(target_shape) if isinstance(target_shape, (tuple, list)) else (None,)
-        valid = all(_is_number(d) and int(d) == d and (d >= 1 or d == -1) for d in target)
+        valid = all(_is_int(d) and (d >= 1 or d == -1) for d in target)
         if not valid or target.count(-1) > 1:
-            raise ValueError(f"Reshape: `target_shape` must be a tuple of positive integers with "
-                             f"at most one -1. Received: target_shape={target_shape!r}")
+            raise ArgumentError(f"{owner_of(self)}: `target_shape` must be a tuple of positive "
+                                f"integers with at most one -1. Received: target_shape={target_shape!r}")
         self.target_shape = tuple(int(d) for d in target)
 
     def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
@@ -244,9 +241,9 @@ class Permute(Layer):
         except TypeError:  # not iterable
             valid = False
         if not valid:
-            raise ValueError(f"Invalid permutation argument `dims` for Permute Layer. The set of "
-                             f"indices in `dims` must be consecutive and start from 1. "
-                             f"Received dims={dims!r}")
+            raise ArgumentError(f"{owner_of(self)}: Invalid permutation argument `dims` for "
+                                f"Permute Layer. The set of indices in `dims` must be consecutive "
+                                f"and start from 1. Received dims={dims!r}")
         self.dims = tuple(int(d) for d in perm)
 
     def build(self, input_shape) -> None:
@@ -294,12 +291,13 @@ class Embedding(Layer):
                  embeddings_regularizer=None, embeddings_constraint=None, mask_zero: bool = False,
                  **kwargs):
         super().__init__(**kwargs)
-        self.input_dim = positive_int(input_dim, "input_dim", "Embedding")
-        self.output_dim = positive_int(output_dim, "output_dim", "Embedding")
+        owner = owner_of(self)
+        self.input_dim = positive_int(input_dim, "input_dim", owner)
+        self.output_dim = positive_int(output_dim, "output_dim", owner)
         self.embeddings_initializer = initializers.get(embeddings_initializer)
         self.embeddings_regularizer = regularizers.get(embeddings_regularizer)
         self.embeddings_constraint = constraints.get(embeddings_constraint)
-        self.mask_zero = bool(mask_zero)
+        self.mask_zero = boolean(mask_zero, "mask_zero", owner)
         self.supports_masking = self.mask_zero
 
     def build(self, input_shape) -> None:
@@ -351,10 +349,7 @@ class Masking(Layer):
 
     def __init__(self, mask_value: float = 0.0, **kwargs):
         super().__init__(**kwargs)
-        if not _is_number(mask_value) or not np.isfinite(mask_value):
-            raise ValueError(f"Masking: `mask_value` must be a finite number. "
-                             f"Received: mask_value={mask_value!r}")
-        self.mask_value = float(mask_value)
+        self.mask_value = number(mask_value, "mask_value", owner_of(self), "a finite number")
 
     def _kept(self, b: Builder, inputs: Value, keepdims: bool) -> Value:
         """1.0 for the steps with a feature other than `mask_value`, else 0.0."""
@@ -375,13 +370,8 @@ class Masking(Layer):
 
 # --- activation layers ----------------------------------------------------------------------------
 
-def _non_negative(value, arg: str, owner: str, allow_none: bool = False) -> float | None:
-    if value is None and allow_none:
-        return None
-    if not _is_number(value) or value < 0:
-        raise ValueError(f"{arg} of a {owner} layer cannot be None or a negative value. "
-                         f"Expected a float. Received: {arg}={value!r}")
-    return float(value)
+def _non_negative(layer: Layer, value, arg: str) -> float:
+    return number(value, arg, owner_of(layer), "a float >= 0", lambda v: v >= 0)
 
 
 class ReLU(Layer):
@@ -399,9 +389,9 @@ class ReLU(Layer):
     def __init__(self, max_value: float | None = None, negative_slope: float = 0.0,
                  threshold: float = 0.0, **kwargs):
         super().__init__(**kwargs)
-        self.max_value = _non_negative(max_value, "max_value", "ReLU", allow_none=True)
-        self.negative_slope = _non_negative(negative_slope, "negative_slope", "ReLU")
-        self.threshold = _non_negative(threshold, "threshold", "ReLU")
+        self.max_value = None if max_value is None else _non_negative(self, max_value, "max_value")
+        self.negative_slope = _non_negative(self, negative_slope, "negative_slope")
+        self.threshold = _non_negative(self, threshold, "threshold")
 
     def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
         return activations.relu(b, inputs, negative_slope=self.negative_slope,
@@ -426,7 +416,7 @@ class LeakyReLU(Layer):
     @legacy_args({"alpha": "negative_slope"})
     def __init__(self, negative_slope: float = 0.3, **kwargs):
         super().__init__(**kwargs)
-        self.negative_slope = _non_negative(negative_slope, "negative_slope", "LeakyReLU")
+        self.negative_slope = _non_negative(self, negative_slope, "negative_slope")
 
     def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
         return activations.leaky_relu(b, inputs, negative_slope=self.negative_slope)
@@ -448,7 +438,7 @@ class ELU(Layer):
 
     def __init__(self, alpha: float = 1.0, **kwargs):
         super().__init__(**kwargs)
-        self.alpha = float(alpha)
+        self.alpha = number(alpha, "alpha", owner_of(self))
 
     def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
         return activations.elu(b, inputs, alpha=self.alpha)
@@ -470,7 +460,7 @@ class Softmax(Layer):
 
     def __init__(self, axis: int = -1, **kwargs):
         super().__init__(**kwargs)
-        self.axis = axis
+        self.axis = integer(axis, "axis", owner_of(self))
 
     def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
         return activations.softmax(b, inputs, axis=self.axis)

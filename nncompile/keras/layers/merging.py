@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from nncompile.ir import Builder, ShapeError, Value, broadcast_shapes
+from nncompile.keras.layers.arguments import integer, owner_of
 from nncompile.keras.layers.base import Layer, Mask, keras_shape
 from nncompile.keras.layers.core import any_last
 
@@ -226,7 +227,7 @@ class Concatenate(Layer):
 
     def __init__(self, axis: int = -1, **kwargs):
         super().__init__(**kwargs)
-        self.axis = axis
+        self.axis = integer(axis, "axis", owner_of(self))
 
     def emit(self, b: Builder, inputs, training: bool = False) -> Value:
         if not isinstance(inputs, (list, tuple)) or not inputs:

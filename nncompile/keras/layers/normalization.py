@@ -13,9 +13,15 @@ import numpy as np
 from nncompile.ir import Builder, Value
 from nncompile.keras import constraints, initializers, regularizers
 from nncompile.keras.layers.base import Layer, Mask, Variable
-from nncompile.keras.layers.arguments import legacy_args
+from nncompile.keras.layers.arguments import (ArgumentTypeError, boolean, legacy_args, number,
+                                              owner_of)
 
 _LEGACY_BN = {"beta_init": "beta_initializer", "gamma_init": "gamma_initializer"}
+
+
+def _epsilon(value, owner: str) -> float:
+    """A negative epsilon can make `var + epsilon` negative, and its rsqrt NaN."""
+    return number(value, "epsilon", owner, "a float >= 0", lambda v: v >= 0)
 
 
 def _normalize_axes(layer: Layer, axes: Sequence[int], input_shape) -> tuple[int, ...]:
@@ -125,14 +131,16 @@ class BatchNormalization(Layer):
                  moving_variance_initializer="ones", beta_regularizer=None, gamma_regularizer=None,
                  beta_constraint=None, gamma_constraint=None, **kwargs):
         super().__init__(**kwargs)
+        owner = owner_of(self)
         if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
-            raise TypeError(f"BatchNormalization: the `axis` argument must be an integer. "
-                            f"Received: axis={axis!r}")
+            raise ArgumentTypeError(f"{owner}: the `axis` argument must be an integer. "
+                                    f"Received: axis={axis!r}")
         self.axis = int(axis)
-        self.momentum = float(momentum)
-        self.epsilon = float(epsilon)
-        self.center = bool(center)
-        self.scale = bool(scale)
+        self.momentum = number(momentum, "momentum", owner, "a float between 0 and 1",
+                               lambda v: 0 <= v <= 1)
+        self.epsilon = _epsilon(epsilon, owner)
+        self.center = boolean(center, "center", owner)
+        self.scale = boolean(scale, "scale", owner)
         self.beta_initializer = initializers.get(beta_initializer)
         self.gamma_initializer = initializers.get(gamma_initializer)
         self.moving_mean_initializer = initializers.get(moving_mean_initializer)
@@ -221,15 +229,17 @@ class LayerNormalization(Layer):
                  gamma_initializer="ones", beta_regularizer=None, gamma_regularizer=None,
                  beta_constraint=None, gamma_constraint=None, **kwargs):
         super().__init__(**kwargs)
-        axes = [axis] if isinstance(axis, (int, np.integer)) else list(axis)
-        if not axes or any(isinstance(a, bool) or not isinstance(a, (int, np.integer)) for a in axes):
-            raise TypeError(f"LayerNormalization: the `axis` argument must be an integer or a "
-                            f"non-empty list of integers. Received: axis={axis!r}")
+        owner = owner_of(self)
+        axes = [axis] if isinstance(axis, (int, np.integer)) else axis
+        if (not isinstance(axes, (list, tuple)) or not axes
+                or any(isinstance(a, bool) or not isinstance(a, (int, np.integer)) for a in axes)):
+            raise ArgumentTypeError(f"{owner}: the `axis` argument must be an integer or a "
+                                    f"non-empty list of integers. Received: axis={axis!r}")
         self.axis = int(axis) if isinstance(axis, (int, np.integer)) else [int(a) for a in axes]
-        self.epsilon = float(epsilon)
-        self.center = bool(center)
-        self.scale = bool(scale)
-        self.rms_scaling = bool(rms_scaling)
+        self.epsilon = _epsilon(epsilon, owner)
+        self.center = boolean(center, "center", owner)
+        self.scale = boolean(scale, "scale", owner)
+        self.rms_scaling = boolean(rms_scaling, "rms_scaling", owner)
         self.beta_initializer = initializers.get(beta_initializer)
         self.gamma_initializer = initializers.get(gamma_initializer)
         self.beta_regularizer = regularizers.get(beta_regularizer)

@@ -10,7 +10,9 @@ from typing import Any
 
 from nncompile.ir import Builder, Value
 from nncompile.keras.layers.base import Layer, Mask
-from nncompile.keras.layers.arguments import check_data_format, check_input_rank, legacy_args, normalize_padding, normalize_tuple
+from nncompile.keras.layers.arguments import (boolean, check_data_format, check_input_rank,
+                                              legacy_args, normalize_padding, normalize_tuple,
+                                              owner_of)
 from nncompile.keras.layers.conv import from_2d, spatial_pads, to_2d
 
 _LEGACY_2D = {"border_mode": "padding"}
@@ -25,7 +27,7 @@ class BasePooling(Layer):
 
     def __init__(self, pool_size, strides, padding: str, data_format: str | None, **kwargs):
         super().__init__(**kwargs)
-        owner = type(self).__name__
+        owner = owner_of(self)
         self.pool_size = normalize_tuple(pool_size, self.rank, "pool_size", owner)
         self.strides = normalize_tuple(self.pool_size if strides is None else strides, self.rank,
                                        "strides", owner)
@@ -132,8 +134,9 @@ class BaseGlobalPooling(Layer):
     @legacy_args({})
     def __init__(self, data_format: str | None = None, keepdims: bool = False, **kwargs):
         super().__init__(**kwargs)
-        self.data_format = check_data_format(data_format, type(self).__name__)
-        self.keepdims = bool(keepdims)
+        owner = owner_of(self)
+        self.data_format = check_data_format(data_format, owner)
+        self.keepdims = boolean(keepdims, "keepdims", owner)
 
     def build(self, input_shape) -> None:
         check_input_rank(self, input_shape, self.rank + 2)

@@ -11,8 +11,8 @@ import numpy as np
 
 from nncompile.ir import Builder, ShapeError, Value
 from nncompile.keras.layers.base import Layer
-from nncompile.keras.layers.arguments import (check_data_format, check_input_rank, legacy_args,
-                                              normalize_tuple, positive_int)
+from nncompile.keras.layers.arguments import (ArgumentError, check_data_format, check_input_rank,
+                                              legacy_args, normalize_tuple, owner_of, positive_int)
 
 
 def _is_count(value) -> bool:
@@ -23,8 +23,8 @@ def _pair(value, owner: str, arg: str) -> tuple[int, int]:
     """An int n (as (n, n)) or a pair of ints >= 0, for the two ends of one axis."""
     pair = (value, value) if _is_count(value) else value
     if not isinstance(pair, (tuple, list)) or len(pair) != 2 or not all(_is_count(v) for v in pair):
-        raise ValueError(f"{owner}: `{arg}` should be an int or a tuple of 2 ints "
-                         f"(before, after) >= 0. Received: {arg}={value!r}")
+        raise ArgumentError(f"{owner}: `{arg}` should be an int or a tuple of 2 ints "
+                            f"(before, after) >= 0. Received: {arg}={value!r}")
     return int(pair[0]), int(pair[1])
 
 
@@ -38,9 +38,9 @@ def _pairs_2d(value, owner: str, arg: str) -> tuple[tuple[int, int], tuple[int, 
         if all(isinstance(v, (tuple, list)) and len(v) == 2 and all(_is_count(u) for u in v)
                for v in value):
             return (int(value[0][0]), int(value[0][1])), (int(value[1][0]), int(value[1][1]))
-    raise ValueError(f"{owner}: `{arg}` should be either an int, a tuple of 2 ints (symmetric_height"
-                     f"_{arg}, symmetric_width_{arg}), or a tuple of 2 tuples of 2 ints ((top_{arg}, "
-                     f"bottom_{arg}), (left_{arg}, right_{arg})). Received: {arg}={value!r}")
+    raise ArgumentError(f"{owner}: `{arg}` should be either an int, a tuple of 2 ints (symmetric_height"
+                        f"_{arg}, symmetric_width_{arg}), or a tuple of 2 tuples of 2 ints ((top_{arg}, "
+                        f"bottom_{arg}), (left_{arg}, right_{arg})). Received: {arg}={value!r}")
 
 
 def _pad(b: Builder, x: Value, pairs: dict[int, tuple[int, int]]) -> Value:
@@ -93,8 +93,8 @@ class ZeroPadding1D(Layer):
     @legacy_args({})
     def __init__(self, padding=1, data_format: str | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.padding = _pair(padding, "ZeroPadding1D", "padding")
-        self.data_format = check_data_format(data_format, "ZeroPadding1D")
+        self.padding = _pair(padding, owner_of(self), "padding")
+        self.data_format = check_data_format(data_format, owner_of(self))
 
     def build(self, input_shape) -> None:
         check_input_rank(self, input_shape, 3)
@@ -121,8 +121,8 @@ class ZeroPadding2D(Layer):
     @legacy_args({})
     def __init__(self, padding=(1, 1), data_format: str | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.padding = _pairs_2d(padding, "ZeroPadding2D", "padding")
-        self.data_format = check_data_format(data_format, "ZeroPadding2D")
+        self.padding = _pairs_2d(padding, owner_of(self), "padding")
+        self.data_format = check_data_format(data_format, owner_of(self))
 
     def build(self, input_shape) -> None:
         check_input_rank(self, input_shape, 4)
@@ -146,7 +146,7 @@ class Cropping1D(Layer):
 
     def __init__(self, cropping=(1, 1), **kwargs):
         super().__init__(**kwargs)
-        self.cropping = _pair(cropping, "Cropping1D", "cropping")
+        self.cropping = _pair(cropping, owner_of(self), "cropping")
 
     def build(self, input_shape) -> None:
         check_input_rank(self, input_shape, 3)
@@ -173,8 +173,8 @@ class Cropping2D(Layer):
     @legacy_args({})
     def __init__(self, cropping=((0, 0), (0, 0)), data_format: str | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.cropping = _pairs_2d(cropping, "Cropping2D", "cropping")
-        self.data_format = check_data_format(data_format, "Cropping2D")
+        self.cropping = _pairs_2d(cropping, owner_of(self), "cropping")
+        self.data_format = check_data_format(data_format, owner_of(self))
 
     def build(self, input_shape) -> None:
         check_input_rank(self, input_shape, 4)
@@ -198,7 +198,7 @@ class UpSampling1D(Layer):
 
     def __init__(self, size: int = 2, **kwargs):
         super().__init__(**kwargs)
-        self.size = positive_int(size, "size", "UpSampling1D")
+        self.size = positive_int(size, "size", owner_of(self))
 
     def build(self, input_shape) -> None:
         check_input_rank(self, input_shape, 3)
@@ -226,11 +226,11 @@ class UpSampling2D(Layer):
     def __init__(self, size=(2, 2), data_format: str | None = None, interpolation: str = "nearest",
                  **kwargs):
         super().__init__(**kwargs)
-        self.size = normalize_tuple(size, 2, "size", "UpSampling2D")
-        self.data_format = check_data_format(data_format, "UpSampling2D")
+        self.size = normalize_tuple(size, 2, "size", owner_of(self))
+        self.data_format = check_data_format(data_format, owner_of(self))
         if interpolation != "nearest":
-            raise ValueError(f"UpSampling2D: interpolation={interpolation!r} is not supported; "
-                             f"the supported choice is 'nearest'")
+            raise ArgumentError(f"{owner_of(self)}: interpolation={interpolation!r} is not "
+                                f"supported; the supported choice is 'nearest'")
         self.interpolation = interpolation
 
     def build(self, input_shape) -> None:
@@ -256,7 +256,7 @@ class RepeatVector(Layer):
 
     def __init__(self, n: int, **kwargs):
         super().__init__(**kwargs)
-        self.n = positive_int(n, "n", "RepeatVector")
+        self.n = positive_int(n, "n", owner_of(self))
 
     def build(self, input_shape) -> None:
         check_input_rank(self, input_shape, 2)

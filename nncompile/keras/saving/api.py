@@ -118,11 +118,8 @@ def model_to_json(model, **kwargs) -> str:
 
 def model_from_json(json_string: str, custom_objects: Mapping[str, Any] | None = None):
     """A new (untrained) model from the JSON of `to_json` (or of Keras's)."""
-    from nncompile.keras.functional import deserialize_layer
-
-    try:
-        config = json.loads(json_string)
-    except (TypeError, json.JSONDecodeError) as e:
-        raise ValueError(f"model_from_json: not a JSON model config ({e})") from None
-    adapted = configs.adapt_model_config(config, custom_objects, safe_mode=True)
-    return deserialize_layer(adapted, custom_objects)
+    if not isinstance(json_string, (str, bytes)):
+        raise ValueError(f"model_from_json: expected the JSON text of a model config. "
+                         f"Received: {type(json_string).__name__}")
+    config = configs.parse_json(json_string, "model_from_json: the model config")
+    return configs.model_from_config(config, custom_objects, safe_mode=True)

@@ -7,11 +7,12 @@ Keras's default, so a config that asks for something nncompile cannot do is refu
 """
 from __future__ import annotations
 
+import json
 from typing import Any, Mapping
 
 import numpy as np
 
-from nncompile.keras.functional import layer_classes
+from nncompile.keras.functional import deserialize_layer, layer_classes, layer_entry
 from nncompile.keras.layers.base import _BASE_ARGS
 
 # Keys Keras 3 / tf.keras write that nncompile's layers and objects lack, with the values that
@@ -29,12 +30,47 @@ KERAS_CLASS_NAMES = {"Convolution1D": "Conv1D", "Convolution2D": "Conv2D", "Mode
 # Only randomness of initialization or dropout: the weights come from the file anyway.
 _IGNORED = {"seed"}
 _CODE_CLASSES = ("Lambda", "__lambda__", "TFOpLambda", "SlicingOpLambda")
+# Keras's own configs nest about 10 levels per model (a model in a model adds as many); the bound
+# keeps the walks over a config far from Python's recursion limit.
+MAX_DEPTH = 200
 
 
 def keras_class_name(obj) -> str:
     """The class name Keras gives `obj` (nncompile's Keras 1 classes map to Keras 3 ones)."""
     name = type(obj).__name__
     return KERAS_CLASS_NAMES.get(name, name)
+
+
+def parse_json(text: str | bytes, what: str) -> Any:
+    """The JSON `text` (`what` names it in errors), nested at most MAX_DEPTH levels."""
+    too_deep = ValueError(f"{what} nests lists and dicts deeper than {MAX_DEPTH} levels; a model "
+                          f"config is much flatter")
+    try:
+        config = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{what} is not valid JSON ({e})") from None
+    except RecursionError:   # the decoder recurses once per level
+        raise too_deep from None
+    if _depth(config) > MAX_DEPTH:
+        raise too_deep
+    return config
+
+
+def _depth(node: Any) -> int:
+    """How deeply lists and dicts nest in `node` (iteratively: the point is to bound recursion)."""
+    deepest, stack = 0, [(node, 1)]
+    while stack:
+        value, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(value, (Mapping, list)):
+            children = value.values() if isinstance(value, Mapping) else value
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def model_from_config(config: Any, custom_objects: Mapping[str, Any] | None, safe_mode: bool):
+    """The (untrained) model of a Keras model config as files and `to_json` hold it."""
+    return deserialize_layer(adapt_model_config(config, custom_objects, safe_mode), custom_objects)
 
 
 def adapt_model_config(config: Any, custom_objects: Mapping[str, Any] | None, safe_mode: bool) -> Any:
@@ -68,28 +104,21 @@ def _refuse_code(node: Any, safe_mode: bool, custom: Mapping[str, Any]) -> None:
 
 
 def _adapt_layer(config: Any, classes: Mapping[str, type]) -> Any:
-    if not isinstance(config, Mapping) or "class_name" not in config:
-        raise ValueError(f"a layer config must be a dict with 'class_name' and 'config'; "
-                         f"found {str(config)[:80]!r}")
-    name = KERAS_CLASS_NAMES.get(config["class_name"], config["class_name"])
+    class_name, inner, layer = layer_entry(config)
+    name = KERAS_CLASS_NAMES.get(class_name, class_name)
     registered = config.get("registered_name")
     if name not in classes and isinstance(registered, str) and registered in classes:
         name = registered
-    inner = config.get("config")
     if name not in classes:
-        layer = inner.get("name", "?") if isinstance(inner, Mapping) else "?"
-        raise ValueError(f"Unknown layer class '{config['class_name']}' (layer '{layer}'): it is "
+        raise ValueError(f"Unknown layer class '{class_name}' (layer '{layer}'): it is "
                          f"not a layer of nncompile.keras.layers; pass it in `custom_objects`, "
-                         f"e.g. custom_objects={{'{config['class_name']}': MyLayer}}")
+                         f"e.g. custom_objects={{'{class_name}': MyLayer}}")
     out = {k: v for k, v in config.items() if k != "class_name"}
     out["class_name"] = name
-    cls = classes[name]
     if isinstance(inner, list):   # Keras 1 Sequential: the bare list of layers
         out["config"] = [_adapt_layer(c, classes) for c in inner]
-    elif isinstance(inner, Mapping):
-        out["config"] = _adapt_layer_args(cls, dict(inner), classes)
     else:
-        raise ValueError(f"layer class '{name}' has a config that is not a dict: {str(inner)[:80]!r}")
+        out["config"] = _adapt_layer_args(classes[name], dict(inner), classes)
     return out
 
 
@@ -98,7 +127,8 @@ def _adapt_layer_args(cls: type, config: dict, classes: Mapping[str, type]) -> d
     from nncompile.keras.models import Model
 
     if isinstance(config.get("dtype"), Mapping):   # a Keras 3 DTypePolicy
-        config["dtype"] = (config["dtype"].get("config") or {}).get("name", "float32")
+        policy = config["dtype"].get("config")
+        config["dtype"] = policy.get("name", "float32") if isinstance(policy, Mapping) else policy
     _check_dtype(cls, config)
     if issubclass(cls, Model):
         if isinstance(config.get("layers"), list):

@@ -74,14 +74,11 @@ def read_weights(path: str, model, skip_mismatch: bool) -> None:
 
 def read_model(path: str, custom_objects, compile: bool, safe_mode: bool):
     """The model of a .keras zip, compiled (with optimizer state) when it was saved compiled."""
-    from nncompile.keras.functional import deserialize_layer
-
     config_bytes, blob = _members(path, CONFIG, WEIGHTS)
-    config = json.loads(config_bytes.decode("utf8"))
+    config = configs.parse_json(config_bytes, f"'{CONFIG}'")
     if not isinstance(config, dict):
         raise fail(path, f"'{CONFIG}' does not hold a model config")
-    model = deserialize_layer(configs.adapt_model_config(config, custom_objects, safe_mode),
-                              custom_objects)
+    model = configs.model_from_config(config, custom_objects, safe_mode)
     with h5py.File(io.BytesIO(blob), "r") as f:
         weights.read_state(path, f, model)
         compiled = config.get("compile_config") if compile else None

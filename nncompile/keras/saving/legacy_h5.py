@@ -106,9 +106,9 @@ def read_json_attr(file: str, f: h5py.Group, name: str):
     if not isinstance(value, str):
         raise fail(file, f"attribute '{name}' is not a JSON string")
     try:
-        return json.loads(value)
-    except json.JSONDecodeError as e:
-        raise fail(file, f"attribute '{name}' is not valid JSON ({e})") from None
+        return configs.parse_json(value, f"attribute '{name}'")
+    except ValueError as e:
+        raise fail(file, str(e)) from None
 
 
 def read_weights(file: str, group: h5py.Group, model, by_name: bool = False,
@@ -167,14 +167,11 @@ def _by_name(file: str, model, saved: dict[str, list[np.ndarray]], skip_mismatch
 
 def read_model(file: str, f: h5py.File, custom_objects, compile: bool, safe_mode: bool):
     """The model a legacy .h5 file holds, compiled (with optimizer state) when it was."""
-    from nncompile.keras.functional import deserialize_layer
-
     config = read_json_attr(file, f, "model_config")
     if config is None:
         raise fail(file, "no model config found in the file (attribute 'model_config'); a "
                          "weights-only file loads with `model.load_weights`")
-    adapted = configs.adapt_model_config(config, custom_objects, safe_mode)
-    model = deserialize_layer(adapted, custom_objects)
+    model = configs.model_from_config(config, custom_objects, safe_mode)
     weights = f.get("model_weights")
     if not isinstance(weights, h5py.Group):
         raise fail(file, "no 'model_weights' group")

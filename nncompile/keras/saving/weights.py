@@ -101,9 +101,21 @@ def assign_all(file: str, pairs: list[tuple[object, np.ndarray, str]], skip_mism
 
 
 def read_state(file: str, f: h5py.Group, model, skip_mismatch: bool = False) -> None:
-    """Load Keras 3's weights layout (`layers/.../vars/<i>`, `<i>` numeric) into `model`."""
+    """Load Keras 3's weights layout (`layers/.../vars/<i>`, `<i>` numeric) into `model`.
+
+    Weights in the file that no layer of the model takes are an error (a warning with
+    `skip_mismatch`): the file and the model do not describe the same network."""
     pairs = []
-    for path, layer in saveables(model):
+    layers = list(saveables(model))
+    unused = _unread_groups(f, {path for path, _ in layers})
+    if unused:
+        message = (f"the file holds weights that no layer of the model takes: "
+                   f"{', '.join(unused[:5])}{' ...' if len(unused) > 5 else ''} (the model's "
+                   f"layers: {', '.join(layer.name for _, layer in layers) or 'none'})")
+        if not skip_mismatch:
+            raise fail(file, message)
+        warnings.warn(f"Skipping weights in '{file}': {message}", stacklevel=2)
+    for path, layer in layers:
         variables = own_variables(layer)
         where = f"layer '{layer.name}'"
         group = f.get(f"{path}/vars")
@@ -124,6 +136,22 @@ def read_state(file: str, f: h5py.Group, model, skip_mismatch: bool = False) -> 
             raise fail(file, message)
         pairs += [(var, read_array(file, group, key, where), where) for var, key in zip(variables, keys)]
     assign_all(file, pairs, skip_mismatch, whole_layer=True)
+
+
+def _unread_groups(f: h5py.Group, read: set[str]) -> list[str]:
+    """The `layers/...` groups of `f` whose `vars` hold arrays and whose path is not in `read`."""
+    unread, stack = [], ["layers"]
+    while stack:   # a loop, not recursion: the file decides how deep the groups nest
+        parent = f.get(stack.pop())
+        if not isinstance(parent, h5py.Group):
+            continue
+        for name, group in parent.items():
+            path = f"{parent.name.lstrip('/')}/{name}"
+            variables = group.get("vars") if isinstance(group, h5py.Group) else None
+            if path not in read and isinstance(variables, h5py.Group) and len(variables):
+                unread.append(path)
+            stack.append(f"{path}/layers")
+    return sorted(unread)
 
 
 def _numeric(file: str, group: h5py.Group):

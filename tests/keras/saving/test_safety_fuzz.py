@@ -75,6 +75,49 @@ def test_unknown_class_names_custom_objects(tmp_path):
     assert model.get_layer("d1").units == 3
 
 
+def _set_in_layer(index: int, key: str, value):
+    def edit(config):
+        config["config"]["layers"][index]["config"][key] = value
+    return edit
+
+
+@pytest.mark.parametrize("index, key, value, match", [
+    (1, "use_bias", "yes", r"Layer 'd1' \(Dense\): the `use_bias` argument must be True or False\. "
+                           r"Received: use_bias='yes'"),
+    (2, "center", "no", r"Layer 'bn' \(BatchNormalization\): the `center` argument must be True or "
+                        r"False"),
+    # A negative epsilon loaded and predicted NaN.
+    (2, "epsilon", -1.0, r"Layer 'bn' \(BatchNormalization\): the `epsilon` argument must be a "
+                         r"float >= 0\. Received: epsilon=-1\.0"),
+])
+def test_values_of_the_wrong_kind_are_refused_naming_file_layer_and_key(tmp_path, index, key,
+                                                                        value, match):
+    path = _rewrite_config(_saved(tmp_path, ".keras"), tmp_path / "bad.keras",
+                           _set_in_layer(index, key, value))
+    with pytest.raises(SavingError, match=rf"bad\.keras.*{match}"):
+        load_model(path)
+
+
+def test_weights_that_no_layer_of_the_config_takes_are_an_error(tmp_path):
+    """A config listing only the InputLayer loaded as an identity model, ignoring the weights."""
+    def only_input(config):
+        del config["config"]["layers"][1:]
+    path = _rewrite_config(_saved(tmp_path, ".keras"), tmp_path / "identity.keras", only_input)
+    with pytest.raises(SavingError, match=r"identity\.keras.*weights that no layer of the model "
+                                          r"takes: layers/batch_normalization, layers/dense, "
+                                          r"layers/dense_1 \(the model's layers: none\)"):
+        load_model(path)
+
+
+def test_load_weights_with_skip_mismatch_warns_of_weights_it_does_not_take(tmp_path):
+    path = _saved(tmp_path, ".keras")
+    smaller = keras.Sequential([keras.Input(shape=(4,)), layers.Dense(3, activation="relu")])
+    with pytest.raises(SavingError, match="no layer of the model takes: layers/batch_normalization"):
+        smaller.load_weights(path)
+    with pytest.warns(UserWarning, match="no layer of the model takes: layers/batch_normalization"):
+        smaller.load_weights(path, skip_mismatch=True)
+
+
 def test_missing_file_is_an_oserror(tmp_path):
     with pytest.raises(OSError, match="missing.keras"):
         load_model(tmp_path / "missing.keras")
