@@ -17,8 +17,11 @@ standard input and output.
 """
 from __future__ import annotations
 
+import atexit
 import os
 import pickle
+import select
+import signal
 import subprocess
 import sys
 import threading
@@ -41,7 +44,8 @@ def _llvm():
     return llvm
 
 
-def _target_machine(llvm, cpu: str, features: str):
+def target_machine(llvm, cpu: str, features: str):
+    """The target machine object code is made for, and loaded with (`target.new_target_machine`)."""
     target = llvm.Target.from_default_triple()
     return target.create_target_machine(cpu=cpu, features=features, opt=3, reloc="pic",
                                         codemodel="jitdefault")
@@ -65,7 +69,7 @@ def _optimized_module(llvm, machine, text: str):
 def _answer(llvm, machines: dict, request: tuple):
     kind, cpu, features, text = request
     machine = machines.get((cpu, features)) or machines.setdefault((cpu, features),
-                                                                   _target_machine(llvm, cpu, features))
+                                                                   target_machine(llvm, cpu, features))
     module = _optimized_module(llvm, machine, text)
     if kind == "object":
         return machine.emit_object(module)
@@ -82,6 +86,8 @@ def _rss() -> int:
 def serve(requests, replies) -> None:
     """Answer requests until the parent closes the pipe."""
     llvm, machines = _llvm(), {}
+    replies.write(_READY)
+    replies.flush()
     while True:
         try:
             request = pickle.load(requests)
@@ -114,6 +120,13 @@ class _Worker:
             except (EOFError, OSError, pickle.UnpicklingError):
                 self.process = None
                 raise WorkerError(f"LLVM failed on the module ({_exit_reason(process)})") from None
+            except BaseException:
+                # interrupted (KeyboardInterrupt) with the reply unread: this worker's next reply
+                # would answer this request, so it is stopped, never asked again
+                self.process = None
+                process.kill()
+                _exit_reason(process)
+                raise
             if rss > WORKER_RSS_LIMIT:
                 self.process = None
                 _stop(process)
@@ -121,11 +134,34 @@ class _Worker:
             raise WorkerError(value)
         return value
 
+    def close(self) -> None:
+        """Stop the worker (at exit: it would stop by itself on seeing its input closed)."""
+        with self.lock:
+            if self.process is not None:
+                _stop(self.process)
+                self.process = None
+
 
 def _spawn() -> subprocess.Popen:
-    # stderr stays the parent's: LLVM's own message, if it aborts, reaches the user
-    return subprocess.Popen([sys.executable, "-u", os.path.abspath(__file__)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, close_fds=True)
+    """A new worker, once it has said it is ready (its Python could import llvmlite)."""
+    # -P (3.11+): this file's folder must not come first on the worker's module path
+    command = [sys.executable, *(["-P"] if sys.version_info >= (3, 11) else []), os.path.abspath(__file__)]
+    try:
+        # stderr stays the parent's: LLVM's own message, if it aborts, reaches the user
+        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
+    except OSError as e:
+        raise WorkerError(f"cannot start the LLVM worker with {sys.executable!r}: {e.strerror}") from None
+    ready, _, _ = select.select([process.stdout], [], [], _READY_SECONDS)
+    if not ready or process.stdout.read(len(_READY)) != _READY:
+        process.kill()
+        raise WorkerError(f"the LLVM worker started with {sys.executable!r} did not start "
+                          f"({_exit_reason(process)}); it needs a Python that imports llvmlite")
+    return process
+
+
+# The worker says this once llvmlite is loaded; a Python that cannot import it says nothing.
+_READY = b"nncompile-llvm-worker-ready\n"
+_READY_SECONDS = 60
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -146,6 +182,10 @@ def _exit_reason(process: subprocess.Popen) -> str:
 
 
 _WORKER = _Worker()
+atexit.register(_WORKER.close)
+# A forked child must not share the parent's worker (their replies would interleave): it starts
+# its own when it first compiles.
+os.register_at_fork(after_in_child=_WORKER.__init__)
 
 
 def compile_object(text: str, cpu: str, features: str) -> bytes:
@@ -164,6 +204,7 @@ def assembly(text: str, cpu: str, features: str) -> str:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the parent's to handle
     # replies get a descriptor of their own; anything printed goes to stderr, not into them
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)

@@ -56,10 +56,7 @@ def target_machine() -> llvm.TargetMachine:
 def new_target_machine() -> llvm.TargetMachine:
     """A fresh host target machine (an execution engine takes ownership of, and frees, its own)."""
     _initialized()
-    cpu, features = host_cpu()
-    target = llvm.Target.from_default_triple()
-    return target.create_target_machine(cpu=cpu, features=features, opt=3, reloc="pic",
-                                        codemodel="jitdefault")
+    return llvm_worker.target_machine(llvm, *host_cpu())
 
 
 def new_module(name: str) -> ir.Module:

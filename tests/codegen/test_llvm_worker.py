@@ -33,8 +33,15 @@ def test_invalid_llvm_ir_is_an_error_naming_it():
     _compiles_correctly(3)   # the worker goes on serving
 
 
+def _module(name: str) -> str:
+    module = target.new_module(name)
+    fn = target.ir.Function(module, target.ir.FunctionType(target.ir.IntType(32), []), name)
+    target.ir.IRBuilder(fn.append_basic_block()).ret(target.ir.Constant(target.ir.IntType(32), 7))
+    return str(module)
+
+
 def test_a_worker_that_dies_is_replaced():
-    _compiles_correctly(5)
+    target.compile_object(_module("started"))
     os.kill(llvm_worker._WORKER.process.pid, signal.SIGKILL)
     with pytest.raises(IRError, match="LLVM failed on the module .the LLVM worker was killed by signal 9"):
         target.compile_object(str(target.new_module("empty")))
@@ -60,3 +67,49 @@ def test_no_llvm_pass_pipeline_runs_in_this_process(monkeypatch):
 
     monkeypatch.setattr(llvm, "create_pass_builder", refuse)
     _compiles_correctly(11)
+
+
+def test_an_interrupted_request_never_answers_the_next_one(monkeypatch):
+    # Ctrl-C while waiting leaves the reply unread: the worker is stopped, not asked again.
+    import pickle
+
+    target.compile_object(_module("started"))
+    load = pickle.load
+
+    def interrupted(stream):
+        monkeypatch.setattr(pickle, "load", load)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pickle, "load", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        target.optimized(_module("first"))
+    got = target.optimized(_module("second"))
+    assert "@second" in got and "@first" not in got
+
+
+def test_a_python_that_cannot_run_the_worker_is_named(monkeypatch):
+    llvm_worker._WORKER.close()
+    monkeypatch.setattr(llvm_worker.sys, "executable", "/bin/true")
+    with pytest.raises(IRError, match="the LLVM worker started with '/bin/true' did not start .the LLVM "
+                                      "worker exited with 0.; it needs a Python that imports llvmlite"):
+        target.compile_object(_module("never"))
+    monkeypatch.setattr(llvm_worker.sys, "executable", "/no/such/python")
+    with pytest.raises(IRError, match="cannot start the LLVM worker with '/no/such/python': No such file"):
+        target.compile_object(_module("never"))
+
+
+def test_a_forked_child_starts_its_own_worker():
+    target.compile_object(_module("started"))
+    parent_worker = llvm_worker._WORKER.process.pid
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:   # the child: compile, report which worker answered, leave at once
+        ok = False
+        try:
+            ok = "@child" in target.optimized(_module("child")) and llvm_worker._WORKER.process.pid != parent_worker
+        finally:
+            os.write(write, b"1" if ok else b"0")
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 1) == b"1"
+    assert "@parent" in target.optimized(_module("parent")) and llvm_worker._WORKER.process.pid == parent_worker
