@@ -35,6 +35,12 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def cpu_model() -> str:
+    with open("/proc/cpuinfo") as f:
+        return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
+                    platform.machine())
+
+
 def model(width: int):
     rng = np.random.default_rng(width)
     b = Builder()
@@ -70,7 +76,7 @@ def measure(count: int, first_width: int) -> tuple[float, float, float]:
 
 def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 200
-    print(f"{count} cold compiles on {platform.processor() or platform.machine()}, "
+    print(f"{count} cold compiles on {cpu_model()}, "
           f"{llvm.get_host_cpu_name()}, LLVM {'.'.join(map(str, llvm.llvm_version_info))}")
     rows = [("LLVM worker (nncompile)", *measure(count, 8))]
     worker_compile = target.compile_object
