@@ -36,7 +36,8 @@ class WorkerError(RuntimeError):
 
 # --- the worker side ------------------------------------------------------------------------
 
-def _llvm():
+def initialize():
+    """llvmlite's binding layer with the host target ready (here and in `target`)."""
     import llvmlite.binding as llvm
 
     llvm.initialize_native_target()
@@ -85,7 +86,7 @@ def _rss() -> int:
 
 def serve(requests, replies) -> None:
     """Answer requests until the parent closes the pipe."""
-    llvm, machines = _llvm(), {}
+    llvm, machines = initialize(), {}
     replies.write(_READY)
     replies.flush()
     while True:

@@ -20,8 +20,7 @@ T = TypeVar("T")
 
 @functools.cache
 def _initialized() -> bool:
-    llvm.initialize_native_target()
-    llvm.initialize_native_asmprinter()
+    llvm_worker.initialize()
     return True
 
 
