@@ -30,7 +30,7 @@ import numpy as np
 
 from nncompile.ir.errors import ShapeError
 from nncompile.ir.graph import Graph, Node, Value
-from nncompile.ir.optable import OPS, Attr, AttrKind, Fusion, defop
+from nncompile.ir.optable import OPS, Attr, AttrKind, Fusion, Region, defop
 from nncompile.ir.types import Shape, TensorType, broadcast_shapes, is_symbol
 
 ANCHOR_KINDS = ("matmul", "conv2d", "max_pool2d", "avg_pool2d")
@@ -130,7 +130,7 @@ def _check_anchored(body: Graph, kind: str) -> None:
         raise ShapeError(f"a {kind} body returns exactly one value, its last epilogue op's")
 
 
-def _check_symbols_bound(body: Graph) -> None:
+def check_symbols_bound(body: Graph) -> None:
     bound = {d for v in body.inputs for d in v.type.shape if is_symbol(d)}
     for i, node in enumerate(body.nodes):
         for v in node.outputs:
@@ -151,7 +151,7 @@ def _fused_rule(ts: list[TensorType], attrs: dict) -> list[TensorType]:
             raise ShapeError(f"operand {i} has type {t} but body input {v.name!r} is {v.type}")
     if not body.outputs:
         raise ShapeError("the body returns nothing; a fused node has at least one result")
-    _check_symbols_bound(body)
+    check_symbols_bound(body)
     if kind == "loop":
         _check_loop(body)
     elif kind == "reduction":
@@ -170,5 +170,5 @@ def _run_body(xs: list[np.ndarray], attrs: dict) -> list[np.ndarray]:
 
 defop("fused", inputs=("operands",), variadic=True, num_outputs=None, fusion=Fusion.OPAQUE,
       attrs={"kind": Attr(AttrKind.STR, choices=KINDS), "body": Attr(AttrKind.GRAPH)},
-      infer=_fused_rule, reference=_run_body,
+      infer=_fused_rule, reference=_run_body, region=Region.KERNEL,
       doc="a group of ops run as one kernel; `body` is the group, `kind` its body contract")
