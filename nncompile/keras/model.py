@@ -228,7 +228,7 @@ class Model(Layer):
         # An empty input still runs one (empty) batch, so outputs keep their shapes.
         batches = [run_graph(graph, [a[i:i + batch_size] for a in arrays])
                    for i in range(0, max(count, 1), batch_size)]
-        outs = [np.concatenate([batch[k] for batch in batches]) for k in range(len(graph.outputs))]
+        outs = [np.concatenate([batch[k] for batch in batches]) for k in range(len(batches[0]))]
         return self._pack(outs)
 
     def predict_on_batch(self, x):

@@ -167,6 +167,9 @@ class Layer:
         else:
             self.batch_input_shape = None
         self.built = False
+        # What Keras puts before the name in a weight's path: the layers holding this one
+        # ("bidirectional/forward_lstm/" for the cell of a Bidirectional's forward LSTM).
+        self._scope = ""
         self._variables: list[Variable] = []
         self._inbound_nodes: list[CallNode] = []
 
@@ -191,14 +194,31 @@ class Layer:
             initializer = "glorot_uniform" if np.issubdtype(np.dtype(dtype), np.floating) else "zeros"
         name = name or backend.numbered("variable", len(self._variables))
         value = np.asarray(initializers.get(initializer)(tuple(shape), dtype), dtype=dtype)
-        var = Variable(value, name, f"{self.name}/{name}", trainable=trainable,
+        var = Variable(value, name, f"{self._scope}{self.name}/{name}", trainable=trainable,
                        regularizer=regularizer, constraint=constraint)
         self._variables.append(var)
         return var
 
+    def sublayers(self) -> list[tuple[str, "Layer | list[Layer]"]]:
+        """The layers this one holds (a recurrent layer's cell, a wrapper's layer), each under
+        the attribute Keras 3 saves it by (`cell`, `forward_layer`, `cells`): their weights are
+        this layer's too, after its own."""
+        return []
+
+    def adopt(self, child: "Layer") -> None:
+        """Make `child` part of this layer: its weights' paths start with this layer's."""
+        child._scope = f"{self._scope}{self.name}/"
+
+    @property
+    def own_weights(self) -> list[Variable]:
+        """The weights this layer made itself (not those of its sublayers)."""
+        return list(self._variables)
+
     @property
     def weights(self) -> list[Variable]:
-        return list(self._variables)
+        held = [layer for _, item in self.sublayers()
+                for layer in (item if isinstance(item, list) else [item])]
+        return self.own_weights + [w for layer in held for w in layer.weights]
 
     @property
     def trainable_weights(self) -> list[Variable]:
