@@ -89,3 +89,16 @@ def run(step, x, states, mask=None, backwards=False, zero_output=False):
 
 def zeros_like_states(batch, sizes):
     return [np.zeros((batch, s)) for s in sizes]
+
+
+# --- test helpers -------------------------------------------------------------------------
+
+def randomize(layer, rng, scale=0.5):
+    """Weights drawn so that the activations stay in their sensitive range; returned as float64."""
+    layer.set_weights([rng.standard_normal(w.shape).astype(np.float32) * scale
+                       for w in layer.get_weights()])
+    return [w.astype(np.float64) for w in layer.get_weights()]
+
+
+def close(got, want, tol=2e-5):
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol)

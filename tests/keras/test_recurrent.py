@@ -8,49 +8,10 @@ import pytest
 
 import nncompile
 from nncompile import keras
-from nncompile.ir import IRError
 from nncompile.keras import layers
 
 import recurrent_reference as ref
-
-_SCAN_LOWERS: list[bool] = []
-
-
-def scan_lowers() -> bool:
-    """Whether this build compiles `scan` to native code (tried once, on a tiny LSTM)."""
-    if not _SCAN_LOWERS:
-        inputs = keras.Input((2, 1))
-        graph = nncompile.trace(keras.Model(inputs, layers.LSTM(1)(inputs)))
-        try:
-            nncompile.compile(graph)
-            _SCAN_LOWERS.append(True)
-        except IRError as e:
-            if "no CPU lowering" not in str(e):
-                raise
-            _SCAN_LOWERS.append(False)
-    return _SCAN_LOWERS[0]
-
-
-@pytest.fixture(params=["reference", "cpu"])
-def backend(request, monkeypatch):
-    """Models run on the numpy interpreter, and compiled once the CPU code generator lowers
-    `scan` (its native loop)."""
-    if request.param == "cpu" and not scan_lowers():
-        pytest.skip("scan has no CPU lowering in this build yet")
-    monkeypatch.setenv("NNCOMPILE_BACKEND", request.param)
-    return request.param
-
-
-def randomize(layer, rng, scale=0.5):
-    """Weights drawn so that the activations stay in their sensitive range."""
-    layer.set_weights([rng.standard_normal(w.shape).astype(np.float32) * scale
-                       for w in layer.get_weights()])
-    return [w.astype(np.float64) for w in layer.get_weights()]
-
-
-def close(got, want, tol=2e-5):
-    np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
-
+from recurrent_reference import close, randomize
 
 STEPS = {
     "SimpleRNN": lambda w, cfg: ref.simple_step(w),
@@ -70,7 +31,7 @@ STATES = {"SimpleRNN": 1, "LSTM": 2, "GRU": 1}
     ("GRU", 3, 2, 3, {"reset_after": False}),
     ("GRU", 2, 100, 1, {"reset_after": False, "go_backwards": True}),
 ])
-def test_layer_matches_numpy_loop(backend, kind, units, steps, batch, extra):
+def test_layer_matches_numpy_loop(rnn_backend, kind, units, steps, batch, extra):
     rng = np.random.default_rng(units * 100 + steps)
     layer = getattr(layers, kind)(units, return_sequences=True, return_state=True, **extra)
     inputs = keras.Input((steps, 3))
@@ -88,7 +49,7 @@ def test_layer_matches_numpy_loop(backend, kind, units, steps, batch, extra):
     close(got[1], last)
 
 
-def test_last_output_only(backend):
+def test_last_output_only(rnn_backend):
     rng = np.random.default_rng(0)
     layer = layers.LSTM(3)
     model = keras.Sequential([keras.Input((5, 2)), layer])
@@ -105,7 +66,7 @@ def _masked_model(layer, steps=6, vocab=9, width=3):
 
 
 @pytest.mark.parametrize("kind, go_backwards", [("LSTM", False), ("GRU", True), ("SimpleRNN", False)])
-def test_mask_holds_states_and_outputs(backend, kind, go_backwards):
+def test_mask_holds_states_and_outputs(rnn_backend, kind, go_backwards):
     rng = np.random.default_rng(1)
     layer = getattr(layers, kind)(4, return_sequences=True, return_state=True, go_backwards=go_backwards)
     model, embedding = _masked_model(layer)
@@ -122,7 +83,7 @@ def test_mask_holds_states_and_outputs(backend, kind, go_backwards):
         close(g, w)
 
 
-def test_mask_from_masking_layer_and_last_output(backend):
+def test_mask_from_masking_layer_and_last_output(rnn_backend):
     rng = np.random.default_rng(2)
     layer = layers.GRU(3)
     model = keras.Sequential([keras.Input((5, 2)), layers.Masking(0.0), layer])
@@ -136,7 +97,7 @@ def test_mask_from_masking_layer_and_last_output(backend):
 
 
 @pytest.mark.parametrize("return_sequences", [True, False])
-def test_zero_output_for_mask(backend, return_sequences):
+def test_zero_output_for_mask(rnn_backend, return_sequences):
     rng = np.random.default_rng(3)
     layer = layers.RNN(layers.LSTMCell(3), return_sequences=return_sequences, zero_output_for_mask=True)
     model, embedding = _masked_model(layer, steps=4)
@@ -148,7 +109,7 @@ def test_zero_output_for_mask(backend, return_sequences):
     close(model.predict(tokens, verbose=0), sequence if return_sequences else last)
 
 
-def test_initial_state_with_and_without_mask(backend):
+def test_initial_state_with_and_without_mask(rnn_backend):
     rng = np.random.default_rng(4)
     tokens_in, h_in, c_in = keras.Input((5,), dtype="int32"), keras.Input((3,)), keras.Input((3,))
     embedding = layers.Embedding(7, 2, mask_zero=True)
@@ -169,7 +130,7 @@ def test_initial_state_with_and_without_mask(backend):
         close(g, w)
 
 
-def test_stacked_cells(backend):
+def test_stacked_cells(rnn_backend):
     rng = np.random.default_rng(5)
     cells = [layers.LSTMCell(4), layers.GRUCell(3, reset_after=False), layers.SimpleRNNCell(2)]
     layer = layers.RNN(cells, return_sequences=True, return_state=True)
@@ -187,7 +148,7 @@ def test_stacked_cells(backend):
         close(g, w)
 
 
-def test_activations_and_no_bias(backend):
+def test_activations_and_no_bias(rnn_backend):
     rng = np.random.default_rng(6)
     layer = layers.LSTM(3, activation="relu", recurrent_activation="hard_sigmoid", use_bias=False,
                         return_sequences=True)
@@ -200,7 +161,7 @@ def test_activations_and_no_bias(backend):
     close(model.predict(x, verbose=0), ref.run(step, x, ref.zeros_like_states(2, [3, 3]))[0])
 
 
-def test_stateful_carries_states_until_reset(backend):
+def test_stateful_carries_states_until_reset(rnn_backend):
     rng = np.random.default_rng(7)
     layer = layers.GRU(3, stateful=True, return_sequences=True)
     model = keras.Sequential([keras.Input(batch_shape=(2, 4, 2)), layer])
@@ -219,7 +180,7 @@ def test_stateful_needs_a_static_batch():
         keras.Sequential([keras.Input((4, 2)), layers.LSTM(3, stateful=True)])
 
 
-def test_dropout_masks_are_one_per_batch_and_sample(backend):
+def test_dropout_masks_are_one_per_batch_and_sample(rnn_backend):
     """SimpleRNN with an identity kernel, no recurrence and a linear activation outputs its
     input times the dropout mask: the same at every step, its own for each sample."""
     layer = layers.SimpleRNN(50, activation=None, use_bias=False, dropout=0.5, return_sequences=True,
@@ -232,7 +193,7 @@ def test_dropout_masks_are_one_per_batch_and_sample(backend):
     np.testing.assert_array_equal(layer(x), x)
 
 
-def test_recurrent_dropout_mask_is_one_per_batch(backend):
+def test_recurrent_dropout_mask_is_one_per_batch(rnn_backend):
     """h_t = 1 + m * h_{t-1} with an identity recurrent kernel: each unit's m is 0 or 2 for
     the whole sequence, so h is 1, 1 + m, 1 + m + m^2, ..."""
     layer = layers.SimpleRNN(40, activation=None, use_bias=False, recurrent_dropout=0.5,
@@ -244,7 +205,7 @@ def test_recurrent_dropout_mask_is_one_per_batch(backend):
     np.testing.assert_allclose(out[:, 3], 1 + m + m ** 2 + m ** 3)
 
 
-def test_gated_dropout_applies_in_training_only(backend):
+def test_gated_dropout_applies_in_training_only(rnn_backend):
     rng = np.random.default_rng(8)
     layer = layers.LSTM(3, dropout=0.3, recurrent_dropout=0.3, return_sequences=True)
     x = rng.standard_normal((2, 4, 5)).astype(np.float32)
@@ -276,7 +237,7 @@ def test_graph_size_does_not_grow_with_the_sequence():
     assert str(short).replace("10,", "1000,") == str(long)
 
 
-def test_unknown_length_go_backwards_sequence(backend):
+def test_unknown_length_go_backwards_sequence(rnn_backend):
     rng = np.random.default_rng(9)
     layer = layers.SimpleRNN(3, go_backwards=True, return_sequences=True)
     model = keras.Sequential([keras.Input((None, 2)), layer])

@@ -322,6 +322,10 @@ class Layer:
         out_masks = out_mask if isinstance(out_mask, list) else [out_mask] * len(outs)
         return outs, out_masks
 
+    def call_arguments(self, inputs: list, single: bool) -> tuple[list, dict]:
+        """How Keras 3 records a call on `inputs` in a functional config: (args, kwargs)."""
+        return (inputs if single else [inputs]), {}
+
     def refuse_mask(self, mask: Mask | list[Mask | None], why: str) -> ValueError:
         """The error of a layer that would consume `mask` in a way nncompile does not implement."""
         sources = sorted({m.source for m in (mask if isinstance(mask, list) else [mask]) if m})

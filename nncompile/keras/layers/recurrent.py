@@ -90,7 +90,22 @@ def reverse_time(b: Builder, x: Value) -> Value:
     return b.gather(x, last, axis=TIME)
 
 
-class RNN(Layer):
+class StatesCall(Layer):
+    """A layer called as `layer(x, initial_state=[...])` (RNN, Bidirectional): it receives
+    [x, *states] as its inputs, and its functional config records the states by keyword, as
+    Keras 3 does."""
+
+    def __call__(self, inputs, initial_state=None, training: bool | None = None, **kwargs):
+        if initial_state is not None:
+            states = list(initial_state) if isinstance(initial_state, (list, tuple)) else [initial_state]
+            inputs = [inputs, *states]
+        return super().__call__(inputs, training=training, **kwargs)
+
+    def call_arguments(self, inputs: list, single: bool) -> tuple[list, dict]:
+        return ([inputs[0]], {}) if single else ([inputs[0]], {"initial_state": inputs[1:]})
+
+
+class RNN(StatesCall):
     """Runs a cell (SimpleRNNCell, LSTMCell, GRUCell, or a list of them, stacked) over the time
     axis of (batch, steps, features) inputs.
 
@@ -178,12 +193,6 @@ class RNN(Layer):
             var.assign(np.zeros(var.shape, var.dtype) if value is None else value)
 
     # calling ----------------------------------------------------------------------------------
-    def __call__(self, inputs, initial_state=None, training: bool | None = None, **kwargs):
-        if initial_state is not None:
-            states = list(initial_state) if isinstance(initial_state, (list, tuple)) else [initial_state]
-            inputs = [inputs, *states]
-        return super().__call__(inputs, training=training, **kwargs)
-
     def emit(self, b: Builder, inputs, training: bool = False):
         return self.emit_masked(b, inputs, None, training)
 

@@ -8,7 +8,8 @@ from nncompile.ir import Builder, Value
 from nncompile.ir.ops.scan import slice_type
 from nncompile.keras.layers.arguments import ArgumentError, owner_of
 from nncompile.keras.layers.base import Layer
-from nncompile.keras.layers.recurrent import RNN, TIME, StepBuilder, reverse_time, scan_steps
+from nncompile.keras.layers.recurrent import (RNN, TIME, StatesCall, StepBuilder, reverse_time,
+                                              scan_steps)
 
 _MERGE_MODES = ("sum", "mul", "ave", "concat", None)
 
@@ -26,7 +27,7 @@ def _copy(layer: Layer, name: str, **changes) -> Layer:
     return deserialize_layer(config)
 
 
-class Bidirectional(Layer):
+class Bidirectional(StatesCall):
     """Runs a recurrent layer forwards and a copy of it backwards over the same inputs and merges
     their outputs (`merge_mode`: "concat" (default), "sum", "mul", "ave", or None for the list
     [forward, backward]). The backward outputs are put back in time order before merging. With
@@ -104,11 +105,6 @@ class Bidirectional(Layer):
         half = None if states is None else len(states) // 2
         self.forward_layer.reset_state(None if states is None else states[:half])
         self.backward_layer.reset_state(None if states is None else states[half:])
-
-    def __call__(self, inputs, initial_state=None, training: bool | None = None, **kwargs):
-        if initial_state is not None:
-            inputs = [inputs, *initial_state]
-        return super().__call__(inputs, training=training, **kwargs)
 
     def emit(self, b: Builder, inputs, training: bool = False):
         return self.emit_masked(b, inputs, None, training)
