@@ -66,9 +66,11 @@ def stacked_step(steps, sizes):
     return step
 
 
-def run(step, x, states, mask=None, backwards=False, zero_output=False):
+def run(step, x, states, mask=None, backwards=False, zero_output=False, unrolled=False,
+        output_state=0):
     """Keras's rnn(): (outputs in processing order, last output, final states). A masked step
-    keeps the states and outputs the previous output (zeros before any), or zeros."""
+    keeps the states and outputs the held output state (states[output_state]) as the JAX and
+    numpy loops do, or (`unrolled`) the previous output, zeros before any; or zeros."""
     x = np.asarray(x, np.float64)
     states = [np.asarray(s, np.float64) for s in states]
     order = range(x.shape[1] - 1, -1, -1) if backwards else range(x.shape[1])
@@ -77,8 +79,11 @@ def run(step, x, states, mask=None, backwards=False, zero_output=False):
         out, new = step(x[:, t], states)
         if mask is not None:
             keep = mask[:, t, None].astype(bool)
+            if zero_output or (unrolled and previous is None):
+                held = np.zeros_like(out)
+            else:
+                held = previous if unrolled else states[output_state]
             states = [np.where(keep, n, s) for n, s in zip(new, states)]
-            held = np.zeros_like(out) if zero_output or previous is None else previous
             out = np.where(keep, out, held)
         else:
             states = new

@@ -109,24 +109,29 @@ def test_zero_output_for_mask(rnn_backend, return_sequences):
     close(model.predict(tokens, verbose=0), sequence if return_sequences else last)
 
 
-def test_initial_state_with_and_without_mask(rnn_backend):
+@pytest.mark.parametrize("unroll", [False, True])
+def test_masked_steps_after_initial_states(rnn_backend, unroll):
+    """Masked steps before the first kept one output the initial h (JAX and numpy loops), or
+    zeros when unrolled; the last output and states are held either way."""
     rng = np.random.default_rng(4)
     tokens_in, h_in, c_in = keras.Input((5,), dtype="int32"), keras.Input((3,)), keras.Input((3,))
     embedding = layers.Embedding(7, 2, mask_zero=True)
-    masked, plain = layers.LSTM(3, return_sequences=True), layers.LSTM(3, return_state=True)
+    sequences = layers.LSTM(3, return_sequences=True, unroll=unroll)
+    last = layers.LSTM(3, return_state=True, unroll=unroll)
     embedded = embedding(tokens_in)
-    outputs = [masked(embedded, initial_state=[h_in, c_in]), *plain(embedded, initial_state=[h_in, c_in])]
+    outputs = [sequences(embedded, initial_state=[h_in, c_in]), *last(embedded, initial_state=[h_in, c_in])]
     model = keras.Model([tokens_in, h_in, c_in], outputs)
-    w_masked, w_plain = randomize(masked, rng), randomize(plain, rng)
+    w_sequences, w_last = randomize(sequences, rng), randomize(last, rng)
     table = embedding.get_weights()[0].astype(np.float64)
-    tokens = np.array([[0, 0, 1, 2, 3], [4, 5, 6, 0, 0]])
-    h0, c0 = (rng.standard_normal((2, 3)).astype(np.float32) for _ in range(2))
+    tokens = np.array([[0, 0, 1, 2, 3], [4, 5, 6, 0, 0], [0, 0, 0, 0, 0]])
+    h0, c0 = (rng.standard_normal((3, 3)).astype(np.float32) for _ in range(2))
     got = model.predict([tokens, h0, c0], verbose=0)
-    # Masked steps before the first kept one output zeros, not the initial state (TF backend).
-    sequence, _, _ = ref.run(ref.lstm_step(w_masked), table[tokens], [h0, c0], mask=tokens != 0)
-    close(got[0], sequence)
-    _, last, states = ref.run(ref.lstm_step(w_plain), table[tokens], [h0, c0], mask=tokens != 0)
-    for g, w in zip(got[1:], [last, *states]):
+    want, _, _ = ref.run(ref.lstm_step(w_sequences), table[tokens], [h0, c0], mask=tokens != 0,
+                         unrolled=unroll)
+    close(got[0], want)
+    _, final, states = ref.run(ref.lstm_step(w_last), table[tokens], [h0, c0], mask=tokens != 0,
+                               unrolled=unroll)
+    for g, w in zip(got[1:], [final, *states]):
         close(g, w)
 
 

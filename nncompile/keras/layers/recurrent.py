@@ -7,11 +7,12 @@ the input projection of every step is one matmul before the loop, the loop carri
 as an invariant; its body is one step of the cell. Nothing is unrolled: a sequence of 1,000
 steps gives the graph of a sequence of 10.
 
-Semantics (Keras 3, TensorFlow backend): `go_backwards` processes the sequence from its end and
-returns the output sequence in that processing order (reversed); with a mask, a masked step
-keeps the states as they were and outputs the previous step's output (zeros before the first
-kept step), or zeros with `zero_output_for_mask`; the output mask is the input's, with
-`return_sequences`. `stateful=True` needs a fixed batch size: the last states of a call are the
+Semantics (Keras 3.15): `go_backwards` processes the sequence from its end and returns the
+output sequence in that processing order (reversed); with a mask, a masked step keeps the states
+as they were and outputs the held output state, h (as the JAX and numpy backends' loops do;
+TensorFlow's, and every unrolled loop, output zeros instead before the first kept step, which
+differs only after non-zero initial states), or zeros with `zero_output_for_mask`; the output
+mask is the input's, with `return_sequences`. `stateful=True` needs a fixed batch size: the last states of a call are the
 first of the next, until `reset_states()`.
 """
 from __future__ import annotations
@@ -23,7 +24,8 @@ import numpy as np
 from nncompile.ir import Builder, DType, TensorType, Value
 from nncompile.ir.ops.scan import slice_type
 from nncompile.keras import activations, regularizers
-from nncompile.keras.layers.arguments import ArgumentError, boolean, check_input_rank, owner_of
+from nncompile.keras.layers.arguments import (ArgumentError, boolean, check_input_rank,
+                                              legacy_args, owner_of, warn_legacy)
 from nncompile.keras.layers.base import Layer, Mask, Variable
 from nncompile.keras.layers.core import SEED_INPUT, _as_float, seed_input
 from nncompile.keras.layers.recurrent_cells import (GRUCell, LSTMCell, RecurrentCell,
@@ -112,7 +114,8 @@ class RNN(StatesCall):
     Outputs (batch, output_size), or the whole sequence (batch, steps, output_size) with
     `return_sequences`; with `return_state`, then the last states too (a stack of cells gives
     all its cells' states, in order). Call it with `initial_state=[...]` to start from given
-    states. `unroll` is accepted and changes nothing: the layer is a loop either way.
+    states. `unroll` is accepted: the layer is a loop either way (it only changes what
+    masked steps before the first kept one output after given initial states, as in Keras).
 
     Example:
 
@@ -159,6 +162,10 @@ class RNN(StatesCall):
             raise ValueError(f"Layer '{self.name}' ({type(self).__name__}): the last dimension "
                              f"of the inputs (features) must be defined. Full input shape "
                              f"received: {sequence}")
+        if self.unroll and sequence[1] is None:
+            raise ValueError(f"Layer '{self.name}' ({type(self).__name__}): Cannot unroll a RNN "
+                             f"if the time dimension is undefined. Specify the time dimension "
+                             f"by passing a `shape` or `batch_shape` argument to your `Input()`.")
         self.adopt(self.cell)
         if not self.cell.built:
             self.cell.build((sequence[0], sequence[-1]))
@@ -219,12 +226,13 @@ class RNN(StatesCall):
         projected = cell.project(b, x, masks)
         states = self._initial_states(b, x, initial)
         keep = None if mask is None else b.reshape(mask.keep(b), shape=mask.value.type.shape + (1,))
-        # A masked step outputs the previous output. With zero initial states that is the held
-        # output state; otherwise (and for a last output that zero_output_for_mask may zero) the
-        # loop carries it.
+        # A masked step outputs the held output state (h) as Keras 3's JAX and numpy loops do,
+        # but an unrolled loop outputs the previous output, zeros before the first kept step:
+        # that differs from h only after non-zero initial states, and the loop carries it then.
+        # It also carries a last output that zero_output_for_mask may have zeroed.
         carry_output = keep is not None and (
             not self.return_sequences if self.zero_output_for_mask
-            else bool(initial) or self.stateful)
+            else self.unroll and (bool(initial) or self.stateful))
         carries = states + ([_zeros(b, x, cell.output_size)] if carry_output else [])
         scanned = [projected] + ([keep] if keep is not None else [])
         body = StepBuilder(b, f"{self.name}_step")
@@ -325,6 +333,29 @@ def _lift(body: StepBuilder, masks):
 
 # --- the layers of one cell -------------------------------------------------------------------
 
+# Keras 1 argument names, renamed as Keras 2's `legacy_recurrent_support` did.
+_LEGACY_RNN = {"output_dim": "units", "init": "kernel_initializer",
+               "inner_init": "recurrent_initializer", "inner_activation": "recurrent_activation",
+               "W_regularizer": "kernel_regularizer", "b_regularizer": "bias_regularizer",
+               "U_regularizer": "recurrent_regularizer", "dropout_W": "dropout",
+               "dropout_U": "recurrent_dropout"}
+
+
+def _legacy_shapes(owner: str, kwargs: dict) -> None:
+    """Keras 1's `input_dim` / `input_length` are `input_shape=(input_length, input_dim)`, and
+    `forget_bias_init='one'` is `unit_forget_bias=True` (other values were ignored)."""
+    if "input_dim" in kwargs:
+        warn_legacy(f"{owner}: the `input_dim` and `input_length` arguments of recurrent layers "
+                    f"are deprecated; use `input_shape=(input_length, input_dim)`")
+        kwargs["input_shape"] = (kwargs.pop("input_length", None), kwargs.pop("input_dim"))
+    if "forget_bias_init" in kwargs:
+        value = kwargs.pop("forget_bias_init")
+        warn_legacy(f"{owner}: the `forget_bias_init` argument is deprecated"
+                    + ("; use `unit_forget_bias=True`" if value == "one" else " and ignored"))
+        if value == "one":
+            kwargs["unit_forget_bias"] = True
+
+
 # The arguments each layer passes on to its cell (the rest are the RNN's).
 _CELL_ARGS = ("activation", "recurrent_activation", "use_bias", "kernel_initializer",
               "recurrent_initializer", "bias_initializer", "unit_forget_bias",
@@ -389,6 +420,7 @@ class SimpleRNN(_CellLayer):
     cell_class = SimpleRNNCell
     cell_name = "simple_rnn_cell"
 
+    @legacy_args(_LEGACY_RNN, _legacy_shapes)
     def __init__(self, units: int, activation="tanh", use_bias: bool = True, **kwargs):
         super().__init__(units, activation=activation, use_bias=use_bias, **kwargs)
 
@@ -412,6 +444,7 @@ class LSTM(_CellLayer):
     cell_class = LSTMCell
     cell_name = "lstm_cell"
 
+    @legacy_args(_LEGACY_RNN, _legacy_shapes)
     def __init__(self, units: int, activation="tanh", recurrent_activation="sigmoid",
                  use_bias: bool = True, unit_forget_bias: bool = True, **kwargs):
         super().__init__(units, activation=activation, recurrent_activation=recurrent_activation,
@@ -432,6 +465,7 @@ class GRU(_CellLayer):
     cell_class = GRUCell
     cell_name = "gru_cell"
 
+    @legacy_args(_LEGACY_RNN, _legacy_shapes)
     def __init__(self, units: int, activation="tanh", recurrent_activation="sigmoid",
                  use_bias: bool = True, reset_after: bool = True, **kwargs):
         super().__init__(units, activation=activation, recurrent_activation=recurrent_activation,
