@@ -285,3 +285,22 @@ def test_pad_sequences_defaults_are_keras():
     padded = keras.utils.pad_sequences([[1, 2, 3], [4]], maxlen=2)
     np.testing.assert_array_equal(padded, [[2, 3], [0, 4]])
     assert padded.dtype == np.int32
+
+
+def test_keras_1_argument_names():
+    with pytest.warns(DeprecationWarning) as warned:
+        layer = layers.LSTM(output_dim=4, input_dim=3, input_length=5, inner_activation="hard_sigmoid",
+                            dropout_U=0.25)
+    assert len(warned) == 4   # one for each Keras 1 argument, input_length with input_dim
+    assert (layer.units, layer.batch_input_shape, layer.recurrent_dropout) == (4, (None, 5, 3), 0.25)
+    assert layer.recurrent_activation.__name__ == "hard_sigmoid"
+
+
+def test_unroll_needs_a_known_length():
+    with pytest.raises(ValueError, match="Cannot unroll a RNN if the time dimension is undefined"):
+        keras.Sequential([keras.Input((None, 3)), layers.GRU(2, unroll=True)])
+
+
+def test_rnn_runs_the_cells_of_keras_layers():
+    with pytest.raises(ValueError, match="Argument `cell` should be a SimpleRNNCell"):
+        layers.RNN(layers.Dense(3))

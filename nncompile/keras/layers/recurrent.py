@@ -242,7 +242,8 @@ class RNN(StatesCall):
             body_masks = _lift(body, masks)
             output, news = cell.step(body, step_in[0], olds[:len(states)], body_masks)
             if keep is not None:
-                output, news = self._hold(body, step_in[1], output, news, olds, len(states))
+                output, news = self._hold(body, step_in[1], output, news, olds, len(states),
+                                          self.return_sequences or carry_output)
         per_step = [output] if self.return_sequences else []
         results = scan_steps(b, body, carries, scanned,
                              news + ([output] if carry_output else []) + per_step,
@@ -259,13 +260,18 @@ class RNN(StatesCall):
         return [out, *finals]
 
     def _hold(self, b: Builder, keep: Value, output: Value, news: list[Value],
-              olds: list[Value], count: int) -> tuple[Value, list[Value]]:
-        """Keras's masking of one step: the states and the output stay as they were."""
+              olds: list[Value], count: int, output_used: bool) -> tuple[Value, list[Value]]:
+        """Keras's masking of one step: the states and the output stay as they were (the
+        output only where it is used: the last output is otherwise the held h)."""
         held = [b.select(keep, new, old) for new, old in zip(news, olds[:count])]
+        if not output_used:
+            return output, held
         if self.zero_output_for_mask:
             previous = b.broadcast(b.scalar(0.0, output), shape=output.type.shape)
-        else:
-            previous = olds[count] if len(olds) > count else olds[_output_state(self.cell)]
+        elif len(olds) > count:
+            previous = olds[count]
+        else:   # the cell's output is its new h: held, it is the held h
+            return held[_output_state(self.cell)], held
         return b.select(keep, output, previous), held
 
     def _initial_states(self, b: Builder, x: Value, given: list[Value]) -> list[Value]:
