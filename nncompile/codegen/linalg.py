@@ -14,10 +14,11 @@ from llvmlite import ir
 
 from nncompile.codegen.conv import emit_conv2d
 from nncompile.codegen.gemm import Epilogue, emit_gemm, emit_loop_gemm, shared_gemm
-from nncompile.codegen.kernel import Dim, Kernel, mul
+from nncompile.codegen.kernel import Dim, Kernel, mul, product
 from nncompile.codegen.loop import apply_nodes, emit_loop
 from nncompile.codegen.loops import as_i64, for_nest, linear_index
 from nncompile.ir.graph import Node, Value
+from nncompile.ir.ops.fused import is_row_sum
 from nncompile.ir.optable import OPS
 from nncompile.ir.types import is_symbol
 
@@ -87,7 +88,21 @@ def _tiny(m, n, depth) -> bool:
     return len(static) >= 2 and int(np.prod(static)) <= TINY_PRODUCT
 
 
+def _row_sum(k: Kernel, node: Node, output: Value) -> None:
+    """sum over the batch of a_b^T @ g_b: one product a^T @ g over all rows of the stacks."""
+    a, g = node.inputs
+    dims = k.dims(a)
+    rows = product(k.b, dims[:-1])
+    m, n = dims[-1], k.dims(g)[-1]
+    fn = shared_gemm(k.module, node.outputs[0].type.dtype, transpose_a=True)
+    k.b.call(fn, [as_i64(m), as_i64(n), as_i64(rows), k.ptr(a), as_i64(m), k.ptr(g), as_i64(n),
+                  k.ptr(output), as_i64(n)])
+
+
 def _matmul(k: Kernel, node: Node, epilogue: Sequence[Node] = (), output: Value | None = None) -> None:
+    if len(epilogue) == 1 and is_row_sum(node, epilogue[0]):
+        _row_sum(k, node, output)
+        return
     b = k.b
     a, w = node.inputs
     result = node.outputs[0]
@@ -97,6 +112,10 @@ def _matmul(k: Kernel, node: Node, epilogue: Sequence[Node] = (), output: Value 
     m, n = out_dims[-2], out_dims[-1]
     depth = k.dims(a)[-2 if ta else -1]
     batched = result.type.rank > 2
+    if batched and w.type.rank == 2 and not ta:
+        # A row-major stack of matrices times one matrix is one product over all their rows
+        # (Dense on a sequence, a recurrent layer's input projection): one packing of w.
+        m, batched = product(b, out_dims[:-1]), False
     fused, operands = (None, []) if batched else _register_epilogue(k, epilogue, result, result.type.shape)
     dtype = result.type.dtype
     if _tiny(m, n, depth):

@@ -148,10 +148,33 @@ def _scan_vjp(b, node, cts):
     return scan_vjp(b, node, cts)
 
 
-defop("scan", inputs=("operands",), variadic=True, num_outputs=None, fusion=Fusion.OPAQUE,
-      region=Region.PROGRAM, infer=_scan_rule, reference=_scan_reference,
-      attrs={"body": Attr(AttrKind.GRAPH), "num_carry": Attr(AttrKind.INT),
-             "num_scanned": Attr(AttrKind.INT), "axis": Attr(AttrKind.INT, 0),
-             "reverse": Attr(AttrKind.BOOL, False)},
-      doc="a loop over `axis` of the scanned operands; `body` is one step (carries, slices, "
-          "invariants -> new carries, per-step outputs)").vjp = _scan_vjp
+def program_inputs(node) -> list[tuple[list, list]]:
+    """Where the body's inputs live while the loop runs (the memory plan asks): a carry in the
+    node's result for it (which holds the final state when the loop ends), an invariant in its
+    operand; each step's slices in buffers of their own. One (shares, own) pair per region."""
+    body = node.attrs["body"]
+    carries, scanned, invariants = split_operands(body.inputs, node.attrs)
+    shares = [*zip(carries, node.outputs), *zip(invariants, split_operands(node.inputs, node.attrs)[2])]
+    return [(shares, scanned)]
+
+
+def add_invariant(node, value):
+    """Pass `value` (of the graph holding `node`) to every step as a new last operand; returns
+    the body input that receives it."""
+    body = node.attrs["body"]
+    taken = {v.name for v in body.inputs}
+    name = next(f"inv{i}" for i in range(len(taken) + 1) if f"inv{i}" not in taken)
+    node.inputs.append(value)
+    return body.add_input(name, value.type)
+
+
+SCAN = defop("scan", inputs=("operands",), variadic=True, num_outputs=None, fusion=Fusion.OPAQUE,
+             region=Region.PROGRAM, infer=_scan_rule, reference=_scan_reference,
+             attrs={"body": Attr(AttrKind.GRAPH), "num_carry": Attr(AttrKind.INT),
+                    "num_scanned": Attr(AttrKind.INT), "axis": Attr(AttrKind.INT, 0),
+                    "reverse": Attr(AttrKind.BOOL, False)},
+             doc="a loop over `axis` of the scanned operands; `body` is one step (carries, slices, "
+                 "invariants -> new carries, per-step outputs)")
+SCAN.vjp = _scan_vjp
+SCAN.extra["program_inputs"] = program_inputs
+SCAN.extra["add_invariant"] = add_invariant

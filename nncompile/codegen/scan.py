@@ -1,0 +1,98 @@
+"""`scan` as one native loop in the entry function, its body's kernels called at every step.
+
+    copy the initial carries into the carry results      (the body reads its carries there)
+    for step in 0 .. T-1:                                 (t = T-1-step when reverse)
+        copy slice t of each scanned operand into its step buffer
+        call the body's kernels, in schedule order
+        copy each per-step result into slice t of its stacked result
+        copy each new carry into its carry result
+
+The memory plan gives every body value a buffer that all steps reuse (passes/memory.py), so the
+loop allocates nothing, and the code is the same for any trip count. Copies are `llvm.memcpy`:
+a carry or a slice row is contiguous, and a slice along `axis` is one row per index of the
+axes before it.
+"""
+from __future__ import annotations
+
+from llvmlite import ir
+
+from nncompile.codegen.cpu import Program, emit_kernels
+from nncompile.codegen.gemm import libc
+from nncompile.codegen.kernel import mul, product
+from nncompile.codegen.loops import as_i64, for_range
+from nncompile.codegen.simd import intrinsic
+from nncompile.ir.graph import Node, Value
+from nncompile.ir.ops.scan import split_operands
+from nncompile.ir.optable import OPS
+
+i1 = ir.IntType(1)
+i8p = ir.IntType(8).as_pointer()
+i64 = ir.IntType(64)
+
+
+def _memcpy(p: Program, dst: ir.Value, src: ir.Value, nbytes) -> None:
+    fn = intrinsic(p.module, "llvm.memcpy.p0.p0.i64", ir.VoidType(), [i8p, i8p, i64, i1])
+    p.b.call(fn, [dst, src, as_i64(nbytes), ir.Constant(i1, 0)])
+
+
+def _copy(p: Program, dst: Value, src: Value) -> None:
+    """The whole of `src` into `dst` (same type), unless they share a buffer."""
+    if not p.same_buffer(dst, src):
+        _memcpy(p, p.ptr(dst), p.ptr(src), mul(p.b, product(p.b, p.dims(src)), src.type.dtype.itemsize))
+
+
+def _copy_slices(p: Program, stacked: Value, step: Value, t: ir.Value, axis: int, into_step: bool) -> None:
+    """Slice t along `axis` of `stacked` to the step buffer of `step` (or back, not `into_step`)."""
+    b = p.b
+    dims = p.dims(stacked)
+    row = mul(b, product(b, dims[axis + 1:]), stacked.type.dtype.itemsize)
+    stacked_ptr, step_ptr = p.ptr(stacked), p.ptr(step)
+    with for_range(b, product(b, dims[:axis]), name="row") as o:
+        at_stacked = b.gep(stacked_ptr, [b.mul(b.add(b.mul(o, as_i64(dims[axis])), t), as_i64(row))])
+        at_step = b.gep(step_ptr, [b.mul(o, as_i64(row))])
+        if into_step:
+            _memcpy(p, at_step, at_stacked, row)
+        else:
+            _memcpy(p, at_stacked, at_step, row)
+
+
+def emit_scan(p: Program, node: Node, number: int, prefix: str) -> None:
+    attrs, body = node.attrs, node.attrs["body"]
+    n, axis = attrs["num_carry"], attrs["axis"]
+    init, scanned, _ = split_operands(node.inputs, attrs)
+    _, step_inputs, _ = split_operands(body.inputs, attrs)
+    for value, result in zip(init, node.outputs[:n]):
+        _copy(p, result, value)
+    b = p.b
+    length = as_i64(p.dims(scanned[0])[axis])
+    with for_range(b, length, name=f"{prefix}step") as step:
+        t = b.sub(b.sub(length, as_i64(1)), step) if attrs["reverse"] else step
+        for stacked, value in zip(scanned, step_inputs):
+            _copy_slices(p, stacked, value, t, axis, into_step=True)
+        emit_kernels(p, body.nodes, number, prefix)
+        for value, stacked in zip(body.outputs[n:], node.outputs[n:]):
+            _copy_slices(p, stacked, value, t, axis, into_step=False)
+        _update_carries(p, body.outputs[:n], node.outputs[:n], body.inputs[:n])
+
+
+def _update_carries(p: Program, new: list[Value], results: list[Value], carries: list[Value]) -> None:
+    """Each new carry into its carry result. A new carry that is another carry's old value (the
+    body swaps two carries) goes through a temporary, so no copy reads a result already written."""
+    swapped = [(v, r) for i, (v, r) in enumerate(zip(new, results)) if v in carries and v is not carries[i]]
+    alloc, free = libc(p.module)
+    temporaries = []
+    for value, result in swapped:
+        size = mul(p.b, product(p.b, p.dims(value)), value.type.dtype.itemsize)
+        temporary = p.b.call(alloc, [as_i64(64), p.b.mul(p.b.udiv(p.b.add(as_i64(size), as_i64(63)),
+                                                                  as_i64(64)), as_i64(64))])
+        _memcpy(p, temporary, p.ptr(value), size)
+        temporaries.append((temporary, result, size))
+    for value, result in zip(new, results):
+        if all(value is not v for v, _ in swapped):
+            _copy(p, result, value)
+    for temporary, result, size in temporaries:
+        _memcpy(p, p.ptr(result), temporary, size)
+        p.b.call(free, [temporary])
+
+
+OPS["scan"].lower = emit_scan
