@@ -18,6 +18,7 @@ from nncompile.ir.builder import Builder
 from nncompile.ir.graph import Graph, Node, Value
 from nncompile.ir.ops.scan import split_operands
 from nncompile.ir.optable import get_op, infer_types
+from nncompile.ir.types import TensorType
 from nncompile.passes.autodiff import vjp
 
 
@@ -123,6 +124,7 @@ def scan_vjp(b: Builder, node: Node, cts: list[Value | None]) -> list[Value | No
             bind("invariant", step.to_grad[inner], outer, inner.name)
 
     _clone([*recomputed, *step.backward], mapping, bg)
+    _transpose_once(b, bg, operands["invariant"])
     grad_of = {v: mapping[step.grads[v]] for v in step.wrt}
     new_sums = [Builder(bg).add(acc, grad_of[v]) for v, acc in sums.items()]
     bg.set_outputs([*(grad_of[carries[i]] for i in float_carries), *new_sums,
@@ -142,6 +144,24 @@ def scan_vjp(b: Builder, node: Node, cts: list[Value | None]) -> list[Value | No
         if _is_float(v):
             out[n + j] = results.pop(0)
     return out
+
+
+def _transpose_once(b: Builder, bg: Graph, invariants: list[Value]) -> None:
+    """A product with a transposed invariant (dz @ R^T, the state's cotangent) reads the
+    transpose made once before the loop: a GEMM packs a transposed operand more slowly, and
+    inside the loop it would do so at every step."""
+    start = len(bg.inputs) - len(invariants)
+    for node in bg.nodes:
+        if node.op != "matmul" or not node.attrs["transpose_b"] or node.inputs[1] not in bg.inputs[start:]:
+            continue
+        position = bg.inputs.index(node.inputs[1]) - start
+        outer = invariants[position]
+        if outer.type.rank != 2:
+            continue
+        flipped = bg.add_input(f"{node.inputs[1].name}_t", TensorType(outer.type.dtype, outer.type.shape[::-1]))
+        invariants.append(b.transpose(outer, perm=[1, 0]))
+        node.inputs[1] = flipped
+        node.attrs["transpose_b"] = False
 
 
 def _save_residuals(node: Node, values: list[Value]) -> dict[Value, Value]:
