@@ -190,6 +190,29 @@ def add_invariant(node, value):
     return body.add_input(name, value.type)
 
 
+def prune_results(node, live: set) -> dict:
+    """Drop the per-step results nothing reads, and keep one of several that stack the same body
+    value; returns each merged result -> the result standing for it (DCE asks)."""
+    n = node.attrs["num_carry"]
+    body = node.attrs["body"]
+    kept: dict = {}
+    merged = {}
+    for v, result in zip(body.outputs[n:], node.outputs[n:]):
+        if result not in live:
+            continue
+        if v in kept:
+            merged[result] = kept[v]
+        else:
+            kept[v] = result
+    if len(kept) == len(node.outputs) - n:
+        return merged
+    body.set_outputs([*body.outputs[:n], *kept])
+    node.outputs = [*node.outputs[:n], *kept.values()]
+    for index, result in enumerate(node.outputs):
+        result.index = index
+    return merged
+
+
 SCAN = defop("scan", inputs=("operands",), variadic=True, num_outputs=None, fusion=Fusion.OPAQUE,
              region=Region.PROGRAM, infer=_scan_rule, reference=_scan_reference,
              attrs={"body": Attr(AttrKind.GRAPH), "num_carry": Attr(AttrKind.INT),
@@ -200,3 +223,4 @@ SCAN = defop("scan", inputs=("operands",), variadic=True, num_outputs=None, fusi
 SCAN.vjp = _scan_vjp
 SCAN.extra["program_memory"] = program_memory
 SCAN.extra["add_invariant"] = add_invariant
+SCAN.extra["prune_results"] = prune_results
