@@ -27,6 +27,7 @@ from nncompile import keras  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 from compile_memory import cpu_model  # noqa: E402
+from gemm import _times  # noqa: E402
 
 
 def model(steps: int, units: int):
@@ -57,13 +58,7 @@ def numpy_lstm(weights: list[np.ndarray], x: np.ndarray) -> np.ndarray:
 
 
 def median_seconds(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(_times(fn, repeats))
 
 
 def main() -> None:

@@ -510,6 +510,9 @@ def pack_matrix(transpose_a: bool) -> PackA:
     def pack(b: ir.IRBuilder, t: Tiling, a_ctx: ir.Value, ap: ir.Value, m0: ir.Value, mc: ir.Value,
              k0: ir.Value, kc: ir.Value) -> None:
         src, lda = unpack_fields(b, a_ctx, [ap.type, i64])
+        if transpose_a:
+            _pack_rows_of_transposed(b, t, src, lda, ap, m0, mc, k0, kc)
+            return
         with for_range(b, mc, step=t.mr, name="pa") as p:
             rows = b.sub(mc, p)
             panel = at(b, ap, b.mul(p, kc))
@@ -522,6 +525,22 @@ def pack_matrix(transpose_a: bool) -> PackA:
                     out = at(b, panel, b.add(b.mul(kk, const(t.mr)), r))
                     b.store(b.select(keep, value, zero(value.type)), out)
     return pack
+
+
+def _pack_rows_of_transposed(b: ir.IRBuilder, t: Tiling, src: ir.Value, lda: ir.Value, ap: ir.Value,
+                             m0: ir.Value, mc: ir.Value, k0: ir.Value, kc: ir.Value) -> None:
+    """Pack from A stored K x M: a panel's MR values at depth k are MR consecutive elements of
+    row k, so each depth is one short sequential read (a column at a time would touch a cache
+    line per element: measured 5x slower on a weight gradient over 6400 rows)."""
+    with for_range(b, mc, step=t.mr, name="pa") as p:
+        last = b.sub(b.sub(mc, p), const(1))
+        panel = at(b, ap, b.mul(p, kc))
+        with simd.copy_loop(b, kc, name="pk") as kk:
+            start = b.add(b.mul(b.add(k0, kk), lda), b.add(m0, p))
+            for r in range(t.mr):
+                keep = b.icmp_signed("<=", const(r), last)
+                value = b.load(at(b, src, b.add(start, smin(b, const(r), last))))   # past the edge: 0s
+                b.store(b.select(keep, value, zero(value.type)), at(b, panel, b.add(b.mul(kk, const(t.mr)), const(r))))
 
 
 def _emit_small_m(b: ir.IRBuilder, ty: ir.Type, t: Tiling, rows: int, args: list[ir.Value],

@@ -2,9 +2,9 @@
 
     copy the initial carries into the carry results      (the body reads its carries there)
     for step in 0 .. T-1:                                 (t = T-1-step when reverse)
-        copy slice t of each scanned operand into its step buffer
-        call the body's kernels, in schedule order
-        copy each per-step result into slice t of its stacked result
+        copy slice t of each scanned operand into its step buffer   (along axis 0: none, the
+        call the body's kernels, in schedule order                    body reads slice t and
+        copy each per-step result into slice t of its stacked result  writes slice t in place)
         copy each new carry into its carry result
 
 The memory plan gives every body value a buffer that all steps reuse (passes/memory.py), so the
@@ -22,7 +22,7 @@ from nncompile.codegen.kernel import mul, product
 from nncompile.codegen.loops import as_i64, for_range
 from nncompile.codegen.simd import intrinsic
 from nncompile.ir.graph import Node, Value
-from nncompile.ir.ops.scan import split_operands
+from nncompile.ir.ops.scan import split_operands, step_views
 from nncompile.ir.optable import OPS
 
 i1 = ir.IntType(1)
@@ -56,23 +56,40 @@ def _copy_slices(p: Program, stacked: Value, step: Value, t: ir.Value, axis: int
             _memcpy(p, at_stacked, at_step, row)
 
 
+def _at_step(p: Program, stacked: Value, t: ir.Value) -> ir.Value:
+    """The address of slice t along axis 0 of `stacked`."""
+    step = mul(p.b, product(p.b, p.dims(stacked)[1:]), stacked.type.dtype.itemsize)
+    return p.b.gep(p.ptr(stacked), [p.b.mul(t, as_i64(step))])
+
+
 def emit_scan(p: Program, node: Node, number: int, prefix: str) -> None:
     attrs, body = node.attrs, node.attrs["body"]
     n, axis = attrs["num_carry"], attrs["axis"]
     init, scanned, _ = split_operands(node.inputs, attrs)
     _, step_inputs, _ = split_operands(body.inputs, attrs)
+    viewed, written = step_views(node)
     for value, result in zip(init, node.outputs[:n]):
         _copy(p, result, value)
     b = p.b
     length = as_i64(p.dims(scanned[0])[axis])
     with for_range(b, length, name=f"{prefix}step") as step:
         t = b.sub(b.sub(length, as_i64(1)), step) if attrs["reverse"] else step
+        # Slices in place: the body reads and writes them where they lie in the stacked arrays.
+        pointers = list(p.pointers)
         for stacked, value in zip(scanned, step_inputs):
-            _copy_slices(p, stacked, value, t, axis, into_step=True)
-        emit_kernels(p, body.nodes, number, prefix)
+            if value in viewed:
+                pointers[p.layout.slots[value]] = _at_step(p, stacked, t)
+            else:
+                _copy_slices(p, stacked, value, t, axis, into_step=True)
         for value, stacked in zip(body.outputs[n:], node.outputs[n:]):
-            _copy_slices(p, stacked, value, t, axis, into_step=False)
-        _update_carries(p, body.outputs[:n], node.outputs[:n], body.inputs[:n])
+            if value in written:
+                pointers[p.layout.slots[value]] = _at_step(p, stacked, t)
+        emit_kernels(Program(p.module, b, p.layout, pointers, p.symbols), body.nodes, number, prefix)
+        for value, stacked in zip(body.outputs[n:], node.outputs[n:]):
+            if value not in written:
+                _copy_slices(p, stacked, value, t, axis, into_step=False)
+        _update_carries(Program(p.module, b, p.layout, pointers, p.symbols), body.outputs[:n],
+                        node.outputs[:n], body.inputs[:n])
 
 
 def _update_carries(p: Program, new: list[Value], results: list[Value], carries: list[Value]) -> None:

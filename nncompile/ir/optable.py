@@ -46,6 +46,18 @@ class Region(enum.Enum):
     PROGRAM = "program"
 
 
+@dataclass
+class RegionMemory:
+    """Where a program region's values live while its op runs (the op's `program_memory` rule,
+    asked by the memory plan and by code generation): `shares` pairs body inputs with the outer
+    values whose memory they use; `own` are body inputs with buffers of their own; `results_in`
+    pairs body results with the outer values they are written into."""
+
+    shares: list = field(default_factory=list)
+    own: list = field(default_factory=list)
+    results_in: list = field(default_factory=list)
+
+
 class AttrKind(enum.Enum):
     INT = "int"
     FLOAT = "float"

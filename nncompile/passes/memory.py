@@ -13,11 +13,12 @@ inputs and parameters are the caller's too. Two kinds of sharing cost no space:
 
 A program region (the body of `scan`) is planned in line: its kernels take positions right after
 the node running it, followed by one position standing for the end of the loop, where every
-step's results are read and the node's operands and results are still in use. Before its first
-kernel the body's inputs take memory as the op's `program_inputs` rule says (a scan's carries
-live in its carry results, its invariants are its operands, each step's slices get buffers of
-their own). So the body's values get buffers that every step reuses, and those buffers are free
-for the rest of the graph before and after the loop.
+step's results are read and the node's operands and results are still in use. The op's
+`program_memory` rule says where the body's inputs live (a scan's carries in its carry results,
+its invariants in its operands, slices of its operands in place or in buffers of their own) and
+which body results are written into the node's results. So the body's other values get buffers
+that every step reuses, and those buffers are free for the rest of the graph before and after
+the loop.
 
 A buffer lives from the kernel that first writes it to the last kernel that reads any value
 stored in it, both inclusive. Buffers are placed best-fit in decreasing size order: each goes
@@ -32,13 +33,13 @@ import enum
 import functools
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator, Mapping, Sequence
 
 from nncompile.ir.cost import shape_of
 from nncompile.ir.errors import IRError, ShapeError, SizeError
 from nncompile.ir.graph import Graph, Node, Value
-from nncompile.ir.optable import Fusion, Region, get_op, has_region, regions_of
+from nncompile.ir.optable import Fusion, Region, RegionMemory, get_op, has_region, regions_of
 from nncompile.ir.printer import region_names
 
 
@@ -246,16 +247,20 @@ class _State:
     view_of: dict[Value, Value]
     inplace_of: dict[Value, Value]
     kernels: int = 0                   # positions in the walk, program regions' kernels included
+    written_into: dict[Value, Value] = field(default_factory=dict)   # body result -> outer value
 
 
 @dataclass
 class _Enter:
-    """The start of a program region: `shares` pairs its inputs with the values whose memory they
-    use; `outputs` are its inputs that get buffers of their own."""
+    """The start of a program region: where its inputs and some results live (RegionMemory);
+    `outputs` are its inputs that get buffers of their own."""
 
-    shares: list[tuple[Value, Value]]
-    outputs: list[Value]
+    memory: RegionMemory
     inputs: tuple = ()
+
+    @property
+    def outputs(self) -> list[Value]:
+        return self.memory.own
     op: str = "(enter)"
 
     def describe(self) -> str:
@@ -281,8 +286,8 @@ def _walk(nodes: Sequence[Node]) -> list:
         out.append(node)
         if not has_region(node, Region.PROGRAM):
             continue
-        for region, (shares, own) in zip(regions_of(node), get_op(node.op).extra["program_inputs"](node)):
-            out.append(_Enter(shares, own))
+        for region, memory in zip(regions_of(node), get_op(node.op).extra["program_memory"](node)):
+            out.append(_Enter(memory))
             out += _walk(region.nodes)
             out.append(_Leave([*region.outputs, *node.inputs, *node.outputs]))
     return out
@@ -319,6 +324,12 @@ def _assign(graph: Graph, nodes: Sequence[Node], env: dict[str, int]) -> _State:
             if result in outputs:
                 locations[result] = Location(Home.OUTPUT, result)
                 continue
+            if result in state.written_into:
+                outer = state.written_into[result]
+                locations[result] = locations[outer]
+                if outer in buffer_of:
+                    _join(buffer_of, buffer_of[outer], result, last)
+                continue
             size = nbytes(result, env)
             operand = _inplace_operand(node, result, size, i, buffer_of, taken)
             if operand is not None:
@@ -337,10 +348,11 @@ def _assign(graph: Graph, nodes: Sequence[Node], env: dict[str, int]) -> _State:
 
 def _enter(enter: _Enter, index: int, state: _State, buffer_of: dict[Value, Buffer],
            last: dict[Value, int], env: dict[str, int]) -> None:
-    for inner, outer in enter.shares:
+    for inner, outer in enter.memory.shares:
         state.locations[inner] = state.locations[outer]
         if outer in buffer_of:
             _join(buffer_of, buffer_of[outer], inner, last)
+    state.written_into.update(enter.memory.results_in)
     for value in enter.outputs:
         buffer = Buffer([value], nbytes(value, env), index, last.get(value, index))
         state.buffers.append(buffer)

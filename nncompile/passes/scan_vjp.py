@@ -18,6 +18,7 @@ from nncompile.ir.builder import Builder
 from nncompile.ir.graph import Graph, Node, Value
 from nncompile.ir.ops.scan import split_operands
 from nncompile.ir.optable import get_op, infer_types
+from nncompile.ir.types import TensorType
 from nncompile.passes.autodiff import vjp
 
 
@@ -81,67 +82,135 @@ class _Step:
 
 
 def scan_vjp(b: Builder, node: Node, cts: list[Value | None]) -> list[Value | None]:
-    step = _Step(node)
-    attrs, body = node.attrs, node.attrs["body"]
-    n, axis = attrs["num_carry"], attrs["axis"]
-    carries, scanned, invariants = split_operands(body.inputs, attrs)
-    from_grad = {g: v for v, g in step.to_grad.items()}
-    recomputed = step.recomputed()
-    again = {v for n in recomputed for v in n.outputs}
-    saved = _save_residuals(node, [from_grad[r] for r in step.residuals() if r not in again
-                                   and from_grad[r] not in scanned and from_grad[r] not in invariants])
+    return _Backward(b, node, cts).run()
 
-    bg = Graph("body")
-    mapping: dict[Value, Value] = {}
-    operands: dict[str, list[Value]] = {"carry": [], "scanned": [], "invariant": []}
 
-    def bind(kind: str, inner: Value | None, outer: Value, name: str, type=None) -> Value:
-        new = bg.add_input(name, type or (inner.type if inner is not None else outer.type))
+class _Backward:
+    """The backward scan of one forward scan node: its body `bg`, built from the step's backward
+    pass, and its operands by kind."""
+
+    def __init__(self, b: Builder, node: Node, cts: list[Value | None]):
+        self.b, self.node, self.cts, self.attrs = b, node, cts, node.attrs
+        self.step = _Step(node)
+        self.carries, self.scanned, self.invariants = split_operands(node.attrs["body"].inputs, node.attrs)
+        self.outer = split_operands(node.inputs, node.attrs)
+        self.bg = Graph("body")
+        self.mapping: dict[Value, Value] = {}
+        self.operands: dict[str, list[Value]] = {"carry": [], "scanned": [], "invariant": []}
+
+    def bind(self, kind: str, inner: Value | None, outer: Value, name: str, type=None) -> Value:
+        new = self.bg.add_input(name, type or (inner.type if inner is not None else outer.type))
         if inner is not None:
-            mapping[inner] = new
-        operands[kind].append(outer)
+            self.mapping[inner] = new
+        self.operands[kind].append(outer)
         return new
 
-    float_carries = [i for i in range(n) if _is_float(carries[i])]
-    for i in float_carries:
-        bind("carry", step.cts[i], cts[i] if cts[i] is not None else _zeros(b, carries[i]), f"ct{i}")
-    sums = {v: bind("carry", None, _zeros(b, v), f"sum_{v.name}") for v in invariants if _is_float(v)}
-    for i, ct in step.cts.items():
-        if i >= n:
-            result = node.outputs[i]
-            bind("scanned", ct, cts[i] if cts[i] is not None else _zeros(b, result),
-                 f"ct{i}", ct.type)
-    for inner, stacked in saved.items():
-        bind("scanned", step.to_grad[inner], stacked, f"saved{len(operands['scanned'])}", inner.type)
-    reads = set(step.residuals()) | {v for n in recomputed for v in n.inputs}
-    outer_scanned = split_operands(node.inputs, attrs)[1]
-    for inner, outer in zip(scanned, outer_scanned):
-        if step.to_grad[inner] in reads or not operands["scanned"]:
-            bind("scanned", step.to_grad[inner], outer, inner.name, inner.type)
-    for inner, outer in zip(invariants, split_operands(node.inputs, attrs)[2]):
-        if step.to_grad[inner] in reads:
-            bind("invariant", step.to_grad[inner], outer, inner.name)
+    def run(self) -> list[Value | None]:
+        b, step, n = self.b, self.step, self.attrs["num_carry"]
+        from_grad = {g: v for v, g in step.to_grad.items()}
+        recomputed = step.recomputed()
+        again = {v for node in recomputed for v in node.outputs}
+        self.saved = _save_residuals(self.node, [from_grad[r] for r in step.residuals() if r not in again
+                                                 and from_grad[r] not in (*self.scanned, *self.invariants)])
+        float_carries = [i for i in range(n) if _is_float(self.carries[i])]
+        for i in float_carries:
+            self.bind("carry", step.cts[i], self.cts[i] if self.cts[i] is not None else _zeros(b, self.carries[i]),
+                      f"ct{i}")
+        products = {v: p for v in self.invariants if _is_float(v) and (p := self.row_product(v)) is not None}
+        sums = {v: self.bind("carry", None, _zeros(b, v), f"sum_{v.name}")
+                for v in self.invariants if _is_float(v) and v not in products}
+        self.bind_scanned(recomputed)
+        _clone([*recomputed, *step.backward], self.mapping, self.bg)
+        _transpose_once(b, self.bg, self.operands["invariant"])
+        grad_of = {v: self.mapping[step.grads[v]] for v in step.wrt}
+        step_grads = [grad_of[v] for v in self.scanned if _is_float(v)]
+        backward_factors = [self.mapping[f] for p in products.values() for f in p if f not in step.forward]
+        extra = [f for f in dict.fromkeys(backward_factors) if f not in step_grads]
+        new_sums = [Builder(self.bg).add(acc, grad_of[v]) for v, acc in sums.items()]
+        self.bg.set_outputs([*(grad_of[self.carries[i]] for i in float_carries), *new_sums, *step_grads, *extra])
+        counts = {"num_carry": len(self.operands["carry"]), "num_scanned": len(self.operands["scanned"])}
+        results = list(b.op("scan", *self.operands["carry"], *self.operands["scanned"], *self.operands["invariant"],
+                            body=self.bg, axis=self.attrs["axis"], reverse=not self.attrs["reverse"], **counts))
+        out: list[Value | None] = [None] * len(self.node.inputs)
+        for i in float_carries:
+            out[i] = results.pop(0)
+        inv_start = n + self.attrs["num_scanned"]
+        for k, v in enumerate(self.invariants):
+            if v in sums:
+                out[inv_start + k] = results.pop(0)
+        stacked: dict[Value, Value] = {}     # a backward body value -> its stacked result
+        for j, v in enumerate(self.scanned):
+            if _is_float(v):
+                out[n + j] = stacked[grad_of[v]] = results.pop(0)
+        stacked.update(zip(extra, results))
+        for k, v in enumerate(self.invariants):
+            if v in products:
+                p, q = (self.stacked_forward(f) if f in step.forward else stacked[self.mapping[f]]
+                        for f in products[v])
+                rows = list(range(p.type.rank - 2))
+                out[inv_start + k] = b.reduce_sum(b.matmul(p, q, transpose_a=True), axes=rows)
+        return out
 
-    _clone([*recomputed, *step.backward], mapping, bg)
-    grad_of = {v: mapping[step.grads[v]] for v in step.wrt}
-    new_sums = [Builder(bg).add(acc, grad_of[v]) for v, acc in sums.items()]
-    bg.set_outputs([*(grad_of[carries[i]] for i in float_carries), *new_sums,
-                    *(grad_of[v] for v in scanned if _is_float(v))])
-    counts = {"num_carry": len(operands["carry"]), "num_scanned": len(operands["scanned"])}
-    results = b.op("scan", *operands["carry"], *operands["scanned"], *operands["invariant"], body=bg,
-                   axis=axis, reverse=not attrs["reverse"], **counts)
-    results = list(results)
-    out: list[Value | None] = [None] * len(node.inputs)
-    for i in float_carries:
-        out[i] = results.pop(0)
-    inv_start = n + attrs["num_scanned"]
-    for k, v in enumerate(invariants):
-        if v in sums:
-            out[inv_start + k] = results.pop(0)
-    for j, v in enumerate(scanned):
-        if _is_float(v):
-            out[n + j] = results.pop(0)
-    return out
+    def bind_scanned(self, recomputed: list[Node]) -> None:
+        """The per-step inputs of the backward body: cotangents of the per-step results, the saved
+        residuals, and the forward's slices the backward pass reads."""
+        step, n = self.step, self.attrs["num_carry"]
+        for i, ct in step.cts.items():
+            if i >= n:
+                outer = self.cts[i] if self.cts[i] is not None else _zeros(self.b, self.node.outputs[i])
+                self.bind("scanned", ct, outer, f"ct{i}", ct.type)
+        for inner, stacked in self.saved.items():
+            self.bind("scanned", step.to_grad[inner], stacked, f"saved{len(self.operands['scanned'])}", inner.type)
+        reads = set(step.residuals()) | {v for node in recomputed for v in node.inputs}
+        for inner, outer in zip(self.scanned, self.outer[1]):
+            if step.to_grad[inner] in reads or not self.operands["scanned"]:
+                self.bind("scanned", step.to_grad[inner], outer, inner.name, inner.type)
+        for inner, outer in zip(self.invariants, self.outer[2]):
+            if step.to_grad[inner] in reads:
+                self.bind("invariant", step.to_grad[inner], outer, inner.name)
+
+    def row_product(self, invariant: Value) -> tuple[Value, Value] | None:
+        """(p, q) when the invariant's cotangent at every step is p^T @ q of two per-step
+        matrices (a recurrent kernel's: h^T @ dz): then the sum over steps is one product of the
+        stacked p and q over all their rows, after the loop, instead of one per step."""
+        step = self.step
+        grad = step.grads[invariant]
+        node = grad.producer
+        if node is None or node not in step.backward or node.op != "matmul" or not node.attrs["transpose_a"] \
+                or node.attrs["transpose_b"] or any(v.type.rank != 2 for v in node.inputs):
+            return None
+        if any(grad in n.inputs for n in step.backward) or list(step.grads.values()).count(grad) != 1:
+            return None
+        fixed = set(split_operands(step.grad.inputs[:len(self.node.attrs["body"].inputs)], self.attrs)[2])
+        if any(v in fixed or (v in step.forward and v.producer is not None and all(
+                x in fixed for x in v.producer.inputs)) for v in node.inputs):
+            return None
+        return node.inputs[0], node.inputs[1]
+
+    def stacked_forward(self, value: Value) -> Value:
+        """The stacked array holding a forward value (in the step's copy) at every step."""
+        inner = next(v for v, g in self.step.to_grad.items() if g is value)
+        if inner in self.saved:
+            return self.saved[inner]
+        return self.outer[1][self.scanned.index(inner)]
+
+
+def _transpose_once(b: Builder, bg: Graph, invariants: list[Value]) -> None:
+    """A product with a transposed invariant (dz @ R^T, the state's cotangent) reads the
+    transpose made once before the loop: a GEMM packs a transposed operand more slowly, and
+    inside the loop it would do so at every step."""
+    start = len(bg.inputs) - len(invariants)
+    for node in bg.nodes:
+        if node.op != "matmul" or not node.attrs["transpose_b"] or node.inputs[1] not in bg.inputs[start:]:
+            continue
+        position = bg.inputs.index(node.inputs[1]) - start
+        outer = invariants[position]
+        if outer.type.rank != 2:
+            continue
+        flipped = bg.add_input(f"{node.inputs[1].name}_t", TensorType(outer.type.dtype, outer.type.shape[::-1]))
+        invariants.append(b.transpose(outer, perm=[1, 0]))
+        node.inputs[1] = flipped
+        node.attrs["transpose_b"] = False
 
 
 def _save_residuals(node: Node, values: list[Value]) -> dict[Value, Value]:

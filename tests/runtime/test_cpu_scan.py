@@ -116,9 +116,10 @@ def test_scan_inside_a_scan():
     np.testing.assert_allclose(p, np.cumsum(xs, axis=2), rtol=1e-5)
 
 
-def _lstm_graph(steps, units=8, features=5, seed=0):
+def _lstm_graph(steps, units=8, features=5, seed=0, time_major=False):
     """Keras's LSTM recipe: one product for every step's input projection before the loop; per
-    step one product with the recurrent kernel of all four gates, then the gates as slices."""
+    step one product with the recurrent kernel of all four gates, then the gates as slices.
+    `time_major`: the sequence is transposed to (steps, batch, ...) and scanned along axis 0."""
     rng = np.random.default_rng(seed)
     b = Builder()
     x = b.input("x", f32[BATCH, steps, features])
@@ -133,9 +134,11 @@ def _lstm_graph(steps, units=8, features=5, seed=0):
     c2 = body.add(body.mul(body.sigmoid(f), c), body.mul(body.sigmoid(i), body.tanh(g)))
     h2 = body.mul(body.sigmoid(o), body.tanh(c2))
     zero = b.broadcast(b.constant(np.float32(0)), shape=[BATCH, units])
-    outs = b.scan(zero, zero, b.add(b.matmul(x, kernel), bias), recurrent, body=body.finish([h2, c2, h2]),
-                  num_carry=2, num_scanned=1, axis=1)
-    return b.finish(list(outs), ["h", "c", "seq"])
+    if time_major:
+        x = b.transpose(x, perm=[1, 0, 2])
+    h, c, seq = b.scan(zero, zero, b.add(b.matmul(x, kernel), bias), recurrent, body=body.finish([h2, c2, h2]),
+                       num_carry=2, num_scanned=1, axis=0 if time_major else 1)
+    return b.finish([h, c, b.transpose(seq, perm=[1, 0, 2]) if time_major else seq], ["h", "c", "seq"])
 
 
 def _numpy_lstm(graph, x):
@@ -152,8 +155,9 @@ def _numpy_lstm(graph, x):
     return [h, c, np.stack(seq, axis=1)]
 
 
-def test_lstm_cell_gates_fuse_into_one_loop_and_match_numpy():
-    graph = _lstm_graph(17)
+@pytest.mark.parametrize("time_major", [False, True])
+def test_lstm_cell_gates_fuse_into_one_loop_and_match_numpy(time_major):
+    graph = _lstm_graph(17, time_major=time_major)
     exe = nncompile.compile(graph)
     (scan,) = [n for n in exe.graph.nodes if n.op == "scan"]
     kernels = [n for n in scan.attrs["body"].nodes]
@@ -165,6 +169,19 @@ def test_lstm_cell_gates_fuse_into_one_loop_and_match_numpy():
         _, got = _check(graph, [x], exe, rtol=1e-5)
         for g, e in zip(got, _numpy_lstm(graph, x.astype(np.float64))):
             np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-5)
+
+
+def test_time_major_steps_read_and_write_their_slices_in_place():
+    """Along axis 0 the step's input is slice t of the projected sequence and its per-step
+    result slice t of the stacked result: no buffers of their own, no copies."""
+    exe = nncompile.compile(_lstm_graph(6, time_major=True))
+    plan = plan_memory(exe.graph, {BATCH: 3})
+    (scan,) = [n for n in exe.graph.nodes if n.op == "scan"]
+    body = scan.attrs["body"]
+    xw, per_step = body.inputs[2], body.outputs[2]
+    assert plan.where(xw).root is plan.where(scan.inputs[2]).root
+    assert plan.where(per_step).root is plan.where(scan.outputs[2]).root
+    assert not [b for b in plan.buffers if b.values[0] in (xw, per_step)]
 
 
 def test_body_buffers_are_reused_and_the_code_does_not_grow_with_the_length():

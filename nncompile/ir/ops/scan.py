@@ -35,7 +35,7 @@ import numpy as np
 from nncompile.ir.errors import IRError, ShapeError
 from nncompile.ir.graph import Graph
 from nncompile.ir.ops.fused import check_symbols_bound
-from nncompile.ir.optable import Attr, AttrKind, Fusion, Region, defop
+from nncompile.ir.optable import Attr, AttrKind, Fusion, Region, RegionMemory, defop
 from nncompile.ir.types import Dim, TensorType, bind_shape, resolve_shape
 
 
@@ -148,14 +148,36 @@ def _scan_vjp(b, node, cts):
     return scan_vjp(b, node, cts)
 
 
-def program_inputs(node) -> list[tuple[list, list]]:
-    """Where the body's inputs live while the loop runs (the memory plan asks): a carry in the
-    node's result for it (which holds the final state when the loop ends), an invariant in its
-    operand; each step's slices in buffers of their own. One (shares, own) pair per region."""
-    body = node.attrs["body"]
-    carries, scanned, invariants = split_operands(body.inputs, node.attrs)
-    shares = [*zip(carries, node.outputs), *zip(invariants, split_operands(node.inputs, node.attrs)[2])]
-    return [(shares, scanned)]
+def program_memory(node) -> list[RegionMemory]:
+    """Where the body's values live while the loop runs: a carry in the node's result for it
+    (which holds the final state when the loop ends), an invariant in its operand. Along axis 0
+    a step's slice is contiguous, so a scanned input is slice t of its operand in place, and a
+    per-step result is written straight into slice t of its stacked result; along other axes
+    each step's slices are copied to and from buffers of their own."""
+    body, attrs = node.attrs["body"], node.attrs
+    n = attrs["num_carry"]
+    carries, scanned, invariants = split_operands(body.inputs, attrs)
+    outer_carries, outer_scanned, outer_invariants = split_operands(node.inputs, attrs)
+    memory = RegionMemory(shares=[*zip(carries, node.outputs[:n]), *zip(invariants, outer_invariants)])
+    in_place = attrs["axis"] == 0
+    for inner, outer in zip(scanned, outer_scanned):
+        if in_place and outer not in outer_invariants and outer not in outer_carries:
+            memory.shares.append((inner, outer))
+        else:
+            memory.own.append(inner)
+    per_step = body.outputs[n:]
+    for k, v in enumerate(per_step):
+        if in_place and v.producer is not None and per_step.count(v) == 1:
+            memory.results_in.append((v, node.outputs[n + k]))
+    return [memory]
+
+
+def step_views(node) -> tuple[list, list]:
+    """(scanned inputs, per-step results) that are slices of the node's operands and results
+    in place, from `program_memory`."""
+    memory = program_memory(node)[0]
+    scanned = split_operands(node.attrs["body"].inputs, node.attrs)[1]
+    return [inner for inner, _ in memory.shares if inner in scanned], [v for v, _ in memory.results_in]
 
 
 def add_invariant(node, value):
@@ -168,6 +190,29 @@ def add_invariant(node, value):
     return body.add_input(name, value.type)
 
 
+def prune_results(node, live: set) -> dict:
+    """Drop the per-step results nothing reads, and keep one of several that stack the same body
+    value; returns each merged result -> the result standing for it (DCE asks)."""
+    n = node.attrs["num_carry"]
+    body = node.attrs["body"]
+    kept: dict = {}
+    merged = {}
+    for v, result in zip(body.outputs[n:], node.outputs[n:]):
+        if result not in live:
+            continue
+        if v in kept:
+            merged[result] = kept[v]
+        else:
+            kept[v] = result
+    if len(kept) == len(node.outputs) - n:
+        return merged
+    body.set_outputs([*body.outputs[:n], *kept])
+    node.outputs = [*node.outputs[:n], *kept.values()]
+    for index, result in enumerate(node.outputs):
+        result.index = index
+    return merged
+
+
 SCAN = defop("scan", inputs=("operands",), variadic=True, num_outputs=None, fusion=Fusion.OPAQUE,
              region=Region.PROGRAM, infer=_scan_rule, reference=_scan_reference,
              attrs={"body": Attr(AttrKind.GRAPH), "num_carry": Attr(AttrKind.INT),
@@ -176,5 +221,6 @@ SCAN = defop("scan", inputs=("operands",), variadic=True, num_outputs=None, fusi
              doc="a loop over `axis` of the scanned operands; `body` is one step (carries, slices, "
                  "invariants -> new carries, per-step outputs)")
 SCAN.vjp = _scan_vjp
-SCAN.extra["program_inputs"] = program_inputs
+SCAN.extra["program_memory"] = program_memory
 SCAN.extra["add_invariant"] = add_invariant
+SCAN.extra["prune_results"] = prune_results
