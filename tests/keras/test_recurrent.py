@@ -188,9 +188,9 @@ def test_stateful_needs_a_static_batch():
 def test_dropout_masks_are_one_per_batch_and_sample(rnn_backend):
     """SimpleRNN with an identity kernel, no recurrence and a linear activation outputs its
     input times the dropout mask: the same at every step, its own for each sample."""
-    layer = layers.SimpleRNN(50, activation=None, use_bias=False, dropout=0.5, return_sequences=True,
+    layer = layers.SimpleRNN(24, activation=None, use_bias=False, dropout=0.5, return_sequences=True,
                              kernel_initializer="identity", recurrent_initializer="zeros")
-    x = np.ones((4, 6, 50), np.float32)
+    x = np.ones((4, 3, 24), np.float32)
     out = layer(x, training=True)
     assert set(np.unique(out)) <= {0.0, 2.0}
     assert (out == out[:, :1]).all()
@@ -201,10 +201,10 @@ def test_dropout_masks_are_one_per_batch_and_sample(rnn_backend):
 def test_recurrent_dropout_mask_is_one_per_batch(rnn_backend):
     """h_t = 1 + m * h_{t-1} with an identity recurrent kernel: each unit's m is 0 or 2 for
     the whole sequence, so h is 1, 1 + m, 1 + m + m^2, ..."""
-    layer = layers.SimpleRNN(40, activation=None, use_bias=False, recurrent_dropout=0.5,
+    layer = layers.SimpleRNN(24, activation=None, use_bias=False, recurrent_dropout=0.5,
                              return_sequences=True, kernel_initializer="identity",
                              recurrent_initializer="identity")
-    out = layer(np.ones((3, 4, 40), np.float32), training=True)
+    out = layer(np.ones((3, 4, 24), np.float32), training=True)
     m = out[:, 1] - 1
     assert set(np.unique(m)) <= {0.0, 2.0}
     np.testing.assert_allclose(out[:, 3], 1 + m + m ** 2 + m ** 3)
