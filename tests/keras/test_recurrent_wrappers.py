@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import nncompile
 from nncompile import keras
 from nncompile.keras import layers
 
@@ -101,6 +102,24 @@ def test_time_distributed_dense(rnn_backend):
     kernel, bias = randomize(dense, rng)
     x = rng.standard_normal((2, 4, 5)).astype(np.float32)
     close(model.predict(x, verbose=0), np.tanh(x @ kernel + bias))
+
+
+def test_time_distributed_dense_is_one_matmul_and_other_layers_a_loop():
+    dense = keras.Sequential([keras.Input((4, 5)), layers.TimeDistributed(layers.Dense(3))])
+    assert [n.op for n in nncompile.trace(dense).nodes] == ["matmul", "add"]
+    conv = keras.Sequential([keras.Input((4, 6, 2)), layers.TimeDistributed(layers.Conv1D(3, 2))])
+    assert "scan" in [n.op for n in nncompile.trace(conv).nodes]
+
+
+def test_time_distributed_layer_that_is_not_per_step(rnn_backend):
+    rng = np.random.default_rng(16)
+    conv = layers.Conv1D(3, 2, activation="relu")
+    model = keras.Sequential([keras.Input((4, 6, 2)), layers.TimeDistributed(conv)])
+    kernel, bias = randomize(conv, rng)
+    x = rng.standard_normal((2, 4, 6, 2)).astype(np.float32)
+    # A valid 1-D convolution of width 2 along axis 2, at every one of the 4 steps.
+    want = np.maximum(x[:, :, :-1] @ kernel[0] + x[:, :, 1:] @ kernel[1] + bias, 0)
+    close(model.predict(x, verbose=0), want)
 
 
 def test_time_distributed_keeps_the_mask_for_a_recurrent_layer(rnn_backend):

@@ -137,6 +137,9 @@ class Layer:
 
     _kind = "layer"   # how messages name it ("model" for models)
     supports_masking = False
+    # Whether `emit` on (batch, steps, ...) inputs is `emit` on each (batch, ...) step (a Dense
+    # acts on the last axis): TimeDistributed then emits it once for the whole sequence.
+    acts_per_step = False
 
     def __init__(self, *, name: str | None = None, trainable: bool = True, dtype: str | None = None,
                  input_shape: Sequence[int | None] | None = None,

@@ -45,6 +45,7 @@ class Dense(Layer):
     """
 
     supports_masking = True   # as in Keras: the mask passes on
+    acts_per_step = True
 
     @legacy_args(_LEGACY_DENSE)
     def __init__(self, units: int, activation=None, use_bias: bool = True,
@@ -107,6 +108,7 @@ class Activation(Layer):
     """
 
     supports_masking = True   # as in Keras: the mask passes on
+    acts_per_step = True
 
     def __init__(self, activation, **kwargs):
         super().__init__(**kwargs)

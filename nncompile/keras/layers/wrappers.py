@@ -166,7 +166,8 @@ class Bidirectional(StatesCall):
 class TimeDistributed(Layer):
     """Applies `layer` to every time step (axis 1) of its input, with the same weights:
     (batch, steps, ...) -> (batch, steps, ...layer's output). It is a scan whose body is the
-    layer; a mask passes through.
+    layer, or the layer on the whole sequence at once when that is the same (Dense,
+    Activation); a mask passes through.
 
     Example:
 
@@ -196,6 +197,8 @@ class TimeDistributed(Layer):
         self.built = True
 
     def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
+        if self.layer.acts_per_step:   # one op over batch x steps rows, not a loop
+            return self.layer.emit(b, inputs, training=training)
         body = StepBuilder(b, f"{self.name}_step")
         step = body.input("step", slice_type(inputs.type, TIME))
         with body.loc(self.layer.name):
