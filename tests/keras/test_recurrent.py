@@ -180,6 +180,31 @@ def test_stateful_carries_states_until_reset(rnn_backend):
     close(model.predict(x[:, :4], batch_size=2, verbose=0), whole[:, :4])
 
 
+def test_stateful_layer_carries_states_across_the_batches_of_fit(rnn_backend):
+    """With a learning rate of 0 the weights stay: batch 2 (samples 2, 3) continues the
+    sequences of batch 1 (samples 0, 1), so the last states are those of the joined sequences."""
+    rng = np.random.default_rng(17)
+    layer = layers.SimpleRNN(3, stateful=True)
+    model = keras.Sequential([keras.Input(batch_shape=(2, 4, 2)), layer])
+    weights = randomize(layer, rng)
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0), loss="mse")
+    x = rng.standard_normal((4, 4, 2)).astype(np.float32)
+    model.fit(x, np.zeros((4, 3), np.float32), batch_size=2, epochs=1, shuffle=False, verbose=0)
+    joined = np.concatenate([x[:2], x[2:]], axis=1)
+    _, last, _ = ref.run(ref.simple_step(weights), joined, ref.zeros_like_states(2, [3]))
+    close(layer.states[0].numpy(), last)
+
+
+def test_gru_without_bias(rnn_backend):
+    rng = np.random.default_rng(18)
+    layer = layers.GRU(3, use_bias=False, return_sequences=True)
+    model = keras.Sequential([keras.Input((5, 2)), layer])
+    kernel, recurrent = randomize(layer, rng)
+    x = rng.standard_normal((2, 5, 2)).astype(np.float32)
+    step = ref.gru_step([kernel, recurrent, np.zeros((2, 9))])
+    close(model.predict(x, verbose=0), ref.run(step, x, ref.zeros_like_states(2, [3]))[0])
+
+
 def test_stateful_needs_a_static_batch():
     with pytest.raises(ValueError, match="the batch size must be static"):
         keras.Sequential([keras.Input((4, 2)), layers.LSTM(3, stateful=True)])

@@ -159,6 +159,8 @@ class Dropout(Layer):
         self.rate = number(rate, "rate", owner, "a float value between 0 and 1",
                            lambda v: 0 <= v <= 1)
         self.noise_shape = None if noise_shape is None else shape_tuple(noise_shape, "noise_shape", owner)
+        # Elementwise draws are independent per step too; a noise_shape would span the steps.
+        self.acts_per_step = self.noise_shape is None
         self.seed = None if seed is None else integer(seed, "seed", owner)
         # The mask stream of this layer: its seed, else a draw from numpy's generator, which
         # keras.utils.set_random_seed makes reproducible.
