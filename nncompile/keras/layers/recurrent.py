@@ -12,8 +12,9 @@ output sequence in that processing order (reversed); with a mask, a masked step 
 as they were and outputs the held output state, h (as the JAX and numpy backends' loops do;
 TensorFlow's, and every unrolled loop, output zeros instead before the first kept step, which
 differs only after non-zero initial states), or zeros with `zero_output_for_mask`; the output
-mask is the input's, with `return_sequences`. `stateful=True` needs a fixed batch size: the last states of a call are the
-first of the next, until `reset_states()`.
+mask is the input's, with `return_sequences`. `stateful=True` needs a fixed batch size: the
+last states of a call (predict, or a training step) are the first of the next, until
+`reset_states()`, as with Keras on TensorFlow.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import numpy as np
 
 from nncompile.ir import Builder, DType, TensorType, Value
 from nncompile.ir.ops.scan import slice_type
-from nncompile.keras import activations, regularizers
+from nncompile.keras import regularizers
 from nncompile.keras.layers.arguments import (ArgumentError, boolean, check_input_rank,
                                               legacy_args, owner_of, warn_legacy)
 from nncompile.keras.layers.base import Layer, Mask, Variable
@@ -221,43 +222,46 @@ class RNN(StatesCall):
         """[output, *final states]; `reverse_output=False` leaves a go_backwards sequence in
         time order (Bidirectional wants it so)."""
         x = _as_float(b, x, self.dtype)
-        cell = self.cell
-        masks = cell.dropout_masks(b, x.type.shape[0], training)
-        projected = cell.project(b, x, masks)
+        masks = self.cell.dropout_masks(b, x.type.shape[0], training)
         states = self._initial_states(b, x, initial)
         keep = None if mask is None else b.reshape(mask.keep(b), shape=mask.value.type.shape + (1,))
-        # A masked step outputs the held output state (h) as Keras 3's JAX and numpy loops do,
-        # but an unrolled loop outputs the previous output, zeros before the first kept step:
-        # that differs from h only after non-zero initial states, and the loop carries it then.
-        # It also carries a last output that zero_output_for_mask may have zeroed.
-        carry_output = keep is not None and (
-            not self.return_sequences if self.zero_output_for_mask
-            else self.unroll and (bool(initial) or self.stateful))
-        carries = states + ([_zeros(b, x, cell.output_size)] if carry_output else [])
-        scanned = [projected] + ([keep] if keep is not None else [])
+        carry_output = self._carries_output(keep is not None, bool(initial))
+        carries = states + ([_zeros(b, x, self.cell.output_size)] if carry_output else [])
+        scanned = [self.cell.project(b, x, masks)] + ([keep] if keep is not None else [])
+        body, results = self._step(b, carries, scanned, len(states), masks, carry_output)
+        results = scan_steps(b, body, carries, scanned, results, reverse=self.go_backwards)
+        finals = results[:len(states)]
+        self._update_states(b, finals)
+        if not self.return_sequences:
+            return [results[-1] if carry_output else finals[_output_state(self.cell)], *finals]
+        reverse = self.go_backwards and reverse_output
+        return [reverse_time(b, results[-1]) if reverse else results[-1], *finals]
+
+    def _carries_output(self, masked: bool, initial: bool) -> bool:
+        """Whether the loop carries the last output apart from the states. A masked step
+        outputs the held h as Keras 3's JAX and numpy loops do, but an unrolled loop outputs
+        the previous output, zeros before the first kept step: that differs from h only after
+        non-zero initial states. A last output that zero_output_for_mask may zero differs too."""
+        if not masked:
+            return False
+        if self.zero_output_for_mask:
+            return not self.return_sequences
+        return self.unroll and (initial or self.stateful)
+
+    def _step(self, b: Builder, carries: list[Value], scanned: list[Value], count: int, masks,
+              carry_output: bool) -> tuple[StepBuilder, list[Value]]:
+        """The body of the loop: one step of the cell over `count` states (and the output, if
+        carried), masked when a mask is scanned; and its results."""
         body = StepBuilder(b, f"{self.name}_step")
         olds = [body.input(f"state_{i}", v.type) for i, v in enumerate(carries)]
         step_in = [body.input(f"step_{i}", slice_type(v.type, TIME)) for i, v in enumerate(scanned)]
         with body.loc(self.name):
-            body_masks = _lift(body, masks)
-            output, news = cell.step(body, step_in[0], olds[:len(states)], body_masks)
-            if keep is not None:
-                output, news = self._hold(body, step_in[1], output, news, olds, len(states),
+            output, news = self.cell.step(body, step_in[0], olds[:count], _lift(body, masks))
+            if len(step_in) > 1:
+                output, news = self._hold(body, step_in[1], output, news, olds, count,
                                           self.return_sequences or carry_output)
-        per_step = [output] if self.return_sequences else []
-        results = scan_steps(b, body, carries, scanned,
-                             news + ([output] if carry_output else []) + per_step,
-                             reverse=self.go_backwards)
-        finals = results[:len(states)]
-        self._update_states(b, finals)
-        if self.return_sequences:
-            sequence = results[-1]
-            if self.go_backwards and reverse_output:
-                sequence = reverse_time(b, sequence)
-            out = sequence
-        else:
-            out = results[len(states)] if carry_output else finals[_output_state(cell)]
-        return [out, *finals]
+        outputs = [output] * (int(carry_output) + int(self.return_sequences))
+        return body, news + outputs
 
     def _hold(self, b: Builder, keep: Value, output: Value, news: list[Value],
               olds: list[Value], count: int, output_used: bool) -> tuple[Value, list[Value]]:
