@@ -19,6 +19,9 @@ from nncompile.keras import layers
 from nncompile.keras.saving import load_model
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "keras" / "recurrent"
+# A few files also run compiled; the rest on the interpreter, which needs no compile per model
+# (compiled runs are tested against it in tests/keras/test_recurrent*.py).
+COMPILED = ("lstm.keras", "masked_rnn.h5", "states.keras")
 BATCH = 16   # the batch of the extra training step (architectures.one_more_batch)
 TOLERANCE = 1e-5
 
@@ -34,6 +37,11 @@ def _fixtures() -> dict[str, Path]:
 
 
 FILES = _fixtures()
+
+
+@pytest.fixture(autouse=True)
+def interpreter(monkeypatch):
+    monkeypatch.setenv("NNCOMPILE_BACKEND", "reference")
 
 
 def _arrays(file: str) -> tuple[dict, dict[str, np.ndarray]]:
@@ -74,8 +82,10 @@ def test_loaded_model_predicts_what_keras_predicted(file):
     _assert_outputs(_predict(model, _group(arrays, "x")), _group(arrays, "y"), file)
 
 
-@pytest.mark.parametrize("file", sorted(FILES))
-def test_training_resumes_from_the_saved_optimizer_state(file):
+@pytest.mark.parametrize("file, backend", [(f, "reference") for f in sorted(FILES)]
+                         + [(f, "cpu") for f in COMPILED])
+def test_training_resumes_from_the_saved_optimizer_state(file, backend, monkeypatch):
+    monkeypatch.setenv("NNCOMPILE_BACKEND", backend)
     meta, arrays = _arrays(file)
     model = load_model(str(FIXTURES / file))
     assert type(model.optimizer).__name__ == meta["optimizer"]
