@@ -1,9 +1,7 @@
 """Training recurrent models: one SGD step moves every weight by the learning rate times the
-gradient that finite differences of a numpy loop (recurrent_reference.py) give; and the IMDB
-tutorial program (Embedding -> LSTM(128) -> Dense(1, sigmoid)) learns generated token data."""
+gradient that finite differences of a numpy loop (recurrent_reference.py) give. (The IMDB
+tutorial program, examples/imdb_lstm.py, trains in tests/test_examples.py.)"""
 from __future__ import annotations
-
-import importlib.util
 
 import numpy as np
 import pytest
@@ -12,9 +10,6 @@ from nncompile import keras
 from nncompile.keras import layers
 
 import recurrent_reference as ref
-
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("nncompile.passes.scan_vjp") is None,
-                                reason="the scan's VJP (nncompile/passes/scan_vjp.py) is not in this build yet")
 
 LR = 0.1
 
@@ -98,23 +93,3 @@ def test_one_sgd_step_follows_finite_differences(rnn_backend, case):
     model.train_on_batch(x, y)
     for got, w, g in zip(layer.get_weights(), weights, grads):
         np.testing.assert_allclose(got, w - LR * g, rtol=1e-4, atol=1e-5)
-
-
-def test_imdb_tutorial_program_learns(monkeypatch):
-    """The tutorial's model on generated reviews, compiled: the label is whether token 1
-    ('great') occurs; sequences of varied lengths padded by pad_sequences."""
-    monkeypatch.setenv("NNCOMPILE_BACKEND", "cpu")
-    keras.utils.set_random_seed(0)
-    rng = np.random.default_rng(0)
-    reviews = [list(rng.integers(2, 50, size=rng.integers(3, 20))) for _ in range(128)]
-    labels = rng.integers(0, 2, size=128)
-    for review, label in zip(reviews, labels):
-        if label:
-            review[rng.integers(len(review))] = 1
-    x = keras.utils.pad_sequences(reviews, maxlen=16)
-    model = keras.Sequential([keras.Input((16,), dtype="int32"), layers.Embedding(50, 16),
-                              layers.LSTM(128), layers.Dense(1, activation="sigmoid")])
-    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
-    history = model.fit(x, labels, epochs=3, batch_size=64, verbose=0)
-    losses = history.history["loss"]
-    assert losses[-1] < losses[0]
