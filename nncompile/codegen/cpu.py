@@ -95,6 +95,7 @@ class Program:
     layout: Layout
     pointers: list[ir.Value]
     symbols: list[ir.Value]
+    packed: dict[Value, ir.Value] = field(default_factory=dict)   # see Kernel.packed
 
     def ptr(self, value: Value) -> ir.Value:
         return self.pointers[self.layout.slots[value]]
@@ -137,9 +138,10 @@ def emit_kernels(p: Program, nodes: list[Node], number: int | None = None, prefi
         if has_region(node, Region.PROGRAM):
             get_op(node.op).lower(p, node, reported, f"{prefix}{i}.")
             continue
-        fn = _kernel_function(p.module, node, f"{prefix}{i}.{node.op}", p.layout)
+        packed = [v for v in dict.fromkeys(node.inputs) if v in p.packed]
+        fn = _kernel_function(p.module, node, f"{prefix}{i}.{node.op}", p.layout, packed)
         args = [p.b.bitcast(p.pointers[s], arg.type) for s, arg in zip(_kernel_slots(node, p.layout), fn.args)]
-        status = p.b.call(fn, args + p.symbols)
+        status = p.b.call(fn, args + p.symbols + [p.packed[v] for v in packed])
         with p.b.if_then(p.b.icmp_signed("!=", status, ir.Constant(i32, 0)), likely=False):
             p.b.ret(ir.Constant(i32, reported))
 
@@ -188,25 +190,30 @@ def _kernel_slots(node: Node, layout: Layout) -> list[int]:
     return slots
 
 
-def _kernel_function(module: ir.Module, node: Node, name: str, layout: Layout) -> ir.Function:
+def _kernel_function(module: ir.Module, node: Node, name: str, layout: Layout,
+                     packed: list[Value] = ()) -> ir.Function:
+    """The kernel's function: its buffers (noalias), the symbols' sizes, then the buffers of its
+    operands that `packed` names, packed as a GEMM's B."""
     slots = _kernel_slots(node, layout)
     by_slot = {layout.slots[v]: v for v in [*node.inputs, *node.outputs]}
     arg_types = [storage_type(by_slot[s].type.dtype).as_pointer() for s in slots]
-    fn_type = ir.FunctionType(i32, arg_types + [i64] * len(layout.symbols))
+    packed_types = [storage_type(v.type.dtype).as_pointer() for v in packed]
+    fn_type = ir.FunctionType(i32, arg_types + [i64] * len(layout.symbols) + packed_types)
     fn = tune(ir.Function(module, fn_type, name))
     fn.linkage = "internal"
     fn.attributes.add("nounwind")
     ptr_args = fn.args[:len(slots)]
     for arg in ptr_args:
         arg.add_attribute("noalias")
-    symbols = dict(zip(layout.symbols, fn.args[len(slots):]))
+    symbols = dict(zip(layout.symbols, fn.args[len(slots):len(slots) + len(layout.symbols)]))
+    packed_args = dict(zip(packed, fn.args[len(slots) + len(layout.symbols):]))
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     pointers = {}
     for v in [*node.inputs, *node.outputs]:
         arg = ptr_args[slots.index(layout.slots[v])]
         pointers[v] = arg if arg.type.pointee == storage_type(v.type.dtype) else \
             b.bitcast(arg, storage_type(v.type.dtype).as_pointer())
-    lower_node(Kernel(b, module, pointers, symbols), node)
+    lower_node(Kernel(b, module, pointers, symbols, packed_args), node)
     if not b.block.is_terminated:
         b.ret(ir.Constant(i32, 0))
     return fn

@@ -118,18 +118,19 @@ def _matmul(k: Kernel, node: Node, epilogue: Sequence[Node] = (), output: Value 
         m, batched = product(b, out_dims[:-1]), False
     fused, operands = (None, []) if batched else _register_epilogue(k, epilogue, result, result.type.shape)
     dtype = result.type.dtype
+    packed = [k.packed[w]] if w in k.packed and not batched and not _tiny(m, n, depth) else []
     if _tiny(m, n, depth):
         fn = emit_loop_gemm(k.module, k.module.get_unique_name("gemm"), dtype,
                             transpose_a=ta, transpose_b=tb, epilogue=fused)
     elif fused is not None:
         fn = emit_gemm(k.module, k.module.get_unique_name("gemm"), dtype,
-                       transpose_a=ta, transpose_b=tb, epilogue=fused)
+                       transpose_a=ta, transpose_b=tb, epilogue=fused, prepacked=bool(packed))
     else:
-        fn = shared_gemm(k.module, dtype, transpose_a=ta, transpose_b=tb)
+        fn = shared_gemm(k.module, dtype, transpose_a=ta, transpose_b=tb, prepacked=bool(packed))
     lda, ldb = k.dims(a)[-1], k.dims(w)[-1]
     if not batched:
         b.call(fn, [as_i64(m), as_i64(n), as_i64(depth), k.ptr(a), as_i64(lda), k.ptr(w), as_i64(ldb),
-                    k.ptr(out), as_i64(n), *(k.ptr(v) for v in operands)])
+                    k.ptr(out), as_i64(n), *(k.ptr(v) for v in operands), *packed])
     else:
         _batched(k, fn, a, w, result, out, (m, n, depth, lda, ldb))
     if epilogue and fused is None:

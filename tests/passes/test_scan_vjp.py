@@ -82,12 +82,14 @@ def test_swapped_carries_match_finite_differences_and_compile():
     np.testing.assert_allclose(got, a + c * c, rtol=1e-12)
 
 
-def test_compiled_training_step_matches_reference():
-    """Loss and gradients of a masked, reversed scan: the compiled step against the reference."""
+@pytest.mark.parametrize("units, batch", [(5, 4), (24, 13)])
+def test_compiled_training_step_matches_reference(units, batch):
+    """Loss and gradients of a masked, reversed scan: the compiled step against the reference
+    (24 units and 13 rows: the packed GEMM path, with weights packed once before each loop)."""
     rng = np.random.default_rng(11)
-    arrays = {"x": rng.standard_normal((4, 7, 3)), "h0": rng.standard_normal((4, 5)),
-              "w": rng.standard_normal((3, 5)) * 0.5, "u": rng.standard_normal((5, 5)) * 0.5,
-              "gate": rng.standard_normal((4, 7, 1))}
+    arrays = {"x": rng.standard_normal((batch, 7, 3)), "h0": rng.standard_normal((batch, units)),
+              "w": rng.standard_normal((3, units)) * 0.5, "u": rng.standard_normal((units, units)) * 0.3,
+              "gate": rng.standard_normal((batch, 7, 1))}
     b = Builder()
     values = {k: b.input(k, f64[BATCH, *a.shape[1:]] if k in ("x", "h0", "gate") else f64[a.shape])
               for k, a in arrays.items()}

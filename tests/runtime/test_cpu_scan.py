@@ -155,16 +155,20 @@ def _numpy_lstm(graph, x):
     return [h, c, np.stack(seq, axis=1)]
 
 
-@pytest.mark.parametrize("time_major", [False, True])
-def test_lstm_cell_gates_fuse_into_one_loop_and_match_numpy(time_major):
-    graph = _lstm_graph(17, time_major=time_major)
+@pytest.mark.parametrize("time_major, units", [(False, 8), (True, 8), (True, 24)])
+def test_lstm_cell_gates_fuse_into_one_loop_and_match_numpy(time_major, units):
+    """24 units: the recurrent product is large enough for the packed GEMM, which reads the
+    recurrent kernel packed once before the loop."""
+    graph = _lstm_graph(17, units=units, time_major=time_major)
     exe = nncompile.compile(graph)
     (scan,) = [n for n in exe.graph.nodes if n.op == "scan"]
     kernels = [n for n in scan.attrs["body"].nodes]
     assert [n.op for n in kernels] == ["fused", "fused"]
     assert [n.attrs["kind"] for n in kernels] == ["matmul", "loop"]
     rng = np.random.default_rng(3)
-    for batch in (1, 6):
+    if units == 24:
+        assert "gemm.pack_b.f32" in exe._module_text
+    for batch in (1, 6, 13):
         x = rng.standard_normal((batch, 17, 5)).astype(np.float32)
         _, got = _check(graph, [x], exe, rtol=1e-5)
         for g, e in zip(got, _numpy_lstm(graph, x.astype(np.float64))):
