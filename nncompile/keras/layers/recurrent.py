@@ -24,6 +24,7 @@ import numpy as np
 
 from nncompile.ir import Builder, DType, TensorType, Value
 from nncompile.ir.ops.scan import slice_type
+from nncompile.ir.ops.shape import SLICE_END
 from nncompile.keras import regularizers
 from nncompile.keras.layers.arguments import (ArgumentError, boolean, check_input_rank,
                                               legacy_args, owner_of, warn_legacy)
@@ -71,8 +72,8 @@ def scan_steps(b: Builder, body: StepBuilder, carries: list[Value], scanned: lis
 
 
 def positions(b: Builder, x: Value, axis: int) -> Value:
-    """0, 1, ... n - 1 (i32) along `axis` of `x`, whose length may be symbolic: a scan counting
-    its steps (the IR has no iota over a symbolic length)."""
+    """0, 1, ... n - 1 (i32) along `axis` of `x`, whose length may be symbolic (the batch): a
+    scan counting its steps (the IR has no iota over a symbolic length)."""
     body = StepBuilder(b, "count")
     count = body.input("count", TensorType(DType.f32, (1,)))
     body.input("slice", slice_type(x.type, axis))
@@ -84,13 +85,8 @@ def positions(b: Builder, x: Value, axis: int) -> Value:
 
 
 def reverse_time(b: Builder, x: Value) -> Value:
-    """`x` with its time axis reversed (a strided slice when its length is known)."""
-    steps = x.type.shape[TIME]
-    if isinstance(steps, int):
-        return b.slice(x, starts=[-1], ends=[-steps - 1], axes=[TIME], steps=[-1])
-    index = positions(b, x, TIME)
-    last = b.sub(b.reduce_max(index, axes=(0,), keepdims=True), index)
-    return b.gather(x, last, axis=TIME)
+    """`x` with its time axis reversed, whatever its length."""
+    return b.slice(x, starts=[-1], ends=[-SLICE_END], axes=[TIME], steps=[-1])
 
 
 class StatesCall(Layer):
