@@ -17,8 +17,7 @@ K is split into equal blocks of at most KC. An A of at most DIRECT_A_BYTES is no
 microkernel reads it in place (packing is a scalar transpose that cost as much as the arithmetic
 at model shapes such as 256x784 @ 784x128).
 
-Small M (batch-1 inference): no packing at all; B rows are streamed once with all of A's rows in
-registers. Small N (<= SKINNY_N): the kernels of `gemm_skinny.py`. Integer dtypes use a plain
+Small M (batch-1 inference, a recurrent step): no packing at all (`gemm_rows.py`). Small N (<= SKINNY_N): the kernels of `gemm_skinny.py`. Integer dtypes use a plain
 loop nest.
 
 The layers are reusable: `emit_driver` packs B and runs any tiles task (`tiles_task` starts one),
@@ -32,7 +31,7 @@ from typing import Callable, Sequence
 
 from llvmlite import ir
 
-from nncompile.codegen import gemm_skinny, parallel, simd, target
+from nncompile.codegen import gemm_pack, gemm_rows, gemm_skinny, parallel, simd, target
 from nncompile.codegen.kernel import scalar_type
 from nncompile.codegen.loops import as_i64, const, for_range
 from nncompile.ir.dtypes import DType
@@ -43,11 +42,9 @@ i8p = ir.IntType(8).as_pointer()
 i64 = ir.IntType(64)
 void = ir.VoidType()
 
-SMALL_M = 4                 # up to this many rows of A skip packing
 CHUNKS_PER_THREAD = 4       # column chunks per thread: a core lost to another process costs a chunk
 SKINNY_N = 16               # up to this many columns of B (and a row-major A): vectorize over K
 DIRECT_A_BYTES = 1 << 20     # an A up to this size is read in place, not packed
-ROW_SPLIT_BYTES = 1 << 18    # a B from this size is shared between the threads for one row of A
 PARALLEL_WORK = 1 << 17     # M*N*K from which both cores pay off (measured: 2 threads win from ~48^3)
 MID_WORK = 1 << 25          # M*N*K below which C's rows are split into just one chunk per thread
 
@@ -307,48 +304,7 @@ def _emit_micro(module: ir.Module, name: str, ty: ir.Type, t: Tiling,
     return fn
 
 
-# --- packing B, running the tiles, the driver ---------------------------------------------------
-
-def _emit_pack_b(module: ir.Module, name: str, ty: ir.Type, t: Tiling,
-                 transpose_b: bool) -> ir.Function:
-    """Task: pack its share of B's NR-wide column panels, every KC block of each, into bp.
-
-    Layout: block at depth pc starts at pc*Np (Np = panels*NR); panel j of it at j*kc*NR, k-major."""
-    ptr = ty.as_pointer()
-    fn, b, ctx, index, count = parallel.task_function(module, f"{name}.pack_b")
-    src, ldb, n, k_total, bp = unpack_fields(b, ctx, [ptr, i64, i64, i64, ptr])
-    panels = ceil_div(b, n, t.nr)
-    share = ceil_div(b, panels, count)
-    first_panel = b.mul(index, share)
-    np_ = b.mul(panels, const(t.nr))
-    depth = block_depth(b, t, k_total)
-    with for_range(b, smin(b, panels, b.add(first_panel, share)), first_panel, name="j") as j:
-        n0 = b.mul(j, const(t.nr))
-        valid = b.sub(n, n0)
-        masks = [simd.lane_mask(b, valid, t.lanes, v * t.lanes) for v in range(t.nr_vectors)]
-        with for_range(b, ceil_div(b, k_total, depth), name="pc") as block:
-            pc = b.mul(block, depth)
-            kc = smin(b, depth, b.sub(k_total, pc))
-            dst = at(b, bp, b.add(b.mul(pc, np_), b.mul(n0, kc)))
-            if transpose_b:      # B is N x K: a column of the panel is a row of B, read sequentially
-                with for_range(b, t.nr, name="col") as col:
-                    src_row = b.add(n0, smin(b, col, b.sub(valid, const(1))))   # past the edge: 0s
-                    start = at(b, src, b.add(b.mul(src_row, ldb), pc))
-                    keep = b.icmp_signed("<", col, valid)
-                    with simd.copy_loop(b, kc, name="kk") as kk:
-                        value = b.load(at(b, start, kk))
-                        out = at(b, dst, b.add(b.mul(kk, const(t.nr)), col))
-                        b.store(b.select(keep, value, zero(ty)), out)
-            else:
-                with for_range(b, kc, name="kk") as kk:
-                    row = at(b, src, b.add(b.mul(b.add(pc, kk), ldb), n0))
-                    out = at(b, dst, b.mul(kk, const(t.nr)))
-                    for v, mask in enumerate(masks):
-                        value = simd.masked_load(b, at(b, row, v * t.lanes), mask)
-                        simd.store_vector(b, value, at(b, out, v * t.lanes), align=64)
-    b.ret_void()
-    return fn
-
+# --- running the tiles, the driver -------------------------------------------------------------
 
 TILE_FIELDS = "m, n, k, bp, c, ldc, col0, a_ctx, split_n, e..."
 """The argument block of a tiles task (see `emit_driver`)."""
@@ -454,41 +410,6 @@ def emit_gemm_driver(module: ir.Module, name: str, dtype: DType, pack_a: PackA, 
     return emit_driver(module, name, dtype, t, tiles, transpose_b=transpose_b, n_epi=n_epi, prepacked=prepacked)
 
 
-def _packed_bytes(b: ir.IRBuilder, t: Tiling, n: ir.Value, k: ir.Value) -> ir.Value:
-    """Bytes of B packed into NR-wide panels (a multiple of 64)."""
-    depth = b.select(b.icmp_signed(">", k, const(0)), k, const(1))
-    bytes_ = b.mul(b.mul(depth, b.mul(ceil_div(b, n, t.nr), const(t.nr))), const(t.itemsize))
-    return b.mul(ceil_div(b, bytes_, 64), const(64))
-
-
-def _run_pack_b(b: ir.IRBuilder, module: ir.Module, pack_b: ir.Function, t: Tiling, args: list[ir.Value],
-                tasks: ir.Value) -> None:
-    src_b, ldb, n, k, bp = args
-    parallel_for = parallel.emit_parallel_for(module)
-    b.call(parallel_for, [pack_b, pack_fields(b, [src_b, ldb, n, k, bp]), smin(b, ceil_div(b, n, t.nr), tasks)])
-
-
-def emit_pack_b(module: ir.Module, dtype: DType, *, transpose_b: bool = False) -> ir.Function:
-    """`T* gemm.pack_b.<dtype>(i64 N, i64 K, T* B, i64 ldb)`: B packed once, as the GEMM packs it,
-    into a new buffer (freed with `free`), for a loop that multiplies by the same B at every step
-    (`emit_gemm(prepacked=True)`)."""
-    ty, t = scalar_type(dtype), tiling(dtype)
-    name = f"gemm.pack_b.{dtype}{'.t' if transpose_b else ''}"
-    existing = module.globals.get(name)
-    if existing is not None:
-        return existing
-    ptr = ty.as_pointer()
-    fn = new_function(module, name, [i64, i64, ptr, i64], ret=ptr)
-    n, k, src_b, ldb = fn.args
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
-    alloc, _ = libc(module)
-    bp = b.bitcast(b.call(alloc, [const(64), _packed_bytes(b, t, n, k)]), ptr)
-    pack_b = _emit_pack_b(module, name, ty, t, transpose_b)
-    _run_pack_b(b, module, pack_b, t, [src_b, ldb, n, k, bp], const(parallel.num_threads() * CHUNKS_PER_THREAD))
-    b.ret(bp)
-    return fn
-
-
 def emit_driver(module: ir.Module, name: str, dtype: DType, t: Tiling, tiles: ir.Function, *,
                 transpose_b: bool = False, n_epi: int = 0, prepacked: bool = False) -> ir.Function:
     """An internal function that packs B with `t`'s blocking and runs the `tiles` task over C:
@@ -513,9 +434,9 @@ def emit_driver(module: ir.Module, name: str, dtype: DType, t: Tiling, tiles: ir
     if prepacked:
         bp = eptrs.pop()
     else:
-        bp = b.bitcast(b.call(alloc, [const(64), _packed_bytes(b, t, n, k)]), ptr)
-        pack_b = _emit_pack_b(module, name, ty, t, transpose_b)
-        _run_pack_b(b, module, pack_b, t, [src_b, ldb, n, k, bp], b.select(big, chunks, const(1)))
+        bp = b.bitcast(b.call(alloc, [const(64), gemm_pack.packed_bytes(b, t, n, k)]), ptr)
+        pack_b = gemm_pack.pack_b_task(module, name, ty, t, transpose_b)
+        gemm_pack.run_pack_b(b, module, pack_b, t, [src_b, ldb, n, k, bp], b.select(big, chunks, const(1)))
     row_tiles = ceil_div(b, m, t.mr)
     by_rows = b.icmp_signed(">=", row_tiles, smin(b, panels, chunks))
     # A few row tiles that the threads cannot share evenly (11 for 128 rows: 6 + 5) while the
@@ -541,90 +462,7 @@ def emit_driver(module: ir.Module, name: str, dtype: DType, t: Tiling, tiles: ir
     return fn
 
 
-# --- GEMM proper: packing a plain matrix A, the small-M path, integers, the entry ------------------
-
-def pack_matrix(transpose_a: bool) -> PackA:
-    """A packer for a row-major A (K x M when transposed); a_ctx holds (A, lda)."""
-
-    def pack(b: ir.IRBuilder, t: Tiling, a_ctx: ir.Value, ap: ir.Value, m0: ir.Value, mc: ir.Value,
-             k0: ir.Value, kc: ir.Value) -> None:
-        src, lda = unpack_fields(b, a_ctx, [ap.type, i64])
-        if transpose_a:
-            _pack_rows_of_transposed(b, t, src, lda, ap, m0, mc, k0, kc)
-            return
-        with for_range(b, mc, step=t.mr, name="pa") as p:
-            rows = b.sub(mc, p)
-            panel = at(b, ap, b.mul(p, kc))
-            with for_range(b, t.mr, name="pr") as r:   # a row at a time: one sequential read each
-                row = b.add(b.add(m0, p), smin(b, r, b.sub(rows, const(1))))   # past the edge: 0s
-                start = b.add(b.mul(k0, lda), row) if transpose_a else b.add(b.mul(row, lda), k0)
-                keep = b.icmp_signed("<", r, rows)
-                with simd.copy_loop(b, kc, name="pk") as kk:
-                    value = b.load(at(b, src, b.add(start, b.mul(kk, lda) if transpose_a else kk)))
-                    out = at(b, panel, b.add(b.mul(kk, const(t.mr)), r))
-                    b.store(b.select(keep, value, zero(value.type)), out)
-    return pack
-
-
-def _pack_rows_of_transposed(b: ir.IRBuilder, t: Tiling, src: ir.Value, lda: ir.Value, ap: ir.Value,
-                             m0: ir.Value, mc: ir.Value, k0: ir.Value, kc: ir.Value) -> None:
-    """Pack from A stored K x M: a panel's MR values at depth k are MR consecutive elements of
-    row k, so each depth is one short sequential read (a column at a time would touch a cache
-    line per element: measured 5x slower on a weight gradient over 6400 rows)."""
-    with for_range(b, mc, step=t.mr, name="pa") as p:
-        last = b.sub(b.sub(mc, p), const(1))
-        panel = at(b, ap, b.mul(p, kc))
-        with simd.copy_loop(b, kc, name="pk") as kk:
-            start = b.add(b.mul(b.add(k0, kk), lda), b.add(m0, p))
-            for r in range(t.mr):
-                keep = b.icmp_signed("<=", const(r), last)
-                value = b.load(at(b, src, b.add(start, smin(b, const(r), last))))   # past the edge: 0s
-                b.store(b.select(keep, value, zero(value.type)), at(b, panel, b.add(b.mul(kk, const(t.mr)), const(r))))
-
-
-def _emit_small_m(b: ir.IRBuilder, ty: ir.Type, t: Tiling, rows: int, args: list[ir.Value],
-                  transpose_a: bool, epilogue: Epilogue | None,
-                  columns: tuple[ir.Value, ir.Value] | None = None) -> None:
-    """C = A @ B for exactly `rows` rows of A: each row of B is loaded once for all of them.
-    `columns` (start, stop): only those columns of C (a thread's share)."""
-    m, n, k, a, lda, src_b, ldb, c, ldc, *eptrs = args
-    lanes = t.lanes
-    vectors = max(1, 8 // rows)          # accumulators: rows x vectors <= 8 keeps B loads the bottleneck
-    width = lanes * vectors
-    vec = ir.VectorType(ty, lanes)
-    start, stop = columns if columns is not None else (const(0), n)
-    with for_range(b, stop, start, step=width, name="sn") as n0:
-        cols = smin(b, const(width), b.sub(n, n0))
-        masks = [simd.lane_mask(b, cols, lanes, v * lanes) for v in range(vectors)]
-        slots = [[entry_alloca(b, vec) for _ in range(vectors)] for _ in range(rows)]
-        for slot in (s for row in slots for s in row):
-            b.store(zero(vec), slot)
-        with for_range(b, k, name="sk") as kk:
-            b_row = at(b, src_b, b.add(b.mul(kk, ldb), n0))
-            b_vecs = [simd.masked_load(b, at(b, b_row, v * lanes), mask) for v, mask in enumerate(masks)]
-            for r in range(rows):
-                index = b.add(b.mul(kk, lda), const(r)) if transpose_a else b.add(b.mul(const(r), lda), kk)
-                a_vec = simd.splat(b, b.load(at(b, a, index)), lanes)
-                for slot, bv in zip(slots[r], b_vecs):
-                    b.store(simd.fma(b, a_vec, bv, b.load(slot)), slot)
-        accs = [[b.load(slot) for slot in row] for row in slots]
-        store_tile(b, accs, at(b, c, n0), ldc, rows, cols, True, True, const(0), n0, epilogue, eptrs)
-
-
-def _emit_one_row_task(module: ir.Module, name: str, ty: ir.Type, t: Tiling, transpose_a: bool,
-                       epilogue: Epilogue | None) -> ir.Function:
-    """Task: one row of A times B over this thread's share of B's columns (whole vectors)."""
-    ptr = ty.as_pointer()
-    n_epi = len(epilogue.operands) if epilogue else 0
-    fn, b, ctx, index, count = parallel.task_function(module, f"{name}.row")
-    args = unpack_fields(b, ctx, [i64, i64, i64, ptr, i64, ptr, i64, ptr, i64] + [ptr] * n_epi)
-    n = args[1]
-    share = b.mul(ceil_div(b, ceil_div(b, n, t.lanes), count), const(t.lanes))
-    start = b.mul(index, share)
-    _emit_small_m(b, ty, t, 1, args, transpose_a, epilogue, (start, smin(b, n, b.add(start, share))))
-    b.ret_void()
-    return fn
-
+# --- GEMM proper: integers, the entry -------------------------------------------------------------
 
 def _emit_loop_nest(b: ir.IRBuilder, ty: ir.Type, args: list[ir.Value], transpose_a: bool,
                     transpose_b: bool, epilogue: Epilogue | None) -> None:
@@ -641,21 +479,6 @@ def _emit_loop_nest(b: ir.IRBuilder, ty: ir.Type, args: list[ir.Value], transpos
             b.store(add(b, b.load(slot), mul(b.load(at(b, a, a_at)), b.load(at(b, src_b, b_at)))), slot)
         store_tile(b, [[b.load(slot)]], at(b, c, b.add(b.mul(row, ldc), col)), ldc, 1, const(1), True, True,
                    row, col, epilogue, eptrs)
-
-
-def _emit_parallel_row(b: ir.IRBuilder, module: ir.Module, name: str, dtype: DType, args: list[ir.Value],
-                       transpose_a: bool, epilogue: Epilogue | None) -> None:
-    """One row of A (batch-1 inference, a recurrent step) times a B of at least ROW_SPLIT_BYTES:
-    the columns are split between the threads, each streaming its part of B from its own cache
-    (one thread would read all of B, from L2 at best, at every call)."""
-    m, n, k = args[:3]
-    ty, t = scalar_type(dtype), tiling(dtype)
-    big = b.icmp_signed(">=", b.mul(b.mul(n, k), const(t.itemsize)), const(ROW_SPLIT_BYTES))
-    with b.if_then(b.and_(b.icmp_signed("==", m, const(1)), big)):
-        task = _emit_one_row_task(module, name, ty, t, transpose_a, epilogue)
-        tasks = smin(b, ceil_div(b, n, t.lanes * 2), const(parallel.num_threads()))
-        b.call(parallel.emit_parallel_for(module), [task, pack_fields(b, args), tasks])
-        b.ret_void()
 
 
 def emit_gemm(module: ir.Module, name: str, dtype: DType, *, transpose_a: bool = False,
@@ -690,17 +513,13 @@ def emit_gemm(module: ir.Module, name: str, dtype: DType, *, transpose_a: bool =
         b.ret_void()
         return fn
     if not transpose_b:
-        _emit_parallel_row(b, module, name, dtype, args, transpose_a, epilogue)
-        for rows in range(1, SMALL_M + 1):
-            with b.if_then(b.icmp_signed("==", m, const(rows))):
-                _emit_small_m(b, ty, tiling(dtype), rows, args, transpose_a, epilogue)
-                b.ret_void()
+        gemm_rows.emit_few_rows(b, module, name, dtype, args, transpose_a, epilogue)
     skinny = (gemm_skinny.emit_skinny_t if transpose_a else gemm_skinny.emit_skinny)(
         module, name, ty, tiling(dtype), transpose_b, epilogue)
     with b.if_then(b.icmp_signed("<=", n, const(SKINNY_N))):
         b.call(skinny, args)
         b.ret_void()
-    driver = emit_gemm_driver(module, name, dtype, pack_matrix(transpose_a), transpose_b=transpose_b,
+    driver = emit_gemm_driver(module, name, dtype, gemm_pack.pack_matrix(transpose_a), transpose_b=transpose_b,
                               epilogue=epilogue, transpose_a=transpose_a, prepacked=prepacked)
     b.call(driver, [m, n, k, src_b, ldb, c, ldc, const(0), pack_fields(b, [a, lda])] + eptrs + packed)
     b.ret_void()

@@ -19,7 +19,8 @@ from __future__ import annotations
 from llvmlite import ir
 
 from nncompile.codegen.cpu import Program, emit_kernels
-from nncompile.codegen.gemm import emit_pack_b, libc
+from nncompile.codegen.gemm import libc
+from nncompile.codegen.gemm_pack import emit_pack_b
 from nncompile.codegen.kernel import mul, product, storage_type
 from nncompile.codegen.loops import as_i64, for_range
 from nncompile.codegen.simd import intrinsic

@@ -11,6 +11,10 @@ For a forward step  (carries, slices, invariants) -> (new carries, per-step outp
    per-step cotangents, the saved residuals and the slices it reads, and returns per step the
    cotangents of the slices. Its final carries are the cotangents of the initial carries and of
    the invariants.
+4. Two rewrites of the recurrent recipe: an invariant whose per-step cotangent is p^T @ q (a
+   recurrent kernel's, h^T @ dz) is not summed in the loop but computed after it as one product
+   of the stacked p and q over all rows; and a product with a transposed invariant (dz @ R^T)
+   reads a transpose made once before the loop.
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from llvmlite import ir
 
-from nncompile.codegen import gemm, target
+from nncompile.codegen import gemm, gemm_rows, target
 from nncompile.ir.dtypes import DType
 from nncompile.ir.errors import IRError
 
@@ -123,7 +123,7 @@ def test_small_m_path(m, n, k, transpose_a):
                                                      (DType.f32, 40, 1700, False), (DType.f64, 200, 170, True)])
 def test_one_row_times_a_large_b_is_split_between_threads(epilogue, dtype, n, k, transpose_a):
     """B of at least ROW_SPLIT_BYTES: the columns are shared by the threads (ragged shares)."""
-    assert n * k * dtype.itemsize >= gemm.ROW_SPLIT_BYTES
+    assert n * k * dtype.itemsize >= gemm_rows.ROW_SPLIT_BYTES
     got, want = run_gemm(dtype, 1, n, k, transpose_a=transpose_a, epilogue=epilogue, pad=(2, 3, 1))
     _check(got, want, dtype, k)
 
