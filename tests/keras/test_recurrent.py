@@ -253,12 +253,15 @@ def _graph(steps, layer):
 
 
 def test_one_projection_before_the_loop_and_one_matmul_a_step():
+    """The loop runs over a time-major copy of the sequence (axis 0), whose steps it reads and
+    writes in place; the sequence is transposed once on the way in and once on the way out."""
     graph = _graph(12, layers.LSTM(5, return_sequences=True))
     outside = [n.op for n in graph.nodes]
     (scan,) = [n for n in graph.nodes if n.op == "scan"]
     inside = [n.op for n in scan.attrs["body"].nodes]
     assert outside.count("matmul") == 1 and inside.count("matmul") == 1
-    assert scan.attrs["axis"] == 1 and scan.attrs["num_carry"] == 2
+    assert outside.count("transpose") == 2
+    assert scan.attrs["axis"] == 0 and scan.attrs["num_carry"] == 2
 
 
 def test_graph_size_does_not_grow_with_the_sequence():

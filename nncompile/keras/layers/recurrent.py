@@ -34,6 +34,9 @@ from nncompile.keras.layers.recurrent_cells import (GRUCell, LSTMCell, Recurrent
                                                     SimpleRNNCell, StackedRNNCells)
 
 TIME = 1   # the time axis of Keras's (batch, steps, features) sequences
+# The loop runs over a time-major copy of the sequence (steps, batch, ...): a step's slice is then
+# contiguous, so the loop reads its inputs and writes its outputs where they lie, no copies.
+LOOP_AXIS = 0
 
 
 class StepBuilder(Builder):
@@ -63,12 +66,17 @@ class StepBuilder(Builder):
 
 
 def scan_steps(b: Builder, body: StepBuilder, carries: list[Value], scanned: list[Value],
-               outputs: list[Value], reverse: bool = False) -> list[Value]:
-    """Finish `body` (new carries, then per-step `outputs`) and add its scan over the time axis:
-    the final carries, then each per-step output stacked along time."""
+               outputs: list[Value], reverse: bool = False, axis: int = TIME) -> list[Value]:
+    """Finish `body` (new carries, then per-step `outputs`) and add its scan over `axis`: the
+    final carries, then each per-step output stacked along it."""
     graph = body.finish(outputs)
     return list(b.scan(*carries, *scanned, *body.operands, body=graph, num_carry=len(carries),
-                       num_scanned=len(scanned), axis=TIME, reverse=reverse))
+                       num_scanned=len(scanned), axis=axis, reverse=reverse))
+
+
+def swap_time(b: Builder, x: Value) -> Value:
+    """(batch, steps, ...) <-> (steps, batch, ...)."""
+    return b.transpose(x, perm=[1, 0, *range(2, x.type.rank)])
 
 
 def positions(b: Builder, x: Value, axis: int) -> Value:
@@ -223,15 +231,16 @@ class RNN(StatesCall):
         keep = None if mask is None else b.reshape(mask.keep(b), shape=mask.value.type.shape + (1,))
         carry_output = self._carries_output(keep is not None, bool(initial))
         carries = states + ([_zeros(b, x, self.cell.output_size)] if carry_output else [])
-        scanned = [self.cell.project(b, x, masks)] + ([keep] if keep is not None else [])
+        scanned = [self.cell.project(b, swap_time(b, x), masks)] + ([swap_time(b, keep)] if keep is not None else [])
         body, results = self._step(b, carries, scanned, len(states), masks, carry_output)
-        results = scan_steps(b, body, carries, scanned, results, reverse=self.go_backwards)
+        results = scan_steps(b, body, carries, scanned, results, reverse=self.go_backwards, axis=LOOP_AXIS)
         finals = results[:len(states)]
         self._update_states(b, finals)
         if not self.return_sequences:
             return [results[-1] if carry_output else finals[_output_state(self.cell)], *finals]
+        sequence = swap_time(b, results[-1])
         reverse = self.go_backwards and reverse_output
-        return [reverse_time(b, results[-1]) if reverse else results[-1], *finals]
+        return [reverse_time(b, sequence) if reverse else sequence, *finals]
 
     def _carries_output(self, masked: bool, initial: bool) -> bool:
         """Whether the loop carries the last output apart from the states. A masked step
@@ -250,7 +259,7 @@ class RNN(StatesCall):
         carried), masked when a mask is scanned; and its results."""
         body = StepBuilder(b, f"{self.name}_step")
         olds = [body.input(f"state_{i}", v.type) for i, v in enumerate(carries)]
-        step_in = [body.input(f"step_{i}", slice_type(v.type, TIME)) for i, v in enumerate(scanned)]
+        step_in = [body.input(f"step_{i}", slice_type(v.type, LOOP_AXIS)) for i, v in enumerate(scanned)]
         with body.loc(self.name):
             output, news = self.cell.step(body, step_in[0], olds[:count], _lift(body, masks))
             if len(step_in) > 1:

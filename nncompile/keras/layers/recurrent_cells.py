@@ -68,13 +68,6 @@ def _dropout(b: Builder, shape, rate: float, key: int) -> Value:
     return b.mul(keep, b.scalar(1 / (1 - rate), draws))
 
 
-def _broadcast_over_steps(b: Builder, mask: Value, x: Value) -> Value:
-    """A (batch, features) mask shaped to multiply `x` of rank 2 or 3 (batch, steps, features)."""
-    if x.type.rank == 2:
-        return mask
-    return b.reshape(mask, shape=(mask.type.shape[0], 1, mask.type.shape[1]))
-
-
 class RecurrentCell(Layer):
     """What SimpleRNNCell, LSTMCell and GRUCell share: `units`, the activation, the kernel
     (input_dim, gates * units), recurrent kernel (units, gates * units) and bias, their
@@ -160,16 +153,18 @@ class RecurrentCell(Layer):
         return DropoutMasks(inputs, state) if inputs or state else None
 
     def project(self, b: Builder, x: Value, masks: DropoutMasks | None) -> Value:
-        """x @ kernel (+ the input bias) for every gate; per gate under per-gate input masks."""
+        """x @ kernel (+ the input bias) for every gate; per gate under per-gate input masks.
+        `x` is one step (batch, features) or a time-major sequence (steps, batch, features), so
+        a (batch, features) dropout mask broadcasts over the steps as it is."""
         dropped = masks.inputs if masks is not None else []
         if len(dropped) > 1:
             u = self.units
-            y = b.concat(*(b.matmul(b.mul(x, _broadcast_over_steps(b, m, x)),
+            y = b.concat(*(b.matmul(b.mul(x, m),
                                     columns(self, b, self.kernel, i * u, (i + 1) * u))
                            for i, m in enumerate(dropped)), axis=-1)
         else:
             if dropped:
-                x = b.mul(x, _broadcast_over_steps(b, dropped[0], x))
+                x = b.mul(x, dropped[0])
             y = b.matmul(x, self.param(b, self.kernel))
         bias = self.input_bias(b)
         return y if bias is None else b.add(y, bias)
