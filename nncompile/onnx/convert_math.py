@@ -30,7 +30,7 @@ def _unary(ctx: Context) -> list:
 def _binary(ctx: Context) -> list:
     op = BINARY[ctx.node.op_type]
     if op == "div" and not ctx.dtype(0).is_float:
-        raise ctx.fail(f"integer division ({ctx.dtype(0)}) is not supported")
+        return _via_f64(ctx, "div")
     if op == "equal" and ctx.dtype(0) is DType.bool:
         differ = _xor(ctx)[0]
         return [Entry(ctx.b.logical_not(differ.value), differ.perm)]
@@ -44,11 +44,20 @@ def _xor(ctx: Context) -> list:
     return [Entry(b.logical_and(b.logical_or(x, y), b.logical_not(b.logical_and(x, y))), perm)]
 
 
+def _via_f64(ctx: Context, op: str) -> list:
+    """An integer Div or Pow computed in f64 and truncated toward zero, as ONNX's integer
+    results are; exact while operands and results stay below 2**53."""
+    (x, y), perm = aligned(ctx, [0, 1])
+    b, dtype = ctx.b, x.type.dtype
+    wide = [v if v.type.dtype == DType.f64 else b.cast(v, dtype=DType.f64) for v in (x, y)]
+    return [Entry(b.cast(b.op(op, *wide), dtype=dtype), perm)]
+
+
 @converter("Pow")
 def _pow(ctx: Context) -> list:
     (x, y), perm = aligned(ctx, [0, 1])
     if not x.type.dtype.is_float:
-        raise ctx.fail(f"Pow of {x.type.dtype} is not supported (floats only)")
+        return _via_f64(ctx, "pow")
     if y.type.dtype != x.type.dtype:
         y = ctx.b.cast(y, dtype=x.type.dtype)
     return [Entry(ctx.b.pow(x, y), perm)]
@@ -236,6 +245,8 @@ def _reduce(ctx: Context) -> list:
         top = b.reduce_max(x, axes=kw["axes"], keepdims=True)
         y = b.log(b.reduce_sum(b.exp(b.sub(x, top)), **kw))
         y = b.add(y, top if keep else b.reshape(top, shape=y.type.shape))
+    elif x.type.dtype == DType.bool:   # max is any, min is all
+        y = b.cast(b.op(REDUCE[op], b.cast(x, dtype=DType.u8), **kw), dtype=DType.bool)
     else:
         y = b.op(REDUCE[op], x, **kw)
     if op == "ReduceL2":

@@ -285,6 +285,9 @@ def _source_coords(mode: str, out: int, size: int, scale: float) -> np.ndarray:
     """The input coordinate each output position samples (ONNX's coordinate transformations;
     align_corners uses the unrounded output length size * scale, as ONNX does)."""
     x = np.arange(out, dtype=np.float64)
+    if mode == "half_pixel_symmetric":
+        adjustment = out / (size * scale)
+        return size / 2 * (1 - adjustment) + (x + 0.5) / scale - 0.5
     if mode == "half_pixel":
         return (x + 0.5) / scale - 0.5
     if mode == "pytorch_half_pixel":
@@ -312,12 +315,19 @@ def _resize(ctx: Context) -> list:
     coord = ctx.attr("coordinate_transformation_mode", "half_pixel" if ctx.opset >= 11 else "asymmetric")
     nearest = ctx.attr("nearest_mode", "round_prefer_floor")
     if mode not in ("nearest", "linear") or coord not in ("half_pixel", "pytorch_half_pixel", "asymmetric",
-                                                          "align_corners", "tf_half_pixel_for_nn"):
+                                                          "align_corners", "tf_half_pixel_for_nn",
+                                                          "half_pixel_symmetric"):
         raise ctx.fail(f"mode {mode!r} with coordinate_transformation_mode {coord!r} is not supported")
-    if ctx.attr("antialias", 0) or ctx.attr("keep_aspect_ratio_policy", "stretch") != "stretch":
-        raise ctx.fail("antialias and keep_aspect_ratio_policy are not supported")
+    if ctx.attr("antialias", 0):
+        raise ctx.fail("antialias is not supported")
     axes = [normalize(a, rank, ctx) for a in ctx.attr("axes", range(rank))]
     scales, sizes = _resize_targets(ctx)
+    policy = ctx.attr("keep_aspect_ratio_policy", "stretch")
+    if sizes is not None and policy != "stretch":
+        pick = min if policy == "not_larger" else max
+        common = pick(s / shape[a] for s, a in zip(sizes, axes))
+        scales = [common] * len(axes)
+        sizes = [int(math.floor(shape[a] * common + 0.5)) for a in axes]
     for k, axis in enumerate(axes):
         size = shape[axis]
         out = sizes[k] if sizes is not None else int(math.floor(size * scales[k]))

@@ -3,11 +3,13 @@
 
 Inputs that fix a shape (Reshape's shape, Slice's starts, TopK's K...) are graph inputs in ONNX's
 node tests, while nncompile needs them when it imports (its shapes are static or symbolic, never
-data-dependent). The backend therefore imports at the first run, with those inputs (named by the
-importer's NeedsConstantError) bound as initializers; data inputs stay inputs, so the operator
-itself is always imported, never folded away.
+data-dependent). The backend therefore imports at each run, with the graph inputs that the
+tensor named by the importer's NeedsConstantError is computed from bound as initializers; at
+least one input stays an input, so the operator itself is imported, never folded away.
 """
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import onnx
@@ -49,11 +51,28 @@ def _import(model: onnx.ModelProto, feeds: dict) -> nncompile.ir.Graph:
             return nncompile.onnx.load(frozen, check=False)
         except NeedsConstantError as e:
             names = [vi.name for vi in frozen.graph.input]
-            if e.tensor not in names or e.tensor not in feeds or len(names) == 1:
+            sources = [n for n in _sources(frozen.graph, e.tensor) if n in names and n in feeds]
+            if not sources or len(sources) == len(names):
                 raise
-            tensor = numpy_helper.from_array(np.asarray(feeds[e.tensor]), e.tensor)
-            frozen.graph.initializer.append(tensor)
-            del frozen.graph.input[names.index(e.tensor)]
+            for name in sources:
+                frozen.graph.initializer.append(numpy_helper.from_array(np.asarray(feeds[name]), name))
+            keep = [vi for vi in frozen.graph.input if vi.name not in sources]
+            del frozen.graph.input[:]
+            frozen.graph.input.extend(keep)
+
+
+def _sources(graph: onnx.GraphProto, tensor: str) -> set[str]:
+    """The tensor and every tensor whose values it is computed from (Shape and Size read shapes)."""
+    producer = {out: node for node in graph.node for out in node.output}
+    seen, todo = set(), [tensor]
+    while todo:
+        name = todo.pop()
+        if name and name not in seen:
+            seen.add(name)
+            node = producer.get(name)
+            if node is not None and node.op_type not in ("Shape", "Size"):
+                todo.extend(node.input)
+    return seen
 
 
 class Backend(BaseBackend):
@@ -71,3 +90,12 @@ class Backend(BaseBackend):
 
 class CompiledBackend(Backend):
     compiled = True
+
+
+def node_cases():
+    """ONNX's node test cases (models with inputs and outputs), made in memory by onnx."""
+    from onnx.backend.test.case.node import collect_testcases
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # some cases divide by zero on purpose
+        return [c for c in collect_testcases(None) if c.model is not None and c.data_sets]
