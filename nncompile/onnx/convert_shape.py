@@ -88,15 +88,29 @@ def _merge(dims) -> object:
     return None
 
 
+def _infer_hole(shape, target: list) -> list:
+    """Reshape's -1 resolved: a number, or the one symbol of the input the target lacks when the
+    static dimensions match (x.view(x.size(0), -1) exported with the batch folded away)."""
+    in_static = math.prod(d for d in shape if not is_symbol(d))
+    out_static = math.prod(d for d in target if d != -1 and not is_symbol(d))
+    missing = [d for d in shape if is_symbol(d) and d not in target]
+    if not missing and out_static and in_static % out_static == 0:
+        hole = in_static // out_static
+    elif len(missing) == 1 and in_static == out_static:
+        hole = missing[0]
+    else:
+        return target   # the IR's rule says what does not fit
+    return [hole if d == -1 else d for d in target]
+
+
 @converter("Reshape")
 def _reshape(ctx: Context) -> list:
     x, shape = ctx.plain(0), ctx.shape(0)
     target = ctx.ints(1, "shape")
     if not ctx.attr("allowzero", 0):
         target = [shape[i] if d == 0 else d for i, d in enumerate(target)]
-    if -1 in target and static_size(shape) is not None:
-        known = math.prod(d for d in target if d != -1)
-        target = [static_size(shape) // known if d == -1 else d for d in target]
+    if -1 in target:
+        target = _infer_hole(shape, target)
     return [ctx.b.reshape(x, shape=target)]
 
 
@@ -322,7 +336,8 @@ def _pad_axis(ctx: Context, x, axis: int, before: int, after: int, mode: str, va
 
 @converter("Gather", symbolic=True)
 def _gather_fold(ctx: Context) -> list:
-    return [np.take(ctx.const(0, "data"), ctx.const(1, "indices").astype(np.int64), axis=ctx.attr("axis", 0))]
+    taken = np.take(ctx.const(0, "data"), ctx.const(1, "indices").astype(np.int64), axis=ctx.attr("axis", 0))
+    return [np.asarray(taken, dtype=object)]   # a scalar index gives a bare symbol, not an array
 
 
 @converter("Concat", symbolic=True)

@@ -23,8 +23,8 @@ def read_model(source) -> tuple[onnx.ModelProto, str]:
         model = _parse(f.read(), what)
     try:
         onnx.external_data_helper.load_external_data_for_model(model, os.path.dirname(os.path.abspath(path)))
-    except (OSError, ValueError) as e:
-        reason = getattr(e, "strerror", None) or str(e)
+    except (OSError, ValueError, onnx.checker.ValidationError) as e:
+        reason = getattr(e, "strerror", None) or str(e).strip().splitlines()[0]
         raise OnnxError(f"{what}: cannot read its external data: {reason}"
                         f"{f' ({e.filename})' if getattr(e, 'filename', None) else ''}") from None
     return model, what
