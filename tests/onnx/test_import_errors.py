@@ -48,10 +48,13 @@ def test_malformed_file(tmp_path, data):
         nncompile.onnx.load(str(path))
 
 
+def _matmul(w: np.ndarray) -> onnx.ModelProto:
+    return _model([helper.make_node("MatMul", ["x", "w"], ["y"])], [_vi("x", [1, w.shape[0]])],
+                  [_vi("y", [1, w.shape[1]])], [numpy_helper.from_array(w, "w")])
+
+
 def test_truncated_file(tmp_path):
-    w = numpy_helper.from_array(np.ones((64, 64), np.float32), "w")
-    model = _model([helper.make_node("MatMul", ["x", "w"], ["y"])], [_vi("x", [1, 64])],
-                   [_vi("y", [1, 64])], [w])
+    model = _matmul(np.ones((64, 64), np.float32))
     path = tmp_path / "cut.onnx"
     path.write_bytes(model.SerializeToString()[:-100])
     with pytest.raises(OnnxError, match="cut.onnx"):
@@ -59,9 +62,7 @@ def test_truncated_file(tmp_path):
 
 
 def test_missing_external_data_file(tmp_path):
-    w = numpy_helper.from_array(np.ones((64, 64), np.float32), "w")
-    model = _model([helper.make_node("MatMul", ["x", "w"], ["y"])], [_vi("x", [1, 64])],
-                   [_vi("y", [1, 64])], [w])
+    model = _matmul(np.ones((64, 64), np.float32))
     path = tmp_path / "ext.onnx"
     onnx.save(model, path, save_as_external_data=True, location="ext.bin", size_threshold=0)
     (tmp_path / "ext.bin").unlink()
@@ -71,8 +72,7 @@ def test_missing_external_data_file(tmp_path):
 
 def test_external_data_is_read(tmp_path):
     w = np.arange(64 * 4, dtype=np.float32).reshape(64, 4)
-    model = _model([helper.make_node("MatMul", ["x", "w"], ["y"])], [_vi("x", [1, 64])],
-                   [_vi("y", [1, 4])], [numpy_helper.from_array(w, "w")])
+    model = _matmul(w)
     path = tmp_path / "ext.onnx"
     onnx.save(model, path, save_as_external_data=True, location="ext.bin", size_threshold=0)
     graph = nncompile.onnx.load(str(path))
