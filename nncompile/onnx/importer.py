@@ -38,8 +38,10 @@ def converter(*op_types: str, symbolic: bool = False):
     return register
 
 
-def load(source, *, check: bool = True) -> Graph:
-    """Import an ONNX model (a path, bytes or a ModelProto) as an IR Graph named after its graph."""
+def load(source, *, check: bool = True, dims: dict | None = None) -> Graph:
+    """Import an ONNX model (a path, bytes or a ModelProto) as an IR Graph named after its graph.
+
+    `dims` renames or fixes symbolic input dimensions: {"batch_size": "?", "seq": 128}."""
     model, what = read_model(source)
     if check:
         check_model(model, what)
@@ -50,14 +52,14 @@ def load(source, *, check: bool = True) -> Graph:
     from nncompile.onnx import convert_attention, convert_math, convert_nn, convert_shape  # noqa: F401
 
     try:
-        return _import_graph(model, opset)
+        return _import_graph(model, opset, dims or {})
     except NeedsConstantError as e:
         raise NeedsConstantError(f"{what}: {e}", e.tensor) from None
     except OnnxError as e:
         raise type(e)(f"{what}: {e}") from None
 
 
-def _import_graph(model: onnx.ModelProto, opset: int) -> Graph:
+def _import_graph(model: onnx.ModelProto, opset: int, dims: dict) -> Graph:
     g = model.graph
     b = Builder(name=_graph_name(g.name))
     ctx = Context(b, opset, model)
@@ -65,7 +67,7 @@ def _import_graph(model: onnx.ModelProto, opset: int) -> Graph:
         ctx.env[init.name] = Entry(const=_array(init), name=init.name)
     for vi in g.input:
         if vi.name not in ctx.env:
-            ctx.env[vi.name] = Entry(value=b.input(vi.name, _input_type(vi)))
+            ctx.env[vi.name] = Entry(value=b.input(vi.name, _input_type(vi, dims)))
     for node in g.node:
         ctx.start(node)
         _import_node(ctx, node)
@@ -91,7 +93,7 @@ def _array(init: onnx.TensorProto) -> np.ndarray:
         raise OnnxError(f"initializer {init.name!r} cannot be read: {e}") from None
 
 
-def _input_type(vi: onnx.ValueInfoProto) -> TensorType:
+def _input_type(vi: onnx.ValueInfoProto, rename: dict) -> TensorType:
     t = vi.type
     if t.WhichOneof("value") != "tensor_type":
         raise UnsupportedError(f"graph input {vi.name!r} is a {t.WhichOneof('value')}; only tensors "
@@ -104,7 +106,8 @@ def _input_type(vi: onnx.ValueInfoProto) -> TensorType:
         if d.HasField("dim_value"):
             dims.append(d.dim_value)
         else:
-            dims.append(symbol(d.dim_param or f"{vi.name}_{axis}"))
+            name = symbol(d.dim_param or f"{vi.name}_{axis}")
+            dims.append(rename.get(d.dim_param, rename.get(name, name)))
     return TensorType(dtype, tuple(dims))
 
 

@@ -60,7 +60,7 @@ def test_nchw_model_is_transposed_at_its_edges_only(name):
     assert transposes[0].inputs[0] is graph.data_inputs[0]
 
 
-@pytest.mark.parametrize("name", ["dynamic_dynamo", "dynamic_torchscript"])
+@pytest.mark.parametrize("name", ["dynamic_dynamo"])   # the TorchScript one: tests/onnx/test_onnx_cli.py
 def test_dynamic_batch_runs_at_several_sizes_with_one_executable(name):
     graph, inputs, _ = _fixture(name)
     (input_name, x), = inputs.items()
