@@ -15,7 +15,7 @@ import math
 import numpy as np
 import onnx
 
-from nncompile.ir import Builder, Value
+from nncompile.ir import Builder, DType, Value
 from nncompile.ir.types import is_symbol
 from nncompile.onnx.errors import NeedsConstantError, UnsupportedError
 
@@ -115,7 +115,7 @@ class Context:
 
     def dtype(self, i: int):
         e = self.entry(i)
-        return e.value.type.dtype if e.const is None else self.materialize(e).type.dtype
+        return e.value.type.dtype if e.const is None else DType.from_numpy(e.const.dtype)
 
     def held(self, i: int) -> tuple[Value, tuple[int, ...]]:
         """The input as IR holds it, and its layout."""

@@ -6,6 +6,7 @@ import math
 import numpy as np
 from onnx import numpy_helper
 
+from nncompile.ir import DType
 from nncompile.ir.types import broadcast_shapes, is_symbol
 from nncompile.onnx.context import Context, Entry, static_size
 from nncompile.onnx.importer import converter
@@ -66,13 +67,22 @@ def _size(ctx: Context) -> list:
     return [np.asarray(size, np.int64)]
 
 
-@converter("Identity", "Dropout")
+@converter("Identity")
 def _identity(ctx: Context) -> list:
-    if ctx.node.op_type == "Dropout" and ctx.opset >= 12 and ctx.has(2):
-        if ctx.maybe_const(2) is None or bool(ctx.maybe_const(2)):
-            raise ctx.fail("training_mode must be a constant false: nncompile imports for inference")
+    return [ctx.entry(0)]
+
+
+@converter("Dropout")
+def _dropout(ctx: Context) -> list:
+    """The identity at inference; the mask, if asked for, keeps everything."""
+    if ctx.opset >= 12 and ctx.has(2) and (ctx.maybe_const(2) is None or bool(ctx.maybe_const(2))):
+        raise ctx.fail("training_mode must be a constant false: nncompile imports for inference")
     e = ctx.entry(0)
-    return [e, np.ones(e.shape, bool) if static_size(e.shape) is not None else None]
+    if len(ctx.node.output) > 1 and ctx.node.output[1]:
+        if static_size(e.shape) is None:
+            raise ctx.fail(f"the mask output of a tensor of symbolic shape {e.shape} is not supported")
+        return [e, np.ones(e.shape, bool)]
+    return [e]
 
 
 # --- reshaping ---------------------------------------------------------------------------------
@@ -192,11 +202,11 @@ def _tile(ctx: Context) -> list:
 
 @converter("Concat")
 def _concat(ctx: Context) -> list:
-    present = [i for i in range(ctx.count) if ctx.has(i) and 0 not in ctx.shape(i)[
-        normalize(ctx.attr("axis"), ctx.rank(i), ctx):][:1]]
+    axis = normalize(ctx.attr("axis"), ctx.rank(0), ctx)
+    # Inputs empty along the axis add nothing (exporters write them for empty caches).
+    present = [i for i in range(ctx.count) if ctx.has(i) and ctx.shape(i)[axis] != 0]
     values, perm = aligned(ctx, present or [0])
-    axis = perm.index(normalize(ctx.attr("axis"), len(perm), ctx))
-    return [Entry(ctx.b.concat(*values, axis=axis), perm)]
+    return [Entry(ctx.b.concat(*values, axis=perm.index(axis)), perm)]
 
 
 @converter("Split")
@@ -256,8 +266,8 @@ def _gather_elements(ctx: Context) -> list:
     data, idx, rank = ctx.plain(0), ctx.plain(1), ctx.rank(0)
     axis = normalize(ctx.attr("axis", 0), rank, ctx)
     n = data.type.shape[axis]
-    if is_symbol(n):
-        raise ctx.fail(f"the gathered axis {axis} is symbolic ({n!r})")
+    if is_symbol(n) or data.type.dtype == DType.bool:
+        raise ctx.fail(f"gathering along a symbolic axis ({n!r}) or from bools is not supported")
     last = list(range(rank))
     last.append(last.pop(axis))
     data_t = ctx.transpose(data, last)
@@ -271,10 +281,7 @@ def _gather_elements(ctx: Context) -> list:
     hot = b.equal(b.reshape(idx_t, shape=list(idx_t.type.shape) + [1]), iota)
     rows = b.reshape(data_t, shape=list(data_t.type.shape[:-1]) + [1, n])
     zero = b.constant(np.zeros((), data.type.dtype.numpy))
-    picked = b.reduce_sum(b.select(hot, rows, zero), axes=[rank], keepdims=False) \
-        if data.type.dtype.is_float or data.type.dtype.is_int else None
-    if picked is None:
-        raise ctx.fail(f"GatherElements of {data.type.dtype} is not supported")
+    picked = b.reduce_sum(b.select(hot, rows, zero), axes=[rank], keepdims=False)
     return [ctx.transpose(picked, [last.index(k) for k in range(rank)])]
 
 
