@@ -129,7 +129,11 @@ class Context:
         e = self.entry(i)
         key = (self.node.input[i], tuple(perm))
         if key not in self._layouts:
-            self._layouts[key] = self.transpose(self.materialize(e), move_perm(e.perm, tuple(perm)))
+            moves = move_perm(e.perm, tuple(perm))
+            if e.const is not None and moves != sorted(moves):   # permuted once, when imported
+                self._layouts[key] = self.array_value(np.transpose(e.const, moves), self.node.input[i])
+            else:
+                self._layouts[key] = self.transpose(self.materialize(e), moves)
         return self._layouts[key]
 
     def transpose(self, value: Value, perm: list[int]) -> Value:
@@ -156,12 +160,12 @@ class Context:
         if array.dtype == object:
             array = array.astype(np.int64)
         if array.size < SMALL or not name:
-            return self.b.constant(array)
+            return self.b.constant(np.array(array, order="C"))   # ascontiguousarray makes rank 0 rank 1
         unique, k = name, 1
         while unique in self._param_names:
             unique, k = f"{name}.{k}", k + 1
         self._param_names.add(unique)
-        return self.b.param(unique, np.ascontiguousarray(array))
+        return self.b.param(unique, np.ascontiguousarray(array))   # a transposed view is copied
 
     def vector_along(self, value: Value, axis: int, rank: int) -> Value:
         """A 1-D value reshaped to broadcast along `axis` of a rank-`rank` tensor."""

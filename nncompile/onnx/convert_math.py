@@ -55,9 +55,9 @@ def _via_f64(ctx: Context, op: str) -> list:
 
 @converter("Pow")
 def _pow(ctx: Context) -> list:
-    (x, y), perm = aligned(ctx, [0, 1])
-    if not x.type.dtype.is_float:
+    if not ctx.dtype(0).is_float:
         return _via_f64(ctx, "pow")
+    (x, y), perm = aligned(ctx, [0, 1])
     if y.type.dtype != x.type.dtype:
         y = ctx.b.cast(y, dtype=x.type.dtype)
     return [Entry(ctx.b.pow(x, y), perm)]

@@ -2,8 +2,10 @@
 axes of ops applied to values held in another layout (see context.py)."""
 from __future__ import annotations
 
+import numpy as np
+
 from nncompile.ir import Value
-from nncompile.onnx.context import Context, Entry
+from nncompile.onnx.context import Context, Entry, is_symbolic
 
 
 def aligned(ctx: Context, indices: list[int]) -> tuple[list[Value], tuple[int, ...]]:
@@ -24,8 +26,11 @@ def aligned(ctx: Context, indices: list[int]) -> tuple[list[Value], tuple[int, .
             values.append(ctx.plain(i))   # numpy broadcasting aligns the trailing axes
         else:
             shape = (1,) * (rank - ctx.rank(i)) + tuple(ctx.shape(i))
-            full = ctx.b.reshape(ctx.plain(i), shape=shape)
-            values.append(ctx.transpose(full, list(perm)))
+            const = ctx.maybe_const(i)
+            if const is not None and not is_symbolic(const):   # permuted once, when imported
+                values.append(ctx.array_value(np.transpose(const.reshape(shape), perm), ctx.node.input[i]))
+            else:
+                values.append(ctx.transpose(ctx.b.reshape(ctx.plain(i), shape=shape), list(perm)))
     return values, perm
 
 
