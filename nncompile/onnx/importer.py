@@ -49,7 +49,7 @@ def load(source, *, check: bool = True, dims: dict | None = None) -> Graph:
     newest = onnx.defs.onnx_opset_version()
     if not OLDEST_OPSET <= opset <= newest:
         raise UnsupportedError(f"{what} uses opset {opset}; supported: {OLDEST_OPSET} to {newest}")
-    from nncompile.onnx import convert_attention, convert_math, convert_nn, convert_shape  # noqa: F401
+    from nncompile.onnx import convert_attention, convert_math, convert_nn, convert_recurrent, convert_shape  # noqa: F401
 
     try:
         return _import_graph(model, opset, dims or {})
