@@ -47,6 +47,7 @@ SMALL_M = 4                 # up to this many rows of A skip packing
 CHUNKS_PER_THREAD = 4       # column chunks per thread: a core lost to another process costs a chunk
 SKINNY_N = 16               # up to this many columns of B (and a row-major A): vectorize over K
 DIRECT_A_BYTES = 1 << 20     # an A up to this size is read in place, not packed
+ROW_SPLIT_BYTES = 1 << 18    # a B from this size is shared between the threads for one row of A
 PARALLEL_WORK = 1 << 17     # M*N*K from which both cores pay off (measured: 2 threads win from ~48^3)
 MID_WORK = 1 << 25          # M*N*K below which C's rows are split into just one chunk per thread
 
@@ -158,9 +159,9 @@ def libc(module: ir.Module) -> tuple[ir.Function, ir.Function]:
 
 
 def new_function(module: ir.Module, name: str, args: Sequence[ir.Type],
-                 internal: bool = True) -> ir.Function:
-    """A void function tuned for the host; internal unless it is an entry point."""
-    fn = target.tune(ir.Function(module, ir.FunctionType(void, list(args)), name))
+                 internal: bool = True, ret: ir.Type = void) -> ir.Function:
+    """A function (void unless `ret` says) tuned for the host; internal unless it is an entry point."""
+    fn = target.tune(ir.Function(module, ir.FunctionType(ret, list(args)), name))
     if internal:
         fn.linkage = "internal"
     return fn
@@ -441,7 +442,7 @@ def _emit_tiles(module: ir.Module, name: str, ty: ir.Type, t: Tiling, pack_a: Pa
 
 def emit_gemm_driver(module: ir.Module, name: str, dtype: DType, pack_a: PackA, *,
                      transpose_b: bool = False, epilogue: Epilogue | None = None,
-                     transpose_a: bool | None = None) -> ir.Function:
+                     transpose_a: bool | None = None, prepacked: bool = False) -> ir.Function:
     """The blocked float GEMM with a pluggable A packer (see `emit_driver` for its signature).
 
     `transpose_a` not None says a_ctx is a plain matrix (A, lda), so a small A may be read in place."""
@@ -450,34 +451,71 @@ def emit_gemm_driver(module: ir.Module, name: str, dtype: DType, pack_a: PackA, 
     micro = _emit_micro(module, name, ty, t, epilogue)
     direct = None if transpose_a is None else (_emit_micro(module, name, ty, t, epilogue, True), transpose_a)
     tiles = _emit_tiles(module, name, ty, t, pack_a, micro, n_epi, direct)
-    return emit_driver(module, name, dtype, t, tiles, transpose_b=transpose_b, n_epi=n_epi)
+    return emit_driver(module, name, dtype, t, tiles, transpose_b=transpose_b, n_epi=n_epi, prepacked=prepacked)
+
+
+def _packed_bytes(b: ir.IRBuilder, t: Tiling, n: ir.Value, k: ir.Value) -> ir.Value:
+    """Bytes of B packed into NR-wide panels (a multiple of 64)."""
+    depth = b.select(b.icmp_signed(">", k, const(0)), k, const(1))
+    bytes_ = b.mul(b.mul(depth, b.mul(ceil_div(b, n, t.nr), const(t.nr))), const(t.itemsize))
+    return b.mul(ceil_div(b, bytes_, 64), const(64))
+
+
+def _run_pack_b(b: ir.IRBuilder, module: ir.Module, pack_b: ir.Function, t: Tiling, args: list[ir.Value],
+                tasks: ir.Value) -> None:
+    src_b, ldb, n, k, bp = args
+    parallel_for = parallel.emit_parallel_for(module)
+    b.call(parallel_for, [pack_b, pack_fields(b, [src_b, ldb, n, k, bp]), smin(b, ceil_div(b, n, t.nr), tasks)])
+
+
+def emit_pack_b(module: ir.Module, dtype: DType, *, transpose_b: bool = False) -> ir.Function:
+    """`T* gemm.pack_b.<dtype>(i64 N, i64 K, T* B, i64 ldb)`: B packed once, as the GEMM packs it,
+    into a new buffer (freed with `free`), for a loop that multiplies by the same B at every step
+    (`emit_gemm(prepacked=True)`)."""
+    ty, t = scalar_type(dtype), tiling(dtype)
+    name = f"gemm.pack_b.{dtype}{'.t' if transpose_b else ''}"
+    existing = module.globals.get(name)
+    if existing is not None:
+        return existing
+    ptr = ty.as_pointer()
+    fn = new_function(module, name, [i64, i64, ptr, i64], ret=ptr)
+    n, k, src_b, ldb = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    alloc, _ = libc(module)
+    bp = b.bitcast(b.call(alloc, [const(64), _packed_bytes(b, t, n, k)]), ptr)
+    pack_b = _emit_pack_b(module, name, ty, t, transpose_b)
+    _run_pack_b(b, module, pack_b, t, [src_b, ldb, n, k, bp], const(parallel.num_threads() * CHUNKS_PER_THREAD))
+    b.ret(bp)
+    return fn
 
 
 def emit_driver(module: ir.Module, name: str, dtype: DType, t: Tiling, tiles: ir.Function, *,
-                transpose_b: bool = False, n_epi: int = 0) -> ir.Function:
+                transpose_b: bool = False, n_epi: int = 0, prepacked: bool = False) -> ir.Function:
     """An internal function that packs B with `t`'s blocking and runs the `tiles` task over C:
 
     `void name.driver(i64 M, i64 N, i64 K, T* B, i64 ldb, T* C, i64 ldc, i64 col0, i8* a_ctx, T* e...)`
     col0 offsets the epilogue operands' columns (C's own pointer is already offset); a_ctx is
-    passed on to the tiles task, whose argument block is TILE_FIELDS."""
+    passed on to the tiles task, whose argument block is TILE_FIELDS. `prepacked`: one more
+    argument last, `T* bp`, B as `emit_pack_b` packed it, which is used instead of packing B."""
     ty = scalar_type(dtype)
     ptr = ty.as_pointer()
-    pack_b = _emit_pack_b(module, name, ty, t, transpose_b)
     run = parallel.emit_parallel_for(module)
     alloc, free = libc(module)
     threads = parallel.num_threads()
 
-    fn = new_function(module, f"{name}.driver", [i64, i64, i64, ptr, i64, ptr, i64, i64, i8p] + [ptr] * n_epi)
+    fn = new_function(module, f"{name}.driver", [i64, i64, i64, ptr, i64, ptr, i64, i64, i8p] + [ptr] * n_epi
+                      + [ptr] * prepacked)
     m, n, k, src_b, ldb, c, ldc, col0, a_ctx, *eptrs = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     panels = ceil_div(b, n, t.nr)
-    depth = b.select(b.icmp_signed(">", k, const(0)), k, const(1))
-    bytes_ = b.mul(b.mul(depth, b.mul(panels, const(t.nr))), const(dtype.itemsize))
-    bp = b.bitcast(b.call(alloc, [const(64), b.mul(ceil_div(b, bytes_, 64), const(64))]), ptr)
     big = b.icmp_signed(">=", b.mul(b.mul(m, n), k), const(PARALLEL_WORK))
     chunks = const(threads * CHUNKS_PER_THREAD)
-    pack_tasks = b.select(big, smin(b, panels, chunks), const(1))
-    b.call(run, [pack_b, pack_fields(b, [src_b, ldb, n, k, bp]), pack_tasks])
+    if prepacked:
+        bp = eptrs.pop()
+    else:
+        bp = b.bitcast(b.call(alloc, [const(64), _packed_bytes(b, t, n, k)]), ptr)
+        pack_b = _emit_pack_b(module, name, ty, t, transpose_b)
+        _run_pack_b(b, module, pack_b, t, [src_b, ldb, n, k, bp], b.select(big, chunks, const(1)))
     row_tiles = ceil_div(b, m, t.mr)
     by_rows = b.icmp_signed(">=", row_tiles, smin(b, panels, chunks))
     # A few row tiles that the threads cannot share evenly (11 for 128 rows: 6 + 5) while the
@@ -497,7 +535,8 @@ def emit_driver(module: ir.Module, name: str, dtype: DType, t: Tiling, tiles: ir
     split_n = b.select(b.and_(big, b.not_(by_rows)), smin(b, panels, chunks), const(1))
     fields = pack_fields(b, [m, n, k, bp, c, ldc, col0, a_ctx, split_n] + eptrs)
     b.call(run, [tiles, fields, b.mul(split_m, split_n)])
-    b.call(free, [b.bitcast(bp, i8p)])
+    if not prepacked:
+        b.call(free, [b.bitcast(bp, i8p)])
     b.ret_void()
     return fn
 
@@ -510,6 +549,9 @@ def pack_matrix(transpose_a: bool) -> PackA:
     def pack(b: ir.IRBuilder, t: Tiling, a_ctx: ir.Value, ap: ir.Value, m0: ir.Value, mc: ir.Value,
              k0: ir.Value, kc: ir.Value) -> None:
         src, lda = unpack_fields(b, a_ctx, [ap.type, i64])
+        if transpose_a:
+            _pack_rows_of_transposed(b, t, src, lda, ap, m0, mc, k0, kc)
+            return
         with for_range(b, mc, step=t.mr, name="pa") as p:
             rows = b.sub(mc, p)
             panel = at(b, ap, b.mul(p, kc))
@@ -524,15 +566,34 @@ def pack_matrix(transpose_a: bool) -> PackA:
     return pack
 
 
+def _pack_rows_of_transposed(b: ir.IRBuilder, t: Tiling, src: ir.Value, lda: ir.Value, ap: ir.Value,
+                             m0: ir.Value, mc: ir.Value, k0: ir.Value, kc: ir.Value) -> None:
+    """Pack from A stored K x M: a panel's MR values at depth k are MR consecutive elements of
+    row k, so each depth is one short sequential read (a column at a time would touch a cache
+    line per element: measured 5x slower on a weight gradient over 6400 rows)."""
+    with for_range(b, mc, step=t.mr, name="pa") as p:
+        last = b.sub(b.sub(mc, p), const(1))
+        panel = at(b, ap, b.mul(p, kc))
+        with simd.copy_loop(b, kc, name="pk") as kk:
+            start = b.add(b.mul(b.add(k0, kk), lda), b.add(m0, p))
+            for r in range(t.mr):
+                keep = b.icmp_signed("<=", const(r), last)
+                value = b.load(at(b, src, b.add(start, smin(b, const(r), last))))   # past the edge: 0s
+                b.store(b.select(keep, value, zero(value.type)), at(b, panel, b.add(b.mul(kk, const(t.mr)), const(r))))
+
+
 def _emit_small_m(b: ir.IRBuilder, ty: ir.Type, t: Tiling, rows: int, args: list[ir.Value],
-                  transpose_a: bool, epilogue: Epilogue | None) -> None:
-    """C = A @ B for exactly `rows` rows of A: each row of B is loaded once for all of them."""
+                  transpose_a: bool, epilogue: Epilogue | None,
+                  columns: tuple[ir.Value, ir.Value] | None = None) -> None:
+    """C = A @ B for exactly `rows` rows of A: each row of B is loaded once for all of them.
+    `columns` (start, stop): only those columns of C (a thread's share)."""
     m, n, k, a, lda, src_b, ldb, c, ldc, *eptrs = args
     lanes = t.lanes
     vectors = max(1, 8 // rows)          # accumulators: rows x vectors <= 8 keeps B loads the bottleneck
     width = lanes * vectors
     vec = ir.VectorType(ty, lanes)
-    with for_range(b, n, step=width, name="sn") as n0:
+    start, stop = columns if columns is not None else (const(0), n)
+    with for_range(b, stop, start, step=width, name="sn") as n0:
         cols = smin(b, const(width), b.sub(n, n0))
         masks = [simd.lane_mask(b, cols, lanes, v * lanes) for v in range(vectors)]
         slots = [[entry_alloca(b, vec) for _ in range(vectors)] for _ in range(rows)]
@@ -548,6 +609,21 @@ def _emit_small_m(b: ir.IRBuilder, ty: ir.Type, t: Tiling, rows: int, args: list
                     b.store(simd.fma(b, a_vec, bv, b.load(slot)), slot)
         accs = [[b.load(slot) for slot in row] for row in slots]
         store_tile(b, accs, at(b, c, n0), ldc, rows, cols, True, True, const(0), n0, epilogue, eptrs)
+
+
+def _emit_one_row_task(module: ir.Module, name: str, ty: ir.Type, t: Tiling, transpose_a: bool,
+                       epilogue: Epilogue | None) -> ir.Function:
+    """Task: one row of A times B over this thread's share of B's columns (whole vectors)."""
+    ptr = ty.as_pointer()
+    n_epi = len(epilogue.operands) if epilogue else 0
+    fn, b, ctx, index, count = parallel.task_function(module, f"{name}.row")
+    args = unpack_fields(b, ctx, [i64, i64, i64, ptr, i64, ptr, i64, ptr, i64] + [ptr] * n_epi)
+    n = args[1]
+    share = b.mul(ceil_div(b, ceil_div(b, n, t.lanes), count), const(t.lanes))
+    start = b.mul(index, share)
+    _emit_small_m(b, ty, t, 1, args, transpose_a, epilogue, (start, smin(b, n, b.add(start, share))))
+    b.ret_void()
+    return fn
 
 
 def _emit_loop_nest(b: ir.IRBuilder, ty: ir.Type, args: list[ir.Value], transpose_a: bool,
@@ -567,14 +643,31 @@ def _emit_loop_nest(b: ir.IRBuilder, ty: ir.Type, args: list[ir.Value], transpos
                    row, col, epilogue, eptrs)
 
 
+def _emit_parallel_row(b: ir.IRBuilder, module: ir.Module, name: str, dtype: DType, args: list[ir.Value],
+                       transpose_a: bool, epilogue: Epilogue | None) -> None:
+    """One row of A (batch-1 inference, a recurrent step) times a B of at least ROW_SPLIT_BYTES:
+    the columns are split between the threads, each streaming its part of B from its own cache
+    (one thread would read all of B, from L2 at best, at every call)."""
+    m, n, k = args[:3]
+    ty, t = scalar_type(dtype), tiling(dtype)
+    big = b.icmp_signed(">=", b.mul(b.mul(n, k), const(t.itemsize)), const(ROW_SPLIT_BYTES))
+    with b.if_then(b.and_(b.icmp_signed("==", m, const(1)), big)):
+        task = _emit_one_row_task(module, name, ty, t, transpose_a, epilogue)
+        tasks = smin(b, ceil_div(b, n, t.lanes * 2), const(parallel.num_threads()))
+        b.call(parallel.emit_parallel_for(module), [task, pack_fields(b, args), tasks])
+        b.ret_void()
+
+
 def emit_gemm(module: ir.Module, name: str, dtype: DType, *, transpose_a: bool = False,
-              transpose_b: bool = False, epilogue: Epilogue | None = None) -> ir.Function:
+              transpose_b: bool = False, epilogue: Epilogue | None = None,
+              prepacked: bool = False) -> ir.Function:
     """Add `void name(i64 M, i64 N, i64 K, T* A, i64 lda, T* B, i64 ldb, T* C, i64 ldc, T* e0, ...)`.
 
     C[m, n] = epilogue(sum_k A[m, k] * B[k, n]) for row-major A (M x K, or K x M when transpose_a),
     B (K x N, or N x K when transpose_b) and C (M x N); lda/ldb/ldc are row strides in elements.
     K = 0 gives epilogue(0). C must not overlap A, B or an epilogue operand: when K > KC, partial
-    sums are stored in C before the epilogue reads its operands.
+    sums are stored in C before the epilogue reads its operands. `prepacked`: one more argument
+    last, `T* bp`, B packed by `emit_pack_b` (the paths that do not pack read B itself).
     """
     if not (dtype.is_float or dtype.is_int) or dtype is DType.f16:
         raise IRError(f"emit_gemm {name!r}: dtype {dtype} is not supported; "
@@ -582,9 +675,10 @@ def emit_gemm(module: ir.Module, name: str, dtype: DType, *, transpose_a: bool =
     ty = scalar_type(dtype)
     ptr = ty.as_pointer()
     n_epi = len(epilogue.operands) if epilogue else 0
-    fn = new_function(module, name, [i64, i64, i64, ptr, i64, ptr, i64, ptr, i64] + [ptr] * n_epi,
-                      internal=False)
+    fn = new_function(module, name, [i64, i64, i64, ptr, i64, ptr, i64, ptr, i64] + [ptr] * n_epi
+                      + [ptr] * prepacked, internal=False)
     args = list(fn.args)
+    packed = [args.pop()] if prepacked else []
     m, n, k, a, lda, src_b, ldb, c, ldc, *eptrs = args
     for p in (a, src_b, c):
         p.add_attribute("noalias")
@@ -596,6 +690,7 @@ def emit_gemm(module: ir.Module, name: str, dtype: DType, *, transpose_a: bool =
         b.ret_void()
         return fn
     if not transpose_b:
+        _emit_parallel_row(b, module, name, dtype, args, transpose_a, epilogue)
         for rows in range(1, SMALL_M + 1):
             with b.if_then(b.icmp_signed("==", m, const(rows))):
                 _emit_small_m(b, ty, tiling(dtype), rows, args, transpose_a, epilogue)
@@ -606,21 +701,21 @@ def emit_gemm(module: ir.Module, name: str, dtype: DType, *, transpose_a: bool =
         b.call(skinny, args)
         b.ret_void()
     driver = emit_gemm_driver(module, name, dtype, pack_matrix(transpose_a), transpose_b=transpose_b,
-                              epilogue=epilogue, transpose_a=transpose_a)
-    b.call(driver, [m, n, k, src_b, ldb, c, ldc, const(0), pack_fields(b, [a, lda])] + eptrs)
+                              epilogue=epilogue, transpose_a=transpose_a, prepacked=prepacked)
+    b.call(driver, [m, n, k, src_b, ldb, c, ldc, const(0), pack_fields(b, [a, lda])] + eptrs + packed)
     b.ret_void()
     return fn
 
 
 def shared_gemm(module: ir.Module, dtype: DType, *, transpose_a: bool = False,
-                transpose_b: bool = False) -> ir.Function:
+                transpose_b: bool = False, prepacked: bool = False) -> ir.Function:
     """The module's one GEMM without epilogue for this dtype and these transposes (made on first
     use): a training step has many such products, and each copy costs compile time."""
-    name = f"gemm.{dtype}.{'t' if transpose_a else 'n'}{'t' if transpose_b else 'n'}"
+    name = f"gemm.{dtype}.{'t' if transpose_a else 'n'}{'t' if transpose_b else 'n'}{'.packed' * prepacked}"
     existing = module.globals.get(name)
     if existing is not None:
         return existing
-    return emit_gemm(module, name, dtype, transpose_a=transpose_a, transpose_b=transpose_b)
+    return emit_gemm(module, name, dtype, transpose_a=transpose_a, transpose_b=transpose_b, prepacked=prepacked)
 
 
 def emit_loop_gemm(module: ir.Module, name: str, dtype: DType, *, transpose_a: bool = False,
