@@ -1,8 +1,7 @@
 """ONNX's own backend node tests (onnx.backend.test.case: every case is a model with inputs and
 outputs computed by ONNX's reference implementation), run through tests/onnx/backend.py.
 
-The cases are those whose every operator is one of issue 16's list (recurrent ops aside, see the
-README); each runs on the reference interpreter, and a representative subset also as compiled
+The cases are those whose every operator is one of issue 16's list; each runs on the reference interpreter, and a representative subset also as compiled
 native code (compiling takes ~0.5-1 s a graph). `python -m tests.onnx.backend_count` counts the
 whole suite. A case that fails must match a pattern of EXCLUDED, with its reason.
 """
@@ -24,7 +23,7 @@ Or Conv ConvTranspose MaxPool AveragePool GlobalAveragePool GlobalMaxPool BatchN
 LayerNormalization Flatten Reshape Transpose Concat Split Slice Gather GatherElements Squeeze
 Unsqueeze Shape Size Expand Tile Constant ConstantOfShape Range Identity Cast CastLike Dropout
 ReduceMean ReduceSum ReduceMax ReduceMin ReduceProd ReduceL2 ArgMax ArgMin CumSum Einsum TopK Pad
-Resize Attention""".split())
+Resize Attention LSTM GRU RNN""".split())
 
 _NO_DTYPE = "a dtype the IR does not have (it has f16 f32 f64 i8 u8 i32 i64 bool)"
 EXCLUDED = [
@@ -56,7 +55,8 @@ test_reduce_mean_keepdims_example test_reduce_l2_do_not_keepdims_random test_arg
 test_gather_1 test_slice_neg_steps test_concat_3d_axis_1 test_constant_pad test_resize_upsample_scales_linear
 test_einsum_batch_matmul test_cumsum_2d_axis_1 test_top_k test_attention_4d_gqa test_gelu_tanh_2
 test_where_long_example test_cast_FLOAT_to_DOUBLE test_tile test_expand_dim_changed
-test_split_equal_parts_1d_opset18 test_gather_elements_0 test_hardswish test_selu_example""".split()
+test_split_equal_parts_1d_opset18 test_gather_elements_0 test_hardswish test_selu_example
+test_lstm_with_peepholes test_gru_seq_length test_simple_rnn_bidirectional""".split()
 
 
 def _excluded(name: str) -> str | None:
