@@ -34,3 +34,41 @@ def test_exported_recurrent_model_matches_onnxruntime_at_any_batch(name, scans):
         want = session.run(None, {input_name: xb})[0]
         got = exe.run({input_name: xb})
         np.testing.assert_allclose(next(iter(got.values())), want, rtol=1e-4, atol=1e-5)
+
+
+def _elman(reverse: bool):
+    """An Elman RNN over axis 1 as the IR's scan: the state carried, per step its double."""
+    from nncompile.ir import BATCH, Builder, f32
+
+    body = Builder(name="body")
+    h, x = body.input("h", f32[BATCH, 3]), body.input("x", f32[BATCH, 2])
+    w, u = body.input("w", f32[2, 3]), body.input("u", f32[3, 3])
+    h2 = body.tanh(body.add(body.matmul(x, w), body.matmul(h, u)))
+    step = body.finish([h2, body.mul(h2, body.constant(np.float32(2)))])
+    b = Builder()
+    xs, h0 = b.input("xs", f32[BATCH, 5, 2]), b.input("h0", f32[BATCH, 3])
+    rng = np.random.default_rng(0)
+    w = b.param("w", rng.standard_normal((2, 3)).astype(np.float32))
+    u = b.param("u", (rng.standard_normal((3, 3)) * 0.5).astype(np.float32))
+    h_last, ys = b.scan(h0, xs, w, u, body=step, num_carry=1, num_scanned=1, axis=1, reverse=reverse)
+    return b.finish([h_last, ys], ["h", "ys"])
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_scan_exports_as_one_onnx_scan_that_onnxruntime_runs(reverse, tmp_path):
+    """Exported as ONNX's Scan (the weights read by the body from the enclosing graph), the loop
+    runs in onnxruntime as the numpy loop written here computes it."""
+    graph = _elman(reverse)
+    path = str(tmp_path / "elman.onnx")
+    model = nncompile.onnx.save(graph, path)
+    assert [n.op_type for n in model.graph.node].count("Scan") == 1
+    rng = np.random.default_rng(1)
+    xs, h0 = rng.standard_normal((4, 5, 2)).astype(np.float32), rng.standard_normal((4, 3)).astype(np.float32)
+    h_last, ys = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"xs": xs, "h0": h0})
+    w, u = graph.params["w"], graph.params["u"]
+    h, want = h0, np.zeros((4, 5, 3), np.float32)
+    for t in (range(4, -1, -1) if reverse else range(5)):
+        h = np.tanh(xs[:, t] @ w + h @ u)
+        want[:, t] = 2 * h
+    np.testing.assert_allclose(h_last, h, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ys, want, rtol=1e-5, atol=1e-6)
