@@ -1,4 +1,4 @@
-"""ONNX's LSTM, GRU and RNN as the IR's loop: one `scan` per direction, not unrolled.
+"""ONNX's LSTM, GRU, RNN and Scan as the IR's loop: one `scan` per direction, not unrolled.
 
 ONNX sequences are time-major (X is [seq_length, batch, input]; `layout=1` is batch-major and is
 transposed at the edges), so each direction scans axis 0 and every step reads its slice in place.
@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from nncompile.ir import Builder, Value
-from nncompile.onnx.context import Context
+from nncompile.ir.ops.shape import SLICE_END
+from nncompile.onnx.context import Context, Entry
 from nncompile.onnx.importer import converter
 
 _GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
@@ -231,3 +232,93 @@ class _Recurrent:
 @converter("LSTM", "GRU", "RNN")
 def _recurrent(ctx: Context) -> list:
     return _Recurrent(ctx, ctx.node.op_type).run()
+
+
+# --- ONNX's Scan: its body imported as the IR scan's ------------------------------------------
+
+def _lifting_env(ctx: Context, body: Builder, operands: list) -> dict:
+    """The body's view of the enclosing graph: constants copied in; an IR value becomes a body
+    input bound to it (an invariant operand of the scan), made when first read."""
+    outer = ctx.env
+
+    class Env(dict):
+        def __missing__(self, name):
+            entry = outer[name]
+            if entry.const is None:
+                value = body.input(f"outer{len(operands)}", entry.value.type)
+                operands.append(entry.value)
+                entry = Entry(value=value, perm=entry.perm, name=entry.name)
+            self[name] = entry
+            return entry
+
+        def __contains__(self, name):
+            return dict.__contains__(self, name) or name in outer
+
+    return Env()
+
+
+@converter("Scan")
+def _onnx_scan(ctx: Context) -> list:
+    from nncompile.onnx.importer import _array, _import_node
+
+    if ctx.opset < 9:
+        raise ctx.fail("Scan before opset 9 (with sequence_lens) is not supported")
+    graph = ctx.attr("body")
+    m = int(ctx.attr("num_scan_inputs"))
+    n = ctx.count - m
+    directions = set(ctx.attr("scan_input_directions", [0] * m))
+    if len(directions) > 1:
+        raise ctx.fail("scan inputs read in different directions are not supported")
+    reverse = bool(directions.pop()) if directions else False
+    b = ctx.b
+    states = [ctx.plain(i) for i in range(n)]
+    scanned = [_to_front(b, ctx.plain(n + j), axis) for j, axis in enumerate(ctx.attr("scan_input_axes", [0] * m))]
+    body = Builder(name="body")
+    operands: list = []
+    inner = Context(body, ctx.opset, ctx.model)
+    inner.env = _lifting_env(ctx, body, operands)
+    carried = [body.input(f"state{i}", v.type) for i, v in enumerate(states)]
+    slices = [body.input(f"slice{j}", v.type.with_shape(v.type.shape[1:])) for j, v in enumerate(scanned)]
+    for init in graph.initializer:
+        inner.env[init.name] = Entry(const=_array(init), name=init.name)
+    for vi, value in zip(graph.input, [*carried, *slices]):
+        inner.env[vi.name] = Entry(value=value)
+    for node in graph.node:
+        inner.start(node)
+        _import_node(inner, node)
+    results = [_output(inner, vi.name) for vi in graph.output]
+    outs = list(b.scan(*states, *scanned, *operands, body=body.finish(results), num_carry=n,
+                       num_scanned=m, axis=0, reverse=reverse))
+    per_step = len(graph.output) - n
+    axes = ctx.attr("scan_output_axes", [0] * per_step)
+    out_directions = ctx.attr("scan_output_directions", [0] * per_step)
+    for k in range(per_step):
+        y = outs[n + k]
+        if bool(out_directions[k]) != reverse:   # ONNX appends or prepends; the IR stores step t at t
+            y = b.slice(y, starts=[-1], ends=[-SLICE_END], axes=[0], steps=[-1])
+        outs[n + k] = _from_front(b, y, axes[k])
+    return outs
+
+
+def _output(ctx: Context, name: str) -> Value:
+    """A body output in ONNX's axis order (as the importer returns graph outputs)."""
+    if name not in ctx.env:
+        raise ctx.fail(f"the Scan body's output {name!r} is produced by no node")
+    entry = ctx.env[name]
+    return ctx.transpose(ctx.materialize(entry), [entry.perm.index(a) for a in range(len(entry.perm))])
+
+
+def _to_front(b: Builder, value: Value, axis: int) -> Value:
+    axis %= value.type.rank
+    if axis == 0:
+        return value
+    return b.transpose(value, perm=[axis, *(a for a in range(value.type.rank) if a != axis)])
+
+
+def _from_front(b: Builder, value: Value, axis: int) -> Value:
+    axis %= value.type.rank
+    if axis == 0:
+        return value
+    perm = list(range(1, value.type.rank))
+    perm.insert(axis, 0)
+    return b.transpose(value, perm=perm)

@@ -1,6 +1,7 @@
 """ONNX's LSTM, GRU and RNN imported as scans: PyTorch-exported recurrent models (fixtures made by
 make_recurrent_fixtures.py) against onnxruntime at several batch sizes, compiled, and one scan
-per direction and layer whatever the sequence length (ONNX's own node cases: test_onnx_backend.py)."""
+per direction and layer whatever the sequence length (ONNX's own node cases: test_backend.py).
+The IR's scan exported as ONNX's Scan, run by onnxruntime, and imported back."""
 from __future__ import annotations
 
 import os
@@ -72,3 +73,21 @@ def test_scan_exports_as_one_onnx_scan_that_onnxruntime_runs(reverse, tmp_path):
         want[:, t] = 2 * h
     np.testing.assert_allclose(h_last, h, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(ys, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_scan_round_trips_through_onnx(reverse, tmp_path):
+    """load(save(graph)): ONNX's Scan imports as the IR's scan (time-major, between two
+    transposes) and computes what the original computes."""
+    from nncompile.runtime.reference import run
+
+    graph = _elman(reverse)
+    path = str(tmp_path / "elman.onnx")
+    nncompile.onnx.save(graph, path)
+    again = nncompile.onnx.load(path)
+    assert [n.op for n in again.nodes].count("scan") == 1
+    rng = np.random.default_rng(2)
+    xs, h0 = rng.standard_normal((3, 5, 2)).astype(np.float32), rng.standard_normal((3, 3)).astype(np.float32)
+    got = nncompile.compile(again).run({"xs": xs, "h0": h0})
+    for value, want in zip(got.values(), run(graph, [xs, h0])):
+        np.testing.assert_allclose(value, want, rtol=1e-5, atol=1e-6)
