@@ -91,3 +91,18 @@ def test_scan_round_trips_through_onnx(reverse, tmp_path):
     got = nncompile.compile(again).run({"xs": xs, "h0": h0})
     for value, want in zip(got.values(), run(graph, [xs, h0])):
         np.testing.assert_allclose(value, want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_scan_starting_from_zeros_of_the_symbolic_batch_exports():
+    """The zeros a recurrent layer starts from are broadcast to (batch, units): exported, the
+    batch is read off the input at run time (Shape, Gather, Concat, Expand)."""
+    from nncompile.runtime.reference import run
+    from tests.op_examples import EXAMPLES
+
+    graph, inputs = EXAMPLES["scan"](np.random.default_rng(3))
+    model = nncompile.onnx.to_model(graph)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for batch in (1, 4):
+        feeds = {i.name: np.resize(x, (batch,) + x.shape[1:]) for i, x in zip(session.get_inputs(), inputs)}
+        for got, want in zip(session.run(None, feeds), run(graph, list(feeds.values()))):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
