@@ -51,10 +51,12 @@ def _scan(w: Writer, names, attrs, values) -> str:
     carries, scanned, _ = split_operands(names, attrs)
     per_step = len(node.outputs) - attrs["num_carry"]
     direction = int(attrs["reverse"])
+    # An empty list attribute has no type ONNX can tell, so none is written without scan outputs.
+    outputs = dict(scan_output_axes=[attrs["axis"]] * per_step,
+                   scan_output_directions=[direction] * per_step) if per_step else {}
     outs = w.node("Scan", [*carries, *scanned], len(node.outputs), body=_body(w, node, names),
                   num_scan_inputs=len(scanned), scan_input_axes=[attrs["axis"]] * len(scanned),
-                  scan_input_directions=[direction] * len(scanned),
-                  scan_output_axes=[attrs["axis"]] * per_step, scan_output_directions=[direction] * per_step)
+                  scan_input_directions=[direction] * len(scanned), **outputs)
     for v, name in zip(node.outputs[1:], outs[1:]):
         w.names[v] = name
     return outs[0]
