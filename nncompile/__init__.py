@@ -15,10 +15,10 @@ Example:
 >>> exe(np.ones((3, 4), np.float32)).shape
 (3, 2)
 """
-from nncompile import ir, keras
+from nncompile import ir, keras, onnx
 from nncompile.keras.models import trace
 from nncompile.runtime.cpu import Executable, compile
 
 __version__ = "0.1.0"
 
-__all__ = ["Executable", "__version__", "compile", "ir", "keras", "trace"]
+__all__ = ["Executable", "__version__", "compile", "ir", "keras", "onnx", "trace"]

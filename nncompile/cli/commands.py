@@ -394,3 +394,12 @@ def bench(args: argparse.Namespace) -> int:
 def passes(args: argparse.Namespace) -> int:
     print(describe())
     return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    import nncompile.onnx
+
+    loaded = _load(args)
+    nncompile.onnx.save(loaded.graph, args.output, opset=args.opset)
+    print(f"wrote {args.output}")
+    return 0

@@ -3,6 +3,7 @@
     .h5 .hdf5 .keras   a Keras model (nncompile.keras.saving), traced into its inference graph,
                        or its training step graph with `training=True`
     .nnir              IR text, e.g. a file `nncompile dump --dump-dir` or `compile -o` wrote
+    .onnx              an ONNX model (nncompile.onnx), its symbolic leading dimension the batch
 
 IR text holds no parameter values. They come from an .npz file (`params=`, one array per
 parameter name, as `nncompile compile -o` writes next to its model.nnir); a parameter the file
@@ -152,9 +153,17 @@ def fill_param(name: str, type, seed: int) -> np.ndarray:
     return np.zeros(type.shape, dtype)
 
 
-def _onnx(path: str, **_) -> Loaded:
-    raise ValueError(f"model file {path!r}: ONNX import is not supported yet; "
-                     f"use a Keras file ({', '.join(KERAS_SUFFIXES)}) or IR text (.nnir)")
+def _onnx(path: str, *, training: bool, params: str | None, seed: int) -> Loaded:
+    import nncompile.onnx
+
+    if training or params is not None:
+        raise ValueError(f"model file {path!r}: an ONNX model is imported for inference with its "
+                         f"own weights (no --training, no --params)")
+    graph = nncompile.onnx.load(path)
+    leading = {v.type.shape[0] for v in graph.data_inputs if v.type.rank and isinstance(v.type.shape[0], str)}
+    if len(leading) == 1 and BATCH not in leading:   # the commands' --batch sets '?'
+        graph = nncompile.onnx.load(path, dims={leading.pop(): BATCH})
+    return Loaded(path, graph)
 
 
 READERS: dict[str, Callable[..., Loaded]] = {

@@ -14,8 +14,7 @@ import nncompile
 from nncompile.cli import commands
 from nncompile.cli.demo import demo
 
-MODEL_HELP = ("the model: a Keras file (.h5, .keras) or IR text (.nnir); "
-              "ONNX (.onnx) is not supported yet")
+MODEL_HELP = "the model: a Keras file (.h5, .keras), an ONNX model (.onnx) or IR text (.nnir)"
 NNIR_PARAMS = ("IR text holds no parameter values: they come from --params FILE.npz (one array per "
                "parameter name, as `compile -o` writes), and any parameter the file lacks is filled "
                "deterministically (normal, std 0.1, seeded by --seed and the parameter's name).")
@@ -155,6 +154,18 @@ def _passes_parser(cmds) -> None:
     sub.set_defaults(run=commands.passes)
 
 
+def _export_parser(cmds) -> None:
+    sub = _add(cmds, "export", "write the model as ONNX",
+               "Write the model's inference graph as an ONNX file (checked by onnx.checker and "
+               "shape inference) that ONNX Runtime and other ONNX tools run.",
+               "nncompile export model.keras -o model.onnx")
+    _model_args(sub, batch_help=None, training=False)
+    _param_args(sub)
+    sub.add_argument("-o", "--output", required=True, metavar="FILE.onnx", help="the ONNX file to write")
+    sub.add_argument("--opset", type=_positive, default=None, help="ONNX opset (default 17)")
+    sub.set_defaults(run=commands.export)
+
+
 def _positive(text: str) -> int:
     """An argparse type: an integer >= 1."""
     try:
@@ -190,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"nncompile {nncompile.__version__}")
     cmds = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in (_summary_parser, _dump_parser, _compile_parser, _run_parser, _bench_parser,
-                _passes_parser, _demo_parser):
+                _export_parser, _passes_parser, _demo_parser):
         add(cmds)
     return parser
 

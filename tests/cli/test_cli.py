@@ -382,7 +382,7 @@ BAD_INPUT = [
     ("summary", ["{missing_nnir}"], "model file '.*missing.nnir' does not exist"),
     ("dump", ["{corrupt_nnir}"], r"corrupt.nnir': line 2, column \d+: expected"),
     ("dump", ["{corrupt_h5}"], "corrupt.h5"),
-    ("dump", ["{net_onnx}"], "ONNX import is not supported yet"),
+    ("dump", ["{net_onnx}"], "net.onnx' holds no ONNX graph"),
     ("dump", ["{nnir}", "--print-after", "fusion"], "pass 'fusion'"),
     ("compile", ["{nnir}", "--passes", "dce,nope", "-o", "{x}.out"], "unknown pass 'nope'"),
     ("bench", ["{nnir}", "--pipeline", "fast"], "unknown pipeline 'fast'"),
