@@ -1,0 +1,34 @@
+"""`keras.ops`: Keras 3's op namespace, each op defined once on top of nncompile's op table.
+
+Called on arrays and numbers, an op computes at once and returns a numpy array (as Keras's numpy
+backend). Called on IR `Value`s inside `with ops.tracing(builder):`, it adds nodes to that
+builder's graph and returns a `Value` (see `nncompile.keras.ops.core`).
+
+>>> from nncompile.keras import ops
+>>> ops.softmax(np.zeros((1, 4), "float32"))
+array([[0.25, 0.25, 0.25, 0.25]], dtype=float32)
+"""
+from nncompile.keras.ops.core import active_builder, result_type, tracing
+from nncompile.keras.ops.linalg import dot, einsum, matmul, tensordot
+from nncompile.keras.ops.nn import (average_pool, batch_normalization, binary_crossentropy,
+                                    categorical_crossentropy, conv, elu, gelu, hard_sigmoid,
+                                    layer_normalization, leaky_relu, log_sigmoid, log_softmax,
+                                    max_pool, moments, one_hot, relu, relu6, selu, sigmoid, silu,
+                                    softmax, softplus, softsign, sparse_categorical_crossentropy,
+                                    swish)
+from nncompile.keras.ops.numpy import (abs, absolute, add, all, amax, amin, any, argmax, argmin,
+                                       ceil, clip, cos, cumsum, divide, equal, erf, exp, expm1,
+                                       floor, floor_divide, greater, greater_equal, less,
+                                       less_equal, log, log1p, logical_and, logical_not,
+                                       logical_or, max, maximum, mean, min, minimum, mod,
+                                       multiply, negative, not_equal, power, prod, reciprocal,
+                                       round, rsqrt, sign, sin, sqrt, square, std, subtract, sum,
+                                       tanh, true_divide, var, where)
+from nncompile.keras.ops.arrays import (arange, broadcast_to, cast, concatenate, convert_to_numpy,
+                                       convert_to_tensor, expand_dims, flip, full, full_like,
+                                       getitem, moveaxis, ones, ones_like, pad, reshape, shape,
+                                       slice, split, squeeze, stack, take, take_along_axis,
+                                       transpose, zeros, zeros_like)
+
+__all__ = [name for name in dir() if not name.startswith("_")
+           and name not in ("arrays", "core", "linalg", "nn", "numpy")]

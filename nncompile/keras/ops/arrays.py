@@ -1,0 +1,370 @@
+"""Array manipulation ops of `keras.ops`: shapes, joins and splits, indexing, casts, fills.
+
+    >>> from nncompile.keras import ops
+    >>> ops.expand_dims(np.zeros((2, 3)), 0).shape
+    (1, 2, 3)
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from nncompile.ir import Value
+from nncompile.ir.ops.shape import SLICE_END
+from nncompile.ir.types import is_symbol
+from nncompile.keras.ops.core import (EagerValue, canonical_axes, canonical_axis, ir_dtype,
+                                      keras_op, result_type, shape_of, standardize_dtype, tensor,
+                                      tensors)
+
+
+@keras_op
+def cast(b, x, dtype):
+    """`x` converted to `dtype`.
+
+    >>> cast(np.array([1.7, -1.7]), "int32")
+    array([ 1, -1], dtype=int32)
+    """
+    return tensor(b, tensor(b, x), standardize_dtype(dtype))
+
+
+@keras_op
+def convert_to_tensor(b, x, dtype=None, sparse=None, ragged=None):
+    """`x` as a tensor (an array eagerly, a Value while tracing)."""
+    return tensor(b, x, None if dtype is None else standardize_dtype(dtype))
+
+
+def convert_to_numpy(x) -> np.ndarray:
+    """`x` as a numpy array; a traced tensor has no value yet and is refused."""
+    if isinstance(x, Value):
+        raise ValueError("ops.convert_to_numpy: a traced tensor (an IR Value) has no value "
+                         "until the compiled model runs")
+    return np.asarray(x)
+
+
+def shape(x) -> tuple:
+    """The shape of `x`, None for dimensions known only when the model runs (the batch)."""
+    return shape_of(x)
+
+
+def _target_shape(v, newshape) -> list:
+    """Keras's reshape target (None or -1 for the inferred dimension) as the IR's: a -1 that can
+    only stand for the input's one symbolic dimension (the batch) becomes that symbol."""
+    newshape = [newshape] if isinstance(newshape, (int, np.integer)) else list(newshape)
+    target = [-1 if d is None else int(d) for d in newshape]
+    symbols = [d for d in v.type.shape if is_symbol(d)]
+    if -1 in target and len(symbols) == 1:
+        static_in = math.prod(d for d in v.type.shape if not is_symbol(d))
+        if static_in == -math.prod(target):
+            target[target.index(-1)] = symbols[0]
+    return target
+
+
+@keras_op
+def reshape(b, x, newshape):
+    """`x` with the same elements in `newshape` (one dimension may be -1).
+
+    >>> reshape(np.arange(6), (2, -1)).shape
+    (2, 3)
+    """
+    v = tensor(b, x)
+    return b.reshape(v, shape=_target_shape(v, newshape))
+
+
+@keras_op
+def transpose(b, x, axes=None):
+    """`x` with its axes permuted (default: reversed)."""
+    v = tensor(b, x)
+    rank = v.type.rank
+    perm = list(range(rank))[::-1] if axes is None else [canonical_axis(a, rank, "transpose")
+                                                         for a in axes]
+    return b.transpose(v, perm=perm)
+
+
+@keras_op
+def moveaxis(b, x, source, destination):
+    """`x` with axes `source` moved to positions `destination`."""
+    v = tensor(b, x)
+    rank = v.type.rank
+    src = [canonical_axis(a, rank, "moveaxis") for a in np.atleast_1d(source)]
+    dst = [canonical_axis(a, rank, "moveaxis") for a in np.atleast_1d(destination)]
+    rest = iter(a for a in range(rank) if a not in src)
+    placed = dict(zip(dst, src))
+    return b.transpose(v, perm=[placed[i] if i in placed else next(rest) for i in range(rank)])
+
+
+def _reshaped(b, v, dims):
+    return v if tuple(dims) == tuple(v.type.shape) else b.reshape(v, shape=list(dims))
+
+
+@keras_op
+def expand_dims(b, x, axis):
+    """`x` with new axes of size 1 at `axis` (an int or a tuple)."""
+    v = tensor(b, x)
+    rank = v.type.rank + (1 if isinstance(axis, (int, np.integer)) else len(axis))
+    new = canonical_axes(axis, rank, "expand_dims")
+    dims = iter(v.type.shape)
+    return b.reshape(v, shape=[1 if a in new else next(dims) for a in range(rank)])
+
+
+@keras_op
+def squeeze(b, x, axis=None):
+    """`x` without the axes of size 1 named by `axis` (None: all of them)."""
+    v = tensor(b, x)
+    dims = v.type.shape
+    if axis is None:
+        drop = [a for a, d in enumerate(dims) if d == 1]
+    else:
+        drop = canonical_axes(axis, v.type.rank, "squeeze")
+        for a in drop:
+            if dims[a] != 1:
+                raise ValueError(f"Cannot squeeze axis {a}, because the dimension is not 1.")
+    return _reshaped(b, v, [d for a, d in enumerate(dims) if a not in drop])
+
+
+@keras_op
+def concatenate(b, xs, axis=0):
+    """The tensors `xs` joined along `axis`."""
+    vs = tensors(b, *xs)
+    return b.concat(*vs, axis=canonical_axis(axis, vs[0].type.rank, "concatenate"))
+
+
+@keras_op
+def stack(b, x, axis=0):
+    """The tensors `x`, all of one shape, stacked along a new `axis`."""
+    vs = tensors(b, *x)
+    rank = vs[0].type.rank + 1
+    axis = canonical_axis(axis, rank, "stack")
+    dims = list(vs[0].type.shape)
+    expanded = [b.reshape(v, shape=dims[:axis] + [1] + dims[axis:]) for v in vs]
+    return expanded[0] if len(vs) == 1 else b.concat(*expanded, axis=axis)
+
+
+def _slice_axis(b, v, axis: int, start: int, stop: int, step: int = 1):
+    return b.slice(v, starts=[start], ends=[stop], axes=[axis], steps=[step])
+
+
+@keras_op
+def split(b, x, indices_or_sections, axis=0):
+    """`x` cut along `axis` into equal sections or at the given indices; a list back.
+
+    >>> [p.tolist() for p in split(np.arange(4), [1])]
+    [[0], [1, 2, 3]]
+    """
+    v = tensor(b, x)
+    axis = canonical_axis(axis, v.type.rank, "split")
+    n = v.type.shape[axis]
+    if is_symbol(n):
+        raise NotImplementedError(f"ops.split: axis {axis} has symbolic length {n!r}; "
+                                  f"nncompile splits static axes only")
+    if isinstance(indices_or_sections, (int, np.integer)):
+        if n % indices_or_sections:
+            raise ValueError("array split does not result in an equal division")
+        cuts = list(range(0, n, n // indices_or_sections))[1:]
+    else:
+        cuts = [int(i) for i in indices_or_sections]
+    bounds = [0, *cuts, n]
+    return [_slice_axis(b, v, axis, lo, max(lo, hi)) for lo, hi in zip(bounds, bounds[1:])]
+
+
+def _flat(b, v):
+    return b.reshape(v, shape=[-1])
+
+
+def _indices(b, indices):
+    idx = tensor(b, indices)
+    if not idx.type.dtype.is_int:
+        idx = tensor(b, idx, "int32")
+    return idx
+
+
+@keras_op
+def take(b, x, indices, axis=None):
+    """Elements of `x` at `indices` along `axis` (None: of the flattened `x`); negative
+    indices count from the end.
+
+    >>> take(np.array([[1, 2], [3, 4]]), np.array([1, -1]), axis=1).tolist()
+    [[2, 2], [4, 4]]
+    """
+    v = tensor(b, x)
+    if axis is None:
+        v, axis = _flat(b, v), 0
+    return b.gather(v, _indices(b, indices), axis=canonical_axis(axis, v.type.rank, "take"))
+
+
+@keras_op
+def take_along_axis(b, x, indices, axis=None):
+    """`x[..., indices[..., j], ...]` along `axis`, the other axes broadcast (numpy's).
+
+    Each pick is a compare-and-select over the axis, so it broadcasts over a symbolic batch.
+    """
+    v, idx = tensor(b, x), _indices(b, indices)
+    if axis is None:
+        v, idx, axis = _flat(b, v), _flat(b, idx), 0
+    rank = v.type.rank
+    if idx.type.rank != rank:
+        raise ValueError(f"ops.take_along_axis: `indices` must have the rank of `x` ({rank}); "
+                         f"got {idx.type.rank}")
+    axis = canonical_axis(axis, rank, "take_along_axis")
+    n = v.type.shape[axis]
+    # Move `axis` last: x (..., 1, n) against indices (..., m, 1) and the positions 0..n-1.
+    to_end = [a for a in range(rank) if a != axis] + [axis]
+    xm, im = b.transpose(v, perm=to_end), b.transpose(idx, perm=to_end)
+    xm = b.reshape(xm, shape=[*xm.type.shape[:-1], 1, n])
+    im = b.reshape(im, shape=[*im.type.shape, 1])
+    wrapped = b.select(b.less(im, b.scalar(0, im)), b.add(im, b.scalar(n, im)), im)
+    hit = b.equal(wrapped, b.constant(np.arange(n).astype(im.type.dtype.numpy)))
+    picked = b.reduce_sum(b.select(hit, xm, b.scalar(0, xm)), axes=[rank], keepdims=False)
+    return b.transpose(picked, perm=list(np.argsort(to_end)))
+
+
+@keras_op
+def slice(b, inputs, start_indices, shape):  # noqa: A001  (Keras's name)
+    """The block of `inputs` starting at `start_indices` with size `shape` (static starts)."""
+    v = tensor(b, inputs)
+    starts = [int(s) for s in np.asarray(start_indices)]
+    return b.slice(v, starts=starts, ends=[s + int(n) for s, n in zip(starts, shape)],
+                   axes=list(range(len(starts))), steps=[1] * len(starts))
+
+
+def getitem(x, key):
+    """`x[key]` for a tensor being traced (ints, slices, None, Ellipsis, one index tensor), as
+    the tracer's `__getitem__` needs it; arrays index themselves.
+
+    >>> getitem(np.arange(6).reshape(2, 3), (slice(None), -1)).tolist()
+    [2, 5]
+    """
+    if not isinstance(x, Value):
+        return np.asarray(x)[key]
+    return _getitem(x, key)
+
+
+@keras_op
+def _getitem(b, x, key):
+    key = key if isinstance(key, tuple) else (key,)
+    if any(isinstance(k, (Value, EagerValue, np.ndarray, list)) for k in key):
+        if len(key) != 1:
+            raise NotImplementedError("ops: indexing with a tensor is supported alone "
+                                      "(x[indices]), not mixed with other indices")
+        return b.gather(x, _indices(b, key[0]), axis=0)
+    explicit = sum(1 for k in key if k is not None and k is not Ellipsis)
+    if explicit > x.type.rank:
+        raise IndexError(f"too many indices for a tensor of rank {x.type.rank}")
+    at = key.index(Ellipsis) if Ellipsis in key else len(key)
+    whole = (_ALL,) * (x.type.rank - explicit)
+    return _index(b, x, [*key[:at], *whole, *key[at + 1:]])
+
+
+_ALL = __builtins__["slice"](None) if isinstance(__builtins__, dict) else __builtins__.slice(None)
+
+
+def _index(b, x, key: list):
+    """One slice op for the int and slice entries, then one reshape that drops the int-indexed
+    axes and adds the None ones."""
+    starts, ends, axes, steps, out = [], [], [], [], []
+    axis = 0
+    for k in key:
+        if k is None:
+            out.append(None)
+            continue
+        n = x.type.shape[axis]
+        if isinstance(k, (int, np.integer)):
+            if not is_symbol(n) and not -n <= k < n:
+                raise IndexError(f"index {k} is out of bounds for axis {axis} with size {n}")
+            start = int(k) % n if not is_symbol(n) else int(k)
+            starts, ends, steps = starts + [start], ends + [start + 1], steps + [1]
+            axes.append(axis)
+        else:
+            if k != _ALL:
+                start, stop, step = _bounds(k, n)
+                starts, ends, steps = starts + [start], ends + [stop], steps + [step]
+                axes.append(axis)
+            out.append(axis)
+        axis += 1
+    if axes:
+        x = b.slice(x, starts=starts, ends=ends, axes=axes, steps=steps)
+    return _reshaped(b, x, [1 if a is None else x.type.shape[a] for a in out])
+
+
+def _bounds(k, n) -> tuple[int, int, int]:
+    """A Python slice as the IR slice's start, end and step on an axis of size n."""
+    if is_symbol(n):
+        return k.start or 0, SLICE_END if k.stop is None else k.stop, k.step or 1
+    start, stop, step = k.indices(n)
+    # Stepping down to "before index 0" is stop -1 to Python but "the last" to the IR.
+    return start, (-n - 1 if stop < 0 else stop), step
+
+
+@keras_op
+def flip(b, x, axis=None):
+    """`x` with the order of elements along `axis` (None: all axes) reversed."""
+    v = tensor(b, x)
+    axes = canonical_axes(axis, v.type.rank, "flip")
+    n = len(axes)
+    return b.slice(v, starts=[-1] * n, ends=[-SLICE_END] * n, axes=axes, steps=[-1] * n)
+
+
+@keras_op
+def broadcast_to(b, x, shape):
+    """`x` broadcast to `shape` (numpy's rules)."""
+    return b.broadcast(tensor(b, x), shape=[int(d) for d in shape])
+
+
+@keras_op
+def pad(b, x, pad_width, mode="constant", constant_values=None):
+    """`x` padded with `constant_values` (default 0); pad_width as numpy's ((before, after), ...)."""
+    if mode != "constant":
+        raise NotImplementedError(f"ops.pad: mode {mode!r} is not supported by nncompile; "
+                                  f"only 'constant'")
+    v = tensor(b, x)
+    widths = np.broadcast_to(np.asarray(pad_width, dtype=np.int64), (v.type.rank, 2))
+    return b.pad(v, pads=widths.reshape(-1).tolist(), value=float(constant_values or 0))
+
+
+def _like(b, x, value, dtype):
+    """`value` in x's shape (symbolic dimensions included), in `dtype` or x's."""
+    v = tensor(b, x)
+    dtype = standardize_dtype(dtype) if dtype is not None else result_type(v)
+    return b.broadcast(tensor(b, np.asarray(value), dtype), shape=list(v.type.shape))
+
+
+@keras_op
+def zeros_like(b, x, dtype=None):
+    """Zeros of x's shape, in `dtype` or x's."""
+    return _like(b, x, 0, dtype)
+
+
+@keras_op
+def ones_like(b, x, dtype=None):
+    """Ones of x's shape, in `dtype` or x's."""
+    return _like(b, x, 1, dtype)
+
+
+@keras_op
+def full_like(b, x, fill_value, dtype=None):
+    """`fill_value` in x's shape, in `dtype` or x's."""
+    return _like(b, x, fill_value, dtype)
+
+
+def zeros(shape, dtype=None) -> np.ndarray:
+    """Zeros of `shape` in `dtype` (default floatx): a constant."""
+    return np.zeros(shape, ir_dtype(dtype).numpy)
+
+
+def ones(shape, dtype=None) -> np.ndarray:
+    """Ones of `shape` in `dtype` (default floatx): a constant."""
+    return np.ones(shape, ir_dtype(dtype).numpy)
+
+
+def full(shape, fill_value, dtype=None) -> np.ndarray:
+    """`fill_value` in `shape`, in `dtype` (default: Keras's dtype of the value): a constant."""
+    return np.full(shape, fill_value, ir_dtype(dtype if dtype is not None
+                                               else result_type(fill_value)).numpy)
+
+
+def arange(start, stop=None, step=1, dtype=None) -> np.ndarray:
+    """`start, start + step, ...` below `stop`: a constant (Keras's dtype of the bounds)."""
+    if stop is None:
+        start, stop = 0, start
+    dtype = dtype if dtype is not None else result_type(start, stop, step)
+    return np.arange(start, stop, step).astype(ir_dtype(dtype).numpy)

@@ -1,0 +1,362 @@
+"""The numpy-like ops of `keras.ops`: arithmetic, comparisons, math functions and reductions.
+
+    >>> from nncompile.keras import ops
+    >>> ops.mean(np.array([[1, 2], [3, 4]]), axis=0)
+    array([2., 3.], dtype=float32)
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from nncompile.keras.ops.core import (canonical_axes, float_dtype, keras_op, keras_op_named,
+                                      result_type, tensor, tensors)
+
+
+def _binary(op: str, x1, x2, b, dtype=None):
+    """`op` on x1 and x2 promoted to one dtype (Keras's rules unless `dtype` is given)."""
+    return b.op(op, *tensors(b, x1, x2, dtype=dtype))
+
+
+def _arithmetic(op: str, name: str, doc: str):
+    return keras_op_named(lambda b, x1, x2: _binary(op, x1, x2, b), name, doc)
+
+
+add = _arithmetic("add", "add", """Elementwise `x1 + x2`, broadcasting.
+
+    >>> add(np.array([1, 2]), 0.5)
+    array([1.5, 2.5], dtype=float32)
+    """)
+subtract = _arithmetic("sub", "subtract", "Elementwise `x1 - x2`, broadcasting.")
+multiply = _arithmetic("mul", "multiply", "Elementwise `x1 * x2`, broadcasting.")
+maximum = _arithmetic("maximum", "maximum", "Elementwise maximum, broadcasting.")
+minimum = _arithmetic("minimum", "minimum", "Elementwise minimum, broadcasting.")
+
+
+@keras_op
+def divide(b, x1, x2):
+    """Elementwise true division; integers divide in floatx.
+
+    >>> divide(np.array([1, 2]), 2)
+    array([0.5, 1. ], dtype=float32)
+    """
+    return _binary("div", x1, x2, b, dtype=result_type(x1, x2, float))
+
+
+true_divide = divide
+
+
+def _floor_div(b, x1, x2, dtype: str):
+    """floor(x1 / x2) in `dtype`; integers divide in float64, exact for |values| < 2**53."""
+    wide = "float64" if "int" in dtype else dtype
+    q = b.floor(b.div(*tensors(b, x1, x2, dtype=wide)))
+    return tensor(b, q, dtype)
+
+
+@keras_op
+def floor_divide(b, x1, x2):
+    """Elementwise `x1 // x2` (rounded towards minus infinity, as numpy).
+
+    >>> floor_divide(np.array([7, -7]), 2)
+    array([ 3, -4], dtype=int32)
+    """
+    dtype = result_type(x1, x2)
+    if dtype == "bool":
+        dtype = "int32"
+    return _floor_div(b, x1, x2, dtype)
+
+
+@keras_op
+def mod(b, x1, x2):
+    """Elementwise remainder with the sign of `x2`, as numpy's `%`.
+
+    >>> mod(np.array([7, -7]), 3)
+    array([1, 2], dtype=int32)
+    """
+    dtype = result_type(x1, x2)
+    if dtype == "bool":
+        dtype = "int32"
+    a, d = tensors(b, x1, x2, dtype=dtype)
+    return b.sub(a, b.mul(_floor_div(b, a, d, dtype), d))
+
+
+@keras_op
+def power(b, x1, x2):
+    """Elementwise `x1 ** x2`; integer powers are computed in float64 and rounded back.
+
+    >>> power(np.array([2, 3]), 2)
+    array([4, 9], dtype=int32)
+    """
+    dtype = result_type(x1, x2)
+    if "float" in dtype:
+        return _binary("pow", x1, x2, b, dtype=dtype)
+    return tensor(b, b.round(_binary("pow", x1, x2, b, dtype="float64")), dtype)
+
+
+def _compare(op: str):
+    def compare(b, x1, x2):
+        dtype = result_type(x1, x2)
+        # bool operands compare as integers: the IR compares numbers only.
+        return b.op(op, *tensors(b, x1, x2, dtype="int32" if dtype == "bool" else dtype))
+    return keras_op_named(compare, op, f"Elementwise `{op}` of x1 and x2 (bool result), "
+                                       f"broadcasting.")
+
+
+equal = _compare("equal")
+not_equal = _compare("not_equal")
+less = _compare("less")
+less_equal = _compare("less_equal")
+greater = _compare("greater")
+greater_equal = _compare("greater_equal")
+
+
+def _logical(op: str):
+    def logical(b, x1, x2):
+        return b.op(op, *tensors(b, x1, x2, dtype="bool"))
+    return keras_op_named(logical, op, f"Elementwise `{op}` of x1 and x2 taken as bools.")
+
+
+logical_and = _logical("logical_and")
+logical_or = _logical("logical_or")
+
+
+@keras_op
+def logical_not(b, x):
+    """Elementwise not of `x` taken as bool."""
+    return b.logical_not(tensor(b, x, "bool"))
+
+
+@keras_op
+def where(b, condition, x1=None, x2=None):
+    """`x1` where `condition` holds, else `x2` (both required: nncompile has no `nonzero`).
+
+    >>> where(np.array([True, False]), 1.0, np.array([5, 6]))
+    array([1., 6.], dtype=float32)
+    """
+    if x1 is None or x2 is None:
+        raise NotImplementedError("ops.where with one argument (the indices of nonzero "
+                                  "elements) has a data-dependent shape, which nncompile's "
+                                  "IR cannot express; pass x1 and x2")
+    return b.select(tensor(b, condition, "bool"), *tensors(b, x1, x2))
+
+
+@keras_op
+def clip(b, x, x_min, x_max):
+    """`x` limited to [x_min, x_max]; bools clip as int32.
+
+    >>> clip(np.array([-1.0, 0.5, 3.0]), 0, 1)
+    array([0. , 0.5, 1. ])
+    """
+    dtype = result_type(x)
+    dtype = "int32" if dtype == "bool" else dtype
+    lo, hi = tensor(b, x_min, dtype), tensor(b, x_max, dtype)
+    return b.minimum(b.maximum(tensor(b, x, dtype), lo), hi)
+
+
+# --- unary -------------------------------------------------------------------------------------
+
+def _same_dtype(op: str):
+    """A unary op keeping the dtype (bools compute as int32, as Keras's)."""
+    def fn(b, x):
+        dtype = result_type(x)
+        return b.op(op, tensor(b, x, "int32" if dtype == "bool" else dtype))
+    return fn
+
+
+def _float_unary(op: str):
+    """A unary float op: integer and bool inputs compute in floatx (floor and ceil too, whose
+    float result on integers is Keras's)."""
+    return lambda b, x: b.op(op, tensor(b, x, float_dtype(x)))
+
+
+def _named(factory, op: str, name: str, doc: str):
+    return keras_op_named(factory(op), name, doc)
+
+
+negative = _named(_same_dtype, "neg", "negative", "Elementwise `-x`.")
+absolute = _named(_same_dtype, "abs", "absolute", "Elementwise `|x|`.")
+abs = absolute  # noqa: A001  (Keras's name)
+square = _named(_same_dtype, "square", "square", "Elementwise `x * x`.")
+sign = _named(_same_dtype, "sign", "sign", "Elementwise -1, 0 or 1 by the sign of `x`.")
+exp = _named(_float_unary, "exp", "exp", "Elementwise `e ** x`.")
+expm1 = _named(_float_unary, "expm1", "expm1", "Elementwise `exp(x) - 1`, exact near 0.")
+log = _named(_float_unary, "log", "log", "Elementwise natural logarithm.")
+log1p = _named(_float_unary, "log1p", "log1p", "Elementwise `log(1 + x)`, exact near 0.")
+sqrt = _named(_float_unary, "sqrt", "sqrt", "Elementwise square root.")
+rsqrt = _named(_float_unary, "rsqrt", "rsqrt", "Elementwise `1 / sqrt(x)`.")
+reciprocal = _named(_float_unary, "reciprocal", "reciprocal", "Elementwise `1 / x`.")
+sin = _named(_float_unary, "sin", "sin", "Elementwise sine.")
+cos = _named(_float_unary, "cos", "cos", "Elementwise cosine.")
+tanh = _named(_float_unary, "tanh", "tanh", "Elementwise hyperbolic tangent.")
+erf = _named(_float_unary, "erf", "erf", "Elementwise error function.")
+
+
+floor = _named(_float_unary, "floor", "floor", "Elementwise largest whole number <= x.")
+ceil = _named(_float_unary, "ceil", "ceil", "Elementwise smallest whole number >= x.")
+
+
+@keras_op
+def round(b, x, decimals=0):  # noqa: A001  (Keras's name)
+    """Elementwise rounding half to even at `decimals` digits; integers stay integers.
+
+    >>> round(np.array([0.5, 1.5, 0.26]), 1)
+    array([0.5, 1.5, 0.3])
+    """
+    dtype = result_type(x)
+    if "int" in dtype and decimals >= 0:
+        return tensor(b, x, dtype)
+    v = tensor(b, x, float_dtype(x))
+    if decimals == 0:
+        return b.round(v)
+    scale = b.scalar(10.0 ** decimals, v)
+    return tensor(b, b.div(b.round(b.mul(v, scale)), scale), dtype if "int" in dtype else None)
+
+
+# --- reductions -----------------------------------------------------------------------------
+
+def _reduce(b, op: str, v, axis, keepdims: bool, name: str):
+    axes = canonical_axes(axis, v.type.rank, name)
+    if not axes:
+        return v
+    return b.op(op, v, axes=axes, keepdims=keepdims)
+
+
+def _accumulating_dtype(x) -> str:
+    """sum/prod's result dtype: bool and narrow integers accumulate in int32, as Keras's."""
+    dtype = result_type(x)
+    return "int32" if dtype in ("bool", "int8", "uint8", "int16", "uint16") else dtype
+
+
+@keras_op
+def sum(b, x, axis=None, keepdims=False):  # noqa: A001  (Keras's name)
+    """Sum over `axis` (None: all axes).
+
+    >>> sum(np.array([[1, 2], [3, 4]]), axis=1)
+    array([3, 7], dtype=int32)
+    """
+    return _reduce(b, "reduce_sum", tensor(b, x, _accumulating_dtype(x)), axis, keepdims, "sum")
+
+
+@keras_op
+def prod(b, x, axis=None, keepdims=False, dtype=None):
+    """Product over `axis` (None: all axes)."""
+    v = tensor(b, x, dtype or _accumulating_dtype(x))
+    return _reduce(b, "reduce_prod", v, axis, keepdims, "prod")
+
+
+def _mean_parts(b, x, axis, keepdims):
+    """mean in the compute dtype (at least float32) and the dtype to return it in."""
+    compute = result_type(x, "float32")
+    original = result_type(x)
+    out = compute if "int" in original or original == "bool" else original
+    return _reduce(b, "reduce_mean", tensor(b, x, compute), axis, keepdims, "mean"), out
+
+
+@keras_op
+def mean(b, x, axis=None, keepdims=False):
+    """Mean over `axis` (None: all axes); integers average in floatx, float16 in float32."""
+    m, out = _mean_parts(b, x, axis, keepdims)
+    return tensor(b, m, out)
+
+
+def _extremum(op: str, name: str, doc: str):
+    def fn(b, x, axis=None, keepdims=False, initial=None):
+        dtype = result_type(x)
+        # The IR reduces numbers: bools reduce as int32 and come back as bools.
+        v = tensor(b, x, "int32" if dtype == "bool" else dtype)
+        out = _reduce(b, op, v, axis, keepdims, name)
+        if initial is not None:
+            out = b.op("maximum" if op == "reduce_max" else "minimum", out,
+                       tensor(b, initial, out.type.dtype))
+        return tensor(b, out, dtype)
+    return keras_op_named(fn, name, doc)
+
+
+max = _extremum("reduce_max", "max", "Maximum over `axis` (None: all), at least `initial`.")  # noqa: A001
+min = _extremum("reduce_min", "min", "Minimum over `axis` (None: all), at most `initial`.")  # noqa: A001
+amax, amin = max, min
+
+
+def _variance(b, x, axis, keepdims):
+    compute = result_type(x, "float32")
+    v = tensor(b, x, compute)
+    axes = canonical_axes(axis, v.type.rank, "var")
+    centred = b.sub(v, b.reduce_mean(v, axes=axes, keepdims=True)) if axes else b.sub(v, v)
+    return _reduce(b, "reduce_mean", b.square(centred), axes, keepdims, "var")
+
+
+@keras_op
+def var(b, x, axis=None, keepdims=False):
+    """Variance (population, ddof=0) over `axis`; integers in floatx."""
+    return tensor(b, _variance(b, x, axis, keepdims), result_type(x, float))
+
+
+@keras_op
+def std(b, x, axis=None, keepdims=False):
+    """Standard deviation (population, ddof=0) over `axis`; integers in floatx.
+
+    >>> std(np.array([1.0, 3.0]))
+    array(1.)
+    """
+    return tensor(b, b.sqrt(_variance(b, x, axis, keepdims)), result_type(x, float))
+
+
+def _arg(op: str, name: str):
+    def fn(b, x, axis=None, keepdims=False):
+        v = tensor(b, x)
+        v = tensor(b, v, "int32") if v.type.dtype.name == "bool" else v
+        if axis is None:
+            flat = b.reshape(v, shape=[-1])
+            out = b.op(op, flat, axis=0)
+            out = b.reshape(out, shape=[1] * v.type.rank) if keepdims else out
+        else:
+            out = b.op(op, v, axis=canonical_axes(axis, v.type.rank, name)[0], keepdims=keepdims)
+        return tensor(b, out, "int32")
+    return keras_op_named(fn, name, f"Index (int32) of the first {name[3:]}imum along `axis` "
+                                    f"(None: of the flattened tensor).")
+
+
+argmax = _arg("argmax", "argmax")
+argmin = _arg("argmin", "argmin")
+
+
+@keras_op
+def all(b, x, axis=None, keepdims=False):  # noqa: A001  (Keras's name)
+    """Whether every element along `axis` is nonzero."""
+    ones = tensor(b, tensor(b, x, "bool"), "int32")
+    return b.greater(_reduce(b, "reduce_min", ones, axis, keepdims, "all"), b.scalar(0, ones))
+
+
+@keras_op
+def any(b, x, axis=None, keepdims=False):  # noqa: A001  (Keras's name)
+    """Whether some element along `axis` is nonzero."""
+    ones = tensor(b, tensor(b, x, "bool"), "int32")
+    return b.greater(_reduce(b, "reduce_max", ones, axis, keepdims, "any"), b.scalar(0, ones))
+
+
+@keras_op
+def cumsum(b, x, axis=None, dtype=None):
+    """Running sum along `axis` (None: of the flattened tensor).
+
+    Expressed as a product with a triangular matrix of ones, so the axis must have a static
+    length (the scan op would serve a symbolic one).
+
+    >>> cumsum(np.array([1, 2, 3]))
+    array([1, 3, 6], dtype=int32)
+    """
+    out = dtype or result_type(x)
+    out = "int32" if out == "bool" else out
+    v = tensor(b, x, out)
+    if axis is None:
+        v, axis = b.reshape(v, shape=[-1]), 0
+    rank = v.type.rank
+    axis = canonical_axes(axis, rank, "cumsum")[0]
+    n = v.type.shape[axis]
+    if not isinstance(n, int):
+        raise NotImplementedError(f"ops.cumsum: axis {axis} has symbolic length {n!r}; "
+                                  f"nncompile needs a static length there")
+    perm = [a for a in range(rank) if a != axis] + [axis]
+    moved = b.transpose(v, perm=perm)
+    upper = b.constant(np.triu(np.ones((n, n))).astype(moved.type.dtype.numpy))
+    summed = b.matmul(b.reshape(moved, shape=[*moved.type.shape[:-1], 1, n]), upper)
+    summed = b.reshape(summed, shape=moved.type.shape)
+    return b.transpose(summed, perm=list(np.argsort(perm)))
