@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import builtins
 import math
 
 import numpy as np
@@ -227,63 +228,61 @@ def slice(b, inputs, start_indices, shape):  # noqa: A001  (Keras's name)
                    axes=list(range(len(starts))), steps=[1] * len(starts))
 
 
-def getitem(x, key):
-    """`x[key]` for a tensor being traced (ints, slices, None, Ellipsis, one index tensor), as
-    the tracer's `__getitem__` needs it; arrays index themselves.
+@keras_op
+def getitem(b, x, key):
+    """`x[key]` with ints, slices, None, Ellipsis, or one index tensor (a gather along axis 0):
+    what a traced tensor's `__getitem__` calls.
 
     >>> getitem(np.arange(6).reshape(2, 3), (slice(None), -1)).tolist()
     [2, 5]
     """
-    if not isinstance(x, Value):
-        return np.asarray(x)[key]
-    return _getitem(x, key)
-
-
-@keras_op
-def _getitem(b, x, key):
+    v = tensor(b, x)
     key = key if isinstance(key, tuple) else (key,)
     if any(isinstance(k, (Value, EagerValue, np.ndarray, list)) for k in key):
         if len(key) != 1:
-            raise NotImplementedError("ops: indexing with a tensor is supported alone "
+            raise NotImplementedError("ops.getitem: an index tensor is supported alone "
                                       "(x[indices]), not mixed with other indices")
-        return b.gather(x, _indices(b, key[0]), axis=0)
+        return b.gather(v, _indices(b, key[0]), axis=0)
     explicit = sum(1 for k in key if k is not None and k is not Ellipsis)
-    if explicit > x.type.rank:
-        raise IndexError(f"too many indices for a tensor of rank {x.type.rank}")
+    if explicit > v.type.rank:
+        raise IndexError(f"too many indices for a tensor of rank {v.type.rank}")
     at = key.index(Ellipsis) if Ellipsis in key else len(key)
-    whole = (_ALL,) * (x.type.rank - explicit)
-    return _index(b, x, [*key[:at], *whole, *key[at + 1:]])
+    whole = (_ALL,) * (v.type.rank - explicit)
+    return _index(b, v, [*key[:at], *whole, *key[at + 1:]])
 
 
-_ALL = __builtins__["slice"](None) if isinstance(__builtins__, dict) else __builtins__.slice(None)
+_ALL = builtins.slice(None)
 
 
 def _index(b, x, key: list):
     """One slice op for the int and slice entries, then one reshape that drops the int-indexed
     axes and adds the None ones."""
-    starts, ends, axes, steps, out = [], [], [], [], []
+    cuts = {"starts": [], "ends": [], "axes": [], "steps": []}
+    kept = []      # per output axis: the input axis it comes from, or None for a new axis
+
+    def cut(axis, start, end, step):
+        for name, value in zip(cuts, (start, end, axis, step)):
+            cuts[name].append(value)
+
     axis = 0
     for k in key:
         if k is None:
-            out.append(None)
+            kept.append(None)
             continue
         n = x.type.shape[axis]
         if isinstance(k, (int, np.integer)):
             if not is_symbol(n) and not -n <= k < n:
                 raise IndexError(f"index {k} is out of bounds for axis {axis} with size {n}")
-            start = int(k) % n if not is_symbol(n) else int(k)
-            starts, ends, steps = starts + [start], ends + [start + 1], steps + [1]
-            axes.append(axis)
+            start = int(k) if is_symbol(n) else int(k) % n
+            cut(axis, start, start + 1, 1)
         else:
             if k != _ALL:
-                start, stop, step = _bounds(k, n)
-                starts, ends, steps = starts + [start], ends + [stop], steps + [step]
-                axes.append(axis)
-            out.append(axis)
+                cut(axis, *_bounds(k, n))
+            kept.append(axis)
         axis += 1
-    if axes:
-        x = b.slice(x, starts=starts, ends=ends, axes=axes, steps=steps)
-    return _reshaped(b, x, [1 if a is None else x.type.shape[a] for a in out])
+    if cuts["axes"]:
+        x = b.slice(x, **cuts)
+    return _reshaped(b, x, [1 if a is None else x.type.shape[a] for a in kept])
 
 
 def _bounds(k, n) -> tuple[int, int, int]:

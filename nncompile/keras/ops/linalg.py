@@ -70,7 +70,7 @@ def tensordot(b, x1, x2, axes=2):
         sc[j] = sa[i]
     out = [s for i, s in enumerate(sa) if i not in axes_a] + [s for j, s in enumerate(sc)
                                                               if j not in axes_c]
-    return _einsum(b, f"{''.join(sa)},{''.join(sc)}->{''.join(out)}", [x1, x2])
+    return _einsum(b, f"{''.join(sa)},{''.join(sc)}->{''.join(out)}", [a, c])
 
 
 @keras_op
@@ -81,7 +81,7 @@ def dot(b, x1, x2):
     if a.type.rank == 0 or c.type.rank == 0:
         dtype = result_type(x1, x2)
         return b.mul(tensor(b, a, dtype), tensor(b, c, dtype))
-    return tensordot.__wrapped__(b, x1, x2, axes=([-1], [max(c.type.rank - 2, 0)]))
+    return tensordot.__wrapped__(b, a, c, axes=([-1], [max(c.type.rank - 2, 0)]))
 
 
 @keras_op

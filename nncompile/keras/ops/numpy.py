@@ -271,8 +271,10 @@ def _extremum(op: str, name: str, doc: str):
     return keras_op_named(fn, name, doc)
 
 
-max = _extremum("reduce_max", "max", "Maximum over `axis` (None: all), at least `initial`.")  # noqa: A001
-min = _extremum("reduce_min", "min", "Minimum over `axis` (None: all), at most `initial`.")  # noqa: A001
+max = _extremum("reduce_max", "max",  # noqa: A001  (Keras's name)
+                "Maximum over `axis` (None: all), at least `initial`.")
+min = _extremum("reduce_min", "min",  # noqa: A001  (Keras's name)
+                "Minimum over `axis` (None: all), at most `initial`.")
 amax, amin = max, min
 
 
