@@ -20,7 +20,7 @@ from nncompile.ir.types import BATCH
 from nncompile.keras.ops.core import (EagerBuilder, _unwrap, active_builder, builder_for,
                                       float_dtype, standardize_dtype, tensor)
 
-__all__ = ["SeedGenerator", "dropout", "normal", "uniform"]
+__all__ = ["SeedGenerator", "dropout", "normal", "randint", "uniform"]
 
 
 class SeedGenerator:
@@ -97,6 +97,14 @@ def normal(shape, mean=0.0, stddev=1.0, dtype=None, seed=None):
     z = b.mul(radius, b.cos(b.mul(second, b.scalar(2 * np.pi, u))))
     out = b.add(b.mul(z, b.scalar(stddev, z)), b.scalar(mean, z))
     return _unwrap(tensor(b, out, standardize_dtype(dtype)))
+
+
+def randint(shape, minval, maxval, dtype="int32", seed=None):
+    """Integers uniform in [minval, maxval) of `shape`."""
+    b = _builder()
+    u = _uniform01(b, _dims(shape), seed)
+    ints = b.floor(b.mul(u, b.scalar(maxval - minval, u)))
+    return _unwrap(tensor(b, b.add(ints, b.scalar(minval, u)), standardize_dtype(dtype)))
 
 
 def dropout(inputs, rate, noise_shape=None, seed=None):

@@ -77,9 +77,21 @@ def _erf(x):
     ("reciprocal", np.reciprocal, POS), ("square", np.square, A), ("sign", np.sign, A),
     ("floor", np.floor, A * 3), ("ceil", np.ceil, A * 3), ("round", np.round, A * 3),
     ("sin", np.sin, A), ("cos", np.cos, A), ("tanh", np.tanh, A), ("erf", _erf, A),
+    ("tan", np.tan, A), ("sinh", np.sinh, A), ("cosh", np.cosh, A), ("exp2", np.exp2, A),
+    ("log2", np.log2, POS), ("log10", np.log10, POS), ("trunc", np.trunc, A * 3),
 ])
 def test_unary_math(name, want, data):
     check(getattr(ops, name), [data], want(data), rtol=1e-5)
+
+
+def test_float_classes_and_xor():
+    x = np.array([np.nan, np.inf, -np.inf, 0.0, -2.5], np.float32)
+    for name in ("isnan", "isinf", "isfinite"):
+        check(getattr(ops, name), [x], getattr(np, name)(x))
+        check(getattr(ops, name), [INTS], getattr(np, name)(INTS))
+    a, c = np.array([0, 1, 2, 0]), np.array([0.0, 0.0, 3.0, 1.0])
+    check(ops.logical_xor, [a, c], np.logical_xor(a, c))
+    check(ops.trunc, [INTS], INTS)
 
 
 def test_round_to_decimals_and_integers():
@@ -116,6 +128,18 @@ def test_all_any_and_max_initial():
     check(lambda x: ops.all(x, axis=1), [flags], np.all(flags, axis=1))
     check(lambda x: ops.any(x, axis=0, keepdims=True), [flags], np.any(flags, 0, keepdims=True))
     check(lambda x: ops.max(x, initial=4), [flags], np.max(flags, initial=4))
+
+
+@pytest.mark.parametrize("axis", [None, 1, (0, 2)])
+def test_logsumexp_and_count_nonzero(axis):
+    big = CUBE * 400
+    top = big.max(axis=axis, keepdims=True)
+    want = np.log(np.exp(big - top).sum(axis=axis, keepdims=True)) + top
+    check(lambda x: ops.logsumexp(x, axis=axis, keepdims=True), [big], want, rtol=1e-5)
+    check(lambda x: ops.logsumexp(x, axis=axis), [big], np.squeeze(want, axis), rtol=1e-5)
+    zeros = np.where(CUBE > 0, CUBE, 0)
+    check(lambda x: ops.count_nonzero(x, axis=axis), [zeros],
+          np.count_nonzero(zeros, axis=axis), dtype="int32")
 
 
 def test_reductions_over_a_symbolic_batch():
@@ -282,6 +306,27 @@ def test_slice_flip_pad_broadcast_to():
     check(lambda x: ops.pad(x, ((1, 0), (0, 2)), constant_values=3.0), [A],
           np.pad(A, ((1, 0), (0, 2)), constant_values=3.0))
     check(lambda x: ops.broadcast_to(x, (4, 3)), [ROW], np.broadcast_to(ROW, (4, 3)))
+
+
+def test_more_array_manipulation():
+    check(lambda x: ops.swapaxes(x, 0, -1), [CUBE], np.swapaxes(CUBE, 0, -1))
+    check(ops.ravel, [CUBE], CUBE.ravel())
+    check(lambda x: ops.tile(x, (2, 1, 3)), [CUBE], np.tile(CUBE, (2, 1, 3)))
+    check(lambda x: ops.tile(x, (2, 1, 1)), [A], np.tile(A, (2, 1, 1)))
+    check(lambda x: ops.tile(x, 2), [A], np.tile(A, 2), batched=True)
+    check(lambda x: ops.repeat(x, 2, axis=1), [CUBE], np.repeat(CUBE, 2, axis=1))
+    check(lambda x: ops.repeat(x, 3), [A], np.repeat(A, 3))
+    check(lambda x: ops.repeat(x, [2, 0, 1], axis=-1), [A], np.repeat(A, [2, 0, 1], axis=-1))
+    check(lambda x: ops.unstack(x, axis=1), [CUBE], list(np.moveaxis(CUBE, 1, 0)))
+    check(lambda x: ops.tril(x, -1), [CUBE], np.tril(CUBE, -1))
+    check(lambda x: ops.triu(x, 1), [CUBE], np.triu(CUBE, 1))
+    check(lambda x, y: ops.hstack([x, y]), [A, POS], np.hstack([A, POS]))
+    check(lambda x, y: ops.vstack([x, y]), [A, ROW], np.vstack([A, ROW]))
+    check(ops.outer, [A, ROW], np.outer(A, ROW))
+    check(ops.vdot, [A, POS], np.vdot(A, POS), rtol=1e-5)
+    assert_matches(ops.eye(2, 3, 1), np.eye(2, 3, 1, dtype=np.float32))
+    assert_matches(ops.identity(3, "int32"), np.identity(3, np.int32))
+    assert ops.ndim(CUBE) == 3 and ops.size(CUBE) == 24
 
 
 def test_cast_and_fills():

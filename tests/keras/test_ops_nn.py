@@ -44,6 +44,8 @@ ACTIVATIONS = [
     ("selu", lambda x: 1.0507009873554805 * np.where(x > 0, x, 1.6732632423543772 * np.expm1(x))),
     ("leaky_relu", lambda x: np.where(x >= 0, x, 0.2 * x)),
     ("gelu", lambda x: 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))),
+    ("hard_tanh", lambda x: np.clip(x, -1, 1)),
+    ("hard_silu", lambda x: x * np.clip(x / 6 + 0.5, 0, 1)),
     ("softmax", _softmax),
     ("log_softmax", lambda x: np.log(_softmax(x.astype(np.float64)))),
 ]
@@ -63,6 +65,16 @@ def test_exact_gelu_softmax_axis_and_int_inputs():
     with pytest.raises(NotImplementedError, match=r"ops.softmax: axis=\(0, 1\) \(several "
                                                   r"axes\) is not supported by nncompile"):
         ops.softmax(X, axis=(0, 1))
+
+
+def test_celu_and_glu():
+    check(lambda x: ops.celu(x, alpha=2.0), [X], np.maximum(X, 0) + np.minimum(
+        2.0 * np.expm1(X / 2.0), 0), rtol=1e-5, atol=1e-6)
+    halves = RNG.standard_normal((3, 4)).astype(np.float32)
+    check(ops.glu, [halves], (halves[:, :2] * _sigmoid(halves[:, 2:])).astype(np.float32),
+          rtol=1e-5)
+    with pytest.raises(ValueError, match="axis 1 should have an even size"):
+        ops.glu(X)
 
 
 def test_one_hot():
@@ -181,6 +193,40 @@ def test_layer_normalization():
           [row], np.array([[0.80178368, 3.20713472, 9.62140465]]), rtol=1e-6)
 
 
+def test_rms_normalization_and_normalize():
+    scale = RNG.standard_normal(5).astype(np.float32)
+    check(lambda x: ops.rms_normalization(x, scale, epsilon=1e-3), [X],
+          X / np.sqrt((X ** 2).mean(-1, keepdims=True) + 1e-3) * scale, rtol=1e-5)
+    check(lambda x: ops.normalize(x, axis=0), [X], X / np.linalg.norm(X, axis=0), rtol=1e-5)
+    check(ops.normalize, [np.zeros((1, 3), np.float32)], np.zeros((1, 3), np.float32))
+    with pytest.raises(NotImplementedError, match=r"ops.normalize: order=1 \(only the L2 norm"):
+        ops.normalize(X, order=1)
+
+
+def _attention(q, k, v, keep):
+    """softmax(q k^T / sqrt(H)) v per batch and head, masked positions left out of the softmax."""
+    out = np.zeros(q.shape)
+    for b in range(q.shape[0]):
+        for n in range(q.shape[2]):
+            logits = q[b, :, n] @ k[b, :, n].T / np.sqrt(q.shape[-1])
+            logits = np.where(keep[b, n], logits, -np.inf)
+            out[b, :, n] = _softmax(logits) @ v[b, :, n]
+    return out.astype(np.float32)
+
+
+def test_dot_product_attention():
+    q, k, v = (RNG.standard_normal((2, s, 3, 4)).astype(np.float32) for s in (5, 6, 6))
+    everywhere = np.ones((2, 3, 5, 6), bool)
+    check(ops.dot_product_attention, [q, k, v], _attention(q, k, v, everywhere), rtol=1e-5,
+          atol=1e-6)
+    mask = RNG.random((2, 1, 5, 6)) > 0.3
+    mask[..., 0] = True
+    causal = np.tri(5, 6, dtype=bool)
+    check(lambda a, c, d, m: ops.dot_product_attention(a, c, d, mask=m, is_causal=True),
+          [q, k, v, mask], _attention(q, k, v, np.broadcast_to(mask & causal, everywhere.shape)),
+          rtol=1e-5, atol=1e-6, batched=True)
+
+
 # --- crossentropies ----------------------------------------------------------------------------
 
 EPS = 1e-7
@@ -249,6 +295,11 @@ def test_random_distributions():
     with pytest.raises(ValueError, match="Expected a float value between 0 and 1. Received: "
                                          "rate=1"):
         random.dropout(np.ones(2), 1)
+
+
+def test_randint():
+    ints = random.randint((10000,), -2, 3, seed=5)
+    assert ints.dtype == np.int32 and set(np.unique(ints)) == {-2, -1, 0, 1, 2}
 
 
 def test_traced_random_draws_from_the_graph_seed():

@@ -141,6 +141,124 @@ def stack(b, x, axis=0):
     return expanded[0] if len(vs) == 1 else b.concat(*expanded, axis=axis)
 
 
+@keras_op
+def swapaxes(b, x, axis1, axis2):
+    """`x` with axes axis1 and axis2 exchanged."""
+    v = tensor(b, x)
+    perm = list(range(v.type.rank))
+    i, j = (canonical_axis(a, v.type.rank, "swapaxes") for a in (axis1, axis2))
+    perm[i], perm[j] = j, i
+    return b.transpose(v, perm=perm)
+
+
+@keras_op
+def ravel(b, x):
+    """`x` flattened to one axis."""
+    return b.reshape(tensor(b, x), shape=[-1])
+
+
+def ndim(x) -> int:
+    """The rank of `x`."""
+    return len(shape_of(x))
+
+
+def size(x) -> int:
+    """How many elements `x` has; a traced tensor's symbolic size is not known yet."""
+    dims = shape_of(x)
+    if None in dims:
+        raise ValueError(f"ops.size: the shape {dims} has a dimension known only when the model "
+                         f"runs")
+    return math.prod(dims)
+
+
+@keras_op
+def tile(b, x, repeats):
+    """`x` repeated `repeats[i]` times along axis i (numpy's tile).
+
+    >>> tile(np.array([1, 2]), 2).tolist()
+    [1, 2, 1, 2]
+    """
+    v = tensor(b, x)
+    repeats = [int(r) for r in np.atleast_1d(repeats)]
+    rank = max(v.type.rank, len(repeats))
+    dims = [1] * (rank - v.type.rank) + list(v.type.shape)
+    repeats = [1] * (rank - len(repeats)) + repeats
+    # (1, d0, 1, d1, ...) broadcast to (r0, d0, r1, d1, ...), then each pair merged.
+    paired = [d for dim in dims for d in (1, dim)]
+    spread = b.broadcast(b.reshape(v, shape=paired),
+                         shape=[d for r, dim in zip(repeats, dims) for d in (r, dim)])
+    return b.reshape(spread, shape=[dim if r == 1 else r * dim for r, dim in zip(repeats, dims)])
+
+
+@keras_op
+def repeat(b, x, repeats, axis=None):
+    """Each element of `x` repeated `repeats` times along `axis` (None: of the flattened x);
+    `repeats` may be a list, one count per element.
+
+    >>> repeat(np.array([1, 2]), 2).tolist()
+    [1, 1, 2, 2]
+    """
+    v = tensor(b, x)
+    if axis is None:
+        v, axis = b.reshape(v, shape=[-1]), 0
+    axis = canonical_axis(axis, v.type.rank, "repeat")
+    dims = list(v.type.shape)
+    if np.ndim(repeats) == 0:
+        r = int(repeats)
+        spread = b.broadcast(b.reshape(v, shape=dims[:axis + 1] + [1] + dims[axis + 1:]),
+                             shape=dims[:axis + 1] + [r] + dims[axis + 1:])
+        return b.reshape(spread, shape=dims[:axis] + [dims[axis] * r] + dims[axis + 1:])
+    picks = np.repeat(np.arange(dims[axis]), np.asarray(repeats)).astype(np.int32)
+    return b.gather(v, b.constant(picks), axis=axis)
+
+
+@keras_op
+def unstack(b, x, num=None, axis=0):
+    """`x` cut into its slices along `axis`, that axis dropped; a list back."""
+    v = tensor(b, x)
+    axis = canonical_axis(axis, v.type.rank, "unstack")
+    parts = split.__wrapped__(b, v, v.type.shape[axis], axis=axis)
+    dims = [d for a, d in enumerate(v.type.shape) if a != axis]
+    return [b.reshape(p, shape=dims) for p in parts]
+
+
+def _triangle(b, x, k: int, lower: bool):
+    v = tensor(b, x)
+    rows, cols = v.type.shape[-2:]
+    if is_symbol(rows) or is_symbol(cols):
+        raise NotImplementedError(f"ops.{'tril' if lower else 'triu'}: the last two axes must "
+                                  f"have static sizes in nncompile; got {rows!r}, {cols!r}")
+    keep = np.tri(rows, cols, k, dtype=bool) if lower else ~np.tri(rows, cols, k - 1, dtype=bool)
+    return b.select(b.constant(keep), v, b.scalar(0, v))
+
+
+@keras_op
+def tril(b, x, k=0):
+    """`x` with the elements above the k-th diagonal of its last two axes zeroed."""
+    return _triangle(b, x, k, lower=True)
+
+
+@keras_op
+def triu(b, x, k=0):
+    """`x` with the elements below the k-th diagonal of its last two axes zeroed."""
+    return _triangle(b, x, k, lower=False)
+
+
+@keras_op
+def hstack(b, xs):
+    """The tensors joined along axis 1 (axis 0 for vectors), as numpy's hstack."""
+    vs = tensors(b, *xs)
+    return b.concat(*vs, axis=0 if vs[0].type.rank == 1 else 1)
+
+
+@keras_op
+def vstack(b, xs):
+    """The tensors joined along axis 0, vectors taken as rows, as numpy's vstack."""
+    vs = [v if v.type.rank > 1 else b.reshape(v, shape=[1, *v.type.shape])
+          for v in tensors(b, *xs)]
+    return b.concat(*vs, axis=0)
+
+
 def _slice_axis(b, v, axis: int, start: int, stop: int, step: int = 1):
     return b.slice(v, starts=[start], ends=[stop], axes=[axis], steps=[step])
 
@@ -361,9 +479,20 @@ def full(shape, fill_value, dtype=None) -> np.ndarray:
                                                else result_type(fill_value)).numpy)
 
 
-def arange(start, stop=None, step=1, dtype=None) -> np.ndarray:
+def arange(start, stop=None, step=None, dtype=None) -> np.ndarray:
     """`start, start + step, ...` below `stop`: a constant (Keras's dtype of the bounds)."""
     if stop is None:
         start, stop = 0, start
+    step = 1 if step is None else step
     dtype = dtype if dtype is not None else result_type(start, stop, step)
     return np.arange(start, stop, step).astype(ir_dtype(dtype).numpy)
+
+
+def eye(N, M=None, k=0, dtype=None) -> np.ndarray:
+    """Ones on the k-th diagonal of an N x M matrix (M defaults to N): a constant."""
+    return np.eye(N, M, k, dtype=ir_dtype(dtype).numpy)
+
+
+def identity(n, dtype=None) -> np.ndarray:
+    """The n x n identity matrix: a constant."""
+    return eye(n, dtype=dtype)

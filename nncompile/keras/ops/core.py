@@ -119,7 +119,8 @@ def _unwrap(out):
 
 def keras_op(fn):
     """Make `fn(b, *args)` the op `fn(*args)`: `b` is the builder the arguments call for, and
-    eager results come back as numpy arrays."""
+    eager results come back as numpy arrays. An op made of other ops calls their definitions on
+    its own builder: `other.__wrapped__(b, ...)`."""
     @functools.wraps(fn)
     def op(*args, **kwargs):
         return _unwrap(fn(builder_for(fn.__name__, args, kwargs), *args, **kwargs))
@@ -134,6 +135,11 @@ def keras_op_named(fn, name: str, doc: str):
     fn.__name__ = fn.__qualname__ = name
     fn.__doc__ = doc
     return keras_op(fn)
+
+
+def float_op(name: str, rule, doc: str):
+    """A one-input op computed by `rule(b, v)` on x as a float (ints and bools in floatx)."""
+    return keras_op_named(lambda b, x: rule(b, tensor(b, x, float_dtype(x))), name, doc)
 
 
 # --- dtypes -----------------------------------------------------------------------------------

@@ -85,6 +85,22 @@ def dot(b, x1, x2):
 
 
 @keras_op
+def outer(b, x1, x2):
+    """Every element of x1 (flattened) times every element of x2 (flattened)."""
+    dtype = result_type(x1, x2)
+    a, c = (b.reshape(tensor(b, x, dtype), shape=shape) for x, shape in ((x1, [-1, 1]),
+                                                                        (x2, [1, -1])))
+    return b.mul(a, c)
+
+
+@keras_op
+def vdot(b, x1, x2):
+    """The sum of the products of x1's and x2's elements (both flattened)."""
+    a, c = (b.reshape(v, shape=[-1]) for v in (tensor(b, x1), tensor(b, x2)))
+    return _einsum(b, "i,i->", [a, c])
+
+
+@keras_op
 def einsum(b, subscripts, *operands):
     """Einstein summation over the operands' labelled axes, e.g. "bij,bjk->bik".
 

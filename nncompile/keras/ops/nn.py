@@ -11,9 +11,10 @@ import numpy as np
 
 from nncompile.ir.ops.linalg import same_pads
 from nncompile.keras import backend
-from nncompile.keras.ops.core import (canonical_axes, canonical_axis, float_dtype, keras_op,
-                                      keras_op_named, result_type, shape_of, standardize_dtype,
+from nncompile.keras.ops.core import (canonical_axes, canonical_axis, float_dtype, float_op,
+                                      keras_op, result_type, shape_of, standardize_dtype,
                                       tensor, tensors, unsupported)
+from nncompile.keras.ops.linalg import einsum
 
 
 def _floats(b, x):
@@ -21,33 +22,37 @@ def _floats(b, x):
     return tensor(b, x, float_dtype(x))
 
 
-def _activation(name: str, rule, doc: str):
-    def fn(b, x):
-        return rule(b, _floats(b, x))
-    return keras_op_named(fn, name, doc)
-
-
 def _softplus(b, v):
     # log(1 + e^x) = max(x, 0) + log1p(e^-|x|): no overflow for large |x|.
     return b.add(b.relu(v), b.log1p(b.exp(b.neg(b.abs(v)))))
 
 
-relu = _activation("relu", lambda b, v: b.relu(v), "max(x, 0).")
-relu6 = _activation("relu6", lambda b, v: b.minimum(b.relu(v), b.scalar(6.0, v)),
+relu = float_op("relu", lambda b, v: b.relu(v), "max(x, 0).")
+relu6 = float_op("relu6", lambda b, v: b.minimum(b.relu(v), b.scalar(6.0, v)),
                     "min(max(x, 0), 6).")
-sigmoid = _activation("sigmoid", lambda b, v: b.sigmoid(v), "1 / (1 + exp(-x)).")
-softplus = _activation("softplus", _softplus, "log(1 + exp(x)), computed without overflow.")
-softsign = _activation("softsign", lambda b, v: b.div(v, b.add(b.abs(v), b.scalar(1.0, v))),
+sigmoid = float_op("sigmoid", lambda b, v: b.sigmoid(v), "1 / (1 + exp(-x)).")
+softplus = float_op("softplus", _softplus, "log(1 + exp(x)), computed without overflow.")
+softsign = float_op("softsign", lambda b, v: b.div(v, b.add(b.abs(v), b.scalar(1.0, v))),
                        "x / (|x| + 1).")
-silu = _activation("silu", lambda b, v: b.mul(v, b.sigmoid(v)), "x * sigmoid(x).")
+silu = float_op("silu", lambda b, v: b.mul(v, b.sigmoid(v)), "x * sigmoid(x).")
 swish = silu
-log_sigmoid = _activation("log_sigmoid", lambda b, v: b.neg(_softplus(b, b.neg(v))),
+log_sigmoid = float_op("log_sigmoid", lambda b, v: b.neg(_softplus(b, b.neg(v))),
                           "log(sigmoid(x)) = -softplus(-x).")
-hard_sigmoid = _activation(
-    "hard_sigmoid", lambda b, v: b.minimum(b.relu(b.add(b.div(v, b.scalar(6.0, v)),
-                                                       b.scalar(0.5, v))), b.scalar(1.0, v)),
-    "Piecewise linear sigmoid: clip(x / 6 + 0.5, 0, 1).")
-selu = _activation(
+
+
+def _hard_sigmoid(b, v):
+    return b.minimum(b.relu(b.add(b.div(v, b.scalar(6.0, v)), b.scalar(0.5, v))),
+                     b.scalar(1.0, v))
+
+
+hard_sigmoid = float_op("hard_sigmoid", _hard_sigmoid,
+                        "Piecewise linear sigmoid: clip(x / 6 + 0.5, 0, 1).")
+hard_tanh = float_op("hard_tanh", lambda b, v: b.minimum(b.maximum(v, b.scalar(-1.0, v)),
+                                                      b.scalar(1.0, v)), "clip(x, -1, 1).")
+hard_silu = float_op("hard_silu", lambda b, v: b.mul(v, _hard_sigmoid(b, v)),
+                     "x * hard_sigmoid(x).")
+hard_swish = hard_silu
+selu = float_op(
     "selu", lambda b, v: b.mul(b.scalar(1.0507009873554805, v),
                                _elu(b, v, 1.6732632423543772)),
     "scale * elu(x, alpha) with SELU's constants.")
@@ -61,6 +66,29 @@ def _elu(b, v, alpha: float):
 def elu(b, x, alpha=1.0):
     """x if x > 0, else alpha * (exp(x) - 1)."""
     return _elu(b, _floats(b, x), alpha)
+
+
+@keras_op
+def celu(b, x, alpha=1.0):
+    """max(x, 0) + min(alpha * (exp(x / alpha) - 1), 0)."""
+    v = _floats(b, x)
+    a = b.scalar(alpha, v)
+    return b.add(b.relu(v), b.minimum(b.mul(a, b.expm1(b.div(v, a))), b.scalar(0.0, v)))
+
+
+@keras_op
+def glu(b, x, axis=-1):
+    """The first half of `x` along `axis` gated by the sigmoid of the second half."""
+    v = _floats(b, x)
+    axis = canonical_axis(axis, v.type.rank, "glu")
+    n = v.type.shape[axis]
+    if not isinstance(n, int) or n % 2:
+        raise ValueError(f"axis {axis} should have an even size; received x.shape="
+                         f"{shape_of(v)}")
+    half = n // 2
+    first, second = (b.slice(v, starts=[lo], ends=[lo + half], axes=[axis], steps=[1])
+                     for lo in (0, half))
+    return b.mul(first, b.sigmoid(second))
 
 
 @keras_op
@@ -305,6 +333,69 @@ def layer_normalization(b, x, gamma=None, beta=None, axis=-1, epsilon=None, rms_
     if beta is not None and not rms_scaling:
         out = b.add(out, tensor(b, beta, result_type(v)))
     return out
+
+
+@keras_op
+def rms_normalization(b, x, scale=None, axis=-1, epsilon=None):
+    """x / sqrt(mean(x ** 2) + epsilon) over `axis`, times `scale`; half precision computes in
+    float32."""
+    dtype = float_dtype(x)
+    v = tensor(b, x, result_type(dtype, "float32"))
+    eps = b.scalar(backend.epsilon() if epsilon is None else epsilon, v)
+    axes = canonical_axes(axis, v.type.rank, "rms_normalization")
+    out = b.mul(v, b.rsqrt(b.add(b.reduce_mean(b.square(v), axes=axes, keepdims=True), eps)))
+    if scale is not None:
+        out = b.mul(out, tensor(b, scale, result_type(v)))
+    return tensor(b, out, dtype)
+
+
+@keras_op
+def normalize(b, x, axis=-1, order=2, epsilon=None):
+    """x divided by its L2 norm along `axis` (at least epsilon), as Keras's `order=2`."""
+    if order != 2:
+        raise unsupported("normalize", f"order={order!r} (only the L2 norm, order=2)")
+    v = _floats(b, x)
+    eps = backend.epsilon() if epsilon is None else epsilon
+    squares = b.reduce_sum(b.square(v), axes=canonical_axes(axis, v.type.rank, "normalize"),
+                           keepdims=True)
+    return b.mul(v, b.minimum(b.rsqrt(squares), b.scalar(1.0 / eps, v)))
+
+
+@keras_op
+def dot_product_attention(b, query, key, value, bias=None, mask=None, scale=None,
+                          is_causal=False, flash_attention=None, attn_logits_soft_cap=None):
+    """softmax(query . key / sqrt(H) + bias, masked) . value for (batch, length, heads, H)
+    tensors, as jax.nn.dot_product_attention; masked-out logits become a large negative.
+
+    >>> q = np.ones((1, 2, 1, 4), "float32")
+    >>> dot_product_attention(q, q, q).shape
+    (1, 2, 1, 4)
+    """
+    if flash_attention:
+        raise unsupported("dot_product_attention", "flash_attention=True")
+    if attn_logits_soft_cap is not None:
+        raise unsupported("dot_product_attention", "attn_logits_soft_cap")
+    q, k, v = tensors(b, query, key, value)
+    if q.type.rank != 4:
+        raise ValueError(f"`dot_product_attention` only supports 4D inputs. Received: "
+                         f"query.shape={shape_of(q)}, key.shape={shape_of(k)}, "
+                         f"value.shape={shape_of(v)}.")
+    heads = k.type.shape[-1]
+    scale = 1.0 / np.sqrt(heads) if scale is None else scale
+    logits = einsum.__wrapped__(b, "BTNH,BSNH->BNTS", q, k)
+    logits = b.mul(logits, b.scalar(scale, logits))
+    if bias is not None:
+        logits = b.add(logits, tensor(b, bias, result_type(logits)))
+    keep = None if mask is None else tensor(b, mask, "bool")
+    if is_causal:
+        t, s = logits.type.shape[2:]
+        causal = b.constant(np.tri(t, s, dtype=bool))
+        keep = causal if keep is None else b.logical_and(keep, causal)
+    if keep is not None:
+        large_negative = -0.7 * float(np.finfo(logits.type.dtype.numpy).max)
+        logits = b.select(keep, logits, b.scalar(large_negative, logits))
+    probs = b.softmax(logits, axis=3)
+    return einsum.__wrapped__(b, "BNTS,BSNH->BTNH", probs, v)
 
 
 # --- losses ----------------------------------------------------------------------------------

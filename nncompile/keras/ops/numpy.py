@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from nncompile.keras.ops.core import (canonical_axes, float_dtype, keras_op, keras_op_named,
-                                      result_type, tensor, tensors)
+from nncompile.keras.ops.core import (canonical_axes, float_dtype, float_op, keras_op,
+                                      keras_op_named, result_type, tensor, tensors)
 
 
 def _binary(op: str, x1, x2, b, dtype=None):
@@ -154,44 +154,95 @@ def clip(b, x, x_min, x_max):
 
 # --- unary -------------------------------------------------------------------------------------
 
-def _same_dtype(op: str):
+def _same_dtype(op: str, name: str, doc: str):
     """A unary op keeping the dtype (bools compute as int32, as Keras's)."""
     def fn(b, x):
         dtype = result_type(x)
         return b.op(op, tensor(b, x, "int32" if dtype == "bool" else dtype))
-    return fn
+    return keras_op_named(fn, name, doc)
 
 
-def _float_unary(op: str):
-    """A unary float op: integer and bool inputs compute in floatx (floor and ceil too, whose
-    float result on integers is Keras's)."""
-    return lambda b, x: b.op(op, tensor(b, x, float_dtype(x)))
+def _float(op: str, doc: str):
+    """A unary float op of the IR under its own name (floor and ceil too: their float result
+    on integers is Keras's)."""
+    return float_op(op, lambda b, v: b.op(op, v), doc)
 
 
-def _named(factory, op: str, name: str, doc: str):
-    return keras_op_named(factory(op), name, doc)
-
-
-negative = _named(_same_dtype, "neg", "negative", "Elementwise `-x`.")
-absolute = _named(_same_dtype, "abs", "absolute", "Elementwise `|x|`.")
+negative = _same_dtype("neg", "negative", "Elementwise `-x`.")
+absolute = _same_dtype("abs", "absolute", "Elementwise `|x|`.")
 abs = absolute  # noqa: A001  (Keras's name)
-square = _named(_same_dtype, "square", "square", "Elementwise `x * x`.")
-sign = _named(_same_dtype, "sign", "sign", "Elementwise -1, 0 or 1 by the sign of `x`.")
-exp = _named(_float_unary, "exp", "exp", "Elementwise `e ** x`.")
-expm1 = _named(_float_unary, "expm1", "expm1", "Elementwise `exp(x) - 1`, exact near 0.")
-log = _named(_float_unary, "log", "log", "Elementwise natural logarithm.")
-log1p = _named(_float_unary, "log1p", "log1p", "Elementwise `log(1 + x)`, exact near 0.")
-sqrt = _named(_float_unary, "sqrt", "sqrt", "Elementwise square root.")
-rsqrt = _named(_float_unary, "rsqrt", "rsqrt", "Elementwise `1 / sqrt(x)`.")
-reciprocal = _named(_float_unary, "reciprocal", "reciprocal", "Elementwise `1 / x`.")
-sin = _named(_float_unary, "sin", "sin", "Elementwise sine.")
-cos = _named(_float_unary, "cos", "cos", "Elementwise cosine.")
-tanh = _named(_float_unary, "tanh", "tanh", "Elementwise hyperbolic tangent.")
-erf = _named(_float_unary, "erf", "erf", "Elementwise error function.")
+square = _same_dtype("square", "square", "Elementwise `x * x`.")
+sign = _same_dtype("sign", "sign", "Elementwise -1, 0 or 1 by the sign of `x`.")
+exp = _float("exp", "Elementwise `e ** x`.")
+expm1 = _float("expm1", "Elementwise `exp(x) - 1`, exact near 0.")
+log = _float("log", "Elementwise natural logarithm.")
+log1p = _float("log1p", "Elementwise `log(1 + x)`, exact near 0.")
+sqrt = _float("sqrt", "Elementwise square root.")
+rsqrt = _float("rsqrt", "Elementwise `1 / sqrt(x)`.")
+reciprocal = _float("reciprocal", "Elementwise `1 / x`.")
+sin = _float("sin", "Elementwise sine.")
+cos = _float("cos", "Elementwise cosine.")
+tanh = _float("tanh", "Elementwise hyperbolic tangent.")
+erf = _float("erf", "Elementwise error function.")
+floor = _float("floor", "Elementwise largest whole number <= x.")
+ceil = _float("ceil", "Elementwise smallest whole number >= x.")
+tan = float_op("tan", lambda b, v: b.div(b.sin(v), b.cos(v)), "Elementwise tangent.")
+log2 = float_op("log2", lambda b, v: b.div(b.log(v), b.scalar(np.log(2.0), v)),
+                "Elementwise base-2 logarithm.")
+log10 = float_op("log10", lambda b, v: b.div(b.log(v), b.scalar(np.log(10.0), v)),
+                 "Elementwise base-10 logarithm.")
+exp2 = float_op("exp2", lambda b, v: b.exp(b.mul(v, b.scalar(np.log(2.0), v))),
+                "Elementwise `2 ** x`.")
+sinh = float_op("sinh", lambda b, v: b.mul(b.sub(b.exp(v), b.exp(b.neg(v))), b.scalar(0.5, v)),
+                "Elementwise hyperbolic sine.")
+cosh = float_op("cosh", lambda b, v: b.mul(b.add(b.exp(v), b.exp(b.neg(v))), b.scalar(0.5, v)),
+                "Elementwise hyperbolic cosine.")
 
 
-floor = _named(_float_unary, "floor", "floor", "Elementwise largest whole number <= x.")
-ceil = _named(_float_unary, "ceil", "ceil", "Elementwise smallest whole number >= x.")
+@keras_op
+def trunc(b, x):
+    """Elementwise rounding towards zero; integers stay integers."""
+    dtype = result_type(x)
+    if dtype == "bool" or "int" in dtype:
+        return tensor(b, x, dtype)
+    v = tensor(b, x, dtype)
+    return b.mul(b.sign(v), b.floor(b.abs(v)))
+
+
+def _number(b, x):
+    """x as a number (bools as int32): what the IR's comparisons take."""
+    dtype = result_type(x)
+    return tensor(b, x, "int32" if dtype == "bool" else dtype)
+
+
+@keras_op
+def isnan(b, x):
+    """Elementwise whether x is NaN (the one value unequal to itself)."""
+    v = _number(b, x)
+    return b.not_equal(v, v)
+
+
+@keras_op
+def isfinite(b, x):
+    """Elementwise whether x is neither infinite nor NaN (x - x is 0 exactly then)."""
+    v = _number(b, x)
+    return b.equal(b.sub(v, v), b.scalar(0, v))
+
+
+@keras_op
+def isinf(b, x):
+    """Elementwise whether x is +inf or -inf."""
+    v = _number(b, x)
+    if not v.type.dtype.is_float:
+        return b.not_equal(v, v)       # integers are never infinite
+    return b.equal(b.abs(v), b.scalar(np.inf, v))
+
+
+@keras_op
+def logical_xor(b, x1, x2):
+    """Elementwise exclusive or of x1 and x2 taken as bools."""
+    ints = [tensor(b, tensor(b, x, "bool"), "int32") for x in (x1, x2)]
+    return b.not_equal(*ints)
 
 
 @keras_op
@@ -333,6 +384,32 @@ def any(b, x, axis=None, keepdims=False):  # noqa: A001  (Keras's name)
     """Whether some element along `axis` is nonzero."""
     ones = tensor(b, tensor(b, x, "bool"), "int32")
     return b.greater(_reduce(b, "reduce_max", ones, axis, keepdims, "any"), b.scalar(0, ones))
+
+
+@keras_op
+def count_nonzero(b, x, axis=None):
+    """How many elements along `axis` (None: all) are nonzero, as int32."""
+    v = _number(b, x)
+    nonzero = tensor(b, b.not_equal(v, b.scalar(0, v)), "int32")
+    return _reduce(b, "reduce_sum", nonzero, axis, False, "count_nonzero")
+
+
+@keras_op
+def logsumexp(b, x, axis=None, keepdims=False):
+    """log(sum(exp(x))) over `axis`, shifted by the maximum so that it does not overflow.
+
+    >>> float(logsumexp(np.array([1000.0, 1000.0])))
+    1000.6931471805599
+    """
+    v = tensor(b, x, float_dtype(x))
+    axes = canonical_axes(axis, v.type.rank, "logsumexp")
+    top = b.reduce_max(v, axes=axes, keepdims=True)
+    # An all -inf (or inf) slice would give inf - inf = NaN: shift by 0 there.
+    shift = b.select(b.equal(b.sub(top, top), b.scalar(0.0, top)), top, b.scalar(0.0, top))
+    summed = b.reduce_sum(b.exp(b.sub(v, shift)), axes=axes, keepdims=True)
+    out = b.add(b.log(summed), shift)
+    return out if keepdims else b.reshape(out, shape=[d for a, d in enumerate(v.type.shape)
+                                                      if a not in axes])
 
 
 @keras_op
