@@ -3,6 +3,8 @@ errors, each eagerly and traced (reference interpreter); Keras 3's promotion rul
 table taken from real Keras 3.15 (numpy backend)."""
 from __future__ import annotations
 
+import doctest
+import importlib
 import math
 
 import numpy as np
@@ -10,6 +12,7 @@ import pytest
 
 from nncompile.ir import Builder, f32
 from nncompile.keras import ops
+from nncompile.keras.ops import core
 from tests.keras.ops_harness import assert_matches, both, check, traced
 
 RNG = np.random.default_rng(0)
@@ -28,6 +31,13 @@ INTS = np.array([[7, -7, 3], [0, 5, -2]], np.int32)
 def test_binary_arithmetic_broadcasts(name, want):
     check(getattr(ops, name), [A, ROW], want(A, ROW), rtol=1e-5)
     check(getattr(ops, name), [ROW, A], want(ROW, A), rtol=1e-5)
+
+
+def test_arithmetic_of_bools_gives_bools():
+    a, c = np.array([True, True, False, False]), np.array([True, False, True, False])
+    check(ops.add, [a, c], a | c)
+    check(ops.multiply, [a, c], a & c)
+    check(ops.maximum, [a, c], np.maximum(a, c))
 
 
 def test_power_of_floats_and_of_ints():
@@ -422,7 +432,28 @@ def test_the_ir_rule_errors_come_through_eager_and_traced():
             got()
 
 
+def test_symbolic_tensors_hand_the_call_to_their_handler():
+    class Symbolic:
+        pass
+
+    calls = []
+    core.register_symbolic(Symbolic, lambda op, args, kwargs: calls.append((op, args, kwargs)))
+    try:
+        s = Symbolic()
+        ops.concatenate([A, s], axis=1)
+        assert calls == [(ops.concatenate, ([A, s],), {"axis": 1})]
+    finally:
+        del core._SYMBOLIC[Symbolic]
+
+
 def test_eager_results_are_numpy_arrays_and_traced_ones_values():
     eager, traced_out = both(lambda x: ops.split(x, 3, axis=1), A)
     assert all(isinstance(p, np.ndarray) for p in eager + traced_out)
     assert isinstance(ops.add(1, 2), np.ndarray)
+
+
+@pytest.mark.parametrize("module", ["core", "numpy", "arrays", "linalg", "nn"])
+def test_docstring_examples_hold(module):
+    found = importlib.import_module(f"nncompile.keras.ops.{module}")
+    result = doctest.testmod(found, extraglobs={"np": np}, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0 and result.attempted > 0

@@ -2,6 +2,7 @@
 normalization, crossentropies), eager and traced; keras.random and keras.config."""
 from __future__ import annotations
 
+import doctest
 import math
 
 import numpy as np
@@ -347,3 +348,9 @@ def test_eager_and_traced_share_one_definition():
     graph, _ = trace_graph(lambda x: ops.gelu(x), [X])
     assert "tanh" in [n.op for n in graph.nodes]
     assert_matches(run(graph, [X])[0], ops.gelu(X))
+
+
+@pytest.mark.parametrize("module", [random, config])
+def test_docstring_examples_hold(module):
+    result = doctest.testmod(module, extraglobs={"np": np})
+    assert result.failed == 0 and result.attempted > 0

@@ -351,7 +351,7 @@ def getitem(b, x, key):
     """`x[key]` with ints, slices, None, Ellipsis, or one index tensor (a gather along axis 0):
     what a traced tensor's `__getitem__` calls.
 
-    >>> getitem(np.arange(6).reshape(2, 3), (slice(None), -1)).tolist()
+    >>> getitem(np.arange(6).reshape(2, 3), np.s_[:, -1]).tolist()
     [2, 5]
     """
     v = tensor(b, x)

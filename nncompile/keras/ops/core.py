@@ -9,6 +9,9 @@ is chosen by the arguments:
   computes it at once with the op table's reference implementation; the result is a numpy array,
   as Keras's numpy backend returns.
 
+Symbolic tensors of a model being defined (the functional API's KerasTensor) plug in with
+`register_symbolic(cls, handler)`: an op given one returns what the handler makes of the call.
+
     >>> from nncompile.ir import Builder, f32
     >>> from nncompile.keras import ops
     >>> ops.add(np.ones(2, "float32"), 1)
@@ -26,7 +29,7 @@ import contextlib
 import contextvars
 import functools
 import inspect
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -117,12 +120,34 @@ def _unwrap(out):
     return out
 
 
+_SYMBOLIC: dict[type, Callable] = {}
+
+
+def register_symbolic(cls: type, handler: Callable) -> None:
+    """Ops called with an instance of `cls` among their arguments return
+    `handler(op, args, kwargs)` instead of running: the hook for symbolic tensors of a model
+    being defined (Keras's KerasTensor), which record the op and call it on `Value`s later."""
+    _SYMBOLIC[cls] = handler
+
+
+def _symbolic_handler(args) -> Callable | None:
+    if _SYMBOLIC:
+        for leaf in _leaves(args):
+            for cls, handler in _SYMBOLIC.items():
+                if isinstance(leaf, cls):
+                    return handler
+    return None
+
+
 def keras_op(fn):
     """Make `fn(b, *args)` the op `fn(*args)`: `b` is the builder the arguments call for, and
     eager results come back as numpy arrays. An op made of other ops calls their definitions on
     its own builder: `other.__wrapped__(b, ...)`."""
     @functools.wraps(fn)
     def op(*args, **kwargs):
+        handler = _symbolic_handler((args, kwargs))
+        if handler is not None:
+            return handler(op, args, kwargs)
         return _unwrap(fn(builder_for(fn.__name__, args, kwargs), *args, **kwargs))
 
     signature = inspect.signature(fn)
@@ -197,32 +222,32 @@ def ir_dtype(dtype) -> DType:
     return _FROM_NAME[name]
 
 
-def _dtype_and_weak(x) -> tuple[str, bool]:
+def _lattice_name(x) -> str:
+    """x's place on the lattice: its dtype's name, or "int"/"float" for a Python number."""
     if isinstance(x, (Value, EagerValue)):
-        return _IR_NAMES[x.type.dtype], False
+        return _IR_NAMES[x.type.dtype]
     if isinstance(x, bool):
-        return "bool", False
+        return "bool"
     if isinstance(x, int) or x is int:
-        return "int", True
+        return "int"
     if isinstance(x, float) or x is float:
-        return "float", True
+        return "float"
     if hasattr(x, "dtype"):
-        return standardize_dtype(x.dtype), False
+        return standardize_dtype(x.dtype)
     if isinstance(x, (str, np.dtype, DType)):
-        return standardize_dtype(x), False
-    return standardize_dtype(np.asarray(x).dtype), False
+        return standardize_dtype(x)
+    return standardize_dtype(np.asarray(x).dtype)
 
 
 def result_type(*args) -> str:
     """The dtype Keras 3 gives an op on `args` (tensors, arrays, numbers, dtypes, `int`/`float`).
 
-    >>> result_type(np.ones(2, "int8"), 1), result_type("int32", 1.5), result_type("int32", "float16")
-    ('int8', 'float32', 'float16')
+    >>> result_type(np.ones(2, "int8"), 1), result_type("int32", 1.5)
+    ('int8', 'float32')
     """
     if not args:
         return backend.floatx()
-    typed = [_dtype_and_weak(a) for a in args]
-    names = {name for name, _ in typed}
+    names = {_lattice_name(a) for a in args}
     if len(names) == 1:
         name = names.pop()
     else:
@@ -243,7 +268,7 @@ def result_type(*args) -> str:
 
 def float_dtype(x) -> str:
     """The dtype of a float op on `x`: floats keep theirs, ints and bools compute in floatx."""
-    name = _dtype_and_weak(x)[0]
+    name = _lattice_name(x)
     return name if name in ("float16", "float32", "float64") else backend.floatx()
 
 

@@ -12,13 +12,30 @@ from nncompile.keras.ops.core import (canonical_axes, float_dtype, float_op, ker
                                       keras_op_named, result_type, tensor, tensors)
 
 
-def _binary(op: str, x1, x2, b, dtype=None):
-    """`op` on x1 and x2 promoted to one dtype (Keras's rules unless `dtype` is given)."""
+def _binary(b, op: str, x1, x2, dtype=None):
+    """`op` on x1 and x2 promoted to one dtype (Keras's rules unless `dtype` is given).
+
+    Two bools give a bool (add is or, multiply is and), computed as int32: the IR's arithmetic
+    takes numbers only."""
+    dtype = dtype or result_type(x1, x2)
+    if dtype == "bool":
+        return tensor(b, b.op(op, *tensors(b, x1, x2, dtype="int32")), "bool")
     return b.op(op, *tensors(b, x1, x2, dtype=dtype))
 
 
+def _numeric(dtype: str) -> str:
+    """The dtype the IR computes `dtype` in: bools as int32 (its arithmetic, comparisons and
+    reductions take numbers only)."""
+    return "int32" if dtype == "bool" else dtype
+
+
+def _number(b, x):
+    """x as a number: bools become int32."""
+    return tensor(b, x, _numeric(result_type(x)))
+
+
 def _arithmetic(op: str, name: str, doc: str):
-    return keras_op_named(lambda b, x1, x2: _binary(op, x1, x2, b), name, doc)
+    return keras_op_named(lambda b, x1, x2: _binary(b, op, x1, x2), name, doc)
 
 
 add = _arithmetic("add", "add", """Elementwise `x1 + x2`, broadcasting.
@@ -39,7 +56,7 @@ def divide(b, x1, x2):
     >>> divide(np.array([1, 2]), 2)
     array([0.5, 1. ], dtype=float32)
     """
-    return _binary("div", x1, x2, b, dtype=result_type(x1, x2, float))
+    return _binary(b, "div", x1, x2, dtype=result_type(x1, x2, float))
 
 
 true_divide = divide
@@ -56,7 +73,7 @@ def _floor_div(b, x1, x2, dtype: str):
 def floor_divide(b, x1, x2):
     """Elementwise `x1 // x2` (rounded towards minus infinity, as numpy).
 
-    >>> floor_divide(np.array([7, -7]), 2)
+    >>> floor_divide(np.array([7, -7], "int32"), 2)
     array([ 3, -4], dtype=int32)
     """
     dtype = result_type(x1, x2)
@@ -69,7 +86,7 @@ def floor_divide(b, x1, x2):
 def mod(b, x1, x2):
     """Elementwise remainder with the sign of `x2`, as numpy's `%`.
 
-    >>> mod(np.array([7, -7]), 3)
+    >>> mod(np.array([7, -7], "int32"), 3)
     array([1, 2], dtype=int32)
     """
     dtype = result_type(x1, x2)
@@ -83,20 +100,20 @@ def mod(b, x1, x2):
 def power(b, x1, x2):
     """Elementwise `x1 ** x2`; integer powers are computed in float64 and rounded back.
 
-    >>> power(np.array([2, 3]), 2)
+    >>> power(np.array([2, 3], "int32"), 2)
     array([4, 9], dtype=int32)
     """
     dtype = result_type(x1, x2)
     if "float" in dtype:
-        return _binary("pow", x1, x2, b, dtype=dtype)
-    return tensor(b, b.round(_binary("pow", x1, x2, b, dtype="float64")), dtype)
+        return _binary(b, "pow", x1, x2, dtype=dtype)
+    return tensor(b, b.round(_binary(b, "pow", x1, x2, dtype="float64")), dtype)
 
 
 def _compare(op: str):
     def compare(b, x1, x2):
         dtype = result_type(x1, x2)
         # bool operands compare as integers: the IR compares numbers only.
-        return b.op(op, *tensors(b, x1, x2, dtype="int32" if dtype == "bool" else dtype))
+        return b.op(op, *tensors(b, x1, x2, dtype=_numeric(dtype)))
     return keras_op_named(compare, op, f"Elementwise `{op}` of x1 and x2 (bool result), "
                                        f"broadcasting.")
 
@@ -146,8 +163,7 @@ def clip(b, x, x_min, x_max):
     >>> clip(np.array([-1.0, 0.5, 3.0]), 0, 1)
     array([0. , 0.5, 1. ])
     """
-    dtype = result_type(x)
-    dtype = "int32" if dtype == "bool" else dtype
+    dtype = _numeric(result_type(x))
     lo, hi = tensor(b, x_min, dtype), tensor(b, x_max, dtype)
     return b.minimum(b.maximum(tensor(b, x, dtype), lo), hi)
 
@@ -157,8 +173,7 @@ def clip(b, x, x_min, x_max):
 def _same_dtype(op: str, name: str, doc: str):
     """A unary op keeping the dtype (bools compute as int32, as Keras's)."""
     def fn(b, x):
-        dtype = result_type(x)
-        return b.op(op, tensor(b, x, "int32" if dtype == "bool" else dtype))
+        return b.op(op, _number(b, x))
     return keras_op_named(fn, name, doc)
 
 
@@ -207,12 +222,6 @@ def trunc(b, x):
         return tensor(b, x, dtype)
     v = tensor(b, x, dtype)
     return b.mul(b.sign(v), b.floor(b.abs(v)))
-
-
-def _number(b, x):
-    """x as a number (bools as int32): what the IR's comparisons take."""
-    dtype = result_type(x)
-    return tensor(b, x, "int32" if dtype == "bool" else dtype)
 
 
 @keras_op
@@ -281,7 +290,7 @@ def _accumulating_dtype(x) -> str:
 def sum(b, x, axis=None, keepdims=False):  # noqa: A001  (Keras's name)
     """Sum over `axis` (None: all axes).
 
-    >>> sum(np.array([[1, 2], [3, 4]]), axis=1)
+    >>> sum(np.array([[1, 2], [3, 4]], "int32"), axis=1)
     array([3, 7], dtype=int32)
     """
     return _reduce(b, "reduce_sum", tensor(b, x, _accumulating_dtype(x)), axis, keepdims, "sum")
@@ -313,7 +322,7 @@ def _extremum(op: str, name: str, doc: str):
     def fn(b, x, axis=None, keepdims=False, initial=None):
         dtype = result_type(x)
         # The IR reduces numbers: bools reduce as int32 and come back as bools.
-        v = tensor(b, x, "int32" if dtype == "bool" else dtype)
+        v = tensor(b, x, _numeric(dtype))
         out = _reduce(b, op, v, axis, keepdims, name)
         if initial is not None:
             out = b.op("maximum" if op == "reduce_max" else "minimum", out,
@@ -419,11 +428,11 @@ def cumsum(b, x, axis=None, dtype=None):
     Expressed as a product with a triangular matrix of ones, so the axis must have a static
     length (the scan op would serve a symbolic one).
 
-    >>> cumsum(np.array([1, 2, 3]))
+    >>> cumsum(np.array([1, 2, 3], "int32"))
     array([1, 3, 6], dtype=int32)
     """
     out = dtype or result_type(x)
-    out = "int32" if out == "bool" else out
+    out = _numeric(out)
     v = tensor(b, x, out)
     if axis is None:
         v, axis = b.reshape(v, shape=[-1]), 0
