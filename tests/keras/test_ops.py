@@ -261,6 +261,20 @@ def test_reshape_transpose_and_moveaxis():
     check(lambda x: ops.moveaxis(x, 0, -1), [CUBE], np.moveaxis(CUBE, 0, -1))
 
 
+def test_shapes_read_off_a_traced_tensor():
+    """`ops.shape(x)[0]` is None for the batch; reshape and fills take it as the batch."""
+    def flatten_and_pad(x):
+        n = ops.shape(x)[0]
+        return ops.concatenate([ops.reshape(x, (n, -1)), ops.zeros((n, 2))], axis=1)
+
+    want = np.concatenate([CUBE.reshape(2, -1), np.zeros((2, 2), np.float32)], axis=1)
+    assert_matches(traced(flatten_and_pad, CUBE, batched=True), want)
+    assert_matches(flatten_and_pad(CUBE), want)
+    with pytest.raises(ValueError, match=r"a shape with None \(\(None, 2\)\) is known only in "
+                                         r"a traced model"):
+        ops.ones((None, 2))
+
+
 def test_expand_dims_and_squeeze():
     check(lambda x: ops.expand_dims(x, 1), [A], np.expand_dims(A, 1))
     check(lambda x: ops.expand_dims(x, (0, -1)), [A], np.expand_dims(A, (0, -1)))

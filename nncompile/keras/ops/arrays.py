@@ -13,10 +13,10 @@ import numpy as np
 
 from nncompile.ir import Value
 from nncompile.ir.ops.shape import SLICE_END
-from nncompile.ir.types import is_symbol
-from nncompile.keras.ops.core import (EagerValue, canonical_axes, canonical_axis, ir_dtype,
-                                      keras_op, result_type, shape_of, standardize_dtype, tensor,
-                                      tensors)
+from nncompile.ir.types import BATCH, is_symbol
+from nncompile.keras.ops.core import (EagerValue, active_builder, canonical_axes, canonical_axis,
+                                      ir_dtype, keras_op, result_type, shape_of,
+                                      standardize_dtype, tensor, tensors)
 
 
 @keras_op
@@ -49,15 +49,17 @@ def shape(x) -> tuple:
 
 
 def _target_shape(v, newshape) -> list:
-    """Keras's reshape target (None or -1 for the inferred dimension) as the IR's: a -1 that can
-    only stand for the input's one symbolic dimension (the batch) becomes that symbol."""
+    """Keras's reshape target as the IR's. The input's one symbolic dimension (the batch), if
+    it has exactly one, stands for a None (`ops.shape(x)[0]`), and for a -1 whose other sizes
+    account for all the input's static ones."""
     newshape = [newshape] if isinstance(newshape, (int, np.integer)) else list(newshape)
-    target = [-1 if d is None else int(d) for d in newshape]
     symbols = [d for d in v.type.shape if is_symbol(d)]
-    if -1 in target and len(symbols) == 1:
+    symbol = symbols[0] if len(symbols) == 1 else None
+    target = [(symbol or -1) if d is None else int(d) for d in newshape]
+    if -1 in target and symbol is not None and symbol not in target:
         static_in = math.prod(d for d in v.type.shape if not is_symbol(d))
         if static_in == -math.prod(target):
-            target[target.index(-1)] = symbols[0]
+            target[target.index(-1)] = symbol
     return target
 
 
@@ -463,20 +465,33 @@ def full_like(b, x, fill_value, dtype=None):
     return _like(b, x, fill_value, dtype)
 
 
-def zeros(shape, dtype=None) -> np.ndarray:
+def _filled(shape, value, dtype: str):
+    """`value` in `shape`: a constant, or, where the shape has None (the batch) while a graph is
+    traced, the constant broadcast to the batch symbol."""
+    array = np.asarray(value, ir_dtype(dtype).numpy)
+    dims = [shape] if isinstance(shape, (int, np.integer)) else list(shape)
+    if None not in dims:
+        return np.full(dims, array)
+    b = active_builder()
+    if b is None:
+        raise ValueError(f"a shape with None ({tuple(dims)}) is known only in a traced model; "
+                         f"ops were called eagerly")
+    return b.broadcast(b.constant(array), shape=[BATCH if d is None else int(d) for d in dims])
+
+
+def zeros(shape, dtype=None):
     """Zeros of `shape` in `dtype` (default floatx): a constant."""
-    return np.zeros(shape, ir_dtype(dtype).numpy)
+    return _filled(shape, 0, standardize_dtype(dtype))
 
 
-def ones(shape, dtype=None) -> np.ndarray:
+def ones(shape, dtype=None):
     """Ones of `shape` in `dtype` (default floatx): a constant."""
-    return np.ones(shape, ir_dtype(dtype).numpy)
+    return _filled(shape, 1, standardize_dtype(dtype))
 
 
-def full(shape, fill_value, dtype=None) -> np.ndarray:
+def full(shape, fill_value, dtype=None):
     """`fill_value` in `shape`, in `dtype` (default: Keras's dtype of the value): a constant."""
-    return np.full(shape, fill_value, ir_dtype(dtype if dtype is not None
-                                               else result_type(fill_value)).numpy)
+    return _filled(shape, fill_value, dtype if dtype is not None else result_type(fill_value))
 
 
 def arange(start, stop=None, step=None, dtype=None) -> np.ndarray:
