@@ -9,6 +9,7 @@ builder's graph and returns a `Value` (see `nncompile.keras.ops.core`).
 array([[0.25, 0.25, 0.25, 0.25]], dtype=float32)
 """
 from nncompile.keras.ops.core import active_builder, result_type, tracing
+from nncompile.keras.ops.loops import scan
 from nncompile.keras.ops.linalg import dot, einsum, matmul, outer, tensordot, vdot
 from nncompile.keras.ops.nn import (average_pool, batch_normalization, binary_crossentropy,
                                     categorical_crossentropy, celu, conv, dot_product_attention,
@@ -34,4 +35,4 @@ from nncompile.keras.ops.arrays import (arange, broadcast_to, cast, concatenate,
                                         transpose, tril, triu, unstack, vstack, zeros, zeros_like)
 
 __all__ = [name for name in dir() if not name.startswith("_")
-           and name not in ("arrays", "core", "linalg", "nn", "numpy")]
+           and name not in ("arrays", "core", "linalg", "loops", "nn", "numpy")]

@@ -16,7 +16,7 @@ from nncompile.ir.ops.shape import SLICE_END
 from nncompile.ir.types import BATCH, is_symbol
 from nncompile.keras.ops.core import (EagerValue, active_builder, canonical_axes, canonical_axis,
                                       ir_dtype, keras_op, result_type, shape_of,
-                                      standardize_dtype, tensor, tensors)
+                                      standardize_dtype, tensor, tensors, unsupported)
 
 
 @keras_op
@@ -433,8 +433,7 @@ def broadcast_to(b, x, shape):
 def pad(b, x, pad_width, mode="constant", constant_values=None):
     """`x` padded with `constant_values` (default 0); pad_width as numpy's ((before, after), ...)."""
     if mode != "constant":
-        raise NotImplementedError(f"ops.pad: mode {mode!r} is not supported by nncompile; "
-                                  f"only 'constant'")
+        raise unsupported("pad", f"mode={mode!r} (only 'constant')")
     v = tensor(b, x)
     widths = np.broadcast_to(np.asarray(pad_width, dtype=np.int64), (v.type.rank, 2))
     return b.pad(v, pads=widths.reshape(-1).tolist(), value=float(constant_values or 0))

@@ -90,20 +90,20 @@ class EagerBuilder(Builder):
         return outs[0] if opdef.num_outputs == 1 else outs
 
 
-def _leaves(tree) -> Iterator:
+def leaves(tree) -> Iterator:
     if isinstance(tree, (list, tuple)):
         for item in tree:
-            yield from _leaves(item)
+            yield from leaves(item)
     elif isinstance(tree, dict):
         for item in tree.values():
-            yield from _leaves(item)
+            yield from leaves(item)
     else:
         yield tree
 
 
 def builder_for(name: str, *args) -> Builder:
     """The trace's builder if any argument is a `Value`, else a fresh `EagerBuilder`."""
-    if not any(isinstance(leaf, Value) for leaf in _leaves(args)):
+    if not any(isinstance(leaf, Value) for leaf in leaves(args)):
         return EagerBuilder()
     builder = _TRACE.get()
     if builder is None:
@@ -132,7 +132,7 @@ def register_symbolic(cls: type, handler: Callable) -> None:
 
 def _symbolic_handler(args) -> Callable | None:
     if _SYMBOLIC:
-        for leaf in _leaves(args):
+        for leaf in leaves(args):
             for cls, handler in _SYMBOLIC.items():
                 if isinstance(leaf, cls):
                     return handler

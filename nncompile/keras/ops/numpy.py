@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from nncompile.keras.ops.core import (canonical_axes, float_dtype, float_op, keras_op,
-                                      keras_op_named, result_type, tensor, tensors)
+                                      keras_op_named, result_type, tensor, tensors, tracing)
+from nncompile.keras.ops.loops import scan
 
 
 def _binary(b, op: str, x1, x2, dtype=None):
@@ -425,26 +426,39 @@ def logsumexp(b, x, axis=None, keepdims=False):
 def cumsum(b, x, axis=None, dtype=None):
     """Running sum along `axis` (None: of the flattened tensor).
 
-    Expressed as a product with a triangular matrix of ones, so the axis must have a static
-    length (the scan op would serve a symbolic one).
+    A static axis is a product with a triangular matrix of ones; a symbolic one (the batch) a
+    scan that carries the sum.
 
     >>> cumsum(np.array([1, 2, 3], "int32"))
     array([1, 3, 6], dtype=int32)
     """
-    out = dtype or result_type(x)
-    out = _numeric(out)
-    v = tensor(b, x, out)
+    v = tensor(b, x, _numeric(dtype or result_type(x)))
     if axis is None:
         v, axis = b.reshape(v, shape=[-1]), 0
     rank = v.type.rank
     axis = canonical_axes(axis, rank, "cumsum")[0]
-    n = v.type.shape[axis]
-    if not isinstance(n, int):
-        raise NotImplementedError(f"ops.cumsum: axis {axis} has symbolic length {n!r}; "
-                                  f"nncompile needs a static length there")
     perm = [a for a in range(rank) if a != axis] + [axis]
     moved = b.transpose(v, perm=perm)
-    upper = b.constant(np.triu(np.ones((n, n))).astype(moved.type.dtype.numpy))
-    summed = b.matmul(b.reshape(moved, shape=[*moved.type.shape[:-1], 1, n]), upper)
-    summed = b.reshape(summed, shape=moved.type.shape)
+    n = v.type.shape[axis]
+    if isinstance(n, int):
+        upper = b.constant(np.triu(np.ones((n, n))).astype(moved.type.dtype.numpy))
+        summed = b.matmul(b.reshape(moved, shape=[*moved.type.shape[:-1], 1, n]), upper)
+        summed = b.reshape(summed, shape=moved.type.shape)
+    else:
+        summed = _running_sum(b, moved)
     return b.transpose(summed, perm=list(np.argsort(perm)))
+
+
+def _running_sum(b, v):
+    """The running sum of `v` along its last axis, by a scan over that axis."""
+    rank = v.type.rank
+    steps = b.transpose(v, perm=[rank - 1, *range(rank - 1)])
+    start = b.broadcast(b.scalar(0, v), shape=list(steps.type.shape[1:]))
+
+    def step(total, x):
+        total = add(total, x)
+        return total, total
+
+    with tracing(b):
+        sums = scan(step, start, steps)[1]
+    return b.transpose(sums, perm=[*range(1, rank), 0])
