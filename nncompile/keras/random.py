@@ -17,8 +17,9 @@ from __future__ import annotations
 import numpy as np
 
 from nncompile.ir.types import BATCH
-from nncompile.keras.ops.core import (EagerBuilder, _unwrap, active_builder, builder_for,
-                                      float_dtype, standardize_dtype, tensor)
+from nncompile.keras.ops.core import (EagerBuilder, active_builder, builder_for, float_dtype,
+                                      standardize_dtype, tensor, unwrap)
+from nncompile.keras.ops.loops import Region
 
 __all__ = ["SeedGenerator", "dropout", "normal", "randint", "uniform"]
 
@@ -67,9 +68,18 @@ def _uniform01(b, dims: list, seed):
     draw = _draw(seed)
     if isinstance(b, EagerBuilder):
         return b.random_uniform(b.constant(np.asarray(draw, np.int64)), shape=dims)
+    return b.random_uniform(_graph_seed(b), shape=dims, key=draw)
+
+
+def _graph_seed(b):
+    """The seed input of the graph being traced; inside a loop body, the enclosing graph's,
+    captured (so a draw in a scan body is the same at every step)."""
+    if isinstance(b, Region):
+        return b.local(_graph_seed(b.outer))
+    # Imported here: layers may use keras.random, and layers.core would be half-imported.
     from nncompile.keras.layers.core import seed_input
 
-    return b.random_uniform(seed_input(b), shape=dims, key=draw)
+    return seed_input(b)
 
 
 def _builder(*args):
@@ -82,7 +92,7 @@ def uniform(shape, minval=0.0, maxval=1.0, dtype=None, seed=None):
     b = _builder()
     u = _uniform01(b, _dims(shape), seed)
     scaled = b.add(b.mul(u, b.scalar(maxval - minval, u)), b.scalar(minval, u))
-    return _unwrap(tensor(b, scaled, standardize_dtype(dtype)))
+    return unwrap(tensor(b, scaled, standardize_dtype(dtype)))
 
 
 def normal(shape, mean=0.0, stddev=1.0, dtype=None, seed=None):
@@ -96,7 +106,7 @@ def normal(shape, mean=0.0, stddev=1.0, dtype=None, seed=None):
     radius = b.sqrt(b.mul(b.scalar(-2.0, u), b.log(b.sub(one, first))))
     z = b.mul(radius, b.cos(b.mul(second, b.scalar(2 * np.pi, u))))
     out = b.add(b.mul(z, b.scalar(stddev, z)), b.scalar(mean, z))
-    return _unwrap(tensor(b, out, standardize_dtype(dtype)))
+    return unwrap(tensor(b, out, standardize_dtype(dtype)))
 
 
 def randint(shape, minval, maxval, dtype="int32", seed=None):
@@ -104,7 +114,7 @@ def randint(shape, minval, maxval, dtype="int32", seed=None):
     b = _builder()
     u = _uniform01(b, _dims(shape), seed)
     ints = b.floor(b.mul(u, b.scalar(maxval - minval, u)))
-    return _unwrap(tensor(b, b.add(ints, b.scalar(minval, u)), standardize_dtype(dtype)))
+    return unwrap(tensor(b, b.add(ints, b.scalar(minval, u)), standardize_dtype(dtype)))
 
 
 def dropout(inputs, rate, noise_shape=None, seed=None):
@@ -120,4 +130,4 @@ def dropout(inputs, rate, noise_shape=None, seed=None):
                                               for d, n in zip(dims, noise_shape)]
     draws = _uniform01(b, list(shape), seed)
     keep = tensor(b, b.greater_equal(draws, b.scalar(rate, draws)), x.type.dtype)
-    return _unwrap(b.mul(x, b.mul(keep, b.scalar(1 / (1 - rate), x))))
+    return unwrap(b.mul(x, b.mul(keep, b.scalar(1 / (1 - rate), x))))

@@ -8,7 +8,7 @@ import pytest
 
 import nncompile
 from nncompile.ir import BATCH, Builder, f32, verify
-from nncompile.keras import ops
+from nncompile.keras import ops, random
 from nncompile.runtime.reference import run
 from tests.keras.ops_harness import assert_matches, check, traced
 from tests.passes.test_autodiff import check_gradients
@@ -104,3 +104,18 @@ def test_cumsum_over_a_symbolic_axis_is_a_scan():
 def _traced_cumsum(b, x):
     with ops.tracing(b):
         return ops.cumsum(x, axis=0)
+
+
+def test_random_draws_in_a_scan_body_read_the_graph_seed():
+    """The body captures the enclosing graph's seed: one mask, the same at every step."""
+    b = Builder()
+    xs = b.input("xs", f32[4, BATCH, 6])
+    with ops.tracing(b):
+        _, dropped = ops.scan(lambda c, x: (c, random.dropout(x, 0.5, seed=2)),
+                              ops.zeros((1,)), xs)
+    graph = b.finish([dropped])
+    assert [v.name for v in graph.inputs] == ["xs", "seed"]
+    ones = np.ones((4, 3, 6), np.float32)
+    masks = [run(graph, [ones, np.int64(s)])[0] for s in (1, 2)]
+    assert all((m == m[0]).all() and set(np.unique(m)) == {0.0, 2.0} for m in masks)
+    assert not np.array_equal(*masks)

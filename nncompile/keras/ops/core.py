@@ -112,11 +112,12 @@ def builder_for(name: str, *args) -> Builder:
     return builder
 
 
-def _unwrap(out):
+def unwrap(out):
+    """Eager results (EagerValues, also inside lists and tuples) as numpy arrays."""
     if isinstance(out, EagerValue):
         return out.array
     if isinstance(out, (list, tuple)):
-        return type(out)(_unwrap(o) for o in out)
+        return type(out)(unwrap(o) for o in out)
     return out
 
 
@@ -148,7 +149,7 @@ def keras_op(fn):
         handler = _symbolic_handler((args, kwargs))
         if handler is not None:
             return handler(op, args, kwargs)
-        return _unwrap(fn(builder_for(fn.__name__, args, kwargs), *args, **kwargs))
+        return unwrap(fn(builder_for(fn.__name__, args, kwargs), *args, **kwargs))
 
     signature = inspect.signature(fn)
     op.__signature__ = signature.replace(parameters=list(signature.parameters.values())[1:])

@@ -23,12 +23,14 @@ from nncompile.keras.ops.arrays import getitem, stack
 from nncompile.keras.ops.core import builder_for, leaves, tensor, tracing
 
 
-class _Region(Builder):
-    """The builder of a loop body: a value of an enclosing graph used here becomes a body
-    input (captured), in the order first used, after the inputs made on purpose."""
+class Region(Builder):
+    """The builder of a loop body inside `outer`: a value of an enclosing graph used here
+    becomes a body input (captured), in the order first used, after the inputs made on
+    purpose."""
 
-    def __init__(self):
+    def __init__(self, outer: Builder):
         super().__init__(name="body")
+        self.outer = outer
         self.captured: dict[Value, Value] = {}
         self._own: set[Value] = set()
 
@@ -101,7 +103,7 @@ def _traced(b, f, carries, single_carry, scanned, single_x, no_xs, length, rever
     carries = [tensor(b, c) for c in carries]
     scanned = ([tensor(b, s) for s in scanned] if not no_xs else
                [b.constant(np.zeros(length, np.float32))])   # only its length counts
-    body = _Region()
+    body = Region(b)
     carry_in = [body.input(f"carry_{i}", c.type) for i, c in enumerate(carries)]
     x_in = [body.input(f"x_{i}", slice_type(s.type, 0)) for i, s in enumerate(scanned)]
     with tracing(body):
