@@ -94,6 +94,33 @@ def test_a_carry_that_changes_type_is_refused():
         traced(lambda xs: ops.scan(lambda c, x: (ops.add(c, x), x), ops.zeros((3,)), xs), XS)
 
 
+def test_fori_loop():
+    def power_iteration(i, v):
+        w = ops.matmul(U, v)
+        return ops.divide(w, ops.sqrt(ops.sum(ops.square(w))))
+
+    v = np.ones(4, np.float32)
+    want = v
+    for _ in range(6):
+        want = U @ want
+        want = want / np.linalg.norm(want)
+    check(lambda x: ops.fori_loop(2, 8, power_iteration, x), [v], want, rtol=1e-5, atol=1e-6)
+    check(lambda x: ops.fori_loop(0, 3, lambda i, t: ops.add(t, ops.cast(i, "float32")), x),
+          [np.float32(0.5)], np.float32(3.5))
+
+
+def test_cond_runs_one_branch_eagerly_and_selects_when_traced():
+    ran = []
+
+    def branch(value):
+        return lambda: ran.append(value) or (np.float32(value), np.int32(value))
+
+    assert ops.cond(np.array(True), branch(1), branch(2)) == (1.0, 1) and ran == [1]
+    got = traced(lambda p, x: ops.cond(p, lambda: ops.exp(x), lambda: ops.negative(x)),
+                 np.array(False), XS[0])
+    assert_matches(got, -XS[0])
+
+
 def test_cumsum_over_a_symbolic_axis_is_a_scan():
     got = traced(lambda x: ops.cumsum(x, axis=0), XS, batched=True)
     assert_matches(got, np.cumsum(XS, axis=0), rtol=1e-5, atol=1e-6)

@@ -9,8 +9,8 @@ builder's graph and returns a `Value` (see `nncompile.keras.ops.core`).
 array([[0.25, 0.25, 0.25, 0.25]], dtype=float32)
 """
 from nncompile.keras.ops.core import active_builder, result_type, tracing
-from nncompile.keras.ops.loops import scan
 from nncompile.keras.ops.linalg import dot, einsum, matmul, outer, tensordot, vdot
+from nncompile.keras.ops.loops import cond, fori_loop, scan
 from nncompile.keras.ops.nn import (average_pool, batch_normalization, binary_crossentropy,
                                     categorical_crossentropy, celu, conv, dot_product_attention,
                                     elu, gelu, glu, hard_sigmoid, hard_silu, hard_swish, hard_tanh,
@@ -26,13 +26,14 @@ from nncompile.keras.ops.numpy import (abs, absolute, add, all, amax, amin, any,
                                        logical_xor, logsumexp, max, maximum, mean, min, minimum,
                                        mod, multiply, negative, not_equal, power, prod, reciprocal,
                                        round, rsqrt, sign, sin, sinh, sqrt, square, std, subtract,
-                                       sum, tan, tanh, true_divide, trunc, var, where)
+                                       sum, tan, tanh, true_divide, trunc, var)
 from nncompile.keras.ops.arrays import (arange, broadcast_to, cast, concatenate, convert_to_numpy,
                                         convert_to_tensor, expand_dims, eye, flip, full, full_like,
                                         getitem, hstack, identity, moveaxis, ndim, ones, ones_like,
                                         pad, ravel, repeat, reshape, shape, size, slice, split,
                                         squeeze, stack, swapaxes, take, take_along_axis, tile,
-                                        transpose, tril, triu, unstack, vstack, zeros, zeros_like)
+                                        transpose, tril, triu, unstack, vstack, where, zeros,
+                                        zeros_like)
 
 __all__ = [name for name in dir() if not name.startswith("_")
            and name not in ("arrays", "core", "linalg", "loops", "nn", "numpy")]

@@ -300,6 +300,20 @@ def _indices(b, indices):
 
 
 @keras_op
+def where(b, condition, x1=None, x2=None):
+    """`x1` where `condition` holds, else `x2` (both required: nncompile has no `nonzero`).
+
+    >>> where(np.array([True, False]), 1.0, np.array([5, 6]))
+    array([1., 6.], dtype=float32)
+    """
+    if x1 is None or x2 is None:
+        raise NotImplementedError("ops.where with one argument (the indices of nonzero "
+                                  "elements) has a data-dependent shape, which nncompile's "
+                                  "IR cannot express; pass x1 and x2")
+    return b.select(tensor(b, condition, "bool"), *tensors(b, x1, x2))
+
+
+@keras_op
 def take(b, x, indices, axis=None):
     """Elements of `x` at `indices` along `axis` (None: of the flattened `x`); negative
     indices count from the end.

@@ -19,7 +19,7 @@ import numpy as np
 
 from nncompile.ir import Builder, Value
 from nncompile.ir.ops.scan import slice_type
-from nncompile.keras.ops.arrays import getitem, stack
+from nncompile.keras.ops.arrays import getitem, stack, where
 from nncompile.keras.ops.core import builder_for, leaves, tensor, tracing
 
 
@@ -123,3 +123,31 @@ def _traced(b, f, carries, single_carry, scanned, single_x, no_xs, length, rever
     stacked = outs[len(carries):]
     return (_rebuilt(outs[:len(carries)], single_carry),
             _rebuilt(stacked, single_y) if y is not None else None)
+
+
+def fori_loop(lower, upper, body_fun, init_val):
+    """`val = body_fun(i, val)` for i from `lower` to `upper` - 1 (static bounds): a scan over
+    those i, so traced it is one loop op.
+
+    >>> int(fori_loop(0, 4, lambda i, total: total + i, np.int32(0)))
+    6
+    """
+    steps = np.arange(int(lower), int(upper), dtype=np.int32)
+    return scan(lambda val, i: (body_fun(i, val), None), init_val, steps)[0]
+
+
+def cond(pred, true_fn, false_fn):
+    """`true_fn()` if `pred` else `false_fn()`. A traced `pred` selects between both results,
+    computed both (no branch op in the IR), so the branches must give the same types; an eager
+    one runs one branch, as Python's `if`.
+
+    >>> float(cond(np.array(False), lambda: np.float32(1), lambda: np.float32(2)))
+    2.0
+    """
+    if not isinstance(pred, Value):
+        return true_fn() if bool(np.asarray(pred)) else false_fn()
+    yes, single = _flat(true_fn())
+    no = _flat(false_fn())[0]
+    if len(yes) != len(no):
+        raise ValueError(f"ops.cond: true_fn gives {len(yes)} values, false_fn {len(no)}")
+    return _rebuilt([where(pred, a, c) for a, c in zip(yes, no)], single)
