@@ -26,7 +26,7 @@ def cast(b, x, dtype):
     >>> cast(np.array([1.7, -1.7]), "int32")
     array([ 1, -1], dtype=int32)
     """
-    return tensor(b, tensor(b, x), standardize_dtype(dtype))
+    return tensor(b, x, standardize_dtype(dtype))
 
 
 @keras_op

@@ -29,15 +29,15 @@ def _softplus(b, v):
 
 relu = float_op("relu", lambda b, v: b.relu(v), "max(x, 0).")
 relu6 = float_op("relu6", lambda b, v: b.minimum(b.relu(v), b.scalar(6.0, v)),
-                    "min(max(x, 0), 6).")
+                 "min(max(x, 0), 6).")
 sigmoid = float_op("sigmoid", lambda b, v: b.sigmoid(v), "1 / (1 + exp(-x)).")
 softplus = float_op("softplus", _softplus, "log(1 + exp(x)), computed without overflow.")
 softsign = float_op("softsign", lambda b, v: b.div(v, b.add(b.abs(v), b.scalar(1.0, v))),
-                       "x / (|x| + 1).")
+                    "x / (|x| + 1).")
 silu = float_op("silu", lambda b, v: b.mul(v, b.sigmoid(v)), "x * sigmoid(x).")
 swish = silu
 log_sigmoid = float_op("log_sigmoid", lambda b, v: b.neg(_softplus(b, b.neg(v))),
-                          "log(sigmoid(x)) = -softplus(-x).")
+                       "log(sigmoid(x)) = -softplus(-x).")
 
 
 def _hard_sigmoid(b, v):
@@ -48,7 +48,7 @@ def _hard_sigmoid(b, v):
 hard_sigmoid = float_op("hard_sigmoid", _hard_sigmoid,
                         "Piecewise linear sigmoid: clip(x / 6 + 0.5, 0, 1).")
 hard_tanh = float_op("hard_tanh", lambda b, v: b.minimum(b.maximum(v, b.scalar(-1.0, v)),
-                                                      b.scalar(1.0, v)), "clip(x, -1, 1).")
+                                                         b.scalar(1.0, v)), "clip(x, -1, 1).")
 hard_silu = float_op("hard_silu", lambda b, v: b.mul(v, _hard_sigmoid(b, v)),
                      "x * hard_sigmoid(x).")
 hard_swish = hard_silu
