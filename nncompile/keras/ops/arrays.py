@@ -422,6 +422,10 @@ def _index(b, x, key: list):
 def _bounds(k, n) -> tuple[int, int, int]:
     """A Python slice as the IR slice's start, end and step on an axis of size n."""
     if is_symbol(n):
+        # Only whole axes are expressible there: forwards, or (start -1, end -SLICE_END)
+        # backwards; other bounds pass through for the IR's rule to refuse by name.
+        if k.start is None and k.stop is None and (k.step or 1) == -1:
+            return -1, -SLICE_END, -1
         return k.start or 0, SLICE_END if k.stop is None else k.stop, k.step or 1
     start, stop, step = k.indices(n)
     # Stepping down to "before index 0" is stop -1 to Python but "the last" to the IR.
