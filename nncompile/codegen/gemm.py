@@ -47,6 +47,7 @@ SMALL_M = 4                 # up to this many rows of A skip packing
 CHUNKS_PER_THREAD = 4       # column chunks per thread: a core lost to another process costs a chunk
 SKINNY_N = 16               # up to this many columns of B (and a row-major A): vectorize over K
 DIRECT_A_BYTES = 1 << 20     # an A up to this size is read in place, not packed
+ROW_SPLIT_BYTES = 1 << 18    # a B from this size is shared between the threads for one row of A
 PARALLEL_WORK = 1 << 17     # M*N*K from which both cores pay off (measured: 2 threads win from ~48^3)
 MID_WORK = 1 << 25          # M*N*K below which C's rows are split into just one chunk per thread
 
@@ -582,14 +583,17 @@ def _pack_rows_of_transposed(b: ir.IRBuilder, t: Tiling, src: ir.Value, lda: ir.
 
 
 def _emit_small_m(b: ir.IRBuilder, ty: ir.Type, t: Tiling, rows: int, args: list[ir.Value],
-                  transpose_a: bool, epilogue: Epilogue | None) -> None:
-    """C = A @ B for exactly `rows` rows of A: each row of B is loaded once for all of them."""
+                  transpose_a: bool, epilogue: Epilogue | None,
+                  columns: tuple[ir.Value, ir.Value] | None = None) -> None:
+    """C = A @ B for exactly `rows` rows of A: each row of B is loaded once for all of them.
+    `columns` (start, stop): only those columns of C (a thread's share)."""
     m, n, k, a, lda, src_b, ldb, c, ldc, *eptrs = args
     lanes = t.lanes
     vectors = max(1, 8 // rows)          # accumulators: rows x vectors <= 8 keeps B loads the bottleneck
     width = lanes * vectors
     vec = ir.VectorType(ty, lanes)
-    with for_range(b, n, step=width, name="sn") as n0:
+    start, stop = columns if columns is not None else (const(0), n)
+    with for_range(b, stop, start, step=width, name="sn") as n0:
         cols = smin(b, const(width), b.sub(n, n0))
         masks = [simd.lane_mask(b, cols, lanes, v * lanes) for v in range(vectors)]
         slots = [[entry_alloca(b, vec) for _ in range(vectors)] for _ in range(rows)]
@@ -607,6 +611,21 @@ def _emit_small_m(b: ir.IRBuilder, ty: ir.Type, t: Tiling, rows: int, args: list
         store_tile(b, accs, at(b, c, n0), ldc, rows, cols, True, True, const(0), n0, epilogue, eptrs)
 
 
+def _emit_one_row_task(module: ir.Module, name: str, ty: ir.Type, t: Tiling, transpose_a: bool,
+                       epilogue: Epilogue | None) -> ir.Function:
+    """Task: one row of A times B over this thread's share of B's columns (whole vectors)."""
+    ptr = ty.as_pointer()
+    n_epi = len(epilogue.operands) if epilogue else 0
+    fn, b, ctx, index, count = parallel.task_function(module, f"{name}.row")
+    args = unpack_fields(b, ctx, [i64, i64, i64, ptr, i64, ptr, i64, ptr, i64] + [ptr] * n_epi)
+    n = args[1]
+    share = b.mul(ceil_div(b, ceil_div(b, n, t.lanes), count), const(t.lanes))
+    start = b.mul(index, share)
+    _emit_small_m(b, ty, t, 1, args, transpose_a, epilogue, (start, smin(b, n, b.add(start, share))))
+    b.ret_void()
+    return fn
+
+
 def _emit_loop_nest(b: ir.IRBuilder, ty: ir.Type, args: list[ir.Value], transpose_a: bool,
                     transpose_b: bool, epilogue: Epilogue | None) -> None:
     """The plain m, n, k loop nest: integer dtypes (exact, wrapping like numpy) and products too
@@ -622,6 +641,21 @@ def _emit_loop_nest(b: ir.IRBuilder, ty: ir.Type, args: list[ir.Value], transpos
             b.store(add(b, b.load(slot), mul(b.load(at(b, a, a_at)), b.load(at(b, src_b, b_at)))), slot)
         store_tile(b, [[b.load(slot)]], at(b, c, b.add(b.mul(row, ldc), col)), ldc, 1, const(1), True, True,
                    row, col, epilogue, eptrs)
+
+
+def _emit_parallel_row(b: ir.IRBuilder, module: ir.Module, name: str, dtype: DType, args: list[ir.Value],
+                       transpose_a: bool, epilogue: Epilogue | None) -> None:
+    """One row of A (batch-1 inference, a recurrent step) times a B of at least ROW_SPLIT_BYTES:
+    the columns are split between the threads, each streaming its part of B from its own cache
+    (one thread would read all of B, from L2 at best, at every call)."""
+    m, n, k = args[:3]
+    ty, t = scalar_type(dtype), tiling(dtype)
+    big = b.icmp_signed(">=", b.mul(b.mul(n, k), const(t.itemsize)), const(ROW_SPLIT_BYTES))
+    with b.if_then(b.and_(b.icmp_signed("==", m, const(1)), big)):
+        task = _emit_one_row_task(module, name, ty, t, transpose_a, epilogue)
+        tasks = smin(b, ceil_div(b, n, t.lanes * 2), const(parallel.num_threads()))
+        b.call(parallel.emit_parallel_for(module), [task, pack_fields(b, args), tasks])
+        b.ret_void()
 
 
 def emit_gemm(module: ir.Module, name: str, dtype: DType, *, transpose_a: bool = False,
@@ -656,6 +690,7 @@ def emit_gemm(module: ir.Module, name: str, dtype: DType, *, transpose_a: bool =
         b.ret_void()
         return fn
     if not transpose_b:
+        _emit_parallel_row(b, module, name, dtype, args, transpose_a, epilogue)
         for rows in range(1, SMALL_M + 1):
             with b.if_then(b.icmp_signed("==", m, const(rows))):
                 _emit_small_m(b, ty, tiling(dtype), rows, args, transpose_a, epilogue)
