@@ -319,6 +319,8 @@ def test_getitem(key):
 
 def test_getitem_keeps_a_symbolic_batch_and_gathers_by_tensor():
     check(lambda x: ops.getitem(x, (Ellipsis, 1)), [CUBE], CUBE[..., 1], batched=True)
+    check(lambda x: ops.getitem(x, np.s_[::-1, 1:]), [CUBE], CUBE[::-1, 1:], batched=True)
+    check(lambda x: ops.flip(x, axis=0), [CUBE], CUBE[::-1], batched=True)
     idx = np.array([1, 0, 1], np.int32)
     check(lambda x, i: ops.getitem(x, i), [CUBE, idx], CUBE[idx])
 
