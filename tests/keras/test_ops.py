@@ -314,15 +314,15 @@ def test_take_and_take_along_axis():
     (0, slice(None, None, 2), 3), (None, Ellipsis, None), (slice(-2, None),),
 ])
 def test_getitem(key):
-    check(lambda x: ops.getitem(x, key), [CUBE], CUBE[key])
+    check(lambda x: ops.get_item(x, key), [CUBE], CUBE[key])
 
 
 def test_getitem_keeps_a_symbolic_batch_and_gathers_by_tensor():
-    check(lambda x: ops.getitem(x, (Ellipsis, 1)), [CUBE], CUBE[..., 1], batched=True)
-    check(lambda x: ops.getitem(x, np.s_[::-1, 1:]), [CUBE], CUBE[::-1, 1:], batched=True)
+    check(lambda x: ops.get_item(x, (Ellipsis, 1)), [CUBE], CUBE[..., 1], batched=True)
+    check(lambda x: ops.get_item(x, np.s_[::-1, 1:]), [CUBE], CUBE[::-1, 1:], batched=True)
     check(lambda x: ops.flip(x, axis=0), [CUBE], CUBE[::-1], batched=True)
     idx = np.array([1, 0, 1], np.int32)
-    check(lambda x, i: ops.getitem(x, i), [CUBE, idx], CUBE[idx])
+    check(lambda x, i: ops.get_item(x, i), [CUBE, idx], CUBE[idx])
 
 
 def test_slice_flip_pad_broadcast_to():

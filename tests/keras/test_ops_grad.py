@@ -57,13 +57,13 @@ CASES = {
                           [_normal(2, 3, 4)]),
     "expand_squeeze": (lambda x: ops.squeeze(ops.expand_dims(x, 1), 1), [_normal(2, 3)]),
     "concatenate_stack": (lambda x, y: ops.concatenate([
-        ops.stack([x, y]), ops.getitem(ops.stack([y, x], 2), (None, Ellipsis, 0))]),
+        ops.stack([x, y]), ops.get_item(ops.stack([y, x], 2), (None, Ellipsis, 0))]),
                           [_normal(2, 3), _normal(2, 3)]),
     "split": (lambda x: ops.multiply(*ops.split(x, 2, axis=1)), [_normal(2, 4)]),
     "take": (lambda x: ops.take(x, np.array([2, 0, 2]), axis=1), [_normal(2, 3)]),
     "take_along_axis": (lambda x: ops.take_along_axis(x, np.array([[2, 2], [0, 1]]), axis=1),
                         [_normal(2, 3)]),
-    "getitem": (lambda x: ops.getitem(x, (slice(None, None, -1), None, 1)), [_normal(3, 4)]),
+    "get_item": (lambda x: ops.get_item(x, (slice(None, None, -1), None, 1)), [_normal(3, 4)]),
     "flip_pad": (lambda x: ops.pad(ops.flip(x, 0), ((1, 0), (0, 2))), [_normal(3, 4)]),
     "broadcast_to": (lambda x: ops.broadcast_to(x, (2, 3)), [_normal(3)]),
     "matmul": (ops.matmul, [_normal(2, 2, 3), _normal(3, 4)]),
@@ -82,7 +82,7 @@ CASES = {
     "gelu_exact": (lambda x: ops.gelu(x, approximate=False), [_normal(3, 4)]),
     "elu_selu": (lambda x: ops.add(ops.elu(x), ops.selu(x)), [_normal(3, 4)]),
     "leaky_relu": (ops.leaky_relu, [_normal(3, 4)]),
-    "celu_glu": (lambda x: ops.add(ops.glu(x), ops.celu(ops.getitem(x, (Ellipsis, slice(2))))),
+    "celu_glu": (lambda x: ops.add(ops.glu(x), ops.celu(ops.get_item(x, (Ellipsis, slice(2))))),
                  [_normal(3, 4)]),
     "normalize": (ops.normalize, [_normal(3, 4)]),
     "rms_normalization": (lambda x, s: ops.rms_normalization(x, s), [_normal(3, 4), _normal(4)]),
@@ -145,7 +145,7 @@ def _many_ops(x, w, labels):
     parts = ops.split(h, 2, axis=-1)
     joined = ops.concatenate([ops.silu(parts[1]), ops.softplus(parts[0])], axis=-1)
     scores = ops.einsum("bi,ij->bj", joined, ops.transpose(w))
-    loss = ops.sparse_categorical_crossentropy(labels, ops.getitem(scores, (Ellipsis, slice(0, 4))),
+    loss = ops.sparse_categorical_crossentropy(labels, ops.get_item(scores, (Ellipsis, slice(0, 4))),
                                                from_logits=True)
     return [loss, ops.argmax(scores, axis=-1), ops.cumsum(scores, axis=1),
             ops.where(ops.greater(scores, 0), ops.sqrt(ops.abs(scores)), ops.exp(scores)),

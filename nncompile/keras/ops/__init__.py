@@ -29,7 +29,7 @@ from nncompile.keras.ops.numpy import (abs, absolute, add, all, amax, amin, any,
                                        sum, tan, tanh, true_divide, trunc, var)
 from nncompile.keras.ops.arrays import (arange, broadcast_to, cast, concatenate, convert_to_numpy,
                                         convert_to_tensor, expand_dims, eye, flip, full, full_like,
-                                        getitem, hstack, identity, moveaxis, ndim, ones, ones_like,
+                                        get_item, hstack, identity, moveaxis, ndim, ones, ones_like,
                                         pad, ravel, repeat, reshape, shape, size, slice, split,
                                         squeeze, stack, swapaxes, take, take_along_axis, tile,
                                         transpose, tril, triu, unstack, vstack, where, zeros,

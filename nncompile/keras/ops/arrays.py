@@ -363,18 +363,18 @@ def slice(b, inputs, start_indices, shape):  # noqa: A001  (Keras's name)
 
 
 @keras_op
-def getitem(b, x, key):
+def get_item(b, x, key):
     """`x[key]` with ints, slices, None, Ellipsis, or one index tensor (a gather along axis 0):
     what a traced tensor's `__getitem__` calls.
 
-    >>> getitem(np.arange(6).reshape(2, 3), np.s_[:, -1]).tolist()
+    >>> get_item(np.arange(6).reshape(2, 3), np.s_[:, -1]).tolist()
     [2, 5]
     """
     v = tensor(b, x)
     key = key if isinstance(key, tuple) else (key,)
     if any(isinstance(k, (Value, EagerValue, np.ndarray, list)) for k in key):
         if len(key) != 1:
-            raise NotImplementedError("ops.getitem: an index tensor is supported alone "
+            raise NotImplementedError("ops.get_item: an index tensor is supported alone "
                                       "(x[indices]), not mixed with other indices")
         return b.gather(v, _indices(b, key[0]), axis=0)
     explicit = sum(1 for k in key if k is not None and k is not Ellipsis)

@@ -19,7 +19,7 @@ import numpy as np
 
 from nncompile.ir import Builder, Value
 from nncompile.ir.ops.scan import slice_type
-from nncompile.keras.ops.arrays import getitem, stack, where
+from nncompile.keras.ops.arrays import get_item, stack, where
 from nncompile.keras.ops.core import builder_for, leaves, tensor, tracing
 
 
@@ -89,7 +89,7 @@ def _eager(f, carries, single_carry, scanned, single_x, no_xs, length, reverse):
     order = range(steps - 1, -1, -1) if reverse else range(steps)
     carry, ys = _rebuilt(carries, single_carry), {}
     for t in order:
-        x = None if no_xs else _rebuilt([getitem(s, t) for s in scanned], single_x)
+        x = None if no_xs else _rebuilt([get_item(s, t) for s in scanned], single_x)
         carry, y = f(carry, x)
         ys[t] = y
     if not ys or ys[0] is None:
