@@ -25,3 +25,6 @@ __all__ += ["losses", "metrics"]
 from nncompile.keras import saving  # noqa: E402
 
 __all__ += ["saving"]
+from nncompile.keras import config, ops, random  # noqa: E402
+
+__all__ += ["config", "ops", "random"]

@@ -7,16 +7,42 @@ from collections import defaultdict
 _name_counts: dict[str, int] = defaultdict(int)
 
 
+_settings = {"floatx": "float32", "epsilon": 1e-7, "image_data_format": "channels_last"}
+
+
 def floatx() -> str:
-    return "float32"
+    """The default float dtype ("float32"; `keras.config.set_floatx` changes it)."""
+    return _settings["floatx"]
+
+
+def set_floatx(value: str) -> None:
+    """Make `value` ("float16", "float32" or "float64") the default float dtype."""
+    accepted = ("float16", "float32", "float64")   # Keras's, less bfloat16 (no IR dtype)
+    if value not in accepted:
+        raise ValueError(f"Unknown `floatx` value: {value}. Expected one of {set(accepted)}")
+    _settings["floatx"] = str(value)
 
 
 def epsilon() -> float:
-    return 1e-7
+    """The fuzz factor of numeric expressions (1e-7; `keras.config.set_epsilon` changes it)."""
+    return _settings["epsilon"]
+
+
+def set_epsilon(value: float) -> None:
+    _settings["epsilon"] = value
 
 
 def image_data_format() -> str:
-    return "channels_last"
+    """'channels_last' unless `keras.config.set_image_data_format` said otherwise."""
+    return _settings["image_data_format"]
+
+
+def set_image_data_format(data_format: str) -> None:
+    data_format = str(data_format).lower()
+    if data_format not in ("channels_first", "channels_last"):
+        raise ValueError("The `data_format` argument must be one of {'channels_first', "
+                         f"'channels_last'}}. Received: data_format={data_format}")
+    _settings["image_data_format"] = data_format
 
 
 def to_snake_case(name: str) -> str:

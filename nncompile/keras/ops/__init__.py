@@ -1,0 +1,39 @@
+"""`keras.ops`: Keras 3's op namespace, each op defined once on top of nncompile's op table.
+
+Called on arrays and numbers, an op computes at once and returns a numpy array (as Keras's numpy
+backend). Called on IR `Value`s inside `with ops.tracing(builder):`, it adds nodes to that
+builder's graph and returns a `Value` (see `nncompile.keras.ops.core`).
+
+>>> from nncompile.keras import ops
+>>> ops.softmax(np.zeros((1, 4), "float32"))
+array([[0.25, 0.25, 0.25, 0.25]], dtype=float32)
+"""
+from nncompile.keras.ops.core import active_builder, result_type, tracing
+from nncompile.keras.ops.linalg import dot, einsum, matmul, outer, tensordot, vdot
+from nncompile.keras.ops.loops import cond, fori_loop, scan
+from nncompile.keras.ops.nn import (average_pool, batch_normalization, binary_crossentropy,
+                                    categorical_crossentropy, celu, conv, dot_product_attention,
+                                    elu, gelu, glu, hard_sigmoid, hard_silu, hard_swish, hard_tanh,
+                                    layer_normalization, leaky_relu, log_sigmoid, log_softmax,
+                                    max_pool, moments, normalize, one_hot, relu, relu6,
+                                    rms_normalization, selu, sigmoid, silu, softmax, softplus,
+                                    softsign, sparse_categorical_crossentropy, swish)
+from nncompile.keras.ops.numpy import (abs, absolute, add, all, amax, amin, any, argmax, argmin,
+                                       ceil, clip, cos, cosh, count_nonzero, cumsum, divide, equal,
+                                       erf, exp, exp2, expm1, floor, floor_divide, greater,
+                                       greater_equal, isfinite, isinf, isnan, less, less_equal, log,
+                                       log10, log1p, log2, logical_and, logical_not, logical_or,
+                                       logical_xor, logsumexp, max, maximum, mean, min, minimum,
+                                       mod, multiply, negative, not_equal, power, prod, reciprocal,
+                                       round, rsqrt, sign, sin, sinh, sqrt, square, std, subtract,
+                                       sum, tan, tanh, true_divide, trunc, var)
+from nncompile.keras.ops.arrays import (arange, broadcast_to, cast, concatenate, convert_to_numpy,
+                                        convert_to_tensor, expand_dims, eye, flip, full, full_like,
+                                        get_item, hstack, identity, moveaxis, ndim, ones, ones_like,
+                                        pad, ravel, repeat, reshape, shape, size, slice, split,
+                                        squeeze, stack, swapaxes, take, take_along_axis, tile,
+                                        transpose, tril, triu, unstack, vstack, where, zeros,
+                                        zeros_like)
+
+__all__ = [name for name in dir() if not name.startswith("_")
+           and name not in ("arrays", "core", "linalg", "loops", "nn", "numpy")]
