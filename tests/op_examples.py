@@ -561,6 +561,48 @@ def _fused(rng):
     return g, [_normal(rng, _batch(rng), 4)]
 
 
+# --- scan -------------------------------------------------------------------------------------
+
+def _elman(xs, ps, reverse: bool):
+    """h_t = tanh(x_t @ w + h_{t-1} @ u), run over time axis 1, forwards or backwards."""
+    x, h = xs[0], xs[1]
+    ys = np.zeros(x.shape[:2] + (h.shape[1],), np.float64)
+    steps = range(x.shape[1] - 1, -1, -1) if reverse else range(x.shape[1])
+    total = np.zeros_like(h, dtype=np.float64)
+    for t in steps:
+        h = np.tanh(x[:, t] @ ps["w"] + h @ ps["u"])
+        total = total + h
+        ys[:, t] = h
+    return [h, total, ys]
+
+
+def _elman_body() -> Graph:
+    b = Builder(name="body")
+    h, total = b.input("h", f32[BATCH, 3]), b.input("total", f32[BATCH, 3])
+    x = b.input("x", f32[BATCH, 2])
+    w, u = b.input("w", f32[2, 3]), b.input("u", f32[3, 3])
+    h2 = b.tanh(b.add(b.matmul(x, w), b.matmul(h, u)))
+    return b.finish([h2, b.add(total, h2), h2])
+
+
+@_case("scan", lambda xs, ps: _elman(xs, ps, False) + _elman(xs, ps, True))
+def _scan(rng):
+    """An Elman RNN over time axis 1 (carries: the state and a running sum; per step: the state),
+    forwards and backwards."""
+    b = Builder()
+    steps = int(rng.integers(1, 5))
+    x, h0 = b.input("x", f32[BATCH, steps, 2]), b.input("h0", f32[BATCH, 3])
+    w, u = b.param("w", _normal(rng, 2, 3)), b.param("u", _normal(rng, 3, 3) * 0.5)
+    zero = b.broadcast(b.constant(np.float32(0)), shape=[BATCH, 3])
+    outs = []
+    for reverse in (False, True):
+        outs += b.scan(h0, zero, x, w, u, body=_elman_body(), num_carry=2, num_scanned=1,
+                       axis=1, reverse=reverse)
+    g = b.finish(outs, ["h", "total", "ys", "h_rev", "total_rev", "ys_rev"])
+    n = _batch(rng)
+    return g, [_normal(rng, n, steps, 2), _normal(rng, n, 3)]
+
+
 # --- backward-pass ops ------------------------------------------------------------------------
 
 def _pad_hw(x: np.ndarray, pads) -> np.ndarray:

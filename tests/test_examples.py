@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from nncompile.keras.datasets import cifar10, mnist
+from nncompile.keras.datasets import cifar10, imdb, mnist
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 
@@ -24,9 +24,14 @@ def _images(shape, classes, count, seed):
 
 
 def _run(monkeypatch, capsys, name, argv):
+    return _run_program(monkeypatch, capsys, name, argv)[0]
+
+
+def _run_program(monkeypatch, capsys, name, argv):
+    """The printed output and the globals of example `name` run with `argv`."""
     monkeypatch.setattr(sys, "argv", [name, *argv])
-    runpy.run_path(str(EXAMPLES / name), run_name="__main__")
-    return capsys.readouterr().out
+    program = runpy.run_path(str(EXAMPLES / name), run_name="__main__")
+    return capsys.readouterr().out, program
 
 
 def test_pima_tutorial(monkeypatch, capsys, tmp_path):
@@ -52,3 +57,27 @@ def test_cifar10_cnn_example(monkeypatch, capsys):
     monkeypatch.setattr(cifar10, "load_data", lambda: ((x, y[:, None]), (xt, yt[:, None])))
     out = _run(monkeypatch, capsys, "cifar10_cnn.py", ["1"])
     assert "x_train shape: (64, 32, 32, 3)" in out and "Test accuracy:" in out
+
+
+def _reviews(count, seed):
+    """Word-index lists of 20 to 300 words (longer and shorter than the 200 kept); a review is
+    positive when it holds word 7 ('great'), placed among its last 200 words."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, count)
+    x = [list(rng.integers(10, 10000, rng.integers(20, 300))) for _ in range(count)]
+    for review, label in zip(x, y):
+        if label:
+            review[-rng.integers(1, min(len(review), 200) + 1)] = 7
+    return np.array(x, dtype=object), y
+
+
+def test_imdb_lstm_tutorial(monkeypatch, capsys):
+    """The tutorial's IMDB program, compiled, on a small slice of generated reviews: 3 epochs
+    of batches of 64, and its training loss falls."""
+    monkeypatch.setenv("NNCOMPILE_BACKEND", "cpu")
+    data = (_reviews(128, 5), _reviews(64, 6))
+    monkeypatch.setattr(imdb, "load_data", lambda num_words=None: data)
+    out, program = _run_program(monkeypatch, capsys, "imdb_lstm.py", [])
+    losses = program["history"].history["loss"]
+    assert "128 Training sequences" in out and "Epoch 3/3" in out and "val_accuracy" in out
+    assert len(losses) == 3 and losses[-1] < losses[0]

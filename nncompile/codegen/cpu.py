@@ -30,7 +30,7 @@ from nncompile.codegen.loops import for_range
 from nncompile.codegen.target import new_module, tune
 from nncompile.ir.errors import IRError
 from nncompile.ir.graph import Graph, Node, Value
-from nncompile.ir.optable import Fusion, get_op
+from nncompile.ir.optable import OPS, Fusion, Region, get_op, has_region, regions_of
 from nncompile.ir.types import is_symbol
 
 ENTRY = "nncompile_entry"
@@ -61,17 +61,52 @@ def graph_symbols(graph: Graph) -> list[str]:
     return seen
 
 
+def _all_values(graph: Graph) -> list[Value]:
+    """The graph's inputs and results, then those of its program regions (recursively)."""
+    values = [*graph.inputs, *(v for n in graph.nodes for v in n.outputs)]
+    for node in graph.nodes:
+        if has_region(node, Region.PROGRAM):
+            for region in regions_of(node):
+                values += _all_values(region)
+    return values
+
+
 def make_layout(graph: Graph, shares: dict[Value, Value]) -> Layout:
     """The slots of a fused, scheduled graph. `shares` maps a value to the value whose memory it
     uses (views and in-place results, from the memory plan); the others own their memory."""
     layout = Layout(symbols=graph_symbols(graph))
-    for v in [*graph.inputs, *(v for n in graph.nodes for v in n.outputs)]:
+    for v in _all_values(graph):
         root = shares.get(v, v)
         if root not in layout.slots:
             layout.slots[root] = len(layout.roots)
             layout.roots.append(root)
         layout.slots[v] = layout.slots[root]
     return layout
+
+
+@dataclass
+class Program:
+    """The entry function being emitted: each slot's pointer and each symbol's size, loaded once.
+    Ops whose region is a program (`scan`) are lowered here, by a program emitter
+    `emit(p: Program, node, number)`, around the kernels of their body (`emit_kernels`)."""
+
+    module: ir.Module
+    b: ir.IRBuilder
+    layout: Layout
+    pointers: list[ir.Value]
+    symbols: list[ir.Value]
+    packed: dict[Value, ir.Value] = field(default_factory=dict)   # see Kernel.packed
+
+    def ptr(self, value: Value) -> ir.Value:
+        return self.pointers[self.layout.slots[value]]
+
+    def same_buffer(self, x: Value, y: Value) -> bool:
+        return self.layout.slots[x] == self.layout.slots[y]
+
+    def dims(self, value: Value) -> list[int | ir.Value]:
+        """The value's dimensions: ints where static, the symbol's i64 size where symbolic."""
+        sizes = dict(zip(self.layout.symbols, self.symbols))
+        return [sizes[d] if is_symbol(d) else d for d in value.type.shape]
 
 
 def build_module(graph: Graph, layout: Layout, name: str = "nncompile") -> ir.Module:
@@ -84,19 +119,31 @@ def build_module(graph: Graph, layout: Layout, name: str = "nncompile") -> ir.Mo
                      for s in range(len(layout.symbols))]
     pointers = [b.load(b.gep(buffers, [ir.Constant(i64, s)]), name=f"buf{s}")
                 for s in range(len(layout.roots))]
-    for number, node in enumerate(graph.nodes, start=1):
-        if node.op == "constant":
-            continue   # its array is a buffer the runtime binds, like a parameter
-        fn = _kernel_function(module, node, number, layout)
-        args = [b.bitcast(pointers[s], arg.type) for s, arg in zip(_kernel_slots(node, layout), fn.args)]
-        status = b.call(fn, args + symbol_values)
-        with b.if_then(b.icmp_signed("!=", status, ir.Constant(i32, 0)), likely=False):
-            b.ret(ir.Constant(i32, number))
+    emit_kernels(Program(module, b, layout, pointers, symbol_values), graph.nodes)
     b.ret(ir.Constant(i32, 0))
     _emit_steps(module, entry, len(layout.roots))
     if len(graph.data_inputs) <= CALL_INPUTS_MAX:
         _emit_call(module, entry, [layout.slots[v] for v in graph.data_inputs])
     return module
+
+
+def emit_kernels(p: Program, nodes: list[Node], number: int | None = None, prefix: str = "k") -> None:
+    """Call the kernel of each node in order. A kernel reporting a bad input makes the entry
+    return the node's 1-based number (for a program region's kernels: `number`, the number of
+    the top-level node running them)."""
+    for i, node in enumerate(nodes, start=1):
+        reported = number if number is not None else i
+        if node.op == "constant":
+            continue   # its array is a buffer the runtime binds, like a parameter
+        if has_region(node, Region.PROGRAM):
+            get_op(node.op).lower(p, node, reported, f"{prefix}{i}.")
+            continue
+        packed = [v for v in dict.fromkeys(node.inputs) if v in p.packed]
+        fn = _kernel_function(p.module, node, f"{prefix}{i}.{node.op}", p.layout, packed)
+        args = [p.b.bitcast(p.pointers[s], arg.type) for s, arg in zip(_kernel_slots(node, p.layout), fn.args)]
+        status = p.b.call(fn, args + p.symbols + [p.packed[v] for v in packed])
+        with p.b.if_then(p.b.icmp_signed("!=", status, ir.Constant(i32, 0)), likely=False):
+            p.b.ret(ir.Constant(i32, reported))
 
 
 def _emit_call(module: ir.Module, entry: ir.Function, input_slots: list[int]) -> None:
@@ -143,39 +190,38 @@ def _kernel_slots(node: Node, layout: Layout) -> list[int]:
     return slots
 
 
-def _kernel_function(module: ir.Module, node: Node, number: int, layout: Layout) -> ir.Function:
+def _kernel_function(module: ir.Module, node: Node, name: str, layout: Layout,
+                     packed: list[Value] = ()) -> ir.Function:
+    """The kernel's function: its buffers (noalias), the symbols' sizes, then the buffers of its
+    operands that `packed` names, packed as a GEMM's B."""
     slots = _kernel_slots(node, layout)
     by_slot = {layout.slots[v]: v for v in [*node.inputs, *node.outputs]}
     arg_types = [storage_type(by_slot[s].type.dtype).as_pointer() for s in slots]
-    fn_type = ir.FunctionType(i32, arg_types + [i64] * len(layout.symbols))
-    fn = tune(ir.Function(module, fn_type, f"k{number}.{node.op}"))
+    packed_types = [storage_type(v.type.dtype).as_pointer() for v in packed]
+    fn_type = ir.FunctionType(i32, arg_types + [i64] * len(layout.symbols) + packed_types)
+    fn = tune(ir.Function(module, fn_type, name))
     fn.linkage = "internal"
     fn.attributes.add("nounwind")
     ptr_args = fn.args[:len(slots)]
     for arg in ptr_args:
         arg.add_attribute("noalias")
-    symbols = dict(zip(layout.symbols, fn.args[len(slots):]))
+    symbols = dict(zip(layout.symbols, fn.args[len(slots):len(slots) + len(layout.symbols)]))
+    packed_args = dict(zip(packed, fn.args[len(slots) + len(layout.symbols):]))
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     pointers = {}
     for v in [*node.inputs, *node.outputs]:
         arg = ptr_args[slots.index(layout.slots[v])]
         pointers[v] = arg if arg.type.pointee == storage_type(v.type.dtype) else \
             b.bitcast(arg, storage_type(v.type.dtype).as_pointer())
-    lower_node(Kernel(b, module, pointers, symbols), node)
+    lower_node(Kernel(b, module, pointers, symbols, packed_args), node)
     if not b.block.is_terminated:
         b.ret(ir.Constant(i32, 0))
     return fn
 
 
 def lower_node(k: Kernel, node: Node) -> None:
-    """Emit the code of one kernel: a fused group by its kind, a plain op by its fusion kind."""
-    if node.op == "fused":
-        body: Graph = node.attrs["body"]
-        # Only the body's inputs take the node's buffers: a body output may be a body input or
-        # another output, so each result is stored into the node output at its own position.
-        k.bind(body.inputs, node.inputs)
-        FUSED[node.attrs["kind"]](k, body, node.outputs)
-        return
+    """Emit the code of one kernel: an elementwise or broadcast op as a loop, any other op (a
+    fused group among them) by its kernel emitter."""
     opdef = get_op(node.op)
     if opdef.fusion in (Fusion.ELEMENTWISE, Fusion.BROADCAST):
         emit_loop(k, node.inputs, node.outputs, [node], node.outputs)
@@ -183,6 +229,15 @@ def lower_node(k: Kernel, node: Node) -> None:
         raise IRError(f"{node.describe()}: op {node.op!r} has no CPU lowering")
     else:
         opdef.lower(k, node)
+
+
+def _fused(k: Kernel, node: Node) -> None:
+    """A fused group by its kind. Only the body's inputs take the node's buffers: a body output
+    may be a body input or another output, so each result is stored into the node output at its
+    own position."""
+    body: Graph = node.attrs["body"]
+    k.bind(body.inputs, node.inputs)
+    FUSED[node.attrs["kind"]](k, body, node.outputs)
 
 
 def _loop(k: Kernel, body: Graph, outputs: list[Value]) -> None:
@@ -203,4 +258,6 @@ FUSED: dict[str, Callable[[Kernel, Graph, list[Value]], None]] = {
     "loop": _loop, "reduction": _reduction, "matmul": _anchored, "conv2d": _anchored,
     "max_pool2d": _anchored, "avg_pool2d": _anchored,
 }
+OPS["fused"].lower = _fused
 
+from nncompile.codegen import scan  # noqa: E402,F401  (fills scan's lower slot; it builds on this module)

@@ -17,8 +17,7 @@ K is split into equal blocks of at most KC. An A of at most DIRECT_A_BYTES is no
 microkernel reads it in place (packing is a scalar transpose that cost as much as the arithmetic
 at model shapes such as 256x784 @ 784x128).
 
-Small M (batch-1 inference): no packing at all; B rows are streamed once with all of A's rows in
-registers. Small N (<= SKINNY_N): the kernels of `gemm_skinny.py`. Integer dtypes use a plain
+Small M (batch-1 inference, a recurrent step): no packing at all (`gemm_rows.py`). Small N (<= SKINNY_N): the kernels of `gemm_skinny.py`. Integer dtypes use a plain
 loop nest.
 
 The layers are reusable: `emit_driver` packs B and runs any tiles task (`tiles_task` starts one),
@@ -32,7 +31,7 @@ from typing import Callable, Sequence
 
 from llvmlite import ir
 
-from nncompile.codegen import gemm_skinny, parallel, simd, target
+from nncompile.codegen import gemm_pack, gemm_rows, gemm_skinny, parallel, simd, target
 from nncompile.codegen.kernel import scalar_type
 from nncompile.codegen.loops import as_i64, const, for_range
 from nncompile.ir.dtypes import DType
@@ -43,7 +42,6 @@ i8p = ir.IntType(8).as_pointer()
 i64 = ir.IntType(64)
 void = ir.VoidType()
 
-SMALL_M = 4                 # up to this many rows of A skip packing
 CHUNKS_PER_THREAD = 4       # column chunks per thread: a core lost to another process costs a chunk
 SKINNY_N = 16               # up to this many columns of B (and a row-major A): vectorize over K
 DIRECT_A_BYTES = 1 << 20     # an A up to this size is read in place, not packed
@@ -158,9 +156,9 @@ def libc(module: ir.Module) -> tuple[ir.Function, ir.Function]:
 
 
 def new_function(module: ir.Module, name: str, args: Sequence[ir.Type],
-                 internal: bool = True) -> ir.Function:
-    """A void function tuned for the host; internal unless it is an entry point."""
-    fn = target.tune(ir.Function(module, ir.FunctionType(void, list(args)), name))
+                 internal: bool = True, ret: ir.Type = void) -> ir.Function:
+    """A function (void unless `ret` says) tuned for the host; internal unless it is an entry point."""
+    fn = target.tune(ir.Function(module, ir.FunctionType(ret, list(args)), name))
     if internal:
         fn.linkage = "internal"
     return fn
@@ -306,48 +304,7 @@ def _emit_micro(module: ir.Module, name: str, ty: ir.Type, t: Tiling,
     return fn
 
 
-# --- packing B, running the tiles, the driver ---------------------------------------------------
-
-def _emit_pack_b(module: ir.Module, name: str, ty: ir.Type, t: Tiling,
-                 transpose_b: bool) -> ir.Function:
-    """Task: pack its share of B's NR-wide column panels, every KC block of each, into bp.
-
-    Layout: block at depth pc starts at pc*Np (Np = panels*NR); panel j of it at j*kc*NR, k-major."""
-    ptr = ty.as_pointer()
-    fn, b, ctx, index, count = parallel.task_function(module, f"{name}.pack_b")
-    src, ldb, n, k_total, bp = unpack_fields(b, ctx, [ptr, i64, i64, i64, ptr])
-    panels = ceil_div(b, n, t.nr)
-    share = ceil_div(b, panels, count)
-    first_panel = b.mul(index, share)
-    np_ = b.mul(panels, const(t.nr))
-    depth = block_depth(b, t, k_total)
-    with for_range(b, smin(b, panels, b.add(first_panel, share)), first_panel, name="j") as j:
-        n0 = b.mul(j, const(t.nr))
-        valid = b.sub(n, n0)
-        masks = [simd.lane_mask(b, valid, t.lanes, v * t.lanes) for v in range(t.nr_vectors)]
-        with for_range(b, ceil_div(b, k_total, depth), name="pc") as block:
-            pc = b.mul(block, depth)
-            kc = smin(b, depth, b.sub(k_total, pc))
-            dst = at(b, bp, b.add(b.mul(pc, np_), b.mul(n0, kc)))
-            if transpose_b:      # B is N x K: a column of the panel is a row of B, read sequentially
-                with for_range(b, t.nr, name="col") as col:
-                    src_row = b.add(n0, smin(b, col, b.sub(valid, const(1))))   # past the edge: 0s
-                    start = at(b, src, b.add(b.mul(src_row, ldb), pc))
-                    keep = b.icmp_signed("<", col, valid)
-                    with simd.copy_loop(b, kc, name="kk") as kk:
-                        value = b.load(at(b, start, kk))
-                        out = at(b, dst, b.add(b.mul(kk, const(t.nr)), col))
-                        b.store(b.select(keep, value, zero(ty)), out)
-            else:
-                with for_range(b, kc, name="kk") as kk:
-                    row = at(b, src, b.add(b.mul(b.add(pc, kk), ldb), n0))
-                    out = at(b, dst, b.mul(kk, const(t.nr)))
-                    for v, mask in enumerate(masks):
-                        value = simd.masked_load(b, at(b, row, v * t.lanes), mask)
-                        simd.store_vector(b, value, at(b, out, v * t.lanes), align=64)
-    b.ret_void()
-    return fn
-
+# --- running the tiles, the driver -------------------------------------------------------------
 
 TILE_FIELDS = "m, n, k, bp, c, ldc, col0, a_ctx, split_n, e..."
 """The argument block of a tiles task (see `emit_driver`)."""
@@ -441,7 +398,7 @@ def _emit_tiles(module: ir.Module, name: str, ty: ir.Type, t: Tiling, pack_a: Pa
 
 def emit_gemm_driver(module: ir.Module, name: str, dtype: DType, pack_a: PackA, *,
                      transpose_b: bool = False, epilogue: Epilogue | None = None,
-                     transpose_a: bool | None = None) -> ir.Function:
+                     transpose_a: bool | None = None, prepacked: bool = False) -> ir.Function:
     """The blocked float GEMM with a pluggable A packer (see `emit_driver` for its signature).
 
     `transpose_a` not None says a_ctx is a plain matrix (A, lda), so a small A may be read in place."""
@@ -450,34 +407,36 @@ def emit_gemm_driver(module: ir.Module, name: str, dtype: DType, pack_a: PackA, 
     micro = _emit_micro(module, name, ty, t, epilogue)
     direct = None if transpose_a is None else (_emit_micro(module, name, ty, t, epilogue, True), transpose_a)
     tiles = _emit_tiles(module, name, ty, t, pack_a, micro, n_epi, direct)
-    return emit_driver(module, name, dtype, t, tiles, transpose_b=transpose_b, n_epi=n_epi)
+    return emit_driver(module, name, dtype, t, tiles, transpose_b=transpose_b, n_epi=n_epi, prepacked=prepacked)
 
 
 def emit_driver(module: ir.Module, name: str, dtype: DType, t: Tiling, tiles: ir.Function, *,
-                transpose_b: bool = False, n_epi: int = 0) -> ir.Function:
+                transpose_b: bool = False, n_epi: int = 0, prepacked: bool = False) -> ir.Function:
     """An internal function that packs B with `t`'s blocking and runs the `tiles` task over C:
 
     `void name.driver(i64 M, i64 N, i64 K, T* B, i64 ldb, T* C, i64 ldc, i64 col0, i8* a_ctx, T* e...)`
     col0 offsets the epilogue operands' columns (C's own pointer is already offset); a_ctx is
-    passed on to the tiles task, whose argument block is TILE_FIELDS."""
+    passed on to the tiles task, whose argument block is TILE_FIELDS. `prepacked`: one more
+    argument last, `T* bp`, B as `emit_pack_b` packed it, which is used instead of packing B."""
     ty = scalar_type(dtype)
     ptr = ty.as_pointer()
-    pack_b = _emit_pack_b(module, name, ty, t, transpose_b)
     run = parallel.emit_parallel_for(module)
     alloc, free = libc(module)
     threads = parallel.num_threads()
 
-    fn = new_function(module, f"{name}.driver", [i64, i64, i64, ptr, i64, ptr, i64, i64, i8p] + [ptr] * n_epi)
+    fn = new_function(module, f"{name}.driver", [i64, i64, i64, ptr, i64, ptr, i64, i64, i8p] + [ptr] * n_epi
+                      + [ptr] * prepacked)
     m, n, k, src_b, ldb, c, ldc, col0, a_ctx, *eptrs = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     panels = ceil_div(b, n, t.nr)
-    depth = b.select(b.icmp_signed(">", k, const(0)), k, const(1))
-    bytes_ = b.mul(b.mul(depth, b.mul(panels, const(t.nr))), const(dtype.itemsize))
-    bp = b.bitcast(b.call(alloc, [const(64), b.mul(ceil_div(b, bytes_, 64), const(64))]), ptr)
     big = b.icmp_signed(">=", b.mul(b.mul(m, n), k), const(PARALLEL_WORK))
     chunks = const(threads * CHUNKS_PER_THREAD)
-    pack_tasks = b.select(big, smin(b, panels, chunks), const(1))
-    b.call(run, [pack_b, pack_fields(b, [src_b, ldb, n, k, bp]), pack_tasks])
+    if prepacked:
+        bp = eptrs.pop()
+    else:
+        bp = b.bitcast(b.call(alloc, [const(64), gemm_pack.packed_bytes(b, t, n, k)]), ptr)
+        pack_b = gemm_pack.pack_b_task(module, name, ty, t, transpose_b)
+        gemm_pack.run_pack_b(b, module, pack_b, t, [src_b, ldb, n, k, bp], b.select(big, chunks, const(1)))
     row_tiles = ceil_div(b, m, t.mr)
     by_rows = b.icmp_signed(">=", row_tiles, smin(b, panels, chunks))
     # A few row tiles that the threads cannot share evenly (11 for 128 rows: 6 + 5) while the
@@ -497,58 +456,13 @@ def emit_driver(module: ir.Module, name: str, dtype: DType, t: Tiling, tiles: ir
     split_n = b.select(b.and_(big, b.not_(by_rows)), smin(b, panels, chunks), const(1))
     fields = pack_fields(b, [m, n, k, bp, c, ldc, col0, a_ctx, split_n] + eptrs)
     b.call(run, [tiles, fields, b.mul(split_m, split_n)])
-    b.call(free, [b.bitcast(bp, i8p)])
+    if not prepacked:
+        b.call(free, [b.bitcast(bp, i8p)])
     b.ret_void()
     return fn
 
 
-# --- GEMM proper: packing a plain matrix A, the small-M path, integers, the entry ------------------
-
-def pack_matrix(transpose_a: bool) -> PackA:
-    """A packer for a row-major A (K x M when transposed); a_ctx holds (A, lda)."""
-
-    def pack(b: ir.IRBuilder, t: Tiling, a_ctx: ir.Value, ap: ir.Value, m0: ir.Value, mc: ir.Value,
-             k0: ir.Value, kc: ir.Value) -> None:
-        src, lda = unpack_fields(b, a_ctx, [ap.type, i64])
-        with for_range(b, mc, step=t.mr, name="pa") as p:
-            rows = b.sub(mc, p)
-            panel = at(b, ap, b.mul(p, kc))
-            with for_range(b, t.mr, name="pr") as r:   # a row at a time: one sequential read each
-                row = b.add(b.add(m0, p), smin(b, r, b.sub(rows, const(1))))   # past the edge: 0s
-                start = b.add(b.mul(k0, lda), row) if transpose_a else b.add(b.mul(row, lda), k0)
-                keep = b.icmp_signed("<", r, rows)
-                with simd.copy_loop(b, kc, name="pk") as kk:
-                    value = b.load(at(b, src, b.add(start, b.mul(kk, lda) if transpose_a else kk)))
-                    out = at(b, panel, b.add(b.mul(kk, const(t.mr)), r))
-                    b.store(b.select(keep, value, zero(value.type)), out)
-    return pack
-
-
-def _emit_small_m(b: ir.IRBuilder, ty: ir.Type, t: Tiling, rows: int, args: list[ir.Value],
-                  transpose_a: bool, epilogue: Epilogue | None) -> None:
-    """C = A @ B for exactly `rows` rows of A: each row of B is loaded once for all of them."""
-    m, n, k, a, lda, src_b, ldb, c, ldc, *eptrs = args
-    lanes = t.lanes
-    vectors = max(1, 8 // rows)          # accumulators: rows x vectors <= 8 keeps B loads the bottleneck
-    width = lanes * vectors
-    vec = ir.VectorType(ty, lanes)
-    with for_range(b, n, step=width, name="sn") as n0:
-        cols = smin(b, const(width), b.sub(n, n0))
-        masks = [simd.lane_mask(b, cols, lanes, v * lanes) for v in range(vectors)]
-        slots = [[entry_alloca(b, vec) for _ in range(vectors)] for _ in range(rows)]
-        for slot in (s for row in slots for s in row):
-            b.store(zero(vec), slot)
-        with for_range(b, k, name="sk") as kk:
-            b_row = at(b, src_b, b.add(b.mul(kk, ldb), n0))
-            b_vecs = [simd.masked_load(b, at(b, b_row, v * lanes), mask) for v, mask in enumerate(masks)]
-            for r in range(rows):
-                index = b.add(b.mul(kk, lda), const(r)) if transpose_a else b.add(b.mul(const(r), lda), kk)
-                a_vec = simd.splat(b, b.load(at(b, a, index)), lanes)
-                for slot, bv in zip(slots[r], b_vecs):
-                    b.store(simd.fma(b, a_vec, bv, b.load(slot)), slot)
-        accs = [[b.load(slot) for slot in row] for row in slots]
-        store_tile(b, accs, at(b, c, n0), ldc, rows, cols, True, True, const(0), n0, epilogue, eptrs)
-
+# --- GEMM proper: integers, the entry -------------------------------------------------------------
 
 def _emit_loop_nest(b: ir.IRBuilder, ty: ir.Type, args: list[ir.Value], transpose_a: bool,
                     transpose_b: bool, epilogue: Epilogue | None) -> None:
@@ -568,13 +482,15 @@ def _emit_loop_nest(b: ir.IRBuilder, ty: ir.Type, args: list[ir.Value], transpos
 
 
 def emit_gemm(module: ir.Module, name: str, dtype: DType, *, transpose_a: bool = False,
-              transpose_b: bool = False, epilogue: Epilogue | None = None) -> ir.Function:
+              transpose_b: bool = False, epilogue: Epilogue | None = None,
+              prepacked: bool = False) -> ir.Function:
     """Add `void name(i64 M, i64 N, i64 K, T* A, i64 lda, T* B, i64 ldb, T* C, i64 ldc, T* e0, ...)`.
 
     C[m, n] = epilogue(sum_k A[m, k] * B[k, n]) for row-major A (M x K, or K x M when transpose_a),
     B (K x N, or N x K when transpose_b) and C (M x N); lda/ldb/ldc are row strides in elements.
     K = 0 gives epilogue(0). C must not overlap A, B or an epilogue operand: when K > KC, partial
-    sums are stored in C before the epilogue reads its operands.
+    sums are stored in C before the epilogue reads its operands. `prepacked`: one more argument
+    last, `T* bp`, B packed by `emit_pack_b` (the paths that do not pack read B itself).
     """
     if not (dtype.is_float or dtype.is_int) or dtype is DType.f16:
         raise IRError(f"emit_gemm {name!r}: dtype {dtype} is not supported; "
@@ -582,9 +498,10 @@ def emit_gemm(module: ir.Module, name: str, dtype: DType, *, transpose_a: bool =
     ty = scalar_type(dtype)
     ptr = ty.as_pointer()
     n_epi = len(epilogue.operands) if epilogue else 0
-    fn = new_function(module, name, [i64, i64, i64, ptr, i64, ptr, i64, ptr, i64] + [ptr] * n_epi,
-                      internal=False)
+    fn = new_function(module, name, [i64, i64, i64, ptr, i64, ptr, i64, ptr, i64] + [ptr] * n_epi
+                      + [ptr] * prepacked, internal=False)
     args = list(fn.args)
+    packed = [args.pop()] if prepacked else []
     m, n, k, a, lda, src_b, ldb, c, ldc, *eptrs = args
     for p in (a, src_b, c):
         p.add_attribute("noalias")
@@ -596,31 +513,28 @@ def emit_gemm(module: ir.Module, name: str, dtype: DType, *, transpose_a: bool =
         b.ret_void()
         return fn
     if not transpose_b:
-        for rows in range(1, SMALL_M + 1):
-            with b.if_then(b.icmp_signed("==", m, const(rows))):
-                _emit_small_m(b, ty, tiling(dtype), rows, args, transpose_a, epilogue)
-                b.ret_void()
+        gemm_rows.emit_few_rows(b, module, name, dtype, args, transpose_a, epilogue)
     skinny = (gemm_skinny.emit_skinny_t if transpose_a else gemm_skinny.emit_skinny)(
         module, name, ty, tiling(dtype), transpose_b, epilogue)
     with b.if_then(b.icmp_signed("<=", n, const(SKINNY_N))):
         b.call(skinny, args)
         b.ret_void()
-    driver = emit_gemm_driver(module, name, dtype, pack_matrix(transpose_a), transpose_b=transpose_b,
-                              epilogue=epilogue, transpose_a=transpose_a)
-    b.call(driver, [m, n, k, src_b, ldb, c, ldc, const(0), pack_fields(b, [a, lda])] + eptrs)
+    driver = emit_gemm_driver(module, name, dtype, gemm_pack.pack_matrix(transpose_a), transpose_b=transpose_b,
+                              epilogue=epilogue, transpose_a=transpose_a, prepacked=prepacked)
+    b.call(driver, [m, n, k, src_b, ldb, c, ldc, const(0), pack_fields(b, [a, lda])] + eptrs + packed)
     b.ret_void()
     return fn
 
 
 def shared_gemm(module: ir.Module, dtype: DType, *, transpose_a: bool = False,
-                transpose_b: bool = False) -> ir.Function:
+                transpose_b: bool = False, prepacked: bool = False) -> ir.Function:
     """The module's one GEMM without epilogue for this dtype and these transposes (made on first
     use): a training step has many such products, and each copy costs compile time."""
-    name = f"gemm.{dtype}.{'t' if transpose_a else 'n'}{'t' if transpose_b else 'n'}"
+    name = f"gemm.{dtype}.{'t' if transpose_a else 'n'}{'t' if transpose_b else 'n'}{'.packed' * prepacked}"
     existing = module.globals.get(name)
     if existing is not None:
         return existing
-    return emit_gemm(module, name, dtype, transpose_a=transpose_a, transpose_b=transpose_b)
+    return emit_gemm(module, name, dtype, transpose_a=transpose_a, transpose_b=transpose_b, prepacked=prepacked)
 
 
 def emit_loop_gemm(module: ir.Module, name: str, dtype: DType, *, transpose_a: bool = False,

@@ -83,14 +83,17 @@ class Kernel:
 
     pointers: every value's buffer, as a pointer to its storage type.
     symbols: the i64 size of each symbolic dimension (such as the batch '?').
+    packed: values already packed as a GEMM's B operand (a loop's weights, packed once before
+        it), each with the packed buffer.
     """
 
     def __init__(self, b: ir.IRBuilder, module: ir.Module, pointers: Mapping[Value, ir.Value],
-                 symbols: Mapping[str, ir.Value]):
+                 symbols: Mapping[str, ir.Value], packed: Mapping[Value, ir.Value] | None = None):
         self.b = b
         self.module = module
         self._pointers = pointers
         self._symbols = symbols
+        self.packed = dict(packed or {})
 
     def ptr(self, value: Value) -> ir.Value:
         return self._pointers[value]
@@ -98,6 +101,7 @@ class Kernel:
     def bind(self, values: Sequence[Value], like: Sequence[Value]) -> None:
         """Let each of `values` (a fused body's inputs or outputs) use the buffer of its `like`."""
         self._pointers = {**self._pointers, **{v: self._pointers[w] for v, w in zip(values, like)}}
+        self.packed.update({v: self.packed[w] for v, w in zip(values, like) if w in self.packed})
 
     def dims(self, value: Value) -> list[Dim]:
         return [self._symbols[d] if is_symbol(d) else d for d in value.type.shape]

@@ -14,10 +14,11 @@ from llvmlite import ir
 
 from nncompile.codegen.conv import emit_conv2d
 from nncompile.codegen.gemm import Epilogue, emit_gemm, emit_loop_gemm, shared_gemm
-from nncompile.codegen.kernel import Dim, Kernel, mul
+from nncompile.codegen.kernel import Dim, Kernel, mul, product
 from nncompile.codegen.loop import apply_nodes, emit_loop
 from nncompile.codegen.loops import as_i64, for_nest, linear_index
 from nncompile.ir.graph import Node, Value
+from nncompile.ir.ops.fused import is_row_sum
 from nncompile.ir.optable import OPS
 from nncompile.ir.types import is_symbol
 
@@ -87,7 +88,21 @@ def _tiny(m, n, depth) -> bool:
     return len(static) >= 2 and int(np.prod(static)) <= TINY_PRODUCT
 
 
+def _row_sum(k: Kernel, node: Node, output: Value) -> None:
+    """sum over the batch of a_b^T @ g_b: one product a^T @ g over all rows of the stacks."""
+    a, g = node.inputs
+    dims = k.dims(a)
+    rows = product(k.b, dims[:-1])
+    m, n = dims[-1], k.dims(g)[-1]
+    fn = shared_gemm(k.module, node.outputs[0].type.dtype, transpose_a=True)
+    k.b.call(fn, [as_i64(m), as_i64(n), as_i64(rows), k.ptr(a), as_i64(m), k.ptr(g), as_i64(n),
+                  k.ptr(output), as_i64(n)])
+
+
 def _matmul(k: Kernel, node: Node, epilogue: Sequence[Node] = (), output: Value | None = None) -> None:
+    if len(epilogue) == 1 and is_row_sum(node, epilogue[0]):
+        _row_sum(k, node, output)
+        return
     b = k.b
     a, w = node.inputs
     result = node.outputs[0]
@@ -97,20 +112,25 @@ def _matmul(k: Kernel, node: Node, epilogue: Sequence[Node] = (), output: Value 
     m, n = out_dims[-2], out_dims[-1]
     depth = k.dims(a)[-2 if ta else -1]
     batched = result.type.rank > 2
+    if batched and w.type.rank == 2 and not ta:
+        # A row-major stack of matrices times one matrix is one product over all their rows
+        # (Dense on a sequence, a recurrent layer's input projection): one packing of w.
+        m, batched = product(b, out_dims[:-1]), False
     fused, operands = (None, []) if batched else _register_epilogue(k, epilogue, result, result.type.shape)
     dtype = result.type.dtype
+    packed = [k.packed[w]] if w in k.packed and not batched and not _tiny(m, n, depth) else []
     if _tiny(m, n, depth):
         fn = emit_loop_gemm(k.module, k.module.get_unique_name("gemm"), dtype,
                             transpose_a=ta, transpose_b=tb, epilogue=fused)
     elif fused is not None:
         fn = emit_gemm(k.module, k.module.get_unique_name("gemm"), dtype,
-                       transpose_a=ta, transpose_b=tb, epilogue=fused)
+                       transpose_a=ta, transpose_b=tb, epilogue=fused, prepacked=bool(packed))
     else:
-        fn = shared_gemm(k.module, dtype, transpose_a=ta, transpose_b=tb)
+        fn = shared_gemm(k.module, dtype, transpose_a=ta, transpose_b=tb, prepacked=bool(packed))
     lda, ldb = k.dims(a)[-1], k.dims(w)[-1]
     if not batched:
         b.call(fn, [as_i64(m), as_i64(n), as_i64(depth), k.ptr(a), as_i64(lda), k.ptr(w), as_i64(ldb),
-                    k.ptr(out), as_i64(n), *(k.ptr(v) for v in operands)])
+                    k.ptr(out), as_i64(n), *(k.ptr(v) for v in operands), *packed])
     else:
         _batched(k, fn, a, w, result, out, (m, n, depth, lda, ldb))
     if epilogue and fused is None:

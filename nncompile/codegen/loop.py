@@ -21,6 +21,7 @@ from nncompile.codegen.loops import as_i64, for_nest, linear_index
 from nncompile.ir.dtypes import DType
 from nncompile.ir.graph import Node, Value
 from nncompile.ir.ops.reduction import normalize_axes
+from nncompile.ir.ops.shape import slice_plan
 from nncompile.ir.optable import Fusion, get_op
 
 FAST = ("fast",)
@@ -92,10 +93,17 @@ def broadcast_strides(k: Kernel, dims: Sequence[Dim], loop_rank: int) -> list[Di
     return strides
 
 
-def merged_space(k: Kernel, loop_dims: Sequence[Dim], operands: Sequence[Value]) -> tuple[list[Dim], list[list[Dim]]]:
+def merged_space(k: Kernel, loop_dims: Sequence[Dim], operands: Sequence[Value],
+                 views: dict[Value, list[Dim]] | None = None) -> tuple[list[Dim], list[list[Dim]]]:
     """Merge adjacent loop axes over which every operand is alike (all read along both, or all
-    broadcast along both); return the merged dims and each operand's strides over them."""
+    broadcast along both); return the merged dims and each operand's strides over them.
+    `views` gives the strides of operands that are strided views (slices read in place); no axes
+    merge when there is one."""
+    views = views or {}
     rank = len(loop_dims)
+    if any(v in views for v in operands):
+        return list(loop_dims), [views[v] if v in views else broadcast_strides(k, k.dims(v), rank)
+                                 for v in operands]
     patterns = []
     for v in operands:
         shape = v.type.shape
@@ -135,19 +143,26 @@ def emit_loop(k: Kernel, inputs: Sequence[Value], outputs: Sequence[Value], node
     arrays = [n for n in nodes if n.op == "constant" and n.attrs["value"].size > 1]
     pointers = [global_array(k.module, np.ascontiguousarray(n.attrs["value"], n.outputs[0].type.dtype.numpy))
                 for n in arrays]
-    read = list(inputs) + [n.outputs[0] for n in arrays]
-    dims, strides = merged_space(k, loop_dims, read + list(outputs))
-    buffers = [k.ptr(v) for v in inputs] + [k.ptr(v) for v in outputs]
-    body_nodes = [n for n in nodes if n not in arrays]
+    # Slices are read in place: their input's buffer at an offset, with the input's strides.
+    slices = [n for n in nodes if n.op == "slice"]
+    views = {n.outputs[0]: _slice_strides(k, n, len(loop_dims)) for n in slices}
+    used = {v for n in nodes if n.op != "slice" for v in n.inputs} | set(results)
+    inputs = [v for v in inputs if v in used]
+    read = list(inputs) + [n.outputs[0] for n in slices] + [n.outputs[0] for n in arrays]
+    dims, strides = merged_space(k, loop_dims, read + list(outputs), views)
+    buffers = ([k.ptr(v) for v in inputs] + [k.b.gep(k.ptr(n.inputs[0]), [as_i64(_slice_offset(k, n))])
+                                              for n in slices] + [k.ptr(v) for v in outputs])
+    body_nodes = [n for n in nodes if n not in arrays and n.op != "slice"]
+    direct = len(inputs) + len(slices)
 
     def body(b: ir.IRBuilder, index: list[ir.Value], ptrs: list[ir.Value], words: dict) -> None:
         local = [[words.get(s, s) if isinstance(s, ir.Value) else s for s in row] for row in strides]
-        ins = ptrs[:len(inputs)] + pointers
+        ins = ptrs[:direct] + pointers
         env = {}
         for v, ptr, s in zip(read, ins, local):
             env[v] = load(b, b.gep(ptr, [linear_index(b, index, s)]), v.type.dtype)
         apply_nodes(Kernel(b, k.module, {}, {}), body_nodes, env, None, None, 0)
-        for out, ptr, result, s in zip(outputs, ptrs[len(inputs):], results, local[len(read):]):
+        for out, ptr, result, s in zip(outputs, ptrs[direct:], results, local[len(read):]):
             store(b, env[result], b.gep(ptr, [linear_index(b, index, s)]), out.type.dtype)
 
     if split_loop.worth_splitting(dims):
@@ -156,6 +171,33 @@ def emit_loop(k: Kernel, inputs: Sequence[Value], outputs: Sequence[Value], node
     else:
         with for_nest(k.b, dims) as index:
             body(k.b, index, buffers, {})
+
+
+def _slice_offset(k: Kernel, node: Node) -> Dim:
+    """The element offset of a slice's first element in its input's buffer."""
+    plan = slice_plan(node.inputs[0].type.shape, node.attrs)
+    strides = k.strides(node.inputs[0])
+    offset: Dim = 0
+    for axis, taken in plan.items():
+        if taken.start:
+            term = mul(k.b, taken.start, strides[axis])
+            offset = term if isinstance(offset, int) and offset == 0 else k.b.add(as_i64(offset), as_i64(term))
+    return offset
+
+
+def _slice_strides(k: Kernel, node: Node, loop_rank: int) -> list[Dim]:
+    """A slice's element strides in its input's buffer at the index of a loop of `loop_rank`
+    axes (right-aligned; axes where the slice has size 1 are broadcast: stride 0)."""
+    plan = slice_plan(node.inputs[0].type.shape, node.attrs)
+    source = k.strides(node.inputs[0])
+    shape = node.outputs[0].type.shape
+    pad = loop_rank - len(shape)
+    strides: list[Dim] = [0] * loop_rank
+    for axis, dim in enumerate(shape):
+        if not (isinstance(dim, int) and dim == 1):
+            step = plan[axis].step if axis in plan else 1
+            strides[pad + axis] = mul(k.b, source[axis], step)
+    return strides
 
 
 # --- reductions -------------------------------------------------------------------------------

@@ -188,12 +188,15 @@ def _slice(k: Kernel, node: Node) -> None:
     b, x, out = k.b, node.inputs[0], node.outputs[0]
     plan = slice_plan(x.type.shape, node.attrs)
     src = k.strides(x)
+    dims = k.dims(x)
     with for_nest(b, k.dims(out)) as index:
         at: ir.Value = const(0)
         for axis, (i, stride) in enumerate(zip(index, src)):
             part = plan.get(axis)
             first, step = (part.start or 0, part.step or 1) if part is not None else (0, 1)
-            pos = b.add(b.mul(i, const(step)), const(first)) if (first, step) != (0, 1) else i
+            if step < 0 and part.start is None:     # a whole axis reversed: from its last index
+                first = b.sub(as_i64(dims[axis]), const(1))
+            pos = b.add(b.mul(i, const(step)), as_i64(first)) if (first, step) != (0, 1) else i
             at = b.add(at, b.mul(pos, as_i64(stride)))
         b.store(b.load(b.gep(k.ptr(x), [at])), b.gep(k.ptr(out), [linear_index(b, index, k.strides(out))]))
 

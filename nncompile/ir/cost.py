@@ -12,7 +12,7 @@ FLOPs count one multiply-add as two, as papers and profilers do:
 - softmax and log_softmax: five per element (max, subtract, exp, sum, divide or subtract);
 - pooling and its gradients: one per window element read;
 - data movement (reshape, transpose, slice, concat, pad, gather, broadcast) and constants: none;
-- fused: the sum of its body.
+- fused: the sum of its body; scan: its body's FLOPs once per step.
 
 Bytes are what the node reads and writes in memory: its distinct operands plus its results. A
 fused node counts only its own operands and results, since its body's intermediate values stay
@@ -122,6 +122,13 @@ def _fused(node: Node, env: Env) -> int:
     return sum(node_flops(inner, env) for inner in node.attrs["body"].nodes)
 
 
+def _scan(node: Node, env: Env) -> int:
+    """The body's FLOPs once per step."""
+    scanned = node.inputs[node.attrs["num_carry"]]
+    steps = shape_of(scanned, env)[node.attrs["axis"]]
+    return steps * sum(node_flops(inner, env) for inner in node.attrs["body"].nodes)
+
+
 def _free(node: Node, env: Env) -> int:
     return 0
 
@@ -142,6 +149,7 @@ FLOP_RULES: dict[str, Callable[[Node, Env], int]] = {
     "random_uniform": _per_output_element(1),
     "constant": _free,
     "fused": _fused,
+    "scan": _scan,
 }
 
 # Ops without a rule of their own are costed by their fusion kind; opaque and epilogue ops

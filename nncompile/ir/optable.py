@@ -4,6 +4,15 @@ Each `OpDef` carries everything about one op side by side: its inputs and attrib
 shape/dtype rule, the numpy reference implementation, its fusion kind, and the slots that
 autodiff (`vjp`) and code generation (`lower`) fill in. Ops are registered with `defop` from the
 family modules in `nncompile/ir/ops/`.
+
+Ops with regions (graph-valued attributes) say what their regions are, and every pass follows
+that one protocol instead of naming ops:
+- `Region.KERNEL` (`fused`): the region is the inside of one kernel. Passes leave it alone (no
+  CSE, folding or rewriting across its boundary); code generation lowers the node as one kernel.
+- `Region.PROGRAM` (`scan`): the region is a program the op runs, step after step. The pass
+  manager runs every pass on it as on a top-level graph (so its ops are simplified, fused and
+  scheduled), the memory plan gives its values buffers reused by every step, and code generation
+  emits its kernels inside the op's loop.
 """
 from __future__ import annotations
 
@@ -28,6 +37,25 @@ class Fusion(enum.Enum):
     REDUCTION = "reduction"       # reduces over axes; can absorb elementwise producers
     EPILOGUE = "epilogue"         # matmul/conv: takes an elementwise epilogue
     OPAQUE = "opaque"             # not fused
+
+
+class Region(enum.Enum):
+    """What an op's regions are (see the module doc)."""
+
+    KERNEL = "kernel"
+    PROGRAM = "program"
+
+
+@dataclass
+class RegionMemory:
+    """Where a program region's values live while its op runs (the op's `program_memory` rule,
+    asked by the memory plan and by code generation): `shares` pairs body inputs with the outer
+    values whose memory they use; `own` are body inputs with buffers of their own; `results_in`
+    pairs body results with the outer values they are written into."""
+
+    shares: list = field(default_factory=list)
+    own: list = field(default_factory=list)
+    results_in: list = field(default_factory=list)
 
 
 class AttrKind(enum.Enum):
@@ -72,6 +100,7 @@ class OpDef:
     variadic: bool = False          # the last input name repeats (concat)
     num_outputs: int | None = 1     # None: as many as the shape rule gives (fused)
     doc: str = ""
+    region: Region | None = None    # what its graph-valued attributes are, if it has any
     vjp: Callable | None = None     # filled by autodiff
     lower: Callable | None = None   # filled by code generation
     extra: dict = field(default_factory=dict)
@@ -82,13 +111,33 @@ OPS: dict[str, OpDef] = {}
 
 def defop(name: str, *, inputs: Sequence[str], infer: InferFn, reference: RefFn, fusion: Fusion,
           attrs: Mapping[str, Attr] | None = None, variadic: bool = False, num_outputs: int | None = 1,
-          doc: str = "") -> OpDef:
+          doc: str = "", region: Region | None = None) -> OpDef:
     if name in OPS:
         raise IRError(f"op {name!r} is defined twice")
+    has_graph = any(spec.kind is AttrKind.GRAPH for spec in (attrs or {}).values())
+    if has_graph != (region is not None):
+        raise IRError(f"op {name!r}: an op with graph-valued attributes says what they are "
+                      f"(region=Region.KERNEL or Region.PROGRAM), and only such an op")
     opdef = OpDef(name, tuple(inputs), dict(attrs or {}), infer, reference, fusion,
-                  variadic, num_outputs, doc)
+                  variadic, num_outputs, doc, region)
     OPS[name] = opdef
     return opdef
+
+
+def regions_of(node) -> list[Graph]:
+    """The node's regions (graph-valued attributes), in attribute-name order."""
+    opdef = OPS.get(node.op)
+    if opdef is None or opdef.region is None:
+        return []
+    return [node.attrs[k] for k in sorted(opdef.attrs) if opdef.attrs[k].kind is AttrKind.GRAPH
+            and isinstance(node.attrs.get(k), Graph)]
+
+
+def has_region(node, kind: Region | None = None) -> bool:
+    """Whether the node's op has regions (of `kind`, if given)."""
+    opdef = OPS.get(node.op)
+    region = opdef.region if opdef is not None else None
+    return region is not None and (kind is None or region is kind)
 
 
 def get_op(name: str) -> OpDef:

@@ -187,8 +187,9 @@ def functional_config(model) -> dict[str, Any]:
                 "config": {"shape": list(t.shape), "dtype": t.dtype, "keras_history": history}}
 
     def node_config(node: CallNode) -> dict[str, Any]:
-        args = [tensor_config(t) for t in node.inputs]
-        return {"args": args if node.single_input else [args], "kwargs": {}}
+        args, kwargs = node.layer.call_arguments([tensor_config(t) for t in node.inputs],
+                                                 node.single_input)
+        return {"args": args, "kwargs": kwargs}
 
     def endpoint(t: KerasTensor) -> list:
         # Keras counts a nested functional model's own construction as its node 0 here.
@@ -338,7 +339,9 @@ def _call_args(data, created: Mapping[str, Layer], model: str | None,
         kwargs = data[0][3] if data and len(data[0]) > 3 else {}
         args = [tensors[0] if len(tensors) == 1 else tensors]
     elif isinstance(data, Mapping):
-        args, kwargs = revive(config_list(data, "args", owner, [])), data.get("kwargs", {})
+        kwargs = data.get("kwargs", {})
+        args = revive(config_list(data, "args", owner, []))
+        kwargs = {k: revive(v) for k, v in kwargs.items()} if isinstance(kwargs, Mapping) else kwargs
     else:
         raise ValueError(f"{owner} must be recorded as a dict with 'args' and 'kwargs' (or a "
                          f"Keras 2 list). Received: {_shown(data)}")
@@ -346,12 +349,16 @@ def _call_args(data, created: Mapping[str, Layer], model: str | None,
 
 
 def _call_kwargs(args: list, kwargs: Any, owner: str) -> dict:
-    """The keyword arguments of a recorded call: only `training`, a bool (None ones are unset)."""
+    """The keyword arguments of a recorded call: `training`, a bool (None ones are unset), and
+    a recurrent layer's `initial_state`, a list of tensors."""
     if isinstance(kwargs, Mapping):
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    if (len(args) != 1 or not isinstance(kwargs, Mapping) or set(kwargs) - {"training"}
-            or not isinstance(kwargs.get("training", False), bool)):
+    states = kwargs.get("initial_state", []) if isinstance(kwargs, Mapping) else []
+    if (len(args) != 1 or not isinstance(kwargs, Mapping)
+            or set(kwargs) - {"training", "initial_state"}
+            or not isinstance(kwargs.get("training", False), bool)
+            or not (isinstance(states, list) and all(isinstance(t, KerasTensor) for t in states))):
         raise ValueError(f"{owner} must have one positional argument (its inputs) and at most "
-                         f"`training` (True or False) as keyword. Received: args={_shown(args)}, "
-                         f"kwargs={_shown(kwargs)}")
+                         f"`training` (True or False) and `initial_state` (a list of tensors) as "
+                         f"keywords. Received: args={_shown(args)}, kwargs={_shown(kwargs)}")
     return dict(kwargs)

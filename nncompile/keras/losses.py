@@ -399,7 +399,17 @@ def apply_mask(b: Builder, sample_weight: Value | None, mask: Value | None, like
     if sample_weight is None:
         return mask
     mask, sample_weight = squeeze_or_expand_to_same_rank(b, mask, cast_to(b, sample_weight, like.type.dtype))
-    return b.mul(sample_weight, mask)
+    return b.mul(per_entry(b, sample_weight, mask), mask)
+
+
+def per_entry(b: Builder, sample_weight: Value, values: Value) -> Value:
+    """One weight per sample (batch,) spread over the entries of `values` of higher rank (a
+    sequence output's steps): the training step always feeds per-sample weights, ones unless
+    given, where Keras would pass none."""
+    missing = values.type.rank - sample_weight.type.rank
+    if missing <= 0:
+        return sample_weight
+    return b.reshape(sample_weight, shape=sample_weight.type.shape + (1,) * missing)
 
 
 def reduce_weighted_values(b: Builder, values: Value, sample_weight: Value | None = None,
@@ -412,6 +422,7 @@ def reduce_weighted_values(b: Builder, values: Value, sample_weight: Value | Non
     if sample_weight is not None:
         sample_weight = cast_to(b, sample_weight, values.type.dtype)
         values, sample_weight = squeeze_or_expand_to_same_rank(b, values, sample_weight)
+        sample_weight = per_entry(b, sample_weight, values)
         values = b.mul(values, sample_weight)
     if reduction in (None, "none") or values.type.rank == 0 or values.type.shape == (0,):
         return values
@@ -443,11 +454,16 @@ class Loss(KerasObject):
         """Entries that count (bool), or None for all; a mask averages over the valid entries."""
         return None
 
-    def emit(self, b: Builder, y_true: Value, y_pred: Value, sample_weight: Value | None = None) -> Value:
-        """The reduced loss (f32[] unless reduction is None/"none") of one batch, as IR."""
+    def emit(self, b: Builder, y_true: Value, y_pred: Value, sample_weight: Value | None = None,
+             mask: Value | None = None) -> Value:
+        """The reduced loss (f32[] unless reduction is None/"none") of one batch, as IR. `mask`
+        (bool) is the Keras mask `y_pred` carries: its entries count, with the loss's own."""
         y_pred = cast_to(b, y_pred, DType.from_numpy(self.dtype))
         values = self.call(b, y_true, y_pred)
-        return reduce_weighted_values(b, values, sample_weight, self.mask(b, y_true, y_pred), self.reduction)
+        own = self.mask(b, y_true, y_pred)
+        if mask is not None:
+            own = mask if own is None else b.logical_and(mask, own)
+        return reduce_weighted_values(b, values, sample_weight, own, self.reduction)
 
     def __call__(self, y_true, y_pred, sample_weight=None) -> np.ndarray:
         weights = None if sample_weight is None else as_array(sample_weight, integer_ok=False)

@@ -228,7 +228,7 @@ class Model(Layer):
         # An empty input still runs one (empty) batch, so outputs keep their shapes.
         batches = [run_graph(graph, [a[i:i + batch_size] for a in arrays])
                    for i in range(0, max(count, 1), batch_size)]
-        outs = [np.concatenate([batch[k] for batch in batches]) for k in range(len(graph.outputs))]
+        outs = [np.concatenate([batch[k] for batch in batches]) for k in range(len(batches[0]))]
         return self._pack(outs)
 
     def predict_on_batch(self, x):
@@ -346,8 +346,10 @@ class Model(Layer):
             array = array[..., 0]
         elif array.ndim == len(expected) - 1 and expected[-1] == 1:
             array = array[..., None]
+        # The first axis counts the samples, which fit and predict split into batches (a fixed
+        # batch size, `Input(batch_shape=...)`, is that of each batch).
         if array.ndim != len(expected) or any(
-                e is not None and e != a for e, a in zip(expected, array.shape)):
+                e is not None and e != a for e, a in zip(expected[1:], array.shape[1:])):
             raise ValueError(f"{where} is incompatible: expected shape {expected}, "
                              f"received shape {array.shape}")
         return data.cast(array, tensor.dtype, where)

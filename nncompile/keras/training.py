@@ -163,15 +163,16 @@ def build_step_graph(model, compiled: Compiled, targets: Sequence[np.ndarray],
     xs = [b.input(t.history.layer.name, ir_type(t.shape, t.dtype, t.history.layer.name))
           for t in model.inputs]
     preds, masks = model._emit_masked_calls(b, xs, [None] * len(xs), train)
-    _refuse_output_masks(model, masks)
+    _refuse_masked_metrics(model, compiled, masks)
     ys = [b.input(_target_name(name), ir_type((None,) + y.shape[1:], str(y.dtype), name))
           for name, y in zip(model.output_names, targets)]
     weight = b.input(SAMPLE_WEIGHT, f32[BATCH])
     total, per_output = None, []
-    for loss, scale, y, pred in zip(compiled.losses, compiled.loss_weights, ys, preds):
+    for loss, scale, y, pred, mask in zip(compiled.losses, compiled.loss_weights, ys, preds, masks):
         if loss is None:
             continue
-        value = loss.emit(b, y, pred, weight)
+        # As in Keras 3, the loss counts only the entries the output's mask keeps.
+        value = loss.emit(b, y, pred, weight, None if mask is None else mask.keep(b))
         per_output.append(value)
         term = value if scale == 1.0 else b.mul(value, b.scalar(scale, value))
         total = term if total is None else b.add(total, term)
@@ -190,15 +191,15 @@ def build_step_graph(model, compiled: Compiled, targets: Sequence[np.ndarray],
     return b.finish(outputs, [f"out{i}" for i in range(len(outputs))]), counts
 
 
-def _refuse_output_masks(model, masks: Sequence) -> None:
-    """Keras weights the loss and metrics by the mask an output carries; nncompile does not."""
-    for name, mask in zip(model.output_names, masks):
-        if mask is not None:
+def _refuse_masked_metrics(model, compiled: Compiled, masks: Sequence) -> None:
+    """Keras weights the metrics of an output by the mask it carries; nncompile does not."""
+    for name, mask, metric_row in zip(model.output_names, masks, compiled.metrics):
+        if mask is not None and metric_row:
             raise ValueError(f"Model '{model.name}': output '{name}' carries the mask made by "
-                             f"layer '{mask.source}', and Keras would weight the loss and metrics "
-                             f"by it. nncompile does not implement masked losses; end the model "
-                             f"with a layer that consumes the mask (e.g. GlobalAveragePooling1D) "
-                             f"or drop the mask (mask_zero=False).")
+                             f"layer '{mask.source}', and Keras would weight its metrics "
+                             f"({', '.join(m.name for m in metric_row)}) by it. nncompile does not "
+                             f"implement masked metrics (masked losses it does); compile without "
+                             f"metrics for this output, or drop the mask (mask_zero=False).")
 
 
 def _penalties(model, b: Builder) -> list[Value]:

@@ -145,14 +145,31 @@ def _transpose(w, names, attrs, values) -> str:
 def _broadcast(w, names, attrs, values) -> str:
     source, target = values[0].type.shape, attrs["shape"]
     offset = len(target) - len(source)
-    dims = []
+    dims, runtime = [], []
     for i, d in enumerate(target):
-        if isinstance(d, str):
-            if i < offset or source[i - offset] != d:
-                raise _unsupported(w, f"broadcasting to the symbolic dimension {d!r} of {target}")
+        if isinstance(d, str) and (i < offset or source[i - offset] != d):
+            runtime.append((i, _symbol_size(w, d, target)))   # read off an input that has it
+            d = 1
+        elif isinstance(d, str):
             d = 1   # Expand keeps the input's own dimension
         dims.append(d)
-    return w.one("Expand", [names[0], w.ints(dims, "shape")])
+    if not runtime:
+        return w.one("Expand", [names[0], w.ints(dims, "shape")])
+    parts = [w.ints(dims[:runtime[0][0]], "dims")] if runtime[0][0] else []
+    for k, (i, size) in enumerate(runtime):
+        end = runtime[k + 1][0] if k + 1 < len(runtime) else len(dims)
+        parts += [size] + ([w.ints(dims[i + 1:end], "dims")] if end > i + 1 else [])
+    return w.one("Expand", [names[0], w.one("Concat", parts, axis=0)])
+
+
+def _symbol_size(w: Writer, symbol: str, target) -> str:
+    """A 1-element int64 tensor holding the size of `symbol` at run time: that axis of the first
+    graph input whose type has it (the zeros a recurrent layer starts from take the batch so)."""
+    for v in w.graph.inputs:
+        if symbol in v.type.shape and v in w.names:
+            shape = w.one("Shape", [w.names[v]])
+            return w.one("Gather", [shape, w.ints([v.type.shape.index(symbol)], "axis")], axis=0)
+    raise _unsupported(w, f"broadcasting to the symbolic dimension {symbol!r} of {target} (no input has it)")
 
 
 @exporter("concat")

@@ -78,7 +78,7 @@ def exporter(*ops: str):
 
 def to_model(graph: Graph, opset: int | None = None) -> onnx.ModelProto:
     """The ONNX model of an IR graph (inference graphs: no parameter updates)."""
-    from nncompile.onnx import export_ops  # noqa: F401 (registers the exporters)
+    from nncompile.onnx import export_ops, export_scan  # noqa: F401 (registers the exporters)
 
     opset = DEFAULT_OPSET if opset is None else opset
     newest = onnx.defs.onnx_opset_version()
@@ -92,7 +92,7 @@ def to_model(graph: Graph, opset: int | None = None) -> onnx.ModelProto:
     for v in graph.inputs:
         w.names[v] = w.unique(v.name)
         if not v.is_param:
-            inputs.append(_value_info(w.names[v], v))
+            inputs.append(value_info(w.names[v], v))
     for node in graph.nodes:
         fn = EXPORTERS.get(node.op)
         if fn is None:
@@ -101,20 +101,31 @@ def to_model(graph: Graph, opset: int | None = None) -> onnx.ModelProto:
         out = fn(w, [w.names[v] for v in node.inputs], node.attrs, node.inputs)
         w.names[node.outputs[0]] = out
     w.loc = ""
-    used = {name for n in w.nodes for name in n.input}
+    used = _names_read(w.nodes)
     w.initializers += [numpy_helper.from_array(np.asarray(graph.params[v.name]), w.names[v])
                        for v in graph.param_inputs if w.names[v] in used]
     outputs = []
     for name, v in zip(graph.output_names, graph.outputs):
         w.node("Identity", [w.names[v]], [w.unique(name)])
-        outputs.append(_value_info(w.nodes[-1].output[0], v))
+        outputs.append(value_info(w.nodes[-1].output[0], v))
     onnx_graph = helper.make_graph(w.nodes, graph.name, inputs, outputs, w.initializers)
     model = helper.make_model(onnx_graph, opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="nncompile")
     return _checked(model)
 
 
-def _value_info(name: str, v: Value) -> onnx.ValueInfoProto:
+def _names_read(nodes) -> set[str]:
+    """The tensor names the nodes read, those their subgraphs (a Scan's body) read included."""
+    names = set()
+    for node in nodes:
+        names.update(node.input)
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                names |= _names_read(attr.g.node)
+    return names
+
+
+def value_info(name: str, v: Value) -> onnx.ValueInfoProto:
     dims = [BATCH_NAME if d == "?" else d for d in v.type.shape]
     return helper.make_tensor_value_info(name, TO_ONNX[v.type.dtype], dims)
 

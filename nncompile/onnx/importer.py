@@ -50,7 +50,7 @@ def load(source, *, check: bool = True, dims: dict | None = None) -> Graph:
     if not OLDEST_OPSET <= opset <= newest:
         raise UnsupportedError(f"{what} uses opset {opset}; supported: {OLDEST_OPSET} to {newest}")
     from nncompile.onnx import (convert_attention, convert_loss, convert_math, convert_nn,  # noqa: F401
-                                convert_shape, convert_tensor)
+                                convert_recurrent, convert_shape, convert_tensor)
 
     try:
         return _import_graph(model, opset, dims or {})

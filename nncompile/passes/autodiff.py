@@ -1,6 +1,7 @@
 """Reverse-mode automatic differentiation: `gradients` appends the backward pass to a graph.
 
     >>> grads = gradients(graph, loss, [w0, b0])     # one Value per wrt, in the same graph
+    >>> cts = vjp(body, [(y, ct_y)], [x])           # given a cotangent of y (a scan's step)
 
 The walk visits, in reverse graph order, the nodes on a path from a `wrt` value to the scalar
 `loss`, and asks each op's `vjp` rule (the op table, beside the op's definition) for the
@@ -33,11 +34,30 @@ def gradients(graph: Graph, loss: Value, wrt: Sequence[Value]) -> list[Value]:
     wrt = list(wrt)
     _check(graph, loss, wrt)
     start = len(graph.nodes)
-    active = _active(graph, wrt)
     b = Builder(graph)
-    pending: dict[Value, list[Value]] = {loss: [b.scalar(1.0, loss)]} if loss in active else {}
+    grads = _backprop(b, [(loss, b.scalar(1.0, loss))], wrt)
+    _prune(graph, start, grads)
+    return grads
+
+
+def vjp(graph: Graph, seeds: Sequence[tuple[Value, Value]], wrt: Sequence[Value]) -> list[Value]:
+    """Append to `graph` the cotangents of `wrt` given the cotangent of each seed value (pairs
+    (value, its cotangent, a value of the same type)); a value seeded twice gets the sum."""
+    start = len(graph.nodes)
+    grads = _backprop(Builder(graph), list(seeds), list(wrt))
+    _prune(graph, start, grads)
+    return grads
+
+
+def _backprop(b: Builder, seeds: list[tuple[Value, Value]], wrt: list[Value]) -> list[Value]:
+    graph = b.graph
+    active = _active(graph, wrt)
+    pending: dict[Value, list[Value]] = {}
+    for value, ct in seeds:
+        if value in active:
+            pending.setdefault(value, []).append(ct)
     totals: dict[Value, Value] = {}
-    for node in reversed(_on_path(graph, loss, active)):
+    for node in reversed(_on_path(graph, [v for v, _ in seeds], active)):
         outs = []
         for v in node.outputs:
             total = _sum(b, pending.pop(v, []))
@@ -64,7 +84,6 @@ def gradients(graph: Graph, loss: Value, wrt: Sequence[Value]) -> list[Value]:
             total = _sum(b, pending.pop(w, []))
             totals[w] = total if total is not None else b.broadcast(b.scalar(0.0, w), shape=w.type.shape)
         grads.append(totals[w])
-    _prune(graph, start, grads)
     return grads
 
 
@@ -92,9 +111,9 @@ def _active(graph: Graph, wrt: list[Value]) -> set[Value]:
     return active
 
 
-def _on_path(graph: Graph, loss: Value, active: set[Value]) -> list[Node]:
-    """The nodes, in graph order, with an active input and an output the loss depends on."""
-    reaching = {loss}
+def _on_path(graph: Graph, targets: Sequence[Value], active: set[Value]) -> list[Node]:
+    """The nodes, in graph order, with an active input and an output a target depends on."""
+    reaching = set(targets)
     path = []
     for node in reversed(graph.nodes):
         if any(v in reaching for v in node.outputs) and any(v in active for v in node.inputs):
@@ -104,10 +123,52 @@ def _on_path(graph: Graph, loss: Value, active: set[Value]) -> list[Node]:
 
 
 def _sum(b: Builder, parts: list[Value]) -> Value | None:
+    parts = _join_pads(b, parts)
     total = parts[0] if parts else None
     for part in parts[1:]:
         total = b.add(total, part)
     return total
+
+
+def _zero_padded(v: Value) -> Node | None:
+    node = v.producer
+    return node if node is not None and node.op == "pad" and node.attrs["value"] == 0.0 else None
+
+
+def _adjacent(first: Node, second: Node) -> int | None:
+    """The axis along which `second`'s window starts where `first`'s ends, all else equal."""
+    p, q = first.attrs["pads"], second.attrs["pads"]
+    size = first.outputs[0].type.shape
+    differ = [a for a in range(len(size)) if (p[2 * a], p[2 * a + 1]) != (q[2 * a], q[2 * a + 1])]
+    if len(differ) != 1 or first.outputs[0].type != second.outputs[0].type:
+        return None
+    axis = differ[0]
+    return axis if size[axis] - p[2 * axis + 1] == q[2 * axis] else None
+
+
+def _join_pads(b: Builder, parts: list[Value]) -> list[Value]:
+    """Cotangents of slices of one value (a recurrent cell's gates) are zero-padded pieces of it:
+    pieces with adjacent windows are joined by one concat, not summed as full-size arrays."""
+    parts = list(parts)
+    joined = True
+    while joined:
+        joined = False
+        for x in parts:
+            for y in parts:
+                first, second = _zero_padded(x), _zero_padded(y)
+                axis = _adjacent(first, second) if first and second and x is not y else None
+                if axis is None:
+                    continue
+                pads = list(first.attrs["pads"])
+                pads[2 * axis + 1] = second.attrs["pads"][2 * axis + 1]
+                both = b.concat(first.inputs[0], second.inputs[0], axis=axis)
+                parts = [p for p in parts if p is not x and p is not y]
+                parts.append(b.pad(both, pads=pads) if any(pads) else both)
+                joined = True
+                break
+            if joined:
+                break
+    return parts
 
 
 def _unbroadcast(b: Builder, ct: Value, want: TensorType, node: Node) -> Value:

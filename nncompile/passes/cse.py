@@ -6,12 +6,13 @@ and bytes, so 0.0 and -0.0 stay apart). Operands of commutative ops are compared
 
 Every op in the table is a pure function of its inputs and attributes, so this is exact. That
 includes random_uniform: a draw is a hash of (seed, key, element index), so two draws with the
-same seed, key and shape are the same tensor (ir/ops/grad.py). Nodes with regions (`fused`)
-are left alone.
+same seed, key and shape are the same tensor (ir/ops/grad.py). Nodes with regions (`fused`,
+`scan`) are left alone.
 """
 from __future__ import annotations
 
 from nncompile.ir.graph import Graph, Node, Value
+from nncompile.ir.optable import has_region
 from nncompile.passes.manager import register_pass
 from nncompile.passes.rewrite import Rewriter, sweep
 
@@ -41,7 +42,7 @@ def cse(graph: Graph) -> Graph:
     seen: dict[tuple, Node] = {}
 
     def merge(rw: Rewriter, node: Node) -> list[Value] | None:
-        if node.op == "fused":
+        if has_region(node):
             return None
         first = seen.setdefault(_node_key(node), node)
         return None if first is node else first.outputs

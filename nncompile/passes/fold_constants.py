@@ -7,7 +7,7 @@ never baked in. Not folded:
 - results larger than MAX_ELEMENTS, or larger than both their inputs and SMALL_RESULT (a
   broadcast of a scalar stays a broadcast, which fused loops read for free, instead of becoming
   a large array in memory);
-- results of symbolic shape, multi-result and region-carrying (`fused`) nodes;
+- results of symbolic shape, multi-result and region-carrying (`fused`, `scan`) nodes;
 - ops listed in UNFOLDED (random draws: the value is a pure function of seed and key, but a mask
   of a whole tensor is exactly the large constant to avoid);
 - nodes whose reference raises (an out-of-range gather): that error belongs to run time.
@@ -20,13 +20,14 @@ import numpy as np
 
 from nncompile.ir.errors import IRError
 from nncompile.ir.graph import Graph, Node, Value
+from nncompile.ir.optable import has_region
 from nncompile.passes.manager import register_pass
 from nncompile.passes.rewrite import Rewriter, constant_of, sweep
 from nncompile.runtime.reference import run_node
 
 MAX_ELEMENTS = 1 << 20
 SMALL_RESULT = 64            # fusion copies constants up to this size into its loop bodies
-UNFOLDED = frozenset({"constant", "fused", "random_uniform"})
+UNFOLDED = frozenset({"constant", "random_uniform"})
 
 
 def _size(v: Value) -> int:
@@ -34,7 +35,7 @@ def _size(v: Value) -> int:
 
 
 def _worth_folding(node: Node) -> bool:
-    if node.op in UNFOLDED or len(node.outputs) != 1 or not node.outputs[0].type.is_static:
+    if node.op in UNFOLDED or has_region(node) or len(node.outputs) != 1 or not node.outputs[0].type.is_static:
         return False
     size = _size(node.outputs[0])
     largest_input = max((_size(v) for v in node.inputs), default=0)

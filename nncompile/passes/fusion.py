@@ -3,7 +3,10 @@
 The result holds plain nodes and `fused` nodes whose bodies keep the contracts of
 `nncompile/ir/ops/fused.py`. The rules, in the order the pass applies them:
 
-1. Anchor groups ("matmul", "conv2d", "max_pool2d", "avg_pool2d"), in graph order. Each anchor op
+1. Anchor groups ("matmul", "conv2d", "max_pool2d", "avg_pool2d"), in graph order. A matmul
+   contracting the rows of two stacks of matrices (transpose_a; one batch shape) whose only
+   reader sums over the batch axes takes that reduce_sum instead of an epilogue (the weight
+   gradient of a Dense or recurrent layer on sequences: one product over all rows). Each anchor op
    starts a chain; the chain grows by the sole consumer of its running value while that consumer
    is an ELEMENTWISE op (not a constant) reading the running value exactly once and keeping the
    anchor's result shape, and the running value is not a graph output. Its other operands become
@@ -19,10 +22,14 @@ The result holds plain nodes and `fused` nodes whose bodies keep the contracts o
      (smaller results, e.g. parameter-only math like rsqrt(variance), stay out rather than be
      recomputed at every element of S); and, once per group, a reduce_* op whose result has shape
      S, which makes the group a "reduction" with everything on S as its epilogue;
+   - in a group without a reduction, slices along static axes whose result has shape S and whose
+     input does not: the loop reads the slice in place (a recurrent cell's gates, each a block of
+     columns of one product), and the sliced value stays an operand;
    - feeding the reduction (the prologue): elementwise/broadcast ops whose result has the
      reduction input's shape and whose consumers are all in the prologue or the reduction.
-   argmax/argmin, softmax/log_softmax, injective ops (reshape, transpose, slice, concat, pad,
-   gather), reductions not pulled into a group, and anything multi-result stay plain nodes.
+   argmax/argmin, softmax/log_softmax, other injective ops (reshape, transpose, concat, pad,
+   gather, other slices), reductions not pulled into a group, and anything multi-result stay
+   plain nodes.
 3. Multi-output loops: a loop group (or lone elementwise/broadcast op) whose results are read only
    by loop groups or lone elementwise ops of the same shape merges with all of them when that
    creates no cycle between groups; its results are then computed in the same loop as their
@@ -51,7 +58,7 @@ from dataclasses import dataclass, field
 
 from nncompile.ir.errors import ShapeError
 from nncompile.ir.graph import Graph, Node, Value
-from nncompile.ir.ops.fused import ANCHOR_KINDS, REDUCE_OPS, is_pointwise
+from nncompile.ir.ops.fused import ANCHOR_KINDS, REDUCE_OPS, is_pointwise, is_row_sum, is_static_slice
 from nncompile.ir.optable import OPS, Fusion, get_op, infer_types
 from nncompile.ir.types import Shape, is_symbol
 from nncompile.passes.manager import register_pass
@@ -109,12 +116,25 @@ def _epilogue_step(last: Node, uses: _Uses, anchor: Node, taken: set[Node]) -> N
     return user if ok else None
 
 
+def _row_sum(node: Node, uses: _Uses) -> Node | None:
+    """The reduce_sum over all batch axes that is the sole reader of a matmul contracting its
+    operands' rows (transpose_a, both of one batch shape): one product over every row."""
+    readers = uses.consumers[node]
+    if node in uses.escapes or len(readers) != 1:
+        return None
+    (user,) = readers
+    return user if is_row_sum(node, user) else None
+
+
 def _anchor_groups(graph: Graph, uses: _Uses) -> list[_Group]:
     """Rule 1. Each chain leaves only through its last node and every member reaches it, so
     disjoint chains cannot form a cycle; a node in two chains would (each needs the other)."""
     groups, taken = [], set()
     for node in graph.nodes:
-        if node.op in ANCHOR_KINDS:
+        if node.op == "matmul" and (total := _row_sum(node, uses)) is not None and total not in taken:
+            taken.update((node, total))
+            groups.append(_Group("matmul", [node, total]))
+        elif node.op in ANCHOR_KINDS:
             chain = [node]
             while (step := _epilogue_step(chain[-1], uses, node, taken)) is not None:
                 chain.append(step)
@@ -158,10 +178,15 @@ def _grow(root: Node, uses: _Uses, taken: set[Node]) -> _Group:
         elif side == _POST and is_pointwise(node) and _shape(node) == _shape(root):
             space[node] = _POST
         elif (side == _POST and reduction is None and node.op in REDUCE_OPS and _shape(node) == _shape(root)
-              and node.outputs[0].type.dtype == root.outputs[0].type.dtype):
+              and node.outputs[0].type.dtype == root.outputs[0].type.dtype
+              and not any(n.op == "slice" for n in space)):
             # The reduction accumulates in the group's one output, so that output keeps its dtype.
             reduction = node
             space[node] = _REDUCE
+        elif (side == _POST and reduction is None and is_static_slice(node) and _shape(node) == _shape(root)
+              and node.inputs[0].type.shape != _shape(root)):
+            space[node] = _POST
+            continue   # its input is read in place: an operand, never a member
         else:
             continue
         push_producers(node)

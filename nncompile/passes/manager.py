@@ -5,6 +5,10 @@ its argument and return it, or return a new graph. `PassManager` runs a list of 
 verifies the graph before the first pass and after each one, times every pass, and can dump the
 IR text after every pass, after named passes, or only after passes that changed the graph
 (like MLIR's `-mlir-print-ir-after-all` and XLA's `--xla_dump_to`).
+
+A pass sees one graph. The regions that are programs (the body of `scan`, Region.PROGRAM) are
+graphs the op runs, so the manager runs each pass on them too, innermost last, after the graph
+holding them; regions that are one kernel's inside (`fused`) are left alone.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import numpy as np
 
 from nncompile.ir.errors import IRError, VerifyError
 from nncompile.ir.graph import Graph, Value
+from nncompile.ir.optable import AttrKind, Region, get_op, has_region
 from nncompile.ir.verifier import verify
 
 PassFn = Callable[[Graph], Graph]
@@ -110,10 +115,8 @@ class PassManager:
         name = info.name
         before, nodes_before = _fingerprint(graph), len(graph.nodes)
         start = time.perf_counter()
-        result = info.fn(graph)
+        result = run_with_programs(info, graph)
         seconds = time.perf_counter() - start
-        if not isinstance(result, Graph):
-            raise IRError(f"pass {name!r} returned {type(result).__name__}; expected a Graph")
         changed = _fingerprint(result) != before
         self.stats.append(PassStat(name, seconds, nodes_before, len(result.nodes), changed))
         if self.verify:
@@ -154,6 +157,19 @@ class PassManager:
                      row[2].ljust(widths[2]), row[3].ljust(widths[3])]
             lines.append("  ".join(cells).rstrip())
         return "\n".join(lines)
+
+
+def run_with_programs(info: PassInfo, graph: Graph) -> Graph:
+    """Run the pass on `graph`, then on every program region of its nodes (recursively)."""
+    result = info.fn(graph)
+    if not isinstance(result, Graph):
+        raise IRError(f"pass {info.name!r} returned {type(result).__name__}; expected a Graph")
+    for node in result.nodes:
+        if has_region(node, Region.PROGRAM):
+            specs = get_op(node.op).attrs
+            for key in sorted(k for k, spec in specs.items() if spec.kind is AttrKind.GRAPH):
+                node.attrs[key] = run_with_programs(info, node.attrs[key])
+    return result
 
 
 def run_pipeline(graph: Graph, passes: Sequence[str] | str, **options) -> Graph:

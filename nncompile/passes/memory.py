@@ -11,6 +11,15 @@ inputs and parameters are the caller's too. Two kinds of sharing cost no space:
   kernel, when the two have the same shape and byte size (each element is read before the same
   element is written).
 
+A program region (the body of `scan`) is planned in line: its kernels take positions right after
+the node running it, followed by one position standing for the end of the loop, where every
+step's results are read and the node's operands and results are still in use. The op's
+`program_memory` rule says where the body's inputs live (a scan's carries in its carry results,
+its invariants in its operands, slices of its operands in place or in buffers of their own) and
+which body results are written into the node's results. So the body's other values get buffers
+that every step reuses, and those buffers are free for the rest of the graph before and after
+the loop.
+
 A buffer lives from the kernel that first writes it to the last kernel that reads any value
 stored in it, both inclusive. Buffers are placed best-fit in decreasing size order: each goes
 into the smallest gap between the buffers already placed whose lifetimes overlap its own, or
@@ -24,13 +33,13 @@ import enum
 import functools
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator, Mapping, Sequence
 
 from nncompile.ir.cost import shape_of
 from nncompile.ir.errors import IRError, ShapeError, SizeError
 from nncompile.ir.graph import Graph, Node, Value
-from nncompile.ir.optable import Fusion, get_op
+from nncompile.ir.optable import Fusion, Region, RegionMemory, get_op, has_region, regions_of
 from nncompile.ir.printer import region_names
 
 
@@ -113,7 +122,7 @@ class MemoryPlan:
 
     def _row(self, value: Value, names: dict[Value, str], offset: str, kernels: str) -> tuple:
         node = value.producer
-        op = node.op + (f" ({node.loc})" if node.loc else "")
+        op = "(step input)" if node is None else node.op + (f" ({node.loc})" if node.loc else "")
         shares = ""
         if value in self.view_of:
             shares = f"view of {names[self.view_of[value]]}"
@@ -122,12 +131,16 @@ class MemoryPlan:
         return (names[value], op, str(value.type), nbytes(value, self.env), offset, kernels, shares)
 
 
-def value_names(graph: Graph) -> dict[Value, str]:
-    """Values named as the IR text names them: `%input`, `%N`, `%N#i` (N = node index)."""
-    names = {v: f"%{v.name}" for v in graph.inputs}
+def value_names(graph: Graph, prefix: str = "") -> dict[Value, str]:
+    """Values named as the IR text names them: `%input`, `%N`, `%N#i` (N = node index); the
+    values of a program region as `%N/body:%M`."""
+    names = {v: f"{prefix}%{v.name}" for v in graph.inputs}
     for number, node in enumerate(graph.nodes):
         for v in node.outputs:
-            names[v] = f"%{number}" if len(node.outputs) == 1 else f"%{number}#{v.index}"
+            names[v] = f"{prefix}%{number}" if len(node.outputs) == 1 else f"{prefix}%{number}#{v.index}"
+        if has_region(node, Region.PROGRAM):
+            for region in regions_of(node):
+                names.update(value_names(region, f"{prefix}%{number}/{region.name}:"))
     return names
 
 
@@ -191,9 +204,10 @@ def is_view(node: Node, graph_outputs: set[Value]) -> bool:
 def is_elementwise_safe(node: Node) -> bool:
     """Kernels that read each element of an operand only to write the same element of the
     result, so the result may overwrite a same-shaped operand."""
-    if node.op == "fused":
-        return node.attrs.get("kind") == "loop"
-    return get_op(node.op).fusion is Fusion.ELEMENTWISE
+    opdef = get_op(node.op)
+    if opdef.region is Region.KERNEL:
+        return opdef.extra["elementwise_when"](node)
+    return opdef.fusion is Fusion.ELEMENTWISE
 
 
 def plan_memory(graph: Graph, env: Mapping[str, int], alignment: int = 64) -> MemoryPlan:
@@ -208,7 +222,7 @@ def plan_memory(graph: Graph, env: Mapping[str, int], alignment: int = 64) -> Me
             raise ShapeError(f"plan_memory: size of symbol {symbol!r} must be an int >= 0, got {size!r}")
     env = dict(env)
     state = _assign(graph, graph.nodes, env)
-    lower = _peak(state.buffers, len(graph.nodes))
+    lower = _peak(state.buffers, state.kernels)
     arena = _place(state.buffers, alignment)
     offsets = {v: b.offset for b in state.buffers for v in b.values}
     locations = {v: Location(loc.home, loc.root, offsets.get(loc.root, 0))
@@ -220,7 +234,8 @@ def plan_memory(graph: Graph, env: Mapping[str, int], alignment: int = 64) -> Me
 def peak_live_bytes(graph: Graph, env: Mapping[str, int], nodes: Sequence[Node] | None = None) -> int:
     """The lower bound of the arena if the kernels ran in the order `nodes` (default: the graph's)."""
     nodes = graph.nodes if nodes is None else list(nodes)
-    return _peak(_assign(graph, nodes, dict(env)).buffers, len(nodes))
+    state = _assign(graph, nodes, dict(env))
+    return _peak(state.buffers, state.kernels)
 
 
 # --- assignment: which buffer each value lives in -----------------------------------------------
@@ -231,19 +246,68 @@ class _State:
     locations: dict[Value, Location]   # offsets filled in after placement
     view_of: dict[Value, Value]
     inplace_of: dict[Value, Value]
+    kernels: int = 0                   # positions in the walk, program regions' kernels included
+    written_into: dict[Value, Value] = field(default_factory=dict)   # body result -> outer value
+
+
+@dataclass
+class _Enter:
+    """The start of a program region: where its inputs and some results live (RegionMemory);
+    `outputs` are its inputs that get buffers of their own."""
+
+    memory: RegionMemory
+    inputs: tuple = ()
+
+    @property
+    def outputs(self) -> list[Value]:
+        return self.memory.own
+    op: str = "(enter)"
+
+    def describe(self) -> str:
+        return "the start of a program region"
+
+
+@dataclass
+class _Leave:
+    """The end of a program region's loop: what every step reads until the loop ends."""
+
+    inputs: list[Value]
+    outputs: tuple = ()
+    op: str = "(leave)"
+
+    def describe(self) -> str:
+        return "the end of a program region"
+
+
+def _walk(nodes: Sequence[Node]) -> list:
+    """The kernels in the order they run, program regions in line (see the module doc)."""
+    out: list = []
+    for node in nodes:
+        out.append(node)
+        if not has_region(node, Region.PROGRAM):
+            continue
+        for region, memory in zip(regions_of(node), get_op(node.op).extra["program_memory"](node)):
+            out.append(_Enter(memory))
+            out += _walk(region.nodes)
+            out.append(_Leave([*region.outputs, *node.inputs, *node.outputs]))
+    return out
 
 
 def _assign(graph: Graph, nodes: Sequence[Node], env: dict[str, int]) -> _State:
     """Walk the kernels in order: views join their source, results join a dying operand's
     buffer when they may, other results open a new buffer."""
     outputs = set(graph.outputs)
+    nodes = _walk(nodes)
     last = _last_uses(nodes)
-    state = _State([], {}, {}, {})
+    state = _State([], {}, {}, {}, len(nodes))
     locations = state.locations
     for v in graph.inputs:
         locations[v] = Location(Home.PARAM if v.is_param else Home.INPUT, v)
     buffer_of: dict[Value, Buffer] = {}
     for i, node in enumerate(nodes):
+        if isinstance(node, _Enter):
+            _enter(node, i, state, buffer_of, last, env)
+            continue
         for v in node.inputs:
             if v not in locations:
                 raise IRError(f"graph {graph.name!r}: {node.describe()} (kernel {i}) reads {v!r}, "
@@ -260,6 +324,12 @@ def _assign(graph: Graph, nodes: Sequence[Node], env: dict[str, int]) -> _State:
             if result in outputs:
                 locations[result] = Location(Home.OUTPUT, result)
                 continue
+            if result in state.written_into:
+                outer = state.written_into[result]
+                locations[result] = locations[outer]
+                if outer in buffer_of:
+                    _join(buffer_of, buffer_of[outer], result, last)
+                continue
             size = nbytes(result, env)
             operand = _inplace_operand(node, result, size, i, buffer_of, taken)
             if operand is not None:
@@ -274,6 +344,20 @@ def _assign(graph: Graph, nodes: Sequence[Node], env: dict[str, int]) -> _State:
             buffer_of[result] = buffer
             locations[result] = Location(Home.ARENA, result)
     return state
+
+
+def _enter(enter: _Enter, index: int, state: _State, buffer_of: dict[Value, Buffer],
+           last: dict[Value, int], env: dict[str, int]) -> None:
+    for inner, outer in enter.memory.shares:
+        state.locations[inner] = state.locations[outer]
+        if outer in buffer_of:
+            _join(buffer_of, buffer_of[outer], inner, last)
+    state.written_into.update(enter.memory.results_in)
+    for value in enter.outputs:
+        buffer = Buffer([value], nbytes(value, env), index, last.get(value, index))
+        state.buffers.append(buffer)
+        buffer_of[value] = buffer
+        state.locations[value] = Location(Home.ARENA, value)
 
 
 def _last_uses(nodes: Sequence[Node]) -> dict[Value, int]:

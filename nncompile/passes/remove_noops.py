@@ -22,9 +22,11 @@ from nncompile.passes.rewrite import Rewriter, sweep
 
 
 def _whole_slice(node: Node) -> bool:
+    """Every element in order: a symbolic axis taken whole forwards (not reversed)."""
     shape = node.inputs[0].type.shape
     plan = slice_plan(shape, node.attrs)
-    return all(is_symbol(shape[a]) or part.indices(shape[a]) == (0, shape[a], 1) for a, part in plan.items())
+    return all(part.step in (None, 1) if is_symbol(shape[a]) else part.indices(shape[a]) == (0, shape[a], 1)
+               for a, part in plan.items())
 
 
 def _unit_window(node: Node) -> bool:

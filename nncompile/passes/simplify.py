@@ -10,6 +10,7 @@ when the replacement has exactly the node's result type, so no broadcast is lost
     neg(neg(x)) -> x                 select(c, x, x) -> x
     transpose(transpose(x, p), q) -> transpose(x, p∘q), or x when p∘q is the identity
     reshape(reshape(x)) -> one reshape, or x when the shapes agree
+    concat(x, concat(y, z)) along the same axis -> concat(x, y, z)
     an operand broadcast(v) of an elementwise op with several operands -> v, when the op's own
         broadcasting gives the same result type (a scalar stays a scalar the loop reads)
 
@@ -113,6 +114,20 @@ def _reshape_pair(rw: Rewriter, node: Node) -> Value | None:
         return None
 
 
+def _nested_concat(rw: Rewriter, node: Node) -> Value | None:
+    """concat(x, concat(y, z)) along one axis -> concat(x, y, z): one copy, not two."""
+    axis = node.attrs["axis"] % node.outputs[0].type.rank
+    parts, flattened = [], False
+    for v in node.inputs:
+        inner = _made_by(v, "concat")
+        if inner is not None and inner.attrs["axis"] % v.type.rank == axis:
+            parts += inner.inputs
+            flattened = True
+        else:
+            parts.append(v)
+    return rw.emit("concat", parts, node.loc, axis=node.attrs["axis"]) if flattened else None
+
+
 RULES: dict[str, list[SimplifyRule]] = {
     "add": [_zero(1, negative=True), _zero(0, negative=True), _add_neg],
     "sub": [_zero(1, negative=False), _sub_neg],
@@ -123,6 +138,7 @@ RULES: dict[str, list[SimplifyRule]] = {
     "select": [_same_branches],
     "transpose": [_transpose_pair],
     "reshape": [_reshape_pair],
+    "concat": [_nested_concat],
 }
 
 

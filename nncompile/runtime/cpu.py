@@ -31,12 +31,13 @@ from nncompile.codegen import cpu as codegen
 from nncompile.codegen import parallel, target
 from nncompile.codegen.target import JitModule
 from nncompile.ir.errors import ShapeError, VerifyError
-from nncompile.ir.graph import Graph, Value
+from nncompile.ir.graph import Graph, Node, Value
+from nncompile.ir.optable import Region, get_op, has_region, regions_of
 from nncompile.ir.types import bind_shape
 from nncompile.ir.verifier import check_param
 from nncompile.passes.manager import PassManager
 from nncompile.passes.pipelines import pipeline as named_pipeline
-from nncompile.passes.memory import Home, MemoryPlan, check_fits, is_elementwise_safe, plan_memory
+from nncompile.passes.memory import Home, MemoryPlan, check_fits, is_elementwise_safe, plan_memory, value_names
 from nncompile.runtime import disk_cache, reference
 from nncompile.runtime.reference import bind_inputs
 
@@ -67,7 +68,9 @@ def compile(graph: Graph, target: str = "cpu", *, pipeline: str = "inference",
 
 
 def _hoist_constants(graph: Graph) -> Graph:
-    """Constants left outside fused bodies become bound parameters, so no kernel computes them."""
+    """Constants left outside fused bodies become bound parameters, so no kernel computes them.
+    A program region's constants become operands of the node running it first (`_lift`)."""
+    _lift_program_constants(graph)
     keep = []
     for node in graph.nodes:
         if node.op != "constant":
@@ -79,6 +82,24 @@ def _hoist_constants(graph: Graph) -> Graph:
         _replace_uses(graph, node.outputs[0], value)
     graph.nodes = keep
     return graph
+
+
+def _lift_program_constants(graph: Graph) -> None:
+    """Move the constants of every program region (innermost first) out into `graph`, before
+    the node running the region, which passes them in as invariant operands."""
+    nodes = []
+    for node in graph.nodes:
+        if has_region(node, Region.PROGRAM):
+            add_invariant = get_op(node.op).extra["add_invariant"]
+            for region in regions_of(node):
+                _lift_program_constants(region)
+                for const in [n for n in region.nodes if n.op == "constant"]:
+                    outer = Node("constant", [], const.attrs, [const.outputs[0].type], const.loc)
+                    nodes.append(outer)
+                    _replace_uses(region, const.outputs[0], add_invariant(node, outer.outputs[0]))
+                region.nodes = [n for n in region.nodes if n.op != "constant"]
+        nodes.append(node)
+    graph.nodes = nodes
 
 
 def _replace_uses(graph: Graph, old: Value, new: Value) -> None:
@@ -351,7 +372,7 @@ def _writes_in_place(graph: Graph, value: Value, param: str) -> bool:
 
 
 def _named(graph: Graph, shares: dict[Value, Value]):
-    names = {v: str(i) for i, v in enumerate([*graph.inputs, *(o for n in graph.nodes for o in n.outputs)])}
+    names = value_names(graph)
     return ((names[v], names[r]) for v, r in shares.items())
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from llvmlite import ir
 
-from nncompile.codegen import gemm, target
+from nncompile.codegen import gemm, gemm_rows, target
 from nncompile.ir.dtypes import DType
 from nncompile.ir.errors import IRError
 
@@ -116,6 +116,16 @@ def test_k_zero_gives_epilogue_of_zero():
 def test_small_m_path(m, n, k, transpose_a):
     got, want = run_gemm(DType.f32, m, n, k, transpose_a=transpose_a, pad=(3, 1, 2))
     _check(got, want, DType.f32, k)
+
+
+@pytest.mark.parametrize("epilogue", sorted(EPILOGUES))
+@pytest.mark.parametrize("dtype, n, k, transpose_a", [(DType.f32, 257, 300, False), (DType.f32, 512, 128, True),
+                                                     (DType.f32, 40, 1700, False), (DType.f64, 200, 170, True)])
+def test_one_row_times_a_large_b_is_split_between_threads(epilogue, dtype, n, k, transpose_a):
+    """B of at least ROW_SPLIT_BYTES: the columns are shared by the threads (ragged shares)."""
+    assert n * k * dtype.itemsize >= gemm_rows.ROW_SPLIT_BYTES
+    got, want = run_gemm(dtype, 1, n, k, transpose_a=transpose_a, epilogue=epilogue, pad=(2, 3, 1))
+    _check(got, want, dtype, k)
 
 
 @pytest.mark.parametrize("m,n,k", [(600, 300, 900), (5, 1000, 400), (40, 900, 64)])

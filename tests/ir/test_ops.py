@@ -386,7 +386,7 @@ ERRORS = {
     "slice step 0": (lambda b: b.slice(_x(b), starts=[0], ends=[1], axes=[1], steps=[0]),
                      r"op 'slice'.*step of axis 1 is 0"),
     "slice part of a symbol": (lambda b: b.slice(_x(b), starts=[1], ends=[SLICE_END], axes=[0], steps=[1]),
-                               r"op 'slice'.*axis 0 is symbolic .*only be sliced whole"),
+                               r"op 'slice'.*axis 0 is symbolic .*only be taken whole .* or whole reversed"),
     "slice repeated axis": (lambda b: b.slice(_x(b), starts=[0, 0], ends=[1, 1], axes=[1, 1], steps=[1, 1]),
                             r"op 'slice'.*twice"),
     "gather float indices": (lambda b: b.gather(_x(b), _x(b, f32[2], "i")), r"op 'gather'.*i32 or i64"),

@@ -265,6 +265,13 @@ def test_slice_vjp(start, end, step, seed):
                     {"x": normal(rng, BATCH_SIZE, 9, 6)}, {"x"}, seed=seed, samples=12)
 
 
+def test_vjp_of_a_symbolic_axis_reversed_whole():
+    rng = np.random.default_rng(4)
+    check_gradients(lambda b, v: b.mul(b.slice(v["x"], starts=[-1], ends=[-SLICE_END], axes=[0], steps=[-1]),
+                                       v["w"]),
+                    {"x": normal(rng, BATCH_SIZE, 4), "w": normal(rng, BATCH_SIZE, 4)}, {"x", "w"})
+
+
 def test_gather_vjp_adds_repeated_rows():
     rng = np.random.default_rng(12)
     ids = np.array([[1, 3, 1], [0, -1, 1], [4, 4, 4]], np.int32)

@@ -105,3 +105,22 @@ def test_random_graphs_keep_exactly_what_outputs_need(data):
     verify(g)
     for a, c in zip(run(g, inputs), before):
         np.testing.assert_array_equal(a, c)
+
+
+def test_scan_sheds_unread_and_repeated_per_step_results():
+    body = Builder(name="body")
+    s, x = body.input("s", f32[BATCH, 2]), body.input("x", f32[BATCH, 2])
+    new = body.add(s, x)
+    bg = body.finish([new, new, body.mul(x, x), new])
+    b = Builder()
+    xs, s0 = b.input("xs", f32[BATCH, 4, 2]), b.input("s0", f32[BATCH, 2])
+    final, seq, _, again = b.scan(s0, xs, body=bg, num_carry=1, num_scanned=1, axis=1)
+    graph = b.finish([final, b.sub(seq, again), again], ["final", "zero", "seq"])
+    inputs = [np.arange(24, dtype=np.float32).reshape(3, 4, 2), np.ones((3, 2), np.float32)]
+    want = run(graph.copy(), inputs)
+    pruned = dce(graph)
+    verify(pruned)
+    (scan,) = [n for n in pruned.nodes if n.op == "scan"]
+    assert len(scan.outputs) == 2 and len(scan.attrs["body"].outputs) == 2
+    for got, expected in zip(run(pruned, inputs), want):
+        np.testing.assert_array_equal(got, expected)

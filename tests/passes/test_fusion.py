@@ -365,3 +365,17 @@ def test_random_graphs_fuse_to_equal_results(g, batch):
     inputs = [data(batch, 4) * 0.5, data(batch, 4) * 0.5, data(4) * 0.5]
     assert_same_results(g, f, inputs)
     assert fused(f) == f
+
+
+def test_weight_gradient_of_a_dense_on_sequences_is_one_product_over_all_rows():
+    """sum over the batch of x_b^T @ g_b (Dense on (batch, steps, features) inputs, backward):
+    the matmul and its reduce_sum form one fused node, compiled as one product."""
+    b = Builder()
+    x, g = b.input("x", f32[BATCH, 5, 3]), b.input("g", f32[BATCH, 5, 4])
+    graph = b.finish([b.reduce_sum(b.matmul(x, g, transpose_a=True), axes=[0])], ["dw"])
+    f = fused(graph)
+    assert layout(f) == [("matmul", ["matmul", "reduce_sum"], 1)]
+    xs, gs = data(6, 5, 3), data(6, 5, 4)
+    assert_same_results(graph, f, [xs, gs])
+    got = nncompile.compile(graph)(xs, gs)
+    np.testing.assert_allclose(got, np.einsum("btf,btn->fn", xs, gs), rtol=1e-5, atol=1e-5)

@@ -46,3 +46,14 @@ def test_data_movement_that_looks_like_a_noop_stays():
         %7 = add(%6, %3) : f32[4,4]
         return %7, %5
     """, inputs=[np.arange(16, dtype=np.float32).reshape(4, 4) / 3])
+
+
+def test_a_symbolic_axis_read_backwards_stays():
+    b = Builder()
+    x = b.input("x", f32[BATCH, "T"])
+    flipped = b.slice(x, starts=[-1], ends=[-2**31 + 1], axes=[1], steps=[-1])
+    check_rewrite(b.finish([b.relu(flipped)], ["y"]), remove_noops, """
+        %0 = slice(%x) {axes=[1], ends=[-2147483647], starts=[-1], steps=[-1]} : f32[?,T]
+        %1 = relu(%0) : f32[?,T]
+        return %1
+    """, inputs=[np.arange(6, dtype=np.float32).reshape(2, 3)])

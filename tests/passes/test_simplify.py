@@ -151,3 +151,17 @@ def test_an_output_is_not_made_an_input():
         return %2, %3
     """)
     assert not set(out.outputs) & set(out.inputs)
+
+
+def test_nested_concats_along_one_axis_flatten():
+    b = Builder()
+    x, y, z = (b.input(n, f32[3, 2]) for n in "xyz")
+    rows = b.concat(y, z, axis=0)
+    g = b.finish([b.concat(x, b.concat(y, z, axis=1), axis=-1), b.concat(rows, rows, axis=1)],
+                 ["wide", "across"])
+    check_rewrite(g, simplify, """
+        %0 = concat(%y, %z) {axis=0} : f32[6,2]
+        %1 = concat(%x, %y, %z) {axis=-1} : f32[3,6]
+        %2 = concat(%0, %0) {axis=1} : f32[6,4]
+        return %1, %2
+    """)

@@ -564,6 +564,22 @@ def test_slice(dtype, dims, data, batches, seed):
         check(graph, exe, inputs_for(graph, {BATCH: n}, _normal_sampler(rng)))
 
 
+def test_slice_reverses_a_symbolic_axis_whole():
+    """A sequence of symbolic length read backwards (start -1, end -SLICE_END, step -1), beside
+    a static axis reversed and strided; one executable for every length."""
+    def build():
+        b = Builder()
+        x = b.input("x", f32[BATCH, "T", 5])
+        return b.finish([b.slice(x, starts=[-1, 4], ends=[-SLICE_END, 0], axes=[1, 2], steps=[-1, -2])], ["y"])
+
+    graph, exe = executable(("slice-reversed-symbol",), build)
+    rng = np.random.default_rng(5)
+    for n, steps in [(1, 1), (2, 4), (3, 9)]:
+        x = rng.standard_normal((n, steps, 5)).astype(np.float32)
+        np.testing.assert_array_equal(exe(x), x[:, ::-1, 4:0:-2])
+        check(graph, exe, [x])
+
+
 @SOME
 @given(dtype=st.sampled_from((f32, f64, u8, i32)), dims=st.lists(SMALL, min_size=1, max_size=2),
        data=st.data(), value=st.sampled_from((0.0, -1.0, 3.0, -1.5)), batches=TWO_BATCHES, seed=SEED)
@@ -613,7 +629,9 @@ COVERED = {*UNARY, *BINARY, *COMPARE, "select", "cast", *REDUCE_DTYPES, "argmax"
            "broadcast", "concat", "slice", "pad", "gather",
            # in test_cpu_grad_ops.py:
            "conv2d_grad_input", "conv2d_grad_filter", "max_pool2d_grad", "avg_pool2d_grad",
-           "scatter_add", "random_uniform"}
+           "scatter_add", "random_uniform",
+           # in test_cpu_scan.py:
+           "scan"}
 
 
 def test_every_op_the_cpu_backend_lowers_is_covered_here():

@@ -1,3 +1,3 @@
 """Op families; importing this package registers every op in the op table."""
-from nncompile.ir.ops import elementwise, fused, linalg, nn, pooling, reduction, shape  # noqa: F401
+from nncompile.ir.ops import elementwise, fused, linalg, nn, pooling, reduction, scan, shape  # noqa: F401
 from nncompile.ir.ops import grad  # noqa: F401  (the ops of the backward pass)

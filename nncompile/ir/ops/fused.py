@@ -12,13 +12,16 @@ never parameters); the results are the body's outputs. Every symbolic dimension 
 appear in an input's type, so that running the body binds it. The shape rule also checks the
 body contract of each `kind`, the one the fusion pass builds and code generation relies on:
 
-- loop: elementwise/broadcast ops and constants; every output has one shape S (the loop's index
-  space) and every input and node result broadcasts to S. An output may be a body input (copied
-  through) or repeat another output (stored twice).
+- loop: elementwise/broadcast ops, constants, and slices of body inputs (read in place at their
+  offset and strides: the gates of one recurrent-cell product); every output has one shape S (the
+  loop's index space) and every input other than a sliced one, and every node result, broadcasts
+  to S. An output may be a body input (copied through) or repeat another output (stored twice).
 - reduction: a prologue of elementwise/broadcast ops and constants whose results broadcast to
   the reduction input's shape, exactly one reduce_* op, then an epilogue of elementwise ops whose
   results broadcast to the reduced shape and which read no prologue value; one output, the last
   node's.
+- matmul, summed over rows: a matmul with transpose_a whose operands have one batch shape, then
+  a reduce_sum over all its batch axes (`is_row_sum`); one output, the sum's.
 - matmul / conv2d / max_pool2d / avg_pool2d: the first node is that op (the anchor); then
   constants and elementwise ops, each taking the running value (the anchor's result, then the
   previous epilogue op's) as exactly one operand, its other operands body inputs or constants,
@@ -30,7 +33,7 @@ import numpy as np
 
 from nncompile.ir.errors import ShapeError
 from nncompile.ir.graph import Graph, Node, Value
-from nncompile.ir.optable import OPS, Attr, AttrKind, Fusion, defop
+from nncompile.ir.optable import OPS, Attr, AttrKind, Fusion, Region, defop
 from nncompile.ir.types import Shape, TensorType, broadcast_shapes, is_symbol
 
 ANCHOR_KINDS = ("matmul", "conv2d", "max_pool2d", "avg_pool2d")
@@ -54,17 +57,32 @@ def _broadcasts_to(shape: Shape, target: Shape) -> bool:
         return False
 
 
+def is_static_slice(node: Node) -> bool:
+    """A slice whose every sliced axis is static, so its offset and strides are known."""
+    shape = node.inputs[0].type.shape if node.op == "slice" else ()
+    return node.op == "slice" and all(not is_symbol(shape[a % len(shape)]) for a in node.attrs["axes"])
+
+
+def is_loop_slice(node: Node, inputs) -> bool:
+    """A slice a loop reads in place: of a body input, along static axes."""
+    return is_static_slice(node) and node.inputs[0] in inputs
+
+
 def _check_loop(body: Graph) -> None:
+    inputs = set(body.inputs)
     for i, node in enumerate(body.nodes):
-        if node.op != "constant" and not is_pointwise(node):
-            raise ShapeError(f"{_describe(i, node)} is not elementwise, broadcast or constant; "
-                             "a loop body holds only those")
+        if node.op != "constant" and not is_pointwise(node) and not is_loop_slice(node, inputs):
+            raise ShapeError(f"{_describe(i, node)} is not elementwise, broadcast, constant or a "
+                             "slice of a body input along static axes; a loop body holds only those")
     shapes = {v.type.shape for v in body.outputs}
     if len(shapes) != 1:
         raise ShapeError(f"a loop body's outputs must share one shape, got "
                          f"{', '.join(str(v.type) for v in body.outputs)}")
     space = shapes.pop()
+    sliced = {n.inputs[0] for n in body.nodes if n.op == "slice"}
     for v in body.inputs:
+        if v in sliced and not any(v in n.inputs for n in body.nodes if n.op != "slice"):
+            continue
         if not _broadcasts_to(v.type.shape, space):
             raise ShapeError(f"body input {v.name!r} ({v.type}) does not broadcast to the loop shape {space}")
     for i, node in enumerate(body.nodes):
@@ -103,10 +121,26 @@ def _check_reduction(body: Graph) -> None:
             raise ShapeError(f"{_describe(i, node)} in the epilogue reads a prologue value")
 
 
+def is_row_sum(matmul: Node, total: Node) -> bool:
+    """Whether `total` sums `matmul` over its batch axes where that is one product over all the
+    operands' rows: sum_b a_b^T @ g_b with a and g stacks of one batch shape."""
+    a, g = matmul.inputs
+    rank = matmul.outputs[0].type.rank
+    return (matmul.op == "matmul" and total.op == "reduce_sum" and total.inputs[0] is matmul.outputs[0]
+            and matmul.attrs["transpose_a"] and not matmul.attrs["transpose_b"] and rank > 2
+            and a.type.rank == g.type.rank == rank and a.type.shape[:-2] == g.type.shape[:-2]
+            and sorted(a % rank for a in total.attrs["axes"]) == list(range(rank - 2))
+            and not total.attrs["keepdims"])
+
+
 def _check_anchored(body: Graph, kind: str) -> None:
     if not body.nodes or body.nodes[0].op != kind:
         first = repr(body.nodes[0].op) if body.nodes else "nothing"
         raise ShapeError(f"a {kind} body starts with its {kind!r} op, got {first}")
+    if kind == "matmul" and len(body.nodes) == 2 and is_row_sum(*body.nodes):
+        if body.outputs != [body.nodes[1].outputs[0]]:
+            raise ShapeError("a matmul body summed over rows returns its reduce_sum")
+        return
     running = body.nodes[0].outputs[0]
     shape = running.type.shape
     free = set(body.inputs)
@@ -130,7 +164,7 @@ def _check_anchored(body: Graph, kind: str) -> None:
         raise ShapeError(f"a {kind} body returns exactly one value, its last epilogue op's")
 
 
-def _check_symbols_bound(body: Graph) -> None:
+def check_symbols_bound(body: Graph) -> None:
     bound = {d for v in body.inputs for d in v.type.shape if is_symbol(d)}
     for i, node in enumerate(body.nodes):
         for v in node.outputs:
@@ -151,7 +185,7 @@ def _fused_rule(ts: list[TensorType], attrs: dict) -> list[TensorType]:
             raise ShapeError(f"operand {i} has type {t} but body input {v.name!r} is {v.type}")
     if not body.outputs:
         raise ShapeError("the body returns nothing; a fused node has at least one result")
-    _check_symbols_bound(body)
+    check_symbols_bound(body)
     if kind == "loop":
         _check_loop(body)
     elif kind == "reduction":
@@ -168,7 +202,10 @@ def _run_body(xs: list[np.ndarray], attrs: dict) -> list[np.ndarray]:
     return run(attrs["body"], xs, params={})
 
 
-defop("fused", inputs=("operands",), variadic=True, num_outputs=None, fusion=Fusion.OPAQUE,
-      attrs={"kind": Attr(AttrKind.STR, choices=KINDS), "body": Attr(AttrKind.GRAPH)},
-      infer=_fused_rule, reference=_run_body,
-      doc="a group of ops run as one kernel; `body` is the group, `kind` its body contract")
+FUSED = defop("fused", inputs=("operands",), variadic=True, num_outputs=None, fusion=Fusion.OPAQUE,
+              attrs={"kind": Attr(AttrKind.STR, choices=KINDS), "body": Attr(AttrKind.GRAPH)},
+              infer=_fused_rule, reference=_run_body, region=Region.KERNEL,
+              doc="a group of ops run as one kernel; `body` is the group, `kind` its body contract")
+# A loop kernel reads each element of an operand only to write the same element of its results,
+# so the memory plan may let a result overwrite a dying same-shaped operand.
+FUSED.extra["elementwise_when"] = lambda node: node.attrs["kind"] == "loop"

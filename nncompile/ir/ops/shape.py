@@ -150,10 +150,13 @@ def slice_plan(shape: Shape, attrs: dict) -> dict[int, slice]:
             raise ShapeError(f"step of axis {axis} is 0")
         dim = shape[axis]
         if is_symbol(dim):
+            if (start, step) == (-1, -1) and end <= -SLICE_END:
+                plan[axis] = slice(None, None, -1)      # whole, reversed: a sequence read backwards
+                continue
             if start != 0 or end < SLICE_END or step != 1:
-                raise ShapeError(f"axis {axis} is symbolic ({dim!r}); it can only be sliced whole "
-                                 f"(start 0, end >= {SLICE_END}, step 1), got start {start}, "
-                                 f"end {end}, step {step}")
+                raise ShapeError(f"axis {axis} is symbolic ({dim!r}); it can only be taken whole "
+                                 f"(start 0, end >= {SLICE_END}, step 1) or whole reversed (start -1, "
+                                 f"end <= -{SLICE_END}, step -1), got start {start}, end {end}, step {step}")
             plan[axis] = slice(None)
             continue
         taken = range(*slice(start, end, step).indices(dim))
@@ -287,11 +290,13 @@ def _slice_vjp(b, node, cts):
     """Zeros with the cotangent at the sliced positions: reverse the axes taken backwards, spread
     strided axes out with zeros between (reshape, pad, reshape), then pad to the input's size."""
     x, g = node.inputs[0], cts[0]
-    plan = {a: range(*part.indices(x.type.shape[a])) for a, part in slice_plan(x.type.shape, node.attrs).items()
+    parts = slice_plan(x.type.shape, node.attrs)
+    plan = {a: range(*part.indices(x.type.shape[a])) for a, part in parts.items()
             if not is_symbol(x.type.shape[a])}
     if any(len(r) == 0 for r in plan.values()):
         return [None]   # nothing was taken: the gradient is zero
     backwards = [a for a, r in plan.items() if r.step < 0 and len(r) > 1]
+    backwards += [a for a, part in parts.items() if is_symbol(x.type.shape[a]) and part.step == -1]
     if backwards:
         g = b.slice(g, starts=[-1] * len(backwards), ends=[-SLICE_END] * len(backwards), axes=backwards,
                     steps=[-1] * len(backwards))

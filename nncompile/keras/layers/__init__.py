@@ -15,19 +15,24 @@ from nncompile.keras.layers.pooling import (AveragePooling1D, AveragePooling2D, 
                                             GlobalAvgPool2D, GlobalMaxPool1D, GlobalMaxPool2D,
                                             GlobalMaxPooling1D, GlobalMaxPooling2D, MaxPool1D,
                                             MaxPool2D, MaxPooling1D, MaxPooling2D)
+from nncompile.keras.layers.recurrent import GRU, LSTM, RNN, SimpleRNN
+from nncompile.keras.layers.recurrent_cells import (GRUCell, LSTMCell, SimpleRNNCell,
+                                                    StackedRNNCells)
 from nncompile.keras.layers.reshaping import (Cropping1D, Cropping2D, RepeatVector, UpSampling1D,
                                               UpSampling2D, ZeroPadding1D, ZeroPadding2D)
+from nncompile.keras.layers.wrappers import Bidirectional, TimeDistributed
 
 __all__ = [
-    "ELU", "Activation", "Add", "Average", "AveragePooling1D", "AveragePooling2D", "AvgPool1D",
-    "AvgPool2D", "BatchNormalization", "Concatenate", "Conv1D", "Conv2D", "Convolution1D",
-    "Convolution2D", "Cropping1D", "Cropping2D", "Dense", "Dropout", "Embedding", "Flatten",
-    "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAvgPool1D", "GlobalAvgPool2D",
-    "GlobalMaxPool1D", "GlobalMaxPool2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "Input",
-    "InputLayer", "Layer",
-    "LayerNormalization", "LeakyReLU", "Masking", "MaxPool1D", "MaxPool2D", "MaxPooling1D",
-    "MaxPooling2D",
-    "Maximum", "Minimum", "Multiply", "Permute", "ReLU", "RepeatVector", "Reshape", "Softmax",
-    "Subtract", "UpSampling1D", "UpSampling2D", "ZeroPadding1D", "ZeroPadding2D", "add", "average",
-    "concatenate", "maximum", "minimum", "multiply", "subtract",
+    "Activation", "Add", "Average", "AveragePooling1D", "AveragePooling2D", "AvgPool1D",
+    "AvgPool2D", "BatchNormalization", "Bidirectional", "Concatenate", "Conv1D", "Conv2D",
+    "Convolution1D", "Convolution2D", "Cropping1D", "Cropping2D", "Dense", "Dropout", "ELU",
+    "Embedding", "Flatten", "GRU", "GRUCell", "GlobalAveragePooling1D",
+    "GlobalAveragePooling2D", "GlobalAvgPool1D", "GlobalAvgPool2D", "GlobalMaxPool1D",
+    "GlobalMaxPool2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "Input", "InputLayer",
+    "LSTM", "LSTMCell", "Layer", "LayerNormalization", "LeakyReLU", "Masking", "MaxPool1D",
+    "MaxPool2D", "MaxPooling1D", "MaxPooling2D", "Maximum", "Minimum", "Multiply", "Permute",
+    "RNN", "ReLU", "RepeatVector", "Reshape", "SimpleRNN", "SimpleRNNCell", "Softmax",
+    "StackedRNNCells", "Subtract", "TimeDistributed", "UpSampling1D", "UpSampling2D",
+    "ZeroPadding1D", "ZeroPadding2D", "add", "average", "concatenate", "maximum", "minimum",
+    "multiply", "subtract",
 ]

@@ -137,6 +137,9 @@ class Layer:
 
     _kind = "layer"   # how messages name it ("model" for models)
     supports_masking = False
+    # Whether `emit` on (batch, steps, ...) inputs is `emit` on each (batch, ...) step (a Dense
+    # acts on the last axis): TimeDistributed then emits it once for the whole sequence.
+    acts_per_step = False
 
     def __init__(self, *, name: str | None = None, trainable: bool = True, dtype: str | None = None,
                  input_shape: Sequence[int | None] | None = None,
@@ -167,6 +170,9 @@ class Layer:
         else:
             self.batch_input_shape = None
         self.built = False
+        # What Keras puts before the name in a weight's path: the layers holding this one
+        # ("bidirectional/forward_lstm/" for the cell of a Bidirectional's forward LSTM).
+        self._scope = ""
         self._variables: list[Variable] = []
         self._inbound_nodes: list[CallNode] = []
 
@@ -191,14 +197,31 @@ class Layer:
             initializer = "glorot_uniform" if np.issubdtype(np.dtype(dtype), np.floating) else "zeros"
         name = name or backend.numbered("variable", len(self._variables))
         value = np.asarray(initializers.get(initializer)(tuple(shape), dtype), dtype=dtype)
-        var = Variable(value, name, f"{self.name}/{name}", trainable=trainable,
+        var = Variable(value, name, f"{self._scope}{self.name}/{name}", trainable=trainable,
                        regularizer=regularizer, constraint=constraint)
         self._variables.append(var)
         return var
 
+    def sublayers(self) -> list[tuple[str, "Layer | list[Layer]"]]:
+        """The layers this one holds (a recurrent layer's cell, a wrapper's layer), each under
+        the attribute Keras 3 saves it by (`cell`, `forward_layer`, `cells`): their weights are
+        this layer's too, after its own."""
+        return []
+
+    def adopt(self, child: "Layer") -> None:
+        """Make `child` part of this layer: its weights' paths start with this layer's."""
+        child._scope = f"{self._scope}{self.name}/"
+
+    @property
+    def own_weights(self) -> list[Variable]:
+        """The weights this layer made itself (not those of its sublayers)."""
+        return list(self._variables)
+
     @property
     def weights(self) -> list[Variable]:
-        return list(self._variables)
+        held = [layer for _, item in self.sublayers()
+                for layer in (item if isinstance(item, list) else [item])]
+        return self.own_weights + [w for layer in held for w in layer.weights]
 
     @property
     def trainable_weights(self) -> list[Variable]:
@@ -301,6 +324,10 @@ class Layer:
                           f"Downstream layers will not see the mask.", stacklevel=2)
         out_masks = out_mask if isinstance(out_mask, list) else [out_mask] * len(outs)
         return outs, out_masks
+
+    def call_arguments(self, inputs: list, single: bool) -> tuple[list, dict]:
+        """How Keras 3 records a call on `inputs` in a functional config: (args, kwargs)."""
+        return (inputs if single else [inputs]), {}
 
     def refuse_mask(self, mask: Mask | list[Mask | None], why: str) -> ValueError:
         """The error of a layer that would consume `mask` in a way nncompile does not implement."""

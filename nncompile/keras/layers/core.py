@@ -45,6 +45,7 @@ class Dense(Layer):
     """
 
     supports_masking = True   # as in Keras: the mask passes on
+    acts_per_step = True
 
     @legacy_args(_LEGACY_DENSE)
     def __init__(self, units: int, activation=None, use_bias: bool = True,
@@ -107,6 +108,7 @@ class Activation(Layer):
     """
 
     supports_masking = True   # as in Keras: the mask passes on
+    acts_per_step = True
 
     def __init__(self, activation, **kwargs):
         super().__init__(**kwargs)
@@ -157,6 +159,8 @@ class Dropout(Layer):
         self.rate = number(rate, "rate", owner, "a float value between 0 and 1",
                            lambda v: 0 <= v <= 1)
         self.noise_shape = None if noise_shape is None else shape_tuple(noise_shape, "noise_shape", owner)
+        # Elementwise draws are independent per step too; a noise_shape would span the steps.
+        self.acts_per_step = self.noise_shape is None
         self.seed = None if seed is None else integer(seed, "seed", owner)
         # The mask stream of this layer: its seed, else a draw from numpy's generator, which
         # keras.utils.set_random_seed makes reproducible.

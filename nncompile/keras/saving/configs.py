@@ -22,12 +22,14 @@ _KERAS_ONLY_DEFAULTS: dict[str, tuple] = {
     "output_axes": (None,), "lora_rank": (None,), "lora_alpha": (None,), "sparse": (False, None),
     "ragged": (False, None), "optional": (False, None), "fused": (None, False, True),
     "virtual_batch_size": (None,), "adjustment": (None,), "noise_shape": (None,),
-    "rms_scaling": (False,),
+    "rms_scaling": (False,), "time_major": (False,),
 }
 # Keras names that are one class here (or a Keras class under another name).
 KERAS_CLASS_NAMES = {"Convolution1D": "Conv1D", "Convolution2D": "Conv2D", "Model": "Functional"}
 # Only randomness of initialization or dropout: the weights come from the file anyway.
 _IGNORED = {"seed"}
+# Config keys that hold layers (RNN's `cell`, StackedRNNCells' `cells`, the wrappers' `layer`).
+_LAYER_KEYS = ("cell", "cells", "layer", "backward_layer")
 _CODE_CLASSES = ("Lambda", "__lambda__", "TFOpLambda", "SlicingOpLambda")
 # Keras's own configs nest about 10 levels per model (a model in a model adds as many); the bound
 # keeps the walks over a config far from Python's recursion limit.
@@ -131,7 +133,7 @@ def _adapt_layer_args(cls: type, config: dict, classes: Mapping[str, type]) -> d
     _check_dtype(cls, config)
     if issubclass(cls, Model):
         if isinstance(config.get("layers"), list):
-            config["layers"] = [_adapt_layer(c, classes) for c in config["layers"]]
+            config["layers"] = [_adapt_layer(c, classes) for c in _without_mask_ops(config["layers"])]
         return config
     accepted = set(cls._accepted_args()) | set(_BASE_ARGS)
     for key in [k for k in config if k not in accepted]:
@@ -145,9 +147,55 @@ def _adapt_layer_args(cls: type, config: dict, classes: Mapping[str, type]) -> d
     if cls.__name__ == "BatchNormalization" and isinstance(axis, list) and len(axis) == 1:
         config["axis"] = axis[0]   # tf.keras 2 writes BatchNormalization's axis as [3]
     for key, value in config.items():
-        if isinstance(value, Mapping) and "class_name" in value:
+        if key in _LAYER_KEYS and isinstance(value, (Mapping, list)):   # cells, wrapped layers
+            config[key] = ([_adapt_layer(c, classes) for c in value] if isinstance(value, list)
+                           else _adapt_layer(value, classes))
+        elif isinstance(value, Mapping) and "class_name" in value:
             config[key] = _adapt_object(value)
     return config
+
+
+def _without_mask_ops(layers: list) -> list:
+    """A functional model's layers without those that only compute masks for `mask=` call
+    arguments (the `NotEqual` op of an Embedding's mask), and without those arguments: Keras 3
+    writes the masks it propagates that way, and nncompile propagates the same masks itself."""
+    refs: dict[str, list[bool]] = {}
+    for entry in layers:
+        for name, is_mask in _tensor_refs(entry):
+            refs.setdefault(name, []).append(is_mask)
+    masks_only = {name for name, kinds in refs.items() if all(kinds)}
+    if not masks_only:
+        return layers
+    kept = []
+    for entry in layers:
+        inner = entry.get("config") if isinstance(entry, Mapping) else None
+        if isinstance(inner, Mapping) and inner.get("name") in masks_only:
+            continue
+        nodes = [{**node, "kwargs": {k: v for k, v in node["kwargs"].items() if k != "mask"}}
+                 if isinstance(node, Mapping) and isinstance(node.get("kwargs"), Mapping) else node
+                 for node in entry.get("inbound_nodes", [])] if isinstance(entry, Mapping) else None
+        kept.append(entry if nodes is None else {**entry, "inbound_nodes": nodes})
+    return kept
+
+
+def _tensor_refs(entry: Any) -> list[tuple[str, bool]]:
+    """(source layer, whether it is a `mask=` argument) of each tensor a layer's calls read."""
+    found: list[tuple[str, bool]] = []
+
+    def walk(node: Any, is_mask: bool) -> None:
+        if isinstance(node, Mapping):
+            if node.get("class_name") == "__keras_tensor__":
+                history = (node.get("config") or {}).get("keras_history") or [None]
+                found.append((history[0], is_mask))
+                return
+            for key, value in node.items():
+                walk(value, is_mask or key == "mask")
+        elif isinstance(node, list):
+            for value in node:
+                walk(value, is_mask)
+
+    walk(entry.get("inbound_nodes", []) if isinstance(entry, Mapping) else [], False)
+    return found
 
 
 def _check_dtype(cls: type, config: dict) -> None:

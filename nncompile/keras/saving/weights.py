@@ -26,7 +26,8 @@ def own_variables(layer) -> list:
 
     if isinstance(layer, Model):
         return []
-    return [v for v in layer.weights if v.trainable] + [v for v in layer.weights if not v.trainable]
+    own = layer.own_weights
+    return [v for v in own if v.trainable] + [v for v in own if not v.trainable]
 
 
 def legacy_weights(layer) -> list:
@@ -47,6 +48,24 @@ def saveables(model, prefix: str = "") -> Iterator[tuple[str, object]]:
         yield path, layer
         if isinstance(layer, Model):
             yield from saveables(layer, f"{path}/")
+        yield from _held(layer, path)
+
+
+def _held(layer, path: str) -> Iterator[tuple[str, object]]:
+    """The sublayers of `layer` under its group `path`, as Keras 3 walks them: a layer under
+    its attribute (`lstm/cell`), a list's items by snake_case class (`cell/cells/lstm_cell_1`)."""
+    for attr, item in layer.sublayers():
+        if not isinstance(item, list):
+            yield f"{path}/{attr}", item
+            yield from _held(item, f"{path}/{attr}")
+            continue
+        used: dict[str, int] = {}
+        for sub in item:
+            name = backend.to_snake_case(keras_class_name(sub))
+            used[name] = used.get(name, -1) + 1
+            sub_path = f"{path}/{attr}/{name}" + (f"_{used[name]}" if used[name] else "")
+            yield sub_path, sub
+            yield from _held(sub, sub_path)
 
 
 # --- writing ------------------------------------------------------------------------------------

@@ -1,0 +1,89 @@
+"""Products with a few rows of A (batch-1 inference, a recurrent layer's step): no packing.
+
+B's rows are streamed once with all of A's rows in registers (up to SMALL_M rows, one
+specialized loop each). One row of A times a B of at least ROW_SPLIT_BYTES is split by columns
+between the threads: each streams its part of B from its own cache, where one thread would read
+all of it from L2 at best, at every call. `gemm.emit_gemm` calls `emit_few_rows` first.
+"""
+from __future__ import annotations
+
+from llvmlite import ir
+
+from nncompile.codegen import gemm, parallel, simd
+from nncompile.codegen.kernel import scalar_type
+from nncompile.codegen.loops import const, for_range
+from nncompile.ir.dtypes import DType
+
+i64 = ir.IntType(64)
+SMALL_M = 4                  # up to this many rows of A skip packing
+ROW_SPLIT_BYTES = 1 << 18    # a B from this size is shared between the threads for one row of A
+
+
+def emit_few_rows(b: ir.IRBuilder, module: ir.Module, name: str, dtype: DType, args: list[ir.Value],
+                  transpose_a: bool, epilogue: gemm.Epilogue | None) -> None:
+    """Return early from the GEMM being emitted when A has at most SMALL_M rows."""
+    m = args[0]
+    _parallel_row(b, module, name, dtype, args, transpose_a, epilogue)
+    for rows in range(1, SMALL_M + 1):
+        with b.if_then(b.icmp_signed("==", m, const(rows))):
+            emit_small_m(b, scalar_type(dtype), gemm.tiling(dtype), rows, args, transpose_a, epilogue)
+            b.ret_void()
+
+
+def emit_small_m(b: ir.IRBuilder, ty: ir.Type, t: gemm.Tiling, rows: int, args: list[ir.Value],
+                 transpose_a: bool, epilogue: gemm.Epilogue | None,
+                  columns: tuple[ir.Value, ir.Value] | None = None) -> None:
+    """C = A @ B for exactly `rows` rows of A: each row of B is loaded once for all of them.
+    `columns` (start, stop): only those columns of C (a thread's share)."""
+    m, n, k, a, lda, src_b, ldb, c, ldc, *eptrs = args
+    lanes = t.lanes
+    vectors = max(1, 8 // rows)          # accumulators: rows x vectors <= 8 keeps B loads the bottleneck
+    width = lanes * vectors
+    vec = ir.VectorType(ty, lanes)
+    start, stop = columns if columns is not None else (const(0), n)
+    with for_range(b, stop, start, step=width, name="sn") as n0:
+        cols = gemm.smin(b, const(width), b.sub(n, n0))
+        masks = [simd.lane_mask(b, cols, lanes, v * lanes) for v in range(vectors)]
+        slots = [[gemm.entry_alloca(b, vec) for _ in range(vectors)] for _ in range(rows)]
+        for slot in (s for row in slots for s in row):
+            b.store(gemm.zero(vec), slot)
+        with for_range(b, k, name="sk") as kk:
+            b_row = gemm.at(b, src_b, b.add(b.mul(kk, ldb), n0))
+            b_vecs = [simd.masked_load(b, gemm.at(b, b_row, v * lanes), mask) for v, mask in enumerate(masks)]
+            for r in range(rows):
+                index = b.add(b.mul(kk, lda), const(r)) if transpose_a else b.add(b.mul(const(r), lda), kk)
+                a_vec = simd.splat(b, b.load(gemm.at(b, a, index)), lanes)
+                for slot, bv in zip(slots[r], b_vecs):
+                    b.store(simd.fma(b, a_vec, bv, b.load(slot)), slot)
+        accs = [[b.load(slot) for slot in row] for row in slots]
+        gemm.store_tile(b, accs, gemm.at(b, c, n0), ldc, rows, cols, True, True, const(0), n0, epilogue, eptrs)
+
+
+def _one_row_task(module: ir.Module, name: str, ty: ir.Type, t: gemm.Tiling, transpose_a: bool,
+                  epilogue: gemm.Epilogue | None) -> ir.Function:
+    """Task: one row of A times B over this thread's share of B's columns (whole vectors)."""
+    ptr = ty.as_pointer()
+    n_epi = len(epilogue.operands) if epilogue else 0
+    fn, b, ctx, index, count = parallel.task_function(module, f"{name}.row")
+    args = gemm.unpack_fields(b, ctx, [i64, i64, i64, ptr, i64, ptr, i64, ptr, i64] + [ptr] * n_epi)
+    n = args[1]
+    share = b.mul(gemm.ceil_div(b, gemm.ceil_div(b, n, t.lanes), count), const(t.lanes))
+    start = b.mul(index, share)
+    emit_small_m(b, ty, t, 1, args, transpose_a, epilogue, (start, gemm.smin(b, n, b.add(start, share))))
+    b.ret_void()
+    return fn
+
+
+def _parallel_row(b: ir.IRBuilder, module: ir.Module, name: str, dtype: DType, args: list[ir.Value],
+                  transpose_a: bool, epilogue: gemm.Epilogue | None) -> None:
+    """One row of A (batch-1 inference, a recurrent step) times a B of at least ROW_SPLIT_BYTES:
+    the columns are split between the threads, each streaming its part of B from its own cache
+    (one thread would read all of B, from L2 at best, at every call)."""
+    m, n, k = args[:3]
+    ty, t = scalar_type(dtype), gemm.tiling(dtype)
+    big = b.icmp_signed(">=", b.mul(b.mul(n, k), const(t.itemsize)), const(ROW_SPLIT_BYTES))
+    with b.if_then(b.and_(b.icmp_signed("==", m, const(1)), big)):
+        task = _one_row_task(module, name, ty, t, transpose_a, epilogue)
+        tasks = gemm.smin(b, gemm.ceil_div(b, n, t.lanes * 2), const(parallel.num_threads()))
+        b.call(parallel.emit_parallel_for(module), [task, gemm.pack_fields(b, args), tasks])
+        b.ret_void()

@@ -1,0 +1,226 @@
+"""The `scan` op: a loop over one axis of its scanned operands, one step of it held as a region.
+
+    %5:2 = scan(%h0, %xs, %u) {axis=1, num_carry=1, num_scanned=1} : (f32[?,8], f32[?,T,8]) {
+    ^body(%h: f32[?,8], %x: f32[?,8], %u: f32[8,8]):
+      %0 = matmul(%h, %u) : f32[?,8]
+      %1 = add(%x, %0) : f32[?,8]
+      %2 = tanh(%1) : f32[?,8]
+      return %2, %2
+    }
+
+Operands, in order: `num_carry` carries (the initial state), `num_scanned` scanned arrays (one
+slice along `axis` per step; all as long along it: that length is the trip count, a static size
+or a symbol), then invariants (read whole by every step: weights). The body takes one input per
+operand: a carry's type, a slice's type (the operand's without `axis`), an invariant's type. It
+returns the new carries (their types unchanged), then any per-step outputs. The node's results
+are the final carries, then each per-step output stacked along `axis`.
+
+Step t reads slice t and writes slice t of the stacked outputs. Steps run t = 0, 1, ..., or
+backwards from the last when `reverse` is set (as JAX's `lax.scan(reverse=True)`): reversing
+changes the order of the carried computation, not where results land.
+
+The body is a program (Region.PROGRAM): passes simplify, fuse and schedule it as a graph of its
+own, the memory plan gives its values buffers that every step reuses, and code generation emits
+its kernels inside one native loop, so compile time does not depend on the trip count.
+
+The VJP is a reverse scan (as JAX transposes scan): the forward scan gains per-step outputs, the
+values the backward body reads (residuals), and a second scan runs the body's backward pass over
+them from the last step to the first, carrying the cotangents of the carries and summing those
+of the invariants.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from nncompile.ir.errors import IRError, ShapeError
+from nncompile.ir.graph import Graph
+from nncompile.ir.ops.fused import check_symbols_bound
+from nncompile.ir.optable import Attr, AttrKind, Fusion, Region, RegionMemory, defop
+from nncompile.ir.types import Dim, TensorType, bind_shape, resolve_shape
+
+
+def slice_type(t: TensorType, axis: int) -> TensorType:
+    """The type of one step's slice of a scanned operand of type `t`."""
+    return TensorType(t.dtype, t.shape[:axis] + t.shape[axis + 1:])
+
+
+def stacked_type(t: TensorType, axis: int, length: Dim) -> TensorType:
+    """The type of a per-step output of type `t` stacked over `length` steps."""
+    return TensorType(t.dtype, t.shape[:axis] + (length,) + t.shape[axis:])
+
+
+def split_operands(items: list, attrs: dict) -> tuple[list, list, list]:
+    """(carries, scanned, invariants) of a scan's operands (or of its body's inputs)."""
+    n, m = attrs["num_carry"], attrs["num_scanned"]
+    return items[:n], items[n:n + m], items[n + m:]
+
+
+def _check_counts(count: int, body: Graph, attrs: dict) -> None:
+    n, m = attrs["num_carry"], attrs["num_scanned"]
+    if n < 0 or m < 1:
+        raise ShapeError(f"num_carry is {n} and num_scanned {m}; expected num_carry >= 0 and "
+                         f"num_scanned >= 1 (the scanned operands give the trip count)")
+    if n + m > count:
+        raise ShapeError(f"has {count} operands, fewer than num_carry + num_scanned = {n + m}")
+    if count != len(body.inputs):
+        raise ShapeError(f"takes {len(body.inputs)} operands, one per body input, got {count}")
+    if len(body.outputs) < n:
+        raise ShapeError(f"the body returns {len(body.outputs)} values; it must return the "
+                         f"{n} new carries first")
+    for v in body.inputs:
+        if v.is_param:
+            raise ShapeError(f"body input {v.name!r} is a parameter; body inputs are plain data inputs")
+
+
+def _trip_count(scanned: list[TensorType], axis: int) -> Dim:
+    for i, t in enumerate(scanned):
+        if not 0 <= axis < t.rank:
+            raise ShapeError(f"scanned operand {i} ({t}) has no axis {axis}")
+    lengths = {t.shape[axis] for t in scanned}
+    if len(lengths) != 1:
+        raise ShapeError(f"the scanned operands differ in length along axis {axis}: "
+                         f"{', '.join(str(t) for t in scanned)}")
+    return lengths.pop()
+
+
+def _scan_rule(ts: list[TensorType], attrs: dict) -> list[TensorType]:
+    body, axis = attrs["body"], attrs["axis"]
+    _check_counts(len(ts), body, attrs)
+    carries, scanned, _ = split_operands(ts, attrs)
+    length = _trip_count(scanned, axis)
+    expected = [*carries, *(slice_type(t, axis) for t in scanned), *ts[len(carries) + len(scanned):]]
+    for i, (want, v) in enumerate(zip(expected, body.inputs)):
+        if v.type != want:
+            raise ShapeError(f"operand {i} makes body input {v.name!r} {want}, but it is declared {v.type}")
+    for i, (t, v) in enumerate(zip(carries, body.outputs)):
+        if v.type != t:
+            raise ShapeError(f"body result {i} (new carry {i}) is {v.type}; the carry is {t}")
+    per_step = body.outputs[len(carries):]
+    for i, v in enumerate(per_step):
+        if axis > v.type.rank:
+            raise ShapeError(f"per-step result {i} ({v.type}) cannot be stacked along axis {axis}")
+    check_symbols_bound(body)
+    return [*carries, *(stacked_type(v.type, axis, length) for v in per_step)]
+
+
+def _scan_reference(xs: list[np.ndarray], attrs: dict) -> list[np.ndarray]:
+    # Deferred import: the runtime imports the IR, so the IR reaches the runtime only when run.
+    from nncompile.runtime.reference import run
+
+    body, axis = attrs["body"], attrs["axis"]
+    carries, scanned, invariants = split_operands(list(xs), attrs)
+    length = scanned[0].shape[axis]
+    per_step: list[list[np.ndarray]] = [[] for _ in body.outputs[len(carries):]]
+    steps = range(length - 1, -1, -1) if attrs["reverse"] else range(length)
+    for t in steps:
+        outs = run(body, [*carries, *(np.take(x, t, axis=axis) for x in scanned), *invariants], params={})
+        carries = outs[:len(carries)]
+        for column, y in zip(per_step, outs[len(carries):]):
+            column.append(y)
+    if attrs["reverse"]:
+        per_step = [column[::-1] for column in per_step]
+    if length == 0:
+        return [*carries, *_empty_outputs(body, list(xs), attrs)]
+    return [*carries, *(np.stack(column, axis=axis) for column in per_step)]
+
+
+def _empty_outputs(body: Graph, xs: list[np.ndarray], attrs: dict) -> list[np.ndarray]:
+    """The stacked per-step outputs of a scan of no steps: empty along `axis`."""
+    env: dict[str, int] = {}
+    n, axis = attrs["num_carry"], attrs["axis"]
+    for i, (v, x) in enumerate(zip(body.inputs, xs)):
+        shape = x.shape if not n <= i < n + attrs["num_scanned"] else x.shape[:axis] + x.shape[axis + 1:]
+        bind_shape(v.type.shape, shape, env, f"body input {v.name!r}")
+    outs = []
+    for v in body.outputs[n:]:
+        shape = resolve_shape(v.type.shape, env)
+        outs.append(np.zeros(shape[:axis] + (0,) + shape[axis:], v.type.dtype.numpy))
+    return outs
+
+
+def _scan_vjp(b, node, cts):
+    # Deferred import: autodiff builds on the op table, so the op reaches it only when run.
+    from nncompile.passes.scan_vjp import scan_vjp
+
+    if any(n.op == "scan" for n in node.attrs["body"].nodes):
+        raise IRError(f"gradients: {node.describe()} holds another scan in its body; "
+                      "gradients of nested scans are not supported")
+    return scan_vjp(b, node, cts)
+
+
+def program_memory(node) -> list[RegionMemory]:
+    """Where the body's values live while the loop runs: a carry in the node's result for it
+    (which holds the final state when the loop ends), an invariant in its operand. Along axis 0
+    a step's slice is contiguous, so a scanned input is slice t of its operand in place, and a
+    per-step result is written straight into slice t of its stacked result; along other axes
+    each step's slices are copied to and from buffers of their own."""
+    body, attrs = node.attrs["body"], node.attrs
+    n = attrs["num_carry"]
+    carries, scanned, invariants = split_operands(body.inputs, attrs)
+    outer_carries, outer_scanned, outer_invariants = split_operands(node.inputs, attrs)
+    memory = RegionMemory(shares=[*zip(carries, node.outputs[:n]), *zip(invariants, outer_invariants)])
+    in_place = attrs["axis"] == 0
+    for inner, outer in zip(scanned, outer_scanned):
+        if in_place and outer not in outer_invariants and outer not in outer_carries:
+            memory.shares.append((inner, outer))
+        else:
+            memory.own.append(inner)
+    per_step = body.outputs[n:]
+    for k, v in enumerate(per_step):
+        if in_place and v.producer is not None and per_step.count(v) == 1:
+            memory.results_in.append((v, node.outputs[n + k]))
+    return [memory]
+
+
+def step_views(node) -> tuple[list, list]:
+    """(scanned inputs, per-step results) that are slices of the node's operands and results
+    in place, from `program_memory`."""
+    memory = program_memory(node)[0]
+    scanned = split_operands(node.attrs["body"].inputs, node.attrs)[1]
+    return [inner for inner, _ in memory.shares if inner in scanned], [v for v, _ in memory.results_in]
+
+
+def add_invariant(node, value):
+    """Pass `value` (of the graph holding `node`) to every step as a new last operand; returns
+    the body input that receives it."""
+    body = node.attrs["body"]
+    taken = {v.name for v in body.inputs}
+    name = next(f"inv{i}" for i in range(len(taken) + 1) if f"inv{i}" not in taken)
+    node.inputs.append(value)
+    return body.add_input(name, value.type)
+
+
+def prune_results(node, live: set) -> dict:
+    """Drop the per-step results nothing reads, and keep one of several that stack the same body
+    value; returns each merged result -> the result standing for it (DCE asks)."""
+    n = node.attrs["num_carry"]
+    body = node.attrs["body"]
+    kept: dict = {}
+    merged = {}
+    for v, result in zip(body.outputs[n:], node.outputs[n:]):
+        if result not in live:
+            continue
+        if v in kept:
+            merged[result] = kept[v]
+        else:
+            kept[v] = result
+    if len(kept) == len(node.outputs) - n:
+        return merged
+    body.set_outputs([*body.outputs[:n], *kept])
+    node.outputs = [*node.outputs[:n], *kept.values()]
+    for index, result in enumerate(node.outputs):
+        result.index = index
+    return merged
+
+
+SCAN = defop("scan", inputs=("operands",), variadic=True, num_outputs=None, fusion=Fusion.OPAQUE,
+             region=Region.PROGRAM, infer=_scan_rule, reference=_scan_reference,
+             attrs={"body": Attr(AttrKind.GRAPH), "num_carry": Attr(AttrKind.INT),
+                    "num_scanned": Attr(AttrKind.INT), "axis": Attr(AttrKind.INT, 0),
+                    "reverse": Attr(AttrKind.BOOL, False)},
+             doc="a loop over `axis` of the scanned operands; `body` is one step (carries, slices, "
+                 "invariants -> new carries, per-step outputs)")
+SCAN.vjp = _scan_vjp
+SCAN.extra["program_memory"] = program_memory
+SCAN.extra["add_invariant"] = add_invariant
+SCAN.extra["prune_results"] = prune_results

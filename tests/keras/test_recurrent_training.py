@@ -1,0 +1,95 @@
+"""Training recurrent models: one SGD step moves every weight by the learning rate times the
+gradient that finite differences of a numpy loop (recurrent_reference.py) give. (The IMDB
+tutorial program, examples/imdb_lstm.py, trains in tests/test_examples.py.)"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nncompile import keras
+from nncompile.keras import layers
+
+import recurrent_reference as ref
+
+LR = 0.1
+
+
+def _lstm(weights, x):
+    return ref.run(ref.lstm_step(weights), x, ref.zeros_like_states(len(x), [2, 2]))[1]
+
+
+def _gru(reset_after):
+    return lambda weights, x: ref.run(ref.gru_step(weights, reset_after=reset_after), x,
+                                      ref.zeros_like_states(len(x), [2]))[1]
+
+
+def _simple_backwards(weights, x):
+    return ref.run(ref.simple_step(weights), x, ref.zeros_like_states(len(x), [2]), backwards=True)[1]
+
+
+def _masked_lstm(weights, x):
+    mask = np.abs(x).sum(-1) != 0
+    return ref.run(ref.lstm_step(weights), x, ref.zeros_like_states(len(x), [2, 2]), mask=mask)[1]
+
+
+def _bidirectional(weights, x):
+    zeros = ref.zeros_like_states(len(x), [2, 2])
+    forward = ref.run(ref.lstm_step(weights[:3]), x, zeros)[1]
+    backward = ref.run(ref.lstm_step(weights[3:]), x, zeros, backwards=True)[1]
+    return np.concatenate([forward, backward], axis=-1)
+
+
+def _stacked(weights, x):
+    step = ref.stacked_step([ref.gru_step(weights[:3]), ref.simple_step(weights[3:])], [1, 1])
+    return ref.run(step, x, ref.zeros_like_states(len(x), [2, 2]))[1]
+
+
+CASES = {
+    "lstm": (lambda: layers.LSTM(2), _lstm, False),
+    "gru": (lambda: layers.GRU(2), _gru(True), False),
+    "gru_reset_before": (lambda: layers.GRU(2, reset_after=False), _gru(False), False),
+    "simple_rnn_backwards": (lambda: layers.SimpleRNN(2, go_backwards=True), _simple_backwards, False),
+    "masked_lstm": (lambda: layers.LSTM(2), _masked_lstm, True),
+    "bidirectional": (lambda: layers.Bidirectional(layers.LSTM(2)), _bidirectional, False),
+    "stacked": (lambda: layers.RNN([layers.GRUCell(2), layers.SimpleRNNCell(2)]), _stacked, False),
+}
+
+
+def _loss(forward, weights, x, y):
+    return float(np.mean((forward(weights, x) - y) ** 2))
+
+
+def _numeric_gradients(forward, weights, x, y, eps=1e-6):
+    grads = []
+    for w in weights:
+        g = np.zeros_like(w)
+        for index in np.ndindex(w.shape):
+            saved = w[index]
+            w[index] = saved + eps
+            up = _loss(forward, weights, x, y)
+            w[index] = saved - eps
+            down = _loss(forward, weights, x, y)
+            w[index] = saved
+            g[index] = (up - down) / (2 * eps)
+        grads.append(g)
+    return grads
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_one_sgd_step_follows_finite_differences(rnn_backend, case):
+    make, forward, masked = CASES[case]
+    rng = np.random.default_rng(20)
+    layer = make()
+    stack = [keras.Input((4, 3)), *([layers.Masking()] if masked else []), layer]
+    model = keras.Sequential(stack)
+    weights = ref.randomize(layer, rng)
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=LR), loss="mse")
+    x = rng.standard_normal((3, 4, 3)).astype(np.float32)
+    if masked:
+        x[0, 2:] = 0
+        x[1, :1] = 0
+    y = rng.standard_normal((3,) + model.output_shape[1:]).astype(np.float32)
+    grads = _numeric_gradients(forward, weights, x.astype(np.float64), y)
+    model.train_on_batch(x, y)
+    for got, w, g in zip(layer.get_weights(), weights, grads):
+        np.testing.assert_allclose(got, w - LR * g, rtol=1e-4, atol=1e-5)
