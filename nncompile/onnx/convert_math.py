@@ -366,3 +366,53 @@ def _grouped(ctx: Context, x, term: str, groups: list[list[str]], dims: dict):
             raise ctx.fail(f"merging the axes {g} of sizes {sizes} is not expressible")
         shape.append(symbols[0] if symbols else static)
     return ctx.b.reshape(x, shape=shape)
+
+
+@converter("PRelu")
+def _prelu(ctx: Context) -> list:
+    (x, slope), perm = aligned(ctx, [0, 1])
+    b = ctx.b
+    return [Entry(b.select(b.less(x, b.scalar(0, x)), b.mul(x, slope), x), perm)]
+
+
+@converter("Mish", "Swish", "Shrink", "Tan")
+def _more_unary(ctx: Context) -> list:
+    op = ctx.node.op_type
+    alpha, bias, lambd = ctx.attr("alpha", 1.0), ctx.attr("bias", 0.0), ctx.attr("lambd", 0.5)
+
+    def build(b, x, s):
+        if op == "Mish":   # x tanh(softplus(x))
+            return b.mul(x, b.tanh(b.add(b.relu(x), b.log1p(b.exp(b.neg(b.abs(x)))))))
+        if op == "Swish":
+            return b.mul(x, b.sigmoid(b.mul(x, s(alpha))))
+        if op == "Tan":
+            return b.div(b.sin(x), b.cos(x))
+        shrunk = b.select(b.less(x, s(-lambd)), b.add(x, s(bias)), s(0))
+        return b.select(b.greater(x, s(lambd)), b.sub(x, s(bias)), shrunk)
+    return _activation(ctx, build)
+
+
+@converter("IsNaN", "IsInf")
+def _is_special(ctx: Context) -> list:
+    x, perm = ctx.held(0)
+    b = ctx.b
+    if ctx.node.op_type == "IsNaN":
+        return [Entry(b.not_equal(x, x), perm)]
+    hits = [b.equal(x, b.scalar(sign * np.inf, x)) for sign, flag in ((1, "detect_positive"), (-1, "detect_negative"))
+            if ctx.attr(flag, 1)]
+    out = hits[0] if len(hits) == 1 else b.logical_or(*hits) if hits else b.not_equal(x, x)
+    return [Entry(out, perm)]
+
+
+@converter("Mod")
+def _mod(ctx: Context) -> list:
+    """a - b * floor(a / b) (the divisor's sign; C's fmod truncates instead), computed in f64."""
+    (x, y), perm = aligned(ctx, [0, 1])
+    b, dtype = ctx.b, x.type.dtype
+    a, d = (v if v.type.dtype == DType.f64 else b.cast(v, dtype=DType.f64) for v in (x, y))
+    q = b.div(a, d)
+    if ctx.attr("fmod", 0):
+        q = b.mul(b.sign(q), b.floor(b.abs(q)))
+    else:
+        q = b.floor(q)
+    return [Entry(b.cast(b.sub(a, b.mul(d, q)), dtype=dtype), perm)]

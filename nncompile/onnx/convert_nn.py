@@ -313,7 +313,8 @@ def _resize(ctx: Context) -> list:
     shape, rank = ctx.shape(0), ctx.rank(0)
     mode = ctx.attr("mode", "nearest")
     coord = ctx.attr("coordinate_transformation_mode", "half_pixel" if ctx.opset >= 11 else "asymmetric")
-    nearest = ctx.attr("nearest_mode", "round_prefer_floor")
+    # Before opset 11 (Upsample, Resize-10) nearest meant the floor of the asymmetric coordinate.
+    nearest = ctx.attr("nearest_mode", "round_prefer_floor" if ctx.opset >= 11 else "floor")
     if mode not in ("nearest", "linear") or coord not in ("half_pixel", "pytorch_half_pixel", "asymmetric",
                                                           "align_corners", "tf_half_pixel_for_nn",
                                                           "half_pixel_symmetric"):
@@ -363,3 +364,34 @@ def _resize_targets(ctx: Context):
     if scales.size == 0:
         raise ctx.fail("neither scales nor sizes is given")
     return [float(s) for s in scales.reshape(-1)], None
+
+
+@converter("LpNormalization", "MeanVarianceNormalization")
+def _normalize(ctx: Context) -> list:
+    b = ctx.b
+    x = ctx.plain(0)
+    rank = x.type.rank
+    if ctx.node.op_type == "LpNormalization":
+        axis = normalize(ctx.attr("axis", -1), rank, ctx)
+        p = ctx.attr("p", 2)
+        if p not in (1, 2):
+            raise ctx.fail(f"p = {p}; ONNX defines 1 and 2")
+        norm = b.reduce_sum(b.abs(x) if p == 1 else b.mul(x, x), axes=[axis], keepdims=True)
+        norm = norm if p == 1 else b.sqrt(norm)
+        zero = b.scalar(0, norm)   # a zero vector stays zero, as ONNX's reference has it
+        return [b.div(x, b.select(b.equal(norm, zero), b.scalar(1, norm), norm))]
+    # MeanVarianceNormalization's function body: (x - E[x]) / (sqrt(E[x^2] - E[x]^2) + 1e-9)
+    axes = [normalize(a, rank, ctx) for a in ctx.attr("axes", [0, 2, 3])]
+    mean = b.reduce_mean(x, axes=axes, keepdims=True)
+    variance = b.sub(b.reduce_mean(b.mul(x, x), axes=axes, keepdims=True), b.mul(mean, mean))
+    return [b.div(b.sub(x, mean), b.add(b.sqrt(variance), b.scalar(1e-9, x)))]
+
+
+@converter("RMSNormalization")
+def _rms_norm(ctx: Context) -> list:
+    b = ctx.b
+    x = ctx.plain(0)
+    axis = normalize(ctx.attr("axis", -1), x.type.rank, ctx)
+    mean_square = b.reduce_mean(b.mul(x, x), axes=list(range(axis, x.type.rank)), keepdims=True)
+    inv = b.rsqrt(b.add(mean_square, b.scalar(ctx.attr("epsilon", 1e-5), x)))
+    return [b.mul(b.mul(x, inv), ctx.plain(1))]

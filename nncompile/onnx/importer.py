@@ -49,7 +49,8 @@ def load(source, *, check: bool = True, dims: dict | None = None) -> Graph:
     newest = onnx.defs.onnx_opset_version()
     if not OLDEST_OPSET <= opset <= newest:
         raise UnsupportedError(f"{what} uses opset {opset}; supported: {OLDEST_OPSET} to {newest}")
-    from nncompile.onnx import convert_attention, convert_math, convert_nn, convert_recurrent, convert_shape  # noqa: F401
+    from nncompile.onnx import (convert_attention, convert_loss, convert_math, convert_nn,  # noqa: F401
+                                convert_recurrent, convert_shape, convert_tensor)
 
     try:
         return _import_graph(model, opset, dims or {})
