@@ -10,8 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
-import numpy as np
-
+from nncompile.ir import DType
 from nncompile.keras.functional import deserialize_layer, layer_classes, layer_entry
 from nncompile.keras.layers.base import _BASE_ARGS
 
@@ -200,11 +199,12 @@ def _tensor_refs(entry: Any) -> list[tuple[str, bool]]:
 
 
 def _check_dtype(cls: type, config: dict) -> None:
-    """Mixed-precision policies ('mixed_float16') and bfloat16 have no numpy dtype here."""
+    """Mixed-precision policies ('mixed_float16') and bfloat16 have no IR dtype (bfloat16 is a
+    numpy dtype once ml_dtypes, which onnx brings, is imported)."""
     dtype = config.get("dtype")
     try:
-        np.dtype(dtype)
-    except TypeError:
+        DType.from_numpy(dtype)
+    except (TypeError, ValueError):
         raise ValueError(f"layer '{config.get('name', '?')}' ({cls.__name__}): dtype policy "
                          f"{dtype!r} is not supported; nncompile layers compute in one numpy dtype "
                          f"such as 'float32'") from None
