@@ -205,3 +205,22 @@ def test_pad_sequences_answers_as_keras_did():
             kwargs["dtype"] = object
         got = keras.utils.pad_sequences(*args, **kwargs)
         assert got.tolist() == case["value"] and str(got.dtype) == case["dtype"], case["label"]
+
+
+def test_stateful_lstm_carries_states_as_keras_on_tensorflow_does():
+    """predict and predict_on_batch carry a stateful LSTM's states to the next batch (and the
+    next call) until reset_states(), as Keras 3 does on TensorFlow (the JAX backend does not)."""
+    facts = FACTS["stateful_tensorflow"]
+    x = np.asarray(facts["x"], np.float32)
+    layer = layers.LSTM(2, stateful=True)
+    model = keras.Sequential([keras.Input(batch_shape=(2,) + x.shape[1:]), layer])
+    layer.set_weights([np.asarray(w, np.float32) for w in facts["weights"]])
+    first, carried = facts["out_x_0_2_from_zeros"], facts["out_x_2_4_after_x_0_2"]
+    both = model.predict(x, batch_size=2, verbose=0)
+    np.testing.assert_allclose(both, np.concatenate([first, carried]), rtol=0, atol=TOLERANCE)
+    layer.reset_states()
+    model.predict_on_batch(x[:2])
+    np.testing.assert_allclose(model.predict_on_batch(x[2:]), carried, rtol=0, atol=TOLERANCE)
+    layer.reset_states()
+    fresh = model.predict(x[2:], verbose=0)
+    np.testing.assert_allclose(fresh, facts["out_x_2_4_from_zeros"], rtol=0, atol=TOLERANCE)
