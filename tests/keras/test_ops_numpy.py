@@ -474,3 +474,19 @@ def test_docstring_examples_hold(module):
     found = importlib.import_module(f"nncompile.keras.ops.{module}")
     result = doctest.testmod(found, extraglobs={"np": np}, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0 and result.attempted > 0
+
+
+def test_what_the_ir_cannot_express_is_refused_by_name():
+    """Symbolic sizes where an op needs static ones, data-dependent shapes and mixed index
+    tensors each raise one error naming the op and what to do instead."""
+    b = Builder()
+    x = b.input("x", f32["?", "?"])
+    with ops.tracing(b):
+        with pytest.raises(NotImplementedError, match=r"ops\.tril: the last two axes must have static sizes"):
+            ops.tril(x)
+        with pytest.raises(NotImplementedError, match=r"ops\.split: axis 0 has symbolic length '\?'"):
+            ops.split(x, 2, axis=0)
+        with pytest.raises(NotImplementedError, match=r"ops\.get_item: an index tensor is supported alone"):
+            ops.get_item(x, (np.array([0, 1]), 0))
+    with pytest.raises(NotImplementedError, match=r"ops\.where with one argument .* pass x1 and x2"):
+        ops.where(np.array([True, False]))
