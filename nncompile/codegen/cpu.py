@@ -96,6 +96,16 @@ class Program:
     pointers: list[ir.Value]
     symbols: list[ir.Value]
     packed: dict[Value, ir.Value] = field(default_factory=dict)   # see Kernel.packed
+    status: ir.Value | None = None    # an i32* to store a failure into, in a task (None: return it)
+
+    def fail(self, reported: int) -> None:
+        """Leave with kernel number `reported` as the status: the entry returns it; a task
+        (which returns nothing) stores it for the entry to return after the tasks."""
+        if self.status is None:
+            self.b.ret(ir.Constant(i32, reported))
+        else:
+            self.b.store(ir.Constant(i32, reported), self.status)
+            self.b.ret_void()
 
     def ptr(self, value: Value) -> ir.Value:
         return self.pointers[self.layout.slots[value]]
@@ -143,7 +153,7 @@ def emit_kernels(p: Program, nodes: list[Node], number: int | None = None, prefi
         args = [p.b.bitcast(p.pointers[s], arg.type) for s, arg in zip(_kernel_slots(node, p.layout), fn.args)]
         status = p.b.call(fn, args + p.symbols + [p.packed[v] for v in packed])
         with p.b.if_then(p.b.icmp_signed("!=", status, ir.Constant(i32, 0)), likely=False):
-            p.b.ret(ir.Constant(i32, reported))
+            p.fail(reported)
 
 
 def _emit_call(module: ir.Module, entry: ir.Function, input_slots: list[int]) -> None:
@@ -193,7 +203,11 @@ def _kernel_slots(node: Node, layout: Layout) -> list[int]:
 def _kernel_function(module: ir.Module, node: Node, name: str, layout: Layout,
                      packed: list[Value] = ()) -> ir.Function:
     """The kernel's function: its buffers (noalias), the symbols' sizes, then the buffers of its
-    operands that `packed` names, packed as a GEMM's B."""
+    operands that `packed` names, packed as a GEMM's B. Made once: a program region's kernels
+    may be called from more than one loop (`codegen.scan`)."""
+    existing = module.globals.get(name)
+    if existing is not None:
+        return existing
     slots = _kernel_slots(node, layout)
     by_slot = {layout.slots[v]: v for v in [*node.inputs, *node.outputs]}
     arg_types = [storage_type(by_slot[s].type.dtype).as_pointer() for s in slots]

@@ -13,11 +13,19 @@ oneDNN and PyTorch pack an RNN's weights), so a step neither allocates nor repac
 the same for any trip count. Copies are `llvm.memcpy`:
 a carry or a slice row is contiguous, and a slice along `axis` is one row per index of the
 axes before it.
+
+When the rows of the carries never meet (`independent_rows`: a recurrent layer over a batch),
+each thread runs the whole loop over its own block of rows, so the steps need no barrier between
+the threads; the memory plan then gives each body value bytes of its own. With one row the loop
+runs once, and its kernels share their work between the threads at each step.
 """
 from __future__ import annotations
 
+import math
+
 from llvmlite import ir
 
+from nncompile.codegen import gemm, parallel
 from nncompile.codegen.cpu import Program, emit_kernels
 from nncompile.codegen.gemm import libc
 from nncompile.codegen.gemm_pack import emit_pack_b
@@ -25,10 +33,11 @@ from nncompile.codegen.kernel import mul, product, storage_type
 from nncompile.codegen.loops import as_i64, for_range
 from nncompile.codegen.simd import intrinsic
 from nncompile.ir.graph import Graph, Node, Value
-from nncompile.ir.ops.scan import split_operands, step_views
+from nncompile.ir.ops.scan import independent_rows, split_operands, step_views
 from nncompile.ir.optable import OPS
 
 i1 = ir.IntType(1)
+i32 = ir.IntType(32)
 i8p = ir.IntType(8).as_pointer()
 i64 = ir.IntType(64)
 
@@ -59,10 +68,14 @@ def _copy_slices(p: Program, stacked: Value, step: Value, t: ir.Value, axis: int
             _memcpy(p, at_stacked, at_step, row)
 
 
-def _at_step(p: Program, stacked: Value, t: ir.Value) -> ir.Value:
-    """The address of slice t along axis 0 of `stacked`."""
-    step = mul(p.b, product(p.b, p.dims(stacked)[1:]), stacked.type.dtype.itemsize)
-    return p.b.gep(p.ptr(stacked), [p.b.mul(t, as_i64(step))])
+def _at_step(full: Program, stacked: Value, t: ir.Value, first_row: ir.Value | None) -> ir.Value:
+    """The address of slice t along axis 0 of `stacked` (of its row `first_row` on, when a block
+    of rows runs); `full` gives the dimensions as the whole loop sees them."""
+    b, dims, size = full.b, full.dims(stacked), stacked.type.dtype.itemsize
+    offset = b.mul(t, as_i64(mul(b, product(b, dims[1:]), size)))
+    if first_row is not None:
+        offset = b.add(offset, b.mul(first_row, as_i64(mul(b, product(b, dims[2:]), size))))
+    return b.gep(full.ptr(stacked), [offset])
 
 
 def _weights(body: Graph, invariants: list[Value]) -> dict[Value, bool]:
@@ -96,36 +109,129 @@ def _pack_weights(p: Program, body: Graph, invariants: list[Value]) -> dict[Valu
 
 def emit_scan(p: Program, node: Node, number: int, prefix: str) -> None:
     attrs, body = node.attrs, node.attrs["body"]
-    n, axis = attrs["num_carry"], attrs["axis"]
-    init, scanned, _ = split_operands(node.inputs, attrs)
-    _, step_inputs, invariants = split_operands(body.inputs, attrs)
-    viewed, written = step_views(node)
-    for value, result in zip(init, node.outputs[:n]):
+    n = attrs["num_carry"]
+    for value, result in zip(node.inputs[:n], node.outputs[:n]):
         _copy(p, result, value)
+    packed = _pack_weights(p, body, split_operands(body.inputs, attrs)[2])
+    symbol = independent_rows(node)
+    if symbol is None or not _same_rows(p.layout, node, symbol):
+        _emit_steps(_with(p, packed=packed), node, number, prefix)
+    else:
+        _emit_row_blocks(_with(p, packed=packed), node, number, prefix, symbol)
+    _, free = libc(p.module)
+    for buffer in packed.values():
+        p.b.call(free, [p.b.bitcast(buffer, i8p)])
+
+
+def _with(p: Program, **changes) -> Program:
+    return Program(**{**p.__dict__, **changes})
+
+
+def _emit_steps(p: Program, node: Node, number: int, prefix: str, full: Program | None = None,
+                first_row: ir.Value | None = None) -> None:
+    """The loop over the steps, the body's kernels called in it. In a block of rows, `p` sees
+    the block (its rows as the row symbol, pointers at its first row) and `full` the whole."""
+    attrs, body = node.attrs, node.attrs["body"]
+    n, axis, full = attrs["num_carry"], attrs["axis"], full or p
+    _, scanned, _ = split_operands(node.inputs, attrs)
+    _, step_inputs, _ = split_operands(body.inputs, attrs)
+    viewed, written = step_views(node)
     b = p.b
-    packed = _pack_weights(p, body, invariants)
-    length = as_i64(p.dims(scanned[0])[axis])
+    length = as_i64(full.dims(scanned[0])[axis])
     with for_range(b, length, name=f"{prefix}step") as step:
         t = b.sub(b.sub(length, as_i64(1)), step) if attrs["reverse"] else step
         # Slices in place: the body reads and writes them where they lie in the stacked arrays.
         pointers = list(p.pointers)
         for stacked, value in zip(scanned, step_inputs):
             if value in viewed:
-                pointers[p.layout.slots[value]] = _at_step(p, stacked, t)
+                pointers[p.layout.slots[value]] = _at_step(full, stacked, t, first_row)
             else:
                 _copy_slices(p, stacked, value, t, axis, into_step=True)
         for value, stacked in zip(body.outputs[n:], node.outputs[n:]):
             if value in written:
-                pointers[p.layout.slots[value]] = _at_step(p, stacked, t)
-        emit_kernels(Program(p.module, b, p.layout, pointers, p.symbols, packed), body.nodes, number, prefix)
+                pointers[p.layout.slots[value]] = _at_step(full, stacked, t, first_row)
+        emit_kernels(_with(p, pointers=pointers), body.nodes, number, prefix)
         for value, stacked in zip(body.outputs[n:], node.outputs[n:]):
             if value not in written:
                 _copy_slices(p, stacked, value, t, axis, into_step=False)
-        _update_carries(Program(p.module, b, p.layout, pointers, p.symbols), body.outputs[:n],
-                        node.outputs[:n], body.inputs[:n])
-    _, free = libc(p.module)
-    for buffer in packed.values():
-        b.call(free, [b.bitcast(buffer, i8p)])
+        _update_carries(_with(p, pointers=pointers), body.outputs[:n], node.outputs[:n], body.inputs[:n])
+
+
+def _emit_row_blocks(p: Program, node: Node, number: int, prefix: str, symbol: str) -> None:
+    """Rows independent (`independent_rows`): with two rows or more, each thread runs the whole
+    loop over a block of them, never waiting for another between steps (one GEMM per step per
+    thread, on its rows, the recurrent weights in its own cache). One row runs as one loop, its
+    kernels free to share their own work between the threads."""
+    b = p.b
+    rows = dict(zip(p.layout.symbols, p.symbols))[symbol]
+    threads = gemm.smin(b, rows, as_i64(parallel.num_threads()))
+    with b.if_else(b.icmp_signed(">", threads, as_i64(1))) as (split, whole):
+        with split:
+            status = gemm.entry_alloca(b, i32)
+            b.store(ir.Constant(i32, 0), status)
+            packed = list(p.packed.values())
+            fields = gemm.pack_fields(b, [*p.pointers, *p.symbols, *packed, status])
+            task = _row_task(p, node, number, prefix, symbol)
+            b.call(parallel.emit_parallel_for(p.module), [task, fields, threads])
+            failed = b.load(status)
+            with b.if_then(b.icmp_signed("!=", failed, ir.Constant(i32, 0)), likely=False):
+                b.ret(failed)
+        with whole:
+            _emit_steps(p, node, number, prefix)
+
+
+def _row_task(p: Program, node: Node, number: int, prefix: str, symbol: str) -> ir.Function:
+    """The task running the loop over block `index` of `count` blocks of rows."""
+    fn, b, ctx, index, count = parallel.task_function(p.module, f"{prefix}rows")
+    packed_types = [v.type for v in p.packed.values()]
+    fields = gemm.unpack_fields(b, ctx, [i8p] * len(p.pointers) + [i64] * len(p.symbols)
+                                + packed_types + [i32.as_pointer()])
+    slots, symbols = len(p.pointers), len(p.symbols)
+    full = Program(p.module, b, p.layout, fields[:slots], fields[slots:slots + symbols])
+    at = p.layout.symbols.index(symbol)
+    total = full.symbols[at]
+    share = gemm.ceil_div(b, total, count)
+    first = b.mul(index, share)
+    rows = gemm.smin(b, share, b.sub(total, first))
+    with b.if_then(b.icmp_signed("<=", rows, as_i64(0))):
+        b.ret_void()
+    block_symbols = list(full.symbols)
+    block_symbols[at] = rows
+    pointers = list(full.pointers)
+    for slot, row_bytes in _row_slots(full, node, symbol).items():
+        pointers[slot] = b.gep(pointers[slot], [b.mul(first, as_i64(row_bytes))])
+    packed = dict(zip(p.packed, fields[slots + symbols:-1]))
+    block = Program(p.module, b, p.layout, pointers, block_symbols, packed, status=fields[-1])
+    _emit_steps(block, node, number, prefix, full, first)
+    b.ret_void()
+    return fn
+
+
+def _rowed(node: Node, symbol: str) -> list[Value]:
+    """The body's values with rows (the row symbol first)."""
+    body = node.attrs["body"]
+    values = [*body.inputs, *(v for inner in body.nodes for v in inner.outputs)]
+    return [v for v in values if v.type.rank and v.type.shape[0] == symbol]
+
+
+def _same_rows(layout, node: Node, symbol: str) -> bool:
+    """Whether the values with rows that share a slot (views, in-place results) agree on the
+    shape of a row, so one offset serves the slot."""
+    rows: dict[int, tuple] = {}
+    for v in _rowed(node, symbol):
+        shape = v.type.shape[1:]
+        row = (math.prod(shape),) if all(isinstance(d, int) for d in shape) else shape
+        if rows.setdefault(layout.slots[v], row) != row:
+            return False
+    return True
+
+
+def _row_slots(full: Program, node: Node, symbol: str) -> dict[int, ir.Value]:
+    """The bytes of one row of each buffer slot of the body's values with rows: a block's
+    pointer into the slot is its first row times that. (Slices of stacked operands and results
+    are placed at every step instead.)"""
+    return {full.layout.slots[v]: mul(full.b, product(full.b, full.dims(v)[1:]), v.type.dtype.itemsize)
+            for v in _rowed(node, symbol)}
 
 
 def _update_carries(p: Program, new: list[Value], results: list[Value], carries: list[Value]) -> None:

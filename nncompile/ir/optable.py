@@ -51,11 +51,14 @@ class RegionMemory:
     """Where a program region's values live while its op runs (the op's `program_memory` rule,
     asked by the memory plan and by code generation): `shares` pairs body inputs with the outer
     values whose memory they use; `own` are body inputs with buffers of their own; `results_in`
-    pairs body results with the outer values they are written into."""
+    pairs body results with the outer values they are written into. `concurrent`: blocks of the
+    steps' rows run at once, each on its own thread at its own pace, so no two body values may
+    share memory (each lives until the loop ends)."""
 
     shares: list = field(default_factory=list)
     own: list = field(default_factory=list)
     results_in: list = field(default_factory=list)
+    concurrent: bool = False
 
 
 class AttrKind(enum.Enum):

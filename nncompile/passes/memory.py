@@ -18,7 +18,9 @@ step's results are read and the node's operands and results are still in use. Th
 its invariants in its operands, slices of its operands in place or in buffers of their own) and
 which body results are written into the node's results. So the body's other values get buffers
 that every step reuses, and those buffers are free for the rest of the graph before and after
-the loop.
+the loop. When blocks of the loop's rows run concurrently (`RegionMemory.concurrent`), each on its
+own thread and at its own step, the body's values all live until the end of the loop: no two of
+them share bytes.
 
 A buffer lives from the kernel that first writes it to the last kernel that reads any value
 stored in it, both inclusive. Buffers are placed best-fit in decreasing size order: each goes
@@ -289,7 +291,10 @@ def _walk(nodes: Sequence[Node]) -> list:
         for region, memory in zip(regions_of(node), get_op(node.op).extra["program_memory"](node)):
             out.append(_Enter(memory))
             out += _walk(region.nodes)
-            out.append(_Leave([*region.outputs, *node.inputs, *node.outputs]))
+            kept = [*region.outputs, *node.inputs, *node.outputs]
+            if memory.concurrent:
+                kept += [v for inner in region.nodes for v in inner.outputs]
+            out.append(_Leave(kept))
     return out
 
 

@@ -68,3 +68,30 @@ def test_results_are_the_final_carries_then_the_stacked_per_step_outputs():
     np.testing.assert_allclose(got[0], state, rtol=1e-6)
     np.testing.assert_array_equal(got[1], np.stack(flagged, axis=1))
     np.testing.assert_array_equal(got[2], x)
+
+
+def _row_scan(step, carry=f32[BATCH, 4], axis=0):
+    """A scan over f32[T, ?, 4] (time-major unless `axis` says) whose body is `step(b, h, x, w)`."""
+    b = Builder()
+    seq = (("T", BATCH, 4), (BATCH, "T", 4))[axis]
+    h0, xs = b.input("h0", carry), b.input("xs", TensorType(f32, seq))
+    w = b.input("w", f32[4, 4])
+    body = _body(carry, f32[BATCH, 4], f32[4, 4], outputs=lambda bb, h, x, u: step(bb, h, x, u))
+    b.scan(h0, xs, w, body=body, num_carry=1, num_scanned=1, axis=axis)
+    return b.graph.nodes[-1]
+
+
+@pytest.mark.parametrize("step, carry, axis, expected", [
+    (lambda b, h, x, w: [b.tanh(b.add(x, b.matmul(h, w)))] * 2, f32[BATCH, 4], 0, BATCH),
+    (lambda b, h, x, w: [b.add(h, b.slice(b.softmax(b.concat(x, x, axis=1), axis=1), axes=[1],
+                                          starts=[2], ends=[6], steps=[1]))], f32[BATCH, 4], 0, BATCH),
+    # a sum over the rows, a product contracting them: rows meet
+    (lambda b, h, x, w: [b.add(h, b.reduce_sum(x, axes=[0], keepdims=True))], f32[BATCH, 4], 0, None),
+    (lambda b, h, x, w: [b.add(h, b.matmul(x, b.matmul(h, x, transpose_a=True)))], f32[BATCH, 4], 0, None),
+    # slices copied along axis 1; a carry without the rows first
+    (lambda b, h, x, w: [b.add(h, x)], f32[BATCH, 4], 1, None),
+    (lambda b, h, x, w: [h], f32[4, BATCH], 0, None),
+])
+def test_independent_rows_only_where_no_row_meets_another(step, carry, axis, expected):
+    from nncompile.ir.ops.scan import independent_rows
+    assert independent_rows(_row_scan(step, carry, axis)) == expected

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import nncompile
-from nncompile.ir import BATCH, Builder, TensorType, bool_, f32, f64, i32
+from nncompile.ir import BATCH, Builder, ShapeError, TensorType, bool_, f32, f64, i32
+from nncompile.ir.ops.scan import independent_rows
 from nncompile.passes.memory import plan_memory
 from nncompile.runtime.reference import run
 
@@ -196,3 +197,73 @@ def test_body_buffers_are_reused_and_the_code_does_not_grow_with_the_length():
         plan = plan_memory(exe.graph, {BATCH: 4})
         projection = 4 * steps * 32 * 4   # the projected inputs, f32[4, steps, 32], read by every step
         assert plan.arena_bytes <= projection + 16 * 1024
+
+
+def _token_scan_graph(steps=9, units=8):
+    """Backwards over the steps, row r looks its token up and mixes in its previous state: rows
+    independent, so blocks of them run on separate threads; a bad token is found inside one."""
+    rng = np.random.default_rng(5)
+    body = Builder(name="body")
+    h, ids = body.input("h", f32[BATCH, units]), body.input("ids", i32[BATCH])
+    table, r = body.input("table", f32[10, units]), body.input("r", f32[units, units])
+    new = body.tanh(body.add(body.op("gather", table, ids, allow_negative=False), body.matmul(h, r)))
+    b = Builder()
+    tokens = b.input("ids", i32[steps, BATCH])
+    table = b.param("table", rng.standard_normal((10, units)).astype(np.float32))
+    r = b.param("r", (rng.standard_normal((units, units)) / units).astype(np.float32))
+    zero = b.broadcast(b.constant(np.float32(0)), shape=[BATCH, units])
+    h, seq = b.scan(zero, tokens, table, r, body=body.finish([new, body.mul(new, new)]),
+                    num_carry=1, num_scanned=1, reverse=True)
+    return b.finish([h, seq], ["h", "squares"])
+
+
+def test_blocks_of_independent_rows_run_the_whole_loop_each_and_report_bad_input():
+    graph = _token_scan_graph()
+    exe = nncompile.compile(graph)
+    (scan,) = [n for n in exe.graph.nodes if n.op == "scan"]
+    assert independent_rows(scan) == BATCH
+    table, r = graph.params["table"].astype(np.float64), graph.params["r"].astype(np.float64)
+    rng = np.random.default_rng(6)
+    for batch in (1, 2, 5, 64):
+        ids = rng.integers(0, 10, (9, batch)).astype(np.int32)
+        h, squares = np.zeros((batch, 8)), np.zeros((9, batch, 8))
+        for t in range(8, -1, -1):
+            h = np.tanh(table[ids[t]] + h @ r)
+            squares[t] = h * h
+        got = exe(ids)
+        np.testing.assert_allclose(got[0], h, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got[1], squares, rtol=1e-5, atol=1e-6)
+        _check(graph, [ids], exe, rtol=1e-5)
+    ids[4, 63] = 10     # the last row: the last block's
+    with pytest.raises(ShapeError, match="op 'gather'.*out of range"):
+        exe(ids)
+
+
+def test_concurrent_blocks_give_every_body_value_bytes_of_its_own():
+    """Blocks of rows run at their own pace, so a value may not take the bytes of one dead
+    earlier in the step: rows of different widths would meet another block's rows."""
+    rng = np.random.default_rng(7)
+    body = Builder(name="body")
+    h, x = body.input("h", f32[BATCH, 4]), body.input("x", f32[BATCH, 4])
+    wide, narrow = body.input("wide", f32[4, 32]), body.input("narrow", f32[4, 8])
+    peak = body.reduce_max(body.matmul(h, wide), axes=[1], keepdims=True)           # f32[?,32] dies here
+    scale = body.reduce_sum(body.mul(body.matmul(x, narrow), peak), axes=[1], keepdims=True)
+    new = body.tanh(body.mul(body.add(h, x), scale))
+    b = Builder()
+    xs = b.input("xs", f32[7, BATCH, 4])
+    weights = [b.param(name, rng.standard_normal(shape).astype(np.float32) / 4)
+               for name, shape in (("wide", (4, 32)), ("narrow", (4, 8)))]
+    zero = b.broadcast(b.constant(np.float32(0.5)), shape=[BATCH, 4])
+    h, = b.scan(zero, xs, *weights, body=body.finish([new]), num_carry=1, num_scanned=1)
+    graph = b.finish([h], ["h"])
+    exe = nncompile.compile(graph)
+    (scan,) = [n for n in exe.graph.nodes if n.op == "scan"]
+    assert independent_rows(scan) == BATCH
+    plan = plan_memory(exe.graph, {BATCH: 5})
+    body_values = {v for n in scan.attrs["body"].nodes for v in n.outputs}
+    spans = [(plan.offsets[buf.values[0]], plan.offsets[buf.values[0]] + buf.size) for buf in plan.buffers
+             if body_values & set(buf.values)]
+    assert len(spans) >= 3
+    for i, (start, end) in enumerate(spans):
+        assert all(end <= s or e <= start for s, e in spans[i + 1:]), spans
+    _check(graph, [rng.standard_normal((7, 64, 4)).astype(np.float32)], exe, rtol=1e-5)

@@ -35,7 +35,7 @@ import numpy as np
 from nncompile.ir.errors import IRError, ShapeError
 from nncompile.ir.graph import Graph
 from nncompile.ir.ops.fused import check_symbols_bound
-from nncompile.ir.optable import Attr, AttrKind, Fusion, Region, RegionMemory, defop
+from nncompile.ir.optable import OPS, Attr, AttrKind, Fusion, Region, RegionMemory, defop
 from nncompile.ir.types import Dim, TensorType, bind_shape, resolve_shape
 
 
@@ -153,7 +153,14 @@ def program_memory(node) -> list[RegionMemory]:
     (which holds the final state when the loop ends), an invariant in its operand. Along axis 0
     a step's slice is contiguous, so a scanned input is slice t of its operand in place, and a
     per-step result is written straight into slice t of its stacked result; along other axes
-    each step's slices are copied to and from buffers of their own."""
+    each step's slices are copied to and from buffers of their own. The loop runs in concurrent
+    blocks of rows when `independent_rows` finds a row symbol."""
+    memory = _step_memory(node)
+    memory.concurrent = _row_symbol(node, memory) is not None
+    return [memory]
+
+
+def _step_memory(node) -> RegionMemory:
     body, attrs = node.attrs["body"], node.attrs
     n = attrs["num_carry"]
     carries, scanned, invariants = split_operands(body.inputs, attrs)
@@ -169,7 +176,7 @@ def program_memory(node) -> list[RegionMemory]:
     for k, v in enumerate(per_step):
         if in_place and v.producer is not None and per_step.count(v) == 1:
             memory.results_in.append((v, node.outputs[n + k]))
-    return [memory]
+    return memory
 
 
 def step_views(node) -> tuple[list, list]:
@@ -178,6 +185,81 @@ def step_views(node) -> tuple[list, list]:
     memory = program_memory(node)[0]
     scanned = split_operands(node.attrs["body"].inputs, node.attrs)[1]
     return [inner for inner, _ in memory.shares if inner in scanned], [v for v, _ in memory.results_in]
+
+
+def independent_rows(node) -> str | None:
+    """The symbol S that every carry has as its first dimension when row r of each step's results
+    depends on row r of its carries and slices alone (and on whole invariants): then the loop can
+    run as independent loops over blocks of rows, one per thread, with no synchronisation between
+    steps (a recurrent layer over a batch). None when the body mixes rows (a sum over them, a
+    product that contracts them), S appears anywhere but first, or a step's slices are copied
+    rather than read and written in place (along an axis other than 0)."""
+    return _row_symbol(node, _step_memory(node))
+
+
+def _row_symbol(node, memory: RegionMemory) -> str | None:
+    attrs, body = node.attrs, node.attrs["body"]
+    n = attrs["num_carry"]
+    if memory.own or len(memory.results_in) != len(body.outputs) - n:
+        return None
+    carries, scanned, invariants = split_operands(body.inputs, attrs)
+    first = {v.type.shape[0] if v.type.rank else None for v in carries}
+    if len(first) != 1 or not isinstance(symbol := first.pop(), str):
+        return None
+    if _trip_count([v.type for v in split_operands(node.inputs, attrs)[1]], attrs["axis"]) == symbol:
+        return None
+    if any(symbol in v.type.shape for v in invariants):
+        return None
+    if not all(_leading(v.type, symbol) for v in [*scanned, *body.outputs]):
+        return None
+    return symbol if _rows_kept(body, symbol) else None
+
+
+def _leading(t: TensorType, symbol: str) -> bool:
+    """S is the first dimension of `t` and no other."""
+    return t.rank > 0 and t.shape[0] == symbol and symbol not in t.shape[1:]
+
+
+def _rows_kept(graph: Graph, symbol: str) -> bool:
+    """Every node of `graph` (and of its fused bodies) maps row r of its operands with S to row r
+    of its results; values without S are row-free (weights, constants)."""
+    for node in graph.nodes:
+        rowed_in = [v for v in node.inputs if symbol in v.type.shape]
+        values = [*rowed_in, *(v for v in node.outputs if symbol in v.type.shape)]
+        if not all(_leading(v.type, symbol) for v in values):
+            return False
+        if not rowed_in:
+            continue
+        if not all(_leading(v.type, symbol) for v in node.outputs):
+            return False
+        if not _row_rule(node, rowed_in, symbol):
+            return False
+    return True
+
+
+def _row_rule(node, rowed_in: list, symbol: str) -> bool:
+    """Whether `node`, whose operands `rowed_in` carry S first, keeps rows apart."""
+    opdef, attrs = OPS[node.op], node.attrs
+    rank = node.outputs[0].type.rank
+    if opdef.fusion in (Fusion.ELEMENTWISE, Fusion.BROADCAST):
+        return all(v.type.rank == rank for v in rowed_in)   # S aligned with S, never broadcast
+    if node.op == "fused":
+        return _rows_kept(attrs["body"], symbol)
+    if node.op == "matmul":
+        return rowed_in == [node.inputs[0]] and rank == 2 and not attrs["transpose_a"]
+    if node.op == "gather":
+        return rowed_in == [node.inputs[1]]
+    if node.op in ("reshape", "cast"):
+        return True
+    if node.op == "transpose":
+        return attrs["perm"][0] == 0
+    if node.op == "slice":
+        return 0 not in [a % node.inputs[0].type.rank for a in attrs["axes"]]
+    if node.op in ("concat", "softmax", "log_softmax", "argmax", "argmin"):
+        return attrs["axis"] % node.inputs[0].type.rank != 0
+    if opdef.fusion is Fusion.REDUCTION:
+        return 0 not in [a % node.inputs[0].type.rank for a in attrs["axes"]]
+    return False
 
 
 def add_invariant(node, value):
