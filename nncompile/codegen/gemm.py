@@ -513,7 +513,7 @@ def emit_gemm(module: ir.Module, name: str, dtype: DType, *, transpose_a: bool =
         b.ret_void()
         return fn
     if not transpose_b:
-        gemm_rows.emit_few_rows(b, module, name, dtype, args, transpose_a, epilogue)
+        gemm_rows.emit_few_rows(b, module, name, dtype, args, transpose_a, epilogue, (packed or [None])[0])
     skinny = (gemm_skinny.emit_skinny_t if transpose_a else gemm_skinny.emit_skinny)(
         module, name, ty, tiling(dtype), transpose_b, epilogue)
     with b.if_then(b.icmp_signed("<=", n, const(SKINNY_N))):

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from llvmlite import ir
 
-from nncompile.codegen import gemm, gemm_rows, target
+from nncompile.codegen import gemm, gemm_pack, gemm_rows, target
 from nncompile.ir.dtypes import DType
 from nncompile.ir.errors import IRError
 
@@ -36,17 +36,34 @@ EPILOGUES = {
 
 
 @functools.cache
-def _compiled(dtype: DType, transpose_a: bool, transpose_b: bool, epilogue: str, n_cols: int = 0):
+def _compiled(dtype: DType, transpose_a: bool, transpose_b: bool, epilogue: str, n_cols: int = 0,
+              prepacked: bool = False):
     """The compiled GEMM; a residual epilogue's row stride is the residual's width `n_cols`
-    (row stride -1 in EPILOGUES is that placeholder), and a transposed residual is stored (N, M)."""
+    (row stride -1 in EPILOGUES is that placeholder), and a transposed residual is stored (N, M).
+    `prepacked`: B packed by `emit_pack_b` first, then the GEMM reading it packed."""
     epi = EPILOGUES[epilogue][0]
     if epi is not None and epi.operands[0][0] == -1:
         epi = gemm.Epilogue(((n_cols, 1),), epi.apply)
     module = target.new_module("gemm_test")
-    gemm.emit_gemm(module, "gemm", dtype, transpose_a=transpose_a, transpose_b=transpose_b, epilogue=epi)
+    fn = gemm.emit_gemm(module, "gemm", dtype, transpose_a=transpose_a, transpose_b=transpose_b, epilogue=epi,
+                        prepacked=prepacked)
+    if prepacked:
+        _emit_packing_caller(module, fn, dtype, transpose_b)
     jit = target.JitModule(module)
     n_ops = len(epi.operands) if epi else 0
-    return jit, ctypes.CFUNCTYPE(None, I, I, I, P, I, P, I, P, I, *[P] * n_ops)(jit.address("gemm"))
+    return jit, ctypes.CFUNCTYPE(None, I, I, I, P, I, P, I, P, I, *[P] * n_ops)(
+        jit.address("packed_gemm" if prepacked else "gemm"))
+
+
+def _emit_packing_caller(module: ir.Module, gemm_fn: ir.Function, dtype: DType, transpose_b: bool) -> None:
+    """`packed_gemm`: the GEMM's own arguments; packs B, calls the GEMM on the packed B, frees it."""
+    fn = gemm.new_function(module, "packed_gemm", [a.type for a in gemm_fn.args[:-1]], internal=False)
+    m, n, k, a, lda, b_ptr, ldb, *rest = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    packed = b.call(gemm_pack.emit_pack_b(module, dtype, transpose_b=transpose_b), [n, k, b_ptr, ldb])
+    b.call(gemm_fn, [*fn.args, packed])
+    b.call(gemm.libc(module)[1], [b.bitcast(packed, ir.IntType(8).as_pointer())])
+    b.ret_void()
 
 
 def _strided(rng, rows: int, cols: int, pad: int, dtype) -> np.ndarray:
@@ -55,7 +72,7 @@ def _strided(rng, rows: int, cols: int, pad: int, dtype) -> np.ndarray:
 
 
 def run_gemm(dtype: DType, m: int, n: int, k: int, transpose_a=False, transpose_b=False, epilogue="none",
-             pad=(0, 0, 0), seed=0):
+             pad=(0, 0, 0), seed=0, prepacked=False):
     """Compile and run one GEMM on random strided operands; returns (result, float64 numpy result)."""
     rng = np.random.default_rng(seed)
     np_type = dtype.numpy
@@ -64,7 +81,7 @@ def run_gemm(dtype: DType, m: int, n: int, k: int, transpose_a=False, transpose_
     c_full = np.full((m, n + pad[2]), np.nan, np_type)
     _, numpy_rule, makers = EPILOGUES[epilogue]
     operands = [np.ascontiguousarray(make(m, n, rng).astype(np_type)) for make in makers]
-    jit, fn = _compiled(dtype, transpose_a, transpose_b, epilogue, n)
+    jit, fn = _compiled(dtype, transpose_a, transpose_b, epilogue, n, prepacked)
     item = a.itemsize
     fn(m, n, k, a.ctypes.data, a.strides[0] // item, b.ctypes.data, b.strides[0] // item,
        c_full.ctypes.data, c_full.strides[0] // item, *[o.ctypes.data for o in operands])
@@ -126,6 +143,18 @@ def test_one_row_times_a_large_b_is_split_between_threads(epilogue, dtype, n, k,
     assert n * k * dtype.itemsize >= gemm_rows.ROW_SPLIT_BYTES
     got, want = run_gemm(dtype, 1, n, k, transpose_a=transpose_a, epilogue=epilogue, pad=(2, 3, 1))
     _check(got, want, dtype, k)
+
+
+@pytest.mark.parametrize("m,n,k,transpose_b", [(1, 512, 128, False), (1, 257, 1700, True), (2, 40, 769, False),
+                                               (3, 33, 5, True), (4, 300, 129, False), (1, 7, 3, False),
+                                               (64, 512, 128, False), (29, 100, 1600, True)])
+@pytest.mark.parametrize("transpose_a", [False, True])
+def test_b_packed_once_is_read_packed(m, n, k, transpose_b, transpose_a):
+    """The prepacked GEMM (a loop's weights packed before it): the few-row paths read B's
+    panels (ragged last panel, several K blocks, one row split between the threads), the
+    blocked path takes the packed B as its own."""
+    got, want = run_gemm(DType.f32, m, n, k, transpose_a, transpose_b, "bias_relu", pad=(1, 2, 3), prepacked=True)
+    _check(got, want, DType.f32, k)
 
 
 @pytest.mark.parametrize("m,n,k", [(600, 300, 900), (5, 1000, 400), (40, 900, 64)])
