@@ -12,7 +12,7 @@ from typing import Callable, TypeVar
 import llvmlite.binding as llvm
 from llvmlite import ir
 
-from nncompile.codegen import llvm_worker
+from nncompile.codegen import llvm_worker, perf_map
 from nncompile.ir.errors import IRError
 
 T = TypeVar("T")
@@ -117,6 +117,8 @@ class JitModule:
         self._engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), new_target_machine())
         self._engine.add_object_file(llvm.ObjectFileRef.from_data(object_code))
         self._engine.finalize_object()
+        if perf_map.enabled():
+            perf_map.write(object_code, self._engine.get_function_address)
 
     def address(self, name: str) -> int:
         addr = self._engine.get_function_address(name)
