@@ -24,6 +24,7 @@ from typing import Callable
 from llvmlite import ir
 
 from nncompile.codegen import elementwise, grad, nn, linalg  # noqa: F401  (fill the op table's lower slots)
+from nncompile.codegen import perf_map
 from nncompile.codegen.kernel import Kernel, storage_type
 from nncompile.codegen.loop import emit_loop, emit_reduction
 from nncompile.codegen.loops import for_range
@@ -216,6 +217,8 @@ def _kernel_function(module: ir.Module, node: Node, name: str, layout: Layout,
     fn = tune(ir.Function(module, fn_type, name))
     fn.linkage = "internal"
     fn.attributes.add("nounwind")
+    if perf_map.enabled():
+        fn.attributes.add("noinline")   # each kernel its own symbol for perf
     ptr_args = fn.args[:len(slots)]
     for arg in ptr_args:
         arg.add_attribute("noalias")

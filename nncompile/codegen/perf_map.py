@@ -5,7 +5,8 @@ to /tmp/perf-<pid>.map, the file `perf report` reads to name JIT-compiled code:
     NNCOMPILE_PERF_MAP=1 perf record -o perf.data python train.py
     perf report -i perf.data --sort symbol
 
-The object file's symbol table gives each function's offset in its section and its size; a
+Kernels are then kept out of line (LLVM would inline a kernel called once into the entry), so
+each has its own name. The object file's symbol table gives each function's offset in its section and its size; a
 global function of the same section, whose run-time address the JIT reports, places the section.
 """
 from __future__ import annotations
