@@ -2,7 +2,7 @@
 before any input is drawn (not a MemoryError traceback, nor a kill)."""
 from __future__ import annotations
 
-from conftest import nnc
+from tests.cli.conftest import nnc
 
 
 def test_bench_refuses_a_batch_beyond_the_machines_memory(tiny):
