@@ -9,6 +9,7 @@ when the replacement has exactly the node's result type, so no broadcast is lost
     add(x, neg(y)) -> sub(x, y)      add(neg(x), y) -> sub(y, x)      sub(x, neg(y)) -> add(x, y)
     neg(neg(x)) -> x                 select(c, x, x) -> x
     transpose(transpose(x, p), q) -> transpose(x, p∘q), or x when p∘q is the identity
+    transpose(gather(t, i), p) -> gather(t, transpose(i, p)) when p only reorders i's axes
     reshape(reshape(x)) -> one reshape, or x when the shapes agree
     concat(x, concat(y, z)) along the same axis -> concat(x, y, z)
     an operand broadcast(v) of an elementwise op with several operands -> v, when the op's own
@@ -101,6 +102,21 @@ def _transpose_pair(rw: Rewriter, node: Node) -> Value | None:
     return rw.emit("transpose", [x], node.loc, perm=perm)
 
 
+def _transposed_gather(rw: Rewriter, node: Node) -> Value | None:
+    """transpose(gather(t, i)) that only reorders the index axes -> gather(t, transpose(i)): the
+    lookup writes its rows where the transpose would have moved them (an embedding read
+    time-major for a recurrent layer), and the indices, not the rows, are transposed."""
+    inner = _made_by(node.inputs[0], "gather")
+    perm = node.attrs["perm"]
+    if inner is None or inner.attrs["axis"] % inner.inputs[0].type.rank != 0:
+        return None
+    rank = inner.inputs[1].type.rank
+    if sorted(perm[:rank]) != list(range(rank)) or list(perm[rank:]) != list(range(rank, len(perm))):
+        return None
+    indices = rw.emit("transpose", [inner.inputs[1]], node.loc, perm=perm[:rank])
+    return rw.emit("gather", [inner.inputs[0], indices], inner.loc, **inner.attrs)
+
+
 def _reshape_pair(rw: Rewriter, node: Node) -> Value | None:
     inner = _made_by(node.inputs[0], "reshape")
     if inner is None:
@@ -136,7 +152,7 @@ RULES: dict[str, list[SimplifyRule]] = {
     "pow": [_identity(1, 1.0)],
     "neg": [_double_neg],
     "select": [_same_branches],
-    "transpose": [_transpose_pair],
+    "transpose": [_transpose_pair, _transposed_gather],
     "reshape": [_reshape_pair],
     "concat": [_nested_concat],
 }

@@ -77,6 +77,24 @@ def test_transpose_pairs_compose_or_cancel():
     """)
 
 
+def test_a_lookup_read_transposed_transposes_its_indices_instead():
+    b = Builder()
+    ids = b.input("ids", i32[BATCH, 5])
+    table = b.param("table", np.arange(24, dtype=np.float32).reshape(6, 4))
+    rows = b.op("gather", table, ids, allow_negative=False)
+    time_major = b.transpose(rows, perm=[1, 0, 2])
+    features_moved = b.transpose(rows, perm=[0, 2, 1])     # moves a row's own axis: kept
+    g = b.finish([time_major, features_moved], ["time_major", "features_moved"])
+    ids_value = np.random.default_rng(0).integers(0, 6, (3, 5)).astype(np.int32)
+    check_rewrite(g, simplify, """
+        %0 = gather(%table, %ids) {allow_negative=false} : f32[?,5,4]
+        %1 = transpose(%ids) {perm=[1, 0]} : i32[5,?]
+        %2 = gather(%table, %1) {allow_negative=false} : f32[5,?,4]
+        %3 = transpose(%0) {perm=[0, 2, 1]} : f32[?,4,5]
+        return %2, %3
+    """, inputs=[ids_value])
+
+
 def test_reshape_chains_become_one_reshape():
     b = Builder()
     x = b.input("x", f32[BATCH, 2, 6])
