@@ -483,7 +483,7 @@ def _emit_loop_nest(b: ir.IRBuilder, ty: ir.Type, args: list[ir.Value], transpos
 
 def emit_gemm(module: ir.Module, name: str, dtype: DType, *, transpose_a: bool = False,
               transpose_b: bool = False, epilogue: Epilogue | None = None,
-              prepacked: bool = False) -> ir.Function:
+              prepacked: bool = False, columns: int | None = None) -> ir.Function:
     """Add `void name(i64 M, i64 N, i64 K, T* A, i64 lda, T* B, i64 ldb, T* C, i64 ldc, T* e0, ...)`.
 
     C[m, n] = epilogue(sum_k A[m, k] * B[k, n]) for row-major A (M x K, or K x M when transpose_a),
@@ -491,6 +491,9 @@ def emit_gemm(module: ir.Module, name: str, dtype: DType, *, transpose_a: bool =
     K = 0 gives epilogue(0). C must not overlap A, B or an epilogue operand: when K > KC, partial
     sums are stored in C before the epilogue reads its operands. `prepacked`: one more argument
     last, `T* bp`, B packed by `emit_pack_b` (the paths that do not pack read B itself).
+    `columns`: N, when the caller knows it: the paths no call can take are not emitted (the
+    few-column kernels for a wide product, the blocked GEMM for a narrow one), which is most
+    of a small model's code and of its compile time.
     """
     if not (dtype.is_float or dtype.is_int) or dtype is DType.f16:
         raise IRError(f"emit_gemm {name!r}: dtype {dtype} is not supported; "
@@ -514,11 +517,16 @@ def emit_gemm(module: ir.Module, name: str, dtype: DType, *, transpose_a: bool =
         return fn
     if not transpose_b:
         gemm_rows.emit_few_rows(b, module, name, dtype, args, transpose_a, epilogue, (packed or [None])[0])
-    skinny = (gemm_skinny.emit_skinny_t if transpose_a else gemm_skinny.emit_skinny)(
-        module, name, ty, tiling(dtype), transpose_b, epilogue)
-    with b.if_then(b.icmp_signed("<=", n, const(SKINNY_N))):
-        b.call(skinny, args)
-        b.ret_void()
+    if columns is None or columns <= SKINNY_N:
+        skinny = (gemm_skinny.emit_skinny_t if transpose_a else gemm_skinny.emit_skinny)(
+            module, name, ty, tiling(dtype), transpose_b, epilogue)
+        if columns is not None:     # narrow: the only path left
+            b.call(skinny, args)
+            b.ret_void()
+            return fn
+        with b.if_then(b.icmp_signed("<=", n, const(SKINNY_N))):
+            b.call(skinny, args)
+            b.ret_void()
     driver = emit_gemm_driver(module, name, dtype, gemm_pack.pack_matrix(transpose_a), transpose_b=transpose_b,
                               epilogue=epilogue, transpose_a=transpose_a, prepacked=prepacked)
     b.call(driver, [m, n, k, src_b, ldb, c, ldc, const(0), pack_fields(b, [a, lda])] + eptrs + packed)
@@ -527,14 +535,17 @@ def emit_gemm(module: ir.Module, name: str, dtype: DType, *, transpose_a: bool =
 
 
 def shared_gemm(module: ir.Module, dtype: DType, *, transpose_a: bool = False,
-                transpose_b: bool = False, prepacked: bool = False) -> ir.Function:
-    """The module's one GEMM without epilogue for this dtype and these transposes (made on first
-    use): a training step has many such products, and each copy costs compile time."""
-    name = f"gemm.{dtype}.{'t' if transpose_a else 'n'}{'t' if transpose_b else 'n'}{'.packed' * prepacked}"
+                transpose_b: bool = False, prepacked: bool = False, columns: int | None = None) -> ir.Function:
+    """The module's one GEMM without epilogue for this dtype, these transposes and this class of
+    N (narrow, wide, or either when `columns` is not known), made on first use: a training step
+    has many such products, and each copy costs compile time."""
+    width = "" if columns is None else ".narrow" if columns <= SKINNY_N else ".wide"
+    name = f"gemm.{dtype}.{'t' if transpose_a else 'n'}{'t' if transpose_b else 'n'}{'.packed' * prepacked}{width}"
     existing = module.globals.get(name)
     if existing is not None:
         return existing
-    return emit_gemm(module, name, dtype, transpose_a=transpose_a, transpose_b=transpose_b, prepacked=prepacked)
+    return emit_gemm(module, name, dtype, transpose_a=transpose_a, transpose_b=transpose_b, prepacked=prepacked,
+                     columns=None if columns is None else (1 if columns <= SKINNY_N else SKINNY_N + 1))
 
 
 def emit_loop_gemm(module: ir.Module, name: str, dtype: DType, *, transpose_a: bool = False,

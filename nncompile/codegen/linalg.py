@@ -94,7 +94,8 @@ def _row_sum(k: Kernel, node: Node, output: Value) -> None:
     dims = k.dims(a)
     rows = product(k.b, dims[:-1])
     m, n = dims[-1], k.dims(g)[-1]
-    fn = shared_gemm(k.module, node.outputs[0].type.dtype, transpose_a=True)
+    fn = shared_gemm(k.module, node.outputs[0].type.dtype, transpose_a=True,
+                     columns=n if isinstance(n, int) else None)
     k.b.call(fn, [as_i64(m), as_i64(n), as_i64(rows), k.ptr(a), as_i64(m), k.ptr(g), as_i64(n),
                   k.ptr(output), as_i64(n)])
 
@@ -119,14 +120,15 @@ def _matmul(k: Kernel, node: Node, epilogue: Sequence[Node] = (), output: Value 
     fused, operands = (None, []) if batched else _register_epilogue(k, epilogue, result, result.type.shape)
     dtype = result.type.dtype
     packed = [k.packed[w]] if w in k.packed and not batched and not _tiny(m, n, depth) else []
+    columns = n if isinstance(n, int) else None
     if _tiny(m, n, depth):
         fn = emit_loop_gemm(k.module, k.module.get_unique_name("gemm"), dtype,
                             transpose_a=ta, transpose_b=tb, epilogue=fused)
     elif fused is not None:
         fn = emit_gemm(k.module, k.module.get_unique_name("gemm"), dtype,
-                       transpose_a=ta, transpose_b=tb, epilogue=fused, prepacked=bool(packed))
+                       transpose_a=ta, transpose_b=tb, epilogue=fused, prepacked=bool(packed), columns=columns)
     else:
-        fn = shared_gemm(k.module, dtype, transpose_a=ta, transpose_b=tb, prepacked=bool(packed))
+        fn = shared_gemm(k.module, dtype, transpose_a=ta, transpose_b=tb, prepacked=bool(packed), columns=columns)
     lda, ldb = k.dims(a)[-1], k.dims(w)[-1]
     if not batched:
         b.call(fn, [as_i64(m), as_i64(n), as_i64(depth), k.ptr(a), as_i64(lda), k.ptr(w), as_i64(ldb),
