@@ -111,21 +111,28 @@ def _check_unique_names(layers: list[Layer]) -> None:
 
 def serialize_layer(layer: Layer) -> dict[str, Any]:
     """Keras 3's `serialize_keras_object` form of a layer (or a nested model)."""
+    from nncompile.keras.saving.registry import get_registered_name
+
     module = {"Sequential": "keras", "Functional": "keras.src.models.functional"}
     name = type(layer).__name__
+    registered = get_registered_name(type(layer))
     return {"module": module.get(name, "keras.layers"), "class_name": name,
-            "config": layer.get_config(), "registered_name": None}
+            "config": layer.get_config(), "registered_name": None if registered == name else registered}
 
 
 def layer_classes(custom_objects: Mapping[str, type] | None = None) -> dict[str, type]:
-    """Every class a config may name: nncompile.keras.layers, the models, and `custom_objects`."""
+    """Every class a config may name: nncompile.keras.layers, the models, the registered
+    classes (`register_keras_serializable`) and `custom_objects`."""
     from nncompile.keras import layers
+    from nncompile.keras.saving.registry import registered_objects
 
     models = _models()
     found = {name: obj for name, obj in vars(layers).items()
              if isinstance(obj, type) and issubclass(obj, Layer)}
     found.update(InputLayer=models.InputLayer, Sequential=models.Sequential,
                  Functional=models.Functional, Model=models.Functional)
+    found.update((name, cls) for name, cls in registered_objects().items()
+                 if isinstance(cls, type) and issubclass(cls, Layer))
     found.update(custom_objects or {})
     return found
 
