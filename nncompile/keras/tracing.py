@@ -247,8 +247,11 @@ def trace_call(layer, b: Builder, inputs: Value | list[Value], mask, training: b
     if "mask" in accepted and mask is not None:
         kwargs["mask"] = map_leaves(lambda m: None if m is None else TracedTensor(m.keep(b)), mask)
     owner = describe(layer)
-    with _traced(b, owner, training, f"{layer._scope}{layer.name}/"):
-        out = layer.call(map_leaves(TracedTensor, inputs), **kwargs)
+    try:
+        with _traced(b, owner, training, f"{layer._scope}{layer.name}/"):
+            out = layer.call(map_leaves(TracedTensor, inputs), **kwargs)
+    except NotImplementedError as e:   # an op the IR cannot express: say whose call used it
+        raise NotImplementedError(f"{owner}: {e}") from None
     return as_values(b, out, f"{owner}: call()")
 
 
