@@ -245,7 +245,7 @@ def trace_call(layer, b: Builder, inputs: Value | list[Value], mask, training: b
     if "training" in accepted:
         kwargs["training"] = training
     if "mask" in accepted and mask is not None:
-        kwargs["mask"] = map_leaves(lambda m: None if m is None else TracedTensor(m.keep(b)), mask)
+        kwargs["mask"] = _mask_tensors(b, mask)
     owner = describe(layer)
     try:
         with _traced(b, owner, training, f"{layer._scope}{layer.name}/"):
@@ -253,6 +253,20 @@ def trace_call(layer, b: Builder, inputs: Value | list[Value], mask, training: b
     except NotImplementedError as e:   # an op the IR cannot express: say whose call used it
         raise NotImplementedError(f"{owner}: {e}") from None
     return as_values(b, out, f"{owner}: call()")
+
+
+def _mask_tensors(b: Builder, mask):
+    return map_leaves(lambda m: None if m is None else TracedTensor(m.keep(b)), mask)
+
+
+def trace_mask(layer, b: Builder, inputs, mask):
+    """The output mask(s) of Keras's `compute_mask(inputs, mask)` a user wrote, as bool values
+    (None where it gives none)."""
+    owner = describe(layer)
+    with _traced(b, owner, False):
+        out = layer.compute_mask(map_leaves(TracedTensor, inputs), _mask_tensors(b, mask))
+    return map_leaves(lambda x: None if x is None else as_value(b, x, f"{owner}: compute_mask()"),
+                      out)
 
 
 def is_traced(x) -> bool:

@@ -125,3 +125,21 @@ def test_custom_layer_trace_is_the_ir_of_its_ops():
     layer = next(layer for layer in model.layers if type(layer).__name__ == "Antirectifier")
     ops_of = [node.op for node in nncompile.trace(model).nodes if node.loc == layer.name]
     assert ops_of == ["reduce_mean", "sub", "relu", "neg", "relu", "concat", "matmul"]
+
+
+def test_readme_examples_run(tmp_path, monkeypatch):
+    """The examples of the README's "Your own layers, losses and models" run as written."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Your own layers, losses and models")[1].split("\n## ")[0]
+    blocks = [block.split("```")[0] for block in section.split("```python\n")[1:]]
+    assert len(blocks) == 3
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), namespace)
+    assert namespace["predictions"].shape == (4, 1)
+    assert np.isfinite(namespace["history"].history["mean_error"]).all()
+    stack, again = namespace["stack"], namespace["again"]
+    assert type(again.layers[0]).__name__ == "Linear" and (tmp_path / "regressor.weights.h5").exists()
+    sample = namespace["x_train"][:4]
+    np.testing.assert_allclose(again.predict(sample, verbose=0), stack.predict(sample, verbose=0))

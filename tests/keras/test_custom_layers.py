@@ -196,6 +196,37 @@ def test_ops_on_keras_tensors_save_weights_but_not_a_config(tmp_path):
     np.testing.assert_array_equal(dense.get_weights()[0], kernel)
 
 
+class MaskedMean(layers.Layer):
+    """Reads the mask in call and ends it with compute_mask, as Keras's docs write it."""
+
+    def call(self, inputs, mask=None):
+        keep = ops.expand_dims(ops.cast(mask, inputs.dtype), -1)
+        return ops.sum(inputs * keep, axis=1) / ops.maximum(ops.sum(keep, axis=1), 1.0)
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+
+class Doubling(layers.Layer):
+    supports_masking = True   # passes the mask on
+
+    def call(self, inputs):
+        return inputs * 2.0
+
+
+def test_custom_layers_pass_read_and_end_masks():
+    tokens = keras.Input(shape=(4,), dtype="int32")
+    embedding = layers.Embedding(5, 3, mask_zero=True)
+    doubled = Doubling()(embedding(tokens))
+    assert doubled._keras_mask is not None
+    pooled = MaskedMean()(doubled)
+    assert pooled._keras_mask is None
+    table = embedding.get_weights()[0]
+    want = np.stack([(table[[1, 2]] * 2).mean(axis=0), table[3] * 2])
+    got = keras.Model(tokens, pooled).predict(np.array([[1, 2, 0, 0], [3, 0, 0, 0]]), verbose=0)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
 # --- what cannot be traced ---------------------------------------------------------------------
 
 class Branchy(layers.Layer):

@@ -372,7 +372,11 @@ class Layer:
                else self.emit_masked(b, args, previous, training=training))
         outs = list(out) if isinstance(out, (list, tuple)) else [out]
         out_mask = None
-        if self.supports_masking:
+        if self.has_call() and type(self).compute_mask is not Layer.compute_mask:
+            # Keras's compute_mask(inputs, mask) of a layer users wrote: traced as its call
+            out_mask = tracing.map_leaves(lambda v: None if v is None else Mask(v, self.name),
+                                          tracing.trace_mask(self, b, args, previous))
+        elif self.supports_masking:
             out_mask = self.compute_mask(b, args, previous)
         elif previous is not None:
             warnings.warn(f"Layer '{self.name}' (of type {type(self).__name__}) was passed an "
