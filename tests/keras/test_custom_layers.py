@@ -140,6 +140,39 @@ def test_keras_random_inside_call():
     assert abs(noise.mean()) < 0.05 and abs(noise.std() - 0.5) < 0.05
 
 
+class Sampling(layers.Layer):
+    """keras.io's VAE sampling layer: the batch size read from the traced shape."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.seed_generator = keras.random.SeedGenerator(1337)
+
+    def call(self, inputs):
+        z_mean, z_log_var = inputs
+        batch, dim = ops.shape(z_mean)[0], ops.shape(z_mean)[1]
+        epsilon = keras.random.normal(shape=(batch, dim), seed=self.seed_generator)
+        return z_mean + ops.exp(0.5 * z_log_var) * epsilon
+
+
+def test_random_draws_of_the_traced_batch_size():
+    mean, log_var = keras.Input(shape=(500,)), keras.Input(shape=(500,))
+    model = keras.Model([mean, log_var], Sampling()([mean, log_var]))
+    out = model.predict([np.full((3, 500), 5.0, "float32"), np.full((3, 500), np.log(4.0), "float32")],
+                        verbose=0)
+    assert out.shape == (3, 500)
+    assert abs(out.mean() - 5.0) < 0.2 and abs(out.std() - 2.0) < 0.2
+
+
+def test_ops_giving_several_tensors_on_keras_tensors():
+    x = keras.Input(shape=(4,))
+    left, right = ops.split(x, 2, axis=-1)
+    model = keras.Model(x, [left * 2.0, ops.concatenate([right, left], axis=-1)])
+    data = np.arange(8, dtype="float32").reshape(2, 4)
+    doubled, swapped = model.predict(data, verbose=0)
+    np.testing.assert_array_equal(doubled, data[:, :2] * 2)
+    np.testing.assert_array_equal(swapped, np.concatenate([data[:, 2:], data[:, :2]], axis=-1))
+
+
 def test_lambda_traces_its_function_with_arguments():
     x = keras.Input(shape=(3,))
     scaled = layers.Lambda(lambda t, factor: ops.tanh(t) * factor, arguments={"factor": 3.0})(x)
@@ -273,6 +306,23 @@ def test_a_layer_without_call_or_emit_says_so():
 
     with pytest.raises(TypeError, match="Layer Empty defines neither `call` nor `emit`"):
         Empty()(keras.Input(shape=(3,)))
+
+
+def test_several_positional_inputs_and_add_loss_are_refused_clearly():
+    class Pair(layers.Layer):
+        def call(self, x, y):
+            return x + y
+
+    class Penalized(layers.Layer):
+        def call(self, inputs):
+            self.add_loss(ops.sum(inputs))
+            return inputs
+
+    x = keras.Input(shape=(3,))
+    with pytest.raises(TypeError, match=r"Layer 'pair' was given a second positional.*layer\(\[x, y\]\)"):
+        Pair(name="pair")(x, x)
+    with pytest.raises(NotImplementedError, match=r"Layer 'penalized' \(Penalized\) calls add_loss"):
+        Penalized(name="penalized")(x)
 
 
 def test_weights_cannot_be_assigned_inside_call():

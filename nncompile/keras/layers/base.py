@@ -338,6 +338,12 @@ class Layer:
         """Keras's forward pass, written with keras.ops by layers that do not define `emit`."""
         raise NotImplementedError(f"Layer {type(self).__name__} does not define `call` (or `emit`)")
 
+    def add_loss(self, loss) -> None:
+        raise NotImplementedError(
+            f"Layer '{self.name}' ({type(self).__name__}) calls add_loss(), which nncompile does "
+            f"not support yet: the training step's loss is the compiled loss (and the weights' "
+            f"regularizers); add the term to a loss function instead")
+
     def has_call(self) -> bool:
         """Whether the computation is Keras's `call` (traced) rather than a built-in `emit`."""
         return type(self).call is not Layer.call
@@ -418,6 +424,11 @@ class Layer:
     def __call__(self, inputs, training: bool | None = None, **kwargs):
         if kwargs:
             raise TypeError(f"Layer '{self.name}' got unexpected call arguments: {sorted(kwargs)}")
+        if training is not None and not isinstance(training, (bool, np.bool_)):
+            raise TypeError(f"Layer '{self.name}' was given a second positional argument "
+                            f"({type(training).__name__}), taken as `training`: several input "
+                            f"tensors go in one list, `layer([x, y])`, read by "
+                            f"`call(self, inputs)` as `x, y = inputs`")
         single = not isinstance(inputs, (list, tuple))
         flat = [inputs] if single else list(inputs)
         if any(tracing.is_traced(x) for x in flat):
