@@ -119,12 +119,15 @@ class TensorOperators(ArithmeticOperators):
 
 
 class TracedTensor(TensorOperators):
-    """A tensor of the code being traced: an IR value of the graph under construction."""
+    """A tensor of the code being traced: an IR value of the graph under construction, and the
+    Keras mask (a layers.base.Mask) the layer that made it attached, which the layers it is
+    given to receive, as in Keras."""
 
-    __slots__ = ("value",)
+    __slots__ = ("value", "_keras_mask")
 
-    def __init__(self, value: Value):
+    def __init__(self, value: Value, mask=None):
         self.value = value
+        self._keras_mask = mask
 
     def _traced_value(self, b: Builder | None) -> Value:
         if b is None:
@@ -247,9 +250,12 @@ def trace_call(layer, b: Builder, inputs: Value | list[Value], mask, training: b
     if "mask" in accepted and mask is not None:
         kwargs["mask"] = _mask_tensors(b, mask)
     owner = describe(layer)
+    flat = inputs if isinstance(inputs, list) else [inputs]
+    masks = [None] * len(flat) if mask is None else mask if isinstance(mask, list) else [mask]
+    tensors = [TracedTensor(v, m) for v, m in zip(flat, masks)]
     try:
         with _traced(b, owner, training, f"{layer._scope}{layer.name}/"):
-            out = layer.call(map_leaves(TracedTensor, inputs), **kwargs)
+            out = layer.call(tensors if isinstance(inputs, list) else tensors[0], **kwargs)
     except NotImplementedError as e:   # an op the IR cannot express: say whose call used it
         raise NotImplementedError(f"{owner}: {e}") from None
     return as_values(b, out, f"{owner}: call()")
@@ -277,16 +283,17 @@ def call_inline(layer, inputs: list, single: bool, training: bool | None):
     """A layer called inside traced code (`self.dense(x)` in a model's `call`): its IR is
     added to the graph being built, in the caller's training mode unless `training` says."""
     b = active_builder()
+    values = [as_value(b, x, describe(layer)) for x in inputs]
     scope = _SCOPE.get()
     mode = scope.training if training is None else bool(training)
-    values = [as_value(b, x, describe(layer)) for x in inputs]
     shapes = [shape_of(v) for v in values]
     if not layer.built:
         layer._scope = scope.path
     layer._maybe_build(shapes[0] if single else shapes)
+    masks = [getattr(x, "_keras_mask", None) for x in inputs]
     with b.loc(layer.name):
-        outs, _ = layer.emit_call(b, values, [None] * len(values), single, mode)
-    wrapped = [TracedTensor(v) for v in outs]
+        outs, out_masks = layer.emit_call(b, values, masks, single, mode)
+    wrapped = [TracedTensor(v, m) for v, m in zip(outs, out_masks)]
     return wrapped[0] if len(wrapped) == 1 else wrapped
 
 

@@ -107,6 +107,26 @@ def test_subclassed_model_on_two_inputs_inside_a_functional_model():
     np.testing.assert_allclose(outer.predict([X, X[::-1]], verbose=0), want, rtol=1e-5, atol=1e-6)
 
 
+class Pooled(keras.Model):
+    """Masks travel between the layers a model's call uses, as in Keras."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.embedding = layers.Embedding(5, 3, mask_zero=True)
+        self.pool = layers.GlobalAveragePooling1D()
+
+    def call(self, tokens):
+        return self.pool(self.embedding(tokens))
+
+
+def test_masks_travel_between_layers_inside_call():
+    model = Pooled()
+    tokens = np.array([[1, 2, 0, 0], [3, 0, 0, 0]])
+    got = model.predict(tokens, verbose=0)
+    table = model.embedding.get_weights()[0]
+    np.testing.assert_allclose(got, np.stack([table[[1, 2]].mean(axis=0), table[3]]), rtol=1e-6)
+
+
 def test_a_custom_training_step_is_refused_with_the_reason():
     class Stepping(TwoLayers):
         def train_step(self, data):
