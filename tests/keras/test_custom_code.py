@@ -105,15 +105,15 @@ def test_program_against_numpy_and_real_keras(name):
         np.testing.assert_allclose(after, fixture[f"trained_{i}"], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["custom_layer", "subclassed"])
+@pytest.mark.parametrize("name", ["custom_layer", "subclassed", "metric"])
 def test_compiled_matches_reference(name, monkeypatch):
     results = {}
     for backend in ("reference", "cpu"):
         monkeypatch.setenv("NNCOMPILE_BACKEND", backend)
         model, fixture, _ = made(name)
         pred = model.predict(fixture["x"], verbose=0)
-        model.train_on_batch(fixture["x"], fixture["y"])
-        results[backend] = [pred, *model.get_weights()]
+        logs = model.train_on_batch(fixture["x"], fixture["y"], return_dict=True)
+        results[backend] = [pred, *model.get_weights(), *map(np.float32, logs.values())]
     for compiled, reference in zip(results["cpu"], results["reference"]):
         np.testing.assert_allclose(compiled, reference, rtol=1e-5, atol=1e-6)
 
