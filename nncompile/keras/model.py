@@ -401,6 +401,14 @@ class Model(Layer):
         print_summary(self, line_length=line_length, positions=positions, print_fn=print_fn,
                       expand_nested=expand_nested, show_trainable=show_trainable)
 
+    def get_config(self) -> dict[str, Any]:
+        if self.has_call():
+            raise NotImplementedError(
+                f"Model '{self.name}' ({type(self).__name__}) is defined by its `call`, which a "
+                f"config cannot hold: nncompile saves such a model's weights (save_weights), "
+                f"not a model file; rebuild it in code and load_weights")
+        return super().get_config()
+
     @classmethod
     def from_config(cls, config: Mapping[str, Any],
                     custom_objects: Mapping[str, type] | None = None) -> "Model":

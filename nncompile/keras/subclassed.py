@@ -45,10 +45,13 @@ def build(model, input_shape) -> None:
 
 
 def build_from_data(model, x) -> None:
-    """Build `model` for the arrays of `x` (an array, or a list of arrays for several inputs)."""
+    """Build `model` for the arrays of `x` (an array, or a list of arrays for several inputs).
+    Other data (a generator) leaves it unbuilt: the caller's error asks for `build()`."""
     if isinstance(x, Mapping):
         raise ValueError(f"Model '{model.name}' ({type(model).__name__}) is built from its first "
                          f"data; give it an array or a list of arrays, not a dict")
+    if not isinstance(x, (np.ndarray, list, tuple)):
+        return
     several = isinstance(x, (list, tuple)) and bool(x) and all(
         isinstance(a, np.ndarray) for a in x)
     arrays = [data.numeric_array(a, f"The input of model '{model.name}'")

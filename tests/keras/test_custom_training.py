@@ -77,6 +77,8 @@ def test_subclassed_model_summary_and_weight_files(tmp_path):
     text = "\n".join(lines)
     assert 'Model: "two"' in text and f"{model.hidden.name} (Dense)" in text
     assert "Total params: 26" in text
+    with pytest.raises(NotImplementedError, match=r"Model 'two' \(TwoLayers\) is defined by its `call`"):
+        model.save(tmp_path / "two.keras")
     path = tmp_path / "two.weights.h5"
     model.save_weights(path)
     again = TwoLayers()
