@@ -15,7 +15,7 @@ from nncompile.ir import Builder, ShapeError
 from nncompile.keras import backend, data
 from nncompile.keras.input_layer import Input
 from nncompile.keras.layers.base import KerasTensor, ir_type, keras_shape
-from nncompile.keras.tracing import map_leaves, trace_call
+from nncompile.keras.tracing import TracingError, map_leaves, trace_call
 
 
 _STEPS = ("train_step", "test_step", "predict_step", "compute_loss")
@@ -72,6 +72,8 @@ def _build(model, inputs: list[KerasTensor], single: bool) -> None:
         shapes = ", ".join(str(t.shape) for t in inputs)
         raise ValueError(f"Model '{model.name}' ({type(model).__name__}) cannot be built for "
                          f"inputs of shape {shapes}: {e}") from None
+    except (TracingError, NotImplementedError) as e:
+        raise e.with_traceback(None) from None   # the message names the user's line
     model._inputs = inputs
     model._inputs_struct = inputs[0] if single else inputs
     model._outputs_struct = map_leaves(

@@ -243,7 +243,8 @@ class Layer:
                 isinstance(value, (list, tuple)) and value
                 and all(isinstance(v, Layer) for v in value))):
             tracked = self.__dict__.setdefault("_tracked", {})
-            tracked[name] = value if isinstance(value, Layer) else list(value)
+            # A list is kept itself, so layers appended later are tracked too.
+            tracked[name] = value if isinstance(value, (Layer, list)) else list(value)
         super().__setattr__(name, value)
 
     def sublayers(self) -> list[tuple[str, "Layer | list[Layer]"]]:
@@ -456,6 +457,8 @@ class Layer:
                 outs, out_masks = self.emit_call(b, values, masks, single)
         except ShapeError as e:
             raise ValueError(f"{self._describe_call(inputs)}: {e}") from None
+        except (tracing.TracingError, NotImplementedError) as e:
+            raise e.with_traceback(None) from None   # the message names the user's line
         tensors = [KerasTensor(keras_shape(v.type), str(v.type.dtype.numpy), name=self.name) for v in outs]
         given = {id(m.value): x._keras_mask for x, m in zip(inputs, masks) if m is not None}
         for tensor, mask in zip(tensors, out_masks):
