@@ -279,6 +279,12 @@ def is_traced(x) -> bool:
     return isinstance(x, TracedTensor)
 
 
+def in_trace() -> bool:
+    """Whether user code is being traced: layers it calls, even on arrays, join the graph (so
+    their weights train), as they would join Keras's."""
+    return _SCOPE.get() is not None and active_builder() is not None
+
+
 def call_inline(layer, inputs: list, single: bool, training: bool | None):
     """A layer called inside traced code (`self.dense(x)` in a model's `call`): its IR is
     added to the graph being built, in the caller's training mode unless `training` says."""

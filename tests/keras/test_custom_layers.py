@@ -173,6 +173,34 @@ def test_ops_giving_several_tensors_on_keras_tensors():
     np.testing.assert_array_equal(swapped, np.concatenate([data[:, 2:], data[:, :2]], axis=-1))
 
 
+class TokenAndPositionEmbedding(layers.Layer):
+    """keras.io's transformer example: a layer called on an array (the positions) inside call."""
+
+    def __init__(self, maxlen, vocab_size, embed_dim, **kwargs):
+        super().__init__(**kwargs)
+        self.token_emb = layers.Embedding(vocab_size, embed_dim)
+        self.pos_emb = layers.Embedding(maxlen, embed_dim)
+
+    def call(self, x):
+        positions = self.pos_emb(ops.arange(start=0, stop=ops.shape(x)[-1], step=1))
+        return self.token_emb(x) + positions
+
+
+def test_layers_called_on_arrays_inside_call_join_the_graph_and_train():
+    tokens = keras.Input(shape=(5,), dtype="int32")
+    embedding = TokenAndPositionEmbedding(5, 10, 4)
+    pooled = layers.GlobalAveragePooling1D()(embedding(tokens))
+    model = keras.Model(tokens, layers.Dense(1)(pooled))
+    data = RNG.integers(0, 10, (3, 5)).astype("int32")
+    words, places = embedding.token_emb.get_weights()[0], embedding.pos_emb.get_weights()[0]
+    kernel, bias = model.layers[-1].get_weights()
+    want = (words[data] + places[None]).mean(axis=1) @ kernel + bias
+    np.testing.assert_allclose(model.predict(data, verbose=0), want, rtol=1e-5, atol=1e-6)
+    model.compile(optimizer="sgd", loss="mse")
+    model.train_on_batch(data, np.ones((3, 1), "float32"))
+    assert not np.allclose(embedding.pos_emb.get_weights()[0], places)   # a parameter, trained
+
+
 def test_lambda_traces_its_function_with_arguments():
     x = keras.Input(shape=(3,))
     scaled = layers.Lambda(lambda t, factor: ops.tanh(t) * factor, arguments={"factor": 3.0})(x)

@@ -432,7 +432,7 @@ class Layer:
                             f"`call(self, inputs)` as `x, y = inputs`")
         single = not isinstance(inputs, (list, tuple))
         flat = [inputs] if single else list(inputs)
-        if any(tracing.is_traced(x) for x in flat):
+        if tracing.in_trace() or any(tracing.is_traced(x) for x in flat):
             return tracing.call_inline(self, flat, single, training)
         if all(isinstance(x, KerasTensor) for x in flat):
             outputs = self._symbolic(flat, single)
