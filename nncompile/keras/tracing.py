@@ -4,8 +4,8 @@ metric's `update_state`) into the graph being built.
 While such code is traced, its tensors are `TracedTensor`s: an IR `Value` of the graph with
 Keras's tensor behaviour (Python operators, `.shape`, `.dtype`, `.ndim`). `keras.ops` called on
 them add IR (the `register_symbolic` hook of ops/core.py hands the call to `traced_op`), layers
-called on them add their IR inline (`call_inline`), and weights (`Variable`s) they read become
-parameters of the graph. So user code reaches fusion, autodiff and native code exactly as
+called in the traced code add their IR inline (`call_inline`), and weights (`Variable`s) it
+reads become parameters of the graph. So user code reaches fusion, autodiff and native code exactly as
 built-in layers do: built-in layers `emit` IR directly, a custom layer's `emit` is this trace.
 
 Python control flow on a tensor's value cannot be traced (the value is known only when the
@@ -44,7 +44,7 @@ class _Scope(NamedTuple):
 
 _SCOPE: contextvars.ContextVar[_Scope | None] = contextvars.ContextVar("nncompile_trace_scope",
                                                                       default=None)
-# The increments `assign_add` records while a metric's `update_state` is traced: id -> (var, value)
+# The increments `assign_add` records while a metric's `update_state` is traced: id(var) -> value
 _UPDATES: contextvars.ContextVar[dict | None] = contextvars.ContextVar("nncompile_trace_updates",
                                                                       default=None)
 
@@ -188,6 +188,7 @@ def _user_line() -> str:
         frame = frame.f_back
     if frame is None:
         return "(line unknown)"
+    linecache.checkcache(frame.f_code.co_filename)   # the file may have changed since cached
     text = linecache.getline(frame.f_code.co_filename, frame.f_lineno).strip()
     return f'file "{frame.f_code.co_filename}", line {frame.f_lineno}: `{text}`'
 
