@@ -204,7 +204,7 @@ def functional_config(model) -> dict[str, Any]:
         return [t.history.layer.name, node_index(t.history) + shift, t.index]
 
     layers = []
-    for layer in model.layers:
+    for layer in model.operations:
         nodes = [node_config(n) for n in layer._inbound_nodes if id(n) in mine and n.inputs]
         layers.append({**serialize_layer(layer), "name": layer.name, "inbound_nodes": nodes})
     return {"name": model.name, "trainable": model.trainable, "layers": layers,

@@ -17,6 +17,7 @@ from nncompile.keras import data, saving, subclassed, tracing
 from nncompile.keras.functional import functional_config, functional_from_config, map_graph
 from nncompile.keras.layers.base import (CallNode, KerasTensor, Layer, Mask, ir_type, keras_shape,
                                          run_graph)
+from nncompile.keras.layers.lambda_layer import OpLayer
 
 __all__ = ["Functional", "Model", "trace"]
 
@@ -67,10 +68,16 @@ class Model(Layer):
     # structure ----------------------------------------------------------------------------
     @property
     def layers(self) -> list[Layer]:
+        """The layers, as Keras 3 lists them: without the op calls (`x + y`) of `operations`."""
         if self.has_call():
             return [layer for _, item in self.sublayers()
                     for layer in (item if isinstance(item, list) else [item])]
-        return list(self._operations)
+        return [layer for layer in self._operations if not isinstance(layer, OpLayer)]
+
+    @property
+    def operations(self) -> list[Layer]:
+        """The layers and the op calls of the graph, in `layers` order."""
+        return self.layers if self.has_call() else list(self._operations)
 
     @property
     def inputs(self) -> list[KerasTensor]:

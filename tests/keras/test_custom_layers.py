@@ -49,6 +49,18 @@ def test_augmented_assignment_on_keras_tensors_adds_a_node():
     np.testing.assert_allclose(out, (A.sum(axis=1, keepdims=True) + A) * 2.0, rtol=1e-6)
 
 
+def test_op_calls_are_operations_not_layers_as_in_keras():
+    x = keras.Input(shape=(3,))
+    model = keras.Model(x, (x + x) * 2.0)
+    # what real Keras 3.15 lists for this model
+    assert [type(op).__name__ for op in model.operations] == ["InputLayer", "Add", "Multiply"]
+    assert model.layers == model.operations[:1]
+    lines = []
+    model.summary(line_length=120, print_fn=lines.append)
+    add, multiply = model.operations[1:]
+    assert f"{add.name} (Add)" in "\n".join(lines) and f"{multiply.name} (Multiply)" in "\n".join(lines)
+
+
 class Operators(layers.Layer):
     """A layer whose call uses every operator and the tensor's shape, dtype and rank."""
 

@@ -542,12 +542,12 @@ def run_graph(graph: Graph, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
 def _op_on_keras_tensors(op, args: tuple, kwargs: dict):
     """keras.ops (and operators) on KerasTensors: the op recorded as a call in the functional
     graph (a shape question is answered at once)."""
-    from nncompile.keras.layers.lambda_layer import OpLayer
+    from nncompile.keras.layers.lambda_layer import op_layer
 
     tensors = [x for x in leaves((args, kwargs)) if isinstance(x, KerasTensor)]
     if op.__name__ in ("shape", "ndim"):
         return getattr(tensors[0], op.__name__)
-    return OpLayer(op, args, kwargs)(tensors[0] if len(tensors) == 1 else tensors)
+    return op_layer(op, args, kwargs)(tensors[0] if len(tensors) == 1 else tensors)
 
 
 register_symbolic(KerasTensor, _op_on_keras_tensors)

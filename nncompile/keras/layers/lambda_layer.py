@@ -70,7 +70,8 @@ def _function_config(function: Callable) -> dict[str, Any]:
 
 class OpLayer(Layer):
     """One call of a keras.op on KerasTensors, recorded in a functional graph: the op with its
-    other arguments kept, the tensors replaced by the call's inputs when it is traced."""
+    other arguments kept, the tensors replaced by the call's inputs when it is traced. Made by
+    `op_layer`, of a class named as Keras 3 names the op's class (`Add`, `GetItem`)."""
 
     def __init__(self, op: Callable, args: tuple, kwargs: dict):
         super().__init__(name=backend.unique_name(op.__name__))
@@ -88,3 +89,16 @@ class OpLayer(Layer):
             f"Op '{self.name}' (ops.{self.op.__name__} on symbolic tensors, e.g. `x + y`) cannot "
             f"be written to a model config by nncompile yet; use the layer that does the same "
             f"(keras.layers.Add for `x + y`), or save the weights with save_weights()")
+
+
+_OP_CLASSES: dict[str, type] = {}
+
+
+def op_layer(op: Callable, args: tuple, kwargs: dict) -> OpLayer:
+    """The call of `op` on KerasTensors as a layer of the functional graph."""
+    name = "".join(part.capitalize() for part in op.__name__.split("_"))
+    cls = _OP_CLASSES.get(name)
+    if cls is None:
+        cls = _OP_CLASSES[name] = type(name, (OpLayer,), {
+            "__module__": __name__, "__doc__": f"A call of ops.{op.__name__} (see OpLayer)."})
+    return cls(op, args, kwargs)
