@@ -17,7 +17,7 @@ from nncompile.keras import data, saving, subclassed, tracing
 from nncompile.keras.functional import functional_config, functional_from_config, map_graph
 from nncompile.keras.layers.base import (CallNode, KerasTensor, Layer, Mask, ir_type, keras_shape,
                                          run_graph)
-from nncompile.keras.layers.lambda_layer import OpLayer
+from nncompile.keras.layers.op_layer import OpLayer
 
 __all__ = ["Functional", "Model", "trace"]
 

@@ -256,48 +256,33 @@ def test_lambda_saves_but_refuses_to_load_under_safe_mode(tmp_path):
         keras.models.load_model(path)
 
 
-def test_ops_on_keras_tensors_save_weights_but_not_a_config(tmp_path):
-    x = keras.Input(shape=(3,))
-    dense = layers.Dense(3)
-    model = keras.Model(x, dense(x) + x)
-    with pytest.raises(NotImplementedError, match=r"ops.add on symbolic tensors.*layers.Add"):
-        model.save(tmp_path / "m.keras")
-    model.save_weights(tmp_path / "m.weights.h5")
-    kernel = dense.get_weights()[0]
-    dense.set_weights([np.zeros_like(kernel), np.zeros(3)])
-    model.load_weights(tmp_path / "m.weights.h5")
-    np.testing.assert_array_equal(dense.get_weights()[0], kernel)
+def test_models_with_ops_on_keras_tensors_save_and_load(tmp_path):
+    a, b = keras.Input(shape=(4,)), keras.Input(shape=(4,))
+    left, right = ops.split(a, 2, axis=-1)
+    outputs = [a + b, 2.0 - a * 0.5, a[:, 1:3], ops.mean(a, axis=-1, keepdims=True),
+               ops.concatenate([right, left], axis=-1), ops.reshape(a, newshape=(-1, 2, 2)),
+               ops.softmax(layers.Dense(4)(a), axis=-1), ops.matmul(a, np.ones((4, 2), "float32"))]
+    model = keras.Model([a, b], outputs)
+    data = [RNG.standard_normal((3, 4)).astype("float32") for _ in range(2)]
+    want = model.predict(data, verbose=0)
+    path = tmp_path / "ops.keras"
+    model.save(path)
+    again = keras.models.load_model(path)
+    assert [type(op).__name__ for op in again.operations] == [type(op).__name__ for op in model.operations]
+    for got, expected in zip(again.predict(data, verbose=0), want):
+        np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 
-class MaskedMean(layers.Layer):
-    """Reads the mask in call and ends it with compute_mask, as Keras's docs write it."""
+def test_loads_the_op_nodes_real_keras_writes():
+    from pathlib import Path
 
-    def call(self, inputs, mask=None):
-        keep = ops.expand_dims(ops.cast(mask, inputs.dtype), -1)
-        return ops.sum(inputs * keep, axis=1) / ops.maximum(ops.sum(keep, axis=1), 1.0)
-
-    def compute_mask(self, inputs, mask=None):
-        return None
-
-
-class Doubling(layers.Layer):
-    supports_masking = True   # passes the mask on
-
-    def call(self, inputs):
-        return inputs * 2.0
-
-
-def test_custom_layers_pass_read_and_end_masks():
-    tokens = keras.Input(shape=(4,), dtype="int32")
-    embedding = layers.Embedding(5, 3, mask_zero=True)
-    doubled = Doubling()(embedding(tokens))
-    assert doubled._keras_mask is not None
-    pooled = MaskedMean()(doubled)
-    assert pooled._keras_mask is None
-    table = embedding.get_weights()[0]
-    want = np.stack([(table[[1, 2]] * 2).mean(axis=0), table[3] * 2])
-    got = keras.Model(tokens, pooled).predict(np.array([[1, 2, 0, 0], [3, 0, 0, 0]]), verbose=0)
-    np.testing.assert_allclose(got, want, rtol=1e-6)
+    folder = Path(__file__).resolve().parents[1] / "fixtures" / "keras" / "custom"
+    model = keras.models.load_model(folder / "ops.keras")
+    fixture = np.load(folder / "ops.npz")
+    outs = model.predict([fixture["a"], fixture["b"]], verbose=0)
+    assert len(outs) == 12
+    for i, got in enumerate(outs):
+        np.testing.assert_allclose(got, fixture[f"out_{i}"], rtol=1e-5, atol=1e-6)
 
 
 # --- what cannot be traced ---------------------------------------------------------------------

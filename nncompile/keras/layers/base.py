@@ -542,7 +542,7 @@ def run_graph(graph: Graph, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
 def _op_on_keras_tensors(op, args: tuple, kwargs: dict):
     """keras.ops (and operators) on KerasTensors: the op recorded as a call in the functional
     graph (a shape question is answered at once)."""
-    from nncompile.keras.layers.lambda_layer import op_layer
+    from nncompile.keras.layers.op_layer import op_layer
 
     tensors = [x for x in leaves((args, kwargs)) if isinstance(x, KerasTensor)]
     if op.__name__ in ("shape", "ndim"):

@@ -1,9 +1,6 @@
-"""Layers made of a Python function: Keras's `Lambda`, and `OpLayer`, the call of a keras.op
-(or a Python operator) on KerasTensors of a functional model (`x = x + residual`).
-
-Both are traced like any custom layer's `call` (nncompile/keras/tracing.py): the function runs
-once on traced tensors and its ops become the graph's.
-"""
+"""Keras's `Lambda`: a layer made of a Python function, traced like any custom layer's `call`
+(nncompile/keras/tracing.py): the function runs once on traced tensors and its ops become the
+graph's."""
 from __future__ import annotations
 
 import base64
@@ -11,9 +8,7 @@ import inspect
 import marshal
 from typing import Any, Callable
 
-from nncompile.keras import backend
-from nncompile.keras.layers.base import KerasTensor, Layer
-from nncompile.keras.tracing import map_leaves
+from nncompile.keras.layers.base import Layer
 
 
 class Lambda(Layer):
@@ -66,39 +61,3 @@ def _function_config(function: Callable) -> dict[str, Any]:
     code = base64.b64encode(marshal.dumps(function.__code__)).decode("ascii")
     return {"class_name": "__lambda__",
             "config": {"code": code, "defaults": function.__defaults__, "closure": None}}
-
-
-class OpLayer(Layer):
-    """One call of a keras.op on KerasTensors, recorded in a functional graph: the op with its
-    other arguments kept, the tensors replaced by the call's inputs when it is traced. Made by
-    `op_layer`, of a class named as Keras 3 names the op's class (`Add`, `GetItem`)."""
-
-    def __init__(self, op: Callable, args: tuple, kwargs: dict):
-        super().__init__(name=backend.unique_name(op.__name__))
-        self.op = op
-        self._template = (args, kwargs)
-
-    def call(self, inputs):
-        given = iter(inputs if isinstance(inputs, list) else [inputs])
-        args, kwargs = map_leaves(lambda x: next(given) if isinstance(x, KerasTensor) else x,
-                                  self._template)
-        return self.op(*args, **kwargs)
-
-    def get_config(self) -> dict[str, Any]:
-        raise NotImplementedError(
-            f"Op '{self.name}' (ops.{self.op.__name__} on symbolic tensors, e.g. `x + y`) cannot "
-            f"be written to a model config by nncompile yet; use the layer that does the same "
-            f"(keras.layers.Add for `x + y`), or save the weights with save_weights()")
-
-
-_OP_CLASSES: dict[str, type] = {}
-
-
-def op_layer(op: Callable, args: tuple, kwargs: dict) -> OpLayer:
-    """The call of `op` on KerasTensors as a layer of the functional graph."""
-    name = "".join(part.capitalize() for part in op.__name__.split("_"))
-    cls = _OP_CLASSES.get(name)
-    if cls is None:
-        cls = _OP_CLASSES[name] = type(name, (OpLayer,), {
-            "__module__": __name__, "__doc__": f"A call of ops.{op.__name__} (see OpLayer)."})
-    return cls(op, args, kwargs)
