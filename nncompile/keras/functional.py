@@ -11,6 +11,7 @@ from collections import defaultdict
 from typing import Any, Mapping
 
 from nncompile.keras.layers.base import CallNode, KerasTensor, Layer
+from nncompile.keras.layers.op_layer import OpLayer, op_class
 
 
 # --- the call graph -------------------------------------------------------------------------
@@ -111,21 +112,31 @@ def _check_unique_names(layers: list[Layer]) -> None:
 
 def serialize_layer(layer: Layer) -> dict[str, Any]:
     """Keras 3's `serialize_keras_object` form of a layer (or a nested model)."""
+    from nncompile.keras.saving.registry import get_registered_name
+
     module = {"Sequential": "keras", "Functional": "keras.src.models.functional"}
     name = type(layer).__name__
+    if isinstance(layer, OpLayer):   # Keras 3 names its op classes as their registered names
+        return {"module": layer.keras_module, "class_name": name, "config": layer.get_config(),
+                "registered_name": name}
+    registered = get_registered_name(type(layer))
     return {"module": module.get(name, "keras.layers"), "class_name": name,
-            "config": layer.get_config(), "registered_name": None}
+            "config": layer.get_config(), "registered_name": None if registered == name else registered}
 
 
 def layer_classes(custom_objects: Mapping[str, type] | None = None) -> dict[str, type]:
-    """Every class a config may name: nncompile.keras.layers, the models, and `custom_objects`."""
+    """Every class a config may name: nncompile.keras.layers, the models, the registered
+    classes (`register_keras_serializable`) and `custom_objects`."""
     from nncompile.keras import layers
+    from nncompile.keras.saving.registry import registered_objects
 
     models = _models()
     found = {name: obj for name, obj in vars(layers).items()
              if isinstance(obj, type) and issubclass(obj, Layer)}
     found.update(InputLayer=models.InputLayer, Sequential=models.Sequential,
                  Functional=models.Functional, Model=models.Functional)
+    found.update((name, cls) for name, cls in registered_objects().items()
+                 if isinstance(cls, type) and issubclass(cls, Layer))
     found.update(custom_objects or {})
     return found
 
@@ -154,6 +165,12 @@ def deserialize_layer(config: Mapping[str, Any], custom_objects: Mapping[str, ty
     """A new layer from `{"class_name": ..., "config": {...}}`; every error is a ValueError
     naming the layer."""
     name, inner, _ = layer_entry(config)
+    if is_op_entry(config):
+        cls = op_class(name)
+        if cls is None:
+            raise ValueError(f"Op '{inner.get('name', '?')}' of the config is Keras's {name}, "
+                             f"which nncompile.keras.ops does not have")
+        return cls.from_config(dict(inner))
     known = layer_classes(custom_objects)
     if name not in known:
         raise ValueError(f"Unknown layer class '{name}': it is neither a layer of "
@@ -163,6 +180,11 @@ def deserialize_layer(config: Mapping[str, Any], custom_objects: Mapping[str, ty
     if issubclass(cls, _models().Model):   # its errors name the model and the layer in it
         return cls.from_config(inner if isinstance(inner, list) else dict(inner), custom_objects)
     return cls.from_config(dict(inner))
+
+
+def is_op_entry(config: Mapping[str, Any]) -> bool:
+    """Whether a config entry is a keras.op called on tensors (module `keras.src.ops.*`)."""
+    return str(config.get("module") or "").startswith("keras.src.ops.")
 
 
 def _models():
@@ -197,7 +219,7 @@ def functional_config(model) -> dict[str, Any]:
         return [t.history.layer.name, node_index(t.history) + shift, t.index]
 
     layers = []
-    for layer in model.layers:
+    for layer in model.operations:
         nodes = [node_config(n) for n in layer._inbound_nodes if id(n) in mine and n.inputs]
         layers.append({**serialize_layer(layer), "name": layer.name, "inbound_nodes": nodes})
     return {"name": model.name, "trainable": model.trainable, "layers": layers,
@@ -345,6 +367,8 @@ def _call_args(data, created: Mapping[str, Layer], model: str | None,
     else:
         raise ValueError(f"{owner} must be recorded as a dict with 'args' and 'kwargs' (or a "
                          f"Keras 2 list). Received: {_shown(data)}")
+    if isinstance(layer, OpLayer):   # an op's call: its own arguments
+        return args, dict(kwargs) if isinstance(kwargs, Mapping) else {}
     return args, _call_kwargs(args, kwargs, owner)
 
 

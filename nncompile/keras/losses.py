@@ -5,7 +5,8 @@ of per-sample losses. The public function dispatches on its first argument, like
 given a `Builder` it adds the loss to that graph; given arrays it builds a one-loss graph and runs
 it on the reference interpreter, so the eager value comes from the very IR a training step
 compiles. A `Loss` object adds Keras's reduction with sample weights (`emit` for the step graph,
-`__call__` on arrays).
+`__call__` on arrays). Losses users write (a function of `(y_true, y_pred)`, or a `Loss` subclass
+with `call(y_true, y_pred)`, in keras.ops) are traced into the same IR (keras/tracing.py).
 
 >>> import numpy as np
 >>> from nncompile.keras import losses
@@ -23,7 +24,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from nncompile.ir import Builder, DType, TensorType, Value
-from nncompile.keras import backend
+from nncompile.keras import backend, tracing
 from nncompile.keras.serialization import Catalog, KerasObject
 from nncompile.runtime import reference
 
@@ -438,17 +439,22 @@ def reduce_weighted_values(b: Builder, values: Value, sample_weight: Value | Non
 # --- Loss classes -----------------------------------------------------------------------------
 
 class Loss(KerasObject):
-    """Base class: subclasses implement `call(b, y_true, y_pred) -> Value`, the per-sample losses
-    as IR ops; `emit` adds the reduction, `__call__` evaluates on arrays."""
+    """Base class: `per_sample(b, y_true, y_pred) -> Value` adds the per-sample losses as IR ops
+    (by default the trace of Keras's `call(y_true, y_pred)`, which subclasses users write define
+    with keras.ops); `emit` adds the reduction, `__call__` evaluates on arrays."""
 
     def __init__(self, name: str | None = None, reduction="sum_over_batch_size", dtype=None):
         self.name = name or backend.to_snake_case(type(self).__name__)
         self.reduction = standardize_reduction(reduction)
         self.dtype = np.dtype(dtype or backend.floatx()).name
 
-    def call(self, b: Builder, y_true: Value, y_pred: Value) -> Value:
-        raise NotImplementedError(f"{type(self).__name__}.call(b, y_true, y_pred) must emit the "
-                                  "per-sample losses as IR ops")
+    def call(self, y_true, y_pred):
+        raise NotImplementedError(f"{type(self).__name__} must define `call(y_true, y_pred)`, "
+                                  f"the per-sample losses written with keras.ops")
+
+    def per_sample(self, b: Builder, y_true: Value, y_pred: Value) -> Value:
+        return tracing.emitter(self.call, f"Loss '{self.name}' ({type(self).__name__})")(
+            b, y_true, y_pred)
 
     def mask(self, b: Builder, y_true: Value, y_pred: Value) -> Value | None:
         """Entries that count (bool), or None for all; a mask averages over the valid entries."""
@@ -459,7 +465,7 @@ class Loss(KerasObject):
         """The reduced loss (f32[] unless reduction is None/"none") of one batch, as IR. `mask`
         (bool) is the Keras mask `y_pred` carries: its entries count, with the loss's own."""
         y_pred = cast_to(b, y_pred, DType.from_numpy(self.dtype))
-        values = self.call(b, y_true, y_pred)
+        values = self.per_sample(b, y_true, y_pred)
         own = self.mask(b, y_true, y_pred)
         if mask is not None:
             own = mask if own is None else b.logical_and(mask, own)
@@ -474,21 +480,25 @@ class Loss(KerasObject):
 
 
 class LossFunctionWrapper(Loss):
-    """A loss function with fixed options as a `Loss`; labels and predictions whose ranks differ by
-    a trailing 1 are squeezed or expanded to match first, as Keras does."""
+    """A loss function with fixed options as a `Loss`: one of this module's, or a function of
+    `(y_true, y_pred)` written with keras.ops (traced). Labels and predictions whose ranks differ
+    by a trailing 1 are squeezed or expanded to match first, as Keras does."""
 
     def __init__(self, fn: Callable, reduction="sum_over_batch_size", name: str | None = None,
                  dtype=None, **kwargs):
-        if not hasattr(fn, "emit"):
-            raise ValueError(f"LossFunctionWrapper: {fn!r} is not a loss function of "
-                             "nncompile.keras.losses (its IR is unknown)")
-        super().__init__(name=name or fn.__name__, reduction=reduction, dtype=dtype)
+        if not callable(fn):
+            raise ValueError(f"LossFunctionWrapper: `fn` must be a function of (y_true, y_pred). "
+                             f"Received: fn={fn!r}")
+        super().__init__(name=name or getattr(fn, "__name__", type(fn).__name__),
+                         reduction=reduction, dtype=dtype)
         self.fn = fn
+        self._emit = getattr(fn, "emit", None) or tracing.emitter(fn, f"Loss function "
+                                                                       f"'{self.name}'")
         self._fn_kwargs = kwargs
 
-    def call(self, b: Builder, y_true: Value, y_pred: Value) -> Value:
+    def per_sample(self, b: Builder, y_true: Value, y_pred: Value) -> Value:
         y_true, y_pred = squeeze_or_expand_to_same_rank(b, y_true, y_pred)
-        return self.fn.emit(b, y_true, y_pred, **self._fn_kwargs)
+        return self._emit(b, y_true, y_pred, **self._fn_kwargs)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), **self._fn_kwargs}
@@ -594,15 +604,14 @@ _CATALOG = Catalog("loss", Loss, "keras.losses", _BY_NAME, "of IR (a Loss subcla
 
 def get(identifier) -> Loss | None:
     """The Loss for a name ("mse", "categorical_crossentropy", "BinaryCrossentropy", ...), a config
-    dict, a Loss instance or class, or one of this module's loss functions; None gives None."""
+    dict, a Loss instance or class, one of this module's loss functions, or a function of
+    `(y_true, y_pred)` written with keras.ops (as Keras wraps it); None gives None."""
     name = getattr(identifier, "__name__", None)
     if name in FUNCTIONS and FUNCTIONS[name] is identifier:
         return _CLASS_OF_FUNCTION[name]()
     loss = _CATALOG.get(identifier)
     if loss is not None and not isinstance(loss, Loss):
-        raise ValueError(f"Could not interpret loss identifier: {identifier!r}. A custom loss must be "
-                         "a keras.losses.Loss subclass whose call(b, y_true, y_pred) emits IR ops, so "
-                         f"that it compiles; built-in names: {', '.join(sorted(_BY_NAME))}")
+        return LossFunctionWrapper(loss)
     return loss
 
 

@@ -6,6 +6,11 @@ count, or confusion counts per threshold), `merge(stats)` adds a batch's statist
 step returned) to the running state, and `result()` computes the value from that state in Python.
 `update_state` on arrays does both, running the emitted graph on the reference interpreter.
 
+A metric users write as in Keras (a `Metric` subclass whose `update_state` adds to variables made
+with `add_variable` by `assign_add`, in keras.ops) fits the same split: `emit` is the trace of
+`update_state`, its statistics the increments of the variables (keras/tracing.py), and `result`
+runs in Python on the variables. A plain function of `(y_true, y_pred)` is averaged like a loss.
+
 >>> import numpy as np
 >>> from nncompile.keras import metrics
 >>> m = metrics.get("accuracy", loss="sparse_categorical_crossentropy")
@@ -21,7 +26,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from nncompile.ir import Builder, DType, Value
-from nncompile.keras import backend, losses
+from nncompile.keras import backend, initializers, losses, tracing
 from nncompile.keras.losses import (all_axes, as_array, binary_crossentropy, cast_to,
                                     categorical_crossentropy, categorical_hinge, class_mask, clip, const,
                                     evaluate, expand_last, hinge, huber, ir_function, kl_divergence, log_cosh,
@@ -125,27 +130,48 @@ __all__ += [f.__name__ for f in _METRIC_FUNCTIONS]
 
 class Metric(KerasObject):
     """Base class: subclasses give `state_shapes()`, `emit(...) -> list[Value]` (one batch's
-    statistics, one per state array) and `result()` (from `self.state`)."""
+    statistics, one per state array) and `result()` (from `self.state`); or, as in Keras, make
+    their state with `add_variable` and define `update_state` (traced) and `result`."""
 
     def __init__(self, name: str | None = None, dtype=None):
         self.name = name or backend.to_snake_case(type(self).__name__)
         self.dtype = np.dtype(dtype or backend.floatx()).name
-        self.reset_state()
+        self.variables: list = []
+        Metric.reset_state(self)   # a subclass's own reset_state may need what it makes later
+
+    def add_variable(self, shape=(), initializer="zeros", dtype=None, aggregation="sum",
+                     name: str | None = None):
+        """A state variable (Keras 3's `Metric.add_variable`); `update_state` adds to it with
+        `assign_add`, the only update that sums over batches."""
+        from nncompile.keras.layers.base import Variable
+
+        if aggregation != "sum":
+            raise ValueError(f"Metric '{self.name}': add_variable(aggregation={aggregation!r}) is "
+                             f"not supported; the compiled step sums a variable's increments")
+        dtype = dtype or self.dtype
+        name = name or backend.numbered("variable", len(self.variables))
+        value = np.asarray(initializers.get(initializer)(tuple(shape), dtype), dtype)
+        var = Variable(value, name, f"{self.name}/{name}", trainable=False)
+        self.variables.append(var)
+        self.state.append(var.value)
+        return var
 
     def state_shapes(self) -> list[tuple[int, ...]]:
-        raise NotImplementedError(f"{type(self).__name__}.state_shapes must give the shapes of its "
-                                  f"statistics")
+        return [var.shape for var in self.variables]
 
     def emit(self, b: Builder, y_true: Value, y_pred: Value,
              sample_weight: Value | None = None) -> list[Value]:
-        raise NotImplementedError(f"{type(self).__name__}.emit must add the batch statistics as IR ops")
+        return tracing.trace_updates(self, b, y_true, y_pred, sample_weight)
 
     def result(self):
         raise NotImplementedError(f"{type(self).__name__}.result must compute the metric from its state")
 
     def reset_state(self) -> None:
-        """Zero the running state (float64 arrays, one per statistic)."""
-        self.state = [np.zeros(shape, np.float64) for shape in self.state_shapes()]
+        """Zero the running state: the variables, or float64 arrays, one per statistic."""
+        for var in self.variables:
+            var.assign(np.zeros(var.shape, var.dtype))
+        self.state = [var.value for var in self.variables] or [
+            np.zeros(shape, np.float64) for shape in self.state_shapes()]
 
     def merge(self, stats: Sequence[np.ndarray]) -> None:
         """Add one batch's statistics (as `emit` computes them) to the running state."""
@@ -225,18 +251,16 @@ class MeanMetricWrapper(Mean):
     """The mean of a per-sample function of (y_true, y_pred), such as an accuracy or a loss."""
 
     def __init__(self, fn: Callable, name: str | None = None, dtype=None, **kwargs):
-        if not hasattr(fn, "emit"):
-            raise ValueError(f"MeanMetricWrapper: {fn!r} is not a function of nncompile.keras.metrics "
-                             "or losses (its IR is unknown); custom metrics must subclass Metric and "
-                             "emit IR")
+        name = name or getattr(fn, "__name__", type(fn).__name__)
         self._fn = fn
+        self._emit = getattr(fn, "emit", None) or tracing.emitter(fn, f"Metric function '{name}'")
         self._fn_kwargs = kwargs
-        super().__init__(name=name or fn.__name__, dtype=dtype)
+        super().__init__(name=name, dtype=dtype)
 
     def emit(self, b: Builder, y_true: Value, y_pred: Value,
              sample_weight: Value | None = None) -> list[Value]:
         y_true, y_pred = squeeze_or_expand_to_same_rank(b, y_true, y_pred)
-        return emit_mean(b, self._fn.emit(b, y_true, y_pred, **self._fn_kwargs), sample_weight)
+        return emit_mean(b, self._emit(b, y_true, y_pred, **self._fn_kwargs), sample_weight)
 
     def update_state(self, y_true, y_pred, sample_weight=None) -> None:
         Metric.update_state(self, y_true, y_pred, sample_weight)
@@ -574,9 +598,7 @@ def get(identifier, loss=None, output_shape: Sequence | None = None) -> Metric |
         return cls(name=identifier.__name__) if cls is not None else MeanMetricWrapper(identifier)
     metric = _CATALOG.get(identifier)
     if metric is not None and not isinstance(metric, Metric):
-        raise ValueError(f"Could not interpret metric identifier: {identifier!r}. A custom metric must be "
-                         "a keras.metrics.Metric subclass whose emit() adds IR ops, so that it compiles "
-                         "into the training step")
+        return MeanMetricWrapper(metric)
     if isinstance(identifier, str):
         metric.name = identifier
     return metric

@@ -3,7 +3,8 @@
 
 A model is a Layer whose computation is the graph of layer calls recorded on KerasTensors
 (`base.CallNode`). `emit` replays those calls on a Builder, so nesting a model in another one,
-tracing it into one `ir.Graph`, and predicting all go through the same walk.
+tracing it into one `ir.Graph`, and predicting all go through the same walk. A subclassed model
+(one that defines `call`, see subclassed.py) is traced through its `call` instead.
 """
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from nncompile.ir import Builder, DType, Graph, ShapeError, Value
-from nncompile.keras import data, saving
+from nncompile.keras import data, saving, subclassed, tracing
 from nncompile.keras.functional import functional_config, functional_from_config, map_graph
 from nncompile.keras.layers.base import (CallNode, KerasTensor, Layer, Mask, ir_type, keras_shape,
                                          run_graph)
+from nncompile.keras.layers.op_layer import OpLayer
 
 __all__ = ["Functional", "Model", "trace"]
 
@@ -38,8 +40,8 @@ class Model(Layer):
     def __new__(cls, *args, **kwargs):
         return super().__new__(Functional if cls is Model else cls)
 
-    def __init__(self, *, name: str | None = None, trainable: bool = True):
-        super().__init__(name=name, trainable=trainable)
+    def __init__(self, *, name: str | None = None, trainable: bool = True, **kwargs):
+        super().__init__(name=name, trainable=trainable, **kwargs)
         self._inputs: list[KerasTensor] = []
         self._outputs: list[KerasTensor] = []
         self._inputs_struct: Any = None
@@ -48,6 +50,7 @@ class Model(Layer):
         self._nodes_by_depth: dict[int, list[CallNode]] = {}
         self._operations: list[Layer] = []
         self._graphs: dict[bool, Graph] = {}
+        self._pending_compile: dict | None = None   # compile() of a model not built yet
         self.output_names: list[str] = []
 
     def _set_graph(self, inputs, outputs) -> None:
@@ -65,7 +68,16 @@ class Model(Layer):
     # structure ----------------------------------------------------------------------------
     @property
     def layers(self) -> list[Layer]:
-        return list(self._operations)
+        """The layers, as Keras 3 lists them: without the op calls (`x + y`) of `operations`."""
+        if self.has_call():
+            return [layer for _, item in self.sublayers()
+                    for layer in (item if isinstance(item, list) else [item])]
+        return [layer for layer in self._operations if not isinstance(layer, OpLayer)]
+
+    @property
+    def operations(self) -> list[Layer]:
+        """The layers and the op calls of the graph, in `layers` order."""
+        return self.layers if self.has_call() else list(self._operations)
 
     @property
     def inputs(self) -> list[KerasTensor]:
@@ -127,7 +139,7 @@ class Model(Layer):
 
     # weights ------------------------------------------------------------------------------
     def _weight_layers(self) -> list[Layer]:
-        return self._operations
+        return self.layers
 
     def _unique(self, attr: str) -> list:
         seen: set[int] = set()
@@ -180,6 +192,9 @@ class Model(Layer):
     def _emit_masked_calls(self, b: Builder, values: list[Value], masks: list[Mask | None],
                            training: bool) -> tuple[list[Value], list[Mask | None]]:
         """The outputs and their Keras masks; masks travel beside the values, call by call."""
+        if self.has_call():
+            outs = subclassed.emit(self, b, values, training)
+            return outs, [None] * len(outs)
         env = {id(t): v for t, v in zip(self._inputs, values)}
         mask_env = {id(t): m for t, m in zip(self._inputs, masks)}
         for node in self._calls:
@@ -203,6 +218,18 @@ class Model(Layer):
         if training not in self._graphs:
             self._graphs[training] = trace(self, training=training)
         return self._graphs[training]
+
+    def build(self, input_shape=None) -> None:
+        """A subclassed model is built by tracing its `call` on inputs of `input_shape`."""
+        if self.has_call():
+            subclassed.build(self, input_shape)
+        else:
+            super().build(input_shape)
+
+    def _build_for(self, x) -> None:
+        """Build a subclassed model from its first data, as Keras does on the first batch."""
+        if not self.built and self.has_call() and x is not None:
+            subclassed.build_from_data(self, x)
 
     # running ------------------------------------------------------------------------------
     def __call__(self, inputs, training: bool | None = None, **kwargs):
@@ -250,8 +277,16 @@ class Model(Layer):
         >>> sorted(history.history)
         ['loss', 'mae']
         """
-        from nncompile.keras import training
+        from nncompile.keras import optimizers, training
 
+        subclassed.refuse_custom_steps(self)
+        if not self.built and self.has_call():
+            # Outputs (and so losses and metrics per output) are known once it is built.
+            self.optimizer = optimizers.get(optimizer)
+            self._pending_compile = dict(optimizer=self.optimizer, loss=loss,
+                                         loss_weights=loss_weights, metrics=metrics,
+                                         weighted_metrics=weighted_metrics)
+            return
         training.compile_model(self, optimizer, loss, loss_weights, metrics, weighted_metrics)
 
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
@@ -262,6 +297,7 @@ class Model(Layer):
         Each batch is one call of the compiled training step."""
         from nncompile.keras import training
 
+        self._build_for(x)
         return training.fit(self, x, y, batch_size, epochs, verbose, callbacks, validation_split,
                             validation_data, shuffle, class_weight, sample_weight, initial_epoch,
                             steps_per_epoch, validation_steps, validation_batch_size,
@@ -272,6 +308,7 @@ class Model(Layer):
         """The loss (a float) without metrics, else [loss, *metrics] (or a dict)."""
         from nncompile.keras import training
 
+        self._build_for(x)
         return training.evaluate(self, x, y, batch_size, verbose, sample_weight, steps, callbacks,
                                  return_dict)
 
@@ -279,12 +316,14 @@ class Model(Layer):
         """One training step on `x`, `y`; the running loss (and metrics)."""
         from nncompile.keras import training
 
+        self._build_for(x)
         return training.train_on_batch(self, x, y, sample_weight, class_weight, return_dict)
 
     def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
         """The loss (and metrics) on one batch, without training."""
         from nncompile.keras import training
 
+        self._build_for(x)
         return training.test_on_batch(self, x, y, sample_weight, return_dict)
 
     def reset_metrics(self) -> None:
@@ -313,6 +352,7 @@ class Model(Layer):
 
     def _standardize(self, x) -> list[np.ndarray]:
         """The arrays of `x` in input order, checked against the inputs and cast to their dtypes."""
+        self._build_for(x)
         self._require_built("inputs")
         keys = self._input_keys()
         if isinstance(x, Mapping):
@@ -367,6 +407,14 @@ class Model(Layer):
 
         print_summary(self, line_length=line_length, positions=positions, print_fn=print_fn,
                       expand_nested=expand_nested, show_trainable=show_trainable)
+
+    def get_config(self) -> dict[str, Any]:
+        if self.has_call():
+            raise NotImplementedError(
+                f"Model '{self.name}' ({type(self).__name__}) is defined by its `call`, which a "
+                f"config cannot hold: nncompile saves such a model's weights (save_weights), "
+                f"not a model file; rebuild it in code and load_weights")
+        return super().get_config()
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any],
@@ -432,7 +480,7 @@ def _flatten(model: str, struct, what: str) -> list[KerasTensor]:
 def _is_symbolic(inputs) -> bool:
     items = inputs.values() if isinstance(inputs, Mapping) else (
         inputs if isinstance(inputs, (list, tuple)) else [inputs])
-    return any(isinstance(x, KerasTensor) for x in items)
+    return any(isinstance(x, KerasTensor) or tracing.is_traced(x) for x in items)
 
 
 # --- tracing ----------------------------------------------------------------------------------

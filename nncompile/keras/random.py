@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 
 from nncompile.ir.types import BATCH
-from nncompile.keras.ops.core import (EagerBuilder, active_builder, builder_for, float_dtype,
-                                      standardize_dtype, tensor, unwrap)
+from nncompile.keras.ops.core import (EagerBuilder, active_builder, builder_for, dispatching,
+                                      float_dtype, present, standardize_dtype, tensor, unwrap)
 from nncompile.keras.ops.loops import Region
 
 __all__ = ["SeedGenerator", "dropout", "normal", "randint", "uniform"]
@@ -87,14 +87,16 @@ def _builder(*args):
     return active_builder() or builder_for("random", *args)
 
 
+@dispatching
 def uniform(shape, minval=0.0, maxval=1.0, dtype=None, seed=None):
     """Values uniform in [minval, maxval) of `shape`, in `dtype` (default floatx)."""
     b = _builder()
     u = _uniform01(b, _dims(shape), seed)
     scaled = b.add(b.mul(u, b.scalar(maxval - minval, u)), b.scalar(minval, u))
-    return unwrap(tensor(b, scaled, standardize_dtype(dtype)))
+    return present(unwrap(tensor(b, scaled, standardize_dtype(dtype))))
 
 
+@dispatching
 def normal(shape, mean=0.0, stddev=1.0, dtype=None, seed=None):
     """Normally distributed values of `shape` (Box-Muller on two uniform draws)."""
     b = _builder()
@@ -106,17 +108,19 @@ def normal(shape, mean=0.0, stddev=1.0, dtype=None, seed=None):
     radius = b.sqrt(b.mul(b.scalar(-2.0, u), b.log(b.sub(one, first))))
     z = b.mul(radius, b.cos(b.mul(second, b.scalar(2 * np.pi, u))))
     out = b.add(b.mul(z, b.scalar(stddev, z)), b.scalar(mean, z))
-    return unwrap(tensor(b, out, standardize_dtype(dtype)))
+    return present(unwrap(tensor(b, out, standardize_dtype(dtype))))
 
 
+@dispatching
 def randint(shape, minval, maxval, dtype="int32", seed=None):
     """Integers uniform in [minval, maxval) of `shape`."""
     b = _builder()
     u = _uniform01(b, _dims(shape), seed)
     ints = b.floor(b.mul(u, b.scalar(maxval - minval, u)))
-    return unwrap(tensor(b, b.add(ints, b.scalar(minval, u)), standardize_dtype(dtype)))
+    return present(unwrap(tensor(b, b.add(ints, b.scalar(minval, u)), standardize_dtype(dtype))))
 
 
+@dispatching
 def dropout(inputs, rate, noise_shape=None, seed=None):
     """`inputs` with a fraction `rate` of elements zeroed and the rest scaled by 1 / (1 - rate);
     `noise_shape` (None entries: the input's) shares one mask along axes of size 1."""

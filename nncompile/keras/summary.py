@@ -67,10 +67,11 @@ def _rows_source(model) -> tuple[list[Layer], set[int] | None]:
     by_depth = list(model._nodes_by_depth.values())
     chain = all(len(nodes) == 1 and len(nodes[0].inputs) <= 1 for nodes in by_depth)
     nodes = {id(node) for nodes in by_depth for node in nodes}
-    shared = any(sum(id(n) in nodes for n in layer._inbound_nodes) > 1 for layer in model.layers)
+    rows = model.operations   # Keras lists the op calls (`x + y`) too
+    shared = any(sum(id(n) in nodes for n in layer._inbound_nodes) > 1 for layer in rows)
     if chain and not shared:
-        return model.layers, None
-    return model.layers, nodes
+        return rows, None
+    return rows, nodes
 
 
 def _column_widths(positions: Sequence[float], line_length: int) -> list[int]:

@@ -10,6 +10,7 @@ from nncompile import keras
 from nncompile.keras import layers
 
 import recurrent_reference as ref
+from tests.keras.finite_differences import gradients
 
 LR = 0.1
 
@@ -60,19 +61,7 @@ def _loss(forward, weights, x, y):
 
 
 def _numeric_gradients(forward, weights, x, y, eps=1e-6):
-    grads = []
-    for w in weights:
-        g = np.zeros_like(w)
-        for index in np.ndindex(w.shape):
-            saved = w[index]
-            w[index] = saved + eps
-            up = _loss(forward, weights, x, y)
-            w[index] = saved - eps
-            down = _loss(forward, weights, x, y)
-            w[index] = saved
-            g[index] = (up - down) / (2 * eps)
-        grads.append(g)
-    return grads
+    return gradients(lambda: _loss(forward, weights, x, y), weights, eps)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -1,6 +1,7 @@
 """Keras layers: `from nncompile.keras import layers; layers.Dense(10)`."""
 from nncompile.keras.input_layer import Input, InputLayer
 from nncompile.keras.layers.base import Layer
+from nncompile.keras.layers.lambda_layer import Lambda
 from nncompile.keras.layers.conv import Conv1D, Conv2D, Convolution1D, Convolution2D
 from nncompile.keras.layers.core import (ELU, Activation, Dense, Dropout, Embedding, Flatten,
                                          LeakyReLU, Masking, Permute, ReLU, Reshape,
@@ -29,7 +30,7 @@ __all__ = [
     "Embedding", "Flatten", "GRU", "GRUCell", "GlobalAveragePooling1D",
     "GlobalAveragePooling2D", "GlobalAvgPool1D", "GlobalAvgPool2D", "GlobalMaxPool1D",
     "GlobalMaxPool2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "Input", "InputLayer",
-    "LSTM", "LSTMCell", "Layer", "LayerNormalization", "LeakyReLU", "Masking", "MaxPool1D",
+    "LSTM", "LSTMCell", "Lambda", "Layer", "LayerNormalization", "LeakyReLU", "Masking", "MaxPool1D",
     "MaxPool2D", "MaxPooling1D", "MaxPooling2D", "Maximum", "Minimum", "Multiply", "Permute",
     "RNN", "ReLU", "RepeatVector", "Reshape", "SimpleRNN", "SimpleRNNCell", "Softmax",
     "StackedRNNCells", "Subtract", "TimeDistributed", "UpSampling1D", "UpSampling2D",

@@ -1,9 +1,11 @@
 """The Layer base class, weights (`Variable`) and symbolic tensors (`KerasTensor`).
 
 A layer describes its computation once, as IR: `emit(b, inputs, training)` adds ops to a
-`Builder`. Everything else derives from that: output shapes and build-time shape errors come from
-the IR's shape rules, `layer(x)` on arrays traces and runs a small graph, and models trace whole
-graphs by calling `emit` layer after layer.
+`Builder`. Built-in layers write `emit` with the Builder; a layer written as in Keras, with a
+`call` using keras.ops, gets the `emit` that traces `call` (nncompile/keras/tracing.py).
+Everything else derives from `emit`: output shapes and build-time shape errors come from the IR's
+shape rules, `layer(x)` on arrays traces and runs a small graph, and models trace whole graphs by
+calling `emit` layer after layer.
 """
 from __future__ import annotations
 
@@ -15,17 +17,22 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import numpy as np
 
 from nncompile.ir import BATCH, Builder, DType, Graph, ShapeError, TensorType, Value
-from nncompile.keras import activations, backend, constraints, initializers, regularizers
+from nncompile.keras import activations, backend, constraints, initializers, regularizers, tracing
 from nncompile.keras.layers.arguments import (ArgumentError, boolean, owner_of, shape_tuple,
                                               warn_legacy)
+from nncompile.keras.ops.core import leaves, register_symbolic
+from nncompile.keras.tracing import ArithmeticOperators, TensorOperators
 
 
-class Variable:
-    """A layer weight: a named numpy array updated in place, so traced graphs see new values."""
+class Variable(ArithmeticOperators):
+    """A layer weight: a named numpy array updated in place, so traced graphs see new values.
+
+    Read inside traced code (`ops.matmul(x, self.kernel)`, `x * self.scale`) it is the graph's
+    parameter bound to the array; elsewhere, the array."""
 
     def __init__(self, value: np.ndarray, name: str, path: str, trainable: bool = True,
                  regularizer=None, constraint=None):
-        self._value = np.ascontiguousarray(value)
+        self._value = np.asarray(value, order="C")   # (ascontiguousarray makes scalars 1-d)
         self.name = name
         self.path = path
         self.trainable = trainable
@@ -48,7 +55,29 @@ class Variable:
     def numpy(self) -> np.ndarray:
         return self._value.copy()
 
+    def bind(self, b: Builder) -> Value:
+        """The parameter of `b`'s graph bound to this array (one however often it is read).
+
+        Layers of two nested models may share a name; the later weight gets a `_1` suffix."""
+        name, count = self.path, 0
+        while b.graph.params.get(name, self._value) is not self._value:
+            count += 1
+            name = f"{self.path}_{count}"
+        return b.param(name, self._value)
+
+    def _traced_value(self, b: Builder | None):
+        return self._value if b is None else self.bind(b)
+
+    def assign_add(self, value) -> None:
+        """Add `value`; inside a metric's traced `update_state`, the increment is recorded."""
+        if tracing.is_traced(value):
+            tracing.record_increment(self, value)
+        else:
+            self._value += np.asarray(value, self._value.dtype)
+
     def assign(self, value) -> None:
+        if tracing.is_traced(value):
+            raise tracing.refuse_assign(self)
         value = np.asarray(value)
         if value.shape != self._value.shape:
             raise ValueError(f"Cannot assign to variable '{self.path}': expected shape "
@@ -57,6 +86,9 @@ class Variable:
 
     def __array__(self, dtype=None, copy=None):
         return self._value if dtype is None else self._value.astype(dtype)
+
+    def __float__(self) -> float:
+        return float(self._value)
 
     def __repr__(self) -> str:
         return f"<Variable path={self.path}, shape={self.shape}, dtype={self.dtype}>"
@@ -75,8 +107,9 @@ class Mask(NamedTuple):
         return v if v.type.dtype is DType.bool else b.greater(v, b.scalar(0.0, v))
 
 
-class KerasTensor:
+class KerasTensor(TensorOperators):
     """A symbolic tensor of the functional API: a shape (None for the batch) and where it came from.
+    keras.ops and Python operators on it (`x + y`) record an op call in the graph, as in Keras 3.
 
     `_keras_mask` is the symbolic bool mask Keras would attach (named by the layer that made it),
     or None."""
@@ -129,7 +162,10 @@ _BASE_ARGS = ("name", "trainable", "dtype", "input_shape", "batch_input_shape", 
 
 
 class Layer:
-    """Base class of every layer. Subclasses define `build` (weights) and `emit` (the IR).
+    """Base class of every layer. Subclasses define `build` (weights, made with `add_weight`) and
+    either `emit` (the IR, through a Builder: the built-in layers) or Keras's `call` written with
+    keras.ops (traced into the same IR). Layers assigned to attributes are tracked as sublayers:
+    their weights are this layer's too.
 
     Masks follow Keras 3: a layer with `supports_masking` passes on `compute_mask(...)` (by
     default the incoming mask); any other layer drops an incoming mask, with Keras's warning.
@@ -202,11 +238,20 @@ class Layer:
         self._variables.append(var)
         return var
 
+    def __setattr__(self, name: str, value) -> None:
+        if not name.startswith("_") and (isinstance(value, Layer) or (
+                isinstance(value, (list, tuple)) and value
+                and all(isinstance(v, Layer) for v in value))):
+            tracked = self.__dict__.setdefault("_tracked", {})
+            # A list is kept itself, so layers appended later are tracked too.
+            tracked[name] = value if isinstance(value, (Layer, list)) else list(value)
+        super().__setattr__(name, value)
+
     def sublayers(self) -> list[tuple[str, "Layer | list[Layer]"]]:
-        """The layers this one holds (a recurrent layer's cell, a wrapper's layer), each under
-        the attribute Keras 3 saves it by (`cell`, `forward_layer`, `cells`): their weights are
-        this layer's too, after its own."""
-        return []
+        """The layers this one holds (a recurrent layer's cell, a wrapper's layer, the layers a
+        custom layer assigned to its attributes), each under the attribute Keras 3 saves it by
+        (`cell`, `forward_layer`, `cells`): their weights are this layer's too, after its own."""
+        return list(self.__dict__.get("_tracked", {}).items())
 
     def adopt(self, child: "Layer") -> None:
         """Make `child` part of this layer: its weights' paths start with this layer's."""
@@ -290,14 +335,33 @@ class Layer:
         """Create the weights for inputs of `input_shape` (None for the batch)."""
         self.built = True
 
+    def call(self, inputs, *args, **kwargs):
+        """Keras's forward pass, written with keras.ops by layers that do not define `emit`."""
+        raise NotImplementedError(f"Layer {type(self).__name__} does not define `call` (or `emit`)")
+
+    def add_loss(self, loss) -> None:
+        raise NotImplementedError(
+            f"Layer '{self.name}' ({type(self).__name__}) calls add_loss(), which nncompile does "
+            f"not support yet: the training step's loss is the compiled loss (and the weights' "
+            f"regularizers); add the term to a loss function instead")
+
+    def has_call(self) -> bool:
+        """Whether the computation is Keras's `call` (traced) rather than a built-in `emit`."""
+        return type(self).call is not Layer.call
+
     def emit(self, b: Builder, inputs: Value | list[Value], training: bool = False) -> Value | list[Value]:
-        """Add this layer's computation to `b`; return its output value(s)."""
-        raise TypeError(f"Layer {type(self).__name__} does not define `emit`")
+        """Add this layer's computation to `b`; return its output value(s). By default, the
+        trace of `call`."""
+        return self.emit_masked(b, inputs, None, training=training)
 
     def emit_masked(self, b: Builder, inputs: Value | list[Value], mask: Mask | list[Mask | None],
                     training: bool = False) -> Value | list[Value]:
         """`emit` for inputs that carry a mask (a list of them for a list of inputs). Layers
         whose Keras `call` does not read the mask compute exactly what they do without one."""
+        if self.has_call():
+            return tracing.trace_call(self, b, inputs, mask, training)
+        if mask is None:
+            raise TypeError(f"Layer {type(self).__name__} defines neither `call` nor `emit`")
         return self.emit(b, inputs, training=training)
 
     def compute_mask(self, b: Builder, inputs: Value | list[Value],
@@ -315,7 +379,11 @@ class Layer:
                else self.emit_masked(b, args, previous, training=training))
         outs = list(out) if isinstance(out, (list, tuple)) else [out]
         out_mask = None
-        if self.supports_masking:
+        if self.has_call() and type(self).compute_mask is not Layer.compute_mask:
+            # Keras's compute_mask(inputs, mask) of a layer users wrote: traced as its call
+            out_mask = tracing.map_leaves(lambda v: None if v is None else Mask(v, self.name),
+                                          tracing.trace_mask(self, b, args, previous))
+        elif self.supports_masking:
             out_mask = self.compute_mask(b, args, previous)
         elif previous is not None:
             warnings.warn(f"Layer '{self.name}' (of type {type(self).__name__}) was passed an "
@@ -338,14 +406,8 @@ class Layer:
                           f"not implement this; remove the mask (e.g. mask_zero=False).")
 
     def param(self, b: Builder, var: Variable) -> Value:
-        """The graph input bound to `var` (one per graph, however often the layer is called).
-
-        Layers of two nested models may share a name; the later weight gets a `_1` suffix."""
-        name, count = var.path, 0
-        while b.graph.params.get(name, var.value) is not var.value:
-            count += 1
-            name = f"{var.path}_{count}"
-        return b.param(name, var.value)
+        """The graph input bound to `var` (one per graph, however often the layer is called)."""
+        return var.bind(b)
 
     def _maybe_build(self, input_shape) -> None:
         if not self.built:
@@ -363,8 +425,15 @@ class Layer:
     def __call__(self, inputs, training: bool | None = None, **kwargs):
         if kwargs:
             raise TypeError(f"Layer '{self.name}' got unexpected call arguments: {sorted(kwargs)}")
+        if training is not None and not isinstance(training, (bool, np.bool_)):
+            raise TypeError(f"Layer '{self.name}' was given a second positional argument "
+                            f"({type(training).__name__}), taken as `training`: several input "
+                            f"tensors go in one list, `layer([x, y])`, read by "
+                            f"`call(self, inputs)` as `x, y = inputs`")
         single = not isinstance(inputs, (list, tuple))
         flat = [inputs] if single else list(inputs)
+        if tracing.in_trace() or any(tracing.is_traced(x) for x in flat):
+            return tracing.call_inline(self, flat, single, training)
         if all(isinstance(x, KerasTensor) for x in flat):
             outputs = self._symbolic(flat, single)
             node = CallNode(self, flat, outputs, single, training)
@@ -388,6 +457,8 @@ class Layer:
                 outs, out_masks = self.emit_call(b, values, masks, single)
         except ShapeError as e:
             raise ValueError(f"{self._describe_call(inputs)}: {e}") from None
+        except (tracing.TracingError, NotImplementedError) as e:
+            raise e.with_traceback(None) from None   # the message names the user's line
         tensors = [KerasTensor(keras_shape(v.type), str(v.type.dtype.numpy), name=self.name) for v in outs]
         given = {id(m.value): x._keras_mask for x, m in zip(inputs, masks) if m is not None}
         for tensor, mask in zip(tensors, out_masks):
@@ -466,3 +537,18 @@ def run_graph(graph: Graph, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
     if len(arrays) == len(names) - 1 and names[-1] == SEED_INPUT:
         arrays = [*arrays, np.asarray(np.random.randint(0, 2**62), np.int64)]
     return cpu.run_graph(graph, arrays)
+
+
+def _op_on_keras_tensors(op, args: tuple, kwargs: dict):
+    """keras.ops (and operators) on KerasTensors: the op recorded as a call in the functional
+    graph (a shape question is answered at once)."""
+    from nncompile.keras.layers.op_layer import op_layer
+
+    tensors = [x for x in leaves((args, kwargs)) if isinstance(x, KerasTensor)]
+    if op.__name__ in ("shape", "ndim"):
+        return getattr(tensors[0], op.__name__)
+    return op_layer(op, args, kwargs)(tensors[0] if len(tensors) == 1 else tensors)
+
+
+register_symbolic(KerasTensor, _op_on_keras_tensors)
+register_symbolic(Variable, tracing.traced_op)

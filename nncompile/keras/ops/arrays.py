@@ -164,13 +164,15 @@ def ndim(x) -> int:
     return len(shape_of(x))
 
 
-def size(x) -> int:
-    """How many elements `x` has; a traced tensor's symbolic size is not known yet."""
-    dims = shape_of(x)
-    if None in dims:
-        raise ValueError(f"ops.size: the shape {dims} has a dimension known only when the model "
-                         f"runs")
-    return math.prod(dims)
+@keras_op
+def size(b, x):
+    """How many elements `x` has: an int, or an int32 scalar tensor counting them when a
+    dimension is known only when the model runs (the batch)."""
+    v = tensor(b, x)
+    dims = shape_of(v)
+    if None not in dims:
+        return math.prod(dims)
+    return b.reduce_sum(_like(b, v, 1, "int32"), axes=list(range(v.type.rank)))
 
 
 @keras_op

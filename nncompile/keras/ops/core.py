@@ -40,19 +40,30 @@ from nncompile.keras import backend
 
 _TRACE: contextvars.ContextVar[Builder | None] = contextvars.ContextVar("nncompile_ops_trace",
                                                                         default=None)
+# How values made without a tensor argument (random draws) are handed to the code being traced.
+_PRESENT: contextvars.ContextVar[Callable | None] = contextvars.ContextVar("nncompile_ops_present",
+                                                                          default=None)
 
 
 @contextlib.contextmanager
-def tracing(builder: Builder) -> Iterator[Builder]:
+def tracing(builder: Builder, present: Callable | None = None) -> Iterator[Builder]:
     """Within the block, ops called on `Value`s of `builder`'s graph emit IR into `builder`.
 
-    This is the hook a layer's `call()` is traced through: set it, call, read the Values back.
+    `present(value)` wraps the values of ops that take no tensor (random draws) the way the code
+    being traced sees tensors (a layer's `call` sees `TracedTensor`s, see keras/tracing.py).
     """
-    token = _TRACE.set(builder)
+    token, shown = _TRACE.set(builder), _PRESENT.set(present)
     try:
         yield builder
     finally:
         _TRACE.reset(token)
+        _PRESENT.reset(shown)
+
+
+def present(out):
+    """`out` as the traced code sees tensors (unchanged unless a `present` hook is active)."""
+    hook = _PRESENT.get()
+    return hook(out) if hook is not None and isinstance(out, Value) else out
 
 
 def active_builder() -> Builder | None:
@@ -140,17 +151,28 @@ def _symbolic_handler(args) -> Callable | None:
     return None
 
 
-def keras_op(fn):
-    """Make `fn(b, *args)` the op `fn(*args)`: `b` is the builder the arguments call for, and
-    eager results come back as numpy arrays. An op made of other ops calls their definitions on
-    its own builder: `other.__wrapped__(b, ...)`."""
+def dispatching(fn):
+    """`fn(*args)`, unless an argument is a registered symbolic tensor: then its handler's
+    result (the hook of `register_symbolic`)."""
     @functools.wraps(fn)
     def op(*args, **kwargs):
         handler = _symbolic_handler((args, kwargs))
         if handler is not None:
             return handler(op, args, kwargs)
+        return fn(*args, **kwargs)
+    return op
+
+
+def keras_op(fn):
+    """Make `fn(b, *args)` the op `fn(*args)`: `b` is the builder the arguments call for, and
+    eager results come back as numpy arrays. An op made of other ops calls their definitions on
+    its own builder: `other.__wrapped__(b, ...)`."""
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
         return unwrap(fn(builder_for(fn.__name__, args, kwargs), *args, **kwargs))
 
+    op = dispatching(run)
+    op.__wrapped__ = fn
     signature = inspect.signature(fn)
     op.__signature__ = signature.replace(parameters=list(signature.parameters.values())[1:])
     return op

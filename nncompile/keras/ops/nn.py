@@ -116,9 +116,11 @@ def gelu(b, x, approximate=True):
 
 
 def _softmax_axis(v, axis, op: str) -> int:
+    """`axis`, checked, as given: the form the softmax activation emits (the same IR)."""
     if not isinstance(axis, (int, np.integer)):
         raise unsupported(op, f"axis={axis!r} (several axes)")
-    return canonical_axis(axis, v.type.rank, op)
+    canonical_axis(axis, v.type.rank, op)
+    return int(axis)
 
 
 @keras_op

@@ -6,6 +6,9 @@
 from nncompile.keras.saving.api import (load_model, load_weights, model_from_json, model_to_json,
                                         save_model, save_weights)
 from nncompile.keras.saving.files import SavingError
+from nncompile.keras.saving.registry import (get_registered_name, get_registered_object,
+                                             register_keras_serializable)
 
-__all__ = ["SavingError", "load_model", "load_weights", "model_from_json", "model_to_json",
+__all__ = ["SavingError", "get_registered_name", "get_registered_object", "load_model",
+           "load_weights", "model_from_json", "model_to_json", "register_keras_serializable",
            "save_model", "save_weights"]

@@ -11,7 +11,7 @@ import json
 from typing import Any, Mapping
 
 from nncompile.ir.dtypes import DType
-from nncompile.keras.functional import deserialize_layer, layer_classes, layer_entry
+from nncompile.keras.functional import deserialize_layer, is_op_entry, layer_classes, layer_entry
 from nncompile.keras.layers.base import _BASE_ARGS
 
 # Keys Keras 3 / tf.keras write that nncompile's layers and objects lack, with the values that
@@ -106,6 +106,8 @@ def _refuse_code(node: Any, safe_mode: bool, custom: Mapping[str, Any]) -> None:
 
 def _adapt_layer(config: Any, classes: Mapping[str, type]) -> Any:
     class_name, inner, layer = layer_entry(config)
+    if is_op_entry(config):   # an op called on tensors: no layer class, its attributes as written
+        return dict(config)
     name = KERAS_CLASS_NAMES.get(class_name, class_name)
     registered = config.get("registered_name")
     if name not in classes and isinstance(registered, str) and registered in classes:
