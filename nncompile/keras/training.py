@@ -72,7 +72,7 @@ def compile_model(model, optimizer="rmsprop", loss=None, loss_weights=None, metr
         raise ValueError(f"Model '{model.name}': `compile()` needs a `loss`, e.g. "
                          f"model.compile(optimizer='adam', loss='mse')")
     losses = [None if l is None else losses_module.get(l) for l in per_output_loss]
-    weights = _per_output(1.0 if loss_weights is None else loss_weights, names, "loss_weights")
+    weights = _loss_weights(model, loss_weights, names)
     metric_lists = _per_output_lists(metrics, names) if metrics else [[] for _ in names]
     weighted = _per_output_lists(weighted_metrics, names) if weighted_metrics else [[] for _ in names]
     resolved, weighted_ids = [], set()
@@ -95,7 +95,7 @@ def compile_model(model, optimizer="rmsprop", loss=None, loss_weights=None, metr
     # As given, for the compile config that saving writes.
     model._compile_args = {"loss": loss, "loss_weights": loss_weights, "metrics": metrics,
                            "weighted_metrics": weighted_metrics}
-    model._compiled = Compiled(model.optimizer, losses, [float(w) for w in weights], resolved,
+    model._compiled = Compiled(model.optimizer, losses, weights, resolved,
                                metrics_module.Mean(name="loss"), outputs_losses, weighted=weighted_ids)
     model.stop_training = False
 
@@ -114,6 +114,22 @@ def _per_output(value, names: list[str], what: str) -> list:
                              f"outputs ({', '.join(names)})")
         return list(value)
     return [value] * len(names)
+
+
+def _loss_weights(model, loss_weights, names: list[str]) -> list[float]:
+    """One loss weight per output. Keras 2's third positional argument of `compile` was
+    `metrics`, Keras 3's is `loss_weights`: Keras 3 takes `compile('adam', 'mse', ['mae'])` and
+    fails in `fit` on the string; this says why, at `compile`."""
+    weights = _per_output(1.0 if loss_weights is None else loss_weights, names, "loss_weights")
+    for weight in weights:
+        if isinstance(weight, bool) or not isinstance(weight, (int, float, np.integer, np.floating)):
+            raise TypeError(f"Model '{model.name}': `loss_weights` of `compile()` must be numbers "
+                            f"(one, a list with one per output, or a dict by output name). "
+                            f"Received: loss_weights={loss_weights!r}. The third positional "
+                            f"argument of `compile()` is `loss_weights` in Keras 3; in Keras 2 it "
+                            f"was `metrics`: pass metrics by keyword, e.g. "
+                            f"compile(optimizer, loss, metrics=['accuracy']).")
+    return [float(w) for w in weights]
 
 
 def _per_output_lists(metrics, names: list[str]) -> list[list]:
@@ -551,6 +567,7 @@ def train_on_batch(model, x, y=None, sample_weight=None, class_weight=None, retu
     xs, ys, weights = standardize_data(model, x, y, sample_weight, class_weight)
     if not hasattr(model, "_seed"):
         model._seed = int(np.random.randint(0, 2**31))
+    reset(model._compiled)   # as Keras 3: the logs of this batch alone, not a running mean
     step = step_for(model, ys, train=True)
     _run_batches(model, step, xs, ys, weights, max(len(xs[0]), 1), True, lambda n, logs: None)
     return _result(logs_of(model._compiled), return_dict)

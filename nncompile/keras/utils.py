@@ -173,11 +173,20 @@ def _format_eta(eta: float) -> str:
     return "%ds" % eta
 
 
+def _interactive_stdout() -> bool:
+    """Whether stdout shows a line redrawn in place as one line: a terminal, a notebook or
+    PyCharm's console. Keras 3 also counts every POSIX process, which fills files, pipes and CI
+    logs with backspaces and colour codes; tf.keras 2 asked `isatty`, as this does."""
+    return (getattr(sys.stdout, "isatty", lambda: False)() or "ipykernel" in sys.modules
+            or "PYCHARM_HOSTED" in os.environ)
+
+
 class Progbar:
     """Keras 3's progress bar, byte for byte: verbose=1 redraws one line
     (`16/16 ━━━━━━━━━━━━━━━━━━━━ 0s 2ms/step - loss: 0.6737`, ANSI-styled), at most once every
     `interval` seconds and always on the final update; verbose=2 prints one line when finished
-    (`16/16 - 0s - 2ms/step - loss: 0.6737`). Values of metrics not in `stateful_metrics` are
+    (`16/16 - 0s - 2ms/step - loss: 0.6737`). When stdout is not interactive (a file, a pipe),
+    verbose=1 prints that plain line too. Values of metrics not in `stateful_metrics` are
     averaged over the steps they were reported for; the final update shows them as given.
     """
 
@@ -190,11 +199,7 @@ class Progbar:
         self.interval = interval
         self.unit_name = unit_name
         self.stateful_metrics = set(stateful_metrics or ())
-        # Keras redraws in place whenever it may: on POSIX systems that is always, so the line
-        # is rewritten with backspaces and a carriage return even when stdout is a pipe.
-        self._dynamic_display = (getattr(sys.stdout, "isatty", lambda: False)()
-                                 or "ipykernel" in sys.modules or "posix" in sys.modules
-                                 or "PYCHARM_HOSTED" in os.environ)
+        self._dynamic_display = _interactive_stdout()
         self._seen_so_far = 0
         self._values: dict[str, list[float]] = {}
         self._values_order: list[str] = []
@@ -212,13 +217,15 @@ class Progbar:
         self._seen_so_far = current
         now = _clock()
         time_per_unit = self._estimate_step_duration(current, now)
-        if self.verbose == 1:
+        if self.verbose == 1 and self._dynamic_display:
             if now - self._last_update < self.interval and not finalize:
                 return
             self._draw_line(current, now, time_per_unit, finalize)
-        elif self.verbose == 2 and finalize and self.target:
-            digits = int(math.log10(self.target)) + 1
-            line = f"{current:{digits}d}/{self.target} - {now - self._start:.0f}s"
+        elif self.verbose in (1, 2) and finalize:
+            # verbose=2, or a bar that cannot be redrawn in place: one plain line at the end.
+            target = self.target or current
+            digits = int(math.log10(max(target, 1))) + 1
+            line = f"{current:{digits}d}/{target} - {now - self._start:.0f}s"
             line += f" -{_format_time(time_per_unit, self.unit_name)}"
             line += "".join(f" - {k}:{_format_metric(self._average(k), signed=False)}"
                             for k in self._values_order)
@@ -246,7 +253,7 @@ class Progbar:
         return float(np.mean(total)) / max(1, count)
 
     def _draw_line(self, current: int, now: float, time_per_unit: float, finalize: bool) -> None:
-        message = "\b" * self._prev_total_width + "\r" if self._dynamic_display else "\n"
+        message = "\b" * self._prev_total_width + "\r"
         # ANSI escapes (bold, green, grey) take no columns: `hidden` counts their characters.
         hidden = 0
         if self.target:

@@ -260,3 +260,34 @@ def test_only_weighted_metrics_see_sample_weights():
     assert set(logs) == {"loss", "mae", "weighted_mae"}
     assert logs["mae"] == pytest.approx(error.mean(), rel=1e-5)
     assert logs["weighted_mae"] == pytest.approx((error * w).sum() / w.sum(), rel=1e-5)
+
+
+def test_train_on_batch_returns_the_logs_of_its_own_batch_as_keras_3():
+    """Keras 3 resets the metrics in every train_on_batch (checked in Keras 3.x, JAX backend):
+    with a zero learning rate the second call gives the second batch's loss alone."""
+    x, y = pima_like(n=16)
+    model = keras.Sequential([keras.Input(shape=(8,)), layers.Dense(1, activation="sigmoid")])
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0), loss="binary_crossentropy",
+                  metrics=["accuracy"])
+    model.train_on_batch(x[:8], y[:8])
+    second = model.train_on_batch(x[8:], y[8:])
+    np.testing.assert_allclose(second, model.test_on_batch(x[8:], y[8:]), rtol=1e-6)
+
+
+def test_keras_2_positional_metrics_are_refused_at_compile_naming_loss_weights():
+    """Keras 3 takes compile('adam', 'binary_crossentropy', ['accuracy']) as loss_weights and
+    fails in fit ("Value 'accuracy' ... is not a valid JAX array type"); this fails at once."""
+    model = keras.Sequential([keras.Input(shape=(8,)), layers.Dense(1, activation="sigmoid")])
+    with pytest.raises(TypeError, match=r"loss_weights=\['accuracy'\].*metrics=\['accuracy'\]"):
+        model.compile("adam", "binary_crossentropy", ["accuracy"])
+
+
+def test_fit_writes_one_plain_line_per_epoch_into_a_pipe(capsys):
+    x, y = pima_like(n=40)
+    model = keras.Sequential([keras.Input(shape=(8,)), layers.Dense(1, activation="sigmoid")])
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    model.fit(x, y, epochs=2, batch_size=10)
+    lines = capsys.readouterr().out.split("\n")
+    assert lines[0] == "Epoch 1/2" and lines[2] == "Epoch 2/2" and lines[4:] == [""]
+    assert all(re.fullmatch(r"4/4 - \d+s - \d+(ms|us|s)/step - loss: \d\.\d{4}", lines[i])
+               for i in (1, 3))
