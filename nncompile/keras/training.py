@@ -14,6 +14,7 @@ That state is the model's, so calls on one model from several threads run one at
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import warnings
@@ -28,6 +29,7 @@ from nncompile.keras import data
 from nncompile.keras import losses as losses_module
 from nncompile.keras import metrics as metrics_module
 from nncompile.keras import optimizers as optimizers_module
+from nncompile.keras import streaming
 from nncompile.keras.layers.arguments import int_at_least, positive_int
 from nncompile.keras.layers.base import ir_type
 from nncompile.keras.layers.core import SEED_INPUT
@@ -41,6 +43,9 @@ SAMPLE_WEIGHT = "sample_weight"
 # they stay in the cache for the steps that read them (MNIST MLP batch 128: 9% faster an epoch
 # than one shuffled copy of the data set).
 CHUNK_BYTES = 4 << 20
+# Batches of a stream between two reports to the callbacks when none acts on single batches:
+# the logs and the callbacks cost a tenth of an MNIST MLP step of batch 128.
+REPORT_EVERY = 16
 
 
 @dataclass
@@ -171,10 +176,11 @@ def _target_name(output: str) -> str:
     return f"target/{output}"
 
 
-def build_step_graph(model, compiled: Compiled, targets: Sequence[np.ndarray],
-                     train: bool) -> tuple[Graph, list[int]]:
+def build_step_graph(model, compiled: Compiled, targets: Sequence[np.ndarray], train: bool,
+                     weight_shape: tuple[int, ...] = ()) -> tuple[Graph, list[int]]:
     """The training (or test) step of `model` as one graph, and the number of statistics each
-    metric gives; `targets` give the label types."""
+    metric gives; `targets` give the label types, `weight_shape` that of a sample's weights
+    (() for one weight a sample, else one a timestep or entry of its loss)."""
     b = Builder(name="train_step" if train else "test_step")
     xs = [b.input(t.history.layer.name, ir_type(t.shape, t.dtype, t.history.layer.name))
           for t in model.inputs]
@@ -182,7 +188,7 @@ def build_step_graph(model, compiled: Compiled, targets: Sequence[np.ndarray],
     _refuse_masked_metrics(model, compiled, masks)
     ys = [b.input(_target_name(name), ir_type((None,) + y.shape[1:], str(y.dtype), name))
           for name, y in zip(model.output_names, targets)]
-    weight = b.input(SAMPLE_WEIGHT, f32[BATCH])
+    weight = b.input(SAMPLE_WEIGHT, ir_type((None, *weight_shape), "float32", SAMPLE_WEIGHT))
     total, per_output = None, []
     for loss, scale, y, pred, mask in zip(compiled.losses, compiled.loss_weights, ys, preds, masks):
         if loss is None:
@@ -247,13 +253,15 @@ def _emit_update(model, optimizer, b: Builder, loss: Value) -> None:
     optimizer.emit_apply(b, list(zip(params, grads)), slots, lr, step)
 
 
-def step_for(model, targets: Sequence[np.ndarray], train: bool) -> _Step:
-    """The compiled step for targets of these shapes and dtypes (built once per signature)."""
+def step_for(model, targets: Sequence[np.ndarray], weights: np.ndarray, train: bool) -> _Step:
+    """The compiled step for targets and sample weights of these shapes and dtypes (built once
+    per signature)."""
     compiled = model._compiled
-    key = (train, tuple((y.shape[1:], y.dtype.str) for y in targets))
+    key = (train, tuple((y.shape[1:], y.dtype.str) for y in targets), weights.shape[1:])
     step = compiled.steps.get(key)
     if step is None:
-        step = compiled.steps[key] = _Step(*build_step_graph(model, compiled, targets, train))
+        step = compiled.steps[key] = _Step(*build_step_graph(model, compiled, targets, train,
+                                                             weights.shape[1:]))
     return step
 
 
@@ -269,7 +277,15 @@ def standardize_data(model, x, y, sample_weight, class_weight=None) -> tuple[lis
         *((f'input "{n}"', len(a)) for n, a in zip(model.input_names, xs)),
         *((f'target "{n}"', len(a)) for n, a in zip(model.output_names, ys)),
         *([("`sample_weight`", len(weight))] if weight is not None and weight.ndim else [])])
-    return xs, ys, sample_weights(ys[0], weight, class_weight)
+    return xs, ys, sample_weights(ys[0], weight, class_weight, _entry_shape(ys[0], model._compiled.losses[0]))
+
+
+def _entry_shape(y: np.ndarray, loss) -> tuple[int, ...]:
+    """The shape of a sample's loss before its reduction: a loss reduces the last (class or
+    feature) axis of dense targets; sparse targets hold one class per entry."""
+    if _is_sparse(loss) and y.shape[-1:] != (1,):
+        return y.shape[1:]
+    return y.shape[1:-1]
 
 
 def standardize_targets(model, y, losses: Sequence) -> list[np.ndarray]:
@@ -309,19 +325,32 @@ def _is_sparse(loss) -> bool:
     return loss is not None and "sparse" in type(loss).__name__.lower()
 
 
-def sample_weights(y0: np.ndarray, sample_weight: np.ndarray | None, class_weight) -> np.ndarray:
+def sample_weights(y0: np.ndarray, sample_weight: np.ndarray | None, class_weight,
+                   entry_shape: tuple[int, ...] = ()) -> np.ndarray:
+    """The weights of the samples: one a sample, or (per-timestep outputs, images) one per entry
+    of a sample's loss, `entry_shape`, as Keras 3 takes them. `class_weight` multiplies them by
+    the weight of each sample's class."""
     count = len(y0)
     if sample_weight is None:
         weights = np.ones(count, np.float32)
-    elif sample_weight.size == count and sample_weight.shape[:1] == (count,):
+    elif sample_weight.shape in ((count,), (count, 1)):
         weights = sample_weight.astype(np.float32).reshape(count)
+    elif entry_shape and sample_weight.shape == (count, *entry_shape):
+        weights = sample_weight.astype(np.float32)
     else:
+        temporal = f" or one per entry of the loss, {(count, *entry_shape)}" if entry_shape else ""
         raise ValueError(f"`sample_weight` must hold one weight per sample: expected shape "
-                         f"({count},) or ({count}, 1). Received shape {sample_weight.shape}")
+                         f"({count},) or ({count}, 1){temporal}. Received shape {sample_weight.shape}")
     if class_weight:
+        if entry_shape:
+            raise ValueError(f"`class_weight` gives one weight per sample from its class, but the "
+                             f"targets of shape {y0.shape} hold a class per entry: pass those "
+                             f"entries' weights as `sample_weight` of shape "
+                             f"{(count, *entry_shape)} instead")
         labels = y0.reshape(count, -1)
         classes = labels.argmax(axis=1) if labels.shape[1] > 1 else labels[:, 0].round().astype(int)
-        weights = weights * np.array([class_weight.get(int(c), 1.0) for c in classes], np.float32)
+        per_sample = np.array([class_weight.get(int(c), 1.0) for c in classes], np.float32)
+        weights = weights * per_sample.reshape((count,) + (1,) * (weights.ndim - 1))
     return weights
 
 
@@ -361,6 +390,29 @@ def _run_batches(model, step: _Step, xs, ys, weights, batch_size, train: bool, o
             _constrain(model)
         if on_batch(number, logs_of(model._compiled)) is False:
             break
+
+
+def _run_stream(model, stream: streaming.Stream, train: bool, on_batch, chunked: bool) -> None:
+    """One epoch of a stream, one native call a batch: only the batches the stream reads ahead
+    and the one being run are held. `chunked`: no callback acts on single batches, so they
+    hear of every REPORT_EVERY-th batch and of the last, as of array batches run in chunks."""
+    number = reported = -1
+    with contextlib.closing(stream.epoch()) as batches:
+        for number, batch in enumerate(batches):
+            x, y, weight = streaming.unpack(batch, stream.class_weight)
+            xs, ys, weights = standardize_data(model, x, y, weight, stream.class_weight)
+            step = step_for(model, ys, weights, train)
+            feeds = _feeds(model, xs, ys, weights, slice(None), train, None, None)
+            _merge(model._compiled, step.counts, [o[None] for o in step(feeds)], len(weights))
+            if train:
+                _constrain(model)
+            if chunked and (number + 1) % REPORT_EVERY:
+                continue
+            reported = number
+            if on_batch(number, logs_of(model._compiled)) is False:
+                return
+    if reported != number:
+        on_batch(number, logs_of(model._compiled))
 
 
 def _constrain(model) -> None:
@@ -451,33 +503,42 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
                                             default=batch_size)
     validation_freq = positive_int(validation_freq, "validation_freq", owner)
     compiled = model._compiled
-    (xs, ys, weights), val = _fit_data(model, x, y, sample_weight, class_weight, validation_data,
-                                       validation_split, owner)
+    train = _source(model, x, y, sample_weight, class_weight, batch_size, shuffle, steps_per_epoch)
+    if validation_data is not None:   # Keras ignores `validation_split` then
+        val = _validation_source(model, validation_data, validation_batch_size, validation_steps)
+    else:
+        train, val = _split(train, validation_split, validation_batch_size, validation_steps, owner)
     model._seed = int(np.random.randint(0, 2**31))
     verbose = 1 if verbose == "auto" else verbose
-    steps = -(-len(xs[0]) // batch_size) if steps_per_epoch is None else steps_per_epoch
     cbs = callbacks_module.CallbackList(callbacks, add_history=True, add_progbar=verbose != 0,
-                                        model=model, verbose=verbose, epochs=epochs, steps=steps)
+                                        model=model, verbose=verbose, epochs=epochs,
+                                        steps=train.steps)
     # Steps run many per call unless a callback or a weight constraint must act after each one.
     chunked = not _wants_batches(cbs, "train") and all(v.constraint is None for v in model.trainable_weights)
     model.stop_training = False
-    step = step_for(model, ys, train=True)
+    if isinstance(train, _Arrays):
+        step_for(model, train.ys, train.weights, train=True)   # compiled before the clock of the first epoch
     cbs.on_train_begin()
     logs: dict[str, float] = {}
     for epoch in range(initial_epoch, epochs):
         reset(compiled)
         cbs.on_epoch_begin(epoch)
-        order = _order(len(xs[0]), batch_size, shuffle)
+
+        ran = []
 
         def on_batch(number, batch_logs):
+            ran.append(number)
             cbs.on_train_batch_end(number, batch_logs)
             return not model.stop_training
 
-        _run_batches(model, step, xs, ys, weights, batch_size, True, on_batch, order, steps_per_epoch,
-                     chunked)
+        _run_epoch(model, train, True, on_batch, chunked)
+        if train.ran_out:   # a generator at its end: this epoch is the last, if it ran at all
+            model.stop_training = True
+            if not ran:
+                break
         logs = logs_of(compiled)
         if val is not None and (epoch + 1) % validation_freq == 0:
-            val_logs = _evaluate_arrays(model, *val, validation_batch_size, validation_steps, cbs)
+            val_logs = _evaluate_source(model, val, cbs)
             logs.update({f"val_{k}": v for k, v in val_logs.items()})
         cbs.on_epoch_end(epoch, logs)
         if model.stop_training:
@@ -486,19 +547,66 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
     return model.history
 
 
-def _fit_data(model, x, y, sample_weight, class_weight, validation_data, validation_split,
-              owner: str) -> tuple[tuple, tuple | None]:
-    """The training arrays (inputs, targets, weights) and the validation ones, or None: from
-    `validation_data`, else the last `validation_split` of the samples."""
-    train = standardize_data(model, x, y, sample_weight, class_weight)
-    if validation_data is not None:   # Keras ignores `validation_split` then
-        return train, standardize_data(model, *_unpack(validation_data))
-    xs, ys, weights = train
-    kept = data.training_count(validation_split, len(xs[0]), owner)
-    if kept == len(xs[0]):
+@dataclass
+class _Arrays:
+    """Standardized arrays (inputs, targets, weights) that each epoch cuts into batches of
+    `batch_size`, at most `limit` of them, in an order drawn anew when `shuffle`."""
+
+    xs: list
+    ys: list
+    weights: np.ndarray
+    batch_size: int
+    shuffle: Any = False
+    limit: int | None = None
+    ran_out = False   # arrays are read again each epoch (a Stream may run out)
+
+    @property
+    def steps(self) -> int:
+        return -(-len(self.xs[0]) // self.batch_size) if self.limit is None else self.limit
+
+    def part(self, piece: slice, shuffle, batch_size: int, limit: int | None) -> "_Arrays":
+        return _Arrays([a[piece] for a in self.xs], [a[piece] for a in self.ys],
+                       self.weights[piece], batch_size, shuffle, limit)
+
+
+def _source(model, x, y, sample_weight, class_weight, batch_size: int, shuffle,
+            steps: int | None) -> "_Arrays | streaming.Stream":
+    """The data of a fit or evaluate: arrays, or a stream of batches (a PyDataset, generator or
+    other iterable, which holds its targets and weights itself)."""
+    if streaming.is_stream(x):
+        streaming.refuse_arguments(x, y, sample_weight)
+        return streaming.Stream(x, shuffle, steps, class_weight)
+    return _Arrays(*standardize_data(model, x, y, sample_weight, class_weight), batch_size, shuffle,
+                   steps)
+
+
+def _validation_source(model, validation_data, batch_size: int, steps: int | None):
+    if streaming.is_stream(validation_data):
+        return streaming.Stream(validation_data, False, steps)
+    return _source(model, *_unpack(validation_data), None, batch_size, False, steps)
+
+
+def _split(train, validation_split, batch_size: int, steps: int | None, owner: str):
+    """The samples trained on and the last `validation_split` of them held out, or None."""
+    if isinstance(train, streaming.Stream):
+        streaming.refuse_split(train.source, validation_split)
         return train, None
-    return (([a[:kept] for a in xs], [a[:kept] for a in ys], weights[:kept]),
-            ([a[kept:] for a in xs], [a[kept:] for a in ys], weights[kept:]))
+    count = len(train.xs[0])
+    kept = data.training_count(validation_split, count, owner)
+    if kept == count:
+        return train, None
+    return (train.part(slice(None, kept), train.shuffle, train.batch_size, train.limit),
+            train.part(slice(kept, None), False, batch_size, steps))
+
+
+def _run_epoch(model, source, train: bool, on_batch, chunked: bool) -> None:
+    """One pass of the step over `source` (arrays or a stream)."""
+    if isinstance(source, streaming.Stream):
+        _run_stream(model, source, train, on_batch, chunked)
+        return
+    order = _order(len(source.xs[0]), source.batch_size, source.shuffle)
+    _run_batches(model, step_for(model, source.ys, source.weights, train), source.xs, source.ys, source.weights,
+                 source.batch_size, train, on_batch, order, source.limit, chunked)
 
 
 def _wants_batches(cbs, mode: str) -> bool:
@@ -533,22 +641,22 @@ def evaluate(model, x=None, y=None, batch_size=None, verbose="auto", sample_weig
     owner = f"evaluate() of model '{model.name}'"
     batch_size = data.batch_size(batch_size, owner)
     steps = data.optional_count(steps, "steps", owner)
-    xs, ys, weights = standardize_data(model, x, y, sample_weight)
+    source = _source(model, x, y, sample_weight, None, batch_size, False, steps)
     cbs = callbacks_module.CallbackList(callbacks, add_progbar=verbose != 0, model=model,
                                         verbose=1 if verbose == "auto" else verbose, epochs=1,
-                                        steps=-(-len(xs[0]) // batch_size))
-    return _result(_evaluate_arrays(model, xs, ys, weights, batch_size, steps, cbs), return_dict)
+                                        steps=source.steps)
+    return _result(_evaluate_source(model, source, cbs), return_dict)
 
 
-def _evaluate_arrays(model, xs, ys, weights, batch_size: int, steps, cbs) -> dict[str, float]:
-    """Run the test step over standardized arrays; the logs (loss and metrics) at the end."""
+def _evaluate_source(model, source, cbs) -> dict[str, float]:
+    """Run the test step over arrays or a stream; the logs (loss and metrics) at the end."""
     compiled = model._compiled
     reset(compiled)
-    step = step_for(model, ys, train=False)
+    if isinstance(source, _Arrays):
+        step_for(model, source.ys, source.weights, train=False)
     cbs.on_test_begin()
-    _run_batches(model, step, xs, ys, weights, batch_size, False,
-                 lambda n, logs: cbs.on_test_batch_end(n, logs), steps=steps,
-                 chunked=not _wants_batches(cbs, "test"))
+    _run_epoch(model, source, False, lambda n, logs: cbs.on_test_batch_end(n, logs),
+               chunked=not _wants_batches(cbs, "test"))
     logs = logs_of(compiled)
     cbs.on_test_end(logs)
     return logs
@@ -568,7 +676,7 @@ def train_on_batch(model, x, y=None, sample_weight=None, class_weight=None, retu
     if not hasattr(model, "_seed"):
         model._seed = int(np.random.randint(0, 2**31))
     reset(model._compiled)   # as Keras 3: the logs of this batch alone, not a running mean
-    step = step_for(model, ys, train=True)
+    step = step_for(model, ys, weights, train=True)
     _run_batches(model, step, xs, ys, weights, max(len(xs[0]), 1), True, lambda n, logs: None)
     return _result(logs_of(model._compiled), return_dict)
 
@@ -577,7 +685,7 @@ def train_on_batch(model, x, y=None, sample_weight=None, class_weight=None, retu
 def test_on_batch(model, x, y=None, sample_weight=None, return_dict=False):
     xs, ys, weights = standardize_data(model, x, y, sample_weight)
     reset(model._compiled)
-    step = step_for(model, ys, train=False)
+    step = step_for(model, ys, weights, train=False)
     _run_batches(model, step, xs, ys, weights, max(len(xs[0]), 1), False, lambda n, logs: None)
     return _result(logs_of(model._compiled), return_dict)
 

@@ -127,14 +127,14 @@ def test_history_records_every_epoch_and_becomes_model_history():
 def clock(monkeypatch):
     """The progress bar's clock, set by the test."""
     now = [0.0]
-    monkeypatch.setattr(utils, "_clock", lambda: now[0])
+    monkeypatch.setattr(utils.progbar, "_clock", lambda: now[0])
     return now
 
 
 @pytest.fixture
 def terminal(monkeypatch):
     """stdout taken for a terminal, where Keras's bar is redrawn in place."""
-    monkeypatch.setattr(utils, "_interactive_stdout", lambda: True)
+    monkeypatch.setattr(utils.progbar, "_interactive_stdout", lambda: True)
 
 
 def _bar(done, digits_text):
