@@ -14,7 +14,6 @@ That state is the model's, so calls on one model from several threads run one at
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import threading
 import warnings
@@ -23,13 +22,13 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from nncompile.ir import BATCH, Builder, Graph, Value, f32
+from nncompile.ir import Builder, Graph, Value, f32
 from nncompile.keras import callbacks as callbacks_module
 from nncompile.keras import data
+from nncompile.keras import epochs as epochs_module
 from nncompile.keras import losses as losses_module
 from nncompile.keras import metrics as metrics_module
 from nncompile.keras import optimizers as optimizers_module
-from nncompile.keras import streaming
 from nncompile.keras.layers.arguments import int_at_least, positive_int
 from nncompile.keras.layers.base import ir_type
 from nncompile.keras.layers.core import SEED_INPUT
@@ -43,9 +42,6 @@ SAMPLE_WEIGHT = "sample_weight"
 # they stay in the cache for the steps that read them (MNIST MLP batch 128: 9% faster an epoch
 # than one shuffled copy of the data set).
 CHUNK_BYTES = 4 << 20
-# Batches of a stream between two reports to the callbacks when none acts on single batches:
-# the logs and the callbacks cost a tenth of an MNIST MLP step of batch 128.
-REPORT_EVERY = 16
 
 
 @dataclass
@@ -392,29 +388,6 @@ def _run_batches(model, step: _Step, xs, ys, weights, batch_size, train: bool, o
             break
 
 
-def _run_stream(model, stream: streaming.Stream, train: bool, on_batch, chunked: bool) -> None:
-    """One epoch of a stream, one native call a batch: only the batches the stream reads ahead
-    and the one being run are held. `chunked`: no callback acts on single batches, so they
-    hear of every REPORT_EVERY-th batch and of the last, as of array batches run in chunks."""
-    number = reported = -1
-    with contextlib.closing(stream.epoch()) as batches:
-        for number, batch in enumerate(batches):
-            x, y, weight = streaming.unpack(batch, stream.class_weight)
-            xs, ys, weights = standardize_data(model, x, y, weight, stream.class_weight)
-            step = step_for(model, ys, weights, train)
-            feeds = _feeds(model, xs, ys, weights, slice(None), train, None, None)
-            _merge(model._compiled, step.counts, [o[None] for o in step(feeds)], len(weights))
-            if train:
-                _constrain(model)
-            if chunked and (number + 1) % REPORT_EVERY:
-                continue
-            reported = number
-            if on_batch(number, logs_of(model._compiled)) is False:
-                return
-    if reported != number:
-        on_batch(number, logs_of(model._compiled))
-
-
 def _constrain(model) -> None:
     """Project the weights that have a constraint back onto it, after each step, as Keras does."""
     for var in model.trainable_weights:
@@ -503,11 +476,14 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
                                             default=batch_size)
     validation_freq = positive_int(validation_freq, "validation_freq", owner)
     compiled = model._compiled
-    train = _source(model, x, y, sample_weight, class_weight, batch_size, shuffle, steps_per_epoch)
+    train = epochs_module.arrays_or_stream(model, x, y, sample_weight, class_weight, batch_size,
+                                           shuffle, steps_per_epoch)
     if validation_data is not None:   # Keras ignores `validation_split` then
-        val = _validation_source(model, validation_data, validation_batch_size, validation_steps)
+        val = epochs_module.validation_source(model, validation_data, validation_batch_size,
+                                              validation_steps)
     else:
-        train, val = _split(train, validation_split, validation_batch_size, validation_steps, owner)
+        train, val = epochs_module.split(train, validation_split, validation_batch_size,
+                                         validation_steps, owner)
     model._seed = int(np.random.randint(0, 2**31))
     verbose = 1 if verbose == "auto" else verbose
     cbs = callbacks_module.CallbackList(callbacks, add_history=True, add_progbar=verbose != 0,
@@ -516,7 +492,7 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
     # Steps run many per call unless a callback or a weight constraint must act after each one.
     chunked = not _wants_batches(cbs, "train") and all(v.constraint is None for v in model.trainable_weights)
     model.stop_training = False
-    if isinstance(train, _Arrays):
+    if isinstance(train, epochs_module.Arrays):
         step_for(model, train.ys, train.weights, train=True)   # compiled before the clock of the first epoch
     cbs.on_train_begin()
     logs: dict[str, float] = {}
@@ -531,7 +507,7 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
             cbs.on_train_batch_end(number, batch_logs)
             return not model.stop_training
 
-        _run_epoch(model, train, True, on_batch, chunked)
+        epochs_module.run_epoch(model, train, True, on_batch, chunked)
         if train.ran_out:   # a generator at its end: this epoch is the last, if it ran at all
             model.stop_training = True
             if not ran:
@@ -547,68 +523,6 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
     return model.history
 
 
-@dataclass
-class _Arrays:
-    """Standardized arrays (inputs, targets, weights) that each epoch cuts into batches of
-    `batch_size`, at most `limit` of them, in an order drawn anew when `shuffle`."""
-
-    xs: list
-    ys: list
-    weights: np.ndarray
-    batch_size: int
-    shuffle: Any = False
-    limit: int | None = None
-    ran_out = False   # arrays are read again each epoch (a Stream may run out)
-
-    @property
-    def steps(self) -> int:
-        return -(-len(self.xs[0]) // self.batch_size) if self.limit is None else self.limit
-
-    def part(self, piece: slice, shuffle, batch_size: int, limit: int | None) -> "_Arrays":
-        return _Arrays([a[piece] for a in self.xs], [a[piece] for a in self.ys],
-                       self.weights[piece], batch_size, shuffle, limit)
-
-
-def _source(model, x, y, sample_weight, class_weight, batch_size: int, shuffle,
-            steps: int | None) -> "_Arrays | streaming.Stream":
-    """The data of a fit or evaluate: arrays, or a stream of batches (a PyDataset, generator or
-    other iterable, which holds its targets and weights itself)."""
-    if streaming.is_stream(x):
-        streaming.refuse_arguments(x, y, sample_weight)
-        return streaming.Stream(x, shuffle, steps, class_weight)
-    return _Arrays(*standardize_data(model, x, y, sample_weight, class_weight), batch_size, shuffle,
-                   steps)
-
-
-def _validation_source(model, validation_data, batch_size: int, steps: int | None):
-    if streaming.is_stream(validation_data):
-        return streaming.Stream(validation_data, False, steps)
-    return _source(model, *_unpack(validation_data), None, batch_size, False, steps)
-
-
-def _split(train, validation_split, batch_size: int, steps: int | None, owner: str):
-    """The samples trained on and the last `validation_split` of them held out, or None."""
-    if isinstance(train, streaming.Stream):
-        streaming.refuse_split(train.source, validation_split)
-        return train, None
-    count = len(train.xs[0])
-    kept = data.training_count(validation_split, count, owner)
-    if kept == count:
-        return train, None
-    return (train.part(slice(None, kept), train.shuffle, train.batch_size, train.limit),
-            train.part(slice(kept, None), False, batch_size, steps))
-
-
-def _run_epoch(model, source, train: bool, on_batch, chunked: bool) -> None:
-    """One pass of the step over `source` (arrays or a stream)."""
-    if isinstance(source, streaming.Stream):
-        _run_stream(model, source, train, on_batch, chunked)
-        return
-    order = _order(len(source.xs[0]), source.batch_size, source.shuffle)
-    _run_batches(model, step_for(model, source.ys, source.weights, train), source.xs, source.ys, source.weights,
-                 source.batch_size, train, on_batch, order, source.limit, chunked)
-
-
 def _wants_batches(cbs, mode: str) -> bool:
     """Whether a callback acts on single batches (beyond the progress bar and the History), so
     that each batch must be its own call rather than part of one multi-step call."""
@@ -620,20 +534,6 @@ def _wants_batches(cbs, mode: str) -> bool:
                for c in cbs.callbacks if not isinstance(c, quiet) for h in hooks)
 
 
-def _unpack(val) -> tuple:
-    if isinstance(val, tuple) and len(val) in (2, 3):
-        return val if len(val) == 3 else (*val, None)
-    raise ValueError("`validation_data` should be a tuple (x_val, y_val) or (x_val, y_val, "
-                     f"val_sample_weights); received {type(val).__name__}")
-
-
-def _order(count: int, batch_size: int, shuffle) -> np.ndarray | None:
-    if shuffle == "batch":
-        starts = np.random.permutation(np.arange(0, count, batch_size))
-        return np.concatenate([np.arange(s, min(s + batch_size, count)) for s in starts]) if count else None
-    return np.random.permutation(count) if shuffle else None
-
-
 @_exclusive
 def evaluate(model, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
              callbacks=None, return_dict=False):
@@ -641,7 +541,8 @@ def evaluate(model, x=None, y=None, batch_size=None, verbose="auto", sample_weig
     owner = f"evaluate() of model '{model.name}'"
     batch_size = data.batch_size(batch_size, owner)
     steps = data.optional_count(steps, "steps", owner)
-    source = _source(model, x, y, sample_weight, None, batch_size, False, steps)
+    source = epochs_module.arrays_or_stream(model, x, y, sample_weight, None, batch_size, False,
+                                            steps)
     cbs = callbacks_module.CallbackList(callbacks, add_progbar=verbose != 0, model=model,
                                         verbose=1 if verbose == "auto" else verbose, epochs=1,
                                         steps=source.steps)
@@ -652,11 +553,11 @@ def _evaluate_source(model, source, cbs) -> dict[str, float]:
     """Run the test step over arrays or a stream; the logs (loss and metrics) at the end."""
     compiled = model._compiled
     reset(compiled)
-    if isinstance(source, _Arrays):
+    if isinstance(source, epochs_module.Arrays):
         step_for(model, source.ys, source.weights, train=False)
     cbs.on_test_begin()
-    _run_epoch(model, source, False, lambda n, logs: cbs.on_test_batch_end(n, logs),
-               chunked=not _wants_batches(cbs, "test"))
+    epochs_module.run_epoch(model, source, False, lambda n, logs: cbs.on_test_batch_end(n, logs),
+                            chunked=not _wants_batches(cbs, "test"))
     logs = logs_of(compiled)
     cbs.on_test_end(logs)
     return logs
