@@ -2,7 +2,7 @@
 iterable of `x`, `(x,)`, `(x, y)` or `(x, y, sample_weight)` batches.
 
 A `Stream` hands out one epoch of batches at a time as Keras 3's epoch iterator does: a
-PyDataset is read by index (shuffled batch order with `shuffle`, `on_epoch_begin` and
+PyDataset is read by index (batch order shuffled with `shuffle`, `on_epoch_begin` and
 `on_epoch_end` around every pass, `workers` threads reading ahead); a generator goes on where
 the last epoch stopped when `steps` is given and is read to its end otherwise. Only the batches
 read ahead are held, so memory stays bounded by a few batches whatever the data set's size.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import itertools
-import random
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator, Mapping
@@ -118,9 +117,10 @@ class Stream:
             return iter(self.source)
         dataset = self.source
         count = dataset.num_batches
-        indices = itertools.count() if count is None else list(range(count))
+        indices = itertools.count() if count is None else range(count)
         if self.shuffle and count is not None:
-            random.shuffle(indices)   # Python's generator, as Keras 3 (set_random_seed seeds it)
+            # numpy's global state, as for arrays: np.random.seed and set_random_seed both seed it
+            indices = np.random.permutation(count).tolist()
         workers = dataset.workers
         if dataset.use_multiprocessing:
             warnings.warn("nncompile reads the batches of a PyDataset with threads: "
