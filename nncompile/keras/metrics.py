@@ -532,7 +532,7 @@ def _interpolated_pr_auc(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> floa
 from nncompile.keras.confusion_metrics import (  # noqa: E402
     CONFUSION_METRICS, FalseNegatives, FalsePositives, PrecisionAtRecall, RecallAtPrecision,
     SensitivityAtSpecificity, SpecificityAtSensitivity, TrueNegatives, TruePositives)
-from nncompile.keras.score_metrics import SCORE_METRICS, F1Score, FBetaScore, R2Score  # noqa: E402
+from nncompile.keras.score_metrics import SCORE_METRICS, F1Score, FBetaScore, MeanIoU, R2Score  # noqa: E402,E501
 
 METRIC_CLASSES = (Mean, MeanMetricWrapper, Accuracy, BinaryAccuracy, CategoricalAccuracy,
                   SparseCategoricalAccuracy, TopKCategoricalAccuracy, SparseTopKCategoricalAccuracy,

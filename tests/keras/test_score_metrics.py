@@ -66,6 +66,18 @@ def test_f_scores_and_r2_against_numpy():
     assert _run(metrics.R2Score(), truth, guess) == pytest.approx(np.mean(1 - residual / total), rel=1e-5)
 
 
+def test_mean_iou_of_segmentation_maps_against_numpy():
+    rng = np.random.default_rng(3)
+    labels, scores = rng.integers(0, 4, (5, 3, 3)), rng.random((5, 3, 3, 4)).astype(np.float32)
+    weights = rng.random((5, 3, 3)).astype(np.float32)
+    matrix = np.zeros((4, 4))
+    np.add.at(matrix, (labels.ravel(), scores.argmax(-1).ravel()), weights.ravel())
+    union = matrix.sum(0) + matrix.sum(1) - np.diag(matrix)
+    want = np.mean(np.diag(matrix) / union)
+    got = _run(metrics.MeanIoU(4, sparse_y_pred=False, dtype="float32"), labels, scores, weights)
+    assert got == pytest.approx(want, rel=1e-5)
+
+
 def test_compiled_step_matches_the_reference_interpreter(monkeypatch):
     y, p = DATA["classes"]
     x = np.log(p)   # a softmax of these logits gives back p
@@ -75,7 +87,8 @@ def test_compiled_step_matches_the_reference_interpreter(monkeypatch):
         model = keras.Sequential([keras.Input(shape=(3,)), keras.layers.Softmax()])
         model.compile(loss="categorical_crossentropy",
                       metrics=[metrics.F1Score(average="macro"), metrics.PrecisionAtRecall(0.5),
-                               metrics.TruePositives(), metrics.R2Score()])
+                               metrics.TruePositives(), metrics.R2Score(),
+                               metrics.MeanIoU(3, sparse_y_true=False, sparse_y_pred=False)])
         results.append(model.evaluate(x, y, batch_size=10, verbose=0, return_dict=True))
     for name in results[1]:
         np.testing.assert_allclose(results[0][name], results[1][name], rtol=1e-5, err_msg=name)
