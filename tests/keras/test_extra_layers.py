@@ -1,4 +1,4 @@
-"""Identity, Rescaling, UnitNormalization, GaussianNoise and GaussianDropout: against numpy
+"""Identity, Rescaling, UnitNormalization, GaussianNoise, GaussianDropout and SpatialDropout: against numpy
 written here, their gradients against finite differences, compiled vs the reference
 interpreter, configs, and errors. (Real Keras 3 files with them: the `extras` fixture.)"""
 from __future__ import annotations
@@ -83,6 +83,21 @@ def test_noise_layers_draw_normal_noise_in_training_only(layer, data, mean, std)
     assert abs(np.corrcoef(drawn[:, :-1].ravel(), drawn[:, 1:].ravel())[0, 1]) < 0.02
 
 
+@pytest.mark.parametrize("layer, shape", [(layers.SpatialDropout1D, (300, 4, 20)),
+                                          (layers.SpatialDropout2D, (300, 3, 2, 20)),
+                                          (layers.SpatialDropout3D, (100, 2, 2, 2, 20))])
+def test_spatial_dropout_drops_whole_channels(layer, shape):
+    x = np.ones(shape, np.float32)
+    drawn = np.asarray(layer(0.25, seed=3)(x, training=True))
+    first = drawn.reshape(shape[0], -1, shape[-1])[:, :1]
+    assert (drawn.reshape(shape[0], -1, shape[-1]) == first).all()   # one draw per channel
+    assert set(np.unique(drawn)) == {0.0, np.float32(1 / 0.75)}
+    assert abs((first == 0).mean() - 0.25) < 0.03
+    np.testing.assert_array_equal(layer(0.25)(x), x)
+    with pytest.raises(ValueError, match=f"expected ndim={len(shape)}, found ndim=2"):
+        layer(0.25)(np.ones((2, 3), np.float32))
+
+
 def test_compiled_matches_reference(monkeypatch):
     model = keras.Sequential([keras.Input(shape=(2, 4)), layers.Rescaling([1.0, -1.0, 2.0, 0.5]),
                               layers.UnitNormalization(axis=[1, 2]), layers.Identity(),
@@ -98,10 +113,17 @@ def test_compiled_matches_reference(monkeypatch):
 @pytest.mark.parametrize("layer", [
     layers.Identity(name="same"), layers.Rescaling([0.5, 2.0], offset=-1.0),
     layers.UnitNormalization(axis=[1, -1]), layers.GaussianNoise(0.2, seed=7),
-    layers.GaussianDropout(0.4)])
+    layers.GaussianDropout(0.4), layers.SpatialDropout2D(0.3, seed=1)])
 def test_configs_round_trip(layer):
     again = type(layer).from_config(layer.get_config())
     assert again.get_config() == layer.get_config()
+
+
+def test_spatial_dropout_config_is_keras_3s():
+    """Keras 3's SpatialDropout takes neither `trainable` nor `noise_shape`: a config holding
+    them does not load there."""
+    assert layers.SpatialDropout1D(0.1, seed=4, name="drop").get_config() == {
+        "name": "drop", "dtype": "float32", "rate": 0.1, "seed": 4}
 
 
 @pytest.mark.parametrize("make, message", [

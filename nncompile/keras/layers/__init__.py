@@ -8,7 +8,8 @@ from nncompile.keras.layers.core import (ELU, Activation, Dense, Dropout, Embedd
 from nncompile.keras.layers.merging import (Add, Average, Concatenate, Maximum, Minimum, Multiply,
                                             Subtract, add, average, concatenate, maximum, minimum,
                                             multiply, subtract)
-from nncompile.keras.layers.noise import GaussianDropout, GaussianNoise
+from nncompile.keras.layers.noise import (GaussianDropout, GaussianNoise, SpatialDropout1D,
+                                          SpatialDropout2D, SpatialDropout3D)
 from nncompile.keras.layers.normalization import (BatchNormalization, LayerNormalization,
                                                   UnitNormalization)
 from nncompile.keras.layers.pooling import (AveragePooling1D, AveragePooling2D, AvgPool1D,
@@ -38,5 +39,6 @@ __all__ = [
     "StackedRNNCells", "Subtract", "TimeDistributed", "UpSampling1D", "UpSampling2D",
     "ZeroPadding1D", "ZeroPadding2D", "add", "average", "concatenate", "maximum", "minimum",
     "multiply", "subtract",
-    "GaussianDropout", "GaussianNoise", "Identity", "Rescaling", "UnitNormalization",
+    "GaussianDropout", "GaussianNoise", "Identity", "Rescaling", "SpatialDropout1D",
+    "SpatialDropout2D", "SpatialDropout3D", "UnitNormalization",
 ]

@@ -1,6 +1,7 @@
-"""Noise layers, active only in training: GaussianNoise (additive) and GaussianDropout
+"""Noise layers, active only in training: GaussianNoise (additive), GaussianDropout
 (multiplicative), drawn like Dropout's mask from the graph's `seed` input, which the training
-step sets anew for every batch. At inference they are the identity and emit nothing."""
+step sets anew for every batch, and SpatialDropout1D/2D/3D (Dropout of whole channels). At
+inference they are the identity and emit nothing."""
 from __future__ import annotations
 
 import math
@@ -9,9 +10,10 @@ from typing import Any
 import numpy as np
 
 from nncompile.ir import Builder, Value
-from nncompile.keras.layers.arguments import integer, number, owner_of
+from nncompile.keras.layers.arguments import (check_data_format, check_input_rank, integer, number,
+                                              owner_of)
 from nncompile.keras.layers.base import Layer
-from nncompile.keras.layers.core import seed_input
+from nncompile.keras.layers.core import Dropout, seed_input
 
 # The second uniform stream of a layer's normal draws: its key moved by this odd constant.
 _SECOND_STREAM = 0x5BD1E995
@@ -87,3 +89,56 @@ class GaussianDropout(_Noise):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+
+
+class _SpatialDropout(Dropout):
+    """Dropout of whole feature maps: one draw per sample and channel (channels last), shared by
+    every step or pixel, since neighbouring ones are strongly correlated."""
+
+    spatial_rank = 1
+
+    def __init__(self, rate: float, seed: int | None = None, **kwargs):
+        super().__init__(rate, noise_shape=(None, *[1] * self.spatial_rank, None), seed=seed, **kwargs)
+
+    def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
+        check_input_rank(self, inputs.type.shape, self.spatial_rank + 2)
+        return super().emit(b, inputs, training)
+
+    def get_config(self) -> dict[str, Any]:
+        # As Keras 3 writes it: the noise shape is implied, and its constructor takes no
+        # `trainable` (a config with one fails to load there).
+        config = super().get_config()
+        del config["noise_shape"], config["trainable"]
+        return config
+
+
+class SpatialDropout1D(_SpatialDropout):
+    """Drops whole channels of (batch, steps, channels) inputs with probability `rate`.
+
+    >>> x = np.ones((2, 5, 3), "float32")
+    >>> kept = SpatialDropout1D(0.5, seed=1)(x, training=True)
+    >>> bool((kept == kept[:, :1]).all())
+    True
+    """
+
+
+class _SpatialDropoutND(_SpatialDropout):
+    def __init__(self, rate: float, data_format: str | None = None, seed: int | None = None,
+                 **kwargs):
+        super().__init__(rate, seed=seed, **kwargs)
+        self.data_format = check_data_format(data_format, owner_of(self))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "data_format": self.data_format}
+
+
+class SpatialDropout2D(_SpatialDropoutND):
+    """Drops whole channels of (batch, rows, cols, channels) inputs with probability `rate`."""
+
+    spatial_rank = 2
+
+
+class SpatialDropout3D(_SpatialDropoutND):
+    """Drops whole channels of (batch, dim1, dim2, dim3, channels) inputs with probability `rate`."""
+
+    spatial_rank = 3
