@@ -124,6 +124,15 @@ def serialize_layer(layer: Layer) -> dict[str, Any]:
             "config": layer.get_config(), "registered_name": None if registered == name else registered}
 
 
+def serialize_model_layer(layer: Layer) -> dict[str, Any]:
+    """A layer's entry in a model's config. The model's InputLayer holds the input shape: the
+    layer's own `batch_input_shape` (from `input_shape=`) is left out, as Keras 3 writes it (with
+    it, Keras 3 builds a second input and fails: "could not be deserialized properly")."""
+    entry = serialize_layer(layer)
+    entry["config"].pop("batch_input_shape", None)
+    return entry
+
+
 def layer_classes(custom_objects: Mapping[str, type] | None = None) -> dict[str, type]:
     """Every class a config may name: nncompile.keras.layers, the models, the registered
     classes (`register_keras_serializable`) and `custom_objects`."""
@@ -221,7 +230,7 @@ def functional_config(model) -> dict[str, Any]:
     layers = []
     for layer in model.operations:
         nodes = [node_config(n) for n in layer._inbound_nodes if id(n) in mine and n.inputs]
-        layers.append({**serialize_layer(layer), "name": layer.name, "inbound_nodes": nodes})
+        layers.append({**serialize_model_layer(layer), "name": layer.name, "inbound_nodes": nodes})
     return {"name": model.name, "trainable": model.trainable, "layers": layers,
             "input_layers": _map_struct(model._inputs_struct, endpoint),
             "output_layers": _map_struct(model._outputs_struct, endpoint)}

@@ -2,7 +2,8 @@
 
 An initializer is a callable `init(shape, dtype=None) -> np.ndarray`. Unseeded initializers draw
 from one module-level generator, which `keras.utils.set_random_seed` reseeds, so models built
-after the same seed get the same weights. A seeded initializer gives the same values on every call.
+after the same seed get the same weights (before any such seed, from numpy's global state, which
+`np.random.seed` seeds). A seeded initializer gives the same values on every call.
 
 >>> from nncompile.keras import initializers
 >>> init = initializers.get("he_normal")
@@ -23,13 +24,23 @@ from nncompile.keras.serialization import Catalog, KerasObject
 
 Shape = Sequence[int]
 
-_generator = np.random.default_rng()
+# Set by `keras.utils.set_random_seed`; until then unseeded initializers draw from numpy's global
+# state, so that `np.random.seed(9)`, what the old tutorials write, makes runs repeat (Keras 1
+# on Theano drew its weights from it; Keras 3 does not).
+_generator: np.random.Generator | None = None
 
 
 def reseed(seed: int | None) -> None:
-    """Restart the global generator from `seed` (`keras.utils.set_random_seed` calls this)."""
+    """Restart the global generator from `seed` (`keras.utils.set_random_seed` calls this);
+    None returns to numpy's global state."""
     global _generator
-    _generator = np.random.default_rng(seed)
+    _generator = None if seed is None else np.random.default_rng(seed)
+
+
+def _global_generator() -> np.random.Generator:
+    if _generator is not None:
+        return _generator
+    return np.random.default_rng(np.random.randint(0, 2**63 - 1, dtype=np.int64))
 
 
 def compute_fans(shape: Shape) -> tuple[int, int]:
@@ -101,7 +112,7 @@ class RandomInitializer(Initializer):
         self.seed = seed
 
     def _rng(self) -> np.random.Generator:
-        return _generator if self.seed is None else np.random.default_rng(self.seed)
+        return _global_generator() if self.seed is None else np.random.default_rng(self.seed)
 
     def __call__(self, shape: Shape, dtype: str | None = None) -> np.ndarray:
         return self._draw(self._rng(), tuple(shape)).astype(_dtype(dtype))

@@ -552,12 +552,19 @@ def _interpolated_pr_auc(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> floa
 
 # --- identifiers ------------------------------------------------------------------------------
 
+# Further families live in their own modules, as in Keras 3; they build on the classes above.
+from nncompile.keras.confusion_metrics import (  # noqa: E402
+    CONFUSION_METRICS, FalseNegatives, FalsePositives, PrecisionAtRecall, RecallAtPrecision,
+    SensitivityAtSpecificity, SpecificityAtSensitivity, TrueNegatives, TruePositives)
+from nncompile.keras.score_metrics import SCORE_METRICS, F1Score, FBetaScore, MeanIoU, R2Score  # noqa: E402,E501
+
 METRIC_CLASSES = (Mean, MeanMetricWrapper, Accuracy, BinaryAccuracy, CategoricalAccuracy,
                   SparseCategoricalAccuracy, TopKCategoricalAccuracy, SparseTopKCategoricalAccuracy,
                   MeanSquaredError, RootMeanSquaredError, MeanAbsoluteError, MeanAbsolutePercentageError,
                   MeanSquaredLogarithmicError, CosineSimilarity, LogCoshError, Hinge, SquaredHinge,
                   CategoricalHinge, KLDivergence, Poisson, BinaryCrossentropy, CategoricalCrossentropy,
-                  SparseCategoricalCrossentropy, Precision, Recall, AUC)
+                  SparseCategoricalCrossentropy, Precision, Recall, AUC, *CONFUSION_METRICS,
+                  *SCORE_METRICS)
 _BY_NAME: dict[str, type] = {cls.__name__: cls for cls in METRIC_CLASSES}
 _BY_NAME.update({backend.to_snake_case(cls.__name__): cls for cls in METRIC_CLASSES})
 _BY_NAME.update({"bce": BinaryCrossentropy, "BCE": BinaryCrossentropy, "mse": MeanSquaredError,

@@ -8,12 +8,13 @@ tracing it into one `ir.Graph`, and predicting all go through the same walk. A s
 """
 from __future__ import annotations
 
+import itertools
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from nncompile.ir import Builder, DType, Graph, ShapeError, Value
-from nncompile.keras import data, saving, subclassed, tracing
+from nncompile.keras import data, saving, streaming, subclassed, tracing
 from nncompile.keras.functional import functional_config, functional_from_config, map_graph
 from nncompile.keras.layers.base import (CallNode, KerasTensor, Layer, Mask, ir_type, keras_shape,
                                          run_graph)
@@ -242,19 +243,28 @@ class Model(Layer):
         arrays = self._standardize(inputs)
         return self._pack(run_graph(self._graph(bool(training)), arrays))
 
-    def predict(self, x, batch_size: int | None = 32, verbose="auto"):
+    def predict(self, x, batch_size: int | None = None, verbose="auto", steps: int | None = None):
         """Outputs for the samples of `x` (an array, a list of arrays, or a dict by input name),
-        computed `batch_size` samples at a time. One array, a list, or a dict for dict outputs.
+        computed `batch_size` samples at a time, or for the batches of a PyDataset, generator or
+        iterable; at most `steps` batches. One array, a list, or a dict for dict outputs.
 
         `verbose` is accepted as Keras takes it; prediction prints nothing.
         """
-        batch_size = data.batch_size(batch_size, f"predict() of model '{self.name}'")
-        arrays = self._standardize(x)
+        owner = f"predict() of model '{self.name}'"
+        batch_size = data.batch_size(batch_size, owner)
+        steps = data.optional_count(steps, "steps", owner)
+        if streaming.is_stream(x):
+            feeds = (self._standardize(streaming.unpack(batch)[0])
+                     for batch in streaming.Stream(x, steps=steps).epoch())
+        else:
+            arrays = self._standardize(x)
+            # An empty input still runs one (empty) batch, so outputs keep their shapes.
+            feeds = ([a[i:i + batch_size] for a in arrays]
+                     for i in range(0, max(arrays[0].shape[0], 1), batch_size))
         graph = self._graph(False)
-        count = arrays[0].shape[0]
-        # An empty input still runs one (empty) batch, so outputs keep their shapes.
-        batches = [run_graph(graph, [a[i:i + batch_size] for a in arrays])
-                   for i in range(0, max(count, 1), batch_size)]
+        batches = [run_graph(graph, feed) for feed in itertools.islice(feeds, steps)]
+        if not batches:
+            raise ValueError(f"{owner}: the {streaming.kind(x)} gave no batch to predict on")
         outs = [np.concatenate([batch[k] for batch in batches]) for k in range(len(batches[0]))]
         return self._pack(outs)
 

@@ -5,7 +5,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from nncompile.keras.functional import config_list, deserialize_layer, serialize_layer
+from nncompile.keras.functional import config_list, deserialize_layer, serialize_model_layer
 from nncompile.keras.input_layer import InputLayer
 from nncompile.keras.layers.base import KerasTensor, Layer
 from nncompile.keras.model import Model
@@ -144,7 +144,7 @@ class Sequential(Model):
 
     def get_config(self) -> dict[str, Any]:
         config = {"name": self.name, "trainable": self.trainable, "dtype": self.dtype,
-                  "layers": [serialize_layer(layer) for layer in self._layers]}
+                  "layers": [serialize_model_layer(layer) for layer in self._layers]}
         if self.built:
             config["build_input_shape"] = list(self._layers[0].batch_shape)
         return config

@@ -22,9 +22,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from nncompile.ir import BATCH, Builder, Graph, Value, f32
+from nncompile.ir import Builder, Graph, Value, f32
 from nncompile.keras import callbacks as callbacks_module
 from nncompile.keras import data
+from nncompile.keras import epochs as epochs_module
 from nncompile.keras import losses as losses_module
 from nncompile.keras import metrics as metrics_module
 from nncompile.keras import optimizers as optimizers_module
@@ -72,7 +73,7 @@ def compile_model(model, optimizer="rmsprop", loss=None, loss_weights=None, metr
         raise ValueError(f"Model '{model.name}': `compile()` needs a `loss`, e.g. "
                          f"model.compile(optimizer='adam', loss='mse')")
     losses = [None if l is None else losses_module.get(l) for l in per_output_loss]
-    weights = _per_output(1.0 if loss_weights is None else loss_weights, names, "loss_weights")
+    weights = _loss_weights(model, loss_weights, names)
     metric_lists = _per_output_lists(metrics, names) if metrics else [[] for _ in names]
     weighted = _per_output_lists(weighted_metrics, names) if weighted_metrics else [[] for _ in names]
     resolved, weighted_ids = [], set()
@@ -95,7 +96,7 @@ def compile_model(model, optimizer="rmsprop", loss=None, loss_weights=None, metr
     # As given, for the compile config that saving writes.
     model._compile_args = {"loss": loss, "loss_weights": loss_weights, "metrics": metrics,
                            "weighted_metrics": weighted_metrics}
-    model._compiled = Compiled(model.optimizer, losses, [float(w) for w in weights], resolved,
+    model._compiled = Compiled(model.optimizer, losses, weights, resolved,
                                metrics_module.Mean(name="loss"), outputs_losses, weighted=weighted_ids)
     model.stop_training = False
 
@@ -114,6 +115,22 @@ def _per_output(value, names: list[str], what: str) -> list:
                              f"outputs ({', '.join(names)})")
         return list(value)
     return [value] * len(names)
+
+
+def _loss_weights(model, loss_weights, names: list[str]) -> list[float]:
+    """One loss weight per output. Keras 2's third positional argument of `compile` was
+    `metrics`, Keras 3's is `loss_weights`: Keras 3 takes `compile('adam', 'mse', ['mae'])` and
+    fails in `fit` on the string; this says why, at `compile`."""
+    weights = _per_output(1.0 if loss_weights is None else loss_weights, names, "loss_weights")
+    for weight in weights:
+        if isinstance(weight, bool) or not isinstance(weight, (int, float, np.integer, np.floating)):
+            raise TypeError(f"Model '{model.name}': `loss_weights` of `compile()` must be numbers "
+                            f"(one, a list with one per output, or a dict by output name). "
+                            f"Received: loss_weights={loss_weights!r}. The third positional "
+                            f"argument of `compile()` is `loss_weights` in Keras 3; in Keras 2 it "
+                            f"was `metrics`: pass metrics by keyword, e.g. "
+                            f"compile(optimizer, loss, metrics=['accuracy']).")
+    return [float(w) for w in weights]
 
 
 def _per_output_lists(metrics, names: list[str]) -> list[list]:
@@ -155,10 +172,11 @@ def _target_name(output: str) -> str:
     return f"target/{output}"
 
 
-def build_step_graph(model, compiled: Compiled, targets: Sequence[np.ndarray],
-                     train: bool) -> tuple[Graph, list[int]]:
+def build_step_graph(model, compiled: Compiled, targets: Sequence[np.ndarray], train: bool,
+                     weight_shape: tuple[int, ...] = ()) -> tuple[Graph, list[int]]:
     """The training (or test) step of `model` as one graph, and the number of statistics each
-    metric gives; `targets` give the label types."""
+    metric gives; `targets` give the label types, `weight_shape` that of a sample's weights
+    (() for one weight a sample, else one a timestep or entry of its loss)."""
     b = Builder(name="train_step" if train else "test_step")
     xs = [b.input(t.history.layer.name, ir_type(t.shape, t.dtype, t.history.layer.name))
           for t in model.inputs]
@@ -166,7 +184,7 @@ def build_step_graph(model, compiled: Compiled, targets: Sequence[np.ndarray],
     _refuse_masked_metrics(model, compiled, masks)
     ys = [b.input(_target_name(name), ir_type((None,) + y.shape[1:], str(y.dtype), name))
           for name, y in zip(model.output_names, targets)]
-    weight = b.input(SAMPLE_WEIGHT, f32[BATCH])
+    weight = b.input(SAMPLE_WEIGHT, ir_type((None, *weight_shape), "float32", SAMPLE_WEIGHT))
     total, per_output = None, []
     for loss, scale, y, pred, mask in zip(compiled.losses, compiled.loss_weights, ys, preds, masks):
         if loss is None:
@@ -231,13 +249,15 @@ def _emit_update(model, optimizer, b: Builder, loss: Value) -> None:
     optimizer.emit_apply(b, list(zip(params, grads)), slots, lr, step)
 
 
-def step_for(model, targets: Sequence[np.ndarray], train: bool) -> _Step:
-    """The compiled step for targets of these shapes and dtypes (built once per signature)."""
+def step_for(model, targets: Sequence[np.ndarray], weights: np.ndarray, train: bool) -> _Step:
+    """The compiled step for targets and sample weights of these shapes and dtypes (built once
+    per signature)."""
     compiled = model._compiled
-    key = (train, tuple((y.shape[1:], y.dtype.str) for y in targets))
+    key = (train, tuple((y.shape[1:], y.dtype.str) for y in targets), weights.shape[1:])
     step = compiled.steps.get(key)
     if step is None:
-        step = compiled.steps[key] = _Step(*build_step_graph(model, compiled, targets, train))
+        step = compiled.steps[key] = _Step(*build_step_graph(model, compiled, targets, train,
+                                                             weights.shape[1:]))
     return step
 
 
@@ -253,7 +273,15 @@ def standardize_data(model, x, y, sample_weight, class_weight=None) -> tuple[lis
         *((f'input "{n}"', len(a)) for n, a in zip(model.input_names, xs)),
         *((f'target "{n}"', len(a)) for n, a in zip(model.output_names, ys)),
         *([("`sample_weight`", len(weight))] if weight is not None and weight.ndim else [])])
-    return xs, ys, sample_weights(ys[0], weight, class_weight)
+    return xs, ys, sample_weights(ys[0], weight, class_weight, _entry_shape(ys[0], model._compiled.losses[0]))
+
+
+def _entry_shape(y: np.ndarray, loss) -> tuple[int, ...]:
+    """The shape of a sample's loss before its reduction: a loss reduces the last (class or
+    feature) axis of dense targets; sparse targets hold one class per entry."""
+    if _is_sparse(loss) and y.shape[-1:] != (1,):
+        return y.shape[1:]
+    return y.shape[1:-1]
 
 
 def standardize_targets(model, y, losses: Sequence) -> list[np.ndarray]:
@@ -293,19 +321,32 @@ def _is_sparse(loss) -> bool:
     return loss is not None and "sparse" in type(loss).__name__.lower()
 
 
-def sample_weights(y0: np.ndarray, sample_weight: np.ndarray | None, class_weight) -> np.ndarray:
+def sample_weights(y0: np.ndarray, sample_weight: np.ndarray | None, class_weight,
+                   entry_shape: tuple[int, ...] = ()) -> np.ndarray:
+    """The weights of the samples: one a sample, or (per-timestep outputs, images) one per entry
+    of a sample's loss, `entry_shape`, as Keras 3 takes them. `class_weight` multiplies them by
+    the weight of each sample's class."""
     count = len(y0)
     if sample_weight is None:
         weights = np.ones(count, np.float32)
-    elif sample_weight.size == count and sample_weight.shape[:1] == (count,):
+    elif sample_weight.shape in ((count,), (count, 1)):
         weights = sample_weight.astype(np.float32).reshape(count)
+    elif entry_shape and sample_weight.shape == (count, *entry_shape):
+        weights = sample_weight.astype(np.float32)
     else:
+        temporal = f" or one per entry of the loss, {(count, *entry_shape)}" if entry_shape else ""
         raise ValueError(f"`sample_weight` must hold one weight per sample: expected shape "
-                         f"({count},) or ({count}, 1). Received shape {sample_weight.shape}")
+                         f"({count},) or ({count}, 1){temporal}. Received shape {sample_weight.shape}")
     if class_weight:
+        if entry_shape:
+            raise ValueError(f"`class_weight` gives one weight per sample from its class, but the "
+                             f"targets of shape {y0.shape} hold a class per entry: pass those "
+                             f"entries' weights as `sample_weight` of shape "
+                             f"{(count, *entry_shape)} instead")
         labels = y0.reshape(count, -1)
         classes = labels.argmax(axis=1) if labels.shape[1] > 1 else labels[:, 0].round().astype(int)
-        weights = weights * np.array([class_weight.get(int(c), 1.0) for c in classes], np.float32)
+        per_sample = np.array([class_weight.get(int(c), 1.0) for c in classes], np.float32)
+        weights = weights * per_sample.reshape((count,) + (1,) * (weights.ndim - 1))
     return weights
 
 
@@ -435,54 +476,51 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
                                             default=batch_size)
     validation_freq = positive_int(validation_freq, "validation_freq", owner)
     compiled = model._compiled
-    (xs, ys, weights), val = _fit_data(model, x, y, sample_weight, class_weight, validation_data,
-                                       validation_split, owner)
+    train = epochs_module.arrays_or_stream(model, x, y, sample_weight, class_weight, batch_size,
+                                           shuffle, steps_per_epoch)
+    if validation_data is not None:   # Keras ignores `validation_split` then
+        val = epochs_module.validation_source(model, validation_data, validation_batch_size,
+                                              validation_steps)
+    else:
+        train, val = epochs_module.split(train, validation_split, validation_batch_size,
+                                         validation_steps, owner)
     model._seed = int(np.random.randint(0, 2**31))
     verbose = 1 if verbose == "auto" else verbose
-    steps = -(-len(xs[0]) // batch_size) if steps_per_epoch is None else steps_per_epoch
     cbs = callbacks_module.CallbackList(callbacks, add_history=True, add_progbar=verbose != 0,
-                                        model=model, verbose=verbose, epochs=epochs, steps=steps)
+                                        model=model, verbose=verbose, epochs=epochs,
+                                        steps=train.steps)
     # Steps run many per call unless a callback or a weight constraint must act after each one.
     chunked = not _wants_batches(cbs, "train") and all(v.constraint is None for v in model.trainable_weights)
     model.stop_training = False
-    step = step_for(model, ys, train=True)
+    if isinstance(train, epochs_module.Arrays):
+        step_for(model, train.ys, train.weights, train=True)   # compiled before the clock of the first epoch
     cbs.on_train_begin()
     logs: dict[str, float] = {}
     for epoch in range(initial_epoch, epochs):
         reset(compiled)
         cbs.on_epoch_begin(epoch)
-        order = _order(len(xs[0]), batch_size, shuffle)
+
+        ran = []
 
         def on_batch(number, batch_logs):
+            ran.append(number)
             cbs.on_train_batch_end(number, batch_logs)
             return not model.stop_training
 
-        _run_batches(model, step, xs, ys, weights, batch_size, True, on_batch, order, steps_per_epoch,
-                     chunked)
+        epochs_module.run_epoch(model, train, True, on_batch, chunked)
+        if train.ran_out:   # a generator at its end: this epoch is the last, if it ran at all
+            model.stop_training = True
+            if not ran:
+                break
         logs = logs_of(compiled)
         if val is not None and (epoch + 1) % validation_freq == 0:
-            val_logs = _evaluate_arrays(model, *val, validation_batch_size, validation_steps, cbs)
+            val_logs = _evaluate_source(model, val, cbs)
             logs.update({f"val_{k}": v for k, v in val_logs.items()})
         cbs.on_epoch_end(epoch, logs)
         if model.stop_training:
             break
     cbs.on_train_end(logs)
     return model.history
-
-
-def _fit_data(model, x, y, sample_weight, class_weight, validation_data, validation_split,
-              owner: str) -> tuple[tuple, tuple | None]:
-    """The training arrays (inputs, targets, weights) and the validation ones, or None: from
-    `validation_data`, else the last `validation_split` of the samples."""
-    train = standardize_data(model, x, y, sample_weight, class_weight)
-    if validation_data is not None:   # Keras ignores `validation_split` then
-        return train, standardize_data(model, *_unpack(validation_data))
-    xs, ys, weights = train
-    kept = data.training_count(validation_split, len(xs[0]), owner)
-    if kept == len(xs[0]):
-        return train, None
-    return (([a[:kept] for a in xs], [a[:kept] for a in ys], weights[:kept]),
-            ([a[kept:] for a in xs], [a[kept:] for a in ys], weights[kept:]))
 
 
 def _wants_batches(cbs, mode: str) -> bool:
@@ -496,20 +534,6 @@ def _wants_batches(cbs, mode: str) -> bool:
                for c in cbs.callbacks if not isinstance(c, quiet) for h in hooks)
 
 
-def _unpack(val) -> tuple:
-    if isinstance(val, tuple) and len(val) in (2, 3):
-        return val if len(val) == 3 else (*val, None)
-    raise ValueError("`validation_data` should be a tuple (x_val, y_val) or (x_val, y_val, "
-                     f"val_sample_weights); received {type(val).__name__}")
-
-
-def _order(count: int, batch_size: int, shuffle) -> np.ndarray | None:
-    if shuffle == "batch":
-        starts = np.random.permutation(np.arange(0, count, batch_size))
-        return np.concatenate([np.arange(s, min(s + batch_size, count)) for s in starts]) if count else None
-    return np.random.permutation(count) if shuffle else None
-
-
 @_exclusive
 def evaluate(model, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
              callbacks=None, return_dict=False):
@@ -517,22 +541,23 @@ def evaluate(model, x=None, y=None, batch_size=None, verbose="auto", sample_weig
     owner = f"evaluate() of model '{model.name}'"
     batch_size = data.batch_size(batch_size, owner)
     steps = data.optional_count(steps, "steps", owner)
-    xs, ys, weights = standardize_data(model, x, y, sample_weight)
+    source = epochs_module.arrays_or_stream(model, x, y, sample_weight, None, batch_size, False,
+                                            steps)
     cbs = callbacks_module.CallbackList(callbacks, add_progbar=verbose != 0, model=model,
                                         verbose=1 if verbose == "auto" else verbose, epochs=1,
-                                        steps=-(-len(xs[0]) // batch_size))
-    return _result(_evaluate_arrays(model, xs, ys, weights, batch_size, steps, cbs), return_dict)
+                                        steps=source.steps)
+    return _result(_evaluate_source(model, source, cbs), return_dict)
 
 
-def _evaluate_arrays(model, xs, ys, weights, batch_size: int, steps, cbs) -> dict[str, float]:
-    """Run the test step over standardized arrays; the logs (loss and metrics) at the end."""
+def _evaluate_source(model, source, cbs) -> dict[str, float]:
+    """Run the test step over arrays or a stream; the logs (loss and metrics) at the end."""
     compiled = model._compiled
     reset(compiled)
-    step = step_for(model, ys, train=False)
+    if isinstance(source, epochs_module.Arrays):
+        step_for(model, source.ys, source.weights, train=False)
     cbs.on_test_begin()
-    _run_batches(model, step, xs, ys, weights, batch_size, False,
-                 lambda n, logs: cbs.on_test_batch_end(n, logs), steps=steps,
-                 chunked=not _wants_batches(cbs, "test"))
+    epochs_module.run_epoch(model, source, False, lambda n, logs: cbs.on_test_batch_end(n, logs),
+                            chunked=not _wants_batches(cbs, "test"))
     logs = logs_of(compiled)
     cbs.on_test_end(logs)
     return logs
@@ -551,7 +576,8 @@ def train_on_batch(model, x, y=None, sample_weight=None, class_weight=None, retu
     xs, ys, weights = standardize_data(model, x, y, sample_weight, class_weight)
     if not hasattr(model, "_seed"):
         model._seed = int(np.random.randint(0, 2**31))
-    step = step_for(model, ys, train=True)
+    reset(model._compiled)   # as Keras 3: the logs of this batch alone, not a running mean
+    step = step_for(model, ys, weights, train=True)
     _run_batches(model, step, xs, ys, weights, max(len(xs[0]), 1), True, lambda n, logs: None)
     return _result(logs_of(model._compiled), return_dict)
 
@@ -560,7 +586,7 @@ def train_on_batch(model, x, y=None, sample_weight=None, class_weight=None, retu
 def test_on_batch(model, x, y=None, sample_weight=None, return_dict=False):
     xs, ys, weights = standardize_data(model, x, y, sample_weight)
     reset(model._compiled)
-    step = step_for(model, ys, train=False)
+    step = step_for(model, ys, weights, train=False)
     _run_batches(model, step, xs, ys, weights, max(len(xs[0]), 1), False, lambda n, logs: None)
     return _result(logs_of(model._compiled), return_dict)
 

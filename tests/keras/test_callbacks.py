@@ -127,8 +127,14 @@ def test_history_records_every_epoch_and_becomes_model_history():
 def clock(monkeypatch):
     """The progress bar's clock, set by the test."""
     now = [0.0]
-    monkeypatch.setattr(utils, "_clock", lambda: now[0])
+    monkeypatch.setattr(utils.progbar, "_clock", lambda: now[0])
     return now
+
+
+@pytest.fixture
+def terminal(monkeypatch):
+    """stdout taken for a terminal, where Keras's bar is redrawn in place."""
+    monkeypatch.setattr(utils.progbar, "_interactive_stdout", lambda: True)
 
 
 def _bar(done, digits_text):
@@ -137,7 +143,7 @@ def _bar(done, digits_text):
     return head + green + f"{GREY}{BAR * (20 - done)}{RESET}"
 
 
-def test_progbar_logger_verbose_1_prints_keras_bar(clock, capsys):
+def test_progbar_logger_verbose_1_prints_keras_bar(clock, capsys, terminal):
     cbs = cb.CallbackList([], add_progbar=True, model=FakeModel(), verbose=1, epochs=2, steps=4)
     cbs.on_train_begin()
     cbs.on_epoch_begin(0)
@@ -164,6 +170,21 @@ def test_progbar_logger_verbose_2_prints_one_line_per_epoch(clock, capsys):
     assert capsys.readouterr().out == "16/16 - 0s - 0s/step - accuracy: 0.6150 - loss: 0.6737\n"
 
 
+def test_progbar_verbose_1_writes_one_plain_line_per_epoch_when_stdout_is_not_a_terminal(
+        clock, capsys):
+    # capsys's stdout is no terminal: no carriage returns, backspaces nor colour codes.
+    cbs = cb.CallbackList([], add_progbar=True, model=FakeModel(), verbose=1, epochs=2, steps=4)
+    cbs.on_train_begin()
+    for epoch in range(2):
+        cbs.on_epoch_begin(epoch)
+        for batch in range(4):
+            clock[0] += 0.25
+            cbs.on_train_batch_end(batch, {"loss": 1.0})
+        cbs.on_epoch_end(epoch, {"loss": 0.5})
+    line = "4/4 - 1s - 250ms/step - loss: 0.5000\n"
+    assert capsys.readouterr().out == "Epoch 1/2\n" + line + "Epoch 2/2\n" + line
+
+
 def test_progbar_logger_verbose_2_times_the_epoch(clock, capsys):
     cbs = cb.CallbackList([], add_progbar=True, model=FakeModel(), verbose=2, epochs=3, steps=16)
     cbs.on_train_begin()
@@ -174,7 +195,7 @@ def test_progbar_logger_verbose_2_times_the_epoch(clock, capsys):
                                        "- loss: -5.0000e-01\n")
 
 
-def test_progbar_is_silent_for_validation_inside_fit_and_shows_evaluate(clock, capsys):
+def test_progbar_is_silent_for_validation_inside_fit_and_shows_evaluate(clock, capsys, terminal):
     in_fit = cb.CallbackList([], add_progbar=True, model=FakeModel(), verbose=1, epochs=1, steps=1)
     in_fit.on_train_begin()
     in_fit.on_test_begin()
@@ -193,7 +214,7 @@ def test_progbar_is_silent_for_validation_inside_fit_and_shows_evaluate(clock, c
     assert capsys.readouterr().out == first + final
 
 
-def test_progbar_eta_formats_and_unknown_target(clock, capsys):
+def test_progbar_eta_formats_and_unknown_target(clock, capsys, terminal):
     bar = utils.Progbar(target=10000, verbose=1)
     clock[0] = 4.0  # 4 s a step, 9999 steps to go
     bar.update(1)

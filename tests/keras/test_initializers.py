@@ -216,3 +216,27 @@ def test_config_round_trip(init):
     again = initializers.get(config)
     assert type(again) is type(init) and again.get_config() == init.get_config()
     np.testing.assert_array_equal(again((4, 4)), init((4, 4)))
+
+
+def test_np_random_seed_alone_repeats_a_run_as_keras_1_did(monkeypatch):
+    """Before any keras.utils.set_random_seed, weights, dropout and shuffling all draw from
+    numpy's global state: the tutorials' `np.random.seed(9)` makes a run repeat."""
+    from nncompile import keras
+
+    monkeypatch.setenv("NNCOMPILE_BACKEND", "reference")
+    monkeypatch.setattr(initializers, "_generator", None)   # as in a fresh process
+    x = np.linspace(-1, 1, 24, dtype=np.float32).reshape(8, 3)
+    runs = []
+    for _ in range(2):
+        np.random.seed(9)
+        model = keras.Sequential([keras.Input(shape=(3,)), keras.layers.Dense(4, activation="relu"),
+                                  keras.layers.Dropout(0.5), keras.layers.Dense(1)])
+        model.compile(optimizer="adam", loss="mse")
+        model.fit(x, x[:, :1], batch_size=4, epochs=2, verbose=0)
+        runs.append(model.get_weights())
+    for first, second in zip(*runs):
+        np.testing.assert_array_equal(first, second)
+    np.random.seed(9)
+    again = initializers.GlorotUniform()((3, 4))
+    np.random.seed(10)
+    assert not np.array_equal(initializers.GlorotUniform()((3, 4)), again)

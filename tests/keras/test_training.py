@@ -125,7 +125,7 @@ def test_the_ragged_last_batch_does_not_build_a_second_step():
     model = keras.Sequential([keras.Input(shape=(8,)), layers.Dense(1, activation="sigmoid")])
     model.compile(optimizer="sgd", loss="binary_crossentropy")
     model.fit(x, y, batch_size=10, epochs=2, verbose=0)
-    assert sum(1 for train, _ in model._compiled.steps if train) == 1
+    assert sum(1 for train, *_ in model._compiled.steps if train) == 1
 
 
 def test_validation_split_and_validation_data_give_val_logs():
@@ -260,3 +260,68 @@ def test_only_weighted_metrics_see_sample_weights():
     assert set(logs) == {"loss", "mae", "weighted_mae"}
     assert logs["mae"] == pytest.approx(error.mean(), rel=1e-5)
     assert logs["weighted_mae"] == pytest.approx((error * w).sum() / w.sum(), rel=1e-5)
+
+
+def test_train_on_batch_returns_the_logs_of_its_own_batch_as_keras_3():
+    """Keras 3 resets the metrics in every train_on_batch (checked in Keras 3.x, JAX backend):
+    with a zero learning rate the second call gives the second batch's loss alone."""
+    x, y = pima_like(n=16)
+    model = keras.Sequential([keras.Input(shape=(8,)), layers.Dense(1, activation="sigmoid")])
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0), loss="binary_crossentropy",
+                  metrics=["accuracy"])
+    model.train_on_batch(x[:8], y[:8])
+    second = model.train_on_batch(x[8:], y[8:])
+    np.testing.assert_allclose(second, model.test_on_batch(x[8:], y[8:]), rtol=1e-6)
+
+
+def test_keras_2_positional_metrics_are_refused_at_compile_naming_loss_weights():
+    """Keras 3 takes compile('adam', 'binary_crossentropy', ['accuracy']) as loss_weights and
+    fails in fit ("Value 'accuracy' ... is not a valid JAX array type"); this fails at once."""
+    model = keras.Sequential([keras.Input(shape=(8,)), layers.Dense(1, activation="sigmoid")])
+    with pytest.raises(TypeError, match=r"loss_weights=\['accuracy'\].*metrics=\['accuracy'\]"):
+        model.compile("adam", "binary_crossentropy", ["accuracy"])
+
+
+def test_fit_writes_one_plain_line_per_epoch_into_a_pipe(capsys):
+    x, y = pima_like(n=40)
+    model = keras.Sequential([keras.Input(shape=(8,)), layers.Dense(1, activation="sigmoid")])
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    model.fit(x, y, epochs=2, batch_size=10)
+    lines = capsys.readouterr().out.split("\n")
+    assert lines[0] == "Epoch 1/2" and lines[2] == "Epoch 2/2" and lines[4:] == [""]
+    assert all(re.fullmatch(r"4/4 - \d+s - \d+(ms|us|s)/step - loss: \d\.\d{4}", lines[i])
+               for i in (1, 3))
+
+
+def _per_timestep_model():
+    keras.utils.set_random_seed(2)
+    model = keras.Sequential([keras.Input(shape=(4, 5)), layers.Dense(5, activation="sigmoid")])
+    model.compile(optimizer="sgd", loss="mse", metrics=["mae"], weighted_metrics=["mse"])
+    return model
+
+
+def test_rank_3_targets_take_one_weight_per_timestep_as_keras_3(monkeypatch):
+    """Keras 3 weighs per-timestep losses by a sample_weight of shape (batch, timesteps): the
+    loss is the mean of the weighted entries, a weighted metric their weighted mean."""
+    monkeypatch.setenv("NNCOMPILE_BACKEND", "reference")
+    rng = np.random.default_rng(0)
+    x, t = rng.random((6, 4, 5), np.float32), rng.random((6, 4, 5), np.float32)
+    weights = rng.random((6, 4)).astype(np.float32)
+    model = _per_timestep_model()
+    per_entry = ((model.predict(x, verbose=0) - t) ** 2).mean(-1)
+    loss, mae, weighted_mse = model.evaluate(x, t, sample_weight=weights, verbose=0)
+    np.testing.assert_allclose(loss, (per_entry * weights).mean(), rtol=1e-5)
+    np.testing.assert_allclose(weighted_mse, (per_entry * weights).sum() / weights.sum(), rtol=1e-5)
+    np.testing.assert_allclose(mae, np.abs(model.predict(x, verbose=0) - t).mean(), rtol=1e-5)
+    history = model.fit(x, t, sample_weight=weights, batch_size=4, epochs=2, verbose=0).history
+    assert len(history["loss"]) == 2 and np.isfinite(history["loss"]).all()
+
+
+def test_rank_3_targets_refuse_misshapen_weights_and_class_weight():
+    rng = np.random.default_rng(0)
+    x, t = rng.random((6, 4, 5), np.float32), rng.random((6, 4, 5), np.float32)
+    model = _per_timestep_model()
+    with pytest.raises(ValueError, match=r"one per entry of the loss, \(6, 4\). Received shape \(6, 4, 5\)"):
+        model.fit(x, t, sample_weight=np.ones((6, 4, 5)), verbose=0)
+    with pytest.raises(ValueError, match=r"`class_weight` .* `sample_weight` of shape \(6, 4\)"):
+        model.fit(x, t, class_weight={0: 1.0, 1: 2.0}, verbose=0)

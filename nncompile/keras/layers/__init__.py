@@ -4,18 +4,22 @@ from nncompile.keras.layers.base import Layer
 from nncompile.keras.layers.lambda_layer import Lambda
 from nncompile.keras.layers.conv import Conv1D, Conv2D, Convolution1D, Convolution2D
 from nncompile.keras.layers.core import (ELU, Activation, Dense, Dropout, Embedding, Flatten,
-                                         LeakyReLU, Masking, Permute, ReLU, Reshape,
+                                         Identity, LeakyReLU, Masking, Permute, ReLU, Reshape,
                                          Softmax)
 from nncompile.keras.layers.merging import (Add, Average, Concatenate, Maximum, Minimum, Multiply,
                                             Subtract, add, average, concatenate, maximum, minimum,
                                             multiply, subtract)
-from nncompile.keras.layers.normalization import BatchNormalization, LayerNormalization
+from nncompile.keras.layers.noise import (GaussianDropout, GaussianNoise, SpatialDropout1D,
+                                          SpatialDropout2D, SpatialDropout3D)
+from nncompile.keras.layers.normalization import (BatchNormalization, LayerNormalization,
+                                                  UnitNormalization)
 from nncompile.keras.layers.pooling import (AveragePooling1D, AveragePooling2D, AvgPool1D,
                                             AvgPool2D, GlobalAveragePooling1D,
                                             GlobalAveragePooling2D, GlobalAvgPool1D,
                                             GlobalAvgPool2D, GlobalMaxPool1D, GlobalMaxPool2D,
                                             GlobalMaxPooling1D, GlobalMaxPooling2D, MaxPool1D,
                                             MaxPool2D, MaxPooling1D, MaxPooling2D)
+from nncompile.keras.layers.preprocessing import Rescaling
 from nncompile.keras.layers.recurrent import GRU, LSTM, RNN, SimpleRNN
 from nncompile.keras.layers.recurrent_cells import (GRUCell, LSTMCell, SimpleRNNCell,
                                                     StackedRNNCells)
@@ -36,4 +40,6 @@ __all__ = [
     "StackedRNNCells", "Subtract", "TimeDistributed", "UpSampling1D", "UpSampling2D",
     "ZeroPadding1D", "ZeroPadding2D", "add", "average", "concatenate", "maximum", "minimum",
     "multiply", "subtract",
+    "GaussianDropout", "GaussianNoise", "Identity", "Rescaling", "SpatialDropout1D",
+    "SpatialDropout2D", "SpatialDropout3D", "UnitNormalization",
 ]

@@ -1,4 +1,4 @@
-"""Core layers: Dense, Activation, Dropout, Flatten, Reshape, Permute, Embedding, Masking, and
+"""Core layers: Dense, Activation, Dropout, Flatten, Reshape, Permute, Embedding, Masking, Identity, and
 the activation layers ReLU, LeakyReLU, ELU and Softmax."""
 from __future__ import annotations
 
@@ -477,3 +477,17 @@ class Softmax(Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "axis": self.axis}
+
+
+class Identity(Layer):
+    """Returns its input unchanged (a placeholder in a stack of layers); the mask passes on.
+
+    >>> Identity()(np.array([[1.0, 2.0]], "float32")).tolist()
+    [[1.0, 2.0]]
+    """
+
+    supports_masking = True
+    acts_per_step = True
+
+    def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
+        return inputs

@@ -1,4 +1,5 @@
-"""Normalization layers: BatchNormalization and LayerNormalization.
+"""Normalization layers: BatchNormalization and LayerNormalization, and UnitNormalization (which
+has no weights).
 
 Both emit `(x - mean) * (gamma * rsqrt(var + epsilon)) + beta`, grouping the per-channel factor so
 that, at inference, it is a function of parameters alone and folds into a constant. With
@@ -10,7 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from nncompile.ir import Builder, Value
+from nncompile.ir import Builder, DType, Value
 from nncompile.keras import constraints, initializers, regularizers
 from nncompile.keras.layers.base import Layer, Mask, Variable
 from nncompile.keras.layers.arguments import (ArgumentTypeError, boolean, legacy_args, number,
@@ -277,3 +278,37 @@ class LayerNormalization(Layer):
                 "gamma_regularizer": regularizers.serialize(self.gamma_regularizer),
                 "beta_constraint": constraints.serialize(self.beta_constraint),
                 "gamma_constraint": constraints.serialize(self.gamma_constraint)}
+
+
+class UnitNormalization(Layer):
+    """Scales each input to unit L2 norm along `axis` (an int or a list of them):
+    `x / sqrt(max(sum(x ** 2), 1e-12))`, as Keras 3's `ops.normalize` does.
+
+    >>> UnitNormalization()(np.array([[3.0, 4.0]], "float32")).tolist()
+    [[0.6000000238418579, 0.800000011920929]]
+    """
+
+    def __init__(self, axis: int | Sequence[int] = -1, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(axis, (list, tuple)):
+            self.axis = [int(a) for a in axis]
+        elif isinstance(axis, (int, np.integer)) and not isinstance(axis, bool):
+            self.axis = int(axis)
+        else:
+            raise ArgumentTypeError(f"Layer '{self.name}' (UnitNormalization): invalid value for "
+                                    f"`axis` argument: expected an int or a list/tuple of ints. "
+                                    f"Received: axis={axis!r}")
+
+    def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
+        rank = inputs.type.rank
+        axes = [self.axis] if isinstance(self.axis, int) else self.axis
+        if any(not -rank < a < rank or a % rank == 0 for a in axes):
+            raise ValueError(f"Layer '{self.name}' (UnitNormalization): `axis` {self.axis} does not "
+                             f"name a non-batch axis of its input of rank {rank}")
+        x = inputs if inputs.type.dtype.is_float else b.cast(inputs, dtype=DType.from_numpy(self.dtype))
+        squares = b.reduce_sum(b.square(x), axes=[a % rank for a in axes], keepdims=True)
+        floor = b.maximum(squares, b.scalar(1e-12, squares))
+        return b.mul(x, b.broadcast(b.rsqrt(floor), shape=list(x.type.shape)))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "axis": self.axis}

@@ -262,6 +262,8 @@ def _plain(value: Any, kind: str) -> Any:
 def compile_from_config(model, config: Mapping[str, Any]) -> None:
     """`model.compile(...)` with the arguments of a Keras 3 `compile_config` or a legacy
     `training_config` (whose optimizer is under 'optimizer_config')."""
+    from nncompile.keras import losses as losses_module
+    from nncompile.keras import metrics as metrics_module
     from nncompile.keras import optimizers
 
     optimizer = config.get("optimizer", config.get("optimizer_config"))
@@ -269,10 +271,24 @@ def compile_from_config(model, config: Mapping[str, Any]) -> None:
         # tf.keras 2 registers its optimizers as "Custom>Adam".
         name = str(optimizer.get("class_name", "")).rsplit(">", 1)[-1]
         optimizer = optimizers.deserialize({**optimizer, "class_name": name})
-    metrics, weighted = (_one_output(model, _tf_keras_metrics(config.get(key)))
+    metrics, weighted = (_objects(_one_output(model, _tf_keras_metrics(config.get(key))),
+                                  metrics_module.deserialize)
                          for key in ("metrics", "weighted_metrics"))
-    model.compile(optimizer=optimizer or "rmsprop", loss=config.get("loss"),
+    model.compile(optimizer=optimizer or "rmsprop",
+                  loss=_objects(config.get("loss"), losses_module.deserialize),
                   loss_weights=config.get("loss_weights"), metrics=metrics, weighted_metrics=weighted)
+
+
+def _objects(value: Any, deserialize) -> Any:
+    """Compile arguments with every serialized Loss or Metric (a dict naming its `class_name`)
+    made an object, so that such a dict is not taken for one keyed by output name."""
+    if isinstance(value, Mapping):
+        if "class_name" in value:
+            return deserialize(value)
+        return {k: _objects(v, deserialize) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_objects(v, deserialize) for v in value]
+    return value
 
 
 def _one_output(model, metrics: Any) -> Any:

@@ -18,7 +18,7 @@ from nncompile.keras.saving import load_model
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "keras"
 BATCH = 16   # the batch of the extra training step in make_fixtures.py
-KERAS3 = [f"{name}{suffix}" for name in ("mlp", "cnn", "two_io", "residual", "masked", "zoo")
+KERAS3 = [f"{name}{suffix}" for name in ("mlp", "cnn", "two_io", "residual", "masked", "zoo", "objects", "extras")
           for suffix in (".keras", ".h5")]
 TF_KERAS2 = ["tf_keras_mlp.h5", "tf_keras_cnn.h5"]
 FILES = KERAS3 + TF_KERAS2

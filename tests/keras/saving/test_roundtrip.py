@@ -164,3 +164,17 @@ def test_model_checkpoint_writes_a_loadable_file(tmp_path, weights_only, name):
         again = keras.models.load_model(path)
         assert again.optimizer.iterations == 2
     np.testing.assert_array_equal(again.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_input_shape_on_a_layer_is_written_once_in_the_input_layer_as_keras_3_writes_it():
+    """With the layer's own `batch_input_shape` as well, Keras 3 builds a second input and
+    fails ("could not be deserialized properly"); tests/fixtures/keras/check_nncompile_files.py
+    loads such files in real Keras."""
+    sequential = keras.Sequential([keras.layers.Dense(4, input_shape=(3,)), keras.layers.Dense(1)])
+    x = keras.Input(shape=(3,))
+    functional = keras.Model(x, keras.layers.Dense(2, input_shape=(3,))(x))
+    for model in (sequential, functional):
+        entries = model.get_config()["layers"]
+        assert entries[0]["class_name"] == "InputLayer"
+        assert not any("batch_input_shape" in entry["config"] for entry in entries)
+        assert type(model).from_config(model.get_config()).input_shape == (None, 3)
