@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple, Sequence
 
 from nncompile.ir import Builder, Value
+from nncompile.ir.cells import ACTIVATIONS, Cell
 from nncompile.keras import activations, constraints, initializers, regularizers
 from nncompile.keras.layers.arguments import ArgumentError, boolean, owner_of
 from nncompile.keras.layers.base import Layer
@@ -200,6 +201,24 @@ class RecurrentCell(Layer):
              masks: DropoutMasks | None) -> tuple[Value, list[Value]]:
         raise NotImplementedError
 
+    def scan_cell(self) -> str:
+        """The `cell` attribute of a scan of this cell's `step` without dropout masks
+        (nncompile.ir.cells), or "" when an activation is not one a cell can name."""
+        names = []
+        for fn in self.cell_activations():
+            name = next((n for n in ACTIVATIONS if activations.get(n) is fn), None)
+            if name is None:
+                return ""
+            names.append(name)
+        return str(Cell(self.cell_kind(), tuple(names)))
+
+    def cell_kind(self) -> str:
+        raise NotImplementedError
+
+    def cell_activations(self) -> list:
+        """The gates' activation (gated cells), then the cell's."""
+        return [self.activation]
+
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "units": self.units,
                 "activation": activations.serialize(self.activation), "use_bias": self.use_bias,
@@ -234,6 +253,9 @@ class SimpleRNNCell(RecurrentCell):
         h = self.activation(b, b.add(projected, self.recurrent(b, states[0], masks)))
         return h, [h]
 
+    def cell_kind(self) -> str:
+        return "simple_rnn"
+
 
 class _GatedCell(RecurrentCell):
     """LSTMCell and GRUCell: a `recurrent_activation` for the gates and Keras's `implementation`
@@ -251,6 +273,9 @@ class _GatedCell(RecurrentCell):
     @property
     def mask_count(self) -> int:
         return self.gates if self.implementation == 1 else 1
+
+    def cell_activations(self) -> list:
+        return [self.recurrent_activation, self.activation]
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -306,6 +331,9 @@ class LSTMCell(_GatedCell):
         c = b.add(b.mul(f, c), b.mul(i, self.activation(b, self.gate(b, z, 2))))
         h = b.mul(o, self.activation(b, c))
         return h, [h, c]
+
+    def cell_kind(self) -> str:
+        return "lstm"
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "unit_forget_bias": self.unit_forget_bias}
@@ -363,6 +391,9 @@ class GRUCell(_GatedCell):
         # z * h + (1 - z) * hh, written as hh + z * (h - hh): one multiply fewer.
         h = b.add(hh, b.mul(z, b.sub(h, hh)))
         return h, [h]
+
+    def cell_kind(self) -> str:
+        return "gru_reset_after" if self.reset_after else "gru"
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "reset_after": self.reset_after}
