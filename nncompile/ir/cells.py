@@ -18,15 +18,21 @@ cell's). Its operands are, for `units` H and G gates:
 Gates are laid out along the columns in Keras's order: LSTM i, f, c, o; GRU z, r, h. The step
 is Keras's: an LSTM's c = f * c + i * act(z_c), h = o * act(c); a GRU's
 h = z * h + (1 - z) * act(x_h + reset-applied recurrent part). The body's per-step outputs, if
-any, are the new h. The verifier checks the operands' types; the body, built by the cell, holds
-the arithmetic.
+any, are the new h. The verifier checks the operands' types; the body holds the arithmetic,
+which `lstm_update` and `gru_update` below write for every builder of these cells (Keras's
+layers and the ONNX importer), so that what a name promises is built in one place.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
+from nncompile.ir.builder import Builder
 from nncompile.ir.errors import ShapeError
+from nncompile.ir.graph import Value
 from nncompile.ir.types import TensorType
+
+Activation = Callable[[Builder, Value], Value]
 
 GATES = {"lstm": 4, "gru": 3, "gru_reset_after": 3, "simple_rnn": 1}
 # How many activations each kind takes: the gates' (recurrent) one, then the cell's.
@@ -93,3 +99,30 @@ def check_cell_operands(cell: Cell, attrs: dict, carries: list[TensorType],
     if len(invariants) != len(kernels) + len(biases):
         raise ShapeError(f"cell {cell}: expected {len(kernels) + len(biases)} invariant(s) "
                          f"(the recurrent weights), got {len(invariants)}")
+
+
+def gate_block(b: Builder, z: Value, k: int, units: int) -> Value:
+    """Gate k's `units` columns of a (batch, gates * units) value."""
+    return b.slice(z, starts=[k * units], ends=[(k + 1) * units], axes=[1], steps=[1])
+
+
+def lstm_update(b: Builder, z: Value, c: Value, gate: Activation, act: Activation) -> tuple[Value, Value]:
+    """(h, c) of an LSTM step from z = projected inputs + h @ recurrent kernel (gates i, f, c, o)."""
+    units = c.type.shape[-1]
+    i, f, o = (gate(b, gate_block(b, z, k, units)) for k in (0, 1, 3))
+    c = b.add(b.mul(f, c), b.mul(i, act(b, gate_block(b, z, 2, units))))
+    return b.mul(o, act(b, c)), c
+
+
+def gru_update(b: Builder, projected: Value, inner: Value, h: Value, gate: Activation, act: Activation,
+               reset: Callable[[Value], Value]) -> Value:
+    """The new h of a GRU step: z and r from the projected inputs plus `inner` (the state's
+    product with the z and r columns of the recurrent kernel, first), and the candidate from
+    the inputs' h block plus `reset(r)`, the state's part with the reset applied (before or
+    after its product with the h columns)."""
+    units = h.type.shape[-1]
+    z, r = (gate(b, b.add(gate_block(b, projected, k, units), gate_block(b, inner, k, units))) for k in (0, 1))
+    candidate = reset(r)
+    hh = act(b, b.add(gate_block(b, projected, 2, units), candidate))
+    # z * h + (1 - z) * hh, written as hh + z * (h - hh): one multiply fewer.
+    return b.add(hh, b.mul(z, b.sub(h, hh)))

@@ -196,10 +196,19 @@ def _onnx_weight(d: Direction, part: str) -> np.ndarray:
 
 def _reorder(cell: Cell, rows: np.ndarray) -> np.ndarray:
     """Gate blocks along axis 0 from Keras's order to ONNX's."""
-    if cell.kind != "lstm":
+    return _blocks(cell.kind, rows, _LSTM_BLOCKS)
+
+
+def keras_gate_order(kind: str, rows: np.ndarray) -> np.ndarray:
+    """Gate blocks along axis 0 from ONNX's order to Keras's (what the importer reads)."""
+    return _blocks(kind, rows, [_LSTM_BLOCKS.index(k) for k in range(4)])
+
+
+def _blocks(kind: str, rows: np.ndarray, order: list[int]) -> np.ndarray:
+    if kind != "lstm":   # GRU's z, r, h are one order in both
         return rows
     blocks = np.split(rows, 4, axis=0)
-    return np.concatenate([blocks[k] for k in _LSTM_BLOCKS], axis=0)
+    return np.concatenate([blocks[k] for k in order], axis=0)
 
 
 def _activation_attrs(cell: Cell, directions: int) -> dict:

@@ -6,6 +6,8 @@ stays one ONNX Scan. nncompile's side is the reference interpreter on the traced
 oracle compiled code is tested against), so that these tests compile nothing."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -148,3 +150,46 @@ def test_the_cell_attribute_prints_parses_and_is_verified():
     with pytest.raises(ShapeError, match="takes 1 activation"):
         b.scan(*operands, body=step, num_carry=1, num_scanned=1, cell="simple_rnn:swish")
     b.scan(*operands, body=step, num_carry=1, num_scanned=1, cell="simple_rnn:tanh")
+
+
+@pytest.mark.parametrize("name, operator", [("gru_bidirectional_torchscript", "GRU"), ("lstm_tokens_dynamo", "LSTM")])
+def test_pytorch_recurrent_model_imports_as_named_cells_and_exports_back(name, operator, tmp_path):
+    """ONNX -> IR -> ONNX: PyTorch's recurrent operators import as the cells Keras's layers build
+    (the scan names its cell), so they export as the same operators, which onnxruntime runs to
+    the original's outputs."""
+    original = os.path.join(os.path.dirname(__file__), "..", "fixtures", "onnx", name + ".onnx")
+    graph = nncompile.onnx.load(original)
+    assert all(n.attrs["cell"] for n in graph.nodes if n.op == "scan")
+    path = str(tmp_path / "again.onnx")
+    proto = nncompile.onnx.save(graph, path)
+    assert "Scan" not in {n.op_type for n in proto.graph.node}
+    assert operator in {n.op_type for n in proto.graph.node}
+    (input_name, x), = ((k, v) for k, v in np.load(original[:-len(".onnx")] + ".npz").items()
+                        if not k.startswith("out:"))
+    runs = [ort.InferenceSession(p, providers=["CPUExecutionProvider"]).run(None, {input_name: x})
+            for p in (original, path)]
+    for again, want in zip(*runs[::-1], strict=True):
+        np.testing.assert_allclose(again, want, rtol=1e-5, atol=1e-5)
+
+
+def test_an_onnx_lstm_with_clip_imports_as_a_general_scan(tmp_path):
+    """What Keras's cells do not have (clip here) imports as a scan that names no cell, and
+    exports as a Scan that onnxruntime runs to the LSTM's outputs."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(3)
+    weights = [rng.standard_normal(s).astype(np.float32) for s in ((1, 8, 3), (1, 8, 2), (1, 16))]
+    node = helper.make_node("LSTM", ["x", "w", "r", "b"], ["y"], hidden_size=2, clip=0.5)
+    model = helper.make_model(helper.make_graph(
+        [node], "clipped", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, "batch", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 1, "batch", 2])],
+        [numpy_helper.from_array(a, n) for a, n in zip(weights, "wrb")]),
+        opset_imports=[helper.make_opsetid("", 17)])
+    graph = nncompile.onnx.load(model)
+    assert [n.attrs["cell"] for n in graph.nodes if n.op == "scan"] == [""]
+    path = str(tmp_path / "clipped.onnx")
+    assert "Scan" in {n.op_type for n in nncompile.onnx.save(graph, path).graph.node}
+    x = rng.standard_normal((4, 2, 3)).astype(np.float32)
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
