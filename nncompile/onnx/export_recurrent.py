@@ -118,7 +118,8 @@ def _is_zeros(value: Value) -> bool:
 
 def partner(w: Writer, first: Direction) -> Direction | None:
     """A later reverse scan of the same cell over the same sequence as the forward `first`,
-    whose initial states are already written: the other half of a bidirectional node."""
+    whose initial states are already written and given where `first`'s are (ONNX's initial_h
+    holds both directions): the other half of a bidirectional node."""
     if first.node.attrs["reverse"]:
         return None
     later = w.graph.nodes[w.graph.nodes.index(first.node) + 1:]
@@ -127,11 +128,8 @@ def partner(w: Writer, first: Direction) -> Direction | None:
             continue
         other = direction_of(w, node)
         if (other is not None and _same_sequence(other.x, first.x)
-                and len(other.node.outputs) == len(first.node.outputs)
                 and [s is None for s in other.initial] == [s is None for s in first.initial]
-                and all(s in w.names for s in other.initial if s is not None)
-                and (other.bias is None) == (first.bias is None)
-                and (other.recurrent_bias is None) == (first.recurrent_bias is None)):
+                and all(s in w.names for s in other.initial if s is not None)):
             return other
     return None
 
@@ -167,7 +165,11 @@ def write(w: Writer, directions: list[Direction]) -> None:
         direction = "bidirectional"
     else:
         direction = "reverse" if first.node.attrs["reverse"] else "forward"
-    outs = w.node(operator, inputs, 1 + cell.states, hidden_size=int(units), direction=direction,
+    sequences = any(len(d.node.outputs) > cell.states for d in directions)
+    prefix = f"{w.loc}/" if w.loc else ""
+    outs = [w.unique(f"{prefix}{operator}_{part}") if sequences or part != "Y" else ""   # Y only if read
+            for part in ("Y", "Y_h", "Y_c")[:1 + cell.states]]
+    w.node(operator, inputs, outs, hidden_size=int(units), direction=direction,
                   **_activation_attrs(cell, len(directions)),
                   **({"linear_before_reset": int(cell.kind == "gru_reset_after")} if operator == "GRU" else {}))
     for k, d in enumerate(directions):
