@@ -585,10 +585,23 @@ def _elman_body() -> Graph:
     return b.finish([h2, b.add(total, h2), h2])
 
 
-@_case("scan", lambda xs, ps: _elman(xs, ps, False) + _elman(xs, ps, True))
+def _elman_cell(xs, ps):
+    """The forward Elman RNN's final state and states, time-major."""
+    h, _, ys = _elman(xs, ps, False)
+    return [h, ys.transpose(1, 0, 2)]
+
+
+def _elman_cell_body() -> Graph:
+    b = Builder(name="cell")
+    h, xw, u = b.input("h", f32[BATCH, 3]), b.input("xw", f32[BATCH, 3]), b.input("u", f32[3, 3])
+    h2 = b.tanh(b.add(xw, b.matmul(h, u)))
+    return b.finish([h2, h2])
+
+
+@_case("scan", lambda xs, ps: _elman(xs, ps, False) + _elman(xs, ps, True) + _elman_cell(xs, ps))
 def _scan(rng):
     """An Elman RNN over time axis 1 (carries: the state and a running sum; per step: the state),
-    forwards and backwards."""
+    forwards and backwards; and as the cell it is (`cell`: time-major, inputs projected first)."""
     b = Builder()
     steps = int(rng.integers(1, 5))
     x, h0 = b.input("x", f32[BATCH, steps, 2]), b.input("h0", f32[BATCH, 3])
@@ -598,7 +611,10 @@ def _scan(rng):
     for reverse in (False, True):
         outs += b.scan(h0, zero, x, w, u, body=_elman_body(), num_carry=2, num_scanned=1,
                        axis=1, reverse=reverse)
-    g = b.finish(outs, ["h", "total", "ys", "h_rev", "total_rev", "ys_rev"])
+    projected = b.transpose(b.matmul(x, w), perm=[1, 0, 2])
+    outs += b.scan(h0, projected, u, body=_elman_cell_body(), num_carry=1, num_scanned=1,
+                   cell="simple_rnn:tanh")
+    g = b.finish(outs, ["h", "total", "ys", "h_rev", "total_rev", "ys_rev", "h_cell", "ys_cell"])
     n = _batch(rng)
     return g, [_normal(rng, n, steps, 2), _normal(rng, n, 3)]
 

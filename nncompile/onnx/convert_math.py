@@ -196,8 +196,14 @@ def _matmul(ctx: Context) -> list:
 @converter("Gemm")
 def _gemm(ctx: Context) -> list:
     b = ctx.b
-    y = b.matmul(ctx.plain(0), ctx.plain(1), transpose_a=bool(ctx.attr("transA", 0)),
-                 transpose_b=bool(ctx.attr("transB", 0)))
+    transpose_b = bool(ctx.attr("transB", 0))
+    if transpose_b and ctx.maybe_const(1) is not None:
+        # A weight (PyTorch's Linear writes (out, in) with transB=1): transposed once, when
+        # imported, as the GEMM packs a plain (in, out) operand faster for a few rows (batch 1).
+        weight, transpose_b = ctx.in_layout(1, (1, 0)), False
+    else:
+        weight = ctx.plain(1)
+    y = b.matmul(ctx.plain(0), weight, transpose_a=bool(ctx.attr("transA", 0)), transpose_b=transpose_b)
     alpha, beta = ctx.attr("alpha", 1.0), ctx.attr("beta", 1.0)
     if alpha != 1.0:
         y = b.mul(y, b.scalar(alpha, y))

@@ -6,6 +6,12 @@ As in nncompile's Keras layers, the input projection of all steps is one product
 (X @ W^T + Wb + Rb), and each step one product of the state with the recurrent weights of all
 gates (R^T, packed once before the loop), then the gates' arithmetic, which fusion makes one loop.
 
+A direction that is one of the cells Keras's layers build (nncompile.ir.cells: constant weights,
+the usual activations, no peepholes, clip or sequence_lens, as PyTorch writes them) imports as
+that cell: weights reordered to Keras's layout once, the step built by the cells' own builders,
+and the scan names its cell, so the model exports back as this operator. Any other is imported
+in ONNX's terms, as follows.
+
 Gate orders are ONNX's: LSTM i, o, f, c (peepholes P: i, o, f); GRU z, r, h. `sequence_lens`
 masks the steps at and after each sequence's length: the state holds there (so a reverse
 direction starts at each sequence's own last step) and Y is zero. `clip` bounds the gates' inputs.
@@ -15,8 +21,10 @@ from __future__ import annotations
 import numpy as np
 
 from nncompile.ir import Builder, Value
+from nncompile.ir.cells import ACTIVATION_COUNT, Cell, gate_block, gru_update, lstm_update
 from nncompile.ir.ops.shape import SLICE_END
 from nncompile.onnx.context import Context, Entry
+from nncompile.onnx.export_recurrent import keras_gate_order
 from nncompile.onnx.importer import converter
 
 _GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
@@ -33,10 +41,14 @@ _ACTIVATIONS = {
     "ScaledTanh": (lambda b, x, a, c: b.mul(b.tanh(b.mul(x, b.scalar(c, x))), b.scalar(a, x)), 1.0, 1.0),
     "Softsign": (lambda b, x, a, c: b.div(x, b.add(b.abs(x), b.scalar(1.0, x))), None, None),
 }
+# (name, alpha, beta) -> the cell activation it is (Keras's hard_sigmoid is relu6(x + 3) / 6)
+_CELL_ACTIVATIONS = {("Sigmoid", None, None): "sigmoid", ("Tanh", None, None): "tanh",
+                     ("Relu", None, None): "relu", ("HardSigmoid", 1 / 6, 0.5): "hard_sigmoid"}
+_CELL_KIND = {"LSTM": "lstm", "RNN": "simple_rnn"}
 
 
-def _activations(ctx: Context, op: str, directions: int) -> list[list]:
-    """Per direction, the activation functions f, g (, h) as callables of (builder, x)."""
+def _activation_specs(ctx: Context, op: str, directions: int) -> list[list[tuple]]:
+    """Per direction, the activation functions f, g (, h) as (name, alpha, beta)."""
     names = [n.decode() if isinstance(n, bytes) else n for n in ctx.attr("activations", [])]
     count = len(_DEFAULT_ACTIVATIONS[op])
     names = names or _DEFAULT_ACTIVATIONS[op] * directions
@@ -44,16 +56,31 @@ def _activations(ctx: Context, op: str, directions: int) -> list[list]:
         raise ctx.fail(f"activations lists {len(names)} functions; {op} takes {count} per direction "
                        f"({count * directions} for {directions} direction(s))")
     alphas, betas = list(ctx.attr("activation_alpha", [])), list(ctx.attr("activation_beta", []))
-    rules = []
-    for i, name in enumerate(names):
+    specs = []
+    for name in names:
         key = next((k for k in _ACTIVATIONS if k.lower() == name.lower()), None)
         if key is None:
             raise ctx.fail(f"activation {name!r} is not supported; supported: {', '.join(_ACTIVATIONS)}")
-        rule, alpha, beta = _ACTIVATIONS[key]
+        _, alpha, beta = _ACTIVATIONS[key]
         a = alphas.pop(0) if alpha is not None and alphas else alpha
         c = betas.pop(0) if beta is not None and betas else beta
-        rules.append(lambda b, x, rule=rule, a=a, c=c: rule(b, x, a, c))
-    return [rules[d * count:(d + 1) * count] for d in range(directions)]
+        specs.append((key, a, c))
+    return [specs[d * count:(d + 1) * count] for d in range(directions)]
+
+
+def _rule(spec: tuple):
+    """An activation (name, alpha, beta) as a callable of (builder, x)."""
+    key, a, c = spec
+    return lambda b, x: _ACTIVATIONS[key][0](b, x, a, c)
+
+
+def _cell_name(op: str, specs: list[tuple]) -> list[str] | None:
+    """The activations of a cell the IR names (nncompile.ir.cells), gates' first, or None:
+    an LSTM's g and h must be one function, and each one the cells know."""
+    names = [_CELL_ACTIVATIONS.get(spec) for spec in specs]
+    if None in names or (op == "LSTM" and names[1] != names[2]):
+        return None
+    return names[:2]
 
 
 def _direction_slice(ctx: Context, b: Builder, value: Value, d: int) -> Value:
@@ -82,40 +109,114 @@ class _Recurrent:
             raise ctx.fail("input_forget=1 (the forget gate coupled to the input gate) is not supported")
         self.clip = ctx.attr("clip")
         self.batch_major = bool(ctx.attr("layout", 0))
-        self.activations = _activations(ctx, op, len(self.reverse))
+        specs = _activation_specs(ctx, op, len(self.reverse))
+        self.activations = [[_rule(spec) for spec in direction] for direction in specs]
+        self.cells = [self._named_cell(direction) for direction in specs]
 
     def optional(self, i: int) -> Value | None:
         return self.ctx.plain(i) if self.ctx.has(i) else None
 
     def run(self) -> list:
-        ctx, b, gates, hidden = self.ctx, self.b, _GATES[self.op], self.hidden
-        x = ctx.plain(0)
+        x = self.ctx.plain(0)
         if self.batch_major:
-            x = b.transpose(x, perm=[1, 0, 2])
-        w, r, bias = ctx.plain(1), ctx.plain(2), self.optional(3)
-        mask = self._mask(x, self.optional(4))
+            x = self.b.transpose(x, perm=[1, 0, 2])
         first = 5
         initial = [self.optional(first), self.optional(first + 1) if self.op == "LSTM" else None]
-        peepholes = self.optional(7) if self.op == "LSTM" else None
         ys, hs, cs = [], [], []
         for d, reverse in enumerate(self.reverse):
-            wd, rd = _direction_slice(ctx, b, w, d), _direction_slice(ctx, b, r, d)
-            projected = b.matmul(x, wd, transpose_b=True)
-            bd = _direction_slice(ctx, b, bias, d) if bias is not None else None
-            if bd is not None and self.op != "GRU":
-                projected = b.add(projected, b.add(_columns(b, bd, 0, gates * hidden),
-                                                   _columns(b, bd, 1, gates * hidden)))
-            elif bd is not None:   # GRU: Rb of the h gate is applied inside (linear_before_reset)
-                projected = b.add(projected, _columns(b, bd, 0, gates * hidden))
-            states = [self._initial(x, s, d) for s in initial if s is not None or self.op == "LSTM"]
-            if not states:
-                states = [self._initial(x, None, d)]
-            y, *finals = self._scan(d, reverse, projected, rd, bd, mask, states,
-                                    _direction_slice(ctx, b, peepholes, d) if peepholes is not None else None)
+            if self.cells[d] is not None:
+                states = [self._initial(x, s, d) for s in initial[:self.cells[d].states]]
+                y, *finals = self._named_scan(d, reverse, x, states)
+            else:
+                y, *finals = self._general_scan(d, reverse, x, initial)
             ys.append(y)
             hs.append(finals[0])
             cs.append(finals[1] if len(finals) > 1 else None)
         return self._outputs(ys, hs, cs)
+
+    def _general_scan(self, d: int, reverse: bool, x: Value, initial: list) -> list[Value]:
+        """One direction with everything ONNX's operators have (peepholes, clip, any activation,
+        sequence_lens, weights computed at run time), in ONNX's gate order."""
+        ctx, b, gates, hidden = self.ctx, self.b, _GATES[self.op], self.hidden
+        w, r, bias = ctx.plain(1), ctx.plain(2), self.optional(3)
+        peepholes = self.optional(7) if self.op == "LSTM" else None
+        wd, rd = _direction_slice(ctx, b, w, d), _direction_slice(ctx, b, r, d)
+        projected = b.matmul(x, wd, transpose_b=True)
+        bd = _direction_slice(ctx, b, bias, d) if bias is not None else None
+        if bd is not None and self.op != "GRU":
+            projected = b.add(projected, b.add(_columns(b, bd, 0, gates * hidden),
+                                               _columns(b, bd, 1, gates * hidden)))
+        elif bd is not None:   # GRU: Rb of the h gate is applied inside (linear_before_reset)
+            projected = b.add(projected, _columns(b, bd, 0, gates * hidden))
+        states = [self._initial(x, s, d) for s in initial if s is not None or self.op == "LSTM"]
+        if not states:
+            states = [self._initial(x, None, d)]
+        return self._scan(d, reverse, projected, rd, bd, self._mask(x, self.optional(4)), states,
+                          _direction_slice(ctx, b, peepholes, d) if peepholes is not None else None)
+
+    def _named_cell(self, specs: list[tuple]) -> Cell | None:
+        """The cell (nncompile.ir.cells) one direction is, when the IR can name it: constant
+        weights, no sequence_lens, clip, peepholes or coupled gates, and activations a cell
+        has. Such a direction imports as the cell Keras's layers build (and exports back as
+        this operator)."""
+        ctx = self.ctx
+        names = _cell_name(self.op, specs)
+        plain = (self.clip is None and not ctx.has(4) and not (self.op == "LSTM" and ctx.has(7))
+                 and all(ctx.maybe_const(i) is not None for i in (1, 2) + ((3,) if ctx.has(3) else ())))
+        if names is None or not plain:
+            return None
+        if self.op == "GRU":
+            kind = "gru_reset_after" if ctx.attr("linear_before_reset", 0) else "gru"
+        else:
+            kind = _CELL_KIND[self.op]
+        return Cell(kind, tuple(names[:ACTIVATION_COUNT[kind]]))
+
+    def _named_scan(self, d: int, reverse: bool, x: Value, states: list[Value]) -> list[Value]:
+        """One direction as its named cell: weights in Keras's layout (gate blocks reordered,
+        kernels transposed, when imported), the inputs projected before the loop, and the step
+        built by nncompile.ir.cells."""
+        ctx, b, cell, n = self.ctx, self.b, self.cells[d], self.hidden
+        name = ctx.node.name or self.op
+        width = cell.gates * n
+        kernel = keras_gate_order(cell.kind, ctx.maybe_const(1)[d]).T
+        recurrent = keras_gate_order(cell.kind, ctx.maybe_const(2)[d]).T
+        biases = ctx.maybe_const(3)[d] if ctx.has(3) else np.zeros(2 * width, kernel.dtype)
+        wb, rb = (keras_gate_order(cell.kind, v) for v in (biases[:width], biases[width:]))
+        projected = b.matmul(x, ctx.array_value(kernel, f"{name}/kernel_{d}"))
+        if cell.kind == "gru_reset_after":
+            invariants = [ctx.array_value(recurrent, f"{name}/recurrent_kernel_{d}"),
+                          ctx.array_value(rb, f"{name}/recurrent_bias_{d}")]
+        else:
+            wb = wb + rb   # outside the reset: one bias
+            invariants = ([ctx.array_value(recurrent[:, :2 * n], f"{name}/recurrent_kernel_zr_{d}"),
+                           ctx.array_value(recurrent[:, 2 * n:], f"{name}/recurrent_kernel_h_{d}")]
+                          if cell.kind == "gru" else [ctx.array_value(recurrent, f"{name}/recurrent_kernel_{d}")])
+        if ctx.has(3):
+            projected = b.add(projected, ctx.array_value(wb, f"{name}/bias_{d}"))
+        body = Builder(name="body")
+        olds = [body.input(f"state{i}", v.type) for i, v in enumerate(states)]
+        step = body.input("xw", projected.type.with_shape(projected.type.shape[1:]))
+        inner = [body.input(f"r{i}", v.type) for i, v in enumerate(invariants)]
+        news = self._named_step(body, cell, step, olds, inner, self.activations[d])
+        results = b.scan(*states, projected, *invariants, body=body.finish([*news, news[0]]),
+                         num_carry=len(states), num_scanned=1, axis=0, reverse=reverse, cell=str(cell))
+        return [results[-1], *results[:len(states)]]
+
+    @staticmethod
+    def _named_step(body: Builder, cell: Cell, xw: Value, olds: list[Value], inner: list[Value],
+                    acts) -> list[Value]:
+        h = olds[0]
+        recurrent = body.matmul(h, inner[0])
+        if cell.kind == "simple_rnn":
+            return [acts[0](body, body.add(xw, recurrent))]
+        if cell.kind == "lstm":
+            return list(lstm_update(body, body.add(xw, recurrent), olds[1], acts[0], acts[1]))
+        if cell.kind == "gru_reset_after":
+            recurrent = body.add(recurrent, inner[1])
+            reset = lambda r: body.mul(r, gate_block(body, recurrent, 2, h.type.shape[-1]))  # noqa: E731
+        else:
+            reset = lambda r: body.matmul(body.mul(r, h), inner[1])  # noqa: E731
+        return [gru_update(body, xw, recurrent, h, acts[0], acts[1], reset)]
 
     def _initial(self, x: Value, given: Value | None, d: int) -> Value:
         if given is not None:

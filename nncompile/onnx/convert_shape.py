@@ -256,6 +256,11 @@ def _slice(ctx: Context) -> list:
 @converter("Gather")
 def _gather(ctx: Context) -> list:
     axis = normalize(ctx.attr("axis", 0), ctx.rank(0), ctx)
+    if ctx.rank(1) == 0:
+        # A scalar index drops the axis: taken where the data lies, in its layout, with no
+        # transpose first (attention's q, k, v split off a transposed projection so).
+        x, perm = ctx.held(0)
+        return [Entry(ctx.b.gather(x, ctx.plain(1), axis=perm.index(axis)), drop_axes(perm, [axis]))]
     return [ctx.b.gather(ctx.plain(0), ctx.plain(1), axis=axis)]
 
 

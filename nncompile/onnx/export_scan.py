@@ -1,4 +1,5 @@
-"""The IR's `scan` written as ONNX's Scan: one node whose body is the step, never unrolled.
+"""The IR's `scan` written as ONNX's Scan: one node whose body is the step, never unrolled;
+a scan that names its recurrent cell is ONNX's LSTM, GRU or RNN instead (export_recurrent.py).
 
 The carries are Scan's state variables and the scanned operands its scan inputs (along `axis`,
 read from the end when `reverse`); the per-step outputs are its scan outputs, stored where the
@@ -11,6 +12,7 @@ from onnx import helper
 
 from nncompile.ir.ops.scan import split_operands
 from nncompile.onnx.errors import UnsupportedError
+from nncompile.onnx.export_recurrent import direction_of, partner, write
 from nncompile.onnx.exporter import EXPORTERS, Writer, exporter, value_info
 
 
@@ -45,6 +47,11 @@ def _body(w: Writer, node, names: list[str]):
 @exporter("scan")
 def _scan(w: Writer, names, attrs, values) -> str:
     node = w.current
+    if node not in w.written and (native := direction_of(w, node)) is not None:
+        other = partner(w, native)
+        write(w, [native, other] if other is not None else [native])
+    if node in w.written:
+        return w.names[node.outputs[0]]
     if any(step.op == "scan" or len(step.outputs) > 1 for step in node.attrs["body"].nodes):
         raise UnsupportedError(f"export: {node.describe()}: a body with multi-result ops (another "
                                f"scan) has no ONNX form here")

@@ -36,6 +36,8 @@ class Writer:
         self._taken: set[str] = set()
         self.loc = ""
         self.current = None   # the IR node being written
+        # Nodes already written by an earlier node's exporter (two scans as one bidirectional LSTM).
+        self.written: set = set()
 
     def unique(self, base: str) -> str:
         name, k = base, 1
@@ -101,17 +103,30 @@ def to_model(graph: Graph, opset: int | None = None) -> onnx.ModelProto:
         out = fn(w, [w.names[v] for v in node.inputs], node.attrs, node.inputs)
         w.names[node.outputs[0]] = out
     w.loc = ""
-    used = _names_read(w.nodes)
-    w.initializers += [numpy_helper.from_array(np.asarray(graph.params[v.name]), w.names[v])
-                       for v in graph.param_inputs if w.names[v] in used]
     outputs = []
     for name, v in zip(graph.output_names, graph.outputs):
         w.node("Identity", [w.names[v]], [w.unique(name)])
         outputs.append(value_info(w.nodes[-1].output[0], v))
-    onnx_graph = helper.make_graph(w.nodes, graph.name, inputs, outputs, w.initializers)
+    nodes = _live(w.nodes, [o.name for o in outputs])
+    used = _names_read(nodes)
+    initializers = [t for t in w.initializers if t.name in used]
+    initializers += [numpy_helper.from_array(np.asarray(graph.params[v.name]), w.names[v])
+                     for v in graph.param_inputs if w.names[v] in used]
+    onnx_graph = helper.make_graph(nodes, graph.name, inputs, outputs, initializers)
     model = helper.make_model(onnx_graph, opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="nncompile")
     return _checked(model)
+
+
+def _live(nodes: list, outputs: list[str]) -> list:
+    """The nodes the outputs depend on, in order: an exporter that writes a node whole may leave
+    what it replaced unread (a recurrent layer's input projection, taken into ONNX's LSTM)."""
+    needed, kept = set(outputs), []
+    for node in reversed(nodes):
+        if any(name in needed for name in node.output):
+            kept.append(node)
+            needed |= _names_read([node])
+    return kept[::-1]
 
 
 def _names_read(nodes) -> set[str]:

@@ -7,6 +7,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import nncompile
 import nncompile.onnx
+from nncompile.runtime.reference import run
 
 
 def _cnn():
@@ -42,3 +43,25 @@ def test_cnn_is_transposed_once_and_matches_onnxruntime():
     x = np.random.default_rng(1).standard_normal((3, 3, 8, 8)).astype(np.float32)
     want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(nncompile.compile(graph).run({"x": x})["y"], want, rtol=1e-4, atol=1e-4)
+
+
+def test_a_scalar_gather_is_taken_where_the_data_lies():
+    """Gather with a scalar index on a transposed value reads it in its layout: no transpose is
+    materialized for it (attention's q, k, v taken from a transposed projection so)."""
+    rng = np.random.default_rng(2)
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[2, 0, 1]),
+             helper.make_node("Gather", ["t", "one"], ["g"], axis=0),
+             helper.make_node("Gather", ["t", "pair"], ["h"], axis=1)]
+    graph = helper.make_graph(
+        nodes, "gathers", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])],
+        [helper.make_tensor_value_info("g", TensorProto.FLOAT, [2, 3]),
+         helper.make_tensor_value_info("h", TensorProto.FLOAT, [4, 2, 3])],
+        [numpy_helper.from_array(np.array(1, np.int64), "one"),
+         numpy_helper.from_array(np.array([1, 0], np.int64), "pair")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    imported = nncompile.onnx.load(model)
+    gathers = [n for n in imported.nodes if n.op == "gather"]
+    assert gathers[0].inputs[0] is imported.inputs[0] and gathers[0].attrs["axis"] == 2
+    x = rng.standard_normal((2, 3, 4)).astype(np.float32)
+    np.testing.assert_array_equal(run(imported, [x])[0], x.transpose(2, 0, 1)[1])
+    np.testing.assert_array_equal(run(imported, [x])[1], x.transpose(2, 0, 1)[:, [1, 0]])

@@ -1,8 +1,8 @@
 """ONNX's LSTM, GRU and RNN imported as scans: PyTorch-exported recurrent models (fixtures made by
 make_recurrent_fixtures.py) against onnxruntime at several batch sizes, compiled, and one scan
 per direction and layer whatever the sequence length (ONNX's own node cases: test_backend.py).
-The IR's scan exported as ONNX's Scan, run by onnxruntime, and imported back; Keras recurrent
-models exported so."""
+The IR's scan exported as ONNX's Scan, run by onnxruntime, and imported back (Keras recurrent
+layers export as ONNX's LSTM, GRU and RNN: test_recurrent_export.py)."""
 from __future__ import annotations
 
 import os
@@ -107,31 +107,3 @@ def test_a_scan_starting_from_zeros_of_the_symbolic_batch_exports():
         feeds = {i.name: np.resize(x, (batch,) + x.shape[1:]) for i, x in zip(session.get_inputs(), inputs)}
         for got, want in zip(session.run(None, feeds), run(graph, list(feeds.values()))):
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-
-
-def _keras_recurrent(name: str):
-    from nncompile import keras
-
-    layers = keras.layers
-    return {"lstm": lambda: keras.Sequential([keras.Input((7, 4)), layers.LSTM(5), layers.Dense(1)]),
-            "gru_backwards": lambda: keras.Sequential([keras.Input((7, 4)),
-                                                       layers.GRU(5, return_sequences=True, go_backwards=True)]),
-            "bidirectional": lambda: keras.Sequential([keras.Input((7, 4)), layers.Bidirectional(
-                layers.SimpleRNN(3, return_sequences=True))]),
-            "masked": lambda: keras.Sequential([keras.Input((7,)), layers.Embedding(20, 4, mask_zero=True),
-                                                layers.LSTM(5)])}[name]()
-
-
-@pytest.mark.parametrize("name", ["lstm", "gru_backwards", "bidirectional", "masked"])
-def test_keras_recurrent_models_export_and_onnxruntime_runs_them(name, tmp_path):
-    """Recurrent layers export as ONNX Scans (not unrolled); onnxruntime gives nncompile's output."""
-    model = _keras_recurrent(name)
-    path = str(tmp_path / f"{name}.onnx")
-    onnx_model = nncompile.onnx.save(model, path)
-    assert any(n.op_type == "Scan" for n in onnx_model.graph.node)
-    rng = np.random.default_rng(0)
-    x = (rng.integers(0, 20, (3, 7)) * (rng.random((3, 7)) < 0.7) if name == "masked"
-         else rng.standard_normal((3, 7, 4))).astype(np.float32)
-    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    got = session.run(None, {session.get_inputs()[0].name: x})[0]
-    np.testing.assert_allclose(got, model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)

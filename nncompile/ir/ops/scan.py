@@ -19,6 +19,10 @@ Step t reads slice t and writes slice t of the stacked outputs. Steps run t = 0,
 backwards from the last when `reverse` is set (as JAX's `lax.scan(reverse=True)`): reversing
 changes the order of the carried computation, not where results land.
 
+`cell` ("" unless set) names the recurrent cell the loop is, such as "lstm:sigmoid,tanh", when
+a recurrent layer built it: its operands are then those `nncompile.ir.cells` describes (checked
+here), so an exporter can write the loop as ONNX's LSTM, GRU or RNN operator.
+
 The body is a program (Region.PROGRAM): passes simplify, fuse and schedule it as a graph of its
 own, the memory plan gives its values buffers that every step reuses, and code generation emits
 its kernels inside one native loop, so compile time does not depend on the trip count.
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from nncompile.ir.cells import check_cell_operands, parse_cell
 from nncompile.ir.errors import IRError, ShapeError
 from nncompile.ir.graph import Graph
 from nncompile.ir.ops.fused import check_symbols_bound
@@ -100,6 +105,8 @@ def _scan_rule(ts: list[TensorType], attrs: dict) -> list[TensorType]:
         if axis > v.type.rank:
             raise ShapeError(f"per-step result {i} ({v.type}) cannot be stacked along axis {axis}")
     check_symbols_bound(body)
+    if attrs["cell"]:
+        check_cell_operands(parse_cell(attrs["cell"]), attrs, *split_operands(ts, attrs))
     return [*carries, *(stacked_type(v.type, axis, length) for v in per_step)]
 
 
@@ -269,6 +276,7 @@ def add_invariant(node, value):
     taken = {v.name for v in body.inputs}
     name = next(f"inv{i}" for i in range(len(taken) + 1) if f"inv{i}" not in taken)
     node.inputs.append(value)
+    node.attrs["cell"] = ""   # the operands are no longer the ones the cell names
     return body.add_input(name, value.type)
 
 
@@ -299,9 +307,10 @@ SCAN = defop("scan", inputs=("operands",), variadic=True, num_outputs=None, fusi
              region=Region.PROGRAM, infer=_scan_rule, reference=_scan_reference,
              attrs={"body": Attr(AttrKind.GRAPH), "num_carry": Attr(AttrKind.INT),
                     "num_scanned": Attr(AttrKind.INT), "axis": Attr(AttrKind.INT, 0),
-                    "reverse": Attr(AttrKind.BOOL, False)},
+                    "reverse": Attr(AttrKind.BOOL, False), "cell": Attr(AttrKind.STR, "")},
              doc="a loop over `axis` of the scanned operands; `body` is one step (carries, slices, "
-                 "invariants -> new carries, per-step outputs)")
+                 "invariants -> new carries, per-step outputs); `cell` names the recurrent cell it "
+                 "is, if it is one (ir/cells.py)")
 SCAN.vjp = _scan_vjp
 SCAN.extra["program_memory"] = program_memory
 SCAN.extra["add_invariant"] = add_invariant

@@ -66,12 +66,14 @@ class StepBuilder(Builder):
 
 
 def scan_steps(b: Builder, body: StepBuilder, carries: list[Value], scanned: list[Value],
-               outputs: list[Value], reverse: bool = False, axis: int = TIME) -> list[Value]:
+               outputs: list[Value], reverse: bool = False, axis: int = TIME,
+               cell: str = "") -> list[Value]:
     """Finish `body` (new carries, then per-step `outputs`) and add its scan over `axis`: the
-    final carries, then each per-step output stacked along it."""
+    final carries, then each per-step output stacked along it. `cell` names the recurrent cell
+    the body is one step of (nncompile.ir.cells), if it is one."""
     graph = body.finish(outputs)
     return list(b.scan(*carries, *scanned, *body.operands, body=graph, num_carry=len(carries),
-                       num_scanned=len(scanned), axis=axis, reverse=reverse))
+                       num_scanned=len(scanned), axis=axis, reverse=reverse, cell=cell))
 
 
 def swap_time(b: Builder, x: Value) -> Value:
@@ -233,7 +235,10 @@ class RNN(StatesCall):
         carries = states + ([_zeros(b, x, self.cell.output_size)] if carry_output else [])
         scanned = [self.cell.project(b, swap_time(b, x), masks)] + ([swap_time(b, keep)] if keep is not None else [])
         body, results = self._step(b, carries, scanned, len(states), masks, carry_output)
-        results = scan_steps(b, body, carries, scanned, results, reverse=self.go_backwards, axis=LOOP_AXIS)
+        # A plain cell's step, unmasked and without dropout, is the cell the scan names.
+        named = isinstance(self.cell, RecurrentCell) and masks is None and keep is None
+        results = scan_steps(b, body, carries, scanned, results, reverse=self.go_backwards,
+                             axis=LOOP_AXIS, cell=self.cell.scan_cell() if named else "")
         finals = results[:len(states)]
         self._update_states(b, finals)
         if not self.return_sequences:

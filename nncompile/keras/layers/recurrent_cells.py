@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple, Sequence
 
 from nncompile.ir import Builder, Value
+from nncompile.ir.cells import ACTIVATIONS, Cell, gate_block, gru_update, lstm_update
 from nncompile.keras import activations, constraints, initializers, regularizers
 from nncompile.keras.layers.arguments import ArgumentError, boolean, owner_of
 from nncompile.keras.layers.base import Layer
@@ -191,14 +192,27 @@ class RecurrentCell(Layer):
             kernel = columns(self, b, self.recurrent_kernel, gates[0] * u, (gates[-1] + 1) * u)
         return b.matmul(h, kernel)
 
-    def gate(self, b: Builder, z: Value, index: int) -> Value:
-        """Gate `index` (its `units` columns) of a (batch, gates * units) value."""
-        u = self.units
-        return b.slice(z, starts=[index * u], ends=[(index + 1) * u], axes=[1], steps=[1])
-
     def step(self, b: Builder, projected: Value, states: list[Value],
              masks: DropoutMasks | None) -> tuple[Value, list[Value]]:
         raise NotImplementedError
+
+    def scan_cell(self) -> str:
+        """The `cell` attribute of a scan of this cell's `step` without dropout masks
+        (nncompile.ir.cells), or "" when an activation is not one a cell can name."""
+        names = []
+        for fn in self.cell_activations():
+            name = next((n for n in ACTIVATIONS if activations.get(n) is fn), None)
+            if name is None:
+                return ""
+            names.append(name)
+        return str(Cell(self.cell_kind(), tuple(names)))
+
+    def cell_kind(self) -> str:
+        raise NotImplementedError
+
+    def cell_activations(self) -> list:
+        """The gates' activation (gated cells), then the cell's."""
+        return [self.activation]
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "units": self.units,
@@ -234,6 +248,9 @@ class SimpleRNNCell(RecurrentCell):
         h = self.activation(b, b.add(projected, self.recurrent(b, states[0], masks)))
         return h, [h]
 
+    def cell_kind(self) -> str:
+        return "simple_rnn"
+
 
 class _GatedCell(RecurrentCell):
     """LSTMCell and GRUCell: a `recurrent_activation` for the gates and Keras's `implementation`
@@ -251,6 +268,9 @@ class _GatedCell(RecurrentCell):
     @property
     def mask_count(self) -> int:
         return self.gates if self.implementation == 1 else 1
+
+    def cell_activations(self) -> list:
+        return [self.recurrent_activation, self.activation]
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -301,11 +321,11 @@ class LSTMCell(_GatedCell):
     def step(self, b, projected, states, masks):
         h, c = states
         z = b.add(projected, self.recurrent(b, h, masks))
-        gate = self.recurrent_activation
-        i, f, o = (gate(b, self.gate(b, z, k)) for k in (0, 1, 3))
-        c = b.add(b.mul(f, c), b.mul(i, self.activation(b, self.gate(b, z, 2))))
-        h = b.mul(o, self.activation(b, c))
+        h, c = lstm_update(b, z, c, self.recurrent_activation, self.activation)
         return h, [h, c]
+
+    def cell_kind(self) -> str:
+        return "lstm"
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "unit_forget_bias": self.unit_forget_bias}
@@ -350,19 +370,20 @@ class GRUCell(_GatedCell):
                 inner = b.add(inner, _row(self, b, self.bias, 1))
         else:
             inner = self.recurrent(b, h, masks, gates=(0, 1))
-        gate = self.recurrent_activation
-        z, r = (gate(b, b.add(self.gate(b, projected, k), self.gate(b, inner, k))) for k in (0, 1))
-        if self.reset_after:
-            candidate = b.mul(r, self.gate(b, inner, 2))
-        else:
+
+        def reset(r: Value) -> Value:
+            if self.reset_after:
+                return b.mul(r, gate_block(b, inner, 2, self.units))
             dropped = masks.state if masks is not None else []
             h_h = b.mul(h, dropped[-1]) if dropped else h
-            candidate = b.matmul(b.mul(r, h_h), columns(self, b, self.recurrent_kernel,
-                                                          2 * self.units, 3 * self.units))
-        hh = self.activation(b, b.add(self.gate(b, projected, 2), candidate))
-        # z * h + (1 - z) * hh, written as hh + z * (h - hh): one multiply fewer.
-        h = b.add(hh, b.mul(z, b.sub(h, hh)))
+            return b.matmul(b.mul(r, h_h), columns(self, b, self.recurrent_kernel,
+                                                   2 * self.units, 3 * self.units))
+
+        h = gru_update(b, projected, inner, h, self.recurrent_activation, self.activation, reset)
         return h, [h]
+
+    def cell_kind(self) -> str:
+        return "gru_reset_after" if self.reset_after else "gru"
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "reset_after": self.reset_after}
