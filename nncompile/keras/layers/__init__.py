@@ -20,6 +20,7 @@ from nncompile.keras.layers.pooling import (AveragePooling1D, AveragePooling2D, 
                                             GlobalMaxPooling1D, GlobalMaxPooling2D, MaxPool1D,
                                             MaxPool2D, MaxPooling1D, MaxPooling2D)
 from nncompile.keras.layers.preprocessing import Rescaling
+from nncompile.keras.layers.regularization import ActivityRegularization
 from nncompile.keras.layers.recurrent import GRU, LSTM, RNN, SimpleRNN
 from nncompile.keras.layers.recurrent_cells import (GRUCell, LSTMCell, SimpleRNNCell,
                                                     StackedRNNCells)
@@ -28,7 +29,7 @@ from nncompile.keras.layers.reshaping import (Cropping1D, Cropping2D, RepeatVect
 from nncompile.keras.layers.wrappers import Bidirectional, TimeDistributed
 
 __all__ = [
-    "Activation", "Add", "Average", "AveragePooling1D", "AveragePooling2D", "AvgPool1D",
+    "Activation", "ActivityRegularization", "Add", "Average", "AveragePooling1D", "AveragePooling2D", "AvgPool1D",
     "AvgPool2D", "BatchNormalization", "Bidirectional", "Concatenate", "Conv1D", "Conv2D",
     "Convolution1D", "Convolution2D", "Cropping1D", "Cropping2D", "Dense", "Dropout", "ELU",
     "Embedding", "Flatten", "GRU", "GRUCell", "GlobalAveragePooling1D",
