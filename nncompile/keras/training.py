@@ -29,6 +29,7 @@ from nncompile.keras import epochs as epochs_module
 from nncompile.keras import losses as losses_module
 from nncompile.keras import metrics as metrics_module
 from nncompile.keras import optimizers as optimizers_module
+from nncompile.keras import regularizers
 from nncompile.keras.layers.arguments import int_at_least, positive_int
 from nncompile.keras.layers.base import collect_activity_penalties, ir_type
 from nncompile.keras.layers.core import SEED_INPUT
@@ -227,7 +228,8 @@ def _penalties(model, b: Builder) -> list[Value]:
     for var in model.weights:
         param = _param_of(b.graph, var) if var.regularizer is not None else None
         if param is not None:
-            out.append(var.regularizer.emit(b, param))
+            out.append(regularizers.emit_penalty(var.regularizer, b, param,
+                                                 f"The regularizer of weight '{var.path}'"))
     return out
 
 

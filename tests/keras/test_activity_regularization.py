@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from nncompile import keras
-from nncompile.keras import layers
+from nncompile.keras import layers, ops
 from nncompile.keras.layers.arguments import ArgumentError
 from tests.keras.finite_differences import gradients
 
@@ -106,7 +106,21 @@ def test_bad_arguments_name_the_layer():
         layers.ActivityRegularization(l1=-1.0)
     with pytest.raises(ArgumentError, match="not `activity_regularizer`"):
         layers.ActivityRegularization(activity_regularizer="l2")
-    model = keras.Sequential([keras.Input((2,)), layers.Dense(1, activity_regularizer=lambda x: 0.0)])
+    model = keras.Sequential([keras.Input((2,)), layers.Dense(1, activity_regularizer=lambda x: "big")])
     model.compile(optimizer="sgd", loss="mse")
-    with pytest.raises(ValueError, match=r"Layer 'dense.*`activity_regularizer` must be a keras.regularizers"):
+    with pytest.raises(TypeError, match=r"Layer 'dense.*activity_regularizer: the regularizer returned str"):
         model.evaluate(np.ones((2, 2)), np.ones((2, 1)), verbose=0)
+
+
+def test_regularizers_written_with_keras_ops_are_traced():
+    """Keras takes any callable as a regularizer; its penalty (summed, as Keras sums every
+    added loss) joins the loss, for weights and for activities alike."""
+    model = keras.Sequential([keras.Input((2,)), layers.Dense(
+        1, use_bias=False, kernel_regularizer=lambda w: 0.5 * ops.sum(ops.abs(w)),
+        activity_regularizer=lambda y: 0.25 * ops.square(y))])
+    model.compile(optimizer="sgd", loss="mse")
+    x = np.array([[1.0, 2.0], [3.0, -1.0], [0.5, 0.5]], np.float32)
+    kernel = model.get_weights()[0].astype(np.float64)
+    out = x @ kernel
+    expected = np.mean(out ** 2) + 0.5 * np.abs(kernel).sum() + 0.25 * np.square(out).sum() / 3
+    assert model.evaluate(x, np.zeros((3, 1)), verbose=0) == pytest.approx(expected, rel=1e-5)

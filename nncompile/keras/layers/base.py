@@ -512,14 +512,11 @@ def collect_activity_penalties() -> Iterator[list[Value]]:
 
 def activity_penalty(b: Builder, layer: Layer, output: Value) -> Value:
     """Keras 3's activity penalty of one output: `activity_regularizer(output)` divided by the
-    batch size (so that its strength does not depend on the batch size), as an f32 scalar."""
-    regularizer = layer.activity_regularizer
-    if not hasattr(regularizer, "emit"):
-        raise ValueError(f"{owner_of(layer)}: the `activity_regularizer` must be a "
-                         f"keras.regularizers object (L1, L2, L1L2) for nncompile to compile its "
-                         f"penalty into the training step. Received: {regularizer!r}")
+    batch size (so that its strength does not depend on the batch size; Keras 3.14 on, as
+    tf.keras 2), as an f32 scalar."""
     x = output if output.type.dtype is DType.f32 else b.cast(output, dtype=DType.f32)
-    penalty = regularizer.emit(b, x)
+    penalty = regularizers.emit_penalty(layer.activity_regularizer, b, x,
+                                        f"{owner_of(layer)}: activity_regularizer")
     if x.type.rank == 0:
         return penalty
     # The batch size is symbolic, and the IR has no shape op: count the rows (sum of ones).
