@@ -1,12 +1,12 @@
 """Training: what `Model.compile`, `fit`, `evaluate` and the `*_on_batch` calls do.
 
 The whole training step is one IR graph: the forward pass in training mode, the losses (weighted
-per output, plus the weights' and the activity regularizers' penalties), the backward pass (`passes.autodiff`),
-the optimizer's update of every trainable weight and of its own slots, the moving statistics of
-BatchNormalization, and the per-batch statistics of every metric. It is compiled once (the batch
-dimension stays symbolic, so the ragged last batch needs no recompile) and runs as one native
-call per batch; weights and optimizer slots are parameters updated in place. Evaluation uses the
-same graph without the backward pass and the updates.
+per output, plus the penalties of the weights' and the layer outputs' regularizers), the backward
+pass (`passes.autodiff`), the optimizer's update of every trainable weight and of its own slots,
+the moving statistics of BatchNormalization, and the per-batch statistics of every metric. It is
+compiled once (the batch dimension stays symbolic, so the ragged last batch needs no recompile)
+and runs as one native call per batch; weights and optimizer slots are parameters updated in
+place. Evaluation uses the same graph without the backward pass and the updates.
 
 Python keeps what is cheap and stateful: the epoch loop and batching, the learning-rate schedule
 (fed to the step as a scalar), the running means of the loss and the metrics, and the callbacks.

@@ -155,9 +155,12 @@ def _model():
 
 
 def test_compiled_matches_reference_and_gradients_match_finite_differences(monkeypatch):
+    # fixed weights and a wide step: the float32 noise of the differenced losses stays far
+    # below the tolerance (some draws give losses in the hundreds)
+    keras.utils.set_random_seed(0)
     model = _model()
-    x = [_x((3, 4, 5, 2), seed=5), _x((3, 3), seed=6)]
-    y = _x((3, 1), seed=7)
+    x = [_x((3, 4, 5, 2), seed=5, scale=0.3), _x((3, 3), seed=6)]
+    y = _x((3, 1), seed=7, scale=0.3)
     compiled = model.predict(x, verbose=0)
     monkeypatch.setenv("NNCOMPILE_BACKEND", "reference")
     np.testing.assert_allclose(compiled, model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
@@ -167,7 +170,7 @@ def test_compiled_matches_reference_and_gradients_match_finite_differences(monke
         model.set_weights(weights)
         return float(np.mean((model.predict(x, verbose=0).astype(np.float64) - y) ** 2))
 
-    grads = gradients(loss, weights, eps=1e-3)
+    grads = gradients(loss, weights, eps=1e-2)
     model.set_weights(weights)
     monkeypatch.setenv("NNCOMPILE_BACKEND", "cpu")
     model.train_on_batch(x, y)
