@@ -99,6 +99,16 @@ _BY_NAME: dict[str, type] = {"L1": L1, "L2": L2, "L1L2": L1L2, "l1": L1, "l2": L
 _CATALOG = Catalog("regularizer", Regularizer, "keras.regularizers", _BY_NAME, "weights -> float")
 
 
+def emit_penalty(regularizer, b, x, owner: str):
+    """The penalty of `x` as IR: a built-in regularizer's `emit`, else the trace of the
+    callable (keras.ops on tensors), summed to a scalar as Keras sums every loss it adds."""
+    if hasattr(regularizer, "emit"):
+        return regularizer.emit(b, x)
+    from nncompile.keras import tracing
+
+    return tracing.trace_penalty(regularizer, b, x, owner)
+
+
 def get(identifier) -> Callable[[np.ndarray], float] | None:
     """The regularizer for a name, a config dict `{"class_name", "config"}`, an instance, a class or a
     callable weights -> float; None gives None."""

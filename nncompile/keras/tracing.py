@@ -316,6 +316,17 @@ def emitter(fn: Callable, owner: str) -> Callable:
     return emit
 
 
+def trace_penalty(regularizer: Callable, b: Builder, x: Value, owner: str) -> Value:
+    """The penalty a regularizer written with keras.ops (a function, or a Regularizer subclass's
+    `__call__`) gives `x`, as a scalar of `b`."""
+    with _traced(b, owner, False):
+        out = regularizer(TracedTensor(x))
+    value = as_value(b, out, f"{owner}: the regularizer")
+    if value.type.rank:
+        value = b.reduce_sum(value, axes=tuple(range(value.type.rank)))
+    return value if value.type.dtype == x.type.dtype else b.cast(value, dtype=x.type.dtype)
+
+
 # --- metric variables -------------------------------------------------------------------------------
 
 def trace_updates(metric, b: Builder, y_true: Value, y_pred: Value,

@@ -1,12 +1,12 @@
 """Training: what `Model.compile`, `fit`, `evaluate` and the `*_on_batch` calls do.
 
 The whole training step is one IR graph: the forward pass in training mode, the losses (weighted
-per output, plus the weights' regularization penalties), the backward pass (`passes.autodiff`),
-the optimizer's update of every trainable weight and of its own slots, the moving statistics of
-BatchNormalization, and the per-batch statistics of every metric. It is compiled once (the batch
-dimension stays symbolic, so the ragged last batch needs no recompile) and runs as one native
-call per batch; weights and optimizer slots are parameters updated in place. Evaluation uses the
-same graph without the backward pass and the updates.
+per output, plus the penalties of the weights' and the layer outputs' regularizers), the backward
+pass (`passes.autodiff`), the optimizer's update of every trainable weight and of its own slots,
+the moving statistics of BatchNormalization, and the per-batch statistics of every metric. It is
+compiled once (the batch dimension stays symbolic, so the ragged last batch needs no recompile)
+and runs as one native call per batch; weights and optimizer slots are parameters updated in
+place. Evaluation uses the same graph without the backward pass and the updates.
 
 Python keeps what is cheap and stateful: the epoch loop and batching, the learning-rate schedule
 (fed to the step as a scalar), the running means of the loss and the metrics, and the callbacks.
@@ -29,8 +29,9 @@ from nncompile.keras import epochs as epochs_module
 from nncompile.keras import losses as losses_module
 from nncompile.keras import metrics as metrics_module
 from nncompile.keras import optimizers as optimizers_module
+from nncompile.keras import regularizers
 from nncompile.keras.layers.arguments import int_at_least, positive_int
-from nncompile.keras.layers.base import ir_type
+from nncompile.keras.layers.base import collect_activity_penalties, ir_type
 from nncompile.keras.layers.core import SEED_INPUT
 from nncompile.passes.autodiff import gradients
 from nncompile.runtime.cpu import executable
@@ -180,7 +181,8 @@ def build_step_graph(model, compiled: Compiled, targets: Sequence[np.ndarray], t
     b = Builder(name="train_step" if train else "test_step")
     xs = [b.input(t.history.layer.name, ir_type(t.shape, t.dtype, t.history.layer.name))
           for t in model.inputs]
-    preds, masks = model._emit_masked_calls(b, xs, [None] * len(xs), train)
+    with collect_activity_penalties() as activity_penalties:
+        preds, masks = model._emit_masked_calls(b, xs, [None] * len(xs), train)
     _refuse_masked_metrics(model, compiled, masks)
     ys = [b.input(_target_name(name), ir_type((None,) + y.shape[1:], str(y.dtype), name))
           for name, y in zip(model.output_names, targets)]
@@ -194,7 +196,7 @@ def build_step_graph(model, compiled: Compiled, targets: Sequence[np.ndarray], t
         per_output.append(value)
         term = value if scale == 1.0 else b.mul(value, b.scalar(scale, value))
         total = term if total is None else b.add(total, term)
-    for penalty in _penalties(model, b):
+    for penalty in [*_penalties(model, b), *activity_penalties]:
         total = b.add(total, penalty)
     stats, counts = [], []
     for metric_row, y, pred in zip(compiled.metrics, ys, preds):
@@ -226,7 +228,8 @@ def _penalties(model, b: Builder) -> list[Value]:
     for var in model.weights:
         param = _param_of(b.graph, var) if var.regularizer is not None else None
         if param is not None:
-            out.append(var.regularizer.emit(b, param))
+            out.append(regularizers.emit_penalty(var.regularizer, b, param,
+                                                 f"The regularizer of weight '{var.path}'"))
     return out
 
 

@@ -240,8 +240,13 @@ def test_fit_before_compile_is_a_clear_error():
 def test_weight_constraints_hold_after_every_step():
     x, y = pima_like(n=30)
     model = keras.Sequential([keras.Input(shape=(8,)),
-                              layers.Dense(4, kernel_constraint=keras.constraints.NonNeg()),
-                              layers.Dense(1)])
+                              # no biases and a fixed head of ones: the prediction of the
+                              # non-negative features stays above the negative target, so every
+                              # step pulls the kernel down, whatever weights it was drawn with
+                              layers.Dense(4, use_bias=False,
+                                           kernel_constraint=keras.constraints.NonNeg()),
+                              layers.Dense(1, use_bias=False, kernel_initializer="ones",
+                                           trainable=False)])
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.05), loss="mse")
     model.fit(x, -x.sum(axis=1), epochs=3, batch_size=5, verbose=0)   # pulls the kernel negative
     kernel = model.layers[0].kernel.numpy()

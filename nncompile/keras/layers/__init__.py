@@ -1,14 +1,15 @@
 """Keras layers: `from nncompile.keras import layers; layers.Dense(10)`."""
 from nncompile.keras.input_layer import Input, InputLayer
 from nncompile.keras.layers.base import Layer
+from nncompile.keras.layers.image_preprocessing import CenterCrop, Resizing
 from nncompile.keras.layers.lambda_layer import Lambda
 from nncompile.keras.layers.conv import Conv1D, Conv2D, Convolution1D, Convolution2D
 from nncompile.keras.layers.core import (ELU, Activation, Dense, Dropout, Embedding, Flatten,
                                          Identity, LeakyReLU, Masking, Permute, ReLU, Reshape,
                                          Softmax)
-from nncompile.keras.layers.merging import (Add, Average, Concatenate, Maximum, Minimum, Multiply,
-                                            Subtract, add, average, concatenate, maximum, minimum,
-                                            multiply, subtract)
+from nncompile.keras.layers.merging import (Add, Average, Concatenate, Dot, Maximum, Minimum,
+                                            Multiply, Subtract, add, average, concatenate, dot,
+                                            maximum, minimum, multiply, subtract)
 from nncompile.keras.layers.noise import (GaussianDropout, GaussianNoise, SpatialDropout1D,
                                           SpatialDropout2D, SpatialDropout3D)
 from nncompile.keras.layers.normalization import (BatchNormalization, LayerNormalization,
@@ -19,7 +20,8 @@ from nncompile.keras.layers.pooling import (AveragePooling1D, AveragePooling2D, 
                                             GlobalAvgPool2D, GlobalMaxPool1D, GlobalMaxPool2D,
                                             GlobalMaxPooling1D, GlobalMaxPooling2D, MaxPool1D,
                                             MaxPool2D, MaxPooling1D, MaxPooling2D)
-from nncompile.keras.layers.preprocessing import Rescaling
+from nncompile.keras.layers.preprocessing import Normalization, Rescaling
+from nncompile.keras.layers.regularization import ActivityRegularization
 from nncompile.keras.layers.recurrent import GRU, LSTM, RNN, SimpleRNN
 from nncompile.keras.layers.recurrent_cells import (GRUCell, LSTMCell, SimpleRNNCell,
                                                     StackedRNNCells)
@@ -28,18 +30,19 @@ from nncompile.keras.layers.reshaping import (Cropping1D, Cropping2D, RepeatVect
 from nncompile.keras.layers.wrappers import Bidirectional, TimeDistributed
 
 __all__ = [
-    "Activation", "Add", "Average", "AveragePooling1D", "AveragePooling2D", "AvgPool1D",
-    "AvgPool2D", "BatchNormalization", "Bidirectional", "Concatenate", "Conv1D", "Conv2D",
-    "Convolution1D", "Convolution2D", "Cropping1D", "Cropping2D", "Dense", "Dropout", "ELU",
+    "Activation", "ActivityRegularization", "Add", "Average", "AveragePooling1D", "AveragePooling2D", "AvgPool1D",
+    "AvgPool2D", "BatchNormalization", "Bidirectional", "CenterCrop", "Concatenate", "Conv1D", "Conv2D",
+    "Convolution1D", "Convolution2D", "Cropping1D", "Cropping2D", "Dense", "Dot", "Dropout", "ELU",
     "Embedding", "Flatten", "GRU", "GRUCell", "GlobalAveragePooling1D",
     "GlobalAveragePooling2D", "GlobalAvgPool1D", "GlobalAvgPool2D", "GlobalMaxPool1D",
     "GlobalMaxPool2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "Input", "InputLayer",
     "LSTM", "LSTMCell", "Lambda", "Layer", "LayerNormalization", "LeakyReLU", "Masking", "MaxPool1D",
-    "MaxPool2D", "MaxPooling1D", "MaxPooling2D", "Maximum", "Minimum", "Multiply", "Permute",
-    "RNN", "ReLU", "RepeatVector", "Reshape", "SimpleRNN", "SimpleRNNCell", "Softmax",
+    "MaxPool2D", "MaxPooling1D", "MaxPooling2D", "Maximum", "Minimum", "Multiply", "Normalization",
+    "Permute",
+    "RNN", "ReLU", "RepeatVector", "Reshape", "Resizing", "SimpleRNN", "SimpleRNNCell", "Softmax",
     "StackedRNNCells", "Subtract", "TimeDistributed", "UpSampling1D", "UpSampling2D",
     "ZeroPadding1D", "ZeroPadding2D", "add", "average", "concatenate", "maximum", "minimum",
-    "multiply", "subtract",
+    "multiply", "subtract", "dot",
     "GaussianDropout", "GaussianNoise", "Identity", "Rescaling", "SpatialDropout1D",
     "SpatialDropout2D", "SpatialDropout3D", "UnitNormalization",
 ]

@@ -9,10 +9,12 @@ calling `emit` layer after layer.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import inspect
 import re
 import warnings
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import Any, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -391,6 +393,9 @@ class Layer:
                           f"support masking and will therefore destroy the mask information. "
                           f"Downstream layers will not see the mask.", stacklevel=2)
         out_masks = out_mask if isinstance(out_mask, list) else [out_mask] * len(outs)
+        penalties = _ACTIVITY_PENALTIES.get()
+        if penalties is not None and self.activity_regularizer is not None:
+            penalties += [activity_penalty(b, self, out) for out in outs]
         return outs, out_masks
 
     def call_arguments(self, inputs: list, single: bool) -> tuple[list, dict]:
@@ -485,6 +490,39 @@ class Layer:
             out = self.emit(b, values[0] if single else values, training=training)
         outs = out if isinstance(out, (list, tuple)) else [out]
         return run_graph(b.finish(outs, [f"output_{i}" for i in range(len(outs))]), arrays)
+
+
+# The penalties of `activity_regularizer`s, collected while a training or test step is built.
+_ACTIVITY_PENALTIES: contextvars.ContextVar[list | None] = contextvars.ContextVar(
+    "nncompile_activity_penalties", default=None)
+
+
+@contextlib.contextmanager
+def collect_activity_penalties() -> Iterator[list[Value]]:
+    """Inside, every layer call whose layer has an `activity_regularizer` adds the penalty of
+    its outputs (`activity_penalty`) to the list yielded, as Keras 3's `Layer.__call__` adds
+    them to the model's losses."""
+    penalties: list[Value] = []
+    token = _ACTIVITY_PENALTIES.set(penalties)
+    try:
+        yield penalties
+    finally:
+        _ACTIVITY_PENALTIES.reset(token)
+
+
+def activity_penalty(b: Builder, layer: Layer, output: Value) -> Value:
+    """Keras 3's activity penalty of one output: `activity_regularizer(output)` divided by the
+    batch size (so that its strength does not depend on the batch size; Keras 3.14 on, as
+    tf.keras 2), as an f32 scalar."""
+    x = output if output.type.dtype is DType.f32 else b.cast(output, dtype=DType.f32)
+    penalty = regularizers.emit_penalty(layer.activity_regularizer, b, x,
+                                        f"{owner_of(layer)}: activity_regularizer")
+    if x.type.rank == 0:
+        return penalty
+    # The batch size is symbolic, and the IR has no shape op: count the rows (sum of ones).
+    ones = b.add(b.mul(x, b.scalar(0.0, x)), b.scalar(1.0, x))
+    rows = ones if x.type.rank == 1 else b.reduce_mean(ones, axes=tuple(range(1, x.type.rank)))
+    return b.div(penalty, b.reduce_sum(rows, axes=(0,)))
 
 
 # Keras names the arguments that hold activations, initializers, regularizers and constraints

@@ -1,5 +1,5 @@
-"""Merge layers: Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate, and their
-functional forms `add`, `subtract`, ... `concatenate`.
+"""Merge layers: Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate, Dot, and
+their functional forms `add`, `subtract`, ... `concatenate`, `dot`.
 
 Elementwise merges broadcast like Keras: inputs of lower rank get axes of size 1 inserted after
 the batch axis, then the non-batch dimensions must be equal or 1.
@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import numpy as np
+
 from nncompile.ir import Builder, ShapeError, Value, broadcast_shapes
-from nncompile.keras.layers.arguments import integer, owner_of
+from nncompile.keras.layers.arguments import ArgumentError, boolean, integer, owner_of
 from nncompile.keras.layers.base import Layer, Mask, keras_shape
 from nncompile.keras.layers.core import any_last
 
@@ -262,6 +264,90 @@ class Concatenate(Layer):
         return {**super().get_config(), "axis": self.axis}
 
 
+class Dot(Layer):
+    """The dot product of two inputs' samples along `axes` (one axis for both, or one each;
+    never the batch axis), as Keras 3's `batch_dot`: the output has the first input's other axes,
+    then the second's, and shape (batch, 1) when none is left. `normalize=True` L2-normalizes
+    both along those axes first (the cosine similarity). The output carries no mask.
+
+    >>> x, y = np.ones((2, 3), "float32"), np.full((2, 3), 2.0, "float32")
+    >>> Dot(axes=1)([x, y]).tolist()
+    [[6.0], [6.0]]
+    """
+
+    def __init__(self, axes, normalize=False, **kwargs):
+        super().__init__(**kwargs)
+        owner = owner_of(self)
+        if isinstance(axes, (list, tuple)):
+            if len(axes) != 2:
+                raise ArgumentError(f"{owner}: invalid format for argument `axes`: it should "
+                                    f"contain two elements. Received: axes={axes!r}")
+            self.axes = [integer(a, "axes", owner) for a in axes]
+        else:
+            self.axes = integer(axes, "axes", owner)
+        self.normalize = boolean(normalize, "normalize", owner)
+
+    def emit(self, b: Builder, inputs, training: bool = False) -> Value:
+        if not isinstance(inputs, (list, tuple)) or len(inputs) != 2:
+            received = _shapes(inputs) if isinstance(inputs, (list, tuple)) else keras_shape(inputs.type)
+            raise ShapeError(f"A `Dot` layer should be called on a list of 2 inputs. Received: "
+                             f"input_shape={received}")
+        x, y = inputs
+        ax, ay = self._axes(x, y)
+        if self.normalize:
+            x, y = _l2_normalize(b, x, ax), _l2_normalize(b, y, ay)
+        # batch_dot as one batched matmul: x to (batch, m, k), y to (batch, k, n)
+        x = b.transpose(x, perm=[i for i in range(x.type.rank) if i != ax] + [ax])
+        y = b.transpose(y, perm=[0, ay] + [i for i in range(1, y.type.rank) if i != ay])
+        x_rest, y_rest = x.type.shape[1:-1], y.type.shape[2:]
+        batch, depth = x.type.shape[0], x.type.shape[-1]
+        x = b.reshape(x, shape=[batch, self._flat(x_rest), depth])
+        y = b.reshape(y, shape=[batch, depth, self._flat(y_rest)])
+        out = b.matmul(x, y)
+        return b.reshape(out, shape=[batch, *(x_rest + y_rest or (1,))])
+
+    def _axes(self, x: Value, y: Value) -> tuple[int, int]:
+        """The contracted axes (non-negative), checked against the inputs' shapes."""
+        shapes = _shapes([x, y])
+        if min(len(s) for s in shapes) < 2:
+            raise ShapeError(f"Cannot do batch_dot on inputs with rank < 2. Received inputs with "
+                             f"shapes {shapes[0]} and {shapes[1]}.")
+        wanted = self.axes if isinstance(self.axes, list) else [self.axes] * 2
+        axes = []
+        for axis, shape in zip(wanted, shapes):
+            if not -len(shape) <= axis < len(shape) or axis % len(shape) == 0:
+                raise ShapeError(f"Dot: `axes` {self.axes} must name a non-batch axis of each "
+                                 f"input. Received: input_shape={shapes}")
+            axes.append(axis % len(shape))
+        if x.type.shape[axes[0]] != y.type.shape[axes[1]]:
+            raise ShapeError(f"Incompatible input shapes: axis values {shapes[0][axes[0]]} (at "
+                             f"axis {axes[0]}) != {shapes[1][axes[1]]} (at axis {axes[1]}). "
+                             f"Full input shapes: {shapes[0]}, {shapes[1]}")
+        return axes[0], axes[1]
+
+    def _flat(self, dims: tuple) -> int | str:
+        """The size of `dims` as one dimension: a product, or the one symbol among them."""
+        if len(dims) == 1:
+            return dims[0]
+        if any(isinstance(d, str) for d in dims):
+            raise ShapeError(f"Dot: the axes {dims} of an input, kept in the output, include an "
+                             f"unknown size next to others; nncompile needs them known")
+        return int(np.prod(dims, dtype=np.int64))
+
+    def compute_mask(self, b: Builder, inputs, mask) -> Mask | None:
+        return None
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "axes": self.axes, "normalize": self.normalize}
+
+
+def _l2_normalize(b: Builder, x: Value, axis: int) -> Value:
+    """Keras 3's `ops.normalize`: x * min(rsqrt(sum(x^2)), 1 / epsilon), epsilon 1e-7."""
+    squares = b.reduce_sum(b.square(x), axes=[axis], keepdims=True)
+    floor = b.maximum(squares, b.scalar(1e-14, squares))
+    return b.mul(x, b.broadcast(b.rsqrt(floor), shape=list(x.type.shape)))
+
+
 def _apply(layer: Layer, inputs: Sequence):
     return layer(list(inputs))
 
@@ -294,6 +380,11 @@ def maximum(inputs: Sequence, **kwargs):
 def minimum(inputs: Sequence, **kwargs):
     """Functional form of `Minimum`: `minimum([x1, x2])`."""
     return _apply(Minimum(**kwargs), inputs)
+
+
+def dot(inputs: Sequence, axes=-1, **kwargs):
+    """Functional form of `Dot`: `dot([x1, x2], axes=1)`."""
+    return _apply(Dot(axes=axes, **kwargs), inputs)
 
 
 def concatenate(inputs: Sequence, axis: int = -1, **kwargs):

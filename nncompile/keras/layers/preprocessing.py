@@ -1,13 +1,17 @@
-"""Preprocessing layers that are plain arithmetic: Rescaling."""
+"""Preprocessing layers that are plain arithmetic: Rescaling, and Normalization (with `adapt`)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
-from nncompile.ir import Builder, DType, Value
-from nncompile.keras.layers.arguments import ArgumentError, owner_of
+from nncompile.ir import Builder, DType, ShapeError, Value
+from nncompile.keras.layers.arguments import ArgumentError, boolean, owner_of
 from nncompile.keras.layers.base import Layer
+from nncompile.keras.utils.py_dataset import PyDataset
+
+# Keras's backend.epsilon(): the floor of the standard deviation Normalization divides by
+EPSILON = 1e-7
 
 
 def _factor(value, name: str, owner: str) -> float | np.ndarray:
@@ -51,3 +55,155 @@ class Rescaling(Layer):
     def get_config(self) -> dict[str, Any]:
         plain = [v if isinstance(v, float) else v.tolist() for v in (self.scale, self.offset)]
         return {**super().get_config(), "scale": plain[0], "offset": plain[1]}
+
+
+class Normalization(Layer):
+    """`(x - mean) / max(sqrt(variance), 1e-7)` per position of the kept `axis` (default -1, the
+    features; None: one mean for everything), as Keras 3. The statistics are given (`mean`,
+    `variance`: numbers or arrays broadcasting against the kept axes) or learned by
+    `adapt(data)`, which stores them as the non-trainable weights `mean`, `variance` (and
+    `count`, as Keras keeps it). `invert=True` maps normalized values back.
+
+    >>> layer = Normalization()
+    >>> layer.adapt(np.array([[0.0, 10.0], [2.0, 30.0]], "float32"))
+    >>> layer(np.array([[1.0, 20.0]], "float32")).tolist()
+    [[0.0, 0.0]]
+    """
+
+    supports_masking = True
+
+    def __init__(self, axis=-1, mean=None, variance=None, invert=False, **kwargs):
+        super().__init__(**kwargs)
+        owner = owner_of(self)
+        self.axis = _axes(axis, owner)
+        self.invert = boolean(invert, "invert", owner)
+        if (mean is None) != (variance is None):
+            raise ArgumentError(f"{owner}: when setting values directly, both `mean` and "
+                                f"`variance` must be set. Received: mean={mean!r} and "
+                                f"variance={variance!r}")
+        self.input_mean, self.input_variance = mean, variance
+        if mean is not None:
+            mean_shape, variance_shape = np.shape(mean), np.shape(variance)
+            if mean_shape != variance_shape:
+                raise ArgumentError(f"{owner}: `mean` and `variance` must have the same shape. "
+                                    f"Received: mean shape {mean_shape} and variance shape "
+                                    f"{variance_shape}")
+            if len(mean_shape) > len(self.axis):
+                raise ArgumentError(f"{owner}: the rank of `mean` must be at most the number "
+                                    f"of axes ({len(self.axis)}). Received: mean shape "
+                                    f"{mean_shape} for axis {self.axis}")
+        self._keep: tuple[int, ...] | None = None
+
+    def build(self, input_shape) -> None:
+        rank = len(input_shape)
+        owner = owner_of(self)
+        if any(not -rank <= a < rank for a in self.axis):
+            raise ValueError(f"{owner}: all `axis` values must be in the range [-ndim, ndim). "
+                             f"Received inputs with ndim={rank}, while axis={self.axis}")
+        self._keep = tuple(sorted(a % rank for a in self.axis))
+        if any(input_shape[a] is None for a in self._keep):
+            raise ValueError(f"{owner}: the kept axes {self.axis} must have a known size. "
+                             f"Received: input_shape={tuple(input_shape)}")
+        self._input_shape = tuple(input_shape)
+        if self.input_mean is None:
+            shape = tuple(input_shape[a] for a in self._keep)
+            self.adapt_mean = self.add_weight(shape, "zeros", trainable=False, name="mean")
+            self.adapt_variance = self.add_weight(shape, "ones", trainable=False, name="variance")
+            self.count = self.add_weight((), "zeros", dtype="int32", trainable=False, name="count")
+        self.built = True
+
+    def adapt(self, data) -> None:
+        """Learn the mean and variance of `data` over the axes not kept: an array (one batch),
+        a PyDataset, or any iterable of batches (the `x` of `(x, y)` batches), merged batch by
+        batch as Keras 3 does."""
+        if self.input_mean is not None:
+            raise ValueError(f"{owner_of(self)}: adapt() learns `mean` and `variance`, which "
+                             f"this layer was given")
+        batches = _batches(data, owner_of(self))
+        first = next(batches, None)
+        if first is None:
+            raise ValueError(f"{owner_of(self)}: adapt() received no batches")
+        if not self.built:
+            self.build((None,) + first.shape[1:])
+        mean = variance = 0.0
+        count = 0
+        for batch in (first, *batches):
+            self._check_batch(batch)
+            reduce = tuple(a for a in range(batch.ndim) if a not in self._keep)
+            batch_count = int(np.prod([batch.shape[a] for a in reduce], dtype=np.int64))
+            count += batch_count
+            weight = batch_count / count
+            batch_mean, batch_variance = batch.mean(axis=reduce), batch.var(axis=reduce)
+            merged = mean * (1 - weight) + batch_mean * weight
+            variance = ((variance + (mean - merged) ** 2) * (1 - weight)
+                        + (batch_variance + (batch_mean - merged) ** 2) * weight)
+            mean = merged
+        self.adapt_mean.assign(mean)
+        self.adapt_variance.assign(variance)
+
+    def _check_batch(self, batch: np.ndarray) -> None:
+        if batch.ndim != len(self._input_shape) or any(
+                batch.shape[a] != self._input_shape[a] for a in self._keep):
+            raise ValueError(f"{owner_of(self)}: adapt() received a batch of shape {batch.shape}; "
+                             f"the layer was built for input_shape={self._input_shape}")
+
+    def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
+        dtype = DType.from_numpy(self.dtype)
+        x = inputs if inputs.type.dtype == dtype else b.cast(inputs, dtype=dtype)
+        if x.type.rank != len(self._input_shape):
+            raise ShapeError(f"{owner_of(self)}: built for inputs of rank "
+                             f"{len(self._input_shape)}, received rank {x.type.rank}")
+        mean, variance = self._statistics(b, x)
+        scale = b.maximum(b.sqrt(variance), b.scalar(EPSILON, variance))
+        if self.invert:
+            return b.add(b.mul(x, scale), mean)
+        return b.div(b.sub(x, mean), scale)
+
+    def _statistics(self, b: Builder, x: Value) -> tuple[Value, Value]:
+        """The mean and variance shaped to broadcast against `x` (1 on the reduced axes)."""
+        rank = x.type.rank
+        shape = [x.type.shape[a] if a in self._keep else 1 for a in range(rank)]
+        if self.input_mean is None:
+            pair = (self.param(b, self.adapt_mean), self.param(b, self.adapt_variance))
+            return tuple(b.reshape(v, shape=shape) for v in pair)
+        out = []
+        for given in (self.input_mean, self.input_variance):
+            array = np.asarray(given, dtype=np.float64)
+            # as Keras: the array's axes line up with the last kept axes
+            expanded = [1] * rank
+            for i in range(1, array.ndim + 1):
+                expanded[self._keep[-i]] = array.shape[-i]
+            full = np.broadcast_to(array.reshape(expanded), shape)
+            out.append(b.constant(full.astype(x.type.dtype.numpy)))
+        return out[0], out[1]
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "axis": list(self.axis), "invert": self.invert,
+                "mean": np.array(self.input_mean).tolist(),
+                "variance": np.array(self.input_variance).tolist()}
+
+
+def _axes(axis, owner: str) -> tuple[int, ...]:
+    """Keras's `axis`: None (no axis kept), an int, or a list / tuple of ints."""
+    axes = () if axis is None else (axis,) if isinstance(axis, (int, np.integer)) else axis
+    if not isinstance(axes, (list, tuple)) or any(
+            isinstance(a, bool) or not isinstance(a, (int, np.integer)) for a in axes):
+        raise ArgumentError(f"{owner}: the `axis` argument must be None, an int or a list of "
+                            f"ints. Received: axis={axis!r}")
+    return tuple(int(a) for a in axes)
+
+
+def _batches(data, owner: str) -> Iterable[np.ndarray]:
+    """The float64 batches of `data` for adapt: an array is one batch, a PyDataset is read by
+    index, any other iterable batch after batch; of a tuple batch, its first element (x)."""
+    if isinstance(data, np.ndarray) or hasattr(data, "__array__"):
+        items = iter([data])
+    elif isinstance(data, PyDataset):
+        items = (data[i] for i in range(data.num_batches))
+    elif hasattr(data, "__iter__"):
+        items = iter(data)
+    else:
+        raise TypeError(f"{owner}: adapt() takes an array, a keras.utils.PyDataset or an "
+                        f"iterable of batches. Received: {type(data).__name__}")
+    return (np.asarray(item[0] if isinstance(item, tuple) else item, dtype=np.float64)
+            for item in items)
