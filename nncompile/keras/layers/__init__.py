@@ -2,6 +2,7 @@
 from nncompile.keras.input_layer import Input, InputLayer
 from nncompile.keras.layers.base import Layer
 from nncompile.keras.layers.lambda_layer import Lambda
+from nncompile.keras.layers.attention import Attention, MultiHeadAttention
 from nncompile.keras.layers.conv import Conv1D, Conv2D, Convolution1D, Convolution2D
 from nncompile.keras.layers.core import (ELU, Activation, Dense, Dropout, Embedding, Flatten,
                                          Identity, LeakyReLU, Masking, Permute, ReLU, Reshape,
@@ -28,14 +29,15 @@ from nncompile.keras.layers.reshaping import (Cropping1D, Cropping2D, RepeatVect
 from nncompile.keras.layers.wrappers import Bidirectional, TimeDistributed
 
 __all__ = [
-    "Activation", "Add", "Average", "AveragePooling1D", "AveragePooling2D", "AvgPool1D",
+    "Activation", "Add", "Attention", "Average", "AveragePooling1D", "AveragePooling2D", "AvgPool1D",
     "AvgPool2D", "BatchNormalization", "Bidirectional", "Concatenate", "Conv1D", "Conv2D",
     "Convolution1D", "Convolution2D", "Cropping1D", "Cropping2D", "Dense", "Dropout", "ELU",
     "Embedding", "Flatten", "GRU", "GRUCell", "GlobalAveragePooling1D",
     "GlobalAveragePooling2D", "GlobalAvgPool1D", "GlobalAvgPool2D", "GlobalMaxPool1D",
     "GlobalMaxPool2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "Input", "InputLayer",
     "LSTM", "LSTMCell", "Lambda", "Layer", "LayerNormalization", "LeakyReLU", "Masking", "MaxPool1D",
-    "MaxPool2D", "MaxPooling1D", "MaxPooling2D", "Maximum", "Minimum", "Multiply", "Permute",
+    "MaxPool2D", "MaxPooling1D", "MaxPooling2D", "Maximum", "Minimum", "MultiHeadAttention",
+    "Multiply", "Permute",
     "RNN", "ReLU", "RepeatVector", "Reshape", "SimpleRNN", "SimpleRNNCell", "Softmax",
     "StackedRNNCells", "Subtract", "TimeDistributed", "UpSampling1D", "UpSampling2D",
     "ZeroPadding1D", "ZeroPadding2D", "add", "average", "concatenate", "maximum", "minimum",

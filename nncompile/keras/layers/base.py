@@ -176,6 +176,9 @@ class Layer:
     # Whether `emit` on (batch, steps, ...) inputs is `emit` on each (batch, ...) step (a Dense
     # acts on the last axis): TimeDistributed then emits it once for the whole sequence.
     acts_per_step = False
+    # Whether `__call__` takes and checks its own keyword arguments (attention layers' `key`,
+    # `attention_mask`, flags): a model config's recorded call is then handed on as it is.
+    checks_call_arguments = False
 
     def __init__(self, *, name: str | None = None, trainable: bool = True, dtype: str | None = None,
                  input_shape: Sequence[int | None] | None = None,
