@@ -4,6 +4,8 @@ from nncompile.keras.layers.base import Layer
 from nncompile.keras.layers.lambda_layer import Lambda
 from nncompile.keras.layers.attention import Attention, MultiHeadAttention
 from nncompile.keras.layers.conv import Conv1D, Conv2D, Convolution1D, Convolution2D
+from nncompile.keras.layers.depthwise_conv import (DepthwiseConv2D, SeparableConv1D,
+                                                   SeparableConv2D)
 from nncompile.keras.layers.core import (ELU, Activation, Dense, Dropout, Embedding, Flatten,
                                          Identity, LeakyReLU, Masking, Permute, ReLU, Reshape,
                                          Softmax)
@@ -31,14 +33,16 @@ from nncompile.keras.layers.wrappers import Bidirectional, TimeDistributed
 __all__ = [
     "Activation", "Add", "Attention", "Average", "AveragePooling1D", "AveragePooling2D", "AvgPool1D",
     "AvgPool2D", "BatchNormalization", "Bidirectional", "Concatenate", "Conv1D", "Conv2D",
-    "Convolution1D", "Convolution2D", "Cropping1D", "Cropping2D", "Dense", "Dropout", "ELU",
+    "Convolution1D", "Convolution2D", "Cropping1D", "Cropping2D", "Dense", "DepthwiseConv2D",
+    "Dropout", "ELU",
     "Embedding", "Flatten", "GRU", "GRUCell", "GlobalAveragePooling1D",
     "GlobalAveragePooling2D", "GlobalAvgPool1D", "GlobalAvgPool2D", "GlobalMaxPool1D",
     "GlobalMaxPool2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "Input", "InputLayer",
     "LSTM", "LSTMCell", "Lambda", "Layer", "LayerNormalization", "LeakyReLU", "Masking", "MaxPool1D",
     "MaxPool2D", "MaxPooling1D", "MaxPooling2D", "Maximum", "Minimum", "MultiHeadAttention",
     "Multiply", "Permute",
-    "RNN", "ReLU", "RepeatVector", "Reshape", "SimpleRNN", "SimpleRNNCell", "Softmax",
+    "RNN", "ReLU", "RepeatVector", "Reshape", "SeparableConv1D", "SeparableConv2D", "SimpleRNN",
+    "SimpleRNNCell", "Softmax",
     "StackedRNNCells", "Subtract", "TimeDistributed", "UpSampling1D", "UpSampling2D",
     "ZeroPadding1D", "ZeroPadding2D", "add", "average", "concatenate", "maximum", "minimum",
     "multiply", "subtract",
