@@ -128,7 +128,7 @@ def test_attention_matches_numpy(score_mode, backend, monkeypatch):
     np.testing.assert_allclose(probs, want_probs, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name, outputs", [("multi_head_attention", 2), ("attention", 3)])
+@pytest.mark.parametrize("name, outputs", [("multi_head_attention", 3), ("attention", 3)])
 def test_real_keras_files_load_and_predict(name, outputs, tmp_path):
     data = np.load(FIXTURES / f"{name}.npz")
     inputs = [data[f"in_{i}"] for i in range(sum(k.startswith("in_") for k in data))]

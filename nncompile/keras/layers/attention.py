@@ -123,6 +123,7 @@ class MultiHeadAttention(KeywordCall):
     """
 
     supports_masking = True   # the output carries the query's mask
+    clears_input_masks = True
 
     def __init__(self, num_heads: int, key_dim: int, value_dim: int | None = None,
                  dropout: float = 0.0, use_bias: bool = True, output_shape=None,
@@ -154,10 +155,14 @@ class MultiHeadAttention(KeywordCall):
     def __call__(self, query, value, key=None, attention_mask=None,
                  return_attention_scores: bool = False, training: bool | None = None,
                  use_causal_mask: bool = False):
-        return self._call_with({"query": query, "value": value, "key": key,
-                                "attention_mask": attention_mask},
-                               {"return_attention_scores": return_attention_scores,
-                                "use_causal_mask": use_causal_mask}, training)
+        outputs = self._call_with({"query": query, "value": value, "key": key,
+                                   "attention_mask": attention_mask},
+                                  {"return_attention_scores": return_attention_scores,
+                                   "use_causal_mask": use_causal_mask}, training)
+        for tensor in (query, value, key, attention_mask):
+            if hasattr(tensor, "_keras_mask"):   # symbolic or traced tensors, as in Keras
+                tensor._keras_mask = None
+        return outputs
 
     def build(self, input_shape) -> None:
         shapes = self.named(input_shape)

@@ -179,6 +179,9 @@ class Layer:
     # Whether `__call__` takes and checks its own keyword arguments (attention layers' `key`,
     # `attention_mask`, flags): a model config's recorded call is then handed on as it is.
     checks_call_arguments = False
+    # Whether the tensors this layer is called on lose their Keras masks (Keras's
+    # MultiHeadAttention removes them: later layers given the same tensors see none).
+    clears_input_masks = False
 
     def __init__(self, *, name: str | None = None, trainable: bool = True, dtype: str | None = None,
                  input_shape: Sequence[int | None] | None = None,
