@@ -177,3 +177,34 @@ def test_bad_calls_say_what_was_expected():
     mha(query, query)
     with pytest.raises(ValueError, match="use_causal_mask=True"):
         mha(query, query, use_causal_mask=True)
+
+
+class TransformerBlock(layers.Layer):
+    """keras.io's "Text classification with Transformer" block, as the tutorial writes it."""
+
+    def __init__(self, embed_dim, num_heads, ff_dim, rate=0.1, **kwargs):
+        super().__init__(**kwargs)
+        self.att = layers.MultiHeadAttention(num_heads=num_heads, key_dim=embed_dim)
+        self.ffn = keras.Sequential([layers.Dense(ff_dim, activation="relu"),
+                                     layers.Dense(embed_dim)])
+        self.layernorm1 = layers.LayerNormalization(epsilon=1e-6)
+        self.layernorm2 = layers.LayerNormalization(epsilon=1e-6)
+        self.dropout1, self.dropout2 = layers.Dropout(rate), layers.Dropout(rate)
+
+    def call(self, inputs, training=False):
+        attn_output = self.dropout1(self.att(inputs, inputs), training=training)
+        out1 = self.layernorm1(inputs + attn_output)
+        return self.layernorm2(out1 + self.dropout2(self.ffn(out1), training=training))
+
+
+def test_tutorial_transformer_block_trains_every_weight():
+    inputs = keras.Input((5,))
+    x = TransformerBlock(8, 2, 16)(layers.Embedding(30, 8)(inputs))
+    model = keras.Model(inputs, layers.Dense(2, activation="softmax")(
+        layers.GlobalAveragePooling1D()(x)))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    rng = np.random.default_rng(5)
+    before = model.get_weights()
+    assert len(before) == 1 + 8 + 4 + 4 + 2   # embedding, attention, ffn, norms, head
+    model.fit(rng.integers(0, 30, (16, 5)), rng.integers(0, 2, 16), epochs=1, verbose=0)
+    assert all(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))

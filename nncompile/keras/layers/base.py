@@ -438,9 +438,12 @@ class Layer:
                             f"`call(self, inputs)` as `x, y = inputs`")
         single = not isinstance(inputs, (list, tuple))
         flat = [inputs] if single else list(inputs)
-        if tracing.in_trace() or any(tracing.is_traced(x) for x in flat):
+        symbolic = all(isinstance(x, KerasTensor) for x in flat)
+        # A Sequential built inside traced code (a custom layer's `self.ffn`) calls its layers
+        # on KerasTensors: those calls stay symbolic; the model's own call is inlined.
+        if not symbolic and (tracing.in_trace() or any(tracing.is_traced(x) for x in flat)):
             return tracing.call_inline(self, flat, single, training)
-        if all(isinstance(x, KerasTensor) for x in flat):
+        if symbolic:
             outputs = self._symbolic(flat, single)
             node = CallNode(self, flat, outputs, single, training)
             for i, out in enumerate(outputs):
