@@ -376,7 +376,7 @@ def _call_args(data, created: Mapping[str, Layer], model: str | None,
     else:
         raise ValueError(f"{owner} must be recorded as a dict with 'args' and 'kwargs' (or a "
                          f"Keras 2 list). Received: {_shown(data)}")
-    if isinstance(layer, OpLayer):   # an op's call: its own arguments
+    if isinstance(layer, OpLayer) or layer.checks_call_arguments:   # its own arguments
         return args, dict(kwargs) if isinstance(kwargs, Mapping) else {}
     return args, _call_kwargs(args, kwargs, owner)
 

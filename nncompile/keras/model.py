@@ -205,6 +205,8 @@ class Model(Layer):
                 outs, out_masks = node.layer.emit_call(
                     b, args, [mask_env.get(id(t)) for t in node.inputs], node.single_input, mode)
             env.update((id(t), v) for t, v in zip(node.outputs, outs))
+            if node.layer.clears_input_masks:
+                mask_env.update((id(t), None) for t in node.inputs)
             mask_env.update((id(t), m) for t, m in zip(node.outputs, out_masks))
         return [env[id(t)] for t in self._outputs], [mask_env.get(id(t)) for t in self._outputs]
 

@@ -3,7 +3,10 @@ from nncompile.keras.input_layer import Input, InputLayer
 from nncompile.keras.layers.base import Layer
 from nncompile.keras.layers.image_preprocessing import CenterCrop, Resizing
 from nncompile.keras.layers.lambda_layer import Lambda
+from nncompile.keras.layers.attention import Attention, MultiHeadAttention
 from nncompile.keras.layers.conv import Conv1D, Conv2D, Convolution1D, Convolution2D
+from nncompile.keras.layers.depthwise_conv import (DepthwiseConv2D, SeparableConv1D,
+                                                   SeparableConv2D)
 from nncompile.keras.layers.core import (ELU, Activation, Dense, Dropout, Embedding, Flatten,
                                          Identity, LeakyReLU, Masking, Permute, ReLU, Reshape,
                                          Softmax)
@@ -30,19 +33,19 @@ from nncompile.keras.layers.reshaping import (Cropping1D, Cropping2D, RepeatVect
 from nncompile.keras.layers.wrappers import Bidirectional, TimeDistributed
 
 __all__ = [
-    "Activation", "ActivityRegularization", "Add", "Average", "AveragePooling1D", "AveragePooling2D", "AvgPool1D",
-    "AvgPool2D", "BatchNormalization", "Bidirectional", "CenterCrop", "Concatenate", "Conv1D", "Conv2D",
-    "Convolution1D", "Convolution2D", "Cropping1D", "Cropping2D", "Dense", "Dot", "Dropout", "ELU",
-    "Embedding", "Flatten", "GRU", "GRUCell", "GlobalAveragePooling1D",
+    "Activation", "ActivityRegularization", "Add", "Attention", "Average", "AveragePooling1D",
+    "AveragePooling2D", "AvgPool1D", "AvgPool2D", "BatchNormalization", "Bidirectional",
+    "CenterCrop", "Concatenate", "Conv1D", "Conv2D", "Convolution1D", "Convolution2D", "Cropping1D",
+    "Cropping2D", "Dense", "DepthwiseConv2D", "Dot", "Dropout", "ELU", "Embedding", "Flatten",
+    "GRU", "GRUCell", "GaussianDropout", "GaussianNoise", "GlobalAveragePooling1D",
     "GlobalAveragePooling2D", "GlobalAvgPool1D", "GlobalAvgPool2D", "GlobalMaxPool1D",
-    "GlobalMaxPool2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "Input", "InputLayer",
-    "LSTM", "LSTMCell", "Lambda", "Layer", "LayerNormalization", "LeakyReLU", "Masking", "MaxPool1D",
-    "MaxPool2D", "MaxPooling1D", "MaxPooling2D", "Maximum", "Minimum", "Multiply", "Normalization",
-    "Permute",
-    "RNN", "ReLU", "RepeatVector", "Reshape", "Resizing", "SimpleRNN", "SimpleRNNCell", "Softmax",
-    "StackedRNNCells", "Subtract", "TimeDistributed", "UpSampling1D", "UpSampling2D",
-    "ZeroPadding1D", "ZeroPadding2D", "add", "average", "concatenate", "maximum", "minimum",
-    "multiply", "subtract", "dot",
-    "GaussianDropout", "GaussianNoise", "Identity", "Rescaling", "SpatialDropout1D",
-    "SpatialDropout2D", "SpatialDropout3D", "UnitNormalization",
+    "GlobalMaxPool2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "Identity", "Input",
+    "InputLayer", "LSTM", "LSTMCell", "Lambda", "Layer", "LayerNormalization", "LeakyReLU",
+    "Masking", "MaxPool1D", "MaxPool2D", "MaxPooling1D", "MaxPooling2D", "Maximum", "Minimum",
+    "MultiHeadAttention", "Multiply", "Normalization", "Permute", "RNN", "ReLU", "RepeatVector",
+    "Rescaling", "Reshape", "Resizing", "SeparableConv1D", "SeparableConv2D", "SimpleRNN",
+    "SimpleRNNCell", "Softmax", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
+    "StackedRNNCells", "Subtract", "TimeDistributed", "UnitNormalization", "UpSampling1D",
+    "UpSampling2D", "ZeroPadding1D", "ZeroPadding2D", "add", "average", "concatenate", "maximum",
+    "minimum", "multiply", "subtract", "dot"
 ]

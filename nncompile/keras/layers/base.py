@@ -178,6 +178,12 @@ class Layer:
     # Whether `emit` on (batch, steps, ...) inputs is `emit` on each (batch, ...) step (a Dense
     # acts on the last axis): TimeDistributed then emits it once for the whole sequence.
     acts_per_step = False
+    # Whether `__call__` takes and checks its own keyword arguments (attention layers' `key`,
+    # `attention_mask`, flags): a model config's recorded call is then handed on as it is.
+    checks_call_arguments = False
+    # Whether the tensors this layer is called on lose their Keras masks (Keras's
+    # MultiHeadAttention removes them: later layers given the same tensors see none).
+    clears_input_masks = False
 
     def __init__(self, *, name: str | None = None, trainable: bool = True, dtype: str | None = None,
                  input_shape: Sequence[int | None] | None = None,
@@ -437,9 +443,12 @@ class Layer:
                             f"`call(self, inputs)` as `x, y = inputs`")
         single = not isinstance(inputs, (list, tuple))
         flat = [inputs] if single else list(inputs)
-        if tracing.in_trace() or any(tracing.is_traced(x) for x in flat):
+        symbolic = all(isinstance(x, KerasTensor) for x in flat)
+        # A Sequential built inside traced code (a custom layer's `self.ffn`) calls its layers
+        # on KerasTensors: those calls stay symbolic; the model's own call is inlined.
+        if not symbolic and (tracing.in_trace() or any(tracing.is_traced(x) for x in flat)):
             return tracing.call_inline(self, flat, single, training)
-        if all(isinstance(x, KerasTensor) for x in flat):
+        if symbolic:
             outputs = self._symbolic(flat, single)
             node = CallNode(self, flat, outputs, single, training)
             for i, out in enumerate(outputs):

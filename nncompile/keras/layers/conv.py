@@ -44,6 +44,19 @@ def from_2d(b: Builder, y: Value) -> Value:
     return b.reshape(y, shape=(n, length, channels))
 
 
+def convolve(b: Builder, layer: Layer, x: Value, kernel: Value, groups: int) -> Value:
+    """The conv2d of `x` by `kernel` (shaped as a Conv layer's of `layer.rank`) with the
+    layer's kernel_size, strides, dilation_rate and padding; a 1-D one runs at height 1."""
+    kernel_2d, strides, dilations = layer.kernel_size, layer.strides, layer.dilation_rate
+    if layer.rank == 1:
+        x = to_2d(b, x)
+        kernel = b.reshape(kernel, shape=(1,) + kernel.type.shape)
+        kernel_2d, strides, dilations = (1,) + kernel_2d, (1,) + strides, (1,) + dilations
+    pads = spatial_pads(x.type.shape[1:3], kernel_2d, strides, dilations, layer.padding)
+    y = b.conv2d(x, kernel, strides=strides, pads=pads, dilations=dilations, groups=groups)
+    return from_2d(b, y) if layer.rank == 1 else y
+
+
 # --- convolution -------------------------------------------------------------------------------
 
 _LEGACY_NAMES = {"nb_filter": "filters", "border_mode": "padding", "subsample": "strides",
@@ -126,16 +139,7 @@ class BaseConv(Layer):
         self.built = True
 
     def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
-        x, kernel = inputs, self.param(b, self.kernel)
-        kernel_2d, strides, dilations = self.kernel_size, self.strides, self.dilation_rate
-        if self.rank == 1:
-            x = to_2d(b, x)
-            kernel = b.reshape(kernel, shape=(1,) + self.kernel.shape)
-            kernel_2d, strides, dilations = (1,) + kernel_2d, (1,) + strides, (1,) + dilations
-        pads = spatial_pads(x.type.shape[1:3], kernel_2d, strides, dilations, self.padding)
-        y = b.conv2d(x, kernel, strides=strides, pads=pads, dilations=dilations, groups=self.groups)
-        if self.rank == 1:
-            y = from_2d(b, y)
+        y = convolve(b, self, inputs, self.param(b, self.kernel), self.groups)
         if self.bias is not None:
             y = b.add(y, self.param(b, self.bias))
         return self.activation(b, y)
