@@ -14,7 +14,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from nncompile.keras import backend
+from nncompile.keras import backend, constraints, initializers, regularizers
 
 _DIM_ORDERING = {"tf": "channels_last", "th": "channels_first", "default": None}
 
@@ -126,6 +126,14 @@ def check_data_format(value, owner: str) -> str:
         raise ArgumentError(f"{owner}: the `data_format` argument must be 'channels_last' (or None). "
                             f"Received: data_format={value!r}")
     return data_format
+
+
+def weight_options(layer, weight: str, initializer, regularizer, constraint) -> None:
+    """Set `<weight>_initializer`, `_regularizer` and `_constraint` on `layer` from Keras's
+    identifiers (a name, a config dict, an object or None), as every layer with weights takes them."""
+    setattr(layer, f"{weight}_initializer", initializers.get(initializer))
+    setattr(layer, f"{weight}_regularizer", regularizers.get(regularizer))
+    setattr(layer, f"{weight}_constraint", constraints.get(constraint))
 
 
 def check_input_rank(layer, input_shape, ndim: int) -> None:

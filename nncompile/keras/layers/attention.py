@@ -13,8 +13,8 @@ from typing import Any, NamedTuple
 
 from nncompile.keras import constraints, initializers, ops, regularizers
 from nncompile.keras.layers.arguments import (ArgumentError, boolean, integer, number, owner_of,
-                                              positive_int)
-from nncompile.keras.layers.base import KerasTensor, Layer
+                                              positive_int, weight_options)
+from nncompile.keras.layers.base import Layer
 from nncompile.keras.layers.core import Dropout
 
 # What Keras's masked softmax puts in place of a masked-out score.
@@ -144,12 +144,8 @@ class MultiHeadAttention(KeywordCall):
         self.seed = None if seed is None else integer(seed, "seed", owner)
         _refuse_unless(owner, use_gate=(use_gate, False), sliding_window=(sliding_window, None),
                        flash_attention=(flash_attention, (None, False)))
-        self.kernel_initializer = initializers.get(kernel_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
-        self.kernel_regularizer = regularizers.get(kernel_regularizer)
-        self.bias_regularizer = regularizers.get(bias_regularizer)
-        self.kernel_constraint = constraints.get(kernel_constraint)
-        self.bias_constraint = constraints.get(bias_constraint)
+        weight_options(self, "kernel", kernel_initializer, kernel_regularizer, kernel_constraint)
+        weight_options(self, "bias", bias_initializer, bias_regularizer, bias_constraint)
         self._dropout_layer = Dropout(self.dropout, seed=self.seed)
 
     def __call__(self, query, value, key=None, attention_mask=None,

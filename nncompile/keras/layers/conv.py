@@ -13,7 +13,8 @@ from nncompile.ir.ops.linalg import same_pads
 from nncompile.keras import activations, backend, constraints, initializers, regularizers
 from nncompile.keras.layers.arguments import (ArgumentError, boolean, check_data_format,
                                               check_input_rank, legacy_args, normalize_padding,
-                                              normalize_tuple, owner_of, positive_int, warn_legacy)
+                                              normalize_tuple, owner_of, positive_int, warn_legacy,
+                                              weight_options)
 from nncompile.keras.layers.base import Layer
 
 
@@ -114,12 +115,8 @@ class BaseConv(Layer):
         self.data_format = check_data_format(data_format, owner)
         self.activation = activations.get(activation)
         self.use_bias = boolean(use_bias, "use_bias", owner)
-        self.kernel_initializer = initializers.get(kernel_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
-        self.kernel_regularizer = regularizers.get(kernel_regularizer)
-        self.bias_regularizer = regularizers.get(bias_regularizer)
-        self.kernel_constraint = constraints.get(kernel_constraint)
-        self.bias_constraint = constraints.get(bias_constraint)
+        weight_options(self, "kernel", kernel_initializer, kernel_regularizer, kernel_constraint)
+        weight_options(self, "bias", bias_initializer, bias_regularizer, bias_constraint)
 
     def build(self, input_shape) -> None:
         check_input_rank(self, input_shape, self.rank + 2)

@@ -11,7 +11,7 @@ from nncompile.keras import activations, constraints, initializers, regularizers
 from nncompile.keras.layers.base import Layer, Mask
 from nncompile.keras.layers.arguments import (ArgumentError, boolean, check_data_format, integer,
                                               legacy_args, number, owner_of, positive_int,
-                                              shape_tuple, warn_legacy)
+                                              shape_tuple, warn_legacy, weight_options)
 
 _LEGACY_DENSE = {"output_dim": "units", "init": "kernel_initializer",
                  "W_regularizer": "kernel_regularizer", "b_regularizer": "bias_regularizer",
@@ -57,12 +57,8 @@ class Dense(Layer):
         self.units = positive_int(units, "units", owner)
         self.activation = activations.get(activation)
         self.use_bias = boolean(use_bias, "use_bias", owner)
-        self.kernel_initializer = initializers.get(kernel_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
-        self.kernel_regularizer = regularizers.get(kernel_regularizer)
-        self.bias_regularizer = regularizers.get(bias_regularizer)
-        self.kernel_constraint = constraints.get(kernel_constraint)
-        self.bias_constraint = constraints.get(bias_constraint)
+        weight_options(self, "kernel", kernel_initializer, kernel_regularizer, kernel_constraint)
+        weight_options(self, "bias", bias_initializer, bias_regularizer, bias_constraint)
 
     def build(self, input_shape) -> None:
         if len(input_shape) < 2:
@@ -298,9 +294,7 @@ class Embedding(Layer):
         owner = owner_of(self)
         self.input_dim = positive_int(input_dim, "input_dim", owner)
         self.output_dim = positive_int(output_dim, "output_dim", owner)
-        self.embeddings_initializer = initializers.get(embeddings_initializer)
-        self.embeddings_regularizer = regularizers.get(embeddings_regularizer)
-        self.embeddings_constraint = constraints.get(embeddings_constraint)
+        weight_options(self, "embeddings", embeddings_initializer, embeddings_regularizer, embeddings_constraint)
         self.mask_zero = boolean(mask_zero, "mask_zero", owner)
         self.supports_masking = self.mask_zero
 

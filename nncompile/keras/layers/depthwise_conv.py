@@ -14,7 +14,7 @@ from nncompile.ir import Builder, Value
 from nncompile.keras import activations, constraints, initializers, regularizers
 from nncompile.keras.layers.arguments import (boolean, check_data_format, check_input_rank,
                                               normalize_padding, normalize_tuple, owner_of,
-                                              positive_int)
+                                              positive_int, weight_options)
 from nncompile.keras.layers.base import Layer
 from nncompile.keras.layers.conv import convolve
 
@@ -43,12 +43,8 @@ class BaseDepthwiseConv(Layer):
         self.data_format = check_data_format(data_format, owner)
         self.activation = activations.get(activation)
         self.use_bias = boolean(use_bias, "use_bias", owner)
-        self.depthwise_initializer = initializers.get(depthwise_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
-        self.depthwise_regularizer = regularizers.get(depthwise_regularizer)
-        self.bias_regularizer = regularizers.get(bias_regularizer)
-        self.depthwise_constraint = constraints.get(depthwise_constraint)
-        self.bias_constraint = constraints.get(bias_constraint)
+        weight_options(self, "depthwise", depthwise_initializer, depthwise_regularizer, depthwise_constraint)
+        weight_options(self, "bias", bias_initializer, bias_regularizer, bias_constraint)
 
     def build(self, input_shape) -> None:
         check_input_rank(self, input_shape, self.rank + 2)
@@ -133,9 +129,7 @@ class BaseSeparableConv(BaseDepthwiseConv):
                          bias_initializer, depthwise_regularizer, bias_regularizer,
                          depthwise_constraint, bias_constraint, **kwargs)
         self.filters = positive_int(filters, "filters", owner_of(self))
-        self.pointwise_initializer = initializers.get(pointwise_initializer)
-        self.pointwise_regularizer = regularizers.get(pointwise_regularizer)
-        self.pointwise_constraint = constraints.get(pointwise_constraint)
+        weight_options(self, "pointwise", pointwise_initializer, pointwise_regularizer, pointwise_constraint)
 
     def build_pointwise(self, channels: int) -> None:
         self.pointwise_kernel = self.add_weight(

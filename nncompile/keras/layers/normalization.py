@@ -15,7 +15,7 @@ from nncompile.ir import Builder, DType, Value
 from nncompile.keras import constraints, initializers, regularizers
 from nncompile.keras.layers.base import Layer, Mask, Variable
 from nncompile.keras.layers.arguments import (ArgumentTypeError, boolean, legacy_args, number,
-                                              owner_of)
+                                              owner_of, weight_options)
 
 _LEGACY_BN = {"beta_init": "beta_initializer", "gamma_init": "gamma_initializer"}
 
@@ -142,14 +142,10 @@ class BatchNormalization(Layer):
         self.epsilon = _epsilon(epsilon, owner)
         self.center = boolean(center, "center", owner)
         self.scale = boolean(scale, "scale", owner)
-        self.beta_initializer = initializers.get(beta_initializer)
-        self.gamma_initializer = initializers.get(gamma_initializer)
+        weight_options(self, "beta", beta_initializer, beta_regularizer, beta_constraint)
+        weight_options(self, "gamma", gamma_initializer, gamma_regularizer, gamma_constraint)
         self.moving_mean_initializer = initializers.get(moving_mean_initializer)
         self.moving_variance_initializer = initializers.get(moving_variance_initializer)
-        self.beta_regularizer = regularizers.get(beta_regularizer)
-        self.gamma_regularizer = regularizers.get(gamma_regularizer)
-        self.beta_constraint = constraints.get(beta_constraint)
-        self.gamma_constraint = constraints.get(gamma_constraint)
 
     def build(self, input_shape) -> None:
         (axis,) = _normalize_axes(self, (self.axis,), input_shape)
@@ -241,12 +237,8 @@ class LayerNormalization(Layer):
         self.center = boolean(center, "center", owner)
         self.scale = boolean(scale, "scale", owner)
         self.rms_scaling = boolean(rms_scaling, "rms_scaling", owner)
-        self.beta_initializer = initializers.get(beta_initializer)
-        self.gamma_initializer = initializers.get(gamma_initializer)
-        self.beta_regularizer = regularizers.get(beta_regularizer)
-        self.gamma_regularizer = regularizers.get(gamma_regularizer)
-        self.beta_constraint = constraints.get(beta_constraint)
-        self.gamma_constraint = constraints.get(gamma_constraint)
+        weight_options(self, "beta", beta_initializer, beta_regularizer, beta_constraint)
+        weight_options(self, "gamma", gamma_initializer, gamma_regularizer, gamma_constraint)
 
     def _axes(self) -> list[int]:
         return [self.axis] if isinstance(self.axis, int) else self.axis

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple, Sequence
 from nncompile.ir import Builder, Value
 from nncompile.ir.cells import ACTIVATIONS, Cell, gate_block, gru_update, lstm_update
 from nncompile.keras import activations, constraints, initializers, regularizers
-from nncompile.keras.layers.arguments import ArgumentError, boolean, owner_of
+from nncompile.keras.layers.arguments import ArgumentError, boolean, owner_of, weight_options
 from nncompile.keras.layers.base import Layer
 from nncompile.keras.layers.core import seed_input
 
@@ -90,15 +90,9 @@ class RecurrentCell(Layer):
         self.units = int(units)
         self.activation = activations.get(activation)
         self.use_bias = boolean(use_bias, "use_bias", owner)
-        self.kernel_initializer = initializers.get(kernel_initializer)
-        self.recurrent_initializer = initializers.get(recurrent_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
-        self.kernel_regularizer = regularizers.get(kernel_regularizer)
-        self.recurrent_regularizer = regularizers.get(recurrent_regularizer)
-        self.bias_regularizer = regularizers.get(bias_regularizer)
-        self.kernel_constraint = constraints.get(kernel_constraint)
-        self.recurrent_constraint = constraints.get(recurrent_constraint)
-        self.bias_constraint = constraints.get(bias_constraint)
+        weight_options(self, "kernel", kernel_initializer, kernel_regularizer, kernel_constraint)
+        weight_options(self, "recurrent", recurrent_initializer, recurrent_regularizer, recurrent_constraint)
+        weight_options(self, "bias", bias_initializer, bias_regularizer, bias_constraint)
         self.dropout = _rate(dropout, "dropout", owner)
         self.recurrent_dropout = _rate(recurrent_dropout, "recurrent_dropout", owner)
         self.seed = seed
