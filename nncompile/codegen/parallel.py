@@ -18,6 +18,12 @@ straggler's whole share; when the caller runs out of indices it closes the job, 
 had not joined by then skips it, so a slow wake-up never delays the caller. Workers spin a while after each job before sleeping, so back-to-back
 kernels do not pay for a futex wake-up. Everything is LLVM IR calling libc (pthread, syscall):
 there is no C compiler at install time.
+
+A team (`i32 nncompile_team(task, ctx, n)`) is the other way to use the pool: n indices run at
+once on n threads, which may then wait for each other at barriers (`emit_barrier`), so a loop
+whose steps are too small to fork at each one runs whole on every thread with one barrier a step
+(`codegen/scan_team.py`). When n threads cannot be had it runs nothing and says so, and the
+caller takes its other path.
 """
 from __future__ import annotations
 
@@ -28,10 +34,11 @@ import os
 import llvmlite.binding as llvm
 from llvmlite import ir
 
-from nncompile.codegen import target
+from nncompile.codegen import simd, target
 from nncompile.codegen.loops import const, for_range
 
 ENTRY = "nncompile_parallel_for"
+TEAM = "nncompile_team"
 
 i8p = ir.IntType(8).as_pointer()
 i32 = ir.IntType(32)
@@ -49,6 +56,8 @@ def task_function(module: ir.Module, name: str) -> tuple[ir.Function, ir.IRBuild
     ctx, index, count = fn.args
     return fn, ir.IRBuilder(fn.append_basic_block("entry")), ctx, index, count
 ENTRY_TYPE = ir.FunctionType(void, [TASK_TYPE.as_pointer(), i8p, i64])
+TEAM_TYPE = ir.FunctionType(i32, [TASK_TYPE.as_pointer(), i8p, i64])
+BARRIER_WORDS = 16   # a barrier's state: its arrival count and, a cache line on, its generation
 
 _SYS_FUTEX = 202            # x86-64 Linux
 _FUTEX_WAIT_PRIVATE = 128
@@ -69,6 +78,45 @@ def emit_parallel_for(module: ir.Module) -> ir.Function:
     if existing is not None:
         return existing
     return ir.Function(module, ENTRY_TYPE, ENTRY)
+
+
+def emit_team(module: ir.Module) -> ir.Function:
+    """Declare (get-or-create) `i32 nncompile_team(task, ctx, n)` in `module` (see `_emit_team`)."""
+    _runtime()
+    existing = module.globals.get(TEAM)
+    return existing if existing is not None else ir.Function(module, TEAM_TYPE, TEAM)
+
+
+def emit_barrier(module: ir.Module) -> ir.Function:
+    """`void team.barrier(i64* state, i64 n)` in `module`: wait until all n members of a team
+    arrived. `state` is BARRIER_WORDS zeroed i64s, shared by the team. The waiters spin, and
+    yield now and then, so a member the OS descheduled gets a core back."""
+    existing = module.globals.get("team.barrier")
+    if existing is not None:
+        return existing
+    fn = target.tune(ir.Function(module, ir.FunctionType(void, [i64.as_pointer(), i64]), "team.barrier"))
+    fn.linkage = "internal"
+    state, n = fn.args
+    arrivals = state
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    generation = b.gep(state, [const(BARRIER_WORDS // 2)])
+    seen = b.load_atomic(generation, "acquire", 8)
+    arrived = b.atomic_rmw("add", arrivals, const(1), "acq_rel")
+    with b.if_then(b.icmp_signed("==", arrived, b.sub(n, const(1)))):
+        b.store_atomic(const(0), arrivals, "monotonic", 8)
+        b.store_atomic(b.add(seen, const(1)), generation, "release", 8)
+        b.ret_void()
+    pause = simd.intrinsic(module, "llvm.x86.sse2.pause", void, [])
+    sched_yield = simd.intrinsic(module, "sched_yield", i32, [])
+    with for_range(b, const(2**62), name="spin") as spins:
+        with b.if_then(b.icmp_signed("!=", b.load_atomic(generation, "acquire", 8), seen)):
+            b.ret_void()
+        b.call(pause, [])
+        with b.if_then(b.icmp_unsigned("==", b.urem(b.add(spins, const(1)), const(_SPINS_BEFORE_YIELD)),
+                                       const(0))):
+            b.call(sched_yield, [])
+    b.ret_void()
+    return fn
 
 
 def install() -> None:
@@ -103,6 +151,7 @@ def _runtime() -> tuple[target.JitModule, int]:
     workers = threads - 1
     ctypes.CFUNCTYPE(None, ctypes.c_int64)(jit.address("nncompile_pool_start"))(workers)
     llvm.add_symbol(ENTRY, jit.address(ENTRY))
+    llvm.add_symbol(TEAM, jit.address(TEAM))
     return jit, workers
 
 
@@ -147,6 +196,7 @@ def _pool_module() -> ir.Module:
     worker = _emit_worker(pool)
     _emit_start(pool, worker)
     _emit_entry(pool)
+    _emit_team(pool)
     return module
 
 
@@ -261,25 +311,66 @@ def _emit_entry(pool: _Pool) -> None:
     b.ret_void()
 
     b.position_at_end(pooled)
-    got = b.extract_value(b.cmpxchg(pool.lock, ir.Constant(i32, 0), ir.Constant(i32, 1),
-                                    "acquire", "monotonic"), 1)
-    b.cbranch(got, locked, inline)
+    b.cbranch(_try_lock(pool, b), locked, inline)
 
     b.position_at_end(locked)
+    _publish(pool, b, task, ctx, count, first=0)
+    pool.run_indices(b, task, ctx, count)
+    _close_and_wait(pool, b)
+    b.ret_void()
+
+
+def _emit_team(pool: _Pool) -> None:
+    """`i32 nncompile_team(task, ctx, n)`: run task(ctx, i, n) for i in 0..n-1 on n threads at
+    once (the caller is member 0), so the members may wait for each other (`emit_barrier`);
+    returns 0. Returns 1 at once, running nothing, when n threads cannot be had: too few
+    workers, or the pool busy (a nested call from a task, another Python thread).
+
+    Why no member can run two indices: each index waits at the members' barriers until all n run,
+    so a thread holding one cannot finish it before every other index has been taken."""
+    fn = ir.Function(pool.module, ir.FunctionType(i32, [TASK_TYPE.as_pointer(), i8p, i64]), TEAM)
+    task, ctx, count = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    refuse, try_lock, locked = (fn.append_basic_block(n) for n in ("refuse", "try_lock", "locked"))
+    workers = b.load_atomic(pool.workers, "acquire", 8)
+    b.cbranch(b.icmp_signed(">=", workers, b.sub(count, const(1))), try_lock, refuse)
+    b.position_at_end(refuse)
+    b.ret(ir.Constant(i32, 1))
+    b.position_at_end(try_lock)
+    b.cbranch(_try_lock(pool, b), locked, refuse)
+    b.position_at_end(locked)
+    _publish(pool, b, task, ctx, count, first=1)
+    b.call(task, [ctx, const(0), count])
+    _close_and_wait(pool, b)
+    b.ret(ir.Constant(i32, 0))
+
+
+def _try_lock(pool: _Pool, b: ir.IRBuilder) -> ir.Value:
+    return b.extract_value(b.cmpxchg(pool.lock, ir.Constant(i32, 0), ir.Constant(i32, 1),
+                                     "acquire", "monotonic"), 1)
+
+
+def _publish(pool: _Pool, b: ir.IRBuilder, task: ir.Value, ctx: ir.Value, count: ir.Value,
+             first: int) -> None:
+    """Post the job (indices from `first` on for the workers) under a new generation and wake
+    any sleeping worker."""
     b.store_atomic(task, pool.task, "monotonic", 8)
     b.store_atomic(ctx, pool.ctx, "monotonic", 8)
     b.store_atomic(count, pool.count, "monotonic", 8)
-    b.store_atomic(const(0), pool.next, "monotonic", 8)
+    b.store_atomic(const(first), pool.next, "monotonic", 8)
     b.store_atomic(const(0), pool.done, "monotonic", 8)
     generation = b.add(b.load_atomic(pool.generation, "monotonic", 4), ir.Constant(i32, 1))
     b.store_atomic(b.shl(b.zext(generation, i64), const(32)), pool.join, "monotonic", 8)
     b.store_atomic(generation, pool.generation, "seq_cst", 4)
     with b.if_then(b.icmp_signed(">", b.load_atomic(pool.sleepers, "seq_cst", 8), const(0))):
         pool.futex(b, _FUTEX_WAKE_PRIVATE, const(2**31 - 1))
-    pool.run_indices(b, task, ctx, count)
+
+
+def _close_and_wait(pool: _Pool, b: ir.IRBuilder) -> None:
+    """Close the job to late workers, wait for those that joined, release the pool."""
+    fn = b.function
     closed = b.atomic_rmw("or", pool.join, const(_CLOSED), "acq_rel")
     helpers = b.and_(closed, const(_CLOSED - 1))
-
     wait, spin, finished = (fn.append_basic_block(n) for n in ("wait", "spin", "finished"))
     before = b.block
     b.branch(wait)
@@ -295,7 +386,5 @@ def _emit_entry(pool: _Pool) -> None:
         b.call(pool.sched_yield, [])
     spins.add_incoming(more, b.block)
     b.branch(wait)
-
     b.position_at_end(finished)
     b.store_atomic(ir.Constant(i32, 0), pool.lock, "release", 4)
-    b.ret_void()

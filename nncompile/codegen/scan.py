@@ -26,11 +26,12 @@ import math
 from llvmlite import ir
 
 from nncompile.codegen import gemm, parallel
-from nncompile.codegen.cpu import Program, emit_kernels
+from nncompile.codegen.cpu import Layout, Program, _kernel_function, emit_kernels
 from nncompile.codegen.gemm import libc
 from nncompile.codegen.gemm_pack import emit_pack_b
 from nncompile.codegen.kernel import mul, product, storage_type
 from nncompile.codegen.loops import as_i64, for_range
+from nncompile.codegen.scan_team import UNITS, WHOLE, UnitSplit, member_blocks, members, unit_split
 from nncompile.codegen.simd import intrinsic
 from nncompile.ir.graph import Graph, Node, Value
 from nncompile.ir.ops.scan import independent_rows, split_operands, step_views
@@ -112,15 +113,176 @@ def emit_scan(p: Program, node: Node, number: int, prefix: str) -> None:
     n = attrs["num_carry"]
     for value, result in zip(node.inputs[:n], node.outputs[:n]):
         _copy(p, result, value)
-    packed = _pack_weights(p, body, split_operands(body.inputs, attrs)[2])
     symbol = independent_rows(node)
-    if symbol is None or not _same_rows(p.layout, node, symbol):
+    rowed = symbol is not None and _same_rows(p.layout, node, symbol)
+    split = unit_split(node, symbol) if rowed and parallel.num_threads() > 1 else None
+    if split is None or not _team_safe(p.layout, node, split):
+        _emit_loops(p, node, number, prefix, symbol if rowed else None)
+        return
+    rows = dict(zip(p.layout.symbols, p.symbols))[symbol]
+    ran = gemm.entry_alloca(p.b, i1)
+    p.b.store(ir.Constant(i1, 0), ran)
+    with p.b.if_then(p.b.icmp_signed("==", rows, as_i64(1))):
+        p.b.store(_emit_team(p, node, split, symbol, prefix), ran)
+    with p.b.if_then(p.b.not_(p.b.load(ran))):
+        _emit_loops(p, node, number, prefix, symbol)
+
+
+def _emit_loops(p: Program, node: Node, number: int, prefix: str, symbol: str | None) -> None:
+    """The loop on one thread, its kernels sharing their work at each step, or (rows kept apart,
+    `symbol` their symbol) one loop per block of rows; the weights packed once before either."""
+    attrs, body = node.attrs, node.attrs["body"]
+    packed = _pack_weights(p, body, split_operands(body.inputs, attrs)[2])
+    if symbol is None:
         _emit_steps(_with(p, packed=packed), node, number, prefix)
     else:
         _emit_row_blocks(_with(p, packed=packed), node, number, prefix, symbol)
     _, free = libc(p.module)
     for buffer in packed.values():
         p.b.call(free, [p.b.bitcast(buffer, i8p)])
+
+
+def _team_safe(layout, node: Node, split: UnitSplit) -> bool:
+    """Whether no value a member writes during a step shares a buffer with the carries, which
+    every member reads whole (the memory plan may have placed a new carry in place of the old)."""
+    body = node.attrs["body"]
+    n = node.attrs["num_carry"]
+    read = {layout.slots[v] for v in [*body.inputs[:n], *node.outputs[:n]]}
+    return not any(layout.slots[v] in read for inner in body.nodes for v in inner.outputs)
+
+
+def _emit_team(p: Program, node: Node, split: UnitSplit, symbol: str, prefix: str) -> ir.Value:
+    """The loop of one row run by a team that splits the units (`scan_team`), when the pool has
+    the threads: an i1, whether it ran. Each carry gets a second buffer (the steps alternate)."""
+    b = p.b
+    n = node.attrs["num_carry"]
+    count, share = members(split, split.weight.type.dtype.itemsize)
+    alloc, free = libc(p.module)
+    row = -(-split.units * split.weight.type.dtype.itemsize // 64) * 64
+    scratch = [b.call(alloc, [as_i64(64), as_i64(row)]) for _ in range(n)]
+    barrier = gemm.entry_alloca(b, ir.ArrayType(i64, parallel.BARRIER_WORDS))
+    barrier.align = 64
+    words = b.bitcast(barrier, i64.as_pointer())
+    for word in range(parallel.BARRIER_WORDS):
+        b.store(as_i64(0), b.gep(words, [as_i64(word)]))
+    fields = gemm.pack_fields(b, [*p.pointers, *p.symbols, *scratch, words])
+    task = _team_task(p, node, split, symbol, prefix, count, share)
+    status = b.call(parallel.emit_team(p.module), [task, fields, as_i64(count)])
+    for buffer in scratch:
+        b.call(free, [buffer])
+    return b.icmp_signed("==", status, ir.Constant(i32, 0))
+
+
+def _team_task(p: Program, node: Node, split: UnitSplit, symbol: str, prefix: str,
+               count: int, share: int) -> ir.Function:
+    """Task: member `index` of the team runs the loop over its units (the last member's block
+    may be narrower: a kernel variant of its own)."""
+    fn, b, ctx, index, _ = parallel.task_function(p.module, f"{prefix}team")
+    n = node.attrs["num_carry"]
+    slots, symbols = len(p.pointers), len(p.symbols)
+    fields = gemm.unpack_fields(b, ctx, [i8p] * slots + [i64] * symbols + [i8p] * n + [i64.as_pointer()])
+    full = Program(p.module, b, p.layout, fields[:slots], fields[slots:slots + symbols])
+    scratch, barrier = fields[slots + symbols:-1], fields[-1]
+    first = b.mul(index, as_i64(share))
+    last = split.units - (count - 1) * share
+    member = dict(node=node, split=split, symbol=symbol, prefix=prefix, first=first, scratch=scratch,
+                  barrier=barrier, count=count)
+    if last == share:
+        _member_loop(full, width=share, **member)
+    else:
+        with b.if_else(b.icmp_signed("<", index, as_i64(count - 1))) as (whole, narrow):
+            with whole:
+                _member_loop(full, width=share, **member)
+            with narrow:
+                _member_loop(full, width=last, **member)
+    b.ret_void()
+    return fn
+
+
+def _member_loop(full: Program, node: Node, split: UnitSplit, symbol: str, prefix: str, width: int,
+                 first: ir.Value, scratch: list[ir.Value], barrier: ir.Value, count: int) -> None:
+    """One member's loop over the steps: its gates' products and elementwise kernels on its
+    units [first, first + width), its part of the new carries, one barrier."""
+    b, attrs, body = full.b, node.attrs, node.attrs["body"]
+    n, size = attrs["num_carry"], split.weight.type.dtype.itemsize
+    _, scanned, _ = split_operands(node.inputs, attrs)
+    _, step_inputs, _ = split_operands(body.inputs, attrs)
+    blocks = [(block, _block_function(full, block, f"{prefix}team{width}.{i}"))
+              for i, block in enumerate(member_blocks(split, body, symbol, width))]
+    packed = _pack_gates(full, split, first, width)
+    results = [full.ptr(v) for v in node.outputs[:n]]
+    length = as_i64(full.dims(scanned[0])[0])
+    with for_range(b, length, name=f"{prefix}step") as step:
+        t = b.sub(b.sub(length, as_i64(1)), step) if attrs["reverse"] else step
+        odd = b.trunc(step, i1)
+        pointers = list(full.pointers)
+        for stacked, value in zip(scanned, step_inputs):
+            pointers[full.layout.slots[value]] = _at_step(full, stacked, t, None)
+        for value, stacked in zip(body.outputs[n:], node.outputs[n:]):
+            pointers[full.layout.slots[value]] = _at_step(full, stacked, t, None)
+        for carry, result, spare in zip(body.inputs[:n], results, scratch):
+            pointers[full.layout.slots[carry]] = b.select(odd, spare, result)
+        at = _with(full, pointers=pointers)
+        for block, fn in blocks:
+            args = [_view(at, block, v, first, split.units) for v in _block_values(at, block)]
+            b.call(fn, [b.bitcast(a, arg.type) for a, arg in zip(args, fn.args)] +
+                   [b.bitcast(packed[block.views[v][1]], fn.args[len(args) + i].type)
+                    for i, v in enumerate(block.packed)])
+        for new, result, spare in zip(body.outputs[:n], results, scratch):
+            into = b.select(odd, result, spare)
+            offset = b.mul(first, as_i64(size))
+            _memcpy(at, b.gep(into, [offset]), b.gep(at.ptr(new), [offset]), as_i64(width * size))
+        b.call(parallel.emit_barrier(full.module), [barrier, as_i64(count)])
+    with b.if_then(b.trunc(length, i1)):      # an odd number of steps ends in the spare buffers
+        offset = b.mul(first, as_i64(size))
+        for result, spare in zip(results, scratch):
+            _memcpy(full, b.gep(result, [offset]), b.gep(spare, [offset]), as_i64(width * size))
+    _, free = libc(full.module)
+    for buffer in packed:
+        b.call(free, [b.bitcast(buffer, i8p)])
+
+
+def _block_values(p: Program, block) -> list[Value]:
+    """A block kernel's operands and results, one per buffer slot it touches, as `_kernel_slots`
+    orders them: two views of one buffer at one place (a result in place of an operand) share."""
+    seen, values = set(), []
+    for v in [*block.node.outputs, *block.node.inputs]:
+        key = (p.layout.slots[block.views[v][0]], block.views[v][1])
+        if key not in seen:
+            seen.add(key)
+            values.append(v)
+    return values
+
+
+def _block_function(p: Program, block, name: str) -> ir.Function:
+    values = _block_values(p, block)
+    slot = {v: i for i, v in enumerate(values)}
+    for v in [*block.node.outputs, *block.node.inputs]:
+        key = (p.layout.slots[block.views[v][0]], block.views[v][1])
+        slot[v] = next(slot[u] for u in values
+                       if (p.layout.slots[block.views[u][0]], block.views[u][1]) == key)
+    return _kernel_function(p.module, block.node, name, Layout(slot, values), block.packed)
+
+
+def _view(p: Program, block, v: Value, first: ir.Value, units: int) -> ir.Value:
+    """The address of block value `v` in its body value's buffer, for units from `first`."""
+    value, where = block.views[v]
+    base = p.ptr(value)
+    if where == WHOLE:
+        return base
+    elements = first if where == UNITS else p.b.add(first, as_i64(where * units))
+    return p.b.gep(base, [p.b.mul(elements, as_i64(value.type.dtype.itemsize))])
+
+
+def _pack_gates(p: Program, split: UnitSplit, first: ir.Value, width: int) -> list[ir.Value]:
+    """Each gate's columns [g * U + first, + width) of the weights, packed by this member (so they
+    sit in its cache)."""
+    b, weight = p.b, split.weight
+    units, columns = weight.type.shape
+    fn = emit_pack_b(p.module, weight.type.dtype)
+    source = b.bitcast(p.ptr(weight), storage_type(weight.type.dtype).as_pointer())
+    return [b.call(fn, [as_i64(width), as_i64(units), b.gep(source, [b.add(first, as_i64(g * units))]),
+                        as_i64(columns)]) for g in range(split.gates)]
 
 
 def _with(p: Program, **changes) -> Program:

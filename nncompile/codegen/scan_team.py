@@ -1,0 +1,225 @@
+"""A recurrent loop over one row, its units split between the threads for the whole loop.
+
+With one row (batch-1 inference) a recurrent step is one product of the state (1 x U) by the
+recurrent weights (U x G*U: G gates of U units) and the gates' elementwise math on U units.
+Forking and joining at every step for the product alone costs about what it saves; running the
+elementwise math on one thread leaves the other idle. So the threads run the whole loop as a team
+(`parallel.emit_team`): member j owns a block of units [u0, u0 + w), packs the weights' columns of
+its units in each gate once (they stay in its own cache), and at every step computes those
+columns of the product, the elementwise math of its units, its part of the new carries, and waits
+at one barrier for the others. The carries alternate between two buffers by step, so a member
+writing its part of step t + 1's state never overwrites the state another still reads at step t.
+In effect this is oneDNN's layout (gates grouped per block of units) without reordering any
+weights: each gate's block is a product of its own.
+
+The body must be one product kernel (`mixer`: a carry times an invariant, with an elementwise
+epilogue) followed by elementwise loop kernels that read the product's gates through slices
+[g*U, (g+1)*U) and otherwise keep units apart: the LSTM, GRU (reset after) and SimpleRNN cells
+(whose whole step is the product and its epilogue).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from nncompile.codegen import parallel
+from nncompile.codegen.target import vector_lanes
+from nncompile.ir.graph import Graph, Node, Value
+from nncompile.ir.ops.scan import split_operands, step_views
+from nncompile.ir.optable import OPS, Fusion
+from nncompile.ir.types import TensorType
+
+# Recurrent weights from this size are worth a team: a step then streams at least this much from
+# L2 on one thread (~1 us here), against one barrier (~0.25 us measured on two cores).
+TEAM_BYTES = 1 << 17
+
+
+@dataclass
+class UnitSplit:
+    units: int          # U
+    gates: int          # G: the product has G * U columns
+    mixer: Node         # the product kernel
+    state: Value        # its A operand: a carry (S, U)
+    weight: Value       # its B operand: an invariant (U, G * U)
+
+
+def unit_split(node: Node, symbol: str) -> UnitSplit | None:
+    """The split of a scan whose rows are `symbol` (see the module's docstring), or None."""
+    attrs, body = node.attrs, node.attrs["body"]
+    carries, scanned, invariants = split_operands(body.inputs, attrs)
+    viewed, written = step_views(node)
+    if attrs["axis"] != 0 or set(scanned) - set(viewed) or len(written) != len(body.outputs) - len(carries):
+        return None
+    if not body.nodes or not _is_kind(body.nodes[0], "matmul"):
+        return None
+    mixer = body.nodes[0]
+    inner = mixer.attrs["body"]
+    product = inner.nodes[0]
+    if product.attrs["transpose_a"] or product.attrs["transpose_b"] or \
+            not all(v in inner.inputs for v in product.inputs):
+        return None
+    state, weight = (mixer.inputs[inner.inputs.index(v)] for v in product.inputs)
+    if state not in carries or weight not in invariants or weight.type.rank != 2:
+        return None
+    units, columns = weight.type.shape
+    if not isinstance(units, int) or not isinstance(columns, int) or columns % units or \
+            units * columns * weight.type.dtype.itemsize < TEAM_BYTES:
+        return None
+    split = UnitSplit(units, columns // units, mixer, state, weight)
+    unit_type, gated_type = TensorType(weight.type.dtype, (symbol, units)), TensorType(weight.type.dtype, (symbol, columns))
+    if any(v.type != unit_type for v in carries) or mixer.outputs[0].type != gated_type:
+        return None
+    others = [v for v in mixer.inputs if v is not state and v is not weight]
+    if any(v.type.shape not in ((symbol, columns), (columns,)) for v in others) or \
+            any(v not in [*scanned, *invariants] for v in others) or mixer.inputs.count(state) != 1:
+        return None
+    made = {v for n in body.nodes[int(split.gates > 1):] for v in n.outputs}   # one gate: the product is per unit
+    if not all(_unit_local(n, split, symbol) for n in body.nodes[1:]) or not set(body.outputs) <= made:
+        return None
+    return split
+
+
+def _is_kind(node: Node, kind: str) -> bool:
+    return node.op == "fused" and node.attrs["kind"] == kind
+
+
+def _gated(v: Value, split: UnitSplit, symbol: str) -> bool:
+    return split.gates > 1 and v.type.shape == (symbol, split.units * split.gates)
+
+
+def _unit_local(node: Node, split: UnitSplit, symbol: str) -> bool:
+    """An elementwise loop kernel that keeps units apart, reading gated values by gate."""
+    if not _is_kind(node, "loop"):
+        return False
+    inner, u = node.attrs["body"], split.units
+    unit_shapes = {(symbol, u), (u,), ()}
+    for outer, v in zip(node.inputs, inner.inputs):
+        if _gated(outer, split, symbol):
+            if any(_gate_of(n, v, u) is None for n in _users(inner, v)) or v in inner.outputs:
+                return False
+        elif outer.type.shape not in unit_shapes:
+            return False
+    for n in inner.nodes:
+        if n.op == "slice" and any(_gate_of(n, v, u) is not None for v in n.inputs):
+            continue
+        if OPS[n.op].fusion is not Fusion.ELEMENTWISE or \
+                any(v.type.shape not in unit_shapes for v in [*n.inputs, *n.outputs]) or \
+                (n.op == "constant" and n.attrs["value"].size != 1):
+            return False
+    return all(v.type.shape == (symbol, u) for v in node.outputs)
+
+
+def _users(graph: Graph, v: Value) -> list[Node]:
+    return [n for n in graph.nodes if v in n.inputs]
+
+
+def _gate_of(n: Node, v: Value, units: int) -> int | None:
+    """g when `n` is slice [g*U, (g+1)*U) of `v` along its last axis, else None."""
+    a = n.attrs
+    if n.op != "slice" or n.inputs[0] is not v or len(a["axes"]) != 1 or a["axes"][0] % v.type.rank != 1 \
+            or tuple(a["steps"]) != (1,) or a["starts"][0] % units or a["ends"][0] - a["starts"][0] != units:
+        return None
+    return a["starts"][0] // units
+
+
+def members(split: UnitSplit, dtype_size: int) -> tuple[int, int]:
+    """(members, units per member but the last), blocks of whole vectors."""
+    lanes = vector_lanes(dtype_size)
+    vectors = math.ceil(split.units / lanes)
+    share = math.ceil(vectors / min(parallel.num_threads(), vectors)) * lanes
+    return math.ceil(split.units / share), share
+
+
+# --- one member's kernels ---------------------------------------------------------------------
+WHOLE, UNITS = -2, -1
+"""Where a block kernel's operand lies in a body value: WHOLE (all of it), UNITS (the member's
+units: from u0), or gate g >= 0 (from g * U + u0)."""
+
+
+@dataclass
+class Block:
+    """A body kernel over one member's w units: its node (static types) and, for each of its
+    operands and results, the body value it is a view of and where in it (WHOLE, UNITS or a
+    gate). `packed`: its operands read as packed B (the weights' gate columns)."""
+    node: Node
+    views: dict[Value, tuple[Value, int]]
+    packed: list[Value]
+
+
+def member_blocks(split: UnitSplit, body: Graph, symbol: str, width: int) -> list[Block]:
+    """A member's kernels for one step: each gate's product, then the elementwise kernels."""
+    return [_mixer_block(split, symbol, width, g) for g in range(split.gates)] + \
+        [_loop_block(n, split, symbol, width) for n in body.nodes[1:]]
+
+
+def _sizes(t: TensorType, sizes: dict) -> TensorType:
+    return TensorType(t.dtype, tuple(sizes.get(d, d) for d in t.shape))
+
+
+def _rebuild(inner: Graph, inputs: list[tuple[Value | None, TensorType]], sizes: dict) -> Graph:
+    """`inner` over new inputs, each the old value it stands for (an input, or a gate's slice,
+    whose node goes) with its new type; the other nodes keep their ops, their dimensions renamed
+    by `sizes`."""
+    g = Graph(inner.name)
+    remap: dict[Value, Value] = {}
+    for i, (old, t) in enumerate(inputs):
+        remap[old] = g.add_input(f"arg{i}", t)
+    aliases = {old for old, _ in inputs} - set(inner.inputs)
+    for n in inner.nodes:
+        if n.outputs[0] in aliases:
+            continue
+        new = g.append(Node(n.op, [remap[v] for v in n.inputs], n.attrs,
+                            [_sizes(v.type, sizes) for v in n.outputs], n.loc))
+        remap.update(zip(n.outputs, new.outputs))
+    g.set_outputs([remap[v] for v in inner.outputs])
+    return g
+
+
+def _block_node(node: Node, body: Graph, outer: list[Value], views: list[tuple[Value, int]],
+                result_views: list[tuple[Value, int]], result_types: list[TensorType],
+                packed: list[Value] = ()) -> Block:
+    block = Node("fused", outer, {**node.attrs, "body": body}, result_types, node.loc)
+    return Block(block, {**dict(zip(outer, views)), **dict(zip(block.outputs, result_views))},
+                 [outer[i] for i, v in enumerate(views) if v[0] in packed])
+
+
+def _mixer_block(split: UnitSplit, symbol: str, width: int, gate: int) -> Block:
+    """Gate `gate`'s columns of the product for one member: (1, U) @ (U, w) (+ epilogue)."""
+    mixer, u = split.mixer, split.units
+    inner = mixer.attrs["body"]
+    dtype = split.weight.type.dtype
+    sizes = {symbol: 1, u * split.gates: width}
+    types, views = [], []
+    for v in mixer.inputs:
+        if v is split.state:
+            types.append(TensorType(dtype, (1, u)))
+            views.append((v, WHOLE))
+        elif v is split.weight:
+            types.append(TensorType(dtype, (u, width)))
+            views.append((v, gate))
+        else:
+            types.append(_sizes(v.type, sizes))
+            views.append((v, gate))
+    body = _rebuild(inner, list(zip(inner.inputs, types)), sizes)
+    outer = [Value(t) for t in types]
+    return _block_node(mixer, body, outer, views, [(mixer.outputs[0], gate)],
+                       [TensorType(dtype, (1, width))], packed=[split.weight])
+
+
+def _loop_block(node: Node, split: UnitSplit, symbol: str, width: int) -> Block:
+    """An elementwise kernel over one member's units, each gate it slices an operand of its own."""
+    inner, u = node.attrs["body"], split.units
+    sizes = {symbol: 1, u: width}
+    inputs, views = [], []
+    for outer, v in zip(node.inputs, inner.inputs):
+        if _gated(outer, split, symbol):
+            for n in _users(inner, v):
+                inputs.append((n.outputs[0], TensorType(v.type.dtype, (1, width))))
+                views.append((outer, _gate_of(n, v, u)))
+        else:
+            inputs.append((v, _sizes(v.type, sizes)))
+            views.append((outer, UNITS if v.type.rank else WHOLE))
+    body = _rebuild(inner, inputs, sizes)
+    outer = [Value(t) for _, t in inputs]
+    return _block_node(node, body, outer, views, [(v, UNITS) for v in node.outputs],
+                       [_sizes(v.type, sizes) for v in node.outputs])

@@ -1,0 +1,97 @@
+"""A recurrent loop over one row run by a team of threads that splits the units
+(`codegen/scan_team.py`), against numpy loops written from Keras's equations."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import nncompile
+from nncompile import keras
+from nncompile.codegen import parallel
+from nncompile.codegen.scan_team import unit_split
+from nncompile.ir.ops.scan import independent_rows
+from tests.keras import recurrent_reference as ref
+
+FEATURES = 24
+pytestmark = pytest.mark.skipif(parallel.num_threads() < 2, reason="a team needs two threads")
+
+
+def _scan_node(exe):
+    return next(n for n in exe.graph.nodes if n.op == "scan")
+
+
+def _split_of(exe):
+    node = _scan_node(exe)
+    symbol = independent_rows(node)
+    return None if symbol is None else unit_split(node, symbol)
+
+
+def _model(layer, steps: int):
+    return keras.Sequential([keras.Input((steps, FEATURES)), layer])
+
+
+CELLS = {
+    # name: (layer, numpy step, state sizes, units per state)
+    "lstm": (lambda: keras.layers.LSTM(128, return_sequences=True), ref.lstm_step, 2),
+    "lstm_ragged_backwards": (lambda: keras.layers.LSTM(100, return_sequences=True, go_backwards=True),
+                              ref.lstm_step, 2),
+    "gru": (lambda: keras.layers.GRU(112, return_sequences=True), ref.gru_step, 1),
+    "simple_rnn": (lambda: keras.layers.SimpleRNN(192, return_sequences=True), ref.simple_step, 1),
+}
+
+
+@pytest.mark.parametrize("steps", [1, 2, 17])
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_one_row_split_by_units_matches_numpy(cell, steps):
+    make, step, states = CELLS[cell]
+    layer = make()
+    model = _model(layer, steps)
+    rng = np.random.default_rng(steps)
+    weights = ref.randomize(layer, rng, scale=0.05)   # contracting: rounding does not grow over the steps
+    exe = nncompile.compile(nncompile.trace(model))
+    split = _split_of(exe)
+    assert split is not None and split.units == layer.units
+    x = rng.standard_normal((1, steps, FEATURES)).astype(np.float32)
+    backwards = getattr(layer, "go_backwards", False)
+    outputs, _, _ = ref.run(step(weights), x, ref.zeros_like_states(1, [layer.units] * states),
+                            backwards=backwards)
+    ref.close(np.asarray(exe(x)), outputs)
+    more = rng.standard_normal((3, steps, FEATURES)).astype(np.float32)   # rows apart: no team
+    ref.close(np.asarray(exe(more)), ref.run(step(weights), more, ref.zeros_like_states(
+        3, [layer.units] * states), backwards=backwards)[0])
+
+
+def test_loops_the_team_cannot_split_are_left_alone():
+    second_product = _model(keras.layers.GRU(112, reset_after=False), 3)     # (r * h) @ R_h: units meet twice
+    small = _model(keras.layers.SimpleRNN(32), 3)                            # 4 KB of weights: not worth a barrier
+    for model in (second_product, small):
+        assert _split_of(nncompile.compile(nncompile.trace(model))) is None
+
+
+def test_a_busy_pool_runs_the_loop_on_the_caller():
+    """Two Python threads run one-row loops at once: the pool serves one team at a time, so the
+    other call runs its loop without one, and both give numpy's answer every time."""
+    layer = keras.layers.LSTM(128)
+    model = _model(layer, 9)
+    weights = ref.randomize(layer, np.random.default_rng(0), scale=0.05)
+    graph = nncompile.trace(model)
+    exes = [nncompile.compile(graph) for _ in range(2)]
+    xs = [np.random.default_rng(i).standard_normal((1, 9, FEATURES)).astype(np.float32) for i in range(2)]
+    wants = [ref.run(ref.lstm_step(weights), x, ref.zeros_like_states(1, [128, 128]))[1] for x in xs]
+    errors = []
+
+    def run(i):
+        for _ in range(200):
+            got = np.asarray(exes[i](xs[i]))
+            if not np.allclose(got, wants[i], rtol=2e-5, atol=2e-5):
+                errors.append((i, np.abs(got - wants[i]).max()))
+                return
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
