@@ -516,7 +516,8 @@ def emit_gemm(module: ir.Module, name: str, dtype: DType, *, transpose_a: bool =
         b.ret_void()
         return fn
     if not transpose_b:
-        gemm_rows.emit_few_rows(b, module, name, dtype, args, transpose_a, epilogue, (packed or [None])[0])
+        gemm_rows.emit_few_rows(b, module, name, dtype, args, transpose_a, epilogue, (packed or [None])[0],
+                                known_n=columns)
     if columns is None or columns <= SKINNY_N:
         skinny = (gemm_skinny.emit_skinny_t if transpose_a else gemm_skinny.emit_skinny)(
             module, name, ty, tiling(dtype), transpose_b, epilogue)

@@ -22,32 +22,37 @@ ROW_SPLIT_BYTES = 1 << 18    # a B from this size is shared between the threads 
 
 
 def emit_few_rows(b: ir.IRBuilder, module: ir.Module, name: str, dtype: DType, args: list[ir.Value],
-                  transpose_a: bool, epilogue: gemm.Epilogue | None, packed: ir.Value | None = None) -> None:
+                  transpose_a: bool, epilogue: gemm.Epilogue | None, packed: ir.Value | None = None,
+                  known_n: int | None = None) -> None:
     """Return early from the GEMM being emitted when A has at most SMALL_M rows. `packed`: B as
-    `emit_pack_b` packed it, read instead of B."""
+    `emit_pack_b` packed it, read instead of B. `known_n`: N, when static."""
     m = args[0]
     _parallel_row(b, module, name, dtype, args, transpose_a, epilogue, packed)
     for rows in range(1, SMALL_M + 1):
         with b.if_then(b.icmp_signed("==", m, const(rows))):
             emit_small_m(b, scalar_type(dtype), gemm.tiling(dtype), rows, args, transpose_a, epilogue,
-                         packed=packed)
+                         packed=packed, known_n=known_n)
             b.ret_void()
 
 
 def emit_small_m(b: ir.IRBuilder, ty: ir.Type, t: gemm.Tiling, rows: int, args: list[ir.Value],
                  transpose_a: bool, epilogue: gemm.Epilogue | None,
-                 columns: tuple[ir.Value, ir.Value] | None = None, packed: ir.Value | None = None) -> None:
+                 columns: tuple[ir.Value, ir.Value] | None = None, packed: ir.Value | None = None,
+                 known_n: int | None = None) -> None:
     """C = A @ B for exactly `rows` rows of A: each row of B is loaded once for all of them.
     `columns` (start, stop): only those columns of C (a thread's share), a multiple of the lanes
-    apart. `packed`: B's packed panels, read instead of B."""
+    apart. `packed`: B's packed panels, read instead of B. `known_n`: N, when static (no more
+    accumulators than it fills)."""
     m, n, k, a, lda, src_b, ldb, c, ldc, *eptrs = args
     lanes = t.lanes
     vectors = max(1, 8 // rows)          # accumulators: rows x vectors <= 8 keeps B loads the bottleneck
+    if known_n is not None:
+        vectors = min(vectors, -(-known_n // lanes))
     width = lanes * vectors
     vec = ir.VectorType(ty, lanes)
     start, stop = columns if columns is not None else (const(0), n)
     with for_range(b, stop, start, step=width, name="sn") as n0:
-        cols = gemm.smin(b, const(width), b.sub(n, n0))
+        cols = gemm.smin(b, const(width), b.sub(stop, n0))
         masks = [simd.lane_mask(b, cols, lanes, v * lanes) for v in range(vectors)]
         slots = [[gemm.entry_alloca(b, vec) for _ in range(vectors)] for _ in range(rows)]
         for slot in (s for row in slots for s in row):
