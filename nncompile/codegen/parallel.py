@@ -19,11 +19,8 @@ had not joined by then skips it, so a slow wake-up never delays the caller. Work
 kernels do not pay for a futex wake-up. Everything is LLVM IR calling libc (pthread, syscall):
 there is no C compiler at install time.
 
-A team (`i32 nncompile_team(task, ctx, n)`) is the other way to use the pool: n indices run at
-once on n threads, which may then wait for each other at barriers (`emit_barrier`), so a loop
-whose steps are too small to fork at each one runs whole on every thread with one barrier a step
-(`codegen/scan_team.py`). When n threads cannot be had it runs nothing and says so, and the
-caller takes its other path.
+A task may wait for work of another index (`emit_spin`) only if it can also do that work itself:
+an index may run late, or after another on the same thread (`codegen/scan_team.py`).
 """
 from __future__ import annotations
 
@@ -38,7 +35,6 @@ from nncompile.codegen import simd, target
 from nncompile.codegen.loops import const, for_range
 
 ENTRY = "nncompile_parallel_for"
-TEAM = "nncompile_team"
 
 i8p = ir.IntType(8).as_pointer()
 i32 = ir.IntType(32)
@@ -56,8 +52,6 @@ def task_function(module: ir.Module, name: str) -> tuple[ir.Function, ir.IRBuild
     ctx, index, count = fn.args
     return fn, ir.IRBuilder(fn.append_basic_block("entry")), ctx, index, count
 ENTRY_TYPE = ir.FunctionType(void, [TASK_TYPE.as_pointer(), i8p, i64])
-TEAM_TYPE = ir.FunctionType(i32, [TASK_TYPE.as_pointer(), i8p, i64])
-BARRIER_WORDS = 16   # a barrier's state: its arrival count and, a cache line on, its generation
 
 _SYS_FUTEX = 202            # x86-64 Linux
 _FUTEX_WAIT_PRIVATE = 128
@@ -80,43 +74,16 @@ def emit_parallel_for(module: ir.Module) -> ir.Function:
     return ir.Function(module, ENTRY_TYPE, ENTRY)
 
 
-def emit_team(module: ir.Module) -> ir.Function:
-    """Declare (get-or-create) `i32 nncompile_team(task, ctx, n)` in `module` (see `_emit_team`)."""
-    _runtime()
-    existing = module.globals.get(TEAM)
-    return existing if existing is not None else ir.Function(module, TEAM_TYPE, TEAM)
-
-
-def emit_barrier(module: ir.Module) -> ir.Function:
-    """`void team.barrier(i64* state, i64 n)` in `module`: wait until all n members of a team
-    arrived. `state` is BARRIER_WORDS zeroed i64s, shared by the team. The waiters spin, and
-    yield now and then, so a member the OS descheduled gets a core back."""
-    existing = module.globals.get("team.barrier")
-    if existing is not None:
-        return existing
-    fn = target.tune(ir.Function(module, ir.FunctionType(void, [i64.as_pointer(), i64]), "team.barrier"))
-    fn.linkage = "internal"
-    state, n = fn.args
-    arrivals = state
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
-    generation = b.gep(state, [const(BARRIER_WORDS // 2)])
-    seen = b.load_atomic(generation, "acquire", 8)
-    arrived = b.atomic_rmw("add", arrivals, const(1), "acq_rel")
-    with b.if_then(b.icmp_signed("==", arrived, b.sub(n, const(1)))):
-        b.store_atomic(const(0), arrivals, "monotonic", 8)
-        b.store_atomic(b.add(seen, const(1)), generation, "release", 8)
-        b.ret_void()
-    pause = simd.intrinsic(module, "llvm.x86.sse2.pause", void, [])
-    sched_yield = simd.intrinsic(module, "sched_yield", i32, [])
-    with for_range(b, const(2**62), name="spin") as spins:
-        with b.if_then(b.icmp_signed("!=", b.load_atomic(generation, "acquire", 8), seen)):
-            b.ret_void()
-        b.call(pause, [])
-        with b.if_then(b.icmp_unsigned("==", b.urem(b.add(spins, const(1)), const(_SPINS_BEFORE_YIELD)),
-                                       const(0))):
-            b.call(sched_yield, [])
-    b.ret_void()
-    return fn
+def emit_spin(b: ir.IRBuilder, spins: ir.Value) -> None:
+    """One round of a spin wait in generated code: a pause, and every _SPINS_BEFORE_YIELD rounds
+    (`spins`: an i64* counting them) a yield of the core, so a thread waiting for one that the OS
+    descheduled gives its core back."""
+    module = b.module
+    b.call(simd.intrinsic(module, "llvm.x86.sse2.pause", void, []), [])
+    more = b.add(b.load(spins), const(1))
+    b.store(more, spins)
+    with b.if_then(b.icmp_unsigned("==", b.urem(more, const(_SPINS_BEFORE_YIELD)), const(0))):
+        b.call(simd.intrinsic(module, "sched_yield", i32, []), [])
 
 
 def install() -> None:
@@ -151,7 +118,6 @@ def _runtime() -> tuple[target.JitModule, int]:
     workers = threads - 1
     ctypes.CFUNCTYPE(None, ctypes.c_int64)(jit.address("nncompile_pool_start"))(workers)
     llvm.add_symbol(ENTRY, jit.address(ENTRY))
-    llvm.add_symbol(TEAM, jit.address(TEAM))
     return jit, workers
 
 
@@ -196,7 +162,6 @@ def _pool_module() -> ir.Module:
     worker = _emit_worker(pool)
     _emit_start(pool, worker)
     _emit_entry(pool)
-    _emit_team(pool)
     return module
 
 
@@ -318,31 +283,6 @@ def _emit_entry(pool: _Pool) -> None:
     pool.run_indices(b, task, ctx, count)
     _close_and_wait(pool, b)
     b.ret_void()
-
-
-def _emit_team(pool: _Pool) -> None:
-    """`i32 nncompile_team(task, ctx, n)`: run task(ctx, i, n) for i in 0..n-1 on n threads at
-    once (the caller is member 0), so the members may wait for each other (`emit_barrier`);
-    returns 0. Returns 1 at once, running nothing, when n threads cannot be had: too few
-    workers, or the pool busy (a nested call from a task, another Python thread).
-
-    Why no member can run two indices: each index waits at the members' barriers until all n run,
-    so a thread holding one cannot finish it before every other index has been taken."""
-    fn = ir.Function(pool.module, ir.FunctionType(i32, [TASK_TYPE.as_pointer(), i8p, i64]), TEAM)
-    task, ctx, count = fn.args
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
-    refuse, try_lock, locked = (fn.append_basic_block(n) for n in ("refuse", "try_lock", "locked"))
-    workers = b.load_atomic(pool.workers, "acquire", 8)
-    b.cbranch(b.icmp_signed(">=", workers, b.sub(count, const(1))), try_lock, refuse)
-    b.position_at_end(refuse)
-    b.ret(ir.Constant(i32, 1))
-    b.position_at_end(try_lock)
-    b.cbranch(_try_lock(pool, b), locked, refuse)
-    b.position_at_end(locked)
-    _publish(pool, b, task, ctx, count, first=1)
-    b.call(task, [ctx, const(0), count])
-    _close_and_wait(pool, b)
-    b.ret(ir.Constant(i32, 0))
 
 
 def _try_lock(pool: _Pool, b: ir.IRBuilder) -> ir.Value:

@@ -22,6 +22,7 @@ runs once, and its kernels share their work between the threads at each step.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from llvmlite import ir
 
@@ -120,12 +121,11 @@ def emit_scan(p: Program, node: Node, number: int, prefix: str) -> None:
         _emit_loops(p, node, number, prefix, symbol if rowed else None)
         return
     rows = dict(zip(p.layout.symbols, p.symbols))[symbol]
-    ran = gemm.entry_alloca(p.b, i1)
-    p.b.store(ir.Constant(i1, 0), ran)
-    with p.b.if_then(p.b.icmp_signed("==", rows, as_i64(1))):
-        p.b.store(_emit_team(p, node, split, symbol, prefix), ran)
-    with p.b.if_then(p.b.not_(p.b.load(ran))):
-        _emit_loops(p, node, number, prefix, symbol)
+    with p.b.if_else(p.b.icmp_signed("==", rows, as_i64(1))) as (one, more):
+        with one:
+            _emit_team(p, node, split, symbol, prefix)
+        with more:
+            _emit_loops(p, node, number, prefix, symbol)
 
 
 def _emit_loops(p: Program, node: Node, number: int, prefix: str, symbol: str | None) -> None:
@@ -151,95 +151,185 @@ def _team_safe(layout, node: Node, split: UnitSplit) -> bool:
     return not any(layout.slots[v] in read for inner in body.nodes for v in inner.outputs)
 
 
-def _emit_team(p: Program, node: Node, split: UnitSplit, symbol: str, prefix: str) -> ir.Value:
-    """The loop of one row run by a team that splits the units (`scan_team`), when the pool has
-    the threads: an i1, whether it ran. Each carry gets a second buffer (the steps alternate)."""
+def _emit_team(p: Program, node: Node, split: UnitSplit, symbol: str, prefix: str) -> None:
+    """The loop of one row run by a team of threads that splits the units (`scan_team`). Each
+    carry gets a second buffer (the steps alternate).
+
+    Shared between the members, a word per block of units (a cache line apart): the last step
+    that claimed it, the last step that finished it, and its gates' packed weights."""
     b = p.b
     n = node.attrs["num_carry"]
-    count, share = members(split, split.weight.type.dtype.itemsize)
+    blocks, share = members(split, split.weight.type.dtype.itemsize)
     alloc, free = libc(p.module)
     row = -(-split.units * split.weight.type.dtype.itemsize // 64) * 64
     scratch = [b.call(alloc, [as_i64(64), as_i64(row)]) for _ in range(n)]
-    barrier = gemm.entry_alloca(b, ir.ArrayType(i64, parallel.BARRIER_WORDS))
-    barrier.align = 64
-    words = b.bitcast(barrier, i64.as_pointer())
-    for word in range(parallel.BARRIER_WORDS):
-        b.store(as_i64(0), b.gep(words, [as_i64(word)]))
-    fields = gemm.pack_fields(b, [*p.pointers, *p.symbols, *scratch, words])
-    task = _team_task(p, node, split, symbol, prefix, count, share)
-    status = b.call(parallel.emit_team(p.module), [task, fields, as_i64(count)])
+    words = gemm.entry_alloca(b, ir.ArrayType(i64, _TEAM_WORDS * (2 + split.gates) * blocks))
+    words.align = 64
+    state = b.bitcast(words, i64.as_pointer())
+    for word in range(2 * blocks):
+        b.store(as_i64(-1), b.gep(state, [as_i64(word * _TEAM_WORDS)]))
+    fields = gemm.pack_fields(b, [*p.pointers, *p.symbols, *scratch, state])
+    task = _team_task(p, node, split, symbol, prefix, blocks, share)
+    b.call(parallel.emit_parallel_for(p.module), [task, fields, as_i64(blocks)])
+    for word in range(blocks * split.gates):
+        b.call(free, [b.inttoptr(b.load(_packed_word(b, state, blocks, word)), i8p)])
     for buffer in scratch:
         b.call(free, [buffer])
-    return b.icmp_signed("==", status, ir.Constant(i32, 0))
+
+
+_TEAM_WORDS = 8   # i64s between two shared words: one cache line each
+
+
+def _claimed(b, state, block):
+    return b.gep(state, [b.mul(as_i64(block), as_i64(_TEAM_WORDS))])
+
+
+def _finished(b, state, blocks, block):
+    return b.gep(state, [b.mul(b.add(as_i64(block), as_i64(blocks)), as_i64(_TEAM_WORDS))])
+
+
+def _packed_word(b, state, blocks, word):
+    return b.gep(state, [b.add(as_i64(2 * blocks * _TEAM_WORDS), as_i64(word))])
 
 
 def _team_task(p: Program, node: Node, split: UnitSplit, symbol: str, prefix: str,
-               count: int, share: int) -> ir.Function:
-    """Task: member `index` of the team runs the loop over its units (the last member's block
-    may be narrower: a kernel variant of its own)."""
+               blocks: int, share: int) -> ir.Function:
+    """Task: member `index` walks the steps; at each it claims the blocks of units not yet
+    claimed for the step, its own first (its weights are in its cache), runs them, and waits
+    until every block has finished the step. A member that is late (a worker not yet woken, one
+    the OS descheduled, an index run after another on the same thread) finds its blocks done by
+    the others and catches up, so no step waits for a thread that is not running, as a barrier
+    would."""
     fn, b, ctx, index, _ = parallel.task_function(p.module, f"{prefix}team")
     n = node.attrs["num_carry"]
     slots, symbols = len(p.pointers), len(p.symbols)
     fields = gemm.unpack_fields(b, ctx, [i8p] * slots + [i64] * symbols + [i8p] * n + [i64.as_pointer()])
     full = Program(p.module, b, p.layout, fields[:slots], fields[slots:slots + symbols])
-    scratch, barrier = fields[slots + symbols:-1], fields[-1]
-    first = b.mul(index, as_i64(share))
-    last = split.units - (count - 1) * share
-    member = dict(node=node, split=split, symbol=symbol, prefix=prefix, first=first, scratch=scratch,
-                  barrier=barrier, count=count)
-    if last == share:
-        _member_loop(full, width=share, **member)
-    else:
-        with b.if_else(b.icmp_signed("<", index, as_i64(count - 1))) as (whole, narrow):
-            with whole:
-                _member_loop(full, width=share, **member)
-            with narrow:
-                _member_loop(full, width=last, **member)
+    team = _Team(node, split, symbol, prefix, blocks, share, fields[slots + symbols:-1], fields[-1])
+    length = as_i64(full.dims(split_operands(node.inputs, node.attrs)[1][0])[0])
+    spins = gemm.entry_alloca(b, i64)
+    b.store(as_i64(0), spins)
+    with for_range(b, length, name=f"{prefix}step") as step:
+        claim, wait, finished = (b.append_basic_block(name) for name in ("claim", "wait", "finished"))
+        b.branch(claim)
+        b.position_at_end(claim)
+        for i in range(blocks):
+            block = b.srem(b.add(index, as_i64(i)), as_i64(blocks))
+            seen = b.cmpxchg(_claimed(b, team.state, block), b.sub(step, as_i64(1)), step,
+                             "acq_rel", "monotonic")
+            with b.if_then(b.extract_value(seen, 1)):
+                _run_block(full, team, block, step)
+        b.cbranch(_all_finished(b, team, step), finished, wait)
+        b.position_at_end(wait)
+        parallel.emit_spin(b, spins)
+        b.branch(claim)
+        b.position_at_end(finished)
+    with b.if_then(b.icmp_signed("==", index, as_i64(0))):
+        _final_carries(full, team, length)
     b.ret_void()
     return fn
 
 
-def _member_loop(full: Program, node: Node, split: UnitSplit, symbol: str, prefix: str, width: int,
-                 first: ir.Value, scratch: list[ir.Value], barrier: ir.Value, count: int) -> None:
-    """One member's loop over the steps: its gates' products and elementwise kernels on its
-    units [first, first + width), its part of the new carries, one barrier."""
-    b, attrs, body = full.b, node.attrs, node.attrs["body"]
+@dataclass
+class _Team:
+    node: Node
+    split: UnitSplit
+    symbol: str
+    prefix: str
+    blocks: int
+    share: int
+    scratch: list
+    state: ir.Value
+
+    def width(self, block: int) -> int:
+        return min(self.share, self.split.units - block * self.share)
+
+
+def _all_finished(b: ir.IRBuilder, team: _Team, step: ir.Value) -> ir.Value:
+    """Whether every block has finished `step` (a member that fell behind finds later steps)."""
+    done = ir.Constant(i1, 1)
+    for block in range(team.blocks):
+        finished = b.load_atomic(_finished(b, team.state, team.blocks, block), "acquire", 8)
+        done = b.and_(done, b.icmp_signed(">=", finished, step))
+    return done
+
+
+def _run_block(full: Program, team: _Team, block: ir.Value, step: ir.Value) -> None:
+    """Block `block`'s kernels at `step` (a kernel variant for the narrower last block)."""
+    b = full.b
+    widths = sorted({team.width(j) for j in range(team.blocks)}, reverse=True)
+    if len(widths) == 1:
+        _block_step(full, team, block, step, widths[0])
+        return
+    with b.if_else(b.icmp_signed("<", block, as_i64(team.blocks - 1))) as (whole, narrow):
+        with whole:
+            _block_step(full, team, block, step, widths[0])
+        with narrow:
+            _block_step(full, team, block, step, widths[1])
+
+
+def _block_step(full: Program, team: _Team, block: ir.Value, step: ir.Value, width: int) -> None:
+    """One step of one block of units: its gates' products and elementwise kernels, its part of
+    the new carries (into the other buffer), then the step marked finished for it."""
+    b, node, split = full.b, team.node, team.split
+    attrs, body = node.attrs, node.attrs["body"]
     n, size = attrs["num_carry"], split.weight.type.dtype.itemsize
+    first = b.mul(block, as_i64(team.share))
     _, scanned, _ = split_operands(node.inputs, attrs)
     _, step_inputs, _ = split_operands(body.inputs, attrs)
-    blocks = [(block, _block_function(full, block, f"{prefix}team{width}.{i}"))
-              for i, block in enumerate(member_blocks(split, body, symbol, width))]
-    packed = _pack_gates(full, split, first, width)
-    results = [full.ptr(v) for v in node.outputs[:n]]
     length = as_i64(full.dims(scanned[0])[0])
-    with for_range(b, length, name=f"{prefix}step") as step:
-        t = b.sub(b.sub(length, as_i64(1)), step) if attrs["reverse"] else step
-        odd = b.trunc(step, i1)
-        pointers = list(full.pointers)
-        for stacked, value in zip(scanned, step_inputs):
-            pointers[full.layout.slots[value]] = _at_step(full, stacked, t, None)
-        for value, stacked in zip(body.outputs[n:], node.outputs[n:]):
-            pointers[full.layout.slots[value]] = _at_step(full, stacked, t, None)
-        for carry, result, spare in zip(body.inputs[:n], results, scratch):
-            pointers[full.layout.slots[carry]] = b.select(odd, spare, result)
-        at = _with(full, pointers=pointers)
-        for block, fn in blocks:
-            args = [_view(at, block, v, first, split.units) for v in _block_values(at, block)]
-            b.call(fn, [b.bitcast(a, arg.type) for a, arg in zip(args, fn.args)] +
-                   [b.bitcast(packed[block.views[v][1]], fn.args[len(args) + i].type)
-                    for i, v in enumerate(block.packed)])
-        for new, result, spare in zip(body.outputs[:n], results, scratch):
-            into = b.select(odd, result, spare)
-            offset = b.mul(first, as_i64(size))
-            _memcpy(at, b.gep(into, [offset]), b.gep(at.ptr(new), [offset]), as_i64(width * size))
-        b.call(parallel.emit_barrier(full.module), [barrier, as_i64(count)])
-    with b.if_then(b.trunc(length, i1)):      # an odd number of steps ends in the spare buffers
-        offset = b.mul(first, as_i64(size))
-        for result, spare in zip(results, scratch):
-            _memcpy(full, b.gep(result, [offset]), b.gep(spare, [offset]), as_i64(width * size))
-    _, free = libc(full.module)
-    for buffer in packed:
-        b.call(free, [b.bitcast(buffer, i8p)])
+    t = b.sub(b.sub(length, as_i64(1)), step) if attrs["reverse"] else step
+    packed = _block_weights(full, team, block, step, first, width)
+    odd = b.trunc(step, i1)
+    results = [full.ptr(v) for v in node.outputs[:n]]
+    pointers = list(full.pointers)
+    for stacked, value in zip(scanned, step_inputs):
+        pointers[full.layout.slots[value]] = _at_step(full, stacked, t, None)
+    for value, stacked in zip(body.outputs[n:], node.outputs[n:]):
+        pointers[full.layout.slots[value]] = _at_step(full, stacked, t, None)
+    for carry, result, spare in zip(body.inputs[:n], results, team.scratch):
+        pointers[full.layout.slots[carry]] = b.select(odd, spare, result)
+    at = _with(full, pointers=pointers)
+    for i, kernel in enumerate(member_blocks(split, body, team.symbol, width)):
+        fn = _block_function(at, kernel, f"{team.prefix}team{width}.{i}")
+        args = [_view(at, kernel, v, first, split.units) for v in _block_values(at, kernel)]
+        b.call(fn, [b.bitcast(a, arg.type) for a, arg in zip(args, fn.args)] +
+               [b.bitcast(packed[kernel.views[v][1]], fn.args[len(args) + i].type)
+                for i, v in enumerate(kernel.packed)])
+    offset = b.mul(first, as_i64(size))
+    for new, result, spare in zip(body.outputs[:n], results, team.scratch):
+        into = b.select(odd, result, spare)
+        _memcpy(at, b.gep(into, [offset]), b.gep(at.ptr(new), [offset]), as_i64(width * size))
+    b.store_atomic(step, _finished(b, team.state, team.blocks, block), "release", 8)
+
+
+def _block_weights(p: Program, team: _Team, block: ir.Value, step: ir.Value, first: ir.Value,
+                   width: int) -> list[ir.Value]:
+    """The block's gates' columns [g * U + first, + width) of the weights, packed by whichever
+    member runs the block's first step (usually its owner, so they sit in its cache) and read
+    from the shared words after."""
+    b, weight, gates = p.b, team.split.weight, team.split.gates
+    units, columns = weight.type.shape
+    words = [_packed_word(b, team.state, team.blocks, b.add(b.mul(block, as_i64(gates)), as_i64(g)))
+             for g in range(gates)]
+    with b.if_then(b.icmp_signed("==", step, as_i64(0))):
+        fn = emit_pack_b(p.module, weight.type.dtype)
+        source = b.bitcast(p.ptr(weight), storage_type(weight.type.dtype).as_pointer())
+        for g, word in enumerate(words):
+            panel = b.call(fn, [as_i64(width), as_i64(units), b.gep(source, [b.add(first, as_i64(g * units))]),
+                                as_i64(columns)])
+            b.store(b.ptrtoint(panel, i64), word)
+    return [b.inttoptr(b.load(word), i8p) for word in words]
+
+
+def _final_carries(full: Program, team: _Team, length: ir.Value) -> None:
+    """An odd number of steps leaves the final carries in the spare buffers: copy them back."""
+    b = full.b
+    n = team.node.attrs["num_carry"]
+    size = team.split.units * team.split.weight.type.dtype.itemsize
+    with b.if_then(b.trunc(length, i1)):
+        for result, spare in zip(team.node.outputs[:n], team.scratch):
+            _memcpy(full, full.ptr(result), spare, as_i64(size))
 
 
 def _block_values(p: Program, block) -> list[Value]:
@@ -272,17 +362,6 @@ def _view(p: Program, block, v: Value, first: ir.Value, units: int) -> ir.Value:
         return base
     elements = first if where == UNITS else p.b.add(first, as_i64(where * units))
     return p.b.gep(base, [p.b.mul(elements, as_i64(value.type.dtype.itemsize))])
-
-
-def _pack_gates(p: Program, split: UnitSplit, first: ir.Value, width: int) -> list[ir.Value]:
-    """Each gate's columns [g * U + first, + width) of the weights, packed by this member (so they
-    sit in its cache)."""
-    b, weight = p.b, split.weight
-    units, columns = weight.type.shape
-    fn = emit_pack_b(p.module, weight.type.dtype)
-    source = b.bitcast(p.ptr(weight), storage_type(weight.type.dtype).as_pointer())
-    return [b.call(fn, [as_i64(width), as_i64(units), b.gep(source, [b.add(first, as_i64(g * units))]),
-                        as_i64(columns)]) for g in range(split.gates)]
 
 
 def _with(p: Program, **changes) -> Program:

@@ -4,11 +4,14 @@ With one row (batch-1 inference) a recurrent step is one product of the state (1
 recurrent weights (U x G*U: G gates of U units) and the gates' elementwise math on U units.
 Forking and joining at every step for the product alone costs about what it saves; running the
 elementwise math on one thread leaves the other idle. So the threads run the whole loop as a team
-(`parallel.emit_team`): member j owns a block of units [u0, u0 + w), packs the weights' columns of
-its units in each gate once (they stay in its own cache), and at every step computes those
-columns of the product, the elementwise math of its units, its part of the new carries, and waits
-at one barrier for the others. The carries alternate between two buffers by step, so a member
-writing its part of step t + 1's state never overwrites the state another still reads at step t.
+(one `parallel_for` around it, `codegen/scan.py`): the units are cut into a block per thread,
+and at every step each block's work is the columns of its units in each gate of the product
+(those columns of the weights packed once, by the thread that runs the block first, so they sit
+in its cache), the elementwise math of its units and its part of the new carries. A thread claims
+its own block first and any block still unclaimed after it, then waits until all have finished
+the step: about a barrier a step, but a thread that is late leaves its blocks to the others
+instead of holding them up. The carries alternate between two buffers by step, so a block writing
+its part of step t + 1's state never overwrites the state another still reads at step t.
 In effect this is oneDNN's layout (gates grouped per block of units) without reordering any
 weights: each gate's block is a product of its own.
 
@@ -30,7 +33,8 @@ from nncompile.ir.optable import OPS, Fusion
 from nncompile.ir.types import TensorType
 
 # Recurrent weights from this size are worth a team: a step then streams at least this much from
-# L2 on one thread (~1 us here), against one barrier (~0.25 us measured on two cores).
+# L2 on one thread (~1 us here), against the threads meeting once (~0.25 us, two cores, measured
+# as a barrier).
 TEAM_BYTES = 1 << 17
 
 
@@ -123,7 +127,7 @@ def _gate_of(n: Node, v: Value, units: int) -> int | None:
 
 
 def members(split: UnitSplit, dtype_size: int) -> tuple[int, int]:
-    """(members, units per member but the last), blocks of whole vectors."""
+    """(blocks, units per block but the last): a block per thread, of whole vectors."""
     lanes = vector_lanes(dtype_size)
     vectors = math.ceil(split.units / lanes)
     share = math.ceil(vectors / min(parallel.num_threads(), vectors)) * lanes

@@ -70,9 +70,10 @@ def test_loops_the_team_cannot_split_are_left_alone():
         assert _split_of(nncompile.compile(nncompile.trace(model))) is None
 
 
-def test_a_busy_pool_runs_the_loop_on_the_caller():
-    """Two Python threads run one-row loops at once: the pool serves one team at a time, so the
-    other call runs its loop without one, and both give numpy's answer every time."""
+def test_a_busy_pool_leaves_the_caller_all_the_blocks():
+    """Two Python threads run one-row loops at once: the pool serves one caller at a time, so the
+    other runs its blocks' tasks one after the other on its own thread (the first does every
+    block of every step, the second finds them done), and both give numpy's answer every time."""
     layer = keras.layers.LSTM(128)
     model = _model(layer, 9)
     weights = ref.randomize(layer, np.random.default_rng(0), scale=0.05)
