@@ -127,10 +127,14 @@ def _gate_of(n: Node, v: Value, units: int) -> int | None:
 
 
 def members(split: UnitSplit, dtype_size: int) -> tuple[int, int]:
-    """(blocks, units per block but the last): a block per thread, of whole vectors."""
+    """(blocks, units per block but the last): a block per thread, of whole vectors, each
+    streaming at least half of TEAM_BYTES of weights a step (more threads would meet more often
+    than they save)."""
     lanes = vector_lanes(dtype_size)
     vectors = math.ceil(split.units / lanes)
-    share = math.ceil(vectors / min(parallel.num_threads(), vectors)) * lanes
+    weight_bytes = split.units * split.units * split.gates * dtype_size
+    blocks = min(parallel.num_threads(), vectors, max(1, 2 * weight_bytes // TEAM_BYTES))
+    share = math.ceil(vectors / blocks) * lanes
     return math.ceil(split.units / share), share
 
 

@@ -15,7 +15,7 @@ from nncompile.ir.ops.scan import independent_rows
 from tests.keras import recurrent_reference as ref
 
 FEATURES = 24
-pytestmark = pytest.mark.skipif(parallel.num_threads() < 2, reason="a team needs two threads")
+needs_two = pytest.mark.skipif(parallel.num_threads() < 2, reason="a team needs two threads")
 
 
 def _scan_node(exe):
@@ -42,6 +42,7 @@ CELLS = {
 }
 
 
+@needs_two
 @pytest.mark.parametrize("steps", [1, 2, 17])
 @pytest.mark.parametrize("cell", sorted(CELLS))
 def test_one_row_split_by_units_matches_numpy(cell, steps):
@@ -63,6 +64,7 @@ def test_one_row_split_by_units_matches_numpy(cell, steps):
         3, [layer.units] * states), backwards=backwards)[0])
 
 
+@needs_two
 def test_loops_the_team_cannot_split_are_left_alone():
     second_product = _model(keras.layers.GRU(112, reset_after=False), 3)     # (r * h) @ R_h: units meet twice
     small = _model(keras.layers.SimpleRNN(32), 3)                            # 4 KB of weights: not worth a barrier
@@ -70,6 +72,7 @@ def test_loops_the_team_cannot_split_are_left_alone():
         assert _split_of(nncompile.compile(nncompile.trace(model))) is None
 
 
+@needs_two
 def test_a_busy_pool_leaves_the_caller_all_the_blocks():
     """Two Python threads run one-row loops at once: the pool serves one caller at a time, so the
     other runs its blocks' tasks one after the other on its own thread (the first does every
@@ -96,3 +99,17 @@ def test_a_busy_pool_leaves_the_caller_all_the_blocks():
     for t in threads:
         t.join()
     assert errors == []
+
+
+@pytest.mark.parametrize("units, gates, threads, expected", [
+    (128, 4, 2, (2, 64)),      # LSTM(128) on two cores: 64 units each
+    (100, 4, 2, (2, 64)),      # whole vectors: 64 and 36
+    (128, 4, 64, (4, 32)),     # 256 KB of weights: four blocks of 64 KB at most, however many cores
+    (192, 1, 8, (2, 96)),      # SimpleRNN(192): 144 KB, two blocks
+])
+def test_blocks_are_whole_vectors_and_not_too_small(monkeypatch, units, gates, threads, expected):
+    from nncompile.codegen import scan_team
+    monkeypatch.setattr(scan_team.parallel, "num_threads", lambda: threads)
+    monkeypatch.setattr(scan_team, "vector_lanes", lambda itemsize: 64 // itemsize)   # AVX-512
+    split = scan_team.UnitSplit(units, gates, None, None, None)
+    assert scan_team.members(split, 4) == expected
