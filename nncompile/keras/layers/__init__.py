@@ -5,6 +5,8 @@ from nncompile.keras.layers.image_preprocessing import CenterCrop, Resizing
 from nncompile.keras.layers.lambda_layer import Lambda
 from nncompile.keras.layers.attention import Attention, MultiHeadAttention
 from nncompile.keras.layers.conv import Conv1D, Conv2D, Convolution1D, Convolution2D
+from nncompile.keras.layers.conv_transpose import (Conv1DTranspose, Conv2DTranspose,
+                                                   Conv3DTranspose)
 from nncompile.keras.layers.depthwise_conv import (DepthwiseConv2D, SeparableConv1D,
                                                    SeparableConv2D)
 from nncompile.keras.layers.core import (ELU, Activation, Dense, Dropout, Embedding, Flatten,
@@ -35,7 +37,8 @@ from nncompile.keras.layers.wrappers import Bidirectional, TimeDistributed
 __all__ = [
     "Activation", "ActivityRegularization", "Add", "Attention", "Average", "AveragePooling1D",
     "AveragePooling2D", "AvgPool1D", "AvgPool2D", "BatchNormalization", "Bidirectional",
-    "CenterCrop", "Concatenate", "Conv1D", "Conv2D", "Convolution1D", "Convolution2D", "Cropping1D",
+    "CenterCrop", "Concatenate", "Conv1D", "Conv1DTranspose", "Conv2D", "Conv2DTranspose",
+    "Conv3DTranspose", "Convolution1D", "Convolution2D", "Cropping1D",
     "Cropping2D", "Dense", "DepthwiseConv2D", "Dot", "Dropout", "ELU", "Embedding", "Flatten",
     "GRU", "GRUCell", "GaussianDropout", "GaussianNoise", "GlobalAveragePooling1D",
     "GlobalAveragePooling2D", "GlobalAvgPool1D", "GlobalAvgPool2D", "GlobalMaxPool1D",

@@ -10,10 +10,11 @@ from typing import Any, Mapping, Sequence
 
 from nncompile.ir import Builder, ShapeError, Value
 from nncompile.ir.ops.linalg import same_pads
-from nncompile.keras import activations, backend, constraints, initializers, regularizers
+from nncompile.keras import activations, backend
 from nncompile.keras.layers.arguments import (ArgumentError, boolean, check_data_format,
                                               check_input_rank, legacy_args, normalize_padding,
-                                              normalize_tuple, owner_of, positive_int, warn_legacy,
+                                              normalize_tuple, option_weight, owner_of,
+                                              positive_int, warn_legacy, weight_configs,
                                               weight_options)
 from nncompile.keras.layers.base import Layer
 
@@ -56,6 +57,21 @@ def convolve(b: Builder, layer: Layer, x: Value, kernel: Value, groups: int) -> 
     pads = spatial_pads(x.type.shape[1:3], kernel_2d, strides, dilations, layer.padding)
     y = b.conv2d(x, kernel, strides=strides, pads=pads, dilations=dilations, groups=groups)
     return from_2d(b, y) if layer.rank == 1 else y
+
+
+def set_window(layer: Layer, kernel_size, strides, dilation_rate) -> None:
+    """The layer's kernel_size, strides and dilation_rate, each an int or `layer.rank` ints."""
+    owner = owner_of(layer)
+    layer.kernel_size = normalize_tuple(kernel_size, layer.rank, "kernel_size", owner)
+    layer.strides = normalize_tuple(strides, layer.rank, "strides", owner)
+    layer.dilation_rate = normalize_tuple(dilation_rate, layer.rank, "dilation_rate", owner)
+
+
+def bias_and_activation(b: Builder, layer: Layer, y: Value) -> Value:
+    """`y` plus the layer's bias (if it has one), through its activation."""
+    if layer.bias is not None:
+        y = b.add(y, layer.param(b, layer.bias))
+    return layer.activation(b, y)
 
 
 # --- convolution -------------------------------------------------------------------------------
@@ -104,9 +120,7 @@ class BaseConv(Layer):
         if self.filters % self.groups:
             raise ArgumentError(f"{owner}: the number of filters must be evenly divisible by the number "
                                 f"of groups. Received: groups={groups}, filters={filters}")
-        self.kernel_size = normalize_tuple(kernel_size, self.rank, "kernel_size", owner)
-        self.strides = normalize_tuple(strides, self.rank, "strides", owner)
-        self.dilation_rate = normalize_tuple(dilation_rate, self.rank, "dilation_rate", owner)
+        set_window(self, kernel_size, strides, dilation_rate)
         if max(self.strides) > 1 and max(self.dilation_rate) > 1:
             raise ArgumentError(f"{owner}: `strides > 1` not supported in conjunction with "
                                 f"`dilation_rate > 1`. Received: strides={self.strides} and "
@@ -125,21 +139,14 @@ class BaseConv(Layer):
             raise ValueError(f"Layer '{self.name}' ({type(self).__name__}): the number of input "
                              f"channels must be known and evenly divisible by the number of groups. "
                              f"Received: groups={self.groups}, input_shape={tuple(input_shape)}")
-        shape = self.kernel_size + (channels // self.groups, self.filters)
-        self.kernel = self.add_weight(shape=shape, initializer=self.kernel_initializer,
-                                      regularizer=self.kernel_regularizer,
-                                      constraint=self.kernel_constraint, name="kernel")
-        self.bias = (self.add_weight(shape=(self.filters,), initializer=self.bias_initializer,
-                                     regularizer=self.bias_regularizer,
-                                     constraint=self.bias_constraint, name="bias")
-                     if self.use_bias else None)
+        self.kernel = option_weight(self, "kernel",
+                                    self.kernel_size + (channels // self.groups, self.filters))
+        self.bias = option_weight(self, "bias", (self.filters,), self.use_bias)
         self.built = True
 
     def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
-        y = convolve(b, self, inputs, self.param(b, self.kernel), self.groups)
-        if self.bias is not None:
-            y = b.add(y, self.param(b, self.bias))
-        return self.activation(b, y)
+        return bias_and_activation(b, self, convolve(b, self, inputs, self.param(b, self.kernel),
+                                                     self.groups))
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(),
@@ -147,12 +154,7 @@ class BaseConv(Layer):
                 "padding": self.padding, "data_format": self.data_format,
                 "dilation_rate": self.dilation_rate, "groups": self.groups,
                 "activation": activations.serialize(self.activation), "use_bias": self.use_bias,
-                "kernel_initializer": initializers.serialize(self.kernel_initializer),
-                "bias_initializer": initializers.serialize(self.bias_initializer),
-                "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
-                "bias_regularizer": regularizers.serialize(self.bias_regularizer),
-                "kernel_constraint": constraints.serialize(self.kernel_constraint),
-                "bias_constraint": constraints.serialize(self.bias_constraint)}
+                **weight_configs(self, "kernel", "bias")}
 
 
 class Conv2D(BaseConv):

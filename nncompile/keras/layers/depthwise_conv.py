@@ -13,10 +13,10 @@ from typing import Any
 from nncompile.ir import Builder, Value
 from nncompile.keras import activations, constraints, initializers, regularizers
 from nncompile.keras.layers.arguments import (boolean, check_data_format, check_input_rank,
-                                              normalize_padding, normalize_tuple, owner_of,
+                                              normalize_padding, owner_of,
                                               positive_int, weight_options)
 from nncompile.keras.layers.base import Layer
-from nncompile.keras.layers.conv import convolve
+from nncompile.keras.layers.conv import bias_and_activation, convolve, set_window
 
 
 class BaseDepthwiseConv(Layer):
@@ -36,9 +36,7 @@ class BaseDepthwiseConv(Layer):
         super().__init__(**kwargs)
         owner = owner_of(self)
         self.depth_multiplier = positive_int(depth_multiplier, "depth_multiplier", owner)
-        self.kernel_size = normalize_tuple(kernel_size, self.rank, "kernel_size", owner)
-        self.strides = normalize_tuple(strides, self.rank, "strides", owner)
-        self.dilation_rate = normalize_tuple(dilation_rate, self.rank, "dilation_rate", owner)
+        set_window(self, kernel_size, strides, dilation_rate)
         self.padding = normalize_padding(padding, self.paddings, owner)
         self.data_format = check_data_format(data_format, owner)
         self.activation = activations.get(activation)
@@ -75,9 +73,7 @@ class BaseDepthwiseConv(Layer):
         kernel = b.reshape(self.param(b, self.depthwise_kernel),
                            shape=self.kernel_size + (1, channels * self.depth_multiplier))
         y = self.emit_pointwise(b, convolve(b, self, inputs, kernel, groups=channels))
-        if self.bias is not None:
-            y = b.add(y, self.param(b, self.bias))
-        return self.activation(b, y)
+        return bias_and_activation(b, self, y)
 
     def emit_pointwise(self, b: Builder, y: Value) -> Value:
         return y
