@@ -1,8 +1,10 @@
-"""Convolution layers: Conv1D, Conv2D, and the Keras 1 classes Convolution1D, Convolution2D.
+"""Convolution layers: Conv1D, Conv2D, Conv3D, and the Keras 1 classes Convolution1D,
+Convolution2D.
 
 Layers work on channels-last data only (NHWC, and NLC for 1-D). A 1-D layer runs as a 2-D one of
 height 1: its input is viewed as (N, 1, L, C) and its kernel (k, cin, cout) as (1, k, cin, cout),
-so one IR op (conv2d, max_pool2d, avg_pool2d) serves both ranks.
+so one IR op (conv2d, max_pool2d, avg_pool2d) serves both ranks; a 3-D one folds depth into
+channels (volumes.py).
 """
 from __future__ import annotations
 
@@ -17,21 +19,22 @@ from nncompile.keras.layers.arguments import (ArgumentError, boolean, check_data
                                               positive_int, warn_legacy, weight_configs,
                                               weight_options)
 from nncompile.keras.layers.base import Layer
+from nncompile.keras.layers.volumes import conv3d
 
 
 def spatial_pads(sizes: Sequence, kernel: Sequence[int], strides: Sequence[int],
-                 dilations: Sequence[int], padding: str) -> tuple[int, int, int, int]:
-    """(top, bottom, left, right) padding of a 2-D window for "valid", "same" or "causal"."""
+                 dilations: Sequence[int], padding: str) -> tuple[int, ...]:
+    """(before, after) padding of each spatial axis, flattened, for "valid", "same" or "causal"
+    (which pads the start of the last axis only)."""
     if padding == "valid":
-        return (0, 0, 0, 0)
+        return (0,) * (2 * len(sizes))
     if padding == "causal":
-        return (0, 0, (kernel[1] - 1) * dilations[1], 0)
+        return (0,) * (2 * len(sizes) - 2) + ((kernel[-1] - 1) * dilations[-1], 0)
     if any(isinstance(size, str) for size in sizes):
         raise ShapeError("padding='same' needs known spatial sizes; this input's are "
                          f"{tuple(None if isinstance(v, str) else v for v in sizes)} (None is unknown)")
-    (top, bottom), (left, right) = (same_pads(s, k, st, d)
-                                     for s, k, st, d in zip(sizes, kernel, strides, dilations))
-    return (top, bottom, left, right)
+    return tuple(p for s, k, st, d in zip(sizes, kernel, strides, dilations)
+                 for p in same_pads(s, k, st, d))
 
 
 def to_2d(b: Builder, x: Value) -> Value:
@@ -47,14 +50,17 @@ def from_2d(b: Builder, y: Value) -> Value:
 
 
 def convolve(b: Builder, layer: Layer, x: Value, kernel: Value, groups: int) -> Value:
-    """The conv2d of `x` by `kernel` (shaped as a Conv layer's of `layer.rank`) with the
-    layer's kernel_size, strides, dilation_rate and padding; a 1-D one runs at height 1."""
-    kernel_2d, strides, dilations = layer.kernel_size, layer.strides, layer.dilation_rate
+    """The convolution of `x` by `kernel` (shaped as a Conv layer's of `layer.rank`) with the
+    layer's kernel_size, strides, dilation_rate and padding: conv2d, at height 1 for a 1-D one,
+    with depth folded into channels for a 3-D one."""
+    kernel_size, strides, dilations = layer.kernel_size, layer.strides, layer.dilation_rate
     if layer.rank == 1:
         x = to_2d(b, x)
         kernel = b.reshape(kernel, shape=(1,) + kernel.type.shape)
-        kernel_2d, strides, dilations = (1,) + kernel_2d, (1,) + strides, (1,) + dilations
-    pads = spatial_pads(x.type.shape[1:3], kernel_2d, strides, dilations, layer.padding)
+        kernel_size, strides, dilations = (1,) + kernel_size, (1,) + strides, (1,) + dilations
+    pads = spatial_pads(x.type.shape[1:-1], kernel_size, strides, dilations, layer.padding)
+    if layer.rank == 3:
+        return conv3d(b, x, kernel, pads, strides, dilations, groups)
     y = b.conv2d(x, kernel, strides=strides, pads=pads, dilations=dilations, groups=groups)
     return from_2d(b, y) if layer.rank == 1 else y
 
@@ -174,6 +180,32 @@ class Conv2D(BaseConv):
     @legacy_args(_LEGACY_NAMES, _combine_nb_row_col)
     def __init__(self, filters: int, kernel_size, strides=(1, 1), padding: str = "valid",
                  data_format: str | None = None, dilation_rate=(1, 1), groups: int = 1,
+                 activation=None, use_bias: bool = True, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
+                 kernel_constraint=None, bias_constraint=None, **kwargs):
+        super().__init__(filters, kernel_size, strides, padding, data_format, dilation_rate, groups,
+                         activation, use_bias, kernel_initializer, bias_initializer,
+                         kernel_regularizer, bias_regularizer, kernel_constraint, bias_constraint,
+                         **kwargs)
+
+
+class Conv3D(BaseConv):
+    """3-D convolution over channels-last volumes (N, D, H, W, C); kernel (kd, kh, kw,
+    C/groups, filters).
+
+    Example:
+
+    >>> x = np.random.rand(2, 5, 6, 6, 3).astype("float32")
+    >>> Conv3D(4, 3, padding="same")(x).shape
+    (2, 5, 6, 6, 4)
+    >>> Conv3D(4, (2, 3, 3), strides=(1, 2, 2))(x).shape
+    (2, 4, 2, 2, 4)
+    """
+
+    rank = 3
+
+    def __init__(self, filters: int, kernel_size, strides=(1, 1, 1), padding: str = "valid",
+                 data_format: str | None = None, dilation_rate=(1, 1, 1), groups: int = 1,
                  activation=None, use_bias: bool = True, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
                  kernel_constraint=None, bias_constraint=None, **kwargs):

@@ -1,4 +1,5 @@
-"""Depthwise and separable convolutions: DepthwiseConv2D, SeparableConv1D, SeparableConv2D.
+"""Depthwise and separable convolutions: DepthwiseConv1D, DepthwiseConv2D, SeparableConv1D,
+SeparableConv2D.
 
 A depthwise convolution filters each input channel on its own, `depth_multiplier` times: it is
 the IR's conv2d with one group per input channel. Keras keeps its kernel as (k..., channels,
@@ -105,6 +106,20 @@ class DepthwiseConv2D(BaseDepthwiseConv):
     """
 
     rank = 2
+
+
+class DepthwiseConv1D(BaseDepthwiseConv):
+    """Depthwise 1-D convolution over (N, L, C), as DepthwiseConv2D at height 1; kernel (k, C,
+    depth_multiplier), as Keras 3.
+
+    Example:
+
+    >>> x = np.random.rand(2, 8, 3).astype("float32")
+    >>> DepthwiseConv1D(3, depth_multiplier=2)(x).shape
+    (2, 6, 6)
+    """
+
+    rank = 1
 
 
 class BaseSeparableConv(BaseDepthwiseConv):
