@@ -178,3 +178,9 @@ def test_average_pooling3d_needs_a_pool_size():
 def test_wrong_input_rank_is_refused():
     with pytest.raises(ValueError, match="expected ndim=5"):
         layers.Conv3D(2, 3)(np.zeros((2, 5, 5, 3), "float32"))
+
+
+@pytest.mark.parametrize("layer", [layers.Conv3D(2, 3), layers.MaxPooling3D()])
+def test_unknown_depth_is_refused_by_name(layer):
+    with pytest.raises(ValueError, match="depth is unknown"):
+        keras.Sequential([keras.Input((None, 6, 6, 3)), layer])

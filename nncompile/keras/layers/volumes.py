@@ -12,10 +12,19 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from nncompile.ir import Builder, Value
+from nncompile.ir import Builder, ShapeError, Value
+from nncompile.ir.types import is_symbol
 
 _TO_CHANNELS = (0, 2, 3, 1, 4)      # (N, D, H, W, C) -> (N, H, W, D, C)
 _FROM_CHANNELS = (0, 3, 1, 2, 4)    # (N, H, W, D, C) -> (N, D, H, W, C)
+
+
+def _static_depth(x: Value) -> Value:
+    """`x`, whose depth (axis 1) must be known: the depth slices become separate channels."""
+    if is_symbol(x.type.shape[1]):
+        raise ShapeError(f"depth is unknown ({x.type}); 3-D convolution and pooling need a known "
+                         f"depth (height and width likewise unless the window keeps them)")
+    return x
 
 
 def _depth_span(size: int, kernel: int, stride: int, dilation: int) -> int:
@@ -40,7 +49,7 @@ def conv3d(b: Builder, x: Value, kernel: Value, pads: Sequence[int], strides: Se
            dilations: Sequence[int], groups: int) -> Value:
     """Convolution of x (N, D, H, W, C) by kernel (kd, kh, kw, C / groups, F); pads are (before,
     after) per spatial axis."""
-    x = b.pad(x, pads=(0, 0, *pads[:2], 0, 0, 0, 0, 0, 0))
+    x = b.pad(_static_depth(x), pads=(0, 0, *pads[:2], 0, 0, 0, 0, 0, 0))
     n, depth, h, w, c = x.type.shape
     kd, cg = kernel.type.shape[0], kernel.type.shape[3]
     od = _depth_span(depth, kd, strides[0], dilations[0])
@@ -102,7 +111,7 @@ def pool3d(b: Builder, op: str, x: Value, window: Sequence[int], strides: Sequen
            pads: Sequence[int]) -> Value:
     """max_pool2d or avg_pool2d (`op`) over 3-D windows of x (N, D, H, W, C): over depth, then
     over height and width."""
-    n, depth, h, w, c = x.type.shape
+    n, depth, h, w, c = _static_depth(x).type.shape
     y = b.op(op, b.reshape(x, shape=(n, depth, h * w, c)), window=(window[0], 1),
              strides=(strides[0], 1), pads=(*pads[:2], 0, 0))
     od = y.type.shape[1]
