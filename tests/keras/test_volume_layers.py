@@ -170,6 +170,14 @@ def test_bad_arguments_name_the_layer_and_argument(make, message):
     assert "3D)" in str(info.value)
 
 
+def test_keras_3_aliases():
+    assert layers.Convolution3D is layers.Conv3D and layers.MaxPool3D is layers.MaxPooling3D
+    assert layers.AvgPool3D is layers.AveragePooling3D
+    assert layers.GlobalAvgPool3D is layers.GlobalAveragePooling3D
+    assert layers.GlobalMaxPool3D is layers.GlobalMaxPooling3D
+    assert layers.Convolution3DTranspose is layers.Conv3DTranspose
+
+
 def test_average_pooling3d_needs_a_pool_size():
     with pytest.raises(TypeError, match="pool_size"):
         layers.AveragePooling3D()

@@ -286,3 +286,8 @@ class Convolution1D(Conv1D):
     def from_config(cls, config: Mapping[str, Any]) -> Conv1D:
         """A config holds Keras 3 arguments, so it rebuilds as the Conv1D this layer is."""
         return Conv1D(**config)
+
+
+# Keras 3's other name of Conv3D (Keras 1's Convolution3D, with nb_filter and three kernel
+# sizes, is not supported; Convolution1D and Convolution2D above keep their Keras 1 forms).
+Convolution3D = Conv3D

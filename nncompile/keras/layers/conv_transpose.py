@@ -172,3 +172,9 @@ class Conv3DTranspose(BaseConvTranspose):
     """
 
     rank = 3
+
+
+# Keras 3's other names of the same classes.
+Convolution1DTranspose = Conv1DTranspose
+Convolution2DTranspose = Conv2DTranspose
+Convolution3DTranspose = Conv3DTranspose
