@@ -35,11 +35,21 @@ def check_sgd_step(model, x: np.ndarray, y: np.ndarray,
 
 
 def check_compiled_matches_reference(model, x: np.ndarray, monkeypatch) -> None:
-    outputs = []
+    """Predictions, and the weights after one SGD step from the same start, agree between the
+    compiled code and the reference interpreter."""
+    start = model.get_weights()
+    y = random_array((len(x),) + tuple(model.output_shape[1:]), 99)
+    outputs, stepped = [], []
     for backend in ("cpu", "reference"):
         monkeypatch.setenv("NNCOMPILE_BACKEND", backend)
+        model.set_weights(start)
+        model.compile(optimizer=keras.optimizers.SGD(learning_rate=LR), loss="mse")
         outputs.append(model.predict(x, verbose=0))
+        model.train_on_batch(x, y)
+        stepped.append(model.get_weights())
     np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-5, atol=1e-5)
+    for compiled, reference in zip(*stepped):
+        np.testing.assert_allclose(compiled, reference, rtol=1e-4, atol=1e-5)
 
 
 def check_fit_and_files(model, x: np.ndarray, y: np.ndarray, tmp_path) -> None:
