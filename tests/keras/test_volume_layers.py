@@ -192,3 +192,8 @@ def test_wrong_input_rank_is_refused():
 def test_unknown_depth_is_refused_by_name(layer):
     with pytest.raises(ValueError, match="depth is unknown"):
         keras.Sequential([keras.Input((None, 6, 6, 3)), layer])
+
+
+def test_a_window_deeper_than_the_input_is_refused():
+    with pytest.raises(ValueError, match="window of depth spans 3"):
+        keras.Sequential([keras.Input((2, 6, 6, 3)), layers.Conv3D(2, 3)])

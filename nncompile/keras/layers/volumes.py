@@ -28,7 +28,12 @@ def _static_depth(x: Value) -> Value:
 
 
 def _depth_span(size: int, kernel: int, stride: int, dilation: int) -> int:
-    return (size - (kernel - 1) * dilation - 1) // stride + 1
+    """Output positions along depth, with the message conv2d gives for height and width."""
+    extent = (kernel - 1) * dilation + 1
+    if extent > size:
+        raise ShapeError(f"window of depth spans {extent} (kernel {kernel}, dilation {dilation}) "
+                         f"but the padded input is {size}")
+    return (size - extent) // stride + 1
 
 
 def _kernel_per_depth(b: Builder, kernel: Value, depth: int) -> Value:
