@@ -111,3 +111,15 @@ def test_bad_arguments_name_the_layer_and_argument(make, message):
 def test_groups_that_do_not_fit_the_channels_are_refused(groups, axis, message):
     with pytest.raises(ValueError, match=message):
         layers.GroupNormalization(groups, axis=axis)(np.zeros((2, 3, 6), "float32"))
+
+
+def test_the_mask_passes_on_as_in_keras():
+    ids = np.array([[3, 1, 0, 0], [2, 0, 0, 0]], "int32")
+    tokens = keras.Input((4,), dtype="int32")
+    hidden = layers.Embedding(5, 4, mask_zero=True)(tokens)
+    normalized = layers.GroupNormalization(2)(hidden)
+    model = keras.Model(tokens, layers.GlobalAveragePooling1D()(normalized))
+    embedded = model.layers[1].get_weights()[0][ids]
+    kept = group_norm_numpy(embedded, 2) * (ids > 0)[..., None]   # statistics over all steps
+    want = kept.sum(1) / (ids > 0).sum(1, keepdims=True)
+    np.testing.assert_allclose(model.predict(ids, verbose=0), want, rtol=1e-4, atol=1e-5)
