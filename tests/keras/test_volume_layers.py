@@ -118,6 +118,25 @@ def test_sgd_step_follows_finite_differences(monkeypatch):
     check_sgd_step(model, x, y, forward)
 
 
+def test_reshaping_and_global_pooling_gradients_follow_finite_differences(monkeypatch):
+    monkeypatch.setenv("NNCOMPILE_BACKEND", "reference")
+    volume = keras.Input((3, 2, 3, 2))
+    v = layers.Conv3D(2, (1, 2, 1), bias_initializer="random_normal")(volume)
+    v = layers.ZeroPadding3D((1, 0, (1, 0)))(v)
+    v = layers.Cropping3D(((1, 0), 0, (0, 1)))(layers.UpSampling3D((1, 2, 1))(v))
+    pooled = [layers.GlobalAveragePooling3D()(v), layers.GlobalMaxPooling3D()(v)]
+    model = keras.Model(volume, layers.Concatenate()(pooled))
+    x = random_array((2, 3, 2, 3, 2), 8)
+
+    def forward(weights, x):
+        kernel, bias = weights
+        h = conv3d_numpy(x, kernel) + bias
+        h = np.pad(h, [(0, 0), (1, 1), (0, 0), (1, 0), (0, 0)]).repeat(2, axis=2)[:, 1:, :, :-1]
+        return np.concatenate([h.mean(axis=(1, 2, 3)), h.max(axis=(1, 2, 3))], axis=1)
+
+    check_sgd_step(model, x, random_array((2, 4), 9), forward)
+
+
 def _volume_model():
     return keras.Sequential([
         keras.Input((4, 5, 6, 2)), layers.ZeroPadding3D(1),
@@ -127,12 +146,16 @@ def _volume_model():
         layers.GlobalMaxPooling3D(), layers.Dense(2)])
 
 
-def test_compiled_matches_reference(monkeypatch):
-    model = keras.Sequential([
+def _grouped_model():
+    return keras.Sequential([
         keras.Input((4, 5, 6, 2)), layers.Conv3D(4, (2, 3, 2), dilation_rate=(2, 1, 1), groups=2),
         layers.AveragePooling3D((2, 2, 3), strides=(1, 2, 2), padding="same"),
         layers.GlobalAveragePooling3D()])
-    check_compiled_matches_reference(model, random_array((3, 4, 5, 6, 2), 5), monkeypatch)
+
+
+@pytest.mark.parametrize("make", [_grouped_model, _volume_model])
+def test_compiled_matches_reference(make, monkeypatch):
+    check_compiled_matches_reference(make(), random_array((3, 4, 5, 6, 2), 5), monkeypatch)
 
 
 def test_trains_in_fit_and_saves(tmp_path):
