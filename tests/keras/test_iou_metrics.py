@@ -94,6 +94,21 @@ def test_compiled_fit_and_evaluate_match_the_reference_interpreter(monkeypatch):
     assert results[1]["binary_io_u"] == pytest.approx(want, rel=1e-5)
 
 
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_compiled_metrics_survive_saving(suffix, tmp_path):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((16, 4)).astype(np.float32)
+    y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 16)]
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    model.compile(optimizer="adam", loss="categorical_crossentropy",
+                  metrics=[metrics.OneHotIoU(3, [1, 2], name="iou12"), metrics.BinaryIoU([1])])
+    model.fit(x, y, epochs=1, verbose=0)
+    model.save(tmp_path / f"m{suffix}")
+    again = keras.models.load_model(tmp_path / f"m{suffix}")
+    assert again.evaluate(x, y, verbose=0, return_dict=True) == pytest.approx(
+        model.evaluate(x, y, verbose=0, return_dict=True), rel=1e-6)
+
+
 @pytest.mark.parametrize("metric", [
     metrics.IoU(3, [0, 2], ignore_class=1, sparse_y_pred=False),
     metrics.BinaryIoU([1], threshold=0.3, dtype="float32"),
