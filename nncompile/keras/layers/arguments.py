@@ -137,14 +137,15 @@ def weight_options(layer, weight: str, initializer, regularizer, constraint) -> 
     setattr(layer, f"{weight}_constraint", constraints.get(constraint))
 
 
-def option_weight(layer, weight: str, shape, enabled: bool = True):
-    """The weight `weight` of `shape` made with the layer's `<weight>_initializer`,
-    `_regularizer` and `_constraint` (None when not `enabled`, as a bias without use_bias)."""
+def option_weight(layer, weight: str, shape, enabled: bool = True, name: str | None = None):
+    """The weight `name` (default `weight`) of `shape` made with the layer's
+    `<weight>_initializer`, `_regularizer` and `_constraint` (None when not `enabled`, as a bias
+    without use_bias)."""
     if not enabled:
         return None
     return layer.add_weight(shape=shape, initializer=getattr(layer, f"{weight}_initializer"),
                             regularizer=getattr(layer, f"{weight}_regularizer"),
-                            constraint=getattr(layer, f"{weight}_constraint"), name=weight)
+                            constraint=getattr(layer, f"{weight}_constraint"), name=name or weight)
 
 
 def weight_configs(layer, *weights: str) -> dict:

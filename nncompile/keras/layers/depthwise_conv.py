@@ -12,10 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from nncompile.ir import Builder, Value
-from nncompile.keras import activations, constraints, initializers, regularizers
+from nncompile.keras import activations
 from nncompile.keras.layers.arguments import (boolean, check_data_format, check_input_rank,
-                                              normalize_padding, owner_of,
-                                              positive_int, weight_options)
+                                              normalize_padding, option_weight, owner_of,
+                                              positive_int, weight_configs, weight_options)
 from nncompile.keras.layers.base import Layer
 from nncompile.keras.layers.conv import bias_and_activation, convolve, set_window
 
@@ -51,16 +51,11 @@ class BaseDepthwiseConv(Layer):
         if channels is None:
             raise ValueError(f"{owner_of(self)}: the number of input channels (the last axis) "
                              f"must be known. Received: input_shape={tuple(input_shape)}")
-        self.depthwise_kernel = self.add_weight(
-            shape=self.kernel_size + (channels, self.depth_multiplier),
-            initializer=self.depthwise_initializer, regularizer=self.depthwise_regularizer,
-            constraint=self.depthwise_constraint, name=self.kernel_name)
+        self.depthwise_kernel = option_weight(
+            self, "depthwise", self.kernel_size + (channels, self.depth_multiplier),
+            name=self.kernel_name)
         self.build_pointwise(channels * self.depth_multiplier)
-        self.bias = (self.add_weight(shape=(self.output_channels(channels),),
-                                     initializer=self.bias_initializer,
-                                     regularizer=self.bias_regularizer,
-                                     constraint=self.bias_constraint, name="bias")
-                     if self.use_bias else None)
+        self.bias = option_weight(self, "bias", (self.output_channels(channels),), self.use_bias)
         self.built = True
 
     def build_pointwise(self, channels: int) -> None:
@@ -85,12 +80,7 @@ class BaseDepthwiseConv(Layer):
                 "padding": self.padding, "data_format": self.data_format,
                 "dilation_rate": self.dilation_rate,
                 "activation": activations.serialize(self.activation), "use_bias": self.use_bias,
-                "depthwise_initializer": initializers.serialize(self.depthwise_initializer),
-                "bias_initializer": initializers.serialize(self.bias_initializer),
-                "depthwise_regularizer": regularizers.serialize(self.depthwise_regularizer),
-                "bias_regularizer": regularizers.serialize(self.bias_regularizer),
-                "depthwise_constraint": constraints.serialize(self.depthwise_constraint),
-                "bias_constraint": constraints.serialize(self.bias_constraint)}
+                **weight_configs(self, "depthwise", "bias")}
 
 
 class DepthwiseConv2D(BaseDepthwiseConv):
@@ -143,10 +133,9 @@ class BaseSeparableConv(BaseDepthwiseConv):
         weight_options(self, "pointwise", pointwise_initializer, pointwise_regularizer, pointwise_constraint)
 
     def build_pointwise(self, channels: int) -> None:
-        self.pointwise_kernel = self.add_weight(
-            shape=(1,) * self.rank + (channels, self.filters),
-            initializer=self.pointwise_initializer, regularizer=self.pointwise_regularizer,
-            constraint=self.pointwise_constraint, name="pointwise_kernel")
+        self.pointwise_kernel = option_weight(self, "pointwise",
+                                              (1,) * self.rank + (channels, self.filters),
+                                              name="pointwise_kernel")
 
     def output_channels(self, channels: int) -> int:
         return self.filters
@@ -158,9 +147,7 @@ class BaseSeparableConv(BaseDepthwiseConv):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "filters": self.filters,
-                "pointwise_initializer": initializers.serialize(self.pointwise_initializer),
-                "pointwise_regularizer": regularizers.serialize(self.pointwise_regularizer),
-                "pointwise_constraint": constraints.serialize(self.pointwise_constraint)}
+                **weight_configs(self, "pointwise")}
 
 
 class SeparableConv2D(BaseSeparableConv):
