@@ -556,7 +556,9 @@ def _interpolated_pr_auc(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> floa
 from nncompile.keras.confusion_metrics import (  # noqa: E402
     CONFUSION_METRICS, FalseNegatives, FalsePositives, PrecisionAtRecall, RecallAtPrecision,
     SensitivityAtSpecificity, SpecificityAtSensitivity, TrueNegatives, TruePositives)
-from nncompile.keras.score_metrics import SCORE_METRICS, F1Score, FBetaScore, MeanIoU, R2Score  # noqa: E402,E501
+from nncompile.keras.score_metrics import SCORE_METRICS, F1Score, FBetaScore, R2Score  # noqa: E402
+from nncompile.keras.iou_metrics import (  # noqa: E402
+    IOU_METRICS, BinaryIoU, IoU, MeanIoU, OneHotIoU, OneHotMeanIoU)
 
 METRIC_CLASSES = (Mean, MeanMetricWrapper, Accuracy, BinaryAccuracy, CategoricalAccuracy,
                   SparseCategoricalAccuracy, TopKCategoricalAccuracy, SparseTopKCategoricalAccuracy,
@@ -564,7 +566,7 @@ METRIC_CLASSES = (Mean, MeanMetricWrapper, Accuracy, BinaryAccuracy, Categorical
                   MeanSquaredLogarithmicError, CosineSimilarity, LogCoshError, Hinge, SquaredHinge,
                   CategoricalHinge, KLDivergence, Poisson, BinaryCrossentropy, CategoricalCrossentropy,
                   SparseCategoricalCrossentropy, Precision, Recall, AUC, *CONFUSION_METRICS,
-                  *SCORE_METRICS)
+                  *SCORE_METRICS, *IOU_METRICS)
 _BY_NAME: dict[str, type] = {cls.__name__: cls for cls in METRIC_CLASSES}
 _BY_NAME.update({backend.to_snake_case(cls.__name__): cls for cls in METRIC_CLASSES})
 _BY_NAME.update({"bce": BinaryCrossentropy, "BCE": BinaryCrossentropy, "mse": MeanSquaredError,

@@ -1,5 +1,5 @@
-"""Keras 3's F-scores (`FBetaScore`, `F1Score`), `R2Score` and `MeanIoU`: metrics whose state is
-sums per class or output (sized by the first batch, as Keras builds them), or a confusion matrix. Each batch adds its weighted
+"""Keras 3's F-scores (`FBetaScore`, `F1Score`) and `R2Score`: metrics whose state is sums per
+class or output (sized by the first batch, as Keras builds them). Each batch adds its weighted
 sums over the samples (emitted in the step graph); the result comes from them in Python.
 
 >>> import numpy as np
@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from nncompile.ir import Builder, DType, Value
+from nncompile.ir import Builder, Value
 from nncompile.keras import backend
-from nncompile.keras.losses import class_mask, const, expand_last, squeeze_or_expand_to_same_rank
+from nncompile.keras.losses import const, expand_last, squeeze_or_expand_to_same_rank
 from nncompile.keras.metrics import Metric, _divide_no_nan, _float32
 
 
@@ -209,65 +209,4 @@ class R2Score(_PerColumn):
                 "num_regressors": self.num_regressors}
 
 
-class MeanIoU(Metric):
-    """Intersection over union, tp / (tp + fp + fn), of each class, averaged over the classes
-    present (in the labels or the predictions), from the weighted confusion matrix of all
-    entries. Labels and predictions are class ids, or scores over `axis` when
-    `sparse_y_true` / `sparse_y_pred` is False; entries labelled `ignore_class` do not count.
-    As in Keras 3 the default dtype is int32, which truncates fractional sample weights."""
-
-    def __init__(self, num_classes: int, name: str | None = None, dtype=None,
-                 ignore_class: int | None = None, sparse_y_true: bool = True,
-                 sparse_y_pred: bool = True, axis: int = -1):
-        if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
-            raise ValueError(f"Argument `num_classes` must be a positive integer. Received: "
-                             f"num_classes={num_classes}")
-        self.num_classes, self.ignore_class, self.axis = int(num_classes), ignore_class, axis
-        self.sparse_y_true, self.sparse_y_pred = sparse_y_true, sparse_y_pred
-        super().__init__(name=name, dtype=dtype or "int32")   # Keras 3's default, "int"
-
-    def state_shapes(self) -> list[tuple[int, ...]]:
-        return [(self.num_classes, self.num_classes)]
-
-    def _flat_labels(self, b: Builder, values: Value, sparse: bool) -> Value:
-        """(batch, entries) class ids."""
-        if not sparse:
-            values = b.argmax(values, axis=self.axis)
-        if values.type.rank == 1:
-            values = expand_last(b, values)
-        return b.reshape(values, shape=(values.type.shape[0], -1))
-
-    def emit(self, b: Builder, y_true: Value, y_pred: Value,
-             sample_weight: Value | None = None) -> list[Value]:
-        labels = self._flat_labels(b, y_true, self.sparse_y_true)
-        guesses = self._flat_labels(b, y_pred, self.sparse_y_pred)
-        weight = b.broadcast(const(b, 1.0, _float32(b, labels)), shape=list(labels.type.shape))
-        if sample_weight is not None:
-            given = self._flat_labels(b, _float32(b, sample_weight), True)
-            if np.dtype(self.dtype).kind in "iu":   # as Keras: weights cast to an int dtype
-                given = _float32(b, b.cast(given, dtype=DType.from_numpy(self.dtype)))
-            weight = b.mul(weight, b.broadcast(given, shape=list(labels.type.shape))
-                           if given.type.shape != labels.type.shape else given)
-        if self.ignore_class is not None:
-            kept = b.not_equal(_float32(b, labels), const(b, float(self.ignore_class), weight))
-            weight = b.mul(weight, _float32(b, kept))
-        truth = _float32(b, class_mask(b, labels, self.num_classes))      # (batch, entries, C)
-        guessed = b.mul(_float32(b, class_mask(b, guesses, self.num_classes)), expand_last(b, weight))
-        matrix = b.matmul(b.transpose(truth, perm=(0, 2, 1)), guessed)    # (batch, C, C)
-        return [b.reduce_sum(matrix, axes=[0])]
-
-    def result(self) -> float:
-        matrix = self.state[0]
-        hits = np.diag(matrix)
-        union = matrix.sum(axis=0) + matrix.sum(axis=1) - hits
-        present = float(np.sum(union > 1e-9))
-        return float(_divide_no_nan(np.sum(_divide_no_nan(hits, union), keepdims=True),
-                                    np.asarray([present]))[0])
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "num_classes": self.num_classes,
-                "ignore_class": self.ignore_class, "sparse_y_true": self.sparse_y_true,
-                "sparse_y_pred": self.sparse_y_pred, "axis": self.axis}
-
-
-SCORE_METRICS = (FBetaScore, F1Score, R2Score, MeanIoU)
+SCORE_METRICS = (FBetaScore, F1Score, R2Score)

@@ -79,18 +79,39 @@ def _onnx_pads(pads) -> list[int]:
     return [top, left, bottom, right]
 
 
+def _oihw(w: Writer, name: str, filt) -> str:
+    """The (KH, KW, I, O) filter `filt` as (O, I, KH, KW): once, in the initializer, for a
+    parameter."""
+    if filt.is_param:
+        return w.const(np.ascontiguousarray(w.graph.params[filt.name].transpose(3, 2, 0, 1)),
+                       f"{filt.name}_oihw", scoped=False)
+    return w.one("Transpose", [name], perm=[3, 2, 0, 1])
+
+
 @exporter("conv2d")
 def _conv2d(w, names, attrs, values) -> str:
     x = w.one("Transpose", [names[0]], perm=NCHW)
     filt = values[1]
-    if filt.is_param:   # HWIO -> OIHW once, in the initializer
-        kernel = w.const(np.ascontiguousarray(w.graph.params[filt.name].transpose(3, 2, 0, 1)),
-                         f"{filt.name}_oihw", scoped=False)
-    else:
-        kernel = w.one("Transpose", [names[1]], perm=[3, 2, 0, 1])
-    y = w.one("Conv", [x, kernel], strides=list(attrs["strides"]), dilations=list(attrs["dilations"]),
+    y = w.one("Conv", [x, _oihw(w, names[1], filt)], strides=list(attrs["strides"]), dilations=list(attrs["dilations"]),
               pads=_onnx_pads(attrs["pads"]), group=attrs["groups"],
               kernel_shape=list(filt.type.shape[:2]))
+    return w.one("Transpose", [y], perm=NHWC)
+
+
+@exporter("conv2d_grad_input")
+def _conv_transpose(w, names, attrs, values) -> str:
+    """ConvTranspose: ONNX's (C_in, C_out / group, KH, KW) filter is conv2d's HWIO filter
+    transposed as for Conv, and the input size comes back as output_padding past the last
+    window (less than the stride, by conv2d_grad_input's shape rule)."""
+    dy, filt = values
+    kernel = _oihw(w, names[1], filt)
+    (sh, sw), (dh, dw), (top, bottom, left, right) = attrs["strides"], attrs["dilations"], attrs["pads"]
+    (kh, kw), (h, wd) = filt.type.shape[:2], attrs["input_hw"]
+    extra = [h + top + bottom - ((dy.type.shape[1] - 1) * sh + (kh - 1) * dh + 1),
+             wd + left + right - ((dy.type.shape[2] - 1) * sw + (kw - 1) * dw + 1)]
+    y = w.one("ConvTranspose", [w.one("Transpose", [names[0]], perm=NCHW), kernel],
+              strides=[sh, sw], dilations=[dh, dw], pads=_onnx_pads(attrs["pads"]),
+              output_padding=extra, group=attrs["groups"], kernel_shape=[kh, kw])
     return w.one("Transpose", [y], perm=NHWC)
 
 

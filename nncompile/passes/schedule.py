@@ -9,9 +9,9 @@ size. The new order is kept only when the memory plan's lower bound says it is s
 so the pass never makes the peak worse.
 
 Parameter updates (`graph.updates`) add one kind of edge: the node that makes a parameter's new
-value runs after every other reader of its old value (when no reader depends on that node), so
-that the runtime can write the new value straight into the parameter's array. An order that
-breaks such an edge is always replaced.
+value runs after every other reader of its old value, directly or through a reshape view (when
+no reader depends on that node), so that the runtime can write the new value straight into the
+parameter's array. An order that breaks such an edge is always replaced.
 """
 from __future__ import annotations
 
@@ -47,15 +47,23 @@ def update_edges(graph: Graph) -> list[tuple[int, int]]:
             if v in producer:
                 users.setdefault(producer[v], set()).add(i)
     outputs = dict(zip(graph.output_names, graph.outputs))
+    returned = set(graph.outputs)
     edges = []
     for name, param in graph.updates.items():
         writer = producer.get(outputs[name])
         if writer is None:
             continue
         after = _descendants(writer, users)
-        old = graph.input(param)
-        edges += [(i, writer) for i, node in enumerate(graph.nodes)
-                  if old in node.inputs and i != writer and i not in after]
+        # A reshape of the parameter is a view of its array, so the view's readers read the old
+        # value too (a Conv1D's kernel seen as 2-D, read by the input gradient).
+        old = {graph.input(param)}
+        for i, node in enumerate(graph.nodes):
+            if not old.intersection(node.inputs):
+                continue
+            if is_view(node, returned):
+                old.update(node.outputs)
+            if i != writer and i not in after:
+                edges.append((i, writer))
     return edges
 
 

@@ -1,6 +1,8 @@
-"""DepthwiseConv2D, SeparableConv1D and SeparableConv2D: against numpy written here (forward, and
-the gradients of a training step by finite differences), compiled vs the reference interpreter,
-and against models made by real Keras 3 (tests/fixtures/keras/depthwise/make_depthwise.py)."""
+"""DepthwiseConv1D, DepthwiseConv2D, SeparableConv1D and SeparableConv2D: against numpy written
+here (forward, and the gradients of a training step by finite differences), compiled vs the
+reference interpreter, and against models made by real Keras 3
+(tests/fixtures/keras/depthwise/make_depthwise.py; DepthwiseConv1D's in
+tests/fixtures/keras/spatial/, checked in test_volume_layers.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,6 +11,7 @@ import numpy as np
 import pytest
 
 from finite_differences import gradients
+from layer_checks import check_compiled_matches_reference, check_fit_and_files, check_sgd_step
 from nncompile import keras
 from nncompile.keras import layers
 
@@ -61,6 +64,47 @@ def test_separable_conv2d_matches_numpy(backend, monkeypatch):
     assert (depthwise.shape, pointwise.shape) == ((2, 2, 2, 3), (1, 1, 6, 4))
     want = np.maximum(_depthwise_numpy(x, depthwise, dilation=(2, 2)) @ pointwise[0, 0] + bias, 0)
     np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+def test_depthwise_conv1d_matches_numpy(backend, monkeypatch):
+    monkeypatch.setenv("NNCOMPILE_BACKEND", backend)
+    layer = layers.DepthwiseConv1D(3, strides=2, padding="same", depth_multiplier=2,
+                                   bias_initializer="random_normal")
+    x = _x((2, 7, 3), 5)
+    y = layer(x)
+    kernel, bias = layer.get_weights()
+    assert kernel.shape == (3, 3, 2)
+    padded = np.pad(x, ((0, 0), (1, 1), (0, 0)))[:, None]
+    want = _depthwise_numpy(padded, kernel[None], (1, 2))[:, 0] + bias
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+
+
+def test_depthwise_conv1d_step_follows_finite_differences(monkeypatch):
+    monkeypatch.setenv("NNCOMPILE_BACKEND", "reference")
+    model = keras.Sequential([keras.Input((5, 2)),
+                              layers.DepthwiseConv1D(2, dilation_rate=2, depth_multiplier=2,
+                                                     bias_initializer="random_normal"),
+                              layers.Flatten()])
+    x = _x((2, 5, 2), 6)
+
+    def forward(weights, x):
+        kernel, bias = weights
+        return (_depthwise_numpy(x[:, None], kernel[None], dilation=(1, 2))[:, 0] + bias).reshape(2, -1)
+
+    check_sgd_step(model, x, _x((2, 12), 7), forward)
+
+
+def test_depthwise_conv1d_compiles_trains_and_saves(monkeypatch, tmp_path):
+    def model():
+        return keras.Sequential([keras.Input((9, 3)),
+                                 layers.DepthwiseConv1D(3, padding="same", depth_multiplier=2,
+                                                        activation="tanh"),
+                                 layers.DepthwiseConv1D(2, strides=2), layers.Flatten()])
+    x = _x((8, 9, 3), 8)
+    check_compiled_matches_reference(model(), x, monkeypatch)
+    monkeypatch.setenv("NNCOMPILE_BACKEND", "cpu")
+    check_fit_and_files(model(), x, _x((8, 24), 9), tmp_path)
 
 
 def test_separable_conv1d_same_padding_matches_numpy():
@@ -116,7 +160,8 @@ def test_real_keras_files_load_and_predict(name, tmp_path):
                            depthwise_initializer="he_normal"),
     layers.SeparableConv2D(8, (3, 1), dilation_rate=2, activation="relu",
                            pointwise_regularizer="l2"),
-    layers.SeparableConv1D(2, 5, strides=2, depth_multiplier=3)])
+    layers.SeparableConv1D(2, 5, strides=2, depth_multiplier=3),
+    layers.DepthwiseConv1D(4, dilation_rate=2, depth_multiplier=2, depthwise_regularizer="l1")])
 def test_configs_round_trip(layer):
     again = type(layer).from_config(layer.get_config())
     assert again.get_config() == layer.get_config()
@@ -127,6 +172,7 @@ def test_configs_round_trip(layer):
     (lambda: layers.SeparableConv2D(0, 3), "`filters`"),
     (lambda: layers.SeparableConv1D(2, 3, padding="causal"), "padding"),
     (lambda: layers.DepthwiseConv2D((3, 3, 3)), "kernel_size"),
+    (lambda: layers.DepthwiseConv1D(3, padding="causal"), "DepthwiseConv1D.*padding"),
 ])
 def test_bad_arguments_name_the_argument(make, message):
     with pytest.raises(ValueError, match=message):

@@ -50,10 +50,15 @@ def test_zero_padding1d():
     assert round_trip(ZeroPadding1D(3)).padding == (3, 3)
 
 
-@pytest.mark.parametrize("bad", [-1, (1, 2, 3), ((1, 2), 3), "same", ((1, -2), (0, 0))])
+@pytest.mark.parametrize("bad", [-1, (1, 2, 3), "same", ((1, -2), (0, 0))])
 def test_zero_padding2d_rejects_bad_padding(bad):
     with pytest.raises(ValueError, match="`padding` should be"):
         ZeroPadding2D(bad)
+
+
+def test_zero_padding2d_takes_an_int_entry_as_a_symmetric_pair():
+    """As Keras 3, which standardizes each entry on its own."""
+    assert ZeroPadding2D(((1, 2), 3)).padding == ((1, 2), (3, 3))
 
 
 def test_padding_layers_check_the_rank():

@@ -48,6 +48,13 @@ MODELS = {
     "reshaping": lambda: _sequential((4, 6, 2), layers.ZeroPadding2D(1), layers.Cropping2D(((1, 0), (0, 2))),
                                      layers.UpSampling2D(2), layers.Permute((3, 1, 2)), layers.Reshape((-1,)),
                                      layers.RepeatVector(2), layers.Flatten()),
+    "conv_transpose": lambda: _sequential((5, 4, 3), layers.Conv2DTranspose(4, 3, strides=2, padding="same"),
+                                          layers.Conv2DTranspose(2, (2, 3), strides=(3, 1), output_padding=(1, 0)),
+                                          layers.Reshape((-1, 2)), layers.Conv1DTranspose(3, 2, dilation_rate=2)),
+    "volumes": lambda: _sequential((4, 5, 6, 2), layers.Conv3D(4, 3, padding="same", groups=2),
+                                   layers.GroupNormalization(2), layers.MaxPooling3D((1, 2, 2)),
+                                   layers.Conv3DTranspose(2, 2, strides=(2, 1, 1)),
+                                   layers.AveragePooling3D(2, padding="same"), layers.GlobalMaxPooling3D()),
     "embedding_masked": lambda: _sequential((7,), layers.Embedding(20, 6, mask_zero=True),
                                             layers.GlobalAveragePooling1D(), layers.Dense(3)),
 }

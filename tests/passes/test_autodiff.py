@@ -221,6 +221,23 @@ def test_conv2d_vjp(stride, dilation, pads, groups, size, seed):
 
 
 @FEW
+@given(stride=st.sampled_from([(1, 1), (2, 1), (2, 3)]), dilation=st.sampled_from([(1, 1), (2, 1)]),
+       pads=st.sampled_from([(0, 0, 0, 0), (1, 1, 1, 1), (2, 0, 0, 1)]), groups=st.sampled_from([1, 2]),
+       seed=st.integers(0, 2**16))
+def test_conv2d_grad_input_vjp(stride, dilation, pads, groups, seed):
+    """The transposed convolution of the ConvTranspose layers: back through dy and the filter."""
+    rng = np.random.default_rng(seed)
+    size = (7, 6)
+    w = normal(rng, 3, 2, 2, 2 * groups)
+    out = [(size[i] + pads[2 * i] + pads[2 * i + 1] - (w.shape[i] - 1) * dilation[i] - 1) // stride[i] + 1
+           for i in range(2)]
+    arrays = {"dy": normal(rng, 2, *out, 2 * groups), "w": w}
+    check_gradients(lambda b, v: b.op("conv2d_grad_input", v["dy"], v["w"], input_hw=size,
+                                      strides=stride, pads=pads, dilations=dilation, groups=groups),
+                    arrays, {"dy"}, seed=seed, samples=12)
+
+
+@FEW
 @given(op=st.sampled_from(["max_pool2d", "avg_pool2d"]), window=st.sampled_from([(2, 2), (3, 2)]),
        stride=st.sampled_from([(1, 1), (2, 2), (1, 3)]), pads=st.sampled_from([(0, 0, 0, 0), (1, 1, 1, 0)]),
        seed=st.integers(0, 2**16))

@@ -10,7 +10,8 @@ from nncompile.ir import BATCH, Builder, Graph, f32
 from nncompile.ir.verifier import verify
 from nncompile.passes import run_pipeline
 from nncompile.passes.memory import plan_memory
-from nncompile.passes.schedule import greedy_order, representative_env, schedule
+from nncompile.passes.schedule import greedy_order, representative_env, schedule, update_edges
+from nncompile.runtime.cpu import compile as compile_graph
 from nncompile.runtime.reference import run
 
 
@@ -94,6 +95,30 @@ def test_the_last_reader_of_a_buffer_is_rescored_when_it_can_free_it():
         out = b.select(z, r, m)
     g = b.finish([out])
     assert [n.loc for n in greedy_order(g, {})] == ["B", "r", "m", "Z", "out"]
+
+
+def test_a_parameter_update_waits_for_the_readers_of_its_reshaped_view():
+    """The new value of w is computed first in the built order, but the matmul reads w through a
+    reshape (a view of w's array, which the runtime overwrites): the writer must move after it."""
+    rng = np.random.default_rng(3)
+    b = Builder()
+    x = b.input("x", f32[BATCH, 4])
+    w = b.param("w", rng.uniform(-1, 1, (2, 4)).astype(np.float32))
+    with b.loc("writer"):
+        b.update(w, b.mul(w, b.scalar(0.5, w)))
+    with b.loc("reader"):
+        y = b.matmul(x, b.reshape(w, shape=(4, 2)))
+    graph = b.finish([y], ["y"])
+    params = {k: v.copy() for k, v in graph.params.items()}
+    data = rng.uniform(-1, 1, (3, 4)).astype(np.float32)
+    expected = run(graph.copy(), [data])[0]
+    where = {(n.loc, n.op): i for i, n in enumerate(graph.nodes)}
+    assert (where["reader", "matmul"], where["writer", "mul"]) in update_edges(graph)
+    order = [(n.loc, n.op) for n in schedule(graph.copy()).nodes]
+    assert order.index(("reader", "matmul")) < order.index(("writer", "mul"))
+    exe = compile_graph(graph, pipeline="codegen")
+    np.testing.assert_allclose(exe(data), expected, rtol=1e-6)
+    np.testing.assert_allclose(graph.params["w"], params["w"] * 0.5)
 
 
 def test_representative_size_binds_every_symbol():

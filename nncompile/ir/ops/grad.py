@@ -15,7 +15,7 @@ import numpy as np
 from nncompile.ir.dtypes import DType
 from nncompile.ir.errors import ShapeError
 from nncompile.ir.ops.linalg import check_window_attrs, pad_spatial, window_output_size, windows
-from nncompile.ir.optable import Attr, AttrKind, Fusion, defop
+from nncompile.ir.optable import OPS, Attr, AttrKind, Fusion, defop
 from nncompile.ir.types import TensorType, is_symbol, normalize_axis
 
 _CONV_ATTRS = {"strides": Attr(AttrKind.INTS, (1, 1)), "pads": Attr(AttrKind.INTS, (0, 0, 0, 0)),
@@ -89,9 +89,22 @@ def _conv2d_grad_input(xs: list[np.ndarray], attrs: dict) -> np.ndarray:
     return dx[:, top:top + h, left:left + wd]
 
 
+def _conv2d_grad_input_vjp(b, node, cts):
+    """conv2d_grad_input is the adjoint of conv2d in x (a transposed convolution, as the Keras
+    ConvTranspose layers use it), so its cotangent goes back through conv2d itself, and the
+    filter's gradient is conv2d_grad_filter with the roles of x and dy swapped."""
+    dy, w = node.inputs
+    g = cts[0]
+    window = {k: node.attrs[k] for k in ("strides", "pads", "dilations", "groups")}
+    ddy = b.conv2d(g, w, **window)
+    dw = b.op("conv2d_grad_filter", g, dy, kernel_hw=w.type.shape[:2], **window)
+    return [ddy, dw]
+
+
 defop("conv2d_grad_input", inputs=("dy", "w"), fusion=Fusion.OPAQUE, infer=_conv2d_grad_input_rule,
       reference=_conv2d_grad_input, attrs={**_CONV_ATTRS, "input_hw": Attr(AttrKind.INTS)},
       doc="gradient of conv2d w.r.t. its input x (N, input_hw, Cin) from dy and the filter w")
+OPS["conv2d_grad_input"].vjp = _conv2d_grad_input_vjp
 
 
 def _conv2d_grad_filter_rule(ts: list[TensorType], attrs: dict) -> TensorType:

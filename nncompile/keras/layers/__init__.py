@@ -4,9 +4,13 @@ from nncompile.keras.layers.base import Layer
 from nncompile.keras.layers.image_preprocessing import CenterCrop, Resizing
 from nncompile.keras.layers.lambda_layer import Lambda
 from nncompile.keras.layers.attention import Attention, MultiHeadAttention
-from nncompile.keras.layers.conv import Conv1D, Conv2D, Convolution1D, Convolution2D
-from nncompile.keras.layers.depthwise_conv import (DepthwiseConv2D, SeparableConv1D,
-                                                   SeparableConv2D)
+from nncompile.keras.layers.conv import (Conv1D, Conv2D, Conv3D, Convolution1D, Convolution2D,
+                                         Convolution3D)
+from nncompile.keras.layers.conv_transpose import (Conv1DTranspose, Conv2DTranspose,
+                                                   Conv3DTranspose, Convolution1DTranspose,
+                                                   Convolution2DTranspose, Convolution3DTranspose)
+from nncompile.keras.layers.depthwise_conv import (DepthwiseConv1D, DepthwiseConv2D,
+                                                   SeparableConv1D, SeparableConv2D)
 from nncompile.keras.layers.core import (ELU, Activation, Dense, Dropout, Embedding, Flatten,
                                          Identity, LeakyReLU, Masking, Permute, ReLU, Reshape,
                                          Softmax)
@@ -15,37 +19,46 @@ from nncompile.keras.layers.merging import (Add, Average, Concatenate, Dot, Maxi
                                             maximum, minimum, multiply, subtract)
 from nncompile.keras.layers.noise import (GaussianDropout, GaussianNoise, SpatialDropout1D,
                                           SpatialDropout2D, SpatialDropout3D)
-from nncompile.keras.layers.normalization import (BatchNormalization, LayerNormalization,
-                                                  UnitNormalization)
-from nncompile.keras.layers.pooling import (AveragePooling1D, AveragePooling2D, AvgPool1D,
-                                            AvgPool2D, GlobalAveragePooling1D,
-                                            GlobalAveragePooling2D, GlobalAvgPool1D,
-                                            GlobalAvgPool2D, GlobalMaxPool1D, GlobalMaxPool2D,
-                                            GlobalMaxPooling1D, GlobalMaxPooling2D, MaxPool1D,
-                                            MaxPool2D, MaxPooling1D, MaxPooling2D)
+from nncompile.keras.layers.normalization import (BatchNormalization, GroupNormalization,
+                                                  LayerNormalization, UnitNormalization)
+from nncompile.keras.layers.pooling import (AveragePooling1D, AveragePooling2D,
+                                            AveragePooling3D, AvgPool1D, AvgPool2D, AvgPool3D,
+                                            GlobalAveragePooling1D, GlobalAveragePooling2D,
+                                            GlobalAveragePooling3D, GlobalAvgPool1D,
+                                            GlobalAvgPool2D, GlobalAvgPool3D, GlobalMaxPool1D,
+                                            GlobalMaxPool2D, GlobalMaxPool3D, GlobalMaxPooling1D,
+                                            GlobalMaxPooling2D, GlobalMaxPooling3D, MaxPool1D,
+                                            MaxPool2D, MaxPool3D, MaxPooling1D, MaxPooling2D,
+                                            MaxPooling3D)
 from nncompile.keras.layers.preprocessing import Normalization, Rescaling
 from nncompile.keras.layers.regularization import ActivityRegularization
 from nncompile.keras.layers.recurrent import GRU, LSTM, RNN, SimpleRNN
 from nncompile.keras.layers.recurrent_cells import (GRUCell, LSTMCell, SimpleRNNCell,
                                                     StackedRNNCells)
-from nncompile.keras.layers.reshaping import (Cropping1D, Cropping2D, RepeatVector, UpSampling1D,
-                                              UpSampling2D, ZeroPadding1D, ZeroPadding2D)
+from nncompile.keras.layers.reshaping import (Cropping1D, Cropping2D, Cropping3D, RepeatVector,
+                                              UpSampling1D, UpSampling2D, UpSampling3D,
+                                              ZeroPadding1D, ZeroPadding2D, ZeroPadding3D)
 from nncompile.keras.layers.wrappers import Bidirectional, TimeDistributed
 
 __all__ = [
     "Activation", "ActivityRegularization", "Add", "Attention", "Average", "AveragePooling1D",
-    "AveragePooling2D", "AvgPool1D", "AvgPool2D", "BatchNormalization", "Bidirectional",
-    "CenterCrop", "Concatenate", "Conv1D", "Conv2D", "Convolution1D", "Convolution2D", "Cropping1D",
-    "Cropping2D", "Dense", "DepthwiseConv2D", "Dot", "Dropout", "ELU", "Embedding", "Flatten",
-    "GRU", "GRUCell", "GaussianDropout", "GaussianNoise", "GlobalAveragePooling1D",
-    "GlobalAveragePooling2D", "GlobalAvgPool1D", "GlobalAvgPool2D", "GlobalMaxPool1D",
-    "GlobalMaxPool2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "Identity", "Input",
-    "InputLayer", "LSTM", "LSTMCell", "Lambda", "Layer", "LayerNormalization", "LeakyReLU",
-    "Masking", "MaxPool1D", "MaxPool2D", "MaxPooling1D", "MaxPooling2D", "Maximum", "Minimum",
-    "MultiHeadAttention", "Multiply", "Normalization", "Permute", "RNN", "ReLU", "RepeatVector",
-    "Rescaling", "Reshape", "Resizing", "SeparableConv1D", "SeparableConv2D", "SimpleRNN",
-    "SimpleRNNCell", "Softmax", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
-    "StackedRNNCells", "Subtract", "TimeDistributed", "UnitNormalization", "UpSampling1D",
-    "UpSampling2D", "ZeroPadding1D", "ZeroPadding2D", "add", "average", "concatenate", "maximum",
+    "AveragePooling2D", "AveragePooling3D", "AvgPool1D", "AvgPool2D", "AvgPool3D",
+    "BatchNormalization", "Bidirectional", "CenterCrop", "Concatenate", "Conv1D",
+    "Conv1DTranspose", "Conv2D", "Conv2DTranspose", "Conv3D", "Conv3DTranspose", "Convolution1D",
+    "Convolution1DTranspose", "Convolution2D", "Convolution2DTranspose", "Convolution3D",
+    "Convolution3DTranspose", "Cropping1D", "Cropping2D", "Cropping3D", "Dense",
+    "DepthwiseConv1D", "DepthwiseConv2D", "Dot", "Dropout", "ELU", "Embedding", "Flatten", "GRU",
+    "GRUCell", "GaussianDropout", "GaussianNoise", "GlobalAveragePooling1D",
+    "GlobalAveragePooling2D", "GlobalAveragePooling3D", "GlobalAvgPool1D", "GlobalAvgPool2D",
+    "GlobalAvgPool3D", "GlobalMaxPool1D", "GlobalMaxPool2D", "GlobalMaxPool3D",
+    "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D", "GroupNormalization",
+    "Identity", "Input", "InputLayer", "LSTM", "LSTMCell", "Lambda", "Layer",
+    "LayerNormalization", "LeakyReLU", "Masking", "MaxPool1D", "MaxPool2D", "MaxPool3D",
+    "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "Maximum", "Minimum", "MultiHeadAttention",
+    "Multiply", "Normalization", "Permute", "RNN", "ReLU", "RepeatVector", "Rescaling", "Reshape",
+    "Resizing", "SeparableConv1D", "SeparableConv2D", "SimpleRNN", "SimpleRNNCell", "Softmax",
+    "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "StackedRNNCells", "Subtract",
+    "TimeDistributed", "UnitNormalization", "UpSampling1D", "UpSampling2D", "UpSampling3D",
+    "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "add", "average", "concatenate", "maximum",
     "minimum", "multiply", "subtract", "dot"
 ]

@@ -80,17 +80,18 @@ def shape_tuple(value, arg: str, owner: str) -> tuple:
     return tuple(value)
 
 
-def normalize_tuple(value, n: int, arg: str, owner: str) -> tuple[int, ...]:
-    """An int, or `n` ints, as a tuple of `n` ints >= 1 (ArgumentError naming `owner` and `arg`)."""
+def normalize_tuple(value, n: int, arg: str, owner: str, minimum: int = 1) -> tuple[int, ...]:
+    """An int, or `n` ints, as a tuple of `n` ints >= `minimum` (ArgumentError naming `owner` and
+    `arg`)."""
     values = (value,) * n if isinstance(value, (int, np.integer)) else value
     try:
         values = tuple(values)
     except TypeError:
         values = ()
-    if (len(values) != n or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1
-                                for v in values)):
-        raise ArgumentError(f"{owner}: the `{arg}` argument must be a tuple of {n} integers >= 1 "
-                            f"(or one such integer). Received: {arg}={value!r}")
+    if (len(values) != n or any(isinstance(v, bool) or not isinstance(v, (int, np.integer))
+                                or v < minimum for v in values)):
+        raise ArgumentError(f"{owner}: the `{arg}` argument must be a tuple of {n} integers "
+                            f">= {minimum} (or one such integer). Received: {arg}={value!r}")
     return tuple(int(v) for v in values)
 
 
@@ -134,6 +135,27 @@ def weight_options(layer, weight: str, initializer, regularizer, constraint) -> 
     setattr(layer, f"{weight}_initializer", initializers.get(initializer))
     setattr(layer, f"{weight}_regularizer", regularizers.get(regularizer))
     setattr(layer, f"{weight}_constraint", constraints.get(constraint))
+
+
+def option_weight(layer, weight: str, shape, enabled: bool = True, name: str | None = None):
+    """The weight `name` (default `weight`) of `shape` made with the layer's
+    `<weight>_initializer`, `_regularizer` and `_constraint` (None when not `enabled`, as a bias
+    without use_bias)."""
+    if not enabled:
+        return None
+    return layer.add_weight(shape=shape, initializer=getattr(layer, f"{weight}_initializer"),
+                            regularizer=getattr(layer, f"{weight}_regularizer"),
+                            constraint=getattr(layer, f"{weight}_constraint"), name=name or weight)
+
+
+def weight_configs(layer, *weights: str) -> dict:
+    """The config entries of weight_options for each of `weights`, serialized as Keras does."""
+    config = {}
+    for kind, module in (("initializer", initializers), ("regularizer", regularizers),
+                         ("constraint", constraints)):
+        config.update({f"{w}_{kind}": module.serialize(getattr(layer, f"{w}_{kind}"))
+                       for w in weights})
+    return config
 
 
 def check_input_rank(layer, input_shape, ndim: int) -> None:

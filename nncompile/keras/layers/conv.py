@@ -1,8 +1,10 @@
-"""Convolution layers: Conv1D, Conv2D, and the Keras 1 classes Convolution1D, Convolution2D.
+"""Convolution layers: Conv1D, Conv2D, Conv3D, and the Keras 1 classes Convolution1D,
+Convolution2D.
 
 Layers work on channels-last data only (NHWC, and NLC for 1-D). A 1-D layer runs as a 2-D one of
 height 1: its input is viewed as (N, 1, L, C) and its kernel (k, cin, cout) as (1, k, cin, cout),
-so one IR op (conv2d, max_pool2d, avg_pool2d) serves both ranks.
+so one IR op (conv2d, max_pool2d, avg_pool2d) serves both ranks; a 3-D one folds depth into
+channels (volumes.py).
 """
 from __future__ import annotations
 
@@ -10,27 +12,29 @@ from typing import Any, Mapping, Sequence
 
 from nncompile.ir import Builder, ShapeError, Value
 from nncompile.ir.ops.linalg import same_pads
-from nncompile.keras import activations, backend, constraints, initializers, regularizers
+from nncompile.keras import activations, backend
 from nncompile.keras.layers.arguments import (ArgumentError, boolean, check_data_format,
                                               check_input_rank, legacy_args, normalize_padding,
-                                              normalize_tuple, owner_of, positive_int, warn_legacy,
+                                              normalize_tuple, option_weight, owner_of,
+                                              positive_int, warn_legacy, weight_configs,
                                               weight_options)
 from nncompile.keras.layers.base import Layer
+from nncompile.keras.layers.volumes import conv3d
 
 
 def spatial_pads(sizes: Sequence, kernel: Sequence[int], strides: Sequence[int],
-                 dilations: Sequence[int], padding: str) -> tuple[int, int, int, int]:
-    """(top, bottom, left, right) padding of a 2-D window for "valid", "same" or "causal"."""
+                 dilations: Sequence[int], padding: str) -> tuple[int, ...]:
+    """(before, after) padding of each spatial axis, flattened, for "valid", "same" or "causal"
+    (which pads the start of the last axis only)."""
     if padding == "valid":
-        return (0, 0, 0, 0)
+        return (0,) * (2 * len(sizes))
     if padding == "causal":
-        return (0, 0, (kernel[1] - 1) * dilations[1], 0)
+        return (0,) * (2 * len(sizes) - 2) + ((kernel[-1] - 1) * dilations[-1], 0)
     if any(isinstance(size, str) for size in sizes):
         raise ShapeError("padding='same' needs known spatial sizes; this input's are "
                          f"{tuple(None if isinstance(v, str) else v for v in sizes)} (None is unknown)")
-    (top, bottom), (left, right) = (same_pads(s, k, st, d)
-                                     for s, k, st, d in zip(sizes, kernel, strides, dilations))
-    return (top, bottom, left, right)
+    return tuple(p for s, k, st, d in zip(sizes, kernel, strides, dilations)
+                 for p in same_pads(s, k, st, d))
 
 
 def to_2d(b: Builder, x: Value) -> Value:
@@ -46,16 +50,34 @@ def from_2d(b: Builder, y: Value) -> Value:
 
 
 def convolve(b: Builder, layer: Layer, x: Value, kernel: Value, groups: int) -> Value:
-    """The conv2d of `x` by `kernel` (shaped as a Conv layer's of `layer.rank`) with the
-    layer's kernel_size, strides, dilation_rate and padding; a 1-D one runs at height 1."""
-    kernel_2d, strides, dilations = layer.kernel_size, layer.strides, layer.dilation_rate
+    """The convolution of `x` by `kernel` (shaped as a Conv layer's of `layer.rank`) with the
+    layer's kernel_size, strides, dilation_rate and padding: conv2d, at height 1 for a 1-D one,
+    with depth folded into channels for a 3-D one."""
+    kernel_size, strides, dilations = layer.kernel_size, layer.strides, layer.dilation_rate
     if layer.rank == 1:
         x = to_2d(b, x)
         kernel = b.reshape(kernel, shape=(1,) + kernel.type.shape)
-        kernel_2d, strides, dilations = (1,) + kernel_2d, (1,) + strides, (1,) + dilations
-    pads = spatial_pads(x.type.shape[1:3], kernel_2d, strides, dilations, layer.padding)
+        kernel_size, strides, dilations = (1,) + kernel_size, (1,) + strides, (1,) + dilations
+    pads = spatial_pads(x.type.shape[1:-1], kernel_size, strides, dilations, layer.padding)
+    if layer.rank == 3:
+        return conv3d(b, x, kernel, pads, strides, dilations, groups)
     y = b.conv2d(x, kernel, strides=strides, pads=pads, dilations=dilations, groups=groups)
     return from_2d(b, y) if layer.rank == 1 else y
+
+
+def set_window(layer: Layer, kernel_size, strides, dilation_rate) -> None:
+    """The layer's kernel_size, strides and dilation_rate, each an int or `layer.rank` ints."""
+    owner = owner_of(layer)
+    layer.kernel_size = normalize_tuple(kernel_size, layer.rank, "kernel_size", owner)
+    layer.strides = normalize_tuple(strides, layer.rank, "strides", owner)
+    layer.dilation_rate = normalize_tuple(dilation_rate, layer.rank, "dilation_rate", owner)
+
+
+def bias_and_activation(b: Builder, layer: Layer, y: Value) -> Value:
+    """`y` plus the layer's bias (if it has one), through its activation."""
+    if layer.bias is not None:
+        y = b.add(y, layer.param(b, layer.bias))
+    return layer.activation(b, y)
 
 
 # --- convolution -------------------------------------------------------------------------------
@@ -104,9 +126,7 @@ class BaseConv(Layer):
         if self.filters % self.groups:
             raise ArgumentError(f"{owner}: the number of filters must be evenly divisible by the number "
                                 f"of groups. Received: groups={groups}, filters={filters}")
-        self.kernel_size = normalize_tuple(kernel_size, self.rank, "kernel_size", owner)
-        self.strides = normalize_tuple(strides, self.rank, "strides", owner)
-        self.dilation_rate = normalize_tuple(dilation_rate, self.rank, "dilation_rate", owner)
+        set_window(self, kernel_size, strides, dilation_rate)
         if max(self.strides) > 1 and max(self.dilation_rate) > 1:
             raise ArgumentError(f"{owner}: `strides > 1` not supported in conjunction with "
                                 f"`dilation_rate > 1`. Received: strides={self.strides} and "
@@ -125,21 +145,14 @@ class BaseConv(Layer):
             raise ValueError(f"Layer '{self.name}' ({type(self).__name__}): the number of input "
                              f"channels must be known and evenly divisible by the number of groups. "
                              f"Received: groups={self.groups}, input_shape={tuple(input_shape)}")
-        shape = self.kernel_size + (channels // self.groups, self.filters)
-        self.kernel = self.add_weight(shape=shape, initializer=self.kernel_initializer,
-                                      regularizer=self.kernel_regularizer,
-                                      constraint=self.kernel_constraint, name="kernel")
-        self.bias = (self.add_weight(shape=(self.filters,), initializer=self.bias_initializer,
-                                     regularizer=self.bias_regularizer,
-                                     constraint=self.bias_constraint, name="bias")
-                     if self.use_bias else None)
+        self.kernel = option_weight(self, "kernel",
+                                    self.kernel_size + (channels // self.groups, self.filters))
+        self.bias = option_weight(self, "bias", (self.filters,), self.use_bias)
         self.built = True
 
     def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
-        y = convolve(b, self, inputs, self.param(b, self.kernel), self.groups)
-        if self.bias is not None:
-            y = b.add(y, self.param(b, self.bias))
-        return self.activation(b, y)
+        return bias_and_activation(b, self, convolve(b, self, inputs, self.param(b, self.kernel),
+                                                     self.groups))
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(),
@@ -147,12 +160,7 @@ class BaseConv(Layer):
                 "padding": self.padding, "data_format": self.data_format,
                 "dilation_rate": self.dilation_rate, "groups": self.groups,
                 "activation": activations.serialize(self.activation), "use_bias": self.use_bias,
-                "kernel_initializer": initializers.serialize(self.kernel_initializer),
-                "bias_initializer": initializers.serialize(self.bias_initializer),
-                "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
-                "bias_regularizer": regularizers.serialize(self.bias_regularizer),
-                "kernel_constraint": constraints.serialize(self.kernel_constraint),
-                "bias_constraint": constraints.serialize(self.bias_constraint)}
+                **weight_configs(self, "kernel", "bias")}
 
 
 class Conv2D(BaseConv):
@@ -172,6 +180,32 @@ class Conv2D(BaseConv):
     @legacy_args(_LEGACY_NAMES, _combine_nb_row_col)
     def __init__(self, filters: int, kernel_size, strides=(1, 1), padding: str = "valid",
                  data_format: str | None = None, dilation_rate=(1, 1), groups: int = 1,
+                 activation=None, use_bias: bool = True, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
+                 kernel_constraint=None, bias_constraint=None, **kwargs):
+        super().__init__(filters, kernel_size, strides, padding, data_format, dilation_rate, groups,
+                         activation, use_bias, kernel_initializer, bias_initializer,
+                         kernel_regularizer, bias_regularizer, kernel_constraint, bias_constraint,
+                         **kwargs)
+
+
+class Conv3D(BaseConv):
+    """3-D convolution over channels-last volumes (N, D, H, W, C); kernel (kd, kh, kw,
+    C/groups, filters).
+
+    Example:
+
+    >>> x = np.random.rand(2, 5, 6, 6, 3).astype("float32")
+    >>> Conv3D(4, 3, padding="same")(x).shape
+    (2, 5, 6, 6, 4)
+    >>> Conv3D(4, (2, 3, 3), strides=(1, 2, 2))(x).shape
+    (2, 4, 2, 2, 4)
+    """
+
+    rank = 3
+
+    def __init__(self, filters: int, kernel_size, strides=(1, 1, 1), padding: str = "valid",
+                 data_format: str | None = None, dilation_rate=(1, 1, 1), groups: int = 1,
                  activation=None, use_bias: bool = True, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
                  kernel_constraint=None, bias_constraint=None, **kwargs):
@@ -252,3 +286,8 @@ class Convolution1D(Conv1D):
     def from_config(cls, config: Mapping[str, Any]) -> Conv1D:
         """A config holds Keras 3 arguments, so it rebuilds as the Conv1D this layer is."""
         return Conv1D(**config)
+
+
+# Keras 3's other name of Conv3D (Keras 1's Convolution3D, with nb_filter and three kernel
+# sizes, is not supported; Convolution1D and Convolution2D above keep their Keras 1 forms).
+Convolution3D = Conv3D

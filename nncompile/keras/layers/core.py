@@ -7,11 +7,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from nncompile.ir import Builder, DType, TensorType, Value
-from nncompile.keras import activations, constraints, initializers, regularizers
+from nncompile.keras import activations
 from nncompile.keras.layers.base import Layer, Mask
 from nncompile.keras.layers.arguments import (ArgumentError, boolean, check_data_format, integer,
-                                              legacy_args, number, owner_of, positive_int,
-                                              shape_tuple, warn_legacy, weight_options)
+                                              legacy_args, number, option_weight, owner_of,
+                                              positive_int, shape_tuple, warn_legacy,
+                                              weight_configs, weight_options)
 
 _LEGACY_DENSE = {"output_dim": "units", "init": "kernel_initializer",
                  "W_regularizer": "kernel_regularizer", "b_regularizer": "bias_regularizer",
@@ -68,13 +69,8 @@ class Dense(Layer):
         if input_shape[-1] is None:
             raise ValueError(f"The last dimension of the inputs to a Dense layer should be defined. "
                              f"Found None. Full input shape received: {tuple(input_shape)}")
-        self.kernel = self.add_weight(
-            shape=(input_shape[-1], self.units), initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer, constraint=self.kernel_constraint, name="kernel")
-        self.bias = (self.add_weight(shape=(self.units,), initializer=self.bias_initializer,
-                                     regularizer=self.bias_regularizer,
-                                     constraint=self.bias_constraint, name="bias")
-                     if self.use_bias else None)
+        self.kernel = option_weight(self, "kernel", (input_shape[-1], self.units))
+        self.bias = option_weight(self, "bias", (self.units,), self.use_bias)
         self.built = True
 
     def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
@@ -86,12 +82,7 @@ class Dense(Layer):
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "units": self.units,
                 "activation": activations.serialize(self.activation), "use_bias": self.use_bias,
-                "kernel_initializer": initializers.serialize(self.kernel_initializer),
-                "bias_initializer": initializers.serialize(self.bias_initializer),
-                "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
-                "bias_regularizer": regularizers.serialize(self.bias_regularizer),
-                "kernel_constraint": constraints.serialize(self.kernel_constraint),
-                "bias_constraint": constraints.serialize(self.bias_constraint)}
+                **weight_configs(self, "kernel", "bias")}
 
 
 class Activation(Layer):
@@ -299,10 +290,7 @@ class Embedding(Layer):
         self.supports_masking = self.mask_zero
 
     def build(self, input_shape) -> None:
-        self.embeddings = self.add_weight(
-            shape=(self.input_dim, self.output_dim), initializer=self.embeddings_initializer,
-            regularizer=self.embeddings_regularizer, constraint=self.embeddings_constraint,
-            name="embeddings")
+        self.embeddings = option_weight(self, "embeddings", (self.input_dim, self.output_dim))
         self.built = True
 
     def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
@@ -318,10 +306,7 @@ class Embedding(Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "input_dim": self.input_dim, "output_dim": self.output_dim,
-                "embeddings_initializer": initializers.serialize(self.embeddings_initializer),
-                "embeddings_regularizer": regularizers.serialize(self.embeddings_regularizer),
-                "embeddings_constraint": constraints.serialize(self.embeddings_constraint),
-                "mask_zero": self.mask_zero}
+                **weight_configs(self, "embeddings"), "mask_zero": self.mask_zero}
 
 
 def any_last(b: Builder, condition: Value, keepdims: bool = False) -> Value:

@@ -1,4 +1,5 @@
-"""Depthwise and separable convolutions: DepthwiseConv2D, SeparableConv1D, SeparableConv2D.
+"""Depthwise and separable convolutions: DepthwiseConv1D, DepthwiseConv2D, SeparableConv1D,
+SeparableConv2D.
 
 A depthwise convolution filters each input channel on its own, `depth_multiplier` times: it is
 the IR's conv2d with one group per input channel. Keras keeps its kernel as (k..., channels,
@@ -11,12 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 from nncompile.ir import Builder, Value
-from nncompile.keras import activations, constraints, initializers, regularizers
+from nncompile.keras import activations
 from nncompile.keras.layers.arguments import (boolean, check_data_format, check_input_rank,
-                                              normalize_padding, normalize_tuple, owner_of,
-                                              positive_int, weight_options)
+                                              normalize_padding, option_weight, owner_of,
+                                              positive_int, weight_configs, weight_options)
 from nncompile.keras.layers.base import Layer
-from nncompile.keras.layers.conv import convolve
+from nncompile.keras.layers.conv import bias_and_activation, convolve, set_window
 
 
 class BaseDepthwiseConv(Layer):
@@ -36,9 +37,7 @@ class BaseDepthwiseConv(Layer):
         super().__init__(**kwargs)
         owner = owner_of(self)
         self.depth_multiplier = positive_int(depth_multiplier, "depth_multiplier", owner)
-        self.kernel_size = normalize_tuple(kernel_size, self.rank, "kernel_size", owner)
-        self.strides = normalize_tuple(strides, self.rank, "strides", owner)
-        self.dilation_rate = normalize_tuple(dilation_rate, self.rank, "dilation_rate", owner)
+        set_window(self, kernel_size, strides, dilation_rate)
         self.padding = normalize_padding(padding, self.paddings, owner)
         self.data_format = check_data_format(data_format, owner)
         self.activation = activations.get(activation)
@@ -52,16 +51,11 @@ class BaseDepthwiseConv(Layer):
         if channels is None:
             raise ValueError(f"{owner_of(self)}: the number of input channels (the last axis) "
                              f"must be known. Received: input_shape={tuple(input_shape)}")
-        self.depthwise_kernel = self.add_weight(
-            shape=self.kernel_size + (channels, self.depth_multiplier),
-            initializer=self.depthwise_initializer, regularizer=self.depthwise_regularizer,
-            constraint=self.depthwise_constraint, name=self.kernel_name)
+        self.depthwise_kernel = option_weight(
+            self, "depthwise", self.kernel_size + (channels, self.depth_multiplier),
+            name=self.kernel_name)
         self.build_pointwise(channels * self.depth_multiplier)
-        self.bias = (self.add_weight(shape=(self.output_channels(channels),),
-                                     initializer=self.bias_initializer,
-                                     regularizer=self.bias_regularizer,
-                                     constraint=self.bias_constraint, name="bias")
-                     if self.use_bias else None)
+        self.bias = option_weight(self, "bias", (self.output_channels(channels),), self.use_bias)
         self.built = True
 
     def build_pointwise(self, channels: int) -> None:
@@ -75,9 +69,7 @@ class BaseDepthwiseConv(Layer):
         kernel = b.reshape(self.param(b, self.depthwise_kernel),
                            shape=self.kernel_size + (1, channels * self.depth_multiplier))
         y = self.emit_pointwise(b, convolve(b, self, inputs, kernel, groups=channels))
-        if self.bias is not None:
-            y = b.add(y, self.param(b, self.bias))
-        return self.activation(b, y)
+        return bias_and_activation(b, self, y)
 
     def emit_pointwise(self, b: Builder, y: Value) -> Value:
         return y
@@ -88,12 +80,7 @@ class BaseDepthwiseConv(Layer):
                 "padding": self.padding, "data_format": self.data_format,
                 "dilation_rate": self.dilation_rate,
                 "activation": activations.serialize(self.activation), "use_bias": self.use_bias,
-                "depthwise_initializer": initializers.serialize(self.depthwise_initializer),
-                "bias_initializer": initializers.serialize(self.bias_initializer),
-                "depthwise_regularizer": regularizers.serialize(self.depthwise_regularizer),
-                "bias_regularizer": regularizers.serialize(self.bias_regularizer),
-                "depthwise_constraint": constraints.serialize(self.depthwise_constraint),
-                "bias_constraint": constraints.serialize(self.bias_constraint)}
+                **weight_configs(self, "depthwise", "bias")}
 
 
 class DepthwiseConv2D(BaseDepthwiseConv):
@@ -109,6 +96,20 @@ class DepthwiseConv2D(BaseDepthwiseConv):
     """
 
     rank = 2
+
+
+class DepthwiseConv1D(BaseDepthwiseConv):
+    """Depthwise 1-D convolution over (N, L, C), as DepthwiseConv2D at height 1; kernel (k, C,
+    depth_multiplier), as Keras 3.
+
+    Example:
+
+    >>> x = np.random.rand(2, 8, 3).astype("float32")
+    >>> DepthwiseConv1D(3, depth_multiplier=2)(x).shape
+    (2, 6, 6)
+    """
+
+    rank = 1
 
 
 class BaseSeparableConv(BaseDepthwiseConv):
@@ -132,10 +133,9 @@ class BaseSeparableConv(BaseDepthwiseConv):
         weight_options(self, "pointwise", pointwise_initializer, pointwise_regularizer, pointwise_constraint)
 
     def build_pointwise(self, channels: int) -> None:
-        self.pointwise_kernel = self.add_weight(
-            shape=(1,) * self.rank + (channels, self.filters),
-            initializer=self.pointwise_initializer, regularizer=self.pointwise_regularizer,
-            constraint=self.pointwise_constraint, name="pointwise_kernel")
+        self.pointwise_kernel = option_weight(self, "pointwise",
+                                              (1,) * self.rank + (channels, self.filters),
+                                              name="pointwise_kernel")
 
     def output_channels(self, channels: int) -> int:
         return self.filters
@@ -147,9 +147,7 @@ class BaseSeparableConv(BaseDepthwiseConv):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "filters": self.filters,
-                "pointwise_initializer": initializers.serialize(self.pointwise_initializer),
-                "pointwise_regularizer": regularizers.serialize(self.pointwise_regularizer),
-                "pointwise_constraint": constraints.serialize(self.pointwise_constraint)}
+                **weight_configs(self, "pointwise")}
 
 
 class SeparableConv2D(BaseSeparableConv):

@@ -1,7 +1,7 @@
-"""Normalization layers: BatchNormalization and LayerNormalization, and UnitNormalization (which
-has no weights).
+"""Normalization layers: BatchNormalization, LayerNormalization, GroupNormalization, and
+UnitNormalization (which has no weights).
 
-Both emit `(x - mean) * (gamma * rsqrt(var + epsilon)) + beta`, grouping the per-channel factor so
+The first two emit `(x - mean) * (gamma * rsqrt(var + epsilon)) + beta`, grouping the per-channel factor so
 that, at inference, it is a function of parameters alone and folds into a constant. With
 `rms_scaling`, LayerNormalization emits `x * (gamma * rsqrt(mean(x^2) + epsilon))` instead.
 """
@@ -12,10 +12,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from nncompile.ir import Builder, DType, Value
-from nncompile.keras import constraints, initializers, regularizers
+from nncompile.keras import initializers
 from nncompile.keras.layers.base import Layer, Mask, Variable
-from nncompile.keras.layers.arguments import (ArgumentTypeError, boolean, legacy_args, number,
-                                              owner_of, weight_options)
+from nncompile.keras.layers.arguments import (ArgumentError, ArgumentTypeError, boolean,
+                                              legacy_args, number, option_weight, owner_of,
+                                              weight_configs, weight_options)
 
 _LEGACY_BN = {"beta_init": "beta_initializer", "gamma_init": "gamma_initializer"}
 
@@ -71,15 +72,7 @@ def _normalize(b: Builder, centered: Value, var: Value, epsilon: float, gamma: V
 def _scale_and_offset(layer: Layer, shape: tuple[int, ...], scale: bool,
                       center: bool) -> tuple[Variable | None, Variable | None]:
     """The gamma (if `scale`) and beta (if `center`) weights of `layer`, in that order."""
-    gamma = (layer.add_weight(shape=shape, initializer=layer.gamma_initializer,
-                              regularizer=layer.gamma_regularizer,
-                              constraint=layer.gamma_constraint, name="gamma")
-             if scale else None)
-    beta = (layer.add_weight(shape=shape, initializer=layer.beta_initializer,
-                             regularizer=layer.beta_regularizer,
-                             constraint=layer.beta_constraint, name="beta")
-            if center else None)
-    return gamma, beta
+    return option_weight(layer, "gamma", shape, scale), option_weight(layer, "beta", shape, center)
 
 
 def _moments(b: Builder, x: Value, axes: tuple[int, ...]) -> tuple[Value, Value, Value]:
@@ -191,14 +184,9 @@ class BatchNormalization(Layer):
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "axis": self.axis, "momentum": self.momentum,
                 "epsilon": self.epsilon, "center": self.center, "scale": self.scale,
-                "beta_initializer": initializers.serialize(self.beta_initializer),
-                "gamma_initializer": initializers.serialize(self.gamma_initializer),
                 "moving_mean_initializer": initializers.serialize(self.moving_mean_initializer),
                 "moving_variance_initializer": initializers.serialize(self.moving_variance_initializer),
-                "beta_regularizer": regularizers.serialize(self.beta_regularizer),
-                "gamma_regularizer": regularizers.serialize(self.gamma_regularizer),
-                "beta_constraint": constraints.serialize(self.beta_constraint),
-                "gamma_constraint": constraints.serialize(self.gamma_constraint)}
+                **weight_configs(self, "beta", "gamma")}
 
 
 class LayerNormalization(Layer):
@@ -264,12 +252,80 @@ class LayerNormalization(Layer):
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "axis": self.axis, "epsilon": self.epsilon,
                 "center": self.center, "scale": self.scale, "rms_scaling": self.rms_scaling,
-                "beta_initializer": initializers.serialize(self.beta_initializer),
-                "gamma_initializer": initializers.serialize(self.gamma_initializer),
-                "beta_regularizer": regularizers.serialize(self.beta_regularizer),
-                "gamma_regularizer": regularizers.serialize(self.gamma_regularizer),
-                "beta_constraint": constraints.serialize(self.beta_constraint),
-                "gamma_constraint": constraints.serialize(self.gamma_constraint)}
+                **weight_configs(self, "beta", "gamma")}
+
+
+class GroupNormalization(Layer):
+    """Normalize each sample over groups of channels: the `axis` channels are split into `groups`
+    consecutive groups, and each group is normalized by its mean and variance over the group's
+    channels and every other non-batch axis (`groups=-1` is instance normalization, one channel a
+    group). Weights, in order: gamma (if `scale`), beta (if `center`), one per channel.
+
+    Example:
+
+    >>> x = np.random.rand(2, 5, 6).astype("float32")
+    >>> y = GroupNormalization(groups=3)(x)
+    >>> bool(abs(y.reshape(2, 5, 3, 2).mean(axis=(1, 3))).max() < 1e-5)
+    True
+    """
+
+    supports_masking = True   # as in Keras: the mask passes on, unused
+
+    def __init__(self, groups: int = 32, axis: int = -1, epsilon: float = 1e-3,
+                 center: bool = True, scale: bool = True, beta_initializer="zeros",
+                 gamma_initializer="ones", beta_regularizer=None, gamma_regularizer=None,
+                 beta_constraint=None, gamma_constraint=None, **kwargs):
+        super().__init__(**kwargs)
+        owner = owner_of(self)
+        if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or (
+                groups <= 0 and groups != -1):
+            raise ArgumentError(f"{owner}: Received an invalid value for argument `groups`, "
+                                f"expected a positive integer (or `-1` for instance "
+                                f"normalization). Received: groups={groups!r}")
+        if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+            raise ArgumentTypeError(f"{owner}: the `axis` argument must be an integer. "
+                                    f"Received: axis={axis!r}")
+        self.groups, self.axis = int(groups), int(axis)
+        self.epsilon = _epsilon(epsilon, owner)
+        self.center = boolean(center, "center", owner)
+        self.scale = boolean(scale, "scale", owner)
+        weight_options(self, "beta", beta_initializer, beta_regularizer, beta_constraint)
+        weight_options(self, "gamma", gamma_initializer, gamma_regularizer, gamma_constraint)
+
+    def build(self, input_shape) -> None:
+        if self.axis in (0, -len(input_shape)):
+            raise ValueError(f"{owner_of(self)}: `axis` {self.axis} is the batch axis; expected "
+                             f"the channels axis. Received: input_shape={tuple(input_shape)}")
+        (axis,) = _normalize_axes(self, (self.axis,), input_shape)
+        channels = input_shape[axis]
+        if self.groups == -1:
+            self.groups = channels
+        if channels < self.groups:
+            raise ValueError(f"{owner_of(self)}: Number of groups ({self.groups}) cannot be more "
+                             f"than the number of channels ({channels}).")
+        if channels % self.groups:
+            raise ValueError(f"{owner_of(self)}: Number of groups ({self.groups}) must be a "
+                             f"multiple of the number of channels ({channels}).")
+        self.gamma, self.beta = _scale_and_offset(self, (channels,), self.scale, self.center)
+        self.built = True
+
+    def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
+        shape, rank = inputs.type.shape, inputs.type.rank
+        axis = self.axis % rank
+        grouped = b.reshape(inputs, shape=shape[:axis] + (self.groups, shape[axis] // self.groups)
+                            + shape[axis + 1:])
+        reduced = tuple(d for d in range(1, rank + 1) if d != axis)
+        centered, var, _ = _moments(b, grouped, reduced)
+        normalized = b.reshape(_normalize(b, centered, var, self.epsilon, None, None), shape=shape)
+        gamma, beta = (_along(b, self, v, (axis,), rank) for v in (self.gamma, self.beta))
+        if gamma is not None:
+            normalized = b.mul(normalized, gamma)
+        return normalized if beta is None else b.add(normalized, beta)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "groups": self.groups, "axis": self.axis,
+                "epsilon": self.epsilon, "center": self.center, "scale": self.scale,
+                **weight_configs(self, "beta", "gamma")}
 
 
 class UnitNormalization(Layer):

@@ -1,6 +1,7 @@
-"""Pooling layers: max and average pooling over 1-D and 2-D windows, and global pooling.
+"""Pooling layers: max and average pooling over 1-D, 2-D and 3-D windows, and global pooling.
 
-Like the convolutions, 1-D pooling runs as 2-D pooling of height 1. Padding never enters a
+Like the convolutions, 1-D pooling runs as 2-D pooling of height 1, and 3-D pooling as a 2-D
+pooling over depth then one over height and width (volumes.py). Padding never enters a
 result: max pooling ignores it and average pooling divides by the number of real elements in
 each window, as Keras does for padding="same".
 """
@@ -14,6 +15,7 @@ from nncompile.keras.layers.arguments import (boolean, check_data_format, check_
                                               legacy_args, normalize_padding, normalize_tuple,
                                               owner_of)
 from nncompile.keras.layers.conv import from_2d, spatial_pads, to_2d
+from nncompile.keras.layers.volumes import pool3d
 
 _LEGACY_2D = {"border_mode": "padding"}
 _LEGACY_1D = {"pool_length": "pool_size", "stride": "strides", "border_mode": "padding"}
@@ -42,7 +44,9 @@ class BasePooling(Layer):
         x, window, strides = inputs, self.pool_size, self.strides
         if self.rank == 1:
             x, window, strides = to_2d(b, x), (1,) + window, (1,) + strides
-        pads = spatial_pads(x.type.shape[1:3], window, strides, (1, 1), self.padding)
+        pads = spatial_pads(x.type.shape[1:-1], window, strides, (1,) * len(window), self.padding)
+        if self.rank == 3:
+            return pool3d(b, self.op, x, window, strides, pads)
         y = b.op(self.op, x, window=window, strides=strides, pads=pads)
         return from_2d(b, y) if self.rank == 1 else y
 
@@ -121,6 +125,41 @@ class AveragePooling1D(BasePooling):
 
     @legacy_args(_LEGACY_1D)
     def __init__(self, pool_size=2, strides=None, padding: str = "valid",
+                 data_format: str | None = None, **kwargs):
+        super().__init__(pool_size, strides, padding, data_format, **kwargs)
+
+
+class MaxPooling3D(BasePooling):
+    """Maximum over (pool_size) windows of channels-last volumes (N, D, H, W, C).
+
+    Example:
+
+    >>> x = np.random.rand(2, 5, 6, 6, 3).astype("float32")
+    >>> MaxPooling3D()(x).shape
+    (2, 2, 3, 3, 3)
+    """
+
+    rank, op = 3, "max_pool2d"
+
+    def __init__(self, pool_size=(2, 2, 2), strides=None, padding: str = "valid",
+                 data_format: str | None = None, **kwargs):
+        super().__init__(pool_size, strides, padding, data_format, **kwargs)
+
+
+class AveragePooling3D(BasePooling):
+    """Mean over (pool_size) windows of (N, D, H, W, C); with padding="same" each window's mean
+    is over its real elements. As in Keras 3, `pool_size` has no default.
+
+    Example:
+
+    >>> x = np.random.rand(2, 5, 6, 6, 3).astype("float32")
+    >>> AveragePooling3D(3, strides=2, padding="same")(x).shape
+    (2, 3, 3, 3, 3)
+    """
+
+    rank, op = 3, "avg_pool2d"
+
+    def __init__(self, pool_size, strides=None, padding: str = "valid",
                  data_format: str | None = None, **kwargs):
         super().__init__(pool_size, strides, padding, data_format, **kwargs)
 
@@ -215,6 +254,37 @@ class GlobalMaxPooling1D(BaseGlobalPooling):
     rank, op = 1, "reduce_max"
 
 
+class GlobalAveragePooling3D(BaseGlobalPooling):
+    """Mean over depth, height and width: (N, D, H, W, C) -> (N, C), or (N, 1, 1, 1, C) with
+    keepdims.
+
+    Example:
+
+    >>> x = np.random.rand(2, 3, 4, 4, 3).astype("float32")
+    >>> GlobalAveragePooling3D()(x).shape
+    (2, 3)
+    """
+
+    rank, op = 3, "reduce_mean"
+
+
+class GlobalMaxPooling3D(BaseGlobalPooling):
+    """Maximum over depth, height and width: (N, D, H, W, C) -> (N, C).
+
+    Example:
+
+    >>> x = np.random.rand(2, 3, 4, 4, 3).astype("float32")
+    >>> GlobalMaxPooling3D(keepdims=True)(x).shape
+    (2, 1, 1, 1, 3)
+    """
+
+    rank, op = 3, "reduce_max"
+
+
+MaxPool3D = MaxPooling3D
+AvgPool3D = AveragePooling3D
+GlobalAvgPool3D = GlobalAveragePooling3D
+GlobalMaxPool3D = GlobalMaxPooling3D
 MaxPool2D = MaxPooling2D
 AvgPool2D = AveragePooling2D
 MaxPool1D = MaxPooling1D

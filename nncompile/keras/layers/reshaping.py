@@ -1,5 +1,5 @@
-"""Spatial reshaping layers on channels-last data: ZeroPadding1D/2D, Cropping1D/2D,
-UpSampling1D/2D (nearest neighbour), and RepeatVector.
+"""Spatial reshaping layers on channels-last data: ZeroPadding1D/2D/3D, Cropping1D/2D/3D,
+UpSampling1D/2D/3D (nearest neighbour), and RepeatVector.
 
 The layers that take `data_format` also accept Keras 1's `dim_ordering` ('tf' is channels_last).
 """
@@ -28,19 +28,27 @@ def _pair(value, owner: str, arg: str) -> tuple[int, int]:
     return int(pair[0]), int(pair[1])
 
 
-def _pairs_2d(value, owner: str, arg: str) -> tuple[tuple[int, int], tuple[int, int]]:
-    """An int, (height, width) ints, or ((top, bottom), (left, right)), as the last form."""
+_PAIR_FORMS = {
+    2: ("a tuple of 2 ints (symmetric_height_{a}, symmetric_width_{a}), or a tuple of 2 tuples "
+        "of 2 ints ((top_{a}, bottom_{a}), (left_{a}, right_{a}))"),
+    3: ("a tuple of 3 ints (symmetric_dim1_{a}, symmetric_dim2_{a}, symmetric_dim3_{a}), or a "
+        "tuple of 3 tuples of 2 ints ((left_dim1_{a}, right_dim1_{a}), (left_dim2_{a}, "
+        "right_dim2_{a}), (left_dim3_{a}, right_dim3_{a}))"),
+}
+
+
+def _pairs(value, rank: int, owner: str, arg: str) -> tuple[tuple[int, int], ...]:
+    """An int, `rank` ints, or `rank` (before, after) pairs (an int entry meaning (n, n)), as
+    `rank` pairs."""
     if _is_count(value):
-        return (int(value),) * 2, (int(value),) * 2
-    if isinstance(value, (tuple, list)) and len(value) == 2:
-        if all(_is_count(v) for v in value):
-            return (int(value[0]),) * 2, (int(value[1]),) * 2
-        if all(isinstance(v, (tuple, list)) and len(v) == 2 and all(_is_count(u) for u in v)
-               for v in value):
-            return (int(value[0][0]), int(value[0][1])), (int(value[1][0]), int(value[1][1]))
-    raise ArgumentError(f"{owner}: `{arg}` should be either an int, a tuple of 2 ints (symmetric_height"
-                        f"_{arg}, symmetric_width_{arg}), or a tuple of 2 tuples of 2 ints ((top_{arg}, "
-                        f"bottom_{arg}), (left_{arg}, right_{arg})). Received: {arg}={value!r}")
+        return ((int(value),) * 2,) * rank
+    if isinstance(value, (tuple, list)) and len(value) == rank:
+        pairs = [(v, v) if _is_count(v) else v for v in value]
+        if all(isinstance(p, (tuple, list)) and len(p) == 2 and all(_is_count(u) for u in p)
+               for p in pairs):
+            return tuple((int(p[0]), int(p[1])) for p in pairs)
+    raise ArgumentError(f"{owner}: `{arg}` should be either an int, "
+                        f"{_PAIR_FORMS[rank].format(a=arg)}. Received: {arg}={value!r}")
 
 
 def _pad(b: Builder, x: Value, pairs: dict[int, tuple[int, int]]) -> Value:
@@ -118,21 +126,40 @@ class ZeroPadding2D(Layer):
     (1, 5, 9, 3)
     """
 
+    rank = 2
+
     @legacy_args({})
     def __init__(self, padding=(1, 1), data_format: str | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.padding = _pairs_2d(padding, owner_of(self), "padding")
+        self.padding = _pairs(padding, self.rank, owner_of(self), "padding")
         self.data_format = check_data_format(data_format, owner_of(self))
 
     def build(self, input_shape) -> None:
-        check_input_rank(self, input_shape, 4)
+        check_input_rank(self, input_shape, self.rank + 2)
         self.built = True
 
     def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
-        return _pad(b, inputs, {1: self.padding[0], 2: self.padding[1]})
+        return _pad(b, inputs, dict(enumerate(self.padding, start=1)))
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "padding": self.padding, "data_format": self.data_format}
+
+
+class ZeroPadding3D(ZeroPadding2D):
+    """Pads depth, height and width of (batch, d, h, w, channels) volumes with zeros.
+
+    `padding` is an int, 3 ints (symmetric), or 3 (before, after) pairs.
+
+    Example:
+
+    >>> ZeroPadding3D((1, (0, 2), 0))(np.ones((1, 2, 3, 4, 2), "float32")).shape
+    (1, 4, 5, 4, 2)
+    """
+
+    rank = 3
+
+    def __init__(self, padding=((1, 1), (1, 1), (1, 1)), data_format: str | None = None, **kwargs):
+        super().__init__(padding, data_format, **kwargs)
 
 
 class Cropping1D(Layer):
@@ -170,21 +197,41 @@ class Cropping2D(Layer):
     (1, 4, 3, 3)
     """
 
+    rank = 2
+
     @legacy_args({})
     def __init__(self, cropping=((0, 0), (0, 0)), data_format: str | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.cropping = _pairs_2d(cropping, owner_of(self), "cropping")
+        self.cropping = _pairs(cropping, self.rank, owner_of(self), "cropping")
         self.data_format = check_data_format(data_format, owner_of(self))
 
     def build(self, input_shape) -> None:
-        check_input_rank(self, input_shape, 4)
+        check_input_rank(self, input_shape, self.rank + 2)
         self.built = True
 
     def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
-        return _crop(b, inputs, {1: self.cropping[0], 2: self.cropping[1]})
+        return _crop(b, inputs, dict(enumerate(self.cropping, start=1)))
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "cropping": self.cropping, "data_format": self.data_format}
+
+
+class Cropping3D(Cropping2D):
+    """Crops depth, height and width of (batch, d, h, w, channels) volumes.
+
+    `cropping` is an int, 3 ints (symmetric), or 3 (before, after) pairs.
+
+    Example:
+
+    >>> Cropping3D(((1, 0), 1, (0, 2)))(np.ones((1, 4, 5, 6, 2), "float32")).shape
+    (1, 3, 3, 4, 2)
+    """
+
+    rank = 3
+
+    def __init__(self, cropping=((1, 1), (1, 1), (1, 1)), data_format: str | None = None,
+                 **kwargs):
+        super().__init__(cropping, data_format, **kwargs)
 
 
 class UpSampling1D(Layer):
@@ -243,6 +290,32 @@ class UpSampling2D(Layer):
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "size": self.size, "data_format": self.data_format,
                 "interpolation": self.interpolation}
+
+
+class UpSampling3D(Layer):
+    """Repeats each element of (batch, d, h, w, channels) volumes `size` = (d, h, w) times
+    along depth, height and width (nearest neighbour).
+
+    Example:
+
+    >>> UpSampling3D((1, 2, 3))(np.ones((1, 2, 2, 2, 1), "float32")).shape
+    (1, 2, 4, 6, 1)
+    """
+
+    def __init__(self, size=(2, 2, 2), data_format: str | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.size = normalize_tuple(size, 3, "size", owner_of(self))
+        self.data_format = check_data_format(data_format, owner_of(self))
+
+    def build(self, input_shape) -> None:
+        check_input_rank(self, input_shape, 5)
+        self.built = True
+
+    def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
+        return _repeat(b, inputs, dict(enumerate(self.size, start=1)))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "size": self.size, "data_format": self.data_format}
 
 
 class RepeatVector(Layer):
