@@ -438,8 +438,16 @@ def _merge(compiled: Compiled, counts: list[int], outs: list[np.ndarray], batch:
         at += n
 
 
-def logs_of(compiled: Compiled) -> dict[str, float]:
-    return {m.name: float(m.result()) for m in compiled.all_metrics()}
+def logs_of(compiled: Compiled) -> dict[str, float | np.ndarray]:
+    """Each metric's result: a float, or a float32 array for a metric whose result is one
+    (`F1Score(average=None)`), as Keras 3's logs and History hold them (its progress bar shows
+    the array's mean)."""
+    return {m.name: _log_value(m.result()) for m in compiled.all_metrics()}
+
+
+def _log_value(result) -> float | np.ndarray:
+    value = np.asarray(result)
+    return float(value) if value.ndim == 0 else value.astype(np.float32)
 
 
 def reset(compiled: Compiled) -> None:

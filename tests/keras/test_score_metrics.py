@@ -119,3 +119,23 @@ def test_configs_round_trip_and_names_resolve():
 def test_bad_arguments_get_keras_errors(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_array_results_reach_fit_and_evaluate_logs(capsys):
+    """F1Score(average=None) in fit: History holds the per-class float32 arrays, evaluate returns
+    one, and the progress line shows their mean, as Keras 3 does."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((48, 4)).astype(np.float32)
+    y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 48)]
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    model.compile("adam", "categorical_crossentropy", metrics=[metrics.F1Score(average=None)])
+    history = model.fit(x, y, epochs=2, batch_size=48, verbose=2, validation_data=(x, y))
+    assert [v.shape for v in history.history["f1_score"] + history.history["val_f1_score"]] == [(3,)] * 4
+    assert all(v.dtype == np.float32 for v in history.history["f1_score"])
+    capsys.readouterr()
+    loss, f1 = model.evaluate(x, y, verbose=2)
+    predicted = np.eye(3)[model.predict(x, verbose=0).argmax(axis=1)]
+    tp = (predicted * y).sum(axis=0)
+    want = 2 * tp / np.maximum(predicted.sum(axis=0) + y.sum(axis=0), 1e-7)
+    np.testing.assert_allclose(f1, want, rtol=1e-5, atol=1e-6)
+    assert f"f1_score: {np.mean(f1):.4f}" in capsys.readouterr().out
