@@ -75,13 +75,29 @@ def test_one_sgd_step_follows_finite_differences(monkeypatch):
     (lambda: layers.GaussianDropout(0.2, seed=2), np.ones, 1.0, 0.5),   # sqrt(0.2 / 0.8)
 ])
 def test_noise_layers_draw_normal_noise_in_training_only(layer, data, mean, std):
-    keras.utils.set_random_seed(11)   # each call's seed comes from the global state: fix it
     x = data((400, 50), np.float32)
     noise = layer()
     np.testing.assert_array_equal(noise(x), x)
     drawn = np.asarray(noise(x, training=True), np.float64)
     assert abs(drawn.mean() - mean) < 0.01 and abs(drawn.std() - std) < 0.01
     assert abs(np.corrcoef(drawn[:, :-1].ravel(), drawn[:, 1:].ravel())[0, 1]) < 0.02
+
+
+@pytest.mark.parametrize("make", [lambda seed: layers.GaussianNoise(0.5, seed=seed),
+                                  lambda seed: layers.GaussianDropout(0.2, seed=seed),
+                                  lambda seed: layers.Dropout(0.5, seed=seed)])
+def test_a_seeded_layer_draws_the_same_at_its_kth_call(make):
+    """As Keras 3's per-layer SeedGenerator: two layers with one seed agree call by call,
+    whatever numpy's global generator did in between; successive calls differ."""
+    x = np.ones((8, 16), np.float32)
+    first, second = make(5), make(5)
+    drawn = [np.asarray(first(x, training=True)) for _ in range(2)]
+    np.random.seed(0)
+    np.random.rand(7)
+    again = [np.asarray(second(x, training=True)) for _ in range(2)]
+    np.testing.assert_array_equal(drawn, again)
+    assert not np.array_equal(drawn[0], drawn[1])
+    assert not np.array_equal(drawn[0], np.asarray(make(6)(x, training=True)))
 
 
 @pytest.mark.parametrize("layer, shape", [(layers.SpatialDropout1D, (300, 4, 20)),

@@ -498,7 +498,17 @@ class Layer:
         with b.loc(self.name):
             out = self.emit(b, values[0] if single else values, training=training)
         outs = out if isinstance(out, (list, tuple)) else [out]
-        return run_graph(b.finish(outs, [f"output_{i}" for i in range(len(outs))]), arrays)
+        return run_graph(b.finish(outs, [f"output_{i}" for i in range(len(outs))]), arrays,
+                         seed=self._eager_seed())
+
+    def _eager_seed(self) -> int | None:
+        """The seed input of this layer's next eager call, for a layer given a `seed`: its call
+        count, so that its k-th call draws the same values whatever numpy's global generator did
+        (Keras 3 gives such a layer a SeedGenerator of its own). None: from that generator."""
+        if getattr(self, "seed", None) is None:
+            return None
+        self._eager_calls = getattr(self, "_eager_calls", 0) + 1
+        return self._eager_calls
 
 
 # The penalties of `activity_regularizer`s, collected while a training or test step is built.
@@ -573,16 +583,17 @@ def _is_shape_list(shape) -> bool:
     return isinstance(shape, list) and bool(shape) and isinstance(shape[0], (tuple, list))
 
 
-def run_graph(graph: Graph, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+def run_graph(graph: Graph, arrays: Sequence[np.ndarray], seed: int | None = None) -> list[np.ndarray]:
     """Execute a traced graph on arrays with the backend NNCOMPILE_BACKEND names: compiled native
     code ("cpu", the default) or the numpy reference interpreter ("reference"). A graph that
-    draws random numbers (Dropout in training) gets a fresh seed from numpy's generator."""
+    draws random numbers (Dropout in training) gets `seed`, or a fresh one from numpy's generator."""
     from nncompile.keras.layers.core import SEED_INPUT
     from nncompile.runtime import cpu
 
     names = [v.name for v in graph.data_inputs]
     if len(arrays) == len(names) - 1 and names[-1] == SEED_INPUT:
-        arrays = [*arrays, np.asarray(np.random.randint(0, 2**62), np.int64)]
+        drawn = np.random.randint(0, 2**62) if seed is None else seed
+        arrays = [*arrays, np.asarray(drawn, np.int64)]
     return cpu.run_graph(graph, arrays)
 
 
