@@ -168,6 +168,8 @@ def _emit_team(p: Program, node: Node, split: UnitSplit, symbol: str, prefix: st
     state = b.bitcast(words, i64.as_pointer())
     for word in range(2 * blocks):
         b.store(as_i64(-1), b.gep(state, [as_i64(word * _TEAM_WORDS)]))
+    for word in range(blocks * split.gates):   # no step at all packs nothing: free(NULL)
+        b.store(as_i64(0), _packed_word(b, state, blocks, word))
     fields = gemm.pack_fields(b, [*p.pointers, *p.symbols, *scratch, state])
     task = _team_task(p, node, split, symbol, prefix, blocks, share)
     b.call(parallel.emit_parallel_for(p.module), [task, fields, as_i64(blocks)])
@@ -215,10 +217,12 @@ def _team_task(p: Program, node: Node, split: UnitSplit, symbol: str, prefix: st
         b.position_at_end(claim)
         for i in range(blocks):
             block = b.srem(b.add(index, as_i64(i)), as_i64(blocks))
-            seen = b.cmpxchg(_claimed(b, team.state, block), b.sub(step, as_i64(1)), step,
-                             "acq_rel", "monotonic")
-            with b.if_then(b.extract_value(seen, 1)):
-                _run_block(full, team, block, step)
+            claimed, previous = _claimed(b, team.state, block), b.sub(step, as_i64(1))
+            # a plain load first: a failing cmpxchg would still take the line from its owner
+            with b.if_then(b.icmp_signed("==", b.load_atomic(claimed, "monotonic", 8), previous)):
+                seen = b.cmpxchg(claimed, previous, step, "acq_rel", "monotonic")
+                with b.if_then(b.extract_value(seen, 1)):
+                    _run_block(full, team, block, step)
         b.cbranch(_all_finished(b, team, step), finished, wait)
         b.position_at_end(wait)
         parallel.emit_spin(b, spins)

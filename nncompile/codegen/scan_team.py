@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from nncompile.codegen import parallel
 from nncompile.codegen.target import vector_lanes
+from nncompile.ir.dtypes import DType
 from nncompile.ir.graph import Graph, Node, Value
 from nncompile.ir.ops.scan import split_operands, step_views
 from nncompile.ir.optable import OPS, Fusion
@@ -63,8 +64,9 @@ def unit_split(node: Node, symbol: str) -> UnitSplit | None:
             not all(v in inner.inputs for v in product.inputs):
         return None
     state, weight = (mixer.inputs[inner.inputs.index(v)] for v in product.inputs)
-    if state not in carries or weight not in invariants or weight.type.rank != 2:
-        return None
+    if state not in carries or weight not in invariants or weight.type.rank != 2 or \
+            not weight.type.dtype.is_float or weight.type.dtype is DType.f16:
+        return None   # the block products read packed weights, which only float GEMMs have
     units, columns = weight.type.shape
     if not isinstance(units, int) or not isinstance(columns, int) or columns % units or \
             units * columns * weight.type.dtype.itemsize < TEAM_BYTES:
@@ -118,12 +120,14 @@ def _users(graph: Graph, v: Value) -> list[Node]:
 
 
 def _gate_of(n: Node, v: Value, units: int) -> int | None:
-    """g when `n` is slice [g*U, (g+1)*U) of `v` along its last axis, else None."""
+    """g when `n` is slice [g*U, (g+1)*U) of `v` along its last axis, else None (bounds as the
+    slice's shape rule reads them: negative from the end, an end past it clipped)."""
     a = n.attrs
     if n.op != "slice" or n.inputs[0] is not v or len(a["axes"]) != 1 or a["axes"][0] % v.type.rank != 1 \
-            or tuple(a["steps"]) != (1,) or a["starts"][0] % units or a["ends"][0] - a["starts"][0] != units:
+            or tuple(a["steps"]) != (1,):
         return None
-    return a["starts"][0] // units
+    start, stop, _ = slice(a["starts"][0], a["ends"][0]).indices(v.type.shape[-1])
+    return start // units if start % units == 0 and stop - start == units else None
 
 
 def members(split: UnitSplit, dtype_size: int) -> tuple[int, int]:
@@ -192,7 +196,9 @@ def _block_node(node: Node, body: Graph, outer: list[Value], views: list[tuple[V
 
 
 def _mixer_block(split: UnitSplit, symbol: str, width: int, gate: int) -> Block:
-    """Gate `gate`'s columns of the product for one member: (1, U) @ (U, w) (+ epilogue)."""
+    """Gate `gate`'s columns of the product for one member: (1, U) @ (U, w) (+ epilogue). Its
+    B is typed (U, w) but handed over only packed (`scan._block_weights`): the one-row GEMM
+    reads the panels, never B itself, whose rows lie G * U apart in the weights."""
     mixer, u = split.mixer, split.units
     inner = mixer.attrs["body"]
     dtype = split.weight.type.dtype

@@ -11,7 +11,9 @@ import nncompile
 from nncompile import keras
 from nncompile.codegen import parallel
 from nncompile.codegen.scan_team import unit_split
+from nncompile.ir import BATCH, Builder, TensorType, f32
 from nncompile.ir.ops.scan import independent_rows
+from nncompile.runtime.reference import run
 from tests.keras import recurrent_reference as ref
 
 FEATURES = 24
@@ -23,9 +25,35 @@ def _scan_node(exe):
 
 
 def _split_of(exe):
+    """The loop's split by units, None when it has none; the code of one is then in the module."""
     node = _scan_node(exe)
     symbol = independent_rows(node)
-    return None if symbol is None else unit_split(node, symbol)
+    split = None if symbol is None else unit_split(node, symbol)
+    assert (split is not None) == (".team" in exe._module_text)
+    return split
+
+
+def _time_major_lstm(steps, units=128, gate_starts=None):
+    """An LSTM step written as IR, scanned along axis 0 over `steps` (an int or a symbol); the
+    gates sliced at `gate_starts` (default k * U; negative starts count from the end)."""
+    rng = np.random.default_rng(0)
+    b = Builder()
+    x = b.input("x", TensorType(f32, (steps, BATCH, FEATURES)))
+    kernel = b.param("kernel", rng.standard_normal((FEATURES, 4 * units)).astype(np.float32) * 0.3)
+    recurrent = b.param("recurrent", rng.standard_normal((units, 4 * units)).astype(np.float32) * 0.05)
+    body = Builder(name="body")
+    h, c = body.input("h", f32[BATCH, units]), body.input("c", f32[BATCH, units])
+    xw, r = body.input("xw", f32[BATCH, 4 * units]), body.input("r", f32[units, 4 * units])
+    z = body.add(xw, body.matmul(h, r))
+    starts = gate_starts or [k * units for k in range(4)]
+    ends = [s + units or 2**62 for s in starts]    # the last gate from the end: ONNX's huge end
+    i, f, g, o = (body.slice(z, axes=[1], starts=[s], ends=[e], steps=[1]) for s, e in zip(starts, ends))
+    c2 = body.add(body.mul(body.sigmoid(f), c), body.mul(body.sigmoid(i), body.tanh(g)))
+    h2 = body.mul(body.sigmoid(o), body.tanh(c2))
+    zero = b.broadcast(b.constant(np.float32(0)), shape=[BATCH, units])
+    h, c, seq = b.scan(zero, zero, b.matmul(x, kernel), recurrent, body=body.finish([h2, c2, h2]),
+                       num_carry=2, num_scanned=1, axis=0)
+    return b.finish([h, c, seq], ["h", "c", "seq"])
 
 
 def _model(layer, steps: int):
@@ -113,3 +141,22 @@ def test_blocks_are_whole_vectors_and_not_too_small(monkeypatch, units, gates, t
     monkeypatch.setattr(scan_team, "vector_lanes", lambda itemsize: 64 // itemsize)   # AVX-512
     split = scan_team.UnitSplit(units, gates, None, None, None)
     assert scan_team.members(split, 4) == expected
+
+
+@needs_two
+def test_gates_sliced_from_the_end_and_loops_of_no_step():
+    """Slices [-3U, -2U) read the same gate as [U, 2U); a symbolic length of 0 runs no step."""
+    units = 128
+    from_end = _time_major_lstm(5, gate_starts=[0, -3 * units, 2 * units, -units])
+    exe = nncompile.compile(from_end)
+    assert _split_of(exe) is not None
+    x = np.random.default_rng(1).standard_normal((5, 1, FEATURES)).astype(np.float32)
+    for got, want in zip(exe(x), run(from_end, [x])):
+        ref.close(got, want)
+    symbolic = _time_major_lstm("T")
+    exe = nncompile.compile(symbolic)
+    assert _split_of(exe) is not None
+    for steps in (3, 0, 2):
+        x = np.random.default_rng(steps).standard_normal((steps, 1, FEATURES)).astype(np.float32)
+        for got, want in zip(exe(x), run(symbolic, [x])):
+            ref.close(got, want)
