@@ -44,12 +44,13 @@ def per_call(fn: Callable[[], object], calls: int, repeats: int) -> tuple[float,
 
 
 def native_only(exe: cpu.Executable, x: np.ndarray) -> Callable[[], object]:
-    """The entry called with the binding `exe(x)` made: no checks, no outputs handed back."""
+    """The native call with the binding `exe(x)` made: no checks, no outputs handed back."""
     exe(x)
     binding = exe._bindings[(x.shape,)]
-    if exe._call_with_arrays is not None:
-        return lambda: exe._call_with_arrays(*binding.args, cpu._DATA_OFFSET, x)
-    return lambda: exe._entry(*binding.args)
+    if exe.native_call is not None:
+        frame = binding.frame.ctypes.data
+        return lambda: exe.native_call(frame, x)
+    return lambda: exe.entry(*binding.args)
 
 
 def main() -> None:
