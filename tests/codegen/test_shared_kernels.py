@@ -1,12 +1,17 @@
 """Products whose GEMM code would be the same (same epilogue, same width; M and K are run-time
-arguments) share one function in a module; any difference in the epilogue gets its own."""
+arguments) share one function in a module; any difference in the epilogue gets its own.
+Constants made once per process give the same IR text as constants made at each use."""
 from __future__ import annotations
 
 import re
+import struct
 
 import numpy as np
+from llvmlite import ir
 
 import nncompile
+from nncompile.codegen import cpu as codegen
+from nncompile.codegen.mathlib import F32, const
 from nncompile.ir import BATCH, Builder, f32
 from nncompile.runtime.reference import run as reference_run
 
@@ -35,3 +40,16 @@ def test_equal_epilogue_products_share_a_function_and_others_keep_their_own():
     x = np.random.default_rng(4).standard_normal((5, 8)).astype(np.float32)
     np.testing.assert_allclose(exe(x), reference_run(graph, [x])[0], rtol=1e-5, atol=1e-6)
 
+
+def test_a_module_made_again_with_the_constants_kept_is_the_same_text():
+    exe = nncompile.compile(_mlp())
+    assert str(codegen.build_module(exe.graph, exe.layout)) == exe.llvm_ir()
+
+
+def test_kept_constants_tell_apart_what_compares_equal():
+    vector = ir.VectorType(F32, 4)
+    nan_bits = struct.unpack("<d", struct.pack("<Q", 0x7FF8000020000000))[0]
+    made = [const(v, F32, vector) for v in (0.0, -0.0, float("nan"), nan_bits, 1.5)]
+    assert len({str(c) for c in made}) == len(made)
+    assert const(1.5, F32, vector) is const(1.5, F32, vector)
+    assert str(const(-0.0, F32)) == str(ir.Constant(F32, -0.0))
