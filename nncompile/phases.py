@@ -46,8 +46,8 @@ def recorded() -> Iterator[dict[str, Spent]]:
     _OPEN.recorders.append(times)
     try:
         yield times
-    finally:
-        _OPEN.recorders.remove(times)
+    finally:   # by identity: list.remove would compare the dicts' contents
+        _OPEN.recorders[:] = [r for r in _OPEN.recorders if r is not times]
 
 
 @contextlib.contextmanager

@@ -27,6 +27,15 @@ def test_a_phase_inside_another_is_taken_out_of_it():
     assert times["outer"].cpu > -0.01
 
 
+def test_recordings_nest_and_each_ends_with_its_block():
+    with phases.recorded() as outer:
+        with phases.recorded() as inner:    # both empty, so equal: each must still end its own
+            pass
+        with phases.timed("passes"):
+            pass
+    assert "passes" in outer and not inner
+
+
 def test_nothing_is_counted_outside_a_recording_and_a_phase_opened_twice_counts_once():
     phases.add("trace", 1.0, 1.0)       # no recording open: ignored
     with phases.recorded() as times:
