@@ -202,8 +202,9 @@ class Executable:
             arrays = [inputs[name] for name in self._input_names]
         except KeyError:
             arrays = None
-        if arrays is None or len(inputs) != len(arrays):
-            reference.bind_inputs(self.graph, inputs, self.params)   # names the missing or unknown one
+        if arrays is None or len(inputs) != len(arrays):   # a name missing or unknown: say which
+            values, _ = reference.bind_inputs(self.graph, inputs, self.params)
+            arrays = [values[v] for v in self._inputs]
         return dict(zip(self._returned_names, self._execute(arrays)))
 
     def _execute(self, arrays: Sequence) -> list[np.ndarray]:
