@@ -13,9 +13,9 @@ Workloads (issue 15's goals: tutorial < 1 s for its three steps, dense10 < 2 s):
   tutorial  Input(100)-Dense(64, relu)-Dense(64, relu)-Dense(10, softmax), Adam, sparse CE with
             accuracy: the first fit (one epoch of 256 samples), evaluate and predict
   dense10   Input(512), ten Dense(512, relu), Dense(10, softmax): one training step
-  W1 W2 W3  the peers' warm-up (`../shared/bench/peers.py`): fit of 2 batches and the remainder
-            for the Pima MLP 8-8-6-1 (batch 5), the MNIST MLP 784-128-10 (batch 32) and the CNN
-            Conv32-Pool-Conv64-Pool-Dense10 on 32x32x3 (batch 64), Adam(1e-3)
+  W1 W2 W3  the peers' warm-up (`../shared/bench/peers.py --quick`): fit of 2 batches and the
+            remainder for the Pima MLP 8-8-6-1 (batch 5), the MNIST MLP 784-128-10 (batch 32)
+            and the CNN Conv32-Pool-Conv64-Pool-Dense10 on 32x32x3 (batch 64), Adam(1e-3)
 """
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def steps(name: str) -> list[tuple[str, object]]:
         "W3": ((32, 32, 3), lambda: [keras.layers.Conv2D(32, 3, activation="relu"), keras.layers.MaxPooling2D(2),
                                      keras.layers.Conv2D(64, 3, activation="relu"), keras.layers.MaxPooling2D(2),
                                      keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")],
-               64, "categorical_crossentropy", 128),
+               64, "categorical_crossentropy", 168),
     }[name]
     m = _model(keras, inputs, layers())
     m.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-3), loss=loss)
