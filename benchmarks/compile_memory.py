@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import gc
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -26,6 +25,7 @@ import llvmlite.binding as llvm  # noqa: E402
 import nncompile  # noqa: E402
 from nncompile.codegen import target  # noqa: E402
 from nncompile.ir import BATCH, Builder, f32  # noqa: E402
+from host import cpu_model  # noqa: E402
 
 WARM = 20
 
@@ -33,12 +33,6 @@ WARM = 20
 def rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def cpu_model() -> str:
-    with open("/proc/cpuinfo") as f:
-        return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
-                    platform.machine())
 
 
 def model(width: int):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import glob
 import importlib.util
 import os
-import platform
 import sys
 import tempfile
 
@@ -28,6 +27,7 @@ import onnxruntime as ort  # noqa: E402
 
 import nncompile  # noqa: E402
 import nncompile.onnx  # noqa: E402
+from host import cpu_model  # noqa: E402
 
 
 def _shared_timer():
@@ -40,14 +40,6 @@ def _shared_timer():
 median_seconds = _shared_timer()
 
 FIXTURES = os.path.join(HERE, "..", "tests", "fixtures", "onnx")
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
 
 
 def torch_models(folder: str) -> list[str]:

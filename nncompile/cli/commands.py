@@ -13,6 +13,7 @@ from typing import Callable
 
 import numpy as np
 
+from nncompile import phases
 from nncompile.cli import draw
 from nncompile.cli.load import Loaded, batch_sizes, load, uses_batch
 from nncompile.ir import BATCH, Graph, print_graph
@@ -189,8 +190,9 @@ def _kernel_rows(graph: Graph, env: dict[str, int]) -> list[tuple]:
     return rows
 
 
-def compile_report(loaded: Loaded, exe, batch: int, codegen_seconds: float) -> str:
-    """Kernels, fused groups, arena vs lower bound and compile time per pass."""
+def compile_report(loaded: Loaded, exe, batch: int, times: dict[str, phases.Spent], seconds: float) -> str:
+    """Kernels, fused groups, arena vs lower bound, compile time per phase (`times` of a compile
+    that took `seconds`) and per pass."""
     graph = exe.graph
     env = {BATCH: batch} if any(BATCH in v.type.shape for v in graph.inputs) else {}
     fused = [(i, n) for i, n in enumerate(graph.nodes) if n.op == "fused"]
@@ -205,23 +207,24 @@ def compile_report(loaded: Loaded, exe, batch: int, codegen_seconds: float) -> s
               for i, n in fused] or ["  none"]
     lines += ["", f"memory at batch {batch}: arena {plan.arena_bytes} bytes, lower bound "
                   f"{plan.lower_bound} bytes, ratio {ratio:.3f}",
-              "", "compile time per pass:", exe.pass_report,
-              f"codegen + LLVM: {codegen_seconds * 1e3:.1f} ms"
-              f"{' (machine code from the disk cache)' if exe.from_cache else ''}"]
+              "", f"compile time per phase{' (machine code from the disk cache)' if exe.from_cache else ''}:",
+              phases.table(times, seconds),
+              "", "compile time per pass:", exe.pass_report]
     return "\n".join(lines) + "\n"
 
 
 def compile_(args: argparse.Namespace) -> int:
     if os.path.exists(args.output) and not os.path.isdir(args.output):
         raise FileExistsError(f"-o {args.output!r} is a file; expected a folder (created if missing)")
-    loaded = _load(args)
-    batch = _one_batch(args)
-    scheduled, passes = _run_passes(args, _batched(loaded.graph, batch))
     start = time.perf_counter()
-    exe = _executable(scheduled, passes)
-    codegen_seconds = time.perf_counter() - start
+    with phases.recorded() as times:   # from reading the model to loading its machine code
+        loaded = _load(args)
+        batch = _one_batch(args)
+        scheduled, passes = _run_passes(args, _batched(loaded.graph, batch))
+        exe = _executable(scheduled, passes)
+    seconds = time.perf_counter() - start
     os.makedirs(args.output, exist_ok=True)
-    report = compile_report(loaded, exe, batch or 1, codegen_seconds)
+    report = compile_report(loaded, exe, batch or 1, times, seconds)
     files = {
         "model.nnir": f"// {loaded.path} after {', '.join(passes.passes)}; parameters in params.npz\n"
                       f"{exe.graph}\n",

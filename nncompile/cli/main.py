@@ -107,7 +107,8 @@ def _compile_parser(cmds) -> None:
                "Compile the model and write into OUT: model.nnir (the scheduled IR, replayable "
                "with params.npz), params.npz, model.ll and model.opt.ll (LLVM IR before and after "
                "O3), model.s (assembly), model.o (object code) and report.txt (kernels, fused "
-               "groups, arena vs lower bound, compile time per pass), which is also printed.",
+               "groups, arena vs lower bound, compile time per phase and per pass), which is also "
+               "printed.",
                "nncompile compile model.keras -o build/")
     _model_args(sub, batch_help="fix the batch dimension '?' to N (the report's memory plan is "
                                 "at batch N, default 1)", training=True)

@@ -13,8 +13,10 @@ range) so that the runtime can name it. A second export
     i32 nncompile_steps(i8** buffers, i64* symbols, i64 count, i64* strides)
 
 runs the entry `count` times, moving each slot's pointer on by its stride in bytes after every
-run: many training steps (each batch, learning rate and loss one stride further) in one call. Buffers that share memory (views, in-place results) share
-one slot, so a kernel never sees two `noalias` pointers to the same bytes.
+run: many training steps (each batch, learning rate and loss one stride further) in one call.
+A third, `nncompile_call(i64* frame, array objects...)`, is the entry for one call from Python
+with the fewest ctypes arguments (`_emit_call`). Buffers that share memory (views, in-place
+results) share one slot, so a kernel never sees two `noalias` pointers to the same bytes.
 """
 from __future__ import annotations
 
@@ -134,7 +136,7 @@ def build_module(graph: Graph, layout: Layout, name: str = "nncompile") -> ir.Mo
     b.ret(ir.Constant(i32, 0))
     _emit_steps(module, entry, len(layout.roots))
     if len(graph.data_inputs) <= CALL_INPUTS_MAX:
-        _emit_call(module, entry, [layout.slots[v] for v in graph.data_inputs])
+        _emit_call(module, entry, layout, [layout.slots[v] for v in graph.data_inputs])
     return module
 
 
@@ -157,19 +159,33 @@ def emit_kernels(p: Program, nodes: list[Node], number: int | None = None, prefi
             p.fail(reported)
 
 
-def _emit_call(module: ir.Module, entry: ir.Function, input_slots: list[int]) -> None:
-    """`nncompile_call(buffers, sizes, data_offset, array0, array1, ...)`: the entry, after storing
-    into the input slots the data pointers read from the numpy array objects themselves, at byte
-    `data_offset` of each object (where `PyArray_DATA` reads it), which costs the caller less
-    than asking each array for its address."""
+def _emit_call(module: ir.Module, entry: ir.Function, layout: Layout, input_slots: list[int]) -> None:
+    """`nncompile_call(frame, array0, array1, ...)`: the entry on a frame of 64-bit words laid out
+    as `frame_layout` says (buffer pointers, symbol sizes, then `data_offset`), after storing into
+    the input slots the data pointers read from the numpy array objects themselves, at byte
+    `data_offset` of each object (where `PyArray_DATA` reads it). One frame address and the
+    arrays cost a ctypes call less than separate tables, an offset and each array's address."""
+    slots, sizes, offset_at = frame_layout(layout)
     arrays = [i8p] * len(input_slots)
-    fn = tune(ir.Function(module, ir.FunctionType(i32, [i8p.as_pointer(), i64.as_pointer(), i64, *arrays]), CALL))
-    buffers, sizes, offset, *objects = fn.args
+    fn = tune(ir.Function(module, ir.FunctionType(i32, [i64.as_pointer(), *arrays]), CALL))
+    frame, *objects = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
+    buffers = b.bitcast(frame, i8p.as_pointer())
+    offset = b.load(b.gep(frame, [ir.Constant(i64, offset_at)]))
     for slot, obj in zip(input_slots, objects):
         data = b.load(b.bitcast(b.gep(obj, [offset]), i8p.as_pointer()))
         b.store(data, b.gep(buffers, [ir.Constant(i64, slot)]))
-    b.ret(b.call(entry, [buffers, sizes]))
+    b.ret(b.call(entry, [buffers, b.gep(frame, [ir.Constant(i64, slots)])]))
+
+
+def frame_layout(layout: Layout) -> tuple[int, int, int]:
+    """`nncompile_call`'s frame of 64-bit words, as (slots, sizes, offset_at): a pointer per buffer
+    slot in words [0, slots), the symbol sizes in [slots, slots + sizes), the arrays' data offset
+    at word offset_at (a graph with no symbols keeps one unused size: the entry's size table
+    always has one)."""
+    slots = len(layout.roots)
+    sizes = max(len(layout.symbols), 1)
+    return slots, sizes, slots + sizes
 
 
 def _emit_steps(module: ir.Module, entry: ir.Function, slots: int) -> None:

@@ -7,6 +7,7 @@ one loop over it applies the epilogue in place.
 """
 from __future__ import annotations
 
+import hashlib
 from typing import Sequence
 
 import numpy as np
@@ -125,8 +126,7 @@ def _matmul(k: Kernel, node: Node, epilogue: Sequence[Node] = (), output: Value 
         fn = emit_loop_gemm(k.module, k.module.get_unique_name("gemm"), dtype,
                             transpose_a=ta, transpose_b=tb, epilogue=fused)
     elif fused is not None:
-        fn = emit_gemm(k.module, k.module.get_unique_name("gemm"), dtype,
-                       transpose_a=ta, transpose_b=tb, epilogue=fused, prepacked=bool(packed), columns=columns)
+        fn = _epilogue_gemm(k, node, epilogue, fused, operands, prepacked=bool(packed), columns=columns)
     else:
         fn = shared_gemm(k.module, dtype, transpose_a=ta, transpose_b=tb, prepacked=bool(packed), columns=columns)
     lda, ldb = k.dims(a)[-1], k.dims(w)[-1]
@@ -137,6 +137,43 @@ def _matmul(k: Kernel, node: Node, epilogue: Sequence[Node] = (), output: Value 
         _batched(k, fn, a, w, result, out, (m, n, depth, lda, ldb))
     if epilogue and fused is None:
         _in_place_epilogue(k, epilogue, result, out)
+
+
+def _epilogue_gemm(k: Kernel, node: Node, epilogue: Sequence[Node], fused: Epilogue, operands: list[Value],
+                   prepacked: bool, columns: int | None) -> ir.Function:
+    """The GEMM of `node` with its register epilogue, made once per module for all products that
+    differ only where the GEMM takes sizes at run time (M, K, strides): two Dense(64, relu) layers
+    of an MLP share one. Each copy is thousands of lines of LLVM IR, and LLVM's time grows with
+    them. The function's name is a digest of everything its code is made from."""
+    anchor = node.outputs[0]
+    key = (anchor.type.dtype, node.attrs["transpose_a"], node.attrs["transpose_b"], prepacked, columns,
+           fused.operands, _epilogue_key(epilogue, anchor, operands))
+    name = "gemm.e" + hashlib.blake2b(repr(key).encode(), digest_size=8).hexdigest()
+    existing = k.module.globals.get(name)
+    if existing is not None:
+        return existing
+    return emit_gemm(k.module, name, anchor.type.dtype, transpose_a=key[1], transpose_b=key[2],
+                     epilogue=fused, prepacked=prepacked, columns=columns)
+
+
+def _epilogue_key(epilogue: Sequence[Node], anchor: Value, operands: list[Value]) -> tuple:
+    """What the epilogue's register code is made from: each node's op, attributes, result types
+    and inputs, the inputs named by role (the product, the i-th operand, an earlier result)."""
+    roles: dict[Value, str] = {anchor: f"acc:{anchor.type}"}
+    roles.update((v, f"e{i}:{v.type}") for i, v in enumerate(operands))
+    nodes = []
+    for j, n in enumerate(epilogue):
+        attrs = tuple(sorted((name, _attr_key(value)) for name, value in n.attrs.items()))
+        nodes.append((n.op, attrs, tuple(roles[v] for v in n.inputs), tuple(str(v.type) for v in n.outputs)))
+        roles.update((v, f"n{j}.{i}:{v.type}") for i, v in enumerate(n.outputs))
+    return tuple(nodes)
+
+
+def _attr_key(value) -> object:
+    """An attribute as a key: arrays by dtype, shape and bytes (repr elides large ones)."""
+    if isinstance(value, np.ndarray):
+        return value.dtype.str, value.shape, value.tobytes().hex()
+    return repr(value)
 
 
 def _batched(k: Kernel, fn: ir.Function, a: Value, w: Value, result: Value, out: Value,

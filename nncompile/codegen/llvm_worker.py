@@ -8,7 +8,8 @@ takes that growth instead of the user's process, and is replaced when it has gro
 the user's process: the request fails with an error naming the module instead.
 
 The parent asks `compile_object`, `optimized_ir` or `assembly` with the module's text and the
-host CPU; the worker parses, verifies, runs the O3 pipeline and answers. Loading object code into
+host CPU; the worker parses, verifies, runs the O3 pipeline and answers, with the time each of
+those phases took (for `nncompile.phases`). Loading object code into
 an execution engine stays in the parent (`target.JitModule`), which keeps no memory once freed.
 
 This file imports nothing from nncompile, so that the worker starts in a fraction of a second:
@@ -25,6 +26,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 # A worker whose resident memory has grown past this is replaced after its current request.
 WORKER_RSS_LIMIT = 512 << 20
@@ -52,31 +54,51 @@ def target_machine(llvm, cpu: str, features: str):
                                         codemodel="jitdefault")
 
 
-def _optimized_module(llvm, machine, text: str):
+class _Clock:
+    """The worker's time per phase of a request, {phase: (wall, CPU seconds)}, sent back with
+    the reply (the parent counts them in `nncompile.phases`)."""
+
+    def __init__(self):
+        self.times: dict[str, tuple[float, float]] = {}
+        self._start = (time.perf_counter(), time.process_time())
+
+    def lap(self, phase: str) -> None:
+        """The time since the last lap was spent in `phase`."""
+        now = (time.perf_counter(), time.process_time())
+        self.times[phase] = (now[0] - self._start[0], now[1] - self._start[1])
+        self._start = now
+
+
+def _optimized_module(llvm, machine, text: str, clock: _Clock):
     try:
         module = llvm.parse_assembly(text)
         module.verify()
     except RuntimeError as e:
         raise WorkerError(f"generated LLVM IR is invalid: {e}") from None
+    clock.lap("LLVM parse")
     tuning = llvm.create_pipeline_tuning_options(speed_level=3)
     tuning.loop_vectorization = True
     tuning.slp_vectorization = True
     tuning.loop_unrolling = True
     builder = llvm.create_pass_builder(machine, tuning)
     builder.getModulePassManager().run(module, builder)
+    clock.lap("LLVM optimisation")
     return module
 
 
-def _answer(llvm, machines: dict, request: tuple):
+def _answer(llvm, machines: dict, request: tuple, clock: _Clock):
     kind, cpu, features, text = request
     machine = machines.get((cpu, features)) or machines.setdefault((cpu, features),
                                                                    target_machine(llvm, cpu, features))
-    module = _optimized_module(llvm, machine, text)
+    module = _optimized_module(llvm, machine, text, clock)
     if kind == "object":
-        return machine.emit_object(module)
-    if kind == "assembly":
-        return machine.emit_assembly(module)
-    return str(module)
+        answer = machine.emit_object(module)
+    elif kind == "assembly":
+        answer = machine.emit_assembly(module)
+    else:
+        answer = str(module)
+    clock.lap("machine code" if kind == "object" else kind)
+    return answer
 
 
 def _rss() -> int:
@@ -94,11 +116,12 @@ def serve(requests, replies) -> None:
             request = pickle.load(requests)
         except EOFError:
             return
+        clock = _Clock()
         try:
-            reply = ("ok", _answer(llvm, machines, request))
+            reply = ("ok", _answer(llvm, machines, request, clock))
         except WorkerError as e:
             reply = ("error", str(e))
-        pickle.dump((reply, _rss()), replies)
+        pickle.dump((reply, _rss(), clock.times), replies)
         replies.flush()
 
 
@@ -112,12 +135,13 @@ class _Worker:
         self.process: subprocess.Popen | None = None
 
     def ask(self, kind: str, cpu: str, features: str, text: str):
+        """The worker's answer, and its time per phase ({phase: (wall, CPU seconds)})."""
         with self.lock:
             process = self.process = self.process or _spawn()
             try:
                 pickle.dump((kind, cpu, features, text), process.stdin)
                 process.stdin.flush()
-                (status, value), rss = pickle.load(process.stdout)
+                (status, value), rss, times = pickle.load(process.stdout)
             except (EOFError, OSError, pickle.UnpicklingError):
                 self.process = None
                 raise WorkerError(f"LLVM failed on the module ({_exit_reason(process)})") from None
@@ -133,7 +157,7 @@ class _Worker:
                 _stop(process)
         if status == "error":
             raise WorkerError(value)
-        return value
+        return value, times
 
     def close(self) -> None:
         """Stop the worker (at exit: it would stop by itself on seeing its input closed)."""
@@ -189,17 +213,18 @@ atexit.register(_WORKER.close)
 os.register_at_fork(after_in_child=_WORKER.__init__)
 
 
-def compile_object(text: str, cpu: str, features: str) -> bytes:
-    """The object file of the module `text`, optimized for `cpu` with `features`."""
+def compile_object(text: str, cpu: str, features: str) -> tuple[bytes, dict]:
+    """The object file of the module `text`, optimized for `cpu` with `features` (and the
+    worker's time per phase, as every request here)."""
     return _WORKER.ask("object", cpu, features, text)
 
 
-def optimized_ir(text: str, cpu: str, features: str) -> str:
+def optimized_ir(text: str, cpu: str, features: str) -> tuple[str, dict]:
     """The module text after LLVM's O3 pipeline."""
     return _WORKER.ask("optimized", cpu, features, text)
 
 
-def assembly(text: str, cpu: str, features: str) -> str:
+def assembly(text: str, cpu: str, features: str) -> tuple[str, dict]:
     """The host assembly of the optimized module."""
     return _WORKER.ask("assembly", cpu, features, text)
 

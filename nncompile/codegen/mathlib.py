@@ -24,6 +24,7 @@ erf 190x faster than math.erf per element (numpy has none).
 from __future__ import annotations
 
 import math
+import struct
 from typing import Callable, Sequence
 
 from llvmlite import ir
@@ -49,13 +50,31 @@ def shaped_like(element: ir.Type, like: ir.Type) -> ir.Type:
 
 
 def const(value: float | int | bool, element: ir.Type, like: ir.Type | None = None) -> ir.Constant:
-    """A constant of `element` type, splatted to the lanes of `like` when that is a vector."""
+    """A constant of `element` type, splatted to the lanes of `like` when that is a vector.
+    Python numbers' constants are made once per process (see `simd.constant`)."""
     if isinstance(element, ir.IntType):
         value = int(value) & ((1 << element.width) - 1)
+    lanes = like.count if isinstance(like, ir.VectorType) else 0
+    # keyed by the exact bits: 0.0 == -0.0 and every NaN prints as nan, but their constants differ
+    exact = struct.pack("<d", value) if type(value) is float else repr(value) if type(value) is int else None
+    if exact is None:
+        return _make_const(value, element, lanes)
+    key = (element, lanes, exact)
+    made = _CONSTS.get(key)
+    if made is None:
+        if len(_CONSTS) >= _CONSTS_KEPT:
+            _CONSTS.clear()
+        made = _CONSTS[key] = _make_const(value, element, lanes)
+    return made
+
+
+def _make_const(value, element: ir.Type, lanes: int) -> ir.Constant:
     scalar = ir.Constant(element, value)
-    if isinstance(like, ir.VectorType):
-        return ir.Constant(ir.VectorType(element, like.count), [scalar] * like.count)
-    return scalar
+    return ir.Constant(ir.VectorType(element, lanes), [scalar] * lanes) if lanes else scalar
+
+
+_CONSTS: dict[tuple, ir.Constant] = {}
+_CONSTS_KEPT = 1 << 12
 
 
 def _mangle(t: ir.Type) -> str:

@@ -6,6 +6,7 @@ through the same helpers, so edge code can share the element rules of vector cod
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Iterator
 
 from llvmlite import ir
@@ -41,17 +42,26 @@ def fma(b: ir.IRBuilder, x: ir.Value, y: ir.Value, z: ir.Value) -> ir.Value:
     return b.call(fn, [x, y, z])
 
 
+@functools.lru_cache(maxsize=1 << 12)
+def constant(ty: ir.Type, values: tuple | None) -> ir.Constant:
+    """The constant of type `ty` with `values` (a vector's lanes, or None for zero), made once per
+    process: llvmlite builds and prints a vector constant lane by lane, and keeps the text on
+    the object, so a kernel's thousands of uses of a few constants pay for it once. (Constants
+    belong to no module; sharing one between modules gives the same IR text.)"""
+    return ir.Constant(ty, values)
+
+
 def splat(b: ir.IRBuilder, scalar: ir.Value, lanes: int) -> ir.Value:
     """A vector with `scalar` in every lane."""
     vec_type = ir.VectorType(scalar.type, lanes)
-    one = b.insert_element(ir.Constant(vec_type, None), scalar, ir.Constant(i32, 0))
-    everywhere = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
-    return b.shuffle_vector(one, ir.Constant(vec_type, None), everywhere)
+    one = b.insert_element(constant(vec_type, None), scalar, ir.Constant(i32, 0))
+    everywhere = constant(ir.VectorType(i32, lanes), (0,) * lanes)
+    return b.shuffle_vector(one, constant(vec_type, None), everywhere)
 
 
 def lane_mask(b: ir.IRBuilder, valid: ir.Value | int, lanes: int, first_lane: int = 0) -> ir.Value:
     """<lanes x i1>: lane j is on when first_lane + j < valid."""
-    index = ir.Constant(ir.VectorType(i64, lanes), list(range(first_lane, first_lane + lanes)))
+    index = constant(ir.VectorType(i64, lanes), tuple(range(first_lane, first_lane + lanes)))
     return b.icmp_signed("<", index, splat(b, as_i64(valid), lanes))
 
 
@@ -72,7 +82,7 @@ def masked_load(b: ir.IRBuilder, ptr: ir.Value, mask: ir.Value, passthru: ir.Val
     vec_type = ir.VectorType(ptr.type.pointee, mask.type.count)
     fn = intrinsic(b.module, f"llvm.masked.load.{_suffix(vec_type)}.p0", vec_type,
                    [vec_type.as_pointer(), i32, mask.type, vec_type])
-    fill = passthru if passthru is not None else ir.Constant(vec_type, None)
+    fill = passthru if passthru is not None else constant(vec_type, None)
     return b.call(fn, [vector_ptr(b, ptr, mask.type.count), ir.Constant(i32, 1), mask, fill])
 
 

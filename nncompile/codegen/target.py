@@ -12,6 +12,7 @@ from typing import Callable, TypeVar
 import llvmlite.binding as llvm
 from llvmlite import ir
 
+from nncompile import phases
 from nncompile.codegen import llvm_worker, perf_map
 from nncompile.ir.errors import IRError
 
@@ -77,11 +78,17 @@ def tune(fn: ir.Function) -> ir.Function:
     return fn
 
 
-def _ask(request: Callable[[str, str, str], T], llvm_ir: str) -> T:
-    try:
-        return request(llvm_ir, *host_cpu())
-    except llvm_worker.WorkerError as e:
-        raise IRError(str(e)) from None
+def _ask(request: Callable[[str, str, str], tuple[T, dict]], llvm_ir: str) -> T:
+    """The worker's answer; its phases are counted in `nncompile.phases`, and the rest of the
+    request's time (starting the worker, sending the module, waiting) as "LLVM worker"."""
+    with phases.timed("LLVM worker"):
+        try:
+            answer, times = request(llvm_ir, *host_cpu())
+        except llvm_worker.WorkerError as e:
+            raise IRError(str(e)) from None
+        for phase, (wall, cpu) in times.items():
+            phases.add(phase, wall, cpu, in_this_thread=False)
+    return answer
 
 
 def compile_object(llvm_ir: str) -> bytes:
@@ -113,10 +120,11 @@ class JitModule:
                 raise IRError("JitModule needs a module or its object code")
             object_code = compile_object(str(module))
         self.object_code = object_code
-        # the engine owns (and frees) the target machine it is given: never the cached one
-        self._engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), new_target_machine())
-        self._engine.add_object_file(llvm.ObjectFileRef.from_data(object_code))
-        self._engine.finalize_object()
+        with phases.timed("loading"):
+            # the engine owns (and frees) the target machine it is given: never the cached one
+            self._engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), new_target_machine())
+            self._engine.add_object_file(llvm.ObjectFileRef.from_data(object_code))
+            self._engine.finalize_object()
         if perf_map.enabled():
             perf_map.write(object_code, self._engine.get_function_address)
 

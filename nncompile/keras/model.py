@@ -13,6 +13,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from nncompile import phases
 from nncompile.ir import Builder, DType, Graph, ShapeError, Value
 from nncompile.keras import data, saving, streaming, subclassed, tracing
 from nncompile.keras.functional import functional_config, functional_from_config, map_graph
@@ -366,24 +367,27 @@ class Model(Layer):
         """The arrays of `x` in input order, checked against the inputs and cast to their dtypes."""
         self._build_for(x)
         self._require_built("inputs")
-        keys = self._input_keys()
-        if isinstance(x, Mapping):
+        count = len(self._inputs)
+        if type(x) is np.ndarray:   # what predict gets most: one array, never a list of inputs
+            items = [x]
+        elif isinstance(x, Mapping):
             items = self._by_key(x)
         elif isinstance(x, (list, tuple)) and x and all(isinstance(a, np.ndarray) for a in x):
             items = list(x)
-        elif len(keys) == 1 or not isinstance(x, (list, tuple)):
+        elif count == 1 or not isinstance(x, (list, tuple)):
             # One input: nested lists are the data itself, not a list of inputs.
             items = [x]
         else:
             items = list(x)
-        if len(items) != len(keys):
-            raise ValueError(f'Model "{self.name}" expects {len(keys)} input(s) '
-                             f'({", ".join(keys)}), '
+        if len(items) != count:
+            raise ValueError(f'Model "{self.name}" expects {count} input(s) '
+                             f'({", ".join(self._input_keys())}), '
                              f"but it received {len(items)} input array(s)")
         arrays = [self._input_array(i, t, item)
                   for i, (t, item) in enumerate(zip(self._inputs, items))]
-        data.check_cardinality(self.name, [(f'input "{k}"', a.shape[0])
-                                           for k, a in zip(self.input_names, arrays)])
+        if count > 1:   # (one array always agrees with itself)
+            data.check_cardinality(self.name, [(f'input "{k}"', a.shape[0])
+                                               for k, a in zip(self.input_names, arrays)])
         return arrays
 
     def _input_array(self, index: int, tensor: KerasTensor, value) -> np.ndarray:
@@ -497,6 +501,7 @@ def _is_symbolic(inputs) -> bool:
 
 # --- tracing ----------------------------------------------------------------------------------
 
+@phases.timed("trace")
 def trace(model: Model, training: bool = False) -> Graph:
     """Trace `model` into one IR graph named "main".
 

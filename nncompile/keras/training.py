@@ -22,6 +22,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from nncompile import phases
 from nncompile.ir import Builder, Graph, Value, f32
 from nncompile.keras import callbacks as callbacks_module
 from nncompile.keras import data
@@ -173,6 +174,7 @@ def _target_name(output: str) -> str:
     return f"target/{output}"
 
 
+@phases.timed("trace")
 def build_step_graph(model, compiled: Compiled, targets: Sequence[np.ndarray], train: bool,
                      weight_shape: tuple[int, ...] = ()) -> tuple[Graph, list[int]]:
     """The training (or test) step of `model` as one graph, and the number of statistics each

@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from nncompile import phases
 from nncompile.ir.errors import IRError, VerifyError
 from nncompile.ir.graph import Graph, Value
 from nncompile.ir.optable import AttrKind, Region, get_op, has_region
@@ -101,6 +102,7 @@ class PassManager:
         """Seconds spent in each pass of the last run, in order."""
         return [(s.name, s.seconds) for s in self.stats]
 
+    @phases.timed("passes")
     def run(self, graph: Graph) -> Graph:
         """Run the pipeline on `graph`; returns the last pass's result."""
         self.stats = []

@@ -19,27 +19,27 @@ from __future__ import annotations
 import collections
 import ctypes
 import functools
-import math
 import os
 import threading
+import types
 import weakref
 from typing import Mapping, Sequence
 
 import numpy as np
 
+from nncompile import phases
 from nncompile.codegen import cpu as codegen
 from nncompile.codegen import parallel, target
 from nncompile.codegen.target import JitModule
 from nncompile.ir.errors import ShapeError, VerifyError
 from nncompile.ir.graph import Graph, Node, Value
 from nncompile.ir.optable import Region, get_op, has_region, regions_of
-from nncompile.ir.types import bind_shape
 from nncompile.ir.verifier import check_param
 from nncompile.passes.manager import PassManager
 from nncompile.passes.pipelines import pipeline as named_pipeline
-from nncompile.passes.memory import Home, MemoryPlan, check_fits, is_elementwise_safe, plan_memory, value_names
-from nncompile.runtime import disk_cache, reference
-from nncompile.runtime.reference import bind_inputs
+from nncompile.passes.memory import MemoryPlan, is_elementwise_safe, plan_memory, value_names
+from nncompile.runtime import binding as binding_module, disk_cache, reference
+from nncompile.runtime.binding import Binding, bind_symbols, checked_array, shares
 
 _ENTRY_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p)
 _STEPS_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p)
@@ -48,8 +48,6 @@ _STEPS_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p,
 _PROBE_SIZE = 3
 # Bindings (arena and pointer table) kept per executable, for the most recent input shapes.
 _BINDINGS_KEPT = 4
-# Outputs up to this size are written into the binding and copied out (see _Binding).
-KEPT_OUTPUT_BYTES = 16 << 10
 
 
 def compile(graph: Graph, target: str = "cpu", *, pipeline: str = "inference",
@@ -108,51 +106,6 @@ def _replace_uses(graph: Graph, old: Value, new: Value) -> None:
     graph.outputs = [new if v is old else v for v in graph.outputs]
 
 
-def _shares(plan: MemoryPlan) -> dict[Value, Value]:
-    """value -> the value owning its memory, for values that do not own theirs."""
-    return {v: loc.root for v, loc in plan.locations.items() if loc.root is not v}
-
-
-class _Binding:
-    """Everything that depends on the symbol sizes: the memory plan, the arena, the pointer table."""
-
-    def __init__(self, exe: "Executable", env: dict[str, int], plan: MemoryPlan | None = None):
-        self.env = env
-        self.plan = plan or plan_memory(exe.graph, env)
-        if _shares(self.plan) != exe.shares:
-            raise ShapeError(f"graph {exe.graph.name!r}: buffer sharing changed with sizes {env}")
-        check_fits(self.plan)
-        self.arena = np.empty(self.plan.arena_bytes + 64, np.uint8)
-        base = self.arena.ctypes.data
-        base += -base % 64
-        self.pointers = np.zeros(len(exe.layout.roots), np.uint64)
-        for slot, root in enumerate(exe.layout.roots):
-            loc = self.plan.where(root)
-            if loc.home is Home.ARENA:
-                self.pointers[slot] = base + loc.offset
-            elif loc.home is Home.PARAM:
-                self.pointers[slot] = exe.params[root.name].ctypes.data
-        for i, param in exe._in_place.items():
-            self.pointers[exe.layout.slots[exe.graph.outputs[i]]] = exe.params[param].ctypes.data
-        self.sizes = np.array([env[s] for s in exe.layout.symbols] or [0], np.int64)
-        self.key = tuple(env.values())
-        self.outputs = [(tuple(env[d] if isinstance(d, str) else d for d in v.type.shape), v.type.dtype.numpy)
-                        for v in exe.graph.outputs]
-        # Small outputs are written into buffers of the binding and copied out: a copy costs less
-        # than a new array's address (see address()).
-        self.kept = {}
-        for i, _ in exe._owned:
-            shape, dtype = self.outputs[i]
-            if math.prod(shape) * dtype.itemsize <= KEPT_OUTPUT_BYTES:
-                buffer = np.empty(shape, dtype)
-                self.kept[i] = (buffer, address(buffer))
-        self.args = (self.pointers.ctypes.data, self.sizes.ctypes.data)
-
-    def private(self, exe: "Executable") -> "_Binding":
-        """A binding with the same plan but an arena and pointer table of its own."""
-        return _Binding(exe, self.env, self.plan)
-
-
 class Executable:
     """A compiled graph. Call it with the data inputs in order, or `run` it with a dict.
 
@@ -160,48 +113,70 @@ class Executable:
     pipeline ending with "fuse" and "schedule") already produced, e.g. to inspect the IR first."""
 
     def __init__(self, graph: Graph, passes: PassManager):
-        self.graph = graph = _hoist_constants(graph.copy())
         self.pass_report = passes.report()
-        self.params = {v.name: _bindable(graph, v) for v in graph.param_inputs}
-        probe = {s: _PROBE_SIZE for s in codegen.graph_symbols(graph)}
-        self.shares = _shares(plan_memory(graph, probe))
-        self.layout = codegen.make_layout(graph, self.shares)
-        self._key = disk_cache.entry_key("\n".join([str(graph), repr(sorted((str(k), str(v)) for k, v in
-                                                                              _named(graph, self.shares)))]))
+        with phases.timed("plan"):
+            self.graph = graph = _hoist_constants(graph.copy())
+            # read-only: the bindings point at these arrays, so none may be replaced (updated in place)
+            self.params = types.MappingProxyType({v.name: _bindable(graph, v) for v in graph.param_inputs})
+            probe = {s: _PROBE_SIZE for s in codegen.graph_symbols(graph)}
+            self.shares = shares(plan_memory(graph, probe))
+            self.layout = codegen.make_layout(graph, self.shares)
+            self._key = disk_cache.entry_key("\n".join([str(graph), repr(sorted((str(k), str(v)) for k, v in
+                                                                                  _named(graph, self.shares)))]))
         self._jit = self._load()
-        self._entry = _ENTRY_TYPE(self._jit.address(codegen.ENTRY))
-        self._call_with_arrays = None
-        if _DATA_OFFSET is not None and len(graph.data_inputs) <= codegen.CALL_INPUTS_MAX:
-            self._call_with_arrays = ctypes.CFUNCTYPE(
-                ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
-                *[ctypes.py_object] * len(graph.data_inputs))(self._jit.address(codegen.CALL))
-        self._steps = _STEPS_TYPE(self._jit.address(codegen.STEPS))
         self._inputs = graph.data_inputs
-        self._input_slots = [self.layout.slots[v] for v in self._inputs]
-        outputs = graph.outputs
-        self._in_place = {i: graph.updates[name] for i, name in enumerate(graph.output_names)
-                          if name in graph.updates and _writes_in_place(graph, outputs[i], graph.updates[name])}
-        owned = [i for i, v in enumerate(outputs) if i not in self._in_place
-                 and v.producer is not None and outputs.index(v) == i]
-        self._owned = [(i, self.layout.slots[outputs[i]]) for i in owned]
-        self._copied = [i for i in range(len(outputs)) if i not in owned and i not in self._in_place]
-        # updates that could not be written in place are copied into their parameters after a call
-        self._copied_updates = [(i, graph.updates[name]) for i, name in enumerate(graph.output_names)
-                                if name in graph.updates and i not in self._in_place]
-        self._returned = [i for i, name in enumerate(graph.output_names) if name not in graph.updates]
-        self._bindings: dict[tuple, _Binding] = {}
+        self._input_names = [v.name for v in self._inputs]
+        self._dtypes = [v.type.dtype.numpy for v in self._inputs]
+        self.input_slots = [self.layout.slots[v] for v in self._inputs]
+        with phases.timed("loading"):
+            self._entry_points()
+        self._route_outputs()
+        self._bindings: dict[tuple, Binding] = {}
         self._busy = threading.Lock()          # held by the call using the shared arena
         self._binding_lock = threading.Lock()
 
+    def _entry_points(self) -> None:
+        """The native functions: the entry, the stepped entry, and the one-call entry taking the
+        frame and the input arrays (`native_call`; None where the arrays' data offset was not
+        found or the graph has more inputs than it takes: bindings then fill the table)."""
+        self.entry = _ENTRY_TYPE(self._jit.address(codegen.ENTRY))
+        self._steps = _STEPS_TYPE(self._jit.address(codegen.STEPS))
+        self.native_call = None
+        if binding_module.DATA_OFFSET is not None and len(self._inputs) <= codegen.CALL_INPUTS_MAX:
+            self.native_call = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p,
+                                                *[ctypes.py_object] * len(self._inputs))(
+                self._jit.address(codegen.CALL))
+
+    def _route_outputs(self) -> None:
+        """Where each output comes from: written by a kernel into memory of its own (`owned`),
+        into its parameter's array (`in_place_slots`), or copied after the call."""
+        graph, outputs = self.graph, self.graph.outputs
+        self._in_place = in_place = {i: graph.updates[name] for i, name in enumerate(graph.output_names)
+                                     if name in graph.updates and
+                                     _writes_in_place(graph, outputs[i], graph.updates[name])}
+        self.in_place_slots = [(self.layout.slots[outputs[i]], param) for i, param in in_place.items()]
+        owned = [i for i, v in enumerate(outputs) if i not in in_place
+                 and v.producer is not None and outputs.index(v) == i]
+        self.owned = [(i, self.layout.slots[outputs[i]]) for i in owned]
+        self._copied = [i for i in range(len(outputs)) if i not in owned and i not in in_place]
+        # updates that could not be written in place are copied into their parameters after a call
+        self._copied_updates = [(i, graph.updates[name]) for i, name in enumerate(graph.output_names)
+                                if name in graph.updates and i not in in_place]
+        self._returned = [i for i, name in enumerate(graph.output_names) if name not in graph.updates]
+        self._returned_names = [graph.output_names[i] for i in self._returned]
+        self._returns_all = len(self._returned) == len(outputs)
+
     def _load(self) -> JitModule:
         """Machine code from the disk cache when it has this module (`from_cache`), else compiled."""
-        cached = disk_cache.read(self._key)
+        with phases.timed("disk cache"):
+            cached = disk_cache.read(self._key)
         self.from_cache = cached is not None
         if cached is not None:
             parallel.install()   # cached code may call the thread pool: its symbol must resolve
             return JitModule(object_code=cached)
         jit = JitModule(self._module_text)
-        disk_cache.write(self._key, jit.object_code)
+        with phases.timed("disk cache"):
+            disk_cache.write(self._key, jit.object_code)
         return jit
 
     @property
@@ -211,7 +186,8 @@ class Executable:
 
     @functools.cached_property
     def _module_text(self) -> str:
-        return str(codegen.build_module(self.graph, self.layout))
+        with phases.timed("LLVM IR"):
+            return str(codegen.build_module(self.graph, self.layout))
 
     # running ------------------------------------------------------------------------------
     def __call__(self, *arrays: np.ndarray):
@@ -220,33 +196,51 @@ class Executable:
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run on inputs given by name; returns the outputs by name."""
-        if not isinstance(inputs, Mapping):
+        if type(inputs) is not dict and not isinstance(inputs, Mapping):
             raise TypeError(f"run() takes a dict of input name -> array; received {type(inputs).__name__}")
-        values, _ = bind_inputs(self.graph, inputs, self.params)
-        outs = self._execute([values[v] for v in self._inputs])
-        return dict(zip((self.graph.output_names[i] for i in self._returned), outs))
+        try:
+            arrays = [inputs[name] for name in self._input_names]
+        except KeyError:
+            arrays = None
+        if arrays is None or len(inputs) != len(arrays):   # a name missing or unknown: say which
+            values, _ = reference.bind_inputs(self.graph, inputs, self.params)
+            arrays = [values[v] for v in self._inputs]
+        return dict(zip(self._returned_names, self._execute(arrays)))
 
     def _execute(self, arrays: Sequence) -> list[np.ndarray]:
+        """Check the inputs, run, and return the outputs that are not parameter updates.
+
+        A call checks every input's type, dtype and contiguity (an array of the input's dtype
+        object, C-contiguous, passes at once; anything else goes through `checked_array`), and
+        finds the binding by the tuple of input shapes: the shapes were checked against the
+        graph's types when that binding was made, so an unseen shape is checked before it runs."""
         if len(arrays) != len(self._inputs):
             raise ShapeError(f"graph {self.graph.name!r} takes {len(self._inputs)} inputs "
-                             f"({', '.join(v.name for v in self._inputs)}), got {len(arrays)}")
-        arrays = [_checked_array(v, a) for v, a in zip(self._inputs, arrays)]
-        shapes = tuple([a.shape for a in arrays])
-        binding = self._bindings.get(shapes) or self._bind(shapes, arrays)
-        if self._busy.acquire(blocking=False):
+                             f"({', '.join(self._input_names)}), got {len(arrays)}")
+        for array, dtype in zip(arrays, self._dtypes):
+            if type(array) is not np.ndarray or array.dtype is not dtype or not array.flags.c_contiguous:
+                arrays = [checked_array(v, a) for v, a in zip(self._inputs, arrays)]
+                break
+        binding = self._bindings.get(tuple([a.shape for a in arrays])) or self._bind(arrays)
+        if self._busy.acquire(False):   # positional: a keyword costs a tenth of the check
             try:
-                outs, status = self._call(binding, arrays)
+                outs, status = binding.call(arrays)
             finally:
                 self._busy.release()
         else:   # another thread is running on the shared arena: this call gets its own
-            outs, status = self._call(binding.private(self), arrays)
+            outs, status = binding.private(self).call(arrays)
         if status:
             raise self._kernel_error(status, arrays)
+        if self._copied or self._copied_updates:
+            self._complete(outs, arrays)
+        return outs if self._returns_all else [outs[i] for i in self._returned]
+
+    def _complete(self, outs: list, arrays: Sequence[np.ndarray]) -> None:
+        """Fill in the outputs no kernel wrote, and copy updates not written in place."""
         for i in self._copied:
             outs[i] = np.array(self._value_of(self.graph.outputs[i], arrays, outs))
         for i, param in self._copied_updates:
             np.copyto(self.params[param], outs[i])
-        return [outs[i] for i in self._returned]
 
     def run_steps(self, *arrays: np.ndarray) -> list[np.ndarray]:
         """Run the graph once per step in one native call: each input has a leading axis of steps
@@ -254,8 +248,8 @@ class Executable:
         effect from one step to the next, as if the steps were separate calls."""
         if len(arrays) != len(self._inputs):
             raise ShapeError(f"graph {self.graph.name!r} takes {len(self._inputs)} inputs "
-                             f"({', '.join(v.name for v in self._inputs)}), got {len(arrays)}")
-        arrays = [_checked_array(v, a) if np.ndim(a) else np.asarray(a) for v, a in zip(self._inputs, arrays)]
+                             f"({', '.join(self._input_names)}), got {len(arrays)}")
+        arrays = [checked_array(v, a) if np.ndim(a) else np.asarray(a) for v, a in zip(self._inputs, arrays)]
         counts = {a.shape[0] if a.ndim else -1 for a in arrays}
         if len(counts) != 1 or -1 in counts:
             raise ShapeError(f"run_steps: every input needs the same leading axis of steps; got "
@@ -265,60 +259,39 @@ class Executable:
             per_step = [self._execute([a[k] for a in arrays]) for k in range(count)]
             return [np.stack([outs[i] for outs in per_step]) for i in range(len(self._returned))]
         firsts = [a[0] for a in arrays]
-        shapes = tuple([a.shape for a in firsts])
-        binding = self._bindings.get(shapes) or self._bind(shapes, firsts)
+        binding = self._bindings.get(tuple([a.shape for a in firsts])) or self._bind(firsts)
         with self._busy:
-            outs, strides = self._point(binding, arrays, count)
-            status = self._steps(binding.pointers.ctypes.data, binding.sizes.ctypes.data, count,
-                                 strides.ctypes.data)
+            try:
+                outs, strides = self._point(binding, arrays, count)
+                status = self._steps(*binding.args, count, strides.ctypes.data)
+            finally:
+                binding.restore_kept()
         if status:
             raise self._kernel_error(status, firsts)
         return [outs[i] for i in self._returned]
 
-    def _point(self, binding: _Binding, arrays: list[np.ndarray], count: int):
+    def _point(self, binding: Binding, arrays: list[np.ndarray], count: int):
         """Point the table at stepped inputs and fresh stepped outputs; the byte strides."""
         strides = np.zeros(len(binding.pointers), np.int64)
-        for slot, array in zip(self._input_slots, arrays):
+        for slot, array in zip(self.input_slots, arrays):
             binding.pointers[slot] = array.ctypes.data
             strides[slot] = array[0].nbytes
         outs: list = [None] * len(binding.outputs)
-        for i, slot in self._owned:
+        for i, slot in self.owned:
             shape, dtype = binding.outputs[i]
             outs[i] = np.empty((count,) + shape, dtype)
             binding.pointers[slot] = outs[i].ctypes.data
             strides[slot] = outs[i][0].nbytes if count else 0
         return outs, strides
 
-    def _call(self, binding: _Binding, arrays: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
-        """Point the table at the inputs and fresh outputs, and make the one native call."""
-        pointers = binding.pointers
-        outs: list = [None] * len(binding.outputs)
-        kept = binding.kept
-        for i, slot in self._owned:
-            if i in kept:
-                pointers[slot] = kept[i][1]   # run_steps may have pointed the slot elsewhere
-            else:
-                shape, dtype = binding.outputs[i]
-                outs[i] = np.empty(shape, dtype)
-                pointers[slot] = address(outs[i])
-        if self._call_with_arrays is None:
-            for slot, array in zip(self._input_slots, arrays):
-                pointers[slot] = address(array)
-            status = self._entry(*binding.args)
-        else:   # the native code reads the inputs' data pointers itself
-            status = self._call_with_arrays(*binding.args, _DATA_OFFSET, *arrays)
-        for i, (buffer, _) in kept.items():
-            outs[i] = buffer.copy()
-        return outs, status
-
-    def _bind(self, shapes: tuple, arrays: list[np.ndarray]) -> _Binding:
+    def _bind(self, arrays: list[np.ndarray]) -> Binding:
         """The binding for inputs of these shapes: checked against the graph's input types once,
         made once per distinct symbol sizes, and kept for the last few shapes seen."""
-        env = _bind_symbols(self._inputs, arrays)
+        env = bind_symbols(self._inputs, arrays)
         sizes = tuple(env.values())
         with self._binding_lock:
-            binding = next((b for b in self._bindings.values() if b.key == sizes), None) or _Binding(self, env)
-            self._bindings[shapes] = binding
+            binding = next((b for b in self._bindings.values() if b.key == sizes), None) or Binding(self, env)
+            self._bindings[tuple([a.shape for a in arrays])] = binding
             while len(self._bindings) > _BINDINGS_KEPT:
                 del self._bindings[next(iter(self._bindings))]
         return binding
@@ -390,54 +363,11 @@ def _bindable(graph: Graph, v: Value) -> np.ndarray:
     return array
 
 
-_BYTE = ctypes.c_char * 1
-
-
-def _data_offset() -> int | None:
-    """Where a numpy array object keeps its data pointer (the field `PyArray_DATA` reads), found
-    on probe arrays; None, and the runtime asks each array instead, if it is not found."""
-    probes = [np.arange(n, dtype=np.float32) for n in (3, 5)]
-    for offset in range(8, 72, 8):
-        if all(ctypes.c_void_p.from_address(id(p) + offset).value == p.ctypes.data for p in probes):
-            return offset
-    return None
-
-
-_DATA_OFFSET = _data_offset()
-
-
-def address(array: np.ndarray) -> int:
-    """The address of an array's first byte; through the buffer protocol, which costs half of
-    `array.ctypes.data`, except for read-only and empty arrays."""
-    try:
-        return ctypes.addressof(_BYTE.from_buffer(array))
-    except (TypeError, ValueError):
-        return array.ctypes.data
-
-
-def _checked_array(v: Value, array) -> np.ndarray:
-    """`array` as the C-contiguous array of `v`'s dtype the native code reads, or a clear error."""
-    if type(array) is np.ndarray and array.dtype == v.type.dtype.numpy and array.flags.c_contiguous:
-        return array
-    if not isinstance(array, np.ndarray):
-        array = np.asarray(array)
-    if array.dtype != v.type.dtype.numpy:
-        raise ShapeError(f"input {v.name!r}: expected dtype {v.type.dtype}, received {array.dtype}")
-    if not array.flags.c_contiguous:
-        array = np.ascontiguousarray(array)
-    return array
-
-
-def _bind_symbols(inputs: Sequence[Value], arrays: Sequence[np.ndarray]) -> dict[str, int]:
-    env: dict[str, int] = {}
-    for v, array in zip(inputs, arrays):
-        bind_shape(v.type.shape, array.shape, env, f"input {v.name!r}")
-    return env
-
-
 _COMPILED: "collections.OrderedDict[tuple, Executable]" = collections.OrderedDict()
 _COMPILED_MAX = 64
-_BY_GRAPH: "weakref.WeakKeyDictionary[Graph, Executable]" = weakref.WeakKeyDictionary()
+# id(graph) -> (a weak reference to the graph, its executable). Not a WeakKeyDictionary: its
+# lookups compare the graphs with ==, which is a structural comparison of the whole graph.
+_BY_GRAPH: "dict[int, tuple[weakref.ref, Executable]]" = {}
 BACKENDS = ("cpu", "reference")
 
 
@@ -455,9 +385,9 @@ def executable(graph: Graph) -> "Executable | reference.Interpreter":
     (layers called eagerly build a fresh but equal graph on every call); or the interpreter."""
     if backend() == "reference":
         return reference.Interpreter(graph)
-    exe = _BY_GRAPH.get(graph)
-    if exe is not None:
-        return exe
+    known = _BY_GRAPH.get(id(graph))
+    if known is not None and known[0]() is graph:
+        return known[1]
     key = (str(graph), tuple((n, id(a)) for n, a in graph.params.items()))
     exe = _COMPILED.get(key)
     if exe is None:
@@ -467,8 +397,19 @@ def executable(graph: Graph) -> "Executable | reference.Interpreter":
             _COMPILED.popitem(last=False)
     else:
         _COMPILED.move_to_end(key)
-    _BY_GRAPH[graph] = exe
+    _remember(graph, exe)
     return exe
+
+
+def _remember(graph: Graph, exe: Executable) -> None:
+    """Find `exe` by `graph`'s identity for as long as the graph lives."""
+    key = id(graph)
+
+    def forget(ref: weakref.ref) -> None:
+        if _BY_GRAPH.get(key, (None,))[0] is ref:   # not a later graph given the same id
+            _BY_GRAPH.pop(key, None)
+
+    _BY_GRAPH[key] = (weakref.ref(graph, forget), exe)
 
 
 def run_graph(graph: Graph, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:

@@ -317,18 +317,18 @@ def test_outputs_of_successive_calls_and_steps_are_independent_arrays():
 def test_inputs_reach_the_native_code_with_or_without_reading_the_array_objects(monkeypatch):
     # The native call reads each input's data pointer from the numpy object (PyArray_DATA's
     # field); where that field is not found, the runtime passes addresses it asks for instead.
-    from nncompile.runtime import cpu
+    from nncompile.runtime import binding
 
-    assert cpu._DATA_OFFSET is not None
+    assert binding.DATA_OFFSET is not None
     b = Builder()
     x, y = b.input("x", f32[BATCH, 3]), b.input("y", f32[BATCH, 3])
     g = b.finish([b.sub(b.mul(x, y), y)], ["out"])
     rng = np.random.default_rng(6)
     xs = rng.standard_normal((2, 4, 3), dtype=np.float32)
     view = rng.standard_normal((4, 6), dtype=np.float32)[:, ::2]   # copied by the input check
-    for offset in (cpu._DATA_OFFSET, None):
-        monkeypatch.setattr(cpu, "_DATA_OFFSET", offset)
+    for offset in (binding.DATA_OFFSET, None):
+        monkeypatch.setattr(binding, "DATA_OFFSET", offset)
         exe = nncompile.compile(g)   # the way inputs reach the code is chosen per executable
-        assert (exe._call_with_arrays is None) == (offset is None)
+        assert (exe.native_call is None) == (offset is None)
         for first, second in ((xs[0], xs[1]), (view, xs[0])):
             assert_close(exe(first, second), first * second - second)
