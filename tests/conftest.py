@@ -6,6 +6,11 @@ import tempfile
 # The pass manager verifies the graph after every pass when this is set: on in tests.
 os.environ.setdefault("NNCOMPILE_VERIFY", "1")
 
+# numpy's BLAS (the reference interpreter's products, the tests' own numpy) on one thread: the
+# test processes already take every core, and OpenBLAS's threads spin-wait for each other, so a
+# product whose second thread has no core to run on waits a time slice for it.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 # Compiled code goes to a cache of this test session only (removed at exit), so runs are hermetic
 # and the user's own cache is never touched.
 if "NNCOMPILE_CACHE_DIR" not in os.environ:
