@@ -18,7 +18,7 @@ from __future__ import annotations
 import heapq
 
 from nncompile.ir.graph import Graph, Node, Value
-from nncompile.ir.types import is_symbol
+from nncompile.ir.dims import symbols_of
 from nncompile.passes.manager import register_pass
 from nncompile.passes.memory import is_view, nbytes, peak_live_bytes
 
@@ -73,7 +73,7 @@ def _descendants(start: int, users: dict[int, set[int]]) -> set[int]:
 def representative_env(graph: Graph) -> dict[str, int]:
     """Every symbol of the graph's value types bound to REPRESENTATIVE_SIZE."""
     values = [*graph.inputs, *(v for node in graph.nodes for v in node.outputs)]
-    return {d: REPRESENTATIVE_SIZE for v in values for d in v.type.shape if is_symbol(d)}
+    return {s: REPRESENTATIVE_SIZE for v in values for d in v.type.shape for s in symbols_of(d)}
 
 
 def greedy_order(graph: Graph, env: dict[str, int]) -> list[Node]:

@@ -33,7 +33,9 @@ from nncompile.codegen.target import JitModule
 from nncompile.ir.errors import ShapeError, VerifyError
 from nncompile.ir.graph import Graph, Node, Value
 from nncompile.ir.optable import Region, get_op, has_region, regions_of
-from nncompile.ir.types import bind_shape
+from nncompile.ir.dims import dim_value
+from nncompile.ir.sizes import check_sizes
+from nncompile.ir.types import bind_shape, resolve_shape
 from nncompile.ir.verifier import check_param
 from nncompile.passes.manager import PassManager
 from nncompile.passes.pipelines import pipeline as named_pipeline
@@ -118,6 +120,7 @@ class _Binding:
 
     def __init__(self, exe: "Executable", env: dict[str, int], plan: MemoryPlan | None = None):
         self.env = env
+        check_sizes(exe.graph, env)
         self.plan = plan or plan_memory(exe.graph, env)
         if _shares(self.plan) != exe.shares:
             raise ShapeError(f"graph {exe.graph.name!r}: buffer sharing changed with sizes {env}")
@@ -134,10 +137,9 @@ class _Binding:
                 self.pointers[slot] = exe.params[root.name].ctypes.data
         for i, param in exe._in_place.items():
             self.pointers[exe.layout.slots[exe.graph.outputs[i]]] = exe.params[param].ctypes.data
-        self.sizes = np.array([env[s] for s in exe.layout.symbols] or [0], np.int64)
+        self.sizes = np.array([dim_value(s, env) for s in exe.layout.symbols] or [0], np.int64)
         self.key = tuple(env.values())
-        self.outputs = [(tuple(env[d] if isinstance(d, str) else d for d in v.type.shape), v.type.dtype.numpy)
-                        for v in exe.graph.outputs]
+        self.outputs = [(resolve_shape(v.type.shape, env), v.type.dtype.numpy) for v in exe.graph.outputs]
         # Small outputs are written into buffers of the binding and copied out: a copy costs less
         # than a new array's address (see address()).
         self.kept = {}
@@ -163,8 +165,7 @@ class Executable:
         self.graph = graph = _hoist_constants(graph.copy())
         self.pass_report = passes.report()
         self.params = {v.name: _bindable(graph, v) for v in graph.param_inputs}
-        probe = {s: _PROBE_SIZE for s in codegen.graph_symbols(graph)}
-        self.shares = _shares(plan_memory(graph, probe))
+        self.shares = _shares(plan_memory(graph, _probe(graph)))
         self.layout = codegen.make_layout(graph, self.shares)
         self._key = disk_cache.entry_key("\n".join([str(graph), repr(sorted((str(k), str(v)) for k, v in
                                                                               _named(graph, self.shares)))]))
@@ -352,7 +353,7 @@ class Executable:
 
     def memory_plan(self, **sizes: int) -> MemoryPlan:
         """The memory plan at the given symbol sizes (the batch '?' is `batch`), default 1."""
-        env = {s: sizes.get("batch" if s == "?" else s, 1) for s in self.layout.symbols}
+        env = {s: sizes.get("batch" if s == "?" else s, 1) for s in codegen.graph_symbols(self.graph)}
         return plan_memory(self.graph, env)
 
 
@@ -426,6 +427,15 @@ def _checked_array(v: Value, array) -> np.ndarray:
     if not array.flags.c_contiguous:
         array = np.ascontiguousarray(array)
     return array
+
+
+def _probe(graph: Graph) -> dict[str, int]:
+    """Symbol sizes at which every expression over them comes to a size >= 1 (a window fits)."""
+    for size in (_PROBE_SIZE, 64, 4096):
+        env = {s: size for s in codegen.graph_symbols(graph)}
+        if all(dim_value(d, env) >= 1 for d in codegen.graph_sizes(graph)):
+            return env
+    return env
 
 
 def _bind_symbols(inputs: Sequence[Value], arrays: Sequence[np.ndarray]) -> dict[str, int]:

@@ -13,7 +13,8 @@ import numpy as np
 from nncompile.ir.errors import IRError, ShapeError
 from nncompile.ir.graph import Graph, Node, Value
 from nncompile.ir.optable import AttrKind, get_op
-from nncompile.ir.types import bind_shape, is_symbol, resolve_shape
+from nncompile.ir.sizes import check_sizes
+from nncompile.ir.types import bind_shape, resolve_shape
 
 
 def bind_inputs(graph: Graph, inputs: Sequence[np.ndarray] | Mapping[str, np.ndarray],
@@ -47,6 +48,7 @@ def bind_inputs(graph: Graph, inputs: Sequence[np.ndarray] | Mapping[str, np.nda
         if v.name not in params:
             raise ShapeError(f"graph {graph.name!r}: no value bound to parameter {v.name!r}")
         values[v] = _checked(v, params[v.name], env, "parameter")
+    check_sizes(graph, env)
     return values, env
 
 
@@ -64,7 +66,7 @@ def resolve_attrs(node: Node, env: Mapping[str, int]) -> dict:
     attrs = dict(node.attrs)
     for name, spec in opdef.attrs.items():
         if spec.kind is AttrKind.SHAPE:
-            attrs[name] = tuple(env[d] if is_symbol(d) else d for d in attrs[name])
+            attrs[name] = resolve_shape(attrs[name], env)
     return attrs
 
 

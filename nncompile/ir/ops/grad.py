@@ -35,9 +35,10 @@ def _check_static(name: str, t: TensorType, axes) -> None:
 
 
 def _check_positive(attrs: dict, name: str) -> tuple[int, int]:
+    """Two sizes >= 1; a size known only when run (a symbol or expression) is taken as it is."""
     value = attrs[name]
-    if len(value) != 2 or any(v < 1 for v in value):
-        raise ShapeError(f"attribute {name!r} is {value}; expected 2 ints >= 1")
+    if len(value) != 2 or any(not is_symbol(v) and v < 1 for v in value):
+        raise ShapeError(f"attribute {name!r} is {value}; expected 2 ints >= 1 or symbolic sizes")
     return value
 
 
@@ -90,7 +91,7 @@ def _conv2d_grad_input(xs: list[np.ndarray], attrs: dict) -> np.ndarray:
 
 
 defop("conv2d_grad_input", inputs=("dy", "w"), fusion=Fusion.OPAQUE, infer=_conv2d_grad_input_rule,
-      reference=_conv2d_grad_input, attrs={**_CONV_ATTRS, "input_hw": Attr(AttrKind.INTS)},
+      reference=_conv2d_grad_input, attrs={**_CONV_ATTRS, "input_hw": Attr(AttrKind.SHAPE)},
       doc="gradient of conv2d w.r.t. its input x (N, input_hw, Cin) from dy and the filter w")
 
 
@@ -99,7 +100,7 @@ def _conv2d_grad_filter_rule(ts: list[TensorType], attrs: dict) -> TensorType:
     check_window_attrs(attrs, ("strides", "pads", "dilations"))
     _check_nhwc("x", x)
     _check_nhwc("dy", dy)
-    _check_static("x", x, (1, 2, 3))
+    _check_static("x", x, (3,))
     _check_static("dy", dy, (3,))
     if x.dtype != dy.dtype or x.shape[0] != dy.shape[0]:
         raise ShapeError(f"x {x} and dy {dy} must share dtype and batch size")
@@ -145,7 +146,6 @@ def _max_pool2d_grad_rule(ts: list[TensorType], attrs: dict) -> TensorType:
     _check_nhwc("dy", dy)
     if x.dtype != dy.dtype or x.shape[0] != dy.shape[0]:
         raise ShapeError(f"x {x} and dy {dy} must share dtype and batch size")
-    _check_static("x", x, (1, 2))
     _check_dy(dy, _pool_out_hw(x.shape[1:3], attrs), x.shape[3], "pooling")
     return x
 
@@ -213,7 +213,7 @@ def _avg_pool2d_grad(xs: list[np.ndarray], attrs: dict) -> np.ndarray:
 
 
 defop("avg_pool2d_grad", inputs=("dy",), fusion=Fusion.OPAQUE, infer=_avg_pool2d_grad_rule,
-      reference=_avg_pool2d_grad, attrs={**_POOL_ATTRS, "input_hw": Attr(AttrKind.INTS)},
+      reference=_avg_pool2d_grad, attrs={**_POOL_ATTRS, "input_hw": Attr(AttrKind.SHAPE)},
       doc="gradient of avg_pool2d w.r.t. its input (N, input_hw, C): dy shared among the real "
           "elements of each window")
 

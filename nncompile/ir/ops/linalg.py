@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from nncompile.ir.dims import window_positions
 from nncompile.ir.errors import ShapeError
 from nncompile.ir.optable import OPS, Attr, AttrKind, Fusion, defop
 from nncompile.ir.types import Dim, TensorType, broadcast_shapes, is_symbol
@@ -59,10 +60,19 @@ defop("matmul", inputs=("a", "b"), fusion=Fusion.EPILOGUE, infer=_matmul_rule,
 
 # --- windows: shared by conv2d and pooling ------------------------------------------------------
 
-def same_pads(in_size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
-    """(before, after) padding of Keras/TensorFlow 'same': the output has ceil(in/stride) positions."""
-    for name, value, low in (("in_size", in_size, 0), ("kernel", kernel, 1), ("stride", stride, 1),
-                             ("dilation", dilation, 1)):
+def same_pads(in_size: Dim, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    """(before, after) padding of Keras/TensorFlow 'same': the output has ceil(in/stride) positions.
+    Over a symbolic size they are known only at stride 1 (extent - 1 in all, whatever the size);
+    at larger strides they would change with the size modulo the stride."""
+    for name, value, low in (("kernel", kernel, 1), ("stride", stride, 1), ("dilation", dilation, 1),
+                             ("in_size", in_size, 0)):
+        if is_symbol(value) and name == "in_size":
+            if stride != 1:
+                raise ShapeError(f"padding='same' with stride {stride} over a size known only when "
+                                 f"run ({value!r}) is not supported: its padding depends on the size; "
+                                 f"use padding='valid' or a known size")
+            total = (kernel - 1) * dilation
+            return total // 2, total - total // 2
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
             raise ShapeError(f"same_pads: {name} is {value!r}; expected an int >= {low}")
     out = -(-in_size // stride)
@@ -82,16 +92,11 @@ def check_window_attrs(attrs: dict, names: Sequence[str]) -> None:
 
 def window_output_size(size: Dim, kernel: int, stride: int, dilation: int, before: int, after: int,
                        axis: str) -> Dim:
-    """Positions of a (dilated) window sliding over `size` padded by `before`/`after`.
-
-    A symbolic size is allowed only where the window keeps it unchanged (1x1, stride 1, no pad).
-    """
+    """Positions of a (dilated) window sliding over `size` padded by `before`/`after`; over a
+    symbolic size, the expression of them (checked when the size is bound, see `window_fits`)."""
     extent = (kernel - 1) * dilation + 1
     if is_symbol(size):
-        if (extent, stride, before, after) != (1, 1, 0, 0):
-            raise ShapeError(f"{axis} is symbolic ({size!r}); only a 1-wide window with stride 1 "
-                             f"and no padding keeps it expressible")
-        return size
+        return window_positions(size, extent, stride, before + after)
     padded = size + before + after
     if extent > padded:
         raise ShapeError(f"window of {axis} spans {extent} (kernel {kernel}, dilation {dilation}) "

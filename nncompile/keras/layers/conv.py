@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from nncompile.ir import Builder, ShapeError, Value
+from nncompile.ir import Builder, Value
 from nncompile.ir.ops.linalg import same_pads
 from nncompile.keras import activations, backend, constraints, initializers, regularizers
 from nncompile.keras.layers.arguments import (ArgumentError, boolean, check_data_format,
@@ -25,9 +25,6 @@ def spatial_pads(sizes: Sequence, kernel: Sequence[int], strides: Sequence[int],
         return (0, 0, 0, 0)
     if padding == "causal":
         return (0, 0, (kernel[1] - 1) * dilations[1], 0)
-    if any(isinstance(size, str) for size in sizes):
-        raise ShapeError("padding='same' needs known spatial sizes; this input's are "
-                         f"{tuple(None if isinstance(v, str) else v for v in sizes)} (None is unknown)")
     (top, bottom), (left, right) = (same_pads(s, k, st, d)
                                      for s, k, st, d in zip(sizes, kernel, strides, dilations))
     return (top, bottom, left, right)

@@ -1,0 +1,61 @@
+"""Checks of a graph at bound symbol sizes: the sizes its symbolic expressions come to.
+
+A shape rule checks a window against a static size when the graph is built; over a symbolic size
+it can only write the expression of the positions (`(T+2)//3-2`). Whether the window fits is
+known once the sizes are bound, so the runtimes call `check_sizes` then, before running anything.
+"""
+from __future__ import annotations
+
+from typing import Iterator, Mapping
+
+from nncompile.ir.dims import dim_value, is_expression, symbols_of
+from nncompile.ir.errors import ShapeError
+from nncompile.ir.graph import Graph, Node
+from nncompile.ir.optable import OPS, infer_types, regions_of
+from nncompile.ir.types import TensorType
+
+
+def _nodes(graph: Graph) -> Iterator[Node]:
+    """The nodes without regions, those inside regions included: the ops that make the sizes."""
+    for node in graph.nodes:
+        regions = regions_of(node)
+        if not regions:
+            yield node
+        for region in regions:
+            yield from _nodes(region)
+
+
+def check_sizes(graph: Graph, env: Mapping[str, int]) -> None:
+    """Refuse sizes at which a symbolic dimension of some value comes to less than 1 and the op
+    that makes it refuses the concrete shapes (a window longer than its padded input): the
+    ShapeError names the op, its layer and the inputs whose sizes were bound."""
+    for node in _nodes(graph):
+        dims = {d for v in node.outputs for d in v.type.shape if is_expression(d)}
+        if any(symbols_of(d) <= env.keys() and dim_value(d, env) < 1 for d in dims):
+            _recheck(graph, node, env)
+
+
+def _recheck(graph: Graph, node: Node, env: Mapping[str, int]) -> None:
+    """Run the node's shape rule on the concrete shapes of its inputs."""
+    where = f"op {node.op!r}" + (f" of {node.loc!r}" if node.loc else "")
+    concrete = [TensorType(v.type.dtype, tuple(dim_value(d, env) for d in v.type.shape))
+                for v in node.inputs]
+    try:
+        infer_types(OPS[node.op], concrete, node.attrs, where)
+    except ShapeError as e:
+        raise ShapeError(f"{e}; {_bound_by(graph, env)}") from None
+    for v in node.outputs:
+        sizes = tuple(dim_value(d, env) for d in v.type.shape)
+        if min(sizes, default=0) < 0:
+            raise ShapeError(f"{where}: shape {v.type} comes to {sizes}; {_bound_by(graph, env)}")
+
+
+def _bound_by(graph: Graph, env: Mapping[str, int]) -> str:
+    """Which input axes gave the symbols their sizes, for a message."""
+    seen, parts = set(), []
+    for v in graph.inputs:
+        for axis, d in enumerate(v.type.shape):
+            if isinstance(d, str) and d in env and d not in seen and d != "?":
+                seen.add(d)
+                parts.append(f"axis {axis} of input {v.name!r} is {env[d]} ({d})")
+    return "; ".join(parts) or f"at sizes {dict(env)}"

@@ -1,0 +1,122 @@
+"""Symbolic dimensions that are expressions over symbols: canonical text, evaluation, types, the
+IR text round trip, windows over a symbolic size, and the check when sizes are bound."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import nncompile
+from nncompile.ir import Builder, ParseError, ShapeError, f32, parse, verify
+from nncompile.ir.dims import canonical, dim_value, substitute, symbols_of
+from nncompile.ir.types import TensorType
+from nncompile.runtime.reference import run
+
+CANONICAL = {
+    "(T-7)//3+1": "(T+2)//3-2",                 # a 7-wide window, stride 3
+    "(T+2)//3-2": "(T+2)//3-2",                 # the canonical text reads back as itself
+    "(T+1)//2": "(T+1)//2",                     # ceil(T / 2): 'same' at stride 2
+    "((T-7)//3+1-2)//2+1": "(T+2)//6-1",        # a pooling after the convolution: one division
+    "((T+1)//2+1)//2": "(T+3)//4",
+    "3*T-T*2": "T",
+    "T-T+4": 4,
+    "(4*T+3)//2": "T*2+1",
+    "(T-3*U)//4+U": "(T+U)//4",
+    "(T+1)//2*2": "(T+1)//2*2",
+    "-(T//3)": "-(T//3)",                       # not -T//3, which would read as (-T)//3
+    "?//2": "?//2",
+}
+
+
+@pytest.mark.parametrize("text", sorted(CANONICAL))
+def test_expressions_have_one_canonical_text_with_the_same_value(text):
+    form = canonical(text)
+    assert form == CANONICAL[text]
+    assert canonical(str(form)) == form
+    for t in range(0, 40):
+        for u in range(0, 4):
+            env = {"T": t, "U": u, "?": t}
+            expected = eval(text.replace("?", "T"), {"T": t, "U": u})
+            assert dim_value(form, env) == expected
+
+
+@pytest.mark.parametrize("text, message", [
+    ("T*U", "product of symbols"), ("T//0", "positive int"), ("T//U", "positive int"),
+    ("(T+1", "expected '\\)'"), ("T+", "expected an int"), ("T$1", "unexpected character"),
+])
+def test_what_is_not_a_dimension_is_refused(text, message):
+    with pytest.raises(ShapeError, match=message):
+        canonical(text)
+
+
+def test_symbols_substitution_and_unbound_sizes():
+    assert symbols_of("(T+U)//4-W") == {"T", "U", "W"}
+    assert symbols_of(5) == set()
+    assert substitute("(T+U)//4", {"U": 3}) == "(T+3)//4"
+    assert substitute("(T+2)//3-2", {"T": 20}) == 5
+    with pytest.raises(ShapeError, match="'T' is not bound"):
+        dim_value("(T+2)//3-2", {"U": 1})
+
+
+def test_types_with_equal_expressions_are_equal_and_print_them_quoted():
+    a = TensorType(f32, ("?", "(W-7)//3+1", 4))
+    b = TensorType(f32, ("?", "(W+2)//3-2", 4))
+    assert a == b and hash(a) == hash(b)
+    assert str(a) == 'f32[?,"(W+2)//3-2",4]'
+    assert TensorType(f32, ("W-W+3",)).shape == (3,)
+    with pytest.raises(ShapeError, match="must be an int >= 0"):
+        TensorType(f32, ("W-W-1",))
+
+
+def _strided_graph() -> tuple:
+    """conv2d (3x3, stride 2, dilation 2 across the width) and a max pooling over a symbolic
+    height and width."""
+    b = Builder(name="windows")
+    x = b.input("x", f32["?", "H", "W", 2])
+    rng = np.random.default_rng(0)
+    w = b.param("w", rng.standard_normal((3, 3, 2, 4)).astype(np.float32))
+    y = b.conv2d(x, w, strides=[1, 2], pads=[1, 1, 0, 0], dilations=[1, 2])
+    z = b.max_pool2d(b.relu(y), window=[2, 2], strides=[2, 2], pads=[0, 0, 0, 0])
+    return b.finish([z], ["z"]), b
+
+
+def test_windows_over_symbolic_sizes_give_expressions_that_round_trip():
+    g, _ = _strided_graph()
+    conv = g.nodes[0].outputs[0]
+    assert conv.type.shape == ("?", "H", "(W+1)//2-2", 4)
+    assert g.outputs[0].type.shape == ("?", "H//2", "(W+1)//4-1", 4)
+    text = str(g)
+    assert 'f32[?,H//2,"(W+1)//4-1",4]' not in text and 'f32[?,"H//2","(W+1)//4-1",4]' in text
+    back = parse(text)
+    assert back == g and str(back) == text
+    verify(back)
+
+
+def test_a_shape_attribute_holding_an_expression_round_trips():
+    b = Builder(name="grad")
+    dy = b.input("dy", f32["?", 1, "(W+2)//3-2", 4])
+    w = b.input("w", f32[1, 7, 8, 4])
+    dx = b.conv2d_grad_input(dy, w, input_hw=[1, "W"], strides=[1, 3])
+    assert dx.type.shape == ("?", 1, "W", 8)
+    g = b.finish([dx], ["dx"])
+    assert parse(str(g)) == g
+
+
+def test_a_malformed_expression_in_the_text_is_a_parse_error():
+    with pytest.raises(ParseError, match="product of symbols"):
+        parse('func @f(%x: f32["T*U"]) -> (x: f32["T*U"]) {\n  return %x\n}')
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_one_executable_runs_every_size_and_refuses_a_window_too_long(backend, monkeypatch):
+    monkeypatch.setenv("NNCOMPILE_BACKEND", backend)
+    g, b = _strided_graph()
+    exe = nncompile.compile(g)
+    rng = np.random.default_rng(1)
+    for h, w in [(2, 7), (3, 20), (5, 101)]:
+        x = rng.standard_normal((2, h, w, 2)).astype(np.float32)
+        expected = run(g, [x], g.params)[0]
+        assert expected.shape == (2, h // 2, (w + 1) // 4 - 1, 4)
+        np.testing.assert_allclose(exe(x), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ShapeError, match=r"op 'conv2d': window of width spans 5 .* padded input is 4 .*"
+                                         r"axis 2 of input 'x' is 4 \(W\)"):
+        exe(np.zeros((1, 4, 4, 2), np.float32))
