@@ -39,8 +39,8 @@ def emit_direct(k: Kernel, node: Node, image: Value, pixels: Value, kernel_hw: t
     (sh, sw), (dh, dw), pads = node.attrs["strides"], node.attrs["dilations"], node.attrs["pads"]
     with for_nest(b, [batch, oh, ow], name="p") as (n, r, q):
         y_at = _pixel(b, n, r, q, oh, ow, cout)
-        h0 = b.sub(b.mul(r, const(sh)), const(pads[0]))
-        w0 = b.sub(b.mul(q, const(sw)), const(pads[2]))
+        h0 = b.sub(b.mul(r, const(sh)), as_i64(k.dim(pads[0])))
+        w0 = b.sub(b.mul(q, const(sw)), as_i64(k.dim(pads[2])))
         with for_nest(b, list(kernel_hw), name="t") as (i, j):
             ih, iw = b.add(h0, b.mul(i, const(dh))), b.add(w0, b.mul(j, const(dw)))
             inside = b.and_(b.icmp_unsigned("<", ih, as_i64(h)), b.icmp_unsigned("<", iw, as_i64(w)))

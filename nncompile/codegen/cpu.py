@@ -20,7 +20,7 @@ one slot, so a kernel never sees two `noalias` pointers to the same bytes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 from llvmlite import ir
 
@@ -33,7 +33,7 @@ from nncompile.codegen.target import new_module, tune
 from nncompile.ir.dims import is_expression
 from nncompile.ir.errors import IRError
 from nncompile.ir.graph import Graph, Node, Value
-from nncompile.ir.optable import OPS, Fusion, Region, get_op, has_region, regions_of
+from nncompile.ir.optable import OPS, AttrKind, Fusion, Region, get_op, has_region, regions_of
 from nncompile.ir.types import is_symbol
 
 ENTRY = "nncompile_entry"
@@ -66,19 +66,24 @@ def graph_symbols(graph: Graph) -> list[str]:
 
 def graph_sizes(graph: Graph) -> list[str]:
     """The sizes the entry takes: the input symbols, then every expression over them that a
-    value's type holds (fused bodies included), which the runtime evaluates when it binds them."""
+    value's type or a shape attribute (pads) holds, fused bodies included, which the runtime
+    evaluates when it binds the symbols."""
     sizes = graph_symbols(graph)
-    for v in _typed_values(graph):
-        sizes.extend(d for d in v.type.shape if is_expression(d) and d not in sizes)
+    sizes.extend(dict.fromkeys(d for d in _dims(graph) if is_expression(d) and d not in sizes))
     return sizes
 
 
-def _typed_values(graph: Graph) -> list[Value]:
-    values = [*graph.inputs, *(v for n in graph.nodes for v in n.outputs)]
+def _dims(graph: Graph) -> Iterator:
+    for v in graph.inputs:
+        yield from v.type.shape
     for node in graph.nodes:
+        for v in node.outputs:
+            yield from v.type.shape
+        for name, spec in get_op(node.op).attrs.items():
+            if spec.kind is AttrKind.SHAPE:
+                yield from node.attrs.get(name) or ()
         for region in regions_of(node):
-            values += _typed_values(region)
-    return values
+            yield from _dims(region)
 
 
 def _all_values(graph: Graph) -> list[Value]:

@@ -296,8 +296,8 @@ def _pool_windows(k: Kernel, node: Node, x_dims, dy, visit) -> None:
     _, oh, ow, _ = k.dims(dy)
     with for_nest(b, [batch, oh, ow], name="p") as (n, r, q):
         dy_row = b.mul(b.add(b.mul(b.add(b.mul(n, as_i64(oh)), r), as_i64(ow)), q), as_i64(c))
-        h0 = b.sub(b.mul(r, const(sh)), const(top))
-        w0 = b.sub(b.mul(q, const(sw)), const(left))
+        h0 = b.sub(b.mul(r, const(sh)), as_i64(k.dim(top)))
+        w0 = b.sub(b.mul(q, const(sw)), as_i64(k.dim(left)))
         base = b.mul(b.add(b.mul(b.add(b.mul(n, as_i64(h)), h0), as_i64(w)), w0), as_i64(c))
         visit(dy_row, base, _window(b, h0, kh, h), _window(b, w0, kw, w))
 
@@ -333,15 +333,16 @@ def _emit_max_pool_task(k: Kernel, node: Node, dtype: DType) -> ir.Function:
     ptr = ty.as_pointer()
     lanes = target.vector_lanes(dtype.itemsize)
     task, b, ctx, index, count = parallel.task_function(k.module, k.module.get_unique_name("max_pool_grad"))
-    x, dy, dx, batch, channels, *sizes = gemm.unpack_fields(b, ctx, [ptr, ptr, ptr] + [i64] * 6)
+    x, dy, dx, batch, channels, *sizes = gemm.unpack_fields(b, ctx, [ptr, ptr, ptr] + [i64] * 8)
     _, h, w, static_channels = node.inputs[0].type.shape
     # whole vectors of a static channel count take plain loads and stores (masked ones cost more)
     whole = isinstance(static_channels, int) and static_channels % lanes == 0
     channels = const(static_channels) if isinstance(static_channels, int) else channels
     _, oh, ow, _ = node.inputs[1].type.shape
-    # sizes known only when run (a sequence of any length) come from the fields
-    h, w, oh, ow = (const(d) if isinstance(d, int) else v for d, v in zip((h, w, oh, ow), sizes))
     (kh, kw), (sh, sw), (top, _, left, _) = node.attrs["window"], node.attrs["strides"], node.attrs["pads"]
+    # sizes known only when run (a sequence of any length, its 'same' pads) come from the fields
+    h, w, oh, ow, top, left = (const(d) if isinstance(d, int) else v
+                               for d, v in zip((h, w, oh, ow, top, left), sizes))
     vec = ir.VectorType(ty, lanes)
     overlapping = sh < kh or sw < kw
     best_slot, done_slot = entry_alloca(b, vec), entry_alloca(b, ir.VectorType(ir.IntType(1), lanes))
@@ -360,8 +361,8 @@ def _emit_max_pool_task(k: Kernel, node: Node, dtype: DType) -> ir.Function:
                     return simd.load_vector(b, at(b, base, offset), lanes)
                 return simd.masked_load(b, at(b, base, offset), mask)
 
-            h0 = b.sub(b.mul(r, const(sh)), const(top))
-            w0 = b.sub(b.mul(q, const(sw)), const(left))
+            h0 = b.sub(b.mul(r, const(sh)), top)
+            w0 = b.sub(b.mul(q, const(sw)), left)
             rows, cols = _window(b, h0, kh, h), _window(b, w0, kw, w)
             corner = b.add(b.mul(b.add(b.mul(b.add(b.mul(n, h), h0), w), w0), channels), c0)
 
@@ -403,8 +404,10 @@ def _max_pool2d_grad(k: Kernel, node: Node) -> None:
     batch = as_i64(k.dims(x)[0])
     big = b.icmp_signed(">=", as_i64(k.size(x)), const(POOL_PARALLEL_ELEMENTS))
     tasks = b.select(big, smin(b, batch, const(parallel.num_threads())), const(1))
-    sizes = [as_i64(d) for d in (*k.dims(x)[1:], *k.dims(dy)[1:3])]
-    fields = gemm.pack_fields(b, [k.ptr(x), k.ptr(dy), k.ptr(dx), batch, sizes[2], *sizes[:2], *sizes[3:]])
+    (h, w, c), (oh, ow) = k.dims(x)[1:], k.dims(dy)[1:3]
+    top, _, left, _ = node.attrs["pads"]
+    sizes = [as_i64(d) for d in (c, h, w, oh, ow, k.dim(top), k.dim(left))]
+    fields = gemm.pack_fields(b, [k.ptr(x), k.ptr(dy), k.ptr(dx), batch, *sizes])
     b.call(parallel.emit_parallel_for(k.module), [task, fields, tasks])
 
 

@@ -14,6 +14,7 @@ A symbolic size is evaluated wherever sizes are bound (`dim_value`), from the sy
 from __future__ import annotations
 
 import functools
+import math
 import re
 from dataclasses import dataclass
 from typing import Mapping
@@ -179,6 +180,16 @@ def is_expression(dim) -> bool:
     return isinstance(dim, str) and not SYMBOL.fullmatch(dim)
 
 
+def factored(dim: str) -> tuple[int, str]:
+    """(k, rest) with dim == rest * k and k the largest such int (T*4-8 -> 4, T-2), so that a
+    reshape compares the sizes it keeps and makes by the symbolic parts they hold."""
+    if SYMBOL.fullmatch(dim):
+        return 1, dim
+    form = _read(dim)
+    k = math.gcd(form.const, *(c for _, c in form.terms))
+    return (k, str(_sum(form.const // k, {a: c // k for a, c in form.terms}))) if k > 1 else (1, dim)
+
+
 def symbols_of(dim) -> set[str]:
     """The symbols a dimension depends on (none for an int)."""
     if not isinstance(dim, str):
@@ -233,7 +244,7 @@ def _substituted(form: _Sum, sizes: Mapping[str, int]) -> _Sum:
     return out
 
 
-def window_positions(size, extent: int, stride: int, pads: int) -> int | str:
+def window_positions(size, extent: int, stride: int, pads) -> int | str:
     """(size + pads - extent) // stride + 1: the positions of a window of `extent` sliding by
-    `stride` over a symbolic `size` padded by `pads` in all."""
-    return canonical(f"({size}{pads - extent:+d})//{stride}+1")
+    `stride` over `size` padded by `pads` in all, one of them symbolic."""
+    return canonical(f"({size}+({pads})-{extent})//{stride}+1")

@@ -11,8 +11,8 @@ from typing import Iterator, Mapping
 from nncompile.ir.dims import dim_value, is_expression, symbols_of
 from nncompile.ir.errors import ShapeError
 from nncompile.ir.graph import Graph, Node
-from nncompile.ir.optable import OPS, infer_types, regions_of
-from nncompile.ir.types import TensorType
+from nncompile.ir.optable import OPS, AttrKind, get_op, infer_types, regions_of
+from nncompile.ir.types import TensorType, resolve_shape
 
 
 def _nodes(graph: Graph) -> Iterator[Node]:
@@ -35,13 +35,22 @@ def check_sizes(graph: Graph, env: Mapping[str, int]) -> None:
             _recheck(graph, node, env)
 
 
+def resolve_attrs(node: Node, env: Mapping[str, int]) -> dict:
+    """The node's attributes with the symbolic sizes in shape attributes (a reshape's target,
+    'same' pads) replaced by the sizes they come to."""
+    attrs = dict(node.attrs)
+    for name, spec in get_op(node.op).attrs.items():
+        if spec.kind is AttrKind.SHAPE:
+            attrs[name] = resolve_shape(attrs[name], env)
+    return attrs
+
+
 def _recheck(graph: Graph, node: Node, env: Mapping[str, int]) -> None:
     """Run the node's shape rule on the concrete shapes of its inputs."""
     where = f"op {node.op!r}" + (f" of {node.loc!r}" if node.loc else "")
-    concrete = [TensorType(v.type.dtype, tuple(dim_value(d, env) for d in v.type.shape))
-                for v in node.inputs]
+    concrete = [TensorType(v.type.dtype, resolve_shape(v.type.shape, env)) for v in node.inputs]
     try:
-        infer_types(OPS[node.op], concrete, node.attrs, where)
+        infer_types(OPS[node.op], concrete, resolve_attrs(node, env), where)
     except ShapeError as e:
         raise ShapeError(f"{e}; {_bound_by(graph, env)}") from None
     for v in node.outputs:

@@ -8,6 +8,7 @@ import pytest
 import nncompile
 from nncompile.ir import Builder, ParseError, ShapeError, f32, parse, verify
 from nncompile.ir.dims import canonical, dim_value, substitute, symbols_of
+from nncompile.ir.ops.linalg import same_pads
 from nncompile.ir.types import TensorType
 from nncompile.runtime.reference import run
 
@@ -101,6 +102,17 @@ def test_a_shape_attribute_holding_an_expression_round_trips():
     assert parse(str(g)) == g
 
 
+def test_a_reshape_keeping_one_symbolic_dimension_flattens_it_into_an_expression():
+    b = Builder(name="flatten")
+    x = b.input("x", f32["?", "(W+2)//3-2", 4])
+    flat = b.reshape(x, shape=["?", -1])
+    assert flat.type.shape == ("?", "(W+2)//3*4-8")
+    assert b.reshape(flat, shape=["?", "(W+2)//3-2", 4]).type == x.type     # and back (its VJP)
+    y = b.input("y", f32["?", "H", "W"])
+    with pytest.raises(ShapeError, match=r"would stand for H \* W"):
+        b.reshape(y, shape=["?", -1])
+
+
 def test_a_malformed_expression_in_the_text_is_a_parse_error():
     with pytest.raises(ParseError, match="product of symbols"):
         parse('func @f(%x: f32["T*U"]) -> (x: f32["T*U"]) {\n  return %x\n}')
@@ -120,3 +132,20 @@ def test_one_executable_runs_every_size_and_refuses_a_window_too_long(backend, m
     with pytest.raises(ShapeError, match=r"op 'conv2d': window of width spans 5 .* padded input is 4 .*"
                                          r"axis 2 of input 'x' is 4 \(W\)"):
         exe(np.zeros((1, 4, 4, 2), np.float32))
+
+
+def test_same_pads_over_a_symbolic_size_are_expressions_that_round_trip():
+    for kernel, stride, dilation in [(3, 2, 1), (7, 3, 1), (4, 4, 1), (3, 2, 2), (5, 1, 1)]:
+        before, after = same_pads("W", kernel, stride, dilation)
+        for w in range(1, 40):
+            sizes = (dim_value(before, {"W": w}), dim_value(after, {"W": w}))
+            assert sizes == same_pads(w, kernel, stride, dilation)
+    b = Builder(name="same")
+    x = b.input("x", f32["?", 1, "W", 2])
+    w = b.param("w", np.ones((1, 7, 2, 3), np.float32))
+    y = b.conv2d(x, w, strides=[1, 3], pads=[0, 0, *same_pads("W", 7, 3, 1)])
+    assert y.type.shape == ("?", 1, "(W+2)//3", 3)          # ceil(W / 3)
+    g = b.finish([y], ["y"])
+    assert parse(str(g)) == g
+    with pytest.raises(ShapeError, match="narrower than its stride"):
+        same_pads("W", 1, 2, 1)

@@ -354,8 +354,8 @@ ERRORS = {
     "pool zero window": (lambda b: b.max_pool2d(_x(b, f32[1, 4, 4, 1]), window=[0, 2], strides=[1, 1]),
                          r"op 'max_pool2d'.*'window'.*2 ints >= 1"),
     # reshape and friends
-    "reshape hides a symbol": (lambda b: b.reshape(_x(b, f32[BATCH, 5, 5, 64]), shape=[-1, 64]),
-                               r"op 'reshape'.*-1 would stand for \? \* 25, which is not expressible"),
+    "reshape hides two symbols": (lambda b: b.reshape(_x(b, f32[BATCH, "H", 5, 64]), shape=[-1, 64]),
+                                  r"op 'reshape'.*-1 would stand for \? \* H \* 5, which is not expressible"),
     "reshape count": (lambda b: b.reshape(_x(b), shape=[BATCH, 5]),
                       r"op 'reshape'.*12 elements cannot become 5"),
     "reshape two holes": (lambda b: b.reshape(_x(b), shape=[-1, -1]), r"op 'reshape'.*at most one .*-1"),

@@ -17,28 +17,41 @@ LENGTHS = (7, 20, 101)
 LR = 0.05
 
 
+def same(x, axis, extent, stride, value=0.0):
+    """`x` padded along `axis` as TensorFlow's 'same' does: ceil(size / stride) positions, the
+    odd pad element after."""
+    size = x.shape[axis]
+    total = max((math.ceil(size / stride) - 1) * stride + extent - size, 0)
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = (total // 2, total - total // 2)
+    return np.pad(x, widths, constant_values=value)
+
+
 def conv(x, kernel, bias, stride=1, padding="valid", dilation=1):
-    """1-D convolution (N, L, C) by (K, C, F) with TensorFlow's 'same' (odd pad after)."""
+    """1-D convolution (N, L, C) by (K, C, F)."""
     k = kernel.shape[0]
     extent = (k - 1) * dilation + 1
     if padding == "same":
-        out = math.ceil(x.shape[1] / stride)
-        total = max((out - 1) * stride + extent - x.shape[1], 0)
-        x = np.pad(x, ((0, 0), (total // 2, total - total // 2), (0, 0)))
+        x = same(x, 1, extent, stride)
     positions = (x.shape[1] - extent) // stride + 1
     y = np.stack([sum(x[:, p * stride + t * dilation] @ kernel[t] for t in range(k))
                   for p in range(positions)], axis=1)
     return y + bias
 
 
-def pool(x, size, stride, reduce):
+def pool(x, size, stride, reduce, padding="valid"):
+    """1-D pooling; 'same' pads with NaN, which `reduce` (nanmax, nanmean) skips."""
+    if padding == "same":
+        x = same(x, 1, size, stride, np.nan)
     positions = (x.shape[1] - size) // stride + 1
     return np.stack([reduce(x[:, p * stride:p * stride + size], axis=1) for p in range(positions)], axis=1)
 
 
-def conv2d(x, kernel, bias, stride):
-    """2-D 'valid' convolution (N, H, W, C) by (KH, KW, C, F)."""
+def conv2d(x, kernel, bias, stride, padding):
+    """2-D convolution (N, H, W, C) by (KH, KW, C, F)."""
     kh, kw = kernel.shape[:2]
+    if padding == "same":
+        x = same(same(x, 1, kh, stride), 2, kw, stride)
     oh, ow = (x.shape[1] - kh) // stride + 1, (x.shape[2] - kw) // stride + 1
     y = np.zeros((x.shape[0], oh, ow, kernel.shape[3]))
     for i in range(oh):
@@ -104,6 +117,12 @@ STACKS = {   # layers after Input((None, 2)), and the same computation in numpy 
         lambda x, w: pool(conv(x, *w[:2], dilation=2), 3, 2, np.max)),
     "strided average pooling": (lambda: [keras.layers.AveragePooling1D(4, strides=3)],
                                 lambda x, w: pool(x, 4, 3, np.mean)),
+    "same, strided": (lambda: [keras.layers.Conv1D(3, 7, strides=3, padding="same")],
+                      lambda x, w: conv(x, *w[:2], stride=3, padding="same")),
+    "same, strided pooling": (
+        lambda: [keras.layers.MaxPooling1D(3, strides=2, padding="same"),
+                 keras.layers.AveragePooling1D(4, strides=3, padding="same")],
+        lambda x, w: pool(pool(x, 3, 2, np.nanmax, "same"), 4, 3, np.nanmean, "same")),
 }
 
 
@@ -121,50 +140,67 @@ def test_conv_and_pooling_stacks_match_numpy_at_every_length(case, backend, monk
         np.testing.assert_allclose(model.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_conv2d_over_a_symbolic_height_and_width(monkeypatch):
+def test_flatten_of_an_unknown_length_is_unknown_and_dense_after_it_refused_as_in_keras():
+    model = keras.Sequential([keras.Input((None, 3)), keras.layers.Conv1D(4, 3, strides=2), keras.layers.Flatten()])
+    assert model.output_shape == (None, None)
+    kernel, bias = model.get_weights()
+    for length in LENGTHS:
+        x = np.random.default_rng(length).standard_normal((2, length, 3)).astype(np.float32)
+        expected = conv(x.astype(np.float64), kernel, bias, stride=2).reshape(2, -1)
+        np.testing.assert_allclose(model.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"last dimension of the inputs to a Dense layer should be defined"):
+        keras.Sequential([keras.Input((None, 3)), keras.layers.Conv1D(4, 3), keras.layers.Flatten(),
+                          keras.layers.Dense(2)])
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+def test_conv2d_over_a_symbolic_height_and_width(padding, monkeypatch):
     made = _counting_compiles(monkeypatch)
-    model = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(4, 3, strides=2),
+    model = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(4, 3, strides=2, padding=padding),
                               keras.layers.MaxPooling2D(2), keras.layers.GlobalAveragePooling2D()])
     assert model.layers[0].compute_output_shape((None, None, None, 3)) == (None, None, None, 4)
     kernel, bias = model.get_weights()
     rng = np.random.default_rng(2)
     for h, w in [(7, 9), (20, 11), (31, 40)]:
         x = rng.standard_normal((2, h, w, 3)).astype(np.float32)
-        y = conv2d(x.astype(np.float64), kernel, bias, 2)
+        y = conv2d(x.astype(np.float64), kernel, bias, 2, padding)
         oh, ow = y.shape[1] // 2, y.shape[2] // 2
         pooled = y[:, :oh * 2, :ow * 2].reshape(2, oh, 2, ow, 2, 4).max(axis=(2, 4))
         np.testing.assert_allclose(model.predict(x, verbose=0), pooled.mean(axis=(1, 2)), rtol=1e-5, atol=1e-5)
     assert len(made) == 1
 
 
-def _trained_model():
-    model = keras.Sequential([keras.Input((None, 3)), keras.layers.Conv1D(2, 3, strides=2),
+def _trained_model(padding="valid"):
+    model = keras.Sequential([keras.Input((None, 3)), keras.layers.Conv1D(2, 3, strides=2, padding=padding),
                               keras.layers.MaxPooling1D(2), keras.layers.GlobalAveragePooling1D(),
                               keras.layers.Dense(1)])
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=LR), loss="mse")
     return model
 
 
-def _loss(weights, x, t):
+def _loss(weights, x, t, padding):
     kernel, bias, dense, dense_bias = weights
-    y = pool(conv(x, kernel, bias, stride=2), 2, 2, np.max).mean(axis=1)
+    y = pool(conv(x, kernel, bias, stride=2, padding=padding), 2, 2, np.max).mean(axis=1)
     return np.mean((y @ dense + dense_bias - t) ** 2)
 
 
+@pytest.mark.parametrize("padding", ["valid", "same"])
 @pytest.mark.parametrize("backend", ["cpu", "reference"])
-def test_a_training_step_follows_finite_differences_at_two_lengths(backend, monkeypatch):
+def test_a_training_step_follows_finite_differences_at_two_lengths(backend, padding, monkeypatch):
     monkeypatch.setenv("NNCOMPILE_BACKEND", backend)
+    made = _counting_compiles(monkeypatch)
     keras.utils.set_random_seed(4)
-    model = _trained_model()
+    model = _trained_model(padding)
     rng = np.random.default_rng(3)
     for length in (9, 24):
         x, t = rng.standard_normal((4, length, 3)), rng.standard_normal((4, 1))
         weights = [w.astype(np.float64) for w in model.get_weights()]
-        grads = gradients(lambda: _loss(weights, x, t), weights, eps=1e-6)
+        grads = gradients(lambda: _loss(weights, x, t, padding), weights, eps=1e-6)
         loss = model.train_on_batch(x.astype(np.float32), t.astype(np.float32))
-        assert loss == pytest.approx(_loss(weights, x, t), rel=1e-4)
+        assert loss == pytest.approx(_loss(weights, x, t, padding), rel=1e-4)
         for got, weight, grad in zip(model.get_weights(), weights, grads):
             np.testing.assert_allclose(got, weight - LR * grad, rtol=1e-4, atol=1e-5)
+    assert made == (["train_step"] if backend == "cpu" else [])     # one step for both lengths
 
 
 def test_fit_lowers_the_loss_and_compiled_steps_match_the_reference(monkeypatch):

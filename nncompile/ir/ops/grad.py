@@ -14,14 +14,14 @@ import numpy as np
 
 from nncompile.ir.dtypes import DType
 from nncompile.ir.errors import ShapeError
-from nncompile.ir.ops.linalg import check_window_attrs, pad_spatial, window_output_size, windows
+from nncompile.ir.ops.linalg import check_window_attrs, pad_spatial, pads_within, window_output_size, windows
 from nncompile.ir.optable import Attr, AttrKind, Fusion, defop
 from nncompile.ir.types import TensorType, is_symbol, normalize_axis
 
-_CONV_ATTRS = {"strides": Attr(AttrKind.INTS, (1, 1)), "pads": Attr(AttrKind.INTS, (0, 0, 0, 0)),
+_CONV_ATTRS = {"strides": Attr(AttrKind.INTS, (1, 1)), "pads": Attr(AttrKind.SHAPE, (0, 0, 0, 0)),
                "dilations": Attr(AttrKind.INTS, (1, 1)), "groups": Attr(AttrKind.INT, 1)}
 _POOL_ATTRS = {"window": Attr(AttrKind.INTS), "strides": Attr(AttrKind.INTS),
-               "pads": Attr(AttrKind.INTS, (0, 0, 0, 0))}
+               "pads": Attr(AttrKind.SHAPE, (0, 0, 0, 0))}
 
 
 def _check_nhwc(name: str, t: TensorType) -> None:
@@ -133,7 +133,7 @@ defop("conv2d_grad_filter", inputs=("x", "dy"), fusion=Fusion.OPAQUE, infer=_con
 
 def _pool_out_hw(in_hw, attrs) -> tuple[int, int]:
     (kh, kw), (sh, sw), (top, bottom, left, right) = attrs["window"], attrs["strides"], attrs["pads"]
-    if max(top, bottom) >= kh or max(left, right) >= kw:
+    if not pads_within(attrs["pads"], attrs["window"]):
         raise ShapeError(f"pads {attrs['pads']} must be smaller than the window {attrs['window']}")
     return (window_output_size(in_hw[0], kh, sh, 1, top, bottom, "height"),
             window_output_size(in_hw[1], kw, sw, 1, left, right, "width"))

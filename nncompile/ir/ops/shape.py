@@ -11,6 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from nncompile.ir.dtypes import DType
+from nncompile.ir.dims import canonical, factored
 from nncompile.ir.errors import ShapeError
 from nncompile.ir.ops.reduction import normalize_axes
 from nncompile.ir.optable import OPS, Attr, AttrKind, Fusion, defop
@@ -27,10 +28,13 @@ def _show(shape: Sequence[Dim]) -> str:
 # --- reshape ----------------------------------------------------------------------------------
 
 def _split_dims(dims) -> tuple[int, Counter]:
-    """The product of the static dims and the multiset of symbols."""
+    """The product of the static dims and of the int factors of the symbolic ones (T*4 counts 4),
+    and the multiset of what is left of the symbolic ones."""
     product, symbols = 1, Counter()
     for d in dims:
         if is_symbol(d):
+            factor, d = factored(d)
+            product *= factor
             symbols[d] += 1
         else:
             product *= d
@@ -56,6 +60,9 @@ def _reshape_rule(ts: list[TensorType], attrs: dict) -> TensorType:
         return x.with_shape(target)
     if in_syms:
         factor = in_size // out_size if out_size and in_size % out_size == 0 else f"{in_size}/{out_size}"
+        if sum(in_syms.values()) == 1 and isinstance(factor, int):   # Flatten of (T, 4): T*4
+            hole = canonical(f"({next(iter(in_syms))})*{factor}")
+            return x.with_shape(tuple(hole if d == -1 else d for d in target))
         hole = " * ".join(list(in_syms.elements()) + ([str(factor)] if factor != 1 else []))
         raise ShapeError(f"{what}: the -1 would stand for {hole}, which is not expressible "
                          f"(keep the symbolic dimension in the target shape)")
