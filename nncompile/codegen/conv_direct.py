@@ -16,8 +16,9 @@ from __future__ import annotations
 from llvmlite import ir
 
 from nncompile.codegen import elementwise
-from nncompile.codegen.kernel import Dim, Kernel, product
-from nncompile.codegen.loops import as_i64, const, for_nest, for_range
+from nncompile.codegen.kernel import Dim, Kernel, product, scalar_type
+from nncompile.codegen.loop import FAST
+from nncompile.codegen.loops import as_i64, const, entry_alloca, for_nest, for_range
 from nncompile.ir.graph import Node, Value
 
 
@@ -58,16 +59,30 @@ def _pixel(b: ir.IRBuilder, n: ir.Value, r: ir.Value, q: ir.Value, h: Dim, w: Di
 def _channels(b: ir.IRBuilder, node: Node, buffers: dict[str, ir.Value], target: str,
               at: tuple[ir.Value, ir.Value, ir.Value], channels: tuple[int, int]) -> None:
     """For every group g, input channel c and output channel o of one tap of one pixel: the
-    target's element += the product of the other two buffers' elements."""
+    target's element += the product of the other two buffers' elements. An image element (the
+    input gradient) gets a sum over o, kept in a register and reassociated so that it vectorizes
+    (in memory, with strict float order, it ran 15 times slower than the other two)."""
     x_at, y_at, tap = at
     cin, cout = channels
     groups = node.attrs["groups"]
     cg, og = cin // groups, cout // groups
-    with for_nest(b, [groups, cg, og], name="ch") as (g, c, o):
+
+    def pointers(g, c, o):
         column = b.add(b.mul(g, const(og)), o)
         offsets = {"x": b.add(x_at, b.add(b.mul(g, const(cg)), c)),
                    "y": b.add(y_at, column),
                    "w": b.add(b.mul(b.add(b.mul(tap, const(cg)), c), const(cout)), column)}
-        ptrs = {name: b.gep(buffers[name], [offset]) for name, offset in offsets.items()}
-        left, right = (b.load(ptrs[name]) for name in "xwy" if name != target)
-        b.store(b.fadd(b.load(ptrs[target]), b.fmul(left, right)), ptrs[target])
+        return {name: b.gep(buffers[name], [offset]) for name, offset in offsets.items()}
+
+    with for_nest(b, [groups, cg], name="ch") as (g, c):
+        if target == "x":
+            total = entry_alloca(b, scalar_type(node.outputs[0].type.dtype))
+            b.store(elementwise.constant(node.outputs[0].type.dtype, 0, None), total)
+        with for_range(b, og, name="o") as o:
+            ptrs = pointers(g, c, o)
+            left, right = (b.load(ptrs[name]) for name in "xwy" if name != target)
+            into = total if target == "x" else ptrs[target]
+            b.store(b.fadd(b.load(into), b.fmul(left, right, flags=FAST), flags=FAST), into)
+        if target == "x":
+            ptr = pointers(g, c, const(0))["x"]
+            b.store(b.fadd(b.load(ptr), b.load(total)), ptr)

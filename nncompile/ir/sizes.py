@@ -25,6 +25,20 @@ def _nodes(graph: Graph) -> Iterator[Node]:
             yield from _nodes(region)
 
 
+def fitting_env(graph: Graph, size: int) -> dict[str, int]:
+    """Every symbol of the graph's types bound to `size`, or to a larger power of two where some
+    expression would come to less than 1 at `size` (a window wider than `size`): sizes at which
+    the graph can run, for decisions that depend on shapes, not sizes (memory sharing, order)."""
+    dims = {d for node in _nodes(graph) for v in (*node.inputs, *node.outputs) for d in v.type.shape}
+    dims.update(d for v in graph.inputs for d in v.type.shape)
+    symbols = {s for d in dims for s in symbols_of(d)}
+    while True:
+        env = {s: size for s in symbols}
+        if size >= 2**30 or all(dim_value(d, env) >= 1 for d in dims if is_expression(d)):
+            return env
+        size *= 2
+
+
 def check_sizes(graph: Graph, env: Mapping[str, int]) -> None:
     """Refuse sizes at which a symbolic dimension of some value comes to less than 1 and the op
     that makes it refuses the concrete shapes (a window longer than its padded input): the

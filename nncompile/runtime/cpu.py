@@ -34,7 +34,7 @@ from nncompile.ir.errors import ShapeError, VerifyError
 from nncompile.ir.graph import Graph, Node, Value
 from nncompile.ir.optable import Region, get_op, has_region, regions_of
 from nncompile.ir.dims import dim_value
-from nncompile.ir.sizes import check_sizes
+from nncompile.ir.sizes import check_sizes, fitting_env
 from nncompile.ir.types import bind_shape, resolve_shape
 from nncompile.ir.verifier import check_param
 from nncompile.passes.manager import PassManager
@@ -165,7 +165,7 @@ class Executable:
         self.graph = graph = _hoist_constants(graph.copy())
         self.pass_report = passes.report()
         self.params = {v.name: _bindable(graph, v) for v in graph.param_inputs}
-        self.shares = _shares(plan_memory(graph, _probe(graph)))
+        self.shares = _shares(plan_memory(graph, fitting_env(graph, _PROBE_SIZE)))
         self.layout = codegen.make_layout(graph, self.shares)
         self._key = disk_cache.entry_key("\n".join([str(graph), repr(sorted((str(k), str(v)) for k, v in
                                                                               _named(graph, self.shares)))]))
@@ -427,15 +427,6 @@ def _checked_array(v: Value, array) -> np.ndarray:
     if not array.flags.c_contiguous:
         array = np.ascontiguousarray(array)
     return array
-
-
-def _probe(graph: Graph) -> dict[str, int]:
-    """Symbol sizes at which every expression over them comes to a size >= 1 (a window fits)."""
-    for size in (_PROBE_SIZE, 64, 4096):
-        env = {s: size for s in codegen.graph_symbols(graph)}
-        if all(dim_value(d, env) >= 1 for d in codegen.graph_sizes(graph)):
-            return env
-    return env
 
 
 def _bind_symbols(inputs: Sequence[Value], arrays: Sequence[np.ndarray]) -> dict[str, int]:

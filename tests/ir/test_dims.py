@@ -9,6 +9,7 @@ import nncompile
 from nncompile.ir import Builder, ParseError, ShapeError, f32, parse, verify
 from nncompile.ir.dims import canonical, dim_value, substitute, symbols_of
 from nncompile.ir.ops.linalg import same_pads
+from nncompile.ir.sizes import fitting_env
 from nncompile.ir.types import TensorType
 from nncompile.runtime.reference import run
 
@@ -149,3 +150,12 @@ def test_same_pads_over_a_symbolic_size_are_expressions_that_round_trip():
     assert parse(str(g)) == g
     with pytest.raises(ShapeError, match="narrower than its stride"):
         same_pads("W", 1, 2, 1)
+
+
+def test_sizes_chosen_for_shape_decisions_fit_every_window():
+    b = Builder(name="wide")
+    x = b.input("x", f32["?", 1, "W", 2])
+    y = b.conv2d(x, b.param("w", np.ones((1, 40, 2, 3), np.float32)), strides=[1, 5])
+    g = b.finish([y], ["y"])
+    assert fitting_env(g, 32) == {"?": 64, "W": 64}     # at W = 32 the 40-wide window has no position
+    assert fitting_env(g, 100) == {"?": 100, "W": 100}

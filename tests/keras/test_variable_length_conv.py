@@ -218,3 +218,22 @@ def test_fit_lowers_the_loss_and_compiled_steps_match_the_reference(monkeypatch)
     np.testing.assert_allclose(histories["cpu"], histories["reference"], rtol=1e-4)
     for got, want in zip(weights["cpu"], weights["reference"]):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_a_recurrent_layer_after_a_strided_conv_loops_over_the_expression(monkeypatch):
+    """The LSTM's trip count is the conv's and the pooling's positions, (T-5)//2+1 halved."""
+    results = {}
+    for backend in ("cpu", "reference"):
+        monkeypatch.setenv("NNCOMPILE_BACKEND", backend)
+        keras.utils.set_random_seed(7)
+        model = keras.Sequential([keras.Input((None,), dtype="int32"), keras.layers.Embedding(50, 8),
+                                  keras.layers.Conv1D(6, 5, strides=2, activation="relu"),
+                                  keras.layers.MaxPooling1D(2), keras.layers.LSTM(4), keras.layers.Dense(1)])
+        model.compile(optimizer="adam", loss="mse")
+        rng = np.random.default_rng(8)
+        results[backend] = []
+        for length in (12, 40):
+            x, t = rng.integers(0, 50, (3, length)).astype(np.int32), rng.random((3, 1)).astype(np.float32)
+            results[backend] += [model.predict(x, verbose=0), model.train_on_batch(x, t)]
+    for got, want in zip(results["cpu"], results["reference"]):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
