@@ -159,3 +159,21 @@ def test_sizes_chosen_for_shape_decisions_fit_every_window():
     g = b.finish([y], ["y"])
     assert fitting_env(g, 32) == {"?": 64, "W": 64}     # at W = 32 the 40-wide window has no position
     assert fitting_env(g, 100) == {"?": 100, "W": 100}
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_pads_and_trims_of_a_symbolic_axis_are_expressions(backend, monkeypatch):
+    monkeypatch.setenv("NNCOMPILE_BACKEND", backend)
+    b = Builder(name="trim")
+    x = b.input("x", f32["?", "T", 2])
+    padded = b.pad(x, pads=[0, 0, 2, 1, 0, 0])
+    trimmed = b.slice(padded, starts=[3], ends=[-2], axes=[1], steps=[1])
+    assert (padded.type.shape, trimmed.type.shape) == (("?", "T+3", 2), ("?", "T-2", 2))
+    g = b.finish([trimmed], ["y"])
+    assert parse(str(g)) == g
+    exe = nncompile.compile(g)
+    for length in (3, 10):
+        data = np.arange(2 * length * 2, dtype=np.float32).reshape(2, length, 2)
+        np.testing.assert_array_equal(exe(data), np.pad(data, ((0, 0), (2, 1), (0, 0)))[:, 3:-2])
+    with pytest.raises(ShapeError, match="can only lose a static count at each end"):
+        b.slice(x, starts=[0], ends=[4], axes=[1], steps=[1])
