@@ -240,3 +240,20 @@ def test_a_recurrent_layer_after_a_strided_conv_loops_over_the_expression(monkey
             results[backend] += [model.predict(x, verbose=0), model.train_on_batch(x, t)]
     for got, want in zip(results["cpu"], results["reference"]):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_fit_on_batches_of_different_lengths_compiles_one_step(monkeypatch):
+    made = _counting_compiles(monkeypatch)
+    keras.utils.set_random_seed(0)
+    model = _embedding_model()
+    model.compile(optimizer="adam", loss="mse")
+    rng = np.random.default_rng(9)
+
+    def batches():
+        while True:
+            tokens = rng.integers(0, 100, (8, int(rng.integers(7, 60)))).astype(np.int32)
+            yield tokens, (tokens[:, :5] > 50).mean(axis=1, keepdims=True).astype(np.float32)
+
+    losses = model.fit(batches(), steps_per_epoch=20, epochs=4, verbose=0).history["loss"]
+    assert losses[-1] < 0.6 * losses[0]
+    assert made == ["train_step"]
