@@ -177,3 +177,24 @@ def test_pads_and_trims_of_a_symbolic_axis_are_expressions(backend, monkeypatch)
         np.testing.assert_array_equal(exe(data), np.pad(data, ((0, 0), (2, 1), (0, 0)))[:, 3:-2])
     with pytest.raises(ShapeError, match="can only lose a static count at each end"):
         b.slice(x, starts=[0], ends=[4], axes=[1], steps=[1])
+
+
+def test_convolutions_over_a_symbolic_width_split_between_threads_match_the_reference():
+    """Sizes large enough for the direct kernels to split their work (images, or the filter
+    gradient's input channels) between the threads."""
+    b = Builder(name="large")
+    x = b.input("x", f32["?", 2, "W", 16])
+    dy = b.input("dy", f32["?", 2, "W//3", 16])
+    w = b.input("w", f32[2, 5, 16, 16])
+    window = dict(strides=[1, 3], pads=[1, 0, 1, 1])
+    outs = [b.conv2d(x, w, **window), b.conv2d_grad_input(dy, w, input_hw=[2, "W"], **window),
+            b.conv2d_grad_filter(x, dy, kernel_hw=[2, 5], **window)]
+    assert outs[0].type.shape == dy.type.shape
+    g = b.finish(outs, ["y", "dx", "dw"])
+    exe = nncompile.compile(g)
+    rng = np.random.default_rng(3)
+    for width in (300, 451):
+        data = [rng.standard_normal(s).astype(np.float32)
+                for s in [(4, 2, width, 16), (4, 2, width // 3, 16), (2, 5, 16, 16)]]
+        for got, want in zip(exe(*data), run(g, data)):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
