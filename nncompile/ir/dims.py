@@ -73,6 +73,15 @@ def _scale(x: _Sum, k: int) -> _Sum:
     return _sum(x.const * k, {a: c * k for a, c in x.terms})
 
 
+def _common_factor(x: _Sum, *more: int) -> int:
+    return math.gcd(x.const, *(c for _, c in x.terms), *more)
+
+
+def _exact_div(x: _Sum, k: int) -> _Sum:
+    """x / k for a k that divides its constant and every coefficient."""
+    return _sum(x.const // k, {a: c // k for a, c in x.terms})
+
+
 def _floordiv(x: _Sum, k: int) -> _Sum:
     """x // k, taking out of the division every multiple of k it holds (exactly, since
     (k*m + r) // k == m + r // k for any integer m)."""
@@ -83,6 +92,9 @@ def _floordiv(x: _Sum, k: int) -> _Sum:
     left = _sum(rest, {a: c % k for a, c in x.terms})
     if not left.terms:                      # 0 <= rest < k
         return _sum(whole, out)
+    common = _common_factor(left, k)
+    if common > 1:                          # (g*a) // (g*b) == a // b
+        return _add(_sum(whole, out), _floordiv(_exact_div(left, common), k // common))
     atom, coef = left.terms[0]
     if len(left.terms) == 1 and isinstance(atom, _Div) and coef == 1:
         # (n // d + r) // k == (n + r*d) // (d*k): nested divisions become one
@@ -186,8 +198,8 @@ def factored(dim: str) -> tuple[int, str]:
     if SYMBOL.fullmatch(dim):
         return 1, dim
     form = _read(dim)
-    k = math.gcd(form.const, *(c for _, c in form.terms))
-    return (k, str(_sum(form.const // k, {a: c // k for a, c in form.terms}))) if k > 1 else (1, dim)
+    k = _common_factor(form)
+    return (k, str(_exact_div(form, k))) if k > 1 else (1, dim)
 
 
 def symbols_of(dim) -> set[str]:

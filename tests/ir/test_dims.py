@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import nncompile
 from nncompile.ir import Builder, ParseError, ShapeError, f32, parse, verify
@@ -24,6 +26,7 @@ CANONICAL = {
     "(4*T+3)//2": "T*2+1",
     "(T-3*U)//4+U": "(T+U)//4",
     "(T+1)//2*2": "(T+1)//2*2",
+    "(2*T+2)//4": "(T+1)//2",                   # a factor common to the whole division cancels
     "-(T//3)": "-(T//3)",                       # not -T//3, which would read as (-T)//3
     "?//2": "?//2",
 }
@@ -39,6 +42,23 @@ def test_expressions_have_one_canonical_text_with_the_same_value(text):
             env = {"T": t, "U": u, "?": t}
             expected = eval(text.replace("?", "T"), {"T": t, "U": u})
             assert dim_value(form, env) == expected
+
+
+_LEAVES = st.sampled_from(["T", "U", "0", "1", "3", "7"])
+_EXPRESSIONS = st.recursive(_LEAVES, lambda inner: st.one_of(
+    st.tuples(inner, st.sampled_from("+-"), inner).map(lambda t: f"({t[0]}){t[1]}({t[2]})"),
+    st.tuples(inner, st.sampled_from(["*", "//"]), st.integers(1, 6)).map(lambda t: f"({t[0]}){t[1]}{t[2]}"),
+), max_leaves=8)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_EXPRESSIONS)
+def test_random_expressions_keep_their_value_and_read_back_as_themselves(text):
+    form = canonical(text)
+    assert canonical(str(form)) == form
+    for t in (0, 1, 5, 12, 31):
+        for u in (0, 2, 9):
+            assert dim_value(form, {"T": t, "U": u}) == eval(text, {"T": t, "U": u})
 
 
 @pytest.mark.parametrize("text, message", [
