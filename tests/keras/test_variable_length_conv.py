@@ -39,6 +39,16 @@ def conv(x, kernel, bias, stride=1, padding="valid", dilation=1):
     return y + bias
 
 
+def separable(x, depthwise, pointwise, bias):
+    """SeparableConv1D(strides=2, padding="same"): the depthwise step is a convolution by a
+    block-diagonal kernel (channel c feeds outputs c*dm ... c*dm + dm - 1 only)."""
+    k, cin, multiplier = depthwise.shape
+    blocks = np.zeros((k, cin, cin * multiplier))
+    for c in range(cin):
+        blocks[:, c, c * multiplier:(c + 1) * multiplier] = depthwise[:, c]
+    return conv(x, blocks, 0.0, stride=2, padding="same") @ pointwise[0] + bias
+
+
 def pool(x, size, stride, reduce, padding="valid"):
     """1-D pooling; 'same' pads with NaN, which `reduce` (nanmax, nanmean) skips."""
     if padding == "same":
@@ -119,6 +129,8 @@ STACKS = {   # layers after Input((None, 2)), and the same computation in numpy 
                                 lambda x, w: pool(x, 4, 3, np.mean)),
     "same, strided": (lambda: [keras.layers.Conv1D(3, 7, strides=3, padding="same")],
                       lambda x, w: conv(x, *w[:2], stride=3, padding="same")),
+    "separable, grouped": (lambda: [keras.layers.SeparableConv1D(4, 3, strides=2, padding="same", depth_multiplier=2)],
+                           lambda x, w: separable(x, *w)),
     "zero padding": (lambda: [keras.layers.ZeroPadding1D((2, 1)), keras.layers.Conv1D(3, 3, strides=2)],
                      lambda x, w: conv(np.pad(x, ((0, 0), (2, 1), (0, 0))), *w[:2], stride=2)),
     "same, strided pooling": (
