@@ -269,3 +269,18 @@ def test_fit_on_batches_of_different_lengths_compiles_one_step(monkeypatch):
     losses = model.fit(batches(), steps_per_epoch=20, epochs=4, verbose=0).history["loss"]
     assert losses[-1] < 0.6 * losses[0]
     assert made == ["train_step"]
+
+
+def test_a_residual_block_over_any_image_size_adds_branches_of_equal_symbolic_size():
+    """ceil(W / 2) comes out as one text on both branches ('same' 3x3 and 'valid' 1x1 at stride
+    2), so the sum's operands have equal types, as they have equal sizes."""
+    inputs = keras.Input((None, None, 3))
+    main = keras.layers.Conv2D(4, 3, strides=2, padding="same")(inputs)
+    main = keras.layers.Conv2D(4, 3, padding="same")(main)
+    shortcut = keras.layers.Conv2D(4, 1, strides=2)(inputs)
+    model = keras.Model(inputs, keras.layers.Add()([main, shortcut]))
+    k1, b1, k2, b2, k3, b3 = model.get_weights()
+    for h, w in [(5, 8), (12, 17)]:
+        x = np.random.default_rng(h).standard_normal((2, h, w, 3)).astype(np.float32)
+        expected = conv2d(conv2d(x, k1, b1, 2, "same"), k2, b2, 1, "same") + conv2d(x, k3, b3, 2, "valid")
+        np.testing.assert_allclose(model.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-5)

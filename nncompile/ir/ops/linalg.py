@@ -77,7 +77,9 @@ def same_pads(in_size: Dim, kernel: int, stride: int, dilation: int) -> tuple[Di
 
 def _symbolic_same_pads(size: str, extent: int, stride: int) -> tuple[Dim, Dim]:
     """'same' over a symbolic size: (ceil(size/stride) - 1) * stride + extent - size in all, which
-    never falls below 0 when the window is at least as wide as the stride."""
+    never falls below 0 when the window is at least as wide as the stride. A narrower one would
+    need TensorFlow's max(0, ...): expressible as a sum of divisions, but then its positions
+    would not read as ceil(size/stride), and a residual branch's sizes would not compare equal."""
     if extent < stride:
         raise ShapeError(f"padding='same' with a window of {extent} narrower than its stride {stride} "
                          f"over a size known only when run ({size!r}) is not supported (TensorFlow "
