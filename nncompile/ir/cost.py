@@ -24,10 +24,10 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
+from nncompile.ir.dims import dim_value
 from nncompile.ir.errors import IRError, ShapeError
 from nncompile.ir.graph import Graph, Node, Value
 from nncompile.ir.optable import Fusion, get_op
-from nncompile.ir.dims import dim_value
 
 
 @dataclass(frozen=True)

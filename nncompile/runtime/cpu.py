@@ -30,10 +30,10 @@ import numpy as np
 from nncompile.codegen import cpu as codegen
 from nncompile.codegen import parallel, target
 from nncompile.codegen.target import JitModule
+from nncompile.ir.dims import dim_value
 from nncompile.ir.errors import ShapeError, VerifyError
 from nncompile.ir.graph import Graph, Node, Value
 from nncompile.ir.optable import Region, get_op, has_region, regions_of
-from nncompile.ir.dims import dim_value
 from nncompile.ir.sizes import check_sizes, fitting_env
 from nncompile.ir.types import bind_shape, resolve_shape
 from nncompile.ir.verifier import check_param

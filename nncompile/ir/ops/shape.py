@@ -10,8 +10,8 @@ from typing import Sequence
 
 import numpy as np
 
-from nncompile.ir.dtypes import DType
 from nncompile.ir.dims import canonical, factored
+from nncompile.ir.dtypes import DType
 from nncompile.ir.errors import ShapeError
 from nncompile.ir.ops.reduction import normalize_axes
 from nncompile.ir.optable import OPS, Attr, AttrKind, Fusion, defop
