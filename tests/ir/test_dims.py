@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import nncompile
-from nncompile.ir import Builder, ParseError, ShapeError, f32, parse, verify
+from nncompile.ir import Builder, ParseError, ShapeError, VerifyError, f32, parse, verify
 from nncompile.ir.dims import canonical, dim_value, substitute, symbols_of
 from nncompile.ir.ops.linalg import same_pads
 from nncompile.ir.sizes import fitting_env
@@ -218,3 +218,11 @@ def test_convolutions_over_a_symbolic_width_split_between_threads_match_the_refe
                 for s in [(4, 2, width, 16), (4, 2, width // 3, 16), (2, 5, 16, 16)]]
         for got, want in zip(exe(*data), run(g, data)):
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_the_verifier_refuses_an_expression_no_input_binds():
+    bound = parse('func @f(%x: f32["T+1"], %y: f32[T]) -> (x: f32["T+1"]) {\n  return %x\n}')
+    verify(bound)
+    unbound = parse('func @f(%x: f32["T+1"]) -> (x: f32["T+1"]) {\n  return %x\n}')
+    with pytest.raises(VerifyError, match=r"input 'x' of type f32\[\"T\+1\"\]: no input has 'T'"):
+        verify(unbound)
