@@ -6,7 +6,8 @@ vectorize without run-time overlap checks) and the sizes of the symbolic dimensi
 
     i32 nncompile_entry(i8** buffers, i64* symbols)
 
-reads one pointer per buffer slot and one size per symbol, calls the kernels in schedule order and
+reads one pointer per buffer slot and one size per symbol and per expression over symbols (the
+runtime evaluates them: kernels read `(T+2)//3-2` as they read `T`), calls the kernels in schedule order and
 returns 0, or the 1-based number of the first kernel that reported a bad input (an index out of
 range) so that the runtime can name it. A second export
 
@@ -21,7 +22,7 @@ results) share one slot, so a kernel never sees two `noalias` pointers to the sa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 from llvmlite import ir
 
@@ -31,9 +32,10 @@ from nncompile.codegen.kernel import Kernel, storage_type
 from nncompile.codegen.loop import emit_loop, emit_reduction
 from nncompile.codegen.loops import for_range
 from nncompile.codegen.target import new_module, tune
+from nncompile.ir.dims import is_expression
 from nncompile.ir.errors import IRError
 from nncompile.ir.graph import Graph, Node, Value
-from nncompile.ir.optable import OPS, Fusion, Region, get_op, has_region, regions_of
+from nncompile.ir.optable import OPS, AttrKind, Fusion, Region, get_op, has_region, regions_of
 from nncompile.ir.types import is_symbol
 
 ENTRY = "nncompile_entry"
@@ -53,7 +55,7 @@ class Layout:
 
     slots: dict[Value, int] = field(default_factory=dict)   # every graph value -> its slot
     roots: list[Value] = field(default_factory=list)        # slot -> the value owning the memory
-    symbols: list[str] = field(default_factory=list)
+    symbols: list[str] = field(default_factory=list)          # the input symbols, then expressions
 
 
 def graph_symbols(graph: Graph) -> list[str]:
@@ -62,6 +64,28 @@ def graph_symbols(graph: Graph) -> list[str]:
     for v in graph.inputs:
         seen.extend(d for d in v.type.shape if is_symbol(d) and d not in seen)
     return seen
+
+
+def graph_sizes(graph: Graph) -> list[str]:
+    """The sizes the entry takes: the input symbols, then every expression over them that a
+    value's type or a shape attribute (pads) holds, fused bodies included, which the runtime
+    evaluates when it binds the symbols."""
+    sizes = graph_symbols(graph)
+    sizes.extend(dict.fromkeys(d for d in _dims(graph) if is_expression(d) and d not in sizes))
+    return sizes
+
+
+def _dims(graph: Graph) -> Iterator:
+    for v in graph.inputs:
+        yield from v.type.shape
+    for node in graph.nodes:
+        for v in node.outputs:
+            yield from v.type.shape
+        for name, spec in get_op(node.op).attrs.items():
+            if spec.kind is AttrKind.SHAPE:
+                yield from node.attrs.get(name) or ()
+        for region in regions_of(node):
+            yield from _dims(region)
 
 
 def _all_values(graph: Graph) -> list[Value]:
@@ -77,7 +101,7 @@ def _all_values(graph: Graph) -> list[Value]:
 def make_layout(graph: Graph, shares: dict[Value, Value]) -> Layout:
     """The slots of a fused, scheduled graph. `shares` maps a value to the value whose memory it
     uses (views and in-place results, from the memory plan); the others own their memory."""
-    layout = Layout(symbols=graph_symbols(graph))
+    layout = Layout(symbols=graph_sizes(graph))
     for v in _all_values(graph):
         root = shares.get(v, v)
         if root not in layout.slots:

@@ -22,6 +22,7 @@ from llvmlite import ir
 
 from nncompile.codegen import elementwise, gemm, parallel, simd, target
 from nncompile.codegen.conv import contiguous_window_rows
+from nncompile.codegen.conv_direct import emit_direct, has_symbolic_image
 from nncompile.codegen.gemm import at, entry_alloca, smin
 from nncompile.codegen.kernel import Dim, Kernel, product, scalar_type, storage_type
 from nncompile.codegen.loops import as_i64, const, for_nest, for_range
@@ -197,6 +198,10 @@ def _conv2d_grad_filter(k: Kernel, node: Node) -> None:
     x, dy = node.inputs
     dw = node.outputs[0]
     dtype = dw.type.dtype
+    if has_symbolic_image(k, x, dy):
+        buffers = {"x": k.ptr(x), "y": k.ptr(dy), "w": k.ptr(dw)}
+        emit_direct(k, node, x, dy, tuple(node.attrs["kernel_hw"]), buffers, "w")
+        return
     g = _geometry(node, x.type.shape, dy.type.shape)
     task = _emit_filter_task(k, g, dtype)
     m = b.mul(as_i64(k.dims(x)[0]), const(g.oh * g.ow))
@@ -257,6 +262,10 @@ def _conv2d_grad_input(k: Kernel, node: Node) -> None:
     dy, w = node.inputs
     dx = node.outputs[0]
     dtype = dx.type.dtype
+    if has_symbolic_image(k, dx, dy):
+        buffers = {"x": k.ptr(dx), "y": k.ptr(dy), "w": k.ptr(w)}
+        emit_direct(k, node, dx, dy, tuple(w.type.shape[:2]), buffers, "x")
+        return
     g = _geometry(node, dx.type.shape, dy.type.shape)
     task = _emit_input_task(k, g, dtype)
     batch = as_i64(k.dims(dx)[0])
@@ -270,10 +279,10 @@ def _conv2d_grad_input(k: Kernel, node: Node) -> None:
 
 # --- pooling gradients ---------------------------------------------------------------------------
 
-def _window(b: ir.IRBuilder, start: ir.Value, size: int, limit: int) -> tuple[ir.Value, ir.Value]:
+def _window(b: ir.IRBuilder, start: ir.Value, size: int, limit: Dim) -> tuple[ir.Value, ir.Value]:
     """The window offsets [lo, hi) inside [0, limit) for a window of `size` at `start`."""
     lo = b.select(b.icmp_signed("<", start, const(0)), b.neg(start), const(0))
-    room = b.sub(const(limit), start)
+    room = b.sub(as_i64(limit), start)
     return lo, b.select(b.icmp_signed("<", room, const(size)), room, const(size))
 
 
@@ -286,10 +295,10 @@ def _pool_windows(k: Kernel, node: Node, x_dims, dy, visit) -> None:
     (kh, kw), (sh, sw), (top, _, left, _) = node.attrs["window"], node.attrs["strides"], node.attrs["pads"]
     _, oh, ow, _ = k.dims(dy)
     with for_nest(b, [batch, oh, ow], name="p") as (n, r, q):
-        dy_row = b.mul(b.add(b.mul(b.add(b.mul(n, const(oh)), r), const(ow)), q), as_i64(c))
-        h0 = b.sub(b.mul(r, const(sh)), const(top))
-        w0 = b.sub(b.mul(q, const(sw)), const(left))
-        base = b.mul(b.add(b.mul(b.add(b.mul(n, const(h)), h0), const(w)), w0), as_i64(c))
+        dy_row = b.mul(b.add(b.mul(b.add(b.mul(n, as_i64(oh)), r), as_i64(ow)), q), as_i64(c))
+        h0 = b.sub(b.mul(r, const(sh)), as_i64(k.dim(top)))
+        w0 = b.sub(b.mul(q, const(sw)), as_i64(k.dim(left)))
+        base = b.mul(b.add(b.mul(b.add(b.mul(n, as_i64(h)), h0), as_i64(w)), w0), as_i64(c))
         visit(dy_row, base, _window(b, h0, kh, h), _window(b, w0, kw, w))
 
 
@@ -324,19 +333,22 @@ def _emit_max_pool_task(k: Kernel, node: Node, dtype: DType) -> ir.Function:
     ptr = ty.as_pointer()
     lanes = target.vector_lanes(dtype.itemsize)
     task, b, ctx, index, count = parallel.task_function(k.module, k.module.get_unique_name("max_pool_grad"))
-    x, dy, dx, batch, channels = gemm.unpack_fields(b, ctx, [ptr, ptr, ptr, i64, i64])
+    x, dy, dx, batch, channels, *sizes = gemm.unpack_fields(b, ctx, [ptr, ptr, ptr] + [i64] * 8)
     _, h, w, static_channels = node.inputs[0].type.shape
     # whole vectors of a static channel count take plain loads and stores (masked ones cost more)
     whole = isinstance(static_channels, int) and static_channels % lanes == 0
     channels = const(static_channels) if isinstance(static_channels, int) else channels
     _, oh, ow, _ = node.inputs[1].type.shape
     (kh, kw), (sh, sw), (top, _, left, _) = node.attrs["window"], node.attrs["strides"], node.attrs["pads"]
+    # sizes known only when run (a sequence of any length, its 'same' pads) come from the fields
+    h, w, oh, ow, top, left = (const(d) if isinstance(d, int) else v
+                               for d, v in zip((h, w, oh, ow, top, left), sizes))
     vec = ir.VectorType(ty, lanes)
     overlapping = sh < kh or sw < kw
     best_slot, done_slot = entry_alloca(b, vec), entry_alloca(b, ir.VectorType(ir.IntType(1), lanes))
     share = gemm.ceil_div(b, batch, count)
     first_image = b.mul(index, share)
-    image_size = b.mul(const(h * w), channels)
+    image_size = b.mul(b.mul(h, w), channels)
     with for_range(b, smin(b, batch, b.add(first_image, share)), start=first_image, name="n") as n:
         image = at(b, dx, b.mul(n, image_size))
         with for_range(b, image_size, name="z") as i:
@@ -349,20 +361,20 @@ def _emit_max_pool_task(k: Kernel, node: Node, dtype: DType) -> ir.Function:
                     return simd.load_vector(b, at(b, base, offset), lanes)
                 return simd.masked_load(b, at(b, base, offset), mask)
 
-            h0 = b.sub(b.mul(r, const(sh)), const(top))
-            w0 = b.sub(b.mul(q, const(sw)), const(left))
+            h0 = b.sub(b.mul(r, const(sh)), top)
+            w0 = b.sub(b.mul(q, const(sw)), left)
             rows, cols = _window(b, h0, kh, h), _window(b, w0, kw, w)
-            corner = b.add(b.mul(b.add(b.mul(b.add(b.mul(n, const(h)), h0), const(w)), w0), channels), c0)
+            corner = b.add(b.mul(b.add(b.mul(b.add(b.mul(n, h), h0), w), w0), channels), c0)
 
             def spot(i, j):
-                return b.add(corner, b.mul(b.add(b.mul(i, const(w)), j), channels))
+                return b.add(corner, b.mul(b.add(b.mul(i, w), j), channels))
 
             b.store(load(x, spot(rows[0], cols[0])), best_slot)
             with _taps(b, rows, cols) as (i, j):
                 b.store(_nan_max(b, load(x, spot(i, j)), b.load(best_slot), dtype), best_slot)
             best = b.load(best_slot)
-            pixel = b.add(b.mul(n, const(oh)), r)
-            grad = load(dy, b.add(b.mul(b.add(b.mul(pixel, const(ow)), q), channels), c0))
+            pixel = b.add(b.mul(n, oh), r)
+            grad = load(dy, b.add(b.mul(b.add(b.mul(pixel, ow), q), channels), c0))
             b.store(b.not_(mask), done_slot)
             with _taps(b, rows, cols) as (i, j):
                 done = b.load(done_slot)
@@ -392,7 +404,10 @@ def _max_pool2d_grad(k: Kernel, node: Node) -> None:
     batch = as_i64(k.dims(x)[0])
     big = b.icmp_signed(">=", as_i64(k.size(x)), const(POOL_PARALLEL_ELEMENTS))
     tasks = b.select(big, smin(b, batch, const(parallel.num_threads())), const(1))
-    fields = gemm.pack_fields(b, [k.ptr(x), k.ptr(dy), k.ptr(dx), batch, as_i64(k.dims(x)[3])])
+    (h, w, c), (oh, ow) = k.dims(x)[1:], k.dims(dy)[1:3]
+    top, _, left, _ = node.attrs["pads"]
+    sizes = [as_i64(d) for d in (c, h, w, oh, ow, k.dim(top), k.dim(left))]
+    fields = gemm.pack_fields(b, [k.ptr(x), k.ptr(dy), k.ptr(dx), batch, *sizes])
     b.call(parallel.emit_parallel_for(k.module), [task, fields, tasks])
 
 
@@ -410,7 +425,7 @@ def _avg_pool2d_grad(k: Kernel, node: Node) -> None:
         scale = b.fdiv(elementwise.constant(dtype, 1.0, None), b.sitofp(count, scalar_type(dtype)))
         with for_range(b, rows[1], start=rows[0], name="i") as i, \
                 for_range(b, cols[1], start=cols[0], name="j") as j:
-            dst = at(b, k.ptr(dx), b.add(base, b.mul(b.add(b.mul(i, const(width)), j), channels)))
+            dst = at(b, k.ptr(dx), b.add(base, b.mul(b.add(b.mul(i, as_i64(width)), j), channels)))
             with for_range(b, channels, name="c") as c:
                 share = b.fmul(b.load(at(b, k.ptr(dy), b.add(dy_row, c))), scale)
                 _accumulate(b, at(b, dst, c), share)

@@ -103,8 +103,13 @@ class Kernel:
         self._pointers = {**self._pointers, **{v: self._pointers[w] for v, w in zip(values, like)}}
         self.packed.update({v: self.packed[w] for v, w in zip(values, like) if w in self.packed})
 
+    def dim(self, d) -> Dim:
+        """A size as the IR writes it (in a type or an attribute such as pads): an int stays an
+        int, a symbol or expression is its i64 size in this call."""
+        return self._symbols[d] if is_symbol(d) else d
+
     def dims(self, value: Value) -> list[Dim]:
-        return [self._symbols[d] if is_symbol(d) else d for d in value.type.shape]
+        return [self.dim(d) for d in value.type.shape]
 
     def strides(self, value: Value) -> list[Dim]:
         """Row-major strides in elements."""

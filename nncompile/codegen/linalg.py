@@ -14,6 +14,7 @@ import numpy as np
 from llvmlite import ir
 
 from nncompile.codegen.conv import emit_conv2d
+from nncompile.codegen.conv_direct import emit_direct, has_symbolic_image
 from nncompile.codegen.gemm import Epilogue, emit_gemm, emit_loop_gemm, shared_gemm
 from nncompile.codegen.kernel import Dim, Kernel, mul, product
 from nncompile.codegen.loop import apply_nodes, emit_loop
@@ -212,6 +213,11 @@ def _conv2d(k: Kernel, node: Node, epilogue: Sequence[Node] = (), output: Value 
     out = output if output is not None else result
     batch, h, wd, cin = k.dims(x)
     kh, kw, _, cout = w.type.shape
+    if has_symbolic_image(k, x, result):
+        emit_direct(k, node, x, result, (kh, kw), {"x": k.ptr(x), "w": k.ptr(w), "y": k.ptr(out)}, "y")
+        if epilogue:
+            _in_place_epilogue(k, epilogue, result, out)
+        return
     fused, operands = _register_epilogue(k, epilogue, result, result.type.shape)
     fn = emit_conv2d(k.module, k.module.get_unique_name("conv2d"), result.type.dtype,
                      in_hw=(h, wd), cin=cin, kernel_hw=(kh, kw), cout=cout,

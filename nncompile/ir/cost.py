@@ -24,10 +24,10 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
+from nncompile.ir.dims import dim_value
 from nncompile.ir.errors import IRError, ShapeError
 from nncompile.ir.graph import Graph, Node, Value
 from nncompile.ir.optable import Fusion, get_op
-from nncompile.ir.types import is_symbol
 
 
 @dataclass(frozen=True)
@@ -46,15 +46,10 @@ Env = Mapping[str, int]
 
 def shape_of(value: Value, env: Env) -> tuple[int, ...]:
     """The concrete shape of `value`, its symbolic dimensions bound by `env`."""
-    dims = []
-    for d in value.type.shape:
-        if is_symbol(d):
-            if d not in env:
-                raise ShapeError(f"{value!r}: symbolic dimension {d!r} is not bound to a size; "
-                                 f"sizes given: {dict(env)}")
-            d = env[d]
-        dims.append(d)
-    return tuple(dims)
+    try:
+        return tuple(dim_value(d, env) for d in value.type.shape)
+    except ShapeError as e:
+        raise ShapeError(f"{value!r}: {e}; sizes given: {dict(env)}") from None
 
 
 def _elements(value: Value, env: Env) -> int:

@@ -8,7 +8,7 @@
                 ['loc' '(' string ')'] ['{' region {region} '}']
     region   := '^'name '(' [arg {',' arg}] ')' ':' {op} 'return' [use {',' use}]
     use      := '%'name ['#' int]
-    type     := dtype '[' [dim {',' dim}] ']'
+    type     := dtype '[' [dim {',' dim}] ']'      dim := int | '?' | word | string (an expression)
     attrs    := '{' word '=' value {',' word '=' value} '}'
     value    := int | float | string | 'true' | 'false' | 'none' | dtype | list
                 | 'dense' '<' type ':' tensor-body '>'
@@ -622,8 +622,9 @@ class _Parser:
         tok = self.next()
         if tok.kind == PUNCT and tok.text == "?":
             return "?"
-        if tok.kind not in (INT, WORD):
-            raise self.error(f"expected a dimension (an int, '?' or a symbol) but found {tok.shown()}", tok)
+        if tok.kind not in (INT, WORD, STRING):
+            raise self.error(f"expected a dimension (an int, '?', a symbol or a quoted expression) "
+                             f"but found {tok.shown()}", tok)
         try:
             return check_dim(tok.value)
         except IRError as e:

@@ -1,15 +1,17 @@
-"""Tensor types: a dtype and a shape whose dimensions are ints or symbols.
+"""Tensor types: a dtype and a shape whose dimensions are ints or symbolic (strs).
 
-A symbolic dimension is a name (a str). `BATCH` ("?") is the conventional symbol of the batch
-dimension; every input of a traced model shares it. Symbols are bound to sizes when a graph runs.
+A symbolic dimension is a symbol name or an expression over symbols in its canonical text
+(`nncompile.ir.dims`: `(T+2)//3-2`, the positions of a strided window). `BATCH` ("?") is the
+conventional symbol of the batch dimension; every input of a traced model shares it. Symbols are
+bound to sizes when a graph runs, and expressions are evaluated from them.
 """
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
+from nncompile.ir.dims import canonical, dim_value, is_expression
 from nncompile.ir.dtypes import DType
 from nncompile.ir.errors import ShapeError, SizeError
 
@@ -20,7 +22,6 @@ BATCH = "?"
 # The largest byte size of a tensor: an int64 counts it, as numpy's sizes and the generated code's
 # (i64) indices and byte offsets do; beyond it they would wrap around.
 MAX_BYTES = 2**63 - 1
-_SYMBOL = re.compile(r"^(\?|[A-Za-z_][A-Za-z0-9_]*)$")
 
 
 def is_symbol(dim: Dim) -> bool:
@@ -28,13 +29,14 @@ def is_symbol(dim: Dim) -> bool:
 
 
 def check_dim(dim) -> Dim:
-    """Return `dim` as a valid dimension (non-negative int or symbol name) or raise ShapeError."""
+    """Return `dim` as a valid dimension (non-negative int, symbol name or expression in its
+    canonical text) or raise ShapeError."""
     if isinstance(dim, bool):
         raise ShapeError(f"dimension {dim!r} is a bool; expected an int >= 0 or a symbol")
     if isinstance(dim, str):
-        if not _SYMBOL.match(dim):
-            raise ShapeError(f"symbolic dimension {dim!r} is not '?' or an identifier")
-        return dim
+        dim = canonical(dim)
+        if isinstance(dim, str):
+            return dim
     try:
         value = int(dim)
     except (TypeError, ValueError):
@@ -56,6 +58,11 @@ def check_static_size(t: "TensorType") -> None:
                         f"more bytes than an int64 counts (2**63 - 1): no machine holds it")
 
 
+def _dim_text(dim: Dim) -> str:
+    """An expression is quoted: the IR text's names may hold '-' and '/', and '//' starts a comment."""
+    return f'"{dim}"' if is_expression(dim) else str(dim)
+
+
 @dataclass(frozen=True)
 class TensorType:
     dtype: DType
@@ -68,7 +75,7 @@ class TensorType:
         check_static_size(self)
 
     def __str__(self) -> str:
-        return f"{self.dtype}[{','.join(str(d) for d in self.shape)}]"
+        return f"{self.dtype}[{','.join(_dim_text(d) for d in self.shape)}]"
 
     __repr__ = __str__
 
@@ -88,19 +95,12 @@ class TensorType:
 
 
 def resolve_shape(shape: Sequence[Dim], env: Mapping[str, int]) -> tuple[int, ...]:
-    out = []
-    for d in shape:
-        if is_symbol(d):
-            if d not in env:
-                raise ShapeError(f"symbolic dimension {d!r} is not bound to a size")
-            out.append(env[d])
-        else:
-            out.append(d)
-    return tuple(out)
+    return tuple(dim_value(d, env) for d in shape)
 
 
 def bind_shape(declared: Sequence[Dim], actual: Sequence[int], env: dict[str, int], what: str) -> None:
-    """Check a concrete shape against a declared one, binding symbols into `env`.
+    """Check a concrete shape against a declared one, binding symbols into `env`; a declared
+    expression is checked against the sizes its symbols get (here or before).
 
     Raises ShapeError naming `what` with the expected and received shapes.
     """
@@ -111,13 +111,17 @@ def bind_shape(declared: Sequence[Dim], actual: Sequence[int], env: dict[str, in
     if len(declared) != len(actual):
         fail()
     for d, a in zip(declared, actual):
-        if is_symbol(d):
+        if is_symbol(d) and not is_expression(d):
             if env.setdefault(d, int(a)) != a:
                 raise ShapeError(
                     f"{what}: dimension {d!r} is {a} here but {env[d]} in another input "
                     f"(received shape {tuple(actual)})")
-        elif d != a:
+        elif not is_symbol(d) and d != a:
             fail()
+    for d, a in zip(declared, actual):
+        if is_expression(d) and dim_value(d, env) != a:
+            raise ShapeError(f"{what}: dimension {d!r} is {dim_value(d, env)} at sizes {env}, "
+                             f"received shape {tuple(actual)}")
 
 
 def broadcast_shapes(*shapes: Sequence[Dim]) -> Shape:

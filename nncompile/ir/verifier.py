@@ -6,22 +6,29 @@ back the same), declared types equal to what the shape rules infer, unique input
 names, and bound parameter arrays that match their inputs' types. Regions (graph-valued
 attributes, e.g. the body of `fused`) are verified recursively, in a scope of their own; their
 inputs are plain (no parameters) and their outputs carry the names the text form gives them
-(`output_0`, `output_1`, ...), so that they read back the same.
+(`output_0`, `output_1`, ...), so that they read back the same. A graph's inputs bind every
+symbol their expression dimensions use (a region's sizes come from its operands).
 """
 from __future__ import annotations
 
 import numpy as np
 
+from nncompile.ir.dims import is_expression, symbols_of
 from nncompile.ir.dtypes import DType
 from nncompile.ir.errors import IRError, VerifyError
 from nncompile.ir.graph import Graph, Node, Value
 from nncompile.ir.optable import AttrKind, OpDef, get_op, infer_types, normalize_attrs
 from nncompile.ir.printer import format_name
-from nncompile.ir.types import bind_shape
+from nncompile.ir.types import bind_shape, is_symbol
 
 
 def verify(graph: Graph) -> None:
     """Raise VerifyError naming the first broken invariant of `graph` (and its node)."""
+    _verify(graph)
+    _check_bindable(graph)
+
+
+def _verify(graph: Graph) -> None:
     defined = _check_inputs(graph)
     index = {id(node): i for i, node in enumerate(graph.nodes)}
     for i, node in enumerate(graph.nodes):
@@ -44,6 +51,18 @@ def _check_updates(graph: Graph) -> None:
                                f"{param!r} of type {params[param].type}")
     if len(set(graph.updates.values())) != len(graph.updates):
         raise _fail(graph, f"a parameter is updated by two outputs: {graph.updates}")
+
+
+def _check_bindable(graph: Graph) -> None:
+    """A call binds a symbol from an input axis that is that symbol alone; an expression over
+    symbols no input binds (`T+1` with no axis `T`) could never be evaluated."""
+    bound = {d for v in graph.inputs for d in v.type.shape if is_symbol(d) and not is_expression(d)}
+    for v in graph.inputs:
+        for d in v.type.shape:
+            unbound = sorted(symbols_of(d) - bound)
+            if unbound:
+                raise _fail(graph, f"input {v.name!r} of type {v.type}: no input has {unbound[0]!r} as "
+                                   f"a dimension, so no call binds it")
 
 
 def _fail(graph: Graph, message: str) -> VerifyError:
@@ -167,7 +186,7 @@ def _check_region(graph: Graph, where: str, name: str, region: Graph) -> None:
         raise _fail(graph, f"{context}: outputs are named {region.output_names}; regions use the "
                            f"default names {expected} (the text form does not print them)")
     try:
-        verify(region)
+        _verify(region)     # a region's sizes come from its operands: it binds no symbol itself
     except VerifyError as e:
         raise _fail(graph, f"{context}: {e}") from None
 

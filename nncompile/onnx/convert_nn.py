@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from nncompile.ir.ops.linalg import same_pads
 from nncompile.ir.types import is_symbol
 from nncompile.onnx.context import Context, Entry
 from nncompile.onnx.importer import converter
@@ -52,12 +53,8 @@ def _window(ctx: Context, kernel: list[int], squeezed: bool, in_hw, dilations=(1
     auto = ctx.attr("auto_pad", "NOTSET")
     if auto in ("SAME_UPPER", "SAME_LOWER"):
         for k in range(2):
-            if is_symbol(in_hw[k]):
-                raise ctx.fail("auto_pad SAME needs static spatial dimensions")
-            out = -(-in_hw[k] // strides[k])
-            total = max((out - 1) * strides[k] + (kernel[k] - 1) * dilations[k] + 1 - in_hw[k], 0)
-            small = total // 2
-            begin[k], end[k] = (small, total - small) if auto == "SAME_UPPER" else (total - small, small)
+            small, large = same_pads(in_hw[k], kernel[k], strides[k], dilations[k])
+            begin[k], end[k] = (small, large) if auto == "SAME_UPPER" else (large, small)
     elif auto == "VALID":
         begin, end = [0, 0], [0, 0]
     return strides, [begin[0], end[0], begin[1], end[1]]

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from nncompile.ir.ops.linalg import same_pads
+from nncompile.ir.types import is_symbol
 from nncompile.onnx.dtypes import TO_ONNX
+from nncompile.onnx.errors import UnsupportedError
 from nncompile.onnx.exporter import Writer, dims_for_reshape, exporter
 
 UNARY = {"neg": "Neg", "abs": "Abs", "sign": "Sign", "exp": "Exp", "log": "Log", "sqrt": "Sqrt",
@@ -74,9 +77,18 @@ def _matmul(w, names, attrs, values) -> str:
     return w.one("MatMul", operands)
 
 
-def _onnx_pads(pads) -> list[int]:
-    top, bottom, left, right = pads
-    return [top, left, bottom, right]
+def _pads(attrs, values, kernel_hw, dilations=(1, 1)) -> dict:
+    """ONNX's pads (begin, begin, end, end), or auto_pad SAME_UPPER where the pads are symbolic:
+    TensorFlow's 'same' over a size known only when run is what ONNX's SAME_UPPER computes."""
+    top, bottom, left, right = pads = attrs["pads"]
+    if not any(is_symbol(p) for p in pads):
+        return {"pads": [top, left, bottom, right]}
+    in_hw = values[0].type.shape[1:3]
+    same = tuple(p for k in range(2) for p in same_pads(in_hw[k], kernel_hw[k], attrs["strides"][k], dilations[k]))
+    if same != tuple(pads):
+        raise UnsupportedError(f"pads {pads} depend on a size known only when run but are not 'same' "
+                               f"{same}; ONNX has no such padding")
+    return {"auto_pad": "SAME_UPPER"}
 
 
 def _oihw(w: Writer, name: str, filt) -> str:
@@ -92,9 +104,9 @@ def _oihw(w: Writer, name: str, filt) -> str:
 def _conv2d(w, names, attrs, values) -> str:
     x = w.one("Transpose", [names[0]], perm=NCHW)
     filt = values[1]
-    y = w.one("Conv", [x, _oihw(w, names[1], filt)], strides=list(attrs["strides"]), dilations=list(attrs["dilations"]),
-              pads=_onnx_pads(attrs["pads"]), group=attrs["groups"],
-              kernel_shape=list(filt.type.shape[:2]))
+    y = w.one("Conv", [x, _oihw(w, names[1], filt)], strides=list(attrs["strides"]),
+              dilations=list(attrs["dilations"]), group=attrs["groups"], kernel_shape=list(filt.type.shape[:2]),
+              **_pads(attrs, values, filt.type.shape[:2], attrs["dilations"]))
     return w.one("Transpose", [y], perm=NHWC)
 
 
@@ -118,7 +130,8 @@ def _conv_transpose(w, names, attrs, values) -> str:
 @exporter("max_pool2d", "avg_pool2d")
 def _pool(w, names, attrs, values) -> str:
     x = w.one("Transpose", [names[0]], perm=NCHW)
-    kw = dict(kernel_shape=list(attrs["window"]), strides=list(attrs["strides"]), pads=_onnx_pads(attrs["pads"]))
+    kw = dict(kernel_shape=list(attrs["window"]), strides=list(attrs["strides"]),
+              **_pads(attrs, values, attrs["window"]))
     y = w.one("MaxPool", [x], **kw) if _op(w) == "max_pool2d" else w.one("AveragePool", [x], count_include_pad=0, **kw)
     return w.one("Transpose", [y], perm=NHWC)
 

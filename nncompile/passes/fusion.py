@@ -56,11 +56,12 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 
+from nncompile.ir.dims import symbols_of
 from nncompile.ir.errors import ShapeError
 from nncompile.ir.graph import Graph, Node, Value
 from nncompile.ir.ops.fused import ANCHOR_KINDS, REDUCE_OPS, is_pointwise, is_row_sum, is_static_slice
 from nncompile.ir.optable import OPS, Fusion, get_op, infer_types
-from nncompile.ir.types import Shape, is_symbol
+from nncompile.ir.types import Shape
 from nncompile.passes.manager import register_pass
 
 SMALL_CONSTANT = 64   # elements: constants up to this size are copied into the bodies that read them
@@ -298,8 +299,8 @@ def _operands(group: _Group) -> list[Value]:
 def _runnable(group: _Group, uses: _Uses) -> bool:
     """Rule 5: worth a fused node (not dead), and its body binds every symbol from its operands."""
     operands = _operands(group)
-    bound = {d for v in operands for d in v.type.shape if is_symbol(d)}
-    used = {d for n in group.members for d in _shape(n) if is_symbol(d)}
+    bound = {s for v in operands for d in v.type.shape for s in symbols_of(d)}
+    used = {s for n in group.members for d in _shape(n) for s in symbols_of(d)}
     return len(group.members) > 1 and bool(operands) and used <= bound and bool(_outputs(group, uses))
 
 

@@ -8,6 +8,7 @@ from typing import Mapping
 
 import numpy as np
 
+from nncompile.ir.dims import substitute
 from nncompile.ir.errors import ShapeError
 from nncompile.ir.graph import Graph, Value
 from nncompile.ir.optable import AttrKind, get_op, infer_types, normalize_attrs
@@ -44,7 +45,7 @@ def fix_dims(graph: Graph, sizes: Mapping[str, int]) -> Graph:
     sizes = {symbol: int(size) for symbol, size in sizes.items()}
 
     def fixed(shape):
-        return tuple(sizes.get(d, d) if is_symbol(d) else d for d in shape)
+        return tuple(substitute(d, sizes) for d in shape)
 
     graph = graph.copy()
     for value in graph.inputs:

@@ -22,10 +22,10 @@ from nncompile.passes.rewrite import Rewriter, sweep
 
 
 def _whole_slice(node: Node) -> bool:
-    """Every element in order: a symbolic axis taken whole forwards (not reversed)."""
+    """Every element in order: a symbolic axis taken whole forwards (not reversed, not trimmed)."""
     shape = node.inputs[0].type.shape
     plan = slice_plan(shape, node.attrs)
-    return all(part.step in (None, 1) if is_symbol(shape[a]) else part.indices(shape[a]) == (0, shape[a], 1)
+    return all(part == slice(None) if is_symbol(shape[a]) else part.indices(shape[a]) == (0, shape[a], 1)
                for a, part in plan.items())
 
 

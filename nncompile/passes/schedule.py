@@ -18,7 +18,7 @@ from __future__ import annotations
 import heapq
 
 from nncompile.ir.graph import Graph, Node, Value
-from nncompile.ir.types import is_symbol
+from nncompile.ir.sizes import fitting_env
 from nncompile.passes.manager import register_pass
 from nncompile.passes.memory import is_view, nbytes, peak_live_bytes
 
@@ -79,9 +79,9 @@ def _descendants(start: int, users: dict[int, set[int]]) -> set[int]:
 
 
 def representative_env(graph: Graph) -> dict[str, int]:
-    """Every symbol of the graph's value types bound to REPRESENTATIVE_SIZE."""
-    values = [*graph.inputs, *(v for node in graph.nodes for v in node.outputs)]
-    return {d: REPRESENTATIVE_SIZE for v in values for d in v.type.shape if is_symbol(d)}
+    """Every symbol of the graph's value types bound to REPRESENTATIVE_SIZE (or more, where a
+    window over it needs more: `fitting_env`)."""
+    return fitting_env(graph, REPRESENTATIVE_SIZE)
 
 
 def greedy_order(graph: Graph, env: dict[str, int]) -> list[Node]:

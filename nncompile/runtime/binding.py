@@ -16,7 +16,9 @@ import numpy as np
 from nncompile.codegen.cpu import frame_layout
 from nncompile.ir.errors import ShapeError
 from nncompile.ir.graph import Value
-from nncompile.ir.types import bind_shape
+from nncompile.ir.dims import dim_value
+from nncompile.ir.sizes import check_sizes
+from nncompile.ir.types import bind_shape, resolve_shape
 from nncompile.passes.memory import Home, MemoryPlan, check_fits, plan_memory
 
 if TYPE_CHECKING:
@@ -38,6 +40,7 @@ class Binding:
 
     def __init__(self, exe: "Executable", env: dict[str, int], plan: MemoryPlan | None = None):
         self.env = env
+        check_sizes(exe.graph, env)
         self.plan = plan or plan_memory(exe.graph, env)
         if shares(self.plan) != exe.shares:
             raise ShapeError(f"graph {exe.graph.name!r}: buffer sharing changed with sizes {env}")
@@ -46,13 +49,12 @@ class Binding:
         self.frame = np.zeros(offset_at + 1, np.uint64)
         self.pointers = self.frame[:slot_count]
         self.sizes = self.frame[slot_count:offset_at].view(np.int64)
-        self.sizes[:len(exe.layout.symbols)] = [env[s] for s in exe.layout.symbols]
+        self.sizes[:len(exe.layout.symbols)] = [dim_value(s, env) for s in exe.layout.symbols]
         self.frame[offset_at] = DATA_OFFSET or 0
         self.arena = np.empty(self.plan.arena_bytes + 64, np.uint8)
         self._point_at_memory(exe)
         self.key = tuple(env.values())
-        self.outputs = [(tuple(env[d] if isinstance(d, str) else d for d in v.type.shape), v.type.dtype.numpy)
-                        for v in exe.graph.outputs]
+        self.outputs = [(resolve_shape(v.type.shape, env), v.type.dtype.numpy) for v in exe.graph.outputs]
         self.args = (self.pointers.ctypes.data, self.sizes.ctypes.data)
         self._split_outputs(exe)
         self._native = exe.native_call

@@ -34,6 +34,7 @@ from nncompile.codegen.target import JitModule
 from nncompile.ir.errors import ShapeError, VerifyError
 from nncompile.ir.graph import Graph, Node, Value
 from nncompile.ir.optable import Region, get_op, has_region, regions_of
+from nncompile.ir.sizes import fitting_env
 from nncompile.ir.verifier import check_param
 from nncompile.passes.manager import PassManager
 from nncompile.passes.pipelines import pipeline as named_pipeline
@@ -118,7 +119,7 @@ class Executable:
             self.graph = graph = _hoist_constants(graph.copy())
             # read-only: the bindings point at these arrays, so none may be replaced (updated in place)
             self.params = types.MappingProxyType({v.name: _bindable(graph, v) for v in graph.param_inputs})
-            probe = {s: _PROBE_SIZE for s in codegen.graph_symbols(graph)}
+            probe = fitting_env(graph, _PROBE_SIZE)
             self.shares = shares(plan_memory(graph, probe))
             self.layout = codegen.make_layout(graph, self.shares)
             self._key = disk_cache.entry_key("\n".join([str(graph), repr(sorted((str(k), str(v)) for k, v in
@@ -325,7 +326,7 @@ class Executable:
 
     def memory_plan(self, **sizes: int) -> MemoryPlan:
         """The memory plan at the given symbol sizes (the batch '?' is `batch`), default 1."""
-        env = {s: sizes.get("batch" if s == "?" else s, 1) for s in self.layout.symbols}
+        env = {s: sizes.get("batch" if s == "?" else s, 1) for s in codegen.graph_symbols(self.graph)}
         return plan_memory(self.graph, env)
 
 

@@ -12,8 +12,9 @@ import numpy as np
 
 from nncompile.ir.errors import IRError, ShapeError
 from nncompile.ir.graph import Graph, Node, Value
-from nncompile.ir.optable import AttrKind, get_op
-from nncompile.ir.types import bind_shape, is_symbol, resolve_shape
+from nncompile.ir.optable import get_op
+from nncompile.ir.sizes import check_sizes, resolve_attrs
+from nncompile.ir.types import bind_shape, resolve_shape
 
 
 def bind_inputs(graph: Graph, inputs: Sequence[np.ndarray] | Mapping[str, np.ndarray],
@@ -47,6 +48,7 @@ def bind_inputs(graph: Graph, inputs: Sequence[np.ndarray] | Mapping[str, np.nda
         if v.name not in params:
             raise ShapeError(f"graph {graph.name!r}: no value bound to parameter {v.name!r}")
         values[v] = _checked(v, params[v.name], env, "parameter")
+    check_sizes(graph, env)
     return values, env
 
 
@@ -56,16 +58,6 @@ def _checked(v: Value, array, env: dict[str, int], kind: str) -> np.ndarray:
         raise ShapeError(f"{kind} {v.name!r}: expected dtype {v.type.dtype}, received {array.dtype}")
     bind_shape(v.type.shape, array.shape, env, f"{kind} {v.name!r}")
     return array
-
-
-def resolve_attrs(node: Node, env: Mapping[str, int]) -> dict:
-    """The node's attributes with symbolic dimensions in shape attributes replaced by sizes."""
-    opdef = get_op(node.op)
-    attrs = dict(node.attrs)
-    for name, spec in opdef.attrs.items():
-        if spec.kind is AttrKind.SHAPE:
-            attrs[name] = tuple(env[d] if is_symbol(d) else d for d in attrs[name])
-    return attrs
 
 
 def run_node(node: Node, args: Sequence[np.ndarray], env: Mapping[str, int]) -> list[np.ndarray]:

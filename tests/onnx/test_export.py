@@ -142,3 +142,22 @@ def test_errors_are_one_line(tmp_path):
     noise = b.random_uniform(b.input("seed", nncompile.ir.i64[()]), shape=[4])
     with pytest.raises(UnsupportedError, match="op 'random_uniform' has no ONNX form"):
         nncompile.onnx.save(b.finish([noise], ["y"]), str(tmp_path / "m.onnx"))
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+def test_strided_windows_over_a_sequence_of_any_length_export(padding, tmp_path):
+    """'same' over a length known only when run is ONNX's auto_pad SAME_UPPER, both ways."""
+    model = _randomized(keras.Sequential([
+        keras.Input((None, 3)), layers.Conv1D(4, 7, strides=3, padding=padding),
+        layers.MaxPooling1D(3, strides=2, padding=padding), layers.GlobalAveragePooling1D()]),
+        np.random.default_rng(5))
+    path = str(tmp_path / "m.onnx")
+    nncompile.onnx.save(model, path)
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    back = nncompile.onnx.load(path)
+    for length in (13, 40):
+        x = np.random.default_rng(length).standard_normal((2, length, 3)).astype(np.float32)
+        want = model.predict(x, verbose=0)
+        np.testing.assert_allclose(session.run(None, {session.get_inputs()[0].name: x})[0], want,
+                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(reference.run(back, [x])[0], want, rtol=1e-5, atol=1e-5)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from nncompile.ir.dims import symbols_of
 from nncompile.ir.errors import ShapeError
 from nncompile.ir.graph import Graph, Node, Value
 from nncompile.ir.optable import OPS, Attr, AttrKind, Fusion, Region, defop
@@ -165,10 +166,10 @@ def _check_anchored(body: Graph, kind: str) -> None:
 
 
 def check_symbols_bound(body: Graph) -> None:
-    bound = {d for v in body.inputs for d in v.type.shape if is_symbol(d)}
+    bound = {s for v in body.inputs for d in v.type.shape for s in symbols_of(d)}
     for i, node in enumerate(body.nodes):
         for v in node.outputs:
-            unbound = sorted({d for d in v.type.shape if is_symbol(d)} - bound)
+            unbound = sorted({s for d in v.type.shape for s in symbols_of(d)} - bound)
             if unbound:
                 raise ShapeError(f"{_describe(i, node)} gives {v.type}, but no body input's type "
                                  f"has the dimension {unbound[0]!r}, so running the body cannot bind it")

@@ -14,14 +14,14 @@ import numpy as np
 
 from nncompile.ir.dtypes import DType
 from nncompile.ir.errors import ShapeError
-from nncompile.ir.ops.linalg import check_window_attrs, pad_spatial, window_output_size, windows
+from nncompile.ir.ops.linalg import check_window_attrs, pad_spatial, pads_within, window_output_size, windows
 from nncompile.ir.optable import OPS, Attr, AttrKind, Fusion, defop
 from nncompile.ir.types import TensorType, is_symbol, normalize_axis
 
-_CONV_ATTRS = {"strides": Attr(AttrKind.INTS, (1, 1)), "pads": Attr(AttrKind.INTS, (0, 0, 0, 0)),
+_CONV_ATTRS = {"strides": Attr(AttrKind.INTS, (1, 1)), "pads": Attr(AttrKind.SHAPE, (0, 0, 0, 0)),
                "dilations": Attr(AttrKind.INTS, (1, 1)), "groups": Attr(AttrKind.INT, 1)}
 _POOL_ATTRS = {"window": Attr(AttrKind.INTS), "strides": Attr(AttrKind.INTS),
-               "pads": Attr(AttrKind.INTS, (0, 0, 0, 0))}
+               "pads": Attr(AttrKind.SHAPE, (0, 0, 0, 0))}
 
 
 def _check_nhwc(name: str, t: TensorType) -> None:
@@ -35,9 +35,10 @@ def _check_static(name: str, t: TensorType, axes) -> None:
 
 
 def _check_positive(attrs: dict, name: str) -> tuple[int, int]:
+    """Two sizes >= 1; a size known only when run (a symbol or expression) is taken as it is."""
     value = attrs[name]
-    if len(value) != 2 or any(v < 1 for v in value):
-        raise ShapeError(f"attribute {name!r} is {value}; expected 2 ints >= 1")
+    if len(value) != 2 or any(not is_symbol(v) and v < 1 for v in value):
+        raise ShapeError(f"attribute {name!r} is {value}; expected 2 ints >= 1 or symbolic sizes")
     return value
 
 
@@ -102,7 +103,7 @@ def _conv2d_grad_input_vjp(b, node, cts):
 
 
 defop("conv2d_grad_input", inputs=("dy", "w"), fusion=Fusion.OPAQUE, infer=_conv2d_grad_input_rule,
-      reference=_conv2d_grad_input, attrs={**_CONV_ATTRS, "input_hw": Attr(AttrKind.INTS)},
+      reference=_conv2d_grad_input, attrs={**_CONV_ATTRS, "input_hw": Attr(AttrKind.SHAPE)},
       doc="gradient of conv2d w.r.t. its input x (N, input_hw, Cin) from dy and the filter w")
 OPS["conv2d_grad_input"].vjp = _conv2d_grad_input_vjp
 
@@ -112,7 +113,7 @@ def _conv2d_grad_filter_rule(ts: list[TensorType], attrs: dict) -> TensorType:
     check_window_attrs(attrs, ("strides", "pads", "dilations"))
     _check_nhwc("x", x)
     _check_nhwc("dy", dy)
-    _check_static("x", x, (1, 2, 3))
+    _check_static("x", x, (3,))
     _check_static("dy", dy, (3,))
     if x.dtype != dy.dtype or x.shape[0] != dy.shape[0]:
         raise ShapeError(f"x {x} and dy {dy} must share dtype and batch size")
@@ -145,7 +146,7 @@ defop("conv2d_grad_filter", inputs=("x", "dy"), fusion=Fusion.OPAQUE, infer=_con
 
 def _pool_out_hw(in_hw, attrs) -> tuple[int, int]:
     (kh, kw), (sh, sw), (top, bottom, left, right) = attrs["window"], attrs["strides"], attrs["pads"]
-    if max(top, bottom) >= kh or max(left, right) >= kw:
+    if not pads_within(attrs["pads"], attrs["window"]):
         raise ShapeError(f"pads {attrs['pads']} must be smaller than the window {attrs['window']}")
     return (window_output_size(in_hw[0], kh, sh, 1, top, bottom, "height"),
             window_output_size(in_hw[1], kw, sw, 1, left, right, "width"))
@@ -158,7 +159,6 @@ def _max_pool2d_grad_rule(ts: list[TensorType], attrs: dict) -> TensorType:
     _check_nhwc("dy", dy)
     if x.dtype != dy.dtype or x.shape[0] != dy.shape[0]:
         raise ShapeError(f"x {x} and dy {dy} must share dtype and batch size")
-    _check_static("x", x, (1, 2))
     _check_dy(dy, _pool_out_hw(x.shape[1:3], attrs), x.shape[3], "pooling")
     return x
 
@@ -226,7 +226,7 @@ def _avg_pool2d_grad(xs: list[np.ndarray], attrs: dict) -> np.ndarray:
 
 
 defop("avg_pool2d_grad", inputs=("dy",), fusion=Fusion.OPAQUE, infer=_avg_pool2d_grad_rule,
-      reference=_avg_pool2d_grad, attrs={**_POOL_ATTRS, "input_hw": Attr(AttrKind.INTS)},
+      reference=_avg_pool2d_grad, attrs={**_POOL_ATTRS, "input_hw": Attr(AttrKind.SHAPE)},
       doc="gradient of avg_pool2d w.r.t. its input (N, input_hw, C): dy shared among the real "
           "elements of each window")
 

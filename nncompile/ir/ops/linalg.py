@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from nncompile.ir.dims import canonical, window_positions
 from nncompile.ir.errors import ShapeError
 from nncompile.ir.optable import OPS, Attr, AttrKind, Fusion, defop
 from nncompile.ir.types import Dim, TensorType, broadcast_shapes, is_symbol
@@ -59,15 +60,33 @@ defop("matmul", inputs=("a", "b"), fusion=Fusion.EPILOGUE, infer=_matmul_rule,
 
 # --- windows: shared by conv2d and pooling ------------------------------------------------------
 
-def same_pads(in_size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
-    """(before, after) padding of Keras/TensorFlow 'same': the output has ceil(in/stride) positions."""
-    for name, value, low in (("in_size", in_size, 0), ("kernel", kernel, 1), ("stride", stride, 1),
-                             ("dilation", dilation, 1)):
+def same_pads(in_size: Dim, kernel: int, stride: int, dilation: int) -> tuple[Dim, Dim]:
+    """(before, after) padding of Keras/TensorFlow 'same': the output has ceil(in/stride) positions.
+    Over a symbolic size they are expressions when the stride is above 1 (they change with the
+    size modulo the stride)."""
+    for name, value, low in (("kernel", kernel, 1), ("stride", stride, 1), ("dilation", dilation, 1),
+                             ("in_size", in_size, 0)):
+        if is_symbol(value) and name == "in_size":
+            return _symbolic_same_pads(value, (kernel - 1) * dilation + 1, stride)
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
             raise ShapeError(f"same_pads: {name} is {value!r}; expected an int >= {low}")
     out = -(-in_size // stride)
     total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - in_size, 0)
     return total // 2, total - total // 2
+
+
+def _symbolic_same_pads(size: str, extent: int, stride: int) -> tuple[Dim, Dim]:
+    """'same' over a symbolic size: (ceil(size/stride) - 1) * stride + extent - size in all, which
+    never falls below 0 when the window is at least as wide as the stride. A narrower one would
+    need TensorFlow's max(0, ...): expressible as a sum of divisions, but then its positions
+    would not read as ceil(size/stride), and a residual branch's sizes would not compare equal."""
+    if extent < stride:
+        raise ShapeError(f"padding='same' with a window of {extent} narrower than its stride {stride} "
+                         f"over a size known only when run ({size!r}) is not supported (TensorFlow "
+                         f"pads it by max(0, ...), which depends on the size); use padding='valid'")
+    total = canonical(f"(({size})+{stride - 1})//{stride}*{stride}-{stride}+{extent}-({size})")
+    before = canonical(f"({total})//2")
+    return before, canonical(f"({total})-({before})")
 
 
 def check_window_attrs(attrs: dict, names: Sequence[str]) -> None:
@@ -76,22 +95,23 @@ def check_window_attrs(attrs: dict, names: Sequence[str]) -> None:
     for name in names:
         length, low = rules[name]
         value = attrs[name]
-        if len(value) != length or any(v < low for v in value):
+        if len(value) != length or any(not is_symbol(v) and v < low for v in value):
             raise ShapeError(f"attribute {name!r} is {value}; expected {length} ints >= {low}")
+
+
+def pads_within(pads: Sequence[Dim], window: Sequence[int]) -> bool:
+    """Whether every static pad is narrower than the window; a symbolic one ('same' over a size
+    known only when run) is at most extent - 1 by construction."""
+    return all(is_symbol(p) or p < k for p, k in zip(pads, (window[0], window[0], window[1], window[1])))
 
 
 def window_output_size(size: Dim, kernel: int, stride: int, dilation: int, before: int, after: int,
                        axis: str) -> Dim:
-    """Positions of a (dilated) window sliding over `size` padded by `before`/`after`.
-
-    A symbolic size is allowed only where the window keeps it unchanged (1x1, stride 1, no pad).
-    """
+    """Positions of a (dilated) window sliding over `size` padded by `before`/`after`; over a
+    symbolic size, the expression of them (checked when sizes are bound: `ir/sizes.py`)."""
     extent = (kernel - 1) * dilation + 1
-    if is_symbol(size):
-        if (extent, stride, before, after) != (1, 1, 0, 0):
-            raise ShapeError(f"{axis} is symbolic ({size!r}); only a 1-wide window with stride 1 "
-                             f"and no padding keeps it expressible")
-        return size
+    if any(is_symbol(d) for d in (size, before, after)):
+        return window_positions(size, extent, stride, canonical(f"{before}+{after}"))
     padded = size + before + after
     if extent > padded:
         raise ShapeError(f"window of {axis} spans {extent} (kernel {kernel}, dilation {dilation}) "
@@ -156,7 +176,7 @@ def _conv2d_reference(xs: list[np.ndarray], attrs: dict) -> np.ndarray:
 
 defop("conv2d", inputs=("x", "w"), fusion=Fusion.EPILOGUE, infer=_conv2d_rule,
       reference=_conv2d_reference,
-      attrs={"strides": Attr(AttrKind.INTS, (1, 1)), "pads": Attr(AttrKind.INTS, (0, 0, 0, 0)),
+      attrs={"strides": Attr(AttrKind.INTS, (1, 1)), "pads": Attr(AttrKind.SHAPE, (0, 0, 0, 0)),
              "dilations": Attr(AttrKind.INTS, (1, 1)), "groups": Attr(AttrKind.INT, 1)},
       doc="2-D convolution, x NHWC, w (KH,KW,Cin/groups,Cout), pads (top,bottom,left,right)")
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import numpy as np
 
 from nncompile.ir.errors import ShapeError
-from nncompile.ir.ops.linalg import check_window_attrs, pad_spatial, window_output_size, windows
+from nncompile.ir.ops.linalg import check_window_attrs, pad_spatial, pads_within, window_output_size, windows
 from nncompile.ir.optable import OPS, Attr, AttrKind, Fusion, defop
 from nncompile.ir.types import TensorType
 
 _ATTRS = {"window": Attr(AttrKind.INTS), "strides": Attr(AttrKind.INTS),
-          "pads": Attr(AttrKind.INTS, (0, 0, 0, 0))}
+          "pads": Attr(AttrKind.SHAPE, (0, 0, 0, 0))}
 
 
 def _pool_rule(float_only: bool):
@@ -30,7 +30,7 @@ def _pool_rule(float_only: bool):
                              f"{'float' if float_only else 'number'} dtype")
         (kh, kw), (sh, sw), (top, bottom, left, right) = attrs["window"], attrs["strides"], attrs["pads"]
         # A pad as wide as the window would make a window of padding only, which has no value.
-        if max(top, bottom) >= kh or max(left, right) >= kw:
+        if not pads_within(attrs["pads"], attrs["window"]):
             raise ShapeError(f"pads {attrs['pads']} must be smaller than the window {attrs['window']}")
         for axis, size in (("height", x.shape[1]), ("width", x.shape[2])):
             if size == 0:

@@ -10,6 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
+from nncompile.ir.dims import canonical, factored
 from nncompile.ir.dtypes import DType
 from nncompile.ir.errors import ShapeError
 from nncompile.ir.ops.reduction import normalize_axes
@@ -27,10 +28,13 @@ def _show(shape: Sequence[Dim]) -> str:
 # --- reshape ----------------------------------------------------------------------------------
 
 def _split_dims(dims) -> tuple[int, Counter]:
-    """The product of the static dims and the multiset of symbols."""
+    """The product of the static dims and of the int factors of the symbolic ones (T*4 counts 4),
+    and the multiset of what is left of the symbolic ones."""
     product, symbols = 1, Counter()
     for d in dims:
         if is_symbol(d):
+            factor, d = factored(d)
+            product *= factor
             symbols[d] += 1
         else:
             product *= d
@@ -56,6 +60,9 @@ def _reshape_rule(ts: list[TensorType], attrs: dict) -> TensorType:
         return x.with_shape(target)
     if in_syms:
         factor = in_size // out_size if out_size and in_size % out_size == 0 else f"{in_size}/{out_size}"
+        if sum(in_syms.values()) == 1 and isinstance(factor, int):   # Flatten of (T, 4): T*4
+            hole = canonical(f"({next(iter(in_syms))})*{factor}")
+            return x.with_shape(tuple(hole if d == -1 else d for d in target))
         hole = " * ".join(list(in_syms.elements()) + ([str(factor)] if factor != 1 else []))
         raise ShapeError(f"{what}: the -1 would stand for {hole}, which is not expressible "
                          f"(keep the symbolic dimension in the target shape)")
@@ -153,11 +160,12 @@ def slice_plan(shape: Shape, attrs: dict) -> dict[int, slice]:
             if (start, step) == (-1, -1) and end <= -SLICE_END:
                 plan[axis] = slice(None, None, -1)      # whole, reversed: a sequence read backwards
                 continue
-            if start != 0 or end < SLICE_END or step != 1:
-                raise ShapeError(f"axis {axis} is symbolic ({dim!r}); it can only be taken whole "
-                                 f"(start 0, end >= {SLICE_END}, step 1) or whole reversed (start -1, "
-                                 f"end <= -{SLICE_END}, step -1), got start {start}, end {end}, step {step}")
-            plan[axis] = slice(None)
+            if not (start >= 0 and step == 1 and (end >= SLICE_END or -SLICE_END < end < 0)):
+                raise ShapeError(f"axis {axis} is symbolic ({dim!r}); it can only lose a static count "
+                                 f"at each end (start >= 0, end < 0 or >= {SLICE_END}, step 1) or be taken "
+                                 f"whole reversed (start -1, end <= -{SLICE_END}, step -1), got start "
+                                 f"{start}, end {end}, step {step}")
+            plan[axis] = slice(start or None, end if end < 0 else None)
             continue
         taken = range(*slice(start, end, step).indices(dim))
         # A stop of -1 (before index 0, stepping down) means "no stop" to numpy, not "the last".
@@ -169,8 +177,15 @@ def slice_plan(shape: Shape, attrs: dict) -> dict[int, slice]:
 def _slice_rule(ts: list[TensorType], attrs: dict) -> TensorType:
     x = ts[0]
     plan = slice_plan(x.shape, attrs)
-    return x.with_shape(tuple(d if is_symbol(d) or i not in plan else len(range(*plan[i].indices(d)))
-                              for i, d in enumerate(x.shape)))
+    return x.with_shape(tuple(d if i not in plan else _taken(d, plan[i]) for i, d in enumerate(x.shape)))
+
+
+def _taken(dim: Dim, part: slice) -> Dim:
+    """How many elements of an axis of size `dim` the slice takes (a symbolic axis: all but a
+    static count at each end, or all of it reversed)."""
+    if not is_symbol(dim):
+        return len(range(*part.indices(dim)))
+    return dim if part.step == -1 else canonical(f"({dim})-{part.start or 0}+{part.stop or 0}")
 
 
 def _slice_reference(xs: list[np.ndarray], attrs: dict) -> np.ndarray:
@@ -227,11 +242,8 @@ def _pad_rule(ts: list[TensorType], attrs: dict) -> TensorType:
         raise ShapeError(f"value {value} is not a whole number, as dtype {x.dtype} needs")
     shape = []
     for axis, d in enumerate(x.shape):
-        before, after = pads[2 * axis], pads[2 * axis + 1]
-        if is_symbol(d) and before + after:
-            raise ShapeError(f"axis {axis} is symbolic ({d!r}) and can only get pad 0, got "
-                             f"({before}, {after})")
-        shape.append(d if is_symbol(d) else d + before + after)
+        added = pads[2 * axis] + pads[2 * axis + 1]
+        shape.append(canonical(f"({d})+{added}") if is_symbol(d) else d + added)
     return x.with_shape(shape)
 
 
@@ -282,7 +294,9 @@ def _pad_vjp(b, node, cts):
     if not axes:
         return [cts[0]]
     starts = [pads[2 * a] for a in axes]
-    ends = [pads[2 * a] + x.type.shape[a] for a in axes]
+    # over a symbolic axis, the end counts back from the padded end
+    ends = [(-pads[2 * a + 1] or SLICE_END) if is_symbol(x.type.shape[a]) else pads[2 * a] + x.type.shape[a]
+            for a in axes]
     return [b.slice(cts[0], starts=starts, ends=ends, axes=axes, steps=[1] * len(axes))]
 
 
@@ -311,6 +325,9 @@ def _slice_vjp(b, node, cts):
                 span = (n - 1) * step + 1
                 g = b.slice(g, starts=[0], ends=[span], axes=[a], steps=[1])
         pads[2 * a], pads[2 * a + 1] = first, x.type.shape[a] - first - span
+    for a, part in parts.items():
+        if is_symbol(x.type.shape[a]) and part.step is None:
+            pads[2 * a], pads[2 * a + 1] = part.start or 0, -(part.stop or 0)
     return [b.pad(g, pads=pads) if any(pads) else g]
 
 

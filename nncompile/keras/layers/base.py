@@ -465,7 +465,9 @@ class Layer:
         try:
             self._maybe_build(shapes[0] if single else shapes)
             b = Builder(name=self.name)
-            values = [b.input(f"input_{i}", ir_type(x.shape, x.dtype, f"input_{i}")) for i, x in enumerate(inputs)]
+            # An unknown size is one symbol per axis across the inputs: as in Keras, two None
+            # lengths are taken to agree (a sum of two branches of one sequence or image).
+            values = [b.input(f"input_{i}", ir_type(x.shape, x.dtype, "input")) for i, x in enumerate(inputs)]
             masks = [_mask_input(b, i, x, v) for i, (x, v) in enumerate(zip(inputs, values))]
             with b.loc(self.name):
                 outs, out_masks = self.emit_call(b, values, masks, single)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from nncompile.ir import Builder, ShapeError, Value
+from nncompile.ir import Builder, Value
 from nncompile.ir.ops.linalg import same_pads
 from nncompile.keras import activations, backend
 from nncompile.keras.layers.arguments import (ArgumentError, boolean, check_data_format,
@@ -30,9 +30,6 @@ def spatial_pads(sizes: Sequence, kernel: Sequence[int], strides: Sequence[int],
         return (0,) * (2 * len(sizes))
     if padding == "causal":
         return (0,) * (2 * len(sizes) - 2) + ((kernel[-1] - 1) * dilations[-1], 0)
-    if any(isinstance(size, str) for size in sizes):
-        raise ShapeError("padding='same' needs known spatial sizes; this input's are "
-                         f"{tuple(None if isinstance(v, str) else v for v in sizes)} (None is unknown)")
     return tuple(p for s, k, st, d in zip(sizes, kernel, strides, dilations)
                  for p in same_pads(s, k, st, d))
 
