@@ -122,7 +122,7 @@ def _conv_transpose(w, names, attrs, values) -> str:
     extra = [h + top + bottom - ((dy.type.shape[1] - 1) * sh + (kh - 1) * dh + 1),
              wd + left + right - ((dy.type.shape[2] - 1) * sw + (kw - 1) * dw + 1)]
     y = w.one("ConvTranspose", [w.one("Transpose", [names[0]], perm=NCHW), kernel],
-              strides=[sh, sw], dilations=[dh, dw], pads=_onnx_pads(attrs["pads"]),
+              strides=[sh, sw], dilations=[dh, dw], pads=[top, left, bottom, right],
               output_padding=extra, group=attrs["groups"], kernel_shape=[kh, kw])
     return w.one("Transpose", [y], perm=NHWC)
 
