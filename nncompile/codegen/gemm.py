@@ -489,7 +489,7 @@ def _emit_loop_nest(b: ir.IRBuilder, ty: ir.Type, args: list[ir.Value], transpos
 
 def emit_gemm(module: ir.Module, name: str, dtype: DType, *, transpose_a: bool = False,
               transpose_b: bool = False, epilogue: Epilogue | None = None,
-              prepacked: bool = False, columns: int | None = None) -> ir.Function:
+              prepacked: bool = False, columns: int | None = None, rows: int | None = None) -> ir.Function:
     """Add `void name(i64 M, i64 N, i64 K, T* A, i64 lda, T* B, i64 ldb, T* C, i64 ldc, T* e0, ...)`.
 
     C[m, n] = epilogue(sum_k A[m, k] * B[k, n]) for row-major A (M x K, or K x M when transpose_a),
@@ -499,7 +499,8 @@ def emit_gemm(module: ir.Module, name: str, dtype: DType, *, transpose_a: bool =
     last, `T* bp`, B packed by `emit_pack_b` (the paths that do not pack read B itself).
     `columns`: N, when the caller knows it: the paths no call can take are not emitted (the
     few-column kernels for a wide product, the blocked GEMM for a narrow one), which is most
-    of a small model's code and of its compile time.
+    of a small model's code and of its compile time. `rows`: M, when the caller knows it: up to
+    gemm_rows.SMALL_M rows (a batch-1 model, a recurrent step's block) only the few-rows path.
     """
     if not (dtype.is_float or dtype.is_int) or dtype is DType.f16:
         raise IRError(f"emit_gemm {name!r}: dtype {dtype} is not supported; "
@@ -522,8 +523,12 @@ def emit_gemm(module: ir.Module, name: str, dtype: DType, *, transpose_a: bool =
         b.ret_void()
         return fn
     if not transpose_b:
+        few = gemm_rows.static_rows(rows, transpose_b)
         gemm_rows.emit_few_rows(b, module, name, dtype, args, transpose_a, epilogue, (packed or [None])[0],
-                                known_n=columns)
+                                known_n=columns, known_m=few)
+        if few is not None:     # the only path a call can take has returned
+            b.ret_void()
+            return fn
     if columns is None or columns <= SKINNY_N:
         skinny = (gemm_skinny.emit_skinny_t if transpose_a else gemm_skinny.emit_skinny)(
             module, name, ty, tiling(dtype), transpose_b, epilogue)
@@ -541,18 +546,21 @@ def emit_gemm(module: ir.Module, name: str, dtype: DType, *, transpose_a: bool =
     return fn
 
 
-def shared_gemm(module: ir.Module, dtype: DType, *, transpose_a: bool = False,
-                transpose_b: bool = False, prepacked: bool = False, columns: int | None = None) -> ir.Function:
-    """The module's one GEMM without epilogue for this dtype, these transposes and this class of
-    N (narrow, wide, or either when `columns` is not known), made on first use: a training step
-    has many such products, and each copy costs compile time."""
+def shared_gemm(module: ir.Module, dtype: DType, *, transpose_a: bool = False, transpose_b: bool = False,
+                prepacked: bool = False, columns: int | None = None, rows: int | None = None) -> ir.Function:
+    """The module's one GEMM without epilogue for this dtype, these transposes, this class of N
+    (narrow, wide, or either when `columns` is not known) and, for a static M up to
+    gemm_rows.SMALL_M, that M, made on first use: a training step has many such products, and
+    each copy costs compile time."""
     width = "" if columns is None else ".narrow" if columns <= SKINNY_N else ".wide"
-    name = f"gemm.{dtype}.{'t' if transpose_a else 'n'}{'t' if transpose_b else 'n'}{'.packed' * prepacked}{width}"
+    few = gemm_rows.static_rows(rows, transpose_b)
+    name = (f"gemm.{dtype}.{'t' if transpose_a else 'n'}{'t' if transpose_b else 'n'}{'.packed' * prepacked}"
+            f"{width}{f'.m{few}' if few else ''}")
     existing = module.globals.get(name)
     if existing is not None:
         return existing
     return emit_gemm(module, name, dtype, transpose_a=transpose_a, transpose_b=transpose_b, prepacked=prepacked,
-                     columns=None if columns is None else (1 if columns <= SKINNY_N else SKINNY_N + 1))
+                     columns=None if columns is None else (1 if columns <= SKINNY_N else SKINNY_N + 1), rows=few)
 
 
 def emit_loop_gemm(module: ir.Module, name: str, dtype: DType, *, transpose_a: bool = False,

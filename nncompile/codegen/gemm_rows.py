@@ -21,14 +21,21 @@ SMALL_M = 4                  # up to this many rows of A skip packing
 ROW_SPLIT_BYTES = 1 << 18    # a B from this size is shared between the threads for one row of A
 
 
+def static_rows(rows: int | None, transpose_b: bool) -> int | None:
+    """M when it is static and this module's path for few rows takes it, else None."""
+    return rows if rows is not None and rows <= SMALL_M and not transpose_b else None
+
+
 def emit_few_rows(b: ir.IRBuilder, module: ir.Module, name: str, dtype: DType, args: list[ir.Value],
                   transpose_a: bool, epilogue: gemm.Epilogue | None, packed: ir.Value | None = None,
-                  known_n: int | None = None) -> None:
+                  known_n: int | None = None, known_m: int | None = None) -> None:
     """Return early from the GEMM being emitted when A has at most SMALL_M rows. `packed`: B as
-    `emit_pack_b` packed it, read instead of B. `known_n`: N, when static."""
+    `emit_pack_b` packed it, read instead of B. `known_n`, `known_m`: N and M, when static (only
+    the path of that M is emitted)."""
     m = args[0]
-    _parallel_row(b, module, name, dtype, args, transpose_a, epilogue, packed)
-    for rows in range(1, SMALL_M + 1):
+    if known_m in (None, 1):
+        _parallel_row(b, module, name, dtype, args, transpose_a, epilogue, packed)
+    for rows in range(1, SMALL_M + 1) if known_m is None else [known_m]:
         with b.if_then(b.icmp_signed("==", m, const(rows))):
             emit_small_m(b, scalar_type(dtype), gemm.tiling(dtype), rows, args, transpose_a, epilogue,
                          packed=packed, known_n=known_n)

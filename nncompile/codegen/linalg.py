@@ -16,6 +16,7 @@ from llvmlite import ir
 from nncompile.codegen.conv import emit_conv2d
 from nncompile.codegen.conv_direct import emit_direct, has_symbolic_image
 from nncompile.codegen.gemm import Epilogue, emit_gemm, emit_loop_gemm, shared_gemm
+from nncompile.codegen.gemm_rows import static_rows
 from nncompile.codegen.kernel import Dim, Kernel, mul, product
 from nncompile.codegen.loop import apply_nodes, emit_loop
 from nncompile.codegen.loops import as_i64, for_nest, linear_index
@@ -123,13 +124,15 @@ def _matmul(k: Kernel, node: Node, epilogue: Sequence[Node] = (), output: Value 
     dtype = result.type.dtype
     packed = [k.packed[w]] if w in k.packed and not batched and not _tiny(m, n, depth) else []
     columns = n if isinstance(n, int) else None
+    rows = m if isinstance(m, int) else None
     if _tiny(m, n, depth):
         fn = emit_loop_gemm(k.module, k.module.get_unique_name("gemm"), dtype,
                             transpose_a=ta, transpose_b=tb, epilogue=fused)
     elif fused is not None:
-        fn = _epilogue_gemm(k, node, epilogue, fused, operands, prepacked=bool(packed), columns=columns)
+        fn = _epilogue_gemm(k, node, epilogue, fused, operands, prepacked=bool(packed), columns=columns, rows=rows)
     else:
-        fn = shared_gemm(k.module, dtype, transpose_a=ta, transpose_b=tb, prepacked=bool(packed), columns=columns)
+        fn = shared_gemm(k.module, dtype, transpose_a=ta, transpose_b=tb, prepacked=bool(packed), columns=columns,
+                         rows=rows)
     lda, ldb = k.dims(a)[-1], k.dims(w)[-1]
     if not batched:
         b.call(fn, [as_i64(m), as_i64(n), as_i64(depth), k.ptr(a), as_i64(lda), k.ptr(w), as_i64(ldb),
@@ -141,20 +144,21 @@ def _matmul(k: Kernel, node: Node, epilogue: Sequence[Node] = (), output: Value 
 
 
 def _epilogue_gemm(k: Kernel, node: Node, epilogue: Sequence[Node], fused: Epilogue, operands: list[Value],
-                   prepacked: bool, columns: int | None) -> ir.Function:
+                   prepacked: bool, columns: int | None, rows: int | None) -> ir.Function:
     """The GEMM of `node` with its register epilogue, made once per module for all products that
     differ only where the GEMM takes sizes at run time (M, K, strides): two Dense(64, relu) layers
     of an MLP share one. Each copy is thousands of lines of LLVM IR, and LLVM's time grows with
     them. The function's name is a digest of everything its code is made from."""
     anchor = node.outputs[0]
-    key = (anchor.type.dtype, node.attrs["transpose_a"], node.attrs["transpose_b"], prepacked, columns,
+    few = static_rows(rows, node.attrs["transpose_b"])
+    key = (anchor.type.dtype, node.attrs["transpose_a"], node.attrs["transpose_b"], prepacked, columns, few,
            fused.operands, _epilogue_key(epilogue, anchor, operands))
     name = "gemm.e" + hashlib.blake2b(repr(key).encode(), digest_size=8).hexdigest()
     existing = k.module.globals.get(name)
     if existing is not None:
         return existing
     return emit_gemm(k.module, name, anchor.type.dtype, transpose_a=key[1], transpose_b=key[2],
-                     epilogue=fused, prepacked=prepacked, columns=columns)
+                     epilogue=fused, prepacked=prepacked, columns=columns, rows=few)
 
 
 def _epilogue_key(epilogue: Sequence[Node], anchor: Value, operands: list[Value]) -> tuple:

@@ -276,3 +276,21 @@ def test_known_width_emits_only_the_paths_a_call_can_take(columns, absent, prese
         c = np.empty((m, n), np.float32)
         fn(m, n, 50, a.ctypes.data, 50, b.ctypes.data, n, c.ctypes.data, n)
         np.testing.assert_allclose(c, a.astype(np.float64) @ b, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+def test_known_few_rows_emit_only_their_path(rows):
+    """M known when compiling and at most SMALL_M (a batch-1 model, a recurrent step's block):
+    no blocked GEMM, no few-column kernels; the product as numpy's, N split between the
+    threads for one row of a large B."""
+    module = target.new_module("gemm_rows_known")
+    gemm.emit_gemm(module, "g", DType.f32, columns=600, rows=rows)
+    names = [g.name for g in module.global_values]
+    assert not any(part in name for name in names for part in (".tiles", ".driver", ".skinny")), names
+    jit = target.JitModule(module)
+    fn = ctypes.CFUNCTYPE(None, I, I, I, P, I, P, I, P, I)(jit.address("g"))
+    rng = np.random.default_rng(2)
+    a, b = rng.standard_normal((rows, 200)).astype(np.float32), rng.standard_normal((200, 600)).astype(np.float32)
+    c = np.empty((rows, 600), np.float32)
+    fn(rows, 600, 200, a.ctypes.data, 200, b.ctypes.data, 600, c.ctypes.data, 600)
+    np.testing.assert_allclose(c, a.astype(np.float64) @ b, rtol=1e-5, atol=1e-4)
