@@ -27,7 +27,10 @@ import onnxruntime as ort  # noqa: E402
 
 import nncompile  # noqa: E402
 import nncompile.onnx  # noqa: E402
-from host import cpu_model  # noqa: E402
+_host = importlib.util.spec_from_file_location("host", os.path.join(HERE, "host.py"))   # HERE is off sys.path
+cpu_model = importlib.util.module_from_spec(_host)
+_host.loader.exec_module(cpu_model)
+cpu_model = cpu_model.cpu_model
 
 
 def _shared_timer():
