@@ -199,17 +199,7 @@ class Conv3D(BaseConv):
     (2, 4, 2, 2, 4)
     """
 
-    rank = 3
-
-    def __init__(self, filters: int, kernel_size, strides=(1, 1, 1), padding: str = "valid",
-                 data_format: str | None = None, dilation_rate=(1, 1, 1), groups: int = 1,
-                 activation=None, use_bias: bool = True, kernel_initializer="glorot_uniform",
-                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
-                 kernel_constraint=None, bias_constraint=None, **kwargs):
-        super().__init__(filters, kernel_size, strides, padding, data_format, dilation_rate, groups,
-                         activation, use_bias, kernel_initializer, bias_initializer,
-                         kernel_regularizer, bias_regularizer, kernel_constraint, bias_constraint,
-                         **kwargs)
+    rank = 3   # BaseConv's arguments: a single int of strides or dilation_rate stands for all three
 
 
 class Conv1D(BaseConv):
