@@ -3,7 +3,10 @@
     python benchmarks/compile_time.py [WORKLOAD ...] [--repeats 1]
 
 Each workload runs in a fresh process with an empty NNCOMPILE_CACHE_DIR (so the first compile
-also starts the LLVM worker, as a user's first run does) and prints, for each step it times,
+also starts the LLVM worker, as a user's first run does, and builds the GEMMs of the host's kernel
+library that it needs, `codegen/library.py`), then again in a fresh process whose cache holds
+only that library (a new model on a host that has compiled others before); it prints, for each
+step it times,
 the wall and CPU time per phase: trace (model -> IR, the training step with its gradients),
 passes, plan (memory plan, buffer slots, cache key), LLVM IR (emission), LLVM worker (its start,
 sending the module, waiting), LLVM parse, LLVM optimisation, machine code, disk cache, loading.
@@ -22,6 +25,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pathlib
+import shutil
 import statistics
 import subprocess
 import sys
@@ -93,21 +98,32 @@ def measure(name: str) -> list[dict]:
     return rows
 
 
-def in_fresh_process(name: str) -> list[dict]:
-    with tempfile.TemporaryDirectory(prefix="nncompile-compile-time-") as cache:
-        env = {**os.environ, "NNCOMPILE_CACHE_DIR": cache}
-        out = subprocess.run([sys.executable, __file__, "--child", name], env=env, check=True,
-                             capture_output=True, text=True).stdout
+def _child(name: str, cache: str) -> list[dict]:
+    env = {**os.environ, "NNCOMPILE_CACHE_DIR": cache}
+    out = subprocess.run([sys.executable, __file__, "--child", name], env=env, check=True,
+                         capture_output=True, text=True).stdout
     return json.loads(out.splitlines()[-1])
 
 
-def report(name: str, runs: list[list[dict]]) -> None:
+def in_fresh_processes(name: str) -> tuple[list[dict], list[dict]]:
+    """The workload's rows on a cold host (an empty cache) and, in a second process, with only
+    the kernel library that the first built in the cache (the model's own code not cached)."""
+    with tempfile.TemporaryDirectory(prefix="nncompile-compile-time-") as cold, \
+            tempfile.TemporaryDirectory(prefix="nncompile-compile-time-") as warm:
+        first = _child(name, cold)
+        library = pathlib.Path(cold) / "library"
+        if library.is_dir():
+            shutil.copytree(library, pathlib.Path(warm) / "library")
+        return first, _child(name, warm)
+
+
+def report(name: str, runs: list[list[dict]], cache: str) -> None:
     """The median over runs of each step's phases (wall and CPU ms), and of the steps' total."""
     from nncompile import phases
 
     total = statistics.median(sum(row["wall"] for row in run) for run in runs)
-    print(f"\n== {name}: {total:.2f} s for {', '.join(r['step'] for r in runs[0])} "
-          f"(median of {len(runs)} cold runs)")
+    print(f"\n== {name}, {cache}: {total:.2f} s for {', '.join(r['step'] for r in runs[0])} "
+          f"(median of {len(runs)} runs)")
     for k, row in enumerate(runs[0]):
         times = {p: phases.Spent(statistics.median(run[k]["phases"][p][0] for run in runs),
                                  statistics.median(run[k]["phases"][p][1] for run in runs))
@@ -131,7 +147,9 @@ def main() -> None:
     print(f"{cpu_model()}, {os.cpu_count()} cores; cold compiles (empty disk cache), "
           f"each workload in a fresh process")
     for name in args.workloads or WORKLOADS:
-        report(name, [in_fresh_process(name) for _ in range(args.repeats)])
+        runs = [in_fresh_processes(name) for _ in range(args.repeats)]
+        report(name, [cold for cold, _ in runs], "empty cache (the host's kernel library built too)")
+        report(name, [warm for _, warm in runs], "the kernel library cached, the model not")
 
 
 if __name__ == "__main__":

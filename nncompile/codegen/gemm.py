@@ -59,7 +59,25 @@ class Epilogue:
     or scalars on a scalar path, so element rules written for both work as they are.
     """
     operands: tuple[tuple[int, int], ...]
-    apply: Callable[[ir.IRBuilder, ir.Value, list[ir.Value]], ir.Value]
+    apply: Callable[[ir.IRBuilder, ir.Value, list[ir.Value]], ir.Value] | None
+
+
+TILE_CALL = Epilogue(((0, 0), (0, 0)), None)
+"""The epilogue of the host library's GEMMs (`codegen/library.py`): its two operands are a tile
+function (`tile_type`) and that function's context, passed as T*s; each finished tile of C is
+stored as it is and then handed to tile(ctx, &C[row, col], ldc, row, col, rows, cols)."""
+
+
+def tile_type(ty: ir.Type) -> ir.FunctionType:
+    """void tile(i8* ctx, T* c, i64 ldc, i64 row, i64 col, i64 rows, i64 cols)."""
+    return ir.FunctionType(void, [i8p, ty.as_pointer(), i64, i64, i64, i64, i64])
+
+
+def call_tile(b: ir.IRBuilder, eptrs: Sequence[ir.Value], c: ir.Value, ldc: ir.Value, row: ir.Value,
+              col: ir.Value, rows: int | ir.Value, cols: ir.Value) -> None:
+    """Call the tile function of a `TILE_CALL` epilogue on the stored tile at `c`."""
+    fn = b.bitcast(eptrs[0], tile_type(c.type.pointee).as_pointer())
+    b.call(fn, [b.bitcast(eptrs[1], i8p), c, ldc, row, col, as_i64(rows), cols])
 
 
 @dataclass(frozen=True)
@@ -229,6 +247,10 @@ def store_tile(b: ir.IRBuilder, accs: list[list[ir.Value]], c: ir.Value, ldc: ir
 
     if epilogue is None or last is False:
         emit(False)
+    elif epilogue.apply is None:
+        emit(False)
+        with b.if_then(last) if last is not True else contextlib.nullcontext():
+            call_tile(b, eptrs, c, ldc, row, col, rows, cols)
     elif last is True:
         emit(True)
     else:
@@ -544,23 +566,6 @@ def emit_gemm(module: ir.Module, name: str, dtype: DType, *, transpose_a: bool =
     b.call(driver, [m, n, k, src_b, ldb, c, ldc, const(0), pack_fields(b, [a, lda])] + eptrs + packed)
     b.ret_void()
     return fn
-
-
-def shared_gemm(module: ir.Module, dtype: DType, *, transpose_a: bool = False, transpose_b: bool = False,
-                prepacked: bool = False, columns: int | None = None, rows: int | None = None) -> ir.Function:
-    """The module's one GEMM without epilogue for this dtype, these transposes, this class of N
-    (narrow, wide, or either when `columns` is not known) and, for a static M up to
-    gemm_rows.SMALL_M, that M, made on first use: a training step has many such products, and
-    each copy costs compile time."""
-    width = "" if columns is None else ".narrow" if columns <= SKINNY_N else ".wide"
-    few = gemm_rows.static_rows(rows, transpose_b)
-    name = (f"gemm.{dtype}.{'t' if transpose_a else 'n'}{'t' if transpose_b else 'n'}{'.packed' * prepacked}"
-            f"{width}{f'.m{few}' if few else ''}")
-    existing = module.globals.get(name)
-    if existing is not None:
-        return existing
-    return emit_gemm(module, name, dtype, transpose_a=transpose_a, transpose_b=transpose_b, prepacked=prepacked,
-                     columns=None if columns is None else (1 if columns <= SKINNY_N else SKINNY_N + 1), rows=few)
 
 
 def emit_loop_gemm(module: ir.Module, name: str, dtype: DType, *, transpose_a: bool = False,

@@ -49,38 +49,55 @@ def emit_small_m(b: ir.IRBuilder, ty: ir.Type, t: gemm.Tiling, rows: int, args: 
     """C = A @ B for exactly `rows` rows of A: each row of B is loaded once for all of them.
     `columns` (start, stop): only those columns of C (a thread's share), a multiple of the lanes
     apart. `packed`: B's packed panels, read instead of B. `known_n`: N, when static (no more
-    accumulators than it fills)."""
+    accumulators than it fills). When N is known only at run time, the columns go in chunks of
+    the widest register block first, then of ever narrower ones (halving) for what is left, so
+    that a narrow product (a recurrent step's block of units) does not compute masked lanes."""
+    lanes = t.lanes
+    widest = max(1, 8 // rows)          # accumulators: rows x vectors <= 8 keeps B loads the bottleneck
+    plan = [min(widest, -(-known_n // lanes))] if known_n is not None else \
+        sorted({max(1, widest >> i) for i in range(widest.bit_length())}, reverse=True)
+    start, stop = columns if columns is not None else (const(0), args[1])
+    col = start
+    for vectors in plan[:-1]:      # whole chunks only
+        width = lanes * vectors
+        chunks = b.sdiv(b.sub(stop, col), const(width))
+        with for_range(b, chunks, name="sw") as j:
+            _chunk(b, ty, t, rows, args, transpose_a, epilogue, packed, b.add(col, b.mul(j, const(width))),
+                   vectors, const(width))
+        col = b.add(col, b.mul(chunks, const(width)))
+    width = lanes * plan[-1]
+    with for_range(b, stop, col, step=width, name="sn") as n0:
+        _chunk(b, ty, t, rows, args, transpose_a, epilogue, packed, n0, plan[-1], gemm.smin(b, const(width), b.sub(stop, n0)))
+
+
+def _chunk(b: ir.IRBuilder, ty: ir.Type, t: gemm.Tiling, rows: int, args: list[ir.Value], transpose_a: bool,
+           epilogue: gemm.Epilogue | None, packed: ir.Value | None, n0: ir.Value, vectors: int,
+           cols: ir.Value) -> None:
+    """Columns n0 .. n0 + cols (at most `vectors` vectors) of C for the `rows` rows."""
     m, n, k, a, lda, src_b, ldb, c, ldc, *eptrs = args
     lanes = t.lanes
-    vectors = max(1, 8 // rows)          # accumulators: rows x vectors <= 8 keeps B loads the bottleneck
-    if known_n is not None:
-        vectors = min(vectors, -(-known_n // lanes))
-    width = lanes * vectors
     vec = ir.VectorType(ty, lanes)
-    start, stop = columns if columns is not None else (const(0), n)
-    with for_range(b, stop, start, step=width, name="sn") as n0:
-        cols = gemm.smin(b, const(width), b.sub(stop, n0))
-        masks = [simd.lane_mask(b, cols, lanes, v * lanes) for v in range(vectors)]
-        slots = [[gemm.entry_alloca(b, vec) for _ in range(vectors)] for _ in range(rows)]
-        for slot in (s for row in slots for s in row):
-            b.store(gemm.zero(vec), slot)
+    masks = [simd.lane_mask(b, cols, lanes, v * lanes) for v in range(vectors)]
+    slots = [[gemm.entry_alloca(b, vec) for _ in range(vectors)] for _ in range(rows)]
+    for slot in (s for row in slots for s in row):
+        b.store(gemm.zero(vec), slot)
 
-        def step(kk: ir.Value, b_at: list[ir.Value]) -> None:
-            b_vecs = [simd.masked_load(b, at, mask) for at, mask in zip(b_at, masks)]
-            for r in range(rows):
-                index = b.add(b.mul(kk, lda), const(r)) if transpose_a else b.add(b.mul(const(r), lda), kk)
-                a_vec = simd.splat(b, b.load(gemm.at(b, a, index)), lanes)
-                for slot, bv in zip(slots[r], b_vecs):
-                    b.store(simd.fma(b, a_vec, bv, b.load(slot)), slot)
+    def step(kk: ir.Value, b_at: list[ir.Value]) -> None:
+        b_vecs = [simd.masked_load(b, at, mask) for at, mask in zip(b_at, masks)]
+        for r in range(rows):
+            index = b.add(b.mul(kk, lda), const(r)) if transpose_a else b.add(b.mul(const(r), lda), kk)
+            a_vec = simd.splat(b, b.load(gemm.at(b, a, index)), lanes)
+            for slot, bv in zip(slots[r], b_vecs):
+                b.store(simd.fma(b, a_vec, bv, b.load(slot)), slot)
 
-        if packed is None:
-            with for_range(b, k, name="sk") as kk:
-                b_row = gemm.at(b, src_b, b.add(b.mul(kk, ldb), n0))
-                step(kk, [gemm.at(b, b_row, v * lanes) for v in range(vectors)])
-        else:
-            _packed_steps(b, t, packed, n, k, [b.add(n0, const(v * lanes)) for v in range(vectors)], step)
-        accs = [[b.load(slot) for slot in row] for row in slots]
-        gemm.store_tile(b, accs, gemm.at(b, c, n0), ldc, rows, cols, True, True, const(0), n0, epilogue, eptrs)
+    if packed is None:
+        with for_range(b, k, name="sk") as kk:
+            b_row = gemm.at(b, src_b, b.add(b.mul(kk, ldb), n0))
+            step(kk, [gemm.at(b, b_row, v * lanes) for v in range(vectors)])
+    else:
+        _packed_steps(b, t, packed, n, k, [b.add(n0, const(v * lanes)) for v in range(vectors)], step)
+    accs = [[b.load(slot) for slot in row] for row in slots]
+    gemm.store_tile(b, accs, gemm.at(b, c, n0), ldc, rows, cols, True, True, const(0), n0, epilogue, eptrs)
 
 
 def _packed_steps(b: ir.IRBuilder, t: gemm.Tiling, packed: ir.Value, n: ir.Value, k: ir.Value,

@@ -172,11 +172,14 @@ def _emit_skinny_t_block(module: ir.Module, name: str, ty: ir.Type, t: gemm.Tili
                     for v, (slot, mask) in enumerate(zip(col_slots, masks)):
                         at_row = b.add(row, const(v * lanes))
                         acc = b.load(slot)
-                        if epilogue is not None:
+                        if epilogue is not None and epilogue.apply is not None:
                             valid = b.sub(rows, const(v * lanes))
                             acc = epilogue.apply(b, acc, [gemm.operand(b, p, s, at_row, at_col, lanes, valid, down=True)
                                                           for p, s in zip(eptrs, epilogue.operands)])
                         simd.masked_scatter(b, acc, gemm.at(b, c, b.add(b.mul(at_row, ldc), at_col)), ldc, mask)
+            if epilogue is not None and epilogue.apply is None:
+                gemm.call_tile(b, eptrs, gemm.at(b, c, b.add(b.mul(row, ldc), col)), ldc, row, col,
+                               gemm.smin(b, rows, const(lanes * vectors)), cols)
     b.ret_void()
     return fn
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from nncompile.codegen import elementwise, gemm, parallel, simd, target
+from nncompile.codegen import elementwise, gemm, library, parallel, simd, target
 from nncompile.codegen.conv import contiguous_window_rows
 from nncompile.codegen.conv_direct import emit_direct, has_symbolic_image
 from nncompile.codegen.gemm import at, entry_alloca, smin
@@ -155,7 +155,7 @@ def _emit_filter_task(k: Kernel, g: _Conv, dtype: DType) -> ir.Function:
     ptr = scalar_type(dtype).as_pointer()
     task, b, ctx, index, count = parallel.task_function(k.module, k.module.get_unique_name("conv_dw"))
     x, dy, parts, m = gemm.unpack_fields(b, ctx, [ptr, ptr, ptr, i64])
-    fn = gemm.shared_gemm(k.module, dtype, transpose_a=True)
+    fn = library.shared_gemm(k.module, dtype, transpose_a=True)
     patches, partial = _buffer(b, g.chunk * g.depth, dtype), _buffer(b, g.depth * g.og, dtype)
     mine = at(b, parts, b.mul(index, const(g.depth * g.cout)))
     _zero_fill(b, mine, g.depth * g.cout, dtype)
@@ -222,7 +222,7 @@ def _emit_input_task(k: Kernel, g: _Conv, dtype: DType) -> ir.Function:
     ptr = scalar_type(dtype).as_pointer()
     task, b, ctx, index, count = parallel.task_function(k.module, k.module.get_unique_name("conv_dx"))
     dy, w, dx, batch = gemm.unpack_fields(b, ctx, [ptr, ptr, ptr, i64])
-    fn = gemm.shared_gemm(k.module, dtype, transpose_b=True)
+    fn = library.shared_gemm(k.module, dtype, transpose_b=True)
     lanes = target.vector_lanes(dtype.itemsize)
     share = gemm.ceil_div(b, batch, count)
     first = b.mul(index, share)

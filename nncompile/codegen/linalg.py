@@ -15,8 +15,8 @@ from llvmlite import ir
 
 from nncompile.codegen.conv import emit_conv2d
 from nncompile.codegen.conv_direct import emit_direct, has_symbolic_image
-from nncompile.codegen.gemm import Epilogue, emit_gemm, emit_loop_gemm, shared_gemm
-from nncompile.codegen.gemm_rows import static_rows
+from nncompile.codegen import library
+from nncompile.codegen.gemm import Epilogue, emit_loop_gemm
 from nncompile.codegen.kernel import Dim, Kernel, mul, product
 from nncompile.codegen.loop import apply_nodes, emit_loop
 from nncompile.codegen.loops import as_i64, for_nest, linear_index
@@ -61,8 +61,10 @@ def _register_epilogue(k: Kernel, epilogue: Sequence[Node], anchor: Value,
     operands = _operands(epilogue, anchor)
     cols = out_shape[-1]
     strides = [_strides_2d(v, out_shape, cols) for v in operands]
-    # GEMM reads every operand as the result's element type (a bool mask, e.g. relu's VJP, is not).
-    if any(s is None for s in strides) or any(v.type.dtype != anchor.type.dtype for v in operands):
+    # GEMM reads every operand as the result's element type (a bool mask, e.g. relu's VJP, is not);
+    # the integer GEMMs, plain loop nests, apply an epilogue after them.
+    if any(s is None for s in strides) or any(v.type.dtype != anchor.type.dtype for v in operands) \
+            or not library.serves(anchor.type.dtype):
         return None, []
 
     def apply(b: ir.IRBuilder, acc: ir.Value, values: list[ir.Value]) -> ir.Value:
@@ -97,8 +99,7 @@ def _row_sum(k: Kernel, node: Node, output: Value) -> None:
     dims = k.dims(a)
     rows = product(k.b, dims[:-1])
     m, n = dims[-1], k.dims(g)[-1]
-    fn = shared_gemm(k.module, node.outputs[0].type.dtype, transpose_a=True,
-                     columns=n if isinstance(n, int) else None)
+    fn = library.shared_gemm(k.module, node.outputs[0].type.dtype, transpose_a=True)
     k.b.call(fn, [as_i64(m), as_i64(n), as_i64(rows), k.ptr(a), as_i64(m), k.ptr(g), as_i64(n),
                   k.ptr(output), as_i64(n)])
 
@@ -123,42 +124,35 @@ def _matmul(k: Kernel, node: Node, epilogue: Sequence[Node] = (), output: Value 
     fused, operands = (None, []) if batched else _register_epilogue(k, epilogue, result, result.type.shape)
     dtype = result.type.dtype
     packed = [k.packed[w]] if w in k.packed and not batched and not _tiny(m, n, depth) else []
-    columns = n if isinstance(n, int) else None
     rows = m if isinstance(m, int) else None
+    extra = [k.ptr(v) for v in operands]
     if _tiny(m, n, depth):
         fn = emit_loop_gemm(k.module, k.module.get_unique_name("gemm"), dtype,
                             transpose_a=ta, transpose_b=tb, epilogue=fused)
-    elif fused is not None:
-        fn = _epilogue_gemm(k, node, epilogue, fused, operands, prepacked=bool(packed), columns=columns, rows=rows)
     else:
-        fn = shared_gemm(k.module, dtype, transpose_a=ta, transpose_b=tb, prepacked=bool(packed), columns=columns,
-                         rows=rows)
+        fn = library.shared_gemm(k.module, dtype, transpose_a=ta, transpose_b=tb, prepacked=bool(packed),
+                                 rows=rows, tile=fused is not None)
+        if fused is not None:
+            extra = library.tile_arguments(b, dtype, _tile_function(k, node, epilogue, fused, operands), extra)
     lda, ldb = k.dims(a)[-1], k.dims(w)[-1]
     if not batched:
         b.call(fn, [as_i64(m), as_i64(n), as_i64(depth), k.ptr(a), as_i64(lda), k.ptr(w), as_i64(ldb),
-                    k.ptr(out), as_i64(n), *(k.ptr(v) for v in operands), *packed])
+                    k.ptr(out), as_i64(n), *extra, *packed])
     else:
         _batched(k, fn, a, w, result, out, (m, n, depth, lda, ldb))
     if epilogue and fused is None:
         _in_place_epilogue(k, epilogue, result, out)
 
 
-def _epilogue_gemm(k: Kernel, node: Node, epilogue: Sequence[Node], fused: Epilogue, operands: list[Value],
-                   prepacked: bool, columns: int | None, rows: int | None) -> ir.Function:
-    """The GEMM of `node` with its register epilogue, made once per module for all products that
-    differ only where the GEMM takes sizes at run time (M, K, strides): two Dense(64, relu) layers
-    of an MLP share one. Each copy is thousands of lines of LLVM IR, and LLVM's time grows with
-    them. The function's name is a digest of everything its code is made from."""
+def _tile_function(k: Kernel, node: Node, epilogue: Sequence[Node], fused: Epilogue,
+                   operands: list[Value]) -> ir.Function:
+    """The tile function applying `epilogue` to `node`'s product (`library.tile_function`), made
+    once per module for all products whose epilogues are the same code: two Dense(64, relu)
+    layers of an MLP share one. Its name is a digest of everything its code is made from."""
     anchor = node.outputs[0]
-    few = static_rows(rows, node.attrs["transpose_b"])
-    key = (anchor.type.dtype, node.attrs["transpose_a"], node.attrs["transpose_b"], prepacked, columns, few,
-           fused.operands, _epilogue_key(epilogue, anchor, operands))
-    name = "gemm.e" + hashlib.blake2b(repr(key).encode(), digest_size=8).hexdigest()
-    existing = k.module.globals.get(name)
-    if existing is not None:
-        return existing
-    return emit_gemm(k.module, name, anchor.type.dtype, transpose_a=key[1], transpose_b=key[2],
-                     epilogue=fused, prepacked=prepacked, columns=columns, rows=few)
+    key = (anchor.type.dtype, fused.operands, _epilogue_key(epilogue, anchor, operands))
+    name = "tile.e" + hashlib.blake2b(repr(key).encode(), digest_size=8).hexdigest()
+    return library.tile_function(k.module, name, anchor.type.dtype, fused)
 
 
 def _epilogue_key(epilogue: Sequence[Node], anchor: Value, operands: list[Value]) -> tuple:

@@ -8,7 +8,7 @@ takes that growth instead of the user's process, and is replaced when it has gro
 the user's process: the request fails with an error naming the module instead.
 
 The parent asks `compile_object`, `optimized_ir` or `assembly` with the module's text and the
-host CPU; the worker parses, verifies, runs the O3 pipeline and answers, with the time each of
+host CPU; the worker parses, verifies, runs an optimization pipeline (`PIPELINES`) and answers, with the time each of
 those phases took (for `nncompile.phases`). Loading object code into
 an execution engine stays in the parent (`target.JitModule`), which keeps no memory once freed.
 
@@ -69,17 +69,25 @@ class _Clock:
         self._start = now
 
 
-def _optimized_module(llvm, machine, text: str, clock: _Clock):
+# speed level, loop vectorizer, SLP vectorizer, loop unrolling. "full" is O3, for the kernel
+# library (`library.py`); "light" drops unrolling and the SLP vectorizer, for a model's own code
+# (elementwise loops, which the loop vectorizer interleaves anyway, and the calls between them):
+# it halves LLVM's time on a training step's module.
+PIPELINES = {"full": (3, True, True, True), "light": (2, True, False, False)}
+
+
+def _optimized_module(llvm, machine, text: str, clock: _Clock, pipeline: str):
     try:
         module = llvm.parse_assembly(text)
         module.verify()
     except RuntimeError as e:
         raise WorkerError(f"generated LLVM IR is invalid: {e}") from None
     clock.lap("LLVM parse")
-    tuning = llvm.create_pipeline_tuning_options(speed_level=3)
-    tuning.loop_vectorization = True
-    tuning.slp_vectorization = True
-    tuning.loop_unrolling = True
+    level, vectorize, slp, unroll = PIPELINES[pipeline]
+    tuning = llvm.create_pipeline_tuning_options(speed_level=level)
+    tuning.loop_vectorization = vectorize
+    tuning.slp_vectorization = slp
+    tuning.loop_unrolling = unroll
     builder = llvm.create_pass_builder(machine, tuning)
     builder.getModulePassManager().run(module, builder)
     clock.lap("LLVM optimisation")
@@ -87,10 +95,10 @@ def _optimized_module(llvm, machine, text: str, clock: _Clock):
 
 
 def _answer(llvm, machines: dict, request: tuple, clock: _Clock):
-    kind, cpu, features, text = request
+    kind, pipeline, cpu, features, text = request
     machine = machines.get((cpu, features)) or machines.setdefault((cpu, features),
                                                                    target_machine(llvm, cpu, features))
-    module = _optimized_module(llvm, machine, text, clock)
+    module = _optimized_module(llvm, machine, text, clock, pipeline)
     if kind == "object":
         answer = machine.emit_object(module)
     elif kind == "assembly":
@@ -134,12 +142,12 @@ class _Worker:
         self.lock = threading.Lock()
         self.process: subprocess.Popen | None = None
 
-    def ask(self, kind: str, cpu: str, features: str, text: str):
+    def ask(self, kind: str, pipeline: str, cpu: str, features: str, text: str):
         """The worker's answer, and its time per phase ({phase: (wall, CPU seconds)})."""
         with self.lock:
             process = self.process = self.process or _spawn()
             try:
-                pickle.dump((kind, cpu, features, text), process.stdin)
+                pickle.dump((kind, pipeline, cpu, features, text), process.stdin)
                 process.stdin.flush()
                 (status, value), rss, times = pickle.load(process.stdout)
             except (EOFError, OSError, pickle.UnpicklingError):
@@ -213,20 +221,20 @@ atexit.register(_WORKER.close)
 os.register_at_fork(after_in_child=_WORKER.__init__)
 
 
-def compile_object(text: str, cpu: str, features: str) -> tuple[bytes, dict]:
-    """The object file of the module `text`, optimized for `cpu` with `features` (and the
-    worker's time per phase, as every request here)."""
-    return _WORKER.ask("object", cpu, features, text)
+def compile_object(text: str, pipeline: str, cpu: str, features: str) -> tuple[bytes, dict]:
+    """The object file of the module `text` after the `pipeline` (a name in PIPELINES),
+    optimized for `cpu` with `features` (and the worker's time per phase, as every request here)."""
+    return _WORKER.ask("object", pipeline, cpu, features, text)
 
 
-def optimized_ir(text: str, cpu: str, features: str) -> tuple[str, dict]:
-    """The module text after LLVM's O3 pipeline."""
-    return _WORKER.ask("optimized", cpu, features, text)
+def optimized_ir(text: str, pipeline: str, cpu: str, features: str) -> tuple[str, dict]:
+    """The module text after the `pipeline`."""
+    return _WORKER.ask("optimized", pipeline, cpu, features, text)
 
 
-def assembly(text: str, cpu: str, features: str) -> tuple[str, dict]:
-    """The host assembly of the optimized module."""
-    return _WORKER.ask("assembly", cpu, features, text)
+def assembly(text: str, pipeline: str, cpu: str, features: str) -> tuple[str, dict]:
+    """The host assembly of the module after the `pipeline`."""
+    return _WORKER.ask("assembly", pipeline, cpu, features, text)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import numpy as np
 
 from nncompile import phases
 from nncompile.codegen import cpu as codegen
-from nncompile.codegen import parallel, target
+from nncompile.codegen import library, parallel, target
 from nncompile.codegen.target import JitModule
 from nncompile.ir.errors import ShapeError, VerifyError
 from nncompile.ir.graph import Graph, Node, Value
@@ -47,6 +47,9 @@ _STEPS_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p,
 # Symbol size used to decide, once per compile, which buffers share memory (the decision depends
 # on shapes only, not on sizes; every later plan is checked against it).
 _PROBE_SIZE = 3
+# LLVM's pipeline for a model's module (`llvm_worker.PIPELINES`): its GEMMs are the kernel
+# library's, compiled with the full one; what is left is elementwise loops and their calls.
+PIPELINE = "light"
 # Bindings (arena and pointer table) kept per executable, for the most recent input shapes.
 _BINDINGS_KEPT = 4
 
@@ -122,8 +125,8 @@ class Executable:
             probe = fitting_env(graph, _PROBE_SIZE)
             self.shares = shares(plan_memory(graph, probe))
             self.layout = codegen.make_layout(graph, self.shares)
-            self._key = disk_cache.entry_key("\n".join([str(graph), repr(sorted((str(k), str(v)) for k, v in
-                                                                                  _named(graph, self.shares)))]))
+            self._key = disk_cache.entry_key("\n".join([PIPELINE, str(graph), repr(sorted((str(k), str(v)) for k, v in
+                                                                                            _named(graph, self.shares)))]))
         self._jit = self._load()
         self._inputs = graph.data_inputs
         self._input_names = [v.name for v in self._inputs]
@@ -173,9 +176,10 @@ class Executable:
             cached = disk_cache.read(self._key)
         self.from_cache = cached is not None
         if cached is not None:
-            parallel.install()   # cached code may call the thread pool: its symbol must resolve
+            parallel.install()   # cached code may call the thread pool and the kernel library:
+            library.load_needed(cached)   # their symbols must resolve
             return JitModule(object_code=cached)
-        jit = JitModule(self._module_text)
+        jit = JitModule(self._module_text, pipeline=PIPELINE)
         with phases.timed("disk cache"):
             disk_cache.write(self._key, jit.object_code)
         return jit
@@ -318,11 +322,11 @@ class Executable:
     # inspection ---------------------------------------------------------------------------
     def llvm_ir(self, optimized: bool = False) -> str:
         """The LLVM IR of the module, as generated or after LLVM's O3 pipeline."""
-        return target.optimized(self._module_text) if optimized else self._module_text
+        return target.optimized(self._module_text, PIPELINE) if optimized else self._module_text
 
     def assembly(self) -> str:
         """The host assembly of the optimized module."""
-        return target.assembly(self._module_text)
+        return target.assembly(self._module_text, PIPELINE)
 
     def memory_plan(self, **sizes: int) -> MemoryPlan:
         """The memory plan at the given symbol sizes (the batch '?' is `batch`), default 1."""

@@ -63,11 +63,12 @@ def _digest(key: str, obj: bytes) -> bytes:
     return hashlib.blake2b(key.encode() + b"\0" + obj, digest_size=32).digest()
 
 
-def read(key: str) -> bytes | None:
-    """The object file cached under `key`, or None when there is no sound entry."""
+def read(key: str, folder: str = "") -> bytes | None:
+    """The object file cached under `key` (in `folder` of the cache: "library" holds the host's
+    kernel library, which outlives any model), or None when there is no sound entry."""
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer; O_NOFOLLOW: a link is not an entry
-        fd = os.open(directory() / f"{key}.o", os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(directory() / folder / f"{key}.o", os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
     try:
@@ -99,23 +100,23 @@ def _read_at_most(fd: int, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def write(key: str, obj: bytes) -> None:
+def write(key: str, obj: bytes, folder: str = "") -> None:
     """Store `obj` under `key`: written to a temporary file, flushed to disk, then renamed over
     the entry, so a reader sees the old entry or the whole new one, even after a power loss.
     Failing to write (a read-only or full disk) only costs the next process a compile."""
     if len(obj) > MAX_OBJECT_BYTES:
         return
-    folder = directory()
+    where = directory() / folder
     tmp = None
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{key}.", suffix=".tmp")
+        where.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=where, prefix=f".{key}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             f.write(_HEADER.pack(MAGIC, len(obj), _digest(key, obj)))
             f.write(obj)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, folder / f"{key}.o")
+        os.replace(tmp, where / f"{key}.o")
         tmp = None
     except OSError:
         pass

@@ -1,0 +1,168 @@
+"""The host's kernel library: float GEMMs compiled once per host and shared by every model.
+
+A GEMM is thousands of lines of LLVM IR (packing, the register-tiled microkernels, the few-row and
+few-column paths), and it was most of a model's compile time (the tutorial MLP's predict module:
+8,700 of 9,200 lines), yet it is the same code in every model of a host. So each GEMM variant
+(`GemmSpec`: dtype, transposes, B packed before a loop or not, a static few-row count, plain or
+with an epilogue) is a module of its own, compiled the first time a model on this host needs it,
+kept in the disk cache like model code (keyed by its name, the package, LLVM and the CPU) and
+loaded once per process. Its entry is exported by symbol, as the thread pool's is, and model
+modules only declare it (`shared_gemm`). M, N, K and the strides are run-time arguments: the paths a
+call takes are chosen at run time, as they were for symbolic batch sizes.
+
+Epilogues are the model's own: a library GEMM with one takes a tile function and its context
+(`gemm.TILE_CALL`); it stores each finished tile of C and calls the function on it while the
+tile is in L1. The model's module emits that function from the epilogue's element rules
+(`tile_function`), once per distinct epilogue.
+
+Cached model code names the library kernels it calls as undefined symbols of its object file;
+`load_needed` loads them before the object is loaded, so that every symbol resolves.
+"""
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass
+
+import llvmlite.binding as llvm
+from llvmlite import ir
+
+from nncompile import phases
+from nncompile.codegen import gemm, gemm_rows, parallel, simd, target
+from nncompile.codegen.kernel import scalar_type
+from nncompile.codegen.loops import for_range
+from nncompile.ir.dtypes import DType
+
+i8p = ir.IntType(8).as_pointer()
+i64 = ir.IntType(64)
+PREFIX = "nnc.gemm."
+FOLDER = "library"      # of the disk cache
+_NAME = re.compile(r"nnc\.gemm\.(f32|f64)\.([nt])([nt])(\.packed)?(?:\.m([1-9]))?(\.tile)?")
+
+
+@dataclass(frozen=True)
+class GemmSpec:
+    """One library GEMM: `gemm.emit_gemm` of these arguments, its epilogue `gemm.TILE_CALL` if `tile`."""
+    dtype: DType
+    transpose_a: bool = False
+    transpose_b: bool = False
+    prepacked: bool = False
+    rows: int | None = None     # a static M of at most gemm_rows.SMALL_M: only the few-rows path
+    tile: bool = False
+
+    @property
+    def name(self) -> str:
+        return (f"{PREFIX}{self.dtype}.{'t' if self.transpose_a else 'n'}{'t' if self.transpose_b else 'n'}"
+                f"{'.packed' * self.prepacked}{f'.m{self.rows}' if self.rows else ''}{'.tile' * self.tile}")
+
+    @classmethod
+    def parse(cls, name: str) -> "GemmSpec | None":
+        match = _NAME.fullmatch(name)
+        if match is None:
+            return None
+        dtype, ta, tb, packed, rows, tile = match.groups()
+        return cls(DType(dtype), ta == "t", tb == "t", bool(packed), int(rows) if rows else None, bool(tile))
+
+    def emit(self, module: ir.Module) -> ir.Function:
+        return gemm.emit_gemm(module, self.name, self.dtype, transpose_a=self.transpose_a,
+                              transpose_b=self.transpose_b, prepacked=self.prepacked, rows=self.rows,
+                              epilogue=gemm.TILE_CALL if self.tile else None)
+
+    def function_type(self) -> ir.FunctionType:
+        ptr = scalar_type(self.dtype).as_pointer()
+        extra = [ptr] * (2 * self.tile + self.prepacked)
+        return ir.FunctionType(ir.VoidType(), [i64, i64, i64, ptr, i64, ptr, i64, ptr, i64, *extra])
+
+
+def serves(dtype: DType) -> bool:
+    """Whether the library has GEMMs of `dtype` (others are emitted into the model's module)."""
+    return dtype in (DType.f32, DType.f64)
+
+
+def shared_gemm(module: ir.Module, dtype: DType, *, transpose_a: bool = False, transpose_b: bool = False,
+                prepacked: bool = False, rows: int | None = None, tile: bool = False) -> ir.Function:
+    """The GEMM a model's module calls (`gemm.emit_gemm`'s arguments and signature; `tile`: its
+    epilogue is `gemm.TILE_CALL`): the library's, declared, for float dtypes; for the others the
+    module's own plain loop nest, made on first use. `rows`: M, when static."""
+    spec = GemmSpec(dtype, transpose_a, transpose_b, prepacked, gemm_rows.static_rows(rows, transpose_b), tile)
+    existing = module.globals.get(spec.name)
+    if existing is not None:
+        return existing
+    if not serves(dtype):
+        return spec.emit(module)
+    _load(spec)
+    return ir.Function(module, spec.function_type(), spec.name)
+
+
+def load_needed(object_code: bytes) -> None:
+    """Load every library GEMM that `object_code` (a model's cached machine code) calls. Their
+    names sit in its string table; a name that is not a valid spec is no kernel of ours."""
+    for name in set(re.findall(rb"nnc\.gemm\.[a-z0-9.]+", object_code)):
+        spec = GemmSpec.parse(name.decode())
+        if spec is not None:
+            _load(spec)
+
+
+_loaded: dict[GemmSpec, target.JitModule] = {}
+_lock = threading.Lock()
+
+
+def _load(spec: GemmSpec) -> None:
+    """Compile (or read from the disk cache) and export `spec`'s kernel, once per process."""
+    if spec in _loaded:
+        return
+    from nncompile.runtime import disk_cache     # runtime imports codegen, not the other way round
+    with _lock:
+        if spec in _loaded:
+            return
+        parallel.install()     # the kernel calls the pool: its symbol must resolve first
+        key = disk_cache.entry_key(f"kernel library\n{spec.name}")
+        with phases.timed("disk cache"):
+            cached = disk_cache.read(key, FOLDER)
+        if cached is not None:
+            jit = target.JitModule(object_code=cached)
+        else:
+            with phases.timed("LLVM IR"):
+                module = target.new_module(spec.name)
+                spec.emit(module)
+                text = str(module)
+            jit = target.JitModule(text)
+            with phases.timed("disk cache"):
+                disk_cache.write(key, jit.object_code, FOLDER)
+        llvm.add_symbol(spec.name, jit.address(spec.name))
+        _loaded[spec] = jit
+
+
+def tile_function(module: ir.Module, name: str, dtype: DType, epilogue: gemm.Epilogue) -> ir.Function:
+    """`void name(i8* ctx, T* c, i64 ldc, i64 row, i64 col, i64 rows, i64 cols)` (`gemm.tile_type`):
+    apply `epilogue` in place to the rows x cols tile at `c`, which is C[row, col]; ctx holds the
+    epilogue's operand pointers (`gemm.pack_fields`), read at C's coordinates with their strides.
+    Made once per module for each name."""
+    existing = module.globals.get(name)
+    if existing is not None:
+        return existing
+    ty = scalar_type(dtype)
+    fn = gemm.new_function(module, name, gemm.tile_type(ty).args)
+    ctx, c, ldc, row, col, rows, cols = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    lanes = target.vector_lanes(dtype.itemsize)
+    ptrs = gemm.unpack_fields(b, ctx, [ty.as_pointer()] * len(epilogue.operands))
+    with for_range(b, rows, name="r") as r:
+        c_row = gemm.at(b, c, b.mul(r, ldc))
+        with for_range(b, cols, step=lanes, name="c") as j:
+            valid = b.sub(cols, j)
+            mask = simd.lane_mask(b, valid, lanes)
+            at_row, at_col = b.add(row, r), b.add(col, j)
+            values = [gemm.operand(b, p, s, at_row, at_col, lanes, valid) for p, s in zip(ptrs, epilogue.operands)]
+            ptr = gemm.at(b, c_row, j)
+            simd.masked_store(b, epilogue.apply(b, simd.masked_load(b, ptr, mask), values), ptr, mask)
+    b.ret_void()
+    return fn
+
+
+def tile_arguments(b: ir.IRBuilder, dtype: DType, tile: ir.Function, operands: list[ir.Value]) -> list[ir.Value]:
+    """The two trailing arguments of a library GEMM with an epilogue: the tile function and its
+    context (the operand pointers), each passed as a T* like any epilogue operand."""
+    ptr = scalar_type(dtype).as_pointer()
+    return [b.bitcast(tile, ptr), b.bitcast(gemm.pack_fields(b, operands), ptr)]
+

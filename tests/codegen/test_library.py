@@ -1,0 +1,158 @@
+"""The host's kernel library (`codegen/library.py`): its GEMMs, declared by a module of our own
+and run with their epilogues as tile functions, against numpy on every path (few rows, few
+columns, A transposed, B packed before the call, K in several blocks, K = 0); models whose code
+comes from the disk cache load the library kernels it calls, in a fresh process, and a corrupt
+library entry is a miss."""
+import ctypes
+import functools
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from llvmlite import ir
+
+from nncompile.codegen import gemm, gemm_pack, library, target
+from nncompile.ir.dtypes import DType
+from tests.codegen.test_gemm import EPILOGUES, _check, _strided
+
+P, I = ctypes.c_void_p, ctypes.c_int64
+
+
+@functools.cache
+def _caller(dtype: DType, transpose_a: bool, transpose_b: bool, epilogue: str, n_cols: int,
+            prepacked: bool, rows: int | None):
+    """A module of ours with `call(m, n, k, a, lda, b, ldb, c, ldc, e0, ...)`: B packed first when
+    `prepacked`, then the library GEMM, its epilogue (EPILOGUES) in a tile function."""
+    epi = EPILOGUES[epilogue][0]
+    if epi is not None and epi.operands[0][0] == -1:
+        epi = gemm.Epilogue(((n_cols, 1),), epi.apply)
+    module = target.new_module("library_test")
+    kernel = library.shared_gemm(module, dtype, transpose_a=transpose_a, transpose_b=transpose_b,
+                                 prepacked=prepacked, rows=rows, tile=epi is not None)
+    assert kernel.is_declaration and kernel.name.startswith(library.PREFIX)
+    ptr = kernel.args[3].type
+    n_ops = len(epi.operands) if epi else 0
+    fn = gemm.new_function(module, "call", [a.type for a in kernel.args[:9]] + [ptr] * n_ops, internal=False)
+    m, n, k, a, lda, b_ptr, ldb, c, ldc, *operands = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    extra = []
+    if epi is not None:
+        tile = library.tile_function(module, "tile", dtype, epi)
+        extra = library.tile_arguments(b, dtype, tile, list(operands))
+    packed = [b.call(gemm_pack.emit_pack_b(module, dtype, transpose_b=transpose_b), [n, k, b_ptr, ldb])] \
+        if prepacked else []
+    b.call(kernel, [m, n, k, a, lda, b_ptr, ldb, c, ldc, *extra, *packed])
+    if packed:
+        b.call(gemm.libc(module)[1], [b.bitcast(packed[0], ir.IntType(8).as_pointer())])
+    b.ret_void()
+    jit = target.JitModule(module)
+    return jit, ctypes.CFUNCTYPE(None, I, I, I, P, I, P, I, P, I, *[P] * n_ops)(jit.address("call"))
+
+
+def _run(m, n, k, transpose_a=False, transpose_b=False, epilogue="none", dtype=DType.f32, prepacked=False,
+         rows=None):
+    rng = np.random.default_rng(m * 1000 + n + k)
+    np_type = dtype.numpy
+    a = _strided(rng, *((k, m) if transpose_a else (m, k)), 2, np_type)
+    b = _strided(rng, *((n, k) if transpose_b else (k, n)), 1, np_type)
+    c_full = np.full((m, n + 3), np.nan, np_type)
+    _, numpy_rule, makers = EPILOGUES[epilogue]
+    operands = [np.ascontiguousarray(make(m, n, rng).astype(np_type)) for make in makers]
+    _, fn = _caller(dtype, transpose_a, transpose_b, epilogue, n, prepacked, rows)
+    item = a.itemsize
+    fn(m, n, k, a.ctypes.data, a.strides[0] // item, b.ctypes.data, b.strides[0] // item,
+       c_full.ctypes.data, c_full.strides[0] // item, *[o.ctypes.data for o in operands])
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    want = numpy_rule((a64.T if transpose_a else a64) @ (b64.T if transpose_b else b64),
+                      [o.astype(np.float64) for o in operands])
+    assert np.isnan(c_full[:, n:]).all(), "wrote past the end of C's rows"
+    _check(c_full[:, :n], want, dtype, k)
+
+
+SHAPES = [(1, 196, 128), (1, 600, 500), (3, 17, 5), (4, 70, 300), (13, 33, 257), (241, 65, 300),
+          (30, 40, 1700), (5, 70, 0), (50, 7, 40), (300, 300, 64)]
+
+
+@pytest.mark.parametrize("epilogue", sorted(EPILOGUES))
+@pytest.mark.parametrize("m,n,k", SHAPES)
+def test_library_gemm_with_tile_epilogue_matches_numpy(epilogue, m, n, k):
+    _run(m, n, k, epilogue=epilogue)
+
+
+@pytest.mark.parametrize("transposes", [(True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("m,n,k", [(1, 130, 64), (3, 17, 5), (50, 7, 40), (241, 65, 300), (30, 40, 1700)])
+@pytest.mark.parametrize("epilogue", ["none", "bias_relu"])
+def test_transposed_operands(transposes, m, n, k, epilogue):
+    _run(m, n, k, *transposes, epilogue=epilogue)
+
+
+@pytest.mark.parametrize("m,n,k", [(2, 130, 64), (97, 200, 800), (1, 64, 128)])
+@pytest.mark.parametrize("transpose_b", [False, True])
+def test_b_packed_before_the_call(m, n, k, transpose_b):
+    _run(m, n, k, transpose_b=transpose_b, epilogue="bias_relu", prepacked=True)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 4])
+@pytest.mark.parametrize("n", [5, 16, 64, 100, 300])
+def test_static_few_rows_with_any_width(rows, n):
+    """The few-rows kernels for a static M take N at run time: chunks of ever fewer vectors."""
+    _run(rows, n, 37, epilogue="bias_relu", rows=rows)
+
+
+def test_f64_kernels():
+    for shape in [(1, 33, 20), (13, 33, 257), (50, 7, 40)]:
+        _run(*shape, epilogue="row_scale_and_scalar", dtype=DType.f64)
+
+
+_MODEL = textwrap.dedent("""
+    import numpy as np
+    from nncompile import keras
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((20,)), keras.layers.Dense(32, activation="relu"),
+                              keras.layers.Dense(7, activation="tanh")])
+    x = np.random.default_rng(0).standard_normal((9, 20)).astype(np.float32)
+    y = model.predict(x, verbose=0)
+    w0, b0, w1, b1 = model.get_weights()
+    want = np.tanh(np.maximum(x @ w0 + b0, 0) @ w1 + b1)
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+    print("ok")
+""")
+
+
+def _predict_in_fresh_process(cache: pathlib.Path) -> None:
+    env = {**os.environ, "NNCOMPILE_CACHE_DIR": str(cache)}
+    done = subprocess.run([sys.executable, "-c", _MODEL], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
+
+
+def test_cached_model_loads_the_library_kernels_it_calls(tmp_path):
+    _predict_in_fresh_process(tmp_path)                        # compiles the library kernels and the model
+    kernels = sorted((tmp_path / library.FOLDER).glob("*.o"))
+    models = sorted(tmp_path.glob("*.o"))
+    assert kernels and models
+    _predict_in_fresh_process(tmp_path)                        # both from the cache
+    for entry in kernels:                                      # the model from the cache, the library rebuilt
+        entry.unlink()
+    _predict_in_fresh_process(tmp_path)
+    assert sorted((tmp_path / library.FOLDER).glob("*.o")) == kernels
+
+
+def test_a_corrupt_library_entry_is_a_miss(tmp_path):
+    _predict_in_fresh_process(tmp_path)
+    for entry in (tmp_path / library.FOLDER).glob("*.o"):
+        data = bytearray(entry.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        entry.write_bytes(bytes(data))
+    _predict_in_fresh_process(tmp_path)
+
+
+def test_spec_names_round_trip():
+    for spec in [library.GemmSpec(DType.f32), library.GemmSpec(DType.f64, True, True, True, 3, True),
+                 library.GemmSpec(DType.f32, False, True, tile=True)]:
+        assert library.GemmSpec.parse(spec.name) == spec
+    assert library.GemmSpec.parse("nnc.gemm.i32.nn") is None
+    assert library.GemmSpec.parse("nnc.gemm.f32.nn.junk") is None
