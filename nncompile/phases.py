@@ -19,7 +19,7 @@ from typing import Iterator
 
 # The phases in pipeline order (a table lists them so; a phase not listed here goes last).
 ORDER = ("trace", "passes", "plan", "LLVM IR", "LLVM worker", "LLVM parse", "LLVM optimisation",
-         "machine code", "disk cache", "loading")
+         "machine code", "disk cache", "kernel library", "loading")
 
 
 @dataclass

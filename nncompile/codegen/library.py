@@ -15,11 +15,15 @@ Epilogues are the model's own: a library GEMM with one takes a tile function and
 tile is in L1. The model's module emits that function from the epilogue's element rules
 (`tile_function`), once per distinct epilogue.
 
-Cached model code names the library kernels it calls as undefined symbols of its object file;
-`load_needed` loads them before the object is loaded, so that every symbol resolves.
+A kernel that this process does not have yet starts building (from the disk cache, or compiled)
+in a thread of its own the moment a model declares it, beside the model's own compile; `ready`
+loads them all, and must run before code calling them is loaded. Cached model code names the
+library kernels it calls as undefined symbols of its object file: `load_needed` loads those.
 """
 from __future__ import annotations
 
+import concurrent.futures
+import os
 import re
 import threading
 from dataclasses import dataclass
@@ -83,14 +87,15 @@ def shared_gemm(module: ir.Module, dtype: DType, *, transpose_a: bool = False, t
                 prepacked: bool = False, rows: int | None = None, tile: bool = False) -> ir.Function:
     """The GEMM a model's module calls (`gemm.emit_gemm`'s arguments and signature; `tile`: its
     epilogue is `gemm.TILE_CALL`): the library's, declared, for float dtypes; for the others the
-    module's own plain loop nest, made on first use. `rows`: M, when static."""
+    module's own plain loop nest, made on first use. `rows`: M, when static. A library kernel
+    not in this process yet starts building at once; `ready` waits for it."""
     spec = GemmSpec(dtype, transpose_a, transpose_b, prepacked, gemm_rows.static_rows(rows, transpose_b), tile)
     existing = module.globals.get(spec.name)
     if existing is not None:
         return existing
     if not serves(dtype):
         return spec.emit(module)
-    _load(spec)
+    _request(spec)
     return ir.Function(module, spec.function_type(), spec.name)
 
 
@@ -100,37 +105,62 @@ def load_needed(object_code: bytes) -> None:
     for name in set(re.findall(rb"nnc\.gemm\.[a-z0-9.]+", object_code)):
         spec = GemmSpec.parse(name.decode())
         if spec is not None:
-            _load(spec)
+            _request(spec)
+    ready()
 
 
 _loaded: dict[GemmSpec, target.JitModule] = {}
+_building: dict[GemmSpec, concurrent.futures.Future] = {}
 _lock = threading.Lock()
+# Kernels build in threads, one LLVM worker process each (`llvm_worker`), beside the model's own
+# compile: a cold host builds a training step's three or four GEMMs on every core.
+_builders = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(os.sched_getaffinity(0))),
+                                                  thread_name_prefix="nncompile-library")
 
 
-def _load(spec: GemmSpec) -> None:
-    """Compile (or read from the disk cache) and export `spec`'s kernel, once per process."""
-    if spec in _loaded:
-        return
-    from nncompile.runtime import disk_cache     # runtime imports codegen, not the other way round
+def _request(spec: GemmSpec) -> None:
+    """Start building `spec`'s kernel unless this process has it or is building it."""
+    parallel.install()     # the kernels call the pool: its symbol must resolve when they load
     with _lock:
-        if spec in _loaded:
-            return
-        parallel.install()     # the kernel calls the pool: its symbol must resolve first
-        key = disk_cache.entry_key(f"kernel library\n{spec.name}")
-        with phases.timed("disk cache"):
-            cached = disk_cache.read(key, FOLDER)
-        if cached is not None:
-            jit = target.JitModule(object_code=cached)
-        else:
-            with phases.timed("LLVM IR"):
-                module = target.new_module(spec.name)
-                spec.emit(module)
-                text = str(module)
-            jit = target.JitModule(text)
-            with phases.timed("disk cache"):
-                disk_cache.write(key, jit.object_code, FOLDER)
-        llvm.add_symbol(spec.name, jit.address(spec.name))
-        _loaded[spec] = jit
+        if spec not in _loaded and spec not in _building:
+            _building[spec] = _builders.submit(_object_code, spec)
+
+
+def _object_code(spec: GemmSpec) -> bytes:
+    """`spec`'s machine code, from the disk cache or compiled with the full pipeline (in a
+    builder thread)."""
+    from nncompile.runtime import disk_cache     # runtime imports codegen, not the other way round
+    key = disk_cache.entry_key(f"kernel library\n{spec.name}")
+    cached = disk_cache.read(key, FOLDER)
+    if cached is not None:
+        return cached
+    module = target.new_module(spec.name)
+    spec.emit(module)
+    obj = target.compile_object(str(module), "full")
+    disk_cache.write(key, obj, FOLDER)
+    return obj
+
+
+def ready() -> None:
+    """Load and export every kernel requested so far, waiting for those still building: call it
+    before loading code that calls them. A build that failed raises here (and is tried again at
+    the next request)."""
+    with phases.timed("kernel library"):
+        while True:
+            with _lock:
+                if not _building:
+                    return
+                spec, future = next(iter(_building.items()))
+            try:
+                obj = future.result()
+            finally:
+                with _lock:
+                    _building.pop(spec, None)
+            with _lock:
+                if spec not in _loaded:
+                    jit = target.JitModule(object_code=obj)
+                    llvm.add_symbol(spec.name, jit.address(spec.name))
+                    _loaded[spec] = jit
 
 
 def tile_function(module: ir.Module, name: str, dtype: DType, epilogue: gemm.Epilogue) -> ir.Function:

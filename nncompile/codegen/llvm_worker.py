@@ -214,27 +214,53 @@ def _exit_reason(process: subprocess.Popen) -> str:
     return f"the LLVM worker was killed by signal {-code}" if code < 0 else f"the LLVM worker exited with {code}"
 
 
-_WORKER = _Worker()
-atexit.register(_WORKER.close)
-# A forked child must not share the parent's worker (their replies would interleave): it starts
+class _Workers:
+    """The worker processes: a request takes an idle one, or starts another when all are busy
+    (threads compiling at once, such as the kernel library's builds beside a model's compile)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.idle: list[_Worker] = []
+        self.all: list[_Worker] = []
+
+    def ask(self, *request):
+        with self.lock:
+            worker = self.idle.pop() if self.idle else None
+            if worker is None:
+                worker = _Worker()
+                self.all.append(worker)
+        try:
+            return worker.ask(*request)
+        finally:
+            with self.lock:
+                self.idle.append(worker)
+
+    def close(self) -> None:
+        for worker in self.all:
+            worker.close()
+
+
+_WORKERS = _Workers()
+atexit.register(_WORKERS.close)
+# A forked child must not share the parent's workers (their replies would interleave): it starts
 # its own when it first compiles.
-os.register_at_fork(after_in_child=_WORKER.__init__)
+os.register_at_fork(after_in_child=_WORKERS.__init__)
 
 
 def compile_object(text: str, pipeline: str, cpu: str, features: str) -> tuple[bytes, dict]:
     """The object file of the module `text` after the `pipeline` (a name in PIPELINES),
     optimized for `cpu` with `features` (and the worker's time per phase, as every request here)."""
-    return _WORKER.ask("object", pipeline, cpu, features, text)
+    return _WORKERS.ask("object", pipeline, cpu, features, text)
 
 
 def optimized_ir(text: str, pipeline: str, cpu: str, features: str) -> tuple[str, dict]:
     """The module text after the `pipeline`."""
-    return _WORKER.ask("optimized", pipeline, cpu, features, text)
+    return _WORKERS.ask("optimized", pipeline, cpu, features, text)
 
 
 def assembly(text: str, pipeline: str, cpu: str, features: str) -> tuple[str, dict]:
     """The host assembly of the module after the `pipeline`."""
-    return _WORKER.ask("assembly", pipeline, cpu, features, text)
+    return _WORKERS.ask("assembly", pipeline, cpu, features, text)
 
 
 if __name__ == "__main__":

@@ -179,7 +179,9 @@ class Executable:
             parallel.install()   # cached code may call the thread pool and the kernel library:
             library.load_needed(cached)   # their symbols must resolve
             return JitModule(object_code=cached)
-        jit = JitModule(self._module_text, pipeline=PIPELINE)
+        object_code = target.compile_object(self._module_text, PIPELINE)
+        library.ready()     # the library kernels it calls, built meanwhile
+        jit = JitModule(object_code=object_code)
         with phases.timed("disk cache"):
             disk_cache.write(self._key, jit.object_code)
         return jit

@@ -49,6 +49,7 @@ def _caller(dtype: DType, transpose_a: bool, transpose_b: bool, epilogue: str, n
     if packed:
         b.call(gemm.libc(module)[1], [b.bitcast(packed[0], ir.IntType(8).as_pointer())])
     b.ret_void()
+    library.ready()
     jit = target.JitModule(module)
     return jit, ctypes.CFUNCTYPE(None, I, I, I, P, I, P, I, P, I, *[P] * n_ops)(jit.address("call"))
 

@@ -33,6 +33,11 @@ def test_invalid_llvm_ir_is_an_error_naming_it():
     _compiles_correctly(3)   # the worker goes on serving
 
 
+def _worker() -> llvm_worker._Worker:
+    """The worker that answered the last request (requests here come one at a time)."""
+    return llvm_worker._WORKERS.idle[-1]
+
+
 def _module(name: str) -> str:
     module = target.new_module(name)
     fn = target.ir.Function(module, target.ir.FunctionType(target.ir.IntType(32), []), name)
@@ -42,7 +47,7 @@ def _module(name: str) -> str:
 
 def test_a_worker_that_dies_is_replaced():
     target.compile_object(_module("started"))
-    os.kill(llvm_worker._WORKER.process.pid, signal.SIGKILL)
+    os.kill(_worker().process.pid, signal.SIGKILL)
     with pytest.raises(IRError, match="LLVM failed on the module .the LLVM worker was killed by signal 9"):
         target.compile_object(str(target.new_module("empty")))
     _compiles_correctly(6)
@@ -51,9 +56,9 @@ def test_a_worker_that_dies_is_replaced():
 def test_a_worker_grown_past_its_limit_is_replaced(monkeypatch):
     _compiles_correctly(7)
     monkeypatch.setattr(llvm_worker, "WORKER_RSS_LIMIT", 0)
-    first = llvm_worker._WORKER.process
+    first = _worker().process
     _compiles_correctly(8)
-    assert llvm_worker._WORKER.process is None and first.poll() is not None   # stopped, not left behind
+    assert _worker().process is None and first.poll() is not None   # stopped, not left behind
     _compiles_correctly(9)
 
 
@@ -88,7 +93,7 @@ def test_an_interrupted_request_never_answers_the_next_one(monkeypatch):
 
 
 def test_a_python_that_cannot_run_the_worker_is_named(monkeypatch):
-    llvm_worker._WORKER.close()
+    llvm_worker._WORKERS.close()
     monkeypatch.setattr(llvm_worker.sys, "executable", "/bin/true")
     with pytest.raises(IRError, match="the LLVM worker started with '/bin/true' did not start .the LLVM "
                                       "worker exited with 0.; it needs a Python that imports llvmlite"):
@@ -100,16 +105,16 @@ def test_a_python_that_cannot_run_the_worker_is_named(monkeypatch):
 
 def test_a_forked_child_starts_its_own_worker():
     target.compile_object(_module("started"))
-    parent_worker = llvm_worker._WORKER.process.pid
+    parent_worker = _worker().process.pid
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:   # the child: compile, report which worker answered, leave at once
         ok = False
         try:
-            ok = "@child" in target.optimized(_module("child")) and llvm_worker._WORKER.process.pid != parent_worker
+            ok = "@child" in target.optimized(_module("child")) and _worker().process.pid != parent_worker
         finally:
             os.write(write, b"1" if ok else b"0")
             os._exit(0)
     os.waitpid(pid, 0)
     assert os.read(read, 1) == b"1"
-    assert "@parent" in target.optimized(_module("parent")) and llvm_worker._WORKER.process.pid == parent_worker
+    assert "@parent" in target.optimized(_module("parent")) and _worker().process.pid == parent_worker
