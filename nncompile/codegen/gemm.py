@@ -511,7 +511,7 @@ def _emit_loop_nest(b: ir.IRBuilder, ty: ir.Type, args: list[ir.Value], transpos
 
 def emit_gemm(module: ir.Module, name: str, dtype: DType, *, transpose_a: bool = False,
               transpose_b: bool = False, epilogue: Epilogue | None = None,
-              prepacked: bool = False, columns: int | None = None, rows: int | None = None) -> ir.Function:
+              prepacked: bool = False, rows: int | None = None) -> ir.Function:
     """Add `void name(i64 M, i64 N, i64 K, T* A, i64 lda, T* B, i64 ldb, T* C, i64 ldc, T* e0, ...)`.
 
     C[m, n] = epilogue(sum_k A[m, k] * B[k, n]) for row-major A (M x K, or K x M when transpose_a),
@@ -519,10 +519,8 @@ def emit_gemm(module: ir.Module, name: str, dtype: DType, *, transpose_a: bool =
     K = 0 gives epilogue(0). C must not overlap A, B or an epilogue operand: when K > KC, partial
     sums are stored in C before the epilogue reads its operands. `prepacked`: one more argument
     last, `T* bp`, B packed by `emit_pack_b` (the paths that do not pack read B itself).
-    `columns`: N, when the caller knows it: the paths no call can take are not emitted (the
-    few-column kernels for a wide product, the blocked GEMM for a narrow one), which is most
-    of a small model's code and of its compile time. `rows`: M, when the caller knows it: up to
-    gemm_rows.SMALL_M rows (a batch-1 model, a recurrent step's block) only the few-rows path.
+    `rows`: M, when the caller knows it: up to gemm_rows.SMALL_M rows (a batch-1 model, a
+    recurrent step's block) only the few-rows path is emitted.
     """
     if not (dtype.is_float or dtype.is_int) or dtype is DType.f16:
         raise IRError(f"emit_gemm {name!r}: dtype {dtype} is not supported; "
@@ -547,20 +545,15 @@ def emit_gemm(module: ir.Module, name: str, dtype: DType, *, transpose_a: bool =
     if not transpose_b:
         few = gemm_rows.static_rows(rows, transpose_b)
         gemm_rows.emit_few_rows(b, module, name, dtype, args, transpose_a, epilogue, (packed or [None])[0],
-                                known_n=columns, known_m=few)
+                                known_m=few)
         if few is not None:     # the only path a call can take has returned
             b.ret_void()
             return fn
-    if columns is None or columns <= SKINNY_N:
-        skinny = (gemm_skinny.emit_skinny_t if transpose_a else gemm_skinny.emit_skinny)(
-            module, name, ty, tiling(dtype), transpose_b, epilogue)
-        if columns is not None:     # narrow: the only path left
-            b.call(skinny, args)
-            b.ret_void()
-            return fn
-        with b.if_then(b.icmp_signed("<=", n, const(SKINNY_N))):
-            b.call(skinny, args)
-            b.ret_void()
+    skinny = (gemm_skinny.emit_skinny_t if transpose_a else gemm_skinny.emit_skinny)(
+        module, name, ty, tiling(dtype), transpose_b, epilogue)
+    with b.if_then(b.icmp_signed("<=", n, const(SKINNY_N))):
+        b.call(skinny, args)
+        b.ret_void()
     driver = emit_gemm_driver(module, name, dtype, gemm_pack.pack_matrix(transpose_a), transpose_b=transpose_b,
                               epilogue=epilogue, transpose_a=transpose_a, prepacked=prepacked)
     b.call(driver, [m, n, k, src_b, ldb, c, ldc, const(0), pack_fields(b, [a, lda])] + eptrs + packed)

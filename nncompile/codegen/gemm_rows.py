@@ -28,34 +28,31 @@ def static_rows(rows: int | None, transpose_b: bool) -> int | None:
 
 def emit_few_rows(b: ir.IRBuilder, module: ir.Module, name: str, dtype: DType, args: list[ir.Value],
                   transpose_a: bool, epilogue: gemm.Epilogue | None, packed: ir.Value | None = None,
-                  known_n: int | None = None, known_m: int | None = None) -> None:
+                  known_m: int | None = None) -> None:
     """Return early from the GEMM being emitted when A has at most SMALL_M rows. `packed`: B as
-    `emit_pack_b` packed it, read instead of B. `known_n`, `known_m`: N and M, when static (only
-    the path of that M is emitted)."""
+    `emit_pack_b` packed it, read instead of B. `known_m`: M, when static (only the path of
+    that M is emitted)."""
     m = args[0]
     if known_m in (None, 1):
         _parallel_row(b, module, name, dtype, args, transpose_a, epilogue, packed)
     for rows in range(1, SMALL_M + 1) if known_m is None else [known_m]:
         with b.if_then(b.icmp_signed("==", m, const(rows))):
             emit_small_m(b, scalar_type(dtype), gemm.tiling(dtype), rows, args, transpose_a, epilogue,
-                         packed=packed, known_n=known_n)
+                         packed=packed)
             b.ret_void()
 
 
 def emit_small_m(b: ir.IRBuilder, ty: ir.Type, t: gemm.Tiling, rows: int, args: list[ir.Value],
                  transpose_a: bool, epilogue: gemm.Epilogue | None,
-                 columns: tuple[ir.Value, ir.Value] | None = None, packed: ir.Value | None = None,
-                 known_n: int | None = None) -> None:
+                 columns: tuple[ir.Value, ir.Value] | None = None, packed: ir.Value | None = None) -> None:
     """C = A @ B for exactly `rows` rows of A: each row of B is loaded once for all of them.
     `columns` (start, stop): only those columns of C (a thread's share), a multiple of the lanes
-    apart. `packed`: B's packed panels, read instead of B. `known_n`: N, when static (no more
-    accumulators than it fills). When N is known only at run time, the columns go in chunks of
-    the widest register block first, then of ever narrower ones (halving) for what is left, so
-    that a narrow product (a recurrent step's block of units) does not compute masked lanes."""
+    apart. `packed`: B's packed panels, read instead of B. The columns go in chunks of the
+    widest register block first, then of ever narrower ones (halving) for what is left, so that
+    a narrow product (a recurrent step's block of units) does not compute masked lanes."""
     lanes = t.lanes
     widest = max(1, 8 // rows)          # accumulators: rows x vectors <= 8 keeps B loads the bottleneck
-    plan = [min(widest, -(-known_n // lanes))] if known_n is not None else \
-        sorted({max(1, widest >> i) for i in range(widest.bit_length())}, reverse=True)
+    plan = sorted({max(1, widest >> i) for i in range(widest.bit_length())}, reverse=True)
     start, stop = columns if columns is not None else (const(0), args[1])
     col = start
     for vectors in plan[:-1]:      # whole chunks only
