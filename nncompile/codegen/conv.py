@@ -8,11 +8,14 @@ not even as packed panels: in NHWC a tap of a pixel is a contiguous run of chann
 microkernel reads A straight from the image through one pointer per tile row and tap (an
 indirect convolution, as in XNNPACK), pointing at a row of zeros where the window hangs over the
 padding. Packing A, a transpose here, cost as much as the arithmetic for typical channel counts.
+
+The geometry (sizes, strides, pads, dilations, groups) is read at run time from an array of
+words (`geometry`), so one kernel serves every convolution of a dtype: it lives in the host's
+kernel library (`library.py`) and no model compiles its own.
 """
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from typing import Sequence
 
 from llvmlite import ir
@@ -36,83 +39,143 @@ def contiguous_window_rows(g) -> bool:
             and (g.ow - 1) * g.strides[1] + g.kw <= g.w)
 
 
-@dataclass(frozen=True)
-class _Geometry:
-    """Static sizes of one convolution."""
-    h: int
-    w: int
-    cin: int
-    kh: int
-    kw: int
-    cg: int          # input channels per group
-    oh: int
-    ow: int
-    strides: tuple[int, int]
-    dilations: tuple[int, int]
-    top: int
-    left: int
+GEOMETRY = ("h", "w", "cin", "kh", "kw", "cg", "oh", "ow", "stride_h", "stride_w", "dilation_h", "dilation_w",
+            "top", "left", "groups", "cout")
+"""The words of a convolution's geometry, in the order the kernel reads them (`geometry`)."""
 
-    @property
-    def rowwise(self) -> bool:
-        """Whether window rows are contiguous (see `contiguous_window_rows`): the microkernel then
-        walks KH row taps of kw*cin channels instead of KH*KW taps of cin (3 input channels: 3 runs
-        of 9, not 9 runs of 3, which spent the time on pointers rather than FMAs)."""
-        return contiguous_window_rows(self)
-
-    @property
-    def taps(self) -> int:
-        return self.kh if self.rowwise else self.kh * self.kw
-
-    @property
-    def run(self) -> int:
-        """Contiguous elements read per tap."""
-        return self.kw * self.cg if self.rowwise else self.cg
+# What the microkernel reads of the geometry, worked out once per call by the kernel's entry.
+_DERIVED = ("ohw", "ow", "oh", "stride_h", "stride_w", "top", "left", "kh", "tap_w", "dilation_h",
+            "dilation_w", "h", "w", "cin", "run", "image")
+_NO_BLOCKING = 1 << 40     # a KC no depth reaches: the weights are packed whole, one K block
 
 
-def _emit_micro(module: ir.Module, name: str, ty: ir.Type, t: Tiling, g: _Geometry,
-                epilogue: Epilogue | None) -> ir.Function:
-    """micro(x, bp, c, ldc, row, rows, cols, col, e...): the MR x NR tile of output pixels
-    row..row+rows, reading each pixel's window straight from the image (x points at the group's
-    first channel). Per tap, each row gets a pointer to its input pixel, or to zeros in the padding;
-    per channel, one broadcast per row and NR/lanes vectors of packed weights feed the FMAs."""
+def geometry(name: str, dtype: DType, *, in_hw: Sequence[int], cin: int, kernel_hw: Sequence[int], cout: int,
+             strides: Sequence[int] = (1, 1), pads: Sequence[int] = (0, 0, 0, 0),
+             dilations: Sequence[int] = (1, 1), groups: int = 1) -> list[int]:
+    """The GEOMETRY words of a convolution named `name` (for its errors): x is NHWC (batch, H, W,
+    cin), w is (KH, KW, cin/groups, cout), y is (batch, OH, OW, cout), as the IR's conv2d defines
+    them (pads are (top, bottom, left, right))."""
+    if dtype not in (DType.f32, DType.f64):
+        raise IRError(f"conv2d {name!r}: dtype {dtype} is not supported; expected f32 or f64")
+    if groups < 1 or cin % groups or cout % groups:
+        raise IRError(f"conv2d {name!r}: groups={groups} must divide cin={cin} and cout={cout}")
+    if not all(isinstance(d, int) for d in (*in_hw, cin, *kernel_hw, cout)):
+        raise IRError(f"conv2d {name!r}: in_hw {tuple(in_hw)}, cin, kernel_hw and cout must be static ints")
+    (h, w), (kh, kw) = in_hw, kernel_hw
+    oh = window_output_size(h, kh, strides[0], dilations[0], pads[0], pads[1], "height")
+    ow = window_output_size(w, kw, strides[1], dilations[1], pads[2], pads[3], "width")
+    return [h, w, cin, kh, kw, cin // groups, oh, ow, *strides, *dilations, pads[0], pads[2], groups, cout]
+
+
+def emit_conv2d(module: ir.Module, name: str, dtype: DType, epilogue: Epilogue | None = None) -> ir.Function:
+    """Add `void name(i64 batch, T* x, T* w, T* y, i64* geometry, T* e0, ...)`:
+    y = epilogue(conv2d(x, w)) for any geometry (`geometry`'s words). The epilogue sees y as a
+    (batch*OH*OW, cout) matrix. y must not overlap x, w or an epilogue operand."""
+    ty = scalar_type(dtype)
+    ptr = ty.as_pointer()
+    t = dataclasses.replace(gemm.tiling(dtype), kc=_NO_BLOCKING)
+    n_epi = len(epilogue.operands) if epilogue else 0
+    tiles = _emit_tiles(module, name, ty, t, _emit_micro(module, name, ty, t, epilogue), n_epi)
+    driver = gemm.emit_driver(module, name, dtype, t, tiles, n_epi=n_epi)
+    fn = gemm.new_function(module, name, [i64, ptr, ptr, ptr, i64.as_pointer()] + [ptr] * n_epi, internal=False)
+    batch, x, weights, y, words, *eptrs = fn.args
+    for p in (x, weights, y):
+        p.add_attribute("noalias")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    g = {key: b.load(at(b, words, i)) for i, key in enumerate(GEOMETRY)}
+    derived = _derived(b, g)
+    alloc, free = gemm.libc(module)
+    zero_bytes = b.mul(b.add(derived["run"], const(16)), const(t.itemsize))
+    zero_row = b.bitcast(b.call(alloc, [const(64), b.mul(gemm.ceil_div(b, zero_bytes, 64), const(64))]), ptr)
+    with for_range(b, b.add(derived["run"], const(16)), name="zero") as i:
+        b.store(zero(ty), at(b, zero_row, i))
+    og = b.sdiv(g["cout"], g["groups"])
+    depth = b.mul(b.mul(g["kh"], g["kw"]), g["cg"])
+    m = b.mul(batch, derived["ohw"])
+    with for_range(b, g["groups"], name="group") as group:
+        column = b.mul(group, og)
+        x_group = at(b, x, b.mul(group, g["cg"]))
+        a_ctx = gemm.pack_fields(b, [x_group, zero_row, *(derived[key] for key in _DERIVED)])
+        b.call(driver, [m, og, depth, at(b, weights, column), g["cout"], at(b, y, column), g["cout"], column,
+                        a_ctx] + eptrs)
+    b.call(free, [b.bitcast(zero_row, gemm.i8p)])
+    b.ret_void()
+    return fn
+
+
+def _derived(b: ir.IRBuilder, g: dict) -> dict:
+    """The values of _DERIVED from the geometry words. Window rows are walked whole where they are
+    contiguous (`contiguous_window_rows`): KH taps of kw*cin channels instead of KH*KW taps of cin
+    (3 input channels: 3 runs of 9, not 9 runs of 3, which spent the time on pointers, not FMAs)."""
+    def eq(x, y):
+        return b.icmp_signed("==", x, y)
+    reach = b.add(b.mul(b.sub(g["ow"], const(1)), g["stride_w"]), g["kw"])
+    rowwise = b.and_(b.and_(eq(g["cg"], g["cin"]), eq(g["dilation_w"], const(1))),
+                     b.and_(eq(g["left"], const(0)), b.icmp_signed("<=", reach, g["w"])))
+    return {**{key: g[key] for key in _DERIVED if key in g},
+            "ohw": b.mul(g["oh"], g["ow"]),
+            "tap_w": b.select(rowwise, const(1), g["kw"]),
+            "run": b.select(rowwise, b.mul(g["kw"], g["cg"]), g["cg"]),
+            "image": b.mul(b.mul(g["h"], g["w"]), g["cin"])}
+
+
+def _divmod(b: ir.IRBuilder, x: ir.Value, d: ir.Value) -> tuple[ir.Value, ir.Value]:
+    """(x // d, x % d) for 0 <= x < 2**52 and d > 0, through a double multiply by 1/d and one
+    correction (an integer division costs 25-40 cycles, twice per tile of a small convolution)."""
+    f64 = ir.DoubleType()
+    q = b.fptosi(b.fmul(b.sitofp(x, f64), b.fdiv(ir.Constant(f64, 1.0), b.sitofp(d, f64))), i64)
+    r = b.sub(x, b.mul(q, d))
+    low, high = b.icmp_signed("<", r, const(0)), b.icmp_signed(">=", r, d)
+    q = b.select(low, b.sub(q, const(1)), b.select(high, b.add(q, const(1)), q))
+    r = b.select(low, b.add(r, d), b.select(high, b.sub(r, d), r))
+    return q, r
+
+
+def _emit_micro(module: ir.Module, name: str, ty: ir.Type, t: Tiling, epilogue: Epilogue | None) -> ir.Function:
+    """micro(x, bp, c, ldc, row, rows, cols, col, geometry, e...): the MR x NR tile of output
+    pixels row..row+rows, reading each pixel's window straight from the image (x points at the
+    group's first channel; geometry at the zero row and the _DERIVED values). Per tap, each row gets
+    a pointer to its input pixel, or to zeros in the padding; per channel, one broadcast per row
+    and NR/lanes vectors of packed weights feed the FMAs."""
     ptr = ty.as_pointer()
     n_epi = len(epilogue.operands) if epilogue else 0
-    fn = gemm.new_function(module, f"{name}.micro", [ptr, ptr, ptr, i64, i64, i64, i64, i64] + [ptr] * n_epi)
-    x, bp, c, ldc, row, rows, cols, col, *eptrs = fn.args
+    fn = gemm.new_function(module, f"{name}.micro", [ptr, ptr, ptr, i64, i64, i64, i64, i64, gemm.i8p]
+                           + [ptr] * n_epi)
+    x, bp, c, ldc, row, rows, cols, col, words, *eptrs = fn.args
     for p in (x, bp, c):
         p.add_attribute("noalias")
-    zeros = ir.GlobalVariable(module, ir.ArrayType(ty, g.run), f"{name}.zeros")
-    zeros.linkage, zeros.global_constant = "internal", True
-    zeros.initializer = ir.Constant(zeros.value_type, None)
-    zero_row = zeros.bitcast(ptr)
     b = ir.IRBuilder(fn.append_basic_block("entry"))
+    zero_row, *values = gemm.unpack_fields(b, words, [ptr] + [i64] * len(_DERIVED))
+    g = dict(zip(_DERIVED, values))
     vec = ir.VectorType(ty, t.lanes)
     slots = [[entry_alloca(b, vec) for _ in range(t.nr_vectors)] for _ in range(t.mr)]
+    image, rest = _divmod(b, row, g["ohw"])
+    oy, ox = _divmod(b, rest, g["ow"])
     pixels = []
     for r, slot_row in enumerate(slots):
         for v, slot in enumerate(slot_row):
             b.store(zero(vec), slot)
             simd.prefetch(b, at(b, c, b.add(b.mul(const(r), ldc), const(v * t.lanes))), write=True)
-        m = b.add(row, smin(b, const(r), b.sub(rows, const(1))))    # rows past the edge: zeros
-        image, rest = b.sdiv(m, const(g.oh * g.ow)), b.srem(m, const(g.oh * g.ow))
-        top = b.sub(b.mul(b.sdiv(rest, const(g.ow)), const(g.strides[0])), const(g.top))
-        left = b.sub(b.mul(b.srem(rest, const(g.ow)), const(g.strides[1])), const(g.left))
-        pixels.append((top, left, at(b, x, b.mul(image, const(g.h * g.w * g.cin))),
-                       b.icmp_signed("<", const(r), rows)))
-    with for_range(b, g.taps, name="tap") as tap:
-        if g.rowwise:
-            dy, dx = b.mul(tap, const(g.dilations[0])), const(0)
-        else:
-            dy = b.mul(b.sdiv(tap, const(g.kw)), const(g.dilations[0]))
-            dx = b.mul(b.srem(tap, const(g.kw)), const(g.dilations[1]))
+        if r:   # the next pixel: along the row, then down, then to the next image
+            ox = b.add(ox, const(1))
+            wrap = b.icmp_signed("==", ox, g["ow"])
+            ox, oy = b.select(wrap, const(0), ox), b.select(wrap, b.add(oy, const(1)), oy)
+            wrap = b.icmp_signed("==", oy, g["oh"])
+            oy, image = b.select(wrap, const(0), oy), b.select(wrap, b.add(image, const(1)), image)
+        top = b.sub(b.mul(oy, g["stride_h"]), g["top"])
+        left = b.sub(b.mul(ox, g["stride_w"]), g["left"])
+        pixels.append((top, left, b.gep(x, [b.mul(image, g["image"])]), b.icmp_signed("<", const(r), rows)))
+    with for_range(b, g["kh"], name="tap_y") as tap_y, for_range(b, g["tap_w"], name="tap_x") as tap_x:
+        tap = b.add(b.mul(tap_y, g["tap_w"]), tap_x)
+        dy, dx = b.mul(tap_y, g["dilation_h"]), b.mul(tap_x, g["dilation_w"])
         sources = []
-        for top, left, image, present in pixels:
+        for top, left, image_at, present in pixels:
             ih, iw = b.add(top, dy), b.add(left, dx)
-            inside = b.and_(present, b.and_(_within(b, ih, g.h), _within(b, iw, g.w)))
-            pixel = at(b, image, b.mul(b.add(b.mul(ih, const(g.w)), iw), const(g.cin)))
+            inside = b.and_(present, b.and_(_within(b, ih, g["h"]), _within(b, iw, g["w"])))
+            pixel = b.gep(image_at, [b.mul(b.add(b.mul(ih, g["w"]), iw), g["cin"])])
             sources.append(b.select(inside, pixel, zero_row))
-        weights = at(b, bp, b.mul(tap, const(g.run * t.nr)))
-        with for_range(b, g.run, name="ch") as ch:
+        weights = at(b, bp, b.mul(b.mul(tap, g["run"]), const(t.nr)))
+        with for_range(b, g["run"], name="ch") as ch:
             b_row = at(b, weights, b.mul(ch, const(t.nr)))
             b_vecs = [simd.load_vector(b, at(b, b_row, v * t.lanes), t.lanes, align=64)
                       for v in range(t.nr_vectors)]
@@ -131,7 +194,8 @@ def _emit_tiles(module: ir.Module, name: str, ty: ir.Type, t: Tiling, micro: ir.
     """Task: the microkernel over this thread's share of output tiles, MC pixels at a time (their
     image rows stay in L2 while every column panel of weights passes over them)."""
     b, v = gemm.tiles_task(module, name, ty, t, n_epi)
-    x = b.bitcast(v["a_ctx"], ty.as_pointer())
+    x = gemm.unpack_fields(b, v["a_ctx"], [ty.as_pointer()])[0]
+    words = b.gep(v["a_ctx"], [const(8)])      # the micro's fields: the zero row, the _DERIVED values
     with for_range(b, v["m1"], v["m0"], step=t.mc, name="ic") as ic:
         block_end = smin(b, v["m1"], b.add(ic, const(t.mc)))
         with for_range(b, v["n1"], v["n0"], step=t.nr, name="jr") as jr:
@@ -141,55 +205,10 @@ def _emit_tiles(module: ir.Module, name: str, ty: ir.Type, t: Tiling, micro: ir.
             with for_range(b, block_end, ic, step=t.mr, name="ir") as r0:
                 rows = smin(b, const(t.mr), b.sub(block_end, r0))
                 b.call(micro, [x, b_panel, at(b, c_col, b.mul(r0, v["ldc"])), v["ldc"], r0, rows, cols,
-                               b.add(v["col0"], jr)] + v["eptrs"])
+                               b.add(v["col0"], jr), words] + v["eptrs"])
     b.ret_void()
     return b.function
 
 
-def _within(b: ir.IRBuilder, index: ir.Value, size: int) -> ir.Value:
-    return b.icmp_unsigned("<", index, const(size))     # unsigned: negative indices are huge
-
-
-def emit_conv2d(module: ir.Module, name: str, dtype: DType, *, in_hw: Sequence[int], cin: int,
-                kernel_hw: Sequence[int], cout: int, strides: Sequence[int] = (1, 1),
-                pads: Sequence[int] = (0, 0, 0, 0), dilations: Sequence[int] = (1, 1), groups: int = 1,
-                epilogue: Epilogue | None = None) -> ir.Function:
-    """Add `void name(i64 batch, T* x, T* w, T* y, T* e0, ...)`: y = epilogue(conv2d(x, w)).
-
-    x is NHWC (batch, H, W, cin), w is (KH, KW, cin/groups, cout), y is (batch, OH, OW, cout), as
-    the IR's conv2d defines them (pads are (top, bottom, left, right)). The epilogue sees y as a
-    (batch*OH*OW, cout) matrix. y must not overlap x, w or an epilogue operand.
-    """
-    if dtype not in (DType.f32, DType.f64):
-        raise IRError(f"emit_conv2d {name!r}: dtype {dtype} is not supported; expected f32 or f64")
-    if groups < 1 or cin % groups or cout % groups:
-        raise IRError(f"emit_conv2d {name!r}: groups={groups} must divide cin={cin} and cout={cout}")
-    if not all(isinstance(d, int) for d in (*in_hw, cin, *kernel_hw, cout)):
-        raise IRError(f"emit_conv2d {name!r}: in_hw {tuple(in_hw)}, cin, kernel_hw and cout "
-                      f"must be static ints")
-    (h, w), (kh, kw) = in_hw, kernel_hw
-    oh = window_output_size(h, kh, strides[0], dilations[0], pads[0], pads[1], "height")
-    ow = window_output_size(w, kw, strides[1], dilations[1], pads[2], pads[3], "width")
-    cg, og = cin // groups, cout // groups
-    geometry = _Geometry(h, w, cin, kh, kw, cg, oh, ow, tuple(strides), tuple(dilations), pads[0], pads[2])
-    depth = kh * kw * cg
-    ty = scalar_type(dtype)
-    t = dataclasses.replace(gemm.tiling(dtype), kc=depth)   # weights packed whole: one K block
-    n_epi = len(epilogue.operands) if epilogue else 0
-    tiles = _emit_tiles(module, name, ty, t, _emit_micro(module, name, ty, t, geometry, epilogue), n_epi)
-    driver = gemm.emit_driver(module, name, dtype, t, tiles, n_epi=n_epi)
-
-    ptr = ty.as_pointer()
-    fn = gemm.new_function(module, name, [i64, ptr, ptr, ptr] + [ptr] * n_epi, internal=False)
-    batch, x, weights, y, *eptrs = fn.args
-    for p in (x, weights, y):
-        p.add_attribute("noalias")
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
-    m = b.mul(batch, const(oh * ow))
-    with for_range(b, groups, name="group") as group:
-        column = b.mul(group, const(og))
-        x_group = b.bitcast(at(b, x, b.mul(group, const(cg))), gemm.i8p)
-        b.call(driver, [m, const(og), const(depth), at(b, weights, column), const(cout),
-                        at(b, y, column), const(cout), column, x_group] + eptrs)
-    b.ret_void()
-    return fn
+def _within(b: ir.IRBuilder, index: ir.Value, size: ir.Value) -> ir.Value:
+    return b.icmp_unsigned("<", index, size)     # unsigned: negative indices are huge

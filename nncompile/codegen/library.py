@@ -1,4 +1,5 @@
-"""The host's kernel library: float GEMMs compiled once per host and shared by every model.
+"""The host's kernel library: float GEMMs and convolutions compiled once per host, shared by
+every model.
 
 A GEMM is thousands of lines of LLVM IR (packing, the register-tiled microkernels, the few-row and
 few-column paths), and it was most of a model's compile time (the tutorial MLP's predict module:
@@ -8,7 +9,8 @@ with an epilogue) is a module of its own, compiled the first time a model on thi
 kept in the disk cache like model code (keyed by its name, the package, LLVM and the CPU) and
 loaded once per process. Its entry is exported by symbol, as the thread pool's is, and model
 modules only declare it (`shared_gemm`). M, N, K and the strides are run-time arguments: the paths a
-call takes are chosen at run time, as they were for symbolic batch sizes.
+call takes are chosen at run time, as they were for symbolic batch sizes. The convolution
+(`ConvSpec`, `shared_conv2d`) takes its whole geometry at run time, one kernel per dtype.
 
 Epilogues are the model's own: a library GEMM with one takes a tile function and its context
 (`gemm.TILE_CALL`); it stores each finished tile of C and calls the function on it while the
@@ -32,7 +34,7 @@ import llvmlite.binding as llvm
 from llvmlite import ir
 
 from nncompile import phases
-from nncompile.codegen import gemm, gemm_rows, parallel, simd, target
+from nncompile.codegen import conv, gemm, gemm_rows, parallel, simd, target
 from nncompile.codegen.kernel import scalar_type
 from nncompile.codegen.loops import for_range
 from nncompile.ir.dtypes import DType
@@ -40,6 +42,8 @@ from nncompile.ir.dtypes import DType
 i8p = ir.IntType(8).as_pointer()
 i64 = ir.IntType(64)
 PREFIX = "nnc.gemm."
+CONV_PREFIX = "nnc.conv2d."
+_CONV_NAME = re.compile(r"nnc\.conv2d\.(f32|f64)(\.tile)?")
 FOLDER = "library"      # of the disk cache
 _NAME = re.compile(r"nnc\.gemm\.(f32|f64)\.([nt])([nt])(\.packed)?(?:\.m([1-9]))?(\.tile)?")
 
@@ -78,6 +82,37 @@ class GemmSpec:
         return ir.FunctionType(ir.VoidType(), [i64, i64, i64, ptr, i64, ptr, i64, ptr, i64, *extra])
 
 
+@dataclass(frozen=True)
+class ConvSpec:
+    """The library convolution of a dtype (`conv.emit_conv2d`), its epilogue `gemm.TILE_CALL` if
+    `tile`: the geometry is an argument, an array of `conv.GEOMETRY` words."""
+    dtype: DType
+    tile: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"{CONV_PREFIX}{self.dtype}{'.tile' * self.tile}"
+
+    @classmethod
+    def parse(cls, name: str) -> "ConvSpec | None":
+        match = _CONV_NAME.fullmatch(name)
+        return None if match is None else cls(DType(match.group(1)), bool(match.group(2)))
+
+    def emit(self, module: ir.Module) -> ir.Function:
+        return conv.emit_conv2d(module, self.name, self.dtype, gemm.TILE_CALL if self.tile else None)
+
+    def function_type(self) -> ir.FunctionType:
+        ptr = scalar_type(self.dtype).as_pointer()
+        return ir.FunctionType(ir.VoidType(), [i64, ptr, ptr, ptr, i64.as_pointer(), *[ptr] * (2 * self.tile)])
+
+
+Spec = GemmSpec | ConvSpec
+
+
+def _parse(name: str) -> Spec | None:
+    return GemmSpec.parse(name) or ConvSpec.parse(name)
+
+
 def serves(dtype: DType) -> bool:
     """Whether the library has GEMMs of `dtype` (others are emitted into the model's module)."""
     return dtype in (DType.f32, DType.f64)
@@ -90,11 +125,20 @@ def shared_gemm(module: ir.Module, dtype: DType, *, transpose_a: bool = False, t
     module's own plain loop nest, made on first use. `rows`: M, when static. A library kernel
     not in this process yet starts building at once; `ready` waits for it."""
     spec = GemmSpec(dtype, transpose_a, transpose_b, prepacked, gemm_rows.static_rows(rows, transpose_b), tile)
+    if not serves(dtype):
+        return module.globals.get(spec.name) or spec.emit(module)
+    return _declare(module, spec)
+
+
+def shared_conv2d(module: ir.Module, dtype: DType, *, tile: bool = False) -> ir.Function:
+    """The library's convolution (`ConvSpec`), declared in `module`; f32 or f64 only."""
+    return _declare(module, ConvSpec(dtype, tile))
+
+
+def _declare(module: ir.Module, spec: Spec) -> ir.Function:
     existing = module.globals.get(spec.name)
     if existing is not None:
         return existing
-    if not serves(dtype):
-        return spec.emit(module)
     _request(spec)
     return ir.Function(module, spec.function_type(), spec.name)
 
@@ -102,15 +146,15 @@ def shared_gemm(module: ir.Module, dtype: DType, *, transpose_a: bool = False, t
 def load_needed(object_code: bytes) -> None:
     """Load every library GEMM that `object_code` (a model's cached machine code) calls. Their
     names sit in its string table; a name that is not a valid spec is no kernel of ours."""
-    for name in set(re.findall(rb"nnc\.gemm\.[a-z0-9.]+", object_code)):
-        spec = GemmSpec.parse(name.decode())
+    for name in set(re.findall(rb"nnc\.(?:gemm|conv2d)\.[a-z0-9.]+", object_code)):
+        spec = _parse(name.decode())
         if spec is not None:
             _request(spec)
     ready()
 
 
-_loaded: dict[GemmSpec, target.JitModule] = {}
-_building: dict[GemmSpec, concurrent.futures.Future] = {}
+_loaded: dict[Spec, target.JitModule] = {}
+_building: dict[Spec, concurrent.futures.Future] = {}
 _lock = threading.Lock()
 # Kernels build in threads, one LLVM worker process each (`llvm_worker`), beside the model's own
 # compile: a cold host builds a training step's three or four GEMMs on every core.
@@ -118,7 +162,7 @@ _builders = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(os.sche
                                                   thread_name_prefix="nncompile-library")
 
 
-def _request(spec: GemmSpec) -> None:
+def _request(spec: Spec) -> None:
     """Start building `spec`'s kernel unless this process has it or is building it."""
     parallel.install()     # the kernels call the pool: its symbol must resolve when they load
     with _lock:
@@ -126,7 +170,7 @@ def _request(spec: GemmSpec) -> None:
             _building[spec] = _builders.submit(_object_code, spec)
 
 
-def _object_code(spec: GemmSpec) -> bytes:
+def _object_code(spec: Spec) -> bytes:
     """`spec`'s machine code, from the disk cache or compiled with the full pipeline (in a
     builder thread)."""
     from nncompile.runtime import disk_cache     # runtime imports codegen, not the other way round

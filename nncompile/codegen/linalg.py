@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 from llvmlite import ir
 
-from nncompile.codegen.conv import emit_conv2d
+from nncompile.codegen.conv import geometry
 from nncompile.codegen.conv_direct import emit_direct, has_symbolic_image
 from nncompile.codegen import library
 from nncompile.codegen.gemm import Epilogue, emit_loop_gemm
@@ -217,13 +217,27 @@ def _conv2d(k: Kernel, node: Node, epilogue: Sequence[Node] = (), output: Value 
             _in_place_epilogue(k, epilogue, result, out)
         return
     fused, operands = _register_epilogue(k, epilogue, result, result.type.shape)
-    fn = emit_conv2d(k.module, k.module.get_unique_name("conv2d"), result.type.dtype,
-                     in_hw=(h, wd), cin=cin, kernel_hw=(kh, kw), cout=cout,
-                     strides=node.attrs["strides"], pads=node.attrs["pads"],
-                     dilations=node.attrs["dilations"], groups=node.attrs["groups"], epilogue=fused)
-    k.b.call(fn, [as_i64(batch), k.ptr(x), k.ptr(w), k.ptr(out), *(k.ptr(v) for v in operands)])
+    dtype = result.type.dtype
+    words = geometry(node.describe(), dtype, in_hw=(h, wd), cin=cin, kernel_hw=(kh, kw), cout=cout,
+                     strides=node.attrs["strides"], pads=node.attrs["pads"], dilations=node.attrs["dilations"],
+                     groups=node.attrs["groups"])
+    fn = library.shared_conv2d(k.module, dtype, tile=fused is not None)
+    extra = [] if fused is None else \
+        library.tile_arguments(k.b, dtype, _tile_function(k, node, epilogue, fused, operands), [k.ptr(v) for v in operands])
+    k.b.call(fn, [as_i64(batch), k.ptr(x), k.ptr(w), k.ptr(out), _words(k.module, words), *extra])
     if epilogue and fused is None:
         _in_place_epilogue(k, epilogue, result, out)
+
+
+def _words(module: ir.Module, words: list[int]) -> ir.Value:
+    """A constant i64 array of `words` in `module` (one per distinct array), as an i64*."""
+    name = "words." + "_".join(map(str, words))
+    array = module.globals.get(name)
+    if array is None:
+        array = ir.GlobalVariable(module, ir.ArrayType(ir.IntType(64), len(words)), name)
+        array.linkage, array.global_constant = "internal", True
+        array.initializer = ir.Constant(array.value_type, words)
+    return array.bitcast(ir.IntType(64).as_pointer())
 
 
 OPS["matmul"].lower = _matmul

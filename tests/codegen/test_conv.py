@@ -1,5 +1,6 @@
-"""emit_conv2d compiled and run against a numpy convolution written here: strides, same/valid
-padding, dilation, groups (depthwise too), 1x1, odd batches, epilogues, the threaded size."""
+"""The convolution kernel (one for any geometry) run against a numpy convolution written here:
+strides, same/valid padding, dilation, groups (depthwise too), 1x1, odd batches, epilogues, the
+threaded size."""
 import ctypes
 
 import numpy as np
@@ -61,14 +62,26 @@ def run_conv(batch, hw, cin, khw, cout, strides=(1, 1), pads=(0, 0, 0, 0), dilat
         operands = [rng.standard_normal(want.shape).astype(dtype.numpy)]
         epi = gemm.Epilogue(((cout, 1),), lambda b, acc, ops: b.fadd(acc, ops[0]))
         want = want + operands[0]
-    module = target.new_module("conv_test")
-    conv.emit_conv2d(module, "conv", dtype, in_hw=hw, cin=cin, kernel_hw=khw, cout=cout, strides=strides,
-                     pads=pads, dilations=dilations, groups=groups, epilogue=epi)
-    jit = target.JitModule(module)
-    fn = ctypes.CFUNCTYPE(None, I, P, P, P, *[P] * len(operands))(jit.address("conv"))
+    words = np.array(conv.geometry("conv", dtype, in_hw=hw, cin=cin, kernel_hw=khw, cout=cout, strides=strides,
+                                   pads=pads, dilations=dilations, groups=groups), np.int64)
+    fn = _compiled(dtype, epilogue, epi, len(operands))
     y = np.full(want.shape, np.nan, dtype.numpy)
-    fn(batch, x.ctypes.data, w.ctypes.data, y.ctypes.data, *[o.ctypes.data for o in operands])
+    fn(batch, x.ctypes.data, w.ctypes.data, y.ctypes.data, words.ctypes.data, *[o.ctypes.data for o in operands])
     return y, want
+
+
+_KERNELS: dict = {}
+
+
+def _compiled(dtype, epilogue, epi, n_operands):
+    """The convolution kernel (any geometry) for this dtype and epilogue, compiled once."""
+    key = (dtype, epilogue, epi.operands if epi else None)     # a residual's stride is its width
+    if key not in _KERNELS:
+        module = target.new_module("conv_test")
+        conv.emit_conv2d(module, "conv", dtype, epi)
+        jit = target.JitModule(module)
+        _KERNELS[key] = jit, ctypes.CFUNCTYPE(None, I, P, P, P, P, *[P] * n_operands)(jit.address("conv"))
+    return _KERNELS[key][1]
 
 
 def _check(got, want, depth, dtype=DType.f32):
@@ -120,17 +133,14 @@ def test_random_geometry(batch, h, w, cg, og, groups, kh, kw, sh, sw, dh, dw, pa
 
 def test_bad_groups_are_named():
     with pytest.raises(IRError, match="groups=3 must divide cin=4 and cout=6"):
-        conv.emit_conv2d(target.new_module("bad"), "c", DType.f32, in_hw=(4, 4), cin=4, kernel_hw=(3, 3),
-                         cout=6, groups=3)
+        conv.geometry("c", DType.f32, in_hw=(4, 4), cin=4, kernel_hw=(3, 3), cout=6, groups=3)
 
 
 def test_window_larger_than_input_is_named():
     with pytest.raises(IRError, match="height"):
-        conv.emit_conv2d(target.new_module("bad"), "c", DType.f32, in_hw=(2, 4), cin=1, kernel_hw=(3, 3),
-                         cout=1)
+        conv.geometry("c", DType.f32, in_hw=(2, 4), cin=1, kernel_hw=(3, 3), cout=1)
 
 
 def test_symbolic_image_size_is_named():
     with pytest.raises(IRError, match="must be static ints"):
-        conv.emit_conv2d(target.new_module("bad"), "c", DType.f32, in_hw=("H", 4), cin=1, kernel_hw=(1, 1),
-                         cout=1)
+        conv.geometry("c", DType.f32, in_hw=("H", 4), cin=1, kernel_hw=(1, 1), cout=1)
