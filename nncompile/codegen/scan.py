@@ -166,11 +166,17 @@ def _emit_steps(p: Program, node: Node, number: int, prefix: str, full: Program 
         for value, stacked in zip(body.outputs[n:], node.outputs[n:]):
             if value in written:
                 pointers[p.layout.slots[value]] = at_step(full, stacked, t, first_row)
-        emit_kernels(with_(p, pointers=pointers), body.nodes, number, prefix)
+        at = with_(p, pointers=pointers)
+        emit_kernels(at, body.nodes, number, prefix)
         for value, stacked in zip(body.outputs[n:], node.outputs[n:]):
-            if value not in written:
-                _copy_slices(p, stacked, value, t, axis, into_step=False)
-        _update_carries(with_(p, pointers=pointers), body.outputs[:n], node.outputs[:n], body.inputs[:n])
+            if value in written:
+                continue
+            if axis == 0:   # the step's value (a block's rows of it) into its rows of slice t
+                nbytes = mul(b, product(b, p.dims(value)), value.type.dtype.itemsize)
+                memcpy(p, at_step(full, stacked, t, first_row), at.ptr(value), nbytes)
+            else:
+                _copy_slices(at, stacked, value, t, axis, into_step=False)
+        _update_carries(at, body.outputs[:n], node.outputs[:n], body.inputs[:n])
 
 
 def _emit_row_blocks(p: Program, node: Node, number: int, prefix: str, symbol: str) -> None:
