@@ -18,7 +18,7 @@ When the rows of the carries never meet (`independent_rows`: a recurrent layer o
 each thread runs the whole loop over its own block of rows, so the steps need no barrier between
 the threads; the memory plan then gives each body value bytes of its own. With one row the loop
 runs once, and its kernels share their work between the threads at each step. A recurrent cell
-over one row or a few (at most TEAM_ROWS) runs instead as a team of threads that split its units
+over one row or a few (at most `scan_team.TEAM_ROWS`) runs instead as a team of threads that split its units
 (`scan_team.py`) when it can.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ import math
 
 from llvmlite import ir
 
-from nncompile.codegen import gemm, parallel
+from nncompile.codegen import gemm, parallel, scan_team
 from nncompile.codegen.cpu import Program, emit_kernels
 from nncompile.codegen.gemm import libc
 from nncompile.codegen.gemm_pack import emit_pack_b
@@ -39,11 +39,6 @@ from nncompile.codegen.scan_team_emit import emit_team
 from nncompile.ir.graph import Graph, Node, Value
 from nncompile.ir.ops.scan import independent_rows, split_operands, step_views
 from nncompile.ir.optable import OPS
-
-# Loops over at most this many rows run as a team that splits the units (`scan_team`), more as
-# blocks of rows: from 3 rows of LSTM(128) on the two are even on two idle cores, and the team
-# loses when another process takes a core (it waits for the member the OS descheduled).
-TEAM_ROWS = 2
 
 i32 = ir.IntType(32)
 i8p = ir.IntType(8).as_pointer()
@@ -112,7 +107,7 @@ def emit_scan(p: Program, node: Node, number: int, prefix: str) -> None:
         _emit_loops(p, node, number, prefix, symbol if rowed else None)
         return
     rows = dict(zip(p.layout.symbols, p.symbols))[symbol]
-    few = p.b.and_(p.b.icmp_signed(">=", rows, as_i64(1)), p.b.icmp_signed("<=", rows, as_i64(TEAM_ROWS)))
+    few = p.b.and_(p.b.icmp_signed(">=", rows, as_i64(1)), p.b.icmp_signed("<=", rows, as_i64(scan_team.TEAM_ROWS)))
     with p.b.if_else(few) as (team, apart):
         with team:
             emit_team(p, node, split, symbol, prefix)

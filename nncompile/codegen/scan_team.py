@@ -41,6 +41,11 @@ from nncompile.ir.types import TensorType
 # as a barrier).
 TEAM_BYTES = 1 << 17
 
+# Loops over at most this many rows run as a team that splits the units, more as blocks of rows
+# (`scan.py`): from 3 rows of LSTM(128) on the two are even on two idle cores, and the team
+# loses when another process takes a core (it waits for the member the OS descheduled).
+TEAM_ROWS = 2
+
 
 @dataclass
 class UnitSplit:

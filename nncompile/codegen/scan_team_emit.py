@@ -11,10 +11,11 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from nncompile.codegen import gemm, parallel
+from nncompile.codegen import gemm, parallel, scan_team
 from nncompile.codegen.cpu import Layout, Program, _kernel_function
 from nncompile.codegen.gemm import libc
 from nncompile.codegen.gemm_pack import emit_pack_b
+from nncompile.codegen.gemm_rows import SMALL_M
 from nncompile.codegen.kernel import storage_type
 from nncompile.codegen.loops import as_i64, for_range
 from nncompile.codegen.scan_copy import at_step, memcpy, with_
@@ -234,8 +235,7 @@ def _call(b: ir.IRBuilder, fn: ir.Function, args: list[ir.Value]) -> None:
 
 
 def _product(member: _Member, packed: ir.Value) -> None:
-    """The block's product: its operands' gate columns gathered, then one GEMM over all rows
-    (the few-rows GEMM of one row when there is one)."""
+    """The block's product: its operands' gate columns gathered, then one GEMM over all rows."""
     at, team, split = member.at, member.team, member.team.split
     b, size = at.b, split.weight.type.dtype.itemsize
     for i, value in enumerate(_gathered(split)):
@@ -245,16 +245,35 @@ def _product(member: _Member, packed: ir.Value) -> None:
             for gate in range(split.gates):
                 memcpy(at, b.gep(into, [as_i64(gate * member.width * size)]),
                        member.address((value, gate), row), member.width * size)
-    with b.if_else(b.icmp_signed("==", team.rows, as_i64(1))) as (one, more):
-        for rows, branch in ((1, one), (team.symbol, more)):
-            with branch:
-                kernel = mixer_block(split, team.symbol, member.width, rows)
-                symbols = [] if rows == 1 else [team.symbol]
-                name = f"{team.prefix}team{member.width}.mix{'1' if rows == 1 else ''}"
-                fn = _block_function(at, kernel, name, symbols)
-                values = _block_values(at, kernel)
-                args = [member.address(kernel.views[v], as_i64(0)) for v in values]
-                _call(b, fn, args + ([team.rows] if symbols else []) + [packed])
+    _by_rows(b, team.rows, _row_variants(team), lambda rows: _mix(member, packed, rows))
+
+
+def _row_variants(team: _Team) -> list[int | str]:
+    """The row counts the product has a kernel of its own for, the few-rows GEMM's (small, static
+    M: no packing, and little code to compile), then the symbol for any other count."""
+    few = list(range(1, min(scan_team.TEAM_ROWS, SMALL_M) + 1))
+    return few + [team.symbol] * (scan_team.TEAM_ROWS > SMALL_M)
+
+
+def _by_rows(b: ir.IRBuilder, rows: ir.Value, variants: list[int | str], emit) -> None:
+    """emit(variant) for the variant equal to `rows`; the last takes every other count."""
+    if len(variants) == 1:
+        emit(variants[0])
+        return
+    with b.if_else(b.icmp_signed("==", rows, as_i64(variants[0]))) as (this, other):
+        with this:
+            emit(variants[0])
+        with other:
+            _by_rows(b, rows, variants[1:], emit)
+
+
+def _mix(member: _Member, packed: ir.Value, rows: int | str) -> None:
+    at, team = member.at, member.team
+    kernel = mixer_block(team.split, team.symbol, member.width, rows)
+    symbols = [rows] if isinstance(rows, str) else []
+    fn = _block_function(at, kernel, f"{team.prefix}team{member.width}.mix{'' if symbols else rows}", symbols)
+    args = [member.address(kernel.views[v], as_i64(0)) for v in _block_values(at, kernel)]
+    _call(at.b, fn, args + [team.rows] * len(symbols) + [packed])
 
 
 def _scatter_results(member: _Member, odd: ir.Value, results: list[ir.Value]) -> None:

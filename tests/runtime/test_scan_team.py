@@ -9,7 +9,7 @@ import pytest
 
 import nncompile
 from nncompile import keras
-from nncompile.codegen import parallel, scan
+from nncompile.codegen import parallel, scan_team
 from nncompile.codegen.scan_team import unit_split
 from nncompile.ir import BATCH, Builder, TensorType, f32
 from nncompile.ir.ops.scan import independent_rows
@@ -73,7 +73,7 @@ CELLS = {
 @pytest.fixture
 def team_up_to_64_rows(monkeypatch):
     """Loops over up to 64 rows run as a team whatever the measured limit (65 do not)."""
-    monkeypatch.setattr(scan, "TEAM_ROWS", 64)
+    monkeypatch.setattr(scan_team, "TEAM_ROWS", 64)
 
 
 def _rows(exe, model, weights, step, states, batch, steps, rng, backwards=False):
@@ -147,7 +147,6 @@ def test_a_busy_pool_leaves_the_caller_all_the_blocks(team_up_to_64_rows):
     (192, 1, 8, (2, 96)),      # SimpleRNN(192): 144 KB, two blocks
 ])
 def test_blocks_are_whole_vectors_and_not_too_small(monkeypatch, units, gates, threads, expected):
-    from nncompile.codegen import scan_team
     monkeypatch.setattr(scan_team.parallel, "num_threads", lambda: threads)
     monkeypatch.setattr(scan_team, "vector_lanes", lambda itemsize: 64 // itemsize)   # AVX-512
     split = scan_team.UnitSplit(units, gates, None, None, None)
