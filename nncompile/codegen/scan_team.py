@@ -1,19 +1,22 @@
-"""A recurrent loop over one row, its units split between the threads for the whole loop.
+"""A recurrent loop over a few rows, its units split between the threads for the whole loop.
 
-With one row (batch-1 inference) a recurrent step is one product of the state (1 x U) by the
-recurrent weights (U x G*U: G gates of U units) and the gates' elementwise math on U units.
-Forking and joining at every step for the product alone costs about what it saves; running the
-elementwise math on one thread leaves the other idle. So the threads run the whole loop as a team
-(one `parallel_for` around it, `codegen/scan.py`): the units are cut into a block per thread,
-and at every step each block's work is the columns of its units in each gate of the product
-(those columns of the weights packed once, by the thread that runs the block first, so they sit
-in its cache), the elementwise math of its units and its part of the new carries. A thread claims
-its own block first and any block still unclaimed after it, then waits until all have finished
-the step: about a barrier a step, but a thread that is late leaves its blocks to the others
-instead of holding them up. The carries alternate between two buffers by step, so a block writing
-its part of step t + 1's state never overwrites the state another still reads at step t.
-In effect this is oneDNN's layout (gates grouped per block of units) without reordering any
-weights: each gate's block is a product of its own.
+A recurrent step is one product of the state (R x U, R rows) by the recurrent weights (U x G*U:
+G gates of U units) and the gates' elementwise math on R x U values. With few rows (batch-1
+inference, small batches) the threads that each run the loop over their own rows (`scan.py`'s
+row blocks) would each stream all the weights at every step for a product of a row or two,
+and forking and joining at every step for the product alone costs about what it saves. So the
+threads run the whole loop as a team (one `parallel_for` around it, `scan_team_emit.py`): the
+units are cut into a block per thread, and at every step each block's work is the product of
+the whole state by its units' columns in every gate (those columns of the weights gathered and
+packed once, by the thread that runs the block first, so they sit in its cache), the
+elementwise math of its units in every row and its part of the new carries. A thread claims its
+own block first and any block still unclaimed after it, then waits until all have finished the
+step: about a barrier a step, but a thread that is late leaves its blocks to the others instead
+of holding them up. The carries alternate between two buffers by step, so a block writing its
+part of step t + 1's state never overwrites the state another still reads at step t. In effect
+this is oneDNN's layout (gates grouped per block of units): the block's columns of each gate are
+gathered next to each other, in its packed weights and in a buffer of its own for the
+product's other operands and result.
 
 The body must be one product kernel (`mixer`: a carry times an invariant, with an elementwise
 epilogue) followed by elementwise loop kernels that read the product's gates through slices
@@ -37,6 +40,11 @@ from nncompile.ir.types import TensorType
 # L2 on one thread (~1 us here), against the threads meeting once (~0.25 us, two cores, measured
 # as a barrier).
 TEAM_BYTES = 1 << 17
+
+# Loops over at most this many rows run as a team that splits the units, more as blocks of rows
+# (`scan.py`): from 3 rows of LSTM(128) on the two are even on two idle cores, and the team
+# loses when another process takes a core (it waits for the member the OS descheduled).
+TEAM_ROWS = 2
 
 
 @dataclass
@@ -143,25 +151,51 @@ def members(split: UnitSplit, dtype_size: int) -> tuple[int, int]:
 
 
 # --- one member's kernels ---------------------------------------------------------------------
-WHOLE, UNITS = -2, -1
+WHOLE, UNITS, GATES = -3, -2, -1
 """Where a block kernel's operand lies in a body value: WHOLE (all of it), UNITS (the member's
-units: from u0), or gate g >= 0 (from g * U + u0)."""
+units: from u0 in each row), gate g >= 0 (from g * U + u0 in each row), or GATES (the member's
+columns of every gate, gathered gate after gate into a buffer of the member's own)."""
 
 
 @dataclass
 class Block:
-    """A body kernel over one member's w units: its node (static types) and, for each of its
-    operands and results, the body value it is a view of and where in it (WHOLE, UNITS or a
-    gate). `packed`: its operands read as packed B (the weights' gate columns)."""
+    """A body kernel over one member's w units: its node (static types but the rows) and, for
+    each of its operands and results, the body value it is a view of and where in it (WHOLE,
+    UNITS, a gate or GATES). `packed`: its operands read as packed B (the weights' gate columns)."""
     node: Node
     views: dict[Value, tuple[Value, int]]
     packed: list[Value]
 
 
-def member_blocks(split: UnitSplit, body: Graph, symbol: str, width: int) -> list[Block]:
-    """A member's kernels for one step: each gate's product, then the elementwise kernels."""
-    return [_mixer_block(split, symbol, width, g) for g in range(split.gates)] + \
-        [_loop_block(n, split, symbol, width) for n in body.nodes[1:]]
+def mixer_block(split: UnitSplit, symbol: str, width: int, rows: int | str) -> Block:
+    """The member's product over `rows` rows (1, or `symbol`: a kernel for each, the one-row
+    GEMM being a path of its own): (rows, U) @ (U, G * w) (+ epilogue), all its gates' columns in
+    one product. Its B is typed (U, G * w) but handed over only packed (`scan_team_emit`), its
+    other operands and its result are GATES views."""
+    mixer, u, gates = split.mixer, split.units, split.gates
+    inner = mixer.attrs["body"]
+    dtype = split.weight.type.dtype
+    sizes = {symbol: rows, u * gates: gates * width}
+    types, views = [], []
+    for v in mixer.inputs:
+        if v is split.state:
+            types.append(TensorType(dtype, (rows, u)))
+            views.append((v, WHOLE))
+        elif v is split.weight:
+            types.append(TensorType(dtype, (u, gates * width)))
+            views.append((v, GATES))
+        else:
+            types.append(_sizes(v.type, sizes))
+            views.append((v, GATES))
+    body = _rebuild(inner, list(zip(inner.inputs, types)), sizes)
+    outer = [Value(t) for t in types]
+    return _block_node(mixer, body, outer, views, [(mixer.outputs[0], GATES)],
+                       [TensorType(dtype, (rows, gates * width))], packed=[split.weight])
+
+
+def row_blocks(split: UnitSplit, body: Graph, symbol: str, width: int) -> list[Block]:
+    """The member's elementwise kernels after the product, each over one row of its units."""
+    return [_loop_block(n, split, symbol, width) for n in body.nodes[1:]]
 
 
 def _sizes(t: TensorType, sizes: dict) -> TensorType:
@@ -195,33 +229,9 @@ def _block_node(node: Node, body: Graph, outer: list[Value], views: list[tuple[V
                  [outer[i] for i, v in enumerate(views) if v[0] in packed])
 
 
-def _mixer_block(split: UnitSplit, symbol: str, width: int, gate: int) -> Block:
-    """Gate `gate`'s columns of the product for one member: (1, U) @ (U, w) (+ epilogue). Its
-    B is typed (U, w) but handed over only packed (`scan._block_weights`): the one-row GEMM
-    reads the panels, never B itself, whose rows lie G * U apart in the weights."""
-    mixer, u = split.mixer, split.units
-    inner = mixer.attrs["body"]
-    dtype = split.weight.type.dtype
-    sizes = {symbol: 1, u * split.gates: width}
-    types, views = [], []
-    for v in mixer.inputs:
-        if v is split.state:
-            types.append(TensorType(dtype, (1, u)))
-            views.append((v, WHOLE))
-        elif v is split.weight:
-            types.append(TensorType(dtype, (u, width)))
-            views.append((v, gate))
-        else:
-            types.append(_sizes(v.type, sizes))
-            views.append((v, gate))
-    body = _rebuild(inner, list(zip(inner.inputs, types)), sizes)
-    outer = [Value(t) for t in types]
-    return _block_node(mixer, body, outer, views, [(mixer.outputs[0], gate)],
-                       [TensorType(dtype, (1, width))], packed=[split.weight])
-
-
 def _loop_block(node: Node, split: UnitSplit, symbol: str, width: int) -> Block:
-    """An elementwise kernel over one member's units, each gate it slices an operand of its own."""
+    """An elementwise kernel over one row of one member's units, each gate it slices an operand
+    of its own (rows differ only by where they lie: one kernel, called for each row)."""
     inner, u = node.attrs["body"], split.units
     sizes = {symbol: 1, u: width}
     inputs, views = [], []

@@ -85,6 +85,8 @@ def _row_scan(step, carry=f32[BATCH, 4], axis=0):
     (lambda b, h, x, w: [b.tanh(b.add(x, b.matmul(h, w)))] * 2, f32[BATCH, 4], 0, BATCH),
     (lambda b, h, x, w: [b.add(h, b.slice(b.softmax(b.concat(x, x, axis=1), axis=1), axes=[1],
                                           starts=[2], ends=[6], steps=[1]))], f32[BATCH, 4], 0, BATCH),
+    # per-step results not written in place (the carry, a scanned slice, one value twice): copied
+    (lambda b, h, x, w: (lambda m: [b.add(h, x), h, x, m, m])(b.mul(h, x)), f32[BATCH, 4], 0, BATCH),
     # a sum over the rows, a product contracting them: rows meet
     (lambda b, h, x, w: [b.add(h, b.reduce_sum(x, axes=[0], keepdims=True))], f32[BATCH, 4], 0, None),
     (lambda b, h, x, w: [b.add(h, b.matmul(x, b.matmul(h, x, transpose_a=True)))], f32[BATCH, 4], 0, None),

@@ -239,6 +239,30 @@ def test_blocks_of_independent_rows_run_the_whole_loop_each_and_report_bad_input
         exe(ids)
 
 
+def test_blocks_of_rows_copy_the_per_step_results_not_written_in_place():
+    """The state before each step (what a training loop saves for its backward loop), a scanned
+    slice and a value returned twice are per-step results that no kernel writes in place: each
+    block of rows copies its rows of them into slice t."""
+    units = 8
+    body = Builder(name="body")
+    h, x = body.input("h", f32[BATCH, units]), body.input("x", f32[BATCH, units])
+    r = body.input("r", f32[units, units])
+    new = body.tanh(body.add(x, body.matmul(h, r)))
+    square = body.mul(new, new)
+    b = Builder()
+    xs = b.input("xs", f32["T", BATCH, units])
+    r_param = b.param("r", (np.random.default_rng(7).standard_normal((units, units)) / units).astype(np.float32))
+    zero = b.broadcast(b.constant(np.float32(0)), shape=[BATCH, units])
+    outputs = b.scan(zero, xs, r_param, body=body.finish([new, h, x, square, square]), num_carry=1, num_scanned=1)
+    graph = b.finish(list(outputs), ["h", "before", "xs", "square", "again"])
+    exe = nncompile.compile(graph)
+    (scan,) = [n for n in exe.graph.nodes if n.op == "scan"]
+    assert independent_rows(scan) == BATCH
+    rng = np.random.default_rng(8)
+    for steps, batch in ((5, 1), (5, 2), (9, 5), (3, 64), (0, 4)):
+        _check(graph, [rng.standard_normal((steps, batch, units)).astype(np.float32)], exe, rtol=1e-5)
+
+
 def test_concurrent_blocks_give_every_body_value_bytes_of_its_own():
     """Blocks of rows run at their own pace, so a value may not take the bytes of one dead
     earlier in the step: rows of different widths would meet another block's rows."""

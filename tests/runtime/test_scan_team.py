@@ -1,4 +1,4 @@
-"""A recurrent loop over one row run by a team of threads that splits the units
+"""A recurrent loop over a few rows run by a team of threads that splits the units
 (`codegen/scan_team.py`), against numpy loops written from Keras's equations."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 import nncompile
 from nncompile import keras
-from nncompile.codegen import parallel
+from nncompile.codegen import parallel, scan_team
 from nncompile.codegen.scan_team import unit_split
 from nncompile.ir import BATCH, Builder, TensorType, f32
 from nncompile.ir.ops.scan import independent_rows
@@ -70,10 +70,24 @@ CELLS = {
 }
 
 
+@pytest.fixture
+def team_up_to_64_rows(monkeypatch):
+    """Loops over up to 64 rows run as a team whatever the measured limit (65 do not)."""
+    monkeypatch.setattr(scan_team, "TEAM_ROWS", 64)
+
+
+def _rows(exe, model, weights, step, states, batch, steps, rng, backwards=False):
+    x = rng.standard_normal((batch, steps, FEATURES)).astype(np.float32)
+    want, _, _ = ref.run(step(weights), x, ref.zeros_like_states(batch, states), backwards=backwards)
+    ref.close(np.asarray(exe(x)), want)
+
+
 @needs_two
 @pytest.mark.parametrize("steps", [1, 2, 17])
 @pytest.mark.parametrize("cell", sorted(CELLS))
-def test_one_row_split_by_units_matches_numpy(cell, steps):
+def test_rows_split_by_units_match_numpy(cell, steps, team_up_to_64_rows):
+    """One row (its GEMM the few-rows path), a few and 64 (the packed GEMM) as a team; 65 as
+    blocks of rows; all from one executable, the rows symbolic."""
     make, step, states = CELLS[cell]
     layer = make()
     model = _model(layer, steps)
@@ -82,14 +96,9 @@ def test_one_row_split_by_units_matches_numpy(cell, steps):
     exe = nncompile.compile(nncompile.trace(model))
     split = _split_of(exe)
     assert split is not None and split.units == layer.units
-    x = rng.standard_normal((1, steps, FEATURES)).astype(np.float32)
-    backwards = getattr(layer, "go_backwards", False)
-    outputs, _, _ = ref.run(step(weights), x, ref.zeros_like_states(1, [layer.units] * states),
-                            backwards=backwards)
-    ref.close(np.asarray(exe(x)), outputs)
-    more = rng.standard_normal((3, steps, FEATURES)).astype(np.float32)   # rows apart: no team
-    ref.close(np.asarray(exe(more)), ref.run(step(weights), more, ref.zeros_like_states(
-        3, [layer.units] * states), backwards=backwards)[0])
+    for batch in (1, 2, 3, 64, 65):
+        _rows(exe, model, weights, step, [layer.units] * states, batch, steps, rng,
+              backwards=getattr(layer, "go_backwards", False))
 
 
 @needs_two
@@ -101,17 +110,19 @@ def test_loops_the_team_cannot_split_are_left_alone():
 
 
 @needs_two
-def test_a_busy_pool_leaves_the_caller_all_the_blocks():
-    """Two Python threads run one-row loops at once: the pool serves one caller at a time, so the
-    other runs its blocks' tasks one after the other on its own thread (the first does every
-    block of every step, the second finds them done), and both give numpy's answer every time."""
+def test_a_busy_pool_leaves_the_caller_all_the_blocks(team_up_to_64_rows):
+    """Two Python threads run team loops at once (one row and four): the pool serves one caller
+    at a time, so the other runs its blocks' tasks one after the other on its own thread (the
+    first does every block of every step, the second finds them done), and both give numpy's
+    answer every time."""
     layer = keras.layers.LSTM(128)
     model = _model(layer, 9)
     weights = ref.randomize(layer, np.random.default_rng(0), scale=0.05)
     graph = nncompile.trace(model)
     exes = [nncompile.compile(graph) for _ in range(2)]
-    xs = [np.random.default_rng(i).standard_normal((1, 9, FEATURES)).astype(np.float32) for i in range(2)]
-    wants = [ref.run(ref.lstm_step(weights), x, ref.zeros_like_states(1, [128, 128]))[1] for x in xs]
+    xs = [np.random.default_rng(i).standard_normal((rows, 9, FEATURES)).astype(np.float32)
+          for i, rows in enumerate((1, 4))]
+    wants = [ref.run(ref.lstm_step(weights), x, ref.zeros_like_states(len(x), [128, 128]))[1] for x in xs]
     errors = []
 
     def run(i):
@@ -136,7 +147,6 @@ def test_a_busy_pool_leaves_the_caller_all_the_blocks():
     (192, 1, 8, (2, 96)),      # SimpleRNN(192): 144 KB, two blocks
 ])
 def test_blocks_are_whole_vectors_and_not_too_small(monkeypatch, units, gates, threads, expected):
-    from nncompile.codegen import scan_team
     monkeypatch.setattr(scan_team.parallel, "num_threads", lambda: threads)
     monkeypatch.setattr(scan_team, "vector_lanes", lambda itemsize: 64 // itemsize)   # AVX-512
     split = scan_team.UnitSplit(units, gates, None, None, None)
@@ -144,19 +154,21 @@ def test_blocks_are_whole_vectors_and_not_too_small(monkeypatch, units, gates, t
 
 
 @needs_two
-def test_gates_sliced_from_the_end_and_loops_of_no_step():
-    """Slices [-3U, -2U) read the same gate as [U, 2U); a symbolic length of 0 runs no step."""
+def test_gates_sliced_from_the_end_and_loops_of_no_step(team_up_to_64_rows):
+    """Slices [-3U, -2U) read the same gate as [U, 2U); a symbolic length of 0 runs no step.
+    The loops run along axis 0, the rows second (time-major)."""
     units = 128
     from_end = _time_major_lstm(5, gate_starts=[0, -3 * units, 2 * units, -units])
     exe = nncompile.compile(from_end)
     assert _split_of(exe) is not None
-    x = np.random.default_rng(1).standard_normal((5, 1, FEATURES)).astype(np.float32)
-    for got, want in zip(exe(x), run(from_end, [x])):
-        ref.close(got, want)
+    for rows in (1, 3):
+        x = np.random.default_rng(rows).standard_normal((5, rows, FEATURES)).astype(np.float32)
+        for got, want in zip(exe(x), run(from_end, [x])):
+            ref.close(got, want)
     symbolic = _time_major_lstm("T")
     exe = nncompile.compile(symbolic)
     assert _split_of(exe) is not None
-    for steps in (3, 0, 2):
-        x = np.random.default_rng(steps).standard_normal((steps, 1, FEATURES)).astype(np.float32)
+    for steps, rows in ((3, 1), (0, 1), (2, 1), (3, 2), (0, 2)):
+        x = np.random.default_rng(steps).standard_normal((steps, rows, FEATURES)).astype(np.float32)
         for got, want in zip(exe(x), run(symbolic, [x])):
             ref.close(got, want)

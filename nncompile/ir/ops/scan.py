@@ -199,15 +199,17 @@ def independent_rows(node) -> str | None:
     depends on row r of its carries and slices alone (and on whole invariants): then the loop can
     run as independent loops over blocks of rows, one per thread, with no synchronisation between
     steps (a recurrent layer over a batch). None when the body mixes rows (a sum over them, a
-    product that contracts them), S appears anywhere but first, or a step's slices are copied
-    rather than read and written in place (along an axis other than 0)."""
+    product that contracts them), S appears anywhere but first, or the loop runs along an axis
+    other than 0 (its slices are copied to and from buffers of their own). Along axis 0 a per-step
+    result that is not written in place (a carry saved for the backward loop, a value returned
+    twice) is copied by each block into its rows of slice t."""
     return _row_symbol(node, _step_memory(node))
 
 
 def _row_symbol(node, memory: RegionMemory) -> str | None:
     attrs, body = node.attrs, node.attrs["body"]
     n = attrs["num_carry"]
-    if memory.own or len(memory.results_in) != len(body.outputs) - n:
+    if memory.own or attrs["axis"] != 0 and len(body.outputs) > n:
         return None
     carries, scanned, invariants = split_operands(body.inputs, attrs)
     first = {v.type.shape[0] if v.type.rank else None for v in carries}
