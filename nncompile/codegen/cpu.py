@@ -219,15 +219,16 @@ def _emit_steps(module: ir.Module, entry: ir.Function, slots: int) -> None:
     buffers, sizes, count, strides = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     local = b.alloca(i8p, max(slots, 1))
-    for s in range(slots):
-        b.store(b.load(b.gep(buffers, [ir.Constant(i64, s)])), b.gep(local, [ir.Constant(i64, s)]))
+    # loops over the slots, not a statement per slot: a training step has hundreds of buffers
+    with for_range(b, slots, name="copy") as s:
+        b.store(b.load(b.gep(buffers, [s])), b.gep(local, [s]))
     with for_range(b, count, name="step"):
         status = b.call(entry, [local, sizes])
         with b.if_then(b.icmp_signed("!=", status, ir.Constant(i32, 0)), likely=False):
             b.ret(status)
-        for s in range(slots):
-            slot = b.gep(local, [ir.Constant(i64, s)])
-            b.store(b.gep(b.load(slot), [b.load(b.gep(strides, [ir.Constant(i64, s)]))]), slot)
+        with for_range(b, slots, name="advance") as s:
+            slot = b.gep(local, [s])
+            b.store(b.gep(b.load(slot), [b.load(b.gep(strides, [s]))]), slot)
     b.ret(ir.Constant(i32, 0))
 
 

@@ -15,7 +15,9 @@ call takes are chosen at run time, as they were for symbolic batch sizes. The co
 Epilogues are the model's own: a library GEMM with one takes a tile function and its context
 (`gemm.TILE_CALL`); it stores each finished tile of C and calls the function on it while the
 tile is in L1. The model's module emits that function from the epilogue's element rules
-(`tile_function`), once per distinct epilogue.
+(`tile_function`), once per distinct epilogue. The commonest ones, a bias and then maybe an
+activation of ACTIVATIONS (Dense and Conv2D layers), are kernels of their own that apply them in
+registers (`kernel_epilogue`), as a model's own GEMM did.
 
 A kernel that this process does not have yet starts building (from the disk cache, or compiled)
 in a thread of its own the moment a model declares it, beside the model's own compile; `ready`
@@ -37,73 +39,103 @@ from nncompile import phases
 from nncompile.codegen import conv, gemm, gemm_rows, parallel, simd, target
 from nncompile.codegen.kernel import scalar_type
 from nncompile.codegen.loops import for_range
+from nncompile.ir import BATCH, Builder, get_op
 from nncompile.ir.dtypes import DType
 
 i8p = ir.IntType(8).as_pointer()
 i64 = ir.IntType(64)
 PREFIX = "nnc.gemm."
 CONV_PREFIX = "nnc.conv2d."
-_CONV_NAME = re.compile(r"nnc\.conv2d\.(f32|f64)(\.tile)?")
+_EPILOGUE = r"(?:\.(tile|bias|bias_relu|bias_sigmoid|bias_tanh))?"
+_CONV_NAME = re.compile(r"nnc\.conv2d\.(f32|f64)" + _EPILOGUE)
 FOLDER = "library"      # of the disk cache
-_NAME = re.compile(r"nnc\.gemm\.(f32|f64)\.([nt])([nt])(\.packed)?(?:\.m([1-9]))?(\.tile)?")
+_NAME = re.compile(r"nnc\.gemm\.(f32|f64)\.([nt])([nt])(\.packed)?(?:\.m([1-9]))?" + _EPILOGUE)
+# After a bias, the activations whose epilogue the library runs in registers: a tile function
+# call costs 10-20% of a product of depth 27-64 and half of one of ten columns.
+ACTIVATIONS = ("relu", "sigmoid", "tanh")
+
+
+def kernel_epilogue(name: str | None, dtype: DType) -> gemm.Epilogue | None:
+    """The epilogue a library kernel runs: none, a tile function's call ("tile"), or a bias
+    ("bias"), then an activation ("bias_relu", ...) by the op table's element rule, in registers."""
+    if name is None:
+        return None
+    if name == "tile":
+        return gemm.TILE_CALL
+    activation = name.partition("_")[2]
+    if activation:
+        builder = Builder()
+        node = builder.op(activation, builder.input("x", dtype[BATCH, 1])).producer
+
+    def apply(b: ir.IRBuilder, acc: ir.Value, ops: list[ir.Value]) -> ir.Value:
+        total = gemm.add(b, acc, ops[0])
+        return get_op(activation).lower(b, [total], node) if activation else total
+
+    return gemm.Epilogue(((0, 1),), apply)
+
+
+def _extra_arguments(name: str | None) -> int:
+    return 0 if name is None else 2 if name == "tile" else 1
 
 
 @dataclass(frozen=True)
 class GemmSpec:
-    """One library GEMM: `gemm.emit_gemm` of these arguments, its epilogue `gemm.TILE_CALL` if `tile`."""
+    """One library GEMM: `gemm.emit_gemm` of these arguments with the `epilogue` so named."""
     dtype: DType
     transpose_a: bool = False
     transpose_b: bool = False
     prepacked: bool = False
     rows: int | None = None     # a static M of at most gemm_rows.SMALL_M: only the few-rows path
-    tile: bool = False
+    epilogue: str | None = None
 
     @property
     def name(self) -> str:
         return (f"{PREFIX}{self.dtype}.{'t' if self.transpose_a else 'n'}{'t' if self.transpose_b else 'n'}"
-                f"{'.packed' * self.prepacked}{f'.m{self.rows}' if self.rows else ''}{'.tile' * self.tile}")
+                f"{'.packed' * self.prepacked}{f'.m{self.rows}' if self.rows else ''}"
+                f"{f'.{self.epilogue}' if self.epilogue else ''}")
 
     @classmethod
     def parse(cls, name: str) -> "GemmSpec | None":
         match = _NAME.fullmatch(name)
         if match is None:
             return None
-        dtype, ta, tb, packed, rows, tile = match.groups()
-        return cls(DType(dtype), ta == "t", tb == "t", bool(packed), int(rows) if rows else None, bool(tile))
+        dtype, ta, tb, packed, rows, epilogue_name = match.groups()
+        return cls(DType(dtype), ta == "t", tb == "t", bool(packed), int(rows) if rows else None, epilogue_name)
 
     def emit(self, module: ir.Module) -> ir.Function:
         return gemm.emit_gemm(module, self.name, self.dtype, transpose_a=self.transpose_a,
                               transpose_b=self.transpose_b, prepacked=self.prepacked, rows=self.rows,
-                              epilogue=gemm.TILE_CALL if self.tile else None)
+                              epilogue=kernel_epilogue(self.epilogue, self.dtype))
 
     def function_type(self) -> ir.FunctionType:
         ptr = scalar_type(self.dtype).as_pointer()
-        extra = [ptr] * (2 * self.tile + self.prepacked)
+        extra = [ptr] * (_extra_arguments(self.epilogue) + self.prepacked)
         return ir.FunctionType(ir.VoidType(), [i64, i64, i64, ptr, i64, ptr, i64, ptr, i64, *extra])
 
 
 @dataclass(frozen=True)
 class ConvSpec:
-    """The library convolution of a dtype (`conv.emit_conv2d`), its epilogue `gemm.TILE_CALL` if
-    `tile`: the geometry is an argument, an array of `conv.GEOMETRY` words."""
+    """The library convolution of a dtype (`conv.emit_conv2d`) with the `epilogue` so named: the
+    geometry is an argument, an array of `conv.GEOMETRY` words."""
     dtype: DType
-    tile: bool = False
+    epilogue: str | None = None
 
     @property
     def name(self) -> str:
-        return f"{CONV_PREFIX}{self.dtype}{'.tile' * self.tile}"
+        return f"{CONV_PREFIX}{self.dtype}{f'.{self.epilogue}' if self.epilogue else ''}"
 
     @classmethod
     def parse(cls, name: str) -> "ConvSpec | None":
         match = _CONV_NAME.fullmatch(name)
-        return None if match is None else cls(DType(match.group(1)), bool(match.group(2)))
+        return None if match is None else cls(DType(match.group(1)), match.group(2))
 
     def emit(self, module: ir.Module) -> ir.Function:
-        return conv.emit_conv2d(module, self.name, self.dtype, gemm.TILE_CALL if self.tile else None)
+        return conv.emit_conv2d(module, self.name, self.dtype, kernel_epilogue(self.epilogue, self.dtype))
 
     def function_type(self) -> ir.FunctionType:
         ptr = scalar_type(self.dtype).as_pointer()
-        return ir.FunctionType(ir.VoidType(), [i64, ptr, ptr, ptr, i64.as_pointer(), *[ptr] * (2 * self.tile)])
+        return ir.FunctionType(ir.VoidType(), [i64, ptr, ptr, ptr, i64.as_pointer(),
+                                               *[ptr] * _extra_arguments(self.epilogue)])
 
 
 Spec = GemmSpec | ConvSpec
@@ -119,20 +151,20 @@ def serves(dtype: DType) -> bool:
 
 
 def shared_gemm(module: ir.Module, dtype: DType, *, transpose_a: bool = False, transpose_b: bool = False,
-                prepacked: bool = False, rows: int | None = None, tile: bool = False) -> ir.Function:
-    """The GEMM a model's module calls (`gemm.emit_gemm`'s arguments and signature; `tile`: its
-    epilogue is `gemm.TILE_CALL`): the library's, declared, for float dtypes; for the others the
+                prepacked: bool = False, rows: int | None = None, epilogue: str | None = None) -> ir.Function:
+    """The GEMM a model's module calls (`gemm.emit_gemm`'s arguments and signature, with the
+    library `epilogue` so named): the library's, declared, for float dtypes; for the others the
     module's own plain loop nest, made on first use. `rows`: M, when static. A library kernel
     not in this process yet starts building at once; `ready` waits for it."""
-    spec = GemmSpec(dtype, transpose_a, transpose_b, prepacked, gemm_rows.static_rows(rows, transpose_b), tile)
+    spec = GemmSpec(dtype, transpose_a, transpose_b, prepacked, gemm_rows.static_rows(rows, transpose_b), epilogue)
     if not serves(dtype):
         return module.globals.get(spec.name) or spec.emit(module)
     return _declare(module, spec)
 
 
-def shared_conv2d(module: ir.Module, dtype: DType, *, tile: bool = False) -> ir.Function:
+def shared_conv2d(module: ir.Module, dtype: DType, *, epilogue: str | None = None) -> ir.Function:
     """The library's convolution (`ConvSpec`), declared in `module`; f32 or f64 only."""
-    return _declare(module, ConvSpec(dtype, tile))
+    return _declare(module, ConvSpec(dtype, epilogue))
 
 
 def _declare(module: ir.Module, spec: Spec) -> ir.Function:
@@ -146,7 +178,7 @@ def _declare(module: ir.Module, spec: Spec) -> ir.Function:
 def load_needed(object_code: bytes) -> None:
     """Load every library GEMM that `object_code` (a model's cached machine code) calls. Their
     names sit in its string table; a name that is not a valid spec is no kernel of ours."""
-    for name in set(re.findall(rb"nnc\.(?:gemm|conv2d)\.[a-z0-9.]+", object_code)):
+    for name in set(re.findall(rb"nnc\.(?:gemm|conv2d)\.[a-z0-9._]+", object_code)):
         spec = _parse(name.decode())
         if spec is not None:
             _request(spec)

@@ -130,10 +130,9 @@ def _matmul(k: Kernel, node: Node, epilogue: Sequence[Node] = (), output: Value 
         fn = emit_loop_gemm(k.module, k.module.get_unique_name("gemm"), dtype,
                             transpose_a=ta, transpose_b=tb, epilogue=fused)
     else:
+        kind, extra = _library_epilogue(k, node, epilogue, fused, operands)
         fn = library.shared_gemm(k.module, dtype, transpose_a=ta, transpose_b=tb, prepacked=bool(packed),
-                                 rows=rows, tile=fused is not None)
-        if fused is not None:
-            extra = library.tile_arguments(b, dtype, _tile_function(k, node, epilogue, fused, operands), extra)
+                                 rows=rows, epilogue=kind)
     lda, ldb = k.dims(a)[-1], k.dims(w)[-1]
     if not batched:
         b.call(fn, [as_i64(m), as_i64(n), as_i64(depth), k.ptr(a), as_i64(lda), k.ptr(w), as_i64(ldb),
@@ -142,6 +141,24 @@ def _matmul(k: Kernel, node: Node, epilogue: Sequence[Node] = (), output: Value 
         _batched(k, fn, a, w, result, out, (m, n, depth, lda, ldb))
     if epilogue and fused is None:
         _in_place_epilogue(k, epilogue, result, out)
+
+
+def _library_epilogue(k: Kernel, node: Node, epilogue: Sequence[Node], fused: Epilogue | None,
+                      operands: list[Value]) -> tuple[str | None, list[ir.Value]]:
+    """(the library kernel's epilogue name, its trailing arguments) for `node`'s fused epilogue:
+    none; a bias and maybe an activation of library.ACTIVATIONS, which the kernel applies in
+    registers; or any other as a tile function of this module."""
+    if fused is None:
+        return None, []
+    pointers = [k.ptr(v) for v in operands]
+    add, *rest = epilogue
+    anchor = node.outputs[0]
+    if fused.operands == ((0, 1),) and add.op == "add" and set(add.inputs) == {anchor, operands[0]} \
+            and (not rest or (len(rest) == 1 and rest[0].op in library.ACTIVATIONS and not rest[0].attrs
+                              and tuple(rest[0].inputs) == (add.outputs[0],))):
+        return "_".join(["bias", *(n.op for n in rest)]), pointers
+    tile = _tile_function(k, node, epilogue, fused, operands)
+    return "tile", library.tile_arguments(k.b, anchor.type.dtype, tile, pointers)
 
 
 def _tile_function(k: Kernel, node: Node, epilogue: Sequence[Node], fused: Epilogue,
@@ -221,9 +238,8 @@ def _conv2d(k: Kernel, node: Node, epilogue: Sequence[Node] = (), output: Value 
     words = geometry(node.describe(), dtype, in_hw=(h, wd), cin=cin, kernel_hw=(kh, kw), cout=cout,
                      strides=node.attrs["strides"], pads=node.attrs["pads"], dilations=node.attrs["dilations"],
                      groups=node.attrs["groups"])
-    fn = library.shared_conv2d(k.module, dtype, tile=fused is not None)
-    extra = [] if fused is None else \
-        library.tile_arguments(k.b, dtype, _tile_function(k, node, epilogue, fused, operands), [k.ptr(v) for v in operands])
+    kind, extra = _library_epilogue(k, node, epilogue, fused, operands)
+    fn = library.shared_conv2d(k.module, dtype, epilogue=kind)
     k.b.call(fn, [as_i64(batch), k.ptr(x), k.ptr(w), k.ptr(out), _words(k.module, words), *extra])
     if epilogue and fused is None:
         _in_place_epilogue(k, epilogue, result, out)

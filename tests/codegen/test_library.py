@@ -13,9 +13,12 @@ import textwrap
 
 import numpy as np
 import pytest
+import llvmlite.binding as llvm
 from llvmlite import ir
 
+import nncompile
 from nncompile.codegen import gemm, gemm_pack, library, target
+from nncompile.ir import BATCH, Builder, f32
 from nncompile.ir.dtypes import DType
 from tests.codegen.test_gemm import EPILOGUES, _check, _strided
 
@@ -32,7 +35,7 @@ def _caller(dtype: DType, transpose_a: bool, transpose_b: bool, epilogue: str, n
         epi = gemm.Epilogue(((n_cols, 1),), epi.apply)
     module = target.new_module("library_test")
     kernel = library.shared_gemm(module, dtype, transpose_a=transpose_a, transpose_b=transpose_b,
-                                 prepacked=prepacked, rows=rows, tile=epi is not None)
+                                 prepacked=prepacked, rows=rows, epilogue="tile" if epi is not None else None)
     assert kernel.is_declaration and kernel.name.startswith(library.PREFIX)
     ptr = kernel.args[3].type
     n_ops = len(epi.operands) if epi else 0
@@ -151,9 +154,46 @@ def test_a_corrupt_library_entry_is_a_miss(tmp_path):
     _predict_in_fresh_process(tmp_path)
 
 
+_ACTIVATIONS = {"relu": lambda x: np.maximum(x, 0), "sigmoid": lambda x: 1 / (1 + np.exp(-x)), "tanh": np.tanh}
+
+
+@pytest.mark.parametrize("name", ["bias", "bias_relu", "bias_sigmoid", "bias_tanh"])
+@pytest.mark.parametrize("m,n,k", [(1, 130, 64), (3, 17, 5), (50, 7, 40), (241, 65, 300), (30, 40, 1700)])
+def test_bias_and_activation_run_in_registers(name, m, n, k):
+    rng = np.random.default_rng(m + n + k)
+    a, b = rng.standard_normal((m, k)).astype(np.float32), rng.standard_normal((k, n)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    c = np.full((m, n), np.nan, np.float32)
+    module = target.new_module("library_register_test")
+    kernel = library.shared_gemm(module, DType.f32, epilogue=name)
+    library.ready()
+    fn = ctypes.CFUNCTYPE(None, I, I, I, P, I, P, I, P, I, P)(llvm.address_of_symbol(kernel.name))
+    fn(m, n, k, a.ctypes.data, k, b.ctypes.data, n, c.ctypes.data, n, bias.ctypes.data)
+    want = a.astype(np.float64) @ b + bias
+    activation = name.partition("_")[2]
+    want = _ACTIVATIONS[activation](want) if activation else want
+    np.testing.assert_allclose(c, want, rtol=1e-5, atol=1e-5 * (k + 1))
+
+
+@pytest.mark.parametrize("activation, kernel", [("relu", "bias_relu"), ("exp", "tile")])
+def test_a_dense_layer_calls_the_register_kernel_or_a_tile_function(activation, kernel):
+    rng = np.random.default_rng(0)
+    w, bias = rng.standard_normal((20, 32)).astype(np.float32), rng.standard_normal(32).astype(np.float32)
+    builder = Builder()
+    x = builder.input("x", f32[BATCH, 20])
+    y = builder.op(activation, builder.add(builder.matmul(x, builder.param("w", w)), builder.param("b", bias)))
+    exe = nncompile.compile(builder.finish([y], ["y"]))
+    assert f'declare void @"nnc.gemm.f32.nn.{kernel}"' in exe.llvm_ir()
+    data = rng.standard_normal((5, 20)).astype(np.float32)
+    want = data.astype(np.float64) @ w + bias
+    want = np.maximum(want, 0) if activation == "relu" else np.exp(want)
+    np.testing.assert_allclose(exe(data), want, rtol=1e-5, atol=1e-5)
+
+
 def test_spec_names_round_trip():
-    for spec in [library.GemmSpec(DType.f32), library.GemmSpec(DType.f64, True, True, True, 3, True),
-                 library.GemmSpec(DType.f32, False, True, tile=True)]:
-        assert library.GemmSpec.parse(spec.name) == spec
+    for spec in [library.GemmSpec(DType.f32), library.GemmSpec(DType.f64, True, True, True, 3, "tile"),
+                 library.GemmSpec(DType.f32, False, True, epilogue="bias_tanh"),
+                 library.ConvSpec(DType.f64, "bias_relu"), library.ConvSpec(DType.f32)]:
+        assert library.GemmSpec.parse(spec.name) == spec or library.ConvSpec.parse(spec.name) == spec
     assert library.GemmSpec.parse("nnc.gemm.i32.nn") is None
     assert library.GemmSpec.parse("nnc.gemm.f32.nn.junk") is None
