@@ -29,8 +29,9 @@ import numpy as np
 
 from nncompile import phases
 from nncompile.codegen import cpu as codegen
-from nncompile.codegen import parallel, target
+from nncompile.codegen import gemm, parallel, target
 from nncompile.codegen.target import JitModule
+from nncompile.ir.dtypes import DType
 from nncompile.ir.errors import ShapeError, VerifyError
 from nncompile.ir.graph import Graph, Node, Value
 from nncompile.ir.optable import Region, get_op, has_region, regions_of
@@ -107,6 +108,12 @@ def _replace_uses(graph: Graph, old: Value, new: Value) -> None:
     graph.outputs = [new if v is old else v for v in graph.outputs]
 
 
+def _gemm_tilings() -> str:
+    """The GEMM blocking code is made with, for the cache key: tuned or derived from the host's
+    caches, it is not in the package's source."""
+    return repr([gemm.tiling(dtype) for dtype in (DType.f32, DType.f64)])
+
+
 class Executable:
     """A compiled graph. Call it with the data inputs in order, or `run` it with a dict.
 
@@ -123,7 +130,8 @@ class Executable:
             self.shares = shares(plan_memory(graph, probe))
             self.layout = codegen.make_layout(graph, self.shares)
             self._key = disk_cache.entry_key("\n".join([str(graph), repr(sorted((str(k), str(v)) for k, v in
-                                                                                  _named(graph, self.shares)))]))
+                                                                                  _named(graph, self.shares))),
+                                                         _gemm_tilings()]))
         self._jit = self._load()
         self._inputs = graph.data_inputs
         self._input_names = [v.name for v in self._inputs]
