@@ -6,7 +6,8 @@ outermost so one KC x NR micro-panel of B serves all MC/MR tiles of the A block 
 
 - KC: the KC x NR micro-panel of B takes twice the L1d. BLIS keeps it within L1; on Zen 5 (48 KB
   L1d, 1 MB L2) KC = 768, twice L1, measured 3-6% faster at n >= 1024 than KC = 256 (C is read and
-  written K/KC times, and the hardware prefetcher streams the panel from L2). At most KC_MAX.
+  written K/KC times, and the hardware prefetcher streams the panel from L2). A multiple of 16,
+  at most KC_MAX.
 - MC: the MC x KC block of A and one B micro-panel fill half the L2 (the other half holds the
   rows of C being updated and the next panel of B), rounded to the nearest multiple of MR, at
   most MC_MAX.

@@ -41,8 +41,9 @@ SYSFS_CACHES = pathlib.Path("/sys/devices/system/cpu/cpu0/cache")
 
 @dataclass(frozen=True)
 class Caches:
-    """Data cache sizes in bytes available to one core (a shared level's size divided by the
-    CPUs sharing it); `measured` is False when they are the fallback defaults."""
+    """Data cache sizes in bytes for one core: L1d and L2 as a core has them (even when its
+    hyperthreads share them), the L3 divided by the CPUs sharing it; `measured` is False when
+    they are the fallback defaults."""
     l1d: int
     l2: int
     l3: int
@@ -82,8 +83,10 @@ def host_cpu() -> tuple[str, str]:
     return name, features
 
 
-def _features() -> set[str]:
-    return set(host_cpu()[1].split(","))
+@functools.cache
+def _features() -> frozenset[str]:
+    """host_cpu()'s features as a set (asked for every fused multiply-add emitted)."""
+    return frozenset(host_cpu()[1].split(","))
 
 
 @functools.cache
@@ -129,7 +132,8 @@ def _sharing(cpu_list: str) -> int:
 
 
 def read_caches(root: pathlib.Path = SYSFS_CACHES) -> Caches:
-    """The data caches of cpu0 by level, per core; the defaults for any level sysfs lacks."""
+    """The data caches of cpu0 by level, per core (see `Caches`); the defaults when sysfs lacks
+    the L1d or the L2, or cannot be read."""
     sizes: dict[int, int] = {}
     try:
         for index in sorted(root.glob("index*")):

@@ -7,6 +7,7 @@ import pathlib
 import pytest
 
 from nncompile.codegen import blocking, host
+from nncompile.runtime import disk_cache
 
 KB, MB = 1 << 10, 1 << 20
 
@@ -14,7 +15,7 @@ KB, MB = 1 << 10, 1 << 20
 @pytest.fixture
 def fresh_host(monkeypatch):
     """The host's facts read again under the test's environment, and again after it."""
-    cached = (host.host_cpu, host.vector_bytes)
+    cached = (host.host_cpu, host._features, host.vector_bytes)
     for fn in cached:
         fn.cache_clear()
     yield monkeypatch
@@ -99,3 +100,12 @@ def test_derived_blocking_stays_in_bounds_for_odd_caches(l1d, l2):
     got = blocking.derive(host.Caches(l1d=l1d, l2=l2, l3=l2, measured=True), 4, 12, 32)
     assert blocking.KC_MIN <= got.kc <= blocking.KC_MAX and got.kc % 16 == 0
     assert 12 <= got.mc <= blocking.MC_MAX and got.mc % 12 == 0
+
+
+def test_the_code_cache_key_follows_the_forced_level(fresh_host):
+    if not _supports("avx2"):
+        pytest.skip("this CPU cannot run avx2 code")
+    native = disk_cache.entry_key("graph")
+    fresh_host.setenv(host.CPU_ENV, "avx2")
+    host.host_cpu.cache_clear()
+    assert disk_cache.entry_key("graph") != native

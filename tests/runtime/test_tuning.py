@@ -10,8 +10,10 @@ import os
 import numpy as np
 import pytest
 
+import nncompile
 from nncompile.codegen import blocking, gemm, host, target
 from nncompile.codegen.blocking import Blocking
+from nncompile.ir import BATCH, Builder, f32
 from nncompile.ir.dtypes import DType
 from nncompile.runtime import disk_cache, tuning
 
@@ -155,3 +157,12 @@ def test_the_real_measure_runs_the_candidates_gemm(tuning_cache):
     assert measure(Blocking(64, tuning.register_tile()[0]), shape) > 0
     a, b, c = measure.operands(shape)
     np.testing.assert_allclose(c, a.astype(np.float64) @ b, rtol=1e-5, atol=1e-4)
+
+
+def test_a_models_cache_key_covers_the_tuned_blocking(tuning_cache):
+    b = Builder()
+    x = b.input("x", f32[BATCH, 40])
+    graph = b.finish([b.op("matmul", x, b.param("w", np.ones((40, 30), np.float32)))], ["y"])
+    derived_key = nncompile.compile(graph)._key
+    blocking.store(Blocking(64, tuning.register_tile()[0]), *tuning.register_tile(), measured={})
+    assert nncompile.compile(graph)._key != derived_key
