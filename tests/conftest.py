@@ -3,6 +3,10 @@ import os
 import shutil
 import tempfile
 
+import pytest
+
+from nncompile.codegen import blocking
+
 # The pass manager verifies the graph after every pass when this is set: on in tests.
 os.environ.setdefault("NNCOMPILE_VERIFY", "1")
 
@@ -16,3 +20,15 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 if "NNCOMPILE_CACHE_DIR" not in os.environ:
     os.environ["NNCOMPILE_CACHE_DIR"] = tempfile.mkdtemp(prefix="nncompile-test-cache-")
     atexit.register(shutil.rmtree, os.environ["NNCOMPILE_CACHE_DIR"], ignore_errors=True)
+
+
+@pytest.fixture
+def tuning_cache(tmp_path, monkeypatch):
+    """An empty cache directory, tuning on; the tuned GEMM blocking is read afresh from it, and
+    from the session's cache again after the test."""
+    monkeypatch.setenv("NNCOMPILE_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv(blocking.TUNE_ENV, raising=False)
+    blocking._tuned_entry.cache_clear()
+    yield tmp_path
+    monkeypatch.undo()
+    blocking._tuned_entry.cache_clear()

@@ -13,6 +13,7 @@ from typing import Sequence
 import nncompile
 from nncompile.cli import commands
 from nncompile.cli.demo import demo
+from nncompile.cli.tune import tune
 
 MODEL_HELP = "the model: a Keras file (.h5, .keras), an ONNX model (.onnx) or IR text (.nnir)"
 NNIR_PARAMS = ("IR text holds no parameter values: they come from --params FILE.npz (one array per "
@@ -190,6 +191,21 @@ def _demo_parser(cmds) -> None:
     sub.set_defaults(run=demo)
 
 
+def _tune_parser(cmds) -> None:
+    sub = _add(cmds, "tune", "measure this CPU's best GEMM blocking and keep it for later compiles",
+               "Compile the f32 GEMM with a few cache blockings (KC, MC) around the ones derived "
+               "from this CPU's cache sizes, time each on square products (alternating, medians), "
+               "print GFLOP/s and keep the fastest in the cache directory (NNCOMPILE_CACHE_DIR), "
+               "keyed by the CPU model, the package version and LLVM. Later compiles on this CPU use "
+               "it unless NNCOMPILE_TUNE=0. Takes 10-40 s; compiles never tune on their own.",
+               "nncompile tune --quick")
+    sub.add_argument("--quick", action="store_true", help="time 512^3 and 1024^3 only (default: up to 2048^3)")
+    sub.add_argument("--rounds", type=_positive, default=5, help="timed calls per candidate and shape (default 5)")
+    sub.add_argument("--show", action="store_true",
+                     help="print the host, the derived, tuned and used blocking; measure nothing")
+    sub.set_defaults(run=tune)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of the `nncompile` command and its subcommands."""
     parser = argparse.ArgumentParser(
@@ -202,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"nncompile {nncompile.__version__}")
     cmds = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in (_summary_parser, _dump_parser, _compile_parser, _run_parser, _bench_parser,
-                _export_parser, _passes_parser, _demo_parser):
+                _export_parser, _passes_parser, _tune_parser, _demo_parser):
         add(cmds)
     return parser
 

@@ -4,7 +4,7 @@ The float path follows BLIS. B is packed once per call into column panels NR wid
 split into row blocks of KC; each thread then packs its rows of A, MC at a time, into panels of MR
 rows stored k-major, and runs the microkernel over every (MR x NR) tile: MR x NR/lanes vector
 accumulators live in registers for the whole KC loop, fed by one broadcast of A and NR/lanes vector
-loads of B per k. The packed A block and the B micro-panel in use stay in L2 (see `tiling`).
+loads of B per k. The packed A block and the B micro-panel in use stay in L2 (`blocking.py`).
 Ragged edges are computed as full tiles on the zero padding and stored with lane masks, so there
 is no scalar edge code. The epilogue runs in registers on the last KC block just before C is stored.
 
@@ -31,7 +31,7 @@ from typing import Callable, Sequence
 
 from llvmlite import ir
 
-from nncompile.codegen import gemm_pack, gemm_rows, gemm_skinny, parallel, simd, target
+from nncompile.codegen import blocking, gemm_pack, gemm_rows, gemm_skinny, parallel, simd, target
 from nncompile.codegen.kernel import scalar_type
 from nncompile.codegen.loops import as_i64, const, for_range
 from nncompile.ir.dtypes import DType
@@ -95,14 +95,26 @@ class Tiling:
         return self.lanes * self.nr_vectors
 
 
-def tiling(dtype: DType) -> Tiling:
-    """12 x 2 vectors: 24 accumulators + 2 B vectors + a broadcast of the 32 zmm registers.
+def register_tile() -> tuple[int, int]:
+    """(MR, vectors across NR) of the microkernel: its accumulators, the B vectors of a k step and
+    a broadcast of A fit the vector registers: 12 x 2 (24 + 2 + 1 of 32 zmm) with AVX-512, 6 x 2
+    (12 + 2 + 1 of 16) on AVX2 and SSE (BLIS's Haswell kernel is 6 x 16 f32)."""
+    return (12, 2) if target.vector_registers() >= 32 else (6, 2)
 
-    KC = 768 and MC = 576 bytes' worth of rows (144 f32) measured best on Zen 5 (48 KB L1d, 1 MB L2
-    per core) among KC 256..768 x MC 120..480, by 3-6% at n >= 1024 over KC = 256: the A block
-    (432 KB) and a B micro-panel (96 KB) share L2, and C is re-read K/KC times, 3x fewer."""
-    return Tiling(itemsize=dtype.itemsize, lanes=target.vector_lanes(dtype.itemsize), mr=12, nr_vectors=2,
-                  kc=768, mc=576 // dtype.itemsize)
+
+def tiling(dtype: DType) -> Tiling:
+    """The register tile for the host's vectors and KC, MC from its caches or its tuning
+    (`blocking.choose`: on Zen 5 KC 768, MC 144 f32, as measured best there)."""
+    lanes = target.vector_lanes(dtype.itemsize)
+    mr, nr_vectors = register_tile()
+    chosen = blocking.choose(dtype.itemsize, mr, lanes * nr_vectors)
+    return Tiling(itemsize=dtype.itemsize, lanes=lanes, mr=mr, nr_vectors=nr_vectors, kc=chosen.kc, mc=chosen.mc)
+
+
+def tilings_key() -> str:
+    """The blocking of every float dtype, for cache keys: tuned or derived from the host's caches,
+    it is not in the package's source, yet the kernels' code and packed layouts depend on it."""
+    return repr([tiling(dtype) for dtype in (DType.f32, DType.f64)])
 
 
 PackA = Callable[[ir.IRBuilder, Tiling, ir.Value, ir.Value, ir.Value, ir.Value, ir.Value, ir.Value], None]

@@ -17,7 +17,7 @@ from nncompile.codegen.loops import const, for_range
 
 i8p = ir.IntType(8).as_pointer()
 i64 = ir.IntType(64)
-SKINNY_WIDTHS = (1, 2, 4, 6, 8)   # column widths of the skinny kernel's blocks (<= 8: f64 lanes)
+SKINNY_WIDTHS = (1, 2, 4, 6, 8)   # column widths of the skinny kernel's blocks, those up to the lanes used
 SKINNY_T_WIDTHS = (4, 12)   # column widths of the transposed-A skinny kernel's blocks
 
 
@@ -82,12 +82,13 @@ def emit_skinny(module: ir.Module, name: str, ty: ir.Type, t: gemm.Tiling, trans
     """skinny(m, n, k, a, lda, b, ldb, c, ldc, e...) for row-major A and N <= SKINNY_N columns.
 
     B is read as Bt (N x K): B itself when transposed, else a transposed copy (N*K elements, small
-    because N is). Columns go `width` at a time: N split evenly into chunks of at most 8, rounded up
-    to one of SKINNY_WIDTHS, each a statically unrolled block function (a few, for compile time);
-    rows are split between threads when the work pays for it."""
+    because N is). Columns go `width` at a time: N split evenly into chunks of at most 8 (at most
+    the lanes of a vector: a block's sums share one vector, 2 f64 on SSE2), rounded up to one of
+    SKINNY_WIDTHS, each a statically unrolled block function (a few, for compile time); rows are
+    split between threads when the work pays for it."""
     ptr = ty.as_pointer()
     n_epi = len(epilogue.operands) if epilogue else 0
-    widths = SKINNY_WIDTHS
+    widths = tuple(w for w in SKINNY_WIDTHS if w <= t.lanes)
     blocks = {w: _emit_skinny_block(module, name, ty, t, w, epilogue) for w in widths}
     task, b, ctx, index, count = parallel.task_function(module, f"{name}.skinny")
     m, n, k, a, lda, bt, ldbt, c, ldc, *eptrs = gemm.unpack_fields(

@@ -206,14 +206,14 @@ def _object_code(spec: Spec) -> bytes:
     """`spec`'s machine code, from the disk cache or compiled with the full pipeline (in a
     builder thread)."""
     from nncompile.runtime import disk_cache     # runtime imports codegen, not the other way round
-    key = disk_cache.entry_key(f"kernel library\n{spec.name}")
-    cached = disk_cache.read(key, FOLDER)
+    key = disk_cache.entry_key(f"kernel library\n{spec.name}\n{gemm.tilings_key()}")
+    cached = disk_cache.read(key, folder=FOLDER)
     if cached is not None:
         return cached
     module = target.new_module(spec.name)
     spec.emit(module)
     obj = target.compile_object(str(module), "full")
-    disk_cache.write(key, obj, FOLDER)
+    disk_cache.write(key, obj, folder=FOLDER)
     return obj
 
 

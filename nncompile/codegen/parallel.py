@@ -31,7 +31,7 @@ import os
 import llvmlite.binding as llvm
 from llvmlite import ir
 
-from nncompile.codegen import simd, target
+from nncompile.codegen import host, simd, target
 from nncompile.codegen.loops import const, for_range
 
 ENTRY = "nncompile_parallel_for"
@@ -110,7 +110,7 @@ def link_libc() -> None:
 def _runtime() -> tuple[target.JitModule, int]:
     """Compile the pool, start its workers and export its entry; once per process, never freed."""
     env = os.environ.get("NNCOMPILE_NUM_THREADS")
-    threads = int(env) if env and env.isdigit() else len(os.sched_getaffinity(0))
+    threads = int(env) if env and env.isdigit() else host.cores()
     if env and (not env.isdigit() or threads < 1):
         raise ValueError(f"NNCOMPILE_NUM_THREADS is {env!r}; expected an int >= 1")
     link_libc()

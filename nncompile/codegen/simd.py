@@ -11,6 +11,7 @@ from typing import Iterator
 
 from llvmlite import ir
 
+from nncompile.codegen import host
 from nncompile.codegen.loops import as_i64, for_range
 
 i1 = ir.IntType(1)
@@ -37,8 +38,10 @@ def intrinsic(module: ir.Module, name: str, ret: ir.Type, args: list[ir.Type]) -
 
 
 def fma(b: ir.IRBuilder, x: ir.Value, y: ir.Value, z: ir.Value) -> ir.Value:
-    """x * y + z, fused, for float scalars or vectors."""
-    fn = intrinsic(b.module, f"llvm.fma.{_suffix(x.type)}", x.type, [x.type] * 3)
+    """x * y + z for float scalars or vectors: fused where the host has FMA; without it (the
+    generic x86-64 level) a multiply and an add, since llvm.fma would be a libm call per lane."""
+    name = "llvm.fma" if host.has_fma() else "llvm.fmuladd"
+    fn = intrinsic(b.module, f"{name}.{_suffix(x.type)}", x.type, [x.type] * 3)
     return b.call(fn, [x, y, z])
 
 

@@ -1,8 +1,9 @@
-"""The host target: LLVM set-up, the host CPU's features, the optimization pipeline, JIT loading.
+"""The host target: LLVM set-up, the optimization pipeline, JIT loading (the host CPU's facts: `host`).
 
-Everything that touches llvmlite's binding layer lives here and in `llvm_worker` (the optimizer
-and code generator, run in a process of their own), so kernel emitters only build `llvmlite.ir`
-modules and the runtime only asks for function addresses.
+Everything that touches llvmlite's binding layer lives here, in `host` (the CPU's name and
+features) and in `llvm_worker` (the optimizer and code generator, run in a process of their
+own), so kernel emitters only build `llvmlite.ir` modules and the runtime only asks for function
+addresses.
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from llvmlite import ir
 
 from nncompile import phases
 from nncompile.codegen import llvm_worker, perf_map
+# the kernels ask `target` for these (host.py reads them)
+from nncompile.codegen.host import host_cpu, vector_bytes, vector_lanes, vector_registers  # noqa: F401
 from nncompile.ir.errors import IRError
 
 T = TypeVar("T")
@@ -23,29 +26,6 @@ T = TypeVar("T")
 def _initialized() -> bool:
     llvm_worker.initialize()
     return True
-
-
-@functools.cache
-def host_cpu() -> tuple[str, str]:
-    """(cpu name, feature string) of the machine we run on, e.g. ('znver5', '+avx512f,...')."""
-    _initialized()
-    return llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
-
-
-@functools.cache
-def vector_bytes() -> int:
-    """The widest vector register the host has: 64 (AVX-512), 32 (AVX/AVX2) or 16 bytes."""
-    features = host_cpu()[1].split(",")
-    if "+avx512f" in features:
-        return 64
-    if "+avx" in features:
-        return 32
-    return 16
-
-
-def vector_lanes(itemsize: int) -> int:
-    """How many elements of `itemsize` bytes fill one host vector register."""
-    return max(vector_bytes() // itemsize, 1)
 
 
 @functools.cache

@@ -29,7 +29,7 @@ import numpy as np
 
 from nncompile import phases
 from nncompile.codegen import cpu as codegen
-from nncompile.codegen import library, parallel, target
+from nncompile.codegen import gemm, library, parallel, target
 from nncompile.codegen.target import JitModule
 from nncompile.ir.errors import ShapeError, VerifyError
 from nncompile.ir.graph import Graph, Node, Value
@@ -126,7 +126,8 @@ class Executable:
             self.shares = shares(plan_memory(graph, probe))
             self.layout = codegen.make_layout(graph, self.shares)
             self._key = disk_cache.entry_key("\n".join([PIPELINE, str(graph), repr(sorted((str(k), str(v)) for k, v in
-                                                                                            _named(graph, self.shares)))]))
+                                                                                            _named(graph, self.shares))),
+                                                         gemm.tilings_key()]))
         self._jit = self._load()
         self._inputs = graph.data_inputs
         self._input_names = [v.name for v in self._inputs]

@@ -1,15 +1,18 @@
 """The disk cache of machine code: one object file per compiled module, checked before use.
 
-An entry is `<key>.o` in `directory()`: a header (magic, the object's length, a BLAKE2b digest of
-the key and the object) followed by the object file. `read` hands back the object only when the
-entry is a regular file no larger than `MAX_OBJECT_BYTES` plus its header, its length matches and
-its digest matches the key and the bytes; anything else (a truncated, bit-flipped or foreign
+An entry is `<key>.o` in `directory()` (`<key><suffix>` for other kinds of entry: the GEMM
+blocking `nncompile tune` measured, `codegen/blocking.py`): a header (magic, the object's
+length, a BLAKE2b digest of the key and the object) followed by the object file. `read` hands
+back the object only when the entry is a regular file no larger than `MAX_OBJECT_BYTES` plus its
+header, its length matches and its digest matches the key and the bytes; anything else (a truncated, bit-flipped or foreign
 entry, another model's object renamed, a FIFO, a device, a link to one, a directory) is a miss,
 and the compile that follows replaces it. LLVM never sees bytes that nncompile did not write for
 this key, so no corrupt entry can crash the process or serve wrong code.
 
-The key (`entry_key`) covers everything that decides the generated code: the scheduled graph,
-the source of the whole nncompile package, the LLVM version and the host CPU's name and features.
+The key (`entry_key`) covers everything that decides the generated code: the scheduled graph
+(with the GEMM tiling in use, which `runtime.cpu` adds to it), the source of the whole nncompile
+package, the LLVM version and the CPU name and features code is made for (NNCOMPILE_CPU's level
+when it forces one).
 """
 from __future__ import annotations
 
@@ -63,12 +66,13 @@ def _digest(key: str, obj: bytes) -> bytes:
     return hashlib.blake2b(key.encode() + b"\0" + obj, digest_size=32).digest()
 
 
-def read(key: str, folder: str = "") -> bytes | None:
-    """The object file cached under `key` (in `folder` of the cache: "library" holds the host's
-    kernel library, which outlives any model), or None when there is no sound entry."""
+def read(key: str, suffix: str = ".o", folder: str = "") -> bytes | None:
+    """The object file (or other entry: `suffix`) cached under `key`, in `folder` of the cache
+    ("library" holds the host's kernel library, which outlives any model), or None when there is
+    no sound entry."""
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer; O_NOFOLLOW: a link is not an entry
-        fd = os.open(directory() / folder / f"{key}.o", os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(directory() / folder / f"{key}{suffix}", os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
     try:
@@ -100,9 +104,10 @@ def _read_at_most(fd: int, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def write(key: str, obj: bytes, folder: str = "") -> None:
-    """Store `obj` under `key`: written to a temporary file, flushed to disk, then renamed over
-    the entry, so a reader sees the old entry or the whole new one, even after a power loss.
+def write(key: str, obj: bytes, suffix: str = ".o", folder: str = "") -> None:
+    """Store `obj` under `key` (as `<key><suffix>` in `folder`): written to a temporary file,
+    flushed to disk, then renamed over the entry, so a reader sees the old entry or the whole new
+    one, even after a power loss.
     Failing to write (a read-only or full disk) only costs the next process a compile."""
     if len(obj) > MAX_OBJECT_BYTES:
         return
@@ -116,7 +121,7 @@ def write(key: str, obj: bytes, folder: str = "") -> None:
             f.write(obj)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, where / f"{key}.o")
+        os.replace(tmp, where / f"{key}{suffix}")
         tmp = None
     except OSError:
         pass

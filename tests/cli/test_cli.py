@@ -16,7 +16,7 @@ from nncompile.passes.pipelines import PIPELINES, pipeline
 from nncompile.runtime import reference
 from tests.cli.conftest import nnc
 
-SUBCOMMANDS = ("summary", "dump", "compile", "run", "bench", "passes", "demo")
+SUBCOMMANDS = ("summary", "dump", "compile", "run", "bench", "passes", "tune", "demo")
 
 
 def _inference(graph):
