@@ -41,6 +41,7 @@ from nncompile.codegen.kernel import scalar_type
 from nncompile.codegen.loops import for_range
 from nncompile.ir import BATCH, Builder, get_op
 from nncompile.ir.dtypes import DType
+from nncompile.ir.errors import IRError
 
 i8p = ir.IntType(8).as_pointer()
 i64 = ir.IntType(64)
@@ -212,7 +213,10 @@ def _object_code(spec: Spec) -> bytes:
         return cached
     module = target.new_module(spec.name)
     spec.emit(module)
-    obj = target.compile_object(str(module), "full")
+    try:
+        obj = target.compile_object(str(module), "full")
+    except IRError:     # its worker died (killed, out of memory): a fresh one takes it once more
+        obj = target.compile_object(str(module), "full")
     disk_cache.write(key, obj, folder=FOLDER)
     return obj
 

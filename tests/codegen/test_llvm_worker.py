@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import nncompile
-from nncompile.codegen import llvm_worker, target
+from nncompile.codegen import library, llvm_worker, target
 from nncompile.ir import BATCH, Builder, IRError, f32
 from nncompile.runtime.reference import run as reference_run
 
@@ -46,8 +46,9 @@ def _module(name: str) -> str:
 
 
 def test_a_worker_that_dies_is_replaced():
+    library.ready()      # no kernel of the library builds meanwhile: the workers are all idle
     target.compile_object(_module("started"))
-    os.kill(_worker().process.pid, signal.SIGKILL)
+    os.kill(_worker().process.pid, signal.SIGKILL)      # the worker the next request takes
     with pytest.raises(IRError, match="LLVM failed on the module .the LLVM worker was killed by signal 9"):
         target.compile_object(str(target.new_module("empty")))
     _compiles_correctly(6)
