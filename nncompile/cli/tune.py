@@ -1,9 +1,11 @@
-"""`nncompile tune`: measure this host's best f32 GEMM blocking and keep it (`runtime/tuning.py`)."""
+"""`nncompile tune`: measure this host's best f32 GEMM blocking and keep it (`runtime/tuning.py`),
+then build the kernel library's common kernels for it (`codegen/library.py`)."""
 from __future__ import annotations
 
 import argparse
+import time
 
-from nncompile.codegen import blocking, gemm, host
+from nncompile.codegen import blocking, gemm, host, library
 from nncompile.ir.dtypes import DType
 from nncompile.runtime import disk_cache, tuning
 
@@ -41,4 +43,9 @@ def tune(args: argparse.Namespace) -> int:
     where = f"kept in {disk_cache.directory()}"
     print(f"best: KC {result.best.kc}, MC {result.best.mc}, {where}"
           + ("" if blocking.tuning_enabled() else f" ({blocking.TUNE_ENV}=0: not used now)"))
+    kernels = library.common_kernels()
+    start = time.perf_counter()
+    library.build(kernels)
+    print(f"kernel library: {len(kernels)} common kernels built for this blocking in "
+          f"{time.perf_counter() - start:.1f} s, {where}")
     return 0

@@ -195,6 +195,24 @@ _builders = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(os.sche
                                                   thread_name_prefix="nncompile-library")
 
 
+def common_kernels() -> list[Spec]:
+    """The kernels most models call: the f32 products of a Dense layer forwards (with each kind
+    of epilogue) and backwards, at any batch and at batch 1, and the convolution."""
+    f32 = DType.f32
+    forward = [GemmSpec(f32, rows=rows, epilogue=kind) for rows in (None, 1)
+               for kind in (None, "tile", "bias", "bias_relu")]
+    backward = [GemmSpec(f32, transpose_a=True), GemmSpec(f32, transpose_b=True)]
+    return forward + backward + [ConvSpec(f32, kind) for kind in (None, "tile", "bias", "bias_relu")]
+
+
+def build(specs: list[Spec]) -> None:
+    """Build (or read from the disk cache) and load `specs`' kernels now, on every core: what
+    `nncompile tune` does for `common_kernels`, so that a first model does not wait for them."""
+    for spec in specs:
+        _request(spec)
+    ready()
+
+
 def _request(spec: Spec) -> None:
     """Start building `spec`'s kernel unless this process has it or is building it."""
     parallel.install()     # the kernels call the pool: its symbol must resolve when they load

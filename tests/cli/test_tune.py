@@ -1,11 +1,12 @@
 """`nncompile tune`: --show reports the host and the blocking in use; a search (run here with a fake
-clock in place of the compiled GEMMs) prints every candidate and keeps the fastest."""
+clock in place of the compiled GEMMs) prints every candidate, keeps the fastest and builds the
+kernel library's common kernels for it."""
 from __future__ import annotations
 
 import re
 
 from nncompile.cli.main import main
-from nncompile.codegen import blocking
+from nncompile.codegen import blocking, library
 from nncompile.runtime import tuning
 from tests.cli.conftest import nnc
 
@@ -31,8 +32,12 @@ def test_the_search_prints_every_candidate_and_keeps_the_fastest(tuning_cache, m
     trials = tuning.candidates(tuning.derived(), mr)
     winner = trials[4]
     monkeypatch.setattr(tuning, "CompiledGemms", lambda: lambda trial, shape: 1.0 if trial == winner else 3.0)
+    built = []
+    monkeypatch.setattr(library, "build", built.extend)      # building them is the library's tests' part
     assert main(["tune", "--quick", "--rounds", "1"]) == 0
+    assert built == library.common_kernels()
     out = capsys.readouterr().out
+    assert f"kernel library: {len(built)} common kernels built for this blocking" in out
     rows = [line for line in out.splitlines() if re.match(r"\| \d+ \| \d+", line)]
     assert len(rows) == len(trials)
     assert f"| {winner.kc} | {winner.mc} (best) |" in out

@@ -197,3 +197,13 @@ def test_spec_names_round_trip():
         assert library.GemmSpec.parse(spec.name) == spec or library.ConvSpec.parse(spec.name) == spec
     assert library.GemmSpec.parse("nnc.gemm.i32.nn") is None
     assert library.GemmSpec.parse("nnc.gemm.f32.nn.junk") is None
+
+
+def test_build_loads_kernels_into_the_process_and_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("NNCOMPILE_CACHE_DIR", str(tmp_path))
+    specs = [library.GemmSpec(DType.f64, transpose_a=True, epilogue="bias_relu"), library.ConvSpec(DType.f64, "bias_tanh")]
+    fresh = [spec for spec in specs if spec not in library._loaded]    # another test may have built one
+    library.build(specs)
+    assert all(spec in library._loaded for spec in specs)
+    assert len(list((tmp_path / library.FOLDER).glob("*.o"))) == len(fresh)
+    assert all(isinstance(spec, (library.GemmSpec, library.ConvSpec)) for spec in library.common_kernels())
