@@ -209,8 +209,11 @@ def _exit_reason(process: subprocess.Popen) -> str:
     except subprocess.TimeoutExpired:
         process.kill()
         code = process.wait()
-    process.stdin.close()
-    process.stdout.close()
+    for stream in (process.stdin, process.stdout):
+        try:
+            stream.close()
+        except OSError:     # closing flushes what a dead worker never read: a broken pipe
+            pass
     return f"the LLVM worker was killed by signal {-code}" if code < 0 else f"the LLVM worker exited with {code}"
 
 

@@ -54,6 +54,19 @@ def test_a_worker_that_dies_is_replaced():
     _compiles_correctly(6)
 
 
+def test_a_request_to_a_worker_dead_before_it_is_the_same_error():
+    """The request's bytes stay in the pipe's buffer when the worker is gone: closing the pipe
+    must not turn the error naming the worker's end into a broken pipe."""
+    library.ready()
+    target.compile_object(_module("started"))
+    process = _worker().process
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    with pytest.raises(IRError, match="LLVM failed on the module .the LLVM worker was killed by signal 9"):
+        target.compile_object(_module("big") + "; padding\n" * 20000)
+    _compiles_correctly(5)
+
+
 def test_a_worker_grown_past_its_limit_is_replaced(monkeypatch):
     _compiles_correctly(7)
     monkeypatch.setattr(llvm_worker, "WORKER_RSS_LIMIT", 0)
