@@ -47,13 +47,13 @@ i8p = ir.IntType(8).as_pointer()
 i64 = ir.IntType(64)
 PREFIX = "nnc.gemm."
 CONV_PREFIX = "nnc.conv2d."
-_EPILOGUE = r"(?:\.(tile|bias|bias_relu|bias_sigmoid|bias_tanh))?"
-_CONV_NAME = re.compile(r"nnc\.conv2d\.(f32|f64)" + _EPILOGUE)
 FOLDER = "library"      # of the disk cache
-_NAME = re.compile(r"nnc\.gemm\.(f32|f64)\.([nt])([nt])(\.packed)?(?:\.m([1-9]))?" + _EPILOGUE)
 # After a bias, the activations whose epilogue the library runs in registers: a tile function
-# call costs 10-20% of a product of depth 27-64 and half of one of ten columns.
+# call costs 6-22% of a product of depth 27-64 and half of one of ten columns.
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
+_EPILOGUE = r"(?:\.(tile|bias(?:_(?:" + "|".join(ACTIVATIONS) + r"))?))?"
+_CONV_NAME = re.compile(r"nnc\.conv2d\.(f32|f64)" + _EPILOGUE)
+_NAME = re.compile(r"nnc\.gemm\.(f32|f64)\.([nt])([nt])(\.packed)?(?:\.m([1-9]))?" + _EPILOGUE)
 
 
 def kernel_epilogue(name: str | None, dtype: DType) -> gemm.Epilogue | None:

@@ -1,9 +1,13 @@
-"""Lowering of matmul and conv2d onto the GEMM machinery, with their elementwise epilogues.
+"""Lowering of matmul and conv2d onto the host's kernel library (`library.py`), with their
+elementwise epilogues.
 
-An epilogue runs in registers inside the GEMM's store when each of its other operands can be read
-as a 2-D (rows, columns) view of the result with fixed strides: a bias (0, 1), a per-row value
-(1, 0), a full residual (N, 1), a scalar (0, 0). Otherwise the anchor writes its result first and
-one loop over it applies the epilogue in place.
+An epilogue runs inside the kernel's store when each of its other operands can be read as a 2-D
+(rows, columns) view of the result with fixed strides: a bias (0, 1), a per-row value (1, 0), a
+full residual (N, 1), a scalar (0, 0). A bias and maybe an activation of library.ACTIVATIONS is
+a kernel of its own, in registers; any other such epilogue is a tile function of this module that
+the kernel calls on each finished tile. Otherwise the anchor writes its result first and one loop
+over it applies the epilogue in place. Products too small for packing to pay, and integer ones,
+are plain loop nests of this module.
 """
 from __future__ import annotations
 
