@@ -70,6 +70,21 @@ def set_window(layer: Layer, kernel_size, strides, dilation_rate) -> None:
     layer.dilation_rate = normalize_tuple(dilation_rate, layer.rank, "dilation_rate", owner)
 
 
+def refuse_strided_dilation(layer: Layer, owner: str) -> None:
+    """Keras 3's rule for convolutions: strides and dilation, not both above 1."""
+    if max(layer.strides) > 1 and max(layer.dilation_rate) > 1:
+        raise ArgumentError(f"{owner}: `strides > 1` not supported in conjunction with "
+                            f"`dilation_rate > 1`. Received: strides={layer.strides} and "
+                            f"dilation_rate={layer.dilation_rate}")
+
+
+def set_output(layer: Layer, owner: str, data_format, activation, use_bias) -> None:
+    """The layer's data_format (channels-last), activation and use_bias, as convolutions take them."""
+    layer.data_format = check_data_format(data_format, owner)
+    layer.activation = activations.get(activation)
+    layer.use_bias = boolean(use_bias, "use_bias", owner)
+
+
 def bias_and_activation(b: Builder, layer: Layer, y: Value) -> Value:
     """`y` plus the layer's bias (if it has one), through its activation."""
     if layer.bias is not None:
@@ -124,14 +139,9 @@ class BaseConv(Layer):
             raise ArgumentError(f"{owner}: the number of filters must be evenly divisible by the number "
                                 f"of groups. Received: groups={groups}, filters={filters}")
         set_window(self, kernel_size, strides, dilation_rate)
-        if max(self.strides) > 1 and max(self.dilation_rate) > 1:
-            raise ArgumentError(f"{owner}: `strides > 1` not supported in conjunction with "
-                                f"`dilation_rate > 1`. Received: strides={self.strides} and "
-                                f"dilation_rate={self.dilation_rate}")
+        refuse_strided_dilation(self, owner)
         self.padding = normalize_padding(padding, self.paddings, owner)
-        self.data_format = check_data_format(data_format, owner)
-        self.activation = activations.get(activation)
-        self.use_bias = boolean(use_bias, "use_bias", owner)
+        set_output(self, owner, data_format, activation, use_bias)
         weight_options(self, "kernel", kernel_initializer, kernel_regularizer, kernel_constraint)
         weight_options(self, "bias", bias_initializer, bias_regularizer, bias_constraint)
 

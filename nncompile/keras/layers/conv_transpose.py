@@ -15,12 +15,12 @@ from typing import Any
 from nncompile.ir import Builder, ShapeError, Value
 from nncompile.ir.types import is_symbol
 from nncompile.keras import activations
-from nncompile.keras.layers.arguments import (ArgumentError, boolean, check_data_format,
-                                              check_input_rank, normalize_padding,
+from nncompile.keras.layers.arguments import (ArgumentError, check_input_rank, normalize_padding,
                                               normalize_tuple, option_weight, owner_of,
                                               positive_int, weight_configs, weight_options)
 from nncompile.keras.layers.base import Layer
-from nncompile.keras.layers.conv import bias_and_activation, from_2d, set_window, to_2d
+from nncompile.keras.layers.conv import (bias_and_activation, from_2d, refuse_strided_dilation, set_output,
+                                         set_window, to_2d)
 from nncompile.keras.layers.volumes import conv3d_transpose
 
 
@@ -90,9 +90,7 @@ class BaseConvTranspose(Layer):
                                normalize_tuple(output_padding, self.rank, "output_padding",
                                                owner, minimum=0))
         self._check_strides(owner)
-        self.data_format = check_data_format(data_format, owner)
-        self.activation = activations.get(activation)
-        self.use_bias = boolean(use_bias, "use_bias", owner)
+        set_output(self, owner, data_format, activation, use_bias)
         weight_options(self, "kernel", kernel_initializer, kernel_regularizer, kernel_constraint)
         weight_options(self, "bias", bias_initializer, bias_regularizer, bias_constraint)
 
@@ -105,10 +103,7 @@ class BaseConvTranspose(Layer):
                     f"dimensions. At dimension {i}, `output_padding` is {extra} but `strides` "
                     f"is {stride}. Received: output_padding={self.output_padding}, "
                     f"strides={self.strides}")
-        if max(self.strides) > 1 and max(self.dilation_rate) > 1:
-            raise ArgumentError(f"{owner}: `strides > 1` not supported in conjunction with "
-                                f"`dilation_rate > 1`. Received: strides={self.strides} and "
-                                f"dilation_rate={self.dilation_rate}")
+        refuse_strided_dilation(self, owner)
 
     def build(self, input_shape) -> None:
         check_input_rank(self, input_shape, self.rank + 2)

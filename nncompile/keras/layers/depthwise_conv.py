@@ -13,11 +13,11 @@ from typing import Any
 
 from nncompile.ir import Builder, Value
 from nncompile.keras import activations
-from nncompile.keras.layers.arguments import (boolean, check_data_format, check_input_rank,
+from nncompile.keras.layers.arguments import (check_input_rank,
                                               normalize_padding, option_weight, owner_of,
                                               positive_int, weight_configs, weight_options)
 from nncompile.keras.layers.base import Layer
-from nncompile.keras.layers.conv import bias_and_activation, convolve, set_window
+from nncompile.keras.layers.conv import bias_and_activation, convolve, set_output, set_window
 
 
 class BaseDepthwiseConv(Layer):
@@ -39,9 +39,7 @@ class BaseDepthwiseConv(Layer):
         self.depth_multiplier = positive_int(depth_multiplier, "depth_multiplier", owner)
         set_window(self, kernel_size, strides, dilation_rate)
         self.padding = normalize_padding(padding, self.paddings, owner)
-        self.data_format = check_data_format(data_format, owner)
-        self.activation = activations.get(activation)
-        self.use_bias = boolean(use_bias, "use_bias", owner)
+        set_output(self, owner, data_format, activation, use_bias)
         weight_options(self, "depthwise", depthwise_initializer, depthwise_regularizer, depthwise_constraint)
         weight_options(self, "bias", bias_initializer, bias_regularizer, bias_constraint)
 
