@@ -18,6 +18,11 @@ run: many training steps (each batch, learning rate and loss one stride further)
 A third, `nncompile_call(i64* frame, array objects...)`, is the entry for one call from Python
 with the fewest ctypes arguments (`_emit_call`). Buffers that share memory (views, in-place
 results) share one slot, so a kernel never sees two `noalias` pointers to the same bytes.
+
+A graph that updates no parameter keeps the weights that its products read as B packed between
+calls, as ONNX Runtime prepacks initializers: the entry reads them from slots after the buffers'
+(`Layout.packed`), and a fourth export, `nncompile_prepare(buffers, symbols)`, packs them there;
+the runtime calls it when the weights changed since it last did (`runtime/weights.py`).
 """
 from __future__ import annotations
 
@@ -28,7 +33,9 @@ from llvmlite import ir
 
 from nncompile.codegen import elementwise, grad, nn, linalg  # noqa: F401  (fill the op table's lower slots)
 from nncompile.codegen import perf_map
+from nncompile.codegen.gemm_pack import emit_pack_b_into, packed_size
 from nncompile.codegen.kernel import Kernel, storage_type
+from nncompile.codegen.linalg import weight_operands
 from nncompile.codegen.loop import emit_loop, emit_reduction
 from nncompile.codegen.loops import for_range
 from nncompile.codegen.target import new_module, tune
@@ -41,6 +48,7 @@ from nncompile.ir.types import is_symbol
 ENTRY = "nncompile_entry"
 STEPS = "nncompile_steps"
 CALL = "nncompile_call"
+PREPARE = "nncompile_prepare"
 # `nncompile_call` takes one argument per data input; graphs with more inputs than this (ctypes
 # calls take at most 1024 arguments) have no such export and the runtime fills the table itself.
 CALL_INPUTS_MAX = 256
@@ -56,6 +64,12 @@ class Layout:
     slots: dict[Value, int] = field(default_factory=dict)   # every graph value -> its slot
     roots: list[Value] = field(default_factory=list)        # slot -> the value owning the memory
     symbols: list[str] = field(default_factory=list)          # the input symbols, then expressions
+    # parameters kept packed as a GEMM's B between calls (value -> B transposed), each in slot
+    # len(roots) + its position: `nncompile_prepare` packs them there
+    packed: dict[Value, bool] = field(default_factory=dict)
+
+    def packed_slots(self) -> list[int]:
+        return [len(self.roots) + i for i in range(len(self.packed))]
 
 
 def graph_symbols(graph: Graph) -> list[str]:
@@ -108,6 +122,8 @@ def make_layout(graph: Graph, shares: dict[Value, Value]) -> Layout:
             layout.slots[root] = len(layout.roots)
             layout.roots.append(root)
         layout.slots[v] = layout.slots[root]
+    if not graph.updates:
+        layout.packed = weight_operands(graph, graph.param_inputs)
     return layout
 
 
@@ -149,19 +165,60 @@ class Program:
 def build_module(graph: Graph, layout: Layout, name: str = "nncompile") -> ir.Module:
     """The LLVM module of a fused, scheduled graph whose buffers `layout` assigns to slots."""
     module = new_module(name)
-    entry = tune(ir.Function(module, ir.FunctionType(i32, [i8p.as_pointer(), i64.as_pointer()]), ENTRY))
+    entry = _entry_function(module, ENTRY)
     b = ir.IRBuilder(entry.append_basic_block("entry"))
-    buffers, sizes = entry.args
-    symbol_values = [b.load(b.gep(sizes, [ir.Constant(i64, s)]), name=f"sym{s}")
-                     for s in range(len(layout.symbols))]
-    pointers = [b.load(b.gep(buffers, [ir.Constant(i64, s)]), name=f"buf{s}")
-                for s in range(len(layout.roots))]
-    emit_kernels(Program(module, b, layout, pointers, symbol_values), graph.nodes)
+    pointers, symbol_values = _read_frame(b, layout, entry.args)
+    packed = {v: b.bitcast(ptr, storage_type(v.type.dtype).as_pointer())
+              for v, ptr in zip(layout.packed, pointers[len(layout.roots):])}
+    emit_kernels(Program(module, b, layout, pointers[:len(layout.roots)], symbol_values, packed), graph.nodes)
     b.ret(ir.Constant(i32, 0))
-    _emit_steps(module, entry, len(layout.roots))
+    _emit_prepare(module, layout)
+    _emit_steps(module, entry, frame_layout(layout)[0])
     if len(graph.data_inputs) <= CALL_INPUTS_MAX:
         _emit_call(module, entry, layout, [layout.slots[v] for v in graph.data_inputs])
     return module
+
+
+def _entry_function(module: ir.Module, name: str) -> ir.Function:
+    """i32 name(i8** buffers, i64* symbols)."""
+    return tune(ir.Function(module, ir.FunctionType(i32, [i8p.as_pointer(), i64.as_pointer()]), name))
+
+
+def _read_frame(b: ir.IRBuilder, layout: Layout, args) -> tuple[list[ir.Value], list[ir.Value]]:
+    """The pointer of every slot (buffers, then packed weights) and the size of every symbol."""
+    buffers, sizes = args
+    symbols = [b.load(b.gep(sizes, [ir.Constant(i64, s)]), name=f"sym{s}") for s in range(len(layout.symbols))]
+    pointers = [b.load(b.gep(buffers, [ir.Constant(i64, s)]), name=f"buf{s}")
+                for s in range(frame_layout(layout)[0])]
+    return pointers, symbols
+
+
+def _emit_prepare(module: ir.Module, layout: Layout) -> None:
+    """`nncompile_prepare(buffers, symbols)`: each weight of `layout.packed` packed from its own
+    slot into its packed slot, as the GEMMs reading it expect. The runtime calls it before the
+    first call and again after any weight changed (`runtime/weights.py`)."""
+    fn = _entry_function(module, PREPARE)
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    pointers, _ = _read_frame(b, layout, fn.args)
+    for (value, transposed), slot in zip(layout.packed.items(), layout.packed_slots()):
+        n, k = _packed_shape(value, transposed)
+        ptr = storage_type(value.type.dtype).as_pointer()
+        source, target = (b.bitcast(pointers[s], ptr) for s in (layout.slots[value], slot))
+        pack = emit_pack_b_into(module, value.type.dtype, transpose_b=transposed)
+        b.call(pack, [ir.Constant(i64, n), ir.Constant(i64, k), source, ir.Constant(i64, value.type.shape[1]),
+                      target])
+    b.ret(ir.Constant(i32, 0))
+
+
+def _packed_shape(value: Value, transposed: bool) -> tuple[int, int]:
+    """(N, K) of a weight read as B (K x N, or N x K when transposed)."""
+    rows, cols = value.type.shape
+    return (rows, cols) if transposed else (cols, rows)
+
+
+def packed_sizes(layout: Layout) -> list[int]:
+    """The bytes of each packed weight's slot (64-byte aligned memory the runtime owns)."""
+    return [packed_size(v.type.dtype, *_packed_shape(v, t)) for v, t in layout.packed.items()]
 
 
 def emit_kernels(p: Program, nodes: list[Node], number: int | None = None, prefix: str = "k") -> None:
@@ -207,7 +264,7 @@ def frame_layout(layout: Layout) -> tuple[int, int, int]:
     slot in words [0, slots), the symbol sizes in [slots, slots + sizes), the arrays' data offset
     at word offset_at (a graph with no symbols keeps one unused size: the entry's size table
     always has one)."""
-    slots = len(layout.roots)
+    slots = len(layout.roots) + len(layout.packed)
     sizes = max(len(layout.symbols), 1)
     return slots, sizes, slots + sizes
 

@@ -75,21 +75,44 @@ def emit_pack_b(module: ir.Module, dtype: DType, *, transpose_b: bool = False) -
     """`T* gemm.pack_b.<dtype>(i64 N, i64 K, T* B, i64 ldb)`: B packed once, as the GEMM packs it,
     into a new buffer (freed with `free`), for a loop that multiplies by the same B at every step
     (`emit_gemm(prepacked=True)`)."""
-    ty, t = scalar_type(dtype), gemm.tiling(dtype)
     name = f"gemm.pack_b.{dtype}{'.t' if transpose_b else ''}"
+    if name in module.globals:
+        return module.globals[name]
+    into = emit_pack_b_into(module, dtype, transpose_b=transpose_b)
+    fn = gemm.new_function(module, name, [a.type for a in into.args[:4]], ret=into.args[4].type)
+    n, k, src_b, ldb = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    alloc, _ = gemm.libc(module)
+    bp = b.bitcast(b.call(alloc, [const(64), packed_bytes(b, gemm.tiling(dtype), n, k)]), into.args[4].type)
+    b.call(into, [n, k, src_b, ldb, bp])
+    b.ret(bp)
+    return fn
+
+
+def emit_pack_b_into(module: ir.Module, dtype: DType, *, transpose_b: bool = False) -> ir.Function:
+    """`void gemm.pack_b_into.<dtype>(i64 N, i64 K, T* B, i64 ldb, T* bp)`: B packed as the GEMM
+    packs it into `bp`, which holds `packed_size` bytes, 64-byte aligned (weights packed once for
+    many calls: `codegen.cpu`'s prepare function)."""
+    ty, t = scalar_type(dtype), gemm.tiling(dtype)
+    name = f"gemm.pack_b_into.{dtype}{'.t' if transpose_b else ''}"
     existing = module.globals.get(name)
     if existing is not None:
         return existing
     ptr = ty.as_pointer()
-    fn = gemm.new_function(module, name, [i64, i64, ptr, i64], ret=ptr)
-    n, k, src_b, ldb = fn.args
+    fn = gemm.new_function(module, name, [i64, i64, ptr, i64, ptr])
+    n, k, src_b, ldb, bp = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    alloc, _ = gemm.libc(module)
-    bp = b.bitcast(b.call(alloc, [const(64), packed_bytes(b, t, n, k)]), ptr)
     pack_b = pack_b_task(module, name, ty, t, transpose_b)
     run_pack_b(b, module, pack_b, t, [src_b, ldb, n, k, bp], const(parallel.num_threads() * gemm.CHUNKS_PER_THREAD))
-    b.ret(bp)
+    b.ret_void()
     return fn
+
+
+def packed_size(dtype: DType, n: int, k: int) -> int:
+    """Bytes of an N-column, K-deep B packed into NR-wide panels: `packed_bytes` for static sizes."""
+    t = gemm.tiling(dtype)
+    bytes_ = max(k, 1) * -(-n // t.nr) * t.nr * t.itemsize
+    return -(-bytes_ // 64) * 64
 
 
 def pack_matrix(transpose_a: bool) -> gemm.PackA:

@@ -24,7 +24,7 @@ from nncompile.codegen.gemm import Epilogue, emit_loop_gemm
 from nncompile.codegen.kernel import Dim, Kernel, mul, product
 from nncompile.codegen.loop import apply_nodes, emit_loop
 from nncompile.codegen.loops import as_i64, for_nest, linear_index
-from nncompile.ir.graph import Node, Value
+from nncompile.ir.graph import Graph, Node, Value
 from nncompile.ir.ops.fused import is_row_sum
 from nncompile.ir.optable import OPS
 from nncompile.ir.types import is_symbol
@@ -95,6 +95,41 @@ TINY_PRODUCT = 256
 def _tiny(m, n, depth) -> bool:
     static = [d for d in (m, n, depth) if isinstance(d, int)]
     return len(static) >= 2 and int(np.prod(static)) <= TINY_PRODUCT
+
+
+def weight_operands(graph: Graph, candidates: Sequence[Value]) -> dict[Value, bool]:
+    """The `candidates` that every node of `graph` reading them reads as the 2-D float B operand
+    of its product, each with whether that B is transposed: those `_matmul` can read packed
+    ahead, once for many products (a loop's weights, a model's weights between two changes). A
+    fused product's epilogue may read one too (it reads the array itself). A scan reading one
+    passes it on to its body, whose products decide."""
+    wanted = set(candidates)
+    uses: dict[Value, set] = {}
+    for node in graph.nodes:
+        if node.op == "scan":
+            inner = node.attrs["body"]
+            body_uses = weight_operands(inner, [w for v, w in zip(node.inputs, inner.inputs) if v in wanted])
+            for v, w in zip(node.inputs, inner.inputs):
+                if v in wanted:
+                    uses.setdefault(v, set()).add(body_uses.get(w))
+            continue
+        inner = node.attrs["body"] if node.op == "fused" and node.attrs["kind"] == "matmul" else None
+        anchor = inner.nodes[0] if inner is not None else node
+        for position, v in enumerate(node.inputs):
+            if v not in wanted:
+                continue
+            operand = inner.inputs[position] if inner is not None else v
+            uses.setdefault(v, set()).add(anchor.attrs["transpose_b"] if _reads_as_b(anchor, operand) else None)
+    return {v: kinds.pop() for v, kinds in uses.items() if len(kinds) == 1 and None not in kinds}
+
+
+def _reads_as_b(anchor: Node, operand: Value) -> bool:
+    """Whether `anchor` is a product reading `operand` only as a 2-D float B that `_matmul` reads
+    as one product (A 2-D, or a row-major stack of matrices, which is one product over its rows)."""
+    if anchor.op != "matmul" or len(anchor.inputs) != 2 or anchor.inputs[1] is not operand \
+            or anchor.inputs[0] is operand or operand.type.rank != 2 or not operand.type.dtype.is_float:
+        return False
+    return anchor.outputs[0].type.rank == 2 or not anchor.attrs["transpose_a"]
 
 
 def _row_sum(k: Kernel, node: Node, output: Value) -> None:

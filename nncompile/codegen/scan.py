@@ -32,11 +32,12 @@ from nncompile.codegen.cpu import Program, emit_kernels
 from nncompile.codegen.gemm import libc
 from nncompile.codegen.gemm_pack import emit_pack_b
 from nncompile.codegen.kernel import mul, product, storage_type
+from nncompile.codegen.linalg import weight_operands
 from nncompile.codegen.loops import as_i64, for_range
 from nncompile.codegen.scan_copy import at_step, memcpy, with_
 from nncompile.codegen.scan_team import UnitSplit, unit_split
 from nncompile.codegen.scan_team_emit import emit_team
-from nncompile.ir.graph import Graph, Node, Value
+from nncompile.ir.graph import Node, Value
 from nncompile.ir.ops.scan import independent_rows, split_operands, step_views
 from nncompile.ir.optable import OPS
 
@@ -66,27 +67,17 @@ def _copy_slices(p: Program, stacked: Value, step: Value, t: ir.Value, axis: int
             memcpy(p, at_stacked, at_step, row)
 
 
-def _weights(body: Graph, invariants: list[Value]) -> dict[Value, bool]:
-    """The invariants that every product reading them takes as its 2-D B operand, each with
-    whether that B is transposed: packed once before the loop instead of at every step."""
-    uses: dict[Value, set] = {}
-    for node in body.nodes:
-        inner = node.attrs["body"] if node.op == "fused" and node.attrs["kind"] == "matmul" else None
-        anchor = inner.nodes[0] if inner is not None else node
-        for position, v in enumerate(node.inputs):
-            if v not in invariants:
-                continue
-            operand = inner.inputs[position] if inner is not None else v
-            as_b = (anchor.op == "matmul" and len(anchor.inputs) == 2 and anchor.inputs[1] is operand
-                    and anchor.inputs[0] is not operand and anchor.outputs[0].type.rank == 2
-                    and v.type.rank == 2 and v.type.dtype.is_float)
-            uses.setdefault(v, set()).add(anchor.attrs["transpose_b"] if as_b else None)
-    return {v: kinds.pop() for v, kinds in uses.items() if len(kinds) == 1 and None not in kinds}
-
-
-def _pack_weights(p: Program, body: Graph, invariants: list[Value]) -> dict[Value, ir.Value]:
+def _pack_weights(p: Program, node: Node) -> dict[Value, ir.Value]:
+    """The body's invariant weights read as a product's B, packed once before the loop (or
+    already packed for the whole call: `p.packed` of the scan's operand), by body input."""
+    body = node.attrs["body"]
+    invariants = split_operands(body.inputs, node.attrs)[2]
+    outer = dict(zip(body.inputs, node.inputs))
     packed = {}
-    for value, transposed in _weights(body, invariants).items():
+    for value, transposed in weight_operands(body, invariants).items():
+        if outer[value] in p.packed:
+            packed[value] = p.packed[outer[value]]
+            continue
         rows, cols = p.dims(value)
         n, k = (rows, cols) if transposed else (cols, rows)
         fn = emit_pack_b(p.module, value.type.dtype, transpose_b=transposed)
@@ -96,8 +87,7 @@ def _pack_weights(p: Program, body: Graph, invariants: list[Value]) -> dict[Valu
 
 
 def emit_scan(p: Program, node: Node, number: int, prefix: str) -> None:
-    attrs, body = node.attrs, node.attrs["body"]
-    n = attrs["num_carry"]
+    n = node.attrs["num_carry"]
     for value, result in zip(node.inputs[:n], node.outputs[:n]):
         _copy(p, result, value)
     symbol = independent_rows(node)
@@ -118,14 +108,13 @@ def emit_scan(p: Program, node: Node, number: int, prefix: str) -> None:
 def _emit_loops(p: Program, node: Node, number: int, prefix: str, symbol: str | None) -> None:
     """The loop on one thread, its kernels sharing their work at each step, or (rows kept apart,
     `symbol` their symbol) one loop per block of rows; the weights packed once before either."""
-    attrs, body = node.attrs, node.attrs["body"]
-    packed = _pack_weights(p, body, split_operands(body.inputs, attrs)[2])
+    packed = _pack_weights(p, node)
     if symbol is None:
         _emit_steps(with_(p, packed=packed), node, number, prefix)
     else:
         _emit_row_blocks(with_(p, packed=packed), node, number, prefix, symbol)
     _, free = libc(p.module)
-    for buffer in packed.values():
+    for buffer in set(packed.values()) - set(p.packed.values()):
         p.b.call(free, [p.b.bitcast(buffer, i8p)])
 
 

@@ -73,6 +73,8 @@ class Binding:
                 self.pointers[slot] = exe.params[root.name].ctypes.data
         for slot, param in exe.in_place_slots:
             self.pointers[slot] = exe.params[param].ctypes.data
+        for slot, pointer in zip(exe.layout.packed_slots(), exe.packed_addresses):
+            self.pointers[slot] = pointer
 
     def _split_outputs(self, exe: "Executable") -> None:
         """Small outputs are written into buffers of the binding, whose slots point there for

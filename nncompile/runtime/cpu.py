@@ -12,7 +12,10 @@ skips LLVM altogether.
 
 A symbolic batch dimension is bound per call: the native code takes the sizes as arguments, and
 the memory plan (arena offsets, a few microseconds to make) is made once per distinct size.
-Parameters are bound by reference: in-place updates of the arrays are seen by the next call.
+Parameters are bound by reference: in-place updates of the arrays are seen by the next call. A
+graph that updates no parameter keeps the weights its products read as B packed between calls;
+their arrays are then read-only, written through `runtime.weights.writing` (or `Variable.assign`),
+which makes the next call pack them again.
 """
 from __future__ import annotations
 
@@ -39,7 +42,7 @@ from nncompile.ir.verifier import check_param
 from nncompile.passes.manager import PassManager
 from nncompile.passes.pipelines import pipeline as named_pipeline
 from nncompile.passes.memory import MemoryPlan, is_elementwise_safe, plan_memory, value_names
-from nncompile.runtime import binding as binding_module, disk_cache, reference
+from nncompile.runtime import binding as binding_module, disk_cache, reference, weights
 from nncompile.runtime.binding import Binding, bind_symbols, checked_array, shares
 
 _ENTRY_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p)
@@ -125,6 +128,7 @@ class Executable:
             probe = fitting_env(graph, _PROBE_SIZE)
             self.shares = shares(plan_memory(graph, probe))
             self.layout = codegen.make_layout(graph, self.shares)
+            self._keep_packed()
             self._key = disk_cache.entry_key("\n".join([PIPELINE, str(graph), repr(sorted((str(k), str(v)) for k, v in
                                                                                             _named(graph, self.shares))),
                                                          gemm.tilings_key()]))
@@ -140,12 +144,33 @@ class Executable:
         self._busy = threading.Lock()          # held by the call using the shared arena
         self._binding_lock = threading.Lock()
 
+    def _keep_packed(self) -> None:
+        """Memory for the weights kept packed between calls (`codegen.cpu.Layout.packed`), packed
+        before the first call and again after weights changed (`runtime/weights.py`)."""
+        self._packs = bool(self.layout.packed)
+        self._packed_at = -1        # the weights' generation they were last packed at
+        self._packing = threading.Lock()
+        self._packed_memory = [np.empty(size + 64, np.uint8) for size in codegen.packed_sizes(self.layout)]
+        self.packed_addresses = [m.ctypes.data + -m.ctypes.data % 64 for m in self._packed_memory]
+        for v in self.layout.packed:
+            weights.keep(self.params[v.name])
+        self._updates = bool(self.graph.updates)
+
+    def _prepare(self, binding: Binding) -> None:
+        """Pack the kept weights again if they changed since they were last packed."""
+        with self._packing:
+            seen = weights.generation
+            if self._packed_at != seen:
+                self._prepare_native(*binding.args)
+                self._packed_at = seen
+
     def _entry_points(self) -> None:
         """The native functions: the entry, the stepped entry, and the one-call entry taking the
         frame and the input arrays (`native_call`; None where the arrays' data offset was not
         found or the graph has more inputs than it takes: bindings then fill the table)."""
         self.entry = _ENTRY_TYPE(self._jit.address(codegen.ENTRY))
         self._steps = _STEPS_TYPE(self._jit.address(codegen.STEPS))
+        self._prepare_native = _ENTRY_TYPE(self._jit.address(codegen.PREPARE))
         self.native_call = None
         if binding_module.DATA_OFFSET is not None and len(self._inputs) <= codegen.CALL_INPUTS_MAX:
             self.native_call = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p,
@@ -230,6 +255,8 @@ class Executable:
                 arrays = [checked_array(v, a) for v, a in zip(self._inputs, arrays)]
                 break
         binding = self._bindings.get(tuple([a.shape for a in arrays])) or self._bind(arrays)
+        if self._packs and self._packed_at != weights.generation:
+            self._prepare(binding)
         if self._busy.acquire(False):   # positional: a keyword costs a tenth of the check
             try:
                 outs, status = binding.call(arrays)
@@ -237,6 +264,8 @@ class Executable:
                 self._busy.release()
         else:   # another thread is running on the shared arena: this call gets its own
             outs, status = binding.private(self).call(arrays)
+        if self._updates:
+            weights.changed()
         if status:
             raise self._kernel_error(status, arrays)
         if self._copied or self._copied_updates:
@@ -248,7 +277,8 @@ class Executable:
         for i in self._copied:
             outs[i] = np.array(self._value_of(self.graph.outputs[i], arrays, outs))
         for i, param in self._copied_updates:
-            np.copyto(self.params[param], outs[i])
+            with weights.writing(self.params[param]) as array:
+                np.copyto(array, outs[i])
 
     def run_steps(self, *arrays: np.ndarray) -> list[np.ndarray]:
         """Run the graph once per step in one native call: each input has a leading axis of steps
@@ -268,12 +298,16 @@ class Executable:
             return [np.stack([outs[i] for outs in per_step]) for i in range(len(self._returned))]
         firsts = [a[0] for a in arrays]
         binding = self._bindings.get(tuple([a.shape for a in firsts])) or self._bind(firsts)
+        if self._packs and self._packed_at != weights.generation:
+            self._prepare(binding)
         with self._busy:
             try:
                 outs, strides = self._point(binding, arrays, count)
                 status = self._steps(*binding.args, count, strides.ctypes.data)
             finally:
                 binding.restore_kept()
+                if self._updates:
+                    weights.changed()
         if status:
             raise self._kernel_error(status, firsts)
         return [outs[i] for i in self._returned]
@@ -366,7 +400,7 @@ def _bindable(graph: Graph, v: Value) -> np.ndarray:
     if not (array.flags.c_contiguous and array.flags.aligned):
         raise ShapeError(f"parameter {v.name!r} must be a C-contiguous, aligned numpy array to be "
                          f"bound by reference")
-    if v.name in graph.updates.values() and not array.flags.writeable:
+    if v.name in graph.updates.values() and not array.flags.writeable and not weights.is_kept(array):
         raise ShapeError(f"parameter {v.name!r} is updated by the graph but bound to a read-only array")
     return array
 

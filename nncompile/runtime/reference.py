@@ -15,6 +15,7 @@ from nncompile.ir.graph import Graph, Node, Value
 from nncompile.ir.optable import get_op
 from nncompile.ir.sizes import check_sizes, resolve_attrs
 from nncompile.ir.types import bind_shape, resolve_shape
+from nncompile.runtime import weights
 
 
 def bind_inputs(graph: Graph, inputs: Sequence[np.ndarray] | Mapping[str, np.ndarray],
@@ -122,7 +123,8 @@ class Interpreter:
         outs = run(self.graph, arrays)
         for name, value in zip(self.graph.output_names, outs):
             if name in self.graph.updates:
-                np.copyto(self.graph.params[self.graph.updates[name]], value)
+                with weights.writing(self.graph.params[self.graph.updates[name]]) as array:
+                    np.copyto(array, value)
         return [outs[i] for i in self._returned]
 
     def run_steps(self, *arrays: np.ndarray) -> list[np.ndarray]:

@@ -24,6 +24,7 @@ from nncompile.keras.layers.arguments import (ArgumentError, boolean, owner_of, 
                                               warn_legacy)
 from nncompile.keras.ops.core import leaves, register_symbolic
 from nncompile.keras.tracing import ArithmeticOperators, TensorOperators
+from nncompile.runtime import weights
 
 
 class Variable(ArithmeticOperators):
@@ -43,7 +44,8 @@ class Variable(ArithmeticOperators):
 
     @property
     def value(self) -> np.ndarray:
-        """The live array (do not resize; use `assign`)."""
+        """The live array, which compiled code reads (write it with `assign`: an array compiled
+        code keeps packed is read-only, see `nncompile.runtime.weights`)."""
         return self._value
 
     @property
@@ -75,7 +77,8 @@ class Variable(ArithmeticOperators):
         if tracing.is_traced(value):
             tracing.record_increment(self, value)
         else:
-            self._value += np.asarray(value, self._value.dtype)
+            with weights.writing(self._value) as array:
+                array += np.asarray(value, array.dtype)
 
     def assign(self, value) -> None:
         if tracing.is_traced(value):
@@ -84,7 +87,8 @@ class Variable(ArithmeticOperators):
         if value.shape != self._value.shape:
             raise ValueError(f"Cannot assign to variable '{self.path}': expected shape "
                              f"{self._value.shape}, received shape {value.shape}")
-        self._value[...] = value
+        with weights.writing(self._value) as array:
+            array[...] = value
 
     def __array__(self, dtype=None, copy=None):
         return self._value if dtype is None else self._value.astype(dtype)

@@ -13,6 +13,7 @@ import warnings
 import numpy as np
 
 from nncompile.keras.optimizers import schedules
+from nncompile.runtime import weights
 
 _KERAS_JOINT = {("momentum", "velocity"), ("accumulated_grad", "accumulated_delta_var"),
                 ("momentum", "norm")}
@@ -75,7 +76,8 @@ def restore_optimizer(optimizer, model, values: list[np.ndarray], file: str) -> 
     if head == 2:
         optimizer.learning_rate = float(values[1])
     for name, value in zip(names, slots):
-        arrays[name][...] = value
+        with weights.writing(arrays[name]) as array:
+            array[...] = value
 
 
 def _fresh(file: str, why: str) -> None:
