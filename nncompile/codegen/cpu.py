@@ -31,7 +31,7 @@ from typing import Callable, Iterator
 
 from llvmlite import ir
 
-from nncompile.codegen import elementwise, grad, nn, linalg  # noqa: F401  (fill the op table's lower slots)
+from nncompile.codegen import elementwise, grad, nn, linalg, pooling  # noqa: F401  (fill the op table's lower slots)
 from nncompile.codegen import perf_map
 from nncompile.codegen.gemm_pack import emit_pack_b_into, packed_size
 from nncompile.codegen.kernel import Kernel, storage_type

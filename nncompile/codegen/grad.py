@@ -9,13 +9,10 @@ the patch matrix of a chunk (CHUNK_ELEMENTS at most) stays in cache instead of t
   path. The filter gradient splits its chunks between the threads (each with its own patch
   buffer and partial dW, added at the end); the input gradient splits the images (each thread
   with its own column buffer; a batch smaller than the thread count leaves the GEMMs both cores).
-max_pool2d_grad works on vectors of channels (NHWC: contiguous) and splits the images between the
-threads: per output pixel, the window's maximum first, then dy goes to the first tap equal to it.
-avg_pool2d_grad, scatter_add and random_uniform are plain loop nests (channels innermost).
+scatter_add and random_uniform are plain loop nests. The pooling gradients are in pooling.py.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 from llvmlite import ir
@@ -23,8 +20,8 @@ from llvmlite import ir
 from nncompile.codegen import elementwise, gemm, library, parallel, simd, target
 from nncompile.codegen.conv import contiguous_window_rows
 from nncompile.codegen.conv_direct import emit_direct, has_symbolic_image
-from nncompile.codegen.gemm import at, entry_alloca, smin
-from nncompile.codegen.kernel import Dim, Kernel, product, scalar_type, storage_type
+from nncompile.codegen.gemm import at, smin
+from nncompile.codegen.kernel import Dim, Kernel, product, scalar_type
 from nncompile.codegen.loops import as_i64, const, for_nest, for_range
 from nncompile.ir.dtypes import DType
 from nncompile.ir.errors import IRError
@@ -36,19 +33,18 @@ from nncompile.ir.types import normalize_axis
 i32 = ir.IntType(32)
 i64 = ir.IntType(64)
 CHUNK_ELEMENTS = 1 << 18   # patch-matrix elements per chunk: 1 MB of f32, within L2
-POOL_PARALLEL_ELEMENTS = 1 << 15   # input elements from which a pooling gradient uses every core
 
 
 def _add(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
     return b.fadd(x, y) if isinstance(x.type, (ir.FloatType, ir.DoubleType, ir.HalfType)) else b.add(x, y)
 
 
-def _zero_fill(b: ir.IRBuilder, ptr: ir.Value, count: Dim, dtype: DType) -> None:
+def zero_fill(b: ir.IRBuilder, ptr: ir.Value, count: Dim, dtype: DType) -> None:
     with for_range(b, count, name="z") as i:
         b.store(elementwise.constant(dtype, 0, None), b.gep(ptr, [i]))
 
 
-def _accumulate(b: ir.IRBuilder, ptr: ir.Value, value: ir.Value) -> None:
+def accumulate(b: ir.IRBuilder, ptr: ir.Value, value: ir.Value) -> None:
     b.store(_add(b, b.load(ptr), value), ptr)
 
 
@@ -158,7 +154,7 @@ def _emit_filter_task(k: Kernel, g: _Conv, dtype: DType) -> ir.Function:
     fn = library.shared_gemm(k.module, dtype, transpose_a=True)
     patches, partial = _buffer(b, g.chunk * g.depth, dtype), _buffer(b, g.depth * g.og, dtype)
     mine = at(b, parts, b.mul(index, const(g.depth * g.cout)))
-    _zero_fill(b, mine, g.depth * g.cout, dtype)
+    zero_fill(b, mine, g.depth * g.cout, dtype)
     share = gemm.ceil_div(b, gemm.ceil_div(b, m, g.chunk), count)
     first = b.mul(b.mul(index, share), const(g.chunk))
     stop = smin(b, m, b.add(first, b.mul(share, const(g.chunk))))
@@ -185,7 +181,7 @@ def _emit_filter_task(k: Kernel, g: _Conv, dtype: DType) -> ir.Function:
                     partial, const(g.og)])
         with for_range(b, g.depth, name="kd") as kd, for_range(b, g.og, name="o") as o:
             target_ptr = at(b, mine, b.add(b.mul(kd, const(g.cout)), b.add(b.mul(group, const(g.og)), o)))
-            _accumulate(b, target_ptr, b.load(at(b, partial, b.add(b.mul(kd, const(g.og)), o))))
+            accumulate(b, target_ptr, b.load(at(b, partial, b.add(b.mul(kd, const(g.og)), o))))
     _free(b, patches, partial)
     b.ret_void()
     return task
@@ -209,9 +205,9 @@ def _conv2d_grad_filter(k: Kernel, node: Node) -> None:
     tasks = b.select(big, smin(b, gemm.ceil_div(b, m, g.chunk), const(parallel.num_threads())), const(1))
     parts = _buffer(b, parallel.num_threads() * g.depth * g.cout, dtype)
     b.call(parallel.emit_parallel_for(k.module), [task, gemm.pack_fields(b, [k.ptr(x), k.ptr(dy), parts, m]), tasks])
-    _zero_fill(b, k.ptr(dw), g.depth * g.cout, dtype)
+    zero_fill(b, k.ptr(dw), g.depth * g.cout, dtype)
     with for_range(b, tasks, name="part") as t, for_range(b, g.depth * g.cout, name="e") as e:
-        _accumulate(b, at(b, k.ptr(dw), e), b.load(at(b, parts, b.add(b.mul(t, const(g.depth * g.cout)), e))))
+        accumulate(b, at(b, k.ptr(dw), e), b.load(at(b, parts, b.add(b.mul(t, const(g.depth * g.cout)), e))))
     _free(b, parts)
 
 
@@ -230,7 +226,7 @@ def _emit_input_task(k: Kernel, g: _Conv, dtype: DType) -> ir.Function:
     with b.if_then(b.icmp_signed("<", first, stop)):
         pixels = g.oh * g.ow
         image = g.h * g.w * g.cin
-        _zero_fill(b, at(b, dx, b.mul(first, const(image))), b.mul(b.sub(stop, first), const(image)), dtype)
+        zero_fill(b, at(b, dx, b.mul(first, const(image))), b.mul(b.sub(stop, first), const(image)), dtype)
         columns = _buffer(b, g.chunk * g.depth, dtype)
         m1 = b.mul(stop, const(pixels))
         with for_range(b, g.groups, name="group") as group, \
@@ -277,162 +273,6 @@ def _conv2d_grad_input(k: Kernel, node: Node) -> None:
     b.call(parallel.emit_parallel_for(k.module), [task, fields, tasks])
 
 
-# --- pooling gradients ---------------------------------------------------------------------------
-
-def _window(b: ir.IRBuilder, start: ir.Value, size: int, limit: Dim) -> tuple[ir.Value, ir.Value]:
-    """The window offsets [lo, hi) inside [0, limit) for a window of `size` at `start`."""
-    lo = b.select(b.icmp_signed("<", start, const(0)), b.neg(start), const(0))
-    room = b.sub(as_i64(limit), start)
-    return lo, b.select(b.icmp_signed("<", room, const(size)), room, const(size))
-
-
-def _pool_windows(k: Kernel, node: Node, x_dims, dy, visit) -> None:
-    """For each output pixel (n, r, q) of `dy`: visit(dy_row, base, rows, cols) where dy_row is
-    the element offset of its channels, base the offset of the window's corner pixel in the
-    (unpadded) input, and rows/cols the in-bounds window offsets [lo, hi)."""
-    b = k.b
-    batch, h, w, c = x_dims
-    (kh, kw), (sh, sw), (top, _, left, _) = node.attrs["window"], node.attrs["strides"], node.attrs["pads"]
-    _, oh, ow, _ = k.dims(dy)
-    with for_nest(b, [batch, oh, ow], name="p") as (n, r, q):
-        dy_row = b.mul(b.add(b.mul(b.add(b.mul(n, as_i64(oh)), r), as_i64(ow)), q), as_i64(c))
-        h0 = b.sub(b.mul(r, const(sh)), as_i64(k.dim(top)))
-        w0 = b.sub(b.mul(q, const(sw)), as_i64(k.dim(left)))
-        base = b.mul(b.add(b.mul(b.add(b.mul(n, as_i64(h)), h0), as_i64(w)), w0), as_i64(c))
-        visit(dy_row, base, _window(b, h0, kh, h), _window(b, w0, kw, w))
-
-
-@contextmanager
-def _taps(b: ir.IRBuilder, rows: tuple[ir.Value, ir.Value], cols: tuple[ir.Value, ir.Value]):
-    """Loop over the in-bounds taps (i, j) of a window in scan order."""
-    with for_range(b, rows[1], start=rows[0], name="i") as i, for_range(b, cols[1], start=cols[0], name="j") as j:
-        yield i, j
-
-
-def _nan_max(b: ir.IRBuilder, v: ir.Value, best: ir.Value, dtype: DType) -> ir.Value:
-    """max(best, v) lane-wise, a NaN winning over any number (as max_pool2d)."""
-    if dtype.is_float:
-        wins = b.or_(b.fcmp_ordered(">", v, best), b.fcmp_unordered("uno", v, v))
-    else:
-        wins = b.icmp_signed(">", v, best)
-    return b.select(wins, v, best)
-
-
-def _is_max(b: ir.IRBuilder, v: ir.Value, best: ir.Value, dtype: DType) -> ir.Value:
-    """Whether v is the window's maximum `best` (a NaN when the maximum is one)."""
-    if dtype.is_float:
-        return b.or_(b.fcmp_ordered("==", v, best), b.fcmp_unordered("uno", v, v))
-    return b.icmp_signed("==", v, best)
-
-
-def _emit_max_pool_task(k: Kernel, node: Node, dtype: DType) -> ir.Function:
-    """task(ctx, index, count) of max_pool2d_grad over its share of the images. Per output pixel
-    and vector of channels: the window's maximum first, then dy goes to the first tap equal to it
-    (a masked add, so every other element of dx keeps its bits)."""
-    ty = storage_type(dtype)
-    ptr = ty.as_pointer()
-    lanes = target.vector_lanes(dtype.itemsize)
-    task, b, ctx, index, count = parallel.task_function(k.module, k.module.get_unique_name("max_pool_grad"))
-    x, dy, dx, batch, channels, *sizes = gemm.unpack_fields(b, ctx, [ptr, ptr, ptr] + [i64] * 8)
-    _, h, w, static_channels = node.inputs[0].type.shape
-    # whole vectors of a static channel count take plain loads and stores (masked ones cost more)
-    whole = isinstance(static_channels, int) and static_channels % lanes == 0
-    channels = const(static_channels) if isinstance(static_channels, int) else channels
-    _, oh, ow, _ = node.inputs[1].type.shape
-    (kh, kw), (sh, sw), (top, _, left, _) = node.attrs["window"], node.attrs["strides"], node.attrs["pads"]
-    # sizes known only when run (a sequence of any length, its 'same' pads) come from the fields
-    h, w, oh, ow, top, left = (const(d) if isinstance(d, int) else v
-                               for d, v in zip((h, w, oh, ow, top, left), sizes))
-    vec = ir.VectorType(ty, lanes)
-    overlapping = sh < kh or sw < kw
-    best_slot, done_slot = entry_alloca(b, vec), entry_alloca(b, ir.VectorType(ir.IntType(1), lanes))
-    share = gemm.ceil_div(b, batch, count)
-    first_image = b.mul(index, share)
-    image_size = b.mul(b.mul(h, w), channels)
-    with for_range(b, smin(b, batch, b.add(first_image, share)), start=first_image, name="n") as n:
-        image = at(b, dx, b.mul(n, image_size))
-        with for_range(b, image_size, name="z") as i:
-            b.store(gemm.zero(ty), at(b, image, i))
-        with for_nest(b, [oh, ow], name="p") as (r, q), for_range(b, channels, step=lanes, name="c") as c0:
-            mask = simd.lane_mask(b, b.sub(channels, c0), lanes)
-
-            def load(base, offset):
-                if whole:
-                    return simd.load_vector(b, at(b, base, offset), lanes)
-                return simd.masked_load(b, at(b, base, offset), mask)
-
-            h0 = b.sub(b.mul(r, const(sh)), top)
-            w0 = b.sub(b.mul(q, const(sw)), left)
-            rows, cols = _window(b, h0, kh, h), _window(b, w0, kw, w)
-            corner = b.add(b.mul(b.add(b.mul(b.add(b.mul(n, h), h0), w), w0), channels), c0)
-
-            def spot(i, j):
-                return b.add(corner, b.mul(b.add(b.mul(i, w), j), channels))
-
-            b.store(load(x, spot(rows[0], cols[0])), best_slot)
-            with _taps(b, rows, cols) as (i, j):
-                b.store(_nan_max(b, load(x, spot(i, j)), b.load(best_slot), dtype), best_slot)
-            best = b.load(best_slot)
-            pixel = b.add(b.mul(n, oh), r)
-            grad = load(dy, b.add(b.mul(b.add(b.mul(pixel, ow), q), channels), c0))
-            b.store(b.not_(mask), done_slot)
-            with _taps(b, rows, cols) as (i, j):
-                done = b.load(done_slot)
-                hit = b.and_(_is_max(b, load(x, spot(i, j)), best, dtype), b.not_(done))
-                if overlapping:
-                    current = load(dx, spot(i, j))
-                    update = b.select(hit, gemm.add(b, current, grad), current)
-                else:   # this tap is the only writer of its element: no need to read it
-                    update = b.select(hit, grad, ir.Constant(vec, None))
-                if whole:
-                    simd.store_vector(b, update, at(b, dx, spot(i, j)))
-                else:
-                    simd.masked_store(b, update, at(b, dx, spot(i, j)), mask)
-                b.store(b.or_(done, hit), done_slot)
-    b.ret_void()
-    return task
-
-
-def _max_pool2d_grad(k: Kernel, node: Node) -> None:
-    """Each dy goes to the first maximum of its window (the first NaN, if any), as the reference;
-    the images are split between the threads when there is enough work."""
-    b = k.b
-    x, dy = node.inputs
-    dx = node.outputs[0]
-    dtype = x.type.dtype
-    task = _emit_max_pool_task(k, node, dtype)
-    batch = as_i64(k.dims(x)[0])
-    big = b.icmp_signed(">=", as_i64(k.size(x)), const(POOL_PARALLEL_ELEMENTS))
-    tasks = b.select(big, smin(b, batch, const(parallel.num_threads())), const(1))
-    (h, w, c), (oh, ow) = k.dims(x)[1:], k.dims(dy)[1:3]
-    top, _, left, _ = node.attrs["pads"]
-    sizes = [as_i64(d) for d in (c, h, w, oh, ow, k.dim(top), k.dim(left))]
-    fields = gemm.pack_fields(b, [k.ptr(x), k.ptr(dy), k.ptr(dx), batch, *sizes])
-    b.call(parallel.emit_parallel_for(k.module), [task, fields, tasks])
-
-
-def _avg_pool2d_grad(k: Kernel, node: Node) -> None:
-    b = k.b
-    dy = node.inputs[0]
-    dx = node.outputs[0]
-    dtype = dx.type.dtype
-    dims = k.dims(dx)
-    width, channels = dims[2], as_i64(dims[3])
-    _zero_fill(b, k.ptr(dx), k.size(dx), dtype)
-
-    def visit(dy_row, base, rows, cols):
-        count = b.mul(b.sub(rows[1], rows[0]), b.sub(cols[1], cols[0]))
-        scale = b.fdiv(elementwise.constant(dtype, 1.0, None), b.sitofp(count, scalar_type(dtype)))
-        with for_range(b, rows[1], start=rows[0], name="i") as i, \
-                for_range(b, cols[1], start=cols[0], name="j") as j:
-            dst = at(b, k.ptr(dx), b.add(base, b.mul(b.add(b.mul(i, as_i64(width)), j), channels)))
-            with for_range(b, channels, name="c") as c:
-                share = b.fmul(b.load(at(b, k.ptr(dy), b.add(dy_row, c))), scale)
-                _accumulate(b, at(b, dst, c), share)
-
-    _pool_windows(k, node, dims, dy, visit)
-
-
 # --- scatter_add and random_uniform --------------------------------------------------------------
 
 def _scatter_add(k: Kernel, node: Node) -> None:
@@ -444,7 +284,7 @@ def _scatter_add(k: Kernel, node: Node) -> None:
     axis = normalize_axis(node.attrs["axis"], len(dims))
     outer, size, inner = product(b, dims[:axis]), dims[axis], product(b, dims[axis + 1:])
     count = k.size(indices)
-    _zero_fill(b, k.ptr(out), k.size(out), out.type.dtype)
+    zero_fill(b, k.ptr(out), k.size(out), out.type.dtype)
     with for_nest(b, [outer, count], name="s") as (o, j):
         index = b.load(at(b, k.ptr(indices), j))
         index = b.sext(index, i64) if indices.type.dtype is DType.i32 else index
@@ -455,7 +295,7 @@ def _scatter_add(k: Kernel, node: Node) -> None:
         dst = at(b, k.ptr(out), b.mul(b.add(b.mul(o, as_i64(size)), index), as_i64(inner)))
         src = at(b, k.ptr(updates), b.mul(b.add(b.mul(o, as_i64(count)), j), as_i64(inner)))
         with for_range(b, inner, name="c") as c:
-            _accumulate(b, at(b, dst, c), b.load(at(b, src, c)))
+            accumulate(b, at(b, dst, c), b.load(at(b, src, c)))
 
 
 def _signed(value: int) -> ir.Constant:
@@ -485,7 +325,6 @@ def _random_uniform(k: Kernel, node: Node) -> None:
 
 LOWERINGS = {
     "conv2d_grad_input": _conv2d_grad_input, "conv2d_grad_filter": _conv2d_grad_filter,
-    "max_pool2d_grad": _max_pool2d_grad, "avg_pool2d_grad": _avg_pool2d_grad,
     "scatter_add": _scatter_add, "random_uniform": _random_uniform,
 }
 

@@ -1,5 +1,5 @@
 """Kernels of the ops that are not elementwise: reductions standing alone, arg-reductions,
-softmax, pooling (with an elementwise epilogue), and data movement (reshape, transpose, slice,
+softmax, and data movement (reshape, transpose, slice,
 concat, pad, gather). Each is registered in the op table's `lower` slot.
 
 Loops keep the innermost axis contiguous wherever the op allows, so LLVM vectorizes them.
@@ -12,7 +12,7 @@ from llvmlite import ir
 
 from nncompile.codegen import elementwise
 from nncompile.codegen.kernel import Dim, Kernel, load, mul, product, scalar_type, store
-from nncompile.codegen.loop import apply_epilogue, combine, emit_reduction, identity
+from nncompile.codegen.loop import combine, emit_reduction
 from nncompile.codegen.loops import as_i64, const, entry_alloca, for_nest, for_range, linear_index
 from nncompile.ir.dtypes import DType
 from nncompile.ir.graph import Node, Value
@@ -113,54 +113,6 @@ def _softmax(k: Kernel, node: Node) -> None:
                 store(b, b.fsub(b.fsub(v, top), log_total), _at(b, k.ptr(out), o, i, j, n, inner), dtype)
 
 
-# --- pooling ------------------------------------------------------------------------------------
-
-def _pool(k: Kernel, node: Node, epilogue: Sequence[Node] = (), output: Value | None = None) -> None:
-    """Each output row (n, oh, ow, :) accumulates the in-bounds window rows, channels innermost;
-    avg divides by the count of real elements; then the epilogue runs on the row."""
-    b, x = k.b, node.inputs[0]
-    result = node.outputs[0]
-    out = output if output is not None else result
-    batch, h, w, c = k.dims(x)
-    _, oh, ow, _ = k.dims(result)
-    (kh, kw), (sh, sw), (top, _, left, _) = node.attrs["window"], node.attrs["strides"], node.attrs["pads"]
-    dtype = x.type.dtype
-    op = "reduce_max" if node.op == "max_pool2d" else "reduce_sum"
-    acc_ptr = k.ptr(out)
-    x_strides = k.strides(x)
-    with for_nest(b, [batch, oh, ow], name="p") as (n, r, q):
-        row = linear_index(b, [n, r, q], k.strides(result)[:3])
-        h0 = b.sub(b.mul(r, const(sh)), as_i64(k.dim(top)))
-        w0 = b.sub(b.mul(q, const(sw)), as_i64(k.dim(left)))
-        r0, r1 = _clamp(b, h0, kh, h)
-        q0, q1 = _clamp(b, w0, kw, w)
-        with for_range(b, c, name="c0") as ch:
-            b.store(elementwise.constant(dtype, identity(op, dtype), None), b.gep(acc_ptr, [b.add(row, ch)]))
-        with for_range(b, r1, start=r0, name="wr") as i:
-            with for_range(b, q1, start=q0, name="wq") as j:
-                base = linear_index(b, [n, b.add(h0, i), b.add(w0, j)], x_strides[:3])
-                with for_range(b, c, name="c") as ch:
-                    slot = b.gep(acc_ptr, [b.add(row, ch)])
-                    v = load(b, b.gep(k.ptr(x), [b.add(base, ch)]), dtype)
-                    b.store(combine(b, op, b.load(slot), v, dtype.is_float, dtype is DType.u8), slot)
-        if op == "reduce_sum" or epilogue:
-            scale = b.sitofp(b.mul(b.sub(r1, r0), b.sub(q1, q0)), scalar_type(dtype)) \
-                if op == "reduce_sum" else None
-            with for_range(b, c, name="ce") as ch:
-                slot = b.gep(acc_ptr, [b.add(row, ch)])
-                v = b.load(slot) if scale is None else b.fdiv(b.load(slot), scale)
-                v = apply_epilogue(k, epilogue, result, v, [n, r, q, ch], [batch, oh, ow, c])
-                store(b, v, slot, out.type.dtype)
-
-
-def _clamp(b: ir.IRBuilder, start: ir.Value, size: int, limit: Dim) -> tuple[ir.Value, ir.Value]:
-    """The window offsets [lo, hi) that fall inside [0, limit) for a window at `start`."""
-    lo = b.select(b.icmp_signed("<", start, const(0)), b.neg(start), const(0))
-    room = b.sub(as_i64(limit), start)
-    hi = b.select(b.icmp_signed("<", room, const(size)), room, const(size))
-    return lo, hi
-
-
 # --- data movement ------------------------------------------------------------------------------
 
 def _copy(k: Kernel, src: Value, dst: Value) -> None:
@@ -254,7 +206,6 @@ LOWERINGS = {
     "reduce_sum": _reduce, "reduce_mean": _reduce, "reduce_max": _reduce, "reduce_min": _reduce,
     "reduce_prod": _reduce, "argmax": _arg_reduce, "argmin": _arg_reduce,
     "softmax": _softmax, "log_softmax": _softmax,
-    "max_pool2d": _pool, "avg_pool2d": _pool,
     "reshape": _reshape, "transpose": _transpose, "slice": _slice, "concat": _concat,
     "pad": _pad, "gather": _gather,
 }
