@@ -10,7 +10,7 @@ from typing import Sequence
 
 from llvmlite import ir
 
-from nncompile.codegen import elementwise
+from nncompile.codegen import elementwise, simd, target
 from nncompile.codegen.kernel import Dim, Kernel, load, mul, product, scalar_type, store
 from nncompile.codegen.loop import combine, emit_reduction
 from nncompile.codegen.loops import as_i64, const, entry_alloca, for_nest, for_range, linear_index
@@ -83,6 +83,9 @@ def _softmax(k: Kernel, node: Node) -> None:
     axis = normalize_axis(node.attrs["axis"], x.type.rank)
     outer, n, inner = _split(k, x, axis)
     dtype = x.type.dtype
+    if inner == 1 and dtype in (DType.f32, DType.f64):
+        _softmax_rows(k, node, outer, n)
+        return
     fast = ("fast",)
     with for_nest(b, [outer, inner]) as (o, j):
         biggest = entry_alloca(b, scalar_type(dtype))
@@ -111,6 +114,68 @@ def _softmax(k: Kernel, node: Node) -> None:
             with for_range(b, n) as i:
                 v = load(b, _at(b, k.ptr(x), o, i, j, n, inner), dtype)
                 store(b, b.fsub(b.fsub(v, top), log_total), _at(b, k.ptr(out), o, i, j, n, inner), dtype)
+
+
+def _softmax_rows(k: Kernel, node: Node, rows: Dim, n: Dim) -> None:
+    """Softmax along a contiguous last axis, a vector of the row at a time: the maximum and the
+    sum stay in vectors of lanes (reduced across lanes once per row), the tail lanes masked."""
+    b, x, out = k.b, node.inputs[0], node.outputs[0]
+    dtype = x.type.dtype
+    lanes = target.vector_lanes(dtype.itemsize)
+    vec = ir.VectorType(scalar_type(dtype), lanes)
+    whole = isinstance(n, int) and n % lanes == 0
+    lowest = simd.constant(vec, (float("-inf"),) * lanes)
+
+    def step(row_ptr, i, fill=lowest):
+        """The vector at i of the row (past its end: `fill`), its pointer and the lanes in the row."""
+        ptr = b.gep(row_ptr, [i])
+        mask = None if whole else simd.lane_mask(b, b.sub(as_i64(n), i), lanes)
+        value = simd.load_vector(b, ptr, lanes) if whole else simd.masked_load(b, ptr, mask, fill)
+        return value, ptr, mask
+
+    def put(value, ptr, mask):
+        simd.store_vector(b, value, ptr) if whole else simd.masked_store(b, value, ptr, mask)
+
+    with for_range(b, rows, name="row") as row:
+        start = mul(b, row, n)
+        src, dst = b.gep(k.ptr(x), [as_i64(start)]), b.gep(k.ptr(out), [as_i64(start)])
+        biggest = entry_alloca(b, vec)
+        b.store(lowest, biggest)
+        with for_range(b, n, step=lanes, name="m") as i:
+            b.store(combine(b, "reduce_max", b.load(biggest), step(src, i)[0], True), biggest)
+        top = _across_lanes(b, b.load(biggest), lambda acc, v: combine(b, "reduce_max", acc, v, True))
+        tops = simd.splat(b, top, lanes)
+        total = entry_alloca(b, vec)
+        b.store(ir.Constant(vec, None), total)
+        with for_range(b, n, step=lanes, name="e") as i:
+            value, ptr, mask = step(src, i)
+            e = rule(b, "exp", [b.fsub(value, tops)], dtype)      # exp(-inf) = 0 in the tail lanes
+            if node.op == "softmax":
+                put(e, b.gep(dst, [i]), mask)
+            b.store(b.fadd(b.load(total), e), total)
+        s = _across_lanes(b, b.load(total), b.fadd)
+        if node.op == "softmax":
+            scale = simd.splat(b, b.fdiv(elementwise.constant(dtype, 1.0, None), s), lanes)
+            with for_range(b, n, step=lanes, name="s") as i:
+                value, ptr, mask = step(dst, i)
+                put(b.fmul(value, scale), ptr, mask)
+        else:   # (x - max) - log(sum), as the scalar loop
+            log_total = simd.splat(b, rule(b, "log", [s], dtype), lanes)
+            with for_range(b, n, step=lanes, name="l") as i:
+                value, _, mask = step(src, i)
+                put(b.fsub(b.fsub(value, tops), log_total), b.gep(dst, [i]), mask)
+
+
+def _across_lanes(b: ir.IRBuilder, vector: ir.Value, merge) -> ir.Value:
+    """The lanes of `vector` merged by `merge` (commutative and associative, as max and + are
+    here): a tree of log2(lanes) shuffles, each bringing the upper half of the live lanes down."""
+    width = vector.type.count
+    live = width
+    while live > 1:
+        live //= 2
+        upper = ir.Constant(ir.VectorType(i32, width), [live + i if i < live else i for i in range(width)])
+        vector = merge(vector, b.shuffle_vector(vector, vector, upper))
+    return b.extract_element(vector, ir.Constant(i32, 0))
 
 
 # --- data movement ------------------------------------------------------------------------------
