@@ -19,11 +19,11 @@ from llvmlite import ir
 
 from nncompile.codegen.conv import geometry
 from nncompile.codegen.conv_direct import emit_direct, has_symbolic_image
-from nncompile.codegen import library
+from nncompile.codegen import gemm, library, parallel
 from nncompile.codegen.gemm import Epilogue, emit_loop_gemm
 from nncompile.codegen.kernel import Dim, Kernel, mul, product
 from nncompile.codegen.loop import apply_nodes, emit_loop
-from nncompile.codegen.loops import as_i64, for_nest, linear_index
+from nncompile.codegen.loops import as_i64, const, for_nest, linear_index
 from nncompile.ir.graph import Graph, Node, Value
 from nncompile.ir.ops.fused import is_row_sum
 from nncompile.ir.optable import OPS
@@ -252,13 +252,49 @@ def _batched(k: Kernel, fn: ir.Function, a: Value, w: Value, result: Value, out:
             step = mul(b, step, d)
         return strides
 
-    sa, sw = batch_strides(a), batch_strides(w)
-    sc = batch_strides(result)
-    with for_nest(b, batch_dims, name="batch") as index:
-        pa = b.gep(k.ptr(a), [linear_index(b, index, sa)])
-        pw = b.gep(k.ptr(w), [linear_index(b, index, sw)])
-        pc = b.gep(k.ptr(out), [linear_index(b, index, sc)])
-        b.call(fn, [as_i64(m), as_i64(n), as_i64(depth), pa, as_i64(lda), pw, as_i64(ldb), pc, as_i64(n)])
+    strides = [batch_strides(a), batch_strides(w), batch_strides(result)]
+    pointers = [k.ptr(a), k.ptr(w), k.ptr(out)]
+    count = as_i64(product(b, batch_dims))
+    threads = const(parallel.num_threads())
+    # Enough products to share evenly: each thread runs whole ones (their own work then runs
+    # inline, with no fork and join per product); else one after the other, each on every core.
+    apart = b.and_(b.icmp_signed(">=", count, threads),
+                   b.or_(b.icmp_signed("==", b.srem(count, threads), const(0)),
+                         b.icmp_signed(">=", count, b.mul(threads, const(4)))))
+    with b.if_else(apart) as (each_whole, in_turn):
+        with each_whole:
+            task = _batch_task(k.module, fn, rank)
+            words = [*pointers, *(as_i64(d) for d in (m, n, depth, lda, ldb, *batch_dims)),
+                     *(as_i64(s) for row in strides for s in row)]
+            b.call(parallel.emit_parallel_for(k.module), [task, gemm.pack_fields(b, words), count])
+        with in_turn:
+            with for_nest(b, batch_dims, name="batch") as index:
+                _call_at(b, fn, index, pointers, strides, (m, n, depth, lda, ldb))
+
+
+def _call_at(b: ir.IRBuilder, fn: ir.Function, index: Sequence[ir.Value], pointers: Sequence[ir.Value],
+             strides: Sequence[Sequence[Dim]], sizes: Sequence[Dim]) -> None:
+    """The product at batch `index`: A, B and C at their strides (elements) from `pointers`."""
+    m, n, depth, lda, ldb = (as_i64(v) for v in sizes)
+    pa, pw, pc = (b.gep(p, [linear_index(b, index, s)]) for p, s in zip(pointers, strides))
+    b.call(fn, [m, n, depth, pa, lda, pw, ldb, pc, n])
+
+
+def _batch_task(module: ir.Module, fn: ir.Function, rank: int) -> ir.Function:
+    """task(ctx, index, count): the product at flat batch `index` (ctx: A, B, C, M, N, K, lda,
+    ldb, the batch dims, then the strides of A, B and C along them)."""
+    task, b, ctx, index, _ = parallel.task_function(module, module.get_unique_name("batched"))
+    ptr = fn.args[3].type
+    words = gemm.unpack_fields(b, ctx, [ptr, ptr, ptr] + [ir.IntType(64)] * (5 + 4 * rank))
+    pointers, sizes, dims = words[:3], words[3:8], words[8:8 + rank]
+    strides = [words[8 + rank * (1 + i):8 + rank * (2 + i)] for i in range(3)]
+    position, rest = [], index
+    for d in reversed(dims):
+        position.append(b.srem(rest, d))
+        rest = b.sdiv(rest, d)
+    _call_at(b, fn, position[::-1], pointers, strides, sizes)
+    b.ret_void()
+    return task
 
 
 def _conv2d(k: Kernel, node: Node, epilogue: Sequence[Node] = (), output: Value | None = None) -> None:
