@@ -6,11 +6,12 @@ Loops keep the innermost axis contiguous wherever the op allows, so LLVM vectori
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 from llvmlite import ir
 
-from nncompile.codegen import elementwise, simd, target
+from nncompile.codegen import elementwise, parallel, simd, split_loop, target
 from nncompile.codegen.kernel import Dim, Kernel, load, mul, product, scalar_type, store
 from nncompile.codegen.loop import combine, emit_reduction
 from nncompile.codegen.loops import as_i64, const, entry_alloca, for_nest, for_range, linear_index
@@ -246,25 +247,48 @@ def _pad(k: Kernel, node: Node) -> None:
 
 
 def _gather(k: Kernel, node: Node) -> None:
-    """Rows of `data` picked by `indices`; an index out of range makes the kernel return 1."""
+    """Rows of `data` picked by `indices`: every index checked first (one out of range makes the
+    kernel return 1 before anything is written), then the rows copied, split between the threads
+    when there are enough (an embedding's rows for a batch of sequences)."""
     b = k.b
     data, indices = node.inputs
     out = node.outputs[0]
     axis = normalize_axis(node.attrs["axis"], data.type.rank)
     outer, size, inner = _split(k, data, axis)
     count = k.size(indices)
-    with for_nest(b, [outer, count], name="g") as (o, j):
-        index = b.sext(b.load(b.gep(k.ptr(indices), [j])), ir.IntType(64)) \
-            if indices.type.dtype is DType.i32 else b.load(b.gep(k.ptr(indices), [j]))
+
+    def index_at(b: ir.IRBuilder, at: ir.Value, j: ir.Value, size: ir.Value) -> ir.Value:
+        index = b.load(b.gep(at, [j]))
+        index = b.sext(index, ir.IntType(64)) if indices.type.dtype is DType.i32 else index
         if node.attrs["allow_negative"]:
-            index = b.select(b.icmp_signed("<", index, const(0)), b.add(index, as_i64(size)), index)
-        bad = b.or_(b.icmp_signed("<", index, const(0)), b.icmp_signed(">=", index, as_i64(size)))
-        with b.if_then(bad, likely=False):
+            index = b.select(b.icmp_signed("<", index, const(0)), b.add(index, size), index)
+        return index
+
+    with for_range(b, count, name="check") as j:
+        index = index_at(b, k.ptr(indices), j, as_i64(size))
+        with b.if_then(b.or_(b.icmp_signed("<", index, const(0)), b.icmp_signed(">=", index, as_i64(size))),
+                       likely=False):
             b.ret(ir.Constant(i32, 1))
-        src = linear_index(b, [o, index], [mul(b, size, inner), inner])
-        dst = linear_index(b, [o, j], [mul(b, count, inner), inner])
-        with for_range(b, inner, name="c") as c:
-            b.store(b.load(b.gep(k.ptr(data), [b.add(src, c)])), b.gep(k.ptr(out), [b.add(dst, c)]))
+
+    def copy(b: ir.IRBuilder, at: list[ir.Value], pointers: list[ir.Value], words: dict) -> None:
+        o, j, c = at
+        rows, width, picked = (words.get(v, v) if isinstance(v, ir.Value) else v for v in (size, inner, count))
+        index = index_at(b, pointers[1], j, as_i64(rows))
+        src = linear_index(b, [o, index, c], [mul(b, rows, width), width, 1])
+        dst = linear_index(b, [o, j, c], [mul(b, picked, width), width, 1])
+        b.store(b.load(b.gep(pointers[0], [src])), b.gep(pointers[2], [dst]))
+
+    dims, pointers = [outer, count, inner], [k.ptr(data), k.ptr(indices), k.ptr(out)]
+    # split whenever the copy may be large when run (split_nest then decides by its size):
+    # the rows picked are as many as the indices, which a batch axis usually makes symbolic
+    static = [d for d in dims if isinstance(d, int)]
+    if parallel.num_threads() > 1 and (len(static) < len(dims) or
+                                       math.prod(static) >= split_loop.PARALLEL_ELEMENTS):
+        split_loop.split_nest(b, k.module, dims, pointers, copy,
+                              [v for v in (size, inner, count) if isinstance(v, ir.Value)])
+    else:
+        with for_nest(b, dims, name="g") as at:
+            copy(b, at, pointers, {})
 
 
 LOWERINGS = {

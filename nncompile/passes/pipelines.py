@@ -28,8 +28,9 @@ class Pipeline:
 # for Conv2D+BatchNormalization) to save three register operations per element.
 _SIMPLIFY = ("dce", "remove-noops", "fold-constants", "simplify", "cse")
 PIPELINES: dict[str, Pipeline] = {p.name: p for p in [
-    Pipeline("inference", (*_SIMPLIFY, "layout", "dce", "fuse", "schedule"),
-             "Prediction: simplify the graph, fuse, and order the kernels."),
+    Pipeline("inference", (*_SIMPLIFY, "gather-first", "layout", "dce", "fuse", "schedule"),
+             "Prediction: simplify the graph, compute from the weights what can be (once), fuse, "
+             "and order the kernels."),
     Pipeline("training", (*_SIMPLIFY, "layout", "dce", "fuse", "schedule"),
              "A training step: only exact rewrites, nothing that assumes inference-mode layers "
              "(never fold-batchnorm: batch statistics)."),

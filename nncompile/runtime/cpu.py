@@ -42,6 +42,7 @@ from nncompile.ir.verifier import check_param
 from nncompile.passes.manager import PassManager
 from nncompile.passes.pipelines import pipeline as named_pipeline
 from nncompile.passes.memory import MemoryPlan, is_elementwise_safe, plan_memory, value_names
+from nncompile.passes.prepare import split_prepared
 from nncompile.runtime import binding as binding_module, disk_cache, reference, weights
 from nncompile.runtime.binding import Binding, bind_symbols, checked_array, shares
 
@@ -122,16 +123,19 @@ class Executable:
     def __init__(self, graph: Graph, passes: PassManager):
         self.pass_report = passes.report()
         with phases.timed("plan"):
-            self.graph = graph = _hoist_constants(graph.copy())
+            graph, prepared = split_prepared(_hoist_constants(graph.copy()))
+            self.graph = graph
             # read-only: the bindings point at these arrays, so none may be replaced (updated in place)
             self.params = types.MappingProxyType({v.name: _bindable(graph, v) for v in graph.param_inputs})
             probe = fitting_env(graph, _PROBE_SIZE)
             self.shares = shares(plan_memory(graph, probe))
             self.layout = codegen.make_layout(graph, self.shares)
-            self._keep_packed()
             self._key = disk_cache.entry_key("\n".join([PIPELINE, str(graph), repr(sorted((str(k), str(v)) for k, v in
                                                                                             _named(graph, self.shares))),
                                                          gemm.tilings_key()]))
+        # the values made from the weights alone, made again when they change (passes/prepare.py)
+        self.prepared = None if prepared is None else Executable(prepared, PassManager(()))
+        self._keep_packed()
         self._jit = self._load()
         self._inputs = graph.data_inputs
         self._input_names = [v.name for v in self._inputs]
@@ -146,8 +150,9 @@ class Executable:
 
     def _keep_packed(self) -> None:
         """Memory for the weights kept packed between calls (`codegen.cpu.Layout.packed`), packed
-        before the first call and again after weights changed (`runtime/weights.py`)."""
-        self._packs = bool(self.layout.packed)
+        before the first call and again after weights changed (`runtime/weights.py`), after the
+        prepared values are made again."""
+        self._packs = bool(self.layout.packed) or self.prepared is not None
         self._packed_at = -1        # the weights' generation they were last packed at
         self._packing = threading.Lock()
         self._packed_memory = [np.empty(size + 64, np.uint8) for size in codegen.packed_sizes(self.layout)]
@@ -157,10 +162,13 @@ class Executable:
         self._updates = bool(self.graph.updates)
 
     def _prepare(self, binding: Binding) -> None:
-        """Pack the kept weights again if they changed since they were last packed."""
+        """Make the prepared values and pack the kept weights again if the weights changed since."""
         with self._packing:
             seen = weights.generation
             if self._packed_at != seen:
+                if self.prepared is not None:
+                    for name, array in self.prepared.run({}).items():
+                        np.copyto(self.params[name], array)
                 self._prepare_native(*binding.args)
                 self._packed_at = seen
 
