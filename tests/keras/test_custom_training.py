@@ -227,3 +227,33 @@ def test_metric_subclass_and_metric_function_in_the_training_step():
     hits = ((LABELS > 0.5) & (scores > 0.5))[:, 0]
     assert logs["true_positives"] == pytest.approx(float((hits * weights).sum()))
     assert logs["absolute_error"] == pytest.approx(float(np.abs(LABELS - scores).mean()), rel=1e-5)
+
+
+class Remaining(keras.metrics.Metric):
+    """Counts down from 100 by the positive labels seen: assign_sub on a traced value."""
+
+    def __init__(self, name="remaining", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.left = self.add_variable(shape=(), initializer="zeros", name="left")
+        self.left.assign(100.0)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        self.left.assign_sub(ops.sum(ops.cast(y_true, self.dtype)))
+
+    def result(self):
+        return self.left
+
+    def reset_state(self):
+        self.left.assign(100.0)
+
+
+def test_assign_sub_on_arrays_and_in_a_compiled_metric():
+    metric = Remaining()
+    metric.update_state(LABELS, SCORES)
+    assert float(metric.result()) == 100.0 - LABELS.sum()
+    metric.left.assign_sub(np.float32(2.5))
+    assert float(metric.result()) == 97.5 - LABELS.sum()
+    model = keras.Sequential([keras.Input(shape=(1,)), layers.Dense(1, activation="sigmoid")])
+    model.compile(optimizer="sgd", loss="binary_crossentropy", metrics=[Remaining()])
+    logs = model.evaluate(SCORES, LABELS, batch_size=4, verbose=0, return_dict=True)
+    assert logs["remaining"] == pytest.approx(100.0 - LABELS.sum())

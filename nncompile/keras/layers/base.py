@@ -80,6 +80,14 @@ class Variable(ArithmeticOperators):
             with weights.writing(self._value) as array:
                 array += np.asarray(value, array.dtype)
 
+    def assign_sub(self, value) -> None:
+        """Subtract `value` (inside a metric's traced `update_state`, a recorded increment too)."""
+        if tracing.is_traced(value):
+            tracing.record_increment(self, -value)
+        else:
+            with weights.writing(self._value) as array:
+                array -= np.asarray(value, array.dtype)
+
     def assign(self, value) -> None:
         if tracing.is_traced(value):
             raise tracing.refuse_assign(self)
