@@ -26,6 +26,7 @@ the runtime calls it when the weights changed since it last did (`runtime/weight
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -52,6 +53,10 @@ PREPARE = "nncompile_prepare"
 # `nncompile_call` takes one argument per data input; graphs with more inputs than this (ctypes
 # calls take at most 1024 arguments) have no such export and the runtime fills the table itself.
 CALL_INPUTS_MAX = 256
+# Weights from this size are kept packed between calls (smaller ones cost little to pack at each
+# call, and the packed GEMM variants they would need are more kernel-library modules to build on
+# a new host: the tutorial's 100-64-64-10 MLP compiled 0.7 s longer from an empty cache)
+KEPT_PACKED_BYTES = 1 << 16
 i8p = ir.IntType(8).as_pointer()
 i32 = ir.IntType(32)
 i64 = ir.IntType(64)
@@ -123,7 +128,8 @@ def make_layout(graph: Graph, shares: dict[Value, Value]) -> Layout:
             layout.roots.append(root)
         layout.slots[v] = layout.slots[root]
     if not graph.updates:
-        layout.packed = weight_operands(graph, graph.param_inputs)
+        layout.packed = {v: transposed for v, transposed in weight_operands(graph, graph.param_inputs).items()
+                         if math.prod(v.type.shape) * v.type.dtype.itemsize >= KEPT_PACKED_BYTES}
     return layout
 
 
