@@ -34,7 +34,7 @@ _i64 = ir.IntType(64)
 def instrumented_build(graph, layout, name: str = "nncompile") -> ir.Module:
     """`build_module`, with every kernel call in the entry timed into a global counter array."""
     module = _original_build(graph, layout, name)
-    entry = module.get_global(codegen.ENTRY)
+    entry = module.globals.get(codegen.RUN) or module.get_global(codegen.ENTRY)   # (a training step's runs inside)
     counters = ir.GlobalVariable(module, ir.ArrayType(_i64, len(graph.nodes) + 1), COUNTERS)
     counters.initializer = ir.Constant(counters.value_type, None)
     clock = ir.Function(module, ir.FunctionType(_i64, []), "llvm.readcyclecounter")

@@ -19,6 +19,9 @@ had not joined by then skips it, so a slow wake-up never delays the caller. Work
 kernels do not pay for a futex wake-up. Everything is LLVM IR calling libc (pthread, syscall):
 there is no C compiler at install time.
 
+A job runs in its caller's float mode (MXCSR: a training step flushes denormals, `codegen/cpu.py`):
+each worker takes it for the job and returns to its own after.
+
 A task may wait for work of another index (`emit_spin`) only if it can also do that work itself:
 an index may run late, or after another on the same thread (`codegen/scan_team.py`).
 """
@@ -127,7 +130,7 @@ class _Pool:
     def __init__(self, module: ir.Module):
         self.module = module
         names = {"generation": i32, "join": i64, "lock": i32, "workers": i64, "sleepers": i64, "next": i64,
-                 "done": i64, "count": i64, "task": TASK_TYPE.as_pointer(), "ctx": i8p}
+                 "done": i64, "count": i64, "task": TASK_TYPE.as_pointer(), "ctx": i8p, "mode": i32}
         for name, ty in names.items():
             var = ir.GlobalVariable(module, ty, f"pool.{name}")
             var.linkage = "internal"
@@ -217,7 +220,10 @@ def _emit_worker(pool: _Pool) -> ir.Function:
     task = b.load_atomic(pool.task, "monotonic", 8)
     ctx = b.load_atomic(pool.ctx, "monotonic", 8)
     count = b.load_atomic(pool.count, "monotonic", 8)
+    own = simd.float_mode(b)      # the job runs in its caller's float mode (denormals flushed or not)
+    simd.set_float_mode(b, b.load_atomic(pool.mode, "monotonic", 4))
     pool.run_indices(b, task, ctx, count)
+    simd.set_float_mode(b, own)
     b.atomic_rmw("add", pool.done, const(1), "release")
     b.branch(blocks["finish"])
     b.position_at_end(blocks["finish"])
@@ -296,6 +302,7 @@ def _publish(pool: _Pool, b: ir.IRBuilder, task: ir.Value, ctx: ir.Value, count:
     any sleeping worker."""
     b.store_atomic(task, pool.task, "monotonic", 8)
     b.store_atomic(ctx, pool.ctx, "monotonic", 8)
+    b.store_atomic(simd.float_mode(b), pool.mode, "monotonic", 4)
     b.store_atomic(count, pool.count, "monotonic", 8)
     b.store_atomic(const(first), pool.next, "monotonic", 8)
     b.store_atomic(const(0), pool.done, "monotonic", 8)

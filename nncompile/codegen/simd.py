@@ -12,7 +12,7 @@ from typing import Iterator
 from llvmlite import ir
 
 from nncompile.codegen import host
-from nncompile.codegen.loops import as_i64, for_range
+from nncompile.codegen.loops import as_i64, entry_alloca, for_range
 
 i1 = ir.IntType(1)
 i32 = ir.IntType(32)
@@ -35,6 +35,26 @@ def intrinsic(module: ir.Module, name: str, ret: ir.Type, args: list[ir.Type]) -
     """Get or declare `name` in `module`."""
     existing = module.globals.get(name)
     return existing if existing is not None else ir.Function(module, ir.FunctionType(ret, args), name)
+
+
+# MXCSR bits: denormal results flushed to zero (FTZ) and denormal operands read as zero (DAZ)
+FLUSH_DENORMALS = 0x8040
+
+
+def float_mode(b: ir.IRBuilder) -> ir.Value:
+    """The calling thread's SSE/AVX control word (MXCSR: rounding, denormal flushing), an i32."""
+    slot = entry_alloca(b, i32)     # in the entry block: these run in loops (the pool's workers)
+    i8p = ir.IntType(8).as_pointer()
+    b.call(intrinsic(b.module, "llvm.x86.sse.stmxcsr", ir.VoidType(), [i8p]), [b.bitcast(slot, i8p)])
+    return b.load(slot)
+
+
+def set_float_mode(b: ir.IRBuilder, mode: ir.Value) -> None:
+    """Make `mode` (as `float_mode` reads it) the calling thread's control word."""
+    slot = entry_alloca(b, i32)
+    b.store(mode, slot)
+    i8p = ir.IntType(8).as_pointer()
+    b.call(intrinsic(b.module, "llvm.x86.sse.ldmxcsr", ir.VoidType(), [i8p]), [b.bitcast(slot, i8p)])
 
 
 def fma(b: ir.IRBuilder, x: ir.Value, y: ir.Value, z: ir.Value) -> ir.Value:
