@@ -15,12 +15,11 @@ kernel library (`library.py`) and no model compiles its own.
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Sequence
 
 from llvmlite import ir
 
-from nncompile.codegen import gemm, simd
+from nncompile.codegen import gemm, gemm_pack, simd
 from nncompile.codegen.gemm import Epilogue, Tiling, at, entry_alloca, smin, zero
 from nncompile.codegen.kernel import scalar_type
 from nncompile.codegen.loops import const, for_range
@@ -46,7 +45,6 @@ GEOMETRY = ("h", "w", "cin", "kh", "kw", "cg", "oh", "ow", "stride_h", "stride_w
 # What the microkernel reads of the geometry, worked out once per call by the kernel's entry.
 _DERIVED = ("ohw", "ow", "oh", "stride_h", "stride_w", "top", "left", "kh", "tap_w", "dilation_h",
             "dilation_w", "h", "w", "cin", "run", "image")
-_NO_BLOCKING = 1 << 40     # a KC no depth reaches: the weights are packed whole, one K block
 
 
 def geometry(name: str, dtype: DType, *, in_hw: Sequence[int], cin: int, kernel_hw: Sequence[int], cout: int,
@@ -67,18 +65,22 @@ def geometry(name: str, dtype: DType, *, in_hw: Sequence[int], cin: int, kernel_
     return [h, w, cin, kh, kw, cin // groups, oh, ow, *strides, *dilations, pads[0], pads[2], groups, cout]
 
 
-def emit_conv2d(module: ir.Module, name: str, dtype: DType, epilogue: Epilogue | None = None) -> ir.Function:
+def emit_conv2d(module: ir.Module, name: str, dtype: DType, epilogue: Epilogue | None = None,
+                prepacked: bool = False) -> ir.Function:
     """Add `void name(i64 batch, T* x, T* w, T* y, i64* geometry, T* e0, ...)`:
     y = epilogue(conv2d(x, w)) for any geometry (`geometry`'s words). The epilogue sees y as a
-    (batch*OH*OW, cout) matrix. y must not overlap x, w or an epilogue operand."""
+    (batch*OH*OW, cout) matrix. y must not overlap x, w or an epilogue operand. `prepacked`: one
+    more argument last, `T* bp`, the weights packed ahead (`emit_pack_weights`), read instead."""
     ty = scalar_type(dtype)
     ptr = ty.as_pointer()
-    t = dataclasses.replace(gemm.tiling(dtype), kc=_NO_BLOCKING)
+    t = gemm_pack.one_block_tiling(dtype)     # the weights packed whole
     n_epi = len(epilogue.operands) if epilogue else 0
     tiles = _emit_tiles(module, name, ty, t, _emit_micro(module, name, ty, t, epilogue), n_epi)
-    driver = gemm.emit_driver(module, name, dtype, t, tiles, n_epi=n_epi)
-    fn = gemm.new_function(module, name, [i64, ptr, ptr, ptr, i64.as_pointer()] + [ptr] * n_epi, internal=False)
+    driver = gemm.emit_driver(module, name, dtype, t, tiles, n_epi=n_epi, prepacked=prepacked)
+    fn = gemm.new_function(module, name, [i64, ptr, ptr, ptr, i64.as_pointer()] + [ptr] * (n_epi + prepacked),
+                           internal=False)
     batch, x, weights, y, words, *eptrs = fn.args
+    packed = [eptrs.pop()] if prepacked else []
     for p in (x, weights, y):
         p.add_attribute("noalias")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
@@ -92,12 +94,14 @@ def emit_conv2d(module: ir.Module, name: str, dtype: DType, epilogue: Epilogue |
     og = b.sdiv(g["cout"], g["groups"])
     depth = b.mul(b.mul(g["kh"], g["kw"]), g["cg"])
     m = b.mul(batch, derived["ohw"])
+    group_bytes = gemm_pack.packed_bytes(b, t, og, depth)
     with for_range(b, g["groups"], name="group") as group:
         column = b.mul(group, og)
         x_group = at(b, x, b.mul(group, g["cg"]))
         a_ctx = gemm.pack_fields(b, [x_group, zero_row, *(derived[key] for key in _DERIVED)])
+        group_packed = [at(b, bp, b.sdiv(b.mul(group, group_bytes), const(t.itemsize))) for bp in packed]
         b.call(driver, [m, og, depth, at(b, weights, column), g["cout"], at(b, y, column), g["cout"], column,
-                        a_ctx] + eptrs)
+                        a_ctx] + eptrs + group_packed)
     b.call(free, [b.bitcast(zero_row, gemm.i8p)])
     b.ret_void()
     return fn

@@ -36,7 +36,7 @@ from nncompile.codegen import elementwise, grad, nn, linalg, pooling  # noqa: F4
 from nncompile.codegen import perf_map, simd
 from nncompile.codegen.gemm_pack import emit_pack_b_into, packed_size
 from nncompile.codegen.kernel import Kernel, storage_type
-from nncompile.codegen.linalg import weight_operands
+from nncompile.codegen.linalg import Packing, weight_operands
 from nncompile.codegen.loop import emit_loop, emit_reduction
 from nncompile.codegen.loops import for_range
 from nncompile.codegen.target import new_module, tune
@@ -70,9 +70,9 @@ class Layout:
     slots: dict[Value, int] = field(default_factory=dict)   # every graph value -> its slot
     roots: list[Value] = field(default_factory=list)        # slot -> the value owning the memory
     symbols: list[str] = field(default_factory=list)          # the input symbols, then expressions
-    # parameters kept packed as a GEMM's B between calls (value -> B transposed), each in slot
+    # parameters kept packed between calls (value -> how: `linalg.Packing`), each in slot
     # len(roots) + its position: `nncompile_prepare` packs them there
-    packed: dict[Value, bool] = field(default_factory=dict)
+    packed: dict[Value, Packing] = field(default_factory=dict)
 
     def packed_slots(self) -> list[int]:
         return [len(self.roots) + i for i in range(len(self.packed))]
@@ -129,7 +129,7 @@ def make_layout(graph: Graph, shares: dict[Value, Value]) -> Layout:
             layout.roots.append(root)
         layout.slots[v] = layout.slots[root]
     if not graph.updates:
-        layout.packed = {v: transposed for v, transposed in weight_operands(graph, graph.param_inputs).items()
+        layout.packed = {v: packing for v, packing in weight_operands(graph, graph.param_inputs).items()
                          if math.prod(v.type.shape) * v.type.dtype.itemsize >= KEPT_PACKED_BYTES}
     return layout
 
@@ -223,30 +223,38 @@ def _read_frame(b: ir.IRBuilder, layout: Layout, args) -> tuple[list[ir.Value], 
 
 def _emit_prepare(module: ir.Module, layout: Layout) -> None:
     """`nncompile_prepare(buffers, symbols)`: each weight of `layout.packed` packed from its own
-    slot into its packed slot, as the GEMMs reading it expect. The runtime calls it before the
-    first call and again after any weight changed (`runtime/weights.py`)."""
+    slot into its packed slot, as the products reading it expect (a convolution's weights one
+    group after another). The runtime calls it before the first call and again after any
+    weight changed (`runtime/weights.py`)."""
     fn = _entry_function(module, PREPARE)
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     pointers, _ = _read_frame(b, layout, fn.args)
-    for (value, transposed), slot in zip(layout.packed.items(), layout.packed_slots()):
-        n, k = _packed_shape(value, transposed)
-        ptr = storage_type(value.type.dtype).as_pointer()
+    for (value, packing), slot in zip(layout.packed.items(), layout.packed_slots()):
+        dtype = value.type.dtype
+        ptr = storage_type(dtype).as_pointer()
         source, target = (b.bitcast(pointers[s], ptr) for s in (layout.slots[value], slot))
-        pack = emit_pack_b_into(module, value.type.dtype, transpose_b=transposed)
-        b.call(pack, [ir.Constant(i64, n), ir.Constant(i64, k), source, ir.Constant(i64, value.type.shape[1]),
-                      target])
+        pack = emit_pack_b_into(module, dtype, transpose_b=packing.transposed, one_block=packing.groups > 0)
+        n, k, ldb = _packed_shape(value, packing)
+        group_elements = packed_size(dtype, n, k) // dtype.itemsize
+        for group in range(max(packing.groups, 1)):
+            b.call(pack, [ir.Constant(i64, n), ir.Constant(i64, k), b.gep(source, [ir.Constant(i64, group * n)]),
+                          ir.Constant(i64, ldb), b.gep(target, [ir.Constant(i64, group * group_elements)])])
     b.ret(ir.Constant(i32, 0))
 
 
-def _packed_shape(value: Value, transposed: bool) -> tuple[int, int]:
-    """(N, K) of a weight read as B (K x N, or N x K when transposed)."""
+def _packed_shape(value: Value, packing: Packing) -> tuple[int, int, int]:
+    """(N, K, ldb) of a weight read as B (K x N, or N x K when transposed), or of each group's
+    B of a convolution's filter (KH, KW, cin/groups, cout): K = KH*KW*cin/groups, N = cout/groups."""
+    if packing.groups:
+        kh, kw, cg, cout = value.type.shape
+        return cout // packing.groups, kh * kw * cg, cout
     rows, cols = value.type.shape
-    return (rows, cols) if transposed else (cols, rows)
+    return (rows, cols, cols) if packing.transposed else (cols, rows, cols)
 
 
 def packed_sizes(layout: Layout) -> list[int]:
     """The bytes of each packed weight's slot (64-byte aligned memory the runtime owns)."""
-    return [packed_size(v.type.dtype, *_packed_shape(v, t)) for v, t in layout.packed.items()]
+    return [max(p.groups, 1) * packed_size(v.type.dtype, *_packed_shape(v, p)[:2]) for v, p in layout.packed.items()]
 
 
 def emit_kernels(p: Program, nodes: list[Node], number: int | None = None, prefix: str = "k") -> None:

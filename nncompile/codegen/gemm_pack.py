@@ -6,6 +6,8 @@ panels*NR), panel j of it at j*kc*NR, k-major; A's panels ap[p*MR*kc + k*MR + r]
 """
 from __future__ import annotations
 
+import dataclasses
+
 from llvmlite import ir
 
 from nncompile.codegen import gemm, parallel, simd
@@ -89,12 +91,14 @@ def emit_pack_b(module: ir.Module, dtype: DType, *, transpose_b: bool = False) -
     return fn
 
 
-def emit_pack_b_into(module: ir.Module, dtype: DType, *, transpose_b: bool = False) -> ir.Function:
+def emit_pack_b_into(module: ir.Module, dtype: DType, *, transpose_b: bool = False,
+                     one_block: bool = False) -> ir.Function:
     """`void gemm.pack_b_into.<dtype>(i64 N, i64 K, T* B, i64 ldb, T* bp)`: B packed as the GEMM
     packs it into `bp`, which holds `packed_size` bytes, 64-byte aligned (weights packed once for
-    many calls: `codegen.cpu`'s prepare function)."""
-    ty, t = scalar_type(dtype), gemm.tiling(dtype)
-    name = f"gemm.pack_b_into.{dtype}{'.t' if transpose_b else ''}"
+    many calls: `codegen.cpu`'s prepare function); `one_block`: as the convolution packs its
+    weights, one K block (`conv.weight_tiling`)."""
+    ty, t = scalar_type(dtype), one_block_tiling(dtype) if one_block else gemm.tiling(dtype)
+    name = f"gemm.pack_b_into.{dtype}{'.t' if transpose_b else ''}{'.whole' if one_block else ''}"
     existing = module.globals.get(name)
     if existing is not None:
         return existing
@@ -106,6 +110,14 @@ def emit_pack_b_into(module: ir.Module, dtype: DType, *, transpose_b: bool = Fal
     run_pack_b(b, module, pack_b, t, [src_b, ldb, n, k, bp], const(parallel.num_threads() * gemm.CHUNKS_PER_THREAD))
     b.ret_void()
     return fn
+
+
+WHOLE_K = 1 << 40     # a KC no depth reaches: B packed whole, one K block (a convolution's weights)
+
+
+def one_block_tiling(dtype: DType) -> gemm.Tiling:
+    """The GEMM's blocking with B packed in one K block, as the convolution packs its weights."""
+    return dataclasses.replace(gemm.tiling(dtype), kc=WHOLE_K)
 
 
 def packed_size(dtype: DType, n: int, k: int) -> int:

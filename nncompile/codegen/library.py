@@ -52,7 +52,7 @@ FOLDER = "library"      # of the disk cache
 # call costs 6-22% of a product of depth 27-64 and half of one of ten columns.
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
 _EPILOGUE = r"(?:\.(tile|bias(?:_(?:" + "|".join(ACTIVATIONS) + r"))?))?"
-_CONV_NAME = re.compile(r"nnc\.conv2d\.(f32|f64)" + _EPILOGUE)
+_CONV_NAME = re.compile(r"nnc\.conv2d\.(f32|f64)(\.packed)?" + _EPILOGUE)
 _NAME = re.compile(r"nnc\.gemm\.(f32|f64)\.([nt])([nt])(\.packed)?(?:\.m([1-9]))?" + _EPILOGUE)
 
 
@@ -117,26 +117,29 @@ class GemmSpec:
 @dataclass(frozen=True)
 class ConvSpec:
     """The library convolution of a dtype (`conv.emit_conv2d`) with the `epilogue` so named: the
-    geometry is an argument, an array of `conv.GEOMETRY` words."""
+    geometry is an argument, an array of `conv.GEOMETRY` words. `prepacked`: the weights come
+    packed too, one more argument last (`conv.emit_conv2d`)."""
     dtype: DType
     epilogue: str | None = None
+    prepacked: bool = False
 
     @property
     def name(self) -> str:
-        return f"{CONV_PREFIX}{self.dtype}{f'.{self.epilogue}' if self.epilogue else ''}"
+        return f"{CONV_PREFIX}{self.dtype}{'.packed' * self.prepacked}{f'.{self.epilogue}' if self.epilogue else ''}"
 
     @classmethod
     def parse(cls, name: str) -> "ConvSpec | None":
         match = _CONV_NAME.fullmatch(name)
-        return None if match is None else cls(DType(match.group(1)), match.group(2))
+        return None if match is None else cls(DType(match.group(1)), match.group(3), bool(match.group(2)))
 
     def emit(self, module: ir.Module) -> ir.Function:
-        return conv.emit_conv2d(module, self.name, self.dtype, kernel_epilogue(self.epilogue, self.dtype))
+        return conv.emit_conv2d(module, self.name, self.dtype, kernel_epilogue(self.epilogue, self.dtype),
+                                prepacked=self.prepacked)
 
     def function_type(self) -> ir.FunctionType:
         ptr = scalar_type(self.dtype).as_pointer()
         return ir.FunctionType(ir.VoidType(), [i64, ptr, ptr, ptr, i64.as_pointer(),
-                                               *[ptr] * _extra_arguments(self.epilogue)])
+                                               *[ptr] * (_extra_arguments(self.epilogue) + self.prepacked)])
 
 
 Spec = GemmSpec | ConvSpec
@@ -163,9 +166,10 @@ def shared_gemm(module: ir.Module, dtype: DType, *, transpose_a: bool = False, t
     return _declare(module, spec)
 
 
-def shared_conv2d(module: ir.Module, dtype: DType, *, epilogue: str | None = None) -> ir.Function:
+def shared_conv2d(module: ir.Module, dtype: DType, *, epilogue: str | None = None,
+                  prepacked: bool = False) -> ir.Function:
     """The library's convolution (`ConvSpec`), declared in `module`; f32 or f64 only."""
-    return _declare(module, ConvSpec(dtype, epilogue))
+    return _declare(module, ConvSpec(dtype, epilogue, prepacked))
 
 
 def _declare(module: ir.Module, spec: Spec) -> ir.Function:

@@ -12,7 +12,7 @@ are plain loop nests of this module.
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 from llvmlite import ir
@@ -24,6 +24,7 @@ from nncompile.codegen.gemm import Epilogue, emit_loop_gemm
 from nncompile.codegen.kernel import Dim, Kernel, mul, product
 from nncompile.codegen.loop import apply_nodes, emit_loop
 from nncompile.codegen.loops import as_i64, const, for_nest, linear_index
+from nncompile.ir.dtypes import DType
 from nncompile.ir.graph import Graph, Node, Value
 from nncompile.ir.ops.fused import is_row_sum
 from nncompile.ir.optable import OPS
@@ -97,12 +98,19 @@ def _tiny(m, n, depth) -> bool:
     return len(static) >= 2 and int(np.prod(static)) <= TINY_PRODUCT
 
 
-def weight_operands(graph: Graph, candidates: Sequence[Value]) -> dict[Value, bool]:
-    """The `candidates` that every node of `graph` reading them reads as the 2-D float B operand
-    of its product, each with whether that B is transposed: those `_matmul` can read packed
-    ahead, once for many products (a loop's weights, a model's weights between two changes). A
-    fused product's epilogue may read one too (it reads the array itself). A scan reading one
-    passes it on to its body, whose products decide."""
+class Packing(NamedTuple):
+    """How a weight is packed ahead for the products reading it: as a GEMM's B (transposed or
+    not), or, `groups` > 0, as a convolution's weights, a B of one K block per group."""
+    transposed: bool
+    groups: int = 0
+
+
+def weight_operands(graph: Graph, candidates: Sequence[Value]) -> dict[Value, Packing]:
+    """The `candidates` that every node of `graph` reading them reads as the weights of its
+    product (a 2-D float B, or a convolution's float filter), each with its `Packing`: those
+    `_matmul` and `_conv2d` can read packed ahead, once for many products (a loop's weights, a
+    model's weights between two changes). A fused product's epilogue may read one too (it reads
+    the array itself). A scan reading one passes it on to its body, whose products decide."""
     wanted = set(candidates)
     uses: dict[Value, set] = {}
     for node in graph.nodes:
@@ -113,14 +121,22 @@ def weight_operands(graph: Graph, candidates: Sequence[Value]) -> dict[Value, bo
                 if v in wanted:
                     uses.setdefault(v, set()).add(body_uses.get(w))
             continue
-        inner = node.attrs["body"] if node.op == "fused" and node.attrs["kind"] == "matmul" else None
+        inner = node.attrs["body"] if node.op == "fused" and node.attrs["kind"] in ("matmul", "conv2d") else None
         anchor = inner.nodes[0] if inner is not None else node
         for position, v in enumerate(node.inputs):
-            if v not in wanted:
-                continue
-            operand = inner.inputs[position] if inner is not None else v
-            uses.setdefault(v, set()).add(anchor.attrs["transpose_b"] if _reads_as_b(anchor, operand) else None)
+            if v in wanted:
+                uses.setdefault(v, set()).add(_packing(anchor, inner.inputs[position] if inner is not None else v))
     return {v: kinds.pop() for v, kinds in uses.items() if len(kinds) == 1 and None not in kinds}
+
+
+def _packing(anchor: Node, operand: Value) -> Packing | None:
+    """How `anchor` reads `operand` as packed weights, or None."""
+    if _reads_as_b(anchor, operand):
+        return Packing(anchor.attrs["transpose_b"])
+    if anchor.op == "conv2d" and anchor.inputs[1] is operand and anchor.inputs[0] is not operand \
+            and operand.type.dtype in (DType.f32, DType.f64):
+        return Packing(False, anchor.attrs["groups"])
+    return None
 
 
 def _reads_as_b(anchor: Node, operand: Value) -> bool:
@@ -314,8 +330,9 @@ def _conv2d(k: Kernel, node: Node, epilogue: Sequence[Node] = (), output: Value 
                      strides=node.attrs["strides"], pads=node.attrs["pads"], dilations=node.attrs["dilations"],
                      groups=node.attrs["groups"])
     kind, extra = _library_epilogue(k, node, epilogue, fused, operands)
-    fn = library.shared_conv2d(k.module, dtype, epilogue=kind)
-    k.b.call(fn, [as_i64(batch), k.ptr(x), k.ptr(w), k.ptr(out), _words(k.module, words), *extra])
+    packed = [k.packed[w]] if w in k.packed else []
+    fn = library.shared_conv2d(k.module, dtype, epilogue=kind, prepacked=bool(packed))
+    k.b.call(fn, [as_i64(batch), k.ptr(x), k.ptr(w), k.ptr(out), _words(k.module, words), *extra, *packed])
     if epilogue and fused is None:
         _in_place_epilogue(k, epilogue, result, out)
 

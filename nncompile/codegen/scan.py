@@ -74,10 +74,13 @@ def _pack_weights(p: Program, node: Node) -> dict[Value, ir.Value]:
     invariants = split_operands(body.inputs, node.attrs)[2]
     outer = dict(zip(body.inputs, node.inputs))
     packed = {}
-    for value, transposed in weight_operands(body, invariants).items():
+    for value, packing in weight_operands(body, invariants).items():
         if outer[value] in p.packed:
             packed[value] = p.packed[outer[value]]
             continue
+        if packing.groups:
+            continue     # a convolution packs its weights itself
+        transposed = packing.transposed
         rows, cols = p.dims(value)
         n, k = (rows, cols) if transposed else (cols, rows)
         fn = emit_pack_b(p.module, value.type.dtype, transpose_b=transposed)

@@ -77,7 +77,7 @@ def test_a_parameter_read_as_b_either_way_is_packed_the_way_its_product_reads_it
     x = b.input("x", f32[BATCH, 64])
     y = b.op("matmul", x, b.param("w", w), transpose_b=transpose_b)
     exe = nncompile.compile(b.finish([y], ["y"]))
-    assert [(v.name, t) for v, t in exe.layout.packed.items()] == [("w", transpose_b)]
+    assert [(v.name, p.transposed) for v, p in exe.layout.packed.items()] == [("w", transpose_b)]
     for batch in (1, 2, 9, 300):
         data = rng.standard_normal((batch, 64)).astype(np.float32)
         want = data.astype(np.float64) @ (w.T if transpose_b else w).astype(np.float64)
@@ -178,3 +178,33 @@ def test_a_graph_updating_a_weight_in_place_makes_other_code_pack_it_again():
     np.testing.assert_allclose(reader(data), np.full((4, 128), 64.0 * 257))
     writer.run_steps(data[None])                   # w = 257 + 256
     np.testing.assert_allclose(reader(data), np.full((4, 128), 64.0 * 513))
+
+
+def _numpy_conv(x: np.ndarray, w: np.ndarray, groups: int, pad: int) -> np.ndarray:
+    """NHWC convolution, stride 1, `pad` zeros on every side, written as a loop over taps."""
+    kh, kw, cg, cout = w.shape
+    og = cout // groups
+    x = np.pad(x.astype(np.float64), ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    n, h, wd, _ = x.shape
+    y = np.zeros((n, h - kh + 1, wd - kw + 1, cout))
+    for i in range(kh):
+        for j in range(kw):
+            patch = x[:, i:i + y.shape[1], j:j + y.shape[2], :]
+            for g in range(groups):
+                y[..., g * og:(g + 1) * og] += patch[..., g * cg:(g + 1) * cg] @ w[i, j, :, g * og:(g + 1) * og]
+    return y
+
+
+@pytest.mark.parametrize("groups", [1, 4])
+def test_convolution_weights_are_kept_packed_per_group_and_follow_assign(groups):
+    model = keras.Sequential([keras.Input((9, 11, 64)), keras.layers.Conv2D(128, 3, padding="same", groups=groups,
+                                                                             use_bias=False)])
+    exe = nncompile.compile(nncompile.trace(model))
+    kernel = model.layers[0].kernel
+    assert [(v.name, p.groups) for v, p in exe.layout.packed.items()] == [(kernel.path, groups)]
+    rng = np.random.default_rng(groups)
+    for batch in (1, 3):
+        x = rng.standard_normal((batch, 9, 11, 64)).astype(np.float32)
+        np.testing.assert_allclose(exe(x), _numpy_conv(x, kernel.numpy(), groups, 1), rtol=1e-4, atol=1e-4)
+        kernel.assign(rng.standard_normal(kernel.shape).astype(np.float32))
+        np.testing.assert_allclose(exe(x), _numpy_conv(x, kernel.numpy(), groups, 1), rtol=1e-4, atol=1e-4)
