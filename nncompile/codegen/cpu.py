@@ -192,12 +192,14 @@ def build_module(graph: Graph, layout: Layout, name: str = "nncompile") -> ir.Mo
 def _emit_flushing(entry: ir.Function, run: ir.Function) -> None:
     """`entry`: `run` with denormals flushed to zero, the caller's float mode restored after.
 
-    A graph that updates parameters is a training step, and training makes denormals: Adam's
+    A graph that updates parameters is a training step (or an evaluation, whose metrics add up,
+    or a stateful layer's prediction), and training makes denormals: Adam's
     first moment of a weight whose gradient stays 0 (a dead ReLU unit) decays by 0.9 a step,
     below 2**-126 after about 800 steps, where every operation on it takes a microcode assist
     (the 784 x 128 kernel's update of the MNIST MLP went from 65 to 300 us a step). TensorFlow
-    and XLA (JAX, Keras 3's default backend) train with denormals flushed too; inference keeps
-    IEEE arithmetic. The pool runs each job in its caller's mode (`parallel.py`)."""
+    and XLA (JAX, Keras 3's default backend) train with denormals flushed too; graphs that update
+    nothing (prediction) keep IEEE arithmetic. The pool runs each job in its caller's mode
+    (`parallel.py`)."""
     run.linkage = "internal"
     b = ir.IRBuilder(entry.append_basic_block("entry"))
     mode = simd.float_mode(b)
