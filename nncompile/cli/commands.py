@@ -233,10 +233,14 @@ def compile_(args: argparse.Namespace) -> int:
         "model.s": exe.assembly(),
         "report.txt": report,
     }
+    if exe.prepared is not None:   # what the weights alone make, once per change of them
+        files["prepared.nnir"] = f"// the values model.nnir reads as prepared/*; parameters in params.npz\n" \
+                                 f"{exe.prepared.graph}\n"
     for name, text in files.items():
         _write_text(os.path.join(args.output, name), text)
     with open(os.path.join(args.output, "model.o"), "wb") as f:
         f.write(exe.object_code)
+    exe.make_prepared()
     np.savez(os.path.join(args.output, "params.npz"), **exe.params)
     print(report, end="")
     print(f"\nwrote {', '.join([*files, 'model.o', 'params.npz'])} to {args.output}")

@@ -166,11 +166,17 @@ class Executable:
         with self._packing:
             seen = weights.generation
             if self._packed_at != seen:
-                if self.prepared is not None:
-                    for name, array in self.prepared.run({}).items():
-                        np.copyto(self.params[name], array)
+                self.make_prepared()
                 self._prepare_native(*binding.args)
                 self._packed_at = seen
+
+    def make_prepared(self) -> None:
+        """Compute the prepared values (`passes/prepare.py`) from the weights as they are now into
+        their parameters (calls do this themselves when the weights changed; `nncompile compile`
+        does it before writing the parameters)."""
+        if self.prepared is not None:
+            for name, array in self.prepared.run({}).items():
+                np.copyto(self.params[name], array)
 
     def _entry_points(self) -> None:
         """The native functions: the entry, the stepped entry, and the one-call entry taking the

@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
+from nncompile import keras
 from nncompile.ir import Builder, f32, parse
 from nncompile.ir.printer import print_graph
 from nncompile.passes.manager import PASSES, PassManager
@@ -248,6 +249,20 @@ def test_compile_writes_artefacts_that_run_again(tiny, tmp_path):
     again = nnc("run", out / "model.nnir", "--params", out / "params.npz", "--input", tiny.x, "--output", y)
     assert again.returncode == 0, again.stderr
     np.testing.assert_allclose(np.load(y), _reference(tiny), rtol=1e-5, atol=1e-6)
+
+
+def test_compile_writes_the_prepared_values_made_from_the_weights(tmp_path):
+    """An Embedding's table times the next Dense kernel is prepared once (passes/prepare.py):
+    compile writes that graph and its values, and model.nnir reads them as a parameter."""
+    model = keras.Sequential([keras.Input((5,), dtype="int32"), keras.layers.Embedding(2000, 32),
+                              keras.layers.Dense(48)])
+    path, out = str(tmp_path / "table.keras"), tmp_path / "build"
+    model.save(path)
+    result = nnc("compile", path, "-o", out)
+    assert result.returncode == 0, result.stderr
+    assert "prepared/0" in (out / "model.nnir").read_text() and (out / "prepared.nnir").exists()
+    table, kernel, bias = (w.astype(np.float64) for w in model.get_weights())
+    np.testing.assert_allclose(np.load(out / "params.npz")["prepared/0"], table @ kernel + bias, rtol=1e-5, atol=1e-5)
 
 
 def test_run_writes_what_the_reference_interpreter_computes(tiny, tmp_path):
