@@ -21,18 +21,10 @@ from __future__ import annotations
 
 from nncompile.ir.graph import Graph, Node, Value
 from nncompile.passes.manager import register_pass
-from nncompile.passes.prepare import PREPARED_FLOPS
+from nncompile.passes.prepare import PREPARED_FLOPS, weight_nodes
 from nncompile.passes.rewrite import Rewriter, sweep
 
 MAX_BYTES = 64 << 20     # the largest table product kept (the tutorial's: 10000 x 512 f32, 20 MB)
-
-
-def from_weights(v: Value) -> bool:
-    """Whether `v` is made from parameters and constants alone."""
-    node = v.producer
-    if node is None:
-        return v.is_param
-    return all(from_weights(u) for u in node.inputs)
 
 
 def _gathered_rows(v: Value) -> Node | None:
@@ -43,34 +35,36 @@ def _gathered_rows(v: Value) -> Node | None:
     return node
 
 
-def _product(rw: Rewriter, node: Node) -> Value | None:
+def _product(rw: Rewriter, node: Node, weights: set[Value]) -> Value | None:
     a, w = node.inputs
     gather = _gathered_rows(a)
-    if gather is None or node.attrs["transpose_a"] or w.type.rank != 2 or not from_weights(w):
+    if gather is None or node.attrs["transpose_a"] or w.type.rank != 2 or w not in weights:
         return None
     table, indices = gather.inputs
-    if not from_weights(table) or not a.type.dtype.is_float:
+    if table not in weights or not a.type.dtype.is_float:
         return None
     (rows, depth), n = table.type.shape, w.type.shape[0] if node.attrs["transpose_b"] else w.type.shape[1]
     if not all(isinstance(d, int) for d in (rows, depth, n)) or rows * n * a.type.dtype.itemsize > MAX_BYTES \
             or 2 * rows * depth * n < PREPARED_FLOPS:
         return None
     product = rw.emit("matmul", [table, w], node.loc, transpose_b=node.attrs["transpose_b"])
+    weights.add(product)
     return rw.emit("gather", [product, indices], gather.loc, **gather.attrs)
 
 
-def _row_add(rw: Rewriter, node: Node) -> Value | None:
+def _row_add(rw: Rewriter, node: Node, weights: set[Value]) -> Value | None:
     for position in (0, 1):
         gather, row = _gathered_rows(node.inputs[position]), node.inputs[1 - position]
         if gather is None:
             continue
         table = gather.inputs[0]
         # a bare parameter table stays as it is (nothing to save); b must be a row of the table
-        if table.producer is None or not from_weights(table) or not from_weights(row) \
+        if table.producer is None or table not in weights or row not in weights \
                 or row.type.rank > 2 or row.type.shape[-1:] != table.type.shape[-1:] \
                 or any(d != 1 for d in row.type.shape[:-1]) or row.type.dtype != table.type.dtype:
             continue
         added = rw.emit("add", [table, row] if position == 0 else [row, table], node.loc)
+        weights.add(added)
         return rw.emit("gather", [added, gather.inputs[1]], gather.loc, **gather.attrs)
     return None
 
@@ -82,9 +76,11 @@ def gather_first(graph: Graph) -> Graph:
     if graph.updates:
         return graph
     rules = {"matmul": _product, "add": _row_add}
+    # what is made from parameters and constants alone (the products made here join it)
+    weights = set(graph.param_inputs) | {v for n in weight_nodes(graph, hoistable=False) for v in n.outputs}
 
     def rule(rw: Rewriter, node: Node) -> Value | None:
         fn = rules.get(node.op)
-        return fn(rw, node) if fn is not None else None
+        return fn(rw, node, weights) if fn is not None else None
 
     return sweep(graph, rule)

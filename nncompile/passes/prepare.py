@@ -22,17 +22,21 @@ PREPARED_FLOPS = 1 << 20
 PREFIX = "prepared/"
 
 
-def weight_nodes(graph: Graph) -> list[Node]:
-    """The nodes of `graph` that read parameters and values made from them alone, with results
-    of static shapes (a weight broadcast to the batch depends on the call), none when the graph
-    updates a parameter."""
+def weight_nodes(graph: Graph, *, hoistable: bool = True) -> list[Node]:
+    """The nodes of `graph` that make values from parameters and constants alone, none when the
+    graph updates a parameter. `hoistable`: only those a prepared graph can take, with inputs and
+    results of static shapes, made from such nodes alone (a weight broadcast to the batch depends
+    on the call, and so does what is made from it)."""
     if graph.updates:
         return []
     made: set[Value] = set(graph.param_inputs)
     nodes = []
     for node in graph.nodes:
-        static = all(isinstance(d, int) for v in node.outputs for d in v.type.shape)
-        if node.inputs and static and all(v in made for v in node.inputs):
+        taken = all(v in made for v in node.inputs)
+        if hoistable:
+            taken = taken and bool(node.inputs) and all(isinstance(d, int) for v in node.outputs
+                                                        for d in v.type.shape)
+        if taken:
             nodes.append(node)
             made.update(node.outputs)
     return nodes

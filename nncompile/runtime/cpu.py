@@ -152,7 +152,7 @@ class Executable:
         """Memory for the weights kept packed between calls (`codegen.cpu.Layout.packed`), packed
         before the first call and again after weights changed (`runtime/weights.py`), after the
         prepared values are made again."""
-        self._packs = bool(self.layout.packed) or self.prepared is not None
+        self._prepares = bool(self.layout.packed) or self.prepared is not None
         self._packed_at = -1        # the weights' generation they were last packed at
         self._packing = threading.Lock()
         self._packed_memory = [np.empty(size + 64, np.uint8) for size in codegen.packed_sizes(self.layout)]
@@ -269,7 +269,7 @@ class Executable:
                 arrays = [checked_array(v, a) for v, a in zip(self._inputs, arrays)]
                 break
         binding = self._bindings.get(tuple([a.shape for a in arrays])) or self._bind(arrays)
-        if self._packs and self._packed_at != weights.generation:
+        if self._prepares and self._packed_at != weights.generation:
             self._prepare(binding)
         if self._busy.acquire(False):   # positional: a keyword costs a tenth of the check
             try:
@@ -312,7 +312,7 @@ class Executable:
             return [np.stack([outs[i] for outs in per_step]) for i in range(len(self._returned))]
         firsts = [a[0] for a in arrays]
         binding = self._bindings.get(tuple([a.shape for a in firsts])) or self._bind(firsts)
-        if self._packs and self._packed_at != weights.generation:
+        if self._prepares and self._packed_at != weights.generation:
             self._prepare(binding)
         with self._busy:
             try:
