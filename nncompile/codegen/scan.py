@@ -103,7 +103,7 @@ def emit_scan(p: Program, node: Node, number: int, prefix: str) -> None:
     few = p.b.and_(p.b.icmp_signed(">=", rows, as_i64(1)), p.b.icmp_signed("<=", rows, as_i64(scan_team.TEAM_ROWS)))
     with p.b.if_else(few) as (team, apart):
         with team:
-            emit_team(p, node, split, symbol, prefix)
+            emit_team(p, node, split, symbol, number, prefix)
         with apart:
             _emit_loops(p, node, number, prefix, symbol)
 

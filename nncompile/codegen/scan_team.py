@@ -21,7 +21,9 @@ product's other operands and result.
 The body must be one product kernel (`mixer`: a carry times an invariant, with an elementwise
 epilogue) followed by elementwise loop kernels that read the product's gates through slices
 [g*U, (g+1)*U) and otherwise keep units apart: the LSTM, GRU (reset after) and SimpleRNN cells
-(whose whole step is the product and its epilogue).
+(whose whole step is the product and its epilogue). Gathers of table rows by the step's tokens
+may come first, when only the product's epilogue reads them (`passes/gather_in_scan.py`): each
+block then copies its columns from the tokens' rows of the table.
 """
 from __future__ import annotations
 
@@ -54,6 +56,7 @@ class UnitSplit:
     mixer: Node         # the product kernel
     state: Value        # its A operand: a carry (S, U)
     weight: Value       # its B operand: an invariant (U, G * U)
+    gathers: dict[Value, Node]   # the epilogue's operands that are table rows picked by tokens
 
 
 def unit_split(node: Node, symbol: str) -> UnitSplit | None:
@@ -63,9 +66,12 @@ def unit_split(node: Node, symbol: str) -> UnitSplit | None:
     viewed, written = step_views(node)
     if attrs["axis"] != 0 or set(scanned) - set(viewed) or len(written) != len(body.outputs) - len(carries):
         return None
-    if not body.nodes or not _is_kind(body.nodes[0], "matmul"):
+    gathers = _token_rows(body, scanned, invariants, symbol)
+    if len(body.nodes) <= len(gathers) or not _is_kind(body.nodes[len(gathers)], "matmul"):
         return None
-    mixer = body.nodes[0]
+    mixer = body.nodes[len(gathers)]
+    if any(v not in mixer.inputs for v in gathers):
+        return None
     inner = mixer.attrs["body"]
     product = inner.nodes[0]
     if product.attrs["transpose_a"] or product.attrs["transpose_b"] or \
@@ -79,18 +85,42 @@ def unit_split(node: Node, symbol: str) -> UnitSplit | None:
     if not isinstance(units, int) or not isinstance(columns, int) or columns % units or \
             units * columns * weight.type.dtype.itemsize < TEAM_BYTES:
         return None
-    split = UnitSplit(units, columns // units, mixer, state, weight)
+    split = UnitSplit(units, columns // units, mixer, state, weight, gathers)
     unit_type, gated_type = TensorType(weight.type.dtype, (symbol, units)), TensorType(weight.type.dtype, (symbol, columns))
     if any(v.type != unit_type for v in carries) or mixer.outputs[0].type != gated_type:
         return None
     others = [v for v in mixer.inputs if v is not state and v is not weight]
     if any(v.type.shape not in ((symbol, columns), (columns,)) for v in others) or \
-            any(v not in [*scanned, *invariants] for v in others) or mixer.inputs.count(state) != 1:
+            any(v not in [*scanned, *invariants, *gathers] for v in others) or mixer.inputs.count(state) != 1:
         return None
-    made = {v for n in body.nodes[int(split.gates > 1):] for v in n.outputs}   # one gate: the product is per unit
-    if not all(_unit_local(n, split, symbol) for n in body.nodes[1:]) or not set(body.outputs) <= made:
+    cell = after_mixer(split, body)
+    made = {v for n in [mixer] * (split.gates == 1) + cell for v in n.outputs}   # one gate: the product is per unit
+    if not all(_unit_local(n, split, symbol) for n in cell) or not set(body.outputs) <= made:
         return None
     return split
+
+
+def after_mixer(split: UnitSplit, body: Graph) -> list[Node]:
+    """The body's elementwise kernels, after its gathers and its product."""
+    return body.nodes[len(split.gathers) + 1:]
+
+
+def _token_rows(body: Graph, scanned: list[Value], invariants: list[Value], symbol: str) -> dict[Value, Node]:
+    """The leading gathers of rows of a 2-D invariant table by a step's tokens (S,) that only
+    the node after them reads, by their result."""
+    gathers: dict[Value, Node] = {}
+    for node in body.nodes:
+        if node.op != "gather":
+            break
+        table, tokens = node.inputs
+        readers = [n for n in body.nodes if node.outputs[0] in n.inputs]
+        if node.attrs["axis"] != 0 or table not in invariants or table.type.rank != 2 or \
+                not all(isinstance(d, int) for d in table.type.shape) or \
+                tokens not in scanned or tokens.type.shape != (symbol,) or \
+                node.outputs[0] in body.outputs or len(readers) != 1:
+            return {}
+        gathers[node.outputs[0]] = node
+    return gathers
 
 
 def _is_kind(node: Node, kind: str) -> bool:
@@ -195,7 +225,7 @@ def mixer_block(split: UnitSplit, symbol: str, width: int, rows: int | str) -> B
 
 def row_blocks(split: UnitSplit, body: Graph, symbol: str, width: int) -> list[Block]:
     """The member's elementwise kernels after the product, each over one row of its units."""
-    return [_loop_block(n, split, symbol, width) for n in body.nodes[1:]]
+    return [_loop_block(n, split, symbol, width) for n in after_mixer(split, body)]
 
 
 def _sizes(t: TensorType, sizes: dict) -> TensorType:

@@ -16,7 +16,7 @@ from nncompile.codegen.cpu import Layout, Program, _kernel_function
 from nncompile.codegen.gemm import libc
 from nncompile.codegen.gemm_pack import emit_pack_b
 from nncompile.codegen.gemm_rows import SMALL_M
-from nncompile.codegen.kernel import storage_type
+from nncompile.codegen.kernel import product, storage_type
 from nncompile.codegen.loops import as_i64, for_range
 from nncompile.codegen.scan_copy import at_step, memcpy, with_
 from nncompile.codegen.scan_team import GATES, UNITS, WHOLE, Block, UnitSplit, members, mixer_block, row_blocks
@@ -30,9 +30,10 @@ i64 = ir.IntType(64)
 _TEAM_WORDS = 8   # i64s between two shared words: one cache line each
 
 
-def emit_team(p: Program, node: Node, split: UnitSplit, symbol: str, prefix: str) -> None:
+def emit_team(p: Program, node: Node, split: UnitSplit, symbol: str, number: int, prefix: str) -> None:
     """The loop run by a team of threads that splits the units, over the rows of `symbol`."""
     b = p.b
+    _check_tokens(p, node, split, number)
     n = node.attrs["num_carry"]
     blocks, share = members(split, split.weight.type.dtype.itemsize)
     rows = dict(zip(p.layout.symbols, p.symbols))[symbol]
@@ -55,6 +56,30 @@ def emit_team(p: Program, node: Node, split: UnitSplit, symbol: str, prefix: str
         b.call(free, [b.inttoptr(b.load(_packed_word(b, state, blocks, as_i64(block))), i8p)])
     for buffer in [*scratch, private]:
         b.call(free, [buffer])
+
+
+def _check_tokens(p: Program, node: Node, split: UnitSplit, number: int) -> None:
+    """Every step's tokens of the gathers checked before the team starts (a member cannot stop
+    the others midway): one out of the table's range fails the scan, node `number`."""
+    b, body = p.b, node.attrs["body"]
+    for gather in split.gathers.values():
+        table, tokens = gather.inputs
+        stacked = node.inputs[body.inputs.index(tokens)]
+        start = b.bitcast(p.ptr(stacked), storage_type(stacked.type.dtype).as_pointer())
+        rows = as_i64(p.dims(table)[0])
+        with for_range(b, product(b, p.dims(stacked)), name="token") as j:
+            index = _token(b, gather, b.load(b.gep(start, [j])), rows)
+            with b.if_then(b.or_(b.icmp_signed("<", index, as_i64(0)), b.icmp_signed(">=", index, rows)),
+                           likely=False):
+                p.fail(number)
+
+
+def _token(b: ir.IRBuilder, gather: Node, token: ir.Value, rows: ir.Value) -> ir.Value:
+    """A token as the i64 row it picks (a negative one from the end, where the gather allows)."""
+    index = b.sext(token, i64) if token.type != i64 else token
+    if gather.attrs["allow_negative"]:
+        index = b.select(b.icmp_signed("<", index, as_i64(0)), b.add(index, rows), index)
+    return index
 
 
 def _lines(b: ir.IRBuilder, nbytes: ir.Value) -> ir.Value:
@@ -193,9 +218,19 @@ class _Member:
         if where == WHOLE:
             return base
         column = self.first if where == UNITS else b.add(self.first, as_i64(where * split.units))
-        if value.type.rank == 2 and value.type.shape[0] == self.team.symbol:
+        if value in split.gathers:   # the table's row that the row's token picks (checked)
+            base = self._table_row(split.gathers[value], row)
+        elif value.type.rank == 2 and value.type.shape[0] == self.team.symbol:
             column = b.add(column, b.mul(row, as_i64(value.type.shape[1])))
         return b.gep(base, [b.mul(column, as_i64(size))])
+
+    def _table_row(self, gather: Node, row: ir.Value) -> ir.Value:
+        b = self.at.b
+        table, tokens = gather.inputs
+        rows, columns = self.at.dims(table)
+        start = b.bitcast(self.at.ptr(tokens), storage_type(tokens.type.dtype).as_pointer())
+        index = _token(b, gather, b.load(b.gep(start, [row])), as_i64(rows))
+        return b.gep(self.at.ptr(table), [b.mul(index, as_i64(columns * table.type.dtype.itemsize))])
 
 
 def _block_step(full: Program, team: _Team, block: ir.Value, step: ir.Value, width: int) -> None:

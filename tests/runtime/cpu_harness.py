@@ -1,6 +1,6 @@
 """Shared by the CPU backend's tests: compile once per graph structure, compare compiled outputs
 with the reference interpreter's (dtype-aware tolerances, NaN-aware, listing the elements that
-differ), and draw random inputs for a graph's data inputs."""
+differ), draw random inputs for a graph's data inputs, and write an LSTM step as IR."""
 from __future__ import annotations
 
 from typing import Callable
@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 import nncompile
-from nncompile.ir import DType, Graph, f16, f32, f64
+from nncompile.ir import BATCH, Builder, DType, Graph, f16, f32, f64
 from nncompile.ir.types import resolve_shape
 from nncompile.runtime.reference import bind_inputs
 from nncompile.runtime.reference import run as reference_run
@@ -98,3 +98,21 @@ def inject(rng: np.random.Generator, x: np.ndarray, specials, p: float = 0.05) -
 
 
 SPECIALS = (np.nan, np.inf, -np.inf, 0.0, -0.0)
+
+
+def lstm_body(units: int, outputs: str = "h,c,h", gate_starts=None) -> Graph:
+    """Keras's LSTM step as a scan body (h, c, x projected, recurrent kernel) -> `outputs` of
+    h and c: one product of h by the recurrent kernel of all four gates, the gates sliced from
+    it at `gate_starts` (default k * U; negative starts count from the end, the last gate's end
+    is then ONNX's huge one)."""
+    body = Builder(name="body")
+    h, c = body.input("h", f32[BATCH, units]), body.input("c", f32[BATCH, units])
+    xw, r = body.input("xw", f32[BATCH, 4 * units]), body.input("r", f32[units, 4 * units])
+    z = body.add(xw, body.matmul(h, r))
+    starts = gate_starts or [k * units for k in range(4)]
+    ends = [s + units or 2**62 for s in starts]
+    i, f, g, o = (body.slice(z, axes=[1], starts=[s], ends=[e], steps=[1]) for s, e in zip(starts, ends))
+    c2 = body.add(body.mul(body.sigmoid(f), c), body.mul(body.sigmoid(i), body.tanh(g)))
+    h2 = body.mul(body.sigmoid(o), body.tanh(c2))
+    return body.finish([{"h": h2, "c": c2}[name] for name in outputs.split(",")])
+

@@ -13,6 +13,7 @@ from nncompile.ir import BATCH, Builder, ShapeError, TensorType, bool_, f32, f64
 from nncompile.ir.ops.scan import independent_rows
 from nncompile.passes.memory import plan_memory
 from nncompile.runtime.reference import run
+from tests.runtime.cpu_harness import lstm_body
 
 
 def _check(graph, inputs, exe=None, rtol=1e-6):
@@ -127,17 +128,10 @@ def _lstm_graph(steps, units=8, features=5, seed=0, time_major=False):
     kernel = b.param("kernel", rng.standard_normal((features, 4 * units)).astype(np.float32) * 0.3)
     recurrent = b.param("recurrent", rng.standard_normal((units, 4 * units)).astype(np.float32) * 0.3)
     bias = b.param("bias", rng.standard_normal(4 * units).astype(np.float32) * 0.3)
-    body = Builder(name="body")
-    h, c = body.input("h", f32[BATCH, units]), body.input("c", f32[BATCH, units])
-    xw, r = body.input("xw", f32[BATCH, 4 * units]), body.input("r", f32[units, 4 * units])
-    z = body.add(xw, body.matmul(h, r))
-    i, f, g, o = (body.slice(z, axes=[1], starts=[k * units], ends=[(k + 1) * units], steps=[1]) for k in range(4))
-    c2 = body.add(body.mul(body.sigmoid(f), c), body.mul(body.sigmoid(i), body.tanh(g)))
-    h2 = body.mul(body.sigmoid(o), body.tanh(c2))
     zero = b.broadcast(b.constant(np.float32(0)), shape=[BATCH, units])
     if time_major:
         x = b.transpose(x, perm=[1, 0, 2])
-    h, c, seq = b.scan(zero, zero, b.add(b.matmul(x, kernel), bias), recurrent, body=body.finish([h2, c2, h2]),
+    h, c, seq = b.scan(zero, zero, b.add(b.matmul(x, kernel), bias), recurrent, body=lstm_body(units),
                        num_carry=2, num_scanned=1, axis=0 if time_major else 1)
     return b.finish([h, c, b.transpose(seq, perm=[1, 0, 2]) if time_major else seq], ["h", "c", "seq"])
 

@@ -15,6 +15,7 @@ from nncompile.ir import BATCH, Builder, TensorType, f32
 from nncompile.ir.ops.scan import independent_rows
 from nncompile.runtime.reference import run
 from tests.keras import recurrent_reference as ref
+from tests.runtime.cpu_harness import lstm_body
 
 FEATURES = 24
 needs_two = pytest.mark.skipif(parallel.num_threads() < 2, reason="a team needs two threads")
@@ -41,17 +42,8 @@ def _time_major_lstm(steps, units=128, gate_starts=None):
     x = b.input("x", TensorType(f32, (steps, BATCH, FEATURES)))
     kernel = b.param("kernel", rng.standard_normal((FEATURES, 4 * units)).astype(np.float32) * 0.3)
     recurrent = b.param("recurrent", rng.standard_normal((units, 4 * units)).astype(np.float32) * 0.05)
-    body = Builder(name="body")
-    h, c = body.input("h", f32[BATCH, units]), body.input("c", f32[BATCH, units])
-    xw, r = body.input("xw", f32[BATCH, 4 * units]), body.input("r", f32[units, 4 * units])
-    z = body.add(xw, body.matmul(h, r))
-    starts = gate_starts or [k * units for k in range(4)]
-    ends = [s + units or 2**62 for s in starts]    # the last gate from the end: ONNX's huge end
-    i, f, g, o = (body.slice(z, axes=[1], starts=[s], ends=[e], steps=[1]) for s, e in zip(starts, ends))
-    c2 = body.add(body.mul(body.sigmoid(f), c), body.mul(body.sigmoid(i), body.tanh(g)))
-    h2 = body.mul(body.sigmoid(o), body.tanh(c2))
     zero = b.broadcast(b.constant(np.float32(0)), shape=[BATCH, units])
-    h, c, seq = b.scan(zero, zero, b.matmul(x, kernel), recurrent, body=body.finish([h2, c2, h2]),
+    h, c, seq = b.scan(zero, zero, b.matmul(x, kernel), recurrent, body=lstm_body(units, gate_starts=gate_starts),
                        num_carry=2, num_scanned=1, axis=0)
     return b.finish([h, c, seq], ["h", "c", "seq"])
 
@@ -149,7 +141,7 @@ def test_a_busy_pool_leaves_the_caller_all_the_blocks(team_up_to_64_rows):
 def test_blocks_are_whole_vectors_and_not_too_small(monkeypatch, units, gates, threads, expected):
     monkeypatch.setattr(scan_team.parallel, "num_threads", lambda: threads)
     monkeypatch.setattr(scan_team, "vector_lanes", lambda itemsize: 64 // itemsize)   # AVX-512
-    split = scan_team.UnitSplit(units, gates, None, None, None)
+    split = scan_team.UnitSplit(units, gates, None, None, None, {})
     assert scan_team.members(split, 4) == expected
 
 
