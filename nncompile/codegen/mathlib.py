@@ -17,8 +17,13 @@ for exp, [-20, 89] expm1, [0, 10] log, [-1, 10] log1p, [-8, 8] the rest), llvm.f
     exp 0.97   expm1 1.44   log 0.86   log1p 1.44   tanh 1.30   sigmoid 2.40   erf 1.20
     pow 0.50 (2**24 random (x, y), |y log2 |x|| <= 150, a fifth with negative x)
 
+Since sigmoid and tanh take their exponential from `_exp_nonpositive_f32` (no overflow side,
+no NaN select, one rounding into denormals), tanh reads 1.42 and sigmoid 2.40 over 2**25 samples
+of [-8, 8] and of +-10**[-6, 1] (Emerald Rapids Xeon), still within 1 and 2 ulp of numpy's.
+
 Speed, 2**20 f32 in a compiled loop (the scalar rule, vectorized by LLVM) against numpy 2.4:
-exp 2.0x faster, sigmoid 2.4x faster than numpy's 1/(1+exp(-x)), tanh 0.57x (numpy's is faster),
+exp 2.0x faster, sigmoid 2.4x faster than numpy's 1/(1+exp(-x)), tanh 0.57x (numpy's is faster);
+with the cheaper exponential, on the Xeon, sigmoid 3.5x and tanh 0.64x (an LSTM's gates 25% faster),
 erf 190x faster than math.erf per element (numpy has none).
 """
 from __future__ import annotations
@@ -292,12 +297,25 @@ TANH_P = (-0.3333328068256378, 0.13331405818462372, -0.05373651534318924, 0.0206
 TANH_SMALL = 0.625
 
 
+def _exp_nonpositive_f32(b: ir.IRBuilder, t: ir.Value, lowest: float) -> ir.Value:
+    """e**t for t <= 0 (or NaN, which comes back NaN), the cheaper exp that sigmoid and tanh
+    need: no overflow side, and t clamped to `lowest` from below, which must keep 2**n >= 2**-150.
+    A NaN passes the clamp (a select, not minnum), so it needs no select of its own."""
+    tc = b.select(_cmp(b, "<", t, lowest), _c(t, lowest), t)
+    n, r = _reduce_exp(b, tc)
+    p = b.fadd(_expm1_reduced(b, r), _c(t, 1.0))
+    # 2**n = 2**(n + 64) * 2**-64: both factors normal for n >= -150, one rounding into denormals
+    k = b.fptosi(n, shaped_like(I32, t.type))
+    return b.fmul(b.fmul(p, _pow2(b, b.add(k, _ci(t, 64)), t)), _c(t, 2.0 ** -64))
+
+
 def _tanh_f32(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     a = fabs(b, x)
     s = b.fmul(a, a)
     small = _fma(b, b.fmul(a, s), _poly(b, s, TANH_P), a)
-    # 1 - 2/(e**2a + 1): e**2a overflows to inf for large a, giving exactly 1; NaN stays NaN
-    large = b.fsub(_c(x, 1.0), b.fdiv(_c(x, 2.0), b.fadd(_exp_f32(b, b.fadd(a, a)), _c(x, 1.0))))
+    # 1 - 2z/(1 + z), z = e**-2a <= 0.29: e**-2a underflows for large a, giving exactly 1
+    z = _exp_nonpositive_f32(b, b.fmul(a, _c(x, -2.0)), -88.0)
+    large = b.fsub(_c(x, 1.0), b.fdiv(b.fadd(z, z), b.fadd(_c(x, 1.0), z)))
     return copysign(b, b.select(_cmp(b, "<", a, TANH_SMALL), small, large), x)
 
 
@@ -306,6 +324,11 @@ def _sigmoid_any(b: ir.IRBuilder, x: ir.Value, exp_fn: Emit) -> ir.Value:
     z = exp_fn(b, b.fneg(fabs(b, x)))
     numerator = b.select(_cmp(b, ">=", x, 0.0), _c(x, 1.0), z)
     return b.fdiv(numerator, b.fadd(z, _c(x, 1.0)))
+
+
+def _sigmoid_f32(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    # e**-104 rounds to 0 in f32, so clamping there loses nothing
+    return _sigmoid_any(b, x, lambda b, t: _exp_nonpositive_f32(b, t, -104.0))
 
 
 # erf(x) = x + x * P(x*x) for |x| < 1 (2/sqrt(pi) - 1 rounds 8x closer than 2/sqrt(pi) would):
@@ -418,7 +441,7 @@ def tanh(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
 
 def sigmoid(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     """1 / (1 + e**-x), computed without overflow for every x."""
-    return _by_type(b, [x], "sigmoid", lambda b, x: _sigmoid_any(b, x, _exp_f32),
+    return _by_type(b, [x], "sigmoid", _sigmoid_f32,
                     lambda b, x: _sigmoid_any(b, x, _intrinsic_of("llvm.exp")))
 
 
