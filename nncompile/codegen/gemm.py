@@ -420,9 +420,7 @@ def _emit_tiles(module: ir.Module, name: str, ty: ir.Type, t: Tiling, pack_a: Pa
         micro_direct, transpose_a = direct
         a, lda = unpack_fields(b, v["a_ctx"], [ptr, i64])
         rs, ks = (const(1), lda) if transpose_a else (lda, const(1))
-        small = b.icmp_signed("<=", b.mul(b.mul(v["m"], k_total), const(t.itemsize)), const(DIRECT_A_BYTES))
-        shallow = b.icmp_signed("<=", k_total, const(t.kc))
-        with b.if_else(b.or_(small, shallow)) as (then, otherwise):
+        with b.if_else(_reads_a_in_place(b, t, v["m"], k_total)) as (then, otherwise):
             with then:
                 with for_range(b, blocks, name="dpc") as block:
                     pc = b.mul(block, depth)
@@ -447,17 +445,32 @@ def emit_gemm_driver(module: ir.Module, name: str, dtype: DType, pack_a: PackA, 
     micro = _emit_micro(module, name, ty, t, epilogue)
     direct = None if transpose_a is None else (_emit_micro(module, name, ty, t, epilogue, True), transpose_a)
     tiles = _emit_tiles(module, name, ty, t, pack_a, micro, n_epi, direct)
-    return emit_driver(module, name, dtype, t, tiles, transpose_b=transpose_b, n_epi=n_epi, prepacked=prepacked)
+
+    def packs_a(b: ir.IRBuilder, m: ir.Value, k: ir.Value) -> ir.Value:
+        return ir.Constant(i1, 1) if direct is None else b.not_(_reads_a_in_place(b, t, m, k))
+    return emit_driver(module, name, dtype, t, tiles, transpose_b=transpose_b, n_epi=n_epi, prepacked=prepacked,
+                       packs_a=packs_a)
+
+
+def _reads_a_in_place(b: ir.IRBuilder, t: Tiling, m: ir.Value, k: ir.Value) -> ir.Value:
+    """Whether the tiles read a plain A in place: at most DIRECT_A_BYTES, or at most KC columns."""
+    small = b.icmp_signed("<=", b.mul(b.mul(m, k), const(t.itemsize)), const(DIRECT_A_BYTES))
+    return b.or_(small, b.icmp_signed("<=", k, const(t.kc)))
 
 
 def emit_driver(module: ir.Module, name: str, dtype: DType, t: Tiling, tiles: ir.Function, *,
-                transpose_b: bool = False, n_epi: int = 0, prepacked: bool = False) -> ir.Function:
+                transpose_b: bool = False, n_epi: int = 0, prepacked: bool = False,
+                packs_a: Callable[[ir.IRBuilder, ir.Value, ir.Value], ir.Value] | None = None) -> ir.Function:
     """An internal function that packs B with `t`'s blocking and runs the `tiles` task over C:
 
     `void name.driver(i64 M, i64 N, i64 K, T* B, i64 ldb, T* C, i64 ldc, i64 col0, i8* a_ctx, T* e...)`
     col0 offsets the epilogue operands' columns (C's own pointer is already offset); a_ctx is
     passed on to the tiles task, whose argument block is TILE_FIELDS. `prepacked`: one more
-    argument last, `T* bp`, B as `emit_pack_b` packed it, which is used instead of packing B."""
+    argument last, `T* bp`, B as `emit_pack_b` packed it, which is used instead of packing B.
+    `packs_a(b, M, K)`: whether the tiles pack A (None: never). A task that takes a chunk of
+    C's columns packs all of A's rows, so C's columns are then cut into one chunk per thread, not
+    CHUNKS_PER_THREAD: a weight gradient (128 x 6400 @ 6400 x 512) packed A 8 times, which cost
+    half as much as its arithmetic."""
     ty = scalar_type(dtype)
     ptr = ty.as_pointer()
     run = parallel.emit_parallel_for(module)
@@ -493,7 +506,8 @@ def emit_driver(module: ir.Module, name: str, dtype: DType, t: Tiling, tiles: ir
     whole_blocks = b.select(b.icmp_signed("<", b.mul(b.mul(m, n), k), const(MID_WORK)), const(threads),
                             b.mul(ceil_div(b, row_tiles, threads * (t.mc // t.mr)), const(threads)))
     split_m = b.select(b.and_(big, by_rows), smin(b, row_tiles, whole_blocks), const(1))
-    split_n = b.select(b.and_(big, b.not_(by_rows)), smin(b, panels, chunks), const(1))
+    column_chunks = chunks if packs_a is None else b.select(packs_a(b, m, k), const(threads), chunks)
+    split_n = b.select(b.and_(big, b.not_(by_rows)), smin(b, panels, column_chunks), const(1))
     fields = pack_fields(b, [m, n, k, bp, c, ldc, col0, a_ctx, split_n] + eptrs)
     b.call(run, [tiles, fields, b.mul(split_m, split_n)])
     if not prepacked:
