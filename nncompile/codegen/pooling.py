@@ -26,7 +26,9 @@ from nncompile.ir.graph import Node, Value
 from nncompile.ir.optable import OPS
 
 i64 = ir.IntType(64)
-PARALLEL_ELEMENTS = 1 << 15   # input elements from which a pooling uses every core
+# input elements from which a pooling uses every core: the 30x30x32 pool after the CIFAR CNN's
+# first convolution (28.8K) took 7 us on one thread, 4.2-5 on two (rows another core just wrote)
+PARALLEL_ELEMENTS = 1 << 14
 UNROLLED_TAPS = 16            # windows of at most this many taps are unrolled where they are whole
 
 
@@ -82,10 +84,13 @@ Visit = Callable[[_Pixel, list[ir.Value]], None]
 def _emit_task(k: Kernel, node: Node, name: str, operands: int, y: Value, visit: Visit,
                before_image: Callable[[ir.IRBuilder, list[ir.Value], ir.Value, ir.Value], None] | None = None
                ) -> ir.Function:
-    """task(ctx, index, count) over its share of the images of `node`'s input x (NHWC; `y` is a
-    value shaped as the pooled output, y or dy): visit(pixel, pointers) at every output pixel
-    and vector of channels, the `operands` pointers unpacked from the context (as `_run` packs
-    them); before_image(b, pointers, n, image_elements) first, for each image."""
+    """task(ctx, index, count) over its share of the output rows of `node`'s input x (NHWC; `y`
+    is a value shaped as the pooled output, y or dy): visit(pixel, pointers) at every output
+    pixel and vector of channels, the `operands` pointers unpacked from the context (as `_run`
+    packs them). With before_image(b, pointers, n, image_elements), run first for each image,
+    the share is whole images (a gradient's windows overlap from row to row); without, any rows,
+    so one image (batch-1 inference) is pooled by every thread, each reading the rows another
+    core's kernel may have just written (one thread alone took 7 us to pull 115 KB across)."""
     x = node.inputs[0]
     dtype = x.type.dtype
     ty = storage_type(dtype)
@@ -100,12 +105,18 @@ def _emit_task(k: Kernel, node: Node, name: str, operands: int, y: Value, visit:
     h, w, oh, ow, top, left = (const(d) if isinstance(d, int) else v for d, v in zip(
         (*x.type.shape[1:3], *y.type.shape[1:3], *_pads(node)), (h, w, oh, ow, top, left)))
     (kh, kw), (sh, sw) = node.attrs["window"], node.attrs["strides"]
-    share = gemm.ceil_div(b, batch, count)
-    first_image = b.mul(index, share)
-    with for_range(b, smin(b, batch, b.add(first_image, share)), start=first_image, name="n") as n:
+    by_rows = before_image is None
+    rows = oh if by_rows else const(1)   # the parts of an image a task may take apart
+    units = b.mul(batch, rows)
+    share = gemm.ceil_div(b, units, count)
+    first = b.mul(index, share)
+    with for_range(b, smin(b, units, b.add(first, share)), start=first, name="u") as unit:
+        n = b.sdiv(unit, rows)
         if before_image is not None:
             before_image(b, pointers, n, b.mul(b.mul(h, w), channels))
-        with for_nest(b, [oh, ow], name="p") as (r, q), for_range(b, channels, step=lanes, name="c") as c0:
+        first_row, row_count = (b.srem(unit, rows), const(1)) if by_rows else (const(0), oh)
+        with for_range(b, b.add(first_row, row_count), start=first_row, name="r") as r, \
+                for_range(b, ow, name="q") as q, for_range(b, channels, step=lanes, name="c") as c0:
             mask = simd.lane_mask(b, b.sub(channels, c0), lanes)
             h0 = b.sub(b.mul(r, const(sh)), top)
             w0 = b.sub(b.mul(q, const(sw)), left)
@@ -134,12 +145,15 @@ def _pads(node: Node) -> tuple:
     return top, left
 
 
-def _run(k: Kernel, node: Node, task: ir.Function, pointers: Sequence[ir.Value], y: Value) -> None:
-    """Run `task` over the images of node's input x; `y` is output-shaped (N, OH, OW, C)."""
+def _run(k: Kernel, node: Node, task: ir.Function, pointers: Sequence[ir.Value], y: Value,
+         by_rows: bool = True) -> None:
+    """Run `task` over node's input x, its output rows (or, not `by_rows`, its images) shared out;
+    `y` is output-shaped (N, OH, OW, C)."""
     b, x = k.b, node.inputs[0]
     batch = as_i64(k.dims(x)[0])
     big = b.icmp_signed(">=", as_i64(k.size(x)), const(PARALLEL_ELEMENTS))
-    tasks = b.select(big, smin(b, batch, const(parallel.num_threads())), const(1))
+    units = b.mul(batch, as_i64(k.dims(y)[1])) if by_rows else batch
+    tasks = b.select(big, smin(b, units, const(parallel.num_threads())), const(1))
     (h, w, c), (oh, ow) = k.dims(x)[1:], k.dims(y)[1:3]
     sizes = [as_i64(d) for d in (c, h, w, oh, ow, *(k.dim(p) for p in _pads(node)))]
     fields = gemm.pack_fields(b, [*pointers, batch, *sizes])
@@ -269,7 +283,7 @@ def _max_pool2d_grad(k: Kernel, node: Node) -> None:
             b.store(b.or_(done, hit), done_slot)
 
     task = _emit_task(k, node, "max_pool_grad", 3, dy, visit, zero_image)
-    _run(k, node, task, [k.ptr(x), k.ptr(dy), k.ptr(node.outputs[0])], dy)
+    _run(k, node, task, [k.ptr(x), k.ptr(dy), k.ptr(node.outputs[0])], dy, by_rows=False)
 
 
 def _pool_windows(k: Kernel, node: Node, x_dims, dy, visit) -> None:

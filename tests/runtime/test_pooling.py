@@ -32,14 +32,17 @@ def _numpy_pool(x: np.ndarray, op: str, window, strides, pads) -> np.ndarray:
 @pytest.mark.parametrize("channels", [32, 37])
 @pytest.mark.parametrize("window, strides, pads", [((2, 2), (2, 2), (0, 0, 0, 0)),
                                                    ((3, 3), (2, 1), (1, 1, 0, 2))])
-def test_pooling_matches_numpy_on_one_image_and_on_many(dtype, op, channels, window, strides, pads):
+@pytest.mark.parametrize("height", [17, 61])
+def test_pooling_matches_numpy_on_one_image_and_on_many(dtype, op, channels, window, strides, pads, height):
     b = Builder()
-    x = b.input("x", dtype[BATCH, 17, 16, channels])
+    x = b.input("x", dtype[BATCH, height, 16, channels])
     exe = nncompile.compile(b.finish([b.op(op, x, window=window, strides=strides, pads=pads)], ["y"]))
     rng = np.random.default_rng(channels)
-    for batch in (1, 9):     # 9 images: enough elements for every thread
-        data = rng.standard_normal((batch, 17, 16, channels)).astype(dtype.numpy) - 4
+    # 9 images, or one of 61 rows: enough elements for every thread (the one image's rows shared)
+    for batch in (1, 9):
+        data = rng.standard_normal((batch, height, 16, channels)).astype(dtype.numpy) - 4
         data[0, 3, 5, 7] = np.nan
+        data[-1, -1, -1, -1] = np.nan
         np.testing.assert_allclose(exe(data), _numpy_pool(data, op, window, strides, pads), rtol=1e-6)
 
 
