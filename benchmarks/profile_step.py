@@ -1,6 +1,6 @@
 """Where a training step's time goes: wall time per kernel of the compiled step, by workload.
 
-    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/profile_step.py [mlp128|mlp32|cnn|pima]
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/profile_step.py [mlp128|mlp32|cnn|pima|lstm]
 
 The step graph is compiled as `Model.fit` compiles it, except that the entry reads the cycle
 counter around every kernel call and adds the difference to that kernel's counter (a global array
@@ -19,6 +19,7 @@ import time
 os.environ["NNCOMPILE_CACHE_DIR"] = tempfile.mkdtemp(prefix="nncompile-profile-")
 sys.path.insert(0, os.path.dirname(__file__))
 
+import numpy as np  # noqa: E402
 from llvmlite import ir  # noqa: E402
 
 from cpu import table  # noqa: E402
@@ -74,31 +75,49 @@ def describe(node) -> str:
     return f"fused[{ops[:70]}] {node.outputs[0].type}"
 
 
-def profile(name: str) -> None:
-    """Train one epoch of workload `name` and print its kernels by time."""
+def _lstm_workload() -> tuple:
+    """The tutorial's IMDB model (peers.py's W6): Embedding(10000, 128) -> LSTM(128) -> Dense(1,
+    sigmoid), 640 sequences of 100 random tokens, batch 64."""
+    from nncompile import keras
+    rng = np.random.default_rng(0)
+    model = keras.Sequential([keras.Input((100,), dtype="int32"), keras.layers.Embedding(10000, 128),
+                              keras.layers.LSTM(128), keras.layers.Dense(1, activation="sigmoid")])
+    x = rng.integers(0, 10000, (640, 100)).astype(np.int32)
+    return "lstm", model, x, rng.integers(0, 2, (640, 1)).astype(np.float32), "binary_crossentropy", 64
+
+
+def _workload(name: str) -> tuple:
+    """(label, model, x, y, loss, batch) of a profile name."""
+    if name == "lstm":
+        return _lstm_workload()
     work = next(w for w in WORKLOADS if w.name.startswith({"mlp128": "mnist-mlp batch 128", "mlp32": "mnist-mlp batch 32",
                                                            "cnn": "cnn", "pima": "pima"}[name]))
-    codegen.build_module = instrumented_build
     x, y = work.data()
-    model = work.build()
-    model.compile(optimizer="adam", loss=work.loss)
-    model.fit(x[:work.batch * 4], y[:work.batch * 4], batch_size=work.batch, epochs=1, verbose=0)
+    return work.name, work.build(), x, y, work.loss, work.batch
+
+
+def profile(name: str) -> None:
+    """Train one epoch of workload `name` and print its kernels by time."""
+    codegen.build_module = instrumented_build
+    label, model, x, y, loss, batch = _workload(name)
+    model.compile(optimizer="adam", loss=loss)
+    model.fit(x[:batch * 4], y[:batch * 4], batch_size=batch, epochs=1, verbose=0)
     step = next(iter(model._compiled.steps.values()))
     exe = step.exe
     nodes = exe.graph.nodes
     counters = (ctypes.c_int64 * (len(nodes) + 1)).from_address(exe._jit.address(COUNTERS))
     ctypes.memset(ctypes.addressof(counters), 0, ctypes.sizeof(counters))
-    steps = -(-len(x) // work.batch)
+    steps = -(-len(x) // batch)
     start = time.perf_counter()
-    model.fit(x, y, batch_size=work.batch, epochs=1, verbose=0)
+    model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
     wall = time.perf_counter() - start
     rate = cycles_per_second()
     spent = [counters[i + 1] / rate / steps * 1e6 for i in range(len(nodes))]
     total = sum(spent)
-    env = {symbol: work.batch for symbol in codegen.graph_symbols(exe.graph)}
+    env = {symbol: batch for symbol in codegen.graph_symbols(exe.graph)}
     rows = sorted(((spent[i], i + 1, describe(n), node_cost(n, env)) for i, n in enumerate(nodes)
                    if n.op != "constant"), reverse=True)
-    print(table(f"{work.name}: {steps} steps, {wall / steps * 1e6:.0f} us/step wall, "
+    print(table(f"{label}: {steps} steps, {wall / steps * 1e6:.0f} us/step wall, "
                 f"{total:.0f} us/step in kernels, {len(rows)} kernels",
                 ("us/step", "share", "#", "kernel", "GFLOP/s"),
                 [(f"{t:.1f}", f"{t / total:.1%}", f"{i}", d,
