@@ -167,6 +167,16 @@ class _Worker:
             raise WorkerError(value)
         return value, times
 
+    def start_and_release(self) -> None:
+        """Start the process, then release the lock that `_Workers.prestart` took for this; a
+        worker that cannot start says why when it is first asked."""
+        try:
+            self.process = self.process or _spawn()
+        except WorkerError:
+            pass
+        finally:
+            self.lock.release()
+
     def close(self) -> None:
         """Stop the worker (at exit: it would stop by itself on seeing its input closed)."""
         with self.lock:
@@ -238,6 +248,19 @@ class _Workers:
             with self.lock:
                 self.idle.append(worker)
 
+    def prestart(self) -> None:
+        """With no worker yet, start one in the background: a compile that is about to need one
+        (its code missed the disk cache) then builds its module meanwhile, instead of waiting
+        for a Python to start and import llvmlite (66 ms) when it asks."""
+        with self.lock:
+            if self.all:
+                return
+            worker = _Worker()
+            worker.lock.acquire()     # a request waits for the start, then takes this worker
+            self.all.append(worker)
+            self.idle.append(worker)
+        threading.Thread(target=worker.start_and_release, name="nncompile-llvm-start", daemon=True).start()
+
     def close(self) -> None:
         for worker in self.all:
             worker.close()
@@ -248,6 +271,11 @@ atexit.register(_WORKERS.close)
 # A forked child must not share the parent's workers (their replies would interleave): it starts
 # its own when it first compiles.
 os.register_at_fork(after_in_child=_WORKERS.__init__)
+
+
+def prestart() -> None:
+    """Start a worker in the background if there is none (`_Workers.prestart`)."""
+    _WORKERS.prestart()
 
 
 def compile_object(text: str, pipeline: str, cpu: str, features: str) -> tuple[bytes, dict]:

@@ -117,7 +117,7 @@ def _runtime() -> tuple[target.JitModule, int]:
     if env and (not env.isdigit() or threads < 1):
         raise ValueError(f"NNCOMPILE_NUM_THREADS is {env!r}; expected an int >= 1")
     link_libc()
-    jit = target.JitModule(_pool_module())
+    jit = target.JitModule(object_code=_pool_object_code())
     workers = threads - 1
     ctypes.CFUNCTYPE(None, ctypes.c_int64)(jit.address("nncompile_pool_start"))(workers)
     llvm.add_symbol(ENTRY, jit.address(ENTRY))
@@ -157,6 +157,20 @@ class _Pool:
         b.call(task, [ctx, index, count])
         b.branch(loop)
         b.position_at_end(out)
+
+
+def _pool_object_code() -> bytes:
+    """The pool's machine code, kept in the disk cache beside the kernel library: a process whose
+    model code is cached then needs no LLVM worker at all (compiling the pool took 40-100 ms,
+    most of it starting the worker)."""
+    from nncompile.runtime import disk_cache     # runtime imports codegen, not the other way round
+    key = disk_cache.entry_key("thread pool")
+    cached = disk_cache.read(key, folder="library")
+    if cached is not None:
+        return cached
+    obj = target.compile_object(str(_pool_module()))
+    disk_cache.write(key, obj, folder="library")
+    return obj
 
 
 def _pool_module() -> ir.Module:

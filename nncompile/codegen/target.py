@@ -71,6 +71,12 @@ def _ask(request: Callable[[str, str, str, str], tuple[T, dict]], llvm_ir: str, 
     return answer
 
 
+def start_worker() -> None:
+    """Start the LLVM worker process in the background, if none is running, for a compile
+    about to ask it (`llvm_worker.prestart`)."""
+    llvm_worker.prestart()
+
+
 def compile_object(llvm_ir: str, pipeline: str = "full") -> bytes:
     """The host object file of the module after LLVM's `pipeline` (`llvm_worker.PIPELINES`:
     "full" is O3 with the loop and SLP vectorizers, "light" a cheaper one for a model's own

@@ -216,9 +216,14 @@ class Executable:
             cached = disk_cache.read(self._key)
         self.from_cache = cached is not None
         if cached is not None:
-            parallel.install()   # cached code may call the thread pool and the kernel library:
-            library.load_needed(cached)   # their symbols must resolve
+            # what cached code calls must resolve: libc, the thread pool if it names it (its
+            # undefined symbol), the kernel library (which starts the pool itself)
+            parallel.link_libc()
+            if parallel.ENTRY.encode() in cached:
+                parallel.install()
+            library.load_needed(cached)
             return JitModule(object_code=cached)
+        target.start_worker()   # it starts while the module is built
         object_code = target.compile_object(self._module_text, PIPELINE)
         library.ready()     # the library kernels it calls, built meanwhile
         jit = JitModule(object_code=object_code)

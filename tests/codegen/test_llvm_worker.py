@@ -132,3 +132,27 @@ def test_a_forked_child_starts_its_own_worker():
     os.waitpid(pid, 0)
     assert os.read(read, 1) == b"1"
     assert "@parent" in target.optimized(_module("parent")) and _worker().process.pid == parent_worker
+
+
+def test_a_worker_started_ahead_answers_the_first_request(monkeypatch):
+    workers = llvm_worker._Workers()
+    monkeypatch.setattr(llvm_worker, "_WORKERS", workers)
+    target.start_worker()
+    target.start_worker()     # one is enough: a second call starts nothing
+    assert len(workers.all) == 1
+    started = workers.all[0]
+    try:
+        assert "@ahead" in target.optimized(_module("ahead"))
+        assert workers.all == [started] and started.process is not None and started.process.poll() is None
+    finally:
+        workers.close()
+
+
+def test_a_worker_that_cannot_start_ahead_says_why_when_asked(monkeypatch):
+    workers = llvm_worker._Workers()
+    monkeypatch.setattr(llvm_worker, "_WORKERS", workers)
+    monkeypatch.setattr(llvm_worker.sys, "executable", "/bin/true")
+    target.start_worker()
+    with pytest.raises(IRError, match="the LLVM worker started with '/bin/true' did not start"):
+        target.compile_object(_module("never"))
+    workers.close()

@@ -139,3 +139,45 @@ def test_the_key_covers_the_cpu_and_llvm(monkeypatch):
     monkeypatch.undo()
     monkeypatch.setattr(disk_cache.llvm, "llvm_version_info", (1, 2, 3))
     assert disk_cache.entry_key("graph") != key
+
+
+_RUN_CACHED = textwrap.dedent("""
+    import sys
+    import numpy as np, nncompile
+    from nncompile.codegen import llvm_worker
+    from nncompile.ir import BATCH, Builder, f32
+    size = int(sys.argv[1])   # 300: a product on both threads, through the kernel library
+    b = Builder()
+    x = b.input("x", f32[BATCH, size])
+    y = b.op("sigmoid", b.op("matmul", x, b.param("w", np.full((size, 2), 0.5 / size, np.float32))))
+    exe = nncompile.compile(b.finish([y], ["y"]))
+    got = exe(np.ones((400, size), np.float32))
+    np.testing.assert_allclose(got, np.full((400, 2), 1 / (1 + np.exp(-0.5))), rtol=1e-6)
+    print(exe.from_cache, len(llvm_worker._WORKERS.all))
+""")
+
+
+@pytest.mark.parametrize("size", [3, 300])
+def test_a_process_whose_code_is_cached_starts_no_llvm_worker(tmp_path, size):
+    """The thread pool's machine code is cached beside the kernel library, and cached code that
+    does not call the pool does not load it, so a process that finds its model's code in the
+    cache never starts an LLVM worker; a bad library or pool entry is a miss, compiled again."""
+    env = {**os.environ, "NNCOMPILE_CACHE_DIR": str(tmp_path)}
+
+    def child() -> tuple[str, int]:
+        done = subprocess.run([sys.executable, "-c", _RUN_CACHED, str(size)], env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-3000:]
+        cached, workers = done.stdout.split()
+        return cached, int(workers)
+
+    first = child()
+    assert first[0] == "False" and first[1] >= 1
+    assert child() == ("True", 0)
+    library = sorted((tmp_path / "library").glob("*"))
+    assert bool(library) == (size == 300)     # the pool and the library's GEMM, when used
+    for entry in library:
+        entry.write_bytes(b"not an object file")
+    again = child()
+    assert again[0] == "True" and again[1] == (size == 300)
+    assert child() == ("True", 0)
