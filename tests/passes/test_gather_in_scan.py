@@ -119,3 +119,24 @@ def test_tokens_counting_from_the_end_pick_the_same_rows_as_the_reference(batch)
     tokens[STEPS - 1, batch - 1] = -51
     with pytest.raises(ValueError, match="gather.*out of range"):
         exe(tokens)
+
+
+def test_rows_gathered_batch_major_and_scanned_along_axis_1_match_the_reference():
+    """Tokens (batch, steps) gathered to (batch, steps, 8) and scanned along axis 1: each step
+    gathers its column of tokens."""
+    b = Builder()
+    tokens = b.input("tokens", i32[BATCH, STEPS])
+    table = b.param("table", np.random.default_rng(0).standard_normal((40, 8)).astype(np.float32))
+    rows = b.op("gather", table, tokens, allow_negative=True)
+    body = Builder(name="body")
+    h, x = body.input("h", f32[BATCH, 8]), body.input("x", f32[BATCH, 8])
+    new = body.tanh(body.add(body.mul(h, body.scalar(0.5, h)), x))
+    zero = b.broadcast(b.constant(np.float32(0)), shape=[BATCH, 8])
+    final, seq = b.scan(zero, rows, body=body.finish([new, new]), num_carry=1, num_scanned=1, axis=1)
+    graph = b.finish([final, seq], ["h", "seq"])
+    moved = PassManager(["gather-in-scan", "dce"], verify=True).run(graph.copy())
+    assert "gather" not in [n.op for n in moved.nodes]
+    tokens_in = np.random.default_rng(1).integers(-40, 40, (5, STEPS)).astype(np.int32)
+    want = run(graph, {"tokens": tokens_in})
+    for got, expected in zip(nncompile.compile(graph)(tokens_in), want):
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
