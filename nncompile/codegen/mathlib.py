@@ -300,12 +300,15 @@ TANH_SMALL = 0.625
 def _exp_nonpositive_f32(b: ir.IRBuilder, t: ir.Value, lowest: float) -> ir.Value:
     """e**t for t <= 0 (or NaN, which comes back NaN), the cheaper exp that sigmoid and tanh
     need: no overflow side, and t clamped to `lowest` from below, which must keep 2**n >= 2**-150.
-    A NaN passes the clamp (a select, not minnum), so it needs no select of its own."""
+    A NaN passes the clamp (a select, not minnum) and every step after it, so it needs no select
+    of its own: n's integer is read from the bits of n + 1.5 * 2**23 (exact for the whole n here),
+    not by fptosi, whose result for a NaN is poison to LLVM (a NaN it could see folded the
+    function away)."""
     tc = b.select(_cmp(b, "<", t, lowest), _c(t, lowest), t)
     n, r = _reduce_exp(b, tc)
     p = b.fadd(_expm1_reduced(b, r), _c(t, 1.0))
     # 2**n = 2**(n + 64) * 2**-64: both factors normal for n >= -150, one rounding into denormals
-    k = b.fptosi(n, shaped_like(I32, t.type))
+    k = b.sub(_bits(b, b.fadd(n, _c(t, 1.5 * 2.0 ** 23))), _ci(t, 0x4B400000))
     return b.fmul(b.fmul(p, _pow2(b, b.add(k, _ci(t, 64)), t)), _c(t, 2.0 ** -64))
 
 

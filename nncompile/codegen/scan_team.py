@@ -106,8 +106,9 @@ def after_mixer(split: UnitSplit, body: Graph) -> list[Node]:
 
 
 def _token_rows(body: Graph, scanned: list[Value], invariants: list[Value], symbol: str) -> dict[Value, Node]:
-    """The leading gathers of rows of a 2-D invariant table by a step's tokens (S,) that only
-    the node after them reads, by their result."""
+    """The leading gathers of rows of a 2-D static invariant table by a step's tokens (S,), each
+    read by one node and not returned, by their result (`unit_split` requires that node to be
+    the product)."""
     gathers: dict[Value, Node] = {}
     for node in body.nodes:
         if node.op != "gather":

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from llvmlite import ir
 
+import nncompile
 from nncompile.codegen import mathlib, target
 from nncompile.codegen.loops import for_range
+from nncompile.ir import Builder, f32
 from nncompile.ir.errors import IRError
 
 # the float64 references overflow, divide by zero and meet NaN on purpose
@@ -144,6 +146,17 @@ def test_sigmoid_tails_and_tanh_saturation():
         assert got[0] == 0.0 and got[-1] == 1.0
     for got in compiled("tanh", np.float32)(np.array([-50.0, 10.0, 1e30], np.float32)).values():
         assert np.array_equal(got, [-1.0, 1.0, 1.0])
+
+
+@pytest.mark.parametrize("op", ["sigmoid", "tanh", "exp", "expm1", "log", "erf"])
+def test_a_nan_that_llvm_can_see_comes_back_nan(op):
+    """x + NaN is NaN at compile time to LLVM: nothing on the way may be poison (fptosi of a NaN
+    is), or LLVM folds the result away and the output holds whatever the memory held."""
+    b = Builder()
+    x = b.input("x", f32[37])
+    exe = nncompile.compile(b.finish([b.op(op, b.add(x, b.scalar(float("nan"), x)))], ["y"]))
+    for _ in range(3):
+        assert np.isnan(exe(np.ones(37, np.float32))).all()
 
 
 def _pow_inputs(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -23,7 +23,6 @@ from tests.runtime.test_scan_team import CELLS
 VOCAB, DIM, STEPS = 3000, 64, 9   # CELLS: the team's cells (LSTM, a ragged LSTM, GRU, SimpleRNN)
 
 
-
 def _scan(graph):
     return next(n for n in graph.nodes if n.op == "scan")
 
@@ -48,11 +47,11 @@ def test_the_loop_reads_tokens_and_gathers_its_rows_in_the_body():
     assert node.attrs["cell"] == ""   # its operands are no longer an LSTM's
 
 
-def _looped_rows(returned_too: bool = False, axis: int = 0):
+def _looped_rows(returned_too: bool = False):
     b = Builder()
     tokens = b.input("tokens", i32[STEPS, BATCH])
     table = b.param("table", np.ones((40, 8), np.float32))
-    rows = b.op("gather", table, tokens, axis=axis, allow_negative=False)
+    rows = b.op("gather", table, tokens, allow_negative=False)
     body = Builder(name="body")
     h, x = body.input("h", f32[BATCH, 8]), body.input("x", f32[BATCH, 8])
     new = body.tanh(body.add(h, x))
