@@ -139,7 +139,7 @@ def _checked_param(v, array: np.ndarray, path: str) -> np.ndarray:
     if array.dtype != v.type.dtype.numpy or array.shape != tuple(v.type.shape):
         raise ValueError(f"--params {path!r}: parameter {v.name!r} is {array.dtype}{list(array.shape)}; "
                          f"the graph declares {v.type}")
-    return np.ascontiguousarray(array)
+    return np.array(array, order="C")   # not ascontiguousarray, which makes a scalar a vector
 
 
 def fill_param(name: str, type, seed: int) -> np.ndarray:

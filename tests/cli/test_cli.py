@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
+import nncompile
 from nncompile import keras
 from nncompile.ir import Builder, f32, parse
 from nncompile.ir.printer import print_graph
@@ -263,6 +264,24 @@ def test_compile_writes_the_prepared_values_made_from_the_weights(tmp_path):
     assert "prepared/0" in (out / "model.nnir").read_text() and (out / "prepared.nnir").exists()
     table, kernel, bias = (w.astype(np.float64) for w in model.get_weights())
     np.testing.assert_allclose(np.load(out / "params.npz")["prepared/0"], table @ kernel + bias, rtol=1e-5, atol=1e-5)
+
+
+def test_compiled_recurrent_model_runs_again_from_its_ir_and_parameters(tmp_path):
+    """A recurrent layer's zero initial state is a scalar constant, bound as a rank-0 parameter:
+    model.nnir with params.npz runs and gives what the reference interpreter gives the model."""
+    model = keras.Sequential([keras.Input((6,), dtype="int32"), keras.layers.Embedding(50, 8),
+                              keras.layers.LSTM(16), keras.layers.Dense(2)])
+    path, out = str(tmp_path / "rnn.keras"), tmp_path / "build"
+    model.save(path)
+    assert nnc("compile", path, "-o", out).returncode == 0
+    assert any(shape == () for shape in (a.shape for a in np.load(out / "params.npz").values()))
+    tokens = np.random.default_rng(0).integers(0, 50, (3, 6)).astype(np.int32)
+    x, y = tmp_path / "x.npy", tmp_path / "y.npy"
+    np.save(x, tokens)
+    again = nnc("run", out / "model.nnir", "--params", out / "params.npz", "--input", x, "--output", y)
+    assert again.returncode == 0, again.stderr
+    want = reference.run(nncompile.trace(model), [tokens])[0]
+    np.testing.assert_allclose(np.load(y), want, rtol=1e-5, atol=1e-6)
 
 
 def test_run_writes_what_the_reference_interpreter_computes(tiny, tmp_path):
