@@ -176,7 +176,9 @@ class Executable:
         does it before writing the parameters)."""
         if self.prepared is not None:
             for name, array in self.prepared.run({}).items():
-                np.copyto(self.params[name], array)
+                # a prepared value that a product reads as B is kept packed, so read-only
+                with weights.writing(self.params[name], changes=False) as value:
+                    np.copyto(value, array)
 
     def _entry_points(self) -> None:
         """The native functions: the entry, the stepped entry, and the one-call entry taking the

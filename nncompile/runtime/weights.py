@@ -45,9 +45,10 @@ def is_kept(array: np.ndarray) -> bool:
 
 
 @contextlib.contextmanager
-def writing(array: np.ndarray) -> Iterator[np.ndarray]:
+def writing(array: np.ndarray, changes: bool = True) -> Iterator[np.ndarray]:
     """`array`, writable for the block even if compiled code keeps a form of it; afterwards the
-    generation moves on."""
+    generation moves on, unless the write `changes` nothing the weights say (a value made from
+    them again, `Executable.make_prepared`, which packs its kept forms itself)."""
     kept = is_kept(array)
     if kept:
         array.flags.writeable = True
@@ -56,4 +57,5 @@ def writing(array: np.ndarray) -> Iterator[np.ndarray]:
     finally:
         if kept:
             array.flags.writeable = False
-        changed()
+        if changes:
+            changed()

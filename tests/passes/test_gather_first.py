@@ -8,9 +8,10 @@ import pytest
 
 import nncompile
 from nncompile import keras
-from nncompile.ir import BATCH, Builder, f32, i32
+from nncompile.ir import BATCH, Builder, i32
 from nncompile.passes import PassManager
 from nncompile.passes.prepare import PREFIX, split_prepared
+from tests.keras import recurrent_reference as ref
 
 
 def _table_model(vocab: int = 3000, dim: int = 64, units: int = 96):
@@ -91,3 +92,22 @@ def test_the_tutorial_recurrent_model_predicts_as_numpy_after_training():
         c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
         h = sigmoid(o) * np.tanh(c)
     np.testing.assert_allclose(after, sigmoid(h @ dense + dense_bias), rtol=1e-4, atol=1e-5)
+
+
+def test_a_prepared_value_kept_packed_is_made_and_packed_again():
+    """GRU(reset_after=False) reads its recurrent kernel as two column slices: with an Embedding
+    ahead, the slices are prepared values (made with the table's product) and, read as a
+    product's B, kept packed too; they are made again, then packed again, when the weights change."""
+    model = keras.Sequential([keras.Input((4,), dtype="int32"), keras.layers.Embedding(3000, 128),
+                              keras.layers.GRU(128, reset_after=False)])
+    rng = np.random.default_rng(3)
+    model.set_weights([rng.standard_normal(w.shape).astype(np.float32) * 0.1 for w in model.get_weights()])
+    exe = nncompile.compile(nncompile.trace(model))
+    assert exe.prepared is not None and any(v.name.startswith(PREFIX) for v in exe.layout.packed)
+    tokens = rng.integers(0, 3000, (2, 4)).astype(np.int32)
+    for _ in range(2):
+        table, kernel, recurrent, bias = (w.astype(np.float64) for w in model.get_weights())
+        step = ref.gru_step((kernel, recurrent, bias), reset_after=False)
+        _, want, _ = ref.run(step, table[tokens], ref.zeros_like_states(2, [128]))
+        ref.close(exe(tokens), want)
+        model.layers[1].cell.recurrent_kernel.assign(recurrent[:, ::-1].astype(np.float32).copy())
