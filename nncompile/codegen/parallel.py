@@ -6,9 +6,10 @@ pool's workers, and returns when all are done.
 
 Why the pool lives in its own module: worker threads sleep inside the pool's code between calls.
 Were that code emitted into each kernel module, dropping a module's JitModule would free code a
-worker is parked in. So the pool is one LLVM module per process, JIT-compiled once, kept alive
-for the life of the process and exported to every later module through `llvm.add_symbol`; kernel
-modules only declare it (`emit_parallel_for`). Any number of JitModules may be alive at once.
+worker is parked in. So the pool is one LLVM module per process, loaded once (its machine code
+kept in the disk cache beside the kernel library), kept alive for the life of the process and
+exported to every later module through `llvm.add_symbol`; kernel modules only declare it
+(`emit_parallel_for`). Any number of JitModules may be alive at once.
 
 How a call runs: the caller takes the pool's lock (a caller that cannot, such as a nested call
 from inside a task or a second Python thread, runs its indices inline), publishes the job and bumps
