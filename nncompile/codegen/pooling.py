@@ -1,8 +1,8 @@
 """Pooling kernels, forward and backward, registered in the op table's `lower` slot.
 
 In NHWC a pixel's channels are contiguous, so max_pool2d, avg_pool2d and max_pool2d_grad work on
-vectors of channels, in a task over a share of the images (every thread when there is enough
-work): per output pixel and vector of channels the window's taps meet in a register, loaded once
+vectors of channels, in a task over a share of the output rows (of the images, for the
+gradient; every thread when there is enough work): per output pixel and vector of channels the window's taps meet in a register, loaded once
 each (`_emit_task`). A pooling of integers, or one with an elementwise epilogue (whose operands
 are read element by element), is a plain loop nest instead, as is avg_pool2d_grad. Windows are
 clipped to the image: the padding takes no part, and avg divides by the count of real taps.
