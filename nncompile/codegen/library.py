@@ -47,7 +47,6 @@ i8p = ir.IntType(8).as_pointer()
 i64 = ir.IntType(64)
 PREFIX = "nnc.gemm."
 CONV_PREFIX = "nnc.conv2d."
-FOLDER = "library"      # of the disk cache
 # After a bias, the activations whose epilogue the library runs in registers: a tile function
 # call costs 6-22% of a product of depth 27-64 and half of one of ten columns.
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
@@ -229,18 +228,15 @@ def _object_code(spec: Spec) -> bytes:
     """`spec`'s machine code, from the disk cache or compiled with the full pipeline (in a
     builder thread)."""
     from nncompile.runtime import disk_cache     # runtime imports codegen, not the other way round
-    key = disk_cache.entry_key(f"kernel library\n{spec.name}\n{gemm.tilings_key()}")
-    cached = disk_cache.read(key, folder=FOLDER)
-    if cached is not None:
-        return cached
-    module = target.new_module(spec.name)
-    spec.emit(module)
-    try:
-        obj = target.compile_object(str(module), "full")
-    except IRError:     # its worker died (killed, out of memory): a fresh one takes it once more
-        obj = target.compile_object(str(module), "full")
-    disk_cache.write(key, obj, folder=FOLDER)
-    return obj
+
+    def compile_module() -> bytes:
+        module = target.new_module(spec.name)
+        spec.emit(module)
+        try:
+            return target.compile_object(str(module), "full")
+        except IRError:     # its worker died (killed, out of memory): a fresh one takes it once more
+            return target.compile_object(str(module), "full")
+    return disk_cache.host_object_code(f"kernel library\n{spec.name}\n{gemm.tilings_key()}", compile_module)
 
 
 def ready() -> None:

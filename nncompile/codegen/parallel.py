@@ -165,13 +165,7 @@ def _pool_object_code() -> bytes:
     model code is cached then needs no LLVM worker at all (compiling the pool took 40-100 ms,
     most of it starting the worker)."""
     from nncompile.runtime import disk_cache     # runtime imports codegen, not the other way round
-    key = disk_cache.entry_key("thread pool")
-    cached = disk_cache.read(key, folder="library")
-    if cached is not None:
-        return cached
-    obj = target.compile_object(str(_pool_module()))
-    disk_cache.write(key, obj, folder="library")
-    return obj
+    return disk_cache.host_object_code("thread pool", lambda: target.compile_object(str(_pool_module())))
 
 
 def _pool_module() -> ir.Module:

@@ -65,17 +65,19 @@ def _check_tokens(p: Program, node: Node, split: UnitSplit, number: int) -> None
     for gather in split.gathers.values():
         table, tokens = gather.inputs
         stacked = node.inputs[body.inputs.index(tokens)]
-        start = b.bitcast(p.ptr(stacked), storage_type(stacked.type.dtype).as_pointer())
         rows = as_i64(p.dims(table)[0])
         with for_range(b, product(b, p.dims(stacked)), name="token") as j:
-            index = _token(b, gather, b.load(b.gep(start, [j])), rows)
+            index = _token(b, gather, p.ptr(stacked), j, rows)
             with b.if_then(b.or_(b.icmp_signed("<", index, as_i64(0)), b.icmp_signed(">=", index, rows)),
                            likely=False):
                 p.fail(number)
 
 
-def _token(b: ir.IRBuilder, gather: Node, token: ir.Value, rows: ir.Value) -> ir.Value:
-    """A token as the i64 row it picks (a negative one from the end, where the gather allows)."""
+def _token(b: ir.IRBuilder, gather: Node, tokens: ir.Value, j: ir.Value, rows: ir.Value) -> ir.Value:
+    """Token `j` of the gather's tokens at `tokens`, as the i64 row it picks (a negative one from
+    the end, where the gather allows)."""
+    start = b.bitcast(tokens, storage_type(gather.inputs[1].type.dtype).as_pointer())
+    token = b.load(b.gep(start, [j]))
     index = b.sext(token, i64) if token.type != i64 else token
     if gather.attrs["allow_negative"]:
         index = b.select(b.icmp_signed("<", index, as_i64(0)), b.add(index, rows), index)
@@ -228,8 +230,7 @@ class _Member:
         b = self.at.b
         table, tokens = gather.inputs
         rows, columns = self.at.dims(table)
-        start = b.bitcast(self.at.ptr(tokens), storage_type(tokens.type.dtype).as_pointer())
-        index = _token(b, gather, b.load(b.gep(start, [row])), as_i64(rows))
+        index = _token(b, gather, self.at.ptr(tokens), row, as_i64(rows))
         return b.gep(self.at.ptr(table), [b.mul(index, as_i64(columns * table.type.dtype.itemsize))])
 
 

@@ -23,6 +23,7 @@ import pathlib
 import stat
 import struct
 import tempfile
+from typing import Callable
 
 import llvmlite
 import llvmlite.binding as llvm
@@ -135,3 +136,21 @@ def _remove(path: str) -> None:
         os.unlink(path)
     except OSError:
         pass
+
+
+HOST_FOLDER = "library"
+"""The folder of the code every model of a host shares (the kernel library, the thread pool),
+which outlives any model."""
+
+
+def host_object_code(identity: str, compile_module: Callable[[], bytes]) -> bytes:
+    """The machine code of host-wide code identified by `identity` (its name, and what else
+    decides it): from HOST_FOLDER when there is a sound entry, else `compile_module()`, kept."""
+    key = entry_key(identity)
+    cached = read(key, folder=HOST_FOLDER)
+    if cached is not None:
+        return cached
+    obj = compile_module()
+    write(key, obj, folder=HOST_FOLDER)
+    return obj
+

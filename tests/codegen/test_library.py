@@ -20,6 +20,7 @@ import nncompile
 from nncompile.codegen import gemm, gemm_pack, library, target
 from nncompile.ir import BATCH, Builder, f32
 from nncompile.ir.dtypes import DType
+from nncompile.runtime import disk_cache
 from tests.codegen.test_gemm import EPILOGUES, _check, _strided
 
 P, I = ctypes.c_void_p, ctypes.c_int64
@@ -135,19 +136,19 @@ def _predict_in_fresh_process(cache: pathlib.Path) -> None:
 
 def test_cached_model_loads_the_library_kernels_it_calls(tmp_path):
     _predict_in_fresh_process(tmp_path)                        # compiles the library kernels and the model
-    kernels = sorted((tmp_path / library.FOLDER).glob("*.o"))
+    kernels = sorted((tmp_path / disk_cache.HOST_FOLDER).glob("*.o"))
     models = sorted(tmp_path.glob("*.o"))
     assert kernels and models
     _predict_in_fresh_process(tmp_path)                        # both from the cache
     for entry in kernels:                                      # the model from the cache, the library rebuilt
         entry.unlink()
     _predict_in_fresh_process(tmp_path)
-    assert sorted((tmp_path / library.FOLDER).glob("*.o")) == kernels
+    assert sorted((tmp_path / disk_cache.HOST_FOLDER).glob("*.o")) == kernels
 
 
 def test_a_corrupt_library_entry_is_a_miss(tmp_path):
     _predict_in_fresh_process(tmp_path)
-    for entry in (tmp_path / library.FOLDER).glob("*.o"):
+    for entry in (tmp_path / disk_cache.HOST_FOLDER).glob("*.o"):
         data = bytearray(entry.read_bytes())
         data[len(data) // 2] ^= 0xFF
         entry.write_bytes(bytes(data))
@@ -205,5 +206,5 @@ def test_build_loads_kernels_into_the_process_and_the_cache(tmp_path, monkeypatc
     fresh = [spec for spec in specs if spec not in library._loaded]    # another test may have built one
     library.build(specs)
     assert all(spec in library._loaded for spec in specs)
-    assert len(list((tmp_path / library.FOLDER).glob("*.o"))) == len(fresh)
+    assert len(list((tmp_path / disk_cache.HOST_FOLDER).glob("*.o"))) == len(fresh)
     assert all(isinstance(spec, (library.GemmSpec, library.ConvSpec)) for spec in library.common_kernels())
