@@ -61,6 +61,10 @@ def compute_fans(shape: Shape) -> tuple[int, int]:
 class Initializer(KerasObject):
     """Base class: subclasses define `__call__(shape, dtype=None)` and `get_config`."""
 
+    def __call__(self, shape: Shape, dtype: str | None = None) -> np.ndarray:
+        raise NotImplementedError(f"Initializer subclasses must implement the `__call__()` method "
+                                  f"({type(self).__name__} does not)")
+
 
 def _dtype(dtype: str | None) -> np.dtype:
     return np.dtype(dtype or backend.floatx())

@@ -256,3 +256,16 @@ def test_orthogonal_draws_on_one_blas_thread_and_gives_the_count_back():
         q = initializers.Orthogonal(seed=2)((128, 512))
     assert setter(before) == before
     np.testing.assert_allclose(q @ q.T, np.eye(128), atol=1e-5)
+
+
+def test_an_initializer_that_defines_no_call_or_no_draw_says_so():
+    class Bare(initializers.Initializer):
+        pass
+
+    class Undrawn(initializers.RandomInitializer):
+        pass
+
+    with pytest.raises(NotImplementedError, match=r"must implement the `__call__\(\)` method \(Bare does not\)"):
+        Bare()((2, 3))
+    with pytest.raises(NotImplementedError, match="Undrawn does not define _draw"):
+        Undrawn(seed=1)((2, 3))

@@ -377,3 +377,12 @@ def test_auc_config_and_bad_arguments():
         metrics.AUC(multi_label=True)
     with pytest.raises(ValueError, match=r"Threshold values must be in \[0, 1\]"):
         metrics.Precision(thresholds=[0.5, 1.5])
+
+
+def test_a_metric_that_defines_no_result_says_so():
+    class Counted(metrics.Metric):
+        def update_state(self, y_true, y_pred, sample_weight=None):
+            pass
+
+    with pytest.raises(NotImplementedError, match="Counted.result must compute the metric from its state"):
+        Counted(name="counted").result()
