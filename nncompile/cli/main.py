@@ -77,7 +77,7 @@ def _summary_parser(cmds) -> None:
 def _dump_parser(cmds) -> None:
     sub = _add(cmds, "dump", "print the IR after the pipeline, or what it compiles to",
                "Run the pipeline on the model and print the result: the IR (default), LLVM IR before "
-               "or after LLVM's O3 pipeline, host assembly, the memory plan, or a picture: the graph "
+               "or after LLVM's optimization, host assembly, the memory plan, or a picture: the graph "
                "in Graphviz DOT (fused groups as clusters, tensor types on edges), rendered to SVG "
                "when Graphviz's `dot` is installed, or the memory plan as an SVG (buffers as bars "
                "over time in the arena, the lower bound as a dashed line).\n\n"
@@ -107,7 +107,7 @@ def _compile_parser(cmds) -> None:
     sub = _add(cmds, "compile", "write the compiled artefacts and a report",
                "Compile the model and write into OUT: model.nnir (the scheduled IR, replayable "
                "with params.npz), params.npz, model.ll and model.opt.ll (LLVM IR before and after "
-               "O3), model.s (assembly), model.o (object code) and report.txt (kernels, fused "
+               "LLVM's optimization), model.s (assembly), model.o (object code) and report.txt (kernels, fused "
                "groups, arena vs lower bound, compile time per phase and per pass), which is also "
                "printed.",
                "nncompile compile model.keras -o build/")

@@ -178,8 +178,7 @@ def unpack_fields(b: ir.IRBuilder, ctx: ir.Value, types: Sequence[ir.Type]) -> l
 
 
 def libc(module: ir.Module) -> tuple[ir.Function, ir.Function]:
-    """(aligned_alloc, free), declared in `module`."""
-    parallel.link_libc()
+    """(aligned_alloc, free), declared in `module` (`target.JitModule` links libc)."""
     alloc = simd.intrinsic(module, "aligned_alloc", i8p, [i64, i64])
     free = simd.intrinsic(module, "free", void, [i8p])
     return alloc, free

@@ -17,7 +17,9 @@ Epilogues are the model's own: a library GEMM with one takes a tile function and
 tile is in L1. The model's module emits that function from the epilogue's element rules
 (`tile_function`), once per distinct epilogue. The commonest ones, a bias and then maybe an
 activation of ACTIVATIONS (Dense and Conv2D layers), are kernels of their own that apply them in
-registers (`kernel_epilogue`), as a model's own GEMM did.
+registers (`kernel_epilogue`), as a model's own GEMM did. A relu is a floor: the "bias" kernel
+stores max(x + bias, floor), the floor an operand (`bias_kernel`), so that a model's linear and
+relu layers call one kernel and a new host compiles one fewer (each is most of a second).
 
 A kernel that this process does not have yet starts building (from the disk cache, or compiled)
 in a thread of its own the moment a model declares it, beside the model's own compile; `ready`
@@ -33,6 +35,7 @@ import threading
 from dataclasses import dataclass
 
 import llvmlite.binding as llvm
+import numpy as np
 from llvmlite import ir
 
 from nncompile import phases
@@ -48,34 +51,53 @@ i64 = ir.IntType(64)
 PREFIX = "nnc.gemm."
 CONV_PREFIX = "nnc.conv2d."
 # After a bias, the activations whose epilogue the library runs in registers: a tile function
-# call costs 6-22% of a product of depth 27-64 and half of one of ten columns.
+# call costs 6-22% of a product of depth 27-64 and half of one of ten columns. Those after the
+# first have kernels of their own ("bias_sigmoid"); relu is the "bias" kernel's floor.
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
-_EPILOGUE = r"(?:\.(tile|bias(?:_(?:" + "|".join(ACTIVATIONS) + r"))?))?"
+_EPILOGUE = r"(?:\.(tile|bias(?:_(?:" + "|".join(ACTIVATIONS[1:]) + r"))?))?"
 _CONV_NAME = re.compile(r"nnc\.conv2d\.(f32|f64)(\.packed)?" + _EPILOGUE)
 _NAME = re.compile(r"nnc\.gemm\.(f32|f64)\.([nt])([nt])(\.packed)?(?:\.m([1-9]))?" + _EPILOGUE)
 
 
 def kernel_epilogue(name: str | None, dtype: DType) -> gemm.Epilogue | None:
-    """The epilogue a library kernel runs: none, a tile function's call ("tile"), or a bias
-    ("bias"), then an activation ("bias_relu", ...) by the op table's element rule, in registers."""
+    """The epilogue a library kernel runs: none, a tile function's call ("tile"), a bias and a
+    floor, maximum(x + bias, floor) ("bias"), or a bias and then an activation ("bias_sigmoid",
+    "bias_tanh"), by the op table's element rules, in registers."""
     if name is None:
         return None
     if name == "tile":
         return gemm.TILE_CALL
     activation = name.partition("_")[2]
-    if activation:
-        builder = Builder()
-        node = builder.op(activation, builder.input("x", dtype[BATCH, 1])).producer
+    builder = Builder()
+    x = builder.input("x", dtype[BATCH, 1])
+    node = (builder.op(activation, x) if activation else builder.op("maximum", x, x)).producer
 
     def apply(b: ir.IRBuilder, acc: ir.Value, ops: list[ir.Value]) -> ir.Value:
-        total = gemm.add(b, acc, ops[0])
-        return get_op(activation).lower(b, [total], node) if activation else total
+        return get_op(node.op).lower(b, [gemm.add(b, acc, ops[0]), *ops[1:]], node)
 
-    return gemm.Epilogue(((0, 1),), apply)
+    return gemm.Epilogue(((0, 1),) if activation else ((0, 1), (0, 0)), apply)
+
+
+def bias_kernel(module: ir.Module, dtype: DType, activation: str | None) -> tuple[str, list[ir.Value]]:
+    """(the kernel epilogue, its operands after the bias) for a bias and then `activation`
+    (None or one of ACTIVATIONS): relu and none are the "bias" kernel with a floor of 0 or of
+    the dtype's least value (-inf for floats, which keeps NaN as relu does), a constant of
+    `module`."""
+    if activation not in (None, "relu"):
+        return f"bias_{activation}", []
+    least = 0 if activation else -np.inf if dtype.is_float else np.iinfo(dtype.numpy).min
+    name = f"nnc.floor.{dtype}.{activation or 'none'}"
+    floor = module.globals.get(name)
+    if floor is None:
+        floor = ir.GlobalVariable(module, scalar_type(dtype), name)
+        floor.initializer = ir.Constant(scalar_type(dtype), least)
+        floor.global_constant, floor.linkage = True, "internal"
+    return "bias", [floor]
 
 
 def _extra_arguments(name: str | None) -> int:
-    return 0 if name is None else 2 if name == "tile" else 1
+    """The kernel's arguments after C's (one per operand of its epilogue)."""
+    return 0 if name is None else len(kernel_epilogue(name, DType.f32).operands)
 
 
 @dataclass(frozen=True)
@@ -202,10 +224,9 @@ def common_kernels() -> list[Spec]:
     """The kernels most models call: the f32 products of a Dense layer forwards (with each kind
     of epilogue) and backwards, at any batch and at batch 1, and the convolution."""
     f32 = DType.f32
-    forward = [GemmSpec(f32, rows=rows, epilogue=kind) for rows in (None, 1)
-               for kind in (None, "tile", "bias", "bias_relu")]
+    forward = [GemmSpec(f32, rows=rows, epilogue=kind) for rows in (None, 1) for kind in (None, "tile", "bias")]
     backward = [GemmSpec(f32, transpose_a=True), GemmSpec(f32, transpose_b=True)]
-    return forward + backward + [ConvSpec(f32, kind) for kind in (None, "tile", "bias", "bias_relu")]
+    return forward + backward + [ConvSpec(f32, kind) for kind in (None, "tile", "bias")]
 
 
 def build(specs: list[Spec]) -> None:
@@ -218,24 +239,23 @@ def build(specs: list[Spec]) -> None:
 
 def _request(spec: Spec) -> None:
     """Start building `spec`'s kernel unless this process has it or is building it."""
-    parallel.install()     # the kernels call the pool: its symbol must resolve when they load
+    parallel.prepare()     # the kernels call the pool: loading them waits for it
     with _lock:
         if spec not in _loaded and spec not in _building:
             _building[spec] = _builders.submit(_object_code, spec)
 
 
 def _object_code(spec: Spec) -> bytes:
-    """`spec`'s machine code, from the disk cache or compiled with the full pipeline (in a
-    builder thread)."""
+    """`spec`'s machine code, from the disk cache or compiled (in a builder thread)."""
     from nncompile.runtime import disk_cache     # runtime imports codegen, not the other way round
 
     def compile_module() -> bytes:
         module = target.new_module(spec.name)
         spec.emit(module)
         try:
-            return target.compile_object(str(module), "full")
+            return target.compile_object(str(module))
         except IRError:     # its worker died (killed, out of memory): a fresh one takes it once more
-            return target.compile_object(str(module), "full")
+            return target.compile_object(str(module))
     return disk_cache.host_object_code(f"kernel library\n{spec.name}\n{gemm.tilings_key()}", compile_module)
 
 

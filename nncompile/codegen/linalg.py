@@ -211,7 +211,8 @@ def _library_epilogue(k: Kernel, node: Node, epilogue: Sequence[Node], fused: Ep
     if fused.operands == ((0, 1),) and add.op == "add" and set(add.inputs) == {anchor, operands[0]} \
             and (not rest or (len(rest) == 1 and rest[0].op in library.ACTIVATIONS and not rest[0].attrs
                               and tuple(rest[0].inputs) == (add.outputs[0],))):
-        return "_".join(["bias", *(n.op for n in rest)]), pointers
+        kind, floor = library.bias_kernel(k.module, anchor.type.dtype, rest[0].op if rest else None)
+        return kind, pointers + floor
     tile = _tile_function(k, node, epilogue, fused, operands)
     return "tile", library.tile_arguments(k.b, anchor.type.dtype, tile, pointers)
 

@@ -28,9 +28,11 @@ an index may run late, or after another on the same thread (`codegen/scan_team.p
 """
 from __future__ import annotations
 
+import concurrent.futures
 import ctypes
 import functools
 import os
+import threading
 
 import llvmlite.binding as llvm
 from llvmlite import ir
@@ -69,9 +71,10 @@ _SPINS_BEFORE_YIELD = 1 << 10   # the waiting caller yields its core now and the
 def emit_parallel_for(module: ir.Module) -> ir.Function:
     """Declare (get-or-create) `void nncompile_parallel_for(task, ctx, count)` in `module`.
 
-    Also starts the process's pool, so the symbol resolves when the module is JIT-compiled.
+    Also starts making the process's pool in the background (`prepare`): the module's loading
+    (`target.JitModule`) waits for it, so that the symbol resolves.
     """
-    _runtime()
+    prepare()
     existing = module.globals.get(ENTRY)
     if existing is not None:
         return existing
@@ -90,18 +93,38 @@ def emit_spin(b: ir.IRBuilder, spins: ir.Value) -> None:
         b.call(simd.intrinsic(module, "sched_yield", i32, []), [])
 
 
-def install() -> None:
-    """Start the pool and make its entry (and libc) resolvable by JIT-compiled code; idempotent.
+def prepare() -> None:
+    """Start making the pool (its machine code from the disk cache, or compiled: on a new host
+    the LLVM worker's start and a compile, ~0.15 s) in a thread of its own, unless it is made or
+    being made: a first compile goes on meanwhile instead of waiting for it."""
+    global _making
+    with _lock:
+        if _making is None:
+            _making = concurrent.futures.ThreadPoolExecutor(1, "nncompile-pool").submit(_runtime)
 
-    `emit_parallel_for` does this; call it before loading cached object code that uses the pool."""
-    _runtime()
+
+def install() -> None:
+    """Start the pool and make its entry (and libc) resolvable by JIT-compiled code, waiting for
+    it if it is being made; idempotent. `target.JitModule` calls it before loading code that
+    names the pool's entry."""
+    prepare()
+    _making.result()
 
 
 def num_threads() -> int:
     """Threads a parallel_for uses: the caller plus the pool's workers.
 
     The cores this process may run on, or NNCOMPILE_NUM_THREADS when set (1 turns the pool off)."""
-    return _runtime()[1] + 1
+    return _workers() + 1
+
+
+@functools.cache
+def _workers() -> int:
+    env = os.environ.get("NNCOMPILE_NUM_THREADS")
+    threads = int(env) if env and env.isdigit() else host.cores()
+    if env and (not env.isdigit() or threads < 1):
+        raise ValueError(f"NNCOMPILE_NUM_THREADS is {env!r}; expected an int >= 1")
+    return threads - 1
 
 
 @functools.cache
@@ -110,19 +133,19 @@ def link_libc() -> None:
     llvm.load_library_permanently("libc.so.6")
 
 
-@functools.cache
-def _runtime() -> tuple[target.JitModule, int]:
-    """Compile the pool, start its workers and export its entry; once per process, never freed."""
-    env = os.environ.get("NNCOMPILE_NUM_THREADS")
-    threads = int(env) if env and env.isdigit() else host.cores()
-    if env and (not env.isdigit() or threads < 1):
-        raise ValueError(f"NNCOMPILE_NUM_THREADS is {env!r}; expected an int >= 1")
+_lock = threading.Lock()
+_making: concurrent.futures.Future | None = None     # `_runtime`'s, once `prepare` started it
+
+
+def _runtime() -> target.JitModule:
+    """Load the pool, start its workers and export its entry; once per process (`prepare`),
+    never freed."""
+    workers = _workers()
     link_libc()
-    jit = target.JitModule(object_code=_pool_object_code())
-    workers = threads - 1
+    jit = target.JitModule(object_code=_pool_object_code(), link=False)
     ctypes.CFUNCTYPE(None, ctypes.c_int64)(jit.address("nncompile_pool_start"))(workers)
     llvm.add_symbol(ENTRY, jit.address(ENTRY))
-    return jit, workers
+    return jit
 
 
 class _Pool:

@@ -58,12 +58,12 @@ def tune(fn: ir.Function) -> ir.Function:
     return fn
 
 
-def _ask(request: Callable[[str, str, str, str], tuple[T, dict]], llvm_ir: str, pipeline: str) -> T:
+def _ask(request: Callable[[str, str, str], tuple[T, dict]], llvm_ir: str) -> T:
     """The worker's answer; its phases are counted in `nncompile.phases`, and the rest of the
     request's time (starting the worker, sending the module, waiting) as "LLVM worker"."""
     with phases.timed("LLVM worker"):
         try:
-            answer, times = request(llvm_ir, pipeline, *host_cpu())
+            answer, times = request(llvm_ir, *host_cpu())
         except llvm_worker.WorkerError as e:
             raise IRError(str(e)) from None
         for phase, (wall, cpu) in times.items():
@@ -77,38 +77,43 @@ def start_worker() -> None:
     llvm_worker.prestart()
 
 
-def compile_object(llvm_ir: str, pipeline: str = "full") -> bytes:
-    """The host object file of the module after LLVM's `pipeline` (`llvm_worker.PIPELINES`:
-    "full" is O3 with the loop and SLP vectorizers, "light" a cheaper one for a model's own
-    code), made in the LLVM worker process (`llvm_worker`: it keeps what LLVM leaks)."""
-    return _ask(llvm_worker.compile_object, llvm_ir, pipeline)
+def compile_object(llvm_ir: str) -> bytes:
+    """The host object file of the module after LLVM's pipeline (`llvm_worker.PIPELINE`), made
+    in the LLVM worker process (`llvm_worker`: it keeps what LLVM leaks)."""
+    return _ask(llvm_worker.compile_object, llvm_ir)
 
 
-def optimized(llvm_ir: str, pipeline: str = "full") -> str:
-    """The module text after LLVM's `pipeline`."""
-    return _ask(llvm_worker.optimized_ir, llvm_ir, pipeline)
+def optimized(llvm_ir: str) -> str:
+    """The module text after LLVM's pipeline."""
+    return _ask(llvm_worker.optimized_ir, llvm_ir)
 
 
-def assembly(llvm_ir: str, pipeline: str = "full") -> str:
-    """The host assembly of the module after LLVM's `pipeline`."""
-    return _ask(llvm_worker.assembly, llvm_ir, pipeline)
+def assembly(llvm_ir: str) -> str:
+    """The host assembly of the module after LLVM's pipeline."""
+    return _ask(llvm_worker.assembly, llvm_ir)
 
 
 class JitModule:
     """A module compiled to native code in this process; keep it alive while its code runs.
 
-    Give it the module (and the `pipeline` that optimizes it, see `compile_object`), or
-    `object_code` from an earlier compile of the same module (see `runtime.disk_cache`): loading
-    that skips parsing, optimization and code generation.
+    Give it the module (see `compile_object`), or `object_code` from an earlier compile of the
+    same module (see `runtime.disk_cache`): loading that skips parsing, optimization and code
+    generation. What the code calls must resolve: libc always, and the thread pool, which code
+    naming its entry waits for here (it may still be being made, `parallel.prepare`); `link`
+    is False only for the pool's own code.
     """
 
-    def __init__(self, module: ir.Module | str | None = None, object_code: bytes | None = None,
-                 pipeline: str = "full"):
+    def __init__(self, module: ir.Module | str | None = None, object_code: bytes | None = None, *,
+                 link: bool = True):
+        from nncompile.codegen import parallel     # it loads its own code with this class
         if object_code is None:
             if module is None:
                 raise IRError("JitModule needs a module or its object code")
-            object_code = compile_object(str(module), pipeline)
+            object_code = compile_object(str(module))
         self.object_code = object_code
+        parallel.link_libc()
+        if link and parallel.ENTRY.encode() in object_code:
+            parallel.install()
         with phases.timed("loading"):
             # the engine owns (and frees) the target machine it is given: never the cached one
             self._engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), new_target_machine())

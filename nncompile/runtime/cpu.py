@@ -32,7 +32,7 @@ import numpy as np
 
 from nncompile import phases
 from nncompile.codegen import cpu as codegen
-from nncompile.codegen import gemm, library, parallel, target
+from nncompile.codegen import gemm, library, target
 from nncompile.codegen.target import JitModule
 from nncompile.ir.errors import ShapeError, VerifyError
 from nncompile.ir.graph import Graph, Node, Value
@@ -51,9 +51,6 @@ _STEPS_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p,
 # Symbol size used to decide, once per compile, which buffers share memory (the decision depends
 # on shapes only, not on sizes; every later plan is checked against it).
 _PROBE_SIZE = 3
-# LLVM's pipeline for a model's module (`llvm_worker.PIPELINES`): its GEMMs are the kernel
-# library's, compiled with the full one; what is left is elementwise loops and their calls.
-PIPELINE = "light"
 # Bindings (arena and pointer table) kept per executable, for the most recent input shapes.
 _BINDINGS_KEPT = 4
 
@@ -130,8 +127,8 @@ class Executable:
             probe = fitting_env(graph, _PROBE_SIZE)
             self.shares = shares(plan_memory(graph, probe))
             self.layout = codegen.make_layout(graph, self.shares)
-            self._key = disk_cache.entry_key("\n".join([PIPELINE, str(graph), repr(sorted((str(k), str(v)) for k, v in
-                                                                                            _named(graph, self.shares))),
+            self._key = disk_cache.entry_key("\n".join([str(graph), repr(sorted((str(k), str(v)) for k, v in
+                                                                              _named(graph, self.shares))),
                                                          gemm.tilings_key()]))
         # the values made from the weights alone, made again when they change (passes/prepare.py)
         self.prepared = None if prepared is None else Executable(prepared, PassManager(()))
@@ -218,15 +215,10 @@ class Executable:
             cached = disk_cache.read(self._key)
         self.from_cache = cached is not None
         if cached is not None:
-            # what cached code calls must resolve: libc, the thread pool if it names it (its
-            # undefined symbol), the kernel library (which starts the pool itself)
-            parallel.link_libc()
-            if parallel.ENTRY.encode() in cached:
-                parallel.install()
-            library.load_needed(cached)
+            library.load_needed(cached)     # the library kernels it calls (JitModule: the rest)
             return JitModule(object_code=cached)
         target.start_worker()   # it starts while the module is built
-        object_code = target.compile_object(self._module_text, PIPELINE)
+        object_code = target.compile_object(self._module_text)
         library.ready()     # the library kernels it calls, built meanwhile
         jit = JitModule(object_code=object_code)
         with phases.timed("disk cache"):
@@ -379,12 +371,12 @@ class Executable:
 
     # inspection ---------------------------------------------------------------------------
     def llvm_ir(self, optimized: bool = False) -> str:
-        """The LLVM IR of the module, as generated or after LLVM's O3 pipeline."""
-        return target.optimized(self._module_text, PIPELINE) if optimized else self._module_text
+        """The LLVM IR of the module, as generated or after LLVM's pipeline (`target.optimized`)."""
+        return target.optimized(self._module_text) if optimized else self._module_text
 
     def assembly(self) -> str:
         """The host assembly of the optimized module."""
-        return target.assembly(self._module_text, PIPELINE)
+        return target.assembly(self._module_text)
 
     def memory_plan(self, **sizes: int) -> MemoryPlan:
         """The memory plan at the given symbol sizes (the batch '?' is `batch`), default 1."""

@@ -158,51 +158,59 @@ def test_a_corrupt_library_entry_is_a_miss(tmp_path):
 _ACTIVATIONS = {"relu": lambda x: np.maximum(x, 0), "sigmoid": lambda x: 1 / (1 + np.exp(-x)), "tanh": np.tanh}
 
 
-@pytest.mark.parametrize("name", ["bias", "bias_relu", "bias_sigmoid", "bias_tanh"])
+@pytest.mark.parametrize("activation", [None, "relu", "sigmoid", "tanh"])
 @pytest.mark.parametrize("m,n,k", [(1, 130, 64), (3, 17, 5), (50, 7, 40), (241, 65, 300), (30, 40, 1700)])
-def test_bias_and_activation_run_in_registers(name, m, n, k):
+def test_bias_and_activation_run_in_registers(activation, m, n, k):
+    """A bias then no activation or relu is the "bias" kernel with a floor (-inf or 0); a NaN
+    in A stays NaN in its row, as numpy's maximum keeps it."""
     rng = np.random.default_rng(m + n + k)
     a, b = rng.standard_normal((m, k)).astype(np.float32), rng.standard_normal((k, n)).astype(np.float32)
+    a[m // 2, k // 2] = np.nan
     bias = rng.standard_normal(n).astype(np.float32)
-    c = np.full((m, n), np.nan, np.float32)
+    c = np.full((m, n), 7.0, np.float32)
     module = target.new_module("library_register_test")
-    kernel = library.shared_gemm(module, DType.f32, epilogue=name)
+    kind, floor = library.bias_kernel(module, DType.f32, activation)
+    kernel = library.shared_gemm(module, DType.f32, epilogue=kind)
     library.ready()
-    fn = ctypes.CFUNCTYPE(None, I, I, I, P, I, P, I, P, I, P)(llvm.address_of_symbol(kernel.name))
-    fn(m, n, k, a.ctypes.data, k, b.ctypes.data, n, c.ctypes.data, n, bias.ctypes.data)
+    floors = [np.array(0.0 if activation else -np.inf, np.float32)] if floor else []
+    fn = ctypes.CFUNCTYPE(None, I, I, I, P, I, P, I, P, I, *[P] * (1 + len(floors)))(llvm.address_of_symbol(kernel.name))
+    fn(m, n, k, a.ctypes.data, k, b.ctypes.data, n, c.ctypes.data, n, bias.ctypes.data, *[f.ctypes.data for f in floors])
     want = a.astype(np.float64) @ b + bias
-    activation = name.partition("_")[2]
     want = _ACTIVATIONS[activation](want) if activation else want
+    assert (kind == "bias") == (activation in (None, "relu"))
+    assert np.isnan(c[m // 2]).all() and not np.isnan(np.delete(c, m // 2, axis=0)).any()
     np.testing.assert_allclose(c, want, rtol=1e-5, atol=1e-5 * (k + 1))
 
 
-@pytest.mark.parametrize("activation, kernel", [("relu", "bias_relu"), ("exp", "tile")])
+@pytest.mark.parametrize("activation, kernel", [("relu", "bias"), ("identity", "bias"), ("exp", "tile")])
 def test_a_dense_layer_calls_the_register_kernel_or_a_tile_function(activation, kernel):
     rng = np.random.default_rng(0)
     w, bias = rng.standard_normal((20, 32)).astype(np.float32), rng.standard_normal(32).astype(np.float32)
     builder = Builder()
     x = builder.input("x", f32[BATCH, 20])
-    y = builder.op(activation, builder.add(builder.matmul(x, builder.param("w", w)), builder.param("b", bias)))
+    y = builder.add(builder.matmul(x, builder.param("w", w)), builder.param("b", bias))
+    y = y if activation == "identity" else builder.op(activation, y)
     exe = nncompile.compile(builder.finish([y], ["y"]))
     assert f'declare void @"nnc.gemm.f32.nn.{kernel}"' in exe.llvm_ir()
     data = rng.standard_normal((5, 20)).astype(np.float32)
     want = data.astype(np.float64) @ w + bias
-    want = np.maximum(want, 0) if activation == "relu" else np.exp(want)
+    want = {"relu": lambda v: np.maximum(v, 0), "identity": lambda v: v, "exp": np.exp}[activation](want)
     np.testing.assert_allclose(exe(data), want, rtol=1e-5, atol=1e-5)
 
 
 def test_spec_names_round_trip():
     for spec in [library.GemmSpec(DType.f32), library.GemmSpec(DType.f64, True, True, True, 3, "tile"),
                  library.GemmSpec(DType.f32, False, True, epilogue="bias_tanh"),
-                 library.ConvSpec(DType.f64, "bias_relu"), library.ConvSpec(DType.f32)]:
+                 library.ConvSpec(DType.f64, "bias"), library.ConvSpec(DType.f32)]:
         assert library.GemmSpec.parse(spec.name) == spec or library.ConvSpec.parse(spec.name) == spec
     assert library.GemmSpec.parse("nnc.gemm.i32.nn") is None
     assert library.GemmSpec.parse("nnc.gemm.f32.nn.junk") is None
+    assert library.GemmSpec.parse("nnc.gemm.f32.nn.bias_relu") is None     # relu is the bias kernel's floor
 
 
 def test_build_loads_kernels_into_the_process_and_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("NNCOMPILE_CACHE_DIR", str(tmp_path))
-    specs = [library.GemmSpec(DType.f64, transpose_a=True, epilogue="bias_relu"), library.ConvSpec(DType.f64, "bias_tanh")]
+    specs = [library.GemmSpec(DType.f64, transpose_a=True, epilogue="bias"), library.ConvSpec(DType.f64, "bias_tanh")]
     fresh = [spec for spec in specs if spec not in library._loaded]    # another test may have built one
     library.build(specs)
     assert all(spec in library._loaded for spec in specs)

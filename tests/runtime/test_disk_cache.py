@@ -179,5 +179,5 @@ def test_a_process_whose_code_is_cached_starts_no_llvm_worker(tmp_path, size):
     for entry in library:
         entry.write_bytes(b"not an object file")
     again = child()
-    assert again[0] == "True" and again[1] == (size == 300)
+    assert again[0] == "True" and (again[1] >= 1) == (size == 300)     # both built again, side by side
     assert child() == ("True", 0)
