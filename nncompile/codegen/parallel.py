@@ -106,9 +106,18 @@ def prepare() -> None:
 def install() -> None:
     """Start the pool and make its entry (and libc) resolvable by JIT-compiled code, waiting for
     it if it is being made; idempotent. `target.JitModule` calls it before loading code that
-    names the pool's entry."""
+    names the pool's entry. A making that failed (its LLVM worker died) is tried again at the
+    next call."""
+    global _making
     prepare()
-    _making.result()
+    making = _making
+    try:
+        making.result()
+    except Exception:
+        with _lock:
+            if _making is making:
+                _making = None
+        raise
 
 
 def num_threads() -> int:

@@ -1,5 +1,11 @@
 """parallel_for runs task(ctx, index, count) once per index, from generated code, in any situation."""
 import ctypes
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import textwrap
 import threading
 
 import numpy as np
@@ -99,3 +105,44 @@ def test_declaration_is_shared_within_a_module():
     module = target.new_module("twice")
     assert parallel.emit_parallel_for(module) is parallel.emit_parallel_for(module)
     assert parallel.num_threads() >= 1
+
+
+_POOL_FAILS_ONCE = textwrap.dedent("""
+    import ctypes
+    from nncompile.codegen import parallel, target
+    from nncompile.ir.errors import IRError
+    made = parallel._pool_object_code
+    calls = []
+
+    def failing_once():
+        calls.append(1)
+        if len(calls) == 1:
+            raise IRError("LLVM failed on the module (the worker was killed)")
+        return made()
+
+    parallel._pool_object_code = failing_once
+    try:
+        import tests.codegen.test_parallel as t
+    except ImportError:
+        raise SystemExit("run from the project root")
+    try:
+        t._counting_module()
+        raise SystemExit("loading code that calls a pool that failed to build did not fail")
+    except IRError as e:
+        print("first:", e)
+    counts = t._runner(t._counting_module())(5)
+    print("second:", counts[:5].tolist(), counts[5:10].tolist(), len(calls))
+""")
+
+
+def test_a_pool_that_failed_to_build_is_built_again_at_the_next_load():
+    """The pool is made in the background (`parallel.prepare`); code calling it waits for it
+    when it loads. A making that failed (its LLVM worker killed) says so at that load, and the
+    next load makes it again rather than failing for the rest of the process."""
+    root = pathlib.Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", _POOL_FAILS_ONCE], cwd=root, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "NNCOMPILE_CACHE_DIR": tempfile.mkdtemp()})
+    assert done.returncode == 0, done.stderr[-3000:]
+    first, second = done.stdout.splitlines()
+    assert first == "first: LLVM failed on the module (the worker was killed)"
+    assert second == "second: [1, 1, 1, 1, 1] [5, 5, 5, 5, 5] 2"
