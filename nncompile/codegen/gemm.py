@@ -211,7 +211,8 @@ def operand(b: ir.IRBuilder, ptr: ir.Value, strides: tuple[int, int], row: ir.Va
     """Epilogue operand at (row, col..col+lanes), or at (row..row+lanes, col) when `down`; lanes
     at or past `valid` are never read."""
     rs, cs = strides
-    base = at(b, ptr, b.add(b.mul(row, const(rs)), b.mul(col, const(cs))))
+    terms = [index if stride == 1 else b.mul(index, const(stride)) for index, stride in ((row, rs), (col, cs)) if stride]
+    base = at(b, ptr, b.add(*terms) if len(terms) == 2 else terms[0] if terms else const(0))
     step = rs if down else cs
     if lanes == 1 or step == 0:
         value = b.load(base)

@@ -75,8 +75,11 @@ def constant(ty: ir.Type, values: tuple | None) -> ir.Constant:
 
 
 def splat(b: ir.IRBuilder, scalar: ir.Value, lanes: int) -> ir.Value:
-    """A vector with `scalar` in every lane."""
+    """A vector with `scalar` in every lane (a constant one for a constant integer, which LLVM
+    would otherwise fold for us, at some cost, thousands of times in a GEMM's masks)."""
     vec_type = ir.VectorType(scalar.type, lanes)
+    if isinstance(scalar, ir.Constant) and isinstance(scalar.type, ir.IntType):
+        return constant(vec_type, (scalar.constant,) * lanes)
     one = b.insert_element(constant(vec_type, None), scalar, ir.Constant(i32, 0))
     everywhere = constant(ir.VectorType(i32, lanes), (0,) * lanes)
     return b.shuffle_vector(one, constant(vec_type, None), everywhere)
