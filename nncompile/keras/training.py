@@ -273,12 +273,36 @@ def standardize_data(model, x, y, sample_weight, class_weight=None) -> tuple[lis
     each other (the same number of samples in every array)."""
     xs = model._standardize(x)
     ys = standardize_targets(model, y, model._compiled.losses)
+    sample_weight = _shared_sample_weight(model, sample_weight)
     weight = None if sample_weight is None else data.numeric_array(sample_weight, "`sample_weight`")
     data.check_cardinality(model.name, [
         *((f'input "{n}"', len(a)) for n, a in zip(model.input_names, xs)),
         *((f'target "{n}"', len(a)) for n, a in zip(model.output_names, ys)),
         *([("`sample_weight`", len(weight))] if weight is not None and weight.ndim else [])])
     return xs, ys, sample_weights(ys[0], weight, class_weight, _entry_shape(ys[0], model._compiled.losses[0]))
+
+
+def _shared_sample_weight(model, sample_weight):
+    """One array of sample weights for every output. Keras also takes one per output (a list,
+    or a dict by output name): nncompile takes those when they are all the same array, and
+    says so when they differ rather than weighting every output by one of them."""
+    names = list(model.output_names)
+    if isinstance(sample_weight, Mapping):
+        given = [w for w in _per_output(sample_weight, names, "sample_weight") if w is not None]
+    elif isinstance(sample_weight, (list, tuple)) and len(sample_weight) == len(names) and \
+            all(isinstance(w, np.ndarray) or w is None for w in sample_weight):
+        given = [w for w in sample_weight if w is not None]
+    else:
+        return sample_weight
+    if not given:
+        return None
+    arrays = [data.numeric_array(w, "`sample_weight`") for w in given]
+    if len(arrays) < len(names) or any(not np.array_equal(a, arrays[0]) for a in arrays[1:]):
+        raise ValueError(f"Model '{model.name}' received a `sample_weight` per output "
+                         f"({', '.join(names)}) and they differ; nncompile weights every output's "
+                         f"loss by one array of sample weights. Pass one array (and weigh the "
+                         f"outputs against each other with `loss_weights` in `compile()`).")
+    return arrays[0]
 
 
 def _entry_shape(y: np.ndarray, loss) -> tuple[int, ...]:
@@ -295,7 +319,7 @@ def standardize_targets(model, y, losses: Sequence) -> list[np.ndarray]:
     if y is None:
         items = [None] * len(names)
     elif isinstance(y, Mapping):
-        items = [y[n] for n in _per_output(y, names, "y")]
+        items = _per_output(y, names, "y")
     elif len(names) > 1:
         items = list(y)
         if len(items) != len(names):
