@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import nncompile
+from nncompile import keras
 from nncompile.ir import Builder, f32
 from nncompile.keras import optimizers
 from nncompile.keras.layers.base import Variable
@@ -375,9 +376,9 @@ def test_optimizer_reads_its_schedule_at_iterations():
 
 def test_learning_rate_is_settable_as_callbacks_do():
     opt = optimizers.Adam()
-    assert opt.learning_rate == 0.001
+    assert float(opt.learning_rate) == np.float32(0.001)       # a float32 variable, as in Keras 3
     opt.learning_rate = 0.02
-    assert opt.current_learning_rate() == 0.02 and opt.get_config()["learning_rate"] == 0.02
+    assert opt.current_learning_rate() == np.float32(0.02) and opt.get_config()["learning_rate"] == np.float32(0.02)
     with pytest.raises(ValueError, match="Argument `learning_rate` should be float"):
         opt.learning_rate = "fast"
 
@@ -406,7 +407,8 @@ def test_get_by_name_gives_keras_defaults(identifier):
         opt = optimizers.get(spelling)
         assert type(opt).__name__ == cls_name and opt.name == name
         config = opt.get_config()
-        assert {k: config[k] for k in defaults} == defaults
+        # the learning rate is a float32 variable: Keras 3's config holds its float32 value
+        assert {k: config[k] for k in defaults} == {**defaults, "learning_rate": float(np.float32(defaults["learning_rate"]))}
         assert config["clipnorm"] is None and config["global_clipnorm"] is None and config["clipvalue"] is None
     assert opt.iterations == 0
 
@@ -463,7 +465,7 @@ def test_keras_2_arguments_still_work_with_a_warning():
         opt = optimizers.SGD(learning_rate=0.1, decay=0.01)
     opt.iterations = 50
     assert opt.learning_rate == pytest.approx(0.1 / (1 + 0.01 * 50))
-    assert optimizers.SGD(decay=0.0).learning_rate == 0.01
+    assert float(optimizers.SGD(decay=0.0).learning_rate) == np.float32(0.01)
 
 
 @pytest.mark.parametrize("make, message", [
@@ -503,3 +505,41 @@ def test_emit_apply_checks_what_it_is_given():
         opt.emit_apply(b, [(p0, p0), (p0, p0)], slots, lr, step)
     with pytest.raises(ValueError, match="no graph parameter for slot 'adam/layer_0_kernel_momentum'"):
         opt.emit_apply(b, [(p0, p0), (p1, p1)], {}, lr, step)
+
+
+def test_a_set_learning_rate_is_a_variable_a_callback_assigns():
+    """Keras 3's `optimizer.learning_rate` is a float32 Variable: a callback may `assign` it,
+    and the next steps use the new rate (SGD: w -= lr * grad, checked against numpy)."""
+    x = np.ones((4, 1), np.float32)
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")])
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    rate = model.optimizer.learning_rate
+    assert rate.path == "SGD/learning_rate" and rate.dtype == "float32" and float(rate) == np.float32(0.1)
+
+    class Halve(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.optimizer.learning_rate.assign(self.model.optimizer.learning_rate * 0.5)
+
+    model.fit(x, 2 * x, batch_size=4, epochs=2, verbose=0, shuffle=False, callbacks=[Halve()])
+    w = 0.0
+    for lr in (0.1, 0.05):   # d/dw mean((w - 2)^2) = 2 (w - 2)
+        w -= np.float32(lr) * 2 * (w - 2)
+    np.testing.assert_allclose(model.get_weights()[0], [[w]], rtol=1e-6)
+    assert model.optimizer.learning_rate is rate and float(rate) == np.float32(0.025)
+    assert model.optimizer.get_config()["learning_rate"] == float(np.float32(0.025))
+    model.optimizer.learning_rate = 0.3            # setting it assigns the same variable
+    assert model.optimizer.learning_rate is rate and float(rate) == np.float32(0.3)
+
+
+def test_a_frozen_model_fits_without_updating_anything():
+    """As in Keras 3: with no trainable weight, fit reports the loss and changes nothing."""
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.trainable = False
+    model.compile("adam", "mse")
+    x, y = np.ones((8, 4), np.float32), np.zeros((8, 1), np.float32)
+    before = model.get_weights()
+    history = model.fit(x, y, epochs=2, verbose=0)
+    kernel, bias = before
+    want = float(((x @ kernel + bias - y) ** 2).mean())
+    np.testing.assert_allclose(history.history["loss"], [want, want], rtol=1e-6)
+    assert all((a == b).all() for a, b in zip(before, model.get_weights()))

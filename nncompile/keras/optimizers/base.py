@@ -24,6 +24,7 @@ from nncompile.ir.dtypes import DType
 from nncompile.ir.graph import Value
 from nncompile.ir.types import TensorType
 from nncompile.keras.layers.arguments import warn_legacy
+from nncompile.keras.layers.base import Variable
 from nncompile.keras.optimizers import schedules
 from nncompile.keras.optimizers.expr import Emission, Expr
 from nncompile.runtime.reference import Interpreter
@@ -66,16 +67,18 @@ class Optimizer:
         self.gradient_accumulation_steps = gradient_accumulation_steps
         self.iterations = 0
         self.built = False
-        self._learning_rate = _checked_learning_rate(learning_rate)
+        self._learning_rate = self._rate(_checked_learning_rate(learning_rate))
         self._excluded_ids: set[int] = set()
         self._excluded_pattern: re.Pattern | None = None
         self._eager_graph = None
 
     # learning rate ---------------------------------------------------------------------------
     @property
-    def learning_rate(self) -> float:
-        """The learning rate of the next step: the schedule at `iterations`, or the set value."""
-        return self.current_learning_rate()
+    def learning_rate(self):
+        """As in Keras 3: a set learning rate is a float32 `Variable` (a callback may
+        `assign` it); a schedule's or a callable's is its value for the next step."""
+        lr = self._learning_rate
+        return lr if isinstance(lr, Variable) else self.current_learning_rate()
 
     @learning_rate.setter
     def learning_rate(self, value) -> None:
@@ -85,7 +88,17 @@ class Optimizer:
                             "`learning_rate` constructor argument, hence its learning rate is not "
                             "settable. If you need the learning rate to be settable, you should "
                             "instantiate the optimizer with a float `learning_rate` argument.")
-        self._learning_rate = _checked_learning_rate(value)
+        value = _checked_learning_rate(value)
+        if isinstance(value, float) and isinstance(self._learning_rate, Variable):
+            self._learning_rate.assign(value)
+        else:
+            self._learning_rate = self._rate(value)
+
+    def _rate(self, value):
+        """A float learning rate as the optimizer's `learning_rate` Variable; others as given."""
+        if not isinstance(value, float):
+            return value
+        return Variable(np.array(value, np.float32), "learning_rate", f"{self.name}/learning_rate", trainable=False)
 
     def current_learning_rate(self) -> float:
         """The learning rate for step `iterations + 1`, evaluated in Python (schedules take
@@ -93,7 +106,7 @@ class Optimizer:
         lr = self._learning_rate
         if isinstance(lr, schedules.LearningRateSchedule):
             return float(lr(self.iterations))
-        return float(lr() if callable(lr) else lr)
+        return float(lr() if callable(lr) and not isinstance(lr, Variable) else lr)
 
     # state -----------------------------------------------------------------------------------
     def exclude_from_weight_decay(self, var_list: Sequence | None = None,
@@ -138,7 +151,10 @@ class Optimizer:
         """Append one update to the step graph: `pairs` are (parameter, gradient) in the order of
         the variables given to `build`; `slots` maps the names of `slots()` to their graph
         parameters; `lr` and `step` (iterations + 1) are rank-0 f32 inputs. A None gradient
-        leaves its variable alone (with Keras's warning)."""
+        leaves its variable alone (with Keras's warning); no variables at all (a frozen model)
+        is no update, as in Keras."""
+        if not pairs:
+            return
         self._check_pairs(pairs, slots)
         missing = [_variable_path(self._variables[i], i) for i, (_, g) in enumerate(pairs) if g is None]
         if missing:
@@ -234,7 +250,8 @@ class Optimizer:
         lr = self._learning_rate
         config = {
             "name": self.name,
-            "learning_rate": schedules.serialize(lr) if isinstance(lr, schedules.LearningRateSchedule) else lr,
+            "learning_rate": schedules.serialize(lr) if isinstance(lr, schedules.LearningRateSchedule) else
+            float(lr) if isinstance(lr, Variable) else lr,
             "weight_decay": self.weight_decay, "clipnorm": self.clipnorm,
             "global_clipnorm": self.global_clipnorm, "clipvalue": self.clipvalue,
             "use_ema": self.use_ema, "ema_momentum": self.ema_momentum,
