@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 
+from nncompile import keras
 from nncompile.ir import Builder, f32
 from nncompile.keras import ops
 from nncompile.keras.ops import core
@@ -490,3 +491,14 @@ def test_what_the_ir_cannot_express_is_refused_by_name():
             ops.get_item(x, (np.array([0, 1]), 0))
     with pytest.raises(NotImplementedError, match=r"ops\.where with one argument .* pass x1 and x2"):
         ops.where(np.array([True, False]))
+
+
+@pytest.mark.parametrize("use", [lambda t: t * 0 + ops.cast(ops.shape(t)[0], "float32"),
+                                 lambda t: ops.sum(t, axis=0, keepdims=True) / ops.shape(t)[0],
+                                 lambda t: t + ops.convert_to_tensor([ops.shape(t)[0], 1.0, 1.0])])
+def test_the_batch_size_as_a_number_is_refused_not_nan(use):
+    """`ops.shape(t)[0]` is None while a model is traced (the batch is known only when it runs):
+    used as a number it was NaN (numpy's None as float) or a KeyError; now the error says why."""
+    inp = keras.Input((3,))
+    with pytest.raises(ValueError, match="known only when the model runs, such as the batch size"):
+        keras.Model(inp, keras.layers.Lambda(use)(inp))

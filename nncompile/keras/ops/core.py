@@ -270,6 +270,8 @@ def result_type(*args) -> str:
     """
     if not args:
         return backend.floatx()
+    for a in args:
+        _refuse_unknown_dim(a)
     names = {_lattice_name(a) for a in args}
     if len(names) == 1:
         name = names.pop()
@@ -303,6 +305,7 @@ def tensor(b: Builder, x, dtype=None):
     target = ir_dtype(dtype) if dtype is not None else None
     if isinstance(x, (Value, EagerValue)):
         return x if target in (None, x.type.dtype) else b.cast(x, dtype=target)
+    _refuse_unknown_dim(x)
     if target is None:
         target = ir_dtype(result_type(x))
     return b.constant(np.asarray(x).astype(target.numpy))
@@ -312,6 +315,18 @@ def tensors(b: Builder, *xs, dtype=None) -> list:
     """All of `xs` as values of `b` in one dtype: `dtype`, else Keras's promotion of them."""
     dtype = result_type(*xs) if dtype is None else dtype
     return [tensor(b, x, dtype) for x in xs]
+
+
+def _refuse_unknown_dim(x) -> None:
+    """None as a number is a dimension that `ops.shape` gives as None because it is known only
+    when the model runs (the batch): numpy would make it NaN, a wrong answer with no error."""
+    if x is None or isinstance(x, (list, tuple)) and any(v is None for v in x):
+        raise ValueError("A tensor operand is None. `ops.shape(x)` (and `x.shape`) give None for a "
+                         "dimension known only when the model runs, such as the batch size, and "
+                         "nncompile cannot use it as a number in the traced computation. Compute "
+                         "with the tensor instead: e.g. `ops.mean(x, axis=0)` rather than "
+                         "`ops.sum(x, axis=0) / ops.shape(x)[0]`, or `ops.ones_like(x[:, :1])` "
+                         "summed for a count.")
 
 
 def shape_of(x) -> tuple:
