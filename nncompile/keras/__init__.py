@@ -9,9 +9,10 @@ Example:
 """
 from nncompile.keras import (activations, backend, constraints, initializers, layers, models,
                              regularizers, utils)
+from nncompile.keras.layers import Layer
 from nncompile.keras.models import Input, InputLayer, Model, Sequential
 
-__all__ = ["Input", "InputLayer", "Model", "Sequential", "activations", "backend", "constraints",
+__all__ = ["Input", "InputLayer", "Layer", "Model", "Sequential", "activations", "backend", "constraints",
            "initializers", "layers", "models", "regularizers", "utils"]
 from nncompile.keras import callbacks, datasets, preprocessing
 

@@ -235,6 +235,9 @@ def hard_silu(b: Builder, x: Value) -> Value:
     return b.mul(x, hard_sigmoid(b, x))
 
 
+swish, hard_swish = silu, hard_silu     # Keras 3's other names of both, as functions too
+
+
 @_activation
 def hard_tanh(b: Builder, x: Value) -> Value:
     """`x` clipped to [-1, 1]."""

@@ -67,3 +67,9 @@ def unique_name(base: str) -> str:
 def clear_session() -> None:
     """Reset layer name counters, so the next Dense is `dense` again."""
     _name_counts.clear()
+
+
+def backend() -> str:
+    """The name of the backend, as Keras 3's `keras.backend.backend()` gives "jax", "torch" or
+    "tensorflow": code that branches on it takes its backend-neutral path."""
+    return "nncompile"

@@ -204,3 +204,20 @@ def test_keras_home_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("KERAS_HOME")
     monkeypatch.setenv("HOME", str(tmp_path))
     assert utils.keras_home() == str(tmp_path / ".keras")
+
+
+def test_the_other_names_keras_3_gives_these():
+    """Tutorials reach for `keras.Layer`, `keras.utils.register_keras_serializable`,
+    `keras.utils.clear_session`, `keras.activations.swish` and `keras.backend.backend()`."""
+    from nncompile import keras
+    assert keras.Layer is keras.layers.Layer
+    assert keras.utils.register_keras_serializable is keras.saving.register_keras_serializable
+    keras.layers.Dense(1)
+    keras.utils.clear_session()
+    assert keras.layers.Dense(1).name == "dense"
+    x = np.array([-2.0, 0.5, 3.0], np.float32)
+    np.testing.assert_allclose(keras.activations.swish(x), x / (1 + np.exp(-x)), rtol=1e-6)
+    assert keras.activations.get("swish") is keras.activations.swish is keras.activations.silu
+    assert keras.backend.backend() == "nncompile"
+    with pytest.raises(AttributeError, match="has no attribute 'no_such_thing'"):
+        keras.utils.no_such_thing

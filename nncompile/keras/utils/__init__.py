@@ -6,6 +6,19 @@ from nncompile.keras.utils.progbar import Progbar
 from nncompile.keras.utils.py_dataset import PyDataset, Sequence
 from nncompile.keras.utils.seeding import set_random_seed
 
-__all__ = ["Progbar", "PyDataset", "Sequence", "extract_archive", "get_file", "hash_file",
-           "keras_home", "normalize", "pad_sequences", "set_random_seed", "to_categorical",
-           "validate_file"]
+__all__ = ["Progbar", "PyDataset", "Sequence", "clear_session", "extract_archive", "get_file", "hash_file",
+           "keras_home", "normalize", "pad_sequences", "register_keras_serializable", "set_random_seed",
+           "to_categorical", "validate_file"]
+
+
+def __getattr__(name: str):
+    """Keras 3 also offers `clear_session` (from `keras.backend`) and
+    `register_keras_serializable` (from `keras.saving`) here; imported when first asked, as
+    those modules import this one."""
+    if name == "clear_session":
+        from nncompile.keras.backend import clear_session
+        return clear_session
+    if name == "register_keras_serializable":
+        from nncompile.keras.saving import register_keras_serializable
+        return register_keras_serializable
+    raise AttributeError(f"module 'keras.utils' has no attribute {name!r}")
