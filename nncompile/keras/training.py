@@ -185,7 +185,6 @@ def build_step_graph(model, compiled: Compiled, targets: Sequence[np.ndarray], t
           for t in model.inputs]
     with collect_activity_penalties() as activity_penalties:
         preds, masks = model._emit_masked_calls(b, xs, [None] * len(xs), train)
-    _refuse_masked_metrics(model, compiled, masks)
     ys = [b.input(_target_name(name), ir_type((None,) + y.shape[1:], str(y.dtype), name))
           for name, y in zip(model.output_names, targets)]
     weight = b.input(SAMPLE_WEIGHT, ir_type((None, *weight_shape), "float32", SAMPLE_WEIGHT))
@@ -201,10 +200,11 @@ def build_step_graph(model, compiled: Compiled, targets: Sequence[np.ndarray], t
     for penalty in [*_penalties(model, b), *activity_penalties]:
         total = b.add(total, penalty)
     stats, counts = [], []
-    for metric_row, y, pred in zip(compiled.metrics, ys, preds):
+    for metric_row, y, pred, mask in zip(compiled.metrics, ys, preds, masks):
         for metric in metric_row:
             # As in Keras 3, only `weighted_metrics` see the sample weights.
-            values = metric.emit(b, y, pred, weight if id(metric) in compiled.weighted else None)
+            values = metric.emit(b, y, pred, _metric_weight(b, metric, weight if id(metric) in compiled.weighted
+                                                            else None, mask))
             stats += values
             counts.append(len(values))
     outputs = [total, *(per_output if len(per_output) > 1 else []), *stats]
@@ -213,15 +213,18 @@ def build_step_graph(model, compiled: Compiled, targets: Sequence[np.ndarray], t
     return b.finish(outputs, [f"out{i}" for i in range(len(outputs))]), counts
 
 
-def _refuse_masked_metrics(model, compiled: Compiled, masks: Sequence) -> None:
-    """Keras weights the metrics of an output by the mask it carries; nncompile does not."""
-    for name, mask, metric_row in zip(model.output_names, masks, compiled.metrics):
-        if mask is not None and metric_row:
-            raise ValueError(f"Model '{model.name}': output '{name}' carries the mask made by "
-                             f"layer '{mask.source}', and Keras would weight its metrics "
-                             f"({', '.join(m.name for m in metric_row)}) by it. nncompile does not "
-                             f"implement masked metrics (masked losses it does); compile without "
-                             f"metrics for this output, or drop the mask (mask_zero=False).")
+def _metric_weight(b: Builder, metric, weight: Value | None, mask) -> Value | None:
+    """The weights a metric sees: as in Keras 3, a mean of a per-entry function (accuracy, a
+    loss as a metric) counts only the entries the output's mask keeps, times the sample weights
+    if it is weighted; other metrics ignore the mask."""
+    if mask is None or not isinstance(metric, metrics_module.MeanMetricWrapper):
+        return weight
+    keep = b.cast(mask.keep(b), dtype=f32)
+    if weight is None:
+        return keep
+    while weight.type.rank < keep.type.rank:
+        weight = b.reshape(weight, shape=[*weight.type.shape, 1])
+    return b.mul(keep, weight)
 
 
 def _penalties(model, b: Builder) -> list[Value]:
