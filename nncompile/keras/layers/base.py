@@ -157,6 +157,27 @@ class CallNode:
         self.training = training   # fixed at call time (`base(x, training=False)`), else None
 
 
+class _FirstCallTensors:
+    """`layer.input` / `layer.output` as in Keras 3 (`Operation.input` / `output`): the tensor(s)
+    of the layer's first call on symbolic tensors (its `_inbound_nodes[0]`), one tensor or a
+    flat list. Keras 3 has no error for a layer called several times (`get_output_at` is gone):
+    the first call answers.
+
+    A non-data descriptor: a value assigned to the attribute is kept by the instance and read
+    instead (an InputLayer assigns its tensor, which is also its node's output)."""
+
+    def __init__(self, attr: str):
+        self.attr = attr   # the CallNode attribute: "inputs" or "outputs"
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, layer: "Layer | None", owner: type | None = None):
+        if layer is None:
+            return self
+        return layer._get_node_attribute_at_index(0, self.attr, self.name)
+
+
 def ir_type(shape: Sequence[int | None], dtype: str, name: str = "input") -> TensorType:
     """The IR type of a Keras shape. The batch (axis 0) is BATCH; other unknown dimensions get
     symbols of their own, named by input and axis, so a variable sequence length is not tied to
@@ -443,6 +464,24 @@ class Layer:
         specs = [KerasTensor(s) for s in shapes]
         outputs = self._symbolic(specs, single=not _is_shape_list(input_shape))
         return [o.shape for o in outputs] if len(outputs) > 1 else outputs[0].shape
+
+    # the functional graph ---------------------------------------------------------------
+    input = _FirstCallTensors("inputs")
+    output = _FirstCallTensors("outputs")
+
+    def _get_node_attribute_at_index(self, node_index: int, attr: str, attr_name: str):
+        """`attr` of call `node_index` on symbolic tensors, with Keras 3's errors: one tensor
+        is returned bare, several (or none, an InputLayer's inputs) as a list. Only calls on
+        KerasTensors count: a layer called on arrays, or inside a subclassed model's `call`,
+        has none (as in Keras, whose eager calls make no node)."""
+        if not self._inbound_nodes:
+            raise AttributeError(f"The layer {self.name} has never been called "
+                                 f"and thus has no defined {attr_name}.")
+        if not len(self._inbound_nodes) > node_index:
+            raise ValueError(f"Asked to get {attr_name} at node {node_index}, but the operation "
+                             f"has only {len(self._inbound_nodes)} inbound nodes.")
+        values = list(getattr(self._inbound_nodes[node_index], attr))
+        return values[0] if len(values) == 1 else values
 
     # calling ------------------------------------------------------------------------------
     def __call__(self, inputs, training: bool | None = None, **kwargs):
