@@ -3,7 +3,10 @@
 Keras 3 (`.keras`, `.weights.h5`) addresses a layer by its class, not its name: the layers of a
 model are `layers/<snake_case class>[_<n>]`, each with `vars/0..n` (trainable variables first),
 nested models recurse (`layers/sequential/layers/dense/vars`), the model's own `vars` group and the
-optimizer's `optimizer/vars` sit beside. Legacy `.h5` addresses layers by name, in `layer_names`
+optimizer's `optimizer/vars` sit beside. A layer held by another layer's attribute sits under the
+attribute (`layers/lstm/cell/vars`), a model held so recurses there too
+(`layers/transformer_block/ffn/layers/dense/vars`), and a subclassed model's attributes start at
+the file's root (`ffn/layers/dense/vars`): see `saveables`. Legacy `.h5` addresses layers by name, in `layer_names`
 order, each with its `weight_names` (trainable weights first).
 """
 from __future__ import annotations
@@ -36,36 +39,49 @@ def legacy_weights(layer) -> list:
     return layer.trainable_weights + [v for v in layer.weights if id(v) not in trainable]
 
 
-def saveables(model, prefix: str = "") -> Iterator[tuple[str, object]]:
-    """(group path, layer) for every layer of `model`, depth first, named as Keras 3 names them."""
+def saveables(model) -> Iterator[tuple[str, object]]:
+    """(group path, layer) for every layer of `model` and every layer those hold, depth first,
+    each once, named as Keras 3's saving walk (`saving_lib._save_state`) names them.
+
+    Keras walks an object's children in order: a Sequential's or Functional model's `layers`
+    list first, then its attributes sorted by name, a subclassed model's `layers` list among
+    them (as the attribute `layers`). A layer held by an attribute sits under the attribute's
+    name (`lstm/cell`, `block/ffn`), a list's items under their snake_case class
+    (`cell/cells/lstm_cell_1`, `layers/dense_1`), and a model held anywhere recurses the same
+    way (`layers/block/ffn/layers/dense`). A layer met a second time is skipped: its weights
+    sit where it was met first."""
+    yield from _children(model, "", {id(model)})
+
+
+def _children(layer, path: str, visited: set[int]) -> Iterator[tuple[str, object]]:
+    """The saveables under `layer`'s group `path` ('' for the file's root)."""
     from nncompile.keras.models import Model
 
-    used: dict[str, int] = {}
-    for layer in model.layers:
-        name = backend.to_snake_case(keras_class_name(layer))
-        used[name] = used.get(name, -1) + 1
-        path = f"{prefix}layers/{name}" + (f"_{used[name]}" if used[name] else "")
-        yield path, layer
-        if isinstance(layer, Model):
-            yield from saveables(layer, f"{path}/")
-        yield from _held(layer, path)
-
-
-def _held(layer, path: str) -> Iterator[tuple[str, object]]:
-    """The sublayers of `layer` under its group `path`, as Keras 3 walks them: a layer under
-    its attribute (`lstm/cell`), a list's items by snake_case class (`cell/cells/lstm_cell_1`)."""
-    for attr, item in layer.sublayers():
+    prefix = f"{path}/" if path else ""
+    attributes = sorted(layer.sublayers(), key=lambda pair: pair[0])
+    if isinstance(layer, Model):
+        if layer.has_call():   # a subclassed model's `layers` property is walked in name order
+            attributes = sorted(attributes + [("layers", layer.layers)], key=lambda pair: pair[0])
+        else:                  # Keras walks a Sequential's or Functional's layers first
+            attributes = [("layers", layer.layers)] + attributes
+    for attr, item in attributes:
         if not isinstance(item, list):
-            yield f"{path}/{attr}", item
-            yield from _held(item, f"{path}/{attr}")
+            yield from _saveable(item, f"{prefix}{attr}", visited)
             continue
         used: dict[str, int] = {}
-        for sub in item:
+        for sub in item:   # numbered in the list, layers met before included (as Keras does)
             name = backend.to_snake_case(keras_class_name(sub))
             used[name] = used.get(name, -1) + 1
-            sub_path = f"{path}/{attr}/{name}" + (f"_{used[name]}" if used[name] else "")
-            yield sub_path, sub
-            yield from _held(sub, sub_path)
+            yield from _saveable(sub, f"{prefix}{attr}/{name}" + (f"_{used[name]}" if used[name] else ""),
+                                 visited)
+
+
+def _saveable(layer, path: str, visited: set[int]) -> Iterator[tuple[str, object]]:
+    if id(layer) in visited:
+        return
+    visited.add(id(layer))
+    yield path, layer
+    yield from _children(layer, path, visited)
 
 
 # --- writing ------------------------------------------------------------------------------------
@@ -136,7 +152,8 @@ def read_state(file: str, f: h5py.Group, model, skip_mismatch: bool = False) -> 
         warnings.warn(f"Skipping weights in '{file}': {message}", stacklevel=2)
     for path, layer in layers:
         variables = own_variables(layer)
-        where = f"layer '{layer.name}'"
+        # A layer of the model's own list is named as before; a held one with its group too.
+        where = f"layer '{layer.name}'" + ("" if path.count("/") <= 1 else f" (group '{path}')")
         group = f.get(f"{path}/vars")
         if not isinstance(group, h5py.Group):
             if not variables:
@@ -158,18 +175,25 @@ def read_state(file: str, f: h5py.Group, model, skip_mismatch: bool = False) -> 
 
 
 def _unread_groups(f: h5py.Group, read: set[str]) -> list[str]:
-    """The `layers/...` groups of `f` whose `vars` hold arrays and whose path is not in `read`."""
-    unread, stack = [], ["layers"]
+    """The groups of `f` whose `vars` hold arrays and whose path is not in `read`, at any depth
+    (`layers/block/ffn/layers/dense`, a subclassed model's `dense`), the optimizer's aside.
+    Only hard links are followed, each group once (a file may link a group into itself)."""
+    unread, stack, seen = [], [("", f)], {f.id}
     while stack:   # a loop, not recursion: the file decides how deep the groups nest
-        parent = f.get(stack.pop())
-        if not isinstance(parent, h5py.Group):
-            continue
-        for name, group in parent.items():
-            path = f"{parent.name.lstrip('/')}/{name}"
-            variables = group.get("vars") if isinstance(group, h5py.Group) else None
+        parent_path, parent = stack.pop()
+        for name in parent:
+            path = f"{parent_path}{name}"
+            if (name == "vars" or path == "optimizer"
+                    or not isinstance(parent.get(name, getlink=True), h5py.HardLink)):
+                continue
+            group = parent.get(name)
+            if not isinstance(group, h5py.Group) or group.id in seen:
+                continue
+            seen.add(group.id)
+            variables = group.get("vars")
             if path not in read and isinstance(variables, h5py.Group) and len(variables):
                 unread.append(path)
-            stack.append(f"{path}/layers")
+            stack.append((f"{path}/", group))
     return sorted(unread)
 
 

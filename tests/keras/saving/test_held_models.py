@@ -1,0 +1,284 @@
+"""Layers and models held by a layer's attributes (keras.io's TransformerBlock keeps
+`self.ffn = keras.Sequential([...])`): their weights are saved where Keras 3 saves them and read
+back from there, in `.weights.h5` and `.keras` files, or a clear error names the layer and group.
+
+The references are independent of nncompile: the files real Keras 3 wrote for the same models
+(tests/fixtures/keras/held, made by make_held.py from held_models.py, the code these tests build
+too), Keras's predictions stored beside them, and numpy forwards computed from the arrays of
+Keras's files at the paths Keras gave them.
+"""
+from __future__ import annotations
+
+import io
+import shutil
+import sys
+import zipfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from nncompile import keras
+from nncompile.keras.saving import SavingError
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "keras" / "held"
+sys.path.insert(0, str(FIXTURES))
+import held_models  # noqa: E402
+
+MADE = held_models.classes(keras)
+TOLERANCE = 1e-5
+
+
+def _build(name: str):
+    return held_models.build(keras, name, MADE)
+
+
+def _fixture(name: str) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(FIXTURES / f"{name}.npz") as z:
+        return z["x"], z["y"]
+
+
+def _predict(model, x: np.ndarray) -> np.ndarray:
+    return np.asarray(model.predict(x, verbose=0))
+
+
+def _layout(f: h5py.Group) -> dict[str, object]:
+    """Every group and dataset of an h5 file: a dataset's shape, a group's `name` attribute's
+    presence (its value is the layer's name, which differs from program to program)."""
+    items: dict[str, object] = {}
+    f.visititems(lambda path, item: items.__setitem__(
+        path, item.shape if isinstance(item, h5py.Dataset) else ("group", "name" in item.attrs)))
+    return items
+
+
+def _zip_layout(path: Path) -> dict[str, object]:
+    with zipfile.ZipFile(path) as z, h5py.File(io.BytesIO(z.read("model.weights.h5"))) as f:
+        return _layout(f)
+
+
+# --- numpy forwards from the arrays of a Keras 3 weights file --------------------------------------
+
+def _dense(f, path: str, x: np.ndarray, activation=lambda v: v) -> np.ndarray:
+    return activation(x @ f[f"{path}/vars/0"][()] + f[f"{path}/vars/1"][()])
+
+
+def _relu(v):
+    return np.maximum(v, 0.0)
+
+
+def _reference(name: str, f: h5py.Group, x: np.ndarray) -> np.ndarray:
+    """The model `name` in numpy, its weights read at the paths Keras 3 writes."""
+    x = x.astype(np.float64)
+    if name == "sequential_in_layer":
+        ffn = "layers/feed_forward/ffn/layers"
+        z = x + _dense(f, f"{ffn}/dense_1", _dense(f, f"{ffn}/dense", x, _relu))
+        mean, var = z.mean(-1, keepdims=True), z.var(-1, keepdims=True)
+        z = (z - mean) / np.sqrt(var + 1e-6) * f["layers/feed_forward/norm/vars/0"][()] \
+            + f["layers/feed_forward/norm/vars/1"][()]
+        return _dense(f, "layers/dense", z.mean(axis=1))
+    if name == "functional_in_layer":
+        towers = [_dense(f, f"layers/{t}/net/layers/dense_1", _dense(f, f"layers/{t}/net/layers/dense", x, np.tanh))
+                  for t in ("tower", "tower_1")]   # the left tower is met first
+        return _dense(f, "layers/dense", np.concatenate(towers, axis=-1))
+    if name == "layer_in_layer_in_layer":
+        h = _dense(f, "layers/outer/middle/inner/dense", x, np.tanh)
+        h = _dense(f, "layers/outer/middle/steps/dense_1", _dense(f, "layers/outer/middle/steps/dense", h, _relu))
+        return _dense(f, "layers/outer/head", h)
+    if name == "subclassed_holder":
+        h = _dense(f, "ffn/layers/dense_1", _dense(f, "ffn/layers/dense", _dense(f, "embed", x), _relu))
+        return _dense(f, "layers/dense_1", h)   # `proj`, met in the model's `layers` list
+    raise KeyError(name)
+
+
+# --- 1. the layout Keras 3 writes ----------------------------------------------------------------
+
+@pytest.mark.parametrize("name", held_models.NAMES)
+def test_weights_file_layout_is_keras_3(tmp_path, name):
+    model = _build(name)
+    model.save_weights(tmp_path / "m.weights.h5")
+    with h5py.File(tmp_path / "m.weights.h5") as mine, h5py.File(FIXTURES / f"{name}.weights.h5") as keras3:
+        assert _layout(mine) == _layout(keras3)
+
+
+@pytest.mark.parametrize("name", held_models.WHOLE_MODEL)
+def test_keras_file_layout_is_keras_3(tmp_path, name):
+    model = _build(name)
+    model.save(tmp_path / "m.keras")
+    assert _zip_layout(tmp_path / "m.keras") == _zip_layout(FIXTURES / f"{name}.keras")
+
+
+def test_transformer_block_layout_names_the_held_sequential(tmp_path):
+    # The pattern of the bug report, spelled out: the held Sequential's layers are under its
+    # attribute's group, as `layers/<class>`.
+    _build("sequential_in_layer").save_weights(tmp_path / "m.weights.h5")
+    with h5py.File(tmp_path / "m.weights.h5") as f:
+        assert f["layers/feed_forward/ffn/layers/dense/vars/0"].shape == (6, 8)
+        assert f["layers/feed_forward/ffn/layers/dense_1/vars/0"].shape == (8, 6)
+        assert len(f["layers/feed_forward/ffn/vars"]) == 0   # the model itself has no weights
+
+
+# --- 2. files real Keras 3 wrote ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", held_models.NAMES)
+def test_numpy_reference_agrees_with_keras(name):
+    # The reference of the other tests is itself checked against Keras's own predictions.
+    x, y = _fixture(name)
+    with h5py.File(FIXTURES / f"{name}.weights.h5") as f:
+        np.testing.assert_allclose(_reference(name, f, x), y, rtol=0, atol=TOLERANCE)
+
+
+@pytest.mark.parametrize("name", held_models.NAMES)
+def test_keras_weights_file_loads(name):
+    x, y = _fixture(name)
+    model = _build(name)
+    assert np.max(np.abs(_predict(model, x) - y)) > 0.1   # the initial weights predict otherwise
+    model.load_weights(FIXTURES / f"{name}.weights.h5")
+    np.testing.assert_allclose(_predict(model, x), y, rtol=0, atol=TOLERANCE)
+
+
+@pytest.mark.parametrize("name", held_models.WHOLE_MODEL)
+def test_keras_model_file_loads(name):
+    x, y = _fixture(name)
+    model = keras.models.load_model(FIXTURES / f"{name}.keras", custom_objects=MADE)
+    np.testing.assert_allclose(_predict(model, x), y, rtol=0, atol=TOLERANCE)
+
+
+@pytest.mark.parametrize("name", held_models.NAMES)
+def test_written_weights_are_where_keras_reads_them(tmp_path, name):
+    # What nncompile writes, read by the numpy forward at Keras's paths, predicts as nncompile
+    # does: each array is at the path Keras would read it from (checked by hand with real Keras
+    # too: check_held_files.py).
+    x, _ = _fixture(name)
+    model = _build(name)
+    held_models.randomize(model, seed=7)
+    model.save_weights(tmp_path / "m.weights.h5")
+    with h5py.File(tmp_path / "m.weights.h5") as f:
+        np.testing.assert_allclose(_reference(name, f, x), _predict(model, x), rtol=0, atol=TOLERANCE)
+
+
+# --- round trips ---------------------------------------------------------------------------------
+
+def _trained(name: str):
+    """The model `name` with random weights, then a few SGD steps (so that the held model's
+    weights are neither the initial nor the random ones)."""
+    x, _ = _fixture(name)
+    model = _build(name)
+    held_models.randomize(model, seed=3)
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    targets = np.random.default_rng(0).normal(size=_predict(model, x).shape).astype("float32")
+    model.fit(x, targets, epochs=2, batch_size=2, verbose=0)
+    return model
+
+
+@pytest.mark.parametrize("name", held_models.NAMES)
+def test_save_weights_load_weights_round_trip(tmp_path, name):
+    x, _ = _fixture(name)
+    model = _trained(name)
+    want = _predict(model, x)
+    model.save_weights(tmp_path / "m.weights.h5")
+    again = _build(name)
+    assert np.max(np.abs(_predict(again, x) - want)) > 0.1
+    again.load_weights(tmp_path / "m.weights.h5")
+    np.testing.assert_allclose(_predict(again, x), want, rtol=0, atol=1e-6)
+    for got, expected in zip(again.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("name", held_models.WHOLE_MODEL)
+def test_save_load_model_round_trip(tmp_path, name):
+    x, _ = _fixture(name)
+    model = _trained(name)
+    want = _predict(model, x)
+    model.save(tmp_path / "m.keras")
+    again = keras.models.load_model(tmp_path / "m.keras", custom_objects=MADE)
+    np.testing.assert_allclose(_predict(again, x), want, rtol=0, atol=1e-6)
+    for got, expected in zip(again.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(got, expected)
+
+
+# --- 3. files that do not fit ----------------------------------------------------------------------
+
+FFN = "layers/feed_forward/ffn/layers"
+
+
+def _edited(tmp_path: Path, edit) -> Path:
+    """A copy of Keras's sequential_in_layer weights file, changed by `edit(h5 file)`."""
+    path = tmp_path / "edited.weights.h5"
+    shutil.copy(FIXTURES / "sequential_in_layer.weights.h5", path)
+    with h5py.File(path, "r+") as f:
+        edit(f)
+    return path
+
+
+def _refused(model, path: Path, pattern: str) -> None:
+    """Loading `path` raises a SavingError matching `pattern`, and changes no weight."""
+    before = model.get_weights()
+    with pytest.raises(SavingError, match=pattern):
+        model.load_weights(path)
+    for got, want in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_missing_held_model_weights_are_named(tmp_path):
+    def drop_layer(f):
+        del f[f"{FFN}/dense_1/vars"]
+    path = _edited(tmp_path, drop_layer)
+    _refused(_build("sequential_in_layer"), path,
+             rf"edited.weights.h5.*layer 'dense_\d+' \(group '{FFN}/dense_1'\): its weights are "
+             rf"missing \(no group '{FFN}/dense_1/vars'\)")
+
+
+def test_a_missing_held_weight_is_named(tmp_path):
+    def drop_bias(f):
+        del f[f"{FFN}/dense/vars/1"]
+    path = _edited(tmp_path, drop_bias)
+    _refused(_build("sequential_in_layer"), path,
+             rf"layer 'dense\w*' \(group '{FFN}/dense'\) expects 2 weights \(\S+/kernel, \S+/bias\), "
+             rf"the file has 1")
+
+
+def test_the_layout_older_nncompile_wrote_is_refused(tmp_path):
+    # nncompile wrote a held model as an empty `ffn/vars` and nothing under it: its weights were
+    # lost. Such a file is refused by name, never loaded as if it had them.
+    def as_before(f):
+        del f[FFN]
+    path = _edited(tmp_path, as_before)
+    _refused(_build("sequential_in_layer"), path,
+             rf"its weights are missing \(no group '{FFN}/dense/vars'\)")
+
+
+def test_misshaped_held_weight_is_named_or_skipped(tmp_path):
+    def widen(f):
+        del f[f"{FFN}/dense/vars/0"]
+        f[f"{FFN}/dense/vars/0"] = np.zeros((6, 9), "float32")
+    path = _edited(tmp_path, widen)
+    model = _build("sequential_in_layer")
+    _refused(model, path, rf"layer 'dense\w*' \(group '{FFN}/dense'\): weight '\S+/kernel' expects "
+                          rf"shape \(6, 8\), the file has shape \(6, 9\)")
+    held = model.get_layer("block").ffn.layers[0]
+    own = [w.numpy() for w in held.weights]
+    with pytest.warns(UserWarning, match=rf"Skipping.*group '{FFN}/dense'"):
+        model.load_weights(path, skip_mismatch=True)
+    for got, want in zip(held.weights, own):   # the whole layer keeps its weights, as Keras
+        np.testing.assert_array_equal(got.numpy(), want)
+    with h5py.File(path) as f:   # the others are loaded
+        np.testing.assert_array_equal(model.get_layer("block").ffn.layers[1].weights[0].numpy(),
+                                      f[f"{FFN}/dense_1/vars/0"][()])
+
+
+def test_held_weights_no_layer_takes_are_named(tmp_path):
+    def add_layer(f):
+        f[f"{FFN}/dense_2/vars/0"] = np.zeros((6, 6), "float32")
+    path = _edited(tmp_path, add_layer)
+    _refused(_build("sequential_in_layer"), path, rf"no layer of the model takes: {FFN}/dense_2\b")
+
+
+def test_subclassed_model_weights_no_layer_takes_are_named(tmp_path):
+    # A subclassed model's layers sit at the file's root (`embed/vars`): a stray one there is
+    # named too.
+    path = tmp_path / "stray.weights.h5"
+    shutil.copy(FIXTURES / "subclassed_holder.weights.h5", path)
+    with h5py.File(path, "r+") as f:
+        f["extra/vars/0"] = np.zeros(3, "float32")
+    _refused(_build("subclassed_holder"), path, r"no layer of the model takes: extra\b")
