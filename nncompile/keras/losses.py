@@ -583,11 +583,18 @@ class SparseCategoricalCrossentropy(LossFunctionWrapper):
         return b.not_equal(labels, const(b, self.ignore_class, labels))
 
 
+# The focal losses live in their own module (it imports the helpers above); re-exported here.
+from nncompile.keras.focal_losses import (  # noqa: E402, F401
+    BinaryFocalCrossentropy, CategoricalFocalCrossentropy, binary_focal_crossentropy,
+    categorical_focal_crossentropy)
+
+
 # --- identifiers ------------------------------------------------------------------------------
 
 LOSS_CLASSES = (MeanSquaredError, MeanAbsoluteError, MeanAbsolutePercentageError, MeanSquaredLogarithmicError,
                 CosineSimilarity, Huber, LogCosh, Hinge, SquaredHinge, CategoricalHinge, KLDivergence,
-                Poisson, BinaryCrossentropy, CategoricalCrossentropy, SparseCategoricalCrossentropy)
+                Poisson, BinaryCrossentropy, CategoricalCrossentropy, SparseCategoricalCrossentropy,
+                BinaryFocalCrossentropy, CategoricalFocalCrossentropy)
 _CLASS_OF_FUNCTION = {cls().fn.__name__: cls for cls in LOSS_CLASSES}
 _ALIASES = {"bce": "binary_crossentropy", "BCE": "binary_crossentropy", "kld": "kl_divergence",
             "KLD": "kl_divergence", "mae": "mean_absolute_error", "MAE": "mean_absolute_error",
@@ -690,12 +697,12 @@ def check_targets(loss, y_true, output_shape: Sequence) -> None:
         if not class_indices and not (classes == 1 and _fits(target, per_sample)):
             raise ValueError(f"{mismatch} This loss expects integer class indices of shape {index_shape}.")
         _check_sparse_labels(y, classes)
-    elif class_indices and isinstance(loss, CategoricalCrossentropy):
+    elif class_indices and isinstance(loss, (CategoricalCrossentropy, CategoricalFocalCrossentropy)):
         raise ValueError(_to_categorical_advice(name, y.shape, classes))
-    elif class_indices and isinstance(loss, BinaryCrossentropy):
+    elif class_indices and isinstance(loss, (BinaryCrossentropy, BinaryFocalCrossentropy)):
         raise ValueError(f"{mismatch} For integer class indices with {classes} classes use the loss "
                          "`sparse_categorical_crossentropy` (for one-hot targets, "
-                         "`categorical_crossentropy`); `binary_crossentropy` expects targets of the "
+                         f"`categorical_crossentropy`); `{name}` expects targets of the "
                          "output's shape.")
     elif not _same_after_squeeze(target, per_sample):
         raise ValueError(f"{mismatch} This loss expects targets to have the same shape as the output.")

@@ -27,8 +27,9 @@ import numpy as np
 
 from nncompile.ir import Builder, DType, Value
 from nncompile.keras import backend, initializers, losses, tracing
-from nncompile.keras.losses import (all_axes, as_array, binary_crossentropy, cast_to,
-                                    categorical_crossentropy, categorical_hinge, class_mask, clip, const,
+from nncompile.keras.losses import (all_axes, as_array, binary_crossentropy, binary_focal_crossentropy,
+                                    cast_to, categorical_crossentropy, categorical_focal_crossentropy,
+                                    categorical_hinge, class_mask, clip, const,
                                     evaluate, expand_last, hinge, huber, ir_function, kl_divergence, log_cosh,
                                     mean_absolute_error, mean_absolute_percentage_error, mean_squared_error,
                                     mean_squared_logarithmic_error, poisson,
@@ -36,7 +37,8 @@ from nncompile.keras.losses import (all_axes, as_array, binary_crossentropy, cas
                                     squeeze_or_expand_to_same_rank)
 from nncompile.keras.serialization import Catalog, KerasObject
 
-__all__ = ["binary_crossentropy", "categorical_crossentropy", "categorical_hinge", "hinge", "huber",
+__all__ = ["binary_crossentropy", "binary_focal_crossentropy", "categorical_crossentropy",
+           "categorical_focal_crossentropy", "categorical_hinge", "hinge", "huber",
            "kl_divergence", "log_cosh", "mean_absolute_error", "mean_absolute_percentage_error",
            "mean_squared_error", "mean_squared_logarithmic_error", "poisson",
            "sparse_categorical_crossentropy", "squared_hinge"]   # extended below with this module's own
