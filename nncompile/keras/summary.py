@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from nncompile.keras.layers.base import Layer
+from nncompile.keras.saving.optimizer_state import optimizer_variables
 
 _SEQUENTIAL_COLUMNS = (88, [0.45, 0.80, 1.0], ["Layer (type)", "Output Shape", "Param #"],
                        ["left", "left", "right"])
@@ -127,12 +128,16 @@ def _connections(layer: Layer, relevant: set[int]) -> str:
 
 
 def _footer(model) -> list[str]:
+    """Keras 3's counts: a compiled model whose optimizer is built (after `fit`) also counts the
+    optimizer's variables (its iteration, learning rate and slots), in the total too."""
     trainable, frozen = model.trainable_weights, model.non_trainable_weights
-    counts = [_count(trainable) + _count(frozen), _count(trainable), _count(frozen)]
-    sizes = [_bytes(trainable + frozen), _bytes(trainable), _bytes(frozen)]
-    labels = ["Total params", "Trainable params", "Non-trainable params"]
+    optimizer = getattr(model, "optimizer", None)
+    state = [value for _, value in optimizer_variables(optimizer)] if getattr(optimizer, "built", False) else []
+    counts = [_count(trainable) + _count(frozen) + _count(state), _count(trainable), _count(frozen), _count(state)]
+    sizes = [_bytes(trainable + frozen) + _bytes(state), _bytes(trainable), _bytes(frozen), _bytes(state)]
+    labels = ["Total params", "Trainable params", "Non-trainable params", "Optimizer params"]
     return [f" {label}: {count:,} ({readable_size(size)})"
-            for label, count, size in zip(labels, counts, sizes)]
+            for label, count, size in zip(labels, counts, sizes) if label != labels[-1] or state]
 
 
 def _count(weights) -> int:

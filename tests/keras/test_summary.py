@@ -7,6 +7,7 @@ worked out by hand. The 80-column terminal gives Keras's 76-character line.
 """
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from nncompile.keras import backend
@@ -209,3 +210,22 @@ def test_too_narrow_a_line_is_refused(capsys):
 ])
 def test_readable_sizes(size, text):
     assert readable_size(size) == text
+
+
+def test_after_fit_the_optimizers_variables_are_counted_as_keras_3_does():
+    """Keras 3 adds "Optimizer params" once the optimizer is built, and counts them in the total
+    (real Keras 3.15.1 printed Total 1,189 and Optimizer params 772 for this model after fit:
+    Adam's two slots per trainable weight, its iteration and its learning rate)."""
+    from nncompile import keras
+    model = keras.Sequential([keras.Input((20,)), keras.layers.Dense(16, activation="relu"),
+                              keras.layers.BatchNormalization(), keras.layers.Dense(1)])
+    model.compile("adam", "mse")
+    lines = []
+    model.summary(print_fn=lines.append)
+    assert not any("Optimizer params" in line for line in "\n".join(lines).splitlines())
+    model.fit(np.ones((8, 20), np.float32), np.zeros((8, 1), np.float32), verbose=0)
+    lines = []
+    model.summary(print_fn=lines.append)
+    text = "\n".join(lines)
+    assert " Total params: 1,189 (4.65 KB)" in text and " Optimizer params: 772 (3.02 KB)" in text
+    assert " Trainable params: 385 (1.50 KB)" in text and " Non-trainable params: 32 (128.00 B)" in text
