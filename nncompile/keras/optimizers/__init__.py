@@ -8,14 +8,15 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from nncompile.keras.optimizers import schedules
-from nncompile.keras.optimizers.algorithms import SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, Nadam, RMSprop
+from nncompile.keras.optimizers.algorithms import (SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, Ftrl, Lion, Nadam,
+                                                   RMSprop)
 from nncompile.keras.optimizers.base import Optimizer
 from nncompile.keras.serialization import Catalog
 
 # Keras resolves names case-insensitively through the lower-cased class names.
 _CATALOG = Catalog("optimizer", Optimizer, "keras.optimizers",
                    {cls.__name__.lower(): cls
-                    for cls in (SGD, Adam, AdamW, RMSprop, Adagrad, Adadelta, Adamax, Nadam)},
+                    for cls in (SGD, Adam, AdamW, RMSprop, Adagrad, Adadelta, Adamax, Nadam, Lion, Ftrl)},
                    "")
 
 
@@ -48,5 +49,5 @@ def get(identifier) -> Optimizer | None:
                      f"({', '.join(sorted(_CATALOG.by_name))}), a config dict or an Optimizer")
 
 
-__all__ = ["SGD", "Adadelta", "Adagrad", "Adam", "AdamW", "Adamax", "Nadam", "Optimizer", "RMSprop",
+__all__ = ["SGD", "Adadelta", "Adagrad", "Adam", "AdamW", "Adamax", "Ftrl", "Lion", "Nadam", "Optimizer", "RMSprop",
            "deserialize", "get", "schedules", "serialize"]

@@ -12,6 +12,7 @@ from typing import Mapping
 import numpy as np
 
 from nncompile.ir.graph import Value
+from nncompile.keras import backend
 from nncompile.keras.optimizers.base import Optimizer
 from nncompile.keras.optimizers.expr import Expr
 
@@ -224,3 +225,92 @@ class Nadam(Optimizer):
                  + (1 - shared["u_t"]) * grad / (1 - shared["u_product_t"]))
         v_hat = v / (1 - shared["beta_2_power"])
         return var - (m_hat * lr) / (v_hat.sqrt() + self.epsilon), {"momentum": m, "velocity": v}
+
+
+class Lion(Optimizer):
+    """Lion (Chen et al., 2023): w -= lr * sign(beta_1 * m + (1 - beta_1) * g), then
+    m = beta_2 * m + (1 - beta_2) * g. The betas are cast to the variable's dtype before
+    `1 - beta`, as in Keras."""
+
+    _hyper = ("beta_1", "beta_2")
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.99, name=None, **kwargs):
+        # Keras names an unnamed Lion `auto_name`: lion, lion_1, ... for the session
+        super().__init__(learning_rate=learning_rate, name=name or backend.unique_name("lion"), **kwargs)
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        if beta_1 <= 0 or beta_1 > 1:
+            raise ValueError("Argument `beta_1` must be in the [0, 1] range. Otherwise, the optimizer "
+                             f"degenerates to SignSGD. Received: beta_1={beta_1}.")
+
+    def _slot_calls(self):
+        return [("momentum",)]
+
+    def _update(self, var, grad, state, lr, shared):
+        m = state["momentum"]
+        beta_1 = grad.em.constant(self.beta_1, grad.dtype)
+        beta_2 = grad.em.constant(self.beta_2, grad.dtype)
+        direction = _sign(m * beta_1 + grad * (1.0 - beta_1))
+        return var - lr * direction, {"momentum": m * beta_2 + grad * (1.0 - beta_2)}
+
+
+class Ftrl(Optimizer):
+    """FTRL-proximal (McMahan et al., 2013) with Keras's online L2 (`l2_regularization_strength`,
+    plus beta / (2 lr)) and shrinkage L2 (added to the gradient as 2 * l2_shrinkage * w):
+
+        n' = n + g^2;  z += g + 2 s w - (n'^-p - n^-p) / lr * w
+        w = (clip(z, -l1, l1) - z) / (n'^-p / lr + 2 * l2_reg);  n = n'
+    """
+
+    _hyper = ("learning_rate_power", "initial_accumulator_value", "l1_regularization_strength",
+              "l2_regularization_strength", "l2_shrinkage_regularization_strength", "beta")
+
+    def __init__(self, learning_rate=0.001, learning_rate_power=-0.5, initial_accumulator_value=0.1,
+                 l1_regularization_strength=0.0, l2_regularization_strength=0.0,
+                 l2_shrinkage_regularization_strength=0.0, beta=0.0, name=None, **kwargs):
+        super().__init__(learning_rate=learning_rate, name=name or backend.unique_name("ftrl"), **kwargs)
+        if initial_accumulator_value < 0.0:
+            raise ValueError("`initial_accumulator_value` needs to be positive or zero. Received: "
+                             f"initial_accumulator_value={initial_accumulator_value}.")
+        if learning_rate_power > 0.0:
+            raise ValueError("`learning_rate_power` needs to be negative or zero. Received: "
+                             f"learning_rate_power={learning_rate_power}.")
+        for arg, value in (("l1_regularization_strength", l1_regularization_strength),
+                           ("l2_regularization_strength", l2_regularization_strength),
+                           ("l2_shrinkage_regularization_strength", l2_shrinkage_regularization_strength)):
+            if value < 0.0:
+                raise ValueError(f"`{arg}` needs to be positive or zero. Received: {arg}={value}.")
+        self.learning_rate_power = learning_rate_power
+        self.initial_accumulator_value = initial_accumulator_value
+        self.l1_regularization_strength = l1_regularization_strength
+        self.l2_regularization_strength = l2_regularization_strength
+        self.l2_shrinkage_regularization_strength = l2_shrinkage_regularization_strength
+        self.beta = beta
+
+    def _slot_calls(self):
+        return [("accumulator", "linear")]     # one Keras call: interleaved variable by variable
+
+    def _initial_value(self, kind):
+        return self.initial_accumulator_value if kind == "accumulator" else 0.0
+
+    def _update(self, var, grad, state, lr, shared):
+        power = -self.learning_rate_power
+        accum, linear = state["accumulator"], state["linear"]
+        l2_reg = self.l2_regularization_strength + self.beta / (2.0 * lr)
+        grad_to_use = grad + 2 * self.l2_shrinkage_regularization_strength * var
+        new_accum = accum + grad.square()
+        new_accum_power = _power(new_accum, power)
+        linear = linear + (grad_to_use - ((new_accum_power - _power(accum, power)) / lr) * var)
+        quadratic = new_accum_power / lr + 2 * l2_reg
+        l1 = self.l1_regularization_strength
+        linear_clipped = linear.maximum(-l1).minimum(l1)
+        return (linear_clipped - linear) / quadratic, {"accumulator": new_accum, "linear": linear}
+
+
+def _sign(x: Expr) -> Expr:
+    return Expr(x.em, x.b.op("sign", x.value))
+
+
+def _power(x: Expr, exponent: float) -> Expr:
+    """x ** exponent, the exponent a constant of x's dtype (Keras's `ops.power`)."""
+    return Expr(x.em, x.b.op("pow", x.value, x.em.constant(exponent, x.dtype).value))

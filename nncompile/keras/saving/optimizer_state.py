@@ -16,7 +16,7 @@ from nncompile.keras.optimizers import schedules
 from nncompile.runtime import weights
 
 _KERAS_JOINT = {("momentum", "velocity"), ("accumulated_grad", "accumulated_delta_var"),
-                ("momentum", "norm")}
+                ("momentum", "norm"), ("accumulator", "linear")}
 
 
 def _keras_calls(optimizer) -> list[tuple[str, ...]]:
