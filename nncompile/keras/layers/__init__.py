@@ -12,8 +12,8 @@ from nncompile.keras.layers.conv_transpose import (Conv1DTranspose, Conv2DTransp
 from nncompile.keras.layers.depthwise_conv import (DepthwiseConv1D, DepthwiseConv2D,
                                                    SeparableConv1D, SeparableConv2D)
 from nncompile.keras.layers.core import (ELU, Activation, Dense, Dropout, Embedding, Flatten,
-                                         Identity, LeakyReLU, Masking, Permute, ReLU, Reshape,
-                                         Softmax)
+                                         Identity, LeakyReLU, Masking, Permute, PReLU, ReLU,
+                                         Reshape, Softmax)
 from nncompile.keras.layers.merging import (Add, Average, Concatenate, Dot, Maximum, Minimum,
                                             Multiply, Subtract, add, average, concatenate, dot,
                                             maximum, minimum, multiply, subtract)
@@ -55,9 +55,9 @@ __all__ = [
     "Identity", "Input", "InputLayer", "LSTM", "LSTMCell", "Lambda", "Layer",
     "LayerNormalization", "LeakyReLU", "Masking", "MaxPool1D", "MaxPool2D", "MaxPool3D",
     "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "Maximum", "Minimum", "MultiHeadAttention",
-    "Multiply", "Normalization", "Permute", "RNN", "ReLU", "RepeatVector", "Rescaling", "Reshape",
-    "Resizing", "SeparableConv1D", "SeparableConv2D", "SimpleRNN", "SimpleRNNCell", "Softmax",
-    "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "StackedRNNCells", "Subtract",
+    "Multiply", "Normalization", "PReLU", "Permute", "RNN", "ReLU", "RepeatVector", "Rescaling",
+    "Reshape", "Resizing", "SeparableConv1D", "SeparableConv2D", "SimpleRNN", "SimpleRNNCell",
+    "Softmax", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "StackedRNNCells", "Subtract",
     "TimeDistributed", "UnitNormalization", "UpSampling1D", "UpSampling2D", "UpSampling3D",
     "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "add", "average", "concatenate", "maximum",
     "minimum", "multiply", "subtract", "dot"

@@ -1,5 +1,5 @@
 """Core layers: Dense, Activation, Dropout, Flatten, Reshape, Permute, Embedding, Masking, Identity, and
-the activation layers ReLU, LeakyReLU, ELU and Softmax."""
+the activation layers ReLU, LeakyReLU, ELU, PReLU and Softmax."""
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -428,6 +428,89 @@ class ELU(Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "alpha": self.alpha}
+
+
+class PReLU(Layer):
+    """Parametric ReLU: `max(0, x) + alpha * min(0, x)` with `alpha` a trainable weight of the
+    input's shape without the batch, of size 1 along `shared_axes` (an axis number or a list of
+    them, counted with the batch as axis 0: `shared_axes=[1, 2]` gives one alpha per channel of
+    (batch, height, width, channels) images).
+
+    Example:
+
+    >>> layer = PReLU(alpha_initializer="ones", shared_axes=[1])
+    >>> layer(np.array([[[-2.0, 3.0]]], "float32")).tolist(), layer.alpha.shape
+    ([[[-2.0, 3.0]]], (1, 2))
+    """
+
+    supports_masking = True   # as in Keras: the mask passes on
+    acts_per_step = False     # alpha is per step unless the steps axis is shared
+
+    def __init__(self, alpha_initializer="Zeros", alpha_regularizer=None, alpha_constraint=None,
+                 shared_axes=None, **kwargs):
+        super().__init__(**kwargs)
+        weight_options(self, "alpha", alpha_initializer, alpha_regularizer, alpha_constraint)
+        self.shared_axes = _shared_axes(self, shared_axes)
+
+    def build(self, input_shape) -> None:
+        rank = len(input_shape)
+        shared = self.shared_axes or []
+        beyond = [axis for axis in shared if axis >= rank]
+        if beyond:
+            raise ValueError(f"{owner_of(self)}: shared_axes={self.shared_axes} names axis "
+                             f"{beyond[0]}, but the input has {rank} axes (batch included). "
+                             f"Full shape received: {tuple(input_shape)}")
+        shape = [1 if axis in shared else d for axis, d in enumerate(input_shape) if axis > 0]
+        if any(d is None for d in shape):
+            raise ValueError(f"Shapes used to initialize variables must be fully-defined (no "
+                             f"`None` dimensions). Received: shape={tuple(shape)} for variable "
+                             f"path='{self.name}/alpha': layer '{self.name}' (PReLU) has one "
+                             f"alpha per entry of axes of unknown size; share those axes "
+                             f"(shared_axes) or give the input a known shape")
+        self.alpha = option_weight(self, "alpha", tuple(shape))
+        self.built = True
+
+    def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
+        x = _as_float(b, inputs, self.dtype)
+        self._check_input(x)
+        alpha = self.param(b, self.alpha)
+        # Keras's formula, relu(x) - alpha * relu(-x): the same value, and the same gradient at 0.
+        return b.sub(b.relu(x), b.mul(alpha, b.relu(b.neg(x))))
+
+    def _check_input(self, x: Value) -> None:
+        """Keras's input spec once built: the rank, and the size of every axis not shared."""
+        from nncompile.ir import ShapeError
+
+        shape = self.alpha.shape
+        if x.type.rank != len(shape) + 1:
+            raise ShapeError(f"expected ndim={len(shape) + 1}, found ndim={x.type.rank}")
+        shared = self.shared_axes or []
+        for axis, (got, want) in enumerate(zip(x.type.shape[1:], shape), start=1):
+            if axis not in shared and got != want:
+                raise ShapeError(f"expected axis {axis} of input shape to have value {want}, "
+                                 f"but received input with shape {tuple(x.type.shape)}")
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), **weight_configs(self, "alpha"),
+                "shared_axes": None if self.shared_axes is None else list(self.shared_axes)}
+
+
+def _shared_axes(layer: Layer, value) -> list[int] | None:
+    """PReLU's `shared_axes` as a list of axes >= 1 (None: none shared). Keras 3 takes one axis
+    for a list of it; it also takes 0 and negative axes, as an index into the shape without the
+    batch shifted by one (`-1` shares the second-last axis of alpha, not the last): those are
+    refused here rather than reproduced."""
+    if value is None:
+        return None
+    axes = list(value) if isinstance(value, (list, tuple)) else [value]
+    owner = owner_of(layer)
+    for axis in axes:
+        if integer(axis, "shared_axes", owner) < 1:
+            raise ArgumentError(f"{owner}: the `shared_axes` argument must hold axes >= 1, "
+                                f"counted with the batch as axis 0 (Keras 3 reads an axis <= 0 "
+                                f"as another axis than it names). Received: "
+                                f"shared_axes={value!r}")
+    return [int(axis) for axis in axes]
 
 
 class Softmax(Layer):
