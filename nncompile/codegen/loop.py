@@ -244,6 +244,7 @@ def emit_reduction(k: Kernel, inputs: Sequence[Value], outputs: Sequence[Value],
     out_dims = k.dims(acc_out)
     uses = {v for n in [*prologue, reduce] for v in n.inputs}
     before = [v for v in inputs if v in uses]
+    epilogue = [*_shared_constants(prologue, epilogue), *epilogue]
     after = [v for v in inputs if any(v in n.inputs for n in epilogue)]
     count = _product(k, out_dims)
     in_dims = k.dims(x)
@@ -279,6 +280,14 @@ def emit_reduction(k: Kernel, inputs: Sequence[Value], outputs: Sequence[Value],
         apply_nodes(k, epilogue, env, None, index, len(out_dims))
         for out, result in zip(outputs, results):
             store(b, env[result], b.gep(k.ptr(out), [i]), out.type.dtype)
+
+
+def _shared_constants(prologue: Sequence[Node], epilogue: Sequence[Node]) -> list[Node]:
+    """The prologue's constants that the epilogue reads too (one constant serves both sides
+    once CSE has merged equal ones, as a loss's 2.0 and a penalty's): the epilogue, on the
+    output's index space, makes them again."""
+    read = {v for n in epilogue for v in n.inputs}
+    return [n for n in prologue if n.op == "constant" and n.outputs[0] in read]
 
 
 def _unflatten(k: Kernel, flat: ir.Value, dims: Sequence[Dim]) -> list[ir.Value]:

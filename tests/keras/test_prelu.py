@@ -208,12 +208,6 @@ def test_regularized_prelu_as_first_layer_on_the_reference_interpreter(monkeypat
     _regularized(first=True)
 
 
-@pytest.mark.xfail(raises=KeyError, strict=True, reason=(
-    "codegen bug, not PReLU's: a fused reduction whose body uses one scalar constant both "
-    "before the reduction and after it (here mse's 2.0, CSE-merged with the L2 penalty's 2.0) "
-    "fails in nncompile/codegen/loop.py apply_nodes with KeyError <Value constant>. Minimal "
-    "graph: y = reduce_sum(x * 2.0, axes=[0]) + w * 2.0 with x f32[?,3], w f32[3], compiled "
-    "for cpu. Reached when alpha's gradient needs no gradient of PReLU's input."))
 def test_regularized_prelu_as_first_layer_compiled():
     _regularized(first=True)
 

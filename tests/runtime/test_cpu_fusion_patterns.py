@@ -207,3 +207,15 @@ def test_an_epilogue_that_changes_the_dtype_stays_out_of_the_matmul():
     data = [rng.standard_normal((7, 6)).astype(np.float32) * 3, rng.standard_normal((7, 1)).astype(np.float32)]
     for got, want in zip(exe(*data), reference_run(graph, data)):
         np.testing.assert_array_equal(got, want)
+
+
+def test_a_constant_read_before_and_after_a_fused_reduction():
+    """One constant (CSE merges a loss's 2.0 with a penalty's) read by a reduction's prologue and
+    by its epilogue: the epilogue makes it again (it was a KeyError in codegen)."""
+    b = Builder()
+    x, w = b.input("x", DType.f32[BATCH, 3]), b.input("w", DType.f32[3])
+    two = b.scalar(2.0, x)
+    y = b.add(b.reduce_sum(b.mul(x, two), axes=[0]), b.mul(w, two))
+    exe = nncompile.compile(b.finish([y], ["y"]))
+    xs, ws = np.arange(15, dtype=np.float32).reshape(5, 3), np.array([0.5, -1.0, 2.0], np.float32)
+    np.testing.assert_allclose(exe(xs, ws), (xs * 2).sum(axis=0) + ws * 2, rtol=1e-6)
