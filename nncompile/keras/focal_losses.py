@@ -18,14 +18,14 @@ array([0.000263], dtype=float32)
 """
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
 
 from nncompile.ir import Builder, Value
 from nncompile.keras.losses import (EPSILON, Loss, LossFunctionWrapper, _check_axis, _check_same_shape,
-                                    _shown, clip, const, float_like, loss_function)
+                                    categorical_targets, clip, const, float_like, loss_function,
+                                    smoothed)
 
 
 def _focal_factor(b: Builder, base: Value, gamma) -> Value | None:
@@ -54,12 +54,6 @@ def _weight(b: Builder, value, like: Value, what: str) -> Value:
     return b.constant(array)
 
 
-def _smoothed(b: Builder, y_true: Value, label_smoothing: float, toward: float) -> Value:
-    """y * (1 - label_smoothing) + label_smoothing * toward."""
-    return b.add(b.mul(y_true, const(b, 1.0 - label_smoothing, y_true)),
-                 const(b, label_smoothing * toward, y_true))
-
-
 @loss_function
 def binary_focal_crossentropy(b: Builder, y_true: Value, y_pred: Value, apply_class_balancing: bool = False,
                               alpha=0.25, gamma: float = 2.0, from_logits: bool = False,
@@ -70,7 +64,7 @@ def binary_focal_crossentropy(b: Builder, y_true: Value, y_pred: Value, apply_cl
     _check_axis(axis)
     y_true = float_like(b, y_true, y_pred)
     if label_smoothing:
-        y_true = _smoothed(b, y_true, label_smoothing, 0.5)
+        y_true = smoothed(b, y_true, label_smoothing, 0.5)
     if from_logits:
         y_pred = b.sigmoid(y_pred)
     _check_same_shape(y_true, y_pred)
@@ -97,20 +91,7 @@ def categorical_focal_crossentropy(b: Builder, y_true: Value, y_pred: Value, alp
     """sum(alpha * (1 - p) ** gamma * -y_true * log(p), axis), p the predictions (softmax of
     logits) normalized to sum 1 and clipped to [eps, 1 - eps]; `alpha` a number or one per
     class. Labels smoothed toward 1 / num_classes first."""
-    _check_axis(axis)
-    y_true = float_like(b, y_true, y_pred)
-    if y_pred.type.shape[-1] == 1:
-        warnings.warn("In loss categorical_focal_crossentropy, expected y_pred.shape to be "
-                      "(batch_size, num_classes) with num_classes > 1. Received: y_pred.shape="
-                      f"{_shown(y_pred.type.shape)}. Consider using 'binary_crossentropy' if you "
-                      "only have 2 classes.", SyntaxWarning, stacklevel=3)
-    if label_smoothing:
-        num_classes = y_true.type.shape[-1]
-        if isinstance(num_classes, str):
-            raise ValueError("categorical_focal_crossentropy: label_smoothing needs a known number of "
-                             f"classes; y_true has shape {_shown(y_true.type.shape)}")
-        y_true = _smoothed(b, y_true, label_smoothing, 1.0 / num_classes)
-    _check_same_shape(y_true, y_pred)
+    y_true = categorical_targets(b, "categorical_focal_crossentropy", y_true, y_pred, label_smoothing, axis)
     if from_logits:
         y_pred = b.softmax(y_pred, axis=axis)
     output = b.div(y_pred, b.reduce_sum(y_pred, axes=[axis], keepdims=True))

@@ -305,8 +305,7 @@ def binary_crossentropy(b: Builder, y_true: Value, y_pred: Value, from_logits: b
     _check_axis(axis)
     y_true = float_like(b, y_true, y_pred)
     if label_smoothing:
-        y_true = b.add(b.mul(y_true, const(b, 1.0 - label_smoothing, y_true)),
-                       const(b, 0.5 * label_smoothing, y_true))
+        y_true = smoothed(b, y_true, label_smoothing, 0.5)
     _check_same_shape(y_true, y_pred)
     if from_logits:
         # (max(x, 0) - x * y) first: it cancels exactly, so the small log1p term survives.
@@ -325,23 +324,36 @@ def categorical_crossentropy(b: Builder, y_true: Value, y_pred: Value, from_logi
                              label_smoothing: float = 0.0, axis: int = -1) -> Value:
     """-sum(y_true * log_softmax(y_pred), axis) from logits; from probabilities, the predictions
     are normalized to sum 1 and clipped to [eps, 1 - eps] first, as Keras does."""
+    y_true = categorical_targets(b, "categorical_crossentropy", y_true, y_pred, label_smoothing, axis)
+    log_prob = _log_probabilities(b, y_pred, from_logits, axis)
+    return b.neg(b.reduce_sum(b.mul(y_true, log_prob), axes=[axis]))
+
+
+def categorical_targets(b: Builder, loss: str, y_true: Value, y_pred: Value, label_smoothing: float,
+                        axis: int) -> Value:
+    """The one-hot (or soft) targets of a categorical `loss`, checked against the predictions
+    as Keras checks them (a warning for one class) and smoothed toward 1 / num_classes."""
     _check_axis(axis)
     y_true = float_like(b, y_true, y_pred)
     if y_pred.type.shape[-1] == 1:
-        warnings.warn("In loss categorical_crossentropy, expected y_pred.shape to be (batch_size, "
+        warnings.warn(f"In loss {loss}, expected y_pred.shape to be (batch_size, "
                       f"num_classes) with num_classes > 1. Received: y_pred.shape="
                       f"{_shown(y_pred.type.shape)}. Consider using 'binary_crossentropy' if you "
-                      "only have 2 classes.", SyntaxWarning, stacklevel=3)
+                      "only have 2 classes.", SyntaxWarning, stacklevel=4)
     if label_smoothing:
         num_classes = y_true.type.shape[-1]
         if isinstance(num_classes, str):
-            raise ValueError("categorical_crossentropy: label_smoothing needs a known number of "
+            raise ValueError(f"{loss}: label_smoothing needs a known number of "
                              f"classes; y_true has shape {_shown(y_true.type.shape)}")
-        y_true = b.add(b.mul(y_true, const(b, 1.0 - label_smoothing, y_true)),
-                       const(b, label_smoothing / num_classes, y_true))
+        y_true = smoothed(b, y_true, label_smoothing, 1.0 / num_classes)
     _check_same_shape(y_true, y_pred)
-    log_prob = _log_probabilities(b, y_pred, from_logits, axis)
-    return b.neg(b.reduce_sum(b.mul(y_true, log_prob), axes=[axis]))
+    return y_true
+
+
+def smoothed(b: Builder, y_true: Value, label_smoothing: float, toward: float) -> Value:
+    """y * (1 - label_smoothing) + label_smoothing * toward."""
+    return b.add(b.mul(y_true, const(b, 1.0 - label_smoothing, y_true)),
+                 const(b, label_smoothing * toward, y_true))
 
 
 def _sparse_labels(y_true: Value, y_pred: Value, axis: int, b: Builder) -> Value:
