@@ -254,6 +254,7 @@ def test_call_function_inserts_layers():
 def test_ops_dicts_and_fixed_training_calls():
     """keras.ops on tensors (their nodes cloned as Keras clones its operations), dict inputs and
     outputs, and a call fixed at training=False; call_function gets Keras's arguments."""
+    keras.utils.clear_session()   # the op layers' names count from the session's start
     a, b = keras.Input((4,), name="a"), keras.Input((4,), name="b")
     h = layers.BatchNormalization(name="bn")(a, training=False)
     h = ops.mean(h + b * 2.0, axis=-1, keepdims=True)
