@@ -1,0 +1,213 @@
+"""Image augmentation layers of Keras 3: RandomFlip, RandomContrast, RandomBrightness
+(channels last).
+
+At inference (predict, evaluate, `training=False`) they are the identity and emit nothing. In
+training each image of the batch draws its own transform from the counter-based
+`random_uniform` op, keyed by the layer's own stream (its `seed`, or a draw from numpy's
+generator made when it is created) and drawn from the graph's `seed` input, which the training
+step sets anew for every batch -- as Dropout does. The draws follow Keras 3's formulas (the
+values differ: another generator):
+
+- RandomFlip: u ~ U[0, 1) per image, flipped where u <= 0.5; "horizontal_and_vertical" uses
+  that one draw for both axes (as Keras 3 does: half the images are turned by 180 degrees).
+- RandomContrast: c ~ U[1 - lower, 1 + upper) per image, each channel becomes
+  (x - mean) * c + mean (mean over height and width), clipped to `value_range`.
+- RandomBrightness: d ~ U[lower, upper) * (high - low) per image, added, clipped to
+  `value_range`.
+
+As in Keras, calling one of these layers directly on an array without `training` augments
+(their `call` defaults to training=True); inside a model the model's mode decides.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from nncompile.ir import Builder, DType, ShapeError, Value
+from nncompile.ir.ops.shape import SLICE_END
+from nncompile.keras import tracing
+from nncompile.keras.layers.arguments import check_data_format, integer, owner_of
+from nncompile.keras.layers.base import KerasTensor, Layer, keras_shape
+from nncompile.keras.layers.core import seed_input
+
+HORIZONTAL, VERTICAL = "horizontal", "vertical"
+HORIZONTAL_AND_VERTICAL = "horizontal_and_vertical"
+FLIP_MODES = (HORIZONTAL, VERTICAL, HORIZONTAL_AND_VERTICAL)
+
+
+class _Augmentation(Layer):
+    """What the random image layers share: the seed and stream, the images' checks, and the
+    Keras default of augmenting when called directly on arrays."""
+
+    def __init__(self, seed=None, data_format=None, **kwargs):
+        super().__init__(**kwargs)
+        owner = owner_of(self)
+        self.seed = None if seed is None else integer(seed, "seed", owner)
+        self.data_format = check_data_format(data_format, owner)
+        # The layer's stream: its seed, else a draw from numpy's generator (which
+        # keras.utils.set_random_seed makes reproducible), as Dropout.
+        self._key = self.seed if seed is not None else int(np.random.randint(0, 2**31))
+
+    def __call__(self, inputs, training: bool | None = None, **kwargs):
+        # Keras 3's image preprocessing layers declare `call(data, training=True)`: called on
+        # arrays (outside a model) without `training`, they augment.
+        flat = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        if (training is None and not tracing.in_trace()
+                and not any(isinstance(x, KerasTensor) or tracing.is_traced(x) for x in flat)):
+            training = True
+        return super().__call__(inputs, training, **kwargs)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def _images(self, b: Builder, x: Value) -> Value:
+        """The images checked (rank 3 or 4) and cast to the layer's dtype, as Keras does."""
+        if x.type.rank not in (3, 4):
+            raise ShapeError(f"{owner_of(self)}: expected the input image to be rank 3 or 4 "
+                             f"(height, width, channels), with or without a batch axis. "
+                             f"Received: inputs.shape={keras_shape(x.type)}")
+        dtype = DType.from_numpy(self.dtype)
+        return x if x.type.dtype == dtype else b.cast(x, dtype=dtype)
+
+    def _draws(self, b: Builder, x: Value) -> Value:
+        """U[0, 1) of shape (batch, 1, 1, 1) (an unbatched image: (1, 1, 1)), in x's dtype."""
+        shape = (1, 1, 1) if x.type.rank == 3 else (x.type.shape[0], 1, 1, 1)
+        u = b.op("random_uniform", seed_input(b), shape=shape, key=self._key)
+        return u if x.type.dtype == DType.f32 else b.cast(u, dtype=x.type.dtype)
+
+    def _clip(self, b: Builder, x: Value, value_range) -> Value:
+        low, high = value_range
+        # As numpy.clip (and Keras's ops.clip): minimum(maximum(x, low), high).
+        return b.minimum(b.maximum(x, b.scalar(float(low), x)), b.scalar(float(high), x))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "data_format": self.data_format, "seed": self.seed}
+
+
+def _flip(b: Builder, x: Value, axis: int) -> Value:
+    """x reversed along `axis` (whole, which works for an axis of unknown size too)."""
+    return b.slice(x, starts=[-1], ends=[-SLICE_END - 1], axes=[axis], steps=[-1])
+
+
+class RandomFlip(_Augmentation):
+    """Flips each image with probability 1/2 in training: `mode` "horizontal" (left-right),
+    "vertical" (top-bottom) or "horizontal_and_vertical" (default: both axes at once, with one
+    draw, as in Keras 3). The identity at inference; images are cast to the layer's dtype.
+
+    >>> x = np.arange(4, dtype="float32").reshape(1, 2, 2, 1)
+    >>> RandomFlip("horizontal")(x, training=False)[0, :, :, 0].tolist()
+    [[0.0, 1.0], [2.0, 3.0]]
+    """
+
+    def __init__(self, mode=HORIZONTAL_AND_VERTICAL, seed=None, data_format=None, **kwargs):
+        super().__init__(seed=seed, data_format=data_format, **kwargs)
+        if mode not in FLIP_MODES:
+            # Keras 3 accepts any string and then never flips; a typo is refused here instead.
+            raise ValueError(f"{owner_of(self)}: the `mode` argument must be one of "
+                             f"{', '.join(repr(m) for m in FLIP_MODES)}. Received: mode={mode!r}")
+        self.mode = mode
+
+    def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
+        x = self._images(b, inputs)
+        if not training:
+            return x
+        flips = b.op("less_equal", self._draws(b, x), b.scalar(0.5, x))
+        rank = x.type.rank
+        if self.mode in (HORIZONTAL, HORIZONTAL_AND_VERTICAL):
+            x = b.select(flips, _flip(b, x, rank - 2), x)
+        if self.mode in (VERTICAL, HORIZONTAL_AND_VERTICAL):
+            x = b.select(flips, _flip(b, x, rank - 3), x)
+        return x
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "mode": self.mode}
+
+
+def _factor(layer: Layer, factor, bounds: tuple[float, float]) -> tuple:
+    """Keras 3's `_set_factor`: a number f in `bounds` -> (max(-|f|, bounds[0]), |f|); a pair ->
+    sorted (refused only if its first is above the bounds or its second below)."""
+    message = (f"The `factor` argument should be a number (or a list of two numbers) in the "
+               f"range [{bounds[0]}, {bounds[1]}]. Received: factor={factor}")
+    if isinstance(factor, (tuple, list)):
+        if len(factor) != 2 or factor[0] > bounds[1] or factor[1] < bounds[0]:
+            raise ValueError(message)
+        lower, upper = sorted(factor)
+    elif isinstance(factor, (int, float)):
+        if factor < bounds[0] or factor > bounds[1]:
+            raise ValueError(message)
+        factor = abs(factor)
+        lower, upper = max(-factor, bounds[0]), factor
+    else:
+        raise ValueError(message)   # noqa: TRY004 -- Keras 3 raises ValueError
+    return lower, upper
+
+
+class RandomContrast(_Augmentation):
+    """Scales each image's contrast in training by c ~ U[1 - lower, 1 + upper), drawn per image:
+    every channel becomes (x - mean) * c + mean, its mean over height and width, then the result
+    is clipped to `value_range`. `factor` in [0, 1]: a number f is (f, f), a pair (lower, upper).
+    The identity at inference.
+
+    >>> x = np.arange(4, dtype="float32").reshape(1, 2, 2, 1)
+    >>> RandomContrast(0.5)(x, training=False)[0, :, :, 0].tolist()
+    [[0.0, 1.0], [2.0, 3.0]]
+    """
+
+    def __init__(self, factor, value_range=(0, 255), seed=None, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        self.factor = _factor(self, factor, (0, 1))
+        self.value_range = value_range
+        if not isinstance(value_range, (tuple, list)) or len(value_range) != 2:
+            # Keras 3 takes any value here and fails at the first call; said at once here.
+            raise ValueError(f"{owner_of(self)}: the `value_range` argument should be a list of "
+                             f"two numbers. Received: value_range={value_range}")
+
+    def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
+        if not training:
+            return inputs
+        x = self._images(b, inputs)
+        lower, upper = self.factor
+        contrast = b.add(b.mul(self._draws(b, x), b.scalar(float(lower + upper), x)),
+                         b.scalar(1.0 - lower, x))
+        rank = x.type.rank
+        mean = b.reduce_mean(x, axes=[rank - 3, rank - 2], keepdims=True)
+        out = b.add(b.mul(b.sub(x, mean), contrast), mean)
+        return self._clip(b, out, self.value_range)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "factor": self.factor, "value_range": self.value_range}
+
+
+class RandomBrightness(_Augmentation):
+    """Shifts each image's brightness in training by d ~ U[lower, upper) * (high - low), drawn
+    per image and added to every pixel, then clips to `value_range` = [low, high] (default
+    [0, 255]). `factor` in [-1, 1]: a number f is (-f, f), a pair (lower, upper). The identity
+    at inference.
+
+    >>> x = np.arange(4, dtype="float32").reshape(1, 2, 2, 1)
+    >>> RandomBrightness(0.5)(x, training=False)[0, :, :, 0].tolist()
+    [[0.0, 1.0], [2.0, 3.0]]
+    """
+
+    def __init__(self, factor, value_range=(0, 255), seed=None, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        self.factor = _factor(self, factor, (-1, 1))
+        if not isinstance(value_range, (tuple, list)) or len(value_range) != 2:
+            raise ValueError(f"The `value_range` argument should be a list of two numbers. "
+                             f"Received: value_range={value_range}")
+        self.value_range = sorted(value_range)
+
+    def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
+        if not training:
+            return inputs
+        x = self._images(b, inputs)
+        lower, upper = self.factor
+        low, high = self.value_range
+        span = float(high - low)
+        delta = b.add(b.mul(self._draws(b, x), b.scalar(float(upper - lower) * span, x)),
+                      b.scalar(float(lower) * span, x))
+        return self._clip(b, b.add(x, delta), self.value_range)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "factor": self.factor, "value_range": self.value_range}
