@@ -22,14 +22,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 
 from nncompile.ir import Builder, DType, ShapeError, Value
 from nncompile.ir.ops.shape import SLICE_END
 from nncompile.keras import tracing
 from nncompile.keras.layers.arguments import check_data_format, integer, owner_of
 from nncompile.keras.layers.base import KerasTensor, Layer, keras_shape
-from nncompile.keras.layers.core import seed_input
+from nncompile.keras.layers.core import seed_input, stream_key
 
 HORIZONTAL, VERTICAL = "horizontal", "vertical"
 HORIZONTAL_AND_VERTICAL = "horizontal_and_vertical"
@@ -45,9 +44,7 @@ class _Augmentation(Layer):
         owner = owner_of(self)
         self.seed = None if seed is None else integer(seed, "seed", owner)
         self.data_format = check_data_format(data_format, owner)
-        # The layer's stream: its seed, else a draw from numpy's generator (which
-        # keras.utils.set_random_seed makes reproducible), as Dropout.
-        self._key = self.seed if seed is not None else int(np.random.randint(0, 2**31))
+        self._key = stream_key(self.seed)
 
     def __call__(self, inputs, training: bool | None = None, **kwargs):
         # Keras 3's image preprocessing layers declare `call(data, training=True)`: called on

@@ -111,6 +111,13 @@ class Activation(Layer):
 SEED_INPUT = "seed"
 
 
+def stream_key(seed: int | None, spare: int = 0) -> int:
+    """A random layer's stream: its seed, else a draw from numpy's generator (which
+    keras.utils.set_random_seed makes reproducible); `spare` keys above it stay free for the
+    layer's other streams (a recurrent cell's per-gate masks)."""
+    return seed if seed is not None else int(np.random.randint(0, 2**31 - spare))
+
+
 def seed_input(b: Builder) -> Value:
     """The graph's i64 scalar input that random ops draw from (added on first use)."""
     for v in b.graph.inputs:
@@ -149,9 +156,7 @@ class Dropout(Layer):
         # Elementwise draws are independent per step too; a noise_shape would span the steps.
         self.acts_per_step = self.noise_shape is None
         self.seed = None if seed is None else integer(seed, "seed", owner)
-        # The mask stream of this layer: its seed, else a draw from numpy's generator, which
-        # keras.utils.set_random_seed makes reproducible.
-        self._key = self.seed if seed is not None else int(np.random.randint(0, 2**31))
+        self._key = stream_key(self.seed)
 
     def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
         if not training or self.rate == 0:

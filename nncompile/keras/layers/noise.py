@@ -13,7 +13,7 @@ from nncompile.ir import Builder, Value
 from nncompile.keras.layers.arguments import (check_data_format, check_input_rank, integer, number,
                                               owner_of)
 from nncompile.keras.layers.base import Layer
-from nncompile.keras.layers.core import Dropout, seed_input
+from nncompile.keras.layers.core import Dropout, seed_input, stream_key
 
 # The second uniform stream of a layer's normal draws: its key moved by this odd constant.
 _SECOND_STREAM = 0x5BD1E995
@@ -40,7 +40,7 @@ class _Noise(Layer):
     def __init__(self, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.seed = None if seed is None else integer(seed, "seed", owner_of(self))
-        self._key = self.seed if seed is not None else int(np.random.randint(0, 2**31))
+        self._key = stream_key(self.seed)
 
 
 class GaussianNoise(_Noise):

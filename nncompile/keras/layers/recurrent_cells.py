@@ -23,7 +23,7 @@ from nncompile.ir.cells import ACTIVATIONS, Cell, gate_block, gru_update, lstm_u
 from nncompile.keras import activations, constraints, initializers, regularizers
 from nncompile.keras.layers.arguments import ArgumentError, boolean, owner_of, weight_options
 from nncompile.keras.layers.base import Layer
-from nncompile.keras.layers.core import seed_input
+from nncompile.keras.layers.core import seed_input, stream_key
 
 import numpy as np
 
@@ -96,8 +96,7 @@ class RecurrentCell(Layer):
         self.dropout = _rate(dropout, "dropout", owner)
         self.recurrent_dropout = _rate(recurrent_dropout, "recurrent_dropout", owner)
         self.seed = seed
-        # The masks' random stream: the seed, else a draw that keras.utils.set_random_seed fixes.
-        self._key = seed if seed is not None else int(np.random.randint(0, 2**31 - 64))
+        self._key = stream_key(seed, spare=64)
         self.bias = None
 
     @property

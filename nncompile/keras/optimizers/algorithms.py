@@ -250,7 +250,7 @@ class Lion(Optimizer):
         m = state["momentum"]
         beta_1 = grad.em.constant(self.beta_1, grad.dtype)
         beta_2 = grad.em.constant(self.beta_2, grad.dtype)
-        direction = _sign(m * beta_1 + grad * (1.0 - beta_1))
+        direction = (m * beta_1 + grad * (1.0 - beta_1)).sign()
         return var - lr * direction, {"momentum": m * beta_2 + grad * (1.0 - beta_2)}
 
 
@@ -299,18 +299,10 @@ class Ftrl(Optimizer):
         l2_reg = self.l2_regularization_strength + self.beta / (2.0 * lr)
         grad_to_use = grad + 2 * self.l2_shrinkage_regularization_strength * var
         new_accum = accum + grad.square()
-        new_accum_power = _power(new_accum, power)
-        linear = linear + (grad_to_use - ((new_accum_power - _power(accum, power)) / lr) * var)
+        new_accum_power = new_accum ** power
+        linear = linear + (grad_to_use - ((new_accum_power - accum ** power) / lr) * var)
         quadratic = new_accum_power / lr + 2 * l2_reg
         l1 = self.l1_regularization_strength
         linear_clipped = linear.maximum(-l1).minimum(l1)
         return (linear_clipped - linear) / quadratic, {"accumulator": new_accum, "linear": linear}
 
-
-def _sign(x: Expr) -> Expr:
-    return Expr(x.em, x.b.op("sign", x.value))
-
-
-def _power(x: Expr, exponent: float) -> Expr:
-    """x ** exponent, the exponent a constant of x's dtype (Keras's `ops.power`)."""
-    return Expr(x.em, x.b.op("pow", x.value, x.em.constant(exponent, x.dtype).value))

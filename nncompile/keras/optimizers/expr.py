@@ -83,6 +83,9 @@ class Expr:
     def __rtruediv__(self, other) -> "Expr":
         return self._binary("div", other, swap=True)
 
+    def __pow__(self, other) -> "Expr":
+        return self._binary("pow", other)
+
     def __rpow__(self, other) -> "Expr":
         return self._binary("pow", other, swap=True)
 
@@ -97,6 +100,9 @@ class Expr:
 
     def abs(self) -> "Expr":
         return self._unary("abs")
+
+    def sign(self) -> "Expr":
+        return self._unary("sign")
 
     def maximum(self, other) -> "Expr":
         return self._binary("maximum", other)
