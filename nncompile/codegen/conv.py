@@ -8,6 +8,10 @@ not even as packed panels: in NHWC a tap of a pixel is a contiguous run of chann
 microkernel reads A straight from the image through one pointer per tile row and tap (an
 indirect convolution, as in XNNPACK), pointing at a row of zeros where the window hangs over the
 padding. Packing A, a transpose here, cost as much as the arithmetic for typical channel counts.
+A tile whose windows all lie inside the image (most of them) skips the pointer per tap: its rows
+read each window row as one run of kw*cin channels at a common offset (`_interior_taps`).
+Convolutions whose output channels fill the wide register tile (6 x 64 f32 with AVX-512, half the
+broadcasts per FMA) have a kernel of their own (`wide_tile`).
 
 The geometry (sizes, strides, pads, dilations, groups) is read at run time from an array of
 words (`geometry`), so one kernel serves every convolution of a dtype: it lives in the host's
@@ -19,7 +23,7 @@ from typing import Sequence
 
 from llvmlite import ir
 
-from nncompile.codegen import gemm, gemm_pack, simd
+from nncompile.codegen import gemm, gemm_pack, simd, target
 from nncompile.codegen.gemm import Epilogue, Tiling, at, entry_alloca, smin, zero
 from nncompile.codegen.kernel import scalar_type
 from nncompile.codegen.loops import const, for_range
@@ -44,7 +48,7 @@ GEOMETRY = ("h", "w", "cin", "kh", "kw", "cg", "oh", "ow", "stride_h", "stride_w
 
 # What the microkernel reads of the geometry, worked out once per call by the kernel's entry.
 _DERIVED = ("ohw", "ow", "oh", "stride_h", "stride_w", "top", "left", "kh", "tap_w", "dilation_h",
-            "dilation_w", "h", "w", "cin", "run", "image")
+            "dilation_w", "h", "w", "cin", "run", "image", "kw")
 
 
 def geometry(name: str, dtype: DType, *, in_hw: Sequence[int], cin: int, kernel_hw: Sequence[int], cout: int,
@@ -66,14 +70,15 @@ def geometry(name: str, dtype: DType, *, in_hw: Sequence[int], cin: int, kernel_
 
 
 def emit_conv2d(module: ir.Module, name: str, dtype: DType, epilogue: Epilogue | None = None,
-                prepacked: bool = False) -> ir.Function:
+                prepacked: bool = False, wide: bool = False) -> ir.Function:
     """Add `void name(i64 batch, T* x, T* w, T* y, i64* geometry, T* e0, ...)`:
     y = epilogue(conv2d(x, w)) for any geometry (`geometry`'s words). The epilogue sees y as a
     (batch*OH*OW, cout) matrix. y must not overlap x, w or an epilogue operand. `prepacked`: one
-    more argument last, `T* bp`, the weights packed ahead (`emit_pack_weights`), read instead."""
+    more argument last, `T* bp`, the weights packed ahead (`emit_pack_weights`), read instead.
+    `wide`: the register tile of `wide_tile` convolutions, which only they may call."""
     ty = scalar_type(dtype)
     ptr = ty.as_pointer()
-    t = gemm_pack.one_block_tiling(dtype)     # the weights packed whole
+    t = _tiling(dtype, wide)
     n_epi = len(epilogue.operands) if epilogue else 0
     tiles = _emit_tiles(module, name, ty, t, _emit_micro(module, name, ty, t, epilogue), n_epi)
     driver = gemm.emit_driver(module, name, dtype, t, tiles, n_epi=n_epi, prepacked=prepacked)
@@ -105,6 +110,18 @@ def emit_conv2d(module: ir.Module, name: str, dtype: DType, epilogue: Epilogue |
     b.call(free, [b.bitcast(zero_row, gemm.i8p)])
     b.ret_void()
     return fn
+
+
+def wide_tile(dtype: DType, og: int) -> bool:
+    """Whether a convolution of `og` output channels per group runs on the wide register tile
+    (`gemm_pack.conv_tiling`): a library kernel of its own."""
+    return gemm_pack.conv_tiling(dtype, og).nr != gemm_pack.conv_tiling(dtype, 1).nr
+
+
+def _tiling(dtype: DType, wide: bool) -> Tiling:
+    """The tiling of the kernel that runs (`wide`) or does not run wide-tile convolutions."""
+    columns = target.vector_lanes(dtype.itemsize) * gemm.register_tile(wide=True)[1] if wide else 1
+    return gemm_pack.conv_tiling(dtype, columns)
 
 
 def _derived(b: ir.IRBuilder, g: dict) -> dict:
@@ -169,24 +186,11 @@ def _emit_micro(module: ir.Module, name: str, ty: ir.Type, t: Tiling, epilogue: 
         top = b.sub(b.mul(oy, g["stride_h"]), g["top"])
         left = b.sub(b.mul(ox, g["stride_w"]), g["left"])
         pixels.append((top, left, b.gep(x, [b.mul(image, g["image"])]), b.icmp_signed("<", const(r), rows)))
-    with for_range(b, g["kh"], name="tap_y") as tap_y, for_range(b, g["tap_w"], name="tap_x") as tap_x:
-        tap = b.add(b.mul(tap_y, g["tap_w"]), tap_x)
-        dy, dx = b.mul(tap_y, g["dilation_h"]), b.mul(tap_x, g["dilation_w"])
-        sources = []
-        for top, left, image_at, present in pixels:
-            ih, iw = b.add(top, dy), b.add(left, dx)
-            inside = b.and_(present, b.and_(_within(b, ih, g["h"]), _within(b, iw, g["w"])))
-            pixel = b.gep(image_at, [b.mul(b.add(b.mul(ih, g["w"]), iw), g["cin"])])
-            sources.append(b.select(inside, pixel, zero_row))
-        weights = at(b, bp, b.mul(b.mul(tap, g["run"]), const(t.nr)))
-        with for_range(b, g["run"], name="ch") as ch:
-            b_row = at(b, weights, b.mul(ch, const(t.nr)))
-            b_vecs = [simd.load_vector(b, at(b, b_row, v * t.lanes), t.lanes, align=64)
-                      for v in range(t.nr_vectors)]
-            for source, slot_row in zip(sources, slots):
-                a = simd.splat(b, b.load(at(b, source, ch)), t.lanes)
-                for slot, b_vec in zip(slot_row, b_vecs):
-                    b.store(simd.fma(b, a, b_vec, b.load(slot)), slot)
+    with b.if_else(_interior(b, g, pixels)) as (inside, straddling):
+        with inside:
+            _interior_taps(b, g, t, bp, pixels, slots)
+        with straddling:
+            _window_taps(b, g, t, bp, pixels, slots, zero_row)
     accs = [[b.load(slot) for slot in slot_row] for slot_row in slots]
     gemm.store_tile(b, accs, c, ldc, rows, cols, True, True, row, col, epilogue, eptrs)
     b.ret_void()
@@ -212,6 +216,65 @@ def _emit_tiles(module: ir.Module, name: str, ty: ir.Type, t: Tiling, micro: ir.
                                b.add(v["col0"], jr), words] + v["eptrs"])
     b.ret_void()
     return b.function
+
+
+def _interior(b: ir.IRBuilder, g: dict, pixels: list) -> ir.Value:
+    """Whether every row of the tile is present and its whole window lies inside its image,
+    with the taps of a window row one contiguous run of channels (one group, no dilation across
+    the width): then each row's window is kh runs of kw*cin channels at one offset per run."""
+    last_y = b.mul(b.sub(g["kh"], const(1)), g["dilation_h"])
+    # a run of all channels (one group) per tap, taps next to each other, or one run per row
+    contiguous = b.or_(b.and_(b.icmp_signed("==", g["run"], g["cin"]), b.icmp_signed("==", g["dilation_w"], const(1))),
+                       b.icmp_signed("==", g["run"], b.mul(g["kw"], g["cin"])))
+    inside = contiguous
+    for top, left, _, present in pixels:
+        rows_in = b.and_(_within(b, top, g["h"]), _within(b, b.add(top, last_y), g["h"]))
+        cols_in = b.and_(_within(b, left, g["w"]), _within(b, b.add(left, b.sub(g["kw"], const(1))), g["w"]))
+        inside = b.and_(inside, b.and_(present, b.and_(rows_in, cols_in)))
+    return inside
+
+
+def _interior_taps(b: ir.IRBuilder, g: dict, t: Tiling, bp: ir.Value, pixels: list, slots: list) -> None:
+    """The tile's FMAs when `_interior`: per window row, one loop over its kw*cin channels, every
+    row of the tile read at the same offset from its window's first element (one index for all:
+    no pointer is worked out per tap, and a 3x3 window is 3 loops, not 9)."""
+    bases = [b.gep(image_at, [b.mul(b.add(b.mul(top, g["w"]), left), g["cin"])])
+             for top, left, image_at, _ in pixels]
+    run = b.mul(g["kw"], g["cin"])
+    row_step = b.mul(b.mul(g["dilation_h"], g["w"]), g["cin"])
+    with for_range(b, g["kh"], name="win_y") as win_y:
+        offset = b.mul(win_y, row_step)
+        weights = at(b, bp, b.mul(b.mul(win_y, run), const(t.nr)))
+        with for_range(b, run, name="k") as k:
+            _accumulate(b, t, at(b, weights, b.mul(k, const(t.nr))), bases, b.add(offset, k), slots)
+
+
+def _window_taps(b: ir.IRBuilder, g: dict, t: Tiling, bp: ir.Value, pixels: list, slots: list,
+                 zero_row: ir.Value) -> None:
+    """The tile's FMAs for any tile: per tap, each row reads its input pixel, or a row of zeros
+    where the window hangs over the padding or the row is past the tile's last."""
+    with for_range(b, g["kh"], name="tap_y") as tap_y, for_range(b, g["tap_w"], name="tap_x") as tap_x:
+        tap = b.add(b.mul(tap_y, g["tap_w"]), tap_x)
+        dy, dx = b.mul(tap_y, g["dilation_h"]), b.mul(tap_x, g["dilation_w"])
+        sources = []
+        for top, left, image_at, present in pixels:
+            ih, iw = b.add(top, dy), b.add(left, dx)
+            inside = b.and_(present, b.and_(_within(b, ih, g["h"]), _within(b, iw, g["w"])))
+            pixel = b.gep(image_at, [b.mul(b.add(b.mul(ih, g["w"]), iw), g["cin"])])
+            sources.append(b.select(inside, pixel, zero_row))
+        weights = at(b, bp, b.mul(b.mul(tap, g["run"]), const(t.nr)))
+        with for_range(b, g["run"], name="ch") as ch:
+            _accumulate(b, t, at(b, weights, b.mul(ch, const(t.nr))), sources, ch, slots)
+
+
+def _accumulate(b: ir.IRBuilder, t: Tiling, b_row: ir.Value, sources: list, index: ir.Value, slots: list) -> None:
+    """One k step: slots[r][v] += sources[r][index] * b_row[v*lanes...] (NR/lanes aligned vectors
+    of packed weights, one broadcast per row)."""
+    b_vecs = [simd.load_vector(b, at(b, b_row, v * t.lanes), t.lanes, align=64) for v in range(t.nr_vectors)]
+    for source, slot_row in zip(sources, slots):
+        a = simd.splat(b, b.load(at(b, source, index)), t.lanes)
+        for slot, b_vec in zip(slot_row, b_vecs):
+            b.store(simd.fma(b, a, b_vec, b.load(slot)), slot)
 
 
 def _within(b: ir.IRBuilder, index: ir.Value, size: ir.Value) -> ir.Value:

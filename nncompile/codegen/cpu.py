@@ -235,9 +235,10 @@ def _emit_prepare(module: ir.Module, layout: Layout) -> None:
         dtype = value.type.dtype
         ptr = storage_type(dtype).as_pointer()
         source, target = (b.bitcast(pointers[s], ptr) for s in (layout.slots[value], slot))
-        pack = emit_pack_b_into(module, dtype, transpose_b=packing.transposed, one_block=packing.groups > 0)
         n, k, ldb = _packed_shape(value, packing)
-        group_elements = packed_size(dtype, n, k) // dtype.itemsize
+        pack = emit_pack_b_into(module, dtype, transpose_b=packing.transposed,
+                                conv_columns=n if packing.groups else None)
+        group_elements = packed_size(dtype, n, k, conv=packing.groups > 0) // dtype.itemsize
         for group in range(max(packing.groups, 1)):
             b.call(pack, [ir.Constant(i64, n), ir.Constant(i64, k), b.gep(source, [ir.Constant(i64, group * n)]),
                           ir.Constant(i64, ldb), b.gep(target, [ir.Constant(i64, group * group_elements)])])
@@ -256,7 +257,8 @@ def _packed_shape(value: Value, packing: Packing) -> tuple[int, int, int]:
 
 def packed_sizes(layout: Layout) -> list[int]:
     """The bytes of each packed weight's slot (64-byte aligned memory the runtime owns)."""
-    return [max(p.groups, 1) * packed_size(v.type.dtype, *_packed_shape(v, p)[:2]) for v, p in layout.packed.items()]
+    return [max(p.groups, 1) * packed_size(v.type.dtype, *_packed_shape(v, p)[:2], conv=p.groups > 0)
+            for v, p in layout.packed.items()]
 
 
 def emit_kernels(p: Program, nodes: list[Node], number: int | None = None, prefix: str = "k") -> None:

@@ -54,7 +54,8 @@ class Epilogue:
     """What GEMM applies to each result in registers before storing it.
 
     operands: per extra pointer argument e_i, its (row stride, col stride) in elements; a stride of
-    0 broadcasts along that axis (bias: (0, 1); residual (M, N): (N, 1); per-row: (1, 0); scalar: (0, 0)).
+    0 broadcasts along that axis (bias: (0, 1); residual (M, N): (N, 1); per-row: (1, 0); scalar: (0, 0));
+    a row stride of LDC is C's (a residual read by a library kernel, whose N is an argument).
     apply: (builder, acc, operand values) -> result; values are vectors of one tile row's lanes,
     or scalars on a scalar path, so element rules written for both work as they are.
     """
@@ -62,6 +63,7 @@ class Epilogue:
     apply: Callable[[ir.IRBuilder, ir.Value, list[ir.Value]], ir.Value] | None
 
 
+LDC = -1
 TILE_CALL = Epilogue(((0, 0), (0, 0)), None)
 """The epilogue of the host library's GEMMs (`codegen/library.py`): its two operands are a tile
 function (`tile_type`) and that function's context, passed as T*s; each finished tile of C is
@@ -95,11 +97,15 @@ class Tiling:
         return self.lanes * self.nr_vectors
 
 
-def register_tile() -> tuple[int, int]:
+def register_tile(wide: bool = False) -> tuple[int, int]:
     """(MR, vectors across NR) of the microkernel: its accumulators, the B vectors of a k step and
     a broadcast of A fit the vector registers: 12 x 2 (24 + 2 + 1 of 32 zmm) with AVX-512, 6 x 2
-    (12 + 2 + 1 of 16) on AVX2 and SSE (BLIS's Haswell kernel is 6 x 16 f32)."""
-    return (12, 2) if target.vector_registers() >= 32 else (6, 2)
+    (12 + 2 + 1 of 16) on AVX2 and SSE (BLIS's Haswell kernel is 6 x 16 f32). `wide`: the same
+    accumulators as 6 x 4 with AVX-512, half the broadcasts per FMA (the convolution's, whose
+    broadcasts are its costly loads: `gemm_pack.conv_tiling`)."""
+    if target.vector_registers() >= 32:
+        return (6, 4) if wide else (12, 2)
+    return (6, 2)
 
 
 def tiling(dtype: DType) -> Tiling:
@@ -207,17 +213,19 @@ def add(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
 # --- storing a tile: accumulate, epilogue, masks ------------------------------------------------
 
 def operand(b: ir.IRBuilder, ptr: ir.Value, strides: tuple[int, int], row: ir.Value, col: ir.Value,
-             lanes: int, valid: ir.Value | None, down: bool = False) -> ir.Value:
+            lanes: int, valid: ir.Value | None, down: bool = False, ldc: ir.Value | None = None) -> ir.Value:
     """Epilogue operand at (row, col..col+lanes), or at (row..row+lanes, col) when `down`; lanes
-    at or past `valid` are never read."""
+    at or past `valid` are never read. `ldc`: C's row stride, for a row stride of LDC."""
     rs, cs = strides
-    terms = [index if stride == 1 else b.mul(index, const(stride)) for index, stride in ((row, rs), (col, cs)) if stride]
+    terms = [index if stride == 1 else b.mul(index, ldc if stride == LDC else const(stride))
+             for index, stride in ((row, rs), (col, cs)) if stride]
     base = at(b, ptr, b.add(*terms) if len(terms) == 2 else terms[0] if terms else const(0))
     step = rs if down else cs
-    if lanes == 1 or step == 0:
+    step = ldc if step == LDC else step
+    if lanes == 1 or (isinstance(step, int) and step == 0):
         value = b.load(base)
         return value if lanes == 1 else simd.splat(b, value, lanes)
-    if step == 1:
+    if isinstance(step, int) and step == 1:
         return simd.masked_load(b, base, simd.lane_mask(b, valid, lanes))
     return simd.masked_gather(b, base, step, simd.lane_mask(b, valid, lanes))
 
@@ -252,7 +260,7 @@ def store_tile(b: ir.IRBuilder, accs: list[list[ir.Value]], c: ir.Value, ldc: ir
                     if apply:
                         at_row, at_col = b.add(row, const(r)), b.add(col, const(v * lanes))
                         valid = b.sub(cols, const(v * lanes))
-                        operands = [operand(b, p, s, at_row, at_col, lanes, valid)
+                        operands = [operand(b, p, s, at_row, at_col, lanes, valid, ldc=ldc)
                                     for p, s in zip(eptrs, epilogue.operands)]
                         acc = epilogue.apply(b, acc, operands)
                     store(acc, ptr, mask)

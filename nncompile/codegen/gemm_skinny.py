@@ -175,7 +175,8 @@ def _emit_skinny_t_block(module: ir.Module, name: str, ty: ir.Type, t: gemm.Tili
                         acc = b.load(slot)
                         if epilogue is not None and epilogue.apply is not None:
                             valid = b.sub(rows, const(v * lanes))
-                            acc = epilogue.apply(b, acc, [gemm.operand(b, p, s, at_row, at_col, lanes, valid, down=True)
+                            acc = epilogue.apply(b, acc, [gemm.operand(b, p, s, at_row, at_col, lanes, valid,
+                                                                       down=True, ldc=ldc)
                                                           for p, s in zip(eptrs, epilogue.operands)])
                         simd.masked_scatter(b, acc, gemm.at(b, c, b.add(b.mul(at_row, ldc), at_col)), ldc, mask)
             if epilogue is not None and epilogue.apply is None:

@@ -10,7 +10,8 @@ kept in the disk cache like model code (keyed by its name, the package, LLVM and
 loaded once per process. Its entry is exported by symbol, as the thread pool's is, and model
 modules only declare it (`shared_gemm`). M, N, K and the strides are run-time arguments: the paths a
 call takes are chosen at run time, as they were for symbolic batch sizes. The convolution
-(`ConvSpec`, `shared_conv2d`) takes its whole geometry at run time, one kernel per dtype.
+(`ConvSpec`, `shared_conv2d`) takes its whole geometry at run time, one kernel per dtype and
+register tile (`conv.wide_tile`).
 
 Epilogues are the model's own: a library GEMM with one takes a tile function and its context
 (`gemm.TILE_CALL`); it stores each finished tile of C and calls the function on it while the
@@ -54,15 +55,17 @@ CONV_PREFIX = "nnc.conv2d."
 # call costs 6-22% of a product of depth 27-64 and half of one of ten columns. Those after the
 # first have kernels of their own ("bias_sigmoid"); relu is the "bias" kernel's floor.
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
-_EPILOGUE = r"(?:\.(tile|bias(?:_(?:" + "|".join(ACTIVATIONS[1:]) + r"))?))?"
-_CONV_NAME = re.compile(r"nnc\.conv2d\.(f32|f64)(\.packed)?" + _EPILOGUE)
+_EPILOGUE = r"(?:\.(tile|residual|bias(?:_(?:" + "|".join(ACTIVATIONS[1:]) + r"))?))?"
+_CONV_NAME = re.compile(r"nnc\.conv2d\.(f32|f64)(\.wide)?(\.packed)?" + _EPILOGUE)
 _NAME = re.compile(r"nnc\.gemm\.(f32|f64)\.([nt])([nt])(\.packed)?(?:\.m([1-9]))?" + _EPILOGUE)
 
 
 def kernel_epilogue(name: str | None, dtype: DType) -> gemm.Epilogue | None:
     """The epilogue a library kernel runs: none, a tile function's call ("tile"), a bias and a
-    floor, maximum(x + bias, floor) ("bias"), or a bias and then an activation ("bias_sigmoid",
-    "bias_tanh"), by the op table's element rules, in registers."""
+    floor, maximum(x + bias, floor) ("bias"), a bias, a residual of C's shape and a floor,
+    maximum(x + bias + residual, floor) ("residual": a ResNet block's last convolution), or a
+    bias and then an activation ("bias_sigmoid", "bias_tanh"), by the op table's element rules,
+    in registers."""
     if name is None:
         return None
     if name == "tile":
@@ -71,18 +74,26 @@ def kernel_epilogue(name: str | None, dtype: DType) -> gemm.Epilogue | None:
     builder = Builder()
     x = builder.input("x", dtype[BATCH, 1])
     node = (builder.op(activation, x) if activation else builder.op("maximum", x, x)).producer
+    residual = name == "residual"
 
     def apply(b: ir.IRBuilder, acc: ir.Value, ops: list[ir.Value]) -> ir.Value:
-        return get_op(node.op).lower(b, [gemm.add(b, acc, ops[0]), *ops[1:]], node)
+        total = gemm.add(b, acc, ops[0])
+        if residual:
+            total = gemm.add(b, total, ops[1])
+        return get_op(node.op).lower(b, [total, *ops[1 + residual:]], node)
 
-    return gemm.Epilogue(((0, 1),) if activation else ((0, 1), (0, 0)), apply)
+    if activation:
+        return gemm.Epilogue(((0, 1),), apply)
+    return gemm.Epilogue(((0, 1), (gemm.LDC, 1), (0, 0)) if residual else ((0, 1), (0, 0)), apply)
 
 
-def bias_kernel(module: ir.Module, dtype: DType, activation: str | None) -> tuple[str, list[ir.Value]]:
-    """(the kernel epilogue, its operands after the bias) for a bias and then `activation`
-    (None or one of ACTIVATIONS): relu and none are the "bias" kernel with a floor of 0 or of
-    the dtype's least value (-inf for floats, which keeps NaN as relu does), a constant of
-    `module`."""
+def bias_kernel(module: ir.Module, dtype: DType, activation: str | None,
+                residual: ir.Value | None = None) -> tuple[str, list[ir.Value]]:
+    """(the kernel epilogue, its operands after the bias) for a bias, a `residual` (a pointer to
+    an array of C's shape, or None) and then `activation` (None or one of ACTIVATIONS; relu or
+    None with a residual): relu and none are the "bias" or "residual" kernel with a floor of 0
+    or of the dtype's least value (-inf for floats, which keeps NaN as relu does), a constant
+    of `module`."""
     if activation not in (None, "relu"):
         return f"bias_{activation}", []
     least = 0 if activation else -np.inf if dtype.is_float else np.iinfo(dtype.numpy).min
@@ -92,7 +103,19 @@ def bias_kernel(module: ir.Module, dtype: DType, activation: str | None) -> tupl
         floor = ir.GlobalVariable(module, scalar_type(dtype), name)
         floor.initializer = ir.Constant(scalar_type(dtype), least)
         floor.global_constant, floor.linkage = True, "internal"
-    return "bias", [floor]
+    return ("bias", [floor]) if residual is None else ("residual", [residual, floor])
+
+
+def zero_bias(module: ir.Module, dtype: DType, columns: int) -> ir.Value:
+    """A constant of `module`, `columns` zeros: the bias of a product that has none but whose
+    epilogue is a bias kernel's (a relu alone, a residual)."""
+    name = f"nnc.zeros.{dtype}.{columns}"
+    zeros = module.globals.get(name)
+    if zeros is None:
+        zeros = ir.GlobalVariable(module, ir.ArrayType(scalar_type(dtype), columns), name)
+        zeros.initializer = ir.Constant(zeros.value_type, None)
+        zeros.global_constant, zeros.linkage = True, "internal"
+    return zeros.bitcast(scalar_type(dtype).as_pointer())
 
 
 def _extra_arguments(name: str | None) -> int:
@@ -139,23 +162,29 @@ class GemmSpec:
 class ConvSpec:
     """The library convolution of a dtype (`conv.emit_conv2d`) with the `epilogue` so named: the
     geometry is an argument, an array of `conv.GEOMETRY` words. `prepacked`: the weights come
-    packed too, one more argument last (`conv.emit_conv2d`)."""
+    packed too, one more argument last (`conv.emit_conv2d`). `wide`: the kernel of the
+    convolutions whose output channels fill the wide register tile (`conv.wide_tile`)."""
     dtype: DType
     epilogue: str | None = None
     prepacked: bool = False
+    wide: bool = False
 
     @property
     def name(self) -> str:
-        return f"{CONV_PREFIX}{self.dtype}{'.packed' * self.prepacked}{f'.{self.epilogue}' if self.epilogue else ''}"
+        return (f"{CONV_PREFIX}{self.dtype}{'.wide' * self.wide}{'.packed' * self.prepacked}"
+                f"{f'.{self.epilogue}' if self.epilogue else ''}")
 
     @classmethod
     def parse(cls, name: str) -> "ConvSpec | None":
         match = _CONV_NAME.fullmatch(name)
-        return None if match is None else cls(DType(match.group(1)), match.group(3), bool(match.group(2)))
+        if match is None:
+            return None
+        dtype, wide, packed, epilogue = match.groups()
+        return cls(DType(dtype), epilogue, bool(packed), bool(wide))
 
     def emit(self, module: ir.Module) -> ir.Function:
         return conv.emit_conv2d(module, self.name, self.dtype, kernel_epilogue(self.epilogue, self.dtype),
-                                prepacked=self.prepacked)
+                                prepacked=self.prepacked, wide=self.wide)
 
     def function_type(self) -> ir.FunctionType:
         ptr = scalar_type(self.dtype).as_pointer()
@@ -188,9 +217,9 @@ def shared_gemm(module: ir.Module, dtype: DType, *, transpose_a: bool = False, t
 
 
 def shared_conv2d(module: ir.Module, dtype: DType, *, epilogue: str | None = None,
-                  prepacked: bool = False) -> ir.Function:
+                  prepacked: bool = False, wide: bool = False) -> ir.Function:
     """The library's convolution (`ConvSpec`), declared in `module`; f32 or f64 only."""
-    return _declare(module, ConvSpec(dtype, epilogue, prepacked))
+    return _declare(module, ConvSpec(dtype, epilogue, prepacked, wide))
 
 
 def _declare(module: ir.Module, spec: Spec) -> ir.Function:
@@ -226,7 +255,8 @@ def common_kernels() -> list[Spec]:
     f32 = DType.f32
     forward = [GemmSpec(f32, rows=rows, epilogue=kind) for rows in (None, 1) for kind in (None, "tile", "bias")]
     backward = [GemmSpec(f32, transpose_a=True), GemmSpec(f32, transpose_b=True)]
-    return forward + backward + [ConvSpec(f32, kind) for kind in (None, "tile", "bias")]
+    return forward + backward + [ConvSpec(f32, kind, wide=wide) for kind in (None, "tile", "bias")
+                                 for wide in (False, True)]
 
 
 def build(specs: list[Spec]) -> None:
@@ -301,7 +331,8 @@ def tile_function(module: ir.Module, name: str, dtype: DType, epilogue: gemm.Epi
             valid = b.sub(cols, j)
             mask = simd.lane_mask(b, valid, lanes)
             at_row, at_col = b.add(row, r), b.add(col, j)
-            values = [gemm.operand(b, p, s, at_row, at_col, lanes, valid) for p, s in zip(ptrs, epilogue.operands)]
+            values = [gemm.operand(b, p, s, at_row, at_col, lanes, valid, ldc=ldc)
+                      for p, s in zip(ptrs, epilogue.operands)]
             ptr = gemm.at(b, c_row, j)
             simd.masked_store(b, epilogue.apply(b, simd.masked_load(b, ptr, mask), values), ptr, mask)
     b.ret_void()

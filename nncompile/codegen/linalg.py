@@ -17,7 +17,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 from llvmlite import ir
 
-from nncompile.codegen.conv import geometry
+from nncompile.codegen.conv import geometry, wide_tile
 from nncompile.codegen.conv_direct import emit_direct, has_symbolic_image
 from nncompile.codegen import gemm, library, parallel
 from nncompile.codegen.gemm import Epilogue, emit_loop_gemm
@@ -201,20 +201,50 @@ def _matmul(k: Kernel, node: Node, epilogue: Sequence[Node] = (), output: Value 
 def _library_epilogue(k: Kernel, node: Node, epilogue: Sequence[Node], fused: Epilogue | None,
                       operands: list[Value]) -> tuple[str | None, list[ir.Value]]:
     """(the library kernel's epilogue name, its trailing arguments) for `node`'s fused epilogue:
-    none; a bias and maybe an activation of library.ACTIVATIONS, which the kernel applies in
-    registers; or any other as a tile function of this module."""
+    none; a bias, a residual and an activation of library.ACTIVATIONS, each maybe absent
+    (`_bias_chain`), which the kernel applies in registers; or any other as a tile function of
+    this module."""
     if fused is None:
         return None, []
-    pointers = [k.ptr(v) for v in operands]
-    add, *rest = epilogue
     anchor = node.outputs[0]
-    if fused.operands == ((0, 1),) and add.op == "add" and set(add.inputs) == {anchor, operands[0]} \
-            and (not rest or (len(rest) == 1 and rest[0].op in library.ACTIVATIONS and not rest[0].attrs
-                              and tuple(rest[0].inputs) == (add.outputs[0],))):
-        kind, floor = library.bias_kernel(k.module, anchor.type.dtype, rest[0].op if rest else None)
-        return kind, pointers + floor
+    dtype, columns = anchor.type.dtype, anchor.type.shape[-1]
+    chain = _bias_chain(epilogue, anchor, dict(zip(operands, fused.operands)))
+    if chain is not None and isinstance(columns, int):
+        bias, residual, activation = chain
+        if residual is None or activation in (None, "relu"):
+            bias_ptr = k.ptr(bias) if bias is not None else library.zero_bias(k.module, dtype, columns)
+            kind, rest = library.bias_kernel(k.module, dtype, activation,
+                                             None if residual is None else k.ptr(residual))
+            return kind, [bias_ptr, *rest]
     tile = _tile_function(k, node, epilogue, fused, operands)
-    return "tile", library.tile_arguments(k.b, anchor.type.dtype, tile, pointers)
+    return "tile", library.tile_arguments(k.b, dtype, tile, [k.ptr(v) for v in operands])
+
+
+def _bias_chain(epilogue: Sequence[Node], anchor: Value,
+                strides: dict[Value, tuple[int, int]]) -> tuple[Value | None, Value | None, str | None] | None:
+    """(bias, residual, activation) when the epilogue is `anchor` + bias + residual and then an
+    activation, in that order (what the library's kernels compute), each but one maybe absent:
+    a bias read at strides (0, 1), a residual of the result's shape; None for any other."""
+    bias = residual = activation = None
+    current = anchor
+    for i, n in enumerate(epilogue):
+        if n.attrs:
+            return None
+        if n.op == "add" and current in n.inputs:
+            other = n.inputs[1] if n.inputs[0] is current else n.inputs[0]
+            role = strides.get(other)
+            if role == (0, 1) and bias is None and residual is None:
+                bias = other
+            elif role is not None and role[1] == 1 and other.type.shape == anchor.type.shape and residual is None:
+                residual = other
+            else:
+                return None
+        elif n.op in library.ACTIVATIONS and i == len(epilogue) - 1 and tuple(n.inputs) == (current,):
+            activation = n.op
+        else:
+            return None
+        current = n.outputs[0]
+    return bias, residual, activation
 
 
 def _tile_function(k: Kernel, node: Node, epilogue: Sequence[Node], fused: Epilogue,
@@ -332,7 +362,8 @@ def _conv2d(k: Kernel, node: Node, epilogue: Sequence[Node] = (), output: Value 
                      groups=node.attrs["groups"])
     kind, extra = _library_epilogue(k, node, epilogue, fused, operands)
     packed = [k.packed[w]] if w in k.packed else []
-    fn = library.shared_conv2d(k.module, dtype, epilogue=kind, prepacked=bool(packed))
+    fn = library.shared_conv2d(k.module, dtype, epilogue=kind, prepacked=bool(packed),
+                               wide=wide_tile(dtype, cout // node.attrs["groups"]))
     k.b.call(fn, [as_i64(batch), k.ptr(x), k.ptr(w), k.ptr(out), _words(k.module, words), *extra, *packed])
     if epilogue and fused is None:
         _in_place_epilogue(k, epilogue, result, out)

@@ -119,14 +119,18 @@ def masked_store(b: ir.IRBuilder, value: ir.Value, ptr: ir.Value, mask: ir.Value
     b.call(fn, [value, vector_ptr(b, ptr, value.type.count), ir.Constant(i32, 1), mask])
 
 
-def masked_gather(b: ir.IRBuilder, ptr: ir.Value, stride: int, mask: ir.Value) -> ir.Value:
-    """Lanes ptr[j * stride] where `mask` is on, zero elsewhere."""
+def masked_gather(b: ir.IRBuilder, ptr: ir.Value, stride: int | ir.Value, mask: ir.Value) -> ir.Value:
+    """Lanes ptr[j * stride] where `mask` is on, zero elsewhere (`stride` static or an i64)."""
     lanes = mask.type.count
     element = ptr.type.pointee
     vec_type = ir.VectorType(element, lanes)
     ptrs_type = ir.VectorType(element.as_pointer(), lanes)
     itemsize = _BYTES.get(type(element)) or element.width // 8
-    offsets = ir.Constant(ir.VectorType(i64, lanes), [j * stride * itemsize for j in range(lanes)])
+    if isinstance(stride, int):
+        offsets = ir.Constant(ir.VectorType(i64, lanes), [j * stride * itemsize for j in range(lanes)])
+    else:
+        steps = ir.Constant(ir.VectorType(i64, lanes), [j * itemsize for j in range(lanes)])
+        offsets = b.mul(splat(b, stride, lanes), steps)
     addresses = b.add(splat(b, b.ptrtoint(ptr, i64), lanes), offsets)
     fn = intrinsic(b.module, f"llvm.masked.gather.{_suffix(vec_type)}.v{lanes}p0", vec_type,
                    [ptrs_type, i32, mask.type, vec_type])

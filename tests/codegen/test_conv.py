@@ -1,6 +1,6 @@
 """The convolution kernel (one for any geometry) run against a numpy convolution written here:
 strides, same/valid padding, dilation, groups (depthwise too), 1x1, odd batches, epilogues, the
-threaded size."""
+threaded size, the wide register tile, tiles whose windows all lie inside the image."""
 import ctypes
 
 import numpy as np
@@ -47,7 +47,7 @@ def _relu(b, x):
 
 
 def run_conv(batch, hw, cin, khw, cout, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), groups=1,
-             epilogue=None, dtype=DType.f32, seed=0):
+             epilogue=None, dtype=DType.f32, seed=0, wide=False):
     """Compile and run one convolution; returns (result, float64 numpy result)."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch, *hw, cin)).astype(dtype.numpy)
@@ -64,7 +64,7 @@ def run_conv(batch, hw, cin, khw, cout, strides=(1, 1), pads=(0, 0, 0, 0), dilat
         want = want + operands[0]
     words = np.array(conv.geometry("conv", dtype, in_hw=hw, cin=cin, kernel_hw=khw, cout=cout, strides=strides,
                                    pads=pads, dilations=dilations, groups=groups), np.int64)
-    fn = _compiled(dtype, epilogue, epi, len(operands))
+    fn = _compiled(dtype, epilogue, epi, len(operands), wide)
     y = np.full(want.shape, np.nan, dtype.numpy)
     fn(batch, x.ctypes.data, w.ctypes.data, y.ctypes.data, words.ctypes.data, *[o.ctypes.data for o in operands])
     return y, want
@@ -73,12 +73,12 @@ def run_conv(batch, hw, cin, khw, cout, strides=(1, 1), pads=(0, 0, 0, 0), dilat
 _KERNELS: dict = {}
 
 
-def _compiled(dtype, epilogue, epi, n_operands):
+def _compiled(dtype, epilogue, epi, n_operands, wide=False):
     """The convolution kernel (any geometry) for this dtype and epilogue, compiled once."""
-    key = (dtype, epilogue, epi.operands if epi else None)     # a residual's stride is its width
+    key = (dtype, epilogue, epi.operands if epi else None, wide)     # a residual's stride is its width
     if key not in _KERNELS:
         module = target.new_module("conv_test")
-        conv.emit_conv2d(module, "conv", dtype, epi)
+        conv.emit_conv2d(module, "conv", dtype, epi, wide=wide)
         jit = target.JitModule(module)
         _KERNELS[key] = jit, ctypes.CFUNCTYPE(None, I, P, P, P, P, *[P] * n_operands)(jit.address("conv"))
     return _KERNELS[key][1]
@@ -109,6 +109,36 @@ def test_conv_matches_numpy(name):
     batch, hw, cin, khw, cout, strides, pads, dilations, groups, epilogue = CASES[name]
     got, want = run_conv(batch, hw, cin, khw, cout, strides, pads, dilations, groups, epilogue)
     _check(got, want, khw[0] * khw[1] * cin // groups)
+
+
+# Images wide enough that most tiles have every window inside the image (the fast path) and the
+# rest straddle its borders, its rows or two images; 64 or 128 output channels per group fill
+# the wide tile.
+WIDE_CASES = {   # name: (batch, hw, cin, khw, cout, strides, pads, dilations, groups, epilogue)
+    "same_3x3_64": (2, (23, 30), 16, (3, 3), 64, (1, 1), (1, 1, 1, 1), (1, 1), 1, "bias_relu"),
+    "stride2_grouped_og64": (1, (31, 29), 8, (3, 3), 128, (2, 2), (1, 1, 1, 1), (1, 1), 2, None),
+    "dilated_residual_64": (2, (26, 26), 12, (3, 3), 64, (1, 1), (2, 2, 2, 2), (2, 2), 1, "residual"),
+    "pointwise_stride2_64": (1, (30, 30), 16, (1, 1), 64, (2, 2), (0, 0, 0, 0), (1, 1), 1, None),
+    "valid_rows_3ch_128": (1, (28, 40), 3, (3, 3), 128, (1, 1), (0, 0, 0, 0), (1, 1), 1, None),
+    "asymmetric_40ch": (3, (17, 33), 5, (3, 5), 40, (1, 2), (0, 2, 1, 3), (1, 1), 1, "bias_relu"),
+}
+
+
+@pytest.mark.parametrize("wide", [False, True])
+@pytest.mark.parametrize("name", sorted(WIDE_CASES))
+def test_wide_tile_and_windows_inside_the_image(name, wide):
+    batch, hw, cin, khw, cout, strides, pads, dilations, groups, epilogue = WIDE_CASES[name]
+    got, want = run_conv(batch, hw, cin, khw, cout, strides, pads, dilations, groups, epilogue, wide=wide)
+    _check(got, want, khw[0] * khw[1] * cin // groups)
+
+
+def test_wide_tile_only_where_the_channels_fill_it():
+    lanes = target.vector_lanes(4)
+    wide = gemm.register_tile(wide=True)[1] * lanes
+    for og in (wide, 2 * wide):
+        assert conv.wide_tile(DType.f32, og) == (target.vector_registers() >= 32)
+    for og in (1, wide // 2, wide + lanes * 2):
+        assert not conv.wide_tile(DType.f32, og)
 
 
 def test_f64():

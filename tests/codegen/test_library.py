@@ -201,7 +201,9 @@ def test_a_dense_layer_calls_the_register_kernel_or_a_tile_function(activation, 
 def test_spec_names_round_trip():
     for spec in [library.GemmSpec(DType.f32), library.GemmSpec(DType.f64, True, True, True, 3, "tile"),
                  library.GemmSpec(DType.f32, False, True, epilogue="bias_tanh"),
-                 library.ConvSpec(DType.f64, "bias"), library.ConvSpec(DType.f32)]:
+                 library.ConvSpec(DType.f64, "bias"), library.ConvSpec(DType.f32),
+                 library.ConvSpec(DType.f32, "residual", prepacked=True, wide=True),
+                 library.GemmSpec(DType.f32, epilogue="residual")]:
         assert library.GemmSpec.parse(spec.name) == spec or library.ConvSpec.parse(spec.name) == spec
     assert library.GemmSpec.parse("nnc.gemm.i32.nn") is None
     assert library.GemmSpec.parse("nnc.gemm.f32.nn.junk") is None
@@ -216,3 +218,80 @@ def test_build_loads_kernels_into_the_process_and_the_cache(tmp_path, monkeypatc
     assert all(spec in library._loaded for spec in specs)
     assert len(list((tmp_path / disk_cache.HOST_FOLDER).glob("*.o"))) == len(fresh)
     assert all(isinstance(spec, (library.GemmSpec, library.ConvSpec)) for spec in library.common_kernels())
+
+
+def _residual_model(case, rng):
+    """(graph, inputs, float64 numpy result) of a product whose epilogue adds a residual or
+    applies a relu without a bias, as ResNet blocks and bias-free layers do."""
+    from tests.codegen.test_conv import numpy_conv
+    builder = Builder()
+    if case.startswith("conv"):
+        channels = 64 if "64" in case else 32
+        data = rng.standard_normal((3, 9, 11, channels)).astype(np.float32)
+        w = rng.standard_normal((3, 3, channels, channels)).astype(np.float32) / 10
+        bias = rng.standard_normal(channels).astype(np.float32)
+        x = builder.input("x", f32[BATCH, 9, 11, channels])
+        y = builder.op("conv2d", x, builder.param("w", w), pads=(1, 1, 1, 1))
+        product = numpy_conv(data.astype(np.float64), w, (1, 1), (1, 1, 1, 1), (1, 1), 1)
+        residual_value, residual = data, x
+    else:
+        cols = 12 if "skinny" in case else 70
+        data = rng.standard_normal((37, 300)).astype(np.float32)
+        residual = rng.standard_normal((37, cols)).astype(np.float32)
+        w = rng.standard_normal((300, cols)).astype(np.float32) / 10
+        bias = rng.standard_normal(cols).astype(np.float32)
+        x = builder.input("x", f32[BATCH, 300])
+        y = builder.matmul(x, builder.param("w", w))
+        product = data.astype(np.float64) @ w
+        residual_value, residual = residual, builder.input("r", f32[BATCH, cols])
+    want = product
+    for step in case.split("_")[1:]:
+        if step == "bias":
+            y, want = builder.add(y, builder.param("b", bias)), want + bias
+        elif step == "residual":
+            y, want = builder.add(y, residual), want + residual_value
+        elif step == "relu":
+            y, want = builder.op("relu", y), np.maximum(want, 0)
+    inputs = [data] if case.startswith("conv") else [data, residual_value]
+    return builder.finish([y], ["y"]), inputs, want
+
+
+@pytest.mark.parametrize("case, kernel", [
+    ("conv64_bias_residual_relu", "residual"), ("conv_residual", "residual"), ("conv_relu", "bias"),
+    ("dense_bias_residual_relu", "residual"), ("dense_residual", "residual"), ("dense_relu", "bias"),
+    ("denseskinny_bias_residual_relu", "residual"), ("dense_residual_bias_relu", "tile"),
+    ("conv_residual_bias", "tile")])
+def test_residual_and_bias_free_epilogues_run_in_registers(case, kernel):
+    """A bias, then a residual of the result's shape, then relu, each but one maybe absent, is
+    the "bias" or "residual" kernel (a missing bias reads zeros); in another order, a tile
+    function. On every path: the convolution (wide tile at 64 channels), a GEMM's tiles, its
+    few-column path (the residual read down C's rows at C's row stride)."""
+    graph, inputs, want = _residual_model(case, np.random.default_rng(len(case)))
+    exe = nncompile.compile(graph)
+    declared = [line for line in exe.llvm_ir().splitlines() if line.startswith("declare") and "nnc." in line]
+    assert any(line.split('"')[1].endswith(f".{kernel}") for line in declared), declared
+    for rows in (1, 3) if case.startswith("conv") else (1, 5, 37):
+        got = exe(*[a[:rows] for a in inputs])
+        np.testing.assert_allclose(got, want[:rows], rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("transpose_a", [False, True])
+@pytest.mark.parametrize("m,n,k", [(1, 130, 64), (3, 17, 5), (50, 7, 40), (241, 65, 300), (90, 12, 700)])
+def test_residual_kernel_reads_the_residual_at_cs_row_stride(transpose_a, m, n, k):
+    """The "residual" kernel, maximum(A @ B + bias + R, floor), on every path of the GEMM (few
+    rows, few columns with A transposed, which reads R down its columns, the tiles), with R
+    read at C's row stride, an argument."""
+    rng = np.random.default_rng(m * n + k)
+    a = rng.standard_normal((k, m) if transpose_a else (m, k)).astype(np.float32)
+    b, bias = rng.standard_normal((k, n)).astype(np.float32), rng.standard_normal(n).astype(np.float32)
+    r = rng.standard_normal((m, n)).astype(np.float32)
+    c = np.full((m, n), 7.0, np.float32)
+    module = target.new_module("library_residual_test")
+    kernel = library.shared_gemm(module, DType.f32, transpose_a=transpose_a, epilogue="residual")
+    library.ready()
+    floor = np.array(0.0, np.float32)
+    fn = ctypes.CFUNCTYPE(None, I, I, I, P, I, P, I, P, I, P, P, P)(llvm.address_of_symbol(kernel.name))
+    fn(m, n, k, a.ctypes.data, m if transpose_a else k, b.ctypes.data, n, c.ctypes.data, n,
+       bias.ctypes.data, r.ctypes.data, floor.ctypes.data)
+    want = np.maximum((a.T if transpose_a else a).astype(np.float64) @ b + bias + r, 0)
+    np.testing.assert_allclose(c, want, rtol=1e-5, atol=1e-5 * (k + 1))
