@@ -255,8 +255,8 @@ def common_kernels() -> list[Spec]:
     f32 = DType.f32
     forward = [GemmSpec(f32, rows=rows, epilogue=kind) for rows in (None, 1) for kind in (None, "tile", "bias")]
     backward = [GemmSpec(f32, transpose_a=True), GemmSpec(f32, transpose_b=True)]
-    return forward + backward + [ConvSpec(f32, kind, wide=wide) for kind in (None, "tile", "bias")
-                                 for wide in (False, True)]
+    tiles = (False, True) if gemm.register_tile(wide=True) != gemm.register_tile() else (False,)
+    return forward + backward + [ConvSpec(f32, kind, wide=wide) for kind in (None, "tile", "bias") for wide in tiles]
 
 
 def build(specs: list[Spec]) -> None:
