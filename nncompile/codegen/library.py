@@ -106,17 +106,6 @@ def bias_kernel(module: ir.Module, dtype: DType, activation: str | None,
     return ("bias", [floor]) if residual is None else ("residual", [residual, floor])
 
 
-def zero_bias(module: ir.Module, dtype: DType, columns: int) -> ir.Value:
-    """A constant of `module`, `columns` zeros: the bias of a product that has none but whose
-    epilogue is a bias kernel's (a relu alone, a residual)."""
-    name = f"nnc.zeros.{dtype}.{columns}"
-    zeros = module.globals.get(name)
-    if zeros is None:
-        zeros = ir.GlobalVariable(module, ir.ArrayType(scalar_type(dtype), columns), name)
-        zeros.initializer = ir.Constant(zeros.value_type, None)
-        zeros.global_constant, zeros.linkage = True, "internal"
-    return zeros.bitcast(scalar_type(dtype).as_pointer())
-
 
 def _extra_arguments(name: str | None) -> int:
     """The kernel's arguments after C's (one per operand of its epilogue)."""

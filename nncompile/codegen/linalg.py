@@ -22,7 +22,7 @@ from nncompile.codegen.conv_direct import emit_direct, has_symbolic_image
 from nncompile.codegen import gemm, library, parallel
 from nncompile.codegen.gemm import Epilogue, emit_loop_gemm
 from nncompile.codegen.kernel import Dim, Kernel, mul, product
-from nncompile.codegen.loop import apply_nodes, emit_loop
+from nncompile.codegen.loop import apply_nodes, emit_loop, global_array
 from nncompile.codegen.loops import as_i64, const, for_nest, linear_index
 from nncompile.ir.dtypes import DType
 from nncompile.ir.graph import Graph, Node, Value
@@ -212,7 +212,8 @@ def _library_epilogue(k: Kernel, node: Node, epilogue: Sequence[Node], fused: Ep
     if chain is not None and isinstance(columns, int):
         bias, residual, activation = chain
         if residual is None or activation in (None, "relu"):
-            bias_ptr = k.ptr(bias) if bias is not None else library.zero_bias(k.module, dtype, columns)
+            # no bias: the kernel's reads zeros
+            bias_ptr = k.ptr(bias) if bias is not None else global_array(k.module, np.zeros(columns, dtype.numpy))
             kind, rest = library.bias_kernel(k.module, dtype, activation,
                                              None if residual is None else k.ptr(residual))
             return kind, [bias_ptr, *rest]

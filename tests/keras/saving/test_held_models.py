@@ -220,32 +220,21 @@ def _refused(model, path: Path, pattern: str) -> None:
         np.testing.assert_array_equal(got, want)
 
 
-def test_missing_held_model_weights_are_named(tmp_path):
-    def drop_layer(f):
-        del f[f"{FFN}/dense_1/vars"]
-    path = _edited(tmp_path, drop_layer)
-    _refused(_build("sequential_in_layer"), path,
-             rf"edited.weights.h5.*layer 'dense_\d+' \(group '{FFN}/dense_1'\): its weights are "
-             rf"missing \(no group '{FFN}/dense_1/vars'\)")
-
-
-def test_a_missing_held_weight_is_named(tmp_path):
-    def drop_bias(f):
-        del f[f"{FFN}/dense/vars/1"]
-    path = _edited(tmp_path, drop_bias)
-    _refused(_build("sequential_in_layer"), path,
-             rf"layer 'dense\w*' \(group '{FFN}/dense'\) expects 2 weights \(\S+/kernel, \S+/bias\), "
-             rf"the file has 1")
-
-
-def test_the_layout_older_nncompile_wrote_is_refused(tmp_path):
-    # nncompile wrote a held model as an empty `ffn/vars` and nothing under it: its weights were
-    # lost. Such a file is refused by name, never loaded as if it had them.
-    def as_before(f):
-        del f[FFN]
-    path = _edited(tmp_path, as_before)
-    _refused(_build("sequential_in_layer"), path,
-             rf"its weights are missing \(no group '{FFN}/dense/vars'\)")
+@pytest.mark.parametrize("deleted, pattern", [
+    # a held model's layer without its weights
+    (f"{FFN}/dense_1/vars", rf"edited.weights.h5.*layer 'dense_\d+' \(group '{FFN}/dense_1'\): its "
+                            rf"weights are missing \(no group '{FFN}/dense_1/vars'\)"),
+    # one weight of a held layer missing
+    (f"{FFN}/dense/vars/1", rf"layer 'dense\w*' \(group '{FFN}/dense'\) expects 2 weights "
+                            rf"\(\S+/kernel, \S+/bias\), the file has 1"),
+    # the layout older nncompile wrote: an empty `ffn/vars` and nothing under it (the weights were
+    # lost); refused by name, never loaded as if it had them
+    (FFN, rf"its weights are missing \(no group '{FFN}/dense/vars'\)"),
+])
+def test_missing_held_weights_are_named(tmp_path, deleted, pattern):
+    def drop(f):
+        del f[deleted]
+    _refused(_build("sequential_in_layer"), _edited(tmp_path, drop), pattern)
 
 
 def test_misshaped_held_weight_is_named_or_skipped(tmp_path):
