@@ -33,30 +33,38 @@ def pack_b_task(module: ir.Module, name: str, ty: ir.Type, t: gemm.Tiling,
     depth = gemm.block_depth(b, t, k_total)
     with for_range(b, gemm.smin(b, panels, b.add(first_panel, share)), first_panel, name="j") as j:
         n0 = b.mul(j, const(t.nr))
-        valid = b.sub(n, n0)
-        masks = [simd.lane_mask(b, valid, t.lanes, v * t.lanes) for v in range(t.nr_vectors)]
         with for_range(b, gemm.ceil_div(b, k_total, depth), name="pc") as block:
             pc = b.mul(block, depth)
             kc = gemm.smin(b, depth, b.sub(k_total, pc))
-            dst = gemm.at(b, bp, b.add(b.mul(pc, np_), b.mul(n0, kc)))
-            if transpose_b:      # B is N x K: a column of the panel is a row of B, read sequentially
-                with for_range(b, t.nr, name="col") as col:
-                    src_row = b.add(n0, gemm.smin(b, col, b.sub(valid, const(1))))   # past the edge: 0s
-                    start = gemm.at(b, src, b.add(b.mul(src_row, ldb), pc))
-                    keep = b.icmp_signed("<", col, valid)
-                    with simd.copy_loop(b, kc, name="kk") as kk:
-                        value = b.load(gemm.at(b, start, kk))
-                        out = gemm.at(b, dst, b.add(b.mul(kk, const(t.nr)), col))
-                        b.store(b.select(keep, value, gemm.zero(ty)), out)
-            else:
-                with for_range(b, kc, name="kk") as kk:
-                    row = gemm.at(b, src, b.add(b.mul(b.add(pc, kk), ldb), n0))
-                    out = gemm.at(b, dst, b.mul(kk, const(t.nr)))
-                    for v, mask in enumerate(masks):
-                        value = simd.masked_load(b, gemm.at(b, row, v * t.lanes), mask)
-                        simd.store_vector(b, value, gemm.at(b, out, v * t.lanes), align=64)
+            pack_b_panel(b, t, [src, ldb, n, n0, pc, kc], gemm.at(b, bp, b.add(b.mul(pc, np_), b.mul(n0, kc))),
+                         transpose_b)
     b.ret_void()
     return fn
+
+
+def pack_b_panel(b: ir.IRBuilder, t: gemm.Tiling, where: list[ir.Value], dst: ir.Value,
+                 transpose_b: bool) -> None:
+    """Pack one NR-wide panel of B to `dst`, k-major: where = (B, ldb, N, n0, pc, kc), columns
+    n0..n0+NR (zeros past N) at depths pc..pc+kc."""
+    src, ldb, n, n0, pc, kc = where
+    valid = b.sub(n, n0)
+    if transpose_b:      # B is N x K: a column of the panel is a row of B, read sequentially
+        with for_range(b, t.nr, name="col") as col:
+            src_row = b.add(n0, gemm.smin(b, col, b.sub(valid, const(1))))   # past the edge: 0s
+            start = gemm.at(b, src, b.add(b.mul(src_row, ldb), pc))
+            keep = b.icmp_signed("<", col, valid)
+            with simd.copy_loop(b, kc, name="kk") as kk:
+                value = b.load(gemm.at(b, start, kk))
+                out = gemm.at(b, dst, b.add(b.mul(kk, const(t.nr)), col))
+                b.store(b.select(keep, value, gemm.zero(value.type)), out)
+        return
+    masks = [simd.lane_mask(b, valid, t.lanes, v * t.lanes) for v in range(t.nr_vectors)]
+    with for_range(b, kc, name="kk") as kk:
+        row = gemm.at(b, src, b.add(b.mul(b.add(pc, kk), ldb), n0))
+        out = gemm.at(b, dst, b.mul(kk, const(t.nr)))
+        for v, mask in enumerate(masks):
+            value = simd.masked_load(b, gemm.at(b, row, v * t.lanes), mask)
+            simd.store_vector(b, value, gemm.at(b, out, v * t.lanes), align=64)
 
 
 def packed_bytes(b: ir.IRBuilder, t: gemm.Tiling, n: ir.Value, k: ir.Value) -> ir.Value:

@@ -238,6 +238,16 @@ def test_large_a_is_still_packed():
         _check(got, want, DType.f32, k)
 
 
+@pytest.mark.parametrize("m,n,k", [(128, 512, 4100), (241, 100, 2000), (13, 70, 21000)])
+@pytest.mark.parametrize("transposes", [(False, False), (True, False), (False, True), (True, True)])
+def test_deep_product_of_few_rows_packs_b_in_each_task(m, n, k, transposes):
+    """A packed, C's rows one block that no thread shares (a weight gradient over many rows): each
+    task packs the panels of B it reads, K block by K block, ragged columns padded with zeros."""
+    assert m * k * 4 > gemm.DIRECT_A_BYTES and k > gemm.tiling(DType.f32).kc and m <= gemm.tiling(DType.f32).mc
+    got, want = run_gemm(DType.f32, m, n, k, *transposes, epilogue="bias_relu", pad=(1, 3, 2))
+    _check(got, want, DType.f32, k)
+
+
 @pytest.mark.parametrize("n", [1, 3, 5, 8, 9, 12, 13, 16, 17])
 @pytest.mark.parametrize("m,k", [(5, 3), (17, 257), (257, 16), (33, 1), (1000, 130)])
 @pytest.mark.parametrize("transpose_b", [False, True])
