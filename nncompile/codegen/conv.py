@@ -170,13 +170,13 @@ def _emit_micro(module: ir.Module, name: str, ty: ir.Type, t: Tiling, epilogue: 
     g = dict(zip(_DERIVED, values))
     vec = ir.VectorType(ty, t.lanes)
     slots = [[entry_alloca(b, vec) for _ in range(t.nr_vectors)] for _ in range(t.mr)]
+    gemm.prefetch_tile(b, t, c, ldc, row, col, epilogue, eptrs)
     image, rest = _divmod(b, row, g["ohw"])
     oy, ox = _divmod(b, rest, g["ow"])
     pixels = []
     for r, slot_row in enumerate(slots):
         for v, slot in enumerate(slot_row):
             b.store(zero(vec), slot)
-            simd.prefetch(b, at(b, c, b.add(b.mul(const(r), ldc), const(v * t.lanes))), write=True)
         if r:   # the next pixel: along the row, then down, then to the next image
             ox = b.add(ox, const(1))
             wrap = b.icmp_signed("==", ox, g["ow"])

@@ -281,6 +281,24 @@ def store_tile(b: ir.IRBuilder, accs: list[list[ir.Value]], c: ir.Value, ldc: ir
                 emit(False)
 
 
+def prefetch_tile(b: ir.IRBuilder, t: Tiling, c: ir.Value, ldc: ir.Value, row: ir.Value, col: ir.Value,
+                  epilogue: Epilogue | None, eptrs: Sequence[ir.Value]) -> None:
+    """Start fetching the tile's rows of C and of every epilogue operand with a row per row of C
+    (a residual): they are far apart and needed last, after the k loop. (A ResNet block's
+    residual convolution, 32 channels at batch 32: the residual's misses took 0.4 ms of 9.4.)"""
+    for r in range(t.mr):
+        for v in range(t.nr_vectors):
+            simd.prefetch(b, at(b, c, b.add(b.mul(const(r), ldc), const(v * t.lanes))), write=True)
+    for ptr, (rs, cs) in zip(eptrs, epilogue.operands if epilogue and epilogue.apply else ()):
+        if rs == 0 or cs != 1:
+            continue
+        stride = ldc if rs == LDC else const(rs)
+        for r in range(t.mr):
+            start = at(b, ptr, b.add(b.mul(b.add(row, const(r)), stride), col))
+            for v in range(t.nr_vectors):
+                simd.prefetch(b, at(b, start, v * t.lanes))
+
+
 # --- the microkernel ----------------------------------------------------------------------------
 
 def _emit_micro(module: ir.Module, name: str, ty: ir.Type, t: Tiling,
@@ -302,9 +320,7 @@ def _emit_micro(module: ir.Module, name: str, ty: ir.Type, t: Tiling,
     vec = ir.VectorType(ty, t.lanes)
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     loop, done = fn.append_basic_block("k"), fn.append_basic_block("store")
-    for r in range(t.mr):   # C's rows are far apart: start fetching them now, they are needed last
-        for v in range(t.nr_vectors):
-            simd.prefetch(b, at(b, c, b.add(b.mul(const(r), ldc), const(v * t.lanes))), write=True)
+    prefetch_tile(b, t, c, ldc, row, col, epilogue, eptrs)
     if direct:
         last_row = b.sub(rows, const(1))
         a_rows = [at(b, ap, b.mul(smin(b, const(r), last_row), a_rs)) for r in range(t.mr)]
