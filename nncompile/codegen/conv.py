@@ -23,7 +23,7 @@ from typing import Sequence
 
 from llvmlite import ir
 
-from nncompile.codegen import gemm, gemm_pack, simd, target
+from nncompile.codegen import gemm, gemm_driver, gemm_pack, simd, target
 from nncompile.codegen.gemm import Epilogue, Tiling, at, entry_alloca, smin, zero
 from nncompile.codegen.kernel import scalar_type
 from nncompile.codegen.loops import const, for_range
@@ -81,7 +81,7 @@ def emit_conv2d(module: ir.Module, name: str, dtype: DType, epilogue: Epilogue |
     t = _tiling(dtype, wide)
     n_epi = len(epilogue.operands) if epilogue else 0
     tiles = _emit_tiles(module, name, ty, t, _emit_micro(module, name, ty, t, epilogue), n_epi)
-    driver = gemm.emit_driver(module, name, dtype, t, tiles, n_epi=n_epi, prepacked=prepacked)
+    driver = gemm_driver.emit_driver(module, name, dtype, t, tiles, n_epi=n_epi, prepacked=prepacked)
     fn = gemm.new_function(module, name, [i64, ptr, ptr, ptr, i64.as_pointer()] + [ptr] * (n_epi + prepacked),
                            internal=False)
     batch, x, weights, y, words, *eptrs = fn.args
@@ -201,7 +201,7 @@ def _emit_tiles(module: ir.Module, name: str, ty: ir.Type, t: Tiling, micro: ir.
                 n_epi: int) -> ir.Function:
     """Task: the microkernel over this thread's share of output tiles, MC pixels at a time (their
     image rows stay in L2 while every column panel of weights passes over them)."""
-    b, v = gemm.tiles_task(module, name, ty, t, n_epi)
+    b, v = gemm_driver.tiles_task(module, name, ty, t, n_epi)
     x = gemm.unpack_fields(b, v["a_ctx"], [ty.as_pointer()])[0]
     words = b.gep(v["a_ctx"], [const(8)])      # the micro's fields: the zero row, the _DERIVED values
     with for_range(b, v["m1"], v["m0"], step=t.mc, name="ic") as ic:

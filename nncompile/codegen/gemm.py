@@ -6,7 +6,8 @@ rows stored k-major, and runs the microkernel over every (MR x NR) tile: MR x NR
 accumulators live in registers for the whole KC loop, fed by one broadcast of A and NR/lanes vector
 loads of B per k. The packed A block and the B micro-panel in use stay in L2 (`blocking.py`).
 Ragged edges are computed as full tiles on the zero padding and stored with lane masks, so there
-is no scalar edge code. The epilogue runs in registers on the last KC block just before C is stored.
+is no scalar edge code; an A read in place has a microkernel of 2/3 the rows for the last tile
+of a few rows. The epilogue runs in registers on the last KC block just before C is stored.
 
 Threads: packing B and the tiles are two `parallel_for` jobs (the join between them is the only
 barrier); the tiles split into chunks of about MC rows of C (a multiple of the thread count; below
@@ -20,8 +21,9 @@ transpose that cost as much as the arithmetic at model shapes such as 256x784 @ 
 Small M (batch-1 inference, a recurrent step): no packing at all (`gemm_rows.py`). Small N (<= SKINNY_N): the kernels of `gemm_skinny.py`. Integer dtypes use a plain
 loop nest.
 
-The layers are reusable: `emit_driver` packs B and runs any tiles task (`tiles_task` starts one),
-`store_tile` does masks, accumulation and the epilogue; conv.py builds its convolution from them.
+The layers are reusable: `gemm_driver.emit_driver` packs B and runs any tiles task
+(`gemm_driver.tiles_task` starts one), `store_tile` does masks, accumulation and the epilogue;
+conv.py builds its convolution from them.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ from typing import Callable, Sequence
 
 from llvmlite import ir
 
-from nncompile.codegen import blocking, gemm_pack, gemm_rows, gemm_skinny, parallel, simd, target
+from nncompile.codegen import blocking, gemm_driver, gemm_pack, gemm_rows, gemm_skinny, simd, target
 from nncompile.codegen.kernel import scalar_type
 from nncompile.codegen.loops import as_i64, const, for_range
 from nncompile.ir.dtypes import DType
@@ -301,8 +303,8 @@ def prefetch_tile(b: ir.IRBuilder, t: Tiling, c: ir.Value, ldc: ir.Value, row: i
 
 # --- the microkernel ----------------------------------------------------------------------------
 
-def _emit_micro(module: ir.Module, name: str, ty: ir.Type, t: Tiling,
-                epilogue: Epilogue | None, direct: bool = False) -> ir.Function:
+def emit_micro(module: ir.Module, name: str, ty: ir.Type, t: Tiling,
+                epilogue: Epilogue | None, direct: bool = False, suffix: str = "") -> ir.Function:
     """micro(kc, ap, bp, c, ldc, rows, cols, first, last, row, col, e...): one MR x NR tile.
 
     `direct`: A is read where it lies, not from a packed panel: two more arguments (row stride,
@@ -310,7 +312,7 @@ def _emit_micro(module: ir.Module, name: str, ty: ir.Type, t: Tiling,
     ptr = ty.as_pointer()
     n_epi = len(epilogue.operands) if epilogue else 0
     strides = [i64, i64] if direct else []
-    fn = new_function(module, f"{name}.micro{'_direct' if direct else ''}",
+    fn = new_function(module, f"{name}.micro{'_direct' if direct else ''}{suffix}",
                       [i64, ptr, ptr, ptr, i64, i64, i64, i1, i1, i64, i64] + [ptr] * n_epi + strides)
     kc, ap, bp, c, ldc, rows, cols, first, last, row, col, *eptrs = fn.args
     if direct:
@@ -360,214 +362,6 @@ def _emit_micro(module: ir.Module, name: str, ty: ir.Type, t: Tiling,
     store_tile(b, accs, c, ldc, rows, cols, first, last, row, col, epilogue, eptrs)
     b.ret_void()
     return fn
-
-
-# --- running the tiles, the driver -------------------------------------------------------------
-
-TILE_FIELDS = "m, n, k, bp, c, ldc, col0, a_ctx, split_n, b, ldb, e..."
-"""The argument block of a tiles task (see `emit_driver`); bp is null when the task packs the
-panels of B (b, ldb) it reads itself."""
-
-
-def tiles_task(module: ir.Module, name: str, ty: ir.Type, t: Tiling,
-               n_epi: int) -> tuple[ir.IRBuilder, dict]:
-    """Start a tiles task: a TASK_TYPE function that unpacks TILE_FIELDS and works out its share.
-
-    Returns the builder and the task's values by name: the fields, `eptrs`, and its share of C,
-    rows m0..m1 and columns n0..n1 (the index-th of split_m x split_n chunks, count = their product),
-    in whole MR x NR tiles."""
-    ptr = ty.as_pointer()
-    fn, b, ctx, index, count = parallel.task_function(module, f"{name}.tiles")
-    m, n, k, bp, c, ldc, col0, a_ctx, split_n, src_b, ldb, *eptrs = unpack_fields(
-        b, ctx, [i64, i64, i64, ptr, ptr, i64, i64, i8p, i64, ptr, i64] + [ptr] * n_epi)
-    split_m = b.sdiv(count, split_n)
-    m_share = b.mul(ceil_div(b, ceil_div(b, m, t.mr), split_m), const(t.mr))
-    m0 = b.mul(b.sdiv(index, split_n), m_share)
-    n_share = b.mul(ceil_div(b, ceil_div(b, n, t.nr), split_n), const(t.nr))
-    n0 = b.mul(b.srem(index, split_n), n_share)
-    values = dict(m=m, n=n, k=k, bp=bp, c=c, ldc=ldc, col0=col0, a_ctx=a_ctx, eptrs=eptrs, src_b=src_b, ldb=ldb,
-                  m0=m0, m1=smin(b, m, b.add(m0, m_share)), n0=n0, n1=smin(b, n, b.add(n0, n_share)))
-    return b, values
-
-
-def _emit_tiles(module: ir.Module, name: str, ty: ir.Type, t: Tiling, pack_a: PackA,
-                micro: ir.Function, n_epi: int, direct: tuple[ir.Function, bool] | None = None,
-                transpose_b: bool = False) -> ir.Function:
-    """Task: pack this thread's A blocks and run the microkernel over its share of C's tiles.
-
-    `direct` = (micro_direct, transpose_a) when a_ctx is a plain matrix (A, lda): then an A of at
-    most DIRECT_A_BYTES, or of at most KC columns, is not packed but read in place, MC rows at a
-    time (they stay in cache while every column panel of B passes), since packing (a scalar
-    transpose) costs as much as the arithmetic when N or K is small. Measured on one core of an
-    Emerald Rapids Xeon, both variants in one process, alternating (GFLOP/s, packed -> in place):
-    6400x128 @ 128x512 127 -> 139, 4096x512 @ 512x512 144 -> 158, 256x784 @ 784x128, 1024^3 and
-    2048^3 within 1%."""
-    ptr = ty.as_pointer()
-    b, v = tiles_task(module, name, ty, t, n_epi)
-    m0, m1, n0, n1 = v["m0"], v["m1"], v["n0"], v["n1"]
-    n, k_total, bp, c, ldc = v["n"], v["k"], v["bp"], v["c"], v["ldc"]
-    np_ = b.mul(ceil_div(b, n, t.nr), const(t.nr))
-    alloc, free = libc(module)
-    depth = block_depth(b, t, k_total)
-    # no bigger than this share needs: a small buffer comes from the heap, not a fresh mmap
-    share_rows = b.sub(m1, m0)
-    share_rows = b.select(b.icmp_signed(">", share_rows, const(0)), share_rows, const(0))
-    block_rows = b.mul(ceil_div(b, smin(b, const(t.mc), share_rows), t.mr), const(t.mr))
-    ap_bytes = b.mul(b.mul(block_rows, depth), const(t.itemsize))
-    blocks = ceil_div(b, b.select(b.icmp_signed(">", k_total, const(0)), k_total, const(1)), depth)
-    local = b.icmp_unsigned("==", bp, ir.Constant(ptr, None))
-    panel_bytes = b.select(local, b.mul(depth, const(t.nr * t.itemsize)), const(64))
-    own_panel = b.bitcast(b.call(alloc, [const(64), b.mul(ceil_div(b, panel_bytes, 64), const(64))]), ptr)
-
-    def run_block(pc: ir.Value, kc: ir.Value, ic: ir.Value, mc: ir.Value, a_tile: Callable, call) -> None:
-        first = b.icmp_signed("==", pc, const(0))
-        last = b.icmp_signed(">=", b.add(pc, depth), k_total)
-        with for_range(b, n1, n0, step=t.nr, name="jr") as jr:
-            cols = smin(b, const(t.nr), b.sub(n, jr))
-            with b.if_then(local):
-                gemm_pack.pack_b_panel(b, t, [v["src_b"], v["ldb"], n, jr, pc, kc], own_panel, transpose_b)
-            b_panel = b.select(local, own_panel, at(b, bp, b.add(b.mul(pc, np_), b.mul(jr, kc))))
-            c_col = at(b, c, jr)
-            with for_range(b, mc, step=t.mr, name="ir") as ir_:
-                rows = smin(b, const(t.mr), b.sub(mc, ir_))
-                row = b.add(ic, ir_)
-                b.call(call[0], [kc, a_tile(ir_, row), b_panel, at(b, c_col, b.mul(row, ldc)), ldc,
-                                 rows, cols, first, last, row, b.add(v["col0"], jr)] + v["eptrs"] + call[1])
-
-    def packed() -> None:
-        ap = b.bitcast(b.call(alloc, [const(64), b.mul(ceil_div(b, ap_bytes, 64), const(64))]), ptr)
-        with for_range(b, blocks, name="pc") as block:
-            pc = b.mul(block, depth)
-            kc = smin(b, depth, b.sub(k_total, pc))
-            with for_range(b, m1, m0, step=t.mc, name="ic") as ic:
-                mc = smin(b, const(t.mc), b.sub(m1, ic))
-                pack_a(b, t, v["a_ctx"], ap, ic, mc, pc, kc)
-                run_block(pc, kc, ic, mc, lambda ir_, row: at(b, ap, b.mul(ir_, kc)), (micro, []))
-        b.call(free, [b.bitcast(ap, i8p)])
-
-    if direct is None:
-        packed()
-    else:
-        micro_direct, transpose_a = direct
-        a, lda = unpack_fields(b, v["a_ctx"], [ptr, i64])
-        rs, ks = (const(1), lda) if transpose_a else (lda, const(1))
-        with b.if_else(_reads_a_in_place(b, t, v["m"], k_total)) as (then, otherwise):
-            with then:
-                with for_range(b, blocks, name="dpc") as block:
-                    pc = b.mul(block, depth)
-                    kc = smin(b, depth, b.sub(k_total, pc))
-                    a_at = lambda ir_, row: at(b, a, b.add(b.mul(row, rs), b.mul(pc, ks)))   # noqa: E731
-                    with for_range(b, m1, m0, step=t.mc, name="dic") as ic:
-                        run_block(pc, kc, ic, smin(b, const(t.mc), b.sub(m1, ic)), a_at, (micro_direct, [rs, ks]))
-            with otherwise:
-                packed()
-    b.call(free, [b.bitcast(own_panel, i8p)])
-    b.ret_void()
-    return b.function
-
-
-def emit_gemm_driver(module: ir.Module, name: str, dtype: DType, pack_a: PackA, *,
-                     transpose_b: bool = False, epilogue: Epilogue | None = None,
-                     transpose_a: bool | None = None, prepacked: bool = False) -> ir.Function:
-    """The blocked float GEMM with a pluggable A packer (see `emit_driver` for its signature).
-
-    `transpose_a` not None says a_ctx is a plain matrix (A, lda), so a small A may be read in place."""
-    ty, t = scalar_type(dtype), tiling(dtype)
-    n_epi = len(epilogue.operands) if epilogue else 0
-    micro = _emit_micro(module, name, ty, t, epilogue)
-    direct = None if transpose_a is None else (_emit_micro(module, name, ty, t, epilogue, True), transpose_a)
-    tiles = _emit_tiles(module, name, ty, t, pack_a, micro, n_epi, direct, transpose_b)
-
-    def packs_a(b: ir.IRBuilder, m: ir.Value, k: ir.Value) -> ir.Value:
-        return ir.Constant(i1, 1) if direct is None else b.not_(_reads_a_in_place(b, t, m, k))
-    return emit_driver(module, name, dtype, t, tiles, transpose_b=transpose_b, n_epi=n_epi, prepacked=prepacked,
-                       packs_a=packs_a)
-
-
-def _reads_a_in_place(b: ir.IRBuilder, t: Tiling, m: ir.Value, k: ir.Value) -> ir.Value:
-    """Whether the tiles read a plain A in place: at most DIRECT_A_BYTES, or at most KC columns."""
-    small = b.icmp_signed("<=", b.mul(b.mul(m, k), const(t.itemsize)), const(DIRECT_A_BYTES))
-    return b.or_(small, b.icmp_signed("<=", k, const(t.kc)))
-
-
-def emit_driver(module: ir.Module, name: str, dtype: DType, t: Tiling, tiles: ir.Function, *,
-                transpose_b: bool = False, n_epi: int = 0, prepacked: bool = False,
-                packs_a: Callable[[ir.IRBuilder, ir.Value, ir.Value], ir.Value] | None = None) -> ir.Function:
-    """An internal function that packs B with `t`'s blocking and runs the `tiles` task over C:
-
-    `void name.driver(i64 M, i64 N, i64 K, T* B, i64 ldb, T* C, i64 ldc, i64 col0, i8* a_ctx, T* e...)`
-    col0 offsets the epilogue operands' columns (C's own pointer is already offset); a_ctx is
-    passed on to the tiles task, whose argument block is TILE_FIELDS. `prepacked`: one more
-    argument last, `T* bp`, B as `emit_pack_b` packed it, which is used instead of packing B.
-    `packs_a(b, M, K)`: whether the tiles pack A (None: never). A task that takes a chunk of
-    C's columns packs all of A's rows, so C's columns are then cut into one chunk per thread, not
-    CHUNKS_PER_THREAD: a weight gradient (128 x 6400 @ 6400 x 512) packed A 8 times, which cost
-    half as much as its arithmetic."""
-    ty = scalar_type(dtype)
-    ptr = ty.as_pointer()
-    run = parallel.emit_parallel_for(module)
-    _, free = libc(module)
-    threads = parallel.num_threads()
-
-    fn = new_function(module, f"{name}.driver", [i64, i64, i64, ptr, i64, ptr, i64, i64, i8p] + [ptr] * n_epi
-                      + [ptr] * prepacked)
-    m, n, k, src_b, ldb, c, ldc, col0, a_ctx, *eptrs = fn.args
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
-    panels = ceil_div(b, n, t.nr)
-    big = b.icmp_signed(">=", b.mul(b.mul(m, n), k), const(PARALLEL_WORK))
-    chunks = const(threads * CHUNKS_PER_THREAD)
-    row_tiles = ceil_div(b, m, t.mr)
-    by_rows = b.icmp_signed(">=", row_tiles, smin(b, panels, chunks))
-    # A few row tiles that the threads cannot share evenly (11 for 128 rows: 6 + 5) while the
-    # column panels split exactly: split the columns (measured 68 -> 60 us at 128x784x128).
-    uneven_rows = b.and_(b.icmp_signed("<", row_tiles, const(threads * (t.mc // t.mr))),
-                         b.icmp_signed("!=", b.srem(row_tiles, const(threads)), const(0)))
-    even_panels = b.and_(b.icmp_signed(">=", panels, const(threads)),
-                         b.icmp_signed("==", b.srem(panels, const(threads)), const(0)))
-    by_rows = b.and_(by_rows, b.not_(b.and_(uneven_rows, even_panels)))
-    # row chunks of about MC rows, a multiple of the threads: each packed B panel then serves
-    # ~MC/MR tiles per load (smaller chunks balance better but re-read B from L3 more often).
-    # Below MID_WORK, one chunk per thread: the caller takes the first, the worker the second, so
-    # each thread writes the same rows of C on every call and keeps them in its own L2
-    whole_blocks = b.select(b.icmp_signed("<", b.mul(b.mul(m, n), k), const(MID_WORK)), const(threads),
-                            b.mul(ceil_div(b, row_tiles, threads * (t.mc // t.mr)), const(threads)))
-    split_m = b.select(b.and_(big, by_rows), smin(b, row_tiles, whole_blocks), const(1))
-    column_chunks = chunks if packs_a is None else b.select(packs_a(b, m, k), const(threads), chunks)
-    split_n = b.select(b.and_(big, b.not_(by_rows)), smin(b, panels, column_chunks), const(1))
-    bp = eptrs.pop() if prepacked else _pack_b_unless_local(b, module, name, ptr, t, (m, n, k, src_b, ldb),
-                                                             split_m, packs_a, transpose_b)
-    fields = pack_fields(b, [m, n, k, bp, c, ldc, col0, a_ctx, split_n, src_b, ldb] + eptrs)
-    b.call(run, [tiles, fields, b.mul(split_m, split_n)])
-    if not prepacked:
-        b.call(free, [b.bitcast(bp, i8p)])
-    b.ret_void()
-    return fn
-
-
-def _pack_b_unless_local(b: ir.IRBuilder, module: ir.Module, name: str, ptr: ir.Type, t: Tiling, product: tuple,
-                         split_m: ir.Value, packs_a: Callable | None, transpose_b: bool) -> ir.Value:
-    """B packed into a new buffer, shared by the tiles tasks; or null when each task packs the
-    panels it reads itself, one at a time, just before its microkernels read them: when the
-    tiles pack A, C's rows are not split and they are one A block, each panel is read by one A
-    block of one task, so a shared packing only adds a write and a read of all of B in memory
-    (a weight gradient 128 x 6400 @ 6400 x 512, whose B is 13 MB: 5.5 -> 4.3 ms on 2 cores).
-    Tasks that pack locally get B itself (`TILE_FIELDS`' b and ldb)."""
-    m, n, k, src_b, ldb = product
-    alloc, _ = libc(module)
-    local = ir.Constant(i1, 0)
-    if packs_a is not None:
-        one_block = b.and_(b.icmp_signed("==", split_m, const(1)), b.icmp_signed("<=", m, const(t.mc)))
-        local = b.and_(packs_a(b, m, k), one_block)
-    slot = entry_alloca(b, ptr)
-    b.store(ir.Constant(ptr, None), slot)
-    with b.if_then(b.not_(local)):
-        bp = b.bitcast(b.call(alloc, [const(64), gemm_pack.packed_bytes(b, t, n, k)]), ptr)
-        pack_b = gemm_pack.pack_b_task(module, name, bp.type.pointee, t, transpose_b)
-        big = b.icmp_signed(">=", b.mul(b.mul(m, n), k), const(PARALLEL_WORK))
-        chunks = b.select(big, const(parallel.num_threads() * CHUNKS_PER_THREAD), const(1))
-        gemm_pack.run_pack_b(b, module, pack_b, t, [src_b, ldb, n, k, bp], chunks)
-        b.store(bp, slot)
-    return b.load(slot)
 
 
 # --- GEMM proper: integers, the entry -------------------------------------------------------------
@@ -634,8 +428,9 @@ def emit_gemm(module: ir.Module, name: str, dtype: DType, *, transpose_a: bool =
     with b.if_then(b.icmp_signed("<=", n, const(SKINNY_N))):
         b.call(skinny, args)
         b.ret_void()
-    driver = emit_gemm_driver(module, name, dtype, gemm_pack.pack_matrix(transpose_a), transpose_b=transpose_b,
-                              epilogue=epilogue, transpose_a=transpose_a, prepacked=prepacked)
+    driver = gemm_driver.emit_gemm_driver(module, name, dtype, gemm_pack.pack_matrix(transpose_a),
+                                          transpose_b=transpose_b, epilogue=epilogue, transpose_a=transpose_a,
+                                          prepacked=prepacked)
     b.call(driver, [m, n, k, src_b, ldb, c, ldc, const(0), pack_fields(b, [a, lda])] + eptrs + packed)
     b.ret_void()
     return fn
