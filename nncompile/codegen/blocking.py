@@ -1,6 +1,6 @@
 """GEMM cache blocking (KC, MC) for the host: derived from its cache sizes, or measured.
 
-Derived (`derive`), after the Goto/BLIS analysis of `gemm.py`'s loops (B packed in K blocks of
+Derived (`derive`), after the Goto/BLIS analysis of the GEMM's loops (`gemm_driver.py`) (B packed in K blocks of
 KC, A packed MC rows at a time, the microkernel run over every MR x NR tile, column panels
 outermost so one KC x NR micro-panel of B serves all MC/MR tiles of the A block in turn):
 

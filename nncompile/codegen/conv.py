@@ -1,4 +1,4 @@
-"""2-D convolution (NHWC) as implicit GEMM on the GEMM machinery of `gemm.py`.
+"""2-D convolution (NHWC) as implicit GEMM on the GEMM machinery of `gemm.py` and `gemm_driver.py`.
 
 Per group g, the convolution is the GEMM  y[:, g*og:(g+1)*og] = patches_g @ w_g  with
   M = batch*OH*OW rows (one per output pixel), K = KH*KW*cg (k = (kh*KW + kw)*cg + c), N = og,

@@ -24,7 +24,8 @@ i64 = ir.IntType(64)
 
 TILE_FIELDS = "m, n, k, bp, c, ldc, col0, a_ctx, split_n, b, ldb, e..."
 """The argument block of a tiles task (see `emit_driver`); bp is null when the task packs the
-panels of B (b, ldb) it reads itself."""
+panels of B (b, ldb) it reads itself, which only a driver given `packs_a` asks of its tiles (the
+convolution's tiles always read bp)."""
 
 
 def tiles_task(module: ir.Module, name: str, ty: ir.Type, t: gemm.Tiling,
@@ -49,15 +50,16 @@ def tiles_task(module: ir.Module, name: str, ty: ir.Type, t: gemm.Tiling,
 
 
 def _emit_tiles(module: ir.Module, name: str, ty: ir.Type, t: gemm.Tiling, pack_a: gemm.PackA,
-                micro: ir.Function, n_epi: int, direct: tuple[ir.Function, bool] | None = None,
+                micro: ir.Function, n_epi: int, direct: tuple[list[tuple[ir.Function, int]], bool] | None = None,
                 transpose_b: bool = False) -> ir.Function:
     """Task: pack this thread's A blocks and run the microkernel over its share of C's tiles.
 
     `direct` = (micros, transpose_a) when a_ctx is a plain matrix (A, lda), micros as `_call_micro`
     takes them: then an A of at most DIRECT_A_BYTES, or of at most KC columns, is not packed but
-    read in place, MC rows at a time (they stay in cache while every column panel of B passes), since packing (a scalar
-    transpose) costs as much as the arithmetic when N or K is small. Measured on one core of an
-    Emerald Rapids Xeon, both variants in one process, alternating (GFLOP/s, packed -> in place):
+    read in place, MC rows at a time (they stay in cache while every column panel of B passes),
+    since packing (a scalar transpose) costs as much as the arithmetic when N or K is small.
+    Measured on one core of an Emerald Rapids Xeon, both variants in one process, alternating
+    (GFLOP/s, packed -> in place):
     6400x128 @ 128x512 127 -> 139, 4096x512 @ 512x512 144 -> 158, 256x784 @ 784x128, 1024^3 and
     2048^3 within 1%."""
     ptr = ty.as_pointer()
@@ -74,17 +76,20 @@ def _emit_tiles(module: ir.Module, name: str, ty: ir.Type, t: gemm.Tiling, pack_
     ap_bytes = b.mul(b.mul(block_rows, depth), const(t.itemsize))
     blocks = gemm.ceil_div(b, b.select(b.icmp_signed(">", k_total, const(0)), k_total, const(1)), depth)
     local = b.icmp_unsigned("==", bp, ir.Constant(ptr, None))
-    panel_bytes = b.select(local, b.mul(depth, const(t.nr * t.itemsize)), const(64))
-    own_panel = b.bitcast(b.call(alloc, [const(64), b.mul(gemm.ceil_div(b, panel_bytes, 64), const(64))]), ptr)
 
-    def run_block(pc: ir.Value, kc: ir.Value, ic: ir.Value, mc: ir.Value, a_tile: Callable, call) -> None:
+    def run_block(pc: ir.Value, kc: ir.Value, ic: ir.Value, mc: ir.Value, a_tile: Callable, call,
+                  own_panel: ir.Value | None = None) -> None:
+        """The tiles of one block of A's rows; B's panels packed here into `own_panel` when bp
+        is null (only where A is packed too: `_pack_b_unless_local`)."""
         first = b.icmp_signed("==", pc, const(0))
         last = b.icmp_signed(">=", b.add(pc, depth), k_total)
         with for_range(b, n1, n0, step=t.nr, name="jr") as jr:
             cols = gemm.smin(b, const(t.nr), b.sub(n, jr))
-            with b.if_then(local):
-                gemm_pack.pack_b_panel(b, t, [v["src_b"], v["ldb"], n, jr, pc, kc], own_panel, transpose_b)
-            b_panel = b.select(local, own_panel, gemm.at(b, bp, b.add(b.mul(pc, np_), b.mul(jr, kc))))
+            b_panel = gemm.at(b, bp, b.add(b.mul(pc, np_), b.mul(jr, kc)))
+            if own_panel is not None:
+                with b.if_then(local):
+                    gemm_pack.pack_b_panel(b, t, [v["src_b"], v["ldb"], n, jr, pc, kc], own_panel, transpose_b)
+                b_panel = b.select(local, own_panel, b_panel)
             c_col = gemm.at(b, c, jr)
             with for_range(b, mc, step=t.mr, name="ir") as ir_:
                 rows = gemm.smin(b, const(t.mr), b.sub(mc, ir_))
@@ -95,14 +100,18 @@ def _emit_tiles(module: ir.Module, name: str, ty: ir.Type, t: gemm.Tiling, pack_
 
     def packed() -> None:
         ap = b.bitcast(b.call(alloc, [const(64), b.mul(gemm.ceil_div(b, ap_bytes, 64), const(64))]), ptr)
+        panel_bytes = b.select(local, b.mul(depth, const(t.nr * t.itemsize)), const(64))
+        own_panel = b.bitcast(b.call(alloc, [const(64), b.mul(gemm.ceil_div(b, panel_bytes, 64), const(64))]), ptr)
         with for_range(b, blocks, name="pc") as block:
             pc = b.mul(block, depth)
             kc = gemm.smin(b, depth, b.sub(k_total, pc))
             with for_range(b, m1, m0, step=t.mc, name="ic") as ic:
                 mc = gemm.smin(b, const(t.mc), b.sub(m1, ic))
                 pack_a(b, t, v["a_ctx"], ap, ic, mc, pc, kc)
-                run_block(pc, kc, ic, mc, lambda ir_, row: gemm.at(b, ap, b.mul(ir_, kc)), ([(micro, t.mr)], []))
+                run_block(pc, kc, ic, mc, lambda ir_, row: gemm.at(b, ap, b.mul(ir_, kc)), ([(micro, t.mr)], []),
+                          own_panel)
         b.call(free, [b.bitcast(ap, i8p)])
+        b.call(free, [b.bitcast(own_panel, i8p)])
 
     if direct is None:
         packed()
@@ -121,7 +130,6 @@ def _emit_tiles(module: ir.Module, name: str, ty: ir.Type, t: gemm.Tiling, pack_
                         run_block(pc, kc, ic, mc, a_at, (micros_direct, [rs, ks]))
             with otherwise:
                 packed()
-    b.call(free, [b.bitcast(own_panel, i8p)])
     b.ret_void()
     return b.function
 
@@ -174,7 +182,7 @@ def _reads_a_in_place(b: ir.IRBuilder, t: gemm.Tiling, m: ir.Value, k: ir.Value)
 def emit_driver(module: ir.Module, name: str, dtype: DType, t: gemm.Tiling, tiles: ir.Function, *,
                 transpose_b: bool = False, n_epi: int = 0, prepacked: bool = False,
                 packs_a: Callable[[ir.IRBuilder, ir.Value, ir.Value], ir.Value] | None = None) -> ir.Function:
-    """An internal function that packs B with `t`'s blocking and runs the `tiles` task over C:
+    """An internal function that cuts C between the threads and runs the `tiles` task over it:
 
     `void name.driver(i64 M, i64 N, i64 K, T* B, i64 ldb, T* C, i64 ldc, i64 col0, i8* a_ctx, T* e...)`
     col0 offsets the epilogue operands' columns (C's own pointer is already offset); a_ctx is
@@ -182,16 +190,17 @@ def emit_driver(module: ir.Module, name: str, dtype: DType, t: gemm.Tiling, tile
     argument last, `T* bp`, B as `emit_pack_b` packed it, which is used instead of packing B.
     `packs_a(b, M, K)`: whether the tiles pack A (None: never). A task that takes a chunk of
     C's columns packs all of A's rows, so C's columns are then cut into one chunk per thread, not
-    gemm.CHUNKS_PER_THREAD: a weight gradient (128 x 6400 @ 6400 x 512) packed A 8 times, which cost
-    half as much as its arithmetic."""
+    CHUNKS_PER_THREAD: a weight gradient (128 x 6400 @ 6400 x 512) packed A 8 times, which cost
+    half as much as its arithmetic. B is packed here, or by the tiles panel by panel
+    (`_pack_b_unless_local`)."""
     ty = scalar_type(dtype)
     ptr = ty.as_pointer()
     run = parallel.emit_parallel_for(module)
     _, free = gemm.libc(module)
     threads = parallel.num_threads()
 
-    fn = gemm.new_function(module, f"{name}.driver", [i64, i64, i64, ptr, i64, ptr, i64, i64, i8p] + [ptr] * n_epi
-                      + [ptr] * prepacked)
+    fn = gemm.new_function(module, f"{name}.driver", [i64, i64, i64, ptr, i64, ptr, i64, i64, i8p]
+                           + [ptr] * n_epi + [ptr] * prepacked)
     m, n, k, src_b, ldb, c, ldc, col0, a_ctx, *eptrs = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     panels = gemm.ceil_div(b, n, t.nr)
@@ -200,7 +209,7 @@ def emit_driver(module: ir.Module, name: str, dtype: DType, t: gemm.Tiling, tile
     row_tiles = gemm.ceil_div(b, m, t.mr)
     by_rows = b.icmp_signed(">=", row_tiles, gemm.smin(b, panels, chunks))
     # A few row tiles that the threads cannot share evenly (11 for 128 rows: 6 + 5) while the
-    # column panels split exactly: split the columns (measured 68 -> 60 us gemm.at 128x784x128).
+    # column panels split exactly: split the columns (measured 68 -> 60 us at 128x784x128).
     uneven_rows = b.and_(b.icmp_signed("<", row_tiles, const(threads * (t.mc // t.mr))),
                          b.icmp_signed("!=", b.srem(row_tiles, const(threads)), const(0)))
     even_panels = b.and_(b.icmp_signed(">=", panels, const(threads)),
@@ -208,7 +217,7 @@ def emit_driver(module: ir.Module, name: str, dtype: DType, t: gemm.Tiling, tile
     by_rows = b.and_(by_rows, b.not_(b.and_(uneven_rows, even_panels)))
     # row chunks of about MC rows, a multiple of the threads: each packed B panel then serves
     # ~MC/MR tiles per load (smaller chunks balance better but re-read B from L3 more often).
-    # Below gemm.MID_WORK, one chunk per thread: the caller takes the first, the worker the second, so
+    # Below MID_WORK, one chunk per thread: the caller takes the first, the worker the second, so
     # each thread writes the same rows of C on every call and keeps them in its own L2
     whole_blocks = b.select(b.icmp_signed("<", b.mul(b.mul(m, n), k), const(gemm.MID_WORK)), const(threads),
                             b.mul(gemm.ceil_div(b, row_tiles, threads * (t.mc // t.mr)), const(threads)))
@@ -231,7 +240,7 @@ def _pack_b_unless_local(b: ir.IRBuilder, module: ir.Module, name: str, ptr: ir.
     panels it reads itself, one at a time, just before its microkernels read them: when the
     tiles pack A, C's rows are not split and they are one A block, each panel is read by one A
     block of one task, so a shared packing only adds a write and a read of all of B in memory
-    (a weight gradient 128 x 6400 @ 6400 x 512, whose B is 13 MB: 5.5 -> 4.3 ms on 2 cores).
+    (a weight gradient 128 x 6400 @ 6400 x 512, whose B is 13 MB: 5.5-5.8 -> 4.0 ms on 2 cores).
     Tasks that pack locally get B itself (`TILE_FIELDS`' b and ldb)."""
     m, n, k, src_b, ldb = product
     alloc, _ = gemm.libc(module)

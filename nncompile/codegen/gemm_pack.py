@@ -1,5 +1,6 @@
-"""Packing the GEMM's operands: B into NR-wide column panels (per call, or once before a loop that
-multiplies by the same B at every step: `emit_pack_b`), A into MR-row panels (`pack_matrix`).
+"""Packing the GEMM's operands: B into NR-wide column panels (per call, panel by panel in the task
+that reads it: `pack_b_panel`, or once before a loop that multiplies by the same B at every step:
+`emit_pack_b`), A into MR-row panels (`pack_matrix`).
 
 Layouts are those `gemm.py`'s microkernel reads: B's block at depth pc starts at pc*Np (Np =
 panels*NR), panel j of it at j*kc*NR, k-major; A's panels ap[p*MR*kc + k*MR + r].

@@ -240,12 +240,16 @@ def test_large_a_is_still_packed():
 
 @pytest.mark.parametrize("m,n,k", [(128, 512, 4100), (241, 100, 2000), (13, 70, 21000)])
 @pytest.mark.parametrize("transposes", [(False, False), (True, False), (False, True), (True, True)])
-def test_deep_product_of_few_rows_packs_b_in_each_task(m, n, k, transposes):
-    """A packed, C's rows one block that no thread shares (a weight gradient over many rows): each
-    task packs the panels of B it reads, K block by K block, ragged columns padded with zeros."""
-    assert m * k * 4 > gemm.DIRECT_A_BYTES and k > gemm.tiling(DType.f32).kc and m <= gemm.tiling(DType.f32).mc
-    got, want = run_gemm(DType.f32, m, n, k, *transposes, epilogue="bias_relu", pad=(1, 3, 2))
-    _check(got, want, DType.f32, k)
+@pytest.mark.parametrize("dtype,epilogue", [(DType.f32, "bias_relu"), (DType.f64, "residual")])
+def test_deep_product_of_few_rows_packs_b_in_each_task(m, n, k, transposes, dtype, epilogue):
+    """A packed, C's rows one block (at most the host's MC) that no thread shares when the column
+    panels split evenly (a weight gradient over many rows): each task packs the panels of B it
+    reads, K block by K block, ragged columns padded with zeros."""
+    t = gemm.tiling(dtype)
+    m = min(m, t.mc)
+    assert m * k * t.itemsize > gemm.DIRECT_A_BYTES and k > t.kc
+    got, want = run_gemm(dtype, m, n, k, *transposes, epilogue=epilogue, pad=(1, 3, 2))
+    _check(got, want, dtype, k)
 
 
 @pytest.mark.parametrize("n", [1, 3, 5, 8, 9, 12, 13, 16, 17])
