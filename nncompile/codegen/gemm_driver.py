@@ -222,10 +222,15 @@ def emit_driver(module: ir.Module, name: str, dtype: DType, t: gemm.Tiling, tile
     whole_blocks = b.select(b.icmp_signed("<", b.mul(b.mul(m, n), k), const(gemm.MID_WORK)), const(threads),
                             b.mul(gemm.ceil_div(b, row_tiles, threads * (t.mc // t.mr)), const(threads)))
     split_m = b.select(b.and_(big, by_rows), gemm.smin(b, row_tiles, whole_blocks), const(1))
-    column_chunks = chunks if packs_a is None else b.select(packs_a(b, m, k), const(threads), chunks)
+    tiles_pack_a = ir.Constant(i1, 0) if packs_a is None else packs_a(b, m, k)
+    column_chunks = b.select(tiles_pack_a, const(threads), chunks)
     split_n = b.select(b.and_(big, b.not_(by_rows)), gemm.smin(b, panels, column_chunks), const(1))
-    bp = eptrs.pop() if prepacked else _pack_b_unless_local(b, module, name, ptr, t, (m, n, k, src_b, ldb),
-                                                             split_m, packs_a, transpose_b)
+    if prepacked:
+        bp = eptrs.pop()
+    else:
+        local = b.and_(tiles_pack_a, b.and_(b.icmp_signed("==", split_m, const(1)),
+                                            b.icmp_signed("<=", m, const(t.mc))))
+        bp = _pack_b_unless_local(b, module, name, ptr, t, (n, k, src_b, ldb), local, big, transpose_b)
     fields = gemm.pack_fields(b, [m, n, k, bp, c, ldc, col0, a_ctx, split_n, src_b, ldb] + eptrs)
     b.call(run, [tiles, fields, b.mul(split_m, split_n)])
     if not prepacked:
@@ -234,26 +239,23 @@ def emit_driver(module: ir.Module, name: str, dtype: DType, t: gemm.Tiling, tile
     return fn
 
 
-def _pack_b_unless_local(b: ir.IRBuilder, module: ir.Module, name: str, ptr: ir.Type, t: gemm.Tiling, product: tuple,
-                         split_m: ir.Value, packs_a: Callable | None, transpose_b: bool) -> ir.Value:
-    """B packed into a new buffer, shared by the tiles tasks; or null when each task packs the
-    panels it reads itself, one at a time, just before its microkernels read them: when the
-    tiles pack A, C's rows are not split and they are one A block, each panel is read by one A
-    block of one task, so a shared packing only adds a write and a read of all of B in memory
-    (a weight gradient 128 x 6400 @ 6400 x 512, whose B is 13 MB: 5.5-5.8 -> 4.0 ms on 2 cores).
+def _pack_b_unless_local(b: ir.IRBuilder, module: ir.Module, name: str, ptr: ir.Type, t: gemm.Tiling,
+                         operand: tuple, local: ir.Value, big: ir.Value, transpose_b: bool) -> ir.Value:
+    """B (operand = N, K, B, ldb) packed into a new buffer shared by the tiles tasks (by both
+    threads when the product is `big`); or null when `local`, each task then packing the panels
+    it reads itself, one at a time, just before its microkernels read them. The driver says
+    local when the tiles pack A, C's rows are not split and they are one A block: each panel is
+    then read by one A block of one task, so a shared packing only adds a write and a read of
+    all of B in memory (a weight gradient 128 x 6400 @ 6400 x 512, whose B is 13 MB: 5.5-5.8 ->
+    4.0 ms on 2 cores).
     Tasks that pack locally get B itself (`TILE_FIELDS`' b and ldb)."""
-    m, n, k, src_b, ldb = product
+    n, k, src_b, ldb = operand
     alloc, _ = gemm.libc(module)
-    local = ir.Constant(i1, 0)
-    if packs_a is not None:
-        one_block = b.and_(b.icmp_signed("==", split_m, const(1)), b.icmp_signed("<=", m, const(t.mc)))
-        local = b.and_(packs_a(b, m, k), one_block)
     slot = gemm.entry_alloca(b, ptr)
     b.store(ir.Constant(ptr, None), slot)
     with b.if_then(b.not_(local)):
         bp = b.bitcast(b.call(alloc, [const(64), gemm_pack.packed_bytes(b, t, n, k)]), ptr)
         pack_b = gemm_pack.pack_b_task(module, name, bp.type.pointee, t, transpose_b)
-        big = b.icmp_signed(">=", b.mul(b.mul(m, n), k), const(gemm.PARALLEL_WORK))
         chunks = b.select(big, const(parallel.num_threads() * gemm.CHUNKS_PER_THREAD), const(1))
         gemm_pack.run_pack_b(b, module, pack_b, t, [src_b, ldb, n, k, bp], chunks)
         b.store(bp, slot)
