@@ -171,6 +171,14 @@ def _trained(name: str):
     return model
 
 
+def _assert_same_model(again, model, x, want) -> None:
+    """`again` predicts what `model` predicted (`want`) and holds exactly its weights."""
+    np.testing.assert_allclose(_predict(again, x), want, rtol=0, atol=1e-6)
+    assert len(again.get_weights()) == len(model.get_weights())
+    for got, expected in zip(again.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(got, expected)
+
+
 @pytest.mark.parametrize("name", held_models.NAMES)
 def test_save_weights_load_weights_round_trip(tmp_path, name):
     x, _ = _fixture(name)
@@ -180,9 +188,7 @@ def test_save_weights_load_weights_round_trip(tmp_path, name):
     again = _build(name)
     assert np.max(np.abs(_predict(again, x) - want)) > 0.1
     again.load_weights(tmp_path / "m.weights.h5")
-    np.testing.assert_allclose(_predict(again, x), want, rtol=0, atol=1e-6)
-    for got, expected in zip(again.get_weights(), model.get_weights()):
-        np.testing.assert_array_equal(got, expected)
+    _assert_same_model(again, model, x, want)
 
 
 @pytest.mark.parametrize("name", held_models.WHOLE_MODEL)
@@ -192,9 +198,7 @@ def test_save_load_model_round_trip(tmp_path, name):
     want = _predict(model, x)
     model.save(tmp_path / "m.keras")
     again = keras.models.load_model(tmp_path / "m.keras", custom_objects=MADE)
-    np.testing.assert_allclose(_predict(again, x), want, rtol=0, atol=1e-6)
-    for got, expected in zip(again.get_weights(), model.get_weights()):
-        np.testing.assert_array_equal(got, expected)
+    _assert_same_model(again, model, x, want)
 
 
 # --- 3. files that do not fit ----------------------------------------------------------------------
