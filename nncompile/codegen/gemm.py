@@ -12,8 +12,9 @@ of a few rows. The epilogue runs in registers on the last KC block just before C
 
 Threads: packing B and the tiles are two `parallel_for` jobs (the join between them is the only
 barrier; one job when the tiles pack B's panels themselves); the tiles split into chunks of about MC rows of C (a multiple of the thread count; below
-MID_WORK one chunk per thread), or of column panels when C has few rows. Below PARALLEL_WORK
-everything runs on the calling thread.
+MID_WORK one chunk per thread), or of column panels when C has few rows, or of K when C is small
+and K deep (a weight gradient: each thread sums its part of K, the driver adds the parts). Below
+PARALLEL_WORK everything runs on the calling thread.
 
 K is split into equal blocks of at most KC. An A of at most DIRECT_A_BYTES or of at most KC columns
 is not packed: a second microkernel reads it in place, MC rows at a time (packing is a scalar

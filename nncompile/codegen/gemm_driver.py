@@ -10,7 +10,7 @@ from typing import Callable
 
 from llvmlite import ir
 
-from nncompile.codegen import gemm, gemm_pack, parallel
+from nncompile.codegen import gemm, gemm_pack, parallel, simd
 from nncompile.codegen.kernel import scalar_type
 from nncompile.codegen.loops import const, for_range
 from nncompile.ir.dtypes import DType
@@ -22,30 +22,39 @@ i64 = ir.IntType(64)
 
 # --- running the tiles, the driver -------------------------------------------------------------
 
-TILE_FIELDS = "m, n, k, bp, c, ldc, col0, a_ctx, split_n, b, ldb, e..."
+TILE_FIELDS = "m, n, k, bp, c, ldc, col0, a_ctx, split_n, b, ldb, split_k, partials, e..."
 """The argument block of a tiles task (see `emit_driver`); bp is null when the task packs the
 panels of B (b, ldb) it reads itself, which only a driver given `packs_a` asks of its tiles (the
-convolution's tiles always read bp)."""
+convolution's tiles always read bp). With split_k > 1 the tasks share K: the first sums its part
+into C, the others each into an M x N block of `partials`, which the driver then adds to C."""
 
 
 def tiles_task(module: ir.Module, name: str, ty: ir.Type, t: gemm.Tiling,
                n_epi: int) -> tuple[ir.IRBuilder, dict]:
     """Start a tiles task: a TASK_TYPE function that unpacks TILE_FIELDS and works out its share.
 
-    Returns the builder and the task's values by name: the fields, `eptrs`, and its share of C,
-    rows m0..m1 and columns n0..n1 (the index-th of split_m x split_n chunks, count = their product),
-    in whole MR x NR tiles."""
+    Returns the builder and the task's values by name: the fields, `eptrs`, its share of C,
+    rows m0..m1 and columns n0..n1 (the index-th of split_m x split_n x split_k chunks, count =
+    their product), in whole MR x NR tiles, its share of K, k0..k1, and where it writes, c and ldc
+    (C itself, or its block of the partial sums)."""
     ptr = ty.as_pointer()
     fn, b, ctx, index, count = parallel.task_function(module, f"{name}.tiles")
-    m, n, k, bp, c, ldc, col0, a_ctx, split_n, src_b, ldb, *eptrs = gemm.unpack_fields(
-        b, ctx, [i64, i64, i64, ptr, ptr, i64, i64, i8p, i64, ptr, i64] + [ptr] * n_epi)
+    m, n, k, bp, c, ldc, col0, a_ctx, split_n, src_b, ldb, split_k, partials, *eptrs = gemm.unpack_fields(
+        b, ctx, [i64, i64, i64, ptr, ptr, i64, i64, i8p, i64, ptr, i64, i64, ptr] + [ptr] * n_epi)
+    part, index, count = b.srem(index, split_k), b.sdiv(index, split_k), b.sdiv(count, split_k)
+    k_share = gemm.ceil_div(b, k, split_k)
+    k0 = gemm.smin(b, k, b.mul(part, k_share))
+    own = b.icmp_signed("==", part, const(0))
+    c = b.select(own, c, gemm.at(b, partials, b.mul(b.sub(part, const(1)), b.mul(m, n))))
+    ldc = b.select(own, ldc, n)
     split_m = b.sdiv(count, split_n)
     m_share = b.mul(gemm.ceil_div(b, gemm.ceil_div(b, m, t.mr), split_m), const(t.mr))
     m0 = b.mul(b.sdiv(index, split_n), m_share)
     n_share = b.mul(gemm.ceil_div(b, gemm.ceil_div(b, n, t.nr), split_n), const(t.nr))
     n0 = b.mul(b.srem(index, split_n), n_share)
     values = dict(m=m, n=n, k=k, bp=bp, c=c, ldc=ldc, col0=col0, a_ctx=a_ctx, eptrs=eptrs, src_b=src_b, ldb=ldb,
-                  m0=m0, m1=gemm.smin(b, m, b.add(m0, m_share)), n0=n0, n1=gemm.smin(b, n, b.add(n0, n_share)))
+                  m0=m0, m1=gemm.smin(b, m, b.add(m0, m_share)), n0=n0, n1=gemm.smin(b, n, b.add(n0, n_share)),
+                  k0=k0, k1=gemm.smin(b, k, b.add(k0, k_share)))
     return b, values
 
 
@@ -65,24 +74,25 @@ def _emit_tiles(module: ir.Module, name: str, ty: ir.Type, t: gemm.Tiling, pack_
     ptr = ty.as_pointer()
     b, v = tiles_task(module, name, ty, t, n_epi)
     m0, m1, n0, n1 = v["m0"], v["m1"], v["n0"], v["n1"]
-    n, k_total, bp, c, ldc = v["n"], v["k"], v["bp"], v["c"], v["ldc"]
+    n, k0, k1, bp, c, ldc = v["n"], v["k0"], v["k1"], v["bp"], v["c"], v["ldc"]
+    k_part = b.sub(k1, k0)
     np_ = b.mul(gemm.ceil_div(b, n, t.nr), const(t.nr))
     alloc, free = gemm.libc(module)
-    depth = gemm.block_depth(b, t, k_total)
+    depth = gemm.block_depth(b, t, k_part)
     # no bigger than this share needs: a small buffer comes from the heap, not a fresh mmap
     share_rows = b.sub(m1, m0)
     share_rows = b.select(b.icmp_signed(">", share_rows, const(0)), share_rows, const(0))
     block_rows = b.mul(gemm.ceil_div(b, gemm.smin(b, const(t.mc), share_rows), t.mr), const(t.mr))
     ap_bytes = b.mul(b.mul(block_rows, depth), const(t.itemsize))
-    blocks = gemm.ceil_div(b, b.select(b.icmp_signed(">", k_total, const(0)), k_total, const(1)), depth)
+    blocks = gemm.ceil_div(b, b.select(b.icmp_signed(">", k_part, const(0)), k_part, const(1)), depth)
     local = b.icmp_unsigned("==", bp, ir.Constant(ptr, None))
 
     def run_block(pc: ir.Value, kc: ir.Value, ic: ir.Value, mc: ir.Value, a_tile: Callable, call,
                   own_panel: ir.Value | None = None) -> None:
         """The tiles of one block of A's rows; B's panels packed here into `own_panel` when bp
         is null (only where A is packed too: `_pack_b_unless_local`)."""
-        first = b.icmp_signed("==", pc, const(0))
-        last = b.icmp_signed(">=", b.add(pc, depth), k_total)
+        first = b.icmp_signed("==", pc, k0)
+        last = b.icmp_signed(">=", b.add(pc, depth), k1)
         with for_range(b, n1, n0, step=t.nr, name="jr") as jr:
             cols = gemm.smin(b, const(t.nr), b.sub(n, jr))
             b_panel = gemm.at(b, bp, b.add(b.mul(pc, np_), b.mul(jr, kc)))
@@ -103,8 +113,8 @@ def _emit_tiles(module: ir.Module, name: str, ty: ir.Type, t: gemm.Tiling, pack_
         panel_bytes = b.select(local, b.mul(depth, const(t.nr * t.itemsize)), const(64))
         own_panel = b.bitcast(b.call(alloc, [const(64), b.mul(gemm.ceil_div(b, panel_bytes, 64), const(64))]), ptr)
         with for_range(b, blocks, name="pc") as block:
-            pc = b.mul(block, depth)
-            kc = gemm.smin(b, depth, b.sub(k_total, pc))
+            pc = b.add(k0, b.mul(block, depth))
+            kc = gemm.smin(b, depth, b.sub(k1, pc))
             with for_range(b, m1, m0, step=t.mc, name="ic") as ic:
                 mc = gemm.smin(b, const(t.mc), b.sub(m1, ic))
                 pack_a(b, t, v["a_ctx"], ap, ic, mc, pc, kc)
@@ -119,11 +129,11 @@ def _emit_tiles(module: ir.Module, name: str, ty: ir.Type, t: gemm.Tiling, pack_
         micros_direct, transpose_a = direct
         a, lda = gemm.unpack_fields(b, v["a_ctx"], [ptr, i64])
         rs, ks = (const(1), lda) if transpose_a else (lda, const(1))
-        with b.if_else(_reads_a_in_place(b, t, v["m"], k_total)) as (then, otherwise):
+        with b.if_else(_reads_a_in_place(b, t, v["m"], v["k"])) as (then, otherwise):
             with then:
                 with for_range(b, blocks, name="dpc") as block:
-                    pc = b.mul(block, depth)
-                    kc = gemm.smin(b, depth, b.sub(k_total, pc))
+                    pc = b.add(k0, b.mul(block, depth))
+                    kc = gemm.smin(b, depth, b.sub(k1, pc))
                     a_at = lambda ir_, row: gemm.at(b, a, b.add(b.mul(row, rs), b.mul(pc, ks)))   # noqa: E731
                     with for_range(b, m1, m0, step=t.mc, name="dic") as ic:
                         mc = gemm.smin(b, const(t.mc), b.sub(m1, ic))
@@ -170,7 +180,7 @@ def emit_gemm_driver(module: ir.Module, name: str, dtype: DType, pack_a: gemm.Pa
     def packs_a(b: ir.IRBuilder, m: ir.Value, k: ir.Value) -> ir.Value:
         return ir.Constant(i1, 1) if direct is None else b.not_(_reads_a_in_place(b, t, m, k))
     return emit_driver(module, name, dtype, t, tiles, transpose_b=transpose_b, n_epi=n_epi, prepacked=prepacked,
-                       packs_a=packs_a)
+                       packs_a=packs_a, splits_k=epilogue is None and not prepacked)
 
 
 def _reads_a_in_place(b: ir.IRBuilder, t: gemm.Tiling, m: ir.Value, k: ir.Value) -> ir.Value:
@@ -181,7 +191,8 @@ def _reads_a_in_place(b: ir.IRBuilder, t: gemm.Tiling, m: ir.Value, k: ir.Value)
 
 def emit_driver(module: ir.Module, name: str, dtype: DType, t: gemm.Tiling, tiles: ir.Function, *,
                 transpose_b: bool = False, n_epi: int = 0, prepacked: bool = False,
-                packs_a: Callable[[ir.IRBuilder, ir.Value, ir.Value], ir.Value] | None = None) -> ir.Function:
+                packs_a: Callable[[ir.IRBuilder, ir.Value, ir.Value], ir.Value] | None = None,
+                splits_k: bool = False) -> ir.Function:
     """An internal function that cuts C between the threads and runs the `tiles` task over it:
 
     `void name.driver(i64 M, i64 N, i64 K, T* B, i64 ldb, T* C, i64 ldc, i64 col0, i8* a_ctx, T* e...)`
@@ -192,7 +203,8 @@ def emit_driver(module: ir.Module, name: str, dtype: DType, t: gemm.Tiling, tile
     C's columns packs all of A's rows, so C's columns are then cut into one chunk per thread, not
     CHUNKS_PER_THREAD: a weight gradient (128 x 6400 @ 6400 x 512) packed A 8 times, which cost
     half as much as its arithmetic. B is packed here, or by the tiles panel by panel
-    (`_pack_b_unless_local`)."""
+    (`_pack_b_unless_local`). `splits_k` (tiles with no epilogue): a deep product whose A is one
+    block may give each thread a share of K instead (`_shares_k`)."""
     ty = scalar_type(dtype)
     ptr = ty.as_pointer()
     run = parallel.emit_parallel_for(module)
@@ -221,22 +233,67 @@ def emit_driver(module: ir.Module, name: str, dtype: DType, t: gemm.Tiling, tile
     # each thread writes the same rows of C on every call and keeps them in its own L2
     whole_blocks = b.select(b.icmp_signed("<", b.mul(b.mul(m, n), k), const(gemm.MID_WORK)), const(threads),
                             b.mul(gemm.ceil_div(b, row_tiles, threads * (t.mc // t.mr)), const(threads)))
-    split_m = b.select(b.and_(big, by_rows), gemm.smin(b, row_tiles, whole_blocks), const(1))
     tiles_pack_a = ir.Constant(i1, 0) if packs_a is None else packs_a(b, m, k)
+    split_k = const(1)
+    if splits_k and threads > 1:
+        split_k = b.select(b.and_(big, _shares_k(b, t, threads, tiles_pack_a, (m, n, k))), const(threads), split_k)
+    whole = b.icmp_signed("==", split_k, const(1))
+    split_m = b.select(b.and_(b.and_(big, by_rows), whole), gemm.smin(b, row_tiles, whole_blocks), const(1))
     column_chunks = b.select(tiles_pack_a, const(threads), chunks)
-    split_n = b.select(b.and_(big, b.not_(by_rows)), gemm.smin(b, panels, column_chunks), const(1))
+    split_n = b.select(b.and_(b.and_(big, b.not_(by_rows)), whole), gemm.smin(b, panels, column_chunks), const(1))
     if prepacked:
         bp = eptrs.pop()
     else:
         local = b.and_(tiles_pack_a, b.and_(b.icmp_signed("==", split_m, const(1)),
                                             b.icmp_signed("<=", m, const(t.mc))))
         bp = _pack_b_unless_local(b, module, name, ptr, t, (n, k, src_b, ldb), local, big, transpose_b)
-    fields = gemm.pack_fields(b, [m, n, k, bp, c, ldc, col0, a_ctx, split_n, src_b, ldb] + eptrs)
-    b.call(run, [tiles, fields, b.mul(split_m, split_n)])
+    partials = _alloc_partials(b, module, ptr, t, (m, n), split_k)
+    fields = gemm.pack_fields(b, [m, n, k, bp, c, ldc, col0, a_ctx, split_n, src_b, ldb, split_k, partials] + eptrs)
+    b.call(run, [tiles, fields, b.mul(b.mul(split_m, split_n), split_k)])
+    _add_partials(b, t, (m, n, c, ldc), partials, b.sub(split_k, const(1)))
+    b.call(free, [b.bitcast(partials, i8p)])
     if not prepacked:
         b.call(free, [b.bitcast(bp, i8p)])
     b.ret_void()
     return fn
+
+
+def _shares_k(b: ir.IRBuilder, t: gemm.Tiling, threads: int, tiles_pack_a: ir.Value, shape: tuple) -> ir.Value:
+    """Whether the threads share K rather than C: when the tiles pack A, A is one block (M <= MC),
+    C is no bigger than an A block and K gives each thread two KC blocks or more. Cut by columns,
+    every thread would pack all of A; cut by K, each packs its part of A and of B once, and the
+    driver adds the threads' partial C's (the LSTM's weight gradients 128 x 6400 @ 6400 x 512)."""
+    m, n, k = shape
+    deep = b.icmp_signed(">=", k, const(2 * threads * t.kc))
+    small_c = b.icmp_signed("<=", b.mul(m, n), const(t.mc * t.kc))
+    one_block = b.icmp_signed("<=", m, const(t.mc))
+    return b.and_(tiles_pack_a, b.and_(deep, b.and_(small_c, one_block)))
+
+
+def _alloc_partials(b: ir.IRBuilder, module: ir.Module, ptr: ir.Type, t: gemm.Tiling, shape: tuple,
+                    split_k: ir.Value) -> ir.Value:
+    """split_k - 1 blocks of M x N for the partial sums of the threads that share K, or null."""
+    m, n = shape
+    alloc, _ = gemm.libc(module)
+    slot = gemm.entry_alloca(b, ptr)
+    b.store(ir.Constant(ptr, None), slot)
+    with b.if_then(b.icmp_signed(">", split_k, const(1))):
+        size = b.mul(b.mul(b.sub(split_k, const(1)), b.mul(m, n)), const(t.itemsize))
+        b.store(b.bitcast(b.call(alloc, [const(64), b.mul(gemm.ceil_div(b, size, 64), const(64))]), ptr), slot)
+    return b.load(slot)
+
+
+def _add_partials(b: ir.IRBuilder, t: gemm.Tiling, c_view: tuple, partials: ir.Value, count: ir.Value) -> None:
+    """C (M x N, row stride ldc) += each of the `count` M x N blocks of `partials`."""
+    m, n, c, ldc = c_view
+    with for_range(b, count, name="part") as part:
+        block = gemm.at(b, partials, b.mul(part, b.mul(m, n)))
+        with for_range(b, m, name="row") as row:
+            with for_range(b, n, step=t.lanes, name="col") as col:
+                mask = simd.lane_mask(b, b.sub(n, col), t.lanes)
+                into = gemm.at(b, c, b.add(b.mul(row, ldc), col))
+                add = simd.masked_load(b, gemm.at(b, block, b.add(b.mul(row, n), col)), mask)
+                simd.masked_store(b, b.fadd(simd.masked_load(b, into, mask), add), into, mask)
 
 
 def _pack_b_unless_local(b: ir.IRBuilder, module: ir.Module, name: str, ptr: ir.Type, t: gemm.Tiling,

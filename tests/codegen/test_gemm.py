@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from llvmlite import ir
 
-from nncompile.codegen import gemm, gemm_pack, gemm_rows, target
+from nncompile.codegen import gemm, gemm_pack, gemm_rows, parallel, target
 from nncompile.ir.dtypes import DType
 from nncompile.ir.errors import IRError
 
@@ -249,6 +249,22 @@ def test_deep_product_of_few_rows_packs_b_in_each_task(m, n, k, transposes, dtyp
     m = min(m, t.mc)
     assert m * k * t.itemsize > gemm.DIRECT_A_BYTES and k > t.kc
     got, want = run_gemm(dtype, m, n, k, *transposes, epilogue=epilogue, pad=(1, 3, 2))
+    _check(got, want, dtype, k)
+
+
+@pytest.mark.parametrize("m,n,extra_k", [(128, 512, 123), (37, 100, 6001), (1000, 24, 2000)])
+@pytest.mark.parametrize("transposes", [(False, False), (True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("dtype", [DType.f32, DType.f64])
+def test_deep_product_with_small_c_shares_k_between_threads(m, n, extra_k, transposes, dtype):
+    """No epilogue, A one block (at most the host's MC rows), C no bigger than an A block, K of two
+    KC blocks per thread and more (a weight gradient over many rows): each thread sums its part of
+    K, into C or into a block of partial sums the driver adds to C; ragged rows, columns and
+    parts of K."""
+    t = gemm.tiling(dtype)
+    m = min(m, t.mc)
+    k = 2 * parallel.num_threads() * t.kc + extra_k
+    assert m * n <= t.mc * t.kc and m * k * t.itemsize > gemm.DIRECT_A_BYTES
+    got, want = run_gemm(dtype, m, n, k, *transposes, pad=(2, 1, 3))
     _check(got, want, dtype, k)
 
 
