@@ -26,7 +26,8 @@ from nncompile.ir.ops.reduction import normalize_axes
 from nncompile.ir.optable import get_op
 
 i64 = ir.IntType(64)
-MAX_COLS_VECTORS = 8        # kept blocks up to this many vectors are held in registers
+MAX_COLS_VECTORS = 8        # vectors of a kept block summed in registers in one pass over the rows
+MAX_COLS = 8192             # kept blocks up to this many elements (the threads' partial sums live on the stack)
 ACCUMULATORS = 16           # vector accumulators a thread keeps (rows unrolled to fill them)
 PARALLEL_ELEMENTS = 1 << 15  # input elements from which the rows are split between the threads
 
@@ -58,8 +59,8 @@ def _static_product(dims: Sequence[int]) -> int:
 
 def column_plan(inputs: Sequence[Value], prologue: Sequence[Node], reduce: Node) -> tuple[int, int, list] | None:
     """(rows_rank, cols, strides of the prologue's operands) when `reduce` (fed by `prologue`)
-    reduces exactly its input's leading axes, keeping static trailing axes of one to
-    MAX_COLS_VECTORS vectors, in a float dtype; None when the generic loop does it."""
+    reduces exactly its input's leading axes, keeping static trailing axes of one vector to
+    MAX_COLS elements, in a float dtype; None when the generic loop does it."""
     x = reduce.inputs[0]
     dtype = reduce.outputs[0].type.dtype
     if not dtype.is_float or dtype is DType.f16 or x.type.dtype != dtype:
@@ -71,7 +72,7 @@ def column_plan(inputs: Sequence[Value], prologue: Sequence[Node], reduce: Node)
         return None
     cols = _static_product(kept)
     lanes = target.vector_lanes(dtype.itemsize)
-    if not lanes <= cols <= MAX_COLS_VECTORS * lanes:     # narrower: the generic loop is as quick
+    if not lanes <= cols <= MAX_COLS:     # narrower: the generic loop is as quick
         return None
     if any(n.op == "constant" and n.attrs["value"].size != 1 for n in prologue):
         return None
@@ -113,11 +114,13 @@ def emit_column_reduction(k: Kernel, inputs: Sequence[Value], prologue: Sequence
 
 def _emit_task(k: Kernel, operands: list[Value], strides: list, prologue: Sequence[Node], reduce: Node,
                cols: int, dtype: DType) -> ir.Function:
-    """task(ctx, index, count): rows index*share.. of the matrix into parts[index*cols...]."""
+    """task(ctx, index, count): rows index*share.. of the matrix into parts[index*cols...], a
+    block of at most MAX_COLS_VECTORS vectors of columns at a time (a pass over the rows each)."""
     ty = scalar_type(dtype)
     ptr = ty.as_pointer()
     lanes = target.vector_lanes(dtype.itemsize)
-    vectors = -(-cols // lanes)
+    vectors = min(-(-cols // lanes), MAX_COLS_VECTORS)
+    block = vectors * lanes
     unroll = max(1, ACCUMULATORS // vectors)
     vec = ir.VectorType(ty, lanes)
     task, b, ctx, index, count = parallel.task_function(k.module, k.module.get_unique_name("columns"))
@@ -127,22 +130,55 @@ def _emit_task(k: Kernel, operands: list[Value], strides: list, prologue: Sequen
     r1 = smin(b, rows, b.add(r0, share))
     start = elementwise.constant(dtype, loop.identity(reduce.op, dtype), vec)
     slots = [[entry_alloca(b, vec) for _ in range(vectors)] for _ in range(unroll)]
-    for slot in (s for row in slots for s in row):
-        b.store(start, slot)
-    masks = [None if (v + 1) * lanes <= cols else simd.lane_mask(b, cols, lanes, v * lanes) for v in range(vectors)]
+    with for_range(b, cols, step=block, name="block") as col0:
+        for slot in (s for row in slots for s in row):
+            b.store(start, slot)
+        masks = [_block_mask(b, cols, block, col0, v * lanes, lanes) for v in range(vectors)]
+        _sum_rows(b, (r0, r1, col0), (operands, pointers, strides), prologue, reduce, (slots, masks, start))
+        mine = at(b, parts, b.add(b.mul(index, const(cols)), col0))
+        for v, mask in enumerate(masks):
+            total = b.load(slots[0][v])
+            for row_slots in slots[1:]:
+                total = loop.combine(b, reduce.op, total, b.load(row_slots[v]), True)
+            if mask is None:
+                simd.store_vector(b, total, at(b, mine, v * lanes))
+            else:
+                simd.masked_store(b, total, at(b, mine, v * lanes), mask)
+    b.ret_void()
+    return task
+
+
+def _block_mask(b: ir.IRBuilder, cols: int, block: int, col0: ir.Value, first: int, lanes: int) -> ir.Value | None:
+    """The lanes of the vector at col0 + first that lie within the cols (None: all of them)."""
+    if cols <= block:     # one block: known when compiling
+        return None if first + lanes <= cols else simd.lane_mask(b, cols, lanes, first)
+    if cols % block == 0:
+        return None
+    return simd.lane_mask(b, b.sub(const(cols), col0), lanes, first)
+
+
+def _sum_rows(b: ir.IRBuilder, span: tuple, reads: tuple, prologue: Sequence[Node], reduce: Node,
+              accumulators: tuple) -> None:
+    """Rows r0..r1 of the columns from col0 (span), prologue applied, summed into the slots:
+    `unroll` rows at a time, each row into its own set of slots (independent add chains)."""
+    r0, r1, col0 = span
+    operands, pointers, strides = reads
+    slots, masks, start = accumulators
+    unroll, lanes = len(slots), start.type.count
 
     def accumulate(row: ir.Value, row_slots: list) -> None:
         for v, (slot, mask) in enumerate(zip(row_slots, masks)):
             env = {}
             for value, p, (rs, cs) in zip(operands, pointers, strides):
-                base = at(b, p, b.add(b.mul(row, const(rs)), const(v * lanes * cs)))
+                column = b.mul(b.add(col0, const(v * lanes)), const(cs))
+                base = at(b, p, b.add(b.mul(row, const(rs)), column))
                 if cs == 0:
                     env[value] = simd.splat(b, b.load(base), lanes)
                 elif mask is None:
                     env[value] = simd.load_vector(b, base, lanes)
                 else:
                     env[value] = simd.masked_load(b, base, mask)
-            loop.apply_nodes(Kernel(b, k.module, {}, {}), prologue, env, start)
+            loop.apply_nodes(Kernel(b, b.module, {}, {}), prologue, env, start)
             b.store(loop.combine(b, reduce.op, b.load(slot), env[reduce.inputs[0]], True), slot)
 
     whole = b.add(r0, b.mul(b.sdiv(b.sub(r1, r0), const(unroll)), const(unroll)))
@@ -151,14 +187,3 @@ def _emit_task(k: Kernel, operands: list[Value], strides: list, prologue: Sequen
             accumulate(b.add(row, const(u)), row_slots)
     with for_range(b, r1, start=whole, name="tail") as row:
         accumulate(row, slots[0])
-    mine = at(b, parts, b.mul(index, const(cols)))
-    for v, mask in enumerate(masks):
-        total = b.load(slots[0][v])
-        for row_slots in slots[1:]:
-            total = loop.combine(b, reduce.op, total, b.load(row_slots[v]), True)
-        if mask is None:
-            simd.store_vector(b, total, at(b, mine, v * lanes))
-        else:
-            simd.masked_store(b, total, at(b, mine, v * lanes), mask)
-    b.ret_void()
-    return task

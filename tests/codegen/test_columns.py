@@ -1,8 +1,9 @@
 """Column reductions (reduce_* over the leading axes, a static kept block: the bias gradient)
 compiled and run against the reference interpreter: kept blocks narrower and wider than a vector
-and with a ragged last vector, a symbolic batch, every reduce op, a fused prologue reading a
+and with a ragged last vector, wider than one pass of registers (whole and ragged blocks), a symbolic batch, every reduce op, a fused prologue reading a
 row-broadcast operand, a reduce_mean epilogue, and sizes that split the rows between threads."""
 import numpy as np
+import pytest
 from hypothesis import given, settings, strategies as st
 
 import nncompile
@@ -24,12 +25,25 @@ def _build(op: str, dtype, kept: tuple, rows: tuple, with_prologue: bool):
     return b.finish([getattr(b, op)(x, axes=axes)], ["y"])
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(op=st.sampled_from(OPS), dtype=st.sampled_from((f32, f64)),
-       kept=st.sampled_from(((1,), (10,), (16,), (32,), (3, 7), (64,), (100,))),
+       kept=st.sampled_from(((1,), (10,), (16,), (32,), (3, 7), (64,), (100,), (512,), (300,), (2, 200))),
        rows=st.sampled_from(((), (5,), (3, 4))), batch=st.sampled_from((1, 3, 70, 600)),
        with_prologue=st.booleans(), seed=st.integers(0, 2**31))
 def test_column_reduction_matches_reference(op, dtype, kept, rows, batch, with_prologue, seed):
+    _check_against_reference(op, dtype, kept, rows, batch, with_prologue, seed)
+
+
+@pytest.mark.parametrize("kept", [(512,), (300,), (2, 200)])
+@pytest.mark.parametrize("dtype", [f32, f64])
+@pytest.mark.parametrize("op", ["reduce_sum", "reduce_max"])
+def test_kept_blocks_wider_than_the_registers_go_in_passes(op, dtype, kept):
+    """More columns than MAX_COLS_VECTORS vectors: one pass over each thread's rows per block of
+    columns, the last block ragged for 300 and 400 columns (f32 and f64)."""
+    _check_against_reference(op, dtype, kept, (3,), 700, True, 1)
+
+
+def _check_against_reference(op, dtype, kept, rows, batch, with_prologue, seed):
     graph = _build(op, dtype, kept, rows, with_prologue)
     exe = nncompile.compile(graph)
     rng = np.random.default_rng(seed)
@@ -55,6 +69,10 @@ def test_the_bias_gradient_takes_the_column_kernel():
     assert columns.column_plan([x], [], plain.producer) == (3, 32, [(32, 1)])
     assert columns.column_plan([x], [], middle.producer) is None
     assert columns.column_plan([narrow.producer.inputs[0]], [], narrow.producer) is None
+    wide = b.input("w", f32[BATCH, 100, 512])
+    assert columns.column_plan([wide], [], b.reduce_sum(wide, axes=[0, 1]).producer) == (2, 512, [(512, 1)])
+    too_wide = b.input("t", f32[BATCH, columns.MAX_COLS + 16])
+    assert columns.column_plan([too_wide], [], b.reduce_sum(too_wide, axes=[0]).producer) is None
 
 
 def test_nan_wins_in_column_max():
