@@ -289,6 +289,24 @@ def test_vjp_of_a_symbolic_axis_reversed_whole():
                     {"x": normal(rng, BATCH_SIZE, 4), "w": normal(rng, BATCH_SIZE, 4)}, {"x", "w"})
 
 
+@pytest.mark.parametrize("perm", [[1, 0, 2, 3], [2, 0, 1, 3], [1, 2, 0, 3], [0, 1, 3, 2]])
+def test_gather_vjp_through_a_transpose_of_its_index_axes(perm):
+    """Rows gathered by a 3-D index array, then transposed: when the transpose only reorders the
+    index axes, the gradient scatters the untransposed cotangent by transposed indices (any
+    permutation, not only a swap); a transpose that moves the row axis is left as it is."""
+    rng = np.random.default_rng(5)
+    ids = rng.integers(0, 4, (2, 3, 2)).astype(np.int32)
+    check_gradients(lambda b, v: b.transpose(b.gather(v["table"], v["ids"]), perm=perm),
+                    {"table": normal(rng, 4, 5), "ids": ids})
+    b = Builder()
+    table, index = b.input("table", f32[4, 5]), b.input("ids", i32[2, 3, 2])
+    out = b.transpose(b.gather(table, index), perm=perm)
+    loss = b.reduce_sum(b.mul(out, b.input("r", out.type)), axes=[0, 1, 2, 3])
+    (grad,) = gradients(b.graph, loss, [table])
+    updates = grad.producer.inputs[1]
+    assert (updates.producer.op == "transpose") == (perm[3] != 3)
+
+
 def test_gather_vjp_adds_repeated_rows():
     rng = np.random.default_rng(12)
     ids = np.array([[1, 3, 1], [0, -1, 1], [4, 4, 4]], np.int32)

@@ -341,9 +341,29 @@ def _spread(b, g, axis: int, n: int, step: int):
 
 
 def _gather_vjp(b, node, cts):
+    """scatter_add of the cotangent's rows. A cotangent that is a transpose only reordering the
+    index axes (the gradient of an embedding read time-major by a recurrent layer) is not
+    transposed back: its indices are transposed instead, which adds the same rows to the same
+    places without moving the rows."""
     data, indices = node.inputs
-    return [b.scatter_add(indices, cts[0], shape=data.type.shape, axis=node.attrs["axis"],
+    ct = cts[0]
+    perm = _index_axes_perm(ct, indices.type.rank) if node.attrs["axis"] == 0 else None
+    if perm is not None:
+        ct, indices = ct.producer.inputs[0], b.transpose(indices, perm=perm)
+    return [b.scatter_add(indices, ct, shape=data.type.shape, axis=node.attrs["axis"],
                           allow_negative=node.attrs["allow_negative"]), None]
+
+
+def _index_axes_perm(ct, rank: int) -> list[int] | None:
+    """When `ct` is a transpose moving only its first `rank` axes: the permutation of those that
+    undoes it (what lines the indices up with the transpose's input)."""
+    producer = ct.producer
+    if producer is None or producer.op != "transpose":
+        return None
+    perm = list(producer.attrs["perm"])
+    if sorted(perm[:rank]) != list(range(rank)) or perm[rank:] != list(range(rank, len(perm))):
+        return None
+    return [perm.index(axis) for axis in range(rank)]
 
 
 OPS["reshape"].vjp = _reshape_vjp
