@@ -26,10 +26,11 @@ def as_i64(value: int | ir.Value) -> ir.Value:
 
 @contextlib.contextmanager
 def for_range(b: ir.IRBuilder, stop: int | ir.Value, start: int | ir.Value = 0, step: int = 1,
-              name: str = "i") -> Iterator[ir.Value]:
+              name: str = "i", scalar: bool = False) -> Iterator[ir.Value]:
     """Emit `for (i = start; i < stop; i += step)`; the body is what the `with` block emits.
 
-    On exit the builder sits after the loop."""
+    On exit the builder sits after the loop. `scalar`: LLVM must neither vectorize nor unroll
+    the loop (`keep_scalar`)."""
     start, stop = as_i64(start), as_i64(stop)
     fn = b.function
     body = fn.append_basic_block(f"{name}.body")
@@ -45,15 +46,35 @@ def for_range(b: ir.IRBuilder, stop: int | ir.Value, start: int | ir.Value = 0, 
     b.position_at_end(latch)
     following = b.add(index, const(step), name=f"{name}.next", flags=["nsw"])
     index.add_incoming(following, latch)
-    b.cbranch(b.icmp_signed("<", following, stop), body, after)
+    branch = b.cbranch(b.icmp_signed("<", following, stop), body, after)
+    if scalar:
+        keep_scalar(branch)
     b.position_at_end(after)
 
 
+def keep_scalar(latch_branch: ir.Instruction) -> None:
+    """Loop metadata on a loop's latch branch: LLVM neither vectorizes nor unrolls the loop. For
+    loops whose vector forms cost compile time and buy little: strided copies (packing), and
+    elementwise loops over rows narrower than a vector (`loop.py`)."""
+    fn = latch_branch.parent.parent
+    module = fn.module
+    vectorize = ir.MetaDataString(module, "llvm.loop.vectorize.enable")
+    options = [module.add_metadata([vectorize, ir.Constant(ir.IntType(1), 0)]),
+               module.add_metadata([ir.MetaDataString(module, "llvm.loop.unroll.disable")])]
+    # loop metadata must refer to itself (that makes it unique per loop); llvmlite cannot say
+    # `distinct`, so the node is made self-referential after it is created
+    node = module.add_metadata(options + [ir.MetaDataString(module, f"{fn.name}.{latch_branch.parent.name}")])
+    node.operands = (node,) + node.operands
+    latch_branch.set_metadata("llvm.loop", node)
+
+
 @contextlib.contextmanager
-def for_nest(b: ir.IRBuilder, stops: Sequence[int | ir.Value], name: str = "i") -> Iterator[list[ir.Value]]:
+def for_nest(b: ir.IRBuilder, stops: Sequence[int | ir.Value], name: str = "i",
+             scalar: bool = False) -> Iterator[list[ir.Value]]:
     """Nested `for_range` loops, outermost first; yields the list of indices."""
     with contextlib.ExitStack() as stack:
-        yield [stack.enter_context(for_range(b, stop, name=f"{name}{k}")) for k, stop in enumerate(stops)]
+        yield [stack.enter_context(for_range(b, stop, name=f"{name}{k}", scalar=scalar))
+               for k, stop in enumerate(stops)]
 
 
 def linear_index(b: ir.IRBuilder, indices: Sequence[ir.Value], strides: Sequence[int | ir.Value]) -> ir.Value:

@@ -168,19 +168,8 @@ def copy_loop(b: ir.IRBuilder, stop: int | ir.Value, start: int | ir.Value = 0,
 
     For strided copy loops (packing): their vector forms (interleaved shuffles) cost a third of a
     second of compile time per kernel and buy little at run time."""
-    with for_range(b, stop, start, name=name) as index:
+    with for_range(b, stop, start, name=name, scalar=True) as index:
         yield index
-    fn, after = b.function, b.block
-    latch = fn.blocks[fn.blocks.index(after) - 1]    # for_range appends body, latch, end in order
-    module = fn.module
-    vectorize = ir.MetaDataString(module, "llvm.loop.vectorize.enable")
-    options = [module.add_metadata([vectorize, ir.Constant(i1, 0)]),
-               module.add_metadata([ir.MetaDataString(module, "llvm.loop.unroll.disable")])]
-    # loop metadata must refer to itself (that makes it unique per loop); llvmlite cannot say
-    # `distinct`, so the node is made self-referential after it is created
-    node = module.add_metadata(options + [ir.MetaDataString(module, f"{fn.name}.{latch.name}")])
-    node.operands = (node,) + node.operands
-    latch.terminator.set_metadata("llvm.loop", node)
 
 
 def sum_lanes(b: ir.IRBuilder, vectors: list[ir.Value]) -> ir.Value:
