@@ -5,8 +5,8 @@ A loop kernel walks its output's index space once; every operand is read at the 
 that index (stride 0 along the axes it broadcasts over), and the body's element rules (the op
 table's `lower` slot) compute the results in registers. Adjacent axes along which every operand
 broadcasts alike are merged first, so that the innermost loop is as long as possible and LLVM's
-loop vectorizer sees one dense stream; elementwise loops over rows narrower than a vector, or
-over a few static elements, stay scalar (`scalar_loop`). Large loops run on every core (`split_loop`);
+loop vectorizer sees one dense stream; elementwise loops over rows narrower than a vector stay
+scalar (`scalar_loop`). Large loops run on every core (`split_loop`);
 reductions over leading axes into a static block (bias gradients) take `columns`.
 """
 from __future__ import annotations
@@ -26,7 +26,6 @@ from nncompile.ir.ops.shape import slice_plan
 from nncompile.ir.optable import Fusion, get_op
 
 FAST = ("fast",)
-SCALAR_ELEMENTS = 256    # static loop nests below this many elements are not vectorized (`scalar_loop`)
 
 
 # --- evaluating elementwise nodes on registers ----------------------------------------------------
@@ -126,21 +125,17 @@ def merged_space(k: Kernel, loop_dims: Sequence[Dim], operands: Sequence[Value],
 
 
 def scalar_loop(dims: Sequence[Dim], dtype: DType) -> bool:
-    """Whether an elementwise loop nest over `dims` stays scalar (`loops.keep_scalar`): rows (the
-    static part of a shape with a symbolic batch) narrower than a vector, or a static shape of
-    fewer than SCALAR_ELEMENTS. Such loops run a few dozen elements per row or in all, where
-    vector forms gain a fraction of a microsecond, but LLVM's vectorizer costs compile time on
-    each: the Pima tutorial's training step (rows of 8, 6 and 1, weights of at most 64) spent
-    0.12 s of its 0.29 s of LLVM on them. Reductions keep their vector forms, whose partial sums
-    per lane also round less than one running sum."""
-    static, symbolic = 1, False
+    """Whether an elementwise loop nest over `dims` stays scalar (`loops.keep_scalar`): when its
+    static extent (of a shape with a symbolic batch, a row) is narrower than a vector. Such loops
+    run a few elements per row, where vector forms gain a fraction of a microsecond, but LLVM's
+    vectorizer costs compile time on each: the Pima tutorial's training step (rows of 8, 6 and
+    1) spent 0.07 s of its 0.29 s of LLVM on them. Wider static loops keep their vector forms
+    (a recurrent step's gates at batch 1, [1, 128], were 1.8x slower as scalar code), and so do
+    reductions, whose partial sums per lane also round less than one running sum."""
+    static = 1
     for d in dims:
-        if isinstance(d, int):
-            static *= d
-        else:
-            symbolic = True
-    lanes = target.vector_lanes(dtype.itemsize)
-    return static < lanes if symbolic else static < SCALAR_ELEMENTS
+        static *= d if isinstance(d, int) else 1
+    return static < target.vector_lanes(dtype.itemsize)
 
 
 def _product(k: Kernel, dims: Sequence[Dim]) -> Dim:
