@@ -27,7 +27,7 @@ from nncompile.ir.optable import get_op
 
 i64 = ir.IntType(64)
 MAX_COLS_VECTORS = 8        # vectors of a kept block summed in registers in one pass over the rows
-MAX_COLS = 8192             # kept blocks up to this many elements (the threads' partial sums live on the stack)
+PARTS_BYTES = 64 << 10      # the threads' partial sums (threads x kept elements) live on the stack
 ACCUMULATORS = 16           # vector accumulators a thread keeps (rows unrolled to fill them)
 PARALLEL_ELEMENTS = 1 << 15  # input elements from which the rows are split between the threads
 
@@ -59,8 +59,9 @@ def _static_product(dims: Sequence[int]) -> int:
 
 def column_plan(inputs: Sequence[Value], prologue: Sequence[Node], reduce: Node) -> tuple[int, int, list] | None:
     """(rows_rank, cols, strides of the prologue's operands) when `reduce` (fed by `prologue`)
-    reduces exactly its input's leading axes, keeping static trailing axes of one vector to
-    MAX_COLS elements, in a float dtype; None when the generic loop does it."""
+    reduces exactly its input's leading axes, keeping static trailing axes of one vector or more
+    (whose partial sums for every thread fit PARTS_BYTES), in a float dtype; None when the generic
+    loop does it."""
     x = reduce.inputs[0]
     dtype = reduce.outputs[0].type.dtype
     if not dtype.is_float or dtype is DType.f16 or x.type.dtype != dtype:
@@ -72,7 +73,9 @@ def column_plan(inputs: Sequence[Value], prologue: Sequence[Node], reduce: Node)
         return None
     cols = _static_product(kept)
     lanes = target.vector_lanes(dtype.itemsize)
-    if not lanes <= cols <= MAX_COLS:     # narrower: the generic loop is as quick
+    if cols < lanes:     # narrower: the generic loop is as quick
+        return None
+    if cols * dtype.itemsize * parallel.num_threads() > PARTS_BYTES:
         return None
     if any(n.op == "constant" and n.attrs["value"].size != 1 for n in prologue):
         return None

@@ -5,8 +5,8 @@ A loop kernel walks its output's index space once; every operand is read at the 
 that index (stride 0 along the axes it broadcasts over), and the body's element rules (the op
 table's `lower` slot) compute the results in registers. Adjacent axes along which every operand
 broadcasts alike are merged first, so that the innermost loop is as long as possible and LLVM's
-loop vectorizer sees one dense stream; elementwise loops over rows narrower than a vector stay
-scalar (`scalar_loop`). Large loops run on every core (`split_loop`);
+loop vectorizer sees one dense stream; an innermost loop of fewer static elements than a vector
+stays scalar (`scalar_loop`). Large loops run on every core (`split_loop`);
 reductions over leading axes into a static block (bias gradients) take `columns`.
 """
 from __future__ import annotations
@@ -124,18 +124,17 @@ def merged_space(k: Kernel, loop_dims: Sequence[Dim], operands: Sequence[Value],
     return dims, strides
 
 
-def scalar_loop(dims: Sequence[Dim], dtype: DType) -> bool:
-    """Whether an elementwise loop nest over `dims` stays scalar (`loops.keep_scalar`): when its
-    static extent (of a shape with a symbolic batch, a row) is narrower than a vector. Such loops
-    run a few elements per row, where vector forms gain a fraction of a microsecond, but LLVM's
-    vectorizer costs compile time on each: the Pima tutorial's training step (rows of 8, 6 and
-    1) spent 0.07 s of its 0.29 s of LLVM on them. Wider static loops keep their vector forms
-    (a recurrent step's gates at batch 1, [1, 128], were 1.8x slower as scalar code), and so do
-    reductions, whose partial sums per lane also round less than one running sum."""
-    static = 1
-    for d in dims:
-        static *= d if isinstance(d, int) else 1
-    return static < target.vector_lanes(dtype.itemsize)
+def scalar_loop(dims: Sequence[Dim], itemsize: int) -> bool:
+    """Whether an elementwise loop nest over `dims` (after merging) stays scalar
+    (`loops.keep_scalar`): when its innermost loop has a static trip count below a vector's
+    lanes for the widest element it touches (a bias added to rows of 8 under a symbolic batch).
+    Vector forms of such loops gain little, but LLVM's vectorizer costs compile time on each: the
+    Pima tutorial's training step (rows of 8, 6 and 1) spent 0.07 s of its 0.29 s of LLVM on
+    them. A long loop (rows merged with a symbolic batch, or a static row of a vector and more,
+    such as a recurrent step's gates at batch 1) keeps its vector form, and so do reductions,
+    whose partial sums per lane also round less than one running sum."""
+    inner = dims[-1] if dims else 1
+    return isinstance(inner, int) and inner < target.vector_lanes(itemsize)
 
 
 def _product(k: Kernel, dims: Sequence[Dim]) -> Dim:
@@ -184,7 +183,8 @@ def emit_loop(k: Kernel, inputs: Sequence[Value], outputs: Sequence[Value], node
         words = [s for row in strides for s in row if isinstance(s, ir.Value)]
         split_loop.split_nest(k.b, k.module, dims, buffers, body, words)
     else:
-        with for_nest(k.b, dims, scalar=scalar_loop(loop_dims, outputs[0].type.dtype)) as index:
+        widest = max(v.type.dtype.itemsize for v in [*read, *outputs])
+        with for_nest(k.b, dims, scalar=scalar_loop(dims, widest)) as index:
             body(k.b, index, buffers, {})
 
 

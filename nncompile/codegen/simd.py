@@ -14,7 +14,6 @@ from llvmlite import ir
 from nncompile.codegen import host
 from nncompile.codegen.loops import as_i64, entry_alloca, for_range
 
-i1 = ir.IntType(1)
 i32 = ir.IntType(32)
 i64 = ir.IntType(64)
 _BYTES = {ir.HalfType: 2, ir.FloatType: 4, ir.DoubleType: 8}

@@ -1,13 +1,14 @@
 """Column reductions (reduce_* over the leading axes, a static kept block: the bias gradient)
 compiled and run against the reference interpreter: kept blocks narrower and wider than a vector
-and with a ragged last vector, wider than one pass of registers (whole and ragged blocks), a symbolic batch, every reduce op, a fused prologue reading a
-row-broadcast operand, a reduce_mean epilogue, and sizes that split the rows between threads."""
+and with a ragged last vector, wider than one pass of registers (whole and ragged blocks), a
+symbolic batch, every reduce op, a fused prologue reading a row-broadcast operand, a reduce_mean
+epilogue, and sizes that split the rows between threads."""
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
 import nncompile
-from nncompile.codegen import columns
+from nncompile.codegen import columns, parallel
 from nncompile.ir import BATCH, Builder, f32, f64
 from nncompile.runtime.reference import run as reference_run
 
@@ -71,7 +72,7 @@ def test_the_bias_gradient_takes_the_column_kernel():
     assert columns.column_plan([narrow.producer.inputs[0]], [], narrow.producer) is None
     wide = b.input("w", f32[BATCH, 100, 512])
     assert columns.column_plan([wide], [], b.reduce_sum(wide, axes=[0, 1]).producer) == (2, 512, [(512, 1)])
-    too_wide = b.input("t", f32[BATCH, columns.MAX_COLS + 16])
+    too_wide = b.input("t", f32[BATCH, columns.PARTS_BYTES // (4 * parallel.num_threads()) + 16])
     assert columns.column_plan([too_wide], [], b.reduce_sum(too_wide, axes=[0]).producer) is None
 
 
