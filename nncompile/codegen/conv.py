@@ -91,9 +91,9 @@ def emit_conv2d(module: ir.Module, name: str, dtype: DType, epilogue: Epilogue |
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     g = {key: b.load(at(b, words, i)) for i, key in enumerate(GEOMETRY)}
     derived = _derived(b, g)
-    alloc, free = gemm.libc(module)
+    _, free = gemm.libc(module)
     zero_bytes = b.mul(b.add(derived["run"], const(16)), const(t.itemsize))
-    zero_row = b.bitcast(b.call(alloc, [const(64), b.mul(gemm.ceil_div(b, zero_bytes, 64), const(64))]), ptr)
+    zero_row = gemm.alloc_aligned(b, ptr, zero_bytes)
     with for_range(b, b.add(derived["run"], const(16)), name="zero") as i:
         b.store(zero(ty), at(b, zero_row, i))
     og = b.sdiv(g["cout"], g["groups"])

@@ -194,6 +194,13 @@ def libc(module: ir.Module) -> tuple[ir.Function, ir.Function]:
     return alloc, free
 
 
+def alloc_aligned(b: ir.IRBuilder, ptr: ir.Type, nbytes: ir.Value) -> ir.Value:
+    """A heap buffer of at least `nbytes`, 64-byte aligned (aligned_alloc wants a multiple of the
+    alignment), as a `ptr`; the caller frees it (`libc`)."""
+    alloc, _ = libc(b.module)
+    return b.bitcast(b.call(alloc, [const(64), b.mul(ceil_div(b, nbytes, 64), const(64))]), ptr)
+
+
 def new_function(module: ir.Module, name: str, args: Sequence[ir.Type],
                  internal: bool = True, ret: ir.Type = void) -> ir.Function:
     """A function (void unless `ret` says) tuned for the host; internal unless it is an entry point."""

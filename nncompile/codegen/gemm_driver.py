@@ -77,7 +77,7 @@ def _emit_tiles(module: ir.Module, name: str, ty: ir.Type, t: gemm.Tiling, pack_
     n, k0, k1, bp, c, ldc = v["n"], v["k0"], v["k1"], v["bp"], v["c"], v["ldc"]
     k_part = b.sub(k1, k0)
     np_ = b.mul(gemm.ceil_div(b, n, t.nr), const(t.nr))
-    alloc, free = gemm.libc(module)
+    _, free = gemm.libc(module)
     depth = gemm.block_depth(b, t, k_part)
     # no bigger than this share needs: a small buffer comes from the heap, not a fresh mmap
     share_rows = b.sub(m1, m0)
@@ -109,9 +109,9 @@ def _emit_tiles(module: ir.Module, name: str, ty: ir.Type, t: gemm.Tiling, pack_
                 _call_micro(b, call[0], rows, args)
 
     def packed() -> None:
-        ap = b.bitcast(b.call(alloc, [const(64), b.mul(gemm.ceil_div(b, ap_bytes, 64), const(64))]), ptr)
+        ap = gemm.alloc_aligned(b, ptr, ap_bytes)
         panel_bytes = b.select(local, b.mul(depth, const(t.nr * t.itemsize)), const(64))
-        own_panel = b.bitcast(b.call(alloc, [const(64), b.mul(gemm.ceil_div(b, panel_bytes, 64), const(64))]), ptr)
+        own_panel = gemm.alloc_aligned(b, ptr, panel_bytes)
         with for_range(b, blocks, name="pc") as block:
             pc = b.add(k0, b.mul(block, depth))
             kc = gemm.smin(b, depth, b.sub(k1, pc))
@@ -247,7 +247,7 @@ def emit_driver(module: ir.Module, name: str, dtype: DType, t: gemm.Tiling, tile
         local = b.and_(tiles_pack_a, b.and_(b.icmp_signed("==", split_m, const(1)),
                                             b.icmp_signed("<=", m, const(t.mc))))
         bp = _pack_b_unless_local(b, module, name, ptr, t, (n, k, src_b, ldb), local, big, transpose_b)
-    partials = _alloc_partials(b, module, ptr, t, (m, n), split_k)
+    partials = _alloc_partials(b, ptr, t, (m, n), split_k)
     fields = gemm.pack_fields(b, [m, n, k, bp, c, ldc, col0, a_ctx, split_n, src_b, ldb, split_k, partials] + eptrs)
     b.call(run, [tiles, fields, b.mul(b.mul(split_m, split_n), split_k)])
     _add_partials(b, t, (m, n, c, ldc), partials, b.sub(split_k, const(1)))
@@ -270,30 +270,27 @@ def _shares_k(b: ir.IRBuilder, t: gemm.Tiling, threads: int, tiles_pack_a: ir.Va
     return b.and_(tiles_pack_a, b.and_(deep, b.and_(small_c, one_block)))
 
 
-def _alloc_partials(b: ir.IRBuilder, module: ir.Module, ptr: ir.Type, t: gemm.Tiling, shape: tuple,
-                    split_k: ir.Value) -> ir.Value:
+def _alloc_partials(b: ir.IRBuilder, ptr: ir.Type, t: gemm.Tiling, shape: tuple, split_k: ir.Value) -> ir.Value:
     """split_k - 1 blocks of M x N for the partial sums of the threads that share K, or null."""
     m, n = shape
-    alloc, _ = gemm.libc(module)
     slot = gemm.entry_alloca(b, ptr)
     b.store(ir.Constant(ptr, None), slot)
     with b.if_then(b.icmp_signed(">", split_k, const(1))):
-        size = b.mul(b.mul(b.sub(split_k, const(1)), b.mul(m, n)), const(t.itemsize))
-        b.store(b.bitcast(b.call(alloc, [const(64), b.mul(gemm.ceil_div(b, size, 64), const(64))]), ptr), slot)
+        b.store(gemm.alloc_aligned(b, ptr, b.mul(b.mul(b.sub(split_k, const(1)), b.mul(m, n)), const(t.itemsize))),
+                slot)
     return b.load(slot)
 
 
 def _add_partials(b: ir.IRBuilder, t: gemm.Tiling, c_view: tuple, partials: ir.Value, count: ir.Value) -> None:
     """C (M x N, row stride ldc) += each of the `count` M x N blocks of `partials`."""
     m, n, c, ldc = c_view
-    with for_range(b, count, name="part") as part:
+    with for_range(b, count, name="part") as part, for_range(b, m, name="row") as row, \
+            for_range(b, n, step=t.lanes, name="col") as col:
         block = gemm.at(b, partials, b.mul(part, b.mul(m, n)))
-        with for_range(b, m, name="row") as row:
-            with for_range(b, n, step=t.lanes, name="col") as col:
-                mask = simd.lane_mask(b, b.sub(n, col), t.lanes)
-                into = gemm.at(b, c, b.add(b.mul(row, ldc), col))
-                add = simd.masked_load(b, gemm.at(b, block, b.add(b.mul(row, n), col)), mask)
-                simd.masked_store(b, b.fadd(simd.masked_load(b, into, mask), add), into, mask)
+        mask = simd.lane_mask(b, b.sub(n, col), t.lanes)
+        into = gemm.at(b, c, b.add(b.mul(row, ldc), col))
+        add = simd.masked_load(b, gemm.at(b, block, b.add(b.mul(row, n), col)), mask)
+        simd.masked_store(b, b.fadd(simd.masked_load(b, into, mask), add), into, mask)
 
 
 def _pack_b_unless_local(b: ir.IRBuilder, module: ir.Module, name: str, ptr: ir.Type, t: gemm.Tiling,
@@ -307,11 +304,10 @@ def _pack_b_unless_local(b: ir.IRBuilder, module: ir.Module, name: str, ptr: ir.
     4.0 ms on 2 cores).
     Tasks that pack locally get B itself (`TILE_FIELDS`' b and ldb)."""
     n, k, src_b, ldb = operand
-    alloc, _ = gemm.libc(module)
     slot = gemm.entry_alloca(b, ptr)
     b.store(ir.Constant(ptr, None), slot)
     with b.if_then(b.not_(local)):
-        bp = b.bitcast(b.call(alloc, [const(64), gemm_pack.packed_bytes(b, t, n, k)]), ptr)
+        bp = gemm.alloc_aligned(b, ptr, gemm_pack.packed_bytes(b, t, n, k))
         pack_b = gemm_pack.pack_b_task(module, name, bp.type.pointee, t, transpose_b)
         chunks = b.select(big, const(parallel.num_threads() * gemm.CHUNKS_PER_THREAD), const(1))
         gemm_pack.run_pack_b(b, module, pack_b, t, [src_b, ldb, n, k, bp], chunks)

@@ -93,8 +93,7 @@ def emit_pack_b(module: ir.Module, dtype: DType, *, transpose_b: bool = False) -
     fn = gemm.new_function(module, name, [a.type for a in into.args[:4]], ret=into.args[4].type)
     n, k, src_b, ldb = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    alloc, _ = gemm.libc(module)
-    bp = b.bitcast(b.call(alloc, [const(64), packed_bytes(b, gemm.tiling(dtype), n, k)]), into.args[4].type)
+    bp = gemm.alloc_aligned(b, into.args[4].type, packed_bytes(b, gemm.tiling(dtype), n, k))
     b.call(into, [n, k, src_b, ldb, bp])
     b.ret(bp)
     return fn

@@ -111,9 +111,8 @@ def emit_skinny(module: ir.Module, name: str, ty: ir.Type, t: gemm.Tiling, trans
     if transpose_b:
         bt, ldbt = src_b, ldb
     else:
-        alloc, free = gemm.libc(module)
-        size = b.mul(gemm.ceil_div(b, b.mul(b.mul(n, k), const(t.itemsize)), 64), const(64))
-        bt, ldbt = b.bitcast(b.call(alloc, [const(64), size]), ptr), k
+        _, free = gemm.libc(module)
+        bt, ldbt = gemm.alloc_aligned(b, ptr, b.mul(b.mul(n, k), const(t.itemsize))), k
         with for_range(b, k, name="tk") as kk, simd.copy_loop(b, n, name="tn") as col:
             b.store(b.load(gemm.at(b, src_b, b.add(b.mul(kk, ldb), col))), gemm.at(b, bt, b.add(b.mul(col, k), kk)))
     big = b.icmp_signed(">=", b.mul(b.mul(m, n), k), const(gemm.PARALLEL_WORK))

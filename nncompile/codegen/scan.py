@@ -247,12 +247,11 @@ def _update_carries(p: Program, new: list[Value], results: list[Value], carries:
     """Each new carry into its carry result. A new carry that is another carry's old value (the
     body swaps two carries) goes through a temporary, so no copy reads a result already written."""
     swapped = [(v, r) for i, (v, r) in enumerate(zip(new, results)) if v in carries and v is not carries[i]]
-    alloc, free = libc(p.module)
+    _, free = libc(p.module)
     temporaries = []
     for value, result in swapped:
         size = mul(p.b, product(p.b, p.dims(value)), value.type.dtype.itemsize)
-        temporary = p.b.call(alloc, [as_i64(64), p.b.mul(p.b.udiv(p.b.add(as_i64(size), as_i64(63)),
-                                                                  as_i64(64)), as_i64(64))])
+        temporary = gemm.alloc_aligned(p.b, i8p, as_i64(size))
         memcpy(p, temporary, p.ptr(value), size)
         temporaries.append((temporary, result, size))
     for value, result in zip(new, results):
