@@ -7,7 +7,10 @@
         copy each per-step result into slice t of its stacked result  writes slice t in place)
         copy each new carry into its carry result
 
-The memory plan gives every body value a buffer that all steps reuse (passes/memory.py), and
+A new carry computed by the body into a buffer of its own is not copied: the step writes it where
+the next step reads it (`_CarryHomes`): into the next slice of a result that saves the carry at
+every step (the state a backward loop reads), else into the carry result and a spare buffer by
+turns. The memory plan gives every body value a buffer that all steps reuse (passes/memory.py), and
 weights that the body's products read as their B operand are packed once before the loop (as
 oneDNN and PyTorch pack an RNN's weights), so a step neither allocates nor repacks; the code is
 the same for any trip count. Copies are `llvm.memcpy`:
@@ -141,6 +144,8 @@ def _emit_steps(p: Program, node: Node, number: int, prefix: str, full: Program 
     viewed, written = step_views(node)
     b = p.b
     length = as_i64(full.dims(scanned[0])[axis])
+    moved = _moved_carries(p, node, written)
+    homes = _CarryHomes(p, node, moved, length, first_row, full)
     with for_range(b, length, name=f"{prefix}step") as step:
         t = b.sub(b.sub(length, as_i64(1)), step) if attrs["reverse"] else step
         # Slices in place: the body reads and writes them where they lie in the stacked arrays.
@@ -153,17 +158,98 @@ def _emit_steps(p: Program, node: Node, number: int, prefix: str, full: Program 
         for value, stacked in zip(body.outputs[n:], node.outputs[n:]):
             if value in written:
                 pointers[p.layout.slots[value]] = at_step(full, stacked, t, first_row)
+        homes.place(pointers, step, t)
         at = with_(p, pointers=pointers)
         emit_kernels(at, body.nodes, number, prefix)
         for value, stacked in zip(body.outputs[n:], node.outputs[n:]):
-            if value in written:
+            if value in written or homes.saved_in(value, stacked):
                 continue
             if axis == 0:   # the step's value (a block's rows of it) into its rows of slice t
                 nbytes = mul(b, product(b, p.dims(value)), value.type.dtype.itemsize)
                 memcpy(p, at_step(full, stacked, t, first_row), at.ptr(value), nbytes)
             else:
                 _copy_slices(at, stacked, value, t, axis, into_step=False)
-        _update_carries(at, body.outputs[:n], node.outputs[:n], body.inputs[:n])
+        kept = [i for i in range(n) if i not in moved]
+        _update_carries(at, [body.outputs[i] for i in kept], [node.outputs[i] for i in kept],
+                        body.inputs[:n])
+    homes.finish()
+
+
+def _moved_carries(p: Program, node: Node, written: list[Value]) -> dict[int, Value | None]:
+    """The carries whose new value a step can write where the next step reads it, instead of
+    copying it into the carry's result: by carry index, the stacked result that saves the old
+    carry at every step (the backward loop's saved state; the new value goes into the next
+    slice) or None (the new value alternates between the result and a spare buffer). The new
+    value must be computed by the body, for this carry alone, into a buffer of its own among
+    the body's inputs and in-place results (all the values in its buffer move with it)."""
+    attrs, body = node.attrs, node.attrs["body"]
+    n = attrs["num_carry"]
+    slots = p.layout.slots
+    fixed = {slots[v] for v in [*body.inputs, *written]}
+    new = body.outputs[:n]
+    moved: dict[int, Value | None] = {}
+    for i, (old, value) in enumerate(zip(body.inputs[:n], new)):
+        if value.producer is None or new.count(value) != 1 or slots[value] in fixed:
+            continue
+        if any(slots[value] == slots[new[j]] for j in moved):
+            continue
+        saved = [stacked for r, stacked in zip(body.outputs[n:], node.outputs[n:]) if r is old]
+        moved[i] = saved[0] if saved and attrs["axis"] == 0 else None
+    return moved
+
+
+class _CarryHomes:
+    """Where the moved carries (`_moved_carries`) live at each step. A carry saved at every
+    step reads slice t of that stacked result and writes its new value into the next step's
+    slice (into the carry's result at the last step); the first slice gets the initial carry
+    before the loop. Any other moved carry alternates: even steps read the result and write a
+    spare buffer, odd steps the reverse, and after an odd number of steps the spare holds the
+    final carry, copied into the result."""
+
+    def __init__(self, p: Program, node: Node, moved: dict[int, Value | None], length: ir.Value,
+                 first_row: ir.Value | None, full: Program):
+        self.p, self.node, self.moved, self.length, self.first_row, self.full = p, node, moved, length, first_row, full
+        b = p.b
+        self.results = {i: p.ptr(node.outputs[i]) for i in moved}
+        self.sizes = {i: mul(b, product(b, p.dims(node.outputs[i])), node.outputs[i].type.dtype.itemsize)
+                      for i in moved}
+        self.spares = {i: gemm.alloc_aligned(b, i8p, as_i64(self.sizes[i]))
+                       for i, saved in moved.items() if saved is None}
+        first = b.sub(length, as_i64(1)) if node.attrs["reverse"] else as_i64(0)
+        with b.if_then(b.icmp_signed(">", length, as_i64(0))):
+            for i, saved in moved.items():
+                if saved is not None:
+                    memcpy(p, at_step(full, saved, first, first_row), self.results[i], self.sizes[i])
+
+    def place(self, pointers: list[ir.Value], step: ir.Value, t: ir.Value) -> None:
+        b, body, slots = self.p.b, self.node.attrs["body"], self.p.layout.slots
+        last = b.icmp_signed("==", step, b.sub(self.length, as_i64(1)))
+        odd = b.trunc(step, ir.IntType(1))
+        following = b.sub(t, as_i64(1)) if self.node.attrs["reverse"] else b.add(t, as_i64(1))
+        for i, saved in self.moved.items():
+            result = self.results[i]
+            if saved is None:
+                old = b.select(odd, self.spares[i], result)
+                new = b.select(odd, result, self.spares[i])
+            else:
+                old = at_step(self.full, saved, t, self.first_row)
+                new = b.select(last, result, at_step(self.full, saved, following, self.first_row))
+            pointers[slots[body.inputs[i]]] = old
+            pointers[slots[body.outputs[i]]] = new
+
+    def saved_in(self, value: Value, stacked: Value) -> bool:
+        """Whether `value` (a per-step result) already lies in slice t of `stacked`."""
+        body = self.node.attrs["body"]
+        return any(value is body.inputs[i] and stacked is saved for i, saved in self.moved.items())
+
+    def finish(self) -> None:
+        b = self.p.b
+        _, free = libc(self.p.module)
+        odd_steps = b.trunc(self.length, ir.IntType(1))
+        for i, spare in self.spares.items():
+            with b.if_then(odd_steps):
+                memcpy(self.p, self.results[i], spare, self.sizes[i])
+            b.call(free, [spare])
 
 
 def _emit_row_blocks(p: Program, node: Node, number: int, prefix: str, symbol: str) -> None:
