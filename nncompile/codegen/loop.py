@@ -21,6 +21,7 @@ from nncompile.codegen.kernel import Dim, Kernel, load, mul, scalar_type, store,
 from nncompile.codegen.loops import as_i64, for_nest, linear_index
 from nncompile.ir.dtypes import DType
 from nncompile.ir.graph import Node, Value
+from nncompile.ir.ops.fused import loop_space
 from nncompile.ir.ops.reduction import normalize_axes
 from nncompile.ir.ops.shape import slice_plan
 from nncompile.ir.optable import Fusion, get_op
@@ -148,11 +149,13 @@ def _product(k: Kernel, dims: Sequence[Dim]) -> Dim:
 
 def emit_loop(k: Kernel, inputs: Sequence[Value], outputs: Sequence[Value], nodes: Sequence[Node],
               results: Sequence[Value]) -> None:
-    """out_i = results_i evaluated at every index of the outputs' (common) shape.
+    """out_i = results_i evaluated at every index of the loop's shape.
 
     inputs: the kernel's operands, read with broadcasting; nodes: the elementwise body that maps
-    `inputs` to `results`; outputs: where each result is stored."""
-    loop_dims = k.dims(outputs[0])
+    `inputs` to `results`; outputs: where each result is stored. A result that concatenates loop
+    values (`loop_space`) is stored piece by piece, each at its offset in the output."""
+    concats = {n.outputs[0]: n for n in nodes if n.op == "concat"}
+    loop_dims = k.dims(loop_space(nodes, results))
     # Array constants are read like operands (from globals), at the merged index like the rest.
     arrays = [n for n in nodes if n.op == "constant" and n.attrs["value"].size > 1]
     pointers = [global_array(k.module, np.ascontiguousarray(n.attrs["value"], n.outputs[0].type.dtype.numpy))
@@ -160,13 +163,23 @@ def emit_loop(k: Kernel, inputs: Sequence[Value], outputs: Sequence[Value], node
     # Slices are read in place: their input's buffer at an offset, with the input's strides.
     slices = [n for n in nodes if n.op == "slice"]
     views = {n.outputs[0]: _slice_strides(k, n, len(loop_dims)) for n in slices}
+    stored, targets = [], []      # (the value stored, the output it goes to), its address
+    for out, result in zip(outputs, results):
+        if result in concats:
+            views[out] = k.strides(out)
+            for piece, offset in _pieces(k, concats[result], out):
+                stored.append((piece, out))
+                targets.append(k.b.gep(k.ptr(out), [as_i64(offset)]))
+        else:
+            stored.append((result, out))
+            targets.append(k.ptr(out))
     used = {v for n in nodes if n.op != "slice" for v in n.inputs} | set(results)
     inputs = [v for v in inputs if v in used]
     read = list(inputs) + [n.outputs[0] for n in slices] + [n.outputs[0] for n in arrays]
-    dims, strides = merged_space(k, loop_dims, read + list(outputs), views)
+    dims, strides = merged_space(k, loop_dims, read + [out for _, out in stored], views)
     buffers = ([k.ptr(v) for v in inputs] + [k.b.gep(k.ptr(n.inputs[0]), [as_i64(_slice_offset(k, n))])
-                                              for n in slices] + [k.ptr(v) for v in outputs])
-    body_nodes = [n for n in nodes if n not in arrays and n.op != "slice"]
+                                              for n in slices] + targets)
+    body_nodes = [n for n in nodes if n not in arrays and n.op not in ("slice", "concat")]
     direct = len(inputs) + len(slices)
 
     def body(b: ir.IRBuilder, index: list[ir.Value], ptrs: list[ir.Value], words: dict) -> None:
@@ -176,8 +189,8 @@ def emit_loop(k: Kernel, inputs: Sequence[Value], outputs: Sequence[Value], node
         for v, ptr, s in zip(read, ins, local):
             env[v] = load(b, b.gep(ptr, [linear_index(b, index, s)]), v.type.dtype)
         apply_nodes(Kernel(b, k.module, {}, {}), body_nodes, env, None, None, 0)
-        for out, ptr, result, s in zip(outputs, ptrs[direct:], results, local[len(read):]):
-            store(b, env[result], b.gep(ptr, [linear_index(b, index, s)]), out.type.dtype)
+        for (value, out), ptr, s in zip(stored, ptrs[direct:], local[len(read):]):
+            store(b, env[value], b.gep(ptr, [linear_index(b, index, s)]), out.type.dtype)
 
     if split_loop.worth_splitting(dims):
         words = [s for row in strides for s in row if isinstance(s, ir.Value)]
@@ -186,6 +199,14 @@ def emit_loop(k: Kernel, inputs: Sequence[Value], outputs: Sequence[Value], node
         widest = max(v.type.dtype.itemsize for v in [*read, *outputs])
         with for_nest(k.b, dims, scalar=scalar_loop(dims, widest)) as index:
             body(k.b, index, buffers, {})
+
+
+def _pieces(k: Kernel, concat: Node, out: Value) -> list[tuple[Value, Dim]]:
+    """Each operand of a concat stored in place, with its element offset in the output `out`."""
+    axis = concat.attrs["axis"] % out.type.rank
+    stride = k.strides(out)[axis]
+    width = concat.inputs[0].type.shape[axis]
+    return [(piece, mul(k.b, j * width, stride)) for j, piece in enumerate(concat.inputs)]
 
 
 def _slice_offset(k: Kernel, node: Node) -> Dim:

@@ -35,7 +35,11 @@ The result holds plain nodes and `fused` nodes whose bodies keep the contracts o
    creates no cycle between groups; its results are then computed in the same loop as their
    readers, and a merged group returns every result that is read outside it or is a graph output.
    This is how an op with several consumers is handled: it heads its own group (its result a group
-   output) unless every consumer is a same-shaped loop, in which case it joins them.
+   output) unless every consumer is a same-shaped loop, in which case it joins them. A concat of
+   values of one shape S along an axis of static size counts as a loop on S here (stored piece by
+   piece, `is_loop_concat`): the loops computing its pieces merge into it, so their results are
+   written where the concat puts them (a recurrent cell's gate gradients, one product's operand);
+   alone it stays a plain node.
 4. Constants of at most SMALL_CONSTANT elements read by an elementwise/broadcast member are
    copied into the body (before their first use); a constant node stays in the graph only while
    something outside a body reads it.
@@ -59,7 +63,8 @@ from dataclasses import dataclass, field
 from nncompile.ir.dims import symbols_of
 from nncompile.ir.errors import ShapeError
 from nncompile.ir.graph import Graph, Node, Value
-from nncompile.ir.ops.fused import ANCHOR_KINDS, REDUCE_OPS, is_pointwise, is_row_sum, is_static_slice
+from nncompile.ir.ops.fused import (ANCHOR_KINDS, REDUCE_OPS, is_loop_concat, is_pointwise, is_row_sum,
+                                    is_static_slice)
 from nncompile.ir.optable import OPS, Fusion, get_op, infer_types
 from nncompile.ir.types import Shape
 from nncompile.passes.manager import register_pass
@@ -221,7 +226,8 @@ class _Partition:
                 self.unit[node] = group
         for node in graph.nodes:
             if node not in self.unit and node.op != "constant":
-                self.unit[node] = _Group("loop" if is_pointwise(node) and _single(node) else "plain", [node])
+                loop = is_pointwise(node) and _single(node) or is_loop_concat(node)
+                self.unit[node] = _Group("loop" if loop else "plain", [node])
 
     def groups(self) -> list[_Group]:
         return list(dict.fromkeys(self.unit.values()))
@@ -258,7 +264,10 @@ class _Partition:
 
 def _merge_loops(partition: _Partition) -> None:
     def loop_shape(group: _Group) -> Shape | None:
-        return _shape(group.members[-1]) if group.kind == "loop" else None
+        if group.kind != "loop":
+            return None
+        computed = [n for n in group.members if n.op != "concat"]
+        return _shape(computed[-1]) if computed else group.members[0].inputs[0].type.shape
 
     pending = sorted(partition.groups(), key=lambda g: partition.uses.index[g.members[0]])
     while pending:

@@ -379,3 +379,64 @@ def test_weight_gradient_of_a_dense_on_sequences_is_one_product_over_all_rows():
     assert_same_results(graph, f, [xs, gs])
     got = nncompile.compile(graph)(xs, gs)
     np.testing.assert_allclose(got, np.einsum("btf,btn->fn", xs, gs), rtol=1e-5, atol=1e-5)
+
+
+# --- concats stored by the loops computing their pieces ----------------------------------------------
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-x))
+
+
+def test_a_concat_of_loop_results_is_stored_by_their_loop():
+    """The gate gradients of a recurrent cell: loops of one shape whose results meet in a concat
+    become one loop that writes each piece at its offset; a piece that is an operand is copied."""
+    b = Builder()
+    x, y = b.input("x", f32[BATCH, 6]), b.input("y", f32[BATCH, 6])
+    t = b.tanh(x)
+    g = b.finish([b.concat(b.sigmoid(x), b.mul(t, y), y, axis=1), b.neg(t)], ["gates", "n"])
+    f = fused(g)
+    assert layout(f) == [("loop", ["tanh", "sigmoid", "mul", "concat", "neg"], 2)]
+    xs, ys = data(5, 6), data(5, 6)
+    assert_same_results(g, f, [xs, ys])
+    gates, n = nncompile.compile(g)(xs, ys)
+    np.testing.assert_allclose(gates, np.concatenate([_sigmoid(xs), np.tanh(xs) * ys, ys], axis=1),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(n, -np.tanh(xs), rtol=1e-5, atol=1e-6)
+
+
+def test_a_concat_along_a_leading_static_axis_under_a_symbolic_one():
+    b = Builder()
+    x = b.input("x", f32[3, BATCH, 4])
+    g = b.finish([b.concat(b.exp(x), b.relu(x), axis=0)], ["y"])
+    f = fused(g)
+    assert layout(f) == [("loop", ["exp", "relu", "concat"], 1)]
+    xs = data(3, 7, 4)
+    got = nncompile.compile(g)(xs)
+    np.testing.assert_allclose(got, np.concatenate([np.exp(xs), np.maximum(xs, 0)], axis=0), rtol=1e-5)
+
+
+def test_a_concat_written_over_the_product_it_slices():
+    """The loop reads gates sliced from a product that dies there and writes a concat of the same
+    shape: the memory plan puts it in place, and every element is read before it is written."""
+    b = Builder()
+    x = b.input("x", f32[BATCH, 8])
+    w, v = weights(8, 64), weights(64, 3)
+    z = b.matmul(x, b.param("w", w))
+    pieces = [b.slice(z, axes=[1], starts=[16 * i], ends=[16 * i + 16], steps=[1]) for i in range(4)]
+    gates = b.concat(b.tanh(pieces[3]), b.sigmoid(pieces[0]), b.exp(pieces[2]), b.neg(pieces[1]), axis=1)
+    g = b.finish([b.matmul(gates, b.param("v", v))], ["y"])
+    exe = nncompile.compile(g)
+    product, loop = exe.graph.nodes[:2]
+    assert loop.op == "fused" and loop.attrs["kind"] == "loop"
+    assert exe.memory_plan(batch=9).inplace_of == {loop.outputs[0]: product.outputs[0]}
+    xs = data(9, 8)
+    zs = xs @ w
+    want = np.concatenate([np.tanh(zs[:, 48:]), _sigmoid(zs[:, :16]), np.exp(zs[:, 32:48]), -zs[:, 16:32]], axis=1)
+    np.testing.assert_allclose(exe(xs), want @ v, rtol=1e-4, atol=1e-5)
+
+
+def test_a_concat_of_values_that_are_not_loops_stays_plain():
+    b = Builder()
+    x, y = b.input("x", f32[BATCH, 6]), b.input("y", f32[BATCH, 6])
+    g = b.finish([b.concat(x, y, axis=1)], ["y"])
+    assert layout(fused(g)) == ["concat"]

@@ -12,10 +12,13 @@ never parameters); the results are the body's outputs. Every symbolic dimension 
 appear in an input's type, so that running the body binds it. The shape rule also checks the
 body contract of each `kind`, the one the fusion pass builds and code generation relies on:
 
-- loop: elementwise/broadcast ops, constants, and slices of body inputs (read in place at their
-  offset and strides: the gates of one recurrent-cell product); every output has one shape S (the
-  loop's index space) and every input other than a sliced one, and every node result, broadcasts
-  to S. An output may be a body input (copied through) or repeat another output (stored twice).
+- loop: elementwise/broadcast ops, constants, slices of body inputs (read in place at their
+  offset and strides: the gates of one recurrent-cell product), and concats of values of one
+  shape along an axis of static size that only the outputs read (stored piece by piece in
+  place: the gradients of those gates as one product's operand); every output but a concat,
+  and every concat's pieces, have one shape S (the loop's index space), and every input other
+  than a sliced one, and every other node result, broadcasts to S. An output may be a body
+  input (copied through) or repeat another output (stored twice).
 - reduction: a prologue of elementwise/broadcast ops and constants whose results broadcast to
   the reduction input's shape, exactly one reduce_* op, then an epilogue of elementwise ops whose
   results broadcast to the reduced shape and which read no prologue value; one output, the last
@@ -69,17 +72,45 @@ def is_loop_slice(node: Node, inputs) -> bool:
     return is_static_slice(node) and node.inputs[0] in inputs
 
 
+def is_loop_concat(node: Node) -> bool:
+    """A concat a loop stores in place: of same-shaped values along an axis of static size, so
+    each piece's offset in the result is known."""
+    shapes = {v.type.shape for v in node.inputs} if node.op == "concat" else set()
+    if len(shapes) != 1:
+        return False
+    (shape,) = shapes
+    return bool(shape) and isinstance(shape[node.attrs["axis"] % len(shape)], int)
+
+
+def loop_space(nodes, results) -> Value:
+    """A value whose shape is a loop body's index space: its first result that is not a concat,
+    else the first piece of its first concat (a result that concatenates loop values is stored
+    piece by piece, at every index of the pieces' shape)."""
+    concats = {n.outputs[0]: n for n in nodes if n.op == "concat"}
+    plain = [v for v in results if v not in concats]
+    return plain[0] if plain else concats[results[0]].inputs[0]
+
+
 def _check_loop(body: Graph) -> None:
     inputs = set(body.inputs)
+    concats = [n for n in body.nodes if n.op == "concat"]
     for i, node in enumerate(body.nodes):
-        if node.op != "constant" and not is_pointwise(node) and not is_loop_slice(node, inputs):
-            raise ShapeError(f"{_describe(i, node)} is not elementwise, broadcast, constant or a "
-                             "slice of a body input along static axes; a loop body holds only those")
-    shapes = {v.type.shape for v in body.outputs}
-    if len(shapes) != 1:
-        raise ShapeError(f"a loop body's outputs must share one shape, got "
-                         f"{', '.join(str(v.type) for v in body.outputs)}")
-    space = shapes.pop()
+        if node in concats:
+            if not is_loop_concat(node) or any(node.outputs[0] in n.inputs for n in body.nodes):
+                raise ShapeError(f"{_describe(i, node)} must join values of one shape along an axis "
+                                 "of static size, and be read by no body node (a loop stores it in place)")
+        elif node.op != "constant" and not is_pointwise(node) and not is_loop_slice(node, inputs):
+            raise ShapeError(f"{_describe(i, node)} is not elementwise, broadcast, constant, a "
+                             "slice of a body input along static axes or a concat of results; a "
+                             "loop body holds only those")
+    stored = [n.outputs[0] for n in concats]
+    space = loop_space(body.nodes, body.outputs).type.shape
+    for v in body.outputs:
+        shape = v.producer.inputs[0].type.shape if v in stored else v.type.shape
+        if shape != space:
+            raise ShapeError(f"a loop body's outputs must share one shape, got "
+                             f"{', '.join(str(v.type) for v in body.outputs)} (a concat it stores "
+                             "counts as its pieces' shape)")
     sliced = {n.inputs[0] for n in body.nodes if n.op == "slice"}
     for v in body.inputs:
         if v in sliced and not any(v in n.inputs for n in body.nodes if n.op != "slice"):
@@ -87,7 +118,7 @@ def _check_loop(body: Graph) -> None:
         if not _broadcasts_to(v.type.shape, space):
             raise ShapeError(f"body input {v.name!r} ({v.type}) does not broadcast to the loop shape {space}")
     for i, node in enumerate(body.nodes):
-        if not _broadcasts_to(node.outputs[0].type.shape, space):
+        if node not in concats and not _broadcasts_to(node.outputs[0].type.shape, space):
             raise ShapeError(f"{_describe(i, node)} gives {node.outputs[0].type}, which does not "
                              f"broadcast to the loop shape {space}")
 
