@@ -9,7 +9,7 @@ the patch matrix of a chunk (CHUNK_ELEMENTS at most) stays in cache instead of t
   path. The filter gradient splits its chunks between the threads (each with its own patch
   buffer and partial dW, added at the end); the input gradient splits the images (each thread
   with its own column buffer; a batch smaller than the thread count leaves the GEMMs both cores).
-scatter_add and random_uniform are plain loop nests. The pooling gradients are in pooling.py.
+random_uniform is a plain loop nest; scatter_add splits the rows it writes between the threads. The pooling gradients are in pooling.py.
 """
 from __future__ import annotations
 
@@ -17,12 +17,12 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from nncompile.codegen import elementwise, gemm, library, parallel, simd, target
+from nncompile.codegen import elementwise, gemm, library, parallel, simd, split_loop, target
 from nncompile.codegen.conv import contiguous_window_rows
 from nncompile.codegen.conv_direct import emit_direct, has_symbolic_image
 from nncompile.codegen.gemm import at, smin
-from nncompile.codegen.kernel import Dim, Kernel, product, scalar_type
-from nncompile.codegen.loops import as_i64, const, for_nest, for_range
+from nncompile.codegen.kernel import Dim, Kernel, product, scalar_type, storage_type
+from nncompile.codegen.loops import as_i64, const, for_range
 from nncompile.ir.dtypes import DType
 from nncompile.ir.errors import IRError
 from nncompile.ir.graph import Node
@@ -276,7 +276,11 @@ def _conv2d_grad_input(k: Kernel, node: Node) -> None:
 # --- scatter_add and random_uniform --------------------------------------------------------------
 
 def _scatter_add(k: Kernel, node: Node) -> None:
-    """out = 0, then each row of updates added at its index; an index out of range returns 1."""
+    """out = 0, then each row of updates added at its index. Every index is checked first (one
+    out of range makes the kernel return 1 before anything is written); then the rows of `out`
+    are split between the threads: each zeroes its own and adds the updates whose index falls
+    among them, so no two threads add into one row (an embedding's gradient: 6,400 rows of a
+    10,000-row table at batch 64)."""
     b = k.b
     indices, updates = node.inputs
     out = node.outputs[0]
@@ -284,18 +288,51 @@ def _scatter_add(k: Kernel, node: Node) -> None:
     axis = normalize_axis(node.attrs["axis"], len(dims))
     outer, size, inner = product(b, dims[:axis]), dims[axis], product(b, dims[axis + 1:])
     count = k.size(indices)
-    zero_fill(b, k.ptr(out), k.size(out), out.type.dtype)
-    with for_nest(b, [outer, count], name="s") as (o, j):
-        index = b.load(at(b, k.ptr(indices), j))
-        index = b.sext(index, i64) if indices.type.dtype is DType.i32 else index
-        if node.attrs["allow_negative"]:
-            index = b.select(b.icmp_signed("<", index, const(0)), b.add(index, as_i64(size)), index)
+    with for_range(b, count, name="check") as j:
+        index = _scatter_index(b, node, k.ptr(indices), j, as_i64(size))
         with b.if_then(b.icmp_unsigned(">=", index, as_i64(size)), likely=False):
             b.ret(ir.Constant(i32, 1))
-        dst = at(b, k.ptr(out), b.mul(b.add(b.mul(o, as_i64(size)), index), as_i64(inner)))
-        src = at(b, k.ptr(updates), b.mul(b.add(b.mul(o, as_i64(count)), j), as_i64(inner)))
-        with for_range(b, inner, name="c") as c:
-            accumulate(b, at(b, dst, c), b.load(at(b, src, c)))
+    sizes = [as_i64(d) for d in (outer, size, inner, count)]
+    work = b.mul(b.add(sizes[1], sizes[3]), b.mul(sizes[0], sizes[2]))
+    threads = parallel.num_threads()
+    big = b.and_(b.icmp_signed(">=", work, const(split_loop.PARALLEL_ELEMENTS)),
+                 b.icmp_signed(">=", sizes[1], const(threads)))
+    fields = gemm.pack_fields(b, [k.ptr(indices), k.ptr(updates), k.ptr(out), *sizes])
+    task = _scatter_task(k.module, node)
+    b.call(parallel.emit_parallel_for(k.module), [task, fields, b.select(big, const(threads), const(1))])
+
+
+def _scatter_index(b: ir.IRBuilder, node: Node, indices: ir.Value, j: ir.Value, size: ir.Value) -> ir.Value:
+    index = b.load(at(b, indices, j))
+    index = b.sext(index, i64) if node.inputs[0].type.dtype is DType.i32 else index
+    if node.attrs["allow_negative"]:
+        index = b.select(b.icmp_signed("<", index, const(0)), b.add(index, size), index)
+    return index
+
+
+def _scatter_task(module: ir.Module, node: Node) -> ir.Function:
+    """The task zeroing rows [lo, hi) of every outer slice of `out` and adding into them."""
+    indices, updates = node.inputs
+    out = node.outputs[0]
+    fn, b, ctx, index, tasks = parallel.task_function(module, module.get_unique_name("scatter_add"))
+    types = [storage_type(v.type.dtype).as_pointer() for v in (indices, updates, out)]
+    idx, upd, dst, outer, size, inner, count = gemm.unpack_fields(b, ctx, types + [i64] * 4)
+    share = gemm.ceil_div(b, size, tasks)
+    lo = b.mul(index, share)
+    hi = smin(b, size, b.add(lo, share))
+    with b.if_then(b.icmp_signed("<", lo, hi)):
+        with for_range(b, outer, name="o") as o:
+            zero_fill(b, at(b, dst, b.mul(b.add(b.mul(o, size), lo), inner)), b.mul(b.sub(hi, lo), inner),
+                      out.type.dtype)
+            with for_range(b, count, name="j") as j:
+                row = _scatter_index(b, node, idx, j, size)
+                with b.if_then(b.and_(b.icmp_signed(">=", row, lo), b.icmp_signed("<", row, hi))):
+                    into = at(b, dst, b.mul(b.add(b.mul(o, size), row), inner))
+                    source = at(b, upd, b.mul(b.add(b.mul(o, count), j), inner))
+                    with for_range(b, inner, name="c") as c:
+                        accumulate(b, at(b, into, c), b.load(at(b, source, c)))
+    b.ret_void()
+    return fn
 
 
 def _signed(value: int) -> ir.Constant:

@@ -5,12 +5,15 @@ ops must pick or accumulate."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from cpu_harness import (FEW, FLOATS, SEED, SIZE, SMALL, SOME, TWO_BATCHES, check, executable, inject,
                          inputs_for)
-from nncompile.ir import BATCH, Builder, i32, i64
+import nncompile
+from nncompile.ir import BATCH, Builder, f32, i32, i64
+from nncompile.ir.errors import ShapeError
 from nncompile.runtime.reference import run as reference_run
 
 SPATIAL = st.sampled_from((1, 3, 8, 17))
@@ -136,6 +139,43 @@ def test_scatter_add_with_repeated_and_negative_indices(axis, index_dtype, dtype
         scale = reference_run(graph, [a if v.type.dtype == index_dtype else np.abs(a)
                                       for v, a in zip(graph.data_inputs, inputs)])
         check(graph, exe, inputs, scale)
+
+
+@pytest.mark.parametrize("axis, vocab, width", [(0, 3001, 40), (0, 2, 4096), (1, 2000, 1)])
+def test_scatter_add_into_a_large_table_splits_its_rows_between_threads(axis, vocab, width):
+    """Large enough for every core (an embedding's gradient): each thread zeroes and adds into its
+    own rows; repeated, negative and boundary indices land once each; an index out of range is
+    refused before anything is added."""
+    rng = np.random.default_rng(vocab)
+    b = Builder()
+    if axis == 0:
+        ids = b.input("ids", i32[BATCH, 350])
+        updates = b.input("updates", f32[BATCH, 350, width])
+        out = b.scatter_add(ids, updates, shape=(vocab, width), axis=0)
+    else:
+        ids = b.param("ids", rng.integers(-vocab, vocab, 700).astype(np.int64))
+        updates = b.input("updates", f32[BATCH, 700])
+        out = b.scatter_add(ids, updates, shape=(BATCH, vocab), axis=1)
+    graph = b.finish([out], ["y"])
+    exe = nncompile.compile(graph)
+    if axis == 0:
+        tokens = rng.integers(-vocab, vocab, (2, 350)).astype(np.int32)
+        tokens[0, :4] = [0, vocab - 1, -vocab, tokens[0, 4]]
+        tokens[1] = np.arange(350) % vocab + max(0, vocab // 2 - 175)   # where the threads' rows meet
+        grads = rng.normal(0, 1, (2, 350, width)).astype(np.float32)
+        exe(tokens, grads + 1)   # its output's memory, freed, may hold the next one: all is written
+        want = np.zeros((vocab, width), np.float64)
+        np.add.at(want, tokens.reshape(-1) % vocab, grads.reshape(-1, width))
+        np.testing.assert_allclose(exe(tokens, grads), want, rtol=1e-5, atol=1e-4)   # sums of 350 f32
+        tokens[1, 7] = vocab
+        with pytest.raises(ShapeError):
+            exe(tokens, grads)
+    else:
+        grads = rng.normal(0, 1, (64, 700)).astype(np.float32)
+        want = np.zeros((64, vocab), np.float64)
+        for j, index in enumerate(graph.params["ids"] % vocab):
+            want[:, index] += grads[:, j]
+        np.testing.assert_allclose(exe(grads), want, rtol=1e-5, atol=1e-5)
 
 
 @SOME
