@@ -16,6 +16,7 @@ import numpy as np
 from nncompile import phases
 from nncompile.cli import draw
 from nncompile.cli.load import Loaded, batch_sizes, load, uses_batch
+from nncompile.codegen import module_parts
 from nncompile.ir import BATCH, Graph, print_graph
 from nncompile.ir.cost import node_cost
 from nncompile.passes.manager import PassManager
@@ -238,12 +239,14 @@ def compile_(args: argparse.Namespace) -> int:
                                  f"{exe.prepared.graph}\n"
     for name, text in files.items():
         _write_text(os.path.join(args.output, name), text)
-    with open(os.path.join(args.output, "model.o"), "wb") as f:
-        f.write(exe.object_code)
+    objects = {f"model.{i}.o" if i else "model.o": part for i, part in enumerate(module_parts.unpack(exe.object_code))}
+    for name, part in objects.items():
+        with open(os.path.join(args.output, name), "wb") as f:
+            f.write(part)
     exe.make_prepared()
     np.savez(os.path.join(args.output, "params.npz"), **exe.params)
     print(report, end="")
-    print(f"\nwrote {', '.join([*files, 'model.o', 'params.npz'])} to {args.output}")
+    print(f"\nwrote {', '.join([*files, *objects, 'params.npz'])} to {args.output}")
     return 0
 
 

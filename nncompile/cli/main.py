@@ -107,7 +107,8 @@ def _compile_parser(cmds) -> None:
     sub = _add(cmds, "compile", "write the compiled artefacts and a report",
                "Compile the model and write into OUT: model.nnir (the scheduled IR, replayable "
                "with params.npz), params.npz, model.ll and model.opt.ll (LLVM IR before and after "
-               "LLVM's optimization), model.s (assembly), model.o (object code) and report.txt (kernels, fused "
+               "LLVM's optimization), model.s (assembly), model.o (object code; model.1.o ... too when LLVM "
+               "compiled the module in parts) and report.txt (kernels, fused "
                "groups, arena vs lower bound, compile time per phase and per pass), which is also "
                "printed.",
                "nncompile compile model.keras -o build/")

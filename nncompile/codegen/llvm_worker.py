@@ -50,7 +50,7 @@ def initialize():
 def target_machine(llvm, cpu: str, features: str):
     """The target machine object code is made for, and loaded with (`target.new_target_machine`)."""
     target = llvm.Target.from_default_triple()
-    return target.create_target_machine(cpu=cpu, features=features, opt=3, reloc="pic",
+    return target.create_target_machine(cpu=cpu, features=features, opt=3, reloc="static",
                                         codemodel="jitdefault")
 
 
@@ -250,18 +250,20 @@ class _Workers:
             with self.lock:
                 self.idle.append(worker)
 
-    def prestart(self) -> None:
-        """With no worker yet, start one in the background: a compile that is about to need one
-        (its code missed the disk cache) then builds its module meanwhile, instead of waiting
-        for a Python to start and import llvmlite (66 ms) when it asks."""
+    def prestart(self, count: int = 1) -> None:
+        """Start workers in the background until there are `count`: a compile that is about to
+        need them (its code missed the disk cache) then builds its module meanwhile, instead of
+        waiting for a Python to start and import llvmlite (66 ms) when it asks."""
         with self.lock:
-            if self.all:
-                return
-            worker = _Worker()
-            worker.lock.acquire()     # a request waits for the start, then takes this worker
-            self.all.append(worker)
-            self.idle.append(worker)
-        threading.Thread(target=worker.start_and_release, name="nncompile-llvm-start", daemon=True).start()
+            started = []
+            while len(self.all) < count:
+                worker = _Worker()
+                worker.lock.acquire()     # a request waits for the start, then takes this worker
+                self.all.append(worker)
+                self.idle.append(worker)
+                started.append(worker)
+        for worker in started:
+            threading.Thread(target=worker.start_and_release, name="nncompile-llvm-start", daemon=True).start()
 
     def close(self) -> None:
         for worker in self.all:
@@ -275,9 +277,9 @@ atexit.register(_WORKERS.close)
 os.register_at_fork(after_in_child=_WORKERS.__init__)
 
 
-def prestart() -> None:
-    """Start a worker in the background if there is none (`_Workers.prestart`)."""
-    _WORKERS.prestart()
+def prestart(count: int = 1) -> None:
+    """Start workers in the background until there are `count` (`_Workers.prestart`)."""
+    _WORKERS.prestart(count)
 
 
 def compile_object(text: str, cpu: str, features: str) -> tuple[bytes, dict]:

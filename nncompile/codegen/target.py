@@ -7,14 +7,16 @@ addresses.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import functools
+import os
 from typing import Callable, TypeVar
 
 import llvmlite.binding as llvm
 from llvmlite import ir
 
 from nncompile import phases
-from nncompile.codegen import llvm_worker, perf_map
+from nncompile.codegen import llvm_worker, module_parts, perf_map
 # the kernels ask `target` for these (host.py reads them)
 from nncompile.codegen.host import host_cpu, vector_bytes, vector_lanes, vector_registers  # noqa: F401
 from nncompile.ir.errors import IRError
@@ -71,16 +73,40 @@ def _ask(request: Callable[[str, str, str], tuple[T, dict]], llvm_ir: str) -> T:
     return answer
 
 
+def workers() -> int:
+    """The LLVM workers a compile may use at once: one per core this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def start_worker() -> None:
-    """Start the LLVM worker process in the background, if none is running, for a compile
-    about to ask it (`llvm_worker.prestart`)."""
-    llvm_worker.prestart()
+    """Start the LLVM workers in the background, if they are not running, for a compile about
+    to ask them (`llvm_worker.prestart`)."""
+    llvm_worker.prestart(min(workers(), module_parts.MAX_PARTS))
 
 
-def compile_object(llvm_ir: str) -> bytes:
-    """The host object file of the module after LLVM's pipeline (`llvm_worker.PIPELINE`), made
-    in the LLVM worker process (`llvm_worker`: it keeps what LLVM leaks)."""
-    return _ask(llvm_worker.compile_object, llvm_ir)
+def compile_object(module: ir.Module | str) -> bytes:
+    """The host object code of the module after LLVM's pipeline (`llvm_worker.PIPELINE`), made
+    in LLVM worker processes (`llvm_worker`: they keep what LLVM leaks). A module large enough
+    is cut into parts (`module_parts`) that workers compile at once; their object files come
+    back as one blob (`module_parts.pack`), which `JitModule` loads. Its phases are those of
+    the slowest part for the wall clock, and of all parts for the CPU."""
+    with phases.timed("LLVM IR"):     # the text is made here
+        texts = module_parts.split(module, workers()) if isinstance(module, ir.Module) else [module]
+    if len(texts) == 1:
+        return _ask(llvm_worker.compile_object, texts[0])
+    cpu, features = host_cpu()
+    with phases.timed("LLVM worker"):
+        with concurrent.futures.ThreadPoolExecutor(len(texts), thread_name_prefix="nncompile-llvm") as pool:
+            futures = [pool.submit(llvm_worker.compile_object, text, cpu, features) for text in texts]
+            try:
+                answers = [f.result() for f in futures]
+            except llvm_worker.WorkerError as e:
+                raise IRError(str(e)) from None
+        slowest = max((times for _, times in answers), key=lambda t: sum(wall for wall, _ in t.values()))
+        for phase, (wall, _) in slowest.items():
+            phases.add(phase, wall, sum(times[phase][1] for _, times in answers if phase in times),
+                       in_this_thread=False)
+    return module_parts.pack([obj for obj, _ in answers])
 
 
 def optimized(llvm_ir: str) -> str:
@@ -98,7 +124,8 @@ class JitModule:
 
     Give it the module (see `compile_object`), or `object_code` from an earlier compile of the
     same module (see `runtime.disk_cache`): loading that skips parsing, optimization and code
-    generation. What the code calls must resolve: libc always, and the thread pool, which code
+    generation. The object files of a module compiled in parts go into one execution engine,
+    which resolves their references to one another. What the code calls must resolve: libc always, and the thread pool, which code
     naming its entry waits for here (it may still be being made, `parallel.prepare`); `link`
     is False only for the pool's own code.
     """
@@ -109,7 +136,7 @@ class JitModule:
         if object_code is None:
             if module is None:
                 raise IRError("JitModule needs a module or its object code")
-            object_code = compile_object(str(module))
+            object_code = compile_object(module)
         self.object_code = object_code
         parallel.link_libc()
         if link and parallel.ENTRY.encode() in object_code:
@@ -117,10 +144,12 @@ class JitModule:
         with phases.timed("loading"):
             # the engine owns (and frees) the target machine it is given: never the cached one
             self._engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), new_target_machine())
-            self._engine.add_object_file(llvm.ObjectFileRef.from_data(object_code))
+            for part in module_parts.unpack(object_code):
+                self._engine.add_object_file(llvm.ObjectFileRef.from_data(part))
             self._engine.finalize_object()
         if perf_map.enabled():
-            perf_map.write(object_code, self._engine.get_function_address)
+            for part in module_parts.unpack(object_code):
+                perf_map.write(part, self._engine.get_function_address)
 
     def address(self, name: str) -> int:
         addr = self._engine.get_function_address(name)

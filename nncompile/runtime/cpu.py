@@ -29,6 +29,7 @@ import weakref
 from typing import Mapping, Sequence
 
 import numpy as np
+from llvmlite import ir as llvm_ir
 
 from nncompile import phases
 from nncompile.codegen import cpu as codegen
@@ -218,7 +219,7 @@ class Executable:
             library.load_needed(cached)     # the library kernels it calls (JitModule: the rest)
             return JitModule(object_code=cached)
         target.start_worker()   # it starts while the module is built
-        object_code = target.compile_object(self._module_text)
+        object_code = target.compile_object(self._module())
         library.ready()     # the library kernels it calls, built meanwhile
         jit = JitModule(object_code=object_code)
         with phases.timed("disk cache"):
@@ -230,10 +231,15 @@ class Executable:
         """The machine code (an ELF object file for the host CPU), as kept in the disk cache."""
         return self._jit.object_code
 
+    def _module(self) -> llvm_ir.Module:
+        with phases.timed("LLVM IR"):
+            return codegen.build_module(self.graph, self.layout)
+
     @functools.cached_property
     def _module_text(self) -> str:
+        module = self._module()
         with phases.timed("LLVM IR"):
-            return str(codegen.build_module(self.graph, self.layout))
+            return str(module)
 
     # running ------------------------------------------------------------------------------
     def __call__(self, *arrays: np.ndarray):

@@ -134,16 +134,20 @@ def test_a_forked_child_starts_its_own_worker():
     assert "@parent" in target.optimized(_module("parent")) and _worker().process.pid == parent_worker
 
 
-def test_a_worker_started_ahead_answers_the_first_request(monkeypatch):
+@pytest.mark.parametrize("cores", [1, 2])
+def test_workers_started_ahead_answer_the_first_requests(monkeypatch, cores):
+    """One per core (a module compiled in parts asks them at once); a second call starts none."""
     workers = llvm_worker._Workers()
     monkeypatch.setattr(llvm_worker, "_WORKERS", workers)
+    monkeypatch.setattr(target, "workers", lambda: cores)
     target.start_worker()
-    target.start_worker()     # one is enough: a second call starts nothing
-    assert len(workers.all) == 1
-    started = workers.all[0]
+    target.start_worker()
+    assert len(workers.all) == cores
+    started = list(workers.all)
     try:
         assert "@ahead" in target.optimized(_module("ahead"))
-        assert workers.all == [started] and started.process is not None and started.process.poll() is None
+        assert workers.all == started
+        assert all(w.process is not None and w.process.poll() is None for w in started)
     finally:
         workers.close()
 
