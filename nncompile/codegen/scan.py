@@ -5,7 +5,7 @@
         copy slice t of each scanned operand into its step buffer   (along axis 0: none, the
         call the body's kernels, in schedule order                    body reads slice t and
         copy each per-step result into slice t of its stacked result  writes slice t in place)
-        copy each new carry into its carry result
+        copy each new carry into its carry result      (unless it is written in place, below)
 
 A new carry computed by the body into a buffer of its own is not copied: the step writes it where
 the next step reads it (`_CarryHomes`): into the next slice of a result that saves the carry at
@@ -169,9 +169,7 @@ def _emit_steps(p: Program, node: Node, number: int, prefix: str, full: Program 
                 memcpy(p, at_step(full, stacked, t, first_row), at.ptr(value), nbytes)
             else:
                 _copy_slices(at, stacked, value, t, axis, into_step=False)
-        kept = [i for i in range(n) if i not in moved]
-        _update_carries(at, [body.outputs[i] for i in kept], [node.outputs[i] for i in kept],
-                        body.inputs[:n])
+        _update_carries(at, body.outputs[:n], node.outputs[:n], body.inputs[:n], skip=set(moved))
     homes.finish()
 
 
@@ -208,7 +206,8 @@ class _CarryHomes:
 
     def __init__(self, p: Program, node: Node, moved: dict[int, Value | None], length: ir.Value,
                  first_row: ir.Value | None, full: Program):
-        self.p, self.node, self.moved, self.length, self.first_row, self.full = p, node, moved, length, first_row, full
+        self.p, self.node, self.moved, self.length = p, node, moved, length
+        self.first_row, self.full = first_row, full
         b = p.b
         self.results = {i: p.ptr(node.outputs[i]) for i in moved}
         self.sizes = {i: mul(b, product(b, p.dims(node.outputs[i])), node.outputs[i].type.dtype.itemsize)
@@ -329,20 +328,23 @@ def _row_slots(full: Program, node: Node, symbol: str) -> dict[int, ir.Value]:
             for v in _rowed(node, symbol)}
 
 
-def _update_carries(p: Program, new: list[Value], results: list[Value], carries: list[Value]) -> None:
-    """Each new carry into its carry result. A new carry that is another carry's old value (the
-    body swaps two carries) goes through a temporary, so no copy reads a result already written."""
-    swapped = [(v, r) for i, (v, r) in enumerate(zip(new, results)) if v in carries and v is not carries[i]]
+def _update_carries(p: Program, new: list[Value], results: list[Value], carries: list[Value],
+                    skip: set[int] = frozenset()) -> None:
+    """Each new carry into its carry result, but those at positions in `skip` (already where the
+    next step reads them). A new carry that is another carry's old value (the body swaps or
+    shifts carries) goes through a temporary, so no copy reads a result already written."""
+    copied = [i for i in range(len(new)) if i not in skip]
+    swapped = [i for i in copied if new[i] in carries and new[i] is not carries[i]]
     _, free = libc(p.module)
     temporaries = []
-    for value, result in swapped:
-        size = mul(p.b, product(p.b, p.dims(value)), value.type.dtype.itemsize)
+    for i in swapped:
+        size = mul(p.b, product(p.b, p.dims(new[i])), new[i].type.dtype.itemsize)
         temporary = gemm.alloc_aligned(p.b, i8p, as_i64(size))
-        memcpy(p, temporary, p.ptr(value), size)
-        temporaries.append((temporary, result, size))
-    for value, result in zip(new, results):
-        if all(value is not v for v, _ in swapped):
-            _copy(p, result, value)
+        memcpy(p, temporary, p.ptr(new[i]), size)
+        temporaries.append((temporary, results[i], size))
+    for i in copied:
+        if i not in swapped:
+            _copy(p, results[i], new[i])
     for temporary, result, size in temporaries:
         memcpy(p, p.ptr(result), temporary, size)
         p.b.call(free, [temporary])

@@ -10,7 +10,7 @@ import nncompile
 from nncompile.ir import BATCH, Builder, f32, verify
 from nncompile.keras import ops, random
 from nncompile.runtime.reference import run
-from tests.keras.ops_harness import assert_matches, check, traced
+from tests.keras.ops_harness import assert_matches, check, trace_graph, traced
 from tests.passes.test_autodiff import check_gradients
 
 RNG = np.random.default_rng(3)
@@ -146,3 +146,31 @@ def test_random_draws_in_a_scan_body_read_the_graph_seed():
     masks = [run(graph, [ones, np.int64(s)])[0] for s in (1, 2)]
     assert all((m == m[0]).all() and set(np.unique(m)) == {0.0, 2.0} for m in masks)
     assert not np.array_equal(*masks)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 5])
+@pytest.mark.parametrize("batched", [False, True])
+def test_compiled_scan_whose_carries_shift_into_each_other(steps, batched):
+    """(a, b, c) -> (a + b + c + x, a, b): one new carry computed (written where the next step
+    reads it), two that are the old values of others (copied through temporaries)."""
+    rng = np.random.default_rng(steps)
+    rows = (3,) if batched else ()
+    a, b, c = (rng.standard_normal((*rows, 4)).astype(np.float32) for _ in range(3))
+    xs = rng.standard_normal((steps, *rows, 4)).astype(np.float32)
+
+    def step(carry, x):
+        a, b, c = carry
+        return (ops.add(ops.add(ops.add(a, b), c), x), a, b), ops.multiply(a, 2.0)
+
+    def fn(a, b, c, xs):
+        (a, b, c), doubled = ops.scan(step, (a, b, c), xs)
+        return [a, b, c, doubled]
+
+    graph, _ = trace_graph(fn, [a, b, c, xs], False)
+    got = nncompile.compile(graph)(a, b, c, xs)
+    doubled = []
+    for x in xs:
+        doubled.append(2 * a)
+        a, b, c = a + b + c + x, a, b
+    for g, w in zip(got, [a, b, c, np.stack(doubled)]):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
