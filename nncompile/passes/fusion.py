@@ -29,7 +29,7 @@ The result holds plain nodes and `fused` nodes whose bodies keep the contracts o
      reduction input's shape and whose consumers are all in the prologue or the reduction.
    argmax/argmin, softmax/log_softmax, other injective ops (reshape, transpose, concat, pad,
    gather, other slices), reductions not pulled into a group, and anything multi-result stay
-   plain nodes.
+   plain nodes here (rule 3 may still merge a concat with the loops computing its pieces).
 3. Multi-output loops: a loop group (or lone elementwise/broadcast op) whose results are read only
    by loop groups or lone elementwise ops of the same shape merges with all of them when that
    creates no cycle between groups; its results are then computed in the same loop as their
@@ -278,8 +278,15 @@ def _merge_loops(partition: _Partition) -> None:
         if not readers or any(loop_shape(r) != loop_shape(group) for r in readers):
             continue
         merged = [group, *readers]
-        if not partition.closes_cycle(merged):
+        if not partition.closes_cycle(merged) and not _reads_a_concat(merged):
             pending.insert(0, partition.merge(merged))
+
+
+def _reads_a_concat(groups: list[_Group]) -> bool:
+    """Whether a member of `groups` reads a concat among them (through a slice: the concat is
+    stored piece by piece, so its loop never holds the whole of it)."""
+    stored = {n.outputs[0] for g in groups for n in g.members if n.op == "concat"}
+    return any(v in stored for g in groups for n in g.members for v in n.inputs)
 
 
 # --- 4, 5. bodies and the new graph ---------------------------------------------------------------

@@ -3,6 +3,7 @@ from text and compute what the original computes (reference interpreter, random 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -415,24 +416,38 @@ def test_a_concat_along_a_leading_static_axis_under_a_symbolic_one():
     np.testing.assert_allclose(got, np.concatenate([np.exp(xs), np.maximum(xs, 0)], axis=0), rtol=1e-5)
 
 
-def test_a_concat_written_over_the_product_it_slices():
-    """The loop reads gates sliced from a product that dies there and writes a concat of the same
-    shape: the memory plan puts it in place, and every element is read before it is written."""
+@pytest.mark.parametrize("starts", [(48, 0, 32, 16), (1, 0)])
+def test_a_concat_is_not_written_over_the_product_it_slices(starts):
+    """The loop reads gates sliced from a product that dies there and stores a concat of the same
+    shape: the concat gets memory of its own (a piece stored at another offset than the slice it
+    came from would overwrite columns still to be read: the second case)."""
+    width = 64 // len(starts)
     b = Builder()
     x = b.input("x", f32[BATCH, 8])
     w, v = weights(8, 64), weights(64, 3)
     z = b.matmul(x, b.param("w", w))
-    pieces = [b.slice(z, axes=[1], starts=[16 * i], ends=[16 * i + 16], steps=[1]) for i in range(4)]
-    gates = b.concat(b.tanh(pieces[3]), b.sigmoid(pieces[0]), b.exp(pieces[2]), b.neg(pieces[1]), axis=1)
-    g = b.finish([b.matmul(gates, b.param("v", v))], ["y"])
+    pieces = [b.slice(z, axes=[1], starts=[s], ends=[s + width], steps=[1]) for s in starts]
+    g = b.finish([b.matmul(b.concat(*(b.tanh(p) for p in pieces), axis=1), b.param("v", v))], ["y"])
     exe = nncompile.compile(g)
-    product, loop = exe.graph.nodes[:2]
+    loop = exe.graph.nodes[1]
     assert loop.op == "fused" and loop.attrs["kind"] == "loop"
-    assert exe.memory_plan(batch=9).inplace_of == {loop.outputs[0]: product.outputs[0]}
+    assert exe.memory_plan(batch=9).inplace_of == {}
     xs = data(9, 8)
     zs = xs @ w
-    want = np.concatenate([np.tanh(zs[:, 48:]), _sigmoid(zs[:, :16]), np.exp(zs[:, 32:48]), -zs[:, 16:32]], axis=1)
+    want = np.concatenate([np.tanh(zs[:, s:s + width]) for s in starts], axis=1)
     np.testing.assert_allclose(exe(xs), want @ v, rtol=1e-4, atol=1e-5)
+
+
+def test_a_loop_that_slices_a_stored_concat_does_not_join_it():
+    b = Builder()
+    x, y = b.input("x", f32[BATCH, 4]), b.input("y", f32[BATCH, 4])
+    joined = b.concat(b.tanh(x), b.exp(y), axis=1)
+    g = b.finish([b.relu(b.slice(joined, axes=[1], starts=[2], ends=[6], steps=[1]))], ["out"])
+    f = fused(g)
+    assert layout(f) == [("loop", ["tanh", "exp", "concat"], 1), ("loop", ["slice", "relu"], 1)]
+    xs, ys = data(3, 4), data(3, 4)
+    want = np.maximum(np.concatenate([np.tanh(xs), np.exp(ys)], axis=1)[:, 2:6], 0)
+    np.testing.assert_allclose(nncompile.compile(g)(xs, ys), want, rtol=1e-5, atol=1e-6)
 
 
 def test_a_concat_of_values_that_are_not_loops_stays_plain():

@@ -239,5 +239,7 @@ FUSED = defop("fused", inputs=("operands",), variadic=True, num_outputs=None, fu
               infer=_fused_rule, reference=_run_body, region=Region.KERNEL,
               doc="a group of ops run as one kernel; `body` is the group, `kind` its body contract")
 # A loop kernel reads each element of an operand only to write the same element of its results,
-# so the memory plan may let a result overwrite a dying same-shaped operand.
-FUSED.extra["elementwise_when"] = lambda node: node.attrs["kind"] == "loop"
+# so the memory plan may let a result overwrite a dying same-shaped operand; not when it stores a
+# concat, whose pieces land at other offsets than the slices it may read from that operand.
+FUSED.extra["elementwise_when"] = lambda node: node.attrs["kind"] == "loop" and not any(
+    n.op == "concat" for n in node.attrs["body"].nodes)
