@@ -9,7 +9,8 @@ the patch matrix of a chunk (CHUNK_ELEMENTS at most) stays in cache instead of t
   path. The filter gradient splits its chunks between the threads (each with its own patch
   buffer and partial dW, added at the end); the input gradient splits the images (each thread
   with its own column buffer; a batch smaller than the thread count leaves the GEMMs both cores).
-random_uniform is a plain loop nest; scatter_add splits the rows it writes between the threads. The pooling gradients are in pooling.py.
+random_uniform is a plain loop nest; scatter_add splits the rows it writes between the threads.
+The pooling gradients are in pooling.py.
 """
 from __future__ import annotations
 

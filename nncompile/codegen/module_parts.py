@@ -24,21 +24,28 @@ MAX_PARTS = 4
 PACK_MAGIC = b"nncompile-objects\n"
 
 _NAME = re.compile(r'@"((?:[^"\\]|\\.)*)"')
+_ESCAPE = re.compile(r"\\([0-9A-Fa-f]{2})")
 _LINKAGE = re.compile(r'^(define |@"(?:[^"\\]|\\.)*" = )(?:internal|private) ')
 
 
 def split(module: ir.Module, workers: int) -> list[str]:
-    """The module's text cut into at most `workers` parts (one when it is too small to pay)."""
+    """The module's text cut into at most `workers` parts, and at most one per MIN_PART_CHARS of
+    text (one when it is too small to pay)."""
     texts = {name: str(value) for name, value in module.globals.items()}
     count = min(workers, MAX_PARTS, sum(map(len, texts.values())) // MIN_PART_CHARS)
     defined = [name for name, value in module.globals.items() if not _declaration(value)]
     if count < 2 or len(defined) < 2:
         return [str(module)]
-    refs = {name: {r for r in _NAME.findall(texts[name]) if r in module.globals and r != name}
+    refs = {name: {r for r in map(_unescape, _NAME.findall(texts[name])) if r in module.globals and r != name}
             for name in defined}
     owner = _deal(_groups(defined, refs), texts, count)
     exported = {r for name in defined for r in refs[name] if r in owner and owner[r] != owner[name]}
     return [_part_text(module, texts, refs, owner, exported, part) for part in range(count)]
+
+
+def _unescape(name: str) -> str:
+    """A name as LLVM text spells it inside quotes (\\XX for a quote, a backslash, ...) as it is."""
+    return _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), name)
 
 
 def _declaration(value: ir.GlobalValue) -> bool:

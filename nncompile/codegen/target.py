@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
-import os
 from typing import Callable, TypeVar
 
 import llvmlite.binding as llvm
@@ -74,8 +73,10 @@ def _ask(request: Callable[[str, str, str], tuple[T, dict]], llvm_ir: str) -> T:
 
 
 def workers() -> int:
-    """The LLVM workers a compile may use at once: one per core this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    """The LLVM workers a compile may use at once: as many as the threads kernels run on (the
+    cores this process may run on, or NNCOMPILE_NUM_THREADS)."""
+    from nncompile.codegen import parallel     # it loads its own code with `JitModule`
+    return parallel.num_threads()
 
 
 def start_worker() -> None:
@@ -125,9 +126,9 @@ class JitModule:
     Give it the module (see `compile_object`), or `object_code` from an earlier compile of the
     same module (see `runtime.disk_cache`): loading that skips parsing, optimization and code
     generation. The object files of a module compiled in parts go into one execution engine,
-    which resolves their references to one another. What the code calls must resolve: libc always, and the thread pool, which code
-    naming its entry waits for here (it may still be being made, `parallel.prepare`); `link`
-    is False only for the pool's own code.
+    which resolves their references to one another. What the code calls must resolve: libc
+    always, and the thread pool, which code naming its entry waits for here (it may still be
+    being made, `parallel.prepare`); `link` is False only for the pool's own code.
     """
 
     def __init__(self, module: ir.Module | str | None = None, object_code: bytes | None = None, *,

@@ -228,7 +228,8 @@ class Executable:
 
     @property
     def object_code(self) -> bytes:
-        """The machine code (an ELF object file for the host CPU), as kept in the disk cache."""
+        """The machine code (an ELF object file for the host CPU, or the object files of a module
+        compiled in parts, packed: `module_parts.unpack`), as kept in the disk cache."""
         return self._jit.object_code
 
     def _module(self) -> llvm_ir.Module:

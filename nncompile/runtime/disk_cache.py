@@ -1,4 +1,5 @@
-"""The disk cache of machine code: one object file per compiled module, checked before use.
+"""The disk cache of machine code: one entry per compiled module (its object file, or the object
+files of a module compiled in parts, packed), checked before use.
 
 An entry is `<key>.o` in `directory()` (`<key><suffix>` for other kinds of entry: the GEMM
 blocking `nncompile tune` measured, `codegen/blocking.py`): a header (magic, the object's

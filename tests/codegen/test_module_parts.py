@@ -87,3 +87,35 @@ def test_object_files_pack_and_unpack():
     assert module_parts.unpack(module_parts.pack(objects)) == objects
     assert module_parts.pack([b"\x7fELF alone"]) == b"\x7fELF alone"
     assert module_parts.unpack(b"\x7fELF alone") == [b"\x7fELF alone"]
+
+
+@pytest.mark.parametrize("name", ['k"1', "k\\2", "plain.3"])
+def test_names_that_llvm_text_escapes_are_followed_across_parts(small_parts, name):
+    """A kernel whose name LLVM writes with escapes, called by the entry point from another part,
+    is declared there and exported by its part; the parts load and the call returns its value."""
+    import ctypes
+
+    from llvmlite import ir
+
+    i32 = ir.IntType(32)
+    module = target.new_module("escapes")
+    callee = ir.Function(module, ir.FunctionType(i32, []), name)
+    callee.linkage = "internal"
+    ir.IRBuilder(callee.append_basic_block("entry")).ret(ir.Constant(i32, 7))
+    table = ir.GlobalVariable(module, ir.ArrayType(i32, 1), name + ".table")
+    table.linkage, table.global_constant = "private", True
+    table.initializer = ir.Constant(table.value_type, [35])
+    entry = ir.Function(module, ir.FunctionType(i32, []), "nncompile_entry")
+    b = ir.IRBuilder(entry.append_basic_block("entry"))
+    loaded = b.load(b.gep(table, [ir.Constant(i32, 0), ir.Constant(i32, 0)]))
+    b.ret(b.add(b.call(callee, []), loaded))
+    for part in range(80):   # padding, so that the module is worth two parts
+        filler = ir.Function(module, ir.FunctionType(i32, []), f"filler.{part}")
+        ir.IRBuilder(filler.append_basic_block("entry")).ret(ir.Constant(i32, part))
+    parts = module_parts.split(module, 2)
+    assert len(parts) == 2
+    for text in parts:
+        llvm.parse_assembly(text).verify()
+    objects = [target.compile_object(text) for text in parts]
+    jit = target.JitModule(object_code=module_parts.pack(objects), link=False)
+    assert ctypes.CFUNCTYPE(ctypes.c_int32)(jit.address("nncompile_entry"))() == 42
