@@ -242,4 +242,4 @@ FUSED = defop("fused", inputs=("operands",), variadic=True, num_outputs=None, fu
 # so the memory plan may let a result overwrite a dying same-shaped operand; not when it stores a
 # concat, whose pieces land at other offsets than the slices it may read from that operand.
 FUSED.extra["elementwise_when"] = lambda node: node.attrs["kind"] == "loop" and not any(
-    n.op == "concat" for n in node.attrs["body"].nodes)
+    n.op == "concat" for n in getattr(node.attrs.get("body"), "nodes", ()))
