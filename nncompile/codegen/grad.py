@@ -22,7 +22,7 @@ from nncompile.codegen import elementwise, gemm, library, parallel, simd, split_
 from nncompile.codegen.conv import contiguous_window_rows
 from nncompile.codegen.conv_direct import emit_direct, has_symbolic_image
 from nncompile.codegen.gemm import at, smin
-from nncompile.codegen.kernel import Dim, Kernel, product, scalar_type, storage_type
+from nncompile.codegen.kernel import Dim, Kernel, picked_index, product, scalar_type, storage_type
 from nncompile.codegen.loops import as_i64, const, for_range
 from nncompile.ir.dtypes import DType
 from nncompile.ir.errors import IRError
@@ -290,7 +290,7 @@ def _scatter_add(k: Kernel, node: Node) -> None:
     outer, size, inner = product(b, dims[:axis]), dims[axis], product(b, dims[axis + 1:])
     count = k.size(indices)
     with for_range(b, count, name="check") as j:
-        index = _scatter_index(b, node, k.ptr(indices), j, as_i64(size))
+        index = picked_index(b, k.ptr(indices), j, as_i64(size), node.attrs["allow_negative"])
         with b.if_then(b.icmp_unsigned(">=", index, as_i64(size)), likely=False):
             b.ret(ir.Constant(i32, 1))
     sizes = [as_i64(d) for d in (outer, size, inner, count)]
@@ -301,14 +301,6 @@ def _scatter_add(k: Kernel, node: Node) -> None:
     fields = gemm.pack_fields(b, [k.ptr(indices), k.ptr(updates), k.ptr(out), *sizes])
     task = _scatter_task(k.module, node)
     b.call(parallel.emit_parallel_for(k.module), [task, fields, b.select(big, const(threads), const(1))])
-
-
-def _scatter_index(b: ir.IRBuilder, node: Node, indices: ir.Value, j: ir.Value, size: ir.Value) -> ir.Value:
-    index = b.load(at(b, indices, j))
-    index = b.sext(index, i64) if node.inputs[0].type.dtype is DType.i32 else index
-    if node.attrs["allow_negative"]:
-        index = b.select(b.icmp_signed("<", index, const(0)), b.add(index, size), index)
-    return index
 
 
 def _scatter_task(module: ir.Module, node: Node) -> ir.Function:
@@ -326,7 +318,7 @@ def _scatter_task(module: ir.Module, node: Node) -> ir.Function:
             zero_fill(b, at(b, dst, b.mul(b.add(b.mul(o, size), lo), inner)), b.mul(b.sub(hi, lo), inner),
                       out.type.dtype)
             with for_range(b, count, name="j") as j:
-                row = _scatter_index(b, node, idx, j, size)
+                row = picked_index(b, idx, j, size, node.attrs["allow_negative"])
                 with b.if_then(b.and_(b.icmp_signed(">=", row, lo), b.icmp_signed("<", row, hi))):
                     into = at(b, dst, b.mul(b.add(b.mul(o, size), row), inner))
                     source = at(b, upd, b.mul(b.add(b.mul(o, count), j), inner))

@@ -123,3 +123,13 @@ class Kernel:
 
     def size(self, value: Value) -> Dim:
         return product(self.b, self.dims(value))
+
+
+def picked_index(b: ir.IRBuilder, indices: ir.Value, j: ir.Value, size: ir.Value, allow_negative: bool) -> ir.Value:
+    """Index `j` of an index array (i32 or i64) as an i64, a negative one counted from the end
+    of an axis of `size` where the op allows (gather, scatter_add, a recurrent step's tokens)."""
+    index = b.load(b.gep(indices, [j]))
+    index = b.sext(index, ir.IntType(64)) if index.type != ir.IntType(64) else index
+    if allow_negative:
+        index = b.select(b.icmp_signed("<", index, as_i64(0)), b.add(index, size), index)
+    return index

@@ -12,7 +12,7 @@ from typing import Sequence
 from llvmlite import ir
 
 from nncompile.codegen import elementwise, parallel, simd, split_loop, target
-from nncompile.codegen.kernel import Dim, Kernel, load, mul, product, scalar_type, store
+from nncompile.codegen.kernel import Dim, Kernel, load, mul, picked_index, product, scalar_type, store
 from nncompile.codegen.loop import combine, emit_reduction
 from nncompile.codegen.loops import as_i64, const, entry_alloca, for_nest, for_range, linear_index
 from nncompile.ir.dtypes import DType
@@ -261,11 +261,7 @@ def _gather(k: Kernel, node: Node) -> None:
     count = k.size(indices)
 
     def index_at(b: ir.IRBuilder, at: ir.Value, j: ir.Value, size: ir.Value) -> ir.Value:
-        index = b.load(b.gep(at, [j]))
-        index = b.sext(index, ir.IntType(64)) if indices.type.dtype is DType.i32 else index
-        if node.attrs["allow_negative"]:
-            index = b.select(b.icmp_signed("<", index, const(0)), b.add(index, size), index)
-        return index
+        return picked_index(b, at, j, size, node.attrs["allow_negative"])
 
     with for_range(b, count, name="check") as j:
         index = index_at(b, k.ptr(indices), j, as_i64(size))

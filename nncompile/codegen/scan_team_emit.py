@@ -16,7 +16,7 @@ from nncompile.codegen.cpu import Layout, Program, _kernel_function
 from nncompile.codegen.gemm import libc
 from nncompile.codegen.gemm_pack import emit_pack_b
 from nncompile.codegen.gemm_rows import SMALL_M
-from nncompile.codegen.kernel import product, storage_type
+from nncompile.codegen.kernel import picked_index, product, storage_type
 from nncompile.codegen.loops import as_i64, for_range
 from nncompile.codegen.scan_copy import at_step, memcpy, with_
 from nncompile.codegen.scan_team import GATES, UNITS, WHOLE, Block, UnitSplit, members, mixer_block, row_blocks
@@ -77,11 +77,7 @@ def _token(b: ir.IRBuilder, gather: Node, tokens: ir.Value, j: ir.Value, rows: i
     """Token `j` of the gather's tokens at `tokens`, as the i64 row it picks (a negative one from
     the end, where the gather allows)."""
     start = b.bitcast(tokens, storage_type(gather.inputs[1].type.dtype).as_pointer())
-    token = b.load(b.gep(start, [j]))
-    index = b.sext(token, i64) if token.type != i64 else token
-    if gather.attrs["allow_negative"]:
-        index = b.select(b.icmp_signed("<", index, as_i64(0)), b.add(index, rows), index)
-    return index
+    return picked_index(b, start, j, rows, gather.attrs["allow_negative"])
 
 
 def _lines(b: ir.IRBuilder, nbytes: ir.Value) -> ir.Value:
