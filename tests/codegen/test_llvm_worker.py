@@ -147,7 +147,9 @@ def test_workers_started_ahead_answer_the_first_requests(monkeypatch, cores):
     try:
         assert "@ahead" in target.optimized(_module("ahead"))
         assert workers.all == started
-        assert all(w.process is not None and w.process.poll() is None for w in started)
+        for worker in started:
+            with worker.lock:   # held until its start has finished: the other may still be starting
+                assert worker.process is not None and worker.process.poll() is None
     finally:
         workers.close()
 
