@@ -11,7 +11,7 @@ import numpy as np
 from nncompile.ir.dims import substitute
 from nncompile.ir.errors import ShapeError
 from nncompile.ir.graph import Graph, Value
-from nncompile.ir.optable import AttrKind, get_op, infer_types, normalize_attrs
+from nncompile.ir.optable import AttrKind, get_op, infer_types, normalize_attrs, regions_of
 from nncompile.ir.types import TensorType, is_symbol
 from nncompile.passes.manager import register_pass
 
@@ -44,13 +44,20 @@ def fix_dims(graph: Graph, sizes: Mapping[str, int]) -> Graph:
             raise ShapeError(f"fix_dims: size of {symbol!r} must be an int >= 0, got {size!r}")
     sizes = {symbol: int(size) for symbol, size in sizes.items()}
 
+    return _fixed_in_place(graph.copy(), sizes)
+
+
+def _fixed_in_place(graph: Graph, sizes: Mapping[str, int]) -> Graph:
+    """`fix_dims` on a graph of its own: its regions (a scan's body, a fused node's) first, since
+    their types are checked against the operands that the symbol's size now types."""
     def fixed(shape):
         return tuple(substitute(d, sizes) for d in shape)
 
-    graph = graph.copy()
     for value in graph.inputs:
         value.type = value.type.with_shape(fixed(value.type.shape))
     for node in graph.nodes:
+        for region in regions_of(node):
+            _fixed_in_place(region, sizes)
         for name, spec in get_op(node.op).attrs.items():
             if spec.kind is AttrKind.SHAPE and isinstance(node.attrs.get(name), (tuple, list)):
                 node.attrs[name] = fixed(node.attrs[name])
