@@ -13,6 +13,7 @@ from nncompile.ir.verifier import verify
 from nncompile.passes import fix_dims
 from nncompile.passes.infer_shapes import infer_shapes
 from nncompile.runtime.reference import run
+from tests.runtime.test_cpu_scan import nested_scan_graph
 
 W6 = np.linspace(-1, 1, 6, dtype=np.float32)
 
@@ -90,28 +91,10 @@ def test_fix_dims_makes_types_and_shape_attrs_concrete():
         run(fixed, [np.zeros((6, 40, 40), np.float32)])
 
 
-def _nested_scan_graph():
-    """Outer steps over x's rows carrying a total; each step's inner scan takes a row's running
-    sum from a zero broadcast to [?] (a shape attribute inside a region)."""
-    inner = Builder(name="body")
-    acc, x = inner.input("acc", f32[BATCH]), inner.input("x", f32[BATCH])
-    new = inner.add(acc, x)
-    inner_body = inner.finish([new, new])
-    outer = Builder(name="body")
-    total, row = outer.input("total", f32[BATCH]), outer.input("row", f32[BATCH, 4])
-    zero = outer.broadcast(outer.constant(np.float32(0)), shape=[BATCH])
-    row_sum, prefix = outer.scan(zero, row, body=inner_body, num_carry=1, num_scanned=1, axis=1)
-    outer_body = outer.finish([outer.add(total, row_sum), prefix])
-    b = Builder()
-    x = b.input("x", f32[BATCH, "T", 4])
-    start = b.broadcast(b.constant(np.float32(1)), shape=[BATCH])
-    return b.finish(list(b.scan(start, x, body=outer_body, num_carry=1, num_scanned=1, axis=1)), ["t", "p"])
-
-
 def test_fix_dims_fixes_the_regions_of_scans_within_scans():
     xs = np.random.default_rng(3).standard_normal((2, 3, 4)).astype(np.float32)
 
-    fixed = fix_dims(_nested_scan_graph(), {BATCH: 2, "T": 3})
+    fixed = fix_dims(nested_scan_graph("T"), {BATCH: 2, "T": 3})
 
     verify(fixed)
     assert "?" not in str(fixed) and "T" not in str(fixed.outputs[1].type)

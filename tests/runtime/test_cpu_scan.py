@@ -96,9 +96,10 @@ def test_masked_steps_with_integer_and_bool_slices_and_a_body_constant():
     np.testing.assert_array_equal(m, keep)
 
 
-def test_scan_inside_a_scan():
+def nested_scan_graph(steps=3):
     """Outer steps over rows; each runs an inner scan over the row's elements (a cumulative
-    sum), and carries the running total of the row sums."""
+    sum from a zero broadcast to [?], a shape attribute inside a region), and carries the
+    running total of the row sums."""
     inner = Builder(name="body")
     acc, x = inner.input("acc", f32[BATCH]), inner.input("x", f32[BATCH])
     new = inner.add(acc, x)
@@ -109,9 +110,13 @@ def test_scan_inside_a_scan():
     row_sum, prefix = outer.scan(zero, row, body=inner_body, num_carry=1, num_scanned=1, axis=1)
     outer_body = outer.finish([outer.add(total, row_sum), prefix])
     b = Builder()
-    x = b.input("x", f32[BATCH, 3, 4])
+    x = b.input("x", f32[BATCH, steps, 4])
     start = b.broadcast(b.constant(np.float32(1)), shape=[BATCH])
-    graph = b.finish(list(b.scan(start, x, body=outer_body, num_carry=1, num_scanned=1, axis=1)), ["t", "p"])
+    return b.finish(list(b.scan(start, x, body=outer_body, num_carry=1, num_scanned=1, axis=1)), ["t", "p"])
+
+
+def test_scan_inside_a_scan():
+    graph = nested_scan_graph()
     xs = np.random.default_rng(2).standard_normal((2, 3, 4)).astype(np.float32)
     _, (t, p) = _check(graph, [xs])
     np.testing.assert_allclose(t, 1 + xs.sum(axis=(1, 2)), rtol=1e-5)
