@@ -34,6 +34,7 @@ from llvmlite import ir
 
 from nncompile.codegen import elementwise, grad, nn, linalg, pooling  # noqa: F401  (fill the op table's lower slots)
 from nncompile.codegen import perf_map, simd
+from nncompile.codegen.gemm import libc
 from nncompile.codegen.gemm_pack import emit_pack_b_into, packed_size
 from nncompile.codegen.kernel import Kernel, storage_type
 from nncompile.codegen.linalg import Packing, weight_operands
@@ -147,14 +148,19 @@ class Program:
     symbols: list[ir.Value]
     packed: dict[Value, ir.Value] = field(default_factory=dict)   # see Kernel.packed
     status: ir.Value | None = None    # an i32* to store a failure into, in a task (None: return it)
+    owned: tuple[ir.Value, ...] = ()  # heap buffers (i8*) of this function that leaving early frees
 
-    def fail(self, reported: int) -> None:
-        """Leave with kernel number `reported` as the status: the entry returns it; a task
-        (which returns nothing) stores it for the entry to return after the tasks."""
+    def fail(self, reported: int | ir.Value) -> None:
+        """Leave with kernel number `reported` as the status, freeing the `owned` buffers: the
+        entry returns it; a task (which returns nothing) stores it for the entry to return
+        after the tasks."""
+        for buffer in self.owned:
+            self.b.call(libc(self.module)[1], [buffer])
+        status = ir.Constant(i32, reported) if isinstance(reported, int) else reported
         if self.status is None:
-            self.b.ret(ir.Constant(i32, reported))
+            self.b.ret(status)
         else:
-            self.b.store(ir.Constant(i32, reported), self.status)
+            self.b.store(status, self.status)
             self.b.ret_void()
 
     def ptr(self, value: Value) -> ir.Value:

@@ -115,13 +115,16 @@ def _emit_loops(p: Program, node: Node, number: int, prefix: str, symbol: str | 
     """The loop on one thread, its kernels sharing their work at each step, or (rows kept apart,
     `symbol` their symbol) one loop per block of rows; the weights packed once before either."""
     packed = _pack_weights(p, node)
+    buffers = tuple(p.b.bitcast(buffer, i8p) for buffer in dict.fromkeys(packed.values())
+                    if buffer not in p.packed.values())
+    inside = with_(p, packed=packed, owned=p.owned + buffers)
     if symbol is None:
-        _emit_steps(with_(p, packed=packed), node, number, prefix)
+        _emit_steps(inside, node, number, prefix)
     else:
-        _emit_row_blocks(with_(p, packed=packed), node, number, prefix, symbol)
+        _emit_row_blocks(inside, node, number, prefix, symbol)
     _, free = libc(p.module)
-    for buffer in set(packed.values()) - set(p.packed.values()):
-        p.b.call(free, [p.b.bitcast(buffer, i8p)])
+    for buffer in buffers:
+        p.b.call(free, [buffer])
 
 
 def _team_safe(layout, node: Node, split: UnitSplit) -> bool:
@@ -159,7 +162,7 @@ def _emit_steps(p: Program, node: Node, number: int, prefix: str, full: Program 
             if value in written:
                 pointers[p.layout.slots[value]] = at_step(full, stacked, t, first_row)
         homes.place(pointers, step, t)
-        at = with_(p, pointers=pointers)
+        at = with_(p, pointers=pointers, owned=p.owned + tuple(homes.spares.values()))
         emit_kernels(at, body.nodes, number, prefix)
         for value, stacked in zip(body.outputs[n:], node.outputs[n:]):
             if value in written or homes.saved_in(value, stacked):
@@ -269,7 +272,7 @@ def _emit_row_blocks(p: Program, node: Node, number: int, prefix: str, symbol: s
             b.call(parallel.emit_parallel_for(p.module), [task, fields, threads])
             failed = b.load(status)
             with b.if_then(b.icmp_signed("!=", failed, ir.Constant(i32, 0)), likely=False):
-                b.ret(failed)
+                p.fail(failed)
         with whole:
             _emit_steps(p, node, number, prefix)
 
