@@ -230,10 +230,20 @@ class Model(Layer):
         else:
             super().build(input_shape)
 
+    def _builds_from_data(self) -> bool:
+        """Whether the model, not built yet, is built by its first data (`_build_for`)."""
+        return self.has_call()
+
     def _build_for(self, x) -> None:
         """Build a subclassed model from its first data, as Keras does on the first batch."""
         if not self.built and self.has_call() and x is not None:
             subclassed.build_from_data(self, x)
+
+    def _compile_pending(self) -> None:
+        """The `compile()` that waited for the model to be built, now that it is."""
+        pending, self._pending_compile = self._pending_compile, None
+        if pending is not None:
+            self.compile(**pending)
 
     # running ------------------------------------------------------------------------------
     def __call__(self, inputs, training: bool | None = None, **kwargs):
@@ -293,7 +303,7 @@ class Model(Layer):
         from nncompile.keras import optimizers, training
 
         subclassed.refuse_custom_steps(self)
-        if not self.built and self.has_call():
+        if not self.built and self._builds_from_data():
             # Outputs (and so losses and metrics per output) are known once it is built.
             self.optimizer = optimizers.get(optimizer)
             self._pending_compile = dict(optimizer=self.optimizer, loss=loss,

@@ -5,6 +5,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from nncompile.keras import streaming
 from nncompile.keras.functional import config_list, deserialize_layer, serialize_model_layer
 from nncompile.keras.input_layer import InputLayer
 from nncompile.keras.layers.base import KerasTensor, Layer
@@ -136,10 +137,18 @@ class Sequential(Model):
             self._layers, self._tensors = stack, []
             self._refresh()
             raise
+        self._compile_pending()
+
+    def _builds_from_data(self) -> bool:
+        return bool(self._layers)
+
+    def _build_for(self, x) -> None:
+        """Build the stack from the shape of its first data (arrays), as Keras does."""
+        if not self.built and self._layers and x is not None and not streaming.is_stream(x):
+            self.build((None,) + _data_shape(self.name, x)[1:])
 
     def _standardize(self, x) -> list[np.ndarray]:
-        if not self.built and self._layers:
-            self.build((None,) + _data_shape(self.name, x)[1:])
+        self._build_for(x)
         return super()._standardize(x)
 
     def get_config(self) -> dict[str, Any]:

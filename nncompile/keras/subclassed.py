@@ -83,9 +83,7 @@ def _build(model, inputs: list[KerasTensor], single: bool) -> None:
                           else [f"output_{i}" for i in range(len(model._outputs))])
     model._graphs.clear()
     model.built = True
-    pending, model._pending_compile = model._pending_compile, None
-    if pending is not None:
-        model.compile(**pending)
+    model._compile_pending()
 
 
 def _flat(struct) -> list:

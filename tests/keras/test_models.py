@@ -246,6 +246,39 @@ def test_sequential_deferred_build_from_a_call_and_from_build():
     assert built.count_params() == 14 and built.output_shape == (None, 2)
 
 
+def test_sequential_compiled_before_it_is_built_trains_once_built_by_its_data():
+    """Sequential() + add() + compile() with no Input, as the oldest tutorials write it: compile
+    waits for the first data's shape; one SGD step then moves the weights as numpy's gradient."""
+    model = Sequential()
+    model.add(Dense(1))
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1), loss="mse", metrics=["mae"])
+    xs, ys = data(8, 3), data(8, 1)
+    with pytest.raises(ValueError, match="not built yet.*`model.build"):
+        model.fit(iter([(xs, ys)]), steps_per_epoch=1, verbose=0)
+    model.build((None, 3))
+    kernel, bias = (w.astype(np.float64) for w in model.get_weights())
+    error = xs @ kernel + bias - ys
+    history = model.fit(xs, ys, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    np.testing.assert_allclose(history.history["loss"][0], np.mean(error ** 2), rtol=1e-5)
+    np.testing.assert_allclose(history.history["mae"][0], np.mean(np.abs(error)), rtol=1e-5)
+    np.testing.assert_allclose(model.get_weights()[0], kernel - 0.1 * 2 / 8 * xs.T @ error, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.get_weights()[1], bias - 0.1 * 2 / 8 * error.sum(0), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("first", ["fit", "evaluate", "train_on_batch"])
+def test_sequential_compiled_before_it_is_built_is_built_by_the_first_arrays(first):
+    model = Sequential([Dense(4, activation="relu"), Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    xs, ys = data(6, 5), data(6, 1)
+    if first == "fit":
+        model.fit(xs, ys, epochs=1, verbose=0)
+    else:
+        getattr(model, first)(xs, ys)
+    assert model.built and model.input_shape == (None, 5)
+    want = np_dense(np_dense(xs, model.layers[0], "relu"), model.layers[1])
+    np.testing.assert_allclose(model.evaluate(xs, ys, verbose=0), np.mean((want - ys) ** 2), rtol=1e-5)
+
+
 def test_sequential_add_checks_the_new_layer_against_the_stack():
     model = Sequential([Input(shape=(8,)), Dense(4, name="hidden")])
     for late in [keras.layers.Reshape((3,), name="late"), keras.layers.Conv2D(2, 3, name="late")]:
