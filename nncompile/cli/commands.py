@@ -270,10 +270,19 @@ def _read_array(path: str) -> np.ndarray:
 
 
 def _as_input_dtype(array: np.ndarray, value) -> np.ndarray:
-    """Floats of another width become the input's float type, as Keras's predict casts them
-    (np.random.rand makes float64); any other mismatch is left for the runtime's error."""
+    """Numbers of another type become the input's, as Keras's predict casts them: floats and
+    integers into a float input (np.random.rand makes float64), integers into an integer input
+    when every one fits (np.save of Python ints makes int64 token ids); any other mismatch is
+    left for the runtime's error."""
     want = value.type.dtype
-    if want.is_float and np.issubdtype(array.dtype, np.floating):
+    numeric = np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
+    if want.is_float and numeric:
+        return array.astype(want.numpy, copy=False)
+    if np.issubdtype(want.numpy, np.integer) and np.issubdtype(array.dtype, np.integer):
+        limits = np.iinfo(want.numpy)
+        if array.size and (array.min() < limits.min or array.max() > limits.max):
+            raise ValueError(f"input {value.name!r} ({value.type}): its {array.dtype} values run from "
+                             f"{array.min()} to {array.max()}, beyond {want}'s range")
         return array.astype(want.numpy, copy=False)
     return array
 

@@ -48,7 +48,7 @@ def load(path: str, *, training: bool = False, params: str | None = None, seed: 
     reader = READERS.get(suffix)
     if reader is None:
         raise ValueError(f"model file {path!r}: unknown file type {suffix or '(no suffix)'!r}; expected "
-                         f"{', '.join(s for s in READERS if s != '.onnx')} (ONNX is not supported yet)")
+                         f"{', '.join(READERS)}")
     return reader(path, training=training, params=params, seed=seed)
 
 
@@ -57,7 +57,9 @@ def _keras(path: str, *, training: bool, params: str | None, seed: int) -> Loade
         raise ValueError(f"--params applies to .nnir files; {path!r} holds its own weights")
     from nncompile.keras import saving   # the Keras stack is imported only for Keras files
 
-    model = saving.load_model(path)
+    # Only the training step needs the loss and optimizer: a custom loss, which the file names
+    # but cannot hold, must not keep its model from being summarized, compiled or run.
+    model = saving.load_model(path, compile=training)
     return Loaded(path, step_graph(model, path) if training else _trace(model), model)
 
 

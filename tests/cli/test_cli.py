@@ -324,6 +324,42 @@ def test_run_a_keras_file(tiny, tmp_path):
     np.testing.assert_allclose(np.load(y), _reference(tiny), rtol=1e-5, atol=1e-6)
 
 
+def test_run_casts_int64_token_ids_that_fit_and_names_those_that_do_not(tmp_path):
+    pytest.importorskip("nncompile.keras.saving")
+    model = keras.Sequential([keras.Input((4,), dtype="int32"), keras.layers.Embedding(10, 3),
+                              keras.layers.GlobalAveragePooling1D()])
+    path, x, y = str(tmp_path / "emb.keras"), tmp_path / "x.npy", tmp_path / "y.npy"
+    model.save(path)
+    tokens = np.array([[1, 2, 3, 9], [0, 0, 5, 5]])   # np.save keeps numpy's default int64
+    np.save(x, tokens)
+    result = nnc("run", path, "--input", x, "--output", y)
+    assert result.returncode == 0, result.stderr
+    table = model.get_weights()[0]
+    np.testing.assert_allclose(np.load(y), table[tokens].mean(axis=1), rtol=1e-6)
+    np.save(x, tokens + 2 ** 40)
+    line = _error_line(nnc("run", path, "--input", x, "--output", y), "run")
+    assert "input 'input_layer'" in line and "beyond i32's range" in line
+
+
+def test_a_model_compiled_with_a_custom_loss_is_summarized_and_run_without_it(tiny, tmp_path):
+    """The file names a loss function it cannot hold: only the training step needs it."""
+    pytest.importorskip("nncompile.keras.saving")
+
+    def my_loss(y_true, y_pred):
+        return keras.ops.mean(keras.ops.square(y_true - y_pred))
+
+    model = keras.models.clone_model(tiny.model)
+    model.set_weights(tiny.model.get_weights())
+    model.compile(optimizer="adam", loss=my_loss)
+    path, y = str(tmp_path / "custom_loss.keras"), tmp_path / "y.npy"
+    model.save(path)
+    assert nnc("summary", path).returncode == 0
+    result = nnc("run", path, "--input", tiny.x, "--output", y)
+    assert result.returncode == 0, result.stderr
+    np.testing.assert_allclose(np.load(y), _reference(tiny), rtol=1e-5, atol=1e-6)
+    assert "my_loss" in _error_line(nnc("dump", path, "--training"), "dump")
+
+
 def test_run_fills_missing_parameters_deterministically_by_seed(tiny, tmp_path):
     outs = []
     for seed in (0, 0, 1):
@@ -380,14 +416,14 @@ def _bad_files(tmp_path, tiny) -> dict[str, str]:
     for name, text in texts.items():
         (tmp_path / name).write_text(text)
     np.save(tmp_path / "wide.npy", np.zeros((2, 5), np.float32))
-    np.save(tmp_path / "i64.npy", np.zeros((2, 4), np.int64))
+    np.save(tmp_path / "flags.npy", np.zeros((2, 4), np.bool_))
     np.savez(tmp_path / "two.npz", a=np.zeros(4, np.float32), b=np.zeros(4, np.float32))
     blobs = {"junk.npz": b"junk", "zip_junk.npz": b"PK\x03\x04junk", "member.npz": _npz_of_bytes(),
              **_bad_updates(tiny.graph),
              "non_utf8.nnir": str(tiny.graph).replace("relu", "r\xe9lu", 1).encode("latin-1")}
     for name, blob in blobs.items():
         (tmp_path / name).write_bytes(blob)
-    names = [*texts, *blobs, "wide.npy", "i64.npy", "missing.nnir", "two.npz"]
+    names = [*texts, *blobs, "wide.npy", "flags.npy", "missing.nnir", "two.npz"]
     return {"nnir": tiny.nnir, "x": tiny.x, **{n.replace(".", "_"): str(tmp_path / n) for n in names}}
 
 
@@ -421,7 +457,7 @@ BAD_INPUT = [
     ("compile", ["{nnir}", "--passes", "dce,nope", "-o", "{x}.out"], "unknown pass 'nope'"),
     ("bench", ["{nnir}", "--pipeline", "fast"], "unknown pipeline 'fast'"),
     ("run", ["{nnir}", "--input", "{wide_npy}"], r"expected shape \(None, 4\), received shape \(2, 5\)"),
-    ("run", ["{nnir}", "--input", "{i64_npy}"], "expected dtype f32, received int64"),
+    ("run", ["{nnir}", "--input", "{flags_npy}"], "expected dtype f32, received bool"),
     ("run", ["{nnir}", "--input", "{x}", "--input", "{x}"], "takes 1 inputs"),
     ("run", ["{nnir}", "--input", "{text_npy}"], r"text.npy' is not a .npy file \(no NumPy header\)"),
     ("run", ["{nnir}", "--input", "{two_npz}"], r"two.npz' is an .npz archive; give one .npy file per input"),
