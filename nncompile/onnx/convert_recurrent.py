@@ -23,7 +23,7 @@ import numpy as np
 from nncompile.ir import Builder, Value
 from nncompile.ir.cells import ACTIVATION_COUNT, Cell, gate_block, gru_update, lstm_update
 from nncompile.ir.ops.shape import SLICE_END
-from nncompile.onnx.context import Context, Entry
+from nncompile.onnx.context import SMALL, Context, Entry
 from nncompile.onnx.export_recurrent import keras_gate_order
 from nncompile.onnx.importer import converter
 
@@ -358,6 +358,27 @@ def _lifting_env(ctx: Context, body: Builder, operands: list) -> dict:
     return Env()
 
 
+class _BodyContext(Context):
+    """The Context of a Scan's body: a large constant it reads (an initializer of the enclosing
+    graph, such as a recurrent kernel) becomes a parameter of the enclosing graph, read by the
+    body as an invariant operand of the scan; a parameter of the body itself would be a body
+    input with no operand."""
+
+    def __init__(self, outer: Context, body: Builder, operands: list):
+        super().__init__(body, outer.opset, outer.model)
+        self.outer, self.operands = outer, operands
+        self.env = _lifting_env(outer, body, operands)
+        self._lifted: dict[str, Value] = {}
+
+    def array_value(self, array: np.ndarray, name: str = "") -> Value:
+        if array.size < SMALL or not name:
+            return super().array_value(array, name)
+        if name not in self._lifted:
+            self.operands.append(self.outer.array_value(array, name))
+            self._lifted[name] = self.b.input(f"outer{len(self.operands) - 1}", self.operands[-1].type)
+        return self._lifted[name]
+
+
 @converter("Scan")
 def _onnx_scan(ctx: Context) -> list:
     from nncompile.onnx.importer import _array, _import_node
@@ -376,8 +397,7 @@ def _onnx_scan(ctx: Context) -> list:
     scanned = [_to_front(b, ctx.plain(n + j), axis) for j, axis in enumerate(ctx.attr("scan_input_axes", [0] * m))]
     body = Builder(name="body")
     operands: list = []
-    inner = Context(body, ctx.opset, ctx.model)
-    inner.env = _lifting_env(ctx, body, operands)
+    inner = _BodyContext(ctx, body, operands)
     carried = [body.input(f"state{i}", v.type) for i, v in enumerate(states)]
     slices = [body.input(f"slice{j}", v.type.with_shape(v.type.shape[1:])) for j, v in enumerate(scanned)]
     for init in graph.initializer:
