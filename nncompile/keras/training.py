@@ -185,8 +185,8 @@ def build_step_graph(model, compiled: Compiled, targets: Sequence[np.ndarray], t
           for t in model.inputs]
     with collect_activity_penalties() as activity_penalties:
         preds, masks = model._emit_masked_calls(b, xs, [None] * len(xs), train)
-    ys = [b.input(_target_name(name), ir_type((None,) + y.shape[1:], str(y.dtype), name))
-          for name, y in zip(model.output_names, targets)]
+    ys = [b.input(_target_name(name), ir_type(_target_shape(y, pred), str(y.dtype), name))
+          for name, y, pred in zip(model.output_names, targets, preds)]
     weight = b.input(SAMPLE_WEIGHT, ir_type((None, *weight_shape), "float32", SAMPLE_WEIGHT))
     total, per_output = None, []
     for loss, scale, y, pred, mask in zip(compiled.losses, compiled.loss_weights, ys, preds, masks):
@@ -211,6 +211,15 @@ def build_step_graph(model, compiled: Compiled, targets: Sequence[np.ndarray], t
     if train:
         _emit_update(model, compiled.optimizer, b, total)
     return b.finish(outputs, [f"out{i}" for i in range(len(outputs))]), counts
+
+
+def _target_shape(y: np.ndarray, pred: Value) -> tuple:
+    """The targets' shape in the step graph: the batch unknown, and an axis whose size the
+    output leaves to its input (a sequence of any length) the output's symbol, so that the step
+    runs on sequences of every length and the loss sees the two shapes agree."""
+    shape = pred.type.shape
+    return (None, *(shape[a] if a < len(shape) and isinstance(shape[a], str) else d
+                    for a, d in enumerate(y.shape) if a))
 
 
 def _metric_weight(b: Builder, metric, weight: Value | None, mask) -> Value | None:

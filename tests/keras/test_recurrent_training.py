@@ -82,3 +82,28 @@ def test_one_sgd_step_follows_finite_differences(rnn_backend, case):
     model.train_on_batch(x, y)
     for got, w, g in zip(layer.get_weights(), weights, grads):
         np.testing.assert_allclose(got, w - LR * g, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("loss", ["categorical_crossentropy", "sparse_categorical_crossentropy", "mse"])
+def test_outputs_over_a_sequence_of_any_length_train_and_evaluate(loss):
+    """Input((None, 3)) -> LSTM(return_sequences) -> Dense(softmax): the targets' time axis is the
+    output's symbol, so one model trains on length 5 and evaluates on length 7; the losses are
+    numpy's, from the model's own predictions."""
+    inputs = keras.Input((None, 3))
+    model = keras.Model(inputs, layers.Dense(2, activation="softmax")(layers.LSTM(4, return_sequences=True)(inputs)))
+    model.compile(keras.optimizers.SGD(learning_rate=0.0), loss)
+    rng = np.random.default_rng(0)
+
+    def targets(steps):
+        labels = rng.integers(0, 2, (4, steps))
+        return labels, (labels if "sparse" in loss else np.eye(2, dtype=np.float32)[labels])
+
+    for steps in (5, 7):
+        x = rng.standard_normal((4, steps, 3)).astype(np.float32)
+        labels, y = targets(steps)
+        p = model.predict(x, verbose=0).astype(np.float64)
+        want = (np.mean((p - np.eye(2)[labels]) ** 2) if loss == "mse"
+                else -np.mean(np.log(np.take_along_axis(p, labels[..., None], -1))))
+        got = (model.fit(x, y, batch_size=4, verbose=0).history["loss"][0] if steps == 5
+               else model.evaluate(x, y, verbose=0))
+        np.testing.assert_allclose(got, want, rtol=1e-5)
