@@ -326,7 +326,7 @@ def test_run_a_keras_file(tiny, tmp_path):
 
 def test_run_casts_int64_token_ids_that_fit_and_names_those_that_do_not(tmp_path):
     pytest.importorskip("nncompile.keras.saving")
-    model = keras.Sequential([keras.Input((4,), dtype="int32"), keras.layers.Embedding(10, 3),
+    model = keras.Sequential([keras.Input((4,), dtype="int32", name="tokens"), keras.layers.Embedding(10, 3),
                               keras.layers.GlobalAveragePooling1D()])
     path, x, y = str(tmp_path / "emb.keras"), tmp_path / "x.npy", tmp_path / "y.npy"
     model.save(path)
@@ -338,7 +338,7 @@ def test_run_casts_int64_token_ids_that_fit_and_names_those_that_do_not(tmp_path
     np.testing.assert_allclose(np.load(y), table[tokens].mean(axis=1), rtol=1e-6)
     np.save(x, tokens + 2 ** 40)
     line = _error_line(nnc("run", path, "--input", x, "--output", y), "run")
-    assert "input 'input_layer'" in line and "beyond i32's range" in line
+    assert "input 'tokens'" in line and "beyond i32's range" in line
 
 
 def test_a_model_compiled_with_a_custom_loss_is_summarized_and_run_without_it(tiny, tmp_path):
