@@ -46,16 +46,50 @@ def _one_batch(args: argparse.Namespace) -> int | None:
     return sizes[0]
 
 
-def _batched(graph: Graph, batch: int | None) -> Graph:
-    """`graph` with the batch dimension fixed to `batch` (types re-inferred), if given."""
-    if batch is None:
+def _batched(graph: Graph, batch: int | None, args: argparse.Namespace | None = None) -> Graph:
+    """`graph` with the batch dimension fixed to `batch` (types re-inferred), if given, and the
+    symbols of --size."""
+    sizes = _sizes(graph, args)
+    if batch is not None:
+        if not uses_batch(graph):
+            raise ValueError(f"--batch {batch}: graph {graph.name!r} has no symbolic batch dimension '?' "
+                             f"in its inputs ({', '.join(str(v.type) for v in graph.data_inputs)})")
+        sizes[BATCH] = batch
+    if not sizes:
         return graph
-    if not uses_batch(graph):
-        raise ValueError(f"--batch {batch}: graph {graph.name!r} has no symbolic batch dimension '?' "
-                         f"in its inputs ({', '.join(str(v.type) for v in graph.data_inputs)})")
     from nncompile.passes.infer_shapes import fix_dims
 
-    return fix_dims(graph, {BATCH: batch})
+    return fix_dims(graph, sizes)
+
+
+def _sizes(graph: Graph, args: argparse.Namespace | None) -> dict[str, int]:
+    """--size NAME=N (repeatable): symbols of the graph's inputs other than the batch."""
+    symbols = _input_symbols(graph)
+    sizes = {}
+    for spec in getattr(args, "size", None) or []:
+        name, _, size = spec.partition("=")
+        if not size.isdigit() or not name:
+            raise ValueError(f"--size {spec!r}: expected NAME=N, e.g. --size {symbols[0] if symbols else 'steps'}=100")
+        if name not in symbols:
+            raise ValueError(f"--size {spec!r}: graph {graph.name!r} has no symbolic dimension {name!r} in its "
+                             f"inputs; its symbols besides the batch: {', '.join(symbols) or 'none'}")
+        sizes[name] = int(size)
+    return sizes
+
+
+def _input_symbols(graph: Graph) -> list[str]:
+    """The symbolic dimensions of the graph's data inputs other than the batch, in order."""
+    return list(dict.fromkeys(d for v in graph.data_inputs for d in v.type.shape
+                              if isinstance(d, str) and d != BATCH))
+
+
+def _require_sizes(graph: Graph, what: str) -> None:
+    """Refuse a graph whose inputs keep symbols besides the batch that `what` needs sizes of."""
+    left = _input_symbols(graph)
+    if left:
+        raise ValueError(f"graph {graph.name!r} has symbolic dimensions besides the batch "
+                         f"({', '.join(left)}); {what} needs their sizes: give them with "
+                         f"{' '.join(f'--size {name}=N' for name in left)}")
 
 
 def _pass_names(args: argparse.Namespace) -> list[str]:
@@ -133,10 +167,11 @@ def layer_table(graph: Graph, env: dict[str, int]) -> str:
 def summary(args: argparse.Namespace) -> int:
     loaded = _load(args)
     batch = _one_batch(args) or 1
-    graph = loaded.graph
+    graph = _batched(loaded.graph, None, args)
     if loaded.model is not None:
         loaded.model.summary()
         print()
+    _require_sizes(graph, "counting FLOPs")
     inputs = ", ".join(f"{v.name}: {v.type}" for v in graph.data_inputs)
     outputs = ", ".join(f"{n}: {v.type}" for n, v in zip(graph.output_names, graph.outputs))
     print(f"graph {graph.name!r}: inputs {inputs}; outputs {outputs}")
@@ -154,6 +189,7 @@ def _elide(args: argparse.Namespace) -> bool:
 
 
 def _memory_plan(args, scheduled, passes):
+    _require_sizes(scheduled, "the memory plan")
     return _executable(scheduled, passes).memory_plan(batch=_one_batch(args) or 1)
 
 
@@ -175,7 +211,7 @@ def dump(args: argparse.Namespace) -> int:
         raise ValueError("--emit ptx: nncompile has no GPU (NVPTX) backend yet; "
                          f"emit one of {', '.join(EMITTERS)}")
     loaded = _load(args)
-    scheduled, passes = _run_passes(args, _batched(loaded.graph, _one_batch(args)))
+    scheduled, passes = _run_passes(args, _batched(loaded.graph, _one_batch(args), args))
     _write_text(args.output, EMITTERS[args.emit](args, scheduled, passes))
     return 0
 
@@ -221,7 +257,9 @@ def compile_(args: argparse.Namespace) -> int:
     with phases.recorded() as times:   # from reading the model to loading its machine code
         loaded = _load(args)
         batch = _one_batch(args)
-        scheduled, passes = _run_passes(args, _batched(loaded.graph, batch))
+        graph = _batched(loaded.graph, batch, args)
+        _require_sizes(graph, "the report's FLOPs and memory plan")
+        scheduled, passes = _run_passes(args, graph)
         exe = _executable(scheduled, passes)
     seconds = time.perf_counter() - start
     os.makedirs(args.output, exist_ok=True)
@@ -357,9 +395,6 @@ def _sample(graph: Graph, batch: int, rng: np.random.Generator) -> list[np.ndarr
     arrays = []
     for v in graph.data_inputs:
         shape = tuple(batch if d == BATCH else d for d in v.type.shape)
-        if any(isinstance(d, str) for d in shape):
-            raise ValueError(f"input {v.name!r} ({v.type}) has a symbolic dimension other than the batch; "
-                             f"bench cannot choose its size")
         dtype = v.type.dtype.numpy
         arrays.append(rng.standard_normal(shape).astype(dtype) if v.type.dtype.is_float
                       else np.zeros(shape, dtype))
@@ -381,7 +416,8 @@ def _time(exe, arrays: list[np.ndarray], seconds: float) -> list[float]:
 
 def bench(args: argparse.Namespace) -> int:
     loaded = _load(args)
-    graph = loaded.graph
+    graph = _batched(loaded.graph, None, args)
+    _require_sizes(graph, "bench")
     if uses_batch(graph):
         sizes = batch_sizes(args.batch or DEFAULT_BENCH_BATCHES)
     elif args.batch:

@@ -38,6 +38,9 @@ def _model_args(sub: argparse.ArgumentParser, *, batch_help: str | None, trainin
     sub.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     if batch_help:
         sub.add_argument("--batch", metavar="N", help=batch_help)
+        sub.add_argument("--size", metavar="NAME=N", action="append", default=[],
+                         help="fix another symbolic dimension of the inputs (a sequence length, "
+                              "named in their types) to N; repeatable")
     if training:
         sub.add_argument("--training", action="store_true",
                          help="the training step graph (forward, loss, backward, optimizer update) of a "

@@ -341,6 +341,34 @@ def test_run_casts_int64_token_ids_that_fit_and_names_those_that_do_not(tmp_path
     assert "input 'tokens'" in line and "beyond i32's range" in line
 
 
+def test_size_fixes_a_sequence_length_for_summary_compile_bench_and_the_memory_plan(tmp_path):
+    """Input(shape=(None,)): the length is a symbol of its own, which these commands need a size
+    for; without one they say which symbol and how to give it."""
+    pytest.importorskip("nncompile.keras.saving")
+    model = keras.Sequential([keras.Input((None,), dtype="int32", name="tokens"), keras.layers.Embedding(50, 8),
+                              keras.layers.GlobalAveragePooling1D(name="pool"), keras.layers.Dense(2, name="head")])
+    path = str(tmp_path / "varlen.keras")
+    model.save(path)
+    symbol = nncompile.trace(model).data_inputs[0].type.shape[1]
+    for command in (["summary", path], ["compile", path, "-o", tmp_path / "out"], ["bench", path],
+                    ["dump", path, "--emit", "memory-plan"]):
+        line = _error_line(nnc(*command), command[0])
+        assert f"--size {symbol}=N" in line, line
+    wrong = _error_line(nnc("summary", path, "--size", "steps=3"), "summary")
+    assert "no symbolic dimension 'steps'" in wrong and symbol in wrong
+    at_10, at_20 = (nnc("summary", path, "--batch", "2", "--size", f"{symbol}={n}") for n in (10, 20))
+    assert at_10.returncode == 0 and at_20.returncode == 0, at_10.stderr + at_20.stderr
+    dense = {n: _layer_rows(r.stdout)["head"] for n, r in ((10, at_10), (20, at_20))}
+    assert dense[10] == dense[20]   # after the pooling the length is gone
+    pooled = {n: _layer_rows(r.stdout)["pool"] for n, r in ((10, at_10), (20, at_20))}
+    assert pooled[10] != pooled[20]
+    compiled = nnc("compile", path, "--batch", "2", "--size", f"{symbol}=10", "-o", tmp_path / "out")
+    assert compiled.returncode == 0, compiled.stderr
+    assert "i32[2,10]" in (tmp_path / "out" / "model.nnir").read_text()
+    benched = nnc("bench", path, "--batch", "1", "--size", f"{symbol}=10", "--seconds", "0.05")
+    assert benched.returncode == 0, benched.stderr
+
+
 def test_a_model_compiled_with_a_custom_loss_is_summarized_and_run_without_it(tiny, tmp_path):
     """The file names a loss function it cannot hold: only the training step needs it."""
     pytest.importorskip("nncompile.keras.saving")
