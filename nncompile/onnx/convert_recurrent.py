@@ -349,6 +349,8 @@ def _lifting_env(ctx: Context, body: Builder, operands: list) -> dict:
                 value = body.input(f"outer{len(operands)}", entry.value.type)
                 operands.append(entry.value)
                 entry = Entry(value=value, perm=entry.perm, name=entry.name)
+            else:   # a copy: the value the body makes of it is the body's, not the outer graph's
+                entry = Entry(const=entry.const, perm=entry.perm, name=entry.name)
             self[name] = entry
             return entry
 
@@ -368,15 +370,21 @@ class _BodyContext(Context):
         super().__init__(body, outer.opset, outer.model)
         self.outer, self.operands = outer, operands
         self.env = _lifting_env(outer, body, operands)
-        self._lifted: dict[str, Value] = {}
+        self._lifted: list[tuple[np.ndarray, Value]] = []
 
     def array_value(self, array: np.ndarray, name: str = "") -> Value:
         if array.size < SMALL or not name:
             return super().array_value(array, name)
-        if name not in self._lifted:
-            self.operands.append(self.outer.array_value(array, name))
-            self._lifted[name] = self.b.input(f"outer{len(self.operands) - 1}", self.operands[-1].type)
-        return self._lifted[name]
+        # converters pass arrays derived from an initializer under its name (a batch norm's
+        # folded scale): the same name is the same operand only for the same array
+        for lifted, value in self._lifted:
+            if lifted is array or (lifted.shape == array.shape and lifted.dtype == array.dtype
+                                   and np.array_equal(lifted, array)):
+                return value
+        self.operands.append(self.outer.array_value(array, name))
+        value = self.b.input(f"outer{len(self.operands) - 1}", self.operands[-1].type)
+        self._lifted.append((array, value))
+        return value
 
 
 @converter("Scan")

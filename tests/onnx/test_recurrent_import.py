@@ -9,6 +9,7 @@ import os
 
 import numpy as np
 import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
 import pytest
 
 import nncompile
@@ -107,3 +108,77 @@ def test_a_scan_starting_from_zeros_of_the_symbolic_batch_exports():
         feeds = {i.name: np.resize(x, (batch,) + x.shape[1:]) for i, x in zip(session.get_inputs(), inputs)}
         for got, want in zip(session.run(None, feeds), run(graph, list(feeds.values()))):
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def _tanh_scan_body(tag: str):
+    """s' = tanh(x + s @ W), W an initializer of the enclosing graph; the step's output is s'."""
+    nodes = [helper.make_node("MatMul", ["s", "W"], ["m"]), helper.make_node("Add", ["x", "m"], ["a"]),
+             helper.make_node("Tanh", ["a"], ["s2"]), helper.make_node("Identity", ["s2"], ["y"])]
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 4]) for n in ("s", "x", "s2", "y")]
+    return helper.make_graph(nodes, f"body{tag}", io[:2], io[2:])
+
+
+@pytest.mark.parametrize("case", ["read before", "read after", "two scans"])
+def test_an_initializer_read_by_a_scan_body_and_by_the_enclosing_graph(case):
+    """The body's use of W is its own (an invariant operand): the enclosing graph reading W too,
+    before or after, or a second Scan reading it, sees W and not the body's value."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((4, 4)).astype(np.float32)
+    s0, xs = rng.standard_normal((2, 4)).astype(np.float32), rng.standard_normal((2, 3, 4)).astype(np.float32)
+
+    def scan(state, final, tag):
+        return helper.make_node("Scan", [state, "xs"], [final, f"ys{tag}"], body=_tanh_scan_body(tag),
+                                num_scan_inputs=1, scan_input_axes=[1], scan_output_axes=[1])
+
+    def numpy_scan(s):
+        for t in range(xs.shape[1]):
+            s = np.tanh(xs[:, t] + s @ w)
+        return s
+
+    nodes, want = {
+        "read before": ([helper.make_node("MatMul", ["s0", "W"], ["s1"]), scan("s1", "out", "1")], numpy_scan(s0 @ w)),
+        "read after": ([scan("s0", "sf", "1"), helper.make_node("MatMul", ["sf", "W"], ["out"])], numpy_scan(s0) @ w),
+        "two scans": ([scan("s0", "sf", "1"), scan("sf", "out", "2")], numpy_scan(numpy_scan(s0))),
+    }[case]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("s0", TensorProto.FLOAT, [2, 4]),
+                                           helper.make_tensor_value_info("xs", TensorProto.FLOAT, [2, 3, 4])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [2, 4])],
+                              [numpy_helper.from_array(w, "W")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    got = nncompile.compile(nncompile.onnx.load(model))(s0, xs)
+    np.testing.assert_allclose(got[0] if isinstance(got, list) else got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_scan_body_with_two_batch_norms_sharing_their_scale():
+    """Both fold their own mean and variance into the shared scale `g`: two arrays under one
+    initializer's name, which must stay two operands."""
+    rng = np.random.default_rng(1)
+    c = 16
+    g, b = rng.uniform(0.5, 1.5, c).astype(np.float32), rng.standard_normal(c).astype(np.float32)
+    m1, m2 = rng.standard_normal((2, c)).astype(np.float32)
+    v1, v2 = rng.uniform(0.5, 2, (2, c)).astype(np.float32)
+
+    def info(name, shape):
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+    body = helper.make_graph([helper.make_node("BatchNormalization", ["x", "g", "b", "m1", "v1"], ["n1"]),
+                              helper.make_node("BatchNormalization", ["s", "g", "b", "m2", "v2"], ["n2"]),
+                              helper.make_node("Add", ["n1", "n2"], ["s2"]), helper.make_node("Identity", ["s2"], ["y"])],
+                             "body", [info("s", [2, c]), info("x", [2, c])], [info("s2", [2, c]), info("y", [2, c])])
+    scan = helper.make_node("Scan", ["s0", "xs"], ["sf", "ys"], body=body, num_scan_inputs=1,
+                            scan_input_axes=[1], scan_output_axes=[1])
+    arrays = {"g": g, "b": b, "m1": m1, "m2": m2, "v1": v1, "v2": v2}
+    graph = helper.make_graph([scan], "bn", [info("s0", [2, c]), info("xs", [2, 3, c])],
+                              [info("sf", [2, c]), info("ys", [2, 3, c])],
+                              [numpy_helper.from_array(a, n) for n, a in arrays.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    s0, xs = rng.standard_normal((2, c)).astype(np.float32), rng.standard_normal((2, 3, c)).astype(np.float32)
+
+    def norm(x, mean, var):
+        return g * (x - mean) / np.sqrt(var + 1e-5) + b
+
+    s = s0
+    for t in range(3):
+        s = norm(xs[:, t], m1, v1) + norm(s, m2, v2)
+    got = nncompile.compile(nncompile.onnx.load(model))(s0, xs)
+    np.testing.assert_allclose(got[0], s, rtol=1e-4, atol=1e-4)
