@@ -304,7 +304,12 @@ class Model(Layer):
 
         subclassed.refuse_custom_steps(self)
         if not self.built and self._builds_from_data():
-            # Outputs (and so losses and metrics per output) are known once it is built.
+            # Outputs (and so losses and metrics per output) are known once it is built; a loss
+            # that can never work is refused now, not by the call that builds it.
+            if loss is None:
+                raise training.no_loss(self)
+            if isinstance(loss, str):
+                training.losses_module.get(loss)
             self.optimizer = optimizers.get(optimizer)
             self._pending_compile = dict(optimizer=self.optimizer, loss=loss,
                                          loss_weights=loss_weights, metrics=metrics,

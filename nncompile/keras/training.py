@@ -72,8 +72,7 @@ def compile_model(model, optimizer="rmsprop", loss=None, loss_weights=None, metr
     names = list(model.output_names)
     per_output_loss = _per_output(loss, names, "loss")
     if all(l is None for l in per_output_loss):
-        raise ValueError(f"Model '{model.name}': `compile()` needs a `loss`, e.g. "
-                         f"model.compile(optimizer='adam', loss='mse')")
+        raise no_loss(model)
     losses = [None if l is None else losses_module.get(l) for l in per_output_loss]
     weights = _loss_weights(model, loss_weights, names)
     metric_lists = _per_output_lists(metrics, names) if metrics else [[] for _ in names]
@@ -101,6 +100,11 @@ def compile_model(model, optimizer="rmsprop", loss=None, loss_weights=None, metr
     model._compiled = Compiled(model.optimizer, losses, weights, resolved,
                                metrics_module.Mean(name="loss"), outputs_losses, weighted=weighted_ids)
     model.stop_training = False
+
+
+def no_loss(model) -> ValueError:
+    return ValueError(f"Model '{model.name}': `compile()` needs a `loss`, e.g. "
+                      f"model.compile(optimizer='adam', loss='mse')")
 
 
 def _per_output(value, names: list[str], what: str) -> list:

@@ -279,6 +279,13 @@ def test_sequential_compiled_before_it_is_built_is_built_by_the_first_arrays(fir
     np.testing.assert_allclose(model.evaluate(xs, ys, verbose=0), np.mean((want - ys) ** 2), rtol=1e-5)
 
 
+def test_sequential_compiled_before_it_is_built_refuses_a_bad_loss_at_compile():
+    with pytest.raises(ValueError, match="Could not interpret loss identifier: 'nosuchloss'"):
+        Sequential([Dense(1)]).compile(optimizer="sgd", loss="nosuchloss")
+    with pytest.raises(ValueError, match="needs a `loss`"):
+        Sequential([Dense(1)]).compile(optimizer="sgd")
+
+
 def test_sequential_add_checks_the_new_layer_against_the_stack():
     model = Sequential([Input(shape=(8,)), Dense(4, name="hidden")])
     for late in [keras.layers.Reshape((3,), name="late"), keras.layers.Conv2D(2, 3, name="late")]:
