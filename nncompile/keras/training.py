@@ -189,9 +189,10 @@ def build_step_graph(model, compiled: Compiled, targets: Sequence[np.ndarray], t
           for t in model.inputs]
     with collect_activity_penalties() as activity_penalties:
         preds, masks = model._emit_masked_calls(b, xs, [None] * len(xs), train)
-    ys = [b.input(_target_name(name), ir_type(_target_shape(y, pred), str(y.dtype), name))
+    ys = [b.input(_target_name(name), ir_type(_per_sample(y.shape[1:], pred), str(y.dtype), name))
           for name, y, pred in zip(model.output_names, targets, preds)]
-    weight = b.input(SAMPLE_WEIGHT, ir_type((None, *weight_shape), "float32", SAMPLE_WEIGHT))
+    weighed = next((p for p, loss in zip(preds, compiled.losses) if loss is not None), preds[0])
+    weight = b.input(SAMPLE_WEIGHT, ir_type(_per_sample(weight_shape, weighed), "float32", SAMPLE_WEIGHT))
     total, per_output = None, []
     for loss, scale, y, pred, mask in zip(compiled.losses, compiled.loss_weights, ys, preds, masks):
         if loss is None:
@@ -217,13 +218,14 @@ def build_step_graph(model, compiled: Compiled, targets: Sequence[np.ndarray], t
     return b.finish(outputs, [f"out{i}" for i in range(len(outputs))]), counts
 
 
-def _target_shape(y: np.ndarray, pred: Value) -> tuple:
-    """The targets' shape in the step graph: the batch unknown, and an axis whose size the
-    output leaves to its input (a sequence of any length) the output's symbol, so that the step
-    runs on sequences of every length and the loss sees the two shapes agree."""
+def _per_sample(dims: tuple, pred: Value) -> tuple:
+    """The step graph's shape of targets or sample weights whose sample has `dims`: the batch
+    unknown, and an axis whose size the output leaves to its input (a sequence of any length)
+    the output's symbol, so that the step runs on sequences of every length and the loss sees
+    the shapes agree."""
     shape = pred.type.shape
     return (None, *(shape[a] if a < len(shape) and isinstance(shape[a], str) else d
-                    for a, d in enumerate(y.shape) if a))
+                    for a, d in enumerate(dims, start=1)))
 
 
 def _metric_weight(b: Builder, metric, weight: Value | None, mask) -> Value | None:

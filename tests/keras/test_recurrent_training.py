@@ -107,3 +107,10 @@ def test_outputs_over_a_sequence_of_any_length_train_and_evaluate(loss):
         got = (model.fit(x, y, batch_size=4, verbose=0).history["loss"][0] if steps == 5
                else model.evaluate(x, y, verbose=0))
         np.testing.assert_allclose(got, want, rtol=1e-5)
+        # one weight a timestep (Keras 3's per-entry weights): the first step of each sample only
+        first = np.zeros((4, steps), np.float32)
+        first[:, 0] = 1
+        entries = (np.mean((p - np.eye(2)[labels]) ** 2, axis=-1) if loss == "mse"
+                   else -np.log(np.take_along_axis(p, labels[..., None], -1))[..., 0])
+        np.testing.assert_allclose(model.evaluate(x, y, sample_weight=first, verbose=0),
+                                   np.sum(entries * first) / first.size, rtol=1e-5)
