@@ -311,9 +311,9 @@ class Model(Layer):
             if isinstance(loss, str):
                 training.losses_module.get(loss)
             self.optimizer = optimizers.get(optimizer)
-            self._pending_compile = dict(optimizer=self.optimizer, loss=loss,
-                                         loss_weights=loss_weights, metrics=metrics,
-                                         weighted_metrics=weighted_metrics)
+            self._compile_args = {"loss": loss, "loss_weights": loss_weights, "metrics": metrics,
+                                  "weighted_metrics": weighted_metrics}
+            self._pending_compile = dict(optimizer=self.optimizer, **self._compile_args)
             return
         training.compile_model(self, optimizer, loss, loss_weights, metrics, weighted_metrics)
 

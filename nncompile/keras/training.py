@@ -622,9 +622,9 @@ def require_compiled(model, what: str) -> Compiled:
     compiled = getattr(model, "_compiled", None)
     if compiled is None and getattr(model, "_pending_compile", None) is not None:
         raise ValueError(f"Model '{model.name}' is not built yet, so its `compile()` is waiting "
-                         f"for the shape of its inputs (called `{what}()` on data read batch by "
-                         f"batch): give it an `Input`, call `model.build(input_shape)`, or call "
-                         f"`{what}()` on arrays first.")
+                         f"for the shape of its inputs (called `{what}()`): build it with "
+                         f"`model.build(input_shape)` or by calling fit, evaluate or predict on "
+                         f"arrays first.")
     if compiled is None:
         raise RuntimeError(f"You must call `compile()` before using the model '{model.name}' "
                            f"(called `{what}()`).")

@@ -279,6 +279,19 @@ def test_sequential_compiled_before_it_is_built_is_built_by_the_first_arrays(fir
     np.testing.assert_allclose(model.evaluate(xs, ys, verbose=0), np.mean((want - ys) ** 2), rtol=1e-5)
 
 
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_sequential_compiled_before_it_is_built_is_saved_with_its_compile(suffix, tmp_path):
+    model = Sequential([Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1), loss="mae")
+    path = str(tmp_path / f"unbuilt{suffix}")
+    model.save(path)
+    again = keras.models.load_model(path)
+    xs, ys = data(4, 3), data(4, 1)
+    got = again.evaluate(xs, ys, verbose=0)   # builds it, then compiles it as saved
+    np.testing.assert_allclose(got, np.mean(np.abs(again.predict(xs, verbose=0) - ys)), rtol=1e-5)
+    assert again.optimizer.learning_rate == pytest.approx(0.1)
+
+
 def test_sequential_compiled_before_it_is_built_refuses_a_bad_loss_at_compile():
     with pytest.raises(ValueError, match="Could not interpret loss identifier: 'nosuchloss'"):
         Sequential([Dense(1)]).compile(optimizer="sgd", loss="nosuchloss")

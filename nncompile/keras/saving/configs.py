@@ -225,11 +225,13 @@ def _adapt_object(config: Mapping) -> dict:
 # --- compile configuration ------------------------------------------------------------------------
 
 def compile_config(model) -> dict[str, Any] | None:
-    """Keras 3's `compile_config` of a compiled model (None when it was not compiled)."""
+    """Keras 3's `compile_config` of a compiled model (None when it was not compiled); a model
+    compiled before it was built keeps the compile that waits for its build."""
     from nncompile.keras import optimizers
 
     args = getattr(model, "_compile_args", None)
-    if getattr(model, "_compiled", None) is None or args is None:
+    compiled = getattr(model, "_compiled", None) or getattr(model, "_pending_compile", None)
+    if compiled is None or args is None:
         return None
     return {"optimizer": optimizers.serialize(model.optimizer),
             "loss": _plain(args["loss"], "loss"), "loss_weights": _plain(args["loss_weights"], "loss"),
@@ -293,7 +295,7 @@ def _objects(value: Any, deserialize) -> Any:
 
 def _one_output(model, metrics: Any) -> Any:
     """tf.keras 2 nests the metrics of a single-output model in a list per output."""
-    if (len(model.outputs) == 1 and isinstance(metrics, list) and len(metrics) == 1
+    if (model.built and len(model.outputs) == 1 and isinstance(metrics, list) and len(metrics) == 1
             and isinstance(metrics[0], list)):
         return metrics[0]
     return metrics
