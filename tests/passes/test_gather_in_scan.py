@@ -160,7 +160,8 @@ def _heap_in_use() -> int:
 @pytest.mark.parametrize("batch", [3, 64])
 def test_a_token_out_of_range_midway_frees_the_loops_buffers(batch):
     """A step's gather that fails leaves the loop early: the weights it packed and the spare
-    carry buffers must be freed on the way out (each call would leak about 300 KB)."""
+    carry buffers must be freed on the way out (each call leaked about 33 KB at batch 64 and
+    1 KB at batch 3)."""
     model = keras.Sequential([keras.Input((STEPS,), dtype="int32"), keras.layers.Embedding(50, DIM),
                               keras.layers.LSTM(128)])
     exe = nncompile.compile(nncompile.trace(model))
@@ -174,6 +175,6 @@ def test_a_token_out_of_range_midway_frees_the_loops_buffers(batch):
     for _ in range(5):
         fail()
     before = _heap_in_use()
-    for _ in range(100):
+    for _ in range(200):
         fail()
-    assert _heap_in_use() - before < 2 ** 20
+    assert _heap_in_use() - before < 2 ** 16
