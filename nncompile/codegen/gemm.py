@@ -1,11 +1,12 @@
 """GEMM: C = epilogue(A @ B) as LLVM IR, with packing, cache blocking and a register-tiled microkernel.
 
 The float path follows BLIS. B is packed once per call into column panels NR wide (zero-padded),
-split into row blocks of KC (or panel by panel by the thread that reads it, when only one block of
-A's rows reads each panel: `gemm_driver.py`); each thread then packs its rows of A, MC at a time,
-into panels of MR rows stored k-major, and runs the microkernel over every (MR x NR) tile: MR x NR/lanes vector
-accumulators live in registers for the whole KC loop, fed by one broadcast of A and NR/lanes vector
-loads of B per k. The packed A block and the B micro-panel in use stay in L2 (`blocking.py`).
+split into row blocks of KC (or NC columns at a time by the thread that reads them, when only one
+block of A's rows reads each panel: `gemm_driver.py`); each thread then packs its rows of A, MC at
+a time, into panels of MR rows stored k-major, and runs the microkernel over every (MR x NR) tile:
+MR x NR/lanes vector accumulators live in registers for the whole KC loop, fed by one broadcast of
+A and NR/lanes vector loads of B per k. The packed A block and the NC columns of B panels in use
+stay in L2, the A panel of a row of tiles in L1 (`blocking.py`).
 Ragged edges are computed as full tiles on the zero padding and stored with lane masks, so there
 is no scalar edge code; an A read in place has a microkernel of 2/3 the rows for the last tile
 of a few rows. The epilogue runs in registers on the last KC block just before C is stored.
@@ -95,6 +96,7 @@ class Tiling:
     nr_vectors: int   # vectors across the register tile
     kc: int           # depth of a packed block
     mc: int           # rows of a packed A block
+    nc: int           # columns of the B panels a row of tiles passes over (a multiple of NR)
 
     @property
     def nr(self) -> int:
@@ -118,7 +120,9 @@ def tiling(dtype: DType) -> Tiling:
     lanes = target.vector_lanes(dtype.itemsize)
     mr, nr_vectors = register_tile()
     chosen = blocking.choose(dtype.itemsize, mr, lanes * nr_vectors)
-    return Tiling(itemsize=dtype.itemsize, lanes=lanes, mr=mr, nr_vectors=nr_vectors, kc=chosen.kc, mc=chosen.mc)
+    nc = blocking.columns(chosen.kc, dtype.itemsize, lanes * nr_vectors)
+    return Tiling(itemsize=dtype.itemsize, lanes=lanes, mr=mr, nr_vectors=nr_vectors, kc=chosen.kc, mc=chosen.mc,
+                  nc=nc)
 
 
 def tilings_key() -> str:

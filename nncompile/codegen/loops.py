@@ -25,7 +25,7 @@ def as_i64(value: int | ir.Value) -> ir.Value:
 
 
 @contextlib.contextmanager
-def for_range(b: ir.IRBuilder, stop: int | ir.Value, start: int | ir.Value = 0, step: int = 1,
+def for_range(b: ir.IRBuilder, stop: int | ir.Value, start: int | ir.Value = 0, step: int | ir.Value = 1,
               name: str = "i", scalar: bool = False) -> Iterator[ir.Value]:
     """Emit `for (i = start; i < stop; i += step)`; the body is what the `with` block emits.
 
@@ -44,7 +44,7 @@ def for_range(b: ir.IRBuilder, stop: int | ir.Value, start: int | ir.Value = 0, 
     yield index
     b.branch(latch)
     b.position_at_end(latch)
-    following = b.add(index, const(step), name=f"{name}.next", flags=["nsw"])
+    following = b.add(index, as_i64(step), name=f"{name}.next", flags=["nsw"])
     index.add_incoming(following, latch)
     branch = b.cbranch(b.icmp_signed("<", following, stop), body, after)
     if scalar:
