@@ -18,6 +18,11 @@ outermost so one KC x NR micro-panel of B serves all MC/MR tiles of the A block 
   KC x NR panel of B from L2 and wrote C 12 rows apart: 6400x128 @ 128x1024 and 2048^3 ran
   12-20% slower on an Emerald Rapids Xeon (2 MB L2: NC 160 at KC 768; 128 to 320 measured alike).
 
+- KC when a task packs B's panels itself, one at a time, just before its tiles read it (a
+  weight gradient: few rows of A, deep K): the panel takes two thirds of the L1d, so the tiles
+  read it from L1 (256 for 48 KB; 128 x 3200 @ 3200 x 512 on a core 135 -> 143 GFLOP/s, 256 rows
+  136 -> 158, against KC 768).
+
 That gives Zen 5's measured best, KC 768 and MC 144 for f32 (the A block 432 KB, the B
 micro-panel 96 KB), and KC 768, MC 312 for an Emerald Rapids Xeon's 48 KB L1d and 2 MB L2. B's
 packed panel is the whole of N (no NC block), so the L3 does not enter.
@@ -70,6 +75,11 @@ def derive(caches: host.Caches, itemsize: int, mr: int, nr: int) -> Blocking:
 def columns(kc: int, itemsize: int, nr: int) -> int:
     """NC for depth `kc` from the host's L2 (see the module's docstring)."""
     return max(host.caches().l2 // 4 // (kc * itemsize) // nr, 1) * nr
+
+
+def own_panel_depth(itemsize: int, nr: int) -> int:
+    """KC when a task packs each B panel just before its tiles read it (see the module's docstring)."""
+    return min(max(2 * host.caches().l1d // 3 // (nr * itemsize) // 16 * 16, KC_MIN), KC_MAX)
 
 
 def tuning_enabled() -> bool:

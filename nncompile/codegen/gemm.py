@@ -97,6 +97,7 @@ class Tiling:
     kc: int           # depth of a packed block
     mc: int           # rows of a packed A block
     nc: int           # columns of the B panels a row of tiles passes over (a multiple of NR)
+    kc_own: int       # depth of a block whose B panels the task packs itself, one at a time
 
     @property
     def nr(self) -> int:
@@ -120,9 +121,10 @@ def tiling(dtype: DType) -> Tiling:
     lanes = target.vector_lanes(dtype.itemsize)
     mr, nr_vectors = register_tile()
     chosen = blocking.choose(dtype.itemsize, mr, lanes * nr_vectors)
-    nc = blocking.columns(chosen.kc, dtype.itemsize, lanes * nr_vectors)
+    nr = lanes * nr_vectors
     return Tiling(itemsize=dtype.itemsize, lanes=lanes, mr=mr, nr_vectors=nr_vectors, kc=chosen.kc, mc=chosen.mc,
-                  nc=nc)
+                  nc=blocking.columns(chosen.kc, dtype.itemsize, nr),
+                  kc_own=min(blocking.own_panel_depth(dtype.itemsize, nr), chosen.kc))
 
 
 def tilings_key() -> str:
@@ -151,11 +153,11 @@ def ceil_div(b: ir.IRBuilder, x: ir.Value, y: int | ir.Value) -> ir.Value:
     return b.sdiv(b.add(x, b.sub(y, const(1))), y)
 
 
-def block_depth(b: ir.IRBuilder, t: Tiling, k: ir.Value) -> ir.Value:
-    """The depth of B's packed K blocks: K split evenly into blocks of at most KC (K = 784 is two
-    blocks of 392, not 768 + 16: a thin block costs a full pass of packing and C updates)."""
+def block_depth(b: ir.IRBuilder, t: Tiling, k: ir.Value, kc: int | None = None) -> ir.Value:
+    """The depth of B's packed K blocks: K split evenly into blocks of at most KC (or `kc`; K = 784
+    is two blocks of 392, not 768 + 16: a thin block costs a full pass of packing and C updates)."""
     k = b.select(b.icmp_signed(">", k, const(0)), k, const(1))     # K = 0: one empty block
-    return ceil_div(b, k, ceil_div(b, k, t.kc))
+    return ceil_div(b, k, ceil_div(b, k, kc or t.kc))
 
 
 def at(b: ir.IRBuilder, ptr: ir.Value, offset: ir.Value | int) -> ir.Value:

@@ -78,14 +78,14 @@ def _emit_tiles(module: ir.Module, name: str, ty: ir.Type, t: gemm.Tiling, pack_
     k_part = b.sub(k1, k0)
     np_ = b.mul(gemm.ceil_div(b, n, t.nr), const(t.nr))
     _, free = gemm.libc(module)
-    depth = gemm.block_depth(b, t, k_part)
     # no bigger than this share needs: a small buffer comes from the heap, not a fresh mmap
     share_rows = b.sub(m1, m0)
     share_rows = b.select(b.icmp_signed(">", share_rows, const(0)), share_rows, const(0))
     block_rows = b.mul(gemm.ceil_div(b, gemm.smin(b, const(t.mc), share_rows), t.mr), const(t.mr))
+    local = b.icmp_unsigned("==", bp, ir.Constant(ptr, None))
+    depth = b.select(local, gemm.block_depth(b, t, k_part, t.kc_own), gemm.block_depth(b, t, k_part))
     ap_bytes = b.mul(b.mul(block_rows, depth), const(t.itemsize))
     blocks = gemm.ceil_div(b, b.select(b.icmp_signed(">", k_part, const(0)), k_part, const(1)), depth)
-    local = b.icmp_unsigned("==", bp, ir.Constant(ptr, None))
 
     def run_block(pc: ir.Value, kc: ir.Value, ic: ir.Value, mc: ir.Value, a_tile: Callable, call,
                   own_panel: ir.Value | None = None) -> None:
