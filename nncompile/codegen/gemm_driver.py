@@ -65,7 +65,7 @@ def _emit_tiles(module: ir.Module, name: str, ty: ir.Type, t: gemm.Tiling, pack_
 
     `direct` = (micros, transpose_a) when a_ctx is a plain matrix (A, lda), micros as `_call_micro`
     takes them: then an A of at most DIRECT_A_BYTES, or of at most KC columns, is not packed but
-    read in place, MC rows at a time (they stay in cache while every column panel of B passes),
+    read in place, MC rows at a time (they stay in cache while every chunk of B's columns passes),
     since packing (a scalar transpose) costs as much as the arithmetic when N or K is small.
     Measured on one core of an Emerald Rapids Xeon, both variants in one process, alternating
     (GFLOP/s, packed -> in place):
