@@ -367,16 +367,19 @@ def _compare(graph: Graph, feeds: dict[str, np.ndarray], outputs: dict[str, np.n
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.output and not args.output.endswith((".npy", ".npz")):   # numpy would add ".npy" to it
+        raise ValueError(f"--output {args.output!r}: expected a path ending in .npy (one output) or .npz "
+                         f"(any number of outputs)")
     loaded = _load(args)
     graph = loaded.graph
     feeds = _feeds(args.input, graph)
     scheduled, passes = _run_passes(args, graph)
     outputs = _executable(scheduled, passes).run(feeds)
     if args.output:
-        if len(outputs) == 1 and not args.output.endswith(".npz"):
-            np.save(args.output, next(iter(outputs.values())))
-        elif args.output.endswith(".npz"):
+        if args.output.endswith(".npz"):
             np.savez(args.output, **outputs)
+        elif len(outputs) == 1:
+            np.save(args.output, next(iter(outputs.values())))
         else:
             raise ValueError(f"--output {args.output!r}: the model has {len(outputs)} outputs "
                              f"({', '.join(outputs)}); give an .npz path to save them all")

@@ -293,6 +293,18 @@ def test_run_writes_what_the_reference_interpreter_computes(tiny, tmp_path):
     np.testing.assert_allclose(np.load(y), _reference(tiny), rtol=1e-5, atol=1e-6)
 
 
+def test_run_output_must_be_npy_or_npz(tiny, tmp_path):
+    """numpy's save appends ".npy" to any other name: the file asked for would never appear."""
+    y = tmp_path / "y.txt"
+    line = _error_line(nnc("run", tiny.nnir, "--params", tiny.params, "--input", tiny.x, "--output", y), "run")
+    assert f"--output {str(y)!r}" in line and ".npy" in line and ".npz" in line
+    assert list(tmp_path.iterdir()) == []
+    z = tmp_path / "y.npz"
+    assert nnc("run", tiny.nnir, "--params", tiny.params, "--input", tiny.x, "--output", z).returncode == 0
+    with np.load(z) as saved:
+        np.testing.assert_allclose(next(iter(saved.values())), _reference(tiny), rtol=1e-5, atol=1e-6)
+
+
 def test_run_input_path_may_hold_an_equals_sign(tiny, tmp_path):
     folder = tmp_path / "run=3"
     folder.mkdir()
