@@ -394,13 +394,36 @@ def run(args: argparse.Namespace) -> int:
 
 # --- bench ---------------------------------------------------------------------------------------
 
+def _index_ranges(graph: Graph) -> dict:
+    """The data inputs that are a gather's indices, directly or through casts (token ids into an
+    Embedding, which Keras lets a float Input hold), with the size of the axis they index."""
+    ranges: dict = {}
+    for node in graph.nodes:
+        if node.op != "gather":
+            continue
+        index = node.inputs[1]
+        while index.producer is not None and index.producer.op == "cast":
+            index = index.producer.inputs[0]
+        data = node.inputs[0].type
+        size = data.shape[node.attrs["axis"] % data.rank]
+        if isinstance(size, int):
+            ranges[index] = min(ranges.get(index, size), size)
+    return ranges
+
+
 def _sample(graph: Graph, batch: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Random inputs: valid indices for those a gather reads, normal floats, else integer zeros."""
+    ranges = _index_ranges(graph)
     arrays = []
     for v in graph.data_inputs:
         shape = tuple(batch if d == BATCH else d for d in v.type.shape)
         dtype = v.type.dtype.numpy
-        arrays.append(rng.standard_normal(shape).astype(dtype) if v.type.dtype.is_float
-                      else np.zeros(shape, dtype))
+        if v in ranges:
+            arrays.append(rng.integers(0, ranges[v], shape).astype(dtype))
+        elif v.type.dtype.is_float:
+            arrays.append(rng.standard_normal(shape).astype(dtype))
+        else:
+            arrays.append(np.zeros(shape, dtype))
     return arrays
 
 
