@@ -1,16 +1,17 @@
-"""GEMM cache blocking (KC, MC) for the host: derived from its cache sizes, or measured.
+"""GEMM cache blocking (KC, MC, NC and the depth of B panels a task packs itself) for the host:
+derived from its cache sizes, or measured (KC and MC).
 
-Derived (`derive`), after the Goto/BLIS analysis of the GEMM's loops (`gemm_driver.py`) (B packed in K blocks of
-KC, A packed MC rows at a time, the microkernel run over every MR x NR tile, column panels
-outermost so one KC x NR micro-panel of B serves all MC/MR tiles of the A block in turn):
+Derived (`derive`, `columns`, `own_panel_depth`), after the Goto/BLIS analysis of the GEMM's loops
+(`gemm_driver.py`) (B packed in K blocks of KC, A packed MC rows at a time, the microkernel run
+over every MR x NR tile, each row of tiles over NC columns of B before the next row):
 
 - KC: the KC x NR micro-panel of B takes twice the L1d. BLIS keeps it within L1; on Zen 5 (48 KB
   L1d, 1 MB L2) KC = 768, twice L1, measured 3-6% faster at n >= 1024 than KC = 256 (C is read and
   written K/KC times, and the hardware prefetcher streams the panel from L2). A multiple of 16,
   at most KC_MAX.
-- MC: the MC x KC block of A and one B micro-panel fill half the L2 (the other half holds the
-  rows of C being updated and the next panel of B), rounded to the nearest multiple of MR, at
-  most MC_MAX.
+- MC: the MC x KC block of A and one B micro-panel fill half the L2 (the rest holds the NC
+  columns of B panels in use and the rows of C being updated), rounded to the nearest multiple
+  of MR, at most MC_MAX.
 
 - NC: a row of tiles (one MR x KC panel of A, in L1) passes over NC columns of B's panels
   before the next row starts; they take a quarter of the L2, beside the A block (a multiple of
@@ -24,8 +25,8 @@ outermost so one KC x NR micro-panel of B serves all MC/MR tiles of the A block 
   136 -> 158, against KC 768).
 
 That gives Zen 5's measured best, KC 768 and MC 144 for f32 (the A block 432 KB, the B
-micro-panel 96 KB), and KC 768, MC 312 for an Emerald Rapids Xeon's 48 KB L1d and 2 MB L2. B's
-packed panel is the whole of N (no NC block), so the L3 does not enter.
+micro-panel 96 KB), and KC 768, MC 312 for an Emerald Rapids Xeon's 48 KB L1d and 2 MB L2. B is
+packed whole (NC only orders the tiles), so the L3 does not enter.
 
 Measured (`nncompile tune`, `runtime/tuning.py`): a short search over candidates around the
 derived values, whose winner for f32 is kept in the cache directory under a key of the CPU model,

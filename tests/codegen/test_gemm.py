@@ -309,17 +309,18 @@ def test_known_few_rows_emit_only_their_path(rows):
     np.testing.assert_allclose(c, a.astype(np.float64) @ b, rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("m,n,k", [(130, 205, 300), (128, 97, 2500), (300, 70, 50)])
+@pytest.mark.parametrize("m,n,k", [(130, 205, 300), (128, 97, 2500), (300, 130, 50), (320, 250, 1600)])
 @pytest.mark.parametrize("transposes", [(False, False), (True, False), (False, True)])
 def test_rows_of_tiles_pass_over_column_chunks(monkeypatch, m, n, k, transposes):
-    """Chunks of NC columns narrower than C (two panels here, on any host): each row of tiles
+    """Chunks of NC columns narrower than C (three panels here, on any host): each row of tiles
     passes over a chunk before the next chunk, the last chunk and its last panel ragged; B packed
-    shared (A read in place, or packed) and panel by panel in the task (few rows, deep K)."""
+    shared (A read in place; A packed, several K blocks, threads' column shares ending inside a
+    chunk) and panel by panel in the task (few rows, deep K)."""
     nr = gemm.tiling(DType.f32).nr
-    monkeypatch.setattr(gemm.blocking, "columns", lambda kc, itemsize, nr_: 2 * nr_)
+    monkeypatch.setattr(gemm.blocking, "columns", lambda kc, itemsize, nr_: 3 * nr_)
     _compiled.cache_clear()
     try:
-        assert gemm.tiling(DType.f32).nc == 2 * nr < n
+        assert gemm.tiling(DType.f32).nc == 3 * nr < n
         got, want = run_gemm(DType.f32, m, n, k, *transposes, epilogue="bias_relu", pad=(1, 2, 3))
     finally:
         _compiled.cache_clear()
