@@ -20,13 +20,12 @@ state) and new metric objects.
 from __future__ import annotations
 
 import copy
-import inspect
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
 from nncompile.keras.input_layer import Input, InputLayer
 from nncompile.keras.layers.base import KerasTensor, Layer
 from nncompile.keras.layers.op_layer import OpLayer
-from nncompile.keras.model import Functional, Model
+from nncompile.keras.model import Functional, Model, functional_like_constructor
 from nncompile.keras.sequential import Sequential
 
 __all__ = ["clone_model"]
@@ -211,7 +210,7 @@ def _clone_functional_model(model: Functional, clone_function: Callable, input_t
                              f"{len(node.outputs)}")
         tensors.update((id(old), new) for old, new in zip(node.outputs, produced))
     output_tensors = _map_structure(lambda t: tensors[id(t)], model.output)
-    cls = type(model) if _functional_like_constructor(type(model)) else Functional
+    cls = type(model) if functional_like_constructor(type(model)) else Functional
     clone = cls(input_tensors, output_tensors, name=model.name)
     # nncompile's `trainable=False` on a model is not pushed down to its layers (Keras's
     # setter is): kept on the clone, it freezes the same weights Keras's clone has frozen.
@@ -235,15 +234,6 @@ def _as_input(tensor: KerasTensor) -> KerasTensor:
     if node is not None and not node.inputs and isinstance(node.layer, InputLayer):
         return tensor
     return Input(batch_shape=tensor.shape, dtype=tensor.dtype)
-
-
-def _functional_like_constructor(cls: type) -> bool:
-    """Whether `cls(inputs, outputs, name=...)` makes a model of `cls` (Keras's test: the
-    constructor takes Functional's arguments, or *args and **kwargs)."""
-    spec = inspect.getfullargspec(cls.__init__)
-    functional = inspect.getfullargspec(Functional.__init__).args[1:]
-    return (spec.args[1:] in (functional, ["inputs", "outputs", "name"])
-            or (spec.varargs is not None and spec.varkw is not None))
 
 
 # --- structures (tensors, lists, tuples, dicts) --------------------------------------------------
@@ -287,18 +277,9 @@ def _clone_from_config(model):
         raise ValueError(f"Expected `model` argument to be a `Model` instance. "
                          f"Received: model={model!r}")
     cls = type(model)
-    if isinstance(model, Model) and cls.get_config in (Model.get_config, Layer.get_config):
-        raise NotImplementedError(
-            f"clone_model re-creates model '{model.name}' ({cls.__name__}), which defines its "
-            f"own `call`, from its config, as Keras does: `{cls.__name__}.from_config("
-            f"model.get_config())`. {cls.__name__} does not define `get_config()`: Keras 3 "
-            f"records the plain arguments of a model's constructor for it, nncompile does not. "
-            f"Define get_config() (returning the constructor's arguments) and, if they are not "
-            f"plain values, from_config(); or make the new model yourself, e.g. "
-            f"`{cls.__name__}(...)`, and copy the weights with set_weights()")
     config = model.get_config()
     if isinstance(model, Model):
-        clone = _model_from_config(cls, config)
+        clone = cls.from_config(config)
         if model.built and not clone.built:
             _build_like(clone, model)
         _compile_like(clone, model)
@@ -309,26 +290,6 @@ def _clone_from_config(model):
         shapes = [t.shape for t in node.inputs]
         clone._maybe_build(shapes[0] if node.single_input else shapes)
     return clone
-
-
-def _model_from_config(cls: type, config: Mapping[str, Any]):
-    """Keras's `Model.from_config` for a class that does not define its own: a functional config
-    revived as such, any other passed to the constructor."""
-    if getattr(cls.from_config, "__func__", None) is not Model.from_config.__func__:
-        return cls.from_config(config)
-    functional = all(key in config for key in ("name", "layers", "input_layers", "output_layers"))
-    if functional and _functional_like_constructor(cls):
-        return cls.from_config(config)
-    try:
-        return cls(**config)
-    except TypeError as e:
-        raise TypeError(
-            f"Unable to revive model from config. When overriding the `get_config()` method, "
-            f"make sure that the returned config contains all items used as arguments in the  "
-            f"constructor to {cls}, which is the default behavior. You can override this "
-            f"default behavior by defining a `from_config(cls, config)` class method to specify "
-            f"how to create an instance of {cls.__name__} from its config.\n\nReceived "
-            f"config={config}\n\nError encountered during deserialization: {e}") from None
 
 
 def _build_like(clone, model) -> None:

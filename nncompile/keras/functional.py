@@ -120,6 +120,9 @@ def serialize_layer(layer: Layer) -> dict[str, Any]:
         return {"module": layer.keras_module, "class_name": name, "config": layer.get_config(),
                 "registered_name": name}
     registered = get_registered_name(type(layer))
+    if not type(layer).__module__.startswith("nncompile."):   # a user's class: Keras 3's form
+        return {"module": type(layer).__module__, "class_name": name, "config": layer.get_config(),
+                "registered_name": registered}
     return {"module": module.get(name, "keras.layers"), "class_name": name,
             "config": layer.get_config(), "registered_name": None if registered == name else registered}
 

@@ -8,6 +8,7 @@ tracing it into one `ir.Graph`, and predicting all go through the same walk. A s
 """
 from __future__ import annotations
 
+import inspect
 import itertools
 from typing import Any, Mapping, Sequence
 
@@ -17,6 +18,7 @@ from nncompile import phases
 from nncompile.ir import Builder, DType, Graph, ShapeError, Value
 from nncompile.keras import data, saving, streaming, subclassed, tracing
 from nncompile.keras.functional import functional_config, functional_from_config, map_graph
+from nncompile.keras.layers import auto_config
 from nncompile.keras.layers.base import (CallNode, KerasTensor, Layer, Mask, ir_type, keras_shape,
                                          run_graph)
 from nncompile.keras.layers.op_layer import OpLayer
@@ -40,7 +42,7 @@ class Model(Layer):
     """
 
     def __new__(cls, *args, **kwargs):
-        return super().__new__(Functional if cls is Model else cls)
+        return super().__new__(Functional if cls is Model else cls, *args, **kwargs)
 
     def __init__(self, *, name: str | None = None, trainable: bool = True, **kwargs):
         super().__init__(name=name, trainable=trainable, **kwargs)
@@ -439,18 +441,31 @@ class Model(Layer):
         print_summary(self, line_length=line_length, positions=positions, print_fn=print_fn,
                       expand_nested=expand_nested, show_trainable=show_trainable)
 
+    @auto_config.default
     def get_config(self) -> dict[str, Any]:
-        if self.has_call():
-            raise NotImplementedError(
-                f"Model '{self.name}' ({type(self).__name__}) is defined by its `call`, which a "
-                f"config cannot hold: nncompile saves such a model's weights (save_weights), "
-                f"not a model file; rebuild it in code and load_weights")
+        """A subclassed model's config, as Keras 3 makes it: name, trainable, dtype and the
+        arguments its constructor was called with, when they are plain values (`auto_config`;
+        otherwise the class defines get_config)."""
         return super().get_config()
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any],
                     custom_objects: Mapping[str, type] | None = None) -> "Model":
-        return functional_from_config(cls, config, custom_objects)
+        """Keras 3's revival: a functional config as a functional model (of `cls` when its
+        constructor takes Functional's arguments), any other config passed to `cls(**config)`."""
+        functional = all(key in config for key in ("name", "layers", "input_layers", "output_layers"))
+        if cls in (Model, Functional) or (functional and functional_like_constructor(cls)):
+            return functional_from_config(cls, config, custom_objects)
+        try:
+            return cls(**config)
+        except TypeError as e:
+            raise TypeError(
+                f"Unable to revive model from config. When overriding the `get_config()` method, "
+                f"make sure that the returned config contains all items used as arguments in the  "
+                f"constructor to {cls}, which is the default behavior. You can override this "
+                f"default behavior by defining a `from_config(cls, config)` class method to specify "
+                f"how to create an instance of {cls.__name__} from its config.\n\nReceived "
+                f"config={config}\n\nError encountered during deserialization: {e}") from None
 
     # saving (nncompile/keras/saving/) -------------------------------------------------------
     def save(self, filepath, overwrite: bool = True, zipped: bool | None = None, **kwargs) -> None:
@@ -488,6 +503,15 @@ class Functional(Model):
 
     def get_config(self) -> dict[str, Any]:
         return functional_config(self)
+
+
+def functional_like_constructor(cls: type) -> bool:
+    """Whether `cls(inputs, outputs, name=...)` makes a model of `cls` (Keras's test: the
+    constructor takes Functional's arguments, or *args and **kwargs)."""
+    spec = inspect.getfullargspec(cls.__init__)
+    functional = inspect.getfullargspec(Functional.__init__).args[1:]
+    return (spec.args[1:] in (functional, ["inputs", "outputs", "name"])
+            or (spec.varargs is not None and spec.varkw is not None))
 
 
 def _flatten(model: str, struct, what: str) -> list[KerasTensor]:

@@ -388,6 +388,27 @@ class _Unconfigured(keras.Model):
         return self.dense(x)
 
 
+class _Holding(keras.Model):
+    def __init__(self, layer, **kwargs):
+        super().__init__(**kwargs)
+        self.layer = layer
+
+    def call(self, x):
+        return self.layer(x)
+
+
+def test_subclassed_model_without_get_config_is_re_created_from_its_arguments():
+    # Keras 3 records the constructor's plain arguments as the config of a class without
+    # get_config (here: none at all); the clone is a new model of the class, built alike.
+    model = _Unconfigured()
+    x = _normal((2, 3))
+    model(x)
+    clone = keras.models.clone_model(model)
+    assert type(clone) is _Unconfigured and clone.built and clone.dense is not model.dense
+    clone.set_weights(model.get_weights())
+    _predicts_the_same(model, clone, x)
+
+
 def test_subclassed_model_is_re_created_from_its_config():
     model = _Configured(4, name="mine")
     clone = keras.models.clone_model(model)
@@ -415,8 +436,9 @@ def test_subclassed_model_errors_are_keras_s():
     with pytest.raises(ValueError, match="Argument `call_function` is only supported for "
                                          "Functional models"):
         keras.models.clone_model(model, call_function=lambda layer, *a, **k: layer(*a, **k))
-    with pytest.raises(NotImplementedError, match="does not define `get_config\\(\\)`"):
-        keras.models.clone_model(_Unconfigured())
+    with pytest.raises(NotImplementedError, match="_Holding was created by passing non-serializable "
+                                                  "argument values in `__init__\\(\\)`"):
+        keras.models.clone_model(_Holding(layers.Dense(2)))
 
     class Incomplete(_Configured):
         def get_config(self):

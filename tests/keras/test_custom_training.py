@@ -77,8 +77,11 @@ def test_subclassed_model_summary_and_weight_files(tmp_path):
     text = "\n".join(lines)
     assert 'Model: "two"' in text and f"{model.hidden.name} (Dense)" in text
     assert "Total params: 26" in text
-    with pytest.raises(NotImplementedError, match=r"Model 'two' \(TwoLayers\) is defined by its `call`"):
-        model.save(tmp_path / "two.keras")
+    model.save(tmp_path / "two.keras")   # its config: the constructor's arguments (none but name)
+    x = np.random.default_rng(1).normal(size=(4, 3)).astype("float32")
+    loaded = keras.models.load_model(tmp_path / "two.keras", custom_objects={"TwoLayers": TwoLayers})
+    assert type(loaded) is TwoLayers and loaded.name == "two"
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
     path = tmp_path / "two.weights.h5"
     model.save_weights(path)
     again = TwoLayers()

@@ -20,6 +20,7 @@ import numpy as np
 
 from nncompile.ir import BATCH, Builder, DType, Graph, ShapeError, TensorType, Value
 from nncompile.keras import activations, backend, constraints, initializers, regularizers, tracing
+from nncompile.keras.layers import auto_config
 from nncompile.keras.layers.arguments import (ArgumentError, boolean, owner_of, shape_tuple,
                                               warn_legacy)
 from nncompile.keras.ops.core import leaves, register_symbolic
@@ -218,6 +219,11 @@ class Layer:
     # MultiHeadAttention removes them: later layers given the same tensors see none).
     clears_input_masks = False
 
+    def __new__(cls, *args, **kwargs):
+        layer = super().__new__(cls)
+        layer.__dict__["_auto_config"] = auto_config.record(cls, args, kwargs, _BASE_ARGS)
+        return layer
+
     def __init__(self, *, name: str | None = None, trainable: bool = True, dtype: str | None = None,
                  input_shape: Sequence[int | None] | None = None,
                  batch_input_shape: Sequence[int | None] | None = None, batch_size: int | None = None,
@@ -342,12 +348,18 @@ class Layer:
         return int(sum(np.prod(v.shape) for v in self.weights))
 
     # configuration ------------------------------------------------------------------------
+    @auto_config.default
     def get_config(self) -> dict[str, Any]:
+        """The arguments that make this layer again (`from_config`): name, trainable, dtype and,
+        for a class that does not define its own `get_config`, the constructor's arguments
+        (`auto_config`)."""
         config = {"name": self.name, "trainable": self.trainable, "dtype": self.dtype}
         if self.batch_input_shape is not None:
             config["batch_input_shape"] = list(self.batch_input_shape)
         if self.activity_regularizer is not None:
             config["activity_regularizer"] = regularizers.serialize(self.activity_regularizer)
+        if getattr(type(self).get_config, "is_default", False):
+            return auto_config.complete(self, config)
         return config
 
     @classmethod

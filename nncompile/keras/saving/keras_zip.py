@@ -19,17 +19,39 @@ CONFIG, METADATA, WEIGHTS = "config.json", "metadata.json", "model.weights.h5"
 def model_config(model) -> dict:
     """config.json: the serialized model with its build and compile configs."""
     from nncompile.keras.functional import serialize_layer
-    from nncompile.keras.models import Sequential
 
     config = serialize_layer(model)
     if type(model).__name__ == "Functional":
         config["registered_name"] = "Functional"
-    shape = list(model._layers[0].batch_shape) if isinstance(model, Sequential) and model.built else None
-    config["build_config"] = {"input_shape": shape}
+    config["build_config"] = {"input_shape": _input_shape(model)}
     compiled = configs.compile_config(model)
     if compiled is not None:
         config["compile_config"] = compiled
     return config
+
+
+def _input_shape(model):
+    """build_config's input shape: a Sequential's, or those a subclassed model was built for (a
+    list of shapes for several inputs); None for a functional or unbuilt model."""
+    from nncompile.keras.models import Sequential
+
+    if not model.built:
+        return None
+    if isinstance(model, Sequential):
+        return list(model._layers[0].batch_shape)
+    if not model.has_call():
+        return None
+    shapes = [list(t.shape) for t in model._inputs]
+    return shapes if isinstance(model._inputs_struct, list) else shapes[0]
+
+
+def build_from_config(model, config: dict) -> None:
+    """Build a subclassed model for the input shape its build_config holds, as Keras's
+    `build_from_config` does: its layers' weights exist only once it is built."""
+    build = config.get("build_config")
+    shape = build.get("input_shape") if isinstance(build, dict) else None
+    if shape is not None and not model.built and model.has_call():
+        model.build(shape)
 
 
 def weights_bytes(model, include_optimizer: bool = True) -> bytes:
@@ -79,6 +101,7 @@ def read_model(path: str, custom_objects, compile: bool, safe_mode: bool):
     if not isinstance(config, dict):
         raise fail(path, f"'{CONFIG}' does not hold a model config")
     model = configs.model_from_config(config, custom_objects, safe_mode)
+    build_from_config(model, config)
     with h5py.File(io.BytesIO(blob), "r") as f:
         weights.read_state(path, f, model)
         compiled = config.get("compile_config") if compile else None

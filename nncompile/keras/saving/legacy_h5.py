@@ -31,6 +31,11 @@ def write_model(f: h5py.File, model, include_optimizer: bool = True) -> None:
     """The whole model (config, weights, compile config and optimizer state) into `f`."""
     from nncompile.keras.functional import serialize_layer
 
+    if model.has_call():
+        raise ValueError(f"Model '{model.name}' ({type(model).__name__}) defines its own `call`: a "
+                         f"legacy '.h5' file has no place for the input shape it is built for, so "
+                         f"its weights could not be loaded back (Keras 3's fail the same way). Save "
+                         f"it as a '.keras' file, or its weights with save_weights('....weights.h5')")
     layer = serialize_layer(model)
     f.attrs["keras_version"] = KERAS_VERSION
     f.attrs["backend"] = BACKEND

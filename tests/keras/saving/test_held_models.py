@@ -10,6 +10,7 @@ Keras's files at the paths Keras gave them.
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import sys
 import zipfile
@@ -88,6 +89,9 @@ def _reference(name: str, f: h5py.Group, x: np.ndarray) -> np.ndarray:
     if name == "subclassed_holder":
         h = _dense(f, "ffn/layers/dense_1", _dense(f, "ffn/layers/dense", _dense(f, "embed", x), _relu))
         return _dense(f, "layers/dense_1", h)   # `proj`, met in the model's `layers` list
+    if name == "configured_layer":
+        affine = x @ f["layers/affine/vars/0"][()] * 0.5 - 1.0
+        return _dense(f, "layers/dense", affine)
     raise KeyError(name)
 
 
@@ -275,3 +279,81 @@ def test_subclassed_model_weights_no_layer_takes_are_named(tmp_path):
     with h5py.File(path, "r+") as f:
         f["extra/vars/0"] = np.zeros(3, "float32")
     _refused(_build("subclassed_holder"), path, r"no layer of the model takes: extra\b")
+
+
+# --- configs Keras 3 records from the constructor --------------------------------------------------
+
+def _keras_config(name: str, layer: str | None = None) -> dict:
+    with zipfile.ZipFile(FIXTURES / f"{name}.keras") as z:
+        config = json.loads(z.read("config.json"))
+    if layer is not None:
+        config = next(entry for entry in config["config"]["layers"] if entry["config"]["name"] == layer)
+    return {k: v for k, v in config["config"].items() if k != "dtype"}
+
+
+def test_constructor_arguments_are_the_config_as_keras_records_them():
+    # Affine and Holder define no get_config: Keras 3 wrote the arguments they were made with.
+    affine = _build("configured_layer").get_layer("affine")
+    assert {k: v for k, v in affine.get_config().items() if k != "dtype"} == \
+        _keras_config("configured_layer", "affine")
+    holder = _build("subclassed_holder")
+    assert {k: v for k, v in holder.get_config().items() if k != "dtype"} == _keras_config("subclassed_holder")
+
+
+def test_subclassed_model_file_predicts_at_any_batch():
+    # Keras's build_config holds the batch of the first call (4); the model takes any batch.
+    x, y = _fixture("subclassed_holder")
+    model = keras.models.load_model(FIXTURES / "subclassed_holder.keras", custom_objects=MADE)
+    assert isinstance(model, MADE["Holder"])
+    more = np.concatenate([x, x[:3]])
+    np.testing.assert_allclose(_predict(model, more)[:4], y, rtol=0, atol=TOLERANCE)
+
+
+def test_clone_keeps_the_constructor_arguments():
+    x, _ = _fixture("configured_layer")
+    model = _build("configured_layer")
+    clone = keras.models.clone_model(model)
+    affine = clone.get_layer("affine")
+    assert (affine.units, affine.scale, affine.shift) == (3, 0.5, -1.0)
+    clone.set_weights(model.get_weights())
+    np.testing.assert_allclose(_predict(clone, x), _predict(model, x), rtol=0, atol=1e-6)
+
+
+def test_subclassed_model_with_arguments_round_trips(tmp_path):
+    # A width other than the default: the file holds it, and the model comes back that wide.
+    x, _ = _fixture("subclassed_holder")
+    model = MADE["Holder"](width=6, name="wide")
+    want = _predict(model, x)
+    model.save(tmp_path / "wide.keras")
+    again = keras.models.load_model(tmp_path / "wide.keras", custom_objects=MADE)
+    assert again.get_config()["width"] == 6 and again.name == "wide"
+    _assert_same_model(again, model, x, want)
+    assert keras.models.clone_model(model).embed.units == 6
+
+
+class _Offset(keras.layers.Layer):
+    def __init__(self, offset, **kwargs):
+        super().__init__(**kwargs)
+        self.offset = offset
+
+    def call(self, inputs):
+        return inputs + self.offset
+
+
+def test_a_layer_made_with_other_values_must_define_get_config(tmp_path):
+    # An array argument is not a plain value: Keras 3 cannot record it, and saving says so
+    # instead of writing a layer that would come back without it; no file is left behind.
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, _Offset(np.ones(3, "float32"))(inputs))
+    with pytest.raises(NotImplementedError, match=r"_Offset was created by passing non-serializable "
+                                                  r"argument values in `__init__\(\)`.*implement `get_config\(\)`"):
+        model.save(tmp_path / "m.keras")
+    assert not (tmp_path / "m.keras").exists()
+    assert _Offset(2.5).get_config()["offset"] == 2.5
+
+
+def test_a_subclassed_model_is_not_saved_as_legacy_h5(tmp_path):
+    # The .h5 format has no build config: the file could not be loaded back, so none is written.
+    with pytest.raises(ValueError, match=r"Model 'subclassed_holder' \(Holder\) defines its own `call`.*'\.keras'"):
+        _build("subclassed_holder").save(tmp_path / "m.h5")
+    assert not (tmp_path / "m.h5").exists()
