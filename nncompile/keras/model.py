@@ -451,10 +451,12 @@ class Model(Layer):
     @classmethod
     def from_config(cls, config: Mapping[str, Any],
                     custom_objects: Mapping[str, type] | None = None) -> "Model":
-        """Keras 3's revival: a functional config as a functional model (of `cls` when its
-        constructor takes Functional's arguments), any other config passed to `cls(**config)`."""
+        """Keras 3's revival: a functional config as a functional model (of `cls` when it is a
+        Functional or its constructor takes Functional's arguments), any other config passed to
+        `cls(**config)`."""
         functional = all(key in config for key in ("name", "layers", "input_layers", "output_layers"))
-        if cls in (Model, Functional) or (functional and functional_like_constructor(cls)):
+        if cls in (Model, Functional) or (functional and (
+                issubclass(cls, Functional) or functional_like_constructor(cls))):
             return functional_from_config(cls, config, custom_objects)
         try:
             return cls(**config)

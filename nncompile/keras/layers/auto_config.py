@@ -45,14 +45,16 @@ def default(method: Callable) -> Callable:
 def record(cls: type, args: tuple, kwargs: dict, framework: tuple[str, ...]) -> tuple[dict | None, str]:
     """(the plain constructor arguments of `cls(*args, **kwargs)`, '') or (None, why not:
     'positional' for positional-only or variadic arguments, 'values' for others). The
-    `framework` arguments (name, trainable, dtype, input_shape, ...) are left out: the base
-    config holds them, as the layer has them now."""
-    signature = inspect.signature(cls.__init__)
-    params = list(signature.parameters.values())
+    `framework` arguments (name, trainable, dtype, input_shape, ...) are left out, the base
+    config holding them as the layer has them now, unless the class's own `__init__` names
+    them (a `Linear(units, input_dim)` of keras.io's guide: its input_dim is its own).
+    Raises nothing: every layer's construction passes here."""
     try:
+        signature = inspect.signature(cls.__init__)
         bound = signature.bind(None, *args, **kwargs)
-    except TypeError:   # __init__ itself says what is wrong
+    except (TypeError, ValueError):   # __init__ itself says what is wrong
         return None, _VALUES
+    params = list(signature.parameters.values())
     if any(p.kind is p.POSITIONAL_ONLY for p in params[1:]):
         return None, _POSITIONAL
     bound.apply_defaults()
@@ -63,9 +65,15 @@ def record(cls: type, args: tuple, kwargs: dict, framework: tuple[str, ...]) -> 
             arguments.update(arguments.pop(p.name))
         elif p.kind is p.VAR_POSITIONAL and arguments.pop(p.name):
             return None, _POSITIONAL
+    own = not (getattr(cls.__init__, "__module__", None) or "").startswith("nncompile.")
+    named = {p.name for p in params} if own else set()
     for key in framework:
-        arguments.pop(key, None)
-    if not all(_is_plain(value) for value in arguments.values()):
+        if key == "name" or key not in named:   # not an argument the class's own __init__ takes
+            arguments.pop(key, None)
+    try:
+        if not all(_is_plain(value) for value in arguments.values()):
+            return None, _VALUES
+    except RecursionError:   # a list that holds itself
         return None, _VALUES
     return {key: _copy(value) for key, value in arguments.items()}, ""
 
@@ -74,14 +82,16 @@ def _is_plain(value: Any) -> bool:
     if isinstance(value, (list, tuple)):
         return all(_is_plain(v) for v in value)
     if isinstance(value, dict):
-        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+        return all(isinstance(k, PLAIN) and _is_plain(v) for k, v in value.items())
     return isinstance(value, PLAIN)
 
 
 def _copy(value: Any) -> Any:
     """A copy of the recorded value: a list the caller changes later does not change it."""
-    if isinstance(value, (list, tuple)):
-        return type(value)(_copy(v) for v in value)
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    if isinstance(value, tuple):   # a namedtuple too (its class takes its fields one by one)
+        return tuple(_copy(v) for v in value)
     if isinstance(value, dict):
         return {k: _copy(v) for k, v in value.items()}
     return value
