@@ -221,7 +221,8 @@ class Layer:
 
     def __new__(cls, *args, **kwargs):
         layer = super().__new__(cls)
-        layer.__dict__["_auto_config"] = auto_config.record(cls, args, kwargs, _BASE_ARGS)
+        if getattr(cls.get_config, "is_default", False):   # only such classes read the record
+            layer.__dict__["_auto_config"] = auto_config.record(cls, args, kwargs, _BASE_ARGS)
         return layer
 
     def __init__(self, *, name: str | None = None, trainable: bool = True, dtype: str | None = None,
