@@ -78,7 +78,7 @@ def emit_conv2d(module: ir.Module, name: str, dtype: DType, epilogue: Epilogue |
     `wide`: the register tile of `wide_tile` convolutions, which only they may call."""
     ty = scalar_type(dtype)
     ptr = ty.as_pointer()
-    t = _tiling(dtype, wide)
+    t = tiling(dtype, wide)
     n_epi = len(epilogue.operands) if epilogue else 0
     tiles = _emit_tiles(module, name, ty, t, _emit_micro(module, name, ty, t, epilogue), n_epi)
     driver = gemm_driver.emit_driver(module, name, dtype, t, tiles, n_epi=n_epi, prepacked=prepacked)
@@ -118,7 +118,7 @@ def wide_tile(dtype: DType, og: int) -> bool:
     return gemm_pack.conv_tiling(dtype, og).nr != gemm_pack.conv_tiling(dtype, 1).nr
 
 
-def _tiling(dtype: DType, wide: bool) -> Tiling:
+def tiling(dtype: DType, wide: bool) -> Tiling:
     """The tiling of the kernel that runs (`wide`) or does not run wide-tile convolutions."""
     columns = target.vector_lanes(dtype.itemsize) * gemm.register_tile(wide=True)[1] if wide else 1
     return gemm_pack.conv_tiling(dtype, columns)

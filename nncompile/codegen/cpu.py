@@ -33,7 +33,7 @@ from typing import Callable, Iterator
 from llvmlite import ir
 
 from nncompile.codegen import elementwise, grad, nn, linalg, pooling  # noqa: F401  (fill the op table's lower slots)
-from nncompile.codegen import perf_map, simd
+from nncompile.codegen import gemm, perf_map, simd, winograd
 from nncompile.codegen.gemm import libc
 from nncompile.codegen.gemm_pack import emit_pack_b_into, packed_size
 from nncompile.codegen.kernel import Kernel, storage_type
@@ -57,7 +57,9 @@ RUN = f"{ENTRY}.run"     # the kernels' caller where the entry sets the float mo
 CALL_INPUTS_MAX = 256
 # Weights from this size are kept packed between calls (smaller ones cost little to pack at each
 # call, and the packed GEMM variants they would need are more kernel-library modules to build on
-# a new host: the tutorial's 100-64-64-10 MLP compiled 0.7 s longer from an empty cache)
+# a new host: the tutorial's 100-64-64-10 MLP compiled 0.7 s longer from an empty cache). A
+# filter that a convolution reads as its Winograd transform is kept packed at any size: only
+# the prepare function makes the transform.
 KEPT_PACKED_BYTES = 1 << 16
 i8p = ir.IntType(8).as_pointer()
 i32 = ir.IntType(32)
@@ -131,7 +133,8 @@ def make_layout(graph: Graph, shares: dict[Value, Value]) -> Layout:
         layout.slots[v] = layout.slots[root]
     if not graph.updates:
         layout.packed = {v: packing for v, packing in weight_operands(graph, graph.param_inputs).items()
-                         if math.prod(v.type.shape) * v.type.dtype.itemsize >= KEPT_PACKED_BYTES}
+                         if math.prod(v.type.shape) * v.type.dtype.itemsize >= KEPT_PACKED_BYTES
+                         or packing.winograd}
     return layout
 
 
@@ -241,6 +244,9 @@ def _emit_prepare(module: ir.Module, layout: Layout) -> None:
         dtype = value.type.dtype
         ptr = storage_type(dtype).as_pointer()
         source, target = (b.bitcast(pointers[s], ptr) for s in (layout.slots[value], slot))
+        if packing.winograd:
+            _pack_winograd(b, value, source, target)
+            continue
         n, k, ldb = _packed_shape(value, packing)
         pack = emit_pack_b_into(module, dtype, transpose_b=packing.transposed,
                                 conv_columns=n if packing.groups else None)
@@ -249,6 +255,23 @@ def _emit_prepare(module: ir.Module, layout: Layout) -> None:
             b.call(pack, [ir.Constant(i64, n), ir.Constant(i64, k), b.gep(source, [ir.Constant(i64, group * n)]),
                           ir.Constant(i64, ldb), b.gep(target, [ir.Constant(i64, group * group_elements)])])
     b.ret(ir.Constant(i32, 0))
+
+
+def _pack_winograd(b: ir.IRBuilder, value: Value, source: ir.Value, target: ir.Value) -> None:
+    """A 3x3 filter's Winograd transform (`winograd.emit_transform_filter`) into a scratch
+    buffer, each point's cin x cout matrix then packed as the convolution reads it."""
+    _, _, cin, cout = value.type.shape
+    dtype = value.type.dtype
+    scratch = gemm.alloc_aligned(b, source.type, ir.Constant(i64, winograd.POINTS * cin * cout * dtype.itemsize))
+    b.call(winograd.emit_transform_filter(b.module, dtype), [ir.Constant(i64, cin), ir.Constant(i64, cout), source,
+                                                              scratch])
+    pack = emit_pack_b_into(b.module, dtype, conv_columns=cout)
+    point_elements = winograd.packed_size(dtype, cin, cout) // winograd.POINTS // dtype.itemsize
+    for point in range(winograd.POINTS):
+        b.call(pack, [ir.Constant(i64, cout), ir.Constant(i64, cin),
+                      b.gep(scratch, [ir.Constant(i64, point * cin * cout)]), ir.Constant(i64, cout),
+                      b.gep(target, [ir.Constant(i64, point * point_elements)])])
+    b.call(libc(b.module)[1], [b.bitcast(scratch, i8p)])
 
 
 def _packed_shape(value: Value, packing: Packing) -> tuple[int, int, int]:
@@ -263,7 +286,8 @@ def _packed_shape(value: Value, packing: Packing) -> tuple[int, int, int]:
 
 def packed_sizes(layout: Layout) -> list[int]:
     """The bytes of each packed weight's slot (64-byte aligned memory the runtime owns)."""
-    return [max(p.groups, 1) * packed_size(v.type.dtype, *_packed_shape(v, p)[:2], conv=p.groups > 0)
+    return [winograd.packed_size(v.type.dtype, *v.type.shape[2:]) if p.winograd
+            else max(p.groups, 1) * packed_size(v.type.dtype, *_packed_shape(v, p)[:2], conv=p.groups > 0)
             for v, p in layout.packed.items()]
 
 

@@ -40,7 +40,7 @@ import numpy as np
 from llvmlite import ir
 
 from nncompile import phases
-from nncompile.codegen import conv, gemm, gemm_rows, parallel, simd, target
+from nncompile.codegen import conv, gemm, gemm_rows, parallel, simd, target, winograd
 from nncompile.codegen.kernel import scalar_type
 from nncompile.codegen.loops import for_range
 from nncompile.ir import BATCH, Builder, get_op
@@ -56,7 +56,7 @@ CONV_PREFIX = "nnc.conv2d."
 # first have kernels of their own ("bias_sigmoid"); relu is the "bias" kernel's floor.
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
 _EPILOGUE = r"(?:\.(tile|residual|bias(?:_(?:" + "|".join(ACTIVATIONS[1:]) + r"))?))?"
-_CONV_NAME = re.compile(r"nnc\.conv2d\.(f32|f64)(\.wide)?(\.packed)?" + _EPILOGUE)
+_CONV_NAME = re.compile(r"nnc\.conv2d\.(f32|f64)(\.wide)?(\.packed)?(\.winograd)?" + _EPILOGUE)
 _NAME = re.compile(r"nnc\.gemm\.(f32|f64)\.([nt])([nt])(\.packed)?(?:\.m([1-9]))?" + _EPILOGUE)
 
 
@@ -152,28 +152,35 @@ class ConvSpec:
     """The library convolution of a dtype (`conv.emit_conv2d`) with the `epilogue` so named: the
     geometry is an argument, an array of `conv.GEOMETRY` words. `prepacked`: the weights come
     packed too, one more argument last (`conv.emit_conv2d`). `wide`: the kernel of the
-    convolutions whose output channels fill the wide register tile (`conv.wide_tile`)."""
+    convolutions whose output channels fill the wide register tile (`conv.wide_tile`).
+    `winograd`: F(2x2, 3x3) for the convolutions `winograd.eligible` says (prepacked: the
+    filter's transform, `winograd.emit_conv2d`)."""
     dtype: DType
     epilogue: str | None = None
     prepacked: bool = False
     wide: bool = False
+    winograd: bool = False
 
     @property
     def name(self) -> str:
         return (f"{CONV_PREFIX}{self.dtype}{'.wide' * self.wide}{'.packed' * self.prepacked}"
-                f"{f'.{self.epilogue}' if self.epilogue else ''}")
+                f"{'.winograd' * self.winograd}{f'.{self.epilogue}' if self.epilogue else ''}")
 
     @classmethod
     def parse(cls, name: str) -> "ConvSpec | None":
         match = _CONV_NAME.fullmatch(name)
         if match is None:
             return None
-        dtype, wide, packed, epilogue = match.groups()
-        return cls(DType(dtype), epilogue, bool(packed), bool(wide))
+        dtype, wide, packed, winograd_, epilogue = match.groups()
+        if winograd_ and not packed:
+            return None
+        return cls(DType(dtype), epilogue, bool(packed), bool(wide), bool(winograd_))
 
     def emit(self, module: ir.Module) -> ir.Function:
-        return conv.emit_conv2d(module, self.name, self.dtype, kernel_epilogue(self.epilogue, self.dtype),
-                                prepacked=self.prepacked, wide=self.wide)
+        epilogue = kernel_epilogue(self.epilogue, self.dtype)
+        if self.winograd:
+            return winograd.emit_conv2d(module, self.name, self.dtype, epilogue, conv.tiling(self.dtype, self.wide))
+        return conv.emit_conv2d(module, self.name, self.dtype, epilogue, prepacked=self.prepacked, wide=self.wide)
 
     def function_type(self) -> ir.FunctionType:
         ptr = scalar_type(self.dtype).as_pointer()
@@ -206,9 +213,9 @@ def shared_gemm(module: ir.Module, dtype: DType, *, transpose_a: bool = False, t
 
 
 def shared_conv2d(module: ir.Module, dtype: DType, *, epilogue: str | None = None,
-                  prepacked: bool = False, wide: bool = False) -> ir.Function:
+                  prepacked: bool = False, wide: bool = False, winograd: bool = False) -> ir.Function:
     """The library's convolution (`ConvSpec`), declared in `module`; f32 or f64 only."""
-    return _declare(module, ConvSpec(dtype, epilogue, prepacked, wide))
+    return _declare(module, ConvSpec(dtype, epilogue, prepacked, wide, winograd))
 
 
 def _declare(module: ir.Module, spec: Spec) -> ir.Function:

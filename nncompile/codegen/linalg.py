@@ -19,7 +19,7 @@ from llvmlite import ir
 
 from nncompile.codegen.conv import geometry, wide_tile
 from nncompile.codegen.conv_direct import emit_direct, has_symbolic_image
-from nncompile.codegen import gemm, library, parallel
+from nncompile.codegen import gemm, library, parallel, winograd
 from nncompile.codegen.gemm import Epilogue, emit_loop_gemm
 from nncompile.codegen.kernel import Dim, Kernel, mul, product
 from nncompile.codegen.loop import apply_nodes, emit_loop, global_array
@@ -100,9 +100,11 @@ def _tiny(m, n, depth) -> bool:
 
 class Packing(NamedTuple):
     """How a weight is packed ahead for the products reading it: as a GEMM's B (transposed or
-    not), or, `groups` > 0, as a convolution's weights, a B of one K block per group."""
+    not), or, `groups` > 0, as a convolution's weights, a B of one K block per group, or,
+    `winograd`, as the transform of a 3x3 filter (`winograd.packed_size`)."""
     transposed: bool
     groups: int = 0
+    winograd: bool = False
 
 
 def weight_operands(graph: Graph, candidates: Sequence[Value]) -> dict[Value, Packing]:
@@ -135,7 +137,7 @@ def _packing(anchor: Node, operand: Value) -> Packing | None:
         return Packing(anchor.attrs["transpose_b"])
     if anchor.op == "conv2d" and anchor.inputs[1] is operand and anchor.inputs[0] is not operand \
             and operand.type.dtype in (DType.f32, DType.f64):
-        return Packing(False, anchor.attrs["groups"])
+        return Packing(False, anchor.attrs["groups"], winograd.eligible(anchor))
     return None
 
 
@@ -364,7 +366,8 @@ def _conv2d(k: Kernel, node: Node, epilogue: Sequence[Node] = (), output: Value 
     kind, extra = _library_epilogue(k, node, epilogue, fused, operands)
     packed = [k.packed[w]] if w in k.packed else []
     fn = library.shared_conv2d(k.module, dtype, epilogue=kind, prepacked=bool(packed),
-                               wide=wide_tile(dtype, cout // node.attrs["groups"]))
+                               wide=wide_tile(dtype, cout // node.attrs["groups"]),
+                               winograd=bool(packed) and winograd.eligible(node))
     k.b.call(fn, [as_i64(batch), k.ptr(x), k.ptr(w), k.ptr(out), _words(k.module, words), *extra, *packed])
     if epilogue and fused is None:
         _in_place_epilogue(k, epilogue, result, out)
