@@ -365,6 +365,8 @@ def _conv2d(k: Kernel, node: Node, epilogue: Sequence[Node] = (), output: Value 
                      groups=node.attrs["groups"])
     kind, extra = _library_epilogue(k, node, epilogue, fused, operands)
     packed = [k.packed[w]] if w in k.packed else []
+    # packed as a Winograd filter exactly when eligible: a weight is kept packed only when every
+    # product reading it reads it alike (`weight_operands`), and `_packing` asks `eligible` too
     fn = library.shared_conv2d(k.module, dtype, epilogue=kind, prepacked=bool(packed),
                                wide=wide_tile(dtype, cout // node.attrs["groups"]),
                                winograd=bool(packed) and winograd.eligible(node))

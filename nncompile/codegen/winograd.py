@@ -16,7 +16,10 @@ update no parameter) take this path. A call cuts the tiles into blocks whose V a
 most half the L2; a task per block transforms its input tiles into V (zeros where a tile hangs
 over the padding), multiplies (`gemm.emit_micro`, reading V in place) and transforms M into
 the output pixels, applying the epilogue (bias, residual, floor) as it stores them
-(`gemm.store_tile`).
+(`gemm.store_tile`). The results agree with the direct convolution within a few units of the
+last place (the transforms add and halve); an infinite input pixel, where the direct
+convolution gives an infinity, gives NaN in its tiles (the input transform subtracts it from
+itself), as every Winograd convolution does.
 """
 from __future__ import annotations
 
@@ -134,25 +137,27 @@ def emit_conv2d(module: ir.Module, name: str, dtype: DType, epilogue: Epilogue |
     cin, cout = g["cin"], g["cout"]
     tiles_h, tiles_w = gemm.ceil_div(b, g["oh"], 2), gemm.ceil_div(b, g["ow"], 2)
     tiles = b.mul(batch, b.mul(tiles_h, tiles_w))
-    block_tiles = _block_tiles(b, t, tiles, b.add(cin, cout))
-    _, free = gemm.libc(module)
-    zero_row = gemm.alloc_aligned(b, ptr, b.mul(b.add(cin, const(t.lanes)), const(t.itemsize)))
-    with for_range(b, b.add(cin, const(t.lanes)), name="zero") as i:
-        b.store(gemm.zero(ty), at(b, zero_row, i))
-    point_elements = b.sdiv(gemm_pack.packed_bytes(b, t, cout, cin), const(t.itemsize))
-    values = dict(x=x, y=y, up=up, zero_row=zero_row, tiles_h=tiles_h, tiles_w=tiles_w, tiles=tiles,
-                  block_tiles=block_tiles, point_elements=point_elements,
-                  **{key: g[key] for key in ("h", "w", "cin", "cout", "oh", "ow", "top", "left")})
-    fields = gemm.pack_fields(b, [values[key] for key in _FIELDS] + eptrs)
-    b.call(parallel.emit_parallel_for(module), [task, fields, gemm.ceil_div(b, tiles, block_tiles)])
-    b.call(free, [b.bitcast(zero_row, gemm.i8p)])
+    with b.if_then(b.icmp_signed(">", tiles, const(0))):     # a batch of none: nothing to cut
+        block_tiles = _block_tiles(b, t, tiles, b.add(cin, cout))
+        _, free = gemm.libc(module)
+        zero_row = gemm.alloc_aligned(b, ptr, b.mul(b.add(cin, const(t.lanes)), const(t.itemsize)))
+        with for_range(b, b.add(cin, const(t.lanes)), name="zero") as i:
+            b.store(gemm.zero(ty), at(b, zero_row, i))
+        point_elements = b.sdiv(gemm_pack.packed_bytes(b, t, cout, cin), const(t.itemsize))
+        values = dict(x=x, y=y, up=up, zero_row=zero_row, tiles_h=tiles_h, tiles_w=tiles_w, tiles=tiles,
+                      block_tiles=block_tiles, point_elements=point_elements,
+                      **{key: g[key] for key in ("h", "w", "cin", "cout", "oh", "ow", "top", "left")})
+        fields = gemm.pack_fields(b, [values[key] for key in _FIELDS] + eptrs)
+        b.call(parallel.emit_parallel_for(module), [task, fields, gemm.ceil_div(b, tiles, block_tiles)])
+        b.call(free, [b.bitcast(zero_row, gemm.i8p)])
     b.ret_void()
     return fn
 
 
 def _block_tiles(b: ir.IRBuilder, t: Tiling, tiles: ir.Value, channels: ir.Value) -> ir.Value:
-    """Tiles per block, a multiple of MR: the fewest blocks whose V and M (POINTS rows of cin +
-    cout values per tile) each take at most half the L2, and at least one block per thread."""
+    """Tiles per block (tiles > 0), a multiple of MR: the fewest blocks whose V and M together
+    (POINTS rows of cin + cout values per tile) take at most half the L2, a multiple of the
+    threads."""
     threads = parallel.num_threads()
     per_tile = b.mul(channels, const(POINTS * t.itemsize))
     blocks = gemm.ceil_div(b, b.mul(tiles, per_tile), const(host.caches().l2 // 2))
@@ -173,12 +178,12 @@ def _emit_block_task(module: ir.Module, name: str, ty: ir.Type, t: Tiling, micro
     _, free = gemm.libc(module)
     points_of = [b.mul(const(POINTS), b.mul(v["block_tiles"], v[key])) for key in ("cin", "cout")]
     # room for a vector's reach past the last row (M's last tile is read a whole vector at a time)
-    v["v"], v["m"] = (gemm.alloc_aligned(b, ptr, b.mul(b.add(size, const(t.nr)), const(t.itemsize)))
+    v["v_block"], v["m_block"] = (gemm.alloc_aligned(b, ptr, b.mul(b.add(size, const(t.nr)), const(t.itemsize)))
                       for size in points_of)
     _transform_input(b, t, v)
     _multiply(b, t, v, micro)
     _transform_output(b, t, v, epilogue, eptrs)
-    for buffer in (v["v"], v["m"]):
+    for buffer in (v["v_block"], v["m_block"]):
         b.call(free, [b.bitcast(buffer, gemm.i8p)])
     b.ret_void()
     return fn
@@ -209,7 +214,7 @@ def _transform_input(b: ir.IRBuilder, t: Tiling, v: dict) -> None:
             d = [[simd.masked_load(b, at(b, pixels[4 * i + j], c), mask) for j in range(4)] for i in range(4)]
             for point, value in enumerate(value for row in _sandwich(b, BT, d) for value in row):
                 row_at = b.add(b.mul(const(point), v["block_tiles"]), r)
-                simd.masked_store(b, value, at(b, v["v"], b.add(b.mul(row_at, cin), c)), mask)
+                simd.masked_store(b, value, at(b, v["v_block"], b.add(b.mul(row_at, cin), c)), mask)
 
 
 def _multiply(b: ir.IRBuilder, t: Tiling, v: dict, micro: ir.Function) -> None:
@@ -224,8 +229,8 @@ def _multiply(b: ir.IRBuilder, t: Tiling, v: dict, micro: ir.Function) -> None:
             panel = at(b, u, b.mul(jr, cin))
             cols = smin(b, const(t.nr), b.sub(cout, jr))
             with for_range(b, rows, step=t.mr, name="ir") as ir_:
-                a = at(b, v["v"], b.add(base, b.mul(ir_, cin)))
-                c = at(b, v["m"], b.add(out, b.add(b.mul(ir_, cout), jr)))
+                a = at(b, v["v_block"], b.add(base, b.mul(ir_, cin)))
+                c = at(b, v["m_block"], b.add(out, b.add(b.mul(ir_, cout), jr)))
                 b.call(micro, [cin, a, panel, c, cout, smin(b, const(t.mr), b.sub(rows, ir_)), cols, yes, yes,
                                ir_, jr, cin, const(1)])
 
@@ -240,11 +245,11 @@ def _transform_output(b: ir.IRBuilder, t: Tiling, v: dict, epilogue: Epilogue | 
         across = b.select(b.icmp_signed("<", b.add(ox, const(1)), ow), const(2), const(1))
         down = b.icmp_signed("<", b.add(oy, const(1)), v["oh"])
         with for_range(b, cout, step=t.lanes, name="out_c") as c:
-            m = [simd.load_vector(b, at(b, v["m"], b.add(b.mul(b.add(b.mul(const(point), v["block_tiles"]), r), cout),
+            m = [simd.load_vector(b, at(b, v["m_block"], b.add(b.mul(b.add(b.mul(const(point), v["block_tiles"]), r), cout),
                                                          c)), t.lanes)
                  for point in range(POINTS)]
             y = _sandwich(b, AT, [m[4 * i:4 * i + 4] for i in range(4)])
-            cols = b.sub(cout, c)
+            cols = smin(b, const(t.lanes), b.sub(cout, c))    # a tile function sees these lanes only
             for dy, row_pixel in ((0, pixel), (1, b.add(pixel, ow))):
                 present = down if dy else ir.Constant(i1, 1)
                 with b.if_then(present):

@@ -4,9 +4,11 @@ tiles), padding and none, channel counts off the vector width, the wide register
 blocks of tiles, epilogues; and, through a compiled model, which convolutions take the path,
 the prepare function that makes the transform, and a weight change that remakes it."""
 import ctypes
+import re
 
 import numpy as np
 import pytest
+import nncompile
 import nncompile.keras as keras
 from nncompile.codegen import conv, gemm, gemm_pack, library, target, winograd
 from nncompile.ir import BATCH, Builder
@@ -55,14 +57,13 @@ def _compiled(wide: bool, residual: bool):
     return _KERNELS[key][1:]
 
 
-def run_winograd(batch, hw, cin, cout, pad, residual=False, seed=0):
+def run_winograd(batch, hw, cin, cout, pads, residual=False, seed=0):
     """Transform and pack the filter as the prepare function does, run the kernel."""
     wide = conv.wide_tile(DType.f32, cout)
     transform, pack, kernel = _compiled(wide, residual)
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch, *hw, cin)).astype(np.float32)
     w = rng.standard_normal((3, 3, cin, cout)).astype(np.float32)
-    pads = (pad,) * 4
     want = numpy_conv(x.astype(np.float64), w.astype(np.float64), (1, 1), pads, (1, 1), 1)
     u = np.empty((16, cin, cout), np.float32)
     transform(cin, cout, w.ctypes.data, u.ctypes.data)
@@ -81,14 +82,16 @@ def run_winograd(batch, hw, cin, cout, pad, residual=False, seed=0):
     return y, want
 
 
-CASES = {   # name: (batch, (h, w), cin, cout, pad)
-    "same_odd_image": (1, (7, 5), 16, 16, 1),
-    "valid_odd_output": (2, (9, 8), 20, 24, 0),   # output 7 x 6: a bottom row of half tiles
-    "channels_off_the_vector": (3, (6, 11), 19, 33, 1),
-    "wide_tile": (2, (13, 10), 32, 64, 1),
-    "wide_tile_two_panels": (1, (8, 9), 48, 128, 1),
-    "one_pixel": (1, (1, 1), 16, 16, 1),
-    "many_blocks": (4, (40, 36), 64, 64, 1),      # more tiles than one block takes
+CASES = {   # name: (batch, (h, w), cin, cout, pads (top, bottom, left, right))
+    "same_odd_image": (1, (7, 5), 16, 16, (1, 1, 1, 1)),
+    "valid_odd_output": (2, (9, 8), 20, 24, (0, 0, 0, 0)),   # output 7 x 6: a bottom row of half tiles
+    "channels_off_the_vector": (3, (6, 11), 19, 33, (1, 1, 1, 1)),
+    "asymmetric_pads": (2, (8, 7), 16, 20, (0, 1, 2, 0)),     # 'same' of an even size, ONNX's pads
+    "tall_pads": (1, (5, 6), 17, 16, (3, 0, 0, 2)),
+    "wide_tile": (2, (13, 10), 32, 64, (1, 1, 1, 1)),
+    "wide_tile_two_panels": (1, (8, 9), 48, 128, (1, 1, 1, 1)),
+    "one_pixel": (1, (1, 1), 16, 16, (1, 1, 1, 1)),
+    "many_blocks": (4, (40, 36), 64, 64, (1, 1, 1, 1)),      # more tiles than one block takes
 }
 
 
@@ -101,18 +104,32 @@ def test_kernel_matches_numpy(name):
 
 @pytest.mark.parametrize("cout", [24, 64])
 def test_residual_epilogue(cout):
-    got, want = run_winograd(2, (10, 7), 16, cout, 1, residual=True, seed=3)
+    got, want = run_winograd(2, (10, 7), 16, cout, (1, 1, 1, 1), residual=True, seed=3)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
 
 
-def _conv_model(h, w, cin, cout):
-    return keras.Sequential([keras.Input((h, w, cin)), layers.Conv2D(cout, 3, padding="same", activation="relu")])
+def test_a_batch_of_no_images():
+    got, want = run_winograd(0, (6, 6), 16, 16, (1, 1, 1, 1))
+    assert got.shape == want.shape == (0, 6, 6, 16)
 
 
-def _reference(model, x):
+def _conv_model(h, w, cin, cout, activation="relu"):
+    return keras.Sequential([keras.Input((h, w, cin)), layers.Conv2D(cout, 3, padding="same", activation=activation)])
+
+
+def _reference(model, x, activation=lambda y: np.maximum(y, 0)):
     kernel, bias = model.layers[0].get_weights()
-    return np.maximum(numpy_conv(x.astype(np.float64), kernel.astype(np.float64), (1, 1), (1, 1, 1, 1), (1, 1), 1)
-                      + bias, 0)
+    return activation(numpy_conv(x.astype(np.float64), kernel.astype(np.float64), (1, 1), (1, 1, 1, 1), (1, 1), 1)
+                      + bias)
+
+
+def test_an_epilogue_of_the_model_own():
+    """elu has no kernel of its own: the model's tile function applies it to each stored pixel."""
+    rng = np.random.default_rng(4)
+    model = _conv_model(9, 8, 16, 80, activation="elu")
+    x = rng.standard_normal((2, 9, 8, 16)).astype(np.float32)
+    want = _reference(model, x, lambda y: np.where(y > 0, y, np.expm1(y)))
+    np.testing.assert_allclose(model.predict(x, verbose=0), want, rtol=1e-5, atol=1e-4)
 
 
 def test_model_predicts_through_winograd_and_a_weight_change_remakes_the_transform():
@@ -132,6 +149,31 @@ def _conv_node(cin=16, dtype=DType.f32, hw=(8, 8), **attrs):
     w = b.param("w", np.zeros((3, 3, cin // attrs.get("groups", 1), 16), dtype.numpy))
     b.finish([b.conv2d(x, w, **attrs)])
     return b.graph.nodes[-1]
+
+
+def test_the_executable_calls_winograd_only_for_the_eligible_convolution():
+    b = Builder()
+    x = b.input("x", TensorType(DType.f32, (BATCH, 10, 10, 16)))
+    w = [b.param(f"w{i}", np.random.default_rng(i).standard_normal((3, 3, 16, 16)).astype(np.float32))
+         for i in range(2)]
+    y = b.conv2d(b.relu(b.conv2d(x, w[0], pads=[1, 1, 1, 1])), w[1], strides=[2, 2], pads=[1, 1, 1, 1])
+    graph = b.finish([y])
+    exe = nncompile.compile(graph)
+    inputs = np.random.default_rng(5).standard_normal((2, 10, 10, 16)).astype(np.float32)
+    hidden = np.maximum(numpy_conv(inputs.astype(np.float64), graph.params["w0"].astype(np.float64), (1, 1),
+                                   (1, 1, 1, 1), (1, 1), 1), 0)
+    want = numpy_conv(hidden, graph.params["w1"].astype(np.float64), (2, 2), (1, 1, 1, 1), (1, 1), 1)
+    np.testing.assert_allclose(exe(inputs), want, rtol=1e-5, atol=1e-4)
+    names = set(re.findall(rb"nnc\.conv2d\.[a-z0-9._]+", exe.object_code))
+    assert names == {b"nnc.conv2d.f32.packed.winograd.bias", b"nnc.conv2d.f32"}   # relu: a floor
+
+
+@pytest.mark.parametrize("name", ["nnc.conv2d.f32.packed.winograd", "nnc.conv2d.f32.wide.packed.winograd.bias",
+                                  "nnc.conv2d.f32.packed.winograd.residual"])
+def test_library_names_round_trip(name):
+    spec = library.ConvSpec.parse(name)
+    assert spec.winograd and spec.prepacked and spec.name == name
+    assert library.ConvSpec.parse(name.replace(".packed", "")) is None
 
 
 @pytest.mark.parametrize("attrs", [dict(strides=[2, 2]), dict(groups=2), dict(dilations=[2, 2]), dict(cin=8),
