@@ -33,7 +33,7 @@ from typing import Callable, Iterator
 from llvmlite import ir
 
 from nncompile.codegen import elementwise, grad, nn, linalg, pooling  # noqa: F401  (fill the op table's lower slots)
-from nncompile.codegen import gemm, perf_map, simd, winograd
+from nncompile.codegen import perf_map, simd, winograd
 from nncompile.codegen.gemm import libc
 from nncompile.codegen.gemm_pack import emit_pack_b_into, packed_size
 from nncompile.codegen.kernel import Kernel, storage_type
@@ -244,51 +244,43 @@ def _emit_prepare(module: ir.Module, layout: Layout) -> None:
         dtype = value.type.dtype
         ptr = storage_type(dtype).as_pointer()
         source, target = (b.bitcast(pointers[s], ptr) for s in (layout.slots[value], slot))
-        if packing.winograd:
-            _pack_winograd(b, value, source, target)
-            continue
-        n, k, ldb = _packed_shape(value, packing)
+        if packing.winograd:     # the blocks packed are those of the filter's transform
+            source = winograd.emit_filter_transform_call(b, value.type, source)
+        n, k, ldb, count, stride = _packed_blocks(value, packing)
         pack = emit_pack_b_into(module, dtype, transpose_b=packing.transposed,
                                 conv_columns=n if packing.groups else None)
-        group_elements = packed_size(dtype, n, k, conv=packing.groups > 0) // dtype.itemsize
-        for group in range(max(packing.groups, 1)):
-            b.call(pack, [ir.Constant(i64, n), ir.Constant(i64, k), b.gep(source, [ir.Constant(i64, group * n)]),
-                          ir.Constant(i64, ldb), b.gep(target, [ir.Constant(i64, group * group_elements)])])
+        block_elements = packed_size(dtype, n, k, conv=packing.groups > 0) // dtype.itemsize
+        for block in range(count):
+            b.call(pack, [ir.Constant(i64, n), ir.Constant(i64, k), b.gep(source, [ir.Constant(i64, block * stride)]),
+                          ir.Constant(i64, ldb), b.gep(target, [ir.Constant(i64, block * block_elements)])])
+        if packing.winograd:
+            b.call(libc(module)[1], [b.bitcast(source, i8p)])
     b.ret(ir.Constant(i32, 0))
 
 
-def _pack_winograd(b: ir.IRBuilder, value: Value, source: ir.Value, target: ir.Value) -> None:
-    """A 3x3 filter's Winograd transform (`winograd.emit_transform_filter`) into a scratch
-    buffer, each point's cin x cout matrix then packed as the convolution reads it."""
-    _, _, cin, cout = value.type.shape
-    dtype = value.type.dtype
-    scratch = gemm.alloc_aligned(b, source.type, ir.Constant(i64, winograd.POINTS * cin * cout * dtype.itemsize))
-    b.call(winograd.emit_transform_filter(b.module, dtype), [ir.Constant(i64, cin), ir.Constant(i64, cout), source,
-                                                              scratch])
-    pack = emit_pack_b_into(b.module, dtype, conv_columns=cout)
-    point_elements = winograd.packed_size(dtype, cin, cout) // winograd.POINTS // dtype.itemsize
-    for point in range(winograd.POINTS):
-        b.call(pack, [ir.Constant(i64, cout), ir.Constant(i64, cin),
-                      b.gep(scratch, [ir.Constant(i64, point * cin * cout)]), ir.Constant(i64, cout),
-                      b.gep(target, [ir.Constant(i64, point * point_elements)])])
-    b.call(libc(b.module)[1], [b.bitcast(scratch, i8p)])
-
-
-def _packed_shape(value: Value, packing: Packing) -> tuple[int, int, int]:
-    """(N, K, ldb) of a weight read as B (K x N, or N x K when transposed), or of each group's
-    B of a convolution's filter (KH, KW, cin/groups, cout): K = KH*KW*cin/groups, N = cout/groups."""
+def _packed_blocks(value: Value, packing: Packing) -> tuple[int, int, int, int, int]:
+    """(N, K, ldb, count, stride): the weight is packed as `count` B's, each K x N (N x K when
+    transposed) at `stride` elements from the last: the weight read as B, one per group of a
+    convolution's filter (KH, KW, cin/groups, cout: K = KH*KW*cin/groups, N = cout/groups), or
+    one per point of a 3x3 filter's Winograd transform (`winograd.POINTS` cin x cout matrices)."""
+    if packing.winograd:
+        _, _, cin, cout = value.type.shape
+        return cout, cin, cout, winograd.POINTS, cin * cout
     if packing.groups:
         kh, kw, cg, cout = value.type.shape
-        return cout // packing.groups, kh * kw * cg, cout
+        n = cout // packing.groups
+        return n, kh * kw * cg, cout, packing.groups, n
     rows, cols = value.type.shape
-    return (rows, cols, cols) if packing.transposed else (cols, rows, cols)
+    return (rows, cols, cols, 1, 0) if packing.transposed else (cols, rows, cols, 1, 0)
 
 
 def packed_sizes(layout: Layout) -> list[int]:
     """The bytes of each packed weight's slot (64-byte aligned memory the runtime owns)."""
-    return [winograd.packed_size(v.type.dtype, *v.type.shape[2:]) if p.winograd
-            else max(p.groups, 1) * packed_size(v.type.dtype, *_packed_shape(v, p)[:2], conv=p.groups > 0)
-            for v, p in layout.packed.items()]
+    sizes = []
+    for v, p in layout.packed.items():
+        n, k, _, count, _ = _packed_blocks(v, p)
+        sizes.append(count * packed_size(v.type.dtype, n, k, conv=p.groups > 0))
+    return sizes
 
 
 def emit_kernels(p: Program, nodes: list[Node], number: int | None = None, prefix: str = "k") -> None:

@@ -101,7 +101,7 @@ def _tiny(m, n, depth) -> bool:
 class Packing(NamedTuple):
     """How a weight is packed ahead for the products reading it: as a GEMM's B (transposed or
     not), or, `groups` > 0, as a convolution's weights, a B of one K block per group, or,
-    `winograd`, as the transform of a 3x3 filter (`winograd.packed_size`)."""
+    `winograd`, as the transform of a 3x3 filter (`winograd.emit_filter_transform_call`)."""
     transposed: bool
     groups: int = 0
     winograd: bool = False

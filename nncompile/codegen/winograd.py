@@ -112,9 +112,15 @@ def emit_transform_filter(module: ir.Module, dtype: DType) -> ir.Function:
     return fn
 
 
-def packed_size(dtype: DType, cin: int, cout: int) -> int:
-    """Bytes of a filter's transform packed for `emit_conv2d`: POINTS packed B's of cin x cout."""
-    return POINTS * gemm_pack.packed_size(dtype, cout, cin, conv=True)
+def emit_filter_transform_call(b: ir.IRBuilder, filter_type, source: ir.Value) -> ir.Value:
+    """The transform of the 3x3 filter at `source` (of `filter_type`), made into a new buffer
+    (freed with `free`) by `emit_transform_filter`: POINTS cin x cout matrices, which the prepare
+    function then packs one by one as the convolution reads them."""
+    _, _, cin, cout = filter_type.shape
+    dtype = filter_type.dtype
+    scratch = gemm.alloc_aligned(b, source.type, const(POINTS * cin * cout * dtype.itemsize))
+    b.call(emit_transform_filter(b.module, dtype), [const(cin), const(cout), source, scratch])
+    return scratch
 
 
 # --- the convolution ------------------------------------------------------------------------------
@@ -122,7 +128,8 @@ def packed_size(dtype: DType, cin: int, cout: int) -> int:
 def emit_conv2d(module: ir.Module, name: str, dtype: DType, epilogue: Epilogue | None, t: Tiling) -> ir.Function:
     """`void name(i64 batch, T* x, T* w, T* y, i64* geometry, T* e0, ..., T* up)`: as
     `conv.emit_conv2d` with prepacked weights, for the convolutions `eligible` says, up being
-    the filter's transform as the prepare function packs it (`packed_size`); w is not read."""
+    the filter's transform as the prepare function packs it (POINTS packed B's of cin x cout,
+    `emit_filter_transform_call`); w is not read."""
     ty = scalar_type(dtype)
     ptr = ty.as_pointer()
     n_epi = len(epilogue.operands) if epilogue else 0
