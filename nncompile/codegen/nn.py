@@ -269,15 +269,18 @@ def _gather(k: Kernel, node: Node) -> None:
                        likely=False):
             b.ret(ir.Constant(i32, 1))
 
+    # no axes before `axis` (an embedding's table): the threads split the rows picked instead
+    lead = [] if isinstance(outer, int) and outer == 1 else [outer]
+
     def copy(b: ir.IRBuilder, at: list[ir.Value], pointers: list[ir.Value], words: dict) -> None:
-        o, j, c = at
+        o, j, c = at if lead else [const(0), *at]
         rows, width, picked = (words.get(v, v) if isinstance(v, ir.Value) else v for v in (size, inner, count))
         index = index_at(b, pointers[1], j, as_i64(rows))
         src = linear_index(b, [o, index, c], [mul(b, rows, width), width, 1])
         dst = linear_index(b, [o, j, c], [mul(b, picked, width), width, 1])
         b.store(b.load(b.gep(pointers[0], [src])), b.gep(pointers[2], [dst]))
 
-    dims, pointers = [outer, count, inner], [k.ptr(data), k.ptr(indices), k.ptr(out)]
+    dims, pointers = [*lead, count, inner], [k.ptr(data), k.ptr(indices), k.ptr(out)]
     # split whenever the copy may be large when run (split_nest then decides by its size):
     # the rows picked are as many as the indices, which a batch axis usually makes symbolic
     static = [d for d in dims if isinstance(d, int)]
