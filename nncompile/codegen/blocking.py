@@ -19,10 +19,11 @@ over every MR x NR tile, each row of tiles over NC columns of B before the next 
   KC x NR panel of B from L2 and wrote C 12 rows apart: 6400x128 @ 128x1024 and 2048^3 ran
   12-20% slower on an Emerald Rapids Xeon (2 MB L2: NC 160 at KC 768; 128 to 320 measured alike).
 
-- KC when a task packs B's panels itself, one at a time, just before its tiles read it (a
-  weight gradient: few rows of A, deep K): the panel takes two thirds of the L1d, so the tiles
-  read it from L1 (256 for 48 KB; 128 x 3200 @ 3200 x 512 on a core 135 -> 143 GFLOP/s, 256 rows
-  136 -> 158, against KC 768).
+- KC when a task packs B's panels itself just before its tiles read them (a weight gradient:
+  few rows of A, deep K): a panel takes two thirds of the L1d, so the tiles read it from L1 (256
+  for 48 KB; 128 x 3200 @ 3200 x 512 on a core 135 -> 143 GFLOP/s, 256 rows 136 -> 158, against
+  KC 768). It packs NC_own columns at a time, a quarter of the L2 at that depth, as NC (512 on
+  the Xeon, 256 on Zen 5's 1 MB; the Xeon measured 256 and 512 alike).
 
 That gives Zen 5's measured best, KC 768 and MC 144 for f32 (the A block 432 KB, the B
 micro-panel 96 KB), and KC 768, MC 312 for an Emerald Rapids Xeon's 48 KB L1d and 2 MB L2. B is

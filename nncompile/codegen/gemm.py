@@ -1,8 +1,8 @@
 """GEMM: C = epilogue(A @ B) as LLVM IR, with packing, cache blocking and a register-tiled microkernel.
 
 The float path follows BLIS. B is packed once per call into column panels NR wide (zero-padded),
-split into row blocks of KC (or one panel at a time, in blocks of kc_own, by the thread that reads
-it, when only one block of A's rows reads each panel: `gemm_driver.py`); each thread then packs its rows of A, MC at
+split into row blocks of KC (or kc_own x nc_own at a time by the thread that reads it, when only
+one block of A's rows reads each panel: `gemm_driver.py`); each thread then packs its rows of A, MC at
 a time, into panels of MR rows stored k-major, and runs the microkernel over every (MR x NR) tile:
 MR x NR/lanes vector accumulators live in registers for the whole KC loop, fed by one broadcast of
 A and NR/lanes vector loads of B per k. The packed A block and the NC columns of B panels in use
@@ -97,7 +97,8 @@ class Tiling:
     kc: int           # depth of a packed block
     mc: int           # rows of a packed A block
     nc: int           # columns of the B panels a row of tiles passes over (a multiple of NR)
-    kc_own: int       # depth of a block whose B panels the task packs itself, one at a time
+    kc_own: int       # depth of a block of B the task packs itself
+    nc_own: int       # columns of such a block
 
     @property
     def nr(self) -> int:
@@ -122,9 +123,10 @@ def tiling(dtype: DType) -> Tiling:
     mr, nr_vectors = register_tile()
     chosen = blocking.choose(dtype.itemsize, mr, lanes * nr_vectors)
     nr = lanes * nr_vectors
+    kc_own = min(blocking.own_panel_depth(dtype.itemsize, nr), chosen.kc)
     return Tiling(itemsize=dtype.itemsize, lanes=lanes, mr=mr, nr_vectors=nr_vectors, kc=chosen.kc, mc=chosen.mc,
                   nc=blocking.columns(chosen.kc, dtype.itemsize, nr),
-                  kc_own=min(blocking.own_panel_depth(dtype.itemsize, nr), chosen.kc))
+                  kc_own=kc_own, nc_own=blocking.columns(kc_own, dtype.itemsize, nr))
 
 
 def tilings_key() -> str:

@@ -315,7 +315,7 @@ def test_rows_of_tiles_pass_over_column_chunks(monkeypatch, m, n, k, transposes)
     """Chunks of NC columns narrower than C (three panels here, on any host): each row of tiles
     passes over a chunk before the next chunk, the last chunk and its last panel ragged; B packed
     shared (A read in place; A packed, several K blocks, threads' column shares ending inside a
-    chunk) and panel by panel in the task (few rows, deep K)."""
+    chunk) and NC_own columns at a time in the task (few rows, deep K)."""
     nr = gemm.tiling(DType.f32).nr
     monkeypatch.setattr(gemm.blocking, "columns", lambda kc, itemsize, nr_: 3 * nr_)
     _compiled.cache_clear()
