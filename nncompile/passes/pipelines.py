@@ -31,7 +31,7 @@ PIPELINES: dict[str, Pipeline] = {p.name: p for p in [
     Pipeline("inference", (*_SIMPLIFY, "gather-first", "gather-in-scan", "layout", "dce", "fuse", "schedule"),
              "Prediction: simplify the graph, compute from the weights what can be (once), fuse, "
              "and order the kernels."),
-    Pipeline("training", (*_SIMPLIFY, "layout", "dce", "fuse", "schedule"),
+    Pipeline("training", (*_SIMPLIFY, "scan-sums", "layout", "dce", "fuse", "schedule"),
              "A training step: only exact rewrites, nothing that assumes inference-mode layers "
              "(never fold-batchnorm: batch statistics)."),
     Pipeline("codegen", ("dce", "fuse", "schedule"),
