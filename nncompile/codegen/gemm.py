@@ -1,8 +1,8 @@
 """GEMM: C = epilogue(A @ B) as LLVM IR, with packing, cache blocking and a register-tiled microkernel.
 
 The float path follows BLIS. B is packed once per call into column panels NR wide (zero-padded),
-split into row blocks of KC (or kc_own x nc_own at a time by the thread that reads it, when only
-one block of A's rows reads each panel: `gemm_driver.py`); each thread then packs its rows of A, MC at
+split into row blocks of KC (or kc_own x nc_own at a time by the thread that reads it, a panel at
+a time when B is transposed, when only one block of A's rows reads each panel: `gemm_driver.py`); each thread then packs its rows of A, MC at
 a time, into panels of MR rows stored k-major, and runs the microkernel over every (MR x NR) tile:
 MR x NR/lanes vector accumulators live in registers for the whole KC loop, fed by one broadcast of
 A and NR/lanes vector loads of B per k. The packed A block and the NC columns of B panels in use

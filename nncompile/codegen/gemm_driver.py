@@ -1,5 +1,5 @@
 """The GEMM's driver and its tiles: how C is cut between the threads, where B is packed (once for
-all, or panel by panel in the task that reads it), and the task that packs A's blocks and runs
+all, or a block of panels at a time in the task that reads it), and the task that packs A's blocks and runs
 the microkernel (`gemm.emit_micro`) over its share of C's tiles. The convolution (`conv.py`) runs
 its own tiles task under the same driver.
 """
@@ -99,7 +99,7 @@ def _emit_tiles(module: ir.Module, name: str, ty: ir.Type, t: gemm.Tiling, pack_
         major B at a time, each row of B read once from start to end (a panel at a time, each read
         took a cache line or two of every row of B, which the hardware prefetcher followed late:
         the LSTM's weight gradients, 128 x 6400 @ 6400 x 512, on an Emerald Rapids Xeon, 2 threads,
-        272-290 -> 302-331 GFLOP/s); a transposed B's columns, sequential in memory, a panel at a
+        282-288 -> 302-324 GFLOP/s); a transposed B's columns, sequential in memory, a panel at a
         time."""
         first = b.icmp_signed("==", pc, k0)
         last = b.icmp_signed(">=", b.add(pc, depth), k1)
@@ -127,7 +127,10 @@ def _emit_tiles(module: ir.Module, name: str, ty: ir.Type, t: gemm.Tiling, pack_
 
     def packed() -> None:
         ap = gemm.alloc_aligned(b, ptr, ap_bytes)
-        panel_bytes = b.select(local, b.mul(b.mul(depth, own_width), const(t.itemsize)), const(64))
+        share_columns = b.mul(gemm.ceil_div(b, b.sub(n1, n0), t.nr), const(t.nr))   # no more than its share
+        block_columns = gemm.smin(b, own_width, b.select(b.icmp_signed(">", share_columns, const(0)),
+                                                         share_columns, const(t.nr)))
+        panel_bytes = b.select(local, b.mul(b.mul(depth, block_columns), const(t.itemsize)), const(64))
         own_block = gemm.alloc_aligned(b, ptr, panel_bytes)
         with for_range(b, blocks, name="pc") as block:
             pc = b.add(k0, b.mul(block, depth))
@@ -219,7 +222,7 @@ def emit_driver(module: ir.Module, name: str, dtype: DType, t: gemm.Tiling, tile
     `packs_a(b, M, K)`: whether the tiles pack A (None: never). A task that takes a chunk of
     C's columns packs all of A's rows, so C's columns are then cut into one chunk per thread, not
     CHUNKS_PER_THREAD: a weight gradient (128 x 6400 @ 6400 x 512) packed A 8 times, which cost
-    half as much as its arithmetic. B is packed here, or by the tiles panel by panel
+    half as much as its arithmetic. B is packed here, or by the tiles a block of panels at a time
     (`_pack_b_unless_local`). `splits_k` (tiles with no epilogue): a deep product whose A is one
     block may give each thread a share of K instead (`_shares_k`)."""
     ty = scalar_type(dtype)

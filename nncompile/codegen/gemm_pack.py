@@ -1,5 +1,6 @@
-"""Packing the GEMM's operands: B into NR-wide column panels (per call, panel by panel in the task
-that reads it: `pack_b_panel`, or once before a loop that multiplies by the same B at every step:
+"""Packing the GEMM's operands: B into NR-wide column panels (per call, a panel at a time:
+`pack_b_panel`, or a block of panels reading each row of B once: `pack_b_columns`, in the task
+that reads them; or once before a loop that multiplies by the same B at every step:
 `emit_pack_b`), A into MR-row panels (`pack_matrix`).
 
 Layouts are those `gemm.py`'s microkernel reads: B's block at depth pc starts at pc*Np (Np =

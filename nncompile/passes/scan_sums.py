@@ -12,9 +12,12 @@ the gates' gradient (the backward loop's per-step result, 6,400 rows of 512 for 
 LSTM at batch 64, 13 MB) over steps and rows. Summed after the loop, those 13 MB are read back
 from memory once more; added up at each step, the step's values are read while in cache, and
 only one row per sequence is left to sum. The stacked result stays when anything else reads it
-(the weight gradients do). Rounding differs from a sum after the loop, as any reordered sum.
+(the weight gradients do). Rounding differs from a sum after the loop, as any reordered sum (an
+f16 sum loses as much precision either way).
 """
 from __future__ import annotations
+
+import itertools
 
 from nncompile.ir.builder import Builder
 from nncompile.ir.graph import Graph, Node, Value
@@ -60,7 +63,9 @@ def _carry_sum(graph: Graph, scan: Node, position: int) -> Value:
         starts = [make.broadcast(make.constant(0.0, v.type.dtype), shape=v.type.shape) for v in pieces]
     at = graph.nodes.index(scan)
     graph.nodes[at:at] = make.graph.nodes
-    totals = [Value(v.type, name=f"sum{position}_{i}") for i, v in enumerate(pieces)]
+    taken = {v.name for v in body.inputs}
+    names = (f"sum{i}" for i in itertools.count() if f"sum{i}" not in taken)
+    totals = [Value(v.type, name=name) for v, name in zip(pieces, names)]
     added = [Node("add", [total, v], {}, [v.type], scan.loc) for total, v in zip(totals, pieces)]
     body.nodes.extend(added)
     body.inputs[n:n] = totals
