@@ -22,6 +22,7 @@ from nncompile.keras.layers import auto_config
 from nncompile.keras.layers.base import (CallNode, KerasTensor, Layer, Mask, ir_type, keras_shape,
                                          run_graph)
 from nncompile.keras.layers.op_layer import OpLayer
+from nncompile.keras.layers.recurrent import check_stateful_batch, stateful_rows
 
 __all__ = ["Functional", "Model", "trace"]
 
@@ -54,6 +55,7 @@ class Model(Layer):
         self._nodes_by_depth: dict[int, list[CallNode]] = {}
         self._operations: list[Layer] = []
         self._graphs: dict[bool, Graph] = {}
+        self._stateful = None   # a stateful layer and its batch size, found when a graph is traced
         self._pending_compile: dict | None = None   # compile() of a model not built yet
         self.output_names: list[str] = []
 
@@ -223,6 +225,7 @@ class Model(Layer):
         """The traced graph, cached: weights are bound by reference, so it never goes stale."""
         if training not in self._graphs:
             self._graphs[training] = trace(self, training=training)
+            self._stateful = stateful_rows(self.layers)
         return self._graphs[training]
 
     def build(self, input_shape=None) -> None:
@@ -256,7 +259,9 @@ class Model(Layer):
         if kwargs:
             raise TypeError(f"Model '{self.name}' got unexpected call arguments: {sorted(kwargs)}")
         arrays = self._standardize(inputs)
-        return self._pack(run_graph(self._graph(bool(training)), arrays))
+        graph = self._graph(bool(training))
+        check_stateful_batch(self._stateful, len(arrays[0]))
+        return self._pack(run_graph(graph, arrays))
 
     def predict(self, x, batch_size: int | None = None, verbose="auto", steps: int | None = None):
         """Outputs for the samples of `x` (an array, a list of arrays, or a dict by input name),
@@ -277,7 +282,10 @@ class Model(Layer):
             feeds = ([a[i:i + batch_size] for a in arrays]
                      for i in range(0, max(arrays[0].shape[0], 1), batch_size))
         graph = self._graph(False)
-        batches = [run_graph(graph, feed) for feed in itertools.islice(feeds, steps)]
+        batches = []
+        for feed in itertools.islice(feeds, steps):
+            check_stateful_batch(self._stateful, len(feed[0]))
+            batches.append(run_graph(graph, feed))
         if not batches:
             raise ValueError(f"{owner}: the {streaming.kind(x)} gave no batch to predict on")
         outs = [np.concatenate([batch[k] for batch in batches]) for k in range(len(batches[0]))]
@@ -286,7 +294,9 @@ class Model(Layer):
     def predict_on_batch(self, x):
         """Outputs for `x` as one batch."""
         arrays = self._standardize(x)
-        return self._pack(run_graph(self._graph(False), arrays))
+        graph = self._graph(False)
+        check_stateful_batch(self._stateful, len(arrays[0]))
+        return self._pack(run_graph(graph, arrays))
 
     # training (nncompile/keras/training.py) ------------------------------------------------
     def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None,

@@ -34,6 +34,7 @@ from nncompile.keras import regularizers
 from nncompile.keras.layers.arguments import int_at_least, positive_int
 from nncompile.keras.layers.base import collect_activity_penalties, ir_type
 from nncompile.keras.layers.core import SEED_INPUT
+from nncompile.keras.layers.recurrent import check_stateful_batch, stateful_rows
 from nncompile.passes.autodiff import gradients
 from nncompile.runtime.cpu import executable
 
@@ -159,8 +160,9 @@ class _Step:
     """One compiled step graph, the order of its data inputs, and how many statistics each
     metric contributes to its outputs (after the loss and the per-output losses)."""
 
-    def __init__(self, graph: Graph, counts: list[int]):
+    def __init__(self, graph: Graph, counts: list[int], stateful: tuple | None = None):
         self.graph = graph
+        self.stateful = stateful   # a stateful layer and the batch size it runs on (`stateful_rows`)
         self.exe = executable(graph)
         self.names = [v.name for v in graph.data_inputs]
         self.counts = counts
@@ -280,7 +282,7 @@ def step_for(model, targets: Sequence[np.ndarray], weights: np.ndarray, train: b
     step = compiled.steps.get(key)
     if step is None:
         step = compiled.steps[key] = _Step(*build_step_graph(model, compiled, targets, train,
-                                                             weights.shape[1:]))
+                                                             weights.shape[1:]), stateful_rows(model.layers))
     return step
 
 
@@ -410,6 +412,8 @@ def _run_batches(model, step: _Step, xs, ys, weights, batch_size, train: bool, o
     batches = -(-count // batch_size) if steps is None else min(steps, -(-count // batch_size))
     full = min(batches, count // batch_size)
     done = 0
+    for size in {min(batch_size, count), count - (batches - 1) * batch_size} if batches else ():
+        check_stateful_batch(step.stateful, size)   # before any batch runs
     if chunked and full > 1:
         # Samples are gathered a chunk of steps at a time, small enough to stay in the cache for
         # the native steps that read them, not as one shuffled copy of the whole data set.

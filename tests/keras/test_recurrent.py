@@ -195,6 +195,29 @@ def test_stateful_layer_carries_states_across_the_batches_of_fit(rnn_backend):
     close(layer.states[0].numpy(), last)
 
 
+def test_a_batch_of_another_size_than_a_stateful_layer_is_refused_by_name():
+    """Every way a batch reaches the model (predict and its last batch, a call, fit's ragged last
+    batch before any batch runs, train_on_batch, a stateful layer inside Bidirectional) names the
+    layer and its batch size; batches of that size still run."""
+    layer = layers.LSTM(3, stateful=True, name="recurrent")
+    model = keras.Sequential([keras.Input(batch_shape=(2, 4, 2)), layers.Bidirectional(layer)])
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1), loss="mse")
+    x, y = np.ones((5, 4, 2), np.float32), np.zeros((5, 6), np.float32)
+    message = r"Layer 'forward_recurrent' \(LSTM\) is stateful with batch size 2: .* received a batch of {}"
+    with pytest.raises(ValueError, match=message.format(1)):
+        model.predict(x, batch_size=2, verbose=0)
+    with pytest.raises(ValueError, match=message.format(3)):
+        model(x[:3])
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(ValueError, match=message.format(1)):
+        model.fit(x, y, batch_size=2, verbose=0)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    with pytest.raises(ValueError, match=message.format(5)):
+        model.train_on_batch(x, y)
+    assert model.predict(x[:4], batch_size=2, verbose=0).shape == (4, 6)
+    model.fit(x[:4], y[:4], batch_size=2, verbose=0)
+
+
 def test_gru_without_bias(rnn_backend):
     rng = np.random.default_rng(18)
     layer = layers.GRU(3, use_bias=False, return_sequences=True)

@@ -490,3 +490,26 @@ class GRU(_CellLayer):
                  use_bias: bool = True, reset_after: bool = True, **kwargs):
         super().__init__(units, activation=activation, recurrent_activation=recurrent_activation,
                          use_bias=use_bias, reset_after=reset_after, **kwargs)
+
+
+def stateful_rows(layers) -> tuple[Layer, int] | None:
+    """The first stateful recurrent layer among `layers` and the layers they hold (a wrapper's,
+    a nested model's), with the rows of its states: the batch size every call must have."""
+    for layer in layers:
+        if isinstance(layer, RNN) and layer.stateful and layer.states:
+            return layer, layer.states[0].shape[0]
+        held = [child for _, item in layer.sublayers() for child in (item if isinstance(item, list) else [item])]
+        found = stateful_rows([*held, *getattr(layer, "layers", [])])
+        if found is not None:
+            return found
+    return None
+
+
+def check_stateful_batch(found: tuple[Layer, int] | None, batch: int) -> None:
+    """Refuse a batch of another size than a stateful layer's states (`stateful_rows`), naming
+    the layer, before the compiled code would fail on the states' rows."""
+    if found is not None and batch != found[1]:
+        layer, rows = found
+        raise ValueError(f"Layer '{layer.name}' ({type(layer).__name__}) is stateful with batch size "
+                         f"{rows}: every batch it runs on must have {rows} samples, received a batch "
+                         f"of {batch}. Pass batch_size={rows} and a number of samples divisible by it.")
