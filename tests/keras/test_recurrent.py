@@ -195,6 +195,25 @@ def test_stateful_layer_carries_states_across_the_batches_of_fit(rnn_backend):
     close(layer.states[0].numpy(), last)
 
 
+def test_a_fixed_batch_size_reaches_a_stateful_layer_through_an_embedding(rnn_backend):
+    """Input(batch_size=2) -> Embedding -> LSTM(stateful=True), as Keras 3 builds it: the batch
+    size stays in the layers' output shapes, and the states carry between predictions as a
+    numpy loop over the joined sequences gives."""
+    rng = np.random.default_rng(23)
+    tokens = keras.Input((3,), batch_size=2, dtype="int32")
+    embedding = layers.Embedding(10, 4)
+    layer = layers.LSTM(3, stateful=True)
+    assert embedding(tokens).shape == (2, 3, 4) and layers.Dense(5)(tokens).shape == (2, 5)
+    model = keras.Sequential([keras.Input((3,), batch_size=2, dtype="int32"), embedding, layer])
+    assert model.output_shape == (2, 3)
+    table = randomize(embedding, rng)[0]
+    weights = randomize(layer, rng)
+    x = rng.integers(0, 10, (2, 6)).astype(np.int32)
+    model.predict(x[:, :3], batch_size=2, verbose=0)
+    _, last, _ = ref.run(ref.lstm_step(weights), table[x], ref.zeros_like_states(2, [3, 3]))
+    close(model.predict(x[:, 3:], batch_size=2, verbose=0), last)
+
+
 def test_a_batch_of_another_size_than_a_stateful_layer_is_refused_by_name():
     """Every way a batch reaches the model (predict and its last batch, a call, fit's ragged last
     batch before any batch runs, train_on_batch, a stateful layer inside Bidirectional) names the

@@ -189,8 +189,16 @@ def ir_type(shape: Sequence[int | None], dtype: str, name: str = "input") -> Ten
     return TensorType(DType.from_numpy(dtype), tuple(dims))
 
 
-def keras_shape(t: TensorType) -> tuple[int | None, ...]:
-    return tuple(None if isinstance(d, str) else d for d in t.shape)
+def keras_shape(t: TensorType, batch: int | None = None) -> tuple[int | None, ...]:
+    """The Keras shape of an IR type: symbols are None, but the batch's when `batch` is known."""
+    return tuple(batch if d == BATCH and batch is not None else None if isinstance(d, str) else d
+                 for d in t.shape)
+
+
+def _static_batch(inputs: Sequence["KerasTensor"]) -> int | None:
+    """The batch size every input has (`Input(batch_size=...)`), if they agree on one."""
+    sizes = {x.shape[0] for x in inputs if len(x.shape)}
+    return next(iter(sizes)) if len(sizes) == 1 else None
 
 
 _BASE_ARGS = ("name", "trainable", "dtype", "input_shape", "batch_input_shape", "batch_size",
@@ -539,12 +547,15 @@ class Layer:
             raise ValueError(f"{self._describe_call(inputs)}: {e}") from None
         except (tracing.TracingError, NotImplementedError) as e:
             raise e.with_traceback(None) from None   # the message names the user's line
-        tensors = [KerasTensor(keras_shape(v.type), str(v.type.dtype.numpy), name=self.name) for v in outs]
+        # As in Keras, a batch size fixed by the inputs is kept in the outputs' shapes (the IR's
+        # batch stays a symbol: the compiled model takes any batch but a stateful layer's).
+        batch = _static_batch(inputs)
+        tensors = [KerasTensor(keras_shape(v.type, batch), str(v.type.dtype.numpy), name=self.name) for v in outs]
         given = {id(m.value): x._keras_mask for x, m in zip(inputs, masks) if m is not None}
         for tensor, mask in zip(tensors, out_masks):
             if mask is not None:
                 tensor._keras_mask = given.get(id(mask.value)) or KerasTensor(
-                    keras_shape(mask.value.type), "bool", name=mask.source)
+                    keras_shape(mask.value.type, batch), "bool", name=mask.source)
         return tensors
 
     def _describe_call(self, inputs: list[KerasTensor]) -> str:
