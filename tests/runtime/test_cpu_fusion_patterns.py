@@ -50,8 +50,12 @@ def test_elementwise_chain_with_broadcasts(dtype, rows, width, seed, batches, st
 
     graph, exe = executable(("chain", dtype, rows, width, tuple(steps), tap), build)
     rng = np.random.default_rng(seed)
+    # sin near a multiple of pi turns an ulp of its argument (up to ~8 here, after a product
+    # with the bias) into a large relative error of a small result: 0.0491045 for 0.0491071
+    # after three tanh and a bias, each step within its own bounds
+    rtol = 1e-4 if dtype == DType.f32 and any(op == "sin" for op, _ in steps) else None
     for n in batches:
-        check(graph, exe, inputs_for(graph, {BATCH: n}, _normal(rng, 2.0)))
+        check(graph, exe, inputs_for(graph, {BATCH: n}, _normal(rng, 2.0)), rtol=rtol)
 
 
 @FEW   # every example compiles a GEMM with its epilogue
