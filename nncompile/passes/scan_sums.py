@@ -23,6 +23,7 @@ from nncompile.ir.builder import Builder
 from nncompile.ir.graph import Graph, Node, Value
 from nncompile.ir.types import normalize_axis
 from nncompile.passes.manager import register_pass
+from nncompile.passes.rewrite import Rewriter, sweep
 
 
 def _summed_result(node: Node, graph_symbols: set) -> tuple[Node, int] | None:
@@ -54,15 +55,16 @@ def _pieces(body: Graph, step: Value) -> tuple[list[Value], int | None]:
     return [step], None
 
 
-def _carry_sum(graph: Graph, scan: Node, position: int) -> Value:
-    """Give `scan` new carries that sum per-step result `position`; the total after the loop."""
+def _carry_sum(rw: Rewriter, scan: Node, position: int) -> Value:
+    """Give `scan` (already among the rewritten nodes) new carries that sum per-step result
+    `position`, their zeros made just before it; the total after the loop."""
     body, n = scan.attrs["body"], scan.attrs["num_carry"]
     pieces, axis = _pieces(body, body.outputs[position])
-    make = Builder(Graph("sums"))
-    with make.loc(scan.loc):
-        starts = [make.broadcast(make.constant(0.0, v.type.dtype), shape=v.type.shape) for v in pieces]
-    at = graph.nodes.index(scan)
-    graph.nodes[at:at] = make.graph.nodes
+    zeros = Builder(Graph("zeros"))
+    with zeros.loc(scan.loc):
+        starts = [zeros.broadcast(zeros.constant(0.0, v.type.dtype), shape=v.type.shape) for v in pieces]
+    at = rw.nodes.index(scan)
+    rw.nodes[at:at] = zeros.graph.nodes
     taken = {v.name for v in body.inputs}
     names = (f"sum{i}" for i in itertools.count() if f"sum{i}" not in taken)
     totals = [Value(v.type, name=name) for v, name in zip(pieces, names)]
@@ -77,39 +79,22 @@ def _carry_sum(graph: Graph, scan: Node, position: int) -> Value:
     scan.attrs["num_carry"] = n + len(pieces)
     scan.attrs["cell"] = ""   # the operands are no longer the ones the cell names
     finals = scan.outputs[n:n + len(pieces)]
-    if axis is None:
-        return finals[0]
-    joined = Builder(Graph("joined"))
-    with joined.loc(scan.loc):
-        total = joined.concat(*finals, axis=axis)
-    at = graph.nodes.index(scan) + 1
-    graph.nodes[at:at] = joined.graph.nodes
-    return total
-
-
-def _rename(graph: Graph, old: Value, new: Value) -> None:
-    for node in graph.nodes:
-        node.inputs = [new if v is old else v for v in node.inputs]
-    graph.set_outputs([new if v is old else v for v in graph.outputs], list(graph.output_names))
+    return finals[0] if axis is None else rw.emit("concat", finals, scan.loc, axis=axis)
 
 
 @register_pass("scan-sums", doc="A sum over a loop's steps of a per-step result is carried by the "
                                 "loop (an RNN's bias gradient: no re-read of every step's gates).")
 def scan_sums(graph: Graph) -> Graph:
     symbols = {d for v in graph.inputs for d in v.type.shape if not isinstance(d, int)}
-    for node in list(graph.nodes):
+
+    def carried(rw: Rewriter, node: Node) -> Value | None:
         found = _summed_result(node, symbols)
         if found is None:
-            continue
+            return None
         scan, position = found
-        axis = scan.attrs["axis"]
-        total = _carry_sum(graph, scan, position)
-        rank = node.inputs[0].type.rank
+        axis, rank = scan.attrs["axis"], node.inputs[0].type.rank
+        total = _carry_sum(rw, scan, position)
         left = [a - (a > axis) for a in sorted({normalize_axis(a, rank) for a in node.attrs["axes"]}) if a != axis]
-        if left:
-            node.inputs = [total]
-            node.attrs["axes"] = tuple(left)
-        else:
-            graph.nodes.remove(node)
-            _rename(graph, node.outputs[0], total)
-    return graph
+        return rw.emit("reduce_sum", [total], node.loc, axes=left) if left else total
+
+    return sweep(graph, carried)
