@@ -258,10 +258,13 @@ class Model(Layer):
             return super().__call__(inputs, training=training, **kwargs)
         if kwargs:
             raise TypeError(f"Model '{self.name}' got unexpected call arguments: {sorted(kwargs)}")
-        arrays = self._standardize(inputs)
-        graph = self._graph(bool(training))
+        arrays = self._standardize(inputs)   # (it may build the model)
+        return self._pack(self._run(self._graph(bool(training)), arrays))
+
+    def _run(self, graph: Graph, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """One batch through a traced graph of the model (`_graph`, which finds `_stateful`)."""
         check_stateful_batch(self._stateful, len(arrays[0]))
-        return self._pack(run_graph(graph, arrays))
+        return run_graph(graph, arrays)
 
     def predict(self, x, batch_size: int | None = None, verbose="auto", steps: int | None = None):
         """Outputs for the samples of `x` (an array, a list of arrays, or a dict by input name),
@@ -282,10 +285,7 @@ class Model(Layer):
             feeds = ([a[i:i + batch_size] for a in arrays]
                      for i in range(0, max(arrays[0].shape[0], 1), batch_size))
         graph = self._graph(False)
-        batches = []
-        for feed in itertools.islice(feeds, steps):
-            check_stateful_batch(self._stateful, len(feed[0]))
-            batches.append(run_graph(graph, feed))
+        batches = [self._run(graph, feed) for feed in itertools.islice(feeds, steps)]
         if not batches:
             raise ValueError(f"{owner}: the {streaming.kind(x)} gave no batch to predict on")
         outs = [np.concatenate([batch[k] for batch in batches]) for k in range(len(batches[0]))]
@@ -294,9 +294,7 @@ class Model(Layer):
     def predict_on_batch(self, x):
         """Outputs for `x` as one batch."""
         arrays = self._standardize(x)
-        graph = self._graph(False)
-        check_stateful_batch(self._stateful, len(arrays[0]))
-        return self._pack(run_graph(graph, arrays))
+        return self._pack(self._run(self._graph(False), arrays))
 
     # training (nncompile/keras/training.py) ------------------------------------------------
     def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None,
