@@ -60,13 +60,7 @@ def pack_b_panel(b: ir.IRBuilder, t: gemm.Tiling, where: list[ir.Value], dst: ir
                 out = gemm.at(b, dst, b.add(b.mul(kk, const(t.nr)), col))
                 b.store(b.select(keep, value, gemm.zero(value.type)), out)
         return
-    masks = [simd.lane_mask(b, valid, t.lanes, v * t.lanes) for v in range(t.nr_vectors)]
-    with for_range(b, kc, name="kk") as kk:
-        row = gemm.at(b, src, b.add(b.mul(b.add(pc, kk), ldb), n0))
-        out = gemm.at(b, dst, b.mul(kk, const(t.nr)))
-        for v, mask in enumerate(masks):
-            value = simd.masked_load(b, gemm.at(b, row, v * t.lanes), mask)
-            simd.store_vector(b, value, gemm.at(b, out, v * t.lanes), align=64)
+    pack_b_columns(b, t, [src, ldb, n, n0, b.add(n0, const(t.nr)), pc, kc], dst)
 
 
 def pack_b_columns(b: ir.IRBuilder, t: gemm.Tiling, where: list[ir.Value], dst: ir.Value) -> None:
