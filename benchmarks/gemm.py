@@ -26,7 +26,7 @@ import time
 import numpy as np
 from llvmlite import ir
 
-from nncompile.codegen import gemm, parallel, target
+from nncompile.codegen import gemm, library, parallel, target
 from nncompile.codegen.loops import for_range
 from nncompile.ir.dtypes import DType
 
@@ -77,7 +77,7 @@ def compile_kernels():
     no_context = ir.Constant(ir.IntType(8).as_pointer(), None)
     b.call(parallel.emit_parallel_for(module), [task, no_context, run.args[0]])
     b.ret_void()
-    jit = target.JitModule(module)
+    jit = target.JitModule(object_code=library.compile_module(module))   # as the kernel library is made
     repeats = {(ta, tb): ctypes.CFUNCTYPE(None, I, I, I, I, P, I, P, I, P, I)(jit.address(f"repeat_gemm{ta}{tb}"))
                for ta, tb in [(0, 0), (1, 0), (0, 1)]}
     return (jit, repeats,

@@ -342,12 +342,14 @@ def _prefetch_panel(b: ir.IRBuilder, t: Tiling, b_row: ir.Value) -> None:
         simd.prefetch(b, b.gep(b_row, [const(PREFETCH_ROWS * t.nr + offset // t.itemsize)]))
 
 
-def emit_micro(module: ir.Module, name: str, ty: ir.Type, t: Tiling,
-                epilogue: Epilogue | None, direct: bool = False, suffix: str = "") -> ir.Function:
+def emit_micro(module: ir.Module, name: str, ty: ir.Type, t: Tiling, epilogue: Epilogue | None,
+               direct: bool = False, suffix: str = "", min_rows: int = 1) -> ir.Function:
     """micro(kc, ap, bp, c, ldc, rows, cols, first, last, row, col, e...): one MR x NR tile.
 
     `direct`: A is read where it lies, not from a packed panel: two more arguments (row stride,
-    k stride) follow `e...`, and rows at or past `rows` re-read the last row (never stored)."""
+    k stride) follow `e...`, and rows at or past `rows` re-read the last row (never stored). A
+    caller that never passes fewer than `min_rows` rows says so: the rows before it are read
+    without that clamp, at offsets the k loop need not keep in registers."""
     ptr = ty.as_pointer()
     n_epi = len(epilogue.operands) if epilogue else 0
     strides = [i64, i64] if direct else []
@@ -364,7 +366,8 @@ def emit_micro(module: ir.Module, name: str, ty: ir.Type, t: Tiling,
     prefetch_tile(b, t, c, ldc, row, col, epilogue, eptrs, last)
     if direct:
         last_row = b.sub(rows, const(1))
-        a_rows = [at(b, ap, b.mul(smin(b, const(r), last_row), a_rs)) for r in range(t.mr)]
+        a_rows = [at(b, ap, b.mul(const(r) if r < min_rows else smin(b, const(r), last_row), a_rs))
+                  for r in range(t.mr)]
         a_k_stride = a_ks
     else:
         a_rows, a_k_stride = [at(b, ap, r) for r in range(t.mr)], const(t.mr)

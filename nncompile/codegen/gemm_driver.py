@@ -193,7 +193,7 @@ def emit_gemm_driver(module: ir.Module, name: str, dtype: DType, pack_a: gemm.Pa
     micro = gemm.emit_micro(module, name, ty, t, epilogue)
     short = dataclasses.replace(t, mr=t.mr * 2 // 3)
     direct = None if transpose_a is None else \
-        ([(gemm.emit_micro(module, name, ty, t, epilogue, True), t.mr),
+        ([(gemm.emit_micro(module, name, ty, t, epilogue, True, min_rows=short.mr + 1), t.mr),
           (gemm.emit_micro(module, name, ty, short, epilogue, True, suffix=str(short.mr)), short.mr)], transpose_a)
     tiles = _emit_tiles(module, name, ty, t, pack_a, micro, n_epi, direct, transpose_b)
 

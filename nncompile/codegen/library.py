@@ -275,14 +275,24 @@ def _object_code(spec: Spec) -> bytes:
     """`spec`'s machine code, from the disk cache or compiled (in a builder thread)."""
     from nncompile.runtime import disk_cache     # runtime imports codegen, not the other way round
 
-    def compile_module() -> bytes:
+    def emit_and_compile() -> bytes:
         module = target.new_module(spec.name)
         spec.emit(module)
-        try:
-            return target.compile_object(str(module))
-        except IRError:     # its worker died (killed, out of memory): a fresh one takes it once more
-            return target.compile_object(str(module))
-    return disk_cache.host_object_code(f"kernel library\n{spec.name}\n{gemm.tilings_key()}", compile_module)
+        return compile_module(module)
+    return disk_cache.host_object_code(f"kernel library\n{spec.name}\n{gemm.tilings_key()}", emit_and_compile)
+
+
+def compile_module(module: ir.Module) -> bytes:
+    """The machine code of a module of kernels, made as the library's are: every internal
+    function is inlined into its callers once, then optimized once (`llvm_worker.LIBRARY_PASSES`)."""
+    for function in module.functions:
+        if function.blocks and function.linkage == "internal":
+            function.attributes.add("alwaysinline")
+    text = str(module)
+    try:
+        return target.compile_object(text, "library")
+    except IRError:     # its worker died (killed, out of memory): a fresh one takes it once more
+        return target.compile_object(text, "library")
 
 
 def ready() -> None:

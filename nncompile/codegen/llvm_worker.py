@@ -7,9 +7,9 @@ takes that growth instead of the user's process, and is replaced when it has gro
 `WORKER_RSS_LIMIT`. It also keeps an LLVM abort on a module (a fatal error in a pass) from ending
 the user's process: the request fails with an error naming the module instead.
 
-The parent asks `compile_object`, `optimized_ir` or `assembly` with the module's text and the
-host CPU; the worker parses, verifies, runs the optimization pipeline (`PIPELINE`) and answers, with the time each of
-those phases took (for `nncompile.phases`). Loading object code into
+The parent asks `compile_object`, `optimized_ir` or `assembly` with the module's text, the host
+CPU and the pipeline's name (`PIPELINES`); the worker parses, verifies, runs the optimization
+pipeline and answers, with the time each of those phases took (for `nncompile.phases`). Loading object code into
 an execution engine stays in the parent (`target.JitModule`), which keeps no memory once freed.
 
 This file imports nothing from nncompile, so that the worker starts in a fraction of a second:
@@ -69,16 +69,27 @@ class _Clock:
         self._start = now
 
 
-# LLVM's pipeline for every module: speed level, loop vectorizer, SLP vectorizer, loop unrolling.
-# O2 without unrolling or the SLP vectorizer: a model's own code is elementwise loops, which the
-# loop vectorizer interleaves anyway, and calls; the kernel library's code is vectors already
-# (`simd`), and unrolling its loops only doubled the few-row loops' bodies, whose accumulators
-# stay one chain each. Against O3 it halves LLVM's time on a training step's module and takes
-# 0.6 s instead of 1.1 s on the library's largest GEMM, with the same microkernel loops.
+# LLVM's pipeline for a model's module: speed level, loop vectorizer, SLP vectorizer, loop
+# unrolling. O2 without unrolling or the SLP vectorizer: a model's own code is elementwise loops,
+# which the loop vectorizer interleaves anyway, and calls. Against O3 it halves LLVM's time on a
+# training step's module, with the same loops.
 PIPELINE = (2, True, False, False)
+# The kernel library's pipeline (`codegen/library.py`), a list of passes run once each: its code
+# is vectors and register tiles already (`simd`), and its functions are marked always-inline, so
+# that a kernel is inlined once into its callers and the result optimized once. O2 optimized
+# each function, inlined it into its callers (the microkernels into the tile loops, the skinny
+# paths into theirs) and optimized the callers again: 1.25 s of LLVM for the three GEMMs a
+# training step of Dense layers calls, 0.73 s with this list. Measured on an Emerald Rapids
+# Xeon, alternating: products from 64 x 128 x 512 to 2048^3 and the peers' W2-W4 rows within
+# their noise, the LSTM training step 2-3% faster, a transposed-A product of depth 128
+# (784 x 128 x 128, one core) 2-3% slower.
+LIBRARY_PASSES = ("always_inliner", "sroa", "instruction_combine", "simplify_cfg", "sccp", "loop_simplify",
+                  "loop_rotate", "new_gvn", "instruction_combine", "jump_threading", "simplify_cfg",
+                  "aggressive_dce")
+PIPELINES = ("model", "library")
 
 
-def _optimized_module(llvm, machine, text: str, clock: _Clock):
+def _optimized_module(llvm, machine, text: str, pipeline: str, clock: _Clock):
     try:
         module = llvm.parse_assembly(text)
         module.verify()
@@ -91,16 +102,24 @@ def _optimized_module(llvm, machine, text: str, clock: _Clock):
     tuning.slp_vectorization = slp
     tuning.loop_unrolling = unroll
     builder = llvm.create_pass_builder(machine, tuning)
-    builder.getModulePassManager().run(module, builder)
+    if pipeline == "library":
+        passes = llvm.create_new_module_pass_manager()
+        for name in LIBRARY_PASSES:
+            getattr(passes, f"add_{name}_pass")()
+    else:
+        passes = builder.getModulePassManager()
+    passes.run(module, builder)
     clock.lap("LLVM optimisation")
     return module
 
 
 def _answer(llvm, machines: dict, request: tuple, clock: _Clock):
-    kind, cpu, features, text = request
+    kind, pipeline, cpu, features, text = request
+    if pipeline not in PIPELINES:
+        raise WorkerError(f"unknown pipeline {pipeline!r}; expected one of {PIPELINES}")
     machine = machines.get((cpu, features)) or machines.setdefault((cpu, features),
                                                                    target_machine(llvm, cpu, features))
-    module = _optimized_module(llvm, machine, text, clock)
+    module = _optimized_module(llvm, machine, text, pipeline, clock)
     if kind == "object":
         answer = machine.emit_object(module)
     elif kind == "assembly":
@@ -144,12 +163,13 @@ class _Worker:
         self.lock = threading.Lock()
         self.process: subprocess.Popen | None = None
 
-    def ask(self, kind: str, cpu: str, features: str, text: str):
-        """The worker's answer, and its time per phase ({phase: (wall, CPU seconds)})."""
+    def ask(self, *request):
+        """The worker's answer to (kind, pipeline, cpu, features, text), and its time per phase
+        ({phase: (wall, CPU seconds)})."""
         with self.lock:
             process = self.process = self.process or _spawn()
             try:
-                pickle.dump((kind, cpu, features, text), process.stdin)
+                pickle.dump(request, process.stdin)
                 process.stdin.flush()
                 (status, value), rss, times = pickle.load(process.stdout)
             except (EOFError, OSError, pickle.UnpicklingError):
@@ -282,20 +302,21 @@ def prestart(count: int = 1) -> None:
     _WORKERS.prestart(count)
 
 
-def compile_object(text: str, cpu: str, features: str) -> tuple[bytes, dict]:
-    """The object file of the module `text` after PIPELINE, optimized for `cpu` with `features`
-    (and the worker's time per phase, as every request here)."""
-    return _WORKERS.ask("object", cpu, features, text)
+def compile_object(text: str, cpu: str, features: str, pipeline: str = "model") -> tuple[bytes, dict]:
+    """The object file of the module `text` after the `pipeline` ("model": PIPELINE, "library":
+    LIBRARY_PASSES), optimized for `cpu` with `features` (and the worker's time per phase, as
+    every request here)."""
+    return _WORKERS.ask("object", pipeline, cpu, features, text)
 
 
-def optimized_ir(text: str, cpu: str, features: str) -> tuple[str, dict]:
-    """The module text after PIPELINE."""
-    return _WORKERS.ask("optimized", cpu, features, text)
+def optimized_ir(text: str, cpu: str, features: str, pipeline: str = "model") -> tuple[str, dict]:
+    """The module text after the `pipeline`."""
+    return _WORKERS.ask("optimized", pipeline, cpu, features, text)
 
 
-def assembly(text: str, cpu: str, features: str) -> tuple[str, dict]:
-    """The host assembly of the module after PIPELINE."""
-    return _WORKERS.ask("assembly", cpu, features, text)
+def assembly(text: str, cpu: str, features: str, pipeline: str = "model") -> tuple[str, dict]:
+    """The host assembly of the module after the `pipeline`."""
+    return _WORKERS.ask("assembly", pipeline, cpu, features, text)
 
 
 if __name__ == "__main__":

@@ -59,12 +59,12 @@ def tune(fn: ir.Function) -> ir.Function:
     return fn
 
 
-def _ask(request: Callable[[str, str, str], tuple[T, dict]], llvm_ir: str) -> T:
+def _ask(request: Callable[[str, str, str, str], tuple[T, dict]], llvm_ir: str, pipeline: str = "model") -> T:
     """The worker's answer; its phases are counted in `nncompile.phases`, and the rest of the
     request's time (starting the worker, sending the module, waiting) as "LLVM worker"."""
     with phases.timed("LLVM worker"):
         try:
-            answer, times = request(llvm_ir, *host_cpu())
+            answer, times = request(llvm_ir, *host_cpu(), pipeline)
         except llvm_worker.WorkerError as e:
             raise IRError(str(e)) from None
         for phase, (wall, cpu) in times.items():
@@ -85,8 +85,8 @@ def start_worker() -> None:
     llvm_worker.prestart(min(workers(), module_parts.MAX_PARTS))
 
 
-def compile_object(module: ir.Module | str) -> bytes:
-    """The host object code of the module after LLVM's pipeline (`llvm_worker.PIPELINE`), made
+def compile_object(module: ir.Module | str, pipeline: str = "model") -> bytes:
+    """The host object code of the module after LLVM's `pipeline` (`llvm_worker.PIPELINES`), made
     in LLVM worker processes (`llvm_worker`: they keep what LLVM leaks). A module large enough
     is cut into parts (`module_parts`) that workers compile at once; their object files come
     back as one blob (`module_parts.pack`), which `JitModule` loads. Its phases are those of
@@ -94,11 +94,11 @@ def compile_object(module: ir.Module | str) -> bytes:
     with phases.timed("LLVM IR"):     # the text is made here
         texts = module_parts.split(module, workers()) if isinstance(module, ir.Module) else [module]
     if len(texts) == 1:
-        return _ask(llvm_worker.compile_object, texts[0])
+        return _ask(llvm_worker.compile_object, texts[0], pipeline)
     cpu, features = host_cpu()
     with phases.timed("LLVM worker"):
         with concurrent.futures.ThreadPoolExecutor(len(texts), thread_name_prefix="nncompile-llvm") as pool:
-            futures = [pool.submit(llvm_worker.compile_object, text, cpu, features) for text in texts]
+            futures = [pool.submit(llvm_worker.compile_object, text, cpu, features, pipeline) for text in texts]
             try:
                 answers = [f.result() for f in futures]
             except llvm_worker.WorkerError as e:

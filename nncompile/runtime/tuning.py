@@ -1,8 +1,8 @@
 """`nncompile tune`: a short measured search for this host's f32 GEMM blocking (KC, MC).
 
 The candidates are the derived blocking (`codegen/blocking.py`) and its neighbours, KC and MC
-halved and one and a half times as large. Each is compiled once (about 0.7 s: KC and MC are
-constants in the code) and timed on a few square shapes, the candidates alternating within each
+halved and one and a half times as large. Each is compiled once, as the kernel library is (KC and MC
+are constants in the code) and timed on a few square shapes, the candidates alternating within each
 round (on a shared machine the load then falls on all alike); a candidate's score is the
 geometric mean over the shapes of its median time. The winner is stored as the host's tuned
 blocking (`blocking.store`), which every later compile uses unless NNCOMPILE_TUNE=0.
@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from nncompile.codegen import blocking, gemm, host, parallel, target
+from nncompile.codegen import blocking, gemm, host, library, parallel, target
 from nncompile.codegen.blocking import Blocking
 from nncompile.ir.dtypes import DType
 
@@ -96,7 +96,7 @@ class CompiledGemms:
             with blocking.trial(trial):
                 module = target.new_module("tune")
                 gemm.emit_gemm(module, "gemm", DType.f32)
-                jit = target.JitModule(module)
+                jit = target.JitModule(object_code=library.compile_module(module))   # as the library's
             self._kernels[trial] = (jit, _GEMM_TYPE(jit.address("gemm")))
         return self._kernels[trial][1]
 

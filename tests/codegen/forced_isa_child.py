@@ -11,7 +11,7 @@ import numpy as np
 
 import nncompile
 from nncompile import keras
-from nncompile.codegen import gemm, host, target
+from nncompile.codegen import gemm, host, library, target
 from nncompile.ir.dtypes import DType
 from nncompile.keras import layers as L
 from nncompile.runtime.reference import run as reference_run
@@ -99,7 +99,7 @@ def gemm_group(rng) -> None:
             for transpose_b in (False, True):
                 module = target.new_module("gemm")
                 gemm.emit_gemm(module, "g", dtype, transpose_a=transpose_a, transpose_b=transpose_b)
-                jit = target.JitModule(module)
+                jit = target.JitModule(object_code=library.compile_module(module))
                 fn = ctypes.CFUNCTYPE(None, I, I, I, P, I, P, I, P, I)(jit.address("g"))
                 for m, n, k in GEMM_SHAPES:
                     a = rng.standard_normal((k, m) if transpose_a else (m, k)).astype(dtype.numpy)

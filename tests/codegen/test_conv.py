@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from llvmlite import ir
 
-from nncompile.codegen import conv, gemm, target
+from nncompile.codegen import conv, gemm, library, target
 from nncompile.ir.dtypes import DType
 from nncompile.ir.errors import IRError
 
@@ -79,7 +79,7 @@ def _compiled(dtype, epilogue, epi, n_operands, wide=False):
     if key not in _KERNELS:
         module = target.new_module("conv_test")
         conv.emit_conv2d(module, "conv", dtype, epi, wide=wide)
-        jit = target.JitModule(module)
+        jit = target.JitModule(object_code=library.compile_module(module))
         _KERNELS[key] = jit, ctypes.CFUNCTYPE(None, I, P, P, P, P, *[P] * n_operands)(jit.address("conv"))
     return _KERNELS[key][1]
 

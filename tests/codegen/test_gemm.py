@@ -2,13 +2,14 @@
 strided operands, K = 0, every epilogue form, the small-M, blocked, threaded and integer paths."""
 import ctypes
 import functools
+import mmap
 
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 from llvmlite import ir
 
-from nncompile.codegen import gemm, gemm_pack, gemm_rows, parallel, target
+from nncompile.codegen import gemm, gemm_pack, gemm_rows, library, parallel, target
 from nncompile.ir.dtypes import DType
 from nncompile.ir.errors import IRError
 
@@ -49,7 +50,7 @@ def _compiled(dtype: DType, transpose_a: bool, transpose_b: bool, epilogue: str,
                         prepacked=prepacked)
     if prepacked:
         _emit_packing_caller(module, fn, dtype, transpose_b)
-    jit = target.JitModule(module)
+    jit = target.JitModule(object_code=library.compile_module(module))
     n_ops = len(epi.operands) if epi else 0
     return jit, ctypes.CFUNCTYPE(None, I, I, I, P, I, P, I, P, I, *[P] * n_ops)(
         jit.address("packed_gemm" if prepacked else "gemm"))
@@ -169,7 +170,7 @@ def test_strided_epilogue_operand_is_gathered():
     module = target.new_module("gather")
     epi = gemm.Epilogue(((1, m),), lambda b, acc, ops: b.fsub(acc, ops[0]))
     gemm.emit_gemm(module, "g", DType.f32, epilogue=epi)
-    jit = target.JitModule(module)
+    jit = target.JitModule(object_code=library.compile_module(module))
     fn = ctypes.CFUNCTYPE(None, I, I, I, P, I, P, I, P, I, P)(jit.address("g"))
     rng = np.random.default_rng(3)
     a, b = (rng.standard_normal(s).astype(np.float32) for s in ((m, k), (k, n)))
@@ -300,7 +301,7 @@ def test_known_few_rows_emit_only_their_path(rows):
     gemm.emit_gemm(module, "g", DType.f32, rows=rows)
     names = [g.name for g in module.global_values]
     assert not any(part in name for name in names for part in (".tiles", ".driver", ".skinny")), names
-    jit = target.JitModule(module)
+    jit = target.JitModule(object_code=library.compile_module(module))
     fn = ctypes.CFUNCTYPE(None, I, I, I, P, I, P, I, P, I)(jit.address("g"))
     rng = np.random.default_rng(2)
     a, b = rng.standard_normal((rows, 200)).astype(np.float32), rng.standard_normal((200, 600)).astype(np.float32)
@@ -325,3 +326,36 @@ def test_rows_of_tiles_pass_over_column_chunks(monkeypatch, m, n, k, transposes)
     finally:
         _compiled.cache_clear()
     _check(got, want, DType.f32, k)
+
+
+def _before_an_unreadable_page(values: np.ndarray) -> tuple[np.ndarray, mmap.mmap]:
+    """A copy of `values` whose last byte is the last before a page that faults when read (keep
+    the map alive while the array is used)."""
+    page = mmap.PAGESIZE
+    total = -(-values.nbytes // page) * page + page
+    memory = mmap.mmap(-1, total)
+    start = ctypes.addressof(ctypes.c_char.from_buffer(memory))
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    assert libc.mprotect(start + total - page, page, 0) == 0     # PROT_NONE
+    copy = np.frombuffer(memory, values.dtype, values.size, total - page - values.nbytes).reshape(values.shape)
+    copy[...] = values
+    return copy, memory
+
+
+@pytest.mark.parametrize("m", [33, 34, 35, 36, 29])
+@pytest.mark.parametrize("transpose_a", [False, True])
+def test_a_read_in_place_is_never_read_past_its_last_row(m, transpose_a):
+    """A small A is read in place (`gemm_driver._emit_tiles`): a last tile of fewer rows than
+    the register tile (9 to 12 rows: the full microkernel, 5: the short one) must re-read A's
+    last row, not the memory after it, which here is an unreadable page."""
+    n, k = 40, 20
+    rng = np.random.default_rng(m)
+    a, memory = _before_an_unreadable_page(rng.standard_normal((k, m) if transpose_a else (m, k)).astype(np.float32))
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    c = np.empty((m, n), np.float32)
+    _, fn = _compiled(DType.f32, transpose_a, False, "none")
+    fn(m, n, k, a.ctypes.data, a.shape[1], b.ctypes.data, n, c.ctypes.data, n)
+    _check(c, (a.T if transpose_a else a).astype(np.float64) @ b, DType.f32, k)
+    del a
+    memory.close()

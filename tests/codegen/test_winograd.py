@@ -48,7 +48,7 @@ def _compiled(wide: bool, residual: bool):
             fn.linkage = "external"
         epilogue = gemm.Epilogue(((gemm.LDC, 1),), lambda b, acc, ops: b.fadd(acc, ops[0])) if residual else None
         winograd.emit_conv2d(module, "wconv", DType.f32, epilogue, conv.tiling(DType.f32, wide))
-        jit = target.JitModule(module)
+        jit = target.JitModule(object_code=library.compile_module(module))
         extra = [P] if residual else []
         _KERNELS[key] = (jit, ctypes.CFUNCTYPE(None, I, I, P, P)(jit.address(f"nnc.winograd.filter.{DType.f32}")),
                          ctypes.CFUNCTYPE(None, I, I, P, I, P)(jit.address(module.globals[
