@@ -162,3 +162,21 @@ def test_a_worker_that_cannot_start_ahead_says_why_when_asked(monkeypatch):
     with pytest.raises(IRError, match="the LLVM worker started with '/bin/true' did not start"):
         target.compile_object(_module("never"))
     workers.close()
+
+
+def test_requests_beyond_the_cores_wait_for_a_worker(monkeypatch):
+    """More compiles at once than cores (a model's parts, the library's builds) share as many
+    workers as cores, each answered with its own module; none is started beyond them."""
+    import concurrent.futures
+
+    workers = llvm_worker._Workers()
+    workers.most = 2
+    monkeypatch.setattr(llvm_worker, "_WORKERS", workers)
+    names = [f"asked{i}" for i in range(6)]
+    try:
+        with concurrent.futures.ThreadPoolExecutor(len(names)) as pool:
+            answers = list(pool.map(lambda name: target.optimized(_module(name)), names))
+        assert all(f"@{name}" in answer and answer.count("define") == 1 for name, answer in zip(names, answers))
+        assert len(workers.all) == 2 and len(workers.idle) == 2
+    finally:
+        workers.close()
