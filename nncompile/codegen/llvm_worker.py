@@ -277,20 +277,22 @@ class _Workers:
         finally:
             with self.lock:
                 self.idle.append(worker)
-                self.lock.notify()
+                self.lock.notify_all()     # not one: a waiter woken and interrupted at once would lose it
 
     def prestart(self, count: int = 1) -> None:
-        """Start workers in the background until there are `count`: a compile that is about to
-        need them (its code missed the disk cache) then builds its module meanwhile, instead of
-        waiting for a Python to start and import llvmlite (66 ms) when it asks."""
+        """Start workers in the background until there are `count`, or as many as the cores: a
+        compile that is about to need them (its code missed the disk cache) then builds its
+        module meanwhile, instead of waiting for a Python to start and import llvmlite (66 ms)
+        when it asks."""
         with self.lock:
             started = []
-            while len(self.all) < count:
+            while len(self.all) < min(count, self.most):
                 worker = _Worker()
                 worker.lock.acquire()     # a request waits for the start, then takes this worker
                 self.all.append(worker)
                 self.idle.append(worker)
                 started.append(worker)
+            self.lock.notify_all()
         for worker in started:
             threading.Thread(target=worker.start_and_release, name="nncompile-llvm-start", daemon=True).start()
 

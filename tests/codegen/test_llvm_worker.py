@@ -138,6 +138,7 @@ def test_a_forked_child_starts_its_own_worker():
 def test_workers_started_ahead_answer_the_first_requests(monkeypatch, cores):
     """One per core (a module compiled in parts asks them at once); a second call starts none."""
     workers = llvm_worker._Workers()
+    workers.most = 2     # the host's cores, whatever this machine has
     monkeypatch.setattr(llvm_worker, "_WORKERS", workers)
     monkeypatch.setattr(target, "workers", lambda: cores)
     target.start_worker()
@@ -166,7 +167,8 @@ def test_a_worker_that_cannot_start_ahead_says_why_when_asked(monkeypatch):
 
 def test_requests_beyond_the_cores_wait_for_a_worker(monkeypatch):
     """More compiles at once than cores (a model's parts, the library's builds) share as many
-    workers as cores, each answered with its own module; none is started beyond them."""
+    workers as cores, each answered with its own module; none is started beyond them, ahead of
+    a compile or when asked."""
     import concurrent.futures
 
     workers = llvm_worker._Workers()
@@ -174,6 +176,8 @@ def test_requests_beyond_the_cores_wait_for_a_worker(monkeypatch):
     monkeypatch.setattr(llvm_worker, "_WORKERS", workers)
     names = [f"asked{i}" for i in range(6)]
     try:
+        workers.prestart(len(names))      # ahead of a module cut into more parts than cores
+        assert len(workers.all) == 2
         with concurrent.futures.ThreadPoolExecutor(len(names)) as pool:
             answers = list(pool.map(lambda name: target.optimized(_module(name)), names))
         assert all(f"@{name}" in answer and answer.count("define") == 1 for name, answer in zip(names, answers))
