@@ -12,6 +12,11 @@ when the replacement has exactly the node's result type, so no broadcast is lost
     transpose(gather(t, i), p) -> gather(t, transpose(i, p)) when p only reorders i's axes
     reshape(reshape(x)) -> one reshape, or x when the shapes agree
     concat(x, concat(y, z)) along the same axis -> concat(x, y, z)
+    select(y > 0, max_pool2d_grad(y, dz), +0.0) -> max_pool2d_grad(y, select(max_pool2d(y) > 0, dz, +0.0))
+        (relu's gradient through a max pooling: each dz lands on its window's first maximum, whose
+        value is the window's max_pool2d, so the test moves to the pooled tensor, a window's size
+        smaller; the sums of dz and of +0.0 are the same additions; the forward max_pool2d is
+        shared by cse)
     an operand broadcast(v) of an elementwise op with several operands -> v, when the op's own
         broadcasting gives the same result type (a scalar stays a scalar the loop reads)
 
@@ -144,6 +149,33 @@ def _nested_concat(rw: Rewriter, node: Node) -> Value | None:
     return rw.emit("concat", parts, node.loc, axis=node.attrs["axis"]) if flattened else None
 
 
+def _relu_through_max_pool(rw: Rewriter, node: Node) -> Value | None:
+    """The rule above for a select whose max_pool2d_grad has no other use: the Conv2D-ReLU-
+    MaxPooling2D block of a CNN's training step then tests and selects a quarter of the values
+    (2 x 2 windows) instead of the whole activation."""
+    test, grad, other = node.inputs
+    greater, pool_grad = _made_by(test, "greater"), _made_by(grad, "max_pool2d_grad")
+    if greater is None or pool_grad is None or not _positive_zero(other) or not is_filled(greater.inputs[1], 0):
+        return None
+    y = greater.inputs[0]
+    if pool_grad.inputs[0] is not y or test.type.shape != y.type.shape or _uses(rw.graph, grad) != 1:
+        return None
+    pooled = rw.emit("max_pool2d", [y], pool_grad.loc, **pool_grad.attrs)
+    keep = rw.emit("greater", [pooled, greater.inputs[1]], greater.loc)
+    kept = rw.emit("select", [keep, pool_grad.inputs[1], other], node.loc)
+    return _fits(node, rw.emit("max_pool2d_grad", [y, kept], pool_grad.loc, **pool_grad.attrs))
+
+
+def _positive_zero(v: Value) -> bool:
+    array = constant_of(v)
+    return array is not None and array.dtype.kind == "f" and bool(np.all((array == 0) & ~np.signbit(array)))
+
+
+def _uses(graph: Graph, v: Value) -> int:
+    """How many node inputs and graph outputs read `v`."""
+    return sum(x is v for n in graph.nodes for x in n.inputs) + sum(x is v for x in graph.outputs)
+
+
 RULES: dict[str, list[SimplifyRule]] = {
     "add": [_zero(1, negative=True), _zero(0, negative=True), _add_neg],
     "sub": [_zero(1, negative=False), _sub_neg],
@@ -151,7 +183,7 @@ RULES: dict[str, list[SimplifyRule]] = {
     "div": [_identity(1, 1.0)],
     "pow": [_identity(1, 1.0)],
     "neg": [_double_neg],
-    "select": [_same_branches],
+    "select": [_same_branches, _relu_through_max_pool],
     "transpose": [_transpose_pair, _transposed_gather],
     "reshape": [_reshape_pair],
     "concat": [_nested_concat],

@@ -183,3 +183,68 @@ def test_nested_concats_along_one_axis_flatten():
         %2 = concat(%0, %0) {axis=1} : f32[6,4]
         return %1, %2
     """)
+
+
+def _relu_pool_grad(window=(2, 2), strides=(2, 2), pads=(0, 0, 0, 0), zero=0.0, other_use=False,
+                    test_input=False):
+    """A Conv2D-ReLU-MaxPooling2D block's backward through the pooling and the relu, as autodiff
+    writes it: select(y > 0, max_pool2d_grad(y, dz), 0) with y = relu(p)."""
+    b = Builder()
+    p = b.input("p", f32[BATCH, 7, 7, 3])
+    y = b.op("relu", p)
+    pooled = b.op("max_pool2d", y, window=window, strides=strides, pads=pads)
+    dz = b.input("dz", f32[(BATCH, *pooled.type.shape[1:])])
+    grad = b.op("max_pool2d_grad", y, dz, window=window, strides=strides, pads=pads)
+    test = b.greater(p if test_input else y, b.scalar(0.0, y))
+    out = b.select(test, grad, b.constant(np.float32(zero)))
+    outputs = [out, pooled] + ([grad] if other_use else [])
+    return b.finish(outputs, [f"o{i}" for i in range(len(outputs))])
+
+
+def _relu_pool_inputs(graph, seed=0):
+    """Negatives, zeros of both signs, ties within a window, a NaN and an infinity."""
+    rng = np.random.default_rng(seed)
+    p = rng.integers(-3, 4, (4, 7, 7, 3)).astype(np.float32)   # small integers: many ties
+    p[0, 0, 0, 0], p[1, 2, 3, 1], p[2, 4, 4, 2], p[3, 1, 1, 0] = np.nan, -0.0, np.inf, -np.inf
+    dz_shape = [4, *graph.data_inputs[1].type.shape[1:]]
+    dz = rng.standard_normal(dz_shape).astype(np.float32)
+    dz[0, 0, 0, 1] = -0.0
+    return [p, dz]
+
+
+@pytest.mark.parametrize("window,strides,pads", [((2, 2), (2, 2), (0, 0, 0, 0)),
+                                                  ((3, 3), (2, 2), (1, 1, 1, 1)),
+                                                  ((2, 3), (1, 2), (0, 1, 1, 0))])
+def test_relu_gradient_moves_through_max_pooling(window, strides, pads):
+    from nncompile.passes.cse import cse
+    graph = _relu_pool_grad(window, strides, pads)
+    inputs = _relu_pool_inputs(graph)
+    before = run(graph, inputs)
+    after = dce(cse(simplify(graph.copy())))
+    selects = [n for n in after.nodes if n.op == "select"]
+    assert len(selects) == 1 and selects[0].outputs[0].type.shape[1:] == after.outputs[1].type.shape[1:]
+    assert [n.op for n in after.nodes].count("max_pool2d") == 1     # the forward one, shared
+    for got, want in zip(run(after, inputs), before):
+        np.testing.assert_array_equal(got, want)
+        assert not np.any((np.signbit(got) != np.signbit(want)) & ~np.isnan(got))
+
+
+def test_relu_gradient_through_max_pooling_compiled_as_before():
+    """Compiled, the rewritten step gives the reference interpreter's results on the graph as
+    autodiff wrote it, NaN, infinities, ties and signed zeros included."""
+    import nncompile
+    graph = _relu_pool_grad((3, 3), (2, 2), (1, 1, 1, 1))
+    inputs = _relu_pool_inputs(graph, seed=1)
+    want = run(graph, inputs)
+    for got, expected in zip(nncompile.compile(graph.copy(), pipeline="training")(*inputs), want):
+        np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("case", ["other_use", "minus_zero", "test_input"])
+def test_relu_gradient_through_max_pooling_kept_when_not_exact_or_not_cheaper(case):
+    graph = _relu_pool_grad(other_use=case == "other_use", zero=-0.0 if case == "minus_zero" else 0.0,
+                            test_input=case == "test_input")
+    after = dce(simplify(graph.copy()))
+    assert [n.op for n in after.nodes].count("max_pool2d_grad") == 1
+    select = next(n for n in after.nodes if n.op == "select")
+    assert select.inputs[1].producer.op == "max_pool2d_grad"
