@@ -264,18 +264,29 @@ def emit_driver(module: ir.Module, name: str, dtype: DType, t: gemm.Tiling, tile
     if prepacked:
         bp = eptrs.pop()
     else:
-        local = b.and_(tiles_pack_a, b.and_(b.icmp_signed("==", split_m, const(1)),
-                                            b.icmp_signed("<=", m, const(t.mc))))
-        bp = _pack_b_unless_local(b, module, name, ptr, t, (n, k, src_b, ldb), local, big, transpose_b)
+        in_place = ir.Constant(i1, 0) if transpose_b else _packed_already(b, t, n, src_b, ldb)
+        local = b.and_(b.not_(in_place), b.and_(tiles_pack_a, b.and_(b.icmp_signed("==", split_m, const(1)),
+                                                                     b.icmp_signed("<=", m, const(t.mc)))))
+        bp = _pack_b_unless_local(b, module, name, ptr, t, (n, k, src_b, ldb), local, big, transpose_b, in_place)
     partials = _alloc_partials(b, ptr, t, (m, n), split_k)
     fields = gemm.pack_fields(b, [m, n, k, bp, c, ldc, col0, a_ctx, split_n, src_b, ldb, split_k, partials] + eptrs)
     b.call(run, [tiles, fields, b.mul(b.mul(split_m, split_n), split_k)])
     _add_partials(b, t, (m, n, c, ldc), partials, b.sub(split_k, const(1)))
     b.call(free, [b.bitcast(partials, i8p)])
     if not prepacked:
-        b.call(free, [b.bitcast(bp, i8p)])
+        with b.if_then(b.icmp_unsigned("!=", bp, src_b)):
+            b.call(free, [b.bitcast(bp, i8p)])
     b.ret_void()
     return fn
+
+
+def _packed_already(b: ir.IRBuilder, t: gemm.Tiling, n: ir.Value, src_b: ir.Value, ldb: ir.Value) -> ir.Value:
+    """Whether a row-major B is its own packing: one whole panel (N = NR) of rows NR apart, on
+    64 bytes as the microkernels' aligned loads need. A filter gradient over 32 output channels
+    reads its chunk of dY so, and a Dense layer's of 32 units its dY."""
+    aligned = b.icmp_unsigned("==", b.and_(b.ptrtoint(src_b, i64), const(63)), const(0))
+    one_panel = b.and_(b.icmp_signed("==", n, const(t.nr)), b.icmp_signed("==", ldb, const(t.nr)))
+    return b.and_(one_panel, aligned)
 
 
 def _shares_k(b: ir.IRBuilder, t: gemm.Tiling, threads: int, tiles_pack_a: ir.Value, shape: tuple) -> ir.Value:
@@ -314,9 +325,10 @@ def _add_partials(b: ir.IRBuilder, t: gemm.Tiling, c_view: tuple, partials: ir.V
 
 
 def _pack_b_unless_local(b: ir.IRBuilder, module: ir.Module, name: str, ptr: ir.Type, t: gemm.Tiling,
-                         operand: tuple, local: ir.Value, big: ir.Value, transpose_b: bool) -> ir.Value:
+                         operand: tuple, local: ir.Value, big: ir.Value, transpose_b: bool,
+                         in_place: ir.Value) -> ir.Value:
     """B (operand = N, K, B, ldb) packed into a new buffer shared by the tiles tasks (by both
-    threads when the product is `big`); or null when `local`, each task then packing the panels
+    threads when the product is `big`); B itself when `in_place` (`_packed_already`); or null when `local`, each task then packing the panels
     it reads itself, a block of them at a time, just before its microkernels read them. The driver says
     local when the tiles pack A, C's rows are not split and they are one A block: each panel is
     then read by one A block of one task, so a shared packing only adds a write and a read of
@@ -325,8 +337,8 @@ def _pack_b_unless_local(b: ir.IRBuilder, module: ir.Module, name: str, ptr: ir.
     Tasks that pack locally get B itself (`TILE_FIELDS`' b and ldb)."""
     n, k, src_b, ldb = operand
     slot = gemm.entry_alloca(b, ptr)
-    b.store(ir.Constant(ptr, None), slot)
-    with b.if_then(b.not_(local)):
+    b.store(b.select(in_place, src_b, ir.Constant(ptr, None)), slot)
+    with b.if_then(b.not_(b.or_(local, in_place))):
         bp = gemm.alloc_aligned(b, ptr, gemm_pack.packed_bytes(b, t, n, k))
         pack_b = gemm_pack.pack_b_task(module, name, bp.type.pointee, t, transpose_b)
         chunks = b.select(big, const(parallel.num_threads() * gemm.CHUNKS_PER_THREAD), const(1))

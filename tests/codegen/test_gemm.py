@@ -359,3 +359,35 @@ def test_a_read_in_place_is_never_read_past_its_last_row(m, transpose_a):
     _check(c, (a.T if transpose_a else a).astype(np.float64) @ b, DType.f32, k)
     del a
     memory.close()
+
+
+def _at_alignment(values: np.ndarray, offset_bytes: int) -> tuple[np.ndarray, np.ndarray]:
+    """A copy of `values` starting `offset_bytes` past a 64-byte boundary (and its buffer)."""
+    buffer = np.zeros(values.nbytes + 128, np.uint8)
+    start = (-buffer.ctypes.data) % 64 + offset_bytes
+    copy = buffer[start:start + values.nbytes].view(values.dtype).reshape(values.shape)
+    copy[...] = values
+    return copy, buffer
+
+
+@pytest.mark.parametrize("m,k,transpose_a", [(40, 100, False), (37, 1700, False), (24, 2000, True),
+                                              (300, 64, True), (13, 5, False)])
+@pytest.mark.parametrize("offset,row_pad", [(0, 0), (16, 0), (0, 16)])
+@pytest.mark.parametrize("epilogue", ["none", "bias_relu"])
+def test_b_of_one_panel_is_read_as_its_own_packing(m, k, transpose_a, offset, row_pad, epilogue):
+    """A row-major B of exactly NR columns, rows NR apart, on 64 bytes is read in place
+    (`gemm_driver._packed_already`); off 64 bytes, or with rows further apart (still on 64
+    bytes), it is packed as before: all as numpy."""
+    n = gemm.tiling(DType.f32).nr
+    rng = np.random.default_rng(k)
+    a = rng.standard_normal((k, m) if transpose_a else (m, k)).astype(np.float32)
+    rows, keep = _at_alignment(rng.standard_normal((k, n + row_pad)).astype(np.float32), offset)
+    b = rows[:, :n]
+    _, numpy_rule, makers = EPILOGUES[epilogue]
+    operands = [np.ascontiguousarray(make(m, n, rng).astype(np.float32)) for make in makers]
+    c = np.full((m, n), np.nan, np.float32)
+    _, fn = _compiled(DType.f32, transpose_a, False, epilogue, n)
+    fn(m, n, k, a.ctypes.data, a.shape[1], b.ctypes.data, n + row_pad, c.ctypes.data, n,
+       *[o.ctypes.data for o in operands])
+    want = numpy_rule((a.T if transpose_a else a).astype(np.float64) @ b, [o.astype(np.float64) for o in operands])
+    _check(c, want, DType.f32, k)
