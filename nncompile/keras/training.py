@@ -37,6 +37,7 @@ from nncompile.keras.layers.core import SEED_INPUT
 from nncompile.keras.layers.recurrent import check_stateful_batch, stateful_rows
 from nncompile.passes.autodiff import gradients
 from nncompile.runtime.cpu import executable
+from nncompile.runtime.rows import take as take_rows
 
 LEARNING_RATE = "learning_rate"
 ITERATION = "iteration"
@@ -450,7 +451,7 @@ def _feeds(model, xs, ys, weights, index, train: bool, steps: int | None, batch_
     """The step's inputs for the samples at `index`: one batch, or `steps` batches stacked (each
     array then has a leading axis of steps, the learning rate and step number one per step)."""
     def cut(array):
-        part = array[index]
+        part = take_rows(array, index) if isinstance(index, np.ndarray) else array[index]
         return part if steps is None else part.reshape((steps, batch_size) + array.shape[1:])
 
     feeds = {name: cut(x) for name, x in zip(model.input_names, xs)}
