@@ -33,7 +33,7 @@ from nncompile.ir.errors import ShapeError
 from nncompile.ir.graph import Graph, Node, Value
 from nncompile.ir.optable import OPS, Fusion
 from nncompile.passes.manager import register_pass
-from nncompile.passes.rewrite import Rewriter, constant_of, is_filled, sweep
+from nncompile.passes.rewrite import Rewriter, constant_of, is_filled, sweep, users
 
 SimplifyRule = Callable[[Rewriter, Node], "Value | None"]
 
@@ -155,13 +155,15 @@ def _relu_through_max_pool(rw: Rewriter, node: Node) -> Value | None:
     (2 x 2 windows) instead of the whole activation."""
     test, grad, other = node.inputs
     greater, pool_grad = _made_by(test, "greater"), _made_by(grad, "max_pool2d_grad")
-    if greater is None or pool_grad is None or not _positive_zero(other) or not is_filled(greater.inputs[1], 0):
+    zero = greater.inputs[1] if greater is not None else None
+    if pool_grad is None or zero is None or not _positive_zero(other) or not is_filled(zero, 0) \
+            or other.type.shape != () or zero.type.shape != ():     # zeros as autodiff writes them
         return None
     y = greater.inputs[0]
-    if pool_grad.inputs[0] is not y or test.type.shape != y.type.shape or _uses(rw.graph, grad) != 1:
+    if pool_grad.inputs[0] is not y or test.type.shape != y.type.shape or users(rw.graph).get(grad) != 1:
         return None
     pooled = rw.emit("max_pool2d", [y], pool_grad.loc, **pool_grad.attrs)
-    keep = rw.emit("greater", [pooled, greater.inputs[1]], greater.loc)
+    keep = rw.emit("greater", [pooled, zero], greater.loc)
     kept = rw.emit("select", [keep, pool_grad.inputs[1], other], node.loc)
     return _fits(node, rw.emit("max_pool2d_grad", [y, kept], pool_grad.loc, **pool_grad.attrs))
 
@@ -169,11 +171,6 @@ def _relu_through_max_pool(rw: Rewriter, node: Node) -> Value | None:
 def _positive_zero(v: Value) -> bool:
     array = constant_of(v)
     return array is not None and array.dtype.kind == "f" and bool(np.all((array == 0) & ~np.signbit(array)))
-
-
-def _uses(graph: Graph, v: Value) -> int:
-    """How many node inputs and graph outputs read `v`."""
-    return sum(x is v for n in graph.nodes for x in n.inputs) + sum(x is v for x in graph.outputs)
 
 
 RULES: dict[str, list[SimplifyRule]] = {

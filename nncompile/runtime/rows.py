@@ -23,8 +23,8 @@ NATIVE_BYTES = 64 << 10     # below this, waking the pool costs more than it sav
 def take(array: np.ndarray, index: np.ndarray) -> np.ndarray:
     """`array[index]` for a 1-D integer `index` of rows."""
     rows = len(index) if isinstance(index, np.ndarray) and index.ndim == 1 else 0
-    if not (isinstance(array, np.ndarray) and array.ndim >= 1 and array.flags.c_contiguous and rows
-            and index.dtype == np.int64 and index.flags.c_contiguous and array.dtype != object):
+    if not (type(array) is np.ndarray and array.ndim >= 1 and array.flags.c_contiguous and rows
+            and index.dtype == np.int64 and index.flags.c_contiguous and not array.dtype.hasobject):
         return array[index]
     row_bytes = array.itemsize * (array.size // len(array) if len(array) else 0)
     if row_bytes * rows < NATIVE_BYTES or index.min() < 0 or index.max() >= len(array):

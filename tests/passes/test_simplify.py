@@ -248,3 +248,21 @@ def test_relu_gradient_through_max_pooling_kept_when_not_exact_or_not_cheaper(ca
     assert [n.op for n in after.nodes].count("max_pool2d_grad") == 1
     select = next(n for n in after.nodes if n.op == "select")
     assert select.inputs[1].producer.op == "max_pool2d_grad"
+
+
+@pytest.mark.parametrize("which", ["test", "other"])
+def test_relu_gradient_through_max_pooling_with_full_zeros_is_left_and_compiles(which):
+    """Zeros of the activation's whole shape (hand-written IR, or folded broadcasts) would not fit
+    the pooled tensor: the rule leaves them, and the step compiles and runs as written."""
+    import nncompile
+    b = Builder()
+    y = b.input("y", f32[4, 6, 6, 3])
+    dz = b.input("dz", f32[4, 3, 3, 3])
+    grad = b.op("max_pool2d_grad", y, dz, window=(2, 2), strides=(2, 2))
+    zeros = b.constant(np.zeros((4, 6, 6, 3), np.float32))
+    scalar = b.constant(np.float32(0.0))
+    out = b.select(b.greater(y, zeros if which == "test" else scalar), grad, zeros if which == "other" else scalar)
+    graph = b.finish([out], ["o"])
+    inputs = [np.random.default_rng(0).standard_normal(v.type.shape).astype(np.float32) for v in graph.data_inputs]
+    assert [n.op for n in dce(simplify(graph.copy())).nodes].count("max_pool2d") == 0
+    np.testing.assert_array_equal(nncompile.compile(graph.copy(), pipeline="training")(*inputs), run(graph, inputs)[0])

@@ -54,3 +54,18 @@ def test_no_rows_and_no_columns(native):
     array = np.ones((10, 0), np.float32)
     assert rows.take(array, np.array([1, 2], np.int64)).shape == (2, 0)
     assert rows.take(np.ones((10, 3)), np.zeros(0, np.int64)).shape == (0, 3)
+
+
+def test_objects_and_array_subclasses_are_numpys(native):
+    """Rows holding Python objects need their references counted, and a masked array keeps its
+    mask: numpy's indexing does both, a copy of bytes would not."""
+    import sys
+    rows_of_objects = np.zeros(3000, [("o", object), ("f", "f8")])
+    marker = object()
+    rows_of_objects["o"][7] = marker
+    before = sys.getrefcount(marker)
+    got = rows.take(rows_of_objects, np.array([7, 7, 1] * 40, np.int64))
+    assert sys.getrefcount(marker) == before + 80 and got["o"][0] is marker
+    masked = np.ma.masked_less(np.arange(4000.0).reshape(2000, 2), 10)
+    taken = rows.take(masked, np.arange(1999, -1, -1, dtype=np.int64)[::-1].copy())
+    assert isinstance(taken, np.ma.MaskedArray) and taken.mask[:5].all() and not taken.mask[5:].any()
