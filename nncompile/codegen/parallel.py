@@ -352,11 +352,10 @@ def _emit_take_rows(module: ir.Module, parallel_for: ir.Function) -> None:
     row r of `out` is row index[r] of `source`, the rows cut into `parts` tasks of the pool. A
     shuffled batch of samples is gathered so (`runtime.rows`): its rows lie anywhere in the data
     set, mostly out of the caches, and two cores fetch them about twice as fast as one."""
+    from nncompile.codegen.gemm import pack_fields, unpack_fields   # gemm imports this module
     i64p = i64.as_pointer()
-    fields = ir.LiteralStructType([i8p, i64, i64p, i64, i8p])
     task, b, ctx, part, parts = task_function(module, "take_rows.task")
-    source, row_bytes, index, rows, out = (b.load(b.gep(b.bitcast(ctx, fields.as_pointer()), [const(0), ir.Constant(i32, i)]))
-                                            for i in range(5))
+    source, row_bytes, index, rows, out = unpack_fields(b, ctx, [i8p, i64, i64p, i64, i8p])
     share = b.sdiv(b.add(rows, b.sub(parts, const(1))), parts)
     first = b.mul(part, share)
     last = b.select(b.icmp_signed("<", b.add(first, share), rows), b.add(first, share), rows)
@@ -368,10 +367,7 @@ def _emit_take_rows(module: ir.Module, parallel_for: ir.Function) -> None:
 
     fn = target.tune(ir.Function(module, ir.FunctionType(void, [i8p, i64, i64p, i64, i8p, i64]), TAKE_ROWS))
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    context = b.alloca(fields)
-    for i, arg in enumerate(fn.args[:5]):
-        b.store(arg, b.gep(context, [const(0), ir.Constant(i32, i)]))
-    b.call(parallel_for, [task, b.bitcast(context, i8p), fn.args[5]])
+    b.call(parallel_for, [task, pack_fields(b, fn.args[:5]), fn.args[5]])
     b.ret_void()
 
 

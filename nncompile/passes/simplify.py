@@ -62,13 +62,16 @@ def _zero(position: int, negative: bool) -> SimplifyRule:
     """The other operand when the operand at `position` is zero: for floats only a zero of sign
     `negative`, the one that leaves every x (including -0.0) unchanged."""
     def rule(rw: Rewriter, node: Node) -> Value | None:
-        zero = constant_of(node.inputs[position])
-        if zero is None or zero.dtype == np.bool_ or not np.all(zero == 0):
-            return None
-        if zero.dtype.kind == "f" and not np.all(np.signbit(zero) == negative):
-            return None
-        return _fits(node, node.inputs[1 - position])
+        return _fits(node, node.inputs[1 - position]) if _is_zero(node.inputs[position], negative) else None
     return rule
+
+
+def _is_zero(v: Value, negative: bool) -> bool:
+    """Whether `v` is a constant of zeros, for floats all of sign `negative`."""
+    zero = constant_of(v)
+    if zero is None or zero.dtype == np.bool_ or not np.all(zero == 0):
+        return False
+    return zero.dtype.kind != "f" or bool(np.all(np.signbit(zero) == negative))
 
 
 def _add_neg(rw: Rewriter, node: Node) -> Value | None:
@@ -156,7 +159,7 @@ def _relu_through_max_pool(rw: Rewriter, node: Node) -> Value | None:
     test, grad, other = node.inputs
     greater, pool_grad = _made_by(test, "greater"), _made_by(grad, "max_pool2d_grad")
     zero = greater.inputs[1] if greater is not None else None
-    if pool_grad is None or zero is None or not _positive_zero(other) or not is_filled(zero, 0) \
+    if pool_grad is None or zero is None or not _is_zero(other, negative=False) or not is_filled(zero, 0) \
             or other.type.shape != () or zero.type.shape != ():     # zeros as autodiff writes them
         return None
     y = greater.inputs[0]
@@ -166,11 +169,6 @@ def _relu_through_max_pool(rw: Rewriter, node: Node) -> Value | None:
     keep = rw.emit("greater", [pooled, zero], greater.loc)
     kept = rw.emit("select", [keep, pool_grad.inputs[1], other], node.loc)
     return _fits(node, rw.emit("max_pool2d_grad", [y, kept], pool_grad.loc, **pool_grad.attrs))
-
-
-def _positive_zero(v: Value) -> bool:
-    array = constant_of(v)
-    return array is not None and array.dtype.kind == "f" and bool(np.all((array == 0) & ~np.signbit(array)))
 
 
 RULES: dict[str, list[SimplifyRule]] = {
