@@ -460,13 +460,10 @@ def _feeds(model, xs, ys, weights, index, train: bool, steps: int | None, batch_
     if train:
         optimizer = model._compiled.optimizer
         first = optimizer.iterations
-        rates = []
-        for k in range(steps or 1):
-            optimizer.iterations = first + k
-            rates.append(optimizer.current_learning_rate())
+        rates = optimizer.learning_rates(steps or 1)
         optimizer.iterations = first + (steps or 1)
         numbers = np.arange(first, first + (steps or 1))
-        feeds[LEARNING_RATE] = np.asarray(rates if steps else rates[0], np.float32)
+        feeds[LEARNING_RATE] = rates if steps else np.asarray(rates[0])
         feeds[ITERATION] = (numbers + 1).astype(np.float32) if steps else np.asarray(first + 1, np.float32)
         feeds[SEED_INPUT] = (numbers + model._seed).astype(np.int64) if steps else np.asarray(model._seed + first, np.int64)
     return feeds

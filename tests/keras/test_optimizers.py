@@ -374,6 +374,30 @@ def test_optimizer_reads_its_schedule_at_iterations():
         opt.learning_rate = 0.1
 
 
+@pytest.mark.parametrize("rate", [
+    schedules.ExponentialDecay(0.2, decay_steps=1, decay_rate=0.5),
+    lambda: 0.05,
+    0.1,
+])
+def test_fit_steps_take_each_steps_learning_rate(rate):
+    """fit runs a chunk of batches in one native call: each step gets its own rate, a schedule's
+    at its own `iterations`, as a numpy loop of SGD steps on a linear model's squared error."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((20, 3)).astype(np.float32)
+    y = rng.standard_normal((20, 1)).astype(np.float32)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, use_bias=False)])
+    model.compile(optimizer=optimizers.SGD(learning_rate=rate), loss="mse")
+    w = model.get_weights()[0].astype(np.float64)
+    model.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0)
+    for t in range(10):
+        lr = 0.2 * 0.5 ** t if isinstance(rate, schedules.LearningRateSchedule) else 0.05 if callable(rate) else rate
+        xb, yb = x[t % 5 * 4:t % 5 * 4 + 4].astype(np.float64), y[t % 5 * 4:t % 5 * 4 + 4]
+        w -= lr * 2 / 4 * xb.T @ (xb @ w - yb)
+    np.testing.assert_allclose(model.get_weights()[0], w, rtol=1e-5, atol=1e-6)
+    assert model.optimizer.iterations == 10
+
+
 def test_learning_rate_is_settable_as_callbacks_do():
     opt = optimizers.Adam()
     assert float(opt.learning_rate) == np.float32(0.001)       # a float32 variable, as in Keras 3
