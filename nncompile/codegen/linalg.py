@@ -184,8 +184,8 @@ def _matmul(k: Kernel, node: Node, epilogue: Sequence[Node] = (), output: Value 
     rows = m if isinstance(m, int) else None
     extra = [k.ptr(v) for v in operands]
     if _tiny(m, n, depth):
-        fn = emit_loop_gemm(k.module, k.module.get_unique_name("gemm"), dtype,
-                            transpose_a=ta, transpose_b=tb, epilogue=fused)
+        fn = emit_loop_gemm(k.module, k.module.get_unique_name("gemm"), dtype, transpose_a=ta, transpose_b=tb,
+                            epilogue=fused, columns=n if isinstance(n, int) else None)
     else:
         kind, extra = _library_epilogue(k, node, epilogue, fused, operands)
         fn = library.shared_gemm(k.module, dtype, transpose_a=ta, transpose_b=tb, prepacked=bool(packed),

@@ -391,3 +391,44 @@ def test_b_of_one_panel_is_read_as_its_own_packing(m, k, transpose_a, offset, ro
        *[o.ctypes.data for o in operands])
     want = numpy_rule((a.T if transpose_a else a).astype(np.float64) @ b, [o.astype(np.float64) for o in operands])
     _check(c, want, DType.f32, k)
+
+
+@functools.cache
+def _loop_gemm(dtype: DType, transpose_a: bool, transpose_b: bool, epilogue: str, n: int, columns: int | None):
+    epi = EPILOGUES[epilogue][0]
+    if epi is not None and epi.operands[0][0] == -1:
+        epi = gemm.Epilogue(((n, 1),), epi.apply)
+    module = target.new_module("loop_gemm_test")
+    gemm.emit_loop_gemm(module, "g", dtype, transpose_a=transpose_a, transpose_b=transpose_b, epilogue=epi,
+                        columns=columns)
+    jit = target.JitModule(module)
+    return jit, ctypes.CFUNCTYPE(None, I, I, I, P, I, P, I, P, I, *[P] * (len(epi.operands) if epi else 0))(
+        jit.address("g"))
+
+
+@pytest.mark.parametrize("dtype", [DType.f32, DType.f64])
+@pytest.mark.parametrize("transposes", [(False, False), (True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("n,static", [(1, True), (3, True), (8, True), (13, True), (16, False), (17, False),
+                                      (33, True)])
+@pytest.mark.parametrize("epilogue", ["none", "bias_relu", "residual"])
+def test_loop_gemm_sums_each_element_in_order(dtype, transposes, n, static, epilogue):
+    """The tiny products' loop nest, a vector of C's columns at a time (fewer lanes when N is
+    known and small, scalars for one column): bitwise a sum over k in order, as a numpy loop
+    in the dtype adds it, with strided operands and the epilogue; nothing past C's rows."""
+    rng = np.random.default_rng(n)
+    for m, k in [(1, 1), (5, 8), (4, 0), (3, 13)]:
+        a = _strided(rng, *((k, m) if transposes[0] else (m, k)), 2, dtype.numpy)
+        b = _strided(rng, *((n, k) if transposes[1] else (k, n)), 3, dtype.numpy)
+        c = np.full((m, n + 5), np.nan, dtype.numpy)
+        _, numpy_rule, makers = EPILOGUES[epilogue]
+        operands = [np.ascontiguousarray(make(m, n, rng).astype(dtype.numpy)) for make in makers]
+        _, fn = _loop_gemm(dtype, *transposes, epilogue, n, n if static else None)
+        item = a.itemsize
+        fn(m, n, k, a.ctypes.data, a.strides[0] // item, b.ctypes.data, b.strides[0] // item,
+           c.ctypes.data, c.strides[0] // item, *[o.ctypes.data for o in operands])
+        a_rows, b_rows = (a.T if transposes[0] else a), (b.T if transposes[1] else b)
+        acc = np.zeros((m, n), dtype.numpy)
+        for kk in range(k):
+            acc = acc + a_rows[:, kk:kk + 1] * b_rows[kk:kk + 1, :]
+        np.testing.assert_array_equal(c[:, :n], numpy_rule(acc, operands))
+        assert np.isnan(c[:, n:]).all(), "wrote past the end of C's rows"
