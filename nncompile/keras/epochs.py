@@ -107,7 +107,7 @@ def run_stream(model, stream: streaming.Stream, train: bool, on_batch, chunked: 
             outs = [o[None] for o in step(feeds)]
             training._merge(model._compiled, step.counts, outs, len(weights))
             if train:
-                training._constrain(model)
+                training._constrain(step)
             if chunked and (number + 1) % REPORT_EVERY:
                 continue
             reported = number

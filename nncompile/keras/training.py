@@ -161,9 +161,11 @@ class _Step:
     """One compiled step graph, the order of its data inputs, and how many statistics each
     metric contributes to its outputs (after the loss and the per-output losses)."""
 
-    def __init__(self, graph: Graph, counts: list[int], stateful: tuple | None = None):
+    def __init__(self, graph: Graph, counts: list[int], stateful: tuple | None = None,
+                 constrained: Sequence = ()):
         self.graph = graph
         self.stateful = stateful   # a stateful layer and the batch size it runs on (`stateful_rows`)
+        self.constrained = list(constrained)   # the weights it trains that have a constraint
         self.exe = executable(graph)
         self.names = [v.name for v in graph.data_inputs]
         self.counts = counts
@@ -282,8 +284,10 @@ def step_for(model, targets: Sequence[np.ndarray], weights: np.ndarray, train: b
     key = (train, tuple((y.shape[1:], y.dtype.str) for y in targets), weights.shape[1:])
     step = compiled.steps.get(key)
     if step is None:
+        constrained = [v for v in model.trainable_weights if v.constraint is not None] if train else []
         step = compiled.steps[key] = _Step(*build_step_graph(model, compiled, targets, train,
-                                                             weights.shape[1:]), stateful_rows(model.layers))
+                                                             weights.shape[1:]), stateful_rows(model.layers),
+                                           constrained)
     return step
 
 
@@ -435,16 +439,16 @@ def _run_batches(model, step: _Step, xs, ys, weights, batch_size, train: bool, o
         feeds = _feeds(model, xs, ys, weights, index, train, None, None)
         _merge(model._compiled, step.counts, [o[None] for o in step(feeds)], len(feeds[SAMPLE_WEIGHT]))
         if train:
-            _constrain(model)
+            _constrain(step)
         if on_batch(number, logs_of(model._compiled)) is False:
             break
 
 
-def _constrain(model) -> None:
-    """Project the weights that have a constraint back onto it, after each step, as Keras does."""
-    for var in model.trainable_weights:
-        if var.constraint is not None:
-            var.assign(var.constraint(var.numpy()))
+def _constrain(step: _Step) -> None:
+    """Project the weights the step trains that have a constraint back onto it, after each step,
+    as Keras does."""
+    for var in step.constrained:
+        var.assign(var.constraint(var.numpy()))
 
 
 def _feeds(model, xs, ys, weights, index, train: bool, steps: int | None, batch_size: int | None) -> dict:
