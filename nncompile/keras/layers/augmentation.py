@@ -1,5 +1,5 @@
-"""Image augmentation layers of Keras 3: RandomFlip, RandomContrast, RandomBrightness
-(channels last).
+"""Image augmentation layers of Keras 3: RandomFlip, RandomContrast, RandomBrightness,
+RandomRotation, RandomTranslation, RandomZoom (channels last).
 
 At inference (predict, evaluate, `training=False`) they are the identity and emit nothing. In
 training each image of the batch draws its own transform from the counter-based
@@ -14,14 +14,17 @@ values differ: another generator):
   (x - mean) * c + mean (mean over height and width), clipped to `value_range`.
 - RandomBrightness: d ~ U[lower, upper) * (high - low) per image, added, clipped to
   `value_range`.
+- RandomRotation, RandomTranslation, RandomZoom: an angle, a shift or a zoom per image, made
+  into the transform Keras 3 makes of it (`_compute_affine_matrix` about the centre, the shift,
+  the zoom about the centre) and applied by `ops.image.affine_transform`.
 
 As in Keras, calling one of these layers directly on an array without `training` augments
 (their `call` defaults to training=True); inside a model the model's mode decides.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
-
 
 from nncompile.ir import Builder, DType, ShapeError, Value
 from nncompile.ir.ops.shape import SLICE_END
@@ -29,6 +32,7 @@ from nncompile.keras import tracing
 from nncompile.keras.layers.arguments import check_data_format, integer, owner_of
 from nncompile.keras.layers.base import KerasTensor, Layer, keras_shape
 from nncompile.keras.layers.core import seed_input, stream_key
+from nncompile.keras.ops import image
 
 HORIZONTAL, VERTICAL = "horizontal", "vertical"
 HORIZONTAL_AND_VERTICAL = "horizontal_and_vertical"
@@ -208,3 +212,160 @@ class RandomBrightness(_Augmentation):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "factor": self.factor, "value_range": self.value_range}
+
+
+class _Affine(_Augmentation):
+    """What RandomRotation, RandomTranslation and RandomZoom share: in training each image is
+    resampled through a transform drawn for it (`_transforms`: (batch, 8) rows of
+    `ops.image.affine_transform`), read with `interpolation` and `fill_mode`."""
+
+    def __init__(self, fill_mode="reflect", interpolation="bilinear", seed=None, fill_value=0.0,
+                 data_format=None, **kwargs):
+        super().__init__(seed=seed, data_format=data_format, **kwargs)
+        self._key = stream_key(self.seed, spare=1)   # two draws: this key and the next
+        if fill_mode not in AFFINE_FILL_MODES:
+            raise NotImplementedError(f"Unknown `fill_mode` {fill_mode}. Expected of one {AFFINE_FILL_MODES}.")
+        if interpolation not in image.INTERPOLATIONS:
+            raise NotImplementedError(f"Unknown `interpolation` {interpolation}. Expected of one "
+                                      f"{image.INTERPOLATIONS}.")
+        self.fill_mode, self.interpolation, self.fill_value = fill_mode, interpolation, fill_value
+
+    def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
+        x = self._images(b, inputs)
+        if not training:
+            return x
+        height, width = x.type.shape[-3:-1]
+        if isinstance(height, str) or isinstance(width, str):
+            raise ShapeError(f"{owner_of(self)}: the height and width of its input must be known; "
+                             f"received input_shape={keras_shape(x.type)}")
+        return image.affine(b, x, self._transforms(b, x, height, width), self.interpolation,
+                            self.fill_mode, self.fill_value)
+
+    def _uniform(self, b: Builder, x: Value, low: float, high: float, stream: int = 0) -> Value:
+        """U[low, high) of shape (batch, 1), one draw an image ((1, 1) for one image)."""
+        rows = 1 if x.type.rank == 3 else x.type.shape[0]
+        u = b.op("random_uniform", seed_input(b), shape=(rows, 1), key=self._key + stream)
+        u = u if x.type.dtype == DType.f32 else b.cast(u, dtype=x.type.dtype)
+        return b.add(b.mul(u, b.scalar(high - low, u)), b.scalar(low, u))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "fill_mode": self.fill_mode, "fill_value": self.fill_value,
+                "interpolation": self.interpolation}
+
+
+AFFINE_FILL_MODES = ("reflect", "wrap", "constant", "nearest")
+
+
+def _rows(b: Builder, columns: list) -> Value:
+    """(batch, 8) transforms from 8 columns: (batch, 1) values or Python numbers."""
+    like = next(c for c in columns if isinstance(c, Value))
+    return b.concat(*[c if isinstance(c, Value) else b.broadcast(b.scalar(float(c), like), shape=like.type.shape)
+                      for c in columns], axis=1)
+
+
+class RandomRotation(_Affine):
+    """Rotates each image in training by an angle drawn from U[lower, upper) * 360 degrees
+    (counter-clockwise for positive angles), about its centre, as Keras 3 does: `factor` a
+    number f in [-1, 1] is (-f, f), a pair (lower, upper). Pixels from outside the image are
+    filled by `fill_mode` ("reflect", "wrap", "constant" with `fill_value`, "nearest") and read
+    with `interpolation` ("bilinear" or "nearest"). The identity at inference.
+
+    >>> x = np.arange(9, dtype="float32").reshape(1, 3, 3, 1)
+    >>> RandomRotation((0.25, 0.25), interpolation="nearest")(x)[0, :, :, 0].tolist()    # a quarter turn
+    [[2.0, 5.0, 8.0], [1.0, 4.0, 7.0], [0.0, 3.0, 6.0]]
+    """
+
+    def __init__(self, factor, fill_mode="reflect", interpolation="bilinear", seed=None, fill_value=0.0,
+                 data_format=None, **kwargs):
+        super().__init__(fill_mode, interpolation, seed, fill_value, data_format, **kwargs)
+        self.factor = _factor(self, factor, (-1, 1))
+
+    def _transforms(self, b: Builder, x: Value, height: int, width: int) -> Value:
+        lower, upper = self.factor
+        angle = b.mul(self._uniform(b, x, lower * 360.0, upper * 360.0), b.scalar(math.pi / 180.0, x))
+        cos, sin = b.cos(angle), b.sin(angle)
+        cx, cy = 0.5 * (width - 1), 0.5 * (height - 1)
+        a2 = b.sub(b.sub(b.scalar(cx, cos), b.mul(b.scalar(cx, cos), cos)), b.mul(b.scalar(cy, cos), b.neg(sin)))
+        b2 = b.sub(b.sub(b.scalar(cy, cos), b.mul(b.scalar(cx, cos), sin)), b.mul(b.scalar(cy, cos), cos))
+        return _rows(b, [cos, b.neg(sin), a2, sin, cos, b2, 0, 0])
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "factor": self.factor}
+
+
+def _axis_factor(layer: Layer, factor, name: str, lowest: float, open_below: bool) -> tuple:
+    """RandomTranslation's and RandomZoom's `_set_factor`: a number f is (-|f|, |f|), a pair is
+    sorted; each number must lie in [lowest, 1] ((lowest, 1] when `open_below`)."""
+    message = (f"The `{'factor' if not open_below else 'height_factor` and `width_factor'}` argument"
+               f"{'s' if open_below else ''} should be a number (or a list of two numbers) in the range "
+               f"{'(' if open_below else '['}{lowest}, 1.0]. ")
+    if isinstance(factor, (tuple, list)) and len(factor) == 2:
+        values = list(factor)
+    elif isinstance(factor, (int, float)) and not isinstance(factor, bool):
+        values = [factor]
+    else:
+        raise ValueError(message + f"Received: {name}={factor}")
+    for value in values:
+        if value > 1.0 or value < lowest or (open_below and value == lowest):
+            raise ValueError(message + f"Received: input_number={value}")
+    return tuple(sorted(values)) if len(values) == 2 else (-abs(values[0]), abs(values[0]))
+
+
+class RandomTranslation(_Affine):
+    """Shifts each image in training by dy ~ U[lower, upper) * height rows and dx ~ U[lower,
+    upper) * width columns, drawn per image: `height_factor` and `width_factor` each a number f
+    in [-1, 1] (the range (-f, f)) or a pair. `fill_mode` and `interpolation` as RandomRotation's.
+    The identity at inference.
+
+    >>> x = np.arange(9, dtype="float32").reshape(1, 3, 3, 1)
+    >>> RandomTranslation(0, (1 / 3, 1 / 3), fill_mode="constant")(x)[0, :, :, 0].tolist()
+    [[0.0, 0.0, 1.0], [0.0, 3.0, 4.0], [0.0, 6.0, 7.0]]
+    """
+
+    def __init__(self, height_factor, width_factor, fill_mode="reflect", interpolation="bilinear", seed=None,
+                 fill_value=0.0, data_format=None, **kwargs):
+        super().__init__(fill_mode, interpolation, seed, fill_value, data_format, **kwargs)
+        self.height_factor, self.width_factor = height_factor, width_factor
+        self._height_range = _axis_factor(self, height_factor, "height_factor", -1.0, False)
+        self._width_range = _axis_factor(self, width_factor, "width_factor", -1.0, False)
+
+    def _transforms(self, b: Builder, x: Value, height: int, width: int) -> Value:
+        dy = b.mul(self._uniform(b, x, *self._height_range), b.scalar(float(height), x))
+        dx = b.mul(self._uniform(b, x, *self._width_range, stream=1), b.scalar(float(width), x))
+        return _rows(b, [1, 0, b.neg(dx), 0, 1, b.neg(dy), 0, 0])
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "height_factor": self.height_factor, "width_factor": self.width_factor}
+
+
+class RandomZoom(_Affine):
+    """Zooms each image in training about its centre: its rows are read zy ~ 1 + U[lower, upper)
+    apart and its columns zx apart (zx = zy unless `width_factor` is given), drawn per image, so
+    a negative factor zooms in: `height_factor` and `width_factor` each a number f in (-1, 1]
+    (the range (-f, f)) or a pair. `fill_mode` and `interpolation` as RandomRotation's. The
+    identity at inference.
+
+    >>> x = np.arange(9, dtype="float32").reshape(1, 3, 3, 1)
+    >>> RandomZoom((1.0, 1.0), fill_mode="constant")(x)[0, :, :, 0].tolist()    # out by 2
+    [[0.0, 0.0, 0.0], [0.0, 4.0, 0.0], [0.0, 0.0, 0.0]]
+    """
+
+    def __init__(self, height_factor, width_factor=None, fill_mode="reflect", interpolation="bilinear",
+                 seed=None, fill_value=0.0, data_format=None, **kwargs):
+        super().__init__(fill_mode, interpolation, seed, fill_value, data_format, **kwargs)
+        self.height_factor, self.width_factor = height_factor, width_factor
+        self._height_range = _axis_factor(self, height_factor, "height_factor", -1.0, True)
+        self._width_range = None if width_factor is None else \
+            _axis_factor(self, width_factor, "width_factor", -1.0, True)
+
+    def _transforms(self, b: Builder, x: Value, height: int, width: int) -> Value:
+        zy = self._uniform(b, x, *(1.0 + f for f in self._height_range))
+        zx = zy if self._width_range is None else self._uniform(b, x, *(1.0 + f for f in self._width_range),
+                                                                 stream=1)
+        one = b.scalar(1.0, zy)
+        x_offset = b.mul(b.scalar((width - 1.0) / 2.0, zx), b.sub(one, zx))
+        y_offset = b.mul(b.scalar((height - 1.0) / 2.0, zy), b.sub(one, zy))
+        return _rows(b, [zx, 0, x_offset, 0, zy, y_offset, 0, 0])
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "height_factor": self.height_factor, "width_factor": self.width_factor}

@@ -8,6 +8,7 @@ builder's graph and returns a `Value` (see `nncompile.keras.ops.core`).
 >>> ops.softmax(np.zeros((1, 4), "float32"))
 array([[0.25, 0.25, 0.25, 0.25]], dtype=float32)
 """
+from nncompile.keras.ops import image
 from nncompile.keras.ops.core import active_builder, result_type, tracing
 from nncompile.keras.ops.linalg import dot, einsum, matmul, outer, tensordot, vdot
 from nncompile.keras.ops.loops import cond, fori_loop, scan
