@@ -218,3 +218,50 @@ def test_docstring_examples_hold():
     from nncompile.keras.layers import augmentation
     result = doctest.testmod(augmentation, extraglobs={"np": np})
     assert result.failed == 0 and result.attempted >= 6
+
+
+# --- RandomCrop ---------------------------------------------------------------------------------
+
+def test_crop_window_is_one_offset_per_batch_spread_over_the_range(backend):
+    """Pixels hold their (row, column): each training call's output is one window of the images,
+    the same for every image of the batch, and the offsets cover [0, 3] x [0, 4]."""
+    rows, cols = np.meshgrid(np.arange(7), np.arange(9), indexing="ij")
+    images = np.broadcast_to(np.stack([rows, cols], -1).astype(np.float32), (4, 7, 9, 2))
+    layer = layers.RandomCrop(4, 5, seed=9)
+    seen = set()
+    for _ in range(60):
+        out = layer(images, training=True)
+        top, left = int(out[0, 0, 0, 0]), int(out[0, 0, 0, 1])
+        np.testing.assert_array_equal(out, images[:, top:top + 4, left:left + 5])
+        seen.add((top, left))
+    assert {t for t, _ in seen} == set(range(4)) and {w for _, w in seen} == set(range(5))
+
+
+def test_crop_of_smaller_images_and_at_inference_is_keras(backend):
+    """Smaller than the window on one side: cropped from the aspect-centred offset and resized, as
+    real Keras does in training; at inference the aspect-centred window resized, which is Keras's
+    Resizing(crop_to_aspect_ratio=True)."""
+    np.testing.assert_allclose(layers.RandomCrop(8, 5)(DATA["images"], training=True), DATA["crop_small_training"],
+                               **ULP)
+    np.testing.assert_allclose(layers.RandomCrop(4, 5)(DATA["images"], training=False),
+                               DATA["crop_aspect_resize_4x5"], rtol=1e-6, atol=4e-6)
+    one = layers.RandomCrop(4, 5)(DATA["images"][0], training=False)
+    np.testing.assert_allclose(one, DATA["crop_aspect_resize_4x5"][0], rtol=1e-6, atol=4e-6)
+
+
+def test_crop_in_a_model_config_and_errors(tmp_path):
+    config = layers.RandomCrop(8, 5, seed=2).get_config()
+    keras_config = json.loads(str(DATA["configs"]))["crop"]
+    assert {k: config[k] for k in ("height", "width", "seed", "data_format")} == \
+        {k: keras_config[k] for k in ("height", "width", "seed", "data_format")}
+    rng = np.random.default_rng(2)
+    x, y = rng.random((32, 10, 10, 3), dtype=np.float32), rng.random((32, 1), dtype=np.float32)
+    model = keras.Sequential([keras.Input((10, 10, 3)), layers.RandomCrop(6, 6), layers.Flatten(), layers.Dense(1)])
+    assert model.output_shape == (None, 1) and model.layers[0].output.shape == (None, 6, 6, 3)
+    model.compile(optimizer="sgd", loss="mse")
+    assert np.isfinite(model.fit(x, y, epochs=2, batch_size=8, verbose=0).history["loss"]).all()
+    model.save(tmp_path / "crop.keras")
+    again = keras.models.load_model(tmp_path / "crop.keras")
+    np.testing.assert_allclose(again.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="height"):
+        layers.RandomCrop(0, 3)

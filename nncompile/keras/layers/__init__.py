@@ -1,8 +1,8 @@
 """Keras layers: `from nncompile.keras import layers; layers.Dense(10)`."""
 from nncompile.keras.input_layer import Input, InputLayer
 from nncompile.keras.layers.base import Layer
-from nncompile.keras.layers.augmentation import (RandomBrightness, RandomContrast, RandomFlip, RandomRotation,
-                                                 RandomTranslation, RandomZoom)
+from nncompile.keras.layers.augmentation import (RandomBrightness, RandomContrast, RandomCrop, RandomFlip,
+                                                 RandomRotation, RandomTranslation, RandomZoom)
 from nncompile.keras.layers.image_preprocessing import CenterCrop, Resizing
 from nncompile.keras.layers.lambda_layer import Lambda
 from nncompile.keras.layers.attention import Attention, MultiHeadAttention
@@ -58,7 +58,7 @@ __all__ = [
     "LayerNormalization", "LeakyReLU", "Masking", "MaxPool1D", "MaxPool2D", "MaxPool3D",
     "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "Maximum", "Minimum", "MultiHeadAttention",
     "Multiply", "Normalization", "PReLU", "Permute", "RNN", "RandomBrightness",
-    "RandomContrast", "RandomFlip", "RandomRotation", "RandomTranslation", "RandomZoom", "ReLU",
+    "RandomContrast", "RandomCrop", "RandomFlip", "RandomRotation", "RandomTranslation", "RandomZoom", "ReLU",
     "RepeatVector", "Rescaling",
     "Reshape", "Resizing", "SeparableConv1D", "SeparableConv2D", "SimpleRNN", "SimpleRNNCell",
     "Softmax", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "StackedRNNCells", "Subtract",

@@ -1,5 +1,5 @@
 """Image augmentation layers of Keras 3: RandomFlip, RandomContrast, RandomBrightness,
-RandomRotation, RandomTranslation, RandomZoom (channels last).
+RandomRotation, RandomTranslation, RandomZoom, RandomCrop (channels last).
 
 At inference (predict, evaluate, `training=False`) they are the identity and emit nothing. In
 training each image of the batch draws its own transform from the counter-based
@@ -26,12 +26,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from nncompile.ir import Builder, DType, ShapeError, Value
 from nncompile.ir.ops.shape import SLICE_END
 from nncompile.keras import tracing
-from nncompile.keras.layers.arguments import check_data_format, integer, owner_of
+from nncompile.keras.layers.arguments import check_data_format, integer, owner_of, positive_int
 from nncompile.keras.layers.base import KerasTensor, Layer, keras_shape
 from nncompile.keras.layers.core import seed_input, stream_key
+from nncompile.keras.layers.image_preprocessing import aspect_crop, crop, resize
 from nncompile.keras.ops import image
 
 HORIZONTAL, VERTICAL = "horizontal", "vertical"
@@ -54,9 +57,13 @@ class _Augmentation(Layer):
         # Keras 3's image preprocessing layers declare `call(data, training=True)`: called on
         # arrays (outside a model) without `training`, they augment.
         flat = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
-        if (training is None and not tracing.in_trace()
-                and not any(isinstance(x, KerasTensor) or tracing.is_traced(x) for x in flat)):
+        eager = not tracing.in_trace() and not any(isinstance(x, KerasTensor) or tracing.is_traced(x) for x in flat)
+        if eager and training is None:
             training = True
+        if eager and len(flat) == 1 and np.ndim(flat[0]) == 3:
+            # One image: run as a batch of one, as Keras does, so that its height stays known
+            # (an eager call's first axis is its batch).
+            return super().__call__(np.asarray(flat[0])[None], training, **kwargs)[0]
         return super().__call__(inputs, training, **kwargs)
 
     def compute_output_shape(self, input_shape):
@@ -369,3 +376,55 @@ class RandomZoom(_Affine):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "height_factor": self.height_factor, "width_factor": self.width_factor}
+
+
+class RandomCrop(_Augmentation):
+    """Crops a (`height`, `width`) window in training, at an offset drawn once per batch (as
+    Keras 3 draws it) when the images are larger on both sides; otherwise the window (what of it
+    is inside the image) starts where the largest centred window of the target's aspect ratio
+    would, and is resized (bilinear) to (`height`, `width`), as Keras 3 does. At inference, that
+    largest centred window resized, as Keras 3 documents (its 3.15 code returns the images
+    uncropped there, against its own output shape).
+
+    >>> x = np.arange(16, dtype="float32").reshape(1, 4, 4, 1)
+    >>> RandomCrop(2, 2)(x, training=False)[0, :, :, 0].tolist()
+    [[2.5, 4.5], [10.5, 12.5]]
+    """
+
+    def __init__(self, height, width, seed=None, data_format=None, **kwargs):
+        super().__init__(seed=seed, data_format=data_format, **kwargs)
+        self._key = stream_key(self.seed, spare=1)   # the row offset's key and the next
+        owner = owner_of(self)
+        self.height, self.width = positive_int(height, "height", owner), positive_int(width, "width", owner)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-3], self.height, self.width, input_shape[-1])
+
+    def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
+        x = self._images(b, inputs)
+        height, width = x.type.shape[-3:-1]
+        if isinstance(height, str) or isinstance(width, str):
+            raise ValueError("RandomCrop requires the input to have a fully defined height and width. "
+                             f"Received: images.shape={keras_shape(x.type)}")
+        if training and height > self.height and width > self.width:
+            rank = x.type.rank
+            x = self._window(b, x, rank - 3, height - self.height, self.height, 0)
+            return self._window(b, x, rank - 2, width - self.width, self.width, 1)
+        single = x.type.rank == 3
+        batch = b.reshape(x, shape=[1, height, width, x.type.shape[-1]]) if single else x
+        top, left, window_height, window_width = aspect_crop(height, width, self.height, self.width)
+        if training:   # Keras 3 crops the target's size (what of it is inside) from there
+            window_height, window_width = min(self.height, height - top), min(self.width, width - left)
+        out = resize(b, crop(b, batch, top, left, window_height, window_width), self.height, self.width,
+                     "bilinear")
+        return b.reshape(out, shape=[self.height, self.width, x.type.shape[-1]]) if single else out
+
+    def _window(self, b: Builder, x: Value, axis: int, spare: int, size: int, stream: int) -> Value:
+        """`size` entries of `axis` from an offset drawn in [0, spare] for the whole batch."""
+        u = b.op("random_uniform", seed_input(b), shape=(1,), key=self._key + stream)
+        start = b.cast(b.mul(u, b.scalar(float(spare + 1), u)), dtype=DType.i32)
+        index = b.add(start, b.constant(np.arange(size, dtype=np.int32)))
+        return b.gather(x, index, axis=axis)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "height": self.height, "width": self.width}
