@@ -28,7 +28,8 @@ class Pipeline:
 # for Conv2D+BatchNormalization) to save three register operations per element.
 _SIMPLIFY = ("dce", "remove-noops", "fold-constants", "simplify", "cse")
 PIPELINES: dict[str, Pipeline] = {p.name: p for p in [
-    Pipeline("inference", (*_SIMPLIFY, "gather-first", "gather-in-scan", "layout", "dce", "fuse", "schedule"),
+    Pipeline("inference", (*_SIMPLIFY, "crop-borders", "gather-first", "gather-in-scan", "layout", "dce", "fuse",
+                           "schedule"),
              "Prediction: simplify the graph, compute from the weights what can be (once), fuse, "
              "and order the kernels."),
     Pipeline("training", (*_SIMPLIFY, "scan-sums", "layout", "dce", "fuse", "schedule"),
