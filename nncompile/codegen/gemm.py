@@ -437,8 +437,9 @@ def _emit_loop_nest(b: ir.IRBuilder, dtype: DType, args: list[ir.Value], transpo
                 row_of_b = simd.masked_gather(b, b_at, ldb, mask) if transpose_b else simd.masked_load(b, b_at, mask)
                 product = mul(simd.splat(b, a_value, lanes), row_of_b)
             b.store(add(b, b.load(slot), product), slot)
-        store_tile(b, [[b.load(slot)]], at(b, c, b.add(b.mul(row, ldc), col)), ldc, 1,
-                   valid if mask is not None else const(1), True, True, row, col, epilogue, eptrs)
+        # the columns of this vector (a tile function is given them, and must get no more)
+        store_tile(b, [[b.load(slot)]], at(b, c, b.add(b.mul(row, ldc), col)), ldc, 1, smin(b, valid, lanes),
+                   True, True, row, col, epilogue, eptrs)
 
 
 def emit_gemm(module: ir.Module, name: str, dtype: DType, *, transpose_a: bool = False,

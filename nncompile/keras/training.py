@@ -165,7 +165,9 @@ class _Step:
                  constrained: Sequence = ()):
         self.graph = graph
         self.stateful = stateful   # a stateful layer and the batch size it runs on (`stateful_rows`)
-        self.constrained = list(constrained)   # the weights it trains that have a constraint
+        # (weight, constraint) of the weights it trains that have one when it is built: applied
+        # after each step from then on, as Keras 3's compiled step applies what it traced
+        self.constrained = list(constrained)
         self.exe = executable(graph)
         self.names = [v.name for v in graph.data_inputs]
         self.counts = counts
@@ -284,7 +286,7 @@ def step_for(model, targets: Sequence[np.ndarray], weights: np.ndarray, train: b
     key = (train, tuple((y.shape[1:], y.dtype.str) for y in targets), weights.shape[1:])
     step = compiled.steps.get(key)
     if step is None:
-        constrained = [v for v in model.trainable_weights if v.constraint is not None] if train else []
+        constrained = [(v, v.constraint) for v in model.trainable_weights if v.constraint is not None] if train else []
         step = compiled.steps[key] = _Step(*build_step_graph(model, compiled, targets, train,
                                                              weights.shape[1:]), stateful_rows(model.layers),
                                            constrained)
@@ -447,8 +449,8 @@ def _run_batches(model, step: _Step, xs, ys, weights, batch_size, train: bool, o
 def _constrain(step: _Step) -> None:
     """Project the weights the step trains that have a constraint back onto it, after each step,
     as Keras does."""
-    for var in step.constrained:
-        var.assign(var.constraint(var.numpy()))
+    for var, constraint in step.constrained:
+        var.assign(constraint(var.numpy()))
 
 
 def _feeds(model, xs, ys, weights, index, train: bool, steps: int | None, batch_size: int | None) -> dict:
@@ -550,11 +552,12 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
     cbs = callbacks_module.CallbackList(callbacks, add_history=True, add_progbar=verbose != 0,
                                         model=model, verbose=verbose, epochs=epochs,
                                         steps=train.steps)
-    # Steps run many per call unless a callback or a weight constraint must act after each one.
-    chunked = not _wants_batches(cbs, "train") and all(v.constraint is None for v in model.trainable_weights)
     model.stop_training = False
-    if isinstance(train, epochs_module.Arrays):
-        step_for(model, train.ys, train.weights, train=True)   # compiled before the clock of the first epoch
+    constrained = [v for v in model.trainable_weights if v.constraint is not None]
+    if isinstance(train, epochs_module.Arrays):   # compiled before the clock of the first epoch
+        constrained = step_for(model, train.ys, train.weights, train=True).constrained
+    # Steps run many per call unless a callback or a weight constraint must act after each one.
+    chunked = not _wants_batches(cbs, "train") and not constrained
     cbs.on_train_begin()
     logs: dict[str, float] = {}
     for epoch in range(initial_epoch, epochs):

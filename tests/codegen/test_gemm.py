@@ -10,6 +10,7 @@ from hypothesis import given, settings, strategies as st
 from llvmlite import ir
 
 from nncompile.codegen import gemm, gemm_pack, gemm_rows, library, parallel, target
+from nncompile.codegen.loops import for_range
 from nncompile.ir.dtypes import DType
 from nncompile.ir.errors import IRError
 
@@ -432,3 +433,45 @@ def test_loop_gemm_sums_each_element_in_order(dtype, transposes, n, static, epil
             acc = acc + a_rows[:, kk:kk + 1] * b_rows[kk:kk + 1, :]
         np.testing.assert_array_equal(c[:, :n], numpy_rule(acc, operands))
         assert np.isnan(c[:, n:]).all(), "wrote past the end of C's rows"
+
+
+def _emit_add_1000_tile(module: ir.Module, dtype: DType) -> None:
+    """`tile(ctx, c, ldc, row, col, rows, cols)`: adds 1000 to each element of the tile it is
+    given and counts the visit in ctx, an int64 array of C's shape and row stride."""
+    ty = gemm.scalar_type(dtype)
+    fn = ir.Function(module, gemm.tile_type(ty), "tile")
+    ctx, c, ldc, row, col, rows, cols = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    counts = b.bitcast(ctx, ir.IntType(64).as_pointer())
+    thousand = ir.Constant(ty, 1000) if dtype.is_int else ir.Constant(ty, 1000.0)
+    with for_range(b, rows, name="r") as r, for_range(b, cols, name="c") as col_in_tile:
+        at = gemm.at(b, c, b.add(b.mul(r, ldc), col_in_tile))
+        b.store(gemm.add(b, b.load(at), thousand), at)
+        seen = gemm.at(b, counts, b.add(b.mul(b.add(row, r), ldc), b.add(col, col_in_tile)))
+        b.store(b.add(b.load(seen), ir.Constant(ir.IntType(64), 1)), seen)
+    b.ret_void()
+
+
+@pytest.mark.parametrize("dtype,loop", [(DType.i32, False), (DType.i8, False), (DType.f32, True),
+                                        (DType.f64, True)])
+@pytest.mark.parametrize("n", [1, 7, 40, 1000])
+def test_loop_nest_gives_a_tile_function_each_element_once(dtype, loop, n):
+    """A tile-function epilogue after the loop nest (the integer GEMM, the tiny products) hears of
+    each element of C once, after its sum: C = A @ B + 1000 exactly."""
+    module = target.new_module("tile_once")
+    emit = gemm.emit_loop_gemm if loop else gemm.emit_gemm
+    emit(module, "g", dtype, epilogue=gemm.TILE_CALL)
+    _emit_add_1000_tile(module, dtype)
+    jit = target.JitModule(module)
+    fn = ctypes.CFUNCTYPE(None, I, I, I, P, I, P, I, P, I, P, P)(jit.address("g"))
+    rng = np.random.default_rng(n)
+    m, k = 3, 4
+    a = rng.integers(-3, 4, (m, k)).astype(dtype.numpy)
+    b = rng.integers(-3, 4, (k, n)).astype(dtype.numpy)
+    c = np.zeros((m, n + 2), dtype.numpy)
+    visits = np.zeros((m, n + 2), np.int64)
+    fn(m, n, k, a.ctypes.data, k, b.ctypes.data, n, c.ctypes.data, n + 2, jit.address("tile"), visits.ctypes.data)
+    want = (a.astype(np.int64) @ b.astype(np.int64) + 1000).astype(dtype.numpy)   # i8 wraps as numpy does
+    np.testing.assert_array_equal(c[:, :n], want)
+    assert not c[:, n:].any()
+    np.testing.assert_array_equal(visits[:, :n], 1)

@@ -330,3 +330,24 @@ def test_rank_3_targets_refuse_misshapen_weights_and_class_weight():
         model.fit(x, t, sample_weight=np.ones((6, 4, 5)), verbose=0)
     with pytest.raises(ValueError, match=r"`class_weight` .* `sample_weight` of shape \(6, 4\)"):
         model.fit(x, t, class_weight={0: 1.0, 1: 2.0}, verbose=0)
+
+
+def test_a_step_keeps_the_constraints_it_was_built_with():
+    """As Keras 3's compiled step: a constraint removed after the first fit still holds (the
+    ragged last batch, run alone, too), and one added later is not applied."""
+    x, y = pima_like(n=30)
+    model = keras.Sequential([keras.Input(shape=(8,)),
+                              layers.Dense(4, use_bias=False, kernel_constraint=keras.constraints.NonNeg()),
+                              layers.Dense(1, use_bias=False, kernel_initializer="ones", trainable=False)])
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.05), loss="mse")
+    model.fit(x, -x.sum(axis=1), epochs=1, batch_size=8, verbose=0)
+    model.layers[0].kernel.constraint = None
+    model.fit(x, -x.sum(axis=1), epochs=2, batch_size=8, verbose=0)
+    assert (model.layers[0].kernel.numpy() >= 0).all()
+    free = keras.Sequential([keras.Input(shape=(8,)), layers.Dense(4, use_bias=False),
+                             layers.Dense(1, use_bias=False, kernel_initializer="ones", trainable=False)])
+    free.compile(optimizer=keras.optimizers.SGD(learning_rate=0.05), loss="mse")
+    free.fit(x, -x.sum(axis=1), epochs=1, batch_size=8, verbose=0)
+    free.layers[0].kernel.constraint = keras.constraints.NonNeg()
+    free.fit(x, -x.sum(axis=1), epochs=2, batch_size=8, verbose=0)
+    assert (free.layers[0].kernel.numpy() < 0).any()
