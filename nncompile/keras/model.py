@@ -206,7 +206,10 @@ class Model(Layer):
         for node in self._calls:
             args = [env[id(t)] for t in node.inputs]
             with b.loc(node.layer.name):
-                mode = training if node.training is None else node.training
+                # As Keras 3's functional call: the model's mode, when it is given, over the
+                # one recorded with the call (a Keras file records an augmentation layer's
+                # `training=True` default); neither: the layer's default
+                mode = training if training is not None else node.training
                 outs, out_masks = node.layer.emit_call(
                     b, args, [mask_env.get(id(t)) for t in node.inputs], node.single_input, mode)
             env.update((id(t), v) for t, v in zip(node.outputs, outs))
@@ -221,8 +224,9 @@ class Model(Layer):
         outputs, as Keras's Functional does when it runs."""
         return self._emit_masked_calls(b, self._conform_all(b, inputs), masks, training)
 
-    def _graph(self, training: bool) -> Graph:
-        """The traced graph, cached: weights are bound by reference, so it never goes stale."""
+    def _graph(self, training: bool | None) -> Graph:
+        """The traced graph, cached: weights are bound by reference, so it never goes stale.
+        `training` None: no mode given, each call in its recorded mode (see `_emit_masked_calls`)."""
         if training not in self._graphs:
             self._graphs[training] = trace(self, training=training)
             self._stateful = stateful_rows(self.layers)
@@ -259,7 +263,7 @@ class Model(Layer):
         if kwargs:
             raise TypeError(f"Model '{self.name}' got unexpected call arguments: {sorted(kwargs)}")
         arrays = self._standardize(inputs)   # (it may build the model)
-        return self._pack(self._run(self._graph(bool(training)), arrays))
+        return self._pack(self._run(self._graph(None if training is None else bool(training)), arrays))
 
     def _run(self, graph: Graph, arrays: list[np.ndarray]) -> list[np.ndarray]:
         """One batch through a traced graph of the model (`_graph`, which finds `_stateful`)."""

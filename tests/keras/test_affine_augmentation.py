@@ -114,6 +114,17 @@ def test_affine_transform_arguments_are_checked():
         ops.image.affine_transform(np.zeros((3, 3)), np.zeros(8))
     with pytest.raises(ValueError, match="Invalid transform"):
         ops.image.affine_transform(image, np.zeros((2, 6)))
+    with pytest.raises(ValueError, match="3 transforms for a batch of 2 images"):
+        ops.image.affine_transform(image, np.zeros((3, 8)))
+
+
+def test_bool_images_are_nonzero_after_interpolation():
+    """As Keras on JAX: the interpolated value cast to bool (any nonzero part is True)."""
+    mask = np.zeros((1, 1, 4, 1), bool)
+    mask[0, 0, 1] = True
+    got = ops.image.affine_transform(mask, [1, 0, 0.75, 0, 1, 0, 0, 0])   # x' = x + 0.75
+    assert got.dtype == np.bool_
+    np.testing.assert_array_equal(got[0, 0, :, 0], [True, True, False, False])
 
 
 @pytest.mark.parametrize("name", sorted(CASES.LAYERS))
@@ -265,3 +276,10 @@ def test_crop_in_a_model_config_and_errors(tmp_path):
     np.testing.assert_allclose(again.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="height"):
         layers.RandomCrop(0, 3)
+
+
+def test_keras_functional_file_predicts_without_augmenting():
+    """Keras records the augmentation calls of a functional model with training=True; predict
+    runs them in inference mode, as Keras does."""
+    model = keras.models.load_model(FIXTURES / "affine_functional.keras")
+    np.testing.assert_allclose(model.predict(DATA["images"], verbose=0), DATA["functional_y"], rtol=1e-5, atol=1e-5)

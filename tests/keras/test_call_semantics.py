@@ -24,14 +24,33 @@ def test_nested_models_with_equally_named_layers_keep_their_own_weights():
     assert len(set(names)) == 4 and names[:2] == ["fc/kernel", "fc/bias"]
 
 
-def test_training_given_at_call_time_overrides_the_models_mode():
+def test_models_mode_overrides_the_one_given_at_a_call():
+    """As Keras 3.15's functional call (checked there): `training=False` given at a call holds
+    when the model is called without a mode (moving statistics), and a mode given to the model
+    wins over it (the batch's statistics)."""
     i = keras.Input((4,))
     frozen = L.BatchNormalization()
     model = keras.Model(i, frozen(i, training=False))
     frozen.set_weights([np.ones(4), np.zeros(4), np.full(4, 5.0), np.full(4, 4.0)])
     x = np.random.default_rng(1).random((8, 4)).astype(np.float32)
-    expected = (x - 5.0) / np.sqrt(4.0 + 1e-3)   # moving statistics, not the batch's
-    np.testing.assert_allclose(model(x, training=True), expected, rtol=1e-5)
+    np.testing.assert_allclose(model(x), (x - 5.0) / np.sqrt(4.0 + 1e-3), rtol=1e-5)
+    np.testing.assert_allclose(model(x, training=True), (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-3),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_keras_files_augmentation_calls_do_not_augment_predictions(tmp_path):
+    """Keras records an augmentation layer's call with its `training=True` default; predict and
+    evaluate run the model in inference mode, which wins, and a call without a mode augments."""
+    i = keras.Input((6, 6, 1))
+    model = keras.Model(i, L.Flatten()(L.RandomRotation(0.2)(L.RandomFlip()(i))))
+    assert [n.training for layer in model.layers[1:3] for n in layer._inbound_nodes] == [True, True]
+    x = np.random.default_rng(3).random((4, 6, 6, 1)).astype(np.float32)
+    np.testing.assert_array_equal(model.predict(x, verbose=0), x.reshape(4, -1))
+    model.save(tmp_path / "aug.keras")
+    again = keras.models.load_model(tmp_path / "aug.keras")
+    np.testing.assert_array_equal(again.predict(x, verbose=0), x.reshape(4, -1))
+    np.testing.assert_array_equal(again(x, training=False), x.reshape(4, -1))
+    assert not np.array_equal(again(x), x.reshape(4, -1))
 
 
 def test_training_none_at_call_time_follows_the_model():

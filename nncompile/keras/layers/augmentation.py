@@ -55,10 +55,11 @@ class _Augmentation(Layer):
 
     def __call__(self, inputs, training: bool | None = None, **kwargs):
         # Keras 3's image preprocessing layers declare `call(data, training=True)`: called on
-        # arrays (outside a model) without `training`, they augment.
+        # arrays (outside a model) without `training`, they augment; called on symbolic tensors
+        # the call is recorded with training=True, which a model's mode overrides when given.
         flat = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
         eager = not tracing.in_trace() and not any(isinstance(x, KerasTensor) or tracing.is_traced(x) for x in flat)
-        if eager and training is None:
+        if training is None and (eager or all(isinstance(x, KerasTensor) for x in flat)):
             training = True
         if eager and len(flat) == 1 and np.ndim(flat[0]) == 3:
             # One image: run as a batch of one, as Keras does, so that its height stays known

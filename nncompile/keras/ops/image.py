@@ -8,6 +8,8 @@ backend calls: "nearest" rounds half away from zero, "bilinear" weighs the four 
 (lower-left first, rows outer); a neighbour outside the image is the `fill_value` ("constant"),
 the nearest edge pixel ("nearest"), the image repeated ("wrap"), mirrored about the edge pixels
 ("mirror": d c b | a b c d | c b a) or about the edges ("reflect": c b a | a b c d | d c b).
+Keras's layers write c0 = c1 = 0; for other values its JAX backend adds c0 and c1 times the
+channel's index to the coordinates instead of dividing, and nncompile divides, as documented.
 
 Each image draws its pixels from its own transform, so a batch is a loop (`scan`) over its
 images; within one image the neighbours are gathers from the image's (height * width, channels)
@@ -52,6 +54,11 @@ def affine_transform(b, images, transform, interpolation="bilinear", fill_mode="
         raise ValueError("Invalid transform: expected 8 numbers (a single transform) or rank 2 "
                          "(a batch of transforms, 8 each). Received input with shape: "
                          f"transform.shape={tuple(t.type.shape)}")
+    images_count, transforms_count = x.type.shape[0], t.type.shape[0]
+    if x.type.rank == 4 and t.type.rank == 2 and isinstance(images_count, int) \
+            and isinstance(transforms_count, int) and images_count != transforms_count:
+        raise ValueError(f"Invalid transform: {transforms_count} transforms for a batch of {images_count} "
+                         f"images; give one per image (shape ({images_count}, 8)) or one for all (8 numbers)")
     data_format = backend.image_data_format() if data_format is None else data_format
     if data_format not in ("channels_last", "channels_first"):
         raise ValueError("The `data_format` argument must be one of {'channels_first', "
@@ -77,8 +84,8 @@ def affine(b: Builder, images: Value, transforms: Value, interpolation: str, fil
             transforms = b.broadcast(b.reshape(transforms, shape=[1, 8]),
                                      shape=[images.type.shape[0], 8])
         out = _each_image(b, work, transforms, interpolation, fill_mode, fill_value)
-    if not dtype.is_float:
-        out = b.cast(_round_half_away(b, out), dtype=dtype)
+    if not dtype.is_float:   # integers rounded as map_coordinates rounds them; bools: nonzero
+        out = b.cast(out if dtype == DType.bool else _round_half_away(b, out), dtype=dtype)
     if first:
         out = b.transpose(out, perm=[0, 3, 1, 2] if out.type.rank == 4 else [2, 0, 1])
     return out
