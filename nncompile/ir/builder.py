@@ -88,6 +88,11 @@ class Builder:
             raise IRError(f"parameter {param.name!r} is updated twice")
         self._updates[param.name] = value
 
+    @property
+    def updated(self) -> list[Value]:
+        """The new values of the parameters `update` has declared so far."""
+        return list(self._updates.values())
+
     def finish(self, outputs: Sequence[Value], names: Sequence[str] | None = None) -> Graph:
         names = list(names) if names is not None else [f"output_{i}" for i in range(len(outputs))]
         taken = set(names)

@@ -35,6 +35,7 @@ from nncompile.keras.layers.arguments import int_at_least, positive_int
 from nncompile.keras.layers.base import collect_activity_penalties, ir_type
 from nncompile.keras.layers.core import SEED_INPUT
 from nncompile.keras.layers.recurrent import check_stateful_batch, stateful_rows
+from nncompile.passes import crop_borders
 from nncompile.passes.autodiff import gradients
 from nncompile.runtime.cpu import executable
 from nncompile.runtime.rows import take as take_rows
@@ -221,7 +222,7 @@ def build_step_graph(model, compiled: Compiled, targets: Sequence[np.ndarray], t
             counts.append(len(values))
     outputs = [total, *(per_output if len(per_output) > 1 else []), *stats]
     if train:
-        _emit_update(model, compiled.optimizer, b, total)
+        _emit_update(model, compiled.optimizer, b, total, outputs)
     return b.finish(outputs, [f"out{i}" for i in range(len(outputs))]), counts
 
 
@@ -267,8 +268,11 @@ def _param_of(graph: Graph, var) -> Value | None:
     return None
 
 
-def _emit_update(model, optimizer, b: Builder, loss: Value) -> None:
-    """The backward pass and the optimizer's update of every trainable weight the step reads."""
+def _emit_update(model, optimizer, b: Builder, loss: Value, outputs: list[Value]) -> None:
+    """The backward pass and the optimizer's update of every trainable weight the step reads.
+    First the forward pass computes only what is read of each image (`crop_borders`), so that
+    the backward pass does not carry the unread borders either."""
+    crop_borders.crop(b.graph, [loss, *outputs, *b.updated])
     variables = [v for v in model.trainable_weights if _param_of(b.graph, v) is not None]
     params = [_param_of(b.graph, v) for v in variables]
     grads = gradients(b.graph, loss, params)

@@ -15,8 +15,10 @@ On Keras's MNIST convnet (28 x 28, Conv(3)-Pool(2)-Conv(3)-Pool(2)) the first co
 (32 x 32) 28 x 28 of 30 x 30 and 12 x 12 of 13 x 13 (the Winograd convolution: 36 tiles of 49).
 
 Only ops whose reads are known take part; any other reader (a reshape, a reduction, a gradient
-op, a graph output) demands the whole value. Training graphs rarely gain (the backward ops read
-the forward values whole), so the pass is in the inference pipeline.
+op, a graph output) demands the whole value. So the pass is in the inference pipeline, and a
+training step's forward pass is cropped (`crop`) before autodiff sees it (`keras/training.py`),
+its backward ops then skipping the borders too: the weight gradients then sum fewer zero terms,
+in other blocks, so they agree with the step built whole to rounding.
 """
 from __future__ import annotations
 
@@ -80,9 +82,11 @@ def _needs(node: Node, demanded: Extent) -> list[Extent | None]:
     return [_spatial(v) for v in node.inputs]
 
 
-def demanded_extents(graph: Graph) -> dict[Value, Extent]:
-    """The extent of each NHWC value that its readers read, the largest over them."""
-    demand: dict[Value, Extent] = {v: _spatial(v) for v in graph.outputs if _spatial(v) is not None}
+def demanded_extents(graph: Graph, roots: list[Value] | None = None) -> dict[Value, Extent]:
+    """The extent of each NHWC value that its readers read, the largest over them; `roots` (by
+    default the graph's outputs) are read whole."""
+    roots = graph.outputs if roots is None else roots
+    demand: dict[Value, Extent] = {v: _spatial(v) for v in roots if _spatial(v) is not None}
 
     def need(v: Value, extent: Extent) -> None:
         old = demand.get(v)
@@ -106,26 +110,33 @@ def _prefix(rw: Rewriter, v: Value, extent: Extent, loc: str) -> Value:
     return rw.emit("slice", [v], loc, starts=[0, 0], ends=list(extent), axes=[1, 2], steps=[1, 1])
 
 
+def crop(graph: Graph, roots: list[Value]) -> None:
+    """Remake `graph`'s nodes so that each computes the extent read of it; `roots` (its outputs,
+    or what a graph being built will read: a training step's loss) are read whole and keep
+    their values, as does every node whose output keeps its shape."""
+    demand = demanded_extents(graph, roots)
+    if all(_spatial(v) == extent for v, extent in demand.items()):
+        return
+    rw = Rewriter(graph)
+    for node in graph.nodes:
+        out = node.outputs[0] if len(node.outputs) == 1 else None
+        target = demand.get(out) if out is not None else None
+        # a smaller output: the node remade on its inputs cut to what it reads (judged on the
+        # inputs as they were); else the node itself, on its inputs as remade (a convolution or
+        # pooling makes the same output from an input cut below its old extent)
+        if target is not None and target != _spatial(out) and \
+                (_window(node) is not None or _elementwise_inputs(node) is not None):
+            cut = [rw.value(v) if extent is None else _prefix(rw, rw.value(v), extent, node.loc)
+                   for v, extent in zip(node.inputs, _needs(node, target))]
+            rw.alias[out] = rw.emit(node.op, cut, node.loc, **node.attrs)
+            continue
+        node.inputs = [rw.value(v) for v in node.inputs]
+        rw.nodes.append(node)
+    graph.nodes = rw.nodes
+
+
 @register_pass("crop-borders", doc="Convolutions, poolings and the elementwise ops between them compute "
                                    "only the rows and columns their readers read.")
 def crop_borders(graph: Graph) -> Graph:
-    demand = demanded_extents(graph)
-    if all(_spatial(v) == extent for v, extent in demand.items()):
-        return graph
-    rw = Rewriter(graph)
-    for node in graph.nodes:
-        inputs = [rw.value(v) for v in node.inputs]
-        out = node.outputs[0] if len(node.outputs) == 1 else None
-        target = demand.get(out) if out is not None else None
-        remade = target is not None and (target != _spatial(out) or inputs != node.inputs) and \
-            (_window(node) is not None or _elementwise_inputs(node) is not None)
-        if not remade:
-            node.inputs = inputs
-            rw.nodes.append(node)
-            continue
-        cut = [v if extent is None else _prefix(rw, v, extent, node.loc)
-               for v, extent in zip(inputs, _needs(node, target))]
-        rw.alias[out] = rw.emit(node.op, cut, node.loc, **node.attrs)
-    graph.nodes = rw.nodes
-    graph.outputs = [rw.value(v) for v in graph.outputs]
+    crop(graph, graph.outputs)
     return graph

@@ -68,19 +68,24 @@ def test_geometries_give_the_same_results(size, conv, pool):
     assert [tuple(n.outputs[0].type.shape[1:3]) for n in convs] == [read]
 
 
-def test_a_value_read_by_two_takes_the_larger_and_each_its_own_cut():
+def test_a_value_read_by_two_takes_the_larger():
+    """relu makes the 8 x 8 the average reads; the maximum, which reads 6 x 6, makes its same
+    2 x 2 from those; an elementwise reader of less (7 x 7) is given its cut."""
     b = Builder()
     x = b.input("x", f32[BATCH, 9, 9, 2])
     r = b.relu(x)
     small = b.max_pool2d(r, window=[2, 2], strides=[4, 4])      # reads 6 x 6
     large = b.avg_pool2d(r, window=[2, 2], strides=[2, 2])      # reads 8 x 8
-    check_rewrite(b.finish([small, large], ["small", "large"]), crop_borders, """
+    negated = b.max_pool2d(b.neg(r), window=[2, 2], strides=[5, 5])   # reads 7 x 7
+    check_rewrite(b.finish([small, large, negated], ["small", "large", "negated"]), crop_borders, """
         %0 = slice(%x) {axes=[1, 2], ends=[8, 8], starts=[0, 0], steps=[1, 1]} : f32[?,8,8,2]
         %1 = relu(%0) : f32[?,8,8,2]
-        %2 = slice(%1) {axes=[1, 2], ends=[6, 6], starts=[0, 0], steps=[1, 1]} : f32[?,6,6,2]
-        %3 = max_pool2d(%2) {strides=[4, 4], window=[2, 2]} : f32[?,2,2,2]
-        %4 = avg_pool2d(%1) {strides=[2, 2], window=[2, 2]} : f32[?,4,4,2]
-        return %3, %4
+        %2 = max_pool2d(%1) {strides=[4, 4], window=[2, 2]} : f32[?,2,2,2]
+        %3 = avg_pool2d(%1) {strides=[2, 2], window=[2, 2]} : f32[?,4,4,2]
+        %4 = slice(%1) {axes=[1, 2], ends=[7, 7], starts=[0, 0], steps=[1, 1]} : f32[?,7,7,2]
+        %5 = neg(%4) : f32[?,7,7,2]
+        %6 = max_pool2d(%5) {strides=[5, 5], window=[2, 2]} : f32[?,2,2,2]
+        return %2, %3, %6
     """)
 
 
@@ -119,3 +124,32 @@ def test_compiled_model_is_bitwise_the_uncropped_one():
     plain = nncompile.compile(nncompile.trace(model), pipeline="codegen")
     np.testing.assert_array_equal(cropped(x), plain(x))
     np.testing.assert_allclose(cropped(x), model.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+
+
+def test_training_step_is_cropped_before_its_gradients(monkeypatch):
+    """fit crops the forward pass before autodiff, so the backward pass skips the borders too;
+    the weights after two SGD steps agree with those of the step built whole, to rounding."""
+    from nncompile import keras
+    from nncompile.keras import training
+
+    def fitted():
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((13, 13, 2)), keras.layers.Conv2D(4, 3, activation="relu"),
+                                  keras.layers.MaxPooling2D(2), keras.layers.Conv2D(3, 2, strides=2),
+                                  keras.layers.Flatten(), keras.layers.Dense(2)])
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+        rng = np.random.default_rng(4)
+        model.fit(rng.random((16, 13, 13, 2), dtype=np.float32), rng.random((16, 2), dtype=np.float32),
+                  batch_size=8, epochs=1, shuffle=False, verbose=0)
+        step = next(iter(model._compiled.steps.values()))
+        convs = [tuple(n.outputs[0].type.shape[1:3]) for n in step.graph.nodes if n.op == "conv2d"]
+        return model.get_weights(), convs
+
+    cropped, convs = fitted()
+    # the strided convolution reads 4 of the 5 pooled rows, so the pooling reads 8 of 11
+    assert convs == [(8, 8), (2, 2)]
+    monkeypatch.setattr(training.crop_borders, "crop", lambda graph, roots: None)
+    whole, convs = fitted()
+    assert convs == [(11, 11), (2, 2)]
+    for got, want in zip(cropped, whole):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
