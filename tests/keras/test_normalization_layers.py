@@ -1,10 +1,15 @@
-"""BatchNormalization and LayerNormalization against the numpy formulas written here."""
+"""BatchNormalization and LayerNormalization against the numpy formulas written here; RMSNormalization
+against its formula and files made by real Keras (tests/fixtures/keras/rms)."""
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from nncompile.keras import constraints
+from nncompile import keras
+from nncompile.keras import constraints, layers
 from nncompile.keras.layers.normalization import BatchNormalization, LayerNormalization
 from nncompile.keras.models import Sequential
 
@@ -239,3 +244,44 @@ def test_batch_normalization_training_call_updates_moving_statistics_like_keras(
     before = bn.moving_mean.numpy().copy()
     bn(x, training=False)
     np.testing.assert_array_equal(bn.moving_mean.numpy(), before)
+
+
+# --- RMSNormalization ---------------------------------------------------------------------------
+
+RMS_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "keras" / "rms"
+
+
+def test_rms_normalization_is_the_formula_in_numpy():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, 3, 4)).astype(np.float32)
+    layer = layers.RMSNormalization(axis=[2, 1], epsilon=0.01)
+    y = layer(x)
+    assert layer.axis == [1, 2] and layer.scale.shape == (3, 4)
+    want = x / np.sqrt(np.mean(x.astype(np.float64) ** 2, axis=(1, 2), keepdims=True) + 0.01)
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-6)
+    scale = rng.uniform(0.5, 2.0, 4).astype(np.float32)
+    last = layers.RMSNormalization()
+    last.build((None, 3, 4))
+    last.set_weights([scale])
+    want = x / np.sqrt(np.mean(x.astype(np.float64) ** 2, axis=-1, keepdims=True) + 1e-6) * scale
+    np.testing.assert_allclose(last(x), want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("file", ["rms.keras", "rms.h5"])
+def test_rms_normalization_files_of_keras_predict_and_train_as_keras(file):
+    data = np.load(RMS_FIXTURES / "rms.npz")
+    model = keras.models.load_model(RMS_FIXTURES / file)
+    np.testing.assert_allclose(model.predict(data["x"], verbose=0), data["y"], rtol=1e-5, atol=1e-5)
+    configs = json.loads(str(data["configs"]))
+    for layer, config in zip(model.layers[1:3], configs):
+        assert (layer.get_config()["axis"], layer.epsilon) == (config["axis"], config["epsilon"])
+    model.train_on_batch(data["x"], data["t"])       # SGD(0.1), mse: the gradients through both
+    for i, w in enumerate(model.get_weights()):
+        np.testing.assert_allclose(w, data[f"next_{i}"], rtol=1e-5, atol=1e-6)
+
+
+def test_rms_normalization_arguments_are_checked():
+    with pytest.raises(TypeError, match="`axis` argument must be an integer"):
+        layers.RMSNormalization(axis="last")
+    with pytest.raises(ValueError, match="out of range"):
+        layers.RMSNormalization(axis=3)(np.zeros((2, 3), np.float32))

@@ -22,7 +22,7 @@ from nncompile.keras.layers.merging import (Add, Average, Concatenate, Dot, Maxi
 from nncompile.keras.layers.noise import (GaussianDropout, GaussianNoise, SpatialDropout1D,
                                           SpatialDropout2D, SpatialDropout3D)
 from nncompile.keras.layers.normalization import (BatchNormalization, GroupNormalization,
-                                                  LayerNormalization, UnitNormalization)
+                                                  LayerNormalization, RMSNormalization, UnitNormalization)
 from nncompile.keras.layers.pooling import (AveragePooling1D, AveragePooling2D,
                                             AveragePooling3D, AvgPool1D, AvgPool2D, AvgPool3D,
                                             GlobalAveragePooling1D, GlobalAveragePooling2D,
@@ -57,7 +57,7 @@ __all__ = [
     "Identity", "Input", "InputLayer", "LSTM", "LSTMCell", "Lambda", "Layer",
     "LayerNormalization", "LeakyReLU", "Masking", "MaxPool1D", "MaxPool2D", "MaxPool3D",
     "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "Maximum", "Minimum", "MultiHeadAttention",
-    "Multiply", "Normalization", "PReLU", "Permute", "RNN", "RandomBrightness",
+    "Multiply", "Normalization", "PReLU", "Permute", "RMSNormalization", "RNN", "RandomBrightness",
     "RandomContrast", "RandomCrop", "RandomFlip", "RandomRotation", "RandomTranslation", "RandomZoom", "ReLU",
     "RepeatVector", "Rescaling",
     "Reshape", "Resizing", "SeparableConv1D", "SeparableConv2D", "SimpleRNN", "SimpleRNNCell",

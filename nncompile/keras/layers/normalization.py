@@ -1,5 +1,5 @@
-"""Normalization layers: BatchNormalization, LayerNormalization, GroupNormalization, and
-UnitNormalization (which has no weights).
+"""Normalization layers: BatchNormalization, LayerNormalization, GroupNormalization,
+RMSNormalization, and UnitNormalization (which has no weights).
 
 The first two emit `(x - mean) * (gamma * rsqrt(var + epsilon)) + beta`, grouping the per-channel factor so
 that, at inference, it is a function of parameters alone and folds into a constant. With
@@ -14,6 +14,7 @@ import numpy as np
 from nncompile.ir import Builder, DType, Value
 from nncompile.keras import initializers
 from nncompile.keras.layers.base import Layer, Mask, Variable
+from nncompile.keras.ops import nn as nn_ops
 from nncompile.keras.layers.arguments import (ArgumentError, ArgumentTypeError, boolean,
                                               legacy_args, number, option_weight, owner_of,
                                               weight_configs, weight_options)
@@ -24,6 +25,16 @@ _LEGACY_BN = {"beta_init": "beta_initializer", "gamma_init": "gamma_initializer"
 def _epsilon(value, owner: str) -> float:
     """A negative epsilon can make `var + epsilon` negative, and its rsqrt NaN."""
     return number(value, "epsilon", owner, "a float >= 0", lambda v: v >= 0)
+
+
+def _axis_argument(axis, owner: str) -> int | list[int]:
+    """An `axis` argument as Keras keeps it: an int, or a non-empty list of ints."""
+    axes = [axis] if isinstance(axis, (int, np.integer)) else axis
+    if (not isinstance(axes, (list, tuple)) or not axes
+            or any(isinstance(a, bool) or not isinstance(a, (int, np.integer)) for a in axes)):
+        raise ArgumentTypeError(f"{owner}: the `axis` argument must be an integer or a "
+                                f"non-empty list of integers. Received: axis={axis!r}")
+    return int(axis) if isinstance(axis, (int, np.integer)) else [int(a) for a in axes]
 
 
 def _normalize_axes(layer: Layer, axes: Sequence[int], input_shape) -> tuple[int, ...]:
@@ -215,12 +226,7 @@ class LayerNormalization(Layer):
                  beta_constraint=None, gamma_constraint=None, **kwargs):
         super().__init__(**kwargs)
         owner = owner_of(self)
-        axes = [axis] if isinstance(axis, (int, np.integer)) else axis
-        if (not isinstance(axes, (list, tuple)) or not axes
-                or any(isinstance(a, bool) or not isinstance(a, (int, np.integer)) for a in axes)):
-            raise ArgumentTypeError(f"{owner}: the `axis` argument must be an integer or a "
-                                    f"non-empty list of integers. Received: axis={axis!r}")
-        self.axis = int(axis) if isinstance(axis, (int, np.integer)) else [int(a) for a in axes]
+        self.axis = _axis_argument(axis, owner)
         self.epsilon = _epsilon(epsilon, owner)
         self.center = boolean(center, "center", owner)
         self.scale = boolean(scale, "scale", owner)
@@ -360,3 +366,34 @@ class UnitNormalization(Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "axis": self.axis}
+
+
+class RMSNormalization(Layer):
+    """Scales each sample by the root mean square over `axis` (an int or a list of ints), as
+    Keras 3: `x * rsqrt(mean(x ** 2) + epsilon) * scale`, with one learned `scale` of the axes'
+    sizes (ones at first), multiplied as numpy broadcasts it (Keras's `ops.rms_normalization`).
+
+    >>> RMSNormalization()(np.array([[3.0, 4.0]], "float32")).round(4).tolist()
+    [[0.8485000133514404, 1.1313999891281128]]
+    """
+
+    def __init__(self, axis: int | Sequence[int] = -1, epsilon: float = 1e-6, **kwargs):
+        super().__init__(**kwargs)
+        owner = owner_of(self)
+        self.axis = _axis_argument(axis, owner)
+        self.epsilon = _epsilon(epsilon, owner)
+
+    def build(self, input_shape) -> None:
+        # As Keras: the axes become a sorted list, and the scale has their sizes in that order.
+        self.axis = sorted(self.axis) if isinstance(self.axis, list) else [self.axis]
+        _normalize_axes(self, self.axis, input_shape)
+        self.scale = self.add_weight(shape=tuple(input_shape[a] for a in self.axis), initializer="ones",
+                                     name="scale")
+        self.built = True
+
+    def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
+        return nn_ops.rms_normalization.__wrapped__(b, inputs, scale=self.param(b, self.scale), axis=self.axis,
+                                                    epsilon=self.epsilon)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "axis": self.axis, "epsilon": self.epsilon}
