@@ -212,9 +212,9 @@ def _clone_functional_model(model: Functional, clone_function: Callable, input_t
     output_tensors = _map_structure(lambda t: tensors[id(t)], model.output)
     cls = type(model) if functional_like_constructor(type(model)) else Functional
     clone = cls(input_tensors, output_tensors, name=model.name)
-    # nncompile's `trainable=False` on a model is not pushed down to its layers (Keras's
-    # setter is): kept on the clone, it freezes the same weights Keras's clone has frozen.
-    clone.trainable = model.trainable
+    # The model's own flag, not set down to the clone's layers: they are clones of the model's,
+    # each with its own flag (setting the model's set theirs when it was set).
+    clone._trainable = model.trainable
     _compile_like(clone, model)
     return clone
 

@@ -223,6 +223,8 @@ def functional_config(model) -> dict[str, Any]:
     def node_config(node: CallNode) -> dict[str, Any]:
         args, kwargs = node.layer.call_arguments([tensor_config(t) for t in node.inputs],
                                                  node.single_input)
+        if node.training is not None:   # given at the call (or an augmentation layer's default)
+            kwargs = {**kwargs, "training": node.training}
         return {"args": args, "kwargs": kwargs}
 
     def endpoint(t: KerasTensor) -> list:

@@ -147,6 +147,9 @@ class Model(Layer):
     def _weight_layers(self) -> list[Layer]:
         return self.layers
 
+    def _held_layers(self) -> list[Layer]:
+        return list(dict.fromkeys([*self._weight_layers(), *super()._held_layers()]))
+
     def _unique(self, attr: str) -> list:
         seen: set[int] = set()
         out = []

@@ -100,3 +100,48 @@ def test_custom_layer_with_keras3_add_weight_keywords():
     assert w.shape == (5, 3) and 0 < np.std(w) < 0.2 and not bias.any()
     np.testing.assert_allclose(y, x @ w + bias, rtol=1e-6, atol=1e-7)   # sums in another order
     assert [v.path for v in layer.weights] == ["linear/variable", "linear/variable_1"]
+
+
+def test_a_frozen_base_model_keeps_its_batchnorm_in_inference_mode():
+    """Keras's transfer-learning recipe: `base.trainable = False` sets every layer of the base,
+    so its BatchNormalization runs on its moving statistics inside fit (whose mode wins over the
+    call's training=False) and keeps them; the head trains as a numpy SGD loop on the frozen
+    features says. Setting the base trainable again sets its layers again."""
+    rng = np.random.default_rng(5)
+    x, y = rng.random((8, 4)).astype(np.float32), rng.random((8, 1)).astype(np.float32)
+    inner_i = keras.Input((4,))
+    dense, bn = L.Dense(4), L.BatchNormalization()
+    base = keras.Model(inner_i, bn(dense(inner_i)))
+    base.trainable = False
+    assert [layer.trainable for layer in base.layers[1:]] == [False, False] and base.trainable_weights == []
+    i = keras.Input((4,))
+    head = L.Dense(1)
+    model = keras.Model(i, head(base(i, training=False)))
+    dense.set_weights([np.eye(4, dtype=np.float32), np.zeros(4, np.float32)])
+    bn.set_weights([np.ones(4), np.zeros(4), np.full(4, 0.5), np.full(4, 0.1)])
+    head.set_weights([np.ones((4, 1), np.float32), np.zeros(1, np.float32)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
+    np.testing.assert_array_equal(bn.get_weights()[2:], np.array([[0.5] * 4, [0.1] * 4], np.float32))
+    features = (x.astype(np.float64) - 0.5) / np.sqrt(0.1 + 1e-3)
+    w, b = np.ones((4, 1)), np.zeros(1)
+    for rows in (slice(0, 4), slice(4, 8)):
+        error = features[rows] @ w + b - y[rows]
+        w, b = w - 0.1 * 2 * features[rows].T @ error / 4, b - 0.1 * 2 * error.mean(0)
+    np.testing.assert_allclose(head.get_weights()[0], w, rtol=1e-5, atol=1e-6)
+    base.trainable = True
+    assert [layer.trainable for layer in base.layers[1:]] == [True, True] and len(base.trainable_weights) == 4
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_training_given_at_a_call_is_saved(tmp_path, suffix):
+    """`Dropout(0.5)(x, training=True)` is recorded in the file, as Keras records it: the loaded
+    model drops without a mode and not in predict."""
+    i = keras.Input((1000,))
+    model = keras.Model(i, L.Dropout(0.5)(i, training=True))
+    assert model.get_config()["layers"][1]["inbound_nodes"][0]["kwargs"] == {"training": True}
+    model.save(tmp_path / f"m{suffix}")
+    again = keras.models.load_model(tmp_path / f"m{suffix}")
+    x = np.ones((2, 1000), np.float32)
+    assert 0.3 < (again(x) == 0).mean() < 0.7
+    np.testing.assert_array_equal(again.predict(x, verbose=0), x)

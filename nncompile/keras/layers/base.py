@@ -250,7 +250,7 @@ class Layer:
                                 f"Received: name={name!r} (of type {type(name).__name__})")
         self.name = name or backend.unique_name(backend.to_snake_case(type(self).__name__))
         owner = owner_of(self)
-        self.trainable = boolean(trainable, "trainable", owner)
+        self._trainable = boolean(trainable, "trainable", owner)   # (its layers are not made yet)
         self.dtype = dtype or backend.floatx()
         # Kept for the training step, which adds its penalty on this layer's output to the loss.
         self.activity_regularizer = regularizers.get(activity_regularizer)
@@ -303,6 +303,23 @@ class Layer:
             tracked[name] = value if isinstance(value, (Layer, list)) else list(value)
         super().__setattr__(name, value)
 
+    @property
+    def trainable(self) -> bool:
+        """Whether a training step updates this layer's weights (and a BatchNormalization runs
+        in training mode). Setting it sets it on every layer this one holds too, as Keras 3's
+        setter does: a frozen base model's BatchNormalization keeps its moving statistics."""
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value) -> None:
+        self._trainable = bool(value)
+        for layer in self._held_layers():
+            layer.trainable = value
+
+    def _held_layers(self) -> list["Layer"]:
+        """The layers this one holds (`sublayers`), flat."""
+        return [layer for _, item in self.sublayers() for layer in (item if isinstance(item, list) else [item])]
+
     def sublayers(self) -> list[tuple[str, "Layer | list[Layer]"]]:
         """The layers this one holds (a recurrent layer's cell, a wrapper's layer, the layers a
         custom layer assigned to its attributes), each under the attribute Keras 3 saves it by
@@ -320,9 +337,7 @@ class Layer:
 
     @property
     def weights(self) -> list[Variable]:
-        held = [layer for _, item in self.sublayers()
-                for layer in (item if isinstance(item, list) else [item])]
-        return self.own_weights + [w for layer in held for w in layer.weights]
+        return self.own_weights + [w for layer in self._held_layers() for w in layer.weights]
 
     @property
     def trainable_weights(self) -> list[Variable]:
