@@ -13,6 +13,7 @@ from nncompile.keras.layers.conv_transpose import (Conv1DTranspose, Conv2DTransp
                                                    Convolution2DTranspose, Convolution3DTranspose)
 from nncompile.keras.layers.depthwise_conv import (DepthwiseConv1D, DepthwiseConv2D,
                                                    SeparableConv1D, SeparableConv2D)
+from nncompile.keras.layers.einsum_dense import EinsumDense
 from nncompile.keras.layers.core import (ELU, Activation, Dense, Dropout, Embedding, Flatten,
                                          Identity, LeakyReLU, Masking, Permute, PReLU, ReLU,
                                          Reshape, Softmax)
@@ -49,7 +50,8 @@ __all__ = [
     "Conv1DTranspose", "Conv2D", "Conv2DTranspose", "Conv3D", "Conv3DTranspose", "Convolution1D",
     "Convolution1DTranspose", "Convolution2D", "Convolution2DTranspose", "Convolution3D",
     "Convolution3DTranspose", "Cropping1D", "Cropping2D", "Cropping3D", "Dense",
-    "DepthwiseConv1D", "DepthwiseConv2D", "Dot", "Dropout", "ELU", "Embedding", "Flatten", "GRU",
+    "DepthwiseConv1D", "DepthwiseConv2D", "Dot", "Dropout", "ELU", "EinsumDense", "Embedding", "Flatten",
+    "GRU",
     "GRUCell", "GaussianDropout", "GaussianNoise", "GlobalAveragePooling1D",
     "GlobalAveragePooling2D", "GlobalAveragePooling3D", "GlobalAvgPool1D", "GlobalAvgPool2D",
     "GlobalAvgPool3D", "GlobalMaxPool1D", "GlobalMaxPool2D", "GlobalMaxPool3D",
