@@ -206,3 +206,46 @@ def test_configs_round_trip(layer):
 def test_bad_arguments_name_the_layer_and_argument(reference, make, message):
     with pytest.raises((ValueError, TypeError), match=message):
         make()
+
+
+# --- CategoryEncoding ---------------------------------------------------------------------------
+
+def _numpy_encoding(ids: np.ndarray, depth: int, mode: str) -> np.ndarray:
+    """Keras 3's encodings written out: ids outside [0, depth) count nowhere."""
+    eye = np.vstack([np.eye(depth), np.zeros((1, depth))])
+    hot = eye[np.where((ids >= 0) & (ids < depth), ids, depth)]
+    if mode == "one_hot":
+        return hot[..., 0, :] if ids.ndim > 1 and ids.shape[-1] == 1 else hot
+    axis = 1 if ids.ndim > 1 else 0
+    return hot.max(axis=axis) if mode == "multi_hot" else hot.sum(axis=axis)
+
+
+@pytest.mark.parametrize("mode", ["one_hot", "multi_hot", "count", "binary"])
+@pytest.mark.parametrize("ids", [np.array([[0, 3, 3], [2, 5, -1]]), np.array([[1], [3], [0]]),
+                                 np.array([1, 3, 3, 0]), np.array([[[0, 1], [1, 1]], [[2, 2], [3, 0]]])])
+def test_category_encoding_is_keras_encoding(mode, ids):
+    layer = layers.CategoryEncoding(num_tokens=4, output_mode=mode)
+    want = _numpy_encoding(ids, 4, "multi_hot" if mode == "binary" else mode)
+    got = layer(ids.astype(np.int32))
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, want)
+
+
+def test_category_encoding_in_a_model_config_and_errors(tmp_path):
+    rng = np.random.default_rng(0)
+    ids, y = rng.integers(0, 6, (32, 3)).astype(np.int32), rng.random((32, 1)).astype(np.float32)
+    model = keras.Sequential([keras.Input((3,), dtype="int32"), layers.CategoryEncoding(6, output_mode="count"),
+                              layers.Dense(1)])
+    assert model.output_shape == (None, 1) and model.layers[0].output.shape == (None, 6)
+    model.compile(optimizer="sgd", loss="mse")
+    assert np.isfinite(model.fit(ids, y, epochs=2, batch_size=8, verbose=0).history["loss"]).all()
+    model.save(tmp_path / "m.keras")
+    again = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(again.predict(ids, verbose=0), model.predict(ids, verbose=0), rtol=1e-6)
+    assert layers.CategoryEncoding(3, output_mode="binary").get_config()["output_mode"] == "multi_hot"
+    with pytest.raises(ValueError, match="num_tokens must be set"):
+        layers.CategoryEncoding()
+    with pytest.raises(ValueError, match="Unknown arg for output_mode: int"):
+        layers.CategoryEncoding(3, output_mode="int")
+    with pytest.raises(ValueError, match="`num_tokens` must be >= 1"):
+        layers.CategoryEncoding(0)

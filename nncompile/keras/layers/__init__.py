@@ -33,7 +33,7 @@ from nncompile.keras.layers.pooling import (AveragePooling1D, AveragePooling2D,
                                             GlobalMaxPooling2D, GlobalMaxPooling3D, MaxPool1D,
                                             MaxPool2D, MaxPool3D, MaxPooling1D, MaxPooling2D,
                                             MaxPooling3D)
-from nncompile.keras.layers.preprocessing import Normalization, Rescaling
+from nncompile.keras.layers.preprocessing import CategoryEncoding, Normalization, Rescaling
 from nncompile.keras.layers.regularization import ActivityRegularization
 from nncompile.keras.layers.recurrent import GRU, LSTM, RNN, SimpleRNN
 from nncompile.keras.layers.recurrent_cells import (GRUCell, LSTMCell, SimpleRNNCell,
@@ -46,7 +46,7 @@ from nncompile.keras.layers.wrappers import Bidirectional, TimeDistributed
 __all__ = [
     "Activation", "ActivityRegularization", "Add", "Attention", "Average", "AveragePooling1D",
     "AveragePooling2D", "AveragePooling3D", "AvgPool1D", "AvgPool2D", "AvgPool3D",
-    "BatchNormalization", "Bidirectional", "CenterCrop", "Concatenate", "Conv1D",
+    "BatchNormalization", "Bidirectional", "CategoryEncoding", "CenterCrop", "Concatenate", "Conv1D",
     "Conv1DTranspose", "Conv2D", "Conv2DTranspose", "Conv3D", "Conv3DTranspose", "Convolution1D",
     "Convolution1DTranspose", "Convolution2D", "Convolution2DTranspose", "Convolution3D",
     "Convolution3DTranspose", "Cropping1D", "Cropping2D", "Cropping3D", "Dense",

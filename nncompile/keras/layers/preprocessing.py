@@ -1,4 +1,5 @@
-"""Preprocessing layers that are plain arithmetic: Rescaling, and Normalization (with `adapt`)."""
+"""Preprocessing layers that are plain arithmetic: Rescaling, Normalization (with `adapt`) and
+CategoryEncoding."""
 from __future__ import annotations
 
 from typing import Any, Iterable
@@ -8,6 +9,7 @@ import numpy as np
 from nncompile.ir import Builder, DType, ShapeError, Value
 from nncompile.keras.layers.arguments import ArgumentError, boolean, owner_of
 from nncompile.keras.layers.base import Layer
+from nncompile.keras.ops import nn as nn_ops
 from nncompile.keras.utils.py_dataset import PyDataset
 
 # Keras's backend.epsilon(): the floor of the standard deviation Normalization divides by
@@ -207,3 +209,53 @@ def _batches(data, owner: str) -> Iterable[np.ndarray]:
                         f"iterable of batches. Received: {type(data).__name__}")
     return (np.asarray(item[0] if isinstance(item, tuple) else item, dtype=np.float64)
             for item in items)
+
+
+class CategoryEncoding(Layer):
+    """Integer category ids as vectors of `num_tokens`, as Keras 3 on JAX encodes them:
+    "one_hot" (a trailing axis of 1 is dropped first), "multi_hot" (default; "binary" is its old
+    name: 1 where an id occurs among a sample's ids, axis 1) or "count" (how often it occurs). An
+    id outside [0, num_tokens) counts nowhere. Rank-1 input is one sample's ids for "multi_hot"
+    and "count", as in Keras.
+
+    >>> CategoryEncoding(4)(np.array([[0, 3], [2, 2]])).tolist()
+    [[1.0, 0.0, 0.0, 1.0], [0.0, 0.0, 1.0, 0.0]]
+    """
+
+    MODES = ("count", "one_hot", "multi_hot")
+
+    def __init__(self, num_tokens=None, output_mode="multi_hot", sparse=False, **kwargs):
+        super().__init__(**kwargs)
+        output_mode = "multi_hot" if output_mode == "binary" else output_mode
+        if output_mode not in self.MODES:
+            raise ValueError(f"Unknown arg for output_mode: {output_mode}")
+        if num_tokens is None:
+            raise ValueError("num_tokens must be set to use this layer. If the number of tokens is not "
+                             "known beforehand, use the IntegerLookup layer instead.")
+        if num_tokens < 1:
+            raise ValueError(f"`num_tokens` must be >= 1. Received: num_tokens={num_tokens}.")
+        if sparse:
+            raise NotImplementedError(f"{owner_of(self)}: `sparse=True` is not supported by nncompile")
+        self.num_tokens, self.output_mode, self.sparse = int(num_tokens), output_mode, False
+
+    def compute_output_shape(self, input_shape):
+        shape = tuple(input_shape)
+        if self.output_mode == "one_hot" and len(shape) > 1 and shape[-1] == 1:
+            shape = shape[:-1]
+        elif self.output_mode != "one_hot":
+            shape = shape[:-1]
+        return shape + (self.num_tokens,)
+
+    def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
+        ids = inputs if inputs.type.rank else b.reshape(inputs, shape=[1])
+        if self.output_mode == "multi_hot":
+            return nn_ops.multi_hot.__wrapped__(b, ids, self.num_tokens, dtype=self.dtype)
+        if self.output_mode == "one_hot" and ids.type.rank > 1 and ids.type.shape[-1] == 1:
+            ids = b.reshape(ids, shape=list(ids.type.shape[:-1]))
+        hot = nn_ops.one_hot.__wrapped__(b, ids, self.num_tokens, dtype=self.dtype)
+        if self.output_mode == "one_hot":
+            return hot
+        return b.reduce_sum(hot, axes=[1 if ids.type.rank > 1 else 0], keepdims=False)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "num_tokens": self.num_tokens, "output_mode": self.output_mode}

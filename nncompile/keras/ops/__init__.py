@@ -16,7 +16,7 @@ from nncompile.keras.ops.nn import (average_pool, batch_normalization, binary_cr
                                     categorical_crossentropy, celu, conv, dot_product_attention,
                                     elu, gelu, glu, hard_sigmoid, hard_silu, hard_swish, hard_tanh,
                                     layer_normalization, leaky_relu, log_sigmoid, log_softmax,
-                                    max_pool, moments, normalize, one_hot, relu, relu6,
+                                    max_pool, moments, multi_hot, normalize, one_hot, relu, relu6,
                                     rms_normalization, selu, sigmoid, silu, softmax, softplus,
                                     softsign, sparse_categorical_crossentropy, swish)
 from nncompile.keras.ops.numpy import (abs, absolute, add, all, amax, amin, any, argmax, argmin,

@@ -163,6 +163,19 @@ def one_hot(b, x, num_classes, axis=-1, dtype=None, sparse=False):
     return tensor(b, hit, standardize_dtype(dtype))
 
 
+@keras_op
+def multi_hot(b, inputs, num_classes, axis=-1, dtype=None, sparse=False):
+    """1 for each class among a sample's labels: `one_hot` then the maximum over axis 1 (axis 0
+    for the labels of one sample, rank 1), as Keras's JAX backend reduces it.
+
+    >>> multi_hot(np.array([[0, 2], [1, 1]]), 3)
+    array([[1., 0., 1.],
+           [0., 1., 0.]], dtype=float32)
+    """
+    hot = one_hot.__wrapped__(b, inputs, num_classes, axis=axis, dtype=dtype, sparse=sparse)
+    return b.reduce_max(hot, axes=[1 if hot.type.rank > 2 else 0], keepdims=False)
+
+
 # --- convolution and pooling -----------------------------------------------------------------
 
 def _tuple(value, n: int, name: str, op: str) -> tuple[int, ...]:
