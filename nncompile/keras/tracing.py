@@ -38,7 +38,7 @@ class TracingError(TypeError):
 
 class _Scope(NamedTuple):
     owner: str       # how messages name what is traced: "Layer 'block' (Residual)"
-    training: bool   # the mode that layers called inside without `training=` run in
+    training: bool | None   # the mode that layers called inside without `training=` run in
     path: str = ""   # what the weights of layers built inside start with ("model/"), as in Keras
 
 
@@ -293,6 +293,8 @@ def call_inline(layer, inputs: list, single: bool, training: bool | None):
     values = [as_value(b, x, describe(layer)) for x in inputs]
     scope = _SCOPE.get()
     mode = scope.training if training is None else bool(training)
+    if mode is None:   # no mode anywhere: the layer's own default, as its Keras `call` declares it
+        mode = layer.default_training
     shapes = [shape_of(v) for v in values]
     if not layer.built:
         layer._scope = scope.path

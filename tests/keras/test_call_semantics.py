@@ -145,3 +145,24 @@ def test_training_given_at_a_call_is_saved(tmp_path, suffix):
     x = np.ones((2, 1000), np.float32)
     assert 0.3 < (again(x) == 0).mean() < 0.7
     np.testing.assert_array_equal(again.predict(x, verbose=0), x)
+
+
+def test_a_layer_called_with_no_mode_anywhere_takes_its_keras_default():
+    """In a subclassed model called without a mode, RandomFlip augments (its Keras `call`
+    defaults to training=True) and Dropout does not (False); predict runs neither."""
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.flip, self.drop, self.flat = L.RandomFlip("horizontal"), L.Dropout(0.5), L.Flatten()
+
+        def call(self, x):
+            return self.drop(self.flat(self.flip(x)))
+
+    images = np.random.default_rng(3).random((32, 4, 4, 1)).astype(np.float32)
+    net, flat = Net(), images.reshape(32, -1)
+    out = np.asarray(net(images))
+    flipped = images[:, :, ::-1].reshape(32, -1)
+    assert all(np.array_equal(o, a) or np.array_equal(o, f) for o, a, f in zip(out, flat, flipped))
+    assert not np.array_equal(out, flat)
+    np.testing.assert_array_equal(net.predict(images, verbose=0), flat)
+    np.testing.assert_array_equal(net(images, training=False), flat)

@@ -46,6 +46,8 @@ class _Augmentation(Layer):
     """What the random image layers share: the seed and stream, the images' checks, and the
     Keras default of augmenting when called directly on arrays."""
 
+    default_training = True
+
     def __init__(self, seed=None, data_format=None, **kwargs):
         super().__init__(**kwargs)
         owner = owner_of(self)
@@ -60,7 +62,7 @@ class _Augmentation(Layer):
         flat = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
         eager = not tracing.in_trace() and not any(isinstance(x, KerasTensor) or tracing.is_traced(x) for x in flat)
         if training is None and (eager or all(isinstance(x, KerasTensor) for x in flat)):
-            training = True
+            training = self.default_training
         if eager and len(flat) == 1 and np.ndim(flat[0]) == 3:
             # One image: run as a batch of one, as Keras does, so that its height stays known
             # (an eager call's first axis is its batch).

@@ -520,6 +520,10 @@ class Layer:
         return values[0] if len(values) == 1 else values
 
     # calling ------------------------------------------------------------------------------
+    # The mode of a call given none, by its caller or its model: Keras's `call(..., training=...)`
+    # default (True for the image augmentation layers).
+    default_training = False
+
     def __call__(self, inputs, training: bool | None = None, **kwargs):
         if kwargs:
             raise TypeError(f"Layer '{self.name}' got unexpected call arguments: {sorted(kwargs)}")
