@@ -166,3 +166,26 @@ def test_a_layer_called_with_no_mode_anywhere_takes_its_keras_default():
     assert not np.array_equal(out, flat)
     np.testing.assert_array_equal(net.predict(images, verbose=0), flat)
     np.testing.assert_array_equal(net(images, training=False), flat)
+
+
+def test_a_layer_frozen_inside_a_wrapper_is_not_trained():
+    """As Keras (whose setter sets each variable's flag): a weight trains only if every layer from
+    the model down to the one that made it is trainable; the order is `weights`' order, which
+    legacy .h5 files follow (Keras writes a Bidirectional's frozen forward layer after the other)."""
+    rng = np.random.default_rng(0)
+    x, y = rng.random((8, 3, 4)).astype(np.float32), rng.random((8, 3, 2)).astype(np.float32)
+    td = L.TimeDistributed(L.Dense(2))
+    model = keras.Sequential([keras.Input((3, 4)), td])
+    td.layer.trainable = False
+    assert model.trainable_weights == [] and len(model.non_trainable_weights) == 2
+    model.compile(optimizer="sgd", loss="mse")
+    before = model.get_weights()
+    model.fit(x, y, epochs=1, batch_size=4, verbose=0)
+    for got, want in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(got, want)
+    bi = L.Bidirectional(L.SimpleRNN(2))
+    bi(keras.Input((3, 4)))
+    bi.forward_layer.trainable = False
+    backward = [w.path for w in bi.backward_layer.weights]
+    assert [w.path for w in bi.trainable_weights] == backward
+    assert [w.path for w in bi.non_trainable_weights] == [w.path for w in bi.forward_layer.weights]

@@ -97,3 +97,14 @@ def test_docstring_example_holds():
     from nncompile.keras.layers import einsum_dense
     result = doctest.testmod(einsum_dense, extraglobs={"np": np})
     assert result.failed == 0 and result.attempted == 1
+
+
+def test_a_mask_stops_at_einsum_dense_as_in_keras():
+    """Keras's EinsumDense does not pass a mask on: the LSTM after it runs every step."""
+    x = np.array([[[1.0, 2.0], [0.0, 0.0], [3.0, 4.0]]], np.float32)
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((3, 2))
+    projected = layers.EinsumDense("abc,cd->abd", (3, 2), kernel_initializer="ones")(layers.Masking()(inputs))
+    model = keras.Model(inputs, layers.LSTM(2, return_sequences=True)(projected))
+    unmasked = keras.Model(inputs, model.layers[-1](model.layers[-2](inputs)))
+    np.testing.assert_allclose(model.predict(x, verbose=0), unmasked.predict(x, verbose=0), rtol=1e-6)

@@ -339,13 +339,21 @@ class Layer:
     def weights(self) -> list[Variable]:
         return self.own_weights + [w for layer in self._held_layers() for w in layer.weights]
 
+    def _weights_trained(self) -> list[tuple[Variable, bool]]:
+        """Each weight (in `weights` order) and whether a training step updates it: its own flag
+        and that of every layer from this one down to the one that made it, as Keras 3's
+        setter leaves each variable's flag."""
+        own = [(v, v.trainable and self.trainable) for v in self.own_weights]
+        held = [(v, trained and self.trainable) for layer in self._held_layers() for v, trained in layer._weights_trained()]
+        return own + held
+
     @property
     def trainable_weights(self) -> list[Variable]:
-        return [v for v in self.weights if v.trainable and self.trainable]
+        return [v for v, trained in self._weights_trained() if trained]
 
     @property
     def non_trainable_weights(self) -> list[Variable]:
-        return [v for v in self.weights if not (v.trainable and self.trainable)]
+        return [v for v, trained in self._weights_trained() if not trained]
 
     def get_weights(self) -> list[np.ndarray]:
         return [v.numpy() for v in self.weights]

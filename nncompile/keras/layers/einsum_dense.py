@@ -100,9 +100,8 @@ class _OnAxes:
 
 
 class EinsumDense(Layer):
-    """`activation(einsum(equation, inputs, kernel) + bias)`: see the module's docstring."""
-
-    supports_masking = True   # as in Keras: the mask passes on
+    """`activation(einsum(equation, inputs, kernel) + bias)`: see the module's docstring. As in
+    Keras, it does not pass a mask on."""
 
     def __init__(self, equation, output_shape, activation=None, bias_axes=None,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros", kernel_regularizer=None,
