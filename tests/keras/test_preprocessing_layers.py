@@ -249,3 +249,65 @@ def test_category_encoding_in_a_model_config_and_errors(tmp_path):
         layers.CategoryEncoding(3, output_mode="int")
     with pytest.raises(ValueError, match="`num_tokens` must be >= 1"):
         layers.CategoryEncoding(0)
+
+
+# --- Discretization -----------------------------------------------------------------------------
+
+DISCRETIZATION = np.load(Path(__file__).resolve().parents[1] / "fixtures" / "keras" / "discretization"
+                         / "discretization.npz")
+
+
+@pytest.mark.parametrize("bins,epsilon", [(4, 0.01), (7, 0.05), (3, 0.3)])
+def test_discretization_adapt_is_keras_summary_one_batch_and_three(bins, epsilon):
+    data = DISCRETIZATION["data"]
+    layer = layers.Discretization(num_bins=bins, epsilon=epsilon)
+    layer.adapt(data)
+    np.testing.assert_allclose(layer.bin_boundaries, DISCRETIZATION[f"boundaries_{bins}_{epsilon}"], rtol=1e-6)
+    batched = layers.Discretization(num_bins=bins, epsilon=epsilon)
+    batched.adapt([data[:100], data[100:250], data[250:]])
+    np.testing.assert_allclose(batched.bin_boundaries, DISCRETIZATION[f"batched_{bins}_{epsilon}"], rtol=1e-6)
+
+
+def test_discretization_of_few_values_is_their_interpolated_quantiles():
+    """Fewer values than 1 / epsilon are kept whole, so the boundaries are the sorted values'
+    cumulative fractions interpolated at 1/4, 2/4, 3/4, written out here."""
+    values = np.array([5.0, -1.0, 2.0, 8.0, 0.5, 3.0], np.float32)
+    layer = layers.Discretization(num_bins=4, epsilon=0.1)
+    layer.adapt(values)
+    ordered = np.sort(values)
+    fractions = np.arange(1, 7) / 6
+    np.testing.assert_allclose(layer.bin_boundaries, np.interp([0.25, 0.5, 0.75], fractions, ordered), rtol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["int", "one_hot", "multi_hot", "count"])
+def test_discretization_outputs_are_keras(mode):
+    layer = layers.Discretization(bin_boundaries=[-1.0, 0.0, 1.0, 3.0], output_mode=mode)
+    got = layer(DISCRETIZATION["x"])
+    want = DISCRETIZATION[f"out_{mode}"]
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(np.digitize(DISCRETIZATION["x"], [-1.0, 0.0, 1.0, 3.0]),
+                                  layers.Discretization(bin_boundaries=[-1.0, 0.0, 1.0, 3.0])(DISCRETIZATION["x"]))
+
+
+def test_discretization_in_a_model_config_and_errors(tmp_path):
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((40, 2)).astype(np.float32), rng.random((40, 1)).astype(np.float32)
+    bucket = layers.Discretization(num_bins=5)
+    bucket.adapt(x)
+    model = keras.Sequential([keras.Input((2,)), bucket, layers.CategoryEncoding(5, output_mode="count"),
+                              layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    assert np.isfinite(model.fit(x, y, epochs=2, batch_size=8, verbose=0).history["loss"]).all()
+    model.save(tmp_path / "m.keras")
+    again = keras.models.load_model(tmp_path / "m.keras")
+    assert again.layers[0].bin_boundaries == bucket.bin_boundaries and again.layers[0].num_bins == 5
+    np.testing.assert_allclose(again.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
+    with pytest.raises(ValueError, match="You need to set either `num_bins` or `bin_boundaries`"):
+        layers.Discretization()
+    with pytest.raises(ValueError, match="Both `num_bins` and `bin_boundaries` should not be set"):
+        layers.Discretization(bin_boundaries=[0.0], num_bins=2)
+    with pytest.raises(ValueError, match="Cannot adapt a Discretization layer that has been initialized"):
+        layers.Discretization(bin_boundaries=[0.0]).adapt(x)
+    with pytest.raises(ValueError, match="call `adapt"):
+        layers.Discretization(num_bins=3)(x)

@@ -33,7 +33,7 @@ from nncompile.keras.layers.pooling import (AveragePooling1D, AveragePooling2D,
                                             GlobalMaxPooling2D, GlobalMaxPooling3D, MaxPool1D,
                                             MaxPool2D, MaxPool3D, MaxPooling1D, MaxPooling2D,
                                             MaxPooling3D)
-from nncompile.keras.layers.preprocessing import CategoryEncoding, Normalization, Rescaling
+from nncompile.keras.layers.preprocessing import CategoryEncoding, Discretization, Normalization, Rescaling
 from nncompile.keras.layers.regularization import ActivityRegularization
 from nncompile.keras.layers.recurrent import GRU, LSTM, RNN, SimpleRNN
 from nncompile.keras.layers.recurrent_cells import (GRUCell, LSTMCell, SimpleRNNCell,
@@ -50,8 +50,8 @@ __all__ = [
     "Conv1DTranspose", "Conv2D", "Conv2DTranspose", "Conv3D", "Conv3DTranspose", "Convolution1D",
     "Convolution1DTranspose", "Convolution2D", "Convolution2DTranspose", "Convolution3D",
     "Convolution3DTranspose", "Cropping1D", "Cropping2D", "Cropping3D", "Dense",
-    "DepthwiseConv1D", "DepthwiseConv2D", "Dot", "Dropout", "ELU", "EinsumDense", "Embedding", "Flatten",
-    "GRU",
+    "DepthwiseConv1D", "DepthwiseConv2D", "Discretization", "Dot", "Dropout", "ELU", "EinsumDense",
+    "Embedding", "Flatten", "GRU",
     "GRUCell", "GaussianDropout", "GaussianNoise", "GlobalAveragePooling1D",
     "GlobalAveragePooling2D", "GlobalAveragePooling3D", "GlobalAvgPool1D", "GlobalAvgPool2D",
     "GlobalAvgPool3D", "GlobalMaxPool1D", "GlobalMaxPool2D", "GlobalMaxPool3D",

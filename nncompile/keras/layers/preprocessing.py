@@ -1,5 +1,5 @@
-"""Preprocessing layers that are plain arithmetic: Rescaling, Normalization (with `adapt`) and
-CategoryEncoding."""
+"""Preprocessing layers that are plain arithmetic: Rescaling, Normalization (with `adapt`),
+CategoryEncoding and Discretization (with `adapt`)."""
 from __future__ import annotations
 
 from typing import Any, Iterable
@@ -211,6 +211,20 @@ def _batches(data, owner: str) -> Iterable[np.ndarray]:
             for item in items)
 
 
+def encode(b: Builder, ids: Value, mode: str, depth: int, dtype: str) -> Value:
+    """Keras 3's `encode_categorical_inputs` on JAX: "one_hot" (a trailing axis of 1 dropped),
+    "multi_hot" or "count" over axis 1 (axis 0 for one sample's ids, rank 1), in `dtype`."""
+    ids = ids if ids.type.rank else b.reshape(ids, shape=[1])
+    if mode == "multi_hot":
+        return nn_ops.multi_hot.__wrapped__(b, ids, depth, dtype=dtype)
+    if mode == "one_hot" and ids.type.rank > 1 and ids.type.shape[-1] == 1:
+        ids = b.reshape(ids, shape=list(ids.type.shape[:-1]))
+    hot = nn_ops.one_hot.__wrapped__(b, ids, depth, dtype=dtype)
+    if mode == "one_hot":
+        return hot
+    return b.reduce_sum(hot, axes=[1 if ids.type.rank > 1 else 0], keepdims=False)
+
+
 class CategoryEncoding(Layer):
     """Integer category ids as vectors of `num_tokens`, as Keras 3 on JAX encodes them:
     "one_hot" (a trailing axis of 1 is dropped first), "multi_hot" (default; "binary" is its old
@@ -247,15 +261,118 @@ class CategoryEncoding(Layer):
         return shape + (self.num_tokens,)
 
     def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
-        ids = inputs if inputs.type.rank else b.reshape(inputs, shape=[1])
-        if self.output_mode == "multi_hot":
-            return nn_ops.multi_hot.__wrapped__(b, ids, self.num_tokens, dtype=self.dtype)
-        if self.output_mode == "one_hot" and ids.type.rank > 1 and ids.type.shape[-1] == 1:
-            ids = b.reshape(ids, shape=list(ids.type.shape[:-1]))
-        hot = nn_ops.one_hot.__wrapped__(b, ids, self.num_tokens, dtype=self.dtype)
-        if self.output_mode == "one_hot":
-            return hot
-        return b.reduce_sum(hot, axes=[1 if ids.type.rank > 1 else 0], keepdims=False)
+        return encode(b, inputs, self.output_mode, self.num_tokens, self.dtype)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "num_tokens": self.num_tokens, "output_mode": self.output_mode}
+
+
+class Discretization(Layer):
+    """Buckets numbers by `bin_boundaries`, or by `num_bins` boundaries that `adapt(data)` learns
+    from the data's quantiles with Keras 3's summaries (approximate within `epsilon`, merged
+    batch by batch), as Keras 3: "int" gives each number's bucket (how many boundaries are at or
+    below it, as `np.digitize`), "one_hot", "multi_hot" and "count" encode those as
+    CategoryEncoding does.
+
+    >>> layer = Discretization(num_bins=4, epsilon=0.01)
+    >>> layer.adapt(np.array([[-1.5, 1.0, 3.4, .5], [0.0, 3.0, 1.3, 0.0]]))
+    >>> layer(np.array([[-1.5, 1.0, 3.4, .5], [0.0, 3.0, 1.3, 0.0]])).tolist()
+    [[0, 2, 3, 2], [1, 3, 3, 1]]
+    """
+
+    MODES = ("int", "one_hot", "multi_hot", "count")
+
+    def __init__(self, bin_boundaries=None, num_bins=None, epsilon=0.01, output_mode="int", sparse=False,
+                 **kwargs):
+        super().__init__(**kwargs)
+        if sparse:
+            raise NotImplementedError(f"{owner_of(self)}: `sparse=True` is not supported by nncompile")
+        if output_mode not in self.MODES:
+            raise ValueError(f"Invalid value for argument output_mode. Expected one of {list(self.MODES)}. "
+                             f"Received: output_mode={output_mode}")
+        if num_bins is not None and num_bins < 0:
+            raise ValueError(f"`num_bins` must be greater than or equal to 0. Received: `num_bins={num_bins}`")
+        if num_bins is not None and bin_boundaries is not None:
+            raise ValueError(f"Both `num_bins` and `bin_boundaries` should not be set. Received: "
+                             f"`num_bins={num_bins}` and `bin_boundaries={bin_boundaries}`")
+        if num_bins is None and bin_boundaries is None:
+            raise ValueError("You need to set either `num_bins` or `bin_boundaries`.")
+        self.bin_boundaries = None if bin_boundaries is None else [float(v) for v in bin_boundaries]
+        self.num_bins, self.epsilon, self.output_mode, self.sparse = num_bins, epsilon, output_mode, False
+        self.summary = None if self.bin_boundaries else np.zeros((2, 0), np.float32)
+
+    def adapt(self, data) -> None:
+        """Learn `num_bins - 1` boundaries from `data`: an array, or batches (see Normalization)."""
+        if self.num_bins is None:
+            raise ValueError("Cannot adapt a Discretization layer that has been initialized with "
+                             "`bin_boundaries`, use `num_bins` instead.")
+        self.summary = np.zeros((2, 0), np.float32)
+        for batch in _batches(data, owner_of(self)):
+            self.summary = _merged(_summary(np.asarray(batch, np.float32), self.epsilon), self.summary,
+                                   self.epsilon)
+        self.bin_boundaries = _compressed(self.summary, 1.0 / self.num_bins)[0, :-1].tolist()
+
+    def compute_output_shape(self, input_shape):
+        shape = tuple(input_shape)
+        if self.output_mode == "int":
+            return shape
+        depth = len(self.bin_boundaries) + 1 if self.bin_boundaries is not None else self.num_bins
+        if self.output_mode == "one_hot":
+            return (shape[:-1] if len(shape) > 1 and shape[-1] == 1 else shape) + (depth,)
+        return (shape[0], *shape[2:], depth) if len(shape) >= 2 else (depth,)
+
+    def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
+        if self.bin_boundaries is None:
+            raise ValueError("You need to either pass the `bin_boundaries` argument at construction time "
+                             "or call `adapt(dataset)` before you can start using the `Discretization` layer.")
+        x = inputs if inputs.type.dtype == DType.f32 else b.cast(inputs, dtype=DType.f32)
+        bounds = b.constant(np.asarray(self.bin_boundaries, np.float32))
+        at_or_below = b.cast(b.greater_equal(b.reshape(x, shape=[*x.type.shape, 1]), bounds), dtype=DType.i32)
+        buckets = b.reduce_sum(at_or_below, axes=[x.type.rank], keepdims=False)
+        # NaN sorts last, as np.digitize puts it
+        buckets = b.select(b.not_equal(x, x), b.scalar(len(self.bin_boundaries), buckets), buckets)
+        if self.output_mode == "int":
+            return buckets
+        return encode(b, buckets, self.output_mode, len(self.bin_boundaries) + 1, self.dtype)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "bin_boundaries": self.bin_boundaries, "num_bins": self.num_bins,
+                "epsilon": self.epsilon, "output_mode": self.output_mode, "sparse": self.sparse}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        boundaries = config.pop("bin_boundaries", None) if config.get("num_bins") is not None else None
+        layer = cls(**config)
+        if boundaries is not None:   # learned by adapt: kept beside num_bins, as Keras does
+            layer.bin_boundaries = [float(v) for v in boundaries]
+        return layer
+
+
+def _summary(values: np.ndarray, epsilon: float) -> np.ndarray:
+    """Keras's `summarize`: about 1 / epsilon of the sorted values, each weighing the values
+    it stands for, as a (2, n) array of values and weights."""
+    values = np.sort(values.reshape(-1))
+    step = max(values.size / (1.0 / epsilon), 1)   # Keras's arithmetic, for the same float steps
+    picked = values[int(step - 1)::int(step)]
+    return np.stack([picked, np.ones_like(picked) * step])
+
+
+def _merged(first: np.ndarray, second: np.ndarray, epsilon: float) -> np.ndarray:
+    """Two summaries as one, in value order, compressed to about 1 / epsilon entries."""
+    joined = np.concatenate((first, second), axis=1)
+    return _compressed(joined[:, np.argsort(joined[0])], epsilon)
+
+
+def _compressed(summary: np.ndarray, epsilon: float) -> np.ndarray:
+    """The values at the cumulative weight fractions epsilon, 2 epsilon, ... 1 (interpolated),
+    each with the weight between it and the one before (Keras's `compress_summary`)."""
+    if summary.shape[1] * epsilon < 1:
+        return summary
+    percents = epsilon + np.arange(0.0, 1.0, epsilon)
+    cumulative = summary[1].cumsum()
+    fractions = cumulative / cumulative[-1]
+    values = np.interp(percents, fractions, summary[0])
+    cumulative = np.interp(percents, fractions, cumulative)
+    weights = cumulative - np.concatenate((np.array([0]), cumulative[:-1]))
+    return np.stack((values, weights)).astype(np.float32)
