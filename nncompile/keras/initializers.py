@@ -46,10 +46,14 @@ def _global_generator() -> np.random.Generator:
     return np.random.default_rng(np.random.randint(0, 2**63 - 1, dtype=np.int64))
 
 
-def compute_fans(shape: Shape) -> tuple[int, int]:
-    """(fan_in, fan_out) of a weight: (in, out) for a matrix; for a conv kernel
-    (..., in, out), each times the receptive field (the product of the leading dims)."""
+def compute_fans(shape: Shape, input_axes: Sequence[int] | None = None,
+                 output_axes: Sequence[int] | None = None) -> tuple[int, int]:
+    """(fan_in, fan_out) of a weight: the products of `input_axes` and `output_axes` when both
+    are given (an EinsumDense kernel's); else (in, out) for a matrix, and for a conv kernel
+    (..., in, out) each times the receptive field (the product of the leading dims)."""
     shape = tuple(shape)
+    if input_axes is not None and output_axes is not None:
+        return math.prod(shape[a] for a in input_axes), math.prod(shape[a] for a in output_axes)
     if not shape:
         return 1, 1
     if len(shape) == 1:
@@ -211,8 +215,11 @@ class VarianceScaling(RandomInitializer):
     DISTRIBUTIONS = ("truncated_normal", "untruncated_normal", "uniform")
 
     def __init__(self, scale: float = 1.0, mode: str = "fan_in",
-                 distribution: str = "truncated_normal", seed: int | None = None):
+                 distribution: str = "truncated_normal", seed: int | None = None,
+                 input_axes: Sequence[int] | None = None, output_axes: Sequence[int] | None = None):
         super().__init__(seed)
+        self.input_axes = None if input_axes is None else list(input_axes)
+        self.output_axes = None if output_axes is None else list(output_axes)
         if not scale > 0:
             raise ValueError(f"Argument `scale` must be positive float. Received: scale={scale}")
         if mode not in self.MODES:
@@ -229,7 +236,7 @@ class VarianceScaling(RandomInitializer):
         self.distribution = distribution
 
     def _draw(self, rng, shape):
-        fan_in, fan_out = compute_fans(shape)
+        fan_in, fan_out = compute_fans(shape, self.input_axes, self.output_axes)
         fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[self.mode]
         scale = self.scale / max(1.0, fan)
         if self.distribution == "uniform":
@@ -241,15 +248,15 @@ class VarianceScaling(RandomInitializer):
 
     def get_config(self) -> dict[str, Any]:
         return {"scale": self.scale, "mode": self.mode, "distribution": self.distribution,
-                **super().get_config()}
+                **super().get_config(), "input_axes": self.input_axes, "output_axes": self.output_axes}
 
 
 def _variance_scaling_preset(name: str, scale: float, mode: str, distribution: str, doc: str):
-    def __init__(self, seed: int | None = None):
-        VarianceScaling.__init__(self, scale, mode, distribution, seed)
+    def __init__(self, seed: int | None = None, input_axes=None, output_axes=None):
+        VarianceScaling.__init__(self, scale, mode, distribution, seed, input_axes, output_axes)
 
     def get_config(self) -> dict[str, Any]:
-        return {"seed": self.seed}
+        return {"seed": self.seed, "input_axes": self.input_axes, "output_axes": self.output_axes}
 
     return type(name, (VarianceScaling,), {"__init__": __init__, "get_config": get_config,
                                            "__doc__": doc, "__module__": __name__})

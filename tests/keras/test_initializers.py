@@ -269,3 +269,17 @@ def test_an_initializer_that_defines_no_call_or_no_draw_says_so():
         Bare()((2, 3))
     with pytest.raises(NotImplementedError, match="Undrawn does not define _draw"):
         Undrawn(seed=1)((2, 3))
+
+
+def test_variance_scaling_fans_from_given_axes_and_keras_config():
+    """Keras 3.15's input_axes / output_axes: the fans are the products of those axes (an
+    EinsumDense kernel's), and the configs carry them (None by default), as Keras's do."""
+    draw = initializers.VarianceScaling(2.0, "fan_in", "uniform", seed=0, input_axes=[0, 1], output_axes=[2])
+    values = draw((4, 8, 16))
+    limit = np.sqrt(3 * 2.0 / 32)
+    assert np.abs(values).max() <= limit and np.abs(values).max() > 0.95 * limit
+    assert initializers.GlorotUniform().get_config() == {"seed": None, "input_axes": None, "output_axes": None}
+    config = initializers.serialize(draw)["config"]
+    assert (config["input_axes"], config["output_axes"]) == ([0, 1], [2])
+    again = initializers.deserialize(initializers.serialize(draw))
+    np.testing.assert_array_equal(again((4, 8, 16)), values)

@@ -16,8 +16,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import numpy as np
-
 from nncompile.ir import Builder, Value
 from nncompile.keras import activations, initializers
 from nncompile.keras.layers.arguments import owner_of, weight_configs, weight_options
@@ -86,19 +84,6 @@ def _shapes(input_spec: str, weight_spec: str, output_spec: str, left: bool, bia
     return kernel, bias, output, input_axes, output_axes
 
 
-class _OnAxes:
-    """A VarianceScaling initializer whose fans are the products of the kernel's input and output
-    axes, as Keras 3 gives EinsumDense's (its draws are independent, so drawing them as a
-    (fan_in, fan_out) matrix and reshaping draws the same distribution)."""
-
-    def __init__(self, initializer: initializers.VarianceScaling, input_axes: list[int], output_axes: list[int]):
-        self.initializer, self.input_axes, self.output_axes = initializer, input_axes, output_axes
-
-    def __call__(self, shape, dtype=None) -> np.ndarray:
-        fans = [int(np.prod([shape[a] for a in axes])) for axes in (self.input_axes, self.output_axes)]
-        return np.reshape(self.initializer(tuple(fans), dtype), shape)
-
-
 class EinsumDense(Layer):
     """`activation(einsum(equation, inputs, kernel) + bias)`: see the module's docstring. As in
     Keras, it does not pass a mask on."""
@@ -126,8 +111,11 @@ class EinsumDense(Layer):
         kernel, bias, _, input_axes, output_axes = einsum_shapes(self.equation, self.bias_axes, input_shape,
                                                                 self.partial_output_shape)
         initializer = self.kernel_initializer
-        if isinstance(initializer, initializers.VarianceScaling):
-            initializer = _OnAxes(initializer, input_axes, output_axes)
+        if isinstance(initializer, initializers.VarianceScaling) and \
+                (initializer.input_axes is None or initializer.output_axes is None):
+            # as Keras: its fans are the products of the kernel's input and output axes
+            initializer = type(initializer).from_config({**initializer.get_config(), "input_axes": input_axes,
+                                                         "output_axes": output_axes})
         self.kernel = self.add_weight(shape=tuple(kernel), initializer=initializer, regularizer=self.kernel_regularizer,
                                       constraint=self.kernel_constraint, name="kernel")
         self.bias = None if bias is None else self.add_weight(
