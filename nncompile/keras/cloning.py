@@ -211,10 +211,9 @@ def _clone_functional_model(model: Functional, clone_function: Callable, input_t
         tensors.update((id(old), new) for old, new in zip(node.outputs, produced))
     output_tensors = _map_structure(lambda t: tensors[id(t)], model.output)
     cls = type(model) if functional_like_constructor(type(model)) else Functional
-    clone = cls(input_tensors, output_tensors, name=model.name)
-    # The model's own flag, not set down to the clone's layers: they are clones of the model's,
+    # As Keras 3, the clone's own flag is left at True: its layers are clones of the model's,
     # each with its own flag (setting the model's set theirs when it was set).
-    clone._trainable = model.trainable
+    clone = cls(input_tensors, output_tensors, name=model.name)
     _compile_like(clone, model)
     return clone
 

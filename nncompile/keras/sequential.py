@@ -164,7 +164,8 @@ class Sequential(Model):
         if isinstance(config, list):
             config = {"layers": config}
         layers = config_list(config, "layers", f"Model '{config.get('name')}' (Sequential)")
-        model = cls(name=config.get("name"), trainable=config.get("trainable", True))
+        # As Keras 3: the model's own flag is not read back (its layers keep theirs)
+        model = cls(name=config.get("name"))
         for layer_config in layers:
             model.add(deserialize_layer(layer_config, custom_objects))
         if not model.built and config.get("build_input_shape"):

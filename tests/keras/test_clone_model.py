@@ -461,3 +461,20 @@ def test_argument_errors():
     dense(keras.Input((4,)))
     again = keras.models.clone_model(dense)
     assert again is not dense and again.name == "lone" and again.kernel.shape == (4, 3)
+
+
+def test_clone_and_loaded_sequential_flags_are_keras():
+    """As Keras 3.15 (checked there): a clone's own flag and a loaded Sequential's are True, their
+    layers keep the flags the freezing set, so the same weights train."""
+    inner = keras.Sequential([keras.Input((4,)), layers.Dense(3, name="sa")], name="inner")
+    i = keras.Input((4,))
+    model = keras.Model(i, layers.Dense(1, name="head")(inner(i)))
+    inner.trainable = False
+    clone = keras.models.clone_model(model)
+    assert [layer.trainable for layer in clone.get_layer("inner").layers] == [False]
+    assert [w.path for w in clone.trainable_weights] == ["head/kernel", "head/bias"]
+    model.trainable = False
+    clone = keras.models.clone_model(model)
+    assert clone.trainable and clone.trainable_weights == [] and not clone.get_layer("head").trainable
+    reloaded = keras.Sequential.from_config(inner.get_config())
+    assert reloaded.trainable and [layer.trainable for layer in reloaded.layers] == [False]
