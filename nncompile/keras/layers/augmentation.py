@@ -81,11 +81,14 @@ class _Augmentation(Layer):
         dtype = DType.from_numpy(self.dtype)
         return x if x.type.dtype == dtype else b.cast(x, dtype=dtype)
 
+    def _draw(self, b: Builder, shape: tuple, dtype: DType = DType.f32, stream: int = 0) -> Value:
+        """U[0, 1) of `shape` in `dtype`, from this layer's stream `stream` (its key plus that)."""
+        u = b.op("random_uniform", seed_input(b), shape=shape, key=self._key + stream)
+        return u if dtype == DType.f32 else b.cast(u, dtype=dtype)
+
     def _draws(self, b: Builder, x: Value) -> Value:
         """U[0, 1) of shape (batch, 1, 1, 1) (an unbatched image: (1, 1, 1)), in x's dtype."""
-        shape = (1, 1, 1) if x.type.rank == 3 else (x.type.shape[0], 1, 1, 1)
-        u = b.op("random_uniform", seed_input(b), shape=shape, key=self._key)
-        return u if x.type.dtype == DType.f32 else b.cast(u, dtype=x.type.dtype)
+        return self._draw(b, (1, 1, 1) if x.type.rank == 3 else (x.type.shape[0], 1, 1, 1), x.type.dtype)
 
     def _clip(self, b: Builder, x: Value, value_range) -> Value:
         low, high = value_range
@@ -253,9 +256,7 @@ class _Affine(_Augmentation):
 
     def _uniform(self, b: Builder, x: Value, low: float, high: float, stream: int = 0) -> Value:
         """U[low, high) of shape (batch, 1), one draw an image ((1, 1) for one image)."""
-        rows = 1 if x.type.rank == 3 else x.type.shape[0]
-        u = b.op("random_uniform", seed_input(b), shape=(rows, 1), key=self._key + stream)
-        u = u if x.type.dtype == DType.f32 else b.cast(u, dtype=x.type.dtype)
+        u = self._draw(b, (1 if x.type.rank == 3 else x.type.shape[0], 1), x.type.dtype, stream)
         return b.add(b.mul(u, b.scalar(high - low, u)), b.scalar(low, u))
 
     def get_config(self) -> dict[str, Any]:
@@ -424,7 +425,7 @@ class RandomCrop(_Augmentation):
 
     def _window(self, b: Builder, x: Value, axis: int, spare: int, size: int, stream: int) -> Value:
         """`size` entries of `axis` from an offset drawn in [0, spare] for the whole batch."""
-        u = b.op("random_uniform", seed_input(b), shape=(1,), key=self._key + stream)
+        u = self._draw(b, (1,), stream=stream)
         start = b.cast(b.mul(u, b.scalar(float(spare + 1), u)), dtype=DType.i32)
         index = b.add(start, b.constant(np.arange(size, dtype=np.int32)))
         return b.gather(x, index, axis=axis)
