@@ -1,11 +1,18 @@
 import atexit
 import os
 import shutil
+import sys
 import tempfile
 
 import pytest
 
-from nncompile.codegen import blocking
+# The test session and its child processes (every CLI test, the workers, the fresh-process cache
+# tests) keep the package's bytecode: compiling its ~200 modules from source is half a second of
+# each process's start, even where the environment asks Python not to write it.
+sys.dont_write_bytecode = False
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+
+from nncompile.codegen import blocking  # noqa: E402
 
 # The pass manager verifies the graph after every pass when this is set: on in tests.
 os.environ.setdefault("NNCOMPILE_VERIFY", "1")

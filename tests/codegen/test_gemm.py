@@ -37,12 +37,20 @@ EPILOGUES = {
 }
 
 
-@functools.cache
 def _compiled(dtype: DType, transpose_a: bool, transpose_b: bool, epilogue: str, n_cols: int = 0,
               prepacked: bool = False):
     """The compiled GEMM; a residual epilogue's row stride is the residual's width `n_cols`
     (row stride -1 in EPILOGUES is that placeholder), and a transposed residual is stored (N, M).
-    `prepacked`: B packed by `emit_pack_b` first, then the GEMM reading it packed."""
+    `prepacked`: B packed by `emit_pack_b` first, then the GEMM reading it packed. Only a
+    residual's row stride is compiled in: the other epilogues share one kernel for every N. The
+    host's blocking is part of the key: a test may change it."""
+    return _compile(dtype, transpose_a, transpose_b, epilogue, n_cols if epilogue == "residual" else 0, prepacked,
+                    gemm.tiling(dtype))
+
+
+@functools.cache
+def _compile(dtype: DType, transpose_a: bool, transpose_b: bool, epilogue: str, n_cols: int, prepacked: bool,
+             tiling: gemm.Tiling):
     epi = EPILOGUES[epilogue][0]
     if epi is not None and epi.operands[0][0] == -1:
         epi = gemm.Epilogue(((n_cols, 1),), epi.apply)
@@ -320,12 +328,8 @@ def test_rows_of_tiles_pass_over_column_chunks(monkeypatch, m, n, k, transposes)
     chunk) and NC_own columns at a time in the task (few rows, deep K)."""
     nr = gemm.tiling(DType.f32).nr
     monkeypatch.setattr(gemm.blocking, "columns", lambda kc, itemsize, nr_: 3 * nr_)
-    _compiled.cache_clear()
-    try:
-        assert gemm.tiling(DType.f32).nc == 3 * nr < n
-        got, want = run_gemm(DType.f32, m, n, k, *transposes, epilogue="bias_relu", pad=(1, 2, 3))
-    finally:
-        _compiled.cache_clear()
+    assert gemm.tiling(DType.f32).nc == 3 * nr < n
+    got, want = run_gemm(DType.f32, m, n, k, *transposes, epilogue="bias_relu", pad=(1, 2, 3))
     _check(got, want, DType.f32, k)
 
 
