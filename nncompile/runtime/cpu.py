@@ -143,6 +143,8 @@ class Executable:
             self._entry_points()
         self._route_outputs()
         self._bindings: dict[tuple, Binding] = {}
+        self._one_input = (len(self._inputs) == 1 and not self._updates and self._returns_all
+                           and not self._copied and not self._copied_updates)
         self._busy = threading.Lock()          # held by the call using the shared arena
         self._binding_lock = threading.Lock()
 
@@ -244,8 +246,26 @@ class Executable:
 
     # running ------------------------------------------------------------------------------
     def __call__(self, *arrays: np.ndarray):
-        outs = self._execute(arrays)
+        outs = self._call_one(arrays[0]) if self._one_input and len(arrays) == 1 else self._execute(arrays)
         return outs[0] if len(outs) == 1 else outs
+
+    def _call_one(self, array) -> list[np.ndarray]:
+        """`_execute` for one array, where the graph takes one data input and returns only what its
+        kernels write (a model's predict): the same checks in fewer steps (the MNIST MLP's batch-1
+        call: 6.2 -> 5.5 us, of which 3.2 native). Anything else (another dtype or layout, a new shape, weights changed, the
+        arena busy) goes the whole way."""
+        if type(array) is np.ndarray and array.dtype is self._dtypes[0] and array.flags.c_contiguous:
+            binding = self._bindings.get((array.shape,))
+            if binding is not None and (not self._prepares or self._packed_at == weights.generation) \
+                    and self._busy.acquire(False):
+                try:
+                    outs, status = binding.call((array,))
+                finally:
+                    self._busy.release()
+                if status:
+                    raise self._kernel_error(status, (array,))
+                return outs
+        return self._execute((array,))
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run on inputs given by name; returns the outputs by name."""
