@@ -75,10 +75,12 @@ _UNARY = {
     "erf": (_erf, lambda r, n: _normal(r, n, 3, 4)),
     "sin": (lambda x: np.sin(x.astype(np.float64)), lambda r, n: _normal(r, n, 3, 4) * 3),
     "cos": (lambda x: np.cos(x.astype(np.float64)), lambda r, n: _normal(r, n, 3, 4) * 3),
+    "atan": (lambda x: np.arctan2(x.astype(np.float64), 1.0), lambda r, n: _normal(r, n, 3, 4) * 4),
     "floor": (lambda x: x - np.mod(x, 1), lambda r, n: _normal(r, n, 3, 4) * 3),
     "ceil": (lambda x: -(-x - np.mod(-x, 1)), lambda r, n: _normal(r, n, 3, 4) * 3),
     "round": (lambda x: np.rint(x), lambda r, n: _halves(r, n, 3, 4)),
     "logical_not": (lambda x: x == 0, lambda r, n: r.random((n, 3, 4)) < 0.5),
+    "stop_gradient": (lambda x: x + 0, lambda r, n: _normal(r, n, 3, 4)),
 }
 
 

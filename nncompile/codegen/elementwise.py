@@ -113,6 +113,7 @@ def _llvm(name: str) -> Impl:
 
 FLOAT_RULES: dict[str, Impl] = {
     "neg": _unary(lambda b, x: b.fneg(x)),
+    "stop_gradient": _unary(lambda b, x: x),
     "abs": _unary(fabs),
     "sign": _unary(_fsign),
     "exp": _unary(mathlib.exp),
@@ -127,6 +128,7 @@ FLOAT_RULES: dict[str, Impl] = {
     "sigmoid": _unary(mathlib.sigmoid),
     "relu": _unary(lambda b, x: _fmax(b, x, _c(x, 0.0))),
     "erf": _unary(mathlib.erf),
+    "atan": _unary(mathlib.atan),
     "sin": _unary(mathlib.sin),
     "cos": _unary(mathlib.cos),
     "floor": _llvm("llvm.floor"),
@@ -176,6 +178,7 @@ def _icmp(op: str) -> Impl:
 
 INT_RULES: dict[str, Impl] = {
     "neg": _unary(lambda b, x: b.neg(x)),
+    "stop_gradient": _unary(lambda b, x: x),
     "abs": lambda b, a, dt: _iabs(b, a[0], dt),
     "sign": lambda b, a, dt: _isign(b, a[0], dt),
     "square": _unary(lambda b, x: b.mul(x, x)),

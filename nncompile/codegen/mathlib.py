@@ -458,6 +458,41 @@ def pow(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
     return _by_type(b, [x, y], "pow", _pow_f32, _intrinsic_of("llvm.pow"))
 
 
+# atan(x) = x + x z P(z), z = x**2, for |x| <= tan(pi/8) (Cephes atanf: about 1 ulp)
+ATAN_P = (-3.33329491539e-1, 1.99777106478e-1, -1.38776856032e-1, 8.05374449538e-2)
+TAN_3PI_8, TAN_PI_8 = 2.414213562373095, 0.4142135623730950
+
+
+def _atan_f32(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """atan(x) from |x| reduced below tan(pi/8): past tan(3pi/8) it is pi/2 + atan(-1/|x|),
+    past tan(pi/8) pi/4 + atan((|x| - 1) / (|x| + 1)); NaN stays NaN, +-inf gives +-pi/2."""
+    a = fabs(b, x)
+    far, mid = _cmp(b, ">", a, TAN_3PI_8), _cmp(b, ">", a, TAN_PI_8)
+    reduced = b.select(far, b.fdiv(_c(x, -1.0), a),
+                       b.select(mid, b.fdiv(b.fsub(a, _c(x, 1.0)), b.fadd(a, _c(x, 1.0))), a))
+    # pi/2 and pi/4 as the float nearest and the rest, the rest added to the series first (the
+    # worst error 3 -> 2 ulp)
+    half_pi, quarter_pi = _hi_lo(math.pi / 2), _hi_lo(math.pi / 4)
+
+    def offset(part: int) -> ir.Value:
+        return b.select(far, _c(x, half_pi[part]), b.select(mid, _c(x, quarter_pi[part]), _c(x, 0.0)))
+    base, rest = offset(0), offset(1)
+    z = b.fmul(reduced, reduced)
+    series = _fma(b, b.fmul(reduced, z), _poly(b, z, ATAN_P), b.fadd(reduced, rest))
+    return copysign(b, b.fadd(base, series), x)
+
+
+def _hi_lo(value: float) -> tuple[float, float]:
+    """`value` as the float32 nearest it and the rest."""
+    hi = struct.unpack("f", struct.pack("f", value))[0]
+    return hi, value - hi
+
+
+def atan(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """Arctangent, in (-pi/2, pi/2)."""
+    return _by_type(b, [x], "atan", _atan_f32, _f64_libm("atan"))
+
+
 def sin(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     """Sine (libm, lane by lane)."""
     return _by_type(b, [x], "sin", _intrinsic_of("llvm.sin"), _intrinsic_of("llvm.sin"))

@@ -11,8 +11,8 @@ from nncompile.onnx.exporter import Writer, dims_for_reshape, exporter
 
 UNARY = {"neg": "Neg", "abs": "Abs", "sign": "Sign", "exp": "Exp", "log": "Log", "sqrt": "Sqrt",
          "reciprocal": "Reciprocal", "tanh": "Tanh", "sigmoid": "Sigmoid", "relu": "Relu",
-         "erf": "Erf", "sin": "Sin", "cos": "Cos", "floor": "Floor", "ceil": "Ceil", "round": "Round",
-         "logical_not": "Not"}
+         "erf": "Erf", "sin": "Sin", "cos": "Cos", "atan": "Atan", "floor": "Floor", "ceil": "Ceil", "round": "Round",
+         "logical_not": "Not", "stop_gradient": "Identity"}
 BINARY = {"add": "Add", "sub": "Sub", "mul": "Mul", "div": "Div", "pow": "Pow", "maximum": "Max",
           "minimum": "Min", "logical_and": "And", "logical_or": "Or", "equal": "Equal", "less": "Less",
           "less_equal": "LessOrEqual", "greater": "Greater", "greater_equal": "GreaterOrEqual"}

@@ -85,11 +85,11 @@ def _sigmoid64(x):
 REFERENCE = {
     "exp": np.exp, "expm1": np.expm1, "log": np.log, "log1p": np.log1p, "tanh": np.tanh,
     "sigmoid": _sigmoid64, "erf": np.vectorize(math.erf, otypes=[np.float64]), "sin": np.sin,
-    "cos": np.cos,
+    "cos": np.cos, "atan": np.arctan,
 }
 # max ulp distance from numpy's float64 result rounded to float32 (measured: sigmoid 2, rest 1)
 F32_BOUND = {"exp": 1, "expm1": 2, "log": 1, "log1p": 2, "tanh": 2, "sigmoid": 3, "erf": 2,
-             "sin": 1, "cos": 1}
+             "sin": 1, "cos": 1, "atan": 2}
 
 SPECIAL = [0.0, -0.0, np.inf, -np.inf, np.nan, 1.0, -1.0]
 EXACT = 5   # the results at the first EXACT special values are exact, sign of zero included

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import nncompile
-from nncompile.ir import BATCH, Builder, f32, i32, verify
+from nncompile.ir import BATCH, Builder, f32, f64, i32, verify
 from nncompile.keras import ops, random
 from nncompile.passes.autodiff import gradients
 from nncompile.runtime.reference import run
@@ -111,6 +111,17 @@ CASES = {
         [np.eye(4)[LABELS], _normal(3, 4)]),
     "categorical_crossentropy_probs": (ops.categorical_crossentropy,
                                        [np.eye(4)[LABELS], _positive(3, 4)]),
+    "arctan2_hypot": (lambda y, x: ops.add(ops.arctan2(y, x), ops.hypot(y, x)), [_normal(3, 4), _normal(3, 4)]),
+    "inverse_trigonometric": (lambda x: ops.add(ops.add(ops.arcsin(x), ops.arccos(x)), ops.arctan(x)),
+                              [RNG.uniform(-0.9, 0.9, (3, 4))]),
+    "inverse_hyperbolic": (lambda x, y: ops.add(ops.arcsinh(x), ops.add(ops.arccosh(ops.add(y, 1.0)),
+                                                                         ops.arctanh(ops.multiply(x, 0.1)))),
+                           [_normal(3, 4), _positive(3, 4)]),
+    "logaddexp": (lambda x, y: ops.add(ops.logaddexp(x, y), ops.logaddexp2(y, x)), [_normal(3, 4), _normal(3, 4)]),
+    "cbrt_sinc": (lambda x: ops.add(ops.cbrt(x), ops.sinc(x)), [_normal(3, 4)]),
+    "divide_no_nan": (ops.divide_no_nan, [_normal(3, 4), _positive(3, 4)]),
+    "cumprod": (lambda x: ops.cumprod(x, axis=1), [_normal(2, 3, 4)]),
+    "ptp_copy": (lambda x: ops.ptp(ops.copy(x), axis=-1), [_normal(2, 3, 4)]),
     "sparse_categorical_crossentropy": (
         lambda o: ops.sparse_categorical_crossentropy(LABELS, o, from_logits=True),
         [_normal(3, 4)]),
@@ -185,3 +196,40 @@ def test_compiled_conv_pool_and_random():
     feed = [RNG.standard_normal((2, 8, 8, 3)).astype(np.float32), np.int64(9)]
     for got, want in zip(exe(*feed), run(graph, feed)):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_stop_gradient_passes_no_gradient_reference_and_compiled():
+    """d/dx sum(r * x * stop_gradient(x)) is r * x: the stopped factor is a constant (2 r x
+    without it), on the reference interpreter and compiled."""
+    x, r = _normal(3, 4), _normal(3, 4)
+    b = Builder()
+    xs, rs = b.input("x", f64[3, 4]), b.input("r", f64[3, 4])
+    with ops.tracing(b):
+        y = ops.multiply(xs, ops.stop_gradient(xs))
+    loss = b.reduce_sum(b.mul(rs, y), axes=[0, 1])
+    graph = b.finish([y, *gradients(b.graph, loss, [xs])])
+    verify(graph)
+    want = [x * x, r * x]
+    for got in (run(graph, [x, r]), nncompile.compile(graph)(x, r)):
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, rtol=1e-12)
+
+
+def test_a_straight_through_estimator_trains_as_the_identity():
+    """y = x + stop_gradient(round(x) - x) rounds forwards and passes the gradient unchanged
+    backwards: one SGD step of a Dense layer under it against numpy."""
+    from nncompile import keras
+
+    x = RNG.standard_normal((8, 3)).astype(np.float32)
+    y = RNG.standard_normal((8, 1)).astype(np.float32)
+    w = RNG.standard_normal((3, 1)).astype(np.float32)
+    inputs = keras.Input((3,))
+    dense = keras.layers.Dense(1, use_bias=False)
+    rounded = keras.layers.Lambda(lambda t: t + ops.stop_gradient(ops.round(t) - t))(dense(inputs))
+    model = keras.Model(inputs, rounded)
+    dense.set_weights([w])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    np.testing.assert_array_equal(model.predict(x, verbose=0), np.round(x @ w))
+    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    grad = x.astype(np.float64).T @ (2 * (np.round(x @ w) - y) / 8)
+    np.testing.assert_allclose(dense.get_weights()[0], w - 0.1 * grad, rtol=1e-5, atol=1e-6)

@@ -101,8 +101,8 @@ UNARY = {
     "neg": normal, "abs": away_from_zero, "sign": away_from_zero, "exp": normal, "expm1": normal,
     "log": positive, "log1p": positive, "sqrt": positive, "rsqrt": positive, "reciprocal": positive,
     "square": normal, "tanh": normal, "sigmoid": normal, "relu": away_from_zero, "erf": normal,
-    "sin": normal, "cos": normal, "floor": away_from_integers, "ceil": away_from_integers,
-    "round": away_from_integers,
+    "sin": normal, "cos": normal, "atan": normal, "floor": away_from_integers,
+    "ceil": away_from_integers, "round": away_from_integers,
 }
 
 

@@ -60,6 +60,7 @@ FLOAT_SAMPLES = {
     "erf": lambda r, s: r.normal(0, 3, s),
     "sin": lambda r, s: r.uniform(-100, 100, s),
     "cos": lambda r, s: r.uniform(-100, 100, s),
+    "atan": lambda r, s: _log_uniform(r, s, 1e-30, 1e30) * r.choice([-1, 1], s),
     "floor": lambda r, s: np.where(r.random(s) < 0.5, _halves(r, s), r.normal(0, 100, s)),
     "ceil": lambda r, s: np.where(r.random(s) < 0.5, _halves(r, s), r.normal(0, 100, s)),
     "round": lambda r, s: np.where(r.random(s) < 0.5, _halves(r, s), r.normal(0, 100, s)),

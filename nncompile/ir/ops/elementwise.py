@@ -70,10 +70,14 @@ UNARY = {
     "erf": (_erf, _FLOAT),
     "sin": (np.sin, _FLOAT),
     "cos": (np.cos, _FLOAT),
+    "atan": (np.arctan, _FLOAT),
     "floor": (np.floor, _FLOAT),
     "ceil": (np.ceil, _FLOAT),
     "round": (np.round, _FLOAT),   # half to even, like numpy and ONNX Round
     "logical_not": (np.logical_not, _BOOL),
+    # x itself, through which no gradient flows (JAX's stop_gradient): what a model computes
+    # from it is differentiated as if it were a constant.
+    "stop_gradient": (np.copy, _NUMBER),
 }
 
 BINARY = {
@@ -186,7 +190,8 @@ _UNARY_VJPS = {
     "erf": lambda b, g, x, y: b.mul(g, b.mul(b.scalar(2 / np.sqrt(np.pi), x), b.exp(b.neg(b.square(x))))),
     "sin": lambda b, g, x, y: b.mul(g, b.cos(x)),
     "cos": lambda b, g, x, y: b.neg(b.mul(g, b.sin(x))),
-    "sign": None, "floor": None, "ceil": None, "round": None,
+    "atan": lambda b, g, x, y: b.div(g, b.add(b.scalar(1.0, x), b.square(x))),
+    "sign": None, "floor": None, "ceil": None, "round": None, "stop_gradient": None,
 }
 
 _BINARY_VJPS = {

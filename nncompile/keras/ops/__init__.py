@@ -26,8 +26,12 @@ from nncompile.keras.ops.numpy import (abs, absolute, add, all, amax, amin, any,
                                        log10, log1p, log2, logical_and, logical_not, logical_or,
                                        logical_xor, logsumexp, max, maximum, mean, min, minimum,
                                        mod, multiply, negative, not_equal, power, prod, reciprocal,
-                                       round, rsqrt, sign, sin, sinh, sqrt, square, std, subtract,
-                                       sum, tan, tanh, true_divide, trunc, var)
+                                       round, rsqrt, sign, sin, sinh, sqrt, square, std, stop_gradient,
+                                       subtract, sum, tan, tanh, true_divide, trunc, var)
+from nncompile.keras.ops.numpy_math import (allclose, arccos, arccosh, arcsin, arcsinh, arctan,
+                                            arctan2, arctanh, cbrt, copy, cumprod, deg2rad,
+                                            divide_no_nan, fabs, hypot, isclose, isneginf, isposinf,
+                                            logaddexp, logaddexp2, nan_to_num, ptp, rad2deg, sinc)
 from nncompile.keras.ops.arrays import (arange, broadcast_to, cast, concatenate, convert_to_numpy,
                                         convert_to_tensor, expand_dims, eye, flip, full, full_like,
                                         get_item, hstack, identity, moveaxis, ndim, ones, ones_like,
@@ -37,4 +41,4 @@ from nncompile.keras.ops.arrays import (arange, broadcast_to, cast, concatenate,
                                         zeros_like)
 
 __all__ = [name for name in dir() if not name.startswith("_")
-           and name not in ("arrays", "core", "linalg", "loops", "nn", "numpy")]
+           and name not in ("arrays", "core", "linalg", "loops", "nn", "numpy", "numpy_math")]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nncompile.keras.ops.core import (canonical_axes, float_dtype, float_op, keras_op,
+from nncompile.keras.ops.core import (EagerValue, canonical_axes, float_dtype, float_op, keras_op,
                                       keras_op_named, result_type, tensor, tensors, tracing)
 from nncompile.keras.ops.loops import scan
 
@@ -199,6 +199,18 @@ sinh = float_op("sinh", lambda b, v: b.mul(b.sub(b.exp(v), b.exp(b.neg(v))), b.s
                 "Elementwise hyperbolic sine.")
 cosh = float_op("cosh", lambda b, v: b.mul(b.add(b.exp(v), b.exp(b.neg(v))), b.scalar(0.5, v)),
                 "Elementwise hyperbolic cosine.")
+
+
+@keras_op
+def stop_gradient(b, variable):
+    """`variable` itself, through which no gradient flows: what is computed from it trains as
+    if it were a constant (a target network's output, a straight-through estimator).
+
+    >>> stop_gradient(np.array([1.0, 2.0], "float32"))
+    array([1., 2.], dtype=float32)
+    """
+    v = tensor(b, variable)
+    return v if v.type.dtype.name == "bool" else b.op("stop_gradient", v)
 
 
 @keras_op
@@ -418,33 +430,42 @@ def cumsum(b, x, axis=None, dtype=None):
     >>> cumsum(np.array([1, 2, 3], "int32"))
     array([1, 3, 6], dtype=int32)
     """
-    v = tensor(b, x, _numeric(dtype or result_type(x)))
+    return running(b, tensor(b, x, _numeric(dtype or result_type(x))), axis, "cumsum")
+
+
+def running(b, v, axis, name: str, product: bool = False):
+    """The running sum (or product) of `v` along `axis` (None: of the flattened `v`) for the op
+    `name`: a sum over a static axis is a product with a triangular matrix of ones, anything
+    else a scan along the axis that carries the total."""
     if axis is None:
         v, axis = b.reshape(v, shape=[-1]), 0
     rank = v.type.rank
-    axis = canonical_axes(axis, rank, "cumsum")[0]
+    axis = canonical_axes(axis, rank, name)[0]
     perm = [a for a in range(rank) if a != axis] + [axis]
     moved = b.transpose(v, perm=perm)
     n = v.type.shape[axis]
-    if isinstance(n, int):
+    if isinstance(n, int) and not product:
         upper = b.constant(np.triu(np.ones((n, n))).astype(moved.type.dtype.numpy))
-        summed = b.matmul(b.reshape(moved, shape=[*moved.type.shape[:-1], 1, n]), upper)
-        summed = b.reshape(summed, shape=moved.type.shape)
+        totals = b.matmul(b.reshape(moved, shape=[*moved.type.shape[:-1], 1, n]), upper)
+        totals = b.reshape(totals, shape=moved.type.shape)
     else:
-        summed = _running_sum(b, moved)
-    return b.transpose(summed, perm=list(np.argsort(perm)))
+        totals = _running_scan(b, moved, product)
+    return b.transpose(totals, perm=list(np.argsort(perm)))
 
 
-def _running_sum(b, v):
-    """The running sum of `v` along its last axis, by a scan over that axis."""
+def _running_scan(b, v, product: bool):
+    """The running sum or product of `v` along its last axis, by a scan over that axis."""
     rank = v.type.rank
     steps = b.transpose(v, perm=[rank - 1, *range(rank - 1)])
-    start = b.broadcast(b.scalar(0, v), shape=list(steps.type.shape[1:]))
+    start = b.broadcast(b.scalar(1 if product else 0, v), shape=list(steps.type.shape[1:]))
 
     def step(total, x):
-        total = add(total, x)
+        total = multiply(total, x) if product else add(total, x)
         return total, total
 
-    with tracing(b):
-        sums = scan(step, start, steps)[1]
-    return b.transpose(sums, perm=[*range(1, rank), 0])
+    if isinstance(steps, EagerValue):     # the eager scan runs on arrays
+        totals = EagerValue(np.asarray(scan(step, start.array, steps.array)[1]))
+    else:
+        with tracing(b):
+            totals = scan(step, start, steps)[1]
+    return b.transpose(totals, perm=[*range(1, rank), 0])

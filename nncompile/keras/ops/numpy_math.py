@@ -1,0 +1,248 @@
+"""More of `keras.ops`' numpy-like math, each op composed from the op table: the inverse
+trigonometric and hyperbolic functions (on the IR's `atan`), angles, NaN and infinity handling,
+closeness tests and running products.
+
+    >>> from nncompile.keras import ops
+    >>> ops.arctan2(np.array([1.0, -1.0], "float32"), -1.0).round(4)
+    array([ 2.3562, -2.3562], dtype=float32)
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from nncompile.keras.ops.core import canonical_axes, float_op, keras_op, result_type, tensor, tensors
+from nncompile.keras.ops.numpy import running
+
+
+def _floats(b, x1, x2):
+    """x1 and x2 in the float dtype Keras gives a binary float op on them."""
+    return tensors(b, x1, x2, dtype=result_type(x1, x2, float))
+
+
+def _atan2(b, y, x):
+    """numpy's arctan2 on two values of one float dtype: atan(y / x) moved into the quadrant of
+    (x, y); atan2(+-0, x) is +-0 for x > 0 or +0, +-pi for x < 0 or -0, as numpy's."""
+    zero = b.scalar(0.0, y)
+    ratio = b.op("atan", b.div(y, b.select(b.equal(x, zero), b.scalar(1.0, x), x)))
+    # x = 0 (either sign): +-pi/2 by the sign of y, and y itself when y is 0 as well
+    on_axis = b.select(b.equal(y, zero), y, b.mul(b.sign(y), b.scalar(math.pi / 2, y)))
+    # x < 0: half a turn towards y's side; y's side is that of its sign bit (-0 included)
+    y_negative = b.logical_or(b.less(y, zero), b.less(b.div(b.scalar(1.0, y), y), zero))
+    turn = b.select(y_negative, b.scalar(-math.pi, y), b.scalar(math.pi, y))
+    behind = b.less(x, zero)
+    signed_zero_x = b.less(b.div(b.scalar(1.0, x), x), zero)
+    out = b.select(b.equal(x, zero),
+                   b.select(b.logical_and(b.equal(y, zero), signed_zero_x), b.add(y, turn), on_axis),
+                   b.select(behind, b.add(ratio, turn), ratio))
+    both_infinite = b.logical_and(_is_infinite(b, x), _is_infinite(b, y))
+    quarter = b.select(behind, b.scalar(3 * math.pi / 4, y), b.scalar(math.pi / 4, y))
+    return b.select(both_infinite, b.mul(b.sign(y), quarter), out)
+
+
+def _is_infinite(b, v):
+    return b.equal(b.abs(v), b.scalar(np.inf, v))
+
+
+@keras_op
+def arctan2(b, x1, x2):
+    """The angle of the point (x2, x1) from the x axis, in [-pi, pi] (numpy's arctan2).
+
+    >>> float(arctan2(1.0, 0.0))
+    1.5707963705062866
+    """
+    return _atan2(b, *_floats(b, x1, x2))
+
+
+arctan = float_op("arctan", lambda b, v: b.op("atan", v), "Elementwise arctangent, in (-pi/2, pi/2).")
+
+
+def _sqrt_one_minus_square(b, v):
+    return b.sqrt(b.mul(b.sub(b.scalar(1.0, v), v), b.add(b.scalar(1.0, v), v)))
+
+
+arcsin = float_op("arcsin", lambda b, v: _atan2(b, v, _sqrt_one_minus_square(b, v)),
+                  "Elementwise arcsine, in [-pi/2, pi/2]; NaN outside [-1, 1].")
+arccos = float_op("arccos", lambda b, v: _atan2(b, _sqrt_one_minus_square(b, v), v),
+                  "Elementwise arccosine, in [0, pi]; NaN outside [-1, 1].")
+
+
+def _arcsinh(b, v):
+    """sign(x) log(|x| + sqrt(x**2 + 1)), without the cancellation of x + sqrt(x**2 + 1) for
+    negative x; |x| past 1e18 as log(2|x|), where x**2 would overflow."""
+    a, one = b.abs(v), b.scalar(1.0, v)
+    # log(a + sqrt(a**2 + 1)) = log1p(a + a**2 / (1 + sqrt(a**2 + 1))): exact for small a
+    near = b.log1p(b.add(a, b.div(b.square(a), b.add(one, b.sqrt(b.add(b.square(a), one))))))
+    far = b.add(b.log(a), b.scalar(math.log(2.0), v))
+    return _with_sign(b, v, b.select(b.greater(a, b.scalar(1e18, v)), far, near))
+
+
+def _with_sign(b, v, magnitude):
+    """`magnitude` with the sign of `v` (zeros and NaN kept: sign(0) * 0 would lose -0)."""
+    zero = b.scalar(0.0, v)
+    return b.select(b.less(v, zero), b.neg(magnitude), b.select(b.equal(v, zero), v, magnitude))
+
+
+arcsinh = float_op("arcsinh", _arcsinh, "Elementwise inverse hyperbolic sine.")
+
+
+def _arccosh(b, v):
+    """log(x + sqrt((x - 1)(x + 1))); |x| past 1e18 as log(2x), where the product would
+    overflow (NaN for x below 1 either way)."""
+    one = b.scalar(1.0, v)
+    near = b.log(b.add(v, b.sqrt(b.mul(b.sub(v, one), b.add(v, one)))))
+    far = b.add(b.log(v), b.scalar(math.log(2.0), v))
+    return b.select(b.greater(b.abs(v), b.scalar(1e18, v)), far, near)
+
+
+arccosh = float_op("arccosh", _arccosh, "Elementwise inverse hyperbolic cosine; NaN below 1.")
+arctanh = float_op("arctanh", lambda b, v: b.mul(b.sub(b.log1p(v), b.log1p(b.neg(v))), b.scalar(0.5, v)),
+                   "Elementwise inverse hyperbolic tangent; +-inf at +-1, NaN outside [-1, 1].")
+deg2rad = float_op("deg2rad", lambda b, v: b.mul(v, b.scalar(math.pi / 180, v)), "Degrees to radians.")
+rad2deg = float_op("rad2deg", lambda b, v: b.mul(v, b.scalar(180 / math.pi, v)), "Radians to degrees.")
+fabs = float_op("fabs", lambda b, v: b.abs(v), "Elementwise `|x|` as a float.")
+
+
+def _cbrt(b, v):
+    """|x| ** (1/3) with the sign of x, refined by a Newton step (1/3 is not exact: the power
+    alone is off by |log x| ulp); 0 and inf as they are."""
+    a = b.abs(v)
+    r = b.pow(a, b.scalar(1 / 3, v))
+    square = b.square(r)
+    refined = b.sub(r, b.div(b.sub(b.mul(square, r), a), b.mul(b.scalar(3.0, v), square)))
+    exact = b.logical_or(b.equal(r, b.scalar(0.0, v)), _is_infinite(b, r))
+    return _with_sign(b, v, b.select(exact, r, refined))
+
+
+cbrt = float_op("cbrt", _cbrt, "Elementwise cube root (of negative numbers too).")
+sinc = float_op("sinc", lambda b, v: _sinc(b, v), "Elementwise `sin(pi x) / (pi x)`, 1 at 0.")
+
+
+def _sinc(b, v):
+    zero = b.equal(v, b.scalar(0.0, v))
+    angle = b.mul(b.select(zero, b.scalar(1.0, v), v), b.scalar(math.pi, v))
+    return b.select(zero, b.scalar(1.0, v), b.div(b.sin(angle), angle))
+
+
+@keras_op
+def hypot(b, x1, x2):
+    """Elementwise `sqrt(x1**2 + x2**2)`, scaled by the larger so that it does not overflow."""
+    a, c = (b.abs(v) for v in _floats(b, x1, x2))
+    big, small = b.maximum(a, c), b.minimum(a, c)
+    ratio = b.div(small, b.select(b.equal(big, b.scalar(0.0, big)), b.scalar(1.0, big), big))
+    out = b.mul(big, b.sqrt(b.add(b.scalar(1.0, big), b.square(ratio))))
+    # an infinity wins even over NaN (C99's hypot, numpy's)
+    infinite = b.logical_or(_is_infinite(b, a), _is_infinite(b, c))
+    return b.select(infinite, b.scalar(np.inf, big), out)
+
+
+def _logaddexp(b, x1, x2, base: float):
+    """log_base(base**x1 + base**x2) = max + log_base(1 + base**-|x1 - x2|); equal arguments
+    (infinities too) give x + log_base(2)."""
+    u, v = _floats(b, x1, x2)
+    top = b.maximum(u, v)
+    scale = b.scalar(math.log(base), u)
+    tail = b.div(b.log1p(b.exp(b.mul(b.neg(b.abs(b.sub(u, v))), scale))), scale)
+    return b.select(b.equal(u, v), b.add(u, b.scalar(math.log(2.0) / math.log(base), u)), b.add(top, tail))
+
+
+@keras_op
+def logaddexp(b, x1, x2):
+    """Elementwise `log(exp(x1) + exp(x2))`, without overflow."""
+    return _logaddexp(b, x1, x2, math.e)
+
+
+@keras_op
+def logaddexp2(b, x1, x2):
+    """Elementwise `log2(2**x1 + 2**x2)`, without overflow."""
+    return _logaddexp(b, x1, x2, 2.0)
+
+
+@keras_op
+def divide_no_nan(b, x1, x2):
+    """Elementwise `x1 / x2`, and 0 where `x2` is 0.
+
+    >>> divide_no_nan(np.array([1.0, 2.0], "float32"), np.array([0.0, 4.0], "float32"))
+    array([0. , 0.5], dtype=float32)
+    """
+    u, v = _floats(b, x1, x2)
+    zero = b.equal(v, b.scalar(0.0, v))
+    return b.select(zero, b.scalar(0.0, u), b.div(u, b.select(zero, b.scalar(1.0, v), v)))
+
+
+@keras_op
+def nan_to_num(b, x, nan=0.0, posinf=None, neginf=None):
+    """`x` with NaN replaced by `nan` and +-inf by `posinf` / `neginf` (default: the dtype's
+    largest and lowest finite values); integers come back as they are."""
+    v = tensor(b, x)
+    if not v.type.dtype.is_float:
+        return v
+    info = np.finfo(v.type.dtype.numpy)
+    posinf = info.max if posinf is None else posinf
+    neginf = info.min if neginf is None else neginf
+    v = b.select(b.not_equal(v, v), b.scalar(nan, v), v)
+    v = b.select(b.equal(v, b.scalar(np.inf, v)), b.scalar(posinf, v), v)
+    return b.select(b.equal(v, b.scalar(-np.inf, v)), b.scalar(neginf, v), v)
+
+
+@keras_op
+def isposinf(b, x):
+    """Elementwise `x == +inf`, as bools."""
+    v = tensor(b, x)
+    return b.equal(v, b.scalar(np.inf, v)) if v.type.dtype.is_float else b.not_equal(v, v)
+
+
+@keras_op
+def isneginf(b, x):
+    """Elementwise `x == -inf`, as bools."""
+    v = tensor(b, x)
+    return b.equal(v, b.scalar(-np.inf, v)) if v.type.dtype.is_float else b.not_equal(v, v)
+
+
+@keras_op
+def isclose(b, x1, x2, rtol=1e-5, atol=1e-8, equal_nan=False):
+    """Elementwise `|x1 - x2| <= atol + rtol * |x2|` (equal infinities are close; NaN is close
+    to NaN only with `equal_nan`), as numpy's isclose."""
+    u, v = tensors(b, x1, x2, dtype=result_type(x1, x2, float))
+    bound = b.add(b.scalar(atol, v), b.mul(b.scalar(rtol, v), b.abs(v)))
+    finite = b.logical_and(b.less(b.abs(u), b.scalar(np.inf, u)), b.less(b.abs(v), b.scalar(np.inf, v)))
+    close = b.logical_or(b.equal(u, v), b.logical_and(finite, b.less_equal(b.abs(b.sub(u, v)), bound)))
+    if equal_nan:
+        close = b.logical_or(close, b.logical_and(b.not_equal(u, u), b.not_equal(v, v)))
+    return close
+
+
+@keras_op
+def allclose(b, x1, x2, rtol=1e-5, atol=1e-8, equal_nan=False):
+    """Whether every element of `x1` is close to `x2`'s (`isclose`), as a bool scalar."""
+    close = isclose.__wrapped__(b, x1, x2, rtol, atol, equal_nan)
+    return tensor(b, b.reduce_min(tensor(b, close, "int32"), axes=list(range(close.type.rank))), "bool")
+
+
+@keras_op
+def ptp(b, x, axis=None, keepdims=False):
+    """The range (maximum - minimum) of `x` along `axis` (None: all)."""
+    v = tensor(b, x)
+    axes = canonical_axes(axis, v.type.rank, "ptp")
+    return b.sub(b.reduce_max(v, axes=axes, keepdims=keepdims), b.reduce_min(v, axes=axes, keepdims=keepdims))
+
+
+@keras_op
+def copy(b, x):
+    """A copy of `x`."""
+    v = tensor(b, x)
+    return b.mul(v, b.scalar(1, v)) if v.type.dtype.name != "bool" else b.logical_or(v, v)   # -0 stays
+
+
+@keras_op
+def cumprod(b, x, axis=None, dtype=None):
+    """Running product along `axis` (None: of the flattened tensor), by a scan.
+
+    >>> cumprod(np.array([1, 2, 3], "int32"))
+    array([1, 2, 6], dtype=int32)
+    """
+    dtype = dtype or result_type(x)
+    v = tensor(b, x, "int32" if dtype == "bool" else dtype)
+    return running(b, v, axis, "cumprod", product=True)
+

@@ -1,0 +1,115 @@
+"""The composed numpy-like math of keras.ops (ops/numpy_math.py) against numpy: values with NaN,
+infinities and signed zeros, eagerly, traced (reference interpreter) and compiled, in float32
+and float64; dtypes; gradients are in test_ops_grad.py."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import nncompile
+from nncompile.keras import ops
+from tests.keras.ops_harness import both, trace_graph
+
+SPECIALS = [0.0, -0.0, np.inf, -np.inf, np.nan, 1.0, -1.0, 0.5, -0.5, 2.0, -3.0, 1e-30, -1e-30, 1e20,
+            -1e20, 0.999, -0.999, 1.5, 7.25]
+
+
+def _values(dtype, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.concatenate([SPECIALS, rng.standard_normal(40) * 3, rng.uniform(-1, 1, 20)]).astype(dtype)
+
+
+def _pairs(dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Every special against every special, then random pairs."""
+    s = np.array(SPECIALS, dtype)
+    x, y = np.meshgrid(s, s)
+    return (np.concatenate([x.ravel(), _values(dtype, 1)]), np.concatenate([y.ravel(), _values(dtype, 2)]))
+
+
+def _nan_to_num_set(x):
+    return np.nan_to_num(x, nan=1.5, posinf=5.0, neginf=-5.0)
+
+
+# name -> (the op on inputs, numpy's result on them, how many inputs)
+UNARY = {name: (getattr(ops, name), getattr(np, name)) for name in
+         ["arctan", "arcsin", "arccos", "arcsinh", "arccosh", "arctanh", "deg2rad", "rad2deg", "fabs", "cbrt",
+          "sinc", "isposinf", "isneginf", "nan_to_num", "copy"]}
+UNARY["nan_to_num_set"] = (lambda x: ops.nan_to_num(x, nan=1.5, posinf=5.0, neginf=-5.0), _nan_to_num_set)
+BINARY = {name: (getattr(ops, name), getattr(np, name)) for name in
+          ["arctan2", "hypot", "logaddexp", "logaddexp2", "isclose"]}
+BINARY["isclose_nan"] = (lambda x, y: ops.isclose(x, y, rtol=1e-3, atol=0.1, equal_nan=True),
+                         lambda x, y: np.isclose(x, y, rtol=1e-3, atol=0.1, equal_nan=True))
+BINARY["divide_no_nan"] = (ops.divide_no_nan, lambda x, y: np.where(y == 0, 0, x / np.where(y == 0, 1, y)))
+
+
+def _assert_same(got, want, dtype, what: str) -> None:
+    """Values within a few ulp of numpy's in `dtype`, NaN where NaN, and the sign of every zero."""
+    got, want = np.asarray(got), np.asarray(want)
+    want = want.astype(dtype) if want.dtype.kind == "f" else want
+    assert (got.dtype, got.shape) == (want.dtype, want.shape), what
+    if got.dtype.kind == "b":
+        np.testing.assert_array_equal(got, want, err_msg=what)
+        return
+    tol = 4 * np.finfo(dtype).eps
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol, err_msg=what)
+    zeros = want == 0
+    np.testing.assert_array_equal(np.signbit(got[zeros]), np.signbit(want[zeros]), err_msg=f"{what}: sign of 0")
+
+
+def _compiled(fn, arrays):
+    graph, _ = trace_graph(fn, arrays)
+    return nncompile.compile(graph)(*arrays)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", sorted(UNARY) + sorted(BINARY))
+def test_values_and_specials_match_numpy_eager_traced_and_compiled(name, dtype):
+    fn, numpy_fn = UNARY.get(name) or BINARY[name]
+    arrays = [_values(dtype, 0)] if name in UNARY else list(_pairs(dtype))
+    # in float64, rounded to the dtype; nan_to_num's default bounds are the dtype's own
+    want = numpy_fn(*[a if name.startswith("nan_to_num") else a.astype(np.float64) for a in arrays])
+    for kind, got in zip(("eager", "traced", "compiled"), [*both(fn, *arrays), _compiled(fn, arrays)]):
+        _assert_same(got, want, dtype, f"{name} {kind}")
+
+
+def test_allclose_is_one_bool_over_every_element():
+    x = np.random.default_rng(3).standard_normal(50).astype(np.float32)
+    for got in both(ops.allclose, x, x * (1 + 1e-7)):
+        assert got.dtype == bool and got.shape == () and bool(got)
+    for got in both(ops.allclose, x, np.where(np.arange(x.size) == 7, x + 1, x)):
+        assert not bool(got)
+    with_nan = np.where(np.arange(x.size) == 3, np.nan, x)
+    for got in both(lambda a, c: ops.allclose(a, c, equal_nan=True), with_nan, with_nan):
+        assert bool(got)
+    assert not ops.allclose(with_nan, with_nan)
+
+
+@pytest.mark.parametrize("axis, keepdims", [(None, False), (0, True), (1, False), ((0, 2), False)])
+def test_ptp_is_the_range_along_axes(axis, keepdims):
+    x = np.random.default_rng(4).standard_normal((3, 4, 5)).astype(np.float32)
+    for got in [*both(lambda v: ops.ptp(v, axis=axis, keepdims=keepdims), x)]:
+        np.testing.assert_array_equal(got, np.ptp(x, axis=axis, keepdims=keepdims))
+
+
+@pytest.mark.parametrize("axis", [None, 0, 1, -1])
+@pytest.mark.parametrize("dtype", ["float32", "int32", "bool"])
+def test_cumprod_along_any_axis(axis, dtype):
+    x = (np.random.default_rng(5).integers(-3, 4, (3, 4)) if dtype != "bool"
+         else np.random.default_rng(5).random((3, 4)) < 0.7).astype(dtype)
+    want = np.cumprod(x, axis=axis)
+    for got in both(lambda v: ops.cumprod(v, axis=axis), x):
+        assert got.dtype == ("int32" if dtype == "bool" else dtype)
+        np.testing.assert_array_equal(got, want)
+    graph, _ = trace_graph(lambda v: ops.cumprod(v, axis=0), [x.astype(np.float32)], batched=True)
+    np.testing.assert_array_equal(nncompile.compile(graph)(x.astype(np.float32)),
+                                  np.cumprod(x.astype(np.float32), axis=0))
+
+
+def test_dtypes_as_keras():
+    ints = np.array([1, -2, 3], np.int32)
+    assert ops.arctan(ints).dtype == np.float32 and ops.arctan2(ints, 2).dtype == np.float32
+    assert ops.hypot(np.array([3.0]), ints).dtype == np.float64     # 64-bit kept, as on TensorFlow
+    assert ops.nan_to_num(ints).dtype == np.int32 and ops.isposinf(ints).dtype == bool
+    assert ops.copy(np.array([True])).dtype == bool and ops.divide_no_nan(ints, 0).dtype == np.float32
+    np.testing.assert_array_equal(ops.isneginf(ints), [False] * 3)
