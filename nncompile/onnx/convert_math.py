@@ -14,7 +14,7 @@ from nncompile.onnx.layout import aligned, drop_axes, elementwise, ir_axes, norm
 UNARY = {"Relu": "relu", "Sqrt": "sqrt", "Reciprocal": "reciprocal", "Exp": "exp", "Log": "log",
          "Neg": "neg", "Abs": "abs", "Tanh": "tanh", "Sigmoid": "sigmoid", "Erf": "erf",
          "Floor": "floor", "Ceil": "ceil", "Sin": "sin", "Cos": "cos", "Sign": "sign",
-         "Round": "round", "Not": "logical_not"}
+         "Round": "round", "Not": "logical_not", "Atan": "atan"}
 BINARY = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Equal": "equal", "Less": "less",
           "Greater": "greater", "LessOrEqual": "less_equal", "GreaterOrEqual": "greater_equal",
           "And": "logical_and", "Or": "logical_or"}

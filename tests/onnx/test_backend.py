@@ -27,7 +27,7 @@ ReduceMean ReduceSum ReduceMax ReduceMin ReduceProd ReduceL2 ArgMax ArgMin CumSu
 Resize Attention LSTM GRU RNN Scan""".split())
 # Operators beyond the issue's list that the importer also converts.
 MORE = set("""
-LessOrEqual GreaterOrEqual Xor Sum Mean Floor Ceil Round Sign Sin Cos Tan Celu Softplus Softsign
+LessOrEqual GreaterOrEqual Xor Sum Mean Floor Ceil Round Sign Sin Cos Tan Atan Celu Softplus Softsign
 ThresholdedRelu PRelu Mish Swish Shrink IsNaN IsInf Mod InstanceNormalization RMSNormalization
 LpNormalization MeanVarianceNormalization ReduceL1 ReduceSumSquare ReduceLogSum ReduceLogSumExp
 Trilu Hardmax OneHot EyeLike DepthToSpace SpaceToDepth Upsample NegativeLogLikelihoodLoss
