@@ -32,6 +32,12 @@ from nncompile.keras.ops.numpy_math import (allclose, arccos, arccosh, arcsin, a
                                             arctan2, arctanh, cbrt, copy, cumprod, deg2rad,
                                             divide_no_nan, fabs, hypot, isclose, isneginf, isposinf,
                                             logaddexp, logaddexp2, nan_to_num, ptp, rad2deg, sinc)
+from nncompile.keras.ops.numpy_arrays import (angle, array, average, conj, conjugate, diag, diagonal,
+                                              diff, digitize, dtype, empty, empty_like, fliplr, flipud,
+                                              geomspace, imag, inner, is_tensor, isin, isreal, kron,
+                                              linspace, logspace, meshgrid, nancumprod, nancumsum,
+                                              nanmax, nanmean, nanmin, nanprod, nanstd, nansum, nanvar,
+                                              real, roll, rot90, select, trace, trapezoid, tri, vander)
 from nncompile.keras.ops.arrays import (arange, broadcast_to, cast, concatenate, convert_to_numpy,
                                         convert_to_tensor, expand_dims, eye, flip, full, full_like,
                                         get_item, hstack, identity, moveaxis, ndim, ones, ones_like,
@@ -41,4 +47,4 @@ from nncompile.keras.ops.arrays import (arange, broadcast_to, cast, concatenate,
                                         zeros_like)
 
 __all__ = [name for name in dir() if not name.startswith("_")
-           and name not in ("arrays", "core", "linalg", "loops", "nn", "numpy", "numpy_math")]
+           and name not in ("arrays", "core", "linalg", "loops", "nn", "numpy", "numpy_arrays", "numpy_math")]

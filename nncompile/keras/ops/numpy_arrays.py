@@ -1,0 +1,496 @@
+"""More of `keras.ops`' numpy-like array functions, each composed from the op table: diagonals
+and traces, rolls and rotations, ranges and grids, products of arrays, differences, bins and
+membership, weighted averages and the NaN-ignoring reductions.
+
+    >>> from nncompile.keras import ops
+    >>> ops.trace(np.arange(9, dtype="int32").reshape(3, 3))
+    array(12, dtype=int32)
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from nncompile.ir import Value
+from nncompile.ir.types import is_symbol
+from nncompile.keras.ops.arrays import flip, moveaxis
+from nncompile.keras.ops.core import (canonical_axes, canonical_axis, float_dtype, ir_dtype,
+                                      keras_op, result_type, standardize_dtype, tensor, tensors)
+from nncompile.keras.ops.linalg import tensordot
+from nncompile.keras.ops.numpy import (_accumulating_dtype, _mean_parts, max as max_, min as min_, prod,
+                                       running, sum as sum_)
+from nncompile.keras.ops.numpy_math import _atan2
+
+
+def _static(v, axis: int, op: str) -> int:
+    """The static length of `v`'s `axis`, or the error of an op that needs one."""
+    n = v.type.shape[axis]
+    if is_symbol(n):
+        raise NotImplementedError(f"ops.{op}: axis {axis} has symbolic length {n!r}; nncompile "
+                                  f"needs a static one here")
+    return n
+
+
+# --- diagonals ---------------------------------------------------------------------------------
+
+@keras_op
+def diagonal(b, x, offset=0, axis1=0, axis2=1):
+    """The `offset`-th diagonal of the matrices in axes `axis1`, `axis2`, as the last axis (numpy's
+    diagonal): a gather from the two axes flattened into one."""
+    v = tensor(b, x)
+    rank = v.type.rank
+    a1, a2 = canonical_axis(axis1, rank, "diagonal"), canonical_axis(axis2, rank, "diagonal")
+    if a1 == a2:
+        raise ValueError("ops.diagonal: axis1 and axis2 cannot be the same")
+    n1, n2 = _static(v, a1, "diagonal"), _static(v, a2, "diagonal")
+    rest = [a for a in range(rank) if a not in (a1, a2)]
+    moved = b.transpose(v, perm=[*rest, a1, a2])
+    flat = b.reshape(moved, shape=[*moved.type.shape[:-2], n1 * n2])
+    first_row, first_col = max(0, -offset), max(0, offset)
+    length = max(0, min(n1 - first_row, n2 - first_col))
+    at = (np.arange(length) + first_row) * n2 + np.arange(length) + first_col
+    return b.gather(flat, b.constant(at.astype(np.int32)), axis=rank - 2)
+
+
+@keras_op
+def diag(b, x, k=0):
+    """A vector's matrix with it on the k-th diagonal, or a matrix's k-th diagonal (numpy's diag)."""
+    v = tensor(b, x)
+    if v.type.rank == 2:
+        return diagonal.__wrapped__(b, v, k)
+    if v.type.rank != 1:
+        raise ValueError(f"ops.diag: input must be 1-D or 2-D; received shape {v.type.shape}")
+    n = _static(v, 0, "diag")
+    size = n + abs(k)
+    # v padded to the matrix's size and laid along its rows (k >= 0) or columns (k < 0)
+    padded = b.pad(v, pads=[0, abs(k)], value=0.0)
+    along = b.reshape(padded, shape=[size, 1] if k >= 0 else [1, size])
+    full = b.broadcast(along, shape=[size, size])
+    return b.select(b.constant(np.eye(size, k=k, dtype=bool)), full, b.scalar(0, v))
+
+
+@keras_op
+def trace(b, x, offset=0, axis1=0, axis2=1):
+    """The sum of the `offset`-th diagonal (bools and narrow integers summed in int32)."""
+    v = tensor(b, x)
+    d = diagonal.__wrapped__(b, tensor(b, v, _accumulating_dtype(v)), offset, axis1, axis2)
+    return b.reduce_sum(d, axes=[d.type.rank - 1])
+
+
+def tri(N, M=None, k=0, dtype=None) -> np.ndarray:
+    """Ones at and below the k-th diagonal of an N x M matrix (M defaults to N): a constant."""
+    return np.tri(N, M, k, dtype=ir_dtype(standardize_dtype(dtype)).numpy)
+
+
+# --- rolls, flips and rotations --------------------------------------------------------------
+
+@keras_op
+def roll(b, x, shift, axis=None):
+    """`x` with its elements shifted by `shift` along `axis` (None: of the flattened `x`, reshaped
+    back), those past the end coming round to the start."""
+    v = tensor(b, x)
+    if axis is None:
+        flat = b.reshape(v, shape=[-1])
+        return b.reshape(roll.__wrapped__(b, flat, shift, 0), shape=list(v.type.shape))
+    shifts, axes = np.broadcast_arrays(np.atleast_1d(shift), np.atleast_1d(axis))
+    for s, a in zip(shifts.tolist(), axes.tolist()):
+        a = canonical_axis(a, v.type.rank, "roll")
+        n = _static(v, a, "roll")
+        cut = n - s % n
+        if cut % n:
+            v = b.concat(b.slice(v, starts=[cut], ends=[n], axes=[a], steps=[1]),
+                         b.slice(v, starts=[0], ends=[cut], axes=[a], steps=[1]), axis=a)
+    return v
+
+
+@keras_op
+def fliplr(b, x):
+    """`x` with the order along axis 1 reversed."""
+    return flip.__wrapped__(b, x, 1)
+
+
+@keras_op
+def flipud(b, x):
+    """`x` with the order along axis 0 reversed."""
+    return flip.__wrapped__(b, x, 0)
+
+
+@keras_op
+def rot90(b, array, k=1, axes=(0, 1)):
+    """`array` turned by 90 degrees `k` times, from the first of `axes` towards the second."""
+    v = tensor(b, array)
+    a0, a1 = (canonical_axis(a, v.type.rank, "rot90") for a in axes)
+    if a0 == a1:
+        raise ValueError("ops.rot90: the axes must be different")
+    k %= 4
+    swap = list(range(v.type.rank))
+    swap[a0], swap[a1] = a1, a0
+    if k == 1:
+        return b.transpose(flip.__wrapped__(b, v, a1), perm=swap)
+    if k == 2:
+        return flip.__wrapped__(b, v, [a0, a1])
+    if k == 3:
+        return flip.__wrapped__(b, b.transpose(v, perm=swap), a1)
+    return v
+
+
+# --- ranges and grids ------------------------------------------------------------------------
+
+def _spaced(b, start, stop, num: int, endpoint: bool, dtype, axis: int, op: str):
+    """`num` points from `start` to `stop` along a new `axis`, and the step: start + i * step,
+    the last point `stop` itself when `endpoint` (as numpy's linspace)."""
+    if num < 0:
+        raise ValueError(f"ops.{op}: num must be non-negative; received {num}")
+    first, last = tensors(b, start, stop, dtype=float_dtype(result_type(start, stop, float)))
+    div = (num - 1) if endpoint else num
+    step = b.div(b.sub(last, first), b.scalar(max(div, 1), first))
+    rank = len(np.broadcast_shapes(first.type.shape, last.type.shape))
+    steps = b.constant(np.arange(num, dtype=first.type.dtype.numpy).reshape([num] + [1] * rank))
+    points = b.add(first, b.mul(steps, step))
+    if endpoint and num > 1:
+        points = b.concat(b.slice(points, starts=[0], ends=[num - 1], axes=[0], steps=[1]),
+                          b.reshape(b.broadcast(last, shape=list(points.type.shape[1:])),
+                                    shape=[1, *points.type.shape[1:]]), axis=0)
+    points = moveaxis.__wrapped__(b, points, 0, axis)
+    return (points if dtype is None else tensor(b, points, standardize_dtype(dtype))), step
+
+
+@keras_op
+def linspace(b, start, stop, num=50, endpoint=True, retstep=False, dtype=None, axis=0):
+    """`num` evenly spaced points from `start` to `stop` (numpy's linspace); start and stop may
+    be tensors, the points then along a new `axis`.
+
+    >>> linspace(0.0, 1.0, 5)
+    array([0.  , 0.25, 0.5 , 0.75, 1.  ], dtype=float32)
+    """
+    points, step = _spaced(b, start, stop, num, endpoint, dtype, axis, "linspace")
+    return (points, step) if retstep else points
+
+
+@keras_op
+def logspace(b, start, stop, num=50, endpoint=True, base=10, dtype=None, axis=0):
+    """`base ** linspace(start, stop, ...)`."""
+    exponents, _ = _spaced(b, start, stop, num, endpoint, None, axis, "logspace")
+    points = b.pow(b.scalar(base, exponents), exponents)
+    return points if dtype is None else tensor(b, points, standardize_dtype(dtype))
+
+
+@keras_op
+def geomspace(b, start, stop, num=50, endpoint=True, dtype=None, axis=0):
+    """`num` points from `start` to `stop` spaced evenly on a log scale (both of one sign), the
+    ends exactly `start` and `stop` (numpy's geomspace)."""
+    first, last = tensors(b, start, stop, dtype=float_dtype(result_type(start, stop, float)))
+    sign = b.sign(first)
+    logs, _ = _spaced(b, b.log(b.abs(first)), b.log(b.abs(last)), num, endpoint, None, 0, "geomspace")
+    points = b.mul(sign, b.exp(logs))
+    if num > 0:     # the ends exact, as numpy's
+        shape = [1, *points.type.shape[1:]]
+        start_point, end_point = (b.broadcast(b.reshape(v, shape=[1, *v.type.shape]), shape=shape)
+                                  for v in (first, last))
+        middle = b.slice(points, starts=[1], ends=[num - 1 if endpoint else num], axes=[0], steps=[1])
+        parts = [start_point, middle] + ([end_point] if endpoint and num > 1 else [])
+        points = b.concat(*parts, axis=0) if num > 1 else start_point
+    points = moveaxis.__wrapped__(b, points, 0, axis)
+    return points if dtype is None else tensor(b, points, standardize_dtype(dtype))
+
+
+@keras_op
+def meshgrid(b, *x, indexing="xy"):
+    """Coordinate grids of the vectors `x`: each broadcast along the others' axes ("xy": the
+    first two axes swapped, as numpy's default)."""
+    if indexing not in ("xy", "ij"):
+        raise ValueError(f"ops.meshgrid: indexing must be 'xy' or 'ij'; received {indexing!r}")
+    vs = [b.reshape(tensor(b, v), shape=[-1]) for v in x]
+    sizes = [_static(v, 0, "meshgrid") for v in vs]
+    order = list(range(len(vs)))
+    if indexing == "xy" and len(vs) > 1:
+        order[0], order[1] = 1, 0
+    shape = [sizes[i] for i in order]
+    grids = []
+    for i, v in enumerate(vs):
+        at = order.index(i)
+        grids.append(b.broadcast(b.reshape(v, shape=[sizes[i] if a == at else 1 for a in range(len(vs))]),
+                                 shape=shape))
+    return grids
+
+
+# --- products of arrays ------------------------------------------------------------------------
+
+@keras_op
+def inner(b, x1, x2):
+    """The sum of products over the last axes of `x1` and `x2` (a product with a scalar for 0-D)."""
+    u, v = tensors(b, x1, x2)
+    if u.type.rank == 0 or v.type.rank == 0:
+        return b.mul(u, v)
+    return tensordot.__wrapped__(b, u, v, axes=([u.type.rank - 1], [v.type.rank - 1]))
+
+
+@keras_op
+def kron(b, x1, x2):
+    """The Kronecker product: blocks of `x2` scaled by each element of `x1`."""
+    u, v = tensors(b, x1, x2)
+    rank = max(u.type.rank, v.type.rank)
+    su = [1] * (rank - u.type.rank) + list(u.type.shape)
+    sv = [1] * (rank - v.type.rank) + list(v.type.shape)
+    spread_u = b.reshape(u, shape=[d for s in su for d in (s, 1)])
+    spread_v = b.reshape(v, shape=[d for s in sv for d in (1, s)])
+    return b.reshape(b.mul(spread_u, spread_v), shape=[p * q for p, q in zip(su, sv)])
+
+
+@keras_op
+def vander(b, x, N=None, increasing=False):
+    """The Vandermonde matrix of the vector `x`: its powers 0 .. N-1 as columns, highest first
+    unless `increasing` (running products, so integers stay exact)."""
+    v = tensor(b, x)
+    if v.type.rank != 1:
+        raise ValueError(f"ops.vander: x must be 1-D; received shape {v.type.shape}")
+    n = _static(v, 0, "vander")
+    columns = n if N is None else int(N)
+    column = b.reshape(v, shape=[n, 1])
+    factors = b.concat(b.broadcast(b.scalar(1, v), shape=[n, 1]),
+                       b.broadcast(column, shape=[n, columns - 1]), axis=1) if columns > 1 else \
+        b.broadcast(b.scalar(1, v), shape=[n, columns])
+    powers = running(b, factors, 1, "vander", product=True)
+    return powers if increasing else flip.__wrapped__(b, powers, 1)
+
+
+# --- differences, bins, membership, choices ------------------------------------------------------
+
+@keras_op
+def diff(b, a, n=1, axis=-1):
+    """The `n`-th difference along `axis` (for bools, whether neighbours differ)."""
+    v = tensor(b, a)
+    axis = canonical_axis(axis, v.type.rank, "diff")
+    for _ in range(n):
+        length = _static(v, axis, "diff")
+        later = b.slice(v, starts=[1], ends=[length], axes=[axis], steps=[1])
+        earlier = b.slice(v, starts=[0], ends=[max(length - 1, 0)], axes=[axis], steps=[1])
+        if v.type.dtype.name == "bool":     # whether neighbours differ
+            v = b.not_equal(tensor(b, later, "int32"), tensor(b, earlier, "int32"))
+        else:
+            v = b.sub(later, earlier)
+    return v
+
+
+@keras_op
+def digitize(b, x, bins):
+    """The index of the bin each element of `x` falls in (numpy's digitize, right=False): how
+    many of the increasing `bins` are <= it (of decreasing ones, how many are > it); NaN after
+    the last. int32."""
+    v, edges = tensors(b, x, bins)
+    if edges.type.rank != 1:
+        raise ValueError(f"ops.digitize: bins must be 1-D; received shape {edges.type.shape}")
+    decreasing = not isinstance(bins, Value) and np.size(bins) > 1 and bool(np.all(np.diff(np.asarray(bins)) < 0))
+    column = b.reshape(v, shape=[*v.type.shape, 1])
+    passed = b.greater(edges, column) if decreasing else b.less_equal(edges, column)
+    count = b.reduce_sum(tensor(b, passed, "int32"), axes=[v.type.rank])
+    if v.type.dtype.is_float and not decreasing:
+        count = b.select(b.not_equal(v, v), b.scalar(_static(edges, 0, "digitize"), count), count)
+    return count
+
+
+@keras_op
+def isin(b, x1, x2, assume_unique=False, invert=False):
+    """Whether each element of `x1` is among those of `x2`, as bools."""
+    u, v = tensors(b, x1, x2)
+    column = b.reshape(u, shape=[*u.type.shape, 1])
+    hits = b.reduce_max(tensor(b, b.equal(column, b.reshape(v, shape=[-1])), "int32"), axes=[u.type.rank])
+    found = tensor(b, hits, "bool")
+    return b.logical_not(found) if invert else found
+
+
+@keras_op
+def select(b, condlist, choicelist, default=0):
+    """The choice of the first condition that holds, element by element, else `default`."""
+    if len(condlist) != len(choicelist):
+        raise ValueError("ops.select: condlist and choicelist must have the same length")
+    dtype = result_type(*choicelist, default)
+    out = tensor(b, default, dtype)
+    for cond, choice in reversed(list(zip(condlist, choicelist))):
+        out = b.select(tensor(b, cond, "bool"), tensor(b, choice, dtype), out)
+    return out
+
+
+# --- averages and NaN-ignoring reductions ----------------------------------------------------------
+
+@keras_op
+def average(b, x, axis=None, weights=None):
+    """The mean along `axis`, weighted by `weights` (of x's shape, or 1-D along `axis`)."""
+    if weights is None:
+        return tensor(b, _mean_parts(b, x, axis, False)[0], float_dtype(result_type(x, float)))
+    v, w = tensors(b, x, weights, dtype=float_dtype(result_type(x, weights, float)))
+    if w.type.rank == 1 and v.type.rank > 1:
+        if axis is None:
+            raise ValueError("ops.average: 1-D weights need an axis")
+        at = canonical_axis(axis, v.type.rank, "average")
+        w = b.reshape(w, shape=[w.type.shape[0] if a == at else 1 for a in range(v.type.rank)])
+    axes = canonical_axes(axis, v.type.rank, "average")
+    total = b.reduce_sum(b.broadcast(w, shape=list(v.type.shape)), axes=axes)
+    return b.div(b.reduce_sum(b.mul(v, w), axes=axes), total)
+
+
+def _without_nan(b, x, fill):
+    """`x` with NaN replaced by `fill` (floats; other dtypes have none)."""
+    v = tensor(b, x)
+    if not v.type.dtype.is_float:
+        return v
+    return b.select(b.not_equal(v, v), b.scalar(fill, v), v)
+
+
+@keras_op
+def nansum(b, x, axis=None, keepdims=False):
+    """The sum along `axis`, NaN counted as 0."""
+    return sum_.__wrapped__(b, _without_nan(b, x, 0.0), axis, keepdims)
+
+
+@keras_op
+def nanprod(b, x, axis=None, keepdims=False):
+    """The product along `axis`, NaN counted as 1."""
+    return prod.__wrapped__(b, _without_nan(b, x, 1.0), axis, keepdims)
+
+
+def _count_numbers(b, v, axis, keepdims):
+    numbers = b.logical_not(b.not_equal(v, v)) if v.type.dtype.is_float else b.equal(v, v)
+    return b.reduce_sum(tensor(b, numbers, v.type.dtype if v.type.dtype.is_float else "float32"),
+                        axes=canonical_axes(axis, v.type.rank, "nanmean"), keepdims=keepdims)
+
+
+@keras_op
+def nanmean(b, x, axis=None, keepdims=False):
+    """The mean of the numbers along `axis`, NaN left out (NaN where there are none)."""
+    v = tensor(b, x, float_dtype(result_type(x, float)))
+    summed = b.reduce_sum(_without_nan(b, v, 0.0), axes=canonical_axes(axis, v.type.rank, "nanmean"),
+                          keepdims=keepdims)
+    return b.div(summed, _count_numbers(b, v, axis, keepdims))
+
+
+def _nan_extremum(b, x, axis, keepdims, largest: bool):
+    v = tensor(b, x)
+    if not v.type.dtype.is_float:
+        return (max_ if largest else min_).__wrapped__(b, v, axis, keepdims)
+    fill = -np.inf if largest else np.inf
+    out = (max_ if largest else min_).__wrapped__(b, _without_nan(b, v, fill), axis, keepdims)
+    none = b.equal(_count_numbers(b, v, axis, keepdims), b.scalar(0.0, v))
+    return b.select(none, b.scalar(np.nan, v), out)
+
+
+@keras_op
+def nanmax(b, x, axis=None, keepdims=False):
+    """The maximum along `axis`, NaN left out (NaN where there are only NaN)."""
+    return _nan_extremum(b, x, axis, keepdims, largest=True)
+
+
+@keras_op
+def nanmin(b, x, axis=None, keepdims=False):
+    """The minimum along `axis`, NaN left out (NaN where there are only NaN)."""
+    return _nan_extremum(b, x, axis, keepdims, largest=False)
+
+
+@keras_op
+def nanvar(b, x, axis=None, keepdims=False):
+    """The variance of the numbers along `axis`, NaN left out."""
+    v = tensor(b, x, float_dtype(result_type(x, float)))
+    mean = nanmean.__wrapped__(b, v, axis, True)
+    squares = b.square(b.sub(_without_nan(b, v, 0.0), mean))
+    squares = b.select(b.not_equal(v, v), b.scalar(0.0, v), squares)
+    summed = b.reduce_sum(squares, axes=canonical_axes(axis, v.type.rank, "nanvar"), keepdims=keepdims)
+    return b.div(summed, _count_numbers(b, v, axis, keepdims))
+
+
+@keras_op
+def nanstd(b, x, axis=None, keepdims=False):
+    """The standard deviation of the numbers along `axis`, NaN left out."""
+    return b.sqrt(nanvar.__wrapped__(b, x, axis, keepdims))
+
+
+@keras_op
+def nancumsum(b, x, axis=None, dtype=None):
+    """The running sum along `axis` (None: of the flattened `x`), NaN counted as 0."""
+    v = _without_nan(b, x, 0.0)
+    return running(b, tensor(b, v, dtype or _accumulating_dtype(v)), axis, "nancumsum")
+
+
+@keras_op
+def nancumprod(b, x, axis=None, dtype=None):
+    """The running product along `axis` (None: of the flattened `x`), NaN counted as 1."""
+    v = _without_nan(b, x, 1.0)
+    return running(b, tensor(b, v, dtype or _accumulating_dtype(v)), axis, "nancumprod", product=True)
+
+
+@keras_op
+def trapezoid(b, y, x=None, dx=1.0, axis=-1):
+    """The integral of `y` along `axis` by the trapezoidal rule, at points `x` or `dx` apart."""
+    v = tensor(b, y, float_dtype(result_type(y, float)))
+    axis = canonical_axis(axis, v.type.rank, "trapezoid")
+    n = _static(v, axis, "trapezoid")
+    later = b.slice(v, starts=[1], ends=[n], axes=[axis], steps=[1])
+    earlier = b.slice(v, starts=[0], ends=[max(n - 1, 0)], axes=[axis], steps=[1])
+    if x is None:
+        widths = b.scalar(dx, v)
+    else:
+        widths = diff.__wrapped__(b, tensor(b, x, v.type.dtype), 1, -1 if np.ndim(x) == 1 else axis)
+        if widths.type.rank == 1 and v.type.rank > 1:
+            widths = b.reshape(widths, shape=[n - 1 if a == axis else 1 for a in range(v.type.rank)])
+    area = b.mul(b.add(later, earlier), b.mul(widths, b.scalar(0.5, v)))
+    return b.reduce_sum(area, axes=[axis])
+
+
+# --- complex parts of real tensors and small utilities ---------------------------------------------
+
+@keras_op
+def real(b, x):
+    """The real part: `x` itself (nncompile's tensors are real)."""
+    return tensor(b, x)
+
+
+@keras_op
+def imag(b, x):
+    """The imaginary part: zeros of x's shape and dtype (nncompile's tensors are real)."""
+    v = tensor(b, x)
+    return b.broadcast(b.scalar(0, v), shape=list(v.type.shape))
+
+
+conj = conjugate = real
+
+
+@keras_op
+def angle(b, x):
+    """The complex angle of real numbers: 0 for positive ones and +0, pi for negative ones and -0."""
+    v = tensor(b, x, float_dtype(x))
+    return _atan2(b, b.broadcast(b.scalar(0.0, v), shape=list(v.type.shape)), v)
+
+
+@keras_op
+def isreal(b, x):
+    """Trues of x's shape (nncompile's tensors are real)."""
+    v = tensor(b, x)
+    return b.broadcast(b.constant(np.array(True)), shape=list(v.type.shape))
+
+
+def empty(shape, dtype=None) -> np.ndarray:
+    """A tensor of `shape` in `dtype` (default floatx): zeros here."""
+    return np.zeros(shape, ir_dtype(standardize_dtype(dtype)).numpy)
+
+
+@keras_op
+def empty_like(b, x, dtype=None):
+    """A tensor of x's shape in `dtype` or x's: zeros here."""
+    v = tensor(b, x)
+    out = tensor(b, 0, standardize_dtype(dtype) if dtype is not None else result_type(v))
+    return b.broadcast(out, shape=list(v.type.shape))
+
+
+@keras_op
+def array(b, x, dtype=None):
+    """`x` as a tensor, in `dtype` if given."""
+    return tensor(b, x, None if dtype is None else standardize_dtype(dtype))
+
+
+def dtype(x) -> str:
+    """The Keras name of x's dtype ("float32"; Python numbers as Keras types them)."""
+    return result_type(x)
+
+
+def is_tensor(x) -> bool:
+    """Whether `x` is a tensor: an array, or a value of the graph being traced."""
+    return isinstance(x, (Value, np.ndarray))
+
