@@ -36,6 +36,7 @@ from nncompile.keras.losses import (all_axes, as_array, binary_crossentropy, bin
                                     sparse_categorical_crossentropy, squared_hinge, squeeze_last,
                                     squeeze_or_expand_to_same_rank)
 from nncompile.keras.serialization import Catalog, KerasObject
+from nncompile.keras.ops.sorting import beaten_by_fewer_than
 
 __all__ = ["binary_crossentropy", "binary_focal_crossentropy", "categorical_crossentropy",
            "categorical_focal_crossentropy", "categorical_hinge", "hinge", "huber",
@@ -88,12 +89,8 @@ def sparse_categorical_accuracy(b: Builder, y_true: Value, y_pred: Value) -> Val
 
 
 def _in_top_k(b: Builder, target: Value, y_pred: Value, k: int) -> Value:
-    """Whether fewer than k scores beat the target's (ties count in, as TF's in_top_k; a NaN target
-    score counts out)."""
-    chosen = b.reduce_sum(b.select(target, y_pred, const(b, 0.0, y_pred)), axes=[-1], keepdims=True)
-    chosen = b.select(b.not_equal(chosen, chosen), const(b, -np.inf, chosen), chosen)
-    beaten_by = b.reduce_sum(_float32(b, b.greater(y_pred, chosen)), axes=[-1])
-    return _float32(b, b.less(beaten_by, const(b, float(k), beaten_by)))
+    """1.0 where fewer than k scores beat the target's (`keras.ops.in_top_k`'s rule)."""
+    return _float32(b, beaten_by_fewer_than(b, target, y_pred, k))
 
 
 @ir_function

@@ -38,6 +38,8 @@ from nncompile.keras.ops.numpy_arrays import (angle, array, average, conj, conju
                                               linspace, logspace, meshgrid, nancumprod, nancumsum,
                                               nanmax, nanmean, nanmin, nanprod, nanstd, nansum, nanvar,
                                               real, roll, rot90, select, trace, trapezoid, tri, vander)
+from nncompile.keras.ops.sorting import (argsort, in_top_k, median, percentile, quantile, sort,
+                                         top_k)
 from nncompile.keras.ops.arrays import (arange, broadcast_to, cast, concatenate, convert_to_numpy,
                                         convert_to_tensor, expand_dims, eye, flip, full, full_like,
                                         get_item, hstack, identity, moveaxis, ndim, ones, ones_like,
@@ -47,4 +49,5 @@ from nncompile.keras.ops.arrays import (arange, broadcast_to, cast, concatenate,
                                         zeros_like)
 
 __all__ = [name for name in dir() if not name.startswith("_")
-           and name not in ("arrays", "core", "linalg", "loops", "nn", "numpy", "numpy_arrays", "numpy_math")]
+           and name not in ("arrays", "core", "linalg", "loops", "nn", "numpy", "numpy_arrays", "numpy_math",
+                            "sorting")]
