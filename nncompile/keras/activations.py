@@ -278,6 +278,34 @@ def sparse_sigmoid(b: Builder, x: Value) -> Value:
     return _scaled(b, b.add(_clip(b, x, -1.0, 1.0), b.scalar(1.0, like=x)), 0.5)
 
 
+@_activation
+def threshold(b: Builder, x: Value, threshold: float, default_value: float) -> Value:
+    """`x` where `x > threshold`, else `default_value`."""
+    return b.select(b.greater(x, b.scalar(threshold, like=x)), x, b.scalar(default_value, like=x))
+
+
+@_activation
+def sparsemax(b: Builder, x: Value, axis: int = -1) -> Value:
+    """The Euclidean projection of `x` onto the probability simplex along `axis` (Martins and
+    Astudillo, 2016): max(x - tau, 0), tau chosen so that the result sums to 1; sparse, unlike
+    softmax. Sorted along the axis (`keras.ops.sort`'s way), so the axis must have a static length."""
+    from nncompile.keras.ops.numpy import running
+    from nncompile.keras.ops.sorting import sort_values
+
+    axis = axis % x.type.rank
+    ordered = sort_values(b, x, axis, "sparsemax", descending=True)
+    n = x.type.shape[axis]
+    counts = b.constant(np.arange(1, n + 1, dtype=x.type.dtype.numpy).reshape(
+        [n if a == axis else 1 for a in range(x.type.rank)]))
+    totals = running(b, ordered, axis, "sparsemax")
+    # the sorted elements kept are a prefix: those with 1 + k z_k > z_1 + ... + z_k
+    kept = b.greater(b.add(b.scalar(1.0, like=x), b.mul(counts, ordered)), totals)
+    size = b.reduce_sum(b.cast(kept, dtype=x.type.dtype), axes=[axis], keepdims=True)
+    kept_sum = b.reduce_sum(b.select(kept, ordered, b.scalar(0.0, like=x)), axes=[axis], keepdims=True)
+    tau = b.div(b.sub(kept_sum, b.scalar(1.0, like=x)), size)
+    return b.relu(b.sub(x, tau))
+
+
 # lookup -------------------------------------------------------------------------------------------
 
 def get(identifier: str | Emitter | dict | None) -> Emitter:

@@ -11,6 +11,7 @@ from nncompile.ir import BATCH, Builder, f32, parse, verify
 from nncompile.keras import activations
 from nncompile.keras.layers import Dense
 from nncompile.runtime import reference
+from tests.keras.test_ops_nn_more import sparsemax_reference
 
 SELU_ALPHA, SELU_SCALE = 1.6732632423543772, 1.0507009873554805
 erf = np.vectorize(math.erf)
@@ -65,7 +66,10 @@ REFERENCES = {
     "hard_shrink": lambda x: np.where(np.abs(x) > 0.5, x, 0.0),
     "sparse_plus": lambda x: np.where(x <= -1, 0.0, np.where(x >= 1, x, (x + 1) ** 2 / 4)),
     "sparse_sigmoid": lambda x: np.where(x <= -1, 0.0, np.where(x >= 1, 1.0, (x + 1) / 2)),
+    "sparsemax": sparsemax_reference,
 }
+# registered, but with arguments that have no defaults (as in Keras): tested in test_ops_nn_more.py
+NEEDS_ARGUMENTS = {"threshold"}
 
 
 def reference_of(name, x):
@@ -74,7 +78,7 @@ def reference_of(name, x):
 
 
 def test_every_registered_name_has_a_reference_here():
-    assert set(activations.names()) == set(REFERENCES)
+    assert set(activations.names()) == set(REFERENCES) | NEEDS_ARGUMENTS
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCES))

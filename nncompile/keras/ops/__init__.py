@@ -14,11 +14,13 @@ from nncompile.keras.ops.linalg import dot, einsum, matmul, outer, tensordot, vd
 from nncompile.keras.ops.loops import cond, fori_loop, scan
 from nncompile.keras.ops.nn import (average_pool, batch_normalization, binary_crossentropy,
                                     categorical_crossentropy, celu, conv, dot_product_attention,
-                                    elu, gelu, glu, hard_sigmoid, hard_silu, hard_swish, hard_tanh,
-                                    layer_normalization, leaky_relu, log_sigmoid, log_softmax,
-                                    max_pool, moments, multi_hot, normalize, one_hot, relu, relu6,
-                                    rms_normalization, selu, sigmoid, silu, softmax, softplus,
-                                    softsign, sparse_categorical_crossentropy, swish)
+                                    elu, gelu, glu, hard_shrink, hard_sigmoid, hard_silu,
+                                    hard_swish, hard_tanh, layer_normalization, leaky_relu,
+                                    log_sigmoid, log_softmax, max_pool, moments, multi_hot,
+                                    normalize, one_hot, psnr, relu, relu6, rms_normalization, selu,
+                                    sigmoid, silu, soft_shrink, softmax, softplus, softsign,
+                                    sparse_categorical_crossentropy, sparse_plus, sparse_sigmoid,
+                                    sparsemax, squareplus, swish, tanh_shrink, threshold)
 from nncompile.keras.ops.numpy import (abs, absolute, add, all, amax, amin, any, argmax, argmin,
                                        ceil, clip, cos, cosh, count_nonzero, cumsum, divide, equal,
                                        erf, exp, exp2, expm1, floor, floor_divide, greater,

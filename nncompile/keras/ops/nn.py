@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from nncompile.ir.ops.linalg import same_pads
-from nncompile.keras import backend
+from nncompile.keras import activations, backend
 from nncompile.keras.ops.core import (canonical_axes, canonical_axis, float_dtype, float_op,
                                       keras_op, result_type, shape_of, standardize_dtype,
                                       tensor, tensors, unsupported)
@@ -56,6 +56,53 @@ selu = float_op(
     "selu", lambda b, v: b.mul(b.scalar(1.0507009873554805, v),
                                _elu(b, v, 1.6732632423543772)),
     "scale * elu(x, alpha) with SELU's constants.")
+
+
+tanh_shrink = float_op("tanh_shrink", lambda b, v: activations.tanh_shrink(b, v), "x - tanh(x).")
+sparse_plus = float_op("sparse_plus", lambda b, v: activations.sparse_plus(b, v),
+                       "0 below -1, (x + 1)^2 / 4 between -1 and 1, x above.")
+sparse_sigmoid = float_op("sparse_sigmoid", lambda b, v: activations.sparse_sigmoid(b, v),
+                          "(x + 1) / 2 clipped to [0, 1].")
+
+
+@keras_op
+def hard_shrink(b, x, threshold=0.5):
+    """x where |x| > threshold, else 0."""
+    return activations.hard_shrink(b, _floats(b, x), threshold)
+
+
+@keras_op
+def soft_shrink(b, x, threshold=0.5):
+    """x - threshold above threshold, x + threshold below -threshold, else 0."""
+    return activations.soft_shrink(b, _floats(b, x), threshold)
+
+
+@keras_op
+def squareplus(builder, x, b=4):
+    """(x + sqrt(x^2 + b)) / 2."""
+    return activations.squareplus(builder, _floats(builder, x), b)
+
+
+@keras_op
+def threshold(b, x, threshold, default_value):
+    """x where x > threshold, else default_value."""
+    return activations.threshold(b, _floats(b, x), threshold, default_value)
+
+
+@keras_op
+def sparsemax(b, x, axis=-1):
+    """The projection of x onto the probability simplex along `axis`: like softmax, but sparse."""
+    return activations.sparsemax(b, _floats(b, x), axis)
+
+
+@keras_op
+def psnr(b, x1, x2, max_val):
+    """The peak signal-to-noise ratio of x2 against x1 in decibels: 20 log10(max_val) -
+    10 log10(mean((x1 - x2)^2)), over all elements."""
+    u, v = tensors(b, x1, x2, dtype=float_dtype(result_type(x1, x2, float)))
+    mse = b.reduce_mean(b.square(b.sub(u, v)), axes=list(range(u.type.rank)))
+    ten = b.scalar(10.0 / np.log(10.0), mse)
+    return b.sub(b.scalar(20 * np.log10(max_val), mse), b.mul(ten, b.log(mse)))
 
 
 def _elu(b, v, alpha: float):

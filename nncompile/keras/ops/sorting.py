@@ -83,6 +83,11 @@ def _sorted(b, x, axis, op: str, descending: bool = False, count: int | None = N
     return b.transpose(values, perm=back), indices if indices is None else b.transpose(indices, perm=back)
 
 
+def sort_values(b, v, axis: int, op: str, descending: bool = False):
+    """`v` sorted along `axis` (ascending unless `descending`), for ops and activations that sort."""
+    return _sorted(b, v, axis, op, descending, with_indices=False)[0]
+
+
 @keras_op
 def sort(b, x, axis=-1):
     """`x` sorted along `axis`, ascending (NaN last).
@@ -90,8 +95,7 @@ def sort(b, x, axis=-1):
     >>> sort(np.array([[3, 1, 2]], "int32")).tolist()
     [[1, 2, 3]]
     """
-    values, _ = _sorted(b, x, axis, "sort", with_indices=False)
-    return tensor(b, values, result_type(x))
+    return tensor(b, sort_values(b, x, axis, "sort"), result_type(x))
 
 
 @keras_op
@@ -158,7 +162,7 @@ def _quantiles(b, x, q, axis, method: str, keepdims: bool, op: str):
     moved = b.transpose(v, perm=kept + axes)
     length = int(np.prod([v.type.shape[a] for a in axes]))
     rows = b.reshape(moved, shape=[*moved.type.shape[:len(kept)], length])
-    ordered, _ = _sorted(b, rows, -1, op, with_indices=False)
+    ordered = sort_values(b, rows, -1, op)
     qs = np.asarray(q, np.float64)
     if np.any((qs < 0) | (qs > 1)):
         raise ValueError(f"ops.{op}: quantiles must be in [0, 1]")
