@@ -12,11 +12,14 @@ from nncompile.keras.ops import image
 from nncompile.keras.ops.core import active_builder, result_type, tracing
 from nncompile.keras.ops.linalg import dot, einsum, matmul, outer, tensordot, vdot
 from nncompile.keras.ops.loops import cond, fori_loop, scan
-from nncompile.keras.ops.nn import (average_pool, batch_normalization, binary_crossentropy,
-                                    categorical_crossentropy, celu, conv, dot_product_attention,
+from nncompile.keras.ops.convolution import (average_pool, conv, conv_transpose, depth_to_space,
+                                             depthwise_conv, max_pool, separable_conv,
+                                             space_to_depth)
+from nncompile.keras.ops.nn import (batch_normalization, binary_crossentropy,
+                                    categorical_crossentropy, celu, dot_product_attention,
                                     elu, gelu, glu, hard_shrink, hard_sigmoid, hard_silu,
                                     hard_swish, hard_tanh, layer_normalization, leaky_relu,
-                                    log_sigmoid, log_softmax, max_pool, moments, multi_hot,
+                                    log_sigmoid, log_softmax, moments, multi_hot,
                                     normalize, one_hot, psnr, relu, relu6, rms_normalization, selu,
                                     sigmoid, silu, soft_shrink, softmax, softplus, softsign,
                                     sparse_categorical_crossentropy, sparse_plus, sparse_sigmoid,
@@ -51,5 +54,5 @@ from nncompile.keras.ops.arrays import (arange, broadcast_to, cast, concatenate,
                                         zeros_like)
 
 __all__ = [name for name in dir() if not name.startswith("_")
-           and name not in ("arrays", "core", "linalg", "loops", "nn", "numpy", "numpy_arrays", "numpy_math",
+           and name not in ("arrays", "convolution", "core", "linalg", "loops", "nn", "numpy", "numpy_arrays", "numpy_math",
                             "sorting")]

@@ -1,5 +1,5 @@
-"""The neural-network ops of `keras.ops`: activations, one_hot, convolution and pooling,
-normalization statistics and the crossentropies.
+"""The neural-network ops of `keras.ops`: activations, one_hot, normalization statistics, attention
+and the crossentropies (convolution and pooling are in `convolution.py`).
 
     >>> from nncompile.keras import ops
     >>> ops.relu(np.array([-1.0, 2.0]))
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from nncompile.ir.ops.linalg import same_pads
 from nncompile.keras import activations, backend
 from nncompile.keras.ops.core import (canonical_axes, canonical_axis, float_dtype, float_op,
                                       keras_op, result_type, shape_of, standardize_dtype,
@@ -221,112 +220,6 @@ def multi_hot(b, inputs, num_classes, axis=-1, dtype=None, sparse=False):
     """
     hot = one_hot.__wrapped__(b, inputs, num_classes, axis=axis, dtype=dtype, sparse=sparse)
     return b.reduce_max(hot, axes=[1 if hot.type.rank > 2 else 0], keepdims=False)
-
-
-# --- convolution and pooling -----------------------------------------------------------------
-
-def _tuple(value, n: int, name: str, op: str) -> tuple[int, ...]:
-    values = (value,) * n if isinstance(value, (int, np.integer)) else tuple(value)
-    if len(values) != n:
-        raise ValueError(f"ops.{op}: `{name}` must be an int or {n} ints; received {value!r}")
-    return tuple(int(v) for v in values)
-
-
-class _Spatial:
-    """Inputs of rank 3 or 4 in either data format as NHWC, and back: a 1-D input is 2-D with
-    height 1; channels_first is transposed around the op."""
-
-    def __init__(self, b, v, data_format, op: str):
-        fmt = data_format or backend.image_data_format()
-        if fmt not in ("channels_last", "channels_first"):
-            raise ValueError(f"ops.{op}: data_format must be 'channels_last' or "
-                             f"'channels_first'; received {fmt!r}")
-        if v.type.rank not in (3, 4):
-            raise unsupported(op, f"an input of rank {v.type.rank} (only 1-D and 2-D "
-                                  f"spatial inputs, rank 3 or 4)")
-        self.b, self.first, self.one_d = b, fmt == "channels_first", v.type.rank == 3
-        if self.first:
-            v = b.transpose(v, perm=[0, *range(2, v.type.rank), 1])
-        if self.one_d:
-            n, w, c = v.type.shape
-            v = b.reshape(v, shape=[n, 1, w, c])
-        self.nhwc = v
-        self.dims = 1 if self.one_d else 2
-
-    def window(self, value, name: str, op: str) -> tuple[int, int]:
-        """A 1-D or 2-D window argument as (height, width)."""
-        values = _tuple(value, self.dims, name, op)
-        return (1, *values) if self.one_d else values
-
-    def pads(self, padding: str, kernel, strides, dilations, op: str) -> tuple[int, ...]:
-        padding = padding.lower()
-        if padding == "valid":
-            return (0, 0, 0, 0)
-        if padding != "same":
-            raise ValueError(f"ops.{op}: padding must be 'valid' or 'same'; received {padding!r}")
-        _, h, w, _ = self.nhwc.type.shape
-        return (*same_pads(h, kernel[0], strides[0], dilations[0]),
-                *same_pads(w, kernel[1], strides[1], dilations[1]))
-
-    def back(self, out):
-        b = self.b
-        if self.one_d:
-            n, _, w, c = out.type.shape
-            out = b.reshape(out, shape=[n, w, c])
-        if self.first:
-            out = b.transpose(out, perm=[0, out.type.rank - 1, *range(1, out.type.rank - 1)])
-        return out
-
-
-@keras_op
-def conv(b, inputs, kernel, strides=1, padding="valid", data_format=None, dilation_rate=1):
-    """Convolution of 1-D or 2-D inputs (N, W, C) / (N, H, W, C) with a kernel (W, Cin, Cout) /
-    (H, W, Cin, Cout); a kernel with fewer input channels than the input convolves in groups.
-
-    >>> conv(np.ones((1, 4, 4, 2)), np.ones((3, 3, 2, 5)), padding="same").shape
-    (1, 4, 4, 5)
-    """
-    x, w = tensors(b, inputs, kernel, dtype=result_type(inputs, kernel, float))
-    s = _Spatial(b, x, data_format, "conv")
-    if w.type.rank != x.type.rank:
-        raise ValueError(f"ops.conv: the kernel must have the rank of the inputs "
-                         f"({x.type.rank}); received kernel shape {shape_of(w)}")
-    if s.one_d:
-        k, cin, cout = w.type.shape
-        w = b.reshape(w, shape=[1, k, cin, cout])
-    strides = s.window(strides, "strides", "conv")
-    dilations = s.window(dilation_rate, "dilation_rate", "conv")
-    channels, per_group = s.nhwc.type.shape[3], w.type.shape[2]
-    if channels % per_group:
-        raise ValueError(f"ops.conv: the input's {channels} channels are not a multiple of the "
-                         f"kernel's {per_group} input channels")
-    pads = s.pads(padding, w.type.shape[:2], strides, dilations, "conv")
-    out = b.conv2d(s.nhwc, w, strides=strides, pads=pads, dilations=dilations,
-                   groups=channels // per_group)
-    return s.back(out)
-
-
-def _pool(b, op: str, name: str, inputs, pool_size, strides, padding, data_format):
-    s = _Spatial(b, _floats(b, inputs) if op == "avg_pool2d" else tensor(b, inputs),
-                 data_format, name)
-    window = s.window(pool_size, "pool_size", name)
-    steps = window if strides is None else s.window(strides, "strides", name)
-    pads = s.pads(padding, window, steps, (1, 1), name)
-    return s.back(b.op(op, s.nhwc, window=window, strides=steps, pads=pads))
-
-
-@keras_op
-def max_pool(b, inputs, pool_size, strides=None, padding="valid", data_format=None):
-    """Maximum over windows of a 1-D or 2-D input; strides default to the pool size."""
-    return _pool(b, "max_pool2d", "max_pool", inputs, pool_size, strides, padding, data_format)
-
-
-@keras_op
-def average_pool(b, inputs, pool_size, strides=None, padding="valid", data_format=None):
-    """Mean over windows of a 1-D or 2-D input; with 'same' padding the windows at the border
-    average their real elements only (as Keras's)."""
-    return _pool(b, "avg_pool2d", "average_pool", inputs, pool_size, strides, padding,
-                 data_format)
 
 
 # --- normalization ---------------------------------------------------------------------------
