@@ -388,7 +388,9 @@ def test_errors_name_the_problem(case, message):
     other = Builder().input("y", f32[4])
     args = {"vector_loss": (b.reduce_sum(x, axes=[1]), [x]), "int_wrt": (loss, [ids]),
             "foreign": (loss, [other]),
-            "no_vjp": (b.reduce_sum(b.scatter_add(ids, x, shape=[5, 4]), axes=[0, 1]), [x])}[case]
+            "no_vjp": (b.reduce_sum(b.op("avg_pool2d_grad", b.reshape(x, shape=[BATCH, 2, 2, 1]), window=(2, 2),
+                                         strides=(2, 2), pads=(0, 0, 0, 0), input_hw=(4, 4)), axes=[0, 1, 2, 3]),
+                       [x])}[case]
     with pytest.raises(IRError, match=message):
         gradients(b.graph, *args)
 

@@ -275,6 +275,16 @@ defop("scatter_add", inputs=("indices", "updates"), fusion=Fusion.OPAQUE, infer=
           "adjoint of gather); repeated indices accumulate")
 
 
+
+def _scatter_add_vjp(b, node, cts):
+    """The cotangent's slices at the indices (scatter_add is gather's adjoint, and the reverse)."""
+    return [None, b.gather(cts[0], node.inputs[0], axis=node.attrs["axis"],
+                           allow_negative=node.attrs["allow_negative"])]
+
+
+OPS["scatter_add"].vjp = _scatter_add_vjp
+
+
 # --- random_uniform ----------------------------------------------------------------------------
 
 GOLDEN = 0x9E3779B97F4A7C15     # 2**64 / golden ratio: splitmix64's increment

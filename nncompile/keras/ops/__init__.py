@@ -10,7 +10,7 @@ array([[0.25, 0.25, 0.25, 0.25]], dtype=float32)
 """
 from nncompile.keras.ops import image
 from nncompile.keras.ops.core import active_builder, result_type, tracing
-from nncompile.keras.ops.linalg import dot, einsum, matmul, outer, tensordot, vdot
+from nncompile.keras.ops.linalg import cdist, cross, dot, einsum, matmul, norm, outer, tensordot, vdot
 from nncompile.keras.ops.loops import cond, fori_loop, scan
 from nncompile.keras.ops.convolution import (average_pool, conv, conv_transpose, depth_to_space,
                                              depthwise_conv, max_pool, separable_conv,
@@ -45,6 +45,8 @@ from nncompile.keras.ops.numpy_arrays import (angle, array, average, conj, conju
                                               real, roll, rot90, select, trace, trapezoid, tri, vander)
 from nncompile.keras.ops.sorting import (argsort, in_top_k, median, percentile, quantile, sort,
                                          top_k)
+from nncompile.keras.ops.scatter import (scatter, scatter_update, segment_max, segment_sum,
+                                         slice_update)
 from nncompile.keras.ops.arrays import (arange, broadcast_to, cast, concatenate, convert_to_numpy,
                                         convert_to_tensor, expand_dims, eye, flip, full, full_like,
                                         get_item, hstack, identity, moveaxis, ndim, ones, ones_like,
@@ -54,5 +56,5 @@ from nncompile.keras.ops.arrays import (arange, broadcast_to, cast, concatenate,
                                         zeros_like)
 
 __all__ = [name for name in dir() if not name.startswith("_")
-           and name not in ("arrays", "convolution", "core", "linalg", "loops", "nn", "numpy", "numpy_arrays", "numpy_math",
+           and name not in ("arrays", "convolution", "core", "linalg", "loops", "nn", "numpy", "numpy_arrays", "numpy_math", "scatter",
                             "sorting")]

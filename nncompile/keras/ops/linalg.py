@@ -1,4 +1,5 @@
-"""Products of `keras.ops`: matmul, dot, tensordot and einsum, all on the IR's batched matmul.
+"""Products of `keras.ops`: matmul, dot, tensordot and einsum, all on the IR's batched matmul; and
+norms, cross products and distances.
 
     >>> from nncompile.keras import ops
     >>> ops.einsum("ij,jk->ik", np.ones((2, 3)), np.ones((3, 4))).shape
@@ -12,7 +13,7 @@ import string
 import numpy as np
 
 from nncompile.ir.types import is_symbol
-from nncompile.keras.ops.core import canonical_axis, keras_op, result_type, tensor, unsupported
+from nncompile.keras.ops.core import canonical_axis, float_dtype, keras_op, result_type, tensor, unsupported
 
 
 def _product_dtype(*xs) -> str:
@@ -207,3 +208,112 @@ def _pair(b, x, xl: str, y, yl: str, later: set):
     return (b.reshape(out, shape=[*out.type.shape[:-1 - len(rows)], *[size[c] for c in free_x],
                                   *[size[c] for c in free_y]]),
             "".join(batch + free_x + free_y))
+
+
+# --- norms and distances -------------------------------------------------------------------------
+
+def _vector_norm(b, v, order, axes: list[int], keepdims: bool):
+    if order is None or order == 2:
+        return b.sqrt(b.reduce_sum(b.square(v), axes=axes, keepdims=keepdims))
+    if order == np.inf:
+        return b.reduce_max(b.abs(v), axes=axes, keepdims=keepdims)
+    if order == -np.inf:
+        return b.reduce_min(b.abs(v), axes=axes, keepdims=keepdims)
+    if order == 0:
+        return b.reduce_sum(b.cast(b.not_equal(v, b.scalar(0.0, v)), dtype=v.type.dtype), axes=axes,
+                            keepdims=keepdims)
+    if order == 1:
+        return b.reduce_sum(b.abs(v), axes=axes, keepdims=keepdims)
+    p = b.scalar(float(order), v)
+    return b.pow(b.reduce_sum(b.pow(b.abs(v), p), axes=axes, keepdims=keepdims), b.reciprocal(p))
+
+
+def _matrix_norm(b, v, order, axes: list[int], keepdims: bool):
+    if order in (None, "fro"):
+        return b.sqrt(b.reduce_sum(b.square(v), axes=axes, keepdims=keepdims))
+    if order not in (1, -1, np.inf, -np.inf):
+        raise unsupported("norm", f"ord={order!r} of a matrix (its singular values)")
+    rows, cols = axes
+    # ord 1: the largest column sum of |x| (sum over rows); inf: the largest row sum
+    summed, across = (rows, cols) if order in (1, -1) else (cols, rows)
+    sums = b.reduce_sum(b.abs(v), axes=[summed], keepdims=True)
+    pick = b.reduce_max if order in (1, np.inf) else b.reduce_min
+    out = pick(sums, axes=[across], keepdims=True)
+    return out if keepdims else b.reshape(out, shape=[d for a, d in enumerate(v.type.shape) if a not in axes])
+
+
+@keras_op
+def norm(b, x, ord=None, axis=None, keepdims=False):  # noqa: A002  (Keras's name)
+    """numpy's norm: of vectors along one axis (ord None or 2, 1, inf, -inf, 0 or any p), of
+    matrices along two (None or "fro", 1, -1, inf, -inf); with no axis, of x as a vector (ord
+    None) or as its vector or matrix (1-D or 2-D x).
+
+    >>> float(norm(np.array([3.0, 4.0], "float32")))
+    5.0
+    """
+    v = tensor(b, x, float_dtype(x))
+    rank = v.type.rank
+    if axis is None:
+        if ord is None:
+            return _vector_norm(b, v, None, list(range(rank)), keepdims)
+        if rank not in (1, 2):
+            raise ValueError(f"ops.norm: with ord={ord!r} and no axis, x must be 1-D or 2-D; received rank {rank}")
+        axis = tuple(range(rank))
+    axes = [canonical_axis(a, rank, "norm") for a in np.atleast_1d(axis).tolist()]
+    if len(axes) == 1:
+        if isinstance(ord, str):
+            raise ValueError(f"ops.norm: ord={ord!r} is for matrices; a vector norm takes a number")
+        return _vector_norm(b, v, ord, axes, keepdims)
+    if len(axes) != 2 or axes[0] == axes[1]:
+        raise ValueError(f"ops.norm: axis must be one axis or two different ones; received {axis!r}")
+    return _matrix_norm(b, v, ord, axes, keepdims)
+
+
+@keras_op
+def cross(b, x1, x2, axisa=-1, axisb=-1, axisc=-1, axis=None):
+    """The cross product of 3-vectors (or of 2-vectors: its z component) along the given axes,
+    as numpy's cross."""
+    if axis is not None:
+        axisa = axisb = axisc = axis
+    dtype = _product_dtype(x1, x2)
+    u, v = tensor(b, x1, dtype), tensor(b, x2, dtype)
+    u = b.transpose(u, perm=_last(u.type.rank, canonical_axis(axisa, u.type.rank, "cross")))
+    v = b.transpose(v, perm=_last(v.type.rank, canonical_axis(axisb, v.type.rank, "cross")))
+    nu, nv = u.type.shape[-1], v.type.shape[-1]
+    if nu not in (2, 3) or nv not in (2, 3):
+        raise ValueError(f"ops.cross: the vectors must have 2 or 3 components; received {nu} and {nv}")
+
+    def part(w, i):
+        if i >= w.type.shape[-1]:
+            return b.broadcast(b.scalar(0, w), shape=list(w.type.shape[:-1]))
+        return b.reshape(b.slice(w, starts=[i], ends=[i + 1], axes=[w.type.rank - 1], steps=[1]),
+                         shape=list(w.type.shape[:-1]))
+    (a0, a1, a2), (c0, c1, c2) = ([part(w, i) for i in range(3)] for w in (u, v))
+    z = b.sub(b.mul(a0, c1), b.mul(a1, c0))
+    if nu == 2 and nv == 2:
+        return z
+    # the three components, each of the operands' leading shapes broadcast together
+    xyz = [b.sub(b.mul(a1, c2), b.mul(a2, c1)), b.sub(b.mul(a2, c0), b.mul(a0, c2)), z]
+    rank = z.type.rank
+    stacked = b.concat(*[b.reshape(w, shape=[*w.type.shape, 1]) for w in xyz], axis=rank)
+    return b.transpose(stacked, perm=_from_last(rank + 1, canonical_axis(axisc, rank + 1, "cross")))
+
+
+def _last(rank: int, axis: int) -> list[int]:
+    return [a for a in range(rank) if a != axis] + [axis]
+
+
+def _from_last(rank: int, axis: int) -> list[int]:
+    perm = list(range(rank - 1))
+    perm.insert(axis, rank - 1)
+    return perm
+
+
+@keras_op
+def cdist(b, x, y):
+    """The Euclidean distances between the rows of x (..., m, d) and of y (..., n, d), (..., m, n)."""
+    dtype = float_dtype(result_type(x, y, float))
+    u, v = tensor(b, x, dtype), tensor(b, y, dtype)
+    rows = b.reshape(u, shape=[*u.type.shape[:-1], 1, u.type.shape[-1]])
+    others = b.reshape(v, shape=[*v.type.shape[:-2], 1, *v.type.shape[-2:]])
+    return b.sqrt(b.reduce_sum(b.square(b.sub(rows, others)), axes=[max(u.type.rank, v.type.rank)]))
