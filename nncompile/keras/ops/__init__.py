@@ -11,7 +11,8 @@ array([[0.25, 0.25, 0.25, 0.25]], dtype=float32)
 from nncompile.keras.ops import image
 from nncompile.keras.ops.core import active_builder, result_type, tracing
 from nncompile.keras.ops.linalg import cdist, cross, dot, einsum, matmul, norm, outer, tensordot, vdot
-from nncompile.keras.ops.loops import cond, fori_loop, scan
+from nncompile.keras.ops.loops import (associative_scan, cond, fori_loop, map, scan, switch,
+                                       vectorized_map, while_loop)
 from nncompile.keras.ops.convolution import (average_pool, conv, conv_transpose, depth_to_space,
                                              depthwise_conv, max_pool, separable_conv,
                                              space_to_depth)

@@ -1,4 +1,6 @@
-"""`ops.scan`: a loop over the leading axis, traced into the IR's `scan` op.
+"""`ops.scan` (a loop over the leading axis, traced into the IR's `scan` op) and the loops and
+branches built on it or on selects: fori_loop, map, vectorized_map, while_loop,
+associative_scan, cond, switch.
 
 Eagerly the loop runs in Python, step by step, as on Keras's numpy backend. Traced, `f` is
 called once on the body's inputs inside a region builder, and the loop becomes one `scan` node:
@@ -19,7 +21,7 @@ import numpy as np
 
 from nncompile.ir import Builder, Value
 from nncompile.ir.ops.scan import slice_type
-from nncompile.keras.ops.arrays import get_item, stack, where
+from nncompile.keras.ops.arrays import concatenate, expand_dims, flip, get_item, moveaxis, stack, where
 from nncompile.keras.ops.core import builder_for, leaves, tensor, tracing
 
 
@@ -151,3 +153,98 @@ def cond(pred, true_fn, false_fn):
     if len(yes) != len(no):
         raise ValueError(f"ops.cond: true_fn gives {len(yes)} values, false_fn {len(no)}")
     return _rebuilt([where(pred, a, c) for a, c in zip(yes, no)], single)
+
+
+def switch(index, branches, *operands):
+    """`branches[index](*operands)`, the index clamped to the branches (as JAX's switch). A traced
+    index selects among every branch's results (no branch op in the IR), so they must give the
+    same types; an eager one runs one branch.
+
+    >>> float(switch(1, [lambda x: x + 1, lambda x: x * 10], np.float32(2)))
+    20.0
+    """
+    if not branches:
+        raise ValueError("ops.switch: give at least one branch")
+    if not isinstance(index, Value):
+        return branches[min(max(int(np.asarray(index)), 0), len(branches) - 1)](*operands)
+    results = [_flat(branch(*operands)) for branch in branches]
+    single = results[0][1]
+    if any(len(r[0]) != len(results[0][0]) for r in results):
+        raise ValueError("ops.switch: the branches give different numbers of values")
+    b = builder_for("switch", index)
+    last = b.scalar(len(branches) - 1, index)
+    clamped = b.minimum(b.maximum(index, b.scalar(0, index)), last)
+    chosen = list(results[-1][0])
+    for i in range(len(branches) - 2, -1, -1):
+        pick = b.equal(clamped, b.scalar(i, index))
+        chosen = [where(pick, a, c) for a, c in zip(results[i][0], chosen)]
+    return _rebuilt(chosen, single)
+
+
+def map(f, xs):  # noqa: A001  (Keras's name)
+    """`f` applied to each slice of `xs` along axis 0, the results stacked: a scan, so traced it
+    is one loop op.
+
+    >>> map(lambda x: x * 2, np.arange(3, dtype="int32")).tolist()
+    [0, 2, 4]
+    """
+    return scan(lambda carry, x: (carry, f(x)), np.int32(0), xs)[1]
+
+
+def vectorized_map(function, elements):
+    """`function` applied to each slice of `elements` along axis 0, the results stacked (as
+    `map`: a loop in the IR, which its fusion and the per-step kernels make fast)."""
+    return map(function, elements)
+
+
+def while_loop(cond, body, loop_vars, maximum_iterations=None):
+    """`loop_vars = body(*loop_vars)` while `cond(*loop_vars)` holds. Eagerly a Python loop;
+    traced it needs `maximum_iterations`: a scan of that many steps whose state stops changing
+    once `cond` fails (the IR's loops have a fixed trip count).
+
+    >>> int(while_loop(lambda i: i < 10, lambda i: i * 2, np.int32(1)))
+    16
+    """
+    state, single = _flat(loop_vars)
+    step = (lambda values: _flat(body(*values))[0]) if not single else (lambda values: [body(values[0])])
+    holds = (lambda values: cond(*values)) if not single else (lambda values: cond(values[0]))
+    active = holds(state)
+    if not isinstance(active, Value) and not any(isinstance(v, Value) for v in leaves(state)):
+        count = 0
+        while bool(np.asarray(active)) and (maximum_iterations is None or count < maximum_iterations):
+            state, count = step(state), count + 1
+            active = holds(state)
+        return _rebuilt(state, single)
+    if maximum_iterations is None:
+        raise NotImplementedError("ops.while_loop: a traced loop needs `maximum_iterations` (the IR's "
+                                  "loops have a fixed trip count)")
+    b = builder_for("while_loop", [active, *state])
+    state = [tensor(b, v) for v in state]
+
+    def guarded(values, _):
+        active = holds(values)
+        moved = step(values)
+        return tuple(where(active, new, old) for new, old in zip(moved, values)), None
+    final = scan(guarded, tuple(state), length=int(maximum_iterations))[0]
+    return _rebuilt(list(final), single)
+
+
+def associative_scan(f, elems, reverse=False, axis=0):
+    """The running `f`-combination of `elems` along `axis` (f associative, as JAX's
+    associative_scan): out[0] = elems[0], out[i] = f(out[i - 1], elems[i]). Computed as a
+    sequential scan, which gives the same values."""
+    values, single = _flat(elems)
+    moved = [moveaxis(v, axis, 0) for v in values]
+    if reverse:
+        moved = [flip(v, 0) for v in moved]
+    first = [get_item(v, 0) for v in moved]
+    rest = [get_item(v, slice(1, None)) for v in moved]
+
+    def step(carry, x):
+        combined = tuple(_flat(f(_rebuilt(list(carry), single), _rebuilt(list(x), single)))[0])
+        return combined, combined
+    later = _flat(scan(step, tuple(first), tuple(rest))[1])[0]
+    outs = [concatenate([expand_dims(a, 0), c], 0) for a, c in zip(first, later)]
+    if reverse:
+        outs = [flip(v, 0) for v in outs]
+    return _rebuilt([moveaxis(v, 0, axis) for v in outs], single)
