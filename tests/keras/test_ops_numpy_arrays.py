@@ -172,3 +172,38 @@ def test_what_needs_static_sizes_is_refused_by_name():
         np.testing.assert_equal(ops.roll(x, 1, 1).type.shape, ("?", 4))
     with pytest.raises(ValueError, match="ops.diag: input must be 1-D or 2-D"):
         ops.diag(CUBE)
+
+
+SPLITS = {
+    "array_split_sections": (lambda x: ops.array_split(x, 3, axis=2), lambda x: np.array_split(x, 3, axis=2), [CUBE]),
+    "array_split_indices": (lambda x: ops.array_split(x, [1, 7]), lambda x: np.array_split(x, [1, 7]), [VEC]),
+    "hsplit": (lambda x: ops.hsplit(x, 3), lambda x: np.hsplit(x, 3), [CUBE]),
+    "hsplit_vector": (lambda x: ops.hsplit(x, [2]), lambda x: np.hsplit(x, [2]), [VEC]),
+    "vsplit": (lambda x: ops.vsplit(x, [1]), lambda x: np.vsplit(x, [1]), [M]),
+    "dsplit": (lambda x: ops.dsplit(x, [1, 3]), lambda x: np.dsplit(x, [1, 3]), [CUBE]),
+    "dstack": (lambda x, y, z: ops.dstack([x, y, z]), lambda x, y, z: np.dstack([x, y, z]), [M[0], M[1], M[2]]),
+    "dstack_matrices": (lambda x, y: ops.dstack([x, y]), lambda x, y: np.dstack([x, y]), [M, M * 2]),
+    "append": (lambda x, y: ops.append(x, y), np.append, [M, VEC]),
+    "append_axis": (lambda x, y: ops.append(x, y, axis=1), lambda x, y: np.append(x, y, axis=1), [CUBE, CUBE]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SPLITS))
+def test_splits_and_stacks_match_numpy(name):
+    fn, numpy_fn, arrays = SPLITS[name]
+    for got in both(fn, *arrays):
+        _matches(got, numpy_fn(*arrays), name)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_searchsorted_and_unravel_index(side):
+    seq = np.array([1.0, 2.0, 2.0, 3.0, np.nan], np.float32)
+    values = np.array([[0.0, 2.0, 2.5], [5.0, np.nan, -np.inf]], np.float32)
+    graph, _ = trace_graph(lambda s, v: ops.searchsorted(s, v, side=side), [seq, values])
+    for got in [*both(lambda s, v: ops.searchsorted(s, v, side=side), seq, values),
+                nncompile.compile(graph)(seq, values)]:
+        _matches(got, np.searchsorted(seq, values, side=side).astype(np.int32), f"searchsorted {side}")
+    flat = np.array([0, 5, 23, 17], np.int32)
+    for got in both(lambda i: ops.unravel_index(i, (2, 3, 4)), flat):
+        _matches(list(got), [a.astype(np.int32) for a in np.unravel_index(flat, (2, 3, 4))], "unravel_index")

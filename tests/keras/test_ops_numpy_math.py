@@ -113,3 +113,30 @@ def test_dtypes_as_keras():
     assert ops.nan_to_num(ints).dtype == np.int32 and ops.isposinf(ints).dtype == bool
     assert ops.copy(np.array([True])).dtype == bool and ops.divide_no_nan(ints, 0).dtype == np.float32
     np.testing.assert_array_equal(ops.isneginf(ints), [False] * 3)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_heaviside_fmod_ldexp_and_saturate_cast_match_numpy():
+    x, y = _pairs(np.float32)
+    for got in [*both(ops.heaviside, x, y), _compiled(ops.heaviside, [x, y])]:
+        _assert_same(got, np.heaviside(x, y), np.float32, "heaviside")
+    finite = np.isfinite(x) & np.isfinite(y) & (y != 0) & (np.abs(x / np.where(y == 0, 1, y)) < 1e6)
+    for got in both(ops.fmod, x[finite], y[finite]):
+        np.testing.assert_allclose(got, np.fmod(x[finite], y[finite]), rtol=1e-5, atol=1e-5)
+    ints, divisors = np.array([-7, 7, -7, 7, 5, 0], np.int32), np.array([2, 2, -3, -3, 0, 4], np.int32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        want = np.fmod(ints, divisors)
+    for got in both(ops.fmod, ints, divisors):
+        np.testing.assert_array_equal(got, want)
+    exponents = np.array([-3, 0, 2, 10, -1, 5], np.int32)
+    for got in both(ops.ldexp, ints[:6].astype(np.float32), exponents):
+        np.testing.assert_array_equal(got, np.ldexp(ints.astype(np.float32), exponents))
+    values = np.array([1e10, -1e10, 3.7, -3.7, np.inf, -np.inf, np.nan, 255.5], np.float32)
+    for dtype, want in [("int32", [2**31 - 1, -2**31, 3, -3, 2**31 - 1, -2**31, 0, 255]),
+                        ("uint8", [255, 0, 3, 0, 255, 0, 0, 255]), ("int8", [127, -128, 3, -3, 127, -128, 0, 127])]:
+        for got in both(lambda v: ops.saturate_cast(v, dtype), values):
+            assert got.dtype == np.dtype(dtype)
+            np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(ops.saturate_cast(np.array([70000, -5], np.int32), "uint8"), [255, 0])
+    np.testing.assert_array_equal(ops.saturate_cast(np.array([1e300, -1e300]), "float32"),
+                                  np.array([np.finfo(np.float32).max, np.finfo(np.float32).min]))

@@ -113,3 +113,28 @@ def test_a_symbolic_sorted_axis_is_refused_by_name():
         assert ops.sort(x).type.shape == ("?", 4)
         with pytest.raises(NotImplementedError, match=r"ops\.sort: the sorted axis has symbolic length"):
             ops.sort(x, 0)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("method", ["linear", "lower", "higher", "midpoint", "nearest"])
+def test_nan_quantiles_leave_nan_out(method):
+    x = np.array([[1.0, np.nan, 3.0, 4.0, -2.0], [np.nan] * 5, [5, 4, 3, 2, 1], [7, np.nan, np.nan, 1, 1]], np.float32)
+    q = [0.0, 0.2, 0.5, 0.9, 1.0]
+    for got in _all_ways(lambda v: ops.nanquantile(v, q, 1, method), x):
+        np.testing.assert_allclose(got, np.nanquantile(x, q, axis=1, method=method).astype(np.float32), rtol=1e-6,
+                                   atol=1e-6)
+    for got in both(lambda v: ops.nanpercentile(v, 40, 1, method, keepdims=True), x):
+        np.testing.assert_allclose(got, np.nanpercentile(x, 40, axis=1, method=method, keepdims=True), rtol=1e-6,
+                                   atol=1e-6)
+    for got in both(lambda v: ops.nanmedian(v, 1), x):
+        np.testing.assert_allclose(got, np.nanmedian(x, 1), rtol=1e-6)
+
+
+def test_nanargmax_and_nanargmin_give_minus_one_for_only_nan():
+    x = np.array([[1.0, np.nan, 3.0, -np.inf], [np.nan] * 4, [2.0, 2.0, 1.0, 1.0]], np.float32)
+    for got in _all_ways(lambda v: ops.nanargmax(v, 1), x):
+        _same(got, np.array([2, -1, 0], np.int32))
+    for got in _all_ways(lambda v: ops.nanargmin(v, 1, keepdims=True), x):
+        _same(got, np.array([[3], [-1], [2]], np.int32))
+    _same(ops.nanargmax(x), np.int32(2))
+    _same(ops.nanargmin(INTS, 0), np.argmin(INTS, 0).astype(np.int32))

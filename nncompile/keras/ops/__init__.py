@@ -34,21 +34,23 @@ from nncompile.keras.ops.numpy import (abs, absolute, add, all, amax, amin, any,
                                        mod, multiply, negative, not_equal, power, prod, reciprocal,
                                        round, rsqrt, sign, sin, sinh, sqrt, square, std, stop_gradient,
                                        subtract, sum, tan, tanh, true_divide, trunc, var)
-from nncompile.keras.ops.numpy_math import (allclose, arccos, arccosh, arcsin, arcsinh, arctan,
+from nncompile.keras.ops.numpy_math import (allclose, fmod, heaviside, ldexp, arccos, arccosh, arcsin, arcsinh, arctan,
                                             arctan2, arctanh, cbrt, copy, cumprod, deg2rad,
                                             divide_no_nan, fabs, hypot, isclose, isneginf, isposinf,
                                             logaddexp, logaddexp2, nan_to_num, ptp, rad2deg, sinc)
-from nncompile.keras.ops.numpy_arrays import (angle, array, average, conj, conjugate, diag, diagonal,
+from nncompile.keras.ops.numpy_arrays import (angle, append, array, array_split, average, conj, dsplit,
+                                              dstack, hsplit, searchsorted, unravel_index, vsplit, conjugate, diag, diagonal,
                                               diff, digitize, dtype, empty, empty_like, fliplr, flipud,
                                               geomspace, imag, inner, is_tensor, isin, isreal, kron,
                                               linspace, logspace, meshgrid, nancumprod, nancumsum,
                                               nanmax, nanmean, nanmin, nanprod, nanstd, nansum, nanvar,
                                               real, roll, rot90, select, trace, trapezoid, tri, vander)
-from nncompile.keras.ops.sorting import (argsort, in_top_k, median, percentile, quantile, sort,
+from nncompile.keras.ops.sorting import (argsort, in_top_k, median, nanargmax, nanargmin, nanmedian,
+                                         nanpercentile, nanquantile, percentile, quantile, sort,
                                          top_k)
 from nncompile.keras.ops.scatter import (scatter, scatter_update, segment_max, segment_sum,
                                          slice_update)
-from nncompile.keras.ops.arrays import (arange, broadcast_to, cast, concatenate, convert_to_numpy,
+from nncompile.keras.ops.arrays import (arange, saturate_cast, broadcast_to, cast, concatenate, convert_to_numpy,
                                         convert_to_tensor, expand_dims, eye, flip, full, full_like,
                                         get_item, hstack, identity, moveaxis, ndim, ones, ones_like,
                                         pad, ravel, repeat, reshape, shape, size, slice, split,

@@ -30,6 +30,47 @@ def cast(b, x, dtype):
 
 
 @keras_op
+def saturate_cast(b, x, dtype):
+    """`x` converted to `dtype`, values past its range clipped to its bounds first (instead of
+    wrapping or undefined), NaN to 0 for integers.
+
+    >>> saturate_cast(np.array([300.0, -5.0, 3.7]), "uint8").tolist()
+    [255, 0, 3]
+    """
+    name = standardize_dtype(dtype)
+    target = ir_dtype(name).numpy
+    v = tensor(b, x)
+    source = v.type.dtype.numpy
+    if v.type.dtype.name == "bool" or target == np.bool_:
+        return tensor(b, v, name)
+    if np.issubdtype(target, np.integer) and v.type.dtype.is_float:
+        v = b.select(b.not_equal(v, v), b.scalar(0, v), v)
+    low, high = _range(target)
+    if not v.type.dtype.is_float:
+        low, high = max(low, int(np.iinfo(source).min)), min(high, int(np.iinfo(source).max))
+        return tensor(b, b.minimum(b.maximum(v, b.scalar(low, v)), b.scalar(high, v)), name)
+    # the bounds as the source's floats inside the target's range; past them, the bounds exactly
+    inner_low, inner_high = float(_inside(low, source, np.inf)), float(_inside(high, source, -np.inf))
+    out = tensor(b, b.minimum(b.maximum(v, b.scalar(inner_low, v)), b.scalar(inner_high, v)), name)
+    out = b.select(b.greater(v, b.scalar(inner_high, v)), b.scalar(high, out), out)
+    return b.select(b.less(v, b.scalar(inner_low, v)), b.scalar(low, out), out)
+
+
+def _range(dtype) -> tuple:
+    info = np.iinfo(dtype) if np.issubdtype(dtype, np.integer) else np.finfo(dtype)
+    return (int(info.min), int(info.max)) if np.issubdtype(dtype, np.integer) else (float(info.min),
+                                                                                     float(info.max))
+
+
+def _inside(bound, dtype, towards: float):
+    """`bound` as the nearest `dtype` value, stepped towards `towards` if rounding overshot it."""
+    value = np.asarray(bound, dtype)
+    exact = int(value) if isinstance(bound, int) else float(value)     # compared exactly, not in dtype
+    overshot = exact < bound if towards == np.inf else exact > bound
+    return np.nextafter(value, np.asarray(towards, dtype)) if overshot else value
+
+
+@keras_op
 def convert_to_tensor(b, x, dtype=None, sparse=None, ragged=None):
     """`x` as a tensor (an array eagerly, a Value while tracing)."""
     return tensor(b, x, None if dtype is None else standardize_dtype(dtype))

@@ -494,3 +494,101 @@ def is_tensor(x) -> bool:
     """Whether `x` is a tensor: an array, or a value of the graph being traced."""
     return isinstance(x, (Value, np.ndarray))
 
+
+
+# --- splits, stacks and searches -----------------------------------------------------------------
+
+@keras_op
+def array_split(b, x, indices_or_sections, axis=0):
+    """`x` cut along `axis` into `indices_or_sections` parts (the first ones one longer where the
+    length does not divide), or at the given indices, as numpy's array_split."""
+    v = tensor(b, x)
+    axis = canonical_axis(axis, v.type.rank, "array_split")
+    n = _static(v, axis, "array_split")
+    if isinstance(indices_or_sections, (int, np.integer)):
+        sections = int(indices_or_sections)
+        if sections <= 0:
+            raise ValueError(f"ops.array_split: the number of sections must be positive; received {sections}")
+        size, extra = divmod(n, sections)
+        cuts = np.cumsum([size + 1] * extra + [size] * (sections - extra))[:-1].tolist()
+    else:
+        cuts = [int(i) for i in indices_or_sections]
+    bounds = [0, *cuts, n]
+    return [b.slice(v, starts=[min(lo, n)], ends=[min(max(lo, hi), n)], axes=[axis], steps=[1])
+            for lo, hi in zip(bounds, bounds[1:])]
+
+
+def _split_along(axis_of_rank, name: str, doc: str):
+    from nncompile.keras.ops.arrays import split
+
+    def fn(b, x, indices_or_sections):
+        v = tensor(b, x)
+        return split.__wrapped__(b, v, indices_or_sections, axis_of_rank(v.type.rank, name))
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = doc
+    return keras_op(fn)
+
+
+def _axis_at_least(axis: int):
+    def pick(rank: int, name: str) -> int:
+        if rank <= axis and not (name == "hsplit" and rank == 1):
+            raise ValueError(f"ops.{name}: the input needs at least {axis + 1} axes; received rank {rank}")
+        return 0 if rank == 1 and name == "hsplit" else axis
+    return pick
+
+
+hsplit = _split_along(_axis_at_least(1), "hsplit", "`split` along axis 1 (axis 0 of a vector).")
+vsplit = _split_along(_axis_at_least(0), "vsplit", "`split` along axis 0, of at least 2-D `x`.")
+dsplit = _split_along(_axis_at_least(2), "dsplit", "`split` along axis 2, of at least 3-D `x`.")
+
+
+@keras_op
+def dstack(b, xs):
+    """The tensors joined along axis 2, vectors as (1, n, 1) and matrices as (m, n, 1)."""
+    vs = tensors(b, *xs)
+    deep = [b.reshape(v, shape={0: [1, 1, 1], 1: [1, v.type.shape[0], 1],
+                                2: [*v.type.shape, 1]}.get(v.type.rank, list(v.type.shape))) for v in vs]
+    return b.concat(*deep, axis=2)
+
+
+@keras_op
+def append(b, x1, x2, axis=None):
+    """`x2` joined after `x1` along `axis` (None: both flattened)."""
+    u, v = tensors(b, x1, x2)
+    if axis is None:
+        return b.concat(b.reshape(u, shape=[-1]), b.reshape(v, shape=[-1]), axis=0)
+    return b.concat(u, v, axis=canonical_axis(axis, u.type.rank, "append"))
+
+
+@keras_op
+def searchsorted(b, sorted_sequence, values, side="left"):
+    """Where each of `values` would go in the increasing vector `sorted_sequence` to keep it
+    sorted: before equal elements ("left") or after them ("right"); NaN after every number. int32."""
+    if side not in ("left", "right"):
+        raise ValueError(f"ops.searchsorted: side must be 'left' or 'right'; received {side!r}")
+    seq, v = tensors(b, sorted_sequence, values)
+    if seq.type.rank != 1:
+        raise ValueError(f"ops.searchsorted: sorted_sequence must be 1-D; received shape {seq.type.shape}")
+    column = b.reshape(v, shape=[*v.type.shape, 1])
+    before = b.less(seq, column) if side == "left" else b.less_equal(seq, column)
+    if v.type.dtype.is_float:     # NaN sorts after every number: a NaN value goes after them all
+        nan_value = b.not_equal(column, column)
+        passed = b.equal(seq, seq) if side == "left" else b.scalar(True, before)
+        before = b.logical_or(before, b.logical_and(nan_value, passed))
+    return b.reduce_sum(tensor(b, before, "int32"), axes=[v.type.rank])
+
+
+@keras_op
+def unravel_index(b, indices, shape):
+    """The coordinates in an array of `shape` of flat `indices`, one tensor per axis (int32)."""
+    idx = tensor(b, indices, "int32")
+    dims = [int(d) for d in shape]
+    strides = np.cumprod([1, *dims[::-1]])[:-1][::-1]
+    return tuple(_coordinate(b, idx, int(s), d) for s, d in zip(strides, dims))
+
+
+def _coordinate(b, idx, stride: int, size: int):
+    """(idx // stride) % size for non-negative ints, with the IR's arithmetic."""
+    from nncompile.keras.ops.numpy import floor_divide, mod
+
+    return mod.__wrapped__(b, floor_divide.__wrapped__(b, idx, stride), size)

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from nncompile.keras.ops.core import canonical_axes, float_op, keras_op, result_type, tensor, tensors
+from nncompile.keras.ops.core import canonical_axes, float_dtype, float_op, keras_op, result_type, tensor, tensors
 from nncompile.keras.ops.numpy import running
 
 
@@ -246,3 +246,35 @@ def cumprod(b, x, axis=None, dtype=None):
     v = tensor(b, x, "int32" if dtype == "bool" else dtype)
     return running(b, v, axis, "cumprod", product=True)
 
+
+
+@keras_op
+def heaviside(b, x1, x2):
+    """The step function: 0 where `x1` < 0, `x2` where it is 0, 1 where it is > 0 (NaN stays)."""
+    u, v = _floats(b, x1, x2)
+    zero = b.scalar(0.0, u)
+    step = b.select(b.less(u, zero), zero, b.select(b.greater(u, zero), b.scalar(1.0, u), v))
+    return b.select(b.not_equal(u, u), u, step)
+
+
+@keras_op
+def fmod(b, x1, x2):
+    """The remainder of `x1 / x2` with the sign of `x1` (C's fmod; numpy's `%` takes x2's):
+    x1 - trunc(x1 / x2) * x2, integers divided in float64; an integer remainder by 0 is 0, as
+    numpy's."""
+    dtype = result_type(x1, x2)
+    dtype = "int32" if dtype == "bool" else dtype
+    u, v = tensors(b, x1, x2, dtype=dtype)
+    wide = "float64" if "int" in dtype else dtype
+    quotient = b.div(*tensors(b, u, v, dtype=wide))
+    truncated = b.select(b.less(quotient, b.scalar(0.0, quotient)), b.ceil(quotient), b.floor(quotient))
+    out = b.sub(u, b.mul(tensor(b, truncated, dtype), v))
+    return b.select(b.equal(v, b.scalar(0, v)), b.scalar(0, out), out) if "int" in dtype else out
+
+
+@keras_op
+def ldexp(b, x1, x2):
+    """Elementwise `x1 * 2**x2` (x2 integers), in floatx for integer x1."""
+    u = tensor(b, x1, float_dtype(x1))
+    exponent = tensor(b, x2, u.type.dtype)
+    return b.mul(u, b.pow(b.scalar(2.0, u), exponent))

@@ -150,11 +150,15 @@ def in_top_k(b, targets, predictions, k):
 _METHODS = ("linear", "lower", "higher", "midpoint", "nearest")
 
 
-def _quantiles(b, x, q, axis, method: str, keepdims: bool, op: str):
-    """numpy's quantile with `method`: sorted along the (flattened) axes, then read at
-    q * (n - 1), between neighbours as the method says; NaN anywhere gives NaN."""
+def _quantiles(b, x, q, axis, method: str, keepdims: bool, op: str, skip_nan: bool = False):
+    """numpy's quantile with `method` (or nanquantile, `skip_nan`): sorted along the (flattened)
+    axes, NaN last, then read at q * (n - 1), n the row's length (or its count of numbers),
+    between neighbours as the method says. NaN in a row gives NaN (all NaN, with `skip_nan`)."""
     if method not in _METHODS:
         raise ValueError(f"ops.{op}: method must be one of {_METHODS}; received {method!r}")
+    qs = np.asarray(q, np.float64)
+    if np.any((qs < 0) | (qs > 1)):
+        raise ValueError(f"ops.{op}: quantiles must be in [0, 1]")
     v = tensor(b, x, float_dtype(result_type(x, float)))
     rank = v.type.rank
     axes = list(range(rank)) if axis is None else sorted(canonical_axis(a, rank, op) for a in np.atleast_1d(axis))
@@ -163,31 +167,39 @@ def _quantiles(b, x, q, axis, method: str, keepdims: bool, op: str):
     length = int(np.prod([v.type.shape[a] for a in axes]))
     rows = b.reshape(moved, shape=[*moved.type.shape[:len(kept)], length])
     ordered = sort_values(b, rows, -1, op)
-    qs = np.asarray(q, np.float64)
-    if np.any((qs < 0) | (qs > 1)):
-        raise ValueError(f"ops.{op}: quantiles must be in [0, 1]")
-    position = qs.reshape(-1) * (length - 1)
-    below, above = np.floor(position).astype(np.int32), np.ceil(position).astype(np.int32)
-    fraction = position - below
-    if method == "lower":
-        above, fraction = below, np.zeros_like(fraction)
+    numbers = b.reduce_sum(tensor(b, b.equal(rows, rows), v.type.dtype), axes=[len(kept)], keepdims=True)
+    count = numbers if skip_nan else b.scalar(float(length), rows)
+    position = b.mul(b.constant(qs.reshape(-1).astype(v.type.dtype.numpy)), b.sub(count, b.scalar(1.0, rows)))
+    below, above = b.floor(position), b.ceil(position)
+    if method == "linear":
+        fraction = b.sub(position, below)
+    elif method == "lower":
+        above, fraction = below, b.scalar(0.0, position)
     elif method == "higher":
-        below, fraction = above, np.zeros_like(fraction)
+        below, fraction = above, b.scalar(0.0, position)
     elif method == "midpoint":
-        fraction = np.where(above > below, 0.5, 0.0)
-    elif method == "nearest":     # numpy rounds half to even
-        below = above = np.round(position).astype(np.int32)
-        fraction = np.zeros_like(fraction)
-    low = b.gather(ordered, b.constant(below), axis=len(kept))
-    high = b.gather(ordered, b.constant(above), axis=len(kept))
-    out = b.add(low, b.mul(b.sub(high, low), b.constant(fraction.astype(v.type.dtype.numpy))))
-    # NaN anywhere in a row makes its quantiles NaN (sorted last, it is read only at q = 1)
-    has_nan = b.reduce_max(tensor(b, b.not_equal(rows, rows), "int32"), axes=[len(kept)], keepdims=True)
-    out = b.select(b.equal(has_nan, b.scalar(1, has_nan)), b.scalar(np.nan, out), out)
+        fraction = b.select(b.greater(above, below), b.scalar(0.5, position), b.scalar(0.0, position))
+    else:     # nearest: half to even, as numpy's
+        below = above = b.round(position)
+        fraction = b.scalar(0.0, position)
+    low, high = _at(b, ordered, below), _at(b, ordered, above)
+    out = b.add(low, b.mul(b.sub(high, low), fraction))
+    missing = b.equal(numbers, b.scalar(0.0, numbers)) if skip_nan else b.less(numbers, b.scalar(float(length), rows))
+    out = b.select(missing, b.scalar(np.nan, out), out)
     out = b.transpose(out, perm=[len(kept), *range(len(kept))])     # the quantiles first, as numpy's
     if keepdims:
         out = b.reshape(out, shape=[out.type.shape[0], *[1 if a in axes else v.type.shape[a] for a in range(rank)]])
     return out if qs.ndim else b.reshape(out, shape=list(out.type.shape[1:]))
+
+
+def _at(b, ordered, places):
+    """The elements of each row of `ordered` (..., n) at the whole-number `places` (..., m): the
+    maximum of a select against the row's positions (exact, differentiable)."""
+    n = ordered.type.shape[-1]
+    positions = b.constant(np.arange(n, dtype=ordered.type.dtype.numpy).reshape(n, 1))
+    hit = b.equal(b.reshape(places, shape=[*places.type.shape[:-1], 1, places.type.shape[-1]]), positions)
+    values = b.reshape(ordered, shape=[*ordered.type.shape, 1])
+    return b.reduce_max(b.select(hit, values, b.scalar(-np.inf, values)), axes=[ordered.type.rank - 1])
 
 
 @keras_op
@@ -206,3 +218,52 @@ def percentile(b, x, q, axis=None, method="linear", keepdims=False):
 def median(b, x, axis=None, keepdims=False):
     """The median along `axis` (None: all): the middle value, or the mean of the two middle ones."""
     return _quantiles(b, x, 0.5, axis, "linear", keepdims, "median")
+
+
+@keras_op
+def nanquantile(b, x, q, axis=None, method="linear", keepdims=False):
+    """`quantile` of the numbers along `axis`, NaN left out (NaN where there are none)."""
+    return _quantiles(b, x, q, axis, method, keepdims, "nanquantile", skip_nan=True)
+
+
+@keras_op
+def nanpercentile(b, x, q, axis=None, method="linear", keepdims=False):
+    """`percentile` of the numbers along `axis`, NaN left out (NaN where there are none)."""
+    return _quantiles(b, x, np.asarray(q, np.float64) / 100, axis, method, keepdims, "nanpercentile", skip_nan=True)
+
+
+@keras_op
+def nanmedian(b, x, axis=None, keepdims=False):
+    """`median` of the numbers along `axis`, NaN left out (NaN where there are none)."""
+    return _quantiles(b, x, 0.5, axis, "linear", keepdims, "nanmedian", skip_nan=True)
+
+
+def _nan_arg(b, x, axis, keepdims, largest: bool, op: str):
+    v = tensor(b, x)
+    if v.type.rank == 0:
+        raise ValueError(f"ops.{op}: the input must have at least one axis")
+    if axis is None:
+        v, axis = b.reshape(v, shape=[-1]), 0
+    axis = canonical_axis(axis, v.type.rank, op)
+    if not v.type.dtype.is_float:
+        index = b.op("argmax" if largest else "argmin", v, axis=axis, keepdims=keepdims)
+        return tensor(b, index, "int32")
+    nan = b.not_equal(v, v)
+    filled = b.select(nan, b.scalar(-np.inf if largest else np.inf, v), v)
+    index = tensor(b, b.op("argmax" if largest else "argmin", filled, axis=axis, keepdims=keepdims), "int32")
+    all_nan = b.reduce_min(tensor(b, nan, "int32"), axes=[axis], keepdims=keepdims)
+    return b.select(b.equal(all_nan, b.scalar(1, all_nan)), b.scalar(-1, index), index)
+
+
+@keras_op
+def nanargmax(b, x, axis=None, keepdims=False):
+    """The index of the largest number along `axis` (None: of the flattened x), NaN left out;
+    -1 where there are only NaN (as Keras on JAX). int32."""
+    return _nan_arg(b, x, axis, keepdims, True, "nanargmax")
+
+
+@keras_op
+def nanargmin(b, x, axis=None, keepdims=False):
+    """The index of the smallest number along `axis` (None: of the flattened x), NaN left out;
+    -1 where there are only NaN (as Keras on JAX). int32."""
+    return _nan_arg(b, x, axis, keepdims, False, "nanargmin")
