@@ -156,6 +156,8 @@ def emit_loop(k: Kernel, inputs: Sequence[Value], outputs: Sequence[Value], node
     values (`loop_space`) is stored piece by piece, each at its offset in the output."""
     concats = {n.outputs[0]: n for n in nodes if n.op == "concat"}
     loop_dims = k.dims(loop_space(nodes, results))
+    if 0 in loop_dims:      # a static size of 0: no element to compute (nor strides to take)
+        return
     # Array constants are read like operands (from globals), at the merged index like the rest.
     arrays = [n for n in nodes if n.op == "constant" and n.attrs["value"].size > 1]
     pointers = [global_array(k.module, np.ascontiguousarray(n.attrs["value"], n.outputs[0].type.dtype.numpy))

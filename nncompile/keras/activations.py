@@ -292,18 +292,23 @@ def sparsemax(b: Builder, x: Value, axis: int = -1) -> Value:
     from nncompile.keras.ops.numpy import running
     from nncompile.keras.ops.sorting import sort_values
 
-    axis = axis % x.type.rank
+    if not -x.type.rank <= axis < x.type.rank:
+        raise ValueError(f"sparsemax: axis {axis} is out of bounds for an input of rank {x.type.rank}")
+    axis %= x.type.rank
     ordered = sort_values(b, x, axis, "sparsemax", descending=True)
     n = x.type.shape[axis]
     counts = b.constant(np.arange(1, n + 1, dtype=x.type.dtype.numpy).reshape(
         [n if a == axis else 1 for a in range(x.type.rank)]))
     totals = running(b, ordered, axis, "sparsemax")
-    # the sorted elements kept are a prefix: those with 1 + k z_k > z_1 + ... + z_k
-    kept = b.greater(b.add(b.scalar(1.0, like=x), b.mul(counts, ordered)), totals)
+    # the sorted elements kept are a prefix: those with z_1 + ... + z_k - k z_k < 1 (as 1 + k z_k >
+    # z_1 + ... + z_k, but exact at k = 1 however large z_1 is)
+    kept = b.less(b.sub(totals, b.mul(counts, ordered)), b.scalar(1.0, like=x))
     size = b.reduce_sum(b.cast(kept, dtype=x.type.dtype), axes=[axis], keepdims=True)
     kept_sum = b.reduce_sum(b.select(kept, ordered, b.scalar(0.0, like=x)), axes=[axis], keepdims=True)
-    tau = b.div(b.sub(kept_sum, b.scalar(1.0, like=x)), size)
-    return b.relu(b.sub(x, tau))
+    # x - tau with tau = (kept_sum - 1) / size, as (x - kept_sum / size) + 1 / size: the 1 is not
+    # lost next to a large kept_sum
+    mean = b.div(kept_sum, size)
+    return b.relu(b.add(b.sub(x, mean), b.reciprocal(size)))
 
 
 # lookup -------------------------------------------------------------------------------------------

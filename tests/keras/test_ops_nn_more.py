@@ -71,3 +71,13 @@ def test_sparsemax_sums_to_one_is_sparse_and_trains():
 def test_integers_compute_in_floatx():
     assert ops.hard_shrink(np.array([1, 0], np.int32)).dtype == np.float32
     assert ops.threshold(np.array([1, 0], np.int32), 0, 5).tolist() == [1.0, 5.0]
+
+
+def test_sparsemax_of_masked_and_huge_logits():
+    """-inf logits (a mask) get 0; a logit far above the others gets everything."""
+    masked = np.array([[-np.inf, 1.0, 0.5], [3e7, 0.0, -1.0]], np.float32)
+    graph, _ = trace_graph(ops.sparsemax, [masked])
+    for got in [*both(ops.sparsemax, masked), nncompile.compile(graph)(masked)]:
+        np.testing.assert_allclose(got, [[0.0, 0.75, 0.25], [1.0, 0.0, 0.0]], atol=1e-6)
+    with pytest.raises(ValueError, match="sparsemax: axis 2 is out of bounds"):
+        ops.sparsemax(masked, axis=2)

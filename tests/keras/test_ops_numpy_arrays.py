@@ -207,3 +207,27 @@ def test_searchsorted_and_unravel_index(side):
     flat = np.array([0, 5, 23, 17], np.int32)
     for got in both(lambda i: ops.unravel_index(i, (2, 3, 4)), flat):
         _matches(list(got), [a.astype(np.int32) for a in np.unravel_index(flat, (2, 3, 4))], "unravel_index")
+
+
+def test_linspace_of_integers_rounds_down_and_one_point_has_no_step():
+    for got in both(lambda a: ops.linspace(a, 10, 7, dtype="int32"), np.int32(-3)):
+        np.testing.assert_array_equal(got, np.linspace(-3, 10, 7, dtype=np.int32))
+    points, step = ops.linspace(1.0, 0.0, 1, retstep=True)
+    assert points.tolist() == [1.0] and np.isnan(step)
+
+
+def test_traced_bins_and_points_as_eager():
+    x = np.array([-1.0, 0.25, 0.75, 3.0], np.float32)
+    for bins in (np.array([2.0, 0.5, 0.0], np.float32), np.array([0.0, 0.5, 2.0], np.float32)):
+        graph, _ = trace_graph(ops.digitize, [x, bins])
+        for got in [nncompile.compile(graph)(x, bins), *both(ops.digitize, x, bins)]:
+            np.testing.assert_array_equal(got, np.digitize(x, bins))
+    points = np.cumsum(np.abs(M[0])).astype(np.float32)
+    for got in both(ops.trapezoid, M, points):
+        np.testing.assert_allclose(got, np.trapezoid(M, points), rtol=1e-6)
+
+
+def test_empty_results_compile():
+    """A fused kernel whose output has no elements (a difference of order >= the length)."""
+    graph, _ = trace_graph(lambda v: ops.diff(v, 4), [VEC[:4]])
+    assert nncompile.compile(graph)(VEC[:4]).shape == (0,)

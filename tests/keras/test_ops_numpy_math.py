@@ -140,3 +140,64 @@ def test_heaviside_fmod_ldexp_and_saturate_cast_match_numpy():
     np.testing.assert_array_equal(ops.saturate_cast(np.array([70000, -5], np.int32), "uint8"), [255, 0])
     np.testing.assert_array_equal(ops.saturate_cast(np.array([1e300, -1e300]), "float32"),
                                   np.array([np.finfo(np.float32).max, np.finfo(np.float32).min]))
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_running_totals_keep_infinities_and_nan_in_place():
+    x = np.array([1.0, 2.0, np.inf, np.nan, 3.0, -np.inf], np.float32)
+    for got in both(ops.cumsum, x):
+        np.testing.assert_array_equal(got, np.cumsum(x))
+    for got in both(ops.nancumsum, x):
+        np.testing.assert_array_equal(got, np.nancumsum(x))
+    for got in both(ops.cumprod, x):
+        np.testing.assert_array_equal(got, np.cumprod(x))
+    assert ops.cumprod(np.zeros((2, 0), np.float32), axis=1).shape == (2, 0)
+    assert ops.nancumsum(np.array([1, 2], np.int8)).dtype == np.int8
+    assert ops.cumsum(np.array([True, False]), dtype="bool").dtype == bool
+    assert ops.cumprod(np.array([True, False])).dtype == np.int32
+
+
+GRADIENTS_AT = {   # name -> (fn, the point, d fn / d each input there, worked out by hand)
+    "logaddexp_tie": (ops.logaddexp, [0.3, 0.3], [0.5, 0.5]),
+    "logaddexp2_tie": (ops.logaddexp2, [-1.0, -1.0], [0.5, 0.5]),
+    "hypot_tie": (ops.hypot, [3.0, 3.0], [2 ** -0.5, 2 ** -0.5]),
+    "arctan2_on_the_y_axis": (ops.arctan2, [2.0, 0.0], [0.0, -0.5]),
+    "arccos_at_0": (ops.arccos, [0.0], [-1.0]),
+    "arcsinh_at_0": (ops.arcsinh, [0.0], [1.0]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GRADIENTS_AT))
+def test_gradients_at_ties_and_zeros(name):
+    from nncompile.ir import Builder, f64
+    from nncompile.passes.autodiff import gradients
+    from nncompile.runtime.reference import run
+    fn, point, want = GRADIENTS_AT[name]
+    b = Builder()
+    inputs = [b.input(f"x{i}", f64[()]) for i in range(len(point))]
+    with ops.tracing(b):
+        y = fn(*inputs)
+    graph = b.finish(gradients(b.graph, y, inputs))
+    got = run(graph, [np.float64(p) for p in point])
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_inverse_hyperbolics_in_float16_and_for_large_values():
+    x = np.array([0.5, 300.0, 60000.0, np.inf], np.float16)
+    np.testing.assert_allclose(ops.arcsinh(x).astype(np.float64), np.arcsinh(x.astype(np.float64)), rtol=2e-3)
+    np.testing.assert_allclose(ops.arccosh(x[1:]).astype(np.float64), np.arccosh(x[1:].astype(np.float64)),
+                               rtol=2e-3)
+    big = np.array([-1e20, 1e200, -1e200], np.float64)
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_allclose(ops.arccosh(big), np.arccosh(big), rtol=1e-15)
+    np.testing.assert_allclose(ops.arcsinh(big), np.arcsinh(big), rtol=1e-15)
+
+
+def test_bools_ints_and_empty_inputs_as_keras():
+    flags = np.array([True, False])
+    np.testing.assert_array_equal(ops.isposinf(flags), [False, False])
+    np.testing.assert_array_equal(ops.isneginf(np.array([3], np.int32)), [False])
+    assert bool(ops.allclose(np.zeros(0, np.float32), np.zeros(0, np.float32)))
+    np.testing.assert_array_equal(ops.isin(flags, np.array([True])), [True, False])
+    np.testing.assert_array_equal(ops.isin(np.array([1, 2]), np.zeros(0, np.int32)), [False, False])
+    assert ops.inner(flags, flags).dtype == bool and bool(ops.inner(flags, flags))

@@ -138,3 +138,29 @@ def test_nanargmax_and_nanargmin_give_minus_one_for_only_nan():
         _same(got, np.array([[3], [-1], [2]], np.int32))
     _same(ops.nanargmax(x), np.int32(2))
     _same(ops.nanargmin(INTS, 0), np.argmin(INTS, 0).astype(np.int32))
+
+
+def test_order_statistics_keep_infinities_and_negative_zero():
+    """A value read at one place is that element: inf - inf would make NaN of it."""
+    infinite = np.array([1.0, np.inf, np.inf], np.float32)
+    for got in _all_ways(ops.median, infinite):
+        _same(got, np.float32(np.inf))
+    for got in both(ops.median, np.array([-np.inf, -np.inf, 0.0], np.float32)):
+        _same(got, np.float32(-np.inf))
+    both_ends = np.array([1.0, 2.0, np.inf, -np.inf], np.float32)
+    _same(ops.quantile(both_ends, 0.0, method="lower"), np.float32(-np.inf))
+    _same(ops.quantile(both_ends, 1.0, method="higher"), np.float32(np.inf))
+    _same(ops.quantile(np.array([0.0, -0.0, 0.0, 5.0], np.float32), 0.5, method="lower"), np.float32(-0.0))
+
+
+def test_sort_without_an_axis_sorts_the_flattened_tensor():
+    for got in _all_ways(lambda v: ops.sort(v, axis=None), INTS):
+        _same(got, np.sort(INTS, axis=None))
+    _same(ops.argsort(INTS, axis=None), np.argsort(INTS, axis=None, kind="stable").astype(np.int32))
+
+
+def test_axes_too_long_to_sort_and_bad_quantiles_are_refused_by_name():
+    with pytest.raises(NotImplementedError, match=r"ops\.median: the sorted axis has 5000 elements"):
+        ops.median(np.zeros(5000, np.float32))
+    with pytest.raises(ValueError, match=r"ops\.percentile: percentiles must be in \[0, 100\]"):
+        ops.percentile(np.ones(3, np.float32), 150)

@@ -99,6 +99,9 @@ def psnr(b, x1, x2, max_val):
     """The peak signal-to-noise ratio of x2 against x1 in decibels: 20 log10(max_val) -
     10 log10(mean((x1 - x2)^2)), over all elements."""
     u, v = tensors(b, x1, x2, dtype=float_dtype(result_type(x1, x2, float)))
+    if u.type.shape != v.type.shape:
+        raise ValueError(f"ops.psnr: x1 and x2 must have the same shape; received {shape_of(u)} and "
+                         f"{shape_of(v)}")
     mse = b.reduce_mean(b.square(b.sub(u, v)), axes=list(range(u.type.rank)))
     ten = b.scalar(10.0 / np.log(10.0), mse)
     return b.sub(b.scalar(20 * np.log10(max_val), mse), b.mul(ten, b.log(mse)))

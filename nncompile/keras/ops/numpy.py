@@ -424,27 +424,28 @@ def logsumexp(b, x, axis=None, keepdims=False):
 def cumsum(b, x, axis=None, dtype=None):
     """Running sum along `axis` (None: of the flattened tensor).
 
-    A static axis is a product with a triangular matrix of ones; a symbolic one (the batch) a
-    scan that carries the sum.
-
     >>> cumsum(np.array([1, 2, 3], "int32"))
     array([1, 3, 6], dtype=int32)
     """
-    return running(b, tensor(b, x, _numeric(dtype or result_type(x))), axis, "cumsum")
+    out = dtype or _numeric(result_type(x))      # bools count in int32 unless asked for bools
+    return tensor(b, running(b, tensor(b, x, _numeric(out)), axis, "cumsum"), out)
 
 
 def running(b, v, axis, name: str, product: bool = False):
     """The running sum (or product) of `v` along `axis` (None: of the flattened `v`) for the op
-    `name`: a sum over a static axis is a product with a triangular matrix of ones, anything
-    else a scan along the axis that carries the total."""
+    `name`: an integer sum over a static axis is a product with a triangular matrix of ones,
+    anything else a scan along the axis that carries the total (a float's product with the
+    matrix would spread an inf or NaN to every total, as inf * 0)."""
     if axis is None:
         v, axis = b.reshape(v, shape=[-1]), 0
     rank = v.type.rank
     axis = canonical_axes(axis, rank, name)[0]
+    n = v.type.shape[axis]
+    if n == 0:
+        return v
     perm = [a for a in range(rank) if a != axis] + [axis]
     moved = b.transpose(v, perm=perm)
-    n = v.type.shape[axis]
-    if isinstance(n, int) and not product:
+    if isinstance(n, int) and not product and not v.type.dtype.is_float:
         upper = b.constant(np.triu(np.ones((n, n))).astype(moved.type.dtype.numpy))
         totals = b.matmul(b.reshape(moved, shape=[*moved.type.shape[:-1], 1, n]), upper)
         totals = b.reshape(totals, shape=moved.type.shape)

@@ -151,7 +151,13 @@ def _spaced(b, start, stop, num: int, endpoint: bool, dtype, axis: int, op: str)
                           b.reshape(b.broadcast(last, shape=list(points.type.shape[1:])),
                                     shape=[1, *points.type.shape[1:]]), axis=0)
     points = moveaxis.__wrapped__(b, points, 0, axis)
-    return (points if dtype is None else tensor(b, points, standardize_dtype(dtype))), step
+    if div <= 0:     # no step between fewer than two points: NaN, as numpy's
+        step = b.mul(step, b.scalar(np.nan, step))
+    if dtype is None:
+        return points, step
+    name = standardize_dtype(dtype)
+    whole = name != "bool" and not ir_dtype(name).is_float
+    return tensor(b, b.floor(points) if whole else points, name), step     # integers rounded down, as numpy's
 
 
 @keras_op
@@ -178,6 +184,8 @@ def logspace(b, start, stop, num=50, endpoint=True, base=10, dtype=None, axis=0)
 def geomspace(b, start, stop, num=50, endpoint=True, dtype=None, axis=0):
     """`num` points from `start` to `stop` spaced evenly on a log scale (both of one sign), the
     ends exactly `start` and `stop` (numpy's geomspace)."""
+    if any(not isinstance(end, Value) and np.any(np.asarray(end) == 0) for end in (start, stop)):
+        raise ValueError("ops.geomspace: a geometric sequence cannot include zero")
     first, last = tensors(b, start, stop, dtype=float_dtype(result_type(start, stop, float)))
     sign = b.sign(first)
     logs, _ = _spaced(b, b.log(b.abs(first)), b.log(b.abs(last)), num, endpoint, None, 0, "geomspace")
@@ -220,8 +228,10 @@ def inner(b, x1, x2):
     """The sum of products over the last axes of `x1` and `x2` (a product with a scalar for 0-D)."""
     u, v = tensors(b, x1, x2)
     if u.type.rank == 0 or v.type.rank == 0:
-        return b.mul(u, v)
-    return tensordot.__wrapped__(b, u, v, axes=([u.type.rank - 1], [v.type.rank - 1]))
+        return tensor(b, b.mul(*tensors(b, u, v, dtype="int32")), "bool") if u.type.dtype.name == "bool" else \
+            b.mul(u, v)
+    summed = tensordot.__wrapped__(b, u, v, axes=([u.type.rank - 1], [v.type.rank - 1]))
+    return tensor(b, summed, "bool") if u.type.dtype.name == "bool" else summed     # any pair both true
 
 
 @keras_op
@@ -274,24 +284,33 @@ def diff(b, a, n=1, axis=-1):
 @keras_op
 def digitize(b, x, bins):
     """The index of the bin each element of `x` falls in (numpy's digitize, right=False): how
-    many of the increasing `bins` are <= it (of decreasing ones, how many are > it); NaN after
-    the last. int32."""
+    many of the increasing `bins` are <= it (of decreasing ones, how many are > it: the
+    direction read from the first and last bins); NaN after the last. int32."""
     v, edges = tensors(b, x, bins)
     if edges.type.rank != 1:
         raise ValueError(f"ops.digitize: bins must be 1-D; received shape {edges.type.shape}")
-    decreasing = not isinstance(bins, Value) and np.size(bins) > 1 and bool(np.all(np.diff(np.asarray(bins)) < 0))
+    n = _static(edges, 0, "digitize")
     column = b.reshape(v, shape=[*v.type.shape, 1])
-    passed = b.greater(edges, column) if decreasing else b.less_equal(edges, column)
-    count = b.reduce_sum(tensor(b, passed, "int32"), axes=[v.type.rank])
-    if v.type.dtype.is_float and not decreasing:
-        count = b.select(b.not_equal(v, v), b.scalar(_static(edges, 0, "digitize"), count), count)
-    return count
+    rising = b.reduce_sum(tensor(b, b.less_equal(edges, column), "int32"), axes=[v.type.rank])
+    if v.type.dtype.is_float:     # NaN after the last bin
+        rising = b.select(b.not_equal(v, v), b.scalar(n, rising), rising)
+    falling = b.reduce_sum(tensor(b, b.greater(edges, column), "int32"), axes=[v.type.rank])
+    if not isinstance(bins, Value):     # the direction known now
+        constant = np.asarray(bins)
+        return falling if constant.size > 1 and constant[0] > constant[-1] else rising
+    first = b.slice(edges, starts=[0], ends=[1], axes=[0], steps=[1])
+    last = b.slice(edges, starts=[n - 1], ends=[n], axes=[0], steps=[1])
+    return b.select(b.reshape(b.greater(first, last), shape=[]), falling, rising)
 
 
 @keras_op
 def isin(b, x1, x2, assume_unique=False, invert=False):
     """Whether each element of `x1` is among those of `x2`, as bools."""
-    u, v = tensors(b, x1, x2)
+    dtype = result_type(x1, x2)
+    u, v = tensors(b, x1, x2, dtype="int32" if dtype == "bool" else dtype)
+    if 0 in v.type.shape:     # nothing to be among
+        found = b.broadcast(b.constant(np.array(False)), shape=list(u.type.shape))
+        return b.logical_not(found) if invert else found
     column = b.reshape(u, shape=[*u.type.shape, 1])
     hits = b.reduce_max(tensor(b, b.equal(column, b.reshape(v, shape=[-1])), "int32"), axes=[u.type.rank])
     found = tensor(b, hits, "bool")
@@ -406,14 +425,19 @@ def nanstd(b, x, axis=None, keepdims=False):
 def nancumsum(b, x, axis=None, dtype=None):
     """The running sum along `axis` (None: of the flattened `x`), NaN counted as 0."""
     v = _without_nan(b, x, 0.0)
-    return running(b, tensor(b, v, dtype or _accumulating_dtype(v)), axis, "nancumsum")
+    return running(b, tensor(b, v, dtype or _running_dtype(v)), axis, "nancumsum")
 
 
 @keras_op
 def nancumprod(b, x, axis=None, dtype=None):
     """The running product along `axis` (None: of the flattened `x`), NaN counted as 1."""
     v = _without_nan(b, x, 1.0)
-    return running(b, tensor(b, v, dtype or _accumulating_dtype(v)), axis, "nancumprod", product=True)
+    return running(b, tensor(b, v, dtype or _running_dtype(v)), axis, "nancumprod", product=True)
+
+
+def _running_dtype(v) -> str:
+    """The dtype Keras gives a running total of `v`: its own, bools as int32."""
+    return "int32" if v.type.dtype.name == "bool" else result_type(v)
 
 
 @keras_op
@@ -427,7 +451,8 @@ def trapezoid(b, y, x=None, dx=1.0, axis=-1):
     if x is None:
         widths = b.scalar(dx, v)
     else:
-        widths = diff.__wrapped__(b, tensor(b, x, v.type.dtype), 1, -1 if np.ndim(x) == 1 else axis)
+        points = tensor(b, x, v.type.dtype)
+        widths = diff.__wrapped__(b, points, 1, -1 if points.type.rank == 1 else axis)
         if widths.type.rank == 1 and v.type.rank > 1:
             widths = b.reshape(widths, shape=[n - 1 if a == axis else 1 for a in range(v.type.rank)])
     area = b.mul(b.add(later, earlier), b.mul(widths, b.scalar(0.5, v)))

@@ -22,22 +22,25 @@ def _floats(b, x1, x2):
 
 
 def _atan2(b, y, x):
-    """numpy's arctan2 on two values of one float dtype: atan(y / x) moved into the quadrant of
-    (x, y); atan2(+-0, x) is +-0 for x > 0 or +0, +-pi for x < 0 or -0, as numpy's."""
+    """numpy's arctan2 on two values of one float dtype. Where |x| >= |y|, atan(y / x), moved by
+    half a turn towards y's side when x < 0; elsewhere sign(y) pi/2 - atan(x / y), whose
+    gradient holds at x = 0 too. Both zero: +-0 or +-pi by the signs of the zeros; both
+    infinite: the odd multiples of pi/4, as numpy's."""
     zero = b.scalar(0.0, y)
-    ratio = b.op("atan", b.div(y, b.select(b.equal(x, zero), b.scalar(1.0, x), x)))
-    # x = 0 (either sign): +-pi/2 by the sign of y, and y itself when y is 0 as well
-    on_axis = b.select(b.equal(y, zero), y, b.mul(b.sign(y), b.scalar(math.pi / 2, y)))
-    # x < 0: half a turn towards y's side; y's side is that of its sign bit (-0 included)
-    y_negative = b.logical_or(b.less(y, zero), b.less(b.div(b.scalar(1.0, y), y), zero))
+    one = b.scalar(1.0, y)
+    steep = b.less(b.abs(x), b.abs(y))
+    # y's side is that of its sign bit (-0 included)
+    y_negative = b.logical_or(b.less(y, zero), b.less(b.div(one, y), zero))
     turn = b.select(y_negative, b.scalar(-math.pi, y), b.scalar(math.pi, y))
-    behind = b.less(x, zero)
-    signed_zero_x = b.less(b.div(b.scalar(1.0, x), x), zero)
-    out = b.select(b.equal(x, zero),
-                   b.select(b.logical_and(b.equal(y, zero), signed_zero_x), b.add(y, turn), on_axis),
-                   b.select(behind, b.add(ratio, turn), ratio))
+    x_negative = b.logical_or(b.less(x, zero), b.less(b.div(one, x), zero))
+    flat = b.op("atan", b.div(y, b.select(steep, one, x)))
+    flat = b.select(x_negative, b.add(flat, turn), flat)
+    upright = b.sub(b.mul(b.sign(y), b.scalar(math.pi / 2, y)), b.op("atan", b.div(x, b.select(steep, y, one))))
+    out = b.select(steep, upright, flat)
+    both_zero = b.logical_and(b.equal(x, zero), b.equal(y, zero))
+    out = b.select(both_zero, b.select(x_negative, b.add(y, turn), y), out)
     both_infinite = b.logical_and(_is_infinite(b, x), _is_infinite(b, y))
-    quarter = b.select(behind, b.scalar(3 * math.pi / 4, y), b.scalar(math.pi / 4, y))
+    quarter = b.select(x_negative, b.scalar(3 * math.pi / 4, y), b.scalar(math.pi / 4, y))
     return b.select(both_infinite, b.mul(b.sign(y), quarter), out)
 
 
@@ -70,12 +73,20 @@ arccos = float_op("arccos", lambda b, v: _atan2(b, _sqrt_one_minus_square(b, v),
 
 def _arcsinh(b, v):
     """sign(x) log(|x| + sqrt(x**2 + 1)), without the cancellation of x + sqrt(x**2 + 1) for
-    negative x; |x| past 1e18 as log(2|x|), where x**2 would overflow."""
+    negative x; |x| past `_square_limit` as log(2|x|), where x**2 would overflow."""
     a, one = b.abs(v), b.scalar(1.0, v)
+    far_off = b.greater(a, b.scalar(_square_limit(v), v))
+    # each branch fed only its own inputs, so that neither's gradient is NaN where it is not taken
+    small, large = b.select(far_off, one, a), b.select(far_off, a, one)
     # log(a + sqrt(a**2 + 1)) = log1p(a + a**2 / (1 + sqrt(a**2 + 1))): exact for small a
-    near = b.log1p(b.add(a, b.div(b.square(a), b.add(one, b.sqrt(b.add(b.square(a), one))))))
-    far = b.add(b.log(a), b.scalar(math.log(2.0), v))
-    return _with_sign(b, v, b.select(b.greater(a, b.scalar(1e18, v)), far, near))
+    near = b.log1p(b.add(small, b.div(b.square(small), b.add(one, b.sqrt(b.add(b.square(small), one))))))
+    far = b.add(b.log(large), b.scalar(math.log(2.0), v))
+    return _with_sign(b, v, b.select(far_off, far, near))
+
+
+def _square_limit(v) -> float:
+    """Where x**2 would overflow v's dtype (with room to add to it), and log(2x) is exact."""
+    return float(np.sqrt(np.finfo(v.type.dtype.numpy).max)) / 4
 
 
 def _with_sign(b, v, magnitude):
@@ -88,12 +99,14 @@ arcsinh = float_op("arcsinh", _arcsinh, "Elementwise inverse hyperbolic sine.")
 
 
 def _arccosh(b, v):
-    """log(x + sqrt((x - 1)(x + 1))); |x| past 1e18 as log(2x), where the product would
-    overflow (NaN for x below 1 either way)."""
+    """log(x + sqrt((x - 1)(x + 1))); x past `_square_limit` as log(2x), where the product
+    would overflow; NaN below 1."""
     one = b.scalar(1.0, v)
-    near = b.log(b.add(v, b.sqrt(b.mul(b.sub(v, one), b.add(v, one)))))
-    far = b.add(b.log(v), b.scalar(math.log(2.0), v))
-    return b.select(b.greater(b.abs(v), b.scalar(1e18, v)), far, near)
+    far_off = b.greater(b.abs(v), b.scalar(_square_limit(v), v))
+    small, large = b.select(far_off, one, v), b.select(far_off, v, one)
+    near = b.log(b.add(small, b.sqrt(b.mul(b.sub(small, one), b.add(small, one)))))
+    far = b.add(b.log(large), b.scalar(math.log(2.0), v))
+    return b.select(b.less(v, one), b.scalar(np.nan, v), b.select(far_off, far, near))
 
 
 arccosh = float_op("arccosh", _arccosh, "Elementwise inverse hyperbolic cosine; NaN below 1.")
@@ -128,23 +141,29 @@ def _sinc(b, v):
 @keras_op
 def hypot(b, x1, x2):
     """Elementwise `sqrt(x1**2 + x2**2)`, scaled by the larger so that it does not overflow."""
-    a, c = (b.abs(v) for v in _floats(b, x1, x2))
-    big, small = b.maximum(a, c), b.minimum(a, c)
-    ratio = b.div(small, b.select(b.equal(big, b.scalar(0.0, big)), b.scalar(1.0, big), big))
-    out = b.mul(big, b.sqrt(b.add(b.scalar(1.0, big), b.square(ratio))))
+    u, v = _floats(b, x1, x2)
+    a, c = b.abs(u), b.abs(v)
+    # scaled by the larger magnitude, which is held constant for the gradient: it cancels, and
+    # h = s sqrt((x1/s)**2 + (x2/s)**2) then gives d h / d x1 = x1 / h even where |x1| = |x2|
+    s = b.op("stop_gradient", b.maximum(a, c))
+    s = b.select(b.equal(s, b.scalar(0.0, s)), b.scalar(1.0, s), s)
+    out = b.mul(s, b.sqrt(b.add(b.square(b.div(u, s)), b.square(b.div(v, s)))))
     # an infinity wins even over NaN (C99's hypot, numpy's)
     infinite = b.logical_or(_is_infinite(b, a), _is_infinite(b, c))
-    return b.select(infinite, b.scalar(np.inf, big), out)
+    return b.select(infinite, b.scalar(np.inf, out), out)
 
 
 def _logaddexp(b, x1, x2, base: float):
-    """log_base(base**x1 + base**x2) = max + log_base(1 + base**-|x1 - x2|); equal arguments
-    (infinities too) give x + log_base(2)."""
+    """log_base(base**x1 + base**x2), shifted by the larger argument so that it does not
+    overflow; two equal infinities give themselves."""
     u, v = _floats(b, x1, x2)
-    top = b.maximum(u, v)
+    first = b.greater_equal(u, v)
+    top, other = b.select(first, u, v), b.select(first, v, u)
     scale = b.scalar(math.log(base), u)
-    tail = b.div(b.log1p(b.exp(b.mul(b.neg(b.abs(b.sub(u, v))), scale))), scale)
-    return b.select(b.equal(u, v), b.add(u, b.scalar(math.log(2.0) / math.log(base), u)), b.add(top, tail))
+    # top + log_base(1 + base**(other - top)): at a tie each argument gets half the gradient
+    out = b.add(top, b.div(b.log1p(b.exp(b.mul(b.sub(other, top), scale))), scale))
+    same_infinity = b.logical_and(b.equal(u, v), _is_infinite(b, u))     # inf - inf would be NaN
+    return b.select(same_infinity, u, out)
 
 
 @keras_op
@@ -190,14 +209,19 @@ def nan_to_num(b, x, nan=0.0, posinf=None, neginf=None):
 def isposinf(b, x):
     """Elementwise `x == +inf`, as bools."""
     v = tensor(b, x)
-    return b.equal(v, b.scalar(np.inf, v)) if v.type.dtype.is_float else b.not_equal(v, v)
+    return b.equal(v, b.scalar(np.inf, v)) if v.type.dtype.is_float else _falses(b, v)
 
 
 @keras_op
 def isneginf(b, x):
     """Elementwise `x == -inf`, as bools."""
     v = tensor(b, x)
-    return b.equal(v, b.scalar(-np.inf, v)) if v.type.dtype.is_float else b.not_equal(v, v)
+    return b.equal(v, b.scalar(-np.inf, v)) if v.type.dtype.is_float else _falses(b, v)
+
+
+def _falses(b, v):
+    """False in v's shape: integers and bools are never infinite."""
+    return b.broadcast(b.constant(np.array(False)), shape=list(v.type.shape))
 
 
 @keras_op
@@ -217,6 +241,8 @@ def isclose(b, x1, x2, rtol=1e-5, atol=1e-8, equal_nan=False):
 def allclose(b, x1, x2, rtol=1e-5, atol=1e-8, equal_nan=False):
     """Whether every element of `x1` is close to `x2`'s (`isclose`), as a bool scalar."""
     close = isclose.__wrapped__(b, x1, x2, rtol, atol, equal_nan)
+    if 0 in close.type.shape:     # nothing to compare: all close, as numpy's
+        return b.constant(np.array(True))
     return tensor(b, b.reduce_min(tensor(b, close, "int32"), axes=list(range(close.type.rank))), "bool")
 
 
@@ -242,9 +268,9 @@ def cumprod(b, x, axis=None, dtype=None):
     >>> cumprod(np.array([1, 2, 3], "int32"))
     array([1, 2, 6], dtype=int32)
     """
-    dtype = dtype or result_type(x)
-    v = tensor(b, x, "int32" if dtype == "bool" else dtype)
-    return running(b, v, axis, "cumprod", product=True)
+    out = dtype or ("int32" if result_type(x) == "bool" else result_type(x))
+    v = tensor(b, x, "int32" if out == "bool" else out)
+    return tensor(b, running(b, v, axis, "cumprod", product=True), out)
 
 
 

@@ -18,8 +18,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from nncompile.ir import Value
 from nncompile.ir.types import is_symbol
 from nncompile.keras.ops.core import canonical_axis, float_dtype, keras_op, result_type, tensor
+
+
+# Sorting compares every pair of a row's elements: an axis of n elements takes n * n memory.
+MAX_SORTED = 4096
 
 
 def _last_axis_length(v, op: str) -> int:
@@ -27,6 +32,9 @@ def _last_axis_length(v, op: str) -> int:
     if is_symbol(n):
         raise NotImplementedError(f"ops.{op}: the sorted axis has symbolic length {n!r}; nncompile "
                                   f"sorts axes of static length")
+    if n > MAX_SORTED:
+        raise NotImplementedError(f"ops.{op}: the sorted axis has {n} elements; nncompile sorts by "
+                                  f"comparing every pair, up to {MAX_SORTED} elements an axis")
     return n
 
 
@@ -70,6 +78,8 @@ def _sorted(b, x, axis, op: str, descending: bool = False, count: int | None = N
     v = tensor(b, x)
     if v.type.dtype.name == "bool":
         v = tensor(b, v, "int32")
+    if axis is None:     # the flattened tensor, as Keras's
+        v, axis = b.reshape(v, shape=[-1]), 0
     rank = v.type.rank
     if rank == 0:
         raise ValueError(f"ops.{op}: the input must have at least one axis")
@@ -156,9 +166,12 @@ def _quantiles(b, x, q, axis, method: str, keepdims: bool, op: str, skip_nan: bo
     between neighbours as the method says. NaN in a row gives NaN (all NaN, with `skip_nan`)."""
     if method not in _METHODS:
         raise ValueError(f"ops.{op}: method must be one of {_METHODS}; received {method!r}")
+    if isinstance(q, Value):
+        raise NotImplementedError(f"ops.{op}: q must be numbers, not a traced tensor")
     qs = np.asarray(q, np.float64)
     if np.any((qs < 0) | (qs > 1)):
-        raise ValueError(f"ops.{op}: quantiles must be in [0, 1]")
+        bounds = "percentiles must be in [0, 100]" if "percentile" in op else "quantiles must be in [0, 1]"
+        raise ValueError(f"ops.{op}: {bounds}")
     v = tensor(b, x, float_dtype(result_type(x, float)))
     rank = v.type.rank
     axes = list(range(rank)) if axis is None else sorted(canonical_axis(a, rank, op) for a in np.atleast_1d(axis))
@@ -183,7 +196,9 @@ def _quantiles(b, x, q, axis, method: str, keepdims: bool, op: str, skip_nan: bo
         below = above = b.round(position)
         fraction = b.scalar(0.0, position)
     low, high = _at(b, ordered, below), _at(b, ordered, above)
-    out = b.add(low, b.mul(b.sub(high, low), fraction))
+    between = b.add(low, b.mul(b.sub(high, low), fraction))
+    # a value read at one place is that element (an infinity or -0.0 too: inf - inf is NaN)
+    out = b.select(b.logical_or(b.equal(fraction, b.scalar(0.0, fraction)), b.equal(low, high)), low, between)
     missing = b.equal(numbers, b.scalar(0.0, numbers)) if skip_nan else b.less(numbers, b.scalar(float(length), rows))
     out = b.select(missing, b.scalar(np.nan, out), out)
     out = b.transpose(out, perm=[len(kept), *range(len(kept))])     # the quantiles first, as numpy's
@@ -211,7 +226,14 @@ def quantile(b, x, q, axis=None, method="linear", keepdims=False):
 @keras_op
 def percentile(b, x, q, axis=None, method="linear", keepdims=False):
     """The `q`-th percentiles (0 <= q <= 100) along `axis` (None: all), numpy's methods."""
-    return _quantiles(b, x, np.asarray(q, np.float64) / 100, axis, method, keepdims, "percentile")
+    return _quantiles(b, x, _fraction(q, "percentile"), axis, method, keepdims, "percentile")
+
+
+def _fraction(q, op: str):
+    """Percentiles as quantiles (a traced q is refused by `_quantiles`)."""
+    if isinstance(q, Value):
+        raise NotImplementedError(f"ops.{op}: q must be numbers, not a traced tensor")
+    return np.asarray(q, np.float64) / 100
 
 
 @keras_op
@@ -229,7 +251,8 @@ def nanquantile(b, x, q, axis=None, method="linear", keepdims=False):
 @keras_op
 def nanpercentile(b, x, q, axis=None, method="linear", keepdims=False):
     """`percentile` of the numbers along `axis`, NaN left out (NaN where there are none)."""
-    return _quantiles(b, x, np.asarray(q, np.float64) / 100, axis, method, keepdims, "nanpercentile", skip_nan=True)
+    return _quantiles(b, x, _fraction(q, "nanpercentile"), axis, method, keepdims, "nanpercentile",
+                      skip_nan=True)
 
 
 @keras_op
