@@ -252,8 +252,8 @@ class Executable:
     def _call_one(self, array) -> list[np.ndarray]:
         """`_execute` for one array, where the graph takes one data input and returns only what its
         kernels write (a model's predict): the same checks in fewer steps (the MNIST MLP's batch-1
-        call: 6.2 -> 5.5 us, of which 3.2 native). Anything else (another dtype or layout, a new shape, weights changed, the
-        arena busy) goes the whole way."""
+        call: 6.2 -> 5.5 us, of which 3.2 native). Anything else (another dtype or layout, a new
+        shape, weights changed, the arena busy) goes the whole way."""
         if type(array) is np.ndarray and array.dtype is self._dtypes[0] and array.flags.c_contiguous:
             binding = self._bindings.get((array.shape,))
             if binding is not None and (not self._prepares or self._packed_at == weights.generation) \
