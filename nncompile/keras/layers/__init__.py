@@ -24,7 +24,9 @@ from nncompile.keras.layers.noise import (GaussianDropout, GaussianNoise, Spatia
                                           SpatialDropout2D, SpatialDropout3D)
 from nncompile.keras.layers.normalization import (BatchNormalization, GroupNormalization,
                                                   LayerNormalization, RMSNormalization, UnitNormalization)
-from nncompile.keras.layers.pooling import (AveragePooling1D, AveragePooling2D,
+from nncompile.keras.layers.pooling import (AdaptiveAveragePooling1D, AdaptiveAveragePooling2D,
+                                            AdaptiveAveragePooling3D, AdaptiveMaxPooling1D,
+                                            AdaptiveMaxPooling2D, AdaptiveMaxPooling3D, AveragePooling1D, AveragePooling2D,
                                             AveragePooling3D, AvgPool1D, AvgPool2D, AvgPool3D,
                                             GlobalAveragePooling1D, GlobalAveragePooling2D,
                                             GlobalAveragePooling3D, GlobalAvgPool1D,
@@ -44,7 +46,8 @@ from nncompile.keras.layers.reshaping import (Cropping1D, Cropping2D, Cropping3D
 from nncompile.keras.layers.wrappers import Bidirectional, TimeDistributed
 
 __all__ = [
-    "Activation", "ActivityRegularization", "Add", "Attention", "Average", "AveragePooling1D",
+    "Activation", "ActivityRegularization", "AdaptiveAveragePooling1D", "AdaptiveAveragePooling2D",
+    "AdaptiveAveragePooling3D", "AdaptiveMaxPooling1D", "AdaptiveMaxPooling2D", "AdaptiveMaxPooling3D", "Add", "Attention", "Average", "AveragePooling1D",
     "AveragePooling2D", "AveragePooling3D", "AvgPool1D", "AvgPool2D", "AvgPool3D",
     "BatchNormalization", "Bidirectional", "CategoryEncoding", "CenterCrop", "Concatenate", "Conv1D",
     "Conv1DTranspose", "Conv2D", "Conv2DTranspose", "Conv3D", "Conv3DTranspose", "Convolution1D",

@@ -1,4 +1,5 @@
-"""Pooling layers: max and average pooling over 1-D, 2-D and 3-D windows, and global pooling.
+"""Pooling layers: max and average pooling over 1-D, 2-D and 3-D windows, global pooling and
+adaptive pooling (windows that divide each axis into a given number of cells).
 
 Like the convolutions, 1-D pooling runs as 2-D pooling of height 1, and 3-D pooling as a 2-D
 pooling over depth then one over height and width (volumes.py). Padding never enters a
@@ -16,6 +17,7 @@ from nncompile.keras.layers.arguments import (boolean, check_data_format, check_
                                               owner_of)
 from nncompile.keras.layers.conv import from_2d, spatial_pads, to_2d
 from nncompile.keras.layers.volumes import pool3d
+from nncompile.keras.ops.convolution import adaptive_pool
 
 _LEGACY_2D = {"border_mode": "padding"}
 _LEGACY_1D = {"pool_length": "pool_size", "stride": "strides", "border_mode": "padding"}
@@ -293,3 +295,77 @@ GlobalAvgPool2D = GlobalAveragePooling2D
 GlobalMaxPool2D = GlobalMaxPooling2D
 GlobalAvgPool1D = GlobalAveragePooling1D
 GlobalMaxPool1D = GlobalMaxPooling1D
+
+
+class BaseAdaptivePooling(Layer):
+    """Shared by the adaptive pooling layers: each spatial axis divided into `output_size`
+    cells, each pooled over its window (`keras.ops.adaptive_average_pool`'s windows)."""
+
+    rank: int
+    largest: bool
+
+    def __init__(self, output_size, data_format: str | None = None, **kwargs):
+        super().__init__(**kwargs)
+        owner = owner_of(self)
+        self.output_size = normalize_tuple(output_size, self.rank, "output_size", owner)
+        self.data_format = check_data_format(data_format, owner)
+
+    def build(self, input_shape) -> None:
+        check_input_rank(self, input_shape, self.rank + 2)
+        self.built = True
+
+    def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
+        op = "adaptive_max_pool" if self.largest else "adaptive_average_pool"
+        return adaptive_pool(b, inputs, self.output_size, False, self.largest, op)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "output_size": self.output_size, "data_format": self.data_format}
+
+
+class AdaptiveAveragePooling1D(BaseAdaptivePooling):
+    """Mean over the windows that divide the steps into `output_size` cells: (N, L, C) -> (N, O, C).
+
+    Example:
+
+    >>> AdaptiveAveragePooling1D(4)(np.random.rand(2, 10, 3).astype("float32")).shape
+    (2, 4, 3)
+    """
+
+    rank, largest = 1, False
+
+
+class AdaptiveAveragePooling2D(BaseAdaptivePooling):
+    """Mean over the windows that divide height and width into `output_size` cells:
+    (N, H, W, C) -> (N, OH, OW, C).
+
+    Example:
+
+    >>> AdaptiveAveragePooling2D((2, 3))(np.random.rand(2, 5, 7, 3).astype("float32")).shape
+    (2, 2, 3, 3)
+    """
+
+    rank, largest = 2, False
+
+
+class AdaptiveAveragePooling3D(BaseAdaptivePooling):
+    """Mean over the windows that divide depth, height and width into `output_size` cells."""
+
+    rank, largest = 3, False
+
+
+class AdaptiveMaxPooling1D(BaseAdaptivePooling):
+    """Maximum over the windows that divide the steps into `output_size` cells."""
+
+    rank, largest = 1, True
+
+
+class AdaptiveMaxPooling2D(BaseAdaptivePooling):
+    """Maximum over the windows that divide height and width into `output_size` cells."""
+
+    rank, largest = 2, True
+
+
+class AdaptiveMaxPooling3D(BaseAdaptivePooling):
+    """Maximum over the windows that divide depth, height and width into `output_size` cells."""
+
+    rank, largest = 3, True

@@ -14,9 +14,9 @@ from nncompile.keras.ops.linalg import (cdist, cross, dot, einsum, matmul, norm,
                                         vdot)
 from nncompile.keras.ops.loops import (associative_scan, cond, fori_loop, map, scan, switch,
                                        vectorized_map, while_loop)
-from nncompile.keras.ops.convolution import (average_pool, conv, conv_transpose, depth_to_space,
-                                             depthwise_conv, max_pool, separable_conv,
-                                             space_to_depth)
+from nncompile.keras.ops.convolution import (adaptive_average_pool, adaptive_max_pool, average_pool,
+                                             conv, conv_transpose, depth_to_space, depthwise_conv,
+                                             max_pool, separable_conv, space_to_depth)
 from nncompile.keras.ops.nn import (batch_normalization, binary_crossentropy,
                                     categorical_crossentropy, celu, dot_product_attention, elu,
                                     gelu, glu, hard_shrink, hard_sigmoid, hard_silu, hard_swish,

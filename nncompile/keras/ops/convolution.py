@@ -237,3 +237,59 @@ def space_to_depth(b, x, block_size, data_format="channels_last"):
     blocks = b.reshape(v, shape=[n, rows, block_size, cols, block_size, c])
     moved = b.transpose(blocks, perm=[0, 1, 3, 2, 4, 5])
     return b.reshape(moved, shape=[n, rows, cols, block_size * block_size * c])
+
+
+def adaptive_pool(b, v, output_size, first: bool, largest: bool, op: str):
+    """Adaptive pooling of `v` (N, *spatial, C), or (N, C, *spatial) when `first`: output cell i of
+    a spatial axis of length L pools its window [floor(i L / O), ceil((i + 1) L / O)), as Keras's
+    and PyTorch's. A window of a box is the product of its axes' windows, so the axes are pooled
+    one at a time: a masked mean or maximum over each axis."""
+    rank = v.type.rank
+    spatial = list(range(2, rank)) if first else list(range(1, rank - 1))
+    sizes = _tuple(output_size, len(spatial), "output_size", op)
+    for axis, out in zip(spatial, sizes):
+        length = v.type.shape[axis]
+        if not isinstance(length, int):
+            raise NotImplementedError(f"ops.{op}: spatial axis {axis} has symbolic length {length!r}")
+        cells = np.arange(out)
+        starts, ends = (cells * length) // out, -((-(cells + 1) * length) // out)
+        inside = (np.arange(length)[:, None] >= starts) & (np.arange(length)[:, None] < ends)   # (L, O)
+        moved = b.transpose(v, perm=[a for a in range(rank) if a != axis] + [axis])
+        column = b.reshape(moved, shape=[*moved.type.shape, 1])
+        mask = b.constant(inside)
+        if largest:
+            pooled = b.reduce_max(b.select(mask, column, b.scalar(-np.inf if v.type.dtype.is_float else
+                                                                   np.iinfo(v.type.dtype.numpy).min, v)),
+                                  axes=[rank - 1])
+        else:
+            total = b.reduce_sum(b.select(mask, column, b.scalar(0.0, v)), axes=[rank - 1])
+            pooled = b.div(total, b.constant((ends - starts).astype(v.type.dtype.numpy)))
+        back = list(range(rank - 1))
+        back.insert(axis, rank - 1)
+        v = b.transpose(pooled, perm=back)
+    return v
+
+
+def _adaptive(b, inputs, output_size, data_format, largest: bool, op: str):
+    v = tensor(b, inputs) if largest else _floats(b, inputs)
+    if v.type.rank not in (3, 4, 5):
+        raise ValueError(f"ops.{op}: the input must be 3-D, 4-D or 5-D (1 to 3 spatial axes); received "
+                         f"shape {shape_of(v)}")
+    fmt = data_format or backend.image_data_format()
+    if fmt not in ("channels_last", "channels_first"):
+        raise ValueError(f"ops.{op}: data_format must be 'channels_last' or 'channels_first'; received {fmt!r}")
+    return adaptive_pool(b, v, output_size, fmt == "channels_first", largest, op)
+
+
+@keras_op
+def adaptive_average_pool(b, inputs, output_size, data_format=None):
+    """The mean over windows that divide each spatial axis into `output_size` cells (overlapping
+    by at most one element), of 1-D, 2-D or 3-D inputs."""
+    return _adaptive(b, inputs, output_size, data_format, False, "adaptive_average_pool")
+
+
+@keras_op
+def adaptive_max_pool(b, inputs, output_size, data_format=None):
+    """The maximum over windows that divide each spatial axis into `output_size` cells, of 1-D,
+    2-D or 3-D inputs."""
+    return _adaptive(b, inputs, output_size, data_format, True, "adaptive_max_pool")
