@@ -40,7 +40,8 @@ def _slice_update(x, starts, updates):
     return out
 
 
-def _segments(data, ids, count, reduce, empty):
+def segments_reference(data, ids, count, reduce, empty):
+    """numpy's reduction of the rows of `data` with each id; `empty` for a segment with none."""
     out = np.full((count, *data.shape[1:]), empty, data.dtype)
     for s in range(count):
         if (ids == s).any():
@@ -64,8 +65,8 @@ CASES = {
                      [M, M[:2, :2]]),
     "slice_update_clamped": (lambda x, u: ops.slice_update(x, (1, 5, 3), u),
                              lambda x, u: _slice_update(x, (1, 5, 3), u), [CUBE, CUBE[:1, :2, :3]]),
-    "segment_sum": (lambda d: ops.segment_sum(d, IDS, 3), lambda d: _segments(d, IDS, 3, np.sum, 0), [DATA]),
-    "segment_max": (lambda d: ops.segment_max(d, IDS, 4), lambda d: _segments(d, IDS, 4, np.max, -np.inf), [DATA]),
+    "segment_sum": (lambda d: ops.segment_sum(d, IDS, 3), lambda d: segments_reference(d, IDS, 3, np.sum, 0), [DATA]),
+    "segment_max": (lambda d: ops.segment_max(d, IDS, 4), lambda d: segments_reference(d, IDS, 4, np.max, -np.inf), [DATA]),
     "norm": (ops.norm, np.linalg.norm, [CUBE]),
     "norm_matrix_orders": (lambda x: ops.stack([ops.norm(x, o) for o in (None, "fro", 1, -1, np.inf, -np.inf)]),
                            lambda x: np.stack([np.linalg.norm(x, o) for o in (None, "fro", 1, -1, np.inf, -np.inf)]),

@@ -36,25 +36,27 @@ from nncompile.keras.ops.numpy import (abs, absolute, add, all, amax, amin, any,
                                        round, rsqrt, sign, sin, sinh, sqrt, square, std,
                                        stop_gradient, subtract, sum, tan, tanh, true_divide, trunc,
                                        var)
-from nncompile.keras.ops.numpy_math import (allclose, arccos, arccosh, arcsin, arcsinh, arctan,
+from nncompile.keras.ops.numpy_math import (allclose, fmax, fmin, arccos, arccosh, arcsin, arcsinh, arctan,
                                             arctan2, arctanh, cbrt, copy, cumprod, deg2rad,
                                             divide_no_nan, fabs, fmod, heaviside, hypot, isclose,
                                             isneginf, isposinf, ldexp, logaddexp, logaddexp2,
                                             nan_to_num, ptp, rad2deg, sinc)
-from nncompile.keras.ops.numpy_arrays import (angle, append, array, array_split, average, conj,
-                                              conjugate, diag, diagonal, diff, digitize, dsplit,
-                                              dstack, dtype, empty, empty_like, fliplr, flipud,
-                                              geomspace, hsplit, imag, inner, is_tensor, isin,
-                                              isreal, kron, linspace, logspace, meshgrid,
-                                              nancumprod, nancumsum, nanmax, nanmean, nanmin,
-                                              nanprod, nanstd, nansum, nanvar, real, roll, rot90,
-                                              searchsorted, select, trace, trapezoid, tri,
-                                              unravel_index, vander, vsplit)
+from nncompile.keras.ops.numpy_arrays import (angle, diagflat, append, array, array_split, conj, conjugate,
+                                              diag, diagonal, diff, digitize, dsplit, dstack, dtype,
+                                              empty, empty_like, fliplr, flipud, geomspace, hsplit,
+                                              imag, inner, is_tensor, isin, isreal, kron, linspace,
+                                              logspace, meshgrid, real, roll, rot90, searchsorted,
+                                              select, trace, tri, unravel_index, vander, vsplit)
+from nncompile.keras.ops.signal import (bartlett, blackman, correlate, extract_sequences, hamming, hanning,
+                                        kaiser)
+from nncompile.keras.ops.statistics import (average, corrcoef, histogram, nancumprod, nancumsum,
+                                            nanmax, nanmean, nanmin, nanprod, nanstd, nansum, nanvar,
+                                            trapezoid)
 from nncompile.keras.ops.sorting import (argsort, in_top_k, median, nanargmax, nanargmin, nanmedian,
                                          nanpercentile, nanquantile, percentile, quantile, sort,
                                          top_k)
-from nncompile.keras.ops.scatter import (scatter, scatter_update, segment_max, segment_sum,
-                                         slice_update)
+from nncompile.keras.ops.scatter import (scatter, scatter_update, segment_max, segment_min, segment_prod,
+                                         segment_sum, slice_update)
 from nncompile.keras.ops.arrays import (arange, broadcast_to, cast, concatenate, convert_to_numpy,
                                         convert_to_tensor, expand_dims, eye, flip, full, full_like,
                                         get_item, hstack, identity, moveaxis, ndim, ones, ones_like,
@@ -65,4 +67,5 @@ from nncompile.keras.ops.arrays import (arange, broadcast_to, cast, concatenate,
 
 __all__ = [name for name in dir() if not name.startswith("_")
            and name not in ("arrays", "convolution", "core", "linalg", "loops", "nn", "numpy",
-                            "numpy_arrays", "numpy_math", "scatter", "sorting")]
+                            "numpy_arrays", "numpy_math", "scatter", "signal",
+                            "sorting", "statistics")]

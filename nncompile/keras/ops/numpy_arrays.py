@@ -13,11 +13,10 @@ import numpy as np
 from nncompile.ir import Value
 from nncompile.ir.types import is_symbol
 from nncompile.keras.ops.arrays import flip, moveaxis
-from nncompile.keras.ops.core import (canonical_axes, canonical_axis, float_dtype, ir_dtype,
-                                      keras_op, result_type, standardize_dtype, tensor, tensors)
+from nncompile.keras.ops.core import (canonical_axis, float_dtype, ir_dtype, keras_op, result_type,
+                                      standardize_dtype, tensor, tensors)
 from nncompile.keras.ops.linalg import tensordot
-from nncompile.keras.ops.numpy import (_accumulating_dtype, _mean_parts, max as max_, min as min_, prod,
-                                       running, sum as sum_)
+from nncompile.keras.ops.numpy import _accumulating_dtype, running
 from nncompile.keras.ops.numpy_math import _atan2
 
 
@@ -66,6 +65,12 @@ def diag(b, x, k=0):
     along = b.reshape(padded, shape=[size, 1] if k >= 0 else [1, size])
     full = b.broadcast(along, shape=[size, size])
     return b.select(b.constant(np.eye(size, k=k, dtype=bool)), full, b.scalar(0, v))
+
+
+@keras_op
+def diagflat(b, x, k=0):
+    """The matrix with the flattened `x` on its k-th diagonal."""
+    return diag.__wrapped__(b, b.reshape(tensor(b, x), shape=[-1]), k)
 
 
 @keras_op
@@ -327,136 +332,6 @@ def select(b, condlist, choicelist, default=0):
     for cond, choice in reversed(list(zip(condlist, choicelist))):
         out = b.select(tensor(b, cond, "bool"), tensor(b, choice, dtype), out)
     return out
-
-
-# --- averages and NaN-ignoring reductions ----------------------------------------------------------
-
-@keras_op
-def average(b, x, axis=None, weights=None):
-    """The mean along `axis`, weighted by `weights` (of x's shape, or 1-D along `axis`)."""
-    if weights is None:
-        return tensor(b, _mean_parts(b, x, axis, False)[0], float_dtype(result_type(x, float)))
-    v, w = tensors(b, x, weights, dtype=float_dtype(result_type(x, weights, float)))
-    if w.type.rank == 1 and v.type.rank > 1:
-        if axis is None:
-            raise ValueError("ops.average: 1-D weights need an axis")
-        at = canonical_axis(axis, v.type.rank, "average")
-        w = b.reshape(w, shape=[w.type.shape[0] if a == at else 1 for a in range(v.type.rank)])
-    axes = canonical_axes(axis, v.type.rank, "average")
-    total = b.reduce_sum(b.broadcast(w, shape=list(v.type.shape)), axes=axes)
-    return b.div(b.reduce_sum(b.mul(v, w), axes=axes), total)
-
-
-def _without_nan(b, x, fill):
-    """`x` with NaN replaced by `fill` (floats; other dtypes have none)."""
-    v = tensor(b, x)
-    if not v.type.dtype.is_float:
-        return v
-    return b.select(b.not_equal(v, v), b.scalar(fill, v), v)
-
-
-@keras_op
-def nansum(b, x, axis=None, keepdims=False):
-    """The sum along `axis`, NaN counted as 0."""
-    return sum_.__wrapped__(b, _without_nan(b, x, 0.0), axis, keepdims)
-
-
-@keras_op
-def nanprod(b, x, axis=None, keepdims=False):
-    """The product along `axis`, NaN counted as 1."""
-    return prod.__wrapped__(b, _without_nan(b, x, 1.0), axis, keepdims)
-
-
-def _count_numbers(b, v, axis, keepdims):
-    numbers = b.logical_not(b.not_equal(v, v)) if v.type.dtype.is_float else b.equal(v, v)
-    return b.reduce_sum(tensor(b, numbers, v.type.dtype if v.type.dtype.is_float else "float32"),
-                        axes=canonical_axes(axis, v.type.rank, "nanmean"), keepdims=keepdims)
-
-
-@keras_op
-def nanmean(b, x, axis=None, keepdims=False):
-    """The mean of the numbers along `axis`, NaN left out (NaN where there are none)."""
-    v = tensor(b, x, float_dtype(result_type(x, float)))
-    summed = b.reduce_sum(_without_nan(b, v, 0.0), axes=canonical_axes(axis, v.type.rank, "nanmean"),
-                          keepdims=keepdims)
-    return b.div(summed, _count_numbers(b, v, axis, keepdims))
-
-
-def _nan_extremum(b, x, axis, keepdims, largest: bool):
-    v = tensor(b, x)
-    if not v.type.dtype.is_float:
-        return (max_ if largest else min_).__wrapped__(b, v, axis, keepdims)
-    fill = -np.inf if largest else np.inf
-    out = (max_ if largest else min_).__wrapped__(b, _without_nan(b, v, fill), axis, keepdims)
-    none = b.equal(_count_numbers(b, v, axis, keepdims), b.scalar(0.0, v))
-    return b.select(none, b.scalar(np.nan, v), out)
-
-
-@keras_op
-def nanmax(b, x, axis=None, keepdims=False):
-    """The maximum along `axis`, NaN left out (NaN where there are only NaN)."""
-    return _nan_extremum(b, x, axis, keepdims, largest=True)
-
-
-@keras_op
-def nanmin(b, x, axis=None, keepdims=False):
-    """The minimum along `axis`, NaN left out (NaN where there are only NaN)."""
-    return _nan_extremum(b, x, axis, keepdims, largest=False)
-
-
-@keras_op
-def nanvar(b, x, axis=None, keepdims=False):
-    """The variance of the numbers along `axis`, NaN left out."""
-    v = tensor(b, x, float_dtype(result_type(x, float)))
-    mean = nanmean.__wrapped__(b, v, axis, True)
-    squares = b.square(b.sub(_without_nan(b, v, 0.0), mean))
-    squares = b.select(b.not_equal(v, v), b.scalar(0.0, v), squares)
-    summed = b.reduce_sum(squares, axes=canonical_axes(axis, v.type.rank, "nanvar"), keepdims=keepdims)
-    return b.div(summed, _count_numbers(b, v, axis, keepdims))
-
-
-@keras_op
-def nanstd(b, x, axis=None, keepdims=False):
-    """The standard deviation of the numbers along `axis`, NaN left out."""
-    return b.sqrt(nanvar.__wrapped__(b, x, axis, keepdims))
-
-
-@keras_op
-def nancumsum(b, x, axis=None, dtype=None):
-    """The running sum along `axis` (None: of the flattened `x`), NaN counted as 0."""
-    v = _without_nan(b, x, 0.0)
-    return running(b, tensor(b, v, dtype or _running_dtype(v)), axis, "nancumsum")
-
-
-@keras_op
-def nancumprod(b, x, axis=None, dtype=None):
-    """The running product along `axis` (None: of the flattened `x`), NaN counted as 1."""
-    v = _without_nan(b, x, 1.0)
-    return running(b, tensor(b, v, dtype or _running_dtype(v)), axis, "nancumprod", product=True)
-
-
-def _running_dtype(v) -> str:
-    """The dtype Keras gives a running total of `v`: its own, bools as int32."""
-    return "int32" if v.type.dtype.name == "bool" else result_type(v)
-
-
-@keras_op
-def trapezoid(b, y, x=None, dx=1.0, axis=-1):
-    """The integral of `y` along `axis` by the trapezoidal rule, at points `x` or `dx` apart."""
-    v = tensor(b, y, float_dtype(result_type(y, float)))
-    axis = canonical_axis(axis, v.type.rank, "trapezoid")
-    n = _static(v, axis, "trapezoid")
-    later = b.slice(v, starts=[1], ends=[n], axes=[axis], steps=[1])
-    earlier = b.slice(v, starts=[0], ends=[max(n - 1, 0)], axes=[axis], steps=[1])
-    if x is None:
-        widths = b.scalar(dx, v)
-    else:
-        points = tensor(b, x, v.type.dtype)
-        widths = diff.__wrapped__(b, points, 1, -1 if points.type.rank == 1 else axis)
-        if widths.type.rank == 1 and v.type.rank > 1:
-            widths = b.reshape(widths, shape=[n - 1 if a == axis else 1 for a in range(v.type.rank)])
-    area = b.mul(b.add(later, earlier), b.mul(widths, b.scalar(0.5, v)))
-    return b.reduce_sum(area, axes=[axis])
 
 
 # --- complex parts of real tensors and small utilities ---------------------------------------------

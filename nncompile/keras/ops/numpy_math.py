@@ -304,3 +304,19 @@ def ldexp(b, x1, x2):
     u = tensor(b, x1, float_dtype(x1))
     exponent = tensor(b, x2, u.type.dtype)
     return b.mul(u, b.pow(b.scalar(2.0, u), exponent))
+
+
+def _nan_ignoring(op: str, name: str, doc: str):
+    def fn(b, x1, x2):
+        u, v = tensors(b, x1, x2)
+        out = b.op(op, u, v)
+        if not u.type.dtype.is_float:
+            return out
+        return b.select(b.not_equal(u, u), v, b.select(b.not_equal(v, v), u, out))
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = doc
+    return keras_op(fn)
+
+
+fmax = _nan_ignoring("maximum", "fmax", "Elementwise maximum, a NaN ignored unless both are NaN (numpy's fmax).")
+fmin = _nan_ignoring("minimum", "fmin", "Elementwise minimum, a NaN ignored unless both are NaN (numpy's fmin).")

@@ -120,18 +120,44 @@ def segment_sum(b, data, segment_ids, num_segments=None, sorted=False):  # noqa:
     return b.scatter_add(safe, rows, shape=[count, *v.type.shape[ids.type.rank:]], axis=0)
 
 
-@keras_op
-def segment_max(b, data, segment_ids, num_segments=None, sorted=False):  # noqa: A002  (Keras's name)
-    """The maxima of the rows of `data` with each segment id (ids out of range dropped; an empty
-    segment is the dtype's lowest value, -inf for floats)."""
-    v, ids, inside, count = _segments(b, data, segment_ids, num_segments, "segment_max")
+def _segment_reduce(b, data, segment_ids, num_segments, op: str, reduce: str, empty):
+    """`reduce` of the rows of `data` with each segment id, by a mask of (row, segment) pairs;
+    `empty(dtype)` is both the masked rows' value and an empty segment's."""
+    v, ids, inside, count = _segments(b, data, segment_ids, num_segments, op)
     extra = v.type.rank - ids.type.rank
     member = b.logical_and(b.equal(b.reshape(ids, shape=[*ids.type.shape, 1]),
                                    b.constant(np.arange(count, dtype=ids.type.dtype.numpy))),
                            b.reshape(inside, shape=[*ids.type.shape, 1]))      # (ids..., segments)
-    lowest = -np.inf if v.type.dtype.is_float else np.iinfo(v.type.dtype.numpy).min
     rows = b.reshape(v, shape=[*v.type.shape[:ids.type.rank], 1, *v.type.shape[ids.type.rank:]])
     mask = b.reshape(member, shape=[*member.type.shape] + [1] * extra)
-    picked = b.select(mask, rows, b.scalar(lowest, v))
-    return b.reduce_max(picked, axes=list(range(ids.type.rank)))
+    picked = b.select(mask, rows, b.scalar(empty(v.type.dtype.numpy), v))
+    return b.op(reduce, picked, axes=list(range(ids.type.rank)))
+
+
+def _lowest(dtype):
+    return -np.inf if np.issubdtype(dtype, np.floating) else np.iinfo(dtype).min
+
+
+def _highest(dtype):
+    return np.inf if np.issubdtype(dtype, np.floating) else np.iinfo(dtype).max
+
+
+@keras_op
+def segment_max(b, data, segment_ids, num_segments=None, sorted=False):  # noqa: A002  (Keras's name)
+    """The maxima of the rows of `data` with each segment id (ids out of range dropped; an empty
+    segment is the dtype's lowest value, -inf for floats)."""
+    return _segment_reduce(b, data, segment_ids, num_segments, "segment_max", "reduce_max", _lowest)
+
+
+@keras_op
+def segment_min(b, data, segment_ids, num_segments=None, sorted=False):  # noqa: A002  (Keras's name)
+    """The minima of the rows of `data` with each segment id (an empty segment is the dtype's
+    highest value, inf for floats)."""
+    return _segment_reduce(b, data, segment_ids, num_segments, "segment_min", "reduce_min", _highest)
+
+
+@keras_op
+def segment_prod(b, data, segment_ids, num_segments=None, sorted=False):  # noqa: A002  (Keras's name)
+    """The products of the rows of `data` with each segment id (an empty segment is 1)."""
+    return _segment_reduce(b, data, segment_ids, num_segments, "segment_prod", "reduce_prod", lambda dtype: 1)
 

@@ -1,0 +1,89 @@
+"""keras.ops windows, frames and cross-correlation (ops/signal.py), correlation coefficients and
+histograms (ops/statistics.py), fmax / fmin, diagflat and the segment minima and products
+against numpy written here, eagerly, traced and compiled; gradients by finite differences."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import nncompile
+from nncompile.keras import ops
+from tests.keras.ops_harness import both, trace_graph
+from tests.keras.test_ops_scatter_norms import segments_reference
+from tests.passes.test_autodiff import check_gradients
+
+RNG = np.random.default_rng(0)
+X = RNG.standard_normal(9).astype(np.float32)
+M = RNG.standard_normal((3, 6)).astype(np.float32)
+IDS = np.array([0, 0, 2, 1, 5, 2, -1])
+DATA = RNG.standard_normal((7, 2)).astype(np.float32)
+WITH_NAN = np.array([1.0, np.nan, -2.0, np.nan, 0.0], np.float32)
+OTHER_NAN = np.array([np.nan, np.nan, 3.0, -1.0, -0.5], np.float32)
+
+
+def _histogram(x, bins, span=None):
+    counts, edges = np.histogram(x, bins, span)
+    return [counts.astype(np.float32), edges.astype(np.float32)]
+
+
+CASES = {
+    "extract_sequences": (lambda x: ops.extract_sequences(x, 4, 3),
+                          lambda x: np.stack([x[i:i + 4] for i in range(0, 6, 3)]), [X]),
+    "extract_sequences_batched": (lambda x: ops.extract_sequences(x, 2, 2),
+                                  lambda x: np.stack([x[:, i:i + 2] for i in range(0, 5, 2)], axis=1), [M]),
+    "correlate_valid": (ops.correlate, np.correlate, [X, X[:3]]),
+    "correlate_same": (lambda a, v: ops.correlate(a, v, "same"), lambda a, v: np.correlate(a, v, "same"),
+                       [X, X[:4]]),
+    "correlate_full_swapped": (lambda a, v: ops.correlate(a, v, "full"), lambda a, v: np.correlate(a, v, "full"),
+                               [X[:3], X]),
+    "corrcoef": (ops.corrcoef, np.corrcoef, [M]),
+    "histogram": (lambda x: ops.histogram(x, 4), lambda x: _histogram(x, 4), [M]),
+    "histogram_range": (lambda x: ops.histogram(x, 3, (-1.0, 1.0)), lambda x: _histogram(x, 3, (-1.0, 1.0)), [X]),
+    "fmax": (ops.fmax, np.fmax, [WITH_NAN, OTHER_NAN]),
+    "fmin": (ops.fmin, np.fmin, [WITH_NAN, OTHER_NAN]),
+    "diagflat": (lambda x: ops.diagflat(x, -1), lambda x: np.diagflat(x, -1), [M[:2, :2]]),
+    "segment_min": (lambda d: ops.segment_min(d, IDS, 4), lambda d: segments_reference(d, IDS, 4, np.min, np.inf), [DATA]),
+    "segment_prod": (lambda d: ops.segment_prod(d, IDS, 4), lambda d: segments_reference(d, IDS, 4, np.prod, 1), [DATA]),
+}
+
+
+def _matches(got, want, what):
+    if isinstance(want, (list, tuple)):
+        for g, w in zip(got, want):
+            _matches(g, w, what)
+        return
+    want = np.asarray(want, np.float32)
+    assert np.asarray(got).shape == want.shape, what
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=2e-6, err_msg=what)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_matches_numpy_eager_traced_and_compiled(name):
+    fn, numpy_fn, arrays = CASES[name]
+    want = numpy_fn(*arrays)
+    graph, _ = trace_graph(fn, arrays)
+    for kind, got in zip(("eager", "traced", "compiled"), [*both(fn, *arrays), nncompile.compile(graph)(*arrays)]):
+        _matches(got, want, f"{name} {kind}")
+
+
+@pytest.mark.parametrize("window, numpy_window", [(ops.bartlett, np.bartlett), (ops.blackman, np.blackman),
+                                                  (ops.hamming, np.hamming), (ops.hanning, np.hanning),
+                                                  (lambda n: ops.kaiser(n, 3.5), lambda n: np.kaiser(n, 3.5))])
+def test_windows_are_numpys_in_floatx(window, numpy_window):
+    for n in (1, 2, 7):
+        got = window(n)
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, numpy_window(n), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["correlate_same", "corrcoef", "segment_prod", "fmax"])
+def test_gradients_match_finite_differences(name):
+    fn, _, arrays = CASES[name]
+    if name == "fmax":     # away from NaN, which has no gradient
+        arrays = [X[:5], X[4:]]
+    named = {f"x{i}": np.asarray(a, np.float64) for i, a in enumerate(arrays)}
+
+    def build(b, values):
+        with ops.tracing(b):
+            return fn(*values.values())
+    check_gradients(build, named, samples=8)
