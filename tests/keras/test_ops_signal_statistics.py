@@ -87,3 +87,48 @@ def test_gradients_match_finite_differences(name):
         with ops.tracing(b):
             return fn(*values.values())
     check_gradients(build, named, samples=8)
+
+
+def _all_ways(fn, *arrays):
+    graph, _ = trace_graph(fn, [np.asarray(a) for a in arrays])
+    return [*both(fn, *arrays), nncompile.compile(graph)(*arrays)]
+
+
+def test_bincount_counts_and_weighs_values():
+    """Eagerly max(x) + 1 bins (at least minlength); traced, minlength bins, values past them
+    and negative ones dropped."""
+    x = np.array([1, 3, 1, 0, 7, -1], np.int32)
+    kept = (x >= 0) & (x < 6)
+    weights = RNG.standard_normal(6).astype(np.float32)
+    np.testing.assert_array_equal(ops.bincount(x[x >= 0], minlength=6), np.bincount(x[x >= 0], minlength=6))
+    for got in _all_ways(lambda v: ops.bincount(v, minlength=6), x)[1:]:
+        np.testing.assert_array_equal(got, np.bincount(x[kept], minlength=6))
+    for got in _all_ways(lambda v, w: ops.bincount(v, w, minlength=6), x, weights)[1:]:
+        np.testing.assert_allclose(got, np.bincount(x[kept], weights[kept], minlength=6), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(ops.bincount(np.array([1, 3, 1, 0])), np.bincount([1, 3, 1, 0]))
+    np.testing.assert_array_equal(ops.bincount(np.array([[1, 2], [0, 0]]), minlength=3), [[0, 1, 1], [2, 0, 0]])
+
+
+def test_gcd_and_lcm_as_numpy():
+    a = RNG.integers(-10**6, 10**6, 200).astype(np.int32)
+    c = RNG.integers(-10**6, 10**6, 200).astype(np.int32)
+    a[:3], c[:3] = [0, 7, 0], [5, 0, 0]
+    for got in _all_ways(ops.gcd, a, c):
+        np.testing.assert_array_equal(got, np.gcd(a, c))
+    small_a, small_c = a % 1000, c % 1000
+    for got in both(ops.lcm, small_a, small_c):
+        np.testing.assert_array_equal(got, np.lcm(small_a, small_c))
+    fibonacci = np.array([1836311903], np.int32), np.array([1134903170], np.int32)   # Euclid's worst case
+    np.testing.assert_array_equal(ops.gcd(*fibonacci), [1])
+    with pytest.raises(ValueError, match=r"ops\.gcd: the inputs must be integers"):
+        ops.gcd(np.ones(2), np.ones(2))
+
+
+def test_argpartition_puts_the_kth_in_place():
+    x = RNG.standard_normal((3, 7)).astype(np.float32)
+    for kth in (0, 3, 6):
+        for got in _all_ways(lambda v: ops.argpartition(v, kth), x):
+            picked = np.take_along_axis(x, got, -1)
+            kth_value = np.sort(x, -1)[:, kth:kth + 1]
+            assert (picked[:, kth:kth + 1] == kth_value).all()
+            assert (picked[:, :kth] <= kth_value).all() and (picked[:, kth + 1:] >= kth_value).all()

@@ -37,7 +37,7 @@ from nncompile.keras.ops.numpy import (abs, absolute, add, all, amax, amin, any,
                                        round, rsqrt, sign, sin, sinh, sqrt, square, std,
                                        stop_gradient, subtract, sum, tan, tanh, true_divide, trunc,
                                        var)
-from nncompile.keras.ops.numpy_math import (allclose, fmax, fmin, arccos, arccosh, arcsin, arcsinh, arctan,
+from nncompile.keras.ops.numpy_math import (allclose, gcd, lcm, fmax, fmin, arccos, arccosh, arcsin, arcsinh, arctan,
                                             arctan2, arctanh, cbrt, copy, cumprod, deg2rad,
                                             divide_no_nan, fabs, fmod, heaviside, hypot, isclose,
                                             isneginf, isposinf, ldexp, logaddexp, logaddexp2,
@@ -53,10 +53,10 @@ from nncompile.keras.ops.signal import (bartlett, blackman, correlate, extract_s
 from nncompile.keras.ops.statistics import (average, corrcoef, histogram, nancumprod, nancumsum,
                                             nanmax, nanmean, nanmin, nanprod, nanstd, nansum, nanvar,
                                             trapezoid)
-from nncompile.keras.ops.sorting import (argsort, in_top_k, median, nanargmax, nanargmin, nanmedian,
+from nncompile.keras.ops.sorting import (argpartition, argsort, in_top_k, median, nanargmax, nanargmin, nanmedian,
                                          nanpercentile, nanquantile, percentile, quantile, sort,
                                          top_k)
-from nncompile.keras.ops.scatter import (scatter, scatter_update, segment_max, segment_min, segment_prod,
+from nncompile.keras.ops.scatter import (bincount, scatter, scatter_update, segment_max, segment_min, segment_prod,
                                          segment_sum, slice_update)
 from nncompile.keras.ops.arrays import (arange, broadcast_to, cast, concatenate, convert_to_numpy,
                                         convert_to_tensor, expand_dims, eye, flip, full, full_like,

@@ -12,7 +12,8 @@ import math
 
 import numpy as np
 
-from nncompile.keras.ops.core import canonical_axes, float_dtype, float_op, keras_op, result_type, tensor, tensors
+from nncompile.keras.ops.core import (EagerValue, canonical_axes, float_dtype, float_op, keras_op, result_type, tensor,
+                                      tensors, tracing)
 from nncompile.keras.ops.numpy import running
 
 
@@ -320,3 +321,48 @@ def _nan_ignoring(op: str, name: str, doc: str):
 
 fmax = _nan_ignoring("maximum", "fmax", "Elementwise maximum, a NaN ignored unless both are NaN (numpy's fmax).")
 fmin = _nan_ignoring("minimum", "fmin", "Elementwise minimum, a NaN ignored unless both are NaN (numpy's fmin).")
+
+
+def _euclid(b, u, v):
+    """The greatest common divisors of |u| and |v| (integers), by Euclid's algorithm: a fixed
+    number of steps (enough for the dtype's worst case, consecutive Fibonacci numbers), each
+    pair left as it is once its remainder is 0. One scan, eager or traced."""
+    from nncompile.keras.ops.arrays import where
+    from nncompile.keras.ops.loops import scan
+    from nncompile.keras.ops.numpy import equal, mod
+
+    steps = 96 if u.type.dtype.itemsize > 4 else 48
+
+    def step(pair, _):
+        x, y = pair
+        done = equal(y, 0)
+        return (where(done, x, y), where(done, y, mod(x, where(done, 1, y)))), None
+    a, c = b.abs(u), b.abs(v)
+    if isinstance(a, EagerValue):
+        return EagerValue(np.asarray(scan(step, (a.array, c.array), length=steps)[0][0]))
+    with tracing(b):
+        return scan(step, (a, c), length=steps)[0][0]
+
+
+def _integers(b, x1, x2, op: str):
+    dtype = result_type(x1, x2)
+    if "int" not in dtype:
+        raise ValueError(f"ops.{op}: the inputs must be integers; received {dtype}")
+    return tensors(b, x1, x2, dtype=dtype)
+
+
+@keras_op
+def gcd(b, x1, x2):
+    """The greatest common divisor of |x1| and |x2|, elementwise (0 with 0)."""
+    return _euclid(b, *_integers(b, x1, x2, "gcd"))
+
+
+@keras_op
+def lcm(b, x1, x2):
+    """The least common multiple of |x1| and |x2|, elementwise (0 if either is 0)."""
+    from nncompile.keras.ops.numpy import floor_divide
+
+    u, v = _integers(b, x1, x2, "lcm")
+    divisor = _euclid(b, u, v)
+    safe = b.select(b.equal(divisor, b.scalar(0, divisor)), b.scalar(1, divisor), divisor)
+    return b.abs(b.mul(floor_divide.__wrapped__(b, u, safe), v))

@@ -161,3 +161,33 @@ def segment_prod(b, data, segment_ids, num_segments=None, sorted=False):  # noqa
     """The products of the rows of `data` with each segment id (an empty segment is 1)."""
     return _segment_reduce(b, data, segment_ids, num_segments, "segment_prod", "reduce_prod", lambda dtype: 1)
 
+
+
+@keras_op
+def bincount(b, x, weights=None, minlength=0, sparse=False):
+    """How often each value 0, 1, ... occurs in the non-negative integers `x` (per row of a 2-D x),
+    or the sum of their `weights`: max(x) + 1 bins, at least `minlength`. Traced, the length must
+    be known before the values: `minlength` bins, values past them dropped."""
+    if sparse:
+        raise unsupported("bincount", "sparse=True")
+    v = tensor(b, x)
+    if not v.type.dtype.is_int:
+        raise ValueError(f"ops.bincount: x must hold integers; received dtype {v.type.dtype}")
+    if v.type.rank not in (1, 2):
+        raise ValueError(f"ops.bincount: x must be 1-D or 2-D; received rank {v.type.rank}")
+    if isinstance(v, Value):
+        if int(minlength) <= 0:
+            raise NotImplementedError("ops.bincount: a traced x needs minlength (the number of bins) "
+                                      "known before its values")
+        length = int(minlength)
+    else:
+        length = max(int(v.array.max()) + 1 if v.array.size else 0, int(minlength))
+    counted = tensor(b, weights) if weights is not None else b.broadcast(b.scalar(1, v), shape=list(v.type.shape))
+    if weights is not None and not counted.type.dtype.is_float and not counted.type.dtype.is_int:
+        counted = tensor(b, counted, "int32")
+    inside = b.logical_and(b.greater_equal(v, b.scalar(0, v)), b.less(v, b.scalar(length, v)))
+    bins = b.constant(np.arange(length, dtype=v.type.dtype.numpy))
+    hit = b.logical_and(b.equal(b.reshape(v, shape=[*v.type.shape, 1]), bins),
+                        b.reshape(inside, shape=[*v.type.shape, 1]))
+    values = b.reshape(counted, shape=[*counted.type.shape, 1])
+    return b.reduce_sum(b.select(hit, values, b.scalar(0, values)), axes=[v.type.rank - 1])

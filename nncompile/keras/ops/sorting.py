@@ -290,3 +290,15 @@ def nanargmin(b, x, axis=None, keepdims=False):
     """The index of the smallest number along `axis` (None: of the flattened x), NaN left out;
     -1 where there are only NaN (as Keras on JAX). int32."""
     return _nan_arg(b, x, axis, keepdims, False, "nanargmin")
+
+
+@keras_op
+def argpartition(b, x, kth, axis=-1):
+    """Indices that put the `kth` element of `x` along `axis` where sorting would, the smaller
+    ones before it and the larger after (numpy's contract; here the whole stable sort, which
+    keeps it), as int32."""
+    v = tensor(b, x)
+    n = v.type.shape[canonical_axis(axis, v.type.rank, "argpartition")]
+    if isinstance(n, int) and not -n <= int(kth) < n:
+        raise ValueError(f"ops.argpartition: kth {kth} is out of bounds for an axis of length {n}")
+    return _sorted(b, v, axis, "argpartition")[1]
