@@ -95,8 +95,9 @@ def compile_model(model, optimizer="rmsprop", loss=None, loss_weights=None, metr
                 m.name = f"{name}_{m.name}"
         resolved.append(row)
     model.optimizer = optimizers_module.get(optimizer)
+    # as Keras 3: a loss per output only where more than one output has a loss
     outputs_losses = [metrics_module.Mean(name=f"{n}_loss") for n, l in zip(names, losses)
-                      if l is not None] if len(names) > 1 else []
+                      if l is not None] if sum(l is not None for l in losses) > 1 else []
     # As given, for the compile config that saving writes.
     model._compile_args = {"loss": loss, "loss_weights": loss_weights, "metrics": metrics,
                            "weighted_metrics": weighted_metrics}

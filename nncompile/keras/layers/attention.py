@@ -392,3 +392,36 @@ class Attention(KeywordCall):
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "use_scale": self.use_scale,
                 "score_mode": self.score_mode, "dropout": self.dropout, "seed": self.seed}
+
+
+class AdditiveAttention(Attention):
+    """Additive (Bahdanau-style) attention, Keras 3's `keras.layers.AdditiveAttention`: scores
+    `sum(scale * tanh(query + key), axis=-1)` with a trained `scale` of the feature size (when
+    `use_scale`, the default), then as `Attention`.
+
+    Example:
+
+    >>> q = np.random.rand(2, 3, 4).astype("float32")
+    >>> AdditiveAttention()([q, np.random.rand(2, 5, 4).astype("float32")]).shape
+    (2, 3, 4)
+    """
+
+    def __init__(self, use_scale: bool = True, dropout: float = 0.0, **kwargs):
+        super().__init__(use_scale=use_scale, dropout=dropout, **kwargs)
+
+    def build(self, input_shape) -> None:
+        shapes = self.named(input_shape)
+        _check_rank_3(self, shapes)
+        self.scale = (self.add_weight(shape=(shapes["query"][-1],), initializer="glorot_uniform", name="scale")
+                      if self.use_scale else None)
+        self.concat_score_weight = None
+        self.built = True
+
+    def _scores(self, query, key):
+        summed = ops.tanh(ops.expand_dims(query, -2) + ops.expand_dims(key, -3))
+        return ops.sum(summed if self.scale is None else self.scale * summed, axis=-1)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        del config["score_mode"]
+        return config
