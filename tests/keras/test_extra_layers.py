@@ -153,3 +153,26 @@ def test_spatial_dropout_config_is_keras_3s():
 def test_bad_arguments_name_the_argument(make, message):
     with pytest.raises((ValueError, TypeError), match=message):
         make()
+
+
+ALPHA_P = -1.6732632423543772 * 1.0507009873554805
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.3])
+def test_alpha_dropout_keeps_mean_and_variance_as_keras(rate):
+    """Each output is a x + b (kept) or a alpha' + b (dropped), with Keras's a and b written here;
+    about `rate` of them dropped; standard normal inputs keep about zero mean and unit variance;
+    the identity at inference and at rate 0."""
+    x = _x((400, 250), seed=3)
+    layer = layers.AlphaDropout(rate, seed=4)
+    np.testing.assert_array_equal(layer(x), x)
+    out = np.asarray(layer(x, training=True), np.float64)
+    a = ((1 - rate) * (1 + rate * ALPHA_P ** 2)) ** -0.5
+    b = -a * ALPHA_P * rate
+    kept = np.isclose(out, a * x + b, rtol=1e-5, atol=1e-5)
+    dropped = np.isclose(out, a * ALPHA_P + b, rtol=1e-5, atol=1e-5)
+    assert (kept | dropped).all()
+    assert abs(dropped.mean() - rate) < 0.01
+    assert abs(out.mean()) < 0.02 and abs(out.var() - 1) < 0.03
+    np.testing.assert_array_equal(layers.AlphaDropout(0.0)(x, training=True), x)
+    assert layers.AlphaDropout(rate, noise_shape=(None, 1), seed=1).get_config()["noise_shape"] == (None, 1)

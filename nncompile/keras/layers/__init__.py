@@ -20,8 +20,8 @@ from nncompile.keras.layers.core import (ELU, Activation, Dense, Dropout, Embedd
 from nncompile.keras.layers.merging import (Add, Average, Concatenate, Dot, Maximum, Minimum,
                                             Multiply, Subtract, add, average, concatenate, dot,
                                             maximum, minimum, multiply, subtract)
-from nncompile.keras.layers.noise import (GaussianDropout, GaussianNoise, SpatialDropout1D,
-                                          SpatialDropout2D, SpatialDropout3D)
+from nncompile.keras.layers.noise import (AlphaDropout, GaussianDropout, GaussianNoise,
+                                          SpatialDropout1D, SpatialDropout2D, SpatialDropout3D)
 from nncompile.keras.layers.normalization import (BatchNormalization, GroupNormalization,
                                                   LayerNormalization, RMSNormalization, UnitNormalization)
 from nncompile.keras.layers.pooling import (AdaptiveAveragePooling1D, AdaptiveAveragePooling2D,
@@ -48,7 +48,7 @@ from nncompile.keras.layers.wrappers import Bidirectional, TimeDistributed
 __all__ = [
     "Activation", "ActivityRegularization", "AdaptiveAveragePooling1D", "AdaptiveAveragePooling2D",
     "AdaptiveAveragePooling3D", "AdaptiveMaxPooling1D", "AdaptiveMaxPooling2D", "AdaptiveMaxPooling3D", "Add",
-    "AdditiveAttention", "Attention", "Average", "AveragePooling1D",
+    "AdditiveAttention", "AlphaDropout", "Attention", "Average", "AveragePooling1D",
     "AveragePooling2D", "AveragePooling3D", "AvgPool1D", "AvgPool2D", "AvgPool3D",
     "BatchNormalization", "Bidirectional", "CategoryEncoding", "CenterCrop", "Concatenate", "Conv1D",
     "Conv1DTranspose", "Conv2D", "Conv2DTranspose", "Conv3D", "Conv3DTranspose", "Convolution1D",

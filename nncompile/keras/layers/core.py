@@ -163,12 +163,16 @@ class Dropout(Layer):
             return inputs
         if self.rate == 1:
             return b.mul(inputs, b.scalar(0.0, inputs))
+        return b.mul(inputs, b.mul(self.kept(b, inputs), b.scalar(1 / (1 - self.rate), inputs)))
+
+    def kept(self, b: Builder, inputs: Value) -> Value:
+        """1 where an input is kept, 0 where it is dropped (drawn in `noise_shape`, broadcast), in
+        the inputs' dtype."""
         dims = inputs.type.shape
         shape = dims if self.noise_shape is None else tuple(
             d if n is None else n for d, n in zip(dims, self.noise_shape))
         draws = b.op("random_uniform", seed_input(b), shape=shape, key=self._key)
-        keep = b.cast(b.op("greater_equal", draws, b.scalar(self.rate, draws)), dtype=inputs.type.dtype)
-        return b.mul(inputs, b.mul(keep, b.scalar(1 / (1 - self.rate), inputs)))
+        return b.cast(b.op("greater_equal", draws, b.scalar(self.rate, draws)), dtype=inputs.type.dtype)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "rate": self.rate, "seed": self.seed,

@@ -142,3 +142,26 @@ class SpatialDropout3D(_SpatialDropoutND):
     """Drops whole channels of (batch, dim1, dim2, dim3, channels) inputs with probability `rate`."""
 
     spatial_rank = 3
+
+
+class AlphaDropout(Dropout):
+    """Dropout that keeps the mean and variance of its inputs (for SELU networks): in training a
+    fraction `rate` of inputs is set to SELU's negative saturation -alpha * scale, then all are
+    moved by the affine map a * x + b that restores zero mean and unit variance, as Keras 3's.
+
+    >>> x = np.ones((2, 3), "float32")
+    >>> bool((AlphaDropout(0.2)(x) == x).all())
+    True
+    """
+
+    def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
+        if not training or self.rate == 0:
+            return inputs
+        alpha_p = -1.6732632423543772848170429916717 * 1.0507009873554804934193349852946
+        with np.errstate(divide="ignore", invalid="ignore"):     # rate 1: NaN, as Keras's
+            a = np.float64((1 - self.rate) * (1 + self.rate * alpha_p ** 2)) ** -0.5
+        shift = -a * alpha_p * self.rate
+        keep = self.kept(b, inputs)
+        dropped = b.sub(b.scalar(1.0, keep), keep)
+        x = b.add(b.mul(inputs, keep), b.mul(dropped, b.scalar(alpha_p, keep)))
+        return b.add(b.mul(x, b.scalar(float(a), x)), b.scalar(float(shift), x))
