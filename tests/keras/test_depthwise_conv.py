@@ -182,3 +182,8 @@ def test_bad_arguments_name_the_argument(make, message):
 def test_wrong_input_rank_is_refused():
     with pytest.raises(ValueError, match="DepthwiseConv2D"):
         layers.DepthwiseConv2D(3)(np.zeros((2, 5, 3), "float32"))
+
+
+def test_keras_other_names_of_the_separable_convolutions():
+    assert layers.SeparableConvolution1D is layers.SeparableConv1D
+    assert layers.SeparableConvolution2D is layers.SeparableConv2D

@@ -12,7 +12,8 @@ from nncompile.keras.layers.conv_transpose import (Conv1DTranspose, Conv2DTransp
                                                    Conv3DTranspose, Convolution1DTranspose,
                                                    Convolution2DTranspose, Convolution3DTranspose)
 from nncompile.keras.layers.depthwise_conv import (DepthwiseConv1D, DepthwiseConv2D,
-                                                   SeparableConv1D, SeparableConv2D)
+                                                   SeparableConv1D, SeparableConv2D,
+                                                   SeparableConvolution1D, SeparableConvolution2D)
 from nncompile.keras.layers.einsum_dense import EinsumDense
 from nncompile.keras.layers.core import (ELU, Activation, Dense, Dropout, Embedding, Flatten,
                                          Identity, LeakyReLU, Masking, Permute, PReLU, ReLU,
@@ -66,7 +67,8 @@ __all__ = [
     "Multiply", "Normalization", "PReLU", "Permute", "RMSNormalization", "RNN", "RandomBrightness",
     "RandomContrast", "RandomCrop", "RandomFlip", "RandomRotation", "RandomTranslation", "RandomZoom", "ReLU",
     "RepeatVector", "Rescaling",
-    "Reshape", "Resizing", "SeparableConv1D", "SeparableConv2D", "SimpleRNN", "SimpleRNNCell",
+    "Reshape", "Resizing", "SeparableConv1D", "SeparableConv2D",
+    "SeparableConvolution1D", "SeparableConvolution2D", "SimpleRNN", "SimpleRNNCell",
     "Softmax", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "StackedRNNCells", "Subtract",
     "TimeDistributed", "UnitNormalization", "UpSampling1D", "UpSampling2D", "UpSampling3D",
     "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "add", "average", "concatenate", "maximum",

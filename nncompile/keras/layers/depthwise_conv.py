@@ -176,3 +176,6 @@ class SeparableConv1D(BaseSeparableConv):
     """
 
     rank = 1
+
+
+SeparableConvolution1D, SeparableConvolution2D = SeparableConv1D, SeparableConv2D     # Keras 3's other names
