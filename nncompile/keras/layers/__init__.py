@@ -5,6 +5,7 @@ from nncompile.keras.layers.augmentation import (RandomBrightness, RandomContras
                                                  RandomRotation, RandomTranslation, RandomZoom)
 from nncompile.keras.layers.image_preprocessing import CenterCrop, Resizing
 from nncompile.keras.layers.lambda_layer import Lambda
+from nncompile.keras.layers.input_spec import InputSpec
 from nncompile.keras.layers.attention import AdditiveAttention, Attention, MultiHeadAttention
 from nncompile.keras.layers.conv import (Conv1D, Conv2D, Conv3D, Convolution1D, Convolution2D,
                                          Convolution3D)
@@ -61,7 +62,7 @@ __all__ = [
     "GlobalAveragePooling2D", "GlobalAveragePooling3D", "GlobalAvgPool1D", "GlobalAvgPool2D",
     "GlobalAvgPool3D", "GlobalMaxPool1D", "GlobalMaxPool2D", "GlobalMaxPool3D",
     "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D", "GroupNormalization",
-    "Identity", "Input", "InputLayer", "LSTM", "LSTMCell", "Lambda", "Layer",
+    "Identity", "Input", "InputLayer", "InputSpec", "LSTM", "LSTMCell", "Lambda", "Layer",
     "LayerNormalization", "LeakyReLU", "Masking", "MaxPool1D", "MaxPool2D", "MaxPool3D",
     "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "Maximum", "Minimum", "MultiHeadAttention",
     "Multiply", "Normalization", "PReLU", "Permute", "RMSNormalization", "RNN", "RandomBrightness",

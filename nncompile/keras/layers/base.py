@@ -21,6 +21,7 @@ import numpy as np
 from nncompile.ir import BATCH, Builder, DType, Graph, ShapeError, TensorType, Value
 from nncompile.keras import activations, backend, constraints, initializers, regularizers, tracing
 from nncompile.keras.layers import auto_config
+from nncompile.keras.layers.input_spec import check_inputs
 from nncompile.keras.layers.arguments import (ArgumentError, boolean, owner_of, shape_tuple,
                                               warn_legacy)
 from nncompile.keras.ops.core import leaves, register_symbolic
@@ -531,6 +532,7 @@ class Layer:
     # The mode of a call given none, by its caller or its model: Keras's `call(..., training=...)`
     # default (True for the image augmentation layers).
     default_training = False
+    input_spec = None     # an InputSpec (or a list of them) a layer may set: checked at every call
 
     def __call__(self, inputs, training: bool | None = None, **kwargs):
         if kwargs:
@@ -542,6 +544,8 @@ class Layer:
                             f"`call(self, inputs)` as `x, y = inputs`")
         single = not isinstance(inputs, (list, tuple))
         flat = [inputs] if single else list(inputs)
+        if self.input_spec is not None:
+            check_inputs(self.input_spec, flat, self.name)
         symbolic = all(isinstance(x, KerasTensor) for x in flat)
         # A Sequential built inside traced code (a custom layer's `self.ffn`) calls its layers
         # on KerasTensors: those calls stay symbolic; the model's own call is inlined.
