@@ -110,6 +110,7 @@ def _coin(r, *shape):
 # name -> (numpy formulation, dtype of both inputs, sampler of x (batch, 3, 4), sampler of y (4,))
 _BINARY = {
     "add": (lambda x, y: x + y, f32, _normal, _normal),
+    "fmod": (lambda x, y: np.fmod(x, y), f32, _normal, _pos),
     "sub": (lambda x, y: x + (-y), i32, lambda r, *s: r.integers(-50, 50, s, np.int32),
             lambda r, *s: r.integers(-50, 50, s, np.int32)),
     "mul": (lambda x, y: x * y, i64, lambda r, *s: r.integers(-50, 50, s, np.int64),

@@ -107,6 +107,17 @@ def _binary(fn: Callable[[ir.IRBuilder, ir.Value, ir.Value], ir.Value]) -> Impl:
     return lambda b, a, dt: fn(b, a[0], a[1])
 
 
+def _int_fmod(b: ir.IRBuilder, x: ir.Value, y: ir.Value, unsigned: bool) -> ir.Value:
+    """srem (urem), 0 where it is undefined: by 0 (numpy's 0) and, signed, by -1 (always 0;
+    MIN / -1 overflows)."""
+    zero = ir.Constant(y.type, 0)
+    trivial = b.icmp_unsigned("==", y, zero)
+    if not unsigned:
+        trivial = b.or_(trivial, b.icmp_signed("==", y, ir.Constant(y.type, -1)))
+    divisor = b.select(trivial, ir.Constant(y.type, 1), y)
+    return b.select(trivial, zero, b.urem(x, divisor) if unsigned else b.srem(x, divisor))
+
+
 def _llvm(name: str) -> Impl:
     return lambda b, a, dt: intrinsic(b, name, a)
 
@@ -139,6 +150,7 @@ FLOAT_RULES: dict[str, Impl] = {
     "mul": _binary(lambda b, x, y: b.fmul(x, y)),
     "div": _binary(lambda b, x, y: b.fdiv(x, y)),
     "pow": _binary(mathlib.pow),
+    "fmod": _binary(lambda b, x, y: b.frem(x, y)),     # LLVM's frem is C's fmod
     "maximum": _binary(_fmax),
     "minimum": _binary(_fmin),
     "equal": _binary(lambda b, x, y: b.fcmp_ordered("==", x, y)),
@@ -185,6 +197,7 @@ INT_RULES: dict[str, Impl] = {
     "relu": lambda b, a, dt: a[0] if _unsigned(dt) else intrinsic(b, "llvm.smax", [a[0], _c(a[0], 0)]),
     "add": _binary(lambda b, x, y: b.add(x, y)),
     "sub": _binary(lambda b, x, y: b.sub(x, y)),
+    "fmod": lambda b, a, dt: _int_fmod(b, a[0], a[1], _unsigned(dt)),
     "mul": _binary(lambda b, x, y: b.mul(x, y)),
     "maximum": _extremum("llvm.smax", "llvm.umax"),
     "minimum": _extremum("llvm.smin", "llvm.umin"),

@@ -412,13 +412,11 @@ def _is_special(ctx: Context) -> list:
 
 @converter("Mod")
 def _mod(ctx: Context) -> list:
-    """a - b * floor(a / b) (the divisor's sign; C's fmod truncates instead), computed in f64."""
+    """fmod=1: the IR's fmod (C's, the dividend's sign); else a - b * floor(a / b) (the divisor's
+    sign), computed in f64."""
     (x, y), perm = aligned(ctx, [0, 1])
     b, dtype = ctx.b, x.type.dtype
-    a, d = (v if v.type.dtype == DType.f64 else b.cast(v, dtype=DType.f64) for v in (x, y))
-    q = b.div(a, d)
     if ctx.attr("fmod", 0):
-        q = b.mul(b.sign(q), b.floor(b.abs(q)))
-    else:
-        q = b.floor(q)
-    return [Entry(b.cast(b.sub(a, b.mul(d, q)), dtype=dtype), perm)]
+        return [Entry(b.op("fmod", x, y), perm)]
+    a, d = (v if v.type.dtype == DType.f64 else b.cast(v, dtype=DType.f64) for v in (x, y))
+    return [Entry(b.cast(b.sub(a, b.mul(d, b.floor(b.div(a, d)))), dtype=dtype), perm)]

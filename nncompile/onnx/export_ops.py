@@ -37,6 +37,11 @@ def _scalar(w: Writer, value, like) -> str:
     return w.const(np.asarray(value, like.type.dtype.numpy), "scalar")
 
 
+@exporter("fmod")
+def _fmod(w: Writer, names, attrs, values) -> str:
+    return w.one("Mod", names, fmod=1)
+
+
 @exporter("expm1", "log1p", "rsqrt", "square", "not_equal")
 def _composite(w: Writer, names, attrs, values) -> str:
     op, x = _op(w), names[0]

@@ -78,3 +78,11 @@ def test_switch_index_of_ints_only():
     i = b.input("i", i32[()])
     with ops.tracing(b):
         assert ops.switch(i, BRANCHES, np.ones(2, np.float32)).type.shape == (2,)
+
+
+def test_short_axes_and_bad_indices():
+    assert ops.map(lambda x: ops.multiply(x, 2), np.zeros((0, 3), np.float32)).shape == (0, 3)
+    np.testing.assert_array_equal(ops.associative_scan(ops.add, np.ones(1, np.float32)), [1.0])
+    assert ops.associative_scan(ops.add, np.ones(0, np.float32)).shape == (0,)
+    with pytest.raises(TypeError, match=r"ops\.switch: the index must be an integer"):
+        ops.switch(1.7, BRANCHES, X)

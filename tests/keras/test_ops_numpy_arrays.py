@@ -231,3 +231,8 @@ def test_empty_results_compile():
     """A fused kernel whose output has no elements (a difference of order >= the length)."""
     graph, _ = trace_graph(lambda v: ops.diff(v, 4), [VEC[:4]])
     assert nncompile.compile(graph)(VEC[:4]).shape == (0,)
+
+
+def test_unravel_index_clips_indices_past_the_array():
+    for got in both(lambda i: ops.unravel_index(i, (3, 4)), np.array([12, -3, 5], np.int32)):
+        _matches(list(got), [np.array([2, 0, 1], np.int32), np.array([3, 0, 1], np.int32)], "unravel_index")

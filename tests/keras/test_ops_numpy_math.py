@@ -201,3 +201,35 @@ def test_bools_ints_and_empty_inputs_as_keras():
     np.testing.assert_array_equal(ops.isin(flags, np.array([True])), [True, False])
     np.testing.assert_array_equal(ops.isin(np.array([1, 2]), np.zeros(0, np.int32)), [False, False])
     assert ops.inner(flags, flags).dtype == bool and bool(ops.inner(flags, flags))
+
+
+def test_fmod_is_cs_fmod_exactly():
+    """The IR's fmod (LLVM's frem, integer srem): exact for large quotients, -0.0 and infinite
+    divisors as C's; integers by 0 and by -1 give 0."""
+    x = np.array([5.0, 1e7 + 1, 1.0, -0.0, -7.5, 3.0], np.float32)
+    y = np.array([0.1, 0.1, np.inf, 2.0, 2.0, -0.7], np.float32)
+    for got in [*both(ops.fmod, x, y), _compiled(ops.fmod, [x, y])]:
+        _assert_same(got, np.fmod(x, y), np.float32, "fmod")
+    big = np.array([2 ** 62 + 1, -7, 7, -9], np.int64)
+    divisors = np.array([3, 2, 0, -1], np.int64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        want = np.fmod(big, divisors)
+    for got in [*both(ops.fmod, big, divisors), _compiled(ops.fmod, [big, divisors])]:
+        np.testing.assert_array_equal(got, want)
+
+
+def test_ldexp_does_not_overflow_on_the_way():
+    x = np.array([1e-30, 2.0 ** 100, 3.0], np.float32)
+    e = np.array([200, -150, 4], np.int32)
+    for got in [*both(ops.ldexp, x, e), _compiled(ops.ldexp, [x, e])]:
+        np.testing.assert_allclose(got, np.ldexp(x.astype(np.float64), e), rtol=1e-6)
+    with pytest.raises(TypeError, match=r"ops\.ldexp: the exponents must be integers"):
+        ops.ldexp(x, e.astype(np.float32))
+
+
+def test_saturate_cast_clips_to_the_narrower_range():
+    halves = np.array([1.0, np.inf, -np.inf, np.nan], np.float16)
+    np.testing.assert_array_equal(ops.saturate_cast(halves, "int32"), [1, 65504, -65504, 0])
+    np.testing.assert_array_equal(ops.saturate_cast(halves[:3], "float32"), [1.0, 65504.0, -65504.0])
+    np.testing.assert_array_equal(ops.saturate_cast(np.array([-1.0, 0.0, 0.5, 3.0]), "bool"),
+                                  [False, False, True, True])

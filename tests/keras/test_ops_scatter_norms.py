@@ -125,3 +125,14 @@ def test_refusals_name_the_op():
         ops.norm(M, "nuc")
     with pytest.raises(ValueError, match=r"ops\.cross: the vectors must have 2 or 3 components"):
         ops.cross(M, M)
+
+
+def test_updates_take_the_inputs_dtype_and_negative_starts_count_from_the_end():
+    np.testing.assert_array_equal(ops.scatter_update(np.zeros(3, np.int32), [[1]], np.array([5.7], np.float32)),
+                                  np.array([0, 5, 0], np.int32))
+    assert ops.scatter_update(np.zeros(3, np.int32), [[1]], np.array([5.7], np.float32)).dtype == np.int32
+    np.testing.assert_array_equal(ops.scatter_update(np.zeros(3, bool), [[1]], np.array([True])), [False, True, False])
+    for got in both(lambda x, u: ops.slice_update(x, (-1,), u), np.zeros(4, np.float32), np.ones(1, np.float32)):
+        np.testing.assert_array_equal(got, [0, 0, 0, 1])
+    np.testing.assert_array_equal(ops.cross(np.array([1, 2, 3], np.uint8), np.array([7, 8, 9], np.uint8)),
+                                  np.array([250, 12, 250], np.uint8))

@@ -132,3 +132,12 @@ def test_argpartition_puts_the_kth_in_place():
             kth_value = np.sort(x, -1)[:, kth:kth + 1]
             assert (picked[:, kth:kth + 1] == kth_value).all()
             assert (picked[:, :kth] <= kth_value).all() and (picked[:, kth + 1:] >= kth_value).all()
+
+
+def test_histogram_counts_every_element():
+    """The last edge is the largest element itself: low + 1 * (high - low) can round below it."""
+    x = (np.random.default_rng(1).standard_normal(50) * 3).astype(np.float32)
+    for got in _all_ways(lambda v: ops.histogram(v, 10), x):
+        np.testing.assert_array_equal(got[0], np.histogram(x, 10)[0])
+    edge = np.array([-0.8180118257618295, 0.0, 0.13436456015139314])
+    np.testing.assert_array_equal(ops.histogram(edge, 4)[0], [1, 0, 0, 2])

@@ -164,3 +164,20 @@ def test_axes_too_long_to_sort_and_bad_quantiles_are_refused_by_name():
         ops.median(np.zeros(5000, np.float32))
     with pytest.raises(ValueError, match=r"ops\.percentile: percentiles must be in \[0, 100\]"):
         ops.percentile(np.ones(3, np.float32), 150)
+
+
+def test_quantiles_of_ties_share_the_gradient():
+    """The median of [1, 2, 2, 3] interpolates between the two 2s: half the gradient each."""
+    from nncompile.ir import Builder, f64
+    from nncompile.passes.autodiff import gradients
+    from nncompile.runtime.reference import run
+    b = Builder()
+    x = b.input("x", f64[4])
+    with ops.tracing(b):
+        y = ops.median(x)
+    graph = b.finish(gradients(b.graph, y, [x]))
+    np.testing.assert_allclose(run(graph, [np.array([1.0, 2.0, 2.0, 3.0])])[0], [0, 0.5, 0.5, 0])
+
+
+def test_nanargmax_without_an_axis_keeps_every_axis():
+    assert ops.nanargmax(np.ones((2, 3), np.float32), keepdims=True).shape == (1, 1)

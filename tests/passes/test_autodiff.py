@@ -113,7 +113,7 @@ def test_unary_vjp(op):
 
 
 BINARY = {"add": (normal, normal), "sub": (normal, normal), "mul": (normal, normal),
-          "div": (normal, away_from_zero), "pow": (positive, normal),
+          "div": (normal, away_from_zero), "pow": (positive, normal), "fmod": (normal, away_from_zero),
           "maximum": (normal, normal), "minimum": (normal, normal)}
 
 

@@ -46,6 +46,12 @@ def _stable_sigmoid(x):
     return np.where(x >= 0, 1 / (1 + z), z / (1 + z))
 
 
+def _fmod(x, y):
+    """C's fmod (the dividend's sign); an integer remainder by 0 is 0, as numpy's."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.fmod(x, y)
+
+
 def _erf(x):
     from math import erf
 
@@ -86,6 +92,7 @@ BINARY = {
     "mul": (np.multiply, _NUMBER),
     "div": (np.divide, _FLOAT),
     "pow": (np.power, _FLOAT),
+    "fmod": (_fmod, _NUMBER),
     "maximum": (np.maximum, _NUMBER),
     "minimum": (np.minimum, _NUMBER),
     "logical_and": (np.logical_and, _BOOL),
@@ -163,6 +170,11 @@ def _pow_vjp(b, g, x, y, z):
     return [dx, b.mul(g, b.mul(z, b.log(safe)))]
 
 
+def _truncated(b, q):
+    """q rounded towards 0."""
+    return b.select(b.less(q, b.scalar(0.0, q)), b.ceil(q), b.floor(q))
+
+
 def _extremum_vjp(compare: str):
     def vjp(b, g, x, y, z):
         x_wins = b.op(compare, x, y)
@@ -200,6 +212,7 @@ _BINARY_VJPS = {
     "mul": lambda b, g, x, y, z: [b.mul(g, y), b.mul(g, x)],
     "div": lambda b, g, x, y, z: [b.div(g, y), b.neg(b.div(b.mul(g, z), y))],
     "pow": _pow_vjp,
+    "fmod": lambda b, g, x, y, z: [g, b.neg(b.mul(g, _truncated(b, b.div(x, y))))],
     "maximum": _extremum_vjp("greater_equal"),
     "minimum": _extremum_vjp("less_equal"),
 }

@@ -31,8 +31,9 @@ def cast(b, x, dtype):
 
 @keras_op
 def saturate_cast(b, x, dtype):
-    """`x` converted to `dtype`, values past its range clipped to its bounds first (instead of
-    wrapping or undefined), NaN to 0 for integers.
+    """`x` converted to `dtype`, values past the narrower of the two dtypes' ranges clipped to its
+    bounds first (instead of wrapping or undefined), as Keras's; NaN to 0 for integers, and to
+    bools by way of [0, 1].
 
     >>> saturate_cast(np.array([300.0, -5.0, 3.7]), "uint8").tolist()
     [255, 0, 3]
@@ -41,15 +42,16 @@ def saturate_cast(b, x, dtype):
     target = ir_dtype(name).numpy
     v = tensor(b, x)
     source = v.type.dtype.numpy
-    if v.type.dtype.name == "bool" or target == np.bool_:
+    if v.type.dtype.name == "bool":
         return tensor(b, v, name)
-    if np.issubdtype(target, np.integer) and v.type.dtype.is_float:
+    if target != np.bool_ and not np.issubdtype(target, np.floating) and v.type.dtype.is_float:
         v = b.select(b.not_equal(v, v), b.scalar(0, v), v)
-    low, high = _range(target)
-    if not v.type.dtype.is_float:
-        low, high = max(low, int(np.iinfo(source).min)), min(high, int(np.iinfo(source).max))
+    low, high = (0, 1) if target == np.bool_ else _range(target)
+    source_low, source_high = _range(source)
+    low, high = max(low, source_low), min(high, source_high)     # the narrower range
+    if not v.type.dtype.is_float or target == np.bool_:
         return tensor(b, b.minimum(b.maximum(v, b.scalar(low, v)), b.scalar(high, v)), name)
-    # the bounds as the source's floats inside the target's range; past them, the bounds exactly
+    # the bounds as the source's floats inside the range; past them, the bounds themselves
     inner_low, inner_high = float(_inside(low, source, np.inf)), float(_inside(high, source, -np.inf))
     out = tensor(b, b.minimum(b.maximum(v, b.scalar(inner_low, v)), b.scalar(inner_high, v)), name)
     out = b.select(b.greater(v, b.scalar(inner_high, v)), b.scalar(high, out), out)

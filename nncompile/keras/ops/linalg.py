@@ -275,7 +275,7 @@ def cross(b, x1, x2, axisa=-1, axisb=-1, axisc=-1, axis=None):
     as numpy's cross."""
     if axis is not None:
         axisa = axisb = axisc = axis
-    dtype = _product_dtype(x1, x2)
+    dtype = result_type(x1, x2)     # int8 and uint8 stay so (and wrap), as numpy's
     u, v = tensor(b, x1, dtype), tensor(b, x2, dtype)
     u = b.transpose(u, perm=_last(u.type.rank, canonical_axis(axisa, u.type.rank, "cross")))
     v = b.transpose(v, perm=_last(v.type.rank, canonical_axis(axisb, v.type.rank, "cross")))

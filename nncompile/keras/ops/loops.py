@@ -21,7 +21,7 @@ import numpy as np
 
 from nncompile.ir import Builder, Value
 from nncompile.ir.ops.scan import slice_type
-from nncompile.keras.ops.arrays import concatenate, expand_dims, flip, get_item, moveaxis, stack, where
+from nncompile.keras.ops.arrays import concatenate, expand_dims, flip, get_item, moveaxis, shape, stack, where
 from nncompile.keras.ops.core import builder_for, leaves, tensor, tracing
 
 
@@ -94,6 +94,13 @@ def _eager(f, carries, single_carry, scanned, single_x, no_xs, length, reverse):
         x = None if no_xs else _rebuilt([get_item(s, t) for s in scanned], single_x)
         carry, y = f(carry, x)
         ys[t] = y
+    if not ys and not no_xs and steps == 0:     # no step: f's outputs, from one call, stacked empty
+        slices = [np.zeros(np.shape(s)[1:], np.asarray(s).dtype) for s in scanned]
+        _, y = f(carry, _rebuilt(slices, single_x))
+        if y is None:
+            return carry, None
+        outs, single_y = _flat(y)
+        return carry, _rebuilt([np.zeros((0, *np.shape(o)), np.asarray(o).dtype) for o in outs], single_y)
     if not ys or ys[0] is None:
         return carry, None
     outs, single_y = _flat(ys[0])
@@ -165,6 +172,9 @@ def switch(index, branches, *operands):
     """
     if not branches:
         raise ValueError("ops.switch: give at least one branch")
+    kind = index.type.dtype.is_int if isinstance(index, Value) else np.issubdtype(np.asarray(index).dtype, np.integer)
+    if not kind:
+        raise TypeError("ops.switch: the index must be an integer")
     if not isinstance(index, Value):
         return branches[min(max(int(np.asarray(index)), 0), len(branches) - 1)](*operands)
     results = [_flat(branch(*operands)) for branch in branches]
@@ -235,6 +245,8 @@ def associative_scan(f, elems, reverse=False, axis=0):
     sequential scan, which gives the same values."""
     values, single = _flat(elems)
     moved = [moveaxis(v, axis, 0) for v in values]
+    if shape(moved[0])[0] == 0:     # nothing to combine
+        return elems
     if reverse:
         moved = [flip(v, 0) for v in moved]
     first = [get_item(v, 0) for v in moved]

@@ -481,8 +481,10 @@ def searchsorted(b, sorted_sequence, values, side="left"):
 @keras_op
 def unravel_index(b, indices, shape):
     """The coordinates in an array of `shape` of flat `indices`, one tensor per axis (int32)."""
-    idx = tensor(b, indices, "int32")
     dims = [int(d) for d in shape]
+    # indices past the array are clipped to it, as JAX's (numpy raises)
+    idx = tensor(b, indices, "int32")
+    idx = b.minimum(b.maximum(idx, b.scalar(0, idx)), b.scalar(int(np.prod(dims)) - 1, idx))
     strides = np.cumprod([1, *dims[::-1]])[:-1][::-1]
     return tuple(_coordinate(b, idx, int(s), d) for s, d in zip(strides, dims))
 

@@ -286,25 +286,31 @@ def heaviside(b, x1, x2):
 
 @keras_op
 def fmod(b, x1, x2):
-    """The remainder of `x1 / x2` with the sign of `x1` (C's fmod; numpy's `%` takes x2's):
-    x1 - trunc(x1 / x2) * x2, integers divided in float64; an integer remainder by 0 is 0, as
-    numpy's."""
+    """The remainder of `x1 / x2` with the sign of `x1` (C's fmod, the IR's; numpy's `%` takes
+    x2's); an integer remainder by 0 is 0, as numpy's."""
     dtype = result_type(x1, x2)
-    dtype = "int32" if dtype == "bool" else dtype
-    u, v = tensors(b, x1, x2, dtype=dtype)
-    wide = "float64" if "int" in dtype else dtype
-    quotient = b.div(*tensors(b, u, v, dtype=wide))
-    truncated = b.select(b.less(quotient, b.scalar(0.0, quotient)), b.ceil(quotient), b.floor(quotient))
-    out = b.sub(u, b.mul(tensor(b, truncated, dtype), v))
-    return b.select(b.equal(v, b.scalar(0, v)), b.scalar(0, out), out) if "int" in dtype else out
+    return b.op("fmod", *tensors(b, x1, x2, dtype="int32" if dtype == "bool" else dtype))
 
 
 @keras_op
 def ldexp(b, x1, x2):
-    """Elementwise `x1 * 2**x2` (x2 integers), in floatx for integer x1."""
+    """Elementwise `x1 * 2**x2` (x2 integers), in floatx for integer x1.
+
+    >>> float(ldexp(np.float32(1e-30), 200))
+    1.6069380442589903e+30
+    """
+    from nncompile.keras.ops.numpy import floor_divide
+
+    if "int" not in result_type(x2):
+        raise TypeError(f"ops.ldexp: the exponents must be integers; received {result_type(x2)}")
     u = tensor(b, x1, float_dtype(x1))
-    exponent = tensor(b, x2, u.type.dtype)
-    return b.mul(u, b.pow(b.scalar(2.0, u), exponent))
+    exponent = tensor(b, x2, "int32")
+    # by 2**(e // 2) and then 2**(e - e // 2): each power stays in range where 2**e alone would
+    # overflow or underflow before the product is taken
+    half = floor_divide.__wrapped__(b, exponent, 2)
+    rest = b.sub(exponent, half)
+    two = b.scalar(2.0, u)
+    return b.mul(b.mul(u, b.pow(two, tensor(b, half, u.type.dtype))), b.pow(two, tensor(b, rest, u.type.dtype)))
 
 
 def _nan_ignoring(op: str, name: str, doc: str):

@@ -11,7 +11,7 @@ import numpy as np
 
 from nncompile.ir import Value
 from nncompile.ir.types import is_symbol
-from nncompile.keras.ops.core import EagerValue, keras_op, shape_of, tensor, tensors, unsupported
+from nncompile.keras.ops.core import EagerValue, keras_op, shape_of, tensor, unsupported
 
 
 def _flat_indices(b, indices, shape: list[int], op: str):
@@ -52,7 +52,11 @@ def scatter_update(b, inputs, indices, updates, reduction=None):
     """`inputs` with `updates` written at `indices` (rows of coordinates into its first axes): of
     repeated indices the last update is written, as numpy's assignment; with reduction="add" they
     are added to `inputs` instead."""
-    x, u = tensors(b, inputs, updates)
+    x = tensor(b, inputs)
+    if x.type.dtype.name == "bool":     # as integers (scatter_add adds numbers), then bools again
+        return tensor(b, scatter_update.__wrapped__(b, tensor(b, x, "int32"), indices, tensor(b, updates, "int32"),
+                                                    reduction), "bool")
+    u = tensor(b, updates, x.type.dtype)     # the input's dtype, as Keras's
     shape = list(x.type.shape)
     if any(is_symbol(d) for d in shape):
         raise NotImplementedError(f"ops.scatter_update: the input's shape {shape_of(x)} must be static")
@@ -77,19 +81,21 @@ def scatter_update(b, inputs, indices, updates, reduction=None):
 
 @keras_op
 def slice_update(b, inputs, start_indices, updates):
-    """`inputs` with the block `updates` written from `start_indices` on (static starts, clamped
-    so that the block fits, as JAX's dynamic_update_slice)."""
+    """`inputs` with the block `updates` written from `start_indices` on (static starts; negative
+    ones from the end; clamped so that the block fits, as Keras's)."""
     if any(isinstance(s, (Value, EagerValue)) for s in np.atleast_1d(start_indices).tolist()) or \
             isinstance(start_indices, (Value, EagerValue)):
         raise unsupported("slice_update", "start indices that are tensors (give Python ints)")
-    x, u = tensors(b, inputs, updates)
+    x = tensor(b, inputs)
+    u = tensor(b, updates, x.type.dtype)
     shape, block = list(x.type.shape), list(u.type.shape)
     starts = [int(s) for s in np.atleast_1d(start_indices)]
     if len(starts) != len(shape) or len(block) != len(shape):
         raise ValueError(f"ops.slice_update: start_indices and updates need the input's rank {len(shape)}")
     if any(is_symbol(d) for d in shape + block):
         raise NotImplementedError("ops.slice_update: the input and the updates must have static shapes")
-    starts = [min(max(s, 0), d - e) for s, d, e in zip(starts, shape, block)]
+    # a negative start counts from the end, then the block is clamped inside, as Keras's
+    starts = [min(max(s + d if s < 0 else s, 0), d - e) for s, d, e in zip(starts, shape, block)]
     pads = [p for s, d, e in zip(starts, shape, block) for p in (s, d - s - e)]
     placed = b.pad(u, pads=pads, value=0.0)
     inside = b.constant(np.pad(np.ones(block, bool), list(zip(pads[::2], pads[1::2]))))

@@ -197,8 +197,10 @@ def _quantiles(b, x, q, axis, method: str, keepdims: bool, op: str, skip_nan: bo
         fraction = b.scalar(0.0, position)
     low, high = _at(b, ordered, below), _at(b, ordered, above)
     between = b.add(low, b.mul(b.sub(high, low), fraction))
-    # a value read at one place is that element (an infinity or -0.0 too: inf - inf is NaN)
-    out = b.select(b.logical_or(b.equal(fraction, b.scalar(0.0, fraction)), b.equal(low, high)), low, between)
+    # a value read at one place is that element (an infinity or -0.0 too: inf - inf is NaN); two
+    # equal places interpolate, so that each gets its share of the gradient, unless infinite
+    same_infinity = b.logical_and(b.equal(low, high), b.equal(b.abs(low), b.scalar(np.inf, low)))
+    out = b.select(b.logical_or(b.equal(fraction, b.scalar(0.0, fraction)), same_infinity), low, between)
     missing = b.equal(numbers, b.scalar(0.0, numbers)) if skip_nan else b.less(numbers, b.scalar(float(length), rows))
     out = b.select(missing, b.scalar(np.nan, out), out)
     out = b.transpose(out, perm=[len(kept), *range(len(kept))])     # the quantiles first, as numpy's
@@ -266,7 +268,9 @@ def _nan_arg(b, x, axis, keepdims, largest: bool, op: str):
     if v.type.rank == 0:
         raise ValueError(f"ops.{op}: the input must have at least one axis")
     if axis is None:
-        v, axis = b.reshape(v, shape=[-1]), 0
+        rank = v.type.rank
+        flat = _nan_arg(b, b.reshape(v, shape=[-1]), 0, False, largest, op)
+        return b.reshape(flat, shape=[1] * rank) if keepdims else flat
     axis = canonical_axis(axis, v.type.rank, op)
     if not v.type.dtype.is_float:
         index = b.op("argmax" if largest else "argmin", v, axis=axis, keepdims=keepdims)
