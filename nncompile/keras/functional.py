@@ -115,7 +115,9 @@ def serialize_layer(layer: Layer) -> dict[str, Any]:
     from nncompile.keras.saving.registry import get_registered_name
 
     module = {"Sequential": "keras", "Functional": "keras.src.models.functional"}
-    name = type(layer).__name__
+    # a class's own `config_class_name`: the name Keras exports it under, where that is not its
+    # class's (GroupQueryAttention), while its weights sit under the class's name
+    name = type(layer).__dict__.get("config_class_name", type(layer).__name__)
     if isinstance(layer, OpLayer):   # Keras 3 names its op classes as their registered names
         return {"module": layer.keras_module, "class_name": name, "config": layer.get_config(),
                 "registered_name": name}
@@ -124,7 +126,8 @@ def serialize_layer(layer: Layer) -> dict[str, Any]:
         return {"module": type(layer).__module__, "class_name": name, "config": layer.get_config(),
                 "registered_name": registered}
     return {"module": module.get(name, "keras.layers"), "class_name": name,
-            "config": layer.get_config(), "registered_name": None if registered == name else registered}
+            "config": layer.get_config(),
+            "registered_name": None if registered in (name, type(layer).__name__) else registered}
 
 
 def serialize_model_layer(layer: Layer) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from nncompile import keras
+from tests.keras.keras_files import predicts_and_trains_as_keras
 from tests.passes.test_autodiff import check_gradients
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "keras" / "additive"
@@ -17,13 +18,10 @@ KERAS = np.load(FIXTURES / "additive.npz")
 
 
 def test_a_keras_file_predicts_and_trains_as_keras():
-    model = keras.models.load_model(FIXTURES / "additive.keras")
-    y, scores = model.predict([KERAS["q"], KERAS["v"]], verbose=0)
-    np.testing.assert_allclose(y, KERAS["y"], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(scores, KERAS["scores"], rtol=1e-5, atol=1e-6)
-    model.train_on_batch([KERAS["q"], KERAS["v"]], [KERAS["t"], KERAS["scores"]])
-    for i, weight in enumerate(model.get_weights()):
-        np.testing.assert_allclose(weight, KERAS[f"next_{i}"], rtol=1e-5, atol=1e-6)
+    count = sum(name.startswith("next_") for name in KERAS.files)
+    model = predicts_and_trains_as_keras(FIXTURES / "additive.keras", [KERAS["q"], KERAS["v"]],
+                                         [KERAS["t"], KERAS["scores"]], [KERAS["y"], KERAS["scores"]],
+                                         [KERAS[f"next_{i}"] for i in range(count)])
     configs = json.loads(str(KERAS["configs"]))
     for layer, want in zip([model.get_layer("additive"), model.get_layer("unscaled")], configs):
         got = layer.get_config()

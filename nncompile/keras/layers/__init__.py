@@ -6,7 +6,8 @@ from nncompile.keras.layers.augmentation import (RandomBrightness, RandomContras
 from nncompile.keras.layers.image_preprocessing import CenterCrop, Resizing
 from nncompile.keras.layers.lambda_layer import Lambda
 from nncompile.keras.layers.input_spec import InputSpec
-from nncompile.keras.layers.attention import AdditiveAttention, Attention, MultiHeadAttention
+from nncompile.keras.layers.attention import (AdditiveAttention, Attention, GroupedQueryAttention,
+                                             GroupQueryAttention, MultiHeadAttention)
 from nncompile.keras.layers.conv import (Conv1D, Conv2D, Conv3D, Convolution1D, Convolution2D,
                                          Convolution3D)
 from nncompile.keras.layers.conv_transpose import (Conv1DTranspose, Conv2DTranspose,
@@ -50,7 +51,7 @@ from nncompile.keras.layers.wrappers import Bidirectional, TimeDistributed
 __all__ = [
     "Activation", "ActivityRegularization", "AdaptiveAveragePooling1D", "AdaptiveAveragePooling2D",
     "AdaptiveAveragePooling3D", "AdaptiveMaxPooling1D", "AdaptiveMaxPooling2D", "AdaptiveMaxPooling3D", "Add",
-    "AdditiveAttention", "AlphaDropout", "Attention", "Average", "AveragePooling1D",
+    "AdditiveAttention", "AlphaDropout", "Attention", "GroupQueryAttention", "GroupedQueryAttention", "Average", "AveragePooling1D",
     "AveragePooling2D", "AveragePooling3D", "AvgPool1D", "AvgPool2D", "AvgPool3D",
     "BatchNormalization", "Bidirectional", "CategoryEncoding", "CenterCrop", "Concatenate", "Conv1D",
     "Conv1DTranspose", "Conv2D", "Conv2DTranspose", "Conv3D", "Conv3DTranspose", "Convolution1D",

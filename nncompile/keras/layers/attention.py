@@ -170,17 +170,31 @@ class MultiHeadAttention(KeywordCall):
                              f"last one, must be equal. Received: value_shape={tuple(value)} and "
                              f"key_shape={tuple(key)}")
         heads, out = self.num_heads, self.output_shape or (query[-1],)
-        bias = self.use_bias
-        # Attribute names and order are Keras 3's: the files address the weights by them.
-        self.query_dense = self._projection("abc,cde->abde", (query[-1], heads, self.key_dim),
-                                            (heads, self.key_dim) if bias else None, "query")
-        self.key_dense = self._projection("abc,cde->abde", (key[-1], heads, self.key_dim),
-                                          (heads, self.key_dim) if bias else None, "key")
-        self.value_dense = self._projection("abc,cde->abde", (value[-1], heads, self.value_dim),
-                                            (heads, self.value_dim) if bias else None, "value")
-        self.output_dense = self._projection("abcd,cde->abe", (heads, self.value_dim, *out),
-                                             tuple(out) if bias else None, "attention_output")
+        self._hold_projections(query[-1], key[-1], value[-1], heads, heads, self.value_dim, tuple(out))
         self.built = True
+
+    # The attributes holding the projections, named and ordered as Keras 3's: the files address
+    # the weights by them.
+    projection_names = ("query_dense", "key_dense", "value_dense", "output_dense")
+
+    def _hold_projections(self, query: int, key: int, value: int, heads: int, kv_heads: int, value_dim: int,
+                          out: tuple) -> None:
+        bias = self.use_bias
+        projections = [
+            self._projection("abc,cde->abde", (query, heads, self.key_dim), (heads, self.key_dim) if bias else None,
+                             "query"),
+            self._projection("abc,cde->abde", (key, kv_heads, self.key_dim), (kv_heads, self.key_dim) if bias
+                             else None, "key"),
+            self._projection("abc,cde->abde", (value, kv_heads, value_dim), (kv_heads, value_dim) if bias else None,
+                             "value"),
+            self._projection("abcd,cde->abe", (heads, value_dim, *out), out if bias else None, "attention_output")]
+        for name, layer in zip(self.projection_names, projections):
+            setattr(self, name, layer)
+            self.__dict__.setdefault("_tracked", {})[name] = layer     # held under Keras's name, "_" or not
+
+    def projection(self, kind: int):
+        """The query (0), key (1), value (2) or output (3) projection."""
+        return getattr(self, self.projection_names[kind])
 
     def _projection(self, equation: str, kernel: tuple, bias: tuple | None, name: str) -> Projection:
         """A projection whose weights, with this layer's initializers and penalties, sit under
@@ -203,8 +217,8 @@ class MultiHeadAttention(KeywordCall):
         query, value = given["query"], given["value"]
         key = given.get("key", value)
         keep = self._attention_mask(query, value, given.get("attention_mask"), masks)
-        q = self.query_dense(query) * (1.0 / math.sqrt(self.key_dim))
-        k, v = self.key_dense(key), self.value_dense(value)
+        q = self.projection(0)(query) * (1.0 / math.sqrt(self.key_dim))
+        k, v = self.project_key_value(key, value)
         scores = ops.einsum("aecd,abcd->acbe", k, q)              # (batch, heads, T, S)
         if keep is not None:
             keep = ops.expand_dims(keep, 1)
@@ -216,8 +230,12 @@ class MultiHeadAttention(KeywordCall):
             # such a step the same weight everywhere (as the softmax above does).
             scores = ops.where(keep, scores, 0.0)
         attended = ops.einsum("acbe,aecd->abcd", self._dropout_layer(scores, training=training), v)
-        output = self.output_dense(attended)
+        output = self.projection(3)(attended)
         return (output, scores) if self.flag("return_attention_scores") else output
+
+    def project_key_value(self, key, value):
+        """The projected keys and values, (batch, steps, heads, dim) each."""
+        return self.projection(1)(key), self.projection(2)(value)
 
     def _attention_mask(self, query, value, attention_mask, masks: dict):
         """(batch, T, S) bool, or None: the given mask and-ed with the inputs' Keras masks
@@ -425,3 +443,71 @@ class AdditiveAttention(Attention):
         config = super().get_config()
         del config["score_mode"]
         return config
+
+
+class GroupedQueryAttention(MultiHeadAttention):
+    """Grouped-query attention, Keras 3's `keras.layers.GroupQueryAttention`: `num_query_heads`
+    query heads of `head_dim` features share `num_key_value_heads` key and value heads (each
+    serves num_query_heads / num_key_value_heads query heads); otherwise as MultiHeadAttention,
+    with Keras 3's weights (`query/kernel` of shape (dim, num_query_heads, head_dim), `key` and
+    `value` with num_key_value_heads) and configs.
+
+    Example:
+
+    >>> x = np.random.rand(2, 5, 8).astype("float32")
+    >>> GroupedQueryAttention(head_dim=4, num_query_heads=4, num_key_value_heads=2)(x, x).shape
+    (2, 5, 8)
+    """
+
+    def __init__(self, head_dim: int, num_query_heads: int, num_key_value_heads: int, dropout: float = 0.0,
+                 use_bias: bool = True, sliding_window: int | None = None, flash_attention=None,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros", kernel_regularizer=None,
+                 bias_regularizer=None, activity_regularizer=None, kernel_constraint=None, bias_constraint=None,
+                 use_gate: bool = False, seed: int | None = None, **kwargs):
+        super().__init__(num_query_heads, head_dim, dropout=dropout, use_bias=use_bias,
+                         kernel_initializer=kernel_initializer, bias_initializer=bias_initializer,
+                         kernel_regularizer=kernel_regularizer, bias_regularizer=bias_regularizer,
+                         activity_regularizer=activity_regularizer, kernel_constraint=kernel_constraint,
+                         bias_constraint=bias_constraint, seed=seed, use_gate=use_gate,
+                         sliding_window=sliding_window, flash_attention=flash_attention, **kwargs)
+        owner = owner_of(self)
+        self.num_key_value_heads = positive_int(num_key_value_heads, "num_key_value_heads", owner)
+        if self.num_heads % self.num_key_value_heads:
+            raise ArgumentError(f"{owner}: `num_query_heads` must be divisible by `num_key_value_heads`.")
+
+    projection_names = ("_query_dense", "_key_dense", "_value_dense", "_output_dense")
+    config_class_name = "GroupQueryAttention"     # Keras's configs name it so, its weights' paths not
+
+    @property
+    def head_dim(self) -> int:
+        return self.key_dim
+
+    def build(self, input_shape) -> None:
+        shapes = self.named(input_shape)
+        _check_rank_3(self, shapes)
+        query, value = shapes["query"], shapes["value"]
+        key = shapes.get("key", value)
+        if query[-1] != value[-1]:
+            raise ValueError(f"{owner_of(self)}: the last dimension of `query_shape` and `value_shape` must be "
+                             f"equal, but are {query[-1]}, {value[-1]}. Received: query_shape={tuple(query)}, "
+                             f"value_shape={tuple(value)}")
+        self._hold_projections(query[-1], key[-1], value[-1], self.num_heads, self.num_key_value_heads, self.key_dim,
+                               (query[-1],))
+        self.built = True
+
+    def project_key_value(self, key, value):
+        """Each key and value head repeated for the query heads it serves (Keras's ops.repeat)."""
+        repeats = self.num_heads // self.num_key_value_heads
+        k, v = super().project_key_value(key, value)
+        return ops.repeat(k, repeats, axis=2), ops.repeat(v, repeats, axis=2)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        for name in ("num_heads", "key_dim", "value_dim", "output_shape", "attention_axes"):
+            del config[name]
+        return {**config, "head_dim": self.key_dim, "num_query_heads": self.num_heads,
+                "num_key_value_heads": self.num_key_value_heads,
+                "activity_regularizer": regularizers.serialize(self.activity_regularizer)}
+
+
+GroupQueryAttention = GroupedQueryAttention     # the name keras.layers exports it under
