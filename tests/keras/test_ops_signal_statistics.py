@@ -141,3 +141,10 @@ def test_histogram_counts_every_element():
         np.testing.assert_array_equal(got[0], np.histogram(x, 10)[0])
     edge = np.array([-0.8180118257618295, 0.0, 0.13436456015139314])
     np.testing.assert_array_equal(ops.histogram(edge, 4)[0], [1, 0, 0, 2])
+
+
+def test_bools_in_fmax_fmin_and_searchsorted_as_keras():
+    a, c = np.array([True, False, False]), np.array([False, False, True])
+    np.testing.assert_array_equal(ops.fmax(a, c), [True, False, True])
+    np.testing.assert_array_equal(ops.fmin(a, c), [False, False, False])
+    np.testing.assert_array_equal(ops.searchsorted(np.array([False, True]), a), [1, 0, 0])

@@ -466,7 +466,8 @@ def searchsorted(b, sorted_sequence, values, side="left"):
     sorted: before equal elements ("left") or after them ("right"); NaN after every number. int32."""
     if side not in ("left", "right"):
         raise ValueError(f"ops.searchsorted: side must be 'left' or 'right'; received {side!r}")
-    seq, v = tensors(b, sorted_sequence, values)
+    dtype = result_type(sorted_sequence, values)
+    seq, v = tensors(b, sorted_sequence, values, dtype="int32" if dtype == "bool" else dtype)
     if seq.type.rank != 1:
         raise ValueError(f"ops.searchsorted: sorted_sequence must be 1-D; received shape {seq.type.shape}")
     column = b.reshape(v, shape=[*v.type.shape, 1])

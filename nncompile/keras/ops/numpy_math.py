@@ -315,6 +315,8 @@ def ldexp(b, x1, x2):
 
 def _nan_ignoring(op: str, name: str, doc: str):
     def fn(b, x1, x2):
+        if result_type(x1, x2) == "bool":     # as numbers, then bools again (or / and)
+            return tensor(b, fn(b, *tensors(b, x1, x2, dtype="int32")), "bool")
         u, v = tensors(b, x1, x2)
         out = b.op(op, u, v)
         if not u.type.dtype.is_float:
