@@ -21,7 +21,7 @@ from nncompile.keras.ops.core import (EagerBuilder, active_builder, builder_for,
                                       float_dtype, present, standardize_dtype, tensor, unwrap)
 from nncompile.keras.ops.loops import Region
 
-__all__ = ["SeedGenerator", "dropout", "normal", "randint", "uniform"]
+__all__ = ["SeedGenerator", "categorical", "dropout", "normal", "randint", "shuffle", "truncated_normal", "uniform"]
 
 
 class SeedGenerator:
@@ -100,15 +100,20 @@ def uniform(shape, minval=0.0, maxval=1.0, dtype=None, seed=None):
 def normal(shape, mean=0.0, stddev=1.0, dtype=None, seed=None):
     """Normally distributed values of `shape` (Box-Muller on two uniform draws)."""
     b = _builder()
-    u = _uniform01(b, _dims((2, *shape)), seed)
+    z = _standard_normal(b, _dims(shape), seed)
+    out = b.add(b.mul(z, b.scalar(stddev, z)), b.scalar(mean, z))
+    return present(unwrap(tensor(b, out, standardize_dtype(dtype))))
+
+
+def _standard_normal(b, dims: list, seed):
+    """f32 standard normal values of `dims`, by Box-Muller on two uniform draws."""
+    u = _uniform01(b, [2, *dims], seed)
     first, second = (b.reshape(b.slice(u, starts=[i], ends=[i + 1], axes=[0], steps=[1]),
                                shape=list(u.type.shape[1:])) for i in (0, 1))
     one = b.scalar(1.0, u)
     # 1 - u lies in (0, 1], so the log is finite.
     radius = b.sqrt(b.mul(b.scalar(-2.0, u), b.log(b.sub(one, first))))
-    z = b.mul(radius, b.cos(b.mul(second, b.scalar(2 * np.pi, u))))
-    out = b.add(b.mul(z, b.scalar(stddev, z)), b.scalar(mean, z))
-    return present(unwrap(tensor(b, out, standardize_dtype(dtype))))
+    return b.mul(radius, b.cos(b.mul(second, b.scalar(2 * np.pi, u))))
 
 
 @dispatching
@@ -135,3 +140,52 @@ def dropout(inputs, rate, noise_shape=None, seed=None):
     draws = _uniform01(b, list(shape), seed)
     keep = tensor(b, b.greater_equal(draws, b.scalar(rate, draws)), x.type.dtype)
     return unwrap(b.mul(x, b.mul(keep, b.scalar(1 / (1 - rate), x))))
+
+
+@dispatching
+def truncated_normal(shape, mean=0.0, stddev=1.0, dtype=None, seed=None):
+    """Normal values of `shape` within two standard deviations of the mean: each drawn again
+    while it falls outside, as Keras's (8 rounds, after which one in 10**10 is left, clipped)."""
+    b = _builder()
+    dims = _dims(shape)
+    rounds = 8
+    draws = _standard_normal(b, [rounds, *dims], seed)
+    out = None
+    for k in range(rounds - 1, -1, -1):   # the first draw inside wins
+        z = b.reshape(b.slice(draws, starts=[k], ends=[k + 1], axes=[0], steps=[1]), shape=dims)
+        inside = b.less_equal(b.abs(z), b.scalar(2.0, z))
+        out = b.minimum(b.maximum(z, b.scalar(-2.0, z)), b.scalar(2.0, z)) if out is None else b.select(inside, z, out)
+    scaled = b.add(b.mul(out, b.scalar(stddev, out)), b.scalar(mean, out))
+    return present(unwrap(tensor(b, scaled, standardize_dtype(dtype))))
+
+
+@dispatching
+def categorical(logits, num_samples, dtype="int32", seed=None):
+    """`num_samples` class indices per row of `logits` (batch, classes), drawn with the
+    probabilities softmax(logits): the Gumbel-max trick, argmax(logits + Gumbel noise)."""
+    b = _builder(logits)
+    v = tensor(b, logits, float_dtype(logits))
+    if v.type.rank != 2:
+        raise ValueError(f"`logits` should be a 2-D tensor with shape [batch_size, num_classes]. "
+                         f"Received: logits.shape={tuple(v.type.shape)}")
+    batch, classes = v.type.shape
+    u = _uniform01(b, [batch, int(num_samples), classes], seed)
+    tiny = b.scalar(float(np.finfo(np.float32).tiny), u)
+    gumbel = b.neg(b.log(b.neg(b.log(b.maximum(u, tiny)))))
+    scores = b.add(b.reshape(tensor(b, v, "float32"), shape=[batch, 1, classes]), gumbel)
+    return present(unwrap(tensor(b, b.op("argmax", scores, axis=2), standardize_dtype(dtype))))
+
+
+@dispatching
+def shuffle(x, axis=0, seed=None):
+    """`x` with its slices along `axis` in a random order (a stable sort of uniform keys)."""
+    from nncompile.keras.ops.arrays import take
+    from nncompile.keras.ops.core import canonical_axis
+    from nncompile.keras.ops.sorting import argsort
+
+    b = _builder(x)
+    v = tensor(b, x)
+    axis = canonical_axis(axis, v.type.rank, "shuffle")
+    keys = _uniform01(b, [v.type.shape[axis]], seed)
+    with_keys = argsort.__wrapped__(b, keys)
+    return present(unwrap(take.__wrapped__(b, v, with_keys, axis=axis)))
