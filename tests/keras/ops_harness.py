@@ -30,6 +30,14 @@ def traced(fn, *arrays, batched: bool = False):
     return outs if many else outs[0]
 
 
+def all_ways(fn, *arrays):
+    """[eager, traced on the reference interpreter, compiled] results of fn on `arrays`."""
+    import nncompile
+
+    graph, _ = trace_graph(fn, [np.asarray(a) for a in arrays])
+    return [*both(fn, *arrays), nncompile.compile(graph)(*arrays)]
+
+
 def both(fn, *arrays, batched: bool = False):
     """[eager result, traced result] of fn on `arrays`."""
     return [fn(*arrays), traced(fn, *arrays, batched=batched)]

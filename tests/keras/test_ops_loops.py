@@ -5,18 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import nncompile
 from nncompile.ir import Builder, f32, i32
 from nncompile.keras import ops
-from tests.keras.ops_harness import both, trace_graph
+from tests.keras.ops_harness import all_ways
 
 RNG = np.random.default_rng(0)
 X = RNG.standard_normal((5, 3)).astype(np.float32)
 
-
-def _all_ways(fn, *arrays):
-    graph, _ = trace_graph(fn, [np.asarray(a) for a in arrays])
-    return [*both(fn, *arrays), nncompile.compile(graph)(*arrays)]
 
 
 BRANCHES = [lambda x: ops.add(x, 1.0), lambda x: ops.multiply(x, 10.0), lambda x: ops.negative(x)]
@@ -25,7 +20,7 @@ BRANCHES = [lambda x: ops.add(x, 1.0), lambda x: ops.multiply(x, 10.0), lambda x
 @pytest.mark.parametrize("index", [-3, 0, 1, 2, 7])
 def test_switch_picks_the_clamped_branch(index):
     want = [X + 1, X * 10, -X][min(max(index, 0), 2)]
-    for got in _all_ways(lambda i, x: ops.switch(i, BRANCHES, x), np.int32(index), X):
+    for got in all_ways(lambda i, x: ops.switch(i, BRANCHES, x), np.int32(index), X):
         np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
@@ -34,7 +29,7 @@ def test_map_and_vectorized_map_apply_to_each_slice():
         return ops.stack([ops.sum(row), ops.max(row)])
     want = np.stack([[row.sum(), row.max()] for row in X])
     for fn in (ops.map, ops.vectorized_map):
-        for got in _all_ways(lambda x: fn(per_row, x), X):
+        for got in all_ways(lambda x: fn(per_row, x), X):
             np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
@@ -49,7 +44,7 @@ def test_while_loop_stops_where_the_condition_fails():
         loop = (lambda lim: ops.while_loop(lambda i, t: ops.less(t, lim),
                                            lambda i, t: (ops.add(i, 1), ops.add(t, ops.multiply(ops.cast(i, "float32"), 0.5))),
                                            (np.int32(0), np.float32(0.0)), maximum_iterations=20))
-        for got in _all_ways(loop, np.float32(limit)):
+        for got in all_ways(loop, np.float32(limit)):
             assert (int(got[0]), float(got[1])) == want
 
 
@@ -66,7 +61,7 @@ def test_a_traced_while_loop_without_a_bound_is_refused():
 def test_associative_scan_is_the_running_combination(reverse, axis):
     want = (np.flip(np.maximum.accumulate(np.flip(X, axis), axis), axis) if reverse
             else np.maximum.accumulate(X, axis))
-    for got in _all_ways(lambda x: ops.associative_scan(ops.maximum, x, reverse=reverse, axis=axis), X):
+    for got in all_ways(lambda x: ops.associative_scan(ops.maximum, x, reverse=reverse, axis=axis), X):
         np.testing.assert_array_equal(got, want)
     pairs = ops.associative_scan(lambda a, c: (ops.add(a[0], c[0]), ops.multiply(a[1], c[1])), (X, X + 2))
     np.testing.assert_allclose(pairs[0], np.cumsum(X, 0), rtol=1e-6)

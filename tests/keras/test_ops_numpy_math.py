@@ -8,7 +8,7 @@ import pytest
 
 import nncompile
 from nncompile.keras import ops
-from tests.keras.ops_harness import both, trace_graph
+from tests.keras.ops_harness import all_ways, both, trace_graph
 
 SPECIALS = [0.0, -0.0, np.inf, -np.inf, np.nan, 1.0, -1.0, 0.5, -0.5, 2.0, -3.0, 1e-30, -1e-30, 1e20,
             -1e20, 0.999, -0.999, 1.5, 7.25]
@@ -56,10 +56,6 @@ def _assert_same(got, want, dtype, what: str) -> None:
     np.testing.assert_array_equal(np.signbit(got[zeros]), np.signbit(want[zeros]), err_msg=f"{what}: sign of 0")
 
 
-def _compiled(fn, arrays):
-    graph, _ = trace_graph(fn, arrays)
-    return nncompile.compile(graph)(*arrays)
-
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -69,7 +65,7 @@ def test_values_and_specials_match_numpy_eager_traced_and_compiled(name, dtype):
     arrays = [_values(dtype, 0)] if name in UNARY else list(_pairs(dtype))
     # in float64, rounded to the dtype; nan_to_num's default bounds are the dtype's own
     want = numpy_fn(*[a if name.startswith("nan_to_num") else a.astype(np.float64) for a in arrays])
-    for kind, got in zip(("eager", "traced", "compiled"), [*both(fn, *arrays), _compiled(fn, arrays)]):
+    for kind, got in zip(("eager", "traced", "compiled"), all_ways(fn, *arrays)):
         _assert_same(got, want, dtype, f"{name} {kind}")
 
 
@@ -118,7 +114,7 @@ def test_dtypes_as_keras():
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_heaviside_fmod_ldexp_and_saturate_cast_match_numpy():
     x, y = _pairs(np.float32)
-    for got in [*both(ops.heaviside, x, y), _compiled(ops.heaviside, [x, y])]:
+    for got in all_ways(ops.heaviside, x, y):
         _assert_same(got, np.heaviside(x, y), np.float32, "heaviside")
     finite = np.isfinite(x) & np.isfinite(y) & (y != 0) & (np.abs(x / np.where(y == 0, 1, y)) < 1e6)
     for got in both(ops.fmod, x[finite], y[finite]):
@@ -208,20 +204,20 @@ def test_fmod_is_cs_fmod_exactly():
     divisors as C's; integers by 0 and by -1 give 0."""
     x = np.array([5.0, 1e7 + 1, 1.0, -0.0, -7.5, 3.0], np.float32)
     y = np.array([0.1, 0.1, np.inf, 2.0, 2.0, -0.7], np.float32)
-    for got in [*both(ops.fmod, x, y), _compiled(ops.fmod, [x, y])]:
+    for got in all_ways(ops.fmod, x, y):
         _assert_same(got, np.fmod(x, y), np.float32, "fmod")
     big = np.array([2 ** 62 + 1, -7, 7, -9], np.int64)
     divisors = np.array([3, 2, 0, -1], np.int64)
     with np.errstate(divide="ignore", invalid="ignore"):
         want = np.fmod(big, divisors)
-    for got in [*both(ops.fmod, big, divisors), _compiled(ops.fmod, [big, divisors])]:
+    for got in all_ways(ops.fmod, big, divisors):
         np.testing.assert_array_equal(got, want)
 
 
 def test_ldexp_does_not_overflow_on_the_way():
     x = np.array([1e-30, 2.0 ** 100, 3.0], np.float32)
     e = np.array([200, -150, 4], np.int32)
-    for got in [*both(ops.ldexp, x, e), _compiled(ops.ldexp, [x, e])]:
+    for got in all_ways(ops.ldexp, x, e):
         np.testing.assert_allclose(got, np.ldexp(x.astype(np.float64), e), rtol=1e-6)
     with pytest.raises(TypeError, match=r"ops\.ldexp: the exponents must be integers"):
         ops.ldexp(x, e.astype(np.float32))

@@ -8,7 +8,7 @@ import pytest
 
 import nncompile
 from nncompile.keras import ops
-from tests.keras.ops_harness import both, trace_graph
+from tests.keras.ops_harness import all_ways, both, trace_graph
 from tests.keras.test_ops_scatter_norms import segments_reference
 from tests.passes.test_autodiff import check_gradients
 
@@ -89,10 +89,6 @@ def test_gradients_match_finite_differences(name):
     check_gradients(build, named, samples=8)
 
 
-def _all_ways(fn, *arrays):
-    graph, _ = trace_graph(fn, [np.asarray(a) for a in arrays])
-    return [*both(fn, *arrays), nncompile.compile(graph)(*arrays)]
-
 
 def test_bincount_counts_and_weighs_values():
     """Eagerly max(x) + 1 bins (at least minlength); traced, minlength bins, values past them
@@ -101,9 +97,9 @@ def test_bincount_counts_and_weighs_values():
     kept = (x >= 0) & (x < 6)
     weights = RNG.standard_normal(6).astype(np.float32)
     np.testing.assert_array_equal(ops.bincount(x[x >= 0], minlength=6), np.bincount(x[x >= 0], minlength=6))
-    for got in _all_ways(lambda v: ops.bincount(v, minlength=6), x)[1:]:
+    for got in all_ways(lambda v: ops.bincount(v, minlength=6), x)[1:]:
         np.testing.assert_array_equal(got, np.bincount(x[kept], minlength=6))
-    for got in _all_ways(lambda v, w: ops.bincount(v, w, minlength=6), x, weights)[1:]:
+    for got in all_ways(lambda v, w: ops.bincount(v, w, minlength=6), x, weights)[1:]:
         np.testing.assert_allclose(got, np.bincount(x[kept], weights[kept], minlength=6), rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(ops.bincount(np.array([1, 3, 1, 0])), np.bincount([1, 3, 1, 0]))
     np.testing.assert_array_equal(ops.bincount(np.array([[1, 2], [0, 0]]), minlength=3), [[0, 1, 1], [2, 0, 0]])
@@ -113,7 +109,7 @@ def test_gcd_and_lcm_as_numpy():
     a = RNG.integers(-10**6, 10**6, 200).astype(np.int32)
     c = RNG.integers(-10**6, 10**6, 200).astype(np.int32)
     a[:3], c[:3] = [0, 7, 0], [5, 0, 0]
-    for got in _all_ways(ops.gcd, a, c):
+    for got in all_ways(ops.gcd, a, c):
         np.testing.assert_array_equal(got, np.gcd(a, c))
     small_a, small_c = a % 1000, c % 1000
     for got in both(ops.lcm, small_a, small_c):
@@ -127,7 +123,7 @@ def test_gcd_and_lcm_as_numpy():
 def test_argpartition_puts_the_kth_in_place():
     x = RNG.standard_normal((3, 7)).astype(np.float32)
     for kth in (0, 3, 6):
-        for got in _all_ways(lambda v: ops.argpartition(v, kth), x):
+        for got in all_ways(lambda v: ops.argpartition(v, kth), x):
             picked = np.take_along_axis(x, got, -1)
             kth_value = np.sort(x, -1)[:, kth:kth + 1]
             assert (picked[:, kth:kth + 1] == kth_value).all()
@@ -137,7 +133,7 @@ def test_argpartition_puts_the_kth_in_place():
 def test_histogram_counts_every_element():
     """The last edge is the largest element itself: low + 1 * (high - low) can round below it."""
     x = (np.random.default_rng(1).standard_normal(50) * 3).astype(np.float32)
-    for got in _all_ways(lambda v: ops.histogram(v, 10), x):
+    for got in all_ways(lambda v: ops.histogram(v, 10), x):
         np.testing.assert_array_equal(got[0], np.histogram(x, 10)[0])
     edge = np.array([-0.8180118257618295, 0.0, 0.13436456015139314])
     np.testing.assert_array_equal(ops.histogram(edge, 4)[0], [1, 0, 0, 2])
@@ -148,3 +144,15 @@ def test_bools_in_fmax_fmin_and_searchsorted_as_keras():
     np.testing.assert_array_equal(ops.fmax(a, c), [True, False, True])
     np.testing.assert_array_equal(ops.fmin(a, c), [False, False, False])
     np.testing.assert_array_equal(ops.searchsorted(np.array([False, True]), a), [1, 0, 0])
+
+
+def test_frames_and_adaptive_pools_of_a_symbolic_axis_are_refused_by_name():
+    from nncompile.ir import Builder, f32
+    b = Builder()
+    x = b.input("x", f32[2, "?"])
+    images = b.input("images", f32[1, "?", 4, 2])
+    with ops.tracing(b):
+        with pytest.raises(NotImplementedError, match=r"ops\.extract_sequences: the last axis has symbolic length"):
+            ops.extract_sequences(x, 2, 1)
+        with pytest.raises(NotImplementedError, match=r"ops\.adaptive_average_pool: spatial axis 1 has symbolic"):
+            ops.adaptive_average_pool(images, 2)

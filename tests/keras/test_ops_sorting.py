@@ -6,10 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import nncompile
 from nncompile.ir import f32
 from nncompile.keras import ops
-from tests.keras.ops_harness import both, trace_graph
+from tests.keras.ops_harness import all_ways, both
 from tests.passes.test_autodiff import check_gradients
 
 RNG = np.random.default_rng(0)
@@ -19,12 +18,6 @@ SPECIAL = np.array([[3.0, np.nan, 1.0, -0.0, 0.0, 1.0, -np.inf, 2.0],
 CUBE = RNG.integers(-3, 4, (3, 5, 4)).astype(np.float32)
 INTS = RNG.integers(-3, 4, (4, 6)).astype(np.int32)
 
-
-def _all_ways(fn, *arrays):
-    """fn eagerly, traced on the reference interpreter, and compiled."""
-    graph, _ = trace_graph(fn, [np.asarray(a) for a in arrays])
-    compiled = nncompile.compile(graph)(*arrays)
-    return [*both(fn, *arrays), compiled]
 
 
 def _same(got, want):
@@ -38,9 +31,9 @@ def _same(got, want):
 @pytest.mark.parametrize("x, axis", [(SPECIAL, -1), (SPECIAL, 0), (CUBE, 1), (INTS, 0), (INTS > 0, -1)],
                          ids=["special", "special_axis0", "cube_axis1", "ints", "bools"])
 def test_sort_and_argsort_match_numpy(x, axis):
-    for got in _all_ways(lambda v: ops.sort(v, axis), x):
+    for got in all_ways(lambda v: ops.sort(v, axis), x):
         _same(got, np.sort(x, axis))
-    for got in _all_ways(lambda v: ops.argsort(v, axis), x):
+    for got in all_ways(lambda v: ops.argsort(v, axis), x):
         _same(got, np.argsort(x, axis, kind="stable").astype(np.int32))
 
 
@@ -48,11 +41,11 @@ def test_sort_and_argsort_match_numpy(x, axis):
 def test_top_k_is_largest_first_ties_by_index(k):
     x = SPECIAL
     order = np.argsort(-np.nan_to_num(x, nan=np.inf), axis=-1, kind="stable")[:, :k]   # NaN largest
-    for values, indices in _all_ways(lambda v: ops.top_k(v, k), x):
+    for values, indices in all_ways(lambda v: ops.top_k(v, k), x):
         _same(indices, order.astype(np.int32))
         _same(values, np.take_along_axis(x, order, -1))
     ints = INTS
-    for values, indices in _all_ways(lambda v: ops.top_k(v, 2), ints):
+    for values, indices in all_ways(lambda v: ops.top_k(v, 2), ints):
         order = np.argsort(-ints, axis=-1, kind="stable")[:, :2]
         _same(indices, order.astype(np.int32))
         _same(values, np.take_along_axis(ints, order, -1))
@@ -66,7 +59,7 @@ def test_top_k_refuses_k_out_of_range():
 def test_in_top_k_counts_ties_in():
     predictions = np.array([[0.1, 0.5, 0.5, 0.2], [0.3, 0.3, 0.3, 0.3], [0.9, np.nan, 0.1, 0.2]], np.float32)
     targets = np.array([2, 3, 1])
-    for got in _all_ways(lambda t, p: ops.in_top_k(t, p, 1), targets, predictions):
+    for got in all_ways(lambda t, p: ops.in_top_k(t, p, 1), targets, predictions):
         _same(got, np.array([True, True, False]))
     for got in both(lambda t, p: ops.in_top_k(t, p, 2), np.array([3, 0, 3]), predictions):
         _same(got, np.array([False, True, True]))
@@ -87,7 +80,7 @@ def test_quantiles_match_numpy(method, axis, keepdims):
 
 
 def test_median_of_ints_and_nan_rows():
-    for got in _all_ways(lambda v: ops.median(v, 1), INTS):
+    for got in all_ways(lambda v: ops.median(v, 1), INTS):
         _same(got, np.median(INTS, 1).astype(np.float32))
     with np.errstate(invalid="ignore"):
         want = np.median(SPECIAL, 1).astype(np.float32)
@@ -120,7 +113,7 @@ def test_a_symbolic_sorted_axis_is_refused_by_name():
 def test_nan_quantiles_leave_nan_out(method):
     x = np.array([[1.0, np.nan, 3.0, 4.0, -2.0], [np.nan] * 5, [5, 4, 3, 2, 1], [7, np.nan, np.nan, 1, 1]], np.float32)
     q = [0.0, 0.2, 0.5, 0.9, 1.0]
-    for got in _all_ways(lambda v: ops.nanquantile(v, q, 1, method), x):
+    for got in all_ways(lambda v: ops.nanquantile(v, q, 1, method), x):
         np.testing.assert_allclose(got, np.nanquantile(x, q, axis=1, method=method).astype(np.float32), rtol=1e-6,
                                    atol=1e-6)
     for got in both(lambda v: ops.nanpercentile(v, 40, 1, method, keepdims=True), x):
@@ -132,9 +125,9 @@ def test_nan_quantiles_leave_nan_out(method):
 
 def test_nanargmax_and_nanargmin_give_minus_one_for_only_nan():
     x = np.array([[1.0, np.nan, 3.0, -np.inf], [np.nan] * 4, [2.0, 2.0, 1.0, 1.0]], np.float32)
-    for got in _all_ways(lambda v: ops.nanargmax(v, 1), x):
+    for got in all_ways(lambda v: ops.nanargmax(v, 1), x):
         _same(got, np.array([2, -1, 0], np.int32))
-    for got in _all_ways(lambda v: ops.nanargmin(v, 1, keepdims=True), x):
+    for got in all_ways(lambda v: ops.nanargmin(v, 1, keepdims=True), x):
         _same(got, np.array([[3], [-1], [2]], np.int32))
     _same(ops.nanargmax(x), np.int32(2))
     _same(ops.nanargmin(INTS, 0), np.argmin(INTS, 0).astype(np.int32))
@@ -143,7 +136,7 @@ def test_nanargmax_and_nanargmin_give_minus_one_for_only_nan():
 def test_order_statistics_keep_infinities_and_negative_zero():
     """A value read at one place is that element: inf - inf would make NaN of it."""
     infinite = np.array([1.0, np.inf, np.inf], np.float32)
-    for got in _all_ways(ops.median, infinite):
+    for got in all_ways(ops.median, infinite):
         _same(got, np.float32(np.inf))
     for got in both(ops.median, np.array([-np.inf, -np.inf, 0.0], np.float32)):
         _same(got, np.float32(-np.inf))
@@ -154,7 +147,7 @@ def test_order_statistics_keep_infinities_and_negative_zero():
 
 
 def test_sort_without_an_axis_sorts_the_flattened_tensor():
-    for got in _all_ways(lambda v: ops.sort(v, axis=None), INTS):
+    for got in all_ways(lambda v: ops.sort(v, axis=None), INTS):
         _same(got, np.sort(INTS, axis=None))
     _same(ops.argsort(INTS, axis=None), np.argsort(INTS, axis=None, kind="stable").astype(np.int32))
 
@@ -181,3 +174,13 @@ def test_quantiles_of_ties_share_the_gradient():
 
 def test_nanargmax_without_an_axis_keeps_every_axis():
     assert ops.nanargmax(np.ones((2, 3), np.float32), keepdims=True).shape == (1, 1)
+
+
+def test_a_traced_q_is_refused_by_name():
+    from nncompile.ir import Builder
+    b = Builder()
+    x, q = b.input("x", f32[5]), b.input("q", f32[()])
+    with ops.tracing(b):
+        for op in ("quantile", "percentile", "nanquantile", "nanpercentile"):
+            with pytest.raises(NotImplementedError, match=rf"ops\.{op}: q must be numbers, not a traced tensor"):
+                getattr(ops, op)(x, q)

@@ -12,7 +12,8 @@ import numpy as np
 
 from nncompile.ir.ops.linalg import same_pads
 from nncompile.keras import backend
-from nncompile.keras.ops.core import float_dtype, keras_op, result_type, shape_of, tensor, tensors, unsupported
+from nncompile.keras.ops.core import (float_dtype, keras_op, lowest, result_type, shape_of, static_length, tensor,
+                                      tensors, unsupported)
 
 
 def _floats(b, x):
@@ -248,9 +249,7 @@ def adaptive_pool(b, v, output_size, first: bool, largest: bool, op: str):
     spatial = list(range(2, rank)) if first else list(range(1, rank - 1))
     sizes = _tuple(output_size, len(spatial), "output_size", op)
     for axis, out in zip(spatial, sizes):
-        length = v.type.shape[axis]
-        if not isinstance(length, int):
-            raise NotImplementedError(f"ops.{op}: spatial axis {axis} has symbolic length {length!r}")
+        length = static_length(v, axis, op, f"spatial axis {axis}")
         cells = np.arange(out)
         starts, ends = (cells * length) // out, -((-(cells + 1) * length) // out)
         inside = (np.arange(length)[:, None] >= starts) & (np.arange(length)[:, None] < ends)   # (L, O)
@@ -258,9 +257,7 @@ def adaptive_pool(b, v, output_size, first: bool, largest: bool, op: str):
         column = b.reshape(moved, shape=[*moved.type.shape, 1])
         mask = b.constant(inside)
         if largest:
-            pooled = b.reduce_max(b.select(mask, column, b.scalar(-np.inf if v.type.dtype.is_float else
-                                                                   np.iinfo(v.type.dtype.numpy).min, v)),
-                                  axes=[rank - 1])
+            pooled = b.reduce_max(b.select(mask, column, b.scalar(lowest(v.type.dtype.numpy), v)), axes=[rank - 1])
         else:
             total = b.reduce_sum(b.select(mask, column, b.scalar(0.0, v)), axes=[rank - 1])
             pooled = b.div(total, b.constant((ends - starts).astype(v.type.dtype.numpy)))

@@ -354,6 +354,26 @@ def canonical_axes(axis, rank: int, op: str) -> list[int]:
     return out
 
 
+def static_length(v, axis: int, op: str, name: str | None = None) -> int:
+    """The static length of `v`'s `axis`, or the error of an op that cannot work on a symbolic
+    one (the batch, known only when the model runs) naming the op and the axis (`name`)."""
+    n = v.type.shape[axis]
+    if is_symbol(n):
+        raise NotImplementedError(f"ops.{op}: {name or f'axis {axis}'} has symbolic length {n!r}; nncompile "
+                                  f"needs a static length here")
+    return n
+
+
+def lowest(dtype: np.dtype):
+    """The least value of `dtype`: -inf for floats (a reduction's neutral fill, a max's floor)."""
+    return -np.inf if np.issubdtype(dtype, np.floating) else np.iinfo(dtype).min
+
+
+def highest(dtype: np.dtype):
+    """The greatest value of `dtype`: inf for floats."""
+    return np.inf if np.issubdtype(dtype, np.floating) else np.iinfo(dtype).max
+
+
 def unsupported(op: str, what: str) -> NotImplementedError:
     """The one error of an op (or an argument of one) that the IR cannot express."""
     return NotImplementedError(f"ops.{op}: {what} is not supported by nncompile (no IR op "

@@ -22,7 +22,7 @@ import numpy as np
 from nncompile.ir import Builder, Value
 from nncompile.ir.ops.scan import slice_type
 from nncompile.keras.ops.arrays import concatenate, expand_dims, flip, get_item, moveaxis, shape, stack, where
-from nncompile.keras.ops.core import builder_for, leaves, tensor, tracing
+from nncompile.keras.ops.core import EagerValue, builder_for, leaves, tensor, tracing
 
 
 class Region(Builder):
@@ -84,6 +84,22 @@ def scan(f, init, xs=None, length=None, reverse=False, unroll=1):
         return _eager(f, carries, single_carry, scanned, single_x, xs is None, length, reverse)
     b = builder_for("scan", carries, scanned)
     return _traced(b, f, carries, single_carry, scanned, single_x, xs is None, length, reverse)
+
+
+def scan_values(b, f, init, xs=None, length=None):
+    """`scan` inside an op's own definition on `b`'s values, eager (EagerValues, run on their
+    arrays) or traced: (the last carry, the stacked ys) as values of `b`. `f` works with ops."""
+    values = _flat(init)[0] + (_flat(xs)[0] if xs is not None else [])
+    if not any(isinstance(v, EagerValue) for v in values):
+        with tracing(b):
+            return scan(f, init, xs, length)
+    carry, ys = scan(f, _map(lambda v: v.array, init), _map(lambda v: v.array, xs), length)
+    return _map(lambda a: EagerValue(np.asarray(a)), carry), _map(lambda a: EagerValue(np.asarray(a)), ys)
+
+
+def _map(fn, tree):
+    """`fn` of one value or of each of a tuple's (None stays None)."""
+    return None if tree is None else tuple(fn(v) for v in tree) if isinstance(tree, tuple) else fn(tree)
 
 
 def _eager(f, carries, single_carry, scanned, single_x, no_xs, length, reverse):

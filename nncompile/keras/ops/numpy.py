@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from nncompile.keras.ops.core import (EagerValue, canonical_axes, float_dtype, float_op, keras_op,
-                                      keras_op_named, result_type, tensor, tensors, tracing)
-from nncompile.keras.ops.loops import scan
+from nncompile.keras.ops.core import (canonical_axes, float_dtype, float_op, keras_op,
+                                      keras_op_named, result_type, tensor, tensors)
+from nncompile.keras.ops.loops import scan_values
 
 
 def _binary(b, op: str, x1, x2, dtype=None):
@@ -464,9 +464,5 @@ def _running_scan(b, v, product: bool):
         total = multiply(total, x) if product else add(total, x)
         return total, total
 
-    if isinstance(steps, EagerValue):     # the eager scan runs on arrays
-        totals = EagerValue(np.asarray(scan(step, start.array, steps.array)[1]))
-    else:
-        with tracing(b):
-            totals = scan(step, start, steps)[1]
+    totals = scan_values(b, step, start, steps)[1]
     return b.transpose(totals, perm=[*range(1, rank), 0])

@@ -11,22 +11,12 @@ from __future__ import annotations
 import numpy as np
 
 from nncompile.ir import Value
-from nncompile.ir.types import is_symbol
 from nncompile.keras.ops.arrays import flip, moveaxis
 from nncompile.keras.ops.core import (canonical_axis, float_dtype, ir_dtype, keras_op, result_type,
-                                      standardize_dtype, tensor, tensors)
+                                      standardize_dtype, static_length, tensor, tensors)
 from nncompile.keras.ops.linalg import tensordot
 from nncompile.keras.ops.numpy import _accumulating_dtype, running
 from nncompile.keras.ops.numpy_math import _atan2
-
-
-def _static(v, axis: int, op: str) -> int:
-    """The static length of `v`'s `axis`, or the error of an op that needs one."""
-    n = v.type.shape[axis]
-    if is_symbol(n):
-        raise NotImplementedError(f"ops.{op}: axis {axis} has symbolic length {n!r}; nncompile "
-                                  f"needs a static one here")
-    return n
 
 
 # --- diagonals ---------------------------------------------------------------------------------
@@ -40,7 +30,7 @@ def diagonal(b, x, offset=0, axis1=0, axis2=1):
     a1, a2 = canonical_axis(axis1, rank, "diagonal"), canonical_axis(axis2, rank, "diagonal")
     if a1 == a2:
         raise ValueError("ops.diagonal: axis1 and axis2 cannot be the same")
-    n1, n2 = _static(v, a1, "diagonal"), _static(v, a2, "diagonal")
+    n1, n2 = static_length(v, a1, "diagonal"), static_length(v, a2, "diagonal")
     rest = [a for a in range(rank) if a not in (a1, a2)]
     moved = b.transpose(v, perm=[*rest, a1, a2])
     flat = b.reshape(moved, shape=[*moved.type.shape[:-2], n1 * n2])
@@ -58,7 +48,7 @@ def diag(b, x, k=0):
         return diagonal.__wrapped__(b, v, k)
     if v.type.rank != 1:
         raise ValueError(f"ops.diag: input must be 1-D or 2-D; received shape {v.type.shape}")
-    n = _static(v, 0, "diag")
+    n = static_length(v, 0, "diag")
     size = n + abs(k)
     # v padded to the matrix's size and laid along its rows (k >= 0) or columns (k < 0)
     padded = b.pad(v, pads=[0, abs(k)], value=0.0)
@@ -99,7 +89,7 @@ def roll(b, x, shift, axis=None):
     shifts, axes = np.broadcast_arrays(np.atleast_1d(shift), np.atleast_1d(axis))
     for s, a in zip(shifts.tolist(), axes.tolist()):
         a = canonical_axis(a, v.type.rank, "roll")
-        n = _static(v, a, "roll")
+        n = static_length(v, a, "roll")
         cut = n - s % n
         if cut % n:
             v = b.concat(b.slice(v, starts=[cut], ends=[n], axes=[a], steps=[1]),
@@ -213,7 +203,7 @@ def meshgrid(b, *x, indexing="xy"):
     if indexing not in ("xy", "ij"):
         raise ValueError(f"ops.meshgrid: indexing must be 'xy' or 'ij'; received {indexing!r}")
     vs = [b.reshape(tensor(b, v), shape=[-1]) for v in x]
-    sizes = [_static(v, 0, "meshgrid") for v in vs]
+    sizes = [static_length(v, 0, "meshgrid") for v in vs]
     order = list(range(len(vs)))
     if indexing == "xy" and len(vs) > 1:
         order[0], order[1] = 1, 0
@@ -258,7 +248,7 @@ def vander(b, x, N=None, increasing=False):
     v = tensor(b, x)
     if v.type.rank != 1:
         raise ValueError(f"ops.vander: x must be 1-D; received shape {v.type.shape}")
-    n = _static(v, 0, "vander")
+    n = static_length(v, 0, "vander")
     columns = n if N is None else int(N)
     column = b.reshape(v, shape=[n, 1])
     factors = b.concat(b.broadcast(b.scalar(1, v), shape=[n, 1]),
@@ -276,7 +266,7 @@ def diff(b, a, n=1, axis=-1):
     v = tensor(b, a)
     axis = canonical_axis(axis, v.type.rank, "diff")
     for _ in range(n):
-        length = _static(v, axis, "diff")
+        length = static_length(v, axis, "diff")
         later = b.slice(v, starts=[1], ends=[length], axes=[axis], steps=[1])
         earlier = b.slice(v, starts=[0], ends=[max(length - 1, 0)], axes=[axis], steps=[1])
         if v.type.dtype.name == "bool":     # whether neighbours differ
@@ -294,7 +284,7 @@ def digitize(b, x, bins):
     v, edges = tensors(b, x, bins)
     if edges.type.rank != 1:
         raise ValueError(f"ops.digitize: bins must be 1-D; received shape {edges.type.shape}")
-    n = _static(edges, 0, "digitize")
+    n = static_length(edges, 0, "digitize")
     column = b.reshape(v, shape=[*v.type.shape, 1])
     rising = b.reduce_sum(tensor(b, b.less_equal(edges, column), "int32"), axes=[v.type.rank])
     if v.type.dtype.is_float:     # NaN after the last bin
@@ -404,7 +394,7 @@ def array_split(b, x, indices_or_sections, axis=0):
     length does not divide), or at the given indices, as numpy's array_split."""
     v = tensor(b, x)
     axis = canonical_axis(axis, v.type.rank, "array_split")
-    n = _static(v, axis, "array_split")
+    n = static_length(v, axis, "array_split")
     if isinstance(indices_or_sections, (int, np.integer)):
         sections = int(indices_or_sections)
         if sections <= 0:

@@ -12,8 +12,8 @@ import math
 
 import numpy as np
 
-from nncompile.keras.ops.core import (EagerValue, canonical_axes, float_dtype, float_op, keras_op, result_type, tensor,
-                                      tensors, tracing)
+from nncompile.keras.ops.core import (canonical_axes, float_dtype, float_op, keras_op, result_type, tensor,
+                                      tensors)
 from nncompile.keras.ops.numpy import running
 
 
@@ -336,7 +336,7 @@ def _euclid(b, u, v):
     number of steps (enough for the dtype's worst case, consecutive Fibonacci numbers), each
     pair left as it is once its remainder is 0. One scan, eager or traced."""
     from nncompile.keras.ops.arrays import where
-    from nncompile.keras.ops.loops import scan
+    from nncompile.keras.ops.loops import scan_values
     from nncompile.keras.ops.numpy import equal, mod
 
     steps = 96 if u.type.dtype.itemsize > 4 else 48
@@ -345,11 +345,7 @@ def _euclid(b, u, v):
         x, y = pair
         done = equal(y, 0)
         return (where(done, x, y), where(done, y, mod(x, where(done, 1, y)))), None
-    a, c = b.abs(u), b.abs(v)
-    if isinstance(a, EagerValue):
-        return EagerValue(np.asarray(scan(step, (a.array, c.array), length=steps)[0][0]))
-    with tracing(b):
-        return scan(step, (a, c), length=steps)[0][0]
+    return scan_values(b, step, (b.abs(u), b.abs(v)), length=steps)[0][0]
 
 
 def _integers(b, x1, x2, op: str):

@@ -11,7 +11,7 @@ import numpy as np
 
 from nncompile.ir import Value
 from nncompile.ir.types import is_symbol
-from nncompile.keras.ops.core import EagerValue, keras_op, shape_of, tensor, unsupported
+from nncompile.keras.ops.core import EagerValue, highest, keras_op, lowest, shape_of, tensor, unsupported
 
 
 def _flat_indices(b, indices, shape: list[int], op: str):
@@ -140,26 +140,18 @@ def _segment_reduce(b, data, segment_ids, num_segments, op: str, reduce: str, em
     return b.op(reduce, picked, axes=list(range(ids.type.rank)))
 
 
-def _lowest(dtype):
-    return -np.inf if np.issubdtype(dtype, np.floating) else np.iinfo(dtype).min
-
-
-def _highest(dtype):
-    return np.inf if np.issubdtype(dtype, np.floating) else np.iinfo(dtype).max
-
-
 @keras_op
 def segment_max(b, data, segment_ids, num_segments=None, sorted=False):  # noqa: A002  (Keras's name)
     """The maxima of the rows of `data` with each segment id (ids out of range dropped; an empty
     segment is the dtype's lowest value, -inf for floats)."""
-    return _segment_reduce(b, data, segment_ids, num_segments, "segment_max", "reduce_max", _lowest)
+    return _segment_reduce(b, data, segment_ids, num_segments, "segment_max", "reduce_max", lowest)
 
 
 @keras_op
 def segment_min(b, data, segment_ids, num_segments=None, sorted=False):  # noqa: A002  (Keras's name)
     """The minima of the rows of `data` with each segment id (an empty segment is the dtype's
     highest value, inf for floats)."""
-    return _segment_reduce(b, data, segment_ids, num_segments, "segment_min", "reduce_min", _highest)
+    return _segment_reduce(b, data, segment_ids, num_segments, "segment_min", "reduce_min", highest)
 
 
 @keras_op

@@ -10,9 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from nncompile.ir.ops.shape import SLICE_END
-from nncompile.ir.types import is_symbol
 from nncompile.keras import backend
-from nncompile.keras.ops.core import float_dtype, ir_dtype, keras_op, result_type, tensor, tensors
+from nncompile.keras.ops.core import float_dtype, ir_dtype, keras_op, result_type, static_length, tensor, tensors
 
 
 def _window(numpy_window, name: str, doc: str):
@@ -36,9 +35,7 @@ def kaiser(x, beta):
 
 def _frames(b, v, length: int, stride: int, op: str):
     """The windows of `length` elements, `stride` apart, of v's last axis: (..., frames, length)."""
-    n = v.type.shape[-1]
-    if is_symbol(n):
-        raise NotImplementedError(f"ops.{op}: the last axis has symbolic length {n!r}")
+    n = static_length(v, -1, op, "the last axis")
     if length <= 0 or stride <= 0:
         raise ValueError(f"ops.{op}: the sequence length and stride must be positive; received {length}, {stride}")
     count = max(0, (n - length) // stride + 1)

@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 
 from nncompile.ir import Value
-from nncompile.ir.types import is_symbol
-from nncompile.keras.ops.core import canonical_axis, float_dtype, keras_op, result_type, tensor
+from nncompile.keras.ops.core import (canonical_axis, float_dtype, keras_op, lowest, result_type, static_length,
+                                      tensor)
 
 
 # Sorting compares every pair of a row's elements: an axis of n elements takes n * n memory.
@@ -28,10 +28,7 @@ MAX_SORTED = 4096
 
 
 def _last_axis_length(v, op: str) -> int:
-    n = v.type.shape[-1]
-    if is_symbol(n):
-        raise NotImplementedError(f"ops.{op}: the sorted axis has symbolic length {n!r}; nncompile "
-                                  f"sorts axes of static length")
+    n = static_length(v, -1, op, "the sorted axis")
     if n > MAX_SORTED:
         raise NotImplementedError(f"ops.{op}: the sorted axis has {n} elements; nncompile sorts by "
                                   f"comparing every pair, up to {MAX_SORTED} elements an axis")
@@ -64,7 +61,7 @@ def _by_place(b, v, places, count: int, with_indices: bool):
     n = v.type.shape[-1]
     picked = b.equal(b.reshape(places, shape=[*places.type.shape, 1]), b.constant(np.arange(count, dtype=np.int32)))
     rank = v.type.rank
-    fill = b.scalar(-np.inf if v.type.dtype.is_float else np.iinfo(v.type.dtype.numpy).min, v)
+    fill = b.scalar(lowest(v.type.dtype.numpy), v)
     values = b.reduce_max(b.select(picked, b.reshape(v, shape=[*v.type.shape, 1]), fill), axes=[rank - 1])
     if not with_indices:
         return values, None
@@ -160,15 +157,17 @@ def in_top_k(b, targets, predictions, k):
 _METHODS = ("linear", "lower", "higher", "midpoint", "nearest")
 
 
-def _quantiles(b, x, q, axis, method: str, keepdims: bool, op: str, skip_nan: bool = False):
+def _quantiles(b, x, q, axis, method: str, keepdims: bool, op: str, skip_nan: bool = False,
+               scale: float = 1.0):
     """numpy's quantile with `method` (or nanquantile, `skip_nan`): sorted along the (flattened)
     axes, NaN last, then read at q * (n - 1), n the row's length (or its count of numbers),
-    between neighbours as the method says. NaN in a row gives NaN (all NaN, with `skip_nan`)."""
+    between neighbours as the method says. NaN in a row gives NaN (all NaN, with `skip_nan`).
+    `scale`: what q is given in (100 for percentiles)."""
     if method not in _METHODS:
         raise ValueError(f"ops.{op}: method must be one of {_METHODS}; received {method!r}")
     if isinstance(q, Value):
         raise NotImplementedError(f"ops.{op}: q must be numbers, not a traced tensor")
-    qs = np.asarray(q, np.float64)
+    qs = np.asarray(q, np.float64) / scale
     if np.any((qs < 0) | (qs > 1)):
         bounds = "percentiles must be in [0, 100]" if "percentile" in op else "quantiles must be in [0, 1]"
         raise ValueError(f"ops.{op}: {bounds}")
@@ -228,14 +227,7 @@ def quantile(b, x, q, axis=None, method="linear", keepdims=False):
 @keras_op
 def percentile(b, x, q, axis=None, method="linear", keepdims=False):
     """The `q`-th percentiles (0 <= q <= 100) along `axis` (None: all), numpy's methods."""
-    return _quantiles(b, x, _fraction(q, "percentile"), axis, method, keepdims, "percentile")
-
-
-def _fraction(q, op: str):
-    """Percentiles as quantiles (a traced q is refused by `_quantiles`)."""
-    if isinstance(q, Value):
-        raise NotImplementedError(f"ops.{op}: q must be numbers, not a traced tensor")
-    return np.asarray(q, np.float64) / 100
+    return _quantiles(b, x, q, axis, method, keepdims, "percentile", scale=100)
 
 
 @keras_op
@@ -253,8 +245,7 @@ def nanquantile(b, x, q, axis=None, method="linear", keepdims=False):
 @keras_op
 def nanpercentile(b, x, q, axis=None, method="linear", keepdims=False):
     """`percentile` of the numbers along `axis`, NaN left out (NaN where there are none)."""
-    return _quantiles(b, x, _fraction(q, "nanpercentile"), axis, method, keepdims, "nanpercentile",
-                      skip_nan=True)
+    return _quantiles(b, x, q, axis, method, keepdims, "nanpercentile", skip_nan=True, scale=100)
 
 
 @keras_op

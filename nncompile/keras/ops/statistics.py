@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from nncompile.keras.ops.core import (canonical_axes, canonical_axis, float_dtype, keras_op, result_type, tensor,
-                                      tensors)
+from nncompile.keras.ops.core import (canonical_axes, canonical_axis, float_dtype, keras_op, result_type,
+                                      static_length, tensor, tensors)
 from nncompile.keras.ops.numpy import _mean_parts, max as max_, min as min_, prod, running, sum as sum_
-from nncompile.keras.ops.numpy_arrays import _static, diff
+from nncompile.keras.ops.numpy_arrays import diff
 
 
 # --- averages and NaN-ignoring reductions ----------------------------------------------------------
@@ -131,7 +131,7 @@ def trapezoid(b, y, x=None, dx=1.0, axis=-1):
     """The integral of `y` along `axis` by the trapezoidal rule, at points `x` or `dx` apart."""
     v = tensor(b, y, float_dtype(result_type(y, float)))
     axis = canonical_axis(axis, v.type.rank, "trapezoid")
-    n = _static(v, axis, "trapezoid")
+    n = static_length(v, axis, "trapezoid")
     later = b.slice(v, starts=[1], ends=[n], axes=[axis], steps=[1])
     earlier = b.slice(v, starts=[0], ends=[max(n - 1, 0)], axes=[axis], steps=[1])
     if x is None:
