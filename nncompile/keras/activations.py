@@ -23,6 +23,7 @@ import numpy as np
 
 from nncompile.ir import Builder, DType, TensorType, Value
 from nncompile.keras import backend
+from nncompile.keras.serialization import custom_object
 
 Emitter = Callable[..., Value]
 
@@ -324,6 +325,9 @@ def get(identifier: str | Emitter | dict | None) -> Emitter:
     if isinstance(identifier, dict):
         identifier = identifier.get("config", identifier.get("class_name"))
     if isinstance(identifier, str):
+        custom = custom_object(identifier)
+        if callable(custom):
+            return get(custom)
         name = _ALIASES.get(identifier, identifier)
         if name not in _REGISTRY:
             raise ValueError(f"Could not interpret activation function identifier: {identifier!r}; "

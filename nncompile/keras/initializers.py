@@ -385,6 +385,7 @@ random_uniform, random_normal, truncated_normal = RandomUniform, RandomNormal, T
 variance_scaling = VarianceScaling
 glorot_uniform, glorot_normal, he_uniform, he_normal = GlorotUniform, GlorotNormal, HeUniform, HeNormal
 lecun_uniform, lecun_normal, orthogonal, identity = LecunUniform, LecunNormal, Orthogonal, Identity
+OrthogonalInitializer, IdentityInitializer = Orthogonal, Identity     # Keras 3's other names for them
 
 
 _CATALOG = Catalog("initializer", Initializer, "keras.initializers", _BY_NAME, "(shape, dtype) -> array")

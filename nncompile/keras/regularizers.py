@@ -90,10 +90,45 @@ class L2(L1L2):
         return {"l2": self.l2}
 
 
-# Lowercase aliases, as `keras.regularizers.l2(0.01)` is commonly written.
-l1, l2, l1_l2 = L1, L2, L1L2
+class OrthogonalRegularizer(Regularizer):
+    """`factor` times the mean absolute cosine between each pair of rows (`mode="rows"`) or of
+    columns (`"columns"`) of a rank-2 weight, as Keras 3 computes it (the rows normalized by
+    `keras.ops.normalize`): it pushes a Dense kernel's feature vectors towards orthogonality.
 
-_BY_NAME: dict[str, type] = {"L1": L1, "L2": L2, "L1L2": L1L2, "l1": L1, "l2": L2, "l1_l2": L1L2}
+    >>> float(OrthogonalRegularizer(factor=1.0)(np.array([[1.0, 0.0], [1.0, 1.0]])))
+    0.7071067...
+    """
+
+    def __init__(self, factor: float = 0.01, mode: str = "rows"):
+        self.factor = _checked(factor, "factor", type(self).__name__)
+        if mode not in ("rows", "columns"):
+            raise ValueError(f'Invalid value for argument `mode`. Expected one of {{"rows", "columns"}}. '
+                             f"Received: mode={mode}")
+        self.mode = mode
+
+    def __call__(self, inputs):
+        """The penalty, with keras.ops: of an array eagerly, of a weight inside the training step."""
+        from nncompile.keras import ops    # ops' layers import this module
+        if len(inputs.shape) != 2:
+            raise ValueError(f"Inputs to OrthogonalRegularizer must have rank 2. Received: "
+                             f"inputs.shape={tuple(inputs.shape)}")
+        rows = self.mode == "rows"
+        unit = ops.normalize(inputs, axis=1 if rows else 0)
+        product = ops.matmul(unit, ops.transpose(unit)) if rows else ops.matmul(ops.transpose(unit), unit)
+        size = inputs.shape[0 if rows else 1]
+        off_diagonal = product * (1.0 - ops.eye(size, dtype=inputs.dtype))
+        return self.factor * 0.5 * ops.sum(ops.absolute(off_diagonal)) / (size * (size - 1.0) / 2.0)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"factor": self.factor, "mode": self.mode}
+
+
+# Lowercase aliases, as `keras.regularizers.l2(0.01)` is commonly written.
+l1, l2, l1_l2, orthogonal_regularizer = L1, L2, L1L2, OrthogonalRegularizer
+
+_BY_NAME: dict[str, type] = {"L1": L1, "L2": L2, "L1L2": L1L2, "l1": L1, "l2": L2, "l1_l2": L1L2,
+                             "OrthogonalRegularizer": OrthogonalRegularizer,
+                             "orthogonal_regularizer": OrthogonalRegularizer}
 
 
 _CATALOG = Catalog("regularizer", Regularizer, "keras.regularizers", _BY_NAME, "weights -> float")

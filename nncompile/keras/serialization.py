@@ -31,6 +31,11 @@ class Catalog:
         self.callable_form = callable_form
 
     def lookup(self, name: str) -> type:
+        """The class a name stands for: a custom class of this kind (`get_custom_objects`, a
+        `custom_object_scope`), which comes first as in Keras, or one of the built-in names."""
+        custom = custom_object(name)
+        if isinstance(custom, type) and issubclass(custom, self.base):
+            return custom
         if not isinstance(name, str) or name not in self.by_name:
             raise ValueError(f"Could not interpret {self.kind} identifier: {name!r}; valid names: "
                              f"{', '.join(sorted(self.by_name))}")
@@ -44,6 +49,9 @@ class Catalog:
         if isinstance(identifier, type) and issubclass(identifier, self.base):
             return identifier()
         if isinstance(identifier, str):
+            custom = custom_object(identifier)
+            if callable(custom) and not isinstance(custom, type):   # a custom function of this kind
+                return custom
             return self.lookup(identifier)()
         if isinstance(identifier, Mapping):
             if "class_name" not in identifier:
@@ -53,7 +61,9 @@ class Catalog:
             if not isinstance(config, Mapping):
                 raise ValueError(f"Could not interpret {self.kind} identifier: {identifier!r}; its "
                                  f"'config' must be a dict of arguments")
-            return self.lookup(identifier["class_name"]).from_config(config)
+            registered = identifier.get("registered_name")
+            name = registered if isinstance(custom_object(registered), type) else identifier["class_name"]
+            return self.lookup(name).from_config(config)
         if callable(identifier):
             return identifier
         raise ValueError(f"Could not interpret {self.kind} identifier: {identifier!r}; expected a "
@@ -65,3 +75,10 @@ class Catalog:
             return obj
         return {"module": self.module, "class_name": type(obj).__name__,
                 "config": obj.get_config(), "registered_name": None}
+
+
+def custom_object(name) -> Any:
+    """The custom object (`keras.saving.get_custom_objects`, a `custom_object_scope`) a name
+    stands for, or None."""
+    from nncompile.keras.saving.registry import get_registered_object   # saving imports this module
+    return get_registered_object(name) if isinstance(name, str) else None

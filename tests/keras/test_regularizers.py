@@ -1,4 +1,6 @@
-"""Regularizers: penalties against numpy sums, names, configs."""
+"""Regularizers: penalties against numpy sums and real Keras's (tests/fixtures/keras/orthogonal), names, configs."""
+import os
+
 import numpy as np
 import pytest
 
@@ -54,3 +56,37 @@ def test_errors():
         regularizers.L2(-1.0)
     with pytest.raises(ValueError, match="non-negative float"):
         regularizers.L1("big")
+
+
+ORTHOGONAL = np.load(os.path.join(os.path.dirname(__file__), "..", "fixtures", "keras", "orthogonal",
+                                  "orthogonal.npz"))
+
+
+@pytest.mark.parametrize("index", [0, 1])
+@pytest.mark.parametrize("mode", ["rows", "columns"])
+def test_orthogonal_penalties_are_keras_s(index, mode):
+    penalty = regularizers.OrthogonalRegularizer(factor=0.5, mode=mode)(ORTHOGONAL[f"kernel_{index}"])
+    np.testing.assert_allclose(penalty, ORTHOGONAL[f"penalty_{index}_{mode}"], rtol=1e-5)
+
+
+def test_orthogonal_regularizer_trains_a_dense_layer_as_keras_does():
+    from nncompile import keras
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(
+        4, kernel_regularizer=regularizers.OrthogonalRegularizer(0.2, "columns"))])
+    model.set_weights([ORTHOGONAL["w0"], ORTHOGONAL["b0"]])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    loss = model.train_on_batch(ORTHOGONAL["x"], ORTHOGONAL["y"])
+    assert loss == pytest.approx(float(ORTHOGONAL["loss"]), rel=1e-5)
+    np.testing.assert_allclose(model.get_weights()[0], ORTHOGONAL["w1"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.get_weights()[1], ORTHOGONAL["b1"], rtol=1e-5, atol=1e-6)
+
+
+def test_orthogonal_regularizer_names_config_and_errors():
+    reg = regularizers.get("orthogonal_regularizer")
+    assert type(reg) is regularizers.OrthogonalRegularizer and reg.get_config() == {"factor": 0.01, "mode": "rows"}
+    again = regularizers.get(regularizers.serialize(regularizers.OrthogonalRegularizer(0.3, "columns")))
+    assert again.get_config() == {"factor": 0.3, "mode": "columns"}
+    with pytest.raises(ValueError, match='Expected one of {"rows", "columns"}. Received: mode=diagonal'):
+        regularizers.OrthogonalRegularizer(mode="diagonal")
+    with pytest.raises(ValueError, match="must have rank 2"):
+        regularizers.OrthogonalRegularizer()(np.ones(3))

@@ -1,0 +1,150 @@
+"""Custom objects as Keras 3 has them: `get_custom_objects`, `custom_object_scope`,
+`register_keras_serializable`, and `serialize_keras_object` / `deserialize_keras_object`, the
+last checked against configs real Keras wrote (tests/fixtures/keras/serialized)."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from nncompile import keras
+from nncompile.keras import layers, ops
+
+SERIALIZED = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "keras", "serialized",
+                          "serialized.json")
+
+
+@pytest.fixture
+def clean_custom_objects():
+    """The global custom objects as they were, after the test."""
+    saved = dict(keras.saving.get_custom_objects())
+    yield keras.saving.get_custom_objects()
+    keras.saving.get_custom_objects().clear()
+    keras.saving.get_custom_objects().update(saved)
+
+
+class Doubling(layers.Layer):
+    def call(self, x):
+        return x * 2.0
+
+
+def _keras_configs() -> dict:
+    with open(SERIALIZED) as f:
+        return json.load(f)
+
+
+def test_keras_configs_deserialize_into_the_objects_keras_serialized():
+    configs = _keras_configs()
+    back = {label: keras.saving.deserialize_keras_object(config) for label, config in configs.items()}
+    dense = back["dense"]
+    assert isinstance(dense, layers.Dense) and dense.units == 3 and dense.name == "d"
+    assert dense.activation is keras.activations.relu and dense.kernel_regularizer.l2 == pytest.approx(0.01)
+    assert isinstance(back["sequential"], keras.Sequential)
+    assert back["sequential"](np.ones((2, 4), np.float32)).shape == (2, 2)
+    assert isinstance(back["loss"], keras.losses.CategoricalCrossentropy)
+    assert (back["loss"].from_logits, back["loss"].label_smoothing) == (True, pytest.approx(0.1))
+    assert isinstance(back["metric"], keras.metrics.AUC) and back["metric"].num_thresholds == 50
+    assert isinstance(back["optimizer"], keras.optimizers.Adam)
+    assert back["optimizer"].get_config()["beta_1"] == pytest.approx(0.8)
+    assert back["schedule"](10) == pytest.approx(0.09)
+    assert back["initializer"].get_config()["seed"] == 3
+    assert (back["regularizer"].l1, back["regularizer"].l2) == (pytest.approx(0.1), pytest.approx(0.2))
+    assert back["constraint"].get_config()["max_value"] == 2.0
+    assert back["loss_function"] is keras.losses.mean_absolute_error
+    assert back["activation"] is keras.activations.tanh
+    np.testing.assert_array_equal(back["array"], np.arange(6, dtype=np.float32).reshape(2, 3))
+    assert back["array"].dtype == np.float32
+    assert back["nested"] == {"a": [1, 2.5, "x"], "b": None}
+
+
+@pytest.mark.parametrize("label", ["loss", "metric", "schedule", "initializer", "regularizer", "constraint",
+                                   "loss_function", "activation", "array", "nested"])
+def test_serializing_gives_what_keras_wrote(label):
+    config = _keras_configs()[label]
+    again = keras.saving.serialize_keras_object(keras.saving.deserialize_keras_object(config))
+    assert json.loads(json.dumps(again)) == config
+
+
+def test_a_scope_makes_its_names_known_and_an_inner_scope_replaces_the_outer():
+    with keras.saving.custom_object_scope({"Doubling": Doubling}) as scope:
+        assert isinstance(scope, keras.saving.CustomObjectScope)
+        assert keras.saving.get_registered_object("Doubling") is Doubling
+        with keras.saving.custom_object_scope({"other": abs}):
+            assert keras.saving.get_registered_object("Doubling") is None     # as in Keras
+            assert keras.saving.get_registered_object("other") is abs
+        assert keras.saving.get_registered_object("Doubling") is Doubling
+    assert keras.saving.get_registered_object("Doubling") is None
+    assert "Doubling" not in keras.saving.get_custom_objects()
+
+
+def test_load_model_finds_a_custom_layer_in_a_scope(tmp_path):
+    model = keras.Sequential([keras.Input((3,)), Doubling(name="twice")])
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    with pytest.raises(ValueError, match="Doubling"):
+        keras.models.load_model(path)
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    with keras.saving.custom_object_scope({"Doubling": Doubling}):
+        again = keras.models.load_model(path)
+    np.testing.assert_allclose(again.predict(x, verbose=0), 2 * x)
+
+
+def test_global_custom_objects_resolve_losses_activations_and_layers(clean_custom_objects):
+    def halved_mse(y_true, y_pred):
+        return ops.mean(ops.square(y_true - y_pred), axis=-1) / 2.0
+
+    clean_custom_objects.update(halved_mse=halved_mse, Doubling=Doubling)
+    x = np.arange(8, dtype=np.float32).reshape(4, 2) / 8
+    y = np.ones((4, 1), np.float32)
+    model = keras.Sequential([keras.Input((2,)), layers.Dense(1, kernel_initializer="ones")])
+    model.compile(optimizer="sgd", loss="halved_mse")
+    prediction = x.sum(axis=1, keepdims=True)
+    assert model.evaluate(x, y, verbose=0) == pytest.approx(np.mean((y - prediction) ** 2) / 2, rel=1e-6)
+    config = {"class_name": "Doubling", "config": {"name": "d"}, "module": "__main__",
+              "registered_name": "Doubling"}
+    assert isinstance(keras.saving.deserialize_keras_object(config), Doubling)
+
+
+def test_an_activation_named_in_a_scope():
+    def clipped(b, x):
+        return b.minimum(x, b.scalar(1.0, like=x))
+
+    with keras.saving.custom_object_scope({"clipped": clipped}):
+        layer = layers.Dense(1, activation="clipped", kernel_initializer="ones")
+    assert layer.activation is clipped
+    np.testing.assert_allclose(layer(np.array([[0.25, 0.25], [2.0, 3.0]], np.float32)), [[0.5], [1.0]])
+
+
+def test_registering_again_replaces_and_a_class_needs_get_config(clean_custom_objects):
+    first = keras.saving.register_keras_serializable(package="Again")(type("Twin", (layers.Layer,), {}))
+    second = keras.saving.register_keras_serializable(package="Again")(type("Twin", (layers.Layer,), {}))
+    assert keras.saving.get_registered_object("Again>Twin") is second is not first
+    assert clean_custom_objects["Again>Twin"] is second
+    with pytest.raises(ValueError, match="does not have a get_config"):
+        keras.saving.register_keras_serializable()(type("Plain", (), {}))
+
+
+def test_registered_functions_serialize_by_their_registered_name(clean_custom_objects):
+    @keras.saving.register_keras_serializable(package="Tests")
+    def scaled(x):
+        return x * 3
+
+    config = keras.saving.serialize_keras_object(scaled)
+    assert config == {"module": "builtins", "class_name": "function", "config": "Tests>scaled",
+                      "registered_name": "function"}
+    assert keras.saving.deserialize_keras_object(config) is scaled
+
+
+def test_unknown_objects_are_refused_with_keras_messages():
+    with pytest.raises(TypeError, match="Could not locate function 'nowhere'"):
+        keras.saving.deserialize_keras_object({"module": "builtins", "class_name": "function",
+                                               "config": "nowhere", "registered_name": "function"})
+    with pytest.raises(ValueError, match="Unknown layer class 'Nope'"):
+        keras.saving.deserialize_keras_object({"module": "keras.layers", "class_name": "Nope", "config": {}})
+    with pytest.raises(ValueError, match="custom_objects"):
+        keras.saving.deserialize_keras_object({"module": "mine", "class_name": "Thing", "config": {}})
+    with pytest.raises(TypeError, match="get_config"):
+        keras.saving.serialize_keras_object(object())
+    assert keras.saving.deserialize_keras_object("not a registered name") == "not a registered name"
