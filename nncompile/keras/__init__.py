@@ -29,3 +29,6 @@ __all__ += ["saving"]
 from nncompile.keras import config, ops, random  # noqa: E402
 
 __all__ += ["config", "ops", "random"]
+from nncompile.keras import tree  # noqa: E402
+
+__all__ += ["tree"]

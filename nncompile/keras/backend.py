@@ -4,6 +4,9 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 
+from nncompile.keras.dtypes import (is_float_dtype, is_int_dtype, result_type,  # noqa: F401
+                                    standardize_dtype)
+
 _name_counts: dict[str, int] = defaultdict(int)
 
 
@@ -64,9 +67,33 @@ def unique_name(base: str) -> str:
     return numbered(base, count)
 
 
+def get_uid(prefix: str = "") -> int:
+    """A counter of `prefix`, one more at every call: 1 first. Layer names share it, as in
+    Keras (after one `Dense`, `get_uid("dense")` is 2 and the next Dense is `dense_2`);
+    `clear_session` resets it.
+
+    >>> clear_session(); get_uid("block"), get_uid("block")
+    (1, 2)
+    """
+    _name_counts[prefix] += 1
+    return _name_counts[prefix]
+
+
 def clear_session() -> None:
     """Reset layer name counters, so the next Dense is `dense` again."""
     _name_counts.clear()
+
+
+def is_keras_tensor(x) -> bool:
+    """Whether `x` is a symbolic tensor of the functional API (what `keras.Input` returns).
+
+    >>> from nncompile import keras
+    >>> is_keras_tensor(keras.Input((3,))), is_keras_tensor([0.0])
+    (True, False)
+    """
+    from nncompile.keras.layers.base import KerasTensor
+
+    return isinstance(x, KerasTensor)
 
 
 def backend() -> str:

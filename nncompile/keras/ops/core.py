@@ -37,6 +37,7 @@ from nncompile.ir import Builder, DType, TensorType, Value
 from nncompile.ir.optable import get_op, infer_types, normalize_attrs
 from nncompile.ir.types import is_symbol
 from nncompile.keras import backend
+from nncompile.keras.dtypes import least_upper_bound
 
 _TRACE: contextvars.ContextVar[Builder | None] = contextvars.ContextVar("nncompile_ops_trace",
                                                                         default=None)
@@ -191,31 +192,10 @@ def float_op(name: str, rule, doc: str):
 
 
 # --- dtypes -----------------------------------------------------------------------------------
-# Keras 3's promotion lattice (keras/src/backend/common/dtypes.py, after jax.numpy): each dtype
-# points at the next wider ones; "int" and "float" are the weak types of Python numbers, which
-# take the other operand's dtype. Keras narrows 64-bit results to 32 bits on its JAX, torch and
-# numpy backends; nncompile keeps them (as Keras on TensorFlow), so float64 programs stay float64.
+# Keras 3's promotion rules (`keras.dtypes`). Keras narrows 64-bit results to 32 bits on its JAX,
+# torch and numpy backends; nncompile keeps them (as Keras on TensorFlow), so float64 programs
+# stay float64.
 
-_LATTICE = {
-    "bool": ["int"], "int": ["uint8", "int8"],
-    "uint8": ["int16", "uint16"], "uint16": ["int32", "uint32"], "uint32": ["int64", "uint64"],
-    "uint64": ["float"], "int8": ["int16"], "int16": ["int32"], "int32": ["int64"],
-    "int64": ["float"], "float": ["bfloat16", "float16"], "bfloat16": ["float32"],
-    "float16": ["float32"], "float32": ["float64"], "float64": [],
-}
-
-
-def _upper_bounds(dtype: str) -> set[str]:
-    bounds, todo = {dtype}, [dtype]
-    while todo:
-        for up in _LATTICE[todo.pop()]:
-            if up not in bounds:
-                bounds.add(up)
-                todo.append(up)
-    return bounds
-
-
-_BOUNDS = {d: _upper_bounds(d) for d in _LATTICE}
 _IR_NAMES = {DType.f16: "float16", DType.f32: "float32", DType.f64: "float64", DType.i8: "int8",
              DType.u8: "uint8", DType.i32: "int32", DType.i64: "int64", DType.bool: "bool"}
 _FROM_NAME = {name: dtype for dtype, name in _IR_NAMES.items()}
@@ -272,17 +252,7 @@ def result_type(*args) -> str:
         return backend.floatx()
     for a in args:
         _refuse_unknown_dim(a)
-    names = {_lattice_name(a) for a in args}
-    if len(names) == 1:
-        name = names.pop()
-    else:
-        common = set.intersection(*(_BOUNDS[n] for n in names))
-        least = (common & names) or {c for c in common if common <= _BOUNDS[c]}
-        if len(least) != 1:
-            raise ValueError(f"Input dtypes {tuple(sorted(names))} have no available implicit "
-                             f"dtype promotion path. Try explicitly casting inputs to the "
-                             f"desired output type.")
-        name = least.pop()
+    name = least_upper_bound(tuple(sorted({_lattice_name(a) for a in args})))
     # A weak result takes floatx's width (Keras's _resolve_weak_type).
     if name == "int":
         return "int32"

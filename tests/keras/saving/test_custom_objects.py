@@ -71,7 +71,7 @@ def test_a_scope_makes_its_names_known_and_an_inner_scope_replaces_the_outer():
     with keras.saving.custom_object_scope({"Doubling": Doubling}) as scope:
         assert isinstance(scope, keras.saving.CustomObjectScope)
         assert keras.saving.get_registered_object("Doubling") is Doubling
-        with keras.saving.custom_object_scope({"other": abs}):
+        with keras.utils.custom_object_scope({"other": abs}):
             assert keras.saving.get_registered_object("Doubling") is None     # as in Keras
             assert keras.saving.get_registered_object("other") is abs
         assert keras.saving.get_registered_object("Doubling") is Doubling
@@ -148,3 +148,11 @@ def test_unknown_objects_are_refused_with_keras_messages():
     with pytest.raises(TypeError, match="get_config"):
         keras.saving.serialize_keras_object(object())
     assert keras.saving.deserialize_keras_object("not a registered name") == "not a registered name"
+
+
+def test_keras_utils_offers_the_custom_object_names_of_keras_saving():
+    for name in ("CustomObjectScope", "custom_object_scope", "deserialize_keras_object", "get_custom_objects",
+                 "get_registered_name", "get_registered_object", "register_keras_serializable",
+                 "serialize_keras_object"):
+        assert getattr(keras.utils, name) is getattr(keras.saving, name)
+        assert name in keras.utils.__all__
