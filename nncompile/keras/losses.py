@@ -599,6 +599,9 @@ class SparseCategoricalCrossentropy(LossFunctionWrapper):
 from nncompile.keras.focal_losses import (  # noqa: E402, F401
     BinaryFocalCrossentropy, CategoricalFocalCrossentropy, binary_focal_crossentropy,
     categorical_focal_crossentropy)
+from nncompile.keras.region_losses import (  # noqa: E402, F401
+    REGION_LOSSES, CategoricalGeneralizedCrossEntropy, Circle, Dice, Tversky,
+    categorical_generalized_cross_entropy, circle, dice, tversky)
 
 
 # --- identifiers ------------------------------------------------------------------------------
@@ -606,7 +609,7 @@ from nncompile.keras.focal_losses import (  # noqa: E402, F401
 LOSS_CLASSES = (MeanSquaredError, MeanAbsoluteError, MeanAbsolutePercentageError, MeanSquaredLogarithmicError,
                 CosineSimilarity, Huber, LogCosh, Hinge, SquaredHinge, CategoricalHinge, KLDivergence,
                 Poisson, BinaryCrossentropy, CategoricalCrossentropy, SparseCategoricalCrossentropy,
-                BinaryFocalCrossentropy, CategoricalFocalCrossentropy)
+                BinaryFocalCrossentropy, CategoricalFocalCrossentropy, *REGION_LOSSES)
 _CLASS_OF_FUNCTION = {cls().fn.__name__: cls for cls in LOSS_CLASSES}
 _ALIASES = {"bce": "binary_crossentropy", "BCE": "binary_crossentropy", "kld": "kl_divergence",
             "KLD": "kl_divergence", "mae": "mean_absolute_error", "MAE": "mean_absolute_error",
@@ -702,7 +705,9 @@ def check_targets(loss, y_true, output_shape: Sequence) -> None:
     index_shape = (y.shape[0], *per_sample[:-1])
     class_indices = classes not in (1, None) and (_fits(target, per_sample[:-1])
                                                   or _fits(target, per_sample[:-1] + (1,)))
-    if isinstance(loss, SparseCategoricalCrossentropy):
+    if isinstance(loss, Circle) and target in ((), (1,)):
+        return   # one integer label a sample, whatever the embeddings' size
+    if isinstance(loss, (SparseCategoricalCrossentropy, CategoricalGeneralizedCrossEntropy)):
         if _fits(target, per_sample) and classes not in (1, None):
             raise ValueError(f"{mismatch} `{name}` expects integer class indices of shape {index_shape}; "
                              "for one-hot targets use the loss `categorical_crossentropy` instead.")

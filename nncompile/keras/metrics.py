@@ -558,6 +558,9 @@ from nncompile.keras.confusion_metrics import (  # noqa: E402
 from nncompile.keras.score_metrics import SCORE_METRICS, F1Score, FBetaScore, R2Score  # noqa: E402
 from nncompile.keras.iou_metrics import (  # noqa: E402
     IOU_METRICS, BinaryIoU, IoU, MeanIoU, OneHotIoU, OneHotMeanIoU)
+from nncompile.keras.correlation_metrics import (  # noqa: E402, F401
+    CORRELATION_METRICS, ConcordanceCorrelation, PearsonCorrelation, Sum, concordance_correlation,
+    pearson_correlation)
 
 METRIC_CLASSES = (Mean, MeanMetricWrapper, Accuracy, BinaryAccuracy, CategoricalAccuracy,
                   SparseCategoricalAccuracy, TopKCategoricalAccuracy, SparseTopKCategoricalAccuracy,
@@ -565,7 +568,7 @@ METRIC_CLASSES = (Mean, MeanMetricWrapper, Accuracy, BinaryAccuracy, Categorical
                   MeanSquaredLogarithmicError, CosineSimilarity, LogCoshError, Hinge, SquaredHinge,
                   CategoricalHinge, KLDivergence, Poisson, BinaryCrossentropy, CategoricalCrossentropy,
                   SparseCategoricalCrossentropy, Precision, Recall, AUC, *CONFUSION_METRICS,
-                  *SCORE_METRICS, *IOU_METRICS)
+                  *SCORE_METRICS, *IOU_METRICS, *CORRELATION_METRICS)
 _BY_NAME: dict[str, type] = {cls.__name__: cls for cls in METRIC_CLASSES}
 _BY_NAME.update({backend.to_snake_case(cls.__name__): cls for cls in METRIC_CLASSES})
 _BY_NAME.update({"bce": BinaryCrossentropy, "BCE": BinaryCrossentropy, "mse": MeanSquaredError,
@@ -574,7 +577,9 @@ _BY_NAME.update({"bce": BinaryCrossentropy, "BCE": BinaryCrossentropy, "mse": Me
                  "msle": MeanSquaredLogarithmicError, "MSLE": MeanSquaredLogarithmicError,
                  "rmse": RootMeanSquaredError})
 _CATALOG = Catalog("metric", Metric, "keras.metrics", _BY_NAME, "of IR (a Metric subclass)")
-_FUNCTIONS_BY_NAME = {**losses.FUNCTIONS, **{f.__name__: f for f in _METRIC_FUNCTIONS},
+_CORRELATION_FUNCTIONS = [pearson_correlation, concordance_correlation]
+__all__ += [f.__name__ for f in _CORRELATION_FUNCTIONS]
+_FUNCTIONS_BY_NAME = {**losses.FUNCTIONS, **{f.__name__: f for f in _METRIC_FUNCTIONS + _CORRELATION_FUNCTIONS},
                       "cosine_similarity": cosine_similarity}
 _CLASS_OF_FUNCTION = {cls()._fn: cls for cls in METRIC_CLASSES
                       if issubclass(cls, MeanMetricWrapper) and cls is not MeanMetricWrapper}
