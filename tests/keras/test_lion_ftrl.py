@@ -163,21 +163,6 @@ def test_unnamed_optimizers_are_numbered_as_keras_does():
     assert optimizers.Lion(name="mine").name == "mine"
 
 
-@pytest.mark.parametrize("opt", [
-    lambda: optimizers.Lion(learning_rate=0.05, beta_1=0.7, beta_2=0.9, weight_decay=0.1, clipnorm=1.5, name="l"),
-    lambda: optimizers.Lion(learning_rate=schedules.ExponentialDecay(0.01, 100, 0.9), global_clipnorm=2.0),
-    lambda: optimizers.Ftrl(**FTRL_ALL, clipvalue=0.5),
-    lambda: optimizers.Ftrl(learning_rate=schedules.CosineDecay(0.01, 10), name="f"),
-])
-def test_config_round_trip(opt):
-    opt = opt()
-    config = opt.get_config()
-    assert type(opt).from_config(config).get_config() == config
-    serialized = optimizers.serialize(opt)
-    assert serialized["module"] == "keras.optimizers" and serialized["class_name"] == type(opt).__name__
-    assert optimizers.deserialize(serialized).get_config() == config
-
-
 @pytest.mark.parametrize("make, message", [
     (lambda: optimizers.Lion(beta_1=0.0), r"`beta_1` must be in the \[0, 1\] range.*SignSGD. Received: beta_1=0.0"),
     (lambda: optimizers.Lion(beta_1=1.5), r"Received: beta_1=1.5"),

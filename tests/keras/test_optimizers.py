@@ -455,6 +455,18 @@ def test_get_passes_instances_and_none_and_rejects_the_rest():
     optimizers.Adadelta(learning_rate=1.0, rho=0.9),
     optimizers.Adamax(beta_1=0.8),
     optimizers.Nadam(learning_rate=schedules.CosineDecay(0.01, 10, warmup_target=0.1, warmup_steps=5)),
+    optimizers.Lion(learning_rate=0.05, beta_1=0.7, beta_2=0.9, weight_decay=0.1, clipnorm=1.5, name="l"),
+    optimizers.Lion(learning_rate=schedules.ExponentialDecay(0.01, 100, 0.9), global_clipnorm=2.0),
+    optimizers.Ftrl(learning_rate=0.1, learning_rate_power=-0.7, initial_accumulator_value=0.5,
+                    l1_regularization_strength=0.05, l2_regularization_strength=0.1,
+                    l2_shrinkage_regularization_strength=0.2, beta=0.3, clipvalue=0.5),
+    optimizers.Ftrl(learning_rate=schedules.CosineDecay(0.01, 10), name="f"),
+    optimizers.Lamb(learning_rate=0.05, beta_1=0.8, beta_2=0.9, epsilon=1e-5, weight_decay=0.1,
+                    clipnorm=1.5, name="lb"),
+    optimizers.Lamb(learning_rate=schedules.ExponentialDecay(0.01, 100, 0.9), global_clipnorm=2.0),
+    optimizers.Adafactor(learning_rate=0.3, beta_2_decay=-0.5, epsilon_1=1e-20, epsilon_2=0.01,
+                         clip_threshold=2.0, relative_step=False, clipvalue=0.5, name="a"),
+    optimizers.Adafactor(learning_rate=schedules.CosineDecay(0.01, 10), weight_decay=0.01),
 ])
 def test_config_round_trip(opt):
     config = opt.get_config()

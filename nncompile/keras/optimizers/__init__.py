@@ -11,12 +11,14 @@ from nncompile.keras.optimizers import schedules
 from nncompile.keras.optimizers.algorithms import (SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, Ftrl, Lion, Nadam,
                                                    RMSprop)
 from nncompile.keras.optimizers.base import Optimizer
+from nncompile.keras.optimizers.lamb_adafactor import Adafactor, Lamb
 from nncompile.keras.serialization import Catalog
 
-# Keras resolves names case-insensitively through the lower-cased class names.
+# Keras resolves names case-insensitively through the lower-cased class names. (Keras 3.15's
+# list lacks Lamb, so its get("lamb") raises while a saved config of one loads: here both work.)
 _CATALOG = Catalog("optimizer", Optimizer, "keras.optimizers",
-                   {cls.__name__.lower(): cls
-                    for cls in (SGD, Adam, AdamW, RMSprop, Adagrad, Adadelta, Adamax, Nadam, Lion, Ftrl)},
+                   {cls.__name__.lower(): cls for cls in (SGD, Adam, AdamW, RMSprop, Adagrad, Adadelta, Adamax,
+                                                          Nadam, Lion, Ftrl, Adafactor, Lamb)},
                    "")
 
 
@@ -49,5 +51,5 @@ def get(identifier) -> Optimizer | None:
                      f"({', '.join(sorted(_CATALOG.by_name))}), a config dict or an Optimizer")
 
 
-__all__ = ["SGD", "Adadelta", "Adagrad", "Adam", "AdamW", "Adamax", "Ftrl", "Lion", "Nadam", "Optimizer", "RMSprop",
-           "deserialize", "get", "schedules", "serialize"]
+__all__ = ["SGD", "Adadelta", "Adafactor", "Adagrad", "Adam", "AdamW", "Adamax", "Ftrl", "Lamb", "Lion", "Nadam",
+           "Optimizer", "RMSprop", "deserialize", "get", "schedules", "serialize"]

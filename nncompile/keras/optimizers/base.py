@@ -149,8 +149,7 @@ class Optimizer:
                     if name in self._slot_arrays:
                         raise ValueError(f"optimizer '{self.name}': two variables share the path of "
                                          f"{var!r}; slot {name!r} would be made twice")
-                    self._slot_arrays[name] = np.full(tuple(var.shape), self._initial_value(kind),
-                                                      _float_dtype(var, self.name))
+                    self._slot_arrays[name] = self._slot_array(kind, var)
                     self._slot_names[i][kind] = name
         self._slot_arrays.update(self._extra_state())
         self._decays = [self.weight_decay is not None and self._use_weight_decay(v) for v in self._variables]
@@ -297,6 +296,11 @@ class Optimizer:
 
     def _initial_value(self, kind: str) -> float:
         return 0.0
+
+    def _slot_array(self, kind: str, var) -> np.ndarray:
+        """A new slot of `kind` for `var`: by default of the variable's shape and dtype, filled
+        with `_initial_value(kind)` (Adafactor's factored slots have shapes of their own)."""
+        return np.full(tuple(var.shape), self._initial_value(kind), _float_dtype(var, self.name))
 
     def _extra_state(self) -> dict[str, np.ndarray]:
         """State that belongs to no variable (Nadam's momentum cache)."""

@@ -116,6 +116,34 @@ class Expr:
             return self
         return Expr(self.em, self.b.op("reduce_sum", self.value, axes=tuple(range(self.value.type.rank))))
 
+    def mean(self, axis: int | None = None, keepdims: bool = False) -> "Expr":
+        """The mean over `axis` (over all elements when None, as a rank-0 value).
+
+            >>> rms = g.square().mean().sqrt()
+        """
+        rank = self.value.type.rank
+        if rank == 0:
+            return self
+        axes = tuple(range(rank)) if axis is None else (axis % rank,)
+        return Expr(self.em, self.b.op("reduce_mean", self.value, axes=axes, keepdims=keepdims))
+
+    def expand_dims(self, axis: int) -> "Expr":
+        """This value with a new axis of length 1 at `axis` (negative counts from the new end)."""
+        shape = list(self.value.type.shape)
+        shape.insert(axis % (len(shape) + 1), 1)
+        return Expr(self.em, self.b.op("reshape", self.value, shape=tuple(shape)))
+
+    def greater(self, other) -> "Expr":
+        """The bool value self > other (a method, not `>`: Python would take an Expr as true)."""
+        return self._binary("greater", other)
+
+    def select(self, x: "Expr", y) -> "Expr":
+        """`x` where this bool value holds, else `y` (a number becomes a constant of x's dtype).
+
+            >>> ratio = g_norm.greater(0).select(w_norm / g_norm, 1.0)
+        """
+        return Expr(self.em, self.b.op("select", self.value, x.value, x._operand(y)))
+
     def to(self, dtype: DType) -> "Expr":
         """This value in `dtype` (itself when it already is)."""
         return self if self.dtype is dtype else Expr(self.em, self.b.op("cast", self.value, dtype=dtype))

@@ -16,7 +16,9 @@ from nncompile.keras.optimizers import schedules
 from nncompile.runtime import weights
 
 _KERAS_JOINT = {("momentum", "velocity"), ("accumulated_grad", "accumulated_delta_var"),
-                ("momentum", "norm"), ("accumulator", "linear")}
+                ("momentum", "norm"), ("accumulator", "linear"),
+                # Adafactor makes r, c and velocity in one loop over the variables
+                ("r", "c"), ("c", "velocity")}
 
 
 def _keras_calls(optimizer) -> list[tuple[str, ...]]:
