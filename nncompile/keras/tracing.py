@@ -262,6 +262,35 @@ def trace_call(layer, b: Builder, inputs: Value | list[Value], mask, training: b
     return as_values(b, out, f"{owner}: call()")
 
 
+def trace_cell(cell, b: Builder, inputs: Value, states: list[Value], training: bool
+               ) -> tuple[Value, list[Value]]:
+    """One step of a recurrent cell users wrote, traced into the loop's body `b`: its
+    `call(inputs, states)` (states as a list, `training` when its signature has it, as Keras's
+    `RNN` passes them) returns the output and the new states, of the shapes the cell declares."""
+    kwargs = {"training": training} if "training" in inspect.signature(cell.call).parameters else {}
+    owner = describe(cell)
+    try:
+        with _traced(b, owner, training, f"{cell._scope}{cell.name}/"):
+            out = cell.call(TracedTensor(inputs), [TracedTensor(s) for s in states], **kwargs)
+    except NotImplementedError as e:
+        raise NotImplementedError(f"{owner}: {e}") from None
+    if not isinstance(out, (list, tuple)) or len(out) != 2:
+        raise TypeError(f"{owner}: a recurrent cell's call() must return (output, new_states); it "
+                        f"returned {type(out).__name__}")
+    output, new_states = out
+    new_states = list(new_states) if isinstance(new_states, (list, tuple)) else [new_states]
+    output = as_value(b, output, f"{owner}: call()")
+    new_states = [as_value(b, s, f"{owner}: call()") for s in new_states]
+    if len(new_states) != len(states):
+        raise ValueError(f"{owner}: call() returned {len(new_states)} new states for the "
+                         f"{len(states)} of its state_size")
+    for i, (new, old) in enumerate(zip(new_states, states)):
+        if new.type.shape != old.type.shape:
+            raise ValueError(f"{owner}: call() returned state {i} of shape {new.type.shape}; its "
+                             f"state_size gives {old.type.shape}")
+    return output, new_states
+
+
 def _mask_tensors(b: Builder, mask):
     return map_leaves(lambda m: None if m is None else TracedTensor(m.keep(b)), mask)
 

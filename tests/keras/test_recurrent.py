@@ -371,6 +371,8 @@ def test_unroll_needs_a_known_length():
         keras.Sequential([keras.Input((None, 3)), layers.GRU(2, unroll=True)])
 
 
-def test_rnn_runs_the_cells_of_keras_layers():
-    with pytest.raises(ValueError, match="Argument `cell` should be a SimpleRNNCell"):
+def test_rnn_refuses_what_is_no_cell():
+    with pytest.raises(ValueError, match="state_size must be specified as property on the RNN cell"):
         layers.RNN(layers.Dense(3))
+    with pytest.raises(ValueError, match="Argument `cell` should be a Layer"):
+        layers.RNN("lstm")

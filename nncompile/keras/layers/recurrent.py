@@ -31,7 +31,7 @@ from nncompile.keras.layers.arguments import (ArgumentError, boolean, check_inpu
 from nncompile.keras.layers.base import Layer, Mask, Variable
 from nncompile.keras.layers.core import SEED_INPUT, _as_float, seed_input
 from nncompile.keras.layers.recurrent_cells import (GRUCell, LSTMCell, RecurrentCell,
-                                                    SimpleRNNCell, StackedRNNCells)
+                                                    SimpleRNNCell, StackedRNNCells, cell_rules)
 
 TIME = 1   # the time axis of Keras's (batch, steps, features) sequences
 # The loop runs over a time-major copy of the sequence (steps, batch, ...): a step's slice is then
@@ -115,8 +115,8 @@ class StatesCall(Layer):
 
 
 class RNN(StatesCall):
-    """Runs a cell (SimpleRNNCell, LSTMCell, GRUCell, or a list of them, stacked) over the time
-    axis of (batch, steps, features) inputs.
+    """Runs a cell (SimpleRNNCell, LSTMCell, GRUCell, a cell users write with Keras's protocol,
+    or a list of them, stacked) over the time axis of (batch, steps, features) inputs.
 
     Outputs (batch, output_size), or the whole sequence (batch, steps, output_size) with
     `return_sequences`; with `return_state`, then the last states too (a stack of cells gives
@@ -140,10 +140,7 @@ class RNN(StatesCall):
             cell = StackedRNNCells(cell)
         super().__init__(**kwargs)
         owner = owner_of(self)
-        if not isinstance(cell, (RecurrentCell, StackedRNNCells)):
-            raise ArgumentError(f"{owner}: Argument `cell` should be a SimpleRNNCell, LSTMCell, "
-                                f"GRUCell, StackedRNNCells or a list of them (nncompile runs the "
-                                f"cells of keras.layers). Received: cell={cell!r}")
+        self._rules = cell_rules(cell, owner)   # what runs the cell in the loop
         self.cell = cell
         self.return_sequences = boolean(return_sequences, "return_sequences", owner)
         self.return_state = boolean(return_state, "return_state", owner)
@@ -158,7 +155,7 @@ class RNN(StatesCall):
 
     @property
     def state_size(self) -> list[int]:
-        return list(self.cell.state_size)
+        return list(self._rules.state_size)
 
     # building ---------------------------------------------------------------------------------
     def build(self, input_shape) -> None:
@@ -175,7 +172,7 @@ class RNN(StatesCall):
                              f"by passing a `shape` or `batch_shape` argument to your `Input()`.")
         self.adopt(self.cell)
         if not self.cell.built:
-            self.cell.build((sequence[0], sequence[-1]))
+            self._rules.build((sequence[0], sequence[-1]))
             self.cell.built = True
         if self.stateful and self.states is None:
             self._create_states(sequence)
@@ -228,13 +225,16 @@ class RNN(StatesCall):
         """[output, *final states]; `reverse_output=False` leaves a go_backwards sequence in
         time order (Bidirectional wants it so)."""
         x = _as_float(b, x, self.dtype)
-        masks = self.cell.dropout_masks(b, x.type.shape[0], training)
+        masks = self._rules.dropout_masks(b, x.type.shape[0], training)
         states = self._initial_states(b, x, initial)
         keep = None if mask is None else b.reshape(mask.keep(b), shape=mask.value.type.shape + (1,))
-        carry_output = self._carries_output(keep is not None, bool(initial))
-        carries = states + ([_zeros(b, x, self.cell.output_size)] if carry_output else [])
-        scanned = [self.cell.project(b, swap_time(b, x), masks)] + ([swap_time(b, keep)] if keep is not None else [])
-        body, results = self._step(b, carries, scanned, len(states), masks, carry_output)
+        # an unrolled loop's masked step outputs the previous output (zeros before the first
+        # kept step), which differs from the held h only after non-zero initial states
+        previous_output = keep is not None and self.unroll and (bool(initial) or self.stateful)
+        carry_output = self._carries_output(keep is not None, previous_output)
+        carries = states + ([_zeros(b, x, self._rules.output_size)] if carry_output else [])
+        scanned = [self._rules.project(b, swap_time(b, x), masks)] + ([swap_time(b, keep)] if keep is not None else [])
+        body, results = self._step(b, carries, scanned, len(states), masks, carry_output, previous_output)
         # A plain cell's step, unmasked and without dropout, is the cell the scan names.
         named = isinstance(self.cell, RecurrentCell) and masks is None and keep is None
         results = scan_steps(b, body, carries, scanned, results, reverse=self.go_backwards,
@@ -242,50 +242,54 @@ class RNN(StatesCall):
         finals = results[:len(states)]
         self._update_states(b, finals)
         if not self.return_sequences:
-            return [results[-1] if carry_output else finals[_output_state(self.cell)], *finals]
+            return [results[-1] if carry_output else finals[_output_state(self._rules)], *finals]
         sequence = swap_time(b, results[-1])
         reverse = self.go_backwards and reverse_output
         return [reverse_time(b, sequence) if reverse else sequence, *finals]
 
-    def _carries_output(self, masked: bool, initial: bool) -> bool:
-        """Whether the loop carries the last output apart from the states. A masked step
-        outputs the held h as Keras 3's JAX and numpy loops do, but an unrolled loop outputs
-        the previous output, zeros before the first kept step: that differs from h only after
-        non-zero initial states. A last output that zero_output_for_mask may zero differs too."""
+    def _carries_output(self, masked: bool, previous_output: bool) -> bool:
+        """Whether the loop carries the last output apart from the states: where a masked step
+        outputs the previous output, where zero_output_for_mask may zero the last one, and for
+        a cell users wrote, whose output may be none of its states."""
+        if not getattr(self._rules, "output_is_state", True):
+            return True
         if not masked:
             return False
         if self.zero_output_for_mask:
             return not self.return_sequences
-        return self.unroll and (initial or self.stateful)
+        return previous_output
 
     def _step(self, b: Builder, carries: list[Value], scanned: list[Value], count: int, masks,
-              carry_output: bool) -> tuple[StepBuilder, list[Value]]:
+              carry_output: bool, previous_output: bool) -> tuple[StepBuilder, list[Value]]:
         """The body of the loop: one step of the cell over `count` states (and the output, if
         carried), masked when a mask is scanned; and its results."""
         body = StepBuilder(b, f"{self.name}_step")
         olds = [body.input(f"state_{i}", v.type) for i, v in enumerate(carries)]
         step_in = [body.input(f"step_{i}", slice_type(v.type, LOOP_AXIS)) for i, v in enumerate(scanned)]
         with body.loc(self.name):
-            output, news = self.cell.step(body, step_in[0], olds[:count], _lift(body, masks))
+            output, news = self._rules.step(body, step_in[0], olds[:count], _lift(body, masks))
             if len(step_in) > 1:
                 output, news = self._hold(body, step_in[1], output, news, olds, count,
-                                          self.return_sequences or carry_output)
+                                          self.return_sequences or carry_output, previous_output)
         outputs = [output] * (int(carry_output) + int(self.return_sequences))
         return body, news + outputs
 
-    def _hold(self, b: Builder, keep: Value, output: Value, news: list[Value],
-              olds: list[Value], count: int, output_used: bool) -> tuple[Value, list[Value]]:
-        """Keras's masking of one step: the states and the output stay as they were (the
-        output only where it is used: the last output is otherwise the held h)."""
+    def _hold(self, b: Builder, keep: Value, output: Value, news: list[Value], olds: list[Value],
+              count: int, output_used: bool, previous_output: bool) -> tuple[Value, list[Value]]:
+        """Keras's masking of one step: the states stay as they were, and the output (where it
+        is used: the last output is otherwise the held h) is zeros, the previous output, or
+        the output state as it was (h; Keras's loop takes a cell's first state so)."""
         held = [b.select(keep, new, old) for new, old in zip(news, olds[:count])]
         if not output_used:
             return output, held
         if self.zero_output_for_mask:
             previous = b.broadcast(b.scalar(0.0, output), shape=output.type.shape)
-        elif len(olds) > count:
+        elif previous_output:
             previous = olds[count]
-        else:   # the cell's output is its new h: held, it is the held h
-            return held[_output_state(self.cell)], held
+        elif getattr(self._rules, "output_is_state", True):   # the output is its new h: held, the held h
+            return held[_output_state(self._rules)], held
+        else:
+            previous = olds[_output_state(self._rules)]
         return b.select(keep, output, previous), held
 
     def _initial_states(self, b: Builder, x: Value, given: list[Value]) -> list[Value]:

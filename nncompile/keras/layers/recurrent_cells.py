@@ -13,6 +13,10 @@ computation comes in two parts so that the layer follows the fast CPU recipe:
 
 `masks` are the dropout masks of one batch (`dropout_masks`), drawn once before the loop and the
 same at every step, as Keras 3's cells cache them; None at inference.
+
+A cell users write (Keras's protocol: a Layer with `state_size`, maybe `output_size`, whose
+`call(inputs, states)` returns the output and the new states) runs by the same rules through
+`TracedCell`: no projection, and a step that is its `call` traced into the loop's body.
 """
 from __future__ import annotations
 
@@ -382,6 +386,64 @@ class GRUCell(_GatedCell):
         return {**super().get_config(), "reset_after": self.reset_after}
 
 
+class TracedCell:
+    """The recurrent-cell rules of a cell users wrote, as Keras 3's `RNN` takes one: a Layer with
+    `state_size` (an int, or a list of ints, one per state), optionally `output_size` (else
+    the first state's size), and `call(inputs, states[, training])` returning `(output,
+    new_states)` written with keras.ops. Each step traces that `call` into the loop's body (the
+    cell's weights become invariants of the loop). Its output need not be one of its states."""
+
+    output_is_state = False
+
+    def __init__(self, cell: Layer, owner: str):
+        size = getattr(cell, "state_size", None)
+        if size is None:
+            raise ValueError(f"{owner}: state_size must be specified as property on the RNN cell "
+                             f"{cell!r}.")
+        sizes = [size] if isinstance(size, int) else list(size) if isinstance(size, (list, tuple)) else None
+        if sizes is None or not all(isinstance(s, int) and not isinstance(s, bool) for s in sizes):
+            raise ValueError(f"{owner}: state_size must be an integer, or a list/tuple of integers (one "
+                             f"for each state tensor). Received: state_size={size!r}")
+        output = getattr(cell, "output_size", None)
+        if output is not None and (not isinstance(output, int) or isinstance(output, bool)):
+            raise ValueError(f"{owner}: output_size must be an integer. Received: output_size={output!r}")
+        self.cell, self.state_size = cell, sizes
+        self.output_size = sizes[0] if output is None else output
+        self.training = False
+
+    @property
+    def built(self) -> bool:
+        return self.cell.built
+
+    def build(self, input_shape) -> None:
+        self.cell.build(input_shape)
+        self.cell.built = True
+
+    def dropout_masks(self, b: Builder, batch, training: bool) -> None:
+        """No masks of its own (its `call` draws what it wants); notes the mode for `step`."""
+        self.training = training
+        return None
+
+    def project(self, b: Builder, x: Value, masks) -> Value:
+        return x
+
+    def step(self, b: Builder, inputs: Value, states: list[Value], masks) -> tuple[Value, list[Value]]:
+        from nncompile.keras import tracing     # tracing imports the layers
+        return tracing.trace_cell(self.cell, b, inputs, states, self.training)
+
+
+def cell_rules(cell, owner: str) -> "RecurrentCell | StackedRNNCells | TracedCell":
+    """What runs `cell` in a loop: keras.layers' cells themselves, a `TracedCell` for a Layer
+    users wrote."""
+    if isinstance(cell, (RecurrentCell, StackedRNNCells)):
+        return cell
+    if not isinstance(cell, Layer):
+        raise ArgumentError(f"{owner}: Argument `cell` should be a Layer: a cell of keras.layers (LSTMCell, "
+                            f"...) or one with `state_size` and `call(inputs, states)`, or a list of "
+                            f"them. Received: cell={cell!r}")
+    return TracedCell(cell, owner)
+
+
 class StackedRNNCells(Layer):
     """Cells run one after another within each step, as one cell: cell i + 1 reads the output
     of cell i. Its states are all the cells' states, in order; its output the last cell's.
@@ -395,56 +457,56 @@ class StackedRNNCells(Layer):
 
     def __init__(self, cells: Sequence[Layer], **kwargs):
         super().__init__(**kwargs)
-        for cell in cells:
-            if not isinstance(cell, (RecurrentCell, StackedRNNCells)):
-                raise ArgumentError(f"{owner_of(self)}: every cell must be a SimpleRNNCell, "
-                                    f"LSTMCell, GRUCell or StackedRNNCells (nncompile runs the "
-                                    f"cells of keras.layers). Received: {cell!r}")
         self.cells = list(cells)
+        self._rules = [cell_rules(cell, owner_of(self)) for cell in self.cells]
 
     def sublayers(self):
         return [("cells", self.cells)]
 
     @property
     def state_size(self) -> list[int]:
-        return [size for cell in self.cells for size in cell.state_size]
+        return [size for cell in self._rules for size in cell.state_size]
 
     @property
     def output_size(self) -> int:
-        return self.cells[-1].output_size
+        return self._rules[-1].output_size
+
+    @property
+    def output_is_state(self) -> bool:
+        return getattr(self._rules[-1], "output_is_state", True)
 
     @property
     def output_state(self) -> int:
         """Which state holds the output: the last cell's first one."""
-        return len(self.state_size) - len(self.cells[-1].state_size)
+        return len(self.state_size) - len(self._rules[-1].state_size)
 
     def build(self, input_shape) -> None:
-        for cell in self.cells:
+        for cell, rules in zip(self.cells, self._rules):
             self.adopt(cell)
             if not cell.built:
-                cell.build(input_shape)
+                rules.build(input_shape)
                 cell.built = True
-            input_shape = (input_shape[0], cell.output_size)
+            input_shape = (input_shape[0], rules.output_size)
         self.built = True
 
     def dropout_masks(self, b: Builder, batch, training: bool) -> list | None:
-        masks = [cell.dropout_masks(b, batch, training) for cell in self.cells]
+        masks = [cell.dropout_masks(b, batch, training) for cell in self._rules]
         return masks if any(m is not None for m in masks) else None
 
     def project(self, b: Builder, x: Value, masks) -> Value:
-        return self.cells[0].project(b, x, masks[0] if masks else None)
+        return self._rules[0].project(b, x, masks[0] if masks else None)
 
     def step(self, b, projected, states, masks):
         new_states, at = [], 0
-        for i, cell in enumerate(self.cells):
+        for i, cell in enumerate(self._rules):
             cell_masks = masks[i] if masks else None
-            if i:
-                projected = cell.project(b, output, cell_masks)
+            if i:   # the cell before's output, projected by this one
+                projected = cell.project(b, projected, cell_masks)
             count = len(cell.state_size)
-            output, cell_states = cell.step(b, projected, states[at:at + count], cell_masks)
+            projected, cell_states = cell.step(b, projected, states[at:at + count], cell_masks)
             new_states += cell_states
             at += count
-        return output, new_states
+        return projected, new_states
 
     def get_config(self) -> dict[str, Any]:
         from nncompile.keras.functional import serialize_layer
