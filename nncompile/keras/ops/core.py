@@ -186,6 +186,19 @@ def keras_op_named(fn, name: str, doc: str):
     return keras_op(fn)
 
 
+def namespace_fallback(namespace: str):
+    """The module `__getattr__` of a Keras sub-namespace (`keras.ops.numpy`, `.nn`, `.linalg`,
+    `.image`): Keras offers there ops that nncompile defines in other modules (Keras's
+    `keras.ops.numpy.arange` is `keras.ops.arange`), so a public name the module lacks is
+    looked up among `keras.ops`'s."""
+    def __getattr__(name: str):
+        from nncompile.keras import ops     # the package imports this module
+        if not name.startswith("_") and name in ops.__all__:
+            return getattr(ops, name)
+        raise AttributeError(f"module 'keras.ops.{namespace}' has no attribute {name!r}")
+    return __getattr__
+
+
 def float_op(name: str, rule, doc: str):
     """A one-input op computed by `rule(b, v)` on x as a float (ints and bools in floatx)."""
     return keras_op_named(lambda b, x: rule(b, tensor(b, x, float_dtype(x))), name, doc)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from nncompile.keras import activations, backend
-from nncompile.keras.ops.core import (canonical_axes, canonical_axis, float_dtype, float_op,
+from nncompile.keras.ops.core import (canonical_axes, canonical_axis, float_dtype, float_op, namespace_fallback,
                                       keras_op, result_type, shape_of, standardize_dtype,
                                       tensor, tensors, unsupported)
 from nncompile.keras.ops.linalg import einsum
@@ -421,3 +421,6 @@ def sparse_categorical_crossentropy(b, target, output, from_logits=False, axis=-
     axis = canonical_axis(axis, o.type.rank, "sparse_categorical_crossentropy")
     picks = one_hot.__wrapped__(b, t, o.type.shape[axis], axis=axis, dtype=result_type(o))
     return b.neg(b.reduce_sum(b.mul(picks, _log_probs(b, o, axis, from_logits)), axes=[axis]))
+
+
+__getattr__ = namespace_fallback("nn")

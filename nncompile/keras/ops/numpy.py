@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nncompile.keras.ops.core import (canonical_axes, float_dtype, float_op, keras_op,
+from nncompile.keras.ops.core import (canonical_axes, float_dtype, float_op, keras_op, namespace_fallback,
                                       keras_op_named, result_type, tensor, tensors)
 from nncompile.keras.ops.loops import scan_values
 
@@ -466,3 +466,6 @@ def _running_scan(b, v, product: bool):
 
     totals = scan_values(b, step, start, steps)[1]
     return b.transpose(totals, perm=[*range(1, rank), 0])
+
+
+__getattr__ = namespace_fallback("numpy")
