@@ -322,12 +322,12 @@ def get(identifier: str | Emitter | dict | None) -> Emitter:
     """
     if identifier is None:
         return linear
-    if isinstance(identifier, dict):
+    if isinstance(identifier, dict):   # a config may name a custom function (a name may not, as in Keras)
         identifier = identifier.get("config", identifier.get("class_name"))
-    if isinstance(identifier, str):
         custom = custom_object(identifier)
         if callable(custom):
             return get(custom)
+    if isinstance(identifier, str):
         name = _ALIASES.get(identifier, identifier)
         if name not in _REGISTRY:
             raise ValueError(f"Could not interpret activation function identifier: {identifier!r}; "

@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 from nncompile.keras.layers.base import CallNode, KerasTensor, Layer
 from nncompile.keras.layers.op_layer import OpLayer, op_class
+from nncompile.keras.serialization import module_of
 
 
 # --- the call graph -------------------------------------------------------------------------
@@ -123,7 +124,7 @@ def serialize_layer(layer: Layer) -> dict[str, Any]:
                 "registered_name": name}
     registered = get_registered_name(type(layer))
     if not type(layer).__module__.startswith("nncompile."):   # a user's class: Keras 3's form
-        return {"module": type(layer).__module__, "class_name": name, "config": layer.get_config(),
+        return {"module": module_of(type(layer)), "class_name": name, "config": layer.get_config(),
                 "registered_name": registered}
     return {"module": module.get(name, "keras.layers"), "class_name": name,
             "config": layer.get_config(),

@@ -1,60 +1,18 @@
-"""Image preprocessing layers that resample: Resizing and CenterCrop (channels last).
-
-A resize is separable: each output row mixes input rows with fixed weights, and so does each
-column. The weights are the interpolation kernel's (triangle for bilinear, Keys cubic for
-bicubic, a pick for nearest) at the output pixels' centres, computed once as two matrices, and
-the layer emits two matmuls with them, so it compiles, fuses and differentiates as any matmul.
-The weights follow `jax.image.resize` without antialiasing, which Keras 3 calls on JAX.
-"""
+"""Image preprocessing layers that resample: Resizing and CenterCrop (channels last), by
+`keras.ops.image.resize` and `crop_images` (see nncompile/keras/ops/image_resize.py), as Keras 3's
+layers call its ops."""
 from __future__ import annotations
 
 from typing import Any
-
-import numpy as np
 
 from nncompile.ir import Builder, DType, ShapeError, Value
 from nncompile.keras.layers.arguments import (ArgumentError, boolean, check_data_format,
                                               owner_of, positive_int)
 from nncompile.keras.layers.base import Layer, keras_shape
+from nncompile.keras.ops import image
+from nncompile.keras.ops.image_resize import aspect_crop  # noqa: F401  (RandomCrop's, augmentation.py)
 
 INTERPOLATIONS = ("bilinear", "nearest", "bicubic")
-
-
-def _triangle(distance: np.ndarray) -> np.ndarray:
-    return np.maximum(0.0, 1.0 - distance)
-
-
-def _keys_cubic(distance: np.ndarray) -> np.ndarray:
-    """Keys' cubic convolution kernel with a = -0.5 (as jax.image's "cubic")."""
-    near = ((1.5 * distance - 2.5) * distance) * distance + 1.0
-    far = ((-0.5 * distance + 2.5) * distance - 4.0) * distance + 2.0
-    return np.where(distance >= 2.0, 0.0, np.where(distance >= 1.0, far, near))
-
-
-_KERNELS = {"bilinear": _triangle, "bicubic": _keys_cubic}
-
-
-def resample_matrix(size: int, out: int, interpolation: str) -> np.ndarray:
-    """(out, size) weights: output pixel i is sum_j weights[i, j] * input pixel j, the input
-    and output spanning the same extent (pixel centres at (i + 0.5) * size / out - 0.5)."""
-    if interpolation == "nearest":
-        picks = np.floor((np.arange(out, dtype=np.float32) + 0.5) * np.float32(size / out))
-        return np.eye(size)[np.minimum(picks.astype(np.int64), size - 1)]
-    centres = (np.arange(out) + 0.5) * (size / out) - 0.5
-    weights = _KERNELS[interpolation](np.abs(centres[:, None] - np.arange(size)[None, :]))
-    totals = weights.sum(axis=1, keepdims=True)
-    # As jax: rows renormalized, so that at the borders the missing neighbours' weight goes to
-    # the pixels that exist
-    return np.where(np.abs(totals) > 1000 * np.finfo(np.float32).eps,
-                    weights / np.where(totals != 0, totals, 1), 0.0)
-
-
-def aspect_crop(height: int, width: int, target_height: int, target_width: int) -> tuple[int, int, int, int]:
-    """Keras's centred crop to the target's aspect ratio: (top, left, crop height, crop width)."""
-    crop_height = max(min(height, int(float(width * target_height) / target_width)), 1)
-    crop_width = max(min(width, int(float(height * target_width) / target_height)), 1)
-    return (int(float(height - crop_height) / 2), int(float(width - crop_width) / 2),
-            crop_height, crop_width)
 
 
 def _image_size(layer: Layer, x: Value) -> tuple[int, int]:
@@ -71,23 +29,16 @@ def _image_size(layer: Layer, x: Value) -> tuple[int, int]:
 
 def crop(b: Builder, x: Value, top: int, left: int, height: int, width: int) -> Value:
     """The window of `x` (batch, h, w, channels) at (top, left) of size (height, width)."""
-    return b.slice(x, starts=[top, left], ends=[top + height, left + width], axes=[1, 2],
-                   steps=[1, 1])
+    return image.crop_images.__wrapped__(b, x, top, left, target_height=height, target_width=width,
+                                         data_format="channels_last")
 
 
-def resize(b: Builder, x: Value, height: int, width: int, interpolation: str) -> Value:
-    """`x` (batch, h, w, channels) resampled to (batch, height, width, channels): rows by one
-    matmul, columns by another (an axis that keeps its size is left alone)."""
-    batch, rows, columns, channels = x.type.shape
-    dtype = x.type.dtype.numpy
-    if rows != height:
-        weights = b.constant(resample_matrix(rows, height, interpolation).astype(dtype))
-        flat = b.reshape(x, shape=[batch, rows, columns * channels])
-        x = b.reshape(b.matmul(weights, flat), shape=[batch, height, columns, channels])
-    if columns != width:
-        weights = b.constant(resample_matrix(columns, width, interpolation).astype(dtype))
-        x = b.matmul(weights, x)   # broadcast over (batch, height): (width, w) @ (w, channels)
-    return x
+def resize(b: Builder, x: Value, height: int, width: int, interpolation: str,
+           crop_to_aspect_ratio: bool = False) -> Value:
+    """`x` (batch, h, w, channels) resampled to (batch, height, width, channels)."""
+    return image.resize.__wrapped__(b, x, (height, width), interpolation,
+                                    crop_to_aspect_ratio=crop_to_aspect_ratio,
+                                    data_format="channels_last")
 
 
 class Resizing(Layer):
@@ -125,10 +76,9 @@ class Resizing(Layer):
 
     def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
         height, width = _image_size(self, inputs)
-        x = _as_float(b, self, inputs)
-        if self.crop_to_aspect_ratio:
-            x = crop(b, x, *aspect_crop(height, width, self.height, self.width))
-        return resize(b, x, self.height, self.width, self.interpolation)
+        _image_size(self, inputs)
+        return resize(b, _as_float(b, self, inputs), self.height, self.width, self.interpolation,
+                      self.crop_to_aspect_ratio)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "height": self.height, "width": self.width,
@@ -160,8 +110,7 @@ class CenterCrop(Layer):
         if height >= self.height and width >= self.width:
             return crop(b, x, (height - self.height) // 2, (width - self.width) // 2,
                         self.height, self.width)
-        x = crop(b, x, *aspect_crop(height, width, self.height, self.width))
-        return resize(b, x, self.height, self.width, "bilinear")
+        return resize(b, x, self.height, self.width, "bilinear", crop_to_aspect_ratio=True)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "height": self.height, "width": self.width,

@@ -67,6 +67,7 @@ from nncompile.keras.ops.arrays import (arange, broadcast_to, cast, concatenate,
                                         vstack, where, zeros, zeros_like)
 
 __all__ = [name for name in dir() if not name.startswith("_")
-           and name not in ("arrays", "convolution", "core", "einops", "linalg", "loops", "nn", "numpy",
+           and name not in ("arrays", "convolution", "core", "einops", "image_color", "image_filters",
+                            "image_resize", "linalg", "loops", "nn", "numpy",
                             "numpy_arrays", "numpy_math", "scatter", "signal",
                             "sorting", "statistics")]

@@ -37,6 +37,7 @@ from nncompile.ir import Builder, DType, TensorType, Value
 from nncompile.ir.optable import get_op, infer_types, normalize_attrs
 from nncompile.ir.types import is_symbol
 from nncompile.keras import backend
+from nncompile.keras import dtypes
 from nncompile.keras.dtypes import least_upper_bound
 
 _TRACE: contextvars.ContextVar[Builder | None] = contextvars.ContextVar("nncompile_ops_trace",
@@ -215,18 +216,11 @@ _FROM_NAME = {name: dtype for dtype, name in _IR_NAMES.items()}
 
 
 def standardize_dtype(dtype) -> str:
-    """A dtype's Keras name ("float32"); accepts names, numpy dtypes and IR dtypes."""
-    if dtype is None:
-        return backend.floatx()
+    """A dtype's Keras name ("float32"), as `keras.backend.standardize_dtype` gives it; IR dtypes
+    are accepted too."""
     if isinstance(dtype, DType):
         return _IR_NAMES[dtype]
-    if dtype is int or dtype is float or dtype is bool:
-        return {int: "int32", float: "float32", bool: "bool"}[dtype]
-    try:
-        name = np.dtype(dtype).name
-    except TypeError:
-        raise ValueError(f"Invalid dtype: {dtype}") from None
-    return name
+    return dtypes.standardize_dtype(dtype)
 
 
 def ir_dtype(dtype) -> DType:

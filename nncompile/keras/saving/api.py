@@ -11,6 +11,7 @@ import h5py
 from nncompile.keras.saving import configs, keras_zip, legacy_h5, weights
 from nncompile.keras.saving.files import (atomic_write, check_overwrite, fail, reading,
                                           require_file)
+from nncompile.keras.saving.registry import scope_adding
 
 _HDF5 = b"\x89HDF\r\n\x1a\n"
 _ZIP = b"PK\x03\x04"
@@ -38,7 +39,7 @@ def load_model(filepath, custom_objects: Mapping[str, Any] | None = None, compil
     path = os.fspath(filepath)
     require_file(path, "'.keras' zip or '.h5'")
     kind = _signature(path)
-    with reading(path, "Keras model"):
+    with reading(path, "Keras model"), scope_adding(custom_objects):
         if kind == "zip":
             return keras_zip.read_model(path, custom_objects, compile, safe_mode)
         with h5py.File(path, "r") as f:
@@ -122,4 +123,5 @@ def model_from_json(json_string: str, custom_objects: Mapping[str, Any] | None =
         raise ValueError(f"model_from_json: expected the JSON text of a model config. "
                          f"Received: {type(json_string).__name__}")
     config = configs.parse_json(json_string, "model_from_json: the model config")
-    return configs.model_from_config(config, custom_objects, safe_mode=True)
+    with scope_adding(custom_objects):
+        return configs.model_from_config(config, custom_objects, safe_mode=True)

@@ -20,8 +20,7 @@ from typing import Any, Callable, Mapping, NamedTuple
 
 import numpy as np
 
-from nncompile.keras.saving.registry import (CustomObjectScope, get_registered_name, get_registered_object,
-                                             registered_objects)
+from nncompile.keras.saving.registry import get_registered_name, get_registered_object, scope_adding
 
 
 class _Kind(NamedTuple):
@@ -85,7 +84,7 @@ def deserialize_keras_object(config: Any, custom_objects: Mapping[str, Any] | No
     Keras's signature: nncompile never runs code from a config."""
     if kwargs:
         raise TypeError(f"deserialize_keras_object() got unexpected keyword arguments: {sorted(kwargs)}")
-    with CustomObjectScope({**registered_objects(), **(custom_objects or {})}):
+    with scope_adding(custom_objects):
         return _deserialize(config, custom_objects)
 
 

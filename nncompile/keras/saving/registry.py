@@ -66,6 +66,12 @@ class CustomObjectScope:
 custom_object_scope = CustomObjectScope
 
 
+def scope_adding(custom_objects: Mapping[str, Any] | None) -> CustomObjectScope:
+    """A scope with `custom_objects` added to the current scope's: what loading and
+    deserialization run in, so that the objects a caller passes reach every lookup inside."""
+    return CustomObjectScope({**_scope_objects(), **dict(custom_objects or {})})
+
+
 def register_keras_serializable(package: str = "Custom", name: str | None = None):
     """A decorator registering a class (which needs `get_config`) or a function as
     `"<package>><name>"` (name: the object's own by default). Registering the name again, as a

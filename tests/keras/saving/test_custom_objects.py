@@ -91,28 +91,74 @@ def test_load_model_finds_a_custom_layer_in_a_scope(tmp_path):
     np.testing.assert_allclose(again.predict(x, verbose=0), 2 * x)
 
 
-def test_global_custom_objects_resolve_losses_activations_and_layers(clean_custom_objects):
-    def halved_mse(y_true, y_pred):
-        return ops.mean(ops.square(y_true - y_pred), axis=-1) / 2.0
+def halved_mse(y_true, y_pred):
+    return ops.mean(ops.square(y_true - y_pred), axis=-1) / 2.0
 
-    clean_custom_objects.update(halved_mse=halved_mse, Doubling=Doubling)
-    x = np.arange(8, dtype=np.float32).reshape(4, 2) / 8
-    y = np.ones((4, 1), np.float32)
-    model = keras.Sequential([keras.Input((2,)), layers.Dense(1, kernel_initializer="ones")])
-    model.compile(optimizer="sgd", loss="halved_mse")
-    prediction = x.sum(axis=1, keepdims=True)
-    assert model.evaluate(x, y, verbose=0) == pytest.approx(np.mean((y - prediction) ** 2) / 2, rel=1e-6)
-    config = {"class_name": "Doubling", "config": {"name": "d"}, "module": "__main__",
-              "registered_name": "Doubling"}
+
+class Scaled(keras.regularizers.Regularizer):
+    def __init__(self, factor):
+        self.factor = factor
+
+    def __call__(self, x):
+        return self.factor * ops.sum(ops.abs(x))
+
+    def get_config(self):
+        return {"factor": self.factor}
+
+
+FUNCTION_CONFIG = {"module": "builtins", "class_name": "function", "config": "halved_mse",
+                   "registered_name": "function"}
+
+
+def test_configs_name_custom_objects_and_names_do_not_as_in_keras(clean_custom_objects):
+    clean_custom_objects.update(halved_mse=halved_mse, Doubling=Doubling, relu=halved_mse)
+    assert keras.losses.get(FUNCTION_CONFIG).fn is halved_mse
+    with pytest.raises(ValueError, match="Could not interpret loss identifier: 'halved_mse'"):
+        keras.losses.get("halved_mse")
+    with pytest.raises(ValueError, match="Could not interpret regularizer identifier: 'halved_mse'"):
+        keras.regularizers.get("halved_mse")
+    assert keras.activations.get("relu") is keras.activations.relu     # a custom "relu" shadows nothing
+    config = {"class_name": "Doubling", "config": {"name": "d"}, "module": None, "registered_name": "Doubling"}
     assert isinstance(keras.saving.deserialize_keras_object(config), Doubling)
 
 
-def test_an_activation_named_in_a_scope():
+def test_a_keras_file_with_a_custom_loss_and_regularizer_loads_every_way_keras_loads_it(clean_custom_objects):
+    path = os.path.join(os.path.dirname(SERIALIZED), "custom.keras")
+    x, y = np.arange(12, dtype=np.float32).reshape(4, 3) / 10, np.ones((4, 2), np.float32)
+    want = _keras_configs()["custom_model_loss"]
+    objects = {"halved_mse": halved_mse, "Scaled": Scaled}
+    with pytest.raises(ValueError, match="Scaled"):
+        keras.models.load_model(path)
+    loaded = [keras.models.load_model(path, custom_objects=objects)]
+    with keras.saving.custom_object_scope(objects):
+        loaded.append(keras.models.load_model(path))
+    clean_custom_objects.update(objects)
+    loaded.append(keras.models.load_model(path))
+    for model in loaded:
+        assert model.layers[0].kernel_regularizer.factor == 0.5
+        assert model.evaluate(x, y, verbose=0) == pytest.approx(want, rel=1e-5)
+
+
+def test_custom_classes_are_written_under_their_module_and_registered_name(clean_custom_objects):
+    assert keras.regularizers.serialize(Scaled(0.5)) == {
+        "module": __name__, "class_name": "Scaled", "config": {"factor": 0.5}, "registered_name": "Scaled"}
+    registered = keras.saving.register_keras_serializable(package="T")(
+        type("Reg", (Scaled,), {"__module__": "__main__"}))
+    config = keras.regularizers.serialize(registered(0.25))
+    assert config == {"module": None, "class_name": "Reg", "config": {"factor": 0.25}, "registered_name": "T>Reg"}
+    assert type(keras.regularizers.get(config)) is registered
+
+
+def test_an_activation_in_a_config_may_be_a_custom_function():
     def clipped(b, x):
         return b.minimum(x, b.scalar(1.0, like=x))
 
+    dense = {"activation": {"module": "builtins", "class_name": "function", "config": "clipped",
+                            "registered_name": "function"}, "units": 1, "kernel_initializer": "ones"}
     with keras.saving.custom_object_scope({"clipped": clipped}):
-        layer = layers.Dense(1, activation="clipped", kernel_initializer="ones")
+        layer = layers.Dense.from_config(dense)
+        with pytest.raises(ValueError, match="Could not interpret activation function identifier: 'clipped'"):
+            layers.Dense(1, activation="clipped")
     assert layer.activation is clipped
     np.testing.assert_allclose(layer(np.array([[0.25, 0.25], [2.0, 3.0]], np.float32)), [[0.5], [1.0]])
 
