@@ -791,3 +791,45 @@ def _random_uniform(rng):
     g = b.finish([b.random_uniform(seed, shape=[3, 4]), b.random_uniform(seed, shape=[BATCH, 5], key=-7)],
                  ["static", "batch"])
     return g, [np.array(rng.integers(-2**62, 2**62), np.int64), _normal(rng, _batch(rng), 2)]
+
+
+def lu_loops(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Doolittle LU with partial pivoting of one matrix, element by element: (L and U packed,
+    the row swapped with row k at step k, the rows' order: a[perm] = L @ U)."""
+    lu, n = [list(map(float, row)) for row in a], len(a)
+    pivots, perm = [], list(range(n))
+    for k in range(n):
+        p = max(range(k, n), key=lambda i: (abs(lu[i][k]), -i))   # the first largest
+        pivots.append(p)
+        lu[k], lu[p], perm[k], perm[p] = lu[p], lu[k], perm[p], perm[k]
+        for i in range(k + 1, n):
+            lu[i][k] = lu[i][k] / lu[k][k] if lu[k][k] else lu[i][k]
+            for j in range(k + 1, n):
+                lu[i][j] -= lu[i][k] * lu[k][j]
+    return np.array(lu), np.array(pivots), np.array(perm)
+
+
+def _per_matrix(fn, *arrays):
+    return np.stack([fn(*parts) for parts in zip(*arrays)])
+
+
+@_case("decompositions", lambda xs, ps: [
+    *(np.stack(parts) for parts in zip(*(lu_loops(a) for a in xs[0]))),
+    np.linalg.cholesky(xs[0]), np.linalg.det(xs[0]),
+    _per_matrix(lambda a, r: np.linalg.solve(np.tril(a, -1) + np.eye(4), r), xs[0], xs[1]),
+    _per_matrix(lambda a, r: np.linalg.solve(np.triu(a), r.T).T, xs[0], xs[2])])
+def _decompositions(rng):
+    """Symmetric positive-definite matrices (cholesky exists) whose LU still swaps rows."""
+    b = Builder()
+    x = b.input("x", f64[BATCH, 4, 4])
+    rhs = b.input("rhs", f64[BATCH, 4, 2])
+    rows = b.input("rows", f64[BATCH, 3, 4])
+    lu, pivots, perm = b.lu(x)
+    g = b.finish([lu, pivots, perm, b.cholesky(x), b.det(x),
+                  b.triangular_solve(x, rhs, lower=True, unit_diagonal=True),
+                  b.triangular_solve(x, rows, transpose_a=True, left_side=False)],
+                 ["lu", "pivots", "permutation", "cholesky", "det", "unit_lower", "right_upper_t"])
+    n = _batch(rng)
+    a = _normal(rng, n, 4, 4, dtype=np.float64)
+    spd = a @ np.swapaxes(a, 1, 2) + np.diag([0.1, 4.0, 0.5, 9.0])
+    return g, [spd, _normal(rng, n, 4, 2, dtype=np.float64), _normal(rng, n, 3, 4, dtype=np.float64)]

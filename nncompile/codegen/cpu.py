@@ -33,6 +33,7 @@ from typing import Callable, Iterator
 from llvmlite import ir
 
 from nncompile.codegen import elementwise, grad, nn, linalg, pooling  # noqa: F401  (fill the op table's lower slots)
+from nncompile.codegen import decompositions  # noqa: F401  (cholesky, triangular_solve, lu, det)
 from nncompile.codegen import perf_map, simd, winograd
 from nncompile.codegen.gemm import libc
 from nncompile.codegen.gemm_pack import emit_pack_b_into, packed_size

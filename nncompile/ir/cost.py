@@ -12,7 +12,8 @@ FLOPs count one multiply-add as two, as papers and profilers do:
 - softmax and log_softmax: five per element (max, subtract, exp, sum, divide or subtract);
 - pooling and its gradients: one per window element read;
 - data movement (reshape, transpose, slice, concat, pad, gather, broadcast) and constants: none;
-- fused: the sum of its body; scan: its body's FLOPs once per step.
+- fused: the sum of its body; scan: its body's FLOPs once per step;
+- per n x n matrix: cholesky n^3/3, lu and det 2n^3/3; triangular_solve n^2 per right-hand side.
 
 Bytes are what the node reads and writes in memory: its distinct operands plus its results. A
 fused node counts only its own operands and results, since its body's intermediate values stay
@@ -113,6 +114,18 @@ def _scatter_add(node: Node, env: Env) -> int:
     return _elements(node.inputs[1], env)
 
 
+def _cubic(third: int) -> Callable[[Node, Env], int]:
+    """`third` * n^3 / 3 per n x n matrix of the first input (LAPACK's counts)."""
+    def flops(node: Node, env: Env) -> int:
+        n = node.inputs[0].type.shape[-1]
+        return _elements(node.inputs[0], env) // max(n * n, 1) * third * n ** 3 // 3
+    return flops
+
+
+def _triangular_solve(node: Node, env: Env) -> int:
+    return _elements(node.inputs[1], env) * node.inputs[0].type.shape[-1]
+
+
 def _fused(node: Node, env: Env) -> int:
     return sum(node_flops(inner, env) for inner in node.attrs["body"].nodes)
 
@@ -142,6 +155,10 @@ FLOP_RULES: dict[str, Callable[[Node, Env], int]] = {
     "reduce_mean": _reduce_mean,
     "scatter_add": _scatter_add,
     "random_uniform": _per_output_element(1),
+    "cholesky": _cubic(1),
+    "lu": _cubic(2),
+    "det": _cubic(2),
+    "triangular_solve": _triangular_solve,
     "constant": _free,
     "fused": _fused,
     "scan": _scan,

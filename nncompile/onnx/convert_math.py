@@ -297,6 +297,15 @@ def _cumsum(ctx: Context) -> list:
     return [ctx.transpose(total, [last.index(k) for k in range(rank)])]
 
 
+@converter("Det")
+def _det(ctx: Context) -> list:
+    """The determinants of the matrices in the last two axes; float16 ones in float32."""
+    b, x = ctx.b, ctx.plain(0)
+    if x.type.dtype is DType.f16:
+        return [b.cast(b.det(b.cast(x, dtype=DType.f32)), dtype=DType.f16)]
+    return [b.det(x)]
+
+
 @converter("TopK")
 def _topk(ctx: Context) -> list:
     """k rounds of (extreme, its first index, mask it out): ties keep the lower index first."""

@@ -161,6 +161,11 @@ def _reduce(w, names, attrs, values) -> str:
     return w.one(op, names, axes=axes, keepdims=keep)
 
 
+@exporter("det")
+def _det(w, names, attrs, values) -> str:
+    return w.one("Det", names)
+
+
 @exporter("argmax", "argmin")
 def _arg(w, names, attrs, values) -> str:
     return w.one("ArgMax" if _op(w) == "argmax" else "ArgMin", names, axis=attrs["axis"],

@@ -470,7 +470,7 @@ def test_eager_results_are_numpy_arrays_and_traced_ones_values():
     assert isinstance(ops.add(1, 2), np.ndarray)
 
 
-@pytest.mark.parametrize("module", ["core", "numpy", "numpy_math", "numpy_arrays", "sorting", "convolution", "scatter", "signal", "statistics", "einops", "arrays", "linalg", "loops", "nn", "image", "image_resize", "image_color", "image_filters"])
+@pytest.mark.parametrize("module", ["core", "numpy", "numpy_math", "numpy_arrays", "sorting", "convolution", "scatter", "signal", "statistics", "einops", "arrays", "linalg", "decompositions", "loops", "nn", "image", "image_resize", "image_color", "image_filters"])
 def test_docstring_examples_hold(module):
     found = importlib.import_module(f"nncompile.keras.ops.{module}")
     result = doctest.testmod(found, extraglobs={"np": np}, optionflags=doctest.NORMALIZE_WHITESPACE)

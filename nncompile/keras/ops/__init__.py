@@ -10,6 +10,8 @@ array([[0.25, 0.25, 0.25, 0.25]], dtype=float32)
 """
 from nncompile.keras.ops import image
 from nncompile.keras.ops.core import active_builder, result_type, tracing
+from nncompile.keras.ops.decompositions import (cholesky, cholesky_inverse, det, inv, logdet, lu_factor,
+                                                slogdet, solve, solve_triangular)
 from nncompile.keras.ops.einops import rearrange
 from nncompile.keras.ops.linalg import (cdist, cross, dot, einsum, matmul, norm, outer, tensordot,
                                         vdot)
@@ -67,7 +69,7 @@ from nncompile.keras.ops.arrays import (arange, broadcast_to, cast, concatenate,
                                         vstack, where, zeros, zeros_like)
 
 __all__ = [name for name in dir() if not name.startswith("_")
-           and name not in ("arrays", "convolution", "core", "einops", "image_color", "image_filters",
-                            "image_resize", "linalg", "loops", "nn", "numpy",
+           and name not in ("arrays", "convolution", "core", "decompositions", "einops", "image_color",
+                            "image_filters", "image_resize", "linalg", "loops", "nn", "numpy",
                             "numpy_arrays", "numpy_math", "scatter", "signal",
                             "sorting", "statistics")]

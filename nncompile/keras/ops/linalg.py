@@ -1,5 +1,6 @@
 """Products of `keras.ops`: matmul, dot, tensordot and einsum, all on the IR's batched matmul; and
-norms, cross products and distances.
+norms, cross products and distances. As `keras.ops.linalg`, it also offers the decompositions
+and solves of decompositions.py.
 
     >>> from nncompile.keras import ops
     >>> ops.einsum("ij,jk->ik", np.ones((2, 3)), np.ones((3, 4))).shape
@@ -14,6 +15,8 @@ import numpy as np
 
 from nncompile.ir.types import is_symbol
 from nncompile.keras.ops.core import canonical_axis, float_dtype, keras_op, result_type, tensor, unsupported
+from nncompile.keras.ops.decompositions import (cholesky, cholesky_inverse, det, inv, lu_factor,  # noqa: F401
+                                                solve, solve_triangular)  # (keras.ops.linalg's names)
 
 
 def _product_dtype(*xs) -> str:
