@@ -180,3 +180,50 @@ def test_the_cell_runs_in_the_layer_s_training_mode():
     y = np.zeros((3, 2), np.float32)
     assert model.evaluate(x, y, verbose=0) == pytest.approx(16.0)     # h = 4 at the last step
     assert model.train_on_batch(x, y) == pytest.approx(64.0)
+
+
+class _TenTimes(layers.Layer):
+    """h = h + x, output 10 h: an output that is not the state."""
+    state_size = 2
+
+    def call(self, inputs, states):
+        h = states[0] + inputs
+        return 10.0 * h, [h]
+
+
+def test_unrolled_masked_steps_output_the_previous_output_as_keras():
+    x = np.ones((1, 4, 2), np.float32)
+    x[0, 2] = 0.0
+    masked = keras.Sequential([keras.Input((4, 2)), layers.Masking(0.0)])
+    rolled = keras.Sequential([masked, layers.RNN(_TenTimes(), return_sequences=True)])
+    unrolled = keras.Sequential([masked, layers.RNN(_TenTimes(), return_sequences=True, unroll=True)])
+    # Keras 3.15 on JAX: the loop outputs the held state (2) at the masked step, unrolled the
+    # previous output (20)
+    np.testing.assert_allclose(rolled.predict(x, verbose=0)[0, :, 0], [10, 20, 2, 30])
+    np.testing.assert_allclose(unrolled.predict(x, verbose=0)[0, :, 0], [10, 20, 20, 30])
+
+
+class _Narrow(layers.Layer):
+    state_size = [4, 4]
+
+    def call(self, inputs, states):
+        h = states[0] + ops.sum(inputs)
+        return h[:, :2], [h, states[1]]
+
+
+class _OwnStart(layers.Layer):
+    state_size = 2
+
+    def get_initial_state(self, batch_size=None):
+        return [ops.ones((batch_size, 2))]
+
+    def call(self, inputs, states):
+        return states[0], states
+
+
+def test_outputs_of_another_width_and_own_initial_states_are_named():
+    x = np.ones((2, 3, 4), np.float32)
+    with pytest.raises(ValueError, match=r"_narrow'.*output of shape \('\?', 2\); its output_size"):
+        layers.RNN(_Narrow())(x)
+    with pytest.raises(ValueError, match="defines get_initial_state.*initial_state="):
+        layers.RNN(_OwnStart())

@@ -181,9 +181,18 @@ def _step_memory(node) -> RegionMemory:
             memory.own.append(inner)
     per_step = body.outputs[n:]
     for k, v in enumerate(per_step):
-        if in_place and v.producer is not None and per_step.count(v) == 1:
+        if in_place and _computed(v) and per_step.count(v) == 1:
             memory.results_in.append((v, node.outputs[n + k]))
     return memory
+
+
+def _computed(v) -> bool:
+    """Whether a kernel of the body computes `v`, so that it can write `v` into a slice in place.
+    A reshape is a view of its operand: a reshaped body input (a carry a ConvLSTM's backward
+    loop saves as rows) lies where that input lies, which the step must not move."""
+    while v.producer is not None and v.producer.op == "reshape":
+        v = v.producer.inputs[0]
+    return v.producer is not None
 
 
 def step_views(node) -> tuple[list, list]:

@@ -10,6 +10,7 @@ from nncompile.keras.layers.attention import (AdditiveAttention, Attention, Grou
                                              GroupQueryAttention, MultiHeadAttention)
 from nncompile.keras.layers.conv import (Conv1D, Conv2D, Conv3D, Convolution1D, Convolution2D,
                                          Convolution3D)
+from nncompile.keras.layers.conv_lstm import ConvLSTM1D, ConvLSTM2D, ConvLSTM3D
 from nncompile.keras.layers.conv_transpose import (Conv1DTranspose, Conv2DTranspose,
                                                    Conv3DTranspose, Convolution1DTranspose,
                                                    Convolution2DTranspose, Convolution3DTranspose)
@@ -54,7 +55,7 @@ __all__ = [
     "AdditiveAttention", "AlphaDropout", "Attention", "GroupQueryAttention", "GroupedQueryAttention", "Average", "AveragePooling1D",
     "AveragePooling2D", "AveragePooling3D", "AvgPool1D", "AvgPool2D", "AvgPool3D",
     "BatchNormalization", "Bidirectional", "CategoryEncoding", "CenterCrop", "Concatenate", "Conv1D",
-    "Conv1DTranspose", "Conv2D", "Conv2DTranspose", "Conv3D", "Conv3DTranspose", "Convolution1D",
+    "Conv1DTranspose", "Conv2D", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D", "Conv2DTranspose", "Conv3D", "Conv3DTranspose", "Convolution1D",
     "Convolution1DTranspose", "Convolution2D", "Convolution2DTranspose", "Convolution3D",
     "Convolution3DTranspose", "Cropping1D", "Cropping2D", "Cropping3D", "Dense",
     "DepthwiseConv1D", "DepthwiseConv2D", "Discretization", "Dot", "Dropout", "ELU", "EinsumDense",

@@ -10,8 +10,9 @@ steps gives the graph of a sequence of 10.
 Semantics (Keras 3.15): `go_backwards` processes the sequence from its end and returns the
 output sequence in that processing order (reversed); with a mask, a masked step keeps the states
 as they were and outputs the held output state, h (as the JAX and numpy backends' loops do;
-TensorFlow's, and every unrolled loop, output zeros instead before the first kept step, which
-differs only after non-zero initial states), or zeros with `zero_output_for_mask`; the output
+with `unroll`, as TensorFlow's loop too, the previous output instead, zeros before the first
+kept step, which differs from h only after non-zero initial states or for a cell users wrote
+whose output is not its first state), or zeros with `zero_output_for_mask`; the output
 mask is the input's, with `return_sequences`. `stateful=True` needs a fixed batch size: the
 last states of a call (predict, or a training step) are the first of the next, until
 `reset_states()`, as with Keras on TensorFlow.
@@ -132,6 +133,7 @@ class RNN(StatesCall):
     """
 
     supports_masking = True
+    input_rank = 3   # (batch, steps, features); a ConvLSTM's steps are images
 
     def __init__(self, cell, return_sequences: bool = False, return_state: bool = False,
                  go_backwards: bool = False, stateful: bool = False, unroll: bool = False,
@@ -154,14 +156,15 @@ class RNN(StatesCall):
         return [("cell", self.cell)]
 
     @property
-    def state_size(self) -> list[int]:
+    def state_size(self) -> list:
+        """Each state's size: an int (units), or a shape without the batch (a ConvLSTM's)."""
         return list(self._rules.state_size)
 
     # building ---------------------------------------------------------------------------------
     def build(self, input_shape) -> None:
         shapes = input_shape if isinstance(input_shape, list) else [input_shape]
         sequence = tuple(shapes[0])
-        check_input_rank(self, sequence, 3)
+        check_input_rank(self, sequence, self.input_rank)
         if sequence[-1] is None:
             raise ValueError(f"Layer '{self.name}' ({type(self).__name__}): the last dimension "
                              f"of the inputs (features) must be defined. Full input shape "
@@ -172,7 +175,7 @@ class RNN(StatesCall):
                              f"by passing a `shape` or `batch_shape` argument to your `Input()`.")
         self.adopt(self.cell)
         if not self.cell.built:
-            self._rules.build((sequence[0], sequence[-1]))
+            self._rules.build((sequence[0], *sequence[2:]))   # one step's shape
             self.cell.built = True
         if self.stateful and self.states is None:
             self._create_states(sequence)
@@ -184,7 +187,7 @@ class RNN(StatesCall):
                              f"`stateful=True` in a RNN, the batch size must be static. Found "
                              f"dynamic batch size: sequence.shape={sequence}")
         # As in Keras, not weights: neither trained, counted nor saved.
-        self.states = [Variable(np.zeros((sequence[0], size), self.dtype), "rnn_state",
+        self.states = [Variable(np.zeros((sequence[0], *_shape(size)), self.dtype), "rnn_state",
                                 f"{self._scope}{self.name}/rnn_state_{i}", trainable=False)
                        for i, size in enumerate(self.state_size)]
 
@@ -227,10 +230,12 @@ class RNN(StatesCall):
         x = _as_float(b, x, self.dtype)
         masks = self._rules.dropout_masks(b, x.type.shape[0], training)
         states = self._initial_states(b, x, initial)
-        keep = None if mask is None else b.reshape(mask.keep(b), shape=mask.value.type.shape + (1,))
+        ones = (1,) * len(_shape(self._rules.output_size))   # the mask broadcast over a step's output
+        keep = None if mask is None else b.reshape(mask.keep(b), shape=mask.value.type.shape + ones)
         # an unrolled loop's masked step outputs the previous output (zeros before the first
         # kept step), which differs from the held h only after non-zero initial states
-        previous_output = keep is not None and self.unroll and (bool(initial) or self.stateful)
+        previous_output = keep is not None and self.unroll and (
+            bool(initial) or self.stateful or not getattr(self._rules, "output_is_state", True))
         carry_output = self._carries_output(keep is not None, previous_output)
         carries = states + ([_zeros(b, x, self._rules.output_size)] if carry_output else [])
         scanned = [self._rules.project(b, swap_time(b, x), masks)] + ([swap_time(b, keep)] if keep is not None else [])
@@ -335,9 +340,15 @@ class RNN(StatesCall):
         return cls(cell, **config)
 
 
-def _zeros(b: Builder, x: Value, size: int) -> Value:
-    """Zeros (batch, size) of `x`'s dtype and batch."""
-    return b.broadcast(b.scalar(0.0, x), shape=(x.type.shape[0], size))
+def _shape(size) -> tuple[int, ...]:
+    """A state's or output's size as its shape without the batch: an int is (units,); a
+    ConvLSTM's is already a shape (*spatial, filters)."""
+    return tuple(size) if isinstance(size, (tuple, list)) else (size,)
+
+
+def _zeros(b: Builder, x: Value, size) -> Value:
+    """Zeros (batch, *shape of `size`) of `x`'s dtype and batch."""
+    return b.broadcast(b.scalar(0.0, x), shape=(x.type.shape[0], *_shape(size)))
 
 
 def _output_state(cell) -> int:
@@ -391,32 +402,29 @@ _LOOP_ARGS = ("return_sequences", "return_state", "go_backwards", "stateful", "u
 
 
 class _CellLayer(RNN):
-    """SimpleRNN, LSTM and GRU: an RNN over a cell of `cell_class` named `cell_name`, with the
-    cell's arguments as its own and a flat config (no `cell` key), as in Keras 3."""
+    """SimpleRNN, LSTM, GRU and the ConvLSTMs: an RNN over a cell of `cell_class` named
+    `cell_name`, with the cell's arguments (`cell_args`) as its own and a flat config (no `cell`
+    key), as in Keras 3."""
 
     cell_class: type = RecurrentCell
     cell_name = "cell"
+    cell_args: tuple[str, ...] = _CELL_ARGS
 
-    def __init__(self, units: int, use_cudnn="auto", activity_regularizer=None, **kwargs):
-        cell_kwargs = {k: kwargs.pop(k) for k in _CELL_ARGS if k in kwargs}
+    def __init__(self, units: int, activity_regularizer=None, **kwargs):
+        cell_kwargs = {k: kwargs.pop(k) for k in self.cell_args if k in kwargs}
         loop_kwargs = {k: kwargs.pop(k) for k in _LOOP_ARGS if k in kwargs}
         cell = self.cell_class(units, name=self.cell_name, dtype=kwargs.get("dtype"),
                                trainable=kwargs.get("trainable", True), **cell_kwargs)
         super().__init__(cell, activity_regularizer=activity_regularizer, **loop_kwargs, **kwargs)
-        if use_cudnn not in ("auto", True, False):
-            raise ArgumentError(f"{owner_of(self)}: Invalid valid received for argument "
-                                f"`use_cudnn`. Expected one of {{'auto', True, False}}. "
-                                f"Received: use_cudnn={use_cudnn}")
-        self.use_cudnn = use_cudnn
 
     @classmethod
     def _accepted_args(cls) -> list[str]:
-        return super()._accepted_args() + list(_CELL_ARGS) + list(_LOOP_ARGS)
+        return super()._accepted_args() + list(cls.cell_args) + list(_LOOP_ARGS)
 
     def __getattr__(self, name: str):
         # units, activation, dropout, kernel_initializer ... are the cell's, as in Keras.
         if name != "cell" and "cell" in self.__dict__ and (
-                name == "units" or name in _CELL_ARGS or name.endswith(("_initializer",))):
+                name == "units" or name in type(self).cell_args or name.endswith(("_initializer",))):
             return getattr(self.__dict__["cell"], name)
         raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
@@ -432,7 +440,20 @@ class _CellLayer(RNN):
         return Layer.from_config.__func__(cls, config)
 
 
-class SimpleRNN(_CellLayer):
+class _DenseCellLayer(_CellLayer):
+    """SimpleRNN, LSTM and GRU, which also take Keras's `use_cudnn` (a choice of kernel that
+    nncompile has no use for)."""
+
+    def __init__(self, units: int, use_cudnn="auto", **kwargs):
+        super().__init__(units, **kwargs)
+        if use_cudnn not in ("auto", True, False):
+            raise ArgumentError(f"{owner_of(self)}: Invalid valid received for argument "
+                                f"`use_cudnn`. Expected one of {{'auto', True, False}}. "
+                                f"Received: use_cudnn={use_cudnn}")
+        self.use_cudnn = use_cudnn
+
+
+class SimpleRNN(_DenseCellLayer):
     """Fully connected RNN: `h_t = activation(x_t @ kernel + bias + h_{t-1} @ recurrent_kernel)`.
 
     Example:
@@ -454,7 +475,7 @@ class SimpleRNN(_CellLayer):
         return config
 
 
-class LSTM(_CellLayer):
+class LSTM(_DenseCellLayer):
     """Long Short-Term Memory layer (Hochreiter 1997): kernel (input_dim, 4 * units), recurrent
     kernel (units, 4 * units), bias (4 * units), gates i, f, c, o; states [h, c].
 
@@ -475,7 +496,7 @@ class LSTM(_CellLayer):
                          use_bias=use_bias, unit_forget_bias=unit_forget_bias, **kwargs)
 
 
-class GRU(_CellLayer):
+class GRU(_DenseCellLayer):
     """Gated Recurrent Unit (Cho et al. 2014): kernel (input_dim, 3 * units), recurrent kernel
     (units, 3 * units), gates z, r, h. `reset_after=True` (the default) has bias (2, 3 * units);
     `reset_after=False` has bias (3 * units,).

@@ -20,10 +20,12 @@ A cell users write (Keras's protocol: a Layer with `state_size`, maybe `output_s
 """
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple, Sequence
 
 from nncompile.ir import Builder, Value
 from nncompile.ir.cells import ACTIVATIONS, Cell, gate_block, gru_update, lstm_update
+from nncompile.ir.dims import canonical
 from nncompile.keras import activations, constraints, initializers, regularizers
 from nncompile.keras.layers.arguments import ArgumentError, boolean, owner_of, weight_options
 from nncompile.keras.layers.base import Layer
@@ -32,9 +34,18 @@ from nncompile.keras.layers.core import seed_input, stream_key
 import numpy as np
 
 
+def _rows(b: Builder, x: Value) -> Value:
+    """`x` (batch, ..., channels) as (batch * ..., channels): one row per pixel."""
+    if x.type.rank == 2:
+        return x
+    pixels = math.prod(x.type.shape[1:-1])
+    return b.reshape(x, shape=(canonical(f"({x.type.shape[0]})*{pixels}"), x.type.shape[-1]))
+
+
 class DropoutMasks(NamedTuple):
-    """One cell's dropout masks for a batch: on its inputs (batch, input_dim) and on its state
-    (batch, units); one per gate under Keras's `implementation=1`, else a single one."""
+    """One cell's dropout masks for a batch: on its inputs (shaped as a step's, (batch,
+    input_dim)) and on its state (batch, units); one per gate under Keras's `implementation=1`
+    (and always for a ConvLSTM), else a single one."""
 
     inputs: list[Value]
     state: list[Value]
@@ -76,9 +87,14 @@ def _dropout(b: Builder, shape, rate: float, key: int) -> Value:
 class RecurrentCell(Layer):
     """What SimpleRNNCell, LSTMCell and GRUCell share: `units`, the activation, the kernel
     (input_dim, gates * units), recurrent kernel (units, gates * units) and bias, their
-    initializers, regularizers and constraints, and dropout on inputs and state."""
+    initializers, regularizers and constraints, and dropout on inputs and state.
+
+    Its products are matmuls; a cell whose kernels slide over images (a ConvLSTM's) has their
+    window first in the kernels' shapes (`window`) and overrides `input_product` and
+    `recurrent_product` with its convolutions."""
 
     gates = 1
+    window: tuple[int, ...] = ()
 
     def __init__(self, units: int, activation="tanh", use_bias: bool = True,
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
@@ -119,10 +135,10 @@ class RecurrentCell(Layer):
     def build(self, input_shape) -> None:
         width = self.gates * self.units
         self.kernel = self.add_weight(
-            shape=(input_shape[-1], width), initializer=self.kernel_initializer,
+            shape=(*self.window, input_shape[-1], width), initializer=self.kernel_initializer,
             regularizer=self.kernel_regularizer, constraint=self.kernel_constraint, name="kernel")
         self.recurrent_kernel = self.add_weight(
-            shape=(self.units, width), initializer=self.recurrent_initializer,
+            shape=(*self.window, self.units, width), initializer=self.recurrent_initializer,
             regularizer=self.recurrent_regularizer, constraint=self.recurrent_constraint,
             name="recurrent_kernel")
         if self.use_bias:
@@ -144,11 +160,25 @@ class RecurrentCell(Layer):
         if not training:
             return None
         n = self.mask_count
-        inputs = ([_dropout(b, (batch, self.kernel.shape[0]), self.dropout, self._key + i)
+        inputs_shape, state_shape = self.mask_shapes()
+        inputs = ([_dropout(b, (batch, *inputs_shape), self.dropout, self._key + i)
                    for i in range(n)] if 0 < self.dropout < 1 else [])
-        state = ([_dropout(b, (batch, self.units), self.recurrent_dropout, self._key + n + i)
+        state = ([_dropout(b, (batch, *state_shape), self.recurrent_dropout, self._key + n + i)
                   for i in range(n)] if 0 < self.recurrent_dropout < 1 else [])
         return DropoutMasks(inputs, state) if inputs or state else None
+
+    def mask_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The shapes, without the batch, of one step's inputs and of the state: those of the
+        dropout masks (Keras draws them as ones like a step's inputs and like the state)."""
+        return (self.kernel.shape[-2],), (self.units,)
+
+    def input_product(self, b: Builder, x: Value, kernel: Value) -> Value:
+        """`x` (one step, or a time-major sequence) by the kernel (or gate columns of it)."""
+        return b.matmul(x, kernel)
+
+    def recurrent_product(self, b: Builder, h: Value, kernel: Value) -> Value:
+        """The state `h` by the recurrent kernel (or gate columns of it)."""
+        return b.matmul(h, kernel)
 
     def project(self, b: Builder, x: Value, masks: DropoutMasks | None) -> Value:
         """x @ kernel (+ the input bias) for every gate; per gate under per-gate input masks.
@@ -157,13 +187,13 @@ class RecurrentCell(Layer):
         dropped = masks.inputs if masks is not None else []
         if len(dropped) > 1:
             u = self.units
-            y = b.concat(*(b.matmul(b.mul(x, m),
-                                    columns(self, b, self.kernel, i * u, (i + 1) * u))
+            y = b.concat(*(self.input_product(b, b.mul(x, m),
+                                               columns(self, b, self.kernel, i * u, (i + 1) * u))
                            for i, m in enumerate(dropped)), axis=-1)
         else:
             if dropped:
                 x = b.mul(x, dropped[0])
-            y = b.matmul(x, self.param(b, self.kernel))
+            y = self.input_product(b, x, self.param(b, self.kernel))
         bias = self.input_bias(b)
         return y if bias is None else b.add(y, bias)
 
@@ -178,8 +208,9 @@ class RecurrentCell(Layer):
         u = self.units
         dropped = masks.state if masks is not None else []
         if len(dropped) > 1:
-            return b.concat(*(b.matmul(b.mul(h, dropped[g]), columns(self, b, self.recurrent_kernel,
-                                                                       g * u, (g + 1) * u))
+            return b.concat(*(self.recurrent_product(b, b.mul(h, dropped[g]),
+                                                     columns(self, b, self.recurrent_kernel,
+                                                             g * u, (g + 1) * u))
                               for g in gates), axis=-1)
         if dropped:
             h = b.mul(h, dropped[0])
@@ -187,7 +218,7 @@ class RecurrentCell(Layer):
             kernel = self.param(b, self.recurrent_kernel)
         else:
             kernel = columns(self, b, self.recurrent_kernel, gates[0] * u, (gates[-1] + 1) * u)
-        return b.matmul(h, kernel)
+        return self.recurrent_product(b, h, kernel)
 
     def step(self, b: Builder, projected: Value, states: list[Value],
              masks: DropoutMasks | None) -> tuple[Value, list[Value]]:
@@ -318,7 +349,10 @@ class LSTMCell(_GatedCell):
     def step(self, b, projected, states, masks):
         h, c = states
         z = b.add(projected, self.recurrent(b, h, masks))
-        h, c = lstm_update(b, z, c, self.recurrent_activation, self.activation)
+        # lstm_update takes the gates as column blocks of rows; a ConvLSTM's pixels are rows too
+        h, c = lstm_update(b, _rows(b, z), _rows(b, c), self.recurrent_activation, self.activation)
+        h, c = (b.reshape(v, shape=states[1].type.shape) if v.type != states[1].type else v
+                for v in (h, c))
         return h, [h, c]
 
     def cell_kind(self) -> str:
@@ -373,8 +407,8 @@ class GRUCell(_GatedCell):
                 return b.mul(r, gate_block(b, inner, 2, self.units))
             dropped = masks.state if masks is not None else []
             h_h = b.mul(h, dropped[-1]) if dropped else h
-            return b.matmul(b.mul(r, h_h), columns(self, b, self.recurrent_kernel,
-                                                   2 * self.units, 3 * self.units))
+            return self.recurrent_product(b, b.mul(r, h_h), columns(
+                self, b, self.recurrent_kernel, 2 * self.units, 3 * self.units))
 
         h = gru_update(b, projected, inner, h, self.recurrent_activation, self.activation, reset)
         return h, [h]
@@ -404,6 +438,9 @@ class TracedCell:
         if sizes is None or not all(isinstance(s, int) and not isinstance(s, bool) for s in sizes):
             raise ValueError(f"{owner}: state_size must be an integer, or a list/tuple of integers (one "
                              f"for each state tensor). Received: state_size={size!r}")
+        if hasattr(cell, "get_initial_state"):
+            raise ValueError(f"{owner}: the cell {cell!r} defines get_initial_state, which nncompile does not "
+                             f"trace; pass the first states as `initial_state=[...]` when calling the layer")
         output = getattr(cell, "output_size", None)
         if output is not None and (not isinstance(output, int) or isinstance(output, bool)):
             raise ValueError(f"{owner}: output_size must be an integer. Received: output_size={output!r}")
@@ -429,7 +466,12 @@ class TracedCell:
 
     def step(self, b: Builder, inputs: Value, states: list[Value], masks) -> tuple[Value, list[Value]]:
         from nncompile.keras import tracing     # tracing imports the layers
-        return tracing.trace_cell(self.cell, b, inputs, states, self.training)
+        output, new_states = tracing.trace_cell(self.cell, b, inputs, states, self.training)
+        if output.type.shape[1:] != (self.output_size,):
+            raise ValueError(f"Layer '{self.cell.name}' ({type(self.cell).__name__}): call() returned an output "
+                             f"of shape {output.type.shape}; its output_size (by default its first state's size) "
+                             f"gives ({output.type.shape[0]!r}, {self.output_size})")
+        return output, new_states
 
 
 def cell_rules(cell, owner: str) -> "RecurrentCell | StackedRNNCells | TracedCell":
