@@ -47,7 +47,7 @@ from nncompile.keras.layers.recurrent_cells import (GRUCell, LSTMCell, SimpleRNN
 from nncompile.keras.layers.reshaping import (Cropping1D, Cropping2D, Cropping3D, RepeatVector,
                                               UpSampling1D, UpSampling2D, UpSampling3D,
                                               ZeroPadding1D, ZeroPadding2D, ZeroPadding3D)
-from nncompile.keras.layers.wrappers import Bidirectional, TimeDistributed
+from nncompile.keras.layers.wrappers import Bidirectional, TimeDistributed, Wrapper
 
 __all__ = [
     "Activation", "ActivityRegularization", "AdaptiveAveragePooling1D", "AdaptiveAveragePooling2D",
@@ -73,7 +73,7 @@ __all__ = [
     "Reshape", "Resizing", "SeparableConv1D", "SeparableConv2D",
     "SeparableConvolution1D", "SeparableConvolution2D", "SimpleRNN", "SimpleRNNCell",
     "Softmax", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "StackedRNNCells", "Subtract",
-    "TimeDistributed", "UnitNormalization", "UpSampling1D", "UpSampling2D", "UpSampling3D",
+    "TimeDistributed", "UnitNormalization", "UpSampling1D", "UpSampling2D", "UpSampling3D", "Wrapper",
     "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "add", "average", "concatenate", "maximum",
     "minimum", "multiply", "subtract", "dot"
 ]

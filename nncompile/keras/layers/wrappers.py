@@ -1,5 +1,6 @@
-"""Layer wrappers: `Bidirectional` (a recurrent layer run both ways) and `TimeDistributed` (a
-layer applied to every time step), with Keras 3's arguments, weights and configs."""
+"""Layer wrappers: `Wrapper` (the base class of a layer that holds another, as users subclass it),
+`Bidirectional` (a recurrent layer run both ways) and `TimeDistributed` (a layer applied to every
+time step), with Keras 3's arguments, weights and configs."""
 from __future__ import annotations
 
 from typing import Any
@@ -25,6 +26,49 @@ def _copy(layer: Layer, name: str, **changes) -> Layer:
     config = serialize_layer(layer)
     config["config"] = {**config["config"], "name": name, **changes}
     return deserialize_layer(config)
+
+
+class Wrapper(Layer):
+    """Keras's base class of a layer that wraps `layer` (it builds it and saves it in its config);
+    a subclass says in `call` what it does with it.
+
+    Example:
+
+    >>> from nncompile.keras.layers import Dense
+    >>> class Doubled(Wrapper):
+    ...     def call(self, inputs):
+    ...         return self.layer(inputs) * 2.0
+    >>> Doubled(Dense(3))(np.ones((2, 4), "float32")).shape
+    (2, 3)
+    """
+
+    def __init__(self, layer, **kwargs):
+        if not isinstance(layer, Layer):
+            raise ArgumentError(f"Layer {layer} supplied to Wrapper isn't a supported layer type. Please "
+                                f"ensure wrapped layer is a valid Keras layer.")
+        super().__init__(**kwargs)
+        self.layer = layer
+
+    def sublayers(self):
+        return [("layer", self.layer)]
+
+    def build(self, input_shape=None) -> None:
+        self.adopt(self.layer)
+        self.layer._maybe_build(input_shape)
+        self.built = True
+
+    def get_config(self) -> dict[str, Any]:
+        from nncompile.keras.functional import serialize_layer
+
+        return {**super().get_config(), "layer": serialize_layer(self.layer)}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None) -> "Wrapper":
+        from nncompile.keras.functional import deserialize_layer
+
+        config = dict(config)
+        layer = config.pop("layer")
+        return cls(deserialize_layer(layer, custom_objects) if isinstance(layer, dict) else layer, **config)
 
 
 class Bidirectional(StatesCall):
@@ -163,7 +207,7 @@ class Bidirectional(StatesCall):
         return cls(**config)
 
 
-class TimeDistributed(Layer):
+class TimeDistributed(Wrapper):
     """Applies `layer` to every time step (axis 1) of its input, with the same weights:
     (batch, steps, ...) -> (batch, steps, ...layer's output). It is a scan whose body is the
     layer, or the layer on the whole sequence at once when that is the same (Dense,
@@ -182,11 +226,7 @@ class TimeDistributed(Layer):
         if not isinstance(layer, Layer):
             raise ArgumentError(f"Please initialize `TimeDistributed` layer with a "
                                 f"`keras.layers.Layer` instance. Received: {layer}")
-        super().__init__(**kwargs)
-        self.layer = layer
-
-    def sublayers(self):
-        return [("layer", self.layer)]
+        super().__init__(layer, **kwargs)
 
     def build(self, input_shape) -> None:
         if not isinstance(input_shape, (tuple, list)) or len(input_shape) < 3:
@@ -204,16 +244,3 @@ class TimeDistributed(Layer):
         with body.loc(self.layer.name):
             y = self.layer.emit(body, step, training=training)
         return scan_steps(b, body, [], [inputs], [y])[0]
-
-    def get_config(self) -> dict[str, Any]:
-        from nncompile.keras.functional import serialize_layer
-
-        return {**super().get_config(), "layer": serialize_layer(self.layer)}
-
-    @classmethod
-    def from_config(cls, config) -> "TimeDistributed":
-        from nncompile.keras.functional import deserialize_layer
-
-        config = dict(config)
-        layer = config.pop("layer")
-        return cls(deserialize_layer(layer) if isinstance(layer, dict) else layer, **config)
