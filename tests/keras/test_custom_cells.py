@@ -225,5 +225,7 @@ def test_outputs_of_another_width_and_own_initial_states_are_named():
     x = np.ones((2, 3, 4), np.float32)
     with pytest.raises(ValueError, match=r"_narrow'.*output of shape \('\?', 2\); its output_size"):
         layers.RNN(_Narrow())(x)
-    with pytest.raises(ValueError, match="defines get_initial_state.*initial_state="):
-        layers.RNN(_OwnStart())
+    with pytest.raises(ValueError, match="its cell '__own_start' .*defines get_initial_state.*initial_state="):
+        layers.RNN(_OwnStart())(x[..., :2])
+    ones = np.ones((2, 2), np.float32)
+    np.testing.assert_allclose(layers.RNN(_OwnStart())(x[..., :2], initial_state=[ones]), ones)

@@ -264,3 +264,10 @@ def test_det_exports_as_onnx_det_and_the_rest_is_refused_by_name(tmp_path):
         graph = b.finish([ops.inv(x)], ["inv"])
     with pytest.raises(UnsupportedError, match="op 'lu' has no ONNX form"):
         nncompile.onnx.save(graph, str(tmp_path / "inv.onnx"))
+
+
+@pytest.mark.parametrize("op", ["det", "inv", "cholesky", "slogdet"])
+def test_empty_matrices_are_refused_by_name(op):
+    from nncompile.ir import ShapeError
+    with pytest.raises(ShapeError, match="holds 0x0 matrices; expected at least 1x1"):
+        getattr(ops, op)(np.zeros((2, 0, 0), np.float32))

@@ -107,6 +107,10 @@ def test_layers_resize_and_crop_by_the_ops():
                                ops.image.resize(images, (3, 5), "bicubic", crop_to_aspect_ratio=True), rtol=1e-6)
     np.testing.assert_array_equal(layers.CenterCrop(4, 5)(images), ops.image.crop_images(
         images, 1, 1, target_height=4, target_width=5))
+    for options in (dict(pad_to_aspect_ratio=True, fill_value=0.3), dict(antialias=True),
+                    dict(interpolation="lanczos5", antialias=True)):
+        np.testing.assert_allclose(layers.Resizing(3, 5, **options)(images),
+                                   ops.image.resize(images, (3, 5), **options), rtol=1e-6, err_msg=str(options))
 
 
 IMAGE = np.zeros((2, 4, 4, 3), "float32")

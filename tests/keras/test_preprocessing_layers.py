@@ -192,7 +192,8 @@ def test_configs_round_trip(layer):
 
 @pytest.mark.parametrize("make, message", [
     (lambda: layers.Resizing(2, 2, interpolation="area"), "`interpolation` argument must be one of"),
-    (lambda: layers.Resizing(2, 2, pad_to_aspect_ratio=True), "pad_to_aspect_ratio=True` is not"),
+    (lambda: layers.Resizing(2, 2, pad_to_aspect_ratio=True, crop_to_aspect_ratio=True),
+     "Only one of `pad_to_aspect_ratio`, `crop_to_aspect_ratio` can be set to `True`"),
     (lambda: layers.Resizing(0, 2), "height"),
     (lambda: layers.CenterCrop(2, 2)(np.ones((2, 3), np.float32)), "rank 4"),
     (lambda: layers.Dot(axes=(1, 2, 3)), "should contain two elements"),

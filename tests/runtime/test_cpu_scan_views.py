@@ -49,3 +49,35 @@ def test_a_reshaped_carry_saved_at_every_step_is_copied_not_moved(reverse, steps
     got = nncompile.compile(graph)(xs, c0)
     for g, want in zip(got, _numpy(xs.astype(np.float64), c0.astype(np.float64), reverse)):
         np.testing.assert_allclose(g, want, rtol=1e-6, atol=1e-6)
+
+
+def _shared_graph(kind: str):
+    """Per-step results that lie in one buffer: y and y reshaped ("twice"), or the carry's new
+    value reshaped twice beside itself ("reshaped")."""
+    body = Builder(name="body")
+    c, x = body.input("c", f32[BATCH, 3, 2]), body.input("x", f32[BATCH, 3, 2])
+    new = body.add(body.mul(c, body.constant(0.5, f32)), x)
+    if kind == "twice":
+        y = body.mul(new, body.constant(2.0, f32))
+        outs = [new, y, body.reshape(y, shape=(ROWS, 2))]
+    else:
+        outs = [new, body.reshape(body.reshape(new, shape=(ROWS, 2)), shape=(BATCH, 6)), new]
+    b = Builder()
+    xs, c0 = b.input("xs", f32["T", BATCH, 3, 2]), b.input("c0", f32[BATCH, 3, 2])
+    return b.finish(list(b.scan(c0, xs, body=body.finish(outs), num_carry=1, num_scanned=1, reverse=False)))
+
+
+@pytest.mark.parametrize("kind", ["twice", "reshaped"])
+def test_per_step_results_in_one_buffer_are_each_copied(kind):
+    rng = np.random.default_rng(0)
+    xs = rng.standard_normal((5, 4, 3, 2)).astype(np.float32)
+    c0 = rng.standard_normal((4, 3, 2)).astype(np.float64)
+    c, states = c0, []
+    for x in xs:
+        c = 0.5 * c + x
+        states.append(c)
+    states = np.stack(states)
+    want = [c, 2 * states, (2 * states).reshape(5, -1, 2)] if kind == "twice" else \
+        [c, states.reshape(5, 4, 6), states]
+    for got, expected in zip(nncompile.compile(_shared_graph(kind))(xs, c0.astype(np.float32)), want):
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)

@@ -39,6 +39,9 @@ def _square(t: TensorType, name: str) -> int:
         raise ShapeError(f"{name} {t}: the matrices' sizes must be static")
     if rows != cols:
         raise ShapeError(f"{name} {t} holds {rows}x{cols} matrices; expected square ones")
+    if rows == 0:
+        raise ShapeError(f"{name} {t} holds 0x0 matrices; expected at least 1x1 (nncompile does not "
+                         f"compute the empty factorizations)")
     return rows
 
 

@@ -179,20 +179,22 @@ def _step_memory(node) -> RegionMemory:
             memory.shares.append((inner, outer))
         else:
             memory.own.append(inner)
-    per_step = body.outputs[n:]
-    for k, v in enumerate(per_step):
-        if in_place and _computed(v) and per_step.count(v) == 1:
+    roots = [_buffer_of(v) for v in body.outputs[n:]]
+    for k, (v, root) in enumerate(zip(body.outputs[n:], roots)):
+        if in_place and root.producer is not None and roots.count(root) == 1:
             memory.results_in.append((v, node.outputs[n + k]))
     return memory
 
 
-def _computed(v) -> bool:
-    """Whether a kernel of the body computes `v`, so that it can write `v` into a slice in place.
-    A reshape is a view of its operand: a reshaped body input (a carry a ConvLSTM's backward
-    loop saves as rows) lies where that input lies, which the step must not move."""
+def _buffer_of(v):
+    """The value whose buffer `v` lies in: a reshape is a view of its operand. A per-step result
+    is written into its slice in place only when a kernel of the body computes that buffer and
+    no other per-step result lies in it (the same value twice, or reshaped: both would claim
+    the one buffer); a reshaped body input (a carry a ConvLSTM's backward loop saves as rows)
+    lies where that input lies, which the step must not move."""
     while v.producer is not None and v.producer.op == "reshape":
         v = v.producer.inputs[0]
-    return v.producer is not None
+    return v
 
 
 def step_views(node) -> tuple[list, list]:

@@ -10,9 +10,8 @@ from nncompile.keras.layers.arguments import (ArgumentError, boolean, check_data
                                               owner_of, positive_int)
 from nncompile.keras.layers.base import Layer, keras_shape
 from nncompile.keras.ops import image
+from nncompile.keras.ops.image_resize import RESIZE_INTERPOLATIONS as INTERPOLATIONS
 from nncompile.keras.ops.image_resize import aspect_crop  # noqa: F401  (RandomCrop's, augmentation.py)
-
-INTERPOLATIONS = ("bilinear", "nearest", "bicubic")
 
 
 def _image_size(layer: Layer, x: Value) -> tuple[int, int]:
@@ -33,18 +32,18 @@ def crop(b: Builder, x: Value, top: int, left: int, height: int, width: int) -> 
                                          data_format="channels_last")
 
 
-def resize(b: Builder, x: Value, height: int, width: int, interpolation: str,
-           crop_to_aspect_ratio: bool = False) -> Value:
-    """`x` (batch, h, w, channels) resampled to (batch, height, width, channels)."""
-    return image.resize.__wrapped__(b, x, (height, width), interpolation,
-                                    crop_to_aspect_ratio=crop_to_aspect_ratio,
-                                    data_format="channels_last")
+def resize(b: Builder, x: Value, height: int, width: int, interpolation: str, **options) -> Value:
+    """`x` (batch, h, w, channels) resampled to (batch, height, width, channels); `options` are
+    `keras.ops.image.resize`'s (crop_to_aspect_ratio, pad_to_aspect_ratio, antialias, ...)."""
+    return image.resize.__wrapped__(b, x, (height, width), interpolation, data_format="channels_last", **options)
 
 
 class Resizing(Layer):
-    """Resize images to (`height`, `width`), as Keras 3 on JAX does: `interpolation` "bilinear"
-    (default), "nearest" or "bicubic"; `crop_to_aspect_ratio=True` first crops the largest
-    centred window of the target's aspect ratio. Integer images are cast to the layer's dtype.
+    """Resize images to (`height`, `width`), as Keras 3 on JAX does (`keras.ops.image.resize`):
+    `interpolation` "bilinear" (default), "nearest", "bicubic", "lanczos3" or "lanczos5";
+    `crop_to_aspect_ratio=True` first crops the largest centred window of the target's aspect
+    ratio, `pad_to_aspect_ratio=True` pads with `fill_value` to it; `antialias` smooths when
+    downsampling. Integer images are cast to the layer's dtype.
 
     >>> Resizing(2, 2)(np.arange(16, dtype="float32").reshape(1, 4, 4, 1))[0, :, :, 0].tolist()
     [[2.5, 4.5], [10.5, 12.5]]
@@ -59,26 +58,25 @@ class Resizing(Layer):
         self.width = positive_int(width, "width", owner)
         if interpolation not in INTERPOLATIONS:
             raise ArgumentError(f"{owner}: the `interpolation` argument must be one of "
-                                f"{', '.join(INTERPOLATIONS)} (nncompile implements these of "
-                                f"Keras's). Received: interpolation={interpolation!r}")
+                                f"{', '.join(INTERPOLATIONS)}. Received: interpolation={interpolation!r}")
         self.interpolation = interpolation
         self.crop_to_aspect_ratio = boolean(crop_to_aspect_ratio, "crop_to_aspect_ratio", owner)
-        for name, value, default in (("pad_to_aspect_ratio", pad_to_aspect_ratio, False),
-                                     ("antialias", antialias, False)):
-            if boolean(value, name, owner) != default:
-                raise ArgumentError(f"{owner}: `{name}=True` is not implemented by nncompile")
+        self.pad_to_aspect_ratio = boolean(pad_to_aspect_ratio, "pad_to_aspect_ratio", owner)
+        if self.crop_to_aspect_ratio and self.pad_to_aspect_ratio:
+            raise ArgumentError(f"{owner}: Only one of `pad_to_aspect_ratio`, `crop_to_aspect_ratio` can be "
+                                f"set to `True`.")
+        self.antialias = boolean(antialias, "antialias", owner)
         if fill_mode != "constant":
             raise ArgumentError(f"{owner}: the `fill_mode` argument must be 'constant', as in "
                                 f"Keras 3. Received: fill_mode={fill_mode!r}")
         self.fill_mode, self.fill_value = fill_mode, float(fill_value)
-        self.pad_to_aspect_ratio, self.antialias = False, False
         self.data_format = check_data_format(data_format, owner)
 
     def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
-        height, width = _image_size(self, inputs)
         _image_size(self, inputs)
         return resize(b, _as_float(b, self, inputs), self.height, self.width, self.interpolation,
-                      self.crop_to_aspect_ratio)
+                      crop_to_aspect_ratio=self.crop_to_aspect_ratio, pad_to_aspect_ratio=self.pad_to_aspect_ratio,
+                      antialias=self.antialias, fill_value=self.fill_value)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "height": self.height, "width": self.width,

@@ -305,6 +305,11 @@ class RNN(StatesCall):
                                     f"{len(sizes)} initial states (sizes {sizes}), received "
                                     f"{len(given)}")
             return [_as_float(b, s, self.dtype) for s in given]
+        if getattr(self._rules, "own_start", False):
+            cell = self._rules.cell
+            raise ValueError(f"Layer '{self.name}' ({type(self).__name__}): its cell '{cell.name}' "
+                             f"({type(cell).__name__}) defines get_initial_state, which nncompile does not trace; "
+                             f"pass the first states as `initial_state=[...]` when calling the layer")
         if self.stateful:
             rows = positions(b, x, 0)
             return [b.gather(self.param(b, var), rows, axis=0) for var in self.states]

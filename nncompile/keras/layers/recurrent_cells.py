@@ -438,13 +438,11 @@ class TracedCell:
         if sizes is None or not all(isinstance(s, int) and not isinstance(s, bool) for s in sizes):
             raise ValueError(f"{owner}: state_size must be an integer, or a list/tuple of integers (one "
                              f"for each state tensor). Received: state_size={size!r}")
-        if hasattr(cell, "get_initial_state"):
-            raise ValueError(f"{owner}: the cell {cell!r} defines get_initial_state, which nncompile does not "
-                             f"trace; pass the first states as `initial_state=[...]` when calling the layer")
         output = getattr(cell, "output_size", None)
         if output is not None and (not isinstance(output, int) or isinstance(output, bool)):
             raise ValueError(f"{owner}: output_size must be an integer. Received: output_size={output!r}")
         self.cell, self.state_size = cell, sizes
+        self.own_start = hasattr(cell, "get_initial_state")   # not traced: `initial_state=` must be given
         self.output_size = sizes[0] if output is None else output
         self.training = False
 

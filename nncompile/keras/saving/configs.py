@@ -256,7 +256,10 @@ def _plain(value: Any, kind: str) -> Any:
         return metrics.serialize(value)
     name = getattr(value, "__name__", None)
     if callable(value) and isinstance(name, str):
-        return name
+        if getattr(value, "__module__", "").startswith("nncompile.keras."):   # one of Keras's, by name
+            return name
+        from nncompile.keras.saving.objects import serialize_keras_object
+        return serialize_keras_object(value)    # a user's function, as Keras writes it
     raise ValueError(f"Cannot save the {kind} {value!r} in the compile config: expected a name, a "
                      f"Loss/Metric object or a function of nncompile.keras.{kind}es")
 

@@ -202,3 +202,18 @@ def test_keras_utils_offers_the_custom_object_names_of_keras_saving():
                  "serialize_keras_object"):
         assert getattr(keras.utils, name) is getattr(keras.saving, name)
         assert name in keras.utils.__all__
+
+
+def test_a_model_compiled_with_a_custom_loss_function_saves_it_as_keras_does(tmp_path, clean_custom_objects):
+    model = keras.Sequential([keras.Input((3,)), layers.Dense(2)])
+    model.compile(optimizer="sgd", loss=halved_mse, metrics=["mae"])
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    import json
+    import zipfile
+    with zipfile.ZipFile(path) as z:
+        config = json.loads(z.read("config.json"))["compile_config"]
+    assert config["loss"] == FUNCTION_CONFIG and config["metrics"] == ["mae"]
+    again = keras.models.load_model(path, custom_objects={"halved_mse": halved_mse})
+    x, y = np.ones((4, 3), np.float32), np.zeros((4, 2), np.float32)
+    assert again.evaluate(x, y, verbose=0)[0] == pytest.approx(model.evaluate(x, y, verbose=0)[0], rel=1e-6)
