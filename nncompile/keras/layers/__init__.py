@@ -3,7 +3,13 @@ from nncompile.keras.input_layer import Input, InputLayer
 from nncompile.keras.layers.base import Layer
 from nncompile.keras.layers.augmentation import (RandomBrightness, RandomContrast, RandomCrop, RandomFlip,
                                                  RandomRotation, RandomTranslation, RandomZoom)
+from nncompile.keras.layers.color_augmentation import (RandomColorDegeneration, RandomColorJitter,
+                                                       RandomGrayscale, RandomHue, RandomInvert,
+                                                       RandomPosterization, RandomSaturation, Solarization)
+from nncompile.keras.layers.geometric_augmentation import RandomPerspective, RandomShear
 from nncompile.keras.layers.image_preprocessing import CenterCrop, Resizing
+from nncompile.keras.layers.pixel_augmentation import (AutoContrast, Equalization, RandomErasing,
+                                                       RandomGaussianBlur, RandomSharpness)
 from nncompile.keras.layers.lambda_layer import Lambda
 from nncompile.keras.layers.input_spec import InputSpec
 from nncompile.keras.layers.attention import (AdditiveAttention, Attention, GroupedQueryAttention,
@@ -50,7 +56,10 @@ from nncompile.keras.layers.reshaping import (Cropping1D, Cropping2D, Cropping3D
 from nncompile.keras.layers.wrappers import Bidirectional, TimeDistributed, Wrapper
 
 __all__ = [
-    "Activation", "ActivityRegularization", "AdaptiveAveragePooling1D", "AdaptiveAveragePooling2D",
+    "Activation", "ActivityRegularization", "AutoContrast", "Equalization", "RandomColorDegeneration",
+    "RandomColorJitter", "RandomErasing", "RandomGaussianBlur", "RandomGrayscale", "RandomHue", "RandomInvert",
+    "RandomPerspective", "RandomPosterization", "RandomSaturation", "RandomSharpness", "RandomShear",
+    "Solarization", "AdaptiveAveragePooling1D", "AdaptiveAveragePooling2D",
     "AdaptiveAveragePooling3D", "AdaptiveMaxPooling1D", "AdaptiveMaxPooling2D", "AdaptiveMaxPooling3D", "Add",
     "AdditiveAttention", "AlphaDropout", "Attention", "GroupQueryAttention", "GroupedQueryAttention", "Average", "AveragePooling1D",
     "AveragePooling2D", "AveragePooling3D", "AvgPool1D", "AvgPool2D", "AvgPool3D",

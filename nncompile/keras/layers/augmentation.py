@@ -86,9 +86,22 @@ class _Augmentation(Layer):
         u = b.op("random_uniform", seed_input(b), shape=shape, key=self._key + stream)
         return u if dtype == DType.f32 else b.cast(u, dtype=dtype)
 
-    def _draws(self, b: Builder, x: Value) -> Value:
+    def _draws(self, b: Builder, x: Value, stream: int = 0) -> Value:
         """U[0, 1) of shape (batch, 1, 1, 1) (an unbatched image: (1, 1, 1)), in x's dtype."""
-        return self._draw(b, (1, 1, 1) if x.type.rank == 3 else (x.type.shape[0], 1, 1, 1), x.type.dtype)
+        shape = (1, 1, 1) if x.type.rank == 3 else (x.type.shape[0], 1, 1, 1)
+        return self._draw(b, shape, x.type.dtype, stream)
+
+    def _between(self, b: Builder, x: Value, low: float, high: float, stream: int = 0) -> Value:
+        """U[low, high), one draw an image (shape as `_draws`'), as Keras's `uniform(minval, maxval)`."""
+        return b.add(b.mul(self._draws(b, x, stream), b.scalar(float(high - low), x)), b.scalar(float(low), x))
+
+    def _known_size(self, x: Value) -> tuple[int, int]:
+        """The images' (height, width), which a resampling layer needs known."""
+        height, width = x.type.shape[-3:-1]
+        if isinstance(height, str) or isinstance(width, str):
+            raise ShapeError(f"{owner_of(self)}: the height and width of its input must be known; "
+                             f"received input_shape={keras_shape(x.type)}")
+        return height, width
 
     def _clip(self, b: Builder, x: Value, value_range) -> Value:
         low, high = value_range
@@ -138,6 +151,16 @@ class RandomFlip(_Augmentation):
         return {**super().get_config(), "mode": self.mode}
 
 
+def value_range_pair(value_range, sort: bool = True):
+    """Keras's `_set_value_range`: a list or tuple of two numbers, sorted unless `sort` is False
+    (layers that keep it as given). Keras 3 takes any value in some layers and fails at the first
+    call; refused at once here."""
+    if not isinstance(value_range, (tuple, list)) or len(value_range) != 2:
+        raise ValueError(f"The `value_range` argument should be a list of two numbers. "
+                         f"Received: value_range={value_range}")
+    return sorted(value_range) if sort else value_range
+
+
 def _factor(layer: Layer, factor, bounds: tuple[float, float]) -> tuple:
     """Keras 3's `_set_factor`: a number f in `bounds` -> (max(-|f|, bounds[0]), |f|); a pair ->
     sorted (refused only if its first is above the bounds or its second below)."""
@@ -171,19 +194,14 @@ class RandomContrast(_Augmentation):
     def __init__(self, factor, value_range=(0, 255), seed=None, **kwargs):
         super().__init__(seed=seed, **kwargs)
         self.factor = _factor(self, factor, (0, 1))
-        self.value_range = value_range
-        if not isinstance(value_range, (tuple, list)) or len(value_range) != 2:
-            # Keras 3 takes any value here and fails at the first call; said at once here.
-            raise ValueError(f"{owner_of(self)}: the `value_range` argument should be a list of "
-                             f"two numbers. Received: value_range={value_range}")
+        self.value_range = value_range_pair(value_range, sort=False)
 
     def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
         if not training:
             return inputs
         x = self._images(b, inputs)
         lower, upper = self.factor
-        contrast = b.add(b.mul(self._draws(b, x), b.scalar(float(lower + upper), x)),
-                         b.scalar(1.0 - lower, x))
+        contrast = self._between(b, x, 1.0 - lower, 1.0 + upper)
         rank = x.type.rank
         mean = b.reduce_mean(x, axes=[rank - 3, rank - 2], keepdims=True)
         out = b.add(b.mul(b.sub(x, mean), contrast), mean)
@@ -207,10 +225,7 @@ class RandomBrightness(_Augmentation):
     def __init__(self, factor, value_range=(0, 255), seed=None, **kwargs):
         super().__init__(seed=seed, **kwargs)
         self.factor = _factor(self, factor, (-1, 1))
-        if not isinstance(value_range, (tuple, list)) or len(value_range) != 2:
-            raise ValueError(f"The `value_range` argument should be a list of two numbers. "
-                             f"Received: value_range={value_range}")
-        self.value_range = sorted(value_range)
+        self.value_range = value_range_pair(value_range)
 
     def emit(self, b: Builder, inputs: Value, training: bool = False) -> Value:
         if not training:
@@ -219,8 +234,7 @@ class RandomBrightness(_Augmentation):
         lower, upper = self.factor
         low, high = self.value_range
         span = float(high - low)
-        delta = b.add(b.mul(self._draws(b, x), b.scalar(float(upper - lower) * span, x)),
-                      b.scalar(float(lower) * span, x))
+        delta = self._between(b, x, lower * span, upper * span)
         return self._clip(b, b.add(x, delta), self.value_range)
 
     def get_config(self) -> dict[str, Any]:
@@ -247,10 +261,7 @@ class _Affine(_Augmentation):
         x = self._images(b, inputs)
         if not training:
             return x
-        height, width = x.type.shape[-3:-1]
-        if isinstance(height, str) or isinstance(width, str):
-            raise ShapeError(f"{owner_of(self)}: the height and width of its input must be known; "
-                             f"received input_shape={keras_shape(x.type)}")
+        height, width = self._known_size(x)
         return image.affine(b, x, self._transforms(b, x, height, width), self.interpolation,
                             self.fill_mode, self.fill_value)
 
