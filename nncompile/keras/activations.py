@@ -334,34 +334,46 @@ def get(identifier: str | Emitter | dict | None) -> Emitter:
                              f"valid names: {', '.join(names())}")
         return _REGISTRY[name]
     if callable(identifier):
-        _check_emitter(identifier)
-        return identifier
+        return identifier if _is_emitter(identifier) else _traced(identifier)
     raise ValueError(f"Could not interpret activation function identifier: {identifier!r}; "
                      f"expected a name, None or a callable")
 
 
-def _check_emitter(activation: Callable) -> None:
-    """Refuse callables that compute on arrays instead of emitting IR."""
+def _is_emitter(activation: Callable) -> bool:
+    """Whether `activation` emits IR, `(b, x) -> Value`, rather than computing on a tensor as
+    Keras's activations do, `x -> tensor` (numpy ufuncs, which compute on arrays, are refused)."""
     short = getattr(activation, "__name__", None) or repr(activation)
     if isinstance(activation, np.ufunc):
-        name, reason = f"numpy.{short}", "it is a numpy ufunc, which computes on arrays"
-    else:
-        try:
-            inspect.signature(activation).bind(None, None)
-            return
-        except TypeError:
-            name, reason = short, "it cannot be called with the two arguments (b, x)"
-        except ValueError:  # no signature to inspect (some builtins): trust the caller
-            return
-    hint = f"; for the built-in one, pass the name {short!r}" if short in _REGISTRY else ""
-    raise ValueError(f"Activation {name!r} is not usable: {reason}. A custom activation is a "
-                     f"function `(b: Builder, x: Value) -> Value` that emits IR with the builder, "
-                     f"e.g. `lambda b, x: b.mul(x, b.scalar(2.0, like=x))`{hint}")
+        hint = f"; for the built-in one, pass the name {short!r}" if short in _REGISTRY else ""
+        raise ValueError(f"Activation 'numpy.{short}' is not usable: it is a numpy ufunc, which computes on "
+                         f"arrays. Write it with keras.ops (`lambda x: keras.ops.tanh(x)`){hint}")
+    try:
+        signature = inspect.signature(activation)
+    except ValueError:  # no signature to inspect (some builtins): taken as Keras's form
+        return False
+    try:
+        signature.bind(None, None)
+    except TypeError:
+        return False
+    return len([p for p in signature.parameters.values() if p.default is p.empty
+                and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]) == 2
 
 
-def serialize(activation: Emitter) -> str:
-    """The name of `activation` (as `get` takes it back)."""
-    return activation.__name__
+def _traced(fn: Callable) -> Emitter:
+    """The emitter of an activation written as Keras's are, a function of one tensor with
+    keras.ops: its call traced into the graph where the layer applies it."""
+    from nncompile.keras import tracing     # tracing imports the layers, which import this module
+    return tracing.activation_emitter(fn)
+
+
+def serialize(activation: Emitter):
+    """The name of a built-in activation; a custom one as Keras writes a function, by its
+    registered name (a loader finds it among the custom objects)."""
+    function = getattr(activation, "keras_function", activation)
+    if _REGISTRY.get(getattr(function, "__name__", None)) is function:
+        return function.__name__
+    from nncompile.keras.saving.objects import serialize_keras_object   # saving imports this module
+    return serialize_keras_object(function)
 
 
 def deserialize(name: str | dict) -> Emitter:

@@ -347,6 +347,21 @@ def emitter(fn: Callable, owner: str) -> Callable:
     return emit
 
 
+def activation_emitter(fn: Callable) -> Callable:
+    """The emitter `emit(b, x)` of an activation written as Keras's are: `fn(x)` with keras.ops,
+    traced where a layer applies it (`keras_function` keeps `fn`, for configs)."""
+    name = getattr(fn, "__name__", type(fn).__name__)
+
+    def emit(b: Builder, x: Value) -> Value:
+        owner = f"Activation '{name}'"
+        with _traced(b, owner, False):
+            out = fn(TracedTensor(x))
+        return as_value(b, out, owner)
+
+    emit.__name__, emit.keras_function = name, fn
+    return emit
+
+
 def trace_penalty(regularizer: Callable, b: Builder, x: Value, owner: str) -> Value:
     """The penalty a regularizer written with keras.ops (a function, or a Regularizer subclass's
     `__call__`) gives `x`, as a scalar of `b`."""
