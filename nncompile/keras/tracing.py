@@ -315,9 +315,10 @@ def in_trace() -> bool:
     return _SCOPE.get() is not None and active_builder() is not None
 
 
-def call_inline(layer, inputs: list, single: bool, training: bool | None):
+def call_inline(layer, inputs: list, single: bool, training: bool | None, mask=None):
     """A layer called inside traced code (`self.dense(x)` in a model's `call`): its IR is
-    added to the graph being built, in the caller's training mode unless `training` says."""
+    added to the graph being built, in the caller's training mode unless `training` says; a
+    `mask` given (`self.lstm(x, mask=m)`) replaces the inputs' own."""
     b = active_builder()
     values = [as_value(b, x, describe(layer)) for x in inputs]
     scope = _SCOPE.get()
@@ -329,6 +330,11 @@ def call_inline(layer, inputs: list, single: bool, training: bool | None):
         layer._scope = scope.path
     layer._maybe_build(shapes[0] if single else shapes)
     masks = [getattr(x, "_keras_mask", None) for x in inputs]
+    if mask is not None:
+        from nncompile.keras.layers.base import Mask    # the layers import this module
+        given = mask if isinstance(mask, (list, tuple)) else [mask]
+        masks = [None if m is None else Mask(as_value(b, m, f"{describe(layer)}: mask"), "the mask argument")
+                 for m in given]
     with b.loc(layer.name):
         outs, out_masks = layer.emit_call(b, values, masks, single, mode)
     wrapped = [TracedTensor(v, m) for v, m in zip(outs, out_masks)]

@@ -250,3 +250,68 @@ def test_metrics_of_a_masked_output_count_the_kept_steps_as_keras_does():
     np.testing.assert_allclose(got["weighted_accuracy"], (right * kept_weights).sum() / kept_weights.sum(), rtol=1e-6)
     history = model.fit(tokens, labels, epochs=1, verbose=0)
     assert set(history.history) == {"loss", "accuracy", "weighted_accuracy"}
+
+
+def _lstm_reference(layer, x, keep):
+    """The LSTM over x with Keras's masking, in numpy (tests/keras/recurrent_reference.py)."""
+    import sys
+    import os
+    sys.path.insert(0, os.path.dirname(__file__))
+    from recurrent_reference import lstm_step, run
+    weights = [w.astype(np.float64) for w in layer.get_weights()]
+    units = weights[1].shape[0]
+    zeros = [np.zeros((len(x), units))] * 2
+    return run(lstm_step(weights), x, zeros, mask=keep)[1]
+
+
+def test_a_mask_given_to_a_recurrent_layer_s_call_is_honoured():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 5, 2)).astype(np.float32)
+    keep = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 1, 0, 1]], bool)
+    lstm = layers.LSTM(4)
+    np.testing.assert_allclose(lstm(x, mask=keep), _lstm_reference(lstm, x, keep), rtol=2e-5, atol=2e-5)
+    with pytest.raises(TypeError, match="got an unexpected keyword argument 'mask'"):
+        layers.Dense(2)(x, mask=keep)
+    with pytest.raises(NotImplementedError, match="`mask=` argument in a functional model"):
+        layers.LSTM(4)(keras.Input((5, 2)), mask=keras.Input((5,), dtype="bool"))
+
+
+class _GuideBlock(layers.Layer):
+    """The masking guide's layer: the embedding's mask handed to the LSTM by hand."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.embedding = layers.Embedding(10, 3, mask_zero=True)
+        self.lstm = layers.LSTM(4)
+
+    def call(self, tokens):
+        return self.lstm(self.embedding(tokens), mask=self.embedding.compute_mask(tokens))
+
+
+def test_compute_mask_and_a_mask_argument_inside_a_layer_s_call():
+    np.testing.assert_array_equal(layers.Embedding(10, 3, mask_zero=True).compute_mask(IDS), IDS != 0)
+    block = _GuideBlock()
+    model = keras.Sequential([keras.Input((4,), dtype="int32"), block])
+    vectors = block.embedding.get_weights()[0][IDS]
+    want = _lstm_reference(block.lstm, vectors, IDS != 0)
+    np.testing.assert_allclose(model.predict(IDS, verbose=0), want, rtol=2e-5, atol=2e-5)
+
+
+class _HandMadeMask(layers.Layer):
+    """A mask made by hand (the embedding makes none): only the argument can carry it."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.embedding = layers.Embedding(10, 3)
+        self.lstm = layers.LSTM(4)
+
+    def call(self, tokens):
+        return self.lstm(self.embedding(tokens), mask=keras.ops.not_equal(tokens, 0))
+
+
+def test_a_hand_made_mask_argument_inside_a_layer_s_call():
+    block = _HandMadeMask()
+    model = keras.Sequential([keras.Input((4,), dtype="int32"), block])
+    vectors = block.embedding.get_weights()[0][IDS]
+    want = _lstm_reference(block.lstm, vectors, IDS != 0)
+    np.testing.assert_allclose(model.predict(IDS, verbose=0), want, rtol=2e-5, atol=2e-5)

@@ -24,7 +24,7 @@ from nncompile.keras.layers import auto_config
 from nncompile.keras.layers.input_spec import check_inputs
 from nncompile.keras.layers.arguments import (ArgumentError, boolean, owner_of, shape_tuple,
                                               warn_legacy)
-from nncompile.keras.ops.core import leaves, register_symbolic
+from nncompile.keras.ops.core import active_builder, leaves, register_symbolic
 from nncompile.keras.tracing import ArithmeticOperators, TensorOperators
 from nncompile.runtime import weights
 
@@ -450,10 +450,44 @@ class Layer:
             raise TypeError(f"Layer {type(self).__name__} defines neither `call` nor `emit`")
         return self.emit(b, inputs, training=training)
 
-    def compute_mask(self, b: Builder, inputs: Value | list[Value],
-                     mask: Mask | list[Mask | None] | None) -> Mask | None:
-        """The mask of the output (called only if `supports_masking`): the incoming one."""
+    def emit_mask(self, b: Builder, inputs: Value | list[Value],
+                  mask: Mask | list[Mask | None] | None) -> Mask | None:
+        """The mask of the output as IR (called only if `supports_masking`): the incoming one."""
         return mask
+
+    def compute_mask(self, inputs, mask=None):
+        """Keras's `compute_mask(inputs, mask)`, for code users write: the bool mask this layer
+        gives its output for `inputs` (and the incoming `mask`), or None; of traced tensors inside
+        a call (`self.lstm(x, mask=self.embedding.compute_mask(tokens))`), or of arrays.
+
+        >>> from nncompile.keras.layers import Embedding
+        >>> Embedding(5, 2, mask_zero=True).compute_mask(np.array([[3, 0]])).tolist()
+        [[True, False]]
+        """
+        if not self.supports_masking:
+            return mask
+        flat = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+        if tracing.in_trace() or any(tracing.is_traced(x) for x in flat):
+            b = active_builder()
+            keep = self._mask_of(b, [tracing.as_value(b, x, owner_of(self)) for x in flat], inputs, mask)
+            return None if keep is None else tracing.TracedTensor(keep)
+        arrays = [np.asarray(x) for x in flat]
+        b = Builder(name=f"{self.name}_mask")
+        values = [b.input(f"input_{i}", ir_type((None,) + a.shape[1:], str(a.dtype), f"input_{i}"))
+                  for i, a in enumerate(arrays)]
+        out = self._mask_of(b, values, inputs, None if mask is None else b.input("mask", ir_type(
+            (None,) + np.shape(mask)[1:], "bool", "mask")))
+        if out is None:
+            return None
+        given = arrays + ([] if mask is None else [np.asarray(mask, bool)])
+        return run_graph(b.finish([out], ["mask"]), given)[0]
+
+    def _mask_of(self, b: Builder, values: list[Value], inputs, mask) -> Value | None:
+        """`emit_mask` of one call of `compute_mask`: the mask's bool value (or None)."""
+        incoming = None if mask is None else Mask(tracing.as_value(b, mask, owner_of(self)), "the mask argument")
+        single = not isinstance(inputs, (list, tuple))
+        out = self.emit_mask(b, values[0] if single else values, incoming)
+        return None if out is None else out.keep(b)
 
     def emit_call(self, b: Builder, inputs: list[Value], masks: list[Mask | None], single: bool,
                   training: bool = False) -> tuple[list[Value], list[Mask | None]]:
@@ -470,7 +504,7 @@ class Layer:
             out_mask = tracing.map_leaves(lambda v: None if v is None else Mask(v, self.name),
                                           tracing.trace_mask(self, b, args, previous))
         elif self.supports_masking:
-            out_mask = self.compute_mask(b, args, previous)
+            out_mask = self.emit_mask(b, args, previous)
         elif previous is not None:
             warnings.warn(f"Layer '{self.name}' (of type {type(self).__name__}) was passed an "
                           f"input with a mask attached to it. However, this layer does not "
@@ -534,9 +568,12 @@ class Layer:
     default_training = False
     input_spec = None     # an InputSpec (or a list of them) a layer may set: checked at every call
 
-    def __call__(self, inputs, training: bool | None = None, **kwargs):
+    def __call__(self, inputs, training: bool | None = None, mask=None, **kwargs):
         if kwargs:
             raise TypeError(f"Layer '{self.name}' got unexpected call arguments: {sorted(kwargs)}")
+        if mask is not None and not self.reads_masks():
+            raise TypeError(f"Layer '{self.name}' ({type(self).__name__}) got an unexpected keyword argument "
+                            f"'mask': its call does not read a mask")
         if training is not None and not isinstance(training, (bool, np.bool_)):
             raise TypeError(f"Layer '{self.name}' was given a second positional argument "
                             f"({type(training).__name__}), taken as `training`: several input "
@@ -550,7 +587,11 @@ class Layer:
         # A Sequential built inside traced code (a custom layer's `self.ffn`) calls its layers
         # on KerasTensors: those calls stay symbolic; the model's own call is inlined.
         if not symbolic and (tracing.in_trace() or any(tracing.is_traced(x) for x in flat)):
-            return tracing.call_inline(self, flat, single, training)
+            return tracing.call_inline(self, flat, single, training, mask)
+        if symbolic and mask is not None:
+            raise NotImplementedError(f"Layer '{self.name}': a `mask=` argument in a functional model is not "
+                                      f"supported by nncompile; let a Masking or Embedding(mask_zero=True) "
+                                      f"layer make the mask, or call the layer inside a custom layer's call")
         if symbolic:
             outputs = self._symbolic(flat, single)
             node = CallNode(self, flat, outputs, single, training)
@@ -560,8 +601,15 @@ class Layer:
             return outputs[0] if len(outputs) == 1 else outputs
         if any(isinstance(x, KerasTensor) for x in flat):
             raise ValueError(f"Layer '{self.name}' was called on a mix of symbolic tensors and arrays")
-        results = self._eager(flat, single, bool(training))
+        results = self._eager(flat, single, bool(training), mask)
         return results[0] if len(results) == 1 else results
+
+    def reads_masks(self) -> bool:
+        """Whether this layer's call reads a mask (and so takes `mask=`, as in Keras): a layer of
+        keras.layers with a masked computation of its own, or a call users wrote with `mask`."""
+        if self.has_call():
+            return "mask" in inspect.signature(self.call).parameters
+        return type(self).emit_masked is not Layer.emit_masked
 
     def _symbolic(self, inputs: list[KerasTensor], single: bool) -> list[KerasTensor]:
         shapes = [x.shape for x in inputs]
@@ -597,14 +645,21 @@ class Layer:
         return (f"Layer '{self.name}' ({type(self).__name__}) cannot be applied to "
                 f"{' and '.join(sources)}")
 
-    def _eager(self, arrays: list, single: bool, training: bool) -> list[np.ndarray]:
+    def _eager(self, arrays: list, single: bool, training: bool, mask=None) -> list[np.ndarray]:
         arrays = [_as_input_array(a, self.dtype) for a in arrays]
         specs = [KerasTensor((None,) + a.shape[1:], str(a.dtype)) for a in arrays]
         self._symbolic(specs, single)
         b = Builder(name=self.name)
         values = [b.input(f"input_{i}", ir_type(s.shape, s.dtype, f"input_{i}")) for i, s in enumerate(specs)]
+        args = values[0] if single else values
         with b.loc(self.name):
-            out = self.emit(b, values[0] if single else values, training=training)
+            if mask is None:
+                out = self.emit(b, args, training=training)
+            else:   # `layer(x, mask=m)`: the mask an input of the graph too
+                keep = np.asarray(mask, bool)
+                arrays.append(keep)
+                value = b.input("mask", ir_type((None,) + keep.shape[1:], "bool", "mask"))
+                out = self.emit_masked(b, args, Mask(value, "the mask argument"), training=training)
         outs = out if isinstance(out, (list, tuple)) else [out]
         return run_graph(b.finish(outs, [f"output_{i}" for i in range(len(outs))]), arrays,
                          seed=self._eager_seed())

@@ -308,7 +308,7 @@ class Embedding(Layer):
             indices = b.cast(inputs, dtype=DType.i32)
         return b.gather(self.param(b, self.embeddings), indices, axis=0, allow_negative=False)
 
-    def compute_mask(self, b: Builder, inputs: Value, mask: Mask | None) -> Mask | None:
+    def emit_mask(self, b: Builder, inputs: Value, mask: Mask | None) -> Mask | None:
         if not self.mask_zero:
             return None
         return Mask(b.not_equal(inputs, b.scalar(0, inputs)), self.name)
@@ -353,7 +353,7 @@ class Masking(Layer):
         x = _as_float(b, inputs, self.dtype)
         return b.mul(x, self._kept(b, inputs, keepdims=True))
 
-    def compute_mask(self, b: Builder, inputs: Value, mask: Mask | None) -> Mask:
+    def emit_mask(self, b: Builder, inputs: Value, mask: Mask | None) -> Mask:
         return Mask(self._kept(b, inputs, keepdims=False), self.name)
 
     def get_config(self) -> dict[str, Any]:

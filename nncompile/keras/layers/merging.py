@@ -27,7 +27,7 @@ class Merge(Layer):
     max_inputs: int | None = None
     supports_masking = True
 
-    def compute_mask(self, b: Builder, inputs, mask) -> Mask | None:
+    def emit_mask(self, b: Builder, inputs, mask) -> Mask | None:
         """Keras's merge mask: the OR of the inputs' masks when every input has one."""
         if mask is None or any(m is None for m in mask):
             return None
@@ -249,7 +249,7 @@ class Concatenate(Layer):
                              f"for the concatenation axis. Received: input_shape={shapes}")
         return b.concat(*inputs, axis=axis)
 
-    def compute_mask(self, b: Builder, inputs, mask) -> Mask | None:
+    def emit_mask(self, b: Builder, inputs, mask) -> Mask | None:
         """Keras's rule: every input's mask spread over its shape (all True when it has none),
         concatenated along `axis`, then any() over the last axis."""
         if mask is None or all(m is None for m in mask):
@@ -334,7 +334,7 @@ class Dot(Layer):
                              f"unknown size next to others; nncompile needs them known")
         return int(np.prod(dims, dtype=np.int64))
 
-    def compute_mask(self, b: Builder, inputs, mask) -> Mask | None:
+    def emit_mask(self, b: Builder, inputs, mask) -> Mask | None:
         return None
 
     def get_config(self) -> dict[str, Any]:

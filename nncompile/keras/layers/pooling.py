@@ -239,7 +239,7 @@ class GlobalAveragePooling1D(BaseGlobalPooling):
         total = b.reduce_sum(b.mul(inputs, weight), axes=(1,), keepdims=self.keepdims)
         return b.div(total, b.reduce_sum(weight, axes=(1,), keepdims=self.keepdims))
 
-    def compute_mask(self, b: Builder, inputs: Value, mask: Mask | None) -> None:
+    def emit_mask(self, b: Builder, inputs: Value, mask: Mask | None) -> None:
         return None
 
 

@@ -216,7 +216,7 @@ class RNN(StatesCall):
         outputs = self.run(b, items[0], masks[0], items[1:], training)
         return outputs if self.return_state else outputs[0]
 
-    def compute_mask(self, b: Builder, inputs, mask):
+    def emit_mask(self, b: Builder, inputs, mask):
         sequence_mask = mask[0] if isinstance(mask, list) else mask
         output_mask = sequence_mask if self.return_sequences else None
         if self.return_state:

@@ -181,7 +181,7 @@ class Bidirectional(StatesCall):
             return [b.mul(y, y_rev)]
         return [y, y_rev]
 
-    def compute_mask(self, b: Builder, inputs, mask):
+    def emit_mask(self, b: Builder, inputs, mask):
         mask = mask[0] if isinstance(mask, list) else mask
         output = mask if self.return_sequences else None
         masks = [output, output] if self.merge_mode is None else [output]
