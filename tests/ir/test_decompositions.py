@@ -12,6 +12,7 @@ import pytest
 import nncompile
 from nncompile.ir import BATCH, Builder, ShapeError, f16, f32, f64, i32
 from nncompile.ir.cost import node_flops
+from nncompile.passes.autodiff import gradients
 from nncompile.runtime.reference import run
 from op_examples import lu_loops
 from tests.passes.test_autodiff import check_gradients
@@ -227,3 +228,33 @@ def test_costs_are_lapack_s_counts():
     nodes = [b.cholesky(x).producer, b.det(x).producer, b.lu(x)[0].producer,
              b.triangular_solve(x, b.input("r", f32[BATCH, 6, 5])).producer]
     assert [node_flops(node, {BATCH: 2}) for node in nodes] == [2 * 72, 2 * 144, 2 * 144, 2 * 36 * 5]
+
+
+def _cofactors(a: np.ndarray) -> np.ndarray:
+    """C[i, j] = (-1)^(i+j) det(a without row i and column j), from numpy's determinants of minors."""
+    n = len(a)
+    if n == 1:
+        return np.ones((1, 1))
+    return np.array([[(-1) ** (i + j) * np.linalg.det(np.delete(np.delete(a, i, 0), j, 1)) for j in range(n)]
+                     for i in range(n)])
+
+
+@pytest.mark.parametrize("a", [
+    [[1.0, 2.0], [2.0, 4.0]],                                   # rank 1 of 2
+    [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]],        # rank 2 of 3
+    [[0.0, 1.0, 0.0], [0.0, 0.0, 0.0], [1.0, 0.0, 0.0]],        # rank 2, pivoting rows
+    np.zeros((3, 3)).tolist(),                                  # rank 0: no cofactor is non-zero
+    [[3.0]],
+    [[2.0, 1.0, 0.5], [1.0, 3.0, 0.0], [0.0, 1.0, 4.0]],        # invertible
+])
+def test_det_gradient_is_the_cofactor_matrix_even_where_singular(a):
+    """As JAX's: the gradient of det is its cofactor matrix, finite at singular matrices (where
+    det(A) A^-T would be NaN), reference and compiled."""
+    a = np.array(a)
+    b = Builder()
+    g = b.finish([b.det(b.input("x", f64[a.shape]))], ["det"])
+    (grad,) = gradients(g, g.outputs[0], [g.inputs[0]])
+    g.outputs, g.output_names = [grad], ["grad"]
+    want = _cofactors(a)
+    np.testing.assert_allclose(run(g, [a])[0], want, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(nncompile.compile(g)(a), want, rtol=1e-9, atol=1e-9)

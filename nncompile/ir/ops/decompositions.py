@@ -261,12 +261,43 @@ def _lu_vjp(b, node, cts):
 
 
 def _det_vjp(b, node, cts):
-    """Ā = ḡ det(A) A^-T (inf or NaN for a singular A)."""
+    """Ā = ḡ adj(A)^T, the cofactors, which det(A) A^-T is for an invertible A; finite where A
+    has rank n - 1 too (a rank-one matrix; zeros below that), as JAX's cofactor solve makes it."""
     x, det = node.inputs[0], node.outputs[0]
-    lu, _, permutation = b.lu(x)
-    inverse_t = lu_solve(b, lu, permutation, batch_identity(b, x), transpose=True)
-    scale = b.mul(cts[0], det)
-    return [b.mul(b.reshape(scale, shape=[*scale.type.shape, 1, 1]), inverse_t)]
+    matrix = [*det.type.shape, 1, 1]
+    if x.type.shape[-1] == 1:
+        return [b.broadcast(b.reshape(cts[0], shape=matrix), shape=list(x.type.shape))]
+    return [b.mul(b.reshape(cts[0], shape=matrix), b.transpose(adjugate(b, x, det), perm=swap_last(x)))]
+
+
+def adjugate(b, x, det):
+    """adj(A) = det(A) A^-1 by A's LU factors P^T A = L U, without dividing by U's last pivot
+    (JAX's `_cofactor_solve`): with that pivot replaced by 1 / (the product of the others, signed),
+    det(A) A^-1 = U'^-1 D L^-1 P^T, D scaling every row but the last by det(A); for rank n - 1
+    that is the rank-one adjugate (det(A) = 0), and a matrix of lower rank, whose solve then
+    overflows, has a zero adjugate."""
+    n, dtype = x.type.shape[-1], x.type.dtype
+    lu, pivots, permutation = b.lu(x)
+    eye = _mask(b, x, np.eye(n))
+    diagonal = b.reduce_sum(b.mul(lu, eye), axes=[x.type.rank - 1])
+    leading = b.reduce_prod(b.slice(diagonal, starts=[0], ends=[n - 1], axes=[x.type.rank - 2], steps=[1]),
+                            axes=[x.type.rank - 2])
+    swaps = b.reduce_sum(b.cast(b.not_equal(pivots, b.constant(np.arange(n, dtype=np.int32))), dtype=dtype),
+                         axes=[x.type.rank - 2])
+    odd = b.fmod(swaps, b.scalar(2.0, swaps))
+    partial = b.mul(leading, b.sub(b.scalar(1.0, odd), b.mul(odd, b.scalar(2.0, odd))))
+    corner = _mask(b, x, np.eye(n) * (np.arange(n) == n - 1))
+    as_matrix = [*det.type.shape, 1, 1]
+    lu = b.add(b.mul(lu, b.sub(b.scalar(1.0, corner), corner)),
+               b.mul(corner, b.reshape(b.reciprocal(partial), shape=as_matrix)))
+    y = b.triangular_solve(lu, permutation_rows(b, permutation, dtype), lower=True, unit_diagonal=True)
+    last_row = _mask(b, x, np.outer(np.arange(n) == n - 1, np.ones(n)))
+    rows = b.add(last_row, b.mul(b.reshape(det, shape=as_matrix), b.sub(b.scalar(1.0, last_row), last_row)))
+    adj = b.triangular_solve(lu, b.mul(y, rows), lower=False)
+    finite = b.less(b.abs(adj), b.scalar(np.inf, adj))
+    whole = b.reduce_min(b.cast(finite, dtype=dtype), axes=[x.type.rank - 2, x.type.rank - 1], keepdims=True)
+    zeros = b.broadcast(b.scalar(0.0, adj), shape=list(adj.type.shape))
+    return b.select(b.greater(b.broadcast(whole, shape=list(adj.type.shape)), b.scalar(0.5, adj)), adj, zeros)
 
 
 OPS["cholesky"].vjp = _cholesky_vjp
