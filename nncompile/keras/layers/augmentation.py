@@ -47,13 +47,14 @@ class _Augmentation(Layer):
     Keras default of augmenting when called directly on arrays."""
 
     default_training = True
+    spare_streams = 0   # the streams a layer draws from beyond its first (their keys follow its own)
 
     def __init__(self, seed=None, data_format=None, **kwargs):
         super().__init__(**kwargs)
         owner = owner_of(self)
         self.seed = None if seed is None else integer(seed, "seed", owner)
         self.data_format = check_data_format(data_format, owner)
-        self._key = stream_key(self.seed)
+        self._key = stream_key(self.seed, spare=self.spare_streams)
 
     def __call__(self, inputs, training: bool | None = None, **kwargs):
         # Keras 3's image preprocessing layers declare `call(data, training=True)`: called on
@@ -246,10 +247,11 @@ class _Affine(_Augmentation):
     resampled through a transform drawn for it (`_transforms`: (batch, 8) rows of
     `ops.image.affine_transform`), read with `interpolation` and `fill_mode`."""
 
+    spare_streams = 1   # two draws: this key and the next
+
     def __init__(self, fill_mode="reflect", interpolation="bilinear", seed=None, fill_value=0.0,
                  data_format=None, **kwargs):
         super().__init__(seed=seed, data_format=data_format, **kwargs)
-        self._key = stream_key(self.seed, spare=1)   # two draws: this key and the next
         if fill_mode not in AFFINE_FILL_MODES:
             raise NotImplementedError(f"Unknown `fill_mode` {fill_mode}. Expected of one {AFFINE_FILL_MODES}.")
         if interpolation not in image.INTERPOLATIONS:
@@ -406,9 +408,10 @@ class RandomCrop(_Augmentation):
     [[2.5, 4.5], [10.5, 12.5]]
     """
 
+    spare_streams = 1   # the row offset's key and the next
+
     def __init__(self, height, width, seed=None, data_format=None, **kwargs):
         super().__init__(seed=seed, data_format=data_format, **kwargs)
-        self._key = stream_key(self.seed, spare=1)   # the row offset's key and the next
         owner = owner_of(self)
         self.height, self.width = positive_int(height, "height", owner), positive_int(width, "width", owner)
 

@@ -20,7 +20,6 @@ from nncompile.keras.layers.arguments import owner_of
 from nncompile.keras.layers.augmentation import (RandomBrightness, RandomContrast, _Augmentation, _factor,
                                                  value_range_pair)
 from nncompile.keras.layers.base import keras_shape
-from nncompile.keras.layers.core import stream_key
 from nncompile.keras.ops import image
 
 EPSILON = 1e-7   # keras.config.epsilon(), which RandomSaturation's factor uses
@@ -103,9 +102,10 @@ class RandomInvert(_Chance):
     [245.0]
     """
 
+    spare_streams = 1
+
     def __init__(self, factor=1.0, value_range=FULL_RANGE, seed=None, data_format=None, **kwargs):
         super().__init__(seed=seed, data_format=data_format, **kwargs)
-        self._key = stream_key(self.seed, spare=1)
         self.factor = _factor(self, factor, (0, 1))
         self.value_range = value_range_pair(value_range, sort=False)
 
@@ -149,9 +149,10 @@ class Solarization(_Augmentation):
     [1.0, 0.75, 0.0]
     """
 
+    spare_streams = 1
+
     def __init__(self, addition_factor=0.0, threshold_factor=0.0, value_range=FULL_RANGE, seed=None, **kwargs):
         super().__init__(seed=seed, **kwargs)
-        self._key = stream_key(self.seed, spare=1)
         self.addition_factor = _solarization_factor(addition_factor, "addition_factor")
         self.threshold_factor = _solarization_factor(threshold_factor, "threshold_factor")
         self.value_range = value_range_pair(value_range)
@@ -259,9 +260,10 @@ class RandomHue(_Augmentation):
     [0.0, 0.0, 255.0]
     """
 
+    spare_streams = 1
+
     def __init__(self, factor, value_range=FULL_RANGE, data_format=None, seed=None, **kwargs):
         super().__init__(seed=seed, data_format=data_format, **kwargs)
-        self._key = stream_key(self.seed, spare=1)
         self.factor = _factor(self, factor, (0, 1))
         self.value_range = value_range_pair(value_range, sort=False)
 
@@ -332,10 +334,11 @@ class RandomColorJitter(_Augmentation):
     [100.0, 100.0, 100.0]
     """
 
+    spare_streams = 2 * len(JITTER)
+
     def __init__(self, value_range=FULL_RANGE, brightness_factor=None, contrast_factor=None,
                  saturation_factor=None, hue_factor=None, seed=None, data_format=None, **kwargs):
         super().__init__(seed=seed, data_format=data_format, **kwargs)
-        self._key = stream_key(self.seed, spare=2 * len(JITTER))
         self.value_range = value_range_pair(value_range, sort=False)
         self.brightness_factor, self.contrast_factor = brightness_factor, contrast_factor
         self.saturation_factor, self.hue_factor = saturation_factor, hue_factor

@@ -10,7 +10,6 @@ import numpy as np
 from nncompile.ir import Builder, Value
 from nncompile.keras.layers.augmentation import _Affine, _factor, _rows
 from nncompile.keras.layers.color_augmentation import _Chance
-from nncompile.keras.layers.core import stream_key
 from nncompile.keras.ops import image
 from nncompile.keras.ops.decompositions import solve
 
@@ -45,10 +44,11 @@ class RandomShear(_Affine):
     True
     """
 
+    spare_streams = 2   # the sign's, sy's and sx's streams
+
     def __init__(self, x_factor=0.0, y_factor=0.0, interpolation="bilinear", fill_mode="reflect", fill_value=0.0,
                  data_format=None, seed=None, **kwargs):
         super().__init__(fill_mode, interpolation, seed, fill_value, data_format, **kwargs)
-        self._key = stream_key(self.seed, spare=2)   # the sign's, sy's and sx's streams
         self.x_factor = _shear_factor(x_factor, "x_factor")
         self.y_factor = _shear_factor(y_factor, "y_factor")
 
@@ -75,10 +75,11 @@ class RandomPerspective(_Chance):
     [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0], [6.0, 7.0, 8.0]]
     """
 
+    spare_streams = 3   # the chance's two streams, then dx's and dy's
+
     def __init__(self, factor=1.0, scale=1.0, interpolation="bilinear", fill_value=0.0, seed=None,
                  data_format=None, **kwargs):
         super().__init__(seed=seed, data_format=data_format, **kwargs)
-        self._key = stream_key(self.seed, spare=3)   # the chance's two streams, then dx's and dy's
         self.factor = _factor(self, factor, (0, 1))
         if scale < 0.0 or scale > 1.0:
             raise ValueError(f"The `scale` argument should be a number in the range [0,1]. Received: scale={scale}")

@@ -17,7 +17,6 @@ from nncompile.keras.layers.arguments import check_data_format, integer, owner_o
 from nncompile.keras.layers.augmentation import _Augmentation, _factor, value_range_pair
 from nncompile.keras.layers.base import Layer
 from nncompile.keras.layers.color_augmentation import FULL_RANGE, _Chance, channel, clip, to_range
-from nncompile.keras.layers.core import stream_key
 from nncompile.keras.layers.noise import normal_draws
 from nncompile.keras.ops.convolution import depthwise_conv
 from nncompile.keras.ops.image_filters import _each_channel
@@ -107,10 +106,11 @@ class RandomGaussianBlur(_Chance):
     9.0
     """
 
+    spare_streams = 2
+
     def __init__(self, factor=1.0, kernel_size=3, sigma=1.0, value_range=FULL_RANGE, data_format=None, seed=None,
                  **kwargs):
         super().__init__(seed=seed, data_format=data_format, **kwargs)
-        self._key = stream_key(self.seed, spare=2)
         self.factor = _factor(self, factor, (0, 1))
         self.kernel_size = _kernel_size(kernel_size)
         self.sigma = _named_factor(sigma, "sigma")
@@ -167,10 +167,11 @@ class RandomErasing(_Chance):
     0.0
     """
 
+    spare_streams = 6
+
     def __init__(self, factor=1.0, scale=(0.02, 0.33), fill_value=None, value_range=FULL_RANGE, seed=None,
                  data_format=None, **kwargs):
         super().__init__(seed=seed, data_format=data_format, **kwargs)
-        self._key = stream_key(self.seed, spare=6)
         self.factor = _factor(self, factor, (0, 1))
         self.scale = _named_factor(scale, "scale")
         self.fill_value = _fill_value(fill_value)
