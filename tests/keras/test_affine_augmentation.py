@@ -6,7 +6,6 @@ reference interpreter; arguments, configs and errors as Keras 3.15's."""
 from __future__ import annotations
 
 import doctest
-import importlib.util
 import json
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 
 from nncompile import keras
 from nncompile.keras import layers, ops
+from tests.keras.keras_files import fixture_module
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "keras" / "affine"
 DATA = np.load(FIXTURES / "affine.npz")
@@ -23,10 +23,7 @@ ULP = {"rtol": 1e-6, "atol": 2e-6}
 
 
 def _cases():
-    spec = importlib.util.spec_from_file_location("affine_fixture_cases", FIXTURES / "cases.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return fixture_module(FIXTURES / "cases.py")
 
 
 CASES = _cases()

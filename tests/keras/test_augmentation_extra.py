@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import doctest
 import importlib
-import importlib.util
 import json
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from nncompile import keras
 from nncompile.ir import Builder, DType, TensorType
 from nncompile.keras import layers
 from nncompile.keras.layers.base import run_graph
+from tests.keras.keras_files import fixture_module
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "keras" / "augmentation_extra"
 DATA = np.load(FIXTURES / "augmentation_extra.npz")
@@ -27,10 +27,7 @@ TOLERANCE = {"rtol": 1e-5, "atol": 1e-3}
 
 
 def _maker():
-    spec = importlib.util.spec_from_file_location("augmentation_extra_maker", FIXTURES / "make_augmentation_extra.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return fixture_module(FIXTURES / "make_augmentation_extra.py")
 
 
 CASES = _maker().CASES

@@ -4,20 +4,18 @@ files real Keras made and trained (tests/fixtures/keras/custom_cells)."""
 from __future__ import annotations
 
 import os
-import sys
 
 import numpy as np
 import pytest
 
 from nncompile import keras
 from nncompile.keras import layers, ops
-
-from finite_differences import gradients
-from recurrent_reference import run, sigmoid
+from tests.keras.finite_differences import gradients
+from tests.keras.keras_files import fixture_module
+from tests.keras.recurrent_reference import run, sigmoid
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "keras", "custom_cells")
-sys.path.insert(0, FIXTURES)
-import cells as cell_sources  # noqa: E402
+cell_sources = fixture_module(os.path.join(FIXTURES, "cells.py"))
 
 MinimalRNNCell, PeepholeCell = cell_sources.define(keras)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -15,14 +14,14 @@ pytest.importorskip("PIL", reason="keras.utils' image files need Pillow, as Kera
 
 from nncompile import keras  # noqa: E402
 from nncompile.keras.utils import image_utils  # noqa: E402
+from tests.keras.keras_files import fixture_module  # noqa: E402
 
 HERE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "keras", "directories")
 PHOTOS, TEXTS = os.path.join(HERE, "photos"), os.path.join(HERE, "texts")
 EXPECTED = np.load(os.path.join(HERE, "expected.npz"))
 with open(os.path.join(HERE, "order.json")) as f:
     ORDER = json.load(f)
-sys.path.insert(0, HERE)
-from directory_cases import CASES  # noqa: E402
+CASES = fixture_module(os.path.join(HERE, "directory_cases.py")).CASES
 
 
 def _relative(paths):

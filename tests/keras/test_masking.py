@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from nncompile import keras
 from nncompile.keras import layers
+from tests.keras.recurrent_reference import lstm_step, run
 
 IDS = np.array([[1, 2, 0, 0], [3, 0, 4, 0], [5, 6, 7, 8], [0, 9, 0, 1]], "int32")
 
@@ -254,10 +255,6 @@ def test_metrics_of_a_masked_output_count_the_kept_steps_as_keras_does():
 
 def _lstm_reference(layer, x, keep):
     """The LSTM over x with Keras's masking, in numpy (tests/keras/recurrent_reference.py)."""
-    import sys
-    import os
-    sys.path.insert(0, os.path.dirname(__file__))
-    from recurrent_reference import lstm_step, run
     weights = [w.astype(np.float64) for w in layer.get_weights()]
     units = weights[1].shape[0]
     zeros = [np.zeros((len(x), units))] * 2

@@ -4,7 +4,6 @@ single images), each eagerly, traced on the reference interpreter and compiled; 
 finite differences; arguments refused with Keras's messages."""
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 
 from nncompile.keras import ops
+from tests.keras.keras_files import fixture_module
 from tests.keras.ops_harness import all_ways
 from tests.passes.test_autodiff import check_gradients
 
@@ -20,10 +20,7 @@ DATA = np.load(FIXTURES / "ops_image.npz")
 
 
 def _cases():
-    spec = importlib.util.spec_from_file_location("ops_image_fixture_cases", FIXTURES / "cases.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.CASES
+    return fixture_module(FIXTURES / "cases.py").CASES
 
 
 CASES = _cases()

@@ -3,7 +3,6 @@ real Keras 3 (tests/fixtures/keras/utils_extra, made by make_utils_extra.py), an
 timeseries_dataset_from_array against windows cut here with numpy from Keras's definition
 (the side venv has no TensorFlow to run Keras's)."""
 import collections
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -13,12 +12,11 @@ import pytest
 
 from nncompile import keras
 from nncompile.keras import backend, tree, utils
+from tests.keras.keras_files import fixture_module
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "keras" / "utils_extra"
 EXPECTED = json.loads((FIXTURES / "expected.json").read_text())
-_spec = importlib.util.spec_from_file_location("utils_extra_cases", FIXTURES / "cases.py")
-cases = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(cases)
+cases = fixture_module(FIXTURES / "cases.py")
 NAMESPACE = {**vars(cases), "tree": tree, "backend": backend, "utils": utils, "keras": keras,
              "np": np, "data": cases.split_arrays()}
 
