@@ -227,3 +227,17 @@ def test_outputs_of_another_width_and_own_initial_states_are_named():
         layers.RNN(_OwnStart())(x[..., :2])
     ones = np.ones((2, 2), np.float32)
     np.testing.assert_allclose(layers.RNN(_OwnStart())(x[..., :2], initial_state=[ones]), ones)
+
+
+class _NonzeroCell(layers.Layer):
+    """A step using an op nncompile cannot trace (ops.where with one argument)."""
+    state_size = 2
+
+    def call(self, inputs, states):
+        ops.where(inputs > 0)
+        return states[0], states
+
+
+def test_an_op_the_ir_cannot_express_names_the_cell():
+    with pytest.raises(NotImplementedError, match=r"Layer '__nonzero_cell' \(_NonzeroCell\): ops.where with one"):
+        layers.RNN(_NonzeroCell())(np.ones((2, 3, 2), np.float32))

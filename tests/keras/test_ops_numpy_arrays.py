@@ -166,7 +166,7 @@ def test_what_needs_static_sizes_is_refused_by_name():
     x = b.input("x", f32["?", 4])
     with ops.tracing(b):
         for call, op in [(lambda: ops.roll(x, 1, 0), "roll"), (lambda: ops.diagonal(x), "diagonal"),
-                         (lambda: ops.diff(x, axis=0), "diff")]:
+                         (lambda: ops.diff(x, axis=0), "diff"), (lambda: ops.split(x, 2, axis=0), "split")]:
             with pytest.raises(NotImplementedError, match=rf"ops\.{op}: axis 0 has symbolic length"):
                 call()
         np.testing.assert_equal(ops.roll(x, 1, 1).type.shape, ("?", 4))
