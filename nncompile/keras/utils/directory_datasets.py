@@ -23,41 +23,29 @@ from typing import Callable
 import numpy as np
 
 from nncompile.keras.utils.image_utils import in_color_mode, open_image, standardize_data_format
-from nncompile.keras.utils.py_dataset import PyDataset
+from nncompile.keras.utils.py_dataset import Batches
 
 IMAGE_FORMATS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 _INTERPOLATIONS = ("bilinear", "nearest", "bicubic", "area", "lanczos3", "lanczos5", "gaussian", "mitchellcubic")
 _CHANNELS = {"rgb": 3, "rgba": 4, "grayscale": 1}
 
 
-class DirectoryDataset(PyDataset):
+class DirectoryDataset(Batches):
     """Batches of the files `file_paths` (as `load` reads each) and their labels (None: the
     files alone); `class_names` as Keras names the classes."""
 
     def __init__(self, file_paths: list[str], labels: np.ndarray | None, load: Callable, batch_size: int | None,
                  class_names: list[str] | None):
-        super().__init__()
+        super().__init__(len(file_paths), batch_size)
         self.file_paths, self.class_names = file_paths, class_names
-        self._labels, self._load, self._batch_size = labels, load, batch_size
+        self._labels, self._load = labels, load
 
-    def __len__(self) -> int:
-        if self._batch_size is None:
-            return len(self.file_paths)
-        return -(-len(self.file_paths) // self._batch_size)
-
-    def __getitem__(self, index: int):
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"batch index {index} is out of range for a dataset of {len(self)} batches")
-        index %= len(self)
-        if self._batch_size is None:
-            items = self._load(self.file_paths[index])
-            return items if self._labels is None else (items, self._labels[index])
-        chosen = slice(index * self._batch_size, (index + 1) * self._batch_size)
-        items = np.stack([self._load(path) for path in self.file_paths[chosen]])
+    def batch(self, chosen):
+        if isinstance(chosen, slice):
+            items = np.stack([self._load(path) for path in self.file_paths[chosen]])
+        else:
+            items = self._load(self.file_paths[chosen])
         return items if self._labels is None else (items, self._labels[chosen])
-
-    def __iter__(self):
-        return (self[i] for i in range(len(self)))
 
 
 # --- indexing, as keras/src/utils/dataset_utils.py ---------------------------------------------

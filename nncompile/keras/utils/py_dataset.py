@@ -94,3 +94,30 @@ class PyDataset:
 
 # Keras 2's name for it, kept by Keras 3.
 Sequence = PyDataset
+
+
+class Batches(PyDataset):
+    """A data set of `count` items, `batch_size` of them a batch (None: one item a batch, without
+    a batch axis); a subclass's `batch(chosen)` makes the batch of `chosen`, an item's index or a
+    slice of them. The data sets `keras.utils` makes (timeseries windows, folders of files) read
+    their items only when a batch is asked for."""
+
+    def __init__(self, count: int, batch_size: int | None):
+        super().__init__()
+        self._count, self._batch_size = count, batch_size
+
+    def __len__(self) -> int:
+        if self._batch_size is None:
+            return self._count
+        return -(-self._count // self._batch_size)
+
+    def __getitem__(self, index: int):
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"batch index {index} is out of range for a dataset of {len(self)} batches")
+        index %= len(self)
+        if self._batch_size is None:
+            return self.batch(index)
+        return self.batch(slice(index * self._batch_size, (index + 1) * self._batch_size))
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))

@@ -3,40 +3,24 @@ from __future__ import annotations
 
 import numpy as np
 
-from nncompile.keras.utils.py_dataset import PyDataset
+from nncompile.keras.utils.py_dataset import Batches
 
 
-class TimeseriesDataset(PyDataset):
+class TimeseriesDataset(Batches):
     """The windows of `timeseries_dataset_from_array`: batch `i` is `(inputs, targets)` (or the
     inputs alone without targets), numpy arrays cut from the series when asked for, so that the
     windows, which overlap, are never all held at once."""
 
     def __init__(self, data: np.ndarray, targets: np.ndarray | None, starts: np.ndarray,
                  offsets: np.ndarray, batch_size: int | None):
-        super().__init__()
+        super().__init__(len(starts), batch_size)
         self._data, self._targets = data, targets
         self._starts, self._offsets = starts, offsets
-        self._batch_size = batch_size
 
-    def __len__(self) -> int:
-        if self._batch_size is None:
-            return len(self._starts)
-        return -(-len(self._starts) // self._batch_size)
-
-    def __getitem__(self, index: int):
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"batch index {index} is out of range for a dataset of {len(self)} "
-                             f"batches")
-        index %= len(self)
-        if self._batch_size is None:
-            starts = self._starts[index]
-        else:
-            starts = self._starts[index * self._batch_size:(index + 1) * self._batch_size]
+    def batch(self, chosen):
+        starts = self._starts[chosen]
         inputs = self._data[np.add.outer(starts, self._offsets)]
         return inputs if self._targets is None else (inputs, self._targets[starts])
-
-    def __iter__(self):
-        return (self[i] for i in range(len(self)))
 
 
 def _check_bounds(data_length: int, start_index, end_index, sequence_stride: int,
